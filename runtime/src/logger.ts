@@ -1,0 +1,17 @@
+import { type DestinationStream, type Logger, pino } from 'pino';
+
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+export const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+/**
+ * The one way a deployable makes its logger: JSON lines with `service` on every record, and the
+ * fields that may carry secrets (tokens, passwords, authorization headers) censored wherever they
+ * appear one or two levels deep.
+ */
+export function createLogger(service: string, level: LogLevel = 'info', destination?: DestinationStream): Logger {
+  const secretKeys = ['password', 'token', 'join_token', 'resume_token', 'refresh_token', 'secret', 'authorization'];
+  const redact = secretKeys.flatMap((k) => [k, `*.${k}`, `*.*.${k}`]);
+  return pino({ level, base: { service }, redact: { paths: redact, censor: '[redacted]' } }, destination);
+}
+
+export type { Logger };

@@ -1,0 +1,1 @@
+export { aethex, PROTOCOL_VERSION } from '@aethex/proto';

@@ -1,0 +1,69 @@
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, expect, test } from 'vitest';
+import { parseAllDocuments } from 'yaml';
+import { testEnv, uniqueName } from '../env.js';
+
+const run = promisify(execFile);
+const env = testEnv();
+const chart = join(import.meta.dirname, '../../charts/aethex');
+const helm = (...args: string[]) => run(env.helm, [...args, '--kubeconfig', env.kubeconfig], { maxBuffer: 16 << 20 });
+const release = uniqueName('smoke');
+
+afterAll(async () => {
+  await helm('uninstall', release, '--namespace', release, '--wait').catch(() => undefined);
+  await run(env.kubectl, ['--kubeconfig', env.kubeconfig, 'delete', 'namespace', release, '--wait=false']).catch(() => undefined);
+});
+
+test('helm lint passes on charts/aethex', async () => {
+  const { stdout } = await helm('lint', chart, '--strict');
+  expect(stdout).toContain('1 chart(s) linted, 0 chart(s) failed');
+});
+
+test('helm template renders the CRD, the operator and its least-privilege RBAC', async () => {
+  const { stdout } = await helm('template', 'aethex', chart, '--include-crds', '--namespace', 'aethex-system');
+  const docs = parseAllDocuments(stdout).map(
+    (d) => d.toJS() as { kind: string; metadata: { name: string }; rules?: { resources: string[] }[] },
+  );
+  expect(docs.map((d) => d.kind).sort()).toEqual(
+    ['ClusterRole', 'ClusterRoleBinding', 'CustomResourceDefinition', 'Deployment', 'Role', 'RoleBinding', 'ServiceAccount'].sort(),
+  );
+  const clusterRole = docs.find((d) => d.kind === 'ClusterRole');
+  expect(clusterRole?.rules?.flatMap((r) => r.resources)).not.toContain('secrets');
+});
+
+test('values.schema.json refuses an unknown value with its name', async () => {
+  const err = await helm('template', 'aethex', chart, '--set', 'operator.replicaz=3').then(
+    () => undefined,
+    (e: { stderr: string }) => e,
+  );
+  expect(err?.stderr).toContain('replicaz');
+});
+
+test('helm installs the chart into the real API server and its operator pods are scheduled', async () => {
+  await helm(
+    'install',
+    release,
+    chart,
+    '--namespace',
+    release,
+    '--create-namespace',
+    '--set',
+    'operator.replicas=1',
+    '--wait',
+    '--timeout',
+    '90s',
+  );
+  const { stdout } = await run(env.kubectl, [
+    '--kubeconfig',
+    env.kubeconfig,
+    'get',
+    'pods',
+    '--namespace',
+    release,
+    '-o',
+    'jsonpath={range .items[*]}{.spec.nodeName}{"\\n"}{end}',
+  ]);
+  expect(stdout.trim().split('\n')).toEqual([expect.stringMatching(/^kwok-node-\d+$/)]);
+});
