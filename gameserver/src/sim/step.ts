@@ -1,0 +1,120 @@
+import type { Rect, World } from './world.js';
+
+/** The movement rules of a shard: the region an owned entity must stay in and its top speed. */
+export interface MovementRules {
+  /** Where entities may be, in world units (the world's bounds). */
+  bounds: Rect;
+  /** Largest distance an entity may cover in one tick, in world units. */
+  maxSpeed: number;
+}
+
+/** What became of one input. */
+export type InputResult = 'applied' | 'stale' | 'invalid';
+
+/**
+ * Records a movement intent for the next step. Inputs whose `seq` is not above the entity's last
+ * applied sequence are `stale` and ignored (replays, reordering). Non-finite moves are `invalid`
+ * and ignored, but still advance the sequence so the client sees them answered. Several inputs in
+ * one tick add up; the step clamps the sum, so sending faster never moves an entity faster.
+ */
+export function applyInput(world: World, slot: number, seq: number, moveX: number, moveY: number): InputResult {
+  if (seq <= (world.lastSeq[slot] as number)) return 'stale';
+  world.lastSeq[slot] = seq;
+  if (!Number.isFinite(moveX) || !Number.isFinite(moveY)) return 'invalid';
+  world.moveX[slot] = (world.moveX[slot] as number) + moveX;
+  world.moveY[slot] = (world.moveY[slot] as number) + moveY;
+  world.hasMove[slot] = 1;
+  return 'applied';
+}
+
+/**
+ * Advances every entity by one tick. Entities with a pending move go by that move, clamped to
+ * `maxSpeed` and to `bounds`; their velocity becomes the displacement actually applied. Entities
+ * without one keep moving by their velocity and bounce off the bounds. Returns the number of
+ * entities whose move was clamped, with their ids in `corrected[0..n)` so the gateway can send
+ * corrections. Pure apart from writing into `world` and `corrected`; allocates nothing.
+ */
+export function step(world: World, rules: MovementRules, corrected: Uint32Array): number {
+  const { minX, minY, maxX, maxY } = rules.bounds;
+  // Max is exclusive: keep positions strictly inside.
+  const hiX = Math.fround(maxX - 1e-3);
+  const hiY = Math.fround(maxY - 1e-3);
+  const maxSpeed = rules.maxSpeed;
+  const { x, y, vx, vy, moveX, moveY, hasMove } = world;
+  let nCorrected = 0;
+  for (let i = 0; i < world.count; i++) {
+    if (hasMove[i] === 1) {
+      let dx = moveX[i] as number;
+      let dy = moveY[i] as number;
+      let clamped = false;
+      const len2 = dx * dx + dy * dy;
+      if (len2 > maxSpeed * maxSpeed) {
+        const k = maxSpeed / Math.sqrt(len2);
+        dx *= k;
+        dy *= k;
+        clamped = true;
+      }
+      const ox = x[i] as number;
+      const oy = y[i] as number;
+      let nx = ox + dx;
+      let ny = oy + dy;
+      if (nx < minX || nx > hiX || ny < minY || ny > hiY) {
+        nx = Math.min(Math.max(nx, minX), hiX);
+        ny = Math.min(Math.max(ny, minY), hiY);
+        clamped = true;
+      }
+      x[i] = nx;
+      y[i] = ny;
+      vx[i] = (x[i] as number) - ox;
+      vy[i] = (y[i] as number) - oy;
+      moveX[i] = 0;
+      moveY[i] = 0;
+      hasMove[i] = 0;
+      if (clamped && nCorrected < corrected.length) corrected[nCorrected++] = world.id[i] as number;
+    } else {
+      const dvx = vx[i] as number;
+      const dvy = vy[i] as number;
+      if (dvx === 0 && dvy === 0) continue;
+      let nx = (x[i] as number) + dvx;
+      let ny = (y[i] as number) + dvy;
+      if (nx < minX || nx > hiX) {
+        vx[i] = -dvx;
+        nx = nx < minX ? minX : hiX;
+      }
+      if (ny < minY || ny > hiY) {
+        vy[i] = -dvy;
+        ny = ny < minY ? minY : hiY;
+      }
+      x[i] = nx;
+      y[i] = ny;
+    }
+  }
+  return nCorrected;
+}
+
+/** A deterministic 32-bit PRNG (mulberry32); returns floats in [0, 1). */
+export function createRng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * Gives NPC-kind entities a new random heading with probability `turnChance` per tick, at `speed`
+ * world units per tick. Deterministic for a given rng.
+ */
+export function wander(world: World, rng: () => number, npcKind: number, speed: number, turnChance: number): void {
+  for (let i = 0; i < world.count; i++) {
+    if (world.kind[i] !== npcKind) continue;
+    if ((world.vx[i] === 0 && world.vy[i] === 0) || rng() < turnChance) {
+      const a = rng() * Math.PI * 2;
+      world.vx[i] = Math.cos(a) * speed;
+      world.vy[i] = Math.sin(a) * speed;
+    }
+  }
+}

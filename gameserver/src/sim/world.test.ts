@@ -1,0 +1,52 @@
+import { describe, expect, test } from 'vitest';
+import { CapacityError, KIND_NPC, KIND_PLAYER, World } from './world.js';
+
+describe('World', () => {
+  test('spawn gives stable increasing ids; despawn fills the hole with the last entity', () => {
+    const w = new World(4);
+    const a = w.spawn(1, 1, KIND_NPC);
+    const b = w.spawn(2, 2, KIND_PLAYER);
+    const c = w.spawn(3, 3, KIND_NPC);
+    expect([a, b, c]).toEqual([1, 2, 3]);
+    expect(w.despawn(a)).toBe(true);
+    expect(w.count).toBe(2);
+    expect(w.indexOf(a)).toBe(-1);
+    expect(w.indexOf(c)).toBe(0);
+    expect([w.x[0], w.kind[0]]).toEqual([3, KIND_NPC]);
+    expect(w.indexOf(b)).toBe(1);
+    expect(w.despawn(a)).toBe(false);
+    expect(w.spawn(0, 0, KIND_NPC)).toBe(4);
+  });
+
+  test('refuses a spawn past capacity with a CapacityError, and accepts one after a despawn', () => {
+    const w = new World(2);
+    w.spawn(0, 0, 0);
+    const b = w.spawn(0, 0, 0);
+    expect(() => w.spawn(0, 0, 0)).toThrow(CapacityError);
+    expect(() => w.spawn(0, 0, 0)).toThrow('entity capacity of 2');
+    w.despawn(b);
+    expect(() => w.spawn(0, 0, 0)).not.toThrow();
+  });
+
+  test('restores with explicit ids and continues numbering above them', () => {
+    const w = new World(8);
+    w.spawn(0, 0, 0, 41);
+    expect(() => w.spawn(0, 0, 0, 41)).toThrow('entity 41 already exists');
+    expect(w.spawn(0, 0, 0)).toBe(42);
+    expect(w.nextEntityId).toBe(43);
+  });
+
+  test('stateHash changes with any state and is equal for equal worlds', () => {
+    const make = () => {
+      const w = new World(4);
+      w.spawn(1.5, 2.5, 0);
+      w.spawn(-3, 4, 1);
+      return w;
+    };
+    const a = make();
+    const b = make();
+    expect(a.stateHash()).toBe(b.stateHash());
+    b.x[1] = 4.0000005;
+    expect(a.stateHash()).not.toBe(b.stateHash());
+  });
+});

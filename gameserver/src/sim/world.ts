@@ -1,0 +1,148 @@
+/** An axis-aligned rectangle in world units: min inclusive, max exclusive. */
+export interface Rect {
+  minX: number;
+  minY: number;
+  maxX: number;
+  maxY: number;
+}
+
+/** Thrown by `spawn` when the world already holds `capacity` entities. */
+export class CapacityError extends Error {
+  constructor(readonly capacity: number) {
+    super(`the shard is at its entity capacity of ${capacity}`);
+    this.name = 'CapacityError';
+  }
+}
+
+/** Entity kinds the platform knows; games may use any other value below 65536. */
+export const KIND_NPC = 0;
+export const KIND_PLAYER = 1;
+
+/**
+ * The entities of one shard in structure-of-arrays form. Entities are packed densely in
+ * `[0, count)`: spawn appends and despawn moves the last entity into the hole, both O(1), so loops
+ * over entities touch contiguous memory and allocate nothing. Entity ids are stable u32 values
+ * (never reused while the process runs); `indexOf` maps an id to its current slot.
+ *
+ * Positions and velocities are Float32: every write rounds through Math.fround, so results are
+ * bit-identical on every run with the same inputs (determinism).
+ */
+export class World {
+  readonly capacity: number;
+  count = 0;
+  readonly id: Uint32Array;
+  readonly x: Float32Array;
+  readonly y: Float32Array;
+  readonly vx: Float32Array;
+  readonly vy: Float32Array;
+  readonly kind: Uint16Array;
+  readonly flags: Uint32Array;
+  /** Last input sequence applied to the entity (players only). */
+  readonly lastSeq: Uint32Array;
+  /** Movement wanted for the next step, from the latest input; cleared by the step. */
+  readonly moveX: Float32Array;
+  readonly moveY: Float32Array;
+  readonly hasMove: Uint8Array;
+  private readonly slotOf = new Map<number, number>();
+  private nextId: number;
+
+  constructor(capacity: number, firstId = 1) {
+    if (!Number.isInteger(capacity) || capacity < 1) throw new RangeError(`capacity must be a positive integer, got ${capacity}`);
+    this.capacity = capacity;
+    this.nextId = firstId;
+    this.id = new Uint32Array(capacity);
+    this.x = new Float32Array(capacity);
+    this.y = new Float32Array(capacity);
+    this.vx = new Float32Array(capacity);
+    this.vy = new Float32Array(capacity);
+    this.kind = new Uint16Array(capacity);
+    this.flags = new Uint32Array(capacity);
+    this.lastSeq = new Uint32Array(capacity);
+    this.moveX = new Float32Array(capacity);
+    this.moveY = new Float32Array(capacity);
+    this.hasMove = new Uint8Array(capacity);
+  }
+
+  /** Adds an entity and returns its id; throws CapacityError when full. `id` is for restores. */
+  spawn(x: number, y: number, kind: number, id?: number): number {
+    if (this.count >= this.capacity) throw new CapacityError(this.capacity);
+    const entityId = id ?? this.nextId++;
+    if (id !== undefined) {
+      if (this.slotOf.has(id)) throw new Error(`entity ${id} already exists`);
+      if (id >= this.nextId) this.nextId = id + 1;
+    }
+    const i = this.count++;
+    this.id[i] = entityId;
+    this.x[i] = x;
+    this.y[i] = y;
+    this.vx[i] = 0;
+    this.vy[i] = 0;
+    this.kind[i] = kind;
+    this.flags[i] = 0;
+    this.lastSeq[i] = 0;
+    this.moveX[i] = 0;
+    this.moveY[i] = 0;
+    this.hasMove[i] = 0;
+    this.slotOf.set(entityId, i);
+    return entityId;
+  }
+
+  /** Removes an entity; returns false when there is none with that id. */
+  despawn(entityId: number): boolean {
+    const i = this.slotOf.get(entityId);
+    if (i === undefined) return false;
+    this.slotOf.delete(entityId);
+    const last = --this.count;
+    if (i !== last) {
+      this.id[i] = this.id[last] as number;
+      this.x[i] = this.x[last] as number;
+      this.y[i] = this.y[last] as number;
+      this.vx[i] = this.vx[last] as number;
+      this.vy[i] = this.vy[last] as number;
+      this.kind[i] = this.kind[last] as number;
+      this.flags[i] = this.flags[last] as number;
+      this.lastSeq[i] = this.lastSeq[last] as number;
+      this.moveX[i] = this.moveX[last] as number;
+      this.moveY[i] = this.moveY[last] as number;
+      this.hasMove[i] = this.hasMove[last] as number;
+      this.slotOf.set(this.id[i] as number, i);
+    }
+    return true;
+  }
+
+  /** The slot of an entity, or -1. Slots change on despawn; hold ids, not slots. */
+  indexOf(entityId: number): number {
+    return this.slotOf.get(entityId) ?? -1;
+  }
+
+  /** The id the next spawn without an explicit id will get (persisted with snapshots). */
+  get nextEntityId(): number {
+    return this.nextId;
+  }
+
+  /**
+   * A 32-bit FNV-1a hash over every entity's id, position, velocity, kind, flags and last input
+   * sequence, in slot order. Equal hashes after equal inputs show the simulation is deterministic.
+   */
+  stateHash(): number {
+    let h = 0x811c9dc5;
+    const view = new DataView(new ArrayBuffer(4));
+    const mix = (bits: number) => {
+      for (let b = 0; b < 4; b++) {
+        h ^= (bits >>> (b * 8)) & 0xff;
+        h = Math.imul(h, 0x01000193);
+      }
+    };
+    for (let i = 0; i < this.count; i++) {
+      mix(this.id[i] as number);
+      for (const arr of [this.x, this.y, this.vx, this.vy]) {
+        view.setFloat32(0, arr[i] as number);
+        mix(view.getUint32(0));
+      }
+      mix(this.kind[i] as number);
+      mix(this.flags[i] as number);
+      mix(this.lastSeq[i] as number);
+    }
+    return h >>> 0;
+  }
+}

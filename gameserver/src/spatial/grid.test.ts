@@ -1,0 +1,86 @@
+import fc from 'fast-check';
+import { expect, test } from 'vitest';
+import { World } from '../sim/world.js';
+import { Interest } from './aoi.js';
+import { Grid } from './grid.js';
+
+const area = { minX: -500, minY: -500, maxX: 500, maxY: 500 };
+// Integers scaled down spread points over the area; fc.double favours a few edge values.
+const coord = fc.integer({ min: -600_000, max: 600_000 }).map((v) => v / 1000);
+
+function bruteForce(w: World, px: number, py: number, r: number, exclude: number): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < w.count; i++) {
+    if (i === exclude) continue;
+    const dx = (w.x[i] as number) - px;
+    const dy = (w.y[i] as number) - py;
+    if (dx * dx + dy * dy <= r * r) out.push(i);
+  }
+  return out;
+}
+
+test('property: radius queries equal brute force, also for points outside the grid', () => {
+  fc.assert(
+    fc.property(
+      fc.array(fc.tuple(coord, coord), { minLength: 1, maxLength: 300 }),
+      fc.tuple(coord, coord),
+      fc.integer({ min: 0, max: 400_000 }).map((v) => v / 1000),
+      fc.constantFrom(25, 50, 100, 333),
+      (points, [px, py], radius, cell) => {
+        const w = new World(400);
+        for (const [x, y] of points) w.spawn(x, y, 0);
+        const grid = new Grid(area, cell, w.capacity);
+        grid.rebuild(w.x, w.y, w.count);
+        const out = new Int32Array(400);
+        const exclude = w.count > 0 ? 0 : -1;
+        const n = grid.queryRadius(w.x, w.y, px, py, radius, out, exclude);
+        expect([...out.subarray(0, n)].sort((a, b) => a - b)).toEqual(bruteForce(w, px, py, radius, exclude));
+      },
+    ),
+    { numRuns: 400 },
+  );
+});
+
+test('queries stop at the size of the output buffer', () => {
+  const w = new World(100);
+  for (let i = 0; i < 100; i++) w.spawn(0, 0, 0);
+  const grid = new Grid(area, 50, 100);
+  grid.rebuild(w.x, w.y, w.count);
+  expect(grid.queryRadius(w.x, w.y, 0, 0, 10, new Int32Array(16))).toBe(16);
+});
+
+test('refuses a grid with more cells than allowed, naming the fix', () => {
+  expect(() => new Grid(area, 0.01, 10)).toThrow(/raise the cell size/);
+});
+
+test('property: interest enter and leave events replay to the brute-force visible set', () => {
+  const moves = fc.array(fc.array(fc.tuple(coord, coord), { minLength: 40, maxLength: 40 }), { minLength: 1, maxLength: 8 });
+  fc.assert(
+    fc.property(moves, fc.tuple(coord, coord), (frames, [px, py]) => {
+      const w = new World(40);
+      for (let i = 0; i < 40; i++) w.spawn(0, 0, 0);
+      const grid = new Grid(area, 100, 40);
+      const interest = new Interest(64);
+      const seen = new Set<number>();
+      for (const frame of frames) {
+        frame.forEach(([x, y], i) => {
+          w.x[i] = x;
+          w.y[i] = y;
+        });
+        grid.rebuild(w.x, w.y, w.count);
+        interest.update(grid, w, px, py, 150, -1);
+        for (let k = 0; k < interest.leftCount; k++) {
+          expect(seen.delete(interest.left[k] as number)).toBe(true);
+        }
+        for (let k = 0; k < interest.enteredCount; k++) {
+          expect(seen.has(interest.entered[k] as number)).toBe(false);
+          seen.add(interest.entered[k] as number);
+        }
+        const truth = bruteForce(w, px, py, 150, -1).map((i) => w.id[i] as number);
+        expect([...seen].sort((a, b) => a - b)).toEqual(truth.sort((a, b) => a - b));
+        expect([...interest.ids.subarray(0, interest.count)]).toEqual(truth);
+      }
+    }),
+    { numRuns: 200 },
+  );
+});

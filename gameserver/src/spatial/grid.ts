@@ -1,0 +1,110 @@
+import type { Rect } from '../sim/world.js';
+
+/**
+ * A uniform grid over a rectangle, rebuilt from scratch every tick with a counting sort: O(n) with
+ * no allocation, and no incremental bookkeeping to go wrong on joins or teleports. Points outside
+ * the rectangle fall into the nearest edge cell, so queries stay correct for them too.
+ */
+export class Grid {
+  readonly cols: number;
+  readonly rows: number;
+  readonly cellSize: number;
+  private readonly originX: number;
+  private readonly originY: number;
+  private readonly inv: number;
+  /** items[cellStart[c] .. cellStart[c+1]) are the slots in cell c. */
+  private readonly cellStart: Int32Array;
+  private readonly items: Int32Array;
+  private readonly cellOf: Int32Array;
+  private count = 0;
+
+  constructor(area: Rect, cellSize: number, capacity: number, maxCells = 1 << 20) {
+    if (!(cellSize > 0)) throw new RangeError(`cellSize must be positive, got ${cellSize}`);
+    this.cellSize = cellSize;
+    this.inv = 1 / cellSize;
+    this.originX = area.minX;
+    this.originY = area.minY;
+    this.cols = Math.max(1, Math.ceil((area.maxX - area.minX) / cellSize));
+    this.rows = Math.max(1, Math.ceil((area.maxY - area.minY) / cellSize));
+    if (this.cols * this.rows > maxCells) {
+      throw new RangeError(`a ${this.cols}×${this.rows} grid exceeds ${maxCells} cells; raise the cell size (the AOI radius)`);
+    }
+    this.cellStart = new Int32Array(this.cols * this.rows + 1);
+    this.items = new Int32Array(capacity);
+    this.cellOf = new Int32Array(capacity);
+  }
+
+  private cellX(px: number): number {
+    const c = Math.floor((px - this.originX) * this.inv);
+    return c < 0 ? 0 : c >= this.cols ? this.cols - 1 : c;
+  }
+
+  private cellY(py: number): number {
+    const c = Math.floor((py - this.originY) * this.inv);
+    return c < 0 ? 0 : c >= this.rows ? this.rows - 1 : c;
+  }
+
+  /** Re-indexes slots [0, count) from their positions. */
+  rebuild(x: Float32Array, y: Float32Array, count: number): void {
+    if (count > this.items.length) throw new RangeError(`grid capacity ${this.items.length} is below ${count} entities`);
+    const start = this.cellStart;
+    start.fill(0);
+    const cols = this.cols;
+    for (let i = 0; i < count; i++) {
+      const c = this.cellY(y[i] as number) * cols + this.cellX(x[i] as number);
+      this.cellOf[i] = c;
+      start[c + 1] = (start[c + 1] as number) + 1;
+    }
+    for (let c = 1; c < start.length; c++) start[c] = (start[c] as number) + (start[c - 1] as number);
+    // Fill each cell from its end so that cellStart[c] ends where it started.
+    for (let i = count - 1; i >= 0; i--) {
+      const c = (this.cellOf[i] as number) + 1;
+      const at = (start[c] as number) - 1;
+      start[c] = at;
+      this.items[at] = i;
+    }
+    // start[c+1] now holds the begin of cell c; shift back into cellStart form.
+    for (let c = 0; c < start.length - 1; c++) start[c] = start[c + 1] as number;
+    start[start.length - 1] = count;
+    this.count = count;
+  }
+
+  /**
+   * Writes into `out` the slots whose position is within `radius` of (px, py), in cell order, and
+   * returns how many; stops when `out` is full. `exclude` (a slot, or -1) is left out.
+   */
+  queryRadius(x: Float32Array, y: Float32Array, px: number, py: number, radius: number, out: Int32Array, exclude = -1): number {
+    const r2 = radius * radius;
+    const cx0 = this.cellX(px - radius);
+    const cx1 = this.cellX(px + radius);
+    const cy0 = this.cellY(py - radius);
+    const cy1 = this.cellY(py + radius);
+    const cols = this.cols;
+    const start = this.cellStart;
+    const items = this.items;
+    let n = 0;
+    const cap = out.length;
+    for (let cy = cy0; cy <= cy1; cy++) {
+      const row = cy * cols;
+      // Consecutive cells of one row are contiguous in items.
+      const from = start[row + cx0] as number;
+      const to = start[row + cx1 + 1] as number;
+      for (let k = from; k < to; k++) {
+        const i = items[k] as number;
+        if (i === exclude) continue;
+        const dx = (x[i] as number) - px;
+        const dy = (y[i] as number) - py;
+        if (dx * dx + dy * dy <= r2) {
+          if (n === cap) return n;
+          out[n++] = i;
+        }
+      }
+    }
+    return n;
+  }
+
+  /** Entities indexed by the last rebuild. */
+  get size(): number {
+    return this.count;
+  }
+}

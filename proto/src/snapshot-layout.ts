@@ -1,0 +1,159 @@
+/**
+ * Snapshot body layout 1: the packed entity records inside `Snapshot.entities` (see
+ * docs/protocol.md). Records are written in ascending entity-id order; each starts with an unsigned
+ * LEB128 varint `gap * 4 + mode`, where `gap` is the id minus the previous record's id (the first
+ * record's gap is its id) and `mode` says what follows:
+ *
+ * | mode | name       | payload (little-endian)                              | meaning |
+ * | ---- | ---------- | ---------------------------------------------------- | ------- |
+ * | 0    | delta8     | int8 dqx, int8 dqy                                   | moved by (dqx, dqy) quanta since the base snapshot |
+ * | 1    | delta16    | int16 dqx, int16 dqy                                 | the same, for larger moves |
+ * | 2    | full       | int32 qx, int32 qy, varint kind, varint flags        | entered, or changed kind/flags, or no base |
+ *
+ * Positions are quantized: q = round(position / position_scale), position_scale from Welcome.
+ * Unchanged entities have no record; entities that left are in `Snapshot.removed`.
+ */
+export const SNAPSHOT_LAYOUT = 1;
+
+export const MODE_DELTA8 = 0;
+export const MODE_DELTA16 = 1;
+export const MODE_FULL = 2;
+
+/** Reusable writer of layout-1 bodies: grows its buffer as needed, never shrinks it. */
+export class SnapshotBodyWriter {
+  private buf: Uint8Array;
+  private view: DataView;
+  private pos = 0;
+  private prevId = 0;
+
+  constructor(initialBytes = 1024) {
+    this.buf = new Uint8Array(initialBytes);
+    this.view = new DataView(this.buf.buffer);
+  }
+
+  /** Starts a new body. */
+  reset(): void {
+    this.pos = 0;
+    this.prevId = 0;
+  }
+
+  /** The bytes written since reset (a view: copy it before the next reset if it must be kept). */
+  bytes(): Uint8Array {
+    return this.buf.subarray(0, this.pos);
+  }
+
+  get length(): number {
+    return this.pos;
+  }
+
+  private ensure(n: number): void {
+    if (this.pos + n <= this.buf.length) return;
+    const next = new Uint8Array(Math.max(this.buf.length * 2, this.pos + n));
+    next.set(this.buf.subarray(0, this.pos));
+    this.buf = next;
+    this.view = new DataView(next.buffer);
+  }
+
+  private varint(value: number): void {
+    let v = value;
+    while (v >= 0x80) {
+      this.buf[this.pos++] = (v % 0x80) | 0x80;
+      v = Math.floor(v / 0x80);
+    }
+    this.buf[this.pos++] = v;
+  }
+
+  private head(id: number, mode: number): void {
+    if (id <= this.prevId && this.pos > 0) throw new RangeError(`records must be in ascending id order (${id} after ${this.prevId})`);
+    this.varint((id - this.prevId) * 4 + mode);
+    this.prevId = id;
+  }
+
+  /** A move of (dqx, dqy) quanta since the base snapshot; picks the smallest encoding. */
+  delta(id: number, dqx: number, dqy: number): void {
+    this.ensure(20);
+    if (dqx >= -128 && dqx <= 127 && dqy >= -128 && dqy <= 127) {
+      this.head(id, MODE_DELTA8);
+      this.view.setInt8(this.pos, dqx);
+      this.view.setInt8(this.pos + 1, dqy);
+      this.pos += 2;
+    } else if (dqx >= -32768 && dqx <= 32767 && dqy >= -32768 && dqy <= 32767) {
+      this.head(id, MODE_DELTA16);
+      this.view.setInt16(this.pos, dqx, true);
+      this.view.setInt16(this.pos + 2, dqy, true);
+      this.pos += 4;
+    } else {
+      throw new RangeError(`delta (${dqx}, ${dqy}) does not fit 16 bits; send a full record`);
+    }
+  }
+
+  /** An entity as a whole: absolute quantized position, kind and flags. */
+  full(id: number, qx: number, qy: number, kind: number, flags: number): void {
+    this.ensure(30);
+    this.head(id, MODE_FULL);
+    this.view.setInt32(this.pos, qx, true);
+    this.view.setInt32(this.pos + 4, qy, true);
+    this.pos += 8;
+    this.varint(kind);
+    this.varint(flags >>> 0);
+  }
+}
+
+/** Called for each record of a body, in order. */
+export interface SnapshotBodyVisitor {
+  delta(id: number, dqx: number, dqy: number): void;
+  full(id: number, qx: number, qy: number, kind: number, flags: number): void;
+}
+
+/**
+ * Reads a layout-1 body, calling the visitor per record. Throws a RangeError on truncated or
+ * malformed input before calling the visitor for a bad record.
+ */
+export function readSnapshotBody(body: Uint8Array, visitor: SnapshotBodyVisitor): void {
+  const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
+  let pos = 0;
+  let id = 0;
+  const varint = (): number => {
+    let result = 0;
+    let mul = 1;
+    for (let i = 0; i < 8; i++) {
+      if (pos >= body.length) throw new RangeError('truncated snapshot body');
+      const b = body[pos++] as number;
+      result += (b & 0x7f) * mul;
+      if (b < 0x80) return result;
+      mul *= 0x80;
+    }
+    throw new RangeError('varint too long in snapshot body');
+  };
+  const need = (n: number) => {
+    if (pos + n > body.length) throw new RangeError('truncated snapshot body');
+  };
+  while (pos < body.length) {
+    const headValue = varint();
+    const mode = headValue % 4;
+    const gap = Math.floor(headValue / 4);
+    if (gap === 0 && id !== 0) throw new RangeError('snapshot body ids are not ascending');
+    id += gap;
+    if (id > 0xffffffff) throw new RangeError('entity id out of range in snapshot body');
+    if (mode === MODE_DELTA8) {
+      need(2);
+      visitor.delta(id, view.getInt8(pos), view.getInt8(pos + 1));
+      pos += 2;
+    } else if (mode === MODE_DELTA16) {
+      need(4);
+      visitor.delta(id, view.getInt16(pos, true), view.getInt16(pos + 2, true));
+      pos += 4;
+    } else if (mode === MODE_FULL) {
+      need(8);
+      const qx = view.getInt32(pos, true);
+      const qy = view.getInt32(pos + 4, true);
+      pos += 8;
+      const kind = varint();
+      const flags = varint();
+      if (kind > 0xffff || flags > 0xffffffff) throw new RangeError('kind or flags out of range in snapshot body');
+      visitor.full(id, qx, qy, kind, flags);
+    } else {
+      throw new RangeError(`unknown record mode ${mode} in snapshot body`);
+    }
+  }
+}
