@@ -164,7 +164,7 @@ start_redis() {
 # --- MinIO ------------------------------------------------------------------------------------
 
 # The cluster check passes only once the erasure set has write quorum; /ready passes earlier.
-minio_ready() { curl -sf "http://127.0.0.1:$MINIO_PORT/minio/health/cluster"; }
+minio_ready() { curl -sf -o /dev/null "http://127.0.0.1:$MINIO_PORT/minio/health/cluster"; }
 start_minio() {
   if alive minio && minio_ready; then return 0; fi
   require_port_free minio "$MINIO_PORT"
@@ -298,7 +298,7 @@ start_controller_manager() {
     --service-account-private-key-file "$PKI/sa.key" --root-ca-file "$PKI/ca.crt" \
     --cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key" \
     --use-service-account-credentials=true --leader-elect=false \
-    --controllers '*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-service-lb-controller,-route' \
+    --controllers '*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-route' \
     --concurrent-gc-syncs=10 --v=1
   wait_for kube-controller-manager 60 cm_ready
 }
@@ -315,7 +315,7 @@ start_scheduler() {
   wait_for kube-scheduler 60 sched_ready
 }
 
-kwok_ready() { curl -sf "http://127.0.0.1:$KWOK_PORT/healthz"; }
+kwok_ready() { curl -sf -o /dev/null "http://127.0.0.1:$KWOK_PORT/healthz"; }
 nodes_ready() {
   local n
   n=$(kubectl_admin get nodes -l type=kwok -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' 2>/dev/null | grep -c True || true)
@@ -354,7 +354,6 @@ status:
 
 # --- Agones SDK server ------------------------------------------------------------------------
 
-agones_ready() { curl -sf -X POST -d '{}' -H 'Content-Type: application/json' "http://127.0.0.1:$AGONES_HTTP_PORT/health"; }
 start_agones() {
   [[ -x $AGONES_BIN ]] || return 0
   if alive agones-sdk-server && port_open "$AGONES_GRPC_PORT"; then return 0; fi
@@ -422,7 +421,7 @@ cmd_status() {
       printf '%-24s %s\n' "$c" "unavailable: the Go module proxy does not serve agones.dev/agones"
       continue
     fi
-    if component_check "$c" 2>/dev/null; then
+    if component_check "$c" >/dev/null 2>&1; then
       state="running (pid $(pid_of "$c"))"
     else
       state="down (log: $LOGS/$c.log)"

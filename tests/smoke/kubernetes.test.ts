@@ -1,21 +1,20 @@
-import { readFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { GAMEWORLD_GROUP, GAMEWORLD_PLURAL, GAMEWORLD_VERSION } from '@aethex/operator';
 import * as k8s from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { parse } from 'yaml';
 import { testEnv, uniqueName } from '../env.js';
 
 const env = testEnv();
 const kc = new k8s.KubeConfig();
 kc.loadFromFile(env.kubeconfig);
-const objects = k8s.KubernetesObjectApi.makeApiClient(kc);
 const core = kc.makeApiClient(k8s.CoreV1Api);
 const ext = kc.makeApiClient(k8s.ApiextensionsV1Api);
 const custom = kc.makeApiClient(k8s.CustomObjectsApi);
 const rbac = kc.makeApiClient(k8s.RbacAuthorizationV1Api);
 const namespace = uniqueName('smoke');
-const crd = parse(readFileSync(join(import.meta.dirname, '../../crds/gameworld.yaml'), 'utf8')) as k8s.V1CustomResourceDefinition;
+const crdFile = join(import.meta.dirname, '../../crds/gameworld.yaml');
 
 async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -42,7 +41,18 @@ function gameWorld(name: string, bounds: Record<string, number>) {
 }
 
 beforeAll(async () => {
-  await objects.patch(crd, undefined, undefined, 'aethex-smoke', true, k8s.PatchStrategy.ServerSideApply);
+  // kubectl, not client-node's typed serializer: that one drops schema keys such as `default` and
+  // `x-kubernetes-validations` because its model names them `_default` and `xKubernetesValidations`.
+  await promisify(execFile)(env.kubectl, [
+    '--kubeconfig',
+    env.kubeconfig,
+    'apply',
+    '--server-side',
+    '--force-conflicts',
+    '--field-manager=aethex-smoke',
+    '-f',
+    crdFile,
+  ]);
   await until('the GameWorld CRD to be Established', async () => {
     const got = await ext.readCustomResourceDefinition({ name: 'gameworlds.aethex.dev' });
     return got.status?.conditions?.some((c) => c.type === 'Established' && c.status === 'True') ? true : undefined;
@@ -57,12 +67,31 @@ afterAll(async () => {
 describe('kube-apiserver with the GameWorld CRD', () => {
   test('a GameWorld is created with defaults, read back and seen by a watch', async () => {
     const events: { phase: string; name: string; instances: number }[] = [];
-    const watch = await new k8s.Watch(kc).watch(
-      `/apis/${GAMEWORLD_GROUP}/${GAMEWORLD_VERSION}/namespaces/${namespace}/${GAMEWORLD_PLURAL}`,
-      {},
-      (phase, obj) => events.push({ phase, name: obj.metadata.name, instances: obj.spec.instances }),
-      () => undefined,
-    );
+    // The API server closes watches when a CRD's schema changes (as when this run updated it), so
+    // resume from the last resourceVersion seen, as an informer would.
+    let resourceVersion: string | undefined;
+    let stopped = false;
+    let current: AbortController | undefined;
+    const startWatch = async (): Promise<void> => {
+      current = await new k8s.Watch(kc).watch(
+        `/apis/${GAMEWORLD_GROUP}/${GAMEWORLD_VERSION}/namespaces/${namespace}/${GAMEWORLD_PLURAL}`,
+        resourceVersion ? { resourceVersion } : {},
+        (phase, obj) => {
+          resourceVersion = obj.metadata.resourceVersion;
+          events.push({ phase, name: obj.metadata.name, instances: obj.spec.instances });
+        },
+        () => {
+          if (!stopped) void startWatch();
+        },
+      );
+    };
+    await startWatch();
+    const watch = {
+      abort: () => {
+        stopped = true;
+        current?.abort();
+      },
+    };
     try {
       await custom.createNamespacedCustomObject({
         group: GAMEWORLD_GROUP,

@@ -1,4 +1,5 @@
 export { aethex } from './gen/aethex.js';
+export * from './snapshot-layout.js';
 
 /** The protocol version this build speaks; see docs/protocol.md for what changes it. */
-export declare const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 1;
