@@ -1,17 +1,138 @@
-import { type Env, enumSetting, LOG_LEVELS, type LogLevel, listenSetting } from '@aethex/runtime';
+import { ConfigError, type Env, LOG_LEVELS, loadSettings, type Rect, type Settings, type SettingsSchema } from '@aethex/runtime';
 
-/** The shard server's settings, parsed once at start. */
-export interface GameserverConfig {
-  /** Where /healthz, /readyz and /metrics are served (AETHEX_GAMESERVER_HTTP_ADDR, default 127.0.0.1:7350). */
-  http: { host: string; port: number };
-  /** AETHEX_GAMESERVER_LOG_LEVEL, default info. */
-  logLevel: LogLevel;
-}
+const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 
-/** Parses the environment; throws a ConfigError naming the first invalid variable. */
-export function loadConfig(env: Env): GameserverConfig {
-  return {
-    http: listenSetting(env, 'AETHEX_GAMESERVER_HTTP_ADDR', '127.0.0.1:7350'),
-    logLevel: enumSetting(env, 'AETHEX_GAMESERVER_LOG_LEVEL', 'info', LOG_LEVELS),
-  };
+/**
+ * Every setting of the shard server. A YAML file (`--config`) nests them by the dots; each is
+ * overridden by `AETHEX_GAMESERVER_<KEY>` (dots → underscores, upper case). docs/gameserver.md lists
+ * them with their meaning.
+ */
+export const GAMESERVER_SETTINGS = {
+  'engine.tick_rate_ms': { type: 'int', default: 25, min: 5, max: 1000, doc: 'Simulation step in milliseconds (25 = 40 Hz).' },
+  'engine.max_entities': { type: 'int', default: 10_000, min: 1, max: 1_000_000, doc: 'Entity capacity; spawns beyond it are refused.' },
+  'engine.max_players': {
+    type: 'int',
+    default: 2_000,
+    min: 1,
+    max: 100_000,
+    doc: 'Connected players at most; later joins get SHARD_FULL.',
+  },
+  'engine.world_bounds': {
+    type: 'rect',
+    default: { minX: -1000, minY: -1000, maxX: 1000, maxY: 1000 },
+    doc: 'The whole world in world units.',
+  },
+  'engine.max_speed': { type: 'number', default: 5, min: 0.001, max: 10_000, doc: 'Largest move per tick in world units.' },
+  'engine.aoi_radius': { type: 'number', default: 200, min: 1, max: 100_000, doc: 'Area-of-interest radius in world units.' },
+  'engine.max_visible': { type: 'int', default: 256, min: 1, max: 4096, doc: 'Entities tracked per client at most.' },
+  'engine.max_catch_up_ticks': {
+    type: 'int',
+    default: 4,
+    min: 1,
+    max: 100,
+    doc: 'Steps run at most on one wake-up after a stall; the rest is dropped.',
+  },
+  'engine.position_scale': { type: 'number', default: 0.125, min: 0.0001, max: 100, doc: 'Snapshot position quantum in world units.' },
+  'engine.npc_count': { type: 'int', default: 0, min: 0, max: 1_000_000, doc: 'Wandering NPCs spawned at start (demos and benchmarks).' },
+  'engine.seed': { type: 'int', default: 1, min: 0, max: 2 ** 31 - 1, doc: 'Seed of the simulation RNG.' },
+  'gateway.bind_addr': { type: 'listen', default: '127.0.0.1:7777', doc: 'WebSocket listen address for players.' },
+  'gateway.max_message_size': {
+    type: 'int',
+    default: 4096,
+    min: 64,
+    max: 1 << 20,
+    doc: 'Largest client frame in bytes; larger closes with 1009 before decoding.',
+  },
+  'gateway.max_messages_per_second': {
+    type: 'int',
+    default: 120,
+    min: 1,
+    max: 100_000,
+    doc: 'Sustained client message rate; above it closes with 1008.',
+  },
+  'gateway.message_burst': {
+    type: 'int',
+    default: 240,
+    min: 1,
+    max: 100_000,
+    doc: 'Messages a client may send in a burst above the rate.',
+  },
+  'gateway.auth_timeout_ms': { type: 'int', default: 5000, min: 100, max: 120_000, doc: 'Time to send a valid Join or Resume.' },
+  'gateway.idle_timeout_ms': {
+    type: 'int',
+    default: 15_000,
+    min: 1000,
+    max: 600_000,
+    doc: 'A session without any message for this long is closed.',
+  },
+  'gateway.max_connections': { type: 'int', default: 4000, min: 1, max: 200_000, doc: 'Open sockets at most, authenticated or not.' },
+  'gateway.max_connections_per_address': {
+    type: 'int',
+    default: 16,
+    min: 1,
+    max: 200_000,
+    doc: 'Open sockets per remote address at most.',
+  },
+  'gateway.max_protocol_errors': {
+    type: 'int',
+    default: 10,
+    min: 1,
+    max: 10_000,
+    doc: 'Bad messages tolerated per session before it is closed.',
+  },
+  'gateway.slow_skip_ticks': {
+    type: 'int',
+    default: 8,
+    min: 1,
+    max: 10_000,
+    doc: 'Acknowledgement lag (ticks) above which snapshots to a client are skipped.',
+  },
+  'gateway.slow_drop_ticks': {
+    type: 'int',
+    default: 200,
+    min: 2,
+    max: 100_000,
+    doc: 'Acknowledgement lag (ticks) above which a client is disconnected.',
+  },
+  'auth.public_key': { type: 'string', default: '', doc: 'PEM (SPKI) public key that verifies join tokens; or use auth.jwks_url.' },
+  'auth.jwks_url': {
+    type: 'string',
+    default: '',
+    pattern: /^(|https?:\/\/.+)$/,
+    patternDoc: 'an http(s) URL',
+    doc: 'JWKS of the control plane.',
+  },
+  'auth.issuer': { type: 'string', default: 'aethex-control-plane', doc: 'Required `iss` of join tokens.' },
+  'auth.audience': { type: 'string', default: 'aethex-shard', doc: 'Required `aud` of join tokens.' },
+  'shard.world': { type: 'string', default: 'local', pattern: DNS_LABEL, patternDoc: 'a DNS label', doc: 'World this shard serves.' },
+  'shard.instance': { type: 'int', default: 0, min: 0, max: 100_000, doc: 'Instance of the world.' },
+  'shard.name': {
+    type: 'string',
+    default: 'local-0-0',
+    pattern: DNS_LABEL,
+    patternDoc: 'a DNS label',
+    doc: 'This shard (the pod name under the operator).',
+  },
+  'ops.bind_addr': { type: 'listen', default: '127.0.0.1:7350', doc: 'Listen address of /healthz, /readyz, /metrics and the viewer.' },
+  'ops.drain_timeout_ms': { type: 'int', default: 10_000, min: 100, max: 600_000, doc: 'Bound on SIGTERM drain before the process exits.' },
+  'log.level': { type: 'enum', default: 'info', values: LOG_LEVELS, doc: 'pino log level.' },
+} satisfies SettingsSchema;
+
+export type GameserverSettings = Settings<typeof GAMESERVER_SETTINGS>;
+
+/** Parses the configuration once; throws a ConfigError naming the first invalid key. */
+export function loadConfig(env: Env, file?: string): GameserverSettings {
+  const s = loadSettings(GAMESERVER_SETTINGS, { prefix: 'AETHEX_GAMESERVER', env, ...(file ? { file } : {}) });
+  if (s['gateway.slow_drop_ticks'] <= s['gateway.slow_skip_ticks']) {
+    throw new ConfigError('gateway.slow_drop_ticks', `must be greater than gateway.slow_skip_ticks (${s['gateway.slow_skip_ticks']})`);
+  }
+  if (s['auth.public_key'] !== '' && s['auth.jwks_url'] !== '') {
+    throw new ConfigError('auth.public_key', 'set either auth.public_key or auth.jwks_url, not both');
+  }
+  const b: Rect = s['engine.world_bounds'];
+  const cells = Math.ceil((b.maxX - b.minX) / s['engine.aoi_radius']) * Math.ceil((b.maxY - b.minY) / s['engine.aoi_radius']);
+  if (cells > 1 << 20) {
+    throw new ConfigError('engine.aoi_radius', `too small for the world bounds: the grid would need ${cells} cells (at most ${1 << 20})`);
+  }
+  return s;
 }

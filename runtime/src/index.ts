@@ -1,2 +1,3 @@
-export { ConfigError, type Env, enumSetting, intSetting, listenSetting } from './config.js';
+export { ConfigError, type Env } from './config.js';
 export { createLogger, LOG_LEVELS, type Logger, type LogLevel } from './logger.js';
+export { envName, loadSettings, type Rect, type SettingSpec, type Settings, type SettingsSchema } from './settings.js';
