@@ -129,6 +129,12 @@ export function loadConfig(env: Env, file?: string): GameserverSettings {
   if (s['auth.public_key'] !== '' && s['auth.jwks_url'] !== '') {
     throw new ConfigError('auth.public_key', 'set either auth.public_key or auth.jwks_url, not both');
   }
+  if (s['auth.public_key'] === '' && s['auth.jwks_url'] === '') {
+    throw new ConfigError(
+      'auth.public_key',
+      "set auth.public_key or auth.jwks_url: join tokens are verified against the control plane's key",
+    );
+  }
   const b: Rect = s['engine.world_bounds'];
   const cells = Math.ceil((b.maxX - b.minX) / s['engine.aoi_radius']) * Math.ceil((b.maxY - b.minY) / s['engine.aoi_radius']);
   if (cells > 1 << 20) {

@@ -1,14 +1,12 @@
 #!/usr/bin/env node
-import { once } from 'node:events';
 import { parseArgs } from 'node:util';
 import { ConfigError, createLogger } from '@aethex/runtime';
-import { collectDefaultMetrics, Registry } from 'prom-client';
 import { type GameserverSettings, loadConfig } from './config.js';
-import { createOpsServer } from './http.js';
+import { startShard } from './shard.js';
 
-const USAGE = 'usage: aethex-gameserver [--config <file.yaml>]';
+const USAGE = 'usage: aethex-gameserver [--config <file.yaml>]   (every key also as AETHEX_GAMESERVER_<KEY>)';
 
-function startup(): { config: GameserverSettings } {
+function configure(): GameserverSettings {
   let args: { config?: string | undefined };
   try {
     args = parseArgs({ options: { config: { type: 'string', short: 'c' } }, strict: true, allowPositionals: false }).values;
@@ -17,7 +15,7 @@ function startup(): { config: GameserverSettings } {
     process.exit(2);
   }
   try {
-    return { config: loadConfig(process.env, args.config) };
+    return loadConfig(process.env, args.config);
   } catch (err) {
     if (err instanceof ConfigError) {
       console.error(`aethex-gameserver: invalid configuration: ${err.message}`);
@@ -27,20 +25,28 @@ function startup(): { config: GameserverSettings } {
   }
 }
 
-const { config } = startup();
-const log = createLogger('gameserver', config['log.level']);
-const registry = new Registry();
-collectDefaultMetrics({ register: registry });
+const settings = configure();
+const log = createLogger('gameserver', settings['log.level']);
+const shard = await startShard(settings, { log });
 
-let draining = false;
-const server = createOpsServer({ healthy: () => true, ready: () => !draining }, registry);
-server.listen(config['ops.bind_addr'].port, config['ops.bind_addr'].host);
-await once(server, 'listening');
-log.info({ address: server.address() }, 'serving /healthz, /readyz and /metrics');
-
-process.once('SIGTERM', () => {
-  draining = true;
-  log.info('SIGTERM: draining');
-  server.close(() => process.exit(0));
-  setTimeout(() => process.exit(0), config['ops.drain_timeout_ms']).unref();
-});
+for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+  process.once(signal, () => {
+    log.info({ signal }, 'draining');
+    const bound = setTimeout(() => {
+      log.error({ timeoutMs: settings['ops.drain_timeout_ms'] }, 'drain did not finish in time; exiting');
+      process.exit(1);
+    }, settings['ops.drain_timeout_ms']);
+    bound.unref();
+    shard.drain().then(
+      () => {
+        log.info('drained; exiting');
+        process.exit(0);
+      },
+      (err: unknown) => {
+        log.error({ err }, 'drain failed');
+        process.exit(1);
+      },
+    );
+  });
+}
+process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection'));

@@ -1,3 +1,11 @@
 export { ConfigError, type Env } from './config.js';
+export {
+  createJoinVerifier,
+  JOIN_TOKEN_ALGORITHMS,
+  type JoinClaims,
+  JoinTokenError,
+  type JoinVerifierOptions,
+  signJoinToken,
+} from './join-token.js';
 export { createLogger, LOG_LEVELS, type Logger, type LogLevel } from './logger.js';
 export { envName, loadSettings, type Rect, type SettingSpec, type Settings, type SettingsSchema } from './settings.js';

@@ -79,6 +79,7 @@ test('property: interest enter and leave events replay to the brute-force visibl
         const truth = bruteForce(w, px, py, 150, -1).map((i) => w.id[i] as number);
         expect([...seen].sort((a, b) => a - b)).toEqual(truth.sort((a, b) => a - b));
         expect([...interest.ids.subarray(0, interest.count)]).toEqual(truth);
+        for (let k = 0; k < interest.count; k++) expect(w.id[interest.slots[k] as number]).toBe(interest.ids[k]);
       }
     }),
     { numRuns: 200 },

@@ -1,0 +1,244 @@
+import { aethex, SNAPSHOT_LAYOUT, SnapshotBodyWriter } from '@aethex/proto';
+import type { GameserverSettings } from './config.js';
+import type { ShardMetrics } from './metrics.js';
+import { DeltaHistory } from './net/delta-history.js';
+import { applyInput, createRng, type InputResult, type MovementRules, step, wander } from './sim/step.js';
+import { CapacityError, KIND_NPC, KIND_PLAYER, type Rect, World } from './sim/world.js';
+import { Interest } from './spatial/aoi.js';
+import { Grid } from './spatial/grid.js';
+
+const { ServerMessage, ReasonCode } = aethex.v1;
+
+/** Where the engine's per-session output goes: the gateway in production, anything in tests. */
+export interface SessionOutput {
+  /** Writes one encoded ServerMessage to the session's socket. */
+  send(sessionId: number, bytes: Uint8Array): void;
+  /** Ends the session with a reason; the engine has already forgotten it. */
+  kick(sessionId: number, reason: aethex.v1.ReasonCode, message: string): void;
+}
+
+/** The engine's settings, a subset of the shard's configuration. */
+export type EngineSettings = Pick<
+  GameserverSettings,
+  | 'engine.max_entities'
+  | 'engine.max_players'
+  | 'engine.world_bounds'
+  | 'engine.max_speed'
+  | 'engine.aoi_radius'
+  | 'engine.max_visible'
+  | 'engine.position_scale'
+  | 'engine.npc_count'
+  | 'engine.seed'
+  | 'gateway.slow_skip_ticks'
+  | 'gateway.slow_drop_ticks'
+>;
+
+interface Session {
+  id: number;
+  playerId: string;
+  entityId: number;
+  interest: Interest;
+  history: DeltaHistory;
+  /** Last snapshot tick the client acknowledged (0: none yet). */
+  ackTick: number;
+  /** Tick at which the session joined; lag is measured from here until the first ack. */
+  joinTick: number;
+}
+
+export type JoinResult =
+  | { ok: true; entityId: number; lastInputSeq: number }
+  | { ok: false; reason: aethex.v1.ReasonCode; message: string };
+
+/**
+ * The authoritative simulation of one shard and its per-client snapshot stream. `tick()` runs one
+ * fixed step: NPCs wander, inputs are applied under the movement rules, the grid is rebuilt, and
+ * every client gets exactly one snapshot of its area of interest (delta against its last
+ * acknowledgement) or, if it lags, none. Clients lagging past the drop bound are kicked. The engine
+ * does no I/O itself: output goes through `SessionOutput`.
+ */
+export class ShardEngine {
+  readonly world: World;
+  readonly grid: Grid;
+  readonly rules: MovementRules;
+  tick = 0;
+  private readonly sessions = new Map<number, Session>();
+  private readonly byEntity = new Map<number, Session>();
+  private readonly byPlayer = new Map<string, Session>();
+  private readonly corrected: Uint32Array;
+  private readonly writer = new SnapshotBodyWriter(4096);
+  private readonly rng: () => number;
+  private readonly invScale: number;
+
+  constructor(
+    private readonly settings: EngineSettings,
+    private readonly out: SessionOutput,
+    private readonly metrics?: ShardMetrics,
+  ) {
+    const bounds: Rect = settings['engine.world_bounds'];
+    this.world = new World(settings['engine.max_entities']);
+    this.grid = new Grid(bounds, settings['engine.aoi_radius'], settings['engine.max_entities']);
+    this.rules = { bounds, maxSpeed: settings['engine.max_speed'] };
+    this.corrected = new Uint32Array(settings['engine.max_entities']);
+    this.rng = createRng(settings['engine.seed']);
+    this.invScale = 1 / settings['engine.position_scale'];
+    for (let i = 0; i < settings['engine.npc_count']; i++) this.spawnAnywhere(KIND_NPC);
+  }
+
+  private spawnAnywhere(kind: number): number {
+    const b = this.rules.bounds;
+    return this.world.spawn(b.minX + this.rng() * (b.maxX - b.minX), b.minY + this.rng() * (b.maxY - b.minY), kind);
+  }
+
+  get playerCount(): number {
+    return this.sessions.size;
+  }
+
+  /**
+   * Admits a player: spawns its entity at a random point, or takes over the entity of the same
+   * player's previous session (which is kicked with REPLACED). Refuses with SHARD_FULL at the
+   * player or entity capacity.
+   */
+  join(sessionId: number, playerId: string): JoinResult {
+    const previous = this.byPlayer.get(playerId);
+    if (previous) {
+      this.forget(previous);
+      this.out.kick(previous.id, ReasonCode.REASON_CODE_REPLACED, 'the same player joined again');
+    }
+    if (!previous && this.sessions.size >= this.settings['engine.max_players']) {
+      return {
+        ok: false,
+        reason: ReasonCode.REASON_CODE_SHARD_FULL,
+        message: `the shard is at its player capacity of ${this.settings['engine.max_players']}`,
+      };
+    }
+    let entityId: number;
+    if (previous && this.world.indexOf(previous.entityId) >= 0) {
+      entityId = previous.entityId;
+    } else {
+      try {
+        entityId = this.spawnAnywhere(KIND_PLAYER);
+      } catch (err) {
+        if (err instanceof CapacityError) return { ok: false, reason: ReasonCode.REASON_CODE_SHARD_FULL, message: err.message };
+        throw err;
+      }
+    }
+    const maxVisible = this.settings['engine.max_visible'];
+    const session: Session = {
+      id: sessionId,
+      playerId,
+      entityId,
+      interest: new Interest(maxVisible),
+      history: new DeltaHistory(maxVisible),
+      ackTick: 0,
+      joinTick: this.tick,
+    };
+    this.sessions.set(sessionId, session);
+    this.byEntity.set(entityId, session);
+    this.byPlayer.set(playerId, session);
+    return { ok: true, entityId, lastInputSeq: this.world.lastSeq[this.world.indexOf(entityId)] as number };
+  }
+
+  private forget(session: Session): void {
+    this.sessions.delete(session.id);
+    if (this.byEntity.get(session.entityId) === session) this.byEntity.delete(session.entityId);
+    if (this.byPlayer.get(session.playerId) === session) this.byPlayer.delete(session.playerId);
+  }
+
+  /** The session ended (socket closed): its entity leaves the world. Idempotent. */
+  leave(sessionId: number): void {
+    const session = this.sessions.get(sessionId);
+    if (!session) return;
+    this.forget(session);
+    this.world.despawn(session.entityId);
+  }
+
+  /** Applies a movement intent and the acknowledgement it carries. */
+  input(sessionId: number, seq: number, moveX: number, moveY: number, ackTick: number): InputResult | 'unknown' {
+    const session = this.sessions.get(sessionId);
+    if (!session) return 'unknown';
+    this.ack(sessionId, ackTick);
+    const slot = this.world.indexOf(session.entityId);
+    return slot < 0 ? 'unknown' : applyInput(this.world, slot, seq, moveX, moveY);
+  }
+
+  /** Records that the client applied the snapshot of `tick` (ignores ticks from the future). */
+  ack(sessionId: number, tick: number): void {
+    const session = this.sessions.get(sessionId);
+    if (session && tick > session.ackTick && tick <= this.tick) session.ackTick = tick;
+  }
+
+  /** Runs one simulation step and sends this tick's snapshots and corrections. */
+  step(): void {
+    const started = performance.now();
+    const tick = ++this.tick;
+    const world = this.world;
+    if (this.settings['engine.npc_count'] > 0) wander(world, this.rng, KIND_NPC, this.rules.maxSpeed * 0.5, 0.02);
+    const nCorrected = step(world, this.rules, this.corrected);
+    this.grid.rebuild(world.x, world.y, world.count);
+
+    const radius = this.settings['engine.aoi_radius'];
+    const skip = this.settings['gateway.slow_skip_ticks'];
+    const drop = this.settings['gateway.slow_drop_ticks'];
+    let queries = 0;
+    let dropped = 0;
+    let sentBytes = 0;
+    let sent = 0;
+    for (const session of this.sessions.values()) {
+      const lag = tick - Math.max(session.ackTick, session.joinTick);
+      if (lag > drop) {
+        this.leave(session.id);
+        this.out.kick(session.id, ReasonCode.REASON_CODE_TOO_SLOW, `no acknowledgement for ${lag} ticks`);
+        continue;
+      }
+      if (lag > skip) {
+        dropped++;
+        continue;
+      }
+      const slot = world.indexOf(session.entityId);
+      if (slot < 0) continue;
+      session.interest.update(this.grid, world, world.x[slot] as number, world.y[slot] as number, radius, -1);
+      queries++;
+      const delta = session.history.encodeDelta(tick, session.ackTick, session.interest, world, this.invScale, this.writer);
+      const bytes = ServerMessage.encode({
+        snapshot: {
+          tick,
+          baseTick: delta.baseTick,
+          lastInputSeq: world.lastSeq[slot] as number,
+          layout: SNAPSHOT_LAYOUT,
+          entities: this.writer.bytes(),
+          removed: session.history.removed.subarray(0, delta.removedCount) as unknown as number[],
+        },
+      }).finish();
+      this.out.send(session.id, bytes);
+      sent++;
+      sentBytes += bytes.length;
+    }
+    for (let k = 0; k < nCorrected; k++) {
+      const session = this.byEntity.get(this.corrected[k] as number);
+      if (!session) continue;
+      const slot = world.indexOf(session.entityId);
+      const bytes = ServerMessage.encode({
+        correction: {
+          tick,
+          lastInputSeq: world.lastSeq[slot] as number,
+          position: { x: world.x[slot] as number, y: world.y[slot] as number },
+          velocity: { x: world.vx[slot] as number, y: world.vy[slot] as number },
+        },
+      }).finish();
+      this.out.send(session.id, bytes);
+      sent++;
+      sentBytes += bytes.length;
+    }
+    const m = this.metrics;
+    if (m) {
+      m.aoiQueries.inc(queries);
+      if (dropped > 0) m.snapshotsDropped.inc(dropped);
+      if (nCorrected > 0) m.corrections.inc(nCorrected);
+      m.messagesSent.inc(sent);
+      m.bytesSent.inc(sentBytes);
+      m.entityCount.set(world.count);
+      m.players.set(this.sessions.size);
+      m.tickDuration.observe((performance.now() - started) / 1000);
+    }
+  }
+}

@@ -1,0 +1,49 @@
+import { expect, test } from 'vitest';
+import { FixedTimestep, runLoop } from './fixed-timestep.js';
+
+test('ticks fall due every stepMs, from the start', () => {
+  const ts = new FixedTimestep(25, 4, 1000);
+  expect(ts.due(1000)).toEqual({ steps: 0, skipped: 0 });
+  expect(ts.msUntilNext(1000)).toBe(25);
+  expect(ts.due(1024.9)).toEqual({ steps: 0, skipped: 0 });
+  expect(ts.due(1025)).toEqual({ steps: 1, skipped: 0 });
+  expect(ts.due(1049)).toEqual({ steps: 0, skipped: 0 });
+  expect(ts.due(1076)).toEqual({ steps: 2, skipped: 0 });
+  expect(ts.msUntilNext(1076)).toBe(24);
+});
+
+test('after a stall it catches up at most maxCatchUp steps and drops the rest', () => {
+  const ts = new FixedTimestep(25, 4, 0);
+  expect(ts.due(1000)).toEqual({ steps: 4, skipped: 36 });
+  expect(ts.due(1025)).toEqual({ steps: 1, skipped: 0 });
+});
+
+test('refuses nonsense', () => {
+  expect(() => new FixedTimestep(0, 4, 0)).toThrow(/stepMs/);
+  expect(() => new FixedTimestep(25, 0, 0)).toThrow(/maxCatchUp/);
+});
+
+test('runLoop steps at the rate, survives a throwing step, and stops', async () => {
+  let steps = 0;
+  const errors: unknown[] = [];
+  const loop = runLoop(
+    new FixedTimestep(10, 4, performance.now()),
+    { now: () => performance.now() },
+    {
+      onStep() {
+        steps++;
+        if (steps === 2) throw new Error('boom');
+      },
+      onSkip() {},
+      onError: (err) => errors.push(err),
+    },
+  );
+  await new Promise((r) => setTimeout(r, 205));
+  loop.stop();
+  const atStop = steps;
+  await new Promise((r) => setTimeout(r, 50));
+  expect(steps).toBe(atStop);
+  expect(atStop).toBeGreaterThanOrEqual(5);
+  expect(atStop).toBeLessThanOrEqual(21);
+  expect(errors).toHaveLength(1);
+});

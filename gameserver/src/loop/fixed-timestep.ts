@@ -1,0 +1,71 @@
+/** A monotonic clock in milliseconds; `performance.now` in production, a counter in tests. */
+export interface Clock {
+  now(): number;
+}
+
+export const systemClock: Clock = { now: () => performance.now() };
+
+/**
+ * Fixed-timestep accounting: ticks are due at start + n × stepMs. `due(now)` says how many to run
+ * now — at most `maxCatchUp`; if the process stalled for longer, the excess ticks are dropped
+ * (counted in `skipped`) instead of being run in a burst that would stall it again.
+ */
+export class FixedTimestep {
+  private nextAt: number;
+
+  constructor(
+    readonly stepMs: number,
+    readonly maxCatchUp: number,
+    startAt: number,
+  ) {
+    if (!(stepMs > 0)) throw new RangeError(`stepMs must be positive, got ${stepMs}`);
+    if (!Number.isInteger(maxCatchUp) || maxCatchUp < 1) throw new RangeError(`maxCatchUp must be a positive integer, got ${maxCatchUp}`);
+    this.nextAt = startAt + stepMs;
+  }
+
+  due(now: number): { steps: number; skipped: number } {
+    if (now < this.nextAt) return { steps: 0, skipped: 0 };
+    const behind = Math.floor((now - this.nextAt) / this.stepMs) + 1;
+    this.nextAt += behind * this.stepMs;
+    const steps = Math.min(behind, this.maxCatchUp);
+    return { steps, skipped: behind - steps };
+  }
+
+  /** Milliseconds until the next tick is due (0 if it already is). */
+  msUntilNext(now: number): number {
+    return Math.max(0, this.nextAt - now);
+  }
+}
+
+/**
+ * Drives `onStep` at the timestep's rate with timers until `stop()`. A step that throws stops
+ * nothing: the error goes to `onError` and the loop goes on.
+ */
+export function runLoop(
+  timestep: FixedTimestep,
+  clock: Clock,
+  handlers: { onStep(): void; onSkip(ticks: number): void; onError(err: unknown): void },
+): { stop(): void } {
+  let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
+  const wake = () => {
+    if (stopped) return;
+    const { steps, skipped } = timestep.due(clock.now());
+    if (skipped > 0) handlers.onSkip(skipped);
+    for (let i = 0; i < steps; i++) {
+      try {
+        handlers.onStep();
+      } catch (err) {
+        handlers.onError(err);
+      }
+    }
+    timer = setTimeout(wake, timestep.msUntilNext(clock.now()));
+  };
+  timer = setTimeout(wake, timestep.msUntilNext(clock.now()));
+  return {
+    stop() {
+      stopped = true;
+      clearTimeout(timer);
+    },
+  };
+}

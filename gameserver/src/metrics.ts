@@ -1,0 +1,54 @@
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+
+/** The shard's Prometheus metrics, registered on their own registry (served at /metrics). */
+export function createMetrics() {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const registers = [registry];
+  return {
+    registry,
+    tickDuration: new Histogram({
+      name: 'aether_tick_duration_seconds',
+      help: 'Wall time of one simulation tick: simulation, grid, area of interest, snapshot encoding and sends.',
+      buckets: [0.0005, 0.001, 0.002, 0.004, 0.008, 0.012, 0.016, 0.025, 0.05, 0.1, 0.25],
+      registers,
+    }),
+    ticksSkipped: new Counter({
+      name: 'aether_ticks_skipped_total',
+      help: 'Ticks dropped because the loop fell behind by more than the catch-up bound.',
+      registers,
+    }),
+    entityCount: new Gauge({ name: 'aether_entity_count', help: 'Entities owned by this shard.', registers }),
+    aoiQueries: new Counter({ name: 'aether_aoi_queries_total', help: 'Area-of-interest queries run.', registers }),
+    activeConnections: new Gauge({
+      name: 'aether_active_connections',
+      help: 'Open WebSocket connections, authenticated or not.',
+      registers,
+    }),
+    players: new Gauge({ name: 'aether_players', help: 'Authenticated players in the shard.', registers }),
+    messagesSent: new Counter({ name: 'aether_messages_sent_total', help: 'Messages sent to clients.', registers }),
+    bytesSent: new Counter({ name: 'aether_bytes_sent_total', help: 'Payload bytes sent to clients.', registers }),
+    messagesReceived: new Counter({ name: 'aether_messages_received_total', help: 'Messages received from clients.', registers }),
+    badMessages: new Counter({
+      name: 'aether_bad_messages_total',
+      help: 'Client messages rejected, by reason.',
+      labelNames: ['reason'] as const,
+      registers,
+    }),
+    snapshotsDropped: new Counter({
+      name: 'aether_snapshots_dropped_total',
+      help: 'Snapshots not sent because the client lagged in acknowledging.',
+      registers,
+    }),
+    corrections: new Counter({ name: 'aether_corrections_total', help: 'Corrections sent after clamping a move.', registers }),
+    kicks: new Counter({
+      name: 'aether_kicks_total',
+      help: 'Sessions ended by the server, by reason.',
+      labelNames: ['reason'] as const,
+      registers,
+    }),
+    joins: new Counter({ name: 'aether_joins_total', help: 'Join attempts, by result.', labelNames: ['result'] as const, registers }),
+  };
+}
+
+export type ShardMetrics = ReturnType<typeof createMetrics>;

@@ -1,0 +1,385 @@
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
+import { aethex, PROTOCOL_VERSION } from '@aethex/proto';
+import { type JoinClaims, JoinTokenError, type Logger } from '@aethex/runtime';
+import { type WebSocket, WebSocketServer } from 'ws';
+import type { GameserverSettings } from '../config.js';
+import type { ShardEngine } from '../engine.js';
+import type { Clock } from '../loop/fixed-timestep.js';
+import type { ShardMetrics } from '../metrics.js';
+import { TokenBucket } from './rate-limit.js';
+
+const { ClientMessage, ServerMessage, ReasonCode } = aethex.v1;
+type Reason = aethex.v1.ReasonCode;
+
+/** WebSocket close codes per kick reason (RFC 6455 §7.4.1). */
+const CLOSE_CODES: Partial<Record<Reason, number>> = {
+  [ReasonCode.REASON_CODE_AUTH_FAILED]: 1008,
+  [ReasonCode.REASON_CODE_AUTH_TIMEOUT]: 1008,
+  [ReasonCode.REASON_CODE_WRONG_SHARD]: 1008,
+  [ReasonCode.REASON_CODE_RATE_LIMITED]: 1008,
+  [ReasonCode.REASON_CODE_TOO_SLOW]: 1008,
+  [ReasonCode.REASON_CODE_MESSAGE_TOO_LARGE]: 1009,
+  [ReasonCode.REASON_CODE_PROTOCOL_ERROR]: 1002,
+  [ReasonCode.REASON_CODE_SHUTTING_DOWN]: 1001,
+  [ReasonCode.REASON_CODE_SHARD_FULL]: 1013,
+  [ReasonCode.REASON_CODE_TOO_MANY_CONNECTIONS]: 1013,
+  [ReasonCode.REASON_CODE_INTERNAL]: 1011,
+};
+
+/** The metric label of a reason: `REASON_CODE_TOO_SLOW` → `too_slow`. */
+export function reasonLabel(reason: Reason): string {
+  return (ReasonCode[reason] ?? 'unknown').replace(/^REASON_CODE_/, '').toLowerCase();
+}
+
+type Phase = 'auth' | 'authenticating' | 'joined' | 'closed';
+
+interface Connection {
+  id: number;
+  ws: WebSocket;
+  address: string;
+  phase: Phase;
+  openedAt: number;
+  lastMessageAt: number;
+  bucket: TokenBucket;
+  errors: number;
+  log: Logger;
+}
+
+export type GatewaySettings = Pick<
+  GameserverSettings,
+  | 'gateway.bind_addr'
+  | 'gateway.max_message_size'
+  | 'gateway.max_messages_per_second'
+  | 'gateway.message_burst'
+  | 'gateway.auth_timeout_ms'
+  | 'gateway.idle_timeout_ms'
+  | 'gateway.max_connections'
+  | 'gateway.max_connections_per_address'
+  | 'gateway.max_protocol_errors'
+  | 'engine.tick_rate_ms'
+  | 'engine.world_bounds'
+  | 'engine.aoi_radius'
+  | 'engine.max_speed'
+  | 'engine.position_scale'
+  | 'shard.name'
+>;
+
+export interface GatewayDeps {
+  settings: GatewaySettings;
+  engine: ShardEngine;
+  verifyJoin: (token: string) => Promise<JoinClaims>;
+  log: Logger;
+  metrics: ShardMetrics;
+  clock: Clock;
+  /** Called after a player joined or left (presence, player tracking). */
+  onPlayer?: (event: 'joined' | 'left', playerId: string) => void;
+}
+
+/**
+ * The players' WebSocket endpoint. It enforces every limit before a message reaches the engine:
+ * connections in total and per address, frame size (ws closes with 1009 before buffering a larger
+ * frame), message rate, the authentication deadline, idle time and repeated protocol errors. It
+ * implements the engine's SessionOutput: one `send` is one socket write.
+ */
+export class Gateway {
+  private server: WebSocketServer | undefined;
+  private readonly connections = new Map<number, Connection>();
+  private readonly perAddress = new Map<string, number>();
+  private readonly players = new Map<number, string>();
+  private nextId = 1;
+  private accepting = true;
+  private sweeper: NodeJS.Timeout | undefined;
+
+  constructor(private readonly deps: GatewayDeps) {}
+
+  /** Starts listening; resolves with the bound address. */
+  async listen(): Promise<AddressInfo> {
+    const { host, port } = this.deps.settings['gateway.bind_addr'];
+    const server = new WebSocketServer({
+      host,
+      port,
+      maxPayload: this.deps.settings['gateway.max_message_size'],
+      perMessageDeflate: false,
+      clientTracking: false,
+    });
+    this.server = server;
+    server.on('connection', (ws, req) => this.accept(ws, req.socket.remoteAddress ?? 'unknown'));
+    await once(server, 'listening');
+    this.sweeper = setInterval(() => this.sweep(), 100);
+    this.sweeper.unref();
+    return server.address() as AddressInfo;
+  }
+
+  /** Open sockets, authenticated or not. */
+  get connectionCount(): number {
+    return this.connections.size;
+  }
+
+  private accept(ws: WebSocket, address: string): void {
+    const s = this.deps.settings;
+    const now = this.deps.clock.now();
+    const id = this.nextId++;
+    const conn: Connection = {
+      id,
+      ws,
+      address,
+      phase: 'auth',
+      openedAt: now,
+      lastMessageAt: now,
+      bucket: new TokenBucket(s['gateway.max_messages_per_second'], s['gateway.message_burst'], now),
+      errors: 0,
+      log: this.deps.log.child({ conn: id, addr: address }),
+    };
+    this.connections.set(id, conn);
+    this.perAddress.set(address, (this.perAddress.get(address) ?? 0) + 1);
+    this.deps.metrics.activeConnections.set(this.connections.size);
+    ws.on('message', (data, isBinary) => this.onMessage(conn, data as Buffer, isBinary));
+    ws.on('error', (err: Error & { code?: string }) => {
+      if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') {
+        this.deps.metrics.kicks.inc({ reason: 'message_too_large' });
+        conn.log.info('frame over gateway.max_message_size: closed with 1009');
+      } else {
+        conn.log.debug({ err: err.message }, 'socket error');
+      }
+    });
+    ws.on('close', () => this.onClose(conn));
+    if (!this.accepting) {
+      this.kick(conn, ReasonCode.REASON_CODE_SHUTTING_DOWN, 'the shard is draining');
+    } else if (this.connections.size > s['gateway.max_connections']) {
+      this.kick(conn, ReasonCode.REASON_CODE_TOO_MANY_CONNECTIONS, 'the shard has too many connections');
+    } else if ((this.perAddress.get(address) ?? 0) > s['gateway.max_connections_per_address']) {
+      this.kick(conn, ReasonCode.REASON_CODE_TOO_MANY_CONNECTIONS, 'too many connections from this address');
+    }
+  }
+
+  private onClose(conn: Connection): void {
+    if (!this.connections.delete(conn.id)) return;
+    conn.phase = 'closed';
+    const left = (this.perAddress.get(conn.address) ?? 1) - 1;
+    if (left <= 0) this.perAddress.delete(conn.address);
+    else this.perAddress.set(conn.address, left);
+    const playerId = this.players.get(conn.id);
+    if (playerId !== undefined) {
+      this.players.delete(conn.id);
+      this.deps.engine.leave(conn.id);
+      this.deps.onPlayer?.('left', playerId);
+      conn.log.info({ player: playerId }, 'player left');
+    }
+    this.deps.metrics.activeConnections.set(this.connections.size);
+  }
+
+  private protocolError(conn: Connection, reason: string): void {
+    this.deps.metrics.badMessages.inc({ reason });
+    conn.errors++;
+    if (conn.errors >= this.deps.settings['gateway.max_protocol_errors']) {
+      this.kick(conn, ReasonCode.REASON_CODE_PROTOCOL_ERROR, `too many bad messages (last: ${reason})`);
+    }
+  }
+
+  private onMessage(conn: Connection, data: Buffer, isBinary: boolean): void {
+    if (conn.phase === 'closed') return;
+    const now = this.deps.clock.now();
+    conn.lastMessageAt = now;
+    this.deps.metrics.messagesReceived.inc();
+    if (!conn.bucket.take(now)) {
+      this.kick(
+        conn,
+        ReasonCode.REASON_CODE_RATE_LIMITED,
+        `more than ${this.deps.settings['gateway.max_messages_per_second']} messages per second`,
+      );
+      return;
+    }
+    if (!isBinary) {
+      this.protocolError(conn, 'text_frame');
+      return;
+    }
+    let msg: aethex.v1.ClientMessage;
+    try {
+      msg = ClientMessage.decode(data);
+    } catch {
+      this.protocolError(conn, 'undecodable');
+      return;
+    }
+    switch (msg.body) {
+      case 'join':
+        if (conn.phase !== 'auth') {
+          this.protocolError(conn, 'join_twice');
+          return;
+        }
+        this.join(conn, msg.join as aethex.v1.Join);
+        return;
+      case 'input': {
+        if (conn.phase !== 'joined') {
+          this.protocolError(conn, 'not_joined');
+          return;
+        }
+        const input = msg.input as aethex.v1.Input;
+        const result = this.deps.engine.input(conn.id, input.seq, input.move?.x ?? 0, input.move?.y ?? 0, input.ackTick);
+        if (result === 'invalid') this.protocolError(conn, 'invalid_input');
+        return;
+      }
+      case 'ack':
+        if (conn.phase !== 'joined') {
+          this.protocolError(conn, 'not_joined');
+          return;
+        }
+        this.deps.engine.ack(conn.id, (msg.ack as aethex.v1.Ack).ackTick);
+        return;
+      case 'ping':
+        this.write(
+          conn,
+          ServerMessage.encode({
+            pong: { clientTimeMs: (msg.ping as aethex.v1.Ping).clientTimeMs, serverTick: this.deps.engine.tick },
+          }).finish(),
+        );
+        return;
+      case 'rpc': {
+        if (conn.phase !== 'joined') {
+          this.protocolError(conn, 'not_joined');
+          return;
+        }
+        // Game hooks answer RPCs; until a game registers a handler, every method is unknown.
+        const rpc = msg.rpc as aethex.v1.Rpc;
+        this.write(conn, ServerMessage.encode({ rpcResult: { callId: rpc.callId, ok: false, errorCode: 'UNKNOWN_METHOD' } }).finish());
+        return;
+      }
+      case 'resume':
+        if (conn.phase !== 'auth') {
+          this.protocolError(conn, 'resume_twice');
+          return;
+        }
+        this.kick(conn, ReasonCode.REASON_CODE_AUTH_FAILED, 'this shard does not accept resume tokens');
+        return;
+      default:
+        this.protocolError(conn, 'empty_message');
+    }
+  }
+
+  private join(conn: Connection, join: aethex.v1.Join): void {
+    if (join.protocolVersion < PROTOCOL_VERSION) {
+      this.kick(
+        conn,
+        ReasonCode.REASON_CODE_PROTOCOL_ERROR,
+        `protocol version ${join.protocolVersion} is not supported (need ${PROTOCOL_VERSION})`,
+      );
+      return;
+    }
+    conn.phase = 'authenticating';
+    this.deps.verifyJoin(join.joinToken).then(
+      (claims) => {
+        if (conn.phase !== 'authenticating') return;
+        if (!this.accepting) {
+          this.kick(conn, ReasonCode.REASON_CODE_SHUTTING_DOWN, 'the shard is draining');
+          return;
+        }
+        const result = this.deps.engine.join(conn.id, claims.playerId);
+        if (!result.ok) {
+          this.deps.metrics.joins.inc({ result: 'full' });
+          this.kick(conn, result.reason, result.message);
+          return;
+        }
+        conn.phase = 'joined';
+        this.players.set(conn.id, claims.playerId);
+        this.deps.metrics.joins.inc({ result: 'ok' });
+        this.deps.onPlayer?.('joined', claims.playerId);
+        conn.log.info({ player: claims.playerId, entity: result.entityId }, 'player joined');
+        const s = this.deps.settings;
+        const b = s['engine.world_bounds'];
+        const rect = { minX: b.minX, minY: b.minY, maxX: b.maxX, maxY: b.maxY };
+        this.write(
+          conn,
+          ServerMessage.encode({
+            welcome: {
+              protocolVersion: PROTOCOL_VERSION,
+              entityId: result.entityId,
+              tickRateHz: Math.round(1000 / s['engine.tick_rate_ms']),
+              serverTick: this.deps.engine.tick,
+              region: rect,
+              worldBounds: rect,
+              aoiRadius: s['engine.aoi_radius'],
+              maxSpeed: s['engine.max_speed'],
+              positionScale: s['engine.position_scale'],
+              lastInputSeq: result.lastInputSeq,
+              shardName: s['shard.name'],
+            },
+          }).finish(),
+        );
+      },
+      (err: unknown) => {
+        if (conn.phase !== 'authenticating') return;
+        const wrongShard = err instanceof JoinTokenError && err.kind === 'wrong_shard';
+        this.deps.metrics.joins.inc({ result: wrongShard ? 'wrong_shard' : 'auth_failed' });
+        conn.log.info({ err: (err as Error).message }, 'join refused');
+        this.kick(conn, wrongShard ? ReasonCode.REASON_CODE_WRONG_SHARD : ReasonCode.REASON_CODE_AUTH_FAILED, 'join token rejected');
+      },
+    );
+  }
+
+  private write(conn: Connection, bytes: Uint8Array): void {
+    if (conn.ws.readyState !== 1) return;
+    conn.ws.send(bytes, { binary: true });
+    this.deps.metrics.messagesSent.inc();
+    this.deps.metrics.bytesSent.inc(bytes.length);
+  }
+
+  /** SessionOutput: one snapshot or correction to one session. Metrics are counted by the engine. */
+  send(sessionId: number, bytes: Uint8Array): void {
+    const conn = this.connections.get(sessionId);
+    if (conn && conn.ws.readyState === 1) conn.ws.send(bytes, { binary: true });
+  }
+
+  /** SessionOutput: the engine ended a session (already forgotten there). */
+  kickSession(sessionId: number, reason: Reason, message: string): void {
+    const conn = this.connections.get(sessionId);
+    if (conn) this.kick(conn, reason, message);
+  }
+
+  private kick(conn: Connection, reason: Reason, message: string): void {
+    if (conn.phase === 'closed') return;
+    const wasJoined = conn.phase === 'joined';
+    conn.phase = 'closed';
+    this.deps.metrics.kicks.inc({ reason: reasonLabel(reason) });
+    conn.log.info({ reason: reasonLabel(reason), message }, 'kicked');
+    if (conn.ws.readyState === 1) {
+      conn.ws.send(ServerMessage.encode({ kick: { reason, message } }).finish(), { binary: true });
+      conn.ws.close(CLOSE_CODES[reason] ?? 1000, reasonLabel(reason));
+    }
+    // Leave the world now; the close event only cleans up the bookkeeping.
+    const playerId = this.players.get(conn.id);
+    if (wasJoined && playerId !== undefined) {
+      this.players.delete(conn.id);
+      this.deps.engine.leave(conn.id);
+      this.deps.onPlayer?.('left', playerId);
+    }
+    // A peer that never answers the close handshake is cut off.
+    setTimeout(() => conn.ws.terminate(), 2000).unref();
+  }
+
+  private sweep(): void {
+    const now = this.deps.clock.now();
+    const authTimeout = this.deps.settings['gateway.auth_timeout_ms'];
+    const idleTimeout = this.deps.settings['gateway.idle_timeout_ms'];
+    for (const conn of this.connections.values()) {
+      if ((conn.phase === 'auth' || conn.phase === 'authenticating') && now - conn.openedAt >= authTimeout) {
+        this.kick(conn, ReasonCode.REASON_CODE_AUTH_TIMEOUT, `no valid join within ${authTimeout} ms`);
+      } else if (conn.phase === 'joined' && now - conn.lastMessageAt >= idleTimeout) {
+        this.kick(conn, ReasonCode.REASON_CODE_IDLE_TIMEOUT, `no message for ${idleTimeout} ms`);
+      }
+    }
+  }
+
+  /** Drain: refuse new joins from now on. */
+  stopAccepting(): void {
+    this.accepting = false;
+  }
+
+  /** Ends every session with `reason` and stops listening. */
+  async close(reason: Reason = ReasonCode.REASON_CODE_SHUTTING_DOWN, message = 'the shard is shutting down'): Promise<void> {
+    this.accepting = false;
+    for (const conn of this.connections.values()) this.kick(conn, reason, message);
+    clearInterval(this.sweeper);
+    const server = this.server;
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+}

@@ -1,0 +1,118 @@
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
+import { aethex } from '@aethex/proto';
+import { createJoinVerifier, type JoinClaims, type Logger } from '@aethex/runtime';
+import type { GameserverSettings } from './config.js';
+import { ShardEngine } from './engine.js';
+import { createOpsServer } from './http.js';
+import { type Clock, FixedTimestep, runLoop, systemClock } from './loop/fixed-timestep.js';
+import { createMetrics, type ShardMetrics } from './metrics.js';
+import { Gateway } from './net/gateway.js';
+
+/** A running shard: its engine, gateway, tick loop and operational endpoints. */
+export interface RunningShard {
+  engine: ShardEngine;
+  gateway: Gateway;
+  metrics: ShardMetrics;
+  /** ws://host:port of the players' endpoint. */
+  gatewayUrl: string;
+  /** http://host:port of /healthz, /readyz and /metrics. */
+  opsUrl: string;
+  /**
+   * Drains: readiness turns false, new joins are refused, every session is told SHUTTING_DOWN,
+   * the loop stops and the listeners close. Idempotent; resolves when done.
+   */
+  drain(): Promise<void>;
+}
+
+export interface ShardOptions {
+  log: Logger;
+  clock?: Clock;
+  /** Overrides the join-token check built from the `auth.*` settings (tests of other parts). */
+  verifyJoin?: (token: string) => Promise<JoinClaims>;
+}
+
+function url(scheme: string, a: AddressInfo): string {
+  return `${scheme}://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`;
+}
+
+/** Starts a shard from its settings. */
+export async function startShard(settings: GameserverSettings, options: ShardOptions): Promise<RunningShard> {
+  const { log } = options;
+  const clock = options.clock ?? systemClock;
+  const metrics = createMetrics();
+  const verifyJoin =
+    options.verifyJoin ??
+    (await createJoinVerifier({
+      ...(settings['auth.public_key'] ? { publicKeyPem: settings['auth.public_key'] } : {}),
+      ...(settings['auth.jwks_url'] ? { jwksUrl: settings['auth.jwks_url'] } : {}),
+      issuer: settings['auth.issuer'],
+      audience: settings['auth.audience'],
+      world: settings['shard.world'],
+      instance: settings['shard.instance'],
+      shard: settings['shard.name'],
+    }));
+
+  let gateway: Gateway | undefined;
+  const engine = new ShardEngine(
+    settings,
+    {
+      send: (id, bytes) => gateway?.send(id, bytes),
+      kick: (id, reason, message) => gateway?.kickSession(id, reason, message),
+    },
+    metrics,
+  );
+  gateway = new Gateway({ settings, engine, verifyJoin, log, metrics, clock });
+  const gatewayAddress = await gateway.listen();
+
+  let lastTickAt = clock.now();
+  const tickMs = settings['engine.tick_rate_ms'];
+  const loop = runLoop(new FixedTimestep(tickMs, settings['engine.max_catch_up_ticks'], clock.now()), clock, {
+    onStep: () => {
+      engine.step();
+      lastTickAt = clock.now();
+    },
+    onSkip: (n) => {
+      metrics.ticksSkipped.inc(n);
+      log.warn({ ticks: n }, 'tick loop fell behind; ticks dropped');
+    },
+    onError: (err) => log.error({ err }, 'tick failed'),
+  });
+
+  let draining = false;
+  const ops = createOpsServer(
+    {
+      // Healthy while ticks keep coming; a loop stalled for 40 ticks is not.
+      healthy: () => clock.now() - lastTickAt < tickMs * 40,
+      ready: () => !draining,
+    },
+    metrics.registry,
+  );
+  ops.listen(settings['ops.bind_addr'].port, settings['ops.bind_addr'].host);
+  await once(ops, 'listening');
+
+  let drained: Promise<void> | undefined;
+  const shard: RunningShard = {
+    engine,
+    gateway,
+    metrics,
+    gatewayUrl: url('ws', gatewayAddress),
+    opsUrl: url('http', ops.address() as AddressInfo),
+    drain() {
+      drained ??= (async () => {
+        draining = true;
+        const g = gateway as Gateway;
+        g.stopAccepting();
+        await g.close(aethex.v1.ReasonCode.REASON_CODE_SHUTTING_DOWN, 'the shard is shutting down; reconnect through matchmaking');
+        loop.stop();
+        await new Promise<void>((resolve) => ops.close(() => resolve()));
+      })();
+      return drained;
+    },
+  };
+  log.info(
+    { gateway: shard.gatewayUrl, ops: shard.opsUrl, world: settings['shard.world'], shard: settings['shard.name'] },
+    'shard started',
+  );
+  return shard;
+}

@@ -1,0 +1,175 @@
+import { once } from 'node:events';
+import { aethex } from '@aethex/proto';
+import { afterEach, describe, expect, test } from 'vitest';
+import { WebSocket } from 'ws';
+import { startTestShard, type TestShard, until } from './harness.js';
+
+const { ClientMessage, ServerMessage, ReasonCode } = aethex.v1;
+
+let t: TestShard | undefined;
+afterEach(async () => {
+  await t?.stop();
+  t = undefined;
+});
+
+/** A raw socket to the gateway that records the messages and the close code. */
+async function raw(url: string) {
+  const ws = new WebSocket(url);
+  const messages: aethex.v1.ServerMessage[] = [];
+  const closed = new Promise<{ code: number; at: number }>((resolve) => ws.on('close', (code) => resolve({ code, at: Date.now() })));
+  ws.on('message', (data) => messages.push(ServerMessage.decode(data as Buffer)));
+  ws.on('error', () => undefined);
+  await once(ws, 'open');
+  return { ws, messages, closed, kick: () => messages.find((m) => m.body === 'kick')?.kick };
+}
+
+describe('gateway and engine over real sockets', () => {
+  test('a player joins, receives one snapshot per tick, and its inputs are applied and acknowledged', async () => {
+    t = await startTestShard({
+      AETHEX_GAMESERVER_ENGINE_NPC_COUNT: '50',
+      AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '-100,-100,100,100',
+      AETHEX_GAMESERVER_ENGINE_AOI_RADIUS: '300',
+    });
+    const a = await t.client('alice');
+    expect(a.welcome?.entityId).toBeGreaterThan(0);
+    expect(a.welcome?.tickRateHz).toBe(40);
+    const ticks: number[] = [];
+    a.on('snapshot', (tick) => ticks.push(tick));
+    await until('20 snapshots', () => ticks.length >= 20);
+    // At most one snapshot per tick, in order.
+    expect(new Set(ticks).size).toBe(ticks.length);
+    expect([...ticks].sort((x, y) => x - y)).toEqual(ticks);
+    // A 300-unit radius covers all of a 200×200 world: 50 NPCs and alice are visible.
+    expect(a.entities().size).toBe(51);
+
+    // One input per tick, as a client sends them; the entity starts at least 10 units from the edge.
+    const id = a.welcome?.entityId as number;
+    const slot = t.shard.engine.world.indexOf(id);
+    t.shard.engine.world.x[slot] = 0;
+    await until('the moved start to show', () => Math.abs(a.entities().get(id)?.x ?? 1) < 0.2);
+    for (let i = 0; i < 10; i++) {
+      a.move(1, 0);
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    await until('all inputs acknowledged', () => a.lastAckedSeq === 10 && a.unacknowledged === 0);
+    await until('the last move in a snapshot', () => Math.abs((a.entities().get(id)?.x ?? 0) - 10) < 0.2);
+    expect(a.predicted.x).toBeCloseTo(10, 0);
+    expect(a.takeLatencies()).toHaveLength(10);
+  });
+
+  test('a second player appears to the first (enter) and disappears when it leaves', async () => {
+    t = await startTestShard({ AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '-50,-50,50,50' });
+    const a = await t.client('alice');
+    const entered: number[] = [];
+    const left: number[] = [];
+    a.on('enter', (id) => entered.push(id));
+    a.on('leave', (id) => left.push(id));
+    const b = await t.client('bob');
+    const bobId = b.welcome?.entityId as number;
+    await until('bob entering alice’s view', () => entered.includes(bobId));
+    b.close();
+    await until('bob leaving alice’s view', () => left.includes(bobId));
+    expect(t.shard.engine.playerCount).toBe(1);
+  });
+
+  test('a speed hack is clamped to max speed and corrected; the correction is counted', async () => {
+    t = await startTestShard({ AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '-1000,-1000,1000,1000', AETHEX_GAMESERVER_ENGINE_MAX_SPEED: '5' });
+    const a = await t.client('cheater');
+    const corrections: { x: number; y: number }[] = [];
+    a.on('correction', (p) => corrections.push(p));
+    await until('a first snapshot', () => a.lastTick > 0);
+    const id = a.welcome?.entityId as number;
+    const before = a.entities().get(id) as { x: number; y: number };
+    // Bypass the SDK's own clamp: send a raw teleport of 500 units.
+    (a as unknown as { socket: WebSocket }).socket.send(
+      ClientMessage.encode({ input: { seq: 1, move: { x: 500, y: 0 }, ackTick: a.lastTick } }).finish(),
+    );
+    await until('a correction', () => corrections.length > 0);
+    const slot = t.shard.engine.world.indexOf(id);
+    expect(
+      Math.hypot((t.shard.engine.world.x[slot] as number) - before.x, (t.shard.engine.world.y[slot] as number) - before.y),
+    ).toBeLessThanOrEqual(5.2);
+    const metrics = await t.shard.metrics.registry.getSingleMetricAsString('aether_corrections_total');
+    expect(metrics).toMatch(/aether_corrections_total 1\b/);
+  });
+
+  test('an oversized frame is closed with 1009 before decoding', async () => {
+    t = await startTestShard({ AETHEX_GAMESERVER_GATEWAY_MAX_MESSAGE_SIZE: '1024' });
+    const c = await raw(t.shard.gatewayUrl);
+    c.ws.send(new Uint8Array(4096));
+    expect((await c.closed).code).toBe(1009);
+  });
+
+  test('a flooding client is closed with 1008 well within 2 s', async () => {
+    t = await startTestShard({ AETHEX_GAMESERVER_GATEWAY_MAX_MESSAGES_PER_SECOND: '50', AETHEX_GAMESERVER_GATEWAY_MESSAGE_BURST: '50' });
+    const c = await raw(t.shard.gatewayUrl);
+    c.ws.send(ClientMessage.encode({ join: { joinToken: await t.token('flood'), protocolVersion: 1 } }).finish());
+    await until('welcome', () => c.messages.some((m) => m.body === 'welcome'));
+    const started = Date.now();
+    const ping = ClientMessage.encode({ ping: { clientTimeMs: 1 } }).finish();
+    const flood = setInterval(() => {
+      for (let i = 0; i < 20; i++) if (c.ws.readyState === 1) c.ws.send(ping);
+    }, 5);
+    const { code, at } = await c.closed;
+    clearInterval(flood);
+    expect(code).toBe(1008);
+    expect(c.kick()?.reason).toBe(ReasonCode.REASON_CODE_RATE_LIMITED);
+    expect(at - started).toBeLessThan(2000);
+  });
+
+  test('an unauthenticated socket is closed at the auth deadline', async () => {
+    t = await startTestShard({ AETHEX_GAMESERVER_GATEWAY_AUTH_TIMEOUT_MS: '300' });
+    const started = Date.now();
+    const c = await raw(t.shard.gatewayUrl);
+    const { code, at } = await c.closed;
+    expect(code).toBe(1008);
+    expect(c.kick()?.reason).toBe(ReasonCode.REASON_CODE_AUTH_TIMEOUT);
+    expect(at - started).toBeGreaterThanOrEqual(280);
+  });
+
+  test('bad join tokens are refused: garbage, expired, another shard', async () => {
+    t = await startTestShard();
+    const cases: [string, aethex.v1.ReasonCode][] = [
+      ['garbage', ReasonCode.REASON_CODE_AUTH_FAILED],
+      [await t.token('p', { ttlSeconds: -120 }), ReasonCode.REASON_CODE_AUTH_FAILED],
+      [await t.token('p', { shard: 'test-0-1' }), ReasonCode.REASON_CODE_WRONG_SHARD],
+    ];
+    for (const [token, reason] of cases) {
+      const c = await raw(t.shard.gatewayUrl);
+      c.ws.send(ClientMessage.encode({ join: { joinToken: token, protocolVersion: 1 } }).finish());
+      expect((await c.closed).code).toBe(1008);
+      expect(c.kick()?.reason).toBe(reason);
+    }
+    expect(t.shard.engine.playerCount).toBe(0);
+  });
+
+  test('random bytes are rejected and counted; repeat offenders are closed; the shard keeps ticking', async () => {
+    t = await startTestShard({ AETHEX_GAMESERVER_GATEWAY_MAX_PROTOCOL_ERRORS: '5' });
+    const c = await raw(t.shard.gatewayUrl);
+    for (const bytes of [[0xff, 0xff, 0xff], [0x0a, 0x50, 0x01], [0x12], [0x08, 0x80], [0x1a, 0x05, 0x01]])
+      c.ws.send(new Uint8Array(bytes));
+    expect((await c.closed).code).toBe(1002);
+    const before = t.shard.engine.tick;
+    await until('more ticks', () => t !== undefined && t.shard.engine.tick > before + 2);
+  });
+
+  test('per-address connection cap', async () => {
+    t = await startTestShard({ AETHEX_GAMESERVER_GATEWAY_MAX_CONNECTIONS_PER_ADDRESS: '2' });
+    const first = await raw(t.shard.gatewayUrl);
+    const second = await raw(t.shard.gatewayUrl);
+    const third = await raw(t.shard.gatewayUrl);
+    expect((await third.closed).code).toBe(1013);
+    expect(third.kick()?.reason).toBe(ReasonCode.REASON_CODE_TOO_MANY_CONNECTIONS);
+    expect([first.ws.readyState, second.ws.readyState]).toEqual([1, 1]);
+  });
+
+  test('drain tells every player SHUTTING_DOWN and closes with 1001', async () => {
+    t = await startTestShard();
+    const c = await raw(t.shard.gatewayUrl);
+    c.ws.send(ClientMessage.encode({ join: { joinToken: await t.token('d'), protocolVersion: 1 } }).finish());
+    await until('welcome', () => c.messages.some((m) => m.body === 'welcome'));
+    await t.shard.drain();
+    expect((await c.closed).code).toBe(1001);
+    expect(c.kick()?.reason).toBe(ReasonCode.REASON_CODE_SHUTTING_DOWN);
+  });
+});

@@ -1,0 +1,62 @@
+import { generateKeyPairSync } from 'node:crypto';
+import { createLogger, signJoinToken } from '@aethex/runtime';
+import { RealtimeClient } from '@aethex/sdk';
+import { WebSocket } from 'ws';
+import { loadConfig } from '../src/config.js';
+import { type RunningShard, startShard } from '../src/shard.js';
+
+/** A real shard on loopback ports with a fresh signing key, and helpers to join it. */
+export interface TestShard {
+  shard: RunningShard;
+  token(playerId: string, overrides?: { shard?: string; ttlSeconds?: number }): Promise<string>;
+  client(playerId: string): Promise<RealtimeClient>;
+  stop(): Promise<void>;
+}
+
+export async function startTestShard(env: Record<string, string> = {}): Promise<TestShard> {
+  const keys = generateKeyPairSync('ed25519');
+  const settings = loadConfig({
+    AETHEX_GAMESERVER_GATEWAY_BIND_ADDR: '127.0.0.1:0',
+    AETHEX_GAMESERVER_OPS_BIND_ADDR: '127.0.0.1:0',
+    AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: keys.publicKey.export({ type: 'spki', format: 'pem' }).toString(),
+    AETHEX_GAMESERVER_SHARD_WORLD: 'test',
+    AETHEX_GAMESERVER_SHARD_NAME: 'test-0-0',
+    AETHEX_GAMESERVER_LOG_LEVEL: 'warn',
+    ...env,
+  });
+  const shard = await startShard(settings, { log: createLogger('gameserver-test', settings['log.level']) });
+  const token = (playerId: string, overrides: { shard?: string; ttlSeconds?: number } = {}) =>
+    signJoinToken(
+      keys.privateKey,
+      { playerId, world: 'test', instance: 0, shard: overrides.shard ?? 'test-0-0' },
+      { issuer: settings['auth.issuer'], audience: settings['auth.audience'], alg: 'EdDSA', ttlSeconds: overrides.ttlSeconds ?? 60 },
+    );
+  const clients: RealtimeClient[] = [];
+  return {
+    shard,
+    token,
+    async client(playerId: string) {
+      const c = new RealtimeClient({
+        url: shard.gatewayUrl,
+        joinToken: await token(playerId),
+        createSocket: (url) => new WebSocket(url) as never,
+      });
+      clients.push(c);
+      await c.connect();
+      return c;
+    },
+    async stop() {
+      for (const c of clients) c.close();
+      await shard.drain();
+    },
+  };
+}
+
+/** Polls until `check` returns true or fails after `timeoutMs`, naming `what`. */
+export async function until(what: string, check: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}

@@ -1,0 +1,112 @@
+import { createHmac, generateKeyPairSync } from 'node:crypto';
+import { SignJWT } from 'jose';
+import { describe, expect, test } from 'vitest';
+import { createJoinVerifier, JoinTokenError, signJoinToken } from './join-token.js';
+
+const ed = generateKeyPairSync('ed25519');
+const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+const other = generateKeyPairSync('ed25519');
+const pem = (k: typeof ed.publicKey) => k.export({ type: 'spki', format: 'pem' }).toString();
+const claims = { playerId: 'player-1', world: 'frontier', instance: 0, shard: 'frontier-0-0' };
+const opts = { issuer: 'aethex-control-plane', audience: 'aethex-shard', alg: 'EdDSA' as const };
+const shard = { issuer: opts.issuer, audience: opts.audience, world: 'frontier', instance: 0, shard: 'frontier-0-0' };
+const b64 = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
+
+async function rejects(verify: (t: string) => Promise<unknown>, token: string, kind: 'invalid' | 'wrong_shard' = 'invalid') {
+  const err = await verify(token).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(JoinTokenError);
+  expect((err as JoinTokenError).kind).toBe(kind);
+}
+
+describe('join tokens', () => {
+  test('a token signed for this shard verifies, with Ed25519 and with P-256', async () => {
+    const verify = await createJoinVerifier({ ...shard, publicKeyPem: pem(ed.publicKey) });
+    expect(await verify(await signJoinToken(ed.privateKey, claims, opts))).toEqual(claims);
+    const verifyEc = await createJoinVerifier({ ...shard, publicKeyPem: pem(ec.publicKey) });
+    expect(await verifyEc(await signJoinToken(ec.privateKey, claims, { ...opts, alg: 'ES256' }))).toEqual(claims);
+  });
+
+  test('forged, expired, misdirected and malformed tokens are refused', async () => {
+    const verify = await createJoinVerifier({ ...shard, publicKeyPem: pem(ed.publicKey) });
+    const good = await signJoinToken(ed.privateKey, claims, opts);
+    const [h, p, s] = good.split('.') as [string, string, string];
+    const now = Math.floor(Date.now() / 1000);
+    const payload = {
+      sub: 'player-1',
+      world: 'frontier',
+      instance: 0,
+      shard: 'frontier-0-0',
+      iss: opts.issuer,
+      aud: opts.audience,
+      iat: now,
+      exp: now + 60,
+    };
+    const forged = [
+      // alg none, unsigned
+      `${b64({ alg: 'none', typ: 'JWT' })}.${b64(payload)}.`,
+      // HS256 "signed" with the public key as the HMAC secret (key confusion)
+      (() => {
+        const head = b64({ alg: 'HS256', typ: 'JWT' });
+        const body = b64(payload);
+        return `${head}.${body}.${createHmac('sha256', pem(ed.publicKey)).update(`${head}.${body}`).digest('base64url')}`;
+      })(),
+      await signJoinToken(other.privateKey, claims, opts), // wrong key
+      await signJoinToken(ed.privateKey, claims, { ...opts, audience: 'someone-else' }), // wrong audience
+      await signJoinToken(ed.privateKey, claims, { ...opts, issuer: 'evil' }), // wrong issuer
+      await new SignJWT({ world: 'frontier', instance: 0, shard: 'frontier-0-0' }) // expired
+        .setProtectedHeader({ alg: 'EdDSA' })
+        .setSubject('player-1')
+        .setIssuer(opts.issuer)
+        .setAudience(opts.audience)
+        .setIssuedAt(now - 600)
+        .setExpirationTime(now - 300)
+        .sign(ed.privateKey),
+      await new SignJWT({ world: 'frontier', instance: 0, shard: 'frontier-0-0' }) // no exp
+        .setProtectedHeader({ alg: 'EdDSA' })
+        .setSubject('player-1')
+        .setIssuer(opts.issuer)
+        .setAudience(opts.audience)
+        .setIssuedAt()
+        .sign(ed.privateKey),
+      await new SignJWT({ world: 'frontier', instance: 0, shard: 'frontier-0-0' }) // not yet valid
+        .setProtectedHeader({ alg: 'EdDSA' })
+        .setSubject('player-1')
+        .setIssuer(opts.issuer)
+        .setAudience(opts.audience)
+        .setIssuedAt()
+        .setNotBefore(now + 600)
+        .setExpirationTime(now + 900)
+        .sign(ed.privateKey),
+      await new SignJWT({ world: 'frontier', shard: 'frontier-0-0' }) // no instance claim
+        .setProtectedHeader({ alg: 'EdDSA' })
+        .setSubject('player-1')
+        .setIssuer(opts.issuer)
+        .setAudience(opts.audience)
+        .setIssuedAt()
+        .setExpirationTime('1m')
+        .sign(ed.privateKey),
+      `${h}.${b64({ ...payload, sub: 'admin' })}.${s}`, // tampered payload
+      `${h}.${p}.${s.slice(0, -4)}`, // truncated signature
+      `${h}.${p}`, // two parts
+      'not-a-jwt',
+      '',
+    ];
+    for (const token of forged) await rejects(verify, token);
+  });
+
+  test('a valid token for another world, instance or shard is refused as wrong_shard', async () => {
+    const verify = await createJoinVerifier({ ...shard, publicKeyPem: pem(ed.publicKey) });
+    await rejects(verify, await signJoinToken(ed.privateKey, { ...claims, shard: 'frontier-0-1' }, opts), 'wrong_shard');
+    await rejects(verify, await signJoinToken(ed.privateKey, { ...claims, instance: 3 }, opts), 'wrong_shard');
+    await rejects(verify, await signJoinToken(ed.privateKey, { ...claims, world: 'elsewhere' }, opts), 'wrong_shard');
+  });
+
+  test('a key that is neither Ed25519 nor P-256 is refused at start', async () => {
+    const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    await expect(createJoinVerifier({ ...shard, publicKeyPem: pem(rsa.publicKey) })).rejects.toThrow(/not an Ed25519 or P-256/);
+    await expect(createJoinVerifier({ ...shard })).rejects.toThrow(/needs a public key or a JWKS URL/);
+  });
+});

@@ -1,0 +1,117 @@
+import { type CryptoKey, createRemoteJWKSet, importSPKI, type JWTVerifyGetKey, jwtVerify, type KeyObject, SignJWT } from 'jose';
+
+/**
+ * What a join token grants: one player may join one shard of one instance of one world until it
+ * expires. The control plane signs it; the shard verifies it. `sub` carries the player id.
+ */
+export interface JoinClaims {
+  playerId: string;
+  world: string;
+  instance: number;
+  shard: string;
+}
+
+/** Algorithms a join token may use. Anything else, `none` and HMAC included, is refused. */
+export const JOIN_TOKEN_ALGORITHMS = ['EdDSA', 'ES256'] as const;
+
+/** Why a token was refused: `invalid` (signature, expiry, issuer, audience, shape) or `wrong_shard`. */
+export class JoinTokenError extends Error {
+  constructor(
+    readonly kind: 'invalid' | 'wrong_shard',
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'JoinTokenError';
+  }
+}
+
+export interface JoinVerifierOptions {
+  /** PEM (SPKI) public key, or a JWKS URL; exactly one. */
+  publicKeyPem?: string;
+  jwksUrl?: string;
+  issuer: string;
+  audience: string;
+  /** The shard verifying: tokens for any other world, instance or shard are refused. */
+  world: string;
+  instance: number;
+  shard: string;
+  /** Allowed clock skew in seconds (default 5). */
+  clockToleranceS?: number;
+}
+
+/**
+ * Builds the shard's join-token check. Verification is strict: the algorithm must be one of
+ * JOIN_TOKEN_ALGORITHMS and match the key, `iss`, `aud`, `exp` and `sub` are required, and the
+ * world, instance and shard claims must name this shard.
+ */
+export async function createJoinVerifier(options: JoinVerifierOptions): Promise<(token: string) => Promise<JoinClaims>> {
+  let key: CryptoKey | KeyObject | JWTVerifyGetKey;
+  if (options.publicKeyPem && options.jwksUrl) throw new Error('give either a public key or a JWKS URL, not both');
+  if (options.publicKeyPem) {
+    key = await importPublicKey(options.publicKeyPem);
+  } else if (options.jwksUrl) {
+    key = createRemoteJWKSet(new URL(options.jwksUrl), { timeoutDuration: 5000, cooldownDuration: 30_000 });
+  } else {
+    throw new Error('a join verifier needs a public key or a JWKS URL');
+  }
+  return async (token: string) => {
+    let payload: Record<string, unknown>;
+    try {
+      ({ payload } = await jwtVerify(token, key as CryptoKey, {
+        algorithms: [...JOIN_TOKEN_ALGORITHMS],
+        issuer: options.issuer,
+        audience: options.audience,
+        requiredClaims: ['exp', 'sub', 'iat'],
+        clockTolerance: options.clockToleranceS ?? 5,
+      }));
+    } catch (err) {
+      throw new JoinTokenError('invalid', `join token rejected: ${(err as Error).message}`, { cause: err });
+    }
+    const { sub, world, instance, shard } = payload;
+    if (typeof sub !== 'string' || sub === '' || sub.length > 128)
+      throw new JoinTokenError('invalid', 'join token has no valid sub (player id)');
+    if (typeof world !== 'string' || typeof shard !== 'string' || typeof instance !== 'number' || !Number.isInteger(instance)) {
+      throw new JoinTokenError('invalid', 'join token lacks world, instance or shard claims');
+    }
+    if (world !== options.world || instance !== options.instance || shard !== options.shard) {
+      throw new JoinTokenError(
+        'wrong_shard',
+        `join token is for ${world}/${instance}/${shard}, this is ${options.world}/${options.instance}/${options.shard}`,
+      );
+    }
+    return { playerId: sub, world, instance, shard };
+  };
+}
+
+async function importPublicKey(pem: string): Promise<CryptoKey | KeyObject> {
+  const errors: string[] = [];
+  for (const alg of JOIN_TOKEN_ALGORITHMS) {
+    try {
+      return await importSPKI(pem, alg);
+    } catch (err) {
+      errors.push(`${alg}: ${(err as Error).message}`);
+    }
+  }
+  throw new Error(`the public key is not an Ed25519 or P-256 SPKI PEM (${errors.join('; ')})`);
+}
+
+/**
+ * Signs a join token (the control plane's side; also used by development tools and tests).
+ * `ttlSeconds` defaults to 60: join tokens are short-lived.
+ */
+export async function signJoinToken(
+  privateKey: CryptoKey | KeyObject,
+  claims: JoinClaims,
+  options: { issuer: string; audience: string; alg: (typeof JOIN_TOKEN_ALGORITHMS)[number]; kid?: string; ttlSeconds?: number },
+): Promise<string> {
+  const { playerId, ...rest } = claims;
+  return new SignJWT({ ...rest })
+    .setProtectedHeader({ alg: options.alg, typ: 'JWT', ...(options.kid ? { kid: options.kid } : {}) })
+    .setSubject(playerId)
+    .setIssuer(options.issuer)
+    .setAudience(options.audience)
+    .setIssuedAt()
+    .setExpirationTime(`${options.ttlSeconds ?? 60}s`)
+    .sign(privateKey);
+}
