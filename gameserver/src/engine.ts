@@ -1,7 +1,8 @@
 import { aethex, SNAPSHOT_LAYOUT, SnapshotBodyWriter } from '@aethex/proto';
 import type { GameserverSettings } from './config.js';
 import type { ShardMetrics } from './metrics.js';
-import { DeltaHistory } from './net/delta-history.js';
+import { DeltaHistory, QuantizedWorld } from './net/delta-history.js';
+import { encodeState, type ShardState } from './persist/state-codec.js';
 import { applyInput, createRng, type InputResult, type MovementRules, step, wander } from './sim/step.js';
 import { CapacityError, KIND_NPC, KIND_PLAYER, type Rect, World } from './sim/world.js';
 import { Interest } from './spatial/aoi.js';
@@ -68,20 +69,44 @@ export class ShardEngine {
   private readonly writer = new SnapshotBodyWriter(4096);
   private readonly rng: () => number;
   private readonly invScale: number;
+  private readonly quantized: QuantizedWorld;
+  /** Players whose entity survived a restart but who have not rejoined yet: player → entity. */
+  private readonly dormant = new Map<string, number>();
 
+  /**
+   * Starts from `restored` state when given (after a restart), otherwise spawns the configured
+   * NPCs into an empty world.
+   */
   constructor(
     private readonly settings: EngineSettings,
     private readonly out: SessionOutput,
     private readonly metrics?: ShardMetrics,
+    restored?: ShardState,
   ) {
     const bounds: Rect = settings['engine.world_bounds'];
-    this.world = new World(settings['engine.max_entities']);
+    this.world = restored?.world ?? new World(settings['engine.max_entities']);
     this.grid = new Grid(bounds, settings['engine.aoi_radius'], settings['engine.max_entities']);
     this.rules = { bounds, maxSpeed: settings['engine.max_speed'] };
     this.corrected = new Uint32Array(settings['engine.max_entities']);
     this.rng = createRng(settings['engine.seed']);
     this.invScale = 1 / settings['engine.position_scale'];
-    for (let i = 0; i < settings['engine.npc_count']; i++) this.spawnAnywhere(KIND_NPC);
+    this.quantized = new QuantizedWorld(settings['engine.max_entities']);
+    if (restored) {
+      this.tick = restored.tick;
+      for (const [entityId, playerId] of restored.players) {
+        if (this.world.indexOf(entityId) >= 0) this.dormant.set(playerId, entityId);
+      }
+    } else {
+      for (let i = 0; i < settings['engine.npc_count']; i++) this.spawnAnywhere(KIND_NPC);
+    }
+  }
+
+  /** The state to persist, built now (on the tick): entities, tick and entity → player map. */
+  persistentState(): Uint8Array {
+    const players = new Map<number, string>();
+    for (const [playerId, entityId] of this.dormant) players.set(entityId, playerId);
+    for (const s of this.sessions.values()) players.set(s.entityId, s.playerId);
+    return encodeState(this.tick, this.world, players);
   }
 
   private spawnAnywhere(kind: number): number {
@@ -104,7 +129,7 @@ export class ShardEngine {
       this.forget(previous);
       this.out.kick(previous.id, ReasonCode.REASON_CODE_REPLACED, 'the same player joined again');
     }
-    if (!previous && this.sessions.size >= this.settings['engine.max_players']) {
+    if (!previous && !this.dormant.has(playerId) && this.sessions.size >= this.settings['engine.max_players']) {
       return {
         ok: false,
         reason: ReasonCode.REASON_CODE_SHARD_FULL,
@@ -112,8 +137,12 @@ export class ShardEngine {
       };
     }
     let entityId: number;
+    const dormant = this.dormant.get(playerId);
     if (previous && this.world.indexOf(previous.entityId) >= 0) {
       entityId = previous.entityId;
+    } else if (dormant !== undefined && this.world.indexOf(dormant) >= 0) {
+      entityId = dormant;
+      this.dormant.delete(playerId);
     } else {
       try {
         entityId = this.spawnAnywhere(KIND_PLAYER);
@@ -142,6 +171,17 @@ export class ShardEngine {
     this.sessions.delete(session.id);
     if (this.byEntity.get(session.entityId) === session) this.byEntity.delete(session.entityId);
     if (this.byPlayer.get(session.playerId) === session) this.byPlayer.delete(session.playerId);
+  }
+
+  /**
+   * The session ends but the player's entity stays, dormant, to be theirs again when they rejoin
+   * (a drain: the final snapshot keeps it). Idempotent.
+   */
+  detach(sessionId: number): void {
+    const session = this.sessions.get(sessionId);
+    if (!session) return;
+    this.forget(session);
+    this.dormant.set(session.playerId, session.entityId);
   }
 
   /** The session ended (socket closed): its entity leaves the world. Idempotent. */
@@ -175,6 +215,7 @@ export class ShardEngine {
     if (this.settings['engine.npc_count'] > 0) wander(world, this.rng, KIND_NPC, this.rules.maxSpeed * 0.5, 0.02);
     const nCorrected = step(world, this.rules, this.corrected);
     this.grid.rebuild(world.x, world.y, world.count);
+    this.quantized.update(world, this.invScale);
 
     const radius = this.settings['engine.aoi_radius'];
     const skip = this.settings['gateway.slow_skip_ticks'];
@@ -198,7 +239,7 @@ export class ShardEngine {
       if (slot < 0) continue;
       session.interest.update(this.grid, world, world.x[slot] as number, world.y[slot] as number, radius, -1);
       queries++;
-      const delta = session.history.encodeDelta(tick, session.ackTick, session.interest, world, this.invScale, this.writer);
+      const delta = session.history.encodeDelta(tick, session.ackTick, session.interest, this.quantized, this.writer);
       const bytes = ServerMessage.encode({
         snapshot: {
           tick,

@@ -8,12 +8,17 @@ import { createOpsServer } from './http.js';
 import { type Clock, FixedTimestep, runLoop, systemClock } from './loop/fixed-timestep.js';
 import { createMetrics, type ShardMetrics } from './metrics.js';
 import { Gateway } from './net/gateway.js';
+import { ShardPersistence } from './persist/persistence.js';
+import { decodeState } from './persist/state-codec.js';
+import { openStores, type Stores } from './persist/stores.js';
 
 /** A running shard: its engine, gateway, tick loop and operational endpoints. */
 export interface RunningShard {
   engine: ShardEngine;
   gateway: Gateway;
   metrics: ShardMetrics;
+  persistence: ShardPersistence;
+  stores: Stores;
   /** ws://host:port of the players' endpoint. */
   gatewayUrl: string;
   /** http://host:port of /healthz, /readyz and /metrics. */
@@ -53,6 +58,14 @@ export async function startShard(settings: GameserverSettings, options: ShardOpt
       shard: settings['shard.name'],
     }));
 
+  const stores = await openStores(settings, log);
+  const key = { world: settings['shard.world'], instance: settings['shard.instance'], shard: settings['shard.name'] };
+  const saved = await stores.snapshots.load(key);
+  const restored = saved ? decodeState(saved.state, settings['engine.max_entities']) : undefined;
+  if (restored) log.info({ tick: restored.tick, entities: restored.world.count, players: restored.players.size }, 'restored from snapshot');
+  const persistence = new ShardPersistence({ key, ...stores, log, presenceTtlMs: settings['presence.ttl_ms'] });
+  persistence.start();
+
   let gateway: Gateway | undefined;
   const engine = new ShardEngine(
     settings,
@@ -61,15 +74,26 @@ export async function startShard(settings: GameserverSettings, options: ShardOpt
       kick: (id, reason, message) => gateway?.kickSession(id, reason, message),
     },
     metrics,
+    restored,
   );
-  gateway = new Gateway({ settings, engine, verifyJoin, log, metrics, clock });
+  gateway = new Gateway({
+    settings,
+    engine,
+    verifyJoin,
+    log,
+    metrics,
+    clock,
+    onPlayer: (event, playerId) => (event === 'joined' ? persistence.playerJoined(playerId) : persistence.playerLeft(playerId)),
+  });
   const gatewayAddress = await gateway.listen();
+  const snapshotEvery = Math.max(1, Math.round(settings['persistence.snapshot_interval_ms'] / settings['engine.tick_rate_ms']));
 
   let lastTickAt = clock.now();
   const tickMs = settings['engine.tick_rate_ms'];
   const loop = runLoop(new FixedTimestep(tickMs, settings['engine.max_catch_up_ticks'], clock.now()), clock, {
     onStep: () => {
       engine.step();
+      if (engine.tick % snapshotEvery === 0) persistence.snapshot(engine.tick, engine.persistentState());
       lastTickAt = clock.now();
     },
     onSkip: (n) => {
@@ -96,6 +120,8 @@ export async function startShard(settings: GameserverSettings, options: ShardOpt
     engine,
     gateway,
     metrics,
+    persistence,
+    stores,
     gatewayUrl: url('ws', gatewayAddress),
     opsUrl: url('http', ops.address() as AddressInfo),
     drain() {
@@ -103,9 +129,14 @@ export async function startShard(settings: GameserverSettings, options: ShardOpt
         draining = true;
         const g = gateway as Gateway;
         g.stopAccepting();
-        await g.close(aethex.v1.ReasonCode.REASON_CODE_SHUTTING_DOWN, 'the shard is shutting down; reconnect through matchmaking');
         loop.stop();
-        await new Promise<void>((resolve) => ops.close(() => resolve()));
+        await g.close(aethex.v1.ReasonCode.REASON_CODE_SHUTTING_DOWN, 'the shard is shutting down; reconnect through matchmaking');
+        try {
+          await persistence.drain(engine.tick, engine.persistentState());
+        } finally {
+          await stores.close();
+          await new Promise<void>((resolve) => ops.close(() => resolve()));
+        }
       })();
       return drained;
     },

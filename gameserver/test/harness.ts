@@ -1,4 +1,7 @@
 import { generateKeyPairSync } from 'node:crypto';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createLogger, signJoinToken } from '@aethex/runtime';
 import { RealtimeClient } from '@aethex/sdk';
 import { WebSocket } from 'ws';
@@ -13,8 +16,7 @@ export interface TestShard {
   stop(): Promise<void>;
 }
 
-export async function startTestShard(env: Record<string, string> = {}): Promise<TestShard> {
-  const keys = generateKeyPairSync('ed25519');
+export async function startTestShard(env: Record<string, string> = {}, keys = generateKeyPairSync('ed25519')): Promise<TestShard> {
   const settings = loadConfig({
     AETHEX_GAMESERVER_GATEWAY_BIND_ADDR: '127.0.0.1:0',
     AETHEX_GAMESERVER_OPS_BIND_ADDR: '127.0.0.1:0',
@@ -22,13 +24,14 @@ export async function startTestShard(env: Record<string, string> = {}): Promise<
     AETHEX_GAMESERVER_SHARD_WORLD: 'test',
     AETHEX_GAMESERVER_SHARD_NAME: 'test-0-0',
     AETHEX_GAMESERVER_LOG_LEVEL: 'warn',
+    AETHEX_GAMESERVER_PERSISTENCE_DIRECTORY: mkdtempSync(join(tmpdir(), 'aethex-gs-')),
     ...env,
   });
   const shard = await startShard(settings, { log: createLogger('gameserver-test', settings['log.level']) });
   const token = (playerId: string, overrides: { shard?: string; ttlSeconds?: number } = {}) =>
     signJoinToken(
       keys.privateKey,
-      { playerId, world: 'test', instance: 0, shard: overrides.shard ?? 'test-0-0' },
+      { playerId, world: settings['shard.world'], instance: 0, shard: overrides.shard ?? settings['shard.name'] },
       { issuer: settings['auth.issuer'], audience: settings['auth.audience'], alg: 'EdDSA', ttlSeconds: overrides.ttlSeconds ?? 60 },
     );
   const clients: RealtimeClient[] = [];

@@ -46,42 +46,55 @@ export class SnapshotBodyWriter {
     return this.pos;
   }
 
-  private ensure(n: number): void {
-    if (this.pos + n <= this.buf.length) return;
+  private grow(n: number): void {
     const next = new Uint8Array(Math.max(this.buf.length * 2, this.pos + n));
     next.set(this.buf.subarray(0, this.pos));
     this.buf = next;
     this.view = new DataView(next.buffer);
   }
 
+  /** Unsigned LEB128; integer arithmetic below 2^31 (nearly always), float arithmetic above (up to 2^53). */
   private varint(value: number): void {
+    const buf = this.buf;
+    let pos = this.pos;
     let v = value;
-    while (v >= 0x80) {
-      this.buf[this.pos++] = (v % 0x80) | 0x80;
+    while (v >= 0x80000000) {
+      buf[pos++] = (v % 0x80) | 0x80;
       v = Math.floor(v / 0x80);
     }
-    this.buf[this.pos++] = v;
+    while (v > 0x7f) {
+      buf[pos++] = (v & 0x7f) | 0x80;
+      v >>>= 7;
+    }
+    buf[pos++] = v;
+    this.pos = pos;
   }
 
   private head(id: number, mode: number): void {
-    if (id <= this.prevId && this.pos > 0) throw new RangeError(`records must be in ascending id order (${id} after ${this.prevId})`);
-    this.varint((id - this.prevId) * 4 + mode);
+    const gap = id - this.prevId;
+    if (gap <= 0 && this.pos > 0) throw new RangeError(`records must be in ascending id order (${id} after ${this.prevId})`);
+    this.varint(gap * 4 + mode);
     this.prevId = id;
   }
 
   /** A move of (dqx, dqy) quanta since the base snapshot; picks the smallest encoding. */
   delta(id: number, dqx: number, dqy: number): void {
-    this.ensure(20);
+    if (this.pos + 16 > this.buf.length) this.grow(16);
     if (dqx >= -128 && dqx <= 127 && dqy >= -128 && dqy <= 127) {
       this.head(id, MODE_DELTA8);
-      this.view.setInt8(this.pos, dqx);
-      this.view.setInt8(this.pos + 1, dqy);
+      const buf = this.buf;
+      buf[this.pos] = dqx;
+      buf[this.pos + 1] = dqy;
       this.pos += 2;
     } else if (dqx >= -32768 && dqx <= 32767 && dqy >= -32768 && dqy <= 32767) {
       this.head(id, MODE_DELTA16);
-      this.view.setInt16(this.pos, dqx, true);
-      this.view.setInt16(this.pos + 2, dqy, true);
-      this.pos += 4;
+      const buf = this.buf;
+      const p = this.pos;
+      buf[p] = dqx;
+      buf[p + 1] = dqx >> 8;
+      buf[p + 2] = dqy;
+      buf[p + 3] = dqy >> 8;
+      this.pos = p + 4;
     } else {
       throw new RangeError(`delta (${dqx}, ${dqy}) does not fit 16 bits; send a full record`);
     }
@@ -89,7 +102,7 @@ export class SnapshotBodyWriter {
 
   /** An entity as a whole: absolute quantized position, kind and flags. */
   full(id: number, qx: number, qy: number, kind: number, flags: number): void {
-    this.ensure(30);
+    if (this.pos + 32 > this.buf.length) this.grow(32);
     this.head(id, MODE_FULL);
     this.view.setInt32(this.pos, qx, true);
     this.view.setInt32(this.pos + 4, qy, true);

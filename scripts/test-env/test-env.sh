@@ -383,13 +383,13 @@ component_check() {
 }
 
 cmd_build() {
-  check_disk 6000 "$CACHE"
+  check_disk 8000 "$CACHE"
   build_all
 }
 
 cmd_up() {
   local t0=$SECONDS
-  [[ -f $CACHE/bin/kube-$KUBE_VERSION/.done ]] || check_disk 6000 "$CACHE"
+  [[ -f $CACHE/bin/kube-$KUBE_VERSION/.done ]] || check_disk 8000 "$CACHE"
   build_all
   make_pki
   start_postgres

@@ -5,37 +5,64 @@ import type { Interest } from '../spatial/aoi.js';
 /** Snapshots kept per client as delta bases: 32 ticks (0.8 s at 40 Hz). Older acks get a full snapshot. */
 export const HISTORY_TICKS = 32;
 
-/** What one client was sent at one tick: ids ascending with quantized position, kind and flags. */
+/**
+ * The world's entities quantized once per tick, shared by every client's encoding: positions in
+ * snapshot quanta and kind/flags folded into one number (kind × 2^32 + flags) so that a change of
+ * either is one comparison.
+ */
+export class QuantizedWorld {
+  readonly qx: Int32Array;
+  readonly qy: Int32Array;
+  readonly attr: Float64Array;
+
+  constructor(capacity: number) {
+    this.qx = new Int32Array(capacity);
+    this.qy = new Int32Array(capacity);
+    this.attr = new Float64Array(capacity);
+  }
+
+  update(world: World, invScale: number): void {
+    const { x, y, kind, flags } = world;
+    const { qx, qy, attr } = this;
+    for (let i = 0; i < world.count; i++) {
+      qx[i] = Math.round((x[i] as number) * invScale);
+      qy[i] = Math.round((y[i] as number) * invScale);
+      attr[i] = (kind[i] as number) * 4294967296 + (flags[i] as number);
+    }
+  }
+}
+
+/** What one client was sent at one tick: ids ascending with quantized position and attributes. */
 class Frame {
   tick = -1;
   count = 0;
   ids: Uint32Array;
   qx: Int32Array;
   qy: Int32Array;
-  kind: Uint16Array;
-  flags: Uint32Array;
+  attr: Float64Array;
 
   constructor(capacity: number) {
     this.ids = new Uint32Array(capacity);
     this.qx = new Int32Array(capacity);
     this.qy = new Int32Array(capacity);
-    this.kind = new Uint16Array(capacity);
-    this.flags = new Uint32Array(capacity);
+    this.attr = new Float64Array(capacity);
   }
 
   ensure(n: number): void {
     if (n <= this.ids.length) return;
     const cap = Math.max(n, this.ids.length * 2);
-    const grow = <T extends Uint32Array | Int32Array | Uint16Array>(a: T, make: (c: number) => T): T => {
-      const b = make(cap);
-      b.set(a);
-      return b;
-    };
-    this.ids = grow(this.ids, (c) => new Uint32Array(c));
-    this.qx = grow(this.qx, (c) => new Int32Array(c));
-    this.qy = grow(this.qy, (c) => new Int32Array(c));
-    this.kind = grow(this.kind, (c) => new Uint16Array(c));
-    this.flags = grow(this.flags, (c) => new Uint32Array(c));
+    const ids = new Uint32Array(cap);
+    ids.set(this.ids);
+    this.ids = ids;
+    const qx = new Int32Array(cap);
+    qx.set(this.qx);
+    this.qx = qx;
+    const qy = new Int32Array(cap);
+    qy.set(this.qy);
+    this.qy = qy;
+    const attr = new Float64Array(cap);
+    attr.set(this.attr);
+    this.attr = attr;
   }
 }
 
@@ -67,7 +94,7 @@ export class DeltaHistory {
     for (const f of this.frames) f.tick = -1;
   }
 
-  encodeDelta(tick: number, ackTick: number, interest: Interest, world: World, invScale: number, writer: SnapshotBodyWriter): DeltaResult {
+  encodeDelta(tick: number, ackTick: number, interest: Interest, q: QuantizedWorld, writer: SnapshotBodyWriter): DeltaResult {
     const base = this.frames[ackTick % HISTORY_TICKS] as Frame;
     const hasBase = ackTick > 0 && ackTick < tick && tick - ackTick < HISTORY_TICKS && base.tick === ackTick;
     const frame = this.frames[tick % HISTORY_TICKS] as Frame;
@@ -76,36 +103,36 @@ export class DeltaHistory {
     frame.tick = tick;
     frame.count = n;
     const { ids, slots } = interest;
-    const { x, y, kind, flags } = world;
+    const fIds = frame.ids;
+    const fqx = frame.qx;
+    const fqy = frame.qy;
+    const fAttr = frame.attr;
+    const { qx, qy, attr } = q;
     for (let k = 0; k < n; k++) {
       const slot = slots[k] as number;
-      frame.ids[k] = ids[k] as number;
-      frame.qx[k] = Math.round((x[slot] as number) * invScale);
-      frame.qy[k] = Math.round((y[slot] as number) * invScale);
-      frame.kind[k] = kind[slot] as number;
-      frame.flags[k] = flags[slot] as number;
+      fIds[k] = ids[k] as number;
+      fqx[k] = qx[slot] as number;
+      fqy[k] = qy[slot] as number;
+      fAttr[k] = attr[slot] as number;
     }
     writer.reset();
+    const removed = this.removed;
     let records = 0;
     let removedCount = 0;
     const bn = hasBase ? base.count : 0;
+    const bIds = base.ids;
+    const bqx = base.qx;
+    const bqy = base.qy;
+    const bAttr = base.attr;
     let a = 0;
-    let b = 0;
-    while (b < n) {
-      const id = frame.ids[b] as number;
-      while (a < bn && (base.ids[a] as number) < id) this.removed[removedCount++] = base.ids[a++] as number;
-      if (a < bn && base.ids[a] === id) {
-        const dqx = (frame.qx[b] as number) - (base.qx[a] as number);
-        const dqy = (frame.qy[b] as number) - (base.qy[a] as number);
-        if (
-          frame.kind[b] !== base.kind[a] ||
-          frame.flags[b] !== base.flags[a] ||
-          dqx < -32768 ||
-          dqx > 32767 ||
-          dqy < -32768 ||
-          dqy > 32767
-        ) {
-          writer.full(id, frame.qx[b] as number, frame.qy[b] as number, frame.kind[b] as number, frame.flags[b] as number);
+    for (let b = 0; b < n; b++) {
+      const id = fIds[b] as number;
+      while (a < bn && (bIds[a] as number) < id) removed[removedCount++] = bIds[a++] as number;
+      if (a < bn && bIds[a] === id) {
+        const dqx = (fqx[b] as number) - (bqx[a] as number);
+        const dqy = (fqy[b] as number) - (bqy[a] as number);
+        if (fAttr[b] !== bAttr[a] || dqx < -32768 || dqx > 32767 || dqy < -32768 || dqy > 32767) {
+          this.full(writer, id, fqx[b] as number, fqy[b] as number, fAttr[b] as number);
           records++;
         } else if (dqx !== 0 || dqy !== 0) {
           writer.delta(id, dqx, dqy);
@@ -113,12 +140,16 @@ export class DeltaHistory {
         }
         a++;
       } else {
-        writer.full(id, frame.qx[b] as number, frame.qy[b] as number, frame.kind[b] as number, frame.flags[b] as number);
+        this.full(writer, id, fqx[b] as number, fqy[b] as number, fAttr[b] as number);
         records++;
       }
-      b++;
     }
-    while (a < bn) this.removed[removedCount++] = base.ids[a++] as number;
+    while (a < bn) removed[removedCount++] = bIds[a++] as number;
     return { baseTick: hasBase ? ackTick : 0, records, removedCount };
+  }
+
+  private full(writer: SnapshotBodyWriter, id: number, qx: number, qy: number, attr: number): void {
+    const kind = Math.floor(attr / 4294967296);
+    writer.full(id, qx, qy, kind, attr - kind * 4294967296);
   }
 }

@@ -345,11 +345,13 @@ export class Gateway {
       conn.ws.send(ServerMessage.encode({ kick: { reason, message } }).finish(), { binary: true });
       conn.ws.close(CLOSE_CODES[reason] ?? 1000, reasonLabel(reason));
     }
-    // Leave the world now; the close event only cleans up the bookkeeping.
+    // Leave the world now; the close event only cleans up the bookkeeping. On a drain the entity
+    // stays (dormant) so the final snapshot keeps it for the player's return.
     const playerId = this.players.get(conn.id);
     if (wasJoined && playerId !== undefined) {
       this.players.delete(conn.id);
-      this.deps.engine.leave(conn.id);
+      if (reason === ReasonCode.REASON_CODE_SHUTTING_DOWN) this.deps.engine.detach(conn.id);
+      else this.deps.engine.leave(conn.id);
       this.deps.onPlayer?.('left', playerId);
     }
     // A peer that never answers the close handshake is cut off.

@@ -1,0 +1,124 @@
+import { PerformanceObserver } from 'node:perf_hooks';
+import { loadConfig } from '../src/config.js';
+import { ShardEngine } from '../src/engine.js';
+import { createRng } from '../src/sim/step.js';
+
+export interface KernelCase {
+  entities: number;
+  subscribers: number;
+  /** Wanted average of entities within a subscriber's area of interest. */
+  visible: number;
+  ticks: number;
+  warmup: number;
+}
+
+export interface KernelResult {
+  entities: number;
+  subscribers: number;
+  visibleAvg: number;
+  tick_ms: { p50: number; p99: number; max: number };
+  ns_per_pair: number;
+  bytes_per_client_tick: number;
+  gc_max_pause_ms: number;
+}
+
+export function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[i] as number;
+}
+
+/**
+ * Runs the shard's tick — NPC wandering, input application, movement, grid rebuild, area of
+ * interest per subscriber, delta snapshot encoding into protobuf — with no sockets: the output only
+ * counts bytes. Each subscriber sends one input per tick and acknowledges the previous tick, as a
+ * client on a fast link would. The world's size is chosen so that `visible` entities are in reach
+ * of a subscriber on average.
+ */
+export function runKernel(c: KernelCase): KernelResult {
+  const radius = 200;
+  const side = Math.sqrt((c.entities * Math.PI * radius * radius) / c.visible);
+  const half = Math.round(side / 2);
+  const settings = loadConfig({
+    AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: 'unused by the kernel',
+    AETHEX_GAMESERVER_ENGINE_MAX_ENTITIES: String(c.entities),
+    AETHEX_GAMESERVER_ENGINE_MAX_PLAYERS: String(c.subscribers),
+    AETHEX_GAMESERVER_ENGINE_NPC_COUNT: String(c.entities - c.subscribers),
+    AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: `${-half},${-half},${half},${half}`,
+    AETHEX_GAMESERVER_ENGINE_AOI_RADIUS: String(radius),
+    AETHEX_GAMESERVER_ENGINE_MAX_VISIBLE: '256',
+  });
+  let bytes = 0;
+  let sends = 0;
+  const engine = new ShardEngine(settings, {
+    send: (_id, b) => {
+      bytes += b.length;
+      sends++;
+    },
+    kick: () => undefined,
+  });
+  for (let i = 0; i < c.subscribers; i++) {
+    const r = engine.join(i + 1, `bot-${i}`);
+    if (!r.ok) throw new Error(`join ${i} failed: ${r.message}`);
+  }
+  const rng = createRng(99);
+  const seq = new Uint32Array(c.subscribers + 1);
+  const heading = new Float64Array(c.subscribers + 1).map(() => rng() * Math.PI * 2);
+  const speed = settings['engine.max_speed'] * 0.8;
+
+  let gcMax = 0;
+  const gcObserver = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) gcMax = Math.max(gcMax, e.duration);
+  });
+  gcObserver.observe({ entryTypes: ['gc'] });
+
+  const samples: number[] = [];
+  let visibleSum = 0;
+  for (let t = 0; t < c.warmup + c.ticks; t++) {
+    if (t === c.warmup) {
+      bytes = 0;
+      sends = 0;
+      gcMax = 0;
+    }
+    for (let s = 1; s <= c.subscribers; s++) {
+      if (rng() < 0.05) heading[s] = rng() * Math.PI * 2;
+      const h = heading[s] as number;
+      engine.input(s, ++(seq[s] as number), Math.cos(h) * speed, Math.sin(h) * speed, engine.tick);
+    }
+    const started = performance.now();
+    engine.step();
+    const ms = performance.now() - started;
+    if (t >= c.warmup) {
+      samples.push(ms);
+      if (t % 50 === 0) visibleSum += visibleAverage(engine);
+    }
+  }
+  gcObserver.disconnect();
+  samples.sort((a, b) => a - b);
+  const visibleAvg = visibleSum / Math.ceil(c.ticks / 50);
+  const p50 = percentile(samples, 50);
+  return {
+    entities: c.entities,
+    subscribers: c.subscribers,
+    visibleAvg: Math.round(visibleAvg * 10) / 10,
+    tick_ms: { p50: round(p50), p99: round(percentile(samples, 99)), max: round(samples[samples.length - 1] as number) },
+    ns_per_pair: Math.round((p50 * 1e6) / (c.subscribers * visibleAvg)),
+    bytes_per_client_tick: Math.round(bytes / Math.max(1, sends)),
+    gc_max_pause_ms: round(gcMax),
+  };
+}
+
+function visibleAverage(engine: ShardEngine): number {
+  // The interest sets are private to the engine's sessions; measure the same quantity directly.
+  const { world, grid } = engine;
+  const out = new Int32Array(4096);
+  let sum = 0;
+  let n = 0;
+  for (let i = 0; i < world.count; i += 97) {
+    sum += grid.queryRadius(world.x, world.y, world.x[i] as number, world.y[i] as number, 200, out, i);
+    n++;
+  }
+  return sum / Math.max(1, n);
+}
+
+const round = (v: number) => Math.round(v * 1000) / 1000;

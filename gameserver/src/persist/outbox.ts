@@ -1,0 +1,192 @@
+import type { Redis } from 'ioredis';
+import type pg from 'pg';
+import type { ShardKey } from './snapshot-store.js';
+
+/** A domain event of a shard: a player joined or left. */
+export interface DomainEvent {
+  type: 'player_joined' | 'player_left';
+  playerId: string;
+  /** Milliseconds since the epoch when it happened. */
+  at: number;
+}
+
+/** An event as relayed: with the id that makes delivery idempotent. */
+export interface RelayedEvent extends DomainEvent {
+  id: number;
+  world: string;
+  instance: number;
+  shard: string;
+}
+
+/**
+ * Where relayed events go. `publish` must be idempotent by event id: publishing an id twice has the
+ * effect of publishing it once. Returns false when the event was already there (a duplicate).
+ */
+export interface EventSink {
+  publish(event: RelayedEvent): Promise<boolean>;
+}
+
+/**
+ * The shard's outbox: events are appended durably first and relayed to the sink afterwards, so an
+ * acknowledged append is never lost and, with an idempotent sink, is delivered exactly once even
+ * if the relay crashes between publishing and marking.
+ */
+export interface Outbox {
+  append(key: ShardKey, events: readonly DomainEvent[]): Promise<void>;
+  /**
+   * Relays up to `limit` of the shard's pending events in id order; returns how many. One relay
+   * per shard runs at a time, and each shard appends sequentially, so ids reach the sink in order.
+   */
+  relay(key: ShardKey, sink: EventSink, limit?: number): Promise<number>;
+  /** The shard's events not yet relayed. */
+  pending(key: ShardKey): Promise<number>;
+}
+
+export const OUTBOX_TABLE_SQL = `
+CREATE TABLE IF NOT EXISTS shard_outbox (
+  id          bigserial   PRIMARY KEY,
+  world       text        NOT NULL,
+  instance    integer     NOT NULL,
+  shard       text        NOT NULL,
+  type        text        NOT NULL,
+  player_id   text        NOT NULL,
+  at          timestamptz NOT NULL,
+  relayed_at  timestamptz
+);
+CREATE INDEX IF NOT EXISTS shard_outbox_pending ON shard_outbox (id) WHERE relayed_at IS NULL`;
+
+/** The outbox as PostgreSQL rows. A transaction-scoped advisory lock per shard keeps relays of one shard serial. */
+export class PostgresOutbox implements Outbox {
+  constructor(private readonly pool: pg.Pool) {}
+
+  async append(key: ShardKey, events: readonly DomainEvent[]): Promise<void> {
+    if (events.length === 0) return;
+    const values: unknown[] = [];
+    const rows = events.map((e, i) => {
+      values.push(key.world, key.instance, key.shard, e.type, e.playerId, new Date(e.at));
+      const b = i * 6;
+      return `($${b + 1}, $${b + 2}, $${b + 3}, $${b + 4}, $${b + 5}, $${b + 6})`;
+    });
+    await this.pool.query(`INSERT INTO shard_outbox (world, instance, shard, type, player_id, at) VALUES ${rows.join(', ')}`, values);
+  }
+
+  async relay(key: ShardKey, sink: EventSink, limit = 500): Promise<number> {
+    const client = await this.pool.connect();
+    try {
+      await client.query('BEGIN');
+      const lock = await client.query<{ ok: boolean }>("SELECT pg_try_advisory_xact_lock(hashtext('aethex-outbox'), hashtext($1)) AS ok", [
+        `${key.world}/${key.instance}/${key.shard}`,
+      ]);
+      if (!lock.rows[0]?.ok) {
+        await client.query('ROLLBACK');
+        return 0;
+      }
+      const { rows } = await client.query<{
+        id: string;
+        world: string;
+        instance: number;
+        shard: string;
+        type: DomainEvent['type'];
+        player_id: string;
+        at: Date;
+      }>(
+        `SELECT id, world, instance, shard, type, player_id, at FROM shard_outbox
+         WHERE relayed_at IS NULL AND world = $1 AND instance = $2 AND shard = $3 ORDER BY id LIMIT $4`,
+        [key.world, key.instance, key.shard, limit],
+      );
+      for (const r of rows) {
+        await sink.publish({
+          id: Number(r.id),
+          world: r.world,
+          instance: r.instance,
+          shard: r.shard,
+          type: r.type,
+          playerId: r.player_id,
+          at: r.at.getTime(),
+        });
+      }
+      if (rows.length > 0) {
+        await client.query('UPDATE shard_outbox SET relayed_at = now() WHERE id = ANY($1::bigint[])', [rows.map((r) => r.id)]);
+      }
+      await client.query('COMMIT');
+      return rows.length;
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw err;
+    } finally {
+      client.release();
+    }
+  }
+
+  async pending(key: ShardKey): Promise<number> {
+    const { rows } = await this.pool.query<{ n: number }>(
+      'SELECT count(*)::int AS n FROM shard_outbox WHERE relayed_at IS NULL AND world = $1 AND instance = $2 AND shard = $3',
+      [key.world, key.instance, key.shard],
+    );
+    return rows[0]?.n ?? 0;
+  }
+}
+
+/** The embedded default: events kept in process, in order, relayed from memory (one shard per process). */
+export class MemoryOutbox implements Outbox {
+  private readonly events: RelayedEvent[] = [];
+  private nextId = 1;
+  private relayed = 0;
+
+  async append(key: ShardKey, events: readonly DomainEvent[]): Promise<void> {
+    for (const e of events) this.events.push({ ...e, ...key, id: this.nextId++ });
+  }
+
+  async relay(_key: ShardKey, sink: EventSink, limit = 500): Promise<number> {
+    const batch = this.events.slice(this.relayed, this.relayed + limit);
+    for (const e of batch) {
+      await sink.publish(e);
+      this.relayed++;
+    }
+    if (this.relayed > 10_000) {
+      this.events.splice(0, this.relayed);
+      this.relayed = 0;
+    }
+    return batch.length;
+  }
+
+  async pending(_key: ShardKey): Promise<number> {
+    return this.events.length - this.relayed;
+  }
+}
+
+/**
+ * Events into a Redis stream per shard, `aethex:events:<world>:<instance>:<shard>`, with the outbox
+ * id as the stream entry id: Redis refuses an id that is not above the stream's last, so a replayed
+ * event is detected and dropped — delivery is exactly once.
+ */
+export class RedisStreamSink implements EventSink {
+  constructor(private readonly redis: Redis) {}
+
+  static streamKey(e: { world: string; instance: number; shard: string }): string {
+    return `aethex:events:${e.world}:${e.instance}:${e.shard}`;
+  }
+
+  async publish(e: RelayedEvent): Promise<boolean> {
+    try {
+      await this.redis.xadd(RedisStreamSink.streamKey(e), `${e.id}-0`, 'type', e.type, 'player', e.playerId, 'at', String(e.at));
+      return true;
+    } catch (err) {
+      if (/equal or smaller than the target stream top item/.test((err as Error).message)) return false;
+      throw err;
+    }
+  }
+}
+
+/** The embedded sink: events handed to a callback in process, deduplicated by id. */
+export class CallbackSink implements EventSink {
+  private lastId = 0;
+  constructor(private readonly deliver: (e: RelayedEvent) => void) {}
+
+  async publish(e: RelayedEvent): Promise<boolean> {
+    if (e.id <= this.lastId) return false;
+    this.lastId = e.id;
+    this.deliver(e);
+    return true;
+  }
+}

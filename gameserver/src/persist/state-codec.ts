@@ -1,0 +1,103 @@
+import { World } from '../sim/world.js';
+
+/** Format version of the state blob; a blob of another version is refused, never guessed at. */
+export const STATE_VERSION = 1;
+const MAGIC = 0x41455853; // "AEXS"
+
+/** A shard's persistent state: its entities, the tick, and which player owns which entity. */
+export interface ShardState {
+  tick: number;
+  world: World;
+  /** entity id → player id, for players whose entity should be theirs again when they rejoin. */
+  players: Map<number, string>;
+}
+
+/**
+ * Serializes the world into one binary blob: a header, then each typed array copied whole (no
+ * per-entity objects), then the player map as JSON. Built on the tick in well under a millisecond
+ * at 10,000 entities; writing it happens elsewhere, off the tick.
+ */
+export function encodeState(tick: number, world: World, players: ReadonlyMap<number, string>): Uint8Array {
+  const n = world.count;
+  const playersJson = new TextEncoder().encode(JSON.stringify([...players]));
+  // Header: magic, version, tick, nextEntityId, count, capacity, players length (7 × u32).
+  const header = 7 * 4;
+  const size = header + n * (4 + 4 + 4 + 4 + 4 + 4 + 4 + 2) + playersJson.length;
+  const buf = new Uint8Array(size);
+  const view = new DataView(buf.buffer);
+  [MAGIC, STATE_VERSION, tick, world.nextEntityId, n, world.capacity, playersJson.length].forEach((v, i) => {
+    view.setUint32(i * 4, v, true);
+  });
+  let off = header;
+  const copy = (arr: Uint32Array | Float32Array | Uint16Array) => {
+    const bytes = new Uint8Array(arr.buffer, arr.byteOffset, n * arr.BYTES_PER_ELEMENT);
+    buf.set(bytes, off);
+    off += bytes.length;
+  };
+  copy(world.id);
+  copy(world.x);
+  copy(world.y);
+  copy(world.vx);
+  copy(world.vy);
+  copy(world.flags);
+  copy(world.lastSeq);
+  copy(world.kind);
+  buf.set(playersJson, off);
+  return buf;
+}
+
+/** Thrown for a blob that is truncated, of another format or another version. */
+export class StateFormatError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'StateFormatError';
+  }
+}
+
+/**
+ * Rebuilds a world from a blob into a world of `capacity` (the current configuration, which may
+ * differ from the one that saved it). Throws StateFormatError on a bad blob, and a RangeError when
+ * the saved entities do not fit the capacity.
+ */
+export function decodeState(blob: Uint8Array, capacity: number): ShardState {
+  if (blob.length < 28) throw new StateFormatError(`state blob of ${blob.length} bytes is truncated`);
+  const view = new DataView(blob.buffer, blob.byteOffset, blob.byteLength);
+  const [magic, version, tick, nextId, n, , playersLen] = Array.from({ length: 7 }, (_, i) => view.getUint32(i * 4, true)) as number[];
+  if (magic !== MAGIC) throw new StateFormatError('not a shard state blob');
+  if (version !== STATE_VERSION)
+    throw new StateFormatError(`state blob version ${version} is not supported (this build reads ${STATE_VERSION})`);
+  const count = n as number;
+  const expected = 28 + count * 30 + (playersLen as number);
+  if (blob.length !== expected) throw new StateFormatError(`state blob is ${blob.length} bytes, its header says ${expected}`);
+  if (count > capacity) throw new RangeError(`the saved state holds ${count} entities, more than engine.max_entities (${capacity})`);
+  let off = 28;
+  // Copy into aligned buffers: the blob's offsets need not be aligned for typed-array views.
+  const take = <T>(bytesPer: number, make: (b: ArrayBuffer) => T): T => {
+    const bytes = blob.slice(off, off + count * bytesPer);
+    off += count * bytesPer;
+    return make(bytes.buffer);
+  };
+  const id = take(4, (b) => new Uint32Array(b));
+  const x = take(4, (b) => new Float32Array(b));
+  const y = take(4, (b) => new Float32Array(b));
+  const vx = take(4, (b) => new Float32Array(b));
+  const vy = take(4, (b) => new Float32Array(b));
+  const flags = take(4, (b) => new Uint32Array(b));
+  const lastSeq = take(4, (b) => new Uint32Array(b));
+  const kind = take(2, (b) => new Uint16Array(b));
+  let players: Map<number, string>;
+  try {
+    players = new Map(JSON.parse(new TextDecoder().decode(blob.subarray(off))) as [number, string][]);
+  } catch {
+    throw new StateFormatError('state blob has a malformed player map');
+  }
+  const world = new World(capacity, nextId);
+  for (let i = 0; i < count; i++) {
+    world.spawn(x[i] as number, y[i] as number, kind[i] as number, id[i] as number);
+    world.vx[i] = vx[i] as number;
+    world.vy[i] = vy[i] as number;
+    world.flags[i] = flags[i] as number;
+    world.lastSeq[i] = lastSeq[i] as number;
+  }
+  return { tick: tick as number, world, players };
+}

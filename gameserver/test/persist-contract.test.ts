@@ -1,0 +1,151 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { testEnv, uniqueName } from '@aethex/testing';
+import { Redis } from 'ioredis';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import {
+  CallbackSink,
+  type EventSink,
+  MemoryOutbox,
+  type Outbox,
+  PostgresOutbox,
+  RedisStreamSink,
+  type RelayedEvent,
+} from '../src/persist/outbox.js';
+import { MemoryPresence, type PresenceStore, RedisPresence } from '../src/persist/presence.js';
+import { DirectorySnapshotStore, PostgresSnapshotStore, type SnapshotStore } from '../src/persist/snapshot-store.js';
+import { migrate } from '../src/persist/stores.js';
+
+// The same contract runs against the real servers and against the embedded defaults.
+const env = testEnv();
+const schema = uniqueName('gs').replaceAll('-', '_');
+let pool: pg.Pool;
+let redis: Redis;
+
+beforeAll(async () => {
+  const admin = new pg.Pool({ connectionString: env.pgUrl, max: 1 });
+  await admin.query(`CREATE SCHEMA ${schema}`);
+  await admin.end();
+  pool = new pg.Pool({ connectionString: env.pgUrl, max: 4, options: `-c search_path=${schema}` });
+  await Promise.all([migrate(pool), migrate(pool), migrate(pool)]);
+  redis = new Redis(env.redisUrl);
+});
+
+afterAll(async () => {
+  await pool.query(`DROP SCHEMA ${schema} CASCADE`);
+  await pool.end();
+  const keys = await redis.keys(`aethex:*${schema}*`);
+  if (keys.length > 0) await redis.del(...keys);
+  redis.disconnect();
+});
+
+const key = (shard: string) => ({ world: schema.replaceAll('_', '-'), instance: 0, shard });
+
+describe.each([
+  ['PostgreSQL', () => new PostgresSnapshotStore(pool) as SnapshotStore],
+  ['directory', () => new DirectorySnapshotStore(mkdtempSync(join(tmpdir(), 'aethex-snap-'))) as SnapshotStore],
+])('snapshot store: %s', (_name, make) => {
+  test('saves, loads, keeps the newest tick, removes', async () => {
+    const store = make();
+    const k = key('snap-0');
+    expect(await store.load(k)).toBeUndefined();
+    await store.save(k, { tick: 10, state: new Uint8Array([1, 2, 3]) });
+    await store.save(k, { tick: 20, state: new Uint8Array([4, 5]) });
+    // A delayed, older write never rolls the state back.
+    await store.save(k, { tick: 15, state: new Uint8Array([9]) });
+    expect(await store.load(k)).toEqual({ tick: 20, state: new Uint8Array([4, 5]) });
+    expect(await store.load(key('snap-1'))).toBeUndefined();
+    await store.remove(k);
+    expect(await store.load(k)).toBeUndefined();
+  });
+});
+
+describe.each([
+  [
+    'PostgreSQL outbox → Redis stream',
+    () => ({ outbox: new PostgresOutbox(pool) as Outbox, sink: new RedisStreamSink(redis) as EventSink, read: readStream }),
+  ],
+  [
+    'in-process outbox → callback',
+    () => {
+      const seen: RelayedEvent[] = [];
+      return {
+        outbox: new MemoryOutbox() as Outbox,
+        sink: new CallbackSink((e) => seen.push(e)) as EventSink,
+        read: async () => seen.map(brief),
+      };
+    },
+  ],
+])('outbox: %s', (_name, make) => {
+  test('relays every appended event once, in order, even when a relay is repeated', async () => {
+    const { outbox, sink, read } = make();
+    const k = key(`out-${Math.random().toString(36).slice(2, 8)}`);
+    await outbox.append(k, [
+      { type: 'player_joined', playerId: 'a', at: 1000 },
+      { type: 'player_joined', playerId: 'b', at: 1001 },
+    ]);
+    await outbox.append(k, [{ type: 'player_left', playerId: 'a', at: 1002 }]);
+    expect(await outbox.pending(k)).toBe(3);
+    expect(await outbox.relay(k, sink)).toBe(3);
+    expect(await outbox.relay(k, sink)).toBe(0);
+    expect(await outbox.pending(k)).toBe(0);
+    expect(await read(k)).toEqual(['player_joined:a', 'player_joined:b', 'player_left:a']);
+  });
+
+  test('a publish that happened before a crash is not delivered twice', async () => {
+    const { outbox, sink, read } = make();
+    const k = key(`dup-${Math.random().toString(36).slice(2, 8)}`);
+    await outbox.append(k, [{ type: 'player_joined', playerId: 'c', at: 5 }]);
+    // The relay published, then "crashed" before marking: publish the same event again.
+    let first: RelayedEvent | undefined;
+    await outbox.relay(k, {
+      publish: async (e) => {
+        first = e;
+        return true;
+      },
+    });
+    expect(await sink.publish(first as RelayedEvent)).toBe(true);
+    expect(await sink.publish(first as RelayedEvent)).toBe(false);
+    expect(await read(k)).toEqual(['player_joined:c']);
+  });
+});
+
+function brief(e: { type: string; playerId: string }): string {
+  return `${e.type}:${e.playerId}`;
+}
+
+async function readStream(k: { world: string; instance: number; shard: string }): Promise<string[]> {
+  const entries = await redis.xrange(RedisStreamSink.streamKey(k), '-', '+');
+  return entries.map(([, fields]) => `${fields[1]}:${fields[3]}`);
+}
+
+describe.each([
+  ['Redis', () => new RedisPresence(redis) as PresenceStore],
+  ['in-process', () => new MemoryPresence() as PresenceStore],
+])('presence: %s', (_name, make) => {
+  test('records whereabouts with a TTL; removal only by the shard that holds the player', async () => {
+    const p = make();
+    const here = key('pres-0');
+    const there = key('pres-1');
+    const a = `${schema}-alice`;
+    const b = `${schema}-bob`;
+    await p.set([a, b], here, 60_000);
+    expect(await p.get(a)).toEqual(here);
+    // Alice moved on to another shard; the old shard's late removal must not erase that.
+    await p.set([a], there, 60_000);
+    await p.remove([a, b], here);
+    expect(await p.get(a)).toEqual(there);
+    expect(await p.get(b)).toBeUndefined();
+  });
+
+  test('an entry expires when it is not refreshed', async () => {
+    const p = make();
+    const c = `${schema}-carol`;
+    await p.set([c], key('pres-2'), 1000);
+    expect(await p.get(c)).toBeDefined();
+    await new Promise((r) => setTimeout(r, 1100));
+    expect(await p.get(c)).toBeUndefined();
+  });
+});

@@ -1,0 +1,83 @@
+import { generateKeyPairSync } from 'node:crypto';
+import { testEnv, uniqueName } from '@aethex/testing';
+import { Redis } from 'ioredis';
+import pg from 'pg';
+import { afterAll, beforeAll, expect, test } from 'vitest';
+import { RedisStreamSink } from '../src/persist/outbox.js';
+import { startTestShard, until } from './harness.js';
+
+const env = testEnv();
+const schema = uniqueName('gsp').replaceAll('-', '_');
+const world = schema.replaceAll('_', '-');
+let admin: pg.Pool;
+let redis: Redis;
+
+beforeAll(async () => {
+  admin = new pg.Pool({ connectionString: env.pgUrl, max: 1 });
+  await admin.query(`CREATE SCHEMA ${schema}`);
+  redis = new Redis(env.redisUrl);
+});
+
+afterAll(async () => {
+  await admin.query(`DROP SCHEMA ${schema} CASCADE`);
+  await admin.end();
+  const keys = await redis.keys(`aethex:*${world}*`);
+  if (keys.length > 0) await redis.del(...keys);
+  redis.disconnect();
+});
+
+test('state survives a drain and restart on PostgreSQL; presence and events reach Redis', async () => {
+  const url = new URL(env.pgUrl);
+  url.searchParams.set('options', `-c search_path=${schema}`);
+  const shardEnv = {
+    AETHEX_GAMESERVER_PERSISTENCE_POSTGRES_URL: url.toString(),
+    AETHEX_GAMESERVER_PRESENCE_REDIS_URL: env.redisUrl,
+    AETHEX_GAMESERVER_SHARD_WORLD: world,
+    AETHEX_GAMESERVER_ENGINE_NPC_COUNT: '25',
+    AETHEX_GAMESERVER_PERSISTENCE_SNAPSHOT_INTERVAL_MS: '200',
+  };
+  const keys = generateKeyPairSync('ed25519');
+  const first = await startTestShard(shardEnv, keys);
+  const alice = await first.client('alice');
+  const aliceId = alice.welcome?.entityId as number;
+  for (let i = 0; i < 5; i++) {
+    alice.move(2, 1);
+    await new Promise((r) => setTimeout(r, 30));
+  }
+  await until('inputs applied', () => alice.lastAckedSeq === 5);
+  let presence: string | null = null;
+  for (let i = 0; i < 100 && presence === null; i++) {
+    presence = await redis.get('aethex:presence:alice');
+    if (presence === null) await new Promise((r) => setTimeout(r, 50));
+  }
+  expect(JSON.parse(presence ?? 'null')).toEqual({ world, instance: 0, shard: 'test-0-0' });
+  const { engine } = first.shard;
+  const slot = engine.world.indexOf(aliceId);
+  const before = { x: engine.world.x[slot], y: engine.world.y[slot], seq: engine.world.lastSeq[slot], entities: engine.world.count };
+  await first.stop();
+
+  const row = await admin.query(`SELECT tick FROM ${schema}.shard_snapshots WHERE world = $1`, [world]);
+  expect(Number(row.rows[0]?.tick)).toBeGreaterThan(0);
+
+  const second = await startTestShard(shardEnv, keys);
+  try {
+    const restored = second.shard.engine;
+    expect(restored.world.count).toBe(before.entities);
+    const again = await second.client('alice');
+    // Alice gets her own entity back, where she left it, with her input sequence.
+    expect(again.welcome?.entityId).toBe(aliceId);
+    expect(again.welcome?.lastInputSeq).toBe(before.seq);
+    const s2 = restored.world.indexOf(aliceId);
+    expect([restored.world.x[s2], restored.world.y[s2]]).toEqual([before.x, before.y]);
+  } finally {
+    await second.stop();
+  }
+  const events = await redis.xrange(RedisStreamSink.streamKey({ world, instance: 0, shard: 'test-0-0' }), '-', '+');
+  expect(events.map(([, f]) => `${f[1]}:${f[3]}`)).toEqual([
+    'player_joined:alice',
+    'player_left:alice',
+    'player_joined:alice',
+    'player_left:alice',
+  ]);
+  expect(await redis.get('aethex:presence:alice')).toBeNull();
+});

@@ -1,0 +1,170 @@
+#!/usr/bin/env node
+import { createPrivateKey } from 'node:crypto';
+// npm run bots -- --url ws://127.0.0.1:7777 --count 100 --pattern random-walk --private-key key.pem [--duration 30]
+// Drives many realtime clients from one process and reports what they saw. Join tokens are signed
+// with --private-key (a development key whose public half the shard trusts) or read from --token
+// (one token for a single bot).
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { signJoinToken } from '@aethex/runtime';
+import { WebSocket } from 'ws';
+import { RealtimeClient } from './realtime.js';
+
+export interface BotReport {
+  bots: number;
+  joined: number;
+  kicked: Record<string, number>;
+  seconds: number;
+  snapshots: number;
+  bytes_per_client_s: { median: number; p99: number };
+  input_ack_ms: { p50: number; p99: number; max: number };
+  max_snapshot_gap_ms: { median: number; max: number };
+  unacknowledged_inputs: number;
+  entities_seen_avg: number;
+}
+
+const PATTERNS = ['random-walk', 'idle', 'circle'] as const;
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return 0;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] as number;
+}
+
+function fail(message: string): never {
+  console.error(`bots: ${message}`);
+  process.exit(2);
+}
+
+const { values } = parseArgs({
+  options: {
+    url: { type: 'string' },
+    count: { type: 'string', default: '10' },
+    pattern: { type: 'string', default: 'random-walk' },
+    duration: { type: 'string', default: '30' },
+    'private-key': { type: 'string' },
+    token: { type: 'string' },
+    world: { type: 'string', default: 'local' },
+    instance: { type: 'string', default: '0' },
+    shard: { type: 'string', default: 'local-0-0' },
+    issuer: { type: 'string', default: 'aethex-control-plane' },
+    audience: { type: 'string', default: 'aethex-shard' },
+    'ramp-ms': { type: 'string', default: '5' },
+    prefix: { type: 'string', default: 'bot' },
+    json: { type: 'boolean', default: false },
+  },
+  strict: true,
+});
+
+const url = values.url ?? fail('--url is required (ws://host:port of the shard)');
+if (!/^wss?:\/\/.+/.test(url)) fail(`--url must be a ws:// or wss:// address, got '${url}'`);
+const count = Number(values.count);
+if (!Number.isInteger(count) || count < 1 || count > 20_000) fail(`--count must be an integer from 1 to 20000, got '${values.count}'`);
+const duration = Number(values.duration);
+if (!Number.isFinite(duration) || duration <= 0 || duration > 86_400)
+  fail(`--duration must be seconds from 0 to 86400, got '${values.duration}'`);
+const pattern = values.pattern as (typeof PATTERNS)[number];
+if (!PATTERNS.includes(pattern)) fail(`--pattern must be one of ${PATTERNS.join(', ')}, got '${values.pattern}'`);
+const rampMs = Number(values['ramp-ms']);
+if (!Number.isFinite(rampMs) || rampMs < 0 || rampMs > 10_000) fail(`--ramp-ms must be from 0 to 10000, got '${values['ramp-ms']}'`);
+if (!values['private-key'] && !values.token) fail('give --private-key (to sign join tokens) or --token');
+if (values.token && count !== 1) fail('--token serves one bot; use --private-key for more');
+const instance = Number(values.instance);
+if (!Number.isInteger(instance) || instance < 0) fail(`--instance must be a non-negative integer, got '${values.instance}'`);
+
+const key = values['private-key'] ? createPrivateKey(readFileSync(values['private-key'])) : undefined;
+const alg = key?.asymmetricKeyType === 'ed25519' ? 'EdDSA' : 'ES256';
+
+async function tokenFor(i: number): Promise<string> {
+  if (values.token) return values.token;
+  return signJoinToken(
+    key as NonNullable<typeof key>,
+    { playerId: `${values.prefix}-${i}`, world: values.world as string, instance, shard: values.shard as string },
+    { issuer: values.issuer as string, audience: values.audience as string, alg, ttlSeconds: 300 },
+  );
+}
+
+const bots: RealtimeClient[] = [];
+const kicked: Record<string, number> = {};
+const entitiesSeen: number[] = [];
+let snapshots = 0;
+let latencies: number[] = [];
+const started = performance.now();
+
+for (let i = 0; i < count; i++) {
+  const bot = new RealtimeClient({ url, joinToken: await tokenFor(i), createSocket: (u) => new WebSocket(u) as never });
+  bot.on('kick', (reason) => {
+    kicked[reason] = (kicked[reason] ?? 0) + 1;
+  });
+  bot.on('snapshot', () => {
+    snapshots++;
+  });
+  bots.push(bot);
+  bot.connect().catch(() => undefined);
+  if (rampMs > 0) await new Promise((r) => setTimeout(r, rampMs));
+}
+
+// One input per tick per bot, spread over the tick so sends do not all land at once.
+const tickMs = 25;
+const headings = bots.map(() => Math.random() * Math.PI * 2);
+let phase = 0;
+const driver = setInterval(() => {
+  phase++;
+  for (let i = 0; i < bots.length; i++) {
+    const bot = bots[i] as RealtimeClient;
+    if (!bot.welcome) continue;
+    if (pattern === 'idle') continue;
+    const speed = ((bot.welcome.maxSpeed as number) ?? 5) * 0.8;
+    if (pattern === 'random-walk' && Math.random() < 0.05) headings[i] = Math.random() * Math.PI * 2;
+    const h = pattern === 'circle' ? phase / 40 + i : (headings[i] as number);
+    bot.move(Math.cos(h) * speed, Math.sin(h) * speed);
+  }
+}, tickMs);
+
+const measureFrom = performance.now();
+const bytesAtStart = new Map<RealtimeClient, number>();
+setTimeout(() => {
+  for (const b of bots) bytesAtStart.set(b, b.bytesReceived);
+  for (const b of bots) b.maxSnapshotGapMs = 0;
+  latencies = [];
+  for (const b of bots) b.takeLatencies();
+}, 2000);
+
+await new Promise((r) => setTimeout(r, duration * 1000));
+clearInterval(driver);
+for (const b of bots) {
+  latencies.push(...b.takeLatencies());
+  entitiesSeen.push(b.store.current.size);
+}
+const seconds = (performance.now() - Math.max(measureFrom + 2000, started)) / 1000;
+const joined = bots.filter((b) => b.welcome);
+const rates = joined.map((b) => (b.bytesReceived - (bytesAtStart.get(b) ?? 0)) / seconds).sort((a, b) => a - b);
+const gaps = joined.map((b) => b.maxSnapshotGapMs).sort((a, b) => a - b);
+latencies.sort((a, b) => a - b);
+const report: BotReport = {
+  bots: count,
+  joined: joined.length,
+  kicked,
+  seconds: Math.round(seconds * 10) / 10,
+  snapshots,
+  bytes_per_client_s: { median: Math.round(percentile(rates, 50)), p99: Math.round(percentile(rates, 99)) },
+  input_ack_ms: {
+    p50: Math.round(percentile(latencies, 50) * 10) / 10,
+    p99: Math.round(percentile(latencies, 99) * 10) / 10,
+    max: Math.round((latencies[latencies.length - 1] ?? 0) * 10) / 10,
+  },
+  max_snapshot_gap_ms: { median: Math.round(percentile(gaps, 50)), max: Math.round(gaps[gaps.length - 1] ?? 0) },
+  unacknowledged_inputs: joined.reduce((s, b) => s + b.unacknowledged, 0),
+  entities_seen_avg: Math.round((entitiesSeen.reduce((a, b) => a + b, 0) / Math.max(1, entitiesSeen.length)) * 10) / 10,
+};
+for (const b of bots) b.close();
+
+console.log(`bots: ${report.joined}/${report.bots} joined, ${report.seconds}s measured, pattern ${pattern}`);
+console.log(
+  '| downstream B/s per client (median / p99) | input→ack ms (p50 / p99 / max) | max snapshot gap ms (median / max) | entities in view (avg) | kicked |',
+);
+console.log('| --- | --- | --- | --- | --- |');
+console.log(
+  `| ${report.bytes_per_client_s.median} / ${report.bytes_per_client_s.p99} | ${report.input_ack_ms.p50} / ${report.input_ack_ms.p99} / ${report.input_ack_ms.max} | ${report.max_snapshot_gap_ms.median} / ${report.max_snapshot_gap_ms.max} | ${report.entities_seen_avg} | ${JSON.stringify(report.kicked)} |`,
+);
+if (values.json) console.log(JSON.stringify(report));
+setTimeout(() => process.exit(0), 200).unref();

@@ -1,0 +1,40 @@
+const REQUIRED = [
+  'AETHEX_TEST_PG_URL',
+  'AETHEX_TEST_REDIS_URL',
+  'AETHEX_TEST_S3_ENDPOINT',
+  'AETHEX_TEST_S3_ACCESS_KEY',
+  'AETHEX_TEST_S3_SECRET_KEY',
+  'AETHEX_TEST_KUBECONFIG',
+  'AETHEX_TEST_HELM',
+  'AETHEX_TEST_KUBECTL',
+  'AETHEX_TEST_LOGS',
+];
+/** Returns the environment, or throws naming every missing variable and how to get them. */
+export function testEnv(env = process.env) {
+  const missing = REQUIRED.filter((k) => !env[k]);
+  if (missing.length > 0) {
+    throw new Error(
+      `integration tests need the test environment (missing ${missing.join(', ')}); run \`npm test\`, ` +
+        'or `npm run test-env -- up` and then `eval "$(npm run -s test-env -- env)"`',
+    );
+  }
+  const get = (k) => env[k];
+  return {
+    pgUrl: get('AETHEX_TEST_PG_URL'),
+    redisUrl: get('AETHEX_TEST_REDIS_URL'),
+    s3: {
+      endpoint: get('AETHEX_TEST_S3_ENDPOINT'),
+      accessKey: get('AETHEX_TEST_S3_ACCESS_KEY'),
+      secretKey: get('AETHEX_TEST_S3_SECRET_KEY'),
+    },
+    kubeconfig: get('AETHEX_TEST_KUBECONFIG'),
+    helm: get('AETHEX_TEST_HELM'),
+    kubectl: get('AETHEX_TEST_KUBECTL'),
+    logs: get('AETHEX_TEST_LOGS'),
+  };
+}
+/** A name unique to this test run, safe for schemas, buckets, namespaces and key prefixes. */
+export function uniqueName(prefix) {
+  return `${prefix}-${process.pid}-${Date.now().toString(36)}-${Math.floor(Math.random() * 1e6).toString(36)}`;
+}
+//# sourceMappingURL=env.js.map
