@@ -20,9 +20,10 @@ const record = fc.oneof(
     flags: fc.nat({ max: 0xffffffff }),
   }),
 );
+// Ids in any order (the shard writes them in grid order), each at most once.
 const body = fc
-  .uniqueArray(fc.integer({ min: 1, max: 0xffffffff }), { maxLength: 60 })
-  .chain((ids) => fc.tuple(...ids.sort((a, b) => a - b).map((id) => record.map((r) => ({ ...r, id }) as Rec))));
+  .uniqueArray(fc.integer({ min: 0, max: 0xffffffff }), { maxLength: 60 })
+  .chain((ids) => fc.tuple(...ids.map((id) => record.map((r) => ({ ...r, id }) as Rec))));
 
 function write(records: Rec[]): Uint8Array {
   const w = new SnapshotBodyWriter(8);
@@ -52,11 +53,12 @@ test('property: every body reads back as the records written', () => {
   );
 });
 
-test('small moves of nearby ids cost four bytes a record', () => {
+test('small moves of ids within 2,000 of each other cost four bytes a record, in any order', () => {
   const w = new SnapshotBodyWriter();
   w.reset();
-  for (let id = 100; id < 3200; id += 100) w.delta(id, 12, -7);
-  expect(w.length / 31).toBeLessThanOrEqual(4);
+  const ids = [1500, 20, 1999, 700, 35, 1200, 900, 4, 1800, 60];
+  for (const id of ids) w.delta(id, 12, -7);
+  expect(w.length / ids.length).toBeLessThanOrEqual(4);
 });
 
 test('property: truncated or random bodies throw a RangeError or read fine, nothing else', () => {
@@ -78,10 +80,8 @@ test('property: truncated or random bodies throw a RangeError or read fine, noth
   );
 });
 
-test('refuses records out of id order and deltas too large for 16 bits', () => {
+test('refuses deltas too large for 16 bits', () => {
   const w = new SnapshotBodyWriter();
   w.reset();
-  w.delta(10, 0, 0);
-  expect(() => w.delta(10, 0, 0)).toThrow(/ascending/);
   expect(() => w.delta(11, 40000, 0)).toThrow(/full record/);
 });

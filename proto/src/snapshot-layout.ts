@@ -1,8 +1,8 @@
 /**
  * Snapshot body layout 1: the packed entity records inside `Snapshot.entities` (see
- * docs/protocol.md). Records are written in ascending entity-id order; each starts with an unsigned
- * LEB128 varint `gap * 4 + mode`, where `gap` is the id minus the previous record's id (the first
- * record's gap is its id) and `mode` says what follows:
+ * docs/protocol.md). Records come in any order, each entity at most once; each starts with an
+ * unsigned LEB128 varint `zigzag(id - previousId) * 4 + mode` (previousId is 0 before the first
+ * record; zigzag maps 0, -1, 1, -2 … to 0, 1, 2, 3 …) and `mode` says what follows:
  *
  * | mode | name       | payload (little-endian)                              | meaning |
  * | ---- | ---------- | ---------------------------------------------------- | ------- |
@@ -71,9 +71,8 @@ export class SnapshotBodyWriter {
   }
 
   private head(id: number, mode: number): void {
-    const gap = id - this.prevId;
-    if (gap <= 0 && this.pos > 0) throw new RangeError(`records must be in ascending id order (${id} after ${this.prevId})`);
-    this.varint(gap * 4 + mode);
+    const d = id - this.prevId;
+    this.varint((d >= 0 ? d * 2 : -d * 2 - 1) * 4 + mode);
     this.prevId = id;
   }
 
@@ -144,10 +143,9 @@ export function readSnapshotBody(body: Uint8Array, visitor: SnapshotBodyVisitor)
   while (pos < body.length) {
     const headValue = varint();
     const mode = headValue % 4;
-    const gap = Math.floor(headValue / 4);
-    if (gap === 0 && id !== 0) throw new RangeError('snapshot body ids are not ascending');
-    id += gap;
-    if (id > 0xffffffff) throw new RangeError('entity id out of range in snapshot body');
+    const z = Math.floor(headValue / 4);
+    id += z % 2 === 0 ? z / 2 : -(z + 1) / 2;
+    if (id < 0 || id > 0xffffffff) throw new RangeError('entity id out of range in snapshot body');
     if (mode === MODE_DELTA8) {
       need(2);
       visitor.delta(id, view.getInt8(pos), view.getInt8(pos + 1));
