@@ -10,6 +10,7 @@ export interface TestEnv {
   helm: string;
   kubectl: string;
   logs: string;
+  chromium: string;
 }
 
 const REQUIRED = [
@@ -22,6 +23,7 @@ const REQUIRED = [
   'AETHEX_TEST_HELM',
   'AETHEX_TEST_KUBECTL',
   'AETHEX_TEST_LOGS',
+  'AETHEX_TEST_CHROMIUM',
 ] as const;
 
 /** Returns the environment, or throws naming every missing variable and how to get them. */
@@ -46,6 +48,7 @@ export function testEnv(env: NodeJS.ProcessEnv = process.env): TestEnv {
     helm: get('AETHEX_TEST_HELM'),
     kubectl: get('AETHEX_TEST_KUBECTL'),
     logs: get('AETHEX_TEST_LOGS'),
+    chromium: get('AETHEX_TEST_CHROMIUM'),
   };
 }
 

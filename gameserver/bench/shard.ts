@@ -23,7 +23,7 @@ const cases = [
 const results: KernelResult[] = [];
 for (const c of cases) {
   process.stderr.write(`kernel ${c.entities} entities / ${c.subscribers} subscribers: ${ticks} ticks...\n`);
-  results.push(runKernel({ ...c, ticks, warmup: 200 }));
+  results.push(await runKernel({ ...c, ticks, warmup: 200 }));
 }
 
 const machine = `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}`;

@@ -114,6 +114,10 @@ export class ShardEngine {
     return this.world.spawn(b.minX + this.rng() * (b.maxX - b.minX), b.minY + this.rng() * (b.maxY - b.minY), kind);
   }
 
+  get aoiRadius(): number {
+    return this.settings['engine.aoi_radius'];
+  }
+
   get playerCount(): number {
     return this.sessions.size;
   }

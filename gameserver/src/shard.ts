@@ -11,6 +11,7 @@ import { Gateway } from './net/gateway.js';
 import { ShardPersistence } from './persist/persistence.js';
 import { decodeState } from './persist/state-codec.js';
 import { openStores, type Stores } from './persist/stores.js';
+import { viewerState } from './viewer/state.js';
 
 /** A running shard: its engine, gateway, tick loop and operational endpoints. */
 export interface RunningShard {
@@ -111,6 +112,7 @@ export async function startShard(settings: GameserverSettings, options: ShardOpt
       ready: () => !draining,
     },
     metrics.registry,
+    (focus) => viewerState(engine, settings['shard.name'], focus),
   );
   ops.listen(settings['ops.bind_addr'].port, settings['ops.bind_addr'].host);
   await once(ops, 'listening');

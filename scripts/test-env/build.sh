@@ -121,6 +121,8 @@ install_debian_packages() {
   local missing=()
   [[ -x /usr/lib/postgresql/15/bin/postgres ]] || missing+=(postgresql)
   command -v redis-server >/dev/null || missing+=(redis-server)
+  # A real browser for the viewer's page test (driven by playwright-core).
+  [[ -x /usr/bin/chromium ]] || missing+=(chromium)
   ((${#missing[@]} == 0)) && return 0
   log "installing Debian packages: ${missing[*]}"
   : >"$LOGS/build-apt.log"

@@ -1,0 +1,35 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { envName } from '@aethex/runtime';
+import { expect, test } from 'vitest';
+import { GAMESERVER_SETTINGS, loadConfig } from './config.js';
+
+const key = { AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: 'pem' };
+
+test('docs/gameserver.md lists every setting with its variable', () => {
+  const doc = readFileSync(join(import.meta.dirname, '../../docs/gameserver.md'), 'utf8');
+  for (const k of Object.keys(GAMESERVER_SETTINGS)) {
+    expect(doc).toContain(`| \`${k}\` | \`${envName('AETHEX_GAMESERVER', k)}\` |`);
+  }
+});
+
+test('cross-setting rules are enforced with the key named', () => {
+  expect(() => loadConfig({})).toThrow(/auth\.public_key: set auth\.public_key or auth\.jwks_url/);
+  expect(() => loadConfig({ ...key, AETHEX_GAMESERVER_AUTH_JWKS_URL: 'https://cp/jwks' })).toThrow(
+    /either auth\.public_key or auth\.jwks_url/,
+  );
+  expect(() =>
+    loadConfig({ ...key, AETHEX_GAMESERVER_GATEWAY_SLOW_SKIP_TICKS: '50', AETHEX_GAMESERVER_GATEWAY_SLOW_DROP_TICKS: '50' }),
+  ).toThrow(/gateway\.slow_drop_ticks: must be greater than gateway\.slow_skip_ticks/);
+  expect(() =>
+    loadConfig({
+      ...key,
+      AETHEX_GAMESERVER_ENGINE_AOI_RADIUS: '1',
+      AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '-100000,-100000,100000,100000',
+    }),
+  ).toThrow(/engine\.aoi_radius: too small for the world bounds/);
+  expect(() => loadConfig({ ...key, AETHEX_GAMESERVER_PERSISTENCE_POSTGRES_URL: 'mysql://x' })).toThrow(
+    /persistence\.postgres_url: expected a postgres/,
+  );
+  expect(loadConfig(key)['engine.tick_rate_ms']).toBe(25);
+});
