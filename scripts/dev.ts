@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // `npm start`: a whole shard on this machine with no external service. Generates a development
-// signing key (the shard trusts its public half), starts the shard server with wandering NPCs, and
-// drives bots against it. Ctrl-C stops everything.
+// signing key (the shard trusts its public half), starts the shard server with wandering NPCs on
+// its embedded defaults (snapshots in .aethex/snapshots, presence in process), and drives bots
+// against it. Ctrl-C stops everything.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';

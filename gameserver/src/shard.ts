@@ -36,6 +36,8 @@ export interface ShardOptions {
   clock?: Clock;
   /** Overrides the join-token check built from the `auth.*` settings (tests of other parts). */
   verifyJoin?: (token: string) => Promise<JoinClaims>;
+  /** Called after every tick with its duration in milliseconds (benchmarks). */
+  onTick?: (ms: number) => void;
 }
 
 function url(scheme: string, a: AddressInfo): string {
@@ -93,9 +95,11 @@ export async function startShard(settings: GameserverSettings, options: ShardOpt
   const tickMs = settings['engine.tick_rate_ms'];
   const loop = runLoop(new FixedTimestep(tickMs, settings['engine.max_catch_up_ticks'], clock.now()), clock, {
     onStep: () => {
+      const started = clock.now();
       engine.step();
       if (engine.tick % snapshotEvery === 0) persistence.snapshot(engine.tick, engine.persistentState());
       lastTickAt = clock.now();
+      options.onTick?.(lastTickAt - started);
     },
     onSkip: (n) => {
       metrics.ticksSkipped.inc(n);

@@ -41,6 +41,10 @@ describe('gateway and engine over real sockets', () => {
     expect([...ticks].sort((x, y) => x - y)).toEqual(ticks);
     // A 300-unit radius covers all of a 200×200 world: 50 NPCs and alice are visible.
     expect(a.entities().size).toBe(51);
+    // Rendering positions lie within the world, between snapshots.
+    const drawn = a.interpolatedEntities();
+    expect(drawn.size).toBe(51);
+    for (const e of drawn.values()) expect(Math.abs(e.x) <= 100 && Math.abs(e.y) <= 100).toBe(true);
 
     // One input per tick, as a client sends them; the entity starts at least 10 units from the edge.
     const id = a.welcome?.entityId as number;

@@ -21,6 +21,8 @@ export interface BotReport {
   max_snapshot_gap_ms: { median: number; max: number };
   unacknowledged_inputs: number;
   entities_seen_avg: number;
+  /** Raw material for aggregating several bot processes: per-client bytes/s, and input→ack latencies in 1 ms buckets (last bucket: ≥ 999 ms). */
+  raw?: { rates: number[]; latency_hist: number[] };
 }
 
 const PATTERNS = ['random-walk', 'idle', 'circle'] as const;
@@ -157,6 +159,11 @@ const report: BotReport = {
   entities_seen_avg: Math.round((entitiesSeen.reduce((a, b) => a + b, 0) / Math.max(1, entitiesSeen.length)) * 10) / 10,
 };
 for (const b of bots) b.close();
+if (values.json) {
+  const hist = new Array<number>(1000).fill(0);
+  for (const l of latencies) hist[Math.min(999, Math.floor(l))] = (hist[Math.min(999, Math.floor(l))] as number) + 1;
+  report.raw = { rates: rates.map((r) => Math.round(r)), latency_hist: hist };
+}
 
 console.log(`bots: ${report.joined}/${report.bots} joined, ${report.seconds}s measured, pattern ${pattern}`);
 console.log(

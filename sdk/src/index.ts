@@ -1,4 +1,5 @@
 export { aethex, PROTOCOL_VERSION } from '@aethex/proto';
+export { interpolate, type Positioned } from './interpolation.js';
 export {
   RealtimeClient,
   type RealtimeEvents,

@@ -1,4 +1,5 @@
 import { aethex, PROTOCOL_VERSION, SNAPSHOT_LAYOUT } from '@aethex/proto';
+import { interpolate, type Positioned } from './interpolation.js';
 import { type EntityRecord, SnapshotStore } from './snapshots.js';
 
 const { ClientMessage, ServerMessage } = aethex.v1;
@@ -86,6 +87,7 @@ export class RealtimeClient {
   private readonly sentAt = new Map<number, number>();
   /** Input→acknowledgement latencies in milliseconds, since the last `takeLatencies()`. */
   private latencies: number[] = [];
+  private previousFrame: ReadonlyMap<number, EntityRecord> = new Map();
   /** Snapshot arrival times of the last second, for gap detection. */
   lastSnapshotAt = 0;
   maxSnapshotGapMs = 0;
@@ -185,8 +187,10 @@ export class RealtimeClient {
       const at = this.now();
       if (this.lastSnapshotAt > 0) this.maxSnapshotGapMs = Math.max(this.maxSnapshotGapMs, at - this.lastSnapshotAt);
       this.lastSnapshotAt = at;
+      const before = this.store.current;
       const changes = this.store.apply(s.tick, s.baseTick, s.entities, s.removed);
       if (s.tick <= this.lastTick) return;
+      this.previousFrame = before;
       this.lastTick = s.tick;
       this.acknowledgeInputs(s.lastInputSeq, at);
       const self = this.welcome ? changes.frame.get(this.welcome.entityId as number) : undefined;
@@ -285,6 +289,16 @@ export class RealtimeClient {
     const out = new Map<number, { x: number; y: number; kind: number; flags: number }>();
     for (const [id, r] of this.store.current) out.set(id, { x: r.qx * scale, y: r.qy * scale, kind: r.kind, flags: r.flags });
     return out;
+  }
+
+  /**
+   * Other entities' positions for rendering at `now`: interpolated between the last two snapshots,
+   * one snapshot interval behind the newest, so motion is smooth between 40 Hz updates.
+   */
+  interpolatedEntities(now = this.now()): Map<number, Positioned> {
+    const interval = 1000 / ((this.welcome?.tickRateHz as number) || 40);
+    const alpha = (now - this.lastSnapshotAt) / interval;
+    return interpolate(this.previousFrame, this.store.current, alpha, (this.welcome?.positionScale as number) ?? 1);
   }
 
   close(): void {

@@ -1,0 +1,197 @@
+import { spawn } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PerformanceObserver } from 'node:perf_hooks';
+import { createLogger } from '@aethex/runtime';
+import type { BotReport } from '../../sdk/src/bots.js';
+import { loadConfig } from '../src/config.js';
+import { type RunningShard, startShard } from '../src/shard.js';
+import { percentile } from './kernel.js';
+
+const NODE = [process.execPath, '--conditions=aethex-source', '--import', 'tsx'];
+const ROOT = join(import.meta.dirname, '../..');
+
+export interface E2eResult {
+  clients: number;
+  joined: number;
+  seconds: number;
+  tick_ms: { p50: number; p99: number; max: number };
+  ticks_over_25ms: number;
+  bytes_per_client_s: { median: number; p99: number };
+  input_ack_ms: { p50: number; p99: number };
+  max_snapshot_gap_ms: number;
+  rss_mb: number;
+  gc_max_pause_ms: number;
+  kicked: Record<string, number>;
+}
+
+interface Running {
+  shard: RunningShard;
+  keyFile: string;
+  samples: { at: number; ms: number }[];
+  settings: ReturnType<typeof loadConfig>;
+}
+
+async function shardFor(clients: number, extra: Record<string, string> = {}): Promise<Running> {
+  const keys = generateKeyPairSync('ed25519');
+  const keyFile = join(mkdtempSync(join(tmpdir(), 'aethex-bench-')), 'key.pem');
+  writeFileSync(keyFile, keys.privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
+  // A world sized so that each bot sees about 32 others.
+  const radius = 200;
+  const half = Math.round(Math.sqrt((clients * Math.PI * radius * radius) / 32) / 2);
+  const settings = loadConfig({
+    AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: keys.publicKey.export({ type: 'spki', format: 'pem' }).toString(),
+    AETHEX_GAMESERVER_GATEWAY_BIND_ADDR: '127.0.0.1:0',
+    AETHEX_GAMESERVER_OPS_BIND_ADDR: '127.0.0.1:0',
+    AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: `${-half},${-half},${half},${half}`,
+    AETHEX_GAMESERVER_ENGINE_AOI_RADIUS: String(radius),
+    AETHEX_GAMESERVER_ENGINE_MAX_PLAYERS: String(clients + 100),
+    AETHEX_GAMESERVER_ENGINE_MAX_ENTITIES: String(Math.max(10_000, clients + 100)),
+    AETHEX_GAMESERVER_GATEWAY_MAX_CONNECTIONS: String(clients + 200),
+    AETHEX_GAMESERVER_GATEWAY_MAX_CONNECTIONS_PER_ADDRESS: String(clients + 200),
+    AETHEX_GAMESERVER_PERSISTENCE_DIRECTORY: mkdtempSync(join(tmpdir(), 'aethex-bench-snap-')),
+    AETHEX_GAMESERVER_LOG_LEVEL: 'error',
+    ...extra,
+  });
+  const samples: { at: number; ms: number }[] = [];
+  const shard = await startShard(settings, {
+    log: createLogger('bench-shard', 'error'),
+    onTick: (ms) => samples.push({ at: performance.now(), ms }),
+  });
+  return { shard, keyFile, samples, settings };
+}
+
+function runBots(r: Running, count: number, seconds: number, processes: number, prefix: string): Promise<BotReport[]> {
+  const per = Math.ceil(count / processes);
+  const runs: Promise<BotReport>[] = [];
+  for (let p = 0; p < processes; p++) {
+    const n = Math.min(per, count - p * per);
+    if (n <= 0) break;
+    const args = [
+      ...NODE.slice(1),
+      join(ROOT, 'sdk/src/bots.ts'),
+      '--url',
+      r.shard.gatewayUrl,
+      '--count',
+      String(n),
+      '--private-key',
+      r.keyFile,
+      '--duration',
+      String(seconds),
+      '--world',
+      r.settings['shard.world'],
+      '--shard',
+      r.settings['shard.name'],
+      '--prefix',
+      `${prefix}${p}`,
+      '--ramp-ms',
+      '2',
+      '--json',
+    ];
+    runs.push(
+      new Promise((resolve, reject) => {
+        const child = spawn(NODE[0] as string, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+        let out = '';
+        child.stdout.on('data', (d) => {
+          out += d;
+        });
+        child.on('exit', (code) => {
+          const last = out.trim().split('\n').pop() ?? '';
+          try {
+            resolve(JSON.parse(last) as BotReport);
+          } catch {
+            reject(new Error(`bot process ${p} exited ${code} without a report:\n${out.slice(-500)}`));
+          }
+        });
+      }),
+    );
+  }
+  return Promise.all(runs);
+}
+
+/**
+ * One shard in this process (so every tick's duration is sampled) and `clients` bots in
+ * `processes` separate processes on the same machine, random-walking for `seconds`.
+ */
+export async function runE2e(clients: number, seconds: number, processes: number): Promise<E2eResult> {
+  const r = await shardFor(clients);
+  let gcMax = 0;
+  const gc = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) gcMax = Math.max(gcMax, e.duration);
+  });
+  gc.observe({ entryTypes: ['gc'] });
+  let rss = 0;
+  const started = performance.now();
+  const rssTimer = setInterval(() => {
+    rss = Math.max(rss, process.memoryUsage().rss);
+  }, 1000);
+  const reports = await runBots(r, clients, seconds, processes, 'e2e');
+  clearInterval(rssTimer);
+  gc.disconnect();
+  await r.shard.drain();
+  // Bots measure from 2 s after their start, once everyone has joined; so do we.
+  const window = r.samples.filter((s) => s.at >= started + 4000 && s.at <= started + seconds * 1000).map((s) => s.ms);
+  window.sort((a, b) => a - b);
+  const rates = reports.flatMap((b) => b.raw?.rates ?? []).sort((a, b) => a - b);
+  const hist = new Array<number>(1000).fill(0);
+  for (const b of reports) {
+    b.raw?.latency_hist.forEach((c, i) => {
+      hist[i] = (hist[i] as number) + c;
+    });
+  }
+  const histPct = (p: number) => {
+    const total = hist.reduce((a, b) => a + b, 0);
+    let acc = 0;
+    for (let i = 0; i < hist.length; i++) {
+      acc += hist[i] as number;
+      if (acc >= (p / 100) * total) return i + 1;
+    }
+    return 1000;
+  };
+  const kicked: Record<string, number> = {};
+  for (const b of reports) for (const [k, v] of Object.entries(b.kicked)) kicked[k] = (kicked[k] ?? 0) + v;
+  const round = (v: number) => Math.round(v * 100) / 100;
+  return {
+    clients,
+    joined: reports.reduce((a, b) => a + b.joined, 0),
+    seconds,
+    tick_ms: { p50: round(percentile(window, 50)), p99: round(percentile(window, 99)), max: round(window[window.length - 1] ?? 0) },
+    ticks_over_25ms: window.filter((v) => v > 25).length,
+    bytes_per_client_s: { median: Math.round(percentile(rates, 50)), p99: Math.round(percentile(rates, 99)) },
+    input_ack_ms: { p50: histPct(50), p99: histPct(99) },
+    max_snapshot_gap_ms: Math.max(...reports.map((b) => b.max_snapshot_gap_ms.max)),
+    rss_mb: Math.round(rss / 2 ** 20),
+    gc_max_pause_ms: round(gcMax),
+    kicked,
+  };
+}
+
+/** Memory the shard holds per open, unauthenticated socket, with `count` of them. */
+export async function idleMemory(count: number): Promise<{ kb_per_connection: number; connections: number }> {
+  const r = await shardFor(count, { AETHEX_GAMESERVER_GATEWAY_AUTH_TIMEOUT_MS: '120000' });
+  const settle = () => new Promise((res) => setTimeout(res, 1500));
+  await settle();
+  const before = process.memoryUsage().rss;
+  const child = spawn(
+    NODE[0] as string,
+    [...NODE.slice(1), join(import.meta.dirname, 'idle-clients.ts'), r.shard.gatewayUrl, String(count)],
+    {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
+  const opened = await new Promise<number>((resolve) => {
+    child.stdout.on('data', (d) => {
+      const m = /open (\d+)/.exec(String(d));
+      if (m) resolve(Number(m[1]));
+    });
+    child.on('exit', () => resolve(0));
+  });
+  await settle();
+  const after = process.memoryUsage().rss;
+  const connections = r.shard.gateway.connectionCount;
+  child.kill('SIGTERM');
+  await r.shard.drain();
+  return { kb_per_connection: Math.round(((after - before) / Math.max(1, Math.min(opened, connections)) / 1024) * 10) / 10, connections };
+}
