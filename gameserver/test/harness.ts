@@ -16,7 +16,11 @@ export interface TestShard {
   stop(): Promise<void>;
 }
 
-export async function startTestShard(env: Record<string, string> = {}, keys = generateKeyPairSync('ed25519')): Promise<TestShard> {
+export async function startTestShard(
+  env: Record<string, string> = {},
+  keys = generateKeyPairSync('ed25519'),
+  onTick?: (ms: number) => void,
+): Promise<TestShard> {
   const settings = loadConfig({
     AETHEX_GAMESERVER_GATEWAY_BIND_ADDR: '127.0.0.1:0',
     AETHEX_GAMESERVER_OPS_BIND_ADDR: '127.0.0.1:0',
@@ -27,7 +31,7 @@ export async function startTestShard(env: Record<string, string> = {}, keys = ge
     AETHEX_GAMESERVER_PERSISTENCE_DIRECTORY: mkdtempSync(join(tmpdir(), 'aethex-gs-')),
     ...env,
   });
-  const shard = await startShard(settings, { log: createLogger('gameserver-test', settings['log.level']) });
+  const shard = await startShard(settings, { log: createLogger('gameserver-test', settings['log.level']), ...(onTick ? { onTick } : {}) });
   const token = (playerId: string, overrides: { shard?: string; ttlSeconds?: number } = {}) =>
     signJoinToken(
       keys.privateKey,

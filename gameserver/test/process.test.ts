@@ -1,0 +1,140 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
+import { mkdtempSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { aethex } from '@aethex/proto';
+import { signJoinToken } from '@aethex/runtime';
+import { RealtimeClient } from '@aethex/sdk';
+import { afterEach, expect, test } from 'vitest';
+import { WebSocket } from 'ws';
+import { until } from './harness.js';
+
+const MAIN = join(import.meta.dirname, '../src/main.ts');
+const children: ChildProcess[] = [];
+afterEach(() => {
+  for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+});
+
+interface Proc {
+  child: ChildProcess;
+  output: () => string;
+  exited: Promise<number | null>;
+}
+
+function run(env: Record<string, string>, args: string[] = []): Proc {
+  const child = spawn(process.execPath, ['--conditions=aethex-source', '--import', 'tsx', MAIN, ...args], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.push(child);
+  let out = '';
+  child.stdout?.on('data', (d) => {
+    out += d;
+  });
+  child.stderr?.on('data', (d) => {
+    out += d;
+  });
+  return { child, output: () => out, exited: new Promise((resolve) => child.on('exit', (code) => resolve(code))) };
+}
+
+async function addresses(p: Proc): Promise<{ gateway: string; ops: string }> {
+  await until('the shard to start', () => /"shard started"/.test(p.output()), 20_000);
+  const line = p
+    .output()
+    .split('\n')
+    .find((l) => l.includes('"shard started"')) as string;
+  const { gateway, ops } = JSON.parse(line) as { gateway: string; ops: string };
+  return { gateway, ops };
+}
+
+const keys = generateKeyPairSync('ed25519');
+function shardEnv(dir: string): Record<string, string> {
+  return {
+    AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: keys.publicKey.export({ type: 'spki', format: 'pem' }).toString(),
+    AETHEX_GAMESERVER_GATEWAY_BIND_ADDR: '127.0.0.1:0',
+    AETHEX_GAMESERVER_OPS_BIND_ADDR: '127.0.0.1:0',
+    AETHEX_GAMESERVER_PERSISTENCE_DIRECTORY: dir,
+    AETHEX_GAMESERVER_PERSISTENCE_SNAPSHOT_INTERVAL_MS: '200',
+    AETHEX_GAMESERVER_ENGINE_NPC_COUNT: '40',
+  };
+}
+
+async function joinShard(gateway: string, player: string): Promise<RealtimeClient> {
+  const token = await signJoinToken(
+    keys.privateKey,
+    { playerId: player, world: 'local', instance: 0, shard: 'local-0-0' },
+    { issuer: 'aethex-control-plane', audience: 'aethex-shard', alg: 'EdDSA' },
+  );
+  const c = new RealtimeClient({ url: gateway, joinToken: token, createSocket: (u) => new WebSocket(u) as never });
+  await c.connect();
+  return c;
+}
+
+test('an invalid setting or flag stops the process with exit 2 and a message naming it', async () => {
+  const bad = run({ AETHEX_GAMESERVER_ENGINE_TICK_RATE_MS: '0', AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: 'x' });
+  expect(await bad.exited).toBe(2);
+  expect(bad.output()).toContain(
+    'invalid configuration: engine.tick_rate_ms: expected an integer from 5 to 1000, got "0" (from AETHEX_GAMESERVER_ENGINE_TICK_RATE_MS)',
+  );
+  const flag = run({}, ['--nope']);
+  expect(await flag.exited).toBe(2);
+  expect(flag.output()).toContain("Unknown option '--nope'");
+  const missing = run({}, ['--config', '/nonexistent/shard.yaml']);
+  expect(await missing.exited).toBe(2);
+  expect(missing.output()).toContain('/nonexistent/shard.yaml: cannot read the configuration file (ENOENT)');
+});
+
+test('SIGTERM drains: players are told SHUTTING_DOWN, the final snapshot is written, exit 0', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'aethex-proc-'));
+  const p = run(shardEnv(dir));
+  const { gateway, ops } = await addresses(p);
+  expect((await fetch(`${ops}/readyz`)).status).toBe(200);
+  const player = await joinShard(gateway, 'drain-me');
+  const kicks: string[] = [];
+  player.on('kick', (reason) => kicks.push(reason));
+  const started = Date.now();
+  p.child.kill('SIGTERM');
+  expect(await p.exited).toBe(0);
+  expect(Date.now() - started).toBeLessThan(10_000);
+  expect(kicks).toEqual(['SHUTTING_DOWN']);
+  expect(readdirSync(dir).filter((f) => f.endsWith('.snapshot'))).toHaveLength(1);
+  expect(p.output()).toContain('drained; exiting');
+});
+
+test('after SIGKILL a restarted shard restores its last snapshot and the player gets their entity back', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'aethex-proc-'));
+  const first = run(shardEnv(dir));
+  const a = await addresses(first);
+  const player = await joinShard(a.gateway, 'survivor');
+  const entity = player.welcome?.entityId;
+  // Let a periodic snapshot (every 200 ms) include the player.
+  await new Promise((r) => setTimeout(r, 600));
+  first.child.kill('SIGKILL');
+  await first.exited;
+
+  const second = run(shardEnv(dir));
+  const b = await addresses(second);
+  expect(second.output()).toMatch(/"restored from snapshot"/);
+  const again = await joinShard(b.gateway, 'survivor');
+  expect(again.welcome?.entityId).toBe(entity);
+  again.close();
+  second.child.kill('SIGTERM');
+  expect(await second.exited).toBe(0);
+});
+
+test('the protocol version is checked on join', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'aethex-proc-'));
+  const p = run(shardEnv(dir));
+  const { gateway } = await addresses(p);
+  const ws = new WebSocket(gateway);
+  const messages: aethex.v1.ServerMessage[] = [];
+  ws.on('message', (d) => messages.push(aethex.v1.ServerMessage.decode(d as Buffer)));
+  await new Promise((r) => ws.on('open', r));
+  ws.send(aethex.v1.ClientMessage.encode({ join: { joinToken: 'x', protocolVersion: 0 } }).finish());
+  const code = await new Promise<number>((r) => ws.on('close', (c) => r(c)));
+  expect(code).toBe(1002);
+  expect(messages[0]?.kick?.message).toContain('protocol version 0 is not supported');
+  p.child.kill('SIGTERM');
+  expect(await p.exited).toBe(0);
+});
