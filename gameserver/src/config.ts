@@ -1,4 +1,5 @@
 import { ConfigError, type Env, LOG_LEVELS, loadSettings, type Rect, type Settings, type SettingsSchema } from '@aethex/runtime';
+import { GRID_CELL_FACTOR } from './spatial/grid.js';
 
 const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 
@@ -159,7 +160,8 @@ export function loadConfig(env: Env, file?: string): GameserverSettings {
     );
   }
   const b: Rect = s['engine.world_bounds'];
-  const cells = Math.ceil((b.maxX - b.minX) / s['engine.aoi_radius']) * Math.ceil((b.maxY - b.minY) / s['engine.aoi_radius']);
+  const cell = s['engine.aoi_radius'] * GRID_CELL_FACTOR;
+  const cells = Math.ceil((b.maxX - b.minX) / cell) * Math.ceil((b.maxY - b.minY) / cell);
   if (cells > 1 << 20) {
     throw new ConfigError('engine.aoi_radius', `too small for the world bounds: the grid would need ${cells} cells (at most ${1 << 20})`);
   }

@@ -1,4 +1,5 @@
 import { aethex, SNAPSHOT_LAYOUT, SnapshotBodyWriter } from '@aethex/proto';
+import protobuf from 'protobufjs/minimal.js';
 import type { GameserverSettings } from './config.js';
 import type { ShardMetrics } from './metrics.js';
 import { DeltaHistory, QuantizedWorld } from './net/delta-history.js';
@@ -6,9 +7,10 @@ import { encodeState, type ShardState } from './persist/state-codec.js';
 import { applyInput, createRng, type InputResult, type MovementRules, step, wander } from './sim/step.js';
 import { CapacityError, KIND_NPC, KIND_PLAYER, type Rect, World } from './sim/world.js';
 import { Interest } from './spatial/aoi.js';
-import { Grid } from './spatial/grid.js';
+import { GRID_CELL_FACTOR, Grid } from './spatial/grid.js';
 
 const { ServerMessage, ReasonCode } = aethex.v1;
+const { Writer } = protobuf;
 
 /** Where the engine's per-session output goes: the gateway in production, anything in tests. */
 export interface SessionOutput {
@@ -67,6 +69,8 @@ export class ShardEngine {
   private readonly byPlayer = new Map<string, Session>();
   private readonly corrected: Uint32Array;
   private readonly writer = new SnapshotBodyWriter(4096);
+  /** One protobufjs writer for every envelope: reset() before each, finish() copies the bytes out. */
+  private readonly pb = Writer.create();
   private readonly rng: () => number;
   private readonly invScale: number;
   private readonly quantized: QuantizedWorld;
@@ -85,7 +89,7 @@ export class ShardEngine {
   ) {
     const bounds: Rect = settings['engine.world_bounds'];
     this.world = restored?.world ?? new World(settings['engine.max_entities']);
-    this.grid = new Grid(bounds, settings['engine.aoi_radius'], settings['engine.max_entities']);
+    this.grid = new Grid(bounds, settings['engine.aoi_radius'] * GRID_CELL_FACTOR, settings['engine.max_entities']);
     this.rules = { bounds, maxSpeed: settings['engine.max_speed'] };
     this.corrected = new Uint32Array(settings['engine.max_entities']);
     this.rng = createRng(settings['engine.seed']);
@@ -244,16 +248,19 @@ export class ShardEngine {
       session.interest.update(this.grid, world, world.x[slot] as number, world.y[slot] as number, radius, -1);
       queries++;
       const delta = session.history.encodeDelta(tick, session.ackTick, session.interest, this.quantized, this.writer);
-      const bytes = ServerMessage.encode({
-        snapshot: {
-          tick,
-          baseTick: delta.baseTick,
-          lastInputSeq: world.lastSeq[slot] as number,
-          layout: SNAPSHOT_LAYOUT,
-          entities: this.writer.bytes(),
-          removed: session.history.removed.subarray(0, delta.removedCount) as unknown as number[],
+      const bytes = ServerMessage.encode(
+        {
+          snapshot: {
+            tick,
+            baseTick: delta.baseTick,
+            lastInputSeq: world.lastSeq[slot] as number,
+            layout: SNAPSHOT_LAYOUT,
+            entities: this.writer.bytes(),
+            removed: session.history.removed.subarray(0, delta.removedCount) as unknown as number[],
+          },
         },
-      }).finish();
+        this.pb.reset(),
+      ).finish();
       this.out.send(session.id, bytes);
       sent++;
       sentBytes += bytes.length;

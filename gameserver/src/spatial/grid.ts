@@ -1,6 +1,12 @@
 import type { Rect } from '../sim/world.js';
 
 /**
+ * Cell size as a fraction of the area-of-interest radius. Half the radius makes a query scan about
+ * 6.25 r² of candidates instead of 9 r², over more (contiguous) cells per row: measured faster.
+ */
+export const GRID_CELL_FACTOR = 0.5;
+
+/**
  * A uniform grid over a rectangle, rebuilt from scratch every tick with a counting sort: O(n) with
  * no allocation, and no incremental bookkeeping to go wrong on joins or teleports. Points outside
  * the rectangle fall into the nearest edge cell, so queries stay correct for them too.
