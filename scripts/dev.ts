@@ -59,7 +59,7 @@ shard.on('exit', (code) => {
 // Give the shard a moment to listen, then start the bots.
 await new Promise((r) => setTimeout(r, 1500));
 console.log(
-  `\nAeThex shard running: players ws://127.0.0.1:${values.port}, health and metrics http://127.0.0.1:${values['ops-port']}/metrics`,
+  `\nAeThex shard running: players ws://127.0.0.1:${values.port}, viewer http://127.0.0.1:${values['ops-port']}/viewer, metrics http://127.0.0.1:${values['ops-port']}/metrics`,
 );
 console.log(
   `Development join-signing key: ${privateKeyFile} (npm run bots -- --url ws://127.0.0.1:${values.port} --private-key ${privateKeyFile})\n`,

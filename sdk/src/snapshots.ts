@@ -72,10 +72,4 @@ export class SnapshotStore {
   get current(): ReadonlyMap<number, EntityRecord> {
     return this.latest;
   }
-
-  clear(): void {
-    this.frames.clear();
-    this.latest = new Map();
-    this.latestTick = 0;
-  }
 }

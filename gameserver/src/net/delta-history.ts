@@ -113,11 +113,6 @@ export class DeltaHistory {
     this.removed = new Uint32Array(maxVisible);
   }
 
-  /** Forgets every frame (after a resume on another connection, for instance). */
-  clear(): void {
-    for (const f of this.frames) f.tick = -1;
-  }
-
   encodeDelta(tick: number, ackTick: number, interest: Interest, q: QuantizedWorld, writer: SnapshotBodyWriter): DeltaResult {
     const base = this.frames[ackTick % HISTORY_TICKS] as Frame;
     const hasBase = ackTick > 0 && ackTick < tick && tick - ackTick < HISTORY_TICKS && base.tick === ackTick;

@@ -26,9 +26,4 @@ export class Interest {
     for (let k = 0; k < n; k++) ids[k] = worldIds[slots[k] as number] as number;
     this.count = n;
   }
-
-  /** Forgets everything, as for a new subscriber. */
-  reset(): void {
-    this.count = 0;
-  }
 }
