@@ -54,6 +54,7 @@ export async function runKernel(c: KernelCase): Promise<KernelResult> {
     send: (_id, b) => {
       bytes += b.length;
       sends++;
+      return true;
     },
     kick: () => undefined,
   });

@@ -81,6 +81,13 @@ export const GAMESERVER_SETTINGS = {
     max: 10_000,
     doc: 'Bad messages tolerated per session before it is closed.',
   },
+  'gateway.max_buffered_bytes': {
+    type: 'int',
+    default: 262_144,
+    min: 1024,
+    max: 64 << 20,
+    doc: 'Bytes queued in the process for one socket at most; snapshots beyond it are dropped.',
+  },
   'gateway.slow_skip_ticks': {
     type: 'int',
     default: 8,

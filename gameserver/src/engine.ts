@@ -14,8 +14,8 @@ const { Writer } = protobuf;
 
 /** Where the engine's per-session output goes: the gateway in production, anything in tests. */
 export interface SessionOutput {
-  /** Writes one encoded ServerMessage to the session's socket. */
-  send(sessionId: number, bytes: Uint8Array): void;
+  /** Writes one encoded ServerMessage to the session's socket; false if it was dropped (backpressure). */
+  send(sessionId: number, bytes: Uint8Array): boolean;
   /** Ends the session with a reason; the engine has already forgotten it. */
   kick(sessionId: number, reason: aethex.v1.ReasonCode, message: string): void;
 }
@@ -261,9 +261,12 @@ export class ShardEngine {
         },
         this.pb.reset(),
       ).finish();
-      this.out.send(session.id, bytes);
-      sent++;
-      sentBytes += bytes.length;
+      if (this.out.send(session.id, bytes)) {
+        sent++;
+        sentBytes += bytes.length;
+      } else {
+        dropped++;
+      }
     }
     for (let k = 0; k < nCorrected; k++) {
       const session = this.byEntity.get(this.corrected[k] as number);
@@ -277,9 +280,10 @@ export class ShardEngine {
           velocity: { x: world.vx[slot] as number, y: world.vy[slot] as number },
         },
       }).finish();
-      this.out.send(session.id, bytes);
-      sent++;
-      sentBytes += bytes.length;
+      if (this.out.send(session.id, bytes)) {
+        sent++;
+        sentBytes += bytes.length;
+      }
     }
     const m = this.metrics;
     if (m) {

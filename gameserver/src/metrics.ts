@@ -37,7 +37,7 @@ export function createMetrics() {
     }),
     snapshotsDropped: new Counter({
       name: 'aether_snapshots_dropped_total',
-      help: 'Snapshots not sent because the client lagged in acknowledging.',
+      help: 'Snapshots not sent: the client lagged in acknowledging, or its socket already held gateway.max_buffered_bytes.',
       registers,
     }),
     corrections: new Counter({ name: 'aether_corrections_total', help: 'Corrections sent after clamping a move.', registers }),

@@ -73,7 +73,7 @@ export async function startShard(settings: GameserverSettings, options: ShardOpt
   const engine = new ShardEngine(
     settings,
     {
-      send: (id, bytes) => gateway?.send(id, bytes),
+      send: (id, bytes) => gateway?.send(id, bytes) ?? false,
       kick: (id, reason, message) => gateway?.kickSession(id, reason, message),
     },
     metrics,

@@ -57,6 +57,7 @@ export type GatewaySettings = Pick<
   | 'gateway.max_connections'
   | 'gateway.max_connections_per_address'
   | 'gateway.max_protocol_errors'
+  | 'gateway.max_buffered_bytes'
   | 'engine.tick_rate_ms'
   | 'engine.world_bounds'
   | 'engine.aoi_radius'
@@ -323,10 +324,17 @@ export class Gateway {
     this.deps.metrics.bytesSent.inc(bytes.length);
   }
 
-  /** SessionOutput: one snapshot or correction to one session. Metrics are counted by the engine. */
-  send(sessionId: number, bytes: Uint8Array): void {
+  /**
+   * SessionOutput: one snapshot or correction to one session. Returns false when it was dropped
+   * because the socket already holds `gateway.max_buffered_bytes` unsent (a client that does not
+   * read): memory stays bounded, and its acknowledgement lag soon gets it skipped, then dropped.
+   */
+  send(sessionId: number, bytes: Uint8Array): boolean {
     const conn = this.connections.get(sessionId);
-    if (conn && conn.ws.readyState === 1) conn.ws.send(bytes, { binary: true });
+    if (conn?.ws.readyState !== 1) return false;
+    if (conn.ws.bufferedAmount > this.deps.settings['gateway.max_buffered_bytes']) return false;
+    conn.ws.send(bytes, { binary: true });
+    return true;
   }
 
   /** SessionOutput: the engine ended a session (already forgotten there). */
