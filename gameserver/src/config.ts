@@ -144,6 +144,7 @@ export const GAMESERVER_SETTINGS = {
     max: 3_600_000,
     doc: 'Presence entries expire this long after their last refresh.',
   },
+  'game.module': { type: 'string', default: '', doc: "Path of the game's hooks module (join, leave, input, tick, rpc); empty: none." },
   'ops.bind_addr': { type: 'listen', default: '127.0.0.1:7350', doc: 'Listen address of /healthz, /readyz, /metrics and the viewer.' },
   'ops.drain_timeout_ms': { type: 'int', default: 10_000, min: 100, max: 600_000, doc: 'Bound on SIGTERM drain before the process exits.' },
   'log.level': { type: 'enum', default: 'info', values: LOG_LEVELS, doc: 'pino log level.' },

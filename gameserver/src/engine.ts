@@ -1,6 +1,8 @@
 import { aethex, SNAPSHOT_LAYOUT, SnapshotBodyWriter } from '@aethex/proto';
+import type { Logger } from '@aethex/runtime';
 import protobuf from 'protobufjs/minimal.js';
 import type { GameserverSettings } from './config.js';
+import { type GameContext, type GameHooks, type HookPlayer, RpcError } from './hooks.js';
 import type { ShardMetrics } from './metrics.js';
 import { DeltaHistory, QuantizedWorld } from './net/delta-history.js';
 import { encodeState, type ShardState } from './persist/state-codec.js';
@@ -77,16 +79,25 @@ export class ShardEngine {
   /** Players whose entity survived a restart but who have not rejoined yet: player → entity. */
   private readonly dormant = new Map<string, number>();
 
+  private readonly metrics: ShardMetrics | undefined;
+  private readonly hooks: GameHooks;
+  private readonly log: Logger | undefined;
+  /** What the game's hooks may do; one object for the engine's life. */
+  readonly context: GameContext;
+
   /**
-   * Starts from `restored` state when given (after a restart), otherwise spawns the configured
-   * NPCs into an empty world.
+   * Starts from `options.restored` state when given (after a restart), otherwise spawns the
+   * configured NPCs into an empty world. `options.hooks` are the game's extension points.
    */
   constructor(
     private readonly settings: EngineSettings,
     private readonly out: SessionOutput,
-    private readonly metrics?: ShardMetrics,
-    restored?: ShardState,
+    options: { metrics?: ShardMetrics; restored?: ShardState; hooks?: GameHooks; log?: Logger } = {},
   ) {
+    const { restored } = options;
+    this.metrics = options.metrics;
+    this.hooks = options.hooks ?? {};
+    this.log = options.log;
     const bounds: Rect = settings['engine.world_bounds'];
     this.world = restored?.world ?? new World(settings['engine.max_entities']);
     this.grid = new Grid(bounds, settings['engine.aoi_radius'] * GRID_CELL_FACTOR, settings['engine.max_entities']);
@@ -102,6 +113,95 @@ export class ShardEngine {
       }
     } else {
       for (let i = 0; i < settings['engine.npc_count']; i++) this.spawnAnywhere(KIND_NPC);
+    }
+    const engine = this;
+    const world = this.world;
+    this.context = {
+      get tick() {
+        return engine.tick;
+      },
+      position(entityId) {
+        const slot = world.indexOf(entityId);
+        return slot < 0 ? undefined : { x: world.x[slot] as number, y: world.y[slot] as number };
+      },
+      flags(entityId) {
+        const slot = world.indexOf(entityId);
+        return slot < 0 ? undefined : (world.flags[slot] as number);
+      },
+      setFlags(entityId, flags) {
+        const slot = world.indexOf(entityId);
+        if (slot < 0) return false;
+        world.flags[slot] = flags >>> 0;
+        return true;
+      },
+      spawn(x, y, kind) {
+        if (!Number.isInteger(kind) || kind < 2 || kind > 0xffff)
+          throw new RangeError(`game entities need a kind from 2 to 65535, got ${kind}`);
+        const b = engine.rules.bounds;
+        return world.spawn(Math.min(Math.max(x, b.minX), b.maxX - 1e-3), Math.min(Math.max(y, b.minY), b.maxY - 1e-3), kind);
+      },
+      despawn(entityId) {
+        if (engine.byEntity.has(entityId)) throw new Error(`entity ${entityId} belongs to a connected player`);
+        return world.despawn(entityId);
+      },
+      get log() {
+        return engine.log as Logger;
+      },
+    };
+  }
+
+  /**
+   * Runs a game hook; an exception is counted and logged (at most once a second per hook, so a
+   * hook failing every tick cannot flood the log), never propagated into the tick.
+   */
+  private callHook(name: string, fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      this.hookFailed(name, err);
+    }
+  }
+
+  private readonly hookLoggedAt = new Map<string, number>();
+
+  private hookFailed(name: string, err: unknown): void {
+    this.metrics?.hookErrors.inc({ hook: name });
+    const now = performance.now();
+    if (now - (this.hookLoggedAt.get(name) ?? Number.NEGATIVE_INFINITY) >= 1000) {
+      this.hookLoggedAt.set(name, now);
+      this.log?.error({ err, hook: name }, 'game hook failed (further failures of this hook within 1 s are only counted)');
+    }
+  }
+
+  private hookPlayer(session: Session): HookPlayer {
+    return { playerId: session.playerId, entityId: session.entityId };
+  }
+
+  /**
+   * Answers an RPC through the game's handler for `method`: UNKNOWN_METHOD when there is none, the
+   * handler's code when it throws an RpcError, INTERNAL (details only in the log) otherwise.
+   */
+  async rpc(
+    sessionId: number,
+    method: string,
+    payload: Uint8Array,
+  ): Promise<{ ok: true; payload: Uint8Array } | { ok: false; errorCode: string }> {
+    const session = this.sessions.get(sessionId);
+    const handler = this.hooks.rpc && Object.hasOwn(this.hooks.rpc, method) ? this.hooks.rpc[method] : undefined;
+    if (!session) return { ok: false, errorCode: 'NOT_JOINED' };
+    if (!handler) return { ok: false, errorCode: 'UNKNOWN_METHOD' };
+    try {
+      const result = await handler(this.context, this.hookPlayer(session), payload);
+      if (!(result instanceof Uint8Array)) throw new TypeError(`rpc.${method} must return a Uint8Array`);
+      return { ok: true, payload: result };
+    } catch (err) {
+      // Games may throw our RpcError or their own error named RpcError with a code.
+      const e = err as { name?: unknown; code?: unknown };
+      if (err instanceof RpcError || (e?.name === 'RpcError' && typeof e.code === 'string' && /^[A-Z][A-Z0-9_]{0,63}$/.test(e.code))) {
+        return { ok: false, errorCode: e.code as string };
+      }
+      this.hookFailed(`rpc.${method}`, err);
+      return { ok: false, errorCode: 'INTERNAL' };
     }
   }
 
@@ -172,6 +272,7 @@ export class ShardEngine {
     this.sessions.set(sessionId, session);
     this.byEntity.set(entityId, session);
     this.byPlayer.set(playerId, session);
+    if (this.hooks.onJoin) this.callHook('onJoin', () => this.hooks.onJoin?.(this.context, this.hookPlayer(session)));
     return { ok: true, entityId, lastInputSeq: this.world.lastSeq[this.world.indexOf(entityId)] as number };
   }
 
@@ -190,6 +291,7 @@ export class ShardEngine {
     if (!session) return;
     this.forget(session);
     this.dormant.set(session.playerId, session.entityId);
+    if (this.hooks.onLeave) this.callHook('onLeave', () => this.hooks.onLeave?.(this.context, this.hookPlayer(session)));
   }
 
   /** The session ended (socket closed): its entity leaves the world. Idempotent. */
@@ -197,16 +299,22 @@ export class ShardEngine {
     const session = this.sessions.get(sessionId);
     if (!session) return;
     this.forget(session);
+    if (this.hooks.onLeave) this.callHook('onLeave', () => this.hooks.onLeave?.(this.context, this.hookPlayer(session)));
     this.world.despawn(session.entityId);
   }
 
-  /** Applies a movement intent and the acknowledgement it carries. */
-  input(sessionId: number, seq: number, moveX: number, moveY: number, ackTick: number): InputResult | 'unknown' {
+  /** Applies a movement intent and the acknowledgement it carries; `buttons` go to the game's onInput. */
+  input(sessionId: number, seq: number, moveX: number, moveY: number, ackTick: number, buttons = 0): InputResult | 'unknown' {
     const session = this.sessions.get(sessionId);
     if (!session) return 'unknown';
     this.ack(sessionId, ackTick);
     const slot = this.world.indexOf(session.entityId);
-    return slot < 0 ? 'unknown' : applyInput(this.world, slot, seq, moveX, moveY);
+    if (slot < 0) return 'unknown';
+    const result = applyInput(this.world, slot, seq, moveX, moveY);
+    if (result === 'applied' && this.hooks.onInput) {
+      this.callHook('onInput', () => this.hooks.onInput?.(this.context, this.hookPlayer(session), { seq, buttons }));
+    }
+    return result;
   }
 
   /** Records that the client applied the snapshot of `tick` (ignores ticks from the future). */
@@ -222,6 +330,7 @@ export class ShardEngine {
     const world = this.world;
     if (this.settings['engine.npc_count'] > 0) wander(world, this.rng, KIND_NPC, this.rules.maxSpeed * 0.5, 0.02);
     const nCorrected = step(world, this.rules, this.corrected);
+    if (this.hooks.onTick) this.callHook('onTick', () => this.hooks.onTick?.(this.context));
     this.grid.rebuild(world.x, world.y, world.count);
     this.quantized.update(world, this.invScale);
 

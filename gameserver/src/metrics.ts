@@ -47,6 +47,12 @@ export function createMetrics() {
       labelNames: ['reason'] as const,
       registers,
     }),
+    hookErrors: new Counter({
+      name: 'aether_hook_errors_total',
+      help: 'Exceptions thrown by the game module, by hook.',
+      labelNames: ['hook'] as const,
+      registers,
+    }),
     joins: new Counter({ name: 'aether_joins_total', help: 'Join attempts, by result.', labelNames: ['result'] as const, registers }),
   };
 }

@@ -4,6 +4,7 @@ import { aethex } from '@aethex/proto';
 import { createJoinVerifier, type JoinClaims, type Logger } from '@aethex/runtime';
 import type { GameserverSettings } from './config.js';
 import { ShardEngine } from './engine.js';
+import { loadHooks } from './hooks.js';
 import { createOpsServer } from './http.js';
 import { type Clock, FixedTimestep, runLoop, systemClock } from './loop/fixed-timestep.js';
 import { createMetrics, type ShardMetrics } from './metrics.js';
@@ -66,6 +67,7 @@ export async function startShard(settings: GameserverSettings, options: ShardOpt
   const saved = await stores.snapshots.load(key);
   const restored = saved ? decodeState(saved.state, settings['engine.max_entities']) : undefined;
   if (restored) log.info({ tick: restored.tick, entities: restored.world.count, players: restored.players.size }, 'restored from snapshot');
+  const hooks = settings['game.module'] ? await loadHooks(settings['game.module']) : {};
   const persistence = new ShardPersistence({ key, ...stores, log, presenceTtlMs: settings['presence.ttl_ms'] });
   persistence.start();
 
@@ -76,8 +78,7 @@ export async function startShard(settings: GameserverSettings, options: ShardOpt
       send: (id, bytes) => gateway?.send(id, bytes) ?? false,
       kick: (id, reason, message) => gateway?.kickSession(id, reason, message),
     },
-    metrics,
-    restored,
+    { metrics, restored, hooks, log },
   );
   gateway = new Gateway({
     settings,

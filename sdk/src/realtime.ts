@@ -87,6 +87,11 @@ export class RealtimeClient {
   private readonly sentAt = new Map<number, number>();
   /** Input→acknowledgement latencies in milliseconds, since the last `takeLatencies()`. */
   private latencies: number[] = [];
+  private nextCallId = 1;
+  private readonly calls = new Map<
+    number,
+    { resolve: (p: Uint8Array) => void; reject: (e: Error) => void; timer: ReturnType<typeof setTimeout> }
+  >();
   private previousFrame: ReadonlyMap<number, EntityRecord> = new Map();
   /** Snapshot arrival times of the last second, for gap detection. */
   lastSnapshotAt = 0;
@@ -205,6 +210,14 @@ export class RealtimeClient {
       if (at - this.lastSentAt > 1.5 * (1000 / ((this.welcome?.tickRateHz as number) || 40))) {
         this.sendRaw(ClientMessage.encode({ ack: { ackTick: this.lastTick } }).finish());
       }
+    } else if (msg.body === 'rpcResult') {
+      const r = msg.rpcResult as aethex.v1.RpcResult;
+      const call = this.calls.get(r.callId);
+      if (!call) return;
+      this.calls.delete(r.callId);
+      clearTimeout(call.timer);
+      if (r.ok) call.resolve(r.payload);
+      else call.reject(Object.assign(new Error(`rpc failed: ${r.errorCode}`), { code: r.errorCode }));
     } else if (msg.body === 'correction') {
       const c = msg.correction as aethex.v1.Correction;
       this.acknowledgeInputs(c.lastInputSeq, this.now());
@@ -269,6 +282,22 @@ export class RealtimeClient {
       this.socket.send(bytes);
       this.lastSentAt = this.now();
     }
+  }
+
+  /**
+   * Calls a game-defined RPC handler on the shard. Resolves with its payload; rejects with an Error
+   * whose `code` is the game's error code (or UNKNOWN_METHOD, INTERNAL, TIMEOUT).
+   */
+  rpc(method: string, payload: Uint8Array = new Uint8Array(0), timeoutMs = 10_000): Promise<Uint8Array> {
+    const callId = this.nextCallId++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.calls.delete(callId);
+        reject(Object.assign(new Error(`rpc ${method} timed out after ${timeoutMs} ms`), { code: 'TIMEOUT' }));
+      }, timeoutMs);
+      this.calls.set(callId, { resolve, reject, timer });
+      this.sendRaw(ClientMessage.encode({ rpc: { callId, method, payload } }).finish());
+    });
   }
 
   /** Inputs sent but not yet acknowledged by the server. */

@@ -216,7 +216,7 @@ export class Gateway {
           return;
         }
         const input = msg.input as aethex.v1.Input;
-        const result = this.deps.engine.input(conn.id, input.seq, input.move?.x ?? 0, input.move?.y ?? 0, input.ackTick);
+        const result = this.deps.engine.input(conn.id, input.seq, input.move?.x ?? 0, input.move?.y ?? 0, input.ackTick, input.buttons);
         if (result === 'invalid') this.protocolError(conn, 'invalid_input');
         return;
       }
@@ -240,9 +240,14 @@ export class Gateway {
           this.protocolError(conn, 'not_joined');
           return;
         }
-        // Game hooks answer RPCs; until a game registers a handler, every method is unknown.
         const rpc = msg.rpc as aethex.v1.Rpc;
-        this.write(conn, ServerMessage.encode({ rpcResult: { callId: rpc.callId, ok: false, errorCode: 'UNKNOWN_METHOD' } }).finish());
+        this.deps.engine.rpc(conn.id, rpc.method, rpc.payload).then((r) => {
+          if (conn.phase !== 'joined') return;
+          const rpcResult = r.ok
+            ? { callId: rpc.callId, ok: true, payload: r.payload }
+            : { callId: rpc.callId, ok: false, errorCode: r.errorCode };
+          this.write(conn, ServerMessage.encode({ rpcResult }).finish());
+        });
         return;
       }
       case 'resume':

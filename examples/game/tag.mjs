@@ -1,0 +1,50 @@
+// Tag: one player is "it" (flag bit 1). When "it" comes within 3 units of another player, that
+// player becomes "it"; a tagged player cannot tag back for 2 seconds. Run a shard with
+//   AETHEX_GAMESERVER_GAME_MODULE=examples/game/tag.mjs
+// Clients see who is "it" in the entities' flags, and may ask with client.rpc('whoIsIt').
+const IT = 1;
+const TAG_RANGE = 3;
+const COOLDOWN_TICKS = 80;
+
+let it; // entity id of the player who is "it"
+let taggedAt = -Infinity;
+const players = new Map(); // entity id → player id
+
+export default {
+  onJoin(ctx, player) {
+    players.set(player.entityId, player.playerId);
+    if (it === undefined || ctx.position(it) === undefined) {
+      it = player.entityId;
+      ctx.setFlags(it, IT);
+    }
+  },
+  onLeave(ctx, player) {
+    players.delete(player.entityId);
+    if (it === player.entityId) {
+      it = players.keys().next().value;
+      if (it !== undefined) ctx.setFlags(it, IT);
+    }
+  },
+  onTick(ctx) {
+    if (it === undefined || ctx.tick - taggedAt < COOLDOWN_TICKS) return;
+    const p = ctx.position(it);
+    if (!p) return;
+    for (const other of players.keys()) {
+      if (other === it) continue;
+      const q = ctx.position(other);
+      if (q && Math.hypot(q.x - p.x, q.y - p.y) <= TAG_RANGE) {
+        ctx.setFlags(it, 0);
+        ctx.setFlags(other, IT);
+        ctx.log.info({ from: players.get(it), to: players.get(other) }, 'tagged');
+        it = other;
+        taggedAt = ctx.tick;
+        return;
+      }
+    }
+  },
+  rpc: {
+    whoIsIt() {
+      return new TextEncoder().encode(JSON.stringify({ entityId: it ?? null, playerId: it === undefined ? null : players.get(it) }));
+    },
+  },
+};

@@ -1,0 +1,89 @@
+import { isAbsolute, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import type { Logger } from '@aethex/runtime';
+
+/** A player as game hooks see them. */
+export interface HookPlayer {
+  playerId: string;
+  entityId: number;
+}
+
+/** What a hook may do to the shard. Positions are world units; everything runs on the tick thread. */
+export interface GameContext {
+  /** The tick being simulated (or the last one, outside a tick). */
+  readonly tick: number;
+  /** An entity's position, or undefined if it does not exist. */
+  position(entityId: number): { x: number; y: number } | undefined;
+  /** Game-defined state bits carried in snapshots (full records when they change). */
+  setFlags(entityId: number, flags: number): boolean;
+  flags(entityId: number): number | undefined;
+  /** Spawns a game entity (kind ≥ 2; 0 and 1 are NPC and player) and returns its id; throws at capacity. */
+  spawn(x: number, y: number, kind: number): number;
+  despawn(entityId: number): boolean;
+  readonly log: Logger;
+}
+
+/**
+ * An error a game's RPC handler throws to answer with a stable, game-defined code (upper case,
+ * digits and underscores, at most 64). A game's own error class named `RpcError` with such a
+ * `code` works the same, so game modules need not import this package.
+ */
+export class RpcError extends Error {
+  constructor(
+    readonly code: string,
+    message = code,
+  ) {
+    super(message);
+    this.name = 'RpcError';
+  }
+}
+
+/**
+ * The extension points of a shard, in the manner of Colyseus rooms and Nakama match handlers. A
+ * game's module default-exports (or exports as `hooks`) an object with any of these. Hooks run on
+ * the tick thread and must be quick; an exception is caught, logged and counted, never fatal.
+ */
+export interface GameHooks {
+  onJoin?(ctx: GameContext, player: HookPlayer): void;
+  onLeave?(ctx: GameContext, player: HookPlayer): void;
+  /** After the movement intent was accepted; `buttons` are the client's game-defined bits. */
+  onInput?(ctx: GameContext, player: HookPlayer, input: { seq: number; buttons: number }): void;
+  /** Once per tick, after movement and before snapshots. */
+  onTick?(ctx: GameContext): void;
+  /** RPC handlers by method name; the result is sent back as RpcResult.payload. */
+  rpc?: Record<string, (ctx: GameContext, player: HookPlayer, payload: Uint8Array) => Uint8Array | Promise<Uint8Array>>;
+}
+
+const HOOK_NAMES = ['onJoin', 'onLeave', 'onInput', 'onTick'] as const;
+
+/**
+ * Loads a game's hooks from a module path (relative paths resolve from the working directory).
+ * Throws naming the module and what is wrong with its export.
+ */
+export async function loadHooks(modulePath: string): Promise<GameHooks> {
+  const url = pathToFileURL(isAbsolute(modulePath) ? modulePath : resolve(process.cwd(), modulePath)).href;
+  let mod: Record<string, unknown>;
+  try {
+    mod = (await import(url)) as Record<string, unknown>;
+  } catch (err) {
+    throw new Error(`game.module ${modulePath}: cannot load it: ${(err as Error).message}`, { cause: err });
+  }
+  const hooks = (mod.hooks ?? mod.default) as Record<string, unknown> | undefined;
+  if (!hooks || typeof hooks !== 'object') throw new Error(`game.module ${modulePath}: export the hooks object as default or as 'hooks'`);
+  for (const name of HOOK_NAMES) {
+    if (hooks[name] !== undefined && typeof hooks[name] !== 'function')
+      throw new Error(`game.module ${modulePath}: ${name} must be a function`);
+  }
+  if (hooks.rpc !== undefined) {
+    if (typeof hooks.rpc !== 'object' || hooks.rpc === null)
+      throw new Error(`game.module ${modulePath}: rpc must be an object of functions`);
+    for (const [method, fn] of Object.entries(hooks.rpc)) {
+      if (typeof fn !== 'function') throw new Error(`game.module ${modulePath}: rpc.${method} must be a function`);
+    }
+  }
+  for (const key of Object.keys(hooks)) {
+    if (!(HOOK_NAMES as readonly string[]).includes(key) && key !== 'rpc')
+      throw new Error(`game.module ${modulePath}: unknown hook '${key}'`);
+  }
+  return hooks as GameHooks;
+}

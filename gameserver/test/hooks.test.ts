@@ -1,0 +1,78 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, expect, test } from 'vitest';
+import { loadHooks } from '../src/hooks.js';
+import { startTestShard, type TestShard, until } from './harness.js';
+
+const TAG = join(import.meta.dirname, '../../examples/game/tag.mjs');
+let t: TestShard | undefined;
+afterEach(async () => {
+  await t?.stop();
+  t = undefined;
+});
+
+function moduleFile(source: string): string {
+  const file = join(mkdtempSync(join(tmpdir(), 'aethex-hooks-')), 'game.mjs');
+  writeFileSync(file, source);
+  return file;
+}
+
+test('the tag example: the first player is "it", it shows in snapshots, rpc answers, tagging passes it on', async () => {
+  t = await startTestShard({ AETHEX_GAMESERVER_GAME_MODULE: TAG, AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '-50,-50,50,50' });
+  const a = await t.client('alice');
+  const b = await t.client('bob');
+  const aliceId = a.welcome?.entityId as number;
+  const bobId = b.welcome?.entityId as number;
+  await until('alice flagged "it" in bob’s view', () => b.entities().get(aliceId)?.flags === 1);
+  expect(JSON.parse(new TextDecoder().decode(await b.rpc('whoIsIt')))).toEqual({ entityId: aliceId, playerId: 'alice' });
+
+  // Put bob next to alice: the next tick passes "it" to bob.
+  const { world } = t.shard.engine;
+  const sa = world.indexOf(aliceId);
+  const sb = world.indexOf(bobId);
+  world.x[sb] = (world.x[sa] as number) + 1;
+  world.y[sb] = world.y[sa] as number;
+  await until('bob flagged "it" in alice’s view', () => a.entities().get(bobId)?.flags === 1 && a.entities().get(aliceId)?.flags === 0);
+  expect(JSON.parse(new TextDecoder().decode(await a.rpc('whoIsIt')))).toMatchObject({ playerId: 'bob' });
+});
+
+test('rpc errors: unknown method, a game error code, a failing handler (INTERNAL, counted); a throwing hook never stops the tick', async () => {
+  const file = moduleFile(`
+    class RpcError extends Error { constructor(code) { super(code); this.name = 'RpcError'; this.code = code; } }
+    export const hooks = {
+      onTick(ctx) { if (ctx.tick % 2 === 0) throw new Error('boom'); },
+      rpc: {
+        echo(ctx, player, payload) { return payload; },
+        refuse() { throw new RpcError('NOT_ALLOWED'); },
+        broken() { throw new Error('secret detail'); },
+        async later(ctx, player) { await new Promise((r) => setTimeout(r, 20)); return new TextEncoder().encode(player.playerId); },
+      },
+    };`);
+  t = await startTestShard({ AETHEX_GAMESERVER_GAME_MODULE: file });
+  const c = await t.client('carol');
+  expect(new TextDecoder().decode(await c.rpc('echo', new TextEncoder().encode('hi')))).toBe('hi');
+  expect(new TextDecoder().decode(await c.rpc('later'))).toBe('carol');
+  await expect(c.rpc('nope')).rejects.toMatchObject({ code: 'UNKNOWN_METHOD' });
+  await expect(c.rpc('toString')).rejects.toMatchObject({ code: 'UNKNOWN_METHOD' });
+  await expect(c.rpc('broken')).rejects.toMatchObject({ code: 'INTERNAL' });
+  // A game's own error class named RpcError with a code answers with that code.
+  await expect(c.rpc('refuse')).rejects.toMatchObject({ code: 'NOT_ALLOWED' });
+  const errors = () => (t as TestShard).shard.metrics.registry.getSingleMetricAsString('aether_hook_errors_total');
+  expect(await errors()).toMatch(/hook="rpc\.broken"\} 1/);
+  const deadline = Date.now() + 5000;
+  while (!/hook="onTick"\} [1-9]/.test(await errors())) {
+    if (Date.now() > deadline) throw new Error('onTick failures were not counted');
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  const before = t.shard.engine.tick;
+  await until('ticks to go on', () => (t as TestShard).shard.engine.tick > before + 4);
+});
+
+test('a game module with a wrong shape is refused at load with a message naming the problem', async () => {
+  await expect(loadHooks(moduleFile('export default { onJion() {} };'))).rejects.toThrow(/unknown hook 'onJion'/);
+  await expect(loadHooks(moduleFile('export default { onTick: 3 };'))).rejects.toThrow(/onTick must be a function/);
+  await expect(loadHooks(moduleFile('export default { rpc: { a: 1 } };'))).rejects.toThrow(/rpc\.a must be a function/);
+  await expect(loadHooks(moduleFile('export const x = 1;'))).rejects.toThrow(/export the hooks object/);
+  await expect(loadHooks('/nonexistent/game.mjs')).rejects.toThrow(/game\.module \/nonexistent\/game\.mjs: cannot load it/);
+});
