@@ -93,7 +93,7 @@ export class RealtimeClient {
     { resolve: (p: Uint8Array) => void; reject: (e: Error) => void; timer: ReturnType<typeof setTimeout> }
   >();
   private previousFrame: ReadonlyMap<number, EntityRecord> = new Map();
-  /** Snapshot arrival times of the last second, for gap detection. */
+  /** Arrival time of the newest snapshot, and the longest gap between two (ms, reset by callers). */
   lastSnapshotAt = 0;
   maxSnapshotGapMs = 0;
   bytesReceived = 0;

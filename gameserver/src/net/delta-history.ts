@@ -93,7 +93,6 @@ class Frame {
 /** The outcome of `encodeDelta`: the body is in the writer, removed ids in `removed[0..removedCount)`. */
 export interface DeltaResult {
   baseTick: number;
-  records: number;
   removedCount: number;
 }
 
@@ -151,7 +150,6 @@ export class DeltaHistory {
     const bqy = base.qy;
     const bAttr = base.attr;
     writer.reset();
-    let records = 0;
     for (let k = 0; k < n; k++) {
       const slot = slots[k] as number;
       const id = ids[k] as number;
@@ -170,14 +168,11 @@ export class DeltaHistory {
         const dqy = y - (bqy[a] as number);
         if (at !== bAttr[a] || dqx < -32768 || dqx > 32767 || dqy < -32768 || dqy > 32767) {
           this.full(writer, id, x, y, at);
-          records++;
         } else if (dqx !== 0 || dqy !== 0) {
           writer.delta(id, dqx, dqy);
-          records++;
         }
       } else {
         this.full(writer, id, x, y, at);
-        records++;
       }
     }
     // Base entities not seen now have left the view (or the world).
@@ -187,7 +182,7 @@ export class DeltaHistory {
       const slot = bSlots[a] as number;
       if (slot < 0 || stamp[slot] !== seen) removed[removedCount++] = bIds[a] as number;
     }
-    return { baseTick: hasBase ? ackTick : 0, records, removedCount };
+    return { baseTick: hasBase ? ackTick : 0, removedCount };
   }
 
   private full(writer: SnapshotBodyWriter, id: number, qx: number, qy: number, attr: number): void {

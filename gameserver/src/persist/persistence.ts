@@ -34,8 +34,7 @@ export class ShardPersistence {
   private lastHeartbeat = 0;
   private flushing: Promise<void> | undefined;
   private timer: NodeJS.Timeout | undefined;
-  /** Snapshots written, and the tick of the last one. */
-  saved = 0;
+  /** Tick of the last snapshot written. */
   lastSavedTick = 0;
 
   constructor(private readonly deps: PersistenceDeps) {}
@@ -57,7 +56,6 @@ export class ShardPersistence {
         this.pendingSnapshot = undefined;
         try {
           await this.deps.snapshots.save(this.deps.key, next);
-          this.saved++;
           this.lastSavedTick = next.tick;
         } catch (err) {
           this.deps.log.error({ err, tick: next.tick }, 'snapshot write failed; the next one will retry');
