@@ -11,6 +11,8 @@ export interface TestEnv {
   kubectl: string;
   logs: string;
   chromium: string;
+  /** The MinIO server binary, for tests that run (and kill) a private MinIO. */
+  minioBin: string;
 }
 
 const REQUIRED = [
@@ -24,6 +26,7 @@ const REQUIRED = [
   'AETHEX_TEST_KUBECTL',
   'AETHEX_TEST_LOGS',
   'AETHEX_TEST_CHROMIUM',
+  'AETHEX_TEST_MINIO_BIN',
 ] as const;
 
 /** Returns the environment, or throws naming every missing variable and how to get them. */
@@ -49,6 +52,7 @@ export function testEnv(env: NodeJS.ProcessEnv = process.env): TestEnv {
     kubectl: get('AETHEX_TEST_KUBECTL'),
     logs: get('AETHEX_TEST_LOGS'),
     chromium: get('AETHEX_TEST_CHROMIUM'),
+    minioBin: get('AETHEX_TEST_MINIO_BIN'),
   };
 }
 

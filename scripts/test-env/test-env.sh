@@ -447,6 +447,7 @@ export AETHEX_TEST_HELM='$HELM_BIN'
 export AETHEX_TEST_KUBECTL='$KUBECTL_BIN'
 export AETHEX_TEST_LOGS='$LOGS'
 export AETHEX_TEST_CHROMIUM='/usr/bin/chromium'
+export AETHEX_TEST_MINIO_BIN='$MINIO_BIN'
 EOF
   if [[ -x $AGONES_BIN ]]; then
     echo "export AGONES_SDK_GRPC_PORT='$AGONES_GRPC_PORT'"
