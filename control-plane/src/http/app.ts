@@ -15,9 +15,18 @@ import { AppError } from '../errors.js';
 import { savesService } from '../saves/routes.js';
 import type { Stores } from '../stores.js';
 import { createMetrics, type Metrics } from './metrics.js';
-import { ErrorBody } from './schemas.js';
+import { ErrorBody, errorResponses } from './schemas.js';
 
-export type App = FastifyInstance & { routeTable: { method: string; url: string }[] };
+/** A route as registered, with which parts of the request and response have schemas. */
+export interface RouteEntry {
+  method: string;
+  url: string;
+  schemas: string[];
+  /** Statuses with a response schema. */
+  responses: string[];
+}
+
+export type App = FastifyInstance & { routeTable: RouteEntry[] };
 
 /** What a service plugin is given: the config, the stores and the shared parts. */
 export interface ServiceContext {
@@ -66,9 +75,12 @@ export async function buildApp(config: ControlPlaneConfig, deps: AppDeps): Promi
     ajv: { customOptions: { removeAdditional: false, coerceTypes: true, useDefaults: true, allErrors: false } },
   }).withTypeProvider<TypeBoxTypeProvider>() as unknown as App;
 
-  app.decorate('routeTable', [] as { method: string; url: string }[]);
+  app.decorate('routeTable', [] as RouteEntry[]);
   app.addHook('onRoute', (route) => {
-    for (const method of [route.method].flat()) app.routeTable.push({ method, url: route.url });
+    const schema = (route.schema ?? {}) as Record<string, unknown>;
+    const schemas = ['params', 'querystring', 'body', 'response'].filter((k) => schema[k] !== undefined);
+    const responses = Object.keys((schema.response as Record<string, unknown> | undefined) ?? {});
+    for (const method of [route.method].flat()) app.routeTable.push({ method, url: route.url, schemas, responses });
   });
   app.addSchema(ErrorBody);
 
@@ -168,7 +180,7 @@ export async function buildApp(config: ControlPlaneConfig, deps: AppDeps): Promi
         schema: {
           tags: ['auth'],
           summary: 'Public keys that verify access tokens',
-          response: { 200: Type.Object({ keys: Type.Array(Type.Record(Type.String(), Type.Unknown())) }) },
+          response: { 200: Type.Object({ keys: Type.Array(Type.Record(Type.String(), Type.Unknown())) }), ...errorResponses() },
         },
       },
       async (_request, reply) => {
