@@ -1,0 +1,28 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { expect, it } from 'vitest';
+import { parse } from 'yaml';
+import { withDefaults } from './gameworld.js';
+
+// Collects `default:` values from the CRD's schema by path, e.g. spec.world.tickRate → 40.
+function crdDefaults(schema: Record<string, unknown>, path: string, out: Map<string, unknown>): void {
+  if ('default' in schema && path !== '') out.set(path, schema.default);
+  for (const [k, v] of Object.entries((schema.properties as Record<string, Record<string, unknown>>) ?? {}))
+    crdDefaults(v, path ? `${path}.${k}` : k, out);
+}
+
+it('applies the same defaults as the CRD', () => {
+  const crd = parse(readFileSync(join(import.meta.dirname, '../../../crds/gameworld.yaml'), 'utf8'));
+  const defaults = new Map<string, unknown>();
+  crdDefaults(crd.spec.versions[0].schema.openAPIV3Schema.properties.spec, '', defaults);
+  const spec = withDefaults({ image: 'i', world: { bounds: { minX: 0, minY: 0, maxX: 1, maxY: 1 } } }) as unknown as Record<
+    string,
+    unknown
+  >;
+  expect(defaults.size).toBeGreaterThanOrEqual(10);
+  for (const [path, value] of defaults) {
+    const got = path.split('.').reduce<unknown>((o, k) => (o as Record<string, unknown>)?.[k], spec);
+    if (typeof value === 'object') expect(got, path).toBeTypeOf('object');
+    else expect(got, path).toBe(value);
+  }
+});

@@ -1,0 +1,228 @@
+import { createHash } from 'node:crypto';
+import { GAMEWORLD_API_VERSION, GAMEWORLD_KIND, type GameWorld, LABELS, TEMPLATE_HASH } from '../api/gameworld.js';
+import { configMapName, pdbName, podName, serviceName, shardAddress } from './names.js';
+import { type Region, regions } from './regions.js';
+
+/** Ports of the shard container. */
+export const GAME_PORT = 7777;
+export const OPS_PORT = 7350;
+
+/** A Kubernetes object as plain data (what server-side apply takes). */
+export type Manifest = {
+  apiVersion: string;
+  kind: string;
+  metadata: {
+    name: string;
+    namespace: string;
+    labels?: Record<string, string>;
+    annotations?: Record<string, string>;
+    [k: string]: unknown;
+  };
+  [k: string]: unknown;
+};
+
+export interface DesiredPod {
+  name: string;
+  instance: number;
+  shard: number;
+  /** Hash of everything that shapes the pod; differs ⇒ the pod is outdated and rolls. */
+  hash: string;
+  manifest: Manifest;
+}
+
+/** Stable short hash of JSON-able data (keys sorted). */
+export function hashOf(value: unknown): string {
+  const canonical = (v: unknown): unknown =>
+    Array.isArray(v)
+      ? v.map(canonical)
+      : v !== null && typeof v === 'object'
+        ? Object.fromEntries(
+            Object.keys(v as object)
+              .sort()
+              .map((k) => [k, canonical((v as Record<string, unknown>)[k])]),
+          )
+        : v;
+  return createHash('sha256')
+    .update(JSON.stringify(canonical(value)))
+    .digest('hex')
+    .slice(0, 16);
+}
+
+/**
+ * Which instance indexes should exist, given `want` and what exists now. Level-triggered and
+ * stable: every allocated instance stays (even past `want` — a live match is never removed), then
+ * existing instances in ascending order, then the lowest free indexes, until there are `want`.
+ */
+export function selectInstances(want: number, existing: Iterable<number>, allocated: Iterable<number>): number[] {
+  const keep = new Set(allocated);
+  for (const i of [...new Set(existing)].sort((a, b) => a - b)) {
+    if (keep.size >= want) break;
+    keep.add(i);
+  }
+  for (let i = 0; keep.size < want; i++) keep.add(i);
+  return [...keep].sort((a, b) => a - b);
+}
+
+export function worldLabels(world: GameWorld): Record<string, string> {
+  return {
+    [LABELS.world]: world.metadata.name,
+    [LABELS.name]: 'aethex-shard',
+    [LABELS.partOf]: 'aethex',
+    [LABELS.managedBy]: 'aethex-operator',
+  };
+}
+
+/** The label selector of a world's shard pods (status.selector, for the scale subresource). */
+export function worldSelector(world: GameWorld): string {
+  return `${LABELS.world}=${world.metadata.name}`;
+}
+
+function ownerRef(world: GameWorld) {
+  return [
+    {
+      apiVersion: GAMEWORLD_API_VERSION,
+      kind: GAMEWORLD_KIND,
+      name: world.metadata.name,
+      uid: world.metadata.uid,
+      controller: true,
+      blockOwnerDeletion: true,
+    },
+  ];
+}
+
+/** The shard's settings as the gameserver reads them (`AETHEX_GAMESERVER_*`). */
+export function shardEnv(world: GameWorld, instance: number, region: Region): { name: string; value: string }[] {
+  const s = world.spec;
+  const b = region.bounds;
+  const env: Record<string, string> = {
+    SHARD_WORLD: world.metadata.name,
+    SHARD_INSTANCE: String(instance),
+    SHARD_NAME: podName(world.metadata.name, instance, region.shard),
+    ENGINE_WORLD_BOUNDS: `${b.minX},${b.minY},${b.maxX},${b.maxY}`,
+    ENGINE_TICK_RATE_MS: String(Math.max(5, Math.round(1000 / s.world.tickRate))),
+    ENGINE_AOI_RADIUS: String(s.world.aoiRadius),
+    ENGINE_MAX_SPEED: String(s.world.maxSpeed),
+    ENGINE_MAX_ENTITIES: String(s.capacity.entitiesPerShard),
+    ENGINE_MAX_PLAYERS: String(s.capacity.playersPerShard),
+    GATEWAY_BIND_ADDR: `0.0.0.0:${GAME_PORT}`,
+    OPS_BIND_ADDR: `0.0.0.0:${OPS_PORT}`,
+    PERSISTENCE_SNAPSHOT_INTERVAL_MS: String(s.persistence.snapshotIntervalSeconds * 1000),
+  };
+  return Object.entries(env).map(([k, value]) => ({ name: `AETHEX_GAMESERVER_${k}`, value }));
+}
+
+/** Every shard pod the world should have for the given instance indexes. */
+export function desiredPods(world: GameWorld, instances: number[]): DesiredPod[] {
+  const s = world.spec;
+  const ns = world.metadata.namespace;
+  const grid = regions(s.world.bounds, s.sharding.columns, s.sharding.rows);
+  const out: DesiredPod[] = [];
+  for (const instance of instances) {
+    for (const region of grid) {
+      const name = podName(world.metadata.name, instance, region.shard);
+      const spec = {
+        hostname: name,
+        subdomain: serviceName(world.metadata.name),
+        enableServiceLinks: false,
+        automountServiceAccountToken: false,
+        terminationGracePeriodSeconds: 30,
+        securityContext: { runAsNonRoot: true, runAsUser: 1000, seccompProfile: { type: 'RuntimeDefault' } },
+        containers: [
+          {
+            name: 'shard',
+            image: s.image,
+            env: [...shardEnv(world, instance, region), ...(s.template.env ?? [])],
+            ports: [
+              { name: 'game', containerPort: GAME_PORT, protocol: 'TCP' },
+              { name: 'ops', containerPort: OPS_PORT, protocol: 'TCP' },
+            ],
+            readinessProbe: { httpGet: { path: '/readyz', port: 'ops' }, periodSeconds: 2, failureThreshold: 2 },
+            livenessProbe: { httpGet: { path: '/healthz', port: 'ops' }, periodSeconds: 10, failureThreshold: 3 },
+            ...(s.template.resources ? { resources: s.template.resources } : {}),
+            securityContext: { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } },
+            volumeMounts: [{ name: 'world', mountPath: '/etc/aethex', readOnly: true }],
+          },
+        ],
+        volumes: [{ name: 'world', configMap: { name: configMapName(world.metadata.name) } }],
+        ...(s.template.nodeSelector ? { nodeSelector: s.template.nodeSelector } : {}),
+        ...(s.template.tolerations ? { tolerations: s.template.tolerations } : {}),
+      };
+      const labels = { ...worldLabels(world), [LABELS.instance]: String(instance), [LABELS.shard]: String(region.shard) };
+      const hash = hashOf({ spec, labels });
+      out.push({
+        name,
+        instance,
+        shard: region.shard,
+        hash,
+        manifest: {
+          apiVersion: 'v1',
+          kind: 'Pod',
+          metadata: { name, namespace: ns, labels, annotations: { [TEMPLATE_HASH]: hash }, ownerReferences: ownerRef(world) },
+          spec,
+        },
+      });
+    }
+  }
+  return out;
+}
+
+/** The shard map the sharding layer reads: every shard's region, neighbours and address, per instance. */
+export function shardMap(world: GameWorld, instances: number[]) {
+  const s = world.spec;
+  const grid = regions(s.world.bounds, s.sharding.columns, s.sharding.rows);
+  return {
+    world: world.metadata.name,
+    bounds: s.world.bounds,
+    columns: s.sharding.columns,
+    rows: s.sharding.rows,
+    instances: instances.map((instance) => ({
+      instance,
+      shards: grid.map((r) => ({
+        shard: r.shard,
+        name: podName(world.metadata.name, instance, r.shard),
+        region: r.bounds,
+        neighbours: r.neighbours,
+        address: shardAddress(world.metadata.name, world.metadata.namespace, instance, r.shard, GAME_PORT),
+      })),
+    })),
+  };
+}
+
+/** The world's other children: ConfigMap (world config + shard map), headless Service, PodDisruptionBudget. */
+export function desiredSupport(world: GameWorld, instances: number[]): Manifest[] {
+  const ns = world.metadata.namespace;
+  const name = world.metadata.name;
+  const labels = worldLabels(world);
+  const meta = (n: string) => ({ name: n, namespace: ns, labels, ownerReferences: ownerRef(world) });
+  return [
+    {
+      apiVersion: 'v1',
+      kind: 'ConfigMap',
+      metadata: meta(configMapName(name)),
+      data: {
+        'world.json': JSON.stringify({ name, spec: world.spec }, null, 2),
+        'shard-map.json': JSON.stringify(shardMap(world, instances), null, 2),
+      },
+    },
+    {
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: meta(serviceName(name)),
+      spec: {
+        clusterIP: 'None',
+        publishNotReadyAddresses: true,
+        selector: { [LABELS.world]: name },
+        ports: [
+          { name: 'game', port: GAME_PORT, targetPort: 'game', protocol: 'TCP' },
+          { name: 'ops', port: OPS_PORT, targetPort: 'ops', protocol: 'TCP' },
+        ],
+      },
+    },
+    {
+      apiVersion: 'policy/v1',
+      kind: 'PodDisruptionBudget',
+      metadata: meta(pdbName(name)),
+      spec: { maxUnavailable: world.spec.updateStrategy.maxUnavailable, selector: { matchLabels: { [LABELS.world]: name } } },
+    },
+  ];
+}
