@@ -1,0 +1,201 @@
+import * as k8s from '@kubernetes/client-node';
+import {
+  FIELD_MANAGER,
+  GAMEWORLD_GROUP,
+  GAMEWORLD_PLURAL,
+  GAMEWORLD_VERSION,
+  type GameWorld,
+  type GameWorldStatus,
+  LABELS,
+} from '../api/gameworld.js';
+import type { Manifest } from '../reconcile/desired.js';
+
+/** Verbs the operator counts: reads and writes it issued to the API server. */
+export type Verb = 'get' | 'list' | 'create' | 'apply' | 'patch' | 'delete';
+
+/** An error from the API server with its HTTP status (0 when the request never got an answer). */
+export class KubeError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'KubeError';
+  }
+}
+
+function wrap(what: string, err: unknown): KubeError {
+  const e = err as { code?: number; body?: unknown };
+  let detail = '';
+  try {
+    detail = typeof e.body === 'string' ? ((JSON.parse(e.body) as { message?: string }).message ?? e.body) : '';
+  } catch {
+    detail = String(e.body);
+  }
+  return new KubeError(typeof e.code === 'number' ? e.code : 0, `${what}: ${detail || (err as Error).message}`, { cause: err });
+}
+
+/**
+ * The operator's only door to the Kubernetes API: the few calls reconciling needs. Every write
+ * that changes an existing object carries a precondition (resourceVersion or uid), so a stale
+ * leader's write is refused (409) instead of overwriting a newer state. `requests` counts calls.
+ */
+export class KubeClient {
+  readonly requests: Record<Verb, number> = { get: 0, list: 0, create: 0, apply: 0, patch: 0, delete: 0 };
+  private readonly objects: k8s.KubernetesObjectApi;
+  private readonly custom: k8s.CustomObjectsApi;
+  private readonly core: k8s.CoreV1Api;
+  private readonly events: k8s.EventsV1Api;
+
+  constructor(readonly kc: k8s.KubeConfig) {
+    this.objects = k8s.KubernetesObjectApi.makeApiClient(kc);
+    this.custom = kc.makeApiClient(k8s.CustomObjectsApi);
+    this.core = kc.makeApiClient(k8s.CoreV1Api);
+    this.events = kc.makeApiClient(k8s.EventsV1Api);
+  }
+
+  /** Writes issued so far (everything but get and list). */
+  get writes(): number {
+    return this.requests.create + this.requests.apply + this.requests.patch + this.requests.delete;
+  }
+
+  async getWorld(namespace: string, name: string): Promise<GameWorld | undefined> {
+    this.requests.get++;
+    try {
+      return (await this.custom.getNamespacedCustomObject({
+        group: GAMEWORLD_GROUP,
+        version: GAMEWORLD_VERSION,
+        namespace,
+        plural: GAMEWORLD_PLURAL,
+        name,
+      })) as GameWorld;
+    } catch (err) {
+      if ((err as { code?: number }).code === 404) return undefined;
+      throw wrap(`get GameWorld ${namespace}/${name}`, err);
+    }
+  }
+
+  async listShardPods(namespace: string, world: string): Promise<k8s.V1Pod[]> {
+    this.requests.list++;
+    try {
+      return (await this.core.listNamespacedPod({ namespace, labelSelector: `${LABELS.world}=${world}` })).items;
+    } catch (err) {
+      throw wrap(`list pods of ${namespace}/${world}`, err);
+    }
+  }
+
+  /** Reads a child's annotations, or undefined if it does not exist. */
+  async annotations(m: Manifest): Promise<Record<string, string> | undefined> {
+    this.requests.get++;
+    try {
+      const got = await this.objects.read({
+        apiVersion: m.apiVersion,
+        kind: m.kind,
+        metadata: { name: m.metadata.name, namespace: m.metadata.namespace },
+      });
+      return got.metadata?.annotations ?? {};
+    } catch (err) {
+      if ((err as { code?: number }).code === 404) return undefined;
+      throw wrap(`read ${m.kind} ${m.metadata.name}`, err);
+    }
+  }
+
+  /** Server-side apply under the operator's field manager. */
+  async apply(m: Manifest): Promise<void> {
+    this.requests.apply++;
+    try {
+      await this.objects.patch(m as k8s.KubernetesObject, undefined, undefined, FIELD_MANAGER, true, k8s.PatchStrategy.ServerSideApply);
+    } catch (err) {
+      throw wrap(`apply ${m.kind} ${m.metadata.name}`, err);
+    }
+  }
+
+  /** Creates an object; an existing one with the same name is a 409 KubeError. */
+  async create(m: Manifest): Promise<void> {
+    this.requests.create++;
+    try {
+      await this.objects.create(m as k8s.KubernetesObject, undefined, undefined, FIELD_MANAGER);
+    } catch (err) {
+      throw wrap(`create ${m.kind} ${m.metadata.name}`, err);
+    }
+  }
+
+  /** Deletes a pod only if it is still the one observed (uid and resourceVersion preconditions). */
+  async deletePod(namespace: string, name: string, uid: string, resourceVersion: string): Promise<void> {
+    this.requests.delete++;
+    try {
+      await this.core.deleteNamespacedPod({ name, namespace, body: { preconditions: { uid, resourceVersion } } });
+    } catch (err) {
+      if ((err as { code?: number }).code === 404) return;
+      throw wrap(`delete pod ${name}`, err);
+    }
+  }
+
+  /** Replaces the world's status, refused if the world changed since `resourceVersion`. */
+  async patchStatus(world: GameWorld, status: GameWorldStatus): Promise<void> {
+    this.requests.patch++;
+    try {
+      await this.custom.patchNamespacedCustomObjectStatus(
+        {
+          group: GAMEWORLD_GROUP,
+          version: GAMEWORLD_VERSION,
+          namespace: world.metadata.namespace,
+          plural: GAMEWORLD_PLURAL,
+          name: world.metadata.name,
+          body: { metadata: { resourceVersion: world.metadata.resourceVersion }, status },
+        },
+        k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
+      );
+    } catch (err) {
+      throw wrap(`patch status of ${world.metadata.name}`, err);
+    }
+  }
+
+  /** Sets the world's finalizers, refused if the world changed since it was read. */
+  async setFinalizers(world: GameWorld, finalizers: string[]): Promise<void> {
+    this.requests.patch++;
+    try {
+      await this.custom.patchNamespacedCustomObject(
+        {
+          group: GAMEWORLD_GROUP,
+          version: GAMEWORLD_VERSION,
+          namespace: world.metadata.namespace,
+          plural: GAMEWORLD_PLURAL,
+          name: world.metadata.name,
+          body: { metadata: { resourceVersion: world.metadata.resourceVersion, finalizers } },
+        },
+        k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
+      );
+    } catch (err) {
+      throw wrap(`set finalizers of ${world.metadata.name}`, err);
+    }
+  }
+
+  /** Records a Kubernetes Event on the world (best effort: an event lost is not an error). */
+  async event(world: GameWorld, type: 'Normal' | 'Warning', reason: string, note: string, now: Date): Promise<void> {
+    this.requests.create++;
+    await this.events
+      .createNamespacedEvent({
+        namespace: world.metadata.namespace,
+        body: {
+          metadata: { generateName: `${world.metadata.name}.` },
+          eventTime: now as unknown as k8s.V1MicroTime,
+          reportingController: 'aethex.dev/operator',
+          reportingInstance: 'aethex-operator',
+          action: 'Reconcile',
+          type,
+          reason,
+          note: note.slice(0, 1024),
+          regarding: {
+            apiVersion: world.apiVersion,
+            kind: world.kind,
+            name: world.metadata.name,
+            namespace: world.metadata.namespace,
+            uid: world.metadata.uid,
+          },
+        },
+      })
+      .catch(() => undefined);
+  }
+}

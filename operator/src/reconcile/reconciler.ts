@@ -1,0 +1,112 @@
+import { isDeepStrictEqual } from 'node:util';
+import type { V1Pod } from '@kubernetes/client-node';
+import { FINALIZER, type GameWorld, type GameWorldStatus, withDefaults } from '../api/gameworld.js';
+import { type KubeClient, KubeError } from '../kube/client.js';
+import { desiredPods, desiredSupport, hashOf, selectInstances } from './desired.js';
+import { observePod, podProblem } from './observe.js';
+import { type ObservedPod, planPods } from './plan.js';
+import { computeStatus } from './status.js';
+
+/** Annotation on support objects: the hash of what the operator last applied. */
+export const APPLIED_HASH = 'aethex.dev/applied-hash';
+
+/** What a pass asks of the queue: nothing (wait for a change), or look again after a delay. */
+export type Outcome = { requeueAfterMs?: number };
+
+/** Cleans a deleted world's state outside Kubernetes (snapshot rows, presence keys). Idempotent. */
+export type ExternalCleanup = (world: GameWorld) => Promise<void>;
+
+export interface ReconcilerDeps {
+  kube: KubeClient;
+  now: () => Date;
+  cleanup?: ExternalCleanup;
+  log?: { info: (o: object, m: string) => void; warn: (o: object, m: string) => void };
+}
+
+/**
+ * Moves one GameWorld one step towards its spec. Idempotent: a pass over a converged world reads
+ * and writes nothing else, so the second of two passes issues zero writes. Conflicts (409) end the
+ * pass with a requeue; the next pass reads fresh state.
+ */
+export class Reconciler {
+  constructor(private readonly deps: ReconcilerDeps) {}
+
+  async reconcile(namespace: string, name: string): Promise<Outcome> {
+    const { kube } = this.deps;
+    const raw = await kube.getWorld(namespace, name);
+    if (!raw) return {};
+    const world: GameWorld = { ...raw, spec: withDefaults(raw.spec as unknown as Record<string, unknown>) };
+    try {
+      if (world.metadata.deletionTimestamp) return await this.finalize(world);
+      if (!world.metadata.finalizers?.includes(FINALIZER)) {
+        await kube.setFinalizers(world, [...(world.metadata.finalizers ?? []), FINALIZER]);
+        return { requeueAfterMs: 0 };
+      }
+      return await this.converge(world);
+    } catch (err) {
+      if (err instanceof KubeError && err.status === 409) return { requeueAfterMs: 200 };
+      throw err;
+    }
+  }
+
+  private async finalize(world: GameWorld): Promise<Outcome> {
+    if (!world.metadata.finalizers?.includes(FINALIZER)) return {};
+    await this.deps.cleanup?.(world);
+    await this.deps.kube.setFinalizers(
+      world,
+      (world.metadata.finalizers ?? []).filter((f) => f !== FINALIZER),
+    );
+    this.deps.log?.info({ world: world.metadata.name }, 'external state cleaned; finalizer removed');
+    return {};
+  }
+
+  private async converge(world: GameWorld): Promise<Outcome> {
+    const { kube } = this.deps;
+    const pods = await kube.listShardPods(world.metadata.namespace, world.metadata.name);
+    const byName = new Map<string, V1Pod>(pods.map((p) => [p.metadata?.name as string, p]));
+    const observed = pods.map(observePod).filter((p): p is ObservedPod => p !== undefined);
+    const instances = selectInstances(
+      world.spec.instances,
+      observed.map((p) => p.instance),
+      observed.filter((p) => p.allocated).map((p) => p.instance),
+    );
+    const desired = desiredPods(world, instances);
+
+    for (const m of desiredSupport(world, instances)) {
+      const hash = hashOf(m);
+      const have = await kube.annotations(m);
+      if (have?.[APPLIED_HASH] !== hash)
+        await kube.apply({ ...m, metadata: { ...m.metadata, annotations: { ...m.metadata.annotations, [APPLIED_HASH]: hash } } });
+    }
+
+    const plan = planPods(desired, observed, world.spec.updateStrategy.maxUnavailable);
+    for (const d of plan.delete) {
+      const p = byName.get(d.name);
+      await kube.deletePod(world.metadata.namespace, d.name, p?.metadata?.uid as string, p?.metadata?.resourceVersion as string);
+    }
+    for (const c of plan.create) {
+      try {
+        await kube.create(c.manifest);
+      } catch (err) {
+        // Another pass (or a stale leader's) made it first: the next pass sees it.
+        if (!(err instanceof KubeError && err.status === 409)) throw err;
+      }
+    }
+
+    // As it will read back from the API server (no undefined members), so equal means unchanged.
+    const status: GameWorldStatus = JSON.parse(
+      JSON.stringify(computeStatus(world, desired, observed, plan, this.deps.now().toISOString(), podProblem(pods))),
+    );
+    if (!isDeepStrictEqual(status, world.status)) {
+      const before = world.status?.conditions?.find((c) => c.type === 'Ready');
+      await kube.patchStatus(world, status);
+      const after = status.conditions?.find((c) => c.type === 'Ready');
+      if (after && before?.status !== after.status) {
+        await kube.event(world, after.status === 'True' ? 'Normal' : 'Warning', after.reason, after.message, this.deps.now());
+      }
+    }
+    const busy = plan.create.length + plan.delete.length + plan.held.filter((h) => h.reason === 'MaxUnavailable').length > 0;
+    const settling = status.conditions?.some((c) => c.type === 'Ready' && c.status !== 'True');
+    return busy || settling ? { requeueAfterMs: 1000 } : {};
+  }
+}

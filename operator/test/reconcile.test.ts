@@ -1,0 +1,205 @@
+import * as k8s from '@kubernetes/client-node';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type GameWorld, LABELS } from '../src/api/gameworld.js';
+import { KubeClient } from '../src/kube/client.js';
+import { Reconciler } from '../src/reconcile/reconciler.js';
+import { installCrd, kubeConfig, kubectl, namespace, testEnv, until, worlds } from './harness.js';
+
+const env = testEnv();
+const kc = kubeConfig(env);
+const core = kc.makeApiClient(k8s.CoreV1Api);
+let ns: string;
+let kube: KubeClient;
+let cleaned: string[];
+let reconciler: Reconciler;
+
+beforeAll(async () => {
+  await installCrd(env);
+  ns = await namespace(kc, 'op-reconcile');
+  kube = new KubeClient(kc);
+  cleaned = [];
+  reconciler = new Reconciler({ kube, now: () => new Date(), cleanup: async (w) => void cleaned.push(w.metadata.name) });
+});
+afterAll(async () => {
+  await core.deleteNamespace({ name: ns }).catch(() => undefined);
+});
+
+const world = (name: string, spec: Record<string, unknown> = {}) => ({
+  apiVersion: 'aethex.dev/v1alpha1',
+  kind: 'GameWorld',
+  metadata: { name, namespace: ns },
+  spec: {
+    image: 'example.org/aethex/gameserver:1',
+    world: { bounds: { minX: 0, minY: 0, maxX: 1000, maxY: 500 } },
+    sharding: { columns: 2, rows: 1 },
+    instances: 2,
+    ...spec,
+  },
+});
+
+const pods = async (w: string) => (await core.listNamespacedPod({ namespace: ns, labelSelector: `${LABELS.world}=${w}` })).items;
+
+/** Runs passes the way the work queue would, until `done` holds for the world. */
+async function settle(name: string, done: (w: GameWorld) => boolean, onPass?: () => Promise<void>, timeoutMs = 60_000): Promise<GameWorld> {
+  return until(
+    `${name} to settle`,
+    async () => {
+      await onPass?.();
+      await reconciler.reconcile(ns, name);
+      const w = (await worlds(kc, ns).get(name)) as unknown as GameWorld;
+      return done(w) ? w : undefined;
+    },
+    timeoutMs,
+    100,
+  );
+}
+const ready = (w: GameWorld) =>
+  w.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') === true &&
+  w.status?.observedGeneration === w.metadata.generation;
+
+describe('reconciling a GameWorld against the real API server', () => {
+  it('creates every shard pod, the shard map, Service and PDB; kwok makes them Ready; status says so', async () => {
+    await worlds(kc, ns).create(world('forest'));
+    const w = await settle('forest', ready);
+    expect(w.status).toMatchObject({
+      shardSummary: '4/4',
+      instances: { desired: 2, current: 2, ready: 2, allocated: 0 },
+      selector: 'aethex.dev/world=forest',
+    });
+    expect(w.metadata.finalizers).toContain('aethex.dev/cleanup');
+    const ps = await pods('forest');
+    expect(ps.map((p) => p.metadata?.name).sort()).toEqual(['forest-0-0', 'forest-0-1', 'forest-1-0', 'forest-1-1']);
+    for (const p of ps) {
+      expect(p.spec?.nodeName).toMatch(/^kwok-node-\d+$/);
+      expect(p.metadata?.ownerReferences?.[0]).toMatchObject({ kind: 'GameWorld', name: 'forest', controller: true });
+      expect(p.metadata?.labels).toMatchObject({ 'aethex.dev/world': 'forest', 'aethex.dev/instance': p.metadata?.name?.split('-')[1] });
+    }
+    const env1 = ps.find((p) => p.metadata?.name === 'forest-1-1')?.spec?.containers[0]?.env ?? [];
+    expect(env1).toEqual(
+      expect.arrayContaining([
+        { name: 'AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS', value: '500,0,1000,500' },
+        { name: 'AETHEX_GAMESERVER_SHARD_NAME', value: 'forest-1-1' },
+      ]),
+    );
+    const cm = await core.readNamespacedConfigMap({ name: 'forest-world', namespace: ns });
+    const map = JSON.parse(cm.data?.['shard-map.json'] as string);
+    expect(map.instances[1].shards[0]).toEqual({
+      shard: 0,
+      name: 'forest-1-0',
+      region: { minX: 0, minY: 0, maxX: 500, maxY: 500 },
+      neighbours: [1],
+      address: `forest-1-0.forest-shards.${ns}.svc:7777`,
+    });
+    expect((await core.readNamespacedService({ name: 'forest-shards', namespace: ns })).spec?.clusterIP).toBe('None');
+    const table = await kubectl(env, 'get', 'gw', '-n', ns, 'forest');
+    expect(table.split('\n')[0]?.split(/\s+/)).toEqual(['NAME', 'INSTANCES', 'READY', 'ALLOCATED', 'SHARDS', 'AGE']);
+    expect(table.split('\n')[1]?.split(/\s+/).slice(0, 5)).toEqual(['forest', '2', '2', '0', '4/4']);
+  });
+
+  it('issues zero writes when it reconciles an unchanged world again', async () => {
+    await reconciler.reconcile(ns, 'forest');
+    const before = { ...kube.requests };
+    await reconciler.reconcile(ns, 'forest');
+    expect(kube.writes - (before.create + before.apply + before.patch + before.delete)).toBe(0);
+  });
+
+  it('scales through the scale subresource, and never removes an allocated instance', async () => {
+    await kubectl(env, 'scale', '-n', ns, 'gw/forest', '--replicas=3');
+    await settle('forest', (w) => ready(w) && w.status?.instances?.current === 3);
+    expect((await pods('forest')).length).toBe(6);
+    for (const p of (await pods('forest')).filter((x) => x.metadata?.labels?.[LABELS.instance] === '1')) {
+      await core.patchNamespacedPod(
+        { name: p.metadata?.name as string, namespace: ns, body: { metadata: { labels: { [LABELS.state]: 'Allocated' } } } },
+        k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
+      );
+    }
+    await kubectl(env, 'scale', '-n', ns, 'gw/forest', '--replicas=1');
+    const w = await settle('forest', (x) => ready(x) && x.status?.instances?.current === 1 && x.status.shards?.length === 2);
+    expect(w.status?.instances).toMatchObject({ desired: 1, current: 1, allocated: 1 });
+    await until('scaled-down pods to go', async () => {
+      const names = (await pods('forest')).map((p) => p.metadata?.name).sort();
+      return names.join() === 'forest-1-0,forest-1-1' ? names : undefined;
+    });
+    // Back to two: the allocated instance stays, the lowest free index is added.
+    await kubectl(env, 'scale', '-n', ns, 'gw/forest', '--replicas=2');
+    await settle('forest', (x) => ready(x) && x.status?.instances?.current === 2);
+    expect((await pods('forest')).map((p) => p.metadata?.name).sort()).toEqual(['forest-0-0', 'forest-0-1', 'forest-1-0', 'forest-1-1']);
+  });
+
+  it('rolls an image change one shard at a time, leaving the allocated instance alone', async () => {
+    await worlds(kc, ns).patch('forest', { spec: { image: 'example.org/aethex/gameserver:2' } });
+    let worstUnavailable = 0;
+    const sample = async () => {
+      const ps = (await pods('forest')).filter((p) => p.metadata?.labels?.[LABELS.instance] === '0');
+      const available = ps.filter(
+        (p) => !p.metadata?.deletionTimestamp && p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'),
+      );
+      worstUnavailable = Math.max(worstUnavailable, 2 - available.length);
+    };
+    await settle(
+      'forest',
+      (w) =>
+        ready(w) &&
+        w.status?.conditions?.some((c) => c.type === 'Progressing' && c.reason !== 'Reconciling' && c.status === 'True') === true,
+      sample,
+    ).catch(() => undefined);
+    await until(
+      'instance 0 to run the new image',
+      async () => {
+        await sample();
+        await reconciler.reconcile(ns, 'forest');
+        const images = (await pods('forest'))
+          .filter((p) => p.metadata?.labels?.[LABELS.instance] === '0' && !p.metadata?.deletionTimestamp)
+          .map((p) => p.spec?.containers[0]?.image);
+        return images.length === 2 && images.every((i) => i === 'example.org/aethex/gameserver:2') ? true : undefined;
+      },
+      60_000,
+      100,
+    );
+    // Exactly one: the roll was seen in progress, and never with two shards of the instance down.
+    expect(worstUnavailable).toBe(1);
+    const allocated = (await pods('forest')).filter((p) => p.metadata?.labels?.[LABELS.instance] === '1');
+    expect(allocated.map((p) => p.spec?.containers[0]?.image)).toEqual([
+      'example.org/aethex/gameserver:1',
+      'example.org/aethex/gameserver:1',
+    ]);
+  });
+
+  it('reports Ready=False with a reason when the pods cannot be scheduled', async () => {
+    await worlds(kc, ns).create(
+      world('nowhere', {
+        instances: 1,
+        sharding: { columns: 1, rows: 1 },
+        template: { nodeSelector: { 'aethex.dev/no-such-node': 'true' } },
+      }),
+    );
+    const w = await settle(
+      'nowhere',
+      (x) => x.status?.conditions?.some((c) => c.type === 'Ready' && c.reason === 'Unschedulable') === true,
+    );
+    expect(w.status?.conditions?.find((c) => c.type === 'Degraded')).toMatchObject({ status: 'True', reason: 'Unschedulable' });
+  });
+
+  it('deletes a world: the finalizer cleans external state once, garbage collection removes the children', async () => {
+    await worlds(kc, ns).delete('forest');
+    await until(
+      'the world to be gone',
+      async () => {
+        await reconciler.reconcile(ns, 'forest');
+        return (await worlds(kc, ns)
+          .get('forest')
+          .then(() => undefined)
+          .catch(() => true)) as true | undefined;
+      },
+      30_000,
+    );
+    await reconciler.reconcile(ns, 'forest');
+    expect(cleaned.filter((n) => n === 'forest')).toEqual(['forest']);
+    await until('the controller-manager to collect the children', async () => {
+      const left =
+        (await pods('forest')).length +
+        (await core.listNamespacedConfigMap({ namespace: ns, labelSelector: 'aethex.dev/world=forest' })).items.length;
+      return left === 0 ? true : undefined;
+    });
+  });
+});
