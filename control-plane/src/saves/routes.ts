@@ -44,8 +44,16 @@ export async function savesService(app: App, ctx: ServiceContext): Promise<void>
   const base64Max = Math.ceil(maxBytes / 3) * 4;
   const tags = ['saves'];
 
-  async function allowed(authorization: string | undefined, ownerId: string, permission: 'read:saves' | 'write:saves'): Promise<Principal> {
-    const who = await ctx.authenticate(authorization);
+  // Every saves route needs a caller: check the token before the body is read or validated, so an
+  // anonymous client cannot make the server parse a large upload.
+  const principals = new WeakMap<object, Principal>();
+  app.addHook('onRequest', async (request) => {
+    principals.set(request, await ctx.authenticate(request.headers.authorization));
+  });
+
+  function allowed(request: object, ownerId: string, permission: 'read:saves' | 'write:saves'): Principal {
+    const who = principals.get(request);
+    if (!who) throw new AppError('AUTH_REQUIRED', 'an access token is required (Authorization: Bearer …)');
     if (!mayAccess(who, ownerId, permission))
       throw new AppError('AUTH_FORBIDDEN', `not allowed to ${permission.replace(':', ' ')} of this user`);
     return who;
@@ -83,7 +91,7 @@ export async function savesService(app: App, ctx: ServiceContext): Promise<void>
     async (request) => {
       const { user_id } = request.params as { user_id: string };
       const q = request.query as { limit: number; after?: string };
-      await allowed(request.headers.authorization, user_id, 'read:saves');
+      allowed(request, user_id, 'read:saves');
       const saves = await repo.list(user_id, q.after, q.limit);
       return { saves, next_after: saves.length === q.limit ? (saves.at(-1)?.slot ?? null) : null };
     },
@@ -108,7 +116,7 @@ export async function savesService(app: App, ctx: ServiceContext): Promise<void>
     async (request) => {
       const { user_id, slot } = request.params as { user_id: string; slot: string };
       const { version } = request.query as { version?: number };
-      await allowed(request.headers.authorization, user_id, 'read:saves');
+      allowed(request, user_id, 'read:saves');
       const v = await repo.get(user_id, slot, version);
       if (!v)
         throw new AppError(
@@ -186,7 +194,7 @@ export async function savesService(app: App, ctx: ServiceContext): Promise<void>
         game_version?: string;
         engine_version?: string;
       };
-      await allowed(request.headers.authorization, user_id, 'write:saves');
+      allowed(request, user_id, 'write:saves');
       const data = Buffer.from(body.data, 'base64');
       if (data.length > maxBytes)
         throw new AppError('SAVES_TOO_LARGE', `a save may hold at most ${maxBytes} bytes; this one has ${data.length}`, {
@@ -250,7 +258,7 @@ export async function savesService(app: App, ctx: ServiceContext): Promise<void>
     async (request, reply) => {
       const { user_id, slot } = request.params as { user_id: string; slot: string };
       const { expected_version } = request.query as { expected_version: number };
-      const who = await allowed(request.headers.authorization, user_id, 'write:saves');
+      const who = allowed(request, user_id, 'write:saves');
       const r = await repo.remove(user_id, slot, expected_version);
       if (r.kind === 'conflict') settle(r);
       else if (r.unreferenced.length > 0) void blobs.remove(r.unreferenced);
@@ -285,7 +293,7 @@ export async function savesService(app: App, ctx: ServiceContext): Promise<void>
     async (request) => {
       const { user_id, slot } = request.params as { user_id: string; slot: string };
       const q = request.query as { limit: number; before?: number };
-      await allowed(request.headers.authorization, user_id, 'read:saves');
+      allowed(request, user_id, 'read:saves');
       const versions = await repo.history(user_id, slot, q.before, q.limit);
       return { versions, next_before: versions.length === q.limit ? (versions.at(-1)?.version ?? null) : null };
     },
@@ -320,7 +328,7 @@ export async function savesService(app: App, ctx: ServiceContext): Promise<void>
     async (request) => {
       const { user_id, slot } = request.params as { user_id: string; slot: string };
       const body = request.body as { version: number; expected_version: number; device_id?: string };
-      const who = await allowed(request.headers.authorization, user_id, 'write:saves');
+      const who = allowed(request, user_id, 'write:saves');
       const meta = settle(
         await repo.commit(user_id, slot, body.expected_version, { restore: body.version, deviceId: body.device_id ?? '' }, limits),
       );
