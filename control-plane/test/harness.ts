@@ -75,6 +75,8 @@ export async function startPlane(overrides: Record<string, string> = {}): Promis
     keysFile,
     vars,
     async close() {
+      // Teardown: do not wait out keep-alive sockets of requests a failed test left in flight.
+      app.server.closeAllConnections();
       await app.close();
       await stores.close();
     },

@@ -1,4 +1,18 @@
 export { aethex, PROTOCOL_VERSION } from '@aethex/proto';
+export {
+  ApiError,
+  AuthClient,
+  type AuthClientOptions,
+  type FetchLike,
+  MemoryTokenStorage,
+  parseRetryAfter,
+  type Session,
+  type TokenStorage,
+  type User,
+  type WebStorageLike,
+  webTokenStorage,
+} from './auth.js';
+export { fromBase64, sha256Checksum, toBase64 } from './encoding.js';
 export { interpolate, type Positioned } from './interpolation.js';
 export {
   RealtimeClient,
@@ -8,4 +22,14 @@ export {
   type WebSocketFactory,
   type WebSocketLike,
 } from './realtime.js';
+export {
+  type ConflictResolution,
+  type LoadedSave,
+  type SaveConflict,
+  type SaveMeta,
+  type SaveOptions,
+  SavesClient,
+  type SavesClientOptions,
+  verifySave,
+} from './saves.js';
 export { type EntityRecord, type SnapshotChanges, SnapshotStore } from './snapshots.js';

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import {
   createLocalJWKSet,
@@ -83,6 +84,7 @@ export class KeyRing {
       .setSubject(subject)
       .setIssuer(issuer)
       .setAudience(audience)
+      .setJti(randomUUID())
       .setIssuedAt(nowS)
       .setExpirationTime(nowS + ttlS)
       .sign(this.signing.key);

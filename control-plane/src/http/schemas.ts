@@ -26,5 +26,8 @@ export function errorResponses(...codes: ErrorCode[]): Record<number, TSchema> {
 }
 
 // Canonical lower-case form only: ids are compared as strings for authorization and used in object keys.
-export const UserId = Type.String({ pattern: '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$', description: 'A user id (UUID, lower case).' });
+export const UserId = Type.String({
+  pattern: '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$',
+  description: 'A user id (UUID, lower case).',
+});
 export const BearerAuth = [{ bearer: [] }];
