@@ -13,6 +13,14 @@ import type { Manifest } from '../reconcile/desired.js';
 /** Verbs the operator counts: reads and writes it issued to the API server. */
 export type Verb = 'get' | 'list' | 'create' | 'apply' | 'patch' | 'delete';
 
+/**
+ * A MicroTime as the API server parses it (RFC 3339 with six fractional digits); client-node's
+ * serializer would send a Date with three, which the server refuses.
+ */
+export function microTime(d: Date): k8s.V1MicroTime {
+  return d.toISOString().replace(/Z$/, '000Z') as unknown as k8s.V1MicroTime;
+}
+
 /** An error from the API server with its HTTP status (0 when the request never got an answer). */
 export class KubeError extends Error {
   constructor(
@@ -48,11 +56,22 @@ export class KubeClient {
   private readonly core: k8s.CoreV1Api;
   private readonly events: k8s.EventsV1Api;
 
-  constructor(readonly kc: k8s.KubeConfig) {
+  /**
+   * `mayWrite` is asked before every write; false refuses it (a leader that may have lost its lease,
+   * e.g. after being paused, must not act on what it read before).
+   */
+  constructor(
+    readonly kc: k8s.KubeConfig,
+    private readonly mayWrite: () => boolean = () => true,
+  ) {
     this.objects = k8s.KubernetesObjectApi.makeApiClient(kc);
     this.custom = kc.makeApiClient(k8s.CustomObjectsApi);
     this.core = kc.makeApiClient(k8s.CoreV1Api);
     this.events = kc.makeApiClient(k8s.EventsV1Api);
+  }
+
+  private guard(): void {
+    if (!this.mayWrite()) throw new KubeError(0, 'refusing to write: this replica does not hold the lease');
   }
 
   /** Writes issued so far (everything but get and list). */
@@ -76,6 +95,33 @@ export class KubeClient {
     }
   }
 
+  async listWorlds(namespace: string): Promise<{ items: GameWorld[]; metadata?: { resourceVersion?: string } }> {
+    this.requests.list++;
+    const base = { group: GAMEWORLD_GROUP, version: GAMEWORLD_VERSION, plural: GAMEWORLD_PLURAL };
+    try {
+      return (
+        namespace ? await this.custom.listNamespacedCustomObject({ ...base, namespace }) : await this.custom.listClusterCustomObject(base)
+      ) as {
+        items: GameWorld[];
+        metadata?: { resourceVersion?: string };
+      };
+    } catch (err) {
+      throw wrap('list GameWorlds', err);
+    }
+  }
+
+  async listManagedPods(namespace: string): Promise<k8s.V1PodList> {
+    this.requests.list++;
+    const labelSelector = `${LABELS.managedBy}=aethex-operator`;
+    try {
+      return namespace
+        ? await this.core.listNamespacedPod({ namespace, labelSelector })
+        : await this.core.listPodForAllNamespaces({ labelSelector });
+    } catch (err) {
+      throw wrap('list pods', err);
+    }
+  }
+
   async listShardPods(namespace: string, world: string): Promise<k8s.V1Pod[]> {
     this.requests.list++;
     try {
@@ -85,8 +131,8 @@ export class KubeClient {
     }
   }
 
-  /** Reads a child's annotations, or undefined if it does not exist. */
-  async annotations(m: Manifest): Promise<Record<string, string> | undefined> {
+  /** Reads a child's annotations and resourceVersion, or undefined if it does not exist. */
+  async observe(m: Manifest): Promise<{ annotations: Record<string, string>; resourceVersion?: string } | undefined> {
     this.requests.get++;
     try {
       const got = await this.objects.read({
@@ -94,15 +140,16 @@ export class KubeClient {
         kind: m.kind,
         metadata: { name: m.metadata.name, namespace: m.metadata.namespace },
       });
-      return got.metadata?.annotations ?? {};
+      return { annotations: got.metadata?.annotations ?? {}, resourceVersion: got.metadata?.resourceVersion };
     } catch (err) {
       if ((err as { code?: number }).code === 404) return undefined;
       throw wrap(`read ${m.kind} ${m.metadata.name}`, err);
     }
   }
 
-  /** Server-side apply under the operator's field manager. */
+  /** Server-side apply under the operator's field manager; give `metadata.resourceVersion` to apply only over that version. */
   async apply(m: Manifest): Promise<void> {
+    this.guard();
     this.requests.apply++;
     try {
       await this.objects.patch(m as k8s.KubernetesObject, undefined, undefined, FIELD_MANAGER, true, k8s.PatchStrategy.ServerSideApply);
@@ -113,6 +160,7 @@ export class KubeClient {
 
   /** Creates an object; an existing one with the same name is a 409 KubeError. */
   async create(m: Manifest): Promise<void> {
+    this.guard();
     this.requests.create++;
     try {
       await this.objects.create(m as k8s.KubernetesObject, undefined, undefined, FIELD_MANAGER);
@@ -123,6 +171,7 @@ export class KubeClient {
 
   /** Deletes a pod only if it is still the one observed (uid and resourceVersion preconditions). */
   async deletePod(namespace: string, name: string, uid: string, resourceVersion: string): Promise<void> {
+    this.guard();
     this.requests.delete++;
     try {
       await this.core.deleteNamespacedPod({ name, namespace, body: { preconditions: { uid, resourceVersion } } });
@@ -134,6 +183,7 @@ export class KubeClient {
 
   /** Replaces the world's status, refused if the world changed since `resourceVersion`. */
   async patchStatus(world: GameWorld, status: GameWorldStatus): Promise<void> {
+    this.guard();
     this.requests.patch++;
     try {
       await this.custom.patchNamespacedCustomObjectStatus(
@@ -154,6 +204,7 @@ export class KubeClient {
 
   /** Sets the world's finalizers, refused if the world changed since it was read. */
   async setFinalizers(world: GameWorld, finalizers: string[]): Promise<void> {
+    this.guard();
     this.requests.patch++;
     try {
       await this.custom.patchNamespacedCustomObject(
@@ -180,7 +231,7 @@ export class KubeClient {
         namespace: world.metadata.namespace,
         body: {
           metadata: { generateName: `${world.metadata.name}.` },
-          eventTime: now as unknown as k8s.V1MicroTime,
+          eventTime: microTime(now),
           reportingController: 'aethex.dev/operator',
           reportingInstance: 'aethex-operator',
           action: 'Reconcile',

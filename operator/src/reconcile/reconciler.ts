@@ -74,9 +74,15 @@ export class Reconciler {
 
     for (const m of desiredSupport(world, instances)) {
       const hash = hashOf(m);
-      const have = await kube.annotations(m);
-      if (have?.[APPLIED_HASH] !== hash)
-        await kube.apply({ ...m, metadata: { ...m.metadata, annotations: { ...m.metadata.annotations, [APPLIED_HASH]: hash } } });
+      const have = await kube.observe(m);
+      if (have?.annotations[APPLIED_HASH] !== hash) {
+        const metadata = {
+          ...m.metadata,
+          annotations: { ...m.metadata.annotations, [APPLIED_HASH]: hash },
+          ...(have?.resourceVersion ? { resourceVersion: have.resourceVersion } : {}),
+        };
+        await kube.apply({ ...m, metadata });
+      }
     }
 
     const plan = planPods(desired, observed, world.spec.updateStrategy.maxUnavailable);

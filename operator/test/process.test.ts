@@ -1,0 +1,180 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as k8s from '@kubernetes/client-node';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
+import { LABELS } from '../src/api/gameworld.js';
+import { installCrd, kubeConfig, kubectl, namespace, testEnv, until, worlds } from './harness.js';
+
+const env = testEnv();
+const kc = kubeConfig(env);
+const core = kc.makeApiClient(k8s.CoreV1Api);
+let ns: string;
+let release: string;
+let saKubeconfig: string;
+const children: ChildProcess[] = [];
+
+/** The operator's RBAC exactly as the chart renders it, and a kubeconfig holding its ServiceAccount's token. */
+async function operatorIdentity(): Promise<string> {
+  const { execFile } = await import('node:child_process');
+  const rendered = await new Promise<string>((resolve, reject) =>
+    execFile(
+      env.helm,
+      [
+        'template',
+        release,
+        join(import.meta.dirname, '../../charts/aethex'),
+        '--namespace',
+        ns,
+        '--show-only',
+        'templates/operator-rbac.yaml',
+      ],
+      (err, out) => (err ? reject(err) : resolve(out)),
+    ),
+  );
+  const file = join(mkdtempSync(join(tmpdir(), 'aethex-op-')), 'rbac.yaml');
+  writeFileSync(file, rendered);
+  await kubectl(env, 'apply', '-f', file);
+  const sa = parse(rendered.split('\n---\n')[0] as string).metadata.name as string;
+  const token = await core.createNamespacedServiceAccountToken({
+    name: sa,
+    namespace: ns,
+    body: { spec: { audiences: [], expirationSeconds: 3600 } },
+  });
+  const cluster = kc.getCurrentCluster();
+  const cfg = new k8s.KubeConfig();
+  cfg.loadFromOptions({
+    clusters: [{ name: 'c', server: cluster?.server as string, caFile: cluster?.caFile }],
+    users: [{ name: sa, token: token.status?.token }],
+    contexts: [{ name: 'c', cluster: 'c', user: sa, namespace: ns }],
+    currentContext: 'c',
+  });
+  const path = join(mkdtempSync(join(tmpdir(), 'aethex-op-')), 'kubeconfig');
+  writeFileSync(path, cfg.exportConfig());
+  return path;
+}
+
+function startOperator(identity: string): { child: ChildProcess; output: () => string; exited: Promise<number | null> } {
+  const child = spawn(process.execPath, ['--conditions=aethex-source', '--import', 'tsx', join(import.meta.dirname, '../src/main.ts')], {
+    env: {
+      ...process.env,
+      KUBECONFIG: saKubeconfig,
+      AETHEX_OPERATOR_NAMESPACE: ns,
+      AETHEX_OPERATOR_LEADER_NAMESPACE: ns,
+      AETHEX_OPERATOR_LEADER_IDENTITY: identity,
+      AETHEX_OPERATOR_LEADER_LEASE_S: '3',
+      AETHEX_OPERATOR_LEADER_RETRY_MS: '500',
+      AETHEX_OPERATOR_HTTP_LISTEN: '127.0.0.1:0',
+      AETHEX_OPERATOR_LOG_LEVEL: 'info',
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.push(child);
+  let out = '';
+  child.stdout?.on('data', (d) => {
+    out += d;
+  });
+  child.stderr?.on('data', (d) => {
+    out += d;
+  });
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  return { child, output: () => out, exited };
+}
+
+const pods = async (w: string) =>
+  (await core.listNamespacedPod({ namespace: ns, labelSelector: `${LABELS.world}=${w}` })).items.filter(
+    (p) => !p.metadata?.deletionTimestamp,
+  );
+const readyStatus = async (name: string) => {
+  const w = (await worlds(kc, ns).get(name)) as {
+    metadata: { generation: number };
+    status?: { observedGeneration?: number; shardSummary?: string; conditions?: { type: string; status: string }[] };
+  };
+  return w.status?.observedGeneration === w.metadata.generation &&
+    w.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True')
+    ? w.status
+    : undefined;
+};
+
+beforeAll(async () => {
+  await installCrd(env);
+  ns = await namespace(kc, 'op-process');
+  release = `aethex-${ns.slice(-12)}`.replace(/-+$/, '');
+  saKubeconfig = await operatorIdentity();
+});
+afterAll(async () => {
+  for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+  await core.deleteNamespace({ name: ns }).catch(() => undefined);
+});
+
+describe('the operator process under its ServiceAccount', () => {
+  it('is refused what its role does not grant (RBAC is real)', async () => {
+    const sa = new k8s.KubeConfig();
+    sa.loadFromFile(saKubeconfig);
+    const err = await sa
+      .makeApiClient(k8s.CoreV1Api)
+      .listNamespacedSecret({ namespace: ns })
+      .then(
+        () => undefined,
+        (e: { code?: number }) => e,
+      );
+    expect(err?.code).toBe(403);
+  });
+
+  it('reconciles the example world to Ready, and replaces a shard pod that dies', async () => {
+    const op = startOperator('solo');
+    await kubectl(env, 'apply', '-n', ns, '-f', join(import.meta.dirname, '../../examples/gameworld.yaml'));
+    const status = await until('frontier Ready', () => readyStatus('frontier'), 30_000).catch((err) => {
+      throw new Error(`${err.message}; operator said:\n${op.output()}`);
+    });
+    expect(status.shardSummary).toBe('4/4');
+    expect((await pods('frontier')).map((p) => p.metadata?.name).sort()).toEqual([
+      'frontier-0-0',
+      'frontier-0-1',
+      'frontier-0-2',
+      'frontier-0-3',
+    ]);
+
+    const victim = (await pods('frontier'))[0] as k8s.V1Pod;
+    await core.deleteNamespacedPod({ name: victim.metadata?.name as string, namespace: ns, gracePeriodSeconds: 0 });
+    await until('the deleted shard pod to be replaced', async () => {
+      const now = await pods('frontier');
+      const again = now.find((p) => p.metadata?.name === victim.metadata?.name);
+      return again && again.metadata?.uid !== victim.metadata?.uid ? true : undefined;
+    });
+    await until('frontier Ready again', () => readyStatus('frontier'));
+    op.child.kill('SIGTERM');
+    expect(await op.exited).toBe(0);
+    expect(op.output()).toContain('leading');
+  });
+
+  it('fails over between two replicas; a paused stale leader writes nothing when resumed', async () => {
+    const a = startOperator('replica-a');
+    await until('a to lead', async () => (a.output().includes('"msg":"leading"') ? true : undefined));
+    const b = startOperator('replica-b');
+    await until('b to wait', async () => (b.output().includes('waiting for the lease') ? true : undefined));
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(b.output()).not.toContain('"msg":"leading"');
+
+    a.child.kill('SIGSTOP');
+    await until('b to take over', async () => (b.output().includes('"msg":"leading"') ? true : undefined), 20_000);
+    // While a is paused, b scales the world down: a's caches still say 1 instance of 4 pods.
+    await worlds(kc, ns).patch('frontier', { spec: { instances: 0 } });
+    await until('b to scale frontier to zero', async () => ((await pods('frontier')).length === 0 ? true : undefined));
+    const before = (await worlds(kc, ns).get('frontier')) as { metadata: { resourceVersion: string } };
+
+    a.child.kill('SIGCONT');
+    expect(await a.exited).toBe(3);
+    expect(a.output()).toContain('lost the lease');
+    await new Promise((r) => setTimeout(r, 1500));
+    // Nothing a wrote took effect: no pod came back and the world did not change.
+    expect((await pods('frontier')).length).toBe(0);
+    expect(((await worlds(kc, ns).get('frontier')) as { metadata: { resourceVersion: string } }).metadata.resourceVersion).toBe(
+      before.metadata.resourceVersion,
+    );
+    b.child.kill('SIGTERM');
+    expect(await b.exited).toBe(0);
+  });
+});
