@@ -17,6 +17,12 @@ export const OPERATOR_SETTINGS = {
   'leader.identity': { type: 'string', default: '', doc: 'This replica’s identity (default: hostname and pid).' },
   'leader.lease_s': { type: 'int', default: 15, min: 2, max: 600, doc: 'Lease duration: a leader that cannot renew within it stops.' },
   'leader.retry_ms': { type: 'int', default: 2000, min: 100, max: 60_000, doc: 'How often the leader renews and candidates retry.' },
+  'cleanup.postgres_url': {
+    type: 'string',
+    default: '',
+    doc: 'PostgreSQL of the shards: a deleted world’s snapshot rows are removed from it (empty: skipped).',
+  },
+  'cleanup.redis_url': { type: 'string', default: '', doc: 'Redis of the shards: a deleted world’s presence keys are removed from it (empty: skipped).' },
   'http.listen': { type: 'listen', default: '0.0.0.0:8080', doc: 'Address of /healthz and /metrics.' },
   'log.level': { type: 'enum', default: 'info', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], doc: 'Log level.' },
 } as const satisfies Parameters<typeof loadSettings>[0];

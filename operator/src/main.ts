@@ -3,6 +3,7 @@ import { createServer } from 'node:http';
 import { hostname } from 'node:os';
 import { ConfigError, createLogger, type LogLevel } from '@aethex/runtime';
 import * as k8s from '@kubernetes/client-node';
+import { createExternalCleanup } from './cleanup.js';
 import { loadConfig } from './config.js';
 import { KubeClient } from './kube/client.js';
 import { createMetrics } from './metrics.js';
@@ -36,7 +37,8 @@ async function main(): Promise<void> {
   let elector: LeaderElector | undefined;
   const kube = new KubeClient(kc, () => !config['leader.enabled'] || elector?.holds() === true);
   const metrics = createMetrics();
-  const reconciler = new Reconciler({ kube, now: () => new Date(), log });
+  const external = createExternalCleanup({ postgresUrl: config['cleanup.postgres_url'], redisUrl: config['cleanup.redis_url'], log });
+  const reconciler = new Reconciler({ kube, now: () => new Date(), log, cleanup: external.cleanup });
   const controller = new Controller({
     kc,
     kube,

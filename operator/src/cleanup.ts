@@ -1,0 +1,88 @@
+import { Redis } from 'ioredis';
+import pg from 'pg';
+import type { GameWorld } from './api/gameworld.js';
+import type { ExternalCleanup } from './reconcile/reconciler.js';
+
+export interface CleanupStores {
+  /** PostgreSQL holding the shards' `shard_snapshots` (empty: nothing to clean there). */
+  postgresUrl: string;
+  /** Redis holding presence keys `aethex:presence:<player>` (empty: nothing to clean there). */
+  redisUrl: string;
+  log: { info: (o: object, m: string) => void };
+}
+
+/**
+ * What a deleted world leaves outside Kubernetes, removed when its finalizer runs: the shards'
+ * snapshot rows and the presence keys naming the world. The PostgreSQL part runs exactly once per
+ * world uid — a row in `aethex_world_cleanups` is written in the same transaction as the deletes,
+ * so a pass repeated after a crash finds it and deletes nothing (a new world with the same name
+ * is never touched). Presence keys expire on their own; deleting them again is harmless.
+ */
+export function createExternalCleanup(o: CleanupStores): { cleanup: ExternalCleanup; close: () => Promise<void> } {
+  const pool = o.postgresUrl
+    ? new pg.Pool({ connectionString: o.postgresUrl, max: 2, connectionTimeoutMillis: 5000, statement_timeout: 30_000 })
+    : undefined;
+  const redis = o.redisUrl ? new Redis(o.redisUrl, { maxRetriesPerRequest: 2, lazyConnect: true }) : undefined;
+  let ready: Promise<void> | undefined;
+  const prepare = () => {
+    ready ??= (async () => {
+      await pool?.query(`CREATE TABLE IF NOT EXISTS aethex_world_cleanups (
+        world_uid text PRIMARY KEY, world text NOT NULL, namespace text NOT NULL, snapshots_deleted integer NOT NULL, done_at timestamptz NOT NULL DEFAULT now())`);
+      await redis?.connect();
+    })();
+    return ready;
+  };
+
+  const cleanup: ExternalCleanup = async (world: GameWorld) => {
+    await prepare();
+    const name = world.metadata.name;
+    if (pool) {
+      const c = await pool.connect();
+      try {
+        await c.query('BEGIN');
+        const claimed = await c.query(
+          'INSERT INTO aethex_world_cleanups (world_uid, world, namespace, snapshots_deleted) VALUES ($1, $2, $3, 0) ON CONFLICT DO NOTHING RETURNING 1',
+          [world.metadata.uid, name, world.metadata.namespace],
+        );
+        if (claimed.rowCount === 1) {
+          const exists = (await c.query<{ t: string | null }>("SELECT to_regclass('shard_snapshots')::text AS t")).rows[0]?.t;
+          const deleted = exists ? ((await c.query('DELETE FROM shard_snapshots WHERE world = $1', [name])).rowCount ?? 0) : 0;
+          await c.query('UPDATE aethex_world_cleanups SET snapshots_deleted = $2 WHERE world_uid = $1', [world.metadata.uid, deleted]);
+          o.log.info({ world: name, snapshots: deleted }, 'deleted the world’s snapshots');
+        }
+        await c.query('COMMIT');
+      } catch (err) {
+        await c.query('ROLLBACK').catch(() => undefined);
+        throw err;
+      } finally {
+        c.release();
+      }
+    }
+    if (redis) {
+      let cursor = '0';
+      let removed = 0;
+      do {
+        const [next, keys] = await redis.scan(cursor, 'MATCH', 'aethex:presence:*', 'COUNT', 1000);
+        cursor = next;
+        if (keys.length === 0) continue;
+        const values = await redis.mget(...keys);
+        const mine = keys.filter((_, i) => {
+          try {
+            return (JSON.parse(values[i] ?? 'null') as { world?: string } | null)?.world === name;
+          } catch {
+            return false;
+          }
+        });
+        if (mine.length > 0) removed += await redis.del(...mine);
+      } while (cursor !== '0');
+      if (removed > 0) o.log.info({ world: name, presence: removed }, 'deleted the world’s presence keys');
+    }
+  };
+  return {
+    cleanup,
+    async close() {
+      await pool?.end();
+      redis?.disconnect();
+    },
+  };
+}
