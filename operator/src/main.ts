@@ -2,25 +2,20 @@
 import { createServer } from 'node:http';
 import { hostname } from 'node:os';
 import { ConfigError, createLogger, type LogLevel } from '@aethex/runtime';
-import * as k8s from '@kubernetes/client-node';
-import { createExternalCleanup } from './cleanup.js';
-import { loadConfig } from './config.js';
-import { KubeClient } from './kube/client.js';
-import { createMetrics } from './metrics.js';
-import { Reconciler } from './reconcile/reconciler.js';
-import { Controller } from './runtime/controller.js';
-import { LeaderElector } from './runtime/leader.js';
+import { loadConfigWithArgs, USAGE } from './config.js';
+import type { LeaderElector } from './runtime/leader.js';
 
 // The operator process: reconciles GameWorlds into shard pods. Kubeconfig from KUBECONFIG or the
 // in-cluster ServiceAccount. With leader election on, only the lease holder reconciles; a leader
-// that loses its lease exits (the Deployment restarts it as a candidate).
+// that loses its lease exits (the Deployment restarts it as a candidate). With `--runtime local
+// -f <file>` it runs the worlds of a file as processes on this machine instead (local/main.ts).
 
-let config: ReturnType<typeof loadConfig>;
+let config: ReturnType<typeof loadConfigWithArgs>;
 try {
-  config = loadConfig(process.env);
+  config = loadConfigWithArgs(process.argv.slice(2), process.env);
 } catch (err) {
   if (err instanceof ConfigError) {
-    process.stderr.write(`operator: configuration error: ${err.message}\n`);
+    process.stderr.write(`operator: configuration error: ${err.message}\n${USAGE}\n`);
     process.exit(2);
   }
   throw err;
@@ -28,10 +23,15 @@ try {
 const log = createLogger('operator', config['log.level'] as LogLevel);
 
 async function main(): Promise<void> {
-  if (config.runtime === 'local') {
-    process.stderr.write('operator: --runtime local is not built yet; see docs/operator.md\n');
-    process.exit(2);
-  }
+  // Each runtime loads only its own modules (the Kubernetes client alone takes a second or two).
+  if (config.runtime === 'local') return (await import('./local/main.js')).runLocal(config, process.env, log);
+  const k8s = await import('@kubernetes/client-node');
+  const { createExternalCleanup } = await import('./cleanup.js');
+  const { KubeClient } = await import('./kube/client.js');
+  const { createMetrics } = await import('./metrics.js');
+  const { Reconciler } = await import('./reconcile/reconciler.js');
+  const { Controller } = await import('./runtime/controller.js');
+  const { LeaderElector } = await import('./runtime/leader.js');
   const kc = new k8s.KubeConfig();
   kc.loadFromDefault();
   let elector: LeaderElector | undefined;
