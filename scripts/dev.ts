@@ -1,94 +1,140 @@
 #!/usr/bin/env node
-// `npm start`: a whole shard on this machine with no external service. Generates a development
-// signing key (the shard trusts its public half), starts the shard server with wandering NPCs on
-// its embedded defaults (snapshots in .aethex/snapshots, presence in process), and drives bots
-// against it. Ctrl-C stops everything.
+// `npm start`: the example world on this machine with no external service. The operator's local
+// runtime reconciles examples/gameworld.yaml (a 2 × 2 world: four shard processes on their
+// embedded defaults, with wandering NPCs), and bots play on every shard. Edit the file while it
+// runs — instances, bounds, sharding — and the runtime applies it. Ctrl-C stops everything.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { generateKeyPairSync } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
 const { values } = parseArgs({
   options: {
-    bots: { type: 'string', default: '50' },
-    npcs: { type: 'string', default: '500' },
-    port: { type: 'string', default: '7777' },
-    'ops-port': { type: 'string', default: '7350' },
+    file: { type: 'string', short: 'f', default: 'examples/gameworld.yaml' },
+    bots: { type: 'string', default: '20' },
+    npcs: { type: 'string', default: '150' },
+    'base-port': { type: 'string', default: '7700' },
+    'status-port': { type: 'string', default: '7390' },
+    directory: { type: 'string', default: '.aethex/local' },
   },
   strict: true,
 });
-for (const [flag, v, max] of [
-  ['--bots', values.bots, 5000],
-  ['--npcs', values.npcs, 100000],
-  ['--port', values.port, 65535],
-  ['--ops-port', values['ops-port'], 65535],
+for (const [flag, v, min, max] of [
+  ['--bots', values.bots, 0, 2000],
+  ['--npcs', values.npcs, 0, 100000],
+  ['--base-port', values['base-port'], 1024, 65000],
+  ['--status-port', values['status-port'], 1024, 65535],
 ] as const) {
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 0 || n > max) {
-    console.error(`npm start: ${flag} must be an integer from 0 to ${max}, got '${v}'`);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    console.error(`npm start: ${flag} must be an integer from ${min} to ${max}, got '${v}'`);
     process.exit(2);
   }
 }
 
-const dir = mkdtempSync(join(tmpdir(), 'aethex-dev-'));
-const keys = generateKeyPairSync('ed25519');
-const privateKeyFile = join(dir, 'join-signing-key.pem');
-writeFileSync(privateKeyFile, keys.privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
 const node = ['--conditions=aethex-source', '--import', 'tsx'];
+const directory = values.directory as string;
+const statusUrl = `http://127.0.0.1:${values['status-port']}/status`;
 const children: ChildProcess[] = [];
+let stopping = false;
 
-const shard = spawn(process.execPath, [...node, 'gameserver/src/main.ts'], {
-  stdio: 'inherit',
+const operator = spawn(process.execPath, [...node, 'operator/src/main.ts', '--runtime', 'local', '-f', values.file as string], {
+  stdio: ['ignore', 'inherit', 'inherit'],
   env: {
     ...process.env,
-    AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: keys.publicKey.export({ type: 'spki', format: 'pem' }).toString(),
-    AETHEX_GAMESERVER_GATEWAY_BIND_ADDR: `127.0.0.1:${values.port}`,
-    AETHEX_GAMESERVER_OPS_BIND_ADDR: `127.0.0.1:${values['ops-port']}`,
-    AETHEX_GAMESERVER_ENGINE_NPC_COUNT: values.npcs,
-    AETHEX_GAMESERVER_GATEWAY_MAX_CONNECTIONS_PER_ADDRESS: String(Number(values.bots) + 16),
+    AETHEX_OPERATOR_LOCAL_BASE_PORT: values['base-port'],
+    AETHEX_OPERATOR_LOCAL_DIRECTORY: directory,
+    AETHEX_OPERATOR_HTTP_LISTEN: `127.0.0.1:${values['status-port']}`,
+    AETHEX_OPERATOR_LOG_LEVEL: process.env.AETHEX_OPERATOR_LOG_LEVEL ?? 'warn',
+    AETHEX_OPERATOR_LOCAL_ENV: JSON.stringify({
+      AETHEX_GAMESERVER_ENGINE_NPC_COUNT: values.npcs,
+      AETHEX_GAMESERVER_GATEWAY_MAX_CONNECTIONS_PER_ADDRESS: String(Number(values.bots) + 16),
+      AETHEX_GAMESERVER_LOG_LEVEL: 'warn',
+    }),
   },
 });
-children.push(shard);
-shard.on('exit', (code) => {
-  console.error(`npm start: the shard exited (${code}); stopping`);
+children.push(operator);
+operator.on('exit', (code) => {
+  if (!stopping) console.error(`npm start: the operator exited (${code}); stopping`);
   stop(code ?? 1);
 });
 
-// Give the shard a moment to listen, then start the bots.
-await new Promise((r) => setTimeout(r, 1500));
-console.log(
-  `\nAeThex shard running: players ws://127.0.0.1:${values.port}, viewer http://127.0.0.1:${values['ops-port']}/viewer, metrics http://127.0.0.1:${values['ops-port']}/metrics`,
-);
-console.log(
-  `Development join-signing key: ${privateKeyFile} (npm run bots -- --url ws://127.0.0.1:${values.port} --private-key ${privateKeyFile})\n`,
-);
-if (Number(values.bots) > 0) {
+interface Proc {
+  name: string;
+  instance: number;
+  state: string;
+  gateway: string;
+  ops: string;
+}
+interface Status {
+  worlds: { name: string; errors?: string[]; status?: { conditions?: { type: string; status: string }[] }; processes: Proc[] }[];
+}
+
+// Wait until every world in the file is Ready, then say where everything is and start the bots.
+let status: Status | undefined;
+for (let i = 0; i < 240 && !stopping; i++) {
+  await new Promise((r) => setTimeout(r, 500));
+  status = (await fetch(statusUrl)
+    .then((r) => r.json())
+    .catch(() => undefined)) as Status | undefined;
+  const ready =
+    status?.worlds.length && status.worlds.every((w) => w.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'));
+  if (ready) break;
+}
+if (!status || stopping) process.exit(1);
+
+const key = join(directory, 'join-signing-key.pem');
+console.log(`\nAeThex running ${values.file} on the operator's local runtime (status: ${statusUrl})`);
+for (const w of status.worlds) {
+  for (const p of w.processes)
+    console.log(`  ${p.name.padEnd(16)} players ${p.gateway}   viewer ${p.ops}/viewer   metrics ${p.ops}/metrics`);
+}
+console.log(`Development join-signing key: ${key} (npm run bots -- --url <players> --world <world> --shard <name> --private-key ${key})\n`);
+
+const shards = status.worlds.flatMap((w) => w.processes.map((p) => ({ world: w.name, ...p })));
+const perShard = Math.ceil(Number(values.bots) / Math.max(1, shards.length));
+for (const [i, s] of shards.entries()) {
+  const count = Math.min(perShard, Number(values.bots) - i * perShard);
+  if (count <= 0) break;
   const bots = spawn(
     process.execPath,
     [
       ...node,
       'sdk/src/bots.ts',
       '--url',
-      `ws://127.0.0.1:${values.port}`,
+      s.gateway,
+      '--world',
+      s.world,
+      '--instance',
+      String(s.instance),
+      '--shard',
+      s.name,
       '--count',
-      values.bots,
+      String(count),
       '--private-key',
-      privateKeyFile,
+      key,
       '--duration',
       '86400',
       '--prefix',
-      'dev-bot',
+      `dev-bot-${s.name}`,
     ],
-    { stdio: 'inherit' },
+    { stdio: ['ignore', 'ignore', 'inherit'] },
   );
   children.push(bots);
 }
 
-function stop(code: number): void {
-  for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
-  setTimeout(() => process.exit(code), 500).unref();
+/**
+ * Stops the bots and the operator (which drains its shards first). On Ctrl-C the terminal has
+ * already sent SIGINT to every process of the group, so the operator is not signalled twice
+ * (a second signal makes it kill its shards without draining).
+ */
+function stop(code: number, alreadySignalled = false): void {
+  if (stopping) return;
+  stopping = true;
+  for (const c of children) if (c.exitCode === null && !(alreadySignalled && c === operator)) c.kill('SIGTERM');
+  const done = () => process.exit(code);
+  if (operator.exitCode === null) operator.once('exit', done);
+  else done();
+  setTimeout(done, 15_000).unref();
 }
-process.on('SIGINT', () => stop(0));
+process.on('SIGINT', () => stop(0, true));
 process.on('SIGTERM', () => stop(0));

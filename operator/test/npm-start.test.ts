@@ -1,0 +1,95 @@
+import { spawn } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { expect, it } from 'vitest';
+import { until } from './harness.js';
+
+const root = join(import.meta.dirname, '../..');
+
+async function freePorts(n: number): Promise<number> {
+  // A base port with 2n free ports above it (shards take base + 2k and base + 2k + 1).
+  for (let base = 20_000 + Math.floor(Math.random() * 20_000); ; base += 2 * n + 2) {
+    const ok = await Promise.all(
+      Array.from(
+        { length: 2 * n },
+        (_, i) =>
+          new Promise<boolean>((resolve) => {
+            const s = createServer();
+            s.once('error', () => resolve(false));
+            s.listen(base + i, '127.0.0.1', () => s.close(() => resolve(true)));
+          }),
+      ),
+    );
+    if (ok.every(Boolean)) return base;
+  }
+}
+
+it('`npm start` runs the example world on the local runtime with bots on every shard, and Ctrl-C stops it all', async () => {
+  const base = await freePorts(5);
+  const statusPort = base + 10;
+  const dir = mkdtempSync(join(tmpdir(), 'aethex-start-'));
+  const child = spawn(
+    process.execPath,
+    [
+      '--conditions=aethex-source',
+      '--import',
+      'tsx',
+      'scripts/dev.ts',
+      '--bots',
+      '8',
+      '--npcs',
+      '20',
+      '--base-port',
+      String(base),
+      '--status-port',
+      String(statusPort),
+      '--directory',
+      dir,
+    ],
+    { cwd: root, detached: true, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let out = '';
+  child.stdout?.on('data', (d) => {
+    out += d;
+  });
+  child.stderr?.on('data', (d) => {
+    out += d;
+  });
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  try {
+    await until('the world to be announced', async () => (out.includes('frontier-0-3') ? true : undefined), 90_000, 250).catch((err) => {
+      throw new Error(`${err.message}:\n${out}`);
+    });
+    const opsPorts = [1, 3, 5, 7].map((k) => base + k);
+    // Every shard serves its region and has bots playing on it.
+    const players = await until(
+      'bots on every shard',
+      async () => {
+        const counts = await Promise.all(
+          opsPorts.map(async (p) => {
+            const text = await (await fetch(`http://127.0.0.1:${p}/metrics`)).text();
+            return Number(/^aether_players (\d+)/m.exec(text)?.[1] ?? 0);
+          }),
+        );
+        return counts.every((c) => c > 0) ? counts : undefined;
+      },
+      60_000,
+      500,
+    );
+    expect(players.reduce((a, b) => a + b, 0)).toBe(8);
+    const region = (await (await fetch(`http://127.0.0.1:${base + 7}/viewer/state`)).json()) as { region: object };
+    expect(region.region).toEqual({ minX: 0, minY: 0, maxX: 2000, maxY: 2000 });
+  } finally {
+    // Ctrl-C: SIGINT to the whole process group, as a terminal does.
+    if (child.pid) process.kill(-child.pid, 'SIGINT');
+  }
+  expect(await exited).toBe(0);
+  await new Promise((r) => setTimeout(r, 500));
+  const pids = (await (await import('node:fs/promises')).readdir(dir, { recursive: true })).filter((f) => f.endsWith('pid'));
+  for (const f of pids) {
+    const pid = Number((await (await import('node:fs/promises')).readFile(join(dir, f), 'utf8')).trim());
+    expect(() => process.kill(pid, 0), `shard ${f} (pid ${pid}) still running`).toThrow();
+  }
+}, 180_000);
