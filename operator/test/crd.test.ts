@@ -1,0 +1,64 @@
+import { execFile } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as k8s from '@kubernetes/client-node';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { stringify } from 'yaml';
+import { installCrd, kubeConfig, namespace, testEnv } from './harness.js';
+
+const env = testEnv();
+const kc = kubeConfig(env);
+let ns: string;
+beforeAll(async () => {
+  await installCrd(env);
+  ns = await namespace(kc, 'op-crd');
+});
+afterAll(async () => {
+  await kc
+    .makeApiClient(k8s.CoreV1Api)
+    .deleteNamespace({ name: ns })
+    .catch(() => undefined);
+});
+
+/** `kubectl apply` of one GameWorld; resolves with kubectl's exit code and what it printed. */
+function apply(spec: Record<string, unknown>): Promise<{ code: number; out: string }> {
+  const file = join(mkdtempSync(join(tmpdir(), 'aethex-crd-')), 'gw.yaml');
+  writeFileSync(
+    file,
+    stringify({
+      apiVersion: 'aethex.dev/v1alpha1',
+      kind: 'GameWorld',
+      metadata: { name: `w${Math.floor(Math.random() * 1e9)}`, namespace: ns },
+      spec,
+    }),
+  );
+  return new Promise((resolve) =>
+    execFile(env.kubectl, ['--kubeconfig', env.kubeconfig, 'apply', '-f', file], (err, stdout, stderr) =>
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, out: `${stdout}${stderr}` }),
+    ),
+  );
+}
+
+const good = { image: 'shard:1', world: { bounds: { minX: 0, minY: 0, maxX: 100, maxY: 100 } } };
+
+it.each([
+  [
+    'inverted bounds',
+    { ...good, world: { bounds: { minX: 10, minY: 0, maxX: -10, maxY: 100 } } },
+    /spec\.world\.bounds\.minX.*bounds\.minX must be less than bounds\.maxX/,
+  ],
+  ['zero columns', { ...good, sharding: { columns: 0, rows: 1 } }, /spec\.sharding\.columns.*should be greater than or equal to 1/],
+  ['too many shards', { ...good, sharding: { columns: 16, rows: 8 } }, /spec\.sharding.*sharding\.columns × sharding\.rows must be at most 64/],
+  ['an unknown field', { ...good, replicas: 3 }, /unknown field "spec\.replicas"/],
+  ['a missing image', { world: good.world }, /spec\.image: Required value/],
+  ['a negative aoiRadius', { ...good, world: { ...good.world, aoiRadius: -1 } }, /spec\.world\.aoiRadius/],
+])('the API server refuses %s, naming the field', async (_what, spec, message) => {
+  const r = await apply(spec);
+  expect(r.code).not.toBe(0);
+  expect(r.out).toMatch(message);
+});
+
+it('accepts the examples', async () => {
+  expect((await apply(good)).code).toBe(0);
+});
