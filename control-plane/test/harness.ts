@@ -158,7 +158,10 @@ export async function spawnPlane(vars: Record<string, string>): Promise<{ child:
     out += d;
   });
   const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`control plane did not start:\n${out}`)), 30_000);
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`control plane did not start:\n${out}`));
+    }, 30_000);
     const check = () => {
       const m = /"address":"(http:\/\/[^"]+)"/.exec(out);
       if (m) {

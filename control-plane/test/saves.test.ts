@@ -73,7 +73,12 @@ describe('saves', () => {
       secretKey: env.s3.secretKey,
     });
     expect(await minio.getBucketVersioning(plane.config['s3.bucket'])).toMatchObject({ Status: 'Enabled' });
-    const stream = await minio.getObject(plane.config['s3.bucket'], `${a.id}/bytes`);
+    const { rows } = await plane.stores.pg.query(
+      "SELECT object_key, object_version FROM save_versions WHERE user_id = $1 AND slot = 'bytes'",
+      [a.id],
+    );
+    expect(rows[0].object_key).toMatch(new RegExp(`^${a.id}/bytes/[0-9a-f-]{36}$`));
+    const stream = await minio.getObject(plane.config['s3.bucket'], rows[0].object_key, { versionId: rows[0].object_version });
     const chunks: Buffer[] = [];
     for await (const ch of stream) chunks.push(ch as Buffer);
     expect(gunzipSync(Buffer.concat(chunks))).toEqual(data);

@@ -412,7 +412,19 @@ beforeAll(async () => {
     replaced: await KeyRing.fromFile(await writeKeysFile()),
   };
   // The forgeries are built from these claims: make sure they are the server's shape.
-  expect(Object.keys(kit.claims).sort()).toEqual(['aud', 'email', 'exp', 'iat', 'iss', 'permissions', 'roles', 'sid', 'sub', 'user_id']);
+  expect(Object.keys(kit.claims).sort()).toEqual([
+    'aud',
+    'email',
+    'exp',
+    'iat',
+    'iss',
+    'jti',
+    'permissions',
+    'roles',
+    'sid',
+    'sub',
+    'user_id',
+  ]);
   expect(kit.claims).toMatchObject({ sub: victim.id, user_id: victim.id, iss: ISS, aud: AUD });
 });
 
@@ -449,12 +461,13 @@ describe('positive controls: the forging harness produces tokens the server acce
 
   it("forging with the server token's own iat and exp reproduces that token byte for byte", async () => {
     // Ed25519 signatures are deterministic: equal header, claims and key give the equal token.
-    const { iat, exp, sub: _s, iss: _is, aud: _a, ...custom } = kit.claims;
+    const { iat, exp, jti, sub: _s, iss: _is, aud: _a, ...custom } = kit.claims;
     const token = await new SignJWT(custom)
       .setProtectedHeader({ alg: 'EdDSA', kid: KID, typ: TYP })
       .setSubject(kit.victimId)
       .setIssuer(ISS)
       .setAudience(AUD)
+      .setJti(jti as string)
       .setIssuedAt(iat as number)
       .setExpirationTime(exp as number)
       .sign(kit.realKey);

@@ -1,9 +1,10 @@
+import { randomUUID } from 'node:crypto';
 import type { Client as MinioClient } from 'minio';
 import { AppError } from '../errors.js';
 
 /**
- * Save blobs in S3/MinIO under `<user>/<slot>` in a versioned bucket: every write is a new object
- * version, and metadata in PostgreSQL names the version id. Failures of the store become
+ * Save blobs in S3/MinIO under `<user>/<slot>/<uuid>` in a versioned bucket; metadata in
+ * PostgreSQL names the key and the version id. Failures of the store become
  * UNAVAILABLE (503) so clients retry; a version that is gone becomes SAVES_CORRUPTED.
  */
 export class BlobStore {
@@ -12,8 +13,13 @@ export class BlobStore {
     private readonly bucket: string,
   ) {}
 
+  /**
+   * A fresh key per write (`<user>/<slot>/<uuid>`): each object then holds one version, where one
+   * key per slot would pile up a version per write and slow every PUT as its version list grows.
+   * Versioning still protects each object against overwrite and deletion.
+   */
   static key(userId: string, slot: string): string {
-    return `${userId}/${slot}`;
+    return `${userId}/${slot}/${randomUUID()}`;
   }
 
   async put(key: string, body: Buffer, checksum: string): Promise<string> {

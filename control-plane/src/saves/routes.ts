@@ -125,7 +125,22 @@ export async function savesService(app: App, ctx: ServiceContext): Promise<void>
         );
       let data: Buffer;
       try {
-        data = await decodeSave(await blobs.get(v.object_key, v.object_version), v.checksum, `${slot} v${v.version}`);
+        let stored: Buffer;
+        try {
+          stored = await blobs.get(v.object_key, v.object_version);
+        } catch (err) {
+          // A version pruned (or a slot deleted) between reading its row and its blob is not
+          // corruption: look again, and answer as if the row had not been found.
+          const again = err instanceof AppError && err.code === 'SAVES_CORRUPTED' ? await repo.get(user_id, slot, version) : v;
+          if (!again || again.object_version !== v.object_version) {
+            throw new AppError(
+              'SAVES_NOT_FOUND',
+              version === undefined ? `no save in slot ${slot}` : `version ${version} of slot ${slot} is not kept`,
+            );
+          }
+          throw err;
+        }
+        data = await decodeSave(stored, v.checksum, `${slot} v${v.version}`);
       } catch (err) {
         if (err instanceof AppError && err.code === 'SAVES_CORRUPTED') {
           metrics.saveCorrupt.inc();
