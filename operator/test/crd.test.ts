@@ -2,10 +2,9 @@ import { execFile } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as k8s from '@kubernetes/client-node';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { stringify } from 'yaml';
-import { installCrd, kubeConfig, namespace, testEnv } from './harness.js';
+import { dropNamespace, installCrd, kubeConfig, namespace, testEnv } from './harness.js';
 
 const env = testEnv();
 const kc = kubeConfig(env);
@@ -15,10 +14,7 @@ beforeAll(async () => {
   ns = await namespace(kc, 'op-crd');
 });
 afterAll(async () => {
-  await kc
-    .makeApiClient(k8s.CoreV1Api)
-    .deleteNamespace({ name: ns })
-    .catch(() => undefined);
+  await dropNamespace(kc, ns);
 });
 
 /** `kubectl apply` of one GameWorld; resolves with kubectl's exit code and what it printed. */
@@ -49,7 +45,11 @@ it.each([
     /spec\.world\.bounds\.minX.*bounds\.minX must be less than bounds\.maxX/,
   ],
   ['zero columns', { ...good, sharding: { columns: 0, rows: 1 } }, /spec\.sharding\.columns.*should be greater than or equal to 1/],
-  ['too many shards', { ...good, sharding: { columns: 16, rows: 8 } }, /spec\.sharding.*sharding\.columns × sharding\.rows must be at most 64/],
+  [
+    'too many shards',
+    { ...good, sharding: { columns: 16, rows: 8 } },
+    /spec\.sharding.*sharding\.columns × sharding\.rows must be at most 64/,
+  ],
   ['an unknown field', { ...good, replicas: 3 }, /unknown field "spec\.replicas"/],
   ['a missing image', { world: good.world }, /spec\.image: Required value/],
   ['a negative aoiRadius', { ...good, world: { ...good.world, aoiRadius: -1 } }, /spec\.world\.aoiRadius/],

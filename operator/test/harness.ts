@@ -41,6 +41,25 @@ export async function namespace(kc: k8s.KubeConfig, prefix: string): Promise<str
   return name;
 }
 
+/**
+ * Deletes a test namespace for good: GameWorlds left with the operator's finalizer (and no
+ * operator running to remove it) would keep the namespace Terminating forever.
+ */
+export async function dropNamespace(kc: k8s.KubeConfig, ns: string): Promise<void> {
+  const w = worlds(kc, ns);
+  const custom = kc.makeApiClient(k8s.CustomObjectsApi);
+  const list = (await custom
+    .listNamespacedCustomObject({ group: GAMEWORLD_GROUP, version: GAMEWORLD_VERSION, namespace: ns, plural: GAMEWORLD_PLURAL })
+    .catch(() => ({ items: [] }))) as { items: { metadata: { name: string; finalizers?: string[] } }[] };
+  for (const item of list.items) {
+    if (item.metadata.finalizers?.length) await w.patch(item.metadata.name, { metadata: { finalizers: null } }).catch(() => undefined);
+  }
+  await kc
+    .makeApiClient(k8s.CoreV1Api)
+    .deleteNamespace({ name: ns })
+    .catch(() => undefined);
+}
+
 export async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 60_000, everyMs = 200): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;

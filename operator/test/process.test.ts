@@ -1,12 +1,10 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as k8s from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parse } from 'yaml';
 import { LABELS } from '../src/api/gameworld.js';
-import { installCrd, kubeConfig, kubectl, namespace, testEnv, until, worlds } from './harness.js';
+import { dropNamespace, installCrd, kubeConfig, kubectl, namespace, testEnv, until, worlds } from './harness.js';
+import { type OperatorIdentity, operatorIdentity, removeOperatorIdentity } from './operator-process.js';
 
 const env = testEnv();
 const kc = kubeConfig(env);
@@ -14,47 +12,8 @@ const core = kc.makeApiClient(k8s.CoreV1Api);
 let ns: string;
 let release: string;
 let saKubeconfig: string;
+let identity: OperatorIdentity | undefined;
 const children: ChildProcess[] = [];
-
-/** The operator's RBAC exactly as the chart renders it, and a kubeconfig holding its ServiceAccount's token. */
-async function operatorIdentity(): Promise<string> {
-  const { execFile } = await import('node:child_process');
-  const rendered = await new Promise<string>((resolve, reject) =>
-    execFile(
-      env.helm,
-      [
-        'template',
-        release,
-        join(import.meta.dirname, '../../charts/aethex'),
-        '--namespace',
-        ns,
-        '--show-only',
-        'templates/operator-rbac.yaml',
-      ],
-      (err, out) => (err ? reject(err) : resolve(out)),
-    ),
-  );
-  const file = join(mkdtempSync(join(tmpdir(), 'aethex-op-')), 'rbac.yaml');
-  writeFileSync(file, rendered);
-  await kubectl(env, 'apply', '-f', file);
-  const sa = parse(rendered.split('\n---\n')[0] as string).metadata.name as string;
-  const token = await core.createNamespacedServiceAccountToken({
-    name: sa,
-    namespace: ns,
-    body: { spec: { audiences: [], expirationSeconds: 3600 } },
-  });
-  const cluster = kc.getCurrentCluster();
-  const cfg = new k8s.KubeConfig();
-  cfg.loadFromOptions({
-    clusters: [{ name: 'c', server: cluster?.server as string, caFile: cluster?.caFile }],
-    users: [{ name: sa, token: token.status?.token }],
-    contexts: [{ name: 'c', cluster: 'c', user: sa, namespace: ns }],
-    currentContext: 'c',
-  });
-  const path = join(mkdtempSync(join(tmpdir(), 'aethex-op-')), 'kubeconfig');
-  writeFileSync(path, cfg.exportConfig());
-  return path;
-}
 
 function startOperator(identity: string): { child: ChildProcess; output: () => string; exited: Promise<number | null> } {
   const child = spawn(process.execPath, ['--conditions=aethex-source', '--import', 'tsx', join(import.meta.dirname, '../src/main.ts')], {
@@ -102,11 +61,13 @@ beforeAll(async () => {
   await installCrd(env);
   ns = await namespace(kc, 'op-process');
   release = `aethex-${ns.slice(-12)}`.replace(/-+$/, '');
-  saKubeconfig = await operatorIdentity();
+  identity = await operatorIdentity(env, kc, ns, release);
+  saKubeconfig = identity.kubeconfig;
 });
 afterAll(async () => {
   for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
-  await core.deleteNamespace({ name: ns }).catch(() => undefined);
+  await dropNamespace(kc, ns);
+  await removeOperatorIdentity(env, identity);
 });
 
 describe('the operator process under its ServiceAccount', () => {
@@ -163,6 +124,9 @@ describe('the operator process under its ServiceAccount', () => {
     // While a is paused, b scales the world down: a's caches still say 1 instance of 4 pods.
     await worlds(kc, ns).patch('frontier', { spec: { instances: 0 } });
     await until('b to scale frontier to zero', async () => ((await pods('frontier')).length === 0 ? true : undefined));
+    // Stop b (its lease stays valid for a few seconds): from here on, any write can only be a's.
+    b.child.kill('SIGTERM');
+    expect(await b.exited).toBe(0);
     const before = (await worlds(kc, ns).get('frontier')) as { metadata: { resourceVersion: string } };
 
     a.child.kill('SIGCONT');

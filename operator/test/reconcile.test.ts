@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type GameWorld, LABELS } from '../src/api/gameworld.js';
 import { KubeClient } from '../src/kube/client.js';
 import { Reconciler } from '../src/reconcile/reconciler.js';
-import { installCrd, kubeConfig, kubectl, namespace, testEnv, until, worlds } from './harness.js';
+import { dropNamespace, installCrd, kubeConfig, kubectl, namespace, testEnv, until, worlds } from './harness.js';
 
 const env = testEnv();
 const kc = kubeConfig(env);
@@ -21,7 +21,7 @@ beforeAll(async () => {
   reconciler = new Reconciler({ kube, now: () => new Date(), cleanup: async (w) => void cleaned.push(w.metadata.name) });
 });
 afterAll(async () => {
-  await core.deleteNamespace({ name: ns }).catch(() => undefined);
+  await dropNamespace(kc, ns);
 });
 
 const world = (name: string, spec: Record<string, unknown> = {}) => ({

@@ -299,7 +299,7 @@ start_controller_manager() {
     --cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key" \
     --use-service-account-credentials=true --leader-elect=false \
     --controllers '*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-route' \
-    --concurrent-gc-syncs=10 --v=1
+    --concurrent-gc-syncs=10 --node-monitor-grace-period=120s --v=1
   wait_for kube-controller-manager 60 cm_ready
 }
 
@@ -331,6 +331,7 @@ start_kwok() {
       --disregard-status-with-annotation-selector=kwok.x-k8s.io/status=custom \
       --disregard-status-with-label-selector= \
       --cidr=10.244.0.0/16 --node-ip=10.0.0.1 \
+      --node-lease-duration-seconds=40 \
       --server-address "127.0.0.1:$KWOK_PORT"
     wait_for kwok 30 kwok_ready
   fi

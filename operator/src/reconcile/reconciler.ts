@@ -113,6 +113,9 @@ export class Reconciler {
     }
     const busy = plan.create.length + plan.delete.length + plan.held.filter((h) => h.reason === 'MaxUnavailable').length > 0;
     const settling = status.conditions?.some((c) => c.type === 'Ready' && c.status !== 'True');
-    return busy || settling ? { requeueAfterMs: 1000 } : {};
+    // Changes in flight: look again soon. Waiting for pods to become ready: their watch events
+    // bring the world back, so only a slow safety net (a 1 s loop over every unready world floods
+    // the queue when many worlds start at once).
+    return busy ? { requeueAfterMs: 1000 } : settling ? { requeueAfterMs: 10_000 } : {};
   }
 }

@@ -120,8 +120,12 @@ export class LeaderElector {
         },
       });
       return true;
-    } catch {
-      return false;
+    } catch (err) {
+      // A conflict means someone else wrote the Lease first: not ours. Anything else (timeout,
+      // 5xx, a brief RBAC hiccup) says nothing about who holds it; the caller keeps leading until
+      // its own clock says the lease ran out, and the next read settles it.
+      if ((err as { code?: number }).code === 409) return false;
+      throw err;
     }
   }
 }
