@@ -4,11 +4,10 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PerformanceObserver } from 'node:perf_hooks';
-import { createLogger } from '@aethex/runtime';
+import { createLogger, percentile } from '@aethex/runtime';
 import type { BotReport } from '../../sdk/src/bots.js';
 import { loadConfig } from '../src/config.js';
 import { type RunningShard, startShard } from '../src/shard.js';
-import { percentile } from './kernel.js';
 
 const NODE = [process.execPath, '--conditions=aethex-source', '--import', 'tsx'];
 const ROOT = join(import.meta.dirname, '../..');

@@ -1,4 +1,5 @@
 import { PerformanceObserver } from 'node:perf_hooks';
+import { percentile } from '@aethex/runtime';
 import { loadConfig } from '../src/config.js';
 import { ShardEngine } from '../src/engine.js';
 import { createRng } from '../src/sim/step.js';
@@ -20,12 +21,6 @@ export interface KernelResult {
   ns_per_pair: number;
   bytes_per_client_tick: number;
   gc_max_pause_ms: number;
-}
-
-export function percentile(sorted: number[], p: number): number {
-  if (sorted.length === 0) return Number.NaN;
-  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-  return sorted[i] as number;
 }
 
 /**
