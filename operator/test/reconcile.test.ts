@@ -4,6 +4,7 @@ import { type GameWorld, LABELS } from '../src/api/gameworld.js';
 import { KubeClient } from '../src/kube/client.js';
 import { Reconciler } from '../src/reconcile/reconciler.js';
 import { dropNamespace, installCrd, kubeConfig, kubectl, namespace, testEnv, until, worlds } from './harness.js';
+import { type OperatorIdentity, operatorIdentity, removeOperatorIdentity } from './operator-process.js';
 
 const env = testEnv();
 const kc = kubeConfig(env);
@@ -12,16 +13,23 @@ let ns: string;
 let kube: KubeClient;
 let cleaned: string[];
 let reconciler: Reconciler;
+let identity: OperatorIdentity | undefined;
 
 beforeAll(async () => {
   await installCrd(env);
   ns = await namespace(kc, 'op-reconcile');
-  kube = new KubeClient(kc);
+  // The reconciler acts as the operator's ServiceAccount under the chart's RBAC, never as admin;
+  // the test observes and plays the user with the admin kubeconfig.
+  identity = await operatorIdentity(env, kc, ns, `aethex-${ns.slice(-12)}`.replace(/-+$/, ''));
+  const operatorKc = new k8s.KubeConfig();
+  operatorKc.loadFromFile(identity.kubeconfig);
+  kube = new KubeClient(operatorKc);
   cleaned = [];
   reconciler = new Reconciler({ kube, now: () => new Date(), cleanup: async (w) => void cleaned.push(w.metadata.name) });
 });
 afterAll(async () => {
   await dropNamespace(kc, ns);
+  await removeOperatorIdentity(env, identity);
 });
 
 const world = (name: string, spec: Record<string, unknown> = {}) => ({
