@@ -21,7 +21,7 @@ import { dirname } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
-import { percentile } from '@aethex/runtime';
+import { intFlag as parseIntFlag, percentile } from '@aethex/runtime';
 import autocannon from 'autocannon';
 import { Client as MinioClient } from 'minio';
 import { call, dropSchema, planeVars, register, spawnPlane, testEnv, writeKeysFile } from '../test/harness.js';
@@ -56,11 +56,11 @@ try {
   usageError((err as Error).message);
 }
 function intFlag(name: string, min: number, max: number): number {
-  const raw = values[name] as string;
-  const n = Number(raw);
-  if (raw.trim() === '' || !Number.isInteger(n) || n < min || n > max)
-    usageError(`--${name} must be an integer from ${min} to ${max}, got '${raw}'`);
-  return n;
+  try {
+    return parseIntFlag(name, values[name] as string, min, max);
+  } catch (err) {
+    return usageError((err as Error).message);
+  }
 }
 const duration = intFlag('duration', 1, 3600);
 const warmup = intFlag('warmup', 0, 60);

@@ -7,6 +7,7 @@
 // Prints tables; with --json, one JSON object as the last line.
 import os from 'node:os';
 import { parseArgs } from 'node:util';
+import { intFlag as parseIntFlag } from '@aethex/runtime';
 import { type E2eResult, idleMemory, runE2e } from './e2e.js';
 import { type KernelResult, runKernel } from './kernel.js';
 
@@ -22,12 +23,12 @@ const { values } = parseArgs({
   strict: true,
 });
 function intFlag(name: string, raw: string | undefined, min: number, max: number): number {
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < min || n > max) {
-    console.error(`bench:shard: --${name} must be an integer from ${min} to ${max}, got '${raw}'`);
+  try {
+    return parseIntFlag(name, raw, min, max);
+  } catch (err) {
+    console.error(`bench:shard: ${(err as Error).message}`);
     process.exit(2);
   }
-  return n;
 }
 const ticks = intFlag('ticks', values.ticks, 100, 100_000);
 const e2eClients = intFlag('e2e-clients', values['e2e-clients'], 10, 10_000);

@@ -15,6 +15,7 @@ import os from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
+import { intFlag as parseIntFlag } from '@aethex/runtime';
 import * as k8s from '@kubernetes/client-node';
 import { GAMEWORLD_GROUP, GAMEWORLD_PLURAL, GAMEWORLD_VERSION, type GameWorld } from '../src/api/gameworld.js';
 import { installCrd, kubeConfig, namespace, testEnv } from '../test/harness.js';
@@ -55,11 +56,11 @@ try {
   usageError((err as Error).message);
 }
 function intFlag(name: string, min: number, max: number): number {
-  const raw = values[name] as string;
-  const n = Number(raw);
-  if (raw.trim() === '' || !Number.isInteger(n) || n < min || n > max)
-    usageError(`--${name} must be an integer from ${min} to ${max}, got '${raw}'`);
-  return n;
+  try {
+    return parseIntFlag(name, values[name] as string, min, max);
+  } catch (err) {
+    return usageError((err as Error).message);
+  }
 }
 // The test environment has 3 kwok nodes of 250 pods; other tests use some.
 const WORLDS = intFlag('worlds', 1, 150);

@@ -9,4 +9,4 @@ export {
 } from './join-token.js';
 export { createLogger, LOG_LEVELS, type Logger, type LogLevel } from './logger.js';
 export { envName, loadSettings, type Rect, type SettingSpec, type Settings, type SettingsSchema } from './settings.js';
-export { percentile } from './stats.js';
+export { intFlag, percentile } from './stats.js';
