@@ -1,1 +1,2 @@
 export * from './api/gameworld.js';
+export { loadConfig as loadOperatorConfig, OPERATOR_SETTINGS } from './config.js';

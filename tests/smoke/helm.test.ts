@@ -1,6 +1,8 @@
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { OPERATOR_SETTINGS } from '@aethex/operator';
+import { envName } from '@aethex/runtime';
 import { afterAll, expect, test } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 import { testEnv, uniqueName } from '../env.js';
@@ -31,6 +33,26 @@ test('helm template renders the CRD, the operator and its least-privilege RBAC',
   );
   const clusterRole = docs.find((d) => d.kind === 'ClusterRole');
   expect(clusterRole?.rules?.flatMap((r) => r.resources)).not.toContain('secrets');
+});
+
+test('the operator Deployment sets only settings the operator has, and the Lease in its own namespace', async () => {
+  const { stdout } = await helm('template', 'aethex', chart, '--namespace', 'aethex-system', '--set', 'operator.watchNamespace=games');
+  const deployment = parseAllDocuments(stdout)
+    .map((d) => d.toJS())
+    .find((d) => d?.kind === 'Deployment');
+  const env = deployment.spec.template.spec.containers[0].env as {
+    name: string;
+    value?: string;
+    valueFrom?: { fieldRef: { fieldPath: string } };
+  }[];
+  const known = new Set(Object.keys(OPERATOR_SETTINGS).map((k) => envName('AETHEX_OPERATOR', k)));
+  for (const e of env) expect(known, `${e.name} is not an operator setting`).toContain(e.name);
+  expect(env).toEqual(
+    expect.arrayContaining([
+      { name: 'AETHEX_OPERATOR_NAMESPACE', value: 'games' },
+      { name: 'AETHEX_OPERATOR_LEADER_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } },
+    ]),
+  );
 });
 
 test('values.schema.json refuses an unknown value with its name', async () => {
