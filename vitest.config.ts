@@ -10,6 +10,9 @@ const workspaces = ['proto', 'runtime', 'gameserver', 'operator', 'control-plane
 
 export default defineConfig({
   test: {
+    // One test file at a time: the integration tests measure timing (snapshot gaps, convergence
+    // after chaos) on a 2-core machine, and the long fault tests would otherwise starve them.
+    maxWorkers: 1,
     projects: [
       // Unit tests live next to the code and need no server.
       ...workspaces.map((ws) => ({

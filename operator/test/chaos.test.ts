@@ -542,6 +542,10 @@ describe('the operator under SIGKILL chaos', () => {
     try {
       await probe('probe-0-0', ALLOCATED);
       await probe('probe-copy');
+      // Both exist now: wait until the watcher has seen the second before removing them.
+      await until('the watcher to see the copy', async () => (w.duplicates.length > 0 ? true : undefined), 10_000, 50).catch(
+        () => undefined,
+      );
       await core.deleteNamespacedPod({ name: 'probe-copy', namespace: ns, gracePeriodSeconds: 0 });
       await core.deleteNamespacedPod({ name: 'probe-0-0', namespace: ns, gracePeriodSeconds: 0 });
       await until('the watcher to see the probes', async () => (w.allocatedPodsDeleted.length > 0 ? true : undefined), 10_000, 50);
