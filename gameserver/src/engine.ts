@@ -13,6 +13,8 @@ import { GRID_CELL_FACTOR, Grid } from './spatial/grid.js';
 
 const { ServerMessage, ReasonCode } = aethex.v1;
 const { Writer } = protobuf;
+/** Interest sets and histories of ended sessions kept for reuse by later joins. */
+const SPARE_SESSION_BUFFERS = 64;
 
 /** Where the engine's per-session output goes: the gateway in production, anything in tests. */
 export interface SessionOutput {
@@ -67,6 +69,7 @@ export class ShardEngine {
   readonly rules: MovementRules;
   tick = 0;
   private readonly sessions = new Map<number, Session>();
+  private readonly spareBuffers: Pick<Session, 'interest' | 'history'>[] = [];
   private readonly byEntity = new Map<number, Session>();
   private readonly byPlayer = new Map<string, Session>();
   private readonly corrected: Uint32Array;
@@ -264,8 +267,7 @@ export class ShardEngine {
       id: sessionId,
       playerId,
       entityId,
-      interest: new Interest(maxVisible),
-      history: new DeltaHistory(maxVisible),
+      ...this.sessionBuffers(maxVisible),
       ackTick: 0,
       joinTick: this.tick,
     };
@@ -276,7 +278,23 @@ export class ShardEngine {
     return { ok: true, entityId, lastInputSeq: this.world.lastSeq[this.world.indexOf(entityId)] as number };
   }
 
+  /**
+   * A session's interest set and snapshot history: reused from a session that ended, since a fresh
+   * history is 160 typed arrays and clients that reconnect in a storm would otherwise make every
+   * join allocate them.
+   */
+  private sessionBuffers(maxVisible: number): Pick<Session, 'interest' | 'history'> {
+    const spare = this.spareBuffers.pop();
+    if (spare && spare.interest.maxVisible === maxVisible) {
+      spare.interest.count = 0;
+      spare.history.reset();
+      return spare;
+    }
+    return { interest: new Interest(maxVisible), history: new DeltaHistory(maxVisible) };
+  }
+
   private forget(session: Session): void {
+    if (this.spareBuffers.length < SPARE_SESSION_BUFFERS) this.spareBuffers.push({ interest: session.interest, history: session.history });
     this.sessions.delete(session.id);
     if (this.byEntity.get(session.entityId) === session) this.byEntity.delete(session.entityId);
     if (this.byPlayer.get(session.playerId) === session) this.byPlayer.delete(session.playerId);

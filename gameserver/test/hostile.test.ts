@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { RealtimeClient } from '@aethex/sdk';
 import { afterAll, expect, test } from 'vitest';
-import { startTestShard, type TestShard } from './harness.js';
+import { startTestShard, type TestShard, until } from './harness.js';
 
 let t: TestShard | undefined;
 afterAll(async () => t?.stop());
@@ -30,8 +30,22 @@ test('random and truncated frames from 100 connections at 1,000/s: no crash, hon
   const tokensFile = join(mkdtempSync(join(tmpdir(), 'aethex-fuzz-')), 'tokens.json');
   writeFileSync(tokensFile, JSON.stringify(tokens));
 
+  // Snapshot arrival times (epoch ms) per honest player, and the machine's own stalls.
+  const arrivals = honest.map((c) => {
+    const at: number[] = [];
+    c.on('snapshot', () => at.push(performance.timeOrigin + performance.now()));
+    return at;
+  });
+  const probe = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'stall-probe.ts')], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let probeOut = '';
+  probe.stdout.on('data', (d) => {
+    probeOut += d;
+  });
+  await until('the stall probe to start', () => probeOut.includes('ready'), 20_000);
+
   const measureFrom = ticks.length;
-  for (const c of honest) c.maxSnapshotGapMs = 0;
   const drive = setInterval(() => {
     for (const c of honest) c.move(Math.random() * 6 - 3, Math.random() * 6 - 3);
   }, 25);
@@ -51,12 +65,15 @@ test('random and truncated frames from 100 connections at 1,000/s: no crash, hon
     { stdio: ['ignore', 'pipe', 'inherit'] },
   );
   let out = '';
+  let attackFrom = Number.POSITIVE_INFINITY;
   fuzz.stdout.on('data', (d) => {
-    if (out === '') for (const c of honest) c.maxSnapshotGapMs = 0;
+    if (out === '') attackFrom = performance.timeOrigin + performance.now();
     out += d;
   });
   const code = await new Promise<number | null>((r) => fuzz.on('exit', r));
+  const attackTo = performance.timeOrigin + performance.now();
   clearInterval(drive);
+  probe.kill();
   process.off('unhandledRejection', onRejection);
   expect(code).toBe(0);
   const summary = JSON.parse(out.trim().split('\n').pop() as string) as { sent: number; reconnects: number };
@@ -68,13 +85,36 @@ test('random and truncated frames from 100 connections at 1,000/s: no crash, hon
   expect(total).toBeGreaterThan(1000);
   expect(summary.reconnects).toBeGreaterThan(50);
   expect(rejections).toEqual([]);
-  // Honest players were never disconnected and never saw a gap in their snapshots over 100 ms.
-  for (const c of honest) {
-    expect(c.lastTick).toBeGreaterThan(t.shard.engine.tick - 5);
-    expect(c.maxSnapshotGapMs).toBeLessThanOrEqual(100);
-  }
   const window = ticks.slice(measureFrom).sort((a, b) => a - b);
   const p99 = window[Math.ceil(window.length * 0.99) - 1] as number;
-  console.log(`hostile input: ${summary.sent} frames, ${total} rejected, tick p99 ${p99.toFixed(2)} ms over ${window.length} ticks`);
+  // Honest players were never disconnected and never saw a gap in their snapshots over 100 ms
+  // during the attack, except where the machine itself stopped: an idle process beside us was not
+  // run either for (nearly) all of the gap. Those are listed, not hidden.
+  const stalls = probeOut
+    .split('\n')
+    .filter((l) => l.startsWith('{"at"'))
+    .map((l) => JSON.parse(l) as { at: number; ms: number });
+  const stalledWithin = (a: number, b: number) =>
+    stalls.reduce((sum, s) => sum + Math.max(0, Math.min(b, s.at + s.ms) - Math.max(a, s.at)), 0);
+  const longGaps: string[] = [];
+  const machineStalls: string[] = [];
+  let maxGap = 0;
+  arrivals.forEach((at, i) => {
+    for (let k = 1; k < at.length; k++) {
+      const [a, b] = [at[k - 1] as number, at[k] as number];
+      if (b < attackFrom || a > attackTo) continue;
+      maxGap = Math.max(maxGap, b - a);
+      if (b - a <= 100) continue;
+      const stalled = stalledWithin(a, b);
+      const what = `honest-${i}: ${(b - a).toFixed(0)} ms at +${(a - attackFrom).toFixed(0)} ms (machine stalled ${stalled.toFixed(0)} ms of it)`;
+      (b - a - stalled <= 100 ? machineStalls : longGaps).push(what);
+    }
+  });
+  console.log(
+    `hostile input: ${summary.sent} frames, ${total} rejected, tick p99 ${p99.toFixed(2)} max ${(window.at(-1) as number).toFixed(2)} ms over ${window.length} ticks; longest honest snapshot gap ${maxGap.toFixed(0)} ms; machine stalls ${stalls.length}${machineStalls.length ? ` (excused: ${machineStalls.join('; ')})` : ''}`,
+  );
+  for (const c of honest) expect(c.lastTick).toBeGreaterThan(t.shard.engine.tick - 5);
+  expect(arrivals.every((at) => at.filter((x) => x >= attackFrom && x <= attackTo).length > 200)).toBe(true);
+  expect(longGaps).toEqual([]);
   expect(p99).toBeLessThanOrEqual(10);
 }, 60_000);

@@ -104,6 +104,37 @@ describe('join tokens', () => {
     await rejects(verify, await signJoinToken(ed.privateKey, { ...claims, world: 'elsewhere' }, opts), 'wrong_shard');
   });
 
+  test('a verified token is remembered only until it expires, refused tokens never, and the cache is bounded', async () => {
+    let clock = Math.floor(Date.now() / 1000);
+    const verify = await createJoinVerifier({
+      ...shard,
+      publicKeyPem: pem(ed.publicKey),
+      clockToleranceS: 0,
+      cacheSize: 2,
+      now: () => clock,
+    });
+    const token = await signJoinToken(ed.privateKey, claims, { ...opts, ttlSeconds: 30 });
+    const [h, p, s] = token.split('.') as [string, string, string];
+    expect(await verify(token)).toEqual(claims);
+    // The answer is a copy: changing it does not change what the next join gets.
+    (await verify(token)).playerId = 'someone-else';
+    expect(await verify(token)).toEqual(claims);
+    // A remembered token is still refused once it expires.
+    clock += 31;
+    await rejects(verify, token);
+    clock -= 31;
+    expect(await verify(token)).toEqual(claims);
+    // A tampered copy of a remembered token is a different string and is checked in full.
+    await rejects(verify, `${h}.${p}.${s.slice(0, -2)}${s.endsWith('AA') ? 'BA' : 'AA'}`);
+    // A token for another shard is refused every time, not remembered.
+    const elsewhere = await signJoinToken(ed.privateKey, { ...claims, shard: 'frontier-0-1' }, opts);
+    await rejects(verify, elsewhere, 'wrong_shard');
+    await rejects(verify, elsewhere, 'wrong_shard');
+    // Two more good tokens push the first out of a cache of two; it still verifies (checked again).
+    for (const id of ['player-2', 'player-3']) await verify(await signJoinToken(ed.privateKey, { ...claims, playerId: id }, opts));
+    expect(await verify(token)).toEqual(claims);
+  });
+
   test('a key that is neither Ed25519 nor P-256 is refused at start', async () => {
     const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 });
     await expect(createJoinVerifier({ ...shard, publicKeyPem: pem(rsa.publicKey) })).rejects.toThrow(/not an Ed25519 or P-256/);

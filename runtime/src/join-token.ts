@@ -38,6 +38,13 @@ export interface JoinVerifierOptions {
   shard: string;
   /** Allowed clock skew in seconds (default 5). */
   clockToleranceS?: number;
+  /**
+   * Tokens already verified, remembered until they expire so that a client reconnecting again and
+   * again with the same token costs one signature check (default 4096; 0 turns it off).
+   */
+  cacheSize?: number;
+  /** Seconds since the epoch (tests). */
+  now?: () => number;
 }
 
 /**
@@ -55,7 +62,18 @@ export async function createJoinVerifier(options: JoinVerifierOptions): Promise<
   } else {
     throw new Error('a join verifier needs a public key or a JWKS URL');
   }
+  const tolerance = options.clockToleranceS ?? 5;
+  const now = options.now ?? (() => Date.now() / 1000);
+  const cacheSize = options.cacheSize ?? 4096;
+  // token → its claims and expiry. Only tokens that passed every check are kept; the same bytes
+  // carry the same signature, so the answer cannot change until `exp` (checked on every hit).
+  const verified = new Map<string, { claims: JoinClaims; exp: number }>();
   return async (token: string) => {
+    const hit = verified.get(token);
+    if (hit) {
+      if (now() - tolerance < hit.exp) return { ...hit.claims };
+      verified.delete(token);
+    }
     let payload: Record<string, unknown>;
     try {
       ({ payload } = await jwtVerify(token, key as CryptoKey, {
@@ -63,7 +81,8 @@ export async function createJoinVerifier(options: JoinVerifierOptions): Promise<
         issuer: options.issuer,
         audience: options.audience,
         requiredClaims: ['exp', 'sub', 'iat'],
-        clockTolerance: options.clockToleranceS ?? 5,
+        clockTolerance: tolerance,
+        currentDate: new Date(now() * 1000),
       }));
     } catch (err) {
       throw new JoinTokenError('invalid', `join token rejected: ${(err as Error).message}`, { cause: err });
@@ -80,7 +99,13 @@ export async function createJoinVerifier(options: JoinVerifierOptions): Promise<
         `join token is for ${world}/${instance}/${shard}, this is ${options.world}/${options.instance}/${options.shard}`,
       );
     }
-    return { playerId: sub, world, instance, shard };
+    const claims = { playerId: sub, world, instance, shard };
+    if (cacheSize > 0) {
+      // Full: forget the oldest (tokens are short-lived, so the oldest is the first to expire).
+      if (verified.size >= cacheSize) verified.delete(verified.keys().next().value as string);
+      verified.set(token, { claims, exp: payload.exp as number });
+    }
+    return { ...claims };
   };
 }
 

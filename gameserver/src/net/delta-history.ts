@@ -112,6 +112,14 @@ export class DeltaHistory {
     this.removed = new Uint32Array(maxVisible);
   }
 
+  /** Forgets every frame, so that a history can serve a new session (the engine reuses them). */
+  reset(): void {
+    for (const f of this.frames) {
+      f.tick = -1;
+      f.count = 0;
+    }
+  }
+
   encodeDelta(tick: number, ackTick: number, interest: Interest, q: QuantizedWorld, writer: SnapshotBodyWriter): DeltaResult {
     const base = this.frames[ackTick % HISTORY_TICKS] as Frame;
     const hasBase = ackTick > 0 && ackTick < tick && tick - ackTick < HISTORY_TICKS && base.tick === ackTick;
