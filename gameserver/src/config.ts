@@ -121,6 +121,39 @@ export const GAMESERVER_SETTINGS = {
     patternDoc: 'a DNS label',
     doc: 'This shard (the pod name under the operator).',
   },
+  'shard.map_file': {
+    type: 'string',
+    default: '',
+    doc: "The world's shard map (JSON, written by the operator): this shard's region and its neighbours. Empty: the shard is the whole world.",
+  },
+  'links.secret': {
+    type: 'string',
+    default: '',
+    doc: 'Shared secret that authenticates links between the shards of a world (at least 32 characters; required with neighbours). Never logged.',
+  },
+  'links.heartbeat_ms': { type: 'int', default: 250, min: 10, max: 60_000, doc: 'Ping interval on shard links.' },
+  'links.timeout_ms': {
+    type: 'int',
+    default: 1000,
+    min: 50,
+    max: 600_000,
+    doc: "A link silent this long is closed and the neighbour's ghosts are dropped.",
+  },
+  'handoff.margin': {
+    type: 'number',
+    default: 4,
+    min: 0,
+    max: 100_000,
+    doc: 'How far (world units) a player must be past the border before it is handed over (hysteresis).',
+  },
+  'handoff.timeout_ms': { type: 'int', default: 1000, min: 10, max: 600_000, doc: 'An offer not accepted within this is rolled back.' },
+  'handoff.resume_timeout_ms': {
+    type: 'int',
+    default: 10_000,
+    min: 100,
+    max: 600_000,
+    doc: "How long a handed-over player's resume token stays valid; an entity nobody resumed is then removed.",
+  },
   'persistence.postgres_url': {
     type: 'string',
     default: '',
@@ -166,6 +199,9 @@ export function loadConfig(env: Env, file?: string): GameserverSettings {
       'auth.public_key',
       "set auth.public_key or auth.jwks_url: join tokens are verified against the control plane's key",
     );
+  }
+  if (s['links.secret'] !== '' && s['links.secret'].length < 32) {
+    throw new ConfigError('links.secret', 'must be at least 32 characters');
   }
   const b: Rect = s['engine.world_bounds'];
   const cell = s['engine.aoi_radius'] * GRID_CELL_FACTOR;

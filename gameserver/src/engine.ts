@@ -7,7 +7,7 @@ import type { ShardMetrics } from './metrics.js';
 import { DeltaHistory, QuantizedWorld } from './net/delta-history.js';
 import { encodeState, type ShardState } from './persist/state-codec.js';
 import { applyInput, createRng, type InputResult, type MovementRules, step, wander } from './sim/step.js';
-import { CapacityError, KIND_NPC, KIND_PLAYER, type Rect, World } from './sim/world.js';
+import { CapacityError, KIND_NPC, KIND_PLAYER, MODE_GHOST, MODE_OFFERED, MODE_OWNED, type Rect, World } from './sim/world.js';
 import { Interest } from './spatial/aoi.js';
 import { GRID_CELL_FACTOR, Grid } from './spatial/grid.js';
 
@@ -15,6 +15,8 @@ const { ServerMessage, ReasonCode } = aethex.v1;
 const { Writer } = protobuf;
 /** Interest sets and histories of ended sessions kept for reuse by later joins. */
 const SPARE_SESSION_BUFFERS = 64;
+/** Inputs held per entity while it is on offer to a neighbour (applied if the offer rolls back). */
+const MAX_HELD_INPUTS = 64;
 
 /** Where the engine's per-session output goes: the gateway in production, anything in tests. */
 export interface SessionOutput {
@@ -50,6 +52,30 @@ interface Session {
   ackTick: number;
   /** Tick at which the session joined; lag is measured from here until the first ack. */
   joinTick: number;
+  /**
+   * The entity moved to a neighbour and the client was redirected there: the session only
+   * receives snapshots (around the entity's ghost) until the client closes it.
+   */
+  redirected?: boolean;
+}
+
+/** An entity's whole state as it travels between shards in a handoff. */
+export interface EntityTransfer {
+  entityId: number;
+  x: number;
+  y: number;
+  vx: number;
+  vy: number;
+  kind: number;
+  flags: number;
+  lastInputSeq: number;
+}
+
+interface HeldInput {
+  seq: number;
+  moveX: number;
+  moveY: number;
+  buttons: number;
 }
 
 export type JoinResult =
@@ -67,6 +93,8 @@ export class ShardEngine {
   readonly world: World;
   readonly grid: Grid;
   readonly rules: MovementRules;
+  /** The part of the world this shard owns; new entities spawn here. */
+  readonly region: Rect;
   tick = 0;
   private readonly sessions = new Map<number, Session>();
   private readonly spareBuffers: Pick<Session, 'interest' | 'history'>[] = [];
@@ -81,6 +109,8 @@ export class ShardEngine {
   private readonly quantized: QuantizedWorld;
   /** Players whose entity survived a restart but who have not rejoined yet: player → entity. */
   private readonly dormant = new Map<string, number>();
+  /** Inputs that arrived while their entity was on offer, by entity id. */
+  private readonly held = new Map<number, HeldInput[]>();
 
   private readonly metrics: ShardMetrics | undefined;
   private readonly hooks: GameHooks;
@@ -95,16 +125,26 @@ export class ShardEngine {
   constructor(
     private readonly settings: EngineSettings,
     private readonly out: SessionOutput,
-    options: { metrics?: ShardMetrics; restored?: ShardState; hooks?: GameHooks; log?: Logger } = {},
+    options: {
+      metrics?: ShardMetrics;
+      restored?: ShardState;
+      hooks?: GameHooks;
+      log?: Logger;
+      /** The part of the world this shard owns (default: all of it). */
+      region?: Rect;
+      /** The entity ids this shard hands out, [first, limit) (default: all). */
+      ids?: { first: number; limit: number };
+    } = {},
   ) {
     const { restored } = options;
     this.metrics = options.metrics;
     this.hooks = options.hooks ?? {};
     this.log = options.log;
     const bounds: Rect = settings['engine.world_bounds'];
-    this.world = restored?.world ?? new World(settings['engine.max_entities']);
+    this.world = restored?.world ?? new World(settings['engine.max_entities'], options.ids?.first, options.ids?.limit);
     this.grid = new Grid(bounds, settings['engine.aoi_radius'] * GRID_CELL_FACTOR, settings['engine.max_entities']);
-    this.rules = { bounds, maxSpeed: settings['engine.max_speed'] };
+    this.region = options.region ?? bounds;
+    this.rules = { bounds, maxSpeed: settings['engine.max_speed'], region: this.region };
     this.corrected = new Uint32Array(settings['engine.max_entities']);
     this.rng = createRng(settings['engine.seed']);
     this.invScale = 1 / settings['engine.position_scale'];
@@ -145,6 +185,8 @@ export class ShardEngine {
       },
       despawn(entityId) {
         if (engine.byEntity.has(entityId)) throw new Error(`entity ${entityId} belongs to a connected player`);
+        const slot = world.indexOf(entityId);
+        if (slot >= 0 && world.mode[slot] !== MODE_OWNED) throw new Error(`entity ${entityId} is not owned by this shard`);
         return world.despawn(entityId);
       },
       get log() {
@@ -217,7 +259,7 @@ export class ShardEngine {
   }
 
   private spawnAnywhere(kind: number): number {
-    const b = this.rules.bounds;
+    const b = this.region;
     return this.world.spawn(b.minX + this.rng() * (b.maxX - b.minX), b.minY + this.rng() * (b.maxY - b.minY), kind);
   }
 
@@ -254,6 +296,7 @@ export class ShardEngine {
     } else if (dormant !== undefined && this.world.indexOf(dormant) >= 0) {
       entityId = dormant;
       this.dormant.delete(playerId);
+      this.world.mode[this.world.indexOf(dormant)] = MODE_OWNED;
     } else {
       try {
         entityId = this.spawnAnywhere(KIND_PLAYER);
@@ -293,6 +336,165 @@ export class ShardEngine {
     return { interest: new Interest(maxVisible), history: new DeltaHistory(maxVisible) };
   }
 
+  /**
+   * Binds a new session to an entity this shard now owns after a handoff (the client resumed with
+   * the token the former owner gave it).
+   */
+  resume(sessionId: number, playerId: string, entityId: number): JoinResult {
+    const slot = this.world.indexOf(entityId);
+    if (slot < 0 || this.world.mode[slot] !== MODE_OWNED) {
+      return { ok: false, reason: ReasonCode.REASON_CODE_AUTH_FAILED, message: `entity ${entityId} is not owned by this shard` };
+    }
+    const previous = this.byPlayer.get(playerId);
+    if (previous) {
+      this.forget(previous);
+      this.out.kick(previous.id, ReasonCode.REASON_CODE_REPLACED, 'the same player resumed again');
+    }
+    const session: Session = {
+      id: sessionId,
+      playerId,
+      entityId,
+      ...this.sessionBuffers(this.settings['engine.max_visible']),
+      ackTick: 0,
+      joinTick: this.tick,
+    };
+    this.sessions.set(sessionId, session);
+    this.byEntity.set(entityId, session);
+    this.byPlayer.set(playerId, session);
+    if (this.hooks.onJoin) this.callHook('onJoin', () => this.hooks.onJoin?.(this.context, this.hookPlayer(session)));
+    return { ok: true, entityId, lastInputSeq: this.world.lastSeq[slot] as number };
+  }
+
+  /** Players' entities this shard owns and simulates, with their positions (handoff checks). */
+  *ownedPlayers(): Generator<{ entityId: number; playerId: string; x: number; y: number }> {
+    const w = this.world;
+    for (const s of this.sessions.values()) {
+      if (s.redirected) continue;
+      const slot = w.indexOf(s.entityId);
+      if (slot < 0 || w.mode[slot] !== MODE_OWNED) continue;
+      yield { entityId: s.entityId, playerId: s.playerId, x: w.x[slot] as number, y: w.y[slot] as number };
+    }
+  }
+
+  /** The state that travels with an entity, or undefined when there is no such entity. */
+  transfer(entityId: number): EntityTransfer | undefined {
+    const w = this.world;
+    const i = w.indexOf(entityId);
+    if (i < 0) return undefined;
+    return {
+      entityId,
+      x: w.x[i] as number,
+      y: w.y[i] as number,
+      vx: w.vx[i] as number,
+      vy: w.vy[i] as number,
+      kind: w.kind[i] as number,
+      flags: w.flags[i] as number,
+      lastInputSeq: w.lastSeq[i] as number,
+    };
+  }
+
+  /** Freezes an owned entity while it is offered to a neighbour; its inputs are held from now on. */
+  offer(entityId: number): EntityTransfer | undefined {
+    const i = this.world.indexOf(entityId);
+    if (i < 0 || this.world.mode[i] !== MODE_OWNED) return undefined;
+    this.world.mode[i] = MODE_OFFERED;
+    this.world.hasMove[i] = 0;
+    this.world.moveX[i] = 0;
+    this.world.moveY[i] = 0;
+    return this.transfer(entityId);
+  }
+
+  /** The offer was not accepted: the entity is simulated here again and its held inputs apply. */
+  rollback(entityId: number): void {
+    const i = this.world.indexOf(entityId);
+    const held = this.held.get(entityId) ?? [];
+    this.held.delete(entityId);
+    if (i < 0 || this.world.mode[i] !== MODE_OFFERED) return;
+    this.world.mode[i] = MODE_OWNED;
+    const session = this.byEntity.get(entityId);
+    for (const h of held) {
+      if (session) this.input(session.id, h.seq, h.moveX, h.moveY, 0, h.buttons);
+    }
+  }
+
+  /**
+   * The neighbour owns the entity now: it stays here as a ghost (the neighbour's updates move it
+   * from now on) and its session, if any, is marked redirected. Returns that session's id.
+   */
+  commitOffer(entityId: number): number | undefined {
+    const i = this.world.indexOf(entityId);
+    this.held.delete(entityId);
+    if (i < 0 || this.world.mode[i] !== MODE_OFFERED) return undefined;
+    this.world.mode[i] = MODE_GHOST;
+    this.world.vx[i] = 0;
+    this.world.vy[i] = 0;
+    const session = this.byEntity.get(entityId);
+    if (!session) return undefined;
+    this.byEntity.delete(entityId);
+    if (this.byPlayer.get(session.playerId) === session) this.byPlayer.delete(session.playerId);
+    session.redirected = true;
+    if (this.hooks.onLeave) this.callHook('onLeave', () => this.hooks.onLeave?.(this.context, this.hookPlayer(session)));
+    return session.id;
+  }
+
+  /**
+   * Takes ownership of an entity handed over by a neighbour: its ghost here, if any, is replaced.
+   * Refuses (false) at the entity capacity.
+   */
+  adopt(e: EntityTransfer): boolean {
+    const w = this.world;
+    const existing = w.indexOf(e.entityId);
+    if (existing >= 0) {
+      if (w.mode[existing] !== MODE_GHOST) return true; // already ours (a repeated commit)
+      w.despawn(e.entityId);
+    }
+    if (w.count >= w.capacity) return false;
+    w.spawn(e.x, e.y, e.kind, e.entityId);
+    const i = w.indexOf(e.entityId);
+    w.vx[i] = e.vx;
+    w.vy[i] = e.vy;
+    w.flags[i] = e.flags;
+    w.lastSeq[i] = e.lastInputSeq;
+    return true;
+  }
+
+  /** An adopted entity whose player never resumed here goes, as if their socket had closed. */
+  dropUnclaimed(entityId: number): void {
+    const i = this.world.indexOf(entityId);
+    if (i >= 0 && this.world.mode[i] === MODE_OWNED && !this.byEntity.has(entityId)) this.world.despawn(entityId);
+  }
+
+  /** Whether this shard could adopt one more player now. */
+  get hasRoomForPlayer(): boolean {
+    return this.world.count < this.world.capacity && this.sessions.size < this.settings['engine.max_players'];
+  }
+
+  /** Creates or moves a neighbour's ghost. Ignored (false) for an entity this shard owns. */
+  upsertGhost(e: Omit<EntityTransfer, 'lastInputSeq'>): boolean {
+    const w = this.world;
+    let i = w.indexOf(e.entityId);
+    if (i >= 0 && w.mode[i] !== MODE_GHOST) return false;
+    if (i < 0) {
+      if (w.count >= w.capacity) return false;
+      w.spawn(e.x, e.y, e.kind, e.entityId);
+      i = w.indexOf(e.entityId);
+      w.mode[i] = MODE_GHOST;
+    }
+    w.x[i] = e.x;
+    w.y[i] = e.y;
+    w.vx[i] = e.vx;
+    w.vy[i] = e.vy;
+    w.kind[i] = e.kind;
+    w.flags[i] = e.flags;
+    return true;
+  }
+
+  /** Drops a ghost (no-op for an entity this shard owns). */
+  removeGhost(entityId: number): void {
+    const i = this.world.indexOf(entityId);
+    if (i >= 0 && this.world.mode[i] === MODE_GHOST) this.world.despawn(entityId);
+  }
+
   private forget(session: Session): void {
     if (this.spareBuffers.length < SPARE_SESSION_BUFFERS) this.spareBuffers.push({ interest: session.interest, history: session.history });
     this.sessions.delete(session.id);
@@ -317,7 +519,10 @@ export class ShardEngine {
     const session = this.sessions.get(sessionId);
     if (!session) return;
     this.forget(session);
+    // A redirected session's entity is a neighbour's now (its ghost here is the neighbour's to drop).
+    if (session.redirected) return;
     if (this.hooks.onLeave) this.callHook('onLeave', () => this.hooks.onLeave?.(this.context, this.hookPlayer(session)));
+    this.held.delete(session.entityId);
     this.world.despawn(session.entityId);
   }
 
@@ -328,6 +533,19 @@ export class ShardEngine {
     this.ack(sessionId, ackTick);
     const slot = this.world.indexOf(session.entityId);
     if (slot < 0) return 'unknown';
+    const mode = this.world.mode[slot];
+    if (session.redirected || mode === MODE_GHOST) return 'stale';
+    if (mode === MODE_OFFERED) {
+      // Frozen while on offer: held in order, applied if the offer rolls back; after a commit
+      // the client re-sends them to the new owner.
+      if (!Number.isFinite(moveX) || !Number.isFinite(moveY)) return 'invalid';
+      const held = this.held.get(session.entityId) ?? [];
+      if (held.length < MAX_HELD_INPUTS && seq > (held.at(-1)?.seq ?? (this.world.lastSeq[slot] as number))) {
+        held.push({ seq, moveX, moveY, buttons });
+        this.held.set(session.entityId, held);
+      }
+      return 'applied';
+    }
     const result = applyInput(this.world, slot, seq, moveX, moveY);
     if (result === 'applied' && this.hooks.onInput) {
       this.callHook('onInput', () => this.hooks.onInput?.(this.context, this.hookPlayer(session), { seq, buttons }));

@@ -16,6 +16,9 @@ export interface Probes {
  * The shard's operational HTTP endpoints: /healthz and /readyz (200 or 503 with a one-word body)
  * and /metrics in the Prometheus text format; with a viewer source, /viewer (a canvas page) and
  * /viewer/state (its JSON). Anything else is 404.
+ *
+ * /viewer/state allows any origin: the viewer served by one shard draws the whole world by
+ * reading every shard's state, and that state is read-only and carries nothing secret.
  */
 export function createOpsServer(probes: Probes, registry: Registry, viewer?: ViewerSource): Server {
   const server = createServer((req, res) => {
@@ -44,10 +47,14 @@ export function createOpsServer(probes: Probes, registry: Registry, viewer?: Vie
       const raw = new URL(req.url ?? '/', 'http://x').searchParams.get('focus');
       const focus = raw === null || raw === '' ? undefined : Number(raw);
       if (focus !== undefined && !(Number.isInteger(focus) && focus >= 0 && focus <= 0xffffffff)) {
-        res.writeHead(400, { 'content-type': 'text/plain' }).end('focus must be an entity id (a non-negative integer)\n');
+        res
+          .writeHead(400, { 'content-type': 'text/plain', 'access-control-allow-origin': '*' })
+          .end('focus must be an entity id (a non-negative integer)\n');
         return;
       }
-      res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' }).end(JSON.stringify(viewer(focus)));
+      res
+        .writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store', 'access-control-allow-origin': '*' })
+        .end(JSON.stringify(viewer(focus)));
       return;
     }
     res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');

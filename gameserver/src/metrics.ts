@@ -54,6 +54,36 @@ export function createMetrics() {
       registers,
     }),
     joins: new Counter({ name: 'aether_joins_total', help: 'Join attempts, by result.', labelNames: ['result'] as const, registers }),
+    handoffs: new Counter({
+      name: 'aether_handoffs_total',
+      help: 'Handoffs this shard offered, by result: ok, rolled_back (not accepted in time), rejected.',
+      labelNames: ['result'] as const,
+      registers,
+    }),
+    handoffDuration: new Histogram({
+      name: 'aether_handoff_duration_seconds',
+      help: 'From offering an entity to the neighbour accepting it.',
+      buckets: [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers,
+    }),
+    ghosts: new Gauge({
+      name: 'aether_ghosts',
+      help: "Read-only mirrors of neighbours' entities held here, by neighbour.",
+      labelNames: ['neighbour'] as const,
+      registers,
+    }),
+    linksUp: new Gauge({
+      name: 'aether_shard_links_up',
+      help: 'Shard links established, by neighbour and direction (1 up, 0 down).',
+      labelNames: ['neighbour', 'direction'] as const,
+      registers,
+    }),
+    ghostBytes: new Counter({
+      name: 'aether_ghost_bytes_sent_total',
+      help: 'Bytes of ghost updates sent, by neighbour.',
+      labelNames: ['neighbour'] as const,
+      registers,
+    }),
   };
 }
 

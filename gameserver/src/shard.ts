@@ -1,7 +1,7 @@
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { aethex } from '@aethex/proto';
-import { createJoinVerifier, type JoinClaims, type Logger } from '@aethex/runtime';
+import { ConfigError, createJoinVerifier, type JoinClaims, type Logger } from '@aethex/runtime';
 import type { GameserverSettings } from './config.js';
 import { ShardEngine } from './engine.js';
 import { loadHooks } from './hooks.js';
@@ -12,6 +12,9 @@ import { Gateway } from './net/gateway.js';
 import { ShardPersistence } from './persist/persistence.js';
 import { decodeState } from './persist/state-codec.js';
 import { openStores, type Stores } from './persist/stores.js';
+import { LINK_PATH, ShardLinks } from './sharding/links.js';
+import { idRange, loadShardMap, type ShardPlacement } from './sharding/map.js';
+import { Sharding } from './sharding/sharding.js';
 import { viewerState } from './viewer/state.js';
 
 /** A running shard: its engine, gateway, tick loop and operational endpoints. */
@@ -25,6 +28,10 @@ export interface RunningShard {
   gatewayUrl: string;
   /** http://host:port of /healthz, /readyz and /metrics. */
   opsUrl: string;
+  /** This shard's place in a sharded world (absent: the shard is the whole world). */
+  placement?: ShardPlacement;
+  sharding?: Sharding;
+  links?: ShardLinks;
   /**
    * Drains: readiness turns false, new joins are refused, every session is told SHUTTING_DOWN,
    * the loop stops and the listeners close. Idempotent; resolves when done.
@@ -46,8 +53,17 @@ function url(scheme: string, a: AddressInfo): string {
 }
 
 /** Starts a shard from its settings. */
-export async function startShard(settings: GameserverSettings, options: ShardOptions): Promise<RunningShard> {
+export async function startShard(configured: GameserverSettings, options: ShardOptions): Promise<RunningShard> {
   const { log } = options;
+  // In a sharded world the map says what the world is and which part of it is ours.
+  const placement = configured['shard.map_file']
+    ? loadShardMap(configured['shard.map_file'], configured['shard.instance'], configured['shard.name'])
+    : undefined;
+  if (placement && placement.neighbours.length > 0 && configured['links.secret'] === '') {
+    throw new ConfigError('links.secret', 'is required: the shard map lists neighbours, and links between shards are authenticated');
+  }
+  const settings: GameserverSettings = placement ? { ...configured, 'engine.world_bounds': placement.bounds } : configured;
+  const ids = placement ? idRange(placement.shard) : undefined;
   const clock = options.clock ?? systemClock;
   const metrics = createMetrics();
   const verifyJoin =
@@ -65,7 +81,7 @@ export async function startShard(settings: GameserverSettings, options: ShardOpt
   const stores = await openStores(settings, log);
   const key = { world: settings['shard.world'], instance: settings['shard.instance'], shard: settings['shard.name'] };
   const saved = await stores.snapshots.load(key);
-  const restored = saved ? decodeState(saved.state, settings['engine.max_entities']) : undefined;
+  const restored = saved ? decodeState(saved.state, settings['engine.max_entities'], ids?.limit) : undefined;
   if (restored) log.info({ tick: restored.tick, entities: restored.world.count, players: restored.players.size }, 'restored from snapshot');
   const hooks = settings['game.module'] ? await loadHooks(settings['game.module']) : {};
   const persistence = new ShardPersistence({ key, ...stores, log, presenceTtlMs: settings['presence.ttl_ms'] });
@@ -78,8 +94,44 @@ export async function startShard(settings: GameserverSettings, options: ShardOpt
       send: (id, bytes) => gateway?.send(id, bytes) ?? false,
       kick: (id, reason, message) => gateway?.kickSession(id, reason, message),
     },
-    { metrics, restored, hooks, log },
+    { metrics, restored, hooks, log, ...(placement ? { region: placement.region } : {}), ...(ids ? { ids } : {}) },
   );
+  let sharding: Sharding | undefined;
+  let links: ShardLinks | undefined;
+  if (placement) {
+    sharding = new Sharding({
+      engine,
+      placement,
+      margin: settings['handoff.margin'],
+      offerTimeoutMs: settings['handoff.timeout_ms'],
+      resumeTimeoutMs: settings['handoff.resume_timeout_ms'],
+      positionScale: settings['engine.position_scale'],
+      log: log.child({ part: 'sharding' }),
+      metrics,
+      redirect: (sessionId, redirect) => gateway?.redirect(sessionId, redirect),
+    });
+    const s = sharding;
+    links = new ShardLinks(
+      {
+        world: settings['shard.world'],
+        instance: settings['shard.instance'],
+        name: settings['shard.name'],
+        secret: settings['links.secret'],
+        neighbours: placement.neighbours,
+        heartbeatMs: settings['links.heartbeat_ms'],
+        timeoutMs: settings['links.timeout_ms'],
+        log: log.child({ part: 'links' }),
+        metrics,
+      },
+      {
+        onMessage: (from, msg) => s.onMessage(from, msg),
+        onInboundUp: (from, epoch) => s.onInboundUp(from, epoch),
+        onInboundDown: (from) => s.onInboundDown(from),
+        onOutboundUp: (to) => s.onOutboundUp(to),
+      },
+    );
+    sharding.attach(links);
+  }
   gateway = new Gateway({
     settings,
     engine,
@@ -88,8 +140,11 @@ export async function startShard(settings: GameserverSettings, options: ShardOpt
     metrics,
     clock,
     onPlayer: (event, playerId) => (event === 'joined' ? persistence.playerJoined(playerId) : persistence.playerLeft(playerId)),
+    ...(links ? { upgrades: { path: LINK_PATH, handleUpgrade: links.handleUpgrade.bind(links) } } : {}),
+    ...(sharding ? { resume: sharding.claimResume.bind(sharding) } : {}),
   });
   const gatewayAddress = await gateway.listen();
+  links?.start();
   const snapshotEvery = Math.max(1, Math.round(settings['persistence.snapshot_interval_ms'] / settings['engine.tick_rate_ms']));
 
   let lastTickAt = clock.now();
@@ -98,6 +153,7 @@ export async function startShard(settings: GameserverSettings, options: ShardOpt
     onStep: () => {
       const started = clock.now();
       engine.step();
+      sharding?.afterStep();
       if (engine.tick % snapshotEvery === 0) persistence.snapshot(engine.tick, engine.persistentState());
       lastTickAt = clock.now();
       options.onTick?.(lastTickAt - started);
@@ -117,7 +173,7 @@ export async function startShard(settings: GameserverSettings, options: ShardOpt
       ready: () => !draining,
     },
     metrics.registry,
-    (focus) => viewerState(engine, settings['shard.name'], focus),
+    (focus) => viewerState(engine, settings['shard.name'], focus, sharding),
   );
   ops.listen(settings['ops.bind_addr'].port, settings['ops.bind_addr'].host);
   await once(ops, 'listening');
@@ -131,12 +187,16 @@ export async function startShard(settings: GameserverSettings, options: ShardOpt
     stores,
     gatewayUrl: url('ws', gatewayAddress),
     opsUrl: url('http', ops.address() as AddressInfo),
+    ...(placement ? { placement } : {}),
+    ...(sharding ? { sharding } : {}),
+    ...(links ? { links } : {}),
     drain() {
       drained ??= (async () => {
         draining = true;
         const g = gateway as Gateway;
         g.stopAccepting();
         loop.stop();
+        await links?.close();
         await g.close(aethex.v1.ReasonCode.REASON_CODE_SHUTTING_DOWN, 'the shard is shutting down; reconnect through matchmaking');
         try {
           await persistence.drain(engine.tick, engine.persistentState());

@@ -8,5 +8,6 @@ export {
   signJoinToken,
 } from './join-token.js';
 export { createLogger, LOG_LEVELS, type Logger, type LogLevel } from './logger.js';
+export { type Region, regions } from './regions.js';
 export { envName, loadSettings, type Rect, type SettingSpec, type Settings, type SettingsSchema } from './settings.js';
 export { intFlag, percentile } from './stats.js';

@@ -21,6 +21,8 @@ export interface BotReport {
   max_snapshot_gap_ms: { median: number; max: number };
   unacknowledged_inputs: number;
   entities_seen_avg: number;
+  /** Handoffs between shards the bots followed, and the snapshot gap each one caused. */
+  handoffs: { done: number; failed: number; gap_ms: { p50: number; p99: number } };
   /** Raw material for aggregating several bot processes: per-client bytes/s, and input→ack latencies in 1 ms buckets (last bucket: ≥ 999 ms). */
   raw?: { rates: number[]; latency_hist: number[] };
 }
@@ -88,6 +90,8 @@ async function tokenFor(i: number): Promise<string> {
 const bots: RealtimeClient[] = [];
 const kicked: Record<string, number> = {};
 const entitiesSeen: number[] = [];
+const handoffGaps: number[] = [];
+let handoffsFailed = 0;
 let snapshots = 0;
 let latencies: number[] = [];
 const started = performance.now();
@@ -99,6 +103,12 @@ for (let i = 0; i < count; i++) {
   });
   bot.on('snapshot', () => {
     snapshots++;
+  });
+  bot.on('handoff', ({ gapMs }) => {
+    handoffGaps.push(gapMs);
+  });
+  bot.on('handoffFailed', () => {
+    handoffsFailed++;
   });
   bots.push(bot);
   bot.connect().catch(() => undefined);
@@ -142,6 +152,7 @@ const joined = bots.filter((b) => b.welcome);
 const rates = joined.map((b) => (b.bytesReceived - (bytesAtStart.get(b) ?? 0)) / seconds).sort((a, b) => a - b);
 const gaps = joined.map((b) => b.maxSnapshotGapMs).sort((a, b) => a - b);
 latencies.sort((a, b) => a - b);
+handoffGaps.sort((a, b) => a - b);
 const report: BotReport = {
   bots: count,
   joined: joined.length,
@@ -157,6 +168,11 @@ const report: BotReport = {
   max_snapshot_gap_ms: { median: Math.round(percentile(gaps, 50)), max: Math.round(gaps[gaps.length - 1] ?? 0) },
   unacknowledged_inputs: joined.reduce((s, b) => s + b.unacknowledged, 0),
   entities_seen_avg: Math.round((entitiesSeen.reduce((a, b) => a + b, 0) / Math.max(1, entitiesSeen.length)) * 10) / 10,
+  handoffs: {
+    done: bots.reduce((s, b) => s + b.handoffs, 0),
+    failed: handoffsFailed,
+    gap_ms: { p50: Math.round(percentile(handoffGaps, 50)), p99: Math.round(percentile(handoffGaps, 99)) },
+  },
 };
 for (const b of bots) b.close();
 if (values.json) {
@@ -167,11 +183,11 @@ if (values.json) {
 
 console.log(`bots: ${report.joined}/${report.bots} joined, ${report.seconds}s measured, pattern ${pattern}`);
 console.log(
-  '| downstream B/s per client (median / p99) | input→ack ms (p50 / p99 / max) | max snapshot gap ms (median / max) | entities in view (avg) | kicked |',
+  '| downstream B/s per client (median / p99) | input→ack ms (p50 / p99 / max) | max snapshot gap ms (median / max) | entities in view (avg) | handoffs (done / failed) | handoff gap ms (p50 / p99) | kicked |',
 );
-console.log('| --- | --- | --- | --- | --- |');
+console.log('| --- | --- | --- | --- | --- | --- | --- |');
 console.log(
-  `| ${report.bytes_per_client_s.median} / ${report.bytes_per_client_s.p99} | ${report.input_ack_ms.p50} / ${report.input_ack_ms.p99} / ${report.input_ack_ms.max} | ${report.max_snapshot_gap_ms.median} / ${report.max_snapshot_gap_ms.max} | ${report.entities_seen_avg} | ${JSON.stringify(report.kicked)} |`,
+  `| ${report.bytes_per_client_s.median} / ${report.bytes_per_client_s.p99} | ${report.input_ack_ms.p50} / ${report.input_ack_ms.p99} / ${report.input_ack_ms.max} | ${report.max_snapshot_gap_ms.median} / ${report.max_snapshot_gap_ms.max} | ${report.entities_seen_avg} | ${report.handoffs.done} / ${report.handoffs.failed} | ${report.handoffs.gap_ms.p50} / ${report.handoffs.gap_ms.p99} | ${JSON.stringify(report.kicked)} |`,
 );
 if (values.json) console.log(JSON.stringify(report));
 setTimeout(() => process.exit(0), 200).unref();

@@ -27,7 +27,7 @@ export interface RealtimeOptions {
   createSocket?: WebSocketFactory;
   /** Milliseconds clock for input timestamps; defaults to performance.now. */
   now?: () => number;
-  /** Give up connecting after this many milliseconds (default 10 000). */
+  /** Give up connecting, or resuming after a handoff, after this many milliseconds (default 10 000). */
   connectTimeoutMs?: number;
 }
 
@@ -47,7 +47,15 @@ export interface RealtimeEvents {
   correction: (position: Vec2, lastInputSeq: number) => void;
   /** The server ended the session. */
   kick: (reason: string, message: string) => void;
-  /** The socket closed (after a kick, or for any other cause). */
+  /**
+   * The session moved to another shard, between shard names `from` and `to`. Emitted when the
+   * first snapshot from the new shard is applied; `gapMs` is the time since the last snapshot
+   * applied from the old one.
+   */
+  handoff: (info: { from: string; to: string; gapMs: number }) => void;
+  /** Resuming on the shard a handoff named failed; 'close' follows, the session is over. */
+  handoffFailed: (reason: string) => void;
+  /** The session's socket closed (after a kick, a failed handoff, or for any other cause). */
   close: (code: number, reason: string) => void;
 }
 
@@ -55,6 +63,23 @@ interface PendingInput {
   seq: number;
   dx: number;
   dy: number;
+  /** When the input was sampled (client clock, ms). */
+  at: number;
+}
+
+/**
+ * Inputs kept while a handoff is in progress, at most; beyond it the oldest are dropped. The new
+ * shard receives all of them at once after its Welcome, so this stays well below the shard's
+ * default message burst (240) that would otherwise close the new connection.
+ */
+const MAX_HANDOFF_INPUTS = 128;
+
+/** A handoff between its redirect and the new shard's Welcome. */
+interface Handoff {
+  socket: WebSocketLike;
+  timer: ReturnType<typeof setTimeout>;
+  /** Set when the new shard kicked the resume, as the reason the handoff failed. */
+  kicked?: string;
 }
 
 function reasonName(code: number): string {
@@ -66,7 +91,8 @@ function reasonName(code: number): string {
  * with increasing sequence numbers, predicts its own entity locally and reconciles with the
  * server's position and last applied sequence, keeps the entities in its area of interest from
  * delta snapshots (emitting enter/leave), and acknowledges snapshots so the server can delta
- * against them.
+ * against them. When the server redirects it to a neighbouring shard, it resumes the session there
+ * and carries on (see docs/sdk.md, "Handoffs between shards").
  */
 export class RealtimeClient {
   welcome: aethex.v1.IWelcome | undefined;
@@ -76,13 +102,21 @@ export class RealtimeClient {
   lastTick = 0;
   /** Last input sequence the server reported as applied. */
   lastAckedSeq = 0;
-  readonly store = new SnapshotStore();
+  /** Handoffs to another shard completed since `connect()`. */
+  handoffs = 0;
+  /** Replaced by the first snapshot after a handoff: tick numbers are per shard. */
+  private snapshots = new SnapshotStore();
+  /** The session's socket; during a handoff, still the old shard's. */
   private socket: WebSocketLike | undefined;
+  private handoff: Handoff | undefined;
+  /** The old shard's name, from a handoff's switch until the new shard's first snapshot. */
+  private handedOffFrom: string | undefined;
   private seq = 0;
   private pending: PendingInput[] = [];
   private lastSentAt = Number.NEGATIVE_INFINITY;
   private readonly listeners: { [K in keyof RealtimeEvents]?: RealtimeEvents[K][] } = {};
   private readonly now: () => number;
+  private readonly connectTimeoutMs: number;
   /** When each input was sent, by sequence, for input→acknowledgement latency. */
   private readonly sentAt = new Map<number, number>();
   /** Input→acknowledgement latencies in milliseconds, since the last `takeLatencies()`. */
@@ -100,6 +134,17 @@ export class RealtimeClient {
 
   constructor(private readonly options: RealtimeOptions) {
     this.now = options.now ?? (() => performance.now());
+    this.connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
+  }
+
+  /** The entities in the area of interest, as delta snapshots rebuilt them. */
+  get store(): SnapshotStore {
+    return this.snapshots;
+  }
+
+  /** Name of the shard the session is on ('' before the Welcome). */
+  get shardName(): string {
+    return this.welcome?.shardName ?? '';
   }
 
   on<K extends keyof RealtimeEvents>(event: K, listener: RealtimeEvents[K]): this {
@@ -115,21 +160,13 @@ export class RealtimeClient {
 
   /** Connects and joins; resolves with the server's Welcome, rejects on a kick or close before it. */
   connect(): Promise<aethex.v1.IWelcome> {
-    const create =
-      this.options.createSocket ??
-      ((url: string) => {
-        const Ctor = (globalThis as { WebSocket?: new (u: string) => WebSocketLike }).WebSocket;
-        if (!Ctor) throw new Error('no global WebSocket: pass createSocket (for example from the ws package)');
-        return new Ctor(url);
-      });
-    const socket = create(this.options.url);
-    socket.binaryType = 'arraybuffer';
+    const socket = this.openSocket(this.options.url);
     this.socket = socket;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
-        reject(new Error(`no Welcome from ${this.options.url} within ${this.options.connectTimeoutMs ?? 10_000} ms`));
+        reject(new Error(`no Welcome from ${this.options.url} within ${this.connectTimeoutMs} ms`));
         socket.close();
-      }, this.options.connectTimeoutMs ?? 10_000);
+      }, this.connectTimeoutMs);
       let settled = false;
       const settle = (fn: () => void) => {
         if (!settled) {
@@ -146,14 +183,11 @@ export class RealtimeClient {
         );
       };
       socket.onmessage = (ev) => {
-        const data = ev.data instanceof ArrayBuffer ? new Uint8Array(ev.data) : (ev.data as Uint8Array);
-        this.bytesReceived += data.length;
-        let msg: aethex.v1.ServerMessage;
-        try {
-          msg = ServerMessage.decode(data);
-        } catch (err) {
-          socket.close(1002, 'undecodable message');
-          settle(() => reject(err));
+        // After a handoff the session is on another socket; this one is closing.
+        if (socket !== this.socket) return;
+        const msg = this.decode(socket, ev.data);
+        if (msg instanceof Error) {
+          settle(() => reject(msg));
           return;
         }
         if (msg.body === 'welcome') {
@@ -164,22 +198,50 @@ export class RealtimeClient {
           settle(() => resolve(w));
           return;
         }
+        this.handle(msg);
         if (msg.body === 'kick') {
           const k = msg.kick as aethex.v1.Kick;
-          this.emit('kick', reasonName(k.reason), k.message);
           settle(() => reject(new Error(`kicked: ${reasonName(k.reason)}: ${k.message}`)));
-          return;
         }
-        this.handle(msg);
       };
       socket.onclose = (ev) => {
-        this.emit('close', ev.code, ev.reason);
+        this.closed(socket, ev);
         settle(() => reject(new Error(`closed before joining: ${ev.code} ${ev.reason}`)));
       };
       socket.onerror = () => {
         // onclose follows with the details.
       };
     });
+  }
+
+  private openSocket(url: string): WebSocketLike {
+    const create =
+      this.options.createSocket ??
+      ((u: string) => {
+        const Ctor = (globalThis as { WebSocket?: new (u: string) => WebSocketLike }).WebSocket;
+        if (!Ctor) throw new Error('no global WebSocket: pass createSocket (for example from the ws package)');
+        return new Ctor(u);
+      });
+    const socket = create(url);
+    socket.binaryType = 'arraybuffer';
+    return socket;
+  }
+
+  /** Counts and decodes a message; one that does not decode closes its socket (1002). */
+  private decode(socket: WebSocketLike, raw: unknown): aethex.v1.ServerMessage | Error {
+    const data = raw instanceof ArrayBuffer ? new Uint8Array(raw) : (raw as Uint8Array);
+    this.bytesReceived += data.length;
+    try {
+      return ServerMessage.decode(data);
+    } catch (err) {
+      socket.close(1002, 'undecodable message');
+      return err as Error;
+    }
+  }
+
+  /** A socket closed. That ends the session if it was the session's, unless a handoff is moving it. */
+  private closed(socket: WebSocketLike, ev: { code: number; reason: string }): void {
+    if (socket === this.socket && !this.handoff) this.emit('close', ev.code, ev.reason);
   }
 
   private handle(msg: aethex.v1.ServerMessage): void {
@@ -190,11 +252,17 @@ export class RealtimeClient {
         return;
       }
       const at = this.now();
-      if (this.lastSnapshotAt > 0) this.maxSnapshotGapMs = Math.max(this.maxSnapshotGapMs, at - this.lastSnapshotAt);
+      const gapMs = this.lastSnapshotAt > 0 ? at - this.lastSnapshotAt : 0;
+      this.maxSnapshotGapMs = Math.max(this.maxSnapshotGapMs, gapMs);
       this.lastSnapshotAt = at;
       const before = this.store.current;
+      const from = this.handedOffFrom;
+      // The new shard's first snapshot starts over in its own tick space; the old view stays
+      // current until then so rendering never sees an empty world.
+      if (from !== undefined) this.snapshots = new SnapshotStore();
       const changes = this.store.apply(s.tick, s.baseTick, s.entities, s.removed);
       if (s.tick <= this.lastTick) return;
+      this.handedOffFrom = undefined;
       this.previousFrame = before;
       this.lastTick = s.tick;
       this.acknowledgeInputs(s.lastInputSeq, at);
@@ -203,9 +271,13 @@ export class RealtimeClient {
         const scale = this.welcome.positionScale as number;
         this.reconcile(self.qx * scale, self.qy * scale);
       }
-      for (const id of changes.entered) this.emit('enter', id, changes.frame.get(id) as EntityRecord);
-      for (const id of changes.left) this.emit('leave', id);
+      // Compared with the old shard's view, entities both shards show neither leave nor re-enter.
+      const entered = from === undefined ? changes.entered : [...changes.frame.keys()].filter((id) => !before.has(id));
+      const left = from === undefined ? changes.left : [...before.keys()].filter((id) => !changes.frame.has(id));
+      for (const id of entered) this.emit('enter', id, changes.frame.get(id) as EntityRecord);
+      for (const id of left) this.emit('leave', id);
       this.emit('snapshot', s.tick);
+      if (from !== undefined) this.emit('handoff', { from, to: this.shardName, gapMs });
       // Inputs carry the acknowledgement; an idle client sends it on its own.
       if (at - this.lastSentAt > 1.5 * (1000 / ((this.welcome?.tickRateHz as number) || 40))) {
         this.sendRaw(ClientMessage.encode({ ack: { ackTick: this.lastTick } }).finish());
@@ -223,7 +295,109 @@ export class RealtimeClient {
       this.acknowledgeInputs(c.lastInputSeq, this.now());
       this.reconcile(c.position?.x ?? 0, c.position?.y ?? 0);
       this.emit('correction', { x: c.position?.x ?? 0, y: c.position?.y ?? 0 }, c.lastInputSeq);
+    } else if (msg.body === 'handoffRedirect') {
+      this.beginHandoff(msg.handoffRedirect as aethex.v1.HandoffRedirect);
+    } else if (msg.body === 'kick') {
+      // During a handoff the old shard no longer holds the session: the resume decides its end.
+      if (this.handoff) return;
+      const k = msg.kick as aethex.v1.Kick;
+      this.emit('kick', reasonName(k.reason), k.message);
     }
+  }
+
+  /**
+   * Follows a redirect: opens a socket to the new shard and resumes there. Until its Welcome,
+   * snapshots from the old shard are still applied and new inputs are held back (see `move`).
+   */
+  private beginHandoff(r: aethex.v1.HandoffRedirect): void {
+    // A second redirect before the first completed is the server's mistake; the first one stands.
+    if (this.handoff) return;
+    // The old shard applied inputs up to here; later ones are re-sent to the new shard.
+    this.acknowledgeInputs(r.lastInputSeq, this.now());
+    let socket: WebSocketLike;
+    try {
+      socket = this.openSocket(r.address);
+    } catch (err) {
+      const reason = `cannot connect to ${r.address}: ${(err as Error).message}`;
+      this.failHandoff(reason, 1006, reason);
+      return;
+    }
+    const handoff: Handoff = {
+      socket,
+      timer: setTimeout(() => {
+        const reason = handoff.kicked ?? `no Welcome from ${r.address} within ${this.connectTimeoutMs} ms`;
+        this.failHandoff(reason, 1006, reason);
+      }, this.connectTimeoutMs),
+    };
+    this.handoff = handoff;
+    socket.onopen = () => {
+      // Ack 0: ticks are per shard, so the new shard starts with a full snapshot.
+      socket.send(ClientMessage.encode({ resume: { resumeToken: r.resumeToken, protocolVersion: PROTOCOL_VERSION, ackTick: 0 } }).finish());
+    };
+    socket.onmessage = (ev) => {
+      if (socket !== this.socket && this.handoff !== handoff) return;
+      const msg = this.decode(socket, ev.data);
+      // An undecodable message closed the socket; its close ends the handoff or the session.
+      if (msg instanceof Error) return;
+      if (socket === this.socket) this.handle(msg);
+      else if (msg.body === 'welcome') this.completeHandoff(handoff, msg.welcome as aethex.v1.Welcome);
+      else if (msg.body === 'kick') {
+        const k = msg.kick as aethex.v1.Kick;
+        handoff.kicked = `kicked: ${reasonName(k.reason)}: ${k.message}`;
+        this.emit('kick', reasonName(k.reason), k.message);
+      }
+    };
+    socket.onclose = (ev) => {
+      if (this.handoff === handoff)
+        this.failHandoff(handoff.kicked ?? `closed before Welcome: ${ev.code} ${ev.reason}`, ev.code, ev.reason);
+      else this.closed(socket, ev);
+    };
+    socket.onerror = () => {
+      // onclose follows with the details.
+    };
+  }
+
+  /**
+   * The new shard welcomed the session: everything goes to it from now on. The inputs the old
+   * shard did not apply are re-sent in order, then the old socket is closed.
+   */
+  private completeHandoff(handoff: Handoff, w: aethex.v1.Welcome): void {
+    clearTimeout(handoff.timer);
+    this.handoff = undefined;
+    const old = this.socket;
+    this.handedOffFrom = this.shardName;
+    this.socket = handoff.socket;
+    this.welcome = w;
+    this.handoffs++;
+    // Old ticks mean nothing to the new shard; acknowledge none until its first snapshot.
+    this.lastTick = 0;
+    this.acknowledgeInputs(w.lastInputSeq, this.now());
+    this.seq = Math.max(this.seq, w.lastInputSeq);
+    for (const p of this.pending) this.sendInput(p);
+    old?.close(1000, 'handed off');
+  }
+
+  /** Resuming failed: the old shard no longer plays this entity, so the session is over. */
+  private failHandoff(reason: string, code: number, closeReason: string): void {
+    this.emit('handoffFailed', reason);
+    this.endDuringHandoff(code, closeReason);
+  }
+
+  /**
+   * Closes both sockets of a handoff and reports the end of the session here: the old socket may
+   * have closed already, and neither socket's close is the session's any more.
+   */
+  private endDuringHandoff(code: number, reason: string): void {
+    const handoff = this.handoff;
+    this.handoff = undefined;
+    if (handoff) {
+      clearTimeout(handoff.timer);
+      handoff.socket.close(1000, 'client closed');
+    }
+    const old = this.socket;
+    this.socket = undefined;
+    old?.close(1000, 'client closed');
+    this.emit('close', code, reason);
   }
 
   private acknowledgeInputs(lastInputSeq: number, at: number): void {
@@ -267,14 +441,24 @@ export class RealtimeClient {
     }
     const seq = ++this.seq;
     const at = this.now();
-    this.pending.push({ seq, dx: mx, dy: my });
+    const input = { seq, dx: mx, dy: my, at };
+    this.pending.push(input);
     this.sentAt.set(seq, at);
     this.predicted.x += mx;
     this.predicted.y += my;
-    this.sendRaw(
-      ClientMessage.encode({ input: { seq, clientTimeMs: Math.floor(at) >>> 0, move: { x: mx, y: my }, ackTick: this.lastTick } }).finish(),
-    );
+    if (this.handoff) {
+      // The old shard ignores inputs once it redirected: hold them for the new one, bounded.
+      if (this.pending.length > MAX_HANDOFF_INPUTS) this.sentAt.delete((this.pending.shift() as PendingInput).seq);
+    } else this.sendInput(input);
     return seq;
+  }
+
+  private sendInput(p: PendingInput): void {
+    this.sendRaw(
+      ClientMessage.encode({
+        input: { seq: p.seq, clientTimeMs: Math.floor(p.at) >>> 0, move: { x: p.dx, y: p.dy }, ackTick: this.lastTick },
+      }).finish(),
+    );
   }
 
   private sendRaw(bytes: Uint8Array): void {
@@ -331,6 +515,7 @@ export class RealtimeClient {
   }
 
   close(): void {
-    this.socket?.close(1000, 'client closed');
+    if (this.handoff) this.endDuringHandoff(1000, 'client closed');
+    else this.socket?.close(1000, 'client closed');
   }
 }

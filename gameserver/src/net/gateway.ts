@@ -1,5 +1,7 @@
 import { once } from 'node:events';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { aethex, PROTOCOL_VERSION } from '@aethex/proto';
 import { type JoinClaims, JoinTokenError, type Logger } from '@aethex/runtime';
 import { type WebSocket, WebSocketServer } from 'ws';
@@ -75,6 +77,10 @@ export interface GatewayDeps {
   clock: Clock;
   /** Called after a player joined or left (presence, player tracking). */
   onPlayer?: (event: 'joined' | 'left', playerId: string) => void;
+  /** Upgrades on another path than the players' (shard links at /shard-link) go here. */
+  upgrades?: { path: string; handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void };
+  /** Redeems a handoff resume token: the player and entity it continues, or undefined. */
+  resume?: (token: string) => { playerId: string; entityId: number } | undefined;
 }
 
 /**
@@ -85,6 +91,7 @@ export interface GatewayDeps {
  */
 export class Gateway {
   private server: WebSocketServer | undefined;
+  private http: Server | undefined;
   private readonly connections = new Map<number, Connection>();
   private readonly perAddress = new Map<string, number>();
   private readonly players = new Map<number, string>();
@@ -98,18 +105,25 @@ export class Gateway {
   async listen(): Promise<AddressInfo> {
     const { host, port } = this.deps.settings['gateway.bind_addr'];
     const server = new WebSocketServer({
-      host,
-      port,
+      noServer: true,
       maxPayload: this.deps.settings['gateway.max_message_size'],
       perMessageDeflate: false,
       clientTracking: false,
     });
     this.server = server;
-    server.on('connection', (ws, req) => this.accept(ws, req.socket.remoteAddress ?? 'unknown'));
-    await once(server, 'listening');
+    const http = createServer((_req, res) => res.writeHead(426, { 'content-type': 'text/plain' }).end('WebSocket only\n'));
+    this.http = http;
+    const other = this.deps.upgrades;
+    http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      socket.on('error', () => undefined);
+      if (other && (req.url ?? '/').split('?')[0] === other.path) other.handleUpgrade(req, socket, head);
+      else server.handleUpgrade(req, socket, head, (ws) => this.accept(ws, req.socket.remoteAddress ?? 'unknown'));
+    });
+    http.listen(port, host);
+    await once(http, 'listening');
     this.sweeper = setInterval(() => this.sweep(), 100);
     this.sweeper.unref();
-    return server.address() as AddressInfo;
+    return http.address() as AddressInfo;
   }
 
   /** Open sockets, authenticated or not. */
@@ -255,7 +269,7 @@ export class Gateway {
           this.protocolError(conn, 'resume_twice');
           return;
         }
-        this.kick(conn, ReasonCode.REASON_CODE_AUTH_FAILED, 'this shard does not accept resume tokens');
+        this.resume(conn, msg.resume as aethex.v1.Resume);
         return;
       default:
         this.protocolError(conn, 'empty_message');
@@ -285,32 +299,9 @@ export class Gateway {
           this.kick(conn, result.reason, result.message);
           return;
         }
-        conn.phase = 'joined';
-        this.players.set(conn.id, claims.playerId);
         this.deps.metrics.joins.inc({ result: 'ok' });
-        this.deps.onPlayer?.('joined', claims.playerId);
+        this.welcome(conn, claims.playerId, result.entityId, result.lastInputSeq);
         conn.log.info({ player: claims.playerId, entity: result.entityId }, 'player joined');
-        const s = this.deps.settings;
-        const b = s['engine.world_bounds'];
-        const rect = { minX: b.minX, minY: b.minY, maxX: b.maxX, maxY: b.maxY };
-        this.write(
-          conn,
-          ServerMessage.encode({
-            welcome: {
-              protocolVersion: PROTOCOL_VERSION,
-              entityId: result.entityId,
-              tickRateHz: Math.round(1000 / s['engine.tick_rate_ms']),
-              serverTick: this.deps.engine.tick,
-              region: rect,
-              worldBounds: rect,
-              aoiRadius: s['engine.aoi_radius'],
-              maxSpeed: s['engine.max_speed'],
-              positionScale: s['engine.position_scale'],
-              lastInputSeq: result.lastInputSeq,
-              shardName: s['shard.name'],
-            },
-          }).finish(),
-        );
       },
       (err: unknown) => {
         if (conn.phase !== 'authenticating') return;
@@ -320,6 +311,77 @@ export class Gateway {
         this.kick(conn, wrongShard ? ReasonCode.REASON_CODE_WRONG_SHARD : ReasonCode.REASON_CODE_AUTH_FAILED, 'join token rejected');
       },
     );
+  }
+
+  /** The session is on: the player is tracked and the client gets its Welcome. */
+  private welcome(conn: Connection, playerId: string, entityId: number, lastInputSeq: number): void {
+    conn.phase = 'joined';
+    this.players.set(conn.id, playerId);
+    this.deps.onPlayer?.('joined', playerId);
+    const s = this.deps.settings;
+    const b = s['engine.world_bounds'];
+    const r = this.deps.engine.region;
+    this.write(
+      conn,
+      ServerMessage.encode({
+        welcome: {
+          protocolVersion: PROTOCOL_VERSION,
+          entityId,
+          tickRateHz: Math.round(1000 / s['engine.tick_rate_ms']),
+          serverTick: this.deps.engine.tick,
+          region: { minX: r.minX, minY: r.minY, maxX: r.maxX, maxY: r.maxY },
+          worldBounds: { minX: b.minX, minY: b.minY, maxX: b.maxX, maxY: b.maxY },
+          aoiRadius: s['engine.aoi_radius'],
+          maxSpeed: s['engine.max_speed'],
+          positionScale: s['engine.position_scale'],
+          lastInputSeq,
+          shardName: s['shard.name'],
+        },
+      }).finish(),
+    );
+  }
+
+  /** A client continues on this shard after a handoff, with the token the former owner gave it. */
+  private resume(conn: Connection, resume: aethex.v1.Resume): void {
+    if (resume.protocolVersion < PROTOCOL_VERSION) {
+      this.kick(conn, ReasonCode.REASON_CODE_PROTOCOL_ERROR, `protocol version ${resume.protocolVersion} is not supported`);
+      return;
+    }
+    if (!this.accepting) {
+      this.kick(conn, ReasonCode.REASON_CODE_SHUTTING_DOWN, 'the shard is draining');
+      return;
+    }
+    const claim = this.deps.resume?.(resume.resumeToken);
+    if (!claim) {
+      this.deps.metrics.joins.inc({ result: 'resume_failed' });
+      this.kick(conn, ReasonCode.REASON_CODE_AUTH_FAILED, 'unknown or expired resume token');
+      return;
+    }
+    const result = this.deps.engine.resume(conn.id, claim.playerId, claim.entityId);
+    if (!result.ok) {
+      this.deps.metrics.joins.inc({ result: 'resume_failed' });
+      this.kick(conn, result.reason, result.message);
+      return;
+    }
+    this.deps.metrics.joins.inc({ result: 'resumed' });
+    this.welcome(conn, claim.playerId, result.entityId, result.lastInputSeq);
+    conn.log.info({ player: claim.playerId, entity: result.entityId }, 'player resumed after a handoff');
+  }
+
+  /**
+   * The session's entity moved to a neighbour: the client is told where to continue. The socket
+   * stays open (snapshots continue) until the client closes it; the player is no longer here.
+   */
+  redirect(sessionId: number, redirect: aethex.v1.IHandoffRedirect): void {
+    const conn = this.connections.get(sessionId);
+    if (conn?.phase !== 'joined') return;
+    const playerId = this.players.get(conn.id);
+    if (playerId !== undefined) {
+      this.players.delete(conn.id);
+      this.deps.onPlayer?.('left', playerId);
+    }
+    this.write(conn, ServerMessage.encode({ handoffRedirect: redirect }).finish());
+    conn.log.info({ player: playerId, to: redirect.shardName }, 'player handed over; client redirected');
   }
 
   private write(conn: Connection, bytes: Uint8Array): void {
@@ -396,5 +458,10 @@ export class Gateway {
     clearInterval(this.sweeper);
     const server = this.server;
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+    const http = this.http;
+    if (http) {
+      http.closeAllConnections();
+      await new Promise<void>((resolve) => http.close(() => resolve()));
+    }
   }
 }

@@ -1,4 +1,4 @@
-import { World } from '../sim/world.js';
+import { KIND_PLAYER, MODE_DORMANT, MODE_GHOST, World } from '../sim/world.js';
 
 /** Format version of the state blob; a blob of another version is refused, never guessed at. */
 export const STATE_VERSION = 1;
@@ -18,7 +18,11 @@ export interface ShardState {
  * at 10,000 entities; writing it happens elsewhere, off the tick.
  */
 export function encodeState(tick: number, world: World, players: ReadonlyMap<number, string>): Uint8Array {
-  const n = world.count;
+  // Ghosts are the neighbours' to persist. Without any, the arrays are copied whole.
+  const mode = world.mode;
+  let ghosts = 0;
+  for (let i = 0; i < world.count; i++) if (mode[i] === MODE_GHOST) ghosts++;
+  const n = world.count - ghosts;
   const playersJson = new TextEncoder().encode(JSON.stringify([...players]));
   // Header: magic, version, tick, nextEntityId, count, capacity, players length (7 × u32).
   const header = 7 * 4;
@@ -30,9 +34,15 @@ export function encodeState(tick: number, world: World, players: ReadonlyMap<num
   });
   let off = header;
   const copy = (arr: Uint32Array | Float32Array | Uint16Array) => {
-    const bytes = new Uint8Array(arr.buffer, arr.byteOffset, n * arr.BYTES_PER_ELEMENT);
-    buf.set(bytes, off);
-    off += bytes.length;
+    if (ghosts === 0) {
+      buf.set(new Uint8Array(arr.buffer, arr.byteOffset, n * arr.BYTES_PER_ELEMENT), off);
+    } else {
+      // Every section starts at a multiple of 4 bytes, so a view of the same type fits here.
+      const out = new (arr.constructor as Uint32ArrayConstructor)(buf.buffer, off, n) as typeof arr;
+      let k = 0;
+      for (let i = 0; i < world.count; i++) if (mode[i] !== MODE_GHOST) out[k++] = arr[i] as number;
+    }
+    off += n * arr.BYTES_PER_ELEMENT;
   };
   copy(world.id);
   copy(world.x);
@@ -59,7 +69,7 @@ export class StateFormatError extends Error {
  * differ from the one that saved it). Throws StateFormatError on a bad blob, and a RangeError when
  * the saved entities do not fit the capacity.
  */
-export function decodeState(blob: Uint8Array, capacity: number): ShardState {
+export function decodeState(blob: Uint8Array, capacity: number, idLimit?: number): ShardState {
   if (blob.length < 28) throw new StateFormatError(`state blob of ${blob.length} bytes is truncated`);
   const view = new DataView(blob.buffer, blob.byteOffset, blob.byteLength);
   const [magic, version, tick, nextId, n, , playersLen] = Array.from({ length: 7 }, (_, i) => view.getUint32(i * 4, true)) as number[];
@@ -91,13 +101,15 @@ export function decodeState(blob: Uint8Array, capacity: number): ShardState {
   } catch {
     throw new StateFormatError('state blob has a malformed player map');
   }
-  const world = new World(capacity, nextId);
+  const world = new World(capacity, nextId, idLimit);
   for (let i = 0; i < count; i++) {
     world.spawn(x[i] as number, y[i] as number, kind[i] as number, id[i] as number);
     world.vx[i] = vx[i] as number;
     world.vy[i] = vy[i] as number;
     world.flags[i] = flags[i] as number;
     world.lastSeq[i] = lastSeq[i] as number;
+    // A player's entity waits, unseen, for that player to rejoin here (see MODE_DORMANT).
+    if (kind[i] === KIND_PLAYER && players.has(id[i] as number)) world.mode[i] = MODE_DORMANT;
   }
   return { tick: tick as number, world, players };
 }

@@ -6,6 +6,11 @@ export interface MovementRules {
   bounds: Rect;
   /** Largest distance an entity may cover in one tick, in world units. */
   maxSpeed: number;
+  /**
+   * Where entities without input (NPCs drifting) stay: the shard's own region, so that only
+   * players, who can be handed over, ever cross a border. Default: `bounds`.
+   */
+  region?: Rect;
 }
 
 /** What became of one input. */
@@ -40,9 +45,14 @@ export function step(world: World, rules: MovementRules, corrected: Uint32Array)
   const hiX = Math.fround(maxX - 1e-3);
   const hiY = Math.fround(maxY - 1e-3);
   const maxSpeed = rules.maxSpeed;
-  const { x, y, vx, vy, moveX, moveY, hasMove } = world;
+  const r = rules.region ?? rules.bounds;
+  const rHiX = Math.fround(r.maxX - 1e-3);
+  const rHiY = Math.fround(r.maxY - 1e-3);
+  const { x, y, vx, vy, moveX, moveY, hasMove, mode } = world;
   let nCorrected = 0;
   for (let i = 0; i < world.count; i++) {
+    // Ghosts, entities on offer and dormant ones are not simulated here.
+    if (mode[i] !== 0) continue;
     if (hasMove[i] === 1) {
       let dx = moveX[i] as number;
       let dy = moveY[i] as number;
@@ -77,13 +87,15 @@ export function step(world: World, rules: MovementRules, corrected: Uint32Array)
       if (dvx === 0 && dvy === 0) continue;
       let nx = (x[i] as number) + dvx;
       let ny = (y[i] as number) + dvy;
-      if (nx < minX || nx > hiX) {
+      // Bounce off the region only when moving outward: an entity already outside it (a player
+      // in the handoff margin) drifts back in instead of sticking to the border.
+      if ((nx < r.minX && dvx < 0) || (nx > rHiX && dvx > 0)) {
         vx[i] = -dvx;
-        nx = nx < minX ? minX : hiX;
+        nx = Math.min(Math.max(nx, Math.min(r.minX, x[i] as number)), Math.max(rHiX, x[i] as number));
       }
-      if (ny < minY || ny > hiY) {
+      if ((ny < r.minY && dvy < 0) || (ny > rHiY && dvy > 0)) {
         vy[i] = -dvy;
-        ny = ny < minY ? minY : hiY;
+        ny = Math.min(Math.max(ny, Math.min(r.minY, y[i] as number)), Math.max(rHiY, y[i] as number));
       }
       x[i] = nx;
       y[i] = ny;
@@ -110,7 +122,7 @@ export function createRng(seed: number): () => number {
  */
 export function wander(world: World, rng: () => number, npcKind: number, speed: number, turnChance: number): void {
   for (let i = 0; i < world.count; i++) {
-    if (world.kind[i] !== npcKind) continue;
+    if (world.kind[i] !== npcKind || world.mode[i] !== 0) continue;
     if ((world.vx[i] === 0 && world.vy[i] === 0) || rng() < turnChance) {
       const a = rng() * Math.PI * 2;
       world.vx[i] = Math.cos(a) * speed;

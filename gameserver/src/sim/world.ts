@@ -19,6 +19,19 @@ export const KIND_NPC = 0;
 export const KIND_PLAYER = 1;
 
 /**
+ * Who an entity in this shard's world belongs to. OWNED: this shard simulates it. GHOST: a
+ * read-only mirror of a neighbour's entity near the border (never simulated, never persisted, no
+ * input). OFFERED: owned, but offered to a neighbour in a handoff: frozen until the offer is
+ * committed (it becomes a ghost) or rolled back. DORMANT: a player's entity restored from a
+ * snapshot, kept out of sight and out of the simulation until that player rejoins here, so that
+ * a player who moved to a neighbour after the snapshot is never seen twice.
+ */
+export const MODE_OWNED = 0;
+export const MODE_GHOST = 1;
+export const MODE_OFFERED = 2;
+export const MODE_DORMANT = 3;
+
+/**
  * The entities of one shard in structure-of-arrays form. Entities are packed densely in
  * `[0, count)`: spawn appends and despawn moves the last entity into the hole, both O(1), so loops
  * over entities touch contiguous memory and allocate nothing. Entity ids are stable u32 values
@@ -43,10 +56,20 @@ export class World {
   readonly moveX: Float32Array;
   readonly moveY: Float32Array;
   readonly hasMove: Uint8Array;
+  /** MODE_* of each entity. */
+  readonly mode: Uint8Array;
   private readonly slotOf = new Map<number, number>();
   private nextId: number;
 
-  constructor(capacity: number, firstId = 1) {
+  /**
+   * Ids this world hands out are in [firstId, idLimit): the shards of one world use disjoint
+   * ranges, so an entity keeps its id when it moves to another shard and ghosts never collide.
+   */
+  constructor(
+    capacity: number,
+    firstId = 1,
+    readonly idLimit = 0x1_0000_0000,
+  ) {
     if (!Number.isInteger(capacity) || capacity < 1) throw new RangeError(`capacity must be a positive integer, got ${capacity}`);
     this.capacity = capacity;
     this.nextId = firstId;
@@ -61,15 +84,18 @@ export class World {
     this.moveX = new Float32Array(capacity);
     this.moveY = new Float32Array(capacity);
     this.hasMove = new Uint8Array(capacity);
+    this.mode = new Uint8Array(capacity);
   }
 
   /** Adds an entity and returns its id; throws CapacityError when full. `id` is for restores. */
   spawn(x: number, y: number, kind: number, id?: number): number {
     if (this.count >= this.capacity) throw new CapacityError(this.capacity);
+    if (id === undefined && this.nextId >= this.idLimit) throw new RangeError(`entity ids up to ${this.idLimit} are used up`);
     const entityId = id ?? this.nextId++;
     if (id !== undefined) {
       if (this.slotOf.has(id)) throw new Error(`entity ${id} already exists`);
-      if (id >= this.nextId) this.nextId = id + 1;
+      // Ids from another shard's range (handed over, ghosts) do not move this shard's counter.
+      if (id >= this.nextId && id < this.idLimit) this.nextId = id + 1;
     }
     const i = this.count++;
     this.id[i] = entityId;
@@ -83,6 +109,7 @@ export class World {
     this.moveX[i] = 0;
     this.moveY[i] = 0;
     this.hasMove[i] = 0;
+    this.mode[i] = MODE_OWNED;
     this.slotOf.set(entityId, i);
     return entityId;
   }
@@ -105,6 +132,7 @@ export class World {
       this.moveX[i] = this.moveX[last] as number;
       this.moveY[i] = this.moveY[last] as number;
       this.hasMove[i] = this.hasMove[last] as number;
+      this.mode[i] = this.mode[last] as number;
       this.slotOf.set(this.id[i] as number, i);
     }
     return true;

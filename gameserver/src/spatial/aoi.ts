@@ -1,4 +1,4 @@
-import type { World } from '../sim/world.js';
+import { MODE_DORMANT, type World } from '../sim/world.js';
 import type { Grid } from './grid.js';
 
 /**
@@ -23,7 +23,15 @@ export class Interest {
     const n = grid.queryRadius(world.x, world.y, px, py, radius, this.slots, selfSlot);
     const { slots, ids } = this;
     const worldIds = world.id;
-    for (let k = 0; k < n; k++) ids[k] = worldIds[slots[k] as number] as number;
-    this.count = n;
+    const mode = world.mode;
+    // Dormant entities (restored players who have not rejoined) are nobody's to see.
+    let m = 0;
+    for (let k = 0; k < n; k++) {
+      const slot = slots[k] as number;
+      if (mode[slot] === MODE_DORMANT) continue;
+      slots[m] = slot;
+      ids[m++] = worldIds[slot] as number;
+    }
+    this.count = m;
   }
 }

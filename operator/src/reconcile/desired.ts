@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
+import { type Region, regions } from '@aethex/runtime';
 import { GAMEWORLD_API_VERSION, GAMEWORLD_KIND, type GameWorld, LABELS, TEMPLATE_HASH } from '../api/gameworld.js';
 import { configMapName, pdbName, podName, serviceName, shardAddress } from './names.js';
-import { type Region, regions } from './regions.js';
 
 /** Ports of the shard container. */
 export const GAME_PORT = 7777;

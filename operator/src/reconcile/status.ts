@@ -1,8 +1,8 @@
+import { regions } from '@aethex/runtime';
 import type { Condition, GameWorld, GameWorldStatus, ShardStatus } from '../api/gameworld.js';
 import { type DesiredPod, GAME_PORT, worldSelector } from './desired.js';
 import { shardAddress } from './names.js';
 import type { ObservedPod, PodPlan } from './plan.js';
-import { regions } from './regions.js';
 
 function condition(prev: Condition[] | undefined, next: Omit<Condition, 'lastTransitionTime'>, now: string): Condition {
   const old = prev?.find((c) => c.type === next.type);

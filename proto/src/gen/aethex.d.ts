@@ -671,7 +671,10 @@ export namespace aethex {
             handoffOffer?: (aethex.v1.HandoffOffer.$Properties|null);
             handoffAccept?: (aethex.v1.HandoffAccept.$Properties|null);
             handoffReject?: (aethex.v1.HandoffReject.$Properties|null);
-            body?: ("linkHello"|"linkWelcome"|"ghostUpdate"|"handoffOffer"|"handoffAccept"|"handoffReject");
+            linkChallenge?: (aethex.v1.LinkChallenge.$Properties|null);
+            handoffCommit?: (aethex.v1.HandoffCommit.$Properties|null);
+            handoffAbort?: (aethex.v1.HandoffAbort.$Properties|null);
+            body?: ("linkHello"|"linkWelcome"|"ghostUpdate"|"handoffOffer"|"handoffAccept"|"handoffReject"|"linkChallenge"|"handoffCommit"|"handoffAbort");
             static create(properties: aethex.v1.ShardMessage.$Shape): aethex.v1.ShardMessage & aethex.v1.ShardMessage.$Shape;
             static create(properties?: aethex.v1.ShardMessage.$Properties): aethex.v1.ShardMessage;
             static encode(m: aethex.v1.ShardMessage.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
@@ -693,7 +696,10 @@ export namespace aethex {
                 handoffOffer?: (aethex.v1.HandoffOffer.$Properties|null);
                 handoffAccept?: (aethex.v1.HandoffAccept.$Properties|null);
                 handoffReject?: (aethex.v1.HandoffReject.$Properties|null);
-                body?: ("linkHello"|"linkWelcome"|"ghostUpdate"|"handoffOffer"|"handoffAccept"|"handoffReject");
+                linkChallenge?: (aethex.v1.LinkChallenge.$Properties|null);
+                handoffCommit?: (aethex.v1.HandoffCommit.$Properties|null);
+                handoffAbort?: (aethex.v1.HandoffAbort.$Properties|null);
+                body?: ("linkHello"|"linkWelcome"|"ghostUpdate"|"handoffOffer"|"handoffAccept"|"handoffReject"|"linkChallenge"|"handoffCommit"|"handoffAbort");
                 $unknowns?: Uint8Array[];
             }
             type $Shape = {
@@ -703,10 +709,41 @@ export namespace aethex {
               handoffOffer?: aethex.v1.HandoffOffer.$Shape|null;
               handoffAccept?: aethex.v1.HandoffAccept.$Shape|null;
               handoffReject?: aethex.v1.HandoffReject.$Shape|null;
+              linkChallenge?: aethex.v1.LinkChallenge.$Shape|null;
+              handoffCommit?: aethex.v1.HandoffCommit.$Shape|null;
+              handoffAbort?: aethex.v1.HandoffAbort.$Shape|null;
               $unknowns?: Uint8Array[];
             } & (
-              ({ body?: undefined; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null }|{ body?: "linkHello"; linkHello: aethex.v1.LinkHello.$Shape; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null }|{ body?: "linkWelcome"; linkHello?: null; linkWelcome: aethex.v1.LinkWelcome.$Shape; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null }|{ body?: "ghostUpdate"; linkHello?: null; linkWelcome?: null; ghostUpdate: aethex.v1.GhostUpdate.$Shape; handoffOffer?: null; handoffAccept?: null; handoffReject?: null }|{ body?: "handoffOffer"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer: aethex.v1.HandoffOffer.$Shape; handoffAccept?: null; handoffReject?: null }|{ body?: "handoffAccept"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept: aethex.v1.HandoffAccept.$Shape; handoffReject?: null }|{ body?: "handoffReject"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject: aethex.v1.HandoffReject.$Shape })
+              ({ body?: undefined; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null }|{ body?: "linkHello"; linkHello: aethex.v1.LinkHello.$Shape; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null }|{ body?: "linkWelcome"; linkHello?: null; linkWelcome: aethex.v1.LinkWelcome.$Shape; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null }|{ body?: "ghostUpdate"; linkHello?: null; linkWelcome?: null; ghostUpdate: aethex.v1.GhostUpdate.$Shape; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null }|{ body?: "handoffOffer"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer: aethex.v1.HandoffOffer.$Shape; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null }|{ body?: "handoffAccept"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept: aethex.v1.HandoffAccept.$Shape; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null }|{ body?: "handoffReject"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject: aethex.v1.HandoffReject.$Shape; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null }|{ body?: "linkChallenge"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge: aethex.v1.LinkChallenge.$Shape; handoffCommit?: null; handoffAbort?: null }|{ body?: "handoffCommit"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit: aethex.v1.HandoffCommit.$Shape; handoffAbort?: null }|{ body?: "handoffAbort"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort: aethex.v1.HandoffAbort.$Shape })
             );
+        }
+
+        interface ILinkChallenge extends aethex.v1.LinkChallenge.$Properties {
+        }
+
+        class LinkChallenge {
+            constructor(p?: aethex.v1.LinkChallenge.$Properties);
+            $unknowns?: Uint8Array[];
+            nonce: Uint8Array;
+            static create(properties: aethex.v1.LinkChallenge.$Shape): aethex.v1.LinkChallenge & aethex.v1.LinkChallenge.$Shape;
+            static create(properties?: aethex.v1.LinkChallenge.$Properties): aethex.v1.LinkChallenge;
+            static encode(m: aethex.v1.LinkChallenge.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
+            static encodeDelimited(message: aethex.v1.LinkChallenge.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+            static decode(r: ($protobuf.Reader|Uint8Array), l?: number): aethex.v1.LinkChallenge & aethex.v1.LinkChallenge.$Shape;
+            static decodeDelimited(reader: ($protobuf.Reader|Uint8Array)): aethex.v1.LinkChallenge & aethex.v1.LinkChallenge.$Shape;
+            static verify(m: { [k: string]: any }): (string|null);
+            static fromObject(d: { [k: string]: any }): aethex.v1.LinkChallenge;
+            static toObject(m: aethex.v1.LinkChallenge, o?: $protobuf.IConversionOptions): { [k: string]: any };
+            toJSON(): { [k: string]: any };
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace LinkChallenge {
+            interface $Properties {
+                nonce?: (Uint8Array|null);
+                $unknowns?: Uint8Array[];
+            }
+            type $Shape = aethex.v1.LinkChallenge.$Properties;
         }
 
         interface ILinkHello extends aethex.v1.LinkHello.$Properties {
@@ -863,6 +900,8 @@ export namespace aethex {
             lastInputSeq: number;
             state: Uint8Array;
             tick: number;
+            kind: number;
+            flags: number;
             static create(properties: aethex.v1.HandoffOffer.$Shape): aethex.v1.HandoffOffer & aethex.v1.HandoffOffer.$Shape;
             static create(properties?: aethex.v1.HandoffOffer.$Properties): aethex.v1.HandoffOffer;
             static encode(m: aethex.v1.HandoffOffer.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
@@ -886,6 +925,8 @@ export namespace aethex {
                 lastInputSeq?: (number|null);
                 state?: (Uint8Array|null);
                 tick?: (number|null);
+                kind?: (number|null);
+                flags?: (number|null);
                 $unknowns?: Uint8Array[];
             }
             type $Shape = aethex.v1.HandoffOffer.$Properties;
@@ -957,6 +998,68 @@ export namespace aethex {
                 $unknowns?: Uint8Array[];
             }
             type $Shape = aethex.v1.HandoffReject.$Properties;
+        }
+
+        interface IHandoffCommit extends aethex.v1.HandoffCommit.$Properties {
+        }
+
+        class HandoffCommit {
+            constructor(p?: aethex.v1.HandoffCommit.$Properties);
+            $unknowns?: Uint8Array[];
+            offerId: number;
+            entityId: number;
+            static create(properties: aethex.v1.HandoffCommit.$Shape): aethex.v1.HandoffCommit & aethex.v1.HandoffCommit.$Shape;
+            static create(properties?: aethex.v1.HandoffCommit.$Properties): aethex.v1.HandoffCommit;
+            static encode(m: aethex.v1.HandoffCommit.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
+            static encodeDelimited(message: aethex.v1.HandoffCommit.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+            static decode(r: ($protobuf.Reader|Uint8Array), l?: number): aethex.v1.HandoffCommit & aethex.v1.HandoffCommit.$Shape;
+            static decodeDelimited(reader: ($protobuf.Reader|Uint8Array)): aethex.v1.HandoffCommit & aethex.v1.HandoffCommit.$Shape;
+            static verify(m: { [k: string]: any }): (string|null);
+            static fromObject(d: { [k: string]: any }): aethex.v1.HandoffCommit;
+            static toObject(m: aethex.v1.HandoffCommit, o?: $protobuf.IConversionOptions): { [k: string]: any };
+            toJSON(): { [k: string]: any };
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace HandoffCommit {
+            interface $Properties {
+                offerId?: (number|null);
+                entityId?: (number|null);
+                $unknowns?: Uint8Array[];
+            }
+            type $Shape = aethex.v1.HandoffCommit.$Properties;
+        }
+
+        interface IHandoffAbort extends aethex.v1.HandoffAbort.$Properties {
+        }
+
+        class HandoffAbort {
+            constructor(p?: aethex.v1.HandoffAbort.$Properties);
+            $unknowns?: Uint8Array[];
+            offerId: number;
+            entityId: number;
+            message: string;
+            static create(properties: aethex.v1.HandoffAbort.$Shape): aethex.v1.HandoffAbort & aethex.v1.HandoffAbort.$Shape;
+            static create(properties?: aethex.v1.HandoffAbort.$Properties): aethex.v1.HandoffAbort;
+            static encode(m: aethex.v1.HandoffAbort.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
+            static encodeDelimited(message: aethex.v1.HandoffAbort.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+            static decode(r: ($protobuf.Reader|Uint8Array), l?: number): aethex.v1.HandoffAbort & aethex.v1.HandoffAbort.$Shape;
+            static decodeDelimited(reader: ($protobuf.Reader|Uint8Array)): aethex.v1.HandoffAbort & aethex.v1.HandoffAbort.$Shape;
+            static verify(m: { [k: string]: any }): (string|null);
+            static fromObject(d: { [k: string]: any }): aethex.v1.HandoffAbort;
+            static toObject(m: aethex.v1.HandoffAbort, o?: $protobuf.IConversionOptions): { [k: string]: any };
+            toJSON(): { [k: string]: any };
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace HandoffAbort {
+            interface $Properties {
+                offerId?: (number|null);
+                entityId?: (number|null);
+                message?: (string|null);
+                $unknowns?: Uint8Array[];
+            }
+            type $Shape = aethex.v1.HandoffAbort.$Properties;
         }
     }
 }

@@ -7143,7 +7143,10 @@ export const aethex = $root.aethex = (() => {
              * @property {aethex.v1.HandoffOffer.$Properties|null} [handoffOffer] ShardMessage handoffOffer
              * @property {aethex.v1.HandoffAccept.$Properties|null} [handoffAccept] ShardMessage handoffAccept
              * @property {aethex.v1.HandoffReject.$Properties|null} [handoffReject] ShardMessage handoffReject
-             * @property {"linkHello"|"linkWelcome"|"ghostUpdate"|"handoffOffer"|"handoffAccept"|"handoffReject"} [body] ShardMessage body
+             * @property {aethex.v1.LinkChallenge.$Properties|null} [linkChallenge] ShardMessage linkChallenge
+             * @property {aethex.v1.HandoffCommit.$Properties|null} [handoffCommit] ShardMessage handoffCommit
+             * @property {aethex.v1.HandoffAbort.$Properties|null} [handoffAbort] ShardMessage handoffAbort
+             * @property {"linkHello"|"linkWelcome"|"ghostUpdate"|"handoffOffer"|"handoffAccept"|"handoffReject"|"linkChallenge"|"handoffCommit"|"handoffAbort"} [body] ShardMessage body
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -7164,9 +7167,12 @@ export const aethex = $root.aethex = (() => {
              *   handoffOffer?: aethex.v1.HandoffOffer.$Shape|null;
              *   handoffAccept?: aethex.v1.HandoffAccept.$Shape|null;
              *   handoffReject?: aethex.v1.HandoffReject.$Shape|null;
+             *   linkChallenge?: aethex.v1.LinkChallenge.$Shape|null;
+             *   handoffCommit?: aethex.v1.HandoffCommit.$Shape|null;
+             *   handoffAbort?: aethex.v1.HandoffAbort.$Shape|null;
              *   $unknowns?: Array.<Uint8Array>;
              * } & (
-             *   ({ body?: undefined; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null }|{ body?: "linkHello"; linkHello: aethex.v1.LinkHello.$Shape; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null }|{ body?: "linkWelcome"; linkHello?: null; linkWelcome: aethex.v1.LinkWelcome.$Shape; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null }|{ body?: "ghostUpdate"; linkHello?: null; linkWelcome?: null; ghostUpdate: aethex.v1.GhostUpdate.$Shape; handoffOffer?: null; handoffAccept?: null; handoffReject?: null }|{ body?: "handoffOffer"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer: aethex.v1.HandoffOffer.$Shape; handoffAccept?: null; handoffReject?: null }|{ body?: "handoffAccept"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept: aethex.v1.HandoffAccept.$Shape; handoffReject?: null }|{ body?: "handoffReject"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject: aethex.v1.HandoffReject.$Shape })
+             *   ({ body?: undefined; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null }|{ body?: "linkHello"; linkHello: aethex.v1.LinkHello.$Shape; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null }|{ body?: "linkWelcome"; linkHello?: null; linkWelcome: aethex.v1.LinkWelcome.$Shape; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null }|{ body?: "ghostUpdate"; linkHello?: null; linkWelcome?: null; ghostUpdate: aethex.v1.GhostUpdate.$Shape; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null }|{ body?: "handoffOffer"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer: aethex.v1.HandoffOffer.$Shape; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null }|{ body?: "handoffAccept"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept: aethex.v1.HandoffAccept.$Shape; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null }|{ body?: "handoffReject"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject: aethex.v1.HandoffReject.$Shape; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null }|{ body?: "linkChallenge"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge: aethex.v1.LinkChallenge.$Shape; handoffCommit?: null; handoffAbort?: null }|{ body?: "handoffCommit"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit: aethex.v1.HandoffCommit.$Shape; handoffAbort?: null }|{ body?: "handoffAbort"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort: aethex.v1.HandoffAbort.$Shape })
              * )} aethex.v1.ShardMessage.$Shape
              */
 
@@ -7233,17 +7239,41 @@ export const aethex = $root.aethex = (() => {
              */
             ShardMessage.prototype.handoffReject = null;
 
+            /**
+             * ShardMessage linkChallenge.
+             * @member {aethex.v1.LinkChallenge.$Properties|null|undefined} linkChallenge
+             * @memberof aethex.v1.ShardMessage
+             * @instance
+             */
+            ShardMessage.prototype.linkChallenge = null;
+
+            /**
+             * ShardMessage handoffCommit.
+             * @member {aethex.v1.HandoffCommit.$Properties|null|undefined} handoffCommit
+             * @memberof aethex.v1.ShardMessage
+             * @instance
+             */
+            ShardMessage.prototype.handoffCommit = null;
+
+            /**
+             * ShardMessage handoffAbort.
+             * @member {aethex.v1.HandoffAbort.$Properties|null|undefined} handoffAbort
+             * @memberof aethex.v1.ShardMessage
+             * @instance
+             */
+            ShardMessage.prototype.handoffAbort = null;
+
             // OneOf field names bound to virtual getters and setters
             let $oneOfFields;
 
             /**
              * ShardMessage body.
-             * @member {"linkHello"|"linkWelcome"|"ghostUpdate"|"handoffOffer"|"handoffAccept"|"handoffReject"|undefined} body
+             * @member {"linkHello"|"linkWelcome"|"ghostUpdate"|"handoffOffer"|"handoffAccept"|"handoffReject"|"linkChallenge"|"handoffCommit"|"handoffAbort"|undefined} body
              * @memberof aethex.v1.ShardMessage
              * @instance
              */
             $Object.defineProperty(ShardMessage.prototype, "body", {
-                get: $util.oneOfGetter($oneOfFields = ["linkHello", "linkWelcome", "ghostUpdate", "handoffOffer", "handoffAccept", "handoffReject"]),
+                get: $util.oneOfGetter($oneOfFields = ["linkHello", "linkWelcome", "ghostUpdate", "handoffOffer", "handoffAccept", "handoffReject", "linkChallenge", "handoffCommit", "handoffAbort"]),
                 set: $util.oneOfSetter($oneOfFields)
             });
 
@@ -7291,6 +7321,12 @@ export const aethex = $root.aethex = (() => {
                     $root.aethex.v1.HandoffAccept.encode(m.handoffAccept, w.uint32(/* id 5, wireType 2 =*/42).fork(), q + 1).ldelim();
                 if (m.handoffReject != null && $Object.hasOwnProperty.call(m, "handoffReject"))
                     $root.aethex.v1.HandoffReject.encode(m.handoffReject, w.uint32(/* id 6, wireType 2 =*/50).fork(), q + 1).ldelim();
+                if (m.linkChallenge != null && $Object.hasOwnProperty.call(m, "linkChallenge"))
+                    $root.aethex.v1.LinkChallenge.encode(m.linkChallenge, w.uint32(/* id 7, wireType 2 =*/58).fork(), q + 1).ldelim();
+                if (m.handoffCommit != null && $Object.hasOwnProperty.call(m, "handoffCommit"))
+                    $root.aethex.v1.HandoffCommit.encode(m.handoffCommit, w.uint32(/* id 8, wireType 2 =*/66).fork(), q + 1).ldelim();
+                if (m.handoffAbort != null && $Object.hasOwnProperty.call(m, "handoffAbort"))
+                    $root.aethex.v1.HandoffAbort.encode(m.handoffAbort, w.uint32(/* id 9, wireType 2 =*/74).fork(), q + 1).ldelim();
                 if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
                     for (var i = 0; i < m.$unknowns.length; ++i)
                         w.raw(m.$unknowns[i]);
@@ -7388,6 +7424,27 @@ export const aethex = $root.aethex = (() => {
                                 break;
                             m.handoffReject = $root.aethex.v1.HandoffReject.decode(r, r.size(), $undefined, q + 1, m.handoffReject);
                             m.body = "handoffReject";
+                            continue;
+                        }
+                    case 7: {
+                            if (u !== 2)
+                                break;
+                            m.linkChallenge = $root.aethex.v1.LinkChallenge.decode(r, r.size(), $undefined, q + 1, m.linkChallenge);
+                            m.body = "linkChallenge";
+                            continue;
+                        }
+                    case 8: {
+                            if (u !== 2)
+                                break;
+                            m.handoffCommit = $root.aethex.v1.HandoffCommit.decode(r, r.size(), $undefined, q + 1, m.handoffCommit);
+                            m.body = "handoffCommit";
+                            continue;
+                        }
+                    case 9: {
+                            if (u !== 2)
+                                break;
+                            m.handoffAbort = $root.aethex.v1.HandoffAbort.decode(r, r.size(), $undefined, q + 1, m.handoffAbort);
+                            m.body = "handoffAbort";
                             continue;
                         }
                     }
@@ -7497,6 +7554,36 @@ export const aethex = $root.aethex = (() => {
                             return "handoffReject." + e;
                     }
                 }
+                if (m.linkChallenge != null && $Object.hasOwnProperty.call(m, "linkChallenge")) {
+                    if (p.body === 1)
+                        return "body: multiple values";
+                    p.body = 1;
+                    {
+                        var e = $root.aethex.v1.LinkChallenge.verify(m.linkChallenge, q + 1);
+                        if (e)
+                            return "linkChallenge." + e;
+                    }
+                }
+                if (m.handoffCommit != null && $Object.hasOwnProperty.call(m, "handoffCommit")) {
+                    if (p.body === 1)
+                        return "body: multiple values";
+                    p.body = 1;
+                    {
+                        var e = $root.aethex.v1.HandoffCommit.verify(m.handoffCommit, q + 1);
+                        if (e)
+                            return "handoffCommit." + e;
+                    }
+                }
+                if (m.handoffAbort != null && $Object.hasOwnProperty.call(m, "handoffAbort")) {
+                    if (p.body === 1)
+                        return "body: multiple values";
+                    p.body = 1;
+                    {
+                        var e = $root.aethex.v1.HandoffAbort.verify(m.handoffAbort, q + 1);
+                        if (e)
+                            return "handoffAbort." + e;
+                    }
+                }
                 return null;
             };
 
@@ -7548,6 +7635,21 @@ export const aethex = $root.aethex = (() => {
                         throw $TypeError(".aethex.v1.ShardMessage.handoffReject: object expected");
                     m.handoffReject = $root.aethex.v1.HandoffReject.fromObject(d.handoffReject, q + 1);
                 }
+                if (d.linkChallenge != null) {
+                    if (!$util.isObject(d.linkChallenge))
+                        throw $TypeError(".aethex.v1.ShardMessage.linkChallenge: object expected");
+                    m.linkChallenge = $root.aethex.v1.LinkChallenge.fromObject(d.linkChallenge, q + 1);
+                }
+                if (d.handoffCommit != null) {
+                    if (!$util.isObject(d.handoffCommit))
+                        throw $TypeError(".aethex.v1.ShardMessage.handoffCommit: object expected");
+                    m.handoffCommit = $root.aethex.v1.HandoffCommit.fromObject(d.handoffCommit, q + 1);
+                }
+                if (d.handoffAbort != null) {
+                    if (!$util.isObject(d.handoffAbort))
+                        throw $TypeError(".aethex.v1.ShardMessage.handoffAbort: object expected");
+                    m.handoffAbort = $root.aethex.v1.HandoffAbort.fromObject(d.handoffAbort, q + 1);
+                }
                 return m;
             };
 
@@ -7598,6 +7700,21 @@ export const aethex = $root.aethex = (() => {
                     if (o.oneofs)
                         d.body = "handoffReject";
                 }
+                if (m.linkChallenge != null && $Object.hasOwnProperty.call(m, "linkChallenge")) {
+                    d.linkChallenge = $root.aethex.v1.LinkChallenge.toObject(m.linkChallenge, o, q + 1);
+                    if (o.oneofs)
+                        d.body = "linkChallenge";
+                }
+                if (m.handoffCommit != null && $Object.hasOwnProperty.call(m, "handoffCommit")) {
+                    d.handoffCommit = $root.aethex.v1.HandoffCommit.toObject(m.handoffCommit, o, q + 1);
+                    if (o.oneofs)
+                        d.body = "handoffCommit";
+                }
+                if (m.handoffAbort != null && $Object.hasOwnProperty.call(m, "handoffAbort")) {
+                    d.handoffAbort = $root.aethex.v1.HandoffAbort.toObject(m.handoffAbort, o, q + 1);
+                    if (o.oneofs)
+                        d.body = "handoffAbort";
+                }
                 return d;
             };
 
@@ -7627,6 +7744,295 @@ export const aethex = $root.aethex = (() => {
             };
 
             return ShardMessage;
+        })();
+
+        v1.LinkChallenge = (function() {
+
+            /**
+             * Properties of a LinkChallenge.
+             * @typedef {Object} aethex.v1.LinkChallenge.$Properties
+             * @property {Uint8Array|null} [nonce] LinkChallenge nonce
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a LinkChallenge.
+             * @memberof aethex.v1
+             * @interface ILinkChallenge
+             * @augments aethex.v1.LinkChallenge.$Properties
+             * @deprecated Use aethex.v1.LinkChallenge.$Properties instead.
+             */
+
+            /**
+             * Shape of a LinkChallenge.
+             * @typedef {aethex.v1.LinkChallenge.$Properties} aethex.v1.LinkChallenge.$Shape
+             */
+
+            /**
+             * Constructs a new LinkChallenge.
+             * @memberof aethex.v1
+             * @classdesc Represents a LinkChallenge.
+             * @constructor
+             * @param {aethex.v1.LinkChallenge.$Properties=} [p] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const LinkChallenge = function (p) {
+                if (p)
+                    for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
+                        if (p[ks[i]] != null && ks[i] !== "__proto__")
+                            this[ks[i]] = p[ks[i]];
+            };
+
+            /**
+             * LinkChallenge nonce.
+             * @member {Uint8Array} nonce
+             * @memberof aethex.v1.LinkChallenge
+             * @instance
+             */
+            LinkChallenge.prototype.nonce = $util.newBuffer([]);
+
+            /**
+             * Creates a new LinkChallenge instance using the specified properties.
+             * @function create
+             * @memberof aethex.v1.LinkChallenge
+             * @static
+             * @param {aethex.v1.LinkChallenge.$Properties=} [properties] Properties to set
+             * @returns {aethex.v1.LinkChallenge} LinkChallenge instance
+             * @type {{
+             *   (properties: aethex.v1.LinkChallenge.$Shape): aethex.v1.LinkChallenge & aethex.v1.LinkChallenge.$Shape;
+             *   (properties?: aethex.v1.LinkChallenge.$Properties): aethex.v1.LinkChallenge;
+             * }}
+             */
+            LinkChallenge.create = function(properties) {
+                return new LinkChallenge(properties);
+            };
+
+            /**
+             * Encodes the specified LinkChallenge message. Does not implicitly {@link aethex.v1.LinkChallenge.verify|verify} messages.
+             * @function encode
+             * @memberof aethex.v1.LinkChallenge
+             * @static
+             * @param {aethex.v1.LinkChallenge.$Properties} m LinkChallenge message or plain object to encode
+             * @param {$protobuf.Writer} [w] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            LinkChallenge.encode = function (m, w, q) {
+                if (!w)
+                    w = $Writer.create();
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (m.nonce != null && $Object.hasOwnProperty.call(m, "nonce") && m.nonce.length)
+                    w.uint32(/* id 1, wireType 2 =*/10).bytes(m.nonce);
+                if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
+                    for (var i = 0; i < m.$unknowns.length; ++i)
+                        w.raw(m.$unknowns[i]);
+                return w;
+            };
+
+            /**
+             * Encodes the specified LinkChallenge message, length delimited. Does not implicitly {@link aethex.v1.LinkChallenge.verify|verify} messages.
+             * @function encodeDelimited
+             * @memberof aethex.v1.LinkChallenge
+             * @static
+             * @param {aethex.v1.LinkChallenge.$Properties} message LinkChallenge message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            LinkChallenge.encodeDelimited = function(message, writer) {
+                return this.encode(message, (writer || $Writer.create()).fork()).ldelim();
+            };
+
+            /**
+             * Decodes a LinkChallenge message from the specified reader or buffer.
+             * @function decode
+             * @memberof aethex.v1.LinkChallenge
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} r Reader or buffer to decode from
+             * @param {number} [l] Message length if known beforehand
+             * @returns {aethex.v1.LinkChallenge & aethex.v1.LinkChallenge.$Shape} LinkChallenge
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            LinkChallenge.decode = function (r, l, z, q, g) {
+                if (!(r instanceof $Reader))
+                    r = $Reader.create(r);
+                if (q === $undefined)
+                    q = 0;
+                if (q > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var c, m, v;
+                if (l === $undefined)
+                    c = r.len;
+                else {
+                    c = r.pos + l;
+                    if (c > r.len)
+                        throw $RangeError("index out of range");
+                    l = r.len;
+                    r.len = c;
+                }
+                m = g || new $root.aethex.v1.LinkChallenge();
+                while (r.pos < c) {
+                    var s = r.pos;
+                    var t = r.tag();
+                    if (t === z) {
+                        z = $undefined;
+                        break;
+                    }
+                    var u = t & 7;
+                    switch (t >>>= 3) {
+                    case 1: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.bytes()).length)
+                                m.nonce = v;
+                            else
+                                delete m.nonce;
+                            continue;
+                        }
+                    }
+                    r.skipType(u, q, t);
+                    if (!r.discardUnknown) {
+                        $util.makeProp(m, "$unknowns", false);
+                        (m.$unknowns || (m.$unknowns = [])).push(r.raw(s, r.pos));
+                    }
+                }
+                if (l !== $undefined) {
+                    if (r.pos !== c)
+                        throw $RangeError("index out of range");
+                    r.len = l;
+                }
+                if (z !== $undefined)
+                    throw $Error("missing end group");
+                return m;
+            };
+
+            /**
+             * Decodes a LinkChallenge message from the specified reader or buffer, length delimited.
+             * @function decodeDelimited
+             * @memberof aethex.v1.LinkChallenge
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @returns {aethex.v1.LinkChallenge & aethex.v1.LinkChallenge.$Shape} LinkChallenge
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            LinkChallenge.decodeDelimited = function(reader) {
+                if (!(reader instanceof $Reader))
+                    reader = new $Reader(reader);
+                return this.decode(reader, reader.size());
+            };
+
+            /**
+             * Verifies a LinkChallenge message.
+             * @function verify
+             * @memberof aethex.v1.LinkChallenge
+             * @static
+             * @param {Object.<string,*>} m Plain object to verify
+             * @returns {string|null} `null` if valid, otherwise the reason why it is not
+             */
+            LinkChallenge.verify = function (m, q) {
+                if (typeof m !== "object" || m === null)
+                    return "object expected";
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    return "max depth exceeded";
+                if (m.nonce != null && $Object.hasOwnProperty.call(m, "nonce")) {
+                    if (!(m.nonce && typeof m.nonce.length === "number" || $util.isString(m.nonce)))
+                        return "nonce: buffer expected";
+                }
+                return null;
+            };
+
+            /**
+             * Creates a LinkChallenge message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof aethex.v1.LinkChallenge
+             * @static
+             * @param {Object.<string,*>} d Plain object
+             * @returns {aethex.v1.LinkChallenge} LinkChallenge
+             */
+            LinkChallenge.fromObject = function (d, q) {
+                if (d instanceof $root.aethex.v1.LinkChallenge)
+                    return d;
+                if (!$util.isObject(d))
+                    throw $TypeError(".aethex.v1.LinkChallenge: object expected");
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var m = new $root.aethex.v1.LinkChallenge();
+                if (d.nonce != null) {
+                    if (d.nonce.length) {
+                        if (typeof d.nonce === "string")
+                            $util.base64.decode(d.nonce, m.nonce = $util.newBuffer($util.base64.length(d.nonce)), 0);
+                        else if (d.nonce.length >= 0)
+                            m.nonce = d.nonce;
+                    }
+                }
+                return m;
+            };
+
+            /**
+             * Creates a plain object from a LinkChallenge message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof aethex.v1.LinkChallenge
+             * @static
+             * @param {aethex.v1.LinkChallenge} m LinkChallenge
+             * @param {$protobuf.IConversionOptions} [o] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            LinkChallenge.toObject = function (m, o, q) {
+                if (!o)
+                    o = {};
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var d = {};
+                if (o.defaults) {
+                    if (o.bytes === $String)
+                        d.nonce = "";
+                    else {
+                        d.nonce = [];
+                        if (o.bytes !== $Array)
+                            d.nonce = $util.newBuffer(d.nonce);
+                    }
+                }
+                if (m.nonce != null && $Object.hasOwnProperty.call(m, "nonce")) {
+                    d.nonce = o.bytes === $String ? $util.base64.encode(m.nonce, 0, m.nonce.length) : o.bytes === $Array ? $Array.prototype.slice.call(m.nonce) : m.nonce;
+                }
+                return d;
+            };
+
+            /**
+             * Converts this LinkChallenge to JSON.
+             * @function toJSON
+             * @memberof aethex.v1.LinkChallenge
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            LinkChallenge.prototype.toJSON = function() {
+                return LinkChallenge.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for LinkChallenge
+             * @function getTypeUrl
+             * @memberof aethex.v1.LinkChallenge
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            LinkChallenge.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/aethex.v1.LinkChallenge";
+            };
+
+            return LinkChallenge;
         })();
 
         v1.LinkHello = (function() {
@@ -9301,6 +9707,8 @@ export const aethex = $root.aethex = (() => {
              * @property {number|null} [lastInputSeq] HandoffOffer lastInputSeq
              * @property {Uint8Array|null} [state] HandoffOffer state
              * @property {number|null} [tick] HandoffOffer tick
+             * @property {number|null} [kind] HandoffOffer kind
+             * @property {number|null} [flags] HandoffOffer flags
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -9397,6 +9805,22 @@ export const aethex = $root.aethex = (() => {
             HandoffOffer.prototype.tick = 0;
 
             /**
+             * HandoffOffer kind.
+             * @member {number} kind
+             * @memberof aethex.v1.HandoffOffer
+             * @instance
+             */
+            HandoffOffer.prototype.kind = 0;
+
+            /**
+             * HandoffOffer flags.
+             * @member {number} flags
+             * @memberof aethex.v1.HandoffOffer
+             * @instance
+             */
+            HandoffOffer.prototype.flags = 0;
+
+            /**
              * Creates a new HandoffOffer instance using the specified properties.
              * @function create
              * @memberof aethex.v1.HandoffOffer
@@ -9444,6 +9868,10 @@ export const aethex = $root.aethex = (() => {
                     w.uint32(/* id 7, wireType 2 =*/58).bytes(m.state);
                 if (m.tick != null && $Object.hasOwnProperty.call(m, "tick") && m.tick !== 0)
                     w.uint32(/* id 8, wireType 0 =*/64).uint32(m.tick);
+                if (m.kind != null && $Object.hasOwnProperty.call(m, "kind") && m.kind !== 0)
+                    w.uint32(/* id 9, wireType 0 =*/72).uint32(m.kind);
+                if (m.flags != null && $Object.hasOwnProperty.call(m, "flags") && m.flags !== 0)
+                    w.uint32(/* id 10, wireType 0 =*/80).uint32(m.flags);
                 if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
                     for (var i = 0; i < m.$unknowns.length; ++i)
                         w.raw(m.$unknowns[i]);
@@ -9567,6 +9995,24 @@ export const aethex = $root.aethex = (() => {
                                 delete m.tick;
                             continue;
                         }
+                    case 9: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.uint32())
+                                m.kind = v;
+                            else
+                                delete m.kind;
+                            continue;
+                        }
+                    case 10: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.uint32())
+                                m.flags = v;
+                            else
+                                delete m.flags;
+                            continue;
+                        }
                     }
                     r.skipType(u, q, t);
                     if (!r.discardUnknown) {
@@ -9653,6 +10099,14 @@ export const aethex = $root.aethex = (() => {
                     if (!$util.isInteger(m.tick))
                         return "tick: integer expected";
                 }
+                if (m.kind != null && $Object.hasOwnProperty.call(m, "kind")) {
+                    if (!$util.isInteger(m.kind))
+                        return "kind: integer expected";
+                }
+                if (m.flags != null && $Object.hasOwnProperty.call(m, "flags")) {
+                    if (!$util.isInteger(m.flags))
+                        return "flags: integer expected";
+                }
                 return null;
             };
 
@@ -9724,6 +10178,16 @@ export const aethex = $root.aethex = (() => {
                         m.tick = d.tick >>> 0;
                     }
                 }
+                if (d.kind != null) {
+                    if ($Number(d.kind) !== 0) {
+                        m.kind = d.kind >>> 0;
+                    }
+                }
+                if (d.flags != null) {
+                    if ($Number(d.flags) !== 0) {
+                        m.flags = d.flags >>> 0;
+                    }
+                }
                 return m;
             };
 
@@ -9763,6 +10227,8 @@ export const aethex = $root.aethex = (() => {
                             d.state = $util.newBuffer(d.state);
                     }
                     d.tick = 0;
+                    d.kind = 0;
+                    d.flags = 0;
                 }
                 if (m.offerId != null && $Object.hasOwnProperty.call(m, "offerId")) {
                     if (typeof $BigInt !== "undefined" && o.longs === $BigInt)
@@ -9792,6 +10258,12 @@ export const aethex = $root.aethex = (() => {
                 }
                 if (m.tick != null && $Object.hasOwnProperty.call(m, "tick")) {
                     d.tick = m.tick;
+                }
+                if (m.kind != null && $Object.hasOwnProperty.call(m, "kind")) {
+                    d.kind = m.kind;
+                }
+                if (m.flags != null && $Object.hasOwnProperty.call(m, "flags")) {
+                    d.flags = m.flags;
                 }
                 return d;
             };
@@ -10670,6 +11142,697 @@ export const aethex = $root.aethex = (() => {
             };
 
             return HandoffReject;
+        })();
+
+        v1.HandoffCommit = (function() {
+
+            /**
+             * Properties of a HandoffCommit.
+             * @typedef {Object} aethex.v1.HandoffCommit.$Properties
+             * @property {number|null} [offerId] HandoffCommit offerId
+             * @property {number|null} [entityId] HandoffCommit entityId
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a HandoffCommit.
+             * @memberof aethex.v1
+             * @interface IHandoffCommit
+             * @augments aethex.v1.HandoffCommit.$Properties
+             * @deprecated Use aethex.v1.HandoffCommit.$Properties instead.
+             */
+
+            /**
+             * Shape of a HandoffCommit.
+             * @typedef {aethex.v1.HandoffCommit.$Properties} aethex.v1.HandoffCommit.$Shape
+             */
+
+            /**
+             * Constructs a new HandoffCommit.
+             * @memberof aethex.v1
+             * @classdesc Represents a HandoffCommit.
+             * @constructor
+             * @param {aethex.v1.HandoffCommit.$Properties=} [p] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const HandoffCommit = function (p) {
+                if (p)
+                    for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
+                        if (p[ks[i]] != null && ks[i] !== "__proto__")
+                            this[ks[i]] = p[ks[i]];
+            };
+
+            /**
+             * HandoffCommit offerId.
+             * @member {number} offerId
+             * @memberof aethex.v1.HandoffCommit
+             * @instance
+             */
+            HandoffCommit.prototype.offerId = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
+             * HandoffCommit entityId.
+             * @member {number} entityId
+             * @memberof aethex.v1.HandoffCommit
+             * @instance
+             */
+            HandoffCommit.prototype.entityId = 0;
+
+            /**
+             * Creates a new HandoffCommit instance using the specified properties.
+             * @function create
+             * @memberof aethex.v1.HandoffCommit
+             * @static
+             * @param {aethex.v1.HandoffCommit.$Properties=} [properties] Properties to set
+             * @returns {aethex.v1.HandoffCommit} HandoffCommit instance
+             * @type {{
+             *   (properties: aethex.v1.HandoffCommit.$Shape): aethex.v1.HandoffCommit & aethex.v1.HandoffCommit.$Shape;
+             *   (properties?: aethex.v1.HandoffCommit.$Properties): aethex.v1.HandoffCommit;
+             * }}
+             */
+            HandoffCommit.create = function(properties) {
+                return new HandoffCommit(properties);
+            };
+
+            /**
+             * Encodes the specified HandoffCommit message. Does not implicitly {@link aethex.v1.HandoffCommit.verify|verify} messages.
+             * @function encode
+             * @memberof aethex.v1.HandoffCommit
+             * @static
+             * @param {aethex.v1.HandoffCommit.$Properties} m HandoffCommit message or plain object to encode
+             * @param {$protobuf.Writer} [w] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            HandoffCommit.encode = function (m, w, q) {
+                if (!w)
+                    w = $Writer.create();
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (m.offerId != null && $Object.hasOwnProperty.call(m, "offerId") && (typeof m.offerId === "object" ? m.offerId.low || m.offerId.high : m.offerId !== 0))
+                    w.uint32(/* id 1, wireType 0 =*/8).uint64(m.offerId);
+                if (m.entityId != null && $Object.hasOwnProperty.call(m, "entityId") && m.entityId !== 0)
+                    w.uint32(/* id 2, wireType 0 =*/16).uint32(m.entityId);
+                if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
+                    for (var i = 0; i < m.$unknowns.length; ++i)
+                        w.raw(m.$unknowns[i]);
+                return w;
+            };
+
+            /**
+             * Encodes the specified HandoffCommit message, length delimited. Does not implicitly {@link aethex.v1.HandoffCommit.verify|verify} messages.
+             * @function encodeDelimited
+             * @memberof aethex.v1.HandoffCommit
+             * @static
+             * @param {aethex.v1.HandoffCommit.$Properties} message HandoffCommit message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            HandoffCommit.encodeDelimited = function(message, writer) {
+                return this.encode(message, (writer || $Writer.create()).fork()).ldelim();
+            };
+
+            /**
+             * Decodes a HandoffCommit message from the specified reader or buffer.
+             * @function decode
+             * @memberof aethex.v1.HandoffCommit
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} r Reader or buffer to decode from
+             * @param {number} [l] Message length if known beforehand
+             * @returns {aethex.v1.HandoffCommit & aethex.v1.HandoffCommit.$Shape} HandoffCommit
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            HandoffCommit.decode = function (r, l, z, q, g) {
+                if (!(r instanceof $Reader))
+                    r = $Reader.create(r);
+                if (q === $undefined)
+                    q = 0;
+                if (q > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var c, m, v;
+                if (l === $undefined)
+                    c = r.len;
+                else {
+                    c = r.pos + l;
+                    if (c > r.len)
+                        throw $RangeError("index out of range");
+                    l = r.len;
+                    r.len = c;
+                }
+                m = g || new $root.aethex.v1.HandoffCommit();
+                while (r.pos < c) {
+                    var s = r.pos;
+                    var t = r.tag();
+                    if (t === z) {
+                        z = $undefined;
+                        break;
+                    }
+                    var u = t & 7;
+                    switch (t >>>= 3) {
+                    case 1: {
+                            if (u !== 0)
+                                break;
+                            if (typeof (v = r.uint64()) === "object" ? v.low || v.high : v !== 0)
+                                m.offerId = v;
+                            else
+                                delete m.offerId;
+                            continue;
+                        }
+                    case 2: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.uint32())
+                                m.entityId = v;
+                            else
+                                delete m.entityId;
+                            continue;
+                        }
+                    }
+                    r.skipType(u, q, t);
+                    if (!r.discardUnknown) {
+                        $util.makeProp(m, "$unknowns", false);
+                        (m.$unknowns || (m.$unknowns = [])).push(r.raw(s, r.pos));
+                    }
+                }
+                if (l !== $undefined) {
+                    if (r.pos !== c)
+                        throw $RangeError("index out of range");
+                    r.len = l;
+                }
+                if (z !== $undefined)
+                    throw $Error("missing end group");
+                return m;
+            };
+
+            /**
+             * Decodes a HandoffCommit message from the specified reader or buffer, length delimited.
+             * @function decodeDelimited
+             * @memberof aethex.v1.HandoffCommit
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @returns {aethex.v1.HandoffCommit & aethex.v1.HandoffCommit.$Shape} HandoffCommit
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            HandoffCommit.decodeDelimited = function(reader) {
+                if (!(reader instanceof $Reader))
+                    reader = new $Reader(reader);
+                return this.decode(reader, reader.size());
+            };
+
+            /**
+             * Verifies a HandoffCommit message.
+             * @function verify
+             * @memberof aethex.v1.HandoffCommit
+             * @static
+             * @param {Object.<string,*>} m Plain object to verify
+             * @returns {string|null} `null` if valid, otherwise the reason why it is not
+             */
+            HandoffCommit.verify = function (m, q) {
+                if (typeof m !== "object" || m === null)
+                    return "object expected";
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    return "max depth exceeded";
+                if (m.offerId != null && $Object.hasOwnProperty.call(m, "offerId")) {
+                    if (!$util.isInteger(m.offerId) && !(m.offerId && $util.isInteger(m.offerId.low) && $util.isInteger(m.offerId.high)))
+                        return "offerId: integer|Long expected";
+                }
+                if (m.entityId != null && $Object.hasOwnProperty.call(m, "entityId")) {
+                    if (!$util.isInteger(m.entityId))
+                        return "entityId: integer expected";
+                }
+                return null;
+            };
+
+            /**
+             * Creates a HandoffCommit message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof aethex.v1.HandoffCommit
+             * @static
+             * @param {Object.<string,*>} d Plain object
+             * @returns {aethex.v1.HandoffCommit} HandoffCommit
+             */
+            HandoffCommit.fromObject = function (d, q) {
+                if (d instanceof $root.aethex.v1.HandoffCommit)
+                    return d;
+                if (!$util.isObject(d))
+                    throw $TypeError(".aethex.v1.HandoffCommit: object expected");
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var m = new $root.aethex.v1.HandoffCommit();
+                if (d.offerId != null) {
+                    if (typeof d.offerId === "object" ? d.offerId.low || d.offerId.high : $Number(d.offerId) !== 0) {
+                        if ($util.Long)
+                            m.offerId = $util.Long.fromValue(d.offerId, true);
+                        else if (typeof d.offerId === "string")
+                            m.offerId = $parseInt(d.offerId, 10);
+                        else if (typeof d.offerId === "number")
+                            m.offerId = d.offerId;
+                        else if (typeof d.offerId === "object")
+                            m.offerId = new $util.LongBits(d.offerId.low >>> 0, d.offerId.high >>> 0).toNumber(true);
+                    }
+                }
+                if (d.entityId != null) {
+                    if ($Number(d.entityId) !== 0) {
+                        m.entityId = d.entityId >>> 0;
+                    }
+                }
+                return m;
+            };
+
+            /**
+             * Creates a plain object from a HandoffCommit message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof aethex.v1.HandoffCommit
+             * @static
+             * @param {aethex.v1.HandoffCommit} m HandoffCommit
+             * @param {$protobuf.IConversionOptions} [o] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            HandoffCommit.toObject = function (m, o, q) {
+                if (!o)
+                    o = {};
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var d = {};
+                if (o.defaults) {
+                    if ($util.Long) {
+                        var n = new $util.Long(0, 0, true);
+                        d.offerId = o.longs === $String ? n.toString() : o.longs === $Number ? n.toNumber() : typeof $BigInt !== "undefined" && o.longs === $BigInt ? n.toBigInt() : n;
+                    } else
+                        d.offerId = o.longs === $String ? "0" : typeof $BigInt !== "undefined" && o.longs === $BigInt ? $BigInt("0") : 0;
+                    d.entityId = 0;
+                }
+                if (m.offerId != null && $Object.hasOwnProperty.call(m, "offerId")) {
+                    if (typeof $BigInt !== "undefined" && o.longs === $BigInt)
+                        d.offerId = typeof m.offerId === "number" ? $BigInt(m.offerId) : $util.Long.fromBits(m.offerId.low >>> 0, m.offerId.high >>> 0, true).toBigInt();
+                    else if (typeof m.offerId === "number")
+                        d.offerId = o.longs === $String ? $String(m.offerId) : m.offerId;
+                    else
+                        d.offerId = o.longs === $String ? $util.Long.prototype.toString.call(m.offerId) : o.longs === $Number ? new $util.LongBits(m.offerId.low >>> 0, m.offerId.high >>> 0).toNumber(true) : m.offerId;
+                }
+                if (m.entityId != null && $Object.hasOwnProperty.call(m, "entityId")) {
+                    d.entityId = m.entityId;
+                }
+                return d;
+            };
+
+            /**
+             * Converts this HandoffCommit to JSON.
+             * @function toJSON
+             * @memberof aethex.v1.HandoffCommit
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            HandoffCommit.prototype.toJSON = function() {
+                return HandoffCommit.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for HandoffCommit
+             * @function getTypeUrl
+             * @memberof aethex.v1.HandoffCommit
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            HandoffCommit.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/aethex.v1.HandoffCommit";
+            };
+
+            return HandoffCommit;
+        })();
+
+        v1.HandoffAbort = (function() {
+
+            /**
+             * Properties of a HandoffAbort.
+             * @typedef {Object} aethex.v1.HandoffAbort.$Properties
+             * @property {number|null} [offerId] HandoffAbort offerId
+             * @property {number|null} [entityId] HandoffAbort entityId
+             * @property {string|null} [message] HandoffAbort message
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a HandoffAbort.
+             * @memberof aethex.v1
+             * @interface IHandoffAbort
+             * @augments aethex.v1.HandoffAbort.$Properties
+             * @deprecated Use aethex.v1.HandoffAbort.$Properties instead.
+             */
+
+            /**
+             * Shape of a HandoffAbort.
+             * @typedef {aethex.v1.HandoffAbort.$Properties} aethex.v1.HandoffAbort.$Shape
+             */
+
+            /**
+             * Constructs a new HandoffAbort.
+             * @memberof aethex.v1
+             * @classdesc Represents a HandoffAbort.
+             * @constructor
+             * @param {aethex.v1.HandoffAbort.$Properties=} [p] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const HandoffAbort = function (p) {
+                if (p)
+                    for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
+                        if (p[ks[i]] != null && ks[i] !== "__proto__")
+                            this[ks[i]] = p[ks[i]];
+            };
+
+            /**
+             * HandoffAbort offerId.
+             * @member {number} offerId
+             * @memberof aethex.v1.HandoffAbort
+             * @instance
+             */
+            HandoffAbort.prototype.offerId = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
+             * HandoffAbort entityId.
+             * @member {number} entityId
+             * @memberof aethex.v1.HandoffAbort
+             * @instance
+             */
+            HandoffAbort.prototype.entityId = 0;
+
+            /**
+             * HandoffAbort message.
+             * @member {string} message
+             * @memberof aethex.v1.HandoffAbort
+             * @instance
+             */
+            HandoffAbort.prototype.message = "";
+
+            /**
+             * Creates a new HandoffAbort instance using the specified properties.
+             * @function create
+             * @memberof aethex.v1.HandoffAbort
+             * @static
+             * @param {aethex.v1.HandoffAbort.$Properties=} [properties] Properties to set
+             * @returns {aethex.v1.HandoffAbort} HandoffAbort instance
+             * @type {{
+             *   (properties: aethex.v1.HandoffAbort.$Shape): aethex.v1.HandoffAbort & aethex.v1.HandoffAbort.$Shape;
+             *   (properties?: aethex.v1.HandoffAbort.$Properties): aethex.v1.HandoffAbort;
+             * }}
+             */
+            HandoffAbort.create = function(properties) {
+                return new HandoffAbort(properties);
+            };
+
+            /**
+             * Encodes the specified HandoffAbort message. Does not implicitly {@link aethex.v1.HandoffAbort.verify|verify} messages.
+             * @function encode
+             * @memberof aethex.v1.HandoffAbort
+             * @static
+             * @param {aethex.v1.HandoffAbort.$Properties} m HandoffAbort message or plain object to encode
+             * @param {$protobuf.Writer} [w] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            HandoffAbort.encode = function (m, w, q) {
+                if (!w)
+                    w = $Writer.create();
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (m.offerId != null && $Object.hasOwnProperty.call(m, "offerId") && (typeof m.offerId === "object" ? m.offerId.low || m.offerId.high : m.offerId !== 0))
+                    w.uint32(/* id 1, wireType 0 =*/8).uint64(m.offerId);
+                if (m.entityId != null && $Object.hasOwnProperty.call(m, "entityId") && m.entityId !== 0)
+                    w.uint32(/* id 2, wireType 0 =*/16).uint32(m.entityId);
+                if (m.message != null && $Object.hasOwnProperty.call(m, "message") && m.message !== "")
+                    w.uint32(/* id 3, wireType 2 =*/26).string(m.message);
+                if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
+                    for (var i = 0; i < m.$unknowns.length; ++i)
+                        w.raw(m.$unknowns[i]);
+                return w;
+            };
+
+            /**
+             * Encodes the specified HandoffAbort message, length delimited. Does not implicitly {@link aethex.v1.HandoffAbort.verify|verify} messages.
+             * @function encodeDelimited
+             * @memberof aethex.v1.HandoffAbort
+             * @static
+             * @param {aethex.v1.HandoffAbort.$Properties} message HandoffAbort message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            HandoffAbort.encodeDelimited = function(message, writer) {
+                return this.encode(message, (writer || $Writer.create()).fork()).ldelim();
+            };
+
+            /**
+             * Decodes a HandoffAbort message from the specified reader or buffer.
+             * @function decode
+             * @memberof aethex.v1.HandoffAbort
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} r Reader or buffer to decode from
+             * @param {number} [l] Message length if known beforehand
+             * @returns {aethex.v1.HandoffAbort & aethex.v1.HandoffAbort.$Shape} HandoffAbort
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            HandoffAbort.decode = function (r, l, z, q, g) {
+                if (!(r instanceof $Reader))
+                    r = $Reader.create(r);
+                if (q === $undefined)
+                    q = 0;
+                if (q > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var c, m, v;
+                if (l === $undefined)
+                    c = r.len;
+                else {
+                    c = r.pos + l;
+                    if (c > r.len)
+                        throw $RangeError("index out of range");
+                    l = r.len;
+                    r.len = c;
+                }
+                m = g || new $root.aethex.v1.HandoffAbort();
+                while (r.pos < c) {
+                    var s = r.pos;
+                    var t = r.tag();
+                    if (t === z) {
+                        z = $undefined;
+                        break;
+                    }
+                    var u = t & 7;
+                    switch (t >>>= 3) {
+                    case 1: {
+                            if (u !== 0)
+                                break;
+                            if (typeof (v = r.uint64()) === "object" ? v.low || v.high : v !== 0)
+                                m.offerId = v;
+                            else
+                                delete m.offerId;
+                            continue;
+                        }
+                    case 2: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.uint32())
+                                m.entityId = v;
+                            else
+                                delete m.entityId;
+                            continue;
+                        }
+                    case 3: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.stringVerify()).length)
+                                m.message = v;
+                            else
+                                delete m.message;
+                            continue;
+                        }
+                    }
+                    r.skipType(u, q, t);
+                    if (!r.discardUnknown) {
+                        $util.makeProp(m, "$unknowns", false);
+                        (m.$unknowns || (m.$unknowns = [])).push(r.raw(s, r.pos));
+                    }
+                }
+                if (l !== $undefined) {
+                    if (r.pos !== c)
+                        throw $RangeError("index out of range");
+                    r.len = l;
+                }
+                if (z !== $undefined)
+                    throw $Error("missing end group");
+                return m;
+            };
+
+            /**
+             * Decodes a HandoffAbort message from the specified reader or buffer, length delimited.
+             * @function decodeDelimited
+             * @memberof aethex.v1.HandoffAbort
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @returns {aethex.v1.HandoffAbort & aethex.v1.HandoffAbort.$Shape} HandoffAbort
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            HandoffAbort.decodeDelimited = function(reader) {
+                if (!(reader instanceof $Reader))
+                    reader = new $Reader(reader);
+                return this.decode(reader, reader.size());
+            };
+
+            /**
+             * Verifies a HandoffAbort message.
+             * @function verify
+             * @memberof aethex.v1.HandoffAbort
+             * @static
+             * @param {Object.<string,*>} m Plain object to verify
+             * @returns {string|null} `null` if valid, otherwise the reason why it is not
+             */
+            HandoffAbort.verify = function (m, q) {
+                if (typeof m !== "object" || m === null)
+                    return "object expected";
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    return "max depth exceeded";
+                if (m.offerId != null && $Object.hasOwnProperty.call(m, "offerId")) {
+                    if (!$util.isInteger(m.offerId) && !(m.offerId && $util.isInteger(m.offerId.low) && $util.isInteger(m.offerId.high)))
+                        return "offerId: integer|Long expected";
+                }
+                if (m.entityId != null && $Object.hasOwnProperty.call(m, "entityId")) {
+                    if (!$util.isInteger(m.entityId))
+                        return "entityId: integer expected";
+                }
+                if (m.message != null && $Object.hasOwnProperty.call(m, "message")) {
+                    if (!$util.isString(m.message))
+                        return "message: string expected";
+                }
+                return null;
+            };
+
+            /**
+             * Creates a HandoffAbort message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof aethex.v1.HandoffAbort
+             * @static
+             * @param {Object.<string,*>} d Plain object
+             * @returns {aethex.v1.HandoffAbort} HandoffAbort
+             */
+            HandoffAbort.fromObject = function (d, q) {
+                if (d instanceof $root.aethex.v1.HandoffAbort)
+                    return d;
+                if (!$util.isObject(d))
+                    throw $TypeError(".aethex.v1.HandoffAbort: object expected");
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var m = new $root.aethex.v1.HandoffAbort();
+                if (d.offerId != null) {
+                    if (typeof d.offerId === "object" ? d.offerId.low || d.offerId.high : $Number(d.offerId) !== 0) {
+                        if ($util.Long)
+                            m.offerId = $util.Long.fromValue(d.offerId, true);
+                        else if (typeof d.offerId === "string")
+                            m.offerId = $parseInt(d.offerId, 10);
+                        else if (typeof d.offerId === "number")
+                            m.offerId = d.offerId;
+                        else if (typeof d.offerId === "object")
+                            m.offerId = new $util.LongBits(d.offerId.low >>> 0, d.offerId.high >>> 0).toNumber(true);
+                    }
+                }
+                if (d.entityId != null) {
+                    if ($Number(d.entityId) !== 0) {
+                        m.entityId = d.entityId >>> 0;
+                    }
+                }
+                if (d.message != null) {
+                    if (typeof d.message !== "string" || d.message.length) {
+                        m.message = $String(d.message);
+                    }
+                }
+                return m;
+            };
+
+            /**
+             * Creates a plain object from a HandoffAbort message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof aethex.v1.HandoffAbort
+             * @static
+             * @param {aethex.v1.HandoffAbort} m HandoffAbort
+             * @param {$protobuf.IConversionOptions} [o] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            HandoffAbort.toObject = function (m, o, q) {
+                if (!o)
+                    o = {};
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var d = {};
+                if (o.defaults) {
+                    if ($util.Long) {
+                        var n = new $util.Long(0, 0, true);
+                        d.offerId = o.longs === $String ? n.toString() : o.longs === $Number ? n.toNumber() : typeof $BigInt !== "undefined" && o.longs === $BigInt ? n.toBigInt() : n;
+                    } else
+                        d.offerId = o.longs === $String ? "0" : typeof $BigInt !== "undefined" && o.longs === $BigInt ? $BigInt("0") : 0;
+                    d.entityId = 0;
+                    d.message = "";
+                }
+                if (m.offerId != null && $Object.hasOwnProperty.call(m, "offerId")) {
+                    if (typeof $BigInt !== "undefined" && o.longs === $BigInt)
+                        d.offerId = typeof m.offerId === "number" ? $BigInt(m.offerId) : $util.Long.fromBits(m.offerId.low >>> 0, m.offerId.high >>> 0, true).toBigInt();
+                    else if (typeof m.offerId === "number")
+                        d.offerId = o.longs === $String ? $String(m.offerId) : m.offerId;
+                    else
+                        d.offerId = o.longs === $String ? $util.Long.prototype.toString.call(m.offerId) : o.longs === $Number ? new $util.LongBits(m.offerId.low >>> 0, m.offerId.high >>> 0).toNumber(true) : m.offerId;
+                }
+                if (m.entityId != null && $Object.hasOwnProperty.call(m, "entityId")) {
+                    d.entityId = m.entityId;
+                }
+                if (m.message != null && $Object.hasOwnProperty.call(m, "message")) {
+                    d.message = m.message;
+                }
+                return d;
+            };
+
+            /**
+             * Converts this HandoffAbort to JSON.
+             * @function toJSON
+             * @memberof aethex.v1.HandoffAbort
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            HandoffAbort.prototype.toJSON = function() {
+                return HandoffAbort.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for HandoffAbort
+             * @function getTypeUrl
+             * @memberof aethex.v1.HandoffAbort
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            HandoffAbort.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/aethex.v1.HandoffAbort";
+            };
+
+            return HandoffAbort;
         })();
 
         return v1;

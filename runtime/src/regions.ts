@@ -1,11 +1,11 @@
-import type { Bounds } from '../api/gameworld.js';
+import type { Rect } from './settings.js';
 
 /** One region of a world's grid: shard index `row * columns + column`. */
 export interface Region {
   shard: number;
   column: number;
   row: number;
-  bounds: Bounds;
+  bounds: Rect;
   /** Shard indexes of the regions sharing an edge or a corner, ascending. */
   neighbours: number[];
 }
@@ -14,7 +14,7 @@ export interface Region {
  * Splits `bounds` into `columns × rows` rectangles of equal size (min inclusive, max exclusive;
  * the last column and row end exactly at the world's max, so the union is the world).
  */
-export function regions(bounds: Bounds, columns: number, rows: number): Region[] {
+export function regions(bounds: Rect, columns: number, rows: number): Region[] {
   const w = (bounds.maxX - bounds.minX) / columns;
   const h = (bounds.maxY - bounds.minY) / rows;
   const out: Region[] = [];

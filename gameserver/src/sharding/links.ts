@@ -1,0 +1,287 @@
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { aethex, PROTOCOL_VERSION } from '@aethex/proto';
+import type { Logger } from '@aethex/runtime';
+import { WebSocket, WebSocketServer } from 'ws';
+import type { ShardMetrics } from '../metrics.js';
+import type { Neighbour } from './map.js';
+
+const { ShardMessage } = aethex.v1;
+
+/** The path on a shard's players' port where neighbours connect their links. */
+export const LINK_PATH = '/shard-link';
+/** Largest link message (a full ghost update of a crowded border). */
+const MAX_LINK_MESSAGE = 16 << 20;
+/** A dialled link must be welcomed, and an accepted one must say hello, within this. */
+const HANDSHAKE_TIMEOUT_MS = 3000;
+
+export interface LinkOptions {
+  world: string;
+  instance: number;
+  /** This shard's name. */
+  name: string;
+  secret: string;
+  neighbours: Neighbour[];
+  heartbeatMs: number;
+  timeoutMs: number;
+  log: Logger;
+  metrics?: ShardMetrics;
+}
+
+export interface LinkEvents {
+  /** A message from a neighbour (on the link it dialled to us). */
+  onMessage(from: Neighbour, msg: aethex.v1.ShardMessage): void;
+  /** The neighbour's link to us is up; `epoch` identifies its process run. */
+  onInboundUp(from: Neighbour, epoch: number): void;
+  /** The neighbour's link to us is gone (closed, or silent past the timeout). */
+  onInboundDown(from: Neighbour): void;
+  /** Our link to the neighbour is up: messages sent now arrive. */
+  onOutboundUp(to: Neighbour): void;
+}
+
+/** HMAC-SHA256 over the challenge and the dialler's identity (see LinkChallenge in shard.proto). */
+export function linkProof(secret: string, nonce: Uint8Array, world: string, instance: number, shard: string, epoch: number): Buffer {
+  return createHmac('sha256', secret).update(nonce).update(`\0${world}\0${instance}\0${shard}\0${epoch}`).digest();
+}
+
+interface Outbound {
+  ws: WebSocket | undefined;
+  ready: boolean;
+  attempt: number;
+  timer: NodeJS.Timeout | undefined;
+  lastHeard: number;
+}
+
+interface Inbound {
+  ws: WebSocket;
+  lastHeard: number;
+}
+
+/**
+ * The shard's links to its neighbours. Each shard dials every neighbour (at `ws://address/shard-link`)
+ * and sends its own messages on that link; it receives the neighbour's messages on the link the
+ * neighbour dialled. A link is authenticated by challenge and HMAC over the shared secret; a
+ * dialled link reconnects with capped exponential backoff; both sides ping and close a link that
+ * is silent past `timeoutMs`, so a neighbour that dies without closing its sockets is noticed.
+ */
+export class ShardLinks {
+  /** Random per process start: tells neighbours that this shard restarted. */
+  readonly epoch = randomBytes(6).readUIntBE(0, 6);
+  private readonly server = new WebSocketServer({ noServer: true, maxPayload: MAX_LINK_MESSAGE, perMessageDeflate: false });
+  private readonly out = new Map<number, Outbound>();
+  private readonly inbound = new Map<number, Inbound>();
+  private readonly byName = new Map<string, Neighbour>();
+  private heartbeat: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  constructor(
+    private readonly o: LinkOptions,
+    private readonly events: LinkEvents,
+  ) {
+    for (const n of o.neighbours) this.byName.set(n.name, n);
+  }
+
+  /** Dials every neighbour and starts the heartbeat. */
+  start(): void {
+    for (const n of this.o.neighbours) {
+      this.out.set(n.shard, { ws: undefined, ready: false, attempt: 0, timer: undefined, lastHeard: 0 });
+      this.setGauge(n, 'out', false);
+      this.setGauge(n, 'in', false);
+      this.dial(n);
+    }
+    this.heartbeat = setInterval(() => this.beat(), this.o.heartbeatMs);
+    this.heartbeat.unref();
+  }
+
+  /** Whether messages to `n` go out now and its messages reach us. */
+  isUp(n: Neighbour): boolean {
+    return (this.out.get(n.shard)?.ready ?? false) && this.inbound.has(n.shard);
+  }
+
+  /** Sends one message to a neighbour; false when our link to it is down (nothing is queued). */
+  send(n: Neighbour, msg: aethex.v1.IShardMessage): number {
+    const link = this.out.get(n.shard);
+    if (!link?.ready || link.ws?.readyState !== WebSocket.OPEN) return 0;
+    const bytes = ShardMessage.encode(msg).finish();
+    link.ws.send(bytes, { binary: true });
+    return bytes.length;
+  }
+
+  /** The gateway hands over upgrades on LINK_PATH. */
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    if (this.closed) {
+      socket.destroy();
+      return;
+    }
+    this.server.handleUpgrade(req, socket, head, (ws) => this.accept(ws, req.socket.remoteAddress ?? 'unknown'));
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    clearInterval(this.heartbeat);
+    for (const link of this.out.values()) {
+      clearTimeout(link.timer);
+      link.ws?.terminate();
+    }
+    for (const link of this.inbound.values()) link.ws.terminate();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  private setGauge(n: Neighbour, direction: 'in' | 'out', up: boolean): void {
+    this.o.metrics?.linksUp.set({ neighbour: n.name, direction }, up ? 1 : 0);
+  }
+
+  // --- accepted links (the neighbour's messages to us) -----------------------------------------
+
+  private accept(ws: WebSocket, address: string): void {
+    const nonce = randomBytes(32);
+    let who: Neighbour | undefined;
+    const deadline = setTimeout(() => {
+      this.o.log.warn({ addr: address }, 'shard link: no valid hello in time; closed');
+      ws.terminate();
+    }, HANDSHAKE_TIMEOUT_MS);
+    ws.on('error', () => undefined);
+    ws.on('message', (data: Buffer) => {
+      let msg: aethex.v1.ShardMessage;
+      try {
+        msg = ShardMessage.decode(data);
+      } catch {
+        this.o.log.warn({ addr: address, from: who?.name }, 'shard link: undecodable message; closed');
+        ws.terminate();
+        return;
+      }
+      if (who) {
+        const link = this.inbound.get(who.shard);
+        if (link?.ws !== ws) return;
+        link.lastHeard = performance.now();
+        this.events.onMessage(who, msg);
+        return;
+      }
+      const hello = msg.body === 'linkHello' ? (msg.linkHello as aethex.v1.LinkHello) : undefined;
+      const refuse = (why: string) => {
+        this.o.log.warn({ addr: address, why }, 'shard link refused');
+        clearTimeout(deadline);
+        ws.close(1008, 'link refused');
+      };
+      if (!hello) return refuse('first message is not a hello');
+      const from = this.byName.get(hello.shardName);
+      if (!from) return refuse(`${hello.shardName} is not a neighbour`);
+      if (hello.world !== this.o.world || hello.instance !== this.o.instance) return refuse('other world or instance');
+      if (hello.protocolVersion !== PROTOCOL_VERSION) return refuse(`protocol version ${hello.protocolVersion}`);
+      const epoch = Number(hello.epoch);
+      const want = linkProof(this.o.secret, nonce, this.o.world, this.o.instance, hello.shardName, epoch);
+      const got = Buffer.from(hello.auth ?? []);
+      if (got.length !== want.length || !timingSafeEqual(got, want)) return refuse(`bad proof from ${hello.shardName}`);
+      clearTimeout(deadline);
+      who = from;
+      const previous = this.inbound.get(from.shard);
+      this.inbound.set(from.shard, { ws, lastHeard: performance.now() });
+      previous?.ws.terminate();
+      ws.on('ping', () => {
+        const link = this.inbound.get(from.shard);
+        if (link?.ws === ws) link.lastHeard = performance.now();
+      });
+      ws.send(
+        ShardMessage.encode({ linkWelcome: { shardName: this.o.name, protocolVersion: PROTOCOL_VERSION, epoch: this.epoch } }).finish(),
+      );
+      this.setGauge(from, 'in', true);
+      this.o.log.info({ from: from.name, epoch }, 'shard link from neighbour up');
+      this.events.onInboundUp(from, epoch);
+    });
+    ws.on('close', () => {
+      clearTimeout(deadline);
+      if (who && this.inbound.get(who.shard)?.ws === ws) {
+        this.inbound.delete(who.shard);
+        this.setGauge(who, 'in', false);
+        this.o.log.info({ from: who.name }, 'shard link from neighbour down');
+        this.events.onInboundDown(who);
+      }
+    });
+    ws.send(ShardMessage.encode({ linkChallenge: { nonce } }).finish());
+  }
+
+  // --- dialled links (our messages to the neighbour) ------------------------------------------
+
+  private dial(n: Neighbour): void {
+    const link = this.out.get(n.shard);
+    if (!link || this.closed) return;
+    const ws = new WebSocket(`ws://${n.address}${LINK_PATH}`, {
+      maxPayload: MAX_LINK_MESSAGE,
+      perMessageDeflate: false,
+      handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
+    });
+    link.ws = ws;
+    link.ready = false;
+    link.lastHeard = performance.now();
+    ws.on('error', () => undefined);
+    ws.on('pong', () => {
+      link.lastHeard = performance.now();
+    });
+    ws.on('message', (data: Buffer) => {
+      link.lastHeard = performance.now();
+      let msg: aethex.v1.ShardMessage;
+      try {
+        msg = ShardMessage.decode(data);
+      } catch {
+        ws.terminate();
+        return;
+      }
+      if (msg.body === 'linkChallenge') {
+        const nonce = msg.linkChallenge?.nonce ?? new Uint8Array();
+        const auth = linkProof(this.o.secret, nonce, this.o.world, this.o.instance, this.o.name, this.epoch);
+        ws.send(
+          ShardMessage.encode({
+            linkHello: {
+              world: this.o.world,
+              instance: this.o.instance,
+              shardName: this.o.name,
+              protocolVersion: PROTOCOL_VERSION,
+              auth,
+              epoch: this.epoch,
+            },
+          }).finish(),
+        );
+      } else if (msg.body === 'linkWelcome' && !link.ready) {
+        if (msg.linkWelcome?.shardName !== n.name) {
+          this.o.log.warn({ to: n.name, answered: msg.linkWelcome?.shardName }, 'shard link: another shard answered; closing');
+          ws.terminate();
+          return;
+        }
+        link.ready = true;
+        link.attempt = 0;
+        this.setGauge(n, 'out', true);
+        this.o.log.info({ to: n.name }, 'shard link to neighbour up');
+        this.events.onOutboundUp(n);
+      }
+    });
+    ws.on('close', () => {
+      if (link.ws !== ws) return;
+      const wasReady = link.ready;
+      link.ready = false;
+      link.ws = undefined;
+      if (wasReady) {
+        this.setGauge(n, 'out', false);
+        this.o.log.info({ to: n.name }, 'shard link to neighbour down');
+      }
+      if (this.closed) return;
+      // Capped exponential backoff with jitter: 50 ms, 100 ms, … 2 s.
+      const delay = Math.min(2000, 50 * 2 ** link.attempt) * (0.5 + Math.random() / 2);
+      link.attempt = Math.min(link.attempt + 1, 10);
+      link.timer = setTimeout(() => this.dial(n), delay);
+      link.timer.unref();
+    });
+  }
+
+  private beat(): void {
+    const now = performance.now();
+    for (const link of this.out.values()) {
+      if (!link.ws || link.ws.readyState !== WebSocket.OPEN) continue;
+      if (now - link.lastHeard > this.o.timeoutMs) link.ws.terminate();
+      else if (link.ready) link.ws.ping();
+    }
+    for (const link of this.inbound.values()) {
+      if (now - link.lastHeard > this.o.timeoutMs) link.ws.terminate();
+    }
+  }
+}

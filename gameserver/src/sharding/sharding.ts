@@ -1,0 +1,445 @@
+import { randomBytes } from 'node:crypto';
+import { aethex } from '@aethex/proto';
+import type { Logger } from '@aethex/runtime';
+import type { EntityTransfer, ShardEngine } from '../engine.js';
+import type { ShardMetrics } from '../metrics.js';
+import { KIND_PLAYER, MODE_GHOST, MODE_OFFERED, MODE_OWNED } from '../sim/world.js';
+import type { ShardLinks } from './links.js';
+import { distanceToRect, inRect, type Neighbour, type ShardPlacement } from './map.js';
+
+const { ReasonCode } = aethex.v1;
+
+export interface ShardingOptions {
+  engine: ShardEngine;
+  placement: ShardPlacement;
+  /** Hysteresis: how far past the border (world units) a player goes before it is offered. */
+  margin: number;
+  offerTimeoutMs: number;
+  resumeTimeoutMs: number;
+  /** Snapshot position quantum: ghosts are re-sent only when they moved by at least this. */
+  positionScale: number;
+  log: Logger;
+  metrics?: ShardMetrics;
+  /** Tells a session's client to continue on the neighbour (the gateway sends HandoffRedirect). */
+  redirect(sessionId: number, redirect: aethex.v1.IHandoffRedirect): void;
+  now?: () => number;
+}
+
+/** An offer this shard made and has not decided yet. */
+interface Offer {
+  offerId: number;
+  to: Neighbour;
+  entity: EntityTransfer;
+  playerId: string;
+  at: number;
+}
+
+/** An entity a neighbour offered to this shard. */
+interface Incoming {
+  from: Neighbour;
+  offerId: number;
+  entity: EntityTransfer;
+  playerId: string;
+  token: string;
+  at: number;
+  /** Owned here (committed by the sender, or its client resumed with the token). */
+  adopted: boolean;
+}
+
+/** What a neighbour was last told about one of our entities near its border. */
+interface Mirrored {
+  qx: number;
+  qy: number;
+  kind: number;
+  flags: number;
+}
+
+/** What is still unsure about a decided offer: re-sent after a reconnect until it is old. */
+interface Decision {
+  to: Neighbour;
+  msg: aethex.v1.IShardMessage;
+  at: number;
+}
+
+/**
+ * One shard's part of a seamless world: mirrors its entities near each border to the neighbour
+ * as ghosts, applies the neighbours' ghosts, and hands players over when they walk across a
+ * border (past the hysteresis margin).
+ *
+ * Handoff: the owner freezes the entity and offers it (state and last input sequence); the
+ * neighbour holds it, unsimulated, and accepts with a resume token; the owner commits — the
+ * entity becomes a ghost here, the neighbour is told to adopt it, and the client is redirected
+ * with the token. The neighbour adopts on the commit or on the client's resume, whichever comes
+ * first: both exist only after the owner's decision, so an entity is never owned twice. An offer
+ * not accepted within the timeout is rolled back (the entity thaws here, with the inputs that
+ * arrived meanwhile); the neighbour forgets a held entity on the abort, or when no commit and no
+ * resume came within the resume timeout.
+ */
+export class Sharding {
+  private links: ShardLinks | undefined;
+  private readonly neighbours: Neighbour[];
+  private readonly offers = new Map<number, Offer>(); // by entity id
+  private nextOfferId = 1;
+  private readonly incoming = new Map<string, Incoming>(); // by resume token
+  private readonly incomingByOffer = new Map<string, string>(); // `${from}:${offerId}` → token
+  private readonly mirrored = new Map<number, Map<number, Mirrored>>(); // neighbour → entity → last sent
+  private readonly needFull = new Set<number>();
+  private readonly ghostsFrom = new Map<number, Set<number>>(); // neighbour → ghost ids
+  private readonly epochs = new Map<number, number>();
+  private readonly decisions: Decision[] = [];
+  private readonly now: () => number;
+
+  constructor(private readonly o: ShardingOptions) {
+    this.neighbours = o.placement.neighbours;
+    this.now = o.now ?? (() => performance.now());
+    for (const n of this.neighbours) {
+      this.mirrored.set(n.shard, new Map());
+      this.ghostsFrom.set(n.shard, new Set());
+    }
+  }
+
+  attach(links: ShardLinks): void {
+    this.links = links;
+  }
+
+  // --- link events ------------------------------------------------------------------------------
+
+  onOutboundUp(n: Neighbour): void {
+    // Whatever the neighbour held of ours may be gone (it restarted, or dropped us): start over.
+    this.needFull.add(n.shard);
+    const cutoff = this.now() - this.o.resumeTimeoutMs;
+    for (const d of this.decisions) if (d.to === n && d.at >= cutoff) this.links?.send(n, d.msg);
+  }
+
+  onInboundUp(n: Neighbour, epoch: number): void {
+    const previous = this.epochs.get(n.shard);
+    this.epochs.set(n.shard, epoch);
+    if (previous !== undefined && previous !== epoch) {
+      this.o.log.info({ neighbour: n.name }, 'neighbour restarted; its ghosts are dropped');
+      this.dropGhosts(n);
+    }
+  }
+
+  onInboundDown(n: Neighbour): void {
+    this.dropGhosts(n);
+  }
+
+  private dropGhosts(n: Neighbour): void {
+    const ids = this.ghostsFrom.get(n.shard) as Set<number>;
+    for (const id of ids) this.o.engine.removeGhost(id);
+    ids.clear();
+    this.o.metrics?.ghosts.set({ neighbour: n.name }, 0);
+  }
+
+  onMessage(from: Neighbour, msg: aethex.v1.ShardMessage): void {
+    switch (msg.body) {
+      case 'ghostUpdate':
+        this.applyGhosts(from, msg.ghostUpdate as aethex.v1.GhostUpdate);
+        break;
+      case 'handoffOffer':
+        this.onOffer(from, msg.handoffOffer as aethex.v1.HandoffOffer);
+        break;
+      case 'handoffAccept':
+        this.onAccept(from, msg.handoffAccept as aethex.v1.HandoffAccept);
+        break;
+      case 'handoffReject':
+        this.onReject(from, msg.handoffReject as aethex.v1.HandoffReject);
+        break;
+      case 'handoffCommit':
+        this.onCommit(from, msg.handoffCommit as aethex.v1.HandoffCommit);
+        break;
+      case 'handoffAbort':
+        this.onAbort(from, msg.handoffAbort as aethex.v1.HandoffAbort);
+        break;
+      default:
+        this.o.log.warn({ from: from.name, body: msg.body }, 'unexpected shard link message; ignored');
+    }
+  }
+
+  // --- every tick -------------------------------------------------------------------------------
+
+  /** After each engine step: ghosts out, offers for players past the border, timeouts. */
+  afterStep(): void {
+    if (!this.links) return;
+    this.sendGhosts();
+    this.offerCrossers();
+    this.expire();
+  }
+
+  private sendGhosts(): void {
+    const { engine } = this.o;
+    const w = engine.world;
+    const radius = engine.aoiRadius;
+    const r = this.o.placement.region;
+    const inv = 1 / this.o.positionScale;
+    for (const n of this.neighbours) {
+      if (!this.links?.isUp(n)) continue;
+      const sent = this.mirrored.get(n.shard) as Map<number, Mirrored>;
+      const full = this.needFull.delete(n.shard);
+      if (full) sent.clear();
+      const upserts: aethex.v1.IGhostEntity[] = [];
+      const seen = new Set<number>();
+      for (let i = 0; i < w.count; i++) {
+        const mode = w.mode[i];
+        if (mode !== MODE_OWNED && mode !== MODE_OFFERED) continue;
+        const x = w.x[i] as number;
+        const y = w.y[i] as number;
+        // Cheap reject: deep inside our own region, far from every border.
+        if (x - r.minX > radius && r.maxX - x > radius && y - r.minY > radius && r.maxY - y > radius) continue;
+        if (distanceToRect(x, y, n.region) > radius) continue;
+        const id = w.id[i] as number;
+        seen.add(id);
+        const q = { qx: Math.round(x * inv), qy: Math.round(y * inv), kind: w.kind[i] as number, flags: w.flags[i] as number };
+        const last = sent.get(id);
+        if (last && last.qx === q.qx && last.qy === q.qy && last.kind === q.kind && last.flags === q.flags) continue;
+        sent.set(id, q);
+        upserts.push({
+          entityId: id,
+          position: { x, y },
+          velocity: { x: w.vx[i] as number, y: w.vy[i] as number },
+          kind: q.kind,
+          flags: q.flags,
+        });
+      }
+      const removed: number[] = [];
+      for (const id of sent.keys()) {
+        if (!seen.has(id)) {
+          removed.push(id);
+          sent.delete(id);
+        }
+      }
+      if (!full && upserts.length === 0 && removed.length === 0) continue;
+      const bytes = this.links.send(n, { ghostUpdate: { tick: engine.tick, full, upserts, removed } });
+      this.o.metrics?.ghostBytes.inc({ neighbour: n.name }, bytes);
+    }
+  }
+
+  private applyGhosts(from: Neighbour, u: aethex.v1.GhostUpdate): void {
+    const { engine } = this.o;
+    const ids = this.ghostsFrom.get(from.shard) as Set<number>;
+    if (u.full) {
+      const keep = new Set(u.upserts.map((e) => e.entityId));
+      for (const id of ids) {
+        if (!keep.has(id)) {
+          engine.removeGhost(id);
+          ids.delete(id);
+        }
+      }
+    }
+    for (const e of u.upserts as aethex.v1.GhostEntity[]) {
+      const ok = engine.upsertGhost({
+        entityId: e.entityId,
+        x: e.position?.x ?? 0,
+        y: e.position?.y ?? 0,
+        vx: e.velocity?.x ?? 0,
+        vy: e.velocity?.y ?? 0,
+        kind: e.kind,
+        flags: e.flags,
+      });
+      if (ok) ids.add(e.entityId);
+    }
+    for (const id of u.removed) {
+      if (ids.delete(id)) engine.removeGhost(id);
+    }
+    this.o.metrics?.ghosts.set({ neighbour: from.name }, ids.size);
+  }
+
+  private offerCrossers(): void {
+    const { engine, placement, margin } = this.o;
+    for (const p of engine.ownedPlayers()) {
+      if (this.offers.has(p.entityId)) continue;
+      if (distanceToRect(p.x, p.y, placement.region) <= margin) continue;
+      const to = this.neighbours.find((n) => inRect(p.x, p.y, n.region));
+      if (!to || !this.links?.isUp(to)) continue;
+      const entity = engine.offer(p.entityId);
+      if (!entity) continue;
+      const offer: Offer = { offerId: this.nextOfferId++, to, entity, playerId: p.playerId, at: this.now() };
+      this.offers.set(p.entityId, offer);
+      this.links.send(to, {
+        handoffOffer: {
+          offerId: offer.offerId,
+          entityId: entity.entityId,
+          playerId: p.playerId,
+          position: { x: entity.x, y: entity.y },
+          velocity: { x: entity.vx, y: entity.vy },
+          lastInputSeq: entity.lastInputSeq,
+          tick: engine.tick,
+          kind: entity.kind,
+          flags: entity.flags,
+        },
+      });
+    }
+  }
+
+  private expire(): void {
+    const now = this.now();
+    for (const [entityId, offer] of this.offers) {
+      if (now - offer.at < this.o.offerTimeoutMs) continue;
+      this.rollback(entityId, offer, `not accepted within ${this.o.offerTimeoutMs} ms`);
+      this.o.metrics?.handoffs.inc({ result: 'rolled_back' });
+    }
+    for (const [token, inc] of this.incoming) {
+      if (now - inc.at < this.o.resumeTimeoutMs) continue;
+      this.incoming.delete(token);
+      this.incomingByOffer.delete(`${inc.from.shard}:${inc.offerId}`);
+      // Adopted but nobody resumed: the player is gone, as if their socket had closed.
+      if (inc.adopted) this.o.engine.dropUnclaimed(inc.entity.entityId);
+    }
+    const cutoff = now - this.o.resumeTimeoutMs;
+    while (this.decisions.length > 0 && (this.decisions[0] as Decision).at < cutoff) this.decisions.shift();
+  }
+
+  private rollback(entityId: number, offer: Offer, why: string): void {
+    this.offers.delete(entityId);
+    this.o.engine.rollback(entityId);
+    const msg = { handoffAbort: { offerId: offer.offerId, entityId, message: why } };
+    this.decisions.push({ to: offer.to, msg, at: this.now() });
+    this.links?.send(offer.to, msg);
+    this.o.log.info({ entity: entityId, to: offer.to.name, why }, 'handoff rolled back');
+  }
+
+  // --- as the owner -----------------------------------------------------------------------------
+
+  private onAccept(from: Neighbour, a: aethex.v1.HandoffAccept): void {
+    const offer = this.offers.get(a.entityId);
+    const offerId = Number(a.offerId);
+    if (!offer || offer.offerId !== offerId || offer.to !== from) {
+      // Too late (rolled back) or unknown: make sure the neighbour lets go.
+      this.links?.send(from, { handoffAbort: { offerId, entityId: a.entityId, message: 'no such offer (rolled back)' } });
+      return;
+    }
+    this.offers.delete(a.entityId);
+    if (this.o.engine.world.indexOf(a.entityId) < 0) {
+      // The player left while on offer: nothing to hand over.
+      this.rollback(a.entityId, offer, 'the player left');
+      this.o.metrics?.handoffs.inc({ result: 'rolled_back' });
+      return;
+    }
+    const sessionId = this.o.engine.commitOffer(a.entityId);
+    // It is the neighbour's ghost here from now on; dropped with the neighbour's other ghosts.
+    this.ghostsFrom.get(from.shard)?.add(a.entityId);
+    const msg = { handoffCommit: { offerId, entityId: a.entityId } };
+    this.decisions.push({ to: from, msg, at: this.now() });
+    this.links?.send(from, msg);
+    this.o.metrics?.handoffs.inc({ result: 'ok' });
+    this.o.metrics?.handoffDuration.observe((this.now() - offer.at) / 1000);
+    if (sessionId !== undefined) {
+      this.o.redirect(sessionId, {
+        address: `ws://${a.address}`,
+        resumeToken: a.resumeToken,
+        lastInputSeq: offer.entity.lastInputSeq,
+        shardName: from.name,
+      });
+    }
+  }
+
+  private onReject(from: Neighbour, r: aethex.v1.HandoffReject): void {
+    const offer = this.offers.get(r.entityId);
+    if (!offer || offer.offerId !== Number(r.offerId) || offer.to !== from) return;
+    this.rollback(r.entityId, offer, `refused: ${r.message}`);
+    this.o.metrics?.handoffs.inc({ result: 'rejected' });
+  }
+
+  // --- as the neighbour -------------------------------------------------------------------------
+
+  private onOffer(from: Neighbour, o: aethex.v1.HandoffOffer): void {
+    const { engine, placement, margin } = this.o;
+    const offerId = Number(o.offerId);
+    const reject = (reason: aethex.v1.ReasonCode, message: string) =>
+      this.links?.send(from, { handoffReject: { offerId, entityId: o.entityId, reason, message } });
+    const x = o.position?.x ?? Number.NaN;
+    const y = o.position?.y ?? Number.NaN;
+    if (!Number.isFinite(x) || !Number.isFinite(y) || distanceToRect(x, y, placement.region) > margin) {
+      reject(ReasonCode.REASON_CODE_WRONG_SHARD, `(${x}, ${y}) is not in this shard's region`);
+      return;
+    }
+    if (o.kind !== KIND_PLAYER || o.playerId === '' || o.playerId.length > 128) {
+      reject(ReasonCode.REASON_CODE_PROTOCOL_ERROR, 'only players are handed over');
+      return;
+    }
+    const slot = engine.world.indexOf(o.entityId);
+    if (slot >= 0 && engine.world.mode[slot] !== MODE_GHOST) {
+      reject(ReasonCode.REASON_CODE_PROTOCOL_ERROR, `entity ${o.entityId} is already here`);
+      return;
+    }
+    if (!engine.hasRoomForPlayer) {
+      reject(ReasonCode.REASON_CODE_SHARD_FULL, 'the shard is at its player or entity capacity');
+      return;
+    }
+    const key = `${from.shard}:${offerId}`;
+    let token = this.incomingByOffer.get(key);
+    if (!token) {
+      token = randomBytes(24).toString('base64url');
+      this.incoming.set(token, {
+        from,
+        offerId,
+        token,
+        playerId: o.playerId,
+        at: this.now(),
+        adopted: false,
+        entity: {
+          entityId: o.entityId,
+          x,
+          y,
+          vx: o.velocity?.x ?? 0,
+          vy: o.velocity?.y ?? 0,
+          kind: o.kind,
+          flags: o.flags,
+          lastInputSeq: o.lastInputSeq,
+        },
+      });
+      this.incomingByOffer.set(key, token);
+    }
+    this.links?.send(from, { handoffAccept: { offerId, entityId: o.entityId, resumeToken: token, address: placement.address } });
+  }
+
+  private adopt(inc: Incoming): boolean {
+    if (inc.adopted) return true;
+    if (!this.o.engine.adopt(inc.entity)) return false;
+    inc.adopted = true;
+    // Our ghost of it (from the sender) is gone with the adoption.
+    this.ghostsFrom.get(inc.from.shard)?.delete(inc.entity.entityId);
+    return true;
+  }
+
+  private onCommit(from: Neighbour, c: aethex.v1.HandoffCommit): void {
+    const token = this.incomingByOffer.get(`${from.shard}:${Number(c.offerId)}`);
+    const inc = token ? this.incoming.get(token) : undefined;
+    if (!inc) return;
+    if (!this.adopt(inc)) this.o.log.error({ entity: inc.entity.entityId }, 'handoff committed but the entity did not fit');
+  }
+
+  private onAbort(from: Neighbour, a: aethex.v1.HandoffAbort): void {
+    const key = `${from.shard}:${Number(a.offerId)}`;
+    const token = this.incomingByOffer.get(key);
+    const inc = token ? this.incoming.get(token) : undefined;
+    if (!inc || !token) return;
+    if (inc.adopted) {
+      this.o.log.error({ entity: inc.entity.entityId, from: from.name }, 'abort for an adopted entity ignored');
+      return;
+    }
+    this.incoming.delete(token);
+    this.incomingByOffer.delete(key);
+  }
+
+  /**
+   * A client presents a resume token: the entity is adopted if the commit has not arrived yet
+   * (the token reached the client only through the owner's commit). Single use.
+   */
+  claimResume(token: string): { playerId: string; entityId: number } | undefined {
+    const inc = this.incoming.get(token);
+    if (!inc) return undefined;
+    if (!this.adopt(inc)) return undefined;
+    this.incoming.delete(token);
+    this.incomingByOffer.delete(`${inc.from.shard}:${inc.offerId}`);
+    return { playerId: inc.playerId, entityId: inc.entity.entityId };
+  }
+
+  /** Offers in flight and entities held for resumption (viewer, tests). */
+  get inFlight(): { offered: number[]; held: number[] } {
+    return {
+      offered: [...this.offers.keys()],
+      held: [...this.incoming.values()].filter((i) => !i.adopted).map((i) => i.entity.entityId),
+    };
+  }
+}

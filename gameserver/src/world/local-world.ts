@@ -1,0 +1,168 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { type Rect, regions } from '@aethex/runtime';
+
+const MAIN = join(dirname(fileURLToPath(import.meta.url)), '..', 'main.ts');
+
+export interface LocalWorldOptions {
+  /** World name (a DNS label); shards are `<name>-0-<index>`. */
+  name?: string;
+  columns: number;
+  rows: number;
+  bounds?: Rect;
+  /** Where the shard map and each shard's snapshots go. */
+  directory: string;
+  /** PEM (SPKI) key that verifies join tokens. */
+  publicKeyPem: string;
+  /** First port: shard k listens on base+2k (players and links) and base+2k+1 (ops). 0: free ports. */
+  basePort?: number;
+  /** Extra AETHEX_GAMESERVER_* settings for every shard. */
+  env?: Record<string, string>;
+  /** Where each shard's output goes (default: inherited). */
+  stdio?: 'inherit' | 'ignore';
+}
+
+export interface LocalShard {
+  index: number;
+  name: string;
+  region: Rect;
+  /** host:port of the players' endpoint (also where links connect). */
+  address: string;
+  url: string;
+  opsUrl: string;
+  process: ChildProcess | undefined;
+  /** Starts the shard process (again, after a kill); resolves when it is ready. */
+  start(): Promise<void>;
+  /** Sends a signal; resolves when the process has exited. */
+  kill(signal?: NodeJS.Signals): Promise<void>;
+}
+
+export interface LocalWorld {
+  name: string;
+  bounds: Rect;
+  shards: LocalShard[];
+  mapFile: string;
+  stop(): Promise<void>;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * Starts every shard of one world as its own process on loopback, with a shard map in the same
+ * format the operator writes and a fresh link secret: what `npm run world` runs, and what the
+ * sharding tests and the handoff benchmark stand on.
+ */
+export async function startLocalWorld(o: LocalWorldOptions): Promise<LocalWorld> {
+  const name = o.name ?? 'world';
+  if (!Number.isInteger(o.columns) || !Number.isInteger(o.rows) || o.columns < 1 || o.rows < 1 || o.columns * o.rows > 256) {
+    throw new RangeError('columns and rows must be positive integers with columns × rows ≤ 256');
+  }
+  const bounds = o.bounds ?? { minX: 0, minY: 0, maxX: 500 * o.columns, maxY: 500 * o.rows };
+  const grid = regions(bounds, o.columns, o.rows);
+  const ports: number[] = [];
+  for (let k = 0; k < grid.length * 2; k++) ports.push(o.basePort ? o.basePort + k : await freePort());
+  mkdirSync(o.directory, { recursive: true });
+  const mapFile = join(o.directory, 'shard-map.json');
+  const shardName = (k: number) => `${name}-0-${k}`;
+  const map = {
+    world: name,
+    bounds,
+    columns: o.columns,
+    rows: o.rows,
+    instances: [
+      {
+        instance: 0,
+        shards: grid.map((g, k) => ({
+          shard: k,
+          name: shardName(k),
+          region: g.bounds,
+          neighbours: g.neighbours,
+          address: `127.0.0.1:${ports[2 * k]}`,
+        })),
+      },
+    ],
+  };
+  writeFileSync(mapFile, JSON.stringify(map, null, 2));
+  const secret = randomBytes(32).toString('base64url');
+
+  const shards: LocalShard[] = grid.map((g, k) => {
+    const address = `127.0.0.1:${ports[2 * k]}`;
+    const opsUrl = `http://127.0.0.1:${ports[2 * k + 1]}`;
+    let exited: Promise<void> = Promise.resolve();
+    const shard: LocalShard = {
+      index: k,
+      name: shardName(k),
+      region: g.bounds,
+      address,
+      url: `ws://${address}`,
+      opsUrl,
+      process: undefined,
+      async start() {
+        const env = {
+          ...process.env,
+          AETHEX_GAMESERVER_SHARD_WORLD: name,
+          AETHEX_GAMESERVER_SHARD_INSTANCE: '0',
+          AETHEX_GAMESERVER_SHARD_NAME: shard.name,
+          AETHEX_GAMESERVER_SHARD_MAP_FILE: mapFile,
+          AETHEX_GAMESERVER_LINKS_SECRET: secret,
+          AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: o.publicKeyPem,
+          AETHEX_GAMESERVER_GATEWAY_BIND_ADDR: address,
+          AETHEX_GAMESERVER_OPS_BIND_ADDR: `127.0.0.1:${ports[2 * k + 1]}`,
+          AETHEX_GAMESERVER_PERSISTENCE_DIRECTORY: join(o.directory, shard.name, 'snapshots'),
+          ...o.env,
+        };
+        const child = spawn(process.execPath, ['--conditions=aethex-source', '--import', 'tsx', MAIN], {
+          env,
+          stdio: ['ignore', o.stdio ?? 'inherit', o.stdio ?? 'inherit'],
+        });
+        shard.process = child;
+        exited = new Promise((resolve) => child.once('exit', () => resolve()));
+        const deadline = Date.now() + 30_000;
+        for (;;) {
+          if (child.exitCode !== null) throw new Error(`shard ${shard.name} exited with ${child.exitCode} while starting`);
+          const ok = await fetch(`${opsUrl}/readyz`).then(
+            (r) => r.ok,
+            () => false,
+          );
+          if (ok) return;
+          if (Date.now() > deadline) throw new Error(`shard ${shard.name} not ready within 30 s`);
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      },
+      async kill(signal = 'SIGTERM') {
+        const child = shard.process;
+        if (child && child.exitCode === null && child.signalCode === null) child.kill(signal);
+        await exited;
+      },
+    };
+    return shard;
+  });
+  try {
+    await Promise.all(shards.map((s) => s.start()));
+  } catch (err) {
+    await Promise.all(shards.map((s) => s.kill('SIGKILL')));
+    throw err;
+  }
+  return {
+    name,
+    bounds,
+    shards,
+    mapFile,
+    async stop() {
+      await Promise.all(shards.map((s) => s.kill('SIGTERM')));
+    },
+  };
+}
