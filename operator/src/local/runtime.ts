@@ -1,9 +1,10 @@
+import { randomBytes } from 'node:crypto';
 import { existsSync, type FSWatcher, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, watch, writeFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { Env, Logger } from '@aethex/runtime';
 import type { GameWorld, GameWorldStatus } from '../api/gameworld.js';
 import type { Metrics } from '../metrics.js';
-import { type DesiredPod, hashOf } from '../reconcile/desired.js';
+import { type DesiredPod, hashOf, LINKS_SECRET_ENV } from '../reconcile/desired.js';
 import { type CommandMap, commandFor } from './command.js';
 import { developmentKey, SHARD_MARKER, shardProcessEnv } from './env.js';
 import { localWorld, parseWorldFile } from './file.js';
@@ -296,6 +297,12 @@ export class LocalRuntime {
         }
       }
       let problem: { reason: string; message: string } | undefined;
+      const address = (name: string) => {
+        const ports = this.ports(w.name, name);
+        return ports ? `127.0.0.1:${ports.gateway}` : '';
+      };
+      // Before any shard starts: a shard reads its region and neighbours from it at start.
+      if (w.inFile) this.writeFile(w, 'shardMap', JSON.stringify(localShardMap(world, p.instances, address), null, 2));
       for (const c of plan.create) {
         const crash = w.crashes.get(c.name);
         if (crash && crash.notBefore > now) {
@@ -329,15 +336,10 @@ export class LocalRuntime {
       const wanted = new Set(p.desired.map((d) => d.name));
       for (const name of w.crashes.keys()) if (!wanted.has(name)) w.crashes.delete(name);
 
-      const address = (name: string) => {
-        const ports = this.ports(w.name, name);
-        return ports ? `127.0.0.1:${ports.gateway}` : '';
-      };
       const status = JSON.parse(JSON.stringify(localStatus(world, p, p.observed, address, new Date(now).toISOString(), problem)));
       this.logTransitions(w.name, world.status, status);
       world.status = status;
       this.writeFile(w, 'status', JSON.stringify({ name: w.name, generation: w.generation, status }, null, 2));
-      if (w.inFile) this.writeFile(w, 'shardMap', JSON.stringify(localShardMap(world, p.instances, address), null, 2));
       if (!w.inFile && w.procs.size === 0) this.forget(w);
     }
   }
@@ -410,9 +412,11 @@ export class LocalRuntime {
     const shardDir = join(this.opts.directory, w.name, d.name);
     const snapshots = join(shardDir, 'snapshots');
     mkdirSync(snapshots, { recursive: true });
+    const sharded = (container.env ?? []).some((e) => e.name === LINKS_SECRET_ENV);
     const { env, skipped, devKey } = shardProcessEnv({
       parentEnv: this.opts.parentEnv,
-      podEnv: container.env ?? [],
+      // The link secret comes from a Secret on Kubernetes; here from the world's directory.
+      podEnv: (container.env ?? []).filter((e) => e.name !== LINKS_SECRET_ENV),
       extraEnv: this.opts.extraEnv,
       gatewayPort: ports.gateway,
       opsPort: ports.ops,
@@ -420,6 +424,10 @@ export class LocalRuntime {
       shardDirectory: shardDir,
       devPublicKey: () => this.developmentKey().publicKeyPem,
     });
+    if (sharded) {
+      env[LINKS_SECRET_ENV] = this.linksSecret(w.name);
+      env.AETHEX_GAMESERVER_SHARD_MAP_FILE = join(this.opts.directory, w.name, 'shard-map.json');
+    }
     if (skipped.length > 0)
       this.warnOnce(`skipped:${w.name}`, { world: w.name, variables: skipped }, 'template.env valueFrom needs Kubernetes; skipped locally');
     if (devKey) {
@@ -498,6 +506,16 @@ export class LocalRuntime {
       { world: w.name, shard: p.launch.name, pid: p.pid, exit: c.last, restarts: c.restarts, restartInMs: delay, output },
       'shard exited unexpectedly; restarting',
     );
+  }
+
+  /** The world's link secret, made once in its directory (readable only by its owner) and kept. */
+  private linksSecret(world: string): string {
+    const file = join(this.opts.directory, world, 'links-secret');
+    if (!existsSync(file)) {
+      mkdirSync(dirname(file), { recursive: true });
+      writeFileSync(file, randomBytes(32).toString('base64url'), { mode: 0o600, flag: 'wx' });
+    }
+    return readFileSync(file, 'utf8').trim();
   }
 
   private developmentKey(): { publicKeyPem: string; privateKeyFile: string } {

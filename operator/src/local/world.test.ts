@@ -38,7 +38,13 @@ it('starts every shard, restarts dead ones, scales and rolls with the same plan 
   expect(fresh.plan.create.map((d) => d.name)).toEqual(['w-0-0', 'w-0-1']);
   const podSpec = fresh.desired[1]?.manifest.spec as { containers: { env: { name: string; value: string }[] }[] } | undefined;
   const env = podSpec?.containers[0]?.env;
-  expect(env).toContainEqual({ name: 'AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS', value: '100,0,200,100' });
+  // Every shard knows the whole world and finds its own region in the shard map.
+  expect(env).toContainEqual({ name: 'AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS', value: '0,0,200,100' });
+  expect(env).toContainEqual({ name: 'AETHEX_GAMESERVER_SHARD_MAP_FILE', value: '/etc/aethex/shard-map.json' });
+  expect(env).toContainEqual({
+    name: 'AETHEX_GAMESERVER_LINKS_SECRET',
+    valueFrom: { secretKeyRef: { name: 'w-shard-links', key: 'secret' } },
+  });
 
   const procs = running(w1, [0]);
   expect(planWorld(w1, procs.map(observeProcess), true).plan).toEqual({ create: [], delete: [], held: [] });

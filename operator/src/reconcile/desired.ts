@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { type Region, regions } from '@aethex/runtime';
 import { GAMEWORLD_API_VERSION, GAMEWORLD_KIND, type GameWorld, LABELS, TEMPLATE_HASH } from '../api/gameworld.js';
-import { configMapName, pdbName, podName, serviceName, shardAddress } from './names.js';
+import { configMapName, linksSecretName, pdbName, podName, serviceName, shardAddress, WORLD_MOUNT } from './names.js';
 
 /** Ports of the shard container. */
 export const GAME_PORT = 7777;
@@ -93,11 +93,12 @@ function ownerRef(world: GameWorld) {
 /** The shard's settings as the gameserver reads them (`AETHEX_GAMESERVER_*`). */
 export function shardEnv(world: GameWorld, instance: number, region: Region): { name: string; value: string }[] {
   const s = world.spec;
-  const b = region.bounds;
+  const b = s.world.bounds;
   const env: Record<string, string> = {
     SHARD_WORLD: world.metadata.name,
     SHARD_INSTANCE: String(instance),
     SHARD_NAME: podName(world.metadata.name, instance, region.shard),
+    // The whole world: the shard takes its own region from the shard map.
     ENGINE_WORLD_BOUNDS: `${b.minX},${b.minY},${b.maxX},${b.maxY}`,
     ENGINE_TICK_RATE_MS: String(Math.max(5, Math.round(1000 / s.world.tickRate))),
     ENGINE_AOI_RADIUS: String(s.world.aoiRadius),
@@ -108,7 +109,35 @@ export function shardEnv(world: GameWorld, instance: number, region: Region): { 
     OPS_BIND_ADDR: `0.0.0.0:${OPS_PORT}`,
     PERSISTENCE_SNAPSHOT_INTERVAL_MS: String(s.persistence.snapshotIntervalSeconds * 1000),
   };
+  if (isSharded(world)) env.SHARD_MAP_FILE = `${WORLD_MOUNT}/shard-map.json`;
   return Object.entries(env).map(([k, value]) => ({ name: `AETHEX_GAMESERVER_${k}`, value }));
+}
+
+/** Whether the world has more than one shard per instance (and so shard links and a link secret). */
+export function isSharded(world: GameWorld): boolean {
+  return world.spec.sharding.columns * world.spec.sharding.rows > 1;
+}
+
+/** The variable that gives a shard its link secret, read from the world's Secret. */
+export const LINKS_SECRET_ENV = 'AETHEX_GAMESERVER_LINKS_SECRET';
+
+/**
+ * The world's link Secret, created once with a random value and never rewritten (a new value
+ * would cut every link of a running world). Owned by the world, so it goes with it.
+ */
+export function linksSecret(world: GameWorld, value: string): Manifest {
+  return {
+    apiVersion: 'v1',
+    kind: 'Secret',
+    metadata: {
+      name: linksSecretName(world.metadata.name),
+      namespace: world.metadata.namespace,
+      labels: worldLabels(world),
+      ownerReferences: ownerRef(world),
+    },
+    type: 'Opaque',
+    stringData: { secret: value },
+  } as Manifest;
 }
 
 /** Every shard pod the world should have for the given instance indexes. */
@@ -131,7 +160,13 @@ export function desiredPods(world: GameWorld, instances: number[]): DesiredPod[]
           {
             name: 'shard',
             image: s.image,
-            env: [...shardEnv(world, instance, region), ...(s.template.env ?? [])],
+            env: [
+              ...shardEnv(world, instance, region),
+              ...(isSharded(world)
+                ? [{ name: LINKS_SECRET_ENV, valueFrom: { secretKeyRef: { name: linksSecretName(world.metadata.name), key: 'secret' } } }]
+                : []),
+              ...(s.template.env ?? []),
+            ],
             ports: [
               { name: 'game', containerPort: GAME_PORT, protocol: 'TCP' },
               { name: 'ops', containerPort: OPS_PORT, protocol: 'TCP' },
@@ -140,7 +175,7 @@ export function desiredPods(world: GameWorld, instances: number[]): DesiredPod[]
             livenessProbe: { httpGet: { path: '/healthz', port: 'ops' }, periodSeconds: 10, failureThreshold: 3 },
             ...(s.template.resources ? { resources: s.template.resources } : {}),
             securityContext: { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } },
-            volumeMounts: [{ name: 'world', mountPath: '/etc/aethex', readOnly: true }],
+            volumeMounts: [{ name: 'world', mountPath: WORLD_MOUNT, readOnly: true }],
           },
         ],
         volumes: [{ name: 'world', configMap: { name: configMapName(world.metadata.name) } }],

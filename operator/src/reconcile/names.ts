@@ -4,6 +4,10 @@
 export const podName = (world: string, instance: number, shard: number): string => `${world}-${instance}-${shard}`;
 /** The per-world ConfigMap with the world configuration and the shard map. */
 export const configMapName = (world: string): string => `${world}-world`;
+/** The per-world Secret with the shared secret that authenticates the links between its shards. */
+export const linksSecretName = (world: string): string => `${world}-shard-links`;
+/** Where a shard pod finds the world's ConfigMap (and in it `shard-map.json`). */
+export const WORLD_MOUNT = '/etc/aethex';
 /** The headless Service giving every shard pod a DNS name. */
 export const serviceName = (world: string): string => `${world}-shards`;
 /** The PodDisruptionBudget of the world's shard pods. */

@@ -1,8 +1,9 @@
+import { randomBytes } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
 import type { V1Pod } from '@kubernetes/client-node';
 import { FINALIZER, type GameWorld, type GameWorldStatus, withDefaults } from '../api/gameworld.js';
 import { type KubeClient, KubeError } from '../kube/client.js';
-import { desiredPods, desiredSupport, hashOf, selectInstances } from './desired.js';
+import { desiredPods, desiredSupport, hashOf, isSharded, linksSecret, selectInstances } from './desired.js';
 import { observePod, podProblem } from './observe.js';
 import { type ObservedPod, planPods } from './plan.js';
 import { computeStatus } from './status.js';
@@ -29,7 +30,27 @@ export interface ReconcilerDeps {
  * pass with a requeue; the next pass reads fresh state.
  */
 export class Reconciler {
+  /** Worlds (by uid) whose link Secret is known to exist: checked once per operator process. */
+  private readonly secretsFound = new Set<string>();
+
   constructor(private readonly deps: ReconcilerDeps) {}
+
+  /**
+   * A sharded world's shards authenticate their links with a shared secret: created here once,
+   * with 256 random bits, and never updated. The operator may only create Secrets, never read
+   * them: a 409 says it is already there.
+   */
+  private async ensureLinksSecret(world: GameWorld): Promise<void> {
+    const uid = world.metadata.uid as string;
+    if (!isSharded(world) || this.secretsFound.has(uid)) return;
+    const m = linksSecret(world, randomBytes(32).toString('base64url'));
+    try {
+      await this.deps.kube.create(m);
+    } catch (err) {
+      if (!(err instanceof KubeError && err.status === 409)) throw err;
+    }
+    this.secretsFound.add(uid);
+  }
 
   async reconcile(namespace: string, name: string): Promise<Outcome> {
     const { kube } = this.deps;
@@ -71,6 +92,7 @@ export class Reconciler {
       observed.filter((p) => p.allocated).map((p) => p.instance),
     );
     const desired = desiredPods(world, instances);
+    await this.ensureLinksSecret(world);
 
     for (const m of desiredSupport(world, instances)) {
       const hash = hashOf(m);
