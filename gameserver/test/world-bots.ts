@@ -2,7 +2,7 @@
 // spread over the world's shards, each walking towards random points anywhere in the world (so
 // they keep crossing borders), following handoffs through the SDK, and rejoining the shard they
 // were on when its process dies. Reads its configuration as JSON from argv[2]; prints one JSON
-// line per second ({"progress": …}) and a summary line at the end ({"summary": …}).
+// line every 200 ms ({"progress": …}) and a summary line at the end ({"summary": …}).
 import { readFileSync } from 'node:fs';
 import { percentile, type Rect, signJoinToken } from '@aethex/runtime';
 import { RealtimeClient } from '@aethex/sdk';
@@ -43,6 +43,7 @@ interface Bot {
 }
 
 const byName = new Map(config.shards.map((s) => [s.name, s]));
+const kicks = new Map<string, number>();
 const bots: Bot[] = [];
 const rnd = (a: number, b: number) => a + Math.random() * (b - a);
 const pick = () => {
@@ -69,6 +70,7 @@ async function connect(bot: Bot): Promise<void> {
     bot.shard = h.to;
   });
   client.on('handoffFailed', (why) => bot.failures.push(why));
+  client.on('kick', (reason) => kicks.set(reason, (kicks.get(reason) ?? 0) + 1));
   client.on('snapshot', () => {
     if (bot.sawForeign) return;
     const mine = byName.get(client.shardName)?.index;
@@ -89,9 +91,9 @@ async function connect(bot: Bot): Promise<void> {
       setTimeout(() => {
         if (bot.stopped) return;
         bot.rejoins++;
-        connect(bot).catch(() => retry(Math.min(delay * 2, 1000)));
+        connect(bot).catch(() => retry(Math.min(delay * 2, 250)));
       }, delay);
-    retry(100);
+    retry(50);
   });
   await client.connect();
   bot.joined = true;
@@ -136,7 +138,7 @@ const progress = setInterval(() => {
   const handoffs = bots.reduce((s, b) => s + b.handoffs, 0);
   const joined = bots.filter((b) => b.joined).length;
   console.log(JSON.stringify({ progress: { seconds: Math.round((Date.now() - started) / 1000), joined, handoffs } }));
-}, 1000);
+}, 200);
 
 await new Promise((r) => setTimeout(r, config.seconds * 1000));
 clearInterval(walk);
@@ -152,6 +154,7 @@ const summary = {
   unacknowledged: bots.reduce((s, b) => s + (b.client?.unacknowledged ?? 0), 0),
   rejoins: bots.reduce((s, b) => s + b.rejoins, 0),
   handoff_failures: bots.flatMap((b) => b.failures).slice(0, 10),
+  kicks: Object.fromEntries(kicks),
   saw_neighbours: bots.filter((b) => b.sawForeign).length,
 };
 for (const bot of bots) {

@@ -208,6 +208,7 @@ describe('a 2×2 world with bots walking across its borders', () => {
         handoff_failures: string[];
         saw_neighbours: number;
         rejoins: number;
+        kicks: Record<string, number>;
         handoff_gap_ms: { p50: number; p99: number };
       };
       await run.observer.stop();
@@ -217,6 +218,7 @@ describe('a 2×2 world with bots walking across its borders', () => {
         `world: ${summary.handoffs} handoffs in ${SECONDS} s (gap p50 ${summary.handoff_gap_ms.p50?.toFixed(1)} ms, p99 ${summary.handoff_gap_ms.p99?.toFixed(1)} ms), ${o.rounds} observer rounds, longest unowned ${o.longestUnowned.ms.toFixed(0)} ms, ${summary.saw_neighbours}/${BOTS} bots saw a neighbour's NPC`,
       );
       expect(summary.joined).toBe(BOTS);
+      expect(summary.kicks).toEqual({});
       expect(summary.rejoins).toBe(0);
       expect(summary.handoff_failures).toEqual([]);
       expect(summary.handoffs).toBeGreaterThan(BOTS);

@@ -175,9 +175,10 @@ export class Gateway {
     if (left <= 0) this.perAddress.delete(conn.address);
     else this.perAddress.set(conn.address, left);
     const playerId = this.players.get(conn.id);
+    // Idempotent: also ends a session whose player was handed over (no longer in `players`).
+    this.deps.engine.leave(conn.id);
     if (playerId !== undefined) {
       this.players.delete(conn.id);
-      this.deps.engine.leave(conn.id);
       this.deps.onPlayer?.('left', playerId);
       conn.log.info({ player: playerId }, 'player left');
     }

@@ -108,6 +108,12 @@ export class ShardLinks {
     return bytes.length;
   }
 
+  /** Cuts both links with a neighbour now; they reconnect as usual (operations, fault tests). */
+  disconnect(n: Neighbour): void {
+    this.out.get(n.shard)?.ws?.terminate();
+    this.inbound.get(n.shard)?.ws.terminate();
+  }
+
   /** The gateway hands over upgrades on LINK_PATH. */
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     if (this.closed) {

@@ -8,6 +8,8 @@ import type { ShardLinks } from './links.js';
 import { distanceToRect, inRect, type Neighbour, type ShardPlacement } from './map.js';
 
 const { ReasonCode } = aethex.v1;
+/** A rolled-back entity is not offered again sooner (a full or unreachable neighbour). */
+const RETRY_AFTER_ROLLBACK_MS = 250;
 
 export interface ShardingOptions {
   engine: ShardEngine;
@@ -79,6 +81,8 @@ export class Sharding {
   private links: ShardLinks | undefined;
   private readonly neighbours: Neighbour[];
   private readonly offers = new Map<number, Offer>(); // by entity id
+  /** Entities whose offer was rolled back: not offered again before this time. */
+  private readonly retryAt = new Map<number, number>();
   private nextOfferId = 1;
   private readonly incoming = new Map<string, Incoming>(); // by resume token
   private readonly incomingByOffer = new Map<string, string>(); // `${from}:${offerId}` → token
@@ -246,14 +250,20 @@ export class Sharding {
 
   private offerCrossers(): void {
     const { engine, placement, margin } = this.o;
+    const now = this.now();
     for (const p of engine.ownedPlayers()) {
       if (this.offers.has(p.entityId)) continue;
+      const retry = this.retryAt.get(p.entityId);
+      if (retry !== undefined) {
+        if (now < retry) continue;
+        this.retryAt.delete(p.entityId);
+      }
       if (distanceToRect(p.x, p.y, placement.region) <= margin) continue;
       const to = this.neighbours.find((n) => inRect(p.x, p.y, n.region));
       if (!to || !this.links?.isUp(to)) continue;
       const entity = engine.offer(p.entityId);
       if (!entity) continue;
-      const offer: Offer = { offerId: this.nextOfferId++, to, entity, playerId: p.playerId, at: this.now() };
+      const offer: Offer = { offerId: this.nextOfferId++, to, entity, playerId: p.playerId, at: now };
       this.offers.set(p.entityId, offer);
       this.links.send(to, {
         handoffOffer: {
@@ -291,6 +301,7 @@ export class Sharding {
 
   private rollback(entityId: number, offer: Offer, why: string): void {
     this.offers.delete(entityId);
+    this.retryAt.set(entityId, this.now() + RETRY_AFTER_ROLLBACK_MS);
     this.o.engine.rollback(entityId);
     const msg = { handoffAbort: { offerId: offer.offerId, entityId, message: why } };
     this.decisions.push({ to: offer.to, msg, at: this.now() });

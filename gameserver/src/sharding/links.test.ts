@@ -1,0 +1,92 @@
+import { once } from 'node:events';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { createLogger } from '@aethex/runtime';
+import { afterEach, expect, test } from 'vitest';
+import { LINK_PATH, type LinkEvents, ShardLinks } from './links.js';
+import type { Neighbour } from './map.js';
+
+const log = createLogger('links-test', 'silent');
+const region = { minX: 0, minY: 0, maxX: 1, maxY: 1 };
+const open: { links: ShardLinks; server: Server }[] = [];
+afterEach(async () => {
+  for (const o of open.splice(0)) {
+    await o.links.close();
+    o.server.close();
+  }
+});
+
+/** A shard's link endpoint on a real port: an HTTP server that hands upgrades to ShardLinks. */
+async function endpoint(): Promise<{ server: Server; port: number }> {
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return { server, port: (server.address() as AddressInfo).port };
+}
+
+function recorder() {
+  const seen: string[] = [];
+  const events: LinkEvents = {
+    onMessage: (from, msg) => seen.push(`message ${msg.body} from ${from.name}`),
+    onInboundUp: (from) => seen.push(`in up ${from.name}`),
+    onInboundDown: (from) => seen.push(`in down ${from.name}`),
+    onOutboundUp: (to) => seen.push(`out up ${to.name}`),
+  };
+  return { seen, events };
+}
+
+async function pair(secretA: string, secretB: string) {
+  const [ea, eb] = [await endpoint(), await endpoint()];
+  const na: Neighbour = { shard: 0, name: 'w-0-0', region, address: `127.0.0.1:${ea.port}` };
+  const nb: Neighbour = { shard: 1, name: 'w-0-1', region, address: `127.0.0.1:${eb.port}` };
+  const [ra, rb] = [recorder(), recorder()];
+  const common = { world: 'w', instance: 0, heartbeatMs: 50, timeoutMs: 300, log };
+  const a = new ShardLinks({ ...common, name: 'w-0-0', secret: secretA, neighbours: [nb] }, ra.events);
+  const b = new ShardLinks({ ...common, name: 'w-0-1', secret: secretB, neighbours: [na] }, rb.events);
+  for (const [links, e] of [
+    [a, ea],
+    [b, eb],
+  ] as const) {
+    e.server.on('upgrade', (req, socket, head) => {
+      if (req.url === LINK_PATH) links.handleUpgrade(req, socket, head);
+      else socket.destroy();
+    });
+    open.push({ links, server: e.server });
+  }
+  a.start();
+  b.start();
+  return { a, b, na, nb, ra, rb };
+}
+
+const until = async (what: string, check: () => boolean, ms = 5000) => {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+};
+
+test('neighbours with the same secret link up both ways and exchange messages', async () => {
+  const { a, b, na, nb, rb } = await pair('s'.repeat(32), 's'.repeat(32));
+  await until('links up', () => a.isUp(nb) && b.isUp(na));
+  expect(a.send(nb, { ghostUpdate: { tick: 7, full: true } })).toBeGreaterThan(0);
+  await until('the message', () => rb.seen.includes('message ghostUpdate from w-0-0'));
+});
+
+test('a neighbour with another secret is refused; the link never comes up', async () => {
+  const { a, b, na, nb, ra, rb } = await pair('s'.repeat(32), 't'.repeat(32));
+  await new Promise((r) => setTimeout(r, 600));
+  expect(a.isUp(nb) || b.isUp(na)).toBe(false);
+  expect(ra.seen.filter((e) => e.startsWith('in up'))).toEqual([]);
+  expect(rb.seen.filter((e) => e.startsWith('in up'))).toEqual([]);
+  expect(a.send(nb, { ghostUpdate: { tick: 1 } })).toBe(0);
+});
+
+test('a cut link is noticed by both sides and comes back by itself', async () => {
+  const { a, b, na, nb, ra } = await pair('s'.repeat(32), 's'.repeat(32));
+  await until('links up', () => a.isUp(nb) && b.isUp(na));
+  b.disconnect(na);
+  await until('the cut noticed', () => ra.seen.includes('in down w-0-1'));
+  await until('links back', () => a.isUp(nb) && b.isUp(na));
+  expect(ra.seen.filter((e) => e === 'in up w-0-1')).toHaveLength(2);
+});

@@ -1,0 +1,183 @@
+// Handoffs between two real shards in this process (so the test can cut their link at the worst
+// moment), with a real SDK client walking across the border.
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { aethex } from '@aethex/proto';
+import type { RealtimeClient } from '@aethex/sdk';
+import { afterEach, expect, test } from 'vitest';
+import type { Neighbour } from '../src/sharding/map.js';
+import { MODE_GHOST, MODE_OWNED } from '../src/sim/world.js';
+import { startTestShard, type TestShard, until } from './harness.js';
+
+const freePort = () =>
+  new Promise<number>((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+
+let shards: TestShard[] = [];
+let clients: RealtimeClient[] = [];
+afterEach(async () => {
+  for (const c of clients) c.close();
+  await Promise.all(shards.map((s) => s.stop()));
+  shards = [];
+  clients = [];
+});
+
+/** Two shards side by side: a = x 0..400, b = x 400..800, both y 0..400. */
+async function twoShards(env: Record<string, string> = {}): Promise<[TestShard, TestShard]> {
+  const dir = mkdtempSync(join(tmpdir(), 'aethex-handoff-'));
+  const ports = [await freePort(), await freePort()];
+  const map = {
+    world: 'duo',
+    bounds: { minX: 0, minY: 0, maxX: 800, maxY: 400 },
+    columns: 2,
+    rows: 1,
+    instances: [
+      {
+        instance: 0,
+        shards: [0, 1].map((k) => ({
+          shard: k,
+          name: `duo-0-${k}`,
+          region: { minX: 400 * k, minY: 0, maxX: 400 * (k + 1), maxY: 400 },
+          neighbours: [1 - k],
+          address: `127.0.0.1:${ports[k]}`,
+        })),
+      },
+    ],
+  };
+  const mapFile = join(dir, 'shard-map.json');
+  writeFileSync(mapFile, JSON.stringify(map));
+  const keys = generateKeyPairSync('ed25519');
+  const secret = randomBytes(32).toString('hex');
+  const start = (k: number) =>
+    startTestShard(
+      {
+        AETHEX_GAMESERVER_SHARD_WORLD: 'duo',
+        AETHEX_GAMESERVER_SHARD_NAME: `duo-0-${k}`,
+        AETHEX_GAMESERVER_SHARD_MAP_FILE: mapFile,
+        AETHEX_GAMESERVER_LINKS_SECRET: secret,
+        AETHEX_GAMESERVER_GATEWAY_BIND_ADDR: `127.0.0.1:${ports[k]}`,
+        AETHEX_GAMESERVER_HANDOFF_TIMEOUT_MS: '300',
+        AETHEX_GAMESERVER_ENGINE_AOI_RADIUS: '50',
+        AETHEX_GAMESERVER_LOG_LEVEL: 'warn',
+        ...env,
+      },
+      keys,
+    );
+  shards = [await start(0), await start(1)];
+  const [a, b] = shards as [TestShard, TestShard];
+  await until(
+    'the shard links to come up',
+    () => (a.shard.links?.isUp(neighbour(a)) ?? false) && (b.shard.links?.isUp(neighbour(b)) ?? false),
+    10_000,
+  );
+  return [a, b];
+}
+
+const neighbour = (t: TestShard) => t.shard.placement?.neighbours[0] as Neighbour;
+const modeOf = (t: TestShard, id: number) => {
+  const w = t.shard.engine.world;
+  const i = w.indexOf(id);
+  return i < 0 ? undefined : w.mode[i];
+};
+const handoffs = async (t: TestShard, result: string) =>
+  Number(
+    (await t.shard.metrics.registry.getSingleMetricAsString('aether_handoffs_total')).match(
+      new RegExp(`aether_handoffs_total\\{result="${result}"\\} (\\d+)`),
+    )?.[1] ?? 0,
+  );
+
+/** Walks the client east every tick until `stop()`. */
+function walkEast(c: RealtimeClient): () => void {
+  const timer = setInterval(() => c.move(4, 0), 25);
+  return () => clearInterval(timer);
+}
+
+test('a player walking across the border is handed over: one owner throughout, inputs all acknowledged', async () => {
+  const [a, b] = await twoShards();
+  const c = await a.client('walker');
+  clients.push(c);
+  const id = [...a.shard.engine.ownedPlayers()][0]?.entityId as number;
+  expect(id).toBeGreaterThan(0);
+  const events: { from: string; to: string; gapMs: number }[] = [];
+  c.on('handoff', (h) => events.push(h));
+  const stop = walkEast(c);
+  // Watch ownership every millisecond or so while it walks over.
+  const seen: string[] = [];
+  const watch = setInterval(() => {
+    const owners = [a, b].filter((t) => {
+      const m = modeOf(t, id);
+      return m === MODE_OWNED || m === 2;
+    }).length;
+    if (owners > 1) seen.push(`owned twice at tick ${a.shard.engine.tick}`);
+  }, 1);
+  try {
+    await until('the handoff', () => events.length > 0, 30_000);
+  } finally {
+    stop();
+    clearInterval(watch);
+  }
+  await until('every input acknowledged', () => c.unacknowledged === 0, 5000);
+  expect(seen).toEqual([]);
+  expect(events[0]).toMatchObject({ from: 'duo-0-0', to: 'duo-0-1' });
+  expect(c.shardName).toBe('duo-0-1');
+  expect(modeOf(b, id)).toBe(MODE_OWNED);
+  // A keeps it as B's ghost while it is near the border.
+  expect([MODE_GHOST, undefined]).toContain(modeOf(a, id));
+  expect(await handoffs(a, 'ok')).toBe(1);
+  // The player keeps playing on B: its inputs are applied there.
+  const before = c.predicted.x;
+  const stop2 = walkEast(c);
+  await new Promise((r) => setTimeout(r, 300));
+  stop2();
+  await until('inputs acknowledged on B', () => c.unacknowledged === 0, 5000);
+  const slot = b.shard.engine.world.indexOf(id);
+  expect(b.shard.engine.world.x[slot] as number).toBeGreaterThan(before);
+});
+
+test('a handoff whose accept is lost (link cut) rolls back: the entity stays with its owner; the next try succeeds', async () => {
+  const [a, b] = await twoShards();
+  const links = b.shard.links as NonNullable<typeof b.shard.links>;
+  const send = links.send.bind(links);
+  let cut = 0;
+  links.send = (n: Neighbour, msg: aethex.v1.IShardMessage) => {
+    if (msg.handoffAccept && cut === 0) {
+      // The accept never leaves: the link breaks right here.
+      cut++;
+      links.disconnect(n);
+      return 0;
+    }
+    return send(n, msg);
+  };
+  const c = await a.client('walker');
+  clients.push(c);
+  const events: unknown[] = [];
+  c.on('handoff', (h) => events.push(h));
+  const stop = walkEast(c);
+  try {
+    await until('the offer to be rolled back', () => cut === 1 && a.shard.sharding?.inFlight.offered.length === 0, 30_000);
+    const [owned] = [...a.shard.engine.ownedPlayers()];
+    expect(owned).toBeDefined();
+    const id = owned?.entityId as number;
+    expect(await handoffs(a, 'rolled_back')).toBe(1);
+    expect(modeOf(a, id)).toBe(MODE_OWNED);
+    expect(modeOf(b, id)).not.toBe(MODE_OWNED);
+    expect(events).toEqual([]);
+    // Once the link is back the abort reaches B, which lets go of what it held, and the player,
+    // still past the border, is offered again and handed over.
+    await until('the handoff after the link came back', () => events.length === 1, 30_000);
+    expect(modeOf(b, id)).toBe(MODE_OWNED);
+    expect(b.shard.sharding?.inFlight.held).toEqual([]);
+    expect(c.shardName).toBe('duo-0-1');
+  } finally {
+    stop();
+  }
+  await until('every input acknowledged', () => c.unacknowledged === 0, 5000);
+  expect(await handoffs(a, 'ok')).toBe(1);
+});
