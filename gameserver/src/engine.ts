@@ -267,8 +267,9 @@ export class ShardEngine {
     return this.settings['engine.aoi_radius'];
   }
 
+  /** Players whose entity is here (a session redirected to a neighbour no longer counts). */
   get playerCount(): number {
-    return this.sessions.size;
+    return this.byPlayer.size;
   }
 
   /**
@@ -638,7 +639,7 @@ export class ShardEngine {
       m.messagesSent.inc(sent);
       m.bytesSent.inc(sentBytes);
       m.entityCount.set(world.count);
-      m.players.set(this.sessions.size);
+      m.players.set(this.byPlayer.size);
       m.tickDuration.observe((performance.now() - started) / 1000);
     }
   }

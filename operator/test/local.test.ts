@@ -98,8 +98,12 @@ async function converged(names: string[]): Promise<Status['worlds'][number] | un
     : undefined;
 }
 
-async function viewer(ops: string): Promise<{ shard: string; bounds: Record<string, number> }> {
-  return (await (await fetch(`${ops}/viewer/state`)).json()) as { shard: string; bounds: Record<string, number> };
+async function viewer(ops: string): Promise<{ shard: string; bounds: Record<string, number>; region: Record<string, number> }> {
+  return (await (await fetch(`${ops}/viewer/state`)).json()) as {
+    shard: string;
+    bounds: Record<string, number>;
+    region: Record<string, number>;
+  };
 }
 
 async function readyz(port: number): Promise<boolean> {
@@ -182,15 +186,20 @@ describe('the local runtime', () => {
     const shards = byName(w);
     expect(shards.get('mini-0-0')).toMatchObject({ gateway: `ws://127.0.0.1:${base}`, ops: `http://127.0.0.1:${base + 1}`, restarts: 0 });
     expect(shards.get('mini-0-1')).toMatchObject({ gateway: `ws://127.0.0.1:${base + 2}`, ops: `http://127.0.0.1:${base + 3}` });
-    // The shards themselves say which region they simulate.
+    // The shards themselves say which region they simulate, in which world.
     expect(await viewer(`http://127.0.0.1:${base + 1}`)).toMatchObject({
       shard: 'mini-0-0',
-      bounds: { minX: 0, minY: 0, maxX: 200, maxY: 200 },
+      bounds: { minX: 0, minY: 0, maxX: 400, maxY: 200 },
+      region: { minX: 0, minY: 0, maxX: 200, maxY: 200 },
     });
     expect(await viewer(`http://127.0.0.1:${base + 3}`)).toMatchObject({
       shard: 'mini-0-1',
-      bounds: { minX: 200, minY: 0, maxX: 400, maxY: 200 },
+      bounds: { minX: 0, minY: 0, maxX: 400, maxY: 200 },
+      region: { minX: 200, minY: 0, maxX: 400, maxY: 200 },
     });
+    // And they are linked to each other.
+    const links = await (await fetch(`http://127.0.0.1:${base + 1}/metrics`)).text();
+    expect(links).toContain('aether_shard_links_up{neighbour="mini-0-1",direction="out"} 1');
     const map = JSON.parse(readFileSync(join(state, 'mini/shard-map.json'), 'utf8'));
     expect(map).toMatchObject({ world: 'mini', columns: 2, rows: 1 });
     expect(map.instances).toEqual([
@@ -233,7 +242,7 @@ describe('the local runtime', () => {
     const w = await until('four shards ready', () => converged(['mini-0-0', 'mini-0-1', 'mini-1-0', 'mini-1-1']), 30_000);
     expect(byName(w).get('mini-1-0')?.ops).toBe(`http://127.0.0.1:${base + 5}`);
     expect(byName(w).get('mini-1-1')?.ops).toBe(`http://127.0.0.1:${base + 7}`);
-    expect(await viewer(`http://127.0.0.1:${base + 7}`)).toMatchObject({ shard: 'mini-1-1', bounds: { minX: 200, maxX: 400 } });
+    expect(await viewer(`http://127.0.0.1:${base + 7}`)).toMatchObject({ shard: 'mini-1-1', region: { minX: 200, maxX: 400 } });
     const map = JSON.parse(readFileSync(join(state, 'mini/shard-map.json'), 'utf8'));
     expect(map.instances.map((i: { instance: number }) => i.instance)).toEqual([0, 1]);
   }, 35_000);
@@ -265,7 +274,7 @@ describe('the local runtime', () => {
     expect(maxDown).toBe(1);
     for (const p of w.processes) {
       const half = p.shard === 0 ? { minX: 0, maxX: 400 } : { minX: 400, maxX: 800 };
-      expect(await viewer(p.ops)).toMatchObject({ shard: p.name, bounds: { ...half, minY: 0, maxY: 200 } });
+      expect(await viewer(p.ops)).toMatchObject({ shard: p.name, region: { ...half, minY: 0, maxY: 200 }, bounds: { minX: 0, maxX: 800 } });
       expect(p.ops).toBe(before.get(p.name)?.ops);
       expect(alive(before.get(p.name)?.pid as number)).toBe(false);
     }

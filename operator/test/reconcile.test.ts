@@ -85,10 +85,17 @@ describe('reconciling a GameWorld against the real API server', () => {
     const env1 = ps.find((p) => p.metadata?.name === 'forest-1-1')?.spec?.containers[0]?.env ?? [];
     expect(env1).toEqual(
       expect.arrayContaining([
-        { name: 'AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS', value: '500,0,1000,500' },
+        // The whole world; the shard finds its own region in the mounted shard map.
+        { name: 'AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS', value: '0,0,1000,500' },
+        { name: 'AETHEX_GAMESERVER_SHARD_MAP_FILE', value: '/etc/aethex/shard-map.json' },
         { name: 'AETHEX_GAMESERVER_SHARD_NAME', value: 'forest-1-1' },
+        { name: 'AETHEX_GAMESERVER_LINKS_SECRET', valueFrom: { secretKeyRef: { name: 'forest-shard-links', key: 'secret' } } },
       ]),
     );
+    // The link Secret exists, made by the operator under its create-only permission.
+    const secret = await core.readNamespacedSecret({ name: 'forest-shard-links', namespace: ns });
+    expect(Buffer.from(secret.data?.secret ?? '', 'base64').length).toBeGreaterThanOrEqual(32);
+    expect(secret.metadata?.ownerReferences?.[0]).toMatchObject({ kind: 'GameWorld', name: 'forest' });
     const cm = await core.readNamespacedConfigMap({ name: 'forest-world', namespace: ns });
     const map = JSON.parse(cm.data?.['shard-map.json'] as string);
     expect(map.instances[1].shards[0]).toEqual({
