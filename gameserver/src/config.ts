@@ -93,7 +93,7 @@ export const GAMESERVER_SETTINGS = {
     default: 8,
     min: 1,
     max: 10_000,
-    doc: 'Acknowledgement lag (ticks) above which snapshots to a client are skipped.',
+    doc: 'Acknowledgement lag (ticks) above which a client gets a snapshot only every 4 ticks.',
   },
   'gateway.slow_drop_ticks': {
     type: 'int',

@@ -15,6 +15,8 @@ const { ServerMessage, ReasonCode } = aethex.v1;
 const { Writer } = protobuf;
 /** Interest sets and histories of ended sessions kept for reuse by later joins. */
 const SPARE_SESSION_BUFFERS = 64;
+/** While a client lags past gateway.slow_skip_ticks it gets one snapshot per this many ticks. */
+const SLOW_SNAPSHOT_EVERY = 4;
 /** Inputs held per entity while it is on offer to a neighbour (applied if the offer rolls back). */
 const MAX_HELD_INPUTS = 64;
 
@@ -52,6 +54,8 @@ interface Session {
   ackTick: number;
   /** Tick at which the session joined; lag is measured from here until the first ack. */
   joinTick: number;
+  /** Tick of the last snapshot sent (0: none). */
+  sentTick?: number;
   /**
    * The entity moved to a neighbour and the client was redirected there: the session only
    * receives snapshots (around the entity's ghost) until the client closes it.
@@ -585,7 +589,10 @@ export class ShardEngine {
         this.out.kick(session.id, ReasonCode.REASON_CODE_TOO_SLOW, `no acknowledgement for ${lag} ticks`);
         continue;
       }
-      if (lag > skip) {
+      // A client that lags gets a snapshot only every SLOW_SNAPSHOT_EVERY ticks: less to read, and
+      // still something to acknowledge, so its lag can shrink again (skipping every snapshot would
+      // leave it nothing to acknowledge until the drop bound kicks it).
+      if (lag > skip && tick - (session.sentTick ?? 0) < SLOW_SNAPSHOT_EVERY) {
         dropped++;
         continue;
       }
@@ -610,6 +617,7 @@ export class ShardEngine {
       if (this.out.send(session.id, bytes)) {
         sent++;
         sentBytes += bytes.length;
+        session.sentTick = tick;
       } else {
         dropped++;
       }

@@ -97,6 +97,34 @@ describe('gateway and engine over real sockets', () => {
     expect(metrics).toMatch(/aether_corrections_total 1\b/);
   });
 
+  test('a client that stops acknowledging gets fewer snapshots, and catches up when it acknowledges again', async () => {
+    t = await startTestShard({ AETHEX_GAMESERVER_GATEWAY_SLOW_SKIP_TICKS: '8', AETHEX_GAMESERVER_GATEWAY_SLOW_DROP_TICKS: '400' });
+    const c = await raw(t.shard.gatewayUrl);
+    c.ws.send(ClientMessage.encode({ join: { joinToken: await t.token('stalled'), protocolVersion: 1 } }).finish());
+    const snapshots = () => c.messages.filter((m) => m.body === 'snapshot').map((m) => m.snapshot?.tick as number);
+    // It acknowledges nothing for 40 ticks: after the first 8 it gets one snapshot every 4 ticks.
+    await until('40 ticks', () => (snapshots().at(-1) ?? 0) - (snapshots()[0] ?? 0) >= 40, 5000);
+    const seen = snapshots();
+    const start = seen[0] as number;
+    const late = seen.filter((tick) => tick - start > 12);
+    expect(late.length).toBeGreaterThan(3);
+    for (let k = 1; k < late.length; k++) expect((late[k] as number) - (late[k - 1] as number)).toBe(4);
+    // Acknowledging the newest it got brings it back to one snapshot per tick.
+    const ack = () => c.ws.send(ClientMessage.encode({ ack: { ackTick: snapshots().at(-1) as number } }).finish());
+    ack();
+    await until(
+      'snapshots every tick again',
+      () => {
+        ack();
+        const s = snapshots().slice(-5);
+        return s.length === 5 && s.every((tick, k) => k === 0 || tick - (s[k - 1] as number) === 1);
+      },
+      5000,
+    );
+    expect(c.kick()).toBeUndefined();
+    c.ws.close();
+  });
+
   test('an oversized frame is closed with 1009 before decoding', async () => {
     t = await startTestShard({ AETHEX_GAMESERVER_GATEWAY_MAX_MESSAGE_SIZE: '1024' });
     const c = await raw(t.shard.gatewayUrl);
