@@ -87,6 +87,11 @@ console.log(`\nAeThex running ${values.file} on the operator's local runtime (st
 for (const w of status.worlds) {
   for (const p of w.processes)
     console.log(`  ${p.name.padEnd(16)} players ${p.gateway}   viewer ${p.ops}/viewer   metrics ${p.ops}/metrics`);
+  const first = w.processes[0];
+  if (first && w.processes.length > 1) {
+    const all = encodeURIComponent(w.processes.map((p) => p.ops).join(','));
+    console.log(`  the whole world in one view: ${first.ops}/viewer?shards=${all}`);
+  }
 }
 console.log(`Development join-signing key: ${key} (npm run bots -- --url <players> --world <world> --shard <name> --private-key ${key})\n`);
 

@@ -258,7 +258,8 @@ export class ShardEngine {
   persistentState(): Uint8Array {
     const players = new Map<number, string>();
     for (const [playerId, entityId] of this.dormant) players.set(entityId, playerId);
-    for (const s of this.sessions.values()) players.set(s.entityId, s.playerId);
+    // A redirected session's entity is a neighbour's now (and not in the blob).
+    for (const s of this.sessions.values()) if (!s.redirected) players.set(s.entityId, s.playerId);
     return encodeState(this.tick, this.world, players);
   }
 
