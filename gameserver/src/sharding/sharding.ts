@@ -230,16 +230,15 @@ export class Sharding {
         }
       }
     }
+    const b = engine.rules.bounds;
     for (const e of u.upserts as aethex.v1.GhostEntity[]) {
-      const ok = engine.upsertGhost({
-        entityId: e.entityId,
-        x: e.position?.x ?? 0,
-        y: e.position?.y ?? 0,
-        vx: e.velocity?.x ?? 0,
-        vy: e.velocity?.y ?? 0,
-        kind: e.kind,
-        flags: e.flags,
-      });
+      const [x, y, vx, vy] = [e.position?.x ?? Number.NaN, e.position?.y ?? Number.NaN, e.velocity?.x ?? 0, e.velocity?.y ?? 0];
+      // Even an authenticated neighbour's data is checked: one NaN would corrupt the grid.
+      if (![x, y, vx, vy].every(Number.isFinite) || x < b.minX || x >= b.maxX || y < b.minY || y >= b.maxY || e.kind > 0xffff) {
+        this.o.log.warn({ from: from.name, entity: e.entityId }, 'invalid ghost ignored');
+        continue;
+      }
+      const ok = engine.upsertGhost({ entityId: e.entityId, x, y, vx, vy, kind: e.kind, flags: e.flags });
       if (ok) ids.add(e.entityId);
     }
     for (const id of u.removed) {
@@ -360,7 +359,8 @@ export class Sharding {
       this.links?.send(from, { handoffReject: { offerId, entityId: o.entityId, reason, message } });
     const x = o.position?.x ?? Number.NaN;
     const y = o.position?.y ?? Number.NaN;
-    if (!Number.isFinite(x) || !Number.isFinite(y) || distanceToRect(x, y, placement.region) > margin) {
+    const velocityOk = Number.isFinite(o.velocity?.x ?? 0) && Number.isFinite(o.velocity?.y ?? 0);
+    if (!Number.isFinite(x) || !Number.isFinite(y) || !velocityOk || distanceToRect(x, y, placement.region) > margin) {
       reject(ReasonCode.REASON_CODE_WRONG_SHARD, `(${x}, ${y}) is not in this shard's region`);
       return;
     }

@@ -1,0 +1,76 @@
+import { aethex } from '@aethex/proto';
+import { createLogger } from '@aethex/runtime';
+import { expect, test } from 'vitest';
+import { loadConfig } from '../config.js';
+import { ShardEngine } from '../engine.js';
+import { MODE_GHOST } from '../sim/world.js';
+import type { Neighbour } from './map.js';
+import { Sharding } from './sharding.js';
+
+const settings = loadConfig({ AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: 'unused', AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '0,0,200,100' });
+const left = { minX: 0, minY: 0, maxX: 100, maxY: 100 };
+const right: Neighbour = { shard: 1, name: 'w-0-1', region: { minX: 100, minY: 0, maxX: 200, maxY: 100 }, address: '127.0.0.1:1' };
+
+function shard() {
+  const engine = new ShardEngine(settings, { send: () => true, kick: () => undefined }, { region: left });
+  const sharding = new Sharding({
+    engine,
+    placement: { bounds: settings['engine.world_bounds'], shard: 0, region: left, address: '127.0.0.1:0', neighbours: [right] },
+    margin: 4,
+    offerTimeoutMs: 1000,
+    resumeTimeoutMs: 10_000,
+    positionScale: 0.125,
+    log: createLogger('sharding-test', 'silent'),
+    redirect: () => undefined,
+  });
+  return { engine, sharding };
+}
+
+const ghost = (entityId: number, x: number, y: number, extra: Partial<aethex.v1.IGhostEntity> = {}) => ({
+  entityId,
+  position: { x, y },
+  velocity: { x: 0, y: 0 },
+  kind: 0,
+  flags: 0,
+  ...extra,
+});
+const update = (g: aethex.v1.IGhostUpdate) => aethex.v1.ShardMessage.decode(aethex.v1.ShardMessage.encode({ ghostUpdate: g }).finish());
+
+test("a neighbour's ghosts are applied, replaced by a full update and dropped with the link; bad ones are ignored", () => {
+  const { engine, sharding } = shard();
+  const w = engine.world;
+  const id = (k: number) => (1 << 24) + k;
+  sharding.onMessage(
+    right,
+    update({
+      tick: 1,
+      upserts: [
+        ghost(id(1), 110, 50),
+        ghost(id(2), 120, 60),
+        ghost(id(3), Number.NaN, 50),
+        ghost(id(4), 500, 50),
+        ghost(id(5), 110, 50, { velocity: { x: Number.POSITIVE_INFINITY, y: 0 } }),
+        ghost(id(6), 110, 50, { kind: 70_000 }),
+      ],
+    }),
+  );
+  const ghosts = () =>
+    Array.from({ length: w.count }, (_, i) => i)
+      .filter((i) => w.mode[i] === MODE_GHOST)
+      .map((i) => w.id[i] as number);
+  expect(ghosts().sort()).toEqual([id(1), id(2)]);
+  sharding.onMessage(right, update({ tick: 2, upserts: [ghost(id(2), 121, 61)], removed: [] }));
+  expect(w.x[w.indexOf(id(2))]).toBe(121);
+  // A full update replaces the whole set from that neighbour.
+  sharding.onMessage(right, update({ tick: 3, full: true, upserts: [ghost(id(7), 130, 10)] }));
+  expect(ghosts()).toEqual([id(7)]);
+  sharding.onMessage(right, update({ tick: 4, removed: [id(7)] }));
+  expect(ghosts()).toEqual([]);
+  sharding.onMessage(right, update({ tick: 5, upserts: [ghost(id(8), 130, 10)] }));
+  sharding.onInboundDown(right);
+  expect(ghosts()).toEqual([]);
+  // A ghost never replaces an entity this shard owns.
+  const mine = w.spawn(50, 50, 0);
+  sharding.onMessage(right, update({ tick: 6, upserts: [ghost(mine, 130, 10)] }));
+  expect([w.x[w.indexOf(mine)], w.mode[w.indexOf(mine)]]).toEqual([50, 0]);
+});
