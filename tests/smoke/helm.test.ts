@@ -26,13 +26,16 @@ test('helm lint passes on charts/aethex', async () => {
 test('helm template renders the CRD, the operator and its least-privilege RBAC', async () => {
   const { stdout } = await helm('template', 'aethex', chart, '--include-crds', '--namespace', 'aethex-system');
   const docs = parseAllDocuments(stdout).map(
-    (d) => d.toJS() as { kind: string; metadata: { name: string }; rules?: { resources: string[] }[] },
+    (d) => d.toJS() as { kind: string; metadata: { name: string }; rules?: { resources: string[]; verbs: string[] }[] },
   );
   expect(docs.map((d) => d.kind).sort()).toEqual(
     ['ClusterRole', 'ClusterRoleBinding', 'CustomResourceDefinition', 'Deployment', 'Role', 'RoleBinding', 'ServiceAccount'].sort(),
   );
   const clusterRole = docs.find((d) => d.kind === 'ClusterRole');
-  expect(clusterRole?.rules?.flatMap((r) => r.resources)).not.toContain('secrets');
+  // Secrets: create only (each sharded world's link Secret); never get, list or watch.
+  const secretRules = clusterRole?.rules?.filter((r) => r.resources.includes('secrets')) ?? [];
+  expect(secretRules.map((r) => r.verbs)).toEqual([['create']]);
+  expect(secretRules.every((r) => r.resources.length === 1)).toBe(true);
 });
 
 test('the operator Deployment sets only settings the operator has, and the Lease in its own namespace', async () => {
