@@ -2,7 +2,8 @@
 // spread over the world's shards, each walking towards random points anywhere in the world (so
 // they keep crossing borders), following handoffs through the SDK, and rejoining the shard they
 // were on when its process dies. Reads its configuration as JSON from argv[2]; prints one JSON
-// line every 200 ms ({"progress": …}) and a summary line at the end ({"summary": …}).
+// line every 200 ms ({"progress": …}) and a summary line at the end ({"summary": …}), then keeps its
+// players in the world until SIGTERM.
 import { readFileSync } from 'node:fs';
 import { percentile, type Rect, signJoinToken } from '@aethex/runtime';
 import { RealtimeClient } from '@aethex/sdk';
@@ -54,15 +55,23 @@ const pick = () => {
   };
 };
 
+const token = (playerId: string, shard: string) =>
+  signJoinToken(
+    privateKey,
+    { playerId, world: config.world, instance: 0, shard },
+    { issuer: 'aethex-control-plane', audience: 'aethex-shard', alg: 'EdDSA', ttlSeconds: 120 },
+  );
+
 async function connect(bot: Bot): Promise<void> {
   const shard = byName.get(bot.shard);
   if (!shard) throw new Error(`unknown shard ${bot.shard}`);
-  const joinToken = await signJoinToken(
-    privateKey,
-    { playerId: bot.id, world: config.world, instance: 0, shard: shard.name },
-    { issuer: 'aethex-control-plane', audience: 'aethex-shard', alg: 'EdDSA', ttlSeconds: 120 },
-  );
-  const client = new RealtimeClient({ url: shard.url, joinToken, createSocket: (u) => new WebSocket(u) as never });
+  const client = new RealtimeClient({
+    url: shard.url,
+    joinToken: await token(bot.id, shard.name),
+    createSocket: (u) => new WebSocket(u) as never,
+    // The SDK rejoins a shard that went away (killed and restarted) by itself.
+    rejoin: { joinToken: (s) => token(bot.id, s.name), maxDelayMs: 250 },
+  });
   bot.client = client;
   client.on('handoff', (h) => {
     bot.handoffs++;
@@ -82,18 +91,17 @@ async function connect(bot: Bot): Promise<void> {
       }
     }
   });
-  client.on('close', () => {
-    if (bot.client !== client || bot.stopped) return;
-    bot.client = undefined;
+  client.on('disconnected', () => {
     bot.joined = false;
-    // The shard went away (killed): rejoin it, with backoff, until it is back.
-    const retry = (delay: number) =>
-      setTimeout(() => {
-        if (bot.stopped) return;
-        bot.rejoins++;
-        connect(bot).catch(() => retry(Math.min(delay * 2, 250)));
-      }, delay);
-    retry(50);
+  });
+  client.on('rejoined', (r) => {
+    bot.rejoins += r.attempts;
+    bot.joined = true;
+  });
+  client.on('close', (code, reason) => {
+    if (bot.stopped) return;
+    bot.joined = false;
+    bot.failures.push(`session closed: ${code} ${reason}`);
   });
   await client.connect();
   bot.joined = true;
@@ -157,9 +165,12 @@ const summary = {
   kicks: Object.fromEntries(kicks),
   saw_neighbours: bots.filter((b) => b.sawForeign).length,
 };
-for (const bot of bots) {
-  bot.stopped = true;
-  bot.client?.close();
-}
+// The players stay in the world until the test has taken its last look (SIGTERM), then leave.
+for (const bot of bots) bot.stopped = true;
 console.log(JSON.stringify({ summary }));
+await new Promise((r) => {
+  process.once('SIGTERM', r);
+  setTimeout(r, 30_000).unref();
+});
+for (const bot of bots) bot.client?.close();
 process.exit(0);

@@ -213,6 +213,7 @@ describe('a 2×2 world with bots walking across its borders', () => {
       };
       await run.observer.stop();
       const final = await run.observer.round();
+      run.bots.kill('SIGTERM');
       const o = run.observer;
       console.log(
         `world: ${summary.handoffs} handoffs in ${SECONDS} s (gap p50 ${summary.handoff_gap_ms.p50?.toFixed(1)} ms, p99 ${summary.handoff_gap_ms.p99?.toFixed(1)} ms), ${o.rounds} observer rounds, longest unowned ${o.longestUnowned.ms.toFixed(0)} ms, ${summary.saw_neighbours}/${BOTS} bots saw a neighbour's NPC`,

@@ -29,6 +29,20 @@ export interface RealtimeOptions {
   now?: () => number;
   /** Give up connecting, or resuming after a handoff, after this many milliseconds (default 10 000). */
   connectTimeoutMs?: number;
+  /**
+   * Rejoin automatically when the connection drops without the server ending the session (the
+   * shard crashed or restarted, the network failed), or after a drain or a lag kick: the client
+   * joins the shard it was on again with a fresh join token, retrying with backoff, keeps its
+   * input sequence and re-sends unacknowledged inputs. Without it, such a drop ends the session.
+   */
+  rejoin?: {
+    /** A join token for the shard to rejoin (from the control plane; called per attempt). */
+    joinToken: (shard: { name: string; url: string }) => Promise<string>;
+    /** Longest wait between attempts (default 1,000 ms; the first waits 100 ms, then doubles). */
+    maxDelayMs?: number;
+    /** Give up (and emit 'close') after this long without success (default 30,000 ms). */
+    giveUpAfterMs?: number;
+  };
 }
 
 export interface Vec2 {
@@ -55,9 +69,24 @@ export interface RealtimeEvents {
   handoff: (info: { from: string; to: string; gapMs: number }) => void;
   /** Resuming on the shard a handoff named failed; 'close' follows, the session is over. */
   handoffFailed: (reason: string) => void;
+  /** The connection dropped and the client is rejoining (only with the `rejoin` option). */
+  disconnected: (code: number, reason: string) => void;
+  /** The client joined its shard again after a drop; `downMs` from the drop to the Welcome. */
+  rejoined: (info: { shard: string; downMs: number; attempts: number }) => void;
   /** The session's socket closed (after a kick, a failed handoff, or for any other cause). */
   close: (code: number, reason: string) => void;
 }
+
+/** Kicks after which rejoining would be wrong: the session was ended on purpose or cannot work. */
+const FINAL_KICKS = new Set([
+  'REPLACED',
+  'AUTH_FAILED',
+  'AUTH_TIMEOUT',
+  'WRONG_SHARD',
+  'PROTOCOL_ERROR',
+  'RATE_LIMITED',
+  'MESSAGE_TOO_LARGE',
+]);
 
 interface PendingInput {
   seq: number;
@@ -77,6 +106,7 @@ const MAX_HANDOFF_INPUTS = 128;
 /** A handoff between its redirect and the new shard's Welcome. */
 interface Handoff {
   socket: WebSocketLike;
+  address: string;
   timer: ReturnType<typeof setTimeout>;
   /** Set when the new shard kicked the resume, as the reason the handoff failed. */
   kicked?: string;
@@ -111,6 +141,14 @@ export class RealtimeClient {
   private handoff: Handoff | undefined;
   /** The old shard's name, from a handoff's switch until the new shard's first snapshot. */
   private handedOffFrom: string | undefined;
+  /** From a rejoin's Welcome until the first snapshot: the shard's ticks start over. */
+  private restarted = false;
+  /** Where the session is: the first shard's URL, then each handoff's address. */
+  private url: string;
+  /** The last kick's reason on the session's socket (decides whether a drop is rejoined). */
+  private lastKick: string | undefined;
+  private closing = false;
+  private rejoining: { since: number; attempts: number; timer?: ReturnType<typeof setTimeout> } | undefined;
   private seq = 0;
   private pending: PendingInput[] = [];
   private lastSentAt = Number.NEGATIVE_INFINITY;
@@ -135,6 +173,7 @@ export class RealtimeClient {
   constructor(private readonly options: RealtimeOptions) {
     this.now = options.now ?? (() => performance.now());
     this.connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
+    this.url = options.url;
   }
 
   /** The entities in the area of interest, as delta snapshots rebuilt them. */
@@ -241,7 +280,77 @@ export class RealtimeClient {
 
   /** A socket closed. That ends the session if it was the session's, unless a handoff is moving it. */
   private closed(socket: WebSocketLike, ev: { code: number; reason: string }): void {
-    if (socket === this.socket && !this.handoff) this.emit('close', ev.code, ev.reason);
+    if (socket !== this.socket || this.handoff) return;
+    const rejoin = this.options.rejoin;
+    if (rejoin && !this.closing && this.welcome && !(this.lastKick && FINAL_KICKS.has(this.lastKick))) {
+      this.socket = undefined;
+      const attempt = { since: this.now(), attempts: 0 };
+      this.rejoining = attempt;
+      this.emit('disconnected', ev.code, ev.reason);
+      this.rejoinAfter(attempt, 100);
+      return;
+    }
+    this.emit('close', ev.code, ev.reason);
+  }
+
+  /** One rejoin attempt after `delayMs`: a fresh join token, a new socket, a Join; again on failure. */
+  private rejoinAfter(attempt: { since: number; attempts: number; timer?: ReturnType<typeof setTimeout> }, delayMs: number): void {
+    const rejoin = this.options.rejoin;
+    if (!rejoin || this.rejoining !== attempt) return;
+    const next = Math.min(delayMs * 2, rejoin.maxDelayMs ?? 1000);
+    if (this.now() - attempt.since > (rejoin.giveUpAfterMs ?? 30_000)) {
+      this.rejoining = undefined;
+      this.emit('close', 1006, `could not rejoin ${this.shardName} within ${rejoin.giveUpAfterMs ?? 30_000} ms`);
+      return;
+    }
+    attempt.timer = setTimeout(async () => {
+      if (this.rejoining !== attempt) return;
+      attempt.attempts++;
+      let socket: WebSocketLike;
+      try {
+        const joinToken = await rejoin.joinToken({ name: this.shardName, url: this.url });
+        if (this.rejoining !== attempt) return;
+        socket = this.openSocket(this.url);
+        socket.onopen = () =>
+          socket.send(
+            ClientMessage.encode({ join: { joinToken, protocolVersion: PROTOCOL_VERSION, clientVersion: 'aethex-sdk' } }).finish(),
+          );
+      } catch {
+        this.rejoinAfter(attempt, next);
+        return;
+      }
+      socket.onmessage = (ev) => {
+        const msg = this.decode(socket, ev.data);
+        if (msg instanceof Error) return;
+        if (socket === this.socket) this.handle(msg);
+        else if (this.rejoining === attempt && msg.body === 'welcome')
+          this.completeRejoin(socket, msg.welcome as aethex.v1.Welcome, attempt);
+      };
+      socket.onclose = (ev) => {
+        if (socket === this.socket) this.closed(socket, ev);
+        else this.rejoinAfter(attempt, next);
+      };
+      socket.onerror = () => {
+        // onclose follows.
+      };
+    }, delayMs);
+  }
+
+  /** Joined again: the session carries on on the new socket, unacknowledged inputs re-sent. */
+  private completeRejoin(socket: WebSocketLike, w: aethex.v1.Welcome, attempt: { since: number; attempts: number }): void {
+    this.rejoining = undefined;
+    this.socket = socket;
+    this.welcome = w;
+    this.lastKick = undefined;
+    this.restarted = true;
+    this.lastTick = 0;
+    // A restarted shard may be behind what it acknowledged before (its last snapshot): inputs
+    // after its last applied one are re-sent, and numbering continues above both.
+    this.lastAckedSeq = Math.min(this.lastAckedSeq, w.lastInputSeq);
+    this.acknowledgeInputs(w.lastInputSeq, this.now());
+    this.seq = Math.max(this.seq, w.lastInputSeq);
+    for (const p of this.pending) this.sendInput(p);
+    this.emit('rejoined', { shard: w.shardName, downMs: this.now() - attempt.since, attempts: attempt.attempts });
   }
 
   private handle(msg: aethex.v1.ServerMessage): void {
@@ -257,12 +366,14 @@ export class RealtimeClient {
       this.lastSnapshotAt = at;
       const before = this.store.current;
       const from = this.handedOffFrom;
-      // The new shard's first snapshot starts over in its own tick space; the old view stays
-      // current until then so rendering never sees an empty world.
-      if (from !== undefined) this.snapshots = new SnapshotStore();
+      const fresh = from !== undefined || this.restarted;
+      // The new shard's (or the restarted shard's) first snapshot starts over in its own tick
+      // space; the old view stays current until then so rendering never sees an empty world.
+      if (fresh) this.snapshots = new SnapshotStore();
       const changes = this.store.apply(s.tick, s.baseTick, s.entities, s.removed);
       if (s.tick <= this.lastTick) return;
       this.handedOffFrom = undefined;
+      this.restarted = false;
       this.previousFrame = before;
       this.lastTick = s.tick;
       this.acknowledgeInputs(s.lastInputSeq, at);
@@ -272,8 +383,8 @@ export class RealtimeClient {
         this.reconcile(self.qx * scale, self.qy * scale);
       }
       // Compared with the old shard's view, entities both shards show neither leave nor re-enter.
-      const entered = from === undefined ? changes.entered : [...changes.frame.keys()].filter((id) => !before.has(id));
-      const left = from === undefined ? changes.left : [...before.keys()].filter((id) => !changes.frame.has(id));
+      const entered = !fresh ? changes.entered : [...changes.frame.keys()].filter((id) => !before.has(id));
+      const left = !fresh ? changes.left : [...before.keys()].filter((id) => !changes.frame.has(id));
       for (const id of entered) this.emit('enter', id, changes.frame.get(id) as EntityRecord);
       for (const id of left) this.emit('leave', id);
       this.emit('snapshot', s.tick);
@@ -301,6 +412,7 @@ export class RealtimeClient {
       // During a handoff the old shard no longer holds the session: the resume decides its end.
       if (this.handoff) return;
       const k = msg.kick as aethex.v1.Kick;
+      this.lastKick = reasonName(k.reason);
       this.emit('kick', reasonName(k.reason), k.message);
     }
   }
@@ -324,6 +436,7 @@ export class RealtimeClient {
     }
     const handoff: Handoff = {
       socket,
+      address: r.address,
       timer: setTimeout(() => {
         const reason = handoff.kicked ?? `no Welcome from ${r.address} within ${this.connectTimeoutMs} ms`;
         this.failHandoff(reason, 1006, reason);
@@ -367,7 +480,9 @@ export class RealtimeClient {
     const old = this.socket;
     this.handedOffFrom = this.shardName;
     this.socket = handoff.socket;
+    this.url = handoff.address;
     this.welcome = w;
+    this.lastKick = undefined;
     this.handoffs++;
     // Old ticks mean nothing to the new shard; acknowledge none until its first snapshot.
     this.lastTick = 0;
@@ -377,10 +492,29 @@ export class RealtimeClient {
     old?.close(1000, 'handed off');
   }
 
-  /** Resuming failed: the old shard no longer plays this entity, so the session is over. */
+  /**
+   * Resuming failed: the old shard no longer plays this entity, so the session is over — unless
+   * the client rejoins, which it does on the old shard (a fresh join there).
+   */
   private failHandoff(reason: string, code: number, closeReason: string): void {
     this.emit('handoffFailed', reason);
-    this.endDuringHandoff(code, closeReason);
+    if (!this.options.rejoin || this.closing) {
+      this.endDuringHandoff(code, closeReason);
+      return;
+    }
+    const handoff = this.handoff;
+    this.handoff = undefined;
+    if (handoff) {
+      clearTimeout(handoff.timer);
+      handoff.socket.close(1000, 'handoff failed');
+    }
+    const old = this.socket;
+    this.socket = undefined;
+    old?.close(1000, 'handoff failed; rejoining');
+    const attempt = { since: this.now(), attempts: 0 };
+    this.rejoining = attempt;
+    this.emit('disconnected', code, closeReason);
+    this.rejoinAfter(attempt, 100);
   }
 
   /**
@@ -446,8 +580,9 @@ export class RealtimeClient {
     this.sentAt.set(seq, at);
     this.predicted.x += mx;
     this.predicted.y += my;
-    if (this.handoff) {
-      // The old shard ignores inputs once it redirected: hold them for the new one, bounded.
+    if (this.handoff || this.rejoining) {
+      // Nobody to send to yet (the old shard ignores inputs once it redirected; a dropped
+      // connection is being rejoined): hold them for the next shard, bounded.
       if (this.pending.length > MAX_HANDOFF_INPUTS) this.sentAt.delete((this.pending.shift() as PendingInput).seq);
     } else this.sendInput(input);
     return seq;
@@ -515,7 +650,12 @@ export class RealtimeClient {
   }
 
   close(): void {
-    if (this.handoff) this.endDuringHandoff(1000, 'client closed');
+    this.closing = true;
+    if (this.rejoining) {
+      clearTimeout(this.rejoining.timer);
+      this.rejoining = undefined;
+      this.emit('close', 1000, 'client closed');
+    } else if (this.handoff) this.endDuringHandoff(1000, 'client closed');
     else this.socket?.close(1000, 'client closed');
   }
 }
