@@ -94,13 +94,11 @@ class Observer {
     if (complete) {
       for (const id of owners.keys()) this.known.add(id);
       for (const id of this.known) {
-        if (owners.has(id)) {
-          const since = this.unownedSince.get(id);
-          if (since !== undefined && at - since > this.longestUnowned.ms) this.longestUnowned = { ms: at - since, id };
-          this.unownedSince.delete(id);
-        } else if (!this.unownedSince.has(id)) {
-          this.unownedSince.set(id, at);
-        }
+        const since = this.unownedSince.get(id);
+        // Still unowned counts too: an entity that vanished for good is the longest of all.
+        if (since !== undefined && at - since > this.longestUnowned.ms) this.longestUnowned = { ms: at - since, id };
+        if (owners.has(id)) this.unownedSince.delete(id);
+        else if (since === undefined) this.unownedSince.set(id, at);
       }
       this.lastCounts = { players, npcs };
     }
