@@ -7,7 +7,7 @@ import type { ShardMetrics } from './metrics.js';
 import { DeltaHistory, QuantizedWorld } from './net/delta-history.js';
 import { encodeState, type ShardState } from './persist/state-codec.js';
 import { applyInput, createRng, type InputResult, type MovementRules, step, wander } from './sim/step.js';
-import { CapacityError, KIND_NPC, KIND_PLAYER, MODE_GHOST, MODE_OFFERED, MODE_OWNED, type Rect, World } from './sim/world.js';
+import { CapacityError, KIND_NPC, KIND_PLAYER, MODE_DORMANT, MODE_GHOST, MODE_OFFERED, MODE_OWNED, type Rect, World } from './sim/world.js';
 import { Interest } from './spatial/aoi.js';
 import { GRID_CELL_FACTOR, Grid } from './spatial/grid.js';
 
@@ -462,6 +462,23 @@ export class ShardEngine {
     w.flags[i] = e.flags;
     w.lastSeq[i] = e.lastInputSeq;
     return true;
+  }
+
+  /**
+   * Forgets restored (dormant) players' entities that a neighbour owns now: those players moved on
+   * after the snapshot this shard restarted from. Returns how many were dropped.
+   */
+  dropDormant(entityIds: Iterable<number>): number {
+    const ids = new Set(entityIds);
+    let dropped = 0;
+    for (const [playerId, entityId] of this.dormant) {
+      const i = this.world.indexOf(entityId);
+      if (!ids.has(entityId) || i < 0 || this.world.mode[i] !== MODE_DORMANT) continue;
+      this.dormant.delete(playerId);
+      this.world.despawn(entityId);
+      dropped++;
+    }
+    return dropped;
   }
 
   /** An adopted entity whose player never resumed here goes, as if their socket had closed. */

@@ -109,6 +109,7 @@ export async function startShard(configured: GameserverSettings, options: ShardO
       log: log.child({ part: 'sharding' }),
       metrics,
       redirect: (sessionId, redirect) => gateway?.redirect(sessionId, redirect),
+      restoredPlayers: (restored?.players.size ?? 0) > 0,
     });
     const s = sharding;
     links = new ShardLinks(
@@ -141,7 +142,7 @@ export async function startShard(configured: GameserverSettings, options: ShardO
     clock,
     onPlayer: (event, playerId) => (event === 'joined' ? persistence.playerJoined(playerId) : persistence.playerLeft(playerId)),
     ...(links ? { upgrades: { path: LINK_PATH, handleUpgrade: links.handleUpgrade.bind(links) } } : {}),
-    ...(sharding ? { resume: sharding.claimResume.bind(sharding) } : {}),
+    ...(sharding ? { resume: sharding.claimResume.bind(sharding), admitting: () => sharding?.settled ?? true } : {}),
   });
   const gatewayAddress = await gateway.listen();
   links?.start();

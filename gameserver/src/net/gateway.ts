@@ -25,6 +25,7 @@ const CLOSE_CODES: Partial<Record<Reason, number>> = {
   [ReasonCode.REASON_CODE_PROTOCOL_ERROR]: 1002,
   [ReasonCode.REASON_CODE_SHUTTING_DOWN]: 1001,
   [ReasonCode.REASON_CODE_SHARD_FULL]: 1013,
+  [ReasonCode.REASON_CODE_NOT_READY]: 1013,
   [ReasonCode.REASON_CODE_TOO_MANY_CONNECTIONS]: 1013,
   [ReasonCode.REASON_CODE_INTERNAL]: 1011,
 };
@@ -79,6 +80,8 @@ export interface GatewayDeps {
   onPlayer?: (event: 'joined' | 'left', playerId: string) => void;
   /** Upgrades on another path than the players' (shard links at /shard-link) go here. */
   upgrades?: { path: string; handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void };
+  /** False while the shard may not admit players yet (sharded, restored, neighbours not heard). */
+  admitting?: () => boolean;
   /** Redeems a handoff resume token: the player and entity it continues, or undefined. */
   resume?: (token: string) => { playerId: string; entityId: number } | undefined;
 }
@@ -292,6 +295,11 @@ export class Gateway {
         if (conn.phase !== 'authenticating') return;
         if (!this.accepting) {
           this.kick(conn, ReasonCode.REASON_CODE_SHUTTING_DOWN, 'the shard is draining');
+          return;
+        }
+        if (this.deps.admitting && !this.deps.admitting()) {
+          this.deps.metrics.joins.inc({ result: 'not_ready' });
+          this.kick(conn, ReasonCode.REASON_CODE_NOT_READY, 'the shard is starting; try again shortly');
           return;
         }
         const result = this.deps.engine.join(conn.id, claims.playerId);

@@ -24,6 +24,13 @@ export interface ShardingOptions {
   metrics?: ShardMetrics;
   /** Tells a session's client to continue on the neighbour (the gateway sends HandoffRedirect). */
   redirect(sessionId: number, redirect: aethex.v1.IHandoffRedirect): void;
+  /**
+   * The shard restored players from a snapshot: it admits no player until every neighbour has
+   * said which of them it owns now (or `settleTimeoutMs` passed), so none is owned twice.
+   */
+  restoredPlayers?: boolean;
+  /** Default 3,000 ms. */
+  settleTimeoutMs?: number;
   now?: () => number;
 }
 
@@ -92,6 +99,9 @@ export class Sharding {
   private readonly epochs = new Map<number, number>();
   private readonly decisions: Decision[] = [];
   private readonly now: () => number;
+  /** Neighbours whose ownership claim a restored shard still waits for. */
+  private readonly claimsAwaited = new Set<number>();
+  private readonly startedAt: number;
 
   constructor(private readonly o: ShardingOptions) {
     this.neighbours = o.placement.neighbours;
@@ -99,7 +109,14 @@ export class Sharding {
     for (const n of this.neighbours) {
       this.mirrored.set(n.shard, new Map());
       this.ghostsFrom.set(n.shard, new Set());
+      if (o.restoredPlayers) this.claimsAwaited.add(n.shard);
     }
+    this.startedAt = this.now();
+  }
+
+  /** Whether players may join: every neighbour's claim is in, or the settle timeout passed. */
+  get settled(): boolean {
+    return this.claimsAwaited.size === 0 || this.now() - this.startedAt > (this.o.settleTimeoutMs ?? 3000);
   }
 
   attach(links: ShardLinks): void {
@@ -111,6 +128,10 @@ export class Sharding {
   onOutboundUp(n: Neighbour): void {
     // Whatever the neighbour held of ours may be gone (it restarted, or dropped us): start over.
     this.needFull.add(n.shard);
+    // And it may have restarted from a snapshot in which some of our players were still its own.
+    const owned = [...this.o.engine.ownedPlayers()].map((p) => p.entityId);
+    for (const inc of this.incoming.values()) if (inc.adopted) owned.push(inc.entity.entityId);
+    this.links?.send(n, { ownershipClaim: { entityIds: owned } });
     const cutoff = this.now() - this.o.resumeTimeoutMs;
     for (const d of this.decisions) if (d.to === n && d.at >= cutoff) this.links?.send(n, d.msg);
   }
@@ -155,6 +176,12 @@ export class Sharding {
       case 'handoffAbort':
         this.onAbort(from, msg.handoffAbort as aethex.v1.HandoffAbort);
         break;
+      case 'ownershipClaim': {
+        const dropped = this.o.engine.dropDormant((msg.ownershipClaim as aethex.v1.OwnershipClaim).entityIds);
+        if (dropped > 0) this.o.log.info({ neighbour: from.name, dropped }, 'restored players that moved to a neighbour dropped');
+        this.claimsAwaited.delete(from.shard);
+        break;
+      }
       default:
         this.o.log.warn({ from: from.name, body: msg.body }, 'unexpected shard link message; ignored');
     }

@@ -656,7 +656,8 @@ export namespace aethex {
             REASON_CODE_IDLE_TIMEOUT = 10,
             REASON_CODE_TOO_MANY_CONNECTIONS = 11,
             REASON_CODE_WRONG_SHARD = 12,
-            REASON_CODE_INTERNAL = 13
+            REASON_CODE_INTERNAL = 13,
+            REASON_CODE_NOT_READY = 14
         }
 
         interface IShardMessage extends aethex.v1.ShardMessage.$Properties {
@@ -674,7 +675,8 @@ export namespace aethex {
             linkChallenge?: (aethex.v1.LinkChallenge.$Properties|null);
             handoffCommit?: (aethex.v1.HandoffCommit.$Properties|null);
             handoffAbort?: (aethex.v1.HandoffAbort.$Properties|null);
-            body?: ("linkHello"|"linkWelcome"|"ghostUpdate"|"handoffOffer"|"handoffAccept"|"handoffReject"|"linkChallenge"|"handoffCommit"|"handoffAbort");
+            ownershipClaim?: (aethex.v1.OwnershipClaim.$Properties|null);
+            body?: ("linkHello"|"linkWelcome"|"ghostUpdate"|"handoffOffer"|"handoffAccept"|"handoffReject"|"linkChallenge"|"handoffCommit"|"handoffAbort"|"ownershipClaim");
             static create(properties: aethex.v1.ShardMessage.$Shape): aethex.v1.ShardMessage & aethex.v1.ShardMessage.$Shape;
             static create(properties?: aethex.v1.ShardMessage.$Properties): aethex.v1.ShardMessage;
             static encode(m: aethex.v1.ShardMessage.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
@@ -699,7 +701,8 @@ export namespace aethex {
                 linkChallenge?: (aethex.v1.LinkChallenge.$Properties|null);
                 handoffCommit?: (aethex.v1.HandoffCommit.$Properties|null);
                 handoffAbort?: (aethex.v1.HandoffAbort.$Properties|null);
-                body?: ("linkHello"|"linkWelcome"|"ghostUpdate"|"handoffOffer"|"handoffAccept"|"handoffReject"|"linkChallenge"|"handoffCommit"|"handoffAbort");
+                ownershipClaim?: (aethex.v1.OwnershipClaim.$Properties|null);
+                body?: ("linkHello"|"linkWelcome"|"ghostUpdate"|"handoffOffer"|"handoffAccept"|"handoffReject"|"linkChallenge"|"handoffCommit"|"handoffAbort"|"ownershipClaim");
                 $unknowns?: Uint8Array[];
             }
             type $Shape = {
@@ -712,10 +715,39 @@ export namespace aethex {
               linkChallenge?: aethex.v1.LinkChallenge.$Shape|null;
               handoffCommit?: aethex.v1.HandoffCommit.$Shape|null;
               handoffAbort?: aethex.v1.HandoffAbort.$Shape|null;
+              ownershipClaim?: aethex.v1.OwnershipClaim.$Shape|null;
               $unknowns?: Uint8Array[];
             } & (
-              ({ body?: undefined; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null }|{ body?: "linkHello"; linkHello: aethex.v1.LinkHello.$Shape; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null }|{ body?: "linkWelcome"; linkHello?: null; linkWelcome: aethex.v1.LinkWelcome.$Shape; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null }|{ body?: "ghostUpdate"; linkHello?: null; linkWelcome?: null; ghostUpdate: aethex.v1.GhostUpdate.$Shape; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null }|{ body?: "handoffOffer"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer: aethex.v1.HandoffOffer.$Shape; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null }|{ body?: "handoffAccept"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept: aethex.v1.HandoffAccept.$Shape; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null }|{ body?: "handoffReject"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject: aethex.v1.HandoffReject.$Shape; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null }|{ body?: "linkChallenge"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge: aethex.v1.LinkChallenge.$Shape; handoffCommit?: null; handoffAbort?: null }|{ body?: "handoffCommit"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit: aethex.v1.HandoffCommit.$Shape; handoffAbort?: null }|{ body?: "handoffAbort"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort: aethex.v1.HandoffAbort.$Shape })
+              ({ body?: undefined; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null }|{ body?: "linkHello"; linkHello: aethex.v1.LinkHello.$Shape; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null }|{ body?: "linkWelcome"; linkHello?: null; linkWelcome: aethex.v1.LinkWelcome.$Shape; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null }|{ body?: "ghostUpdate"; linkHello?: null; linkWelcome?: null; ghostUpdate: aethex.v1.GhostUpdate.$Shape; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null }|{ body?: "handoffOffer"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer: aethex.v1.HandoffOffer.$Shape; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null }|{ body?: "handoffAccept"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept: aethex.v1.HandoffAccept.$Shape; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null }|{ body?: "handoffReject"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject: aethex.v1.HandoffReject.$Shape; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null }|{ body?: "linkChallenge"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge: aethex.v1.LinkChallenge.$Shape; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null }|{ body?: "handoffCommit"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit: aethex.v1.HandoffCommit.$Shape; handoffAbort?: null; ownershipClaim?: null }|{ body?: "handoffAbort"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort: aethex.v1.HandoffAbort.$Shape; ownershipClaim?: null }|{ body?: "ownershipClaim"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim: aethex.v1.OwnershipClaim.$Shape })
             );
+        }
+
+        interface IOwnershipClaim extends aethex.v1.OwnershipClaim.$Properties {
+        }
+
+        class OwnershipClaim {
+            constructor(p?: aethex.v1.OwnershipClaim.$Properties);
+            $unknowns?: Uint8Array[];
+            entityIds: number[];
+            static create(properties: aethex.v1.OwnershipClaim.$Shape): aethex.v1.OwnershipClaim & aethex.v1.OwnershipClaim.$Shape;
+            static create(properties?: aethex.v1.OwnershipClaim.$Properties): aethex.v1.OwnershipClaim;
+            static encode(m: aethex.v1.OwnershipClaim.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
+            static encodeDelimited(message: aethex.v1.OwnershipClaim.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+            static decode(r: ($protobuf.Reader|Uint8Array), l?: number): aethex.v1.OwnershipClaim & aethex.v1.OwnershipClaim.$Shape;
+            static decodeDelimited(reader: ($protobuf.Reader|Uint8Array)): aethex.v1.OwnershipClaim & aethex.v1.OwnershipClaim.$Shape;
+            static verify(m: { [k: string]: any }): (string|null);
+            static fromObject(d: { [k: string]: any }): aethex.v1.OwnershipClaim;
+            static toObject(m: aethex.v1.OwnershipClaim, o?: $protobuf.IConversionOptions): { [k: string]: any };
+            toJSON(): { [k: string]: any };
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace OwnershipClaim {
+            interface $Properties {
+                entityIds?: (number[]|null);
+                $unknowns?: Uint8Array[];
+            }
+            type $Shape = aethex.v1.OwnershipClaim.$Properties;
         }
 
         interface ILinkChallenge extends aethex.v1.LinkChallenge.$Properties {

@@ -5960,6 +5960,10 @@ export const aethex = $root.aethex = (() => {
                     case 13:
                         m.reason = 13;
                         break;
+                    case "REASON_CODE_NOT_READY":
+                    case 14:
+                        m.reason = 14;
+                        break;
                     default:
                         if (typeof d.reason === "number" && (d.reason | 0) === d.reason)
                             m.reason = d.reason;
@@ -6330,6 +6334,10 @@ export const aethex = $root.aethex = (() => {
                     case "REASON_CODE_INTERNAL":
                     case 13:
                         m.reason = 13;
+                        break;
+                    case "REASON_CODE_NOT_READY":
+                    case 14:
+                        m.reason = 14;
                         break;
                     default:
                         if (typeof d.reason === "number" && (d.reason | 0) === d.reason)
@@ -7112,6 +7120,7 @@ export const aethex = $root.aethex = (() => {
          * @property {number} REASON_CODE_TOO_MANY_CONNECTIONS=11 REASON_CODE_TOO_MANY_CONNECTIONS value
          * @property {number} REASON_CODE_WRONG_SHARD=12 REASON_CODE_WRONG_SHARD value
          * @property {number} REASON_CODE_INTERNAL=13 REASON_CODE_INTERNAL value
+         * @property {number} REASON_CODE_NOT_READY=14 REASON_CODE_NOT_READY value
          */
         v1.ReasonCode = (function() {
             const valuesById = $Object.create(null), values = $Object.create(valuesById);
@@ -7129,6 +7138,7 @@ export const aethex = $root.aethex = (() => {
             values[valuesById[11] = "REASON_CODE_TOO_MANY_CONNECTIONS"] = 11;
             values[valuesById[12] = "REASON_CODE_WRONG_SHARD"] = 12;
             values[valuesById[13] = "REASON_CODE_INTERNAL"] = 13;
+            values[valuesById[14] = "REASON_CODE_NOT_READY"] = 14;
             return values;
         })();
 
@@ -7146,7 +7156,8 @@ export const aethex = $root.aethex = (() => {
              * @property {aethex.v1.LinkChallenge.$Properties|null} [linkChallenge] ShardMessage linkChallenge
              * @property {aethex.v1.HandoffCommit.$Properties|null} [handoffCommit] ShardMessage handoffCommit
              * @property {aethex.v1.HandoffAbort.$Properties|null} [handoffAbort] ShardMessage handoffAbort
-             * @property {"linkHello"|"linkWelcome"|"ghostUpdate"|"handoffOffer"|"handoffAccept"|"handoffReject"|"linkChallenge"|"handoffCommit"|"handoffAbort"} [body] ShardMessage body
+             * @property {aethex.v1.OwnershipClaim.$Properties|null} [ownershipClaim] ShardMessage ownershipClaim
+             * @property {"linkHello"|"linkWelcome"|"ghostUpdate"|"handoffOffer"|"handoffAccept"|"handoffReject"|"linkChallenge"|"handoffCommit"|"handoffAbort"|"ownershipClaim"} [body] ShardMessage body
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -7170,9 +7181,10 @@ export const aethex = $root.aethex = (() => {
              *   linkChallenge?: aethex.v1.LinkChallenge.$Shape|null;
              *   handoffCommit?: aethex.v1.HandoffCommit.$Shape|null;
              *   handoffAbort?: aethex.v1.HandoffAbort.$Shape|null;
+             *   ownershipClaim?: aethex.v1.OwnershipClaim.$Shape|null;
              *   $unknowns?: Array.<Uint8Array>;
              * } & (
-             *   ({ body?: undefined; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null }|{ body?: "linkHello"; linkHello: aethex.v1.LinkHello.$Shape; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null }|{ body?: "linkWelcome"; linkHello?: null; linkWelcome: aethex.v1.LinkWelcome.$Shape; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null }|{ body?: "ghostUpdate"; linkHello?: null; linkWelcome?: null; ghostUpdate: aethex.v1.GhostUpdate.$Shape; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null }|{ body?: "handoffOffer"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer: aethex.v1.HandoffOffer.$Shape; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null }|{ body?: "handoffAccept"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept: aethex.v1.HandoffAccept.$Shape; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null }|{ body?: "handoffReject"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject: aethex.v1.HandoffReject.$Shape; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null }|{ body?: "linkChallenge"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge: aethex.v1.LinkChallenge.$Shape; handoffCommit?: null; handoffAbort?: null }|{ body?: "handoffCommit"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit: aethex.v1.HandoffCommit.$Shape; handoffAbort?: null }|{ body?: "handoffAbort"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort: aethex.v1.HandoffAbort.$Shape })
+             *   ({ body?: undefined; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null }|{ body?: "linkHello"; linkHello: aethex.v1.LinkHello.$Shape; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null }|{ body?: "linkWelcome"; linkHello?: null; linkWelcome: aethex.v1.LinkWelcome.$Shape; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null }|{ body?: "ghostUpdate"; linkHello?: null; linkWelcome?: null; ghostUpdate: aethex.v1.GhostUpdate.$Shape; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null }|{ body?: "handoffOffer"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer: aethex.v1.HandoffOffer.$Shape; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null }|{ body?: "handoffAccept"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept: aethex.v1.HandoffAccept.$Shape; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null }|{ body?: "handoffReject"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject: aethex.v1.HandoffReject.$Shape; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null }|{ body?: "linkChallenge"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge: aethex.v1.LinkChallenge.$Shape; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null }|{ body?: "handoffCommit"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit: aethex.v1.HandoffCommit.$Shape; handoffAbort?: null; ownershipClaim?: null }|{ body?: "handoffAbort"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort: aethex.v1.HandoffAbort.$Shape; ownershipClaim?: null }|{ body?: "ownershipClaim"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim: aethex.v1.OwnershipClaim.$Shape })
              * )} aethex.v1.ShardMessage.$Shape
              */
 
@@ -7263,17 +7275,25 @@ export const aethex = $root.aethex = (() => {
              */
             ShardMessage.prototype.handoffAbort = null;
 
+            /**
+             * ShardMessage ownershipClaim.
+             * @member {aethex.v1.OwnershipClaim.$Properties|null|undefined} ownershipClaim
+             * @memberof aethex.v1.ShardMessage
+             * @instance
+             */
+            ShardMessage.prototype.ownershipClaim = null;
+
             // OneOf field names bound to virtual getters and setters
             let $oneOfFields;
 
             /**
              * ShardMessage body.
-             * @member {"linkHello"|"linkWelcome"|"ghostUpdate"|"handoffOffer"|"handoffAccept"|"handoffReject"|"linkChallenge"|"handoffCommit"|"handoffAbort"|undefined} body
+             * @member {"linkHello"|"linkWelcome"|"ghostUpdate"|"handoffOffer"|"handoffAccept"|"handoffReject"|"linkChallenge"|"handoffCommit"|"handoffAbort"|"ownershipClaim"|undefined} body
              * @memberof aethex.v1.ShardMessage
              * @instance
              */
             $Object.defineProperty(ShardMessage.prototype, "body", {
-                get: $util.oneOfGetter($oneOfFields = ["linkHello", "linkWelcome", "ghostUpdate", "handoffOffer", "handoffAccept", "handoffReject", "linkChallenge", "handoffCommit", "handoffAbort"]),
+                get: $util.oneOfGetter($oneOfFields = ["linkHello", "linkWelcome", "ghostUpdate", "handoffOffer", "handoffAccept", "handoffReject", "linkChallenge", "handoffCommit", "handoffAbort", "ownershipClaim"]),
                 set: $util.oneOfSetter($oneOfFields)
             });
 
@@ -7327,6 +7347,8 @@ export const aethex = $root.aethex = (() => {
                     $root.aethex.v1.HandoffCommit.encode(m.handoffCommit, w.uint32(/* id 8, wireType 2 =*/66).fork(), q + 1).ldelim();
                 if (m.handoffAbort != null && $Object.hasOwnProperty.call(m, "handoffAbort"))
                     $root.aethex.v1.HandoffAbort.encode(m.handoffAbort, w.uint32(/* id 9, wireType 2 =*/74).fork(), q + 1).ldelim();
+                if (m.ownershipClaim != null && $Object.hasOwnProperty.call(m, "ownershipClaim"))
+                    $root.aethex.v1.OwnershipClaim.encode(m.ownershipClaim, w.uint32(/* id 10, wireType 2 =*/82).fork(), q + 1).ldelim();
                 if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
                     for (var i = 0; i < m.$unknowns.length; ++i)
                         w.raw(m.$unknowns[i]);
@@ -7445,6 +7467,13 @@ export const aethex = $root.aethex = (() => {
                                 break;
                             m.handoffAbort = $root.aethex.v1.HandoffAbort.decode(r, r.size(), $undefined, q + 1, m.handoffAbort);
                             m.body = "handoffAbort";
+                            continue;
+                        }
+                    case 10: {
+                            if (u !== 2)
+                                break;
+                            m.ownershipClaim = $root.aethex.v1.OwnershipClaim.decode(r, r.size(), $undefined, q + 1, m.ownershipClaim);
+                            m.body = "ownershipClaim";
                             continue;
                         }
                     }
@@ -7584,6 +7613,16 @@ export const aethex = $root.aethex = (() => {
                             return "handoffAbort." + e;
                     }
                 }
+                if (m.ownershipClaim != null && $Object.hasOwnProperty.call(m, "ownershipClaim")) {
+                    if (p.body === 1)
+                        return "body: multiple values";
+                    p.body = 1;
+                    {
+                        var e = $root.aethex.v1.OwnershipClaim.verify(m.ownershipClaim, q + 1);
+                        if (e)
+                            return "ownershipClaim." + e;
+                    }
+                }
                 return null;
             };
 
@@ -7650,6 +7689,11 @@ export const aethex = $root.aethex = (() => {
                         throw $TypeError(".aethex.v1.ShardMessage.handoffAbort: object expected");
                     m.handoffAbort = $root.aethex.v1.HandoffAbort.fromObject(d.handoffAbort, q + 1);
                 }
+                if (d.ownershipClaim != null) {
+                    if (!$util.isObject(d.ownershipClaim))
+                        throw $TypeError(".aethex.v1.ShardMessage.ownershipClaim: object expected");
+                    m.ownershipClaim = $root.aethex.v1.OwnershipClaim.fromObject(d.ownershipClaim, q + 1);
+                }
                 return m;
             };
 
@@ -7715,6 +7759,11 @@ export const aethex = $root.aethex = (() => {
                     if (o.oneofs)
                         d.body = "handoffAbort";
                 }
+                if (m.ownershipClaim != null && $Object.hasOwnProperty.call(m, "ownershipClaim")) {
+                    d.ownershipClaim = $root.aethex.v1.OwnershipClaim.toObject(m.ownershipClaim, o, q + 1);
+                    if (o.oneofs)
+                        d.body = "ownershipClaim";
+                }
                 return d;
             };
 
@@ -7744,6 +7793,303 @@ export const aethex = $root.aethex = (() => {
             };
 
             return ShardMessage;
+        })();
+
+        v1.OwnershipClaim = (function() {
+
+            /**
+             * Properties of an OwnershipClaim.
+             * @typedef {Object} aethex.v1.OwnershipClaim.$Properties
+             * @property {Array.<number>|null} [entityIds] OwnershipClaim entityIds
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of an OwnershipClaim.
+             * @memberof aethex.v1
+             * @interface IOwnershipClaim
+             * @augments aethex.v1.OwnershipClaim.$Properties
+             * @deprecated Use aethex.v1.OwnershipClaim.$Properties instead.
+             */
+
+            /**
+             * Shape of an OwnershipClaim.
+             * @typedef {aethex.v1.OwnershipClaim.$Properties} aethex.v1.OwnershipClaim.$Shape
+             */
+
+            /**
+             * Constructs a new OwnershipClaim.
+             * @memberof aethex.v1
+             * @classdesc Represents an OwnershipClaim.
+             * @constructor
+             * @param {aethex.v1.OwnershipClaim.$Properties=} [p] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const OwnershipClaim = function (p) {
+                this.entityIds = [];
+                if (p)
+                    for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
+                        if (p[ks[i]] != null && ks[i] !== "__proto__")
+                            this[ks[i]] = p[ks[i]];
+            };
+
+            /**
+             * OwnershipClaim entityIds.
+             * @member {Array.<number>} entityIds
+             * @memberof aethex.v1.OwnershipClaim
+             * @instance
+             */
+            OwnershipClaim.prototype.entityIds = $util.emptyArray;
+
+            /**
+             * Creates a new OwnershipClaim instance using the specified properties.
+             * @function create
+             * @memberof aethex.v1.OwnershipClaim
+             * @static
+             * @param {aethex.v1.OwnershipClaim.$Properties=} [properties] Properties to set
+             * @returns {aethex.v1.OwnershipClaim} OwnershipClaim instance
+             * @type {{
+             *   (properties: aethex.v1.OwnershipClaim.$Shape): aethex.v1.OwnershipClaim & aethex.v1.OwnershipClaim.$Shape;
+             *   (properties?: aethex.v1.OwnershipClaim.$Properties): aethex.v1.OwnershipClaim;
+             * }}
+             */
+            OwnershipClaim.create = function(properties) {
+                return new OwnershipClaim(properties);
+            };
+
+            /**
+             * Encodes the specified OwnershipClaim message. Does not implicitly {@link aethex.v1.OwnershipClaim.verify|verify} messages.
+             * @function encode
+             * @memberof aethex.v1.OwnershipClaim
+             * @static
+             * @param {aethex.v1.OwnershipClaim.$Properties} m OwnershipClaim message or plain object to encode
+             * @param {$protobuf.Writer} [w] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            OwnershipClaim.encode = function (m, w, q) {
+                if (!w)
+                    w = $Writer.create();
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (m.entityIds != null && m.entityIds.length) {
+                    w.uint32(/* id 1, wireType 2 =*/10).uint32s(m.entityIds);
+                }
+                if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
+                    for (var i = 0; i < m.$unknowns.length; ++i)
+                        w.raw(m.$unknowns[i]);
+                return w;
+            };
+
+            /**
+             * Encodes the specified OwnershipClaim message, length delimited. Does not implicitly {@link aethex.v1.OwnershipClaim.verify|verify} messages.
+             * @function encodeDelimited
+             * @memberof aethex.v1.OwnershipClaim
+             * @static
+             * @param {aethex.v1.OwnershipClaim.$Properties} message OwnershipClaim message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            OwnershipClaim.encodeDelimited = function(message, writer) {
+                return this.encode(message, (writer || $Writer.create()).fork()).ldelim();
+            };
+
+            /**
+             * Decodes an OwnershipClaim message from the specified reader or buffer.
+             * @function decode
+             * @memberof aethex.v1.OwnershipClaim
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} r Reader or buffer to decode from
+             * @param {number} [l] Message length if known beforehand
+             * @returns {aethex.v1.OwnershipClaim & aethex.v1.OwnershipClaim.$Shape} OwnershipClaim
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            OwnershipClaim.decode = function (r, l, z, q, g) {
+                if (!(r instanceof $Reader))
+                    r = $Reader.create(r);
+                if (q === $undefined)
+                    q = 0;
+                if (q > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var c, m;
+                if (l === $undefined)
+                    c = r.len;
+                else {
+                    c = r.pos + l;
+                    if (c > r.len)
+                        throw $RangeError("index out of range");
+                    l = r.len;
+                    r.len = c;
+                }
+                m = g || new $root.aethex.v1.OwnershipClaim();
+                while (r.pos < c) {
+                    var s = r.pos;
+                    var t = r.tag();
+                    if (t === z) {
+                        z = $undefined;
+                        break;
+                    }
+                    var u = t & 7;
+                    switch (t >>>= 3) {
+                    case 1: {
+                            if (u === 2) {
+                                if (!(m.entityIds && m.entityIds.length))
+                                    m.entityIds = [];
+                                r.uint32s(m.entityIds);
+                                continue;
+                            }
+                            if (u !== 0)
+                                break;
+                            if (!(m.entityIds && m.entityIds.length))
+                                m.entityIds = [];
+                            m.entityIds.push(r.uint32());
+                            continue;
+                        }
+                    }
+                    r.skipType(u, q, t);
+                    if (!r.discardUnknown) {
+                        $util.makeProp(m, "$unknowns", false);
+                        (m.$unknowns || (m.$unknowns = [])).push(r.raw(s, r.pos));
+                    }
+                }
+                if (l !== $undefined) {
+                    if (r.pos !== c)
+                        throw $RangeError("index out of range");
+                    r.len = l;
+                }
+                if (z !== $undefined)
+                    throw $Error("missing end group");
+                return m;
+            };
+
+            /**
+             * Decodes an OwnershipClaim message from the specified reader or buffer, length delimited.
+             * @function decodeDelimited
+             * @memberof aethex.v1.OwnershipClaim
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @returns {aethex.v1.OwnershipClaim & aethex.v1.OwnershipClaim.$Shape} OwnershipClaim
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            OwnershipClaim.decodeDelimited = function(reader) {
+                if (!(reader instanceof $Reader))
+                    reader = new $Reader(reader);
+                return this.decode(reader, reader.size());
+            };
+
+            /**
+             * Verifies an OwnershipClaim message.
+             * @function verify
+             * @memberof aethex.v1.OwnershipClaim
+             * @static
+             * @param {Object.<string,*>} m Plain object to verify
+             * @returns {string|null} `null` if valid, otherwise the reason why it is not
+             */
+            OwnershipClaim.verify = function (m, q) {
+                if (typeof m !== "object" || m === null)
+                    return "object expected";
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    return "max depth exceeded";
+                if (m.entityIds != null && $Object.hasOwnProperty.call(m, "entityIds")) {
+                    if (!$Array.isArray(m.entityIds))
+                        return "entityIds: array expected";
+                    for (var i = 0; i < m.entityIds.length; ++i) {
+                        if (!$util.isInteger(m.entityIds[i]))
+                            return "entityIds: integer[] expected";
+                    }
+                }
+                return null;
+            };
+
+            /**
+             * Creates an OwnershipClaim message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof aethex.v1.OwnershipClaim
+             * @static
+             * @param {Object.<string,*>} d Plain object
+             * @returns {aethex.v1.OwnershipClaim} OwnershipClaim
+             */
+            OwnershipClaim.fromObject = function (d, q) {
+                if (d instanceof $root.aethex.v1.OwnershipClaim)
+                    return d;
+                if (!$util.isObject(d))
+                    throw $TypeError(".aethex.v1.OwnershipClaim: object expected");
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var m = new $root.aethex.v1.OwnershipClaim();
+                if (d.entityIds) {
+                    if (!$Array.isArray(d.entityIds))
+                        throw $TypeError(".aethex.v1.OwnershipClaim.entityIds: array expected");
+                    m.entityIds = $Array(d.entityIds.length);
+                    for (var i = 0; i < d.entityIds.length; ++i) {
+                        m.entityIds[i] = d.entityIds[i] >>> 0;
+                    }
+                }
+                return m;
+            };
+
+            /**
+             * Creates a plain object from an OwnershipClaim message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof aethex.v1.OwnershipClaim
+             * @static
+             * @param {aethex.v1.OwnershipClaim} m OwnershipClaim
+             * @param {$protobuf.IConversionOptions} [o] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            OwnershipClaim.toObject = function (m, o, q) {
+                if (!o)
+                    o = {};
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var d = {};
+                if (o.arrays || o.defaults) {
+                    d.entityIds = [];
+                }
+                if (m.entityIds && m.entityIds.length) {
+                    d.entityIds = $Array(m.entityIds.length);
+                    for (var j = 0; j < m.entityIds.length; ++j) {
+                        d.entityIds[j] = m.entityIds[j];
+                    }
+                }
+                return d;
+            };
+
+            /**
+             * Converts this OwnershipClaim to JSON.
+             * @function toJSON
+             * @memberof aethex.v1.OwnershipClaim
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            OwnershipClaim.prototype.toJSON = function() {
+                return OwnershipClaim.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for OwnershipClaim
+             * @function getTypeUrl
+             * @memberof aethex.v1.OwnershipClaim
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            OwnershipClaim.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/aethex.v1.OwnershipClaim";
+            };
+
+            return OwnershipClaim;
         })();
 
         v1.LinkChallenge = (function() {
@@ -11055,6 +11401,10 @@ export const aethex = $root.aethex = (() => {
                     case "REASON_CODE_INTERNAL":
                     case 13:
                         m.reason = 13;
+                        break;
+                    case "REASON_CODE_NOT_READY":
+                    case 14:
+                        m.reason = 14;
                         break;
                     default:
                         if (typeof d.reason === "number" && (d.reason | 0) === d.reason)
