@@ -74,3 +74,61 @@ test("a neighbour's ghosts are applied, replaced by a full update and dropped wi
   sharding.onMessage(right, update({ tick: 6, upserts: [ghost(mine, 130, 10)] }));
   expect([w.x[w.indexOf(mine)], w.mode[w.indexOf(mine)]]).toEqual([50, 0]);
 });
+
+test('a shard restored with players admits nobody until its neighbours claim the players they own now', async () => {
+  const { decodeState, encodeState } = await import('../persist/state-codec.js');
+  const { World, KIND_PLAYER, MODE_DORMANT } = await import('../sim/world.js');
+  const w = new World(16);
+  const stayed = w.spawn(10, 10, KIND_PLAYER);
+  const movedOn = w.spawn(20, 20, KIND_PLAYER);
+  const restored = decodeState(
+    encodeState(
+      5,
+      w,
+      new Map([
+        [stayed, 'stayed'],
+        [movedOn, 'moved-on'],
+      ]),
+    ),
+    16,
+  );
+  const engine = new ShardEngine(settings, { send: () => true, kick: () => undefined }, { region: left, restored });
+  let clock = 0;
+  const sharding = new Sharding({
+    engine,
+    placement: { bounds: settings['engine.world_bounds'], shard: 0, region: left, address: '127.0.0.1:0', neighbours: [right] },
+    margin: 4,
+    offerTimeoutMs: 1000,
+    resumeTimeoutMs: 10_000,
+    positionScale: 0.125,
+    log: createLogger('sharding-test', 'silent'),
+    redirect: () => undefined,
+    restoredPlayers: true,
+    now: () => clock,
+  });
+  expect(sharding.settled).toBe(false);
+  const claim = aethex.v1.ShardMessage.decode(aethex.v1.ShardMessage.encode({ ownershipClaim: { entityIds: [movedOn, 999] } }).finish());
+  sharding.onMessage(right, claim);
+  expect(sharding.settled).toBe(true);
+  expect(engine.world.indexOf(movedOn)).toBe(-1);
+  expect(engine.world.mode[engine.world.indexOf(stayed)]).toBe(MODE_DORMANT);
+  // The player who stayed gets its entity back; the one who moved on starts afresh if it comes back.
+  expect(engine.join(1, 'stayed')).toMatchObject({ ok: true, entityId: stayed });
+  expect(engine.join(2, 'moved-on')).toMatchObject({ ok: true });
+  expect(engine.join(3, 'moved-on-again').ok && engine.world.indexOf(movedOn)).toBe(-1);
+  // Without every claim, the shard still opens after the settle timeout.
+  const late = new Sharding({
+    engine,
+    placement: { bounds: settings['engine.world_bounds'], shard: 0, region: left, address: '127.0.0.1:0', neighbours: [right] },
+    margin: 4,
+    offerTimeoutMs: 1000,
+    resumeTimeoutMs: 10_000,
+    positionScale: 0.125,
+    log: createLogger('sharding-test', 'silent'),
+    redirect: () => undefined,
+    restoredPlayers: true,
+    now: () => clock,
+  });
+  clock += 3001;
+  expect(late.settled).toBe(true);
+});
