@@ -311,12 +311,16 @@ export class ShardEngine {
         throw err;
       }
     }
-    const maxVisible = this.settings['engine.max_visible'];
+    return this.bind(sessionId, playerId, entityId);
+  }
+
+  /** A new session for a player on an entity this shard owns: tracked, announced to the game. */
+  private bind(sessionId: number, playerId: string, entityId: number): JoinResult {
     const session: Session = {
       id: sessionId,
       playerId,
       entityId,
-      ...this.sessionBuffers(maxVisible),
+      ...this.sessionBuffers(this.settings['engine.max_visible']),
       ackTick: 0,
       joinTick: this.tick,
     };
@@ -356,19 +360,7 @@ export class ShardEngine {
       this.forget(previous);
       this.out.kick(previous.id, ReasonCode.REASON_CODE_REPLACED, 'the same player resumed again');
     }
-    const session: Session = {
-      id: sessionId,
-      playerId,
-      entityId,
-      ...this.sessionBuffers(this.settings['engine.max_visible']),
-      ackTick: 0,
-      joinTick: this.tick,
-    };
-    this.sessions.set(sessionId, session);
-    this.byEntity.set(entityId, session);
-    this.byPlayer.set(playerId, session);
-    if (this.hooks.onJoin) this.callHook('onJoin', () => this.hooks.onJoin?.(this.context, this.hookPlayer(session)));
-    return { ok: true, entityId, lastInputSeq: this.world.lastSeq[slot] as number };
+    return this.bind(sessionId, playerId, entityId);
   }
 
   /** Players' entities this shard owns and simulates, with their positions (handoff checks). */

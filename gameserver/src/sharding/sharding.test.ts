@@ -11,9 +11,9 @@ const settings = loadConfig({ AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: 'unused', AETHE
 const left = { minX: 0, minY: 0, maxX: 100, maxY: 100 };
 const right: Neighbour = { shard: 1, name: 'w-0-1', region: { minX: 100, minY: 0, maxX: 200, maxY: 100 }, address: '127.0.0.1:1' };
 
-function shard() {
-  const engine = new ShardEngine(settings, { send: () => true, kick: () => undefined }, { region: left });
-  const sharding = new Sharding({
+/** The left shard's Sharding over `engine`, with nothing to send to (no link attached). */
+function shardingOf(engine: ShardEngine, extra: Partial<ConstructorParameters<typeof Sharding>[0]> = {}): Sharding {
+  return new Sharding({
     engine,
     placement: { bounds: settings['engine.world_bounds'], shard: 0, region: left, address: '127.0.0.1:0', neighbours: [right] },
     margin: 4,
@@ -22,8 +22,13 @@ function shard() {
     positionScale: 0.125,
     log: createLogger('sharding-test', 'silent'),
     redirect: () => undefined,
+    ...extra,
   });
-  return { engine, sharding };
+}
+
+function shard() {
+  const engine = new ShardEngine(settings, { send: () => true, kick: () => undefined }, { region: left });
+  return { engine, sharding: shardingOf(engine) };
 }
 
 const ghost = (entityId: number, x: number, y: number, extra: Partial<aethex.v1.IGhostEntity> = {}) => ({
@@ -94,18 +99,7 @@ test('a shard restored with players admits nobody until its neighbours claim the
   );
   const engine = new ShardEngine(settings, { send: () => true, kick: () => undefined }, { region: left, restored });
   let clock = 0;
-  const sharding = new Sharding({
-    engine,
-    placement: { bounds: settings['engine.world_bounds'], shard: 0, region: left, address: '127.0.0.1:0', neighbours: [right] },
-    margin: 4,
-    offerTimeoutMs: 1000,
-    resumeTimeoutMs: 10_000,
-    positionScale: 0.125,
-    log: createLogger('sharding-test', 'silent'),
-    redirect: () => undefined,
-    restoredPlayers: true,
-    now: () => clock,
-  });
+  const sharding = shardingOf(engine, { restoredPlayers: true, now: () => clock });
   expect(sharding.settled).toBe(false);
   const claim = aethex.v1.ShardMessage.decode(aethex.v1.ShardMessage.encode({ ownershipClaim: { entityIds: [movedOn, 999] } }).finish());
   sharding.onMessage(right, claim);
@@ -117,18 +111,7 @@ test('a shard restored with players admits nobody until its neighbours claim the
   expect(engine.join(2, 'moved-on')).toMatchObject({ ok: true });
   expect(engine.join(3, 'moved-on-again').ok && engine.world.indexOf(movedOn)).toBe(-1);
   // Without every claim, the shard still opens after the settle timeout.
-  const late = new Sharding({
-    engine,
-    placement: { bounds: settings['engine.world_bounds'], shard: 0, region: left, address: '127.0.0.1:0', neighbours: [right] },
-    margin: 4,
-    offerTimeoutMs: 1000,
-    resumeTimeoutMs: 10_000,
-    positionScale: 0.125,
-    log: createLogger('sharding-test', 'silent'),
-    redirect: () => undefined,
-    restoredPlayers: true,
-    now: () => clock,
-  });
+  const late = shardingOf(engine, { restoredPlayers: true, now: () => clock });
   clock += 3001;
   expect(late.settled).toBe(true);
 });
