@@ -2,11 +2,11 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash, randomBytes, randomInt } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { gzipSync } from 'node:zlib';
+import { freePortBlock } from '@aethex/runtime';
 import { Client as MinioClient } from 'minio';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -46,17 +46,6 @@ const MINIO_PASSWORD = 'faults-test-secret';
 
 const sha256 = (b: Uint8Array) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const between = ([lo, hi]: [number, number]) => randomInt(lo, hi + 1);
-
-/** A TCP port nothing listens on right now. */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const port = (server.address() as { port: number }).port;
-  server.close();
-  await once(server, 'close');
-  return port;
-}
 
 /** Sends SIGKILL to a child we started and waits until it is gone. */
 async function killHard(child: ChildProcess | undefined): Promise<void> {
@@ -380,11 +369,12 @@ async function metric(name: string): Promise<number> {
 beforeAll(async () => {
   const root = mkdtempSync(join(tmpdir(), 'aethex-saves-faults-'));
   temps.push(root);
-  minio = new PrivateMinio(root, await freePort(), await freePort());
+  const ports = await freePortBlock(3);
+  minio = new PrivateMinio(root, ports, ports + 1);
   await minio.start();
   const keysFile = await writeKeysFile();
   temps.push(dirname(keysFile));
-  const port = await freePort();
+  const port = ports + 2;
   vars = planeVars(env, keysFile, {
     AETHEX_S3_ENDPOINT: minio.endpoint,
     AETHEX_S3_ACCESS_KEY: MINIO_USER,

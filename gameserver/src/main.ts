@@ -27,7 +27,13 @@ function configure(): GameserverSettings {
 
 const settings = configure();
 const log = createLogger('gameserver', settings['log.level']);
-const shard = await startShard(settings, { log });
+const shard = await startShard(settings, { log }).catch((err: NodeJS.ErrnoException) => {
+  // A port in use or an unreachable database: one line naming what failed, not a stack.
+  const where = err.code === 'EADDRINUSE' ? ' (gateway.bind_addr or ops.bind_addr is taken)' : '';
+  log.fatal({ err }, 'could not start');
+  console.error(`aethex-gameserver: could not start: ${err.message}${where}`);
+  process.exit(1);
+});
 
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   process.once(signal, () => {

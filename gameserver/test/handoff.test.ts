@@ -2,23 +2,15 @@
 // moment), with a real SDK client walking across the border.
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { aethex } from '@aethex/proto';
+import { freePortBlock } from '@aethex/runtime';
 import type { RealtimeClient } from '@aethex/sdk';
 import { afterEach, expect, test } from 'vitest';
 import type { Neighbour } from '../src/sharding/map.js';
 import { MODE_GHOST, MODE_OWNED } from '../src/sim/world.js';
 import { startTestShard, type TestShard, until } from './harness.js';
-
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
 
 let shards: TestShard[] = [];
 let clients: RealtimeClient[] = [];
@@ -32,7 +24,8 @@ afterEach(async () => {
 /** Two shards side by side: a = x 0..400, b = x 400..800, both y 0..400. */
 async function twoShards(env: Record<string, string> = {}): Promise<[TestShard, TestShard]> {
   const dir = mkdtempSync(join(tmpdir(), 'aethex-handoff-'));
-  const ports = [await freePort(), await freePort()];
+  const base = await freePortBlock(2);
+  const ports = [base, base + 1];
   const map = {
     world: 'duo',
     bounds: { minX: 0, minY: 0, maxX: 800, maxY: 400 },

@@ -1,9 +1,9 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { freePortBlock } from '@aethex/runtime';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { until } from './harness.js';
 
@@ -38,23 +38,6 @@ spec:
     env:
       - { name: AETHEX_GAMESERVER_ENGINE_NPC_COUNT, value: "20" }
 `;
-}
-
-/** A base port with `count` free ports from it (checked by binding each). */
-async function freeBase(count: number): Promise<number> {
-  const bindable = (port: number) =>
-    new Promise<boolean>((resolve) => {
-      const s = createServer();
-      s.once('error', () => resolve(false));
-      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
-    });
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const b = 20_000 + 2 * Math.floor(Math.random() * 10_000);
-    let ok = true;
-    for (let p = b; p < b + count && ok; p++) ok = await bindable(p);
-    if (ok) return b;
-  }
-  throw new Error('no free port range');
 }
 
 interface Proc {
@@ -169,7 +152,7 @@ async function startOperator(): Promise<void> {
 }
 
 beforeAll(async () => {
-  base = await freeBase(10);
+  base = await freePortBlock(10);
   writeFileSync(file, world({ instances: 1, maxX: 400 }));
   await startOperator();
 }, 40_000);

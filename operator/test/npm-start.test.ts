@@ -1,33 +1,16 @@
 import { spawn } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { freePortBlock } from '@aethex/runtime';
 import { expect, it } from 'vitest';
 import { until } from './harness.js';
 
 const root = join(import.meta.dirname, '../..');
 
-async function freePorts(n: number): Promise<number> {
-  // A base port with 2n free ports above it (shards take base + 2k and base + 2k + 1).
-  for (let base = 20_000 + Math.floor(Math.random() * 20_000); ; base += 2 * n + 2) {
-    const ok = await Promise.all(
-      Array.from(
-        { length: 2 * n },
-        (_, i) =>
-          new Promise<boolean>((resolve) => {
-            const s = createServer();
-            s.once('error', () => resolve(false));
-            s.listen(base + i, '127.0.0.1', () => s.close(() => resolve(true)));
-          }),
-      ),
-    );
-    if (ok.every(Boolean)) return base;
-  }
-}
-
 it('`npm start` runs the example world on the local runtime with bots on every shard, and Ctrl-C stops it all', async () => {
-  const base = await freePorts(5);
+  // Shards take base + 2k and base + 2k + 1 (four shards and the bots' ops), the status port base + 10.
+  const base = await freePortBlock(11);
   const statusPort = base + 10;
   const dir = mkdtempSync(join(tmpdir(), 'aethex-start-'));
   const child = spawn(

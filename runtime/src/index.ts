@@ -8,6 +8,7 @@ export {
   signJoinToken,
 } from './join-token.js';
 export { createLogger, LOG_LEVELS, type Logger, type LogLevel } from './logger.js';
+export { freePortBlock } from './ports.js';
 export { type Region, regions } from './regions.js';
 export { envName, loadSettings, type Rect, type SettingSpec, type Settings, type SettingsSchema } from './settings.js';
 export { intFlag, percentile } from './stats.js';

@@ -1,10 +1,9 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { type Rect, regions } from '@aethex/runtime';
+import { freePortBlock, type Rect, regions } from '@aethex/runtime';
 
 const MAIN = join(dirname(fileURLToPath(import.meta.url)), '..', 'main.ts');
 
@@ -18,11 +17,12 @@ export interface LocalWorldOptions {
   directory: string;
   /** PEM (SPKI) key that verifies join tokens. */
   publicKeyPem: string;
-  /** First port: shard k listens on base+2k (players and links) and base+2k+1 (ops). 0: free ports. */
+  /** First port: shard k listens on base+2k (players and links) and base+2k+1 (ops). 0: a free block. */
   basePort?: number;
   /** Extra AETHEX_GAMESERVER_* settings for every shard. */
   env?: Record<string, string>;
-  /** Where each shard's output goes (default: inherited). */
+  /** Where each shard's output goes (default: inherited). With 'ignore', the end of its stderr still
+   *  goes into the error if it exits while starting. */
   stdio?: 'inherit' | 'ignore';
 }
 
@@ -49,17 +49,6 @@ export interface LocalWorld {
   stop(): Promise<void>;
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 /**
  * Starts every shard of one world as its own process on loopback, with a shard map in the same
  * format the operator writes and a fresh link secret: what `npm run world` runs, and what the
@@ -72,8 +61,8 @@ export async function startLocalWorld(o: LocalWorldOptions): Promise<LocalWorld>
   }
   const bounds = o.bounds ?? { minX: 0, minY: 0, maxX: 500 * o.columns, maxY: 500 * o.rows };
   const grid = regions(bounds, o.columns, o.rows);
-  const ports: number[] = [];
-  for (let k = 0; k < grid.length * 2; k++) ports.push(o.basePort ? o.basePort + k : await freePort());
+  const base = o.basePort || (await freePortBlock(grid.length * 2));
+  const ports = Array.from({ length: grid.length * 2 }, (_, k) => base + k);
   mkdirSync(o.directory, { recursive: true });
   const mapFile = join(o.directory, 'shard-map.json');
   const shardName = (k: number) => `${name}-0-${k}`;
@@ -126,13 +115,21 @@ export async function startLocalWorld(o: LocalWorldOptions): Promise<LocalWorld>
         };
         const child = spawn(process.execPath, ['--conditions=aethex-source', '--import', 'tsx', MAIN], {
           env,
-          stdio: ['ignore', o.stdio ?? 'inherit', o.stdio ?? 'inherit'],
+          stdio: ['ignore', o.stdio ?? 'inherit', o.stdio === 'ignore' ? 'pipe' : 'inherit'],
         });
         shard.process = child;
+        let stderrTail = '';
+        child.stderr?.on('data', (chunk: Buffer) => {
+          stderrTail = (stderrTail + chunk.toString()).slice(-2000);
+        });
         exited = new Promise((resolve) => child.once('exit', () => resolve()));
         const deadline = Date.now() + 30_000;
         for (;;) {
-          if (child.exitCode !== null) throw new Error(`shard ${shard.name} exited with ${child.exitCode} while starting`);
+          if (child.exitCode !== null) {
+            throw new Error(
+              `shard ${shard.name} exited with ${child.exitCode} while starting${stderrTail ? `: ${stderrTail.trim()}` : ''}`,
+            );
+          }
           const ok = await fetch(`${opsUrl}/readyz`).then(
             (r) => r.ok,
             () => false,
