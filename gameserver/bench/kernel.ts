@@ -114,7 +114,7 @@ function visibleAverage(engine: ShardEngine): number {
   let sum = 0;
   let n = 0;
   for (let i = 0; i < world.count; i += 97) {
-    sum += grid.queryRadius(world.x, world.y, world.x[i] as number, world.y[i] as number, 200, out, i);
+    sum += grid.queryRadius(world.x[i] as number, world.y[i] as number, 200, out, i);
     n++;
   }
   return sum / Math.max(1, n);

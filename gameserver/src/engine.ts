@@ -1,6 +1,5 @@
-import { aethex, SNAPSHOT_LAYOUT, SnapshotBodyWriter } from '@aethex/proto';
+import { aethex, encodeSnapshotMessage, SNAPSHOT_LAYOUT, SnapshotBodyWriter } from '@aethex/proto';
 import type { Logger } from '@aethex/runtime';
-import protobuf from 'protobufjs/minimal.js';
 import type { GameserverSettings } from './config.js';
 import { type GameContext, type GameHooks, type HookPlayer, RpcError } from './hooks.js';
 import type { ShardMetrics } from './metrics.js';
@@ -12,7 +11,8 @@ import { Interest } from './spatial/aoi.js';
 import { GRID_CELL_FACTOR, Grid } from './spatial/grid.js';
 
 const { ServerMessage, ReasonCode } = aethex.v1;
-const { Writer } = protobuf;
+/** Snapshot buffers come from Node's pooled slab: one allocation per client per tick, cheap. */
+const allocBytes = (size: number): Uint8Array => Buffer.allocUnsafe(size);
 /** Interest sets and histories of ended sessions kept for reuse by later joins. */
 const SPARE_SESSION_BUFFERS = 64;
 /** While a client lags past gateway.slow_skip_ticks it gets one snapshot per this many ticks. */
@@ -106,11 +106,11 @@ export class ShardEngine {
   private readonly byPlayer = new Map<string, Session>();
   private readonly corrected: Uint32Array;
   private readonly writer = new SnapshotBodyWriter(4096);
-  /** One protobufjs writer for every envelope: reset() before each, finish() copies the bytes out. */
-  private readonly pb = Writer.create();
   private readonly rng: () => number;
   private readonly invScale: number;
   private readonly quantized: QuantizedWorld;
+  /** Per slot, the session due a snapshot in the current step (empty between steps). */
+  private readonly dueBySlot: (Session | undefined)[];
   /** Players whose entity survived a restart but who have not rejoined yet: player → entity. */
   private readonly dormant = new Map<string, number>();
   /** Inputs that arrived while their entity was on offer, by entity id. */
@@ -153,6 +153,7 @@ export class ShardEngine {
     this.rng = createRng(settings['engine.seed']);
     this.invScale = 1 / settings['engine.position_scale'];
     this.quantized = new QuantizedWorld(settings['engine.max_entities']);
+    this.dueBySlot = new Array<Session | undefined>(settings['engine.max_entities']).fill(undefined);
     if (restored) {
       this.tick = restored.tick;
       for (const [entityId, playerId] of restored.players) {
@@ -583,7 +584,7 @@ export class ShardEngine {
     const nCorrected = step(world, this.rules, this.corrected);
     if (this.hooks.onTick) this.callHook('onTick', () => this.hooks.onTick?.(this.context));
     this.grid.rebuild(world.x, world.y, world.count);
-    this.quantized.update(world, this.invScale);
+    this.quantized.update(world, this.invScale, tick);
 
     const radius = this.settings['engine.aoi_radius'];
     const skip = this.settings['gateway.slow_skip_ticks'];
@@ -592,11 +593,15 @@ export class ShardEngine {
     let dropped = 0;
     let sentBytes = 0;
     let sent = 0;
+    // Clients too far behind leave after the loop: a despawn moves slots, and the grid and the
+    // quantized row of this tick must describe the world every snapshot of this tick is cut from.
+    const tooSlow: [Session, number][] = [];
+    // Who gets a snapshot this tick, by the slot of their entity.
+    const due = this.dueBySlot;
     for (const session of this.sessions.values()) {
       const lag = tick - Math.max(session.ackTick, session.joinTick);
       if (lag > drop) {
-        this.leave(session.id);
-        this.out.kick(session.id, ReasonCode.REASON_CODE_TOO_SLOW, `no acknowledgement for ${lag} ticks`);
+        tooSlow.push([session, lag]);
         continue;
       }
       // A client that lags gets a snapshot only every SLOW_SNAPSHOT_EVERY ticks: less to read, and
@@ -607,23 +612,31 @@ export class ShardEngine {
         continue;
       }
       const slot = world.indexOf(session.entityId);
-      if (slot < 0) continue;
+      if (slot >= 0) due[slot] = session;
+    }
+    // Snapshots are cut in grid order: neighbouring clients see mostly the same entities, so each
+    // one finds their data still in the CPU cache (measured: a third less time than session order).
+    const order = this.grid.order();
+    for (let k = 0; k < order.length; k++) {
+      const slot = order[k] as number;
+      const session = due[slot];
+      if (session === undefined) continue;
+      due[slot] = undefined;
       session.interest.update(this.grid, world, world.x[slot] as number, world.y[slot] as number, radius, -1);
       queries++;
       const delta = session.history.encodeDelta(tick, session.ackTick, session.interest, this.quantized, this.writer);
-      const bytes = ServerMessage.encode(
+      const bytes = encodeSnapshotMessage(
         {
-          snapshot: {
-            tick,
-            baseTick: delta.baseTick,
-            lastInputSeq: world.lastSeq[slot] as number,
-            layout: SNAPSHOT_LAYOUT,
-            entities: this.writer.bytes(),
-            removed: session.history.removed.subarray(0, delta.removedCount) as unknown as number[],
-          },
+          tick,
+          baseTick: delta.baseTick,
+          lastInputSeq: world.lastSeq[slot] as number,
+          layout: SNAPSHOT_LAYOUT,
+          entities: this.writer.bytes(),
+          removed: session.history.removed,
+          removedCount: delta.removedCount,
         },
-        this.pb.reset(),
-      ).finish();
+        allocBytes,
+      );
       if (this.out.send(session.id, bytes)) {
         sent++;
         sentBytes += bytes.length;
@@ -631,6 +644,10 @@ export class ShardEngine {
       } else {
         dropped++;
       }
+    }
+    for (const [session, lag] of tooSlow) {
+      this.leave(session.id);
+      this.out.kick(session.id, ReasonCode.REASON_CODE_TOO_SLOW, `no acknowledgement for ${lag} ticks`);
     }
     for (let k = 0; k < nCorrected; k++) {
       const session = this.byEntity.get(this.corrected[k] as number);

@@ -50,7 +50,7 @@ test('property: the client rebuilds exactly the server’s view from delta snaps
         }
         tick++;
         grid.rebuild(world.x, world.y, world.count);
-        q.update(world, 8);
+        q.update(world, 8, tick);
         interest.update(grid, world, px, py, 60, -1);
         // The client acknowledges a tick it applied `lag` snapshots ago (or none yet).
         const ack = applied.length >= lag ? (applied[applied.length - lag] as number) : 0;

@@ -1,5 +1,6 @@
 export { aethex } from './gen/aethex.js';
 export * from './snapshot-layout.js';
+export { encodeSnapshotMessage, type SnapshotFields } from './snapshot-message.js';
 
 /** The protocol version this build speaks; see docs/protocol.md for what changes it. */
 export const PROTOCOL_VERSION = 1;

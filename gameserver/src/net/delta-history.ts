@@ -5,88 +5,62 @@ import type { Interest } from '../spatial/aoi.js';
 /** Snapshots kept per client as delta bases: 32 ticks (0.8 s at 40 Hz). Older acks get a full snapshot. */
 export const HISTORY_TICKS = 32;
 
+/** Int32 fields per slot in a QuantizedWorld row: qx, qy, kind, flags. */
+const ROW = 4;
+
 /**
- * The world's entities quantized once per tick, shared by every client's encoding: positions in
- * snapshot quanta and kind/flags folded into one number (kind × 2^32 + flags) so that a change of
- * either is one comparison. It also holds per-slot scratch marks that the encoder uses to match a
- * client's base frame against its current view without sorting.
+ * The world's entities quantized once per tick and kept for the last HISTORY_TICKS ticks, shared by
+ * every client's encoding: a client's sent frame then needs only (id, slot) per entity, and its
+ * base positions are read from the row of the tick it acknowledged. Each row interleaves qx, qy,
+ * kind and flags per slot, so one entity is one cache line; the per-slot scratch marks that match a
+ * client's base frame against its current view are interleaved the same way. With thousands of
+ * clients per tick, memory traffic — not arithmetic — is what encoding costs.
  */
 export class QuantizedWorld {
-  readonly qx: Int32Array;
-  readonly qy: Int32Array;
-  readonly attr: Float64Array;
-  /** Scratch for `encodeDelta`: stamp[slot] says the slot is in the base frame at baseAt[slot]. */
-  readonly stamp: Uint32Array;
-  readonly baseAt: Int32Array;
+  /** rows[t % HISTORY_TICKS]: slot s at [s*4 .. s*4+4) = qx, qy, kind, flags (as int32 bits). */
+  readonly rows: Int32Array[];
+  /** The tick each row holds (-1: none). */
+  readonly rowTick: Int32Array;
+  /** Scratch for `encodeDelta`: marks[s*2] says slot s is in the base frame, marks[s*2+1] its slot there. */
+  readonly marks: Int32Array;
   private nextStamp = 0;
   world: World | undefined;
 
-  constructor(capacity: number) {
-    this.qx = new Int32Array(capacity);
-    this.qy = new Int32Array(capacity);
-    this.attr = new Float64Array(capacity);
-    this.stamp = new Uint32Array(capacity);
-    this.baseAt = new Int32Array(capacity);
+  constructor(readonly capacity: number) {
+    this.rows = Array.from({ length: HISTORY_TICKS }, () => new Int32Array(capacity * ROW));
+    this.rowTick = new Int32Array(HISTORY_TICKS).fill(-1);
+    this.marks = new Int32Array(capacity * 2);
   }
 
   /** Two fresh stamp values: "in the base" and "in the base and seen now". */
   takeStamps(): number {
-    if (this.nextStamp >= 0xfffffff0) {
-      this.stamp.fill(0);
+    if (this.nextStamp >= 0x3ffffff0) {
+      this.marks.fill(0);
       this.nextStamp = 0;
     }
     this.nextStamp += 2;
     return this.nextStamp;
   }
 
-  update(world: World, invScale: number): void {
+  /** Quantizes the world as it is at `tick` (positions in 1/invScale units). */
+  update(world: World, invScale: number, tick: number): void {
     this.world = world;
     const { x, y, kind, flags } = world;
-    const { qx, qy, attr } = this;
-    for (let i = 0; i < world.count; i++) {
-      qx[i] = Math.round((x[i] as number) * invScale);
-      qy[i] = Math.round((y[i] as number) * invScale);
-      attr[i] = (kind[i] as number) * 4294967296 + (flags[i] as number);
+    const at = tick % HISTORY_TICKS;
+    const row = this.rows[at] as Int32Array;
+    this.rowTick[at] = tick;
+    for (let i = 0, r = 0; i < world.count; i++, r += ROW) {
+      row[r] = Math.round((x[i] as number) * invScale);
+      row[r + 1] = Math.round((y[i] as number) * invScale);
+      row[r + 2] = kind[i] as number;
+      row[r + 3] = flags[i] as number;
     }
   }
-}
 
-/** What one client was sent at one tick: ids (and the slots they had) with position and attributes. */
-class Frame {
-  tick = -1;
-  count = 0;
-  ids: Uint32Array;
-  slots: Int32Array;
-  qx: Int32Array;
-  qy: Int32Array;
-  attr: Float64Array;
-
-  constructor(capacity: number) {
-    this.ids = new Uint32Array(capacity);
-    this.slots = new Int32Array(capacity);
-    this.qx = new Int32Array(capacity);
-    this.qy = new Int32Array(capacity);
-    this.attr = new Float64Array(capacity);
-  }
-
-  ensure(n: number): void {
-    if (n <= this.ids.length) return;
-    const cap = Math.max(n, this.ids.length * 2);
-    const ids = new Uint32Array(cap);
-    ids.set(this.ids);
-    this.ids = ids;
-    const slots = new Int32Array(cap);
-    slots.set(this.slots);
-    this.slots = slots;
-    const qx = new Int32Array(cap);
-    qx.set(this.qx);
-    this.qx = qx;
-    const qy = new Int32Array(cap);
-    qy.set(this.qy);
-    this.qy = qy;
-    const attr = new Float64Array(cap);
-    attr.set(this.attr);
-    this.attr = attr;
+  /** The row holding `tick`, or undefined when it was overwritten (or never written). */
+  row(tick: number): Int32Array | undefined {
+    const at = tick % HISTORY_TICKS;
+    return this.rowTick[at] === tick ? this.rows[at] : undefined;
   }
 }
 
@@ -99,102 +73,115 @@ export interface DeltaResult {
 /**
  * One client's sent-snapshot history. `encodeDelta` writes the client's visible entities at `tick`
  * as a layout-1 body against the frame the client acknowledged (`ackTick`), or as full records when
- * that frame is no longer kept, and remembers what it sent. Allocation happens only when a
- * client's visible set grows beyond anything seen before.
+ * that frame is no longer kept, and remembers what it sent. All frames live in one array — per
+ * entity its id and its slot at that tick, per frame a slice of `capacity` entries — so a base
+ * frame is a few contiguous cache lines. It grows (all frames at once) only when a client's visible
+ * set exceeds anything seen before.
  */
 export class DeltaHistory {
-  private readonly frames: Frame[];
+  /** Frame f holds entries [f*cap, f*cap + count[f]) as (id, slot) pairs of uint32. */
+  private log: Uint32Array;
+  private cap: number;
+  private readonly tickOf = new Int32Array(HISTORY_TICKS).fill(-1);
+  private readonly countOf = new Int32Array(HISTORY_TICKS);
+  /** Current slot of each base entry (-1: gone), for the removal pass. */
+  private nowSlot: Int32Array;
   readonly removed: Uint32Array;
 
-  constructor(maxVisible: number) {
-    const initial = Math.min(64, maxVisible);
-    this.frames = Array.from({ length: HISTORY_TICKS }, () => new Frame(initial));
+  constructor(readonly maxVisible: number) {
+    this.cap = Math.min(64, maxVisible);
+    this.log = new Uint32Array(HISTORY_TICKS * this.cap * 2);
+    this.nowSlot = new Int32Array(this.cap);
     this.removed = new Uint32Array(maxVisible);
   }
 
   /** Forgets every frame, so that a history can serve a new session (the engine reuses them). */
   reset(): void {
-    for (const f of this.frames) {
-      f.tick = -1;
-      f.count = 0;
+    this.tickOf.fill(-1);
+    this.countOf.fill(0);
+  }
+
+  private ensure(n: number): void {
+    if (n <= this.cap) return;
+    const cap = Math.min(this.maxVisible, Math.max(n, this.cap * 2));
+    const log = new Uint32Array(HISTORY_TICKS * cap * 2);
+    for (let f = 0; f < HISTORY_TICKS; f++) {
+      log.set(this.log.subarray(f * this.cap * 2, f * this.cap * 2 + (this.countOf[f] as number) * 2), f * cap * 2);
     }
+    this.log = log;
+    this.cap = cap;
+    this.nowSlot = new Int32Array(cap);
   }
 
   encodeDelta(tick: number, ackTick: number, interest: Interest, q: QuantizedWorld, writer: SnapshotBodyWriter): DeltaResult {
-    const base = this.frames[ackTick % HISTORY_TICKS] as Frame;
-    const hasBase = ackTick > 0 && ackTick < tick && tick - ackTick < HISTORY_TICKS && base.tick === ackTick;
-    const frame = this.frames[tick % HISTORY_TICKS] as Frame;
+    const n = interest.count;
+    this.ensure(n);
+    const f = tick % HISTORY_TICKS;
+    const b = ackTick % HISTORY_TICKS;
+    const baseRow =
+      ackTick > 0 && ackTick < tick && tick - ackTick < HISTORY_TICKS && this.tickOf[b] === ackTick ? q.row(ackTick) : undefined;
+    const row = q.row(tick) as Int32Array;
     const world = q.world as World;
     const worldIds = world.id;
-    const { stamp, baseAt, qx, qy, attr } = q;
+    const marks = q.marks;
+    const log = this.log;
+    const nowSlot = this.nowSlot;
     const inBase = q.takeStamps();
     const seen = inBase + 1;
     // Mark where each base entity is now. Slots move only when something despawns; then the id
     // map finds the entity, and an entity that is gone is simply never marked.
-    const bn = hasBase ? base.count : 0;
-    const bIds = base.ids;
-    const bSlots = base.slots;
-    for (let a = 0; a < bn; a++) {
-      let slot = bSlots[a] as number;
-      if (slot >= world.count || worldIds[slot] !== bIds[a]) {
-        slot = world.indexOf(bIds[a] as number);
-        bSlots[a] = slot;
+    const bn = baseRow ? (this.countOf[b] as number) : 0;
+    const bo = b * this.cap * 2;
+    for (let a = 0, e = bo; a < bn; a++, e += 2) {
+      const id = log[e] as number;
+      const then = log[e + 1] as number;
+      let slot = then;
+      if (slot >= world.count || worldIds[slot] !== id) {
+        slot = world.indexOf(id);
+        nowSlot[a] = slot;
         if (slot < 0) continue;
+      } else {
+        nowSlot[a] = slot;
       }
-      stamp[slot] = inBase;
-      baseAt[slot] = a;
+      marks[slot * 2] = inBase;
+      marks[slot * 2 + 1] = then;
     }
-    const n = interest.count;
-    frame.ensure(n);
-    frame.tick = tick;
-    frame.count = n;
+
+    this.tickOf[f] = tick;
+    this.countOf[f] = n;
     const { ids, slots } = interest;
-    const fIds = frame.ids;
-    const fSlots = frame.slots;
-    const fqx = frame.qx;
-    const fqy = frame.qy;
-    const fAttr = frame.attr;
-    const bqx = base.qx;
-    const bqy = base.qy;
-    const bAttr = base.attr;
+    const fo = f * this.cap * 2;
     writer.reset();
-    for (let k = 0; k < n; k++) {
+    for (let k = 0, e = fo; k < n; k++, e += 2) {
       const slot = slots[k] as number;
       const id = ids[k] as number;
-      const x = qx[slot] as number;
-      const y = qy[slot] as number;
-      const at = attr[slot] as number;
-      fIds[k] = id;
-      fSlots[k] = slot;
-      fqx[k] = x;
-      fqy[k] = y;
-      fAttr[k] = at;
-      if (stamp[slot] === inBase) {
-        stamp[slot] = seen;
-        const a = baseAt[slot] as number;
-        const dqx = x - (bqx[a] as number);
-        const dqy = y - (bqy[a] as number);
-        if (at !== bAttr[a] || dqx < -32768 || dqx > 32767 || dqy < -32768 || dqy > 32767) {
-          this.full(writer, id, x, y, at);
+      log[e] = id;
+      log[e + 1] = slot;
+      const r = slot * ROW;
+      const x = row[r] as number;
+      const y = row[r + 1] as number;
+      if (marks[slot * 2] === inBase) {
+        marks[slot * 2] = seen;
+        const br = (marks[slot * 2 + 1] as number) * ROW;
+        const base = baseRow as Int32Array;
+        const dqx = x - (base[br] as number);
+        const dqy = y - (base[br + 1] as number);
+        if (row[r + 2] !== base[br + 2] || row[r + 3] !== base[br + 3] || dqx < -32768 || dqx > 32767 || dqy < -32768 || dqy > 32767) {
+          writer.full(id, x, y, row[r + 2] as number, row[r + 3] as number);
         } else if (dqx !== 0 || dqy !== 0) {
           writer.delta(id, dqx, dqy);
         }
       } else {
-        this.full(writer, id, x, y, at);
+        writer.full(id, x, y, row[r + 2] as number, row[r + 3] as number);
       }
     }
     // Base entities not seen now have left the view (or the world).
     const removed = this.removed;
     let removedCount = 0;
     for (let a = 0; a < bn; a++) {
-      const slot = bSlots[a] as number;
-      if (slot < 0 || stamp[slot] !== seen) removed[removedCount++] = bIds[a] as number;
+      const slot = nowSlot[a] as number;
+      if (slot < 0 || marks[slot * 2] !== seen) removed[removedCount++] = log[bo + a * 2] as number;
     }
-    return { baseTick: hasBase ? ackTick : 0, removedCount };
-  }
-
-  private full(writer: SnapshotBodyWriter, id: number, qx: number, qy: number, attr: number): void {
-    const kind = Math.floor(attr / 4294967296);
-    writer.full(id, qx, qy, kind, attr - kind * 4294967296);
+    return { baseTick: baseRow ? ackTick : 0, removedCount };
   }
 }

@@ -44,7 +44,7 @@ export function viewerState(engine: ShardEngine, shard: string, focusId: number 
   const slot = focusId === undefined ? -1 : world.indexOf(focusId);
   if (focusId !== undefined && slot >= 0) {
     const out = new Int32Array(4096);
-    const n = engine.grid.queryRadius(world.x, world.y, world.x[slot] as number, world.y[slot] as number, engine.aoiRadius, out, slot);
+    const n = engine.grid.queryRadius(world.x[slot] as number, world.y[slot] as number, engine.aoiRadius, out, slot);
     const visible = Array.from(out.subarray(0, n), (s) => world.id[s] as number);
     state.focus = { id: focusId, x: world.x[slot] as number, y: world.y[slot] as number, visible };
   }
