@@ -114,8 +114,8 @@ function runBots(r: Running, count: number, seconds: number, processes: number, 
  * One shard in this process (so every tick's duration is sampled) and `clients` bots in
  * `processes` separate processes on the same machine, random-walking for `seconds`.
  */
-export async function runE2e(clients: number, seconds: number, processes: number): Promise<E2eResult> {
-  const r = await shardFor(clients);
+export async function runE2e(clients: number, seconds: number, processes: number, threads = 1): Promise<E2eResult> {
+  const r = await shardFor(clients, { AETHEX_GAMESERVER_ENGINE_SNAPSHOT_THREADS: String(threads) });
   let gcMax = 0;
   const gc = new PerformanceObserver((list) => {
     for (const e of list.getEntries()) gcMax = Math.max(gcMax, e.duration);

@@ -11,11 +11,14 @@ export interface KernelCase {
   visible: number;
   ticks: number;
   warmup: number;
+  /** engine.snapshot_threads (default 1: everything on the tick thread). */
+  threads?: number;
 }
 
 export interface KernelResult {
   entities: number;
   subscribers: number;
+  threads: number;
   visibleAvg: number;
   tick_ms: { p50: number; p99: number; max: number };
   ns_per_pair: number;
@@ -42,6 +45,7 @@ export async function runKernel(c: KernelCase): Promise<KernelResult> {
     AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: `${-half},${-half},${half},${half}`,
     AETHEX_GAMESERVER_ENGINE_AOI_RADIUS: String(radius),
     AETHEX_GAMESERVER_ENGINE_MAX_VISIBLE: '256',
+    AETHEX_GAMESERVER_ENGINE_SNAPSHOT_THREADS: String(c.threads ?? 1),
   });
   let bytes = 0;
   let sends = 0;
@@ -53,6 +57,7 @@ export async function runKernel(c: KernelCase): Promise<KernelResult> {
     },
     kick: () => undefined,
   });
+  await engine.snapshotThreadsReady();
   for (let i = 0; i < c.subscribers; i++) {
     const r = engine.join(i + 1, `bot-${i}`);
     if (!r.ok) throw new Error(`join ${i} failed: ${r.message}`);
@@ -93,12 +98,14 @@ export async function runKernel(c: KernelCase): Promise<KernelResult> {
   }
   await new Promise((r) => setTimeout(r, 50));
   gcObserver.disconnect();
+  await engine.close();
   samples.sort((a, b) => a - b);
   const visibleAvg = visibleSum / Math.ceil(c.ticks / 50);
   const p50 = percentile(samples, 50);
   return {
     entities: c.entities,
     subscribers: c.subscribers,
+    threads: c.threads ?? 1,
     visibleAvg: Math.round(visibleAvg * 10) / 10,
     tick_ms: { p50: round(p50), p99: round(percentile(samples, 99)), max: round(samples[samples.length - 1] as number) },
     ns_per_pair: Math.round((p50 * 1e6) / (c.subscribers * visibleAvg)),

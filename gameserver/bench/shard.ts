@@ -1,9 +1,10 @@
 #!/usr/bin/env node
-// npm run bench:shard [-- --json] [--ticks N] [--e2e-clients N] [--e2e-seconds S] [--skip-e2e]
+// npm run bench:shard [-- --json] [--ticks N] [--threads N] [--e2e-clients N] [--e2e-seconds S] [--skip-e2e]
 // 1. End to end: a shard in this process, bots in separate processes over loopback.
 // 2. The largest client count that holds 40 Hz (tick p99 ≤ 25 ms), stepping up.
 // 3. Memory per idle connection with 10,000 open sockets.
-// 4. Kernel: simulation + grid + area of interest + snapshot encoding, no sockets.
+// 4. Kernel: simulation + grid + area of interest + snapshot encoding, no sockets; with one
+//    snapshot thread and with --threads (engine.snapshot_threads, default 2: this machine's cores).
 // Prints tables; with --json, one JSON object as the last line.
 import os from 'node:os';
 import { parseArgs } from 'node:util';
@@ -15,6 +16,7 @@ const { values } = parseArgs({
   options: {
     json: { type: 'boolean', default: false },
     ticks: { type: 'string', default: '1200' },
+    threads: { type: 'string', default: '2' },
     'e2e-clients': { type: 'string', default: '1000' },
     'e2e-seconds': { type: 'string', default: '120' },
     'bot-processes': { type: 'string', default: '4' },
@@ -31,6 +33,7 @@ function intFlag(name: string, raw: string | undefined, min: number, max: number
   }
 }
 const ticks = intFlag('ticks', values.ticks, 100, 100_000);
+const threads = intFlag('threads', values.threads, 1, 16);
 const e2eClients = intFlag('e2e-clients', values['e2e-clients'], 10, 10_000);
 const e2eSeconds = intFlag('e2e-seconds', values['e2e-seconds'], 10, 3600);
 const botProcesses = intFlag('bot-processes', values['bot-processes'], 1, 16);
@@ -41,11 +44,11 @@ let e2e: E2eResult | undefined;
 const ramp: { clients: number; tick_p99_ms: number; holds: boolean }[] = [];
 let idle: { kb_per_connection: number; connections: number } | undefined;
 if (!values['skip-e2e']) {
-  log(`end to end: ${e2eClients} bots in ${botProcesses} processes for ${e2eSeconds} s...`);
-  e2e = await runE2e(e2eClients, e2eSeconds, botProcesses);
+  log(`end to end: ${e2eClients} bots in ${botProcesses} processes for ${e2eSeconds} s, ${threads} snapshot thread(s)...`);
+  e2e = await runE2e(e2eClients, e2eSeconds, botProcesses, threads);
   for (const clients of [250, 500, 1000, 1500, 2000, 2500]) {
     log(`ramp: ${clients} bots for 20 s...`);
-    const r = await runE2e(clients, 20, botProcesses);
+    const r = await runE2e(clients, 20, botProcesses, threads);
     const holds = r.tick_ms.p99 <= 25 && r.joined === clients;
     ramp.push({ clients, tick_p99_ms: r.tick_ms.p99, holds });
     if (!holds) break;
@@ -59,23 +62,30 @@ for (const c of [
   { entities: 10_000, subscribers: 2_000, visible: 32 },
   { entities: 20_000, subscribers: 5_000, visible: 32 },
 ]) {
-  log(`kernel ${c.entities} entities / ${c.subscribers} subscribers: ${ticks} ticks...`);
-  kernels.push(await runKernel({ ...c, ticks, warmup: 200 }));
+  for (const t of threads > 1 ? [threads, 1] : [1]) {
+    log(`kernel ${c.entities} entities / ${c.subscribers} subscribers, ${t} snapshot thread(s): ${ticks} ticks...`);
+    kernels.push(await runKernel({ ...c, ticks, warmup: 200, threads: t }));
+  }
 }
+const kernelAt = (entities: number, t: number) => kernels.find((k) => k.entities === entities && k.threads === t) as KernelResult;
 
 const maxAt40 = ramp.filter((r) => r.holds).reduce((m, r) => Math.max(m, r.clients), 0);
 
 console.log(`\nShard benchmark — ${machine}\n`);
 console.log(`Kernel (${ticks} ticks after 200 warm-up, no sockets)\n`);
-console.log('| entities | subscribers | visible avg | tick p50 ms | tick p99 ms | tick max ms | ns/pair | bytes/client/tick | GC max ms |');
-console.log('| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+console.log(
+  '| entities | subscribers | snapshot threads | visible avg | tick p50 ms | tick p99 ms | tick max ms | ns/pair | bytes/client/tick | GC max ms |',
+);
+console.log('| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
 for (const r of kernels) {
   console.log(
-    `| ${r.entities} | ${r.subscribers} | ${r.visibleAvg} | ${r.tick_ms.p50} | ${r.tick_ms.p99} | ${r.tick_ms.max} | ${r.ns_per_pair} | ${r.bytes_per_client_tick} | ${r.gc_max_pause_ms} |`,
+    `| ${r.entities} | ${r.subscribers} | ${r.threads} | ${r.visibleAvg} | ${r.tick_ms.p50} | ${r.tick_ms.p99} | ${r.tick_ms.max} | ${r.ns_per_pair} | ${r.bytes_per_client_tick} | ${r.gc_max_pause_ms} |`,
   );
 }
 if (e2e) {
-  console.log(`\nEnd to end (${e2e.joined}/${e2e.clients} bots in ${botProcesses} processes, ${e2e.seconds} s, loopback, same 2 cores)\n`);
+  console.log(
+    `\nEnd to end (${e2e.joined}/${e2e.clients} bots in ${botProcesses} processes, ${e2e.seconds} s, ${threads} snapshot thread(s), loopback, same cores)\n`,
+  );
   console.log(
     '| tick p50 / p99 / max ms | ticks > 25 ms | downstream B/s per client median / p99 | input→ack ms p50 / p99 | max snapshot gap ms | RSS MB | GC max ms | kicked |',
   );
@@ -90,12 +100,16 @@ if (e2e) {
 }
 if (idle) console.log(`\nIdle connections: ${idle.connections} open, ${idle.kb_per_connection} KB each`);
 if (values.json) {
-  const k = kernels[0] as KernelResult;
+  const k = kernelAt(10_000, threads);
+  const k1 = kernelAt(10_000, 1);
   console.log(
     JSON.stringify({
       machine,
+      snapshot_threads: threads,
       kernel: { tick_ms: k.tick_ms, ns_per_pair: k.ns_per_pair, bytes_per_client_tick: k.bytes_per_client_tick, visible_avg: k.visibleAvg },
-      kernel_20k_5k: kernels[1],
+      kernel_single_thread: { tick_ms: k1.tick_ms, ns_per_pair: k1.ns_per_pair },
+      kernel_20k_5k: kernelAt(20_000, threads),
+      ...(threads > 1 ? { kernel_20k_5k_single_thread: kernelAt(20_000, 1) } : {}),
       ...(e2e
         ? {
             e2e: {

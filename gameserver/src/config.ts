@@ -26,6 +26,13 @@ export const GAMESERVER_SETTINGS = {
   'engine.max_speed': { type: 'number', default: 5, min: 0.001, max: 10_000, doc: 'Largest move per tick in world units.' },
   'engine.aoi_radius': { type: 'number', default: 200, min: 1, max: 100_000, doc: 'Area-of-interest radius in world units.' },
   'engine.max_visible': { type: 'int', default: 256, min: 1, max: 4096, doc: 'Entities tracked per client at most.' },
+  'engine.snapshot_threads': {
+    type: 'int',
+    default: 1,
+    min: 1,
+    max: 16,
+    doc: 'Threads that cut snapshots (area of interest, delta, envelope), the tick thread included: 2 or more use worker threads over shared memory, for a shard with cores to spare.',
+  },
   'engine.max_catch_up_ticks': {
     type: 'int',
     default: 4,

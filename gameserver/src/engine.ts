@@ -1,13 +1,13 @@
-import { aethex, encodeSnapshotMessage, SNAPSHOT_LAYOUT, SnapshotBodyWriter } from '@aethex/proto';
+import { aethex, SnapshotBodyWriter } from '@aethex/proto';
 import type { Logger } from '@aethex/runtime';
 import type { GameserverSettings } from './config.js';
 import { type GameContext, type GameHooks, type HookPlayer, RpcError } from './hooks.js';
 import type { ShardMetrics } from './metrics.js';
-import { DeltaHistory, QuantizedWorld } from './net/delta-history.js';
+import { QuantizedWorld } from './net/delta-history.js';
+import { cutSnapshot, newSnapshotBuffers, type SnapshotBuffers, SnapshotThread } from './net/snapshot-threads.js';
 import { encodeState, type ShardState } from './persist/state-codec.js';
 import { applyInput, createRng, type InputResult, type MovementRules, step, wander } from './sim/step.js';
 import { CapacityError, KIND_NPC, KIND_PLAYER, MODE_DORMANT, MODE_GHOST, MODE_OFFERED, MODE_OWNED, type Rect, World } from './sim/world.js';
-import { Interest } from './spatial/aoi.js';
 import { GRID_CELL_FACTOR, Grid } from './spatial/grid.js';
 
 const { ServerMessage, ReasonCode } = aethex.v1;
@@ -15,6 +15,8 @@ const { ServerMessage, ReasonCode } = aethex.v1;
 const allocBytes = (size: number): Uint8Array => Buffer.allocUnsafe(size);
 /** Interest sets and histories of ended sessions kept for reuse by later joins. */
 const SPARE_SESSION_BUFFERS = 64;
+/** A snapshot thread that takes longer than this for one round is given up (its sessions move here). */
+const SNAPSHOT_THREAD_TIMEOUT_MS = 2_000;
 /** While a client lags past gateway.slow_skip_ticks it gets one snapshot per this many ticks. */
 const SLOW_SNAPSHOT_EVERY = 4;
 /** Inputs held per entity while it is on offer to a neighbour (applied if the offer rolls back). */
@@ -37,6 +39,7 @@ export type EngineSettings = Pick<
   | 'engine.max_speed'
   | 'engine.aoi_radius'
   | 'engine.max_visible'
+  | 'engine.snapshot_threads'
   | 'engine.position_scale'
   | 'engine.npc_count'
   | 'engine.seed'
@@ -48,8 +51,11 @@ interface Session {
   id: number;
   playerId: string;
   entityId: number;
-  interest: Interest;
-  history: DeltaHistory;
+  /** 0: snapshots are cut on the tick thread, in `buffers`; k: by snapshot thread k. */
+  thread: number;
+  buffers: SnapshotBuffers | undefined;
+  /** Not yet sent to its snapshot thread (which then starts it a fresh history). */
+  fresh: boolean;
   /** Last snapshot tick the client acknowledged (0: none yet). */
   ackTick: number;
   /** Tick at which the session joined; lag is measured from here until the first ack. */
@@ -101,7 +107,7 @@ export class ShardEngine {
   readonly region: Rect;
   tick = 0;
   private readonly sessions = new Map<number, Session>();
-  private readonly spareBuffers: Pick<Session, 'interest' | 'history'>[] = [];
+  private readonly spareBuffers: SnapshotBuffers[] = [];
   private readonly byEntity = new Map<number, Session>();
   private readonly byPlayer = new Map<string, Session>();
   private readonly corrected: Uint32Array;
@@ -111,6 +117,13 @@ export class ShardEngine {
   private readonly quantized: QuantizedWorld;
   /** Per slot, the session due a snapshot in the current step (empty between steps). */
   private readonly dueBySlot: (Session | undefined)[];
+  /** Snapshot threads (engine.snapshot_threads - 1), and the sessions each has (index 0: this thread). */
+  private readonly threads: SnapshotThread[] = [];
+  private readonly threadLoad: number[] = [0];
+  /** Per snapshot thread, the sessions of the jobs of the current round. */
+  private readonly threadJobs: Session[][] = [];
+  /** This thread's sessions due a snapshot in the current round. */
+  private readonly mine: Session[] = [];
   /** Players whose entity survived a restart but who have not rejoined yet: player → entity. */
   private readonly dormant = new Map<string, number>();
   /** Inputs that arrived while their entity was on offer, by entity id. */
@@ -154,6 +167,18 @@ export class ShardEngine {
     this.invScale = 1 / settings['engine.position_scale'];
     this.quantized = new QuantizedWorld(settings['engine.max_entities']);
     this.dueBySlot = new Array<Session | undefined>(settings['engine.max_entities']).fill(undefined);
+    for (let t = 1; t < settings['engine.snapshot_threads']; t++) {
+      const init = {
+        world: this.world.share(),
+        grid: this.grid.share(),
+        quantized: this.quantized.share(),
+        radius: settings['engine.aoi_radius'],
+        maxVisible: settings['engine.max_visible'],
+      };
+      this.threads.push(new SnapshotThread(init, settings['engine.max_players'] + 64));
+      this.threadLoad.push(0);
+      this.threadJobs.push([]);
+    }
     if (restored) {
       this.tick = restored.tick;
       for (const [entityId, playerId] of restored.players) {
@@ -321,7 +346,7 @@ export class ShardEngine {
       id: sessionId,
       playerId,
       entityId,
-      ...this.sessionBuffers(this.settings['engine.max_visible']),
+      ...this.placeSession(),
       ackTick: 0,
       joinTick: this.tick,
     };
@@ -333,18 +358,48 @@ export class ShardEngine {
   }
 
   /**
-   * A session's interest set and snapshot history: reused from a session that ended, since a fresh
-   * history is 160 typed arrays and clients that reconnect in a storm would otherwise make every
-   * join allocate them.
+   * Where a new session's snapshots are cut: the thread with the fewest sessions. On this thread
+   * its interest set and history are reused from a session that ended, since clients that
+   * reconnect in a storm would otherwise make every join allocate them.
    */
-  private sessionBuffers(maxVisible: number): Pick<Session, 'interest' | 'history'> {
+  private placeSession(): Pick<Session, 'thread' | 'buffers' | 'fresh'> {
+    let thread = 0;
+    for (let t = 1; t < this.threadLoad.length; t++) {
+      if (this.threads[t - 1]?.usable && (this.threadLoad[t] as number) < (this.threadLoad[thread] as number)) thread = t;
+    }
+    this.threadLoad[thread] = (this.threadLoad[thread] as number) + 1;
+    if (thread > 0) return { thread, buffers: undefined, fresh: true };
+    const maxVisible = this.settings['engine.max_visible'];
     const spare = this.spareBuffers.pop();
     if (spare && spare.interest.maxVisible === maxVisible) {
       spare.interest.count = 0;
       spare.history.reset();
-      return spare;
+      return { thread, buffers: spare, fresh: false };
     }
-    return { interest: new Interest(maxVisible), history: new DeltaHistory(maxVisible) };
+    return { thread, buffers: newSnapshotBuffers(maxVisible), fresh: false };
+  }
+
+  /** A snapshot thread failed: its sessions are cut on this thread from now on, from full snapshots. */
+  private abandonThread(thread: number): void {
+    const failed = this.threads[thread - 1] as SnapshotThread;
+    this.log?.error({ err: failed.failed, thread }, 'snapshot thread failed; its clients are served by the tick thread');
+    for (const session of this.sessions.values()) {
+      if (session.thread !== thread) continue;
+      session.thread = 0;
+      session.buffers = newSnapshotBuffers(this.settings['engine.max_visible']);
+      this.threadLoad[0] = (this.threadLoad[0] as number) + 1;
+    }
+    this.threadLoad[thread] = 0;
+  }
+
+  /** Resolves when every snapshot thread is up (sessions that join before go to the tick thread). */
+  async snapshotThreadsReady(): Promise<void> {
+    await Promise.all(this.threads.map((t) => t.ready));
+  }
+
+  /** Stops the snapshot threads (the engine cuts nothing more). */
+  async close(): Promise<void> {
+    await Promise.all(this.threads.map((t) => t.close()));
   }
 
   /**
@@ -512,7 +567,9 @@ export class ShardEngine {
   }
 
   private forget(session: Session): void {
-    if (this.spareBuffers.length < SPARE_SESSION_BUFFERS) this.spareBuffers.push({ interest: session.interest, history: session.history });
+    this.threadLoad[session.thread] = (this.threadLoad[session.thread] as number) - 1;
+    if (session.thread > 0) this.threads[session.thread - 1]?.forget(session.id);
+    else if (session.buffers && this.spareBuffers.length < SPARE_SESSION_BUFFERS) this.spareBuffers.push(session.buffers);
     this.sessions.delete(session.id);
     if (this.byEntity.get(session.entityId) === session) this.byEntity.delete(session.entityId);
     if (this.byPlayer.get(session.playerId) === session) this.byPlayer.delete(session.playerId);
@@ -616,34 +673,62 @@ export class ShardEngine {
     }
     // Snapshots are cut in grid order: neighbouring clients see mostly the same entities, so each
     // one finds their data still in the CPU cache (measured: a third less time than session order).
+    // Sessions of snapshot threads become jobs for them first, so that they run alongside this one.
+    for (let t = 0; t < this.threads.length; t++) {
+      if (this.threads[t]?.failed && (this.threadLoad[t + 1] as number) > 0) this.abandonThread(t + 1);
+    }
     const order = this.grid.order();
+    const mine = this.mine;
+    mine.length = 0;
+    for (const jobs of this.threadJobs) jobs.length = 0;
     for (let k = 0; k < order.length; k++) {
       const slot = order[k] as number;
       const session = due[slot];
       if (session === undefined) continue;
       due[slot] = undefined;
-      session.interest.update(this.grid, world, world.x[slot] as number, world.y[slot] as number, radius, -1);
       queries++;
-      const delta = session.history.encodeDelta(tick, session.ackTick, session.interest, this.quantized, this.writer);
-      const bytes = encodeSnapshotMessage(
-        {
-          tick,
-          baseTick: delta.baseTick,
-          lastInputSeq: world.lastSeq[slot] as number,
-          layout: SNAPSHOT_LAYOUT,
-          entities: this.writer.bytes(),
-          removed: session.history.removed,
-          removedCount: delta.removedCount,
-        },
-        allocBytes,
-      );
-      if (this.out.send(session.id, bytes)) {
+      if (session.thread === 0) {
+        mine.push(session);
+        continue;
+      }
+      const thread = this.threads[session.thread - 1] as SnapshotThread;
+      const jobs = this.threadJobs[session.thread - 1] as Session[];
+      const o = jobs.length * 4;
+      thread.jobs[o] = session.id;
+      thread.jobs[o + 1] = slot;
+      thread.jobs[o + 2] = session.ackTick;
+      thread.jobs[o + 3] = session.fresh ? 1 : 0;
+      session.fresh = false;
+      jobs.push(session);
+    }
+    for (let t = 0; t < this.threads.length; t++) {
+      const jobs = this.threadJobs[t] as Session[];
+      if (jobs.length > 0) (this.threads[t] as SnapshotThread).start(tick, world.count, order.length, jobs.length);
+    }
+    const deliver = (session: Session, bytes: Uint8Array | undefined) => {
+      if (bytes && this.out.send(session.id, bytes)) {
         sent++;
         sentBytes += bytes.length;
         session.sentTick = tick;
       } else {
         dropped++;
       }
+    };
+    for (const session of mine) {
+      const slot = world.indexOf(session.entityId);
+      const buffers = session.buffers as SnapshotBuffers;
+      deliver(session, cutSnapshot(buffers, slot, tick, session.ackTick, radius, this.grid, this.quantized, this.writer, allocBytes));
+    }
+    for (let t = 0; t < this.threads.length; t++) {
+      const jobs = this.threadJobs[t] as Session[];
+      if (jobs.length === 0) continue;
+      const thread = this.threads[t] as SnapshotThread;
+      if (!thread.finish(SNAPSHOT_THREAD_TIMEOUT_MS)) {
+        this.abandonThread(t + 1);
+        dropped += jobs.length;
+        continue;
+      }
+      for (let j = 0; j < jobs.length; j++) deliver(jobs[j] as Session, thread.message(j));
     }
     for (const [session, lag] of tooSlow) {
       this.leave(session.id);

@@ -197,6 +197,7 @@ export async function startShard(configured: GameserverSettings, options: ShardO
         const g = gateway as Gateway;
         g.stopAccepting();
         loop.stop();
+        await engine.close();
         await links?.close();
         await g.close(aethex.v1.ReasonCode.REASON_CODE_SHUTTING_DOWN, 'the shard is shutting down; reconnect through matchmaking');
         try {

@@ -140,46 +140,56 @@ export interface SnapshotBodyVisitor {
  * Reads a layout-1 body, calling the visitor per record. Throws a RangeError on truncated or
  * malformed input before calling the visitor for a bad record.
  */
-export function readSnapshotBody(body: Uint8Array, visitor: SnapshotBodyVisitor): void {
-  const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
-  let pos = 0;
-  let id = 0;
-  const varint = (): number => {
+/** Position in a body being read. (A class, not closures: tsx names closures with a
+ * defineProperty call each time they are created, which costs on every snapshot.) */
+class BodyCursor {
+  pos = 0;
+  constructor(readonly body: Uint8Array) {}
+
+  varint(): number {
+    const body = this.body;
     let result = 0;
     let mul = 1;
     for (let i = 0; i < 8; i++) {
-      if (pos >= body.length) throw new RangeError('truncated snapshot body');
-      const b = body[pos++] as number;
+      if (this.pos >= body.length) throw new RangeError('truncated snapshot body');
+      const b = body[this.pos++] as number;
       result += (b & 0x7f) * mul;
       if (b < 0x80) return result;
       mul *= 0x80;
     }
     throw new RangeError('varint too long in snapshot body');
-  };
-  const need = (n: number) => {
-    if (pos + n > body.length) throw new RangeError('truncated snapshot body');
-  };
-  while (pos < body.length) {
-    const headValue = varint();
+  }
+
+  need(n: number): void {
+    if (this.pos + n > this.body.length) throw new RangeError('truncated snapshot body');
+  }
+}
+
+export function readSnapshotBody(body: Uint8Array, visitor: SnapshotBodyVisitor): void {
+  const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
+  const c = new BodyCursor(body);
+  let id = 0;
+  while (c.pos < body.length) {
+    const headValue = c.varint();
     const mode = headValue % 4;
     const z = Math.floor(headValue / 4);
     id += z % 2 === 0 ? z / 2 : -(z + 1) / 2;
     if (id < 0 || id > 0xffffffff) throw new RangeError('entity id out of range in snapshot body');
     if (mode === MODE_DELTA8) {
-      need(2);
-      visitor.delta(id, view.getInt8(pos), view.getInt8(pos + 1));
-      pos += 2;
+      c.need(2);
+      visitor.delta(id, view.getInt8(c.pos), view.getInt8(c.pos + 1));
+      c.pos += 2;
     } else if (mode === MODE_DELTA16) {
-      need(4);
-      visitor.delta(id, view.getInt16(pos, true), view.getInt16(pos + 2, true));
-      pos += 4;
+      c.need(4);
+      visitor.delta(id, view.getInt16(c.pos, true), view.getInt16(c.pos + 2, true));
+      c.pos += 4;
     } else if (mode === MODE_FULL) {
-      need(8);
-      const qx = view.getInt32(pos, true);
-      const qy = view.getInt32(pos + 4, true);
-      pos += 8;
-      const kind = varint();
-      const flags = varint();
+      c.need(8);
+      const qx = view.getInt32(c.pos, true);
+      const qy = view.getInt32(c.pos + 4, true);
+      c.pos += 8;
+      const kind = c.varint();
+      const flags = c.varint();
       if (kind > 0xffff || flags > 0xffffffff) throw new RangeError('kind or flags out of range in snapshot body');
       visitor.full(id, qx, qy, kind, flags);
     } else {

@@ -21,6 +21,12 @@ function varintSize(v: number): number {
   return v < 0x80 ? 1 : v < 0x4000 ? 2 : v < 0x200000 ? 3 : v < 0x10000000 ? 4 : 5;
 }
 
+/** Bytes of a uint32 field (tag and value), 0 when it holds the default. (Top level, not a closure:
+ * tsx wraps named closures in a defineProperty call, which costs on every call of the encoder.) */
+function scalar(v: number): number {
+  return v === 0 ? 0 : 1 + varintSize(v);
+}
+
 function writeVarint(buf: Uint8Array, pos: number, value: number): number {
   let v = value >>> 0;
   while (v > 0x7f) {
@@ -50,7 +56,6 @@ export function encodeSnapshotMessage(f: SnapshotFields, alloc: (size: number) =
   let removedBytes = 0;
   for (let i = 0; i < removedCount; i++) removedBytes += varintSize(removed[i] as number);
   // proto3: fields holding their default (0, empty) are not written.
-  const scalar = (v: number) => (v === 0 ? 0 : 1 + varintSize(v));
   const inner =
     scalar(f.tick) +
     scalar(f.baseTick) +

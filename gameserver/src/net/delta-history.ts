@@ -1,9 +1,19 @@
 import type { SnapshotBodyWriter } from '@aethex/proto';
-import type { World } from '../sim/world.js';
+import { sharedArray, type World } from '../sim/world.js';
 import type { Interest } from '../spatial/aoi.js';
 
 /** Snapshots kept per client as delta bases: 32 ticks (0.8 s at 40 Hz). Older acks get a full snapshot. */
 export const HISTORY_TICKS = 32;
+
+/** What encoding reads of the world: the World itself, or a snapshot thread's view of it. */
+export type EntityTable = Pick<World, 'count' | 'id' | 'mode' | 'x' | 'y' | 'lastSeq' | 'indexOf'>;
+
+/** A QuantizedWorld's shared rows, sent to snapshot threads. */
+export interface QuantizedShare {
+  capacity: number;
+  rows: Int32Array[];
+  rowTick: Int32Array;
+}
 
 /** Int32 fields per slot in a QuantizedWorld row: qx, qy, kind, flags. */
 const ROW = 4;
@@ -24,12 +34,20 @@ export class QuantizedWorld {
   /** Scratch for `encodeDelta`: marks[s*2] says slot s is in the base frame, marks[s*2+1] its slot there. */
   readonly marks: Int32Array;
   private nextStamp = 0;
-  world: World | undefined;
+  world: EntityTable | undefined;
 
-  constructor(readonly capacity: number) {
-    this.rows = Array.from({ length: HISTORY_TICKS }, () => new Int32Array(capacity * ROW));
-    this.rowTick = new Int32Array(HISTORY_TICKS).fill(-1);
+  /** `shared`: another thread's rows (from `share()`), read here with marks of this thread's own. */
+  constructor(
+    readonly capacity: number,
+    shared?: QuantizedShare,
+  ) {
+    this.rows = shared?.rows ?? Array.from({ length: HISTORY_TICKS }, () => sharedArray(Int32Array, capacity * ROW));
+    this.rowTick = shared?.rowTick ?? sharedArray(Int32Array, HISTORY_TICKS).fill(-1);
     this.marks = new Int32Array(capacity * 2);
+  }
+
+  share(): QuantizedShare {
+    return { capacity: this.capacity, rows: this.rows, rowTick: this.rowTick };
   }
 
   /** Two fresh stamp values: "in the base" and "in the base and seen now". */
@@ -121,7 +139,7 @@ export class DeltaHistory {
     const baseRow =
       ackTick > 0 && ackTick < tick && tick - ackTick < HISTORY_TICKS && this.tickOf[b] === ackTick ? q.row(ackTick) : undefined;
     const row = q.row(tick) as Int32Array;
-    const world = q.world as World;
+    const world = q.world as EntityTable;
     const worldIds = world.id;
     const marks = q.marks;
     const log = this.log;

@@ -6,6 +6,17 @@ export interface Rect {
   maxY: number;
 }
 
+type TypedArrayOf<T> = { new (buffer: SharedArrayBuffer): T; BYTES_PER_ELEMENT: number };
+
+/**
+ * A typed array over shared memory: the world, the grid and the quantized rows are read by the
+ * snapshot threads (engine.snapshot_threads) without copies. Plain array access is as fast as on
+ * an ArrayBuffer.
+ */
+export function sharedArray<T>(Ctor: TypedArrayOf<T>, length: number): T {
+  return new Ctor(new SharedArrayBuffer(length * Ctor.BYTES_PER_ELEMENT));
+}
+
 /** Thrown by `spawn` when the world already holds `capacity` entities. */
 export class CapacityError extends Error {
   constructor(readonly capacity: number) {
@@ -30,6 +41,15 @@ export const MODE_OWNED = 0;
 export const MODE_GHOST = 1;
 export const MODE_OFFERED = 2;
 export const MODE_DORMANT = 3;
+
+/** The world arrays a snapshot thread reads. */
+export interface WorldShare {
+  id: Uint32Array;
+  x: Float32Array;
+  y: Float32Array;
+  mode: Uint8Array;
+  lastSeq: Uint32Array;
+}
 
 /**
  * The entities of one shard in structure-of-arrays form. Entities are packed densely in
@@ -73,18 +93,18 @@ export class World {
     if (!Number.isInteger(capacity) || capacity < 1) throw new RangeError(`capacity must be a positive integer, got ${capacity}`);
     this.capacity = capacity;
     this.nextId = firstId;
-    this.id = new Uint32Array(capacity);
-    this.x = new Float32Array(capacity);
-    this.y = new Float32Array(capacity);
-    this.vx = new Float32Array(capacity);
-    this.vy = new Float32Array(capacity);
-    this.kind = new Uint16Array(capacity);
-    this.flags = new Uint32Array(capacity);
-    this.lastSeq = new Uint32Array(capacity);
-    this.moveX = new Float32Array(capacity);
-    this.moveY = new Float32Array(capacity);
-    this.hasMove = new Uint8Array(capacity);
-    this.mode = new Uint8Array(capacity);
+    this.id = sharedArray(Uint32Array, capacity);
+    this.x = sharedArray(Float32Array, capacity);
+    this.y = sharedArray(Float32Array, capacity);
+    this.vx = sharedArray(Float32Array, capacity);
+    this.vy = sharedArray(Float32Array, capacity);
+    this.kind = sharedArray(Uint16Array, capacity);
+    this.flags = sharedArray(Uint32Array, capacity);
+    this.lastSeq = sharedArray(Uint32Array, capacity);
+    this.moveX = sharedArray(Float32Array, capacity);
+    this.moveY = sharedArray(Float32Array, capacity);
+    this.hasMove = sharedArray(Uint8Array, capacity);
+    this.mode = sharedArray(Uint8Array, capacity);
   }
 
   /** Adds an entity and returns its id; throws CapacityError when full. `id` is for restores. */
@@ -136,6 +156,11 @@ export class World {
       this.slotOf.set(this.id[i] as number, i);
     }
     return true;
+  }
+
+  /** The arrays snapshot threads read (shared memory, no copies). */
+  share(): WorldShare {
+    return { id: this.id, x: this.x, y: this.y, mode: this.mode, lastSeq: this.lastSeq };
   }
 
   /** The slot of an entity, or -1. Slots change on despawn; hold ids, not slots. */

@@ -19,7 +19,7 @@ export class Interest {
   }
 
   /** Recomputes the visible set around (px, py), leaving out `selfSlot` (-1: none). */
-  update(grid: Grid, world: World, px: number, py: number, radius: number, selfSlot: number): void {
+  update(grid: Grid, world: Pick<World, 'id' | 'mode'>, px: number, py: number, radius: number, selfSlot: number): void {
     const n = grid.queryRadius(px, py, radius, this.slots, selfSlot);
     const { slots, ids } = this;
     const worldIds = world.id;

@@ -1,4 +1,4 @@
-import type { Rect } from '../sim/world.js';
+import { type Rect, sharedArray } from '../sim/world.js';
 
 /**
  * Cell size as a fraction of the area-of-interest radius. Half the radius makes a query scan about
@@ -13,6 +13,17 @@ export const GRID_CELL_FACTOR = 0.5;
  * also copies positions into cell order, so a query reads contiguous memory instead of jumping
  * through slots (thousands of queries per tick: cache misses were most of their cost).
  */
+/** A grid's shared arrays and shape, sent to snapshot threads. */
+export interface GridShare {
+  area: Rect;
+  cellSize: number;
+  capacity: number;
+  cellStart: Int32Array;
+  items: Int32Array;
+  sx: Float32Array;
+  sy: Float32Array;
+}
+
 export class Grid {
   readonly cols: number;
   readonly rows: number;
@@ -29,7 +40,17 @@ export class Grid {
   private readonly cellOf: Int32Array;
   private count = 0;
 
-  constructor(area: Rect, cellSize: number, capacity: number, maxCells = 1 << 20) {
+  /**
+   * `shared`: the arrays of a grid in another thread (from `share()`), for a read-only copy whose
+   * size is set with `attachCount` after each rebuild there.
+   */
+  constructor(
+    readonly area: Rect,
+    cellSize: number,
+    readonly capacity: number,
+    maxCells = 1 << 20,
+    shared?: GridShare,
+  ) {
     if (!(cellSize > 0)) throw new RangeError(`cellSize must be positive, got ${cellSize}`);
     this.cellSize = cellSize;
     this.inv = 1 / cellSize;
@@ -40,11 +61,29 @@ export class Grid {
     if (this.cols * this.rows > maxCells) {
       throw new RangeError(`a ${this.cols}×${this.rows} grid exceeds ${maxCells} cells; raise the cell size (the AOI radius)`);
     }
-    this.cellStart = new Int32Array(this.cols * this.rows + 1);
-    this.items = new Int32Array(capacity);
-    this.sx = new Float32Array(capacity);
-    this.sy = new Float32Array(capacity);
-    this.cellOf = new Int32Array(capacity);
+    this.cellStart = shared?.cellStart ?? sharedArray(Int32Array, this.cols * this.rows + 1);
+    this.items = shared?.items ?? sharedArray(Int32Array, capacity);
+    this.sx = shared?.sx ?? sharedArray(Float32Array, capacity);
+    this.sy = shared?.sy ?? sharedArray(Float32Array, capacity);
+    this.cellOf = new Int32Array(shared ? 0 : capacity);
+  }
+
+  /** What another thread needs to query this grid (see the constructor). */
+  share(): GridShare {
+    return {
+      area: this.area,
+      cellSize: this.cellSize,
+      capacity: this.capacity,
+      cellStart: this.cellStart,
+      items: this.items,
+      sx: this.sx,
+      sy: this.sy,
+    };
+  }
+
+  /** In a copy made from `share()`: the entity count of the owner's last rebuild. */
+  attachCount(count: number): void {
+    this.count = count;
   }
 
   private cellX(px: number): number {

@@ -1,0 +1,231 @@
+import { Worker } from 'node:worker_threads';
+import { encodeSnapshotMessage, SNAPSHOT_LAYOUT, type SnapshotBodyWriter } from '@aethex/proto';
+import type { WorldShare } from '../sim/world.js';
+import { Interest } from '../spatial/aoi.js';
+import type { Grid, GridShare } from '../spatial/grid.js';
+import { DeltaHistory, type EntityTable, type QuantizedShare, type QuantizedWorld } from './delta-history.js';
+
+/** One client's encoding state: its area of interest and its sent-snapshot history. */
+export interface SnapshotBuffers {
+  interest: Interest;
+  history: DeltaHistory;
+}
+
+export function newSnapshotBuffers(maxVisible: number): SnapshotBuffers {
+  return { interest: new Interest(maxVisible), history: new DeltaHistory(maxVisible) };
+}
+
+/**
+ * Cuts one client's snapshot of `tick`: its area of interest around its entity (at `slot`), the
+ * delta against the frame it acknowledged, and the `ServerMessage` around it. The one piece of
+ * code the tick thread and the snapshot threads both run.
+ */
+export function cutSnapshot(
+  b: SnapshotBuffers,
+  slot: number,
+  tick: number,
+  ackTick: number,
+  radius: number,
+  grid: Grid,
+  q: QuantizedWorld,
+  writer: SnapshotBodyWriter,
+  alloc: (size: number) => Uint8Array,
+): Uint8Array {
+  const world = q.world as EntityTable;
+  b.interest.update(grid, world, world.x[slot] as number, world.y[slot] as number, radius, -1);
+  const delta = b.history.encodeDelta(tick, ackTick, b.interest, q, writer);
+  return encodeSnapshotMessage(
+    {
+      tick,
+      baseTick: delta.baseTick,
+      lastInputSeq: world.lastSeq[slot] as number,
+      layout: SNAPSHOT_LAYOUT,
+      entities: writer.bytes(),
+      removed: b.history.removed,
+      removedCount: delta.removedCount,
+    },
+    alloc,
+  );
+}
+
+/**
+ * A snapshot thread's view of the shard's world: the shared arrays, the entity count of the tick,
+ * and an id → slot map rebuilt (once per tick, only when asked) for entities whose slot moved.
+ */
+export class WorldView implements EntityTable {
+  readonly id: Uint32Array;
+  readonly x: Float32Array;
+  readonly y: Float32Array;
+  readonly mode: Uint8Array;
+  readonly lastSeq: Uint32Array;
+  count = 0;
+  private tick = -1;
+  private mapTick = -1;
+  private readonly slots = new Map<number, number>();
+
+  constructor(share: WorldShare) {
+    this.id = share.id;
+    this.x = share.x;
+    this.y = share.y;
+    this.mode = share.mode;
+    this.lastSeq = share.lastSeq;
+  }
+
+  attach(tick: number, count: number): void {
+    this.tick = tick;
+    this.count = count;
+  }
+
+  indexOf(entityId: number): number {
+    if (this.mapTick !== this.tick) {
+      this.slots.clear();
+      for (let i = 0; i < this.count; i++) this.slots.set(this.id[i] as number, i);
+      this.mapTick = this.tick;
+    }
+    return this.slots.get(entityId) ?? -1;
+  }
+}
+
+// Control words (Int32Array over shared memory).
+export const CTL_GO = 0; // bumped by the tick thread to start a round
+export const CTL_DONE = 1; // set to the round number by the snapshot thread when it is finished
+export const CTL_STOP = 2;
+export const CTL_TICK = 3;
+export const CTL_WORLD_COUNT = 4;
+export const CTL_GRID_COUNT = 5;
+export const CTL_JOBS = 6;
+export const CTL_ENDED = 7;
+export const CTL_READY = 8; // 1 once the snapshot thread waits for rounds
+const CTL_WORDS = 9;
+/** Int32 per job: session id, slot of its entity, acknowledged tick, 1 when the session is new. */
+export const JOB_WORDS = 4;
+
+/** What a snapshot thread is started with (all arrays over shared memory). */
+export interface ThreadInit {
+  world: WorldShare;
+  grid: GridShare;
+  quantized: QuantizedShare;
+  radius: number;
+  maxVisible: number;
+  ctl: Int32Array;
+  jobs: Int32Array;
+  ended: Int32Array;
+  /** Per job: byte offset and length of its message in `arena` (-1: did not fit). */
+  results: Int32Array;
+  arena: Uint8Array;
+}
+
+/** Built: the worker's .js next to this file. From source (tsx): the .ts, loaded through tsx in the worker too. */
+function startWorker(workerData: ThreadInit): Worker {
+  if (!import.meta.url.endsWith('.ts')) return new Worker(new URL('./snapshot-worker.js', import.meta.url), { workerData });
+  const tsx = import.meta.resolve('tsx/esm/api');
+  const entry = new URL('./snapshot-worker.ts', import.meta.url).href;
+  const boot = `import(${JSON.stringify(tsx)}).then((m) => { m.register(); return import(${JSON.stringify(entry)}); });`;
+  return new Worker(boot, { eval: true, workerData });
+}
+
+/**
+ * A worker thread that cuts the snapshots of the sessions assigned to it, in parallel with the
+ * tick thread, over the shard's world in shared memory (engine.snapshot_threads). Each round: the
+ * tick thread writes jobs and calls `start`, cuts its own sessions' snapshots, then `finish`
+ * waits for this thread and `message(j)` hands out a copy of job j's bytes for the socket.
+ * Sessions stay with one thread for their whole life, so their histories never move.
+ */
+export class SnapshotThread {
+  readonly jobs: Int32Array;
+  private readonly ctl: Int32Array;
+  private readonly ended: Int32Array;
+  private readonly results: Int32Array;
+  private readonly arena: Uint8Array;
+  private readonly worker: Worker;
+  private round = 0;
+  /** Sessions ended since the last round, for the thread to forget. */
+  private readonly endedIds: number[] = [];
+  failed: Error | undefined;
+  /** Resolves when the thread is up; sessions are given to it only from then on. */
+  readonly ready: Promise<void>;
+
+  constructor(init: Omit<ThreadInit, 'ctl' | 'jobs' | 'ended' | 'results' | 'arena'>, maxJobs: number) {
+    const shared = <T>(Ctor: { new (b: SharedArrayBuffer): T; BYTES_PER_ELEMENT: number }, n: number) =>
+      new Ctor(new SharedArrayBuffer(n * Ctor.BYTES_PER_ELEMENT));
+    this.ctl = shared(Int32Array, CTL_WORDS);
+    this.jobs = shared(Int32Array, maxJobs * JOB_WORDS);
+    this.ended = shared(Int32Array, maxJobs);
+    this.results = shared(Int32Array, maxJobs * 2);
+    // Room for every job's largest message: full records (≤ 19 B) and removed ids (≤ 5 B) per
+    // visible entity, plus the envelope. Pages are only committed as they are written.
+    this.arena = shared(Uint8Array, maxJobs * (init.maxVisible * 24 + 64));
+    const data: ThreadInit = { ...init, ctl: this.ctl, jobs: this.jobs, ended: this.ended, results: this.results, arena: this.arena };
+    this.worker = startWorker(data);
+    this.worker.unref();
+    this.ready = new Promise((resolve) => {
+      this.worker.once('message', () => resolve());
+      this.worker.once('exit', () => resolve());
+    });
+    this.worker.on('error', (err) => {
+      this.failed = err;
+    });
+    this.worker.on('exit', (code) => {
+      this.failed ??= new Error(`snapshot thread exited with ${code}`);
+    });
+  }
+
+  /** Up, waiting for rounds, and not failed. */
+  get usable(): boolean {
+    return this.failed === undefined && Atomics.load(this.ctl, CTL_READY) === 1;
+  }
+
+  get maxJobs(): number {
+    return this.results.length / 2;
+  }
+
+  /** The session no longer exists: the thread drops its buffers at the next round. */
+  forget(sessionId: number): void {
+    this.endedIds.push(sessionId);
+  }
+
+  /** Starts a round over jobs [0, count) written into `jobs`. */
+  start(tick: number, worldCount: number, gridCount: number, count: number): void {
+    const ctl = this.ctl;
+    let ended = 0;
+    while (this.endedIds.length > 0 && ended < this.ended.length) this.ended[ended++] = this.endedIds.pop() as number;
+    ctl[CTL_TICK] = tick;
+    ctl[CTL_WORLD_COUNT] = worldCount;
+    ctl[CTL_GRID_COUNT] = gridCount;
+    ctl[CTL_JOBS] = count;
+    ctl[CTL_ENDED] = ended;
+    this.round = (this.round + 1) | 0;
+    Atomics.store(ctl, CTL_GO, this.round);
+    Atomics.notify(ctl, CTL_GO);
+  }
+
+  /** Waits for the round to end; false when it did not within `timeoutMs` (the thread is then failed). */
+  finish(timeoutMs: number): boolean {
+    const deadline = performance.now() + timeoutMs;
+    for (;;) {
+      const done = Atomics.load(this.ctl, CTL_DONE);
+      if (done === this.round) return true;
+      const left = deadline - performance.now();
+      if (left <= 0 || this.failed) {
+        this.failed ??= new Error(`snapshot thread did not finish a round within ${timeoutMs} ms`);
+        return false;
+      }
+      Atomics.wait(this.ctl, CTL_DONE, done, left);
+    }
+  }
+
+  /** A copy of job j's message of the round just finished (undefined: it did not fit). */
+  message(j: number): Uint8Array | undefined {
+    const length = this.results[j * 2 + 1] as number;
+    if (length < 0) return undefined;
+    const offset = this.results[j * 2] as number;
+    return Buffer.from(this.arena.subarray(offset, offset + length));
+  }
+
+  async close(): Promise<void> {
+    Atomics.store(this.ctl, CTL_STOP, 1);
+    Atomics.add(this.ctl, CTL_GO, 1);
+    Atomics.notify(this.ctl, CTL_GO);
+    await this.worker.terminate();
+  }
+}

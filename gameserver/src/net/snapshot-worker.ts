@@ -1,0 +1,83 @@
+// A snapshot thread (see SnapshotThread): cuts the snapshots of its sessions each round.
+import { parentPort, workerData } from 'node:worker_threads';
+import { SnapshotBodyWriter } from '@aethex/proto';
+import { Grid } from '../spatial/grid.js';
+import { QuantizedWorld } from './delta-history.js';
+import {
+  CTL_DONE,
+  CTL_ENDED,
+  CTL_GO,
+  CTL_GRID_COUNT,
+  CTL_JOBS,
+  CTL_READY,
+  CTL_STOP,
+  CTL_TICK,
+  CTL_WORLD_COUNT,
+  cutSnapshot,
+  JOB_WORDS,
+  newSnapshotBuffers,
+  type SnapshotBuffers,
+  type ThreadInit,
+  WorldView,
+} from './snapshot-threads.js';
+
+const init = workerData as ThreadInit;
+const grid = new Grid(init.grid.area, init.grid.cellSize, init.grid.capacity, Number.MAX_SAFE_INTEGER, init.grid);
+const quantized = new QuantizedWorld(init.quantized.capacity, init.quantized);
+const world = new WorldView(init.world);
+quantized.world = world;
+const writer = new SnapshotBodyWriter(4096);
+const { ctl, jobs, ended, results, arena } = init;
+const sessions = new Map<number, SnapshotBuffers>();
+const spare: SnapshotBuffers[] = [];
+
+let used = 0;
+const alloc = (size: number): Uint8Array => {
+  if (used + size > arena.length) return new Uint8Array(size); // does not fit: reported as -1
+  const out = arena.subarray(used, used + size);
+  used += size;
+  return out;
+};
+
+function round(): void {
+  const tick = ctl[CTL_TICK] as number;
+  world.attach(tick, ctl[CTL_WORLD_COUNT] as number);
+  grid.attachCount(ctl[CTL_GRID_COUNT] as number);
+  for (let e = 0; e < (ctl[CTL_ENDED] as number); e++) {
+    const b = sessions.get(ended[e] as number);
+    if (!b) continue;
+    sessions.delete(ended[e] as number);
+    if (spare.length < 64) spare.push(b);
+  }
+  used = 0;
+  const n = ctl[CTL_JOBS] as number;
+  for (let j = 0; j < n; j++) {
+    const o = j * JOB_WORDS;
+    const id = jobs[o] as number;
+    let b = sessions.get(id);
+    if (!b || jobs[o + 3] === 1) {
+      b = spare.pop() ?? newSnapshotBuffers(init.maxVisible);
+      b.interest.count = 0;
+      b.history.reset();
+      sessions.set(id, b);
+    }
+    const before = used;
+    const bytes = cutSnapshot(b, jobs[o + 1] as number, tick, jobs[o + 2] as number, init.radius, grid, quantized, writer, alloc);
+    const fits = bytes.buffer === arena.buffer;
+    results[j * 2] = before;
+    results[j * 2 + 1] = fits ? bytes.length : -1;
+  }
+}
+
+// Rounds start only after this (the tick thread gives sessions to ready threads only).
+let seen = Atomics.load(ctl, CTL_GO);
+Atomics.store(ctl, CTL_READY, 1);
+parentPort?.postMessage('ready');
+for (;;) {
+  Atomics.wait(ctl, CTL_GO, seen);
+  seen = Atomics.load(ctl, CTL_GO);
+  if (Atomics.load(ctl, CTL_STOP) === 1) break;
+  round();
+  Atomics.store(ctl, CTL_DONE, seen);
+  Atomics.notify(ctl, CTL_DONE);
+}
