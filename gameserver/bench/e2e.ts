@@ -24,6 +24,8 @@ export interface E2eResult {
   rss_mb: number;
   gc_max_pause_ms: number;
   kicked: Record<string, number>;
+  /** Sessions per snapshot thread half way through the run (index 0: the tick thread). */
+  thread_sessions: number[];
 }
 
 interface Running {
@@ -126,9 +128,20 @@ export async function runE2e(clients: number, seconds: number, processes: number
   const rssTimer = setInterval(() => {
     rss = Math.max(rss, process.memoryUsage().rss);
   }, 1000);
+  // Half way through: how the sessions are spread over the snapshot threads.
+  const spread = new Promise<number[]>((resolve) => {
+    setTimeout(
+      async () => {
+        const metrics = await (await fetch(`${r.shard.opsUrl}/metrics`)).text();
+        resolve([...metrics.matchAll(/^aether_snapshot_thread_sessions\{thread="(\d+)"\} (\d+)/gm)].map((m) => Number(m[2])));
+      },
+      (seconds * 1000) / 2,
+    );
+  });
   const reports = await runBots(r, clients, seconds, processes, 'e2e');
   clearInterval(rssTimer);
   gc.disconnect();
+  const threadSessions = await spread;
   await r.shard.drain();
   // Bots measure from 2 s after their start, once everyone has joined; so do we.
   const window = r.samples.filter((s) => s.at >= started + 4000 && s.at <= started + seconds * 1000).map((s) => s.ms);
@@ -164,6 +177,7 @@ export async function runE2e(clients: number, seconds: number, processes: number
     rss_mb: Math.round(rss / 2 ** 20),
     gc_max_pause_ms: round(gcMax),
     kicked,
+    thread_sessions: threadSessions,
   };
 }
 

@@ -84,7 +84,7 @@ for (const r of kernels) {
 }
 if (e2e) {
   console.log(
-    `\nEnd to end (${e2e.joined}/${e2e.clients} bots in ${botProcesses} processes, ${e2e.seconds} s, ${threads} snapshot thread(s), loopback, same cores)\n`,
+    `\nEnd to end (${e2e.joined}/${e2e.clients} bots in ${botProcesses} processes, ${e2e.seconds} s, ${threads} snapshot thread(s) with ${e2e.thread_sessions.join(' / ')} sessions half way, loopback, same cores)\n`,
   );
   console.log(
     '| tick p50 / p99 / max ms | ticks > 25 ms | downstream B/s per client median / p99 | input→ack ms p50 / p99 | max snapshot gap ms | RSS MB | GC max ms | kicked |',
@@ -121,6 +121,7 @@ if (values.json) {
               max_clients_at_40hz: maxAt40,
               ticks_over_25ms: e2e.ticks_over_25ms,
               max_snapshot_gap_ms: e2e.max_snapshot_gap_ms,
+              thread_sessions: e2e.thread_sessions,
             },
             ramp,
           }

@@ -175,7 +175,12 @@ export class ShardEngine {
         radius: settings['engine.aoi_radius'],
         maxVisible: settings['engine.max_visible'],
       };
-      this.threads.push(new SnapshotThread(init, settings['engine.max_players'] + 64));
+      const thread = t;
+      this.threads.push(
+        new SnapshotThread(init, settings['engine.max_players'] + 64, (err) =>
+          this.log?.error({ err, thread }, 'snapshot thread failed; its clients are served by the tick thread'),
+        ),
+      );
       this.threadLoad.push(0);
       this.threadJobs.push([]);
     }
@@ -381,8 +386,8 @@ export class ShardEngine {
 
   /** A snapshot thread failed: its sessions are cut on this thread from now on, from full snapshots. */
   private abandonThread(thread: number): void {
-    const failed = this.threads[thread - 1] as SnapshotThread;
-    this.log?.error({ err: failed.failed, thread }, 'snapshot thread failed; its clients are served by the tick thread');
+    const err = (this.threads[thread - 1] as SnapshotThread).failed;
+    this.log?.warn({ err, thread, sessions: this.threadLoad[thread] }, 'snapshot thread given up; its sessions move to the tick thread');
     for (const session of this.sessions.values()) {
       if (session.thread !== thread) continue;
       session.thread = 0;
@@ -760,6 +765,7 @@ export class ShardEngine {
       m.bytesSent.inc(sentBytes);
       m.entityCount.set(world.count);
       m.players.set(this.byPlayer.size);
+      for (let t = 0; t < this.threadLoad.length; t++) m.threadSessions.set({ thread: String(t) }, this.threadLoad[t] as number);
       m.tickDuration.observe((performance.now() - started) / 1000);
     }
   }

@@ -26,6 +26,12 @@ export function createMetrics() {
       registers,
     }),
     players: new Gauge({ name: 'aether_players', help: 'Authenticated players in the shard.', registers }),
+    threadSessions: new Gauge({
+      name: 'aether_snapshot_thread_sessions',
+      help: 'Sessions whose snapshots each thread cuts (thread 0: the tick thread; see engine.snapshot_threads).',
+      labelNames: ['thread'] as const,
+      registers,
+    }),
     messagesSent: new Counter({ name: 'aether_messages_sent_total', help: 'Messages sent to clients.', registers }),
     bytesSent: new Counter({ name: 'aether_bytes_sent_total', help: 'Payload bytes sent to clients.', registers }),
     messagesReceived: new Counter({ name: 'aether_messages_received_total', help: 'Messages received from clients.', registers }),

@@ -96,6 +96,8 @@ export async function startShard(configured: GameserverSettings, options: ShardO
     },
     { metrics, restored, hooks, log, ...(placement ? { region: placement.region } : {}), ...(ids ? { ids } : {}) },
   );
+  // Players who join before a snapshot thread is up stay on the tick thread for good: wait for them.
+  await engine.snapshotThreadsReady();
   let sharding: Sharding | undefined;
   let links: ShardLinks | undefined;
   if (placement) {

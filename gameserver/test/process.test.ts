@@ -138,3 +138,26 @@ test('the protocol version is checked on join', async () => {
   p.child.kill('SIGTERM');
   expect(await p.exited).toBe(0);
 });
+
+test('with engine.snapshot_threads 2 both players get live snapshots (one cut by the worker thread) and SIGTERM still exits 0', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'aethex-proc-'));
+  const p = run({ ...shardEnv(dir), AETHEX_GAMESERVER_ENGINE_SNAPSHOT_THREADS: '2', AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '0,0,300,300' });
+  const { gateway, ops } = await addresses(p);
+  // Sessions go to the least-loaded thread that is up: the first here, the second to the worker.
+  const a = await joinShard(gateway, 'thread-a');
+  const b = await joinShard(gateway, 'thread-b');
+  const sample = (c: RealtimeClient) => [...c.entities()].map(([id, e]) => `${id}:${e.x},${e.y}`).join(' ');
+  for (const c of [a, b]) {
+    await until('NPCs in view', () => c.entities().size >= 15, 10_000);
+    const before = sample(c);
+    await until('the NPCs to move in the snapshots', () => sample(c) !== before, 5_000);
+  }
+  expect(p.output()).not.toContain('snapshot thread failed');
+  const metrics = await (await fetch(`${ops}/metrics`)).text();
+  expect(metrics).toContain('aether_snapshot_thread_sessions{thread="0"} 1');
+  expect(metrics).toContain('aether_snapshot_thread_sessions{thread="1"} 1');
+  a.close();
+  b.close();
+  p.child.kill('SIGTERM');
+  expect(await p.exited).toBe(0);
+});

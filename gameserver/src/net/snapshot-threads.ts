@@ -142,10 +142,15 @@ export class SnapshotThread {
   /** Sessions ended since the last round, for the thread to forget. */
   private readonly endedIds: number[] = [];
   failed: Error | undefined;
+  private closing = false;
   /** Resolves when the thread is up; sessions are given to it only from then on. */
   readonly ready: Promise<void>;
 
-  constructor(init: Omit<ThreadInit, 'ctl' | 'jobs' | 'ended' | 'results' | 'arena'>, maxJobs: number) {
+  constructor(
+    init: Omit<ThreadInit, 'ctl' | 'jobs' | 'ended' | 'results' | 'arena'>,
+    maxJobs: number,
+    onFailed: (err: Error) => void = () => undefined,
+  ) {
     const shared = <T>(Ctor: { new (b: SharedArrayBuffer): T; BYTES_PER_ELEMENT: number }, n: number) =>
       new Ctor(new SharedArrayBuffer(n * Ctor.BYTES_PER_ELEMENT));
     this.ctl = shared(Int32Array, CTL_WORDS);
@@ -163,10 +168,13 @@ export class SnapshotThread {
       this.worker.once('exit', () => resolve());
     });
     this.worker.on('error', (err) => {
-      this.failed = err;
+      this.failed ??= err;
+      onFailed(err);
     });
     this.worker.on('exit', (code) => {
-      this.failed ??= new Error(`snapshot thread exited with ${code}`);
+      if (this.failed || this.closing) return;
+      this.failed = new Error(`snapshot thread exited with ${code}`);
+      onFailed(this.failed);
     });
   }
 
@@ -223,6 +231,7 @@ export class SnapshotThread {
   }
 
   async close(): Promise<void> {
+    this.closing = true;
     Atomics.store(this.ctl, CTL_STOP, 1);
     Atomics.add(this.ctl, CTL_GO, 1);
     Atomics.notify(this.ctl, CTL_GO);
