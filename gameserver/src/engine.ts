@@ -698,6 +698,11 @@ export class ShardEngine {
       }
       const thread = this.threads[session.thread - 1] as SnapshotThread;
       const jobs = this.threadJobs[session.thread - 1] as Session[];
+      if (jobs.length === thread.maxJobs) {
+        // More sessions than the job table holds (engine.max_players + 64; resumes are not capped).
+        dropped++;
+        continue;
+      }
       const o = jobs.length * 4;
       thread.jobs[o] = session.id;
       thread.jobs[o + 1] = slot;
