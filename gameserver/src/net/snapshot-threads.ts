@@ -1,6 +1,6 @@
 import { Worker } from 'node:worker_threads';
 import { encodeSnapshotMessage, SNAPSHOT_LAYOUT, type SnapshotBodyWriter } from '@aethex/proto';
-import type { WorldShare } from '../sim/world.js';
+import { sharedArray, type WorldShare } from '../sim/world.js';
 import { Interest } from '../spatial/aoi.js';
 import type { Grid, GridShare } from '../spatial/grid.js';
 import { DeltaHistory, type EntityTable, type QuantizedShare, type QuantizedWorld } from './delta-history.js';
@@ -151,15 +151,13 @@ export class SnapshotThread {
     maxJobs: number,
     onFailed: (err: Error) => void = () => undefined,
   ) {
-    const shared = <T>(Ctor: { new (b: SharedArrayBuffer): T; BYTES_PER_ELEMENT: number }, n: number) =>
-      new Ctor(new SharedArrayBuffer(n * Ctor.BYTES_PER_ELEMENT));
-    this.ctl = shared(Int32Array, CTL_WORDS);
-    this.jobs = shared(Int32Array, maxJobs * JOB_WORDS);
-    this.ended = shared(Int32Array, maxJobs);
-    this.results = shared(Int32Array, maxJobs * 2);
+    this.ctl = sharedArray(Int32Array, CTL_WORDS);
+    this.jobs = sharedArray(Int32Array, maxJobs * JOB_WORDS);
+    this.ended = sharedArray(Int32Array, maxJobs);
+    this.results = sharedArray(Int32Array, maxJobs * 2);
     // Room for every job's largest message: full records (≤ 19 B) and removed ids (≤ 5 B) per
     // visible entity, plus the envelope. Pages are only committed as they are written.
-    this.arena = shared(Uint8Array, maxJobs * (init.maxVisible * 24 + 64));
+    this.arena = sharedArray(Uint8Array, maxJobs * (init.maxVisible * 24 + 64));
     const data: ThreadInit = { ...init, ctl: this.ctl, jobs: this.jobs, ended: this.ended, results: this.results, arena: this.arena };
     this.worker = startWorker(data);
     this.worker.unref();
