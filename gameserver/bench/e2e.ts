@@ -24,6 +24,8 @@ export interface E2eResult {
   rss_mb: number;
   gc_max_pause_ms: number;
   kicked: Record<string, number>;
+  /** Why bots that never joined failed, by count (from the bots' reports). */
+  join_errors: Record<string, number>;
   /** Sessions per snapshot thread half way through the run (index 0: the tick thread). */
   thread_sessions: number[];
 }
@@ -164,6 +166,8 @@ export async function runE2e(clients: number, seconds: number, processes: number
   };
   const kicked: Record<string, number> = {};
   for (const b of reports) for (const [k, v] of Object.entries(b.kicked)) kicked[k] = (kicked[k] ?? 0) + v;
+  const joinErrors: Record<string, number> = {};
+  for (const b of reports) for (const [k, v] of Object.entries(b.join_errors ?? {})) joinErrors[k] = (joinErrors[k] ?? 0) + v;
   const round = (v: number) => Math.round(v * 100) / 100;
   return {
     clients,
@@ -177,6 +181,7 @@ export async function runE2e(clients: number, seconds: number, processes: number
     rss_mb: Math.round(rss / 2 ** 20),
     gc_max_pause_ms: round(gcMax),
     kicked,
+    join_errors: joinErrors,
     thread_sessions: threadSessions,
   };
 }

@@ -14,6 +14,8 @@ export interface BotReport {
   bots: number;
   joined: number;
   kicked: Record<string, number>;
+  /** Why bots that never joined failed (the error's message, addresses left out), by count. */
+  join_errors: Record<string, number>;
   seconds: number;
   snapshots: number;
   bytes_per_client_s: { median: number; p99: number };
@@ -89,6 +91,7 @@ async function tokenFor(i: number): Promise<string> {
 
 const bots: RealtimeClient[] = [];
 const kicked: Record<string, number> = {};
+const joinErrors: Record<string, number> = {};
 const entitiesSeen: number[] = [];
 const handoffGaps: number[] = [];
 let handoffsFailed = 0;
@@ -111,7 +114,10 @@ for (let i = 0; i < count; i++) {
     handoffsFailed++;
   });
   bots.push(bot);
-  bot.connect().catch(() => undefined);
+  bot.connect().catch((err: Error) => {
+    const reason = err.message.replace(/wss?:\/\/\S+/g, '<url>');
+    joinErrors[reason] = (joinErrors[reason] ?? 0) + 1;
+  });
   if (rampMs > 0) await new Promise((r) => setTimeout(r, rampMs));
 }
 
@@ -157,6 +163,7 @@ const report: BotReport = {
   bots: count,
   joined: joined.length,
   kicked,
+  join_errors: joinErrors,
   seconds: Math.round(seconds * 10) / 10,
   snapshots,
   bytes_per_client_s: { median: Math.round(percentile(rates, 50)), p99: Math.round(percentile(rates, 99)) },

@@ -1,3 +1,5 @@
+import { once } from 'node:events';
+import { type AddressInfo, connect, createServer } from 'node:net';
 import { expect, test } from 'vitest';
 import { FixedTimestep, runLoop } from './fixed-timestep.js';
 
@@ -46,4 +48,49 @@ test('runLoop steps at the rate, survives a throwing step, and stops', async () 
   expect(atStop).toBeGreaterThanOrEqual(5);
   expect(atStop).toBeLessThanOrEqual(21);
   expect(errors).toHaveLength(1);
+});
+
+test('runLoop runs catch-up steps one per turn of the event loop, reading sockets in between', async () => {
+  // A loopback ping-pong: there is always a socket read waiting, as on a busy shard.
+  const order: string[] = [];
+  const server = createServer((socket) => {
+    socket.on('error', () => undefined);
+    socket.on('data', (d) => {
+      order.push('io');
+      socket.write(d);
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const client = connect((server.address() as AddressInfo).port, '127.0.0.1');
+  client.on('error', () => undefined);
+  await once(client, 'connect');
+  client.on('data', (d) => {
+    order.push('io');
+    client.write(d);
+  });
+  client.write('ping');
+  // A step that takes 3 ticks' time: every step leaves the loop behind, so steps catch up.
+  const loop = runLoop(
+    new FixedTimestep(5, 4, performance.now()),
+    { now: () => performance.now() },
+    {
+      onStep() {
+        order.push('step');
+        const until = performance.now() + 15;
+        while (performance.now() < until) {
+          // busy: a slow tick
+        }
+      },
+      onSkip: () => undefined,
+      onError: () => undefined,
+    },
+  );
+  await new Promise((r) => setTimeout(r, 300));
+  loop.stop();
+  client.destroy();
+  server.close();
+  const steps = order.filter((o) => o === 'step').length;
+  expect(steps).toBeGreaterThan(5);
+  // Never two steps without the socket being read in between.
+  expect(order.join(' ')).not.toContain('step step');
 });

@@ -38,8 +38,11 @@ export class FixedTimestep {
 }
 
 /**
- * Drives `onStep` at the timestep's rate with timers until `stop()`. A step that throws stops
- * nothing: the error goes to `onError` and the loop goes on.
+ * Drives `onStep` at the timestep's rate with timers until `stop()`. Catch-up steps (after a slow
+ * step or a stall) run one per turn of the event loop (setImmediate), so sockets are read between
+ * them: inputs, acknowledgements and joins that arrived meanwhile are seen by the next step instead
+ * of waiting for a whole burst. A step that throws stops nothing: the error goes to `onError` and
+ * the loop goes on.
  */
 export function runLoop(
   timestep: FixedTimestep,
@@ -47,25 +50,36 @@ export function runLoop(
   handlers: { onStep(): void; onSkip(ticks: number): void; onError(err: unknown): void },
 ): { stop(): void } {
   let timer: NodeJS.Timeout | undefined;
+  let immediate: NodeJS.Immediate | undefined;
   let stopped = false;
-  const wake = () => {
+  let pending = 0;
+  const runOne = () => {
+    immediate = undefined;
     if (stopped) return;
     const { steps, skipped } = timestep.due(clock.now());
     if (skipped > 0) handlers.onSkip(skipped);
-    for (let i = 0; i < steps; i++) {
+    pending += steps;
+    if (pending > timestep.maxCatchUp) {
+      handlers.onSkip(pending - timestep.maxCatchUp);
+      pending = timestep.maxCatchUp;
+    }
+    if (pending > 0) {
+      pending--;
       try {
         handlers.onStep();
       } catch (err) {
         handlers.onError(err);
       }
     }
-    timer = setTimeout(wake, timestep.msUntilNext(clock.now()));
+    if (pending > 0) immediate = setImmediate(runOne);
+    else timer = setTimeout(runOne, timestep.msUntilNext(clock.now()));
   };
-  timer = setTimeout(wake, timestep.msUntilNext(clock.now()));
+  timer = setTimeout(runOne, timestep.msUntilNext(clock.now()));
   return {
     stop() {
       stopped = true;
       clearTimeout(timer);
+      if (immediate) clearImmediate(immediate);
     },
   };
 }
