@@ -97,6 +97,8 @@ export const CTL_JOBS = 6;
 export const CTL_ENDED = 7;
 export const CTL_READY = 8; // 1 once the snapshot thread waits for rounds
 const CTL_WORDS = 9;
+/** How long a shard waits for a snapshot thread to come up. */
+const READY_TIMEOUT_MS = 15_000;
 /** Int32 per job: session id, slot of its entity, acknowledged tick, 1 when the session is new. */
 export const JOB_WORDS = 4;
 
@@ -161,9 +163,21 @@ export class SnapshotThread {
     const data: ThreadInit = { ...init, ctl: this.ctl, jobs: this.jobs, ended: this.ended, results: this.results, arena: this.arena };
     this.worker = startWorker(data);
     this.worker.unref();
+    // Up, gone, or (a worker stuck while loading) given up on after READY_TIMEOUT_MS: a shard never
+    // waits on its threads for longer; a thread that is not up gets no sessions.
     this.ready = new Promise((resolve) => {
-      this.worker.once('message', () => resolve());
-      this.worker.once('exit', () => resolve());
+      const giveUp = setTimeout(() => {
+        this.failed ??= new Error(`snapshot thread not up within ${READY_TIMEOUT_MS} ms`);
+        onFailed(this.failed);
+        resolve();
+      }, READY_TIMEOUT_MS);
+      giveUp.unref();
+      const done = () => {
+        clearTimeout(giveUp);
+        resolve();
+      };
+      this.worker.once('message', done);
+      this.worker.once('exit', done);
     });
     this.worker.on('error', (err) => {
       this.failed ??= err;
