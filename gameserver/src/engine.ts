@@ -189,6 +189,12 @@ export class ShardEngine {
       for (const [entityId, playerId] of restored.players) {
         if (this.world.indexOf(entityId) >= 0) this.dormant.set(playerId, entityId);
       }
+      // A player's entity with no player to wake it (a snapshot from before awaitingResume was
+      // persisted) would be owned here for good, whoever owns it now: it goes.
+      const w = this.world;
+      for (let i = w.count - 1; i >= 0; i--) {
+        if (w.kind[i] === KIND_PLAYER && w.mode[i] === MODE_OWNED) w.despawn(w.id[i] as number);
+      }
     } else {
       for (let i = 0; i < settings['engine.npc_count']; i++) this.spawnAnywhere(KIND_NPC);
     }
@@ -285,10 +291,16 @@ export class ShardEngine {
     }
   }
 
-  /** The state to persist, built now (on the tick): entities, tick and entity → player map. */
-  persistentState(): Uint8Array {
+  /**
+   * The state to persist, built now (on the tick): entities, tick and entity → player map.
+   * `awaitingResume`: entities adopted in a handoff whose player has not resumed yet — they are
+   * players' entities too, and restored without their player they would stay owned by nobody's
+   * session (and never be dropped when a neighbour claims them).
+   */
+  persistentState(awaitingResume: Iterable<[entityId: number, playerId: string]> = []): Uint8Array {
     const players = new Map<number, string>();
     for (const [playerId, entityId] of this.dormant) players.set(entityId, playerId);
+    for (const [entityId, playerId] of awaitingResume) players.set(entityId, playerId);
     // A redirected session's entity is a neighbour's now (and not in the blob).
     for (const s of this.sessions.values()) if (!s.redirected) players.set(s.entityId, s.playerId);
     return encodeState(this.tick, this.world, players);

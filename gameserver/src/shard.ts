@@ -157,7 +157,7 @@ export async function startShard(configured: GameserverSettings, options: ShardO
       const started = clock.now();
       engine.step();
       sharding?.afterStep();
-      if (engine.tick % snapshotEvery === 0) persistence.snapshot(engine.tick, engine.persistentState());
+      if (engine.tick % snapshotEvery === 0) persistence.snapshot(engine.tick, engine.persistentState(sharding?.adoptedAwaitingResume()));
       lastTickAt = clock.now();
       options.onTick?.(lastTickAt - started);
     },
@@ -203,7 +203,7 @@ export async function startShard(configured: GameserverSettings, options: ShardO
         await links?.close();
         await g.close(aethex.v1.ReasonCode.REASON_CODE_SHUTTING_DOWN, 'the shard is shutting down; reconnect through matchmaking');
         try {
-          await persistence.drain(engine.tick, engine.persistentState());
+          await persistence.drain(engine.tick, engine.persistentState(sharding?.adoptedAwaitingResume()));
         } finally {
           await stores.close();
           await new Promise<void>((resolve) => ops.close(() => resolve()));

@@ -1,4 +1,6 @@
 import { expect, test } from 'vitest';
+import { loadConfig } from '../config.js';
+import { ShardEngine } from '../engine.js';
 import { KIND_NPC, KIND_PLAYER, MODE_DORMANT, MODE_GHOST, MODE_OWNED, World } from '../sim/world.js';
 import { decodeState, encodeState } from './state-codec.js';
 
@@ -24,4 +26,23 @@ test("a snapshot keeps what the shard owns, never a neighbour's ghosts, and rest
   // Ids continue in this shard's own range; an id from another range does not move them.
   expect(back.world.nextEntityId).toBe(w.nextEntityId);
   expect(back.world.spawn(0, 0, KIND_NPC)).toBe(npc2 + 1);
+});
+
+test('an entity adopted in a handoff but not yet resumed is restored dormant for its player; an unclaimed player entity is dropped', () => {
+  const settings = loadConfig({ AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: 'unused', AETHEX_GAMESERVER_ENGINE_NPC_COUNT: '2' });
+  const out = { send: () => true, kick: () => undefined };
+  const before = new ShardEngine(settings, out);
+  // As after `adopt`: owned here, no session yet (the client has not resumed).
+  const adopted = before.world.spawn(10, 10, KIND_PLAYER, 777);
+  const orphan = before.world.spawn(20, 20, KIND_PLAYER, 778);
+  const blob = before.persistentState([[adopted, 'walker-1']]);
+  const after = new ShardEngine(settings, out, { restored: decodeState(blob, settings['engine.max_entities']) });
+  const w = after.world;
+  expect(w.mode[w.indexOf(adopted)]).toBe(MODE_DORMANT);
+  // Nobody would ever wake or drop it, so it must not stay owned here.
+  expect(w.indexOf(orphan)).toBe(-1);
+  // The player rejoining here gets the dormant entity back.
+  const joined = after.join(1, 'walker-1');
+  expect(joined.ok && joined.entityId).toBe(adopted);
+  expect(w.mode[w.indexOf(adopted)]).toBe(MODE_OWNED);
 });

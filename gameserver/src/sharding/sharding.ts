@@ -460,6 +460,13 @@ export class Sharding {
     this.incomingByOffer.delete(key);
   }
 
+  /** Entities adopted here whose player has not resumed yet, with that player (for snapshots). */
+  adoptedAwaitingResume(): [entityId: number, playerId: string][] {
+    const out: [number, string][] = [];
+    for (const inc of this.incoming.values()) if (inc.adopted) out.push([inc.entity.entityId, inc.playerId]);
+    return out;
+  }
+
   /**
    * A client presents a resume token: the entity is adopted if the commit has not arrived yet
    * (the token reached the client only through the owner's commit). Single use.
