@@ -1,10 +1,10 @@
-import { aethex, SnapshotBodyWriter } from '@aethex/proto';
+import { aethex } from '@aethex/proto';
 import type { Logger } from '@aethex/runtime';
 import type { GameserverSettings } from './config.js';
 import { type GameContext, type GameHooks, type HookPlayer, RpcError } from './hooks.js';
 import type { ShardMetrics } from './metrics.js';
-import { QuantizedWorld } from './net/delta-history.js';
-import { cutSnapshot, newSnapshotBuffers, type SnapshotBuffers, SnapshotThread } from './net/snapshot-threads.js';
+import { DeltaHistory, QuantizedWorld } from './net/delta-history.js';
+import { SnapshotCutter, SnapshotThread } from './net/snapshot-threads.js';
 import { encodeState, type ShardState } from './persist/state-codec.js';
 import { applyInput, createRng, type InputResult, type MovementRules, step, wander } from './sim/step.js';
 import { CapacityError, KIND_NPC, KIND_PLAYER, MODE_DORMANT, MODE_GHOST, MODE_OFFERED, MODE_OWNED, type Rect, World } from './sim/world.js';
@@ -13,8 +13,8 @@ import { GRID_CELL_FACTOR, Grid } from './spatial/grid.js';
 const { ServerMessage, ReasonCode } = aethex.v1;
 /** Snapshot buffers come from Node's pooled slab: one allocation per client per tick, cheap. */
 const allocBytes = (size: number): Uint8Array => Buffer.allocUnsafe(size);
-/** Interest sets and histories of ended sessions kept for reuse by later joins. */
-const SPARE_SESSION_BUFFERS = 64;
+/** Histories of ended sessions kept for reuse by later joins. */
+const SPARE_HISTORIES = 64;
 /** A snapshot thread that takes longer than this for one round is given up (its sessions move here). */
 const SNAPSHOT_THREAD_TIMEOUT_MS = 2_000;
 /** While a client lags past gateway.slow_skip_ticks it gets one snapshot per this many ticks. */
@@ -51,9 +51,9 @@ interface Session {
   id: number;
   playerId: string;
   entityId: number;
-  /** 0: snapshots are cut on the tick thread, in `buffers`; k: by snapshot thread k. */
+  /** 0: snapshots are cut on the tick thread, with `history`; k: by snapshot thread k. */
   thread: number;
-  buffers: SnapshotBuffers | undefined;
+  history: DeltaHistory | undefined;
   /** Not yet sent to its snapshot thread (which then starts it a fresh history). */
   fresh: boolean;
   /** Last snapshot tick the client acknowledged (0: none yet). */
@@ -107,14 +107,14 @@ export class ShardEngine {
   readonly region: Rect;
   tick = 0;
   private readonly sessions = new Map<number, Session>();
-  private readonly spareBuffers: SnapshotBuffers[] = [];
+  private readonly spareHistories: DeltaHistory[] = [];
   private readonly byEntity = new Map<number, Session>();
   private readonly byPlayer = new Map<string, Session>();
   private readonly corrected: Uint32Array;
-  private readonly writer = new SnapshotBodyWriter(4096);
   private readonly rng: () => number;
   private readonly invScale: number;
   private readonly quantized: QuantizedWorld;
+  private readonly cutter: SnapshotCutter;
   /** Per slot, the session due a snapshot in the current step (empty between steps). */
   private readonly dueBySlot: (Session | undefined)[];
   /** Snapshot threads (engine.snapshot_threads - 1), and the sessions each has (index 0: this thread). */
@@ -166,6 +166,7 @@ export class ShardEngine {
     this.rng = createRng(settings['engine.seed']);
     this.invScale = 1 / settings['engine.position_scale'];
     this.quantized = new QuantizedWorld(settings['engine.max_entities']);
+    this.cutter = new SnapshotCutter(this.grid, this.quantized, settings['engine.aoi_radius'], settings['engine.max_visible'], allocBytes);
     this.dueBySlot = new Array<Session | undefined>(settings['engine.max_entities']).fill(undefined);
     for (let t = 1; t < settings['engine.snapshot_threads']; t++) {
       const init = {
@@ -376,24 +377,22 @@ export class ShardEngine {
 
   /**
    * Where a new session's snapshots are cut: the thread with the fewest sessions. On this thread
-   * its interest set and history are reused from a session that ended, since clients that
-   * reconnect in a storm would otherwise make every join allocate them.
+   * its history is reused from a session that ended, since clients that reconnect in a storm would
+   * otherwise make every join allocate one.
    */
-  private placeSession(): Pick<Session, 'thread' | 'buffers' | 'fresh'> {
+  private placeSession(): Pick<Session, 'thread' | 'history' | 'fresh'> {
     let thread = 0;
     for (let t = 1; t < this.threadLoad.length; t++) {
       if (this.threads[t - 1]?.usable && (this.threadLoad[t] as number) < (this.threadLoad[thread] as number)) thread = t;
     }
     this.threadLoad[thread] = (this.threadLoad[thread] as number) + 1;
-    if (thread > 0) return { thread, buffers: undefined, fresh: true };
-    const maxVisible = this.settings['engine.max_visible'];
-    const spare = this.spareBuffers.pop();
-    if (spare && spare.interest.maxVisible === maxVisible) {
-      spare.interest.count = 0;
-      spare.history.reset();
-      return { thread, buffers: spare, fresh: false };
+    if (thread > 0) return { thread, history: undefined, fresh: true };
+    const spare = this.spareHistories.pop();
+    if (spare) {
+      spare.reset();
+      return { thread, history: spare, fresh: false };
     }
-    return { thread, buffers: newSnapshotBuffers(maxVisible), fresh: false };
+    return { thread, history: new DeltaHistory(this.settings['engine.max_visible']), fresh: false };
   }
 
   /** A snapshot thread failed: its sessions are cut on this thread from now on, from full snapshots. */
@@ -403,7 +402,7 @@ export class ShardEngine {
     for (const session of this.sessions.values()) {
       if (session.thread !== thread) continue;
       session.thread = 0;
-      session.buffers = newSnapshotBuffers(this.settings['engine.max_visible']);
+      session.history = new DeltaHistory(this.settings['engine.max_visible']);
       this.threadLoad[0] = (this.threadLoad[0] as number) + 1;
     }
     this.threadLoad[thread] = 0;
@@ -586,7 +585,7 @@ export class ShardEngine {
   private forget(session: Session): void {
     this.threadLoad[session.thread] = (this.threadLoad[session.thread] as number) - 1;
     if (session.thread > 0) this.threads[session.thread - 1]?.forget(session.id);
-    else if (session.buffers && this.spareBuffers.length < SPARE_SESSION_BUFFERS) this.spareBuffers.push(session.buffers);
+    else if (session.history && this.spareHistories.length < SPARE_HISTORIES) this.spareHistories.push(session.history);
     this.sessions.delete(session.id);
     if (this.byEntity.get(session.entityId) === session) this.byEntity.delete(session.entityId);
     if (this.byPlayer.get(session.playerId) === session) this.byPlayer.delete(session.playerId);
@@ -660,7 +659,6 @@ export class ShardEngine {
     this.grid.rebuild(world.x, world.y, world.count);
     this.quantized.update(world, this.invScale, tick);
 
-    const radius = this.settings['engine.aoi_radius'];
     const skip = this.settings['gateway.slow_skip_ticks'];
     const drop = this.settings['gateway.slow_drop_ticks'];
     let queries = 0;
@@ -737,9 +735,7 @@ export class ShardEngine {
       }
     };
     for (const session of mine) {
-      const slot = world.indexOf(session.entityId);
-      const buffers = session.buffers as SnapshotBuffers;
-      deliver(session, cutSnapshot(buffers, slot, tick, session.ackTick, radius, this.grid, this.quantized, this.writer, allocBytes));
+      deliver(session, this.cutter.cut(session.history as DeltaHistory, world.indexOf(session.entityId), tick, session.ackTick));
     }
     for (let t = 0; t < this.threads.length; t++) {
       const jobs = this.threadJobs[t] as Session[];

@@ -2,7 +2,7 @@ import { SnapshotBodyWriter } from '@aethex/proto';
 import { SnapshotStore } from '@aethex/sdk';
 import fc from 'fast-check';
 import { expect, test } from 'vitest';
-import { DeltaHistory, HISTORY_TICKS, QuantizedWorld } from '../src/net/delta-history.js';
+import { DeltaHistory, DeltaScratch, HISTORY_TICKS, QuantizedWorld } from '../src/net/delta-history.js';
 import { World } from '../src/sim/world.js';
 import { Interest } from '../src/spatial/aoi.js';
 import { Grid } from '../src/spatial/grid.js';
@@ -30,6 +30,7 @@ test('property: the client rebuilds exactly the server’s view from delta snaps
       const q = new QuantizedWorld(64);
       const interest = new Interest(64);
       const history = new DeltaHistory(64);
+      const scratch = new DeltaScratch(8);
       const writer = new SnapshotBodyWriter(16);
       const client = new SnapshotStore();
       const applied: number[] = [];
@@ -54,8 +55,8 @@ test('property: the client rebuilds exactly the server’s view from delta snaps
         interest.update(grid, world, px, py, 60, -1);
         // The client acknowledges a tick it applied `lag` snapshots ago (or none yet).
         const ack = applied.length >= lag ? (applied[applied.length - lag] as number) : 0;
-        const r = history.encodeDelta(tick, ack, interest, q, writer);
-        const view = client.apply(tick, r.baseTick, writer.bytes().slice(), history.removed.slice(0, r.removedCount));
+        const r = history.encodeDelta(tick, ack, interest, q, writer, scratch);
+        const view = client.apply(tick, r.baseTick, writer.bytes().slice(), scratch.removed.slice(0, r.removedCount));
         applied.push(tick);
         const expected = new Map<number, [number, number, number]>();
         for (let k = 0; k < interest.count; k++) {

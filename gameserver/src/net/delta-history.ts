@@ -82,10 +82,33 @@ export class QuantizedWorld {
   }
 }
 
-/** The outcome of `encodeDelta`: the body is in the writer, removed ids in `removed[0..removedCount)`. */
+/** The outcome of `encodeDelta`: the body is in the writer, removed ids in the scratch's `removed[0..removedCount)`. */
 export interface DeltaResult {
   baseTick: number;
   removedCount: number;
+}
+
+/**
+ * Per-thread working memory of `encodeDelta`, shared by all the clients one thread encodes: what is
+ * only needed while one snapshot is cut is not kept per client, where it would be thousands of cold
+ * cache lines a tick.
+ */
+export class DeltaScratch {
+  /** Current slot of each base entry (-1: gone), for the removal pass. */
+  nowSlot: Int32Array;
+  /** Ids that left the view, [0, removedCount) after `encodeDelta`. */
+  removed: Uint32Array;
+
+  constructor(maxVisible: number) {
+    this.nowSlot = new Int32Array(maxVisible);
+    this.removed = new Uint32Array(maxVisible);
+  }
+
+  ensure(n: number): void {
+    if (n <= this.nowSlot.length) return;
+    this.nowSlot = new Int32Array(n);
+    this.removed = new Uint32Array(n);
+  }
 }
 
 /**
@@ -102,15 +125,10 @@ export class DeltaHistory {
   private cap: number;
   private readonly tickOf = new Int32Array(HISTORY_TICKS).fill(-1);
   private readonly countOf = new Int32Array(HISTORY_TICKS);
-  /** Current slot of each base entry (-1: gone), for the removal pass. */
-  private nowSlot: Int32Array;
-  readonly removed: Uint32Array;
 
   constructor(readonly maxVisible: number) {
     this.cap = Math.min(64, maxVisible);
     this.log = new Uint32Array(HISTORY_TICKS * this.cap * 2);
-    this.nowSlot = new Int32Array(this.cap);
-    this.removed = new Uint32Array(maxVisible);
   }
 
   /** Forgets every frame, so that a history can serve a new session (the engine reuses them). */
@@ -128,10 +146,16 @@ export class DeltaHistory {
     }
     this.log = log;
     this.cap = cap;
-    this.nowSlot = new Int32Array(cap);
   }
 
-  encodeDelta(tick: number, ackTick: number, interest: Interest, q: QuantizedWorld, writer: SnapshotBodyWriter): DeltaResult {
+  encodeDelta(
+    tick: number,
+    ackTick: number,
+    interest: Interest,
+    q: QuantizedWorld,
+    writer: SnapshotBodyWriter,
+    scratch: DeltaScratch,
+  ): DeltaResult {
     const n = interest.count;
     this.ensure(n);
     const f = tick % HISTORY_TICKS;
@@ -143,12 +167,13 @@ export class DeltaHistory {
     const worldIds = world.id;
     const marks = q.marks;
     const log = this.log;
-    const nowSlot = this.nowSlot;
+    const bn = baseRow ? (this.countOf[b] as number) : 0;
+    scratch.ensure(bn);
+    const nowSlot = scratch.nowSlot;
     const inBase = q.takeStamps();
     const seen = inBase + 1;
     // Mark where each base entity is now. Slots move only when something despawns; then the id
     // map finds the entity, and an entity that is gone is simply never marked.
-    const bn = baseRow ? (this.countOf[b] as number) : 0;
     const bo = b * this.cap * 2;
     for (let a = 0, e = bo; a < bn; a++, e += 2) {
       const id = log[e] as number;
@@ -194,7 +219,7 @@ export class DeltaHistory {
       }
     }
     // Base entities not seen now have left the view (or the world).
-    const removed = this.removed;
+    const removed = scratch.removed;
     let removedCount = 0;
     for (let a = 0; a < bn; a++) {
       const slot = nowSlot[a] as number;

@@ -1,51 +1,51 @@
 import { Worker } from 'node:worker_threads';
-import { encodeSnapshotMessage, SNAPSHOT_LAYOUT, type SnapshotBodyWriter } from '@aethex/proto';
+import { encodeSnapshotMessage, SNAPSHOT_LAYOUT, SnapshotBodyWriter } from '@aethex/proto';
 import { sharedArray, type WorldShare } from '../sim/world.js';
 import { Interest } from '../spatial/aoi.js';
 import type { Grid, GridShare } from '../spatial/grid.js';
-import { DeltaHistory, type EntityTable, type QuantizedShare, type QuantizedWorld } from './delta-history.js';
-
-/** One client's encoding state: its area of interest and its sent-snapshot history. */
-export interface SnapshotBuffers {
-  interest: Interest;
-  history: DeltaHistory;
-}
-
-export function newSnapshotBuffers(maxVisible: number): SnapshotBuffers {
-  return { interest: new Interest(maxVisible), history: new DeltaHistory(maxVisible) };
-}
+import { type DeltaHistory, DeltaScratch, type EntityTable, type QuantizedShare, type QuantizedWorld } from './delta-history.js';
 
 /**
- * Cuts one client's snapshot of `tick`: its area of interest around its entity (at `slot`), the
- * delta against the frame it acknowledged, and the `ServerMessage` around it. The one piece of
- * code the tick thread and the snapshot threads both run.
+ * Cuts clients' snapshots on one thread: per client, its area of interest around its entity, the
+ * delta against the frame it acknowledged (from its `DeltaHistory`, the only per-client state) and
+ * the `ServerMessage` around it. The tick thread and each snapshot thread have one; the area of
+ * interest and the encoder's other working memory are reused from client to client.
  */
-export function cutSnapshot(
-  b: SnapshotBuffers,
-  slot: number,
-  tick: number,
-  ackTick: number,
-  radius: number,
-  grid: Grid,
-  q: QuantizedWorld,
-  writer: SnapshotBodyWriter,
-  alloc: (size: number) => Uint8Array,
-): Uint8Array {
-  const world = q.world as EntityTable;
-  b.interest.update(grid, world, world.x[slot] as number, world.y[slot] as number, radius, -1);
-  const delta = b.history.encodeDelta(tick, ackTick, b.interest, q, writer);
-  return encodeSnapshotMessage(
-    {
-      tick,
-      baseTick: delta.baseTick,
-      lastInputSeq: world.lastSeq[slot] as number,
-      layout: SNAPSHOT_LAYOUT,
-      entities: writer.bytes(),
-      removed: b.history.removed,
-      removedCount: delta.removedCount,
-    },
-    alloc,
-  );
+export class SnapshotCutter {
+  private readonly interest: Interest;
+  private readonly scratch: DeltaScratch;
+  private readonly writer = new SnapshotBodyWriter(4096);
+
+  constructor(
+    private readonly grid: Grid,
+    private readonly q: QuantizedWorld,
+    private readonly radius: number,
+    maxVisible: number,
+    private readonly alloc: (size: number) => Uint8Array,
+  ) {
+    this.interest = new Interest(maxVisible);
+    this.scratch = new DeltaScratch(maxVisible);
+  }
+
+  /** The snapshot of `tick` for the client whose entity is at `slot` and who acknowledged `ackTick`. */
+  cut(history: DeltaHistory, slot: number, tick: number, ackTick: number): Uint8Array {
+    const world = this.q.world as EntityTable;
+    const { interest, scratch, writer } = this;
+    interest.update(this.grid, world, world.x[slot] as number, world.y[slot] as number, this.radius, -1);
+    const delta = history.encodeDelta(tick, ackTick, interest, this.q, writer, scratch);
+    return encodeSnapshotMessage(
+      {
+        tick,
+        baseTick: delta.baseTick,
+        lastInputSeq: world.lastSeq[slot] as number,
+        layout: SNAPSHOT_LAYOUT,
+        entities: writer.bytes(),
+        removed: scratch.removed,
+        removedCount: delta.removedCount,
+      },
+      this.alloc,
+    );
+  }
 }
 
 /**

@@ -1,8 +1,7 @@
 // A snapshot thread (see SnapshotThread): cuts the snapshots of its sessions each round.
 import { parentPort, workerData } from 'node:worker_threads';
-import { SnapshotBodyWriter } from '@aethex/proto';
 import { Grid } from '../spatial/grid.js';
-import { QuantizedWorld } from './delta-history.js';
+import { DeltaHistory, QuantizedWorld } from './delta-history.js';
 import {
   CTL_DONE,
   CTL_ENDED,
@@ -13,10 +12,8 @@ import {
   CTL_STOP,
   CTL_TICK,
   CTL_WORLD_COUNT,
-  cutSnapshot,
   JOB_WORDS,
-  newSnapshotBuffers,
-  type SnapshotBuffers,
+  SnapshotCutter,
   type ThreadInit,
   WorldView,
 } from './snapshot-threads.js';
@@ -26,10 +23,9 @@ const grid = new Grid(init.grid.area, init.grid.cellSize, init.grid.capacity, Nu
 const quantized = new QuantizedWorld(init.quantized.capacity, init.quantized);
 const world = new WorldView(init.world);
 quantized.world = world;
-const writer = new SnapshotBodyWriter(4096);
 const { ctl, jobs, ended, results, arena } = init;
-const sessions = new Map<number, SnapshotBuffers>();
-const spare: SnapshotBuffers[] = [];
+const sessions = new Map<number, DeltaHistory>();
+const spare: DeltaHistory[] = [];
 
 let used = 0;
 const alloc = (size: number): Uint8Array => {
@@ -38,31 +34,31 @@ const alloc = (size: number): Uint8Array => {
   used += size;
   return out;
 };
+const cutter = new SnapshotCutter(grid, quantized, init.radius, init.maxVisible, alloc);
 
 function round(): void {
   const tick = ctl[CTL_TICK] as number;
   world.attach(tick, ctl[CTL_WORLD_COUNT] as number);
   grid.attachCount(ctl[CTL_GRID_COUNT] as number);
   for (let e = 0; e < (ctl[CTL_ENDED] as number); e++) {
-    const b = sessions.get(ended[e] as number);
-    if (!b) continue;
+    const history = sessions.get(ended[e] as number);
+    if (!history) continue;
     sessions.delete(ended[e] as number);
-    if (spare.length < 64) spare.push(b);
+    if (spare.length < 64) spare.push(history);
   }
   used = 0;
   const n = ctl[CTL_JOBS] as number;
   for (let j = 0; j < n; j++) {
     const o = j * JOB_WORDS;
     const id = jobs[o] as number;
-    let b = sessions.get(id);
-    if (!b || jobs[o + 3] === 1) {
-      b = spare.pop() ?? newSnapshotBuffers(init.maxVisible);
-      b.interest.count = 0;
-      b.history.reset();
-      sessions.set(id, b);
+    let history = sessions.get(id);
+    if (!history || jobs[o + 3] === 1) {
+      history = spare.pop() ?? new DeltaHistory(init.maxVisible);
+      history.reset();
+      sessions.set(id, history);
     }
     const before = used;
-    const bytes = cutSnapshot(b, jobs[o + 1] as number, tick, jobs[o + 2] as number, init.radius, grid, quantized, writer, alloc);
+    const bytes = cutter.cut(history, jobs[o + 1] as number, tick, jobs[o + 2] as number);
     const fits = bytes.buffer === arena.buffer;
     results[j * 2] = before;
     results[j * 2 + 1] = fits ? bytes.length : -1;

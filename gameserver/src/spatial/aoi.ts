@@ -2,10 +2,11 @@ import { MODE_DORMANT, type World } from '../sim/world.js';
 import type { Grid } from './grid.js';
 
 /**
- * One subscriber's area of interest: the entities it sees, as world slots and ids in grid order.
- * What entered and left since an earlier tick is computed by the snapshot encoder against the
- * client's acknowledged frame (full records and `removed`). Buffers are allocated once; at most
- * `maxVisible` entities are tracked (the first found, in grid order, when more are in range).
+ * A subscriber's area of interest: the entities it sees, as world slots and ids in grid order. It is
+ * recomputed for every snapshot, so one Interest serves all the clients a thread encodes, one after
+ * another. What entered and left since an earlier tick is computed by the snapshot encoder against
+ * the client's acknowledged frame (full records and `removed`). Buffers are allocated once; at
+ * most `maxVisible` entities are tracked (the first found, in grid order, when more are in range).
  */
 export class Interest {
   /** Visible entities after the last update: slots[0..count) and their ids[0..count). */
