@@ -111,41 +111,50 @@ export class DeltaScratch {
   }
 }
 
+/** A frame's header words in a DeltaHistory log: its tick, then its entity count. */
+const FRAME_HEAD = 2;
+/** The tick of a frame that holds nothing. */
+const NO_TICK = 0xffffffff;
+
 /**
  * One client's sent-snapshot history. `encodeDelta` writes the client's visible entities at `tick`
  * as a layout-1 body against the frame the client acknowledged (`ackTick`), or as full records when
  * that frame is no longer kept, and remembers what it sent. All frames live in one array — per
- * entity its id and its slot at that tick, per frame a slice of `capacity` entries — so a base
- * frame is a few contiguous cache lines. It grows (all frames at once) only when a client's visible
- * set exceeds anything seen before.
+ * frame its tick and count, then per entity its id and its slot at that tick — so a base frame,
+ * header included, is a few contiguous cache lines, and a client's whole state one object and one
+ * array (thousands of clients a tick: each extra cold line per client shows). It grows (all frames
+ * at once) only when a client's visible set exceeds anything seen before.
  */
 export class DeltaHistory {
-  /** Frame f holds entries [f*cap, f*cap + count[f]) as (id, slot) pairs of uint32. */
+  /** Frame f at [f*stride, (f+1)*stride): tick, count, then count (id, slot) pairs of uint32. */
   private log: Uint32Array;
-  private cap: number;
-  private readonly tickOf = new Int32Array(HISTORY_TICKS).fill(-1);
-  private readonly countOf = new Int32Array(HISTORY_TICKS);
+  private stride: number;
 
   constructor(readonly maxVisible: number) {
-    this.cap = Math.min(64, maxVisible);
-    this.log = new Uint32Array(HISTORY_TICKS * this.cap * 2);
+    this.stride = FRAME_HEAD + Math.min(64, maxVisible) * 2;
+    this.log = new Uint32Array(HISTORY_TICKS * this.stride);
+    this.reset();
   }
 
   /** Forgets every frame, so that a history can serve a new session (the engine reuses them). */
   reset(): void {
-    this.tickOf.fill(-1);
-    this.countOf.fill(0);
+    for (let o = 0; o < this.log.length; o += this.stride) {
+      this.log[o] = NO_TICK;
+      this.log[o + 1] = 0;
+    }
   }
 
   private ensure(n: number): void {
-    if (n <= this.cap) return;
-    const cap = Math.min(this.maxVisible, Math.max(n, this.cap * 2));
-    const log = new Uint32Array(HISTORY_TICKS * cap * 2);
+    const cap = (this.stride - FRAME_HEAD) / 2;
+    if (n <= cap) return;
+    const stride = FRAME_HEAD + Math.min(this.maxVisible, Math.max(n, cap * 2)) * 2;
+    const log = new Uint32Array(HISTORY_TICKS * stride);
     for (let f = 0; f < HISTORY_TICKS; f++) {
-      log.set(this.log.subarray(f * this.cap * 2, f * this.cap * 2 + (this.countOf[f] as number) * 2), f * cap * 2);
+      const o = f * this.stride;
+      log.set(this.log.subarray(o, o + FRAME_HEAD + (this.log[o + 1] as number) * 2), f * stride);
     }
     this.log = log;
-    this.cap = cap;
+    this.stride = stride;
   }
 
   encodeDelta(
@@ -158,24 +167,23 @@ export class DeltaHistory {
   ): DeltaResult {
     const n = interest.count;
     this.ensure(n);
-    const f = tick % HISTORY_TICKS;
-    const b = ackTick % HISTORY_TICKS;
+    const log = this.log;
+    const fo = (tick % HISTORY_TICKS) * this.stride;
+    const bo = (ackTick % HISTORY_TICKS) * this.stride;
     const baseRow =
-      ackTick > 0 && ackTick < tick && tick - ackTick < HISTORY_TICKS && this.tickOf[b] === ackTick ? q.row(ackTick) : undefined;
+      ackTick > 0 && ackTick < tick && tick - ackTick < HISTORY_TICKS && log[bo] === ackTick ? q.row(ackTick) : undefined;
     const row = q.row(tick) as Int32Array;
     const world = q.world as EntityTable;
     const worldIds = world.id;
     const marks = q.marks;
-    const log = this.log;
-    const bn = baseRow ? (this.countOf[b] as number) : 0;
+    const bn = baseRow ? (log[bo + 1] as number) : 0;
     scratch.ensure(bn);
     const nowSlot = scratch.nowSlot;
     const inBase = q.takeStamps();
     const seen = inBase + 1;
     // Mark where each base entity is now. Slots move only when something despawns; then the id
     // map finds the entity, and an entity that is gone is simply never marked.
-    const bo = b * this.cap * 2;
-    for (let a = 0, e = bo; a < bn; a++, e += 2) {
+    for (let a = 0, e = bo + FRAME_HEAD; a < bn; a++, e += 2) {
       const id = log[e] as number;
       const then = log[e + 1] as number;
       let slot = then;
@@ -190,12 +198,11 @@ export class DeltaHistory {
       marks[slot * 2 + 1] = then;
     }
 
-    this.tickOf[f] = tick;
-    this.countOf[f] = n;
+    log[fo] = tick;
+    log[fo + 1] = n;
     const { ids, slots } = interest;
-    const fo = f * this.cap * 2;
     writer.reset();
-    for (let k = 0, e = fo; k < n; k++, e += 2) {
+    for (let k = 0, e = fo + FRAME_HEAD; k < n; k++, e += 2) {
       const slot = slots[k] as number;
       const id = ids[k] as number;
       log[e] = id;
@@ -223,7 +230,7 @@ export class DeltaHistory {
     let removedCount = 0;
     for (let a = 0; a < bn; a++) {
       const slot = nowSlot[a] as number;
-      if (slot < 0 || marks[slot * 2] !== seen) removed[removedCount++] = log[bo + a * 2] as number;
+      if (slot < 0 || marks[slot * 2] !== seen) removed[removedCount++] = log[bo + FRAME_HEAD + a * 2] as number;
     }
     return { baseTick: baseRow ? ackTick : 0, removedCount };
   }
