@@ -122,6 +122,8 @@ export class ShardEngine {
   private readonly threadLoad: number[] = [0];
   /** Per snapshot thread, the sessions of the jobs of the current round. */
   private readonly threadJobs: Session[][] = [];
+  /** Per snapshot thread, whether it has a round in the current step. */
+  private readonly threadBegun: boolean[] = [];
   /** This thread's sessions due a snapshot in the current round. */
   private readonly mine: Session[] = [];
   /** Players whose entity survived a restart but who have not rejoined yet: player → entity. */
@@ -173,6 +175,7 @@ export class ShardEngine {
         world: this.world.share(),
         grid: this.grid.share(),
         quantized: this.quantized.share(),
+        invScale: this.invScale,
         radius: settings['engine.aoi_radius'],
         maxVisible: settings['engine.max_visible'],
       };
@@ -184,6 +187,7 @@ export class ShardEngine {
       );
       this.threadLoad.push(0);
       this.threadJobs.push([]);
+      this.threadBegun.push(false);
     }
     if (restored) {
       this.tick = restored.tick;
@@ -397,8 +401,10 @@ export class ShardEngine {
 
   /** A snapshot thread failed: its sessions are cut on this thread from now on, from full snapshots. */
   private abandonThread(thread: number): void {
-    const err = (this.threads[thread - 1] as SnapshotThread).failed;
-    this.log?.warn({ err, thread, sessions: this.threadLoad[thread] }, 'snapshot thread given up; its sessions move to the tick thread');
+    const given = this.threads[thread - 1] as SnapshotThread;
+    this.log?.warn({ err: given.failed, thread, sessions: this.threadLoad[thread] }, 'snapshot thread given up; its sessions move to the tick thread');
+    // A thread that is only slow must not write into shared rows any more.
+    void given.close();
     for (const session of this.sessions.values()) {
       if (session.thread !== thread) continue;
       session.thread = 0;
@@ -656,8 +662,23 @@ export class ShardEngine {
     if (this.settings['engine.npc_count'] > 0) wander(world, this.rng, KIND_NPC, this.rules.maxSpeed * 0.5, 0.02);
     const nCorrected = step(world, this.rules, this.corrected);
     if (this.hooks.onTick) this.callHook('onTick', () => this.hooks.onTick?.(this.context));
+    // The world is final for this tick. Snapshot threads wake now, and the first of them quantizes
+    // the world while this thread rebuilds the grid.
+    for (let t = 0; t < this.threads.length; t++) {
+      if (this.threads[t]?.failed && (this.threadLoad[t + 1] as number) > 0) this.abandonThread(t + 1);
+    }
+    let quantizer: SnapshotThread | undefined;
+    const begun = this.threadBegun;
+    for (let t = 0; t < this.threads.length; t++) {
+      const thread = this.threads[t] as SnapshotThread;
+      begun[t] = thread.usable;
+      if (!begun[t]) continue;
+      thread.begin(tick, world.count, quantizer === undefined);
+      quantizer ??= thread;
+    }
+    if (quantizer) this.quantized.world = world;
+    else this.quantized.update(world, this.invScale, tick);
     this.grid.rebuild(world.x, world.y, world.count);
-    this.quantized.update(world, this.invScale, tick);
 
     const skip = this.settings['gateway.slow_skip_ticks'];
     const drop = this.settings['gateway.slow_drop_ticks'];
@@ -689,9 +710,6 @@ export class ShardEngine {
     // Snapshots are cut in grid order: neighbouring clients see mostly the same entities, so each
     // one finds their data still in the CPU cache (measured: a third less time than session order).
     // Sessions of snapshot threads become jobs for them first, so that they run alongside this one.
-    for (let t = 0; t < this.threads.length; t++) {
-      if (this.threads[t]?.failed && (this.threadLoad[t + 1] as number) > 0) this.abandonThread(t + 1);
-    }
     const order = this.grid.order();
     const mine = this.mine;
     mine.length = 0;
@@ -721,9 +739,12 @@ export class ShardEngine {
       session.fresh = false;
       jobs.push(session);
     }
+    // Every thread reads the quantized row: it must be complete before any cutting starts.
+    if (quantizer && !quantizer.awaitQuantized(SNAPSHOT_THREAD_TIMEOUT_MS)) {
+      this.quantized.update(world, this.invScale, tick); // the thread is failed; its jobs are dropped below
+    }
     for (let t = 0; t < this.threads.length; t++) {
-      const jobs = this.threadJobs[t] as Session[];
-      if (jobs.length > 0) (this.threads[t] as SnapshotThread).start(tick, world.count, order.length, jobs.length);
+      if (begun[t]) (this.threads[t] as SnapshotThread).cut(order.length, (this.threadJobs[t] as Session[]).length);
     }
     const deliver = (session: Session, bytes: Uint8Array | undefined) => {
       if (bytes && this.out.send(session.id, bytes)) {
@@ -739,8 +760,11 @@ export class ShardEngine {
     }
     for (let t = 0; t < this.threads.length; t++) {
       const jobs = this.threadJobs[t] as Session[];
-      if (jobs.length === 0) continue;
       const thread = this.threads[t] as SnapshotThread;
+      if (!begun[t]) {
+        dropped += jobs.length; // none: a thread without a round has no sessions
+        continue;
+      }
       if (!thread.finish(SNAPSHOT_THREAD_TIMEOUT_MS)) {
         this.abandonThread(t + 1);
         dropped += jobs.length;

@@ -6,7 +6,7 @@ import type { Interest } from '../spatial/aoi.js';
 export const HISTORY_TICKS = 32;
 
 /** What encoding reads of the world: the World itself, or a snapshot thread's view of it. */
-export type EntityTable = Pick<World, 'count' | 'id' | 'mode' | 'x' | 'y' | 'lastSeq' | 'indexOf'>;
+export type EntityTable = Pick<World, 'count' | 'id' | 'mode' | 'x' | 'y' | 'kind' | 'flags' | 'lastSeq' | 'indexOf'>;
 
 /** A QuantizedWorld's shared rows, sent to snapshot threads. */
 export interface QuantizedShare {
@@ -61,7 +61,7 @@ export class QuantizedWorld {
   }
 
   /** Quantizes the world as it is at `tick` (positions in 1/invScale units). */
-  update(world: World, invScale: number, tick: number): void {
+  update(world: EntityTable, invScale: number, tick: number): void {
     this.world = world;
     const { x, y, kind, flags } = world;
     const at = tick % HISTORY_TICKS;
@@ -170,8 +170,7 @@ export class DeltaHistory {
     const log = this.log;
     const fo = (tick % HISTORY_TICKS) * this.stride;
     const bo = (ackTick % HISTORY_TICKS) * this.stride;
-    const baseRow =
-      ackTick > 0 && ackTick < tick && tick - ackTick < HISTORY_TICKS && log[bo] === ackTick ? q.row(ackTick) : undefined;
+    const baseRow = ackTick > 0 && ackTick < tick && tick - ackTick < HISTORY_TICKS && log[bo] === ackTick ? q.row(ackTick) : undefined;
     const row = q.row(tick) as Int32Array;
     const world = q.world as EntityTable;
     const worldIds = world.id;

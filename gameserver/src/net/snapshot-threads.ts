@@ -57,6 +57,8 @@ export class WorldView implements EntityTable {
   readonly x: Float32Array;
   readonly y: Float32Array;
   readonly mode: Uint8Array;
+  readonly kind: Uint16Array;
+  readonly flags: Uint32Array;
   readonly lastSeq: Uint32Array;
   count = 0;
   private tick = -1;
@@ -68,6 +70,8 @@ export class WorldView implements EntityTable {
     this.x = share.x;
     this.y = share.y;
     this.mode = share.mode;
+    this.kind = share.kind;
+    this.flags = share.flags;
     this.lastSeq = share.lastSeq;
   }
 
@@ -86,7 +90,9 @@ export class WorldView implements EntityTable {
   }
 }
 
-// Control words (Int32Array over shared memory).
+// Control words (Int32Array over shared memory). A round: the tick thread bumps GO (the thread
+// wakes, and quantizes the world if QUANTIZE), sets CUT to the round once the jobs are written,
+// and waits for DONE; it waits for QUANTIZED before cutting its own snapshots.
 export const CTL_GO = 0; // bumped by the tick thread to start a round
 export const CTL_DONE = 1; // set to the round number by the snapshot thread when it is finished
 export const CTL_STOP = 2;
@@ -96,7 +102,10 @@ export const CTL_GRID_COUNT = 5;
 export const CTL_JOBS = 6;
 export const CTL_ENDED = 7;
 export const CTL_READY = 8; // 1 once the snapshot thread waits for rounds
-const CTL_WORDS = 9;
+export const CTL_QUANTIZE = 9; // 1: this round, the thread writes the tick's quantized row
+export const CTL_QUANTIZED = 10; // set to the round number once that row is written (or not asked for)
+export const CTL_CUT = 11; // set to the round number by the tick thread once the jobs are written
+const CTL_WORDS = 12;
 /** How long a shard waits for a snapshot thread to come up. */
 const READY_TIMEOUT_MS = 15_000;
 /** Int32 per job: session id, slot of its entity, acknowledged tick, 1 when the session is new. */
@@ -107,6 +116,8 @@ export interface ThreadInit {
   world: WorldShare;
   grid: GridShare;
   quantized: QuantizedShare;
+  /** 1 / engine.position_scale, for quantizing. */
+  invScale: number;
   radius: number;
   maxVisible: number;
   ctl: Int32Array;
@@ -129,8 +140,10 @@ function startWorker(workerData: ThreadInit): Worker {
 /**
  * A worker thread that cuts the snapshots of the sessions assigned to it, in parallel with the
  * tick thread, over the shard's world in shared memory (engine.snapshot_threads). Each round: the
- * tick thread writes jobs and calls `start`, cuts its own sessions' snapshots, then `finish`
- * waits for this thread and `message(j)` hands out a copy of job j's bytes for the socket.
+ * tick thread calls `begin` once the world has moved (the thread wakes, and one thread quantizes
+ * the world while the tick thread rebuilds the grid), writes jobs and calls `cut`, waits for the
+ * quantized row (`awaitQuantized`), cuts its own sessions' snapshots, then `finish` waits for this
+ * thread and `message(j)` hands out a copy of job j's bytes for the socket.
  * Sessions stay with one thread for their whole life, so their histories never move.
  */
 export class SnapshotThread {
@@ -141,6 +154,8 @@ export class SnapshotThread {
   private readonly arena: Uint8Array;
   private readonly worker: Worker;
   private round = 0;
+  /** A round was begun and not yet cut. */
+  private begun = false;
   /** Sessions ended since the last round, for the thread to forget. */
   private readonly endedIds: number[] = [];
   failed: Error | undefined;
@@ -204,33 +219,57 @@ export class SnapshotThread {
     this.endedIds.push(sessionId);
   }
 
-  /** Starts a round over jobs [0, count) written into `jobs`. */
-  start(tick: number, worldCount: number, gridCount: number, count: number): void {
+  /**
+   * Starts a round for `tick`: the thread wakes while the tick thread rebuilds the grid and writes
+   * the jobs (then `cut`), and with `quantize` writes the tick's quantized row meanwhile
+   * (`awaitQuantized`). A round begun and never cut is cut empty first.
+   */
+  begin(tick: number, worldCount: number, quantize: boolean): void {
+    if (this.begun) this.cut(0, 0);
     const ctl = this.ctl;
     let ended = 0;
     while (this.endedIds.length > 0 && ended < this.ended.length) this.ended[ended++] = this.endedIds.pop() as number;
     ctl[CTL_TICK] = tick;
     ctl[CTL_WORLD_COUNT] = worldCount;
-    ctl[CTL_GRID_COUNT] = gridCount;
-    ctl[CTL_JOBS] = count;
+    ctl[CTL_QUANTIZE] = quantize ? 1 : 0;
     ctl[CTL_ENDED] = ended;
     this.round = (this.round + 1) | 0;
+    this.begun = true;
     Atomics.store(ctl, CTL_GO, this.round);
     Atomics.notify(ctl, CTL_GO);
   }
 
+  /** Gives the round begun its jobs [0, count), written into `jobs` over a grid of `gridCount` entities. */
+  cut(gridCount: number, count: number): void {
+    const ctl = this.ctl;
+    ctl[CTL_GRID_COUNT] = gridCount;
+    ctl[CTL_JOBS] = count;
+    this.begun = false;
+    Atomics.store(ctl, CTL_CUT, this.round);
+    Atomics.notify(ctl, CTL_CUT);
+  }
+
+  /** Waits until the round's quantized row is written; false when not within `timeoutMs` (the thread is then failed). */
+  awaitQuantized(timeoutMs: number): boolean {
+    return this.await(CTL_QUANTIZED, timeoutMs, 'write its quantized row');
+  }
+
   /** Waits for the round to end; false when it did not within `timeoutMs` (the thread is then failed). */
   finish(timeoutMs: number): boolean {
+    return this.await(CTL_DONE, timeoutMs, 'finish a round');
+  }
+
+  private await(word: number, timeoutMs: number, what: string): boolean {
     const deadline = performance.now() + timeoutMs;
     for (;;) {
-      const done = Atomics.load(this.ctl, CTL_DONE);
-      if (done === this.round) return true;
+      const at = Atomics.load(this.ctl, word);
+      if (at === this.round) return true;
       const left = deadline - performance.now();
       if (left <= 0 || this.failed) {
-        this.failed ??= new Error(`snapshot thread did not finish a round within ${timeoutMs} ms`);
+        this.failed ??= new Error(`snapshot thread did not ${what} within ${timeoutMs} ms`);
         return false;
       }
-      Atomics.wait(this.ctl, CTL_DONE, done, left);
+      Atomics.wait(this.ctl, word, at, left);
     }
   }
 
@@ -247,6 +286,8 @@ export class SnapshotThread {
     Atomics.store(this.ctl, CTL_STOP, 1);
     Atomics.add(this.ctl, CTL_GO, 1);
     Atomics.notify(this.ctl, CTL_GO);
+    Atomics.store(this.ctl, CTL_CUT, -1);
+    Atomics.notify(this.ctl, CTL_CUT);
     await this.worker.terminate();
   }
 }

@@ -3,11 +3,14 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { Grid } from '../spatial/grid.js';
 import { DeltaHistory, QuantizedWorld } from './delta-history.js';
 import {
+  CTL_CUT,
   CTL_DONE,
   CTL_ENDED,
   CTL_GO,
   CTL_GRID_COUNT,
   CTL_JOBS,
+  CTL_QUANTIZE,
+  CTL_QUANTIZED,
   CTL_READY,
   CTL_STOP,
   CTL_TICK,
@@ -69,10 +72,23 @@ function round(): void {
 let seen = Atomics.load(ctl, CTL_GO);
 Atomics.store(ctl, CTL_READY, 1);
 parentPort?.postMessage('ready');
-for (;;) {
+rounds: for (;;) {
   Atomics.wait(ctl, CTL_GO, seen);
   seen = Atomics.load(ctl, CTL_GO);
   if (Atomics.load(ctl, CTL_STOP) === 1) break;
+  if (ctl[CTL_QUANTIZE] === 1) {
+    world.attach(ctl[CTL_TICK] as number, ctl[CTL_WORLD_COUNT] as number);
+    quantized.update(world, init.invScale, ctl[CTL_TICK] as number);
+  }
+  Atomics.store(ctl, CTL_QUANTIZED, seen);
+  Atomics.notify(ctl, CTL_QUANTIZED);
+  // Meanwhile the tick thread rebuilds the grid and writes the jobs.
+  for (;;) {
+    const cut = Atomics.load(ctl, CTL_CUT);
+    if (Atomics.load(ctl, CTL_STOP) === 1) break rounds;
+    if (cut === seen) break;
+    Atomics.wait(ctl, CTL_CUT, cut);
+  }
   round();
   Atomics.store(ctl, CTL_DONE, seen);
   Atomics.notify(ctl, CTL_DONE);

@@ -48,6 +48,8 @@ export interface WorldShare {
   x: Float32Array;
   y: Float32Array;
   mode: Uint8Array;
+  kind: Uint16Array;
+  flags: Uint32Array;
   lastSeq: Uint32Array;
 }
 
@@ -160,7 +162,7 @@ export class World {
 
   /** The arrays snapshot threads read (shared memory, no copies). */
   share(): WorldShare {
-    return { id: this.id, x: this.x, y: this.y, mode: this.mode, lastSeq: this.lastSeq };
+    return { id: this.id, x: this.x, y: this.y, mode: this.mode, kind: this.kind, flags: this.flags, lastSeq: this.lastSeq };
   }
 
   /** The slot of an entity, or -1. Slots change on despawn; hold ids, not slots. */
