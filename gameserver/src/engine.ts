@@ -402,7 +402,10 @@ export class ShardEngine {
   /** A snapshot thread failed: its sessions are cut on this thread from now on, from full snapshots. */
   private abandonThread(thread: number): void {
     const given = this.threads[thread - 1] as SnapshotThread;
-    this.log?.warn({ err: given.failed, thread, sessions: this.threadLoad[thread] }, 'snapshot thread given up; its sessions move to the tick thread');
+    this.log?.warn(
+      { err: given.failed, thread, sessions: this.threadLoad[thread] },
+      'snapshot thread given up; its sessions move to the tick thread',
+    );
     // A thread that is only slow must not write into shared rows any more.
     void given.close();
     for (const session of this.sessions.values()) {
