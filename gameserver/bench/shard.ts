@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // npm run bench:shard [-- --json] [--ticks N] [--threads N] [--e2e-clients N] [--e2e-seconds S] [--skip-e2e]
 // 1. End to end: a shard in this process, bots in separate processes over loopback.
-// 2. The largest client count that holds 40 Hz (tick p99 ≤ 25 ms), stepping up.
+// 2. The largest client count that holds 40 Hz (tick p99 ≤ 25 ms), stepping up, then bisecting.
 // 3. Memory per idle connection with 10,000 open sockets.
 // 4. Kernel: simulation + grid + area of interest + snapshot encoding, no sockets; with one
 //    snapshot thread and with --threads (engine.snapshot_threads, default 2: this machine's cores).
@@ -46,12 +46,27 @@ let idle: { kb_per_connection: number; connections: number } | undefined;
 if (!values['skip-e2e']) {
   log(`end to end: ${e2eClients} bots in ${botProcesses} processes for ${e2eSeconds} s, ${threads} snapshot thread(s)...`);
   e2e = await runE2e(e2eClients, e2eSeconds, botProcesses, threads);
-  for (const clients of [250, 500, 1000, 1500, 2000, 2500]) {
+  const tryClients = async (clients: number) => {
     log(`ramp: ${clients} bots for 20 s...`);
     const r = await runE2e(clients, 20, botProcesses, threads);
     const holds = r.tick_ms.p99 <= 25 && r.joined === clients;
     ramp.push({ clients, tick_p99_ms: r.tick_ms.p99, holds });
-    if (!holds) break;
+    return holds;
+  };
+  // Step up until a count fails, then halve the gap to the last count that held (to 50 clients).
+  let held = 0;
+  let failed = 0;
+  for (const clients of [100, 250, 500, 1000, 1500, 2000, 2500]) {
+    if (!(await tryClients(clients))) {
+      failed = clients;
+      break;
+    }
+    held = clients;
+  }
+  while (failed > 0 && failed - held > 50) {
+    const mid = Math.round((held + failed) / 100) * 50;
+    if (await tryClients(mid)) held = mid;
+    else failed = mid;
   }
   log('idle: 10,000 open sockets...');
   idle = await idleMemory(10_000);
