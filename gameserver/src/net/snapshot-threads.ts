@@ -106,6 +106,11 @@ export const CTL_QUANTIZE = 9; // 1: this round, the thread writes the tick's qu
 export const CTL_QUANTIZED = 10; // set to the round number once that row is written (or not asked for)
 export const CTL_CUT = 11; // set to the round number by the tick thread once the jobs are written
 const CTL_WORDS = 12;
+/**
+ * Bytes of the arena copied out at once: a message pins its chunk until its socket has written it
+ * (as it would pin Node's 8 KB buffer pool), and below 4 KB the copy comes from that pool.
+ */
+const COPY_CHUNK_BYTES = 4000;
 /** How long a shard waits for a snapshot thread to come up. */
 const READY_TIMEOUT_MS = 15_000;
 /** Int32 per job: session id, slot of its entity, acknowledged tick, 1 when the session is new. */
@@ -154,6 +159,9 @@ export class SnapshotThread {
   private readonly arena: Uint8Array;
   private readonly worker: Worker;
   private round = 0;
+  /** The part of the arena copied out last, from chunkStart (see `message`). */
+  private chunk: Buffer | undefined;
+  private chunkStart = 0;
   /** A round was begun and not yet cut. */
   private begun = false;
   /** Sessions ended since the last round, for the thread to forget. */
@@ -235,6 +243,7 @@ export class SnapshotThread {
     ctl[CTL_ENDED] = ended;
     this.round = (this.round + 1) | 0;
     this.begun = true;
+    this.chunk = undefined;
     Atomics.store(ctl, CTL_GO, this.round);
     Atomics.notify(ctl, CTL_GO);
   }
@@ -273,12 +282,21 @@ export class SnapshotThread {
     }
   }
 
-  /** A copy of job j's message of the round just finished (undefined: it did not fit). */
+  /**
+   * A copy of job j's message of the round just finished (undefined: it did not fit). Messages lie
+   * one after another in the arena: they are copied out a few KB at a time (one copy and one
+   * pooled allocation per chunk, not per message) and handed out as views of their chunk.
+   */
   message(j: number): Uint8Array | undefined {
     const length = this.results[j * 2 + 1] as number;
     if (length < 0) return undefined;
     const offset = this.results[j * 2] as number;
-    return Buffer.from(this.arena.subarray(offset, offset + length));
+    if (this.chunk === undefined || offset < this.chunkStart || offset + length > this.chunkStart + this.chunk.length) {
+      const end = Math.min(this.arena.length, offset + Math.max(length, COPY_CHUNK_BYTES));
+      this.chunk = Buffer.from(this.arena.subarray(offset, end));
+      this.chunkStart = offset;
+    }
+    return this.chunk.subarray(offset - this.chunkStart, offset - this.chunkStart + length);
   }
 
   async close(): Promise<void> {
