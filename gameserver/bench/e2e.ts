@@ -9,8 +9,15 @@ import type { BotReport } from '../../sdk/src/bots.js';
 import { loadConfig } from '../src/config.js';
 import { type RunningShard, startShard } from '../src/shard.js';
 
-const NODE = [process.execPath, '--conditions=aethex-source', '--import', 'tsx'];
-const ROOT = join(import.meta.dirname, '../..');
+/**
+ * Built (`npm run bench:shard` runs gameserver/dist-bench, compiled as the image is): the bots and
+ * helpers run built too. From source (under tsx): everything from source.
+ */
+const BUILT = !import.meta.url.endsWith('.ts');
+const NODE = BUILT ? [process.execPath] : [process.execPath, '--conditions=aethex-source', '--import', 'tsx'];
+const ROOT = join(import.meta.dirname, BUILT ? '../../..' : '../..');
+const BOTS = join(ROOT, BUILT ? 'sdk/dist/bots.js' : 'sdk/src/bots.ts');
+const IDLE_CLIENTS = join(import.meta.dirname, BUILT ? 'idle-clients.js' : 'idle-clients.ts');
 
 export interface E2eResult {
   clients: number;
@@ -74,7 +81,7 @@ function runBots(r: Running, count: number, seconds: number, processes: number, 
     if (n <= 0) break;
     const args = [
       ...NODE.slice(1),
-      join(ROOT, 'sdk/src/bots.ts'),
+      BOTS,
       '--url',
       r.shard.gatewayUrl,
       '--count',
@@ -192,13 +199,9 @@ export async function idleMemory(count: number): Promise<{ kb_per_connection: nu
   const settle = () => new Promise((res) => setTimeout(res, 1500));
   await settle();
   const before = process.memoryUsage().rss;
-  const child = spawn(
-    NODE[0] as string,
-    [...NODE.slice(1), join(import.meta.dirname, 'idle-clients.ts'), r.shard.gatewayUrl, String(count)],
-    {
-      stdio: ['ignore', 'pipe', 'inherit'],
-    },
-  );
+  const child = spawn(NODE[0] as string, [...NODE.slice(1), IDLE_CLIENTS, r.shard.gatewayUrl, String(count)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   const opened = await new Promise<number>((resolve) => {
     child.stdout.on('data', (d) => {
       const m = /open (\d+)/.exec(String(d));
