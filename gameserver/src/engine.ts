@@ -17,6 +17,12 @@ const allocBytes = (size: number): Uint8Array => Buffer.allocUnsafe(size);
 const SPARE_HISTORIES = 64;
 /** A snapshot thread that takes longer than this for one round is given up (its sessions move here). */
 const SNAPSHOT_THREAD_TIMEOUT_MS = 2_000;
+/** Steps between rebalancings of sessions over snapshot threads (half a second at 40 Hz). */
+const REBALANCE_TICKS = 20;
+/** Most sessions moved in one rebalancing, as a share of all (each restarts from a full snapshot). */
+const REBALANCE_MAX_SHARE = 0.02;
+/** The busier side must be this much slower before sessions move. */
+const REBALANCE_SLACK = 1.08;
 /** While a client lags past gateway.slow_skip_ticks it gets one snapshot per this many ticks. */
 const SLOW_SNAPSHOT_EVERY = 4;
 /** Inputs held per entity while it is on offer to a neighbour (applied if the offer rolls back). */
@@ -124,6 +130,12 @@ export class ShardEngine {
   private readonly threadJobs: Session[][] = [];
   /** Per snapshot thread, whether it has a round in the current step. */
   private readonly threadBegun: boolean[] = [];
+  /** Per snapshot thread, the jobs of the current round sent so far. */
+  private readonly threadDelivered: number[] = [];
+  /** Steps between rebalancings of sessions over the threads (0: never). */
+  private readonly rebalanceTicks: number;
+  /** Time the tick thread and (on average) the snapshot threads spent cutting since the last rebalancing. */
+  private readonly balance = { steps: 0, tickThreadMs: 0, threadMs: 0 };
   /** This thread's sessions due a snapshot in the current round. */
   private readonly mine: Session[] = [];
   /** Players whose entity survived a restart but who have not rejoined yet: player → entity. */
@@ -153,9 +165,15 @@ export class ShardEngine {
       region?: Rect;
       /** The entity ids this shard hands out, [first, limit) (default: all). */
       ids?: { first: number; limit: number };
+      /**
+       * Move sessions between snapshot threads as their measured costs say (default: true). Off,
+       * a session stays where it joined, and the bytes sent do not depend on timing (tests).
+       */
+      rebalance?: boolean;
     } = {},
   ) {
     const { restored } = options;
+    this.rebalanceTicks = options.rebalance === false ? 0 : REBALANCE_TICKS;
     this.metrics = options.metrics;
     this.hooks = options.hooks ?? {};
     this.log = options.log;
@@ -188,6 +206,7 @@ export class ShardEngine {
       this.threadLoad.push(0);
       this.threadJobs.push([]);
       this.threadBegun.push(false);
+      this.threadDelivered.push(0);
     }
     if (restored) {
       this.tick = restored.tick;
@@ -415,6 +434,74 @@ export class ShardEngine {
       this.threadLoad[0] = (this.threadLoad[0] as number) + 1;
     }
     this.threadLoad[thread] = 0;
+  }
+
+  /**
+   * Evens out the work of the tick thread and the snapshot threads: sessions join the thread with
+   * the fewest, but the tick thread also sends every message (and sockets cost more than cutting),
+   * so every REBALANCE_TICKS steps up to REBALANCE_MAX_SHARE of the sessions move from the side that
+   * spent more time to the other. A moved session restarts from a full snapshot.
+   */
+  private rebalance(tickThreadMs: number): void {
+    const b = this.balance;
+    let threadMs = 0;
+    let usable = 0;
+    for (const thread of this.threads) {
+      if (!thread.usable) continue;
+      threadMs += thread.busyMs;
+      usable++;
+    }
+    if (usable === 0) return;
+    b.tickThreadMs += tickThreadMs;
+    b.threadMs += threadMs / usable;
+    if (++b.steps < this.rebalanceTicks) return;
+    const { tickThreadMs: mainMs, threadMs: workerMs } = b;
+    b.steps = 0;
+    b.tickThreadMs = 0;
+    b.threadMs = 0;
+    const most = Math.max(1, Math.ceil(this.sessions.size * REBALANCE_MAX_SHARE));
+    if (mainMs > workerMs * REBALANCE_SLACK && (this.threadLoad[0] as number) > 0) {
+      const load = this.threadLoad[0] as number;
+      this.moveSessions(0, Math.min(most, Math.ceil((load * (mainMs - workerMs)) / (2 * mainMs))));
+    } else if (workerMs > mainMs * REBALANCE_SLACK) {
+      let from = 0;
+      for (let t = 1; t < this.threadLoad.length; t++) if ((this.threadLoad[t] as number) > (this.threadLoad[from] as number)) from = t;
+      const load = this.threadLoad[from] as number;
+      if (from > 0) this.moveSessions(from, Math.min(most, Math.ceil((load * (workerMs - mainMs)) / (2 * workerMs))));
+    }
+  }
+
+  /** Moves `count` sessions off thread `from` (0: the tick thread) to the least loaded other thread. */
+  private moveSessions(from: number, count: number): void {
+    let to = -1;
+    for (let t = 0; t < this.threadLoad.length; t++) {
+      if (t === from || (t > 0 && !this.threads[t - 1]?.usable)) continue;
+      if (to < 0 || (this.threadLoad[t] as number) < (this.threadLoad[to] as number)) to = t;
+    }
+    if (to < 0) return;
+    let moved = 0;
+    for (const session of this.sessions.values()) {
+      if (moved === count) break;
+      if (session.thread !== from) continue;
+      if (from === 0) {
+        if (session.history && this.spareHistories.length < SPARE_HISTORIES) this.spareHistories.push(session.history);
+      } else {
+        this.threads[from - 1]?.forget(session.id);
+      }
+      session.thread = to;
+      if (to === 0) {
+        const spare = this.spareHistories.pop();
+        spare?.reset();
+        session.history = spare ?? new DeltaHistory(this.settings['engine.max_visible']);
+        session.fresh = false;
+      } else {
+        session.history = undefined;
+        session.fresh = true;
+      }
+      moved++;
+    }
+    this.threadLoad[from] = (this.threadLoad[from] as number) - moved;
+    this.threadLoad[to] = (this.threadLoad[to] as number) + moved;
   }
 
   /** Resolves when every snapshot thread is up (sessions that join before go to the tick thread). */
@@ -758,8 +845,26 @@ export class ShardEngine {
         dropped++;
       }
     };
-    for (const session of mine) {
+    // Finished jobs of the snapshot threads are sent as they come, between this thread's own
+    // snapshots: socket writes overlap the threads' cutting.
+    const delivered = this.threadDelivered;
+    const drain = () => {
+      for (let t = 0; t < this.threads.length; t++) {
+        if (!begun[t]) continue;
+        const jobs = this.threadJobs[t] as Session[];
+        const thread = this.threads[t] as SnapshotThread;
+        const p = thread.progress();
+        for (let j = delivered[t] as number; j < p; j++) deliver(jobs[j] as Session, thread.message(j));
+        delivered[t] = p;
+      }
+    };
+    for (let t = 0; t < this.threads.length; t++) delivered[t] = 0;
+    const cutStarted = performance.now();
+    let waited = 0;
+    for (let i = 0; i < mine.length; i++) {
+      const session = mine[i] as Session;
       deliver(session, this.cutter.cut(session.history as DeltaHistory, world.indexOf(session.entityId), tick, session.ackTick));
+      if ((i & 7) === 7) drain();
     }
     for (let t = 0; t < this.threads.length; t++) {
       const jobs = this.threadJobs[t] as Session[];
@@ -768,13 +873,29 @@ export class ShardEngine {
         dropped += jobs.length; // none: a thread without a round has no sessions
         continue;
       }
-      if (!thread.finish(SNAPSHOT_THREAD_TIMEOUT_MS)) {
-        this.abandonThread(t + 1);
-        dropped += jobs.length;
-        continue;
+      let ok = true;
+      while (ok && (delivered[t] as number) < jobs.length) {
+        let p = thread.progress();
+        if (p === delivered[t]) {
+          const from = performance.now();
+          const next = thread.awaitProgress(p, SNAPSHOT_THREAD_TIMEOUT_MS);
+          waited += performance.now() - from;
+          if (next === false) {
+            ok = false;
+            break;
+          }
+          p = next;
+        }
+        for (let j = delivered[t] as number; j < p; j++) deliver(jobs[j] as Session, thread.message(j));
+        delivered[t] = p;
       }
-      for (let j = 0; j < jobs.length; j++) deliver(jobs[j] as Session, thread.message(j));
+      if (ok) ok = thread.finish(SNAPSHOT_THREAD_TIMEOUT_MS);
+      if (!ok) {
+        this.abandonThread(t + 1);
+        dropped += jobs.length - (delivered[t] as number);
+      }
     }
+    if (this.rebalanceTicks > 0 && this.threads.length > 0) this.rebalance(performance.now() - cutStarted - waited);
     for (const [session, lag] of tooSlow) {
       this.leave(session.id);
       this.out.kick(session.id, ReasonCode.REASON_CODE_TOO_SLOW, `no acknowledgement for ${lag} ticks`);

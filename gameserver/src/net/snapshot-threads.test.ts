@@ -6,7 +6,7 @@ import { createRng } from '../sim/step.js';
 
 const { ServerMessage } = aethex.v1;
 
-/** An engine whose messages are kept per session and tick. */
+/** An engine whose messages are kept per session and tick (sessions stay on the thread they joined). */
 function engine(threads: number) {
   const settings = loadConfig({
     AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: 'unused: sessions join through the engine directly',
@@ -18,15 +18,19 @@ function engine(threads: number) {
     AETHEX_GAMESERVER_ENGINE_SNAPSHOT_THREADS: String(threads),
   });
   const sent = new Map<number, Buffer[]>();
-  const e = new ShardEngine(settings, {
-    send: (id, bytes) => {
-      const list = sent.get(id) ?? [];
-      list.push(Buffer.from(bytes));
-      sent.set(id, list);
-      return true;
+  const e = new ShardEngine(
+    settings,
+    {
+      send: (id, bytes) => {
+        const list = sent.get(id) ?? [];
+        list.push(Buffer.from(bytes));
+        sent.set(id, list);
+        return true;
+      },
+      kick: () => undefined,
     },
-    kick: () => undefined,
-  });
+    { rebalance: false },
+  );
   return { e, sent };
 }
 

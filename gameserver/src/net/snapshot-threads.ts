@@ -105,7 +105,9 @@ export const CTL_READY = 8; // 1 once the snapshot thread waits for rounds
 export const CTL_QUANTIZE = 9; // 1: this round, the thread writes the tick's quantized row
 export const CTL_QUANTIZED = 10; // set to the round number once that row is written (or not asked for)
 export const CTL_CUT = 11; // set to the round number by the tick thread once the jobs are written
-const CTL_WORDS = 12;
+export const CTL_PROGRESS = 12; // jobs of the round finished so far (reset by the tick thread before CUT)
+export const CTL_BUSY_US = 13; // microseconds the thread spent cutting in its last round
+const CTL_WORDS = 14;
 /**
  * Bytes of the arena copied out at once: a message pins its chunk until its socket has written it
  * (as it would pin Node's 8 KB buffer pool), and below 4 KB the copy comes from that pool.
@@ -162,6 +164,8 @@ export class SnapshotThread {
   /** The part of the arena copied out last, from chunkStart (see `message`). */
   private chunk: Buffer | undefined;
   private chunkStart = 0;
+  /** Arena bytes below this belong to finished jobs of the round. */
+  private readyEnd = 0;
   /** A round was begun and not yet cut. */
   private begun = false;
   /** Sessions ended since the last round, for the thread to forget. */
@@ -253,6 +257,8 @@ export class SnapshotThread {
     const ctl = this.ctl;
     ctl[CTL_GRID_COUNT] = gridCount;
     ctl[CTL_JOBS] = count;
+    Atomics.store(ctl, CTL_PROGRESS, 0);
+    this.readyEnd = 0;
     this.begun = false;
     Atomics.store(ctl, CTL_CUT, this.round);
     Atomics.notify(ctl, CTL_CUT);
@@ -265,7 +271,42 @@ export class SnapshotThread {
 
   /** Waits for the round to end; false when it did not within `timeoutMs` (the thread is then failed). */
   finish(timeoutMs: number): boolean {
-    return this.await(CTL_DONE, timeoutMs, 'finish a round');
+    if (!this.await(CTL_DONE, timeoutMs, 'finish a round')) return false;
+    this.progress();
+    return true;
+  }
+
+  /** Jobs of the current round finished so far: `message(j)` may be called for j below it. */
+  progress(): number {
+    const p = Atomics.load(this.ctl, CTL_PROGRESS);
+    if (p > 0) {
+      const last = (p - 1) * 2;
+      this.readyEnd = (this.results[last] as number) + Math.max(0, this.results[last + 1] as number);
+    }
+    return p;
+  }
+
+  /**
+   * Waits until more than `seen` jobs are finished (or the round ends) and returns progress();
+   * false when not within `timeoutMs` (the thread is then failed).
+   */
+  awaitProgress(seen: number, timeoutMs: number): number | false {
+    const deadline = performance.now() + timeoutMs;
+    for (;;) {
+      const p = this.progress();
+      if (p > seen) return p;
+      const left = deadline - performance.now();
+      if (left <= 0 || this.failed) {
+        this.failed ??= new Error(`snapshot thread did not finish a job within ${timeoutMs} ms`);
+        return false;
+      }
+      Atomics.wait(this.ctl, CTL_PROGRESS, p, left);
+    }
+  }
+
+  /** Milliseconds the thread spent cutting in its last finished round. */
+  get busyMs(): number {
+    return (Atomics.load(this.ctl, CTL_BUSY_US) as number) / 1000;
   }
 
   private await(word: number, timeoutMs: number, what: string): boolean {
@@ -292,7 +333,8 @@ export class SnapshotThread {
     if (length < 0) return undefined;
     const offset = this.results[j * 2] as number;
     if (this.chunk === undefined || offset < this.chunkStart || offset + length > this.chunkStart + this.chunk.length) {
-      const end = Math.min(this.arena.length, offset + Math.max(length, COPY_CHUNK_BYTES));
+      // Only bytes of finished jobs: later ones may still be being written.
+      const end = Math.max(offset + length, Math.min(this.readyEnd, offset + COPY_CHUNK_BYTES));
       this.chunk = Buffer.from(this.arena.subarray(offset, end));
       this.chunkStart = offset;
     }

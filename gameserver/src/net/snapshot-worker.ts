@@ -3,12 +3,14 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { Grid } from '../spatial/grid.js';
 import { DeltaHistory, QuantizedWorld } from './delta-history.js';
 import {
+  CTL_BUSY_US,
   CTL_CUT,
   CTL_DONE,
   CTL_ENDED,
   CTL_GO,
   CTL_GRID_COUNT,
   CTL_JOBS,
+  CTL_PROGRESS,
   CTL_QUANTIZE,
   CTL_QUANTIZED,
   CTL_READY,
@@ -65,6 +67,9 @@ function round(): void {
     const fits = bytes.buffer === arena.buffer;
     results[j * 2] = before;
     results[j * 2 + 1] = fits ? bytes.length : -1;
+    // The tick thread sends finished messages while later ones are cut.
+    Atomics.store(ctl, CTL_PROGRESS, j + 1);
+    if ((j & 15) === 15 || j === n - 1) Atomics.notify(ctl, CTL_PROGRESS);
   }
 }
 
@@ -89,7 +94,9 @@ rounds: for (;;) {
     if (cut === seen) break;
     Atomics.wait(ctl, CTL_CUT, cut);
   }
+  const started = performance.now();
   round();
+  Atomics.store(ctl, CTL_BUSY_US, Math.round((performance.now() - started) * 1000));
   Atomics.store(ctl, CTL_DONE, seen);
   Atomics.notify(ctl, CTL_DONE);
 }
