@@ -19,7 +19,7 @@ export interface TestShard {
 export async function startTestShard(
   env: Record<string, string> = {},
   keys = generateKeyPairSync('ed25519'),
-  onTick?: (ms: number) => void,
+  onTick?: (ms: number, cpuMs: number) => void,
 ): Promise<TestShard> {
   const settings = loadConfig({
     AETHEX_GAMESERVER_GATEWAY_BIND_ADDR: '127.0.0.1:0',
