@@ -410,12 +410,19 @@ export class ShardEngine {
     }
     this.threadLoad[thread] = (this.threadLoad[thread] as number) + 1;
     if (thread > 0) return { thread, history: undefined, fresh: true };
+    return { thread, history: this.takeHistory(), fresh: false };
+  }
+
+  /** An empty history for a session cut on this thread: one of an ended session's, or a new one. */
+  private takeHistory(): DeltaHistory {
     const spare = this.spareHistories.pop();
-    if (spare) {
-      spare.reset();
-      return { thread, history: spare, fresh: false };
-    }
-    return { thread, history: new DeltaHistory(this.settings['engine.max_visible']), fresh: false };
+    spare?.reset();
+    return spare ?? new DeltaHistory(this.settings['engine.max_visible']);
+  }
+
+  /** A history no longer used on this thread, kept for reuse (up to SPARE_HISTORIES). */
+  private releaseHistory(history: DeltaHistory | undefined): void {
+    if (history && this.spareHistories.length < SPARE_HISTORIES) this.spareHistories.push(history);
   }
 
   /** A snapshot thread failed: its sessions are cut on this thread from now on, from full snapshots. */
@@ -430,7 +437,7 @@ export class ShardEngine {
     for (const session of this.sessions.values()) {
       if (session.thread !== thread) continue;
       session.thread = 0;
-      session.history = new DeltaHistory(this.settings['engine.max_visible']);
+      session.history = this.takeHistory();
       this.threadLoad[0] = (this.threadLoad[0] as number) + 1;
     }
     this.threadLoad[thread] = 0;
@@ -483,21 +490,11 @@ export class ShardEngine {
     for (const session of this.sessions.values()) {
       if (moved === count) break;
       if (session.thread !== from) continue;
-      if (from === 0) {
-        if (session.history && this.spareHistories.length < SPARE_HISTORIES) this.spareHistories.push(session.history);
-      } else {
-        this.threads[from - 1]?.forget(session.id);
-      }
+      if (from === 0) this.releaseHistory(session.history);
+      else this.threads[from - 1]?.forget(session.id);
       session.thread = to;
-      if (to === 0) {
-        const spare = this.spareHistories.pop();
-        spare?.reset();
-        session.history = spare ?? new DeltaHistory(this.settings['engine.max_visible']);
-        session.fresh = false;
-      } else {
-        session.history = undefined;
-        session.fresh = true;
-      }
+      session.history = to === 0 ? this.takeHistory() : undefined;
+      session.fresh = to > 0;
       moved++;
     }
     this.threadLoad[from] = (this.threadLoad[from] as number) - moved;
@@ -681,7 +678,7 @@ export class ShardEngine {
   private forget(session: Session): void {
     this.threadLoad[session.thread] = (this.threadLoad[session.thread] as number) - 1;
     if (session.thread > 0) this.threads[session.thread - 1]?.forget(session.id);
-    else if (session.history && this.spareHistories.length < SPARE_HISTORIES) this.spareHistories.push(session.history);
+    else this.releaseHistory(session.history);
     this.sessions.delete(session.id);
     if (this.byEntity.get(session.entityId) === session) this.byEntity.delete(session.entityId);
     if (this.byPlayer.get(session.playerId) === session) this.byPlayer.delete(session.playerId);
@@ -848,15 +845,11 @@ export class ShardEngine {
     // Finished jobs of the snapshot threads are sent as they come, between this thread's own
     // snapshots: socket writes overlap the threads' cutting.
     const delivered = this.threadDelivered;
-    const drain = () => {
-      for (let t = 0; t < this.threads.length; t++) {
-        if (!begun[t]) continue;
-        const jobs = this.threadJobs[t] as Session[];
-        const thread = this.threads[t] as SnapshotThread;
-        const p = thread.progress();
-        for (let j = delivered[t] as number; j < p; j++) deliver(jobs[j] as Session, thread.message(j));
-        delivered[t] = p;
-      }
+    const sendFinished = (t: number, upTo: number) => {
+      const jobs = this.threadJobs[t] as Session[];
+      const thread = this.threads[t] as SnapshotThread;
+      for (let j = delivered[t] as number; j < upTo; j++) deliver(jobs[j] as Session, thread.message(j));
+      delivered[t] = upTo;
     };
     for (let t = 0; t < this.threads.length; t++) delivered[t] = 0;
     const cutStarted = performance.now();
@@ -864,7 +857,8 @@ export class ShardEngine {
     for (let i = 0; i < mine.length; i++) {
       const session = mine[i] as Session;
       deliver(session, this.cutter.cut(session.history as DeltaHistory, world.indexOf(session.entityId), tick, session.ackTick));
-      if ((i & 7) === 7) drain();
+      if ((i & 7) !== 7) continue;
+      for (let t = 0; t < this.threads.length; t++) if (begun[t]) sendFinished(t, (this.threads[t] as SnapshotThread).progress());
     }
     for (let t = 0; t < this.threads.length; t++) {
       const jobs = this.threadJobs[t] as Session[];
@@ -874,20 +868,15 @@ export class ShardEngine {
         continue;
       }
       let ok = true;
-      while (ok && (delivered[t] as number) < jobs.length) {
-        let p = thread.progress();
-        if (p === delivered[t]) {
-          const from = performance.now();
-          const next = thread.awaitProgress(p, SNAPSHOT_THREAD_TIMEOUT_MS);
-          waited += performance.now() - from;
-          if (next === false) {
-            ok = false;
-            break;
-          }
-          p = next;
+      while ((delivered[t] as number) < jobs.length) {
+        const from = performance.now();
+        const upTo = thread.awaitProgress(delivered[t] as number, SNAPSHOT_THREAD_TIMEOUT_MS);
+        waited += performance.now() - from;
+        if (upTo === false) {
+          ok = false;
+          break;
         }
-        for (let j = delivered[t] as number; j < p; j++) deliver(jobs[j] as Session, thread.message(j));
-        delivered[t] = p;
+        sendFinished(t, upTo);
       }
       if (ok) ok = thread.finish(SNAPSHOT_THREAD_TIMEOUT_MS);
       if (!ok) {

@@ -149,9 +149,10 @@ function startWorker(workerData: ThreadInit): Worker {
  * tick thread, over the shard's world in shared memory (engine.snapshot_threads). Each round: the
  * tick thread calls `begin` once the world has moved (the thread wakes, and one thread quantizes
  * the world while the tick thread rebuilds the grid), writes jobs and calls `cut`, waits for the
- * quantized row (`awaitQuantized`), cuts its own sessions' snapshots, then `finish` waits for this
- * thread and `message(j)` hands out a copy of job j's bytes for the socket.
- * Sessions stay with one thread for their whole life, so their histories never move.
+ * quantized row (`awaitQuantized`) and cuts its own sessions' snapshots; `message(j)` hands out a
+ * copy of job j's bytes for the socket once `progress()` (or `awaitProgress`) passes j, and
+ * `finish` waits for the round's end. A session's history lives on its thread; a session moved to
+ * another thread starts a new one there (a full snapshot).
  */
 export class SnapshotThread {
   readonly jobs: Int32Array;
@@ -266,12 +267,12 @@ export class SnapshotThread {
 
   /** Waits until the round's quantized row is written; false when not within `timeoutMs` (the thread is then failed). */
   awaitQuantized(timeoutMs: number): boolean {
-    return this.await(CTL_QUANTIZED, timeoutMs, 'write its quantized row');
+    return this.waitFor(CTL_QUANTIZED, (v) => v === this.round, timeoutMs, 'write its quantized row') !== false;
   }
 
   /** Waits for the round to end; false when it did not within `timeoutMs` (the thread is then failed). */
   finish(timeoutMs: number): boolean {
-    if (!this.await(CTL_DONE, timeoutMs, 'finish a round')) return false;
+    if (this.waitFor(CTL_DONE, (v) => v === this.round, timeoutMs, 'finish a round') === false) return false;
     this.progress();
     return true;
   }
@@ -286,22 +287,9 @@ export class SnapshotThread {
     return p;
   }
 
-  /**
-   * Waits until more than `seen` jobs are finished (or the round ends) and returns progress();
-   * false when not within `timeoutMs` (the thread is then failed).
-   */
+  /** Waits until more than `seen` jobs are finished and returns progress(); false when not within `timeoutMs` (the thread is then failed). */
   awaitProgress(seen: number, timeoutMs: number): number | false {
-    const deadline = performance.now() + timeoutMs;
-    for (;;) {
-      const p = this.progress();
-      if (p > seen) return p;
-      const left = deadline - performance.now();
-      if (left <= 0 || this.failed) {
-        this.failed ??= new Error(`snapshot thread did not finish a job within ${timeoutMs} ms`);
-        return false;
-      }
-      Atomics.wait(this.ctl, CTL_PROGRESS, p, left);
-    }
+    return this.waitFor(CTL_PROGRESS, (v) => v > seen, timeoutMs, 'finish a job') === false ? false : this.progress();
   }
 
   /** Milliseconds the thread spent cutting in its last finished round. */
@@ -309,11 +297,12 @@ export class SnapshotThread {
     return (Atomics.load(this.ctl, CTL_BUSY_US) as number) / 1000;
   }
 
-  private await(word: number, timeoutMs: number, what: string): boolean {
+  /** Waits until control word `word` satisfies `reached` and returns its value; false on timeout or failure. */
+  private waitFor(word: number, reached: (value: number) => boolean, timeoutMs: number, what: string): number | false {
     const deadline = performance.now() + timeoutMs;
     for (;;) {
       const at = Atomics.load(this.ctl, word);
-      if (at === this.round) return true;
+      if (reached(at)) return at;
       const left = deadline - performance.now();
       if (left <= 0 || this.failed) {
         this.failed ??= new Error(`snapshot thread did not ${what} within ${timeoutMs} ms`);
@@ -324,7 +313,7 @@ export class SnapshotThread {
   }
 
   /**
-   * A copy of job j's message of the round just finished (undefined: it did not fit). Messages lie
+   * A copy of job j's message (j below `progress()`; undefined: it did not fit). Messages lie
    * one after another in the arena: they are copied out a few KB at a time (one copy and one
    * pooled allocation per chunk, not per message) and handed out as views of their chunk.
    */
