@@ -21,24 +21,34 @@ import { intFlag as parseIntFlag, type Rect } from '@aethex/runtime';
 import { type LocalWorld, startLocalWorld } from '../src/world/local-world.js';
 import type { HandoffBotsConfig, HandoffBotsSummary } from './handoff-bots.js';
 
-const { values } = parseArgs({
-  options: {
-    json: { type: 'boolean', default: false },
-    seconds: { type: 'string', default: '20' },
-    bots: { type: 'string', default: '200' },
-  },
-  strict: true,
-});
-function intFlag(name: string, raw: string | undefined, min: number, max: number): number {
+const USAGE = 'usage: npm run bench:handoff [-- --json] [--seconds S] [--bots N]';
+function usageError(message: string): never {
+  console.error(`bench:handoff: ${message}\n${USAGE}`);
+  process.exit(2);
+}
+let values: Record<string, string | boolean | undefined>;
+try {
+  ({ values } = parseArgs({
+    options: {
+      json: { type: 'boolean', default: false },
+      seconds: { type: 'string', default: '20' },
+      bots: { type: 'string', default: '200' },
+    },
+    strict: true,
+    allowPositionals: false,
+  }));
+} catch (err) {
+  usageError((err as Error).message);
+}
+function intFlag(name: string, min: number, max: number): number {
   try {
-    return parseIntFlag(name, raw, min, max);
+    return parseIntFlag(name, values[name] as string | undefined, min, max);
   } catch (err) {
-    console.error(`bench:handoff: ${(err as Error).message}`);
-    process.exit(2);
+    usageError((err as Error).message);
   }
 }
-const seconds = intFlag('seconds', values.seconds, 5, 3600);
-const botCount = intFlag('bots', values.bots, 2, 2000);
+const seconds = intFlag('seconds', 5, 3600);
+const botCount = intFlag('bots', 2, 2000);
 const log = (s: string) => process.stderr.write(`${s}\n`);
 
 const BOTS_SCRIPT = join(import.meta.dirname, 'handoff-bots.ts');
