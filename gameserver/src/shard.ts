@@ -174,6 +174,7 @@ export async function startShard(configured: GameserverSettings, options: ShardO
       log.warn({ ticks: n }, 'tick loop fell behind; ticks dropped');
     },
     onError: (err) => log.error({ err }, 'tick failed'),
+    yieldFirst: () => gateway?.takeAccepted() ?? false,
   });
 
   let draining = false;

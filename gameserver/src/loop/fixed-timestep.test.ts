@@ -1,7 +1,7 @@
 import { once } from 'node:events';
 import { type AddressInfo, connect, createServer } from 'node:net';
 import { expect, test } from 'vitest';
-import { FixedTimestep, runLoop } from './fixed-timestep.js';
+import { FixedTimestep, MAX_YIELD_TURNS, runLoop } from './fixed-timestep.js';
 
 test('ticks fall due every stepMs, from the start', () => {
   const ts = new FixedTimestep(25, 4, 1000);
@@ -93,4 +93,74 @@ test('runLoop runs catch-up steps one per turn of the event loop, reading socket
   expect(steps).toBeGreaterThan(5);
   // Never two steps without the socket being read in between.
   expect(order.join(' ')).not.toContain('step step');
+});
+
+test('runLoop gives a burst of connections extra turns before a late step: one per turn is accepted', async () => {
+  let accepted = 0;
+  let askedAt = 0;
+  const server = createServer((socket) => {
+    accepted++;
+    socket.on('error', () => undefined);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as AddressInfo;
+  let steps = 0;
+  const loop = runLoop(
+    new FixedTimestep(5, 4, performance.now()),
+    { now: () => performance.now() },
+    {
+      // Every step takes twice the interval: the loop runs late steps back to back.
+      onStep() {
+        steps++;
+        const until = performance.now() + 10;
+        while (performance.now() < until) {
+          // busy
+        }
+      },
+      onSkip: () => undefined,
+      onError: () => undefined,
+      yieldFirst() {
+        const more = accepted > askedAt;
+        askedAt = accepted;
+        return more;
+      },
+    },
+  );
+  await new Promise((r) => setTimeout(r, 30));
+  const before = steps;
+  const clients = Array.from({ length: 90 }, () => connect(port, '127.0.0.1').on('error', () => undefined));
+  const started = performance.now();
+  while (accepted < clients.length && performance.now() - started < 5000) await new Promise((r) => setTimeout(r, 5));
+  const took = steps - before;
+  loop.stop();
+  for (const c of clients) c.destroy();
+  server.close();
+  expect(accepted).toBe(clients.length);
+  // Without the extra turns this takes one step per connection (90); with them, about 90 / 9.
+  expect(took).toBeLessThanOrEqual(30);
+});
+
+test('runLoop: a yieldFirst that always asks delays a step by at most MAX_YIELD_TURNS turns', async () => {
+  let turns = 0;
+  const between: number[] = [];
+  const loop = runLoop(
+    new FixedTimestep(5, 4, performance.now()),
+    { now: () => performance.now() },
+    {
+      onStep() {
+        between.push(turns);
+        turns = 0;
+      },
+      onSkip: () => undefined,
+      onError: () => undefined,
+      yieldFirst() {
+        turns++;
+        return true;
+      },
+    },
+  );
+  await new Promise((r) => setTimeout(r, 100));
+  loop.stop();
+  expect(between.length).toBeGreaterThan(5);
+  expect(Math.max(...between)).toBe(MAX_YIELD_TURNS);
 });

@@ -38,21 +38,34 @@ export class FixedTimestep {
 }
 
 /**
+ * Turns of the event loop a step may wait for while `yieldFirst` asks for them (see `runLoop`).
+ * libuv (since 1.45) accepts one connection per turn, so a loop whose every turn is a step — a
+ * saturated shard, running late ticks back to back — would admit one connection per tick (40 a
+ * second, while a burst of players times out in the accept queue). With 8 turns a step it admits
+ * up to 9 per tick; each costs a fraction of a millisecond, and the step waits only while
+ * connections keep arriving.
+ */
+export const MAX_YIELD_TURNS = 8;
+
+/**
  * Drives `onStep` at the timestep's rate with timers until `stop()`. Catch-up steps (after a slow
  * step or a stall) run one per turn of the event loop (setImmediate), so sockets are read between
  * them: inputs, acknowledgements and joins that arrived meanwhile are seen by the next step instead
- * of waiting for a whole burst. A step that throws stops nothing: the error goes to `onError` and
- * the loop goes on.
+ * of waiting for a whole burst. Before a step, while `yieldFirst()` says so (the gateway: a
+ * connection was accepted since it was last asked, so more may be queued), the step waits one more
+ * turn, at most `MAX_YIELD_TURNS` times. A step that throws stops nothing: the error goes to
+ * `onError` and the loop goes on.
  */
 export function runLoop(
   timestep: FixedTimestep,
   clock: Clock,
-  handlers: { onStep(): void; onSkip(ticks: number): void; onError(err: unknown): void },
+  handlers: { onStep(): void; onSkip(ticks: number): void; onError(err: unknown): void; yieldFirst?(): boolean },
 ): { stop(): void } {
   let timer: NodeJS.Timeout | undefined;
   let immediate: NodeJS.Immediate | undefined;
   let stopped = false;
   let pending = 0;
+  let yielded = 0;
   const runOne = () => {
     immediate = undefined;
     if (stopped) return;
@@ -63,8 +76,14 @@ export function runLoop(
       handlers.onSkip(pending - timestep.maxCatchUp);
       pending = timestep.maxCatchUp;
     }
+    if (pending > 0 && yielded < MAX_YIELD_TURNS && handlers.yieldFirst?.()) {
+      yielded++;
+      immediate = setImmediate(runOne);
+      return;
+    }
     if (pending > 0) {
       pending--;
+      yielded = 0;
       try {
         handlers.onStep();
       } catch (err) {

@@ -100,6 +100,7 @@ export class Gateway {
   private readonly players = new Map<number, string>();
   private nextId = 1;
   private accepting = true;
+  private acceptedSinceAsked = false;
   private sweeper: NodeJS.Timeout | undefined;
 
   constructor(private readonly deps: GatewayDeps) {}
@@ -116,6 +117,9 @@ export class Gateway {
     this.server = server;
     const http = createServer((_req, res) => res.writeHead(426, { 'content-type': 'text/plain' }).end('WebSocket only\n'));
     this.http = http;
+    http.on('connection', () => {
+      this.acceptedSinceAsked = true;
+    });
     const other = this.deps.upgrades;
     http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
       socket.on('error', () => undefined);
@@ -127,6 +131,16 @@ export class Gateway {
     this.sweeper = setInterval(() => this.sweep(), 100);
     this.sweeper.unref();
     return http.address() as AddressInfo;
+  }
+
+  /**
+   * Whether a TCP connection was accepted since the last call: more may be waiting in the accept
+   * queue, which libuv drains one per turn of the event loop (the tick loop's `yieldFirst`).
+   */
+  takeAccepted(): boolean {
+    const accepted = this.acceptedSinceAsked;
+    this.acceptedSinceAsked = false;
+    return accepted;
   }
 
   /** Open sockets, authenticated or not. */
