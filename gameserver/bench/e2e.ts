@@ -29,6 +29,8 @@ export interface E2eResult {
   input_ack_ms: { p50: number; p99: number };
   max_snapshot_gap_ms: number;
   rss_mb: number;
+  /** CPU the shard's process (tick thread, snapshot threads, GC) used, in % of one core. */
+  shard_cpu_pct: number;
   gc_max_pause_ms: number;
   kicked: Record<string, number>;
   /** Why bots that never joined failed, by count (from the bots' reports). */
@@ -134,6 +136,7 @@ export async function runE2e(clients: number, seconds: number, processes: number
   gc.observe({ entryTypes: ['gc'] });
   let rss = 0;
   const started = performance.now();
+  const cpuAtStart = process.cpuUsage();
   const rssTimer = setInterval(() => {
     rss = Math.max(rss, process.memoryUsage().rss);
   }, 1000);
@@ -148,6 +151,8 @@ export async function runE2e(clients: number, seconds: number, processes: number
     );
   });
   const reports = await runBots(r, clients, seconds, processes, 'e2e');
+  const cpu = process.cpuUsage(cpuAtStart);
+  const cpuPct = ((cpu.user + cpu.system) / 1000 / (performance.now() - started)) * 100;
   clearInterval(rssTimer);
   gc.disconnect();
   const threadSessions = await spread;
@@ -186,6 +191,7 @@ export async function runE2e(clients: number, seconds: number, processes: number
     input_ack_ms: { p50: histPct(50), p99: histPct(99) },
     max_snapshot_gap_ms: Math.max(...reports.map((b) => b.max_snapshot_gap_ms.max)),
     rss_mb: Math.round(rss / 2 ** 20),
+    shard_cpu_pct: Math.round(cpuPct),
     gc_max_pause_ms: round(gcMax),
     kicked,
     join_errors: joinErrors,

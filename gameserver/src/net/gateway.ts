@@ -10,6 +10,7 @@ import type { ShardEngine } from '../engine.js';
 import type { Clock } from '../loop/fixed-timestep.js';
 import type { ShardMetrics } from '../metrics.js';
 import { TokenBucket } from './rate-limit.js';
+import { binaryFrame } from './ws-frame.js';
 
 const { ClientMessage, ServerMessage, ReasonCode } = aethex.v1;
 type Reason = aethex.v1.ReasonCode;
@@ -40,6 +41,8 @@ type Phase = 'auth' | 'authenticating' | 'joined' | 'closed';
 interface Connection {
   id: number;
   ws: WebSocket;
+  /** The upgraded TCP socket under `ws`: snapshots are written to it as whole frames. */
+  socket: Duplex;
   address: string;
   phase: Phase;
   openedAt: number;
@@ -124,7 +127,7 @@ export class Gateway {
     http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
       socket.on('error', () => undefined);
       if (other && (req.url ?? '/').split('?')[0] === other.path) other.handleUpgrade(req, socket, head);
-      else server.handleUpgrade(req, socket, head, (ws) => this.accept(ws, req.socket.remoteAddress ?? 'unknown'));
+      else server.handleUpgrade(req, socket, head, (ws) => this.accept(ws, socket, req.socket.remoteAddress ?? 'unknown'));
     });
     http.listen(port, host);
     await once(http, 'listening');
@@ -148,13 +151,14 @@ export class Gateway {
     return this.connections.size;
   }
 
-  private accept(ws: WebSocket, address: string): void {
+  private accept(ws: WebSocket, socket: Duplex, address: string): void {
     const s = this.deps.settings;
     const now = this.deps.clock.now();
     const id = this.nextId++;
     const conn: Connection = {
       id,
       ws,
+      socket,
       address,
       phase: 'auth',
       openedAt: now,
@@ -418,12 +422,15 @@ export class Gateway {
    * SessionOutput: one snapshot or correction to one session. Returns false when it was dropped
    * because the socket already holds `gateway.max_buffered_bytes` unsent (a client that does not
    * read): memory stays bounded, and its acknowledgement lag soon gets it skipped, then dropped.
+   * The bytes are copied before it returns (the caller may reuse them). Written to the socket as
+   * one whole frame: `ws` writes its own frames (pongs, close) whole too, on this same thread, so
+   * frames never interleave; once `ws` closes or the socket fails, readyState is no longer OPEN.
    */
   send(sessionId: number, bytes: Uint8Array): boolean {
     const conn = this.connections.get(sessionId);
     if (conn?.ws.readyState !== 1) return false;
     if (conn.ws.bufferedAmount > this.deps.settings['gateway.max_buffered_bytes']) return false;
-    conn.ws.send(bytes, { binary: true });
+    conn.socket.write(binaryFrame(bytes));
     return true;
   }
 
