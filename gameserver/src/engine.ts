@@ -11,8 +11,6 @@ import { CapacityError, KIND_NPC, KIND_PLAYER, MODE_DORMANT, MODE_GHOST, MODE_OF
 import { GRID_CELL_FACTOR, Grid } from './spatial/grid.js';
 
 const { ServerMessage, ReasonCode } = aethex.v1;
-/** Snapshot buffers come from Node's pooled slab: one allocation per client per tick, cheap. */
-const allocBytes = (size: number): Uint8Array => Buffer.allocUnsafe(size);
 /** Histories of ended sessions kept for reuse by later joins. */
 const SPARE_HISTORIES = 64;
 /** A snapshot thread that takes longer than this for one round is given up (its sessions move here). */
@@ -30,7 +28,10 @@ const MAX_HELD_INPUTS = 64;
 
 /** Where the engine's per-session output goes: the gateway in production, anything in tests. */
 export interface SessionOutput {
-  /** Writes one encoded ServerMessage to the session's socket; false if it was dropped (backpressure). */
+  /**
+   * Writes one encoded ServerMessage to the session's socket; false if it was dropped
+   * (backpressure). The bytes are the engine's to reuse once it returns: copy them to keep them.
+   */
   send(sessionId: number, bytes: Uint8Array): boolean;
   /** Ends the session with a reason; the engine has already forgotten it. */
   kick(sessionId: number, reason: aethex.v1.ReasonCode, message: string): void;
@@ -186,7 +187,13 @@ export class ShardEngine {
     this.rng = createRng(settings['engine.seed']);
     this.invScale = 1 / settings['engine.position_scale'];
     this.quantized = new QuantizedWorld(settings['engine.max_entities']);
-    this.cutter = new SnapshotCutter(this.grid, this.quantized, settings['engine.aoi_radius'], settings['engine.max_visible'], allocBytes);
+    // The tick thread's snapshots are written into one buffer, reused: the output copies each.
+    let scratch = new Uint8Array(64 * 1024);
+    const reuse = (size: number): Uint8Array => {
+      if (size > scratch.length) scratch = new Uint8Array(Math.max(size, scratch.length * 2));
+      return scratch.subarray(0, size);
+    };
+    this.cutter = new SnapshotCutter(this.grid, this.quantized, settings['engine.aoi_radius'], settings['engine.max_visible'], reuse);
     this.dueBySlot = new Array<Session | undefined>(settings['engine.max_entities']).fill(undefined);
     for (let t = 1; t < settings['engine.snapshot_threads']; t++) {
       const init = {

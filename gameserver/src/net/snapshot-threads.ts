@@ -108,11 +108,6 @@ export const CTL_CUT = 11; // set to the round number by the tick thread once th
 export const CTL_PROGRESS = 12; // jobs of the round finished so far (reset by the tick thread before CUT)
 export const CTL_BUSY_US = 13; // microseconds the thread spent cutting in its last round
 const CTL_WORDS = 14;
-/**
- * Bytes of the arena copied out at once: a message pins its chunk until its socket has written it
- * (as it would pin Node's 8 KB buffer pool), and below 4 KB the copy comes from that pool.
- */
-const COPY_CHUNK_BYTES = 4000;
 /** How long a shard waits for a snapshot thread to come up. */
 const READY_TIMEOUT_MS = 15_000;
 /** Int32 per job: session id, slot of its entity, acknowledged tick, 1 when the session is new. */
@@ -149,8 +144,8 @@ function startWorker(workerData: ThreadInit): Worker {
  * tick thread, over the shard's world in shared memory (engine.snapshot_threads). Each round: the
  * tick thread calls `begin` once the world has moved (the thread wakes, and one thread quantizes
  * the world while the tick thread rebuilds the grid), writes jobs and calls `cut`, waits for the
- * quantized row (`awaitQuantized`) and cuts its own sessions' snapshots; `message(j)` hands out a
- * copy of job j's bytes for the socket once `progress()` (or `awaitProgress`) passes j, and
+ * quantized row (`awaitQuantized`) and cuts its own sessions' snapshots; `message(j)` gives job j's
+ * bytes (a view of the arena, for the socket to copy) once `progress()` (or `awaitProgress`) passes j, and
  * `finish` waits for the round's end. A session's history lives on its thread; a session moved to
  * another thread starts a new one there (a full snapshot).
  */
@@ -162,11 +157,6 @@ export class SnapshotThread {
   private readonly arena: Uint8Array;
   private readonly worker: Worker;
   private round = 0;
-  /** The part of the arena copied out last, from chunkStart (see `message`). */
-  private chunk: Buffer | undefined;
-  private chunkStart = 0;
-  /** Arena bytes below this belong to finished jobs of the round. */
-  private readyEnd = 0;
   /** A round was begun and not yet cut. */
   private begun = false;
   /** Sessions ended since the last round, for the thread to forget. */
@@ -248,7 +238,6 @@ export class SnapshotThread {
     ctl[CTL_ENDED] = ended;
     this.round = (this.round + 1) | 0;
     this.begun = true;
-    this.chunk = undefined;
     Atomics.store(ctl, CTL_GO, this.round);
     Atomics.notify(ctl, CTL_GO);
   }
@@ -259,7 +248,6 @@ export class SnapshotThread {
     ctl[CTL_GRID_COUNT] = gridCount;
     ctl[CTL_JOBS] = count;
     Atomics.store(ctl, CTL_PROGRESS, 0);
-    this.readyEnd = 0;
     this.begun = false;
     Atomics.store(ctl, CTL_CUT, this.round);
     Atomics.notify(ctl, CTL_CUT);
@@ -279,12 +267,7 @@ export class SnapshotThread {
 
   /** Jobs of the current round finished so far: `message(j)` may be called for j below it. */
   progress(): number {
-    const p = Atomics.load(this.ctl, CTL_PROGRESS);
-    if (p > 0) {
-      const last = (p - 1) * 2;
-      this.readyEnd = (this.results[last] as number) + Math.max(0, this.results[last + 1] as number);
-    }
-    return p;
+    return Atomics.load(this.ctl, CTL_PROGRESS);
   }
 
   /** Waits until more than `seen` jobs are finished and returns progress(); false when not within `timeoutMs` (the thread is then failed). */
@@ -313,21 +296,14 @@ export class SnapshotThread {
   }
 
   /**
-   * A copy of job j's message (j below `progress()`; undefined: it did not fit). Messages lie
-   * one after another in the arena: they are copied out a few KB at a time (one copy and one
-   * pooled allocation per chunk, not per message) and handed out as views of their chunk.
+   * Job j's message (j below `progress()`; undefined: it did not fit): a view of the shared
+   * arena, unchanged until the next round begins — the output copies it (`SessionOutput.send`).
    */
   message(j: number): Uint8Array | undefined {
     const length = this.results[j * 2 + 1] as number;
     if (length < 0) return undefined;
     const offset = this.results[j * 2] as number;
-    if (this.chunk === undefined || offset < this.chunkStart || offset + length > this.chunkStart + this.chunk.length) {
-      // Only bytes of finished jobs: later ones may still be being written.
-      const end = Math.max(offset + length, Math.min(this.readyEnd, offset + COPY_CHUNK_BYTES));
-      this.chunk = Buffer.from(this.arena.subarray(offset, end));
-      this.chunkStart = offset;
-    }
-    return this.chunk.subarray(offset - this.chunkStart, offset - this.chunkStart + length);
+    return this.arena.subarray(offset, offset + length);
   }
 
   async close(): Promise<void> {
