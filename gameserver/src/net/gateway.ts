@@ -411,27 +411,35 @@ export class Gateway {
     conn.log.info({ player: playerId, to: redirect.shardName }, 'player handed over; client redirected');
   }
 
+  /** The gateway's own messages (welcome, pong, RPC results, redirects, kicks), counted here. */
   private write(conn: Connection, bytes: Uint8Array): void {
-    if (conn.ws.readyState !== 1) return;
-    conn.ws.send(bytes, { binary: true });
+    if (!this.writeFrame(conn, bytes)) return;
     this.deps.metrics.messagesSent.inc();
     this.deps.metrics.bytesSent.inc(bytes.length);
+  }
+
+  /**
+   * Every message to a client goes to its socket as one whole binary frame in one write (the
+   * bytes are copied first, so the caller may reuse them). `ws` writes its own frames (pongs,
+   * close) whole too, on this same thread, so frames never interleave; once `ws` closes or the
+   * socket fails, readyState is no longer OPEN and nothing more is written.
+   */
+  private writeFrame(conn: Connection, bytes: Uint8Array): boolean {
+    if (conn.ws.readyState !== 1) return false;
+    conn.socket.write(binaryFrame(bytes));
+    return true;
   }
 
   /**
    * SessionOutput: one snapshot or correction to one session. Returns false when it was dropped
    * because the socket already holds `gateway.max_buffered_bytes` unsent (a client that does not
    * read): memory stays bounded, and its acknowledgement lag soon gets it skipped, then dropped.
-   * The bytes are copied before it returns (the caller may reuse them). Written to the socket as
-   * one whole frame: `ws` writes its own frames (pongs, close) whole too, on this same thread, so
-   * frames never interleave; once `ws` closes or the socket fails, readyState is no longer OPEN.
+   * The engine counts what it sends.
    */
   send(sessionId: number, bytes: Uint8Array): boolean {
     const conn = this.connections.get(sessionId);
-    if (conn?.ws.readyState !== 1) return false;
-    if (conn.ws.bufferedAmount > this.deps.settings['gateway.max_buffered_bytes']) return false;
-    conn.socket.write(binaryFrame(bytes));
-    return true;
+    if (!conn || conn.ws.bufferedAmount > this.deps.settings['gateway.max_buffered_bytes']) return false;
+    return this.writeFrame(conn, bytes);
   }
 
   /** SessionOutput: the engine ended a session (already forgotten there). */
@@ -447,7 +455,7 @@ export class Gateway {
     this.deps.metrics.kicks.inc({ reason: reasonLabel(reason) });
     conn.log.info({ reason: reasonLabel(reason), message }, 'kicked');
     if (conn.ws.readyState === 1) {
-      conn.ws.send(ServerMessage.encode({ kick: { reason, message } }).finish(), { binary: true });
+      this.write(conn, ServerMessage.encode({ kick: { reason, message } }).finish());
       conn.ws.close(CLOSE_CODES[reason] ?? 1000, reasonLabel(reason));
     }
     // Leave the world now; the close event only cleans up the bookkeeping. On a drain the entity
