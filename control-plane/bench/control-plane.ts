@@ -20,8 +20,7 @@ import os from 'node:os';
 import { dirname } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { parseArgs } from 'node:util';
-import { intFlag as parseIntFlag, percentile } from '@aethex/runtime';
+import { parseCli, percentile } from '@aethex/runtime';
 import autocannon from 'autocannon';
 import { Client as MinioClient } from 'minio';
 import { call, dropSchema, planeVars, register, spawnPlane, testEnv, writeKeysFile } from '../test/harness.js';
@@ -32,46 +31,26 @@ const USAGE =
   'usage: npm run bench:control-plane [-- --json] [--duration S] [--warmup S] [--skip login,refresh,auth-get,save,load]\n' +
   '         [--auth-get-rate N] [--save-rate N] [--load-rate N]';
 
-function usageError(message: string): never {
-  console.error(`bench:control-plane: ${message}\n${USAGE}`);
-  process.exit(2);
-}
-
-let values: Record<string, string | boolean | undefined>;
-try {
-  ({ values } = parseArgs({
-    options: {
-      json: { type: 'boolean', default: false },
-      duration: { type: 'string', default: '10' },
-      warmup: { type: 'string', default: '2' },
-      skip: { type: 'string', default: '' },
-      'auth-get-rate': { type: 'string', default: '1000' },
-      'save-rate': { type: 'string', default: '25' },
-      'load-rate': { type: 'string', default: '100' },
-    },
-    strict: true,
-    allowPositionals: false,
-  }));
-} catch (err) {
-  usageError((err as Error).message);
-}
-function intFlag(name: string, min: number, max: number): number {
-  try {
-    return parseIntFlag(name, values[name] as string, min, max);
-  } catch (err) {
-    return usageError((err as Error).message);
-  }
-}
-const duration = intFlag('duration', 1, 3600);
-const warmup = intFlag('warmup', 0, 60);
+const cli = parseCli('bench:control-plane', USAGE, {
+  json: { type: 'boolean', default: false },
+  duration: { type: 'string', default: '10' },
+  warmup: { type: 'string', default: '2' },
+  skip: { type: 'string', default: '' },
+  'auth-get-rate': { type: 'string', default: '1000' },
+  'save-rate': { type: 'string', default: '25' },
+  'load-rate': { type: 'string', default: '100' },
+});
+const { values } = cli;
+const duration = cli.int('duration', 1, 3600);
+const warmup = cli.int('warmup', 0, 60);
 const rates = {
-  'auth-get': intFlag('auth-get-rate', 1, 20_000),
-  save: intFlag('save-rate', 1, 5000),
-  load: intFlag('load-rate', 1, 20_000),
+  'auth-get': cli.int('auth-get-rate', 1, 20_000),
+  save: cli.int('save-rate', 1, 5000),
+  load: cli.int('load-rate', 1, 20_000),
 };
 const skip = new Set<Phase>();
 for (const p of (values.skip as string).split(',').filter((s) => s !== '')) {
-  if (!(PHASES as readonly string[]).includes(p)) usageError(`--skip takes a comma-separated list of ${PHASES.join(', ')}; got '${p}'`);
+  if (!(PHASES as readonly string[]).includes(p)) cli.fail(`--skip takes a comma-separated list of ${PHASES.join(', ')}; got '${p}'`);
   skip.add(p as Phase);
 }
 

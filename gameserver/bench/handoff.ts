@@ -16,39 +16,19 @@ import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
-import { intFlag as parseIntFlag, type Rect } from '@aethex/runtime';
+import { parseCli, type Rect } from '@aethex/runtime';
 import { type LocalWorld, startLocalWorld } from '../src/world/local-world.js';
 import type { HandoffBotsConfig, HandoffBotsSummary } from './handoff-bots.js';
 
 const USAGE = 'usage: npm run bench:handoff [-- --json] [--seconds S] [--bots N]';
-function usageError(message: string): never {
-  console.error(`bench:handoff: ${message}\n${USAGE}`);
-  process.exit(2);
-}
-let values: Record<string, string | boolean | undefined>;
-try {
-  ({ values } = parseArgs({
-    options: {
-      json: { type: 'boolean', default: false },
-      seconds: { type: 'string', default: '20' },
-      bots: { type: 'string', default: '200' },
-    },
-    strict: true,
-    allowPositionals: false,
-  }));
-} catch (err) {
-  usageError((err as Error).message);
-}
-function intFlag(name: string, min: number, max: number): number {
-  try {
-    return parseIntFlag(name, values[name] as string | undefined, min, max);
-  } catch (err) {
-    usageError((err as Error).message);
-  }
-}
-const seconds = intFlag('seconds', 5, 3600);
-const botCount = intFlag('bots', 2, 2000);
+const cli = parseCli('bench:handoff', USAGE, {
+  json: { type: 'boolean', default: false },
+  seconds: { type: 'string', default: '20' },
+  bots: { type: 'string', default: '200' },
+});
+const { values } = cli;
+const seconds = cli.int('seconds', 5, 3600);
+const botCount = cli.int('bots', 2, 2000);
 const log = (s: string) => process.stderr.write(`${s}\n`);
 
 const BOTS_SCRIPT = join(import.meta.dirname, 'handoff-bots.ts');

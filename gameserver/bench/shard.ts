@@ -7,47 +7,27 @@
 //    snapshot thread and with --threads (engine.snapshot_threads, default 2: this machine's cores).
 // Prints tables; with --json, one JSON object as the last line.
 import os from 'node:os';
-import { parseArgs } from 'node:util';
-import { intFlag as parseIntFlag } from '@aethex/runtime';
+import { parseCli } from '@aethex/runtime';
 import { type E2eResult, idleMemory, runE2e } from './e2e.js';
 import { type KernelResult, runKernel } from './kernel.js';
 
 const USAGE =
   'usage: npm run bench:shard [-- --json] [--ticks N] [--threads N] [--e2e-clients N] [--e2e-seconds S] [--bot-processes N] [--skip-e2e]';
-function usageError(message: string): never {
-  console.error(`bench:shard: ${message}\n${USAGE}`);
-  process.exit(2);
-}
-let values: Record<string, string | boolean | undefined>;
-try {
-  ({ values } = parseArgs({
-    options: {
-      json: { type: 'boolean', default: false },
-      ticks: { type: 'string', default: '1200' },
-      threads: { type: 'string', default: '2' },
-      'e2e-clients': { type: 'string', default: '1000' },
-      'e2e-seconds': { type: 'string', default: '120' },
-      'bot-processes': { type: 'string', default: '4' },
-      'skip-e2e': { type: 'boolean', default: false },
-    },
-    strict: true,
-    allowPositionals: false,
-  }));
-} catch (err) {
-  usageError((err as Error).message);
-}
-function intFlag(name: string, min: number, max: number): number {
-  try {
-    return parseIntFlag(name, values[name] as string | undefined, min, max);
-  } catch (err) {
-    usageError((err as Error).message);
-  }
-}
-const ticks = intFlag('ticks', 100, 100_000);
-const threads = intFlag('threads', 1, 16);
-const e2eClients = intFlag('e2e-clients', 10, 10_000);
-const e2eSeconds = intFlag('e2e-seconds', 10, 3600);
-const botProcesses = intFlag('bot-processes', 1, 16);
+const cli = parseCli('bench:shard', USAGE, {
+  json: { type: 'boolean', default: false },
+  ticks: { type: 'string', default: '1200' },
+  threads: { type: 'string', default: '2' },
+  'e2e-clients': { type: 'string', default: '1000' },
+  'e2e-seconds': { type: 'string', default: '120' },
+  'bot-processes': { type: 'string', default: '4' },
+  'skip-e2e': { type: 'boolean', default: false },
+});
+const { values } = cli;
+const ticks = cli.int('ticks', 100, 100_000);
+const threads = cli.int('threads', 1, 16);
+const e2eClients = cli.int('e2e-clients', 10, 10_000);
+const e2eSeconds = cli.int('e2e-seconds', 10, 3600);
+const botProcesses = cli.int('bot-processes', 1, 16);
 const log = (s: string) => process.stderr.write(`${s}\n`);
 
 const machine = `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}`;

@@ -14,8 +14,7 @@
 import os from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { parseArgs } from 'node:util';
-import { intFlag as parseIntFlag } from '@aethex/runtime';
+import { parseCli } from '@aethex/runtime';
 import * as k8s from '@kubernetes/client-node';
 import { GAMEWORLD_GROUP, GAMEWORLD_PLURAL, GAMEWORLD_VERSION, type GameWorld } from '../src/api/gameworld.js';
 import { installCrd, kubeConfig, namespace, testEnv } from '../test/harness.js';
@@ -35,37 +34,18 @@ import {
 } from '../test/operator-process.js';
 
 const USAGE = 'usage: npm run bench:operator [-- --json] [--worlds N] [--steady-s S] [--resync-s S]';
-function usageError(message: string): never {
-  console.error(`bench:operator: ${message}\n${USAGE}`);
-  process.exit(2);
-}
 
-let values: Record<string, string | boolean | undefined>;
-try {
-  ({ values } = parseArgs({
-    options: {
-      json: { type: 'boolean', default: false },
-      worlds: { type: 'string', default: '100' },
-      'steady-s': { type: 'string', default: '60' },
-      'resync-s': { type: 'string', default: '20' },
-    },
-    strict: true,
-    allowPositionals: false,
-  }));
-} catch (err) {
-  usageError((err as Error).message);
-}
-function intFlag(name: string, min: number, max: number): number {
-  try {
-    return parseIntFlag(name, values[name] as string, min, max);
-  } catch (err) {
-    return usageError((err as Error).message);
-  }
-}
+const cli = parseCli('bench:operator', USAGE, {
+  json: { type: 'boolean', default: false },
+  worlds: { type: 'string', default: '100' },
+  'steady-s': { type: 'string', default: '60' },
+  'resync-s': { type: 'string', default: '20' },
+});
+const { values } = cli;
 // The test environment has 3 kwok nodes of 250 pods; other tests use some.
-const WORLDS = intFlag('worlds', 1, 150);
-const STEADY_S = intFlag('steady-s', 0, 3600);
-const RESYNC_S = intFlag('resync-s', 10, 86_400);
+const WORLDS = cli.int('worlds', 1, 150);
+const STEADY_S = cli.int('steady-s', 0, 3600);
+const RESYNC_S = cli.int('resync-s', 10, 86_400);
 const SHARDS = 4;
 const CONVERGE_TIMEOUT_MS = 600_000;
 

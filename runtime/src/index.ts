@@ -1,3 +1,4 @@
+export { type Cli, intFlag, parseCli } from './cli.js';
 export { ConfigError, type Env } from './config.js';
 export {
   createJoinVerifier,
@@ -11,4 +12,4 @@ export { createLogger, LOG_LEVELS, type Logger, type LogLevel } from './logger.j
 export { freePortBlock } from './ports.js';
 export { type Region, regions } from './regions.js';
 export { envName, loadSettings, type Rect, type SettingSpec, type Settings, type SettingsSchema } from './settings.js';
-export { intFlag, percentile } from './stats.js';
+export { percentile } from './stats.js';

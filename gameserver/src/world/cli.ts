@@ -6,43 +6,24 @@ import { createPublicKey, generateKeyPairSync } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
-import { intFlag } from '@aethex/runtime';
+import { parseCli } from '@aethex/runtime';
 import { startLocalWorld } from './local-world.js';
 
 const USAGE =
   'usage: npm run world -- --columns <n> --rows <n> [--size <units per region>] [--npcs <per shard>] [--bots <total>] [--base-port <port>] [--directory <dir>] [--name <world>]';
 
-function fail(message: string): never {
-  console.error(`world: ${message}\n${USAGE}`);
-  process.exit(2);
-}
-
-let values: Record<string, string | undefined>;
-try {
-  values = parseArgs({
-    options: {
-      columns: { type: 'string', default: '2' },
-      rows: { type: 'string', default: '2' },
-      size: { type: 'string', default: '500' },
-      npcs: { type: 'string', default: '50' },
-      bots: { type: 'string', default: '0' },
-      'base-port': { type: 'string', default: '7800' },
-      directory: { type: 'string', default: '.aethex/world' },
-      name: { type: 'string', default: 'world' },
-    },
-    strict: true,
-  }).values as Record<string, string | undefined>;
-} catch (err) {
-  fail((err as Error).message);
-}
-const flag = (name: string, min: number, max: number) => {
-  try {
-    return intFlag(name, values[name], min, max);
-  } catch (err) {
-    return fail((err as Error).message);
-  }
-};
+const cli = parseCli('world', USAGE, {
+  columns: { type: 'string', default: '2' },
+  rows: { type: 'string', default: '2' },
+  size: { type: 'string', default: '500' },
+  npcs: { type: 'string', default: '50' },
+  bots: { type: 'string', default: '0' },
+  'base-port': { type: 'string', default: '7800' },
+  directory: { type: 'string', default: '.aethex/world' },
+  name: { type: 'string', default: 'world' },
+});
+const { values, fail } = cli;
+const flag = cli.int;
 const columns = flag('columns', 1, 16);
 const rows = flag('rows', 1, 16);
 const size = flag('size', 50, 100_000);
