@@ -5,8 +5,7 @@ import { createPrivateKey } from 'node:crypto';
 // with --private-key (a development key whose public half the shard trusts) or read from --token
 // (one token for a single bot).
 import { readFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
-import { signJoinToken } from '@aethex/runtime';
+import { parseCli, signJoinToken } from '@aethex/runtime';
 import { WebSocket } from 'ws';
 import { RealtimeClient } from './realtime.js';
 
@@ -36,35 +35,31 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] as number;
 }
 
-function fail(message: string): never {
-  console.error(`bots: ${message}`);
-  process.exit(2);
-}
-
-const { values } = parseArgs({
-  options: {
-    url: { type: 'string' },
-    count: { type: 'string', default: '10' },
-    pattern: { type: 'string', default: 'random-walk' },
-    duration: { type: 'string', default: '30' },
-    'private-key': { type: 'string' },
-    token: { type: 'string' },
-    world: { type: 'string', default: 'local' },
-    instance: { type: 'string', default: '0' },
-    shard: { type: 'string', default: 'local-0-0' },
-    issuer: { type: 'string', default: 'aethex-control-plane' },
-    audience: { type: 'string', default: 'aethex-shard' },
-    'ramp-ms': { type: 'string', default: '5' },
-    prefix: { type: 'string', default: 'bot' },
-    json: { type: 'boolean', default: false },
-  },
-  strict: true,
+const USAGE =
+  'usage: npm run bots -- --url ws://host:port (--private-key key.pem | --token T) [--count N] [--pattern random-walk|idle|circle] [--duration S] [--ramp-ms MS] [--world W] [--instance N] [--shard S] [--prefix P] [--issuer I] [--audience A] [--json]';
+const cli = parseCli('bots', USAGE, {
+  url: { type: 'string' },
+  count: { type: 'string', default: '10' },
+  pattern: { type: 'string', default: 'random-walk' },
+  duration: { type: 'string', default: '30' },
+  'private-key': { type: 'string' },
+  token: { type: 'string' },
+  world: { type: 'string', default: 'local' },
+  instance: { type: 'string', default: '0' },
+  shard: { type: 'string', default: 'local-0-0' },
+  issuer: { type: 'string', default: 'aethex-control-plane' },
+  audience: { type: 'string', default: 'aethex-shard' },
+  'ramp-ms': { type: 'string', default: '5' },
+  prefix: { type: 'string', default: 'bot' },
+  json: { type: 'boolean', default: false },
 });
+const { fail } = cli;
+// Every flag but --json (read from cli.values) is a string.
+const values = cli.values as Record<string, string | undefined>;
 
 const url = values.url ?? fail('--url is required (ws://host:port of the shard)');
 if (!/^wss?:\/\/.+/.test(url)) fail(`--url must be a ws:// or wss:// address, got '${url}'`);
-const count = Number(values.count);
-if (!Number.isInteger(count) || count < 1 || count > 20_000) fail(`--count must be an integer from 1 to 20000, got '${values.count}'`);
+const count = cli.int('count', 1, 20_000);
 const duration = Number(values.duration);
 if (!Number.isFinite(duration) || duration <= 0 || duration > 86_400)
   fail(`--duration must be seconds from 0 to 86400, got '${values.duration}'`);
@@ -74,8 +69,7 @@ const rampMs = Number(values['ramp-ms']);
 if (!Number.isFinite(rampMs) || rampMs < 0 || rampMs > 10_000) fail(`--ramp-ms must be from 0 to 10000, got '${values['ramp-ms']}'`);
 if (!values['private-key'] && !values.token) fail('give --private-key (to sign join tokens) or --token');
 if (values.token && count !== 1) fail('--token serves one bot; use --private-key for more');
-const instance = Number(values.instance);
-if (!Number.isInteger(instance) || instance < 0) fail(`--instance must be a non-negative integer, got '${values.instance}'`);
+const instance = cli.int('instance', 0, 1_000_000);
 
 const key = values['private-key'] ? createPrivateKey(readFileSync(values['private-key'])) : undefined;
 const alg = key?.asymmetricKeyType === 'ed25519' ? 'EdDSA' : 'ES256';
@@ -182,7 +176,7 @@ const report: BotReport = {
   },
 };
 for (const b of bots) b.close();
-if (values.json) {
+if (cli.values.json) {
   const hist = new Array<number>(1000).fill(0);
   for (const l of latencies) hist[Math.min(999, Math.floor(l))] = (hist[Math.min(999, Math.floor(l))] as number) + 1;
   report.raw = { rates: rates.map((r) => Math.round(r)), latency_hist: hist };
@@ -196,5 +190,5 @@ console.log('| --- | --- | --- | --- | --- | --- | --- |');
 console.log(
   `| ${report.bytes_per_client_s.median} / ${report.bytes_per_client_s.p99} | ${report.input_ack_ms.p50} / ${report.input_ack_ms.p99} / ${report.input_ack_ms.max} | ${report.max_snapshot_gap_ms.median} / ${report.max_snapshot_gap_ms.max} | ${report.entities_seen_avg} | ${report.handoffs.done} / ${report.handoffs.failed} | ${report.handoffs.gap_ms.p50} / ${report.handoffs.gap_ms.p99} | ${JSON.stringify(report.kicked)} |`,
 );
-if (values.json) console.log(JSON.stringify(report));
+if (cli.values.json) console.log(JSON.stringify(report));
 setTimeout(() => process.exit(0), 200).unref();

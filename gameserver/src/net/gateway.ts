@@ -41,7 +41,7 @@ type Phase = 'auth' | 'authenticating' | 'joined' | 'closed';
 interface Connection {
   id: number;
   ws: WebSocket;
-  /** The upgraded TCP socket under `ws`: snapshots are written to it as whole frames. */
+  /** The upgraded TCP socket under `ws`: every message to the client is written to it as one whole frame. */
   socket: Duplex;
   address: string;
   phase: Phase;
