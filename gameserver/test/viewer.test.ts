@@ -63,8 +63,11 @@ test('the viewer draws the shard’s entities and a chosen player’s area of in
   expect(before.npc).toBeGreaterThan(300);
   expect(before.player).toBeGreaterThan(0);
 
+  // Frames keep being drawn meanwhile: wait for ones fetched after the choice (the fetch in flight
+  // when it was made may predate it), not for a fixed count that may already have been reached.
+  const framesAtChoice = Number(await page.evaluate(() => document.body.dataset.frames ?? 0));
   await page.selectOption('#focus', String(player.welcome?.entityId));
-  await page.waitForFunction(() => Number(document.body.dataset.frames ?? 0) >= 5, undefined, { timeout: 15_000 });
+  await page.waitForFunction((n) => Number(document.body.dataset.frames ?? 0) >= n + 3, framesAtChoice, { timeout: 15_000 });
   const after = await countColours(page, colours);
   // The circle and the entities inside it are drawn in the focus colour.
   expect(before.focus).toBe(0);
