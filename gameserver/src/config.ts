@@ -187,6 +187,20 @@ export const GAMESERVER_SETTINGS = {
   'game.module': { type: 'string', default: '', doc: "Path of the game's hooks module (join, leave, input, tick, rpc); empty: none." },
   'ops.bind_addr': { type: 'listen', default: '127.0.0.1:7350', doc: 'Listen address of /healthz, /readyz, /metrics and the viewer.' },
   'ops.drain_timeout_ms': { type: 'int', default: 10_000, min: 100, max: 600_000, doc: 'Bound on SIGTERM drain before the process exits.' },
+  'agones.connect_timeout_ms': {
+    type: 'int',
+    default: 30_000,
+    min: 100,
+    max: 600_000,
+    doc: 'With AGONES_SDK_GRPC_PORT set: time to reach the Agones SDK server before start fails.',
+  },
+  'agones.health_interval_ms': {
+    type: 'int',
+    default: 2000,
+    min: 100,
+    max: 60_000,
+    doc: 'With AGONES_SDK_GRPC_PORT set: period of Agones health pings, sent while the tick loop runs.',
+  },
   'log.level': { type: 'enum', default: 'info', values: LOG_LEVELS, doc: 'pino log level.' },
 } satisfies SettingsSchema;
 

@@ -2,11 +2,12 @@
 import { parseArgs } from 'node:util';
 import { ConfigError, createLogger } from '@aethex/runtime';
 import { type GameserverSettings, loadConfig } from './config.js';
+import { agonesPort } from './lifecycle/agones.js';
 import { startShard } from './shard.js';
 
 const USAGE = 'usage: aethex-gameserver [--config <file.yaml>]   (every key also as AETHEX_GAMESERVER_<KEY>)';
 
-function configure(): GameserverSettings {
+function configure(): { settings: GameserverSettings; agonesPort: number | undefined } {
   let args: { config?: string | undefined };
   try {
     args = parseArgs({ options: { config: { type: 'string', short: 'c' } }, strict: true, allowPositionals: false }).values;
@@ -15,7 +16,7 @@ function configure(): GameserverSettings {
     process.exit(2);
   }
   try {
-    return loadConfig(process.env, args.config);
+    return { settings: loadConfig(process.env, args.config), agonesPort: agonesPort(process.env) };
   } catch (err) {
     if (err instanceof ConfigError) {
       console.error(`aethex-gameserver: invalid configuration: ${err.message}`);
@@ -25,15 +26,17 @@ function configure(): GameserverSettings {
   }
 }
 
-const settings = configure();
+const { settings, agonesPort: port } = configure();
 const log = createLogger('gameserver', settings['log.level']);
-const shard = await startShard(settings, { log }).catch((err: NodeJS.ErrnoException) => {
-  // A port in use or an unreachable database: one line naming what failed, not a stack.
-  const where = err.code === 'EADDRINUSE' ? ' (gateway.bind_addr or ops.bind_addr is taken)' : '';
-  log.fatal({ err }, 'could not start');
-  console.error(`aethex-gameserver: could not start: ${err.message}${where}`);
-  process.exit(1);
-});
+const shard = await startShard(settings, { log, ...(port === undefined ? {} : { agonesPort: port }) }).catch(
+  (err: NodeJS.ErrnoException) => {
+    // A port in use or an unreachable database: one line naming what failed, not a stack.
+    const where = err.code === 'EADDRINUSE' ? ' (gateway.bind_addr or ops.bind_addr is taken)' : '';
+    log.fatal({ err }, 'could not start');
+    console.error(`aethex-gameserver: could not start: ${err.message}${where}`);
+    process.exit(1);
+  },
+);
 
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   process.once(signal, () => {

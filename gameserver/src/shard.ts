@@ -6,6 +6,7 @@ import type { GameserverSettings } from './config.js';
 import { ShardEngine } from './engine.js';
 import { loadHooks } from './hooks.js';
 import { createOpsServer } from './http.js';
+import { Agones } from './lifecycle/agones.js';
 import { type Clock, FixedTimestep, runLoop, systemClock } from './loop/fixed-timestep.js';
 import { createMetrics, type ShardMetrics } from './metrics.js';
 import { Gateway } from './net/gateway.js';
@@ -50,6 +51,12 @@ export interface ShardOptions {
    * was not run).
    */
   onTick?: (ms: number, cpuMs: number) => void;
+  /**
+   * The Agones SDK server's port (main reads `AGONES_SDK_GRPC_PORT`): the shard connects to it before
+   * anything else, marks itself Ready once serving, pings health, tracks players and asks for
+   * Shutdown after its drain. Absent: no Agones.
+   */
+  agonesPort?: number;
 }
 
 function url(scheme: string, a: AddressInfo): string {
@@ -82,6 +89,16 @@ export async function startShard(configured: GameserverSettings, options: ShardO
       shard: settings['shard.name'],
     }));
 
+  // On Agones, a shard that cannot reach its SDK server fails to start rather than never becoming Ready.
+  const agones =
+    options.agonesPort === undefined
+      ? undefined
+      : await Agones.connect({
+          port: options.agonesPort,
+          connectTimeoutMs: settings['agones.connect_timeout_ms'],
+          healthIntervalMs: settings['agones.health_interval_ms'],
+          log: log.child({ part: 'agones' }),
+        });
   const stores = await openStores(settings, log);
   const key = { world: settings['shard.world'], instance: settings['shard.instance'], shard: settings['shard.name'] };
   const saved = await stores.snapshots.load(key);
@@ -146,7 +163,11 @@ export async function startShard(configured: GameserverSettings, options: ShardO
     log,
     metrics,
     clock,
-    onPlayer: (event, playerId) => (event === 'joined' ? persistence.playerJoined(playerId) : persistence.playerLeft(playerId)),
+    onPlayer: (event, playerId) => {
+      if (event === 'joined') persistence.playerJoined(playerId);
+      else persistence.playerLeft(playerId);
+      agones?.player(event, playerId);
+    },
     ...(links ? { upgrades: { path: LINK_PATH, handleUpgrade: links.handleUpgrade.bind(links) } } : {}),
     ...(sharding ? { resume: sharding.claimResume.bind(sharding), admitting: () => sharding?.settled ?? true } : {}),
   });
@@ -179,17 +200,14 @@ export async function startShard(configured: GameserverSettings, options: ShardO
   });
 
   let draining = false;
-  const ops = createOpsServer(
-    {
-      // Healthy while ticks keep coming; a loop stalled for 40 ticks is not.
-      healthy: () => clock.now() - lastTickAt < tickMs * 40,
-      ready: () => !draining,
-    },
-    metrics.registry,
-    (focus) => viewerState(engine, settings['shard.name'], focus, sharding),
+  // Healthy while ticks keep coming; a loop stalled for 40 ticks is not.
+  const healthy = () => clock.now() - lastTickAt < tickMs * 40;
+  const ops = createOpsServer({ healthy, ready: () => !draining }, metrics.registry, (focus) =>
+    viewerState(engine, settings['shard.name'], focus, sharding),
   );
   ops.listen(settings['ops.bind_addr'].port, settings['ops.bind_addr'].host);
   await once(ops, 'listening');
+  await agones?.ready(healthy);
 
   let drained: Promise<void> | undefined;
   const shard: RunningShard = {
@@ -217,6 +235,7 @@ export async function startShard(configured: GameserverSettings, options: ShardO
         } finally {
           await stores.close();
           await new Promise<void>((resolve) => ops.close(() => resolve()));
+          await agones?.shutdown();
         }
       })();
       return drained;

@@ -1,6 +1,8 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
+import { once } from 'node:events';
 import { mkdtempSync, readdirSync } from 'node:fs';
+import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { aethex } from '@aethex/proto';
@@ -163,4 +165,35 @@ test('with engine.snapshot_threads 2 both players get live snapshots (one cut by
   b.close();
   p.child.kill('SIGTERM');
   expect(await p.exited).toBe(0);
+});
+
+test('on Agones, a shard that cannot reach its SDK server dials it over gRPC and stops with a message naming it', async () => {
+  const bad = run({ ...shardEnv(mkdtempSync(join(tmpdir(), 'aethex-proc-'))), AGONES_SDK_GRPC_PORT: '9357x' });
+  expect(await bad.exited).toBe(2);
+  expect(bad.output()).toContain('invalid configuration: AGONES_SDK_GRPC_PORT: expected a port from 1 to 65535, got "9357x"');
+
+  // A TCP listener that never answers: the shard must dial it with gRPC (HTTP/2) and give up after
+  // agones.connect_timeout_ms, before it listens for players.
+  const received: Buffer[] = [];
+  const silent = createServer((socket) => socket.on('data', (d: Buffer) => received.push(d)));
+  silent.listen(0, '127.0.0.1');
+  await once(silent, 'listening');
+  const port = (silent.address() as AddressInfo).port;
+  try {
+    const started = Date.now();
+    const p = run({
+      ...shardEnv(mkdtempSync(join(tmpdir(), 'aethex-proc-'))),
+      AGONES_SDK_GRPC_PORT: String(port),
+      AETHEX_GAMESERVER_AGONES_CONNECT_TIMEOUT_MS: '1500',
+    });
+    expect(await p.exited).toBe(1);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1500);
+    expect(p.output()).toContain(
+      `could not start: no Agones SDK server answered on localhost:${port} (AGONES_SDK_GRPC_PORT) within 1500 ms (agones.connect_timeout_ms)`,
+    );
+    expect(p.output()).not.toContain('shard started');
+    expect(Buffer.concat(received).toString('latin1')).toMatch(/^PRI \* HTTP\/2\.0\r\n\r\nSM\r\n\r\n/);
+  } finally {
+    silent.close();
+  }
 });

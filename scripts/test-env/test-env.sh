@@ -450,9 +450,11 @@ export AETHEX_TEST_LOGS='$LOGS'
 export AETHEX_TEST_CHROMIUM='/usr/bin/chromium'
 export AETHEX_TEST_MINIO_BIN='$MINIO_BIN'
 EOF
+  # Not AGONES_SDK_GRPC_PORT itself: every shard a test spawns inherits the environment, and that
+  # variable turns the shard's Agones lifecycle on.
   if [[ -x $AGONES_BIN ]]; then
-    echo "export AGONES_SDK_GRPC_PORT='$AGONES_GRPC_PORT'"
-    echo "export AGONES_SDK_HTTP_PORT='$AGONES_HTTP_PORT'"
+    echo "export AETHEX_TEST_AGONES_GRPC_PORT='$AGONES_GRPC_PORT'"
+    echo "export AETHEX_TEST_AGONES_HTTP_PORT='$AGONES_HTTP_PORT'"
   fi
 }
 
