@@ -2,10 +2,10 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { runQueueWaitMs } from '@aethex/runtime';
 import type { RealtimeClient } from '@aethex/sdk';
 import { afterAll, expect, test } from 'vitest';
 import { startTestShard, type TestShard, until } from './harness.js';
-import { runQueueWaitMs } from './run-queue.js';
 
 let t: TestShard | undefined;
 afterAll(async () => t?.stop());

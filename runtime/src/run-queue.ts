@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 
 /**
  * Milliseconds the calling thread has spent runnable but not run (waiting for a CPU) since it
- * started, from Linux's schedstat. Tests that bound latencies on the shared 2-core machine use the
+ * started, from Linux's schedstat. Tests and benchmarks on the shared 2-core machine use the
  * difference over an interval to tell "the process was not given a CPU" from "the process was slow".
  */
 export function runQueueWaitMs(): number {

@@ -1,0 +1,31 @@
+import { spawn, spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { expect, it } from 'vitest';
+import { runQueueWaitMs } from './run-queue.js';
+
+// A process that burns 600 ms of CPU and prints how long its thread waited for a CPU meanwhile.
+const BURN = `
+import { runQueueWaitMs } from ${JSON.stringify(join(import.meta.dirname, 'run-queue.ts'))};
+const before = runQueueWaitMs();
+const cpu = process.cpuUsage();
+let x = 0;
+while (process.cpuUsage(cpu).user < 600_000) for (let i = 0; i < 100_000; i++) x = (x * 31 + i) | 0;
+console.log(JSON.stringify({ waited: runQueueWaitMs() - before, x }));
+`;
+const burn = ['--import', 'tsx', '--input-type=module', '-e', BURN];
+
+it('runQueueWaitMs counts the time a thread was ready to run but a busy CPU ran something else', () => {
+  const own = runQueueWaitMs();
+  expect(own).toBeGreaterThanOrEqual(0);
+  // Two burners pinned to one CPU take turns: each waits for about as long as the other runs.
+  const rival = spawn('taskset', ['-c', '0', process.execPath, ...burn], { stdio: 'ignore' });
+  try {
+    const r = spawnSync('taskset', ['-c', '0', process.execPath, ...burn], { encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    const { waited } = JSON.parse(r.stdout.trim()) as { waited: number };
+    expect(waited).toBeGreaterThan(200);
+  } finally {
+    rival.kill('SIGKILL');
+  }
+  expect(runQueueWaitMs()).toBeGreaterThanOrEqual(own);
+});
