@@ -36,6 +36,7 @@ export class Agones {
   private healthTimer: NodeJS.Timeout | undefined;
   /** Player tracking calls, one after another, so a player's leave never overtakes their join. */
   private queue: Promise<void> = Promise.resolve();
+  private trackingFailures = 0;
 
   private constructor(
     private readonly sdk: AgonesSDK,
@@ -99,7 +100,10 @@ export class Agones {
         const changed = event === 'joined' ? await this.sdk.alpha.playerConnect(playerId) : await this.sdk.alpha.playerDisconnect(playerId);
         if (!changed) this.options.log.debug({ playerId, event }, 'Agones: player tracking unchanged');
       } catch (err) {
-        this.options.log.warn({ err, playerId, event }, 'Agones player tracking failed');
+        // Once, then quietly: with PlayerTracking off every call fails, and a shard has thousands of joins.
+        this.trackingFailures++;
+        const level = this.trackingFailures === 1 ? 'warn' : 'debug';
+        this.options.log[level]({ err, playerId, event, failures: this.trackingFailures }, 'Agones player tracking failed');
       }
     });
   }
