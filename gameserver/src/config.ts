@@ -191,8 +191,8 @@ export const GAMESERVER_SETTINGS = {
     type: 'int',
     default: 30_000,
     min: 100,
-    max: 600_000,
-    doc: 'With AGONES_SDK_GRPC_PORT set: time to reach the Agones SDK server before start fails.',
+    max: 30_000,
+    doc: "With AGONES_SDK_GRPC_PORT set: time to reach the Agones SDK server before start fails (at most the SDK's own 30 s).",
   },
   'agones.health_interval_ms': {
     type: 'int',
