@@ -86,7 +86,11 @@ async function shardFor(clients: number, extra: Record<string, string> = {}): Pr
   return { shard, keyFile, samples, settings };
 }
 
-function runBots(r: Running, count: number, seconds: number, processes: number, prefix: string): Promise<BotReport[]> {
+/**
+ * `nice`: the bots' scheduling niceness (0: the shard's own; 1–19: the bots yield the cores to the
+ * shard whenever it is runnable, the nearest this machine gets to bots on cores of their own).
+ */
+function runBots(r: Running, count: number, seconds: number, processes: number, prefix: string, nice = 0): Promise<BotReport[]> {
   const per = Math.ceil(count / processes);
   const runs: Promise<BotReport>[] = [];
   for (let p = 0; p < processes; p++) {
@@ -115,7 +119,8 @@ function runBots(r: Running, count: number, seconds: number, processes: number, 
     ];
     runs.push(
       new Promise((resolve, reject) => {
-        const child = spawn(NODE[0] as string, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+        const command = nice > 0 ? ['nice', '-n', String(nice), NODE[0] as string, ...args] : [NODE[0] as string, ...args];
+        const child = spawn(command[0] as string, command.slice(1), { stdio: ['ignore', 'pipe', 'inherit'] });
         let out = '';
         child.stdout.on('data', (d) => {
           out += d;
@@ -136,9 +141,10 @@ function runBots(r: Running, count: number, seconds: number, processes: number, 
 
 /**
  * One shard in this process (so every tick's duration is sampled) and `clients` bots in
- * `processes` separate processes on the same machine, random-walking for `seconds`.
+ * `processes` separate processes on the same machine, random-walking for `seconds`, at niceness
+ * `botNice` (see runBots).
  */
-export async function runE2e(clients: number, seconds: number, processes: number, threads = 1): Promise<E2eResult> {
+export async function runE2e(clients: number, seconds: number, processes: number, threads = 1, botNice = 0): Promise<E2eResult> {
   const r = await shardFor(clients, { AETHEX_GAMESERVER_ENGINE_SNAPSHOT_THREADS: String(threads) });
   let gcMax = 0;
   const gc = new PerformanceObserver((list) => {
@@ -161,7 +167,7 @@ export async function runE2e(clients: number, seconds: number, processes: number
       (seconds * 1000) / 2,
     );
   });
-  const reports = await runBots(r, clients, seconds, processes, 'e2e');
+  const reports = await runBots(r, clients, seconds, processes, 'e2e', botNice);
   const cpu = process.cpuUsage(cpuAtStart);
   const cpuPct = ((cpu.user + cpu.system) / 1000 / (performance.now() - started)) * 100;
   clearInterval(rssTimer);
