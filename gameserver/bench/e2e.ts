@@ -4,7 +4,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PerformanceObserver } from 'node:perf_hooks';
-import { createLogger, percentile, runQueueWaitMs } from '@aethex/runtime';
+import { cpuPercent, createLogger, percentile, runQueueWaitMs } from '@aethex/runtime';
 import type { BotReport } from '../../sdk/src/bots.js';
 import { loadConfig } from '../src/config.js';
 import { type RunningShard, startShard } from '../src/shard.js';
@@ -38,6 +38,8 @@ export interface E2eResult {
   rss_mb: number;
   /** CPU the shard's process (tick thread, snapshot threads, GC) used, in % of one core. */
   shard_cpu_pct: number;
+  /** CPU all bot processes used together, in % of one core (joins included). */
+  bots_cpu_pct: number;
   gc_max_pause_ms: number;
   kicked: Record<string, number>;
   /** Why bots that never joined failed, by count (from the bots' reports). */
@@ -169,7 +171,7 @@ export async function runE2e(clients: number, seconds: number, processes: number
   });
   const reports = await runBots(r, clients, seconds, processes, 'e2e', botNice);
   const cpu = process.cpuUsage(cpuAtStart);
-  const cpuPct = ((cpu.user + cpu.system) / 1000 / (performance.now() - started)) * 100;
+  const cpuPct = cpuPercent(cpu, performance.now() - started);
   clearInterval(rssTimer);
   gc.disconnect();
   const threadSessions = await spread;
@@ -215,7 +217,8 @@ export async function runE2e(clients: number, seconds: number, processes: number
     input_ack_ms: { p50: histPct(50), p99: histPct(99) },
     max_snapshot_gap_ms: Math.max(...reports.map((b) => b.max_snapshot_gap_ms.max)),
     rss_mb: Math.round(rss / 2 ** 20),
-    shard_cpu_pct: Math.round(cpuPct),
+    shard_cpu_pct: cpuPct,
+    bots_cpu_pct: reports.reduce((a, b) => a + b.cpu_pct, 0),
     gc_max_pause_ms: round(gcMax),
     kicked,
     join_errors: joinErrors,

@@ -11,6 +11,6 @@ export {
 export { createLogger, LOG_LEVELS, type Logger, type LogLevel } from './logger.js';
 export { freePortBlock } from './ports.js';
 export { type Region, regions } from './regions.js';
-export { runQueueWaitMs } from './run-queue.js';
+export { cpuPercent, runQueueWaitMs } from './run-queue.js';
 export { envName, loadSettings, type Rect, type SettingSpec, type Settings, type SettingsSchema } from './settings.js';
 export { percentile } from './stats.js';

@@ -1,7 +1,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
-import { runQueueWaitMs } from './run-queue.js';
+import { cpuPercent, runQueueWaitMs } from './run-queue.js';
 
 // A process that burns 600 ms of CPU and prints how long its thread waited for a CPU meanwhile.
 const BURN = `
@@ -28,4 +28,11 @@ it('runQueueWaitMs counts the time a thread was ready to run but a busy CPU ran 
     rival.kill('SIGKILL');
   }
   expect(runQueueWaitMs()).toBeGreaterThanOrEqual(own);
+});
+
+it('cpuPercent gives CPU over wall time in whole % of one core, and refuses an empty span', () => {
+  expect(cpuPercent({ user: 300_000, system: 200_000 }, 1000)).toBe(50);
+  expect(cpuPercent({ user: 1_500_000, system: 0 }, 1000)).toBe(150);
+  expect(cpuPercent({ user: 1_234, system: 0 }, 100)).toBe(1);
+  expect(() => cpuPercent({ user: 1, system: 0 }, 0)).toThrow('wallMs must be positive, got 0');
 });

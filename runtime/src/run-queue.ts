@@ -11,3 +11,12 @@ export function runQueueWaitMs(): number {
   if (!Number.isFinite(ns)) throw new Error(`/proc/thread-self/schedstat: unexpected contents '${fields.join(' ')}'`);
   return ns / 1e6;
 }
+
+/**
+ * CPU a process used over a span, in whole % of one core: `usage` is `process.cpuUsage(start)`
+ * (user + system, µs), `wallMs` the span's wall time.
+ */
+export function cpuPercent(usage: NodeJS.CpuUsage, wallMs: number): number {
+  if (!(wallMs > 0)) throw new RangeError(`wallMs must be positive, got ${wallMs}`);
+  return Math.round(((usage.user + usage.system) / 1000 / wallMs) * 100);
+}

@@ -5,7 +5,7 @@ import { createPrivateKey } from 'node:crypto';
 // with --private-key (a development key whose public half the shard trusts) or read from --token
 // (one token for a single bot).
 import { readFileSync } from 'node:fs';
-import { parseCli, signJoinToken } from '@aethex/runtime';
+import { cpuPercent, parseCli, signJoinToken } from '@aethex/runtime';
 import { WebSocket } from 'ws';
 import { RealtimeClient } from './realtime.js';
 
@@ -24,6 +24,8 @@ export interface BotReport {
   entities_seen_avg: number;
   /** Handoffs between shards the bots followed, and the snapshot gap each one caused. */
   handoffs: { done: number; failed: number; gap_ms: { p50: number; p99: number } };
+  /** CPU this bot process used over its whole run (joins included), in % of one core. */
+  cpu_pct: number;
   /** Raw material for aggregating several bot processes: per-client bytes/s, and input→ack latencies in 1 ms buckets (last bucket: ≥ 999 ms). */
   raw?: { rates: number[]; latency_hist: number[] };
 }
@@ -92,6 +94,7 @@ let handoffsFailed = 0;
 let snapshots = 0;
 let latencies: number[] = [];
 const started = performance.now();
+const cpuAtStart = process.cpuUsage();
 
 for (let i = 0; i < count; i++) {
   const bot = new RealtimeClient({ url, joinToken: await tokenFor(i), createSocket: (u) => new WebSocket(u) as never });
@@ -174,6 +177,7 @@ const report: BotReport = {
     failed: handoffsFailed,
     gap_ms: { p50: Math.round(percentile(handoffGaps, 50)), p99: Math.round(percentile(handoffGaps, 99)) },
   },
+  cpu_pct: cpuPercent(process.cpuUsage(cpuAtStart), performance.now() - started),
 };
 for (const b of bots) b.close();
 if (cli.values.json) {
