@@ -10,7 +10,7 @@ import type { ShardEngine } from '../engine.js';
 import type { Clock } from '../loop/fixed-timestep.js';
 import type { ShardMetrics } from '../metrics.js';
 import { TokenBucket } from './rate-limit.js';
-import { binaryFrame } from './ws-frame.js';
+import { binaryFrame, writeWhole } from './ws-frame.js';
 
 const { ClientMessage, ServerMessage, ReasonCode } = aethex.v1;
 type Reason = aethex.v1.ReasonCode;
@@ -419,14 +419,15 @@ export class Gateway {
   }
 
   /**
-   * Every message to a client goes to its socket as one whole binary frame in one write (the
-   * bytes are copied first, so the caller may reuse them). `ws` writes its own frames (pongs,
-   * close) whole too, on this same thread, so frames never interleave; once `ws` closes or the
-   * socket fails, readyState is no longer OPEN and nothing more is written.
+   * Every message to a client goes to its socket as one whole binary frame (the bytes are copied
+   * first, so the caller may reuse them), by `writeWhole`: straight to the descriptor when nothing
+   * is queued, else behind the queue. `ws` writes its own frames (pongs, close) through the same
+   * socket on this same thread, so frames never interleave; once `ws` closes or the socket fails,
+   * readyState is no longer OPEN and nothing more is written.
    */
   private writeFrame(conn: Connection, bytes: Uint8Array): boolean {
     if (conn.ws.readyState !== 1) return false;
-    conn.socket.write(binaryFrame(bytes));
+    writeWhole(conn.socket, binaryFrame(bytes));
     return true;
   }
 

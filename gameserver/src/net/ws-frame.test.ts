@@ -1,11 +1,14 @@
 import { once } from 'node:events';
+import { closeSync, fstatSync, mkdtempSync, openSync, rmSync } from 'node:fs';
 import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, connect, createServer as createTcpServer, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import fc from 'fast-check';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { WebSocket, WebSocketServer } from 'ws';
-import { binaryFrame } from './ws-frame.js';
+import { binaryFrame, writeWhole } from './ws-frame.js';
 
 // A real upgraded socket on the server side (frames written to it raw) and a real `ws` client.
 const http = createServer();
@@ -61,4 +64,84 @@ test('property: any payload arrives whole and in order', async () => {
     }),
   );
   expect(client.readyState).toBe(WebSocket.OPEN);
+});
+
+/** A connected pair of loopback TCP sockets: [the server's end, the client's end]. */
+async function tcpPair(): Promise<[Socket, Socket]> {
+  const server = createTcpServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const accepted = once(server, 'connection');
+  const client = connect((server.address() as AddressInfo).port, '127.0.0.1');
+  const [serverEnd] = (await accepted) as [Socket];
+  server.close();
+  return [serverEnd, client];
+}
+
+test('writeWhole: through a reader that stops, frames arrive whole and in order, direct and queued writes mixed', async () => {
+  const [out, reader] = await tcpPair();
+  reader.pause();
+  const expected: Buffer[] = [];
+  let direct = 0;
+  let queued = 0;
+  let viaStream = 0;
+  // 12 MB: more than loopback's send and receive buffers hold, so the kernel refuses some writes.
+  for (let i = 0; i < 12_000; i++) {
+    const frame = Buffer.alloc(1000, i % 251);
+    frame.writeUInt32BE(i, 0);
+    expected.push(frame);
+    if (i % 7 === 3) {
+      // Someone else's write on the same socket (as ws's pongs are): the order must still hold.
+      out.write(frame);
+      viaStream++;
+      continue;
+    }
+    if (writeWhole(out, frame) === frame.length) direct++;
+    else queued++;
+  }
+  expect(direct).toBeGreaterThan(0);
+  expect(queued).toBeGreaterThan(0);
+  expect(viaStream).toBeGreaterThan(0);
+  const want = Buffer.concat(expected);
+  const chunks: Buffer[] = [];
+  let got = 0;
+  const all = new Promise<void>((resolve) =>
+    reader.on('data', (d: Buffer) => {
+      chunks.push(d);
+      got += d.length;
+      if (got >= want.length) resolve();
+    }),
+  );
+  reader.resume();
+  await all;
+  const received = Buffer.concat(chunks);
+  expect(received.length).toBe(want.length);
+  for (let i = 0; i < expected.length; i++) {
+    const at = i * 1000;
+    expect(received.readUInt32BE(at), `frame at byte ${at}`).toBe(i);
+  }
+  expect(received.equals(want)).toBe(true);
+  out.destroy();
+  reader.destroy();
+});
+
+test('writeWhole: a destroyed socket is never written through its old descriptor, even once the number is reused', async () => {
+  const [out, reader] = await tcpPair();
+  const fd = (out as unknown as { _handle: { fd: number } })._handle.fd;
+  expect(fd).toBeGreaterThanOrEqual(0);
+  out.on('error', () => undefined);
+  out.destroy();
+  // Descriptor numbers are reused lowest first: open files until one gets the socket's old number.
+  const dir = mkdtempSync(join(tmpdir(), 'aethex-ws-frame-'));
+  const files: number[] = [];
+  try {
+    for (let k = 0; k < 256 && files.at(-1) !== fd; k++) files.push(openSync(join(dir, `f${k}`), 'w+'));
+    expect(files).toContain(fd);
+    expect(writeWhole(out, Buffer.from('late'))).toBe(0);
+    for (const f of files) expect(fstatSync(f).size).toBe(0);
+  } finally {
+    for (const f of files) closeSync(f);
+    rmSync(dir, { recursive: true });
+    reader.destroy();
+  }
 });

@@ -1,3 +1,6 @@
+import { writeSync } from 'node:fs';
+import type { Duplex } from 'node:stream';
+
 /**
  * One unmasked, final WebSocket binary frame (RFC 6455 §5.2) holding `payload`, in one buffer.
  *
@@ -24,4 +27,37 @@ export function binaryFrame(payload: Uint8Array): Buffer {
   }
   frame.set(payload, header);
   return frame;
+}
+
+/** The descriptor of a socket still open here, or -1 (not a TCP socket, destroyed, or not on this platform). */
+function openFd(socket: Duplex): number {
+  // Node keeps a socket's libuv handle in `_handle` (not a public API) and nulls it when it closes
+  // the descriptor, synchronously, on this thread: a descriptor read from a live handle is this
+  // socket's, never one the number was reused for.
+  const fd = (socket as { _handle?: { fd?: unknown } | null })._handle?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : -1;
+}
+
+/**
+ * Writes `frame` to `socket` whole and in order. When nothing is queued on the socket (and it is
+ * open and not ended), it is written straight to the descriptor (`writeSync`): the one system call
+ * the stream would make, without the stream's per-write request object and callback. Measured:
+ * 1,000 loopback sockets at 40 Hz with nothing else allocating, 38 → 20 scavenges in 10 s; a shard
+ * serving 1,000 bots, ~8 % fewer scavenges and tick p50 ~0.5 ms lower (docs/benchmarks.md).
+ * Whatever the kernel does not take (its buffer full: EAGAIN or a short write), and every write
+ * while anything is queued, goes through the stream behind what is already there; so do failures,
+ * which the stream then reports as it always does. Returns the bytes written directly.
+ */
+export function writeWhole(socket: Duplex, frame: Buffer): number {
+  const fd = socket.writableLength === 0 && !socket.destroyed && !socket.writableEnded ? openFd(socket) : -1;
+  let written = 0;
+  if (fd >= 0) {
+    try {
+      written = writeSync(fd, frame);
+    } catch {
+      written = 0;
+    }
+  }
+  if (written < frame.length) socket.write(written === 0 ? frame : frame.subarray(written));
+  return written;
 }
