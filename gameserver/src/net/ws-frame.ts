@@ -41,9 +41,8 @@ function openFd(socket: Duplex): number {
 /**
  * Writes `frame` to `socket` whole and in order. When nothing is queued on the socket (and it is
  * open and not ended), it is written straight to the descriptor (`writeSync`): the one system call
- * the stream would make, without the stream's per-write request object and callback. Measured:
- * 1,000 loopback sockets at 40 Hz with nothing else allocating, 38 → 20 scavenges in 10 s; a shard
- * serving 1,000 bots, ~8 % fewer scavenges and tick p50 ~0.5 ms lower (docs/benchmarks.md).
+ * the stream would make, without the stream's per-write request object and callback. Measured on
+ * a shard serving 1,000 bots: 7–14 % fewer scavenges, a lower tick p50 (docs/benchmarks.md).
  * Whatever the kernel does not take (its buffer full: EAGAIN or a short write), and every write
  * while anything is queued, goes through the stream behind what is already there; so do failures,
  * which the stream then reports as it always does. Returns the bytes written directly.
