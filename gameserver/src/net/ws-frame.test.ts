@@ -85,8 +85,9 @@ test('writeWhole: through a reader that stops, frames arrive whole and in order,
   let direct = 0;
   let queued = 0;
   let viaStream = 0;
-  // 12 MB: more than loopback's send and receive buffers hold, so the kernel refuses some writes.
-  for (let i = 0; i < 12_000; i++) {
+  // 32 MB: more than the kernel buffers for a reader that stopped reading (its receive buffer does
+  // not grow while nothing is read), so the kernel refuses some writes.
+  for (let i = 0; i < 32_000; i++) {
     const frame = Buffer.alloc(1000, i % 251);
     frame.writeUInt32BE(i, 0);
     expected.push(frame);
