@@ -4,16 +4,16 @@
 // tick's snapshots are — and whether a second thread writing half of them shortens the round.
 // A receiver process (this file with --receive) holds the other ends and reads everything, as the
 // bots do. Three ways to write each round:
-//   socket.write   Node's stream (what the gateway does), one thread;
-//   writeSync(fd)  the socket's descriptor written directly, one thread;
+//   socket.write   Node's stream (the gateway's way before writeWhole, and still behind a queue), one thread;
+//   writeSync(fd)  the socket's descriptor written directly (the gateway's `writeWhole`), one thread;
 //   2 threads      writeSync(fd), half the sockets on a worker thread, half on this one.
-// The descriptors come from `socket._handle.fd` (not a public API): a measurement, not a design.
 import { type ChildProcess, fork } from 'node:child_process';
 import { writeSync } from 'node:fs';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { parseCli, percentile } from '@aethex/runtime';
+import { socketFd } from '../src/net/ws-frame.js';
 
 const SELF = fileURLToPath(import.meta.url);
 
@@ -34,7 +34,12 @@ for (let seen = 0; ; ) {
 }`;
 
 if (process.argv[2] === '--receive') {
+  // Started by main() below, not by hand.
   const [port, count] = process.argv.slice(3).map(Number) as [number, number];
+  if (!process.send || !(port > 0 && port < 65_536) || !(count >= 1)) {
+    console.error("--receive <port> <count> starts this benchmark's own receiver process; run the benchmark without it");
+    process.exit(2);
+  }
   let open = 0;
   for (let i = 0; i < count; i++) {
     const c = net.connect(port, '127.0.0.1', () => {
@@ -68,8 +73,8 @@ async function main(): Promise<void> {
   const receiver: ChildProcess = fork(SELF, ['--receive', String(port), String(connections)]);
   await new Promise((resolve) => receiver.once('message', resolve));
   while (sockets.length < connections) await new Promise((r) => setTimeout(r, 10));
-  const fds = sockets.map((s) => (s as unknown as { _handle: { fd: number } })._handle.fd);
-  if (fds.some((fd) => !(fd >= 0))) throw new Error('no file descriptor for a socket on this platform');
+  const fds = sockets.map(socketFd);
+  if (fds.some((fd) => fd < 0)) throw new Error('no file descriptor for a socket on this platform');
   const buf = Buffer.alloc(bytes, 1);
   const half = connections >> 1;
   const ctl = new Int32Array(new SharedArrayBuffer(8));

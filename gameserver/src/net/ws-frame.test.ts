@@ -8,7 +8,7 @@ import type { Duplex } from 'node:stream';
 import fc from 'fast-check';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { WebSocket, WebSocketServer } from 'ws';
-import { binaryFrame, writeWhole } from './ws-frame.js';
+import { binaryFrame, socketFd, writeWhole } from './ws-frame.js';
 
 // A real upgraded socket on the server side (frames written to it raw) and a real `ws` client.
 const http = createServer();
@@ -128,7 +128,7 @@ test('writeWhole: through a reader that stops, frames arrive whole and in order,
 
 test('writeWhole: a destroyed socket is never written through its old descriptor, even once the number is reused', async () => {
   const [out, reader] = await tcpPair();
-  const fd = (out as unknown as { _handle: { fd: number } })._handle.fd;
+  const fd = socketFd(out);
   expect(fd).toBeGreaterThanOrEqual(0);
   out.on('error', () => undefined);
   out.destroy();

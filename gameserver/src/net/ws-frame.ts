@@ -30,7 +30,7 @@ export function binaryFrame(payload: Uint8Array): Buffer {
 }
 
 /** The descriptor of a socket still open here, or -1 (not a TCP socket, destroyed, or not on this platform). */
-function openFd(socket: Duplex): number {
+export function socketFd(socket: Duplex): number {
   // Node keeps a socket's libuv handle in `_handle` (not a public API) and nulls it when it closes
   // the descriptor, synchronously, on this thread: a descriptor read from a live handle is this
   // socket's, never one the number was reused for.
@@ -48,7 +48,7 @@ function openFd(socket: Duplex): number {
  * which the stream then reports as it always does. Returns the bytes written directly.
  */
 export function writeWhole(socket: Duplex, frame: Buffer): number {
-  const fd = socket.writableLength === 0 && !socket.destroyed && !socket.writableEnded ? openFd(socket) : -1;
+  const fd = socket.writableLength === 0 && !socket.destroyed && !socket.writableEnded ? socketFd(socket) : -1;
   let written = 0;
   if (fd >= 0) {
     try {
