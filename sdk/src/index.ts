@@ -32,4 +32,4 @@ export {
   type SavesClientOptions,
   verifySave,
 } from './saves.js';
-export { type EntityRecord, type SnapshotChanges, SnapshotStore } from './snapshots.js';
+export { type EntityRecord, Frame, type SnapshotChanges, SnapshotStore } from './snapshots.js';

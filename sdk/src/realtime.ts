@@ -377,10 +377,11 @@ export class RealtimeClient {
       this.previousFrame = before;
       this.lastTick = s.tick;
       this.acknowledgeInputs(s.lastInputSeq, at);
-      const self = this.welcome ? changes.frame.get(this.welcome.entityId as number) : undefined;
-      if (self && this.welcome) {
+      const frame = changes.frame;
+      const self = this.welcome ? frame.indexOf(this.welcome.entityId as number) : -1;
+      if (self >= 0 && this.welcome) {
         const scale = this.welcome.positionScale as number;
-        this.reconcile(self.qx * scale, self.qy * scale);
+        this.reconcile((frame.qx[self] as number) * scale, (frame.qy[self] as number) * scale);
       }
       // Compared with the old shard's view, entities both shards show neither leave nor re-enter.
       const entered = !fresh ? changes.entered : [...changes.frame.keys()].filter((id) => !before.has(id));
