@@ -262,7 +262,9 @@ export class RealtimeClient {
         return new Ctor(u);
       });
     const socket = create(url);
-    socket.binaryType = 'arraybuffer';
+    // Browsers deliver binary messages as Blobs unless told otherwise; `ws` in Node delivers
+    // Buffers by default, which decode as they are (an ArrayBuffer would be a copy of each).
+    if (socket.binaryType !== 'nodebuffer') socket.binaryType = 'arraybuffer';
     return socket;
   }
 
