@@ -4,7 +4,7 @@ import type { GameserverSettings } from './config.js';
 import { type GameContext, type GameHooks, type HookPlayer, RpcError } from './hooks.js';
 import type { ShardMetrics } from './metrics.js';
 import { DeltaHistory, QuantizedWorld } from './net/delta-history.js';
-import { SnapshotCutter, SnapshotThread } from './net/snapshot-threads.js';
+import { JOB_WORDS, SnapshotCutter, SnapshotThread } from './net/snapshot-threads.js';
 import { encodeState, type ShardState } from './persist/state-codec.js';
 import { applyInput, createRng, type InputResult, type MovementRules, step, wander } from './sim/step.js';
 import { CapacityError, KIND_NPC, KIND_PLAYER, MODE_DORMANT, MODE_GHOST, MODE_OFFERED, MODE_OWNED, type Rect, World } from './sim/world.js';
@@ -35,6 +35,19 @@ export interface SessionOutput {
   send(sessionId: number, bytes: Uint8Array): boolean;
   /** Ends the session with a reason; the engine has already forgotten it. */
   kick(sessionId: number, reason: aethex.v1.ReasonCode, message: string): void;
+  /**
+   * Optional, with `sendFrame`: the descriptor a snapshot thread may write this session's next
+   * frame to itself, during this step (when the socket is open and nothing is queued on it), or -1.
+   * The output must not close that descriptor, nor write to it, until `step` returns.
+   */
+  directFd?(sessionId: number): number;
+  /**
+   * Optional, with `directFd`: a whole WebSocket frame (header included) of which a snapshot
+   * thread wrote `written` bytes itself (0: none; it sent the descriptor nothing): the output
+   * writes the rest, behind nothing else. False if it was dropped (as `send`; never once some of
+   * it was written).
+   */
+  sendFrame?(sessionId: number, frame: Uint8Array, written: number): boolean;
 }
 
 /** The engine's settings, a subset of the shard's configuration. */
@@ -439,7 +452,8 @@ export class ShardEngine {
       { err: given.failed, thread, sessions: this.threadLoad[thread] },
       'snapshot thread given up; its sessions move to the tick thread',
     );
-    // A thread that is only slow must not write into shared rows any more.
+    // A thread that is only slow must not write into shared rows, nor to sockets, any more.
+    given.stopWrites();
     void given.close();
     for (const session of this.sessions.values()) {
       if (session.thread !== thread) continue;
@@ -805,6 +819,8 @@ export class ShardEngine {
     // one finds their data still in the CPU cache (measured: a third less time than session order).
     // Sessions of snapshot threads become jobs for them first, so that they run alongside this one.
     const order = this.grid.order();
+    // Snapshot threads write their frames to the sockets themselves when the output allows it.
+    const framed = this.out.directFd !== undefined && this.out.sendFrame !== undefined;
     const mine = this.mine;
     mine.length = 0;
     for (const jobs of this.threadJobs) jobs.length = 0;
@@ -825,11 +841,12 @@ export class ShardEngine {
         dropped++;
         continue;
       }
-      const o = jobs.length * 4;
+      const o = jobs.length * JOB_WORDS;
       thread.jobs[o] = session.id;
       thread.jobs[o + 1] = slot;
       thread.jobs[o + 2] = session.ackTick;
       thread.jobs[o + 3] = session.fresh ? 1 : 0;
+      thread.jobs[o + 4] = framed ? (this.out.directFd?.(session.id) ?? -1) : -1;
       session.fresh = false;
       jobs.push(session);
     }
@@ -852,10 +869,25 @@ export class ShardEngine {
     // Finished jobs of the snapshot threads are sent as they come, between this thread's own
     // snapshots: socket writes overlap the threads' cutting.
     const delivered = this.threadDelivered;
+    // A frame the thread wrote whole is sent; one it wrote in part, or not at all, goes to the output.
+    const deliverFrame = (session: Session, thread: SnapshotThread, j: number) => {
+      const frame = thread.frame(j);
+      const written = thread.written(j);
+      if (frame && (written === frame.length || this.out.sendFrame?.(session.id, frame, written))) {
+        sent++;
+        sentBytes += thread.messageLength(j);
+        session.sentTick = tick;
+      } else {
+        dropped++;
+      }
+    };
     const sendFinished = (t: number, upTo: number) => {
       const jobs = this.threadJobs[t] as Session[];
       const thread = this.threads[t] as SnapshotThread;
-      for (let j = delivered[t] as number; j < upTo; j++) deliver(jobs[j] as Session, thread.message(j));
+      for (let j = delivered[t] as number; j < upTo; j++) {
+        if (framed) deliverFrame(jobs[j] as Session, thread, j);
+        else deliver(jobs[j] as Session, thread.message(j));
+      }
       delivered[t] = upTo;
     };
     for (let t = 0; t < this.threads.length; t++) delivered[t] = 0;
@@ -887,6 +919,9 @@ export class ShardEngine {
       }
       if (ok) ok = thread.finish(SNAPSHOT_THREAD_TIMEOUT_MS);
       if (!ok) {
+        // Whatever the thread began to write must be completed before anything else goes to those sockets.
+        thread.stopWrites();
+        sendFinished(t, Math.min(jobs.length, thread.progress()));
         this.abandonThread(t + 1);
         dropped += jobs.length - (delivered[t] as number);
       }

@@ -115,6 +115,8 @@ export async function startShard(configured: GameserverSettings, options: ShardO
     settings,
     {
       send: (id, bytes) => gateway?.send(id, bytes) ?? false,
+      directFd: (id) => gateway?.directFd(id) ?? -1,
+      sendFrame: (id, frame, written) => gateway?.sendFrame(id, frame, written) ?? false,
       kick: (id, reason, message) => gateway?.kickSession(id, reason, message),
     },
     { metrics, restored, hooks, log, ...(placement ? { region: placement.region } : {}), ...(ids ? { ids } : {}) },

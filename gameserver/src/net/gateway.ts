@@ -10,7 +10,7 @@ import type { ShardEngine } from '../engine.js';
 import type { Clock } from '../loop/fixed-timestep.js';
 import type { ShardMetrics } from '../metrics.js';
 import { TokenBucket } from './rate-limit.js';
-import { binaryFrame, writeWhole } from './ws-frame.js';
+import { binaryFrame, socketFd, writeWhole } from './ws-frame.js';
 
 const { ClientMessage, ServerMessage, ReasonCode } = aethex.v1;
 type Reason = aethex.v1.ReasonCode;
@@ -441,6 +441,32 @@ export class Gateway {
     const conn = this.connections.get(sessionId);
     if (!conn || conn.ws.bufferedAmount > this.deps.settings['gateway.max_buffered_bytes']) return false;
     return this.writeFrame(conn, bytes);
+  }
+
+  /**
+   * SessionOutput: the descriptor a snapshot thread may write this session's frame to during the
+   * tick, when the socket is open and nothing is queued on it (as `writeWhole` checks), else -1.
+   * Nothing closes a socket while the tick runs: sockets close on this thread, between ticks.
+   */
+  directFd(sessionId: number): number {
+    const conn = this.connections.get(sessionId);
+    if (conn?.ws.readyState !== 1) return -1;
+    const socket = conn.socket;
+    return socket.writableLength === 0 && !socket.destroyed && !socket.writableEnded ? socketFd(socket) : -1;
+  }
+
+  /**
+   * SessionOutput: a frame a snapshot thread wrote `written` bytes of (0: none), from its shared
+   * arena: the rest is copied and written behind nothing else. One not begun is dropped as `send`
+   * drops a message; the rest of one begun is always written (the frame must end).
+   */
+  sendFrame(sessionId: number, frame: Uint8Array, written: number): boolean {
+    const conn = this.connections.get(sessionId);
+    if (!conn) return false;
+    if (written === 0 && (conn.ws.readyState !== 1 || conn.ws.bufferedAmount > this.deps.settings['gateway.max_buffered_bytes']))
+      return false;
+    writeWhole(conn.socket, Buffer.from(frame.subarray(written)));
+    return true;
   }
 
   /** SessionOutput: the engine ended a session (already forgotten there). */

@@ -1,8 +1,16 @@
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { closeSync, fstatSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { aethex } from '@aethex/proto';
-import { afterEach, expect, test } from 'vitest';
+import { afterEach, expect, onTestFinished, test } from 'vitest';
 import { loadConfig } from '../config.js';
 import { ShardEngine } from '../engine.js';
 import { createRng } from '../sim/step.js';
+import { CTL_WRITE_LOCK, type SnapshotThread, WRITE_LOCK_FREE } from './snapshot-threads.js';
+import { binaryFrame, socketFd, writeWhole } from './ws-frame.js';
 
 const { ServerMessage } = aethex.v1;
 
@@ -120,4 +128,186 @@ test('a snapshot thread that dies hands its clients back to the tick thread, whi
   for (const id of moved) {
     expect(ServerMessage.decode((two.sent.get(id) as Buffer[])[0] as Buffer).snapshot?.baseTick, `session ${id}`).toBe(0);
   }
+});
+
+/**
+ * A reader process: accepts four loopback connections and copies each to a file (conn-0.bin …);
+ * it stops reading on 'p' on its stdin and reads again on 'r', so the kernel's buffers fill.
+ */
+const READER = `
+const fs = require('node:fs');
+const net = require('node:net');
+const [dir] = process.argv.slice(1);
+const sockets = [];
+let open = 4;
+const server = net.createServer((socket) => {
+  const out = fs.createWriteStream(dir + '/conn-' + sockets.length + '.bin');
+  sockets.push(socket);
+  socket.on('data', (chunk) => out.write(chunk));
+  socket.on('end', () => out.end(() => { if (--open === 0) process.exit(0); }));
+});
+process.stdin.on('data', (d) => { for (const s of sockets) d.includes('p') ? s.pause() : s.resume(); });
+server.listen(0, '127.0.0.1', () => console.log(server.address().port));`;
+
+/** The frames of a byte stream of unmasked binary WebSocket frames; throws at the first that is not whole. */
+function framesOf(bytes: Buffer): Buffer[] {
+  const frames: Buffer[] = [];
+  let p = 0;
+  while (p < bytes.length) {
+    if (bytes[p] !== 0x82) throw new Error(`byte ${p}: ${bytes[p]} does not start a binary frame`);
+    let length = (bytes[p + 1] as number) & 0x7f;
+    let header = 2;
+    if (length === 126) {
+      length = bytes.readUInt16BE(p + 2);
+      header = 4;
+    } else if (length === 127) {
+      length = Number(bytes.readBigUInt64BE(p + 2));
+      header = 10;
+    }
+    if (p + header + length > bytes.length) throw new Error(`frame at byte ${p} is cut short`);
+    frames.push(bytes.subarray(p + header, p + header + length));
+    p += header + length;
+  }
+  return frames;
+}
+
+test('frames a snapshot thread writes itself arrive whole and in order through sockets that fill: partial writes are completed by the stream', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'aethex-frames-'));
+  onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
+  const reader = spawn(process.execPath, ['-e', READER, dir], { stdio: ['pipe', 'pipe', 'inherit'] });
+  onTestFinished(() => {
+    reader.kill();
+  });
+  const exited = once(reader, 'exit');
+  const [port] = (await once(reader.stdout, 'data')) as [Buffer];
+  const sockets: Socket[] = [];
+  for (let i = 0; i < 4; i++) {
+    const socket = connect(Number(port.toString()), '127.0.0.1');
+    await once(socket, 'connect');
+    sockets.push(socket);
+  }
+  // Every entity in view of everyone, and clients that never acknowledge: every snapshot is full,
+  // a frame of about 44 KB, larger than the kernel's segments.
+  const settings = loadConfig({
+    AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: 'unused: sessions join through the engine directly',
+    AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '0,0,300,300',
+    AETHEX_GAMESERVER_ENGINE_AOI_RADIUS: '500',
+    AETHEX_GAMESERVER_ENGINE_NPC_COUNT: '4000',
+    AETHEX_GAMESERVER_ENGINE_MAX_VISIBLE: '4096',
+    AETHEX_GAMESERVER_ENGINE_MAX_PLAYERS: '10',
+    AETHEX_GAMESERVER_ENGINE_SNAPSHOT_THREADS: '2',
+    AETHEX_GAMESERVER_GATEWAY_SLOW_SKIP_TICKS: '1000',
+    AETHEX_GAMESERVER_GATEWAY_SLOW_DROP_TICKS: '2000',
+  });
+  const socketOf = (id: number) => sockets[id - 1] as Socket;
+  const paths = { partial: 0, none: 0 };
+  const e = new ShardEngine(
+    settings,
+    {
+      send: (id, bytes) => {
+        writeWhole(socketOf(id), binaryFrame(bytes));
+        return true;
+      },
+      kick: () => undefined,
+      directFd: (id) => (socketOf(id).writableLength === 0 ? socketFd(socketOf(id)) : -1),
+      sendFrame: (id, frame, written) => {
+        if (written > 0) paths.partial++;
+        else paths.none++;
+        writeWhole(socketOf(id), Buffer.from(frame.subarray(written)));
+        return true;
+      },
+    },
+    { rebalance: false },
+  );
+  engines.push(e);
+  await e.snapshotThreadsReady();
+  for (let id = 1; id <= 4; id++) expect(e.join(id, `player-${id}`).ok).toBe(true);
+  // biome-ignore lint/suspicious/noExplicitAny: the test reads which sessions the worker cuts
+  expect([...(e as any).sessions.values()].filter((s) => s.thread === 1).length).toBe(2);
+  // Bursts of 150 ticks (6.6 MB a client, more than loopback buffers hold) while the reader does not
+  // read, then time to catch up. A buffer fills in the middle of a frame (the kernel takes part of
+  // it), and then frames find it full (it takes none) or something queued.
+  const ticks = new Map<number, number[]>([1, 2, 3, 4].map((id) => [id, []]));
+  const command = async (c: string) => {
+    reader.stdin?.write(c);
+    await new Promise((r) => setTimeout(r, 100));
+  };
+  for (let burst = 0; burst < 6; burst++) {
+    await command('p');
+    for (let k = 0; k < 150; k++) {
+      for (let id = 1; id <= 4; id++) e.input(id, e.tick + 1, 1, 1, 0);
+      e.step();
+      for (const list of ticks.values()) list.push(e.tick);
+    }
+    await command('r');
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  for (const socket of sockets) socket.end();
+  expect(await exited).toEqual([0, null]);
+  for (let id = 1; id <= 4; id++) {
+    // (Corrections, from the tick thread, come between the snapshots.)
+    const messages = framesOf(readFileSync(join(dir, `conn-${id - 1}.bin`))).map((f) => ServerMessage.decode(f));
+    const got = messages.filter((m) => m.body === 'snapshot').map((m) => m.snapshot?.tick);
+    expect(got, `session ${id}`).toEqual(ticks.get(id));
+  }
+  // Each way a frame can take happened: written whole by the thread (not handed back), in part,
+  // not at all (the kernel's buffer full or something queued), and the tick thread's own sessions.
+  const direct = 2 * 900 - paths.partial - paths.none;
+  expect(direct, JSON.stringify(paths)).toBeGreaterThan(50);
+  // (About half the fills happen in the middle of a frame: 6 and 9 of 12 in two runs.)
+  expect(paths.partial, JSON.stringify(paths)).toBeGreaterThan(1);
+  expect(paths.none, JSON.stringify(paths)).toBeGreaterThan(0);
+}, 60_000);
+
+test('once the tick thread stops a snapshot thread’s writes, not one more byte is written, and every frame begun is reported', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'aethex-lock-'));
+  onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
+  // A file stands in for the sockets: the kernel always takes all of a write, and its size counts.
+  const fd = openSync(join(dir, 'out.bin'), 'w');
+  onTestFinished(() => closeSync(fd));
+  const settings = loadConfig({
+    AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: 'unused: sessions join through the engine directly',
+    AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '0,0,300,300',
+    AETHEX_GAMESERVER_ENGINE_AOI_RADIUS: '500',
+    AETHEX_GAMESERVER_ENGINE_NPC_COUNT: '2000',
+    AETHEX_GAMESERVER_ENGINE_MAX_VISIBLE: '4096',
+    AETHEX_GAMESERVER_ENGINE_MAX_PLAYERS: '100',
+    AETHEX_GAMESERVER_ENGINE_SNAPSHOT_THREADS: '2',
+  });
+  const e = new ShardEngine(
+    settings,
+    { send: () => true, kick: () => undefined, directFd: () => fd, sendFrame: () => true },
+    { rebalance: false },
+  );
+  engines.push(e);
+  await e.snapshotThreadsReady();
+  for (let id = 1; id <= 60; id++) expect(e.join(id, `player-${id}`).ok).toBe(true);
+  e.step();
+  // biome-ignore lint/suspicious/noExplicitAny: the test replays the last round of the engine's thread by hand
+  const internals = e as any;
+  const thread = internals.threads[0] as SnapshotThread;
+  const jobs = (internals.threadJobs[0] as unknown[]).length;
+  expect(jobs).toBe(30);
+  const rng = createRng(11);
+  let stoppedMidRound = 0;
+  for (let round = 0; round < 40; round++) {
+    const before = fstatSync(fd).size;
+    thread.begin(e.tick, internals.world.count, false);
+    thread.cut(internals.grid.order().length, jobs);
+    // Stop at some moment of the round: while the thread cuts, while it writes, or after.
+    const until = performance.now() + rng() * 3;
+    while (performance.now() < until);
+    thread.stopWrites();
+    const reported = thread.progress();
+    const atStop = fstatSync(fd).size;
+    expect(thread.finish(5_000)).toBe(true);
+    expect(fstatSync(fd).size, `round ${round}`).toBe(atStop);
+    let written = 0;
+    for (let j = 0; j < reported; j++) written += thread.written(j);
+    expect(atStop - before, `round ${round}`).toBe(written);
+    if (reported < jobs) stoppedMidRound++;
+    // Open the lock again for the next round (the engine never does: it gives the thread up).
+    Atomics.store(internals.threads[0].ctl, CTL_WRITE_LOCK, WRITE_LOCK_FREE);
+  }
+  expect(stoppedMidRound).toBeGreaterThan(5);
 });

@@ -107,11 +107,25 @@ export const CTL_QUANTIZED = 10; // set to the round number once that row is wri
 export const CTL_CUT = 11; // set to the round number by the tick thread once the jobs are written
 export const CTL_PROGRESS = 12; // jobs of the round finished so far (reset by the tick thread before CUT)
 export const CTL_BUSY_US = 13; // microseconds the thread spent cutting in its last round
-const CTL_WORDS = 14;
+/**
+ * Held by the snapshot thread while it writes to a socket (WRITE_LOCK_HELD); the tick thread
+ * closes it for good (WRITE_LOCK_CLOSED) before it stops waiting for the thread: see `stopWrites`.
+ */
+export const CTL_WRITE_LOCK = 14;
+export const WRITE_LOCK_FREE = 0;
+export const WRITE_LOCK_HELD = 1;
+export const WRITE_LOCK_CLOSED = 2;
+const CTL_WORDS = 15;
 /** How long a shard waits for a snapshot thread to come up. */
 const READY_TIMEOUT_MS = 15_000;
-/** Int32 per job: session id, slot of its entity, acknowledged tick, 1 when the session is new. */
-export const JOB_WORDS = 4;
+/**
+ * Int32 per job: session id, slot of its entity, acknowledged tick, 1 when the session is new, and
+ * the descriptor of the session's socket for the thread to write the frame to itself (-1: the tick
+ * thread sends it).
+ */
+export const JOB_WORDS = 5;
+/** Int32 per job result: the frame's offset in the arena and its length (-1: did not fit), the bytes the thread wrote of it. */
+export const RESULT_WORDS = 3;
 
 /** What a snapshot thread is started with (all arrays over shared memory). */
 export interface ThreadInit {
@@ -125,7 +139,7 @@ export interface ThreadInit {
   ctl: Int32Array;
   jobs: Int32Array;
   ended: Int32Array;
-  /** Per job: byte offset and length of its message in `arena` (-1: did not fit). */
+  /** Per job (RESULT_WORDS): its frame's offset and length in `arena` (-1: did not fit), bytes written. */
   results: Int32Array;
   arena: Uint8Array;
 }
@@ -174,10 +188,10 @@ export class SnapshotThread {
     this.ctl = sharedArray(Int32Array, CTL_WORDS);
     this.jobs = sharedArray(Int32Array, maxJobs * JOB_WORDS);
     this.ended = sharedArray(Int32Array, maxJobs);
-    this.results = sharedArray(Int32Array, maxJobs * 2);
-    // Room for every job's largest message: full records (≤ 19 B) and removed ids (≤ 5 B) per
-    // visible entity, plus the envelope. Pages are only committed as they are written.
-    this.arena = sharedArray(Uint8Array, maxJobs * (init.maxVisible * 24 + 64));
+    this.results = sharedArray(Int32Array, maxJobs * RESULT_WORDS);
+    // Room for every job's largest frame: full records (≤ 19 B) and removed ids (≤ 5 B) per
+    // visible entity, plus the envelope and the frame header. Pages are only committed as they are written.
+    this.arena = sharedArray(Uint8Array, maxJobs * (init.maxVisible * 24 + 74));
     const data: ThreadInit = { ...init, ctl: this.ctl, jobs: this.jobs, ended: this.ended, results: this.results, arena: this.arena };
     this.worker = startWorker(data);
     this.worker.unref();
@@ -214,7 +228,7 @@ export class SnapshotThread {
   }
 
   get maxJobs(): number {
-    return this.results.length / 2;
+    return this.results.length / RESULT_WORDS;
   }
 
   /** The session no longer exists: the thread drops its buffers at the next round. */
@@ -300,10 +314,50 @@ export class SnapshotThread {
    * arena, unchanged until the next round begins — the output copies it (`SessionOutput.send`).
    */
   message(j: number): Uint8Array | undefined {
-    const length = this.results[j * 2 + 1] as number;
+    const length = this.results[j * RESULT_WORDS + 1] as number;
     if (length < 0) return undefined;
-    const offset = this.results[j * 2] as number;
+    const offset = this.results[j * RESULT_WORDS] as number;
+    return this.arena.subarray(offset + this.headerAt(offset), offset + length);
+  }
+
+  /** Bytes of job j's message (0: it did not fit). */
+  messageLength(j: number): number {
+    const length = this.results[j * RESULT_WORDS + 1] as number;
+    return length < 0 ? 0 : length - this.headerAt(this.results[j * RESULT_WORDS] as number);
+  }
+
+  /** The length of the header of the frame at `offset`, from its second byte (RFC 6455 §5.2). */
+  private headerAt(offset: number): number {
+    const lengthByte = this.arena[offset + 1] as number;
+    return lengthByte < 126 ? 2 : lengthByte === 126 ? 4 : 10;
+  }
+
+  /** Job j's message as a whole WebSocket frame, header included (as `message`). */
+  frame(j: number): Uint8Array | undefined {
+    const length = this.results[j * RESULT_WORDS + 1] as number;
+    if (length < 0) return undefined;
+    const offset = this.results[j * RESULT_WORDS] as number;
     return this.arena.subarray(offset, offset + length);
+  }
+
+  /** Bytes of job j's frame the thread wrote to the socket itself (j below `progress()`). */
+  written(j: number): number {
+    return this.results[j * RESULT_WORDS + 2] as number;
+  }
+
+  /**
+   * Makes sure the thread writes to no socket from now on, for good: waits while it is inside a
+   * write, then closes the write lock. After a missed deadline the tick thread calls this before
+   * it returns to the event loop, where a socket may close and its descriptor number be reused: a
+   * thread that is only late can then no longer write into someone else's connection. The
+   * progress the thread reported includes every job it wrote (it reports before it unlocks).
+   */
+  stopWrites(): void {
+    const ctl = this.ctl;
+    while (Atomics.compareExchange(ctl, CTL_WRITE_LOCK, WRITE_LOCK_FREE, WRITE_LOCK_CLOSED) === WRITE_LOCK_HELD) {
+      // One non-blocking write, unless the thread lost its core meanwhile.
+      Atomics.wait(ctl, CTL_WRITE_LOCK, WRITE_LOCK_HELD, 1);
+    }
   }
 
   async close(): Promise<void> {

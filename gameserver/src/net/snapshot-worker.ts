@@ -1,4 +1,6 @@
-// A snapshot thread (see SnapshotThread): cuts the snapshots of its sessions each round.
+// A snapshot thread (see SnapshotThread): cuts the snapshots of its sessions each round, and writes
+// each to its socket itself when the tick thread gave it the socket's descriptor.
+import { writeSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { Grid } from '../spatial/grid.js';
 import { DeltaHistory, QuantizedWorld } from './delta-history.js';
@@ -17,11 +19,16 @@ import {
   CTL_STOP,
   CTL_TICK,
   CTL_WORLD_COUNT,
+  CTL_WRITE_LOCK,
   JOB_WORDS,
+  RESULT_WORDS,
   SnapshotCutter,
   type ThreadInit,
   WorldView,
+  WRITE_LOCK_FREE,
+  WRITE_LOCK_HELD,
 } from './snapshot-threads.js';
+import { frameHeaderLength, writeFrameHeader } from './ws-frame.js';
 
 const init = workerData as ThreadInit;
 const grid = new Grid(init.grid.area, init.grid.cellSize, init.grid.capacity, Number.MAX_SAFE_INTEGER, init.grid);
@@ -32,13 +39,34 @@ const { ctl, jobs, ended, results, arena } = init;
 const sessions = new Map<number, DeltaHistory>();
 const spare: DeltaHistory[] = [];
 
+// Each message is allocated behind room for its WebSocket frame header, written here: the frame is
+// then one contiguous run of the arena, for one write.
 let used = 0;
+let frameStart = 0;
 const alloc = (size: number): Uint8Array => {
-  if (used + size > arena.length) return new Uint8Array(size); // does not fit: reported as -1
-  const out = arena.subarray(used, used + size);
-  used += size;
+  const header = frameHeaderLength(size);
+  if (used + header + size > arena.length) return new Uint8Array(size); // does not fit: reported as -1
+  frameStart = used;
+  writeFrameHeader(arena, used, size);
+  const out = arena.subarray(used + header, used + header + size);
+  used += header + size;
   return out;
 };
+
+/**
+ * Writes what the kernel takes of `length` bytes at `offset` to `fd`, under the write lock; 0 when
+ * it takes nothing (its buffer is full) or the write fails: the tick thread then sends the frame
+ * (or its rest) through the socket's stream, which reports failures as usual. -1 when the tick
+ * thread has closed the lock (it stopped waiting for this thread): nothing may be written again.
+ */
+function writeFrame(fd: number, offset: number, length: number): number {
+  if (Atomics.compareExchange(ctl, CTL_WRITE_LOCK, WRITE_LOCK_FREE, WRITE_LOCK_HELD) !== WRITE_LOCK_FREE) return -1;
+  try {
+    return writeSync(fd, arena, offset, length);
+  } catch {
+    return 0;
+  }
+}
 const cutter = new SnapshotCutter(grid, quantized, init.radius, init.maxVisible, alloc);
 
 function round(): void {
@@ -62,13 +90,20 @@ function round(): void {
       history.reset();
       sessions.set(id, history);
     }
-    const before = used;
     const bytes = cutter.cut(history, jobs[o + 1] as number, tick, jobs[o + 2] as number);
     const fits = bytes.buffer === arena.buffer;
-    results[j * 2] = before;
-    results[j * 2 + 1] = fits ? bytes.length : -1;
-    // The tick thread sends finished messages while later ones are cut.
+    const r = j * RESULT_WORDS;
+    const length = fits ? bytes.byteOffset + bytes.length - frameStart : -1;
+    results[r] = frameStart;
+    results[r + 1] = length;
+    const fd = jobs[o + 4] as number;
+    const written = fits && fd >= 0 ? writeFrame(fd, frameStart, length) : 0;
+    results[r + 2] = Math.max(0, written);
+    // The tick thread sends (the rest of) finished frames while later ones are cut. A written job
+    // is reported before the lock is let go, so that a tick thread that closes the lock knows of
+    // every frame this thread began to write.
     Atomics.store(ctl, CTL_PROGRESS, j + 1);
+    if (written >= 0 && fits && fd >= 0) Atomics.store(ctl, CTL_WRITE_LOCK, WRITE_LOCK_FREE);
     if ((j & 15) === 15 || j === n - 1) Atomics.notify(ctl, CTL_PROGRESS);
   }
 }

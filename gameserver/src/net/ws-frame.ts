@@ -1,5 +1,5 @@
 import { writeSync } from 'node:fs';
-import type { Duplex } from 'node:stream';
+import type { Writable } from 'node:stream';
 
 /**
  * One unmasked, final WebSocket binary frame (RFC 6455 §5.2) holding `payload`, in one buffer.
@@ -11,26 +11,41 @@ import type { Duplex } from 'node:stream';
  * (`perMessageDeflate: false`), so the reserved bits stay clear.
  */
 export function binaryFrame(payload: Uint8Array): Buffer {
-  const length = payload.length;
-  const header = length < 126 ? 2 : length < 65_536 ? 4 : 10;
+  const header = frameHeaderLength(payload.length);
   // From Node's buffer pool for small frames: no allocation of its own.
-  const frame = Buffer.allocUnsafe(header + length);
-  frame[0] = 0x82; // FIN + opcode 2 (binary)
-  if (header === 2) {
-    frame[1] = length;
-  } else if (header === 4) {
-    frame[1] = 126;
-    frame.writeUInt16BE(length, 2);
-  } else {
-    frame[1] = 127;
-    frame.writeBigUInt64BE(BigInt(length), 2);
-  }
+  const frame = Buffer.allocUnsafe(header + payload.length);
+  writeFrameHeader(frame, 0, payload.length);
   frame.set(payload, header);
   return frame;
 }
 
+/** Bytes of the header of a binary frame holding `length` bytes. */
+export function frameHeaderLength(length: number): number {
+  return length < 126 ? 2 : length < 65_536 ? 4 : 10;
+}
+
+/** Writes at `at` the header (`frameHeaderLength(length)` bytes) of a binary frame holding `length` bytes. */
+export function writeFrameHeader(buf: Uint8Array, at: number, length: number): void {
+  buf[at] = 0x82; // FIN + opcode 2 (binary)
+  if (length < 126) {
+    buf[at + 1] = length;
+  } else if (length < 65_536) {
+    buf[at + 1] = 126;
+    buf[at + 2] = length >>> 8;
+    buf[at + 3] = length & 0xff;
+  } else {
+    buf[at + 1] = 127;
+    // Lengths here are far below 2^32: the high four bytes are zero.
+    buf.fill(0, at + 2, at + 6);
+    buf[at + 6] = length >>> 24;
+    buf[at + 7] = (length >>> 16) & 0xff;
+    buf[at + 8] = (length >>> 8) & 0xff;
+    buf[at + 9] = length & 0xff;
+  }
+}
+
 /** The descriptor of a socket still open here, or -1 (not a TCP socket, destroyed, or not on this platform). */
-export function socketFd(socket: Duplex): number {
+export function socketFd(socket: Writable): number {
   // Node keeps a socket's libuv handle in `_handle` (not a public API) and nulls it when it closes
   // the descriptor, synchronously, on this thread: a descriptor read from a live handle is this
   // socket's, never one the number was reused for.
@@ -47,7 +62,7 @@ export function socketFd(socket: Duplex): number {
  * while anything is queued, goes through the stream behind what is already there; so do failures,
  * which the stream then reports as it always does. Returns the bytes written directly.
  */
-export function writeWhole(socket: Duplex, frame: Buffer): number {
+export function writeWhole(socket: Writable, frame: Buffer): number {
   const fd = socket.writableLength === 0 && !socket.destroyed && !socket.writableEnded ? socketFd(socket) : -1;
   let written = 0;
   if (fd >= 0) {
