@@ -117,12 +117,17 @@ export class Frame implements ReadonlyMap<number, EntityRecord> {
     this.qy[i] = qy;
     this.kind[i] = kind;
     this.flags[i] = flags;
+    this.index(id, i);
+    return i;
+  }
+
+  /** Enters entry `i`, of entity `id`, in the table. */
+  private index(id: number, i: number): void {
     const table = this.table;
     const mask = table.length - 1;
     let h = Math.imul(id, 0x9e3779b1) >>> this.shift;
     while (table[h] !== 0) h = (h + 1) & mask;
     table[h] = i + 1;
-    return i;
   }
 
   /** Grows the arrays to `capacity`, keeping the entries (and rebuilding the table). */
@@ -141,13 +146,7 @@ export class Frame implements ReadonlyMap<number, EntityRecord> {
     this.flags = grown.flags;
     this.table = grown.table;
     this.shift = grown.shift;
-    const table = this.table;
-    const mask = table.length - 1;
-    for (let i = 0; i < n; i++) {
-      let h = Math.imul(this.ids[i] as number, 0x9e3779b1) >>> this.shift;
-      while (table[h] !== 0) h = (h + 1) & mask;
-      table[h] = i + 1;
-    }
+    for (let i = 0; i < n; i++) this.index(this.ids[i] as number, i);
   }
 }
 
