@@ -466,9 +466,10 @@ export class ShardEngine {
 
   /**
    * Evens out the work of the tick thread and the snapshot threads: sessions join the thread with
-   * the fewest, but the tick thread also sends every message (and sockets cost more than cutting),
-   * so every REBALANCE_TICKS steps up to REBALANCE_MAX_SHARE of the sessions move from the side that
-   * spent more time to the other. A moved session restarts from a full snapshot.
+   * the fewest, but the threads' costs differ (the tick thread also runs the simulation and writes
+   * what the snapshot threads could not; without `directFd` it writes every message), so every
+   * REBALANCE_TICKS steps up to REBALANCE_MAX_SHARE of the sessions move from the side that spent
+   * more time to the other. A moved session restarts from a full snapshot.
    */
   private rebalance(tickThreadMs: number): void {
     const b = this.balance;

@@ -158,10 +158,12 @@ function startWorker(workerData: ThreadInit): Worker {
  * tick thread, over the shard's world in shared memory (engine.snapshot_threads). Each round: the
  * tick thread calls `begin` once the world has moved (the thread wakes, and one thread quantizes
  * the world while the tick thread rebuilds the grid), writes jobs and calls `cut`, waits for the
- * quantized row (`awaitQuantized`) and cuts its own sessions' snapshots; `message(j)` gives job j's
- * bytes (a view of the arena, for the socket to copy) once `progress()` (or `awaitProgress`) passes j, and
- * `finish` waits for the round's end. A session's history lives on its thread; a session moved to
- * another thread starts a new one there (a full snapshot).
+ * quantized row (`awaitQuantized`) and cuts its own sessions' snapshots; once `progress()` (or
+ * `awaitProgress`) passes job j, `message(j)` / `frame(j)` give its bytes (views of the arena, for
+ * the socket to copy) and `written(j)` how much of the frame the thread wrote itself to the
+ * descriptor the job named; `finish` waits for the round's end, and `stopWrites` ends the thread's
+ * writes for good. A session's history lives on its thread; a session moved to another thread
+ * starts a new one there (a full snapshot).
  */
 export class SnapshotThread {
   readonly jobs: Int32Array;
