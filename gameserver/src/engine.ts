@@ -445,15 +445,20 @@ export class ShardEngine {
     if (history && this.spareHistories.length < SPARE_HISTORIES) this.spareHistories.push(history);
   }
 
-  /** A snapshot thread failed: its sessions are cut on this thread from now on, from full snapshots. */
-  private abandonThread(thread: number): void {
+  /**
+   * A snapshot thread failed: its sessions are cut on this thread from now on, from full snapshots.
+   * `writesStopped`: the result of the caller's own `stopWrites`, when it called it first.
+   */
+  private abandonThread(thread: number, writesStopped?: boolean): void {
     const given = this.threads[thread - 1] as SnapshotThread;
     this.log?.warn(
       { err: given.failed, thread, sessions: this.threadLoad[thread] },
       'snapshot thread given up; its sessions move to the tick thread',
     );
     // A thread that is only slow must not write into shared rows, nor to sockets, any more.
-    given.stopWrites();
+    if (!(writesStopped ?? given.stopWrites())) {
+      this.log?.error({ thread }, 'snapshot thread held its socket write lock for 2 s; closed it anyway');
+    }
     void given.close();
     for (const session of this.sessions.values()) {
       if (session.thread !== thread) continue;
@@ -921,9 +926,9 @@ export class ShardEngine {
       if (ok) ok = thread.finish(SNAPSHOT_THREAD_TIMEOUT_MS);
       if (!ok) {
         // Whatever the thread began to write must be completed before anything else goes to those sockets.
-        thread.stopWrites();
+        const writesStopped = thread.stopWrites();
         sendFinished(t, Math.min(jobs.length, thread.progress()));
-        this.abandonThread(t + 1);
+        this.abandonThread(t + 1, writesStopped);
         dropped += jobs.length - (delivered[t] as number);
       }
     }

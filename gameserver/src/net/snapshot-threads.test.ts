@@ -9,7 +9,7 @@ import { afterEach, expect, onTestFinished, test } from 'vitest';
 import { loadConfig } from '../config.js';
 import { ShardEngine } from '../engine.js';
 import { createRng } from '../sim/step.js';
-import { CTL_WRITE_LOCK, type SnapshotThread, WRITE_LOCK_FREE } from './snapshot-threads.js';
+import { CTL_WRITE_LOCK, type SnapshotThread, WRITE_LOCK_CLOSED, WRITE_LOCK_FREE, WRITE_LOCK_HELD } from './snapshot-threads.js';
 import { binaryFrame, socketFd, writeWhole } from './ws-frame.js';
 
 const { ServerMessage } = aethex.v1;
@@ -310,4 +310,21 @@ test('once the tick thread stops a snapshot thread’s writes, not one more byte
     Atomics.store(internals.threads[0].ctl, CTL_WRITE_LOCK, WRITE_LOCK_FREE);
   }
   expect(stoppedMidRound).toBeGreaterThan(5);
+});
+
+test('a thread that never lets go of the write lock (it died inside a write) holds the tick thread no longer than the bound', async () => {
+  const { e } = engine(2);
+  engines.push(e);
+  await e.snapshotThreadsReady();
+  // biome-ignore lint/suspicious/noExplicitAny: the test plays a thread that died holding the lock
+  const thread = (e as any).threads[0];
+  Atomics.store(thread.ctl, CTL_WRITE_LOCK, WRITE_LOCK_HELD);
+  const started = performance.now();
+  expect(thread.stopWrites(200)).toBe(false);
+  const waited = performance.now() - started;
+  expect(waited).toBeGreaterThanOrEqual(200);
+  expect(waited).toBeLessThan(2_000);
+  // Closed for good: the thread can take it no more, and a second stop does not wait.
+  expect(Atomics.load(thread.ctl, CTL_WRITE_LOCK)).toBe(WRITE_LOCK_CLOSED);
+  expect(thread.stopWrites(200)).toBe(true);
 });

@@ -116,6 +116,8 @@ export const WRITE_LOCK_FREE = 0;
 export const WRITE_LOCK_HELD = 1;
 export const WRITE_LOCK_CLOSED = 2;
 const CTL_WORDS = 15;
+/** How long `stopWrites` waits for a write in progress at most. */
+const STOP_WRITES_TIMEOUT_MS = 2_000;
 /** How long a shard waits for a snapshot thread to come up. */
 const READY_TIMEOUT_MS = 15_000;
 /**
@@ -353,13 +355,23 @@ export class SnapshotThread {
    * it returns to the event loop, where a socket may close and its descriptor number be reused: a
    * thread that is only late can then no longer write into someone else's connection. The
    * progress the thread reported includes every job it wrote (it reports before it unlocks).
+   *
+   * A write is one non-blocking system call, so the wait is short; but a thread that died inside
+   * one (out of memory) never lets go. After `timeoutMs` the lock is closed anyway and this
+   * returns false: the tick thread goes on rather than hang (a thread that is only starved for
+   * that long could still finish the write it began).
    */
-  stopWrites(): void {
+  stopWrites(timeoutMs = STOP_WRITES_TIMEOUT_MS): boolean {
     const ctl = this.ctl;
+    const deadline = performance.now() + timeoutMs;
     while (Atomics.compareExchange(ctl, CTL_WRITE_LOCK, WRITE_LOCK_FREE, WRITE_LOCK_CLOSED) === WRITE_LOCK_HELD) {
-      // One non-blocking write, unless the thread lost its core meanwhile.
+      if (performance.now() >= deadline) {
+        Atomics.store(ctl, CTL_WRITE_LOCK, WRITE_LOCK_CLOSED);
+        return false;
+      }
       Atomics.wait(ctl, CTL_WRITE_LOCK, WRITE_LOCK_HELD, 1);
     }
+    return true;
   }
 
   async close(): Promise<void> {
