@@ -40,7 +40,10 @@ export interface E2eResult {
   shard_cpu_pct: number;
   /** CPU all bot processes used together, in % of one core (joins included). */
   bots_cpu_pct: number;
+  /** Longest GC pause of the shard's main thread over the whole run, joins included. */
   gc_max_pause_ms: number;
+  /** The shard's GC pauses in the measured window (from 4 s in, as the ticks). */
+  gc_pauses: { count: number; p99_ms: number; max_ms: number; over_5ms: number; total_ms: number };
   kicked: Record<string, number>;
   /** Why bots that never joined failed, by count (from the bots' reports). */
   join_errors: Record<string, number>;
@@ -148,9 +151,9 @@ function runBots(r: Running, count: number, seconds: number, processes: number, 
  */
 export async function runE2e(clients: number, seconds: number, processes: number, threads = 1, botNice = 0): Promise<E2eResult> {
   const r = await shardFor(clients, { AETHEX_GAMESERVER_ENGINE_SNAPSHOT_THREADS: String(threads) });
-  let gcMax = 0;
+  const pauses: { at: number; ms: number }[] = [];
   const gc = new PerformanceObserver((list) => {
-    for (const e of list.getEntries()) gcMax = Math.max(gcMax, e.duration);
+    for (const e of list.getEntries()) pauses.push({ at: e.startTime, ms: e.duration });
   });
   gc.observe({ entryTypes: ['gc'] });
   let rss = 0;
@@ -179,6 +182,10 @@ export async function runE2e(clients: number, seconds: number, processes: number
   // Bots measure from 2 s after their start, once everyone has joined; so do we.
   const inWindow = r.samples.filter((s) => s.at >= started + 4000 && s.at <= started + seconds * 1000);
   const window = inWindow.map((s) => s.ms).sort((a, b) => a - b);
+  const gcInWindow = pauses
+    .filter((p) => p.at >= started + 4000 && p.at <= started + seconds * 1000)
+    .map((p) => p.ms)
+    .sort((a, b) => a - b);
   const unqueued = inWindow.map((s) => Math.max(0, s.ms - s.waitMs)).sort((a, b) => a - b);
   const rates = reports.flatMap((b) => b.raw?.rates ?? []).sort((a, b) => a - b);
   const hist = new Array<number>(1000).fill(0);
@@ -219,7 +226,14 @@ export async function runE2e(clients: number, seconds: number, processes: number
     rss_mb: Math.round(rss / 2 ** 20),
     shard_cpu_pct: cpuPct,
     bots_cpu_pct: reports.reduce((a, b) => a + b.cpu_pct, 0),
-    gc_max_pause_ms: round(gcMax),
+    gc_max_pause_ms: round(Math.max(0, ...pauses.map((p) => p.ms))),
+    gc_pauses: {
+      count: gcInWindow.length,
+      p99_ms: round(percentile(gcInWindow, 99)),
+      max_ms: round(gcInWindow[gcInWindow.length - 1] ?? 0),
+      over_5ms: gcInWindow.filter((v) => v > 5).length,
+      total_ms: Math.round(gcInWindow.reduce((a, b) => a + b, 0)),
+    },
     kicked,
     join_errors: joinErrors,
     thread_sessions: threadSessions,

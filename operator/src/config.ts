@@ -49,7 +49,7 @@ export const OPERATOR_SETTINGS = {
   },
   'local.command': {
     type: 'string',
-    default: 'node --conditions=aethex-source --import tsx gameserver/src/main.ts',
+    default: 'node --no-parallel-scavenge --conditions=aethex-source --import tsx gameserver/src/main.ts',
     doc: 'Local runtime: the command that runs a shard — a command line, a JSON array, or a JSON object from image to command (`*`: any other image).',
   },
   'local.env': {

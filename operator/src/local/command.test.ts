@@ -7,7 +7,7 @@ const node = '/usr/local/bin/node';
 it('runs the gameserver from source by default, with this operator’s node', () => {
   const map = parseCommandSetting(DEFAULT_COMMAND);
   expect(commandFor(map, 'ghcr.io/aethex/gameserver:0.1.0', node)).toEqual({
-    argv: [node, '--conditions=aethex-source', '--import', 'tsx', 'gameserver/src/main.ts'],
+    argv: [node, '--no-parallel-scavenge', '--conditions=aethex-source', '--import', 'tsx', 'gameserver/src/main.ts'],
     known: true,
   });
   expect(parseCommandSetting('').fallback).toEqual(splitCommand(DEFAULT_COMMAND));

@@ -1,7 +1,7 @@
 import { ConfigError } from '@aethex/runtime';
 
 /** What a shard runs when `local.command` does not name its image: the shard server from source. */
-export const DEFAULT_COMMAND = 'node --conditions=aethex-source --import tsx gameserver/src/main.ts';
+export const DEFAULT_COMMAND = 'node --no-parallel-scavenge --conditions=aethex-source --import tsx gameserver/src/main.ts';
 
 /** How images map to commands (argv, first element the program). */
 export interface CommandMap {
