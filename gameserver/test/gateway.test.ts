@@ -185,6 +185,49 @@ describe('gateway and engine over real sockets', () => {
     await until('more ticks', () => t !== undefined && t.shard.engine.tick > before + 2);
   });
 
+  test('inputs: refused before joining, applied after, non-finite moves refused; the in-place and generated decoders agree', async () => {
+    t = await startTestShard({
+      AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '-100,-100,100,100',
+      AETHEX_GAMESERVER_GATEWAY_MAX_PROTOCOL_ERRORS: '50',
+    });
+    const shard = t.shard;
+    const refused = async (reason: string, count: number) => {
+      for (let i = 0; ; i++) {
+        const text = await (await fetch(`${shard.opsUrl}/metrics`)).text();
+        const seen = Number(new RegExp(`^aether_bad_messages_total\\{reason="${reason}"\\} (\\d+)`, 'm').exec(text)?.[1] ?? 0);
+        if (seen >= count || i === 100) return seen;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    };
+    const c = await raw(shard.gatewayUrl);
+    // `extra`: bytes after the message, here an unknown ClientMessage field (9, a varint), which
+    // the in-place reader leaves to the generated decoder.
+    const input = (seq: number, x: number, extra: number[] = []) =>
+      new Uint8Array([...ClientMessage.encode({ input: { seq, move: { x, y: 0 } } }).finish(), ...extra]);
+    const unknownField = [0x48, 0x01];
+    c.ws.send(input(1, 1));
+    c.ws.send(input(1, 1, unknownField));
+    expect(await refused('not_joined', 2)).toBe(2);
+
+    c.ws.send(ClientMessage.encode({ join: { joinToken: await t.token('raw'), protocolVersion: 1 } }).finish());
+    await until('welcome', () => c.messages.some((m) => m.body === 'welcome'));
+    const id = c.messages.find((m) => m.body === 'welcome')?.welcome?.entityId as number;
+    const world = shard.engine.world;
+    const at = () => world.indexOf(id);
+    // A move sets the entity's velocity to the displacement made (within max speed).
+    c.ws.send(input(2, 0.5));
+    await until('the in-place input applied', () => world.vx[at()] === 0.5 && world.lastSeq[at()] === 2);
+    c.ws.send(input(3, 0.25, unknownField));
+    await until('the decoded input applied', () => world.vx[at()] === 0.25 && world.lastSeq[at()] === 3);
+    // NaN, by either path, is refused and counted; the entity keeps its velocity.
+    c.ws.send(input(4, Number.NaN));
+    c.ws.send(input(5, Number.NaN, unknownField));
+    expect(await refused('invalid_input', 2)).toBe(2);
+    expect(world.lastSeq[at()]).toBe(5);
+    expect(world.vx[at()]).toBe(0.25);
+    expect(Number.isFinite(world.x[at()])).toBe(true);
+  });
+
   test('per-address connection cap', async () => {
     t = await startTestShard({ AETHEX_GAMESERVER_GATEWAY_MAX_CONNECTIONS_PER_ADDRESS: '2' });
     const first = await raw(t.shard.gatewayUrl);

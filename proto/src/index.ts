@@ -1,4 +1,5 @@
 export { aethex } from './gen/aethex.js';
+export { type InputFields, inputFields, readInputMessage } from './input-message.js';
 export * from './snapshot-layout.js';
 export { encodeSnapshotMessage, type SnapshotFields } from './snapshot-message.js';
 

@@ -2,7 +2,7 @@ import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { aethex, PROTOCOL_VERSION } from '@aethex/proto';
+import { aethex, inputFields, PROTOCOL_VERSION, readInputMessage } from '@aethex/proto';
 import { type JoinClaims, JoinTokenError, type Logger } from '@aethex/runtime';
 import { type WebSocket, WebSocketServer } from 'ws';
 import type { GameserverSettings } from '../config.js';
@@ -101,6 +101,8 @@ export class Gateway {
   private readonly connections = new Map<number, Connection>();
   private readonly perAddress = new Map<string, number>();
   private readonly players = new Map<number, string>();
+  /** The input being handled, read in place (one object for every message). */
+  private readonly input = inputFields();
   private nextId = 1;
   private accepting = true;
   private acceptedSinceAsked = false;
@@ -214,6 +216,14 @@ export class Gateway {
     }
   }
 
+  private onInput(conn: Connection, seq: number, moveX: number, moveY: number, ackTick: number, buttons: number): void {
+    if (conn.phase !== 'joined') {
+      this.protocolError(conn, 'not_joined');
+      return;
+    }
+    if (this.deps.engine.input(conn.id, seq, moveX, moveY, ackTick, buttons) === 'invalid') this.protocolError(conn, 'invalid_input');
+  }
+
   private onMessage(conn: Connection, data: Buffer, isBinary: boolean): void {
     if (conn.phase === 'closed') return;
     const now = this.deps.clock.now();
@@ -229,6 +239,13 @@ export class Gateway {
     }
     if (!isBinary) {
       this.protocolError(conn, 'text_frame');
+      return;
+    }
+    // Inputs, one per client per tick, are read in place; every other message, and anything the
+    // in-place reader does not take as a plain input, is decoded by the generated code.
+    const input = this.input;
+    if (readInputMessage(data, input)) {
+      this.onInput(conn, input.seq, input.moveX, input.moveY, input.ackTick, input.buttons);
       return;
     }
     let msg: aethex.v1.ClientMessage;
@@ -247,13 +264,8 @@ export class Gateway {
         this.join(conn, msg.join as aethex.v1.Join);
         return;
       case 'input': {
-        if (conn.phase !== 'joined') {
-          this.protocolError(conn, 'not_joined');
-          return;
-        }
-        const input = msg.input as aethex.v1.Input;
-        const result = this.deps.engine.input(conn.id, input.seq, input.move?.x ?? 0, input.move?.y ?? 0, input.ackTick, input.buttons);
-        if (result === 'invalid') this.protocolError(conn, 'invalid_input');
+        const { seq, move, ackTick, buttons } = msg.input as aethex.v1.Input;
+        this.onInput(conn, seq, move?.x ?? 0, move?.y ?? 0, ackTick, buttons);
         return;
       }
       case 'ack':
