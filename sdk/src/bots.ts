@@ -118,7 +118,8 @@ for (let i = 0; i < count; i++) {
   if (rampMs > 0) await new Promise((r) => setTimeout(r, rampMs));
 }
 
-// One input per tick per bot, spread over the tick so sends do not all land at once.
+// One input per tick per bot, all from one timer: a process's bots send in one burst each tick
+// (the shard reads them in a few turns of its event loop; clients of real players arrive spread).
 const tickMs = 25;
 const headings = bots.map(() => Math.random() * Math.PI * 2);
 let phase = 0;
