@@ -28,6 +28,13 @@ function configure(): { settings: GameserverSettings; agonesPort: number | undef
 
 const { settings, agonesPort: port } = configure();
 const log = createLogger('gameserver', settings['log.level']);
+// V8 takes this flag only on node's command line (docs/gameserver.md: why the shard wants it).
+if (!process.execArgv.some((flag) => flag === '--no-parallel-scavenge' || flag === '--single-threaded-gc')) {
+  log.warn(
+    'node runs without --no-parallel-scavenge: young-generation GC pauses wait on helper threads when the cores are busy (docs/gameserver.md)',
+  );
+}
+
 const shard = await startShard(settings, { log, ...(port === undefined ? {} : { agonesPort: port }) }).catch(
   (err: NodeJS.ErrnoException) => {
     // A port in use or an unreachable database: one line naming what failed, not a stack.

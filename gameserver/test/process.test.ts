@@ -24,8 +24,9 @@ interface Proc {
   exited: Promise<number | null>;
 }
 
-function run(env: Record<string, string>, args: string[] = []): Proc {
-  const child = spawn(process.execPath, ['--conditions=aethex-source', '--import', 'tsx', MAIN, ...args], {
+/** `nodeFlags`: for node itself, before the script (as `--no-parallel-scavenge`). */
+function run(env: Record<string, string>, args: string[] = [], nodeFlags: string[] = []): Proc {
+  const child = spawn(process.execPath, [...nodeFlags, '--conditions=aethex-source', '--import', 'tsx', MAIN, ...args], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -108,6 +109,8 @@ test('after SIGKILL a restarted shard restores its last snapshot and the player 
   const dir = mkdtempSync(join(tmpdir(), 'aethex-proc-'));
   const first = run(shardEnv(dir));
   const a = await addresses(first);
+  // Started without the GC flag docs/gameserver.md asks for: it says so.
+  expect(first.output()).toMatch(/"node runs without --no-parallel-scavenge/);
   const player = await joinShard(a.gateway, 'survivor');
   const entity = player.welcome?.entityId;
   // Let a periodic snapshot (every 200 ms) include the player.
@@ -115,9 +118,10 @@ test('after SIGKILL a restarted shard restores its last snapshot and the player 
   first.child.kill('SIGKILL');
   await first.exited;
 
-  const second = run(shardEnv(dir));
+  const second = run(shardEnv(dir), [], ['--no-parallel-scavenge']);
   const b = await addresses(second);
   expect(second.output()).toMatch(/"restored from snapshot"/);
+  expect(second.output()).not.toMatch(/without --no-parallel-scavenge/);
   const again = await joinShard(b.gateway, 'survivor');
   expect(again.welcome?.entityId).toBe(entity);
   again.close();
