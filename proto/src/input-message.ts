@@ -59,14 +59,13 @@ const scratch = new Float32Array(1);
 const scratchBytes = new Uint8Array(scratch.buffer);
 const littleEndian = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
-/** The little-endian float32 at `pos`. */
-function float32(buf: Uint8Array, pos: number): number {
+/** Puts the little-endian float32 at `pos` into `scratch[0]` (read there: a returned double would be boxed). */
+function float32(buf: Uint8Array, pos: number): void {
   if (littleEndian) {
     for (let i = 0; i < 4; i++) scratchBytes[i] = buf[pos + i] as number;
   } else {
     for (let i = 0; i < 4; i++) scratchBytes[3 - i] = buf[pos + i] as number;
   }
-  return scratch[0] as number;
 }
 
 /**
@@ -98,8 +97,9 @@ export function readInputMessage(buf: Uint8Array, out: InputFields): boolean {
       while (pos < moveEnd) {
         const t = buf[pos++];
         if ((t !== TAG_X && t !== TAG_Y) || pos + 4 > moveEnd) return false;
-        if (t === TAG_X) out.moveX = float32(buf, pos);
-        else out.moveY = float32(buf, pos);
+        float32(buf, pos);
+        if (t === TAG_X) out.moveX = scratch[0] as number;
+        else out.moveY = scratch[0] as number;
         pos += 4;
       }
       out.hasMove = true;
