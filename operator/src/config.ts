@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util';
 import { ConfigError, type Env, loadSettings, type Settings } from '@aethex/runtime';
+import { DEFAULT_COMMAND } from './local/command.js';
 
 /** Every operator setting; `AETHEX_OPERATOR_<KEY>` overrides (dots as underscores). Listed in docs/operator.md. */
 export const OPERATOR_SETTINGS = {
@@ -49,7 +50,7 @@ export const OPERATOR_SETTINGS = {
   },
   'local.command': {
     type: 'string',
-    default: 'node --no-parallel-scavenge --conditions=aethex-source --import tsx gameserver/src/main.ts',
+    default: DEFAULT_COMMAND,
     doc: 'Local runtime: the command that runs a shard — a command line, a JSON array, or a JSON object from image to command (`*`: any other image).',
   },
   'local.env': {

@@ -1,6 +1,9 @@
 import { ConfigError } from '@aethex/runtime';
 
-/** What a shard runs when `local.command` does not name its image: the shard server from source. */
+/**
+ * What a shard runs when `local.command` does not name its image: the shard server from source,
+ * with young-generation GC on the main thread (docs/gameserver.md says why).
+ */
 export const DEFAULT_COMMAND = 'node --no-parallel-scavenge --conditions=aethex-source --import tsx gameserver/src/main.ts';
 
 /** How images map to commands (argv, first element the program). */
