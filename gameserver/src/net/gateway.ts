@@ -10,7 +10,7 @@ import type { ShardEngine } from '../engine.js';
 import type { Clock } from '../loop/fixed-timestep.js';
 import type { ShardMetrics } from '../metrics.js';
 import { TokenBucket } from './rate-limit.js';
-import { binaryFrame, socketFd, writeWhole } from './ws-frame.js';
+import { binaryFrame, directWriteFd, writeWhole } from './ws-frame.js';
 
 const { ClientMessage, ServerMessage, ReasonCode } = aethex.v1;
 type Reason = aethex.v1.ReasonCode;
@@ -457,14 +457,12 @@ export class Gateway {
 
   /**
    * SessionOutput: the descriptor a snapshot thread may write this session's frame to during the
-   * tick, when the socket is open and nothing is queued on it (as `writeWhole` checks), else -1.
+   * tick, when the socket is open and nothing is queued on it (`directWriteFd`), else -1.
    * Nothing closes a socket while the tick runs: sockets close on this thread, between ticks.
    */
   directFd(sessionId: number): number {
     const conn = this.connections.get(sessionId);
-    if (conn?.ws.readyState !== 1) return -1;
-    const socket = conn.socket;
-    return socket.writableLength === 0 && !socket.destroyed && !socket.writableEnded ? socketFd(socket) : -1;
+    return conn?.ws.readyState === 1 ? directWriteFd(conn.socket) : -1;
   }
 
   /**

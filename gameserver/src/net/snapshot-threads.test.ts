@@ -10,7 +10,7 @@ import { loadConfig } from '../config.js';
 import { ShardEngine } from '../engine.js';
 import { createRng } from '../sim/step.js';
 import { CTL_WRITE_LOCK, type SnapshotThread, WRITE_LOCK_CLOSED, WRITE_LOCK_FREE, WRITE_LOCK_HELD } from './snapshot-threads.js';
-import { binaryFrame, socketFd, writeWhole } from './ws-frame.js';
+import { binaryFrame, directWriteFd, writeWhole } from './ws-frame.js';
 
 const { ServerMessage } = aethex.v1;
 
@@ -209,7 +209,7 @@ test('frames a snapshot thread writes itself arrive whole and in order through s
         return true;
       },
       kick: () => undefined,
-      directFd: (id) => (socketOf(id).writableLength === 0 ? socketFd(socketOf(id)) : -1),
+      directFd: (id) => directWriteFd(socketOf(id)),
       sendFrame: (id, frame, written) => {
         if (written > 0) paths.partial++;
         else paths.none++;

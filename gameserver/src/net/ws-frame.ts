@@ -54,6 +54,14 @@ export function socketFd(socket: Writable): number {
 }
 
 /**
+ * The descriptor a frame may be written to directly, ahead of the stream: the socket is open, not
+ * ended, and nothing is queued on it (else the bytes would overtake what is queued); -1 otherwise.
+ */
+export function directWriteFd(socket: Writable): number {
+  return socket.writableLength === 0 && !socket.destroyed && !socket.writableEnded ? socketFd(socket) : -1;
+}
+
+/**
  * Writes `frame` to `socket` whole and in order. When nothing is queued on the socket (and it is
  * open and not ended), it is written straight to the descriptor (`writeSync`): the one system call
  * the stream would make, without the stream's per-write request object and callback. Measured on
@@ -63,7 +71,7 @@ export function socketFd(socket: Writable): number {
  * which the stream then reports as it always does. Returns the bytes written directly.
  */
 export function writeWhole(socket: Writable, frame: Buffer): number {
-  const fd = socket.writableLength === 0 && !socket.destroyed && !socket.writableEnded ? socketFd(socket) : -1;
+  const fd = directWriteFd(socket);
   let written = 0;
   if (fd >= 0) {
     try {
