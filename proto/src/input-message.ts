@@ -40,12 +40,15 @@ let next = 0;
 /** Reads a uint32 varint of at most 5 bytes at `pos` (before `end`), setting {@link next}. */
 function varint(buf: Uint8Array, pos: number, end: number): number {
   let value = 0;
-  for (let shift = 0; shift < 35; shift += 7) {
+  // The place value of the next 7 bits (a product, not 2 ** shift: V8 calls its pow for that).
+  let place = 1;
+  for (let i = 0; i < 5; i++) {
     if (pos >= end) break;
     const b = buf[pos++] as number;
     // The fifth byte holds the top 4 bits; a longer varint goes to the generated decoder.
-    if (shift === 28 && b > 0x0f) break;
-    value += (b & 0x7f) * 2 ** shift;
+    if (i === 4 && b > 0x0f) break;
+    value += (b & 0x7f) * place;
+    place *= 128;
     if (b < 0x80) {
       next = pos;
       return value >>> 0;
