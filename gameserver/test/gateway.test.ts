@@ -1,8 +1,19 @@
 import { once } from 'node:events';
 import { aethex } from '@aethex/proto';
 import { afterEach, describe, expect, test } from 'vitest';
+import * as ws from 'ws';
 import { WebSocket } from 'ws';
 import { startTestShard, type TestShard, until } from './harness.js';
+
+interface FrameOptions {
+  fin: boolean;
+  opcode: number;
+  mask: boolean;
+  readOnly: boolean;
+  rsv1: boolean;
+}
+/** `ws`'s own framing code, the frames a `ws` client writes (exported by ws, not typed by @types/ws). */
+const { Sender } = ws as unknown as { Sender: { frame(data: Buffer, options: FrameOptions): Buffer[] } };
 
 const { ClientMessage, ServerMessage, ReasonCode } = aethex.v1;
 
@@ -21,6 +32,16 @@ async function raw(url: string) {
   ws.on('error', () => undefined);
   await once(ws, 'open');
   return { ws, messages, closed, kick: () => messages.find((m) => m.body === 'kick')?.kick };
+}
+
+/** `aether_bad_messages_total{reason}` once it reaches `count` (or after about 2 s, whatever it is). */
+async function badMessages(opsUrl: string, reason: string, count: number): Promise<number> {
+  for (let i = 0; ; i++) {
+    const text = await (await fetch(`${opsUrl}/metrics`)).text();
+    const seen = Number(new RegExp(`^aether_bad_messages_total\\{reason="${reason}"\\} (\\d+)`, 'm').exec(text)?.[1] ?? 0);
+    if (seen >= count || i === 100) return seen;
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }
 
 describe('gateway and engine over real sockets', () => {
@@ -191,14 +212,7 @@ describe('gateway and engine over real sockets', () => {
       AETHEX_GAMESERVER_GATEWAY_MAX_PROTOCOL_ERRORS: '50',
     });
     const shard = t.shard;
-    const refused = async (reason: string, count: number) => {
-      for (let i = 0; ; i++) {
-        const text = await (await fetch(`${shard.opsUrl}/metrics`)).text();
-        const seen = Number(new RegExp(`^aether_bad_messages_total\\{reason="${reason}"\\} (\\d+)`, 'm').exec(text)?.[1] ?? 0);
-        if (seen >= count || i === 100) return seen;
-        await new Promise((r) => setTimeout(r, 20));
-      }
-    };
+    const refused = (reason: string, count: number) => badMessages(shard.opsUrl, reason, count);
     const c = await raw(shard.gatewayUrl);
     // `extra`: bytes after the message, here an unknown ClientMessage field (9, a varint), which
     // the in-place reader leaves to the generated decoder.
@@ -226,6 +240,60 @@ describe('gateway and engine over real sockets', () => {
     expect(world.lastSeq[at()]).toBe(5);
     expect(world.vx[at()]).toBe(0.25);
     expect(Number.isFinite(world.x[at()])).toBe(true);
+  });
+
+  test('frames: binary ones read by the gateway however TCP cuts them; pings, text, fragments and unmasked frames still handled by ws', async () => {
+    t = await startTestShard({
+      AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '-100,-100,100,100',
+      AETHEX_GAMESERVER_GATEWAY_MAX_PROTOCOL_ERRORS: '50',
+    });
+    const shard = t.shard;
+    const c = await raw(shard.gatewayUrl);
+    c.ws.send(ClientMessage.encode({ join: { joinToken: await t.token('frames'), protocolVersion: 1 } }).finish());
+    await until('welcome', () => c.messages.some((m) => m.body === 'welcome'));
+    const id = c.messages.find((m) => m.body === 'welcome')?.welcome?.entityId as number;
+    const world = shard.engine.world;
+    const lastSeq = () => world.lastSeq[world.indexOf(id)];
+    const input = (seq: number) => ClientMessage.encode({ input: { seq, move: { x: 0.5, y: 0 } } }).finish();
+    const masked = (payload: Uint8Array) =>
+      Buffer.concat(Sender.frame(Buffer.from(payload), { fin: true, opcode: 2, mask: true, readOnly: true, rsv1: false }));
+    // Under `ws`, the client's TCP socket: frames written to it by hand, cut where a test wants.
+    const socket = (c.ws as unknown as { _socket: import('node:net').Socket })._socket;
+    socket.setNoDelay(true);
+
+    // One input a byte per TCP write, then two inputs in one write.
+    const one = masked(input(1));
+    for (let i = 0; i < one.length; i++) {
+      socket.write(one.subarray(i, i + 1));
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    await until('the input cut into single bytes applied', () => lastSeq() === 1);
+    socket.write(Buffer.concat([masked(input(2)), masked(input(3))]));
+    await until('both inputs of one write applied', () => lastSeq() === 3);
+
+    // A ping is ws's: it answers with a pong.
+    const pong = once(c.ws, 'pong');
+    c.ws.ping(Buffer.from('are you there'));
+    expect(String((await pong)[0])).toBe('are you there');
+    // A message in two fragments is put together by ws and handled like any other.
+    const fragmented = input(4);
+    c.ws.send(fragmented.subarray(0, 3), { fin: false });
+    c.ws.send(fragmented.subarray(3), { fin: true });
+    await until('the fragmented input applied', () => lastSeq() === 4);
+    // A text frame is refused and counted.
+    c.ws.send('hello');
+    expect(await badMessages(shard.opsUrl, 'text_frame', 1)).toBe(1);
+    // Inputs still go the gateway's way after all that, and the close handshake is ws's.
+    c.ws.send(input(5));
+    await until('an input after the rest applied', () => lastSeq() === 5);
+    c.ws.close(1000);
+    expect((await c.closed).code).toBe(1000);
+
+    // A client frame without a mask breaks the protocol: ws closes with 1002.
+    const d = await raw(shard.gatewayUrl);
+    const dSocket = (d.ws as unknown as { _socket: import('node:net').Socket })._socket;
+    dSocket.write(Buffer.concat(Sender.frame(Buffer.from(input(1)), { fin: true, opcode: 2, mask: false, readOnly: true, rsv1: false })));
+    expect((await d.closed).code).toBe(1002);
   });
 
   test('per-address connection cap', async () => {

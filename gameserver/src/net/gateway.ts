@@ -9,6 +9,7 @@ import type { GameserverSettings } from '../config.js';
 import type { ShardEngine } from '../engine.js';
 import type { Clock } from '../loop/fixed-timestep.js';
 import type { ShardMetrics } from '../metrics.js';
+import { readClientFrames } from './client-frames.js';
 import { TokenBucket } from './rate-limit.js';
 import { binaryFrame, directWriteFd, writeWhole } from './ws-frame.js';
 
@@ -93,7 +94,8 @@ export interface GatewayDeps {
  * The players' WebSocket endpoint. It enforces every limit before a message reaches the engine:
  * connections in total and per address, frame size (ws closes with 1009 before buffering a larger
  * frame), message rate, the authentication deadline, idle time and repeated protocol errors. It
- * implements the engine's SessionOutput: one `send` is one socket write.
+ * reads clients' binary frames off the socket itself (client-frames.ts) and leaves every other
+ * frame to `ws`. It implements the engine's SessionOutput: one `send` is one socket write.
  */
 export class Gateway {
   private server: WebSocketServer | undefined;
@@ -172,6 +174,10 @@ export class Gateway {
     this.connections.set(id, conn);
     this.perAddress.set(address, (this.perAddress.get(address) ?? 0) + 1);
     this.deps.metrics.activeConnections.set(this.connections.size);
+    // Binary frames are read here (client-frames.ts); `ws` reads every other frame and emits it.
+    if (!readClientFrames(socket, s['gateway.max_message_size'], (payload) => this.onMessage(conn, payload, true))) {
+      conn.log.warn('ws reads this socket in a way the gateway does not know: every frame goes through ws');
+    }
     ws.on('message', (data, isBinary) => this.onMessage(conn, data as Buffer, isBinary));
     ws.on('error', (err: Error & { code?: string }) => {
       if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') {
