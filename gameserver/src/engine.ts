@@ -762,7 +762,10 @@ export class ShardEngine {
     return result;
   }
 
-  /** Records that the client applied the snapshot of `tick` (ignores ticks from the future). */
+  /**
+   * Records that the client applied the snapshot of `tick` (ignores ticks from the future). Only
+   * forward: the delta base never goes back, so clients give up older frames (docs/protocol.md).
+   */
   ack(sessionId: number, tick: number): void {
     const session = this.sessions.get(sessionId);
     if (session && tick > session.ackTick && tick <= this.tick) session.ackTick = tick;

@@ -14,7 +14,7 @@ const entity = fc.record({
   kind: fc.integer({ min: 0, max: 3 }),
   flags: fc.constantFrom(0, 1, 0xffffffff),
 });
-/** One tick: what is in view, the acknowledgement lag the server deltas against, the record order. */
+/** One tick: what is in view, how old the acknowledgement reaching the server is, the record order. */
 const step = fc.record({
   view: fc.uniqueArray(entity, { selector: (e) => e.id, maxLength: 100, size: 'max' }),
   lag: fc.integer({ min: 0, max: 40 }),
@@ -44,19 +44,23 @@ function encode(view: View, base: View | undefined, reverse: boolean, w: Snapsho
 const asMap = (frame: ReadonlyMap<number, EntityRecord>): View => new Map(frame);
 
 describe('SnapshotStore', () => {
-  test('rebuilds every view the server sends, against any base it keeps, as a Map per tick would', () => {
+  test('rebuilds every view the server sends, against any base it may choose, as a Map per tick would', () => {
     fc.assert(
       fc.property(fc.array(step, { minLength: 1, maxLength: 120, size: 'medium' }), (steps) => {
         const store = new SnapshotStore();
         const writer = new SnapshotBodyWriter(16);
         const sent = new Map<number, View>();
         let tick = 0;
+        let acked = 0;
         let previous: View = new Map();
         for (const s of steps) {
           tick += s.skip;
           const view: View = new Map(s.view.map((e) => [e.id, { qx: e.qx, qy: e.qy, kind: e.kind, flags: e.flags }]));
-          // The server's base: a tick it sent `lag` ticks ago, if within its 32-tick history.
-          const baseTick = s.lag > 0 && sent.has(tick - s.lag) && s.lag < 32 ? tick - s.lag : 0;
+          // The server's rule: its base is the newest acknowledgement it received (an ack of a
+          // tick it sent, `lag` ticks ago, arrives; an older one changes nothing), used while
+          // within its 32-tick history, else none.
+          if (s.lag > 0 && sent.has(tick - s.lag)) acked = Math.max(acked, tick - s.lag);
+          const baseTick = acked > 0 && tick - acked < 32 ? acked : 0;
           const { body, removed } = encode(view, sent.get(baseTick), s.reverse, writer);
           const changes = store.apply(tick, baseTick, body, removed);
           sent.set(tick, view);
@@ -96,6 +100,36 @@ describe('SnapshotStore', () => {
     expect(() => store.apply(101, 150, against37.body, against37.removed)).toThrow(/tick 150/);
     expect(asMap(store.current)).toEqual(views[100]);
     expect(asMap(store.apply(101, 37, against37.body, against37.removed).frame)).toEqual(next);
+  });
+
+  test('frames before the newest base are given up: a base older than that is refused', () => {
+    const store = new SnapshotStore();
+    const writer = new SnapshotBodyWriter(16);
+    const views: View[] = [];
+    let base: number | undefined;
+    for (let t = 1; t <= 10; t++) {
+      const view: View = new Map([[7, { qx: t, qy: -t, kind: 1, flags: 0 }]]);
+      const { body, removed } = encode(view, base ? views[base] : undefined, false, writer);
+      store.apply(t, base ?? 0, body, removed);
+      views[t] = view;
+      base = t === 6 ? 5 : base;
+    }
+    // Snapshots 7 to 10 were relative to tick 5: it is kept, 4 is not; 5 to 10 serve as bases.
+    const next: View = new Map([[7, { qx: 0, qy: 0, kind: 1, flags: 0 }]]);
+    const against4 = encode(next, views[4], false, writer);
+    expect(() => store.apply(11, 4, against4.body, against4.removed)).toThrow(
+      'snapshot 11 is relative to tick 4, which this client does not have',
+    );
+    const against8 = encode(next, views[8], false, writer);
+    expect(asMap(store.apply(11, 8, against8.body, against8.removed).frame)).toEqual(next);
+    // Now 5 to 7 are gone too; the previous view (10) is intact.
+    const against5 = encode(next, views[5], false, writer);
+    expect(() => store.apply(12, 5, against5.body, against5.removed)).toThrow(/relative to tick 5/);
+    expect(asMap(store.previous)).toEqual(views[10]);
+    // A late snapshot older than the newest base is not kept as a base.
+    store.apply(6, 0, encode(views[6] as View, undefined, false, writer).body, []);
+    const against6 = encode(next, views[6], false, writer);
+    expect(() => store.apply(12, 6, against6.body, against6.removed)).toThrow(/relative to tick 6/);
   });
 
   test('a malformed body or a move of an entity the base lacks throws and changes nothing', () => {

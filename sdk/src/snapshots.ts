@@ -21,8 +21,8 @@ const INITIAL_CAPACITY = 64;
  * fresh `EntityRecord` per call; hot loops can read the arrays through `indexOf` instead.
  *
  * A frame belongs to its `SnapshotStore`, which reuses it for a later tick once it is neither the
- * store's `current` nor its `previous` nor one of the 64 newest ticks: copy what you keep longer
- * (`new Map(frame)`); `tick` says which tick a frame holds.
+ * store's `current` nor its `previous` nor a possible base for the server's next snapshots: copy
+ * what you keep longer (`new Map(frame)`); `tick` says which tick a frame holds.
  */
 export class Frame implements ReadonlyMap<number, EntityRecord> {
   tick = 0;
@@ -163,9 +163,13 @@ const EMPTY = new Frame(1);
 
 /**
  * Rebuilds the server's per-client view from delta snapshots. Each snapshot names the base tick it
- * is relative to (0: none); the store keeps the frames of the 64 newest ticks so that the base the
- * server chose — the client's last acknowledgement — is always at hand. Frames are reused (see
- * `Frame`): in a steady stream, applying a snapshot allocates only its `SnapshotChanges`.
+ * is relative to (0: none): the client's last acknowledgement the server received, which only
+ * moves forward (docs/protocol.md). The store keeps the frames from the newest base it was sent
+ * on, among the 64 newest ticks, so that the server's next base is at hand; older ones can never
+ * be a base again and are reused at once. Frames are reused (see `Frame`): in a steady stream,
+ * applying a snapshot allocates only its `SnapshotChanges`, and the few frames in use stay warm in
+ * the CPU's caches (with a frame per tick kept for 64 ticks, a process holding hundreds of clients
+ * spent twice as long per snapshot, reading frames back from memory: docs/benchmarks.md).
  */
 export class SnapshotStore {
   /** The frame of tick t at t % KEPT_FRAMES, when its `tick` is t. */
@@ -175,6 +179,8 @@ export class SnapshotStore {
   private latest: Frame = EMPTY;
   private before: Frame = EMPTY;
   latestTick = 0;
+  /** The newest base a snapshot was relative to: frames of earlier ticks are given up. */
+  private floor = 0;
   /** Per base index: equal to `stamp` when that entity is in the snapshot's `removed`. */
   private dropped = new Uint32Array(INITIAL_CAPACITY);
   private stamp = 0;
@@ -258,14 +264,31 @@ export class SnapshotStore {
       this.latestTick = tick;
       this.ring[slot] = frame;
       this.release(dropping);
-    } else if (tick > this.latestTick - KEPT_FRAMES) {
+    } else if (tick > this.latestTick - KEPT_FRAMES && tick >= this.floor) {
       // Late, but still a possible base for the server.
       this.ring[slot] = frame;
     } else {
       this.free.push(frame);
     }
     if (evicted && evicted !== frame) this.release(evicted);
+    if (baseTick > this.floor) this.giveUpBefore(baseTick);
     return { tick, entered, left, frame: this.latest };
+  }
+
+  /** The server based a snapshot on `floor`: it never uses an earlier tick again. */
+  private giveUpBefore(floor: number): void {
+    // A frame further back than the ring is long leaves when a later tick takes its slot.
+    for (let t = Math.max(this.floor, floor - KEPT_FRAMES); t < floor; t++) {
+      const f = this.ring[t % KEPT_FRAMES];
+      if (f?.tick === t) this.drop(f);
+    }
+    this.floor = floor;
+  }
+
+  /** Takes `f` out of the ring and puts it up for reuse unless still held. */
+  private drop(f: Frame): void {
+    this.ring[f.tick % KEPT_FRAMES] = undefined;
+    this.release(f);
   }
 
   /** Puts a frame up for reuse unless something still holds it. */
