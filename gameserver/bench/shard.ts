@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// npm run bench:shard [-- --json] [--ticks N] [--threads N] [--e2e-clients N] [--e2e-seconds S] [--bot-nice N] [--skip-e2e]
+// npm run bench:shard [-- --json] [--ticks N] [--threads N] [--e2e-clients N] [--e2e-seconds S] [--bot-nice N] [--bot-sched normal|batch] [--skip-e2e]
 // 1. End to end: a shard in this process, bots in separate processes over loopback.
 // 2. The largest client count that holds 40 Hz (tick p99 ≤ 25 ms), stepping up, then bisecting.
 // 3. Memory per idle connection with 10,000 open sockets.
@@ -12,7 +12,7 @@ import { type E2eResult, idleMemory, runE2e } from './e2e.js';
 import { type KernelResult, runKernel } from './kernel.js';
 
 const USAGE =
-  'usage: npm run bench:shard [-- --json] [--ticks N] [--threads N] [--e2e-clients N] [--e2e-seconds S] [--bot-processes N] [--bot-nice N] [--skip-e2e]';
+  'usage: npm run bench:shard [-- --json] [--ticks N] [--threads N] [--e2e-clients N] [--e2e-seconds S] [--bot-processes N] [--bot-nice N] [--bot-sched normal|batch] [--skip-e2e]';
 const cli = parseCli('bench:shard', USAGE, {
   json: { type: 'boolean', default: false },
   ticks: { type: 'string', default: '1200' },
@@ -21,6 +21,7 @@ const cli = parseCli('bench:shard', USAGE, {
   'e2e-seconds': { type: 'string', default: '120' },
   'bot-processes': { type: 'string', default: '4' },
   'bot-nice': { type: 'string', default: '0' },
+  'bot-sched': { type: 'string', default: 'normal' },
   'skip-e2e': { type: 'boolean', default: false },
 });
 const { values } = cli;
@@ -30,6 +31,10 @@ const e2eClients = cli.int('e2e-clients', 10, 10_000);
 const e2eSeconds = cli.int('e2e-seconds', 10, 3600);
 const botProcesses = cli.int('bot-processes', 1, 16);
 const botNice = cli.int('bot-nice', 0, 19);
+const botSched = String(values['bot-sched']);
+if (botSched !== 'normal' && botSched !== 'batch') cli.fail(`--bot-sched must be normal or batch, got "${botSched}"`);
+const bots = { nice: botNice, batch: botSched === 'batch' };
+const botsAs = `nice ${botNice}${bots.batch ? ', SCHED_BATCH' : ''}`;
 const log = (s: string) => process.stderr.write(`${s}\n`);
 
 const machine = `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}`;
@@ -37,13 +42,11 @@ let e2e: E2eResult | undefined;
 const ramp: { clients: number; tick_p99_ms: number; holds: boolean }[] = [];
 let idle: { kb_per_connection: number; connections: number } | undefined;
 if (!values['skip-e2e']) {
-  log(
-    `end to end: ${e2eClients} bots in ${botProcesses} processes (nice ${botNice}) for ${e2eSeconds} s, ${threads} snapshot thread(s)...`,
-  );
-  e2e = await runE2e(e2eClients, e2eSeconds, botProcesses, threads, botNice);
+  log(`end to end: ${e2eClients} bots in ${botProcesses} processes (${botsAs}) for ${e2eSeconds} s, ${threads} snapshot thread(s)...`);
+  e2e = await runE2e(e2eClients, e2eSeconds, botProcesses, threads, bots);
   const tryClients = async (clients: number) => {
     log(`ramp: ${clients} bots for 20 s...`);
-    const r = await runE2e(clients, 20, botProcesses, threads, botNice);
+    const r = await runE2e(clients, 20, botProcesses, threads, bots);
     const holds = r.tick_ms.p99 <= 25 && r.joined === clients;
     ramp.push({ clients, tick_p99_ms: r.tick_ms.p99, holds });
     return holds;
@@ -94,7 +97,7 @@ for (const r of kernels) {
 }
 if (e2e) {
   console.log(
-    `\nEnd to end (${e2e.joined}/${e2e.clients} bots in ${botProcesses} processes at nice ${botNice}, ${e2e.seconds} s, ${threads} snapshot thread(s) with ${e2e.thread_sessions.join(' / ')} sessions half way, loopback, same cores)\n`,
+    `\nEnd to end (${e2e.joined}/${e2e.clients} bots in ${botProcesses} processes at ${botsAs}, ${e2e.seconds} s, ${threads} snapshot thread(s) with ${e2e.thread_sessions.join(' / ')} sessions half way, loopback, same cores)\n`,
   );
   console.log(
     '| tick p50 / p99 / max ms | ticks > 25 ms | less CPU waits: tick p50 / p99 / max ms | ticks > 25 ms | downstream B/s per client median / p99 | input→ack ms p50 / p99 | max snapshot gap ms | RSS MB | shard CPU % | bots CPU % | GC max ms | GC after joins: p99 / max ms, > 5 ms, total ms | kicked |',
@@ -118,6 +121,7 @@ if (values.json) {
       node_flags: process.execArgv,
       snapshot_threads: threads,
       bot_nice: botNice,
+      bot_sched: botSched,
       kernel: { tick_ms: k.tick_ms, ns_per_pair: k.ns_per_pair, bytes_per_client_tick: k.bytes_per_client_tick, visible_avg: k.visibleAvg },
       kernel_single_thread: { tick_ms: k1.tick_ms, ns_per_pair: k1.ns_per_pair },
       kernel_20k_5k: kernelAt(20_000, threads),
