@@ -87,17 +87,23 @@ spawn() {
 
 # wait_for <component> <seconds> <check command...>: polls until the check passes, the process
 # dies, or time runs out; the failure names the component and its log.
-wait_for() {
+# await_ready <component> <seconds> <check...>: returns 0 once the check passes, 1 if the
+# component's process exits first; dies when it is not ready in time.
+await_ready() {
   local name=$1 secs=$2
   shift 2
   local deadline=$((SECONDS + secs))
   while ! "$@" >/dev/null 2>&1; do
     if [[ -f $RUN/pids/$name.pid ]] && ! alive "$name"; then
-      die "$name exited during start-up; see $LOGS/$name.log"
+      return 1
     fi
     ((SECONDS < deadline)) || die "$name did not become ready within ${secs}s; see $LOGS/$name.log"
     sleep 0.3
   done
+}
+
+wait_for() {
+  await_ready "$@" || die "$1 exited during start-up; see $LOGS/$1.log"
 }
 
 stop_component() {
@@ -167,16 +173,28 @@ start_redis() {
 minio_ready() { curl -sf -o /dev/null "http://127.0.0.1:$MINIO_PORT/minio/health/cluster"; }
 start_minio() {
   if alive minio && minio_ready; then return 0; fi
-  require_port_free minio "$MINIO_PORT"
-  require_port_free minio-console "$MINIO_CONSOLE_PORT"
-  mkdir -p "$RUN"/minio/d{1,2,3,4}
-  # Four drives give the erasure-coded layout that bucket versioning needs. MINIO_CI_CD lets them
-  # live on the root disk, which MinIO otherwise refuses as "drive not found" (CI=true does the same).
-  spawn minio env MINIO_ROOT_USER="$MINIO_USER" MINIO_ROOT_PASSWORD="$MINIO_PASSWORD" \
-    MINIO_BROWSER=off MINIO_UPDATE=off MINIO_CI_CD=1 \
-    "$MINIO_BIN" server --address "127.0.0.1:$MINIO_PORT" --console-address "127.0.0.1:$MINIO_CONSOLE_PORT" \
-    "$RUN/minio/d{1...4}"
-  wait_for minio 60 minio_ready
+  local attempt logged
+  for attempt in 1 2 3; do
+    require_port_free minio "$MINIO_PORT"
+    require_port_free minio-console "$MINIO_CONSOLE_PORT"
+    mkdir -p "$RUN"/minio/d{1,2,3,4}
+    logged=$(wc -l <"$LOGS/minio.log" 2>/dev/null || echo 0)
+    # Four drives give the erasure-coded layout that bucket versioning needs. MINIO_CI_CD lets them
+    # live on the root disk, which MinIO otherwise refuses as "drive not found" (CI=true does the same).
+    spawn minio env MINIO_ROOT_USER="$MINIO_USER" MINIO_ROOT_PASSWORD="$MINIO_PASSWORD" \
+      MINIO_BROWSER=off MINIO_UPDATE=off MINIO_CI_CD=1 \
+      "$MINIO_BIN" server --address "127.0.0.1:$MINIO_PORT" --console-address "127.0.0.1:$MINIO_CONSOLE_PORT" \
+      "$RUN/minio/d{1...4}"
+    await_ready minio 60 minio_ready && return 0
+    # The ports lie in Linux's ephemeral range: an outgoing connection can hold one for a moment,
+    # and MinIO then refuses to start ("port is already in use", seen once on 2026-12-05). Again.
+    if ((attempt < 3)) && tail -n +"$((logged + 1))" "$LOGS/minio.log" | grep -q 'already in use'; then
+      echo "test-env: minio's port was in use for a moment; starting it again" >&2
+      sleep 1
+      continue
+    fi
+    die "minio exited during start-up; see $LOGS/minio.log"
+  done
 }
 
 # --- PKI and kubeconfigs ------------------------------------------------------------------------
