@@ -1,19 +1,8 @@
 import { once } from 'node:events';
 import { aethex } from '@aethex/proto';
 import { afterEach, describe, expect, test } from 'vitest';
-import * as ws from 'ws';
 import { WebSocket } from 'ws';
 import { startTestShard, type TestShard, until } from './harness.js';
-
-interface FrameOptions {
-  fin: boolean;
-  opcode: number;
-  mask: boolean;
-  readOnly: boolean;
-  rsv1: boolean;
-}
-/** `ws`'s own framing code, the frames a `ws` client writes (exported by ws, not typed by @types/ws). */
-const { Sender } = ws as unknown as { Sender: { frame(data: Buffer, options: FrameOptions): Buffer[] } };
 
 const { ClientMessage, ServerMessage, ReasonCode } = aethex.v1;
 
@@ -255,20 +244,21 @@ describe('gateway and engine over real sockets', () => {
     const world = shard.engine.world;
     const lastSeq = () => world.lastSeq[world.indexOf(id)];
     const input = (seq: number) => ClientMessage.encode({ input: { seq, move: { x: 0.5, y: 0 } } }).finish();
-    const masked = (payload: Uint8Array) =>
-      Buffer.concat(Sender.frame(Buffer.from(payload), { fin: true, opcode: 2, mask: true, readOnly: true, rsv1: false }));
+    // A client's binary frame (under 126 bytes), masked with a zero key, or not masked at all.
+    const frame = (payload: Uint8Array, masked = true) =>
+      Buffer.from([0x82, (masked ? 0x80 : 0) | payload.length, ...(masked ? [0, 0, 0, 0] : []), ...payload]);
     // Under `ws`, the client's TCP socket: frames written to it by hand, cut where a test wants.
     const socket = (c.ws as unknown as { _socket: import('node:net').Socket })._socket;
     socket.setNoDelay(true);
 
     // One input a byte per TCP write, then two inputs in one write.
-    const one = masked(input(1));
+    const one = frame(input(1));
     for (let i = 0; i < one.length; i++) {
       socket.write(one.subarray(i, i + 1));
       await new Promise((r) => setTimeout(r, 5));
     }
     await until('the input cut into single bytes applied', () => lastSeq() === 1);
-    socket.write(Buffer.concat([masked(input(2)), masked(input(3))]));
+    socket.write(Buffer.concat([frame(input(2)), frame(input(3))]));
     await until('both inputs of one write applied', () => lastSeq() === 3);
 
     // A ping is ws's: it answers with a pong.
@@ -292,7 +282,7 @@ describe('gateway and engine over real sockets', () => {
     // A client frame without a mask breaks the protocol: ws closes with 1002.
     const d = await raw(shard.gatewayUrl);
     const dSocket = (d.ws as unknown as { _socket: import('node:net').Socket })._socket;
-    dSocket.write(Buffer.concat(Sender.frame(Buffer.from(input(1)), { fin: true, opcode: 2, mask: false, readOnly: true, rsv1: false })));
+    dSocket.write(frame(input(1), false));
     expect((await d.closed).code).toBe(1002);
   });
 
