@@ -146,6 +146,22 @@ describe('ClientFrameReader', () => {
     expect(read([stream])).toEqual(expected);
   });
 
+  test('a frame at a 1 MiB limit trickled in a byte per read is joined once, not copied per read', () => {
+    const limit = 1 << 20;
+    const payload = Buffer.alloc(limit, 5);
+    const bytes = frame(2, payload);
+    const taken: Buffer[] = [];
+    const reader = new ClientFrameReader(
+      limit,
+      (p) => taken.push(Buffer.from(p)),
+      () => undefined,
+    );
+    // Copying what came so far on every read would move ~550 GB here; joining once moves 1 MiB.
+    for (let i = 0; i < bytes.length; i++) reader.push(bytes.subarray(i, i + 1));
+    expect(taken).toHaveLength(1);
+    expect((taken[0] as Buffer).equals(payload)).toBe(true);
+  });
+
   test('a 64-bit length beyond 4 GiB goes to ws with what follows', () => {
     const header = Buffer.from([0x82, 0xff, 0, 0, 0, 1, 0, 0, 0, 0, 1, 2, 3, 4]);
     const input = frame(2, Buffer.from([1, 2, 3]));

@@ -17,8 +17,14 @@ import type { Duplex } from 'node:stream';
  * a close frame or a frame it will refuse on, everything goes to `ws`, as it would without this.
  */
 export class ClientFrameReader {
-  /** Bytes of a frame begun in an earlier chunk, kept until the frame is whole. */
-  private pending: Buffer | undefined;
+  /**
+   * Chunks holding a frame begun earlier, kept as they came until the frame is whole (then joined
+   * once: a frame trickled in small reads costs one copy, not one per read).
+   */
+  private pending: Buffer[] = [];
+  private pendingLength = 0;
+  /** Bytes the pending frame needs in all; 0 while its header is not whole (a few bytes). */
+  private needed = 0;
   /** Bytes of the current frame still to go to `passOn`. */
   private passing = 0;
   /** A data frame without FIN went to `ws`: its message continues there. */
@@ -35,9 +41,14 @@ export class ClientFrameReader {
   /** Reads one chunk from the socket. */
   push(data: Buffer): void {
     let chunk = data;
-    if (this.pending) {
-      chunk = Buffer.concat([this.pending, data]);
-      this.pending = undefined;
+    if (this.pendingLength > 0) {
+      this.pending.push(data);
+      this.pendingLength += data.length;
+      if (this.pendingLength < this.needed) return;
+      chunk = Buffer.concat(this.pending, this.pendingLength);
+      this.pending = [];
+      this.pendingLength = 0;
+      this.needed = 0;
     }
     let at = 0;
     while (at < chunk.length) {
@@ -77,7 +88,10 @@ export class ClientFrameReader {
       }
       const start = at + header + 4;
       const end = start + length;
-      if (end > chunk.length) break;
+      if (end > chunk.length) {
+        this.needed = end - at;
+        break;
+      }
       const m0 = chunk[start - 4] as number;
       const m1 = chunk[start - 3] as number;
       const m2 = chunk[start - 2] as number;
@@ -98,7 +112,10 @@ export class ClientFrameReader {
     }
     // A frame whose header or payload has not all arrived (at most a frame within the limit). The
     // socket gives a new buffer with every read, so the bytes can stay where they are.
-    if (at < chunk.length) this.pending = chunk.subarray(at);
+    if (at < chunk.length) {
+      this.pending.push(chunk.subarray(at));
+      this.pendingLength = chunk.length - at;
+    }
   }
 
   /** Tracks, for a frame going to `ws`, what `ws` will make of it. */
