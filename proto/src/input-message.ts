@@ -1,3 +1,5 @@
+import { readVarint32 as varint, varintEnd } from './varint.js';
+
 /**
  * The shard's hot inbound message — `ClientMessage { input: Input {…} }`, one per client per tick —
  * read in place into a reused object. The generated `ClientMessage.decode` makes three objects per
@@ -34,30 +36,6 @@ const TAG_ACK_TICK = 0x28;
 const TAG_X = 0x0d;
 const TAG_Y = 0x15;
 
-/** Where the last {@link varint} ended; -1 when it did not end inside the message or exceeds a uint32. */
-let next = 0;
-
-/** Reads a uint32 varint of at most 5 bytes at `pos` (before `end`), setting {@link next}. */
-function varint(buf: Uint8Array, pos: number, end: number): number {
-  let value = 0;
-  // The place value of the next 7 bits (a product, not 2 ** shift: V8 calls its pow for that).
-  let place = 1;
-  for (let i = 0; i < 5; i++) {
-    if (pos >= end) break;
-    const b = buf[pos++] as number;
-    // The fifth byte holds the top 4 bits; a longer varint goes to the generated decoder.
-    if (i === 4 && b > 0x0f) break;
-    value += (b & 0x7f) * place;
-    place *= 128;
-    if (b < 0x80) {
-      next = pos;
-      return value >>> 0;
-    }
-  }
-  next = -1;
-  return 0;
-}
-
 const scratch = new Float32Array(1);
 const scratchBytes = new Uint8Array(scratch.buffer);
 const littleEndian = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
@@ -80,8 +58,8 @@ export function readInputMessage(buf: Uint8Array, out: InputFields): boolean {
   if (end < 2 || buf[0] !== TAG_INPUT) return false;
   const length = varint(buf, 1, end);
   // Exactly one field, the input, filling the message: repeated or extra fields go the long way.
-  if (next < 0 || next + length !== end) return false;
-  let pos = next;
+  if (varintEnd < 0 || varintEnd + length !== end) return false;
+  let pos = varintEnd;
   out.seq = 0;
   out.clientTimeMs = 0;
   out.hasMove = false;
@@ -93,8 +71,8 @@ export function readInputMessage(buf: Uint8Array, out: InputFields): boolean {
     const tag = buf[pos++];
     if (tag === TAG_MOVE) {
       const size = varint(buf, pos, end);
-      if (next < 0 || next + size > end) return false;
-      pos = next;
+      if (varintEnd < 0 || varintEnd + size > end) return false;
+      pos = varintEnd;
       const moveEnd = pos + size;
       // A repeated move merges into the one before (protobuf's rule, as the generated decoder does).
       while (pos < moveEnd) {
@@ -109,8 +87,8 @@ export function readInputMessage(buf: Uint8Array, out: InputFields): boolean {
       continue;
     }
     const value = varint(buf, pos, end);
-    if (next < 0) return false;
-    pos = next;
+    if (varintEnd < 0) return false;
+    pos = varintEnd;
     if (tag === TAG_SEQ) out.seq = value;
     else if (tag === TAG_CLIENT_TIME) out.clientTimeMs = value;
     else if (tag === TAG_BUTTONS) out.buttons = value;

@@ -1,7 +1,8 @@
 import fc from 'fast-check';
+import $protobuf from 'protobufjs/minimal.js';
 import { expect, test } from 'vitest';
 import { aethex } from './gen/aethex.js';
-import { encodeSnapshotMessage } from './snapshot-message.js';
+import { encodeSnapshotMessage, readSnapshotMessage, type SnapshotFields, snapshotFields } from './snapshot-message.js';
 
 const { ServerMessage } = aethex.v1;
 const u32 = fc.oneof(fc.integer({ min: 0, max: 300 }), fc.nat({ max: 0xffffffff }));
@@ -47,4 +48,231 @@ test('uses the allocator it is given, at exactly the size written', () => {
   );
   expect(Buffer.isBuffer(out)).toBe(true);
   expect(sizes).toEqual([out.length]);
+});
+
+/** What the generated decoder makes of `bytes`, as plain values; undefined when it is not a snapshot. */
+function theirs(bytes: Uint8Array) {
+  let msg: aethex.v1.ServerMessage;
+  try {
+    msg = ServerMessage.decode(bytes);
+  } catch {
+    return undefined;
+  }
+  if (msg.body !== 'snapshot' || !msg.snapshot) return undefined;
+  const s = msg.snapshot as aethex.v1.Snapshot;
+  return {
+    tick: s.tick,
+    baseTick: s.baseTick,
+    lastInputSeq: s.lastInputSeq,
+    layout: s.layout,
+    entities: [...s.entities],
+    removed: [...s.removed],
+  };
+}
+
+/** One reused output across every call, as a client uses it: each read must overwrite it all. */
+const reused = snapshotFields();
+
+function mine(bytes: Uint8Array, out: SnapshotFields = reused) {
+  if (!readSnapshotMessage(bytes, out)) return undefined;
+  return {
+    tick: out.tick,
+    baseTick: out.baseTick,
+    lastInputSeq: out.lastInputSeq,
+    layout: out.layout,
+    entities: [...out.entities],
+    removed: [...out.removed.subarray(0, out.removedCount)],
+  };
+}
+
+test('property: reads every snapshot the encoder writes, to the fields it was given', () => {
+  fc.assert(
+    fc.property(
+      u32,
+      u32,
+      u32,
+      u32,
+      fc.uint8Array({ maxLength: 600 }),
+      fc.array(u32, { maxLength: 100 }),
+      (tick, baseTick, lastInputSeq, layout, entities, removedList) => {
+        const removed = Uint32Array.from(removedList);
+        const bytes = encodeSnapshotMessage({ tick, baseTick, lastInputSeq, layout, entities, removed, removedCount: removed.length });
+        const expected = { tick, baseTick, lastInputSeq, layout, entities: [...entities], removed: removedList };
+        expect(mine(bytes)).toEqual(expected);
+        expect(theirs(bytes)).toEqual(expected);
+      },
+    ),
+    { numRuns: 1000 },
+  );
+});
+
+test('entities is a view into the message, not a copy', () => {
+  const bytes = encodeSnapshotMessage({
+    tick: 3,
+    baseTick: 0,
+    lastInputSeq: 0,
+    layout: 1,
+    entities: new Uint8Array([1, 2, 3]),
+    removed: new Uint32Array(0),
+    removedCount: 0,
+  });
+  const out = snapshotFields();
+  expect(readSnapshotMessage(bytes, out)).toBe(true);
+  expect(out.entities.buffer).toBe(bytes.buffer);
+  bytes[bytes.length - 1] = 9;
+  expect([...out.entities]).toEqual([1, 2, 9]);
+});
+
+/** One field of a Snapshot as the wire may have it: any order, repeats, unknown and mistyped fields. */
+type Field =
+  | { kind: 'varint'; field: number; value: number }
+  | { kind: 'entities'; value: Uint8Array }
+  | { kind: 'packed'; ids: number[] }
+  | { kind: 'unpacked'; id: number }
+  | { kind: 'long-varint'; field: number }
+  | { kind: 'unknown'; field: number; wire: 0 | 2 | 5 }
+  | { kind: 'mistyped'; field: number };
+
+const field: fc.Arbitrary<Field> = fc.oneof(
+  { weight: 6, arbitrary: fc.record({ kind: fc.constant('varint' as const), field: fc.constantFrom(1, 2, 3, 4), value: u32 }) },
+  { weight: 2, arbitrary: fc.record({ kind: fc.constant('entities' as const), value: fc.uint8Array({ maxLength: 20 }) }) },
+  { weight: 2, arbitrary: fc.record({ kind: fc.constant('packed' as const), ids: fc.array(u32, { maxLength: 6 }) }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('unpacked' as const), id: u32 }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('long-varint' as const), field: fc.constantFrom(1, 2, 3, 4) }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      kind: fc.constant('unknown' as const),
+      field: fc.integer({ min: 7, max: 40 }),
+      wire: fc.constantFrom(0 as const, 2 as const, 5 as const),
+    }),
+  },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('mistyped' as const), field: fc.constantFrom(1, 2, 3, 4, 5) }) },
+);
+
+function encodeFields(fields: Field[]): Uint8Array {
+  const w = $protobuf.Writer.create();
+  for (const f of fields) {
+    if (f.kind === 'varint') w.uint32(f.field << 3).uint32(f.value);
+    else if (f.kind === 'entities') w.uint32((5 << 3) | 2).bytes(f.value);
+    else if (f.kind === 'packed') {
+      w.uint32((6 << 3) | 2).fork();
+      for (const id of f.ids) w.uint32(id);
+      w.ldelim();
+    } else if (f.kind === 'unpacked') w.uint32(6 << 3).uint32(f.id);
+    // A negative int32 as a uint32 field: ten bytes, which the generated decoder truncates.
+    else if (f.kind === 'long-varint') w.uint32(f.field << 3).int32(-5);
+    else if (f.kind === 'unknown') {
+      w.uint32((f.field << 3) | f.wire);
+      if (f.wire === 0) w.uint32(7);
+      else if (f.wire === 2) w.bytes(new Uint8Array([1, 2]));
+      else w.fixed32(7);
+    } else if (f.field === 5) w.uint32(5 << 3).uint32(3);
+    else w.uint32((f.field << 3) | 2).bytes(new Uint8Array([1]));
+  }
+  return w.finish();
+}
+
+test('property: hand-made snapshots (any order, repeats, unknown fields) are read as the generated decoder reads them, or left to it', () => {
+  let taken = 0;
+  // Sometimes a second top-level field after the snapshot (a pong, a kick): the generated decoder
+  // then reports that body; the reader must not take it as a snapshot.
+  const after = fc.oneof(
+    { weight: 3, arbitrary: fc.constant(null) },
+    { weight: 1, arbitrary: fc.constantFrom([0x22, 0], [0x22, 2, 8, 1], [0x3a, 2, 8, 4]) },
+  );
+  fc.assert(
+    fc.property(fc.array(field, { maxLength: 8 }), after, (fields, trailing) => {
+      const head = $protobuf.Writer.create()
+        .uint32((2 << 3) | 2)
+        .bytes(encodeFields(fields))
+        .finish();
+      const bytes = trailing ? new Uint8Array([...head, ...trailing]) : head;
+      const got = mine(bytes);
+      const plain =
+        trailing === null &&
+        fields.every((f) => f.kind === 'varint' || f.kind === 'entities' || f.kind === 'packed' || f.kind === 'unpacked');
+      // Plain snapshots are always taken; when taken, the generated decoder agrees.
+      if (plain) expect(got).toBeDefined();
+      if (got) {
+        taken++;
+        expect(got).toEqual(theirs(bytes));
+      }
+    }),
+    { numRuns: 3000 },
+  );
+  expect(taken).toBeGreaterThan(300);
+});
+
+test('property: random and truncated bytes are never read as a snapshot the generated decoder does not see', () => {
+  const valid = encodeSnapshotMessage({
+    tick: 70_000,
+    baseTick: 69_990,
+    lastInputSeq: 300,
+    layout: 1,
+    entities: new Uint8Array([9, 8, 7, 6, 5]),
+    removed: new Uint32Array([1, 300, 1 << 30]),
+    removedCount: 3,
+  });
+  let taken = 0;
+  fc.assert(
+    fc.property(
+      fc.oneof(
+        fc.uint8Array({ maxLength: 40 }),
+        fc.nat({ max: valid.length - 1 }).map((n) => valid.subarray(0, n)),
+        // One byte of a valid snapshot changed.
+        fc.tuple(fc.nat({ max: valid.length - 1 }), fc.nat({ max: 255 })).map(([i, b]) => {
+          const copy = valid.slice();
+          copy[i] = b;
+          return copy;
+        }),
+      ),
+      (bytes) => {
+        const got = mine(bytes);
+        if (got) {
+          taken++;
+          expect(got).toEqual(theirs(bytes));
+        }
+      },
+    ),
+    { numRuns: 5000 },
+  );
+  expect(taken).toBeGreaterThan(100);
+});
+
+test('other messages, long varints and a wide tag are left to the generated decoder', () => {
+  const out = snapshotFields();
+  for (const other of [
+    { welcome: { entityId: 4 } },
+    { correction: { tick: 3, lastInputSeq: 2 } },
+    { pong: { clientTimeMs: 5 } },
+    { kick: { message: 'bye' } },
+    {},
+  ]) {
+    expect(readSnapshotMessage(ServerMessage.encode(other).finish(), out)).toBe(false);
+  }
+  // tick as a 10-byte varint: the generated decoder reads 5 bytes and skips 5; the reader leaves it.
+  const long = new Uint8Array([0x12, 11, 0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
+  expect(readSnapshotMessage(long, out)).toBe(false);
+  expect(theirs(long)?.tick).toBe(0xffffffff);
+  // The snapshot tag written in two bytes (0x92 0x00): valid protobuf, left to the generated decoder.
+  const wide = new Uint8Array([0x92, 0x00, 2, 0x08, 7]);
+  expect(readSnapshotMessage(wide, out)).toBe(false);
+  expect(theirs(wide)?.tick).toBe(7);
+  // The smallest snapshot: an empty body, every field at its default.
+  expect(mine(new Uint8Array([0x12, 0]), out)).toEqual({ tick: 0, baseTick: 0, lastInputSeq: 0, layout: 0, entities: [], removed: [] });
+});
+
+test('removed grows past its initial room and keeps every id', () => {
+  const ids = Array.from({ length: 1000 }, (_, i) => i * 7919);
+  const bytes = encodeSnapshotMessage({
+    tick: 2,
+    baseTick: 1,
+    lastInputSeq: 0,
+    layout: 1,
+    entities: new Uint8Array(0),
+    removed: Uint32Array.from(ids),
+    removedCount: ids.length,
+  });
+  expect(mine(bytes)?.removed).toEqual(ids);
 });
