@@ -1,8 +1,15 @@
-import { aethex, PROTOCOL_VERSION, SNAPSHOT_LAYOUT } from '@aethex/proto';
+import { aethex, PROTOCOL_VERSION, readSnapshotMessage, SNAPSHOT_LAYOUT, type SnapshotFields, snapshotFields } from '@aethex/proto';
 import { interpolate, type Positioned } from './interpolation.js';
 import { type EntityRecord, SnapshotStore } from './snapshots.js';
 
 const { ClientMessage, ServerMessage } = aethex.v1;
+
+/**
+ * What `decode` answers for a snapshot it read in place into the client's `incoming` fields (the
+ * shard sends one every tick; the generated decoder would make three objects of each).
+ */
+const SNAPSHOT_IN_PLACE = { body: 'snapshot' } as const;
+type Decoded = aethex.v1.ServerMessage | typeof SNAPSHOT_IN_PLACE;
 
 /** The subset of the WebSocket API the client uses: the browser's, or `ws` in Node. */
 export interface WebSocketLike {
@@ -169,6 +176,8 @@ export class RealtimeClient {
   lastSnapshotAt = 0;
   maxSnapshotGapMs = 0;
   bytesReceived = 0;
+  /** The newest snapshot `decode` read in place (`entities` is a view into the socket's message). */
+  private readonly incoming: SnapshotFields = snapshotFields();
 
   constructor(private readonly options: RealtimeOptions) {
     this.now = options.now ?? (() => performance.now());
@@ -268,10 +277,14 @@ export class RealtimeClient {
     return socket;
   }
 
-  /** Counts and decodes a message; one that does not decode closes its socket (1002). */
-  private decode(socket: WebSocketLike, raw: unknown): aethex.v1.ServerMessage | Error {
+  /**
+   * Counts and decodes a message; one that does not decode closes its socket (1002). A snapshot is
+   * read in place into `incoming`, to be handled before the next message is decoded.
+   */
+  private decode(socket: WebSocketLike, raw: unknown): Decoded | Error {
     const data = raw instanceof ArrayBuffer ? new Uint8Array(raw) : (raw as Uint8Array);
     this.bytesReceived += data.length;
+    if (readSnapshotMessage(data, this.incoming)) return SNAPSHOT_IN_PLACE;
     try {
       return ServerMessage.decode(data);
     } catch (err) {
@@ -355,9 +368,9 @@ export class RealtimeClient {
     this.emit('rejoined', { shard: w.shardName, downMs: this.now() - attempt.since, attempts: attempt.attempts });
   }
 
-  private handle(msg: aethex.v1.ServerMessage): void {
+  private handle(msg: Decoded): void {
     if (msg.body === 'snapshot') {
-      const s = msg.snapshot as aethex.v1.Snapshot;
+      const s = msg === SNAPSHOT_IN_PLACE ? this.incoming : ((msg as aethex.v1.ServerMessage).snapshot as aethex.v1.Snapshot);
       if (s.layout !== SNAPSHOT_LAYOUT) {
         this.socket?.close(1002, `unknown snapshot layout ${s.layout}`);
         return;
@@ -372,7 +385,7 @@ export class RealtimeClient {
       // The new shard's (or the restarted shard's) first snapshot starts over in its own tick
       // space; the old view stays current until then so rendering never sees an empty world.
       if (fresh) this.snapshots = new SnapshotStore();
-      const changes = this.store.apply(s.tick, s.baseTick, s.entities, s.removed);
+      const changes = this.store.apply(s.tick, s.baseTick, s.entities, s.removed, 'removedCount' in s ? s.removedCount : s.removed.length);
       if (s.tick <= this.lastTick) return;
       this.handedOffFrom = undefined;
       this.restarted = false;

@@ -211,9 +211,10 @@ export class SnapshotStore {
   /**
    * Applies a snapshot. Throws a RangeError when its base is unknown or its body is malformed; the
    * client should then reconnect (the server will send a full snapshot). The store is unchanged
-   * by a snapshot that throws.
+   * by a snapshot that throws. The ids that left are `removed[0 .. removedCount)` (a reused array
+   * can be longer).
    */
-  apply(tick: number, baseTick: number, body: Uint8Array, removed: ArrayLike<number>): SnapshotChanges {
+  apply(tick: number, baseTick: number, body: Uint8Array, removed: ArrayLike<number>, removedCount = removed.length): SnapshotChanges {
     let base: Frame = EMPTY;
     if (baseTick !== 0) {
       const kept = this.ring[baseTick % KEPT_FRAMES];
@@ -232,7 +233,7 @@ export class SnapshotStore {
     }
     if (this.dropped.length < base.capacity) this.dropped = new Uint32Array(base.capacity);
     const dropped = this.dropped;
-    for (let r = 0; r < removed.length; r++) {
+    for (let r = 0; r < removedCount; r++) {
       const i = base.indexOf(removed[r] as number);
       if (i >= 0) dropped[i] = stamp;
     }
