@@ -40,10 +40,20 @@ export interface E2eResult {
   shard_cpu_pct: number;
   /** CPU all bot processes used together, in % of one core (joins included). */
   bots_cpu_pct: number;
-  /** Longest GC pause of the shard's main thread over the whole run, joins included. */
+  /** Longest GC pause of any of the shard's threads (tick thread, snapshot threads) over the whole run, joins included. */
   gc_max_pause_ms: number;
-  /** The shard's GC pauses in the measured window (from 4 s in, as the ticks). */
-  gc_pauses: { count: number; p99_ms: number; max_ms: number; over_5ms: number; total_ms: number };
+  /**
+   * The tick thread's GC pauses in the measured window (from 4 s in, as the ticks), and the
+   * snapshot threads' (`threads`, as the tick thread hears of them, a round or so late).
+   */
+  gc_pauses: {
+    count: number;
+    p99_ms: number;
+    max_ms: number;
+    over_5ms: number;
+    total_ms: number;
+    threads: { count: number; max_ms: number; over_5ms: number };
+  };
   kicked: Record<string, number>;
   /** Why bots that never joined failed, by count (from the bots' reports). */
   join_errors: Record<string, number>;
@@ -55,6 +65,8 @@ interface Running {
   shard: RunningShard;
   keyFile: string;
   samples: { at: number; ms: number; waitMs: number }[];
+  /** The snapshot threads' GC pauses, when the tick thread heard of them. */
+  threadPauses: { at: number; ms: number }[];
   settings: ReturnType<typeof loadConfig>;
 }
 
@@ -81,14 +93,16 @@ async function shardFor(clients: number, extra: Record<string, string> = {}): Pr
   });
   const samples: { at: number; ms: number; waitMs: number }[] = [];
   let waitAtStart = 0;
+  const threadPauses: { at: number; ms: number }[] = [];
   const shard = await startShard(settings, {
     log: createLogger('bench-shard', 'error'),
     onTickStart: () => {
       waitAtStart = runQueueWaitMs();
     },
     onTick: (ms) => samples.push({ at: performance.now(), ms, waitMs: runQueueWaitMs() - waitAtStart }),
+    onThreadGc: (ms) => threadPauses.push({ at: performance.now(), ms }),
   });
-  return { shard, keyFile, samples, settings };
+  return { shard, keyFile, samples, threadPauses, settings };
 }
 
 /** How the bot processes are scheduled next to the shard (see runBots). */
@@ -217,6 +231,10 @@ export async function runE2e(
     .filter((p) => p.at >= started + 4000 && p.at <= started + seconds * 1000)
     .map((p) => p.ms)
     .sort((a, b) => a - b);
+  const threadGcInWindow = r.threadPauses
+    .filter((p) => p.at >= started + 4000 && p.at <= started + seconds * 1000)
+    .map((p) => p.ms)
+    .sort((a, b) => a - b);
   const unqueued = inWindow.map((s) => Math.max(0, s.ms - s.waitMs)).sort((a, b) => a - b);
   const rates = reports.flatMap((b) => b.raw?.rates ?? []).sort((a, b) => a - b);
   const hist = new Array<number>(1000).fill(0);
@@ -257,13 +275,18 @@ export async function runE2e(
     rss_mb: Math.round(rss / 2 ** 20),
     shard_cpu_pct: cpuPct,
     bots_cpu_pct: reports.reduce((a, b) => a + b.cpu_pct, 0),
-    gc_max_pause_ms: round(Math.max(0, ...pauses.map((p) => p.ms))),
+    gc_max_pause_ms: round(Math.max(0, ...pauses.map((p) => p.ms), ...r.threadPauses.map((p) => p.ms))),
     gc_pauses: {
       count: gcInWindow.length,
       p99_ms: round(percentile(gcInWindow, 99)),
       max_ms: round(gcInWindow[gcInWindow.length - 1] ?? 0),
       over_5ms: gcInWindow.filter((v) => v > 5).length,
       total_ms: Math.round(gcInWindow.reduce((a, b) => a + b, 0)),
+      threads: {
+        count: threadGcInWindow.length,
+        max_ms: round(threadGcInWindow[threadGcInWindow.length - 1] ?? 0),
+        over_5ms: threadGcInWindow.filter((v) => v > 5).length,
+      },
     },
     kicked,
     join_errors: joinErrors,

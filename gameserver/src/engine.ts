@@ -184,6 +184,8 @@ export class ShardEngine {
        * a session stays where it joined, and the bytes sent do not depend on timing (tests).
        */
       rebalance?: boolean;
+      /** Called with each garbage-collection pause of a snapshot thread, in milliseconds (benchmarks). */
+      onThreadGc?: (ms: number) => void;
     } = {},
   ) {
     const { restored } = options;
@@ -219,8 +221,14 @@ export class ShardEngine {
       };
       const thread = t;
       this.threads.push(
-        new SnapshotThread(init, settings['engine.max_players'] + 64, (err) =>
-          this.log?.error({ err, thread }, 'snapshot thread failed; its clients are served by the tick thread'),
+        new SnapshotThread(
+          init,
+          settings['engine.max_players'] + 64,
+          (err) => this.log?.error({ err, thread }, 'snapshot thread failed; its clients are served by the tick thread'),
+          (kind, ms) => {
+            this.metrics?.threadGc.observe({ kind }, ms / 1000);
+            options.onThreadGc?.(ms);
+          },
         ),
       );
       this.threadLoad.push(0);

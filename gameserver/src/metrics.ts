@@ -32,6 +32,13 @@ export function createMetrics() {
       labelNames: ['thread'] as const,
       registers,
     }),
+    threadGc: new Histogram({
+      name: 'aether_snapshot_thread_gc_duration_seconds',
+      help: "Garbage-collection pauses of the snapshot threads, by kind (the tick thread's own: nodejs_gc_duration_seconds).",
+      labelNames: ['kind'] as const,
+      buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5],
+      registers,
+    }),
     messagesSent: new Counter({ name: 'aether_messages_sent_total', help: 'Messages sent to clients.', registers }),
     bytesSent: new Counter({ name: 'aether_bytes_sent_total', help: 'Payload bytes sent to clients.', registers }),
     messagesReceived: new Counter({ name: 'aether_messages_received_total', help: 'Messages received from clients.', registers }),

@@ -54,6 +54,11 @@ export interface ShardOptions {
   /** Called just before each tick's timed span (benchmarks: to read per-thread scheduler counters). */
   onTickStart?: () => void;
   /**
+   * Called with each garbage-collection pause of a snapshot thread, in milliseconds, shortly after
+   * the round it happened in (benchmarks: the tick thread's own pauses are seen through perf_hooks).
+   */
+  onThreadGc?: (ms: number) => void;
+  /**
    * The Agones SDK server's port (main reads `AGONES_SDK_GRPC_PORT`): the shard connects to it before
    * anything else, marks itself Ready once serving, pings health, tracks players and asks for
    * Shutdown after its drain. Absent: no Agones.
@@ -119,7 +124,15 @@ export async function startShard(configured: GameserverSettings, options: ShardO
       sendFrame: (id, frame, written) => gateway?.sendFrame(id, frame, written) ?? false,
       kick: (id, reason, message) => gateway?.kickSession(id, reason, message),
     },
-    { metrics, restored, hooks, log, ...(placement ? { region: placement.region } : {}), ...(ids ? { ids } : {}) },
+    {
+      metrics,
+      restored,
+      hooks,
+      log,
+      ...(placement ? { region: placement.region } : {}),
+      ...(ids ? { ids } : {}),
+      onThreadGc: options.onThreadGc,
+    },
   );
   // Players who join before a snapshot thread is up stay on the tick thread for good: wait for them.
   await engine.snapshotThreadsReady();

@@ -8,6 +8,7 @@ import { aethex } from '@aethex/proto';
 import { afterEach, expect, onTestFinished, test } from 'vitest';
 import { loadConfig } from '../config.js';
 import { ShardEngine } from '../engine.js';
+import { createMetrics } from '../metrics.js';
 import { createRng } from '../sim/step.js';
 import { CTL_WRITE_LOCK, type SnapshotThread, WRITE_LOCK_CLOSED, WRITE_LOCK_FREE, WRITE_LOCK_HELD } from './snapshot-threads.js';
 import { binaryFrame, directWriteFd, writeWhole } from './ws-frame.js';
@@ -15,7 +16,7 @@ import { binaryFrame, directWriteFd, writeWhole } from './ws-frame.js';
 const { ServerMessage } = aethex.v1;
 
 /** An engine whose messages are kept per session and tick (sessions stay on the thread they joined). */
-function engine(threads: number) {
+function engine(threads: number, options: ConstructorParameters<typeof ShardEngine>[2] = {}) {
   const settings = loadConfig({
     AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: 'unused: sessions join through the engine directly',
     AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '0,0,600,600',
@@ -37,7 +38,7 @@ function engine(threads: number) {
       },
       kick: () => undefined,
     },
-    { rebalance: false },
+    { rebalance: false, ...options },
   );
   return { e, sent };
 }
@@ -100,6 +101,31 @@ test('snapshot threads send exactly the bytes the tick thread alone sends, throu
     for (const b of list) if ((ServerMessage.decode(b).snapshot?.baseTick ?? 0) > 0) deltas++;
   }
   expect(deltas).toBeGreaterThan(10_000);
+}, 60_000);
+
+test('a snapshot thread’s garbage-collection pauses reach the shard’s metrics', async () => {
+  const metrics = createMetrics();
+  const pauses: number[] = [];
+  const { e } = engine(2, { metrics, onThreadGc: (ms) => pauses.push(ms) });
+  engines.push(e);
+  await e.snapshotThreadsReady();
+  // The thread's cutting allocates a little every round: rounds until it has collected and
+  // reported, letting this thread's event loop take its messages.
+  const until = performance.now() + 20_000;
+  let from = 1;
+  while (pauses.length === 0 && performance.now() < until) {
+    drive([e], 100, from);
+    from += 1000;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  expect(pauses.length).toBeGreaterThan(0);
+  for (const ms of pauses) expect(ms).toBeGreaterThan(0);
+  const text = await metrics.registry.getSingleMetricAsString('aether_snapshot_thread_gc_duration_seconds');
+  const counted = [...text.matchAll(/^aether_snapshot_thread_gc_duration_seconds_count\{kind="(\w+)"\} (\d+)$/gm)];
+  expect(counted.reduce((n, m) => n + Number(m[2]), 0)).toBe(pauses.length);
+  expect(counted.map((m) => m[1])).toContain('minor');
+  const sums = [...text.matchAll(/^aether_snapshot_thread_gc_duration_seconds_sum\{kind="\w+"\} (\S+)$/gm)];
+  expect(sums.reduce((n, m) => n + Number(m[1]), 0)).toBeCloseTo(pauses.reduce((a, b) => a + b, 0) / 1000, 6);
 }, 60_000);
 
 test('a snapshot thread that dies hands its clients back to the tick thread, which sends them full snapshots', async () => {

@@ -116,6 +116,20 @@ export const WRITE_LOCK_FREE = 0;
 export const WRITE_LOCK_HELD = 1;
 export const WRITE_LOCK_CLOSED = 2;
 const CTL_WORDS = 15;
+/** A snapshot thread's garbage-collection pauses in its last round: V8's GC type and milliseconds. */
+export interface GcReport {
+  gc: [type: string, ms: number][];
+}
+
+/** prom-client's `kind` label (nodejs_gc_duration_seconds) for a type V8's GC profiler names. */
+export function gcKind(type: string): string {
+  if (type === 'Scavenge') return 'minor';
+  if (type === 'MarkSweepCompact') return 'major';
+  if (type === 'IncrementalMarking') return 'incremental';
+  if (type === 'ProcessWeakCallbacks') return 'weakcb';
+  return 'other';
+}
+
 /** How long `stopWrites` waits for a write in progress at most. */
 const STOP_WRITES_TIMEOUT_MS = 2_000;
 /** How long a shard waits for a snapshot thread to come up. */
@@ -184,10 +198,16 @@ export class SnapshotThread {
   /** Resolves when the thread is up; sessions are given to it only from then on. */
   readonly ready: Promise<void>;
 
+  /**
+   * `onGc` is called with each garbage-collection pause of the thread (its `kind` as prom-client
+   * labels the main thread's, and milliseconds), once the tick thread's event loop takes the
+   * thread's report of the round it happened in.
+   */
   constructor(
     init: Omit<ThreadInit, 'ctl' | 'jobs' | 'ended' | 'results' | 'arena'>,
     maxJobs: number,
     onFailed: (err: Error) => void = () => undefined,
+    onGc: (kind: string, ms: number) => void = () => undefined,
   ) {
     this.ctl = sharedArray(Int32Array, CTL_WORDS);
     this.jobs = sharedArray(Int32Array, maxJobs * JOB_WORDS);
@@ -214,6 +234,9 @@ export class SnapshotThread {
       };
       this.worker.once('message', done);
       this.worker.once('exit', done);
+    });
+    this.worker.on('message', (m: GcReport | 'ready') => {
+      if (typeof m === 'object') for (const [type, ms] of m.gc) onGc(gcKind(type), ms);
     });
     this.worker.on('error', (err) => {
       this.failed ??= err;

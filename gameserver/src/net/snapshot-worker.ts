@@ -1,6 +1,7 @@
 // A snapshot thread (see SnapshotThread): cuts the snapshots of its sessions each round, and writes
 // each to its socket itself when the tick thread gave it the socket's descriptor.
 import { writeSync } from 'node:fs';
+import { GCProfiler } from 'node:v8';
 import { parentPort, workerData } from 'node:worker_threads';
 import { Grid } from '../spatial/grid.js';
 import { DeltaHistory, QuantizedWorld } from './delta-history.js';
@@ -20,6 +21,7 @@ import {
   CTL_TICK,
   CTL_WORLD_COUNT,
   CTL_WRITE_LOCK,
+  type GcReport,
   JOB_WORDS,
   RESULT_WORDS,
   SnapshotCutter,
@@ -108,6 +110,21 @@ function round(): void {
   }
 }
 
+// This thread's garbage-collection pauses lengthen the ticks that wait on its rounds, as the tick
+// thread's own do. Its event loop never turns (it blocks in Atomics.wait), so no PerformanceObserver
+// would ever be called here: V8's GC profiler records each pause synchronously, and after each round
+// (~20 µs to read and restart it) the pauses go to the tick thread, for the shard's metrics.
+const gcProfiler = new GCProfiler();
+gcProfiler.start();
+
+function reportGc(): void {
+  const { statistics } = gcProfiler.stop();
+  gcProfiler.start();
+  if (statistics.length === 0) return;
+  const report: GcReport = { gc: statistics.map((e) => [e.gcType, e.cost / 1000]) };
+  parentPort?.postMessage(report);
+}
+
 // Rounds start only after this (the tick thread gives sessions to ready threads only).
 let seen = Atomics.load(ctl, CTL_GO);
 Atomics.store(ctl, CTL_READY, 1);
@@ -134,4 +151,5 @@ rounds: for (;;) {
   Atomics.store(ctl, CTL_BUSY_US, Math.round((performance.now() - started) * 1000));
   Atomics.store(ctl, CTL_DONE, seen);
   Atomics.notify(ctl, CTL_DONE);
+  reportGc();
 }
