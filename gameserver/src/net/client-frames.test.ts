@@ -1,6 +1,6 @@
 import { once } from 'node:events';
 import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, connect, type Socket } from 'node:net';
 import fc from 'fast-check';
 import { describe, expect, test } from 'vitest';
 import * as ws from 'ws';
@@ -173,7 +173,7 @@ describe('ClientFrameReader', () => {
     const http = createServer();
     const taken: string[] = [];
     const emitted: string[] = [];
-    let installed: boolean | undefined;
+    let installed: string | undefined;
     http.on('upgrade', (req, socket, head) =>
       wss.handleUpgrade(req, socket, head, (ws) => {
         installed = readClientFrames(socket, MAX, (payload) => taken.push(payload.toString()));
@@ -194,13 +194,76 @@ describe('ClientFrameReader', () => {
       client.ping();
       await pong;
       for (let i = 0; taken.length < 2 && i < 100; i++) await new Promise((r) => setTimeout(r, 10));
-      expect(installed).toBe(true);
+      expect(installed).toBe('shared-buffer');
       expect(taken).toEqual(['one', 'four']);
       expect(emitted).toEqual(['text:two', 'binary:three']);
       client.close(1000);
       expect((await once(client, 'close'))[0]).toBe(1000);
     } finally {
       client.terminate();
+      await new Promise((r) => http.close(r));
+    }
+  });
+
+  test('sockets reading into the one shared buffer keep each other’s partial frames and bytes for ws apart', async () => {
+    const wss = new WebSocketServer({ noServer: true, maxPayload: MAX, perMessageDeflate: false });
+    const http = createServer();
+    const taken: string[][] = [[], []];
+    const emitted: string[][] = [[], []];
+    const modes: string[] = [];
+    http.on('upgrade', (req, socket, head) =>
+      wss.handleUpgrade(req, socket, head, (ws) => {
+        const i = Number(req.url?.slice(1));
+        modes.push(readClientFrames(socket, MAX, (payload) => taken[i]?.push(payload.toString())));
+        ws.on('message', (data) => emitted[i]?.push(String(data)));
+      }),
+    );
+    http.listen(0, '127.0.0.1');
+    await once(http, 'listening');
+    const port = (http.address() as AddressInfo).port;
+    const sockets: Socket[] = [];
+    try {
+      for (const i of [0, 1]) {
+        const s = connect(port, '127.0.0.1');
+        s.setNoDelay(true);
+        sockets.push(s);
+        await once(s, 'connect');
+        s.write(
+          `GET /${i} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+        );
+        const [reply] = (await once(s, 'data')) as [Buffer];
+        expect(reply.toString()).toMatch(/^HTTP\/1.1 101/);
+      }
+      expect(modes).toEqual(['shared-buffer', 'shared-buffer']);
+      // Each socket: binary frames the reader takes (one of 200 bytes, in the 16-bit length form)
+      // and text frames for ws, written a byte at a time, the two sockets' bytes alternating, so
+      // that every read leaves a frame half done while the other socket's reads reuse the buffer.
+      const streams = [0, 1].map((i) => {
+        const long = `${i}`.repeat(200);
+        return Buffer.concat([
+          frame(2, Buffer.from(`alpha-${i}`)),
+          frame(1, Buffer.from(`text-${i}`)),
+          frame(2, Buffer.from(long)),
+          frame(1, Buffer.from(`more-${i}`)),
+          frame(2, Buffer.from(`omega-${i}`)),
+        ]);
+      });
+      const length = Math.max(...streams.map((b) => b.length));
+      for (let at = 0; at < length; at++) {
+        for (const i of [0, 1]) {
+          const bytes = streams[i] as Buffer;
+          if (at < bytes.length) (sockets[i] as Socket).write(bytes.subarray(at, at + 1));
+        }
+        // A turn of the event loop between writes: the server reads them one by one.
+        await new Promise((r) => setTimeout(r, 0));
+      }
+      for (let i = 0; taken.flat().length < 6 && i < 200; i++) await new Promise((r) => setTimeout(r, 10));
+      for (const i of [0, 1]) {
+        expect(taken[i]).toEqual([`alpha-${i}`, `${i}`.repeat(200), `omega-${i}`]);
+        expect(emitted[i]).toEqual([`text-${i}`, `more-${i}`]);
+      }
+    } finally {
+      for (const s of sockets) s.destroy();
       await new Promise((r) => http.close(r));
     }
   });

@@ -1,3 +1,4 @@
+import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 
 /**
@@ -38,11 +39,16 @@ export class ClientFrameReader {
     private readonly passOn: (bytes: Buffer) => void,
   ) {}
 
-  /** Reads one chunk from the socket. */
-  push(data: Buffer): void {
+  /**
+   * Reads one chunk from the socket. `reused`: the chunk is a view of a buffer the socket reads
+   * into again once this returns, so bytes kept past it (a frame begun, bytes for `ws`) are copied;
+   * otherwise the chunk is this reader's. Either way a payload given to `onBinary` is valid only
+   * during that call.
+   */
+  push(data: Buffer, reused = false): void {
     let chunk = data;
     if (this.pendingLength > 0) {
-      this.pending.push(data);
+      this.pending.push(reused ? Buffer.from(data) : data);
       this.pendingLength += data.length;
       if (this.pendingLength < this.needed) return;
       chunk = Buffer.concat(this.pending, this.pendingLength);
@@ -54,13 +60,16 @@ export class ClientFrameReader {
     while (at < chunk.length) {
       if (this.passing > 0) {
         const n = Math.min(this.passing, chunk.length - at);
-        this.passOn(at === 0 && n === chunk.length ? chunk : chunk.subarray(at, at + n));
+        const bytes = at === 0 && n === chunk.length ? chunk : chunk.subarray(at, at + n);
+        // `ws` keeps what it cannot parse yet.
+        this.passOn(reused && chunk === data ? Buffer.from(bytes) : bytes);
         this.passing -= n;
         at += n;
         continue;
       }
       if (this.handedOver) {
-        this.passOn(at === 0 ? chunk : chunk.subarray(at));
+        const bytes = at === 0 ? chunk : chunk.subarray(at);
+        this.passOn(reused && chunk === data ? Buffer.from(bytes) : bytes);
         return;
       }
       const left = chunk.length - at;
@@ -96,7 +105,8 @@ export class ClientFrameReader {
       const m1 = chunk[start - 3] as number;
       const m2 = chunk[start - 2] as number;
       const m3 = chunk[start - 1] as number;
-      // The chunk is this reader's (a fresh buffer per socket read, or the copy above): unmasked in place.
+      // The chunk is this reader's (a fresh buffer per socket read, the shared read buffer, or the
+      // copy above): unmasked in place.
       let i = start;
       for (; i + 4 <= end; i += 4) {
         chunk[i] = (chunk[i] as number) ^ m0;
@@ -110,10 +120,11 @@ export class ClientFrameReader {
       at = end;
       this.onBinary(chunk.subarray(start, end));
     }
-    // A frame whose header or payload has not all arrived (at most a frame within the limit). The
-    // socket gives a new buffer with every read, so the bytes can stay where they are.
+    // A frame whose header or payload has not all arrived (at most a frame within the limit): kept
+    // where it is when the chunk is this reader's.
     if (at < chunk.length) {
-      this.pending.push(chunk.subarray(at));
+      const rest = chunk.subarray(at);
+      this.pending.push(reused && chunk === data ? Buffer.from(rest) : rest);
       this.pendingLength = chunk.length - at;
     }
   }
@@ -142,19 +153,62 @@ export class ClientFrameReader {
   }
 }
 
+/** How `readClientFrames` reads a socket (the fastest first). */
+export type ClientReadMode = 'shared-buffer' | 'data-events' | 'ws';
+
+/** Size of the one buffer sockets switched to {@link readIntoSharedBuffer} read into. */
+const SHARED_READ_BYTES = 64 * 1024;
+let sharedReadBuffer: Buffer | undefined;
+
 /**
  * Puts a {@link ClientFrameReader} between an upgraded socket and the `ws` WebSocket on it: `ws`
  * reads a socket through one `data` listener that writes each chunk to its receiver; it is
- * replaced by the reader, which passes on to it what it does not take. Returns false, leaving the
- * socket as it was, when the socket does not have exactly that one listener (a `ws` that reads
- * another way): every frame then goes through `ws`, as before.
+ * replaced by the reader, which passes on to it what it does not take. The socket's reads then
+ * go into one buffer shared by every socket ({@link readIntoSharedBuffer}). Says how the socket is
+ * read: 'ws' (nothing changed) when it does not have exactly that one listener (a `ws` that
+ * reads another way); 'data-events' when Node's read path could not be switched.
  */
-export function readClientFrames(socket: Duplex, maxPayload: number, onBinary: (payload: Buffer) => void): boolean {
+export function readClientFrames(socket: Duplex, maxPayload: number, onBinary: (payload: Buffer) => void): ClientReadMode {
   const listeners = socket.listeners('data');
-  if (listeners.length !== 1) return false;
+  if (listeners.length !== 1) return 'ws';
   const wsListener = listeners[0] as (chunk: Buffer) => void;
   socket.removeListener('data', wsListener);
   const reader = new ClientFrameReader(maxPayload, onBinary, (bytes) => wsListener.call(socket, bytes));
+  // Bytes that came with the upgrade, or are already read, still arrive as data events (first).
   socket.on('data', (chunk: Buffer) => reader.push(chunk));
+  return readIntoSharedBuffer(socket, (bytes) => reader.push(bytes, true)) ? 'shared-buffer' : 'data-events';
+}
+
+/**
+ * Switches an accepted socket to Node's zero-copy read path — the one `new net.Socket({ onread })`
+ * documents: libuv reads into a buffer given once and a callback gets the byte count, with no
+ * `Buffer`, `ArrayBuffer` or stream event per read. Node offers the option only for sockets it
+ * creates; this sets the same three fields the option sets (found by their symbols' names) and
+ * hands the buffer to the socket's handle, as the constructor does. Pause, resume, end, errors and
+ * writes work as for any socket. One buffer serves every socket: reads run one at a time on this
+ * thread, and `onRead` must consume or copy the bytes before it returns. Returns false, changing
+ * nothing, when this Node does not have those fields (the socket keeps its data events).
+ *
+ * Why: one input per client per tick made a `Buffer` and an `ArrayBuffer` per read; sweeping the
+ * dead `ArrayBuffer`s took up to 5 ms of a young-generation pause, and the stream machinery ~40 %
+ * of the reading (docs/benchmarks.md, session 12).
+ */
+export function readIntoSharedBuffer(socket: Duplex, onRead: (bytes: Buffer) => void): boolean {
+  if (!(socket instanceof Socket)) return false;
+  const handle = (socket as unknown as { _handle?: { useUserBuffer?: (buf: Uint8Array) => void } })._handle;
+  const fields = socket as unknown as Record<symbol, unknown>;
+  const named = (name: string) => Object.getOwnPropertySymbols(socket).find((k) => k.description === name);
+  const kBuffer = named('kBuffer');
+  const kBufferCb = named('kBufferCb');
+  const kBufferGen = named('kBufferGen');
+  if (!handle || typeof handle.useUserBuffer !== 'function' || !kBuffer || !kBufferCb || !kBufferGen || fields[kBuffer]) return false;
+  sharedReadBuffer ??= Buffer.allocUnsafeSlow(SHARED_READ_BYTES);
+  const buffer = sharedReadBuffer;
+  fields[kBufferGen] = null;
+  fields[kBufferCb] = (nread: number) => {
+    onRead(buffer.subarray(0, nread));
+  };
+  fields[kBuffer] = buffer;
+  handle.useUserBuffer(buffer);
   return true;
 }

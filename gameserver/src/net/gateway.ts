@@ -107,6 +107,8 @@ export class Gateway {
   private readonly input = inputFields();
   private nextId = 1;
   private accepting = true;
+  /** A connection read less directly than it could be was logged (once: every connection reads alike). */
+  private warnedReadMode = false;
   private acceptedSinceAsked = false;
   private sweeper: NodeJS.Timeout | undefined;
 
@@ -175,8 +177,14 @@ export class Gateway {
     this.perAddress.set(address, (this.perAddress.get(address) ?? 0) + 1);
     this.deps.metrics.activeConnections.set(this.connections.size);
     // Binary frames are read here (client-frames.ts); `ws` reads every other frame and emits it.
-    if (!readClientFrames(socket, s['gateway.max_message_size'], (payload) => this.onMessage(conn, payload, true))) {
-      conn.log.warn('ws reads this socket in a way the gateway does not know: every frame goes through ws');
+    const mode = readClientFrames(socket, s['gateway.max_message_size'], (payload) => this.onMessage(conn, payload, true));
+    if (mode !== 'shared-buffer' && !this.warnedReadMode) {
+      this.warnedReadMode = true;
+      conn.log.warn(
+        mode === 'ws'
+          ? 'ws reads this socket in a way the gateway does not know: every frame goes through ws'
+          : "this Node's sockets cannot read into a shared buffer: each read makes a Buffer (more garbage)",
+      );
     }
     ws.on('message', (data, isBinary) => this.onMessage(conn, data as Buffer, isBinary));
     ws.on('error', (err: Error & { code?: string }) => {
@@ -256,7 +264,8 @@ export class Gateway {
     }
     let msg: aethex.v1.ClientMessage;
     try {
-      msg = ClientMessage.decode(data);
+      // A copy: `data` may be a view of the shared read buffer, and decoded bytes fields are views.
+      msg = ClientMessage.decode(Buffer.from(data));
     } catch {
       this.protocolError(conn, 'undecodable');
       return;
