@@ -1,5 +1,5 @@
-import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { readIntoSharedBuffer } from '@aethex/runtime';
 
 /**
  * Reads the frames a client sends (RFC 6455 §5.2) and takes the common one itself: a final,
@@ -156,10 +156,6 @@ export class ClientFrameReader {
 /** How `readClientFrames` reads a socket (the fastest first). */
 export type ClientReadMode = 'shared-buffer' | 'data-events' | 'ws';
 
-/** Size of the one buffer sockets switched to {@link readIntoSharedBuffer} read into. */
-const SHARED_READ_BYTES = 64 * 1024;
-let sharedReadBuffer: Buffer | undefined;
-
 /**
  * Puts a {@link ClientFrameReader} between an upgraded socket and the `ws` WebSocket on it: `ws`
  * reads a socket through one `data` listener that writes each chunk to its receiver; it is
@@ -177,38 +173,4 @@ export function readClientFrames(socket: Duplex, maxPayload: number, onBinary: (
   // Bytes that came with the upgrade, or are already read, still arrive as data events (first).
   socket.on('data', (chunk: Buffer) => reader.push(chunk));
   return readIntoSharedBuffer(socket, (bytes) => reader.push(bytes, true)) ? 'shared-buffer' : 'data-events';
-}
-
-/**
- * Switches an accepted socket to Node's zero-copy read path — the one `new net.Socket({ onread })`
- * documents: libuv reads into a buffer given once and a callback gets the byte count, with no
- * `Buffer`, `ArrayBuffer` or stream event per read. Node offers the option only for sockets it
- * creates; this sets the same three fields the option sets (found by their symbols' names) and
- * hands the buffer to the socket's handle, as the constructor does. Pause, resume, end, errors and
- * writes work as for any socket. One buffer serves every socket: reads run one at a time on this
- * thread, and `onRead` must consume or copy the bytes before it returns. Returns false, changing
- * nothing, when this Node does not have those fields (the socket keeps its data events).
- *
- * Why: one input per client per tick made a `Buffer` and an `ArrayBuffer` per read; sweeping the
- * dead `ArrayBuffer`s took up to 5 ms of a young-generation pause, and the stream machinery ~40 %
- * of the reading (docs/benchmarks.md, session 12).
- */
-export function readIntoSharedBuffer(socket: Duplex, onRead: (bytes: Buffer) => void): boolean {
-  if (!(socket instanceof Socket)) return false;
-  const handle = (socket as unknown as { _handle?: { useUserBuffer?: (buf: Uint8Array) => void } })._handle;
-  const fields = socket as unknown as Record<symbol, unknown>;
-  const named = (name: string) => Object.getOwnPropertySymbols(socket).find((k) => k.description === name);
-  const kBuffer = named('kBuffer');
-  const kBufferCb = named('kBufferCb');
-  const kBufferGen = named('kBufferGen');
-  if (!handle || typeof handle.useUserBuffer !== 'function' || !kBuffer || !kBufferCb || !kBufferGen || fields[kBuffer]) return false;
-  sharedReadBuffer ??= Buffer.allocUnsafeSlow(SHARED_READ_BYTES);
-  const buffer = sharedReadBuffer;
-  fields[kBufferGen] = null;
-  fields[kBufferCb] = (nread: number) => {
-    onRead(buffer.subarray(0, nread));
-  };
-  fields[kBuffer] = buffer;
-  handle.useUserBuffer(buffer);
-  return true;
 }
