@@ -2,6 +2,7 @@ import fc from 'fast-check';
 import $protobuf from 'protobufjs/minimal.js';
 import { expect, test } from 'vitest';
 import { aethex } from './gen/aethex.js';
+import { checkHandMade, checkNoise, type Reader } from './in-place.testkit.js';
 import { encodeSnapshotMessage, readSnapshotMessage, type SnapshotFields, snapshotFields } from './snapshot-message.js';
 
 const { ServerMessage } = aethex.v1;
@@ -173,38 +174,28 @@ function encodeFields(fields: Field[]): Uint8Array {
   return w.finish();
 }
 
+const reader: Reader<NonNullable<ReturnType<typeof theirs>>> = {
+  mine: (bytes) => mine(bytes),
+  theirs,
+  same: (a, b) => expect(b).toEqual(a),
+};
+
 test('property: hand-made snapshots (any order, repeats, unknown fields) are read as the generated decoder reads them, or left to it', () => {
-  let taken = 0;
-  // Sometimes a second top-level field after the snapshot (a pong, a kick): the generated decoder
-  // then reports that body; the reader must not take it as a snapshot.
-  const after = fc.oneof(
-    { weight: 3, arbitrary: fc.constant(null) },
-    { weight: 1, arbitrary: fc.constantFrom([0x22, 0], [0x22, 2, 8, 1], [0x3a, 2, 8, 4]) },
+  // After the snapshot, sometimes a pong or a kick: the reader must not take it as a snapshot.
+  checkHandMade(
+    reader,
+    field,
+    encodeFields,
+    (f) => f.kind === 'varint' || f.kind === 'entities' || f.kind === 'packed' || f.kind === 'unpacked',
+    [
+      [0x22, 0],
+      [0x22, 2, 8, 1],
+      [0x3a, 2, 8, 4],
+    ],
   );
-  fc.assert(
-    fc.property(fc.array(field, { maxLength: 8 }), after, (fields, trailing) => {
-      const head = $protobuf.Writer.create()
-        .uint32((2 << 3) | 2)
-        .bytes(encodeFields(fields))
-        .finish();
-      const bytes = trailing ? new Uint8Array([...head, ...trailing]) : head;
-      const got = mine(bytes);
-      const plain =
-        trailing === null &&
-        fields.every((f) => f.kind === 'varint' || f.kind === 'entities' || f.kind === 'packed' || f.kind === 'unpacked');
-      // Plain snapshots are always taken; when taken, the generated decoder agrees.
-      if (plain) expect(got).toBeDefined();
-      if (got) {
-        taken++;
-        expect(got).toEqual(theirs(bytes));
-      }
-    }),
-    { numRuns: 3000 },
-  );
-  expect(taken).toBeGreaterThan(300);
 });
 
-test('property: random and truncated bytes are never read as a snapshot the generated decoder does not see', () => {
+test('property: random, truncated and altered bytes are never read as a snapshot the generated decoder does not see', () => {
   const valid = encodeSnapshotMessage({
     tick: 70_000,
     baseTick: 69_990,
@@ -214,30 +205,7 @@ test('property: random and truncated bytes are never read as a snapshot the gene
     removed: new Uint32Array([1, 300, 1 << 30]),
     removedCount: 3,
   });
-  let taken = 0;
-  fc.assert(
-    fc.property(
-      fc.oneof(
-        fc.uint8Array({ maxLength: 40 }),
-        fc.nat({ max: valid.length - 1 }).map((n) => valid.subarray(0, n)),
-        // One byte of a valid snapshot changed.
-        fc.tuple(fc.nat({ max: valid.length - 1 }), fc.nat({ max: 255 })).map(([i, b]) => {
-          const copy = valid.slice();
-          copy[i] = b;
-          return copy;
-        }),
-      ),
-      (bytes) => {
-        const got = mine(bytes);
-        if (got) {
-          taken++;
-          expect(got).toEqual(theirs(bytes));
-        }
-      },
-    ),
-    { numRuns: 5000 },
-  );
-  expect(taken).toBeGreaterThan(100);
+  checkNoise(reader, valid, 100);
 });
 
 test('other messages, long varints and a wide tag are left to the generated decoder', () => {
