@@ -1,4 +1,4 @@
-import { readVarint32 as varint, varintEnd } from './varint.js';
+import { soleFieldStart, readVarint32 as varint, varintEnd } from './varint.js';
 
 /**
  * The shard's hot inbound message — `ClientMessage { input: Input {…} }`, one per client per tick —
@@ -55,11 +55,9 @@ function float32(buf: Uint8Array, pos: number): void {
  */
 export function readInputMessage(buf: Uint8Array, out: InputFields): boolean {
   const end = buf.length;
-  if (end < 2 || buf[0] !== TAG_INPUT) return false;
-  const length = varint(buf, 1, end);
   // Exactly one field, the input, filling the message: repeated or extra fields go the long way.
-  if (varintEnd < 0 || varintEnd + length !== end) return false;
-  let pos = varintEnd;
+  let pos = soleFieldStart(buf, TAG_INPUT);
+  if (pos < 0) return false;
   out.seq = 0;
   out.clientTimeMs = 0;
   out.hasMove = false;

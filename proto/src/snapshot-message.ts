@@ -1,4 +1,4 @@
-import { readVarint32, varintEnd, varintSize, writeVarint32 } from './varint.js';
+import { readVarint32, soleFieldStart, varintEnd, varintSize, writeVarint32 } from './varint.js';
 
 /**
  * The shard's per-client, per-tick message — `ServerMessage { snapshot: Snapshot {…} }` — written
@@ -116,11 +116,9 @@ function pushRemoved(out: SnapshotFields, id: number): void {
  */
 export function readSnapshotMessage(buf: Uint8Array, out: SnapshotFields): boolean {
   const end = buf.length;
-  if (end < 2 || buf[0] !== TAG_SNAPSHOT) return false;
-  const length = readVarint32(buf, 1, end);
   // Exactly one field, the snapshot, filling the message.
-  if (varintEnd < 0 || varintEnd + length !== end) return false;
-  let pos = varintEnd;
+  let pos = soleFieldStart(buf, TAG_SNAPSHOT);
+  if (pos < 0) return false;
   out.tick = 0;
   out.baseTick = 0;
   out.lastInputSeq = 0;

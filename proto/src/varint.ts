@@ -43,3 +43,15 @@ export function writeVarint32(buf: Uint8Array, pos: number, value: number): numb
   buf[pos++] = v;
   return pos;
 }
+
+/**
+ * Where the body of `buf`'s one field starts when `buf` is exactly that field — the one-byte `tag`
+ * of a length-delimited field whose length fills the rest — and -1 otherwise (another field, a
+ * second field after it, a short or long length: left to the generated decoder).
+ */
+export function soleFieldStart(buf: Uint8Array, tag: number): number {
+  const end = buf.length;
+  if (end < 2 || buf[0] !== tag) return -1;
+  const length = readVarint32(buf, 1, end);
+  return varintEnd < 0 || varintEnd + length !== end ? -1 : varintEnd;
+}
