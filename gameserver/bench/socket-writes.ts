@@ -13,7 +13,7 @@ import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { parseCli, percentile } from '@aethex/runtime';
-import { socketFd } from '../src/net/ws-frame.js';
+import { socketFd } from '@aethex/runtime/ws-frames';
 
 const SELF = fileURLToPath(import.meta.url);
 

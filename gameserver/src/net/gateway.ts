@@ -4,14 +4,13 @@ import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { aethex, inputFields, PROTOCOL_VERSION, readInputMessage } from '@aethex/proto';
 import { type JoinClaims, JoinTokenError, type Logger } from '@aethex/runtime';
+import { binaryFrame, directWriteFd, readFrames, writeWhole } from '@aethex/runtime/ws-frames';
 import { type WebSocket, WebSocketServer } from 'ws';
 import type { GameserverSettings } from '../config.js';
 import type { ShardEngine } from '../engine.js';
 import type { Clock } from '../loop/fixed-timestep.js';
 import type { ShardMetrics } from '../metrics.js';
-import { readClientFrames } from './client-frames.js';
 import { TokenBucket } from './rate-limit.js';
-import { binaryFrame, directWriteFd, writeWhole } from './ws-frame.js';
 
 const { ClientMessage, ServerMessage, ReasonCode } = aethex.v1;
 type Reason = aethex.v1.ReasonCode;
@@ -94,7 +93,7 @@ export interface GatewayDeps {
  * The players' WebSocket endpoint. It enforces every limit before a message reaches the engine:
  * connections in total and per address, frame size (ws closes with 1009 before buffering a larger
  * frame), message rate, the authentication deadline, idle time and repeated protocol errors. It
- * reads clients' binary frames off the socket itself (client-frames.ts) and leaves every other
+ * reads clients' binary frames off the socket itself (runtime's ws-frames.ts) and leaves every other
  * frame to `ws`. It implements the engine's SessionOutput: one `send` is one socket write.
  */
 export class Gateway {
@@ -176,8 +175,8 @@ export class Gateway {
     this.connections.set(id, conn);
     this.perAddress.set(address, (this.perAddress.get(address) ?? 0) + 1);
     this.deps.metrics.activeConnections.set(this.connections.size);
-    // Binary frames are read here (client-frames.ts); `ws` reads every other frame and emits it.
-    const mode = readClientFrames(socket, s['gateway.max_message_size'], (payload) => this.onMessage(conn, payload, true));
+    // Binary frames are read here (runtime's ws-frames.ts); `ws` reads every other frame and emits it.
+    const mode = readFrames(socket, 'client', s['gateway.max_message_size'], (payload) => this.onMessage(conn, payload, true));
     if (mode !== 'shared-buffer' && !this.warnedReadMode) {
       this.warnedReadMode = true;
       conn.log.warn(

@@ -5,13 +5,13 @@ import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { aethex } from '@aethex/proto';
+import { binaryFrame, directWriteFd, writeWhole } from '@aethex/runtime/ws-frames';
 import { afterEach, expect, onTestFinished, test } from 'vitest';
 import { loadConfig } from '../config.js';
 import { ShardEngine } from '../engine.js';
 import { createMetrics } from '../metrics.js';
 import { createRng } from '../sim/step.js';
 import { CTL_WRITE_LOCK, type SnapshotThread, WRITE_LOCK_CLOSED, WRITE_LOCK_FREE, WRITE_LOCK_HELD } from './snapshot-threads.js';
-import { binaryFrame, directWriteFd, writeWhole } from './ws-frame.js';
 
 const { ServerMessage } = aethex.v1;
 

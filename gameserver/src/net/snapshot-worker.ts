@@ -3,6 +3,7 @@
 import { writeSync } from 'node:fs';
 import { GCProfiler } from 'node:v8';
 import { parentPort, workerData } from 'node:worker_threads';
+import { frameHeaderLength, writeFrameHeader } from '@aethex/runtime/ws-frames';
 import { Grid } from '../spatial/grid.js';
 import { DeltaHistory, QuantizedWorld } from './delta-history.js';
 import {
@@ -30,7 +31,6 @@ import {
   WRITE_LOCK_FREE,
   WRITE_LOCK_HELD,
 } from './snapshot-threads.js';
-import { frameHeaderLength, writeFrameHeader } from './ws-frame.js';
 
 const init = workerData as ThreadInit;
 const grid = new Grid(init.grid.area, init.grid.cellSize, init.grid.capacity, Number.MAX_SAFE_INTEGER, init.grid);

@@ -8,7 +8,7 @@ import type { Duplex } from 'node:stream';
 import fc from 'fast-check';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { WebSocket, WebSocketServer } from 'ws';
-import { binaryFrame, socketFd, writeWhole } from './ws-frame.js';
+import { binaryFrame, socketFd, writeWhole } from './ws-frames.js';
 
 // A real upgraded socket on the server side (frames written to it raw) and a real `ws` client.
 const http = createServer();
@@ -64,6 +64,43 @@ test('property: any payload arrives whole and in order', async () => {
     }),
   );
   expect(client.readyState).toBe(WebSocket.OPEN);
+});
+
+test('a masked binary frame is what a ws server receives from a client, with a fresh key per frame', async () => {
+  const server = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false, maxPayload: 0 });
+  await once(server, 'listening');
+  const got: { data: Buffer; isBinary: boolean }[] = [];
+  server.on('connection', (ws) => ws.on('message', (data: Buffer, isBinary) => got.push({ data, isBinary })));
+  const raw = connect((server.address() as AddressInfo).port, '127.0.0.1');
+  try {
+    await once(raw, 'connect');
+    raw.write(
+      'GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+    );
+    const [reply] = (await once(raw, 'data')) as [Buffer];
+    expect(reply.toString()).toMatch(/^HTTP\/1.1 101/);
+    const lengths = [0, 1, 3, 125, 126, 65_535, 65_536, 70_000];
+    const keys = new Set<string>();
+    for (const length of lengths) {
+      const payload = Buffer.alloc(length, (length % 251) + 1);
+      const frame = binaryFrame(payload, true);
+      const header = length < 126 ? 2 : length < 65_536 ? 4 : 10;
+      expect(frame.length).toBe(header + 4 + length);
+      expect((frame[1] as number) & 0x80).toBe(0x80);
+      keys.add(frame.subarray(header, header + 4).toString('hex'));
+      // Masked: the payload's bytes do not go out as they are (a key of four zero bytes, 2^-32).
+      if (length > 0) expect(frame.subarray(header + 4).equals(payload)).toBe(false);
+      raw.write(frame);
+    }
+    for (let i = 0; got.length < lengths.length && i < 200; i++) await new Promise((r) => setTimeout(r, 5));
+    expect(got.map((m) => [m.isBinary, m.data.length])).toEqual(lengths.map((n) => [true, n]));
+    for (const [i, m] of got.entries())
+      expect(m.data.equals(Buffer.alloc(lengths[i] as number, ((lengths[i] as number) % 251) + 1))).toBe(true);
+    expect(keys.size).toBe(lengths.length);
+  } finally {
+    raw.destroy();
+    await new Promise((r) => server.close(r));
+  }
 });
 
 /** A connected pair of loopback TCP sockets: [the server's end, the client's end]. */

@@ -5,7 +5,7 @@ import fc from 'fast-check';
 import { describe, expect, test } from 'vitest';
 import * as ws from 'ws';
 import { WebSocket, WebSocketServer } from 'ws';
-import { ClientFrameReader, readClientFrames } from './client-frames.js';
+import { FrameReader, type FrameSource, readFrames } from './ws-frames.js';
 
 interface FrameOptions {
   fin: boolean;
@@ -19,18 +19,19 @@ const { Sender } = ws as unknown as { Sender: { frame(data: Buffer, options: Fra
 
 const MAX = 300;
 
-/** One frame as a client writes it (masked unless `unmasked`), by `ws`'s own framing code. */
-function frame(opcode: number, payload: Buffer, fin = true, unmasked = false, rsv1 = false): Buffer {
-  const parts = Sender.frame(payload, { fin, opcode, mask: !unmasked, readOnly: true, rsv1 });
+/** One frame as `from` writes it (masked if a client's; the other way if `wrongMask`), by `ws`'s own framing code. */
+function frame(from: FrameSource, opcode: number, payload: Buffer, fin = true, wrongMask = false, rsv1 = false): Buffer {
+  const parts = Sender.frame(payload, { fin, opcode, mask: (from === 'client') !== wrongMask, readOnly: true, rsv1 });
   return Buffer.concat(parts);
 }
 
 type Event = ['binary', string] | ['ws', string];
 
-/** Reads `chunks` and lists what the reader did, bytes passed on to `ws` merged into runs. */
-function read(chunks: Buffer[]): Event[] {
+/** Reads `chunks` of what `from` wrote and lists what the reader did, bytes passed on to `ws` merged into runs. */
+function read(from: FrameSource, chunks: Buffer[]): Event[] {
   const events: Event[] = [];
-  const reader = new ClientFrameReader(
+  const reader = new FrameReader(
+    from,
     MAX,
     (payload) => events.push(['binary', payload.toString('hex')]),
     (bytes) => {
@@ -72,50 +73,55 @@ function split(bytes: Buffer, cuts: number[]): Buffer[] {
 
 const payload = (max: number) => fc.uint8Array({ maxLength: max }).map((a) => Buffer.from(a));
 
-/** A unit of what a well-behaved client sends: a whole message or a control frame. */
-const unit = fc.oneof(
-  { weight: 6, arbitrary: payload(MAX).map((p) => [{ bytes: frame(2, p), taken: p }]) },
-  // Lengths in the 16-bit form (126..MAX) are taken too.
-  {
-    weight: 1,
-    arbitrary: fc.uint8Array({ minLength: 126, maxLength: MAX }).map((a) => [{ bytes: frame(2, Buffer.from(a)), taken: Buffer.from(a) }]),
-  },
-  { weight: 1, arbitrary: payload(40).map((p) => [{ bytes: frame(1, p) }]) },
-  { weight: 1, arbitrary: payload(40).map((p) => [{ bytes: frame(9, p) }]) },
-  { weight: 1, arbitrary: payload(40).map((p) => [{ bytes: frame(10, p) }]) },
-  {
-    // A fragmented message, a control frame between its fragments: all of it goes to ws.
-    weight: 2,
-    arbitrary: fc
-      .tuple(fc.constantFrom(1, 2), payload(30), payload(30), payload(10), fc.boolean())
-      .map(([opcode, a, b, ping, withPing]) => [
-        { bytes: frame(opcode, a, false) },
-        ...(withPing ? [{ bytes: frame(9, ping) }] : []),
-        { bytes: frame(0, b, true) },
-      ]),
-  },
-);
+/** A unit of what a well-behaved `from` sends: a whole message or a control frame. */
+const unit = (from: FrameSource) =>
+  fc.oneof(
+    { weight: 6, arbitrary: payload(MAX).map((p) => [{ bytes: frame(from, 2, p), taken: p }]) },
+    // Lengths in the 16-bit form (126..MAX) are taken too.
+    {
+      weight: 1,
+      arbitrary: fc
+        .uint8Array({ minLength: 126, maxLength: MAX })
+        .map((a) => [{ bytes: frame(from, 2, Buffer.from(a)), taken: Buffer.from(a) }]),
+    },
+    { weight: 1, arbitrary: payload(40).map((p) => [{ bytes: frame(from, 1, p) }]) },
+    { weight: 1, arbitrary: payload(40).map((p) => [{ bytes: frame(from, 9, p) }]) },
+    { weight: 1, arbitrary: payload(40).map((p) => [{ bytes: frame(from, 10, p) }]) },
+    {
+      // A fragmented message, a control frame between its fragments: all of it goes to ws.
+      weight: 2,
+      arbitrary: fc
+        .tuple(fc.constantFrom(1, 2), payload(30), payload(30), payload(10), fc.boolean())
+        .map(([opcode, a, b, ping, withPing]) => [
+          { bytes: frame(from, opcode, a, false) },
+          ...(withPing ? [{ bytes: frame(from, 9, ping) }] : []),
+          { bytes: frame(from, 0, b, true) },
+        ]),
+    },
+  );
 
 /** What ends the reader's own reading: everything from it on goes to ws. */
-const ending = fc.oneof(
-  payload(20).map((p) => frame(8, p)),
-  fc.uint8Array({ minLength: MAX + 1, maxLength: MAX + 200 }).map((a) => frame(2, Buffer.from(a))),
-  payload(20).map((p) => frame(2, p, true, true)),
-  payload(20).map((p) => frame(2, p, true, false, true)),
-  payload(20).map((p) => frame(0, p)),
-  payload(20).map((p) => frame(3, p)),
-  // A whole binary frame inside a fragmented message.
-  fc.tuple(payload(10), payload(10)).map(([a, b]) => Buffer.concat([frame(2, a, false), frame(2, b)])),
-  // A control frame over 125 bytes.
-  fc.uint8Array({ minLength: 126, maxLength: 130 }).map((a) => frame(9, Buffer.from(a))),
-);
+const ending = (from: FrameSource) =>
+  fc.oneof(
+    payload(20).map((p) => frame(from, 8, p)),
+    fc.uint8Array({ minLength: MAX + 1, maxLength: MAX + 200 }).map((a) => frame(from, 2, Buffer.from(a))),
+    // Masked the wrong way for its sender: ws refuses it.
+    payload(20).map((p) => frame(from, 2, p, true, true)),
+    payload(20).map((p) => frame(from, 2, p, true, false, true)),
+    payload(20).map((p) => frame(from, 0, p)),
+    payload(20).map((p) => frame(from, 3, p)),
+    // A whole binary frame inside a fragmented message.
+    fc.tuple(payload(10), payload(10)).map(([a, b]) => Buffer.concat([frame(from, 2, a, false), frame(from, 2, b)])),
+    // A control frame over 125 bytes.
+    fc.uint8Array({ minLength: 126, maxLength: 130 }).map((a) => frame(from, 9, Buffer.from(a))),
+  );
 
-describe('ClientFrameReader', () => {
-  test('takes final masked binary frames within the limit and passes every other byte on to ws, in order, however the stream is cut', () => {
+describe.each(['client', 'server'] as const)('FrameReader, frames from a %s', (from) => {
+  test('takes final binary frames within the limit and passes every other byte on to ws, in order, however the stream is cut', () => {
     fc.assert(
       fc.property(
-        fc.array(unit, { maxLength: 12 }),
-        fc.option(fc.tuple(ending, fc.array(unit, { maxLength: 3 }))),
+        fc.array(unit(from), { maxLength: 12 }),
+        fc.option(fc.tuple(ending(from), fc.array(unit(from), { maxLength: 3 }))),
         fc.array(fc.nat(4000), { maxLength: 30 }),
         (units, end, cuts) => {
           const frames = units.flat();
@@ -125,7 +131,7 @@ describe('ClientFrameReader', () => {
             frames.push({ bytes: Buffer.concat([last, ...after.flat().map((f) => f.bytes)]) });
           }
           const stream = Buffer.concat(frames.map((f) => f.bytes));
-          expect(read(split(stream, cuts))).toEqual(model(frames));
+          expect(read(from, split(stream, cuts))).toEqual(model(frames));
         },
       ),
       { numRuns: 3000 },
@@ -135,23 +141,26 @@ describe('ClientFrameReader', () => {
   test('one byte at a time, and frames of every length form at the limit', () => {
     const frames = [0, 1, 125, 126, 127, MAX, MAX + 1, 65_536].map((n) => {
       const p = Buffer.alloc(n, 7);
-      return { bytes: frame(2, p), taken: n <= MAX ? p : undefined };
+      return { bytes: frame(from, 2, p), taken: n <= MAX ? p : undefined };
     });
     // The first frame over the limit hands everything after it to ws.
     const over = frames.findIndex((f) => !f.taken);
     const expected = model([...frames.slice(0, over), { bytes: Buffer.concat(frames.slice(over).map((f) => f.bytes)) }]);
     const stream = Buffer.concat(frames.map((f) => f.bytes));
     const bytes = Array.from({ length: stream.length }, (_, i) => stream.subarray(i, i + 1));
-    expect(read(bytes)).toEqual(expected);
-    expect(read([stream])).toEqual(expected);
+    expect(read(from, bytes)).toEqual(expected);
+    expect(read(from, [stream])).toEqual(expected);
   });
+});
 
+describe('FrameReader', () => {
   test('a frame at a 1 MiB limit trickled in a byte per read is joined once, not copied per read', () => {
     const limit = 1 << 20;
     const payload = Buffer.alloc(limit, 5);
-    const bytes = frame(2, payload);
+    const bytes = frame('client', 2, payload);
     const taken: Buffer[] = [];
-    const reader = new ClientFrameReader(
+    const reader = new FrameReader(
+      'client',
       limit,
       (p) => taken.push(Buffer.from(p)),
       () => undefined,
@@ -164,11 +173,11 @@ describe('ClientFrameReader', () => {
 
   test('a 64-bit length beyond 4 GiB goes to ws with what follows', () => {
     const header = Buffer.from([0x82, 0xff, 0, 0, 0, 1, 0, 0, 0, 0, 1, 2, 3, 4]);
-    const input = frame(2, Buffer.from([1, 2, 3]));
-    expect(read([header, input])).toEqual([['ws', Buffer.concat([header, input]).toString('hex')]]);
+    const input = frame('client', 2, Buffer.from([1, 2, 3]));
+    expect(read('client', [header, input])).toEqual([['ws', Buffer.concat([header, input]).toString('hex')]]);
   });
 
-  test('readClientFrames takes over from the installed ws: binary messages come to it, the rest still to ws', async () => {
+  test('readFrames takes over from the installed ws: binary messages come to it, the rest still to ws', async () => {
     const wss = new WebSocketServer({ noServer: true, maxPayload: MAX, perMessageDeflate: false });
     const http = createServer();
     const taken: string[] = [];
@@ -176,7 +185,7 @@ describe('ClientFrameReader', () => {
     let installed: string | undefined;
     http.on('upgrade', (req, socket, head) =>
       wss.handleUpgrade(req, socket, head, (ws) => {
-        installed = readClientFrames(socket, MAX, (payload) => taken.push(payload.toString()));
+        installed = readFrames(socket, 'client', MAX, (payload) => taken.push(payload.toString()));
         ws.on('message', (data, isBinary) => emitted.push(`${isBinary ? 'binary' : 'text'}:${String(data)}`));
       }),
     );
@@ -205,6 +214,47 @@ describe('ClientFrameReader', () => {
     }
   });
 
+  test('readFrames on a client: the server’s binary messages come to it, the rest still to ws, and the close handshake completes', async () => {
+    const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false });
+    await once(wss, 'listening');
+    const serverSide = once(wss, 'connection') as Promise<[WebSocket]>;
+    let tcp: Socket | undefined;
+    const client = new WebSocket(`ws://127.0.0.1:${(wss.address() as AddressInfo).port}`, {
+      maxPayload: MAX,
+      perMessageDeflate: false,
+      createConnection: (o: { port?: number; host?: string }) => {
+        tcp = connect(Number(o.port), String(o.host));
+        return tcp;
+      },
+    } as never);
+    const taken: string[] = [];
+    const emitted: string[] = [];
+    client.on('message', (data, isBinary) => emitted.push(`${isBinary ? 'binary' : 'text'}:${String(data)}`));
+    await once(client, 'open');
+    const [server] = await serverSide;
+    try {
+      const mode = readFrames(tcp as Socket, 'server', MAX, (payload) => taken.push(payload.toString()));
+      expect(mode).toBe('shared-buffer');
+      server.send(Buffer.from('one'));
+      server.send('two');
+      server.send(Buffer.from('thr'), { fin: false });
+      server.send(Buffer.from('ee'), { fin: true });
+      const pong = once(server, 'pong');
+      server.ping();
+      await pong;
+      server.send(Buffer.from('four'));
+      const closed = once(client, 'close');
+      server.close(4000, 'bye');
+      const [code, reason] = (await closed) as [number, Buffer];
+      expect([code, String(reason)]).toEqual([4000, 'bye']);
+      expect(taken).toEqual(['one', 'four']);
+      expect(emitted).toEqual(['text:two', 'binary:three']);
+    } finally {
+      client.terminate();
+      await new Promise((r) => wss.close(r));
+    }
+  });
+
   test('sockets reading into the one shared buffer keep each other’s partial frames and bytes for ws apart', async () => {
     const wss = new WebSocketServer({ noServer: true, maxPayload: MAX, perMessageDeflate: false });
     const http = createServer();
@@ -214,7 +264,7 @@ describe('ClientFrameReader', () => {
     http.on('upgrade', (req, socket, head) =>
       wss.handleUpgrade(req, socket, head, (ws) => {
         const i = Number(req.url?.slice(1));
-        modes.push(readClientFrames(socket, MAX, (payload) => taken[i]?.push(payload.toString())));
+        modes.push(readFrames(socket, 'client', MAX, (payload) => taken[i]?.push(payload.toString())));
         ws.on('message', (data) => emitted[i]?.push(String(data)));
       }),
     );
@@ -241,11 +291,11 @@ describe('ClientFrameReader', () => {
       const streams = [0, 1].map((i) => {
         const long = `${i}`.repeat(200);
         return Buffer.concat([
-          frame(2, Buffer.from(`alpha-${i}`)),
-          frame(1, Buffer.from(`text-${i}`)),
-          frame(2, Buffer.from(long)),
-          frame(1, Buffer.from(`more-${i}`)),
-          frame(2, Buffer.from(`omega-${i}`)),
+          frame('client', 2, Buffer.from(`alpha-${i}`)),
+          frame('client', 1, Buffer.from(`text-${i}`)),
+          frame('client', 2, Buffer.from(long)),
+          frame('client', 1, Buffer.from(`more-${i}`)),
+          frame('client', 2, Buffer.from(`omega-${i}`)),
         ]);
       });
       const length = Math.max(...streams.map((b) => b.length));
