@@ -5,9 +5,8 @@ import { createPrivateKey } from 'node:crypto';
 // with --private-key (a development key whose public half the shard trusts) or read from --token
 // (one token for a single bot).
 import { readFileSync } from 'node:fs';
-import { connect, type NetConnectOpts, type Socket } from 'node:net';
-import { cpuPercent, parseCli, readIntoSharedBuffer, signJoinToken } from '@aethex/runtime';
-import { WebSocket } from 'ws';
+import { cpuPercent, parseCli, signJoinToken } from '@aethex/runtime';
+import { nodeSocket } from './node-socket.js';
 import { RealtimeClient } from './realtime.js';
 
 export interface BotReport {
@@ -86,31 +85,6 @@ async function tokenFor(i: number): Promise<string> {
   );
 }
 
-/**
- * A `ws` client whose TCP socket, once the upgrade is done, reads into the process's one shared
- * buffer (runtime's readIntoSharedBuffer): hundreds of bots in a process read thousands of
- * snapshots a second, and each read through the stream made a Buffer and an ArrayBuffer. `ws`'s
- * own receiver still reads every frame, from a copy of each read (a slice of Node's buffer pool).
- * wss:// sockets are left as they are.
- */
-function botSocket(url: string): WebSocket {
-  let tcp: Socket | undefined;
-  // As ws's own connector: the request's `path` is the URL's, not a socket's.
-  const createConnection = (o: NetConnectOpts & { socketPath?: string }) => {
-    tcp = connect({ ...o, path: o.socketPath } as NetConnectOpts);
-    return tcp;
-  };
-  const socket = new WebSocket(url, url.startsWith('ws://') ? { createConnection: createConnection as never } : {});
-  socket.once('open', () => {
-    const listeners = tcp?.listeners('data') ?? [];
-    if (!tcp || listeners.length !== 1) return;
-    const wsListener = listeners[0] as (chunk: Buffer) => void;
-    const s = tcp;
-    readIntoSharedBuffer(s, (bytes) => wsListener.call(s, Buffer.from(bytes)));
-  });
-  return socket;
-}
-
 const bots: RealtimeClient[] = [];
 const kicked: Record<string, number> = {};
 const joinErrors: Record<string, number> = {};
@@ -123,7 +97,7 @@ const started = performance.now();
 const cpuAtStart = process.cpuUsage();
 
 for (let i = 0; i < count; i++) {
-  const bot = new RealtimeClient({ url, joinToken: await tokenFor(i), createSocket: (u) => botSocket(u) as never });
+  const bot = new RealtimeClient({ url, joinToken: await tokenFor(i), createSocket: nodeSocket });
   bot.on('kick', (reason) => {
     kicked[reason] = (kicked[reason] ?? 0) + 1;
   });

@@ -18,7 +18,11 @@ export interface WebSocketLike {
   send(data: Uint8Array): void;
   close(code?: number, reason?: string): void;
   onopen: ((ev: unknown) => void) | null;
-  onmessage: ((ev: { data: unknown }) => void) | null;
+  /**
+   * `reused`: `data` is a view of a buffer the socket reads into again once the handler returns
+   * (`nodeSocket` in Node); the client then copies whatever of it it keeps.
+   */
+  onmessage: ((ev: { data: unknown; reused?: boolean }) => void) | null;
   onclose: ((ev: { code: number; reason: string }) => void) | null;
   onerror: ((ev: unknown) => void) | null;
 }
@@ -233,7 +237,7 @@ export class RealtimeClient {
       socket.onmessage = (ev) => {
         // After a handoff the session is on another socket; this one is closing.
         if (socket !== this.socket) return;
-        const msg = this.decode(socket, ev.data);
+        const msg = this.decode(socket, ev.data, ev.reused);
         if (msg instanceof Error) {
           settle(() => reject(msg));
           return;
@@ -279,14 +283,16 @@ export class RealtimeClient {
 
   /**
    * Counts and decodes a message; one that does not decode closes its socket (1002). A snapshot is
-   * read in place into `incoming`, to be handled before the next message is decoded.
+   * read in place into `incoming`, to be handled before the next message is decoded (and before
+   * the handler returns: `entities` is a view of `raw`). Any other message is decoded from a copy
+   * when `raw` is `reused` (its bytes fields are views of what they were decoded from).
    */
-  private decode(socket: WebSocketLike, raw: unknown): Decoded | Error {
+  private decode(socket: WebSocketLike, raw: unknown, reused = false): Decoded | Error {
     const data = raw instanceof ArrayBuffer ? new Uint8Array(raw) : (raw as Uint8Array);
     this.bytesReceived += data.length;
     if (readSnapshotMessage(data, this.incoming)) return SNAPSHOT_IN_PLACE;
     try {
-      return ServerMessage.decode(data);
+      return ServerMessage.decode(reused ? new Uint8Array(data) : data);
     } catch (err) {
       socket.close(1002, 'undecodable message');
       return err as Error;
@@ -335,7 +341,7 @@ export class RealtimeClient {
         return;
       }
       socket.onmessage = (ev) => {
-        const msg = this.decode(socket, ev.data);
+        const msg = this.decode(socket, ev.data, ev.reused);
         if (msg instanceof Error) return;
         if (socket === this.socket) this.handle(msg);
         else if (this.rejoining === attempt && msg.body === 'welcome')
@@ -465,7 +471,7 @@ export class RealtimeClient {
     };
     socket.onmessage = (ev) => {
       if (socket !== this.socket && this.handoff !== handoff) return;
-      const msg = this.decode(socket, ev.data);
+      const msg = this.decode(socket, ev.data, ev.reused);
       // An undecodable message closed the socket; its close ends the handoff or the session.
       if (msg instanceof Error) return;
       if (socket === this.socket) this.handle(msg);
