@@ -484,7 +484,7 @@ export class ShardEngine {
    * REBALANCE_TICKS steps up to REBALANCE_MAX_SHARE of the sessions move from the side that spent
    * more time to the other. A moved session restarts from a full snapshot.
    */
-  private rebalance(tickThreadMs: number): void {
+  private rebalance(tickThreadMs: number, stolenMs: number): void {
     const b = this.balance;
     let threadMs = 0;
     let usable = 0;
@@ -495,7 +495,8 @@ export class ShardEngine {
     }
     if (usable === 0) return;
     b.tickThreadMs += tickThreadMs;
-    b.threadMs += threadMs / usable;
+    // Jobs the tick thread stole were the threads' work.
+    b.threadMs += (threadMs + stolenMs) / usable;
     if (++b.steps < this.rebalanceTicks) return;
     const { tickThreadMs: mainMs, threadMs: workerMs } = b;
     b.steps = 0;
@@ -916,6 +917,11 @@ export class ShardEngine {
       if ((i & 7) !== 7) continue;
       for (let t = 0; t < this.threads.length; t++) if (begun[t]) sendFinished(t, (this.threads[t] as SnapshotThread).progress());
     }
+    // Then the threads' rounds: their finished jobs are sent, and while a thread is behind, this
+    // thread writes its last unwritten jobs itself (the thread stops where they begin) rather than
+    // wait: a thread descheduled in the middle of its writes no longer holds the tick up.
+    let stolenMs = 0;
+    let stolen = 0;
     for (let t = 0; t < this.threads.length; t++) {
       const jobs = this.threadJobs[t] as Session[];
       const thread = this.threads[t] as SnapshotThread;
@@ -924,26 +930,45 @@ export class ShardEngine {
         continue;
       }
       let ok = true;
-      while ((delivered[t] as number) < jobs.length) {
+      // Jobs from `back` on were stolen (and written) here.
+      let back = jobs.length;
+      let cutSeen = false;
+      while ((delivered[t] as number) < back) {
+        const done = Math.min(thread.progress(), back);
+        if (done > (delivered[t] as number)) {
+          sendFinished(t, done);
+          continue;
+        }
+        if (framed && (cutSeen || thread.allCut())) {
+          cutSeen = true;
+          if (thread.steal(back - 1)) {
+            const from = performance.now();
+            back--;
+            deliverFrame(jobs[back] as Session, thread, back);
+            stolen++;
+            stolenMs += performance.now() - from;
+            continue;
+          }
+          // The thread claimed it: it is writing its last job.
+        }
         const from = performance.now();
-        const upTo = thread.awaitProgress(delivered[t] as number, SNAPSHOT_THREAD_TIMEOUT_MS);
+        const upTo = thread.awaitWork(delivered[t] as number, cutSeen || !framed, SNAPSHOT_THREAD_TIMEOUT_MS);
         waited += performance.now() - from;
         if (upTo === false) {
           ok = false;
           break;
         }
-        sendFinished(t, upTo);
       }
       if (ok) ok = thread.finish(SNAPSHOT_THREAD_TIMEOUT_MS);
       if (!ok) {
         // Whatever the thread began to write must be completed before anything else goes to those sockets.
         const writesStopped = thread.stopWrites();
-        sendFinished(t, Math.min(jobs.length, thread.progress()));
+        sendFinished(t, Math.min(back, thread.progress()));
         this.abandonThread(t + 1, writesStopped);
-        dropped += jobs.length - (delivered[t] as number);
+        dropped += back - (delivered[t] as number);
       }
     }
-    if (this.rebalanceTicks > 0 && this.threads.length > 0) this.rebalance(performance.now() - cutStarted - waited);
+    if (this.rebalanceTicks > 0 && this.threads.length > 0) this.rebalance(performance.now() - cutStarted - waited - stolenMs, stolenMs);
     for (const [session, lag] of tooSlow) {
       this.leave(session.id);
       this.out.kick(session.id, ReasonCode.REASON_CODE_TOO_SLOW, `no acknowledgement for ${lag} ticks`);
@@ -969,6 +994,7 @@ export class ShardEngine {
     if (m) {
       m.aoiQueries.inc(queries);
       if (dropped > 0) m.snapshotsDropped.inc(dropped);
+      if (stolen > 0) m.snapshotWritesStolen.inc(stolen);
       if (nCorrected > 0) m.corrections.inc(nCorrected);
       m.messagesSent.inc(sent);
       m.bytesSent.inc(sentBytes);

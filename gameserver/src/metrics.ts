@@ -39,6 +39,11 @@ export function createMetrics() {
       buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5],
       registers,
     }),
+    snapshotWritesStolen: new Counter({
+      name: 'aether_snapshot_writes_stolen_total',
+      help: 'Snapshots a snapshot thread had cut that the tick thread wrote itself, rather than wait for the thread to write them.',
+      registers,
+    }),
     messagesSent: new Counter({ name: 'aether_messages_sent_total', help: 'Messages sent to clients.', registers }),
     bytesSent: new Counter({ name: 'aether_bytes_sent_total', help: 'Payload bytes sent to clients.', registers }),
     messagesReceived: new Counter({ name: 'aether_messages_received_total', help: 'Messages received from clients.', registers }),

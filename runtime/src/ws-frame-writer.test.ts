@@ -115,10 +115,11 @@ async function tcpPair(): Promise<[Socket, Socket]> {
   return [serverEnd, client];
 }
 
-test('writeWhole: through a reader that stops, frames arrive whole and in order, direct and queued writes mixed', async () => {
+test('writeWhole: through a reader that stops, frames arrive whole and in order, direct and queued writes mixed, reused buffers copied', async () => {
   const [out, reader] = await tcpPair();
   reader.pause();
   const expected: Buffer[] = [];
+  const scratch = Buffer.alloc(1000);
   let direct = 0;
   let queued = 0;
   let viaStream = 0;
@@ -134,8 +135,11 @@ test('writeWhole: through a reader that stops, frames arrive whole and in order,
       viaStream++;
       continue;
     }
-    if (writeWhole(out, frame) === frame.length) direct++;
+    // Through one scratch buffer, written over after each call: what the stream queues is a copy.
+    scratch.set(frame);
+    if (writeWhole(out, scratch, true) === frame.length) direct++;
     else queued++;
+    scratch.fill(0xee);
   }
   expect(direct).toBeGreaterThan(0);
   expect(queued).toBeGreaterThan(0);

@@ -481,7 +481,7 @@ export class Gateway {
 
   /**
    * SessionOutput: a frame a snapshot thread wrote `written` bytes of (0: none), from its shared
-   * arena: the rest is copied and written behind nothing else. One not begun is dropped as `send`
+   * arena: the rest is written (what the socket queues of it, copied). One not begun is dropped as `send`
    * drops a message; the rest of one begun is always written (the frame must end).
    */
   sendFrame(sessionId: number, frame: Uint8Array, written: number): boolean {
@@ -489,7 +489,8 @@ export class Gateway {
     if (!conn) return false;
     if (written === 0 && (conn.ws.readyState !== 1 || conn.ws.bufferedAmount > this.deps.settings['gateway.max_buffered_bytes']))
       return false;
-    writeWhole(conn.socket, Buffer.from(frame.subarray(written)));
+    // A view of a snapshot thread's arena, written again next tick: what is queued is copied.
+    writeWhole(conn.socket, frame.subarray(written), true);
     return true;
   }
 

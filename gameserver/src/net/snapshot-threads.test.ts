@@ -157,15 +157,16 @@ test('a snapshot thread that dies hands its clients back to the tick thread, whi
 });
 
 /**
- * A reader process: accepts four loopback connections and copies each to a file (conn-0.bin …);
- * it stops reading on 'p' on its stdin and reads again on 'r', so the kernel's buffers fill.
+ * A reader process: accepts loopback connections (four, or its second argument) and copies each
+ * to a file (conn-0.bin …); it stops reading on 'p' on its stdin and reads again on 'r', so the
+ * kernel's buffers fill.
  */
 const READER = `
 const fs = require('node:fs');
 const net = require('node:net');
-const [dir] = process.argv.slice(1);
+const [dir, count] = process.argv.slice(1);
 const sockets = [];
-let open = 4;
+let open = Number(count ?? 4);
 const server = net.createServer((socket) => {
   const out = fs.createWriteStream(dir + '/conn-' + sockets.length + '.bin');
   sockets.push(socket);
@@ -283,6 +284,77 @@ test('frames a snapshot thread writes itself arrive whole and in order through s
   // (About half the fills happen in the middle of a frame: 6 and 9 of 12 in two runs.)
   expect(paths.partial, JSON.stringify(paths)).toBeGreaterThan(1);
   expect(paths.none, JSON.stringify(paths)).toBeGreaterThan(0);
+}, 60_000);
+
+test('the tick thread writes a thread’s last jobs while the thread writes its first: every frame once, whole and in order', async () => {
+  const clients = 64;
+  const dir = mkdtempSync(join(tmpdir(), 'aethex-steal-'));
+  onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
+  const reader = spawn(process.execPath, ['-e', READER, dir, String(clients)], { stdio: ['pipe', 'pipe', 'inherit'] });
+  onTestFinished(() => {
+    reader.kill();
+  });
+  const exited = once(reader, 'exit');
+  const [port] = (await once(reader.stdout, 'data')) as [Buffer];
+  const sockets: Socket[] = [];
+  for (let i = 0; i < clients; i++) {
+    const socket = connect(Number(port.toString()), '127.0.0.1');
+    await once(socket, 'connect');
+    sockets.push(socket);
+  }
+  const settings = loadConfig({
+    AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: 'unused: sessions join through the engine directly',
+    AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '0,0,600,600',
+    AETHEX_GAMESERVER_ENGINE_AOI_RADIUS: '150',
+    AETHEX_GAMESERVER_ENGINE_NPC_COUNT: '300',
+    AETHEX_GAMESERVER_ENGINE_MAX_PLAYERS: String(clients),
+    AETHEX_GAMESERVER_ENGINE_SNAPSHOT_THREADS: '2',
+  });
+  const socketOf = (id: number) => sockets[id - 1] as Socket;
+  const metrics = createMetrics();
+  const e = new ShardEngine(
+    settings,
+    {
+      send: (id, bytes) => {
+        writeWhole(socketOf(id), binaryFrame(bytes));
+        return true;
+      },
+      kick: () => undefined,
+      directFd: (id) => directWriteFd(socketOf(id)),
+      sendFrame: (id, frame, written) => {
+        writeWhole(socketOf(id), frame.subarray(written), true);
+        return true;
+      },
+    },
+    { rebalance: false, metrics },
+  );
+  engines.push(e);
+  await e.snapshotThreadsReady();
+  for (let id = 1; id <= clients; id++) expect(e.join(id, `player-${id}`).ok).toBe(true);
+  // Every session on the snapshot thread: the tick thread has none of its own, and goes straight
+  // to the thread's jobs each tick, writing from the last while the thread writes from the first.
+  // biome-ignore lint/suspicious/noExplicitAny: the test moves sessions between threads
+  const internals = e as any;
+  internals.moveSessions(0, clients);
+  expect([...internals.sessions.values()].every((x) => x.thread === 1)).toBe(true);
+  const ticks: number[] = [];
+  for (let k = 0; k < 60; k++) {
+    for (let id = 1; id <= clients; id++) e.input(id, e.tick + 1, 1, -1, e.tick);
+    e.step();
+    ticks.push(e.tick);
+    // Time for the reader to keep up: no socket fills, every frame goes out whole.
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  for (const socket of sockets) socket.end();
+  expect(await exited).toEqual([0, null]);
+  for (let id = 1; id <= clients; id++) {
+    const messages = framesOf(readFileSync(join(dir, `conn-${id - 1}.bin`))).map((f) => ServerMessage.decode(f));
+    const got = messages.filter((m) => m.body === 'snapshot').map((m) => m.snapshot?.tick);
+    expect(got, `session ${id}`).toEqual(ticks);
+  }
+  const stolen = Number((await metrics.registry.getSingleMetricAsString('aether_snapshot_writes_stolen_total')).match(/ (\d+)$/m)?.[1]);
+  expect(stolen).toBeGreaterThan(0);
+  expect(stolen).toBeLessThan(60 * clients);
 }, 60_000);
 
 test('once the tick thread stops a snapshot thread’s writes, not one more byte is written, and every frame begun is reported', async () => {

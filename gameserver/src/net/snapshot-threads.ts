@@ -92,7 +92,9 @@ export class WorldView implements EntityTable {
 
 // Control words (Int32Array over shared memory). A round: the tick thread bumps GO (the thread
 // wakes, and quantizes the world if QUANTIZE), sets CUT to the round once the jobs are written,
-// and waits for DONE; it waits for QUANTIZED before cutting its own snapshots.
+// and waits for DONE; it waits for QUANTIZED before cutting its own snapshots. The thread cuts
+// every job first (CUT_ALL), then writes them in order, claiming each (`claims`): the tick thread,
+// once its own are sent, claims and writes the last ones meanwhile (`steal`).
 export const CTL_GO = 0; // bumped by the tick thread to start a round
 export const CTL_DONE = 1; // set to the round number by the snapshot thread when it is finished
 export const CTL_STOP = 2;
@@ -115,7 +117,12 @@ export const CTL_WRITE_LOCK = 14;
 export const WRITE_LOCK_FREE = 0;
 export const WRITE_LOCK_HELD = 1;
 export const WRITE_LOCK_CLOSED = 2;
-const CTL_WORDS = 15;
+export const CTL_CUT_ALL = 15; // set to the round number by the snapshot thread once every job is cut
+const CTL_WORDS = 16;
+/** A job's claim (one Int32 per job): not yet written, written by the snapshot thread, or by the tick thread. */
+export const CLAIM_FREE = 0;
+export const CLAIM_THREAD = 1;
+export const CLAIM_TICK = 2;
 /** A snapshot thread's garbage-collection pauses in its last round: V8's GC type and milliseconds. */
 export interface GcReport {
   gc: [type: string, ms: number][];
@@ -157,6 +164,8 @@ export interface ThreadInit {
   ended: Int32Array;
   /** Per job (RESULT_WORDS): its frame's offset and length in `arena` (-1: did not fit), bytes written. */
   results: Int32Array;
+  /** Per job: who writes it (CLAIM_*), taken with a compare-and-swap, the thread from the first job on, the tick thread from the last. */
+  claims: Int32Array;
   arena: Uint8Array;
 }
 
@@ -177,8 +186,9 @@ function startWorker(workerData: ThreadInit): Worker {
  * quantized row (`awaitQuantized`) and cuts its own sessions' snapshots; once `progress()` (or
  * `awaitProgress`) passes job j, `message(j)` / `frame(j)` give its bytes (views of the arena, for
  * the socket to copy) and `written(j)` how much of the frame the thread wrote itself to the
- * descriptor the job named; `finish` waits for the round's end, and `stopWrites` ends the thread's
- * writes for good. A session's history lives on its thread; a session moved to another thread
+ * descriptor the job named. Once every job is cut (`allCut`), the tick thread may take the last
+ * unwritten one for itself (`steal`) rather than wait: the thread then stops before it. `finish`
+ * waits for the round's end, and `stopWrites` ends the thread's writes for good. A session's history lives on its thread; a session moved to another thread
  * starts a new one there (a full snapshot).
  */
 export class SnapshotThread {
@@ -186,6 +196,7 @@ export class SnapshotThread {
   private readonly ctl: Int32Array;
   private readonly ended: Int32Array;
   private readonly results: Int32Array;
+  private readonly claims: Int32Array;
   private readonly arena: Uint8Array;
   private readonly worker: Worker;
   private round = 0;
@@ -204,7 +215,7 @@ export class SnapshotThread {
    * thread's report of the round it happened in.
    */
   constructor(
-    init: Omit<ThreadInit, 'ctl' | 'jobs' | 'ended' | 'results' | 'arena'>,
+    init: Omit<ThreadInit, 'ctl' | 'jobs' | 'ended' | 'results' | 'claims' | 'arena'>,
     maxJobs: number,
     onFailed: (err: Error) => void = () => undefined,
     onGc: (kind: string, ms: number) => void = () => undefined,
@@ -213,10 +224,19 @@ export class SnapshotThread {
     this.jobs = sharedArray(Int32Array, maxJobs * JOB_WORDS);
     this.ended = sharedArray(Int32Array, maxJobs);
     this.results = sharedArray(Int32Array, maxJobs * RESULT_WORDS);
+    this.claims = sharedArray(Int32Array, maxJobs);
     // Room for every job's largest frame: full records (≤ 19 B) and removed ids (≤ 5 B) per
     // visible entity, plus the envelope and the frame header. Pages are only committed as they are written.
     this.arena = sharedArray(Uint8Array, maxJobs * (init.maxVisible * 24 + 74));
-    const data: ThreadInit = { ...init, ctl: this.ctl, jobs: this.jobs, ended: this.ended, results: this.results, arena: this.arena };
+    const data: ThreadInit = {
+      ...init,
+      ctl: this.ctl,
+      jobs: this.jobs,
+      ended: this.ended,
+      results: this.results,
+      claims: this.claims,
+      arena: this.arena,
+    };
     this.worker = startWorker(data);
     this.worker.unref();
     // Up, gone, or (a worker stuck while loading) given up on after READY_TIMEOUT_MS: a shard never
@@ -288,6 +308,7 @@ export class SnapshotThread {
     const ctl = this.ctl;
     ctl[CTL_GRID_COUNT] = gridCount;
     ctl[CTL_JOBS] = count;
+    this.claims.fill(CLAIM_FREE, 0, count);
     Atomics.store(ctl, CTL_PROGRESS, 0);
     this.begun = false;
     Atomics.store(ctl, CTL_CUT, this.round);
@@ -314,6 +335,29 @@ export class SnapshotThread {
   /** Waits until more than `seen` jobs are finished and returns progress(); false when not within `timeoutMs` (the thread is then failed). */
   awaitProgress(seen: number, timeoutMs: number): number | false {
     return this.waitFor(CTL_PROGRESS, (v) => v > seen, timeoutMs, 'finish a job') === false ? false : this.progress();
+  }
+
+  /** Every job of the current round is cut: the ones not yet claimed may be stolen. */
+  allCut(): boolean {
+    return Atomics.load(this.ctl, CTL_CUT_ALL) === this.round;
+  }
+
+  /**
+   * Like `awaitProgress`, but also returns once every job is cut (unless `cutSeen`: the caller knows
+   * it already), for the caller to steal instead of waiting.
+   */
+  awaitWork(seen: number, cutSeen: boolean, timeoutMs: number): number | false {
+    const reached = (v: number) => v > seen || (!cutSeen && this.allCut());
+    return this.waitFor(CTL_PROGRESS, reached, timeoutMs, 'finish a job') === false ? false : this.progress();
+  }
+
+  /**
+   * Claims job j (cut, `allCut()`) for the tick thread to write, which it must then do; false when
+   * the thread claimed it first. Steal only from the last job down: the thread claims from the
+   * first up and stops at the first it finds stolen, so each job is written once, by one of them.
+   */
+  steal(j: number): boolean {
+    return Atomics.compareExchange(this.claims, j, CLAIM_FREE, CLAIM_TICK) === CLAIM_FREE;
   }
 
   /** Milliseconds the thread spent cutting in its last finished round. */

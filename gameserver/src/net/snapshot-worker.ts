@@ -7,8 +7,11 @@ import { frameHeaderLength, writeFrameHeader } from '@aethex/runtime/ws-frames';
 import { Grid } from '../spatial/grid.js';
 import { DeltaHistory, QuantizedWorld } from './delta-history.js';
 import {
+  CLAIM_FREE,
+  CLAIM_THREAD,
   CTL_BUSY_US,
   CTL_CUT,
+  CTL_CUT_ALL,
   CTL_DONE,
   CTL_ENDED,
   CTL_GO,
@@ -37,7 +40,7 @@ const grid = new Grid(init.grid.area, init.grid.cellSize, init.grid.capacity, Nu
 const quantized = new QuantizedWorld(init.quantized.capacity, init.quantized);
 const world = new WorldView(init.world);
 quantized.world = world;
-const { ctl, jobs, ended, results, arena } = init;
+const { ctl, jobs, ended, results, claims, arena } = init;
 const sessions = new Map<number, DeltaHistory>();
 const spare: DeltaHistory[] = [];
 
@@ -71,7 +74,8 @@ function writeFrame(fd: number, offset: number, length: number): number {
 }
 const cutter = new SnapshotCutter(grid, quantized, init.radius, init.maxVisible, alloc);
 
-function round(): void {
+/** Runs round `round`: cuts every job, then writes them in order until one is found stolen. */
+function runRound(round: number): void {
   const tick = ctl[CTL_TICK] as number;
   world.attach(tick, ctl[CTL_WORLD_COUNT] as number);
   grid.attachCount(ctl[CTL_GRID_COUNT] as number);
@@ -95,19 +99,32 @@ function round(): void {
     const bytes = cutter.cut(history, jobs[o + 1] as number, tick, jobs[o + 2] as number);
     const fits = bytes.buffer === arena.buffer;
     const r = j * RESULT_WORDS;
-    const length = fits ? bytes.byteOffset + bytes.length - frameStart : -1;
     results[r] = frameStart;
-    results[r + 1] = length;
-    const fd = jobs[o + 4] as number;
-    const written = fits && fd >= 0 ? writeFrame(fd, frameStart, length) : 0;
+    results[r + 1] = fits ? bytes.byteOffset + bytes.length - frameStart : -1;
+    results[r + 2] = 0;
+  }
+  // Cutting is the cheap part (~1 µs a job); a write costs several. From here the tick thread, once
+  // its own snapshots are sent, writes the last jobs while this thread writes the first: a round
+  // ends as soon as both threads together have written it, even when one of them is descheduled.
+  Atomics.store(ctl, CTL_CUT_ALL, round);
+  Atomics.notify(ctl, CTL_PROGRESS);
+  for (let j = 0; j < n; j++) {
+    // Stolen: this job and every one after it are the tick thread's.
+    if (Atomics.compareExchange(claims, j, CLAIM_FREE, CLAIM_THREAD) !== CLAIM_FREE) break;
+    const r = j * RESULT_WORDS;
+    const length = results[r + 1] as number;
+    const fd = jobs[j * JOB_WORDS + 4] as number;
+    const direct = length >= 0 && fd >= 0;
+    const written = direct ? writeFrame(fd, results[r] as number, length) : 0;
     results[r + 2] = Math.max(0, written);
-    // The tick thread sends (the rest of) finished frames while later ones are cut. A written job
-    // is reported before the lock is let go, so that a tick thread that closes the lock knows of
-    // every frame this thread began to write.
+    // The tick thread sends (the rest of) finished frames while later ones are written. A written
+    // job is reported before the lock is let go, so that a tick thread that closes the lock knows
+    // of every frame this thread began to write.
     Atomics.store(ctl, CTL_PROGRESS, j + 1);
-    if (written >= 0 && fits && fd >= 0) Atomics.store(ctl, CTL_WRITE_LOCK, WRITE_LOCK_FREE);
+    if (written >= 0 && direct) Atomics.store(ctl, CTL_WRITE_LOCK, WRITE_LOCK_FREE);
     if ((j & 15) === 15 || j === n - 1) Atomics.notify(ctl, CTL_PROGRESS);
   }
+  Atomics.notify(ctl, CTL_PROGRESS);
 }
 
 // This thread's garbage-collection pauses lengthen the ticks that wait on its rounds, as the tick
@@ -147,7 +164,7 @@ rounds: for (;;) {
     Atomics.wait(ctl, CTL_CUT, cut);
   }
   const started = performance.now();
-  round();
+  runRound(seen);
   Atomics.store(ctl, CTL_BUSY_US, Math.round((performance.now() - started) * 1000));
   Atomics.store(ctl, CTL_DONE, seen);
   Atomics.notify(ctl, CTL_DONE);
