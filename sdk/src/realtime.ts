@@ -404,11 +404,16 @@ export class RealtimeClient {
         const scale = this.welcome.positionScale as number;
         this.reconcile((frame.qx[self] as number) * scale, (frame.qy[self] as number) * scale);
       }
-      // Compared with the old shard's view, entities both shards show neither leave nor re-enter.
-      const entered = !fresh ? changes.entered : [...changes.frame.keys()].filter((id) => !before.has(id));
-      const left = !fresh ? changes.left : [...before.keys()].filter((id) => !changes.frame.has(id));
-      for (const id of entered) this.emit('enter', id, changes.frame.get(id) as EntityRecord);
-      for (const id of left) this.emit('leave', id);
+      // Worked out only for listeners (a bot, or a headless client, has none). Compared with the old
+      // shard's view, entities both shards show neither leave nor re-enter.
+      if (this.listeners.enter?.length) {
+        const entered = !fresh ? changes.entered : [...changes.frame.keys()].filter((id) => !before.has(id));
+        for (const id of entered) this.emit('enter', id, changes.frame.get(id) as EntityRecord);
+      }
+      if (this.listeners.leave?.length) {
+        const left = !fresh ? changes.left : [...before.keys()].filter((id) => !changes.frame.has(id));
+        for (const id of left) this.emit('leave', id);
+      }
       this.emit('snapshot', s.tick);
       if (from !== undefined) this.emit('handoff', { from, to: this.shardName, gapMs });
       // Inputs carry the acknowledgement; an idle client sends it on its own.

@@ -150,13 +150,49 @@ export class Frame implements ReadonlyMap<number, EntityRecord> {
   }
 }
 
-/** Changes one snapshot made to the client's view. */
+/**
+ * Changes one snapshot made to the client's view. `entered` and `left` are worked out when first
+ * read (a client nobody listens to for enter and leave never pays for them): read them before
+ * the next snapshot is applied.
+ */
 export interface SnapshotChanges {
-  tick: number;
-  entered: number[];
-  left: number[];
+  readonly tick: number;
+  readonly entered: readonly number[];
+  readonly left: readonly number[];
   /** The store's newest frame after the snapshot (see `Frame` for how long it stays as it is). */
-  frame: Frame;
+  readonly frame: Frame;
+}
+
+const NONE: readonly number[] = Object.freeze([]);
+
+/** `SnapshotChanges` of a snapshot that became the newest view, over the view it replaced. */
+class NewestChanges implements SnapshotChanges {
+  private enteredIds: number[] | undefined;
+  private leftIds: number[] | undefined;
+
+  constructor(
+    readonly tick: number,
+    readonly frame: Frame,
+    private readonly replaced: Frame,
+  ) {}
+
+  get entered(): readonly number[] {
+    if (!this.enteredIds) {
+      const { frame, replaced } = this;
+      this.enteredIds = [];
+      for (let i = 0; i < frame.size; i++) if (!replaced.has(frame.ids[i] as number)) this.enteredIds.push(frame.ids[i] as number);
+    }
+    return this.enteredIds;
+  }
+
+  get left(): readonly number[] {
+    if (!this.leftIds) {
+      const { frame, replaced } = this;
+      this.leftIds = [];
+      for (let i = 0; i < replaced.size; i++) if (!frame.has(replaced.ids[i] as number)) this.leftIds.push(replaced.ids[i] as number);
+    }
+    return this.leftIds;
+  }
 }
 
 const EMPTY = new Frame(1);
@@ -251,14 +287,13 @@ export class SnapshotStore {
     } finally {
       this.target = EMPTY;
     }
-    const entered: number[] = [];
-    const left: number[] = [];
+    let changes: SnapshotChanges | undefined;
     const slot = tick % KEPT_FRAMES;
     const evicted = this.ring[slot];
     if (tick > this.latestTick) {
       const latest = this.latest;
-      for (let i = 0; i < frame.size; i++) if (!latest.has(frame.ids[i] as number)) entered.push(frame.ids[i] as number);
-      for (let i = 0; i < latest.size; i++) if (!frame.has(latest.ids[i] as number)) left.push(latest.ids[i] as number);
+      // `latest` stays as it is until the next snapshot (it becomes `previous`).
+      changes = new NewestChanges(tick, frame, latest);
       const dropping = this.before;
       this.before = latest;
       this.latest = frame;
@@ -273,7 +308,7 @@ export class SnapshotStore {
     }
     if (evicted && evicted !== frame) this.release(evicted);
     if (baseTick > this.floor) this.giveUpBefore(baseTick);
-    return { tick, entered, left, frame: this.latest };
+    return changes ?? { tick, entered: NONE, left: NONE, frame: this.latest };
   }
 
   /** The server based a snapshot on `floor`: it never uses an earlier tick again. */
