@@ -19,7 +19,8 @@ const cli = parseCli('bench:shard', USAGE, {
   threads: { type: 'string', default: '2' },
   'e2e-clients': { type: 'string', default: '1000' },
   'e2e-seconds': { type: 'string', default: '120' },
-  'bot-processes': { type: 'string', default: '4' },
+  // One per core: each process more adds a process the scheduler shares the cores with (session 13).
+  'bot-processes': { type: 'string', default: '2' },
   'bot-nice': { type: 'string', default: '0' },
   'bot-sched': { type: 'string', default: 'normal' },
   'skip-e2e': { type: 'boolean', default: false },

@@ -38,7 +38,7 @@ function percentile(sorted: number[], p: number): number {
 }
 
 const USAGE =
-  'usage: npm run bots -- --url ws://host:port (--private-key key.pem | --token T) [--count N] [--pattern random-walk|idle|circle] [--duration S] [--ramp-ms MS] [--world W] [--instance N] [--shard S] [--prefix P] [--issuer I] [--audience A] [--json]';
+  'usage: npm run bots -- --url ws://host:port (--private-key key.pem | --token T) [--count N] [--pattern random-walk|idle|circle] [--duration S] [--ramp-ms MS] [--input-groups N] [--world W] [--instance N] [--shard S] [--prefix P] [--issuer I] [--audience A] [--json]';
 const cli = parseCli('bots', USAGE, {
   url: { type: 'string' },
   count: { type: 'string', default: '10' },
@@ -52,6 +52,7 @@ const cli = parseCli('bots', USAGE, {
   issuer: { type: 'string', default: 'aethex-control-plane' },
   audience: { type: 'string', default: 'aethex-shard' },
   'ramp-ms': { type: 'string', default: '5' },
+  'input-groups': { type: 'string', default: '5' },
   prefix: { type: 'string', default: 'bot' },
   json: { type: 'boolean', default: false },
 });
@@ -72,6 +73,7 @@ if (!Number.isFinite(rampMs) || rampMs < 0 || rampMs > 10_000) fail(`--ramp-ms m
 if (!values['private-key'] && !values.token) fail('give --private-key (to sign join tokens) or --token');
 if (values.token && count !== 1) fail('--token serves one bot; use --private-key for more');
 const instance = cli.int('instance', 0, 1_000_000);
+const inputGroups = cli.int('input-groups', 1, 25);
 
 const key = values['private-key'] ? createPrivateKey(readFileSync(values['private-key'])) : undefined;
 const alg = key?.asymmetricKeyType === 'ed25519' ? 'EdDSA' : 'ES256';
@@ -118,23 +120,27 @@ for (let i = 0; i < count; i++) {
   if (rampMs > 0) await new Promise((r) => setTimeout(r, rampMs));
 }
 
-// One input per tick per bot, all from one timer: a process's bots send in one burst each tick
-// (the shard reads them in a few turns of its event loop; clients of real players arrive spread).
+// One input per tick (25 ms) per bot, a process's bots in --input-groups groups sent evenly spaced
+// through the tick (every 5 ms by default), as players' inputs arrive spread over it rather than
+// in one burst. One burst a tick (1 group) made the shard read every process's inputs at once;
+// on the two cores the shard and the bots share, spread inputs cost the shard fewer ticks over
+// 25 ms (docs/benchmarks.md, session 13).
 const tickMs = 25;
 const headings = bots.map(() => Math.random() * Math.PI * 2);
 let phase = 0;
 const driver = setInterval(() => {
   phase++;
-  for (let i = 0; i < bots.length; i++) {
+  const group = phase % inputGroups;
+  for (let i = group; i < bots.length; i += inputGroups) {
     const bot = bots[i] as RealtimeClient;
     if (!bot.welcome) continue;
     if (pattern === 'idle') continue;
     const speed = ((bot.welcome.maxSpeed as number) ?? 5) * 0.8;
     if (pattern === 'random-walk' && Math.random() < 0.05) headings[i] = Math.random() * Math.PI * 2;
-    const h = pattern === 'circle' ? phase / 40 + i : (headings[i] as number);
+    const h = pattern === 'circle' ? Math.floor(phase / inputGroups) / 40 + i : (headings[i] as number);
     bot.move(Math.cos(h) * speed, Math.sin(h) * speed);
   }
-}, tickMs);
+}, tickMs / inputGroups);
 
 const measureFrom = performance.now();
 const bytesAtStart = new Map<RealtimeClient, number>();
