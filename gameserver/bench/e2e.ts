@@ -105,8 +105,8 @@ async function shardFor(clients: number, extra: Record<string, string> = {}): Pr
   return { shard, keyFile, samples, threadPauses, settings };
 }
 
-/** How the bot processes are scheduled next to the shard (see runBots). */
-export interface BotScheduling {
+/** How the bot processes run next to the shard (see runBots). */
+export interface BotSetting {
   /** Niceness: 0 the shard's own; 1–19 the bots yield the cores whenever the shard is runnable. */
   nice: number;
   /**
@@ -115,6 +115,8 @@ export interface BotScheduling {
    * tasks); it runs when the shard blocks or its time slice ends.
    */
   batch: boolean;
+  /** Groups a process's bots send their inputs in, evenly spaced through each tick (`npm run bots -- --input-groups`). */
+  inputGroups: number;
 }
 
 /**
@@ -128,7 +130,7 @@ function runBots(
   seconds: number,
   processes: number,
   prefix: string,
-  sched: BotScheduling = { nice: 0, batch: false },
+  sched: BotSetting = { nice: 0, batch: false, inputGroups: 5 },
 ): Promise<BotReport[]> {
   const per = Math.ceil(count / processes);
   const runs: Promise<BotReport>[] = [];
@@ -154,6 +156,8 @@ function runBots(
       `${prefix}${p}`,
       '--ramp-ms',
       '2',
+      '--input-groups',
+      String(sched.inputGroups),
       '--json',
     ];
     runs.push(
@@ -193,7 +197,7 @@ export async function runE2e(
   seconds: number,
   processes: number,
   threads = 1,
-  bots: BotScheduling = { nice: 0, batch: false },
+  bots: BotSetting = { nice: 0, batch: false, inputGroups: 5 },
 ): Promise<E2eResult> {
   const r = await shardFor(clients, { AETHEX_GAMESERVER_ENGINE_SNAPSHOT_THREADS: String(threads) });
   const pauses: { at: number; ms: number }[] = [];

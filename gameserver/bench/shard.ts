@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// npm run bench:shard [-- --json] [--ticks N] [--threads N] [--e2e-clients N] [--e2e-seconds S] [--bot-nice N] [--bot-sched normal|batch] [--skip-e2e]
+// npm run bench:shard [-- --json] [--ticks N] [--threads N] [--e2e-clients N] [--e2e-seconds S] [--bot-processes N] [--bot-input-groups N] [--bot-nice N] [--bot-sched normal|batch] [--skip-e2e]
 // 1. End to end: a shard in this process, bots in separate processes over loopback.
 // 2. The largest client count that holds 40 Hz (tick p99 ≤ 25 ms), stepping up, then bisecting.
 // 3. Memory per idle connection with 10,000 open sockets.
@@ -12,7 +12,7 @@ import { type E2eResult, idleMemory, runE2e } from './e2e.js';
 import { type KernelResult, runKernel } from './kernel.js';
 
 const USAGE =
-  'usage: npm run bench:shard [-- --json] [--ticks N] [--threads N] [--e2e-clients N] [--e2e-seconds S] [--bot-processes N] [--bot-nice N] [--bot-sched normal|batch] [--skip-e2e]';
+  'usage: npm run bench:shard [-- --json] [--ticks N] [--threads N] [--e2e-clients N] [--e2e-seconds S] [--bot-processes N] [--bot-input-groups N] [--bot-nice N] [--bot-sched normal|batch] [--skip-e2e]';
 const cli = parseCli('bench:shard', USAGE, {
   json: { type: 'boolean', default: false },
   ticks: { type: 'string', default: '1200' },
@@ -21,6 +21,8 @@ const cli = parseCli('bench:shard', USAGE, {
   'e2e-seconds': { type: 'string', default: '120' },
   // One per core: each process more adds a process the scheduler shares the cores with (session 13).
   'bot-processes': { type: 'string', default: '2' },
+  // Players' inputs arrive spread through a tick, not in one burst (session 13).
+  'bot-input-groups': { type: 'string', default: '5' },
   'bot-nice': { type: 'string', default: '0' },
   'bot-sched': { type: 'string', default: 'normal' },
   'skip-e2e': { type: 'boolean', default: false },
@@ -34,8 +36,9 @@ const botProcesses = cli.int('bot-processes', 1, 16);
 const botNice = cli.int('bot-nice', 0, 19);
 const botSched = String(values['bot-sched']);
 if (botSched !== 'normal' && botSched !== 'batch') cli.fail(`--bot-sched must be normal or batch, got "${botSched}"`);
-const bots = { nice: botNice, batch: botSched === 'batch' };
-const botsAs = `nice ${botNice}${bots.batch ? ', SCHED_BATCH' : ''}`;
+const botInputGroups = cli.int('bot-input-groups', 1, 25);
+const bots = { nice: botNice, batch: botSched === 'batch', inputGroups: botInputGroups };
+const botsAs = `nice ${botNice}${bots.batch ? ', SCHED_BATCH' : ''}, inputs in ${botInputGroups} group(s) a tick`;
 const log = (s: string) => process.stderr.write(`${s}\n`);
 
 const machine = `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}`;
@@ -121,6 +124,8 @@ if (values.json) {
       machine,
       node_flags: process.execArgv,
       snapshot_threads: threads,
+      bot_processes: botProcesses,
+      bot_input_groups: botInputGroups,
       bot_nice: botNice,
       bot_sched: botSched,
       kernel: { tick_ms: k.tick_ms, ns_per_pair: k.ns_per_pair, bytes_per_client_tick: k.bytes_per_client_tick, visible_avg: k.visibleAvg },
