@@ -188,8 +188,9 @@ function startWorker(workerData: ThreadInit): Worker {
  * the socket to copy) and `written(j)` how much of the frame the thread wrote itself to the
  * descriptor the job named. Once every job is cut (`allCut`), the tick thread may take the last
  * unwritten one for itself (`steal`) rather than wait: the thread then stops before it. `finish`
- * waits for the round's end, and `stopWrites` ends the thread's writes for good. A session's history lives on its thread; a session moved to another thread
- * starts a new one there (a full snapshot).
+ * waits for the round's end, and `stopWrites` ends the thread's writes for good. A session's
+ * history lives on its thread; a session moved to another thread starts a new one there (a full
+ * snapshot).
  */
 export class SnapshotThread {
   readonly jobs: Int32Array;
