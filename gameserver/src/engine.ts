@@ -952,7 +952,7 @@ export class ShardEngine {
           // The thread claimed it: it is writing its last job.
         }
         const from = performance.now();
-        const upTo = thread.awaitWork(delivered[t] as number, cutSeen || !framed, SNAPSHOT_THREAD_TIMEOUT_MS);
+        const upTo = thread.awaitProgress(delivered[t] as number, framed && !cutSeen, SNAPSHOT_THREAD_TIMEOUT_MS);
         waited += performance.now() - from;
         if (upTo === false) {
           ok = false;

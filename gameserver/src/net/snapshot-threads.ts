@@ -333,22 +333,18 @@ export class SnapshotThread {
     return Atomics.load(this.ctl, CTL_PROGRESS);
   }
 
-  /** Waits until more than `seen` jobs are finished and returns progress(); false when not within `timeoutMs` (the thread is then failed). */
-  awaitProgress(seen: number, timeoutMs: number): number | false {
-    return this.waitFor(CTL_PROGRESS, (v) => v > seen, timeoutMs, 'finish a job') === false ? false : this.progress();
-  }
-
   /** Every job of the current round is cut: the ones not yet claimed may be stolen. */
   allCut(): boolean {
     return Atomics.load(this.ctl, CTL_CUT_ALL) === this.round;
   }
 
   /**
-   * Like `awaitProgress`, but also returns once every job is cut (unless `cutSeen`: the caller knows
-   * it already), for the caller to steal instead of waiting.
+   * Waits until more than `seen` jobs are finished, or with `orAllCut` until every job is cut (for
+   * the caller to steal rather than wait), and returns progress(); false when not within
+   * `timeoutMs` (the thread is then failed).
    */
-  awaitWork(seen: number, cutSeen: boolean, timeoutMs: number): number | false {
-    const reached = (v: number) => v > seen || (!cutSeen && this.allCut());
+  awaitProgress(seen: number, orAllCut: boolean, timeoutMs: number): number | false {
+    const reached = (v: number) => v > seen || (orAllCut && this.allCut());
     return this.waitFor(CTL_PROGRESS, reached, timeoutMs, 'finish a job') === false ? false : this.progress();
   }
 
