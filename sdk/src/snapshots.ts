@@ -165,6 +165,13 @@ export interface SnapshotChanges {
 
 const NONE: readonly number[] = Object.freeze([]);
 
+/** The ids in `frame` that `other` does not have. */
+function idsMissingFrom(frame: Frame, other: Frame): number[] {
+  const ids: number[] = [];
+  for (let i = 0; i < frame.size; i++) if (!other.has(frame.ids[i] as number)) ids.push(frame.ids[i] as number);
+  return ids;
+}
+
 /** `SnapshotChanges` of a snapshot that became the newest view, over the view it replaced. */
 class NewestChanges implements SnapshotChanges {
   private enteredIds: number[] | undefined;
@@ -177,20 +184,12 @@ class NewestChanges implements SnapshotChanges {
   ) {}
 
   get entered(): readonly number[] {
-    if (!this.enteredIds) {
-      const { frame, replaced } = this;
-      this.enteredIds = [];
-      for (let i = 0; i < frame.size; i++) if (!replaced.has(frame.ids[i] as number)) this.enteredIds.push(frame.ids[i] as number);
-    }
+    this.enteredIds ??= idsMissingFrom(this.frame, this.replaced);
     return this.enteredIds;
   }
 
   get left(): readonly number[] {
-    if (!this.leftIds) {
-      const { frame, replaced } = this;
-      this.leftIds = [];
-      for (let i = 0; i < replaced.size; i++) if (!frame.has(replaced.ids[i] as number)) this.leftIds.push(replaced.ids[i] as number);
-    }
+    this.leftIds ??= idsMissingFrom(this.replaced, this.frame);
     return this.leftIds;
   }
 }

@@ -8,7 +8,7 @@ import { aethex } from '@aethex/proto';
 import { binaryFrame, directWriteFd, writeWhole } from '@aethex/runtime/ws-frames';
 import { afterEach, expect, onTestFinished, test } from 'vitest';
 import { loadConfig } from '../config.js';
-import { ShardEngine } from '../engine.js';
+import { type SessionOutput, ShardEngine } from '../engine.js';
 import { createMetrics } from '../metrics.js';
 import { createRng } from '../sim/step.js';
 import { CTL_WRITE_LOCK, type SnapshotThread, WRITE_LOCK_CLOSED, WRITE_LOCK_FREE, WRITE_LOCK_HELD } from './snapshot-threads.js';
@@ -198,21 +198,49 @@ function framesOf(bytes: Buffer): Buffer[] {
   return frames;
 }
 
-test('frames a snapshot thread writes itself arrive whole and in order through sockets that fill: partial writes are completed by the stream', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'aethex-frames-'));
-  onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
-  const reader = spawn(process.execPath, ['-e', READER, dir], { stdio: ['pipe', 'pipe', 'inherit'] });
+/** A READER process with `count` loopback connections to it (copied to files in `dir`), and this side's ends. */
+async function readerConnections(dir: string, count: number) {
+  const reader = spawn(process.execPath, ['-e', READER, dir, String(count)], { stdio: ['pipe', 'pipe', 'inherit'] });
   onTestFinished(() => {
     reader.kill();
   });
   const exited = once(reader, 'exit');
   const [port] = (await once(reader.stdout, 'data')) as [Buffer];
   const sockets: Socket[] = [];
-  for (let i = 0; i < 4; i++) {
+  for (let i = 0; i < count; i++) {
     const socket = connect(Number(port.toString()), '127.0.0.1');
     await once(socket, 'connect');
     sockets.push(socket);
   }
+  return { reader, exited, sockets };
+}
+
+/**
+ * An engine output over `sockets` (session n on `sockets[n - 1]`) as the gateway's: whole frames,
+ * straight to the descriptor when nothing is queued; `handedBack(written)` sees each frame a
+ * snapshot thread hands back (or the tick thread took from it).
+ */
+function socketOutput(sockets: Socket[], handedBack: (written: number) => void = () => undefined): SessionOutput {
+  const socketOf = (id: number) => sockets[id - 1] as Socket;
+  return {
+    send: (id, bytes) => {
+      writeWhole(socketOf(id), binaryFrame(bytes));
+      return true;
+    },
+    kick: () => undefined,
+    directFd: (id) => directWriteFd(socketOf(id)),
+    sendFrame: (id, frame, written) => {
+      handedBack(written);
+      writeWhole(socketOf(id), frame.subarray(written), true);
+      return true;
+    },
+  };
+}
+
+test('frames a snapshot thread writes itself arrive whole and in order through sockets that fill: partial writes are completed by the stream', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'aethex-frames-'));
+  onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
+  const { reader, exited, sockets } = await readerConnections(dir, 4);
   // Every entity in view of everyone, and clients that never acknowledge: every snapshot is full,
   // a frame of about 44 KB, larger than the kernel's segments.
   const settings = loadConfig({
@@ -226,24 +254,13 @@ test('frames a snapshot thread writes itself arrive whole and in order through s
     AETHEX_GAMESERVER_GATEWAY_SLOW_SKIP_TICKS: '1000',
     AETHEX_GAMESERVER_GATEWAY_SLOW_DROP_TICKS: '2000',
   });
-  const socketOf = (id: number) => sockets[id - 1] as Socket;
   const paths = { partial: 0, none: 0 };
   const e = new ShardEngine(
     settings,
-    {
-      send: (id, bytes) => {
-        writeWhole(socketOf(id), binaryFrame(bytes));
-        return true;
-      },
-      kick: () => undefined,
-      directFd: (id) => directWriteFd(socketOf(id)),
-      sendFrame: (id, frame, written) => {
-        if (written > 0) paths.partial++;
-        else paths.none++;
-        writeWhole(socketOf(id), Buffer.from(frame.subarray(written)));
-        return true;
-      },
-    },
+    socketOutput(sockets, (written) => {
+      if (written > 0) paths.partial++;
+      else paths.none++;
+    }),
     { rebalance: false },
   );
   engines.push(e);
@@ -290,18 +307,7 @@ test('the tick thread writes a thread’s last jobs while the thread writes its 
   const clients = 64;
   const dir = mkdtempSync(join(tmpdir(), 'aethex-steal-'));
   onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
-  const reader = spawn(process.execPath, ['-e', READER, dir, String(clients)], { stdio: ['pipe', 'pipe', 'inherit'] });
-  onTestFinished(() => {
-    reader.kill();
-  });
-  const exited = once(reader, 'exit');
-  const [port] = (await once(reader.stdout, 'data')) as [Buffer];
-  const sockets: Socket[] = [];
-  for (let i = 0; i < clients; i++) {
-    const socket = connect(Number(port.toString()), '127.0.0.1');
-    await once(socket, 'connect');
-    sockets.push(socket);
-  }
+  const { exited, sockets } = await readerConnections(dir, clients);
   const settings = loadConfig({
     AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: 'unused: sessions join through the engine directly',
     AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '0,0,600,600',
@@ -310,24 +316,8 @@ test('the tick thread writes a thread’s last jobs while the thread writes its 
     AETHEX_GAMESERVER_ENGINE_MAX_PLAYERS: String(clients),
     AETHEX_GAMESERVER_ENGINE_SNAPSHOT_THREADS: '2',
   });
-  const socketOf = (id: number) => sockets[id - 1] as Socket;
   const metrics = createMetrics();
-  const e = new ShardEngine(
-    settings,
-    {
-      send: (id, bytes) => {
-        writeWhole(socketOf(id), binaryFrame(bytes));
-        return true;
-      },
-      kick: () => undefined,
-      directFd: (id) => directWriteFd(socketOf(id)),
-      sendFrame: (id, frame, written) => {
-        writeWhole(socketOf(id), frame.subarray(written), true);
-        return true;
-      },
-    },
-    { rebalance: false, metrics },
-  );
+  const e = new ShardEngine(settings, socketOutput(sockets), { rebalance: false, metrics });
   engines.push(e);
   await e.snapshotThreadsReady();
   for (let id = 1; id <= clients; id++) expect(e.join(id, `player-${id}`).ok).toBe(true);
