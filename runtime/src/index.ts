@@ -13,5 +13,4 @@ export { freePortBlock } from './ports.js';
 export { type Region, regions } from './regions.js';
 export { cpuPercent, runQueueWaitMs } from './run-queue.js';
 export { envName, loadSettings, type Rect, type SettingSpec, type Settings, type SettingsSchema } from './settings.js';
-export { readIntoSharedBuffer } from './socket-read.js';
 export { percentile } from './stats.js';

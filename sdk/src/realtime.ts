@@ -407,11 +407,11 @@ export class RealtimeClient {
       // Worked out only for listeners (a bot, or a headless client, has none). Compared with the old
       // shard's view, entities both shards show neither leave nor re-enter.
       if (this.listeners.enter?.length) {
-        const entered = !fresh ? changes.entered : [...changes.frame.keys()].filter((id) => !before.has(id));
+        const entered = !fresh ? changes.entered : changes.frame.idsNotIn(before);
         for (const id of entered) this.emit('enter', id, changes.frame.get(id) as EntityRecord);
       }
       if (this.listeners.leave?.length) {
-        const left = !fresh ? changes.left : [...before.keys()].filter((id) => !changes.frame.has(id));
+        const left = !fresh ? changes.left : before.idsNotIn(changes.frame);
         for (const id of left) this.emit('leave', id);
       }
       this.emit('snapshot', s.tick);

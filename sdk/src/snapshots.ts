@@ -67,6 +67,13 @@ export class Frame implements ReadonlyMap<number, EntityRecord> {
     return this.indexOf(id) >= 0;
   }
 
+  /** The ids of this frame's entities that `other` does not have. */
+  idsNotIn(other: ReadonlyMap<number, unknown>): number[] {
+    const ids: number[] = [];
+    for (let i = 0; i < this.size; i++) if (!other.has(this.ids[i] as number)) ids.push(this.ids[i] as number);
+    return ids;
+  }
+
   get(id: number): EntityRecord | undefined {
     const i = this.indexOf(id);
     return i < 0 ? undefined : this.record(i);
@@ -165,13 +172,6 @@ export interface SnapshotChanges {
 
 const NONE: readonly number[] = Object.freeze([]);
 
-/** The ids in `frame` that `other` does not have. */
-function idsMissingFrom(frame: Frame, other: Frame): number[] {
-  const ids: number[] = [];
-  for (let i = 0; i < frame.size; i++) if (!other.has(frame.ids[i] as number)) ids.push(frame.ids[i] as number);
-  return ids;
-}
-
 /** `SnapshotChanges` of a snapshot that became the newest view, over the view it replaced. */
 class NewestChanges implements SnapshotChanges {
   private enteredIds: number[] | undefined;
@@ -184,12 +184,12 @@ class NewestChanges implements SnapshotChanges {
   ) {}
 
   get entered(): readonly number[] {
-    this.enteredIds ??= idsMissingFrom(this.frame, this.replaced);
+    this.enteredIds ??= this.frame.idsNotIn(this.replaced);
     return this.enteredIds;
   }
 
   get left(): readonly number[] {
-    this.leftIds ??= idsMissingFrom(this.replaced, this.frame);
+    this.leftIds ??= this.replaced.idsNotIn(this.frame);
     return this.leftIds;
   }
 }

@@ -481,8 +481,8 @@ export class Gateway {
 
   /**
    * SessionOutput: a frame a snapshot thread wrote `written` bytes of (0: none), from its shared
-   * arena: the rest is written (what the socket queues of it, copied). One not begun is dropped as `send`
-   * drops a message; the rest of one begun is always written (the frame must end).
+   * arena: the rest is written (what the socket queues of it, copied). One not begun is dropped as
+   * `send` drops a message; the rest of one begun is always written (the frame must end).
    */
   sendFrame(sessionId: number, frame: Uint8Array, written: number): boolean {
     const conn = this.connections.get(sessionId);
