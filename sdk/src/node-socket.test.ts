@@ -108,3 +108,43 @@ test('a realtime client on nodeSocket: snapshots applied, inputs arrive whole an
   socket.close(4000, 'bye');
   expect(await closed).toEqual([4000, 'bye']);
 });
+
+test('after a rejoin, the restarted shard’s first snapshot is compared with the view before the drop: only real changes enter and leave', async () => {
+  let connections = 0;
+  /** A snapshot of tick `tick` holding the given entity ids (a full one: a shard starts over). */
+  const view = (tick: number, ids: number[]) => {
+    const w = new SnapshotBodyWriter();
+    for (const id of ids) w.full(id, id, id, 1, 0);
+    const removed = new Uint32Array(0);
+    return encodeSnapshotMessage({
+      tick,
+      baseTick: 0,
+      lastInputSeq: 0,
+      layout: SNAPSHOT_LAYOUT,
+      entities: w.bytes(),
+      removed,
+      removedCount: 0,
+    });
+  };
+  const { url } = await shard((socket) => {
+    connections++;
+    if (connections === 1) {
+      socket.send(view(5, [7, 8]));
+      // The shard dies: the connection drops without a close frame.
+      setTimeout(() => socket.terminate(), 50);
+    } else socket.send(view(1, [7, 9]));
+  });
+  client = new RealtimeClient({ url, joinToken: 't', createSocket: nodeSocket, rejoin: { joinToken: async () => 't' } });
+  const events: string[] = [];
+  client.on('enter', (id) => events.push(`enter ${id}`));
+  client.on('leave', (id) => events.push(`leave ${id}`));
+  const rejoined = new Promise((resolve) => client?.on('rejoined', resolve));
+  const ticks: number[] = [];
+  client.on('snapshot', (tick) => ticks.push(tick));
+  await client.connect();
+  await rejoined;
+  for (let i = 0; ticks.length < 2 && i < 200; i++) await new Promise((r) => setTimeout(r, 5));
+  expect(ticks).toEqual([5, 1]);
+  expect(events).toEqual(['enter 7', 'enter 8', 'enter 9', 'leave 8']);
+  expect([...client.store.current.keys()].sort()).toEqual([7, 9]);
+});
