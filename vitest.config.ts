@@ -10,6 +10,7 @@ const workspaces = ['proto', 'runtime', 'gameserver', 'operator', 'control-plane
 
 export default defineConfig({
   test: {
+    globalSetup: ['./tests/scratch.ts'],
     // One test file at a time: the integration tests measure timing (snapshot gaps, convergence
     // after chaos) on a 2-core machine, and the long fault tests would otherwise starve them.
     maxWorkers: 1,

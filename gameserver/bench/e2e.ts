@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PerformanceObserver } from 'node:perf_hooks';
@@ -64,6 +64,8 @@ export interface E2eResult {
 interface Running {
   shard: RunningShard;
   keyFile: string;
+  /** The key's and the snapshots' directories, removed by stopShard. */
+  dirs: string[];
   samples: { at: number; ms: number; waitMs: number }[];
   /** The snapshot threads' GC pauses, when the tick thread heard of them. */
   threadPauses: { at: number; ms: number }[];
@@ -72,7 +74,8 @@ interface Running {
 
 async function shardFor(clients: number, extra: Record<string, string> = {}): Promise<Running> {
   const keys = generateKeyPairSync('ed25519');
-  const keyFile = join(mkdtempSync(join(tmpdir(), 'aethex-bench-')), 'key.pem');
+  const dirs = [mkdtempSync(join(tmpdir(), 'aethex-bench-')), mkdtempSync(join(tmpdir(), 'aethex-bench-snap-'))];
+  const keyFile = join(dirs[0] as string, 'key.pem');
   writeFileSync(keyFile, keys.privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
   // A world sized so that each bot sees about 32 others.
   const radius = 200;
@@ -87,7 +90,7 @@ async function shardFor(clients: number, extra: Record<string, string> = {}): Pr
     AETHEX_GAMESERVER_ENGINE_MAX_ENTITIES: String(Math.max(10_000, clients + 100)),
     AETHEX_GAMESERVER_GATEWAY_MAX_CONNECTIONS: String(clients + 200),
     AETHEX_GAMESERVER_GATEWAY_MAX_CONNECTIONS_PER_ADDRESS: String(clients + 200),
-    AETHEX_GAMESERVER_PERSISTENCE_DIRECTORY: mkdtempSync(join(tmpdir(), 'aethex-bench-snap-')),
+    AETHEX_GAMESERVER_PERSISTENCE_DIRECTORY: dirs[1] as string,
     AETHEX_GAMESERVER_LOG_LEVEL: 'error',
     ...extra,
   });
@@ -102,7 +105,13 @@ async function shardFor(clients: number, extra: Record<string, string> = {}): Pr
     onTick: (ms) => samples.push({ at: performance.now(), ms, waitMs: runQueueWaitMs() - waitAtStart }),
     onThreadGc: (ms) => threadPauses.push({ at: performance.now(), ms }),
   });
-  return { shard, keyFile, samples, threadPauses, settings };
+  return { shard, keyFile, dirs, samples, threadPauses, settings };
+}
+
+/** Drains the shard and removes its directories (a private key among them). */
+async function stopShard(r: Running): Promise<void> {
+  await r.shard.drain();
+  for (const dir of r.dirs) rmSync(dir, { recursive: true, force: true });
 }
 
 /** How the bot processes run next to the shard (see runBots). */
@@ -227,7 +236,7 @@ export async function runE2e(
   clearInterval(rssTimer);
   gc.disconnect();
   const threadSessions = await spread;
-  await r.shard.drain();
+  await stopShard(r);
   // Bots measure from 2 s after their start, once everyone has joined; so do we.
   const inWindow = r.samples.filter((s) => s.at >= started + 4000 && s.at <= started + seconds * 1000);
   const window = inWindow.map((s) => s.ms).sort((a, b) => a - b);
@@ -318,6 +327,6 @@ export async function idleMemory(count: number): Promise<{ kb_per_connection: nu
   const after = process.memoryUsage().rss;
   const connections = r.shard.gateway.connectionCount;
   child.kill('SIGTERM');
-  await r.shard.drain();
+  await stopShard(r);
   return { kb_per_connection: Math.round(((after - before) / Math.max(1, Math.min(opened, connections)) / 1024) * 10) / 10, connections };
 }
