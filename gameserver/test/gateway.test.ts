@@ -1,4 +1,7 @@
 import { once } from 'node:events';
+import type { IncomingMessage, Server } from 'node:http';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { aethex } from '@aethex/proto';
 import { afterEach, describe, expect, test } from 'vitest';
 import { WebSocket } from 'ws';
@@ -284,6 +287,26 @@ describe('gateway and engine over real sockets', () => {
     const dSocket = (d.ws as unknown as { _socket: import('node:net').Socket })._socket;
     dSocket.write(frame(input(1), false));
     expect((await d.closed).code).toBe(1002);
+  });
+
+  test('a joined connection does not keep its upgrade request (headers, URL, token) alive', async () => {
+    t = await startTestShard();
+    // biome-ignore lint/suspicious/noExplicitAny: the test watches the gateway's own HTTP server
+    const http = (t.shard.gateway as any).http as Server;
+    const requests: WeakRef<IncomingMessage>[] = [];
+    http.prependListener('upgrade', (req: IncomingMessage) => requests.push(new WeakRef(req)));
+    const a = await t.client('alice');
+    await until('a snapshot', () => a.entities().size > 0);
+    expect(requests).toHaveLength(1);
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    // A WeakRef's target lives to the end of the job that made or read it: collect in later turns.
+    for (let i = 0; i < 3 && requests[0]?.deref() !== undefined; i++) {
+      await new Promise((r) => setImmediate(r));
+      gc();
+    }
+    expect(requests[0]?.deref()).toBeUndefined();
+    expect(t.shard.gateway.connectionCount).toBe(1);
   });
 
   test('per-address connection cap', async () => {

@@ -12,6 +12,9 @@ import type { Clock } from '../loop/fixed-timestep.js';
 import type { ShardMetrics } from '../metrics.js';
 import { TokenBucket } from './rate-limit.js';
 
+/** For errors on a socket being upgraded: `ws` (or the connection's own handlers) report them. */
+const ignoreError = (): undefined => undefined;
+
 const { ClientMessage, ServerMessage, ReasonCode } = aethex.v1;
 type Reason = aethex.v1.ReasonCode;
 
@@ -130,9 +133,12 @@ export class Gateway {
     });
     const other = this.deps.upgrades;
     http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-      socket.on('error', () => undefined);
+      // Neither listener may close over `req`: a closure kept for the socket's life keeps every
+      // variable it could see, and the upgrade request (headers, the URL, the join token) would
+      // then live as long as the connection.
+      socket.on('error', ignoreError);
       if (other && (req.url ?? '/').split('?')[0] === other.path) other.handleUpgrade(req, socket, head);
-      else server.handleUpgrade(req, socket, head, (ws) => this.accept(ws, socket, req.socket.remoteAddress ?? 'unknown'));
+      else this.upgrade(server, req, socket, head);
     });
     http.listen(port, host);
     await once(http, 'listening');
@@ -154,6 +160,11 @@ export class Gateway {
   /** Open sockets, authenticated or not. */
   get connectionCount(): number {
     return this.connections.size;
+  }
+
+  private upgrade(server: WebSocketServer, req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const address = req.socket.remoteAddress ?? 'unknown';
+    server.handleUpgrade(req, socket, head, (ws) => this.accept(ws, socket, address));
   }
 
   private accept(ws: WebSocket, socket: Duplex, address: string): void {
