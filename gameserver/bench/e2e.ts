@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
+import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,6 +19,7 @@ const NODE = BUILT ? [process.execPath] : [process.execPath, '--conditions=aethe
 const ROOT = join(import.meta.dirname, BUILT ? '../../..' : '../..');
 const BOTS = join(ROOT, BUILT ? 'sdk/dist/bots.js' : 'sdk/src/bots.ts');
 const IDLE_CLIENTS = join(import.meta.dirname, BUILT ? 'idle-clients.js' : 'idle-clients.ts');
+const IDLE_SHARD = join(import.meta.dirname, BUILT ? 'idle-shard.js' : 'idle-shard.ts');
 
 export interface E2eResult {
   clients: number;
@@ -305,6 +307,21 @@ export async function runE2e(
     join_errors: joinErrors,
     thread_sessions: threadSessions,
   };
+}
+
+/** idleMemory in a fresh process of its own (as a shard starts), flagged as the shard runs. */
+export async function idleMemoryFresh(count: number): Promise<{ kb_per_connection: number; connections: number }> {
+  const child = spawn(NODE[0] as string, ['--no-parallel-scavenge', ...NODE.slice(1), IDLE_SHARD, String(count)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let out = '';
+  child.stdout.on('data', (d) => {
+    out += d;
+  });
+  const [code] = (await once(child, 'exit')) as [number | null];
+  const last = out.trim().split('\n').pop() ?? '';
+  if (code !== 0 || !last.startsWith('{')) throw new Error(`idle-shard exited ${code}: ${out.slice(-300)}`);
+  return JSON.parse(last) as { kb_per_connection: number; connections: number };
 }
 
 /** Memory the shard holds per open, unauthenticated socket, with `count` of them. */

@@ -2,13 +2,13 @@
 // npm run bench:shard [-- --json] [--ticks N] [--threads N] [--e2e-clients N] [--e2e-seconds S] [--bot-processes N] [--bot-input-groups N] [--bot-nice N] [--bot-sched normal|batch] [--skip-e2e]
 // 1. End to end: a shard in this process, bots in separate processes over loopback.
 // 2. The largest client count that holds 40 Hz (tick p99 ≤ 25 ms), stepping up, then bisecting.
-// 3. Memory per idle connection with 10,000 open sockets.
+// 3. Memory per idle connection with 10,000 open sockets (a fresh shard process: its RSS from a new heap).
 // 4. Kernel: simulation + grid + area of interest + snapshot encoding, no sockets; with one
 //    snapshot thread and with --threads (engine.snapshot_threads, default 2: this machine's cores).
 // Prints tables; with --json, one JSON object as the last line.
 import os from 'node:os';
 import { parseCli } from '@aethex/runtime';
-import { type E2eResult, idleMemory, runE2e } from './e2e.js';
+import { type E2eResult, idleMemoryFresh, runE2e } from './e2e.js';
 import { type KernelResult, runKernel } from './kernel.js';
 
 const USAGE =
@@ -70,8 +70,8 @@ if (!values['skip-e2e']) {
     if (await tryClients(mid)) held = mid;
     else failed = mid;
   }
-  log('idle: 10,000 open sockets...');
-  idle = await idleMemory(10_000);
+  log('idle: 10,000 open sockets, the shard in a fresh process...');
+  idle = await idleMemoryFresh(10_000);
 }
 // Kernels run after the end-to-end parts, so the shard's RSS there is not inflated by them.
 const kernels: KernelResult[] = [];
