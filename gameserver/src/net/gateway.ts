@@ -52,7 +52,8 @@ interface Connection {
   lastMessageAt: number;
   bucket: TokenBucket;
   errors: number;
-  log: Logger;
+  /** Made by `Gateway.log` when the connection first logs (most never do below `info`). */
+  logger: Logger | undefined;
 }
 
 export type GatewaySettings = Pick<
@@ -162,6 +163,16 @@ export class Gateway {
     return this.connections.size;
   }
 
+  /**
+   * The connection's logger: its id and address on every line. Made on first use: a pino child
+   * runs the logger's redaction over its bindings (~4.5 µs and ~14 KB of garbage with the
+   * wildcard paths), which sockets that never log should not pay for.
+   */
+  private log(conn: Connection): Logger {
+    conn.logger ??= this.deps.log.child({ conn: conn.id, addr: conn.address });
+    return conn.logger;
+  }
+
   private upgrade(server: WebSocketServer, req: IncomingMessage, socket: Duplex, head: Buffer): void {
     const address = req.socket.remoteAddress ?? 'unknown';
     server.handleUpgrade(req, socket, head, (ws) => this.accept(ws, socket, address));
@@ -181,7 +192,7 @@ export class Gateway {
       lastMessageAt: now,
       bucket: new TokenBucket(s['gateway.max_messages_per_second'], s['gateway.message_burst'], now),
       errors: 0,
-      log: this.deps.log.child({ conn: id, addr: address }),
+      logger: undefined,
     };
     this.connections.set(id, conn);
     this.perAddress.set(address, (this.perAddress.get(address) ?? 0) + 1);
@@ -190,7 +201,7 @@ export class Gateway {
     const mode = readFrames(socket, 'client', s['gateway.max_message_size'], (payload) => this.onMessage(conn, payload, true));
     if (mode !== 'shared-buffer' && !this.warnedReadMode) {
       this.warnedReadMode = true;
-      conn.log.warn(
+      this.log(conn).warn(
         mode === 'ws'
           ? 'ws reads this socket in a way the gateway does not know: every frame goes through ws'
           : "this Node's sockets cannot read into a shared buffer: each read makes a Buffer (more garbage)",
@@ -200,9 +211,9 @@ export class Gateway {
     ws.on('error', (err: Error & { code?: string }) => {
       if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') {
         this.deps.metrics.kicks.inc({ reason: 'message_too_large' });
-        conn.log.info('frame over gateway.max_message_size: closed with 1009');
+        this.log(conn).info('frame over gateway.max_message_size: closed with 1009');
       } else {
-        conn.log.debug({ err: err.message }, 'socket error');
+        this.log(conn).debug({ err: err.message }, 'socket error');
       }
     });
     ws.on('close', () => this.onClose(conn));
@@ -227,7 +238,7 @@ export class Gateway {
     if (playerId !== undefined) {
       this.players.delete(conn.id);
       this.deps.onPlayer?.('left', playerId);
-      conn.log.info({ player: playerId }, 'player left');
+      this.log(conn).info({ player: playerId }, 'player left');
     }
     this.deps.metrics.activeConnections.set(this.connections.size);
   }
@@ -365,13 +376,13 @@ export class Gateway {
         }
         this.deps.metrics.joins.inc({ result: 'ok' });
         this.welcome(conn, claims.playerId, result.entityId, result.lastInputSeq);
-        conn.log.info({ player: claims.playerId, entity: result.entityId }, 'player joined');
+        this.log(conn).info({ player: claims.playerId, entity: result.entityId }, 'player joined');
       },
       (err: unknown) => {
         if (conn.phase !== 'authenticating') return;
         const wrongShard = err instanceof JoinTokenError && err.kind === 'wrong_shard';
         this.deps.metrics.joins.inc({ result: wrongShard ? 'wrong_shard' : 'auth_failed' });
-        conn.log.info({ err: (err as Error).message }, 'join refused');
+        this.log(conn).info({ err: (err as Error).message }, 'join refused');
         this.kick(conn, wrongShard ? ReasonCode.REASON_CODE_WRONG_SHARD : ReasonCode.REASON_CODE_AUTH_FAILED, 'join token rejected');
       },
     );
@@ -429,7 +440,7 @@ export class Gateway {
     }
     this.deps.metrics.joins.inc({ result: 'resumed' });
     this.welcome(conn, claim.playerId, result.entityId, result.lastInputSeq);
-    conn.log.info({ player: claim.playerId, entity: result.entityId }, 'player resumed after a handoff');
+    this.log(conn).info({ player: claim.playerId, entity: result.entityId }, 'player resumed after a handoff');
   }
 
   /**
@@ -445,7 +456,7 @@ export class Gateway {
       this.deps.onPlayer?.('left', playerId);
     }
     this.write(conn, ServerMessage.encode({ handoffRedirect: redirect }).finish());
-    conn.log.info({ player: playerId, to: redirect.shardName }, 'player handed over; client redirected');
+    this.log(conn).info({ player: playerId, to: redirect.shardName }, 'player handed over; client redirected');
   }
 
   /** The gateway's own messages (welcome, pong, RPC results, redirects, kicks), counted here. */
@@ -516,7 +527,7 @@ export class Gateway {
     const wasJoined = conn.phase === 'joined';
     conn.phase = 'closed';
     this.deps.metrics.kicks.inc({ reason: reasonLabel(reason) });
-    conn.log.info({ reason: reasonLabel(reason), message }, 'kicked');
+    this.log(conn).info({ reason: reasonLabel(reason), message }, 'kicked');
     if (conn.ws.readyState === 1) {
       this.write(conn, ServerMessage.encode({ kick: { reason, message } }).finish());
       conn.ws.close(CLOSE_CODES[reason] ?? 1000, reasonLabel(reason));
