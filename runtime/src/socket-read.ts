@@ -5,6 +5,18 @@ import type { Duplex } from 'node:stream';
 const SHARED_READ_BYTES = 64 * 1024;
 let sharedReadBuffer: Buffer | undefined;
 
+/** The `onread` option's fields of a net.Socket, by their symbols' names (null: this Node has none). */
+let symbols: { kBuffer: symbol; kBufferCb: symbol; kBufferGen: symbol } | null | undefined;
+
+function onreadSymbols(socket: Socket): typeof symbols {
+  const all = Object.getOwnPropertySymbols(socket);
+  const named = (name: string) => all.find((k) => k.description === name);
+  const kBuffer = named('kBuffer');
+  const kBufferCb = named('kBufferCb');
+  const kBufferGen = named('kBufferGen');
+  return kBuffer && kBufferCb && kBufferGen ? { kBuffer, kBufferCb, kBufferGen } : null;
+}
+
 /**
  * Switches a connected TCP socket to Node's zero-copy read path — the one `new net.Socket({ onread })`
  * documents: libuv reads into a buffer given once and a callback gets the byte count, with no
@@ -27,11 +39,11 @@ export function readIntoSharedBuffer(socket: Duplex, onRead: (bytes: Buffer) => 
   if (!(socket instanceof Socket) || socket.constructor !== Socket) return false;
   const handle = (socket as unknown as { _handle?: { useUserBuffer?: (buf: Uint8Array) => void } })._handle;
   const fields = socket as unknown as Record<symbol, unknown>;
-  const named = (name: string) => Object.getOwnPropertySymbols(socket).find((k) => k.description === name);
-  const kBuffer = named('kBuffer');
-  const kBufferCb = named('kBufferCb');
-  const kBufferGen = named('kBufferGen');
-  if (!handle || typeof handle.useUserBuffer !== 'function' || !kBuffer || !kBufferCb || !kBufferGen || fields[kBuffer]) return false;
+  // Node's net module makes these symbols once: found on the first socket, they are every socket's.
+  symbols ??= onreadSymbols(socket);
+  if (!symbols) return false;
+  const { kBuffer, kBufferCb, kBufferGen } = symbols;
+  if (!handle || typeof handle.useUserBuffer !== 'function' || !(kBuffer in fields) || fields[kBuffer]) return false;
   sharedReadBuffer ??= Buffer.allocUnsafeSlow(SHARED_READ_BYTES);
   const buffer = sharedReadBuffer;
   fields[kBufferGen] = null;
