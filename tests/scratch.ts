@@ -7,9 +7,7 @@ import { join } from 'node:path';
  * removed with everything in it when the run ends. Tests write key files, snapshots and configs
  * there without cleaning up one by one, and no run leaves them behind in the machine's /tmp. */
 export default function scratchDirectory(): () => void {
-  if (process.env.AETHEX_TEST_SCRATCH) return () => {};
   const dir = mkdtempSync(join(tmpdir(), 'aethex-test-'));
-  process.env.AETHEX_TEST_SCRATCH = dir;
   process.env.TMPDIR = dir;
   return () => rmSync(dir, { recursive: true, force: true });
 }

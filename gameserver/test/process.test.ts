@@ -104,7 +104,10 @@ test('SIGTERM drains: players are told SHUTTING_DOWN, the final snapshot is writ
   expect(readdirSync(dir).filter((f) => f.endsWith('.snapshot'))).toHaveLength(1);
   expect(p.output()).toContain('drained; exiting');
   // A connection's lines carry its id and address (its logger is made when it first logs).
-  const lines = p.output().split('\n').filter((l) => l.startsWith('{'));
+  const lines = p
+    .output()
+    .split('\n')
+    .filter((l) => l.startsWith('{'));
   const joined = JSON.parse(lines.find((l) => l.includes('"player joined"')) as string);
   expect(joined).toMatchObject({ conn: expect.any(Number), addr: '127.0.0.1', player: 'drain-me' });
   const kicked = JSON.parse(lines.find((l) => l.includes('"kicked"')) as string);

@@ -52,7 +52,7 @@ interface Connection {
   lastMessageAt: number;
   bucket: TokenBucket;
   errors: number;
-  /** Made by `Gateway.log` when the connection first logs (most never do below `info`). */
+  /** Made by `Gateway.log` when the connection first logs: an open socket that has not logged holds none. */
   logger: Logger | undefined;
 }
 
