@@ -110,6 +110,39 @@ describe('gateway and engine over real sockets', () => {
     expect(metrics).toMatch(/aether_corrections_total 1\b/);
   });
 
+  test("at the world's edge the client predicts what the shard does: never past the wall, nothing to pull back", async () => {
+    t = await startTestShard({ AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '-50,-50,50,50', AETHEX_GAMESERVER_ENGINE_MAX_SPEED: '4' });
+    const a = await t.client('walker');
+    const id = a.welcome?.entityId as number;
+    const world = t.shard.engine.world;
+    const slot = world.indexOf(id);
+    world.x[slot] = 40;
+    world.y[slot] = 0;
+    await until('the moved start to show', () => Math.abs(a.predicted.x - 40) < 0.2 && a.unacknowledged === 0);
+    // Walk east into the wall for 20 ticks, one input per tick, watching the prediction after every
+    // move, snapshot and correction.
+    let furthest = -Infinity;
+    const watch = () => {
+      furthest = Math.max(furthest, a.predicted.x);
+    };
+    a.on('snapshot', watch);
+    a.on('correction', watch);
+    for (let i = 0; i < 20; i++) {
+      a.move(4, 0);
+      watch();
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    await until('every input applied', () => a.unacknowledged === 0 && Math.abs((a.entities().get(id)?.x ?? 0) - 50) < 0.1);
+    // Snapshot positions are quantized (a snapshot may put the entity at 50.0, not 49.999).
+    const step = a.welcome?.positionScale as number;
+    expect(furthest).toBeLessThanOrEqual(50 + step / 2);
+    expect(furthest).toBeGreaterThan(49.9);
+    // The shard stopped the entity at the wall and said so; the prediction is already there.
+    expect(world.x[slot]).toBeCloseTo(50, 2);
+    expect(Math.abs(a.predicted.x - (world.x[slot] as number))).toBeLessThanOrEqual(step / 2);
+    expect(await t.shard.metrics.registry.getSingleMetricAsString('aether_corrections_total')).toMatch(/aether_corrections_total [1-9]/);
+  });
+
   test('a client that stops acknowledging gets fewer snapshots, and catches up when it acknowledges again', async () => {
     t = await startTestShard({ AETHEX_GAMESERVER_GATEWAY_SLOW_SKIP_TICKS: '8', AETHEX_GAMESERVER_GATEWAY_SLOW_DROP_TICKS: '400' });
     const c = await raw(t.shard.gatewayUrl);

@@ -574,16 +574,31 @@ export class RealtimeClient {
     this.pending = this.pending.filter((p) => p.seq > lastInputSeq);
   }
 
-  /** Server-authoritative position plus the inputs it has not applied yet. */
+  /** Server-authoritative position plus the inputs it has not applied yet, each kept in the world. */
   private reconcile(x: number, y: number): void {
-    let px = x;
-    let py = y;
-    for (const p of this.pending) {
-      px += p.dx;
-      py += p.dy;
+    this.predicted.x = x;
+    this.predicted.y = y;
+    for (const p of this.pending) this.predictStep(p.dx, p.dy);
+  }
+
+  /**
+   * Moves the prediction by one input as the shard moves the entity (gameserver's `sim/step.ts`):
+   * by the move, then kept inside the world's bounds, the maximum exclusive by 1e-3 and in float32
+   * as the shard stores positions. A player walking into the world's edge is then predicted at
+   * the edge, where the shard's corrections put it, instead of a step or two past it.
+   */
+  private predictStep(dx: number, dy: number): void {
+    const b = this.welcome?.worldBounds;
+    let x = this.predicted.x + dx;
+    let y = this.predicted.y + dy;
+    if (b) {
+      const minX = b.minX ?? 0;
+      const minY = b.minY ?? 0;
+      x = Math.min(Math.max(x, minX), Math.fround((b.maxX ?? 0) - 1e-3));
+      y = Math.min(Math.max(y, minY), Math.fround((b.maxY ?? 0) - 1e-3));
     }
-    this.predicted.x = px;
-    this.predicted.y = py;
+    this.predicted.x = x;
+    this.predicted.y = y;
   }
 
   /**
@@ -605,8 +620,7 @@ export class RealtimeClient {
     const input = { seq, dx: mx, dy: my, at };
     this.pending.push(input);
     this.sentAt.set(seq, at);
-    this.predicted.x += mx;
-    this.predicted.y += my;
+    this.predictStep(mx, my);
     if (this.handoff || this.rejoining) {
       // Nobody to send to yet (the old shard ignores inputs once it redirected; a dropped
       // connection is being rejoined): hold them for the next shard, bounded.
