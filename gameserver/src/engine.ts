@@ -597,9 +597,7 @@ export class ShardEngine {
     const i = this.world.indexOf(entityId);
     if (i < 0 || this.world.mode[i] !== MODE_OWNED) return undefined;
     this.world.mode[i] = MODE_OFFERED;
-    this.world.hasMove[i] = 0;
-    this.world.moveX[i] = 0;
-    this.world.moveY[i] = 0;
+    this.world.clearMoves(i);
     return this.transfer(entityId);
   }
 

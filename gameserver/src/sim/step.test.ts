@@ -28,12 +28,59 @@ describe('movement authority', () => {
     expect(Math.hypot(w.x[slot] as number, w.y[slot] as number)).toBeCloseTo(5, 5);
   });
 
-  test('many inputs in one tick add up and are clamped together', () => {
+  test('a second input in one tick waits for the next step, and is acknowledged only then', () => {
     const { w, slot } = player();
+    applyInput(w, slot, 1, 4, 0);
+    applyInput(w, slot, 2, 4, 0);
+    expect(step(w, rules, corrected)).toBe(0);
+    expect([w.x[slot], w.lastSeq[slot]]).toEqual([4, 1]);
+    expect(step(w, rules, corrected)).toBe(0);
+    expect([w.x[slot], w.lastSeq[slot]]).toEqual([8, 2]);
+    expect(step(w, rules, corrected)).toBe(0);
+    expect([w.x[slot], w.lastSeq[slot], w.vx[slot]]).toEqual([12, 2, 4]);
+  });
+
+  test('a third and later inputs in one tick add to the second and are clamped together', () => {
+    const { w, id, slot } = player();
     for (let seq = 1; seq <= 10; seq++) applyInput(w, slot, seq, 5, 0);
-    step(w, rules, corrected);
-    expect(w.x[slot]).toBeCloseTo(5, 5);
+    expect(step(w, rules, corrected)).toBe(0);
+    expect([w.x[slot], w.lastSeq[slot]]).toEqual([5, 1]);
+    expect(step(w, rules, corrected)).toBe(1);
+    expect(corrected[0]).toBe(id);
+    expect(w.x[slot]).toBeCloseTo(10, 5);
     expect(w.lastSeq[slot]).toBe(10);
+  });
+
+  test('property: inputs of an honest client arriving up to a tick late are each applied whole, one per step, in order, uncorrected', () => {
+    const move = fc.double({ min: -3.5, max: 3.5, noNaN: true });
+    fc.assert(
+      fc.property(fc.array(fc.tuple(move, move, fc.boolean()), { minLength: 1, maxLength: 60 }), (inputs) => {
+        const { w, slot } = player();
+        // Input k is sent before step k and arrives before step k or, a tick late, step k + 1 — in order.
+        const arrival: number[] = [];
+        for (const [k, [, , late]] of inputs.entries()) arrival.push(Math.max(arrival[k - 1] ?? 0, k + (late ? 1 : 0)));
+        let next = 0;
+        for (let tick = 0; tick < inputs.length + 2; tick++) {
+          while (next < inputs.length && arrival[next] === tick) {
+            const [dx, dy] = inputs[next] as [number, number, boolean];
+            expect(applyInput(w, slot, next + 1, dx, dy)).toBe('applied');
+            next++;
+          }
+          const seqBefore = w.lastSeq[slot] as number;
+          expect(step(w, rules, corrected)).toBe(0);
+          const seq = w.lastSeq[slot] as number;
+          expect(seq - seqBefore).toBeLessThanOrEqual(1);
+          if (seq > seqBefore) {
+            // The step moved by exactly the input it acknowledges.
+            const [dx, dy] = inputs[seq - 1] as [number, number, boolean];
+            expect(w.vx[slot]).toBeCloseTo(Math.fround(dx), 5);
+            expect(w.vy[slot]).toBeCloseTo(Math.fround(dy), 5);
+          }
+        }
+        expect(w.lastSeq[slot]).toBe(inputs.length);
+      }),
+      { numRuns: 300 },
+    );
   });
 
   test('replayed and stale sequences are ignored', () => {

@@ -17,24 +17,51 @@ export interface MovementRules {
 export type InputResult = 'applied' | 'stale' | 'invalid';
 
 /**
- * Records a movement intent for the next step. Inputs whose `seq` is not above the entity's last
- * applied sequence are `stale` and ignored (replays, reordering). Non-finite moves are `invalid`
- * and ignored, but still advance the sequence so the client sees them answered. Several inputs in
- * one tick add up; the step clamps the sum, so sending faster never moves an entity faster.
+ * Records a movement intent. Inputs whose `seq` is not above the entity's newest one (applied or
+ * waiting) are `stale` and ignored (replays, reordering). A client sends one input per tick, but
+ * the network delivers them unevenly: two may arrive between two steps and none before the next.
+ * So the first waits for the next step and the second for the step after (a one-input jitter
+ * buffer); a third or later one in the same tick adds to the second, and the step clamps the sum:
+ * sending faster never moves an entity faster. An input counts as applied — `lastSeq`, which
+ * snapshots acknowledge — when the step that moves by it has run. Non-finite moves are `invalid`
+ * and move nothing, but are answered with the input before them (at once when none waits).
  */
 export function applyInput(world: World, slot: number, seq: number, moveX: number, moveY: number): InputResult {
-  if (seq <= (world.lastSeq[slot] as number)) return 'stale';
-  world.lastSeq[slot] = seq;
-  if (!Number.isFinite(moveX) || !Number.isFinite(moveY)) return 'invalid';
-  world.moveX[slot] = (world.moveX[slot] as number) + moveX;
-  world.moveY[slot] = (world.moveY[slot] as number) + moveY;
-  world.hasMove[slot] = 1;
+  const newest = world.hasNext[slot] === 1 ? world.nextSeq[slot] : world.hasMove[slot] === 1 ? world.moveSeq[slot] : world.lastSeq[slot];
+  if (seq <= (newest as number)) return 'stale';
+  const valid = Number.isFinite(moveX) && Number.isFinite(moveY);
+  if (world.hasMove[slot] === 0) {
+    if (!valid) {
+      world.lastSeq[slot] = seq;
+      return 'invalid';
+    }
+    world.moveX[slot] = moveX;
+    world.moveY[slot] = moveY;
+    world.moveSeq[slot] = seq;
+    world.hasMove[slot] = 1;
+    return 'applied';
+  }
+  if (!valid) {
+    if (world.hasNext[slot] === 1) world.nextSeq[slot] = seq;
+    else world.moveSeq[slot] = seq;
+    return 'invalid';
+  }
+  if (world.hasNext[slot] === 0) {
+    world.nextX[slot] = moveX;
+    world.nextY[slot] = moveY;
+    world.hasNext[slot] = 1;
+  } else {
+    world.nextX[slot] = (world.nextX[slot] as number) + moveX;
+    world.nextY[slot] = (world.nextY[slot] as number) + moveY;
+  }
+  world.nextSeq[slot] = seq;
   return 'applied';
 }
 
 /**
- * Advances every entity by one tick. Entities with a pending move go by that move, clamped to
- * `maxSpeed` and to `bounds`; their velocity becomes the displacement actually applied. Entities
+ * Advances every entity by one tick. Entities with a waiting move go by that move, clamped to
+ * `maxSpeed` and to `bounds`; their velocity becomes the displacement actually applied, their
+ * `lastSeq` that move's input, and the move after it (if any) waits for the next step. Entities
  * without one keep moving by their velocity and bounce off the bounds. Returns the number of
  * entities whose move was clamped, with their ids in `corrected[0..n)` so the gateway can send
  * corrections. Pure apart from writing into `world` and `corrected`; allocates nothing.
@@ -48,7 +75,7 @@ export function step(world: World, rules: MovementRules, corrected: Uint32Array)
   const r = rules.region ?? rules.bounds;
   const rHiX = Math.fround(r.maxX - 1e-3);
   const rHiY = Math.fround(r.maxY - 1e-3);
-  const { x, y, vx, vy, moveX, moveY, hasMove, mode } = world;
+  const { x, y, vx, vy, moveX, moveY, moveSeq, hasMove, nextX, nextY, nextSeq, hasNext, lastSeq, mode } = world;
   let nCorrected = 0;
   for (let i = 0; i < world.count; i++) {
     // Ghosts, entities on offer and dormant ones are not simulated here.
@@ -77,9 +104,17 @@ export function step(world: World, rules: MovementRules, corrected: Uint32Array)
       y[i] = ny;
       vx[i] = (x[i] as number) - ox;
       vy[i] = (y[i] as number) - oy;
-      moveX[i] = 0;
-      moveY[i] = 0;
-      hasMove[i] = 0;
+      lastSeq[i] = moveSeq[i] as number;
+      if (hasNext[i] === 1) {
+        moveX[i] = nextX[i] as number;
+        moveY[i] = nextY[i] as number;
+        moveSeq[i] = nextSeq[i] as number;
+        hasNext[i] = 0;
+      } else {
+        moveX[i] = 0;
+        moveY[i] = 0;
+        hasMove[i] = 0;
+      }
       if (clamped && nCorrected < corrected.length) corrected[nCorrected++] = world.id[i] as number;
     } else {
       const dvx = vx[i] as number;

@@ -72,12 +72,22 @@ export class World {
   readonly vy: Float32Array;
   readonly kind: Uint16Array;
   readonly flags: Uint32Array;
-  /** Last input sequence applied to the entity (players only). */
+  /** Last input sequence applied to the entity (players only): what snapshots acknowledge. */
   readonly lastSeq: Uint32Array;
-  /** Movement wanted for the next step, from the latest input; cleared by the step. */
+  /** The move the next step applies (`hasMove`), from the input numbered `moveSeq`. */
   readonly moveX: Float32Array;
   readonly moveY: Float32Array;
+  readonly moveSeq: Uint32Array;
   readonly hasMove: Uint8Array;
+  /**
+   * The move after it (`hasNext`): an input that arrived while one was already waiting (two in one
+   * tick, as network jitter delivers them), applied by the step after; further ones in the same
+   * tick add to it. See `applyInput`.
+   */
+  readonly nextX: Float32Array;
+  readonly nextY: Float32Array;
+  readonly nextSeq: Uint32Array;
+  readonly hasNext: Uint8Array;
   /** MODE_* of each entity. */
   readonly mode: Uint8Array;
   private readonly slotOf = new Map<number, number>();
@@ -103,10 +113,27 @@ export class World {
     this.kind = sharedArray(Uint16Array, capacity);
     this.flags = sharedArray(Uint32Array, capacity);
     this.lastSeq = sharedArray(Uint32Array, capacity);
-    this.moveX = sharedArray(Float32Array, capacity);
-    this.moveY = sharedArray(Float32Array, capacity);
-    this.hasMove = sharedArray(Uint8Array, capacity);
+    this.moveX = new Float32Array(capacity);
+    this.moveY = new Float32Array(capacity);
+    this.moveSeq = new Uint32Array(capacity);
+    this.hasMove = new Uint8Array(capacity);
+    this.nextX = new Float32Array(capacity);
+    this.nextY = new Float32Array(capacity);
+    this.nextSeq = new Uint32Array(capacity);
+    this.hasNext = new Uint8Array(capacity);
     this.mode = sharedArray(Uint8Array, capacity);
+  }
+
+  /** Drops the moves waiting for slot `i` (their inputs stay unacknowledged). */
+  clearMoves(i: number): void {
+    this.moveX[i] = 0;
+    this.moveY[i] = 0;
+    this.moveSeq[i] = 0;
+    this.hasMove[i] = 0;
+    this.nextX[i] = 0;
+    this.nextY[i] = 0;
+    this.nextSeq[i] = 0;
+    this.hasNext[i] = 0;
   }
 
   /** Adds an entity and returns its id; throws CapacityError when full. `id` is for restores. */
@@ -128,9 +155,7 @@ export class World {
     this.kind[i] = kind;
     this.flags[i] = 0;
     this.lastSeq[i] = 0;
-    this.moveX[i] = 0;
-    this.moveY[i] = 0;
-    this.hasMove[i] = 0;
+    this.clearMoves(i);
     this.mode[i] = MODE_OWNED;
     this.slotOf.set(entityId, i);
     return entityId;
@@ -153,7 +178,12 @@ export class World {
       this.lastSeq[i] = this.lastSeq[last] as number;
       this.moveX[i] = this.moveX[last] as number;
       this.moveY[i] = this.moveY[last] as number;
+      this.moveSeq[i] = this.moveSeq[last] as number;
       this.hasMove[i] = this.hasMove[last] as number;
+      this.nextX[i] = this.nextX[last] as number;
+      this.nextY[i] = this.nextY[last] as number;
+      this.nextSeq[i] = this.nextSeq[last] as number;
+      this.hasNext[i] = this.hasNext[last] as number;
       this.mode[i] = this.mode[last] as number;
       this.slotOf.set(this.id[i] as number, i);
     }
