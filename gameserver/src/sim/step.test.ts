@@ -37,7 +37,8 @@ describe('movement authority', () => {
     expect(step(w, rules, corrected)).toBe(0);
     expect([w.x[slot], w.lastSeq[slot]]).toEqual([8, 2]);
     expect(step(w, rules, corrected)).toBe(0);
-    expect([w.x[slot], w.lastSeq[slot], w.vx[slot]]).toEqual([12, 2, 4]);
+    // Nothing waits: the player stands.
+    expect([w.x[slot], w.lastSeq[slot], w.vx[slot]]).toEqual([8, 2, 0]);
   });
 
   test('a third and later inputs in one tick add to the second and are clamped together', () => {
@@ -51,7 +52,7 @@ describe('movement authority', () => {
     expect(w.lastSeq[slot]).toBe(10);
   });
 
-  test('property: inputs of an honest client arriving up to a tick late are each applied whole, one per step, in order, uncorrected', () => {
+  test('property: inputs of an honest client arriving up to a tick late are each applied whole, one per step, in order, uncorrected, and the player is where its acknowledged inputs put it', () => {
     const move = fc.double({ min: -3.5, max: 3.5, noNaN: true });
     fc.assert(
       fc.property(fc.array(fc.tuple(move, move, fc.boolean()), { minLength: 1, maxLength: 60 }), (inputs) => {
@@ -59,6 +60,11 @@ describe('movement authority', () => {
         // Input k is sent before step k and arrives before step k or, a tick late, step k + 1 — in order.
         const arrival: number[] = [];
         for (const [k, [, , late]] of inputs.entries()) arrival.push(Math.max(arrival[k - 1] ?? 0, k + (late ? 1 : 0)));
+        const at = [{ x: 0, y: 0 }];
+        for (const [dx, dy] of inputs) {
+          const last = at[at.length - 1] as { x: number; y: number };
+          at.push({ x: last.x + dx, y: last.y + dy });
+        }
         let next = 0;
         for (let tick = 0; tick < inputs.length + 2; tick++) {
           while (next < inputs.length && arrival[next] === tick) {
@@ -76,11 +82,30 @@ describe('movement authority', () => {
             expect(w.vx[slot]).toBeCloseTo(Math.fround(dx), 5);
             expect(w.vy[slot]).toBeCloseTo(Math.fround(dy), 5);
           }
+          // What a snapshot now acknowledges is exactly what moved the player (a tick with no
+          // input moved it not at all): a client replaying its later inputs on this position
+          // predicts what the shard will do.
+          const acked = at[seq] as { x: number; y: number };
+          expect(w.x[slot]).toBeCloseTo(acked.x, 3);
+          expect(w.y[slot]).toBeCloseTo(acked.y, 3);
         }
         expect(w.lastSeq[slot]).toBe(inputs.length);
       }),
       { numRuns: 300 },
     );
+  });
+
+  test('a player with no input waiting stands still; an NPC keeps its velocity', () => {
+    const w = new World(4);
+    const p = w.indexOf(w.spawn(0, 0, KIND_PLAYER));
+    const n = w.indexOf(w.spawn(10, 0, KIND_NPC));
+    applyInput(w, p, 1, 3, 0);
+    w.vx[n] = 2;
+    step(w, rules, corrected);
+    step(w, rules, corrected);
+    step(w, rules, corrected);
+    expect([w.x[p], w.vx[p], w.lastSeq[p]]).toEqual([3, 0, 1]);
+    expect([w.x[n], w.vx[n]]).toEqual([16, 2]);
   });
 
   test('replayed and stale sequences are ignored', () => {

@@ -1,4 +1,4 @@
-import type { Rect, World } from './world.js';
+import { KIND_PLAYER, type Rect, type World } from './world.js';
 
 /** The movement rules of a shard: the region an owned entity must stay in and its top speed. */
 export interface MovementRules {
@@ -61,10 +61,11 @@ export function applyInput(world: World, slot: number, seq: number, moveX: numbe
 /**
  * Advances every entity by one tick. Entities with a waiting move go by that move, clamped to
  * `maxSpeed` and to `bounds`; their velocity becomes the displacement actually applied, their
- * `lastSeq` that move's input, and the move after it (if any) waits for the next step. Entities
- * without one keep moving by their velocity and bounce off the bounds. Returns the number of
- * entities whose move was clamped, with their ids in `corrected[0..n)` so the gateway can send
- * corrections. Pure apart from writing into `world` and `corrected`; allocates nothing.
+ * `lastSeq` that move's input, and the move after it (if any) waits for the next step. Players
+ * without one stand still; other entities keep moving by their velocity and bounce off the
+ * region. Returns the number of entities whose move was clamped, with their ids in
+ * `corrected[0..n)` so the gateway can send corrections. Pure apart from writing into `world` and
+ * `corrected`; allocates nothing.
  */
 export function step(world: World, rules: MovementRules, corrected: Uint32Array): number {
   const { minX, minY, maxX, maxY } = rules.bounds;
@@ -75,7 +76,7 @@ export function step(world: World, rules: MovementRules, corrected: Uint32Array)
   const r = rules.region ?? rules.bounds;
   const rHiX = Math.fround(r.maxX - 1e-3);
   const rHiY = Math.fround(r.maxY - 1e-3);
-  const { x, y, vx, vy, moveX, moveY, moveSeq, hasMove, nextX, nextY, nextSeq, hasNext, lastSeq, mode } = world;
+  const { x, y, vx, vy, kind, moveX, moveY, moveSeq, hasMove, nextX, nextY, nextSeq, hasNext, lastSeq, mode } = world;
   let nCorrected = 0;
   for (let i = 0; i < world.count; i++) {
     // Ghosts, entities on offer and dormant ones are not simulated here.
@@ -120,10 +121,17 @@ export function step(world: World, rules: MovementRules, corrected: Uint32Array)
       const dvx = vx[i] as number;
       const dvy = vy[i] as number;
       if (dvx === 0 && dvy === 0) continue;
+      // A player moves only by its inputs: with none waiting it stands this step (its client
+      // predicted no move; the next input, however late, moves it by exactly what it asks).
+      if (kind[i] === KIND_PLAYER) {
+        vx[i] = 0;
+        vy[i] = 0;
+        continue;
+      }
       let nx = (x[i] as number) + dvx;
       let ny = (y[i] as number) + dvy;
-      // Bounce off the region only when moving outward: an entity already outside it (a player
-      // in the handoff margin) drifts back in instead of sticking to the border.
+      // Bounce off the region only when moving outward: an entity already outside it drifts back
+      // in instead of sticking to the border.
       if ((nx < r.minX && dvx < 0) || (nx > rHiX && dvx > 0)) {
         vx[i] = -dvx;
         nx = Math.min(Math.max(nx, Math.min(r.minX, x[i] as number)), Math.max(rHiX, x[i] as number));
