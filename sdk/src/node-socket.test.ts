@@ -16,10 +16,10 @@ afterEach(async () => {
   server = client = undefined;
 });
 
-/** A full snapshot of tick `tick` showing entity 7 at (tick, -tick). */
-function snapshot(tick: number): Uint8Array {
+/** A full snapshot of tick `tick` holding entities `[id, x, y]` (kind 1). */
+function fullSnapshot(tick: number, entities: [number, number, number][]): Uint8Array {
   const w = new SnapshotBodyWriter();
-  w.full(7, tick, -tick, 1, 0);
+  for (const [id, x, y] of entities) w.full(id, x, y, 1, 0);
   const removed = new Uint32Array(0);
   return encodeSnapshotMessage({
     tick,
@@ -31,6 +31,9 @@ function snapshot(tick: number): Uint8Array {
     removedCount: 0,
   });
 }
+
+/** A full snapshot of tick `tick` showing entity 7 at (tick, -tick). */
+const snapshot = (tick: number) => fullSnapshot(tick, [[7, tick, -tick]]);
 
 /** A shard stand-in: welcomes a join, then `onJoined` drives it; every client message is recorded. */
 async function shard(onJoined: (socket: WebSocket) => void): Promise<{ url: string; received: aethex.v1.ClientMessage[] }> {
@@ -112,20 +115,11 @@ test('a realtime client on nodeSocket: snapshots applied, inputs arrive whole an
 test('after a rejoin, the restarted shard’s first snapshot is compared with the view before the drop: only real changes enter and leave', async () => {
   let connections = 0;
   /** A snapshot of tick `tick` holding the given entity ids (a full one: a shard starts over). */
-  const view = (tick: number, ids: number[]) => {
-    const w = new SnapshotBodyWriter();
-    for (const id of ids) w.full(id, id, id, 1, 0);
-    const removed = new Uint32Array(0);
-    return encodeSnapshotMessage({
+  const view = (tick: number, ids: number[]) =>
+    fullSnapshot(
       tick,
-      baseTick: 0,
-      lastInputSeq: 0,
-      layout: SNAPSHOT_LAYOUT,
-      entities: w.bytes(),
-      removed,
-      removedCount: 0,
-    });
-  };
+      ids.map((id): [number, number, number] => [id, id, id]),
+    );
   const { url } = await shard((socket) => {
     connections++;
     if (connections === 1) {
