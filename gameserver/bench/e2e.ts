@@ -171,29 +171,13 @@ function runBots(
       String(sched.inputGroups),
       '--json',
     ];
-    runs.push(
-      new Promise((resolve, reject) => {
-        const command = [
-          ...(sched.batch ? ['chrt', '--batch', '0'] : []),
-          ...(sched.nice > 0 ? ['nice', '-n', String(sched.nice)] : []),
-          NODE[0] as string,
-          ...args,
-        ];
-        const child = spawn(command[0] as string, command.slice(1), { stdio: ['ignore', 'pipe', 'inherit'] });
-        let out = '';
-        child.stdout.on('data', (d) => {
-          out += d;
-        });
-        child.on('exit', (code) => {
-          const last = out.trim().split('\n').pop() ?? '';
-          try {
-            resolve(JSON.parse(last) as BotReport);
-          } catch {
-            reject(new Error(`bot process ${p} exited ${code} without a report:\n${out.slice(-500)}`));
-          }
-        });
-      }),
-    );
+    const command = [
+      ...(sched.batch ? ['chrt', '--batch', '0'] : []),
+      ...(sched.nice > 0 ? ['nice', '-n', String(sched.nice)] : []),
+      NODE[0] as string,
+      ...args,
+    ];
+    runs.push(lastJsonLine<BotReport>(command, `bot process ${p}`));
   }
   return Promise.all(runs);
 }
@@ -309,19 +293,24 @@ export async function runE2e(
   };
 }
 
-/** idleMemory in a fresh process of its own (as a shard starts), flagged as the shard runs. */
-export async function idleMemoryFresh(count: number): Promise<{ kb_per_connection: number; connections: number }> {
-  const child = spawn(NODE[0] as string, ['--no-parallel-scavenge', ...NODE.slice(1), IDLE_SHARD, String(count)], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+/** Runs `command` and resolves with the JSON object its output ends with (its report). */
+async function lastJsonLine<T>(command: string[], what: string): Promise<T> {
+  const child = spawn(command[0] as string, command.slice(1), { stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
   child.stdout.on('data', (d) => {
     out += d;
   });
   const [code] = (await once(child, 'exit')) as [number | null];
-  const last = out.trim().split('\n').pop() ?? '';
-  if (code !== 0 || !last.startsWith('{')) throw new Error(`idle-shard exited ${code}: ${out.slice(-300)}`);
-  return JSON.parse(last) as { kb_per_connection: number; connections: number };
+  try {
+    return JSON.parse(out.trim().split('\n').pop() ?? '') as T;
+  } catch {
+    throw new Error(`${what} exited ${code} without a report:\n${out.slice(-500)}`);
+  }
+}
+
+/** idleMemory in a fresh process of its own (as a shard starts), flagged as the shard runs. */
+export function idleMemoryFresh(count: number): Promise<{ kb_per_connection: number; connections: number }> {
+  return lastJsonLine([NODE[0] as string, '--no-parallel-scavenge', ...NODE.slice(1), IDLE_SHARD, String(count)], 'idle-shard');
 }
 
 /** Memory the shard holds per open, unauthenticated socket, with `count` of them. */
