@@ -122,7 +122,7 @@ export function step(world: World, rules: MovementRules, corrected: Uint32Array)
       const dvy = vy[i] as number;
       if (dvx === 0 && dvy === 0) continue;
       // A player moves only by its inputs: with none waiting it stands this step (its client
-      // predicted no move; the next input, however late, moves it by exactly what it asks).
+      // predicted no move; a late input then moves it by what it asks, a step later).
       if (kind[i] === KIND_PLAYER) {
         vx[i] = 0;
         vy[i] = 0;
