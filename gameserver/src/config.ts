@@ -42,6 +42,13 @@ export const GAMESERVER_SETTINGS = {
   },
   'engine.position_scale': { type: 'number', default: 0.125, min: 0.0001, max: 100, doc: 'Snapshot position quantum in world units.' },
   'engine.npc_count': { type: 'int', default: 0, min: 0, max: 1_000_000, doc: 'Wandering NPCs spawned at start (demos and benchmarks).' },
+  'engine.rejoin_window_ms': {
+    type: 'int',
+    default: 30_000,
+    min: 1000,
+    max: 3_600_000,
+    doc: "How long a player's entity waits, out of sight, for them to rejoin after their connection dropped (or after a restart); then it goes.",
+  },
   'engine.seed': { type: 'int', default: 1, min: 0, max: 2 ** 31 - 1, doc: 'Seed of the simulation RNG.' },
   'gateway.bind_addr': { type: 'listen', default: '127.0.0.1:7777', doc: 'WebSocket listen address for players.' },
   'gateway.max_message_size': {

@@ -53,8 +53,10 @@ export interface SessionOutput {
 /** The engine's settings, a subset of the shard's configuration. */
 export type EngineSettings = Pick<
   GameserverSettings,
+  | 'engine.tick_rate_ms'
   | 'engine.max_entities'
   | 'engine.max_players'
+  | 'engine.rejoin_window_ms'
   | 'engine.world_bounds'
   | 'engine.max_speed'
   | 'engine.aoi_radius'
@@ -152,8 +154,18 @@ export class ShardEngine {
   private readonly balance = { steps: 0, tickThreadMs: 0, threadMs: 0 };
   /** This thread's sessions due a snapshot in the current round. */
   private readonly mine: Session[] = [];
-  /** Players whose entity survived a restart but who have not rejoined yet: player → entity. */
+  /**
+   * Players whose entity waits for them to rejoin: player → entity. Their connection dropped, the
+   * shard restarted from a snapshot, or (a drain) it is about to.
+   */
   private readonly dormant = new Map<string, number>();
+  /**
+   * When each waiting player's entity goes (a tick), in the order they began to wait: the window
+   * is the same for all, so the first entry is always the next to go. Drained players have none.
+   */
+  private readonly dormantUntil = new Map<string, number>();
+  /** engine.rejoin_window_ms in ticks. */
+  private readonly rejoinWindowTicks: number;
   /** Inputs that arrived while their entity was on offer, by entity id. */
   private readonly held = new Map<number, HeldInput[]>();
 
@@ -198,6 +210,7 @@ export class ShardEngine {
     this.grid = new Grid(bounds, settings['engine.aoi_radius'] * GRID_CELL_FACTOR, settings['engine.max_entities']);
     this.region = options.region ?? bounds;
     this.rules = { bounds, maxSpeed: settings['engine.max_speed'], region: this.region };
+    this.rejoinWindowTicks = Math.ceil(settings['engine.rejoin_window_ms'] / settings['engine.tick_rate_ms']);
     this.corrected = new Uint32Array(settings['engine.max_entities']);
     this.rng = createRng(settings['engine.seed']);
     this.invScale = 1 / settings['engine.position_scale'];
@@ -239,7 +252,9 @@ export class ShardEngine {
     if (restored) {
       this.tick = restored.tick;
       for (const [entityId, playerId] of restored.players) {
-        if (this.world.indexOf(entityId) >= 0) this.dormant.set(playerId, entityId);
+        if (this.world.indexOf(entityId) < 0) continue;
+        this.dormant.set(playerId, entityId);
+        this.dormantUntil.set(playerId, this.tick + this.rejoinWindowTicks);
       }
       // A player's entity with no player to wake it (a snapshot from before awaitingResume was
       // persisted) would be owned here for good, whoever owns it now: it goes.
@@ -392,11 +407,11 @@ export class ShardEngine {
     }
     let entityId: number;
     const dormant = this.dormant.get(playerId);
+    if (dormant !== undefined) this.stopWaiting(playerId);
     if (previous && this.world.indexOf(previous.entityId) >= 0) {
       entityId = previous.entityId;
     } else if (dormant !== undefined && this.world.indexOf(dormant) >= 0) {
       entityId = dormant;
-      this.dormant.delete(playerId);
       this.world.mode[this.world.indexOf(dormant)] = MODE_OWNED;
     } else {
       try {
@@ -665,7 +680,7 @@ export class ShardEngine {
     for (const [playerId, entityId] of this.dormant) {
       const i = this.world.indexOf(entityId);
       if (!ids.has(entityId) || i < 0 || this.world.mode[i] !== MODE_DORMANT) continue;
-      this.dormant.delete(playerId);
+      this.stopWaiting(playerId);
       this.world.despawn(entityId);
       dropped++;
     }
@@ -730,7 +745,10 @@ export class ShardEngine {
     if (this.hooks.onLeave) this.callHook('onLeave', () => this.hooks.onLeave?.(this.context, this.hookPlayer(session)));
   }
 
-  /** The session ended (socket closed): its entity leaves the world. Idempotent. */
+  /**
+   * The session ended on purpose (the client closed, or was kicked for what it did): its entity
+   * leaves the world. Idempotent. A dropped connection `suspend`s instead.
+   */
   leave(sessionId: number): void {
     const session = this.sessions.get(sessionId);
     if (!session) return;
@@ -740,6 +758,56 @@ export class ShardEngine {
     if (this.hooks.onLeave) this.callHook('onLeave', () => this.hooks.onLeave?.(this.context, this.hookPlayer(session)));
     this.held.delete(session.entityId);
     this.world.despawn(session.entityId);
+  }
+
+  /**
+   * The player's connection dropped (a network cut, a crash, a lag or idle kick): the session ends,
+   * and its entity waits where it stands, out of sight and out of the simulation, for
+   * `engine.rejoin_window_ms`. A join by the same player in time takes it back, with the inputs it
+   * applied (the client re-sends the rest); after that it goes. An entity that is not simply owned
+   * here (on offer to a neighbour, or handed over) ends as `leave` ends it. Idempotent.
+   */
+  suspend(sessionId: number): void {
+    const session = this.sessions.get(sessionId);
+    if (!session) return;
+    const slot = this.world.indexOf(session.entityId);
+    if (session.redirected || slot < 0 || this.world.mode[slot] !== MODE_OWNED) {
+      this.leave(sessionId);
+      return;
+    }
+    this.forget(session);
+    const w = this.world;
+    w.mode[slot] = MODE_DORMANT;
+    w.vx[slot] = 0;
+    w.vy[slot] = 0;
+    // Waiting moves are not acknowledged: the client re-sends them after its rejoin.
+    w.clearMoves(slot);
+    // Last in the expiry order (re-inserted: a Map keeps a key where it was first set).
+    this.stopWaiting(session.playerId);
+    this.dormant.set(session.playerId, session.entityId);
+    this.dormantUntil.set(session.playerId, this.tick + this.rejoinWindowTicks);
+    if (this.hooks.onLeave) this.callHook('onLeave', () => this.hooks.onLeave?.(this.context, this.hookPlayer(session)));
+  }
+
+  /** Players whose entity waits for them to rejoin (see `suspend`). */
+  get waitingPlayers(): number {
+    return this.dormant.size;
+  }
+
+  private stopWaiting(playerId: string): void {
+    this.dormant.delete(playerId);
+    this.dormantUntil.delete(playerId);
+  }
+
+  /** The entities of players who did not rejoin within the window go. */
+  private expireDormant(): void {
+    for (const [playerId, until] of this.dormantUntil) {
+      if (until > this.tick) return;
+      const entityId = this.dormant.get(playerId);
+      this.stopWaiting(playerId);
+      const slot = entityId === undefined ? -1 : this.world.indexOf(entityId);
+      if (slot >= 0 && this.world.mode[slot] === MODE_DORMANT) this.world.despawn(entityId as number);
+    }
   }
 
   /** Applies a movement intent and the acknowledgement it carries; `buttons` go to the game's onInput. */
@@ -784,6 +852,7 @@ export class ShardEngine {
     const tick = ++this.tick;
     const world = this.world;
     if (this.settings['engine.npc_count'] > 0) wander(world, this.rng, KIND_NPC, this.rules.maxSpeed * 0.5, 0.02);
+    if (this.dormantUntil.size > 0) this.expireDormant();
     const nCorrected = step(world, this.rules, this.corrected);
     if (this.hooks.onTick) this.callHook('onTick', () => this.hooks.onTick?.(this.context));
     // The world is final for this tick. Snapshot threads wake now, and the first of them quantizes
@@ -968,7 +1037,8 @@ export class ShardEngine {
     }
     if (this.rebalanceTicks > 0 && this.threads.length > 0) this.rebalance(performance.now() - cutStarted - waited - stolenMs, stolenMs);
     for (const [session, lag] of tooSlow) {
-      this.leave(session.id);
+      // Probably a bad network: the entity waits for the client to rejoin.
+      this.suspend(session.id);
       this.out.kick(session.id, ReasonCode.REASON_CODE_TOO_SLOW, `no acknowledgement for ${lag} ticks`);
     }
     for (let k = 0; k < nCorrected; k++) {
@@ -998,6 +1068,7 @@ export class ShardEngine {
       m.bytesSent.inc(sentBytes);
       m.entityCount.set(world.count);
       m.players.set(this.byPlayer.size);
+      m.waitingPlayers.set(this.dormant.size);
       for (let t = 0; t < this.threadLoad.length; t++) m.threadSessions.set({ thread: String(t) }, this.threadLoad[t] as number);
       m.tickDuration.observe((performance.now() - started) / 1000);
     }

@@ -26,6 +26,11 @@ export function createMetrics() {
       registers,
     }),
     players: new Gauge({ name: 'aether_players', help: 'Authenticated players in the shard.', registers }),
+    waitingPlayers: new Gauge({
+      name: 'aether_players_awaiting_rejoin',
+      help: 'Players whose connection dropped (or who were here before a restart) and whose entity waits for them (engine.rejoin_window_ms).',
+      registers,
+    }),
     threadSessions: new Gauge({
       name: 'aether_snapshot_thread_sessions',
       help: 'Sessions whose snapshots each thread cuts (thread 0: the tick thread; see engine.snapshot_threads).',

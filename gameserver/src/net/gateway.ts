@@ -216,7 +216,7 @@ export class Gateway {
         this.log(conn).debug({ err: err.message }, 'socket error');
       }
     });
-    ws.on('close', () => this.onClose(conn));
+    ws.on('close', (code) => this.onClose(conn, code));
     if (!this.accepting) {
       this.kick(conn, ReasonCode.REASON_CODE_SHUTTING_DOWN, 'the shard is draining');
     } else if (this.connections.size > s['gateway.max_connections']) {
@@ -226,15 +226,22 @@ export class Gateway {
     }
   }
 
-  private onClose(conn: Connection): void {
+  /**
+   * `code`: the WebSocket close code. 1000 is a client that left (the SDK's `close()`); anything
+   * else — 1006 for a connection cut without a close frame — is a drop: the player's entity waits
+   * for them to rejoin (engine.rejoin_window_ms).
+   */
+  private onClose(conn: Connection, code: number): void {
     if (!this.connections.delete(conn.id)) return;
     conn.phase = 'closed';
     const left = (this.perAddress.get(conn.address) ?? 1) - 1;
     if (left <= 0) this.perAddress.delete(conn.address);
     else this.perAddress.set(conn.address, left);
     const playerId = this.players.get(conn.id);
-    // Idempotent: also ends a session whose player was handed over (no longer in `players`).
-    this.deps.engine.leave(conn.id);
+    // Idempotent: also ends a session whose player was handed over (no longer in `players`) or
+    // was kicked (the kick ended it).
+    if (code === 1000) this.deps.engine.leave(conn.id);
+    else this.deps.engine.suspend(conn.id);
     if (playerId !== undefined) {
       this.players.delete(conn.id);
       this.deps.onPlayer?.('left', playerId);
@@ -533,11 +540,14 @@ export class Gateway {
       conn.ws.close(CLOSE_CODES[reason] ?? 1000, reasonLabel(reason));
     }
     // Leave the world now; the close event only cleans up the bookkeeping. On a drain the entity
-    // stays (dormant) so the final snapshot keeps it for the player's return.
+    // stays so the final snapshot keeps it for the player's return; a player kicked for lag or
+    // silence is probably on a bad network, and theirs waits for them to rejoin.
     const playerId = this.players.get(conn.id);
     if (wasJoined && playerId !== undefined) {
       this.players.delete(conn.id);
       if (reason === ReasonCode.REASON_CODE_SHUTTING_DOWN) this.deps.engine.detach(conn.id);
+      else if (reason === ReasonCode.REASON_CODE_TOO_SLOW || reason === ReasonCode.REASON_CODE_IDLE_TIMEOUT)
+        this.deps.engine.suspend(conn.id);
       else this.deps.engine.leave(conn.id);
       this.deps.onPlayer?.('left', playerId);
     }

@@ -33,9 +33,10 @@ export const KIND_PLAYER = 1;
  * Who an entity in this shard's world belongs to. OWNED: this shard simulates it. GHOST: a
  * read-only mirror of a neighbour's entity near the border (never simulated, never persisted, no
  * input). OFFERED: owned, but offered to a neighbour in a handoff: frozen until the offer is
- * committed (it becomes a ghost) or rolled back. DORMANT: a player's entity restored from a
- * snapshot, kept out of sight and out of the simulation until that player rejoins here, so that
- * a player who moved to a neighbour after the snapshot is never seen twice.
+ * committed (it becomes a ghost) or rolled back. DORMANT: a player's entity waiting for that
+ * player to rejoin here (their connection dropped, or it was restored from a snapshot), kept out
+ * of sight and out of the simulation — so that a player who moved to a neighbour after the
+ * snapshot is never seen twice — until they rejoin or the rejoin window ends.
  */
 export const MODE_OWNED = 0;
 export const MODE_GHOST = 1;

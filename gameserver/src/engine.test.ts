@@ -1,0 +1,136 @@
+import { expect, test } from 'vitest';
+import { loadConfig } from './config.js';
+import { ShardEngine } from './engine.js';
+import { decodeState } from './persist/state-codec.js';
+import { MODE_DORMANT, MODE_OWNED } from './sim/world.js';
+
+// 1 s at 40 Hz: a dropped player's entity waits 40 ticks.
+const settings = loadConfig({
+  AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: 'unused',
+  AETHEX_GAMESERVER_ENGINE_REJOIN_WINDOW_MS: '1000',
+  AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '-100,-100,100,100',
+});
+const WINDOW_TICKS = 40;
+const out = { send: () => true, kick: () => undefined };
+
+function steps(e: ShardEngine, n: number): void {
+  for (let i = 0; i < n; i++) e.step();
+}
+
+function joined(e: ShardEngine, sessionId: number, playerId: string): number {
+  const r = e.join(sessionId, playerId);
+  if (!r.ok) throw new Error(r.message);
+  return r.entityId;
+}
+
+test('a dropped player’s entity waits where it stood, unsimulated, and is theirs again when they rejoin in time', () => {
+  const events: string[] = [];
+  const e = new ShardEngine(settings, out, {
+    hooks: {
+      onJoin: (_c, p) => events.push(`join ${p.playerId}`),
+      onLeave: (_c, p) => events.push(`leave ${p.playerId}`),
+    },
+  });
+  const w = e.world;
+  const id = joined(e, 1, 'ann');
+  const slot = () => w.indexOf(id);
+  w.x[slot()] = 0;
+  w.y[slot()] = 0;
+  for (let seq = 1; seq <= 3; seq++) {
+    e.input(1, seq, 2, 0, 0);
+    e.step();
+  }
+  // Two more inputs arrive, one is waiting when the connection drops.
+  e.input(1, 4, 2, 0, 0);
+  e.input(1, 5, 2, 0, 0);
+  expect([w.x[slot()], w.lastSeq[slot()]]).toEqual([6, 3]);
+
+  e.suspend(1);
+  expect(w.mode[slot()]).toBe(MODE_DORMANT);
+  expect(e.playerCount).toBe(0);
+  expect(e.waitingPlayers).toBe(1);
+  expect(e.input(1, 6, 2, 0, 0)).toBe('unknown');
+  steps(e, WINDOW_TICKS - 1);
+  // Not moved by the steps (nor by the moves that were waiting), and not acknowledged past 3.
+  expect([w.x[slot()], w.y[slot()], w.lastSeq[slot()]]).toEqual([6, 0, 3]);
+
+  const back = e.join(2, 'ann');
+  expect(back).toEqual({ ok: true, entityId: id, lastInputSeq: 3 });
+  expect(w.mode[slot()]).toBe(MODE_OWNED);
+  expect(e.waitingPlayers).toBe(0);
+  // The client re-sends 4 and 5; each moves the entity once.
+  e.input(2, 4, 2, 0, 0);
+  e.input(2, 5, 2, 0, 0);
+  steps(e, 2);
+  expect([w.x[slot()], w.lastSeq[slot()]]).toEqual([10, 5]);
+  // Long after the window: rejoined players are not expired.
+  steps(e, WINDOW_TICKS * 2);
+  expect(w.indexOf(id)).toBeGreaterThanOrEqual(0);
+  expect(events).toEqual(['join ann', 'leave ann', 'join ann']);
+});
+
+test('after the window the entity goes, in the order players dropped; a later join spawns a new one', () => {
+  const e = new ShardEngine(settings, out);
+  const w = e.world;
+  const ann = joined(e, 1, 'ann');
+  const bob = joined(e, 2, 'bob');
+  const cat = joined(e, 3, 'cat');
+  e.suspend(1);
+  steps(e, 10);
+  e.suspend(2);
+  // Cat closed on purpose: gone at once.
+  e.leave(3);
+  expect(w.indexOf(cat)).toBe(-1);
+  expect(e.waitingPlayers).toBe(2);
+  steps(e, WINDOW_TICKS - 10);
+  expect(w.indexOf(ann)).toBe(-1);
+  expect(w.indexOf(bob)).toBeGreaterThanOrEqual(0);
+  expect(e.waitingPlayers).toBe(1);
+  steps(e, 10);
+  expect(w.indexOf(bob)).toBe(-1);
+  expect(e.waitingPlayers).toBe(0);
+  expect(w.count).toBe(0);
+  const again = joined(e, 4, 'ann');
+  expect(again).not.toBe(ann);
+  expect(w.mode[w.indexOf(again)]).toBe(MODE_OWNED);
+});
+
+test('a player dropped twice waits from the second drop', () => {
+  const e = new ShardEngine(settings, out);
+  const w = e.world;
+  const ann = joined(e, 1, 'ann');
+  const bob = joined(e, 2, 'bob');
+  e.suspend(1);
+  steps(e, 5);
+  expect(joined(e, 3, 'ann')).toBe(ann);
+  e.suspend(2);
+  steps(e, 5);
+  e.suspend(3);
+  // Bob dropped first now and goes first; ann 5 ticks later.
+  steps(e, WINDOW_TICKS - 5);
+  expect([w.indexOf(bob), w.indexOf(ann) >= 0]).toEqual([-1, true]);
+  steps(e, 5);
+  expect(w.indexOf(ann)).toBe(-1);
+});
+
+test('players restored from a snapshot wait the window from the restart, then go', () => {
+  const before = new ShardEngine(settings, out);
+  const ann = joined(before, 1, 'ann');
+  const bob = joined(before, 2, 'bob');
+  const after = new ShardEngine(settings, out, { restored: decodeState(before.persistentState(), settings['engine.max_entities']) });
+  expect(after.waitingPlayers).toBe(2);
+  steps(after, WINDOW_TICKS - 1);
+  expect(joined(after, 1, 'ann')).toBe(ann);
+  after.step();
+  expect(after.world.indexOf(bob)).toBe(-1);
+  expect(after.world.indexOf(ann)).toBeGreaterThanOrEqual(0);
+  expect(after.waitingPlayers).toBe(0);
+});
+
+test('a rejoin window outside 1 s – 1 h stops the shard naming the key', () => {
+  for (const v of ['999', '3600001', '-1', 'soon']) {
+    expect(() => loadConfig({ AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: 'unused', AETHEX_GAMESERVER_ENGINE_REJOIN_WINDOW_MS: v })).toThrow(
+      /engine\.rejoin_window_ms/,
+    );
+  }
+});

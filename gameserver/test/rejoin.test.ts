@@ -1,0 +1,187 @@
+import { once } from 'node:events';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { aethex } from '@aethex/proto';
+import { RealtimeClient } from '@aethex/sdk';
+import { afterEach, describe, expect, test } from 'vitest';
+import { WebSocket } from 'ws';
+import { MODE_DORMANT, MODE_OWNED } from '../src/sim/world.js';
+import { startTestShard, type TestShard, until } from './harness.js';
+
+const { ClientMessage, ServerMessage } = aethex.v1;
+
+let t: TestShard | undefined;
+let proxy: Server | undefined;
+const clients: RealtimeClient[] = [];
+afterEach(async () => {
+  for (const c of clients.splice(0)) c.close();
+  await t?.stop();
+  t = undefined;
+  proxy?.close();
+  proxy = undefined;
+});
+
+/**
+ * A TCP proxy in front of the gateway whose connections can be cut (both ends just closed, no
+ * WebSocket close frame: what a network cut or a crash looks like to the shard) and which can
+ * refuse new ones for a while (the network is down).
+ */
+async function cuttableProxy(target: string) {
+  const { hostname, port } = new URL(target);
+  const open = new Set<Socket>();
+  let down = false;
+  const server = createServer((client) => {
+    if (down) {
+      client.destroy();
+      return;
+    }
+    const upstream = connect(Number(port), hostname);
+    for (const [a, b] of [
+      [client, upstream],
+      [upstream, client],
+    ] as const) {
+      open.add(a);
+      a.pipe(b);
+      a.on('error', () => b.destroy());
+      a.on('close', () => {
+        open.delete(a);
+        b.destroy();
+      });
+    }
+  });
+  proxy = server;
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const address = server.address() as { port: number };
+  return {
+    url: `ws://127.0.0.1:${address.port}`,
+    cut() {
+      down = true;
+      for (const s of open) s.destroy();
+    },
+    restore() {
+      down = false;
+    },
+  };
+}
+
+/** A raw socket that joins as `playerId` and records what the shard sends. */
+async function rawJoin(url: string, token: string) {
+  const ws = new WebSocket(url);
+  const messages: aethex.v1.ServerMessage[] = [];
+  ws.on('message', (data) => messages.push(ServerMessage.decode(data as Buffer)));
+  ws.on('error', () => undefined);
+  await once(ws, 'open');
+  ws.send(ClientMessage.encode({ join: { joinToken: token, protocolVersion: 1 } }).finish());
+  await until('a welcome', () => messages.some((m) => m.body === 'welcome'));
+  const welcome = messages.find((m) => m.body === 'welcome')?.welcome as aethex.v1.Welcome;
+  return { ws, messages, entityId: welcome.entityId };
+}
+
+async function metric(t: TestShard, name: string): Promise<number> {
+  const text = await t.shard.metrics.registry.getSingleMetricAsString(name);
+  return Number(new RegExp(`^${name} (\\d+)`, 'm').exec(text)?.[1]);
+}
+
+describe('a player whose connection drops', () => {
+  test('gets their entity back where it stood when the SDK rejoins, with every input it predicted meanwhile', async () => {
+    t = await startTestShard({
+      AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '-50,-50,50,50',
+      AETHEX_GAMESERVER_ENGINE_REJOIN_WINDOW_MS: '10000',
+    });
+    const shard = t;
+    const net = await cuttableProxy(shard.shard.gatewayUrl);
+    const ann = new RealtimeClient({
+      url: net.url,
+      joinToken: await shard.token('ann'),
+      createSocket: (url) => new WebSocket(url) as never,
+      rejoin: { joinToken: () => shard.token('ann'), maxDelayMs: 100 },
+    });
+    clients.push(ann);
+    await ann.connect();
+    const bob = await shard.client('bob');
+    const id = ann.welcome?.entityId as number;
+    const w = shard.shard.engine.world;
+    w.x[w.indexOf(id)] = 0;
+    w.y[w.indexOf(id)] = 0;
+    await until('ann at the origin', () => Math.abs(ann.entities().get(id)?.x ?? 1) < 0.2);
+    const seenByBob: string[] = [];
+    bob.on('enter', (e) => e === id && seenByBob.push('enter'));
+    bob.on('leave', (e) => e === id && seenByBob.push('leave'));
+    const corrections: unknown[] = [];
+    ann.on('correction', (c) => corrections.push(c));
+
+    for (let i = 0; i < 10; i++) {
+      ann.move(1, 0);
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    await until('ten inputs acknowledged', () => ann.lastAckedSeq === 10 && ann.unacknowledged === 0);
+    const disconnected = new Promise((r) => ann.on('disconnected', r));
+    net.cut();
+    await disconnected;
+    // Walking on while the network is down: predicted, held by the SDK.
+    for (let i = 0; i < 5; i++) {
+      ann.move(1, 0);
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    await until('ann out of bob’s view', () => seenByBob.includes('leave'));
+    expect(await metric(shard, 'aether_players_awaiting_rejoin')).toBe(1);
+    const slot = w.indexOf(id);
+    expect(w.mode[slot]).toBe(MODE_DORMANT);
+    expect(w.x[slot]).toBeCloseTo(10, 4);
+    expect(w.lastSeq[slot]).toBe(10);
+
+    const rejoined = new Promise((r) => ann.on('rejoined', r));
+    net.restore();
+    await rejoined;
+    expect(ann.welcome?.entityId).toBe(id);
+    expect(ann.welcome?.lastInputSeq).toBe(10);
+    await until('the five held inputs applied', () => ann.lastAckedSeq === 15 && ann.unacknowledged === 0);
+    await until('ann at 15 in her own snapshots', () => Math.abs((ann.entities().get(id)?.x ?? 0) - 15) < 0.2);
+    expect(w.x[w.indexOf(id)]).toBeCloseTo(15, 4);
+    expect(w.mode[w.indexOf(id)]).toBe(MODE_OWNED);
+    expect(ann.predicted.x).toBeCloseTo(15, 4);
+    expect(corrections).toEqual([]);
+    await until('ann back in bob’s view', () => seenByBob.at(-1) === 'enter');
+    expect(Math.abs((bob.entities().get(id)?.x ?? 0) - 15)).toBeLessThan(0.2);
+    expect(await metric(shard, 'aether_players_awaiting_rejoin')).toBe(0);
+    expect(shard.shard.engine.playerCount).toBe(2);
+  });
+
+  test('a cut or an idle kick keeps the entity for the window, a close with 1000 does not; after the window it goes', async () => {
+    t = await startTestShard({
+      AETHEX_GAMESERVER_ENGINE_REJOIN_WINDOW_MS: '1000',
+      AETHEX_GAMESERVER_GATEWAY_IDLE_TIMEOUT_MS: '1000',
+    });
+    const url = t.shard.gatewayUrl;
+    const w = t.shard.engine.world;
+
+    // Silent until the idle kick: waits, and a rejoin within the window takes it back.
+    const quiet = await rawJoin(url, await t.token('quiet'));
+    const [idleCode] = (await once(quiet.ws, 'close')) as [number];
+    expect(quiet.messages.at(-1)?.kick?.reason).toBe(aethex.v1.ReasonCode.REASON_CODE_IDLE_TIMEOUT);
+    expect(idleCode).toBe(1000);
+    expect(w.mode[w.indexOf(quiet.entityId)]).toBe(MODE_DORMANT);
+    const quietAgain = await rawJoin(url, await t.token('quiet'));
+    expect(quietAgain.entityId).toBe(quiet.entityId);
+    quietAgain.ws.close(1000);
+
+    // Cut (no close frame), and another close code: both wait; a normal close leaves at once.
+    const cut = await rawJoin(url, await t.token('cut'));
+    const other = await rawJoin(url, await t.token('other'));
+    const normal = await rawJoin(url, await t.token('normal'));
+    cut.ws.terminate();
+    other.ws.close(4000, 'app going away');
+    normal.ws.close(1000);
+    await until('normal gone', () => w.indexOf(normal.entityId) < 0);
+    await until('cut and other waiting', () => [cut, other].every((c) => w.mode[w.indexOf(c.entityId)] === MODE_DORMANT));
+    const dropped = Date.now();
+    expect(t.shard.engine.waitingPlayers).toBe(2);
+
+    await until('the window over', () => w.indexOf(cut.entityId) < 0 && w.indexOf(other.entityId) < 0, 3000);
+    expect(Date.now() - dropped).toBeGreaterThanOrEqual(800);
+    expect(t.shard.engine.waitingPlayers).toBe(0);
+    const cutAgain = await rawJoin(url, await t.token('cut'));
+    expect(cutAgain.entityId).not.toBe(cut.entityId);
+    cutAgain.ws.close(1000);
+  });
+});
