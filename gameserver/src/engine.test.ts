@@ -134,3 +134,24 @@ test('a rejoin window outside 1 s – 1 h stops the shard naming the key', () =>
     );
   }
 });
+
+test('an offer that rolls back keeps the moves that were waiting when it was made, then applies those held meanwhile', () => {
+  const e = new ShardEngine(settings, out);
+  const w = e.world;
+  const id = joined(e, 1, 'ann');
+  const slot = () => w.indexOf(id);
+  w.x[slot()] = 0;
+  // Two inputs in one tick: the first moves the next step, the second waits for the one after.
+  e.input(1, 1, 2, 0, 0);
+  e.input(1, 2, 2, 0, 0);
+  e.step();
+  expect([w.x[slot()], w.lastSeq[slot()]]).toEqual([2, 1]);
+  expect(e.offer(id)?.lastInputSeq).toBe(1);
+  e.input(1, 3, 2, 0, 0);
+  e.step();
+  // Frozen on offer.
+  expect([w.x[slot()], w.lastSeq[slot()]]).toEqual([2, 1]);
+  e.rollback(id);
+  steps(e, 3);
+  expect([w.x[slot()], w.lastSeq[slot()]]).toEqual([6, 3]);
+});

@@ -607,12 +607,15 @@ export class ShardEngine {
     };
   }
 
-  /** Freezes an owned entity while it is offered to a neighbour; its inputs are held from now on. */
+  /**
+   * Freezes an owned entity while it is offered to a neighbour; its inputs are held from now on.
+   * Moves already waiting stay, unapplied: they apply if the offer rolls back; after a commit the
+   * client re-sends them to the new owner (they are after the `lastInputSeq` the offer carries).
+   */
   offer(entityId: number): EntityTransfer | undefined {
     const i = this.world.indexOf(entityId);
     if (i < 0 || this.world.mode[i] !== MODE_OWNED) return undefined;
     this.world.mode[i] = MODE_OFFERED;
-    this.world.clearMoves(i);
     return this.transfer(entityId);
   }
 
@@ -640,6 +643,7 @@ export class ShardEngine {
     this.world.mode[i] = MODE_GHOST;
     this.world.vx[i] = 0;
     this.world.vy[i] = 0;
+    this.world.clearMoves(i);
     const session = this.byEntity.get(entityId);
     if (!session) return undefined;
     this.byEntity.delete(entityId);
