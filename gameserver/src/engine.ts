@@ -769,15 +769,16 @@ export class ShardEngine {
    * and its entity waits where it stands, out of sight and out of the simulation, for
    * `engine.rejoin_window_ms`. A join by the same player in time takes it back, with the inputs it
    * applied (the client re-sends the rest); after that it goes. An entity that is not simply owned
-   * here (on offer to a neighbour, or handed over) ends as `leave` ends it. Idempotent.
+   * here (on offer to a neighbour, or handed over) ends as `leave` ends it. Idempotent. Returns
+   * whether the entity waits.
    */
-  suspend(sessionId: number): void {
+  suspend(sessionId: number): boolean {
     const session = this.sessions.get(sessionId);
-    if (!session) return;
+    if (!session) return false;
     const slot = this.world.indexOf(session.entityId);
     if (session.redirected || slot < 0 || this.world.mode[slot] !== MODE_OWNED) {
       this.leave(sessionId);
-      return;
+      return false;
     }
     this.forget(session);
     const w = this.world;
@@ -791,6 +792,7 @@ export class ShardEngine {
     this.dormant.set(session.playerId, session.entityId);
     this.dormantUntil.set(session.playerId, this.tick + this.rejoinWindowTicks);
     if (this.hooks.onLeave) this.callHook('onLeave', () => this.hooks.onLeave?.(this.context, this.hookPlayer(session)));
+    return true;
   }
 
   /** Players whose entity waits for them to rejoin (see `suspend`). */

@@ -240,12 +240,13 @@ export class Gateway {
     const playerId = this.players.get(conn.id);
     // Idempotent: also ends a session whose player was handed over (no longer in `players`) or
     // was kicked (the kick ended it).
+    let waits = false;
     if (code === 1000) this.deps.engine.leave(conn.id);
-    else this.deps.engine.suspend(conn.id);
+    else waits = this.deps.engine.suspend(conn.id);
     if (playerId !== undefined) {
       this.players.delete(conn.id);
       this.deps.onPlayer?.('left', playerId);
-      this.log(conn).info({ player: playerId }, 'player left');
+      this.log(conn).info({ player: playerId, code }, waits ? 'player dropped; their entity waits for them to rejoin' : 'player left');
     }
     this.deps.metrics.activeConnections.set(this.connections.size);
   }
