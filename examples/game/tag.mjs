@@ -21,6 +21,8 @@ export default {
   onLeave(ctx, player) {
     players.delete(player.entityId);
     if (it === player.entityId) {
+      // A dropped player's entity waits for them to rejoin: it must not come back a second "it".
+      ctx.setFlags(player.entityId, 0);
       it = players.keys().next().value;
       if (it !== undefined) ctx.setFlags(it, IT);
     }

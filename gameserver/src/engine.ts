@@ -330,6 +330,11 @@ export class ShardEngine {
     return { playerId: session.playerId, entityId: session.entityId };
   }
 
+  /** Tells the game a session ended; `dropped`: its entity waits for the player to rejoin. */
+  private announceLeave(session: Session, dropped: boolean): void {
+    if (this.hooks.onLeave) this.callHook('onLeave', () => this.hooks.onLeave?.(this.context, this.hookPlayer(session), { dropped }));
+  }
+
   /**
    * Answers an RPC through the game's handler for `method`: UNKNOWN_METHOD when there is none, the
    * handler's code when it throws an RpcError, INTERNAL (details only in the log) otherwise.
@@ -396,6 +401,8 @@ export class ShardEngine {
     const previous = this.byPlayer.get(playerId);
     if (previous) {
       this.forget(previous);
+      // To the game a replaced session is a drop, and this join the rejoin that follows.
+      this.announceLeave(previous, true);
       this.out.kick(previous.id, ReasonCode.REASON_CODE_REPLACED, 'the same player joined again');
     }
     if (!previous && !this.dormant.has(playerId) && this.sessions.size >= this.settings['engine.max_players']) {
@@ -406,6 +413,7 @@ export class ShardEngine {
       };
     }
     let entityId: number;
+    let rejoined = true;
     const dormant = this.dormant.get(playerId);
     if (dormant !== undefined) this.stopWaiting(playerId);
     if (previous && this.world.indexOf(previous.entityId) >= 0) {
@@ -414,6 +422,7 @@ export class ShardEngine {
       entityId = dormant;
       this.world.mode[this.world.indexOf(dormant)] = MODE_OWNED;
     } else {
+      rejoined = false;
       try {
         entityId = this.spawnAnywhere(KIND_PLAYER);
       } catch (err) {
@@ -421,11 +430,15 @@ export class ShardEngine {
         throw err;
       }
     }
-    return this.bind(sessionId, playerId, entityId);
+    return this.bind(sessionId, playerId, entityId, rejoined);
   }
 
-  /** A new session for a player on an entity this shard owns: tracked, announced to the game. */
-  private bind(sessionId: number, playerId: string, entityId: number): JoinResult {
+  /**
+   * A new session for a player on an entity this shard owns: tracked, announced to the game.
+   * `rejoined`: the entity was already theirs here (it waited for them, or this session replaces
+   * theirs, whose onLeave said `dropped`).
+   */
+  private bind(sessionId: number, playerId: string, entityId: number, rejoined: boolean): JoinResult {
     const session: Session = {
       id: sessionId,
       playerId,
@@ -437,7 +450,7 @@ export class ShardEngine {
     this.sessions.set(sessionId, session);
     this.byEntity.set(entityId, session);
     this.byPlayer.set(playerId, session);
-    if (this.hooks.onJoin) this.callHook('onJoin', () => this.hooks.onJoin?.(this.context, this.hookPlayer(session)));
+    if (this.hooks.onJoin) this.callHook('onJoin', () => this.hooks.onJoin?.(this.context, this.hookPlayer(session), { rejoined }));
     return { ok: true, entityId, lastInputSeq: this.world.lastSeq[this.world.indexOf(entityId)] as number };
   }
 
@@ -574,9 +587,10 @@ export class ShardEngine {
     const previous = this.byPlayer.get(playerId);
     if (previous) {
       this.forget(previous);
+      this.announceLeave(previous, true);
       this.out.kick(previous.id, ReasonCode.REASON_CODE_REPLACED, 'the same player resumed again');
     }
-    return this.bind(sessionId, playerId, entityId);
+    return this.bind(sessionId, playerId, entityId, previous?.entityId === entityId);
   }
 
   /** Players' entities this shard owns and simulates, with their positions (handoff checks). */
@@ -649,7 +663,7 @@ export class ShardEngine {
     this.byEntity.delete(entityId);
     if (this.byPlayer.get(session.playerId) === session) this.byPlayer.delete(session.playerId);
     session.redirected = true;
-    if (this.hooks.onLeave) this.callHook('onLeave', () => this.hooks.onLeave?.(this.context, this.hookPlayer(session)));
+    this.announceLeave(session, false);
     return session.id;
   }
 
@@ -746,7 +760,7 @@ export class ShardEngine {
     if (!session) return;
     this.forget(session);
     this.dormant.set(session.playerId, session.entityId);
-    if (this.hooks.onLeave) this.callHook('onLeave', () => this.hooks.onLeave?.(this.context, this.hookPlayer(session)));
+    this.announceLeave(session, false);
   }
 
   /**
@@ -759,7 +773,7 @@ export class ShardEngine {
     this.forget(session);
     // A redirected session's entity is a neighbour's now (its ghost here is the neighbour's to drop).
     if (session.redirected) return;
-    if (this.hooks.onLeave) this.callHook('onLeave', () => this.hooks.onLeave?.(this.context, this.hookPlayer(session)));
+    this.announceLeave(session, false);
     this.held.delete(session.entityId);
     this.world.despawn(session.entityId);
   }
@@ -791,7 +805,7 @@ export class ShardEngine {
     this.stopWaiting(session.playerId);
     this.dormant.set(session.playerId, session.entityId);
     this.dormantUntil.set(session.playerId, this.tick + this.rejoinWindowTicks);
-    if (this.hooks.onLeave) this.callHook('onLeave', () => this.hooks.onLeave?.(this.context, this.hookPlayer(session)));
+    this.announceLeave(session, true);
     return true;
   }
 

@@ -44,8 +44,19 @@ export class RpcError extends Error {
  * the tick thread and must be quick; an exception is caught, logged and counted, never fatal.
  */
 export interface GameHooks {
-  onJoin?(ctx: GameContext, player: HookPlayer): void;
-  onLeave?(ctx: GameContext, player: HookPlayer): void;
+  /**
+   * A session began. `rejoined`: the player got back the entity that was already theirs here — it
+   * waited for them after a drop or a restart, or this session replaced theirs (whose onLeave said
+   * `dropped`) — rather than a new one (or one handed over by a neighbour). Every onJoin is
+   * followed by one onLeave when that session ends.
+   */
+  onJoin?(ctx: GameContext, player: HookPlayer, info: { rejoined: boolean }): void;
+  /**
+   * A session ended. `dropped`: the connection dropped and the entity waits, out of sight, for the
+   * player to rejoin (engine.rejoin_window_ms) — onJoin with `rejoined` follows if they do; it
+   * still exists meanwhile, so clear whatever it should not come back with.
+   */
+  onLeave?(ctx: GameContext, player: HookPlayer, info: { dropped: boolean }): void;
   /** After the movement intent was accepted; `buttons` are the client's game-defined bits. */
   onInput?(ctx: GameContext, player: HookPlayer, input: { seq: number; buttons: number }): void;
   /** Once per tick, after movement and before snapshots. */

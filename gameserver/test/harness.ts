@@ -1,5 +1,5 @@
 import { generateKeyPairSync } from 'node:crypto';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLogger, signJoinToken } from '@aethex/runtime';
@@ -66,4 +66,11 @@ export async function until(what: string, check: () => boolean, timeoutMs = 5000
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 10));
   }
+}
+
+/** A game module (`game.module`) with `source`, in a fresh directory. */
+export function moduleFile(source: string): string {
+  const file = join(mkdtempSync(join(tmpdir(), 'aethex-hooks-')), 'game.mjs');
+  writeFileSync(file, source);
+  return file;
 }

@@ -1,9 +1,7 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, expect, test } from 'vitest';
 import { loadHooks } from '../src/hooks.js';
-import { startTestShard, type TestShard, until } from './harness.js';
+import { moduleFile, startTestShard, type TestShard, until } from './harness.js';
 
 const TAG = join(import.meta.dirname, '../../examples/game/tag.mjs');
 let t: TestShard | undefined;
@@ -11,12 +9,6 @@ afterEach(async () => {
   await t?.stop();
   t = undefined;
 });
-
-function moduleFile(source: string): string {
-  const file = join(mkdtempSync(join(tmpdir(), 'aethex-hooks-')), 'game.mjs');
-  writeFileSync(file, source);
-  return file;
-}
 
 test('the tag example: the first player is "it", it shows in snapshots, rpc answers, tagging passes it on', async () => {
   t = await startTestShard({ AETHEX_GAMESERVER_GAME_MODULE: TAG, AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '-50,-50,50,50' });

@@ -1,11 +1,12 @@
 import { once } from 'node:events';
 import { connect, createServer, type Server, type Socket } from 'node:net';
+import { join } from 'node:path';
 import { aethex } from '@aethex/proto';
 import { RealtimeClient } from '@aethex/sdk';
 import { afterEach, describe, expect, test } from 'vitest';
 import { WebSocket } from 'ws';
 import { MODE_DORMANT, MODE_OWNED } from '../src/sim/world.js';
-import { startTestShard, type TestShard, until } from './harness.js';
+import { moduleFile, startTestShard, type TestShard, until } from './harness.js';
 
 const { ClientMessage, ServerMessage } = aethex.v1;
 
@@ -183,5 +184,58 @@ describe('a player whose connection drops', () => {
     const cutAgain = await rawJoin(url, await t.token('cut'));
     expect(cutAgain.entityId).not.toBe(cut.entityId);
     cutAgain.ws.close(1000);
+  });
+
+  test('game hooks tell a drop and a rejoin from a leave and a join; the tag example never has two "it"s', async () => {
+    const file = moduleFile(`
+      globalThis.rejoinTestEvents = [];
+      export default {
+        onJoin(ctx, p, { rejoined }) { globalThis.rejoinTestEvents.push(['join', p.playerId, rejoined]); },
+        onLeave(ctx, p, { dropped }) { globalThis.rejoinTestEvents.push(['leave', p.playerId, dropped]); },
+      };`);
+    t = await startTestShard({ AETHEX_GAMESERVER_GAME_MODULE: file });
+    const events = () => (globalThis as { rejoinTestEvents?: unknown[] }).rejoinTestEvents ?? [];
+    const url = t.shard.gatewayUrl;
+    const first = await rawJoin(url, await t.token('ann'));
+    first.ws.terminate();
+    await until('the drop', () => events().length === 2);
+    const second = await rawJoin(url, await t.token('ann'));
+    // The same player joining on another socket replaces the session: to the game, a drop and a rejoin.
+    const third = await rawJoin(url, await t.token('ann'));
+    expect(third.entityId).toBe(second.entityId);
+    third.ws.close(1000);
+    await until('the leave', () => events().length === 6);
+    const fresh = await rawJoin(url, await t.token('ann'));
+    expect(fresh.entityId).not.toBe(first.entityId);
+    expect(events()).toEqual([
+      ['join', 'ann', false],
+      ['leave', 'ann', true],
+      ['join', 'ann', true],
+      ['leave', 'ann', true],
+      ['join', 'ann', true],
+      ['leave', 'ann', false],
+      ['join', 'ann', false],
+    ]);
+    fresh.ws.close(1000);
+    await t.stop();
+
+    t = await startTestShard({ AETHEX_GAMESERVER_GAME_MODULE: join(import.meta.dirname, '../../examples/game/tag.mjs') });
+    const w = t.shard.engine.world;
+    const alice = await rawJoin(t.shard.gatewayUrl, await t.token('alice'));
+    const bob = await rawJoin(t.shard.gatewayUrl, await t.token('bob'));
+    const flagged = () =>
+      Array.from({ length: w.count }, (_, i) => i)
+        .filter((i) => w.flags[i] === 1)
+        .map((i) => w.id[i]);
+    await until('alice is "it"', () => flagged().join() === String(alice.entityId));
+    alice.ws.terminate();
+    await until('bob is "it"', () => flagged().join() === String(bob.entityId));
+    expect(w.mode[w.indexOf(alice.entityId)]).toBe(MODE_DORMANT);
+    const back = await rawJoin(t.shard.gatewayUrl, await t.token('alice'));
+    expect(back.entityId).toBe(alice.entityId);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(flagged()).toEqual([bob.entityId]);
+    back.ws.close(1000);
+    bob.ws.close(1000);
   });
 });
