@@ -23,8 +23,9 @@ afterEach(async () => {
 
 /**
  * A TCP proxy in front of the gateway whose connections can be cut (both ends just closed, no
- * WebSocket close frame: what a network cut or a crash looks like to the shard) and which can
- * refuse new ones for a while (the network is down).
+ * WebSocket close frame: what a network cut or a crash looks like to the shard) or stalled (open,
+ * but nothing passes either way: a network gone away without a word, a half-open connection), and
+ * which can refuse new ones for a while (the network is down).
  */
 async function cuttableProxy(target: string) {
   const { hostname, port } = new URL(target);
@@ -58,6 +59,9 @@ async function cuttableProxy(target: string) {
     cut() {
       down = true;
       for (const s of open) s.destroy();
+    },
+    stall() {
+      for (const s of open) s.pause();
     },
     restore() {
       down = false;
@@ -237,5 +241,52 @@ describe('a player whose connection drops', () => {
     expect(flagged()).toEqual([bob.entityId]);
     back.ws.close(1000);
     bob.ws.close(1000);
+  });
+
+  test('a connection that goes silent without closing: the SDK gives up on it, rejoins, and takes over its entity', async () => {
+    t = await startTestShard({ AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '-50,-50,50,50' });
+    const shard = t;
+    const net = await cuttableProxy(shard.shard.gatewayUrl);
+    const ann = new RealtimeClient({
+      url: net.url,
+      joinToken: await shard.token('ann'),
+      createSocket: (url) => new WebSocket(url) as never,
+      silenceTimeoutMs: 500,
+      rejoin: { joinToken: () => shard.token('ann'), maxDelayMs: 100 },
+    });
+    clients.push(ann);
+    await ann.connect();
+    const id = ann.welcome?.entityId as number;
+    const w = shard.shard.engine.world;
+    w.x[w.indexOf(id)] = 0;
+    w.y[w.indexOf(id)] = 0;
+    await until('ann at the origin', () => Math.abs(ann.entities().get(id)?.x ?? 1) < 0.2);
+    const corrections: unknown[] = [];
+    ann.on('correction', (c) => corrections.push(c));
+    for (let i = 0; i < 5; i++) {
+      ann.move(1, 0);
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    await until('five inputs acknowledged', () => ann.lastAckedSeq === 5 && ann.unacknowledged === 0);
+    const disconnected = new Promise<[number, string]>((r) => ann.on('disconnected', (code, reason) => r([code, reason])));
+    const rejoined = new Promise((r) => ann.on('rejoined', r));
+    net.stall();
+    // Moves made into the dead connection never reach the shard; they are re-sent after the rejoin.
+    for (let i = 0; i < 5; i++) {
+      ann.move(1, 0);
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    const [code, reason] = await disconnected;
+    expect(code).toBe(4000);
+    expect(reason).toMatch(/no message from the shard/);
+    await rejoined;
+    // The shard still had the old session (the stalled socket never closed): the rejoin replaced it.
+    expect(ann.welcome?.entityId).toBe(id);
+    expect(ann.welcome?.lastInputSeq).toBe(5);
+    await until('all ten inputs applied', () => ann.lastAckedSeq === 10 && ann.unacknowledged === 0);
+    await until('ann at 10', () => Math.abs((ann.entities().get(id)?.x ?? 0) - 10) < 0.2);
+    expect(w.x[w.indexOf(id)]).toBeCloseTo(10, 4);
+    expect(corrections).toEqual([]);
+    expect(shard.shard.engine.playerCount).toBe(1);
   });
 });

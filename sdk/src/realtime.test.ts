@@ -117,3 +117,74 @@ test('snapshots read in place and snapshots left to the generated decoder build 
   expect(client.predicted).toEqual({ x: 50, y: 100 });
   expect(client.bytesReceived).toBeGreaterThan(messages.reduce((n, m) => n + m.length, 0));
 });
+
+test('a shard that goes silent without closing: dropped after silenceTimeoutMs (4000) and rejoined; without rejoin the session closes once', async () => {
+  server = new WebSocketServer({ port: 0, host: '127.0.0.1' });
+  const joins: string[] = [];
+  const closeCodes: number[] = [];
+  server.on('connection', (socket) => {
+    socket.on('close', (code) => closeCodes.push(code));
+    socket.on('message', (data) => {
+      const msg = ClientMessage.decode(data as Buffer);
+      if (msg.body !== 'join') return;
+      joins.push(msg.join?.joinToken as string);
+      socket.send(ServerMessage.encode({ welcome: { protocolVersion: 1, entityId: 7, tickRateHz: 40, positionScale: 1 } }).finish());
+      // The first connection ticks for 600 ms (longer than the timeout: a live shard is not
+      // dropped), then says nothing more and never closes: a half-open connection.
+      let tick = 0;
+      const ticking = setInterval(() => {
+        tick++;
+        if (socket.readyState !== WebSocket.OPEN || (joins.length === 1 && tick > 24)) clearInterval(ticking);
+        else socket.send(shardSnapshot(tick, tick - 1, new Uint8Array(0)));
+      }, 25);
+    });
+  });
+  await new Promise((r) => server?.once('listening', r));
+  const url = `ws://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const createSocket = (u: string) => new WebSocket(u) as never;
+
+  client = new RealtimeClient({
+    url,
+    joinToken: 't1',
+    createSocket,
+    silenceTimeoutMs: 300,
+    rejoin: { joinToken: async () => 't2', maxDelayMs: 100 },
+  });
+  const events: string[] = [];
+  let lastSnapshotAt = 0;
+  client.on('snapshot', () => {
+    lastSnapshotAt = performance.now();
+  });
+  const disconnected = new Promise<{ code: number; reason: string; quietMs: number }>((resolve) =>
+    client?.on('disconnected', (code, reason) => resolve({ code, reason, quietMs: performance.now() - lastSnapshotAt })),
+  );
+  const rejoined = new Promise((resolve) => client?.on('rejoined', resolve));
+  client.on('close', (code) => events.push(`close ${code}`));
+  const started = performance.now();
+  await client.connect();
+  const drop = await disconnected;
+  expect(performance.now() - started).toBeGreaterThan(600);
+  expect(drop.code).toBe(4000);
+  expect(drop.reason).toMatch(/^no message from the shard for \d+ ms$/);
+  expect(drop.quietMs).toBeGreaterThanOrEqual(300);
+  await rejoined;
+  expect(joins).toEqual(['t1', 't2']);
+  // The shard heard the client give up on the first connection.
+  await new Promise((r) => setTimeout(r, 50));
+  expect(closeCodes).toEqual([4000]);
+  expect(events).toEqual([]);
+
+  // Without rejoin: the session ends, once.
+  client.close();
+  joins.length = 0;
+  const solo = new RealtimeClient({ url, joinToken: 't3', createSocket, silenceTimeoutMs: 300 });
+  client = solo;
+  const closes: [number, string][] = [];
+  solo.on('close', (code, reason) => closes.push([code, reason]));
+  await solo.connect();
+  await new Promise((r) => setTimeout(r, 1500));
+  expect(closes).toHaveLength(1);
+  expect(closes[0]?.[0]).toBe(4000);
+
+  expect(() => new RealtimeClient({ url, joinToken: 't', silenceTimeoutMs: -1 })).toThrow(/silenceTimeoutMs must be 0 \(never\)/);
+});

@@ -41,6 +41,14 @@ export interface RealtimeOptions {
   /** Give up connecting, or resuming after a handoff, after this many milliseconds (default 10 000). */
   connectTimeoutMs?: number;
   /**
+   * Treat the connection as dropped when nothing has arrived from the shard for this long (default
+   * 5,000 ms; 0: never). A shard sends a snapshot every tick, so silence means a connection that
+   * died without closing — a network gone away, a half-open TCP connection — which the socket
+   * itself may not report for minutes. The client then closes it with 4000 and, with `rejoin`,
+   * rejoins; without it the session ends ('close' 4000).
+   */
+  silenceTimeoutMs?: number;
+  /**
    * Rejoin automatically when the connection drops without the server ending the session (the
    * shard crashed or restarted, the network failed), or after a drain or a lag kick: the client
    * joins the shard it was on again with a fresh join token, retrying with backoff, keeps its
@@ -166,6 +174,10 @@ export class RealtimeClient {
   private readonly listeners: { [K in keyof RealtimeEvents]?: RealtimeEvents[K][] } = {};
   private readonly now: () => number;
   private readonly connectTimeoutMs: number;
+  private readonly silenceTimeoutMs: number;
+  /** When the last message from a shard arrived (client clock), and the silence check's timer. */
+  private lastMessageAt = 0;
+  private watchdog: { timer: ReturnType<typeof setInterval>; lastCheckAt: number } | undefined;
   /** When each input was sent, by sequence, for input→acknowledgement latency. */
   private readonly sentAt = new Map<number, number>();
   /** Input→acknowledgement latencies in milliseconds, since the last `takeLatencies()`. */
@@ -186,6 +198,10 @@ export class RealtimeClient {
   constructor(private readonly options: RealtimeOptions) {
     this.now = options.now ?? (() => performance.now());
     this.connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
+    this.silenceTimeoutMs = options.silenceTimeoutMs ?? 5000;
+    if (!Number.isFinite(this.silenceTimeoutMs) || this.silenceTimeoutMs < 0) {
+      throw new RangeError(`silenceTimeoutMs must be 0 (never) or a positive number of milliseconds, got ${options.silenceTimeoutMs}`);
+    }
     this.url = options.url;
   }
 
@@ -247,6 +263,7 @@ export class RealtimeClient {
           this.welcome = w;
           this.lastAckedSeq = w.lastInputSeq;
           this.seq = Math.max(this.seq, w.lastInputSeq);
+          this.watchSilence();
           settle(() => resolve(w));
           return;
         }
@@ -290,6 +307,7 @@ export class RealtimeClient {
   private decode(socket: WebSocketLike, raw: unknown, reused = false): Decoded | Error {
     const data = raw instanceof ArrayBuffer ? new Uint8Array(raw) : (raw as Uint8Array);
     this.bytesReceived += data.length;
+    this.lastMessageAt = this.now();
     if (readSnapshotMessage(data, this.incoming)) return SNAPSHOT_IN_PLACE;
     try {
       return ServerMessage.decode(reused ? new Uint8Array(data) : data);
@@ -311,7 +329,41 @@ export class RealtimeClient {
       this.rejoinAfter(attempt, 100);
       return;
     }
-    this.emit('close', ev.code, ev.reason);
+    this.end(ev.code, ev.reason);
+  }
+
+  /** The session is over: 'close', once. */
+  private end(code: number, reason: string): void {
+    if (this.watchdog) clearInterval(this.watchdog.timer);
+    this.watchdog = undefined;
+    this.emit('close', code, reason);
+  }
+
+  /** Checks a few times per `silenceTimeoutMs` that the session's socket still hears from its shard. */
+  private watchSilence(): void {
+    const limit = this.silenceTimeoutMs;
+    if (limit === 0 || this.watchdog) return;
+    const every = Math.max(50, Math.min(1000, limit / 4));
+    const watchdog = {
+      lastCheckAt: this.now(),
+      timer: setInterval(() => {
+        const now = this.now();
+        // A check this late means this client's own event loop was stalled: messages may be
+        // waiting to be read behind this timer. Look again next time.
+        const late = now - watchdog.lastCheckAt > 2 * every;
+        watchdog.lastCheckAt = now;
+        const socket = this.socket;
+        if (late || !socket || this.handoff || this.rejoining || this.closing || now - this.lastMessageAt < limit) return;
+        const reason = `no message from the shard for ${Math.round(now - this.lastMessageAt)} ms`;
+        socket.onmessage = null;
+        socket.onclose = null;
+        socket.onerror = null;
+        socket.close(4000, 'no message from the shard');
+        this.closed(socket, { code: 4000, reason });
+      }, every),
+    };
+    (watchdog.timer as { unref?: () => void }).unref?.();
+    this.watchdog = watchdog;
   }
 
   /** One rejoin attempt after `delayMs`: a fresh join token, a new socket, a Join; again on failure. */
@@ -321,7 +373,7 @@ export class RealtimeClient {
     const next = Math.min(delayMs * 2, rejoin.maxDelayMs ?? 1000);
     if (this.now() - attempt.since > (rejoin.giveUpAfterMs ?? 30_000)) {
       this.rejoining = undefined;
-      this.emit('close', 1006, `could not rejoin ${this.shardName} within ${rejoin.giveUpAfterMs ?? 30_000} ms`);
+      this.end(1006, `could not rejoin ${this.shardName} within ${rejoin.giveUpAfterMs ?? 30_000} ms`);
       return;
     }
     attempt.timer = setTimeout(async () => {
@@ -558,7 +610,7 @@ export class RealtimeClient {
     const old = this.socket;
     this.socket = undefined;
     old?.close(1000, 'client closed');
-    this.emit('close', code, reason);
+    this.end(code, reason);
   }
 
   private acknowledgeInputs(lastInputSeq: number, at: number): void {
@@ -695,7 +747,7 @@ export class RealtimeClient {
     if (this.rejoining) {
       clearTimeout(this.rejoining.timer);
       this.rejoining = undefined;
-      this.emit('close', 1000, 'client closed');
+      this.end(1000, 'client closed');
     } else if (this.handoff) this.endDuringHandoff(1000, 'client closed');
     else this.socket?.close(1000, 'client closed');
   }
