@@ -57,6 +57,8 @@ export interface E2eResult {
     threads: { count: number; max_ms: number; over_5ms: number };
   };
   kicked: Record<string, number>;
+  /** Sessions that ended before the run did, by close code (from the bots' reports). */
+  closed: Record<string, number>;
   /** Why bots that never joined failed, by count (from the bots' reports). */
   join_errors: Record<string, number>;
   /** Sessions per snapshot thread half way through the run (index 0: the tick thread). */
@@ -252,10 +254,11 @@ export async function runE2e(
     }
     return 1000;
   };
-  const kicked: Record<string, number> = {};
-  for (const b of reports) for (const [k, v] of Object.entries(b.kicked)) kicked[k] = (kicked[k] ?? 0) + v;
-  const joinErrors: Record<string, number> = {};
-  for (const b of reports) for (const [k, v] of Object.entries(b.join_errors ?? {})) joinErrors[k] = (joinErrors[k] ?? 0) + v;
+  const sum = (counts: Record<string, number>[]) => {
+    const total: Record<string, number> = {};
+    for (const c of counts) for (const [k, v] of Object.entries(c)) total[k] = (total[k] ?? 0) + v;
+    return total;
+  };
   const round = (v: number) => Math.round(v * 100) / 100;
   return {
     clients,
@@ -290,8 +293,9 @@ export async function runE2e(
         over_5ms: threadGcInWindow.filter((v) => v > 5).length,
       },
     },
-    kicked,
-    join_errors: joinErrors,
+    kicked: sum(reports.map((b) => b.kicked)),
+    closed: sum(reports.map((b) => b.closed ?? {})),
+    join_errors: sum(reports.map((b) => b.join_errors ?? {})),
     thread_sessions: threadSessions,
   };
 }

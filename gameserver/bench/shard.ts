@@ -104,11 +104,11 @@ if (e2e) {
     `\nEnd to end (${e2e.joined}/${e2e.clients} bots in ${botProcesses} processes at ${botsAs}, ${e2e.seconds} s, ${threads} snapshot thread(s) with ${e2e.thread_sessions.join(' / ')} sessions half way, loopback, same cores)\n`,
   );
   console.log(
-    '| tick p50 / p99 / max ms | ticks > 25 ms | less CPU waits: tick p50 / p99 / max ms | ticks > 25 ms | downstream B/s per client median / p99 | input→ack ms p50 / p99 | max snapshot gap ms | RSS MB | shard CPU % | bots CPU % | GC max ms | GC after joins: p99 / max ms, > 5 ms, total ms | snapshot threads’ GC after joins: max ms, > 5 ms | kicked |',
+    '| tick p50 / p99 / max ms | ticks > 25 ms | less CPU waits: tick p50 / p99 / max ms | ticks > 25 ms | downstream B/s per client median / p99 | input→ack ms p50 / p99 | max snapshot gap ms | RSS MB | shard CPU % | bots CPU % | GC max ms | GC after joins: p99 / max ms, > 5 ms, total ms | snapshot threads’ GC after joins: max ms, > 5 ms | kicked | closed (by code) |',
   );
-  console.log('| --- | ---: | --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |');
+  console.log('| --- | ---: | --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | --- |');
   console.log(
-    `| ${e2e.tick_ms.p50} / ${e2e.tick_ms.p99} / ${e2e.tick_ms.max} | ${e2e.ticks_over_25ms} | ${e2e.tick_unqueued_ms.p50} / ${e2e.tick_unqueued_ms.p99} / ${e2e.tick_unqueued_ms.max} | ${e2e.ticks_over_25ms_unqueued} | ${e2e.bytes_per_client_s.median} / ${e2e.bytes_per_client_s.p99} | ${e2e.input_ack_ms.p50} / ${e2e.input_ack_ms.p99} | ${e2e.max_snapshot_gap_ms} | ${e2e.rss_mb} | ${e2e.shard_cpu_pct} | ${e2e.bots_cpu_pct} | ${e2e.gc_max_pause_ms} | ${e2e.gc_pauses.p99_ms} / ${e2e.gc_pauses.max_ms}, ${e2e.gc_pauses.over_5ms}, ${e2e.gc_pauses.total_ms} | ${e2e.gc_pauses.threads.max_ms}, ${e2e.gc_pauses.threads.over_5ms} | ${JSON.stringify(e2e.kicked)} |`,
+    `| ${e2e.tick_ms.p50} / ${e2e.tick_ms.p99} / ${e2e.tick_ms.max} | ${e2e.ticks_over_25ms} | ${e2e.tick_unqueued_ms.p50} / ${e2e.tick_unqueued_ms.p99} / ${e2e.tick_unqueued_ms.max} | ${e2e.ticks_over_25ms_unqueued} | ${e2e.bytes_per_client_s.median} / ${e2e.bytes_per_client_s.p99} | ${e2e.input_ack_ms.p50} / ${e2e.input_ack_ms.p99} | ${e2e.max_snapshot_gap_ms} | ${e2e.rss_mb} | ${e2e.shard_cpu_pct} | ${e2e.bots_cpu_pct} | ${e2e.gc_max_pause_ms} | ${e2e.gc_pauses.p99_ms} / ${e2e.gc_pauses.max_ms}, ${e2e.gc_pauses.over_5ms}, ${e2e.gc_pauses.total_ms} | ${e2e.gc_pauses.threads.max_ms}, ${e2e.gc_pauses.threads.over_5ms} | ${JSON.stringify(e2e.kicked)} | ${JSON.stringify(e2e.closed)} |`,
   );
   console.log(
     `\nClients holding 40 Hz (tick p99 ≤ 25 ms, 20 s each): ${ramp.map((r) => `${r.clients}: ${r.tick_p99_ms} ms${r.holds ? '' : ' ✗'}`).join(', ')}`,

@@ -13,6 +13,11 @@ export interface BotReport {
   bots: number;
   joined: number;
   kicked: Record<string, number>;
+  /**
+   * Sessions that ended before the run did, by close code (a kick's close among them; 4000: the
+   * shard fell silent for the client's silenceTimeoutMs). Bots do not rejoin.
+   */
+  closed: Record<string, number>;
   /** Why bots that never joined failed (the error's message, addresses left out), by count. */
   join_errors: Record<string, number>;
   seconds: number;
@@ -89,6 +94,8 @@ async function tokenFor(i: number): Promise<string> {
 
 const bots: RealtimeClient[] = [];
 const kicked: Record<string, number> = {};
+const closed: Record<string, number> = {};
+let finished = false;
 const joinErrors: Record<string, number> = {};
 const entitiesSeen: number[] = [];
 const handoffGaps: number[] = [];
@@ -105,6 +112,9 @@ for (let i = 0; i < count; i++) {
   });
   bot.on('snapshot', () => {
     snapshots++;
+  });
+  bot.on('close', (code) => {
+    if (bot.welcome && !finished) closed[code] = (closed[code] ?? 0) + 1;
   });
   bot.on('handoff', ({ gapMs }) => {
     handoffGaps.push(gapMs);
@@ -167,6 +177,7 @@ const report: BotReport = {
   bots: count,
   joined: joined.length,
   kicked,
+  closed,
   join_errors: joinErrors,
   seconds: Math.round(seconds * 10) / 10,
   snapshots,
@@ -186,6 +197,7 @@ const report: BotReport = {
   },
   cpu_pct: cpuPercent(process.cpuUsage(cpuAtStart), performance.now() - started),
 };
+finished = true;
 for (const b of bots) b.close();
 if (cli.values.json) {
   const hist = new Array<number>(1000).fill(0);
@@ -195,11 +207,11 @@ if (cli.values.json) {
 
 console.log(`bots: ${report.joined}/${report.bots} joined, ${report.seconds}s measured, pattern ${pattern}`);
 console.log(
-  '| downstream B/s per client (median / p99) | input→ack ms (p50 / p99 / max) | max snapshot gap ms (median / max) | entities in view (avg) | handoffs (done / failed) | handoff gap ms (p50 / p99) | kicked |',
+  '| downstream B/s per client (median / p99) | input→ack ms (p50 / p99 / max) | max snapshot gap ms (median / max) | entities in view (avg) | handoffs (done / failed) | handoff gap ms (p50 / p99) | kicked | closed (by code) |',
 );
-console.log('| --- | --- | --- | --- | --- | --- | --- |');
+console.log('| --- | --- | --- | --- | --- | --- | --- | --- |');
 console.log(
-  `| ${report.bytes_per_client_s.median} / ${report.bytes_per_client_s.p99} | ${report.input_ack_ms.p50} / ${report.input_ack_ms.p99} / ${report.input_ack_ms.max} | ${report.max_snapshot_gap_ms.median} / ${report.max_snapshot_gap_ms.max} | ${report.entities_seen_avg} | ${report.handoffs.done} / ${report.handoffs.failed} | ${report.handoffs.gap_ms.p50} / ${report.handoffs.gap_ms.p99} | ${JSON.stringify(report.kicked)} |`,
+  `| ${report.bytes_per_client_s.median} / ${report.bytes_per_client_s.p99} | ${report.input_ack_ms.p50} / ${report.input_ack_ms.p99} / ${report.input_ack_ms.max} | ${report.max_snapshot_gap_ms.median} / ${report.max_snapshot_gap_ms.max} | ${report.entities_seen_avg} | ${report.handoffs.done} / ${report.handoffs.failed} | ${report.handoffs.gap_ms.p50} / ${report.handoffs.gap_ms.p99} | ${JSON.stringify(report.kicked)} | ${JSON.stringify(report.closed)} |`,
 );
 if (cli.values.json) console.log(JSON.stringify(report));
 setTimeout(() => process.exit(0), 200).unref();
