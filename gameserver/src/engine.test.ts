@@ -155,3 +155,17 @@ test('an offer that rolls back keeps the moves that were waiting when it was mad
   steps(e, 3);
   expect([w.x[slot()], w.lastSeq[slot()]]).toEqual([6, 3]);
 });
+
+test('a restarted neighbour is told of players dropped here (theirs for sure), not of players restored here', () => {
+  const before = new ShardEngine(settings, out);
+  const carl = joined(before, 1, 'carl');
+  const e = new ShardEngine(settings, out, { restored: decodeState(before.persistentState(), settings['engine.max_entities']) });
+  const ann = joined(e, 1, 'ann');
+  const bob = joined(e, 2, 'bob');
+  e.suspend(2);
+  expect(new Set(e.claimedPlayers())).toEqual(new Set([ann, bob]));
+  expect(joined(e, 3, 'carl')).toBe(carl);
+  expect(new Set(e.claimedPlayers())).toEqual(new Set([ann, bob, carl]));
+  steps(e, WINDOW_TICKS);
+  expect(new Set(e.claimedPlayers())).toEqual(new Set([ann, carl]));
+});

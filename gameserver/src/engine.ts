@@ -164,6 +164,11 @@ export class ShardEngine {
    * is the same for all, so the first entry is always the next to go. Drained players have none.
    */
   private readonly dormantUntil = new Map<string, number>();
+  /**
+   * The waiting players whose connection dropped here (their entity is surely this shard's), as
+   * against players restored from a snapshot (whose entity may have moved on since).
+   */
+  private readonly droppedHere = new Set<string>();
   /** engine.rejoin_window_ms in ticks. */
   private readonly rejoinWindowTicks: number;
   /** Inputs that arrived while their entity was on offer, by entity id. */
@@ -604,6 +609,19 @@ export class ShardEngine {
     }
   }
 
+  /**
+   * The player entities this shard surely owns, for a restarted neighbour to drop its copies of:
+   * its players' and those of players who dropped here and may rejoin — not those restored from
+   * a snapshot and not yet rejoined, which may have moved on since.
+   */
+  *claimedPlayers(): Generator<number> {
+    for (const p of this.ownedPlayers()) yield p.entityId;
+    for (const playerId of this.droppedHere) {
+      const entityId = this.dormant.get(playerId);
+      if (entityId !== undefined) yield entityId;
+    }
+  }
+
   /** The state that travels with an entity, or undefined when there is no such entity. */
   transfer(entityId: number): EntityTransfer | undefined {
     const w = this.world;
@@ -805,6 +823,7 @@ export class ShardEngine {
     this.stopWaiting(session.playerId);
     this.dormant.set(session.playerId, session.entityId);
     this.dormantUntil.set(session.playerId, this.tick + this.rejoinWindowTicks);
+    this.droppedHere.add(session.playerId);
     this.announceLeave(session, true);
     return true;
   }
@@ -817,6 +836,7 @@ export class ShardEngine {
   private stopWaiting(playerId: string): void {
     this.dormant.delete(playerId);
     this.dormantUntil.delete(playerId);
+    this.droppedHere.delete(playerId);
   }
 
   /** The entities of players who did not rejoin within the window go. */

@@ -129,7 +129,7 @@ export class Sharding {
     // Whatever the neighbour held of ours may be gone (it restarted, or dropped us): start over.
     this.needFull.add(n.shard);
     // And it may have restarted from a snapshot in which some of our players were still its own.
-    const owned = [...this.o.engine.ownedPlayers()].map((p) => p.entityId);
+    const owned = [...this.o.engine.claimedPlayers()];
     for (const inc of this.incoming.values()) if (inc.adopted) owned.push(inc.entity.entityId);
     this.links?.send(n, { ownershipClaim: { entityIds: owned } });
     const cutoff = this.now() - this.o.resumeTimeoutMs;
