@@ -34,6 +34,8 @@ export interface E2eResult {
    */
   tick_unqueued_ms: { p50: number; p99: number; max: number };
   ticks_over_25ms_unqueued: number;
+  /** The ticks of the first 4 s, while the bots join (left out of `tick_ms`). */
+  join_tick_ms: { p50: number; p99: number; max: number; over_25ms: number };
   bytes_per_client_s: { median: number; p99: number };
   input_ack_ms: { p50: number; p99: number };
   max_snapshot_gap_ms: number;
@@ -237,6 +239,10 @@ export async function runE2e(
     .filter((p) => p.at >= started + 4000 && p.at <= started + seconds * 1000)
     .map((p) => p.ms)
     .sort((a, b) => a - b);
+  const joining = r.samples
+    .filter((s) => s.at < started + 4000)
+    .map((s) => s.ms)
+    .sort((a, b) => a - b);
   const unqueued = inWindow.map((s) => Math.max(0, s.ms - s.waitMs)).sort((a, b) => a - b);
   const rates = reports.flatMap((b) => b.raw?.rates ?? []).sort((a, b) => a - b);
   const hist = new Array<number>(1000).fill(0);
@@ -272,6 +278,12 @@ export async function runE2e(
       max: round(unqueued[unqueued.length - 1] ?? 0),
     },
     ticks_over_25ms_unqueued: unqueued.filter((v) => v > 25).length,
+    join_tick_ms: {
+      p50: round(percentile(joining, 50)),
+      p99: round(percentile(joining, 99)),
+      max: round(joining[joining.length - 1] ?? 0),
+      over_25ms: joining.filter((v) => v > 25).length,
+    },
     bytes_per_client_s: { median: Math.round(percentile(rates, 50)), p99: Math.round(percentile(rates, 99)) },
     input_ack_ms: { p50: histPct(50), p99: histPct(99) },
     max_snapshot_gap_ms: Math.max(...reports.map((b) => b.max_snapshot_gap_ms.max)),

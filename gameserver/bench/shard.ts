@@ -110,6 +110,10 @@ if (e2e) {
   console.log(
     `| ${e2e.tick_ms.p50} / ${e2e.tick_ms.p99} / ${e2e.tick_ms.max} | ${e2e.ticks_over_25ms} | ${e2e.tick_unqueued_ms.p50} / ${e2e.tick_unqueued_ms.p99} / ${e2e.tick_unqueued_ms.max} | ${e2e.ticks_over_25ms_unqueued} | ${e2e.bytes_per_client_s.median} / ${e2e.bytes_per_client_s.p99} | ${e2e.input_ack_ms.p50} / ${e2e.input_ack_ms.p99} | ${e2e.max_snapshot_gap_ms} | ${e2e.rss_mb} | ${e2e.shard_cpu_pct} | ${e2e.bots_cpu_pct} | ${e2e.gc_max_pause_ms} | ${e2e.gc_pauses.p99_ms} / ${e2e.gc_pauses.max_ms}, ${e2e.gc_pauses.over_5ms}, ${e2e.gc_pauses.total_ms} | ${e2e.gc_pauses.threads.max_ms}, ${e2e.gc_pauses.threads.over_5ms} | ${JSON.stringify(e2e.kicked)} | ${JSON.stringify(e2e.closed)} |`,
   );
+  const j = e2e.join_tick_ms;
+  console.log(
+    `While the bots joined (first 4 s, not in the figures above): tick p50 / p99 / max ${j.p50} / ${j.p99} / ${j.max} ms, ${j.over_25ms} over 25 ms`,
+  );
   console.log(
     `\nClients holding 40 Hz (tick p99 ≤ 25 ms, 20 s each): ${ramp.map((r) => `${r.clients}: ${r.tick_p99_ms} ms${r.holds ? '' : ' ✗'}`).join(', ')}`,
   );
