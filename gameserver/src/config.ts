@@ -16,7 +16,7 @@ export const GAMESERVER_SETTINGS = {
     default: 2_000,
     min: 1,
     max: 100_000,
-    doc: 'Connected players at most; later joins get SHARD_FULL.',
+    doc: 'Players at most, connected or expected back (engine.rejoin_window_ms); later joins get SHARD_FULL.',
   },
   'engine.world_bounds': {
     type: 'rect',

@@ -1,3 +1,4 @@
+import { aethex } from '@aethex/proto';
 import { expect, test } from 'vitest';
 import { loadConfig } from './config.js';
 import { ShardEngine } from './engine.js';
@@ -168,4 +169,27 @@ test('a restarted neighbour is told of players dropped here (theirs for sure), n
   expect(new Set(e.claimedPlayers())).toEqual(new Set([ann, bob, carl]));
   steps(e, WINDOW_TICKS);
   expect(new Set(e.claimedPlayers())).toEqual(new Set([ann, carl]));
+});
+
+test('a dropped player keeps their place: at the player capacity newcomers are refused until the window ends', () => {
+  const two = loadConfig({
+    AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: 'unused',
+    AETHEX_GAMESERVER_ENGINE_REJOIN_WINDOW_MS: '1000',
+    AETHEX_GAMESERVER_ENGINE_MAX_PLAYERS: '2',
+  });
+  const e = new ShardEngine(two, out);
+  joined(e, 1, 'ann');
+  const bob = joined(e, 2, 'bob');
+  e.suspend(2);
+  expect(e.hasRoomForPlayer).toBe(false);
+  expect(e.join(3, 'cat')).toMatchObject({
+    ok: false,
+    reason: aethex.v1.ReasonCode.REASON_CODE_SHARD_FULL,
+    message: expect.stringMatching(/1 of them expected back/),
+  });
+  expect(joined(e, 4, 'bob')).toBe(bob);
+  e.suspend(4);
+  steps(e, WINDOW_TICKS);
+  expect(e.hasRoomForPlayer).toBe(true);
+  expect(e.join(5, 'cat').ok).toBe(true);
 });

@@ -400,7 +400,7 @@ export class ShardEngine {
   /**
    * Admits a player: spawns its entity at a random point, or takes over the entity of the same
    * player's previous session (which is kicked with REPLACED). Refuses with SHARD_FULL at the
-   * player or entity capacity.
+   * player capacity (players here and those whose entity waits for them) or the entity capacity.
    */
   join(sessionId: number, playerId: string): JoinResult {
     const previous = this.byPlayer.get(playerId);
@@ -410,11 +410,12 @@ export class ShardEngine {
       this.announceLeave(previous, true);
       this.out.kick(previous.id, ReasonCode.REASON_CODE_REPLACED, 'the same player joined again');
     }
-    if (!previous && !this.dormant.has(playerId) && this.sessions.size >= this.settings['engine.max_players']) {
+    // Players whose entity waits for them keep their place: they can always come back.
+    if (!previous && !this.dormant.has(playerId) && this.sessions.size + this.dormant.size >= this.settings['engine.max_players']) {
       return {
         ok: false,
         reason: ReasonCode.REASON_CODE_SHARD_FULL,
-        message: `the shard is at its player capacity of ${this.settings['engine.max_players']}`,
+        message: `the shard is at its player capacity of ${this.settings['engine.max_players']} (${this.dormant.size} of them expected back)`,
       };
     }
     let entityId: number;
@@ -731,7 +732,7 @@ export class ShardEngine {
 
   /** Whether this shard could adopt one more player now. */
   get hasRoomForPlayer(): boolean {
-    return this.world.count < this.world.capacity && this.sessions.size < this.settings['engine.max_players'];
+    return this.world.count < this.world.capacity && this.sessions.size + this.dormant.size < this.settings['engine.max_players'];
   }
 
   /** Creates or moves a neighbour's ghost. Ignored (false) for an entity this shard owns. */
