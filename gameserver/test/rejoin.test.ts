@@ -2,7 +2,7 @@ import { once } from 'node:events';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { aethex } from '@aethex/proto';
-import { RealtimeClient } from '@aethex/sdk';
+import { RealtimeClient, type RealtimeOptions } from '@aethex/sdk';
 import { afterEach, describe, expect, test } from 'vitest';
 import { WebSocket } from 'ws';
 import { MODE_DORMANT, MODE_OWNED } from '../src/sim/world.js';
@@ -87,6 +87,39 @@ async function metric(t: TestShard, name: string): Promise<number> {
   return Number(new RegExp(`^${name} (\\d+)`, 'm').exec(text)?.[1]);
 }
 
+/**
+ * 'ann' joined through a cuttable proxy with the SDK's rejoin on, her entity put at the origin of
+ * the world, and the corrections she gets from then on.
+ */
+async function annThroughProxy(shard: TestShard, options: Partial<RealtimeOptions> = {}) {
+  const net = await cuttableProxy(shard.shard.gatewayUrl);
+  const ann = new RealtimeClient({
+    url: net.url,
+    joinToken: await shard.token('ann'),
+    createSocket: (url) => new WebSocket(url) as never,
+    rejoin: { joinToken: () => shard.token('ann'), maxDelayMs: 100 },
+    ...options,
+  });
+  clients.push(ann);
+  await ann.connect();
+  const id = ann.welcome?.entityId as number;
+  const w = shard.shard.engine.world;
+  w.x[w.indexOf(id)] = 0;
+  w.y[w.indexOf(id)] = 0;
+  await until('ann at the origin', () => Math.abs(ann.entities().get(id)?.x ?? 1) < 0.2);
+  const corrections: unknown[] = [];
+  ann.on('correction', (c) => corrections.push(c));
+  return { net, ann, id, corrections };
+}
+
+/** `n` moves of one unit along x, one a tick, as a client sends them. */
+async function walk(client: RealtimeClient, n: number): Promise<void> {
+  for (let i = 0; i < n; i++) {
+    client.move(1, 0);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
 describe('a player whose connection drops', () => {
   test('gets their entity back where it stood when the SDK rejoins, with every input it predicted meanwhile', async () => {
     t = await startTestShard({
@@ -94,40 +127,21 @@ describe('a player whose connection drops', () => {
       AETHEX_GAMESERVER_ENGINE_REJOIN_WINDOW_MS: '10000',
     });
     const shard = t;
-    const net = await cuttableProxy(shard.shard.gatewayUrl);
-    const ann = new RealtimeClient({
-      url: net.url,
-      joinToken: await shard.token('ann'),
-      createSocket: (url) => new WebSocket(url) as never,
-      rejoin: { joinToken: () => shard.token('ann'), maxDelayMs: 100 },
-    });
-    clients.push(ann);
-    await ann.connect();
+    const { net, ann, id, corrections } = await annThroughProxy(shard);
     const bob = await shard.client('bob');
-    const id = ann.welcome?.entityId as number;
     const w = shard.shard.engine.world;
-    w.x[w.indexOf(id)] = 0;
-    w.y[w.indexOf(id)] = 0;
-    await until('ann at the origin', () => Math.abs(ann.entities().get(id)?.x ?? 1) < 0.2);
     const seenByBob: string[] = [];
     bob.on('enter', (e) => e === id && seenByBob.push('enter'));
     bob.on('leave', (e) => e === id && seenByBob.push('leave'));
-    const corrections: unknown[] = [];
-    ann.on('correction', (c) => corrections.push(c));
+    await until('ann in bob’s view', () => bob.entities().has(id));
 
-    for (let i = 0; i < 10; i++) {
-      ann.move(1, 0);
-      await new Promise((r) => setTimeout(r, 25));
-    }
+    await walk(ann, 10);
     await until('ten inputs acknowledged', () => ann.lastAckedSeq === 10 && ann.unacknowledged === 0);
     const disconnected = new Promise((r) => ann.on('disconnected', r));
     net.cut();
     await disconnected;
     // Walking on while the network is down: predicted, held by the SDK.
-    for (let i = 0; i < 5; i++) {
-      ann.move(1, 0);
-      await new Promise((r) => setTimeout(r, 25));
-    }
+    await walk(ann, 5);
     await until('ann out of bob’s view', () => seenByBob.includes('leave'));
     expect(await metric(shard, 'aether_players_awaiting_rejoin')).toBe(1);
     const slot = w.indexOf(id);
@@ -246,36 +260,15 @@ describe('a player whose connection drops', () => {
   test('a connection that goes silent without closing: the SDK gives up on it, rejoins, and takes over its entity', async () => {
     t = await startTestShard({ AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '-50,-50,50,50' });
     const shard = t;
-    const net = await cuttableProxy(shard.shard.gatewayUrl);
-    const ann = new RealtimeClient({
-      url: net.url,
-      joinToken: await shard.token('ann'),
-      createSocket: (url) => new WebSocket(url) as never,
-      silenceTimeoutMs: 500,
-      rejoin: { joinToken: () => shard.token('ann'), maxDelayMs: 100 },
-    });
-    clients.push(ann);
-    await ann.connect();
-    const id = ann.welcome?.entityId as number;
+    const { net, ann, id, corrections } = await annThroughProxy(shard, { silenceTimeoutMs: 500 });
     const w = shard.shard.engine.world;
-    w.x[w.indexOf(id)] = 0;
-    w.y[w.indexOf(id)] = 0;
-    await until('ann at the origin', () => Math.abs(ann.entities().get(id)?.x ?? 1) < 0.2);
-    const corrections: unknown[] = [];
-    ann.on('correction', (c) => corrections.push(c));
-    for (let i = 0; i < 5; i++) {
-      ann.move(1, 0);
-      await new Promise((r) => setTimeout(r, 25));
-    }
+    await walk(ann, 5);
     await until('five inputs acknowledged', () => ann.lastAckedSeq === 5 && ann.unacknowledged === 0);
     const disconnected = new Promise<[number, string]>((r) => ann.on('disconnected', (code, reason) => r([code, reason])));
     const rejoined = new Promise((r) => ann.on('rejoined', r));
     net.stall();
     // Moves made into the dead connection never reach the shard; they are re-sent after the rejoin.
-    for (let i = 0; i < 5; i++) {
-      ann.move(1, 0);
-      await new Promise((r) => setTimeout(r, 25));
-    }
+    await walk(ann, 5);
     const [code, reason] = await disconnected;
     expect(code).toBe(4000);
     expect(reason).toMatch(/no message from the shard/);
