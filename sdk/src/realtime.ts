@@ -332,7 +332,7 @@ export class RealtimeClient {
     this.end(ev.code, ev.reason);
   }
 
-  /** The session is over: 'close', once. */
+  /** The session is over: the silence check stops and 'close' is emitted. */
   private end(code: number, reason: string): void {
     if (this.watchdog) clearInterval(this.watchdog.timer);
     this.watchdog = undefined;
