@@ -193,3 +193,17 @@ test('a dropped player keeps their place: at the player capacity newcomers are r
   expect(e.hasRoomForPlayer).toBe(true);
   expect(e.join(5, 'cat').ok).toBe(true);
 });
+
+test('a hook’s game message is refused with the problem named: topic shape, payload type and size', () => {
+  const e = new ShardEngine(settings, out);
+  joined(e, 1, 'ann');
+  const ctx = e.context;
+  expect(ctx.send('ann', 'score.update', new Uint8Array(16 * 1024))).toBe(true);
+  expect(ctx.send('nobody', 'score.update', new Uint8Array(1))).toBe(false);
+  expect(ctx.broadcast('round:end', new Uint8Array(0))).toBe(1);
+  expect(() => ctx.send('ann', 'no spaces', new Uint8Array(1))).toThrow(/topic is 1–64 of A–Z a–z 0–9 _ \. : -, got "no spaces"/);
+  expect(() => ctx.send('ann', '', new Uint8Array(1))).toThrow(/topic is 1–64/);
+  expect(() => ctx.broadcast('x'.repeat(65), new Uint8Array(1))).toThrow(/topic is 1–64/);
+  expect(() => ctx.send('ann', 'ok', 'text' as unknown as Uint8Array)).toThrow(/payload is a Uint8Array, got string/);
+  expect(() => ctx.send('ann', 'ok', new Uint8Array(16 * 1024 + 1))).toThrow(/payload is at most 16384 bytes, got 16385/);
+});

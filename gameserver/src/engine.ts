@@ -25,6 +25,9 @@ const REBALANCE_SLACK = 1.08;
 const SLOW_SNAPSHOT_EVERY = 4;
 /** Inputs held per entity while it is on offer to a neighbour (applied if the offer rolls back). */
 const MAX_HELD_INPUTS = 64;
+/** A game message's payload at most (GameContext.send), and the shape of its topic. */
+const MAX_GAME_MESSAGE_BYTES = 16 * 1024;
+const GAME_TOPIC = /^[A-Za-z0-9_.:-]{1,64}$/;
 
 /** Where the engine's per-session output goes: the gateway in production, anything in tests. */
 export interface SessionOutput {
@@ -296,6 +299,17 @@ export class ShardEngine {
         const b = engine.rules.bounds;
         return world.spawn(Math.min(Math.max(x, b.minX), b.maxX - 1e-3), Math.min(Math.max(y, b.minY), b.maxY - 1e-3), kind);
       },
+      send(playerId, topic, payload) {
+        const bytes = engine.gameMessage(topic, payload);
+        const session = engine.byPlayer.get(playerId);
+        return session !== undefined && engine.sendToSession(session, bytes);
+      },
+      broadcast(topic, payload) {
+        const bytes = engine.gameMessage(topic, payload);
+        let sent = 0;
+        for (const session of engine.byPlayer.values()) if (engine.sendToSession(session, bytes)) sent++;
+        return sent;
+      },
       despawn(entityId) {
         if (engine.byEntity.has(entityId)) throw new Error(`entity ${entityId} belongs to a connected player`);
         const slot = world.indexOf(entityId);
@@ -333,6 +347,25 @@ export class ShardEngine {
 
   private hookPlayer(session: Session): HookPlayer {
     return { playerId: session.playerId, entityId: session.entityId };
+  }
+
+  /** A hook's message to players, checked and encoded once (see GameContext.send). */
+  private gameMessage(topic: string, payload: Uint8Array): Uint8Array {
+    if (typeof topic !== 'string' || !GAME_TOPIC.test(topic)) {
+      throw new RangeError(`a game message topic is 1–64 of A–Z a–z 0–9 _ . : -, got ${JSON.stringify(String(topic)).slice(0, 80)}`);
+    }
+    if (!(payload instanceof Uint8Array)) throw new RangeError(`a game message payload is a Uint8Array, got ${typeof payload}`);
+    if (payload.length > MAX_GAME_MESSAGE_BYTES) {
+      throw new RangeError(`a game message payload is at most ${MAX_GAME_MESSAGE_BYTES} bytes, got ${payload.length}`);
+    }
+    return ServerMessage.encode({ gameMessage: { topic, payload, tick: this.tick } }).finish();
+  }
+
+  private sendToSession(session: Session, bytes: Uint8Array): boolean {
+    if (!this.out.send(session.id, bytes)) return false;
+    this.metrics?.messagesSent.inc();
+    this.metrics?.bytesSent.inc(bytes.length);
+    return true;
   }
 
   /** Tells the game a session ended; `dropped`: its entity waits for the player to rejoin. */

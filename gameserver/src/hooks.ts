@@ -20,6 +20,15 @@ export interface GameContext {
   /** Spawns a game entity (kind ≥ 2; 0 and 1 are NPC and player) and returns its id; throws at capacity. */
   spawn(x: number, y: number, kind: number): number;
   despawn(entityId: number): boolean;
+  /**
+   * Sends a message of the game's own to one player connected to this shard (`GameMessage`; the
+   * SDK emits 'message'). False when they are not connected here, or their connection is too far
+   * behind to take more (`gateway.max_buffered_bytes`). `topic`: 1–64 of A–Z a–z 0–9 _ . : -;
+   * `payload`: a Uint8Array of at most 16 KiB — anything else throws a RangeError naming it.
+   */
+  send(playerId: string, topic: string, payload: Uint8Array): boolean;
+  /** As `send`, to every player connected to this shard; returns how many it went to. */
+  broadcast(topic: string, payload: Uint8Array): number;
   readonly log: Logger;
 }
 

@@ -1,11 +1,15 @@
 import { join } from 'node:path';
+import { RealtimeClient } from '@aethex/sdk';
 import { afterEach, expect, test } from 'vitest';
+import { WebSocket } from 'ws';
 import { loadHooks } from '../src/hooks.js';
 import { moduleFile, startTestShard, type TestShard, until } from './harness.js';
 
 const TAG = join(import.meta.dirname, '../../examples/game/tag.mjs');
 let t: TestShard | undefined;
+const clients: RealtimeClient[] = [];
 afterEach(async () => {
+  for (const c of clients.splice(0)) c.close();
   await t?.stop();
   t = undefined;
 });
@@ -67,4 +71,57 @@ test('a game module with a wrong shape is refused at load with a message naming 
   await expect(loadHooks(moduleFile('export default { rpc: { a: 1 } };'))).rejects.toThrow(/rpc\.a must be a function/);
   await expect(loadHooks(moduleFile('export const x = 1;'))).rejects.toThrow(/export the hooks object/);
   await expect(loadHooks('/nonexistent/game.mjs')).rejects.toThrow(/game\.module \/nonexistent\/game\.mjs: cannot load it/);
+});
+
+test('hooks send messages of the game’s own: to one player, to all; bad topics and oversized payloads are refused by name', async () => {
+  const file = moduleFile(`
+    const text = (s) => new TextEncoder().encode(s);
+    export default {
+      onJoin(ctx, p) { ctx.send(p.playerId, 'greeting', text('hello ' + p.playerId)); },
+      rpc: {
+        shout(ctx, p, payload) { return text(String(ctx.broadcast('chat:shout', payload))); },
+        absent(ctx) { return text(String(ctx.send('nobody', 'x', new Uint8Array(0)))); },
+        badTopic(ctx, p) { ctx.send(p.playerId, 'no spaces', new Uint8Array(1)); return new Uint8Array(0); },
+        tooBig(ctx, p) { ctx.send(p.playerId, 'big', new Uint8Array(16 * 1024 + 1)); return new Uint8Array(0); },
+        justRight(ctx, p) { return text(String(ctx.send(p.playerId, 'big', new Uint8Array(16 * 1024).fill(7)))); },
+      },
+    };`);
+  t = await startTestShard({ AETHEX_GAMESERVER_GAME_MODULE: file });
+  const text = (b: Uint8Array) => new TextDecoder().decode(b);
+  const received = new Map<string, string[]>();
+  let welcomedFirst = true;
+  const ticks: number[] = [];
+  // Listening before connecting: the greeting comes right after the Welcome.
+  const join = async (name: string) => {
+    const c = new RealtimeClient({
+      url: (t as TestShard).shard.gatewayUrl,
+      joinToken: await (t as TestShard).token(name),
+      createSocket: (u) => new WebSocket(u) as never,
+    });
+    clients.push(c);
+    c.on('message', (topic, payload, tick) => {
+      welcomedFirst &&= c.welcome !== undefined;
+      ticks.push(tick);
+      received.set(name, [...(received.get(name) ?? []), `${topic} ${topic === 'big' ? payload.length : text(payload)}`]);
+    });
+    await c.connect();
+    return c;
+  };
+  const a = await join('alice');
+  await join('bob');
+  expect(text(await a.rpc('shout', new TextEncoder().encode('hi all')))).toBe('2');
+  await until('both hear the shout', () => ['alice', 'bob'].every((n) => received.get(n)?.includes('chat:shout hi all')));
+  expect(text(await a.rpc('absent'))).toBe('false');
+  await expect(a.rpc('badTopic')).rejects.toMatchObject({ code: 'INTERNAL' });
+  await expect(a.rpc('tooBig')).rejects.toMatchObject({ code: 'INTERNAL' });
+  expect(text(await a.rpc('justRight'))).toBe('true');
+  await until('the 16 KiB message', () => received.get('alice')?.includes('big 16384') === true);
+  expect(received.get('alice')).toEqual(['greeting hello alice', 'chat:shout hi all', 'big 16384']);
+  expect(received.get('bob')).toEqual(['greeting hello bob', 'chat:shout hi all']);
+  expect(welcomedFirst).toBe(true);
+  expect(ticks.every((k) => k <= (t as TestShard).shard.engine.tick)).toBe(true);
+  expect([...ticks].sort((x, y) => x - y)).toEqual(ticks);
+  const errors = await t.shard.metrics.registry.getSingleMetricAsString('aether_hook_errors_total');
+  expect(errors).toMatch(/hook="rpc\.badTopic"\} 1/);
+  expect(errors).toMatch(/hook="rpc\.tooBig"\} 1/);
 });

@@ -80,6 +80,8 @@ export interface RealtimeEvents {
   correction: (position: Vec2, lastInputSeq: number) => void;
   /** The server ended the session. */
   kick: (reason: string, message: string) => void;
+  /** A message from the game's logic on the shard (its hooks' `ctx.send` / `ctx.broadcast`), sent in `tick`. */
+  message: (topic: string, payload: Uint8Array, tick: number) => void;
   /**
    * The session moved to another shard, between shard names `from` and `to`. Emitted when the
    * first snapshot from the new shard is applied; `gapMs` is the time since the last snapshot
@@ -485,6 +487,9 @@ export class RealtimeClient {
       this.acknowledgeInputs(c.lastInputSeq, this.now());
       this.reconcile(c.position?.x ?? 0, c.position?.y ?? 0);
       this.emit('correction', { x: c.position?.x ?? 0, y: c.position?.y ?? 0 }, c.lastInputSeq);
+    } else if (msg.body === 'gameMessage') {
+      const g = msg.gameMessage as aethex.v1.GameMessage;
+      this.emit('message', g.topic, g.payload, g.tick);
     } else if (msg.body === 'handoffRedirect') {
       this.beginHandoff(msg.handoffRedirect as aethex.v1.HandoffRedirect);
     } else if (msg.body === 'kick') {

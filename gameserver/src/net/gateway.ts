@@ -54,6 +54,8 @@ interface Connection {
   errors: number;
   /** Made by `Gateway.log` when the connection first logs: an open socket that has not logged holds none. */
   logger: Logger | undefined;
+  /** Messages for the session sent before its Welcome (a game's onJoin), written right after it. */
+  early?: Uint8Array[];
 }
 
 export type GatewaySettings = Pick<
@@ -422,6 +424,8 @@ export class Gateway {
         },
       }).finish(),
     );
+    if (conn.early) for (const bytes of conn.early) this.writeFrame(conn, bytes);
+    conn.early = undefined;
   }
 
   /** A client continues on this shard after a handoff, with the token the former owner gave it. */
@@ -488,7 +492,7 @@ export class Gateway {
   }
 
   /**
-   * SessionOutput: one snapshot or correction to one session. Returns false when it was dropped
+   * SessionOutput: one snapshot, correction or game message to one session. Returns false when it was dropped
    * because the socket already holds `gateway.max_buffered_bytes` unsent (a client that does not
    * read): memory stays bounded, and its acknowledgement lag soon gets it skipped, then dropped.
    * The engine counts what it sends.
@@ -496,6 +500,12 @@ export class Gateway {
   send(sessionId: number, bytes: Uint8Array): boolean {
     const conn = this.connections.get(sessionId);
     if (!conn || conn.ws.bufferedAmount > this.deps.settings['gateway.max_buffered_bytes']) return false;
+    // Sent while the session is being set up (a game's onJoin): after the Welcome.
+    if (conn.phase === 'authenticating') {
+      conn.early ??= [];
+      conn.early.push(bytes);
+      return true;
+    }
     return this.writeFrame(conn, bytes);
   }
 

@@ -70,7 +70,8 @@ export namespace aethex {
             handoffRedirect?: (aethex.v1.HandoffRedirect.$Properties|null);
             kick?: (aethex.v1.Kick.$Properties|null);
             error?: (aethex.v1.Error.$Properties|null);
-            body?: ("welcome"|"snapshot"|"correction"|"pong"|"rpcResult"|"handoffRedirect"|"kick"|"error");
+            gameMessage?: (aethex.v1.GameMessage.$Properties|null);
+            body?: ("welcome"|"snapshot"|"correction"|"pong"|"rpcResult"|"handoffRedirect"|"kick"|"error"|"gameMessage");
             static create(properties: aethex.v1.ServerMessage.$Shape): aethex.v1.ServerMessage & aethex.v1.ServerMessage.$Shape;
             static create(properties?: aethex.v1.ServerMessage.$Properties): aethex.v1.ServerMessage;
             static encode(m: aethex.v1.ServerMessage.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
@@ -94,7 +95,8 @@ export namespace aethex {
                 handoffRedirect?: (aethex.v1.HandoffRedirect.$Properties|null);
                 kick?: (aethex.v1.Kick.$Properties|null);
                 error?: (aethex.v1.Error.$Properties|null);
-                body?: ("welcome"|"snapshot"|"correction"|"pong"|"rpcResult"|"handoffRedirect"|"kick"|"error");
+                gameMessage?: (aethex.v1.GameMessage.$Properties|null);
+                body?: ("welcome"|"snapshot"|"correction"|"pong"|"rpcResult"|"handoffRedirect"|"kick"|"error"|"gameMessage");
                 $unknowns?: Uint8Array[];
             }
             type $Shape = {
@@ -106,9 +108,10 @@ export namespace aethex {
               handoffRedirect?: aethex.v1.HandoffRedirect.$Shape|null;
               kick?: aethex.v1.Kick.$Shape|null;
               error?: aethex.v1.Error.$Shape|null;
+              gameMessage?: aethex.v1.GameMessage.$Shape|null;
               $unknowns?: Uint8Array[];
             } & (
-              ({ body?: undefined; welcome?: null; snapshot?: null; correction?: null; pong?: null; rpcResult?: null; handoffRedirect?: null; kick?: null; error?: null }|{ body?: "welcome"; welcome: aethex.v1.Welcome.$Shape; snapshot?: null; correction?: null; pong?: null; rpcResult?: null; handoffRedirect?: null; kick?: null; error?: null }|{ body?: "snapshot"; welcome?: null; snapshot: aethex.v1.Snapshot.$Shape; correction?: null; pong?: null; rpcResult?: null; handoffRedirect?: null; kick?: null; error?: null }|{ body?: "correction"; welcome?: null; snapshot?: null; correction: aethex.v1.Correction.$Shape; pong?: null; rpcResult?: null; handoffRedirect?: null; kick?: null; error?: null }|{ body?: "pong"; welcome?: null; snapshot?: null; correction?: null; pong: aethex.v1.Pong.$Shape; rpcResult?: null; handoffRedirect?: null; kick?: null; error?: null }|{ body?: "rpcResult"; welcome?: null; snapshot?: null; correction?: null; pong?: null; rpcResult: aethex.v1.RpcResult.$Shape; handoffRedirect?: null; kick?: null; error?: null }|{ body?: "handoffRedirect"; welcome?: null; snapshot?: null; correction?: null; pong?: null; rpcResult?: null; handoffRedirect: aethex.v1.HandoffRedirect.$Shape; kick?: null; error?: null }|{ body?: "kick"; welcome?: null; snapshot?: null; correction?: null; pong?: null; rpcResult?: null; handoffRedirect?: null; kick: aethex.v1.Kick.$Shape; error?: null }|{ body?: "error"; welcome?: null; snapshot?: null; correction?: null; pong?: null; rpcResult?: null; handoffRedirect?: null; kick?: null; error: aethex.v1.Error.$Shape })
+              ({ body?: undefined; welcome?: null; snapshot?: null; correction?: null; pong?: null; rpcResult?: null; handoffRedirect?: null; kick?: null; error?: null; gameMessage?: null }|{ body?: "welcome"; welcome: aethex.v1.Welcome.$Shape; snapshot?: null; correction?: null; pong?: null; rpcResult?: null; handoffRedirect?: null; kick?: null; error?: null; gameMessage?: null }|{ body?: "snapshot"; welcome?: null; snapshot: aethex.v1.Snapshot.$Shape; correction?: null; pong?: null; rpcResult?: null; handoffRedirect?: null; kick?: null; error?: null; gameMessage?: null }|{ body?: "correction"; welcome?: null; snapshot?: null; correction: aethex.v1.Correction.$Shape; pong?: null; rpcResult?: null; handoffRedirect?: null; kick?: null; error?: null; gameMessage?: null }|{ body?: "pong"; welcome?: null; snapshot?: null; correction?: null; pong: aethex.v1.Pong.$Shape; rpcResult?: null; handoffRedirect?: null; kick?: null; error?: null; gameMessage?: null }|{ body?: "rpcResult"; welcome?: null; snapshot?: null; correction?: null; pong?: null; rpcResult: aethex.v1.RpcResult.$Shape; handoffRedirect?: null; kick?: null; error?: null; gameMessage?: null }|{ body?: "handoffRedirect"; welcome?: null; snapshot?: null; correction?: null; pong?: null; rpcResult?: null; handoffRedirect: aethex.v1.HandoffRedirect.$Shape; kick?: null; error?: null; gameMessage?: null }|{ body?: "kick"; welcome?: null; snapshot?: null; correction?: null; pong?: null; rpcResult?: null; handoffRedirect?: null; kick: aethex.v1.Kick.$Shape; error?: null; gameMessage?: null }|{ body?: "error"; welcome?: null; snapshot?: null; correction?: null; pong?: null; rpcResult?: null; handoffRedirect?: null; kick?: null; error: aethex.v1.Error.$Shape; gameMessage?: null }|{ body?: "gameMessage"; welcome?: null; snapshot?: null; correction?: null; pong?: null; rpcResult?: null; handoffRedirect?: null; kick?: null; error?: null; gameMessage: aethex.v1.GameMessage.$Shape })
             );
         }
 
@@ -546,6 +549,38 @@ export namespace aethex {
                 $unknowns?: Uint8Array[];
             }
             type $Shape = aethex.v1.Kick.$Properties;
+        }
+
+        interface IGameMessage extends aethex.v1.GameMessage.$Properties {
+        }
+
+        class GameMessage {
+            constructor(p?: aethex.v1.GameMessage.$Properties);
+            $unknowns?: Uint8Array[];
+            topic: string;
+            payload: Uint8Array;
+            tick: number;
+            static create(properties: aethex.v1.GameMessage.$Shape): aethex.v1.GameMessage & aethex.v1.GameMessage.$Shape;
+            static create(properties?: aethex.v1.GameMessage.$Properties): aethex.v1.GameMessage;
+            static encode(m: aethex.v1.GameMessage.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
+            static encodeDelimited(message: aethex.v1.GameMessage.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+            static decode(r: ($protobuf.Reader|Uint8Array), l?: number): aethex.v1.GameMessage & aethex.v1.GameMessage.$Shape;
+            static decodeDelimited(reader: ($protobuf.Reader|Uint8Array)): aethex.v1.GameMessage & aethex.v1.GameMessage.$Shape;
+            static verify(m: { [k: string]: any }): (string|null);
+            static fromObject(d: { [k: string]: any }): aethex.v1.GameMessage;
+            static toObject(m: aethex.v1.GameMessage, o?: $protobuf.IConversionOptions): { [k: string]: any };
+            toJSON(): { [k: string]: any };
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace GameMessage {
+            interface $Properties {
+                topic?: (string|null);
+                payload?: (Uint8Array|null);
+                tick?: (number|null);
+                $unknowns?: Uint8Array[];
+            }
+            type $Shape = aethex.v1.GameMessage.$Properties;
         }
 
         interface IError extends aethex.v1.Error.$Properties {

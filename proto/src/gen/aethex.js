@@ -537,7 +537,8 @@ export const aethex = $root.aethex = (() => {
              * @property {aethex.v1.HandoffRedirect.$Properties|null} [handoffRedirect] ServerMessage handoffRedirect
              * @property {aethex.v1.Kick.$Properties|null} [kick] ServerMessage kick
              * @property {aethex.v1.Error.$Properties|null} [error] ServerMessage error
-             * @property {"welcome"|"snapshot"|"correction"|"pong"|"rpcResult"|"handoffRedirect"|"kick"|"error"} [body] ServerMessage body
+             * @property {aethex.v1.GameMessage.$Properties|null} [gameMessage] ServerMessage gameMessage
+             * @property {"welcome"|"snapshot"|"correction"|"pong"|"rpcResult"|"handoffRedirect"|"kick"|"error"|"gameMessage"} [body] ServerMessage body
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -560,9 +561,10 @@ export const aethex = $root.aethex = (() => {
              *   handoffRedirect?: aethex.v1.HandoffRedirect.$Shape|null;
              *   kick?: aethex.v1.Kick.$Shape|null;
              *   error?: aethex.v1.Error.$Shape|null;
+             *   gameMessage?: aethex.v1.GameMessage.$Shape|null;
              *   $unknowns?: Array.<Uint8Array>;
              * } & (
-             *   ({ body?: undefined; welcome?: null; snapshot?: null; correction?: null; pong?: null; rpcResult?: null; handoffRedirect?: null; kick?: null; error?: null }|{ body?: "welcome"; welcome: aethex.v1.Welcome.$Shape; snapshot?: null; correction?: null; pong?: null; rpcResult?: null; handoffRedirect?: null; kick?: null; error?: null }|{ body?: "snapshot"; welcome?: null; snapshot: aethex.v1.Snapshot.$Shape; correction?: null; pong?: null; rpcResult?: null; handoffRedirect?: null; kick?: null; error?: null }|{ body?: "correction"; welcome?: null; snapshot?: null; correction: aethex.v1.Correction.$Shape; pong?: null; rpcResult?: null; handoffRedirect?: null; kick?: null; error?: null }|{ body?: "pong"; welcome?: null; snapshot?: null; correction?: null; pong: aethex.v1.Pong.$Shape; rpcResult?: null; handoffRedirect?: null; kick?: null; error?: null }|{ body?: "rpcResult"; welcome?: null; snapshot?: null; correction?: null; pong?: null; rpcResult: aethex.v1.RpcResult.$Shape; handoffRedirect?: null; kick?: null; error?: null }|{ body?: "handoffRedirect"; welcome?: null; snapshot?: null; correction?: null; pong?: null; rpcResult?: null; handoffRedirect: aethex.v1.HandoffRedirect.$Shape; kick?: null; error?: null }|{ body?: "kick"; welcome?: null; snapshot?: null; correction?: null; pong?: null; rpcResult?: null; handoffRedirect?: null; kick: aethex.v1.Kick.$Shape; error?: null }|{ body?: "error"; welcome?: null; snapshot?: null; correction?: null; pong?: null; rpcResult?: null; handoffRedirect?: null; kick?: null; error: aethex.v1.Error.$Shape })
+             *   ({ body?: undefined; welcome?: null; snapshot?: null; correction?: null; pong?: null; rpcResult?: null; handoffRedirect?: null; kick?: null; error?: null; gameMessage?: null }|{ body?: "welcome"; welcome: aethex.v1.Welcome.$Shape; snapshot?: null; correction?: null; pong?: null; rpcResult?: null; handoffRedirect?: null; kick?: null; error?: null; gameMessage?: null }|{ body?: "snapshot"; welcome?: null; snapshot: aethex.v1.Snapshot.$Shape; correction?: null; pong?: null; rpcResult?: null; handoffRedirect?: null; kick?: null; error?: null; gameMessage?: null }|{ body?: "correction"; welcome?: null; snapshot?: null; correction: aethex.v1.Correction.$Shape; pong?: null; rpcResult?: null; handoffRedirect?: null; kick?: null; error?: null; gameMessage?: null }|{ body?: "pong"; welcome?: null; snapshot?: null; correction?: null; pong: aethex.v1.Pong.$Shape; rpcResult?: null; handoffRedirect?: null; kick?: null; error?: null; gameMessage?: null }|{ body?: "rpcResult"; welcome?: null; snapshot?: null; correction?: null; pong?: null; rpcResult: aethex.v1.RpcResult.$Shape; handoffRedirect?: null; kick?: null; error?: null; gameMessage?: null }|{ body?: "handoffRedirect"; welcome?: null; snapshot?: null; correction?: null; pong?: null; rpcResult?: null; handoffRedirect: aethex.v1.HandoffRedirect.$Shape; kick?: null; error?: null; gameMessage?: null }|{ body?: "kick"; welcome?: null; snapshot?: null; correction?: null; pong?: null; rpcResult?: null; handoffRedirect?: null; kick: aethex.v1.Kick.$Shape; error?: null; gameMessage?: null }|{ body?: "error"; welcome?: null; snapshot?: null; correction?: null; pong?: null; rpcResult?: null; handoffRedirect?: null; kick?: null; error: aethex.v1.Error.$Shape; gameMessage?: null }|{ body?: "gameMessage"; welcome?: null; snapshot?: null; correction?: null; pong?: null; rpcResult?: null; handoffRedirect?: null; kick?: null; error?: null; gameMessage: aethex.v1.GameMessage.$Shape })
              * )} aethex.v1.ServerMessage.$Shape
              */
 
@@ -645,17 +647,25 @@ export const aethex = $root.aethex = (() => {
              */
             ServerMessage.prototype.error = null;
 
+            /**
+             * ServerMessage gameMessage.
+             * @member {aethex.v1.GameMessage.$Properties|null|undefined} gameMessage
+             * @memberof aethex.v1.ServerMessage
+             * @instance
+             */
+            ServerMessage.prototype.gameMessage = null;
+
             // OneOf field names bound to virtual getters and setters
             let $oneOfFields;
 
             /**
              * ServerMessage body.
-             * @member {"welcome"|"snapshot"|"correction"|"pong"|"rpcResult"|"handoffRedirect"|"kick"|"error"|undefined} body
+             * @member {"welcome"|"snapshot"|"correction"|"pong"|"rpcResult"|"handoffRedirect"|"kick"|"error"|"gameMessage"|undefined} body
              * @memberof aethex.v1.ServerMessage
              * @instance
              */
             $Object.defineProperty(ServerMessage.prototype, "body", {
-                get: $util.oneOfGetter($oneOfFields = ["welcome", "snapshot", "correction", "pong", "rpcResult", "handoffRedirect", "kick", "error"]),
+                get: $util.oneOfGetter($oneOfFields = ["welcome", "snapshot", "correction", "pong", "rpcResult", "handoffRedirect", "kick", "error", "gameMessage"]),
                 set: $util.oneOfSetter($oneOfFields)
             });
 
@@ -707,6 +717,8 @@ export const aethex = $root.aethex = (() => {
                     $root.aethex.v1.Kick.encode(m.kick, w.uint32(/* id 7, wireType 2 =*/58).fork(), q + 1).ldelim();
                 if (m.error != null && $Object.hasOwnProperty.call(m, "error"))
                     $root.aethex.v1.Error.encode(m.error, w.uint32(/* id 8, wireType 2 =*/66).fork(), q + 1).ldelim();
+                if (m.gameMessage != null && $Object.hasOwnProperty.call(m, "gameMessage"))
+                    $root.aethex.v1.GameMessage.encode(m.gameMessage, w.uint32(/* id 9, wireType 2 =*/74).fork(), q + 1).ldelim();
                 if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
                     for (var i = 0; i < m.$unknowns.length; ++i)
                         w.raw(m.$unknowns[i]);
@@ -818,6 +830,13 @@ export const aethex = $root.aethex = (() => {
                                 break;
                             m.error = $root.aethex.v1.Error.decode(r, r.size(), $undefined, q + 1, m.error);
                             m.body = "error";
+                            continue;
+                        }
+                    case 9: {
+                            if (u !== 2)
+                                break;
+                            m.gameMessage = $root.aethex.v1.GameMessage.decode(r, r.size(), $undefined, q + 1, m.gameMessage);
+                            m.body = "gameMessage";
                             continue;
                         }
                     }
@@ -947,6 +966,16 @@ export const aethex = $root.aethex = (() => {
                             return "error." + e;
                     }
                 }
+                if (m.gameMessage != null && $Object.hasOwnProperty.call(m, "gameMessage")) {
+                    if (p.body === 1)
+                        return "body: multiple values";
+                    p.body = 1;
+                    {
+                        var e = $root.aethex.v1.GameMessage.verify(m.gameMessage, q + 1);
+                        if (e)
+                            return "gameMessage." + e;
+                    }
+                }
                 return null;
             };
 
@@ -1008,6 +1037,11 @@ export const aethex = $root.aethex = (() => {
                         throw $TypeError(".aethex.v1.ServerMessage.error: object expected");
                     m.error = $root.aethex.v1.Error.fromObject(d.error, q + 1);
                 }
+                if (d.gameMessage != null) {
+                    if (!$util.isObject(d.gameMessage))
+                        throw $TypeError(".aethex.v1.ServerMessage.gameMessage: object expected");
+                    m.gameMessage = $root.aethex.v1.GameMessage.fromObject(d.gameMessage, q + 1);
+                }
                 return m;
             };
 
@@ -1067,6 +1101,11 @@ export const aethex = $root.aethex = (() => {
                     d.error = $root.aethex.v1.Error.toObject(m.error, o, q + 1);
                     if (o.oneofs)
                         d.body = "error";
+                }
+                if (m.gameMessage != null && $Object.hasOwnProperty.call(m, "gameMessage")) {
+                    d.gameMessage = $root.aethex.v1.GameMessage.toObject(m.gameMessage, o, q + 1);
+                    if (o.oneofs)
+                        d.body = "gameMessage";
                 }
                 return d;
             };
@@ -6033,6 +6072,361 @@ export const aethex = $root.aethex = (() => {
             };
 
             return Kick;
+        })();
+
+        v1.GameMessage = (function() {
+
+            /**
+             * Properties of a GameMessage.
+             * @typedef {Object} aethex.v1.GameMessage.$Properties
+             * @property {string|null} [topic] GameMessage topic
+             * @property {Uint8Array|null} [payload] GameMessage payload
+             * @property {number|null} [tick] GameMessage tick
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a GameMessage.
+             * @memberof aethex.v1
+             * @interface IGameMessage
+             * @augments aethex.v1.GameMessage.$Properties
+             * @deprecated Use aethex.v1.GameMessage.$Properties instead.
+             */
+
+            /**
+             * Shape of a GameMessage.
+             * @typedef {aethex.v1.GameMessage.$Properties} aethex.v1.GameMessage.$Shape
+             */
+
+            /**
+             * Constructs a new GameMessage.
+             * @memberof aethex.v1
+             * @classdesc Represents a GameMessage.
+             * @constructor
+             * @param {aethex.v1.GameMessage.$Properties=} [p] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const GameMessage = function (p) {
+                if (p)
+                    for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
+                        if (p[ks[i]] != null && ks[i] !== "__proto__")
+                            this[ks[i]] = p[ks[i]];
+            };
+
+            /**
+             * GameMessage topic.
+             * @member {string} topic
+             * @memberof aethex.v1.GameMessage
+             * @instance
+             */
+            GameMessage.prototype.topic = "";
+
+            /**
+             * GameMessage payload.
+             * @member {Uint8Array} payload
+             * @memberof aethex.v1.GameMessage
+             * @instance
+             */
+            GameMessage.prototype.payload = $util.newBuffer([]);
+
+            /**
+             * GameMessage tick.
+             * @member {number} tick
+             * @memberof aethex.v1.GameMessage
+             * @instance
+             */
+            GameMessage.prototype.tick = 0;
+
+            /**
+             * Creates a new GameMessage instance using the specified properties.
+             * @function create
+             * @memberof aethex.v1.GameMessage
+             * @static
+             * @param {aethex.v1.GameMessage.$Properties=} [properties] Properties to set
+             * @returns {aethex.v1.GameMessage} GameMessage instance
+             * @type {{
+             *   (properties: aethex.v1.GameMessage.$Shape): aethex.v1.GameMessage & aethex.v1.GameMessage.$Shape;
+             *   (properties?: aethex.v1.GameMessage.$Properties): aethex.v1.GameMessage;
+             * }}
+             */
+            GameMessage.create = function(properties) {
+                return new GameMessage(properties);
+            };
+
+            /**
+             * Encodes the specified GameMessage message. Does not implicitly {@link aethex.v1.GameMessage.verify|verify} messages.
+             * @function encode
+             * @memberof aethex.v1.GameMessage
+             * @static
+             * @param {aethex.v1.GameMessage.$Properties} m GameMessage message or plain object to encode
+             * @param {$protobuf.Writer} [w] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            GameMessage.encode = function (m, w, q) {
+                if (!w)
+                    w = $Writer.create();
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (m.topic != null && $Object.hasOwnProperty.call(m, "topic") && m.topic !== "")
+                    w.uint32(/* id 1, wireType 2 =*/10).string(m.topic);
+                if (m.payload != null && $Object.hasOwnProperty.call(m, "payload") && m.payload.length)
+                    w.uint32(/* id 2, wireType 2 =*/18).bytes(m.payload);
+                if (m.tick != null && $Object.hasOwnProperty.call(m, "tick") && m.tick !== 0)
+                    w.uint32(/* id 3, wireType 0 =*/24).uint32(m.tick);
+                if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
+                    for (var i = 0; i < m.$unknowns.length; ++i)
+                        w.raw(m.$unknowns[i]);
+                return w;
+            };
+
+            /**
+             * Encodes the specified GameMessage message, length delimited. Does not implicitly {@link aethex.v1.GameMessage.verify|verify} messages.
+             * @function encodeDelimited
+             * @memberof aethex.v1.GameMessage
+             * @static
+             * @param {aethex.v1.GameMessage.$Properties} message GameMessage message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            GameMessage.encodeDelimited = function(message, writer) {
+                return this.encode(message, (writer || $Writer.create()).fork()).ldelim();
+            };
+
+            /**
+             * Decodes a GameMessage message from the specified reader or buffer.
+             * @function decode
+             * @memberof aethex.v1.GameMessage
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} r Reader or buffer to decode from
+             * @param {number} [l] Message length if known beforehand
+             * @returns {aethex.v1.GameMessage & aethex.v1.GameMessage.$Shape} GameMessage
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            GameMessage.decode = function (r, l, z, q, g) {
+                if (!(r instanceof $Reader))
+                    r = $Reader.create(r);
+                if (q === $undefined)
+                    q = 0;
+                if (q > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var c, m, v;
+                if (l === $undefined)
+                    c = r.len;
+                else {
+                    c = r.pos + l;
+                    if (c > r.len)
+                        throw $RangeError("index out of range");
+                    l = r.len;
+                    r.len = c;
+                }
+                m = g || new $root.aethex.v1.GameMessage();
+                while (r.pos < c) {
+                    var s = r.pos;
+                    var t = r.tag();
+                    if (t === z) {
+                        z = $undefined;
+                        break;
+                    }
+                    var u = t & 7;
+                    switch (t >>>= 3) {
+                    case 1: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.stringVerify()).length)
+                                m.topic = v;
+                            else
+                                delete m.topic;
+                            continue;
+                        }
+                    case 2: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.bytes()).length)
+                                m.payload = v;
+                            else
+                                delete m.payload;
+                            continue;
+                        }
+                    case 3: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.uint32())
+                                m.tick = v;
+                            else
+                                delete m.tick;
+                            continue;
+                        }
+                    }
+                    r.skipType(u, q, t);
+                    if (!r.discardUnknown) {
+                        $util.makeProp(m, "$unknowns", false);
+                        (m.$unknowns || (m.$unknowns = [])).push(r.raw(s, r.pos));
+                    }
+                }
+                if (l !== $undefined) {
+                    if (r.pos !== c)
+                        throw $RangeError("index out of range");
+                    r.len = l;
+                }
+                if (z !== $undefined)
+                    throw $Error("missing end group");
+                return m;
+            };
+
+            /**
+             * Decodes a GameMessage message from the specified reader or buffer, length delimited.
+             * @function decodeDelimited
+             * @memberof aethex.v1.GameMessage
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @returns {aethex.v1.GameMessage & aethex.v1.GameMessage.$Shape} GameMessage
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            GameMessage.decodeDelimited = function(reader) {
+                if (!(reader instanceof $Reader))
+                    reader = new $Reader(reader);
+                return this.decode(reader, reader.size());
+            };
+
+            /**
+             * Verifies a GameMessage message.
+             * @function verify
+             * @memberof aethex.v1.GameMessage
+             * @static
+             * @param {Object.<string,*>} m Plain object to verify
+             * @returns {string|null} `null` if valid, otherwise the reason why it is not
+             */
+            GameMessage.verify = function (m, q) {
+                if (typeof m !== "object" || m === null)
+                    return "object expected";
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    return "max depth exceeded";
+                if (m.topic != null && $Object.hasOwnProperty.call(m, "topic")) {
+                    if (!$util.isString(m.topic))
+                        return "topic: string expected";
+                }
+                if (m.payload != null && $Object.hasOwnProperty.call(m, "payload")) {
+                    if (!(m.payload && typeof m.payload.length === "number" || $util.isString(m.payload)))
+                        return "payload: buffer expected";
+                }
+                if (m.tick != null && $Object.hasOwnProperty.call(m, "tick")) {
+                    if (!$util.isInteger(m.tick))
+                        return "tick: integer expected";
+                }
+                return null;
+            };
+
+            /**
+             * Creates a GameMessage message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof aethex.v1.GameMessage
+             * @static
+             * @param {Object.<string,*>} d Plain object
+             * @returns {aethex.v1.GameMessage} GameMessage
+             */
+            GameMessage.fromObject = function (d, q) {
+                if (d instanceof $root.aethex.v1.GameMessage)
+                    return d;
+                if (!$util.isObject(d))
+                    throw $TypeError(".aethex.v1.GameMessage: object expected");
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var m = new $root.aethex.v1.GameMessage();
+                if (d.topic != null) {
+                    if (typeof d.topic !== "string" || d.topic.length) {
+                        m.topic = $String(d.topic);
+                    }
+                }
+                if (d.payload != null) {
+                    if (d.payload.length) {
+                        if (typeof d.payload === "string")
+                            $util.base64.decode(d.payload, m.payload = $util.newBuffer($util.base64.length(d.payload)), 0);
+                        else if (d.payload.length >= 0)
+                            m.payload = d.payload;
+                    }
+                }
+                if (d.tick != null) {
+                    if ($Number(d.tick) !== 0) {
+                        m.tick = d.tick >>> 0;
+                    }
+                }
+                return m;
+            };
+
+            /**
+             * Creates a plain object from a GameMessage message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof aethex.v1.GameMessage
+             * @static
+             * @param {aethex.v1.GameMessage} m GameMessage
+             * @param {$protobuf.IConversionOptions} [o] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            GameMessage.toObject = function (m, o, q) {
+                if (!o)
+                    o = {};
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var d = {};
+                if (o.defaults) {
+                    d.topic = "";
+                    if (o.bytes === $String)
+                        d.payload = "";
+                    else {
+                        d.payload = [];
+                        if (o.bytes !== $Array)
+                            d.payload = $util.newBuffer(d.payload);
+                    }
+                    d.tick = 0;
+                }
+                if (m.topic != null && $Object.hasOwnProperty.call(m, "topic")) {
+                    d.topic = m.topic;
+                }
+                if (m.payload != null && $Object.hasOwnProperty.call(m, "payload")) {
+                    d.payload = o.bytes === $String ? $util.base64.encode(m.payload, 0, m.payload.length) : o.bytes === $Array ? $Array.prototype.slice.call(m.payload) : m.payload;
+                }
+                if (m.tick != null && $Object.hasOwnProperty.call(m, "tick")) {
+                    d.tick = m.tick;
+                }
+                return d;
+            };
+
+            /**
+             * Converts this GameMessage to JSON.
+             * @function toJSON
+             * @memberof aethex.v1.GameMessage
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            GameMessage.prototype.toJSON = function() {
+                return GameMessage.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for GameMessage
+             * @function getTypeUrl
+             * @memberof aethex.v1.GameMessage
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            GameMessage.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/aethex.v1.GameMessage";
+            };
+
+            return GameMessage;
         })();
 
         v1.Error = (function() {
