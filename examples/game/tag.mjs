@@ -1,7 +1,8 @@
 // Tag: one player is "it" (flag bit 1). When "it" comes within 3 units of another player, that
 // player becomes "it"; a tagged player cannot tag back for 2 seconds. Run a shard with
 //   AETHEX_GAMESERVER_GAME_MODULE=examples/game/tag.mjs
-// Clients see who is "it" in the entities' flags, and may ask with client.rpc('whoIsIt').
+// Clients see who is "it" in the entities' flags, hear each tag as a 'tagged' message, and may
+// ask with client.rpc('whoIsIt').
 const IT = 1;
 const TAG_RANGE = 3;
 const COOLDOWN_TICKS = 80;
@@ -38,6 +39,8 @@ export default {
         ctx.setFlags(it, 0);
         ctx.setFlags(other, IT);
         ctx.log.info({ from: players.get(it), to: players.get(other) }, 'tagged');
+        // Everyone hears who is "it" now (the SDK's 'message' event, topic 'tagged').
+        ctx.broadcast('tagged', new TextEncoder().encode(JSON.stringify({ from: players.get(it), to: players.get(other) })));
         it = other;
         taggedAt = ctx.tick;
         return;

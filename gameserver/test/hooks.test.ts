@@ -23,6 +23,8 @@ test('the tag example: the first player is "it", it shows in snapshots, rpc answ
   await until('alice flagged "it" in bob’s view', () => b.entities().get(aliceId)?.flags === 1);
   expect(JSON.parse(new TextDecoder().decode(await b.rpc('whoIsIt')))).toEqual({ entityId: aliceId, playerId: 'alice' });
 
+  const heard: string[] = [];
+  b.on('message', (topic, payload) => heard.push(`${topic} ${new TextDecoder().decode(payload)}`));
   // Put bob next to alice: the next tick passes "it" to bob.
   const { world } = t.shard.engine;
   const sa = world.indexOf(aliceId);
@@ -31,6 +33,8 @@ test('the tag example: the first player is "it", it shows in snapshots, rpc answ
   world.y[sb] = world.y[sa] as number;
   await until('bob flagged "it" in alice’s view', () => a.entities().get(bobId)?.flags === 1 && a.entities().get(aliceId)?.flags === 0);
   expect(JSON.parse(new TextDecoder().decode(await a.rpc('whoIsIt')))).toMatchObject({ playerId: 'bob' });
+  await until('bob hears the tag', () => heard.length > 0);
+  expect(heard).toEqual(['tagged {"from":"alice","to":"bob"}']);
 });
 
 test('rpc errors: unknown method, a game error code, a failing handler (INTERNAL, counted); a throwing hook never stops the tick', async () => {
