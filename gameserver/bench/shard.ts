@@ -153,6 +153,9 @@ if (values.json) {
               max_snapshot_gap_ms: e2e.max_snapshot_gap_ms,
               thread_sessions: e2e.thread_sessions,
               gc_pauses: e2e.gc_pauses,
+              join_tick_ms: e2e.join_tick_ms,
+              kicked: e2e.kicked,
+              closed: e2e.closed,
             },
             ramp,
           }
