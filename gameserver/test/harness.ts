@@ -3,7 +3,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLogger, signJoinToken } from '@aethex/runtime';
-import { RealtimeClient } from '@aethex/sdk';
+import { RealtimeClient, type RealtimeOptions } from '@aethex/sdk';
 import { WebSocket } from 'ws';
 import { loadConfig } from '../src/config.js';
 import { type RunningShard, startShard } from '../src/shard.js';
@@ -12,7 +12,12 @@ import { type RunningShard, startShard } from '../src/shard.js';
 export interface TestShard {
   shard: RunningShard;
   token(playerId: string, overrides?: { shard?: string; ttlSeconds?: number }): Promise<string>;
-  client(playerId: string): Promise<RealtimeClient>;
+  /**
+   * A client joined as `playerId` (closed by `stop`). `options` override the client's (another
+   * `url`, `rejoin`, …); `beforeConnect` sees it before it connects (listeners for what the join
+   * itself brings).
+   */
+  client(playerId: string, options?: Partial<RealtimeOptions>, beforeConnect?: (client: RealtimeClient) => void): Promise<RealtimeClient>;
   stop(): Promise<void>;
 }
 
@@ -42,13 +47,15 @@ export async function startTestShard(
   return {
     shard,
     token,
-    async client(playerId: string) {
+    async client(playerId, options = {}, beforeConnect) {
       const c = new RealtimeClient({
         url: shard.gatewayUrl,
         joinToken: await token(playerId),
         createSocket: (url) => new WebSocket(url) as never,
+        ...options,
       });
       clients.push(c);
+      beforeConnect?.(c);
       await c.connect();
       return c;
     },

@@ -1,15 +1,11 @@
 import { join } from 'node:path';
-import { RealtimeClient } from '@aethex/sdk';
 import { afterEach, expect, test } from 'vitest';
-import { WebSocket } from 'ws';
 import { loadHooks } from '../src/hooks.js';
 import { moduleFile, startTestShard, type TestShard, until } from './harness.js';
 
 const TAG = join(import.meta.dirname, '../../examples/game/tag.mjs');
 let t: TestShard | undefined;
-const clients: RealtimeClient[] = [];
 afterEach(async () => {
-  for (const c of clients.splice(0)) c.close();
   await t?.stop();
   t = undefined;
 });
@@ -96,21 +92,14 @@ test('hooks send messages of the game’s own: to one player, to all; bad topics
   let welcomedFirst = true;
   const ticks: number[] = [];
   // Listening before connecting: the greeting comes right after the Welcome.
-  const join = async (name: string) => {
-    const c = new RealtimeClient({
-      url: (t as TestShard).shard.gatewayUrl,
-      joinToken: await (t as TestShard).token(name),
-      createSocket: (u) => new WebSocket(u) as never,
-    });
-    clients.push(c);
-    c.on('message', (topic, payload, tick) => {
-      welcomedFirst &&= c.welcome !== undefined;
-      ticks.push(tick);
-      received.set(name, [...(received.get(name) ?? []), `${topic} ${topic === 'big' ? payload.length : text(payload)}`]);
-    });
-    await c.connect();
-    return c;
-  };
+  const join = (name: string) =>
+    (t as TestShard).client(name, {}, (c) =>
+      c.on('message', (topic, payload, tick) => {
+        welcomedFirst &&= c.welcome !== undefined;
+        ticks.push(tick);
+        received.set(name, [...(received.get(name) ?? []), `${topic} ${topic === 'big' ? payload.length : text(payload)}`]);
+      }),
+    );
   const a = await join('alice');
   await join('bob');
   expect(text(await a.rpc('shout', new TextEncoder().encode('hi all')))).toBe('2');

@@ -2,7 +2,7 @@ import { once } from 'node:events';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { aethex } from '@aethex/proto';
-import { RealtimeClient, type RealtimeOptions } from '@aethex/sdk';
+import type { RealtimeClient, RealtimeOptions } from '@aethex/sdk';
 import { afterEach, describe, expect, test } from 'vitest';
 import { WebSocket } from 'ws';
 import { MODE_DORMANT, MODE_OWNED } from '../src/sim/world.js';
@@ -12,9 +12,7 @@ const { ClientMessage, ServerMessage } = aethex.v1;
 
 let t: TestShard | undefined;
 let proxy: Server | undefined;
-const clients: RealtimeClient[] = [];
 afterEach(async () => {
-  for (const c of clients.splice(0)) c.close();
   await t?.stop();
   t = undefined;
   proxy?.close();
@@ -93,15 +91,7 @@ async function metric(t: TestShard, name: string): Promise<number> {
  */
 async function annThroughProxy(shard: TestShard, options: Partial<RealtimeOptions> = {}) {
   const net = await cuttableProxy(shard.shard.gatewayUrl);
-  const ann = new RealtimeClient({
-    url: net.url,
-    joinToken: await shard.token('ann'),
-    createSocket: (url) => new WebSocket(url) as never,
-    rejoin: { joinToken: () => shard.token('ann'), maxDelayMs: 100 },
-    ...options,
-  });
-  clients.push(ann);
-  await ann.connect();
+  const ann = await shard.client('ann', { url: net.url, rejoin: { joinToken: () => shard.token('ann'), maxDelayMs: 100 }, ...options });
   const id = ann.welcome?.entityId as number;
   const w = shard.shard.engine.world;
   w.x[w.indexOf(id)] = 0;
