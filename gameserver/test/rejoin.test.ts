@@ -110,6 +110,20 @@ async function walk(client: RealtimeClient, n: number): Promise<void> {
   }
 }
 
+/**
+ * After ann's rejoin: the Welcome names her entity `id` with `welcomedAt` applied, then every input
+ * she made (through `walked`) is applied and she stands at x = `walked` on the shard and in her own
+ * snapshots (one unit a move from the origin).
+ */
+async function backWhereSheWas(shard: TestShard, ann: RealtimeClient, id: number, welcomedAt: number, walked: number): Promise<void> {
+  expect(ann.welcome?.entityId).toBe(id);
+  expect(ann.welcome?.lastInputSeq).toBe(welcomedAt);
+  await until(`inputs through ${walked} applied`, () => ann.lastAckedSeq === walked && ann.unacknowledged === 0);
+  await until(`ann at ${walked} in her own snapshots`, () => Math.abs((ann.entities().get(id)?.x ?? 0) - walked) < 0.2);
+  const w = shard.shard.engine.world;
+  expect(w.x[w.indexOf(id)]).toBeCloseTo(walked, 4);
+}
+
 describe('a player whose connection drops', () => {
   test('gets their entity back where it stood when the SDK rejoins, with every input it predicted meanwhile', async () => {
     t = await startTestShard({
@@ -142,11 +156,8 @@ describe('a player whose connection drops', () => {
     const rejoined = new Promise((r) => ann.on('rejoined', r));
     net.restore();
     await rejoined;
-    expect(ann.welcome?.entityId).toBe(id);
-    expect(ann.welcome?.lastInputSeq).toBe(10);
-    await until('the five held inputs applied', () => ann.lastAckedSeq === 15 && ann.unacknowledged === 0);
-    await until('ann at 15 in her own snapshots', () => Math.abs((ann.entities().get(id)?.x ?? 0) - 15) < 0.2);
-    expect(w.x[w.indexOf(id)]).toBeCloseTo(15, 4);
+    // The five moves made while the network was down are applied after the rejoin.
+    await backWhereSheWas(shard, ann, id, 10, 15);
     expect(w.mode[w.indexOf(id)]).toBe(MODE_OWNED);
     expect(ann.predicted.x).toBeCloseTo(15, 4);
     expect(corrections).toEqual([]);
@@ -251,7 +262,6 @@ describe('a player whose connection drops', () => {
     t = await startTestShard({ AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '-50,-50,50,50' });
     const shard = t;
     const { net, ann, id, corrections } = await annThroughProxy(shard, { silenceTimeoutMs: 500 });
-    const w = shard.shard.engine.world;
     await walk(ann, 5);
     await until('five inputs acknowledged', () => ann.lastAckedSeq === 5 && ann.unacknowledged === 0);
     const disconnected = new Promise<[number, string]>((r) => ann.on('disconnected', (code, reason) => r([code, reason])));
@@ -264,11 +274,7 @@ describe('a player whose connection drops', () => {
     expect(reason).toMatch(/no message from the shard/);
     await rejoined;
     // The shard still had the old session (the stalled socket never closed): the rejoin replaced it.
-    expect(ann.welcome?.entityId).toBe(id);
-    expect(ann.welcome?.lastInputSeq).toBe(5);
-    await until('all ten inputs applied', () => ann.lastAckedSeq === 10 && ann.unacknowledged === 0);
-    await until('ann at 10', () => Math.abs((ann.entities().get(id)?.x ?? 0) - 10) < 0.2);
-    expect(w.x[w.indexOf(id)]).toBeCloseTo(10, 4);
+    await backWhereSheWas(shard, ann, id, 5, 10);
     expect(corrections).toEqual([]);
     expect(shard.shard.engine.playerCount).toBe(1);
   });
