@@ -194,6 +194,46 @@ test('a dropped player keeps their place: at the player capacity newcomers are r
   expect(e.join(5, 'cat').ok).toBe(true);
 });
 
+test('a place is taken and freed once per player: a drop and a rejoin keep it, a leave, the window’s end, a handoff and a drain free it', () => {
+  const places: string[] = [];
+  const onPlace = (event: 'taken' | 'freed', playerId: string) => places.push(`${event} ${playerId}`);
+  const e = new ShardEngine(settings, out, { onPlace });
+  joined(e, 1, 'ann');
+  joined(e, 2, 'bob');
+  const cat = joined(e, 3, 'cat');
+  e.suspend(1);
+  joined(e, 4, 'ann'); // rejoined in time
+  joined(e, 5, 'ann'); // replaces session 4
+  e.leave(2);
+  e.leave(2); // idempotent
+  e.suspend(5);
+  steps(e, WINDOW_TICKS);
+  expect(places).toEqual(['taken ann', 'taken bob', 'taken cat', 'freed bob', 'freed ann']);
+
+  // Handed over: the place goes with the entity.
+  places.length = 0;
+  joined(e, 6, 'dan');
+  e.offer(cat);
+  e.commitOffer(cat);
+  e.leave(3); // the redirected client closes later: nothing more
+  expect(places).toEqual(['taken dan', 'freed cat']);
+
+  // A drain frees every place and keeps the state; the restart takes them again.
+  places.length = 0;
+  e.detach(6);
+  e.releasePlaces();
+  e.releasePlaces();
+  expect(places).toEqual(['freed dan']);
+  places.length = 0;
+  const after = new ShardEngine(settings, out, { onPlace, restored: decodeState(e.persistentState(), settings['engine.max_entities']) });
+  expect(places).toEqual(['taken dan']);
+  joined(after, 1, 'dan');
+  steps(after, WINDOW_TICKS);
+  expect(places).toEqual(['taken dan']);
+  after.leave(1);
+  expect(places).toEqual(['taken dan', 'freed dan']);
+});
+
 test('a hook’s game message is refused with the problem named: topic shape, payload type and size', () => {
   const e = new ShardEngine(settings, out);
   joined(e, 1, 'ann');

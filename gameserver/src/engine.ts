@@ -176,6 +176,12 @@ export class ShardEngine {
   private readonly rejoinWindowTicks: number;
   /** Inputs that arrived while their entity was on offer, by entity id. */
   private readonly held = new Map<number, HeldInput[]>();
+  /**
+   * Players with a place here — a session or an entity waiting for them — as last told to
+   * `onPlace`, so that each change is told once.
+   */
+  private readonly placed = new Set<string>();
+  private readonly onPlace: ((event: 'taken' | 'freed', playerId: string) => void) | undefined;
 
   private readonly metrics: ShardMetrics | undefined;
   private readonly hooks: GameHooks;
@@ -206,6 +212,14 @@ export class ShardEngine {
       rebalance?: boolean;
       /** Called with each garbage-collection pause of a snapshot thread, in milliseconds (benchmarks). */
       onThreadGc?: (ms: number) => void;
+      /**
+       * Called when a player takes a place on this shard (a join that is not a rejoin, a resume
+       * after a handoff, each player restored from the snapshot) and when the place is freed (they
+       * leave, their rejoin window ends, they are handed over, `releasePlaces`): presence, domain
+       * events and Agones' player count follow places, not connections. Called on the tick; must
+       * not block.
+       */
+      onPlace?: (event: 'taken' | 'freed', playerId: string) => void;
     } = {},
   ) {
     const { restored } = options;
@@ -213,6 +227,7 @@ export class ShardEngine {
     this.metrics = options.metrics;
     this.hooks = options.hooks ?? {};
     this.log = options.log;
+    this.onPlace = options.onPlace;
     const bounds: Rect = settings['engine.world_bounds'];
     this.world = restored?.world ?? new World(settings['engine.max_entities'], options.ids?.first, options.ids?.limit);
     this.grid = new Grid(bounds, settings['engine.aoi_radius'] * GRID_CELL_FACTOR, settings['engine.max_entities']);
@@ -263,6 +278,7 @@ export class ShardEngine {
         if (this.world.indexOf(entityId) < 0) continue;
         this.dormant.set(playerId, entityId);
         this.dormantUntil.set(playerId, this.tick + this.rejoinWindowTicks);
+        this.syncPlace(playerId);
       }
       // A player's entity with no player to wake it (a snapshot from before awaitingResume was
       // persisted) would be owned here for good, whoever owns it now: it goes.
@@ -436,6 +452,12 @@ export class ShardEngine {
    * player capacity (players here and those whose entity waits for them) or the entity capacity.
    */
   join(sessionId: number, playerId: string): JoinResult {
+    const result = this.admit(sessionId, playerId);
+    this.syncPlace(playerId);
+    return result;
+  }
+
+  private admit(sessionId: number, playerId: string): JoinResult {
     const previous = this.byPlayer.get(playerId);
     if (previous) {
       this.forget(previous);
@@ -629,7 +651,9 @@ export class ShardEngine {
       this.announceLeave(previous, true);
       this.out.kick(previous.id, ReasonCode.REASON_CODE_REPLACED, 'the same player resumed again');
     }
-    return this.bind(sessionId, playerId, entityId, previous?.entityId === entityId);
+    const result = this.bind(sessionId, playerId, entityId, previous?.entityId === entityId);
+    this.syncPlace(playerId);
+    return result;
   }
 
   /** Players' entities this shard owns and simulates, with their positions (handoff checks). */
@@ -716,6 +740,7 @@ export class ShardEngine {
     if (this.byPlayer.get(session.playerId) === session) this.byPlayer.delete(session.playerId);
     session.redirected = true;
     this.announceLeave(session, false);
+    this.syncPlace(session.playerId);
     return session.id;
   }
 
@@ -752,6 +777,7 @@ export class ShardEngine {
       if (!ids.has(entityId) || i < 0 || this.world.mode[i] !== MODE_DORMANT) continue;
       this.stopWaiting(playerId);
       this.world.despawn(entityId);
+      this.syncPlace(playerId);
       dropped++;
     }
     return dropped;
@@ -828,6 +854,7 @@ export class ShardEngine {
     this.announceLeave(session, false);
     this.held.delete(session.entityId);
     this.world.despawn(session.entityId);
+    this.syncPlace(session.playerId);
   }
 
   /**
@@ -873,6 +900,25 @@ export class ShardEngine {
     this.droppedHere.delete(playerId);
   }
 
+  /** Tells `onPlace` if the player's place here was taken or freed since it was last told. */
+  private syncPlace(playerId: string): void {
+    const has = this.byPlayer.has(playerId) || this.dormant.has(playerId);
+    if (has === this.placed.has(playerId)) return;
+    if (has) this.placed.add(playerId);
+    else this.placed.delete(playerId);
+    this.onPlace?.(has ? 'taken' : 'freed', playerId);
+  }
+
+  /**
+   * The shard is going away (a drain, after every session was detached): every place is told as
+   * freed. The state is kept — the final snapshot keeps the entities, and a restart from it tells
+   * their players' places as taken again.
+   */
+  releasePlaces(): void {
+    for (const playerId of this.placed) this.onPlace?.('freed', playerId);
+    this.placed.clear();
+  }
+
   /** The entities of players who did not rejoin within the window go. */
   private expireDormant(): void {
     for (const [playerId, until] of this.dormantUntil) {
@@ -881,6 +927,7 @@ export class ShardEngine {
       this.stopWaiting(playerId);
       const slot = entityId === undefined ? -1 : this.world.indexOf(entityId);
       if (slot >= 0 && this.world.mode[slot] === MODE_DORMANT) this.world.despawn(entityId as number);
+      this.syncPlace(playerId);
     }
   }
 

@@ -132,6 +132,13 @@ export async function startShard(configured: GameserverSettings, options: ShardO
       ...(placement ? { region: placement.region } : {}),
       ...(ids ? { ids } : {}),
       onThreadGc: options.onThreadGc,
+      // A dropped player's place is kept until their rejoin window ends, and so is their presence
+      // and their part of Agones' player count: an allocator reading it must not fill the place.
+      onPlace: (event, playerId) => {
+        if (event === 'taken') persistence.playerJoined(playerId);
+        else persistence.playerLeft(playerId);
+        agones?.player(event === 'taken' ? 'joined' : 'left', playerId);
+      },
     },
   );
   // Players who join before a snapshot thread is up stay on the tick thread for good: wait for them.
@@ -180,11 +187,6 @@ export async function startShard(configured: GameserverSettings, options: ShardO
     log,
     metrics,
     clock,
-    onPlayer: (event, playerId) => {
-      if (event === 'joined') persistence.playerJoined(playerId);
-      else persistence.playerLeft(playerId);
-      agones?.player(event, playerId);
-    },
     ...(links ? { upgrades: { path: LINK_PATH, handleUpgrade: links.handleUpgrade.bind(links) } } : {}),
     ...(sharding ? { resume: sharding.claimResume.bind(sharding), admitting: () => sharding?.settled ?? true } : {}),
   });
@@ -248,6 +250,7 @@ export async function startShard(configured: GameserverSettings, options: ShardO
         await engine.close();
         await links?.close();
         await g.close(aethex.v1.ReasonCode.REASON_CODE_SHUTTING_DOWN, 'the shard is shutting down; reconnect through matchmaking');
+        engine.releasePlaces();
         try {
           await persistence.drain(engine.tick, engine.persistentState(sharding?.adoptedAwaitingResume()));
         } finally {

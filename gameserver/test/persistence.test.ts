@@ -3,6 +3,7 @@ import { testEnv, uniqueName } from '@aethex/testing';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { afterAll, beforeAll, expect, test } from 'vitest';
+import { WebSocket } from 'ws';
 import { RedisStreamSink } from '../src/persist/outbox.js';
 import { startTestShard, until } from './harness.js';
 
@@ -80,4 +81,67 @@ test('state survives a drain and restart on PostgreSQL; presence and events reac
     'player_left:alice',
   ]);
   expect(await redis.get('aethex:presence:alice')).toBeNull();
+});
+
+test('a dropped player keeps their presence (and place) until they leave or their rejoin window ends; events pair up', async () => {
+  const dropWorld = `${world}-drop`;
+  const url = new URL(env.pgUrl);
+  url.searchParams.set('options', `-c search_path=${schema}`);
+  const t = await startTestShard({
+    AETHEX_GAMESERVER_PERSISTENCE_POSTGRES_URL: url.toString(),
+    AETHEX_GAMESERVER_PRESENCE_REDIS_URL: env.redisUrl,
+    AETHEX_GAMESERVER_SHARD_WORLD: dropWorld,
+    AETHEX_GAMESERVER_ENGINE_REJOIN_WINDOW_MS: '1500',
+  });
+  const here = JSON.stringify({ world: dropWorld, instance: 0, shard: 'test-0-0' });
+  const ann = `${dropWorld}-ann`;
+  const bob = `${dropWorld}-bob`;
+  const presence = (player: string) => redis.get(`aethex:presence:${player}`);
+  const presenceBecomes = async (player: string, want: string | null) => {
+    for (let i = 0; i < 100 && (await presence(player)) !== want; i++) await new Promise((r) => setTimeout(r, 50));
+    expect(await presence(player)).toBe(want);
+  };
+  /** A client whose socket can be cut without a close frame (1006 at the shard). */
+  const droppable = async (player: string) => {
+    let socket: WebSocket | undefined;
+    await t.client(player, {
+      createSocket: (u) => {
+        socket = new WebSocket(u);
+        return socket as never;
+      },
+    });
+    return () => socket?.terminate();
+  };
+  try {
+    const engine = t.shard.engine;
+    const cutAnn = await droppable(ann);
+    await presenceBecomes(ann, here);
+    cutAnn();
+    await until('ann waiting', () => engine.waitingPlayers === 1);
+    // Several flushes later she is still here: her entity waits on this shard.
+    await new Promise((r) => setTimeout(r, 800));
+    expect(await presence(ann)).toBe(here);
+    const annAgain = await t.client(ann);
+    expect(engine.waitingPlayers).toBe(0);
+    annAgain.close();
+    await presenceBecomes(ann, null);
+
+    const cutBob = await droppable(bob);
+    await presenceBecomes(bob, here);
+    cutBob();
+    await until('bob waiting', () => engine.waitingPlayers === 1);
+    const dropped = Date.now();
+    await presenceBecomes(bob, null);
+    expect(Date.now() - dropped).toBeGreaterThanOrEqual(1000);
+    expect(engine.waitingPlayers).toBe(0);
+  } finally {
+    await t.stop();
+  }
+  const events = await redis.xrange(RedisStreamSink.streamKey({ world: dropWorld, instance: 0, shard: 'test-0-0' }), '-', '+');
+  expect(events.map(([, f]) => `${f[1]}:${f[3]}`)).toEqual([
+    `player_joined:${ann}`,
+    `player_left:${ann}`,
+    `player_joined:${bob}`,
+    `player_left:${bob}`,
+  ]);
 });

@@ -85,8 +85,6 @@ export interface GatewayDeps {
   log: Logger;
   metrics: ShardMetrics;
   clock: Clock;
-  /** Called after a player joined or left (presence, player tracking). */
-  onPlayer?: (event: 'joined' | 'left', playerId: string) => void;
   /** Upgrades on another path than the players' (shard links at /shard-link) go here. */
   upgrades?: { path: string; handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void };
   /** False while the shard may not admit players yet (sharded, restored, neighbours not heard). */
@@ -247,7 +245,6 @@ export class Gateway {
     else waits = this.deps.engine.suspend(conn.id);
     if (playerId !== undefined) {
       this.players.delete(conn.id);
-      this.deps.onPlayer?.('left', playerId);
       this.log(conn).info({ player: playerId, code }, waits ? 'player dropped; their entity waits for them to rejoin' : 'player left');
     }
     this.deps.metrics.activeConnections.set(this.connections.size);
@@ -402,7 +399,6 @@ export class Gateway {
   private welcome(conn: Connection, playerId: string, entityId: number, lastInputSeq: number): void {
     conn.phase = 'joined';
     this.players.set(conn.id, playerId);
-    this.deps.onPlayer?.('joined', playerId);
     const s = this.deps.settings;
     const b = s['engine.world_bounds'];
     const r = this.deps.engine.region;
@@ -463,10 +459,7 @@ export class Gateway {
     const conn = this.connections.get(sessionId);
     if (conn?.phase !== 'joined') return;
     const playerId = this.players.get(conn.id);
-    if (playerId !== undefined) {
-      this.players.delete(conn.id);
-      this.deps.onPlayer?.('left', playerId);
-    }
+    if (playerId !== undefined) this.players.delete(conn.id);
     this.write(conn, ServerMessage.encode({ handoffRedirect: redirect }).finish());
     this.log(conn).info({ player: playerId, to: redirect.shardName }, 'player handed over; client redirected');
   }
@@ -560,7 +553,6 @@ export class Gateway {
       else if (reason === ReasonCode.REASON_CODE_TOO_SLOW || reason === ReasonCode.REASON_CODE_IDLE_TIMEOUT)
         this.deps.engine.suspend(conn.id);
       else this.deps.engine.leave(conn.id);
-      this.deps.onPlayer?.('left', playerId);
     }
     // A peer that never answers the close handshake is cut off.
     setTimeout(() => conn.ws.terminate(), 2000).unref();
