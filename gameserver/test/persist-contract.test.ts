@@ -68,6 +68,10 @@ describe.each([
     () => ({ outbox: new PostgresOutbox(pool) as Outbox, sink: new RedisStreamSink(redis) as EventSink, read: readStream }),
   ],
   [
+    'in-process outbox → Redis stream',
+    () => ({ outbox: new MemoryOutbox() as Outbox, sink: new RedisStreamSink(redis) as EventSink, read: readStream }),
+  ],
+  [
     'in-process outbox → callback',
     () => {
       const seen: RelayedEvent[] = [];
@@ -105,10 +109,42 @@ describe.each([
         first = e;
         return true;
       },
+      lastId: (k) => sink.lastId(k),
     });
     expect(await sink.publish(first as RelayedEvent)).toBe(true);
     expect(await sink.publish(first as RelayedEvent)).toBe(false);
     expect(await read(k)).toEqual(['player_joined:c']);
+  });
+});
+
+describe('outbox: in-process outbox → Redis stream, across a restart', () => {
+  test("a restarted shard's events reach the stream after those of its previous process, each once", async () => {
+    const k = key(`restart-${Math.random().toString(36).slice(2, 8)}`);
+    const joined = (players: string[]) => players.map((p) => ({ type: 'player_joined' as const, playerId: p, at: 1000 }));
+    // Two outbox and sink pairs, one after the other, stand in for two processes of the same shard.
+    const first = { outbox: new MemoryOutbox(), sink: new RedisStreamSink(redis) };
+    await first.outbox.append(k, joined(['a', 'b', 'c']));
+    expect(await first.outbox.relay(k, first.sink)).toBe(3);
+
+    const second = { outbox: new MemoryOutbox(), sink: new RedisStreamSink(redis) };
+    await second.outbox.append(k, joined(['d', 'e']));
+    // The reply to the first publish is lost: Redis took the event, the relay saw an error.
+    let lost = false;
+    const flaky: EventSink = {
+      publish: async (e) => {
+        const added = await second.sink.publish(e);
+        if (!lost) {
+          lost = true;
+          throw new Error('connection reset');
+        }
+        return added;
+      },
+      lastId: (k) => second.sink.lastId(k),
+    };
+    await expect(second.outbox.relay(k, flaky)).rejects.toThrow('connection reset');
+    expect(await second.outbox.relay(k, flaky)).toBe(2);
+    expect(await second.outbox.pending(k)).toBe(0);
+    expect(await readStream(k)).toEqual(['a', 'b', 'c', 'd', 'e'].map((p) => `player_joined:${p}`));
   });
 });
 

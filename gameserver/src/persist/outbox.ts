@@ -24,6 +24,11 @@ export interface RelayedEvent extends DomainEvent {
  */
 export interface EventSink {
   publish(event: RelayedEvent): Promise<boolean>;
+  /**
+   * The highest id the sink holds for the shard, 0 when none: an id up to it would be taken for a
+   * duplicate. An outbox whose ids do not outlive its process numbers its events above it.
+   */
+  lastId(key: ShardKey): Promise<number>;
 }
 
 /**
@@ -127,20 +132,32 @@ export class PostgresOutbox implements Outbox {
   }
 }
 
-/** The embedded default: events kept in process, in order, relayed from memory (one shard per process). */
+/**
+ * The embedded default: events kept in process, in order, relayed from memory (one shard per
+ * process). Its ids die with the process, while the sink (a Redis stream) outlives it and would take
+ * a restarted shard's ids 1, 2, … for duplicates of the previous process's. So before its first
+ * publish it asks the sink for the shard's last id, once, and numbers every event above it: event n
+ * of this process is `base + n`. No clock is involved, so a clock stepping back changes nothing. An
+ * event's id is fixed once given, so a publish retried after a lost reply is still a duplicate. This
+ * assumes one process per shard at a time: two at once would hand out the same ids.
+ */
 export class MemoryOutbox implements Outbox {
+  /** `id` is the event's number in this process, from 1; the relayed id adds `base`. */
   private readonly events: RelayedEvent[] = [];
   private nextId = 1;
   private relayed = 0;
+  private base: number | undefined;
 
   async append(key: ShardKey, events: readonly DomainEvent[]): Promise<void> {
     for (const e of events) this.events.push({ ...e, ...key, id: this.nextId++ });
   }
 
-  async relay(_key: ShardKey, sink: EventSink, limit = 500): Promise<number> {
+  async relay(key: ShardKey, sink: EventSink, limit = 500): Promise<number> {
     const batch = this.events.slice(this.relayed, this.relayed + limit);
+    if (batch.length === 0) return 0;
+    this.base ??= await sink.lastId(key);
     for (const e of batch) {
-      await sink.publish(e);
+      await sink.publish({ ...e, id: this.base + e.id });
       this.relayed++;
     }
     if (this.relayed > 10_000) {
@@ -157,8 +174,10 @@ export class MemoryOutbox implements Outbox {
 
 /**
  * Events into a Redis stream per shard, `aethex:events:<world>:<instance>:<shard>`, with the outbox
- * id as the stream entry id: Redis refuses an id that is not above the stream's last, so a replayed
- * event is detected and dropped — delivery is exactly once.
+ * id as the stream entry id `<id>-0`: Redis refuses an id that is not above the stream's last, so a
+ * replayed event is detected and dropped — delivery is exactly once. That holds only for ids above
+ * everything an earlier process wrote: durable ones (PostgreSQL's sequence), or the in-process
+ * outbox's, which start above `lastId`.
  */
 export class RedisStreamSink implements EventSink {
   constructor(private readonly redis: Redis) {}
@@ -176,17 +195,37 @@ export class RedisStreamSink implements EventSink {
       throw err;
     }
   }
+
+  /** The millisecond part of the stream's last generated id: kept by Redis even when that entry was deleted. */
+  async lastId(key: ShardKey): Promise<number> {
+    const stream = RedisStreamSink.streamKey(key);
+    let info: unknown[];
+    try {
+      info = (await this.redis.xinfo('STREAM', stream)) as unknown[];
+    } catch (err) {
+      if (/no such key/i.test((err as Error).message)) return 0;
+      throw err;
+    }
+    const last = String(info[info.indexOf('last-generated-id') + 1]);
+    const ms = Number(last.split('-')[0]);
+    if (!Number.isSafeInteger(ms)) throw new Error(`stream ${stream}: last id ${last} cannot be followed by an outbox id`);
+    return ms;
+  }
 }
 
 /** The embedded sink: events handed to a callback in process, deduplicated by id. */
 export class CallbackSink implements EventSink {
-  private lastId = 0;
+  private top = 0;
   constructor(private readonly deliver: (e: RelayedEvent) => void) {}
 
   async publish(e: RelayedEvent): Promise<boolean> {
-    if (e.id <= this.lastId) return false;
-    this.lastId = e.id;
+    if (e.id <= this.top) return false;
+    this.top = e.id;
     this.deliver(e);
     return true;
+  }
+
+  async lastId(_key: ShardKey): Promise<number> {
+    return this.top;
   }
 }
