@@ -174,3 +174,26 @@ test('a handoff whose accept is lost (link cut) rolls back: the entity stays wit
   await until('every input acknowledged', () => c.unacknowledged === 0, 5000);
   expect(await handoffs(a, 'ok')).toBe(1);
 });
+
+test('a player who leaves while on offer leaves nothing behind once the offer is rolled back', async () => {
+  const [a, b] = await twoShards();
+  // B never answers: the offer times out after the player has gone.
+  const links = b.shard.links as NonNullable<typeof b.shard.links>;
+  const send = links.send.bind(links);
+  links.send = (n: Neighbour, msg: aethex.v1.IShardMessage) => (msg.handoffAccept ? 0 : send(n, msg));
+  const c = await a.client('leaver');
+  const id = [...a.shard.engine.ownedPlayers()][0]?.entityId as number;
+  const stop = walkEast(c);
+  try {
+    await until('the offer', () => a.shard.sharding?.inFlight.offered.includes(id) ?? false, 30_000);
+  } finally {
+    stop();
+  }
+  c.close();
+  await until(
+    'the player to leave and the offer to be rolled back',
+    () => modeOf(a, id) === undefined && a.shard.sharding?.inFlight.offered.length === 0,
+  );
+  expect(await handoffs(a, 'rolled_back')).toBe(1);
+  await until('no retry delay kept for the player who left', () => a.shard.sharding?.inFlight.retrying.length === 0, 2000);
+});

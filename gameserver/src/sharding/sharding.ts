@@ -46,6 +46,8 @@ interface Offer {
 /** An entity a neighbour offered to this shard. */
 interface Incoming {
   from: Neighbour;
+  /** The sender's process run (link epoch): offer ids are unique only within one. */
+  epoch: number;
   offerId: number;
   entity: EntityTransfer;
   playerId: string;
@@ -54,6 +56,9 @@ interface Incoming {
   /** Owned here (committed by the sender, or its client resumed with the token). */
   adopted: boolean;
 }
+
+/** Where an offer's entry is found: offer ids are unique per sender and sender epoch. */
+const offerKey = (from: Neighbour, epoch: number, offerId: number) => `${from.shard}:${epoch}:${offerId}`;
 
 /** What a neighbour was last told about one of our entities near its border. */
 interface Mirrored {
@@ -88,11 +93,12 @@ export class Sharding {
   private links: ShardLinks | undefined;
   private readonly neighbours: Neighbour[];
   private readonly offers = new Map<number, Offer>(); // by entity id
-  /** Entities whose offer was rolled back: not offered again before this time. */
+  /** Entities whose offer was rolled back: not offered again before this time (pruned after it). */
   private readonly retryAt = new Map<number, number>();
+  /** Unique within this process run only: neighbours tell runs apart by the link epoch. */
   private nextOfferId = 1;
   private readonly incoming = new Map<string, Incoming>(); // by resume token
-  private readonly incomingByOffer = new Map<string, string>(); // `${from}:${offerId}` → token
+  private readonly incomingByOffer = new Map<string, string>(); // offerKey → token
   private readonly mirrored = new Map<number, Map<number, Mirrored>>(); // neighbour → entity → last sent
   private readonly needFull = new Set<number>();
   private readonly ghostsFrom = new Map<number, Set<number>>(); // neighbour → ghost ids
@@ -140,9 +146,17 @@ export class Sharding {
     const previous = this.epochs.get(n.shard);
     this.epochs.set(n.shard, epoch);
     if (previous !== undefined && previous !== epoch) {
+      // What it offered before stays held under its old epoch, out of reach of its new offers,
+      // commits and aborts: an adopted entity until its player resumes, and an unadopted one
+      // because its commit may have reached the client but not us. Both go after the resume timeout.
       this.o.log.info({ neighbour: n.name }, 'neighbour restarted; its ghosts are dropped');
       this.dropGhosts(n);
     }
+  }
+
+  /** The epoch of the neighbour's process whose messages arrive now (0 before its first link). */
+  private epochOf(n: Neighbour): number {
+    return this.epochs.get(n.shard) ?? 0;
   }
 
   onInboundDown(n: Neighbour): void {
@@ -279,11 +293,7 @@ export class Sharding {
     const now = this.now();
     for (const p of engine.ownedPlayers()) {
       if (this.offers.has(p.entityId)) continue;
-      const retry = this.retryAt.get(p.entityId);
-      if (retry !== undefined) {
-        if (now < retry) continue;
-        this.retryAt.delete(p.entityId);
-      }
+      if (now < (this.retryAt.get(p.entityId) ?? 0)) continue;
       if (distanceToRect(p.x, p.y, placement.region) <= margin) continue;
       const to = this.neighbours.find((n) => inRect(p.x, p.y, n.region));
       if (!to || !this.links?.isUp(to)) continue;
@@ -317,17 +327,19 @@ export class Sharding {
     for (const [token, inc] of this.incoming) {
       if (now - inc.at < this.o.resumeTimeoutMs) continue;
       this.incoming.delete(token);
-      this.incomingByOffer.delete(`${inc.from.shard}:${inc.offerId}`);
+      this.incomingByOffer.delete(offerKey(inc.from, inc.epoch, inc.offerId));
       // Adopted but nobody resumed: the player is gone, as if their socket had closed.
       if (inc.adopted) this.o.engine.dropUnclaimed(inc.entity.entityId);
     }
+    // Also those of players who left meanwhile: nothing else would ever remove their entry.
+    for (const [entityId, at] of this.retryAt) if (now >= at) this.retryAt.delete(entityId);
     const cutoff = now - this.o.resumeTimeoutMs;
     while (this.decisions.length > 0 && (this.decisions[0] as Decision).at < cutoff) this.decisions.shift();
   }
 
   private rollback(entityId: number, offer: Offer, why: string): void {
     this.offers.delete(entityId);
-    this.retryAt.set(entityId, this.now() + RETRY_AFTER_ROLLBACK_MS);
+    if (this.o.engine.world.indexOf(entityId) >= 0) this.retryAt.set(entityId, this.now() + RETRY_AFTER_ROLLBACK_MS);
     this.o.engine.rollback(entityId);
     const msg = { handoffAbort: { offerId: offer.offerId, entityId, message: why } };
     this.decisions.push({ to: offer.to, msg, at: this.now() });
@@ -404,12 +416,16 @@ export class Sharding {
       reject(ReasonCode.REASON_CODE_SHARD_FULL, 'the shard is at its player or entity capacity');
       return;
     }
-    const key = `${from.shard}:${offerId}`;
+    // Keyed by the sender's epoch too: a restarted neighbour numbers its offers from 1 again, and
+    // must never be answered with a token its previous run was given.
+    const epoch = this.epochOf(from);
+    const key = offerKey(from, epoch, offerId);
     let token = this.incomingByOffer.get(key);
     if (!token) {
       token = randomBytes(24).toString('base64url');
       this.incoming.set(token, {
         from,
+        epoch,
         offerId,
         token,
         playerId: o.playerId,
@@ -433,6 +449,10 @@ export class Sharding {
 
   private adopt(inc: Incoming): boolean {
     if (inc.adopted) return true;
+    // Our own entity by this id is another player's: the sender restarted, reused the id and
+    // handed that one over first. Adopting would bind this entry's player to it.
+    const slot = this.o.engine.world.indexOf(inc.entity.entityId);
+    if (slot >= 0 && this.o.engine.world.mode[slot] !== MODE_GHOST) return false;
     if (!this.o.engine.adopt(inc.entity)) return false;
     inc.adopted = true;
     // Our ghost of it (from the sender) is gone with the adoption.
@@ -441,14 +461,14 @@ export class Sharding {
   }
 
   private onCommit(from: Neighbour, c: aethex.v1.HandoffCommit): void {
-    const token = this.incomingByOffer.get(`${from.shard}:${Number(c.offerId)}`);
+    const token = this.incomingByOffer.get(offerKey(from, this.epochOf(from), Number(c.offerId)));
     const inc = token ? this.incoming.get(token) : undefined;
     if (!inc) return;
-    if (!this.adopt(inc)) this.o.log.error({ entity: inc.entity.entityId }, 'handoff committed but the entity did not fit');
+    if (!this.adopt(inc)) this.o.log.error({ entity: inc.entity.entityId }, 'handoff committed but the entity could not be adopted');
   }
 
   private onAbort(from: Neighbour, a: aethex.v1.HandoffAbort): void {
-    const key = `${from.shard}:${Number(a.offerId)}`;
+    const key = offerKey(from, this.epochOf(from), Number(a.offerId));
     const token = this.incomingByOffer.get(key);
     const inc = token ? this.incoming.get(token) : undefined;
     if (!inc || !token) return;
@@ -476,15 +496,19 @@ export class Sharding {
     if (!inc) return undefined;
     if (!this.adopt(inc)) return undefined;
     this.incoming.delete(token);
-    this.incomingByOffer.delete(`${inc.from.shard}:${inc.offerId}`);
+    this.incomingByOffer.delete(offerKey(inc.from, inc.epoch, inc.offerId));
     return { playerId: inc.playerId, entityId: inc.entity.entityId };
   }
 
-  /** Offers in flight and entities held for resumption (viewer, tests). */
-  get inFlight(): { offered: number[]; held: number[] } {
+  /**
+   * Offers in flight, entities held for resumption and entities whose rolled-back offer is not
+   * repeated yet (viewer, tests).
+   */
+  get inFlight(): { offered: number[]; held: number[]; retrying: number[] } {
     return {
       offered: [...this.offers.keys()],
       held: [...this.incoming.values()].filter((i) => !i.adopted).map((i) => i.entity.entityId),
+      retrying: [...this.retryAt.keys()],
     };
   }
 }
