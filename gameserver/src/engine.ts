@@ -7,7 +7,19 @@ import { DeltaHistory, QuantizedWorld } from './net/delta-history.js';
 import { JOB_WORDS, SnapshotCutter, SnapshotThread } from './net/snapshot-threads.js';
 import { encodeState, type ShardState } from './persist/state-codec.js';
 import { applyInput, createRng, type InputResult, type MovementRules, step, wander } from './sim/step.js';
-import { CapacityError, KIND_NPC, KIND_PLAYER, MODE_DORMANT, MODE_GHOST, MODE_OFFERED, MODE_OWNED, type Rect, World } from './sim/world.js';
+import {
+  CapacityError,
+  IDLE_CREDIT,
+  KIND_NPC,
+  KIND_PLAYER,
+  MAX_CREDIT,
+  MODE_DORMANT,
+  MODE_GHOST,
+  MODE_OFFERED,
+  MODE_OWNED,
+  type Rect,
+  World,
+} from './sim/world.js';
 import { GRID_CELL_FACTOR, Grid } from './spatial/grid.js';
 
 const { ServerMessage, ReasonCode } = aethex.v1;
@@ -176,6 +188,8 @@ export class ShardEngine {
   private readonly rejoinWindowTicks: number;
   /** Inputs that arrived while their entity was on offer, by entity id. */
   private readonly held = new Map<number, HeldInput[]>();
+  /** The tick each entity on offer was offered at. */
+  private readonly offeredAt = new Map<number, number>();
   /**
    * Players with a place here — a session or an entity waiting for them — as last told to
    * `onPlace`, so that each change is told once.
@@ -476,12 +490,18 @@ export class ShardEngine {
     let entityId: number;
     let rejoined = true;
     const dormant = this.dormant.get(playerId);
+    const waitedUntil = this.dormantUntil.get(playerId);
     if (dormant !== undefined) this.stopWaiting(playerId);
     if (previous && this.world.indexOf(previous.entityId) >= 0) {
       entityId = previous.entityId;
     } else if (dormant !== undefined && this.world.indexOf(dormant) >= 0) {
       entityId = dormant;
-      this.world.mode[this.world.indexOf(dormant)] = MODE_OWNED;
+      const slot = this.world.indexOf(dormant);
+      this.world.mode[slot] = MODE_OWNED;
+      // The inputs the client made while it was away come back re-sent: the ticks the entity
+      // waited may be caught up on (see `step`).
+      const waited = waitedUntil === undefined ? IDLE_CREDIT : this.tick - (waitedUntil - this.rejoinWindowTicks);
+      this.world.credit[slot] = Math.min(MAX_CREDIT, Math.max(IDLE_CREDIT, waited));
     } else {
       rejoined = false;
       try {
@@ -706,6 +726,7 @@ export class ShardEngine {
     const i = this.world.indexOf(entityId);
     if (i < 0 || this.world.mode[i] !== MODE_OWNED) return undefined;
     this.world.mode[i] = MODE_OFFERED;
+    this.offeredAt.set(entityId, this.tick);
     return this.transfer(entityId);
   }
 
@@ -714,8 +735,12 @@ export class ShardEngine {
     const i = this.world.indexOf(entityId);
     const held = this.held.get(entityId) ?? [];
     this.held.delete(entityId);
+    const offeredAt = this.offeredAt.get(entityId) ?? this.tick;
+    this.offeredAt.delete(entityId);
     if (i < 0 || this.world.mode[i] !== MODE_OFFERED) return;
     this.world.mode[i] = MODE_OWNED;
+    // Frozen since the offer: those ticks' inputs may be caught up on (see `step`).
+    this.world.credit[i] = Math.min(MAX_CREDIT, (this.world.credit[i] as number) + (this.tick - offeredAt));
     const session = this.byEntity.get(entityId);
     for (const h of held) {
       if (session) this.input(session.id, h.seq, h.moveX, h.moveY, 0, h.buttons);
@@ -729,6 +754,7 @@ export class ShardEngine {
   commitOffer(entityId: number): number | undefined {
     const i = this.world.indexOf(entityId);
     this.held.delete(entityId);
+    this.offeredAt.delete(entityId);
     if (i < 0 || this.world.mode[i] !== MODE_OFFERED) return undefined;
     this.world.mode[i] = MODE_GHOST;
     this.world.vx[i] = 0;
@@ -762,6 +788,8 @@ export class ShardEngine {
     w.vy[i] = e.vy;
     w.flags[i] = e.flags;
     w.lastSeq[i] = e.lastInputSeq;
+    // The client re-sends what it made while the entity was on offer over there.
+    w.credit[i] = IDLE_CREDIT;
     return true;
   }
 
@@ -853,6 +881,7 @@ export class ShardEngine {
     if (session.redirected) return;
     this.announceLeave(session, false);
     this.held.delete(session.entityId);
+    this.offeredAt.delete(session.entityId);
     this.world.despawn(session.entityId);
     this.syncPlace(session.playerId);
   }

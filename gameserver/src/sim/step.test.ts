@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, test } from 'vitest';
 import { applyInput, createRng, step, wander } from './step.js';
-import { KIND_NPC, KIND_PLAYER, World } from './world.js';
+import { KIND_NPC, KIND_PLAYER, MAX_MOVES_PER_STEP, MAX_QUEUED_MOVES, World } from './world.js';
 
 const rules = { bounds: { minX: -100, minY: -100, maxX: 100, maxY: 100 }, maxSpeed: 5 };
 const corrected = new Uint32Array(64);
@@ -41,15 +41,59 @@ describe('movement authority', () => {
     expect([w.x[slot], w.lastSeq[slot], w.vx[slot]]).toEqual([8, 2, 0]);
   });
 
-  test('a third and later inputs in one tick add to the second and are clamped together', () => {
-    const { w, id, slot } = player();
+  test('a burst of inputs is applied whole, one move a step, and caught up on with the credit of the steps the player stood', () => {
+    const { w, slot } = player();
+    // Three steps standing: three moves of credit.
+    for (let i = 0; i < 3; i++) step(w, rules, corrected);
     for (let seq = 1; seq <= 10; seq++) applyInput(w, slot, seq, 5, 0);
-    expect(step(w, rules, corrected)).toBe(0);
-    expect([w.x[slot], w.lastSeq[slot]]).toEqual([5, 1]);
+    const at: number[] = [];
+    for (let i = 0; i < 8; i++) {
+      expect(step(w, rules, corrected)).toBe(0);
+      at.push(w.lastSeq[slot] as number);
+    }
+    // 1 + 3 caught up, then one a step; nothing lost, nothing clamped.
+    expect(at).toEqual([4, 5, 6, 7, 8, 9, 10, 10]);
+    expect(w.x[slot]).toBe(50);
+  });
+
+  test('a burst of huge moves is clamped move by move: no overflow, no NaN', () => {
+    const { w, id, slot } = player();
+    for (let i = 0; i < 3; i++) step(w, rules, corrected);
+    // Finite floats each, whose sum is not.
+    for (let seq = 1; seq <= 3; seq++) expect(applyInput(w, slot, seq, 3e38, 0)).toBe('applied');
+    expect(applyInput(w, slot, 4, 1e39, 0)).toBe('invalid');
+    // Two now (one may wait), the third the step after, answered with the invalid one's sequence.
     expect(step(w, rules, corrected)).toBe(1);
     expect(corrected[0]).toBe(id);
-    expect(w.x[slot]).toBeCloseTo(10, 5);
-    expect(w.lastSeq[slot]).toBe(10);
+    expect([w.x[slot], w.y[slot], w.lastSeq[slot]]).toEqual([10, 0, 2]);
+    expect(step(w, rules, corrected)).toBe(1);
+    expect([w.x[slot], w.y[slot], w.lastSeq[slot]]).toEqual([15, 0, 4]);
+  });
+
+  test('a move a float rounds a hair over maxSpeed is not corrected', () => {
+    const { w, slot } = player();
+    let over = 0;
+    for (let k = 0; k < 1000; k++) {
+      const a = (k / 1000) * 2 * Math.PI;
+      const dx = Math.fround(Math.cos(a) * 5);
+      const dy = Math.fround(Math.sin(a) * 5);
+      if (dx * dx + dy * dy > 25) over++;
+      applyInput(w, slot, k + 1, dx, dy);
+      expect(step(w, rules, corrected)).toBe(0);
+      w.x[slot] = 0;
+      w.y[slot] = 0;
+    }
+    expect(over).toBeGreaterThan(100);
+  });
+
+  test('a full queue answers further inputs with its newest move: the sequence advances, nothing more moves', () => {
+    const { w, slot } = player();
+    for (let seq = 1; seq <= MAX_QUEUED_MOVES; seq++) expect(applyInput(w, slot, seq, 0.5, 0)).toBe('applied');
+    expect(applyInput(w, slot, MAX_QUEUED_MOVES + 1, 5, 0)).toBe('applied');
+    for (let i = 0; i < MAX_QUEUED_MOVES; i++) step(w, rules, corrected);
+    expect(w.lastSeq[slot]).toBe(MAX_QUEUED_MOVES + 1);
+    expect(w.x[slot]).toBeCloseTo(MAX_QUEUED_MOVES * 0.5, 3);
+    expect(w.queued.size).toBe(0);
   });
 
   test('property: inputs of an honest client arriving up to a tick late are each applied whole, one per step, in order, uncorrected, and the player is where its acknowledged inputs put it', () => {
@@ -133,20 +177,24 @@ describe('movement authority', () => {
     expect(w.y[slot]).toBe(-100);
   });
 
-  test('property: whatever the inputs, no entity moves more than maxSpeed per tick or leaves the bounds', () => {
-    const move = fc.double({ min: -1e6, max: 1e6, noNaN: true });
+  test('property: whatever the inputs, no entity travels further than maxSpeed for each tick it has been in the world, moves more than MAX_MOVES_PER_STEP moves in one, or leaves the bounds', () => {
+    const move = fc.oneof(fc.double({ min: -12, max: 12, noNaN: true }), fc.double({ min: -3e38, max: 3e38, noNaN: true }));
     fc.assert(
-      fc.property(fc.array(fc.array(fc.tuple(move, move), { maxLength: 5 }), { minLength: 1, maxLength: 40 }), (ticks) => {
+      fc.property(fc.array(fc.array(fc.tuple(move, move), { maxLength: 8 }), { minLength: 1, maxLength: 60 }), (ticks) => {
         const { w, slot } = player();
         let seq = 0;
-        for (const inputs of ticks) {
+        let travelled = 0;
+        for (const [tick, inputs] of ticks.entries()) {
           const bx = w.x[slot] as number;
           const by = w.y[slot] as number;
           for (const [dx, dy] of inputs) applyInput(w, slot, ++seq, dx, dy);
           step(w, rules, corrected);
           const x = w.x[slot] as number;
           const y = w.y[slot] as number;
-          expect(Math.hypot(x - bx, y - by)).toBeLessThanOrEqual(rules.maxSpeed + 1e-4);
+          const d = Math.hypot(x - bx, y - by);
+          travelled += d;
+          expect(d).toBeLessThanOrEqual(rules.maxSpeed * MAX_MOVES_PER_STEP + 1e-3);
+          expect(travelled).toBeLessThanOrEqual(rules.maxSpeed * (tick + 1) + 1e-3 * (tick + 1));
           expect(x >= -100 && x < 100 && y >= -100 && y < 100).toBe(true);
         }
       }),

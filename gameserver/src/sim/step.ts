@@ -1,4 +1,4 @@
-import { KIND_PLAYER, type Rect, type World } from './world.js';
+import { IDLE_CREDIT, KIND_PLAYER, MAX_MOVES_PER_STEP, MAX_QUEUED_MOVES, type Rect, type World } from './world.js';
 
 /** The movement rules of a shard: the region an owned entity must stay in and its top speed. */
 export interface MovementRules {
@@ -19,17 +19,28 @@ export type InputResult = 'applied' | 'stale' | 'invalid';
 /**
  * Records a movement intent. Inputs whose `seq` is not above the entity's newest one (applied or
  * waiting) are `stale` and ignored (replays, reordering). A client sends one input per tick, but
- * the network delivers them unevenly: two may arrive between two steps and none before the next.
- * So the first waits for the next step and the second for the step after (a one-input jitter
- * buffer); a third or later one in the same tick adds to the second, and the step clamps the sum:
- * sending faster never moves an entity faster. An input counts as applied — `lastSeq`, which
- * snapshots acknowledge — when the step that moves by it has run. Non-finite moves are `invalid`
- * and move nothing, but are answered with the input before them (at once when none waits).
+ * the network delivers them unevenly — two between two steps and none before the next, or a batch
+ * after a stall — and a client that rejoins or whose handoff rolled back re-sends what it made
+ * meanwhile. So inputs wait in order, each applied whole by a step of its own (see `step` for how
+ * a step catches up); sending faster never moves an entity faster. An input counts as applied —
+ * `lastSeq`, which snapshots acknowledge — when the step that moves by it has run. With
+ * `MAX_QUEUED_MOVES` waiting, a further input moves nothing and is answered with the newest one.
+ * Non-finite moves are `invalid` and move nothing, but are answered with the input before them (at
+ * once when none waits).
  */
 export function applyInput(world: World, slot: number, seq: number, moveX: number, moveY: number): InputResult {
-  const newest = world.hasNext[slot] === 1 ? world.nextSeq[slot] : world.hasMove[slot] === 1 ? world.moveSeq[slot] : world.lastSeq[slot];
+  const queue = world.hasNext[slot] === 1 ? world.queued.get(world.id[slot] as number) : undefined;
+  const newest =
+    queue !== undefined
+      ? (queue[queue.length - 3] as number)
+      : world.hasNext[slot] === 1
+        ? world.nextSeq[slot]
+        : world.hasMove[slot] === 1
+          ? world.moveSeq[slot]
+          : world.lastSeq[slot];
   if (seq <= (newest as number)) return 'stale';
-  const valid = Number.isFinite(moveX) && Number.isFinite(moveY);
+  // As they are stored: a double beyond the float range would be an infinite move.
+  const valid = Number.isFinite(Math.fround(moveX)) && Number.isFinite(Math.fround(moveY));
   if (world.hasMove[slot] === 0) {
     if (!valid) {
       world.lastSeq[slot] = seq;
@@ -41,31 +52,41 @@ export function applyInput(world: World, slot: number, seq: number, moveX: numbe
     world.hasMove[slot] = 1;
     return 'applied';
   }
-  if (!valid) {
-    if (world.hasNext[slot] === 1) world.nextSeq[slot] = seq;
+  const full = queue !== undefined && queue.length >= (MAX_QUEUED_MOVES - 2) * 3;
+  if (!valid || full) {
+    // Answered with the newest waiting move: the sequence advances, nothing more moves.
+    if (queue !== undefined) queue[queue.length - 3] = seq;
+    else if (world.hasNext[slot] === 1) world.nextSeq[slot] = seq;
     else world.moveSeq[slot] = seq;
-    return 'invalid';
+    return valid ? 'applied' : 'invalid';
   }
   if (world.hasNext[slot] === 0) {
     world.nextX[slot] = moveX;
     world.nextY[slot] = moveY;
+    world.nextSeq[slot] = seq;
     world.hasNext[slot] = 1;
+  } else if (queue === undefined) {
+    world.queued.set(world.id[slot] as number, [seq, moveX, moveY]);
   } else {
-    world.nextX[slot] = (world.nextX[slot] as number) + moveX;
-    world.nextY[slot] = (world.nextY[slot] as number) + moveY;
+    queue.push(seq, moveX, moveY);
   }
-  world.nextSeq[slot] = seq;
   return 'applied';
 }
 
 /**
- * Advances every entity by one tick. Entities with a waiting move go by that move, clamped to
- * `maxSpeed` and to `bounds`; their velocity becomes the displacement actually applied, their
- * `lastSeq` that move's input, and the move after it (if any) waits for the next step. Players
- * without one stand still; other entities keep moving by their velocity and bounce off the
- * region. Returns the number of entities whose move was clamped, with their ids in
+ * Advances every entity by one tick. An entity with a move waiting goes by it, clamped to
+ * `maxSpeed` and to `bounds`; its `lastSeq` becomes that move's input and the next one waits for
+ * the next step (a one-move jitter buffer: two inputs in one tick move the entity over two steps,
+ * as they were made). With more than that waiting — a batch after a stall, inputs re-sent after a
+ * rejoin or a rolled-back handoff — the step goes by further moves while the entity has credit
+ * (`World.credit`: steps it stood, or was kept frozen, with nothing to apply), each clamped on its
+ * own, up to `MAX_MOVES_PER_STEP` moves a step, until one waits. So a burst is caught up on within
+ * a few steps instead of lagging behind for good, and no entity moves further than `maxSpeed` for
+ * each tick that passed plus its credit. Its velocity becomes the displacement actually applied. Players without
+ * a move stand still (and earn credit); other entities keep moving by their velocity and bounce off
+ * the region. Returns the number of entities whose move was clamped, with their ids in
  * `corrected[0..n)` so the gateway can send corrections. Pure apart from writing into `world` and
- * `corrected`; allocates nothing.
+ * `corrected`; allocates nothing (apart from consuming a burst's queue).
  */
 export function step(world: World, rules: MovementRules, corrected: Uint32Array): number {
   const { minX, minY, maxX, maxY } = rules.bounds;
@@ -73,61 +94,74 @@ export function step(world: World, rules: MovementRules, corrected: Uint32Array)
   const hiX = Math.fround(maxX - 1e-3);
   const hiY = Math.fround(maxY - 1e-3);
   const maxSpeed = rules.maxSpeed;
+  // A client clamps its moves to maxSpeed in doubles, and they travel as floats: a move that
+  // rounding put a hair over the limit is not a speed hack.
+  const maxSpeed2 = maxSpeed * maxSpeed * (1 + 1e-6);
   const r = rules.region ?? rules.bounds;
   const rHiX = Math.fround(r.maxX - 1e-3);
   const rHiY = Math.fround(r.maxY - 1e-3);
-  const { x, y, vx, vy, kind, moveX, moveY, moveSeq, hasMove, nextX, nextY, nextSeq, hasNext, lastSeq, mode } = world;
+  const { x, y, vx, vy, kind, moveX, moveY, moveSeq, hasMove, nextX, nextY, nextSeq, hasNext, lastSeq, mode, credit } = world;
   let nCorrected = 0;
   for (let i = 0; i < world.count; i++) {
     // Ghosts, entities on offer and dormant ones are not simulated here.
     if (mode[i] !== 0) continue;
     if (hasMove[i] === 1) {
-      let dx = moveX[i] as number;
-      let dy = moveY[i] as number;
-      let clamped = false;
-      const len2 = dx * dx + dy * dy;
-      if (len2 > maxSpeed * maxSpeed) {
-        const k = maxSpeed / Math.sqrt(len2);
-        dx *= k;
-        dy *= k;
-        clamped = true;
-      }
       const ox = x[i] as number;
       const oy = y[i] as number;
-      let nx = ox + dx;
-      let ny = oy + dy;
-      if (nx < minX || nx > hiX || ny < minY || ny > hiY) {
-        nx = Math.min(Math.max(nx, minX), hiX);
-        ny = Math.min(Math.max(ny, minY), hiY);
-        clamped = true;
+      let clamped = false;
+      let moves = 0;
+      for (;;) {
+        let dx = moveX[i] as number;
+        let dy = moveY[i] as number;
+        const len2 = dx * dx + dy * dy;
+        if (len2 > maxSpeed2) {
+          const k = maxSpeed / Math.sqrt(len2);
+          dx *= k;
+          dy *= k;
+          clamped = true;
+        }
+        let nx = (x[i] as number) + dx;
+        let ny = (y[i] as number) + dy;
+        if (nx < minX || nx > hiX || ny < minY || ny > hiY) {
+          nx = Math.min(Math.max(nx, minX), hiX);
+          ny = Math.min(Math.max(ny, minY), hiY);
+          clamped = true;
+        }
+        x[i] = nx;
+        y[i] = ny;
+        lastSeq[i] = moveSeq[i] as number;
+        moves++;
+        if (hasNext[i] === 1) {
+          moveX[i] = nextX[i] as number;
+          moveY[i] = nextY[i] as number;
+          moveSeq[i] = nextSeq[i] as number;
+          hasNext[i] = 0;
+          if (world.queued.size > 0) takeQueued(world, i);
+        } else {
+          moveX[i] = 0;
+          moveY[i] = 0;
+          hasMove[i] = 0;
+          break;
+        }
+        // Catch up while more than one move still waits (one may: it is the jitter buffer).
+        if (hasNext[i] === 0 || moves >= MAX_MOVES_PER_STEP || credit[i] === 0) break;
+        credit[i] = (credit[i] as number) - 1;
       }
-      x[i] = nx;
-      y[i] = ny;
       vx[i] = (x[i] as number) - ox;
       vy[i] = (y[i] as number) - oy;
-      lastSeq[i] = moveSeq[i] as number;
-      if (hasNext[i] === 1) {
-        moveX[i] = nextX[i] as number;
-        moveY[i] = nextY[i] as number;
-        moveSeq[i] = nextSeq[i] as number;
-        hasNext[i] = 0;
-      } else {
-        moveX[i] = 0;
-        moveY[i] = 0;
-        hasMove[i] = 0;
-      }
       if (clamped && nCorrected < corrected.length) corrected[nCorrected++] = world.id[i] as number;
     } else {
-      const dvx = vx[i] as number;
-      const dvy = vy[i] as number;
-      if (dvx === 0 && dvy === 0) continue;
       // A player moves only by its inputs: with none waiting it stands this step (its client
       // predicted no move; a late input then moves it by what it asks, a step later).
       if (kind[i] === KIND_PLAYER) {
+        if ((credit[i] as number) < IDLE_CREDIT) credit[i] = (credit[i] as number) + 1;
         vx[i] = 0;
         vy[i] = 0;
         continue;
       }
+      const dvx = vx[i] as number;
+      const dvy = vy[i] as number;
+      if (dvx === 0 && dvy === 0) continue;
       let nx = (x[i] as number) + dvx;
       let ny = (y[i] as number) + dvy;
       // Bounce off the region only when moving outward: an entity already outside it drifts back
@@ -145,6 +179,19 @@ export function step(world: World, rules: MovementRules, corrected: Uint32Array)
     }
   }
   return nCorrected;
+}
+
+/** Moves the first of the moves queued after `next` into `next` (a burst being consumed). */
+function takeQueued(world: World, i: number): void {
+  const id = world.id[i] as number;
+  const queue = world.queued.get(id);
+  if (queue === undefined) return;
+  world.nextSeq[i] = queue[0] as number;
+  world.nextX[i] = queue[1] as number;
+  world.nextY[i] = queue[2] as number;
+  world.hasNext[i] = 1;
+  if (queue.length === 3) world.queued.delete(id);
+  else queue.splice(0, 3);
 }
 
 /** A deterministic 32-bit PRNG (mulberry32); returns floats in [0, 1). */

@@ -43,6 +43,15 @@ export const MODE_GHOST = 1;
 export const MODE_OFFERED = 2;
 export const MODE_DORMANT = 3;
 
+/** Moves a player may have waiting (beyond it, a new input only advances the newest's sequence). */
+export const MAX_QUEUED_MOVES = 160;
+/** Moves one step applies at most to one entity (catching up: see `World.credit`). */
+export const MAX_MOVES_PER_STEP = 4;
+/** Credit a player earns standing: the network jitter a step absorbs (8 steps, 200 ms at 40 Hz). */
+export const IDLE_CREDIT = 8;
+/** Most credit an entity can hold (the frozen ticks granted are capped to it). */
+export const MAX_CREDIT = 255;
+
 /** The world arrays a snapshot thread reads. */
 export interface WorldShare {
   id: Uint32Array;
@@ -82,13 +91,25 @@ export class World {
   readonly hasMove: Uint8Array;
   /**
    * The move after it (`hasNext`): an input that arrived while one was already waiting (two in one
-   * tick, as network jitter delivers them), applied by the step after; further ones in the same
-   * tick add to it. See `applyInput`.
+   * tick, as network jitter delivers them). Later ones wait in `queued`. See `applyInput`.
    */
   readonly nextX: Float32Array;
   readonly nextY: Float32Array;
   readonly nextSeq: Uint32Array;
   readonly hasNext: Uint8Array;
+  /**
+   * Moves waiting after `next`, by entity id: [seq, x, y] triples in order, at most
+   * `MAX_QUEUED_MOVES`. Only a burst (a late batch, re-sent inputs) fills it, so it is off the
+   * typed arrays: an entity without one costs nothing.
+   */
+  readonly queued = new Map<number, number[]>();
+  /**
+   * Steps of movement an entity may catch up on: a step applies one waiting move and, while it has
+   * credit, up to `MAX_MOVES_PER_STEP - 1` more. A player earns one per step with no move waiting
+   * (up to `IDLE_CREDIT`), and the engine grants the ticks it kept an entity frozen (dormant, on
+   * offer). See `step`.
+   */
+  readonly credit: Uint8Array;
   /** MODE_* of each entity. */
   readonly mode: Uint8Array;
   private readonly slotOf = new Map<number, number>();
@@ -122,11 +143,14 @@ export class World {
     this.nextY = new Float32Array(capacity);
     this.nextSeq = new Uint32Array(capacity);
     this.hasNext = new Uint8Array(capacity);
+    this.credit = new Uint8Array(capacity);
     this.mode = sharedArray(Uint8Array, capacity);
   }
 
-  /** Drops the moves waiting for slot `i` (their inputs stay unacknowledged). */
+  /** Drops the moves waiting for slot `i` (their inputs stay unacknowledged) and its credit. */
   clearMoves(i: number): void {
+    if (this.queued.size > 0) this.queued.delete(this.id[i] as number);
+    this.credit[i] = 0;
     this.moveX[i] = 0;
     this.moveY[i] = 0;
     this.moveSeq[i] = 0;
@@ -167,6 +191,7 @@ export class World {
     const i = this.slotOf.get(entityId);
     if (i === undefined) return false;
     this.slotOf.delete(entityId);
+    if (this.queued.size > 0) this.queued.delete(entityId);
     const last = --this.count;
     if (i !== last) {
       this.id[i] = this.id[last] as number;
@@ -185,6 +210,7 @@ export class World {
       this.nextY[i] = this.nextY[last] as number;
       this.nextSeq[i] = this.nextSeq[last] as number;
       this.hasNext[i] = this.hasNext[last] as number;
+      this.credit[i] = this.credit[last] as number;
       this.mode[i] = this.mode[last] as number;
       this.slotOf.set(this.id[i] as number, i);
     }
