@@ -269,6 +269,39 @@ test('a place is taken and freed once per player: a drop and a rejoin keep it, a
   expect(places).toEqual(['taken dan', 'freed dan']);
 });
 
+test('a player resuming here after a handoff leaves no other entity of theirs behind: not a replaced session’s, not a waiting one', () => {
+  const e = new ShardEngine(settings, out);
+  const w = e.world;
+  const handedOver = (entityId: number) => {
+    expect(e.adopt({ entityId, x: 1, y: 1, vx: 0, vy: 0, kind: 1, flags: 0, lastInputSeq: 7 })).toBe(true);
+    return entityId;
+  };
+  // Ann is connected here on another device when her handed-over entity arrives.
+  const annHere = joined(e, 1, 'ann');
+  const annOver = handedOver(0x7000_0001);
+  expect(e.resume(2, 'ann', annOver)).toEqual({ ok: true, entityId: annOver, lastInputSeq: 7 });
+  expect(w.indexOf(annHere)).toBe(-1);
+  // Bob dropped here, then came back through a neighbour.
+  const bobHere = joined(e, 3, 'bob');
+  e.suspend(3);
+  const bobOver = handedOver(0x6000_0001);
+  expect(e.resume(4, 'bob', bobOver).ok).toBe(true);
+  expect([w.indexOf(bobHere), e.waitingPlayers]).toEqual([-1, 0]);
+  steps(e, WINDOW_TICKS * 2);
+  expect(e.playerCount).toBe(2);
+  expect(w.count).toBe(settings['engine.npc_count'] + 2);
+});
+
+test('a restarted neighbour is told of players on offer too (still owned here), and a drain tells the game the entity waits', () => {
+  const leaves: boolean[] = [];
+  const e = new ShardEngine(settings, out, { hooks: { onLeave: (_c, _p, { dropped }) => leaves.push(dropped) } });
+  const ann = joined(e, 1, 'ann');
+  e.offer(ann);
+  expect([...e.claimedPlayers()]).toEqual([ann]);
+  e.detach(1);
+  expect(leaves).toEqual([true]);
+});
+
 test('a hook’s game message is refused with the problem named: topic shape, payload type and size', () => {
   const e = new ShardEngine(settings, out);
   joined(e, 1, 'ann');

@@ -670,6 +670,14 @@ export class ShardEngine {
       this.forget(previous);
       this.announceLeave(previous, true);
       this.out.kick(previous.id, ReasonCode.REASON_CODE_REPLACED, 'the same player resumed again');
+      // Another entity of theirs here (a second device joined here meanwhile) is no one's now.
+      if (previous.entityId !== entityId) this.removeEntity(previous.entityId);
+    }
+    // So is one that waited here for them to rejoin: they are back on the handed-over one.
+    const waiting = this.dormant.get(playerId);
+    if (waiting !== undefined) {
+      this.stopWaiting(playerId);
+      if (waiting !== entityId) this.removeEntity(waiting);
     }
     const result = this.bind(sessionId, playerId, entityId, previous?.entityId === entityId);
     this.syncPlace(playerId);
@@ -693,7 +701,12 @@ export class ShardEngine {
    * a snapshot and not yet rejoined, which may have moved on since.
    */
   *claimedPlayers(): Generator<number> {
-    for (const p of this.ownedPlayers()) yield p.entityId;
+    // Players on offer too: this shard owns them until a commit.
+    for (const s of this.sessions.values()) {
+      if (s.redirected) continue;
+      const slot = this.world.indexOf(s.entityId);
+      if (slot >= 0 && (this.world.mode[slot] === MODE_OWNED || this.world.mode[slot] === MODE_OFFERED)) yield s.entityId;
+    }
     for (const playerId of this.droppedHere) {
       const entityId = this.dormant.get(playerId);
       if (entityId !== undefined) yield entityId;
@@ -866,7 +879,8 @@ export class ShardEngine {
     if (!session) return;
     this.forget(session);
     this.dormant.set(session.playerId, session.entityId);
-    this.announceLeave(session, false);
+    // The entity waits (the final snapshot keeps it) for them to rejoin after the restart.
+    this.announceLeave(session, true);
   }
 
   /**
@@ -880,10 +894,15 @@ export class ShardEngine {
     // A redirected session's entity is a neighbour's now (its ghost here is the neighbour's to drop).
     if (session.redirected) return;
     this.announceLeave(session, false);
-    this.held.delete(session.entityId);
-    this.offeredAt.delete(session.entityId);
-    this.world.despawn(session.entityId);
+    this.removeEntity(session.entityId);
     this.syncPlace(session.playerId);
+  }
+
+  /** A player's entity leaves the world, with what waited for it (held inputs, an offer's tick). */
+  private removeEntity(entityId: number): void {
+    this.held.delete(entityId);
+    this.offeredAt.delete(entityId);
+    this.world.despawn(entityId);
   }
 
   /**
