@@ -38,7 +38,10 @@ export interface RealtimeOptions {
   createSocket?: WebSocketFactory;
   /** Milliseconds clock for input timestamps; defaults to performance.now. */
   now?: () => number;
-  /** Give up connecting, or resuming after a handoff, after this many milliseconds (default 10 000). */
+  /**
+   * Give up connecting, resuming after a handoff, or one rejoin attempt (its join token, the socket
+   * opening and the Welcome) after this many milliseconds (default 10 000).
+   */
   connectTimeoutMs?: number;
   /**
    * Treat the connection as dropped when nothing has arrived from the shard for this long (default
@@ -59,7 +62,10 @@ export interface RealtimeOptions {
     joinToken: (shard: { name: string; url: string }) => Promise<string>;
     /** Longest wait between attempts (default 1,000 ms; the first waits 100 ms, then doubles). */
     maxDelayMs?: number;
-    /** Give up (and emit 'close') after this long without success (default 30,000 ms). */
+    /**
+     * Give up after this long without success, counted from the drop (default 30,000 ms): no attempt
+     * runs past it, and 'close' (1006) is emitted then.
+     */
     giveUpAfterMs?: number;
   };
 }
@@ -118,11 +124,30 @@ interface PendingInput {
 }
 
 /**
- * Inputs kept while a handoff is in progress, at most; beyond it the oldest are dropped. The new
- * shard receives all of them at once after its Welcome, so this stays well below the shard's
- * default message burst (240) that would otherwise close the new connection.
+ * Inputs held for the next shard while a handoff or a rejoin is in progress, at most — those sent
+ * before it and not acknowledged included; beyond it the oldest are dropped (lost). The shard
+ * receives all of them at once after its Welcome: with the Join (or Resume) before them that is
+ * 129 messages, about half the shard's default message burst (`gateway.message_burst`, 240), so
+ * the inputs and acknowledgements that follow at the tick rate are admitted too. More would be
+ * kicked `RATE_LIMITED`, which ends the session.
  */
-const MAX_HANDOFF_INPUTS = 128;
+const MAX_HELD_INPUTS = 128;
+
+/** A rejoin in progress: since the drop, until the Welcome, a give-up or `close()`. */
+interface Rejoin {
+  /** When the session dropped (client clock, ms). */
+  since: number;
+  attempts: number;
+  /** The wait before the next attempt. */
+  timer?: ReturnType<typeof setTimeout>;
+  /** The attempt under way: its socket once the join token came, and its deadline. */
+  current?: RejoinAttempt;
+}
+
+interface RejoinAttempt {
+  socket?: WebSocketLike;
+  deadline: ReturnType<typeof setTimeout>;
+}
 
 /** A handoff between its redirect and the new shard's Welcome. */
 interface Handoff {
@@ -169,7 +194,7 @@ export class RealtimeClient {
   /** The last kick's reason on the session's socket (decides whether a drop is rejoined). */
   private lastKick: string | undefined;
   private closing = false;
-  private rejoining: { since: number; attempts: number; timer?: ReturnType<typeof setTimeout> } | undefined;
+  private rejoining: Rejoin | undefined;
   private seq = 0;
   private pending: PendingInput[] = [];
   private lastSentAt = Number.NEGATIVE_INFINITY;
@@ -325,13 +350,19 @@ export class RealtimeClient {
     const rejoin = this.options.rejoin;
     if (rejoin && !this.closing && this.welcome && !(this.lastKick && FINAL_KICKS.has(this.lastKick))) {
       this.socket = undefined;
-      const attempt = { since: this.now(), attempts: 0 };
-      this.rejoining = attempt;
-      this.emit('disconnected', ev.code, ev.reason);
-      this.rejoinAfter(attempt, 100);
+      this.startRejoin(ev.code, ev.reason);
       return;
     }
     this.end(ev.code, ev.reason);
+  }
+
+  /** The session's connection is gone: hold inputs, report the drop, first attempt after 100 ms. */
+  private startRejoin(code: number, reason: string): void {
+    const rejoin: Rejoin = { since: this.now(), attempts: 0 };
+    this.rejoining = rejoin;
+    this.holdInputs();
+    this.emit('disconnected', code, reason);
+    this.rejoinAfter(rejoin, 100);
   }
 
   /** The session is over: the silence check stops and 'close' is emitted. */
@@ -368,51 +399,112 @@ export class RealtimeClient {
     this.watchdog = watchdog;
   }
 
-  /** One rejoin attempt after `delayMs`: a fresh join token, a new socket, a Join; again on failure. */
-  private rejoinAfter(attempt: { since: number; attempts: number; timer?: ReturnType<typeof setTimeout> }, delayMs: number): void {
-    const rejoin = this.options.rejoin;
-    if (!rejoin || this.rejoining !== attempt) return;
-    const next = Math.min(delayMs * 2, rejoin.maxDelayMs ?? 1000);
-    if (this.now() - attempt.since > (rejoin.giveUpAfterMs ?? 30_000)) {
-      this.rejoining = undefined;
-      this.end(1006, `could not rejoin ${this.shardName} within ${rejoin.giveUpAfterMs ?? 30_000} ms`);
+  /**
+   * The next rejoin attempt after `delayMs`, or the end of the session when `giveUpAfterMs` has
+   * passed since the drop.
+   */
+  private rejoinAfter(rejoin: Rejoin, delayMs: number): void {
+    const options = this.options.rejoin;
+    if (!options || this.rejoining !== rejoin) return;
+    const giveUpAfterMs = options.giveUpAfterMs ?? 30_000;
+    const left = rejoin.since + giveUpAfterMs - this.now();
+    if (left <= 0) {
+      this.stopRejoin(rejoin, 4000, 'rejoin given up');
+      this.end(1006, `could not rejoin ${this.shardName} within ${giveUpAfterMs} ms`);
       return;
     }
-    attempt.timer = setTimeout(async () => {
-      if (this.rejoining !== attempt) return;
-      attempt.attempts++;
-      let socket: WebSocketLike;
-      try {
-        const joinToken = await rejoin.joinToken({ name: this.shardName, url: this.url });
-        if (this.rejoining !== attempt) return;
-        socket = this.openSocket(this.url);
+    const next = Math.min(delayMs * 2, options.maxDelayMs ?? 1000);
+    rejoin.timer = setTimeout(
+      () => {
+        rejoin.timer = undefined;
+        const budgetMs = Math.min(this.connectTimeoutMs, rejoin.since + giveUpAfterMs - this.now());
+        if (budgetMs <= 0) this.rejoinAfter(rejoin, next);
+        else this.attemptRejoin(rejoin, options.joinToken, next, budgetMs);
+      },
+      Math.min(delayMs, left),
+    );
+  }
+
+  /**
+   * One attempt: a fresh join token, a new socket, a Join, all within `budgetMs`. An attempt that
+   * fails — the token call rejects, the socket closes before the Welcome, or the time is up — is
+   * abandoned and the next one scheduled `nextDelayMs` later.
+   */
+  private attemptRejoin(
+    rejoin: Rejoin,
+    joinToken: NonNullable<RealtimeOptions['rejoin']>['joinToken'],
+    nextDelayMs: number,
+    budgetMs: number,
+  ): void {
+    if (this.rejoining !== rejoin) return;
+    rejoin.attempts++;
+    const url = this.url;
+    const attempt: RejoinAttempt = {
+      deadline: setTimeout(() => this.failRejoinAttempt(rejoin, attempt, nextDelayMs), budgetMs),
+    };
+    rejoin.current = attempt;
+    const fail = () => this.failRejoinAttempt(rejoin, attempt, nextDelayMs);
+    Promise.resolve()
+      .then(() => joinToken({ name: this.shardName, url }))
+      .then((token) => {
+        // Timed out, closed, or the session ended meanwhile.
+        if (rejoin.current !== attempt) return;
+        const socket = this.openSocket(url);
+        attempt.socket = socket;
         socket.onopen = () =>
           socket.send(
-            ClientMessage.encode({ join: { joinToken, protocolVersion: PROTOCOL_VERSION, clientVersion: 'aethex-sdk' } }).finish(),
+            ClientMessage.encode({ join: { joinToken: token, protocolVersion: PROTOCOL_VERSION, clientVersion: 'aethex-sdk' } }).finish(),
           );
-      } catch {
-        this.rejoinAfter(attempt, next);
-        return;
-      }
-      socket.onmessage = (ev) => {
-        const msg = this.decode(socket, ev.data, ev.reused);
-        if (msg instanceof Error) return;
-        if (socket === this.socket) this.handle(msg);
-        else if (this.rejoining === attempt && msg.body === 'welcome')
-          this.completeRejoin(socket, msg.welcome as aethex.v1.Welcome, attempt);
-      };
-      socket.onclose = (ev) => {
-        if (socket === this.socket) this.closed(socket, ev);
-        else this.rejoinAfter(attempt, next);
-      };
-      socket.onerror = () => {
-        // onclose follows.
-      };
-    }, delayMs);
+        socket.onmessage = (ev) => {
+          if (socket !== this.socket && rejoin.current !== attempt) return;
+          const msg = this.decode(socket, ev.data, ev.reused);
+          if (msg instanceof Error) return;
+          if (socket === this.socket) this.handle(msg);
+          else if (msg.body === 'welcome') this.completeRejoin(rejoin, attempt, socket, msg.welcome as aethex.v1.Welcome);
+        };
+        socket.onclose = (ev) => {
+          if (socket === this.socket) this.closed(socket, ev);
+          else fail();
+        };
+        socket.onerror = () => {
+          // onclose follows.
+        };
+      })
+      .catch(fail);
+  }
+
+  /** Abandons the attempt under way (idempotent) and schedules the next one. */
+  private failRejoinAttempt(rejoin: Rejoin, attempt: RejoinAttempt, nextDelayMs: number): void {
+    if (rejoin.current !== attempt) return;
+    this.abandonRejoinAttempt(rejoin, 4000, 'rejoin attempt failed');
+    this.rejoinAfter(rejoin, nextDelayMs);
+  }
+
+  /**
+   * Cancels the attempt under way: its deadline, and its socket, closed with `code`. 4000 for an
+   * attempt that failed (a shard that did join it keeps the entity for the next attempt), 1000 on
+   * `close()` (the player leaves).
+   */
+  private abandonRejoinAttempt(rejoin: Rejoin, code: number, reason: string): void {
+    const attempt = rejoin.current;
+    rejoin.current = undefined;
+    if (!attempt) return;
+    clearTimeout(attempt.deadline);
+    attempt.socket?.close(code, reason);
+  }
+
+  /** The rejoin is over without success: nothing is pending and no attempt socket stays open. */
+  private stopRejoin(rejoin: Rejoin, code: number, reason: string): void {
+    clearTimeout(rejoin.timer);
+    rejoin.timer = undefined;
+    this.abandonRejoinAttempt(rejoin, code, reason);
+    if (this.rejoining === rejoin) this.rejoining = undefined;
   }
 
   /** Joined again: the session carries on on the new socket, unacknowledged inputs re-sent. */
-  private completeRejoin(socket: WebSocketLike, w: aethex.v1.Welcome, attempt: { since: number; attempts: number }): void {
+  private completeRejoin(rejoin: Rejoin, attempt: RejoinAttempt, socket: WebSocketLike, w: aethex.v1.Welcome): void {
+    clearTimeout(attempt.deadline);
+    rejoin.current = undefined;
     this.rejoining = undefined;
     this.socket = socket;
     this.welcome = w;
@@ -424,8 +516,8 @@ export class RealtimeClient {
     this.lastAckedSeq = Math.min(this.lastAckedSeq, w.lastInputSeq);
     this.acknowledgeInputs(w.lastInputSeq, this.now());
     this.seq = Math.max(this.seq, w.lastInputSeq);
-    for (const p of this.pending) this.sendInput(p);
-    this.emit('rejoined', { shard: w.shardName, downMs: this.now() - attempt.since, attempts: attempt.attempts });
+    this.resendHeld();
+    this.emit('rejoined', { shard: w.shardName, downMs: this.now() - rejoin.since, attempts: rejoin.attempts });
   }
 
   private handle(msg: Decoded): void {
@@ -510,6 +602,7 @@ export class RealtimeClient {
     if (this.handoff) return;
     // The old shard applied inputs up to here; later ones are re-sent to the new shard.
     this.acknowledgeInputs(r.lastInputSeq, this.now());
+    this.holdInputs();
     let socket: WebSocketLike;
     try {
       socket = this.openSocket(r.address);
@@ -572,7 +665,7 @@ export class RealtimeClient {
     this.lastTick = 0;
     this.acknowledgeInputs(w.lastInputSeq, this.now());
     this.seq = Math.max(this.seq, w.lastInputSeq);
-    for (const p of this.pending) this.sendInput(p);
+    this.resendHeld();
     old?.close(1000, 'handed off');
   }
 
@@ -595,10 +688,7 @@ export class RealtimeClient {
     const old = this.socket;
     this.socket = undefined;
     old?.close(1000, 'handoff failed; rejoining');
-    const attempt = { since: this.now(), attempts: 0 };
-    this.rejoining = attempt;
-    this.emit('disconnected', code, closeReason);
-    this.rejoinAfter(attempt, 100);
+    this.startRejoin(code, closeReason);
   }
 
   /**
@@ -629,6 +719,23 @@ export class RealtimeClient {
     }
     this.lastAckedSeq = lastInputSeq;
     this.pending = this.pending.filter((p) => p.seq > lastInputSeq);
+  }
+
+  /**
+   * Keeps the newest `MAX_HELD_INPUTS` unacknowledged inputs for the next shard; older ones are
+   * lost (the next snapshot's reconciliation no longer replays them).
+   */
+  private holdInputs(): void {
+    const over = this.pending.length - MAX_HELD_INPUTS;
+    if (over <= 0) return;
+    for (let i = 0; i < over; i++) this.sentAt.delete((this.pending[i] as PendingInput).seq);
+    this.pending.splice(0, over);
+  }
+
+  /** After a Welcome: the held inputs the shard has not applied, in order, at most `MAX_HELD_INPUTS`. */
+  private resendHeld(): void {
+    this.holdInputs();
+    for (const p of this.pending) this.sendInput(p);
   }
 
   /** Server-authoritative position plus the inputs it has not applied yet, each kept in the world. */
@@ -681,7 +788,7 @@ export class RealtimeClient {
     if (this.handoff || this.rejoining) {
       // Nobody to send to yet (the old shard ignores inputs once it redirected; a dropped
       // connection is being rejoined): hold them for the next shard, bounded.
-      if (this.pending.length > MAX_HANDOFF_INPUTS) this.sentAt.delete((this.pending.shift() as PendingInput).seq);
+      this.holdInputs();
     } else this.sendInput(input);
     return seq;
   }
@@ -747,11 +854,15 @@ export class RealtimeClient {
     return interpolate(this.previousFrame, this.store.current, alpha, (this.welcome?.positionScale as number) ?? 1);
   }
 
+  /**
+   * Ends the session: the socket closes with 1000 (the shard lets the player leave) and 'close'
+   * follows once. During a rejoin that is at once: a pending attempt is cancelled and an attempt's
+   * socket closed (1000). Nothing is emitted after 'close'.
+   */
   close(): void {
     this.closing = true;
     if (this.rejoining) {
-      clearTimeout(this.rejoining.timer);
-      this.rejoining = undefined;
+      this.stopRejoin(this.rejoining, 1000, 'client closed');
       this.end(1000, 'client closed');
     } else if (this.handoff) this.endDuringHandoff(1000, 'client closed');
     else this.socket?.close(1000, 'client closed');
