@@ -190,6 +190,8 @@ export class ShardEngine {
   private readonly held = new Map<number, HeldInput[]>();
   /** The tick each entity on offer was offered at. */
   private readonly offeredAt = new Map<number, number>();
+  /** Places promised to players handed over from a neighbour (see `reserve`). */
+  private reservedPlayers = 0;
   /**
    * Players with a place here — a session or an entity waiting for them — as last told to
    * `onPlace`, so that each change is told once.
@@ -480,11 +482,11 @@ export class ShardEngine {
       this.out.kick(previous.id, ReasonCode.REASON_CODE_REPLACED, 'the same player joined again');
     }
     // Players whose entity waits for them keep their place: they can always come back.
-    if (!previous && !this.dormant.has(playerId) && this.sessions.size + this.dormant.size >= this.settings['engine.max_players']) {
+    if (!previous && !this.dormant.has(playerId) && this.placesTaken >= this.settings['engine.max_players']) {
       return {
         ok: false,
         reason: ReasonCode.REASON_CODE_SHARD_FULL,
-        message: `the shard is at its player capacity of ${this.settings['engine.max_players']} (${this.dormant.size} of them expected back)`,
+        message: `the shard is at its player capacity of ${this.settings['engine.max_players']} (${this.dormant.size + this.reservedPlayers} of them expected back)`,
       };
     }
     let entityId: number;
@@ -830,9 +832,24 @@ export class ShardEngine {
     if (i >= 0 && this.world.mode[i] === MODE_OWNED && !this.byEntity.has(entityId)) this.world.despawn(entityId);
   }
 
-  /** Whether this shard could adopt one more player now. */
+  /** Whether this shard could adopt one more player now (places and slots already promised count as taken). */
   get hasRoomForPlayer(): boolean {
-    return this.world.count < this.world.capacity && this.sessions.size + this.dormant.size < this.settings['engine.max_players'];
+    return this.world.count + this.world.reserved < this.world.capacity && this.placesTaken < this.settings['engine.max_players'];
+  }
+
+  /**
+   * Places and entity slots promised to players handed over from a neighbour: an accepted offer
+   * keeps a place until its player resumes (or the offer is forgotten), and a slot until its
+   * entity is adopted. Joins, game spawns and ghosts leave them free.
+   */
+  reserve(players: number, entities: number): void {
+    this.reservedPlayers = players;
+    this.world.reserved = entities;
+  }
+
+  /** Players here, players whose entity waits for them, and places promised to handed-over ones. */
+  private get placesTaken(): number {
+    return this.sessions.size + this.dormant.size + this.reservedPlayers;
   }
 
   /** Creates or moves a neighbour's ghost. Ignored (false) for an entity this shard owns. */
@@ -841,7 +858,8 @@ export class ShardEngine {
     let i = w.indexOf(e.entityId);
     if (i >= 0 && w.mode[i] !== MODE_GHOST) return false;
     if (i < 0) {
-      if (w.count >= w.capacity) return false;
+      // Slots promised to handed-over entities stay free.
+      if (w.count + w.reserved >= w.capacity) return false;
       w.spawn(e.x, e.y, e.kind, e.entityId);
       i = w.indexOf(e.entityId);
       w.mode[i] = MODE_GHOST;

@@ -115,3 +115,34 @@ test('a shard restored with players admits nobody until its neighbours claim the
   clock += 3001;
   expect(late.settled).toBe(true);
 });
+
+test('an accepted offer keeps its player a place and its entity a slot: no join, game spawn, ghost or second offer takes them', () => {
+  const tight = loadConfig({
+    AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: 'unused',
+    AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '0,0,200,100',
+    AETHEX_GAMESERVER_ENGINE_MAX_PLAYERS: '2',
+    AETHEX_GAMESERVER_ENGINE_MAX_ENTITIES: '3',
+  });
+  const engine = new ShardEngine(tight, { send: () => true, kick: () => undefined }, { region: left });
+  const sharding = shardingOf(engine);
+  const msg = (m: aethex.v1.IShardMessage) => aethex.v1.ShardMessage.decode(aethex.v1.ShardMessage.encode(m).finish());
+  const offer = (offerId: number, entityId: number, playerId: string) =>
+    msg({ handoffOffer: { offerId, entityId, playerId, position: { x: 99, y: 50 }, velocity: { x: 0, y: 0 }, kind: 1, lastInputSeq: 3 } });
+  const id = (k: number) => (1 << 24) + k;
+  expect(engine.join(1, 'local').ok).toBe(true);
+  engine.context.spawn(10, 10, 2);
+  // One place and one slot left: the first offer takes both.
+  sharding.onMessage(right, offer(1, id(1), 'pat'));
+  expect(sharding.inFlight.held).toEqual([id(1)]);
+  expect(engine.join(2, 'newcomer')).toMatchObject({ ok: false, reason: aethex.v1.ReasonCode.REASON_CODE_SHARD_FULL });
+  expect(() => engine.context.spawn(20, 20, 2)).toThrow(/entity capacity/);
+  expect(engine.upsertGhost({ entityId: id(9), x: 101, y: 50, vx: 0, vy: 0, kind: 0, flags: 0 })).toBe(false);
+  sharding.onMessage(right, offer(2, id(2), 'quinn'));
+  expect(sharding.inFlight.held).toEqual([id(1)]);
+  // The commit fits: pat's entity is adopted here.
+  sharding.onMessage(right, msg({ handoffCommit: { offerId: 1, entityId: id(1) } }));
+  expect(engine.world.indexOf(id(1))).toBeGreaterThanOrEqual(0);
+  expect(engine.world.count).toBe(3);
+  // Pat's place stays kept until pat resumes.
+  expect(engine.join(3, 'newcomer').ok).toBe(false);
+});

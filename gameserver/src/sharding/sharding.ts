@@ -330,6 +330,7 @@ export class Sharding {
       this.incomingByOffer.delete(offerKey(inc.from, inc.epoch, inc.offerId));
       // Adopted but nobody resumed: the player is gone, as if their socket had closed.
       if (inc.adopted) this.o.engine.dropUnclaimed(inc.entity.entityId);
+      this.reserveIncoming();
     }
     // Also those of players who left meanwhile: nothing else would ever remove their entry.
     for (const [entityId, at] of this.retryAt) if (now >= at) this.retryAt.delete(entityId);
@@ -443,6 +444,7 @@ export class Sharding {
         },
       });
       this.incomingByOffer.set(key, token);
+      this.reserveIncoming();
     }
     this.links?.send(from, { handoffAccept: { offerId, entityId: o.entityId, resumeToken: token, address: placement.address } });
   }
@@ -455,6 +457,7 @@ export class Sharding {
     if (slot >= 0 && this.o.engine.world.mode[slot] !== MODE_GHOST) return false;
     if (!this.o.engine.adopt(inc.entity)) return false;
     inc.adopted = true;
+    this.reserveIncoming();
     // Our ghost of it (from the sender) is gone with the adoption.
     this.ghostsFrom.get(inc.from.shard)?.delete(inc.entity.entityId);
     return true;
@@ -478,6 +481,18 @@ export class Sharding {
     }
     this.incoming.delete(token);
     this.incomingByOffer.delete(key);
+    this.reserveIncoming();
+  }
+
+  /**
+   * Every accepted offer keeps its player a place here until they resume (or the entry is
+   * forgotten), and its entity a slot until it is adopted: joins, game spawns and ghosts in the
+   * meantime cannot take them, so a committed handoff always fits.
+   */
+  private reserveIncoming(): void {
+    let entities = 0;
+    for (const inc of this.incoming.values()) if (!inc.adopted) entities++;
+    this.o.engine.reserve(this.incoming.size, entities);
   }
 
   /** Entities adopted here whose player has not resumed yet, with that player (for snapshots). */
@@ -497,6 +512,7 @@ export class Sharding {
     if (!this.adopt(inc)) return undefined;
     this.incoming.delete(token);
     this.incomingByOffer.delete(offerKey(inc.from, inc.epoch, inc.offerId));
+    this.reserveIncoming();
     return { playerId: inc.playerId, entityId: inc.entity.entityId };
   }
 

@@ -110,6 +110,11 @@ export class World {
    * offer). See `step`.
    */
   readonly credit: Uint8Array;
+  /**
+   * Slots kept for entities this shard accepted in a handoff and has not adopted yet: spawns of new
+   * entities (and ghosts) leave them free; only a spawn with the entity's id (its adoption) takes one.
+   */
+  reserved = 0;
   /** MODE_* of each entity. */
   readonly mode: Uint8Array;
   private readonly slotOf = new Map<number, number>();
@@ -163,7 +168,8 @@ export class World {
 
   /** Adds an entity and returns its id; throws CapacityError when full. `id` is for restores. */
   spawn(x: number, y: number, kind: number, id?: number): number {
-    if (this.count >= this.capacity) throw new CapacityError(this.capacity);
+    if (this.count >= this.capacity || (id === undefined && this.count + this.reserved >= this.capacity))
+      throw new CapacityError(this.capacity);
     if (id === undefined && this.nextId >= this.idLimit) throw new RangeError(`entity ids up to ${this.idLimit} are used up`);
     const entityId = id ?? this.nextId++;
     if (id !== undefined) {
