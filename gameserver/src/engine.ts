@@ -417,6 +417,8 @@ export class ShardEngine {
     const session = this.sessions.get(sessionId);
     const handler = this.hooks.rpc && Object.hasOwn(this.hooks.rpc, method) ? this.hooks.rpc[method] : undefined;
     if (!session) return { ok: false, errorCode: 'NOT_JOINED' };
+    // Handed over: the game saw the player leave here; the client may call again on the new shard.
+    if (session.redirected) return { ok: false, errorCode: 'HANDED_OVER' };
     if (!handler) return { ok: false, errorCode: 'UNKNOWN_METHOD' };
     try {
       const result = await handler(this.context, this.hookPlayer(session), payload);

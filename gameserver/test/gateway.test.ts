@@ -178,6 +178,55 @@ describe('gateway and engine over real sockets', () => {
     expect((await c.closed).code).toBe(1009);
   });
 
+  test('a joined player whose frame the shard refuses (1009, 1002, 1007) leaves at once, kicked; one that closes with 1002 itself drops', async () => {
+    t = await startTestShard({ AETHEX_GAMESERVER_GATEWAY_MAX_MESSAGE_SIZE: '1024' });
+    const shard = t.shard;
+    const { engine } = shard;
+    const joined = async (playerId: string) => {
+      const c = await raw(shard.gatewayUrl);
+      c.ws.send(ClientMessage.encode({ join: { joinToken: await (t as TestShard).token(playerId), protocolVersion: 1 } }).finish());
+      await until('welcome', () => c.messages.some((m) => m.body === 'welcome'));
+      return { ...c, id: c.messages.find((m) => m.body === 'welcome')?.welcome?.entityId as number };
+    };
+    const kicks = async (reason: string) =>
+      Number(
+        new RegExp(`aether_kicks_total\\{reason="${reason}"\\} (\\d+)`).exec(
+          await shard.metrics.registry.getSingleMetricAsString('aether_kicks_total'),
+        )?.[1] ?? 0,
+      );
+    const cases: [string, (c: Awaited<ReturnType<typeof joined>>) => void, number, string][] = [
+      ['big', (c) => c.ws.send(new Uint8Array(4096)), 1009, 'message_too_large'],
+      [
+        'unmasked',
+        (c) => (c.ws as unknown as { _socket: import('node:net').Socket })._socket.write(Buffer.from([0x82, 0x01, 0x00])),
+        1002,
+        'protocol_error',
+      ],
+      ['not-utf8', (c) => c.ws.send(Buffer.from([0xff, 0xfe]), { binary: false }), 1007, 'protocol_error'],
+    ];
+    let protocolErrors = 0;
+    for (const [playerId, misbehave, code, reason] of cases) {
+      const c = await joined(playerId);
+      const before = await kicks(reason);
+      misbehave(c);
+      expect((await c.closed).code).toBe(code);
+      // Gone the moment the shard closed: no session, no entity waiting for a rejoin, no place kept.
+      expect(engine.playerCount).toBe(0);
+      expect(engine.waitingPlayers).toBe(0);
+      expect(engine.world.indexOf(c.id)).toBe(-1);
+      expect(await kicks(reason)).toBe(before + 1);
+      if (reason === 'protocol_error') protocolErrors++;
+    }
+    // The same code sent by the client is the client's own close: a drop, not a kick.
+    const d = await joined('closes-1002');
+    d.ws.close(1002);
+    expect((await d.closed).code).toBe(1002);
+    await until('the dropped player to wait for a rejoin', () => engine.waitingPlayers === 1);
+    expect(engine.world.indexOf(d.id)).toBeGreaterThanOrEqual(0);
+    expect(await kicks('protocol_error')).toBe(protocolErrors);
+    await until('every connection closed and forgotten', () => shard.gateway.connectionCount === 0, 3000);
+  });
+
   test('a flooding client is closed with 1008 well within 2 s', async () => {
     t = await startTestShard({ AETHEX_GAMESERVER_GATEWAY_MAX_MESSAGES_PER_SECOND: '50', AETHEX_GAMESERVER_GATEWAY_MESSAGE_BURST: '50' });
     const c = await raw(t.shard.gatewayUrl);

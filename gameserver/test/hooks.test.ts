@@ -1,13 +1,21 @@
-import { join } from 'node:path';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { aethex } from '@aethex/proto';
+import { freePortBlock } from '@aethex/runtime';
 import { afterEach, expect, test } from 'vitest';
+import { WebSocket } from 'ws';
 import { loadHooks } from '../src/hooks.js';
 import { moduleFile, startTestShard, type TestShard, until } from './harness.js';
 
 const TAG = join(import.meta.dirname, '../../examples/game/tag.mjs');
 let t: TestShard | undefined;
+let others: TestShard[] = [];
 afterEach(async () => {
-  await t?.stop();
+  await Promise.all([t, ...others].map((s) => s?.stop()));
   t = undefined;
+  others = [];
 });
 
 test('the tag example: the first player is "it", it shows in snapshots, rpc answers, tagging passes it on', async () => {
@@ -117,4 +125,90 @@ test('hooks send messages of the game’s own: to one player, to all; bad topics
   const errors = await t.shard.metrics.registry.getSingleMetricAsString('aether_hook_errors_total');
   expect(errors).toMatch(/hook="rpc\.badTopic"\} 1/);
   expect(errors).toMatch(/hook="rpc\.tooBig"\} 1/);
+});
+
+test('after a handoff the old shard calls no hook for the player: an RPC on the old connection is answered HANDED_OVER', async () => {
+  const file = moduleFile(`
+    const events = (globalThis.handedOverEvents = []);
+    export default {
+      onJoin(ctx, p) { events.push('onJoin ' + p.playerId); },
+      onLeave(ctx, p, { dropped }) { events.push('onLeave ' + p.playerId + ' dropped=' + dropped); },
+      rpc: { buy(ctx, p) { events.push('rpc.buy ' + p.playerId); return new Uint8Array([1]); } },
+    };`);
+  // Two neighbouring shards of one world, a = x 0..400 and b = x 400..800, running the game.
+  const ports = await freePortBlock(2);
+  const mapFile = join(dirname(file), 'shard-map.json');
+  const names = ['duo-0-0', 'duo-0-1'];
+  writeFileSync(
+    mapFile,
+    JSON.stringify({
+      world: 'duo',
+      bounds: { minX: 0, minY: 0, maxX: 800, maxY: 400 },
+      columns: 2,
+      rows: 1,
+      instances: [
+        {
+          instance: 0,
+          shards: [0, 1].map((k) => ({
+            shard: k,
+            name: names[k],
+            region: { minX: 400 * k, minY: 0, maxX: 400 * (k + 1), maxY: 400 },
+            neighbours: [1 - k],
+            address: `127.0.0.1:${ports + k}`,
+          })),
+        },
+      ],
+    }),
+  );
+  const keys = generateKeyPairSync('ed25519');
+  const secret = randomBytes(32).toString('hex');
+  const start = (k: number) =>
+    startTestShard(
+      {
+        AETHEX_GAMESERVER_GAME_MODULE: file,
+        AETHEX_GAMESERVER_SHARD_WORLD: 'duo',
+        AETHEX_GAMESERVER_SHARD_NAME: names[k] as string,
+        AETHEX_GAMESERVER_SHARD_MAP_FILE: mapFile,
+        AETHEX_GAMESERVER_LINKS_SECRET: secret,
+        AETHEX_GAMESERVER_GATEWAY_BIND_ADDR: `127.0.0.1:${ports + k}`,
+      },
+      keys,
+    );
+  t = await start(0);
+  const b = await start(1);
+  others = [b];
+  const a = t;
+  const up = (s: TestShard) => s.shard.links?.isUp(s.shard.placement?.neighbours[0] as never) ?? false;
+  await until('the shard links to come up', () => up(a) && up(b), 10_000);
+
+  // A client of its own, which does not follow the redirect: it stays on the old connection.
+  const { ClientMessage, ServerMessage } = aethex.v1;
+  const ws = new WebSocket(a.shard.gatewayUrl);
+  const messages: aethex.v1.ServerMessage[] = [];
+  ws.on('message', (data) => messages.push(ServerMessage.decode(data as Buffer)));
+  await once(ws, 'open');
+  const rpcResult = async (callId: number) => {
+    ws.send(ClientMessage.encode({ rpc: { callId, method: 'buy' } }).finish());
+    await until(`the result of call ${callId}`, () => messages.some((m) => m.rpcResult?.callId === callId));
+    return messages.find((m) => m.rpcResult?.callId === callId)?.rpcResult;
+  };
+  ws.send(ClientMessage.encode({ join: { joinToken: await a.token('ann'), protocolVersion: 1 } }).finish());
+  await until('welcome', () => messages.some((m) => m.body === 'welcome'));
+  expect(await rpcResult(1)).toMatchObject({ ok: true });
+
+  // Ann is moved past the border: a hands her over to b and redirects her client.
+  const id = messages.find((m) => m.body === 'welcome')?.welcome?.entityId as number;
+  const world = a.shard.engine.world;
+  world.x[world.indexOf(id)] = 450;
+  world.y[world.indexOf(id)] = 200;
+  await until('the redirect', () => messages.some((m) => m.body === 'handoffRedirect'), 10_000);
+  const events = (globalThis as { handedOverEvents?: string[] }).handedOverEvents as string[];
+  expect(events).toEqual(['onJoin ann', 'rpc.buy ann', 'onLeave ann dropped=false']);
+
+  // The SDK sends RPCs to the old shard until the new one welcomes it: refused, the game not called.
+  expect(await rpcResult(2)).toMatchObject({ ok: false, errorCode: 'HANDED_OVER' });
+  expect(events).toEqual(['onJoin ann', 'rpc.buy ann', 'onLeave ann dropped=false']);
+  ws.close(1000);
+  await once(ws, 'close');
+  expect(events).toEqual(['onJoin ann', 'rpc.buy ann', 'onLeave ann dropped=false']);
 });

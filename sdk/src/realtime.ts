@@ -810,7 +810,9 @@ export class RealtimeClient {
 
   /**
    * Calls a game-defined RPC handler on the shard. Resolves with its payload; rejects with an Error
-   * whose `code` is the game's error code (or UNKNOWN_METHOD, INTERNAL, TIMEOUT).
+   * whose `code` is the game's error code (or UNKNOWN_METHOD, INTERNAL, TIMEOUT, or HANDED_OVER
+   * for a call made between a handoff's redirect and the new shard's Welcome: call again after
+   * the `handoff` event).
    */
   rpc(method: string, payload: Uint8Array = new Uint8Array(0), timeoutMs = 10_000): Promise<Uint8Array> {
     const callId = this.nextCallId++;

@@ -208,14 +208,7 @@ export class Gateway {
       );
     }
     ws.on('message', (data, isBinary) => this.onMessage(conn, data as Buffer, isBinary));
-    ws.on('error', (err: Error & { code?: string }) => {
-      if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') {
-        this.deps.metrics.kicks.inc({ reason: 'message_too_large' });
-        this.log(conn).info('frame over gateway.max_message_size: closed with 1009');
-      } else {
-        this.log(conn).debug({ err: err.message }, 'socket error');
-      }
-    });
+    ws.on('error', (err: Error & { code?: string }) => this.onSocketError(conn, err));
     ws.on('close', (code) => this.onClose(conn, code));
     if (!this.accepting) {
       this.kick(conn, ReasonCode.REASON_CODE_SHUTTING_DOWN, 'the shard is draining');
@@ -227,9 +220,33 @@ export class Gateway {
   }
 
   /**
+   * `ws` refused a frame of the client's and is already closing the connection with the code it
+   * names (RFC 6455 §7.4.1): over `gateway.max_message_size` (1009), malformed (1002), text that is
+   * not UTF-8 (1007), a message in too many pieces (1008). The client broke the protocol: it is
+   * kicked for it, so its player leaves at once (the close that follows finds the session ended).
+   * The connection is already closing, so no `Kick` goes out: the close code says why.
+   */
+  private onSocketError(conn: Connection, err: Error & { code?: string }): void {
+    const code = err.code ?? '';
+    if (code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH' || code === 'WS_ERR_UNSUPPORTED_DATA_PAYLOAD_LENGTH') {
+      this.kick(
+        conn,
+        ReasonCode.REASON_CODE_MESSAGE_TOO_LARGE,
+        `frame over gateway.max_message_size (${this.deps.settings['gateway.max_message_size']} bytes): closed with 1009`,
+      );
+    } else if (code.startsWith('WS_ERR_')) {
+      this.kick(conn, ReasonCode.REASON_CODE_PROTOCOL_ERROR, `frame refused (${code}: ${err.message})`);
+    } else {
+      this.log(conn).debug({ err: err.message }, 'socket error');
+    }
+  }
+
+  /**
    * `code`: the WebSocket close code. 1000 is a client that left (the SDK's `close()`); anything
-   * else — 1006 for a connection cut without a close frame — is a drop: the player's entity waits
-   * for them to rejoin (engine.rejoin_window_ms).
+   * else — 1006 for a connection cut without a close frame, or a code the client sent, 1002 among
+   * them — is a drop: the player's entity waits for them to rejoin (engine.rejoin_window_ms). A
+   * connection the shard itself closed for a bad frame was kicked first (`onSocketError`): its
+   * player has already left, whatever code the client answers with.
    */
   private onClose(conn: Connection, code: number): void {
     if (!this.connections.delete(conn.id)) return;
@@ -453,7 +470,8 @@ export class Gateway {
 
   /**
    * The session's entity moved to a neighbour: the client is told where to continue. The socket
-   * stays open (snapshots continue) until the client closes it; the player is no longer here.
+   * stays open (snapshots continue) until the client closes it; the player is no longer here: an
+   * RPC on it is answered `HANDED_OVER` without calling the game.
    */
   redirect(sessionId: number, redirect: aethex.v1.IHandoffRedirect): void {
     const conn = this.connections.get(sessionId);
