@@ -290,6 +290,7 @@ export class ShardEngine {
     }
     if (restored) {
       this.tick = restored.tick;
+      this.world.clock = restored.tick;
       for (const [entityId, playerId] of restored.players) {
         if (this.world.indexOf(entityId) < 0) continue;
         this.dormant.set(playerId, entityId);
@@ -1040,6 +1041,7 @@ export class ShardEngine {
     const started = performance.now();
     const tick = ++this.tick;
     const world = this.world;
+    world.clock = tick;
     if (this.settings['engine.npc_count'] > 0) wander(world, this.rng, KIND_NPC, this.rules.maxSpeed * 0.5, 0.02);
     if (this.dormantUntil.size > 0) this.expireDormant();
     const nCorrected = step(world, this.rules, this.corrected);

@@ -3,6 +3,8 @@ import { KIND_PLAYER, MODE_DORMANT, MODE_GHOST, World } from '../sim/world.js';
 /** Format version of the state blob; a blob of another version is refused, never guessed at. */
 export const STATE_VERSION = 1;
 const MAGIC = 0x41455853; // "AEXS"
+/** Ids skipped on a restore: see `decodeState`. */
+export const RESTORE_ID_MARGIN = 4096;
 
 /** A shard's persistent state: its entities, the tick, and which player owns which entity. */
 export interface ShardState {
@@ -101,7 +103,11 @@ export function decodeState(blob: Uint8Array, capacity: number, idLimit?: number
   } catch {
     throw new StateFormatError('state blob has a malformed player map');
   }
-  const world = new World(capacity, nextId, idLimit);
+  // Ids handed out after this snapshot was written died with the process — but a player's may live
+  // on in a neighbour it was handed to: numbering goes on past a margin (players joining, and
+  // game entities while no freed id has rested, in one snapshot interval).
+  const limit = idLimit ?? 0x1_0000_0000;
+  const world = new World(capacity, Math.min((nextId as number) + RESTORE_ID_MARGIN, limit), limit);
   for (let i = 0; i < count; i++) {
     world.spawn(x[i] as number, y[i] as number, kind[i] as number, id[i] as number);
     world.vx[i] = vx[i] as number;

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest';
-import { CapacityError, KIND_NPC, KIND_PLAYER, World } from './world.js';
+import { CapacityError, ID_REST_TICKS, KIND_NPC, KIND_PLAYER, MODE_GHOST, World } from './world.js';
 
 describe('World', () => {
   test('spawn gives stable increasing ids; despawn fills the hole with the last entity', () => {
@@ -48,5 +48,38 @@ describe('World', () => {
     expect(a.stateHash()).toBe(b.stateHash());
     b.x[1] = 4.0000005;
     expect(a.stateHash()).not.toBe(b.stateHash());
+  });
+});
+
+describe('entity ids', () => {
+  test('a despawned NPC’s or game entity’s id is given again after it rested ID_REST_TICKS; a player’s, a ghost’s or a dormant one’s never', () => {
+    const w = new World(8, 1, 100);
+    const npc = w.spawn(0, 0, KIND_NPC);
+    const thing = w.spawn(0, 0, 7);
+    const player = w.spawn(0, 0, KIND_PLAYER);
+    const ghost = w.spawn(0, 0, KIND_NPC, 500);
+    w.mode[w.indexOf(ghost)] = MODE_GHOST;
+    for (const id of [npc, thing, player, ghost]) w.despawn(id);
+    w.clock = ID_REST_TICKS - 1;
+    expect(w.spawn(0, 0, 7)).toBe(4);
+    w.clock = ID_REST_TICKS;
+    // Oldest first, to any kind but players.
+    expect([w.spawn(0, 0, 7), w.spawn(0, 0, KIND_PLAYER), w.spawn(0, 0, KIND_NPC), w.spawn(0, 0, KIND_NPC)]).toEqual([npc, 5, thing, 6]);
+  });
+
+  test('a game spawning and despawning every tick never uses up the id range; when a range is used up the refusal says so', () => {
+    const w = new World(64, 1, 1000);
+    for (let tick = 0; tick < 20_000; tick++) {
+      w.clock = tick;
+      const a = w.spawn(0, 0, 7);
+      const b = w.spawn(0, 0, 7);
+      w.despawn(a);
+      w.despawn(b);
+    }
+    expect(w.nextEntityId).toBeLessThanOrEqual(2 * ID_REST_TICKS + 3);
+    const players = new World(2000, 1, 1000);
+    expect(() => {
+      for (let i = 0; i < 1000; i++) players.despawn(players.spawn(0, 0, KIND_PLAYER));
+    }).toThrow(/used up its entity ids \(below 1000\)/);
   });
 });

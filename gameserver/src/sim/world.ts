@@ -19,11 +19,21 @@ export function sharedArray<T>(Ctor: TypedArrayOf<T>, length: number): T {
 
 /** Thrown by `spawn` when the world already holds `capacity` entities. */
 export class CapacityError extends Error {
-  constructor(readonly capacity: number) {
-    super(`the shard is at its entity capacity of ${capacity}`);
+  constructor(
+    readonly capacity: number,
+    message = `the shard is at its entity capacity of ${capacity}`,
+  ) {
+    super(message);
     this.name = 'CapacityError';
   }
 }
+
+/**
+ * Ticks an id of a despawned entity rests before a new entity gets it: longer than any snapshot
+ * delta's base (32 ticks) and a neighbour's ghost of it lives, so no client or neighbour ever takes
+ * the new entity for the old one.
+ */
+export const ID_REST_TICKS = 128;
 
 /** Entity kinds the platform knows; games may use any other value below 65536. */
 export const KIND_NPC = 0;
@@ -66,8 +76,9 @@ export interface WorldShare {
 /**
  * The entities of one shard in structure-of-arrays form. Entities are packed densely in
  * `[0, count)`: spawn appends and despawn moves the last entity into the hole, both O(1), so loops
- * over entities touch contiguous memory and allocate nothing. Entity ids are stable u32 values
- * (never reused while the process runs); `indexOf` maps an id to its current slot.
+ * over entities touch contiguous memory and allocate nothing. Entity ids are stable u32 values: a
+ * player's is never given again, another entity's only after it rested `ID_REST_TICKS`; `indexOf`
+ * maps an id to its current slot.
  *
  * Positions and velocities are Float32: every write rounds through Math.fround, so results are
  * bit-identical on every run with the same inputs (determinism).
@@ -119,6 +130,16 @@ export class World {
   readonly mode: Uint8Array;
   private readonly slotOf = new Map<number, number>();
   private nextId: number;
+  /**
+   * Ids of despawned entities that never leave this shard (NPCs, game entities: only players are
+   * handed over), with the tick each was freed, oldest first: [id, tick] pairs from `freedHead`.
+   * New non-player entities take them after `ID_REST_TICKS`, so a game spawning and despawning
+   * all the time (projectiles) never uses up the shard's id range.
+   */
+  private readonly freed: number[] = [];
+  private freedHead = 0;
+  /** The current tick, for resting ids (the engine sets it each step). */
+  clock = 0;
 
   /**
    * Ids this world hands out are in [firstId, idLimit): the shards of one world use disjoint
@@ -170,8 +191,25 @@ export class World {
   spawn(x: number, y: number, kind: number, id?: number): number {
     if (this.count >= this.capacity || (id === undefined && this.count + this.reserved >= this.capacity))
       throw new CapacityError(this.capacity);
-    if (id === undefined && this.nextId >= this.idLimit) throw new RangeError(`entity ids up to ${this.idLimit} are used up`);
-    const entityId = id ?? this.nextId++;
+    let entityId: number;
+    if (id !== undefined) entityId = id;
+    else if (
+      kind !== KIND_PLAYER &&
+      this.freedHead < this.freed.length &&
+      this.clock - (this.freed[this.freedHead + 1] as number) >= ID_REST_TICKS
+    ) {
+      entityId = this.freed[this.freedHead] as number;
+      this.freedHead += 2;
+      if (this.freedHead === this.freed.length) {
+        this.freed.length = 0;
+        this.freedHead = 0;
+      } else if (this.freedHead > 4096 && this.freedHead * 2 > this.freed.length) {
+        this.freed.splice(0, this.freedHead);
+        this.freedHead = 0;
+      }
+    } else if (this.nextId >= this.idLimit) {
+      throw new CapacityError(this.capacity, `the shard has used up its entity ids (below ${this.idLimit})`);
+    } else entityId = this.nextId++;
     if (id !== undefined) {
       if (this.slotOf.has(id)) throw new Error(`entity ${id} already exists`);
       // Ids from another shard's range (handed over, ghosts) do not move this shard's counter.
@@ -198,6 +236,7 @@ export class World {
     if (i === undefined) return false;
     this.slotOf.delete(entityId);
     if (this.queued.size > 0) this.queued.delete(entityId);
+    if (this.kind[i] !== KIND_PLAYER && this.mode[i] === MODE_OWNED) this.freed.push(entityId, this.clock);
     const last = --this.count;
     if (i !== last) {
       this.id[i] = this.id[last] as number;
