@@ -1,12 +1,15 @@
+import { randomUUID } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createLogger } from '@aethex/runtime';
 import { testEnv, uniqueName } from '@aethex/testing';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import {
   CallbackSink,
+  type DomainEvent,
   type EventSink,
   MemoryOutbox,
   type Outbox,
@@ -14,6 +17,7 @@ import {
   RedisStreamSink,
   type RelayedEvent,
 } from '../src/persist/outbox.js';
+import { ShardPersistence } from '../src/persist/persistence.js';
 import { MemoryPresence, type PresenceStore, RedisPresence } from '../src/persist/presence.js';
 import { DirectorySnapshotStore, PostgresSnapshotStore, type SnapshotStore } from '../src/persist/snapshot-store.js';
 import { migrate } from '../src/persist/stores.js';
@@ -42,6 +46,7 @@ afterAll(async () => {
 });
 
 const key = (shard: string) => ({ world: schema.replaceAll('_', '-'), instance: 0, shard });
+const event = (type: DomainEvent['type'], playerId: string, at: number): DomainEvent => ({ type, playerId, at, eventKey: randomUUID() });
 
 describe.each([
   ['PostgreSQL', () => new PostgresSnapshotStore(pool) as SnapshotStore],
@@ -86,11 +91,8 @@ describe.each([
   test('relays every appended event once, in order, even when a relay is repeated', async () => {
     const { outbox, sink, read } = make();
     const k = key(`out-${Math.random().toString(36).slice(2, 8)}`);
-    await outbox.append(k, [
-      { type: 'player_joined', playerId: 'a', at: 1000 },
-      { type: 'player_joined', playerId: 'b', at: 1001 },
-    ]);
-    await outbox.append(k, [{ type: 'player_left', playerId: 'a', at: 1002 }]);
+    await outbox.append(k, [event('player_joined', 'a', 1000), event('player_joined', 'b', 1001)]);
+    await outbox.append(k, [event('player_left', 'a', 1002)]);
     expect(await outbox.pending(k)).toBe(3);
     expect(await outbox.relay(k, sink)).toBe(3);
     expect(await outbox.relay(k, sink)).toBe(0);
@@ -101,7 +103,7 @@ describe.each([
   test('a publish that happened before a crash is not delivered twice', async () => {
     const { outbox, sink, read } = make();
     const k = key(`dup-${Math.random().toString(36).slice(2, 8)}`);
-    await outbox.append(k, [{ type: 'player_joined', playerId: 'c', at: 5 }]);
+    await outbox.append(k, [event('player_joined', 'c', 5)]);
     // The relay published, then "crashed" before marking: publish the same event again.
     let first: RelayedEvent | undefined;
     await outbox.relay(k, {
@@ -115,12 +117,27 @@ describe.each([
     expect(await sink.publish(first as RelayedEvent)).toBe(false);
     expect(await read(k)).toEqual(['player_joined:c']);
   });
+
+  test('an append repeated with the same events, before or after the relay, stores each once', async () => {
+    const { outbox, sink, read } = make();
+    const k = key(`again-${Math.random().toString(36).slice(2, 8)}`);
+    const batch = [event('player_joined', 'a', 1000), event('player_joined', 'b', 1001)];
+    await outbox.append(k, batch);
+    // The retry of an append that was written but reported an error, with one event queued since.
+    await outbox.append(k, [...batch, event('player_left', 'a', 1002)]);
+    expect(await outbox.pending(k)).toBe(3);
+    expect(await outbox.relay(k, sink)).toBe(3);
+    await outbox.append(k, batch);
+    expect(await outbox.pending(k)).toBe(0);
+    expect(await outbox.relay(k, sink)).toBe(0);
+    expect(await read(k)).toEqual(['player_joined:a', 'player_joined:b', 'player_left:a']);
+  });
 });
 
 describe('outbox: in-process outbox → Redis stream, across a restart', () => {
   test("a restarted shard's events reach the stream after those of its previous process, each once", async () => {
     const k = key(`restart-${Math.random().toString(36).slice(2, 8)}`);
-    const joined = (players: string[]) => players.map((p) => ({ type: 'player_joined' as const, playerId: p, at: 1000 }));
+    const joined = (players: string[]) => players.map((p) => event('player_joined', p, 1000));
     // Two outbox and sink pairs, one after the other, stand in for two processes of the same shard.
     const first = { outbox: new MemoryOutbox(), sink: new RedisStreamSink(redis) };
     await first.outbox.append(k, joined(['a', 'b', 'c']));
@@ -145,6 +162,86 @@ describe('outbox: in-process outbox → Redis stream, across a restart', () => {
     expect(await second.outbox.relay(k, flaky)).toBe(2);
     expect(await second.outbox.pending(k)).toBe(0);
     expect(await readStream(k)).toEqual(['a', 'b', 'c', 'd', 'e'].map((p) => `player_joined:${p}`));
+  });
+});
+
+/**
+ * The outbox's first append really commits and then reports an error, as a connection reset or a
+ * timeout racing the commit does; later appends pass through.
+ */
+function committedThenLost(outbox: Outbox): Outbox & { failed: boolean } {
+  return {
+    failed: false,
+    async append(k, events) {
+      await outbox.append(k, events);
+      if (!this.failed) {
+        this.failed = true;
+        throw new Error('Connection terminated unexpectedly');
+      }
+    },
+    relay: (k, sink, limit) => outbox.relay(k, sink, limit),
+    pending: (k) => outbox.pending(k),
+  };
+}
+
+describe.each([
+  ['PostgreSQL', () => new PostgresOutbox(pool) as Outbox],
+  ['in-process', () => new MemoryOutbox() as Outbox],
+])('shard persistence with the %s outbox', (_name, make) => {
+  test('an append that committed but reported an error is retried without delivering its events twice', async () => {
+    const k = key(`ambiguous-${Math.random().toString(36).slice(2, 8)}`);
+    const outbox = committedThenLost(make());
+    const persistence = new ShardPersistence({
+      key: k,
+      snapshots: new PostgresSnapshotStore(pool),
+      outbox,
+      sink: new RedisStreamSink(redis),
+      presence: new RedisPresence(redis),
+      log: createLogger('persist-contract-test', 'silent'),
+      presenceTtlMs: 60_000,
+    });
+    const [a, b] = [`${schema}-a`, `${schema}-b`];
+    persistence.playerJoined(a, 1000);
+    persistence.playerJoined(b, 1001);
+    await persistence.flush();
+    expect(outbox.failed).toBe(true);
+    persistence.playerLeft(a, 1002);
+    // The retry appends the two events that were kept and the new one.
+    await persistence.flush();
+    expect(await outbox.pending(k)).toBe(0);
+    expect(await readStream(k)).toEqual([`player_joined:${a}`, `player_joined:${b}`, `player_left:${a}`]);
+  });
+});
+
+describe('outbox: a table from before event keys', () => {
+  test('migrates, with shards migrating at once, and relays its old rows and new ones, each once', async () => {
+    const old = uniqueName('gso').replaceAll('-', '_');
+    const oldPool = new pg.Pool({ connectionString: env.pgUrl, max: 4, options: `-c search_path=${old}` });
+    try {
+      await oldPool.query(`CREATE SCHEMA ${old}`);
+      await oldPool.query(`
+        CREATE TABLE shard_outbox (
+          id bigserial PRIMARY KEY, world text NOT NULL, instance integer NOT NULL, shard text NOT NULL,
+          type text NOT NULL, player_id text NOT NULL, at timestamptz NOT NULL, relayed_at timestamptz
+        );
+        CREATE INDEX shard_outbox_pending ON shard_outbox (id) WHERE relayed_at IS NULL`);
+      const k = key(`old-${Math.random().toString(36).slice(2, 8)}`);
+      await oldPool.query(
+        `INSERT INTO shard_outbox (world, instance, shard, type, player_id, at) VALUES ($1, $2, $3, 'player_joined', 'a', now()), ($1, $2, $3, 'player_joined', 'b', now())`,
+        [k.world, k.instance, k.shard],
+      );
+      await Promise.all([migrate(oldPool), migrate(oldPool), migrate(oldPool)]);
+      const outbox = new PostgresOutbox(oldPool);
+      const left = event('player_left', 'a', 1002);
+      await outbox.append(k, [left]);
+      await outbox.append(k, [left]);
+      expect(await outbox.pending(k)).toBe(3);
+      expect(await outbox.relay(k, new RedisStreamSink(redis))).toBe(3);
+      expect(await readStream(k)).toEqual(['player_joined:a', 'player_joined:b', 'player_left:a']);
+    } finally {
+      await oldPool.query(`DROP SCHEMA IF EXISTS ${old} CASCADE`);
+      await oldPool.end();
+    }
   });
 });
 

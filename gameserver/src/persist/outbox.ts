@@ -8,10 +8,24 @@ export interface DomainEvent {
   playerId: string;
   /** Milliseconds since the epoch when it happened. */
   at: number;
+  /**
+   * Unique to this event, given when it is queued (see `eventKeys`) and kept across retries: the
+   * outbox stores an event once per key, so an append retried after an ambiguous failure adds nothing twice.
+   */
+  eventKey: string;
+}
+
+/**
+ * Keys for the events of one producer: a random prefix unique to it, then a counter from 1 —
+ * `<prefix>:1`, `<prefix>:2`, … Two producers must not share a prefix.
+ */
+export function eventKeys(prefix: string): () => string {
+  let n = 0;
+  return () => `${prefix}:${++n}`;
 }
 
 /** An event as relayed: with the id that makes delivery idempotent. */
-export interface RelayedEvent extends DomainEvent {
+export interface RelayedEvent extends Omit<DomainEvent, 'eventKey'> {
   id: number;
   world: string;
   instance: number;
@@ -37,6 +51,11 @@ export interface EventSink {
  * if the relay crashes between publishing and marking.
  */
 export interface Outbox {
+  /**
+   * Appends the events in order. Idempotent per event key: an event whose key the outbox already
+   * holds is skipped, so an append that failed after it was written (the reply lost to a connection
+   * reset or a timeout racing the commit) can be retried with the same events.
+   */
   append(key: ShardKey, events: readonly DomainEvent[]): Promise<void>;
   /**
    * Relays up to `limit` of the shard's pending events in id order; returns how many. One relay
@@ -56,11 +75,22 @@ CREATE TABLE IF NOT EXISTS shard_outbox (
   type        text        NOT NULL,
   player_id   text        NOT NULL,
   at          timestamptz NOT NULL,
-  relayed_at  timestamptz
+  relayed_at  timestamptz,
+  event_key   text
 );
-CREATE INDEX IF NOT EXISTS shard_outbox_pending ON shard_outbox (id) WHERE relayed_at IS NULL`;
+CREATE INDEX IF NOT EXISTS shard_outbox_pending ON shard_outbox (id) WHERE relayed_at IS NULL;
+DO $$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'shard_outbox'::regclass AND attname = 'event_key' AND NOT attisdropped) THEN
+    ALTER TABLE shard_outbox ADD COLUMN event_key text;
+  END IF;
+END $$;
+CREATE UNIQUE INDEX IF NOT EXISTS shard_outbox_event_key ON shard_outbox (event_key)`;
 
-/** The outbox as PostgreSQL rows. A transaction-scoped advisory lock per shard keeps relays of one shard serial. */
+/**
+ * The outbox as PostgreSQL rows. A transaction-scoped advisory lock per shard keeps relays of one
+ * shard serial. `event_key` is unique; rows from before it existed have none, and NULLs never conflict.
+ */
 export class PostgresOutbox implements Outbox {
   constructor(private readonly pool: pg.Pool) {}
 
@@ -68,11 +98,15 @@ export class PostgresOutbox implements Outbox {
     if (events.length === 0) return;
     const values: unknown[] = [];
     const rows = events.map((e, i) => {
-      values.push(key.world, key.instance, key.shard, e.type, e.playerId, new Date(e.at));
-      const b = i * 6;
-      return `($${b + 1}, $${b + 2}, $${b + 3}, $${b + 4}, $${b + 5}, $${b + 6})`;
+      values.push(key.world, key.instance, key.shard, e.type, e.playerId, new Date(e.at), e.eventKey);
+      const b = i * 7;
+      return `($${b + 1}, $${b + 2}, $${b + 3}, $${b + 4}, $${b + 5}, $${b + 6}, $${b + 7})`;
     });
-    await this.pool.query(`INSERT INTO shard_outbox (world, instance, shard, type, player_id, at) VALUES ${rows.join(', ')}`, values);
+    await this.pool.query(
+      `INSERT INTO shard_outbox (world, instance, shard, type, player_id, at, event_key) VALUES ${rows.join(', ')}
+       ON CONFLICT (event_key) DO NOTHING`,
+      values,
+    );
   }
 
   async relay(key: ShardKey, sink: EventSink, limit = 500): Promise<number> {
@@ -139,29 +173,36 @@ export class PostgresOutbox implements Outbox {
  * publish it asks the sink for the shard's last id, once, and numbers every event above it: event n
  * of this process is `base + n`. No clock is involved, so a clock stepping back changes nothing. An
  * event's id is fixed once given, so a publish retried after a lost reply is still a duplicate. This
- * assumes one process per shard at a time: two at once would hand out the same ids.
+ * assumes one process per shard at a time: two at once would hand out the same ids. It holds the
+ * keys of the events it keeps — those pending and up to the last 10,000 relayed — and skips an
+ * appended event whose key is among them.
  */
 export class MemoryOutbox implements Outbox {
   /** `id` is the event's number in this process, from 1; the relayed id adds `base`. */
-  private readonly events: RelayedEvent[] = [];
+  private readonly events: (RelayedEvent & Pick<DomainEvent, 'eventKey'>)[] = [];
+  private readonly keys = new Set<string>();
   private nextId = 1;
   private relayed = 0;
   private base: number | undefined;
 
   async append(key: ShardKey, events: readonly DomainEvent[]): Promise<void> {
-    for (const e of events) this.events.push({ ...e, ...key, id: this.nextId++ });
+    for (const e of events) {
+      if (this.keys.has(e.eventKey)) continue;
+      this.keys.add(e.eventKey);
+      this.events.push({ ...e, ...key, id: this.nextId++ });
+    }
   }
 
   async relay(key: ShardKey, sink: EventSink, limit = 500): Promise<number> {
     const batch = this.events.slice(this.relayed, this.relayed + limit);
     if (batch.length === 0) return 0;
     this.base ??= await sink.lastId(key);
-    for (const e of batch) {
+    for (const { eventKey: _, ...e } of batch) {
       await sink.publish({ ...e, id: this.base + e.id });
       this.relayed++;
     }
     if (this.relayed > 10_000) {
-      this.events.splice(0, this.relayed);
+      for (const e of this.events.splice(0, this.relayed)) this.keys.delete(e.eventKey);
       this.relayed = 0;
     }
     return batch.length;

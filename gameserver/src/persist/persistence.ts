@@ -1,5 +1,6 @@
+import { randomUUID } from 'node:crypto';
 import type { Logger } from '@aethex/runtime';
-import type { DomainEvent, EventSink, Outbox } from './outbox.js';
+import { type DomainEvent, type EventSink, eventKeys, type Outbox } from './outbox.js';
 import type { PresenceStore } from './presence.js';
 import type { ShardKey, SnapshotStore } from './snapshot-store.js';
 
@@ -13,6 +14,8 @@ export interface PersistenceDeps {
   presenceTtlMs: number;
   /** How often queued events, presence changes and the relay are flushed, in ms (default 250). */
   flushIntervalMs?: number;
+  /** Starts the key of every event this instance queues; unique to it (default: a random UUID). */
+  eventKeyPrefix?: string;
 }
 
 /**
@@ -21,7 +24,8 @@ export interface PersistenceDeps {
  *   one at a time, and a newer blob replaces one still waiting.
  * - `playerJoined` / `playerLeft` queue a domain event and a presence change; a timer appends events
  *   to the outbox (in order), relays them, and writes presence in one pipeline, refreshing every
- *   local player's TTL at a third of it.
+ *   local player's TTL at a third of it. A failed append is retried with the same events, keys and
+ *   all, so one that was written before it failed is not written twice.
  * - `drain()` writes the final snapshot and flushes everything, awaiting it.
  */
 export class ShardPersistence {
@@ -32,12 +36,15 @@ export class ShardPersistence {
   private left = new Set<string>();
   private readonly local = new Set<string>();
   private lastHeartbeat = 0;
+  private readonly nextEventKey: () => string;
   private flushing: Promise<void> | undefined;
   private timer: NodeJS.Timeout | undefined;
   /** Tick of the last snapshot written. */
   lastSavedTick = 0;
 
-  constructor(private readonly deps: PersistenceDeps) {}
+  constructor(private readonly deps: PersistenceDeps) {
+    this.nextEventKey = eventKeys(deps.eventKeyPrefix ?? randomUUID());
+  }
 
   start(): void {
     this.timer = setInterval(() => void this.flush(), this.deps.flushIntervalMs ?? 250);
@@ -67,14 +74,14 @@ export class ShardPersistence {
   }
 
   playerJoined(playerId: string, at = Date.now()): void {
-    this.events.push({ type: 'player_joined', playerId, at });
+    this.events.push({ type: 'player_joined', playerId, at, eventKey: this.nextEventKey() });
     this.local.add(playerId);
     this.left.delete(playerId);
     this.joined.add(playerId);
   }
 
   playerLeft(playerId: string, at = Date.now()): void {
-    this.events.push({ type: 'player_left', playerId, at });
+    this.events.push({ type: 'player_left', playerId, at, eventKey: this.nextEventKey() });
     this.local.delete(playerId);
     this.joined.delete(playerId);
     this.left.add(playerId);
@@ -95,7 +102,7 @@ export class ShardPersistence {
     try {
       await outbox.append(key, events);
     } catch (err) {
-      // Keep them, in order, for the next flush.
+      // Keep them, in order and with their keys, for the next flush: the append may have been written.
       this.events = events.concat(this.events);
       log.error({ err, events: events.length }, 'outbox append failed; will retry');
       return;
