@@ -192,6 +192,59 @@ test('inputs re-sent after a rejoin and inputs held while on offer are each appl
   expect(took).toBeLessThanOrEqual(12);
 });
 
+test('credit is the time an entity really waited, spent on the burst that follows: dropping, rejoining, handoffs or saving it up never outrun max_speed', () => {
+  const wide = loadConfig({
+    AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: 'unused',
+    AETHEX_GAMESERVER_ENGINE_REJOIN_WINDOW_MS: '30000',
+    AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '-100000,-100000,100000,100000',
+    AETHEX_GAMESERVER_ENGINE_AOI_RADIUS: '2000',
+  });
+  const speed = wide['engine.max_speed'];
+  const e = new ShardEngine(wide, out);
+  const w = e.world;
+  let session = 1;
+  let seq = 0;
+  const id = joined(e, session, 'ann');
+  const x = () => w.x[w.indexOf(id)] as number;
+  const burst = (n: number) => {
+    for (let k = 0; k < n; k++) e.input(session, ++seq, speed, 0, 0);
+  };
+  // Dropping and rejoining at once, every other tick, with 4 inputs a tick.
+  let from = x();
+  for (let t = 0; t < 200; t += 2) {
+    e.suspend(session);
+    expect(joined(e, ++session, 'ann')).toBe(id);
+    burst(4);
+    e.step();
+    burst(4);
+    e.step();
+  }
+  expect(x() - from).toBeLessThanOrEqual(speed * 200 + 1e-3);
+
+  // 300 ticks away, then ordinary play: the credit they earned is gone once caught up on.
+  e.suspend(session);
+  steps(e, 300);
+  joined(e, ++session, 'ann');
+  for (let t = 0; t < 100; t++) {
+    burst(1);
+    e.step();
+  }
+  from = x();
+  for (let t = 0; t < 40; t++) {
+    burst(4);
+    e.step();
+  }
+  expect(x() - from).toBeLessThanOrEqual(speed * (40 + 8) + 1e-3);
+
+  // Handed over and resumed in the same tick: nothing to catch up on.
+  const bob = 0x7000_0001;
+  expect(e.adopt({ entityId: bob, x: 0, y: 50, vx: 0, vy: 0, kind: 1, flags: 0, lastInputSeq: 0 })).toBe(true);
+  expect(e.resume(99, 'bob', bob, 0).ok).toBe(true);
+  for (let k = 1; k <= 12; k++) e.input(99, k, speed, 0, 0);
+  steps(e, 3);
+  expect(w.x[w.indexOf(bob)]).toBeLessThanOrEqual(speed * 3 + 1e-3);
+});
+
 test('a restarted neighbour is told of players dropped here (theirs for sure), not of players restored here', () => {
   const before = new ShardEngine(settings, out);
   const carl = joined(before, 1, 'carl');

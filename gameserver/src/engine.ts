@@ -9,7 +9,6 @@ import { encodeState, type ShardState } from './persist/state-codec.js';
 import { applyInput, createRng, type InputResult, type MovementRules, step, wander } from './sim/step.js';
 import {
   CapacityError,
-  IDLE_CREDIT,
   KIND_NPC,
   KIND_PLAYER,
   MAX_CREDIT,
@@ -504,9 +503,9 @@ export class ShardEngine {
       const slot = this.world.indexOf(dormant);
       this.world.mode[slot] = MODE_OWNED;
       // The inputs the client made while it was away come back re-sent: the ticks the entity
-      // waited may be caught up on (see `step`).
-      const waited = waitedUntil === undefined ? IDLE_CREDIT : this.tick - (waitedUntil - this.rejoinWindowTicks);
-      this.world.credit[slot] = Math.min(MAX_CREDIT, Math.max(IDLE_CREDIT, waited));
+      // waited, and no more, may be caught up on (see `step`).
+      const waited = waitedUntil === undefined ? 0 : this.tick - (waitedUntil - this.rejoinWindowTicks);
+      this.world.credit[slot] = Math.min(MAX_CREDIT, Math.max(0, waited));
     } else {
       rejoined = false;
       try {
@@ -663,9 +662,10 @@ export class ShardEngine {
 
   /**
    * Binds a new session to an entity this shard now owns after a handoff (the client resumed with
-   * the token the former owner gave it).
+   * the token the former owner gave it). `frozenMs`: how long ago the offer was accepted — the
+   * client re-sends what it made since, which may be caught up on (see `step`).
    */
-  resume(sessionId: number, playerId: string, entityId: number): JoinResult {
+  resume(sessionId: number, playerId: string, entityId: number, frozenMs = 0): JoinResult {
     const slot = this.world.indexOf(entityId);
     if (slot < 0 || this.world.mode[slot] !== MODE_OWNED) {
       return { ok: false, reason: ReasonCode.REASON_CODE_AUTH_FAILED, message: `entity ${entityId} is not owned by this shard` };
@@ -684,6 +684,11 @@ export class ShardEngine {
       this.stopWaiting(playerId);
       if (waiting !== entityId) this.removeEntity(waiting);
     }
+    const frozenTicks = Math.floor(frozenMs / this.settings['engine.tick_rate_ms']);
+    // Steps it stood here since its adoption already earned credit: the same time, not more. (Its
+    // slot again: removing the other entities moved slots.)
+    const at = this.world.indexOf(entityId);
+    this.world.credit[at] = Math.min(MAX_CREDIT, Math.max(this.world.credit[at] as number, frozenTicks));
     const result = this.bind(sessionId, playerId, entityId, previous?.entityId === entityId);
     this.syncPlace(playerId);
     return result;
@@ -806,8 +811,6 @@ export class ShardEngine {
     w.vy[i] = e.vy;
     w.flags[i] = e.flags;
     w.lastSeq[i] = e.lastInputSeq;
-    // The client re-sends what it made while the entity was on offer over there.
-    w.credit[i] = IDLE_CREDIT;
     return true;
   }
 

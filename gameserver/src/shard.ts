@@ -193,6 +193,9 @@ export async function startShard(configured: GameserverSettings, options: ShardO
   const gatewayAddress = await gateway.listen();
   links?.start();
   const snapshotEvery = Math.max(1, Math.round(settings['persistence.snapshot_interval_ms'] / settings['engine.tick_rate_ms']));
+  // A restored shard numbers entity ids on past a margin (state-codec): saved at once, so that a
+  // crash before the first periodic snapshot does not restart from the same counter again.
+  if (restored) persistence.snapshot(engine.tick, engine.persistentState(sharding?.adoptedAwaitingResume()));
 
   let lastTickAt = clock.now();
   const tickMs = settings['engine.tick_rate_ms'];

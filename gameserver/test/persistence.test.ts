@@ -1,10 +1,15 @@
 import { generateKeyPairSync } from 'node:crypto';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { testEnv, uniqueName } from '@aethex/testing';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { WebSocket } from 'ws';
 import { RedisStreamSink } from '../src/persist/outbox.js';
+import { DirectorySnapshotStore } from '../src/persist/snapshot-store.js';
+import { decodeState, RESTORE_ID_MARGIN } from '../src/persist/state-codec.js';
 import { startTestShard, until } from './harness.js';
 
 const env = testEnv();
@@ -144,4 +149,33 @@ test('a dropped player keeps their presence (and place) until they leave or thei
     `player_joined:${bob}`,
     `player_left:${bob}`,
   ]);
+});
+
+test('a restored shard saves its state at once: a second crash never numbers entity ids from the same counter', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'aethex-restore-'));
+  const env = { AETHEX_GAMESERVER_PERSISTENCE_DIRECTORY: dir, AETHEX_GAMESERVER_PERSISTENCE_SNAPSHOT_INTERVAL_MS: '3600000' };
+  const keys = generateKeyPairSync('ed25519');
+  const store = new DirectorySnapshotStore(dir);
+  const key = { world: 'test', instance: 0, shard: 'test-0-0' };
+  const counter = async () => {
+    const saved = await store.load(key);
+    return saved ? decodeState(saved.state, 10_000).world.nextEntityId - RESTORE_ID_MARGIN : undefined;
+  };
+  const first = await startTestShard(env, keys);
+  await first.client('alice');
+  await first.stop();
+  const before = (await counter()) as number;
+  const second = await startTestShard(env, keys);
+  try {
+    // Written by the start, not by the hour-long periodic snapshot: the counter moved past the margin.
+    expect(second.shard.engine.world.nextEntityId).toBe(before + RESTORE_ID_MARGIN);
+    let now = await counter();
+    for (let i = 0; i < 100 && now === before; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+      now = await counter();
+    }
+    expect(now).toBe(before + RESTORE_ID_MARGIN);
+  } finally {
+    await second.stop();
+  }
 });

@@ -90,7 +90,7 @@ export interface GatewayDeps {
   /** False while the shard may not admit players yet (sharded, restored, neighbours not heard). */
   admitting?: () => boolean;
   /** Redeems a handoff resume token: the player and entity it continues, or undefined. */
-  resume?: (token: string) => { playerId: string; entityId: number } | undefined;
+  resume?: (token: string) => { playerId: string; entityId: number; frozenMs: number } | undefined;
 }
 
 /**
@@ -457,7 +457,7 @@ export class Gateway {
       this.kick(conn, ReasonCode.REASON_CODE_AUTH_FAILED, 'unknown or expired resume token');
       return;
     }
-    const result = this.deps.engine.resume(conn.id, claim.playerId, claim.entityId);
+    const result = this.deps.engine.resume(conn.id, claim.playerId, claim.entityId, claim.frozenMs);
     if (!result.ok) {
       this.deps.metrics.joins.inc({ result: 'resume_failed' });
       this.kick(conn, result.reason, result.message);

@@ -506,14 +506,14 @@ export class Sharding {
    * A client presents a resume token: the entity is adopted if the commit has not arrived yet
    * (the token reached the client only through the owner's commit). Single use.
    */
-  claimResume(token: string): { playerId: string; entityId: number } | undefined {
+  claimResume(token: string): { playerId: string; entityId: number; frozenMs: number } | undefined {
     const inc = this.incoming.get(token);
     if (!inc) return undefined;
     if (!this.adopt(inc)) return undefined;
     this.incoming.delete(token);
     this.incomingByOffer.delete(offerKey(inc.from, inc.epoch, inc.offerId));
     this.reserveIncoming();
-    return { playerId: inc.playerId, entityId: inc.entity.entityId };
+    return { playerId: inc.playerId, entityId: inc.entity.entityId, frozenMs: this.now() - inc.at };
   }
 
   /**

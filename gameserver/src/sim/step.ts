@@ -141,6 +141,9 @@ export function step(world: World, rules: MovementRules, corrected: Uint32Array)
           moveX[i] = 0;
           moveY[i] = 0;
           hasMove[i] = 0;
+          // Caught up: credit granted for frozen ticks is for the inputs re-sent after them, not
+          // to be saved for a sprint later.
+          if ((credit[i] as number) > IDLE_CREDIT) credit[i] = IDLE_CREDIT;
           break;
         }
         // Catch up while more than one move still waits (one may: it is the jitter buffer).
