@@ -1,16 +1,11 @@
 // A shard that restarts while its neighbour still holds an entity it offered: offer ids start again
 // at 1 in the new process, and must never match what the previous run offered.
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { aethex } from '@aethex/proto';
-import { freePortBlock } from '@aethex/runtime';
 import type { RealtimeClient } from '@aethex/sdk';
 import { afterEach, expect, test } from 'vitest';
 import type { Neighbour } from '../src/sharding/map.js';
 import { MODE_OWNED } from '../src/sim/world.js';
-import { startTestShard, type TestShard, until } from './harness.js';
+import { duoWorld, linksUp, type TestShard, until } from './harness.js';
 
 let shards: TestShard[] = [];
 let timers: NodeJS.Timeout[] = [];
@@ -22,49 +17,13 @@ afterEach(async () => {
 });
 
 /**
- * Two shards side by side (a = x 0..400, b = x 400..800, both y 0..400) and `start(k)`, which
- * starts shard k again (a new process run: new link epoch, no snapshot).
+ * Two shards side by side (a = x 0..400, b = x 400..800, both y 0..400), linked, and `start(k)`,
+ * which starts shard k again (a new process run: new link epoch, no snapshot).
  */
 async function twoShards(env: Record<string, string>): Promise<{ a: TestShard; b: TestShard; start(k: number): Promise<TestShard> }> {
-  const dir = mkdtempSync(join(tmpdir(), 'aethex-handoff-restart-'));
-  const base = await freePortBlock(2);
-  const ports = [base, base + 1];
-  const map = {
-    world: 'duo',
-    bounds: { minX: 0, minY: 0, maxX: 800, maxY: 400 },
-    columns: 2,
-    rows: 1,
-    instances: [
-      {
-        instance: 0,
-        shards: [0, 1].map((k) => ({
-          shard: k,
-          name: `duo-0-${k}`,
-          region: { minX: 400 * k, minY: 0, maxX: 400 * (k + 1), maxY: 400 },
-          neighbours: [1 - k],
-          address: `127.0.0.1:${ports[k]}`,
-        })),
-      },
-    ],
-  };
-  const mapFile = join(dir, 'shard-map.json');
-  writeFileSync(mapFile, JSON.stringify(map));
-  const keys = generateKeyPairSync('ed25519');
-  const secret = randomBytes(32).toString('hex');
+  const duo = await duoWorld({ AETHEX_GAMESERVER_ENGINE_AOI_RADIUS: '50', AETHEX_GAMESERVER_LOG_LEVEL: 'warn', ...env });
   const start = async (k: number) => {
-    const s = await startTestShard(
-      {
-        AETHEX_GAMESERVER_SHARD_WORLD: 'duo',
-        AETHEX_GAMESERVER_SHARD_NAME: `duo-0-${k}`,
-        AETHEX_GAMESERVER_SHARD_MAP_FILE: mapFile,
-        AETHEX_GAMESERVER_LINKS_SECRET: secret,
-        AETHEX_GAMESERVER_GATEWAY_BIND_ADDR: `127.0.0.1:${ports[k]}`,
-        AETHEX_GAMESERVER_ENGINE_AOI_RADIUS: '50',
-        AETHEX_GAMESERVER_LOG_LEVEL: 'warn',
-        ...env,
-      },
-      keys,
-    );
+    const s = await duo.start(k);
     shards.push(s);
     return s;
   };
@@ -74,13 +33,6 @@ async function twoShards(env: Record<string, string>): Promise<{ a: TestShard; b
   return { a, b, start };
 }
 
-const neighbour = (t: TestShard) => t.shard.placement?.neighbours[0] as Neighbour;
-const linksUp = (a: TestShard, b: TestShard) =>
-  until(
-    'the shard links to come up',
-    () => (a.shard.links?.isUp(neighbour(a)) ?? false) && (b.shard.links?.isUp(neighbour(b)) ?? false),
-    10_000,
-  );
 const modeOf = (t: TestShard, id: number) => {
   const w = t.shard.engine.world;
   const i = w.indexOf(id);

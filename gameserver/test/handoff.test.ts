@@ -1,16 +1,11 @@
 // Handoffs between two real shards in this process (so the test can cut their link at the worst
 // moment), with a real SDK client walking across the border.
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { aethex } from '@aethex/proto';
-import { freePortBlock } from '@aethex/runtime';
 import type { RealtimeClient } from '@aethex/sdk';
 import { afterEach, expect, test } from 'vitest';
 import type { Neighbour } from '../src/sharding/map.js';
 import { MODE_GHOST, MODE_OWNED } from '../src/sim/world.js';
-import { startTestShard, type TestShard, until } from './harness.js';
+import { duoWorld, linksUp, type TestShard, until } from './harness.js';
 
 let shards: TestShard[] = [];
 let clients: RealtimeClient[] = [];
@@ -21,59 +16,20 @@ afterEach(async () => {
   clients = [];
 });
 
-/** Two shards side by side: a = x 0..400, b = x 400..800, both y 0..400. */
+/** Two shards side by side: a = x 0..400, b = x 400..800, both y 0..400, linked. */
 async function twoShards(env: Record<string, string> = {}): Promise<[TestShard, TestShard]> {
-  const dir = mkdtempSync(join(tmpdir(), 'aethex-handoff-'));
-  const base = await freePortBlock(2);
-  const ports = [base, base + 1];
-  const map = {
-    world: 'duo',
-    bounds: { minX: 0, minY: 0, maxX: 800, maxY: 400 },
-    columns: 2,
-    rows: 1,
-    instances: [
-      {
-        instance: 0,
-        shards: [0, 1].map((k) => ({
-          shard: k,
-          name: `duo-0-${k}`,
-          region: { minX: 400 * k, minY: 0, maxX: 400 * (k + 1), maxY: 400 },
-          neighbours: [1 - k],
-          address: `127.0.0.1:${ports[k]}`,
-        })),
-      },
-    ],
-  };
-  const mapFile = join(dir, 'shard-map.json');
-  writeFileSync(mapFile, JSON.stringify(map));
-  const keys = generateKeyPairSync('ed25519');
-  const secret = randomBytes(32).toString('hex');
-  const start = (k: number) =>
-    startTestShard(
-      {
-        AETHEX_GAMESERVER_SHARD_WORLD: 'duo',
-        AETHEX_GAMESERVER_SHARD_NAME: `duo-0-${k}`,
-        AETHEX_GAMESERVER_SHARD_MAP_FILE: mapFile,
-        AETHEX_GAMESERVER_LINKS_SECRET: secret,
-        AETHEX_GAMESERVER_GATEWAY_BIND_ADDR: `127.0.0.1:${ports[k]}`,
-        AETHEX_GAMESERVER_HANDOFF_TIMEOUT_MS: '300',
-        AETHEX_GAMESERVER_ENGINE_AOI_RADIUS: '50',
-        AETHEX_GAMESERVER_LOG_LEVEL: 'warn',
-        ...env,
-      },
-      keys,
-    );
+  const { start } = await duoWorld({
+    AETHEX_GAMESERVER_HANDOFF_TIMEOUT_MS: '300',
+    AETHEX_GAMESERVER_ENGINE_AOI_RADIUS: '50',
+    AETHEX_GAMESERVER_LOG_LEVEL: 'warn',
+    ...env,
+  });
   shards = [await start(0), await start(1)];
   const [a, b] = shards as [TestShard, TestShard];
-  await until(
-    'the shard links to come up',
-    () => (a.shard.links?.isUp(neighbour(a)) ?? false) && (b.shard.links?.isUp(neighbour(b)) ?? false),
-    10_000,
-  );
+  await linksUp(a, b);
   return [a, b];
 }
 
-const neighbour = (t: TestShard) => t.shard.placement?.neighbours[0] as Neighbour;
 const modeOf = (t: TestShard, id: number) => {
   const w = t.shard.engine.world;
   const i = w.indexOf(id);

@@ -1,12 +1,13 @@
-import { generateKeyPairSync } from 'node:crypto';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createLogger, signJoinToken } from '@aethex/runtime';
+import { createLogger, freePortBlock, signJoinToken } from '@aethex/runtime';
 import { RealtimeClient, type RealtimeOptions } from '@aethex/sdk';
 import { WebSocket } from 'ws';
 import { loadConfig } from '../src/config.js';
 import { type RunningShard, startShard } from '../src/shard.js';
+import type { Neighbour } from '../src/sharding/map.js';
 
 /** A real shard on loopback ports with a fresh signing key, and helpers to join it. */
 export interface TestShard {
@@ -80,4 +81,62 @@ export function moduleFile(source: string): string {
   const file = join(mkdtempSync(join(tmpdir(), 'aethex-hooks-')), 'game.mjs');
   writeFileSync(file, source);
   return file;
+}
+
+/**
+ * A world of two shards side by side — `duo-0-0` owns x 0..400, `duo-0-1` x 400..800, both y
+ * 0..400 — on free loopback ports, with one signing key and one link secret. `start(k)` starts
+ * shard k with `env` (again, for a new process run: a new link epoch); the caller stops it.
+ */
+export async function duoWorld(env: Record<string, string> = {}): Promise<{ start(k: number): Promise<TestShard> }> {
+  const dir = mkdtempSync(join(tmpdir(), 'aethex-duo-'));
+  const base = await freePortBlock(2);
+  const map = {
+    world: 'duo',
+    bounds: { minX: 0, minY: 0, maxX: 800, maxY: 400 },
+    columns: 2,
+    rows: 1,
+    instances: [
+      {
+        instance: 0,
+        shards: [0, 1].map((k) => ({
+          shard: k,
+          name: `duo-0-${k}`,
+          region: { minX: 400 * k, minY: 0, maxX: 400 * (k + 1), maxY: 400 },
+          neighbours: [1 - k],
+          address: `127.0.0.1:${base + k}`,
+        })),
+      },
+    ],
+  };
+  const mapFile = join(dir, 'shard-map.json');
+  writeFileSync(mapFile, JSON.stringify(map));
+  const keys = generateKeyPairSync('ed25519');
+  const secret = randomBytes(32).toString('hex');
+  return {
+    start: (k) =>
+      startTestShard(
+        {
+          AETHEX_GAMESERVER_SHARD_WORLD: 'duo',
+          AETHEX_GAMESERVER_SHARD_NAME: `duo-0-${k}`,
+          AETHEX_GAMESERVER_SHARD_MAP_FILE: mapFile,
+          AETHEX_GAMESERVER_LINKS_SECRET: secret,
+          AETHEX_GAMESERVER_GATEWAY_BIND_ADDR: `127.0.0.1:${base + k}`,
+          ...env,
+        },
+        keys,
+      ),
+  };
+}
+
+/** A shard's one neighbour (in a `duoWorld`). */
+export const neighbour = (t: TestShard) => t.shard.placement?.neighbours[0] as Neighbour;
+
+/** Waits for the links between two neighbouring shards to be up both ways. */
+export function linksUp(a: TestShard, b: TestShard): Promise<void> {
+  return until(
+    'the shard links to come up',
+    () => (a.shard.links?.isUp(neighbour(a)) ?? false) && (b.shard.links?.isUp(neighbour(b)) ?? false),
+    10_000,
+  );
 }

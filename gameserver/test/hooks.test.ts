@@ -1,13 +1,10 @@
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { aethex } from '@aethex/proto';
-import { freePortBlock } from '@aethex/runtime';
 import { afterEach, expect, test } from 'vitest';
 import { WebSocket } from 'ws';
 import { loadHooks } from '../src/hooks.js';
-import { moduleFile, startTestShard, type TestShard, until } from './harness.js';
+import { duoWorld, linksUp, moduleFile, startTestShard, type TestShard, until } from './harness.js';
 
 const TAG = join(import.meta.dirname, '../../examples/game/tag.mjs');
 let t: TestShard | undefined;
@@ -136,50 +133,12 @@ test('after a handoff the old shard calls no hook for the player: an RPC on the 
       rpc: { buy(ctx, p) { events.push('rpc.buy ' + p.playerId); return new Uint8Array([1]); } },
     };`);
   // Two neighbouring shards of one world, a = x 0..400 and b = x 400..800, running the game.
-  const ports = await freePortBlock(2);
-  const mapFile = join(dirname(file), 'shard-map.json');
-  const names = ['duo-0-0', 'duo-0-1'];
-  writeFileSync(
-    mapFile,
-    JSON.stringify({
-      world: 'duo',
-      bounds: { minX: 0, minY: 0, maxX: 800, maxY: 400 },
-      columns: 2,
-      rows: 1,
-      instances: [
-        {
-          instance: 0,
-          shards: [0, 1].map((k) => ({
-            shard: k,
-            name: names[k],
-            region: { minX: 400 * k, minY: 0, maxX: 400 * (k + 1), maxY: 400 },
-            neighbours: [1 - k],
-            address: `127.0.0.1:${ports + k}`,
-          })),
-        },
-      ],
-    }),
-  );
-  const keys = generateKeyPairSync('ed25519');
-  const secret = randomBytes(32).toString('hex');
-  const start = (k: number) =>
-    startTestShard(
-      {
-        AETHEX_GAMESERVER_GAME_MODULE: file,
-        AETHEX_GAMESERVER_SHARD_WORLD: 'duo',
-        AETHEX_GAMESERVER_SHARD_NAME: names[k] as string,
-        AETHEX_GAMESERVER_SHARD_MAP_FILE: mapFile,
-        AETHEX_GAMESERVER_LINKS_SECRET: secret,
-        AETHEX_GAMESERVER_GATEWAY_BIND_ADDR: `127.0.0.1:${ports + k}`,
-      },
-      keys,
-    );
+  const { start } = await duoWorld({ AETHEX_GAMESERVER_GAME_MODULE: file });
   t = await start(0);
   const b = await start(1);
   others = [b];
   const a = t;
-  const up = (s: TestShard) => s.shard.links?.isUp(s.shard.placement?.neighbours[0] as never) ?? false;
-  await until('the shard links to come up', () => up(a) && up(b), 10_000);
+  await linksUp(a, b);
 
   // A client of its own, which does not follow the redirect: it stays on the old connection.
   const { ClientMessage, ServerMessage } = aethex.v1;
