@@ -2,7 +2,9 @@
 // player becomes "it"; a tagged player cannot tag back for 2 seconds. Run a shard with
 //   AETHEX_GAMESERVER_GAME_MODULE=examples/game/tag.mjs
 // Clients see who is "it" in the entities' flags, hear each tag as a 'tagged' message, and may
-// ask with client.rpc('whoIsIt').
+// ask with client.rpc('whoIsIt'). Each player's count of tags is kept in their entity's game
+// state (ctx.setState), so it follows them to a neighbouring shard and across a restart; they read
+// it with client.rpc('score').
 const IT = 1;
 const TAG_RANGE = 3;
 const COOLDOWN_TICKS = 80;
@@ -10,6 +12,9 @@ const COOLDOWN_TICKS = 80;
 let it; // entity id of the player who is "it"
 let taggedAt = -Infinity;
 const players = new Map(); // entity id → player id
+
+// The game state: { tags } as JSON (any encoding will do; the platform only stores the bytes).
+const scoreOf = (ctx, entityId) => JSON.parse(new TextDecoder().decode(ctx.state(entityId) ?? new TextEncoder().encode('{"tags":0}')));
 
 export default {
   onJoin(ctx, player) {
@@ -38,6 +43,8 @@ export default {
       if (q && Math.hypot(q.x - p.x, q.y - p.y) <= TAG_RANGE) {
         ctx.setFlags(it, 0);
         ctx.setFlags(other, IT);
+        const score = scoreOf(ctx, it);
+        ctx.setState(it, new TextEncoder().encode(JSON.stringify({ tags: score.tags + 1 })));
         ctx.log.info({ from: players.get(it), to: players.get(other) }, 'tagged');
         // Everyone hears who is "it" now (the SDK's 'message' event, topic 'tagged').
         ctx.broadcast('tagged', new TextEncoder().encode(JSON.stringify({ from: players.get(it), to: players.get(other) })));
@@ -48,6 +55,9 @@ export default {
     }
   },
   rpc: {
+    score(ctx, player) {
+      return new TextEncoder().encode(JSON.stringify(scoreOf(ctx, player.entityId)));
+    },
     whoIsIt() {
       return new TextEncoder().encode(JSON.stringify({ entityId: it ?? null, playerId: it === undefined ? null : players.get(it) }));
     },

@@ -368,3 +368,65 @@ test('a hook’s game message is refused with the problem named: topic shape, pa
   expect(() => ctx.send('ann', 'ok', 'text' as unknown as Uint8Array)).toThrow(/payload is a Uint8Array, got string/);
   expect(() => ctx.send('ann', 'ok', new Uint8Array(16 * 1024 + 1))).toThrow(/payload is at most 16384 bytes, got 16385/);
 });
+
+test('game state: a copy per entity, checked; it travels with a handoff, stays on a rollback, waits with a dropped player, survives a restore and goes with the entity', () => {
+  const e = new ShardEngine(settings, out);
+  const ctx = e.context;
+  const w = e.world;
+  const bytes = (...b: number[]) => new Uint8Array(b);
+  const ann = joined(e, 1, 'ann');
+  const mine = bytes(1, 2, 3);
+  expect(ctx.setState(ann, mine)).toBe(true);
+  mine[0] = 99; // the shard kept a copy
+  const read = ctx.state(ann) as Uint8Array;
+  read[1] = 99; // and hands out copies
+  expect(ctx.state(ann)).toEqual(bytes(1, 2, 3));
+  const buf = Buffer.from([1, 2, 3]); // a Buffer's slice() would be a view
+  expect(ctx.setState(ann, buf)).toBe(true);
+  buf[0] = 99;
+  expect(ctx.state(ann)).toEqual(bytes(1, 2, 3));
+  expect(() => ctx.setState(ann, new Uint8Array(4097))).toThrow('game state of 4097 bytes is over the limit of 4096');
+  expect(() => ctx.setState(ann, 'gold' as unknown as Uint8Array)).toThrow('game state must be a Uint8Array or undefined, got string');
+  expect(ctx.setState(ann, new Uint8Array(4096))).toBe(true);
+  expect(ctx.setState(ann, bytes(1, 2, 3))).toBe(true);
+  expect(ctx.setState(123_456, bytes(1))).toBe(false);
+  expect(ctx.state(123_456)).toBeUndefined();
+
+  // On offer: the state went with it and cannot change here; a rollback keeps it.
+  expect(e.offer(ann)?.state).toEqual(bytes(1, 2, 3));
+  expect(ctx.setState(ann, bytes(4))).toBe(false);
+  e.rollback(ann);
+  expect(ctx.setState(ann, bytes(4, 5))).toBe(true);
+  // Committed: the neighbour has it, its ghost here has none (and takes none).
+  const sent = e.offer(ann);
+  e.commitOffer(ann);
+  expect(ctx.state(ann)).toBeUndefined();
+  expect(ctx.setState(ann, bytes(6))).toBe(false);
+  expect(w.gameState.has(ann)).toBe(false);
+
+  // The neighbour adopts it with its state, and a resuming player finds it.
+  const b = new ShardEngine(settings, out);
+  expect(b.adopt(sent as NonNullable<typeof sent>)).toBe(true);
+  expect(b.resume(1, 'ann', ann).ok).toBe(true);
+  expect(b.context.state(ann)).toEqual(bytes(4, 5));
+
+  // A dropped player's entity keeps it while it waits; a restore brings it back; a leave clears it.
+  b.context.setState(ann, bytes(7));
+  b.suspend(1);
+  expect(b.context.state(ann)).toEqual(bytes(7));
+  expect(b.context.setState(ann, bytes(8))).toBe(true); // onLeave({ dropped }) may change it
+  const restored = new ShardEngine(settings, out, { restored: decodeState(b.persistentState(), settings['engine.max_entities']) });
+  expect(joined(restored, 1, 'ann')).toBe(ann);
+  expect(restored.context.state(ann)).toEqual(bytes(8));
+  restored.leave(1);
+  expect(restored.world.gameState.size).toBe(0);
+
+  // A game entity's state goes with it; its id, given again later, starts without one.
+  const box = ctx.spawn(0, 0, 2);
+  ctx.setState(box, bytes(1));
+  ctx.despawn(box);
+  steps(e, 130);
+  const again = ctx.spawn(0, 0, 2);
+  expect(again).toBe(box);
+  expect(ctx.state(again)).toBeUndefined();
+});

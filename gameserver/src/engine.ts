@@ -12,6 +12,7 @@ import {
   KIND_NPC,
   KIND_PLAYER,
   MAX_CREDIT,
+  MAX_GAME_STATE_BYTES,
   MODE_DORMANT,
   MODE_GHOST,
   MODE_OFFERED,
@@ -115,6 +116,8 @@ export interface EntityTransfer {
   kind: number;
   flags: number;
   lastInputSeq: number;
+  /** The game's state of the entity (`GameContext.setState`), if it has any. */
+  state?: Uint8Array;
 }
 
 interface HeldInput {
@@ -323,6 +326,23 @@ export class ShardEngine {
         const slot = world.indexOf(entityId);
         if (slot < 0) return false;
         world.flags[slot] = flags >>> 0;
+        return true;
+      },
+      state(entityId) {
+        const state = world.gameState.get(entityId);
+        return state && new Uint8Array(state);
+      },
+      setState(entityId, state) {
+        if (state !== undefined && !(state instanceof Uint8Array))
+          throw new RangeError(`game state must be a Uint8Array or undefined, got ${typeof state}`);
+        if (state !== undefined && state.length > MAX_GAME_STATE_BYTES)
+          throw new RangeError(`game state of ${state.length} bytes is over the limit of ${MAX_GAME_STATE_BYTES}`);
+        const slot = world.indexOf(entityId);
+        // A ghost's state is its owner's; an entity on offer has already sent its state.
+        if (slot < 0 || (world.mode[slot] !== MODE_OWNED && world.mode[slot] !== MODE_DORMANT)) return false;
+        if (state === undefined || state.length === 0) world.gameState.delete(entityId);
+        // A copy (a Buffer's `slice` would be a view of the game's memory).
+        else world.gameState.set(entityId, new Uint8Array(state));
         return true;
       },
       spawn(x, y, kind) {
@@ -737,6 +757,7 @@ export class ShardEngine {
       kind: w.kind[i] as number,
       flags: w.flags[i] as number,
       lastInputSeq: w.lastSeq[i] as number,
+      state: w.gameState.get(entityId),
     };
   }
 
@@ -783,6 +804,8 @@ export class ShardEngine {
     this.world.vx[i] = 0;
     this.world.vy[i] = 0;
     this.world.clearMoves(i);
+    // It went with the offer: the neighbour keeps it now.
+    this.world.gameState.delete(entityId);
     const session = this.byEntity.get(entityId);
     if (!session) return undefined;
     this.byEntity.delete(entityId);
@@ -811,6 +834,7 @@ export class ShardEngine {
     w.vy[i] = e.vy;
     w.flags[i] = e.flags;
     w.lastSeq[i] = e.lastInputSeq;
+    if (e.state !== undefined && e.state.length > 0) w.gameState.set(e.entityId, e.state);
     return true;
   }
 

@@ -17,6 +17,19 @@ export interface GameContext {
   /** Game-defined state bits carried in snapshots (full records when they change). */
   setFlags(entityId: number, flags: number): boolean;
   flags(entityId: number): number | undefined;
+  /**
+   * The game's own state of an entity (inventory, health, ...), or undefined when it has none or
+   * is not this shard's. Opaque bytes the platform never reads: they travel with a player handed
+   * over to a neighbour (whose hooks read them from `onJoin` on) and are kept in the shard's
+   * snapshots, so they survive a restart. A copy: change it through `setState`.
+   */
+  state(entityId: number): Uint8Array | undefined;
+  /**
+   * Sets (a copy of) an entity's game state; undefined or empty clears it. False when there is no
+   * such entity here, it is a neighbour's (a ghost), or it is on offer to one (its state is on the
+   * way). More than 4 KiB, or anything but a Uint8Array, throws a RangeError naming it.
+   */
+  setState(entityId: number, state: Uint8Array | undefined): boolean;
   /** Spawns a game entity (kind ≥ 2; 0 and 1 are NPC and player) and returns its id; throws at capacity. */
   spawn(x: number, y: number, kind: number): number;
   despawn(entityId: number): boolean;

@@ -36,6 +36,9 @@ test('the tag example: the first player is "it", it shows in snapshots, rpc answ
   expect(JSON.parse(new TextDecoder().decode(await a.rpc('whoIsIt')))).toMatchObject({ playerId: 'bob' });
   await until('bob hears the tag', () => heard.length > 0);
   expect(heard).toEqual(['tagged {"from":"alice","to":"bob"}']);
+  // Alice's tag is counted in her entity's game state.
+  const score = async (c: typeof a) => JSON.parse(new TextDecoder().decode(await c.rpc('score')));
+  expect([await score(a), await score(b)]).toEqual([{ tags: 1 }, { tags: 0 }]);
 });
 
 test('rpc errors: unknown method, a game error code, a failing handler (INTERNAL, counted); a throwing hook never stops the tick', async () => {
@@ -170,4 +173,46 @@ test('after a handoff the old shard calls no hook for the player: an RPC on the 
   ws.close(1000);
   await once(ws, 'close');
   expect(events).toEqual(['onJoin ann', 'rpc.buy ann', 'onLeave ann dropped=false']);
+});
+
+test("a player's game state crosses the border with them: the new shard's hooks read what the old one's wrote", async () => {
+  // Gold kept in the entity's game state; 'earn' adds one, 'gold' reads it, on whichever shard.
+  const file = moduleFile(`
+    const gold = (ctx, p) => ctx.state(p.entityId)?.[0];
+    export default {
+      onJoin(ctx, p) {
+        (globalThis.goldOnJoin ??= []).push(gold(ctx, p) ?? 'none');
+        if (gold(ctx, p) === undefined) ctx.setState(p.entityId, new Uint8Array([0]));
+      },
+      rpc: {
+        earn(ctx, p) {
+          if (!ctx.setState(p.entityId, new Uint8Array([gold(ctx, p) + 1]))) throw new Error('state not set');
+          return new Uint8Array([gold(ctx, p)]);
+        },
+        gold(ctx, p) { return new Uint8Array([gold(ctx, p) ?? 255]); },
+      },
+    };`);
+  const { start } = await duoWorld({ AETHEX_GAMESERVER_GAME_MODULE: file });
+  t = await start(0);
+  const b = await start(1);
+  others = [b];
+  await linksUp(t, b);
+  const c = await t.client('gil');
+  for (let i = 1; i <= 3; i++) expect(await c.rpc('earn')).toEqual(new Uint8Array([i]));
+  const handedOver: string[] = [];
+  c.on('handoff', (h) => handedOver.push(h.to));
+  const walk = setInterval(() => c.move(4, 0), 25);
+  try {
+    await until('the handoff', () => handedOver.length > 0, 30_000);
+  } finally {
+    clearInterval(walk);
+  }
+  expect(handedOver).toEqual(['duo-0-1']);
+  // b's onJoin saw the gold a earned, and b's handlers go on from it; a keeps none of it.
+  expect((globalThis as { goldOnJoin?: unknown[] }).goldOnJoin).toEqual(['none', 3]);
+  expect(await c.rpc('gold')).toEqual(new Uint8Array([3]));
+  expect(await c.rpc('earn')).toEqual(new Uint8Array([4]));
+  const id = c.welcome?.entityId as number;
+  expect(t.shard.engine.context.state(id)).toBeUndefined();
+  expect(b.shard.engine.context.state(id)).toEqual(new Uint8Array([4]));
 });

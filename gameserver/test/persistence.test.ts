@@ -58,6 +58,11 @@ test('state survives a drain and restart on PostgreSQL; presence and events reac
   }
   expect(JSON.parse(presence ?? 'null')).toEqual({ world, instance: 0, shard: 'test-0-0' });
   const { engine } = first.shard;
+  // Game state (the game's hooks would set it): alice's inventory and a chest's contents.
+  const inventory = new TextEncoder().encode('{"gold":12,"sword":true}');
+  expect(engine.context.setState(aliceId, inventory)).toBe(true);
+  const chest = engine.context.spawn(5, 5, 7);
+  engine.context.setState(chest, new Uint8Array(4096).fill(3));
   const slot = engine.world.indexOf(aliceId);
   const before = { x: engine.world.x[slot], y: engine.world.y[slot], seq: engine.world.lastSeq[slot], entities: engine.world.count };
   await first.stop();
@@ -75,6 +80,8 @@ test('state survives a drain and restart on PostgreSQL; presence and events reac
     expect(again.welcome?.lastInputSeq).toBe(before.seq);
     const s2 = restored.world.indexOf(aliceId);
     expect([restored.world.x[s2], restored.world.y[s2]]).toEqual([before.x, before.y]);
+    expect(restored.context.state(aliceId)).toEqual(inventory);
+    expect(restored.context.state(chest)).toEqual(new Uint8Array(4096).fill(3));
   } finally {
     await second.stop();
   }

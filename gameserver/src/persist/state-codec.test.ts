@@ -1,8 +1,8 @@
 import { expect, test } from 'vitest';
 import { loadConfig } from '../config.js';
 import { ShardEngine } from '../engine.js';
-import { KIND_NPC, KIND_PLAYER, MODE_DORMANT, MODE_GHOST, MODE_OWNED, World } from '../sim/world.js';
-import { decodeState, encodeState, RESTORE_ID_MARGIN } from './state-codec.js';
+import { KIND_NPC, KIND_PLAYER, MAX_GAME_STATE_BYTES, MODE_DORMANT, MODE_GHOST, MODE_OWNED, World } from '../sim/world.js';
+import { decodeState, encodeState, RESTORE_ID_MARGIN, STATE_VERSION, StateFormatError } from './state-codec.js';
 
 test("a snapshot keeps what the shard owns, never a neighbour's ghosts, and restores players dormant", () => {
   const w = new World(16, 1, 100_000);
@@ -48,4 +48,72 @@ test('an entity adopted in a handoff but not yet resumed is restored dormant for
   const joined = after.join(1, 'walker-1');
   expect(joined.ok && joined.entityId).toBe(adopted);
   expect(w.mode[w.indexOf(adopted)]).toBe(MODE_OWNED);
+});
+
+test("entities' game states are kept, each its own, and only entities that have one cost anything", () => {
+  const w = new World(16, 1, 100_000);
+  const npc = w.spawn(1, 2, KIND_NPC);
+  const player = w.spawn(3, 4, KIND_PLAYER);
+  const bare = w.spawn(5, 6, KIND_NPC);
+  w.gameState.set(player, new Uint8Array([1, 2, 3]));
+  w.gameState.set(npc, new Uint8Array(MAX_GAME_STATE_BYTES).fill(9));
+  const without = encodeState(1, w, new Map());
+  // Removing the first entity moves the last one into its slot: the states follow the ids.
+  w.despawn(npc);
+  const blob = encodeState(9, w, new Map([[player, 'p-1']]));
+  const back = decodeState(blob, 16, 100_000);
+  expect(back.world.gameState).toEqual(new Map([[player, new Uint8Array([1, 2, 3])]]));
+  expect(back.world.gameState.has(bare)).toBe(false);
+  expect(decodeState(without, 16, 100_000).world.gameState.get(npc)).toEqual(new Uint8Array(MAX_GAME_STATE_BYTES).fill(9));
+  // 8 bytes of id and length per state, nothing for an entity without one.
+  expect(blob.length).toBe(encodeState(9, new World(16, 1, 100_000), new Map([[player, 'p-1']])).length + 2 * 30 + 8 + 3);
+});
+
+test('a blob whose game states do not add up is refused by name', () => {
+  const w = new World(4, 1, 1000);
+  const a = w.spawn(1, 1, KIND_PLAYER);
+  w.gameState.set(a, new Uint8Array([7, 7]));
+  const blob = encodeState(1, w, new Map([[a, 'p']]));
+  const view = new DataView(blob.buffer);
+  const at = blob.length - 10; // the state's id, length, bytes
+  const other = blob.slice();
+  new DataView(other.buffer).setUint32(at, a + 1, true);
+  expect(() => decodeState(other, 4, 1000)).toThrow(/game state for entity 2, which it does not hold/);
+  const long = blob.slice();
+  new DataView(long.buffer).setUint32(at + 4, 3, true);
+  expect(() => decodeState(long, 4, 1000)).toThrow(/game state of 3 bytes for entity 1/);
+  const cut = blob.slice(0, blob.length - 1);
+  expect(() => decodeState(cut, 4, 1000)).toThrow(/header says/);
+  expect(view.getUint32(4, true)).toBe(STATE_VERSION);
+  const future = blob.slice();
+  new DataView(future.buffer).setUint32(4, STATE_VERSION + 1, true);
+  expect(() => decodeState(future, 4, 1000)).toThrow(
+    new StateFormatError(`state blob version ${STATE_VERSION + 1} is not supported (this build reads 1 and 2)`),
+  );
+});
+
+test('a snapshot written before game states were kept (version 1) restores as it was', () => {
+  // Written by the version-1 encoder (at 669b872): an NPC at (1.5, 2.5) and player 2 at (3, 4),
+  // flags 5, last input 7, owned by 'old-1', at tick 12.
+  const v1 = Buffer.from(
+    'U1hFQQEAAAAMAAAAAwAAAAIAAAAIAAAADQAAAAEAAAACAAAAAADAPwAAQEAAACBAAACAQAAAAAAAAAAAAAAAAAAAAAAAAAAABQAAAAAAAAAHAAAAAAABAFtbMiwib2xkLTEiXV0=',
+    'base64',
+  );
+  const back = decodeState(new Uint8Array(v1), 8, 1000);
+  expect(back.tick).toBe(12);
+  expect(back.players).toEqual(new Map([[2, 'old-1']]));
+  const i = back.world.indexOf(2);
+  expect([back.world.x[i], back.world.y[i], back.world.flags[i], back.world.lastSeq[i], back.world.mode[i]]).toEqual([
+    3,
+    4,
+    5,
+    7,
+    MODE_DORMANT,
+  ]);
+  expect(back.world.x[back.world.indexOf(1)]).toBe(1.5);
+  expect(back.world.gameState.size).toBe(0);
+  // A Buffer (a view into Node's shared pool) decodes the same.
+  expect(v1.byteOffset > 0 || v1.buffer.byteLength > v1.length).toBe(true);
+  const fromBuffer = decodeState(v1, 8, 1000).world;
+  expect([fromBuffer.x[fromBuffer.indexOf(2)], fromBuffer.lastSeq[fromBuffer.indexOf(2)]]).toEqual([3, 7]);
 });

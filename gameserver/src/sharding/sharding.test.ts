@@ -146,3 +146,22 @@ test('an accepted offer keeps its player a place and its entity a slot: no join,
   // Pat's place stays kept until pat resumes.
   expect(engine.join(3, 'newcomer').ok).toBe(false);
 });
+
+test("an offer's game state is adopted with the entity, as a copy of its own; one over 4 KiB is refused", () => {
+  const { engine, sharding } = shard();
+  const msg = (m: aethex.v1.IShardMessage) => aethex.v1.ShardMessage.decode(aethex.v1.ShardMessage.encode(m).finish());
+  const offer = (offerId: number, entityId: number, state: Uint8Array) =>
+    msg({
+      handoffOffer: { offerId, entityId, playerId: `p${offerId}`, position: { x: 99, y: 50 }, velocity: { x: 0, y: 0 }, kind: 1, state },
+    });
+  const id = (k: number) => (1 << 24) + k;
+  sharding.onMessage(right, offer(1, id(1), new Uint8Array(4097)));
+  expect(sharding.inFlight.held).toEqual([]);
+  sharding.onMessage(right, offer(2, id(2), new Uint8Array([5, 6, 7])));
+  expect(sharding.inFlight.held).toEqual([id(2)]);
+  sharding.onMessage(right, msg({ handoffCommit: { offerId: 2, entityId: id(2) } }));
+  const state = engine.context.state(id(2)) as Uint8Array;
+  expect(state).toEqual(new Uint8Array([5, 6, 7]));
+  // Not a view of the link frame it came in (which it would keep alive).
+  expect(engine.world.gameState.get(id(2))?.buffer.byteLength).toBe(3);
+});

@@ -3,7 +3,7 @@ import { aethex } from '@aethex/proto';
 import type { Logger } from '@aethex/runtime';
 import type { EntityTransfer, ShardEngine } from '../engine.js';
 import type { ShardMetrics } from '../metrics.js';
-import { KIND_PLAYER, MODE_GHOST, MODE_OFFERED, MODE_OWNED } from '../sim/world.js';
+import { KIND_PLAYER, MAX_GAME_STATE_BYTES, MODE_GHOST, MODE_OFFERED, MODE_OWNED } from '../sim/world.js';
 import type { ShardLinks } from './links.js';
 import { distanceToRect, inRect, type Neighbour, type ShardPlacement } from './map.js';
 
@@ -312,6 +312,7 @@ export class Sharding {
           tick: engine.tick,
           kind: entity.kind,
           flags: entity.flags,
+          state: entity.state,
         },
       });
     }
@@ -408,6 +409,10 @@ export class Sharding {
       reject(ReasonCode.REASON_CODE_PROTOCOL_ERROR, 'only players are handed over');
       return;
     }
+    if (o.state.length > MAX_GAME_STATE_BYTES) {
+      reject(ReasonCode.REASON_CODE_PROTOCOL_ERROR, `game state of ${o.state.length} bytes is over the limit of ${MAX_GAME_STATE_BYTES}`);
+      return;
+    }
     const slot = engine.world.indexOf(o.entityId);
     if (slot >= 0 && engine.world.mode[slot] !== MODE_GHOST) {
       reject(ReasonCode.REASON_CODE_PROTOCOL_ERROR, `entity ${o.entityId} is already here`);
@@ -441,6 +446,8 @@ export class Sharding {
           kind: o.kind,
           flags: o.flags,
           lastInputSeq: o.lastInputSeq,
+          // A copy: the decoded bytes are a view of the whole link frame.
+          state: o.state.length > 0 ? new Uint8Array(o.state) : undefined,
         },
       });
       this.incomingByOffer.set(key, token);

@@ -61,6 +61,8 @@ export const MAX_MOVES_PER_STEP = 4;
 export const IDLE_CREDIT = 8;
 /** Most credit an entity can hold (the frozen ticks granted are capped to it). */
 export const MAX_CREDIT = 255;
+/** Largest game state an entity may carry (`World.gameState`), in bytes. */
+export const MAX_GAME_STATE_BYTES = 4096;
 
 /** The world arrays a snapshot thread reads. */
 export interface WorldShare {
@@ -121,6 +123,13 @@ export class World {
    * offer). See `step`.
    */
   readonly credit: Uint8Array;
+  /**
+   * The game's own state of an entity (inventory, health, ...: opaque bytes, at most
+   * `MAX_GAME_STATE_BYTES`), by entity id. It travels with a player handed over to a neighbour and
+   * is kept in the shard's snapshots; it goes when the entity does. Off the typed arrays: only
+   * entities a game gives state cost anything.
+   */
+  readonly gameState = new Map<number, Uint8Array>();
   /**
    * Slots kept for entities this shard accepted in a handoff and has not adopted yet: spawns of new
    * entities (and ghosts) leave them free; only a spawn with the entity's id (its adoption) takes one.
@@ -236,6 +245,7 @@ export class World {
     if (i === undefined) return false;
     this.slotOf.delete(entityId);
     if (this.queued.size > 0) this.queued.delete(entityId);
+    if (this.gameState.size > 0) this.gameState.delete(entityId);
     if (this.kind[i] !== KIND_PLAYER && this.mode[i] === MODE_OWNED) this.freed.push(entityId, this.clock);
     const last = --this.count;
     if (i !== last) {
