@@ -551,12 +551,13 @@ export class Gateway {
     if (conn) this.kick(conn, reason, message);
   }
 
-  private kick(conn: Connection, reason: Reason, message: string): void {
+  /** Ends a session, telling the client why. `quiet`: one of many (a drain), logged at debug only. */
+  private kick(conn: Connection, reason: Reason, message: string, quiet = false): void {
     if (conn.phase === 'closed') return;
     const wasJoined = conn.phase === 'joined';
     conn.phase = 'closed';
     this.deps.metrics.kicks.inc({ reason: reasonLabel(reason) });
-    this.log(conn).info({ reason: reasonLabel(reason), message }, 'kicked');
+    this.log(conn)[quiet ? 'debug' : 'info']({ reason: reasonLabel(reason), message }, 'kicked');
     if (conn.ws.readyState === 1) {
       this.write(conn, ServerMessage.encode({ kick: { reason, message } }).finish());
       conn.ws.close(CLOSE_CODES[reason] ?? 1000, reasonLabel(reason));
@@ -597,7 +598,14 @@ export class Gateway {
   /** Ends every session with `reason` and stops listening. */
   async close(reason: Reason = ReasonCode.REASON_CODE_SHUTTING_DOWN, message = 'the shard is shutting down'): Promise<void> {
     this.accepting = false;
-    for (const conn of this.connections.values()) this.kick(conn, reason, message);
+    // One line for all of them: a drain of thousands of players is not thousands of log lines.
+    let kicked = 0;
+    for (const conn of this.connections.values()) {
+      if (conn.phase === 'closed') continue;
+      this.kick(conn, reason, message, true);
+      kicked++;
+    }
+    this.deps.log.info({ reason: reasonLabel(reason), message, sessions: kicked }, 'closed every session');
     clearInterval(this.sweeper);
     const server = this.server;
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
