@@ -177,6 +177,13 @@ export const GAMESERVER_SETTINGS = {
   },
   'persistence.directory': { type: 'string', default: '.aethex/snapshots', doc: 'Where snapshots go without PostgreSQL.' },
   'persistence.snapshot_interval_ms': { type: 'int', default: 5000, min: 100, max: 3_600_000, doc: 'How often the state is snapshotted.' },
+  'persistence.outbox_retention_ms': {
+    type: 'int',
+    default: 3_600_000,
+    min: 60_000,
+    max: 2_592_000_000,
+    doc: 'How long relayed domain events stay in the PostgreSQL outbox (a retried append is still recognised meanwhile); then they are pruned.',
+  },
   'presence.redis_url': {
     type: 'string',
     default: '',
@@ -190,6 +197,13 @@ export const GAMESERVER_SETTINGS = {
     min: 1000,
     max: 3_600_000,
     doc: 'Presence entries expire this long after their last refresh.',
+  },
+  'presence.events_max_len': {
+    type: 'int',
+    default: 100_000,
+    min: 100,
+    max: 1_000_000_000,
+    doc: "Entries each shard's Redis event stream keeps, about (XADD MAXLEN ~); consumers further behind miss the oldest.",
   },
   'game.module': { type: 'string', default: '', doc: "Path of the game's hooks module (join, leave, input, tick, rpc); empty: none." },
   'ops.bind_addr': { type: 'listen', default: '127.0.0.1:7350', doc: 'Listen address of /healthz, /readyz, /metrics and the viewer.' },

@@ -181,6 +181,7 @@ function committedThenLost(outbox: Outbox): Outbox & { failed: boolean } {
     },
     relay: (k, sink, limit) => outbox.relay(k, sink, limit),
     pending: (k) => outbox.pending(k),
+    prune: (k, limit) => outbox.prune(k, limit),
   };
 }
 
@@ -242,6 +243,67 @@ describe('outbox: a table from before event keys', () => {
       await oldPool.query(`DROP SCHEMA IF EXISTS ${old} CASCADE`);
       await oldPool.end();
     }
+  });
+});
+
+describe('outbox and stream: neither grows for ever', () => {
+  test('relayed rows past the retention are pruned by the shard, pending and recent ones kept; a retried append within it is still skipped', async () => {
+    const k = key(`prune-${Math.random().toString(36).slice(2, 8)}`);
+    const other = key(`prune-other-${Math.random().toString(36).slice(2, 8)}`);
+    const outbox = new PostgresOutbox(pool, 60_000);
+    const sink = new RedisStreamSink(redis);
+    const [ann, bob, cat] = [event('player_joined', 'ann', 1), event('player_joined', 'bob', 2), event('player_joined', 'cat', 3)];
+    await outbox.append(k, [ann, bob, cat]);
+    await outbox.append(other, [event('player_joined', 'zoe', 1)]);
+    expect(await outbox.relay(k, sink)).toBe(3);
+    expect(await outbox.relay(other, sink)).toBe(1);
+    // ann and bob were relayed two minutes ago, cat just now; the other shard's row is old too.
+    await pool.query(`UPDATE shard_outbox SET relayed_at = now() - interval '2 minutes' WHERE event_key = ANY($1)`, [[ann.eventKey, bob.eventKey]]);
+    await pool.query(`UPDATE shard_outbox SET relayed_at = now() - interval '2 minutes' WHERE shard = $1`, [other.shard]);
+    const rows = async (shard: string) =>
+      (await pool.query<{ player_id: string }>('SELECT player_id FROM shard_outbox WHERE shard = $1 ORDER BY id', [shard])).rows.map((r) => r.player_id);
+
+    // The shard's own flush prunes (here on every flush) while Redis is down: dan's event, old
+    // and never relayed, stays; only the shard's rows relayed over a minute ago go.
+    const persistence = new ShardPersistence({
+      key: k,
+      snapshots: new PostgresSnapshotStore(pool),
+      outbox,
+      sink: {
+        publish: () => Promise.reject(new Error('Redis is down')),
+        lastId: () => Promise.reject(new Error('Redis is down')),
+      },
+      presence: new MemoryPresence(),
+      log: createLogger('persist-contract-test', 'silent'),
+      presenceTtlMs: 60_000,
+      pruneIntervalMs: 0,
+    });
+    persistence.playerJoined('dan', Date.now() - 86_400_000);
+    await persistence.flush();
+    await pool.query(`UPDATE shard_outbox SET at = now() - interval '1 day' WHERE shard = $1 AND player_id = 'dan'`, [k.shard]);
+    await persistence.flush();
+    expect(await rows(k.shard)).toEqual(['cat', 'dan']);
+    expect(await outbox.pending(k)).toBe(1);
+    expect(await rows(other.shard)).toEqual(['zoe']);
+    // cat, relayed within the retention, is still recognised by a retried append.
+    await outbox.append(k, [cat]);
+    expect(await rows(k.shard)).toEqual(['cat', 'dan']);
+    // Batches are bounded.
+    expect(await outbox.prune(other, 1)).toBe(1);
+    expect(await outbox.prune(other, 1)).toBe(0);
+  });
+
+  test('a shard stream keeps about the last max-length entries, and still refuses a replayed id', async () => {
+    const k = key(`trim-${Math.random().toString(36).slice(2, 8)}`);
+    const sink = new RedisStreamSink(redis, 100);
+    const e = (id: number): RelayedEvent => ({ ...k, id, type: 'player_joined', playerId: `p${id}`, at: id });
+    for (let id = 1; id <= 1000; id++) await sink.publish(e(id));
+    const length = await redis.xlen(RedisStreamSink.streamKey(k));
+    expect(length).toBeGreaterThanOrEqual(100);
+    expect(length).toBeLessThanOrEqual(200);
+    expect((await readStream(k)).at(-1)).toBe('player_joined:p1000');
+    expect(await sink.publish(e(500))).toBe(false);
+    expect(await sink.lastId(k)).toBe(1000);
   });
 });
 

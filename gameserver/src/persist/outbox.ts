@@ -64,7 +64,17 @@ export interface Outbox {
   relay(key: ShardKey, sink: EventSink, limit?: number): Promise<number>;
   /** The shard's events not yet relayed. */
   pending(key: ShardKey): Promise<number>;
+  /**
+   * Forgets up to `limit` of the shard's events relayed longer ago than the outbox keeps them;
+   * returns how many. Until then an event's key still makes a retried append skip it.
+   */
+  prune(key: ShardKey, limit?: number): Promise<number>;
 }
+
+/** How long relayed events stay in the PostgreSQL outbox by default (`persistence.outbox_retention_ms`). */
+export const OUTBOX_RETENTION_MS = 3_600_000;
+/** Entries a shard's Redis event stream keeps by default, about (`presence.events_max_len`). */
+export const EVENTS_MAX_LEN = 100_000;
 
 export const OUTBOX_TABLE_SQL = `
 CREATE TABLE IF NOT EXISTS shard_outbox (
@@ -85,14 +95,19 @@ BEGIN
     ALTER TABLE shard_outbox ADD COLUMN event_key text;
   END IF;
 END $$;
-CREATE UNIQUE INDEX IF NOT EXISTS shard_outbox_event_key ON shard_outbox (event_key)`;
+CREATE UNIQUE INDEX IF NOT EXISTS shard_outbox_event_key ON shard_outbox (event_key);
+CREATE INDEX IF NOT EXISTS shard_outbox_relayed ON shard_outbox (relayed_at) WHERE relayed_at IS NOT NULL`;
 
 /**
  * The outbox as PostgreSQL rows. A transaction-scoped advisory lock per shard keeps relays of one
  * shard serial. `event_key` is unique; rows from before it existed have none, and NULLs never conflict.
+ * Relayed rows are kept `retentionMs` (long past any retried append), then pruned.
  */
 export class PostgresOutbox implements Outbox {
-  constructor(private readonly pool: pg.Pool) {}
+  constructor(
+    private readonly pool: pg.Pool,
+    private readonly retentionMs = OUTBOX_RETENTION_MS,
+  ) {}
 
   async append(key: ShardKey, events: readonly DomainEvent[]): Promise<void> {
     if (events.length === 0) return;
@@ -164,6 +179,18 @@ export class PostgresOutbox implements Outbox {
     );
     return rows[0]?.n ?? 0;
   }
+
+  async prune(key: ShardKey, limit = 5000): Promise<number> {
+    // The oldest first, through the partial index on relayed_at; bounded, so one call stays short.
+    const { rowCount } = await this.pool.query(
+      `DELETE FROM shard_outbox WHERE id IN (
+         SELECT id FROM shard_outbox
+         WHERE relayed_at < now() - make_interval(secs => $4::double precision / 1000) AND world = $1 AND instance = $2 AND shard = $3
+         ORDER BY relayed_at LIMIT $5)`,
+      [key.world, key.instance, key.shard, this.retentionMs, limit],
+    );
+    return rowCount ?? 0;
+  }
 }
 
 /**
@@ -211,6 +238,11 @@ export class MemoryOutbox implements Outbox {
   async pending(_key: ShardKey): Promise<number> {
     return this.events.length - this.relayed;
   }
+
+  /** Nothing to do: `relay` forgets all but the last 10,000 relayed events itself. */
+  async prune(_key: ShardKey): Promise<number> {
+    return 0;
+  }
 }
 
 /**
@@ -218,10 +250,15 @@ export class MemoryOutbox implements Outbox {
  * id as the stream entry id `<id>-0`: Redis refuses an id that is not above the stream's last, so a
  * replayed event is detected and dropped — delivery is exactly once. That holds only for ids above
  * everything an earlier process wrote: durable ones (PostgreSQL's sequence), or the in-process
- * outbox's, which start above `lastId`.
+ * outbox's, which start above `lastId`. The stream keeps about the last `maxLen` entries (`XADD
+ * MAXLEN ~`, trimmed by whole nodes, so it may hold a few more): consumers that fall further behind
+ * miss the oldest. Trimming keeps the stream's last id, so duplicates are still refused.
  */
 export class RedisStreamSink implements EventSink {
-  constructor(private readonly redis: Redis) {}
+  constructor(
+    private readonly redis: Redis,
+    private readonly maxLen = EVENTS_MAX_LEN,
+  ) {}
 
   static streamKey(e: { world: string; instance: number; shard: string }): string {
     return `aethex:events:${e.world}:${e.instance}:${e.shard}`;
@@ -229,7 +266,19 @@ export class RedisStreamSink implements EventSink {
 
   async publish(e: RelayedEvent): Promise<boolean> {
     try {
-      await this.redis.xadd(RedisStreamSink.streamKey(e), `${e.id}-0`, 'type', e.type, 'player', e.playerId, 'at', String(e.at));
+      await this.redis.xadd(
+        RedisStreamSink.streamKey(e),
+        'MAXLEN',
+        '~',
+        this.maxLen,
+        `${e.id}-0`,
+        'type',
+        e.type,
+        'player',
+        e.playerId,
+        'at',
+        String(e.at),
+      );
       return true;
     } catch (err) {
       if (/equal or smaller than the target stream top item/.test((err as Error).message)) return false;

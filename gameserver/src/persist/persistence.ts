@@ -16,6 +16,8 @@ export interface PersistenceDeps {
   flushIntervalMs?: number;
   /** Starts the key of every event this instance queues; unique to it (default: a random UUID). */
   eventKeyPrefix?: string;
+  /** How often relayed events past the outbox's retention are pruned, in ms (default 60,000). */
+  pruneIntervalMs?: number;
 }
 
 /**
@@ -25,7 +27,8 @@ export interface PersistenceDeps {
  * - `playerJoined` / `playerLeft` queue a domain event and a presence change; a timer appends events
  *   to the outbox (in order), relays them, and writes presence in one pipeline, refreshing every
  *   local player's TTL at a third of it. A failed append is retried with the same events, keys and
- *   all, so one that was written before it failed is not written twice.
+ *   all, so one that was written before it failed is not written twice. Once a minute it prunes
+ *   relayed events past the outbox's retention.
  * - `drain()` writes the final snapshot and flushes everything, awaiting it.
  */
 export class ShardPersistence {
@@ -36,6 +39,7 @@ export class ShardPersistence {
   private left = new Set<string>();
   private readonly local = new Set<string>();
   private lastHeartbeat = 0;
+  private lastPrune = 0;
   private readonly nextEventKey: () => string;
   private flushing: Promise<void> | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -115,6 +119,22 @@ export class ShardPersistence {
       log.warn({ err }, 'outbox relay failed; will retry');
     }
     const now = Date.now();
+    if (now - this.lastPrune >= (this.deps.pruneIntervalMs ?? 60_000)) {
+      this.lastPrune = now;
+      try {
+        // Up to 10 batches (50,000 events) a minute: a backlog is worked off over several flushes,
+        // never holding up the relay and presence for long.
+        let pruned = 0;
+        for (let batch = 0; batch < 10; batch++) {
+          const n = await outbox.prune(key, 5000);
+          pruned += n;
+          if (n < 5000) break;
+        }
+        if (pruned > 0) log.debug({ pruned }, 'relayed events pruned from the outbox');
+      } catch (err) {
+        log.warn({ err }, 'outbox prune failed; will retry');
+      }
+    }
     const heartbeat = now - this.lastHeartbeat >= presenceTtlMs / 3;
     const toSet = heartbeat ? [...this.local] : [...this.joined];
     const toRemove = [...this.left];

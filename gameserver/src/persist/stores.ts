@@ -58,7 +58,7 @@ export async function openStores(settings: GameserverSettings, log: Logger): Pro
     closers.push(() => pool.end());
     await migrate(pool);
     snapshots = new PostgresSnapshotStore(pool);
-    outbox = new PostgresOutbox(pool);
+    outbox = new PostgresOutbox(pool, settings['persistence.outbox_retention_ms']);
   } else {
     snapshots = new DirectorySnapshotStore(settings['persistence.directory']);
     outbox = new MemoryOutbox();
@@ -74,7 +74,7 @@ export async function openStores(settings: GameserverSettings, log: Logger): Pro
       await redis.quit().catch(() => redis.disconnect());
     });
     presence = new RedisPresence(redis);
-    sink = new RedisStreamSink(redis);
+    sink = new RedisStreamSink(redis, settings['presence.events_max_len']);
   } else {
     presence = new MemoryPresence();
     sink = new CallbackSink((e) => log.debug({ event: e }, 'domain event'));
