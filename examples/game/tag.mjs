@@ -41,10 +41,12 @@ export default {
       if (other === it) continue;
       const q = ctx.position(other);
       if (q && Math.hypot(q.x - p.x, q.y - p.y) <= TAG_RANGE) {
+        // Counted first: while "it" is being handed over to a neighbouring shard its state cannot
+        // change (setState is false), and the tag waits for the next tick.
+        const score = scoreOf(ctx, it);
+        if (!ctx.setState(it, new TextEncoder().encode(JSON.stringify({ tags: score.tags + 1 })))) return;
         ctx.setFlags(it, 0);
         ctx.setFlags(other, IT);
-        const score = scoreOf(ctx, it);
-        ctx.setState(it, new TextEncoder().encode(JSON.stringify({ tags: score.tags + 1 })));
         ctx.log.info({ from: players.get(it), to: players.get(other) }, 'tagged');
         // Everyone hears who is "it" now (the SDK's 'message' event, topic 'tagged').
         ctx.broadcast('tagged', new TextEncoder().encode(JSON.stringify({ from: players.get(it), to: players.get(other) })));

@@ -5,7 +5,7 @@ import { type GameContext, type GameHooks, type HookPlayer, RpcError } from './h
 import type { ShardMetrics } from './metrics.js';
 import { DeltaHistory, QuantizedWorld } from './net/delta-history.js';
 import { JOB_WORDS, SnapshotCutter, SnapshotThread } from './net/snapshot-threads.js';
-import { encodeState, type ShardState } from './persist/state-codec.js';
+import { type CapturedState, captureState, encodeState, type ShardState } from './persist/state-codec.js';
 import { applyInput, createRng, type InputResult, type MovementRules, step, wander } from './sim/step.js';
 import {
   CapacityError,
@@ -462,12 +462,21 @@ export class ShardEngine {
    * session (and never be dropped when a neighbour claims them).
    */
   persistentState(awaitingResume: Iterable<[entityId: number, playerId: string]> = []): Uint8Array {
+    return encodeState(this.tick, this.world, this.persistentPlayers(awaitingResume));
+  }
+
+  /** As `persistentState`, taken now for `assembleState` to finish off the tick (game states are large). */
+  captureState(awaitingResume: Iterable<[entityId: number, playerId: string]> = []): CapturedState {
+    return captureState(this.tick, this.world, this.persistentPlayers(awaitingResume));
+  }
+
+  private persistentPlayers(awaitingResume: Iterable<[entityId: number, playerId: string]>): Map<number, string> {
     const players = new Map<number, string>();
     for (const [playerId, entityId] of this.dormant) players.set(entityId, playerId);
     for (const [entityId, playerId] of awaitingResume) players.set(entityId, playerId);
     // A redirected session's entity is a neighbour's now (and not in the blob).
     for (const s of this.sessions.values()) if (!s.redirected) players.set(s.entityId, s.playerId);
-    return encodeState(this.tick, this.world, players);
+    return players;
   }
 
   private spawnAnywhere(kind: number): number {

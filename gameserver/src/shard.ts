@@ -11,7 +11,7 @@ import { type Clock, FixedTimestep, runLoop, systemClock } from './loop/fixed-ti
 import { createMetrics, type ShardMetrics } from './metrics.js';
 import { Gateway } from './net/gateway.js';
 import { ShardPersistence } from './persist/persistence.js';
-import { decodeState } from './persist/state-codec.js';
+import { assembleState, decodeState } from './persist/state-codec.js';
 import { openStores, type Stores } from './persist/stores.js';
 import { LINK_PATH, ShardLinks } from './sharding/links.js';
 import { idRange, loadShardMap, type ShardPlacement } from './sharding/map.js';
@@ -195,7 +195,7 @@ export async function startShard(configured: GameserverSettings, options: ShardO
   const snapshotEvery = Math.max(1, Math.round(settings['persistence.snapshot_interval_ms'] / settings['engine.tick_rate_ms']));
   // A restored shard numbers entity ids on past a margin (state-codec): saved at once, so that a
   // crash before the first periodic snapshot does not restart from the same counter again.
-  if (restored) persistence.snapshot(engine.tick, engine.persistentState(sharding?.adoptedAwaitingResume()));
+  if (restored) persistence.snapshot(engine.tick, assembleState(engine.captureState(sharding?.adoptedAwaitingResume())));
 
   let lastTickAt = clock.now();
   const tickMs = settings['engine.tick_rate_ms'];
@@ -207,7 +207,8 @@ export async function startShard(configured: GameserverSettings, options: ShardO
       const started = clock.now();
       engine.step();
       sharding?.afterStep();
-      if (engine.tick % snapshotEvery === 0) persistence.snapshot(engine.tick, engine.persistentState(sharding?.adoptedAwaitingResume()));
+      if (engine.tick % snapshotEvery === 0)
+        persistence.snapshot(engine.tick, assembleState(engine.captureState(sharding?.adoptedAwaitingResume())));
       lastTickAt = clock.now();
       if (cpu) {
         const used = process.cpuUsage(cpu);
@@ -255,7 +256,7 @@ export async function startShard(configured: GameserverSettings, options: ShardO
         await g.close(aethex.v1.ReasonCode.REASON_CODE_SHUTTING_DOWN, 'the shard is shutting down; reconnect through matchmaking');
         engine.releasePlaces();
         try {
-          await persistence.drain(engine.tick, engine.persistentState(sharding?.adoptedAwaitingResume()));
+          await persistence.drain(engine.tick, assembleState(engine.captureState(sharding?.adoptedAwaitingResume())));
         } finally {
           await stores.close();
           await new Promise<void>((resolve) => ops.close(() => resolve()));

@@ -198,7 +198,7 @@ test("a player's game state crosses the border with them: the new shard's hooks 
   others = [b];
   await linksUp(t, b);
   const c = await t.client('gil');
-  for (let i = 1; i <= 3; i++) expect(await c.rpc('earn')).toEqual(new Uint8Array([i]));
+  for (let i = 1; i <= 3; i++) expect([...(await c.rpc('earn'))]).toEqual([i]);
   const handedOver: string[] = [];
   c.on('handoff', (h) => handedOver.push(h.to));
   const walk = setInterval(() => c.move(4, 0), 25);
@@ -210,8 +210,8 @@ test("a player's game state crosses the border with them: the new shard's hooks 
   expect(handedOver).toEqual(['duo-0-1']);
   // b's onJoin saw the gold a earned, and b's handlers go on from it; a keeps none of it.
   expect((globalThis as { goldOnJoin?: unknown[] }).goldOnJoin).toEqual(['none', 3]);
-  expect(await c.rpc('gold')).toEqual(new Uint8Array([3]));
-  expect(await c.rpc('earn')).toEqual(new Uint8Array([4]));
+  expect([...(await c.rpc('gold'))]).toEqual([3]);
+  expect([...(await c.rpc('earn'))]).toEqual([4]);
   const id = c.welcome?.entityId as number;
   expect(t.shard.engine.context.state(id)).toBeUndefined();
   expect(b.shard.engine.context.state(id)).toEqual(new Uint8Array([4]));

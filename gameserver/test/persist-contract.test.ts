@@ -258,12 +258,16 @@ describe('outbox and stream: neither grows for ever', () => {
     expect(await outbox.relay(k, sink)).toBe(3);
     expect(await outbox.relay(other, sink)).toBe(1);
     // ann and bob were relayed two minutes ago, cat just now; the other shard's row is old too.
-    await pool.query(`UPDATE shard_outbox SET relayed_at = now() - interval '2 minutes' WHERE event_key = ANY($1)`, [[ann.eventKey, bob.eventKey]]);
+    await pool.query(`UPDATE shard_outbox SET relayed_at = now() - interval '2 minutes' WHERE event_key = ANY($1)`, [
+      [ann.eventKey, bob.eventKey],
+    ]);
     await pool.query(`UPDATE shard_outbox SET relayed_at = now() - interval '2 minutes' WHERE shard = $1`, [other.shard]);
     const rows = async (shard: string) =>
-      (await pool.query<{ player_id: string }>('SELECT player_id FROM shard_outbox WHERE shard = $1 ORDER BY id', [shard])).rows.map((r) => r.player_id);
+      (await pool.query<{ player_id: string }>('SELECT player_id FROM shard_outbox WHERE shard = $1 ORDER BY id', [shard])).rows.map(
+        (r) => r.player_id,
+      );
 
-    // The shard's own flush prunes (here on every flush) while Redis is down: dan's event, old
+    // The shard prunes on its own timer (here every 50 ms) while Redis is down: dan's event, old
     // and never relayed, stays; only the shard's rows relayed over a minute ago go.
     const persistence = new ShardPersistence({
       key: k,
@@ -276,13 +280,18 @@ describe('outbox and stream: neither grows for ever', () => {
       presence: new MemoryPresence(),
       log: createLogger('persist-contract-test', 'silent'),
       presenceTtlMs: 60_000,
-      pruneIntervalMs: 0,
+      pruneIntervalMs: 50,
     });
     persistence.playerJoined('dan', Date.now() - 86_400_000);
     await persistence.flush();
-    await pool.query(`UPDATE shard_outbox SET at = now() - interval '1 day' WHERE shard = $1 AND player_id = 'dan'`, [k.shard]);
-    await persistence.flush();
-    expect(await rows(k.shard)).toEqual(['cat', 'dan']);
+    persistence.start();
+    let left = await rows(k.shard);
+    for (let i = 0; i < 200 && left.length > 2; i++) {
+      await new Promise((r) => setTimeout(r, 25));
+      left = await rows(k.shard);
+    }
+    await persistence.drain(1, new Uint8Array([1]));
+    expect(left).toEqual(['cat', 'dan']);
     expect(await outbox.pending(k)).toBe(1);
     expect(await rows(other.shard)).toEqual(['zoe']);
     // cat, relayed within the retention, is still recognised by a retried append.

@@ -3,6 +3,9 @@ import pg from 'pg';
 import type { GameWorld } from './api/gameworld.js';
 import type { ExternalCleanup } from './reconcile/reconciler.js';
 
+/** How long a deleted world's event streams stay for their consumers. */
+export const EVENT_STREAM_GRACE_SECONDS = 86_400;
+
 export interface CleanupStores {
   /** PostgreSQL holding the shards' `shard_snapshots` (empty: nothing to clean there). */
   postgresUrl: string;
@@ -13,7 +16,8 @@ export interface CleanupStores {
 
 /**
  * What a deleted world leaves outside Kubernetes, removed when its finalizer runs: the shards'
- * snapshot rows and the presence keys naming the world. The PostgreSQL part runs exactly once per
+ * snapshot and outbox rows and the presence keys naming the world; its event streams are set to
+ * expire a day later. The PostgreSQL part runs exactly once per
  * world uid — a row in `aethex_world_cleanups` is written in the same transaction as the deletes,
  * so a pass repeated after a crash finds it and deletes nothing (a new world with the same name
  * is never touched). Presence keys expire on their own; deleting them again is harmless.
@@ -45,10 +49,17 @@ export function createExternalCleanup(o: CleanupStores): { cleanup: ExternalClea
           [world.metadata.uid, name, world.metadata.namespace],
         );
         if (claimed.rowCount === 1) {
-          const exists = (await c.query<{ t: string | null }>("SELECT to_regclass('shard_snapshots')::text AS t")).rows[0]?.t;
-          const deleted = exists ? ((await c.query('DELETE FROM shard_snapshots WHERE world = $1', [name])).rowCount ?? 0) : 0;
+          const exists = async (table: string) =>
+            (await c.query<{ t: string | null }>('SELECT to_regclass($1)::text AS t', [table])).rows[0]?.t != null;
+          const deleted = (await exists('shard_snapshots'))
+            ? ((await c.query('DELETE FROM shard_snapshots WHERE world = $1', [name])).rowCount ?? 0)
+            : 0;
+          // The world's domain events: no shard of it will relay or prune them any more.
+          const events = (await exists('shard_outbox'))
+            ? ((await c.query('DELETE FROM shard_outbox WHERE world = $1', [name])).rowCount ?? 0)
+            : 0;
           await c.query('UPDATE aethex_world_cleanups SET snapshots_deleted = $2 WHERE world_uid = $1', [world.metadata.uid, deleted]);
-          o.log.info({ world: name, snapshots: deleted }, 'deleted the world’s snapshots');
+          o.log.info({ world: name, snapshots: deleted, events }, 'deleted the world’s snapshots and outbox rows');
         }
         await c.query('COMMIT');
       } catch (err) {
@@ -76,6 +87,15 @@ export function createExternalCleanup(o: CleanupStores): { cleanup: ExternalClea
         if (mine.length > 0) removed += await redis.del(...mine);
       } while (cursor !== '0');
       if (removed > 0) o.log.info({ world: name, presence: removed }, 'deleted the world’s presence keys');
+      // Its event streams stay a day for their consumers to finish reading, then go.
+      const streams: string[] = [];
+      do {
+        const [next, keys] = await redis.scan(cursor, 'MATCH', `aethex:events:${name}:*`, 'COUNT', 1000);
+        cursor = next;
+        streams.push(...keys);
+      } while (cursor !== '0');
+      for (const key of streams) await redis.expire(key, EVENT_STREAM_GRACE_SECONDS);
+      if (streams.length > 0) o.log.info({ world: name, streams: streams.length }, 'the world’s event streams expire in a day');
     }
   };
   return {

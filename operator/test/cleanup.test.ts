@@ -10,6 +10,11 @@ const SNAPSHOTS = `CREATE TABLE IF NOT EXISTS shard_snapshots (
   world text NOT NULL, instance integer NOT NULL, shard text NOT NULL, tick bigint NOT NULL, state bytea NOT NULL,
   saved_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (world, instance, shard))`;
 
+// The outbox's columns the cleanup reads (gameserver/src/persist/outbox.ts).
+const OUTBOX = `CREATE TABLE IF NOT EXISTS shard_outbox (
+  id bigserial PRIMARY KEY, world text NOT NULL, instance integer NOT NULL, shard text NOT NULL, type text NOT NULL,
+  player_id text NOT NULL, at timestamptz NOT NULL, relayed_at timestamptz, event_key text)`;
+
 const env = testEnv();
 const schema = uniqueName('opclean').replaceAll('-', '_');
 const admin = new pg.Pool({ connectionString: env.pgUrl, max: 2 });
@@ -25,7 +30,7 @@ const world = (name: string, uid: string): GameWorld => ({
 
 beforeAll(async () => {
   await admin.query(`CREATE SCHEMA ${schema}`);
-  await admin.query(`SET search_path TO ${schema}; ${SNAPSHOTS}`);
+  await admin.query(`SET search_path TO ${schema}; ${SNAPSHOTS}; ${OUTBOX}`);
 });
 afterAll(async () => {
   await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
@@ -33,7 +38,7 @@ afterAll(async () => {
   redis.disconnect();
 });
 
-it('removes a deleted world’s snapshots and presence exactly once per uid, and nothing of other worlds', async () => {
+it('removes a deleted world’s snapshots, outbox rows and presence exactly once per uid, lets its event streams expire, and touches nothing of other worlds', async () => {
   const w = `w${Date.now().toString(36)}`;
   const other = `${w}x`;
   await admin.query(
@@ -44,6 +49,13 @@ it('removes a deleted world’s snapshots and presence exactly once per uid, and
   await redis.set(`aethex:presence:${players[0]}`, JSON.stringify({ world: w, instance: 0, shard: '0' }), 'EX', 60);
   await redis.set(`aethex:presence:${players[1]}`, JSON.stringify({ world: w, instance: 1, shard: '2' }), 'EX', 60);
   await redis.set(`aethex:presence:${players[2]}`, JSON.stringify({ world: other, instance: 0, shard: '0' }), 'EX', 60);
+  await admin.query(
+    `INSERT INTO ${schema}.shard_outbox (world, instance, shard, type, player_id, at, relayed_at)
+     VALUES ($1, 0, '0', 'player_joined', 'p1', now(), now()), ($1, 1, '2', 'player_left', 'p2', now(), NULL), ($2, 0, '0', 'player_joined', 'p3', now(), NULL)`,
+    [w, other],
+  );
+  const streams = [`aethex:events:${w}:0:${w}-0-0`, `aethex:events:${w}:1:${w}-1-0`, `aethex:events:${other}:0:${other}-0-0`];
+  for (const s of streams) await redis.xadd(s, '1-0', 'type', 'player_joined');
   const logs: object[] = [];
   const { cleanup, close } = createExternalCleanup({ postgresUrl: url, redisUrl: env.redisUrl, log: { info: (o) => logs.push(o) } });
   try {
@@ -52,6 +64,14 @@ it('removes a deleted world’s snapshots and presence exactly once per uid, and
     expect(rows.rows).toEqual([{ world: other, shard: '0' }]);
     expect(await redis.exists(`aethex:presence:${players[0]}`, `aethex:presence:${players[1]}`)).toBe(0);
     expect(await redis.exists(`aethex:presence:${players[2]}`)).toBe(1);
+    // Its outbox rows go with its snapshots; its event streams stay a day for their consumers.
+    const events = await admin.query(`SELECT world, player_id FROM ${schema}.shard_outbox ORDER BY id`);
+    expect(events.rows).toEqual([{ world: other, player_id: 'p3' }]);
+    const ttls = await Promise.all(streams.map((s) => redis.ttl(s)));
+    expect(ttls[0]).toBeGreaterThan(86_000);
+    expect(ttls[1]).toBeGreaterThan(86_000);
+    expect(ttls[2]).toBe(-1);
+    expect(logs).toContainEqual({ world: w, snapshots: 2, events: 2 });
 
     // The finalizer's pass repeated (e.g. the operator died before removing it): nothing more happens.
     await admin.query(`INSERT INTO ${schema}.shard_snapshots (world, instance, shard, tick, state) VALUES ($1, 0, '0', 2, '\\x00')`, [w]);
@@ -63,6 +83,7 @@ it('removes a deleted world’s snapshots and presence exactly once per uid, and
     await cleanup(world(w, 'uid-2'));
     expect((await admin.query(`SELECT count(*)::int AS n FROM ${schema}.shard_snapshots WHERE world = $1`, [w])).rows[0].n).toBe(0);
   } finally {
+    await redis.del(...streams);
     await close();
   }
 });

@@ -96,7 +96,7 @@ BEGIN
   END IF;
 END $$;
 CREATE UNIQUE INDEX IF NOT EXISTS shard_outbox_event_key ON shard_outbox (event_key);
-CREATE INDEX IF NOT EXISTS shard_outbox_relayed ON shard_outbox (relayed_at) WHERE relayed_at IS NOT NULL`;
+CREATE INDEX IF NOT EXISTS shard_outbox_relayed ON shard_outbox (world, instance, shard, relayed_at) WHERE relayed_at IS NOT NULL`;
 
 /**
  * The outbox as PostgreSQL rows. A transaction-scoped advisory lock per shard keeps relays of one
@@ -181,7 +181,8 @@ export class PostgresOutbox implements Outbox {
   }
 
   async prune(key: ShardKey, limit = 5000): Promise<number> {
-    // The oldest first, through the partial index on relayed_at; bounded, so one call stays short.
+    // The shard's oldest first, through the partial index on (shard, relayed_at): the rows read are
+    // the rows deleted, however many other shards' rows the table holds. Bounded, so a call stays short.
     const { rowCount } = await this.pool.query(
       `DELETE FROM shard_outbox WHERE id IN (
          SELECT id FROM shard_outbox

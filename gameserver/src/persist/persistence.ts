@@ -27,19 +27,21 @@ export interface PersistenceDeps {
  * - `playerJoined` / `playerLeft` queue a domain event and a presence change; a timer appends events
  *   to the outbox (in order), relays them, and writes presence in one pipeline, refreshing every
  *   local player's TTL at a third of it. A failed append is retried with the same events, keys and
- *   all, so one that was written before it failed is not written twice. Once a minute it prunes
- *   relayed events past the outbox's retention.
+ *   all, so one that was written before it failed is not written twice. Once a minute, on a timer
+ *   of its own, it prunes relayed events past the outbox's retention.
  * - `drain()` writes the final snapshot and flushes everything, awaiting it.
  */
 export class ShardPersistence {
-  private pendingSnapshot: { tick: number; state: Uint8Array } | undefined;
+  private pendingSnapshot: { tick: number; state: Uint8Array | Promise<Uint8Array> } | undefined;
   private writing: Promise<void> | undefined;
   private events: DomainEvent[] = [];
   private joined = new Set<string>();
   private left = new Set<string>();
   private readonly local = new Set<string>();
   private lastHeartbeat = 0;
-  private lastPrune = 0;
+  private pruneTimer: NodeJS.Timeout | undefined;
+  private pruning: Promise<void> | undefined;
+  private draining = false;
   private readonly nextEventKey: () => string;
   private flushing: Promise<void> | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -53,9 +55,38 @@ export class ShardPersistence {
   start(): void {
     this.timer = setInterval(() => void this.flush(), this.deps.flushIntervalMs ?? 250);
     this.timer.unref();
+    this.pruneTimer = setInterval(() => {
+      this.pruning ??= this.prune().finally(() => {
+        this.pruning = undefined;
+      });
+    }, this.deps.pruneIntervalMs ?? 60_000);
+    this.pruneTimer.unref();
   }
 
-  snapshot(tick: number, state: Uint8Array): void {
+  /**
+   * Forgets relayed events past the outbox's retention: up to 10 batches of 5,000 a run, so a
+   * backlog is worked off over several runs. On a timer of its own, never inside a flush: a slow
+   * delete holds up no append, relay or presence heartbeat. Stops between batches at a drain.
+   */
+  private async prune(): Promise<void> {
+    const { key, outbox, log } = this.deps;
+    let pruned = 0;
+    try {
+      for (let batch = 0; batch < 10 && !this.draining; batch++) {
+        const n = await outbox.prune(key, 5000);
+        pruned += n;
+        if (n < 5000) break;
+      }
+    } catch (err) {
+      log.warn({ err }, 'outbox prune failed; will retry');
+    }
+    if (pruned > 0) log.debug({ pruned }, 'relayed events pruned from the outbox');
+  }
+
+  /** `state` may still be being assembled (`assembleState`): it is awaited, off the tick, before the write. */
+  snapshot(tick: number, state: Uint8Array | Promise<Uint8Array>): void {
+    // One replaced before it was awaited must not fail as an unhandled rejection.
+    if (state instanceof Promise) state.catch(() => undefined);
     this.pendingSnapshot = { tick, state };
     if (!this.writing) this.writing = this.writeSnapshots();
   }
@@ -66,7 +97,7 @@ export class ShardPersistence {
         const next = this.pendingSnapshot;
         this.pendingSnapshot = undefined;
         try {
-          await this.deps.snapshots.save(this.deps.key, next);
+          await this.deps.snapshots.save(this.deps.key, { tick: next.tick, state: await next.state });
           this.lastSavedTick = next.tick;
         } catch (err) {
           this.deps.log.error({ err, tick: next.tick }, 'snapshot write failed; the next one will retry');
@@ -119,22 +150,6 @@ export class ShardPersistence {
       log.warn({ err }, 'outbox relay failed; will retry');
     }
     const now = Date.now();
-    if (now - this.lastPrune >= (this.deps.pruneIntervalMs ?? 60_000)) {
-      this.lastPrune = now;
-      try {
-        // Up to 10 batches (50,000 events) a minute: a backlog is worked off over several flushes,
-        // never holding up the relay and presence for long.
-        let pruned = 0;
-        for (let batch = 0; batch < 10; batch++) {
-          const n = await outbox.prune(key, 5000);
-          pruned += n;
-          if (n < 5000) break;
-        }
-        if (pruned > 0) log.debug({ pruned }, 'relayed events pruned from the outbox');
-      } catch (err) {
-        log.warn({ err }, 'outbox prune failed; will retry');
-      }
-    }
     const heartbeat = now - this.lastHeartbeat >= presenceTtlMs / 3;
     const toSet = heartbeat ? [...this.local] : [...this.joined];
     const toRemove = [...this.left];
@@ -152,13 +167,17 @@ export class ShardPersistence {
   }
 
   /** Final snapshot and flush, for SIGTERM; rejects when the final snapshot could not be written. */
-  async drain(finalTick: number, finalState: Uint8Array): Promise<void> {
+  async drain(finalTick: number, finalState: Uint8Array | Promise<Uint8Array>): Promise<void> {
     clearInterval(this.timer);
+    clearInterval(this.pruneTimer);
+    this.draining = true;
     this.snapshot(finalTick, finalState);
     await this.writing;
     // A flush may have been running already; one more catches what it did not take.
     await this.flush();
     await this.flush();
+    // A prune under way stops after its current batch; the stores close after it.
+    await this.pruning;
     if (this.lastSavedTick < finalTick) throw new Error(`the final snapshot (tick ${finalTick}) was not written`);
     if (this.events.length > 0) throw new Error(`${this.events.length} domain events could not be appended to the outbox`);
   }

@@ -2,7 +2,15 @@ import { expect, test } from 'vitest';
 import { loadConfig } from '../config.js';
 import { ShardEngine } from '../engine.js';
 import { KIND_NPC, KIND_PLAYER, MAX_GAME_STATE_BYTES, MODE_DORMANT, MODE_GHOST, MODE_OWNED, World } from '../sim/world.js';
-import { decodeState, encodeState, RESTORE_ID_MARGIN, STATE_VERSION, StateFormatError } from './state-codec.js';
+import {
+  assembleState,
+  captureState,
+  decodeState,
+  encodeState,
+  RESTORE_ID_MARGIN,
+  STATE_VERSION,
+  StateFormatError,
+} from './state-codec.js';
 
 test("a snapshot keeps what the shard owns, never a neighbour's ghosts, and restores players dormant", () => {
   const w = new World(16, 1, 100_000);
@@ -65,8 +73,9 @@ test("entities' game states are kept, each its own, and only entities that have 
   expect(back.world.gameState).toEqual(new Map([[player, new Uint8Array([1, 2, 3])]]));
   expect(back.world.gameState.has(bare)).toBe(false);
   expect(decodeState(without, 16, 100_000).world.gameState.get(npc)).toEqual(new Uint8Array(MAX_GAME_STATE_BYTES).fill(9));
-  // 8 bytes of id and length per state, nothing for an entity without one.
-  expect(blob.length).toBe(encodeState(9, new World(16, 1, 100_000), new Map([[player, 'p-1']])).length + 2 * 30 + 8 + 3);
+  // 8 bytes of id and length per state, nothing for an entity without one (and the version-2
+  // header's 4 bytes for the states' length).
+  expect(blob.length).toBe(encodeState(9, new World(16, 1, 100_000), new Map([[player, 'p-1']])).length + 4 + 2 * 30 + 8 + 3);
 });
 
 test('a blob whose game states do not add up is refused by name', () => {
@@ -92,13 +101,20 @@ test('a blob whose game states do not add up is refused by name', () => {
   );
 });
 
-test('a snapshot written before game states were kept (version 1) restores as it was', () => {
+test('a snapshot written before game states were kept (version 1) restores as it was, and one without game states is still written so', () => {
   // Written by the version-1 encoder (at 669b872): an NPC at (1.5, 2.5) and player 2 at (3, 4),
   // flags 5, last input 7, owned by 'old-1', at tick 12.
   const v1 = Buffer.from(
     'U1hFQQEAAAAMAAAAAwAAAAIAAAAIAAAADQAAAAEAAAACAAAAAADAPwAAQEAAACBAAACAQAAAAAAAAAAAAAAAAAAAAAAAAAAABQAAAAAAAAAHAAAAAAABAFtbMiwib2xkLTEiXV0=',
     'base64',
   );
+  // A world without game states is still written in version 1, byte for byte as before.
+  const same = new World(8, 1, 1000);
+  same.spawn(1.5, 2.5, KIND_NPC);
+  const p = same.spawn(3, 4, KIND_PLAYER);
+  same.lastSeq[same.indexOf(p)] = 7;
+  same.flags[same.indexOf(p)] = 5;
+  expect(Buffer.from(encodeState(12, same, new Map([[p, 'old-1']])))).toEqual(v1);
   const back = decodeState(new Uint8Array(v1), 8, 1000);
   expect(back.tick).toBe(12);
   expect(back.players).toEqual(new Map([[2, 'old-1']]));
@@ -116,4 +132,23 @@ test('a snapshot written before game states were kept (version 1) restores as it
   expect(v1.byteOffset > 0 || v1.buffer.byteLength > v1.length).toBe(true);
   const fromBuffer = decodeState(v1, 8, 1000).world;
   expect([fromBuffer.x[fromBuffer.indexOf(2)], fromBuffer.lastSeq[fromBuffer.indexOf(2)]]).toEqual([3, 7]);
+});
+
+test('the shard assembles the game states off the tick, a chunk per event-loop turn, into the same blob', async () => {
+  const w = new World(64, 1, 1000);
+  for (let i = 0; i < 50; i++) {
+    const id = w.spawn(i, i, KIND_NPC);
+    w.gameState.set(id, new Uint8Array(100).fill(i));
+  }
+  const captured = captureState(3, w, new Map());
+  // Taken now: a state replaced after the capture (setState makes a new array) is not in it.
+  w.gameState.set(1, new Uint8Array([42]));
+  let turns = 0;
+  const counting = setInterval(() => turns++, 0);
+  const blob = await assembleState(captured, 1000);
+  clearInterval(counting);
+  expect(turns).toBeGreaterThan(0);
+  w.gameState.set(1, new Uint8Array(100).fill(0));
+  expect(blob).toEqual(encodeState(3, w, new Map()));
+  expect(decodeState(blob, 64, 1000).world.gameState.get(50)).toEqual(new Uint8Array(100).fill(49));
 });

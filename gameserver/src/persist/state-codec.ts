@@ -1,8 +1,8 @@
 import { KIND_PLAYER, MAX_GAME_STATE_BYTES, MODE_DORMANT, MODE_GHOST, World } from '../sim/world.js';
 
 /**
- * Format version of the state blob this build writes. It reads this one and version 1 (before
- * game state was kept); a blob of any other version is refused, never guessed at.
+ * Format version of the state blob with game states; without any, version 1 is written (see
+ * `captureState`). This build reads both; a blob of any other version is refused, never guessed at.
  */
 export const STATE_VERSION = 2;
 const MAGIC = 0x41455853; // "AEXS"
@@ -18,12 +18,25 @@ export interface ShardState {
 }
 
 /**
- * Serializes the world into one binary blob: a header, then each typed array copied whole (no
- * per-entity objects), then the player map as JSON, then the entities' game states (id, length,
- * bytes each; only entities that have one). Built on the tick in well under a millisecond
- * at 10,000 entities; writing it happens elsewhere, off the tick.
+ * A state blob taken on the tick: `head` holds everything but the game states — a header, each
+ * typed array copied whole (no per-entity objects), the player map as JSON — and `states`
+ * references the entities' game states, copied in by `assembleState` off the tick. They need no
+ * copy now: the engine never changes a stored state in place (`setState` replaces it).
  */
-export function encodeState(tick: number, world: World, players: ReadonlyMap<number, string>): Uint8Array {
+export interface CapturedState {
+  head: Uint8Array;
+  states: [entityId: number, state: Uint8Array][];
+  /** The whole blob's length. */
+  size: number;
+}
+
+/**
+ * Takes the world's persistent state, in well under a millisecond at 10,000 entities. Without
+ * game states it is written in version 1 (exactly what builds before them wrote, so a rollback to
+ * one still restores it); with them in version 2, which appends id, length and bytes for each
+ * entity that has one.
+ */
+export function captureState(tick: number, world: World, players: ReadonlyMap<number, string>): CapturedState {
   // Ghosts are the neighbours' to persist. Without any, the arrays are copied whole.
   const mode = world.mode;
   let ghosts = 0;
@@ -31,14 +44,19 @@ export function encodeState(tick: number, world: World, players: ReadonlyMap<num
   const n = world.count - ghosts;
   const playersJson = new TextEncoder().encode(JSON.stringify([...players]));
   // A ghost has no game state here (its owner keeps it), so every state is an entity's in the blob.
+  const states = [...world.gameState];
   let statesLength = 0;
-  for (const state of world.gameState.values()) statesLength += 8 + state.length;
-  // Header: magic, version, tick, nextEntityId, count, capacity, players length, states length (8 × u32).
-  const header = 8 * 4;
-  const size = header + n * (4 + 4 + 4 + 4 + 4 + 4 + 4 + 2) + playersJson.length + statesLength;
-  const buf = new Uint8Array(size);
+  for (const [, state] of states) statesLength += 8 + state.length;
+  const version = states.length > 0 ? STATE_VERSION : 1;
+  // Header: magic, version, tick, nextEntityId, count, capacity, players length (7 × u32), and in
+  // version 2 the states' length.
+  const fields = [MAGIC, version, tick, world.nextEntityId, n, world.capacity, playersJson.length];
+  if (version === STATE_VERSION) fields.push(statesLength);
+  const header = fields.length * 4;
+  const headLength = header + n * (4 + 4 + 4 + 4 + 4 + 4 + 4 + 2) + playersJson.length;
+  const buf = new Uint8Array(headLength);
   const view = new DataView(buf.buffer);
-  [MAGIC, STATE_VERSION, tick, world.nextEntityId, n, world.capacity, playersJson.length, statesLength].forEach((v, i) => {
+  fields.forEach((v, i) => {
     view.setUint32(i * 4, v, true);
   });
   let off = header;
@@ -62,14 +80,49 @@ export function encodeState(tick: number, world: World, players: ReadonlyMap<num
   copy(world.lastSeq);
   copy(world.kind);
   buf.set(playersJson, off);
-  off += playersJson.length;
-  for (const [entityId, state] of world.gameState) {
+  return { head: buf, states, size: headLength + statesLength };
+}
+
+/**
+ * The blob of a captured state. The game states are copied at most `chunkBytes` at a time, each
+ * chunk in its own turn of the event loop, so that even 10,000 states of 4 KiB (41 MB) never hold
+ * up a tick for long.
+ */
+export async function assembleState(captured: CapturedState, chunkBytes = 1 << 20): Promise<Uint8Array> {
+  if (captured.states.length === 0) return captured.head;
+  const out = new Uint8Array(captured.size);
+  out.set(captured.head);
+  let off = captured.head.length;
+  let k = 0;
+  while (k < captured.states.length) {
+    [off, k] = copyStates(captured.states, k, out, off, chunkBytes);
+    if (k < captured.states.length) await new Promise((resolve) => setImmediate(resolve));
+  }
+  return out;
+}
+
+/** Copies states from index `k` into `out` at `off` until about `budget` bytes went; returns where it stopped. */
+function copyStates(states: CapturedState['states'], k: number, out: Uint8Array, off: number, budget: number): [number, number] {
+  const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
+  const end = off + budget;
+  while (k < states.length && off < end) {
+    const [entityId, state] = states[k++] as [number, Uint8Array];
     view.setUint32(off, entityId, true);
     view.setUint32(off + 4, state.length, true);
-    buf.set(state, off + 8);
+    out.set(state, off + 8);
     off += 8 + state.length;
   }
-  return buf;
+  return [off, k];
+}
+
+/** The whole blob at once (tools and tests; the shard assembles off the tick: `assembleState`). */
+export function encodeState(tick: number, world: World, players: ReadonlyMap<number, string>): Uint8Array {
+  const captured = captureState(tick, world, players);
+  if (captured.states.length === 0) return captured.head;
+  const out = new Uint8Array(captured.size);
+  out.set(captured.head);
+  copyStates(captured.states, 0, out, captured.head.length, Number.POSITIVE_INFINITY);
+  return out;
 }
 
 /** Thrown for a blob that is truncated, of another format or another version. */
