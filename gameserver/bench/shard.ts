@@ -5,11 +5,14 @@
 // 3. Memory per idle connection with 10,000 open sockets (a fresh shard process: its RSS from a new heap).
 // 4. Kernel: simulation + grid + area of interest + snapshot encoding, no sockets; with one
 //    snapshot thread and with --threads (engine.snapshot_threads, default 2: this machine's cores).
+// 5. State snapshot: taking the shard's persistent state on the tick, and assembling its game
+//    states off it, at 10,000 entities without game state, with 2,000 of 256 B, 10,000 of 4 KiB.
 // Prints tables; with --json, one JSON object as the last line.
 import os from 'node:os';
 import { parseCli } from '@aethex/runtime';
 import { type E2eResult, idleMemoryFresh, runE2e } from './e2e.js';
 import { type KernelResult, runKernel } from './kernel.js';
+import { runStateSnapshot, type StateSnapshotResult } from './state-snapshot.js';
 
 const USAGE =
   'usage: npm run bench:shard [-- --json] [--ticks N] [--threads N] [--e2e-clients N] [--e2e-seconds S] [--bot-processes N] [--bot-input-groups N] [--bot-nice N] [--bot-sched normal|batch] [--skip-e2e]';
@@ -84,6 +87,15 @@ for (const c of [
     kernels.push(await runKernel({ ...c, ticks, warmup: 200, threads: t }));
   }
 }
+const stateSnapshots: StateSnapshotResult[] = [];
+for (const [states, stateBytes] of [
+  [0, 0],
+  [2_000, 256],
+  [10_000, 4096],
+] as const) {
+  log(`state snapshot: 10,000 entities, ${states} game states of ${stateBytes} B...`);
+  stateSnapshots.push(await runStateSnapshot({ entities: 10_000, states, stateBytes, samples: states === 10_000 ? 30 : 200 }));
+}
 const kernelAt = (entities: number, t: number) => kernels.find((k) => k.entities === entities && k.threads === t) as KernelResult;
 
 const maxAt40 = ramp.filter((r) => r.holds).reduce((m, r) => Math.max(m, r.clients), 0);
@@ -97,6 +109,16 @@ console.log('| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --
 for (const r of kernels) {
   console.log(
     `| ${r.entities} | ${r.subscribers} | ${r.threads} | ${r.visibleAvg} | ${r.tick_ms.p50} | ${r.tick_ms.p99} | ${r.tick_ms.max} | ${r.ns_per_pair} | ${r.bytes_per_client_tick} | ${r.gc_max_pause_ms} |`,
+  );
+}
+console.log('\nState snapshot (every persistence.snapshot_interval_ms): taken on the tick, game states assembled off it\n');
+console.log(
+  '| entities | game states × bytes | blob MB | on the tick p50 / p99 / max ms | off the tick: longest turn ms | all turns p50 / max ms |',
+);
+console.log('| ---: | ---: | ---: | --- | ---: | --- |');
+for (const r of stateSnapshots) {
+  console.log(
+    `| ${r.entities} | ${r.states} × ${r.state_bytes} | ${r.blob_mb} | ${r.capture_ms.p50} / ${r.capture_ms.p99} / ${r.capture_ms.max} | ${r.assemble_turn_max_ms} | ${r.assemble_total_ms.p50} / ${r.assemble_total_ms.max} |`,
   );
 }
 if (e2e) {
@@ -135,6 +157,7 @@ if (values.json) {
       kernel: { tick_ms: k.tick_ms, ns_per_pair: k.ns_per_pair, bytes_per_client_tick: k.bytes_per_client_tick, visible_avg: k.visibleAvg },
       kernel_single_thread: { tick_ms: k1.tick_ms, ns_per_pair: k1.ns_per_pair },
       kernel_20k_5k: kernelAt(20_000, threads),
+      state_snapshot: stateSnapshots,
       ...(threads > 1 ? { kernel_20k_5k_single_thread: kernelAt(20_000, 1) } : {}),
       ...(e2e
         ? {
