@@ -25,7 +25,13 @@ beforeAll(async () => {
   operatorKc.loadFromFile(identity.kubeconfig);
   kube = new KubeClient(operatorKc);
   cleaned = [];
-  reconciler = new Reconciler({ kube, now: () => new Date(), cleanup: async (w) => void cleaned.push(w.metadata.name) });
+  reconciler = new Reconciler({
+    kube,
+    now: () => new Date(),
+    // What the cleanup saw: the world's shard pods still there when it ran.
+    cleanup: async (w) =>
+      void cleaned.push(`${w.metadata.name}: ${(await kube.listShardPods(w.metadata.namespace, w.metadata.name)).length} pods`),
+  });
 });
 afterAll(async () => {
   await dropNamespace(kc, ns);
@@ -195,7 +201,8 @@ describe('reconciling a GameWorld against the real API server', () => {
     expect(w.status?.conditions?.find((c) => c.type === 'Degraded')).toMatchObject({ status: 'True', reason: 'Unschedulable' });
   });
 
-  it('deletes a world: the finalizer cleans external state once, garbage collection removes the children', async () => {
+  it('deletes a world: its shards go first, then the finalizer cleans external state once; garbage collection removes the rest', async () => {
+    expect((await pods('forest')).length).toBeGreaterThan(0);
     await worlds(kc, ns).delete('forest');
     await until(
       'the world to be gone',
@@ -209,7 +216,8 @@ describe('reconciling a GameWorld against the real API server', () => {
       30_000,
     );
     await reconciler.reconcile(ns, 'forest');
-    expect(cleaned.filter((n) => n === 'forest')).toEqual(['forest']);
+    // No shard was left to write its final snapshot after the cleanup removed the world's.
+    expect(cleaned.filter((n) => n.startsWith('forest:'))).toEqual(['forest: 0 pods']);
     await until('the controller-manager to collect the children', async () => {
       const left =
         (await pods('forest')).length +

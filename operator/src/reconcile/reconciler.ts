@@ -72,6 +72,22 @@ export class Reconciler {
 
   private async finalize(world: GameWorld): Promise<Outcome> {
     if (!world.metadata.finalizers?.includes(FINALIZER)) return {};
+    // The shards go first: a shard draining after the cleanup would write its final snapshot and
+    // events again, and they would stay for good. Each gets its grace period to drain; the cleanup
+    // waits until none is left.
+    const pods = await this.deps.kube.listShardPods(world.metadata.namespace, world.metadata.name);
+    if (pods.length > 0) {
+      for (const p of pods) {
+        if (p.metadata?.deletionTimestamp) continue;
+        await this.deps.kube.deletePod(
+          world.metadata.namespace,
+          p.metadata?.name as string,
+          p.metadata?.uid as string,
+          p.metadata?.resourceVersion as string,
+        );
+      }
+      return { requeueAfterMs: 1000 };
+    }
     await this.deps.cleanup?.(world);
     await this.deps.kube.setFinalizers(
       world,
