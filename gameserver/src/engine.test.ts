@@ -323,7 +323,10 @@ test('a place is taken and freed once per player: a drop and a rejoin keep it, a
 });
 
 test('a player resuming here after a handoff leaves no other entity of theirs behind: not a replaced session’s, not a waiting one', () => {
-  const e = new ShardEngine(settings, out);
+  const joins: string[] = [];
+  const e = new ShardEngine(settings, out, {
+    hooks: { onJoin: (_c, p, { rejoined, handedOver }) => joins.push(`${p.playerId} rejoined=${rejoined} handedOver=${handedOver}`) },
+  });
   const w = e.world;
   const handedOver = (entityId: number) => {
     expect(e.adopt({ entityId, x: 1, y: 1, vx: 0, vy: 0, kind: 1, flags: 0, lastInputSeq: 7 })).toBe(true);
@@ -343,6 +346,16 @@ test('a player resuming here after a handoff leaves no other entity of theirs be
   steps(e, WINDOW_TICKS * 2);
   expect(e.playerCount).toBe(2);
   expect(w.count).toBe(settings['engine.npc_count'] + 2);
+  // The game is told who walked in from a neighbour; a second resume of the same entity replaces
+  // a session it already saw arrive.
+  expect(e.resume(5, 'bob', bobOver).ok).toBe(true);
+  expect(joins).toEqual([
+    'ann rejoined=false handedOver=false',
+    'ann rejoined=false handedOver=true',
+    'bob rejoined=false handedOver=false',
+    'bob rejoined=false handedOver=true',
+    'bob rejoined=true handedOver=false',
+  ]);
 });
 
 test('a restarted neighbour is told of players on offer too (still owned here), and a drain tells the game the entity waits', () => {

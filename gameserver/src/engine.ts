@@ -552,7 +552,7 @@ export class ShardEngine {
    * `rejoined`: the entity was already theirs here (it waited for them, or this session replaces
    * theirs, whose onLeave said `dropped`).
    */
-  private bind(sessionId: number, playerId: string, entityId: number, rejoined: boolean): JoinResult {
+  private bind(sessionId: number, playerId: string, entityId: number, rejoined: boolean, handedOver = false): JoinResult {
     const session: Session = {
       id: sessionId,
       playerId,
@@ -564,7 +564,8 @@ export class ShardEngine {
     this.sessions.set(sessionId, session);
     this.byEntity.set(entityId, session);
     this.byPlayer.set(playerId, session);
-    if (this.hooks.onJoin) this.callHook('onJoin', () => this.hooks.onJoin?.(this.context, this.hookPlayer(session), { rejoined }));
+    if (this.hooks.onJoin)
+      this.callHook('onJoin', () => this.hooks.onJoin?.(this.context, this.hookPlayer(session), { rejoined, handedOver }));
     return { ok: true, entityId, lastInputSeq: this.world.lastSeq[this.world.indexOf(entityId)] as number };
   }
 
@@ -718,7 +719,9 @@ export class ShardEngine {
     // slot again: removing the other entities moved slots.)
     const at = this.world.indexOf(entityId);
     this.world.credit[at] = Math.min(MAX_CREDIT, Math.max(this.world.credit[at] as number, frozenTicks));
-    const result = this.bind(sessionId, playerId, entityId, previous?.entityId === entityId);
+    // A second resume of the same entity replaces the session the game already saw arrive.
+    const again = previous?.entityId === entityId;
+    const result = this.bind(sessionId, playerId, entityId, again, !again);
     this.syncPlace(playerId);
     return result;
   }

@@ -69,10 +69,12 @@ export interface GameHooks {
   /**
    * A session began. `rejoined`: the player got back the entity that was already theirs here — it
    * waited for them after a drop or a restart, or this session replaced theirs (whose onLeave said
-   * `dropped`) — rather than a new one (or one handed over by a neighbour). Every onJoin is
-   * followed by one onLeave when that session ends.
+   * `dropped`) — rather than a new one (or one handed over by a neighbour). `handedOver`: the
+   * player arrived from a neighbouring shard with their entity (its game state came with it: see
+   * `GameContext.state`); the neighbour's hooks saw them leave. Every onJoin is followed by one
+   * onLeave when that session ends.
    */
-  onJoin?(ctx: GameContext, player: HookPlayer, info: { rejoined: boolean }): void;
+  onJoin?(ctx: GameContext, player: HookPlayer, info: { rejoined: boolean; handedOver: boolean }): void;
   /**
    * A session ended. `dropped`: the connection dropped and the entity waits, out of sight, for the
    * player to rejoin (engine.rejoin_window_ms) — onJoin with `rejoined` follows if they do; it

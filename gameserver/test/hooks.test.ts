@@ -180,8 +180,8 @@ test("a player's game state crosses the border with them: the new shard's hooks 
   const file = moduleFile(`
     const gold = (ctx, p) => ctx.state(p.entityId)?.[0];
     export default {
-      onJoin(ctx, p) {
-        (globalThis.goldOnJoin ??= []).push(gold(ctx, p) ?? 'none');
+      onJoin(ctx, p, { handedOver }) {
+        (globalThis.goldOnJoin ??= []).push(\`\${gold(ctx, p) ?? 'none'} handedOver=\${handedOver}\`);
         if (gold(ctx, p) === undefined) ctx.setState(p.entityId, new Uint8Array([0]));
       },
       rpc: {
@@ -209,7 +209,7 @@ test("a player's game state crosses the border with them: the new shard's hooks 
   }
   expect(handedOver).toEqual(['duo-0-1']);
   // b's onJoin saw the gold a earned, and b's handlers go on from it; a keeps none of it.
-  expect((globalThis as { goldOnJoin?: unknown[] }).goldOnJoin).toEqual(['none', 3]);
+  expect((globalThis as { goldOnJoin?: unknown[] }).goldOnJoin).toEqual(['none handedOver=false', '3 handedOver=true']);
   expect([...(await c.rpc('gold'))]).toEqual([3]);
   expect([...(await c.rpc('earn'))]).toEqual([4]);
   const id = c.welcome?.entityId as number;
