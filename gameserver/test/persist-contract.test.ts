@@ -302,6 +302,26 @@ describe('outbox and stream: neither grows for ever', () => {
     expect(await outbox.prune(other, 1)).toBe(0);
   });
 
+  test("the prune's index is the per-shard one, also where an earlier build made it on relayed_at alone", async () => {
+    const old = uniqueName('gsi').replaceAll('-', '_');
+    const oldPool = new pg.Pool({ connectionString: env.pgUrl, max: 1, options: `-c search_path=${old}` });
+    try {
+      await oldPool.query(`CREATE SCHEMA ${old}`);
+      await migrate(oldPool);
+      await oldPool.query('DROP INDEX shard_outbox_relayed_by_shard');
+      await oldPool.query('CREATE INDEX shard_outbox_relayed ON shard_outbox (relayed_at) WHERE relayed_at IS NOT NULL');
+      await migrate(oldPool);
+      const { rows } = await oldPool.query<{ indexname: string }>(
+        "SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND tablename = 'shard_outbox' AND indexname LIKE 'shard_outbox_relayed%'",
+        [old],
+      );
+      expect(rows.map((r) => r.indexname)).toEqual(['shard_outbox_relayed_by_shard']);
+    } finally {
+      await oldPool.query(`DROP SCHEMA IF EXISTS ${old} CASCADE`);
+      await oldPool.end();
+    }
+  });
+
   test('a shard stream keeps about the last max-length entries, and still refuses a replayed id', async () => {
     const k = key(`trim-${Math.random().toString(36).slice(2, 8)}`);
     const sink = new RedisStreamSink(redis, 100);

@@ -6,6 +6,11 @@ import type { ExternalCleanup } from './reconcile/reconciler.js';
 /** How long a deleted world's event streams stay for their consumers. */
 export const EVENT_STREAM_GRACE_SECONDS = 86_400;
 
+/** Where a deleted world's event stream `aethex:events:<world>:<instance>:<shard>` is kept meanwhile. */
+export function deletedStreamKey(worldUid: string, key: string): string {
+  return key.replace(/^aethex:events:/, `aethex:events-deleted:${worldUid}:`);
+}
+
 export interface CleanupStores {
   /** PostgreSQL holding the shards' `shard_snapshots` (empty: nothing to clean there). */
   postgresUrl: string;
@@ -16,8 +21,8 @@ export interface CleanupStores {
 
 /**
  * What a deleted world leaves outside Kubernetes, removed when its finalizer runs: the shards'
- * snapshot and outbox rows and the presence keys naming the world; its event streams are set to
- * expire a day later. The PostgreSQL part runs exactly once per
+ * snapshot and outbox rows and the presence keys naming the world; its event streams are renamed
+ * (`deletedStreamKey`) and expire a day later. The PostgreSQL part runs exactly once per
  * world uid — a row in `aethex_world_cleanups` is written in the same transaction as the deletes,
  * so a pass repeated after a crash finds it and deletes nothing (a new world with the same name
  * is never touched). Presence keys expire on their own; deleting them again is harmless.
@@ -87,15 +92,29 @@ export function createExternalCleanup(o: CleanupStores): { cleanup: ExternalClea
         if (mine.length > 0) removed += await redis.del(...mine);
       } while (cursor !== '0');
       if (removed > 0) o.log.info({ world: name, presence: removed }, 'deleted the world’s presence keys');
-      // Its event streams stay a day for their consumers to finish reading, then go.
+      // Its event streams stay a day for their consumers to finish reading, then go — under a name
+      // of their own, so that a new world with the same name starts fresh streams that do not expire.
       const streams: string[] = [];
       do {
         const [next, keys] = await redis.scan(cursor, 'MATCH', `aethex:events:${name}:*`, 'COUNT', 1000);
         cursor = next;
         streams.push(...keys);
       } while (cursor !== '0');
-      for (const key of streams) await redis.expire(key, EVENT_STREAM_GRACE_SECONDS);
-      if (streams.length > 0) o.log.info({ world: name, streams: streams.length }, 'the world’s event streams expire in a day');
+      for (const key of streams) {
+        const kept = deletedStreamKey(world.metadata.uid as string, key);
+        try {
+          await redis.rename(key, kept);
+        } catch (err) {
+          if (/no such key/i.test((err as Error).message)) continue;
+          throw err;
+        }
+        await redis.expire(kept, EVENT_STREAM_GRACE_SECONDS);
+      }
+      if (streams.length > 0)
+        o.log.info(
+          { world: name, streams: streams.length },
+          'the world’s event streams are kept a day under aethex:events-deleted:<uid>:…',
+        );
     }
   };
   return {

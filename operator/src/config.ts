@@ -27,7 +27,7 @@ export const OPERATOR_SETTINGS = {
   'cleanup.redis_url': {
     type: 'string',
     default: '',
-    doc: 'Redis of the shards: a deleted world’s presence keys are removed from it and its event streams set to expire in a day (empty: skipped).',
+    doc: 'Redis of the shards: a deleted world’s presence keys are removed from it and its event streams kept a day under another name (empty: skipped).',
   },
   'http.listen': { type: 'listen', default: '0.0.0.0:8080', doc: 'Address of /healthz and /metrics (and /status in the local runtime).' },
   'log.level': { type: 'enum', default: 'info', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], doc: 'Log level.' },

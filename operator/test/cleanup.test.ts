@@ -2,7 +2,7 @@ import { Redis } from 'ioredis';
 import pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { GameWorld } from '../src/api/gameworld.js';
-import { createExternalCleanup } from '../src/cleanup.js';
+import { createExternalCleanup, deletedStreamKey } from '../src/cleanup.js';
 import { testEnv, uniqueName } from './harness.js';
 
 // The snapshot table as the shard creates it (gameserver/src/persist/snapshot-store.ts).
@@ -64,13 +64,20 @@ it('removes a deleted world’s snapshots, outbox rows and presence exactly once
     expect(rows.rows).toEqual([{ world: other, shard: '0' }]);
     expect(await redis.exists(`aethex:presence:${players[0]}`, `aethex:presence:${players[1]}`)).toBe(0);
     expect(await redis.exists(`aethex:presence:${players[2]}`)).toBe(1);
-    // Its outbox rows go with its snapshots; its event streams stay a day for their consumers.
+    // Its outbox rows go with its snapshots; its event streams stay a day for their consumers,
+    // under names of their own: a new world of the same name starts streams that never expire.
     const events = await admin.query(`SELECT world, player_id FROM ${schema}.shard_outbox ORDER BY id`);
     expect(events.rows).toEqual([{ world: other, player_id: 'p3' }]);
-    const ttls = await Promise.all(streams.map((s) => redis.ttl(s)));
+    const kept = streams.slice(0, 2).map((s) => deletedStreamKey('uid-1', s));
+    expect(kept[0]).toBe(`aethex:events-deleted:uid-1:${w}:0:${w}-0-0`);
+    expect(await redis.exists(streams[0] as string, streams[1] as string)).toBe(0);
+    const ttls = await Promise.all([...kept, streams[2] as string].map((s) => redis.ttl(s)));
     expect(ttls[0]).toBeGreaterThan(86_000);
     expect(ttls[1]).toBeGreaterThan(86_000);
     expect(ttls[2]).toBe(-1);
+    expect(await redis.xlen(kept[0] as string)).toBe(1);
+    await redis.xadd(streams[0] as string, '1-0', 'type', 'player_joined');
+    expect(await redis.ttl(streams[0] as string)).toBe(-1);
     expect(logs).toContainEqual({ world: w, snapshots: 2, events: 2 });
 
     // The finalizer's pass repeated (e.g. the operator died before removing it): nothing more happens.
@@ -83,7 +90,7 @@ it('removes a deleted world’s snapshots, outbox rows and presence exactly once
     await cleanup(world(w, 'uid-2'));
     expect((await admin.query(`SELECT count(*)::int AS n FROM ${schema}.shard_snapshots WHERE world = $1`, [w])).rows[0].n).toBe(0);
   } finally {
-    await redis.del(...streams);
+    await redis.del(...streams, ...['uid-1', 'uid-2'].flatMap((uid) => streams.map((s) => deletedStreamKey(uid, s))));
     await close();
   }
 });

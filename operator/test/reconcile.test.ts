@@ -81,6 +81,10 @@ describe('reconciling a GameWorld against the real API server', () => {
       selector: 'aethex.dev/world=forest',
     });
     expect(w.metadata.finalizers).toContain('aethex.dev/cleanup');
+    // The Ready transition is recorded as a Kubernetes Event on the world.
+    const events = await kc.makeApiClient(k8s.EventsV1Api).listNamespacedEvent({ namespace: ns });
+    const ours = events.items.filter((e) => e.reportingController === 'aethex.dev/operator' && e.regarding?.name === 'forest');
+    expect(ours.map((e) => `${e.type} ${e.regarding?.kind}`)).toContain('Normal GameWorld');
     const ps = await pods('forest');
     expect(ps.map((p) => p.metadata?.name).sort()).toEqual(['forest-0-0', 'forest-0-1', 'forest-1-0', 'forest-1-1']);
     for (const p of ps) {
@@ -224,5 +228,50 @@ describe('reconciling a GameWorld against the real API server', () => {
         (await core.listNamespacedConfigMap({ namespace: ns, labelSelector: 'aethex.dev/world=forest' })).items.length;
       return left === 0 ? true : undefined;
     });
+  });
+
+  it('a shard pod stuck terminating (its node unreachable) delays the cleanup by shardDrainWaitMs, then is named in a Warning Event', async () => {
+    await worlds(kc, ns).create(world('marsh', { sharding: { columns: 1, rows: 1 }, instances: 1 }));
+    await settle('marsh', ready);
+    const [pod] = await pods('marsh');
+    const name = pod?.metadata?.name as string;
+    // kwok stops acting for a pod marked custom: like a kubelet that never confirms the kill.
+    await core.patchNamespacedPod(
+      { name, namespace: ns, body: { metadata: { annotations: { 'kwok.x-k8s.io/status': 'custom' } } } },
+      k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
+    );
+    const patient = new Reconciler({
+      kube,
+      now: () => new Date(),
+      shardDrainWaitMs: 2000,
+      cleanup: async (w) =>
+        void cleaned.push(`${w.metadata.name}: ${(await kube.listShardPods(w.metadata.namespace, w.metadata.name)).length} pods`),
+    });
+    try {
+      await worlds(kc, ns).delete('marsh');
+      const deleted = Date.now();
+      expect(await patient.reconcile(ns, 'marsh')).toMatchObject({ requeueAfterMs: expect.any(Number) });
+      expect(cleaned.filter((n) => n.startsWith('marsh:'))).toEqual([]);
+      await until(
+        'the world to be gone',
+        async () => {
+          await patient.reconcile(ns, 'marsh');
+          return (await worlds(kc, ns)
+            .get('marsh')
+            .then(() => undefined)
+            .catch(() => true)) as true | undefined;
+        },
+        30_000,
+        200,
+      );
+      // The wait runs from the world's deletionTimestamp, which has whole seconds: at least 1 s of the 2.
+      expect(Date.now() - deleted).toBeGreaterThanOrEqual(900);
+      expect(cleaned.filter((n) => n.startsWith('marsh:'))).toEqual(['marsh: 1 pods']);
+      const events = await kc.makeApiClient(k8s.EventsV1Api).listNamespacedEvent({ namespace: ns });
+      const warning = events.items.find((e) => e.reason === 'ShardsStuckTerminating' && e.regarding?.name === 'marsh');
+      expect(warning?.note).toContain(name);
+    } finally {
+      await core.deleteNamespacedPod({ name, namespace: ns, gracePeriodSeconds: 0 }).catch(() => undefined);
+    }
   });
 });

@@ -96,7 +96,8 @@ BEGIN
   END IF;
 END $$;
 CREATE UNIQUE INDEX IF NOT EXISTS shard_outbox_event_key ON shard_outbox (event_key);
-CREATE INDEX IF NOT EXISTS shard_outbox_relayed ON shard_outbox (world, instance, shard, relayed_at) WHERE relayed_at IS NOT NULL`;
+DROP INDEX IF EXISTS shard_outbox_relayed;
+CREATE INDEX IF NOT EXISTS shard_outbox_relayed_by_shard ON shard_outbox (world, instance, shard, relayed_at) WHERE relayed_at IS NOT NULL`;
 
 /**
  * The outbox as PostgreSQL rows. A transaction-scoped advisory lock per shard keeps relays of one

@@ -91,6 +91,8 @@ export function captureState(tick: number, world: World, players: ReadonlyMap<nu
  */
 export async function assembleState(captured: CapturedState, chunkBytes = 1 << 20): Promise<Uint8Array> {
   if (captured.states.length === 0) return captured.head;
+  // Not a byte on the caller's turn (the tick): an async function runs until its first await.
+  await new Promise((resolve) => setImmediate(resolve));
   const out = new Uint8Array(captured.size);
   out.set(captured.head);
   let off = captured.head.length;

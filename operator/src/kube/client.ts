@@ -230,7 +230,8 @@ export class KubeClient {
       .createNamespacedEvent({
         namespace: world.metadata.namespace,
         body: {
-          metadata: { generateName: `${world.metadata.name}.` },
+          // A trailing dash: the API server refuses a generateName ending in a dot (422), and did for every Event.
+          metadata: { generateName: `${world.metadata.name}-` },
           eventTime: microTime(now),
           reportingController: 'aethex.dev/operator',
           reportingInstance: 'aethex-operator',

@@ -22,6 +22,13 @@ export interface ReconcilerDeps {
   now: () => Date;
   cleanup?: ExternalCleanup;
   log?: { info: (o: object, m: string) => void; warn: (o: object, m: string) => void };
+  /**
+   * How long a deleted world's cleanup waits for its shard pods to be gone, from the world's
+   * deletion (default 120 s: a shard drains within its grace period). A pod still there after it
+   * (its node unreachable, so nothing confirms the kill) is named in a Warning Event and the
+   * cleanup goes on: a world's deletion never hangs on it.
+   */
+  shardDrainWaitMs?: number;
 }
 
 /**
@@ -74,19 +81,26 @@ export class Reconciler {
     if (!world.metadata.finalizers?.includes(FINALIZER)) return {};
     // The shards go first: a shard draining after the cleanup would write its final snapshot and
     // events again, and they would stay for good. Each gets its grace period to drain; the cleanup
-    // waits until none is left.
-    const pods = await this.deps.kube.listShardPods(world.metadata.namespace, world.metadata.name);
+    // waits until none is left, or `shardDrainWaitMs` has passed.
+    const { kube, now } = this.deps;
+    const pods = await kube.listShardPods(world.metadata.namespace, world.metadata.name);
     if (pods.length > 0) {
       for (const p of pods) {
         if (p.metadata?.deletionTimestamp) continue;
-        await this.deps.kube.deletePod(
+        await kube.deletePod(
           world.metadata.namespace,
           p.metadata?.name as string,
           p.metadata?.uid as string,
           p.metadata?.resourceVersion as string,
         );
       }
-      return { requeueAfterMs: 1000 };
+      const waited = now().getTime() - Date.parse(world.metadata.deletionTimestamp as string);
+      const wait = this.deps.shardDrainWaitMs ?? 120_000;
+      if (!(waited >= wait)) return { requeueAfterMs: Number.isFinite(waited) ? Math.min(1000, Math.max(100, wait - waited)) : 1000 };
+      const stuck = pods.map((p) => p.metadata?.name).join(', ');
+      const note = `shard pods still terminating ${Math.round(waited / 1000)} s after the world's deletion (their nodes may be unreachable): ${stuck}; cleaning the world's external state anyway`;
+      this.deps.log?.warn({ world: world.metadata.name, pods: stuck }, note);
+      await kube.event(world, 'Warning', 'ShardsStuckTerminating', note, now());
     }
     await this.deps.cleanup?.(world);
     await this.deps.kube.setFinalizers(
