@@ -75,11 +75,8 @@ export function createExternalCleanup(o: CleanupStores): { cleanup: ExternalClea
       }
     }
     if (redis) {
-      let cursor = '0';
       let removed = 0;
-      do {
-        const [next, keys] = await redis.scan(cursor, 'MATCH', 'aethex:presence:*', 'COUNT', 1000);
-        cursor = next;
+      for await (const keys of redis.scanStream({ match: 'aethex:presence:*', count: 1000 }) as AsyncIterable<string[]>) {
         if (keys.length === 0) continue;
         const values = await redis.mget(...keys);
         const mine = keys.filter((_, i) => {
@@ -90,16 +87,14 @@ export function createExternalCleanup(o: CleanupStores): { cleanup: ExternalClea
           }
         });
         if (mine.length > 0) removed += await redis.del(...mine);
-      } while (cursor !== '0');
+      }
       if (removed > 0) o.log.info({ world: name, presence: removed }, 'deleted the world’s presence keys');
       // Its event streams stay a day for their consumers to finish reading, then go — under a name
       // of their own, so that a new world with the same name starts fresh streams that do not expire.
       const streams: string[] = [];
-      do {
-        const [next, keys] = await redis.scan(cursor, 'MATCH', `aethex:events:${name}:*`, 'COUNT', 1000);
-        cursor = next;
+      for await (const keys of redis.scanStream({ match: `aethex:events:${name}:*`, count: 1000 }) as AsyncIterable<string[]>) {
         streams.push(...keys);
-      } while (cursor !== '0');
+      }
       for (const key of streams) {
         const kept = deletedStreamKey(world.metadata.uid as string, key);
         try {

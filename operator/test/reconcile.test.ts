@@ -25,13 +25,7 @@ beforeAll(async () => {
   operatorKc.loadFromFile(identity.kubeconfig);
   kube = new KubeClient(operatorKc);
   cleaned = [];
-  reconciler = new Reconciler({
-    kube,
-    now: () => new Date(),
-    // What the cleanup saw: the world's shard pods still there when it ran.
-    cleanup: async (w) =>
-      void cleaned.push(`${w.metadata.name}: ${(await kube.listShardPods(w.metadata.namespace, w.metadata.name)).length} pods`),
-  });
+  reconciler = new Reconciler({ kube, now: () => new Date(), cleanup: recordCleanup });
 });
 afterAll(async () => {
   await dropNamespace(kc, ns);
@@ -50,6 +44,26 @@ const world = (name: string, spec: Record<string, unknown> = {}) => ({
     ...spec,
   },
 });
+
+/** The external cleanup, recording what it saw: the world's shard pods still there when it ran. */
+const recordCleanup = async (w: GameWorld) =>
+  void cleaned.push(`${w.metadata.name}: ${(await kube.listShardPods(w.metadata.namespace, w.metadata.name)).length} pods`);
+
+/** Runs `r`'s passes over a deleted world, as the work queue would, until it is gone. */
+async function untilGone(r: Reconciler, name: string): Promise<void> {
+  await until(
+    `${name} to be gone`,
+    async () => {
+      await r.reconcile(ns, name);
+      return (await worlds(kc, ns)
+        .get(name)
+        .then(() => undefined)
+        .catch(() => true)) as true | undefined;
+    },
+    30_000,
+    200,
+  );
+}
 
 const pods = async (w: string) => (await core.listNamespacedPod({ namespace: ns, labelSelector: `${LABELS.world}=${w}` })).items;
 
@@ -208,17 +222,7 @@ describe('reconciling a GameWorld against the real API server', () => {
   it('deletes a world: its shards go first, then the finalizer cleans external state once; garbage collection removes the rest', async () => {
     expect((await pods('forest')).length).toBeGreaterThan(0);
     await worlds(kc, ns).delete('forest');
-    await until(
-      'the world to be gone',
-      async () => {
-        await reconciler.reconcile(ns, 'forest');
-        return (await worlds(kc, ns)
-          .get('forest')
-          .then(() => undefined)
-          .catch(() => true)) as true | undefined;
-      },
-      30_000,
-    );
+    await untilGone(reconciler, 'forest');
     await reconciler.reconcile(ns, 'forest');
     // No shard was left to write its final snapshot after the cleanup removed the world's.
     expect(cleaned.filter((n) => n.startsWith('forest:'))).toEqual(['forest: 0 pods']);
@@ -240,30 +244,14 @@ describe('reconciling a GameWorld against the real API server', () => {
       { name, namespace: ns, body: { metadata: { annotations: { 'kwok.x-k8s.io/status': 'custom' } } } },
       k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
     );
-    const patient = new Reconciler({
-      kube,
-      now: () => new Date(),
-      shardDrainWaitMs: 2000,
-      cleanup: async (w) =>
-        void cleaned.push(`${w.metadata.name}: ${(await kube.listShardPods(w.metadata.namespace, w.metadata.name)).length} pods`),
-    });
+    const patient = new Reconciler({ kube, now: () => new Date(), shardDrainWaitMs: 2000, cleanup: recordCleanup });
     try {
       await worlds(kc, ns).delete('marsh');
       const deleted = Date.now();
+      // At first the cleanup waits for the pod.
       expect(await patient.reconcile(ns, 'marsh')).toMatchObject({ requeueAfterMs: expect.any(Number) });
       expect(cleaned.filter((n) => n.startsWith('marsh:'))).toEqual([]);
-      await until(
-        'the world to be gone',
-        async () => {
-          await patient.reconcile(ns, 'marsh');
-          return (await worlds(kc, ns)
-            .get('marsh')
-            .then(() => undefined)
-            .catch(() => true)) as true | undefined;
-        },
-        30_000,
-        200,
-      );
+      await untilGone(patient, 'marsh');
       // The wait runs from the world's deletionTimestamp, which has whole seconds: at least 1 s of the 2.
       expect(Date.now() - deleted).toBeGreaterThanOrEqual(900);
       expect(cleaned.filter((n) => n.startsWith('marsh:'))).toEqual(['marsh: 1 pods']);
