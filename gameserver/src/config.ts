@@ -1,4 +1,5 @@
 import { ConfigError, type Env, LOG_LEVELS, loadSettings, type Rect, type Settings, type SettingsSchema } from '@aethex/runtime';
+import { EVENTS_MAX_LEN, OUTBOX_RETENTION_MS } from './persist/outbox.js';
 import { GRID_CELL_FACTOR } from './spatial/grid.js';
 
 const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
@@ -179,7 +180,7 @@ export const GAMESERVER_SETTINGS = {
   'persistence.snapshot_interval_ms': { type: 'int', default: 5000, min: 100, max: 3_600_000, doc: 'How often the state is snapshotted.' },
   'persistence.outbox_retention_ms': {
     type: 'int',
-    default: 3_600_000,
+    default: OUTBOX_RETENTION_MS,
     min: 60_000,
     max: 2_592_000_000,
     doc: 'How long relayed domain events stay in the PostgreSQL outbox (a retried append is still recognised meanwhile); then they are pruned.',
@@ -200,7 +201,7 @@ export const GAMESERVER_SETTINGS = {
   },
   'presence.events_max_len': {
     type: 'int',
-    default: 100_000,
+    default: EVENTS_MAX_LEN,
     min: 100,
     max: 1_000_000_000,
     doc: "Entries each shard's Redis event stream keeps, about (XADD MAXLEN ~); consumers further behind miss the oldest.",

@@ -456,7 +456,8 @@ export class ShardEngine {
   }
 
   /**
-   * The state to persist, built now (on the tick): entities, tick and entity → player map.
+   * The state to persist as one blob, built at once: entities, tick, entity → player map and game
+   * states (tests and tools; the shard takes `captureState` on the tick and assembles it off it).
    * `awaitingResume`: entities adopted in a handoff whose player has not resumed yet — they are
    * players' entities too, and restored without their player they would stay owned by nobody's
    * session (and never be dropped when a neighbour claims them).
@@ -465,7 +466,7 @@ export class ShardEngine {
     return encodeState(this.tick, this.world, this.persistentPlayers(awaitingResume));
   }
 
-  /** As `persistentState`, taken now for `assembleState` to finish off the tick (game states are large). */
+  /** As `persistentState`, taken now on the tick for `assembleState` to finish off it (game states can be large). */
   captureState(awaitingResume: Iterable<[entityId: number, playerId: string]> = []): CapturedState {
     return captureState(this.tick, this.world, this.persistentPlayers(awaitingResume));
   }
