@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { envName } from '@aethex/runtime';
 import { expect, test } from 'vitest';
-import { GAMESERVER_SETTINGS, loadConfig } from './config.js';
+import { GAMESERVER_SETTINGS, loadConfig, shardKey } from './config.js';
 
 const key = { AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: 'pem' };
 
@@ -32,4 +32,13 @@ test('cross-setting rules are enforced with the key named', () => {
     /persistence\.postgres_url: expected a postgres/,
   );
   expect(loadConfig(key)['engine.tick_rate_ms']).toBe(25);
+});
+
+test('the namespace is empty outside Kubernetes, a DNS label under the operator, and part of the shard key', () => {
+  expect(shardKey(loadConfig(key))).toEqual({ namespace: '', world: 'local', instance: 0, shard: 'local-0-0' });
+  expect(shardKey(loadConfig({ ...key, AETHEX_GAMESERVER_SHARD_NAMESPACE: 'games-prod' })).namespace).toBe('games-prod');
+  for (const bad of ['Games', 'a/b', '-x', 'x'.repeat(64)])
+    expect(() => loadConfig({ ...key, AETHEX_GAMESERVER_SHARD_NAMESPACE: bad })).toThrow(
+      /shard\.namespace: expected a DNS label, or empty outside Kubernetes/,
+    );
 });

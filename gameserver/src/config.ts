@@ -1,8 +1,16 @@
-import { ConfigError, type Env, LOG_LEVELS, loadSettings, type Rect, type Settings, type SettingsSchema } from '@aethex/runtime';
+import {
+  ConfigError,
+  DNS_LABEL,
+  type Env,
+  LOG_LEVELS,
+  loadSettings,
+  type Rect,
+  type Settings,
+  type SettingsSchema,
+  type ShardKey,
+} from '@aethex/runtime';
 import { EVENTS_MAX_LEN, OUTBOX_RETENTION_MS } from './persist/outbox.js';
 import { GRID_CELL_FACTOR } from './spatial/grid.js';
-
-const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 
 /**
  * Every setting of the shard server. A YAML file (`--config`) nests them by the dots; each is
@@ -127,6 +135,13 @@ export const GAMESERVER_SETTINGS = {
   },
   'auth.issuer': { type: 'string', default: 'aethex-control-plane', doc: 'Required `iss` of join tokens.' },
   'auth.audience': { type: 'string', default: 'aethex-shard', doc: 'Required `aud` of join tokens.' },
+  'shard.namespace': {
+    type: 'string',
+    default: '',
+    pattern: new RegExp(`^(|${DNS_LABEL.source.slice(1, -1)})$`),
+    patternDoc: 'a DNS label, or empty outside Kubernetes',
+    doc: "The GameWorld's namespace (set by the operator): part of every key the shard stores under, and the `namespace` claim join tokens must carry.",
+  },
   'shard.world': { type: 'string', default: 'local', pattern: DNS_LABEL, patternDoc: 'a DNS label', doc: 'World this shard serves.' },
   'shard.instance': { type: 'int', default: 0, min: 0, max: 100_000, doc: 'Instance of the world.' },
   'shard.name': {
@@ -253,4 +268,9 @@ export function loadConfig(env: Env, file?: string): GameserverSettings {
     throw new ConfigError('engine.aoi_radius', `too small for the world bounds: the grid would need ${cells} cells (at most ${1 << 20})`);
   }
   return s;
+}
+
+/** The key the shard stores everything under: its namespace, world, instance and name. */
+export function shardKey(s: GameserverSettings): ShardKey {
+  return { namespace: s['shard.namespace'], world: s['shard.world'], instance: s['shard.instance'], shard: s['shard.name'] };
 }

@@ -1,8 +1,8 @@
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { aethex } from '@aethex/proto';
-import { ConfigError, createJoinVerifier, type JoinClaims, type Logger } from '@aethex/runtime';
-import type { GameserverSettings } from './config.js';
+import { ConfigError, createJoinVerifier, type JoinClaims, type Logger, worldRef } from '@aethex/runtime';
+import { type GameserverSettings, shardKey } from './config.js';
 import { ShardEngine } from './engine.js';
 import { loadHooks } from './hooks.js';
 import { createOpsServer } from './http.js';
@@ -91,6 +91,7 @@ export async function startShard(configured: GameserverSettings, options: ShardO
       ...(settings['auth.jwks_url'] ? { jwksUrl: settings['auth.jwks_url'] } : {}),
       issuer: settings['auth.issuer'],
       audience: settings['auth.audience'],
+      namespace: settings['shard.namespace'],
       world: settings['shard.world'],
       instance: settings['shard.instance'],
       shard: settings['shard.name'],
@@ -107,7 +108,7 @@ export async function startShard(configured: GameserverSettings, options: ShardO
           log: log.child({ part: 'agones' }),
         });
   const stores = await openStores(settings, log);
-  const key = { world: settings['shard.world'], instance: settings['shard.instance'], shard: settings['shard.name'] };
+  const key = shardKey(settings);
   const saved = await stores.snapshots.load(key);
   const restored = saved ? decodeState(saved.state, settings['engine.max_entities'], ids?.limit) : undefined;
   if (restored) log.info({ tick: restored.tick, entities: restored.world.count, players: restored.players.size }, 'restored from snapshot');
@@ -266,9 +267,6 @@ export async function startShard(configured: GameserverSettings, options: ShardO
       return drained;
     },
   };
-  log.info(
-    { gateway: shard.gatewayUrl, ops: shard.opsUrl, world: settings['shard.world'], shard: settings['shard.name'] },
-    'shard started',
-  );
+  log.info({ gateway: shard.gatewayUrl, ops: shard.opsUrl, world: worldRef(key.namespace, key.world), shard: key.shard }, 'shard started');
   return shard;
 }

@@ -270,6 +270,19 @@ describe('gateway and engine over real sockets', () => {
     expect(t.shard.engine.playerCount).toBe(0);
   });
 
+  test('a shard in a namespace refuses tokens for the same-named world in another namespace, or in none', async () => {
+    t = await startTestShard({ AETHEX_GAMESERVER_SHARD_NAMESPACE: 'prod' });
+    for (const namespace of ['staging', '']) {
+      const c = await raw(t.shard.gatewayUrl);
+      c.ws.send(ClientMessage.encode({ join: { joinToken: await t.token('p', { namespace }), protocolVersion: 1 } }).finish());
+      expect((await c.closed).code).toBe(1008);
+      expect(c.kick()?.reason).toBe(ReasonCode.REASON_CODE_WRONG_SHARD);
+    }
+    expect(t.shard.engine.playerCount).toBe(0);
+    await t.client('p');
+    expect(t.shard.engine.playerCount).toBe(1);
+  });
+
   test('random bytes are rejected and counted; repeat offenders are closed; the shard keeps ticking', async () => {
     t = await startTestShard({ AETHEX_GAMESERVER_GATEWAY_MAX_PROTOCOL_ERRORS: '5' });
     const c = await raw(t.shard.gatewayUrl);

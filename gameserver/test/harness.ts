@@ -12,7 +12,7 @@ import type { Neighbour } from '../src/sharding/map.js';
 /** A real shard on loopback ports with a fresh signing key, and helpers to join it. */
 export interface TestShard {
   shard: RunningShard;
-  token(playerId: string, overrides?: { shard?: string; ttlSeconds?: number }): Promise<string>;
+  token(playerId: string, overrides?: { shard?: string; namespace?: string; ttlSeconds?: number }): Promise<string>;
   /**
    * A client joined as `playerId` (closed by `stop`). `options` override the client's (another
    * `url`, `rejoin`, …); `beforeConnect` sees it before it connects (listeners for what the join
@@ -38,10 +38,16 @@ export async function startTestShard(
     ...env,
   });
   const shard = await startShard(settings, { log: createLogger('gameserver-test', settings['log.level']), ...(onTick ? { onTick } : {}) });
-  const token = (playerId: string, overrides: { shard?: string; ttlSeconds?: number } = {}) =>
+  const token = (playerId: string, overrides: { shard?: string; namespace?: string; ttlSeconds?: number } = {}) =>
     signJoinToken(
       keys.privateKey,
-      { playerId, world: settings['shard.world'], instance: 0, shard: overrides.shard ?? settings['shard.name'] },
+      {
+        playerId,
+        namespace: overrides.namespace ?? settings['shard.namespace'],
+        world: settings['shard.world'],
+        instance: 0,
+        shard: overrides.shard ?? settings['shard.name'],
+      },
       { issuer: settings['auth.issuer'], audience: settings['auth.audience'], alg: 'EdDSA', ttlSeconds: overrides.ttlSeconds ?? 60 },
     );
   const clients: RealtimeClient[] = [];

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createLogger } from '@aethex/runtime';
+import { createLogger, eventStreamKey, type ShardKey } from '@aethex/runtime';
 import { testEnv, uniqueName } from '@aethex/testing';
 import { Redis } from 'ioredis';
 import pg from 'pg';
@@ -20,7 +20,7 @@ import {
 import { ShardPersistence } from '../src/persist/persistence.js';
 import { MemoryPresence, type PresenceStore, RedisPresence } from '../src/persist/presence.js';
 import { DirectorySnapshotStore, PostgresSnapshotStore, type SnapshotStore } from '../src/persist/snapshot-store.js';
-import { migrate } from '../src/persist/stores.js';
+import { adoptUnnamespaced, migrate } from '../src/persist/stores.js';
 
 // The same contract runs against the real servers and against the embedded defaults.
 const env = testEnv();
@@ -45,7 +45,7 @@ afterAll(async () => {
   redis.disconnect();
 });
 
-const key = (shard: string) => ({ world: schema.replaceAll('_', '-'), instance: 0, shard });
+const key = (shard: string, namespace = ''): ShardKey => ({ namespace, world: schema.replaceAll('_', '-'), instance: 0, shard });
 const event = (type: DomainEvent['type'], playerId: string, at: number): DomainEvent => ({ type, playerId, at, eventKey: randomUUID() });
 
 describe.each([
@@ -64,6 +64,18 @@ describe.each([
     expect(await store.load(key('snap-1'))).toBeUndefined();
     await store.remove(k);
     expect(await store.load(k)).toBeUndefined();
+  });
+
+  test('the same world, instance and shard in two namespaces are two snapshots', async () => {
+    const store = make();
+    const [prod, staging, outside] = [key('snap-ns', 'prod'), key('snap-ns', 'staging'), key('snap-ns')];
+    await store.save(prod, { tick: 7, state: new Uint8Array([7]) });
+    await store.save(staging, { tick: 3, state: new Uint8Array([3]) });
+    expect(await store.load(prod)).toEqual({ tick: 7, state: new Uint8Array([7]) });
+    expect(await store.load(staging)).toEqual({ tick: 3, state: new Uint8Array([3]) });
+    expect(await store.load(outside)).toBeUndefined();
+    await store.remove(staging);
+    expect(await store.load(prod)).toEqual({ tick: 7, state: new Uint8Array([7]) });
   });
 });
 
@@ -246,6 +258,78 @@ describe('outbox: a table from before event keys', () => {
   });
 });
 
+describe('tables from before namespaces', () => {
+  test('migrate; a shard in a namespace takes over its own rows once, a same-named world elsewhere gets none', async () => {
+    const old = uniqueName('gsn').replaceAll('-', '_');
+    const oldPool = new pg.Pool({ connectionString: env.pgUrl, max: 4, options: `-c search_path=${old}` });
+    try {
+      await oldPool.query(`CREATE SCHEMA ${old}`);
+      // The tables as the build before namespaces made them.
+      await oldPool.query(`
+        CREATE TABLE shard_snapshots (
+          world text NOT NULL, instance integer NOT NULL, shard text NOT NULL, tick bigint NOT NULL, state bytea NOT NULL,
+          saved_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (world, instance, shard));
+        CREATE TABLE shard_outbox (
+          id bigserial PRIMARY KEY, world text NOT NULL, instance integer NOT NULL, shard text NOT NULL, type text NOT NULL,
+          player_id text NOT NULL, at timestamptz NOT NULL, relayed_at timestamptz, event_key text);
+        CREATE INDEX shard_outbox_pending ON shard_outbox (id) WHERE relayed_at IS NULL;
+        CREATE UNIQUE INDEX shard_outbox_event_key ON shard_outbox (event_key);
+        CREATE INDEX shard_outbox_relayed_by_shard ON shard_outbox (world, instance, shard, relayed_at) WHERE relayed_at IS NOT NULL`);
+      const shard = `ns-${Math.random().toString(36).slice(2, 8)}`;
+      const [before, prod, staging] = [key(shard), key(shard, 'prod'), key(shard, 'staging')];
+      await oldPool.query("INSERT INTO shard_snapshots (world, instance, shard, tick, state) VALUES ($1, 0, $2, 41, '\\x0102')", [
+        before.world,
+        shard,
+      ]);
+      await oldPool.query(
+        `INSERT INTO shard_outbox (world, instance, shard, type, player_id, at, relayed_at, event_key) VALUES
+           ($1, 0, $2, 'player_joined', 'ann', now(), now() - interval '2 hours', 'k1'), ($1, 0, $2, 'player_left', 'ann', now(), NULL, 'k2')`,
+        [before.world, shard],
+      );
+      await Promise.all([migrate(oldPool), migrate(oldPool)]);
+      const { rows: pk } = await oldPool.query<{ def: string }>(
+        "SELECT pg_get_constraintdef(oid) AS def FROM pg_constraint WHERE conrelid = 'shard_snapshots'::regclass AND contype = 'p'",
+      );
+      expect(pk.map((r) => r.def)).toEqual(['PRIMARY KEY (namespace, world, instance, shard)']);
+      const snapshots = new PostgresSnapshotStore(oldPool);
+      const outbox = new PostgresOutbox(oldPool);
+      // Until a shard in a namespace starts, the rows are namespace ''.
+      expect(await snapshots.load(before)).toEqual({ tick: 41, state: new Uint8Array([1, 2]) });
+      expect(await snapshots.load(prod)).toBeUndefined();
+
+      expect(await adoptUnnamespaced(oldPool, prod)).toEqual({ snapshots: 1, events: 2 });
+      expect(await adoptUnnamespaced(oldPool, prod)).toEqual({ snapshots: 0, events: 0 });
+      expect(await adoptUnnamespaced(oldPool, staging)).toEqual({ snapshots: 0, events: 0 });
+      expect(await snapshots.load(prod)).toEqual({ tick: 41, state: new Uint8Array([1, 2]) });
+      expect(await snapshots.load(before)).toBeUndefined();
+      expect(await snapshots.load(staging)).toBeUndefined();
+      // The pending event is relayed into the namespaced stream; the relayed one is pruned with the shard's own.
+      expect(await outbox.pending(prod)).toBe(1);
+      expect(await outbox.relay(prod, new RedisStreamSink(redis))).toBe(1);
+      expect(await readStream(prod)).toEqual(['player_left:ann']);
+      expect(eventStreamKey(prod)).toBe(`aethex:events:prod/${prod.world}:0:${shard}`);
+      expect(await outbox.prune(prod)).toBe(1);
+      // A retried append of a taken-over event is still recognised by its key.
+      await outbox.append(prod, [{ type: 'player_left', playerId: 'ann', at: 1, eventKey: 'k2' }]);
+      expect(await outbox.pending(prod)).toBe(0);
+
+      // The same-named world's shard in the other namespace writes and relays apart from it.
+      await snapshots.save(staging, { tick: 5, state: new Uint8Array([5]) });
+      await outbox.append(staging, [event('player_joined', 'bea', 1)]);
+      expect(await outbox.relay(staging, new RedisStreamSink(redis))).toBe(1);
+      expect(await readStream(staging)).toEqual(['player_joined:bea']);
+      expect(await readStream(prod)).toEqual(['player_left:ann']);
+      expect(await snapshots.load(prod)).toEqual({ tick: 41, state: new Uint8Array([1, 2]) });
+      // A shard outside Kubernetes takes nothing over.
+      expect(await adoptUnnamespaced(oldPool, before)).toEqual({ snapshots: 0, events: 0 });
+      await redis.del(eventStreamKey(prod), eventStreamKey(staging));
+    } finally {
+      await oldPool.query(`DROP SCHEMA IF EXISTS ${old} CASCADE`);
+      await oldPool.end();
+    }
+  });
+});
+
 describe('outbox and stream: neither grows for ever', () => {
   test('relayed rows past the retention are pruned by the shard, pending and recent ones kept; a retried append within it is still skipped', async () => {
     const k = key(`prune-${Math.random().toString(36).slice(2, 8)}`);
@@ -302,20 +386,23 @@ describe('outbox and stream: neither grows for ever', () => {
     expect(await outbox.prune(other, 1)).toBe(0);
   });
 
-  test("the prune's index is the per-shard one, also where an earlier build made it on relayed_at alone", async () => {
+  test("the prune's index is the per-key one, also where earlier builds made it on relayed_at alone or without the namespace", async () => {
     const old = uniqueName('gsi').replaceAll('-', '_');
     const oldPool = new pg.Pool({ connectionString: env.pgUrl, max: 1, options: `-c search_path=${old}` });
     try {
       await oldPool.query(`CREATE SCHEMA ${old}`);
       await migrate(oldPool);
-      await oldPool.query('DROP INDEX shard_outbox_relayed_by_shard');
+      await oldPool.query('DROP INDEX shard_outbox_relayed_by_key');
       await oldPool.query('CREATE INDEX shard_outbox_relayed ON shard_outbox (relayed_at) WHERE relayed_at IS NOT NULL');
+      await oldPool.query(
+        'CREATE INDEX shard_outbox_relayed_by_shard ON shard_outbox (world, instance, shard, relayed_at) WHERE relayed_at IS NOT NULL',
+      );
       await migrate(oldPool);
       const { rows } = await oldPool.query<{ indexname: string }>(
         "SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND tablename = 'shard_outbox' AND indexname LIKE 'shard_outbox_relayed%'",
         [old],
       );
-      expect(rows.map((r) => r.indexname)).toEqual(['shard_outbox_relayed_by_shard']);
+      expect(rows.map((r) => r.indexname)).toEqual(['shard_outbox_relayed_by_key']);
     } finally {
       await oldPool.query(`DROP SCHEMA IF EXISTS ${old} CASCADE`);
       await oldPool.end();
@@ -327,7 +414,7 @@ describe('outbox and stream: neither grows for ever', () => {
     const sink = new RedisStreamSink(redis, 100);
     const e = (id: number): RelayedEvent => ({ ...k, id, type: 'player_joined', playerId: `p${id}`, at: id });
     for (let id = 1; id <= 1000; id++) await sink.publish(e(id));
-    const length = await redis.xlen(RedisStreamSink.streamKey(k));
+    const length = await redis.xlen(eventStreamKey(k));
     expect(length).toBeGreaterThanOrEqual(100);
     expect(length).toBeLessThanOrEqual(200);
     expect((await readStream(k)).at(-1)).toBe('player_joined:p1000');
@@ -340,8 +427,8 @@ function brief(e: { type: string; playerId: string }): string {
   return `${e.type}:${e.playerId}`;
 }
 
-async function readStream(k: { world: string; instance: number; shard: string }): Promise<string[]> {
-  const entries = await redis.xrange(RedisStreamSink.streamKey(k), '-', '+');
+async function readStream(k: ShardKey): Promise<string[]> {
+  const entries = await redis.xrange(eventStreamKey(k), '-', '+');
   return entries.map(([, fields]) => `${fields[1]}:${fields[3]}`);
 }
 

@@ -2,12 +2,12 @@ import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { eventStreamKey } from '@aethex/runtime';
 import { testEnv, uniqueName } from '@aethex/testing';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { WebSocket } from 'ws';
-import { RedisStreamSink } from '../src/persist/outbox.js';
 import { DirectorySnapshotStore } from '../src/persist/snapshot-store.js';
 import { decodeState, RESTORE_ID_MARGIN } from '../src/persist/state-codec.js';
 import { startTestShard, until } from './harness.js';
@@ -32,12 +32,13 @@ afterAll(async () => {
   redis.disconnect();
 });
 
-test('state survives a drain and restart on PostgreSQL; presence and events reach Redis', async () => {
+test('state survives a drain and restart on PostgreSQL; presence and events reach Redis; all of it under the namespace', async () => {
   const url = new URL(env.pgUrl);
   url.searchParams.set('options', `-c search_path=${schema}`);
   const shardEnv = {
     AETHEX_GAMESERVER_PERSISTENCE_POSTGRES_URL: url.toString(),
     AETHEX_GAMESERVER_PRESENCE_REDIS_URL: env.redisUrl,
+    AETHEX_GAMESERVER_SHARD_NAMESPACE: 'prod',
     AETHEX_GAMESERVER_SHARD_WORLD: world,
     AETHEX_GAMESERVER_ENGINE_NPC_COUNT: '25',
     AETHEX_GAMESERVER_PERSISTENCE_SNAPSHOT_INTERVAL_MS: '200',
@@ -56,7 +57,7 @@ test('state survives a drain and restart on PostgreSQL; presence and events reac
     presence = await redis.get('aethex:presence:alice');
     if (presence === null) await new Promise((r) => setTimeout(r, 50));
   }
-  expect(JSON.parse(presence ?? 'null')).toEqual({ world, instance: 0, shard: 'test-0-0' });
+  expect(JSON.parse(presence ?? 'null')).toEqual({ namespace: 'prod', world, instance: 0, shard: 'test-0-0' });
   const { engine } = first.shard;
   // Game state (the game's hooks would set it): alice's inventory and a chest's contents.
   const inventory = new TextEncoder().encode('{"gold":12,"sword":true}');
@@ -67,7 +68,11 @@ test('state survives a drain and restart on PostgreSQL; presence and events reac
   const before = { x: engine.world.x[slot], y: engine.world.y[slot], seq: engine.world.lastSeq[slot], entities: engine.world.count };
   await first.stop();
 
-  const row = await admin.query(`SELECT tick FROM ${schema}.shard_snapshots WHERE world = $1`, [world]);
+  const row = await admin.query<{ namespace: string; tick: string }>(
+    `SELECT namespace, tick FROM ${schema}.shard_snapshots WHERE world = $1`,
+    [world],
+  );
+  expect(row.rows.map((r) => r.namespace)).toEqual(['prod']);
   expect(Number(row.rows[0]?.tick)).toBeGreaterThan(0);
 
   const second = await startTestShard(shardEnv, keys);
@@ -85,7 +90,7 @@ test('state survives a drain and restart on PostgreSQL; presence and events reac
   } finally {
     await second.stop();
   }
-  const events = await redis.xrange(RedisStreamSink.streamKey({ world, instance: 0, shard: 'test-0-0' }), '-', '+');
+  const events = await redis.xrange(`aethex:events:prod/${world}:0:test-0-0`, '-', '+');
   expect(events.map(([, f]) => `${f[1]}:${f[3]}`)).toEqual([
     'player_joined:alice',
     'player_left:alice',
@@ -105,7 +110,7 @@ test('a dropped player keeps their presence (and place) until they leave or thei
     AETHEX_GAMESERVER_SHARD_WORLD: dropWorld,
     AETHEX_GAMESERVER_ENGINE_REJOIN_WINDOW_MS: '1500',
   });
-  const here = JSON.stringify({ world: dropWorld, instance: 0, shard: 'test-0-0' });
+  const here = JSON.stringify({ namespace: '', world: dropWorld, instance: 0, shard: 'test-0-0' });
   const ann = `${dropWorld}-ann`;
   const bob = `${dropWorld}-bob`;
   const presence = (player: string) => redis.get(`aethex:presence:${player}`);
@@ -149,7 +154,7 @@ test('a dropped player keeps their presence (and place) until they leave or thei
   } finally {
     await t.stop();
   }
-  const events = await redis.xrange(RedisStreamSink.streamKey({ world: dropWorld, instance: 0, shard: 'test-0-0' }), '-', '+');
+  const events = await redis.xrange(eventStreamKey({ namespace: '', world: dropWorld, instance: 0, shard: 'test-0-0' }), '-', '+');
   expect(events.map(([, f]) => `${f[1]}:${f[3]}`)).toEqual([
     `player_joined:${ann}`,
     `player_left:${ann}`,
@@ -163,7 +168,7 @@ test('a restored shard saves its state at once: a second crash never numbers ent
   const env = { AETHEX_GAMESERVER_PERSISTENCE_DIRECTORY: dir, AETHEX_GAMESERVER_PERSISTENCE_SNAPSHOT_INTERVAL_MS: '3600000' };
   const keys = generateKeyPairSync('ed25519');
   const store = new DirectorySnapshotStore(dir);
-  const key = { world: 'test', instance: 0, shard: 'test-0-0' };
+  const key = { namespace: '', world: 'test', instance: 0, shard: 'test-0-0' };
   const counter = async () => {
     const saved = await store.load(key);
     return saved ? decodeState(saved.state, 10_000).world.nextEntityId - RESTORE_ID_MARGIN : undefined;

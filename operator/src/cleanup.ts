@@ -1,3 +1,4 @@
+import { eventStreamPattern, PRESENCE_PATTERN, type ShardKey, worldRef } from '@aethex/runtime';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import type { GameWorld } from './api/gameworld.js';
@@ -6,7 +7,7 @@ import type { ExternalCleanup } from './reconcile/reconciler.js';
 /** How long a deleted world's event streams stay for their consumers. */
 export const EVENT_STREAM_GRACE_SECONDS = 86_400;
 
-/** Where a deleted world's event stream `aethex:events:<world>:<instance>:<shard>` is kept meanwhile. */
+/** Where a deleted world's event stream `aethex:events:<namespace>/<world>:<instance>:<shard>` is kept meanwhile. */
 export function deletedStreamKey(worldUid: string, key: string): string {
   return key.replace(/^aethex:events:/, `aethex:events-deleted:${worldUid}:`);
 }
@@ -21,7 +22,8 @@ export interface CleanupStores {
 
 /**
  * What a deleted world leaves outside Kubernetes, removed when its finalizer runs: the shards'
- * snapshot and outbox rows and the presence keys naming the world; its event streams are renamed
+ * snapshot and outbox rows and the presence keys naming the world — in its namespace: a world of
+ * the same name in another namespace is not touched; its event streams are renamed
  * (`deletedStreamKey`) and expire a day later. The PostgreSQL part runs exactly once per
  * world uid — a row in `aethex_world_cleanups` is written in the same transaction as the deletes,
  * so a pass repeated after a crash finds it and deletes nothing (a new world with the same name
@@ -45,6 +47,8 @@ export function createExternalCleanup(o: CleanupStores): { cleanup: ExternalClea
   const cleanup: ExternalCleanup = async (world: GameWorld) => {
     await prepare();
     const name = world.metadata.name;
+    const namespace = world.metadata.namespace;
+    const ref = worldRef(namespace, name);
     if (pool) {
       const c = await pool.connect();
       try {
@@ -54,17 +58,25 @@ export function createExternalCleanup(o: CleanupStores): { cleanup: ExternalClea
           [world.metadata.uid, name, world.metadata.namespace],
         );
         if (claimed.rowCount === 1) {
-          const exists = async (table: string) =>
-            (await c.query<{ t: string | null }>('SELECT to_regclass($1)::text AS t', [table])).rows[0]?.t != null;
-          const deleted = (await exists('shard_snapshots'))
-            ? ((await c.query('DELETE FROM shard_snapshots WHERE world = $1', [name])).rowCount ?? 0)
-            : 0;
+          // The shards' rows, where the tables exist. A table no shard has migrated since namespaces
+          // became part of the key has no namespace column: there the world's name is the whole key.
+          const remove = async (table: 'shard_snapshots' | 'shard_outbox') => {
+            const { rows } = await c.query<{ attname: string }>(
+              'SELECT attname FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped',
+              [table],
+            );
+            if (rows.length === 0) return 0;
+            const keyed = rows.some((r) => r.attname === 'namespace');
+            const result = keyed
+              ? await c.query(`DELETE FROM ${table} WHERE namespace = $1 AND world = $2`, [namespace, name])
+              : await c.query(`DELETE FROM ${table} WHERE world = $1`, [name]);
+            return result.rowCount ?? 0;
+          };
+          const deleted = await remove('shard_snapshots');
           // The world's domain events: no shard of it will relay or prune them any more.
-          const events = (await exists('shard_outbox'))
-            ? ((await c.query('DELETE FROM shard_outbox WHERE world = $1', [name])).rowCount ?? 0)
-            : 0;
+          const events = await remove('shard_outbox');
           await c.query('UPDATE aethex_world_cleanups SET snapshots_deleted = $2 WHERE world_uid = $1', [world.metadata.uid, deleted]);
-          o.log.info({ world: name, snapshots: deleted, events }, 'deleted the world’s snapshots and outbox rows');
+          o.log.info({ world: ref, snapshots: deleted, events }, 'deleted the world’s snapshots and outbox rows');
         }
         await c.query('COMMIT');
       } catch (err) {
@@ -76,23 +88,24 @@ export function createExternalCleanup(o: CleanupStores): { cleanup: ExternalClea
     }
     if (redis) {
       let removed = 0;
-      for await (const keys of redis.scanStream({ match: 'aethex:presence:*', count: 1000 }) as AsyncIterable<string[]>) {
+      for await (const keys of redis.scanStream({ match: PRESENCE_PATTERN, count: 1000 }) as AsyncIterable<string[]>) {
         if (keys.length === 0) continue;
         const values = await redis.mget(...keys);
         const mine = keys.filter((_, i) => {
           try {
-            return (JSON.parse(values[i] ?? 'null') as { world?: string } | null)?.world === name;
+            const where = JSON.parse(values[i] ?? 'null') as Partial<ShardKey> | null;
+            return where?.world === name && (where.namespace ?? '') === namespace;
           } catch {
             return false;
           }
         });
         if (mine.length > 0) removed += await redis.del(...mine);
       }
-      if (removed > 0) o.log.info({ world: name, presence: removed }, 'deleted the world’s presence keys');
+      if (removed > 0) o.log.info({ world: ref, presence: removed }, 'deleted the world’s presence keys');
       // Its event streams stay a day for their consumers to finish reading, then go — under a name
       // of their own, so that a new world with the same name starts fresh streams that do not expire.
       const streams: string[] = [];
-      for await (const keys of redis.scanStream({ match: `aethex:events:${name}:*`, count: 1000 }) as AsyncIterable<string[]>) {
+      for await (const keys of redis.scanStream({ match: eventStreamPattern(namespace, name), count: 1000 }) as AsyncIterable<string[]>) {
         streams.push(...keys);
       }
       for (const key of streams) {
@@ -106,10 +119,7 @@ export function createExternalCleanup(o: CleanupStores): { cleanup: ExternalClea
         await redis.expire(kept, EVENT_STREAM_GRACE_SECONDS);
       }
       if (streams.length > 0)
-        o.log.info(
-          { world: name, streams: streams.length },
-          'the world’s event streams are kept a day under aethex:events-deleted:<uid>:…',
-        );
+        o.log.info({ world: ref, streams: streams.length }, 'the world’s event streams are kept a day under aethex:events-deleted:<uid>:…');
     }
   };
   return {

@@ -113,6 +113,8 @@ describe('reconciling a GameWorld against the real API server', () => {
         { name: 'AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS', value: '0,0,1000,500' },
         { name: 'AETHEX_GAMESERVER_SHARD_MAP_FILE', value: '/etc/aethex/shard-map.json' },
         { name: 'AETHEX_GAMESERVER_SHARD_NAME', value: 'forest-1-1' },
+        // The shard's stored state and join tokens are keyed by the world's namespace too.
+        { name: 'AETHEX_GAMESERVER_SHARD_NAMESPACE', value: ns },
         { name: 'AETHEX_GAMESERVER_LINKS_SECRET', valueFrom: { secretKeyRef: { name: 'forest-shard-links', key: 'secret' } } },
       ]),
     );

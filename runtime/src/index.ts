@@ -14,3 +14,4 @@ export { type Region, regions } from './regions.js';
 export { cpuPercent, runQueueWaitMs } from './run-queue.js';
 export { envName, loadSettings, type Rect, type SettingSpec, type Settings, type SettingsSchema } from './settings.js';
 export { percentile } from './stats.js';
+export { DNS_LABEL, eventStreamKey, eventStreamPattern, PRESENCE_PATTERN, presenceKey, type ShardKey, worldRef } from './store-keys.js';

@@ -104,6 +104,30 @@ describe('join tokens', () => {
     await rejects(verify, await signJoinToken(ed.privateKey, { ...claims, world: 'elsewhere' }, opts), 'wrong_shard');
   });
 
+  test('the namespace claim must name the shard’s namespace: a same-named world in another namespace refuses the token', async () => {
+    const prod = await createJoinVerifier({ ...shard, namespace: 'prod', publicKeyPem: pem(ed.publicKey) });
+    const forProd = { ...claims, namespace: 'prod' };
+    expect(await prod(await signJoinToken(ed.privateKey, forProd, opts))).toEqual(forProd);
+    await rejects(prod, await signJoinToken(ed.privateKey, { ...claims, namespace: 'staging' }, opts), 'wrong_shard');
+    // No claim is namespace '': refused by a shard in a namespace, and the other way round.
+    await rejects(prod, await signJoinToken(ed.privateKey, claims, opts), 'wrong_shard');
+    const outside = await createJoinVerifier({ ...shard, publicKeyPem: pem(ed.publicKey) });
+    const err = await outside(await signJoinToken(ed.privateKey, forProd, opts)).catch((e: unknown) => e);
+    expect((err as JoinTokenError).kind).toBe('wrong_shard');
+    expect((err as Error).message).toBe('join token is for prod/frontier/0/frontier-0-0, this is frontier/0/frontier-0-0');
+    // A namespace that is not a string is malformed.
+    const now = Math.floor(Date.now() / 1000);
+    const odd = await new SignJWT({ world: 'frontier', instance: 0, shard: 'frontier-0-0', namespace: 7 })
+      .setProtectedHeader({ alg: 'EdDSA' })
+      .setSubject('player-1')
+      .setIssuer(opts.issuer)
+      .setAudience(opts.audience)
+      .setIssuedAt(now)
+      .setExpirationTime(now + 60)
+      .sign(ed.privateKey);
+    await rejects(prod, odd, 'invalid');
+  });
+
   test('a verified token is remembered only until it expires, refused tokens never, and the cache is bounded', async () => {
     let clock = Math.floor(Date.now() / 1000);
     const verify = await createJoinVerifier({

@@ -1,4 +1,5 @@
 import { type CryptoKey, createRemoteJWKSet, importSPKI, type JWTVerifyGetKey, jwtVerify, type KeyObject, SignJWT } from 'jose';
+import { worldRef } from './store-keys.js';
 
 /**
  * What a join token grants: one player may join one shard of one instance of one world until it
@@ -6,6 +7,8 @@ import { type CryptoKey, createRemoteJWKSet, importSPKI, type JWTVerifyGetKey, j
  */
 export interface JoinClaims {
   playerId: string;
+  /** The GameWorld's Kubernetes namespace; absent (or '') for a shard outside Kubernetes. */
+  namespace?: string;
   world: string;
   instance: number;
   shard: string;
@@ -32,7 +35,11 @@ export interface JoinVerifierOptions {
   jwksUrl?: string;
   issuer: string;
   audience: string;
-  /** The shard verifying: tokens for any other world, instance or shard are refused. */
+  /**
+   * The shard verifying: tokens for any other namespace, world, instance or shard are refused. A
+   * token without a `namespace` claim is for namespace '' (a shard outside Kubernetes).
+   */
+  namespace?: string;
   world: string;
   instance: number;
   shard: string;
@@ -50,7 +57,7 @@ export interface JoinVerifierOptions {
 /**
  * Builds the shard's join-token check. Verification is strict: the algorithm must be one of
  * JOIN_TOKEN_ALGORITHMS and match the key, `iss`, `aud`, `exp` and `sub` are required, and the
- * world, instance and shard claims must name this shard.
+ * namespace, world, instance and shard claims must name this shard.
  */
 export async function createJoinVerifier(options: JoinVerifierOptions): Promise<(token: string) => Promise<JoinClaims>> {
   let key: CryptoKey | KeyObject | JWTVerifyGetKey;
@@ -87,19 +94,21 @@ export async function createJoinVerifier(options: JoinVerifierOptions): Promise<
     } catch (err) {
       throw new JoinTokenError('invalid', `join token rejected: ${(err as Error).message}`, { cause: err });
     }
-    const { sub, world, instance, shard } = payload;
+    const { sub, world, instance, shard, namespace = '' } = payload;
     if (typeof sub !== 'string' || sub === '' || sub.length > 128)
       throw new JoinTokenError('invalid', 'join token has no valid sub (player id)');
     if (typeof world !== 'string' || typeof shard !== 'string' || typeof instance !== 'number' || !Number.isInteger(instance)) {
       throw new JoinTokenError('invalid', 'join token lacks world, instance or shard claims');
     }
-    if (world !== options.world || instance !== options.instance || shard !== options.shard) {
+    if (typeof namespace !== 'string') throw new JoinTokenError('invalid', 'join token has a namespace claim that is not a string');
+    const ns = options.namespace ?? '';
+    if (namespace !== ns || world !== options.world || instance !== options.instance || shard !== options.shard) {
       throw new JoinTokenError(
         'wrong_shard',
-        `join token is for ${world}/${instance}/${shard}, this is ${options.world}/${options.instance}/${options.shard}`,
+        `join token is for ${worldRef(namespace, world)}/${instance}/${shard}, this is ${worldRef(ns, options.world)}/${options.instance}/${options.shard}`,
       );
     }
-    const claims = { playerId: sub, world, instance, shard };
+    const claims: JoinClaims = { playerId: sub, world, instance, shard, ...(namespace ? { namespace } : {}) };
     if (cacheSize > 0) {
       // Full: forget the oldest (tokens are short-lived, so the oldest is the first to expire).
       if (verified.size >= cacheSize) verified.delete(verified.keys().next().value as string);
@@ -130,8 +139,8 @@ export async function signJoinToken(
   claims: JoinClaims,
   options: { issuer: string; audience: string; alg: (typeof JOIN_TOKEN_ALGORITHMS)[number]; kid?: string; ttlSeconds?: number },
 ): Promise<string> {
-  const { playerId, ...rest } = claims;
-  return new SignJWT({ ...rest })
+  const { playerId, namespace, ...rest } = claims;
+  return new SignJWT({ ...rest, ...(namespace ? { namespace } : {}) })
     .setProtectedHeader({ alg: options.alg, typ: 'JWT', ...(options.kid ? { kid: options.kid } : {}) })
     .setSubject(playerId)
     .setIssuer(options.issuer)

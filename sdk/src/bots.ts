@@ -5,7 +5,7 @@ import { createPrivateKey } from 'node:crypto';
 // with --private-key (a development key whose public half the shard trusts) or read from --token
 // (one token for a single bot).
 import { readFileSync } from 'node:fs';
-import { cpuPercent, parseCli, signJoinToken } from '@aethex/runtime';
+import { cpuPercent, DNS_LABEL, parseCli, signJoinToken } from '@aethex/runtime';
 import { nodeSocket } from './node-socket.js';
 import { RealtimeClient } from './realtime.js';
 
@@ -43,7 +43,7 @@ function percentile(sorted: number[], p: number): number {
 }
 
 const USAGE =
-  'usage: npm run bots -- --url ws://host:port (--private-key key.pem | --token T) [--count N] [--pattern random-walk|idle|circle] [--duration S] [--ramp-ms MS] [--input-groups N] [--world W] [--instance N] [--shard S] [--prefix P] [--issuer I] [--audience A] [--json]';
+  'usage: npm run bots -- --url ws://host:port (--private-key key.pem | --token T) [--count N] [--pattern random-walk|idle|circle] [--duration S] [--ramp-ms MS] [--input-groups N] [--namespace NS] [--world W] [--instance N] [--shard S] [--prefix P] [--issuer I] [--audience A] [--json]';
 const cli = parseCli('bots', USAGE, {
   url: { type: 'string' },
   count: { type: 'string', default: '10' },
@@ -51,6 +51,7 @@ const cli = parseCli('bots', USAGE, {
   duration: { type: 'string', default: '30' },
   'private-key': { type: 'string' },
   token: { type: 'string' },
+  namespace: { type: 'string', default: '' },
   world: { type: 'string', default: 'local' },
   instance: { type: 'string', default: '0' },
   shard: { type: 'string', default: 'local-0-0' },
@@ -79,6 +80,9 @@ if (!values['private-key'] && !values.token) fail('give --private-key (to sign j
 if (values.token && count !== 1) fail('--token serves one bot; use --private-key for more');
 const instance = cli.int('instance', 0, 1_000_000);
 const inputGroups = cli.int('input-groups', 1, 25);
+const namespace = values.namespace ?? '';
+if (namespace !== '' && !DNS_LABEL.test(namespace))
+  fail(`--namespace must be a DNS label (the GameWorld's namespace), or empty for a shard outside Kubernetes, got '${namespace}'`);
 
 const key = values['private-key'] ? createPrivateKey(readFileSync(values['private-key'])) : undefined;
 const alg = key?.asymmetricKeyType === 'ed25519' ? 'EdDSA' : 'ES256';
@@ -87,7 +91,7 @@ async function tokenFor(i: number): Promise<string> {
   if (values.token) return values.token;
   return signJoinToken(
     key as NonNullable<typeof key>,
-    { playerId: `${values.prefix}-${i}`, world: values.world as string, instance, shard: values.shard as string },
+    { playerId: `${values.prefix}-${i}`, namespace, world: values.world as string, instance, shard: values.shard as string },
     { issuer: values.issuer as string, audience: values.audience as string, alg, ttlSeconds: 300 },
   );
 }

@@ -1,6 +1,6 @@
+import { eventStreamKey, type ShardKey } from '@aethex/runtime';
 import type { Redis } from 'ioredis';
 import type pg from 'pg';
-import type { ShardKey } from './snapshot-store.js';
 
 /** A domain event of a shard: a player joined or left. */
 export interface DomainEvent {
@@ -25,11 +25,8 @@ export function eventKeys(prefix: string): () => string {
 }
 
 /** An event as relayed: with the id that makes delivery idempotent. */
-export interface RelayedEvent extends Omit<DomainEvent, 'eventKey'> {
+export interface RelayedEvent extends Omit<DomainEvent, 'eventKey'>, ShardKey {
   id: number;
-  world: string;
-  instance: number;
-  shard: string;
 }
 
 /**
@@ -79,6 +76,7 @@ export const EVENTS_MAX_LEN = 100_000;
 export const OUTBOX_TABLE_SQL = `
 CREATE TABLE IF NOT EXISTS shard_outbox (
   id          bigserial   PRIMARY KEY,
+  namespace   text        NOT NULL DEFAULT '',
   world       text        NOT NULL,
   instance    integer     NOT NULL,
   shard       text        NOT NULL,
@@ -96,8 +94,10 @@ BEGIN
   END IF;
 END $$;
 CREATE UNIQUE INDEX IF NOT EXISTS shard_outbox_event_key ON shard_outbox (event_key);
+ALTER TABLE shard_outbox ADD COLUMN IF NOT EXISTS namespace text NOT NULL DEFAULT '';
 DROP INDEX IF EXISTS shard_outbox_relayed;
-CREATE INDEX IF NOT EXISTS shard_outbox_relayed_by_shard ON shard_outbox (world, instance, shard, relayed_at) WHERE relayed_at IS NOT NULL`;
+DROP INDEX IF EXISTS shard_outbox_relayed_by_shard;
+CREATE INDEX IF NOT EXISTS shard_outbox_relayed_by_key ON shard_outbox (namespace, world, instance, shard, relayed_at) WHERE relayed_at IS NOT NULL`;
 
 /**
  * The outbox as PostgreSQL rows. A transaction-scoped advisory lock per shard keeps relays of one
@@ -114,12 +114,12 @@ export class PostgresOutbox implements Outbox {
     if (events.length === 0) return;
     const values: unknown[] = [];
     const rows = events.map((e, i) => {
-      values.push(key.world, key.instance, key.shard, e.type, e.playerId, new Date(e.at), e.eventKey);
-      const b = i * 7;
-      return `($${b + 1}, $${b + 2}, $${b + 3}, $${b + 4}, $${b + 5}, $${b + 6}, $${b + 7})`;
+      values.push(key.namespace, key.world, key.instance, key.shard, e.type, e.playerId, new Date(e.at), e.eventKey);
+      const b = i * 8;
+      return `($${b + 1}, $${b + 2}, $${b + 3}, $${b + 4}, $${b + 5}, $${b + 6}, $${b + 7}, $${b + 8})`;
     });
     await this.pool.query(
-      `INSERT INTO shard_outbox (world, instance, shard, type, player_id, at, event_key) VALUES ${rows.join(', ')}
+      `INSERT INTO shard_outbox (namespace, world, instance, shard, type, player_id, at, event_key) VALUES ${rows.join(', ')}
        ON CONFLICT (event_key) DO NOTHING`,
       values,
     );
@@ -130,31 +130,24 @@ export class PostgresOutbox implements Outbox {
     try {
       await client.query('BEGIN');
       const lock = await client.query<{ ok: boolean }>("SELECT pg_try_advisory_xact_lock(hashtext('aethex-outbox'), hashtext($1)) AS ok", [
-        `${key.world}/${key.instance}/${key.shard}`,
+        eventStreamKey(key),
       ]);
       if (!lock.rows[0]?.ok) {
         await client.query('ROLLBACK');
         return 0;
       }
-      const { rows } = await client.query<{
-        id: string;
-        world: string;
-        instance: number;
-        shard: string;
-        type: DomainEvent['type'];
-        player_id: string;
-        at: Date;
-      }>(
-        `SELECT id, world, instance, shard, type, player_id, at FROM shard_outbox
-         WHERE relayed_at IS NULL AND world = $1 AND instance = $2 AND shard = $3 ORDER BY id LIMIT $4`,
-        [key.world, key.instance, key.shard, limit],
+      const { rows } = await client.query<{ id: string; type: DomainEvent['type']; player_id: string; at: Date }>(
+        `SELECT id, type, player_id, at FROM shard_outbox
+         WHERE relayed_at IS NULL AND namespace = $1 AND world = $2 AND instance = $3 AND shard = $4 ORDER BY id LIMIT $5`,
+        [key.namespace, key.world, key.instance, key.shard, limit],
       );
       for (const r of rows) {
         await sink.publish({
           id: Number(r.id),
-          world: r.world,
-          instance: r.instance,
-          shard: r.shard,
+          namespace: key.namespace,
+          world: key.world,
+          instance: key.instance,
+          shard: key.shard,
           type: r.type,
           playerId: r.player_id,
           at: r.at.getTime(),
@@ -175,21 +168,22 @@ export class PostgresOutbox implements Outbox {
 
   async pending(key: ShardKey): Promise<number> {
     const { rows } = await this.pool.query<{ n: number }>(
-      'SELECT count(*)::int AS n FROM shard_outbox WHERE relayed_at IS NULL AND world = $1 AND instance = $2 AND shard = $3',
-      [key.world, key.instance, key.shard],
+      'SELECT count(*)::int AS n FROM shard_outbox WHERE relayed_at IS NULL AND namespace = $1 AND world = $2 AND instance = $3 AND shard = $4',
+      [key.namespace, key.world, key.instance, key.shard],
     );
     return rows[0]?.n ?? 0;
   }
 
   async prune(key: ShardKey, limit = 5000): Promise<number> {
-    // The shard's oldest first, through the partial index on (shard, relayed_at): the rows read are
+    // The shard's oldest first, through the partial index on (key, relayed_at): the rows read are
     // the rows deleted, however many other shards' rows the table holds. Bounded, so a call stays short.
     const { rowCount } = await this.pool.query(
       `DELETE FROM shard_outbox WHERE id IN (
          SELECT id FROM shard_outbox
-         WHERE relayed_at < now() - make_interval(secs => $4::double precision / 1000) AND world = $1 AND instance = $2 AND shard = $3
-         ORDER BY relayed_at LIMIT $5)`,
-      [key.world, key.instance, key.shard, this.retentionMs, limit],
+         WHERE relayed_at < now() - make_interval(secs => $5::double precision / 1000)
+           AND namespace = $1 AND world = $2 AND instance = $3 AND shard = $4
+         ORDER BY relayed_at LIMIT $6)`,
+      [key.namespace, key.world, key.instance, key.shard, this.retentionMs, limit],
     );
     return rowCount ?? 0;
   }
@@ -248,7 +242,8 @@ export class MemoryOutbox implements Outbox {
 }
 
 /**
- * Events into a Redis stream per shard, `aethex:events:<world>:<instance>:<shard>`, with the outbox
+ * Events into a Redis stream per shard (`eventStreamKey`: `aethex:events:<namespace>/<world>:<instance>:<shard>`,
+ * without `<namespace>/` outside Kubernetes), with the outbox
  * id as the stream entry id `<id>-0`: Redis refuses an id that is not above the stream's last, so a
  * replayed event is detected and dropped — delivery is exactly once. That holds only for ids above
  * everything an earlier process wrote: durable ones (PostgreSQL's sequence), or the in-process
@@ -262,14 +257,10 @@ export class RedisStreamSink implements EventSink {
     private readonly maxLen = EVENTS_MAX_LEN,
   ) {}
 
-  static streamKey(e: { world: string; instance: number; shard: string }): string {
-    return `aethex:events:${e.world}:${e.instance}:${e.shard}`;
-  }
-
   async publish(e: RelayedEvent): Promise<boolean> {
     try {
       await this.redis.xadd(
-        RedisStreamSink.streamKey(e),
+        eventStreamKey(e),
         'MAXLEN',
         '~',
         this.maxLen,
@@ -290,7 +281,7 @@ export class RedisStreamSink implements EventSink {
 
   /** The millisecond part of the stream's last generated id: kept by Redis even when that entry was deleted. */
   async lastId(key: ShardKey): Promise<number> {
-    const stream = RedisStreamSink.streamKey(key);
+    const stream = eventStreamKey(key);
     let info: unknown[];
     try {
       info = (await this.redis.xinfo('STREAM', stream)) as unknown[];

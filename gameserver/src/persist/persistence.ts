@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import type { Logger } from '@aethex/runtime';
+import type { Logger, ShardKey } from '@aethex/runtime';
 import { type DomainEvent, type EventSink, eventKeys, type Outbox } from './outbox.js';
 import type { PresenceStore } from './presence.js';
-import type { ShardKey, SnapshotStore } from './snapshot-store.js';
+import type { SnapshotStore } from './snapshot-store.js';
 
 export interface PersistenceDeps {
   key: ShardKey;

@@ -1,11 +1,11 @@
+import { presenceKey as key, type ShardKey } from '@aethex/runtime';
 import type { Redis } from 'ioredis';
-import type { ShardKey } from './snapshot-store.js';
 
 /** Where a player is playing. */
 export type Whereabouts = ShardKey;
 
 /**
- * Player → world/instance/shard, each entry expiring after `ttlMs` unless refreshed, so a shard
+ * Player → namespace/world/instance/shard, each entry expiring after `ttlMs` unless refreshed, so a shard
  * that dies stops claiming its players on its own. Writes are batched: `set` and `remove` only
  * queue, `flush` sends the queue (one pipeline), and nothing here is awaited on the tick.
  */
@@ -15,8 +15,6 @@ export interface PresenceStore {
   remove(players: readonly string[], where: Whereabouts): Promise<void>;
   get(player: string): Promise<Whereabouts | undefined>;
 }
-
-const key = (player: string) => `aethex:presence:${player}`;
 
 /** Presence in Redis: one key per player with a TTL, written in one pipeline per batch. */
 export class RedisPresence implements PresenceStore {

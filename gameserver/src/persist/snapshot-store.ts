@@ -1,13 +1,7 @@
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import type { ShardKey } from '@aethex/runtime';
 import type pg from 'pg';
-
-/** Which shard a snapshot belongs to. */
-export interface ShardKey {
-  world: string;
-  instance: number;
-  shard: string;
-}
 
 export interface StoredSnapshot {
   tick: number;
@@ -25,16 +19,33 @@ export interface SnapshotStore {
   remove(key: ShardKey): Promise<void>;
 }
 
+/**
+ * One row per shard. Tables made before namespaces were part of the key gain the column ('' in
+ * their rows: see `adoptUnnamespaced`) and a primary key that includes it.
+ */
 export const SNAPSHOT_TABLE_SQL = `
 CREATE TABLE IF NOT EXISTS shard_snapshots (
+  namespace  text        NOT NULL DEFAULT '',
   world      text        NOT NULL,
   instance   integer     NOT NULL,
   shard      text        NOT NULL,
   tick       bigint      NOT NULL,
   state      bytea       NOT NULL,
   saved_at   timestamptz NOT NULL DEFAULT now(),
-  PRIMARY KEY (world, instance, shard)
-)`;
+  PRIMARY KEY (namespace, world, instance, shard)
+);
+ALTER TABLE shard_snapshots ADD COLUMN IF NOT EXISTS namespace text NOT NULL DEFAULT '';
+DO $$
+DECLARE pk name;
+BEGIN
+  SELECT conname INTO pk FROM pg_constraint WHERE conrelid = 'shard_snapshots'::regclass AND contype = 'p';
+  IF NOT EXISTS (
+    SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+    WHERE i.indrelid = 'shard_snapshots'::regclass AND i.indisprimary AND a.attname = 'namespace'
+  ) THEN
+    EXECUTE format('ALTER TABLE shard_snapshots DROP CONSTRAINT %I, ADD PRIMARY KEY (namespace, world, instance, shard)', pk);
+  END IF;
+END $$`;
 
 /** Snapshots as rows of PostgreSQL's `shard_snapshots` (one per shard). */
 export class PostgresSnapshotStore implements SnapshotStore {
@@ -42,8 +53,8 @@ export class PostgresSnapshotStore implements SnapshotStore {
 
   async load(key: ShardKey): Promise<StoredSnapshot | undefined> {
     const { rows } = await this.pool.query<{ tick: string; state: Buffer }>(
-      'SELECT tick, state FROM shard_snapshots WHERE world = $1 AND instance = $2 AND shard = $3',
-      [key.world, key.instance, key.shard],
+      'SELECT tick, state FROM shard_snapshots WHERE namespace = $1 AND world = $2 AND instance = $3 AND shard = $4',
+      [key.namespace, key.world, key.instance, key.shard],
     );
     const row = rows[0];
     return row ? { tick: Number(row.tick), state: new Uint8Array(row.state) } : undefined;
@@ -51,10 +62,11 @@ export class PostgresSnapshotStore implements SnapshotStore {
 
   async save(key: ShardKey, snapshot: StoredSnapshot): Promise<void> {
     await this.pool.query(
-      `INSERT INTO shard_snapshots (world, instance, shard, tick, state) VALUES ($1, $2, $3, $4, $5)
-       ON CONFLICT (world, instance, shard) DO UPDATE SET tick = EXCLUDED.tick, state = EXCLUDED.state, saved_at = now()
+      `INSERT INTO shard_snapshots (namespace, world, instance, shard, tick, state) VALUES ($1, $2, $3, $4, $5, $6)
+       ON CONFLICT (namespace, world, instance, shard) DO UPDATE SET tick = EXCLUDED.tick, state = EXCLUDED.state, saved_at = now()
        WHERE shard_snapshots.tick <= EXCLUDED.tick`,
       [
+        key.namespace,
         key.world,
         key.instance,
         key.shard,
@@ -65,7 +77,8 @@ export class PostgresSnapshotStore implements SnapshotStore {
   }
 
   async remove(key: ShardKey): Promise<void> {
-    await this.pool.query('DELETE FROM shard_snapshots WHERE world = $1 AND instance = $2 AND shard = $3', [
+    await this.pool.query('DELETE FROM shard_snapshots WHERE namespace = $1 AND world = $2 AND instance = $3 AND shard = $4', [
+      key.namespace,
       key.world,
       key.instance,
       key.shard,
@@ -74,14 +87,15 @@ export class PostgresSnapshotStore implements SnapshotStore {
 }
 
 /**
- * The embedded default: one file per shard in a directory. Writes go to a temporary file that is
- * then renamed over the old one, so a crash leaves either the old or the new snapshot, never half.
+ * The embedded default: one file per shard in a directory, `<world>.<instance>.<shard>.snapshot`,
+ * in a subdirectory named after the namespace when there is one. Writes go to a temporary file that
+ * is then renamed over the old one, so a crash leaves either the old or the new snapshot, never half.
  */
 export class DirectorySnapshotStore implements SnapshotStore {
   constructor(private readonly dir: string) {}
 
   private file(key: ShardKey): string {
-    return join(this.dir, `${key.world}.${key.instance}.${key.shard}.snapshot`);
+    return join(this.dir, key.namespace, `${key.world}.${key.instance}.${key.shard}.snapshot`);
   }
 
   async load(key: ShardKey): Promise<StoredSnapshot | undefined> {
@@ -100,7 +114,7 @@ export class DirectorySnapshotStore implements SnapshotStore {
   async save(key: ShardKey, snapshot: StoredSnapshot): Promise<void> {
     const current = await this.load(key);
     if (current && current.tick > snapshot.tick) return;
-    await mkdir(this.dir, { recursive: true });
+    await mkdir(dirname(this.file(key)), { recursive: true });
     const header = Buffer.alloc(8);
     header.writeBigUInt64LE(BigInt(snapshot.tick));
     const tmp = `${this.file(key)}.${process.pid}.tmp`;

@@ -1,7 +1,7 @@
-import type { Logger } from '@aethex/runtime';
+import type { Logger, ShardKey } from '@aethex/runtime';
 import { Redis } from 'ioredis';
 import pg from 'pg';
-import type { GameserverSettings } from '../config.js';
+import { type GameserverSettings, shardKey } from '../config.js';
 import { CallbackSink, type EventSink, MemoryOutbox, OUTBOX_TABLE_SQL, type Outbox, PostgresOutbox, RedisStreamSink } from './outbox.js';
 import { MemoryPresence, type PresenceStore, RedisPresence } from './presence.js';
 import { DirectorySnapshotStore, PostgresSnapshotStore, SNAPSHOT_TABLE_SQL, type SnapshotStore } from './snapshot-store.js';
@@ -37,6 +37,37 @@ export async function migrate(pool: pg.Pool): Promise<void> {
 }
 
 /**
+ * Rows written before namespaces were part of the key have namespace ''. A shard in a namespace takes
+ * those of its world, instance and name for its own when it starts — its snapshot (unless it has one
+ * already) and its outbox events, relayed or not — so an upgrade loses nothing. Run once per start,
+ * before the snapshot is loaded; a second run finds nothing to take.
+ */
+export async function adoptUnnamespaced(pool: pg.Pool, key: ShardKey): Promise<{ snapshots: number; events: number }> {
+  if (key.namespace === '') return { snapshots: 0, events: 0 };
+  const args = [key.namespace, key.world, key.instance, key.shard];
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    const snapshots = await client.query(
+      `UPDATE shard_snapshots SET namespace = $1 WHERE namespace = '' AND world = $2 AND instance = $3 AND shard = $4
+         AND NOT EXISTS (SELECT 1 FROM shard_snapshots WHERE namespace = $1 AND world = $2 AND instance = $3 AND shard = $4)`,
+      args,
+    );
+    const events = await client.query(
+      `UPDATE shard_outbox SET namespace = $1 WHERE namespace = '' AND world = $2 AND instance = $3 AND shard = $4`,
+      args,
+    );
+    await client.query('COMMIT');
+    return { snapshots: snapshots.rowCount ?? 0, events: events.rowCount ?? 0 };
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw new Error('taking over rows from before namespaces failed', { cause: err });
+  } finally {
+    client.release();
+  }
+}
+
+/**
  * The one place the shard constructs its PostgreSQL and Redis clients. Without a PostgreSQL URL,
  * snapshots go to a directory and the outbox stays in process; without a Redis URL, presence and
  * relayed events stay in process — the embedded defaults a newcomer runs with.
@@ -57,6 +88,8 @@ export async function openStores(settings: GameserverSettings, log: Logger): Pro
     pool.on('error', (err) => log.warn({ err: err.message }, 'idle PostgreSQL client failed'));
     closers.push(() => pool.end());
     await migrate(pool);
+    const adopted = await adoptUnnamespaced(pool, shardKey(settings));
+    if (adopted.snapshots + adopted.events > 0) log.info(adopted, 'took over the snapshot and events written before namespaces');
     snapshots = new PostgresSnapshotStore(pool);
     outbox = new PostgresOutbox(pool, settings['persistence.outbox_retention_ms']);
   } else {

@@ -49,9 +49,10 @@ it('reads local.env as a JSON object and refuses anything else', () => {
   expect(() => parseEnvSetting('{"A": {"b": 1}}')).toThrow(/A: expected a string, number or boolean/);
 });
 
-it('builds a shard’s environment: pod env, auth pass-through, local.env, then the local addresses', () => {
+it('builds a shard’s environment: pod env, auth pass-through, local.env, then the local addresses and no namespace', () => {
   const base = {
     podEnv: [
+      { name: 'AETHEX_GAMESERVER_SHARD_NAMESPACE', value: 'local' },
       { name: 'AETHEX_GAMESERVER_SHARD_NAME', value: 'w-0-1' },
       { name: 'AETHEX_GAMESERVER_GATEWAY_BIND_ADDR', value: '0.0.0.0:7777' },
       { name: 'AETHEX_GAMESERVER_AUTH_JWKS_URL', value: 'http://control-plane.svc/jwks' },
@@ -84,6 +85,8 @@ it('builds a shard’s environment: pod env, auth pass-through, local.env, then 
     AETHEX_GAMESERVER_OPS_BIND_ADDR: '127.0.0.1:7703',
     AETHEX_GAMESERVER_PERSISTENCE_DIRECTORY: '/d/w/w-0-1/snapshots',
     AETHEX_LOCAL_SHARD_DIR: '/d/w/w-0-1',
+    // Local join tokens (the bots') carry no namespace.
+    AETHEX_GAMESERVER_SHARD_NAMESPACE: '',
   });
   expect(env.AETHEX_OPERATOR_LOCAL_FILE).toBeUndefined();
   expect(skipped).toEqual(['FROM_SECRET']);

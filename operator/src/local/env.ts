@@ -51,8 +51,9 @@ export interface ShardEnvInput {
  * A local shard's environment, later entries winning: the operator's environment without its
  * AETHEX_GAMESERVER_* and AETHEX_OPERATOR_* variables; the pod's env (values only — `valueFrom`
  * needs the API server and is skipped); the operator's own AETHEX_GAMESERVER_AUTH_* (passed
- * through); `local.env`; then the local listen addresses (127.0.0.1) and snapshot directory. With
- * neither auth.public_key nor auth.jwks_url set by then, the development key's public half.
+ * through); `local.env`; then the local listen addresses (127.0.0.1), snapshot directory and an
+ * empty namespace. With neither auth.public_key nor auth.jwks_url set by then, the development
+ * key's public half.
  */
 export function shardProcessEnv(input: ShardEnvInput): { env: Record<string, string>; skipped: string[]; devKey: boolean } {
   const env: Record<string, string> = {};
@@ -70,6 +71,8 @@ export function shardProcessEnv(input: ShardEnvInput): { env: Record<string, str
   env[`${GS}GATEWAY_BIND_ADDR`] = `127.0.0.1:${input.gatewayPort}`;
   env[`${GS}OPS_BIND_ADDR`] = `127.0.0.1:${input.opsPort}`;
   env[`${GS}PERSISTENCE_DIRECTORY`] = input.persistenceDirectory;
+  // Local worlds all live in one file and one directory: no namespace in their keys or join tokens.
+  env[`${GS}SHARD_NAMESPACE`] = '';
   env[SHARD_MARKER] = input.shardDirectory;
   const devKey = !env[`${GS}AUTH_PUBLIC_KEY`]?.trim() && !env[`${GS}AUTH_JWKS_URL`]?.trim();
   if (devKey) env[`${GS}AUTH_PUBLIC_KEY`] = input.devPublicKey();

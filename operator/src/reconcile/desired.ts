@@ -95,6 +95,8 @@ export function shardEnv(world: GameWorld, instance: number, region: Region): { 
   const s = world.spec;
   const b = s.world.bounds;
   const env: Record<string, string> = {
+    // Everything the shard stores is keyed by namespace and world: same-named worlds stay apart.
+    SHARD_NAMESPACE: world.metadata.namespace,
     SHARD_WORLD: world.metadata.name,
     SHARD_INSTANCE: String(instance),
     SHARD_NAME: podName(world.metadata.name, instance, region.shard),
