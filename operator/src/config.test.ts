@@ -15,6 +15,11 @@ test('refuses a bad value naming the variable', () => {
   );
   expect(() => loadConfig({ AETHEX_OPERATOR_RUNTIME: 'docker' })).toThrow(/runtime: expected one of kubernetes, local/);
   expect(loadConfig({}).workers).toBe(4);
+  // The cleanup never waits less than a shard's grace period: it would clean under a draining shard.
+  expect(() => loadConfig({ AETHEX_OPERATOR_CLEANUP_SHARD_WAIT_S: '10' })).toThrow(
+    /cleanup\.shard_wait_s: expected an integer from 30 to 86400, got "10"/,
+  );
+  expect(loadConfig({})['cleanup.shard_wait_s']).toBe(120);
 });
 
 test('the command line: --runtime and -f override the environment; bad flags are refused naming them', () => {

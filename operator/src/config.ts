@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 import { ConfigError, type Env, loadSettings, type Settings } from '@aethex/runtime';
 import { DEFAULT_COMMAND } from './local/command.js';
+import { SHARD_GRACE_PERIOD_S } from './reconcile/desired.js';
 
 /** Every operator setting; `AETHEX_OPERATOR_<KEY>` overrides (dots as underscores). Listed in docs/operator.md. */
 export const OPERATOR_SETTINGS = {
@@ -28,6 +29,13 @@ export const OPERATOR_SETTINGS = {
     type: 'string',
     default: '',
     doc: 'Redis of the shards: a deleted world’s presence keys are removed from it and its event streams kept a day under another name (empty: skipped).',
+  },
+  'cleanup.shard_wait_s': {
+    type: 'int',
+    default: 120,
+    min: SHARD_GRACE_PERIOD_S,
+    max: 86_400,
+    doc: 'A deleted world’s cleanup waits for its shard pods to finish draining at most this long after the deletion; pods still terminating then (their node lost) are named in a Warning Event and the cleanup goes on. At least the pods’ grace period.',
   },
   'http.listen': { type: 'listen', default: '0.0.0.0:8080', doc: 'Address of /healthz and /metrics (and /status in the local runtime).' },
   'log.level': { type: 'enum', default: 'info', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], doc: 'Log level.' },

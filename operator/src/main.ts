@@ -38,7 +38,13 @@ async function main(): Promise<void> {
   const kube = new KubeClient(kc, () => !config['leader.enabled'] || elector?.holds() === true);
   const metrics = createMetrics();
   const external = createExternalCleanup({ postgresUrl: config['cleanup.postgres_url'], redisUrl: config['cleanup.redis_url'], log });
-  const reconciler = new Reconciler({ kube, now: () => new Date(), log, cleanup: external.cleanup });
+  const reconciler = new Reconciler({
+    kube,
+    now: () => new Date(),
+    log,
+    cleanup: external.cleanup,
+    shardDrainWaitMs: config['cleanup.shard_wait_s'] * 1000,
+  });
   const controller = new Controller({
     kc,
     kube,

@@ -6,6 +6,8 @@ import { configMapName, linksSecretName, pdbName, podName, serviceName, shardAdd
 /** Ports of the shard container. */
 export const GAME_PORT = 7777;
 export const OPS_PORT = 7350;
+/** A shard pod's grace period: its drain (final snapshot, outbox) has this long after SIGTERM. */
+export const SHARD_GRACE_PERIOD_S = 30;
 
 /** A Kubernetes object as plain data (what server-side apply takes). */
 export type Manifest = {
@@ -156,7 +158,7 @@ export function desiredPods(world: GameWorld, instances: number[]): DesiredPod[]
         subdomain: serviceName(world.metadata.name),
         enableServiceLinks: false,
         automountServiceAccountToken: false,
-        terminationGracePeriodSeconds: 30,
+        terminationGracePeriodSeconds: SHARD_GRACE_PERIOD_S,
         securityContext: { runAsNonRoot: true, runAsUser: 1000, seccompProfile: { type: 'RuntimeDefault' } },
         containers: [
           {
