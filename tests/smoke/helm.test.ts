@@ -58,6 +58,38 @@ test('the operator Deployment sets only settings the operator has, and the Lease
   );
 });
 
+test('the deletion cleanup reads its store URLs from Secrets through the kubelet, and waits as long as the values say', async () => {
+  const render = async (...set: string[]) => {
+    const { stdout } = await helm('template', 'aethex', chart, '--namespace', 'aethex-system', ...set.flatMap((s) => ['--set', s]));
+    const deployment = parseAllDocuments(stdout)
+      .map((d) => d.toJS())
+      .find((d) => d?.kind === 'Deployment');
+    return deployment.spec.template.spec.containers[0].env as { name: string }[];
+  };
+  const cleanup = (env: { name: string }[]) => env.filter((e) => e.name.startsWith('AETHEX_OPERATOR_CLEANUP_'));
+  expect(cleanup(await render())).toEqual([{ name: 'AETHEX_OPERATOR_CLEANUP_SHARD_WAIT_S', value: '120' }]);
+  expect(
+    cleanup(
+      await render(
+        'operator.cleanup.postgresUrlSecret.name=shard-stores',
+        'operator.cleanup.redisUrlSecret.name=shard-stores',
+        'operator.cleanup.redisUrlSecret.key=redis',
+        'operator.cleanup.shardWaitSeconds=300',
+      ),
+    ),
+  ).toEqual([
+    { name: 'AETHEX_OPERATOR_CLEANUP_POSTGRES_URL', valueFrom: { secretKeyRef: { name: 'shard-stores', key: 'url' } } },
+    { name: 'AETHEX_OPERATOR_CLEANUP_REDIS_URL', valueFrom: { secretKeyRef: { name: 'shard-stores', key: 'redis' } } },
+    { name: 'AETHEX_OPERATOR_CLEANUP_SHARD_WAIT_S', value: '300' },
+  ]);
+  // Less than the shard pods' grace period would clean under a draining shard.
+  const err = await render('operator.cleanup.shardWaitSeconds=10').then(
+    () => undefined,
+    (e: { stderr: string }) => e,
+  );
+  expect(err?.stderr).toContain('operator.cleanup.shardWaitSeconds: Must be greater than or equal to 30');
+});
+
 test('values.schema.json refuses an unknown value with its name', async () => {
   const err = await helm('template', 'aethex', chart, '--set', 'operator.replicaz=3').then(
     () => undefined,
