@@ -258,75 +258,66 @@ describe('outbox: a table from before event keys', () => {
   });
 });
 
-describe('tables from before namespaces', () => {
-  test('migrate; a shard in a namespace takes over its own rows once, a same-named world elsewhere gets none', async () => {
-    const old = uniqueName('gsn').replaceAll('-', '_');
-    const oldPool = new pg.Pool({ connectionString: env.pgUrl, max: 4, options: `-c search_path=${old}` });
-    try {
-      await oldPool.query(`CREATE SCHEMA ${old}`);
-      // The tables as the build before namespaces made them.
-      await oldPool.query(`
-        CREATE TABLE shard_snapshots (
-          world text NOT NULL, instance integer NOT NULL, shard text NOT NULL, tick bigint NOT NULL, state bytea NOT NULL,
-          saved_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (world, instance, shard));
-        CREATE TABLE shard_outbox (
-          id bigserial PRIMARY KEY, world text NOT NULL, instance integer NOT NULL, shard text NOT NULL, type text NOT NULL,
-          player_id text NOT NULL, at timestamptz NOT NULL, relayed_at timestamptz, event_key text);
-        CREATE INDEX shard_outbox_pending ON shard_outbox (id) WHERE relayed_at IS NULL;
-        CREATE UNIQUE INDEX shard_outbox_event_key ON shard_outbox (event_key);
-        CREATE INDEX shard_outbox_relayed_by_shard ON shard_outbox (world, instance, shard, relayed_at) WHERE relayed_at IS NOT NULL`);
-      const shard = `ns-${Math.random().toString(36).slice(2, 8)}`;
-      const [before, prod, staging] = [key(shard), key(shard, 'prod'), key(shard, 'staging')];
-      await oldPool.query("INSERT INTO shard_snapshots (world, instance, shard, tick, state) VALUES ($1, 0, $2, 41, '\\x0102')", [
-        before.world,
-        shard,
-      ]);
-      await oldPool.query(
-        `INSERT INTO shard_outbox (world, instance, shard, type, player_id, at, relayed_at, event_key) VALUES
-           ($1, 0, $2, 'player_joined', 'ann', now(), now() - interval '2 hours', 'k1'), ($1, 0, $2, 'player_left', 'ann', now(), NULL, 'k2')`,
-        [before.world, shard],
+describe('rows from before namespaces', () => {
+  test('a shard in a namespace takes its own on its first start only; same-named worlds elsewhere and old builds keep working', async () => {
+    const shard = `ns-${Math.random().toString(36).slice(2, 8)}`;
+    const before = key(shard);
+    // What a build before namespaces wrote, and how it saves (its SQL, verbatim): the world's name alone.
+    const oldSave = (tick: number) =>
+      pool.query(
+        `INSERT INTO shard_snapshots (world, instance, shard, tick, state) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (world, instance, shard) DO UPDATE SET tick = EXCLUDED.tick, state = EXCLUDED.state, saved_at = now()
+         WHERE shard_snapshots.tick <= EXCLUDED.tick`,
+        [before.world, 0, shard, tick, Buffer.from([tick])],
       );
-      await Promise.all([migrate(oldPool), migrate(oldPool)]);
-      const { rows: pk } = await oldPool.query<{ def: string }>(
-        "SELECT pg_get_constraintdef(oid) AS def FROM pg_constraint WHERE conrelid = 'shard_snapshots'::regclass AND contype = 'p'",
-      );
-      expect(pk.map((r) => r.def)).toEqual(['PRIMARY KEY (namespace, world, instance, shard)']);
-      const snapshots = new PostgresSnapshotStore(oldPool);
-      const outbox = new PostgresOutbox(oldPool);
-      // Until a shard in a namespace starts, the rows are namespace ''.
-      expect(await snapshots.load(before)).toEqual({ tick: 41, state: new Uint8Array([1, 2]) });
-      expect(await snapshots.load(prod)).toBeUndefined();
+    await oldSave(41);
+    await pool.query(
+      `INSERT INTO shard_outbox (world, instance, shard, type, player_id, at, relayed_at, event_key) VALUES
+         ($1, 0, $2, 'player_joined', 'ann', now(), now() - interval '2 hours', $3), ($1, 0, $2, 'player_left', 'ann', now(), NULL, $4)`,
+      [before.world, shard, `${shard}:k1`, `${shard}:k2`],
+    );
+    const snapshots = new PostgresSnapshotStore(pool);
+    const outbox = new PostgresOutbox(pool);
+    expect(await snapshots.load(key(shard, 'prod'))).toBeUndefined();
 
-      expect(await adoptUnnamespaced(oldPool, prod)).toEqual({ snapshots: 1, events: 2 });
-      expect(await adoptUnnamespaced(oldPool, prod)).toEqual({ snapshots: 0, events: 0 });
-      expect(await adoptUnnamespaced(oldPool, staging)).toEqual({ snapshots: 0, events: 0 });
-      expect(await snapshots.load(prod)).toEqual({ tick: 41, state: new Uint8Array([1, 2]) });
-      expect(await snapshots.load(before)).toBeUndefined();
-      expect(await snapshots.load(staging)).toBeUndefined();
-      // The pending event is relayed into the namespaced stream; the relayed one is pruned with the shard's own.
-      expect(await outbox.pending(prod)).toBe(1);
-      expect(await outbox.relay(prod, new RedisStreamSink(redis))).toBe(1);
-      expect(await readStream(prod)).toEqual(['player_left:ann']);
-      expect(eventStreamKey(prod)).toBe(`aethex:events:prod/${prod.world}:0:${shard}`);
-      expect(await outbox.prune(prod)).toBe(1);
-      // A retried append of a taken-over event is still recognised by its key.
-      await outbox.append(prod, [{ type: 'player_left', playerId: 'ann', at: 1, eventKey: 'k2' }]);
-      expect(await outbox.pending(prod)).toBe(0);
+    // The shards of same-named worlds in two namespaces start at the same moment: one takes the rows.
+    const [a, b] = await Promise.all([adoptUnnamespaced(pool, key(shard, 'prod')), adoptUnnamespaced(pool, key(shard, 'staging'))]);
+    expect([a, b].sort((x, y) => y.snapshots - x.snapshots)).toEqual([
+      { snapshots: 1, events: 2 },
+      { snapshots: 0, events: 0 },
+    ]);
+    // `prod` from here on is the one that took them.
+    const [prod, staging] = a.snapshots === 1 ? [key(shard, 'prod'), key(shard, 'staging')] : [key(shard, 'staging'), key(shard, 'prod')];
+    expect(await snapshots.load(prod)).toEqual({ tick: 41, state: new Uint8Array([41]) });
+    expect(await snapshots.load(before)).toBeUndefined();
+    expect(await snapshots.load(staging)).toBeUndefined();
+    // The pending event is relayed into the namespaced stream; the relayed one is pruned with the shard's own.
+    expect(await outbox.pending(prod)).toBe(1);
+    expect(await outbox.relay(prod, new RedisStreamSink(redis))).toBe(1);
+    expect(await readStream(prod)).toEqual(['player_left:ann']);
+    expect(eventStreamKey(prod)).toBe(`aethex:events:${prod.namespace}/${prod.world}:0:${shard}`);
+    expect(await outbox.prune(prod)).toBe(1);
+    // A retried append of a taken-over event is still recognised by its key.
+    await outbox.append(prod, [{ type: 'player_left', playerId: 'ann', at: 1, eventKey: `${shard}:k2` }]);
+    expect(await outbox.pending(prod)).toBe(0);
 
-      // The same-named world's shard in the other namespace writes and relays apart from it.
-      await snapshots.save(staging, { tick: 5, state: new Uint8Array([5]) });
-      await outbox.append(staging, [event('player_joined', 'bea', 1)]);
-      expect(await outbox.relay(staging, new RedisStreamSink(redis))).toBe(1);
-      expect(await readStream(staging)).toEqual(['player_joined:bea']);
-      expect(await readStream(prod)).toEqual(['player_left:ann']);
-      expect(await snapshots.load(prod)).toEqual({ tick: 41, state: new Uint8Array([1, 2]) });
-      // A shard outside Kubernetes takes nothing over.
-      expect(await adoptUnnamespaced(oldPool, before)).toEqual({ snapshots: 0, events: 0 });
-      await redis.del(eventStreamKey(prod), eventStreamKey(staging));
-    } finally {
-      await oldPool.query(`DROP SCHEMA IF EXISTS ${old} CASCADE`);
-      await oldPool.end();
-    }
+    // During an upgrade a shard still on the old build saves as before (here: one outside
+    // Kubernetes, under the bare name). prod's shard restarting has its snapshot: it takes nothing.
+    await oldSave(50);
+    expect(await adoptUnnamespaced(pool, prod)).toEqual({ snapshots: 0, events: 0 });
+    expect(await snapshots.load(before)).toEqual({ tick: 50, state: new Uint8Array([50]) });
+    expect(await snapshots.load(prod)).toEqual({ tick: 41, state: new Uint8Array([41]) });
+
+    // The same-named world in the other namespace writes and relays apart from it.
+    await snapshots.save(staging, { tick: 5, state: new Uint8Array([5]) });
+    await outbox.append(staging, [event('player_joined', 'bea', 1)]);
+    expect(await outbox.relay(staging, new RedisStreamSink(redis))).toBe(1);
+    expect(await readStream(staging)).toEqual(['player_joined:bea']);
+    expect(await readStream(prod)).toEqual(['player_left:ann']);
+    expect(await snapshots.load(prod)).toEqual({ tick: 41, state: new Uint8Array([41]) });
+    // A shard outside Kubernetes takes nothing over.
+    expect(await adoptUnnamespaced(pool, before)).toEqual({ snapshots: 0, events: 0 });
+    await redis.del(eventStreamKey(prod), eventStreamKey(staging));
   });
 });
 
@@ -386,23 +377,20 @@ describe('outbox and stream: neither grows for ever', () => {
     expect(await outbox.prune(other, 1)).toBe(0);
   });
 
-  test("the prune's index is the per-key one, also where earlier builds made it on relayed_at alone or without the namespace", async () => {
+  test("the prune's index is the per-shard one, also where an earlier build made it on relayed_at alone", async () => {
     const old = uniqueName('gsi').replaceAll('-', '_');
     const oldPool = new pg.Pool({ connectionString: env.pgUrl, max: 1, options: `-c search_path=${old}` });
     try {
       await oldPool.query(`CREATE SCHEMA ${old}`);
       await migrate(oldPool);
-      await oldPool.query('DROP INDEX shard_outbox_relayed_by_key');
+      await oldPool.query('DROP INDEX shard_outbox_relayed_by_shard');
       await oldPool.query('CREATE INDEX shard_outbox_relayed ON shard_outbox (relayed_at) WHERE relayed_at IS NOT NULL');
-      await oldPool.query(
-        'CREATE INDEX shard_outbox_relayed_by_shard ON shard_outbox (world, instance, shard, relayed_at) WHERE relayed_at IS NOT NULL',
-      );
       await migrate(oldPool);
       const { rows } = await oldPool.query<{ indexname: string }>(
         "SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND tablename = 'shard_outbox' AND indexname LIKE 'shard_outbox_relayed%'",
         [old],
       );
-      expect(rows.map((r) => r.indexname)).toEqual(['shard_outbox_relayed_by_key']);
+      expect(rows.map((r) => r.indexname)).toEqual(['shard_outbox_relayed_by_shard']);
     } finally {
       await oldPool.query(`DROP SCHEMA IF EXISTS ${old} CASCADE`);
       await oldPool.end();

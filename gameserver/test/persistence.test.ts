@@ -68,11 +68,10 @@ test('state survives a drain and restart on PostgreSQL; presence and events reac
   const before = { x: engine.world.x[slot], y: engine.world.y[slot], seq: engine.world.lastSeq[slot], entities: engine.world.count };
   await first.stop();
 
-  const row = await admin.query<{ namespace: string; tick: string }>(
-    `SELECT namespace, tick FROM ${schema}.shard_snapshots WHERE world = $1`,
-    [world],
-  );
-  expect(row.rows.map((r) => r.namespace)).toEqual(['prod']);
+  const row = await admin.query<{ world: string; tick: string }>(`SELECT world, tick FROM ${schema}.shard_snapshots WHERE world LIKE $1`, [
+    `%${world}`,
+  ]);
+  expect(row.rows.map((r) => r.world)).toEqual([`prod/${world}`]);
   expect(Number(row.rows[0]?.tick)).toBeGreaterThan(0);
 
   const second = await startTestShard(shardEnv, keys);

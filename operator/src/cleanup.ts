@@ -23,7 +23,8 @@ export interface CleanupStores {
 /**
  * What a deleted world leaves outside Kubernetes, removed when its finalizer runs: the shards'
  * snapshot and outbox rows and the presence keys naming the world — in its namespace: a world of
- * the same name in another namespace is not touched; its event streams are renamed
+ * the same name in another namespace is not touched (rows and streams from builds before
+ * namespaces, under the bare name, go too); its event streams are renamed
  * (`deletedStreamKey`) and expire a day later. The PostgreSQL part runs exactly once per
  * world uid — a row in `aethex_world_cleanups` is written in the same transaction as the deletes,
  * so a pass repeated after a crash finds it and deletes nothing (a new world with the same name
@@ -58,19 +59,12 @@ export function createExternalCleanup(o: CleanupStores): { cleanup: ExternalClea
           [world.metadata.uid, name, world.metadata.namespace],
         );
         if (claimed.rowCount === 1) {
-          // The shards' rows, where the tables exist. A table no shard has migrated since namespaces
-          // became part of the key has no namespace column: there the world's name is the whole key.
+          // The shards' rows, where the tables exist: under the world's worldRef, and under its
+          // bare name as builds before namespaces wrote them (rows no shard of it has taken over).
           const remove = async (table: 'shard_snapshots' | 'shard_outbox') => {
-            const { rows } = await c.query<{ attname: string }>(
-              'SELECT attname FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped',
-              [table],
-            );
-            if (rows.length === 0) return 0;
-            const keyed = rows.some((r) => r.attname === 'namespace');
-            const result = keyed
-              ? await c.query(`DELETE FROM ${table} WHERE namespace = $1 AND world = $2`, [namespace, name])
-              : await c.query(`DELETE FROM ${table} WHERE world = $1`, [name]);
-            return result.rowCount ?? 0;
+            const exists = (await c.query<{ t: string | null }>('SELECT to_regclass($1)::text AS t', [table])).rows[0]?.t != null;
+            if (!exists) return 0;
+            return (await c.query(`DELETE FROM ${table} WHERE world = ANY($1::text[])`, [[ref, name]])).rowCount ?? 0;
           };
           const deleted = await remove('shard_snapshots');
           // The world's domain events: no shard of it will relay or prune them any more.
@@ -105,8 +99,8 @@ export function createExternalCleanup(o: CleanupStores): { cleanup: ExternalClea
       // Its event streams stay a day for their consumers to finish reading, then go — under a name
       // of their own, so that a new world with the same name starts fresh streams that do not expire.
       const streams: string[] = [];
-      for await (const keys of redis.scanStream({ match: eventStreamPattern(namespace, name), count: 1000 }) as AsyncIterable<string[]>) {
-        streams.push(...keys);
+      for (const match of [eventStreamPattern(namespace, name), eventStreamPattern('', name)]) {
+        for await (const keys of redis.scanStream({ match, count: 1000 }) as AsyncIterable<string[]>) streams.push(...keys);
       }
       for (const key of streams) {
         const kept = deletedStreamKey(world.metadata.uid as string, key);

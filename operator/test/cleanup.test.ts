@@ -6,14 +6,15 @@ import { createExternalCleanup, deletedStreamKey } from '../src/cleanup.js';
 import { testEnv, uniqueName } from './harness.js';
 
 // The snapshot table as the shard creates it (gameserver/src/persist/snapshot-store.ts).
+// `world` is the world's reference, `<namespace>/<name>` (the bare name in rows from before namespaces).
 const SNAPSHOTS = `CREATE TABLE IF NOT EXISTS shard_snapshots (
-  namespace text NOT NULL DEFAULT '', world text NOT NULL, instance integer NOT NULL, shard text NOT NULL, tick bigint NOT NULL,
-  state bytea NOT NULL, saved_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (namespace, world, instance, shard))`;
+  world text NOT NULL, instance integer NOT NULL, shard text NOT NULL, tick bigint NOT NULL, state bytea NOT NULL,
+  saved_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (world, instance, shard))`;
 
 // The outbox's columns the cleanup reads (gameserver/src/persist/outbox.ts).
 const OUTBOX = `CREATE TABLE IF NOT EXISTS shard_outbox (
-  id bigserial PRIMARY KEY, namespace text NOT NULL DEFAULT '', world text NOT NULL, instance integer NOT NULL, shard text NOT NULL,
-  type text NOT NULL, player_id text NOT NULL, at timestamptz NOT NULL, relayed_at timestamptz, event_key text)`;
+  id bigserial PRIMARY KEY, world text NOT NULL, instance integer NOT NULL, shard text NOT NULL, type text NOT NULL,
+  player_id text NOT NULL, at timestamptz NOT NULL, relayed_at timestamptz, event_key text)`;
 
 const env = testEnv();
 const schema = uniqueName('opclean').replaceAll('-', '_');
@@ -41,10 +42,11 @@ afterAll(async () => {
 it('removes a deleted world’s snapshots, outbox rows and presence exactly once per uid, lets its event streams expire, and touches nothing of other worlds', async () => {
   const w = `w${Date.now().toString(36)}`;
   const other = `${w}x`;
-  // `other` is another world in the same namespace; `w` in namespace `staging` is a world of the same name.
+  // `other` is another world in the same namespace; `w` in namespace `staging` is a world of the
+  // same name. Shard 1 of `w` still has its row from before namespaces (the bare name).
   await admin.query(
-    `INSERT INTO ${schema}.shard_snapshots (namespace, world, instance, shard, tick, state) VALUES
-       ('games', $1, 0, '0', 1, '\\x00'), ('games', $1, 0, '1', 1, '\\x00'), ('games', $2, 0, '0', 1, '\\x00'), ('staging', $1, 0, '0', 1, '\\x00')`,
+    `INSERT INTO ${schema}.shard_snapshots (world, instance, shard, tick, state) VALUES
+       ('games/' || $1, 0, '0', 1, '\\x00'), ($1, 0, '1', 1, '\\x00'), ('games/' || $2, 0, '0', 1, '\\x00'), ('staging/' || $1, 0, '0', 1, '\\x00')`,
     [w, other],
   );
   const players = [`${w}-p1`, `${w}-p2`, `${w}-p3`, `${w}-p4`];
@@ -55,14 +57,14 @@ it('removes a deleted world’s snapshots, outbox rows and presence exactly once
   await redis.set(`aethex:presence:${players[2]}`, where('games', other, 0, '0'), 'EX', 60);
   await redis.set(`aethex:presence:${players[3]}`, where('staging', w, 0, '0'), 'EX', 60);
   await admin.query(
-    `INSERT INTO ${schema}.shard_outbox (namespace, world, instance, shard, type, player_id, at, relayed_at)
-     VALUES ('games', $1, 0, '0', 'player_joined', 'p1', now(), now()), ('games', $1, 1, '2', 'player_left', 'p2', now(), NULL),
-            ('games', $2, 0, '0', 'player_joined', 'p3', now(), NULL), ('staging', $1, 0, '0', 'player_joined', 'p4', now(), NULL)`,
+    `INSERT INTO ${schema}.shard_outbox (world, instance, shard, type, player_id, at, relayed_at)
+     VALUES ('games/' || $1, 0, '0', 'player_joined', 'p1', now(), now()), ($1, 1, '2', 'player_left', 'p2', now(), NULL),
+            ('games/' || $2, 0, '0', 'player_joined', 'p3', now(), NULL), ('staging/' || $1, 0, '0', 'player_joined', 'p4', now(), NULL)`,
     [w, other],
   );
   const streams = [
     `aethex:events:games/${w}:0:${w}-0-0`,
-    `aethex:events:games/${w}:1:${w}-1-0`,
+    `aethex:events:${w}:1:${w}-1-0`, // from before namespaces: the bare name
     `aethex:events:games/${other}:0:${other}-0-0`,
     `aethex:events:staging/${w}:0:${w}-0-0`,
   ];
@@ -71,10 +73,10 @@ it('removes a deleted world’s snapshots, outbox rows and presence exactly once
   const { cleanup, close } = createExternalCleanup({ postgresUrl: url, redisUrl: env.redisUrl, log: { info: (o) => logs.push(o) } });
   try {
     await cleanup(world(w, 'uid-1'));
-    const rows = await admin.query(`SELECT namespace, world, shard FROM ${schema}.shard_snapshots ORDER BY namespace, world, shard`);
+    const rows = await admin.query(`SELECT world, shard FROM ${schema}.shard_snapshots ORDER BY world, shard`);
     expect(rows.rows).toEqual([
-      { namespace: 'games', world: other, shard: '0' },
-      { namespace: 'staging', world: w, shard: '0' },
+      { world: `games/${other}`, shard: '0' },
+      { world: `staging/${w}`, shard: '0' },
     ]);
     expect(await redis.exists(`aethex:presence:${players[0]}`, `aethex:presence:${players[1]}`)).toBe(0);
     expect(await redis.exists(`aethex:presence:${players[2]}`, `aethex:presence:${players[3]}`)).toBe(2);
@@ -82,8 +84,8 @@ it('removes a deleted world’s snapshots, outbox rows and presence exactly once
     // under names of their own: a new world of the same name starts streams that never expire.
     const events = await admin.query(`SELECT world, player_id FROM ${schema}.shard_outbox ORDER BY id`);
     expect(events.rows).toEqual([
-      { world: other, player_id: 'p3' },
-      { world: w, player_id: 'p4' },
+      { world: `games/${other}`, player_id: 'p3' },
+      { world: `staging/${w}`, player_id: 'p4' },
     ]);
     const kept = streams.slice(0, 2).map((s) => deletedStreamKey('uid-1', s));
     expect(kept[0]).toBe(`aethex:events-deleted:uid-1:games/${w}:0:${w}-0-0`);
@@ -100,13 +102,12 @@ it('removes a deleted world’s snapshots, outbox rows and presence exactly once
 
     // The finalizer's pass repeated (e.g. the operator died before removing it): nothing more happens.
     await admin.query(
-      `INSERT INTO ${schema}.shard_snapshots (namespace, world, instance, shard, tick, state) VALUES ('games', $1, 0, '0', 2, '\\x00')`,
+      `INSERT INTO ${schema}.shard_snapshots (world, instance, shard, tick, state) VALUES ('games/' || $1, 0, '0', 2, '\\x00')`,
       [w],
     );
     await cleanup(world(w, 'uid-1'));
     const count = async () =>
-      (await admin.query(`SELECT count(*)::int AS n FROM ${schema}.shard_snapshots WHERE namespace = 'games' AND world = $1`, [w])).rows[0]
-        .n;
+      (await admin.query(`SELECT count(*)::int AS n FROM ${schema}.shard_snapshots WHERE world = 'games/' || $1`, [w])).rows[0].n;
     expect(await count()).toBe(1);
     const done = await admin.query(`SELECT world_uid, world, snapshots_deleted FROM ${schema}.aethex_world_cleanups`);
     expect(done.rows).toEqual([{ world_uid: 'uid-1', world: w, snapshots_deleted: 2 }]);
@@ -116,23 +117,5 @@ it('removes a deleted world’s snapshots, outbox rows and presence exactly once
   } finally {
     await redis.del(...streams, ...['uid-1', 'uid-2'].flatMap((uid) => streams.map((s) => deletedStreamKey(uid, s))));
     await close();
-  }
-});
-
-it('cleans tables that no shard has migrated since namespaces became part of the key: there the name is the whole key', async () => {
-  const old = uniqueName('opcleanold').replaceAll('-', '_');
-  const oldUrl = `${env.pgUrl}${env.pgUrl.includes('?') ? '&' : '?'}options=${encodeURIComponent(`-c search_path=${old}`)}`;
-  await admin.query(`CREATE SCHEMA ${old}`);
-  const { cleanup, close } = createExternalCleanup({ postgresUrl: oldUrl, redisUrl: '', log: { info: () => undefined } });
-  try {
-    await admin.query(`
-      CREATE TABLE ${old}.shard_snapshots (world text NOT NULL, instance integer NOT NULL, shard text NOT NULL, tick bigint NOT NULL,
-        state bytea NOT NULL, saved_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (world, instance, shard));
-      INSERT INTO ${old}.shard_snapshots (world, instance, shard, tick, state) VALUES ('oldw', 0, '0', 1, '\\x00'), ('keep', 0, '0', 1, '\\x00')`);
-    await cleanup(world('oldw', 'uid-old'));
-    expect((await admin.query(`SELECT world FROM ${old}.shard_snapshots`)).rows).toEqual([{ world: 'keep' }]);
-  } finally {
-    await close();
-    await admin.query(`DROP SCHEMA IF EXISTS ${old} CASCADE`);
   }
 });

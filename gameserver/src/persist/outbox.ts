@@ -1,4 +1,4 @@
-import { eventStreamKey, type ShardKey } from '@aethex/runtime';
+import { eventStreamKey, type ShardKey, worldRef } from '@aethex/runtime';
 import type { Redis } from 'ioredis';
 import type pg from 'pg';
 
@@ -76,7 +76,6 @@ export const EVENTS_MAX_LEN = 100_000;
 export const OUTBOX_TABLE_SQL = `
 CREATE TABLE IF NOT EXISTS shard_outbox (
   id          bigserial   PRIMARY KEY,
-  namespace   text        NOT NULL DEFAULT '',
   world       text        NOT NULL,
   instance    integer     NOT NULL,
   shard       text        NOT NULL,
@@ -94,13 +93,12 @@ BEGIN
   END IF;
 END $$;
 CREATE UNIQUE INDEX IF NOT EXISTS shard_outbox_event_key ON shard_outbox (event_key);
-ALTER TABLE shard_outbox ADD COLUMN IF NOT EXISTS namespace text NOT NULL DEFAULT '';
 DROP INDEX IF EXISTS shard_outbox_relayed;
-DROP INDEX IF EXISTS shard_outbox_relayed_by_shard;
-CREATE INDEX IF NOT EXISTS shard_outbox_relayed_by_key ON shard_outbox (namespace, world, instance, shard, relayed_at) WHERE relayed_at IS NOT NULL`;
+CREATE INDEX IF NOT EXISTS shard_outbox_relayed_by_shard ON shard_outbox (world, instance, shard, relayed_at) WHERE relayed_at IS NOT NULL`;
 
 /**
- * The outbox as PostgreSQL rows. A transaction-scoped advisory lock per shard keeps relays of one
+ * The outbox as PostgreSQL rows, keyed like the snapshots: `world` holds the world's `worldRef`
+ * (`<namespace>/<world>`, or the name alone outside Kubernetes). A transaction-scoped advisory lock per shard keeps relays of one
  * shard serial. `event_key` is unique; rows from before it existed have none, and NULLs never conflict.
  * Relayed rows are kept `retentionMs` (long past any retried append), then pruned.
  */
@@ -114,12 +112,12 @@ export class PostgresOutbox implements Outbox {
     if (events.length === 0) return;
     const values: unknown[] = [];
     const rows = events.map((e, i) => {
-      values.push(key.namespace, key.world, key.instance, key.shard, e.type, e.playerId, new Date(e.at), e.eventKey);
-      const b = i * 8;
-      return `($${b + 1}, $${b + 2}, $${b + 3}, $${b + 4}, $${b + 5}, $${b + 6}, $${b + 7}, $${b + 8})`;
+      values.push(worldRef(key.namespace, key.world), key.instance, key.shard, e.type, e.playerId, new Date(e.at), e.eventKey);
+      const b = i * 7;
+      return `($${b + 1}, $${b + 2}, $${b + 3}, $${b + 4}, $${b + 5}, $${b + 6}, $${b + 7})`;
     });
     await this.pool.query(
-      `INSERT INTO shard_outbox (namespace, world, instance, shard, type, player_id, at, event_key) VALUES ${rows.join(', ')}
+      `INSERT INTO shard_outbox (world, instance, shard, type, player_id, at, event_key) VALUES ${rows.join(', ')}
        ON CONFLICT (event_key) DO NOTHING`,
       values,
     );
@@ -138,8 +136,8 @@ export class PostgresOutbox implements Outbox {
       }
       const { rows } = await client.query<{ id: string; type: DomainEvent['type']; player_id: string; at: Date }>(
         `SELECT id, type, player_id, at FROM shard_outbox
-         WHERE relayed_at IS NULL AND namespace = $1 AND world = $2 AND instance = $3 AND shard = $4 ORDER BY id LIMIT $5`,
-        [key.namespace, key.world, key.instance, key.shard, limit],
+         WHERE relayed_at IS NULL AND world = $1 AND instance = $2 AND shard = $3 ORDER BY id LIMIT $4`,
+        [worldRef(key.namespace, key.world), key.instance, key.shard, limit],
       );
       for (const r of rows) {
         await sink.publish({
@@ -168,22 +166,21 @@ export class PostgresOutbox implements Outbox {
 
   async pending(key: ShardKey): Promise<number> {
     const { rows } = await this.pool.query<{ n: number }>(
-      'SELECT count(*)::int AS n FROM shard_outbox WHERE relayed_at IS NULL AND namespace = $1 AND world = $2 AND instance = $3 AND shard = $4',
-      [key.namespace, key.world, key.instance, key.shard],
+      'SELECT count(*)::int AS n FROM shard_outbox WHERE relayed_at IS NULL AND world = $1 AND instance = $2 AND shard = $3',
+      [worldRef(key.namespace, key.world), key.instance, key.shard],
     );
     return rows[0]?.n ?? 0;
   }
 
   async prune(key: ShardKey, limit = 5000): Promise<number> {
-    // The shard's oldest first, through the partial index on (key, relayed_at): the rows read are
+    // The shard's oldest first, through the partial index on (shard, relayed_at): the rows read are
     // the rows deleted, however many other shards' rows the table holds. Bounded, so a call stays short.
     const { rowCount } = await this.pool.query(
       `DELETE FROM shard_outbox WHERE id IN (
          SELECT id FROM shard_outbox
-         WHERE relayed_at < now() - make_interval(secs => $5::double precision / 1000)
-           AND namespace = $1 AND world = $2 AND instance = $3 AND shard = $4
-         ORDER BY relayed_at LIMIT $6)`,
-      [key.namespace, key.world, key.instance, key.shard, this.retentionMs, limit],
+         WHERE relayed_at < now() - make_interval(secs => $4::double precision / 1000) AND world = $1 AND instance = $2 AND shard = $3
+         ORDER BY relayed_at LIMIT $5)`,
+      [worldRef(key.namespace, key.world), key.instance, key.shard, this.retentionMs, limit],
     );
     return rowCount ?? 0;
   }

@@ -1,6 +1,6 @@
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import type { ShardKey } from '@aethex/runtime';
+import { type ShardKey, worldRef } from '@aethex/runtime';
 import type pg from 'pg';
 
 export interface StoredSnapshot {
@@ -20,32 +20,20 @@ export interface SnapshotStore {
 }
 
 /**
- * One row per shard. Tables made before namespaces were part of the key gain the column ('' in
- * their rows: see `adoptUnnamespaced`) and a primary key that includes it.
+ * One row per shard. `world` holds the world's `worldRef` — `<namespace>/<world>`, or the name alone
+ * outside Kubernetes — so the table is the one builds from before namespaces made, and shards of
+ * both builds write to it side by side during an upgrade (see `adoptUnnamespaced`).
  */
 export const SNAPSHOT_TABLE_SQL = `
 CREATE TABLE IF NOT EXISTS shard_snapshots (
-  namespace  text        NOT NULL DEFAULT '',
   world      text        NOT NULL,
   instance   integer     NOT NULL,
   shard      text        NOT NULL,
   tick       bigint      NOT NULL,
   state      bytea       NOT NULL,
   saved_at   timestamptz NOT NULL DEFAULT now(),
-  PRIMARY KEY (namespace, world, instance, shard)
-);
-ALTER TABLE shard_snapshots ADD COLUMN IF NOT EXISTS namespace text NOT NULL DEFAULT '';
-DO $$
-DECLARE pk name;
-BEGIN
-  SELECT conname INTO pk FROM pg_constraint WHERE conrelid = 'shard_snapshots'::regclass AND contype = 'p';
-  IF NOT EXISTS (
-    SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
-    WHERE i.indrelid = 'shard_snapshots'::regclass AND i.indisprimary AND a.attname = 'namespace'
-  ) THEN
-    EXECUTE format('ALTER TABLE shard_snapshots DROP CONSTRAINT %I, ADD PRIMARY KEY (namespace, world, instance, shard)', pk);
-  END IF;
-END $$`;
+  PRIMARY KEY (world, instance, shard)
+)`;
 
 /** Snapshots as rows of PostgreSQL's `shard_snapshots` (one per shard). */
 export class PostgresSnapshotStore implements SnapshotStore {
@@ -53,8 +41,8 @@ export class PostgresSnapshotStore implements SnapshotStore {
 
   async load(key: ShardKey): Promise<StoredSnapshot | undefined> {
     const { rows } = await this.pool.query<{ tick: string; state: Buffer }>(
-      'SELECT tick, state FROM shard_snapshots WHERE namespace = $1 AND world = $2 AND instance = $3 AND shard = $4',
-      [key.namespace, key.world, key.instance, key.shard],
+      'SELECT tick, state FROM shard_snapshots WHERE world = $1 AND instance = $2 AND shard = $3',
+      [worldRef(key.namespace, key.world), key.instance, key.shard],
     );
     const row = rows[0];
     return row ? { tick: Number(row.tick), state: new Uint8Array(row.state) } : undefined;
@@ -62,12 +50,11 @@ export class PostgresSnapshotStore implements SnapshotStore {
 
   async save(key: ShardKey, snapshot: StoredSnapshot): Promise<void> {
     await this.pool.query(
-      `INSERT INTO shard_snapshots (namespace, world, instance, shard, tick, state) VALUES ($1, $2, $3, $4, $5, $6)
-       ON CONFLICT (namespace, world, instance, shard) DO UPDATE SET tick = EXCLUDED.tick, state = EXCLUDED.state, saved_at = now()
+      `INSERT INTO shard_snapshots (world, instance, shard, tick, state) VALUES ($1, $2, $3, $4, $5)
+       ON CONFLICT (world, instance, shard) DO UPDATE SET tick = EXCLUDED.tick, state = EXCLUDED.state, saved_at = now()
        WHERE shard_snapshots.tick <= EXCLUDED.tick`,
       [
-        key.namespace,
-        key.world,
+        worldRef(key.namespace, key.world),
         key.instance,
         key.shard,
         snapshot.tick,
@@ -77,9 +64,8 @@ export class PostgresSnapshotStore implements SnapshotStore {
   }
 
   async remove(key: ShardKey): Promise<void> {
-    await this.pool.query('DELETE FROM shard_snapshots WHERE namespace = $1 AND world = $2 AND instance = $3 AND shard = $4', [
-      key.namespace,
-      key.world,
+    await this.pool.query('DELETE FROM shard_snapshots WHERE world = $1 AND instance = $2 AND shard = $3', [
+      worldRef(key.namespace, key.world),
       key.instance,
       key.shard,
     ]);

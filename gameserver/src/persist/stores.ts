@@ -1,4 +1,4 @@
-import type { Logger, ShardKey } from '@aethex/runtime';
+import { type Logger, type ShardKey, worldRef } from '@aethex/runtime';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { type GameserverSettings, shardKey } from '../config.js';
@@ -37,28 +37,32 @@ export async function migrate(pool: pg.Pool): Promise<void> {
 }
 
 /**
- * Rows written before namespaces were part of the key have namespace ''. A shard in a namespace takes
- * those of its world, instance and name for its own when it starts — its snapshot (unless it has one
- * already) and its outbox events, relayed or not — so an upgrade loses nothing. Run once per start,
- * before the snapshot is loaded; a second run finds nothing to take.
+ * Builds before namespaces were part of the key wrote a shard's rows under the world's name alone.
+ * A shard in a namespace takes its own (same world, instance and name) for itself on its first
+ * start — while it has no snapshot under its `worldRef` yet: its snapshot and its outbox events,
+ * relayed or not — so an upgrade loses nothing. Later starts find a snapshot and change nothing,
+ * so rows that shards outside Kubernetes write under the bare name are not taken. When same-named
+ * worlds in two namespaces start at once, the first takes the rows and the other finds none.
  */
 export async function adoptUnnamespaced(pool: pg.Pool, key: ShardKey): Promise<{ snapshots: number; events: number }> {
   if (key.namespace === '') return { snapshots: 0, events: 0 };
-  const args = [key.namespace, key.world, key.instance, key.shard];
+  const args = [worldRef(key.namespace, key.world), key.world, key.instance, key.shard];
   const client = await pool.connect();
   try {
     await client.query('BEGIN');
-    const snapshots = await client.query(
-      `UPDATE shard_snapshots SET namespace = $1 WHERE namespace = '' AND world = $2 AND instance = $3 AND shard = $4
-         AND NOT EXISTS (SELECT 1 FROM shard_snapshots WHERE namespace = $1 AND world = $2 AND instance = $3 AND shard = $4)`,
-      args,
-    );
-    const events = await client.query(
-      `UPDATE shard_outbox SET namespace = $1 WHERE namespace = '' AND world = $2 AND instance = $3 AND shard = $4`,
-      args,
-    );
+    const own = await client.query('SELECT 1 FROM shard_snapshots WHERE world = $1 AND instance = $2 AND shard = $3', [
+      args[0],
+      key.instance,
+      key.shard,
+    ]);
+    let taken = { snapshots: 0, events: 0 };
+    if (own.rowCount === 0) {
+      const snapshots = await client.query('UPDATE shard_snapshots SET world = $1 WHERE world = $2 AND instance = $3 AND shard = $4', args);
+      const events = await client.query('UPDATE shard_outbox SET world = $1 WHERE world = $2 AND instance = $3 AND shard = $4', args);
+      taken = { snapshots: snapshots.rowCount ?? 0, events: events.rowCount ?? 0 };
+    }
     await client.query('COMMIT');
-    return { snapshots: snapshots.rowCount ?? 0, events: events.rowCount ?? 0 };
+    return taken;
   } catch (err) {
     await client.query('ROLLBACK').catch(() => undefined);
     throw new Error('taking over rows from before namespaces failed', { cause: err });
