@@ -143,6 +143,13 @@ export const GAMESERVER_SETTINGS = {
     doc: "The GameWorld's namespace (set by the operator): part of every key the shard stores under, and the `namespace` claim join tokens must carry.",
   },
   'shard.world': { type: 'string', default: 'local', pattern: DNS_LABEL, patternDoc: 'a DNS label', doc: 'World this shard serves.' },
+  'shard.world_created_s': {
+    type: 'int',
+    default: 0,
+    min: 0,
+    max: 4_102_444_800,
+    doc: 'When the GameWorld was created, in Unix seconds (set by the operator): a shard takes over rows from before namespaces only if they were written since.',
+  },
   'shard.instance': { type: 'int', default: 0, min: 0, max: 100_000, doc: 'Instance of the world.' },
   'shard.name': {
     type: 'string',

@@ -20,7 +20,7 @@ import {
 import { ShardPersistence } from '../src/persist/persistence.js';
 import { MemoryPresence, type PresenceStore, RedisPresence } from '../src/persist/presence.js';
 import { DirectorySnapshotStore, PostgresSnapshotStore, type SnapshotStore } from '../src/persist/snapshot-store.js';
-import { adoptUnnamespaced, migrate } from '../src/persist/stores.js';
+import { claimShardKey, migrate } from '../src/persist/stores.js';
 
 // The same contract runs against the real servers and against the embedded defaults.
 const env = testEnv();
@@ -259,18 +259,20 @@ describe('outbox: a table from before event keys', () => {
 });
 
 describe('rows from before namespaces', () => {
-  test('a shard in a namespace takes its own on its first start only; same-named worlds elsewhere and old builds keep working', async () => {
+  // What a build before namespaces wrote, and how it saves (its SQL, verbatim): the world's bare name.
+  const oldSave = (shard: string, tick: number) =>
+    pool.query(
+      `INSERT INTO shard_snapshots (world, instance, shard, tick, state) VALUES ($1, $2, $3, $4, $5)
+       ON CONFLICT (world, instance, shard) DO UPDATE SET tick = EXCLUDED.tick, state = EXCLUDED.state, saved_at = now()
+       WHERE shard_snapshots.tick <= EXCLUDED.tick`,
+      [key(shard).world, 0, shard, tick, Buffer.from([tick])],
+    );
+  const hourAgo = Date.now() - 3_600_000;
+
+  test('a shard in a namespace takes its own over on its first start only; old builds keep working beside it', async () => {
     const shard = `ns-${Math.random().toString(36).slice(2, 8)}`;
     const before = key(shard);
-    // What a build before namespaces wrote, and how it saves (its SQL, verbatim): the world's name alone.
-    const oldSave = (tick: number) =>
-      pool.query(
-        `INSERT INTO shard_snapshots (world, instance, shard, tick, state) VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (world, instance, shard) DO UPDATE SET tick = EXCLUDED.tick, state = EXCLUDED.state, saved_at = now()
-         WHERE shard_snapshots.tick <= EXCLUDED.tick`,
-        [before.world, 0, shard, tick, Buffer.from([tick])],
-      );
-    await oldSave(41);
+    await oldSave(shard, 41);
     await pool.query(
       `INSERT INTO shard_outbox (world, instance, shard, type, player_id, at, relayed_at, event_key) VALUES
          ($1, 0, $2, 'player_joined', 'ann', now(), now() - interval '2 hours', $3), ($1, 0, $2, 'player_left', 'ann', now(), NULL, $4)`,
@@ -281,7 +283,10 @@ describe('rows from before namespaces', () => {
     expect(await snapshots.load(key(shard, 'prod'))).toBeUndefined();
 
     // The shards of same-named worlds in two namespaces start at the same moment: one takes the rows.
-    const [a, b] = await Promise.all([adoptUnnamespaced(pool, key(shard, 'prod')), adoptUnnamespaced(pool, key(shard, 'staging'))]);
+    const [a, b] = await Promise.all([
+      claimShardKey(pool, key(shard, 'prod'), hourAgo),
+      claimShardKey(pool, key(shard, 'staging'), hourAgo),
+    ]);
     expect([a, b].sort((x, y) => y.snapshots - x.snapshots)).toEqual([
       { snapshots: 1, events: 2 },
       { snapshots: 0, events: 0 },
@@ -301,10 +306,11 @@ describe('rows from before namespaces', () => {
     await outbox.append(prod, [{ type: 'player_left', playerId: 'ann', at: 1, eventKey: `${shard}:k2` }]);
     expect(await outbox.pending(prod)).toBe(0);
 
-    // During an upgrade a shard still on the old build saves as before (here: one outside
-    // Kubernetes, under the bare name). prod's shard restarting has its snapshot: it takes nothing.
-    await oldSave(50);
-    expect(await adoptUnnamespaced(pool, prod)).toEqual({ snapshots: 0, events: 0 });
+    // A shard still on the old build (a same-named world mid-upgrade) saves as before. Restarts of
+    // either new shard, before their first save or after, take nothing: only a first start does.
+    await oldSave(shard, 50);
+    expect(await claimShardKey(pool, prod, hourAgo)).toEqual({ snapshots: 0, events: 0 });
+    expect(await claimShardKey(pool, staging, hourAgo)).toEqual({ snapshots: 0, events: 0 });
     expect(await snapshots.load(before)).toEqual({ tick: 50, state: new Uint8Array([50]) });
     expect(await snapshots.load(prod)).toEqual({ tick: 41, state: new Uint8Array([41]) });
 
@@ -315,9 +321,19 @@ describe('rows from before namespaces', () => {
     expect(await readStream(staging)).toEqual(['player_joined:bea']);
     expect(await readStream(prod)).toEqual(['player_left:ann']);
     expect(await snapshots.load(prod)).toEqual({ tick: 41, state: new Uint8Array([41]) });
-    // A shard outside Kubernetes takes nothing over.
-    expect(await adoptUnnamespaced(pool, before)).toEqual({ snapshots: 0, events: 0 });
     await redis.del(eventStreamKey(prod), eventStreamKey(staging));
+  });
+
+  test('never taken: rows older than the world (a deleted world’s), or those of a live shard outside Kubernetes', async () => {
+    const shard = `nt-${Math.random().toString(36).slice(2, 8)}`;
+    await oldSave(shard, 7);
+    // A world created after the rows were written inherits nothing of the world they belonged to.
+    expect(await claimShardKey(pool, key(shard, 'prod'), Date.now() + 60_000)).toEqual({ snapshots: 0, events: 0 });
+    // A shard of this build outside Kubernetes, with the same names in the same database, registers
+    // the bare key when it starts: its rows are live, and no shard in a namespace takes them.
+    expect(await claimShardKey(pool, key(shard))).toEqual({ snapshots: 0, events: 0 });
+    expect(await claimShardKey(pool, key(shard, 'qa'), hourAgo)).toEqual({ snapshots: 0, events: 0 });
+    expect(await new PostgresSnapshotStore(pool).load(key(shard))).toEqual({ tick: 7, state: new Uint8Array([7]) });
   });
 });
 

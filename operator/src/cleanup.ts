@@ -23,8 +23,8 @@ export interface CleanupStores {
 /**
  * What a deleted world leaves outside Kubernetes, removed when its finalizer runs: the shards'
  * snapshot and outbox rows and the presence keys naming the world — in its namespace: a world of
- * the same name in another namespace is not touched (rows and streams from builds before
- * namespaces, under the bare name, go too); its event streams are renamed
+ * the same name in another namespace is not touched, nor is anything under the bare name (builds
+ * before namespaces); its event streams are renamed
  * (`deletedStreamKey`) and expire a day later. The PostgreSQL part runs exactly once per
  * world uid — a row in `aethex_world_cleanups` is written in the same transaction as the deletes,
  * so a pass repeated after a crash finds it and deletes nothing (a new world with the same name
@@ -59,16 +59,17 @@ export function createExternalCleanup(o: CleanupStores): { cleanup: ExternalClea
           [world.metadata.uid, name, world.metadata.namespace],
         );
         if (claimed.rowCount === 1) {
-          // The shards' rows, where the tables exist: under the world's worldRef, and under its
-          // bare name as builds before namespaces wrote them (rows no shard of it has taken over).
-          const remove = async (table: 'shard_snapshots' | 'shard_outbox') => {
+          // The shards' rows, where the tables exist, under the world's worldRef. Rows under its
+          // bare name (builds before namespaces) may be a same-named world's in another namespace
+          // still on such a build: they stay (no later world takes them over: they predate it).
+          const remove = async (table: 'shard_snapshots' | 'shard_outbox' | 'shard_keys') => {
             const exists = (await c.query<{ t: string | null }>('SELECT to_regclass($1)::text AS t', [table])).rows[0]?.t != null;
-            if (!exists) return 0;
-            return (await c.query(`DELETE FROM ${table} WHERE world = ANY($1::text[])`, [[ref, name]])).rowCount ?? 0;
+            return exists ? ((await c.query(`DELETE FROM ${table} WHERE world = $1`, [ref])).rowCount ?? 0) : 0;
           };
           const deleted = await remove('shard_snapshots');
           // The world's domain events: no shard of it will relay or prune them any more.
           const events = await remove('shard_outbox');
+          await remove('shard_keys');
           await c.query('UPDATE aethex_world_cleanups SET snapshots_deleted = $2 WHERE world_uid = $1', [world.metadata.uid, deleted]);
           o.log.info({ world: ref, snapshots: deleted, events }, 'deleted the world’s snapshots and outbox rows');
         }
@@ -99,8 +100,8 @@ export function createExternalCleanup(o: CleanupStores): { cleanup: ExternalClea
       // Its event streams stay a day for their consumers to finish reading, then go — under a name
       // of their own, so that a new world with the same name starts fresh streams that do not expire.
       const streams: string[] = [];
-      for (const match of [eventStreamPattern(namespace, name), eventStreamPattern('', name)]) {
-        for await (const keys of redis.scanStream({ match, count: 1000 }) as AsyncIterable<string[]>) streams.push(...keys);
+      for await (const keys of redis.scanStream({ match: eventStreamPattern(namespace, name), count: 1000 }) as AsyncIterable<string[]>) {
+        streams.push(...keys);
       }
       for (const key of streams) {
         const kept = deletedStreamKey(world.metadata.uid as string, key);

@@ -16,6 +16,11 @@ const OUTBOX = `CREATE TABLE IF NOT EXISTS shard_outbox (
   id bigserial PRIMARY KEY, world text NOT NULL, instance integer NOT NULL, shard text NOT NULL, type text NOT NULL,
   player_id text NOT NULL, at timestamptz NOT NULL, relayed_at timestamptz, event_key text)`;
 
+// The keys shards have started under (gameserver/src/persist/stores.ts).
+const KEYS = `CREATE TABLE IF NOT EXISTS shard_keys (
+  world text NOT NULL, instance integer NOT NULL, shard text NOT NULL, first_start_at timestamptz NOT NULL DEFAULT now(),
+  took_snapshots integer NOT NULL DEFAULT 0, took_events integer NOT NULL DEFAULT 0, PRIMARY KEY (world, instance, shard))`;
+
 const env = testEnv();
 const schema = uniqueName('opclean').replaceAll('-', '_');
 const admin = new pg.Pool({ connectionString: env.pgUrl, max: 2 });
@@ -31,7 +36,7 @@ const world = (name: string, uid: string, namespace = 'games'): GameWorld => ({
 
 beforeAll(async () => {
   await admin.query(`CREATE SCHEMA ${schema}`);
-  await admin.query(`SET search_path TO ${schema}; ${SNAPSHOTS}; ${OUTBOX}`);
+  await admin.query(`SET search_path TO ${schema}; ${SNAPSHOTS}; ${OUTBOX}; ${KEYS}`);
 });
 afterAll(async () => {
   await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
@@ -43,11 +48,16 @@ it('removes a deleted world’s snapshots, outbox rows and presence exactly once
   const w = `w${Date.now().toString(36)}`;
   const other = `${w}x`;
   // `other` is another world in the same namespace; `w` in namespace `staging` is a world of the
-  // same name. Shard 1 of `w` still has its row from before namespaces (the bare name).
+  // same name. A row under the bare name is from before namespaces: it may be a same-named world's
+  // that still runs such a build, so it stays.
   await admin.query(
-    `INSERT INTO ${schema}.shard_snapshots (world, instance, shard, tick, state) VALUES
-       ('games/' || $1, 0, '0', 1, '\\x00'), ($1, 0, '1', 1, '\\x00'), ('games/' || $2, 0, '0', 1, '\\x00'), ('staging/' || $1, 0, '0', 1, '\\x00')`,
+    `INSERT INTO ${schema}.shard_snapshots (world, instance, shard, tick, state) VALUES ('games/' || $1, 0, '0', 1, '\\x00'),
+       ('games/' || $1, 0, '1', 1, '\\x00'), ($1, 0, '1', 1, '\\x00'), ('games/' || $2, 0, '0', 1, '\\x00'), ('staging/' || $1, 0, '0', 1, '\\x00')`,
     [w, other],
+  );
+  await admin.query(
+    `INSERT INTO ${schema}.shard_keys (world, instance, shard) VALUES ('games/' || $1, 0, '0'), ('staging/' || $1, 0, '0')`,
+    [w],
   );
   const players = [`${w}-p1`, `${w}-p2`, `${w}-p3`, `${w}-p4`];
   const where = (namespace: string, world: string, instance: number, shard: string) =>
@@ -58,15 +68,17 @@ it('removes a deleted world’s snapshots, outbox rows and presence exactly once
   await redis.set(`aethex:presence:${players[3]}`, where('staging', w, 0, '0'), 'EX', 60);
   await admin.query(
     `INSERT INTO ${schema}.shard_outbox (world, instance, shard, type, player_id, at, relayed_at)
-     VALUES ('games/' || $1, 0, '0', 'player_joined', 'p1', now(), now()), ($1, 1, '2', 'player_left', 'p2', now(), NULL),
-            ('games/' || $2, 0, '0', 'player_joined', 'p3', now(), NULL), ('staging/' || $1, 0, '0', 'player_joined', 'p4', now(), NULL)`,
+     VALUES ('games/' || $1, 0, '0', 'player_joined', 'p1', now(), now()), ('games/' || $1, 1, '2', 'player_left', 'p2', now(), NULL),
+            ('games/' || $2, 0, '0', 'player_joined', 'p3', now(), NULL), ('staging/' || $1, 0, '0', 'player_joined', 'p4', now(), NULL),
+            ($1, 0, '1', 'player_joined', 'p5', now(), NULL)`,
     [w, other],
   );
   const streams = [
     `aethex:events:games/${w}:0:${w}-0-0`,
-    `aethex:events:${w}:1:${w}-1-0`, // from before namespaces: the bare name
+    `aethex:events:games/${w}:1:${w}-1-0`,
     `aethex:events:games/${other}:0:${other}-0-0`,
     `aethex:events:staging/${w}:0:${w}-0-0`,
+    `aethex:events:${w}:0:${w}-0-1`, // from before namespaces: the bare name
   ];
   for (const s of streams) await redis.xadd(s, '1-0', 'type', 'player_joined');
   const logs: object[] = [];
@@ -77,7 +89,10 @@ it('removes a deleted world’s snapshots, outbox rows and presence exactly once
     expect(rows.rows).toEqual([
       { world: `games/${other}`, shard: '0' },
       { world: `staging/${w}`, shard: '0' },
+      { world: w, shard: '1' },
     ]);
+    const keys = await admin.query(`SELECT world FROM ${schema}.shard_keys`);
+    expect(keys.rows).toEqual([{ world: `staging/${w}` }]);
     expect(await redis.exists(`aethex:presence:${players[0]}`, `aethex:presence:${players[1]}`)).toBe(0);
     expect(await redis.exists(`aethex:presence:${players[2]}`, `aethex:presence:${players[3]}`)).toBe(2);
     // Its outbox rows go with its snapshots; its event streams stay a day for their consumers,
@@ -86,10 +101,11 @@ it('removes a deleted world’s snapshots, outbox rows and presence exactly once
     expect(events.rows).toEqual([
       { world: `games/${other}`, player_id: 'p3' },
       { world: `staging/${w}`, player_id: 'p4' },
+      { world: w, player_id: 'p5' },
     ]);
     const kept = streams.slice(0, 2).map((s) => deletedStreamKey('uid-1', s));
     expect(kept[0]).toBe(`aethex:events-deleted:uid-1:games/${w}:0:${w}-0-0`);
-    expect(await redis.exists(streams[3] as string)).toBe(1);
+    expect(await redis.exists(streams[3] as string, streams[4] as string)).toBe(2);
     expect(await redis.exists(streams[0] as string, streams[1] as string)).toBe(0);
     const ttls = await Promise.all([...kept, streams[2] as string].map((s) => redis.ttl(s)));
     expect(ttls[0]).toBeGreaterThan(86_000);

@@ -115,6 +115,8 @@ describe('reconciling a GameWorld against the real API server', () => {
         { name: 'AETHEX_GAMESERVER_SHARD_NAME', value: 'forest-1-1' },
         // The shard's stored state and join tokens are keyed by the world's namespace too.
         { name: 'AETHEX_GAMESERVER_SHARD_NAMESPACE', value: ns },
+        // When the world was created, for taking over rows from before namespaces.
+        { name: 'AETHEX_GAMESERVER_SHARD_WORLD_CREATED_S', value: expect.stringMatching(/^1\d{9}$/) },
         { name: 'AETHEX_GAMESERVER_LINKS_SECRET', valueFrom: { secretKeyRef: { name: 'forest-shard-links', key: 'secret' } } },
       ]),
     );

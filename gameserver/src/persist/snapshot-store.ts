@@ -22,7 +22,7 @@ export interface SnapshotStore {
 /**
  * One row per shard. `world` holds the world's `worldRef` — `<namespace>/<world>`, or the name alone
  * outside Kubernetes — so the table is the one builds from before namespaces made, and shards of
- * both builds write to it side by side during an upgrade (see `adoptUnnamespaced`).
+ * both builds write to it side by side during an upgrade (see `claimShardKey`).
  */
 export const SNAPSHOT_TABLE_SQL = `
 CREATE TABLE IF NOT EXISTS shard_snapshots (

@@ -27,6 +27,7 @@ export async function migrate(pool: pg.Pool): Promise<void> {
     await client.query("SELECT pg_advisory_xact_lock(hashtext('aethex-gameserver-migrations'))");
     await client.query(SNAPSHOT_TABLE_SQL);
     await client.query(OUTBOX_TABLE_SQL);
+    await client.query(SHARD_KEYS_TABLE_SQL);
     await client.query('COMMIT');
   } catch (err) {
     await client.query('ROLLBACK').catch(() => undefined);
@@ -37,35 +38,73 @@ export async function migrate(pool: pg.Pool): Promise<void> {
 }
 
 /**
- * Builds before namespaces were part of the key wrote a shard's rows under the world's name alone.
- * A shard in a namespace takes its own (same world, instance and name) for itself on its first
- * start — while it has no snapshot under its `worldRef` yet: its snapshot and its outbox events,
- * relayed or not — so an upgrade loses nothing. Later starts find a snapshot and change nothing,
- * so rows that shards outside Kubernetes write under the bare name are not taken. When same-named
- * worlds in two namespaces start at once, the first takes the rows and the other finds none.
+ * The shard keys a shard of this build has started under (`world` is the `worldRef`), and what the
+ * first start took over from before namespaces.
  */
-export async function adoptUnnamespaced(pool: pg.Pool, key: ShardKey): Promise<{ snapshots: number; events: number }> {
-  if (key.namespace === '') return { snapshots: 0, events: 0 };
-  const args = [worldRef(key.namespace, key.world), key.world, key.instance, key.shard];
+export const SHARD_KEYS_TABLE_SQL = `
+CREATE TABLE IF NOT EXISTS shard_keys (
+  world           text        NOT NULL,
+  instance        integer     NOT NULL,
+  shard           text        NOT NULL,
+  first_start_at  timestamptz NOT NULL DEFAULT now(),
+  took_snapshots  integer     NOT NULL DEFAULT 0,
+  took_events     integer     NOT NULL DEFAULT 0,
+  PRIMARY KEY (world, instance, shard)
+)`;
+
+/**
+ * Registers the shard's key and, the first time a shard in a namespace starts under it, takes over
+ * its rows from before namespaces. Builds before them wrote a shard's rows under the world's bare
+ * name; the shard's snapshot and outbox events (relayed or not) written since its world was created
+ * (`worldCreatedMs`) become its own, so an upgrade loses nothing. Taken only once, in the transaction
+ * that registers the key: a restart (even before the first save), a rollback and a return take
+ * nothing. Never taken: rows of a live shard of this build outside Kubernetes (it registered the
+ * bare key), or rows older than the world — a deleted world's, which a new world of the same name
+ * must not inherit. When same-named worlds in two namespaces start at once, the first takes them.
+ */
+export async function claimShardKey(pool: pg.Pool, key: ShardKey, worldCreatedMs = 0): Promise<{ snapshots: number; events: number }> {
+  const ref = worldRef(key.namespace, key.world);
   const client = await pool.connect();
   try {
     await client.query('BEGIN');
-    const own = await client.query('SELECT 1 FROM shard_snapshots WHERE world = $1 AND instance = $2 AND shard = $3', [
-      args[0],
-      key.instance,
-      key.shard,
-    ]);
+    const registered = await client.query(
+      'INSERT INTO shard_keys (world, instance, shard) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING 1',
+      [ref, key.instance, key.shard],
+    );
     let taken = { snapshots: 0, events: 0 };
-    if (own.rowCount === 0) {
-      const snapshots = await client.query('UPDATE shard_snapshots SET world = $1 WHERE world = $2 AND instance = $3 AND shard = $4', args);
-      const events = await client.query('UPDATE shard_outbox SET world = $1 WHERE world = $2 AND instance = $3 AND shard = $4', args);
-      taken = { snapshots: snapshots.rowCount ?? 0, events: events.rowCount ?? 0 };
+    const bare = [key.world, key.instance, key.shard];
+    const bareLive =
+      (await client.query('SELECT 1 FROM shard_keys WHERE world = $1 AND instance = $2 AND shard = $3', bare)).rowCount !== 0;
+    if (key.namespace !== '' && registered.rowCount === 1 && !bareLive) {
+      const args = [ref, ...bare, new Date(worldCreatedMs)];
+      const snapshots = await client.query(
+        `UPDATE shard_snapshots SET world = $1 WHERE world = $2 AND instance = $3 AND shard = $4 AND saved_at >= $5
+           AND NOT EXISTS (SELECT 1 FROM shard_snapshots WHERE world = $1 AND instance = $3 AND shard = $4)`,
+        args,
+      );
+      // Relayed and pending apart: each through its partial index, not the whole table.
+      let events = 0;
+      for (const relayed of ['IS NOT NULL', 'IS NULL']) {
+        const r = await client.query(
+          `UPDATE shard_outbox SET world = $1 WHERE relayed_at ${relayed} AND world = $2 AND instance = $3 AND shard = $4 AND at >= $5`,
+          args,
+        );
+        events += r.rowCount ?? 0;
+      }
+      taken = { snapshots: snapshots.rowCount ?? 0, events };
+      await client.query('UPDATE shard_keys SET took_snapshots = $4, took_events = $5 WHERE world = $1 AND instance = $2 AND shard = $3', [
+        ref,
+        key.instance,
+        key.shard,
+        taken.snapshots,
+        taken.events,
+      ]);
     }
     await client.query('COMMIT');
     return taken;
   } catch (err) {
     await client.query('ROLLBACK').catch(() => undefined);
-    throw new Error('taking over rows from before namespaces failed', { cause: err });
+    throw new Error('registering the shard key failed', { cause: err });
   } finally {
     client.release();
   }
@@ -92,7 +131,7 @@ export async function openStores(settings: GameserverSettings, log: Logger): Pro
     pool.on('error', (err) => log.warn({ err: err.message }, 'idle PostgreSQL client failed'));
     closers.push(() => pool.end());
     await migrate(pool);
-    const adopted = await adoptUnnamespaced(pool, shardKey(settings));
+    const adopted = await claimShardKey(pool, shardKey(settings), settings['shard.world_created_s'] * 1000);
     if (adopted.snapshots + adopted.events > 0) log.info(adopted, 'took over the snapshot and events written before namespaces');
     snapshots = new PostgresSnapshotStore(pool);
     outbox = new PostgresOutbox(pool, settings['persistence.outbox_retention_ms']);

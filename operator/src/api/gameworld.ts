@@ -80,6 +80,7 @@ export interface GameWorld {
     name: string;
     namespace: string;
     uid: string;
+    creationTimestamp?: string;
     generation?: number;
     resourceVersion?: string;
     deletionTimestamp?: string;

@@ -100,6 +100,8 @@ export function shardEnv(world: GameWorld, instance: number, region: Region): { 
     // Everything the shard stores is keyed by namespace and world: same-named worlds stay apart.
     SHARD_NAMESPACE: world.metadata.namespace,
     SHARD_WORLD: world.metadata.name,
+    // Rows from before namespaces are taken over only if written since (a deleted world's are not).
+    SHARD_WORLD_CREATED_S: String(Math.floor(Date.parse(world.metadata.creationTimestamp ?? '') / 1000) || 0),
     SHARD_INSTANCE: String(instance),
     SHARD_NAME: podName(world.metadata.name, instance, region.shard),
     // The whole world: the shard takes its own region from the shard map.
