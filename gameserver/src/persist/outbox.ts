@@ -98,9 +98,10 @@ CREATE INDEX IF NOT EXISTS shard_outbox_relayed_by_shard ON shard_outbox (world,
 
 /**
  * The outbox as PostgreSQL rows, keyed like the snapshots: `world` holds the world's `worldRef`
- * (`<namespace>/<world>`, or the name alone outside Kubernetes). A transaction-scoped advisory lock per shard keeps relays of one
- * shard serial. `event_key` is unique; rows from before it existed have none, and NULLs never conflict.
- * Relayed rows are kept `retentionMs` (long past any retried append), then pruned.
+ * (`<namespace>/<world>`, or the name alone outside Kubernetes). A transaction-scoped advisory lock
+ * per shard keeps relays of one shard serial. `event_key` is unique; rows from before it existed
+ * have none, and NULLs never conflict. Relayed rows are kept `retentionMs` (long past any retried
+ * append), then pruned.
  */
 export class PostgresOutbox implements Outbox {
   constructor(
@@ -239,12 +240,12 @@ export class MemoryOutbox implements Outbox {
 }
 
 /**
- * Events into a Redis stream per shard (`eventStreamKey`: `aethex:events:<namespace>/<world>:<instance>:<shard>`,
- * without `<namespace>/` outside Kubernetes), with the outbox
- * id as the stream entry id `<id>-0`: Redis refuses an id that is not above the stream's last, so a
- * replayed event is detected and dropped — delivery is exactly once. That holds only for ids above
- * everything an earlier process wrote: durable ones (PostgreSQL's sequence), or the in-process
- * outbox's, which start above `lastId`. The stream keeps about the last `maxLen` entries (`XADD
+ * Events into a Redis stream per shard (`eventStreamKey`:
+ * `aethex:events:<namespace>/<world>:<instance>:<shard>`, without `<namespace>/` outside
+ * Kubernetes), with the outbox id as the stream entry id `<id>-0`: Redis refuses an id that is not
+ * above the stream's last, so a replayed event is detected and dropped — delivery is exactly once.
+ * That holds only for ids above everything an earlier process wrote: durable ones (PostgreSQL's
+ * sequence), or the in-process outbox's, which start above `lastId`. The stream keeps about the last `maxLen` entries (`XADD
  * MAXLEN ~`, trimmed by whole nodes, so it may hold a few more): consumers that fall further behind
  * miss the oldest. Trimming keeps the stream's last id, so duplicates are still refused.
  */
