@@ -41,8 +41,8 @@ export default {
       if (other === it) continue;
       const q = ctx.position(other);
       if (q && Math.hypot(q.x - p.x, q.y - p.y) <= TAG_RANGE) {
-        // Counted first: while "it" is being handed over to a neighbouring shard its state cannot
-        // change (setState is false), and the tag waits for the next tick.
+        // Counted first: once "it" belongs to a neighbouring shard (a ghost here), its state is the
+        // neighbour's (setState is false) and the tag is not this shard's to make.
         const score = scoreOf(ctx, it);
         if (!ctx.setState(it, new TextEncoder().encode(JSON.stringify({ tags: score.tags + 1 })))) return;
         ctx.setFlags(it, 0);

@@ -382,7 +382,7 @@ test('a hook’s game message is refused with the problem named: topic shape, pa
   expect(() => ctx.send('ann', 'ok', new Uint8Array(16 * 1024 + 1))).toThrow(/payload is at most 16384 bytes, got 16385/);
 });
 
-test('game state: a copy per entity, checked; it travels with a handoff, stays on a rollback, waits with a dropped player, survives a restore and goes with the entity', () => {
+test('game state: a copy per entity, checked; it travels with a handoff, may change on offer, stays on a rollback, waits with a dropped player, survives a restore and goes with the entity', () => {
   const e = new ShardEngine(settings, out);
   const ctx = e.context;
   const w = e.world;
@@ -405,10 +405,15 @@ test('game state: a copy per entity, checked; it travels with a handoff, stays o
   expect(ctx.setState(123_456, bytes(1))).toBe(false);
   expect(ctx.state(123_456)).toBeUndefined();
 
-  // On offer: the state went with it and cannot change here; a rollback keeps it.
-  expect(e.offer(ann)?.state).toEqual(bytes(1, 2, 3));
-  expect(ctx.setState(ann, bytes(4))).toBe(false);
+  // On offer: the offer carries the state of that moment; a change made meanwhile is kept here
+  // (the commit carries it on: docs/sharding.md), and a rollback keeps it.
+  const offered = e.offer(ann);
+  expect(offered?.state).toEqual(bytes(1, 2, 3));
+  expect(ctx.setState(ann, bytes(4))).toBe(true);
+  expect(offered?.state).toEqual(bytes(1, 2, 3));
+  expect(w.gameState.get(ann)).not.toBe(offered?.state);
   e.rollback(ann);
+  expect(ctx.state(ann)).toEqual(bytes(4));
   expect(ctx.setState(ann, bytes(4, 5))).toBe(true);
   // Committed: the neighbour has it, its ghost here has none (and takes none).
   const sent = e.offer(ann);

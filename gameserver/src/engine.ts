@@ -338,8 +338,8 @@ export class ShardEngine {
         if (state !== undefined && state.length > MAX_GAME_STATE_BYTES)
           throw new RangeError(`game state of ${state.length} bytes is over the limit of ${MAX_GAME_STATE_BYTES}`);
         const slot = world.indexOf(entityId);
-        // A ghost's state is its owner's; an entity on offer has already sent its state.
-        if (slot < 0 || (world.mode[slot] !== MODE_OWNED && world.mode[slot] !== MODE_DORMANT)) return false;
+        // A ghost's state is its owner's. On offer, it is still ours: a change goes with the commit.
+        if (slot < 0 || world.mode[slot] === MODE_GHOST) return false;
         if (state === undefined || state.length === 0) world.gameState.delete(entityId);
         // A copy (a Buffer's `slice` would be a view of the game's memory).
         else world.gameState.set(entityId, new Uint8Array(state));

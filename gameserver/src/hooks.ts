@@ -26,8 +26,9 @@ export interface GameContext {
   state(entityId: number): Uint8Array | undefined;
   /**
    * Sets (a copy of) an entity's game state; undefined or empty clears it. False when there is no
-   * such entity here, it is a neighbour's (a ghost), or it is on offer to one (its state is on the
-   * way). More than 4 KiB, or anything but a Uint8Array, throws a RangeError naming it.
+   * such entity here or it is a neighbour's (a ghost). On a player being handed over, the change
+   * goes with the handoff: it stays here if the handoff rolls back, reaches the neighbour if it
+   * commits. More than 4 KiB, or anything but a Uint8Array, throws a RangeError naming it.
    */
   setState(entityId: number, state: Uint8Array | undefined): boolean;
   /** Spawns a game entity (kind ≥ 2; 0 and 1 are NPC and player) and returns its id; throws at capacity. */

@@ -4,6 +4,7 @@ import { expect, test } from 'vitest';
 import { loadConfig } from '../config.js';
 import { ShardEngine } from '../engine.js';
 import { MODE_GHOST } from '../sim/world.js';
+import type { ShardLinks } from './links.js';
 import type { Neighbour } from './map.js';
 import { Sharding } from './sharding.js';
 
@@ -164,4 +165,112 @@ test("an offer's game state is adopted with the entity, as a copy of its own; on
   expect(state).toEqual(new Uint8Array([5, 6, 7]));
   // Not a view of the link frame it came in (which it would keep alive).
   expect(engine.world.gameState.get(id(2))?.buffer.byteLength).toBe(3);
+});
+
+/** A link that records what is sent and is always up. */
+function recordingLinks(): { links: ShardLinks; sent: aethex.v1.IShardMessage[] } {
+  const sent: aethex.v1.IShardMessage[] = [];
+  return { sent, links: { send: (_n: Neighbour, m: aethex.v1.IShardMessage) => sent.push(m), isUp: () => true } as unknown as ShardLinks };
+}
+
+const wire = (m: aethex.v1.IShardMessage) => aethex.v1.ShardMessage.decode(aethex.v1.ShardMessage.encode(m).finish());
+
+test('the owner: state the game sets while a player is on offer goes with the commit; unchanged state is not sent again', () => {
+  const { engine, sharding } = shard();
+  const { links, sent } = recordingLinks();
+  sharding.attach(links);
+  const join = (session: number, player: string) => {
+    const r = engine.join(session, player);
+    if (!r.ok) throw new Error(r.message);
+    const slot = engine.world.indexOf(r.entityId);
+    engine.world.x[slot] = 110; // past the border, in the neighbour's region
+    engine.world.y[slot] = 50;
+    return r.entityId;
+  };
+  const ann = join(1, 'ann');
+  const bob = join(2, 'bob');
+  engine.context.setState(ann, new Uint8Array([1]));
+  engine.context.setState(bob, new Uint8Array([1]));
+  sharding.afterStep();
+  const offers = sent.flatMap((m) => (m.handoffOffer ? [m.handoffOffer] : []));
+  expect(offers.map((o) => [o.entityId, [...(o.state ?? [])]])).toEqual([
+    [ann, [1]],
+    [bob, [1]],
+  ]);
+  // On offer, ann's game changes her state; bob's stays as offered.
+  expect(engine.context.setState(ann, new Uint8Array([2, 3]))).toBe(true);
+  for (const o of offers) {
+    sharding.onMessage(right, wire({ handoffAccept: { offerId: o.offerId, entityId: o.entityId, resumeToken: 't', address: 'x:1' } }));
+  }
+  const commits = sent.flatMap((m) => (m.handoffCommit ? [wire({ handoffCommit: m.handoffCommit }).handoffCommit] : []));
+  expect(commits.map((c) => [c?.entityId, c?.stateChanged, [...(c?.state ?? [])]])).toEqual([
+    [ann, true, [2, 3]],
+    [bob, false, []],
+  ]);
+  // The state went with the commit: none is kept here.
+  expect(engine.world.gameState.has(ann)).toBe(false);
+});
+
+test('the receiver: a commit’s late state is adopted once, whether the player resumed before it or not, and never undoes a write made here', () => {
+  const { engine, sharding } = shard();
+  const { links, sent } = recordingLinks();
+  sharding.attach(links);
+  const id = (k: number) => (1 << 24) + k;
+  const bytes = (...b: number[]) => new Uint8Array(b);
+  const offer = (k: number) => {
+    sharding.onMessage(
+      right,
+      wire({
+        handoffOffer: {
+          offerId: k,
+          entityId: id(k),
+          playerId: `p${k}`,
+          position: { x: 99, y: 50 },
+          velocity: { x: 0, y: 0 },
+          kind: 1,
+          state: bytes(1),
+        },
+      }),
+    );
+    return sent.flatMap((m) => (m.handoffAccept?.offerId === k ? [m.handoffAccept.resumeToken as string] : []))[0] as string;
+  };
+  const commit = (k: number, state?: Uint8Array) =>
+    sharding.onMessage(right, wire({ handoffCommit: { offerId: k, entityId: id(k), ...(state ? { stateChanged: true, state } : {}) } }));
+  const state = (k: number) => engine.context.state(id(k));
+
+  // The commit first: adopted with the state it carries.
+  offer(1);
+  commit(1, bytes(2));
+  expect(state(1)).toEqual(bytes(2));
+  // A repeated commit (after a reconnect) never undoes what the game here did since.
+  engine.context.setState(id(1), bytes(7));
+  commit(1, bytes(2));
+  expect(state(1)).toEqual(bytes(7));
+
+  // The player resumed first: adopted with the offer's state, then the commit's replaces it.
+  const t2 = offer(2);
+  expect(sharding.claimResume(t2)?.entityId).toBe(id(2));
+  expect(state(2)).toEqual(bytes(1));
+  commit(2, bytes(9));
+  expect(state(2)).toEqual(bytes(9));
+  // ... unless the game here wrote in between: that write is the later one.
+  const t3 = offer(3);
+  sharding.claimResume(t3);
+  engine.context.setState(id(3), bytes(5));
+  commit(3, bytes(9));
+  expect(state(3)).toEqual(bytes(5));
+
+  // Empty: the state was cleared on offer. Unchanged: the offer's stands.
+  offer(4);
+  commit(4, bytes());
+  expect(state(4)).toBeUndefined();
+  offer(5);
+  commit(5);
+  expect(state(5)).toEqual(bytes(1));
+  // Over 4 KiB: ignored, the offer's stands (the entity is still adopted).
+  offer(6);
+  commit(6, new Uint8Array(4097));
+  expect(state(6)).toEqual(bytes(1));
+  // The late state is a copy of its own, not a view of the link frame.
+  expect(engine.world.gameState.get(id(2))?.buffer.byteLength).toBe(1);
 });

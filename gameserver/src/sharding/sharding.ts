@@ -99,6 +99,11 @@ export class Sharding {
   private nextOfferId = 1;
   private readonly incoming = new Map<string, Incoming>(); // by resume token
   private readonly incomingByOffer = new Map<string, string>(); // offerKey → token
+  /**
+   * Offers whose player resumed here before the sender's commit arrived (offerKey → the entity and
+   * the state it was adopted with): the commit may still bring the state the game set during the offer.
+   */
+  private readonly resumedBeforeCommit = new Map<string, { entityId: number; state: Uint8Array | undefined; at: number }>();
   private readonly mirrored = new Map<number, Map<number, Mirrored>>(); // neighbour → entity → last sent
   private readonly needFull = new Set<number>();
   private readonly ghostsFrom = new Map<number, Set<number>>(); // neighbour → ghost ids
@@ -337,6 +342,7 @@ export class Sharding {
     for (const [entityId, at] of this.retryAt) if (now >= at) this.retryAt.delete(entityId);
     const cutoff = now - this.o.resumeTimeoutMs;
     while (this.decisions.length > 0 && (this.decisions[0] as Decision).at < cutoff) this.decisions.shift();
+    for (const [key, r] of this.resumedBeforeCommit) if (r.at < cutoff) this.resumedBeforeCommit.delete(key);
   }
 
   private rollback(entityId: number, offer: Offer, why: string): void {
@@ -366,10 +372,15 @@ export class Sharding {
       this.o.metrics?.handoffs.inc({ result: 'rolled_back' });
       return;
     }
+    // The game may have set the state while the entity was on offer: the commit carries the change.
+    const state = this.o.engine.world.gameState.get(a.entityId);
+    const stateChanged = state !== offer.entity.state;
     const sessionId = this.o.engine.commitOffer(a.entityId);
     // It is the neighbour's ghost here from now on; dropped with the neighbour's other ghosts.
     this.ghostsFrom.get(from.shard)?.add(a.entityId);
-    const msg = { handoffCommit: { offerId, entityId: a.entityId } };
+    const msg = {
+      handoffCommit: { offerId, entityId: a.entityId, ...(stateChanged ? { stateChanged, state: state ?? new Uint8Array(0) } : {}) },
+    };
     this.decisions.push({ to: from, msg, at: this.now() });
     this.links?.send(from, msg);
     this.o.metrics?.handoffs.inc({ result: 'ok' });
@@ -471,10 +482,43 @@ export class Sharding {
   }
 
   private onCommit(from: Neighbour, c: aethex.v1.HandoffCommit): void {
-    const token = this.incomingByOffer.get(offerKey(from, this.epochOf(from), Number(c.offerId)));
+    const key = offerKey(from, this.epochOf(from), Number(c.offerId));
+    let late: Uint8Array | undefined | null = null; // null: the state did not change during the offer
+    if (c.stateChanged) {
+      if (c.state.length > MAX_GAME_STATE_BYTES) {
+        this.o.log.warn(
+          { entity: c.entityId, from: from.name, bytes: c.state.length },
+          'commit with game state over the limit: state ignored',
+        );
+      } else {
+        // A copy: the decoded bytes are a view of the whole link frame.
+        late = c.state.length > 0 ? new Uint8Array(c.state) : undefined;
+      }
+    }
+    const token = this.incomingByOffer.get(key);
     const inc = token ? this.incoming.get(token) : undefined;
-    if (!inc) return;
+    if (!inc) {
+      // The player resumed first: the entity is ours already, with the offer's state.
+      const resumed = this.resumedBeforeCommit.get(key);
+      this.resumedBeforeCommit.delete(key);
+      if (resumed && late !== null) this.applyLateState(resumed.entityId, resumed.state, late);
+      return;
+    }
+    // Only the first commit carries news: a repeated one must not undo what the game did since.
+    if (!inc.adopted && late !== null) inc.entity.state = late;
     if (!this.adopt(inc)) this.o.log.error({ entity: inc.entity.entityId }, 'handoff committed but the entity could not be adopted');
+  }
+
+  /**
+   * The state the game set on the sender during the offer, for an entity adopted here already: it
+   * replaces the one adopted with, unless the game here has written since (that write is later).
+   */
+  private applyLateState(entityId: number, adoptedWith: Uint8Array | undefined, state: Uint8Array | undefined): void {
+    const w = this.o.engine.world;
+    const slot = w.indexOf(entityId);
+    if (slot < 0 || w.mode[slot] !== MODE_OWNED || w.gameState.get(entityId) !== adoptedWith) return;
+    if (state === undefined) w.gameState.delete(entityId);
+    else w.gameState.set(entityId, state);
   }
 
   private onAbort(from: Neighbour, a: aethex.v1.HandoffAbort): void {
@@ -516,9 +560,12 @@ export class Sharding {
   claimResume(token: string): { playerId: string; entityId: number; frozenMs: number } | undefined {
     const inc = this.incoming.get(token);
     if (!inc) return undefined;
+    const committed = inc.adopted;
     if (!this.adopt(inc)) return undefined;
     this.incoming.delete(token);
-    this.incomingByOffer.delete(offerKey(inc.from, inc.epoch, inc.offerId));
+    const key = offerKey(inc.from, inc.epoch, inc.offerId);
+    this.incomingByOffer.delete(key);
+    if (!committed) this.resumedBeforeCommit.set(key, { entityId: inc.entity.entityId, state: inc.entity.state, at: this.now() });
     this.reserveIncoming();
     return { playerId: inc.playerId, entityId: inc.entity.entityId, frozenMs: this.now() - inc.at };
   }

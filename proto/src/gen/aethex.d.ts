@@ -1075,6 +1075,8 @@ export namespace aethex {
             $unknowns?: Uint8Array[];
             offerId: number;
             entityId: number;
+            stateChanged: boolean;
+            state: Uint8Array;
             static create(properties: aethex.v1.HandoffCommit.$Shape): aethex.v1.HandoffCommit & aethex.v1.HandoffCommit.$Shape;
             static create(properties?: aethex.v1.HandoffCommit.$Properties): aethex.v1.HandoffCommit;
             static encode(m: aethex.v1.HandoffCommit.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
@@ -1092,6 +1094,8 @@ export namespace aethex {
             interface $Properties {
                 offerId?: (number|null);
                 entityId?: (number|null);
+                stateChanged?: (boolean|null);
+                state?: (Uint8Array|null);
                 $unknowns?: Uint8Array[];
             }
             type $Shape = aethex.v1.HandoffCommit.$Properties;

@@ -11895,6 +11895,8 @@ export const aethex = $root.aethex = (() => {
              * @typedef {Object} aethex.v1.HandoffCommit.$Properties
              * @property {number|null} [offerId] HandoffCommit offerId
              * @property {number|null} [entityId] HandoffCommit entityId
+             * @property {boolean|null} [stateChanged] HandoffCommit stateChanged
+             * @property {Uint8Array|null} [state] HandoffCommit state
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -11943,6 +11945,22 @@ export const aethex = $root.aethex = (() => {
             HandoffCommit.prototype.entityId = 0;
 
             /**
+             * HandoffCommit stateChanged.
+             * @member {boolean} stateChanged
+             * @memberof aethex.v1.HandoffCommit
+             * @instance
+             */
+            HandoffCommit.prototype.stateChanged = false;
+
+            /**
+             * HandoffCommit state.
+             * @member {Uint8Array} state
+             * @memberof aethex.v1.HandoffCommit
+             * @instance
+             */
+            HandoffCommit.prototype.state = $util.newBuffer([]);
+
+            /**
              * Creates a new HandoffCommit instance using the specified properties.
              * @function create
              * @memberof aethex.v1.HandoffCommit
@@ -11978,6 +11996,10 @@ export const aethex = $root.aethex = (() => {
                     w.uint32(/* id 1, wireType 0 =*/8).uint64(m.offerId);
                 if (m.entityId != null && $Object.hasOwnProperty.call(m, "entityId") && m.entityId !== 0)
                     w.uint32(/* id 2, wireType 0 =*/16).uint32(m.entityId);
+                if (m.stateChanged != null && $Object.hasOwnProperty.call(m, "stateChanged") && m.stateChanged !== false)
+                    w.uint32(/* id 3, wireType 0 =*/24).bool(m.stateChanged);
+                if (m.state != null && $Object.hasOwnProperty.call(m, "state") && m.state.length)
+                    w.uint32(/* id 4, wireType 2 =*/34).bytes(m.state);
                 if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
                     for (var i = 0; i < m.$unknowns.length; ++i)
                         w.raw(m.$unknowns[i]);
@@ -12053,6 +12075,24 @@ export const aethex = $root.aethex = (() => {
                                 delete m.entityId;
                             continue;
                         }
+                    case 3: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.bool())
+                                m.stateChanged = v;
+                            else
+                                delete m.stateChanged;
+                            continue;
+                        }
+                    case 4: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.bytes()).length)
+                                m.state = v;
+                            else
+                                delete m.state;
+                            continue;
+                        }
                     }
                     r.skipType(u, q, t);
                     if (!r.discardUnknown) {
@@ -12109,6 +12149,14 @@ export const aethex = $root.aethex = (() => {
                     if (!$util.isInteger(m.entityId))
                         return "entityId: integer expected";
                 }
+                if (m.stateChanged != null && $Object.hasOwnProperty.call(m, "stateChanged")) {
+                    if (typeof m.stateChanged !== "boolean")
+                        return "stateChanged: boolean expected";
+                }
+                if (m.state != null && $Object.hasOwnProperty.call(m, "state")) {
+                    if (!(m.state && typeof m.state.length === "number" || $util.isString(m.state)))
+                        return "state: buffer expected";
+                }
                 return null;
             };
 
@@ -12147,6 +12195,19 @@ export const aethex = $root.aethex = (() => {
                         m.entityId = d.entityId >>> 0;
                     }
                 }
+                if (d.stateChanged != null) {
+                    if (d.stateChanged) {
+                        m.stateChanged = $Boolean(d.stateChanged);
+                    }
+                }
+                if (d.state != null) {
+                    if (d.state.length) {
+                        if (typeof d.state === "string")
+                            $util.base64.decode(d.state, m.state = $util.newBuffer($util.base64.length(d.state)), 0);
+                        else if (d.state.length >= 0)
+                            m.state = d.state;
+                    }
+                }
                 return m;
             };
 
@@ -12174,6 +12235,14 @@ export const aethex = $root.aethex = (() => {
                     } else
                         d.offerId = o.longs === $String ? "0" : typeof $BigInt !== "undefined" && o.longs === $BigInt ? $BigInt("0") : 0;
                     d.entityId = 0;
+                    d.stateChanged = false;
+                    if (o.bytes === $String)
+                        d.state = "";
+                    else {
+                        d.state = [];
+                        if (o.bytes !== $Array)
+                            d.state = $util.newBuffer(d.state);
+                    }
                 }
                 if (m.offerId != null && $Object.hasOwnProperty.call(m, "offerId")) {
                     if (typeof $BigInt !== "undefined" && o.longs === $BigInt)
@@ -12185,6 +12254,12 @@ export const aethex = $root.aethex = (() => {
                 }
                 if (m.entityId != null && $Object.hasOwnProperty.call(m, "entityId")) {
                     d.entityId = m.entityId;
+                }
+                if (m.stateChanged != null && $Object.hasOwnProperty.call(m, "stateChanged")) {
+                    d.stateChanged = m.stateChanged;
+                }
+                if (m.state != null && $Object.hasOwnProperty.call(m, "state")) {
+                    d.state = o.bytes === $String ? $util.base64.encode(m.state, 0, m.state.length) : o.bytes === $Array ? $Array.prototype.slice.call(m.state) : m.state;
                 }
                 return d;
             };
