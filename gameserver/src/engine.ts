@@ -192,6 +192,8 @@ export class ShardEngine {
   private readonly held = new Map<number, HeldInput[]>();
   /** The tick each entity on offer was offered at. */
   private readonly offeredAt = new Map<number, number>();
+  /** Entities on offer to a neighbour that ignores late changes: their state cannot change until it is decided. */
+  private readonly stateFrozen = new Set<number>();
   /** Places promised to players handed over from a neighbour (see `reserve`). */
   private reservedPlayers = 0;
   /**
@@ -326,6 +328,7 @@ export class ShardEngine {
         const slot = world.indexOf(entityId);
         if (slot < 0) return false;
         world.flags[slot] = flags >>> 0;
+        world.gameWrites.set(entityId, (world.gameWrites.get(entityId) ?? 0) + 1);
         return true;
       },
       state(entityId) {
@@ -338,11 +341,13 @@ export class ShardEngine {
         if (state !== undefined && state.length > MAX_GAME_STATE_BYTES)
           throw new RangeError(`game state of ${state.length} bytes is over the limit of ${MAX_GAME_STATE_BYTES}`);
         const slot = world.indexOf(entityId);
-        // A ghost's state is its owner's. On offer, it is still ours: a change goes with the commit.
-        if (slot < 0 || world.mode[slot] === MODE_GHOST) return false;
+        // A ghost's state is its owner's. On offer, it is still ours: a change goes with the commit
+        // (unless the neighbour is of a build that ignores it).
+        if (slot < 0 || world.mode[slot] === MODE_GHOST || engine.stateFrozen.has(entityId)) return false;
         if (state === undefined || state.length === 0) world.gameState.delete(entityId);
         // A copy (a Buffer's `slice` would be a view of the game's memory).
         else world.gameState.set(entityId, new Uint8Array(state));
+        world.gameWrites.set(entityId, (world.gameWrites.get(entityId) ?? 0) + 1);
         return true;
       },
       spawn(x, y, kind) {
@@ -779,11 +784,13 @@ export class ShardEngine {
    * Moves already waiting stay, unapplied: they apply if the offer rolls back; after a commit the
    * client re-sends them to the new owner (they are after the `lastInputSeq` the offer carries).
    */
-  offer(entityId: number): EntityTransfer | undefined {
+  offer(entityId: number, lateChanges = true): EntityTransfer | undefined {
     const i = this.world.indexOf(entityId);
     if (i < 0 || this.world.mode[i] !== MODE_OWNED) return undefined;
     this.world.mode[i] = MODE_OFFERED;
     this.offeredAt.set(entityId, this.tick);
+    // A neighbour that ignores the changes a commit carries would lose them: no state changes then.
+    if (!lateChanges) this.stateFrozen.add(entityId);
     return this.transfer(entityId);
   }
 
@@ -794,6 +801,7 @@ export class ShardEngine {
     this.held.delete(entityId);
     const offeredAt = this.offeredAt.get(entityId) ?? this.tick;
     this.offeredAt.delete(entityId);
+    this.stateFrozen.delete(entityId);
     if (i < 0 || this.world.mode[i] !== MODE_OFFERED) return;
     this.world.mode[i] = MODE_OWNED;
     // Frozen since the offer: those ticks' inputs may be caught up on (see `step`).
@@ -812,6 +820,7 @@ export class ShardEngine {
     const i = this.world.indexOf(entityId);
     this.held.delete(entityId);
     this.offeredAt.delete(entityId);
+    this.stateFrozen.delete(entityId);
     if (i < 0 || this.world.mode[i] !== MODE_OFFERED) return undefined;
     this.world.mode[i] = MODE_GHOST;
     this.world.vx[i] = 0;

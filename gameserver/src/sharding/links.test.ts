@@ -69,6 +69,8 @@ const until = async (what: string, check: () => boolean, ms = 5000) => {
 test('neighbours with the same secret link up both ways and exchange messages', async () => {
   const { a, b, na, nb, rb } = await pair('s'.repeat(32), 's'.repeat(32));
   await until('links up', () => a.isUp(nb) && b.isUp(na));
+  // Each welcome says the shard applies the changes a handoff commit carries.
+  expect([a.takesLateChanges(nb), b.takesLateChanges(na)]).toEqual([true, true]);
   expect(a.send(nb, { ghostUpdate: { tick: 7, full: true } })).toBeGreaterThan(0);
   await until('the message', () => rb.seen.includes('message ghostUpdate from w-0-0'));
 });

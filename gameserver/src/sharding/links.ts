@@ -48,6 +48,8 @@ export function linkProof(secret: string, nonce: Uint8Array, world: string, inst
 interface Outbound {
   ws: WebSocket | undefined;
   ready: boolean;
+  /** The neighbour applies the changes a HandoffCommit carries (its welcome said so). */
+  lateChanges: boolean;
   attempt: number;
   timer: NodeJS.Timeout | undefined;
   lastHeard: number;
@@ -85,7 +87,7 @@ export class ShardLinks {
   /** Dials every neighbour and starts the heartbeat. */
   start(): void {
     for (const n of this.o.neighbours) {
-      this.out.set(n.shard, { ws: undefined, ready: false, attempt: 0, timer: undefined, lastHeard: 0 });
+      this.out.set(n.shard, { ws: undefined, ready: false, lateChanges: false, attempt: 0, timer: undefined, lastHeard: 0 });
       this.setGauge(n, 'out', false);
       this.setGauge(n, 'in', false);
       this.dial(n);
@@ -97,6 +99,11 @@ export class ShardLinks {
   /** Whether messages to `n` go out now and its messages reach us. */
   isUp(n: Neighbour): boolean {
     return (this.out.get(n.shard)?.ready ?? false) && this.inbound.has(n.shard);
+  }
+
+  /** Whether the neighbour applies the state and flags a HandoffCommit carries (builds before them do not). */
+  takesLateChanges(n: Neighbour): boolean {
+    return this.out.get(n.shard)?.lateChanges ?? false;
   }
 
   /** Sends one message to a neighbour; false when our link to it is down (nothing is queued). */
@@ -189,7 +196,9 @@ export class ShardLinks {
         if (link?.ws === ws) link.lastHeard = performance.now();
       });
       ws.send(
-        ShardMessage.encode({ linkWelcome: { shardName: this.o.name, protocolVersion: PROTOCOL_VERSION, epoch: this.epoch } }).finish(),
+        ShardMessage.encode({
+          linkWelcome: { shardName: this.o.name, protocolVersion: PROTOCOL_VERSION, epoch: this.epoch, lateChanges: true },
+        }).finish(),
       );
       this.setGauge(from, 'in', true);
       this.o.log.info({ from: from.name, epoch }, 'shard link from neighbour up');
@@ -255,6 +264,7 @@ export class ShardLinks {
           return;
         }
         link.ready = true;
+        link.lateChanges = msg.linkWelcome.lateChanges === true;
         link.attempt = 0;
         this.setGauge(n, 'out', true);
         this.o.log.info({ to: n.name }, 'shard link to neighbour up');

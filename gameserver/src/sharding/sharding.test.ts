@@ -3,7 +3,7 @@ import { createLogger } from '@aethex/runtime';
 import { expect, test } from 'vitest';
 import { loadConfig } from '../config.js';
 import { ShardEngine } from '../engine.js';
-import { MODE_GHOST } from '../sim/world.js';
+import { MODE_DORMANT, MODE_GHOST } from '../sim/world.js';
 import type { ShardLinks } from './links.js';
 import type { Neighbour } from './map.js';
 import { Sharding } from './sharding.js';
@@ -168,14 +168,19 @@ test("an offer's game state is adopted with the entity, as a copy of its own; on
 });
 
 /** A link that records what is sent and is always up. */
-function recordingLinks(): { links: ShardLinks; sent: aethex.v1.IShardMessage[] } {
+function recordingLinks(lateChanges = true): { links: ShardLinks; sent: aethex.v1.IShardMessage[] } {
   const sent: aethex.v1.IShardMessage[] = [];
-  return { sent, links: { send: (_n: Neighbour, m: aethex.v1.IShardMessage) => sent.push(m), isUp: () => true } as unknown as ShardLinks };
+  const links = {
+    send: (_n: Neighbour, m: aethex.v1.IShardMessage) => sent.push(m),
+    isUp: () => true,
+    takesLateChanges: () => lateChanges,
+  };
+  return { sent, links: links as unknown as ShardLinks };
 }
 
 const wire = (m: aethex.v1.IShardMessage) => aethex.v1.ShardMessage.decode(aethex.v1.ShardMessage.encode(m).finish());
 
-test('the owner: state the game sets while a player is on offer goes with the commit; unchanged state is not sent again', () => {
+test('the owner: state and flags the game sets while a player is on offer go with the commit; unchanged ones are not sent again', () => {
   const { engine, sharding } = shard();
   const { links, sent } = recordingLinks();
   sharding.attach(links);
@@ -197,18 +202,35 @@ test('the owner: state the game sets while a player is on offer goes with the co
     [ann, [1]],
     [bob, [1]],
   ]);
-  // On offer, ann's game changes her state; bob's stays as offered.
+  // On offer, ann's game changes her state and flags; bob's stay as offered.
   expect(engine.context.setState(ann, new Uint8Array([2, 3]))).toBe(true);
+  expect(engine.context.setFlags(ann, 5)).toBe(true);
   for (const o of offers) {
     sharding.onMessage(right, wire({ handoffAccept: { offerId: o.offerId, entityId: o.entityId, resumeToken: 't', address: 'x:1' } }));
   }
   const commits = sent.flatMap((m) => (m.handoffCommit ? [wire({ handoffCommit: m.handoffCommit }).handoffCommit] : []));
-  expect(commits.map((c) => [c?.entityId, c?.stateChanged, [...(c?.state ?? [])]])).toEqual([
-    [ann, true, [2, 3]],
-    [bob, false, []],
+  expect(commits.map((c) => [c?.entityId, c?.stateChanged, [...(c?.state ?? [])], c?.flagsChanged, c?.flags])).toEqual([
+    [ann, true, [2, 3], true, 5],
+    [bob, false, [], false, 0],
   ]);
   // The state went with the commit: none is kept here.
   expect(engine.world.gameState.has(ann)).toBe(false);
+});
+
+test('the owner: offering to a neighbour of a build that ignores late changes, the state cannot change until the offer is decided', () => {
+  const { engine, sharding } = shard();
+  const { links, sent } = recordingLinks(false);
+  sharding.attach(links);
+  const r = engine.join(1, 'cat');
+  if (!r.ok) throw new Error(r.message);
+  engine.world.x[engine.world.indexOf(r.entityId)] = 110;
+  engine.context.setState(r.entityId, new Uint8Array([1]));
+  sharding.afterStep();
+  const o = sent.find((m) => m.handoffOffer)?.handoffOffer as aethex.v1.IHandoffOffer;
+  expect(engine.context.setState(r.entityId, new Uint8Array([2]))).toBe(false);
+  sharding.onMessage(right, wire({ handoffAccept: { offerId: o.offerId, entityId: r.entityId, resumeToken: 't', address: 'x:1' } }));
+  const c = wire({ handoffCommit: sent.find((m) => m.handoffCommit)?.handoffCommit as aethex.v1.IHandoffCommit }).handoffCommit;
+  expect([c?.stateChanged, c?.flagsChanged]).toEqual([false, false]);
 });
 
 test('the receiver: a commit’s late state is adopted once, whether the player resumed before it or not, and never undoes a write made here', () => {
@@ -259,6 +281,30 @@ test('the receiver: a commit’s late state is adopted once, whether the player 
   engine.context.setState(id(3), bytes(5));
   commit(3, bytes(9));
   expect(state(3)).toEqual(bytes(5));
+
+  // An offer without state: the game here setting and then clearing one is still a write.
+  sharding.onMessage(
+    right,
+    wire({ handoffOffer: { offerId: 7, entityId: id(7), playerId: 'p7', position: { x: 99, y: 50 }, velocity: { x: 0, y: 0 }, kind: 1 } }),
+  );
+  const t7 = sent.flatMap((m) => (m.handoffAccept?.offerId === 7 ? [m.handoffAccept.resumeToken as string] : []))[0] as string;
+  sharding.claimResume(t7);
+  engine.context.setState(id(7), bytes(3));
+  engine.context.setState(id(7), undefined);
+  commit(7, bytes(9));
+  expect(state(7)).toBeUndefined();
+  // Flags come the same way; a dormant player's entity (waiting for a rejoin) takes them too.
+  const t8 = offer(8);
+  sharding.claimResume(t8);
+  engine.world.mode[engine.world.indexOf(id(8))] = MODE_DORMANT;
+  sharding.onMessage(
+    right,
+    wire({ handoffCommit: { offerId: 8, entityId: id(8), stateChanged: true, state: bytes(4), flagsChanged: true, flags: 6 } }),
+  );
+  expect([state(8), engine.context.flags(id(8))]).toEqual([bytes(4), 6]);
+  offer(9);
+  sharding.onMessage(right, wire({ handoffCommit: { offerId: 9, entityId: id(9), flagsChanged: true, flags: 2 } }));
+  expect([state(9), engine.context.flags(id(9))]).toEqual([bytes(1), 2]);
 
   // Empty: the state was cleared on offer. Unchanged: the offer's stands.
   offer(4);

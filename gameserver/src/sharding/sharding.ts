@@ -57,6 +57,12 @@ interface Incoming {
   adopted: boolean;
 }
 
+/** What a commit says the game changed during the offer: a key present is a change (state undefined: cleared). */
+interface LateChanges {
+  state?: Uint8Array | undefined;
+  flags?: number;
+}
+
 /** Where an offer's entry is found: offer ids are unique per sender and sender epoch. */
 const offerKey = (from: Neighbour, epoch: number, offerId: number) => `${from.shard}:${epoch}:${offerId}`;
 
@@ -103,7 +109,7 @@ export class Sharding {
    * Offers whose player resumed here before the sender's commit arrived (offerKey → the entity and
    * the state it was adopted with): the commit may still bring the state the game set during the offer.
    */
-  private readonly resumedBeforeCommit = new Map<string, { entityId: number; state: Uint8Array | undefined; at: number }>();
+  private readonly resumedBeforeCommit = new Map<string, { entityId: number; writes: number; at: number }>();
   private readonly mirrored = new Map<number, Map<number, Mirrored>>(); // neighbour → entity → last sent
   private readonly needFull = new Set<number>();
   private readonly ghostsFrom = new Map<number, Set<number>>(); // neighbour → ghost ids
@@ -302,7 +308,7 @@ export class Sharding {
       if (distanceToRect(p.x, p.y, placement.region) <= margin) continue;
       const to = this.neighbours.find((n) => inRect(p.x, p.y, n.region));
       if (!to || !this.links?.isUp(to)) continue;
-      const entity = engine.offer(p.entityId);
+      const entity = engine.offer(p.entityId, this.links.takesLateChanges(to));
       if (!entity) continue;
       const offer: Offer = { offerId: this.nextOfferId++, to, entity, playerId: p.playerId, at: now };
       this.offers.set(p.entityId, offer);
@@ -372,15 +378,18 @@ export class Sharding {
       this.o.metrics?.handoffs.inc({ result: 'rolled_back' });
       return;
     }
-    // The game may have set the state while the entity was on offer: the commit carries the change.
-    const state = this.o.engine.world.gameState.get(a.entityId);
-    const stateChanged = state !== offer.entity.state;
+    // The game may have set the state or flags while the entity was on offer: the commit carries them.
+    const w = this.o.engine.world;
+    const state = w.gameState.get(a.entityId);
+    const flags = w.flags[w.indexOf(a.entityId)] as number;
+    const late = {
+      ...(state !== offer.entity.state ? { stateChanged: true, state: state ?? new Uint8Array(0) } : {}),
+      ...(flags !== offer.entity.flags ? { flagsChanged: true, flags } : {}),
+    };
     const sessionId = this.o.engine.commitOffer(a.entityId);
     // It is the neighbour's ghost here from now on; dropped with the neighbour's other ghosts.
     this.ghostsFrom.get(from.shard)?.add(a.entityId);
-    const msg = {
-      handoffCommit: { offerId, entityId: a.entityId, ...(stateChanged ? { stateChanged, state: state ?? new Uint8Array(0) } : {}) },
-    };
+    const msg = { handoffCommit: { offerId, entityId: a.entityId, ...late } };
     this.decisions.push({ to: from, msg, at: this.now() });
     this.links?.send(from, msg);
     this.o.metrics?.handoffs.inc({ result: 'ok' });
@@ -483,7 +492,7 @@ export class Sharding {
 
   private onCommit(from: Neighbour, c: aethex.v1.HandoffCommit): void {
     const key = offerKey(from, this.epochOf(from), Number(c.offerId));
-    let late: Uint8Array | undefined | null = null; // null: the state did not change during the offer
+    const late: LateChanges = {};
     if (c.stateChanged) {
       if (c.state.length > MAX_GAME_STATE_BYTES) {
         this.o.log.warn(
@@ -492,33 +501,51 @@ export class Sharding {
         );
       } else {
         // A copy: the decoded bytes are a view of the whole link frame.
-        late = c.state.length > 0 ? new Uint8Array(c.state) : undefined;
+        late.state = c.state.length > 0 ? new Uint8Array(c.state) : undefined;
       }
     }
+    if (c.flagsChanged) late.flags = c.flags;
     const token = this.incomingByOffer.get(key);
     const inc = token ? this.incoming.get(token) : undefined;
     if (!inc) {
-      // The player resumed first: the entity is ours already, with the offer's state.
+      // The player resumed first: the entity is ours already, with the offer's state and flags.
       const resumed = this.resumedBeforeCommit.get(key);
       this.resumedBeforeCommit.delete(key);
-      if (resumed && late !== null) this.applyLateState(resumed.entityId, resumed.state, late);
+      if (resumed && ('state' in late || 'flags' in late)) this.applyLate(resumed.entityId, resumed.writes, late, from);
       return;
     }
     // Only the first commit carries news: a repeated one must not undo what the game did since.
-    if (!inc.adopted && late !== null) inc.entity.state = late;
+    if (!inc.adopted) {
+      if ('state' in late) inc.entity.state = late.state;
+      if (late.flags !== undefined) inc.entity.flags = late.flags;
+    }
     if (!this.adopt(inc)) this.o.log.error({ entity: inc.entity.entityId }, 'handoff committed but the entity could not be adopted');
   }
 
   /**
-   * The state the game set on the sender during the offer, for an entity adopted here already: it
-   * replaces the one adopted with, unless the game here has written since (that write is later).
+   * The state and flags the game set on the sender during the offer, for an entity adopted here
+   * already (its player resumed first): they replace the offer's, unless the game here has set the
+   * entity's state or flags since (that write is the later one). On an entity on offer again, its
+   * own commit carries them on.
    */
-  private applyLateState(entityId: number, adoptedWith: Uint8Array | undefined, state: Uint8Array | undefined): void {
+  private applyLate(entityId: number, writesAtAdoption: number, late: LateChanges, from: Neighbour): void {
     const w = this.o.engine.world;
     const slot = w.indexOf(entityId);
-    if (slot < 0 || w.mode[slot] !== MODE_OWNED || w.gameState.get(entityId) !== adoptedWith) return;
-    if (state === undefined) w.gameState.delete(entityId);
-    else w.gameState.set(entityId, state);
+    const why =
+      slot < 0 || w.mode[slot] === MODE_GHOST
+        ? 'the entity is not this shard’s any more'
+        : (w.gameWrites.get(entityId) ?? 0) !== writesAtAdoption
+          ? 'the game here has written since'
+          : undefined;
+    if (why) {
+      this.o.log.info({ entity: entityId, from: from.name, why }, 'late game state or flags from a commit not applied');
+      return;
+    }
+    if ('state' in late) {
+      if (late.state === undefined) w.gameState.delete(entityId);
+      else w.gameState.set(entityId, late.state);
+    }
+    if (late.flags !== undefined) w.flags[slot] = late.flags;
   }
 
   private onAbort(from: Neighbour, a: aethex.v1.HandoffAbort): void {
@@ -565,7 +592,10 @@ export class Sharding {
     this.incoming.delete(token);
     const key = offerKey(inc.from, inc.epoch, inc.offerId);
     this.incomingByOffer.delete(key);
-    if (!committed) this.resumedBeforeCommit.set(key, { entityId: inc.entity.entityId, state: inc.entity.state, at: this.now() });
+    if (!committed) {
+      const writes = this.o.engine.world.gameWrites.get(inc.entity.entityId) ?? 0;
+      this.resumedBeforeCommit.set(key, { entityId: inc.entity.entityId, writes, at: this.now() });
+    }
     this.reserveIncoming();
     return { playerId: inc.playerId, entityId: inc.entity.entityId, frozenMs: this.now() - inc.at };
   }

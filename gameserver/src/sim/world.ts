@@ -131,6 +131,11 @@ export class World {
    */
   readonly gameState = new Map<number, Uint8Array>();
   /**
+   * How many times the game has set an entity's state or flags (`GameContext.setState`,
+   * `setFlags`), by entity id: tells a late change from a handoff apart from a write made here since.
+   */
+  readonly gameWrites = new Map<number, number>();
+  /**
    * Slots kept for entities this shard accepted in a handoff and has not adopted yet: spawns of new
    * entities (and ghosts) leave them free; only a spawn with the entity's id (its adoption) takes one.
    */
@@ -246,6 +251,7 @@ export class World {
     this.slotOf.delete(entityId);
     if (this.queued.size > 0) this.queued.delete(entityId);
     if (this.gameState.size > 0) this.gameState.delete(entityId);
+    if (this.gameWrites.size > 0) this.gameWrites.delete(entityId);
     if (this.kind[i] !== KIND_PLAYER && this.mode[i] === MODE_OWNED) this.freed.push(entityId, this.clock);
     const last = --this.count;
     if (i !== last) {

@@ -860,6 +860,7 @@ export namespace aethex {
             shardName: string;
             protocolVersion: number;
             epoch: number;
+            lateChanges: boolean;
             static create(properties: aethex.v1.LinkWelcome.$Shape): aethex.v1.LinkWelcome & aethex.v1.LinkWelcome.$Shape;
             static create(properties?: aethex.v1.LinkWelcome.$Properties): aethex.v1.LinkWelcome;
             static encode(m: aethex.v1.LinkWelcome.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
@@ -878,6 +879,7 @@ export namespace aethex {
                 shardName?: (string|null);
                 protocolVersion?: (number|null);
                 epoch?: (number|null);
+                lateChanges?: (boolean|null);
                 $unknowns?: Uint8Array[];
             }
             type $Shape = aethex.v1.LinkWelcome.$Properties;
@@ -1077,6 +1079,8 @@ export namespace aethex {
             entityId: number;
             stateChanged: boolean;
             state: Uint8Array;
+            flagsChanged: boolean;
+            flags: number;
             static create(properties: aethex.v1.HandoffCommit.$Shape): aethex.v1.HandoffCommit & aethex.v1.HandoffCommit.$Shape;
             static create(properties?: aethex.v1.HandoffCommit.$Properties): aethex.v1.HandoffCommit;
             static encode(m: aethex.v1.HandoffCommit.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
@@ -1096,6 +1100,8 @@ export namespace aethex {
                 entityId?: (number|null);
                 stateChanged?: (boolean|null);
                 state?: (Uint8Array|null);
+                flagsChanged?: (boolean|null);
+                flags?: (number|null);
                 $unknowns?: Uint8Array[];
             }
             type $Shape = aethex.v1.HandoffCommit.$Properties;

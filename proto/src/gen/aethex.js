@@ -9253,6 +9253,7 @@ export const aethex = $root.aethex = (() => {
              * @property {string|null} [shardName] LinkWelcome shardName
              * @property {number|null} [protocolVersion] LinkWelcome protocolVersion
              * @property {number|null} [epoch] LinkWelcome epoch
+             * @property {boolean|null} [lateChanges] LinkWelcome lateChanges
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -9309,6 +9310,14 @@ export const aethex = $root.aethex = (() => {
             LinkWelcome.prototype.epoch = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
 
             /**
+             * LinkWelcome lateChanges.
+             * @member {boolean} lateChanges
+             * @memberof aethex.v1.LinkWelcome
+             * @instance
+             */
+            LinkWelcome.prototype.lateChanges = false;
+
+            /**
              * Creates a new LinkWelcome instance using the specified properties.
              * @function create
              * @memberof aethex.v1.LinkWelcome
@@ -9346,6 +9355,8 @@ export const aethex = $root.aethex = (() => {
                     w.uint32(/* id 2, wireType 0 =*/16).uint32(m.protocolVersion);
                 if (m.epoch != null && $Object.hasOwnProperty.call(m, "epoch") && (typeof m.epoch === "object" ? m.epoch.low || m.epoch.high : m.epoch !== 0))
                     w.uint32(/* id 3, wireType 0 =*/24).uint64(m.epoch);
+                if (m.lateChanges != null && $Object.hasOwnProperty.call(m, "lateChanges") && m.lateChanges !== false)
+                    w.uint32(/* id 4, wireType 0 =*/32).bool(m.lateChanges);
                 if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
                     for (var i = 0; i < m.$unknowns.length; ++i)
                         w.raw(m.$unknowns[i]);
@@ -9430,6 +9441,15 @@ export const aethex = $root.aethex = (() => {
                                 delete m.epoch;
                             continue;
                         }
+                    case 4: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.bool())
+                                m.lateChanges = v;
+                            else
+                                delete m.lateChanges;
+                            continue;
+                        }
                     }
                     r.skipType(u, q, t);
                     if (!r.discardUnknown) {
@@ -9490,6 +9510,10 @@ export const aethex = $root.aethex = (() => {
                     if (!$util.isInteger(m.epoch) && !(m.epoch && $util.isInteger(m.epoch.low) && $util.isInteger(m.epoch.high)))
                         return "epoch: integer|Long expected";
                 }
+                if (m.lateChanges != null && $Object.hasOwnProperty.call(m, "lateChanges")) {
+                    if (typeof m.lateChanges !== "boolean")
+                        return "lateChanges: boolean expected";
+                }
                 return null;
             };
 
@@ -9533,6 +9557,11 @@ export const aethex = $root.aethex = (() => {
                             m.epoch = new $util.LongBits(d.epoch.low >>> 0, d.epoch.high >>> 0).toNumber(true);
                     }
                 }
+                if (d.lateChanges != null) {
+                    if (d.lateChanges) {
+                        m.lateChanges = $Boolean(d.lateChanges);
+                    }
+                }
                 return m;
             };
 
@@ -9561,6 +9590,7 @@ export const aethex = $root.aethex = (() => {
                         d.epoch = o.longs === $String ? n.toString() : o.longs === $Number ? n.toNumber() : typeof $BigInt !== "undefined" && o.longs === $BigInt ? n.toBigInt() : n;
                     } else
                         d.epoch = o.longs === $String ? "0" : typeof $BigInt !== "undefined" && o.longs === $BigInt ? $BigInt("0") : 0;
+                    d.lateChanges = false;
                 }
                 if (m.shardName != null && $Object.hasOwnProperty.call(m, "shardName")) {
                     d.shardName = m.shardName;
@@ -9575,6 +9605,9 @@ export const aethex = $root.aethex = (() => {
                         d.epoch = o.longs === $String ? $String(m.epoch) : m.epoch;
                     else
                         d.epoch = o.longs === $String ? $util.Long.prototype.toString.call(m.epoch) : o.longs === $Number ? new $util.LongBits(m.epoch.low >>> 0, m.epoch.high >>> 0).toNumber(true) : m.epoch;
+                }
+                if (m.lateChanges != null && $Object.hasOwnProperty.call(m, "lateChanges")) {
+                    d.lateChanges = m.lateChanges;
                 }
                 return d;
             };
@@ -11897,6 +11930,8 @@ export const aethex = $root.aethex = (() => {
              * @property {number|null} [entityId] HandoffCommit entityId
              * @property {boolean|null} [stateChanged] HandoffCommit stateChanged
              * @property {Uint8Array|null} [state] HandoffCommit state
+             * @property {boolean|null} [flagsChanged] HandoffCommit flagsChanged
+             * @property {number|null} [flags] HandoffCommit flags
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -11961,6 +11996,22 @@ export const aethex = $root.aethex = (() => {
             HandoffCommit.prototype.state = $util.newBuffer([]);
 
             /**
+             * HandoffCommit flagsChanged.
+             * @member {boolean} flagsChanged
+             * @memberof aethex.v1.HandoffCommit
+             * @instance
+             */
+            HandoffCommit.prototype.flagsChanged = false;
+
+            /**
+             * HandoffCommit flags.
+             * @member {number} flags
+             * @memberof aethex.v1.HandoffCommit
+             * @instance
+             */
+            HandoffCommit.prototype.flags = 0;
+
+            /**
              * Creates a new HandoffCommit instance using the specified properties.
              * @function create
              * @memberof aethex.v1.HandoffCommit
@@ -12000,6 +12051,10 @@ export const aethex = $root.aethex = (() => {
                     w.uint32(/* id 3, wireType 0 =*/24).bool(m.stateChanged);
                 if (m.state != null && $Object.hasOwnProperty.call(m, "state") && m.state.length)
                     w.uint32(/* id 4, wireType 2 =*/34).bytes(m.state);
+                if (m.flagsChanged != null && $Object.hasOwnProperty.call(m, "flagsChanged") && m.flagsChanged !== false)
+                    w.uint32(/* id 5, wireType 0 =*/40).bool(m.flagsChanged);
+                if (m.flags != null && $Object.hasOwnProperty.call(m, "flags") && m.flags !== 0)
+                    w.uint32(/* id 6, wireType 0 =*/48).uint32(m.flags);
                 if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
                     for (var i = 0; i < m.$unknowns.length; ++i)
                         w.raw(m.$unknowns[i]);
@@ -12093,6 +12148,24 @@ export const aethex = $root.aethex = (() => {
                                 delete m.state;
                             continue;
                         }
+                    case 5: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.bool())
+                                m.flagsChanged = v;
+                            else
+                                delete m.flagsChanged;
+                            continue;
+                        }
+                    case 6: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.uint32())
+                                m.flags = v;
+                            else
+                                delete m.flags;
+                            continue;
+                        }
                     }
                     r.skipType(u, q, t);
                     if (!r.discardUnknown) {
@@ -12157,6 +12230,14 @@ export const aethex = $root.aethex = (() => {
                     if (!(m.state && typeof m.state.length === "number" || $util.isString(m.state)))
                         return "state: buffer expected";
                 }
+                if (m.flagsChanged != null && $Object.hasOwnProperty.call(m, "flagsChanged")) {
+                    if (typeof m.flagsChanged !== "boolean")
+                        return "flagsChanged: boolean expected";
+                }
+                if (m.flags != null && $Object.hasOwnProperty.call(m, "flags")) {
+                    if (!$util.isInteger(m.flags))
+                        return "flags: integer expected";
+                }
                 return null;
             };
 
@@ -12208,6 +12289,16 @@ export const aethex = $root.aethex = (() => {
                             m.state = d.state;
                     }
                 }
+                if (d.flagsChanged != null) {
+                    if (d.flagsChanged) {
+                        m.flagsChanged = $Boolean(d.flagsChanged);
+                    }
+                }
+                if (d.flags != null) {
+                    if ($Number(d.flags) !== 0) {
+                        m.flags = d.flags >>> 0;
+                    }
+                }
                 return m;
             };
 
@@ -12243,6 +12334,8 @@ export const aethex = $root.aethex = (() => {
                         if (o.bytes !== $Array)
                             d.state = $util.newBuffer(d.state);
                     }
+                    d.flagsChanged = false;
+                    d.flags = 0;
                 }
                 if (m.offerId != null && $Object.hasOwnProperty.call(m, "offerId")) {
                     if (typeof $BigInt !== "undefined" && o.longs === $BigInt)
@@ -12260,6 +12353,12 @@ export const aethex = $root.aethex = (() => {
                 }
                 if (m.state != null && $Object.hasOwnProperty.call(m, "state")) {
                     d.state = o.bytes === $String ? $util.base64.encode(m.state, 0, m.state.length) : o.bytes === $Array ? $Array.prototype.slice.call(m.state) : m.state;
+                }
+                if (m.flagsChanged != null && $Object.hasOwnProperty.call(m, "flagsChanged")) {
+                    d.flagsChanged = m.flagsChanged;
+                }
+                if (m.flags != null && $Object.hasOwnProperty.call(m, "flags")) {
+                    d.flags = m.flags;
                 }
                 return d;
             };
