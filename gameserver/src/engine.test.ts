@@ -439,6 +439,16 @@ test('game state: a copy per entity, checked; it travels with a handoff, may cha
   restored.leave(1);
   expect(restored.world.gameState.size).toBe(0);
 
+  // What the game wrote to a player is counted (a late change from a handoff must not undo it),
+  // and the count goes with the entity.
+  const cat = joined(e, 9, 'cat');
+  ctx.setState(cat, bytes(1));
+  ctx.setFlags(cat, 2);
+  ctx.setFlags(cat, 3);
+  expect([w.stateWrites.get(cat), w.flagWrites.get(cat)]).toEqual([1, 2]);
+  e.leave(9);
+  expect([w.stateWrites.has(cat), w.flagWrites.has(cat)]).toEqual([false, false]);
+
   // A game entity's state goes with it; its id, given again later, starts without one.
   const box = ctx.spawn(0, 0, 2);
   ctx.setState(box, bytes(1));

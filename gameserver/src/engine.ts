@@ -192,7 +192,7 @@ export class ShardEngine {
   private readonly held = new Map<number, HeldInput[]>();
   /** The tick each entity on offer was offered at. */
   private readonly offeredAt = new Map<number, number>();
-  /** Entities on offer to a neighbour that ignores late changes: their state cannot change until it is decided. */
+  /** Entities on offer to a neighbour that ignores late changes: their state and flags cannot change until it is decided. */
   private readonly stateFrozen = new Set<number>();
   /** Places promised to players handed over from a neighbour (see `reserve`). */
   private reservedPlayers = 0;
@@ -325,10 +325,10 @@ export class ShardEngine {
         return slot < 0 ? undefined : (world.flags[slot] as number);
       },
       setFlags(entityId, flags) {
-        const slot = world.indexOf(entityId);
+        const slot = engine.gameWritableSlot(entityId);
         if (slot < 0) return false;
         world.flags[slot] = flags >>> 0;
-        world.gameWrites.set(entityId, (world.gameWrites.get(entityId) ?? 0) + 1);
+        if (world.kind[slot] === KIND_PLAYER) world.flagWrites.set(entityId, (world.flagWrites.get(entityId) ?? 0) + 1);
         return true;
       },
       state(entityId) {
@@ -340,14 +340,12 @@ export class ShardEngine {
           throw new RangeError(`game state must be a Uint8Array or undefined, got ${typeof state}`);
         if (state !== undefined && state.length > MAX_GAME_STATE_BYTES)
           throw new RangeError(`game state of ${state.length} bytes is over the limit of ${MAX_GAME_STATE_BYTES}`);
-        const slot = world.indexOf(entityId);
-        // A ghost's state is its owner's. On offer, it is still ours: a change goes with the commit
-        // (unless the neighbour is of a build that ignores it).
-        if (slot < 0 || world.mode[slot] === MODE_GHOST || engine.stateFrozen.has(entityId)) return false;
+        const slot = engine.gameWritableSlot(entityId);
+        if (slot < 0) return false;
         if (state === undefined || state.length === 0) world.gameState.delete(entityId);
         // A copy (a Buffer's `slice` would be a view of the game's memory).
         else world.gameState.set(entityId, new Uint8Array(state));
-        world.gameWrites.set(entityId, (world.gameWrites.get(entityId) ?? 0) + 1);
+        if (world.kind[slot] === KIND_PLAYER) world.stateWrites.set(entityId, (world.stateWrites.get(entityId) ?? 0) + 1);
         return true;
       },
       spawn(x, y, kind) {
@@ -780,6 +778,18 @@ export class ShardEngine {
   }
 
   /**
+   * The slot of an entity whose game state and flags may change here now, or -1: not here, a
+   * neighbour's (a ghost: the owner's updates decide), or on offer to a neighbour of a build that
+   * would ignore the change. An entity on offer to any other neighbour may change: the change goes
+   * with the commit.
+   */
+  gameWritableSlot(entityId: number): number {
+    const slot = this.world.indexOf(entityId);
+    if (slot < 0 || this.world.mode[slot] === MODE_GHOST || this.stateFrozen.has(entityId)) return -1;
+    return slot;
+  }
+
+  /**
    * Freezes an owned entity while it is offered to a neighbour; its inputs are held from now on.
    * Moves already waiting stay, unapplied: they apply if the offer rolls back; after a commit the
    * client re-sends them to the new owner (they are after the `lastInputSeq` the offer carries).
@@ -789,7 +799,7 @@ export class ShardEngine {
     if (i < 0 || this.world.mode[i] !== MODE_OWNED) return undefined;
     this.world.mode[i] = MODE_OFFERED;
     this.offeredAt.set(entityId, this.tick);
-    // A neighbour that ignores the changes a commit carries would lose them: no state changes then.
+    // A neighbour that ignores the changes a commit carries would lose them: no game writes then.
     if (!lateChanges) this.stateFrozen.add(entityId);
     return this.transfer(entityId);
   }

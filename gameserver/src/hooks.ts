@@ -14,7 +14,11 @@ export interface GameContext {
   readonly tick: number;
   /** An entity's position, or undefined if it does not exist. */
   position(entityId: number): { x: number; y: number } | undefined;
-  /** Game-defined state bits carried in snapshots (full records when they change). */
+  /**
+   * Game-defined state bits carried in snapshots (full records when they change). False, changing
+   * nothing, where `setState` is: an entity not here, a neighbour's ghost, or a player on offer to
+   * a shard of an older build.
+   */
   setFlags(entityId: number, flags: number): boolean;
   flags(entityId: number): number | undefined;
   /**
@@ -26,8 +30,9 @@ export interface GameContext {
   state(entityId: number): Uint8Array | undefined;
   /**
    * Sets (a copy of) an entity's game state; undefined or empty clears it. False when there is no
-   * such entity here or it is a neighbour's (a ghost). On a player being handed over, the change
-   * goes with the handoff: it stays here if the handoff rolls back, reaches the neighbour if it
+   * such entity here, it is a neighbour's (a ghost), or it is a player on offer to a shard of an
+   * older build (which would ignore the change). On a player being handed over, the change goes
+   * with the handoff: it stays here if the handoff rolls back, reaches the neighbour if it
    * commits. More than 4 KiB, or anything but a Uint8Array, throws a RangeError naming it.
    */
   setState(entityId: number, state: Uint8Array | undefined): boolean;

@@ -1,8 +1,10 @@
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { aethex, PROTOCOL_VERSION } from '@aethex/proto';
 import { createLogger } from '@aethex/runtime';
 import { afterEach, expect, test } from 'vitest';
+import { WebSocketServer } from 'ws';
 import { LINK_PATH, type LinkEvents, ShardLinks } from './links.js';
 import type { Neighbour } from './map.js';
 
@@ -91,4 +93,31 @@ test('a cut link is noticed by both sides and comes back by itself', async () =>
   await until('the cut noticed', () => ra.seen.includes('in down w-0-1'));
   await until('links back', () => a.isUp(nb) && b.isUp(na));
   expect(ra.seen.filter((e) => e === 'in up w-0-1')).toHaveLength(2);
+});
+
+test('a neighbour of a build before late changes welcomes without them: the link is up, and takes none', async () => {
+  // The neighbour's side as that build answers: challenge, then a welcome without late_changes.
+  const e = await endpoint();
+  const wss = new WebSocketServer({ noServer: true });
+  e.server.on('upgrade', (req, socket, head) =>
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      ws.on('message', () =>
+        ws.send(
+          aethex.v1.ShardMessage.encode({ linkWelcome: { shardName: 'w-0-1', protocolVersion: PROTOCOL_VERSION, epoch: 1 } }).finish(),
+        ),
+      );
+      ws.send(aethex.v1.ShardMessage.encode({ linkChallenge: { nonce: new Uint8Array(32) } }).finish());
+    }),
+  );
+  const nb: Neighbour = { shard: 1, name: 'w-0-1', region, address: `127.0.0.1:${e.port}` };
+  const r = recorder();
+  const a = new ShardLinks(
+    { world: 'w', instance: 0, heartbeatMs: 50, timeoutMs: 300, log, name: 'w-0-0', secret: 's'.repeat(32), neighbours: [nb] },
+    r.events,
+  );
+  open.push({ links: a, server: e.server });
+  a.start();
+  await until('out up', () => r.seen.includes('out up w-0-1'));
+  expect(a.takesLateChanges(nb)).toBe(false);
+  wss.close();
 });

@@ -228,13 +228,27 @@ test('the owner: offering to a neighbour of a build that ignores late changes, t
   sharding.afterStep();
   const o = sent.find((m) => m.handoffOffer)?.handoffOffer as aethex.v1.IHandoffOffer;
   expect(engine.context.setState(r.entityId, new Uint8Array([2]))).toBe(false);
-  sharding.onMessage(right, wire({ handoffAccept: { offerId: o.offerId, entityId: r.entityId, resumeToken: 't', address: 'x:1' } }));
+  expect(engine.context.setFlags(r.entityId, 1)).toBe(false);
+  // Refused: the offer rolls back, and the state may change again.
+  sharding.onMessage(right, wire({ handoffReject: { offerId: o.offerId, entityId: r.entityId, reason: 1, message: 'full' } }));
+  expect(engine.context.setState(r.entityId, new Uint8Array([3]))).toBe(true);
+  // Offered again (past the retry delay) and committed: nothing changed during the offer travels.
+  const later = shardingOf(engine, { now: () => Date.now() + 60_000 });
+  later.attach(links);
+  later.afterStep();
+  const o2 = sent.filter((m) => m.handoffOffer).at(-1)?.handoffOffer as aethex.v1.IHandoffOffer;
+  expect([...(o2.state ?? [])]).toEqual([3]);
+  expect(engine.context.setState(r.entityId, new Uint8Array([4]))).toBe(false);
+  later.onMessage(right, wire({ handoffAccept: { offerId: o2.offerId, entityId: r.entityId, resumeToken: 't', address: 'x:1' } }));
   const c = wire({ handoffCommit: sent.find((m) => m.handoffCommit)?.handoffCommit as aethex.v1.IHandoffCommit }).handoffCommit;
   expect([c?.stateChanged, c?.flagsChanged]).toEqual([false, false]);
 });
 
 test('the receiver: a commit’s late state is adopted once, whether the player resumed before it or not, and never undoes a write made here', () => {
-  const { engine, sharding } = shard();
+  const engine = new ShardEngine(settings, { send: () => true, kick: () => undefined }, { region: left });
+  const logged: { why?: string; msg?: string }[] = [];
+  const log = createLogger('sharding-test', 'info', { write: (line: string) => logged.push(JSON.parse(line)) });
+  const sharding = shardingOf(engine, { log });
   const { links, sent } = recordingLinks();
   sharding.attach(links);
   const id = (k: number) => (1 << 24) + k;
@@ -305,6 +319,37 @@ test('the receiver: a commit’s late state is adopted once, whether the player 
   offer(9);
   sharding.onMessage(right, wire({ handoffCommit: { offerId: 9, entityId: id(9), flagsChanged: true, flags: 2 } }));
   expect([state(9), engine.context.flags(id(9))]).toEqual([bytes(1), 2]);
+
+  // State and flags are each the game's own here: setting the flags (as a game's onJoin may)
+  // keeps the late state coming, and drops only the late flags.
+  const t10 = offer(10);
+  sharding.claimResume(t10);
+  engine.context.setFlags(id(10), 8);
+  sharding.onMessage(
+    right,
+    wire({ handoffCommit: { offerId: 10, entityId: id(10), stateChanged: true, state: bytes(5), flagsChanged: true, flags: 3 } }),
+  );
+  expect([state(10), engine.context.flags(id(10))]).toEqual([bytes(5), 8]);
+  expect(logged.at(-1)).toMatchObject({
+    why: 'the game here has set the flags since',
+    msg: 'late game state or flags from a commit not applied',
+  });
+  // Offered on again already: a neighbour taking late changes gets them with this shard's commit;
+  // one that does not (its state is frozen here) would lose them: they are dropped, and logged.
+  const t11 = offer(11);
+  sharding.claimResume(t11);
+  expect(engine.offer(id(11))).toBeDefined();
+  commit(11, bytes(6));
+  expect(state(11)).toEqual(bytes(6));
+  const t12 = offer(12);
+  sharding.claimResume(t12);
+  expect(engine.offer(id(12), false)).toBeDefined();
+  commit(12, bytes(6));
+  expect(state(12)).toEqual(bytes(1));
+  expect(logged.at(-1)).toMatchObject({ why: 'the entity is not this shard’s to change now' });
+  // A commit with late changes for a handoff this shard no longer knows: logged.
+  commit(99, bytes(6));
+  expect(logged.at(-1)?.why).toMatch(/^no handoff of it is known here/);
 
   // Empty: the state was cleared on offer. Unchanged: the offer's stands.
   offer(4);

@@ -109,7 +109,7 @@ export class Sharding {
    * Offers whose player resumed here before the sender's commit arrived (offerKey → the entity and
    * the state it was adopted with): the commit may still bring the state the game set during the offer.
    */
-  private readonly resumedBeforeCommit = new Map<string, { entityId: number; writes: number; at: number }>();
+  private readonly resumedBeforeCommit = new Map<string, { entityId: number; stateWrites: number; flagWrites: number; at: number }>();
   private readonly mirrored = new Map<number, Map<number, Mirrored>>(); // neighbour → entity → last sent
   private readonly needFull = new Set<number>();
   private readonly ghostsFrom = new Map<number, Set<number>>(); // neighbour → ghost ids
@@ -511,7 +511,13 @@ export class Sharding {
       // The player resumed first: the entity is ours already, with the offer's state and flags.
       const resumed = this.resumedBeforeCommit.get(key);
       this.resumedBeforeCommit.delete(key);
-      if (resumed && ('state' in late || 'flags' in late)) this.applyLate(resumed.entityId, resumed.writes, late, from);
+      if (!('state' in late || 'flags' in late)) return;
+      if (resumed) this.applyLate(resumed, late, from);
+      else
+        this.o.log.info(
+          { entity: c.entityId, from: from.name, why: 'no handoff of it is known here (forgotten, or this shard restarted)' },
+          'late game state or flags from a commit not applied',
+        );
       return;
     }
     // Only the first commit carries news: a repeated one must not undo what the game did since.
@@ -524,28 +530,29 @@ export class Sharding {
 
   /**
    * The state and flags the game set on the sender during the offer, for an entity adopted here
-   * already (its player resumed first): they replace the offer's, unless the game here has set the
-   * entity's state or flags since (that write is the later one). On an entity on offer again, its
-   * own commit carries them on.
+   * already (its player resumed first): each replaces the offer's, unless the game here has set it
+   * since (that write is the later one). On an entity on offer again, its own commit carries them on.
    */
-  private applyLate(entityId: number, writesAtAdoption: number, late: LateChanges, from: Neighbour): void {
-    const w = this.o.engine.world;
-    const slot = w.indexOf(entityId);
-    const why =
-      slot < 0 || w.mode[slot] === MODE_GHOST
-        ? 'the entity is not this shard’s any more'
-        : (w.gameWrites.get(entityId) ?? 0) !== writesAtAdoption
-          ? 'the game here has written since'
-          : undefined;
-    if (why) {
-      this.o.log.info({ entity: entityId, from: from.name, why }, 'late game state or flags from a commit not applied');
-      return;
+  private applyLate(adopted: { entityId: number; stateWrites: number; flagWrites: number }, late: LateChanges, from: Neighbour): void {
+    const { engine } = this.o;
+    const w = engine.world;
+    const id = adopted.entityId;
+    const slot = engine.gameWritableSlot(id);
+    const dropped: string[] = [];
+    if (slot < 0) dropped.push('the entity is not this shard’s to change now');
+    else {
+      if ('state' in late) {
+        if ((w.stateWrites.get(id) ?? 0) !== adopted.stateWrites) dropped.push('the game here has set the state since');
+        else if (late.state === undefined) w.gameState.delete(id);
+        else w.gameState.set(id, late.state);
+      }
+      if (late.flags !== undefined) {
+        if ((w.flagWrites.get(id) ?? 0) !== adopted.flagWrites) dropped.push('the game here has set the flags since');
+        else w.flags[slot] = late.flags;
+      }
     }
-    if ('state' in late) {
-      if (late.state === undefined) w.gameState.delete(entityId);
-      else w.gameState.set(entityId, late.state);
-    }
-    if (late.flags !== undefined) w.flags[slot] = late.flags;
+    if (dropped.length > 0)
+      this.o.log.info({ entity: id, from: from.name, why: dropped.join('; ') }, 'late game state or flags from a commit not applied');
   }
 
   private onAbort(from: Neighbour, a: aethex.v1.HandoffAbort): void {
@@ -593,8 +600,14 @@ export class Sharding {
     const key = offerKey(inc.from, inc.epoch, inc.offerId);
     this.incomingByOffer.delete(key);
     if (!committed) {
-      const writes = this.o.engine.world.gameWrites.get(inc.entity.entityId) ?? 0;
-      this.resumedBeforeCommit.set(key, { entityId: inc.entity.entityId, writes, at: this.now() });
+      const w = this.o.engine.world;
+      const id = inc.entity.entityId;
+      this.resumedBeforeCommit.set(key, {
+        entityId: id,
+        stateWrites: w.stateWrites.get(id) ?? 0,
+        flagWrites: w.flagWrites.get(id) ?? 0,
+        at: this.now(),
+      });
     }
     this.reserveIncoming();
     return { playerId: inc.playerId, entityId: inc.entity.entityId, frozenMs: this.now() - inc.at };

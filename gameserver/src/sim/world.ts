@@ -131,10 +131,12 @@ export class World {
    */
   readonly gameState = new Map<number, Uint8Array>();
   /**
-   * How many times the game has set an entity's state or flags (`GameContext.setState`,
-   * `setFlags`), by entity id: tells a late change from a handoff apart from a write made here since.
+   * How many times the game has set a player entity's state, and its flags (`GameContext.setState`,
+   * `setFlags`), by entity id: tells a late change from a handoff apart from a write made here
+   * since. Players only: they are what is handed over.
    */
-  readonly gameWrites = new Map<number, number>();
+  readonly stateWrites = new Map<number, number>();
+  readonly flagWrites = new Map<number, number>();
   /**
    * Slots kept for entities this shard accepted in a handoff and has not adopted yet: spawns of new
    * entities (and ghosts) leave them free; only a spawn with the entity's id (its adoption) takes one.
@@ -251,7 +253,8 @@ export class World {
     this.slotOf.delete(entityId);
     if (this.queued.size > 0) this.queued.delete(entityId);
     if (this.gameState.size > 0) this.gameState.delete(entityId);
-    if (this.gameWrites.size > 0) this.gameWrites.delete(entityId);
+    if (this.stateWrites.size > 0) this.stateWrites.delete(entityId);
+    if (this.flagWrites.size > 0) this.flagWrites.delete(entityId);
     if (this.kind[i] !== KIND_PLAYER && this.mode[i] === MODE_OWNED) this.freed.push(entityId, this.clock);
     const last = --this.count;
     if (i !== last) {
