@@ -107,7 +107,8 @@ export class Sharding {
   private readonly incomingByOffer = new Map<string, string>(); // offerKey → token
   /**
    * Offers whose player resumed here before the sender's commit arrived (offerKey → the entity and
-   * the state it was adopted with): the commit may still bring the state the game set during the offer.
+   * the game's write counts at its adoption): the commit may still bring the state and flags the
+   * game set during the offer. Forgotten after `resumeTimeoutMs`.
    */
   private readonly resumedBeforeCommit = new Map<string, { entityId: number; stateWrites: number; flagWrites: number; at: number }>();
   private readonly mirrored = new Map<number, Map<number, Mirrored>>(); // neighbour → entity → last sent
