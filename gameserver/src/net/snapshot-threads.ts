@@ -31,7 +31,7 @@ export class SnapshotCutter {
   cut(history: DeltaHistory, slot: number, tick: number, ackTick: number): Uint8Array {
     const world = this.q.world as EntityTable;
     const { interest, scratch, writer } = this;
-    interest.update(this.grid, world, world.x[slot] as number, world.y[slot] as number, this.radius, -1);
+    interest.update(this.grid, world, world.x[slot] as number, world.y[slot] as number, this.radius, slot);
     const delta = history.encodeDelta(tick, ackTick, interest, this.q, writer, scratch);
     return encodeSnapshotMessage(
       {

@@ -2,11 +2,12 @@ import { MODE_DORMANT, type World } from '../sim/world.js';
 import type { Grid } from './grid.js';
 
 /**
- * A subscriber's area of interest: the entities it sees, as world slots and ids in grid order. It is
- * recomputed for every snapshot, so one Interest serves all the clients a thread encodes, one after
- * another. What entered and left since an earlier tick is computed by the snapshot encoder against
- * the client's acknowledged frame (full records and `removed`). Buffers are allocated once; at
- * most `maxVisible` entities are tracked (the first found, in grid order, when more are in range).
+ * A subscriber's area of interest: the entities it sees, as world slots and ids. It is recomputed
+ * for every snapshot, so one Interest serves all the clients a thread encodes, one after another.
+ * What entered and left since an earlier tick is computed by the snapshot encoder against the
+ * client's acknowledged frame (full records and `removed`). Buffers are allocated once; at most
+ * `maxVisible` entities are tracked: the subscriber's own entity first, then the first others
+ * found, in grid order, when more are in range.
  */
 export class Interest {
   /** Visible entities after the last update: slots[0..count) and their ids[0..count). */
@@ -19,20 +20,20 @@ export class Interest {
     this.ids = new Uint32Array(maxVisible);
   }
 
-  /** Recomputes the visible set around (px, py), leaving out `selfSlot` (-1: none). */
+  /**
+   * Recomputes the visible set around (px, py). `selfSlot` (the subscriber's own entity, or -1) is
+   * always in it: a crowd never pushes out the record its client reconciles its prediction with.
+   * Dormant entities (restored players who have not rejoined) are nobody's to see, and take no
+   * place from those who are.
+   */
   update(grid: Grid, world: Pick<World, 'id' | 'mode'>, px: number, py: number, radius: number, selfSlot: number): void {
-    const n = grid.queryRadius(px, py, radius, this.slots, selfSlot);
     const { slots, ids } = this;
-    const worldIds = world.id;
     const mode = world.mode;
-    // Dormant entities (restored players who have not rejoined) are nobody's to see.
-    let m = 0;
-    for (let k = 0; k < n; k++) {
-      const slot = slots[k] as number;
-      if (mode[slot] === MODE_DORMANT) continue;
-      slots[m] = slot;
-      ids[m++] = worldIds[slot] as number;
-    }
-    this.count = m;
+    let n = 0;
+    if (selfSlot >= 0 && mode[selfSlot] !== MODE_DORMANT) slots[n++] = selfSlot;
+    n = grid.queryRadius(px, py, radius, slots, selfSlot, mode, n);
+    const worldIds = world.id;
+    for (let k = 0; k < n; k++) ids[k] = worldIds[slots[k] as number] as number;
+    this.count = n;
   }
 }

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { expect, test } from 'vitest';
-import { World } from '../sim/world.js';
+import { MODE_DORMANT, World } from '../sim/world.js';
 import { Interest } from './aoi.js';
 import { Grid } from './grid.js';
 
@@ -80,4 +80,48 @@ test('property: an interest holds exactly the brute-force visible set, with matc
     }),
     { numRuns: 200 },
   );
+});
+
+test('property: a full interest keeps its own entity first and gives no place to dormant entities', () => {
+  fc.assert(
+    fc.property(
+      fc.array(fc.tuple(coord, coord, fc.boolean()), { minLength: 1, maxLength: 120 }),
+      fc.nat(),
+      fc.integer({ min: 1, max: 40 }),
+      (points, selfPick, maxVisible) => {
+        const w = new World(120);
+        for (const [x, y, dormant] of points) {
+          const id = w.spawn(x, y, 1);
+          if (dormant) w.mode[w.indexOf(id)] = MODE_DORMANT;
+        }
+        const self = selfPick % w.count;
+        w.mode[self] = 0;
+        const grid = new Grid(area, 50, w.capacity);
+        grid.rebuild(w.x, w.y, w.count);
+        const interest = new Interest(maxVisible);
+        const px = w.x[self] as number;
+        const py = w.y[self] as number;
+        interest.update(grid, w, px, py, 200, self);
+        const seen = bruteForce(w, px, py, 200, self).filter((i) => w.mode[i] !== MODE_DORMANT);
+        const got = [...interest.slots.subarray(0, interest.count)];
+        expect(got[0]).toBe(self);
+        expect(got.length).toBe(Math.min(maxVisible, seen.length + 1));
+        expect(new Set(got).size).toBe(got.length);
+        for (const slot of got.slice(1)) expect(seen).toContain(slot);
+      },
+    ),
+    { numRuns: 300 },
+  );
+});
+
+test('a NaN position lands in the first cell: every other entity is still indexed once and found', () => {
+  const w = new World(8);
+  for (let i = 0; i < 6; i++) w.spawn(-499 + i, -499, 0);
+  w.x[2] = Number.NaN;
+  const grid = new Grid(area, 50, w.capacity);
+  grid.rebuild(w.x, w.y, w.count);
+  expect([...grid.order()].sort((a, b) => a - b)).toEqual([0, 1, 2, 3, 4, 5]);
+  const out = new Int32Array(8);
+  const n = grid.queryRadius(-497, -499, 10, out);
+  expect([...out.subarray(0, n)].sort((a, b) => a - b)).toEqual([0, 1, 3, 4, 5]);
 });

@@ -1,4 +1,4 @@
-import { type Rect, sharedArray } from '../sim/world.js';
+import { MODE_DORMANT, type Rect, sharedArray } from '../sim/world.js';
 
 /**
  * Cell size as a fraction of the area-of-interest radius. Half the radius makes a query scan about
@@ -86,14 +86,17 @@ export class Grid {
     this.count = count;
   }
 
+  // `!(c > 0)` puts NaN in the first cell: a NaN index would count the entity in no cell and
+  // write another out of bounds (positions are checked where they come in; this keeps the grid
+  // whole whatever gets past).
   private cellX(px: number): number {
     const c = Math.floor((px - this.originX) * this.inv);
-    return c < 0 ? 0 : c >= this.cols ? this.cols - 1 : c;
+    return !(c > 0) ? 0 : c >= this.cols ? this.cols - 1 : c;
   }
 
   private cellY(py: number): number {
     const c = Math.floor((py - this.originY) * this.inv);
-    return c < 0 ? 0 : c >= this.rows ? this.rows - 1 : c;
+    return !(c > 0) ? 0 : c >= this.rows ? this.rows - 1 : c;
   }
 
   /** Re-indexes slots [0, count) from their positions. */
@@ -124,11 +127,12 @@ export class Grid {
   }
 
   /**
-   * Writes into `out` the slots whose position (at the last rebuild) is within `radius` of
-   * (px, py), in cell order, and returns how many; stops when `out` is full. `exclude` (a slot, or
-   * -1) is left out.
+   * Writes into `out`, from index `from`, the slots whose position (at the last rebuild) is within
+   * `radius` of (px, py), in cell order, and returns the index after the last one written; stops
+   * when `out` is full. `exclude` (a slot, or -1) is left out, and so are dormant entities when
+   * `mode` (the world's `mode` array) is given: they take no place in `out`.
    */
-  queryRadius(px: number, py: number, radius: number, out: Int32Array, exclude = -1): number {
+  queryRadius(px: number, py: number, radius: number, out: Int32Array, exclude = -1, mode?: Uint8Array, from = 0): number {
     const r2 = radius * radius;
     const cx0 = this.cellX(px - radius);
     const cx1 = this.cellX(px + radius);
@@ -137,19 +141,19 @@ export class Grid {
     const cols = this.cols;
     const start = this.cellStart;
     const { items, sx, sy } = this;
-    let n = 0;
+    let n = from;
     const cap = out.length;
     for (let cy = cy0; cy <= cy1; cy++) {
       const row = cy * cols;
       // Consecutive cells of one row are contiguous in items.
-      const from = start[row + cx0] as number;
+      const first = start[row + cx0] as number;
       const to = start[row + cx1 + 1] as number;
-      for (let k = from; k < to; k++) {
+      for (let k = first; k < to; k++) {
         const dx = (sx[k] as number) - px;
         const dy = (sy[k] as number) - py;
         if (dx * dx + dy * dy <= r2) {
           const i = items[k] as number;
-          if (i === exclude) continue;
+          if (i === exclude || (mode !== undefined && mode[i] === MODE_DORMANT)) continue;
           if (n === cap) return n;
           out[n++] = i;
         }
