@@ -236,6 +236,19 @@ test('credit is the time an entity really waited, spent on the burst that follow
   }
   expect(x() - from).toBeLessThanOrEqual(speed * (40 + 8) + 1e-3);
 
+  // 300 ticks away, then standing still a while before sprinting: the credit of the wait was for
+  // inputs re-sent at once, and has lapsed.
+  e.suspend(session);
+  steps(e, 300);
+  joined(e, ++session, 'ann');
+  steps(e, 60);
+  from = x();
+  for (let t = 0; t < 40; t++) {
+    burst(4);
+    e.step();
+  }
+  expect(x() - from).toBeLessThanOrEqual(speed * (40 + 8) + 1e-3);
+
   // Handed over and resumed in the same tick: nothing to catch up on.
   const bob = 0x7000_0001;
   expect(e.adopt({ entityId: bob, x: 0, y: 50, vx: 0, vy: 0, kind: 1, flags: 0, lastInputSeq: 0 })).toBe(true);
@@ -243,6 +256,48 @@ test('credit is the time an entity really waited, spent on the burst that follow
   for (let k = 1; k <= 12; k++) e.input(99, k, speed, 0, 0);
   steps(e, 3);
   expect(w.x[w.indexOf(bob)]).toBeLessThanOrEqual(speed * 3 + 1e-3);
+});
+
+test('ticks the loop dropped may be caught up on: a player moving on does not lag behind by them for good', () => {
+  const e = new ShardEngine(settings, out);
+  const w = e.world;
+  const id = joined(e, 1, 'ann');
+  const slot = () => w.indexOf(id);
+  w.x[slot()] = -90;
+  let seq = 0;
+  for (let t = 0; t < 20; t++) {
+    e.input(1, ++seq, 1, 0, 0);
+    e.step();
+  }
+  // The process stalled for 100 ticks: their inputs arrive at once, and the loop drops the ticks.
+  for (let k = 0; k < 100; k++) e.input(1, ++seq, 1, 0, 0);
+  e.skipped(100);
+  const from = w.x[slot()] as number;
+  for (let t = 0; t < 60; t++) {
+    e.input(1, ++seq, 1, 0, 0);
+    e.step();
+  }
+  // Caught up but for the one move a step keeps waiting (the jitter buffer).
+  expect(w.lastSeq[slot()]).toBe(seq - 1);
+  // Every move applied once.
+  expect(w.x[slot()]).toBeCloseTo(from + (seq - 1 - 20), 3);
+});
+
+test('a shard restored from its snapshot goes on exactly as the one that saved it: the same state hash tick for tick', () => {
+  const npcs = loadConfig({
+    AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: 'unused',
+    AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '-100,-100,100,100',
+    AETHEX_GAMESERVER_ENGINE_NPC_COUNT: '50',
+  });
+  const a = new ShardEngine(npcs, out);
+  steps(a, 100);
+  const b = new ShardEngine(npcs, out, { restored: decodeState(a.persistentState(), npcs['engine.max_entities']) });
+  expect(b.world.stateHash()).toBe(a.world.stateHash());
+  for (let t = 0; t < 200; t++) {
+    a.step();
+    b.step();
+    expect(b.world.stateHash()).toBe(a.world.stateHash());
+  }
 });
 
 test('a restarted neighbour is told of players dropped here (theirs for sure), not of players restored here', () => {
@@ -448,6 +503,10 @@ test('game state: a copy per entity, checked; it travels with a handoff, may cha
   expect([w.stateWrites.get(cat), w.flagWrites.get(cat)]).toEqual([1, 2]);
   e.leave(9);
   expect([w.stateWrites.has(cat), w.flagWrites.has(cat)]).toEqual([false, false]);
+
+  // A spawn at a position that is not finite is refused, naming it.
+  expect(() => ctx.spawn(Number.NaN, 0, 2)).toThrow(/finite position, got \(NaN, 0\)/);
+  expect(() => ctx.spawn(0, Number.POSITIVE_INFINITY, 2)).toThrow(RangeError);
 
   // A game entity's state goes with it; its id, given again later, starts without one.
   const box = ctx.spawn(0, 0, 2);

@@ -1,4 +1,4 @@
-import { aethex } from '@aethex/proto';
+import { aethex, insideMax } from '@aethex/proto';
 import type { Logger } from '@aethex/runtime';
 import type { GameserverSettings } from './config.js';
 import { type GameContext, type GameHooks, type HookPlayer, RpcError } from './hooks.js';
@@ -6,12 +6,11 @@ import type { ShardMetrics } from './metrics.js';
 import { DeltaHistory, QuantizedWorld } from './net/delta-history.js';
 import { JOB_WORDS, SnapshotCutter, SnapshotThread } from './net/snapshot-threads.js';
 import { type CapturedState, captureState, encodeState, type ShardState } from './persist/state-codec.js';
-import { applyInput, createRng, type InputResult, type MovementRules, step, wander } from './sim/step.js';
+import { applyInput, createRng, type InputResult, type MovementRules, type Rng, step, tickSeed, wander } from './sim/step.js';
 import {
   CapacityError,
   KIND_NPC,
   KIND_PLAYER,
-  MAX_CREDIT,
   MAX_GAME_STATE_BYTES,
   MODE_DORMANT,
   MODE_GHOST,
@@ -150,7 +149,7 @@ export class ShardEngine {
   private readonly byEntity = new Map<number, Session>();
   private readonly byPlayer = new Map<string, Session>();
   private readonly corrected: Uint32Array;
-  private readonly rng: () => number;
+  private readonly rng: Rng;
   private readonly invScale: number;
   private readonly quantized: QuantizedWorld;
   private readonly cutter: SnapshotCutter;
@@ -351,8 +350,10 @@ export class ShardEngine {
       spawn(x, y, kind) {
         if (!Number.isInteger(kind) || kind < 2 || kind > 0xffff)
           throw new RangeError(`game entities need a kind from 2 to 65535, got ${kind}`);
+        // A NaN would pass the clamp below and put the entity in no cell of the grid.
+        if (!Number.isFinite(x) || !Number.isFinite(y)) throw new RangeError(`spawn needs a finite position, got (${x}, ${y})`);
         const b = engine.rules.bounds;
-        return world.spawn(Math.min(Math.max(x, b.minX), b.maxX - 1e-3), Math.min(Math.max(y, b.minY), b.maxY - 1e-3), kind);
+        return world.spawn(Math.min(Math.max(x, b.minX), insideMax(b.maxX)), Math.min(Math.max(y, b.minY), insideMax(b.maxY)), kind);
       },
       send(playerId, topic, payload) {
         const bytes = engine.gameMessage(topic, payload);
@@ -538,7 +539,7 @@ export class ShardEngine {
       // The inputs the client made while it was away come back re-sent: the ticks the entity
       // waited, and no more, may be caught up on (see `step`).
       const waited = waitedUntil === undefined ? 0 : this.tick - (waitedUntil - this.rejoinWindowTicks);
-      this.world.credit[slot] = Math.min(MAX_CREDIT, Math.max(0, waited));
+      this.world.grantCredit(slot, waited);
     } else {
       rejoined = false;
       try {
@@ -722,7 +723,7 @@ export class ShardEngine {
     // Steps it stood here since its adoption already earned credit: the same time, not more. (Its
     // slot again: removing the other entities moved slots.)
     const at = this.world.indexOf(entityId);
-    this.world.credit[at] = Math.min(MAX_CREDIT, Math.max(this.world.credit[at] as number, frozenTicks));
+    this.world.grantCredit(at, Math.max(this.world.credit[at] as number, frozenTicks));
     // A second resume of the same entity replaces the session the game already saw arrive.
     const again = previous?.entityId === entityId;
     const result = this.bind(sessionId, playerId, entityId, again, !again);
@@ -815,7 +816,7 @@ export class ShardEngine {
     if (i < 0 || this.world.mode[i] !== MODE_OFFERED) return;
     this.world.mode[i] = MODE_OWNED;
     // Frozen since the offer: those ticks' inputs may be caught up on (see `step`).
-    this.world.credit[i] = Math.min(MAX_CREDIT, (this.world.credit[i] as number) + (this.tick - offeredAt));
+    this.world.grantCredit(i, (this.world.credit[i] as number) + (this.tick - offeredAt));
     const session = this.byEntity.get(entityId);
     for (const h of held) {
       if (session) this.input(session.id, h.seq, h.moveX, h.moveY, 0, h.buttons);
@@ -1095,12 +1096,25 @@ export class ShardEngine {
     if (session && tick > session.ackTick && tick <= this.tick) session.ackTick = tick;
   }
 
+  /**
+   * The tick loop dropped `ticks` ticks (it fell further behind than it catches up on). The
+   * players' inputs of that time arrive all the same: each player here may catch up on them (see
+   * `step`) instead of lagging behind by that much for as long as it keeps moving.
+   */
+  skipped(ticks: number): void {
+    const w = this.world;
+    for (let i = 0; i < w.count; i++) {
+      if (w.kind[i] === KIND_PLAYER && w.mode[i] === MODE_OWNED) w.grantCredit(i, (w.credit[i] as number) + ticks);
+    }
+  }
+
   /** Runs one simulation step and sends this tick's snapshots and corrections. */
   step(): void {
     const started = performance.now();
     const tick = ++this.tick;
     const world = this.world;
     world.clock = tick;
+    this.rng.reseed(tickSeed(this.settings['engine.seed'], tick));
     if (this.settings['engine.npc_count'] > 0) wander(world, this.rng, KIND_NPC, this.rules.maxSpeed * 0.5, 0.02);
     if (this.dormantUntil.size > 0) this.expireDormant();
     const nCorrected = step(world, this.rules, this.corrected);

@@ -36,7 +36,11 @@ export interface GameContext {
    * commits. More than 4 KiB, or anything but a Uint8Array, throws a RangeError naming it.
    */
   setState(entityId: number, state: Uint8Array | undefined): boolean;
-  /** Spawns a game entity (kind ≥ 2; 0 and 1 are NPC and player) and returns its id; throws at capacity. */
+  /**
+   * Spawns a game entity (kind ≥ 2; 0 and 1 are NPC and player) at (x, y), kept inside the world's
+   * bounds, and returns its id. Throws at capacity, and a RangeError for another kind or a
+   * position that is not finite.
+   */
   spawn(x: number, y: number, kind: number): number;
   despawn(entityId: number): boolean;
   /**

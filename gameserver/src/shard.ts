@@ -218,6 +218,7 @@ export async function startShard(configured: GameserverSettings, options: ShardO
     },
     onSkip: (n) => {
       metrics.ticksSkipped.inc(n);
+      engine.skipped(n);
       log.warn({ ticks: n }, 'tick loop fell behind; ticks dropped');
     },
     onError: (err) => log.error({ err }, 'tick failed'),

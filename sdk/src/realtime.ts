@@ -1,4 +1,12 @@
-import { aethex, PROTOCOL_VERSION, readSnapshotMessage, SNAPSHOT_LAYOUT, type SnapshotFields, snapshotFields } from '@aethex/proto';
+import {
+  aethex,
+  insideMax,
+  PROTOCOL_VERSION,
+  readSnapshotMessage,
+  SNAPSHOT_LAYOUT,
+  type SnapshotFields,
+  snapshotFields,
+} from '@aethex/proto';
 import { interpolate, type Positioned } from './interpolation.js';
 import { type EntityRecord, SnapshotStore } from './snapshots.js';
 
@@ -747,8 +755,8 @@ export class RealtimeClient {
 
   /**
    * Moves the prediction by one input as the shard moves the entity (gameserver's `sim/step.ts`):
-   * by the move, then kept inside the world's bounds, the maximum exclusive by 1e-3 and in float32
-   * as the shard stores positions. A player walking into the world's edge is then predicted at
+   * by the move, then kept inside the world's bounds, the maximum exclusive (`insideMax`, float32
+   * as the shard stores positions). A player walking into the world's edge is then predicted at
    * the edge, where the shard's corrections put it, instead of a step or two past it.
    */
   private predictStep(dx: number, dy: number): void {
@@ -758,8 +766,8 @@ export class RealtimeClient {
     if (b) {
       const minX = b.minX ?? 0;
       const minY = b.minY ?? 0;
-      x = Math.min(Math.max(x, minX), Math.fround((b.maxX ?? 0) - 1e-3));
-      y = Math.min(Math.max(y, minY), Math.fround((b.maxY ?? 0) - 1e-3));
+      x = Math.min(Math.max(x, minX), insideMax(b.maxX ?? 0));
+      y = Math.min(Math.max(y, minY), insideMax(b.maxY ?? 0));
     }
     this.predicted.x = x;
     this.predicted.y = y;

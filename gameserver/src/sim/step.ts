@@ -1,3 +1,4 @@
+import { insideMax } from '@aethex/proto';
 import { IDLE_CREDIT, KIND_PLAYER, MAX_MOVES_PER_STEP, MAX_QUEUED_MOVES, type Rect, type World } from './world.js';
 
 /** The movement rules of a shard: the region an owned entity must stay in and its top speed. */
@@ -80,7 +81,8 @@ export function applyInput(world: World, slot: number, seq: number, moveX: numbe
  * as they were made). With more than that waiting — a batch after a stall, inputs re-sent after a
  * rejoin or a rolled-back handoff — the step goes by further moves while the entity has credit
  * (`World.credit`: steps it stood, or was kept frozen, with nothing to apply), each clamped on its
- * own, up to `MAX_MOVES_PER_STEP` moves a step, until one waits. So a burst is caught up on within
+ * own, up to `MAX_MOVES_PER_STEP` moves a step, until one waits (credit granted beyond
+ * `IDLE_CREDIT` lapses when the burst does not begin within `CREDIT_LAPSE_TICKS`). So a burst is caught up on within
  * a few steps instead of lagging behind for good, and no entity moves further than `maxSpeed` for
  * each tick that passed plus its credit. Its velocity becomes the displacement actually applied. Players without
  * a move stand still (and earn credit); other entities keep moving by their velocity and bounce off
@@ -91,15 +93,15 @@ export function applyInput(world: World, slot: number, seq: number, moveX: numbe
 export function step(world: World, rules: MovementRules, corrected: Uint32Array): number {
   const { minX, minY, maxX, maxY } = rules.bounds;
   // Max is exclusive: keep positions strictly inside.
-  const hiX = Math.fround(maxX - 1e-3);
-  const hiY = Math.fround(maxY - 1e-3);
+  const hiX = insideMax(maxX);
+  const hiY = insideMax(maxY);
   const maxSpeed = rules.maxSpeed;
   // A client clamps its moves to maxSpeed in doubles, and they travel as floats: a move that
   // rounding put a hair over the limit is not a speed hack.
   const maxSpeed2 = maxSpeed * maxSpeed * (1 + 1e-6);
   const r = rules.region ?? rules.bounds;
-  const rHiX = Math.fround(r.maxX - 1e-3);
-  const rHiY = Math.fround(r.maxY - 1e-3);
+  const rHiX = insideMax(r.maxX);
+  const rHiY = insideMax(r.maxY);
   const { x, y, vx, vy, kind, moveX, moveY, moveSeq, hasMove, nextX, nextY, nextSeq, hasNext, lastSeq, mode, credit } = world;
   let nCorrected = 0;
   for (let i = 0; i < world.count; i++) {
@@ -144,6 +146,7 @@ export function step(world: World, rules: MovementRules, corrected: Uint32Array)
           // Caught up: credit granted for frozen ticks is for the inputs re-sent after them, not
           // to be saved for a sprint later.
           if ((credit[i] as number) > IDLE_CREDIT) credit[i] = IDLE_CREDIT;
+          if (world.creditLapse.size > 0) world.creditLapse.delete(world.id[i] as number);
           break;
         }
         // Catch up while more than one move still waits (one may: it is the jitter buffer).
@@ -157,7 +160,10 @@ export function step(world: World, rules: MovementRules, corrected: Uint32Array)
       // A player moves only by its inputs: with none waiting it stands this step (its client
       // predicted no move; a late input then moves it by what it asks, a step later).
       if (kind[i] === KIND_PLAYER) {
-        if ((credit[i] as number) < IDLE_CREDIT) credit[i] = (credit[i] as number) + 1;
+        const c = credit[i] as number;
+        if (c < IDLE_CREDIT) credit[i] = c + 1;
+        // Granted credit whose burst never came is not kept standing either.
+        else if (c > IDLE_CREDIT && world.creditLapsed(i)) credit[i] = IDLE_CREDIT;
         vx[i] = 0;
         vy[i] = 0;
         continue;
@@ -197,16 +203,40 @@ function takeQueued(world: World, i: number): void {
   else queue.splice(0, 3);
 }
 
-/** A deterministic 32-bit PRNG (mulberry32); returns floats in [0, 1). */
-export function createRng(seed: number): () => number {
+/** A deterministic 32-bit PRNG: each call returns the next float in [0, 1). */
+export interface Rng {
+  (): number;
+  /** Starts the sequence again from `seed`. */
+  reseed(seed: number): void;
+}
+
+/** A mulberry32 generator (`Rng`). */
+export function createRng(seed: number): Rng {
   let a = seed >>> 0;
-  return () => {
+  const next = (() => {
     a = (a + 0x6d2b79f5) >>> 0;
     let t = a;
     t = Math.imul(t ^ (t >>> 15), t | 1);
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  }) as Rng;
+  next.reseed = (s) => {
+    a = s >>> 0;
   };
+  return next;
+}
+
+/**
+ * The seed of tick `tick` in a run seeded `seed`. A shard draws each tick's random numbers from a
+ * sequence of that tick's own, so a shard restored at a tick goes on exactly as the one that saved
+ * it would have (the generator's position is nothing to persist). Mixed (murmur3's finalizer):
+ * mulberry32 seeded with neighbouring values gives the same sequence shifted by one.
+ */
+export function tickSeed(seed: number, tick: number): number {
+  let h = (seed ^ Math.imul(tick >>> 0, 0x9e3779b1)) >>> 0;
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+  return (h ^ (h >>> 16)) >>> 0;
 }
 
 /**

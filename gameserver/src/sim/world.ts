@@ -61,6 +61,12 @@ export const MAX_MOVES_PER_STEP = 4;
 export const IDLE_CREDIT = 8;
 /** Most credit an entity can hold (the frozen ticks granted are capped to it). */
 export const MAX_CREDIT = 255;
+/**
+ * Ticks granted credit (`World.grantCredit`) waits for the inputs it is for — re-sent after a
+ * rejoin, a handoff, ticks the shard dropped — to start arriving: 1 s at 40 Hz. An entity still
+ * standing then keeps only `IDLE_CREDIT`.
+ */
+export const CREDIT_LAPSE_TICKS = 40;
 /** Largest game state an entity may carry (`World.gameState`), in bytes. */
 export const MAX_GAME_STATE_BYTES = 4096;
 
@@ -123,6 +129,11 @@ export class World {
    * offer). See `step`.
    */
   readonly credit: Uint8Array;
+  /**
+   * When credit granted beyond `IDLE_CREDIT` lapses, by entity id: the tick by which the burst it
+   * was granted for must have begun (see `grantCredit`).
+   */
+  readonly creditLapse = new Map<number, number>();
   /**
    * The game's own state of an entity (inventory, health, ...: opaque bytes, at most
    * `MAX_GAME_STATE_BYTES`), by entity id. It travels with a player handed over to a neighbour and
@@ -189,9 +200,31 @@ export class World {
     this.mode = sharedArray(Uint8Array, capacity);
   }
 
+  /**
+   * Sets slot `i`'s credit to `ticks` (capped at `MAX_CREDIT`): ticks it was kept frozen, or that
+   * the shard dropped, whose inputs arrive late and may be caught up on. Credit beyond
+   * `IDLE_CREDIT` is for the burst that follows: unspent after `CREDIT_LAPSE_TICKS` of standing, it
+   * lapses (see `step`), so no one saves it for a sprint later.
+   */
+  grantCredit(i: number, ticks: number): void {
+    const c = Math.min(MAX_CREDIT, Math.max(0, Math.floor(ticks)));
+    this.credit[i] = c;
+    if (c > IDLE_CREDIT) this.creditLapse.set(this.id[i] as number, this.clock + CREDIT_LAPSE_TICKS);
+  }
+
+  /** Whether slot `i`'s granted credit has lapsed (then it is forgotten). */
+  creditLapsed(i: number): boolean {
+    const id = this.id[i] as number;
+    const at = this.creditLapse.get(id);
+    if (at !== undefined && this.clock < at) return false;
+    this.creditLapse.delete(id);
+    return true;
+  }
+
   /** Drops the moves waiting for slot `i` (their inputs stay unacknowledged) and its credit. */
   clearMoves(i: number): void {
     if (this.queued.size > 0) this.queued.delete(this.id[i] as number);
+    if (this.creditLapse.size > 0) this.creditLapse.delete(this.id[i] as number);
     this.credit[i] = 0;
     this.moveX[i] = 0;
     this.moveY[i] = 0;
@@ -252,6 +285,7 @@ export class World {
     if (i === undefined) return false;
     this.slotOf.delete(entityId);
     if (this.queued.size > 0) this.queued.delete(entityId);
+    if (this.creditLapse.size > 0) this.creditLapse.delete(entityId);
     if (this.gameState.size > 0) this.gameState.delete(entityId);
     if (this.stateWrites.size > 0) this.stateWrites.delete(entityId);
     if (this.flagWrites.size > 0) this.flagWrites.delete(entityId);
