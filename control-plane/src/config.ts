@@ -167,7 +167,9 @@ export type ControlPlaneConfig = Settings<typeof CONTROL_PLANE_SETTINGS> & { ser
  * is malformed or out of range, or when a service is mounted without the store it needs.
  */
 export function loadConfig(env: Env): ControlPlaneConfig {
-  const s = loadSettings(CONTROL_PLANE_SETTINGS, { prefix: 'AETHEX', env });
+  // AETHEX_ begins every component's variables (and the test environment's): only those under
+  // the control plane's sections are checked for misspellings.
+  const s = loadSettings(CONTROL_PLANE_SETTINGS, { prefix: 'AETHEX', env, ownsPrefix: false });
   const serviceList = [...new Set(s.services.split(','))] as ('auth' | 'saves')[];
   const need = (key: keyof typeof CONTROL_PLANE_SETTINGS, why: string) => {
     if (s[key] === '') throw new ConfigError(`AETHEX_${key.replaceAll('.', '_').toUpperCase()}`, `required ${why}`);

@@ -76,6 +76,31 @@ describe('loadSettings', () => {
     expect(() => load({}, '/nonexistent/aethex.yaml')).toThrow(/cannot read the configuration file \(ENOENT\)/);
   });
 
+  test('a variable with the prefix that names no setting is refused, with the nearest one', () => {
+    expect(() => load({ AETHEX_GAMESERVER_ENGINE_TICK_RATE: '20' })).toThrow(
+      /^AETHEX_GAMESERVER_ENGINE_TICK_RATE: not a setting \(did you mean AETHEX_GAMESERVER_ENGINE_TICK_RATE_MS\?\)$/,
+    );
+    expect(() => load({ AETHEX_GAMESERVER_ENGNE_MAX_SPEED: '3' })).toThrow(/did you mean AETHEX_GAMESERVER_ENGINE_MAX_SPEED\?/);
+    // Kubernetes' variables for a Service named aethex-gameserver, and other prefixes, are not ours.
+    const links = {
+      AETHEX_GAMESERVER_SERVICE_HOST: '10.0.0.1',
+      AETHEX_GAMESERVER_SERVICE_PORT: '7700',
+      AETHEX_GAMESERVER_SERVICE_PORT_WS: '7700',
+      AETHEX_GAMESERVER_PORT: 'tcp://10.0.0.1:7700',
+      AETHEX_GAMESERVER_PORT_7700_TCP: 'tcp://10.0.0.1:7700',
+      AETHEX_GAMESERVER_PORT_7700_TCP_ADDR: '10.0.0.1',
+      AETHEX_OPERATOR_LOG_LEVEL: 'debug',
+      AETHEX_GAMESERVERS: '1',
+    };
+    expect(load(links)['engine.tick_rate_ms']).toBe(25);
+  });
+
+  test('with a prefix shared by other programs, only variables under its sections are checked', () => {
+    const shared = (env: Record<string, string>) => loadSettings(schema, { prefix: 'AETHEX', env, ownsPrefix: false });
+    expect(shared({ AETHEX_GAMESERVER_ENGINE_MAX_SPEED: '3', AETHEX_TEST_PG_URL: 'postgres://x' })['engine.max_speed']).toBe(5);
+    expect(() => shared({ AETHEX_LOG_LEVELS: 'debug' })).toThrow(/^AETHEX_LOG_LEVELS: not a setting \(did you mean AETHEX_LOG_LEVEL\?\)$/);
+  });
+
   test('envName maps dotted keys to variables', () => {
     expect(envName('AETHEX_GAMESERVER', 'gateway.max_message_size')).toBe('AETHEX_GAMESERVER_GATEWAY_MAX_MESSAGE_SIZE');
   });

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { closest } from 'fastest-levenshtein';
 import { parse } from 'yaml';
 import { ConfigError, type Env } from './config.js';
 
@@ -104,11 +105,41 @@ function parseValue(key: string, spec: SettingSpec, raw: unknown, source: string
 }
 
 /**
- * Reads settings from an optional YAML file, then from `<prefix>_<KEY>` environment variables
- * (which win), then defaults. Unknown keys in the file, values of the wrong type and values out
- * of range throw a ConfigError naming the key, the allowed range and where the value came from.
+ * The variables Kubernetes sets for each Service in a pod's namespace (`<NAME>_SERVICE_HOST`,
+ * `<NAME>_PORT_7700_TCP_ADDR`, ...): a Service named `aethex-auth` gives `AETHEX_AUTH_PORT`. Not
+ * settings, whatever their prefix.
  */
-export function loadSettings<T extends SettingsSchema>(schema: T, options: { prefix: string; env: Env; file?: string }): Settings<T> {
+const SERVICE_LINK = /_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT|PORT_\d+_(TCP|UDP|SCTP)(_PROTO|_PORT|_ADDR)?)$/;
+
+/**
+ * Refuses a `<prefix>_*` variable that names no setting: a misspelt one would otherwise leave
+ * its setting at the default without a word (a shard meant for PostgreSQL running on local files).
+ * `ownsPrefix`: every variable with the prefix is one of ours; otherwise (a prefix shared with
+ * other programs) only those under one of the schema's sections.
+ */
+function refuseUnknownVariables(schema: SettingsSchema, prefix: string, env: Env, ownsPrefix: boolean): void {
+  const known = Object.keys(schema).map((key) => envName(prefix, key));
+  const knownSet = new Set(known);
+  const sections = [...new Set(Object.keys(schema).map((key) => envName(prefix, key.split('.')[0] as string)))];
+  for (const name of Object.keys(env)) {
+    if (!name.startsWith(`${prefix}_`) || knownSet.has(name) || SERVICE_LINK.test(name)) continue;
+    if (!ownsPrefix && !sections.some((section) => name.startsWith(`${section}_`))) continue;
+    throw new ConfigError(name, `not a setting (did you mean ${closest(name, known)}?)`);
+  }
+}
+
+/**
+ * Reads settings from an optional YAML file, then from `<prefix>_<KEY>` environment variables
+ * (which win), then defaults. Unknown keys in the file or the environment (see
+ * `refuseUnknownVariables`; `ownsPrefix` defaults to true), values of the wrong type and values
+ * out of range throw a ConfigError naming the key, the allowed range and where the value came
+ * from.
+ */
+export function loadSettings<T extends SettingsSchema>(
+  schema: T,
+  options: { prefix: string; env: Env; file?: string; ownsPrefix?: boolean },
+): Settings<T> {
+  refuseUnknownVariables(schema, options.prefix, options.env, options.ownsPrefix ?? true);
   const fromFile = new Map<string, unknown>();
   if (options.file !== undefined) {
     let text: string;
