@@ -300,6 +300,26 @@ test('a shard restored from its snapshot goes on exactly as the one that saved i
   }
 });
 
+test('acknowledging ticks never sent counts for nothing: a client that reads nothing is dropped as slow however it acks', () => {
+  const quick = loadConfig({
+    AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: 'unused',
+    AETHEX_GAMESERVER_GATEWAY_SLOW_SKIP_TICKS: '8',
+    AETHEX_GAMESERVER_GATEWAY_SLOW_DROP_TICKS: '40',
+  });
+  const kicks: [number, aethex.v1.ReasonCode][] = [];
+  // Its socket takes 10 snapshots, then no more: the client reads nothing.
+  let room = 10;
+  const e = new ShardEngine(quick, { send: () => room-- > 0, kick: (id, reason) => kicks.push([id, reason]) });
+  joined(e, 1, 'ann');
+  for (let t = 0; t < 100 && kicks.length === 0; t++) {
+    e.step();
+    // It guesses the newest tick from the time, and acknowledges it.
+    e.ack(1, e.tick);
+  }
+  expect(kicks).toEqual([[1, aethex.v1.ReasonCode.REASON_CODE_TOO_SLOW]]);
+  expect(e.tick).toBeLessThanOrEqual(10 + 40 + 2);
+});
+
 test('a restarted neighbour is told of players dropped here (theirs for sure), not of players restored here', () => {
   const before = new ShardEngine(settings, out);
   const carl = joined(before, 1, 'carl');

@@ -1088,12 +1088,14 @@ export class ShardEngine {
   }
 
   /**
-   * Records that the client applied the snapshot of `tick` (ignores ticks from the future). Only
-   * forward: the delta base never goes back, so clients give up older frames (docs/protocol.md).
+   * Records that the client applied the snapshot of `tick`. Only forward: the delta base never
+   * goes back, so clients give up older frames (docs/protocol.md). Ignores ticks past the last
+   * snapshot sent to it: a client that reads nothing and acknowledges guessed ticks must still
+   * look slow, and be dropped as slow clients are.
    */
   ack(sessionId: number, tick: number): void {
     const session = this.sessions.get(sessionId);
-    if (session && tick > session.ackTick && tick <= this.tick) session.ackTick = tick;
+    if (session && tick > session.ackTick && tick <= (session.sentTick ?? 0)) session.ackTick = tick;
   }
 
   /**
