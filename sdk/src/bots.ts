@@ -1,11 +1,12 @@
 #!/usr/bin/env node
-import { createPrivateKey } from 'node:crypto';
+import { createPrivateKey, type KeyObject } from 'node:crypto';
 // npm run bots -- --url ws://127.0.0.1:7777 --count 100 --pattern random-walk --private-key key.pem [--duration 30]
 // Drives many realtime clients from one process and reports what they saw. Join tokens are signed
 // with --private-key (a development key whose public half the shard trusts) or read from --token
 // (one token for a single bot).
 import { readFileSync } from 'node:fs';
-import { cpuPercent, DNS_LABEL, parseCli, signJoinToken } from '@aethex/runtime';
+import { cpuPercent, DNS_LABEL, parseCli, percentile, signJoinToken } from '@aethex/runtime';
+import { LatencyHistogram } from './latency-histogram.js';
 import { nodeSocket } from './node-socket.js';
 import { RealtimeClient } from './realtime.js';
 
@@ -20,6 +21,7 @@ export interface BotReport {
   closed: Record<string, number>;
   /** Why bots that never joined failed (the error's message, addresses left out), by count. */
   join_errors: Record<string, number>;
+  /** Seconds measured: the run's --duration but its first 2 s, while bots join. */
   seconds: number;
   snapshots: number;
   bytes_per_client_s: { median: number; p99: number };
@@ -37,16 +39,17 @@ export interface BotReport {
 
 const PATTERNS = ['random-walk', 'idle', 'circle'] as const;
 
-function percentile(sorted: number[], p: number): number {
-  if (sorted.length === 0) return 0;
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] as number;
+/** The report's figures: runtime's percentile, 0 where there is nothing to measure. */
+function pct(sorted: number[], p: number): number {
+  return sorted.length === 0 ? 0 : percentile(sorted, p);
 }
 
 const USAGE =
   'usage: npm run bots -- --url ws://host:port (--private-key key.pem | --token T) [--count N] [--pattern random-walk|idle|circle] [--duration S] [--ramp-ms MS] [--input-groups N] [--namespace NS] [--world W] [--instance N] [--shard S] [--prefix P] [--issuer I] [--audience A] [--json]';
 const cli = parseCli('bots', USAGE, {
   url: { type: 'string' },
-  count: { type: 'string', default: '10' },
+  // 10, or 1 with --token.
+  count: { type: 'string' },
   pattern: { type: 'string', default: 'random-walk' },
   duration: { type: 'string', default: '30' },
   'private-key': { type: 'string' },
@@ -67,11 +70,12 @@ const { fail } = cli;
 const values = cli.values as Record<string, string | undefined>;
 
 const url = values.url ?? fail('--url is required (ws://host:port of the shard)');
-if (!/^wss?:\/\/.+/.test(url)) fail(`--url must be a ws:// or wss:// address, got '${url}'`);
-const count = cli.int('count', 1, 20_000);
+if (!/^wss?:\/\/.+/.test(url) || !URL.canParse(url)) fail(`--url must be a ws:// or wss:// address, got '${url}'`);
+const count = values.count === undefined ? (values.token ? 1 : 10) : cli.int('count', 1, 20_000);
 const duration = Number(values.duration);
-if (!Number.isFinite(duration) || duration <= 0 || duration > 86_400)
-  fail(`--duration must be seconds from 0 to 86400, got '${values.duration}'`);
+// The first 2 s (bots joining) are not measured.
+if (!Number.isFinite(duration) || duration <= 2 || duration > 86_400)
+  fail(`--duration must be seconds above 2 (the first 2 s are not measured) up to 86400, got '${values.duration}'`);
 const pattern = values.pattern as (typeof PATTERNS)[number];
 if (!PATTERNS.includes(pattern)) fail(`--pattern must be one of ${PATTERNS.join(', ')}, got '${values.pattern}'`);
 const rampMs = Number(values['ramp-ms']);
@@ -84,7 +88,14 @@ const namespace = values.namespace ?? '';
 if (namespace !== '' && !DNS_LABEL.test(namespace))
   fail(`--namespace must be a DNS label (the GameWorld's namespace), or empty for a shard outside Kubernetes, got '${namespace}'`);
 
-const key = values['private-key'] ? createPrivateKey(readFileSync(values['private-key'])) : undefined;
+function readKey(path: string): KeyObject {
+  try {
+    return createPrivateKey(readFileSync(path));
+  } catch (err) {
+    return fail(`--private-key: cannot read a private key from ${path}: ${(err as Error).message}`);
+  }
+}
+const key = values['private-key'] ? readKey(values['private-key']) : undefined;
 const alg = key?.asymmetricKeyType === 'ed25519' ? 'EdDSA' : 'ES256';
 
 async function tokenFor(i: number): Promise<string> {
@@ -105,7 +116,7 @@ const entitiesSeen: number[] = [];
 const handoffGaps: number[] = [];
 let handoffsFailed = 0;
 let snapshots = 0;
-let latencies: number[] = [];
+let latencies = new LatencyHistogram();
 const started = performance.now();
 const cpuAtStart = process.cpuUsage();
 
@@ -147,7 +158,7 @@ const driver = setInterval(() => {
   const group = phase % inputGroups;
   for (let i = group; i < bots.length; i += inputGroups) {
     const bot = bots[i] as RealtimeClient;
-    if (!bot.welcome) continue;
+    if (!bot.welcome || bot.ended) continue;
     if (pattern === 'idle') continue;
     const speed = ((bot.welcome.maxSpeed as number) ?? 5) * 0.8;
     if (pattern === 'random-walk' && Math.random() < 0.05) headings[i] = Math.random() * Math.PI * 2;
@@ -161,21 +172,24 @@ const bytesAtStart = new Map<RealtimeClient, number>();
 setTimeout(() => {
   for (const b of bots) bytesAtStart.set(b, b.bytesReceived);
   for (const b of bots) b.maxSnapshotGapMs = 0;
-  latencies = [];
+  latencies = new LatencyHistogram();
   for (const b of bots) b.takeLatencies();
 }, 2000);
+// A client keeps only its newest 1,024 latencies (about 25 s): collected every second.
+const collect = () => {
+  for (const b of bots) latencies.addAll(b.takeLatencies());
+};
+const collector = setInterval(collect, 1000);
 
 await new Promise((r) => setTimeout(r, duration * 1000));
 clearInterval(driver);
-for (const b of bots) {
-  latencies.push(...b.takeLatencies());
-  entitiesSeen.push(b.store.current.size);
-}
+clearInterval(collector);
+collect();
+for (const b of bots) entitiesSeen.push(b.store.current.size);
 const seconds = (performance.now() - Math.max(measureFrom + 2000, started)) / 1000;
 const joined = bots.filter((b) => b.welcome);
 const rates = joined.map((b) => (b.bytesReceived - (bytesAtStart.get(b) ?? 0)) / seconds).sort((a, b) => a - b);
 const gaps = joined.map((b) => b.maxSnapshotGapMs).sort((a, b) => a - b);
-latencies.sort((a, b) => a - b);
 handoffGaps.sort((a, b) => a - b);
 const report: BotReport = {
   bots: count,
@@ -185,28 +199,26 @@ const report: BotReport = {
   join_errors: joinErrors,
   seconds: Math.round(seconds * 10) / 10,
   snapshots,
-  bytes_per_client_s: { median: Math.round(percentile(rates, 50)), p99: Math.round(percentile(rates, 99)) },
+  bytes_per_client_s: { median: Math.round(pct(rates, 50)), p99: Math.round(pct(rates, 99)) },
   input_ack_ms: {
-    p50: Math.round(percentile(latencies, 50) * 10) / 10,
-    p99: Math.round(percentile(latencies, 99) * 10) / 10,
-    max: Math.round((latencies[latencies.length - 1] ?? 0) * 10) / 10,
+    p50: latencies.count === 0 ? 0 : latencies.percentile(50),
+    p99: latencies.count === 0 ? 0 : latencies.percentile(99),
+    max: Math.round(latencies.max * 10) / 10,
   },
-  max_snapshot_gap_ms: { median: Math.round(percentile(gaps, 50)), max: Math.round(gaps[gaps.length - 1] ?? 0) },
+  max_snapshot_gap_ms: { median: Math.round(pct(gaps, 50)), max: Math.round(gaps[gaps.length - 1] ?? 0) },
   unacknowledged_inputs: joined.reduce((s, b) => s + b.unacknowledged, 0),
   entities_seen_avg: Math.round((entitiesSeen.reduce((a, b) => a + b, 0) / Math.max(1, entitiesSeen.length)) * 10) / 10,
   handoffs: {
     done: bots.reduce((s, b) => s + b.handoffs, 0),
     failed: handoffsFailed,
-    gap_ms: { p50: Math.round(percentile(handoffGaps, 50)), p99: Math.round(percentile(handoffGaps, 99)) },
+    gap_ms: { p50: Math.round(pct(handoffGaps, 50)), p99: Math.round(pct(handoffGaps, 99)) },
   },
   cpu_pct: cpuPercent(process.cpuUsage(cpuAtStart), performance.now() - started),
 };
 finished = true;
 for (const b of bots) b.close();
 if (cli.values.json) {
-  const hist = new Array<number>(1000).fill(0);
-  for (const l of latencies) hist[Math.min(999, Math.floor(l))] = (hist[Math.min(999, Math.floor(l))] as number) + 1;
-  report.raw = { rates: rates.map((r) => Math.round(r)), latency_hist: hist };
+  report.raw = { rates: rates.map((r) => Math.round(r)), latency_hist: latencies.perMillisecond() };
 }
 
 console.log(`bots: ${report.joined}/${report.bots} joined, ${report.seconds}s measured, pattern ${pattern}`);

@@ -15,6 +15,7 @@ export {
 export { fromBase64, sha256Checksum, toBase64 } from './encoding.js';
 export { interpolate, type Positioned } from './interpolation.js';
 export {
+  CLIENT_CLOSE_CODES,
   RealtimeClient,
   type RealtimeEvents,
   type RealtimeOptions,

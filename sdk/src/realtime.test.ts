@@ -1,10 +1,13 @@
+import { execFile } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { aethex, encodeSnapshotMessage, SNAPSHOT_LAYOUT, SnapshotBodyWriter } from '@aethex/proto';
+import { promisify } from 'node:util';
+import { aethex, encodeSnapshotMessage, insideMax, SNAPSHOT_LAYOUT, SnapshotBodyWriter } from '@aethex/proto';
 import $protobuf from 'protobufjs/minimal.js';
 import { afterEach, expect, test } from 'vitest';
 import { WebSocket, WebSocketServer } from 'ws';
+import { nodeSocket } from './node-socket.js';
 import { RealtimeClient } from './realtime.js';
 
 const { ClientMessage, ServerMessage, Snapshot } = aethex.v1;
@@ -24,6 +27,7 @@ afterEach(async () => {
 });
 
 const createSocket = (u: string) => new WebSocket(u) as never;
+const run = promisify(execFile);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** `promise`'s value, or 'timed out' after `ms`. */
@@ -420,4 +424,445 @@ test('close() during a rejoin closes the attempt’s socket with 1000 or cancels
   await sleep(200);
   expect(sockets).toHaveLength(3);
   expect(events).toEqual(['disconnected 1006', 'close 1000 client closed']);
+});
+
+/** The messages a shard that cannot be read sends after its Welcome, by what is wrong with them. */
+const UNREADABLE: Record<string, Uint8Array> = {
+  undecodable: new Uint8Array([0x0a, 0xff, 0xff, 0xff]),
+  'unknown layout': encodeSnapshotMessage({
+    tick: 1,
+    baseTick: 0,
+    lastInputSeq: 0,
+    layout: 2,
+    entities: new Uint8Array([1, 2, 3]),
+    removed: new Uint32Array(0),
+    removedCount: 0,
+  }),
+};
+const UNREADABLE_REASONS: Record<string, RegExp> = {
+  undecodable: /^the shard sent a message this SDK cannot decode \(.+\); update the SDK$/,
+  'unknown layout': new RegExp(`^the shard speaks snapshot layout 2, this SDK reads layout ${SNAPSHOT_LAYOUT}; update the SDK$`),
+};
+
+test('a shard this SDK cannot read, on the WebSocket browsers and Node 22 have: the socket closes with 4901 and close says why', async () => {
+  const shardCloses: number[] = [];
+  let mode = 'undecodable';
+  server = new WebSocketServer({ port: 0, host: '127.0.0.1' });
+  server.on('connection', (socket) => {
+    socket.on('close', (code) => shardCloses.push(code));
+    socket.on('message', (data) => {
+      if (ClientMessage.decode(data as Buffer).body !== 'join') return;
+      socket.send(welcome('shard-a'));
+      socket.send(UNREADABLE[mode] as Uint8Array);
+    });
+  });
+  await new Promise((r) => server?.once('listening', r));
+  const url = `ws://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  // Node 20's global WebSocket (behind a flag; Node 22's by default) is undici's, which refuses
+  // close codes a browser refuses: all but 1000 and 3000–4999.
+  const script = `
+    const { RealtimeClient } = await import(${JSON.stringify(new URL('./realtime.ts', import.meta.url).href)});
+    const events = [];
+    const c = new RealtimeClient({ url: process.argv[1], joinToken: 't', silenceTimeoutMs: 0 });
+    const closed = new Promise((resolve) => c.on('close', (code, reason) => { events.push(['close', code, reason]); resolve(); }));
+    await c.connect().catch((e) => events.push(['rejected', e.message]));
+    await Promise.race([closed, new Promise((r) => setTimeout(r, 2000))]);
+    console.log(JSON.stringify(events));`;
+  for (const m of Object.keys(UNREADABLE)) {
+    mode = m;
+    shardCloses.length = 0;
+    const { stdout } = await run(
+      process.execPath,
+      [
+        '--experimental-websocket',
+        '--no-warnings',
+        '--conditions=aethex-source',
+        '--import',
+        'tsx',
+        '--input-type=module',
+        '-e',
+        script,
+        url,
+      ],
+      { timeout: 10_000 },
+    );
+    const events = JSON.parse(stdout) as [string, number, string][];
+    expect(events, m).toHaveLength(1);
+    expect(events[0]?.slice(0, 2), m).toEqual(['close', 4901]);
+    expect(events[0]?.[2], m).toMatch(UNREADABLE_REASONS[m] as RegExp);
+    for (let i = 0; i < 100 && shardCloses.length === 0; i++) await sleep(10);
+    expect(shardCloses, m).toEqual([4901]);
+  }
+});
+
+test('a shard this SDK cannot read ends the session even with rejoin: no rejoin loop, no join token asked', async () => {
+  let mode = 'undecodable';
+  let joins = 0;
+  const { url } = await scriptedShard((socket, msg) => {
+    if (msg.body !== 'join') return;
+    joins++;
+    socket.send(welcome('shard-a'));
+    socket.send(UNREADABLE[mode] as Uint8Array);
+  });
+  for (const m of Object.keys(UNREADABLE)) {
+    mode = m;
+    joins = 0;
+    let tokens = 0;
+    client = new RealtimeClient({
+      url,
+      joinToken: 't1',
+      createSocket,
+      rejoin: {
+        joinToken: async () => {
+          tokens++;
+          return 't2';
+        },
+        maxDelayMs: 50,
+      },
+    });
+    const events = recordEvents(client);
+    await client.connect();
+    await sleep(500);
+    expect(events, m).toHaveLength(1);
+    expect(events[0], m).toMatch(/^close 4901 /);
+    expect(events[0]?.slice('close 4901 '.length), m).toMatch(UNREADABLE_REASONS[m] as RegExp);
+    expect([joins, tokens], m).toEqual([1, 0]);
+    expect(client.ended).toBe(true);
+  }
+});
+
+test('a snapshot the client cannot apply: rejoined with 4902 for a full snapshot, or closed with 4902 without rejoin; other clients in the process carry on', async () => {
+  const w = new SnapshotBodyWriter();
+  const snap = (tick: number, base: number, write: (w: SnapshotBodyWriter) => void) => {
+    w.reset();
+    write(w);
+    return shardSnapshot(tick, base, w.bytes().slice());
+  };
+  const { url, sockets } = await scriptedShard((socket, msg) => {
+    if (msg.body !== 'join') return;
+    socket.send(welcome('shard-a'));
+    socket.send(snap(1, 0, (w) => w.full(7, 10, 10, 1, 0)));
+    // The first connection of each client then sends a delta on a base the client never had.
+    if (msg.join?.joinToken !== 'again') socket.send(snap(2, 99, (w) => w.delta(7, 1, 0)));
+  });
+  client = new RealtimeClient({ url, joinToken: 't1', createSocket: nodeSocket, rejoin: { joinToken: async () => 'again' } });
+  const events = recordEvents(client);
+  const disconnected = new Promise<[number, string]>((resolve) => client?.on('disconnected', (code, reason) => resolve([code, reason])));
+  const rejoined = new Promise((resolve) => client?.on('rejoined', resolve));
+  await client.connect();
+  expect(await disconnected).toEqual([
+    4902,
+    'snapshot 2 could not be applied: snapshot 2 is relative to tick 99, which this client does not have',
+  ]);
+  await rejoined;
+  await sleep(100);
+  expect(events).toEqual(['snapshot 1', 'disconnected 4902', 'rejoined after 1', 'snapshot 1']);
+  expect(client.entities().get(7)).toMatchObject({ x: 10, y: 10 });
+  const shardHeard = new Promise<number>((resolve) =>
+    sockets[0]?.readyState !== WebSocket.OPEN ? resolve(-1) : sockets[0]?.on('close', resolve),
+  );
+  expect([4902, -1]).toContain(await within(shardHeard, 1000));
+  client.close();
+
+  const solo = new RealtimeClient({ url, joinToken: 't3', createSocket: nodeSocket });
+  client = solo;
+  const soloEvents = recordEvents(solo);
+  await solo.connect();
+  await sleep(200);
+  expect(soloEvents).toEqual([
+    'snapshot 1',
+    'close 4902 snapshot 2 could not be applied: snapshot 2 is relative to tick 99, which this client does not have',
+  ]);
+});
+
+test('move() refuses what is not two finite numbers, naming them; nothing is sent or predicted', async () => {
+  const { url, connections } = await scriptedShard((socket, msg) => {
+    if (msg.body === 'join') socket.send(welcome('shard-a'));
+  });
+  client = new RealtimeClient({ url, joinToken: 't', createSocket, silenceTimeoutMs: 0 });
+  await client.connect();
+  const len = Math.hypot(0, 0);
+  expect(() => client?.move(0 / len, 0 / len)).toThrow(new RangeError('move needs finite numbers, got (NaN, NaN)'));
+  expect(() => client?.move(Number.POSITIVE_INFINITY, 0)).toThrow(new RangeError('move needs finite numbers, got (Infinity, 0)'));
+  expect(() => client?.move(1, Number.NEGATIVE_INFINITY)).toThrow(RangeError);
+  expect(client.predicted).toEqual({ x: 0, y: 0 });
+  expect(client.unacknowledged).toBe(0);
+  expect(client.move(3, 4)).toBe(1);
+  await sleep(50);
+  expect(connections[0]?.map((m) => m.body)).toEqual(['join', 'input']);
+});
+
+test('inputs made before the Welcome are held and sent after it, cut to its max speed and numbered after its last input', async () => {
+  let welcomedAfter = -1;
+  const { url, connections } = await scriptedShard((socket, msg, connection) => {
+    if (msg.body !== 'join') return;
+    // A shard slow to verify the join token (its key set fetched first), holding this player's
+    // entity from an earlier session whose last input was 500.
+    setTimeout(() => {
+      welcomedAfter = connections[connection]?.length ?? 0;
+      socket.send(welcome('shard-a', 500));
+    }, 200);
+  });
+  client = new RealtimeClient({ url, joinToken: 't', createSocket, silenceTimeoutMs: 0 });
+  const c = client;
+  // The game's input loop starts with connect(), not after the Welcome.
+  const loop = setInterval(() => c.move(10, 0), 25);
+  try {
+    await client.connect();
+    await sleep(60);
+  } finally {
+    clearInterval(loop);
+  }
+  const received = connections[0] ?? [];
+  // Nothing but the Join before the Welcome: inputs then are counted against the player.
+  expect(welcomedAfter).toBe(1);
+  const inputs = received.filter((m) => m.body === 'input');
+  expect(inputs.length).toBeGreaterThan(5);
+  expect(inputs.map((m) => m.input?.seq)).toEqual(Array.from({ length: inputs.length }, (_, i) => 501 + i));
+  expect(new Set(inputs.map((m) => m.input?.move?.x))).toEqual(new Set([5]));
+  // Predicted by the Welcome's rules, from where the session started.
+  expect(client.predicted.x).toBe(5 * client.unacknowledged);
+});
+
+/**
+ * A shard that moves entity 7 by each input as the real one does (float32 positions, the world's
+ * bounds) and answers it with a snapshot (quantized by `scale`), and with a Correction first when
+ * it clamped the move at the world's edge.
+ */
+async function movingShard(start: { x: number; y: number }, scale: number, maxX: number) {
+  const at = { x: Math.fround(start.x), y: Math.fround(start.y) };
+  const hiX = insideMax(maxX);
+  let tick = 0;
+  const sent = { snapshots: 0, corrections: 0 };
+  const w = new SnapshotBodyWriter();
+  const snapshot = (socket: WebSocket, seq: number) => {
+    tick++;
+    w.reset();
+    w.full(7, Math.round(at.x / scale), Math.round(at.y / scale), 1, 0);
+    socket.send(
+      encodeSnapshotMessage({
+        tick,
+        baseTick: 0,
+        lastInputSeq: seq,
+        layout: SNAPSHOT_LAYOUT,
+        entities: w.bytes(),
+        removed: new Uint32Array(0),
+        removedCount: 0,
+      }),
+    );
+    sent.snapshots++;
+  };
+  const correct = (socket: WebSocket, seq: number) => {
+    socket.send(ServerMessage.encode({ correction: { tick, lastInputSeq: seq, position: { x: at.x, y: at.y } } }).finish());
+    sent.corrections++;
+  };
+  const shard = await scriptedShard((socket, msg) => {
+    if (msg.body === 'join') {
+      socket.send(
+        ServerMessage.encode({
+          welcome: {
+            protocolVersion: 1,
+            entityId: 7,
+            tickRateHz: 40,
+            positionScale: scale,
+            maxSpeed: 5,
+            shardName: 'shard-a',
+            worldBounds: { minX: -maxX, minY: -maxX, maxX, maxY: maxX },
+          },
+        }).finish(),
+      );
+      snapshot(socket, 0);
+    } else if (msg.body === 'input') {
+      const input = msg.input as aethex.v1.Input;
+      const nx = at.x + Math.fround(input.move?.x ?? 0);
+      at.x = Math.fround(Math.min(nx, hiX));
+      at.y = Math.fround(at.y + Math.fround(input.move?.y ?? 0));
+      if (nx > hiX) correct(socket, input.seq);
+      snapshot(socket, input.seq);
+    }
+  });
+  return { ...shard, at, sent, correct, snapshot };
+}
+
+test('own-entity prediction does not jitter with snapshot quantization, and corrections it already agreed with are not emitted', async () => {
+  const scale = 0.125;
+  const shard = await movingShard({ x: 1.25, y: -2 }, scale, 10);
+  client = new RealtimeClient({ url: shard.url, joinToken: 't', createSocket, silenceTimeoutMs: 0 });
+  const c = client;
+  const corrections: string[] = [];
+  c.on('correction', (p, seq) => corrections.push(`${p.x},${p.y} at ${seq}`));
+  let snapshots = 0;
+  const nextSnapshot = () => new Promise<void>((resolve) => c.on('snapshot', () => resolve()));
+  c.on('snapshot', () => snapshots++);
+  const first = nextSnapshot();
+  await c.connect();
+  await first;
+  expect(c.predicted).toEqual({ x: 1.25, y: -2 });
+
+  // Walk east (into the wall at x = 10) and a little south, a move off the quanta, one input per
+  // snapshot; each snapshot must leave the prediction where the move put it.
+  const moved: number[] = [];
+  for (let i = 0; i < 40; i++) {
+    const done = nextSnapshot();
+    c.move(0.37, -0.023);
+    const predicted = { ...c.predicted };
+    await done;
+    moved.push(Math.max(Math.abs(c.predicted.x - predicted.x), Math.abs(c.predicted.y - predicted.y)));
+  }
+  expect(shard.sent.corrections).toBeGreaterThan(10);
+  expect(moved).toEqual(Array(40).fill(0));
+  expect(c.predicted).toEqual(shard.at);
+  expect(corrections).toEqual([]);
+
+  // The shard moving the entity differently is a correction, told once: by the snapshot (as the
+  // shard sends them: first), not again by the Correction after it.
+  shard.at.x = Math.fround(shard.at.x - 3);
+  shard.snapshot(shard.sockets[0] as WebSocket, c.lastAckedSeq);
+  shard.correct(shard.sockets[0] as WebSocket, c.lastAckedSeq);
+  for (let i = 0; i < 100 && c.predicted.x !== shard.at.x; i++) await sleep(5);
+  await sleep(20);
+  const quantized = (v: number) => Math.round(v / scale) * scale;
+  expect(corrections).toEqual([`${quantized(shard.at.x)},${quantized(shard.at.y)} at 40`]);
+  expect(c.predicted).toEqual(shard.at);
+});
+
+test('a prediction that starts off the shard’s position by rounding only ever moves closer to it', async () => {
+  const scale = 0.125;
+  // The shard's entity is between quanta: the first snapshot says 1.25, -2.0.
+  const shard = await movingShard({ x: 1.2813, y: -2.0507 }, scale, 1000);
+  client = new RealtimeClient({ url: shard.url, joinToken: 't', createSocket, silenceTimeoutMs: 0 });
+  const c = client;
+  const nextSnapshot = () => new Promise<void>((resolve) => c.on('snapshot', () => resolve()));
+  const first = nextSnapshot();
+  await c.connect();
+  await first;
+  const error = () => Math.max(Math.abs(c.predicted.x - shard.at.x), Math.abs(c.predicted.y - shard.at.y));
+  const errors = [error()];
+  let jumps = 0;
+  for (let i = 0; i < 60; i++) {
+    const done = nextSnapshot();
+    c.move(0.0391, -0.0173);
+    const predicted = { ...c.predicted };
+    await done;
+    if (c.predicted.x !== predicted.x || c.predicted.y !== predicted.y) jumps++;
+    errors.push(error());
+  }
+  for (let i = 1; i < errors.length; i++) expect(errors[i]).toBeLessThanOrEqual((errors[i - 1] as number) + 1e-6);
+  expect(errors[errors.length - 1]).toBeLessThan(scale / 2);
+  // Only when a snapshot's quantum disagreed with the prediction's, not on every snapshot.
+  expect(jumps).toBeLessThan(10);
+});
+
+test('latencies kept for takeLatencies() are bounded; after the session ends move() does nothing and nothing is kept', async () => {
+  let shardSocket: WebSocket | undefined;
+  const { url } = await scriptedShard((socket, msg) => {
+    shardSocket = socket;
+    if (msg.body === 'join') socket.send(welcome('shard-a'));
+  });
+  client = new RealtimeClient({ url, joinToken: 't', createSocket, silenceTimeoutMs: 0 });
+  const c = client;
+  await c.connect();
+  for (let i = 0; i < 3000; i++) c.move(1, 0);
+  const acked = new Promise((resolve) => c.on('snapshot', resolve));
+  (shardSocket as WebSocket).send(
+    encodeSnapshotMessage({
+      tick: 1,
+      baseTick: 0,
+      lastInputSeq: 3000,
+      layout: SNAPSHOT_LAYOUT,
+      entities: new Uint8Array(0),
+      removed: new Uint32Array(0),
+      removedCount: 0,
+    }),
+  );
+  await acked;
+  expect(c.unacknowledged).toBe(0);
+  expect(c.takeLatencies()).toHaveLength(1024);
+  expect(c.takeLatencies()).toEqual([]);
+
+  for (let i = 0; i < 10; i++) c.move(1, 0);
+  const closed = new Promise((resolve) => c.on('close', resolve));
+  shardSocket?.close(1000, 'bye');
+  await closed;
+  expect(c.ended).toBe(true);
+  expect(c.unacknowledged).toBe(0);
+  expect(c.move(1, 0)).toBe(0);
+  expect(c.unacknowledged).toBe(0);
+});
+
+test('RPCs: refused at once before the Welcome, during a rejoin and after close; those in flight reject when the connection drops or the session ends', async () => {
+  let holdAttempt = false;
+  const { url, sockets } = await scriptedShard((socket, msg, connection) => {
+    if (msg.body === 'join' && !(holdAttempt && connection > 0)) socket.send(welcome('shard-a'));
+    // RPCs are never answered.
+  });
+  const rejected = (p: Promise<unknown>) =>
+    within(
+      p.then(
+        () => 'resolved',
+        (e: Error & { code: string }) => `${e.code}: ${e.message}`,
+      ),
+      500,
+    );
+  client = new RealtimeClient({ url, joinToken: 't', createSocket, silenceTimeoutMs: 0, rejoin: { joinToken: async () => 't2' } });
+  const c = client;
+  const connected = c.connect();
+  expect(await rejected(c.rpc('buy'))).toBe('NOT_JOINED: rpc buy: not joined yet (wait for connect())');
+  await connected;
+
+  holdAttempt = true;
+  const inFlight = rejected(c.rpc('buy', new Uint8Array([1]), 60_000));
+  const dropped = new Promise((resolve) => c.on('disconnected', resolve));
+  sockets[0]?.close(4999, 'gone');
+  await dropped;
+  expect(await inFlight).toBe('DISCONNECTED: rpc buy lost: the connection dropped (4999 gone) before its result came; it may have run');
+  expect(await rejected(c.rpc('sell'))).toBe('DISCONNECTED: rpc sell: the connection dropped and the client is rejoining');
+
+  holdAttempt = false;
+  c.close();
+  expect(await rejected(c.rpc('sell'))).toBe('CLOSED: rpc sell: the session closed (1000 client closed)');
+
+  const d = new RealtimeClient({ url, joinToken: 't3', createSocket, silenceTimeoutMs: 0 });
+  client = d;
+  await d.connect();
+  const atClose = rejected(d.rpc('buy', new Uint8Array(0), 60_000));
+  d.close();
+  expect(await atClose).toMatch(/^CLOSED: rpc buy lost: the session closed \(\d+ .*\) before its result came$/);
+});
+
+test('off() removes a listener, also from inside an emit, without skipping the others; on() and off() chain', async () => {
+  const { url, sockets } = await scriptedShard((socket, msg) => {
+    if (msg.body === 'join') socket.send(welcome('shard-a'));
+  });
+  client = new RealtimeClient({ url, joinToken: 't', createSocket, silenceTimeoutMs: 0 });
+  const c = client;
+  const heard: string[] = [];
+  const once = (tick: number) => {
+    heard.push(`once ${tick}`);
+    c.off('snapshot', once);
+  };
+  const panel = (tick: number) => heard.push(`panel ${tick}`);
+  const always = (tick: number) => heard.push(`always ${tick}`);
+  expect(c.on('snapshot', once).on('snapshot', panel).on('snapshot', always)).toBe(c);
+  await c.connect();
+  const snapshot = (tick: number) => {
+    const seen = new Promise((resolve) => c.on('snapshot', resolve));
+    sockets[0]?.send(shardSnapshot(tick, 0, new Uint8Array(0)));
+    return seen;
+  };
+  await snapshot(1);
+  expect(c.off('snapshot', panel).off('snapshot', panel)).toBe(c);
+  await snapshot(2);
+  expect(heard).toEqual(['once 1', 'panel 1', 'always 1', 'always 2']);
+});
+
+test('connect() to an address the socket refuses rejects (and close is emitted) rather than throwing', async () => {
+  client = new RealtimeClient({ url: 'ws://bad host:1', joinToken: 't', createSocket });
+  const events = recordEvents(client);
+  let connecting: Promise<unknown> | undefined;
+  expect(() => {
+    connecting = client?.connect();
+  }).not.toThrow();
+  await expect(connecting).rejects.toThrow(/^cannot connect to ws:\/\/bad host:1: /);
+  expect(events).toEqual([expect.stringMatching(/^close 1006 cannot connect to ws:\/\/bad host:1: /)]);
 });

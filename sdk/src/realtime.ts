@@ -90,7 +90,13 @@ export interface RealtimeEvents {
   enter: (entityId: number, record: EntityRecord) => void;
   /** An entity left the area of interest. */
   leave: (entityId: number) => void;
-  /** The server moved this client's entity differently from its prediction. */
+  /**
+   * The shard's position for this client's entity (a snapshot's, quantized, or a Correction's,
+   * exact) moved the prediction by more than half a position quantum (`welcome.positionScale`) on
+   * an axis: the shard moved it differently (a move it clamped, a game rule). Server information
+   * the prediction already agreed with — a Correction for a walk into the world's edge — is not
+   * emitted, nor is the first snapshot placing the entity.
+   */
   correction: (position: Vec2, lastInputSeq: number) => void;
   /** The server ended the session. */
   kick: (reason: string, message: string) => void;
@@ -102,15 +108,44 @@ export interface RealtimeEvents {
    * applied from the old one.
    */
   handoff: (info: { from: string; to: string; gapMs: number }) => void;
-  /** Resuming on the shard a handoff named failed; 'close' follows, the session is over. */
+  /**
+   * Resuming on the shard a handoff named failed. Without `rejoin` (or when the new shard spoke a
+   * protocol this SDK cannot read) 'close' follows and the session is over; with it the client
+   * rejoins the old shard ('disconnected' follows).
+   */
   handoffFailed: (reason: string) => void;
   /** The connection dropped and the client is rejoining (only with the `rejoin` option). */
   disconnected: (code: number, reason: string) => void;
   /** The client joined its shard again after a drop; `downMs` from the drop to the Welcome. */
   rejoined: (info: { shard: string; downMs: number; attempts: number }) => void;
-  /** The session's socket closed (after a kick, a failed handoff, or for any other cause). */
+  /**
+   * The session is over: its socket closed (after a kick, a failed handoff, or for any other cause)
+   * or the client gave up on it. `code` is the socket's close code or one of `CLIENT_CLOSE_CODES`.
+   * Emitted once; nothing is emitted after it.
+   */
   close: (code: number, reason: string) => void;
 }
+
+/**
+ * Close codes the client sends, and reports in 'close' and 'disconnected', for what it detected
+ * itself. Browsers (and Node 22's global WebSocket) let a client close only with 1000 or
+ * 3000–4999, so these are application codes, clear of the shard's kicks (4000 + the ReasonCode);
+ * the shard treats any code but 1000 as a drop (the entity waits for a rejoin).
+ */
+export const CLIENT_CLOSE_CODES = {
+  /** Nothing arrived from the shard for `silenceTimeoutMs`: rejoined with `rejoin`. */
+  SILENT: 4000,
+  /**
+   * The shard sent what this SDK cannot read — a message that does not decode, a snapshot layout it
+   * does not know: a newer (or broken) shard. Final: not rejoined, as every rejoin would end so too.
+   */
+  PROTOCOL_ERROR: 4901,
+  /**
+   * A snapshot could not be applied (a delta on a base this client does not have, a malformed
+   * body): rejoined with `rejoin`, which starts over with a full snapshot.
+   */
+  SNAPSHOT_UNUSABLE: 4902,
+} as const;
 
 /** Kicks after which rejoining would be wrong: the session was ended on purpose or cannot work. */
 const FINAL_KICKS = new Set([
@@ -125,10 +160,39 @@ const FINAL_KICKS = new Set([
 
 interface PendingInput {
   seq: number;
+  /** The move as sent: cut to the Welcome's max speed (made before it: once it arrives). */
   dx: number;
   dy: number;
   /** When the input was sampled (client clock, ms). */
   at: number;
+  /** The predicted position after this input, to check a snapshot's position at its seq against. */
+  x: number;
+  y: number;
+}
+
+/** Input→acknowledgement latencies kept for `takeLatencies()`, the newest (about 25 s at 40 Hz). */
+const MAX_LATENCIES = 1024;
+
+/** A failed or refused `rpc()`: `code` says which (see `rpc`). */
+function rpcError(code: string, message: string): Error & { code: string } {
+  return Object.assign(new Error(message), { code });
+}
+
+/**
+ * Coordinate `p` moved the least that puts it on quantum `q` of a snapshot (the shard quantizes
+ * as `round(p / scale)`): `p` itself when it is on it; when it is on a neighbouring one (rounding
+ * apart, or float drift), just inside `q`'s edge on its side; further off (the shard moved the
+ * entity: a game rule, a restarted shard), `q`'s centre. Prediction then never jumps for
+ * quantization alone, and a nudge brings it closer to the shard's position, never further.
+ */
+function ontoQuantum(p: number, q: number, scale: number): number {
+  const mine = Math.round(p / scale);
+  if (mine === q) return p;
+  if (Math.abs(mine - q) > 1) return q * scale;
+  const edge = (mine < q ? q - 0.5 : q + 0.5) * scale;
+  // A hair inside, so that it rounds to `q` whatever the rounding of the division.
+  const hair = Math.max(scale * 1e-9, Math.abs(edge) * 4 * Number.EPSILON);
+  return mine < q ? edge + hair : edge - hair;
 }
 
 /**
@@ -180,8 +244,12 @@ function reasonName(code: number): string {
  */
 export class RealtimeClient {
   welcome: aethex.v1.IWelcome | undefined;
-  /** Predicted position of this client's entity. */
+  /** Predicted position of this client's entity: `confirmed` plus the inputs not acknowledged yet. */
   readonly predicted: Vec2 = { x: 0, y: 0 };
+  /** The prediction as of `lastAckedSeq`, reconciled with the shard's snapshots and corrections. */
+  private readonly confirmed: Vec2 = { x: 0, y: 0 };
+  /** The shard has said where the entity is (before, the prediction started from (0, 0)). */
+  private placed = false;
   /** Server tick of the newest snapshot applied. */
   lastTick = 0;
   /** Last input sequence the server reported as applied. */
@@ -202,6 +270,8 @@ export class RealtimeClient {
   /** The last kick's reason on the session's socket (decides whether a drop is rejoined). */
   private lastKick: string | undefined;
   private closing = false;
+  /** Set when 'close' was emitted: `code reason`. */
+  private endedWith: string | undefined;
   private rejoining: Rejoin | undefined;
   private seq = 0;
   private pending: PendingInput[] = [];
@@ -215,12 +285,16 @@ export class RealtimeClient {
   private watchdog: { timer: ReturnType<typeof setInterval>; lastCheckAt: number } | undefined;
   /** When each input was sent, by sequence, for input→acknowledgement latency. */
   private readonly sentAt = new Map<number, number>();
-  /** Input→acknowledgement latencies in milliseconds, since the last `takeLatencies()`. */
+  /**
+   * Input→acknowledgement latencies in milliseconds since the last `takeLatencies()`, the newest
+   * `MAX_LATENCIES`: once full, a ring whose oldest entry is at `latencyNext`.
+   */
   private latencies: number[] = [];
+  private latencyNext = 0;
   private nextCallId = 1;
   private readonly calls = new Map<
     number,
-    { resolve: (p: Uint8Array) => void; reject: (e: Error) => void; timer: ReturnType<typeof setTimeout> }
+    { method: string; resolve: (p: Uint8Array) => void; reject: (e: Error) => void; timer: ReturnType<typeof setTimeout> }
   >();
   private previousFrame: ReadonlyMap<number, EntityRecord> = new Map();
   /** Arrival time of the newest snapshot, and the longest gap between two (ms, reset by callers). */
@@ -250,10 +324,27 @@ export class RealtimeClient {
     return this.welcome?.shardName ?? '';
   }
 
+  /** The session is over: 'close' was emitted (see `move` and `rpc` for what they do then). */
+  get ended(): boolean {
+    return this.endedWith !== undefined;
+  }
+
+  /** Adds `listener` for `event` (a listener added twice is called twice). Returns the client, for chaining. */
   on<K extends keyof RealtimeEvents>(event: K, listener: RealtimeEvents[K]): this {
+    // A new array rather than a push: an emit under way calls the listeners it started with.
+    this.listeners[event] = [...((this.listeners[event] ?? []) as RealtimeEvents[K][]), listener] as never;
+    return this;
+  }
+
+  /**
+   * Removes `listener` from `event` (once, the latest added, when it was added more than once; a
+   * listener not added is ignored). An emit under way still calls the listeners it started with.
+   * Returns the client, for chaining.
+   */
+  off<K extends keyof RealtimeEvents>(event: K, listener: RealtimeEvents[K]): this {
     const list = (this.listeners[event] ?? []) as RealtimeEvents[K][];
-    list.push(listener);
-    this.listeners[event] = list as never;
+    const i = list.lastIndexOf(listener);
+    if (i >= 0) this.listeners[event] = [...list.slice(0, i), ...list.slice(i + 1)] as never;
     return this;
   }
 
@@ -261,9 +352,20 @@ export class RealtimeClient {
     for (const l of this.listeners[event] ?? []) (l as (...a: Parameters<RealtimeEvents[K]>) => void)(...args);
   }
 
-  /** Connects and joins; resolves with the server's Welcome, rejects on a kick or close before it. */
+  /**
+   * Connects and joins; resolves with the server's Welcome, rejects on a kick or close before it —
+   * or when the socket cannot even be made (an invalid URL, no WebSocket): then 'close' (1006) is
+   * emitted too, as for a connection that failed.
+   */
   connect(): Promise<aethex.v1.IWelcome> {
-    const socket = this.openSocket(this.options.url);
+    let socket: WebSocketLike;
+    try {
+      socket = this.openSocket(this.options.url);
+    } catch (err) {
+      const reason = `cannot connect to ${this.options.url}: ${(err as Error).message}`;
+      this.end(1006, reason);
+      return Promise.reject(new Error(reason, { cause: err }));
+    }
     this.socket = socket;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -288,25 +390,28 @@ export class RealtimeClient {
       socket.onmessage = (ev) => {
         // After a handoff the session is on another socket; this one is closing.
         if (socket !== this.socket) return;
-        const msg = this.decode(socket, ev.data, ev.reused);
+        const msg = this.decode(ev.data, ev.reused);
         if (msg instanceof Error) {
-          settle(() => reject(msg));
-          return;
-        }
-        if (msg.body === 'welcome') {
+          this.unreadable(socket, msg);
+        } else if (msg.body === 'welcome') {
           const w = msg.welcome as aethex.v1.Welcome;
           this.welcome = w;
+          this.numberHeldAfter(w.lastInputSeq);
           this.lastAckedSeq = w.lastInputSeq;
           this.seq = Math.max(this.seq, w.lastInputSeq);
+          this.resendHeld();
           this.watchSilence();
           settle(() => resolve(w));
           return;
+        } else {
+          this.handle(msg);
+          if (msg.body === 'kick') {
+            const k = msg.kick as aethex.v1.Kick;
+            settle(() => reject(new Error(`kicked: ${reasonName(k.reason)}: ${k.message}`)));
+          }
         }
-        this.handle(msg);
-        if (msg.body === 'kick') {
-          const k = msg.kick as aethex.v1.Kick;
-          settle(() => reject(new Error(`kicked: ${reasonName(k.reason)}: ${k.message}`)));
-        }
+        // A message this client gave up on ended the session.
+        if (this.endedWith !== undefined) settle(() => reject(new Error(`closed before joining: ${this.endedWith}`)));
       };
       socket.onclose = (ev) => {
         this.closed(socket, ev);
@@ -334,12 +439,13 @@ export class RealtimeClient {
   }
 
   /**
-   * Counts and decodes a message; one that does not decode closes its socket (1002). A snapshot is
+   * Counts and decodes a message; one that does not decode is returned as the Error (see
+   * `unreadable`). A snapshot is
    * read in place into `incoming`, to be handled before the next message is decoded (and before
    * the handler returns: `entities` is a view of `raw`). Any other message is decoded from a copy
    * when `raw` is `reused` (its bytes fields are views of what they were decoded from).
    */
-  private decode(socket: WebSocketLike, raw: unknown, reused = false): Decoded | Error {
+  private decode(raw: unknown, reused = false): Decoded | Error {
     const data = raw instanceof ArrayBuffer ? new Uint8Array(raw) : (raw as Uint8Array);
     this.bytesReceived += data.length;
     this.lastMessageAt = this.now();
@@ -347,16 +453,48 @@ export class RealtimeClient {
     try {
       return ServerMessage.decode(reused ? new Uint8Array(data) : data);
     } catch (err) {
-      socket.close(1002, 'undecodable message');
       return err as Error;
     }
   }
 
-  /** A socket closed. That ends the session if it was the session's, unless a handoff is moving it. */
-  private closed(socket: WebSocketLike, ev: { code: number; reason: string }): void {
+  /**
+   * `socket` brought a message that does not decode: the shard speaks a protocol this SDK cannot
+   * read (or is broken), which rejoining would not change. Whichever socket of the session it
+   * is — the session's, a handoff's new shard's, a rejoin attempt's — the session ends
+   * (`CLIENT_CLOSE_CODES.PROTOCOL_ERROR`).
+   */
+  private unreadable(socket: WebSocketLike, err: Error): void {
+    const reason = `the shard sent a message this SDK cannot decode (${err.message}); update the SDK`;
+    const code = CLIENT_CLOSE_CODES.PROTOCOL_ERROR;
+    const rejoin = this.rejoining;
+    if (this.handoff && socket === this.handoff.socket) this.failHandoff(reason, code, reason, true);
+    else if (rejoin && socket === rejoin.current?.socket) {
+      this.stopRejoin(rejoin, code, 'protocol error');
+      this.end(code, reason);
+    } else this.drop(socket, code, 'protocol error', reason, true);
+  }
+
+  /**
+   * Closes `socket` from this side with `code` (and `socketReason`, which a browser limits to 123
+   * bytes) and handles it as closed so at once, with `reason`: its own close event may come much
+   * later, or never. `final`: not rejoined.
+   */
+  private drop(socket: WebSocketLike, code: number, socketReason: string, reason: string, final = false): void {
+    socket.onmessage = null;
+    socket.onclose = null;
+    socket.onerror = null;
+    socket.close(code, socketReason);
+    this.closed(socket, { code, reason }, final);
+  }
+
+  /**
+   * A socket closed. That ends the session if it was the session's, unless a handoff is moving it
+   * or (with `rejoin`, after the Welcome, unless `final` or a final kick) the client rejoins.
+   */
+  private closed(socket: WebSocketLike, ev: { code: number; reason: string }, final = false): void {
     if (socket !== this.socket || this.handoff) return;
     const rejoin = this.options.rejoin;
-    if (rejoin && !this.closing && this.welcome && !(this.lastKick && FINAL_KICKS.has(this.lastKick))) {
+    if (rejoin && !final && !this.closing && this.welcome && !(this.lastKick && FINAL_KICKS.has(this.lastKick))) {
       this.socket = undefined;
       this.startRejoin(ev.code, ev.reason);
       return;
@@ -364,20 +502,42 @@ export class RealtimeClient {
     this.end(ev.code, ev.reason);
   }
 
-  /** The session's connection is gone: hold inputs, report the drop, first attempt after 100 ms. */
+  /**
+   * The session's connection is gone: hold inputs, give up on RPCs in flight, report the drop, first
+   * attempt after 100 ms.
+   */
   private startRejoin(code: number, reason: string): void {
     const rejoin: Rejoin = { since: this.now(), attempts: 0 };
     this.rejoining = rejoin;
     this.holdInputs();
+    this.failCalls('DISCONNECTED', `lost: the connection dropped (${code} ${reason}) before its result came; it may have run`);
     this.emit('disconnected', code, reason);
     this.rejoinAfter(rejoin, 100);
   }
 
-  /** The session is over: the silence check stops and 'close' is emitted. */
+  /**
+   * The session is over (once): the silence check stops, RPCs in flight reject `CLOSED`, inputs
+   * that will never be acknowledged are dropped, and 'close' is emitted.
+   */
   private end(code: number, reason: string): void {
+    if (this.endedWith !== undefined) return;
+    this.endedWith = `${code} ${reason}`;
     if (this.watchdog) clearInterval(this.watchdog.timer);
     this.watchdog = undefined;
+    this.pending = [];
+    this.sentAt.clear();
+    this.failCalls('CLOSED', `lost: the session closed (${this.endedWith}) before its result came`);
     this.emit('close', code, reason);
+  }
+
+  /** Rejects every RPC in flight with `code`: `rpc <method> <what>`. */
+  private failCalls(code: string, what: string): void {
+    const calls = [...this.calls.values()];
+    this.calls.clear();
+    for (const call of calls) {
+      clearTimeout(call.timer);
+      call.reject(rpcError(code, `rpc ${call.method} ${what}`));
+    }
   }
 
   /** Checks a few times per `silenceTimeoutMs` that the session's socket still hears from its shard. */
@@ -396,11 +556,7 @@ export class RealtimeClient {
         const socket = this.socket;
         if (late || !socket || this.handoff || this.rejoining || this.closing || now - this.lastMessageAt < limit) return;
         const reason = `no message from the shard for ${Math.round(now - this.lastMessageAt)} ms`;
-        socket.onmessage = null;
-        socket.onclose = null;
-        socket.onerror = null;
-        socket.close(4000, 'no message from the shard');
-        this.closed(socket, { code: 4000, reason });
+        this.drop(socket, CLIENT_CLOSE_CODES.SILENT, 'no message from the shard', reason);
       }, every),
     };
     (watchdog.timer as { unref?: () => void }).unref?.();
@@ -465,9 +621,9 @@ export class RealtimeClient {
           );
         socket.onmessage = (ev) => {
           if (socket !== this.socket && rejoin.current !== attempt) return;
-          const msg = this.decode(socket, ev.data, ev.reused);
-          if (msg instanceof Error) return;
-          if (socket === this.socket) this.handle(msg);
+          const msg = this.decode(ev.data, ev.reused);
+          if (msg instanceof Error) this.unreadable(socket, msg);
+          else if (socket === this.socket) this.handle(msg);
           else if (msg.body === 'welcome') this.completeRejoin(rejoin, attempt, socket, msg.welcome as aethex.v1.Welcome);
         };
         socket.onclose = (ev) => {
@@ -531,8 +687,10 @@ export class RealtimeClient {
   private handle(msg: Decoded): void {
     if (msg.body === 'snapshot') {
       const s = msg === SNAPSHOT_IN_PLACE ? this.incoming : ((msg as aethex.v1.ServerMessage).snapshot as aethex.v1.Snapshot);
+      const socket = this.socket as WebSocketLike;
       if (s.layout !== SNAPSHOT_LAYOUT) {
-        this.socket?.close(1002, `unknown snapshot layout ${s.layout}`);
+        const reason = `the shard speaks snapshot layout ${s.layout}, this SDK reads layout ${SNAPSHOT_LAYOUT}; update the SDK`;
+        this.drop(socket, CLIENT_CLOSE_CODES.PROTOCOL_ERROR, 'protocol error', reason, true);
         return;
       }
       const at = this.now();
@@ -544,8 +702,17 @@ export class RealtimeClient {
       const fresh = from !== undefined || this.restarted;
       // The new shard's (or the restarted shard's) first snapshot starts over in its own tick
       // space; the old view stays current until then so rendering never sees an empty world.
-      if (fresh) this.snapshots = new SnapshotStore();
-      const changes = this.store.apply(s.tick, s.baseTick, s.entities, s.removed, 'removedCount' in s ? s.removedCount : s.removed.length);
+      const store = fresh ? new SnapshotStore() : this.store;
+      let changes: ReturnType<SnapshotStore['apply']>;
+      try {
+        changes = store.apply(s.tick, s.baseTick, s.entities, s.removed, 'removedCount' in s ? s.removedCount : s.removed.length);
+      } catch (err) {
+        // The store is as it was; only a full snapshot helps, which a rejoin (Join, ack 0) gets.
+        const reason = `snapshot ${s.tick} could not be applied: ${(err as Error).message}`;
+        this.drop(socket, CLIENT_CLOSE_CODES.SNAPSHOT_UNUSABLE, 'snapshot could not be applied', reason);
+        return;
+      }
+      this.snapshots = store;
       if (s.tick <= this.lastTick) return;
       this.handedOffFrom = undefined;
       this.restarted = false;
@@ -556,7 +723,10 @@ export class RealtimeClient {
       const self = this.welcome ? frame.indexOf(this.welcome.entityId as number) : -1;
       if (self >= 0 && this.welcome) {
         const scale = this.welcome.positionScale as number;
-        this.reconcile((frame.qx[self] as number) * scale, (frame.qy[self] as number) * scale);
+        const qx = frame.qx[self] as number;
+        const qy = frame.qy[self] as number;
+        const c = this.confirmed;
+        this.correctTo(ontoQuantum(c.x, qx, scale), ontoQuantum(c.y, qy, scale), { x: qx * scale, y: qy * scale }, s.lastInputSeq);
       }
       // Worked out only for listeners (a bot, or a headless client, has none). Compared with the old
       // shard's view, entities both shards show neither leave nor re-enter.
@@ -581,12 +751,16 @@ export class RealtimeClient {
       this.calls.delete(r.callId);
       clearTimeout(call.timer);
       if (r.ok) call.resolve(r.payload);
-      else call.reject(Object.assign(new Error(`rpc failed: ${r.errorCode}`), { code: r.errorCode }));
+      else call.reject(rpcError(r.errorCode, `rpc ${call.method} failed: ${r.errorCode}`));
     } else if (msg.body === 'correction') {
       const c = msg.correction as aethex.v1.Correction;
       this.acknowledgeInputs(c.lastInputSeq, this.now());
-      this.reconcile(c.position?.x ?? 0, c.position?.y ?? 0);
-      this.emit('correction', { x: c.position?.x ?? 0, y: c.position?.y ?? 0 }, c.lastInputSeq);
+      // One about inputs a newer snapshot already acknowledged is out of date.
+      if (c.lastInputSeq < this.lastAckedSeq) return;
+      const x = c.position?.x ?? 0;
+      const y = c.position?.y ?? 0;
+      // Exact (float32, as the shard keeps it), unlike a snapshot's: taken as it is.
+      this.correctTo(x, y, { x, y }, c.lastInputSeq);
     } else if (msg.body === 'gameMessage') {
       const g = msg.gameMessage as aethex.v1.GameMessage;
       this.emit('message', g.topic, g.payload, g.tick);
@@ -634,10 +808,9 @@ export class RealtimeClient {
     };
     socket.onmessage = (ev) => {
       if (socket !== this.socket && this.handoff !== handoff) return;
-      const msg = this.decode(socket, ev.data, ev.reused);
-      // An undecodable message closed the socket; its close ends the handoff or the session.
-      if (msg instanceof Error) return;
-      if (socket === this.socket) this.handle(msg);
+      const msg = this.decode(ev.data, ev.reused);
+      if (msg instanceof Error) this.unreadable(socket, msg);
+      else if (socket === this.socket) this.handle(msg);
       else if (msg.body === 'welcome') this.completeHandoff(handoff, msg.welcome as aethex.v1.Welcome);
       else if (msg.body === 'kick') {
         const k = msg.kick as aethex.v1.Kick;
@@ -679,11 +852,11 @@ export class RealtimeClient {
 
   /**
    * Resuming failed: the old shard no longer plays this entity, so the session is over — unless
-   * the client rejoins, which it does on the old shard (a fresh join there).
+   * the client rejoins, which it does on the old shard (a fresh join there), when not `final`.
    */
-  private failHandoff(reason: string, code: number, closeReason: string): void {
+  private failHandoff(reason: string, code: number, closeReason: string, final = false): void {
     this.emit('handoffFailed', reason);
-    if (!this.options.rejoin || this.closing) {
+    if (final || !this.options.rejoin || this.closing) {
       this.endDuringHandoff(code, closeReason);
       return;
     }
@@ -718,15 +891,28 @@ export class RealtimeClient {
 
   private acknowledgeInputs(lastInputSeq: number, at: number): void {
     if (lastInputSeq <= this.lastAckedSeq) return;
-    for (let seq = this.lastAckedSeq + 1; seq <= lastInputSeq; seq++) {
-      const sent = this.sentAt.get(seq);
+    let applied = 0;
+    for (const p of this.pending) {
+      if (p.seq > lastInputSeq) break;
+      const sent = this.sentAt.get(p.seq);
       if (sent !== undefined) {
-        this.latencies.push(at - sent);
-        this.sentAt.delete(seq);
+        this.recordLatency(at - sent);
+        this.sentAt.delete(p.seq);
       }
+      this.confirmed.x = p.x;
+      this.confirmed.y = p.y;
+      applied++;
     }
     this.lastAckedSeq = lastInputSeq;
-    this.pending = this.pending.filter((p) => p.seq > lastInputSeq);
+    if (applied > 0) this.pending.splice(0, applied);
+  }
+
+  private recordLatency(ms: number): void {
+    if (this.latencies.length < MAX_LATENCIES) this.latencies.push(ms);
+    else {
+      this.latencies[this.latencyNext] = ms;
+      this.latencyNext = (this.latencyNext + 1) % MAX_LATENCIES;
+    }
   }
 
   /**
@@ -740,62 +926,117 @@ export class RealtimeClient {
     this.pending.splice(0, over);
   }
 
-  /** After a Welcome: the held inputs the shard has not applied, in order, at most `MAX_HELD_INPUTS`. */
+  /**
+   * At the first Welcome: inputs made before it were numbered from 1, but the shard may hold this
+   * player's entity from an earlier session (a rejoin window) and take only numbers above its
+   * `lastInputSeq`. They are numbered on from there, in order.
+   */
+  private numberHeldAfter(lastInputSeq: number): void {
+    if ((this.pending[0]?.seq ?? Number.POSITIVE_INFINITY) > lastInputSeq) return;
+    let seq = lastInputSeq;
+    for (const p of this.pending) {
+      const at = this.sentAt.get(p.seq);
+      this.sentAt.delete(p.seq);
+      p.seq = ++seq;
+      if (at !== undefined) this.sentAt.set(p.seq, at);
+    }
+    this.seq = seq;
+  }
+
+  /**
+   * After a Welcome: the held inputs the shard has not applied, in order, at most
+   * `MAX_HELD_INPUTS`, each cut to its max speed (those made before the first Welcome were not) and
+   * the prediction replayed by its rules.
+   */
   private resendHeld(): void {
     this.holdInputs();
+    for (const p of this.pending) this.limitSpeed(p);
+    this.reconcile(this.confirmed.x, this.confirmed.y);
     for (const p of this.pending) this.sendInput(p);
   }
 
-  /** Server-authoritative position plus the inputs it has not applied yet, each kept in the world. */
+  /**
+   * Reconciles from (x, y), the entity's position as of `lastAckedSeq`, and emits 'correction'
+   * (with `reported`, the shard's position, as of input `seq`) when that moved the prediction by
+   * more than half a quantum on an axis — unless this is the first position the shard gave.
+   */
+  private correctTo(x: number, y: number, reported: Vec2, seq: number): void {
+    const fromX = this.predicted.x;
+    const fromY = this.predicted.y;
+    this.reconcile(x, y);
+    const half = ((this.welcome?.positionScale as number) || 0) / 2;
+    const moved = Math.abs(this.predicted.x - fromX) > half || Math.abs(this.predicted.y - fromY) > half;
+    if (moved && this.placed) this.emit('correction', reported, seq);
+    this.placed = true;
+  }
+
+  /**
+   * The prediction from the shard's position as of `lastAckedSeq`: that, plus the inputs it has
+   * not applied yet, each replayed by its rules.
+   */
   private reconcile(x: number, y: number): void {
+    this.confirmed.x = x;
+    this.confirmed.y = y;
     this.predicted.x = x;
     this.predicted.y = y;
-    for (const p of this.pending) this.predictStep(p.dx, p.dy);
+    for (const p of this.pending) this.predictStep(p);
   }
 
   /**
    * Moves the prediction by one input as the shard moves the entity (gameserver's `sim/step.ts`):
-   * by the move, then kept inside the world's bounds, the maximum exclusive (`insideMax`, float32
-   * as the shard stores positions). A player walking into the world's edge is then predicted at
-   * the edge, where the shard's corrections put it, instead of a step or two past it.
+   * by the move as it travels (float32), then kept inside the world's bounds, the maximum exclusive
+   * (`insideMax`), stored as float32 as the shard stores positions. A player walking into the
+   * world's edge is then predicted at the edge, where the shard's corrections put it, instead of a
+   * step or two past it; and a prediction from a position the shard reported exactly stays exact.
+   * Records the result in `p`.
    */
-  private predictStep(dx: number, dy: number): void {
+  private predictStep(p: PendingInput): void {
     const b = this.welcome?.worldBounds;
-    let x = this.predicted.x + dx;
-    let y = this.predicted.y + dy;
+    let x = this.predicted.x + Math.fround(p.dx);
+    let y = this.predicted.y + Math.fround(p.dy);
     if (b) {
       const minX = b.minX ?? 0;
       const minY = b.minY ?? 0;
       x = Math.min(Math.max(x, minX), insideMax(b.maxX ?? 0));
       y = Math.min(Math.max(y, minY), insideMax(b.maxY ?? 0));
     }
-    this.predicted.x = x;
-    this.predicted.y = y;
+    p.x = this.predicted.x = Math.fround(x);
+    p.y = this.predicted.y = Math.fround(y);
+  }
+
+  /** Cuts an input's move to the Welcome's max speed, as the shard would (none before a Welcome). */
+  private limitSpeed(p: PendingInput): void {
+    const max = this.welcome?.maxSpeed as number | undefined;
+    if (max === undefined) return;
+    const len = Math.hypot(p.dx, p.dy);
+    if (len > max) {
+      p.dx *= max / len;
+      p.dy *= max / len;
+    }
   }
 
   /**
-   * Sends a movement intent for one tick and applies it to the prediction. The move is clamped to
-   * the world's max speed here too, so prediction matches what the server will do. Returns its
-   * sequence number.
+   * Makes a movement intent for one tick and applies it to the prediction; returns its sequence
+   * number. The move is cut to the world's max speed here too, so prediction matches what the
+   * server will do. It is sent at once; while there is no shard to send it to — before the Welcome,
+   * during a handoff or a rejoin — it is held (at most `MAX_HELD_INPUTS`, the newest) and sent after
+   * the next Welcome (those made before the first one numbered after the shard's `lastInputSeq`).
+   * Throws a RangeError for a move that is not two finite numbers (the shard would refuse it). Once
+   * the session has ended (`ended`), does nothing and returns 0.
    */
   move(dx: number, dy: number): number {
-    let mx = dx;
-    let my = dy;
-    const max = (this.welcome?.maxSpeed as number) ?? Number.POSITIVE_INFINITY;
-    const len = Math.hypot(mx, my);
-    if (len > max) {
-      mx *= max / len;
-      my *= max / len;
-    }
+    if (!Number.isFinite(dx) || !Number.isFinite(dy)) throw new RangeError(`move needs finite numbers, got (${dx}, ${dy})`);
+    if (this.endedWith !== undefined) return 0;
     const seq = ++this.seq;
     const at = this.now();
-    const input = { seq, dx: mx, dy: my, at };
+    const input: PendingInput = { seq, dx, dy, at, x: 0, y: 0 };
+    this.limitSpeed(input);
     this.pending.push(input);
     this.sentAt.set(seq, at);
-    this.predictStep(mx, my);
-    if (this.handoff || this.rejoining) {
-      // Nobody to send to yet (the old shard ignores inputs once it redirected; a dropped
-      // connection is being rejoined): hold them for the next shard, bounded.
+    this.predictStep(input);
+    if (!this.welcome || this.handoff || this.rejoining) {
+      // Nobody to send to yet (not joined; the old shard ignores inputs once it redirected; a
+      // dropped connection is being rejoined): hold them for the next shard, bounded.
       this.holdInputs();
     } else this.sendInput(input);
     return seq;
@@ -818,31 +1059,47 @@ export class RealtimeClient {
 
   /**
    * Calls a game-defined RPC handler on the shard. Resolves with its payload; rejects with an Error
-   * whose `code` is the game's error code (or UNKNOWN_METHOD, INTERNAL, TIMEOUT, or HANDED_OVER
-   * for a call made between a handoff's redirect and the new shard's Welcome: call again after
-   * the `handoff` event).
+   * whose `code` is the game's error code, or:
+   * - UNKNOWN_METHOD, INTERNAL: the shard's answer;
+   * - TIMEOUT: no result within `timeoutMs`;
+   * - HANDED_OVER: made between a handoff's redirect and the new shard's Welcome (not run; call
+   *   again after the `handoff` event);
+   * - NOT_JOINED: made before the Welcome (at once; not sent);
+   * - DISCONNECTED: made during a rejoin (at once; not sent: call again after `rejoined`), or in
+   *   flight when the connection dropped (it may have run);
+   * - CLOSED: made after the session ended (at once), or in flight when it did (it may have run).
    */
   rpc(method: string, payload: Uint8Array = new Uint8Array(0), timeoutMs = 10_000): Promise<Uint8Array> {
+    if (this.endedWith !== undefined) return Promise.reject(rpcError('CLOSED', `rpc ${method}: the session closed (${this.endedWith})`));
+    if (!this.welcome) return Promise.reject(rpcError('NOT_JOINED', `rpc ${method}: not joined yet (wait for connect())`));
+    if (this.rejoining) {
+      return Promise.reject(rpcError('DISCONNECTED', `rpc ${method}: the connection dropped and the client is rejoining`));
+    }
     const callId = this.nextCallId++;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.calls.delete(callId);
-        reject(Object.assign(new Error(`rpc ${method} timed out after ${timeoutMs} ms`), { code: 'TIMEOUT' }));
+        reject(rpcError('TIMEOUT', `rpc ${method} timed out after ${timeoutMs} ms`));
       }, timeoutMs);
-      this.calls.set(callId, { resolve, reject, timer });
+      this.calls.set(callId, { method, resolve, reject, timer });
       this.sendRaw(ClientMessage.encode({ rpc: { callId, method, payload } }).finish());
     });
   }
 
-  /** Inputs sent but not yet acknowledged by the server. */
+  /** Inputs sent but not yet acknowledged by the server (or held for it). */
   get unacknowledged(): number {
     return this.pending.length;
   }
 
-  /** Input→acknowledgement latencies (ms) measured since the last call. */
+  /**
+   * Input→acknowledgement latencies (ms) measured since the last call, oldest first: at most the
+   * newest 1,024 (about 25 s of input at 40 Hz), so a client nobody asks keeps a fixed amount.
+   */
   takeLatencies(): number[] {
-    const out = this.latencies;
+    const kept = this.latencies;
+    const out = this.latencyNext === 0 ? kept : kept.slice(this.latencyNext).concat(kept.slice(0, this.latencyNext));
     this.latencies = [];
+    this.latencyNext = 0;
     return out;
   }
 

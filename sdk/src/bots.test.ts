@@ -1,0 +1,95 @@
+// The bots CLI (`npm run bots`) run as it is run, against a scripted shard over a real WebSocket.
+import { execFile } from 'node:child_process';
+import type { AddressInfo } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { aethex, encodeSnapshotMessage, SNAPSHOT_LAYOUT } from '@aethex/proto';
+import { afterEach, expect, test } from 'vitest';
+import { WebSocketServer } from 'ws';
+import type { BotReport } from './bots.js';
+
+const { ClientMessage, ServerMessage } = aethex.v1;
+const run = promisify(execFile);
+
+let server: WebSocketServer | undefined;
+afterEach(async () => {
+  await new Promise((r) => server?.close(r) ?? r(undefined));
+  server = undefined;
+});
+
+/** Runs the CLI with `args`: its exit status and output. */
+async function bots(...args: string[]): Promise<{ status: number; stdout: string; stderr: string }> {
+  const cli = fileURLToPath(new URL('./bots.ts', import.meta.url));
+  try {
+    const { stdout, stderr } = await run(process.execPath, ['--conditions=aethex-source', '--import', 'tsx', cli, ...args], {
+      timeout: 30_000,
+    });
+    return { status: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { status: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+test('bad flags are refused naming the flag, without a stack trace', async () => {
+  const cases: [string[], string][] = [
+    [
+      ['--url', 'ws://127.0.0.1:1', '--token', 't', '--duration', '2'],
+      "--duration must be seconds above 2 (the first 2 s are not measured) up to 86400, got '2'",
+    ],
+    [['--url', 'ws://bad host:1', '--token', 't'], "--url must be a ws:// or wss:// address, got 'ws://bad host:1'"],
+    [
+      ['--url', 'ws://127.0.0.1:1', '--private-key', '/nonexistent/key.pem'],
+      "--private-key: cannot read a private key from /nonexistent/key.pem: ENOENT: no such file or directory, open '/nonexistent/key.pem'",
+    ],
+    [['--url', 'ws://127.0.0.1:1', '--private-key', fileURLToPath(import.meta.url)], '--private-key: cannot read a private key from '],
+  ];
+  for (const [args, message] of cases) {
+    const { status, stderr } = await bots(...args);
+    expect(status, args.join(' ')).toBe(2);
+    expect(stderr, args.join(' ')).toContain(`bots: ${message}`);
+    expect(stderr, args.join(' ')).not.toMatch(/^\s+at /m);
+  }
+});
+
+test('--token alone runs one bot; a bot whose session ended is no longer driven, and the report measures the run after its first 2 s', async () => {
+  server = new WebSocketServer({ port: 0, host: '127.0.0.1' });
+  server.on('connection', (socket) => {
+    let tick = 0;
+    socket.on('message', (data) => {
+      const msg = ClientMessage.decode(data as Buffer);
+      if (msg.body === 'join') {
+        socket.send(
+          ServerMessage.encode({ welcome: { protocolVersion: 1, entityId: 7, tickRateHz: 40, positionScale: 1, maxSpeed: 5 } }).finish(),
+        );
+        // The session ends after 2.5 s: the shard closes it.
+        setTimeout(() => socket.close(4003, 'test over'), 2500);
+      } else if (msg.body === 'input') {
+        tick++;
+        socket.send(
+          encodeSnapshotMessage({
+            tick,
+            baseTick: 0,
+            lastInputSeq: msg.input?.seq as number,
+            layout: SNAPSHOT_LAYOUT,
+            entities: new Uint8Array(0),
+            removed: new Uint32Array(0),
+            removedCount: 0,
+          }),
+        );
+      }
+    });
+  });
+  await new Promise((r) => server?.once('listening', r));
+  const url = `ws://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const { status, stdout, stderr } = await bots('--url', url, '--token', 't', '--duration', '3.5', '--json');
+  expect(stderr).toBe('');
+  expect(status).toBe(0);
+  const report = JSON.parse(stdout.trim().split('\n').at(-1) as string) as BotReport;
+  expect(report).toMatchObject({ bots: 1, joined: 1, closed: { 4003: 1 }, unacknowledged_inputs: 0 });
+  expect(report.seconds).toBeGreaterThan(1.3);
+  expect(report.seconds).toBeLessThan(1.7);
+  expect(report.input_ack_ms.p50).toBeGreaterThan(0);
+  expect(report.input_ack_ms.max).toBeGreaterThanOrEqual(report.input_ack_ms.p99);
+  expect(report.raw?.latency_hist.reduce((a, b) => a + b, 0)).toBeGreaterThan(10);
+});
