@@ -9,7 +9,7 @@ import {
   type SettingsSchema,
   type ShardKey,
 } from '@aethex/runtime';
-import { EVENTS_MAX_LEN, OUTBOX_RETENTION_MS } from './persist/outbox.js';
+import { EVENTS_MAX_LEN, MAX_QUEUED_EVENTS, OUTBOX_RETENTION_MS } from './persist/outbox.js';
 import { GRID_CELL_FACTOR } from './spatial/grid.js';
 
 /**
@@ -63,9 +63,9 @@ export const GAMESERVER_SETTINGS = {
   'gateway.max_message_size': {
     type: 'int',
     default: 4096,
-    min: 64,
+    min: 1024,
     max: 1 << 20,
-    doc: 'Largest client frame in bytes; larger closes with 1009 before decoding.',
+    doc: 'Largest client frame in bytes; larger closes with 1009 before decoding. At least 1024: a Join carrying a signed join token is about 330 bytes, and longer player ids and claims must still fit.',
   },
   'gateway.max_messages_per_second': {
     type: 'int',
@@ -81,7 +81,13 @@ export const GAMESERVER_SETTINGS = {
     max: 100_000,
     doc: 'Messages a client may send in a burst above the rate.',
   },
-  'gateway.auth_timeout_ms': { type: 'int', default: 5000, min: 100, max: 120_000, doc: 'Time to send a valid Join or Resume.' },
+  'gateway.auth_timeout_ms': {
+    type: 'int',
+    default: 5000,
+    min: 100,
+    max: 120_000,
+    doc: 'Time from the TCP connection to a valid Join or Resume; a socket not upgraded to a WebSocket by then is closed.',
+  },
   'gateway.idle_timeout_ms': {
     type: 'int',
     default: 15_000,
@@ -89,13 +95,26 @@ export const GAMESERVER_SETTINGS = {
     max: 600_000,
     doc: 'A session without any message for this long is closed.',
   },
-  'gateway.max_connections': { type: 'int', default: 4000, min: 1, max: 200_000, doc: 'Open sockets at most, authenticated or not.' },
+  'gateway.max_connections': {
+    type: 'int',
+    default: 4000,
+    min: 1,
+    max: 200_000,
+    doc: 'Open TCP sockets on gateway.bind_addr at most, upgraded or not; more are closed as they arrive.',
+  },
   'gateway.max_connections_per_address': {
     type: 'int',
     default: 16,
     min: 1,
     max: 200_000,
-    doc: 'Open sockets per remote address at most.',
+    doc: 'Open TCP sockets per remote address at most, upgraded or not; more are closed as they arrive.',
+  },
+  'gateway.connections_per_address_per_second': {
+    type: 'int',
+    default: 20,
+    min: 1,
+    max: 100_000,
+    doc: 'New connections one remote address may open a second, after a burst of gateway.max_connections_per_address; more are closed as they arrive.',
   },
   'gateway.max_protocol_errors': {
     type: 'int',
@@ -207,6 +226,27 @@ export const GAMESERVER_SETTINGS = {
     max: 2_592_000_000,
     doc: 'How long relayed domain events stay in the PostgreSQL outbox (a retried append is still recognised meanwhile); then they are pruned.',
   },
+  'persistence.max_queued_events': {
+    type: 'int',
+    default: MAX_QUEUED_EVENTS,
+    min: 1000,
+    max: 10_000_000,
+    doc: 'Domain events held in process at most while the outbox fails (and, with the in-process outbox, while the relay to Redis fails); beyond it new events are dropped, counted and logged.',
+  },
+  'persistence.postgres_connect_timeout_ms': {
+    type: 'int',
+    default: 5000,
+    min: 100,
+    max: 120_000,
+    doc: "Time to open a PostgreSQL connection, or to wait for one of the pool's 4, before the operation fails; at start, before the shard gives up.",
+  },
+  'persistence.postgres_query_timeout_ms': {
+    type: 'int',
+    default: 10_000,
+    min: 100,
+    max: 600_000,
+    doc: 'A PostgreSQL query without an answer this long fails and its connection is dropped (client side; statement_timeout and idle_in_transaction_session_timeout on the server too).',
+  },
   'presence.redis_url': {
     type: 'string',
     default: '',
@@ -227,6 +267,20 @@ export const GAMESERVER_SETTINGS = {
     min: 100,
     max: 1_000_000_000,
     doc: "Entries each shard's Redis event stream keeps, about (XADD MAXLEN ~); consumers further behind miss the oldest.",
+  },
+  'presence.redis_connect_timeout_ms': {
+    type: 'int',
+    default: 5000,
+    min: 100,
+    max: 120_000,
+    doc: 'Time to connect to Redis; at start, before the shard gives up.',
+  },
+  'presence.redis_command_timeout_ms': {
+    type: 'int',
+    default: 2000,
+    min: 100,
+    max: 60_000,
+    doc: 'A Redis command without an answer this long fails, and a connection silent this long with commands outstanding is dropped and reconnected; below a third of presence.ttl_ms.',
   },
   'game.module': { type: 'string', default: '', doc: "Path of the game's hooks module (join, leave, input, tick, rpc); empty: none." },
   'ops.bind_addr': { type: 'listen', default: '127.0.0.1:7350', doc: 'Listen address of /healthz, /readyz, /metrics and the viewer.' },
@@ -264,6 +318,10 @@ export function loadConfig(env: Env, file?: string): GameserverSettings {
       'auth.public_key',
       "set auth.public_key or auth.jwks_url: join tokens are verified against the control plane's key",
     );
+  }
+  // A heartbeat stuck on a command must fail before the next one is due, or presence lapses.
+  if (s['presence.redis_command_timeout_ms'] * 3 >= s['presence.ttl_ms']) {
+    throw new ConfigError('presence.redis_command_timeout_ms', `must be below a third of presence.ttl_ms (${s['presence.ttl_ms']})`);
   }
   if (s['links.secret'] !== '' && s['links.secret'].length < 32) {
     throw new ConfigError('links.secret', 'must be at least 32 characters');

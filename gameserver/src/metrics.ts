@@ -1,5 +1,71 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 
+/**
+ * The metrics of the shard's persistence (state snapshots, the outbox, presence). On their own so
+ * that a `ShardPersistence` outside a shard (tests, tools) can have them unregistered (`registers` empty).
+ */
+export function createPersistenceMetrics(registers: Registry[] = []) {
+  return {
+    stateSnapshotFailures: new Counter({
+      name: 'aether_state_snapshot_failures_total',
+      help: 'State snapshots not written, by reason: error (the store failed or timed out), stale (the store holds a newer tick and refused it).',
+      labelNames: ['reason'] as const,
+      registers,
+    }),
+    stateSnapshotLastTick: new Gauge({
+      name: 'aether_state_snapshot_last_saved_tick',
+      help: 'Tick of the last state snapshot written by this process (0: none yet).',
+      registers,
+    }),
+    stateSnapshotLastSaved: new Gauge({
+      name: 'aether_state_snapshot_last_saved_timestamp_seconds',
+      help: 'Unix time of the last state snapshot written, or of the start until the first: alert on time() minus it.',
+      registers,
+    }),
+    stateSnapshotWriteDuration: new Histogram({
+      name: 'aether_state_snapshot_write_duration_seconds',
+      help: 'Time to write one state snapshot to its store, successful writes only.',
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    }),
+    outboxQueued: new Gauge({
+      name: 'aether_outbox_queued_events',
+      help: 'Domain events held in the process waiting to be appended to the outbox (persistence.max_queued_events at most).',
+      registers,
+    }),
+    outboxPending: new Gauge({
+      name: 'aether_outbox_pending_events',
+      help: 'Domain events appended to the outbox and not yet relayed, as of the last relay.',
+      registers,
+    }),
+    outboxDropped: new Counter({
+      name: 'aether_outbox_events_dropped_total',
+      help: 'Domain events dropped because persistence.max_queued_events were already waiting for the outbox.',
+      registers,
+    }),
+    outboxAppendFailures: new Counter({
+      name: 'aether_outbox_append_failures_total',
+      help: 'Failed appends to the outbox (each retried with the same events at the next flush).',
+      registers,
+    }),
+    outboxRelayFailures: new Counter({
+      name: 'aether_outbox_relay_failures_total',
+      help: "Failed relays, by reason: error (a store failed or timed out), id_conflict (the stream holds other events under the outbox's ids).",
+      labelNames: ['reason'] as const,
+      registers,
+    }),
+    outboxRelayed: new Counter({ name: 'aether_outbox_events_relayed_total', help: 'Domain events relayed to the sink.', registers }),
+    presenceFailures: new Counter({
+      name: 'aether_presence_write_failures_total',
+      help: 'Failed presence writes, by operation (set, remove); each is retried at the next flush.',
+      labelNames: ['op'] as const,
+      registers,
+    }),
+  };
+}
+
+export type PersistenceMetrics = ReturnType<typeof createPersistenceMetrics>;
+
 /** The shard's Prometheus metrics, registered on their own registry (served at /metrics). */
 export function createMetrics() {
   const registry = new Registry();
@@ -7,6 +73,7 @@ export function createMetrics() {
   const registers = [registry];
   return {
     registry,
+    ...createPersistenceMetrics(registers),
     tickDuration: new Histogram({
       name: 'aether_tick_duration_seconds',
       help: 'Wall time of one simulation tick: simulation, grid, area of interest, snapshot encoding and sends.',

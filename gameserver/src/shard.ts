@@ -1,5 +1,6 @@
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import { aethex } from '@aethex/proto';
 import { ConfigError, createJoinVerifier, type JoinClaims, type Logger, worldRef } from '@aethex/runtime';
 import { type GameserverSettings, shardKey } from './config.js';
@@ -10,7 +11,7 @@ import { Agones } from './lifecycle/agones.js';
 import { type Clock, FixedTimestep, runLoop, systemClock } from './loop/fixed-timestep.js';
 import { createMetrics, type ShardMetrics } from './metrics.js';
 import { Gateway } from './net/gateway.js';
-import { ShardPersistence } from './persist/persistence.js';
+import { ShardPersistence, settledWithin } from './persist/persistence.js';
 import { assembleState, decodeState } from './persist/state-codec.js';
 import { openStores, type Stores } from './persist/stores.js';
 import { LINK_PATH, ShardLinks } from './sharding/links.js';
@@ -66,6 +67,11 @@ export interface ShardOptions {
   agonesPort?: number;
 }
 
+/** Kept from the drain's time for closing the stores and the ops server and asking Agones to shut down, at most. */
+const DRAIN_CLOSE_RESERVE_MS = 2000;
+/** The drain aims to end this much before main's bound (ops.drain_timeout_ms) would exit 1. */
+const DRAIN_EXIT_MARGIN_MS = 100;
+
 function url(scheme: string, a: AddressInfo): string {
   return `${scheme}://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`;
 }
@@ -113,7 +119,14 @@ export async function startShard(configured: GameserverSettings, options: ShardO
   const restored = saved ? decodeState(saved.state, settings['engine.max_entities'], ids?.limit) : undefined;
   if (restored) log.info({ tick: restored.tick, entities: restored.world.count, players: restored.players.size }, 'restored from snapshot');
   const hooks = settings['game.module'] ? await loadHooks(settings['game.module']) : {};
-  const persistence = new ShardPersistence({ key, ...stores, log, presenceTtlMs: settings['presence.ttl_ms'] });
+  const persistence = new ShardPersistence({
+    key,
+    ...stores,
+    log,
+    presenceTtlMs: settings['presence.ttl_ms'],
+    maxQueuedEvents: settings['persistence.max_queued_events'],
+    metrics,
+  });
   persistence.start();
 
   let gateway: Gateway | undefined;
@@ -249,6 +262,7 @@ export async function startShard(configured: GameserverSettings, options: ShardO
     ...(links ? { links } : {}),
     drain() {
       drained ??= (async () => {
+        const started = performance.now();
         draining = true;
         const g = gateway as Gateway;
         g.stopAccepting();
@@ -257,12 +271,27 @@ export async function startShard(configured: GameserverSettings, options: ShardO
         await links?.close();
         await g.close(aethex.v1.ReasonCode.REASON_CODE_SHUTTING_DOWN, 'the shard is shutting down; reconnect through matchmaking');
         engine.releasePlaces();
+        // Persistence gets the drain's time but a reserve for closing; every stage after it is
+        // bounded by what is left, so the drain ends before main's ops.drain_timeout_ms bound.
+        const end = started + settings['ops.drain_timeout_ms'] - DRAIN_EXIT_MARGIN_MS;
+        const reserve = Math.min(settings['ops.drain_timeout_ms'] / 4, DRAIN_CLOSE_RESERVE_MS);
+        const left = () => Math.max(0, end - performance.now());
         try {
-          await persistence.drain(engine.tick, assembleState(engine.captureState(sharding?.adoptedAwaitingResume())));
+          await persistence.drain(engine.tick, assembleState(engine.captureState(sharding?.adoptedAwaitingResume())), end - reserve);
         } finally {
-          await stores.close();
-          await new Promise<void>((resolve) => ops.close(() => resolve()));
-          await agones?.shutdown();
+          const closingOps = new Promise<void>((resolve) => ops.close(() => resolve()));
+          ops.closeIdleConnections();
+          // Agones is asked to shut down whatever the stores did.
+          const shutdown = agones?.shutdown();
+          await Promise.all([
+            stores.close(left() / 2),
+            settledWithin(closingOps, left()).then((closed) => closed || ops.closeAllConnections()),
+            shutdown &&
+              settledWithin(shutdown, left()).then((answered) => {
+                if (!answered) throw new Error('Agones did not confirm the shutdown within the drain (ops.drain_timeout_ms)');
+                return shutdown;
+              }),
+          ]);
         }
       })();
       return drained;

@@ -1,25 +1,28 @@
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createLogger, eventStreamKey, type ShardKey } from '@aethex/runtime';
+import { createLogger, eventStreamKey, freePortBlock, presenceKey, type ShardKey } from '@aethex/runtime';
 import { testEnv, uniqueName } from '@aethex/testing';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { createPersistenceMetrics } from '../src/metrics.js';
 import {
   CallbackSink,
   type DomainEvent,
+  EventIdConflictError,
   type EventSink,
   MemoryOutbox,
   type Outbox,
+  OutboxFullError,
   PostgresOutbox,
   RedisStreamSink,
   type RelayedEvent,
 } from '../src/persist/outbox.js';
 import { ShardPersistence } from '../src/persist/persistence.js';
 import { MemoryPresence, type PresenceStore, RedisPresence } from '../src/persist/presence.js';
-import { DirectorySnapshotStore, PostgresSnapshotStore, type SnapshotStore } from '../src/persist/snapshot-store.js';
+import { DirectorySnapshotStore, PostgresSnapshotStore, type SnapshotStore, StaleSnapshotError } from '../src/persist/snapshot-store.js';
 import { claimShardKey, migrate } from '../src/persist/stores.js';
 
 // The same contract runs against the real servers and against the embedded defaults.
@@ -58,9 +61,11 @@ describe.each([
     expect(await store.load(k)).toBeUndefined();
     await store.save(k, { tick: 10, state: new Uint8Array([1, 2, 3]) });
     await store.save(k, { tick: 20, state: new Uint8Array([4, 5]) });
-    // A delayed, older write never rolls the state back.
-    await store.save(k, { tick: 15, state: new Uint8Array([9]) });
+    // A delayed, older write never rolls the state back, and is refused, not taken for a save.
+    await expect(store.save(k, { tick: 15, state: new Uint8Array([9]) })).rejects.toThrow(new StaleSnapshotError(15, 20));
     expect(await store.load(k)).toEqual({ tick: 20, state: new Uint8Array([4, 5]) });
+    await store.save(k, { tick: 20, state: new Uint8Array([6]) });
+    expect(await store.load(k)).toEqual({ tick: 20, state: new Uint8Array([6]) });
     expect(await store.load(key('snap-1'))).toBeUndefined();
     await store.remove(k);
     expect(await store.load(k)).toBeUndefined();
@@ -117,16 +122,16 @@ describe.each([
     const k = key(`dup-${Math.random().toString(36).slice(2, 8)}`);
     await outbox.append(k, [event('player_joined', 'c', 5)]);
     // The relay published, then "crashed" before marking: publish the same event again.
-    let first: RelayedEvent | undefined;
+    let first: readonly RelayedEvent[] = [];
     await outbox.relay(k, {
-      publish: async (e) => {
-        first = e;
-        return true;
+      publish: async (events) => {
+        first = events;
+        return { added: events.length, duplicates: 0 };
       },
       lastId: (k) => sink.lastId(k),
     });
-    expect(await sink.publish(first as RelayedEvent)).toBe(true);
-    expect(await sink.publish(first as RelayedEvent)).toBe(false);
+    expect(await sink.publish(first)).toEqual({ added: 1, duplicates: 0 });
+    expect(await sink.publish(first)).toEqual({ added: 0, duplicates: 1 });
     expect(await read(k)).toEqual(['player_joined:c']);
   });
 
@@ -157,7 +162,8 @@ describe('outbox: in-process outbox → Redis stream, across a restart', () => {
 
     const second = { outbox: new MemoryOutbox(), sink: new RedisStreamSink(redis) };
     await second.outbox.append(k, joined(['d', 'e']));
-    // The reply to the first publish is lost: Redis took the event, the relay saw an error.
+    // The reply to the first publish is lost: Redis took the events, the relay saw an error; the
+    // retry finds them in the stream, the same events, and takes them for duplicates.
     let lost = false;
     const flaky: EventSink = {
       publish: async (e) => {
@@ -183,6 +189,7 @@ describe('outbox: in-process outbox → Redis stream, across a restart', () => {
  */
 function committedThenLost(outbox: Outbox): Outbox & { failed: boolean } {
   return {
+    durable: outbox.durable,
     failed: false,
     async append(k, events) {
       await outbox.append(k, events);
@@ -417,12 +424,12 @@ describe('outbox and stream: neither grows for ever', () => {
     const k = key(`trim-${Math.random().toString(36).slice(2, 8)}`);
     const sink = new RedisStreamSink(redis, 100);
     const e = (id: number): RelayedEvent => ({ ...k, id, type: 'player_joined', playerId: `p${id}`, at: id });
-    for (let id = 1; id <= 1000; id++) await sink.publish(e(id));
+    for (let id = 1; id <= 1000; id += 100) await sink.publish(Array.from({ length: 100 }, (_, i) => e(id + i)));
     const length = await redis.xlen(eventStreamKey(k));
     expect(length).toBeGreaterThanOrEqual(100);
     expect(length).toBeLessThanOrEqual(200);
     expect((await readStream(k)).at(-1)).toBe('player_joined:p1000');
-    expect(await sink.publish(e(500))).toBe(false);
+    expect(await sink.publish([e(1000)])).toEqual({ added: 0, duplicates: 1 });
     expect(await sink.lastId(k)).toBe(1000);
   });
 });
@@ -462,5 +469,271 @@ describe.each([
     expect(await p.get(c)).toBeDefined();
     await new Promise((r) => setTimeout(r, 1100));
     expect(await p.get(c)).toBeUndefined();
+  });
+});
+
+/** Where nothing listens: a store that is down (connections refused). */
+const closedPort = () => freePortBlock(1);
+const silent = createLogger('persist-contract-test', 'silent');
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('a store that fails is seen: refused, counted, cleaned up', () => {
+  test('a directory save that fails leaves no temporary file and is counted; the drain says why', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'aethex-snap-'));
+    const k = key('blocked');
+    // A directory where the snapshot file should be: the temporary file is written, the save fails.
+    mkdirSync(join(dir, `${k.world}.0.blocked.snapshot`, 'x'), { recursive: true });
+    const metrics = createPersistenceMetrics();
+    const persistence = new ShardPersistence({
+      key: k,
+      snapshots: new DirectorySnapshotStore(dir),
+      outbox: new MemoryOutbox(),
+      sink: new CallbackSink(() => undefined),
+      presence: new MemoryPresence(),
+      log: silent,
+      presenceTtlMs: 60_000,
+      metrics,
+    });
+    await expect(persistence.drain(7, new Uint8Array([7]))).rejects.toThrow(/the final snapshot \(tick 7\) was not written: EISDIR/);
+    expect(readdirSync(dir).filter((f) => f.endsWith('.tmp'))).toEqual([]);
+    expect((await metrics.stateSnapshotFailures.get()).values).toMatchObject([{ labels: { reason: 'error' }, value: 1 }]);
+  });
+
+  test('a snapshot the store refuses (it holds a higher tick, as after a tick that wrapped) fails the save and the drain, counted as stale', async () => {
+    const k = key(`wrap-${Math.random().toString(36).slice(2, 8)}`);
+    const store = new PostgresSnapshotStore(pool);
+    await store.save(k, { tick: 2 ** 32 + 7, state: new Uint8Array([1]) });
+    const metrics = createPersistenceMetrics();
+    const persistence = new ShardPersistence({
+      key: k,
+      snapshots: store,
+      outbox: new MemoryOutbox(),
+      sink: new CallbackSink(() => undefined),
+      presence: new MemoryPresence(),
+      log: silent,
+      presenceTtlMs: 60_000,
+      metrics,
+    });
+    persistence.snapshot(200, new Uint8Array([2]));
+    await expect(persistence.drain(207, new Uint8Array([3]))).rejects.toThrow(
+      'the final snapshot (tick 207) was not written: snapshot at tick 207 refused: the store holds one at tick 4294967303, newer',
+    );
+    expect((await metrics.stateSnapshotFailures.get()).values).toMatchObject([{ labels: { reason: 'stale' }, value: 2 }]);
+    expect(await store.load(k)).toEqual({ tick: 2 ** 32 + 7, state: new Uint8Array([1]) });
+  });
+
+  test('a presence removal that fails rejects, as a failed set does', async () => {
+    const down = new Redis(`redis://127.0.0.1:${await closedPort()}`, { maxRetriesPerRequest: 0, lazyConnect: true });
+    down.on('error', () => undefined);
+    try {
+      const presence = new RedisPresence(down);
+      await expect(presence.set(['ann'], key('pres-down'), 60_000)).rejects.toThrow('presence update failed');
+      await expect(presence.remove(['ann'], key('pres-down'))).rejects.toThrow('presence removal failed');
+    } finally {
+      down.disconnect();
+    }
+  });
+});
+
+describe('outbox: limits', () => {
+  test('one append of more events than PostgreSQL takes parameters for is written in order; its retry adds nothing twice', async () => {
+    const k = key(`many-${Math.random().toString(36).slice(2, 8)}`);
+    const outbox = new PostgresOutbox(pool);
+    // 7 parameters an event once made 9,363 events the most one INSERT could take.
+    const events = Array.from({ length: 12_000 }, (_, i) => event(i % 2 ? 'player_left' : 'player_joined', `p${i}`, 1000 + i));
+    await outbox.append(k, events);
+    await outbox.append(k, [...events, event('player_joined', 'last', 99_999)]);
+    const { rows } = await pool.query<{ player_id: string }>('SELECT player_id FROM shard_outbox WHERE shard = $1 ORDER BY id', [k.shard]);
+    expect(rows.map((r) => r.player_id)).toEqual([...events.map((e) => e.playerId), 'last']);
+  });
+
+  test('the in-process outbox holds a bounded number of events not yet relayed; relaying makes room', async () => {
+    const k = key('bounded');
+    const outbox = new MemoryOutbox(5);
+    const events = ['a', 'b', 'c', 'd', 'e', 'f', 'g'].map((p) => event('player_joined', p, 1));
+    await expect(outbox.append(k, events)).rejects.toThrow(OutboxFullError);
+    expect(await outbox.pending(k)).toBe(5);
+    const seen: RelayedEvent[] = [];
+    expect(await outbox.relay(k, new CallbackSink((e) => seen.push(e)))).toBe(5);
+    // The retry skips the five it took by key.
+    await outbox.append(k, events);
+    expect(await outbox.relay(k, new CallbackSink((e) => seen.push(e)))).toBe(2);
+    expect(seen.map((e) => e.playerId)).toEqual(['a', 'b', 'c', 'd', 'e', 'f', 'g']);
+  });
+
+  test('events queued while the outbox fails are bounded: later ones are dropped and counted', async () => {
+    const down = new pg.Pool({
+      connectionString: `postgres://postgres@127.0.0.1:${await closedPort()}/postgres`,
+      connectionTimeoutMillis: 1000,
+    });
+    const metrics = createPersistenceMetrics();
+    const persistence = new ShardPersistence({
+      key: key('queue-bound'),
+      snapshots: new PostgresSnapshotStore(pool),
+      outbox: new PostgresOutbox(down),
+      sink: new CallbackSink(() => undefined),
+      presence: new MemoryPresence(),
+      log: silent,
+      presenceTtlMs: 60_000,
+      maxQueuedEvents: 3,
+      metrics,
+    });
+    for (const p of ['a', 'b', 'c', 'd', 'e']) persistence.playerJoined(p);
+    await persistence.flush();
+    expect((await metrics.outboxDropped.get()).values[0]?.value).toBe(2);
+    expect((await metrics.outboxQueued.get()).values[0]?.value).toBe(3);
+    expect((await metrics.outboxAppendFailures.get()).values[0]?.value).toBe(1);
+    await expect(persistence.drain(1, new Uint8Array([1]))).rejects.toThrow('3 domain events could not be appended to the outbox');
+    await down.end();
+  });
+});
+
+describe('outbox: ids the stream already holds', () => {
+  test('a shard moved from the in-process outbox to PostgreSQL: its events are refused loudly, kept pending, never dropped as duplicates', async () => {
+    const fresh = uniqueName('gsd').replaceAll('-', '_');
+    const freshPool = new pg.Pool({ connectionString: env.pgUrl, max: 2, options: `-c search_path=${fresh}` });
+    const k = key(`moved-${Math.random().toString(36).slice(2, 8)}`);
+    try {
+      await freshPool.query(`CREATE SCHEMA ${fresh}`);
+      await migrate(freshPool);
+      const sink = new RedisStreamSink(redis);
+      const embedded = new MemoryOutbox();
+      await embedded.append(
+        k,
+        ['a', 'b', 'c', 'd', 'e'].map((p) => event('player_joined', p, 1)),
+      );
+      expect(await embedded.relay(k, sink)).toBe(5);
+      // PostgreSQL's sequence starts at 1, below the stream's 5.
+      const outbox = new PostgresOutbox(freshPool);
+      await outbox.append(
+        k,
+        ['f', 'g'].map((p) => event('player_joined', p, 2)),
+      );
+      const refused = outbox.relay(k, sink);
+      await expect(refused).rejects.toThrow(EventIdConflictError);
+      await expect(refused).rejects.toThrow(`stream ${eventStreamKey(k)} already has id 1 for a different event`);
+      expect(await outbox.pending(k)).toBe(2);
+      expect(await readStream(k)).toEqual(['a', 'b', 'c', 'd', 'e'].map((p) => `player_joined:${p}`));
+      // Once the sequence is moved above the stream's last id (what the error says to do), new events relay.
+      await freshPool.query(`DELETE FROM shard_outbox`);
+      await freshPool.query(`SELECT setval('shard_outbox_id_seq', $1)`, [await sink.lastId(k)]);
+      await outbox.append(
+        k,
+        ['f', 'g'].map((p) => event('player_joined', p, 2)),
+      );
+      expect(await outbox.relay(k, sink)).toBe(2);
+      expect(await readStream(k)).toEqual(['a', 'b', 'c', 'd', 'e', 'f', 'g'].map((p) => `player_joined:${p}`));
+    } finally {
+      await freshPool.query(`DROP SCHEMA IF EXISTS ${fresh} CASCADE`);
+      await freshPool.end();
+      await redis.del(eventStreamKey(k));
+    }
+  });
+});
+
+describe('presence keeps its own schedule', () => {
+  const presenceOf = (player: string) => redis.get(presenceKey(player));
+
+  test('while PostgreSQL is down, every local player is still heartbeated, and a join during the outage is recorded', async () => {
+    const down = new pg.Pool({
+      connectionString: `postgres://postgres@127.0.0.1:${await closedPort()}/postgres`,
+      connectionTimeoutMillis: 1000,
+    });
+    const [ann, bob] = [`${schema}-hb-ann`, `${schema}-hb-bob`];
+    const persistence = new ShardPersistence({
+      key: key('pg-down'),
+      snapshots: new PostgresSnapshotStore(down),
+      outbox: new PostgresOutbox(down),
+      sink: new RedisStreamSink(redis),
+      presence: new RedisPresence(redis),
+      log: silent,
+      presenceTtlMs: 1500,
+      flushIntervalMs: 100,
+    });
+    persistence.start();
+    try {
+      persistence.playerJoined(ann);
+      persistence.playerJoined(bob);
+      // Four times the TTL: each heartbeat (every 500 ms) must have happened for ann to be there still.
+      for (let i = 0; i < 12; i++) {
+        await sleep(500);
+        expect([await presenceOf(ann), await presenceOf(bob)]).not.toContain(null);
+      }
+      persistence.playerLeft(bob);
+      for (let i = 0; i < 50 && (await presenceOf(bob)) !== null; i++) await sleep(50);
+      expect(await presenceOf(bob)).toBeNull();
+    } finally {
+      await persistence.drain(1, new Uint8Array([1]), performance.now() + 2000).catch(() => undefined);
+      await down.end();
+      await redis.del(presenceKey(ann), presenceKey(bob));
+    }
+  });
+
+  test('a large relay backlog is worked off in batches while presence stays refreshed', async () => {
+    const k = key(`backlog-${Math.random().toString(36).slice(2, 8)}`);
+    const outbox = new PostgresOutbox(pool);
+    const backlog = Array.from({ length: 20_000 }, (_, i) => event(i % 2 ? 'player_left' : 'player_joined', `q${i >> 1}`, 1000 + i));
+    const ann = `${schema}-backlog-ann`;
+    const persistence = new ShardPersistence({
+      key: k,
+      snapshots: new PostgresSnapshotStore(pool),
+      outbox,
+      sink: new RedisStreamSink(redis),
+      presence: new RedisPresence(redis),
+      log: silent,
+      presenceTtlMs: 1000,
+      flushIntervalMs: 100,
+      relayPerFlush: 1000,
+    });
+    persistence.playerJoined(ann);
+    persistence.start();
+    try {
+      while ((await presenceOf(ann)) === null || (await outbox.pending(k)) > 0) await sleep(20);
+      // The backlog an outage of Redis left: appended, not relayed.
+      await outbox.append(k, backlog);
+      // Generous: this measures no speed, only that presence never lapses while the relay catches up.
+      const deadline = Date.now() + 60_000;
+      while ((await outbox.pending(k)) > 0 && Date.now() < deadline) {
+        expect(await presenceOf(ann)).not.toBeNull();
+        await sleep(100);
+      }
+      expect(await outbox.pending(k)).toBe(0);
+      const stream = await redis.xrange(eventStreamKey(k), '-', '+');
+      expect(stream).toHaveLength(20_001);
+      expect(stream.slice(0, 3).map(([, f]) => `${f[1]}:${f[3]}`)).toEqual([`player_joined:${ann}`, 'player_joined:q0', 'player_left:q0']);
+      expect(stream.at(-1)?.[1][3]).toBe('q9999');
+    } finally {
+      await persistence.drain(1, new Uint8Array([1]));
+      await redis.del(presenceKey(ann), eventStreamKey(k));
+    }
+  });
+
+  test('the heartbeat is timed by a monotonic clock: a wall clock stepped back does not stop it', async () => {
+    const ann = `${schema}-clock-ann`;
+    const persistence = new ShardPersistence({
+      key: key('clock'),
+      snapshots: new PostgresSnapshotStore(pool),
+      outbox: new MemoryOutbox(),
+      sink: new CallbackSink(() => undefined),
+      presence: new RedisPresence(redis),
+      log: silent,
+      presenceTtlMs: 1500,
+      flushIntervalMs: 100,
+    });
+    persistence.start();
+    persistence.playerJoined(ann);
+    const wall = Date.now;
+    try {
+      while ((await presenceOf(ann)) === null) await sleep(20);
+      Date.now = () => wall() - 60_000;
+      for (let i = 0; i < 8; i++) {
+        await sleep(500);
+        expect(await presenceOf(ann)).not.toBeNull();
+      }
+    } finally {
+      Date.now = wall;
+      await persistence.drain(1, new Uint8Array([1]));
+      await redis.del(presenceKey(ann));
+    }
   });
 });

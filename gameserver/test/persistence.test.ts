@@ -1,15 +1,21 @@
 import { generateKeyPairSync } from 'node:crypto';
+import { once } from 'node:events';
 import { mkdtempSync } from 'node:fs';
+import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { eventStreamKey } from '@aethex/runtime';
+import { performance } from 'node:perf_hooks';
+import { createLogger, eventStreamKey, presenceKey } from '@aethex/runtime';
 import { testEnv, uniqueName } from '@aethex/testing';
 import { Redis } from 'ioredis';
 import pg from 'pg';
-import { afterAll, beforeAll, expect, test } from 'vitest';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { WebSocket } from 'ws';
+import { loadConfig } from '../src/config.js';
+import { ShardPersistence } from '../src/persist/persistence.js';
 import { DirectorySnapshotStore } from '../src/persist/snapshot-store.js';
 import { decodeState, RESTORE_ID_MARGIN } from '../src/persist/state-codec.js';
+import { openStores } from '../src/persist/stores.js';
 import { startTestShard, until } from './harness.js';
 
 const env = testEnv();
@@ -58,6 +64,12 @@ test('state survives a drain and restart on PostgreSQL; presence and events reac
     if (presence === null) await new Promise((r) => setTimeout(r, 50));
   }
   expect(JSON.parse(presence ?? 'null')).toEqual({ namespace: 'prod', world, instance: 0, shard: 'test-0-0' });
+  // Persistence is visible: the last snapshot's tick and time, the outbox's queue.
+  for (let i = 0; i < 100 && first.shard.persistence.lastSavedTick === 0; i++) await new Promise((r) => setTimeout(r, 50));
+  const metrics = await (await fetch(`${first.shard.opsUrl}/metrics`)).text();
+  expect(Number(/^aether_state_snapshot_last_saved_tick (\d+)$/m.exec(metrics)?.[1])).toBeGreaterThan(0);
+  expect(Number(/^aether_state_snapshot_last_saved_timestamp_seconds (\S+)$/m.exec(metrics)?.[1])).toBeGreaterThan(Date.now() / 1000 - 60);
+  expect(metrics).toMatch(/^aether_outbox_queued_events 0$/m);
   const { engine } = first.shard;
   // Game state (the game's hooks would set it): alice's inventory and a chest's contents.
   const inventory = new TextEncoder().encode('{"gold":12,"sword":true}');
@@ -189,4 +201,235 @@ test('a restored shard saves its state at once: a second crash never numbers ent
   } finally {
     await second.stop();
   }
+});
+
+/**
+ * A TCP proxy in front of a real server, to cut it: `down` resets every connection and refuses new
+ * ones (a server that is down); `hang` keeps every connection, open or new, and forwards nothing on
+ * them ever again (a path blackholed: a failover, a dropped NAT entry); `up` serves new ones again.
+ */
+async function proxyTo(target: string) {
+  const { hostname, port } = new URL(target);
+  let mode: 'up' | 'down' | 'hang' = 'up';
+  const pairs = new Set<{ client: Socket; server: Socket; dead: boolean }>();
+  const proxy = createServer((client) => {
+    if (mode === 'down') {
+      client.resetAndDestroy();
+      return;
+    }
+    const pair = { client, server: connect(Number(port), hostname), dead: mode === 'hang' };
+    pairs.add(pair);
+    client.on('data', (d) => pair.dead || pair.server.write(d));
+    pair.server.on('data', (d) => pair.dead || client.write(d));
+    const end = () => {
+      pairs.delete(pair);
+      client.destroy();
+      pair.server.destroy();
+    };
+    for (const s of [client, pair.server]) s.on('close', end).on('error', end);
+  });
+  proxy.listen(0, '127.0.0.1');
+  await once(proxy, 'listening');
+  const via = new URL(target);
+  via.host = `127.0.0.1:${(proxy.address() as AddressInfo).port}`;
+  return {
+    url: via.toString(),
+    set(to: typeof mode) {
+      mode = to;
+      for (const pair of pairs) {
+        if (to === 'hang') pair.dead = true;
+        if (to === 'down') {
+          pair.client.resetAndDestroy();
+          pair.server.destroy();
+        }
+      }
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const pair of pairs) pair.client.destroy();
+        proxy.close(() => resolve());
+      }),
+  };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const pgUrlIn = (base: string) => {
+  const url = new URL(base);
+  url.searchParams.set('options', `-c search_path=${schema}`);
+  return url.toString();
+};
+
+describe('a store that stops answering holds nothing up for longer than its timeouts', () => {
+  const keys = generateKeyPairSync('ed25519');
+  const settingsFor = (env: Record<string, string>) =>
+    loadConfig({
+      AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: keys.publicKey.export({ type: 'spki', format: 'pem' }).toString(),
+      AETHEX_GAMESERVER_SHARD_WORLD: `${world}-hang`,
+      AETHEX_GAMESERVER_PERSISTENCE_POSTGRES_CONNECT_TIMEOUT_MS: '500',
+      AETHEX_GAMESERVER_PERSISTENCE_POSTGRES_QUERY_TIMEOUT_MS: '500',
+      AETHEX_GAMESERVER_PRESENCE_REDIS_CONNECT_TIMEOUT_MS: '500',
+      AETHEX_GAMESERVER_PRESENCE_REDIS_COMMAND_TIMEOUT_MS: '300',
+      ...env,
+    });
+  const log = createLogger('persistence-test', 'silent');
+
+  test('PostgreSQL blackholed for a while: snapshots and the outbox resume once it answers; presence never stops', async () => {
+    const pgProxy = await proxyTo(env.pgUrl);
+    const settings = settingsFor({
+      AETHEX_GAMESERVER_PERSISTENCE_POSTGRES_URL: pgUrlIn(pgProxy.url),
+      AETHEX_GAMESERVER_PRESENCE_REDIS_URL: env.redisUrl,
+      AETHEX_GAMESERVER_SHARD_NAME: 'pg-hang',
+    });
+    const stores = await openStores(settings, log);
+    const key = { namespace: '', world: `${world}-hang`, instance: 0, shard: 'pg-hang' };
+    const persistence = new ShardPersistence({ key, ...stores, log, presenceTtlMs: 1500, flushIntervalMs: 100 });
+    const ann = `${world}-pg-hang-ann`;
+    let tick = 0;
+    const ticking = setInterval(() => persistence.snapshot(++tick, new Uint8Array([tick & 0xff])), 50);
+    persistence.start();
+    try {
+      persistence.playerJoined(ann);
+      await until('a snapshot', () => persistence.lastSavedTick > 0);
+      pgProxy.set('hang');
+      persistence.playerJoined(`${world}-pg-hang-bob`);
+      for (let i = 0; i < 8; i++) {
+        await sleep(250);
+        expect(await redis.get(presenceKey(ann))).not.toBeNull();
+      }
+      pgProxy.set('up');
+      const resumedAt = tick;
+      // Generous: only that it resumes, on its own, not how fast.
+      await until('snapshots to resume', () => persistence.lastSavedTick > resumedAt, 15_000);
+      const stream = eventStreamKey(key);
+      for (let i = 0; i < 300 && (await redis.xlen(stream)) < 2; i++) await sleep(50);
+      expect((await redis.xrange(stream, '-', '+')).map(([, f]) => f[3])).toEqual([ann, `${world}-pg-hang-bob`]);
+    } finally {
+      clearInterval(ticking);
+      await persistence.drain(tick, new Uint8Array([0]), performance.now() + 3000).catch(() => undefined);
+      await stores.close(1000);
+      await pgProxy.close();
+      await redis.del(presenceKey(ann), presenceKey(`${world}-pg-hang-bob`), eventStreamKey(key));
+    }
+  });
+
+  test('Redis blackholed for a while: presence resumes once it answers, and a removal made meanwhile is kept and done', async () => {
+    const redisProxy = await proxyTo(env.redisUrl);
+    const settings = settingsFor({
+      AETHEX_GAMESERVER_PRESENCE_REDIS_URL: redisProxy.url,
+      AETHEX_GAMESERVER_PERSISTENCE_DIRECTORY: mkdtempSync(join(tmpdir(), 'aethex-hang-')),
+    });
+    const stores = await openStores(settings, log);
+    const key = { namespace: '', world: `${world}-hang`, instance: 0, shard: 'redis-hang' };
+    const persistence = new ShardPersistence({ key, ...stores, log, presenceTtlMs: 3000, flushIntervalMs: 100 });
+    const [ann, bob] = [`${world}-redis-hang-ann`, `${world}-redis-hang-bob`];
+    persistence.start();
+    try {
+      persistence.playerJoined(ann);
+      persistence.playerJoined(bob);
+      for (let i = 0; i < 100 && (await redis.get(presenceKey(bob))) === null; i++) await sleep(50);
+      redisProxy.set('hang');
+      persistence.playerLeft(bob);
+      await sleep(1500);
+      expect(await redis.get(presenceKey(bob))).not.toBeNull();
+      redisProxy.set('up');
+      for (let i = 0; i < 200 && (await redis.get(presenceKey(bob))) !== null; i++) await sleep(50);
+      expect(await redis.get(presenceKey(bob))).toBeNull();
+      // ann's entry is refreshed again: its TTL back above what a lapse of the heartbeat would leave.
+      await sleep(1200);
+      expect(await redis.pttl(presenceKey(ann))).toBeGreaterThan(1500);
+    } finally {
+      await persistence.drain(1, new Uint8Array([1]), performance.now() + 3000).catch(() => undefined);
+      await stores.close(1000);
+      await redisProxy.close();
+      await redis.del(presenceKey(ann), presenceKey(bob), eventStreamKey(key));
+    }
+  });
+});
+
+describe('a drain with a store down or hung ends within ops.drain_timeout_ms', () => {
+  const DRAIN_MS = 4000;
+  /** A shard on PostgreSQL and Redis through proxies, with a player on it. */
+  async function shardWithPlayer(name: string) {
+    const [pgProxy, redisProxy] = await Promise.all([proxyTo(env.pgUrl), proxyTo(env.redisUrl)]);
+    const t = await startTestShard({
+      AETHEX_GAMESERVER_PERSISTENCE_POSTGRES_URL: pgUrlIn(pgProxy.url),
+      AETHEX_GAMESERVER_PRESENCE_REDIS_URL: redisProxy.url,
+      AETHEX_GAMESERVER_SHARD_WORLD: `${world}-${name}`,
+      AETHEX_GAMESERVER_PERSISTENCE_SNAPSHOT_INTERVAL_MS: '200',
+      AETHEX_GAMESERVER_PERSISTENCE_POSTGRES_CONNECT_TIMEOUT_MS: '500',
+      AETHEX_GAMESERVER_PERSISTENCE_POSTGRES_QUERY_TIMEOUT_MS: '500',
+      AETHEX_GAMESERVER_PRESENCE_REDIS_COMMAND_TIMEOUT_MS: '300',
+      AETHEX_GAMESERVER_OPS_DRAIN_TIMEOUT_MS: String(DRAIN_MS),
+      AETHEX_GAMESERVER_LOG_LEVEL: 'silent',
+    });
+    const player = `${world}-${name}-ann`;
+    await t.client(player);
+    for (let i = 0; i < 100 && (await redis.get(presenceKey(player))) === null; i++) await sleep(50);
+    await until('a snapshot', () => t.shard.persistence.lastSavedTick > 0);
+    const drain = async () => {
+      const started = performance.now();
+      const outcome = await t.stop().then(
+        () => 'drained',
+        (err: Error) => err.message,
+      );
+      return { outcome, ms: performance.now() - started };
+    };
+    const snapshotTick = async () =>
+      Number(
+        (
+          await admin.query<{ tick: string }>(`SELECT tick FROM ${schema}.shard_snapshots WHERE world = $1 AND shard = 'test-0-0'`, [
+            `${world}-${name}`,
+          ])
+        ).rows[0]?.tick,
+      );
+    const cleanUp = async () => {
+      await Promise.all([pgProxy.close(), redisProxy.close()]);
+      await redis.del(presenceKey(player), eventStreamKey({ namespace: '', world: `${world}-${name}`, instance: 0, shard: 'test-0-0' }));
+    };
+    return { t, pgProxy, redisProxy, player, drain, snapshotTick, cleanUp };
+  }
+
+  test('PostgreSQL down: the drain fails (no final snapshot) in time, and the leaving player is no longer present', async () => {
+    const s = await shardWithPlayer('drain-pg-down');
+    try {
+      s.pgProxy.set('down');
+      const { outcome, ms } = await s.drain();
+      expect(outcome).toMatch(/^the final snapshot \(tick \d+\) was not written/);
+      expect(ms).toBeLessThan(DRAIN_MS);
+      expect(await redis.get(presenceKey(s.player))).toBeNull();
+    } finally {
+      await s.cleanUp();
+    }
+  });
+
+  test('PostgreSQL hung: the drain fails in time, and the leaving player is no longer present', async () => {
+    const s = await shardWithPlayer('drain-pg-hang');
+    try {
+      s.pgProxy.set('hang');
+      const { outcome, ms } = await s.drain();
+      expect(outcome).toMatch(/^the final snapshot \(tick \d+\) was not written/);
+      expect(ms).toBeLessThan(DRAIN_MS);
+      expect(await redis.get(presenceKey(s.player))).toBeNull();
+    } finally {
+      await s.cleanUp();
+    }
+  });
+
+  test('Redis hung: the drain succeeds in time (exit 0): the final snapshot and the events are in PostgreSQL', async () => {
+    const s = await shardWithPlayer('drain-redis-hang');
+    try {
+      s.redisProxy.set('hang');
+      const tick = s.t.shard.engine.tick;
+      const { outcome, ms } = await s.drain();
+      expect(outcome).toBe('drained');
+      expect(ms).toBeLessThan(DRAIN_MS);
+      expect(await s.snapshotTick()).toBeGreaterThanOrEqual(tick);
+      const events = await admin.query<{ type: string }>(`SELECT type FROM ${schema}.shard_outbox WHERE world = $1 ORDER BY id`, [
+        `${world}-drain-redis-hang`,
+      ]);
+      expect(events.rows.map((r) => r.type)).toEqual(['player_joined', 'player_left']);
+    } finally {
+      await s.cleanUp();
+    }
+  });
 });

@@ -212,3 +212,36 @@ test('on Agones, a shard that cannot reach its SDK server dials it over gRPC and
     silent.close();
   }
 });
+
+test('a store that accepts connections and never answers stops the start, with a message naming it, within its timeout', async () => {
+  // A TCP listener that never answers: Redis or PostgreSQL hung.
+  const silent = createServer(() => undefined);
+  silent.listen(0, '127.0.0.1');
+  await once(silent, 'listening');
+  const port = (silent.address() as AddressInfo).port;
+  try {
+    const redis = run({
+      ...shardEnv(mkdtempSync(join(tmpdir(), 'aethex-proc-'))),
+      AETHEX_GAMESERVER_PRESENCE_REDIS_URL: `redis://127.0.0.1:${port}`,
+      AETHEX_GAMESERVER_PRESENCE_REDIS_CONNECT_TIMEOUT_MS: '1000',
+    });
+    expect(await redis.exited).toBe(1);
+    expect(redis.output()).toContain(
+      `could not start: Redis at 127.0.0.1:${port} (presence.redis_url) could not be used: no answer within 1000 ms (presence.redis_connect_timeout_ms 1000 ms, presence.redis_command_timeout_ms 2000 ms)`,
+    );
+    const postgres = run({
+      ...shardEnv(mkdtempSync(join(tmpdir(), 'aethex-proc-'))),
+      AETHEX_GAMESERVER_PERSISTENCE_POSTGRES_URL: `postgres://postgres@127.0.0.1:${port}/postgres`,
+      AETHEX_GAMESERVER_PERSISTENCE_POSTGRES_CONNECT_TIMEOUT_MS: '1000',
+    });
+    expect(await postgres.exited).toBe(1);
+    expect(postgres.output()).toMatch(
+      new RegExp(
+        `could not start: PostgreSQL at 127\\.0\\.0\\.1:${port} \\(persistence\\.postgres_url\\) could not be used: .*timeout.* \\(persistence\\.postgres_connect_timeout_ms 1000 ms, persistence\\.postgres_query_timeout_ms 10000 ms\\)`,
+      ),
+    );
+    for (const p of [redis, postgres]) expect(p.output()).not.toContain('shard started');
+  } finally {
+    silent.close();
+  }
+});

@@ -29,12 +29,21 @@ export interface RelayedEvent extends Omit<DomainEvent, 'eventKey'>, ShardKey {
   id: number;
 }
 
+/** What one `publish` did: events newly taken, and events the sink already held (a republish). */
+export interface PublishResult {
+  added: number;
+  duplicates: number;
+}
+
 /**
- * Where relayed events go. `publish` must be idempotent by event id: publishing an id twice has the
- * effect of publishing it once. Returns false when the event was already there (a duplicate).
+ * Where relayed events go. `publish` takes a batch in id order and is idempotent by event id: an
+ * event the sink already holds under its id — the same type, player and time — is a duplicate and
+ * is skipped. An id the sink cannot take (not above its last) that holds a different event, or
+ * nothing to compare with, is not a duplicate: `publish` rejects with `EventIdConflictError`, and
+ * the events from that one on are not published.
  */
 export interface EventSink {
-  publish(event: RelayedEvent): Promise<boolean>;
+  publish(events: readonly RelayedEvent[]): Promise<PublishResult>;
   /**
    * The highest id the sink holds for the shard, 0 when none: an id up to it would be taken for a
    * duplicate. An outbox whose ids do not outlive its process numbers its events above it.
@@ -43,11 +52,41 @@ export interface EventSink {
 }
 
 /**
+ * The sink already holds a different event (or none it can compare with) under an id the outbox
+ * gave: publishing would drop the event as a "duplicate". The outbox's ids are below the stream's —
+ * its PostgreSQL sequence was reset or restored from a backup while Redis kept the stream, or the
+ * shard ran on the in-process outbox before. The events stay pending until the ids are fixed.
+ */
+export class EventIdConflictError extends Error {
+  constructor(
+    readonly stream: string,
+    readonly id: number,
+    readonly found: 'different' | 'missing',
+  ) {
+    super(
+      `stream ${stream} already has id ${id} ${found === 'different' ? 'for a different event' : 'behind its last entry, and the entry is gone'}: ` +
+        "the outbox's ids are below the stream's (its sequence reset or restored while Redis kept the stream?); " +
+        "its events stay pending — move the sequence above the stream's last id (SELECT setval('shard_outbox_id_seq', <last id>)) or remove the stream",
+    );
+    this.name = 'EventIdConflictError';
+  }
+}
+
+/**
+ * Events relayed per batch by default: never more than `presence.events_max_len` allows at least
+ * (100), so a batch republished after a crash between publishing and marking is still in the
+ * stream — `XADD MAXLEN ~` keeps at least that many entries — and each duplicate is verified.
+ */
+export const RELAY_BATCH = 100;
+
+/**
  * The shard's outbox: events are appended durably first and relayed to the sink afterwards, so an
  * acknowledged append is never lost and, with an idempotent sink, is delivered exactly once even
  * if the relay crashes between publishing and marking.
  */
 export interface Outbox {
+  /** Whether appended events outlive the process (PostgreSQL) or die with it (in process). */
+  readonly durable: boolean;
   /**
    * Appends the events in order. Idempotent per event key: an event whose key the outbox already
    * holds is skipped, so an append that failed after it was written (the reply lost to a connection
@@ -55,7 +94,8 @@ export interface Outbox {
    */
   append(key: ShardKey, events: readonly DomainEvent[]): Promise<void>;
   /**
-   * Relays up to `limit` of the shard's pending events in id order; returns how many. One relay
+   * Relays up to `limit` (default `RELAY_BATCH`) of the shard's pending events in id order, in one
+   * `publish`; returns how many. Marks them relayed only once the sink took them. One relay
    * per shard runs at a time, and each shard appends sequentially, so ids reach the sink in order.
    */
   relay(key: ShardKey, sink: EventSink, limit?: number): Promise<number>;
@@ -72,6 +112,10 @@ export interface Outbox {
 export const OUTBOX_RETENTION_MS = 3_600_000;
 /** Entries a shard's Redis event stream keeps by default, about (`presence.events_max_len`). */
 export const EVENTS_MAX_LEN = 100_000;
+/** Events held in process at most by default, per queue (`persistence.max_queued_events`). */
+export const MAX_QUEUED_EVENTS = 100_000;
+/** Events per INSERT: the statement stays short, however long the backlog a retried append carries. */
+const APPEND_CHUNK = 1000;
 
 export const OUTBOX_TABLE_SQL = `
 CREATE TABLE IF NOT EXISTS shard_outbox (
@@ -104,28 +148,44 @@ CREATE INDEX IF NOT EXISTS shard_outbox_relayed_by_shard ON shard_outbox (world,
  * append), then pruned.
  */
 export class PostgresOutbox implements Outbox {
+  readonly durable = true;
+
   constructor(
     private readonly pool: pg.Pool,
     private readonly retentionMs = OUTBOX_RETENTION_MS,
   ) {}
 
+  /**
+   * In chunks of `APPEND_CHUNK`, in order, each one statement of column arrays (`unnest`): a row per
+   * event, ids given in the events' order. A chunk that fails leaves the ones before it written; the
+   * retry skips them by key.
+   */
   async append(key: ShardKey, events: readonly DomainEvent[]): Promise<void> {
-    if (events.length === 0) return;
-    const values: unknown[] = [];
-    const rows = events.map((e, i) => {
-      values.push(worldRef(key.namespace, key.world), key.instance, key.shard, e.type, e.playerId, new Date(e.at), e.eventKey);
-      const b = i * 7;
-      return `($${b + 1}, $${b + 2}, $${b + 3}, $${b + 4}, $${b + 5}, $${b + 6}, $${b + 7})`;
-    });
-    await this.pool.query(
-      `INSERT INTO shard_outbox (world, instance, shard, type, player_id, at, event_key) VALUES ${rows.join(', ')}
-       ON CONFLICT (event_key) DO NOTHING`,
-      values,
-    );
+    for (let i = 0; i < events.length; i += APPEND_CHUNK) {
+      const chunk = events.slice(i, i + APPEND_CHUNK);
+      await this.pool.query(
+        `INSERT INTO shard_outbox (world, instance, shard, type, player_id, at, event_key)
+         SELECT $1, $2, $3, e.type, e.player_id, e.at, e.event_key
+         FROM unnest($4::text[], $5::text[], $6::timestamptz[], $7::text[]) WITH ORDINALITY AS e(type, player_id, at, event_key, n)
+         ORDER BY e.n
+         ON CONFLICT (event_key) DO NOTHING`,
+        [
+          worldRef(key.namespace, key.world),
+          key.instance,
+          key.shard,
+          chunk.map((e) => e.type),
+          chunk.map((e) => e.playerId),
+          chunk.map((e) => new Date(e.at)),
+          chunk.map((e) => e.eventKey),
+        ],
+      );
+    }
   }
 
-  async relay(key: ShardKey, sink: EventSink, limit = 500): Promise<number> {
+  async relay(key: ShardKey, sink: EventSink, limit = RELAY_BATCH): Promise<number> {
     const client = await this.pool.connect();
+    let publishing = false;
+    let broken: Error | undefined;
     try {
       await client.query('BEGIN');
       const lock = await client.query<{ ok: boolean }>("SELECT pg_try_advisory_xact_lock(hashtext('aethex-outbox'), hashtext($1)) AS ok", [
@@ -140,28 +200,28 @@ export class PostgresOutbox implements Outbox {
          WHERE relayed_at IS NULL AND world = $1 AND instance = $2 AND shard = $3 ORDER BY id LIMIT $4`,
         [worldRef(key.namespace, key.world), key.instance, key.shard, limit],
       );
-      for (const r of rows) {
-        await sink.publish({
-          id: Number(r.id),
-          namespace: key.namespace,
-          world: key.world,
-          instance: key.instance,
-          shard: key.shard,
-          type: r.type,
-          playerId: r.player_id,
-          at: r.at.getTime(),
-        });
-      }
       if (rows.length > 0) {
+        publishing = true;
+        await sink.publish(rows.map((r) => ({ id: Number(r.id), ...key, type: r.type, playerId: r.player_id, at: r.at.getTime() })));
+        publishing = false;
         await client.query('UPDATE shard_outbox SET relayed_at = now() WHERE id = ANY($1::bigint[])', [rows.map((r) => r.id)]);
       }
       await client.query('COMMIT');
       return rows.length;
     } catch (err) {
-      await client.query('ROLLBACK').catch(() => undefined);
+      // After the sink failed the connection is sound: roll back and keep it. After PostgreSQL failed
+      // or timed out its state is unknown, so the pool ends it; the server rolls the transaction back
+      // when it sees the end, or after idle_in_transaction_session_timeout when it never does.
+      const sound =
+        publishing &&
+        (await client.query('ROLLBACK').then(
+          () => true,
+          () => false,
+        ));
+      if (!sound) broken = err as Error;
       throw err;
     } finally {
-      client.release();
+      client.release(broken);
     }
   }
 
@@ -196,9 +256,11 @@ export class PostgresOutbox implements Outbox {
  * event's id is fixed once given, so a publish retried after a lost reply is still a duplicate. This
  * assumes one process per shard at a time: two at once would hand out the same ids. It holds the
  * keys of the events it keeps — those pending and up to the last 10,000 relayed — and skips an
- * appended event whose key is among them.
+ * appended event whose key is among them. It holds `maxPending` events not yet relayed at most
+ * (Redis down): an append beyond that keeps what fits and rejects with `OutboxFullError`.
  */
 export class MemoryOutbox implements Outbox {
+  readonly durable = false;
   /** `id` is the event's number in this process, from 1; the relayed id adds `base`. */
   private readonly events: (RelayedEvent & Pick<DomainEvent, 'eventKey'>)[] = [];
   private readonly keys = new Set<string>();
@@ -206,22 +268,24 @@ export class MemoryOutbox implements Outbox {
   private relayed = 0;
   private base: number | undefined;
 
+  constructor(private readonly maxPending = MAX_QUEUED_EVENTS) {}
+
   async append(key: ShardKey, events: readonly DomainEvent[]): Promise<void> {
     for (const e of events) {
       if (this.keys.has(e.eventKey)) continue;
+      if (this.events.length - this.relayed >= this.maxPending) throw new OutboxFullError(this.maxPending);
       this.keys.add(e.eventKey);
       this.events.push({ ...e, ...key, id: this.nextId++ });
     }
   }
 
-  async relay(key: ShardKey, sink: EventSink, limit = 500): Promise<number> {
+  async relay(key: ShardKey, sink: EventSink, limit = RELAY_BATCH): Promise<number> {
     const batch = this.events.slice(this.relayed, this.relayed + limit);
     if (batch.length === 0) return 0;
     this.base ??= await sink.lastId(key);
-    for (const { eventKey: _, ...e } of batch) {
-      await sink.publish({ ...e, id: this.base + e.id });
-      this.relayed++;
-    }
+    const base = this.base;
+    await sink.publish(batch.map(({ eventKey: _, ...e }) => ({ ...e, id: base + e.id })));
+    this.relayed += batch.length;
     if (this.relayed > 10_000) {
       for (const e of this.events.splice(0, this.relayed)) this.keys.delete(e.eventKey);
       this.relayed = 0;
@@ -245,34 +309,36 @@ export class MemoryOutbox implements Outbox {
  * Kubernetes), with the outbox id as the stream entry id `<id>-0`: Redis refuses an id that is not
  * above the stream's last, so a replayed event is detected and dropped — delivery is exactly once.
  * That holds only for ids above everything an earlier process wrote: durable ones (PostgreSQL's
- * sequence), or the in-process outbox's, which start above `lastId`. The stream keeps about the last `maxLen` entries (`XADD
- * MAXLEN ~`, trimmed by whole nodes, so it may hold a few more): consumers that fall further behind
- * miss the oldest. Trimming keeps the stream's last id, so duplicates are still refused.
+ * sequence), or the in-process outbox's, which start above `lastId`. So a refused id counts as a
+ * duplicate only when the stream's entry under it is the same event; anything else is an
+ * `EventIdConflictError`, never a silent drop. The stream keeps about the last `maxLen` entries
+ * (`XADD MAXLEN ~`, trimmed by whole nodes, so it may hold a few more): consumers that fall further
+ * behind miss the oldest. Trimming keeps the stream's last id, so duplicates are still refused.
  */
 export class RedisStreamSink implements EventSink {
   constructor(
     private readonly redis: Redis,
     private readonly maxLen = EVENTS_MAX_LEN,
-  ) {}
+  ) {
+    if (!('aethexPublishEvents' in redis)) redis.defineCommand('aethexPublishEvents', { numberOfKeys: 1, lua: PUBLISH_LUA });
+  }
 
-  async publish(e: RelayedEvent): Promise<boolean> {
+  /** One script call per batch (EVALSHA): one round trip, and the check of a duplicate is atomic with it. */
+  async publish(events: readonly RelayedEvent[]): Promise<PublishResult> {
+    const first = events[0];
+    if (!first) return { added: 0, duplicates: 0 };
+    const stream = eventStreamKey(first);
+    const args: (string | number)[] = [this.maxLen];
+    for (const e of events) {
+      if (eventStreamKey(e) !== stream) throw new Error(`one publish takes the events of one shard: ${eventStreamKey(e)} is not ${stream}`);
+      args.push(e.id, e.type, e.playerId, String(e.at));
+    }
     try {
-      await this.redis.xadd(
-        eventStreamKey(e),
-        'MAXLEN',
-        '~',
-        this.maxLen,
-        `${e.id}-0`,
-        'type',
-        e.type,
-        'player',
-        e.playerId,
-        'at',
-        String(e.at),
-      );
-      return true;
+      const [added, duplicates] = await (this.redis as Redis & PublishCommand).aethexPublishEvents(stream, ...args);
+      return { added, duplicates };
     } catch (err) {
-      if (/equal or smaller than the target stream top item/.test((err as Error).message)) return false;
+      const conflict = /^AETHEX_EVENT_ID_CONFLICT (\d+) (different|missing)/.exec((err as Error).message);
+      if (conflict) throw new EventIdConflictError(stream, Number(conflict[1]), conflict[2] as 'different' | 'missing');
       throw err;
     }
   }
@@ -294,19 +360,65 @@ export class RedisStreamSink implements EventSink {
   }
 }
 
-/** The embedded sink: events handed to a callback in process, deduplicated by id. */
+/**
+ * The embedded sink: events handed to a callback in process, deduplicated by id. It only ever sees
+ * the in-process outbox's ids, which start above its last, so an id up to it is a republish.
+ */
 export class CallbackSink implements EventSink {
   private top = 0;
   constructor(private readonly deliver: (e: RelayedEvent) => void) {}
 
-  async publish(e: RelayedEvent): Promise<boolean> {
-    if (e.id <= this.top) return false;
-    this.top = e.id;
-    this.deliver(e);
-    return true;
+  async publish(events: readonly RelayedEvent[]): Promise<PublishResult> {
+    let added = 0;
+    for (const e of events) {
+      if (e.id <= this.top) continue;
+      this.top = e.id;
+      this.deliver(e);
+      added++;
+    }
+    return { added, duplicates: events.length - added };
   }
 
   async lastId(_key: ShardKey): Promise<number> {
     return this.top;
   }
 }
+
+/** The in-process outbox holds as many events not yet relayed as it may. */
+export class OutboxFullError extends Error {
+  constructor(readonly max: number) {
+    super(
+      `the in-process outbox already holds ${max} events not yet relayed (persistence.max_queued_events): is Redis (presence.redis_url) reachable?`,
+    );
+    this.name = 'OutboxFullError';
+  }
+}
+
+interface PublishCommand {
+  aethexPublishEvents(stream: string, ...args: (string | number)[]): Promise<[number, number]>;
+}
+
+/**
+ * KEYS[1] the stream; ARGV[1] MAXLEN, then id, type, player, at per event. An XADD Redis refuses
+ * (the id is not above the stream's last) is a duplicate only when the entry under that id is the
+ * same event; otherwise the script stops with AETHEX_EVENT_ID_CONFLICT, the events before it added.
+ */
+const PUBLISH_LUA = `
+local added, duplicates = 0, 0
+for i = 2, #ARGV, 4 do
+  local id = ARGV[i] .. '-0'
+  local r = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], id, 'type', ARGV[i + 1], 'player', ARGV[i + 2], 'at', ARGV[i + 3])
+  if type(r) == 'table' and r.err then
+    if not string.find(r.err, 'equal or smaller', 1, true) then return redis.error_reply(r.err) end
+    local found = redis.call('XRANGE', KEYS[1], id, id)[1]
+    if not found then return redis.error_reply('AETHEX_EVENT_ID_CONFLICT ' .. ARGV[i] .. ' missing') end
+    local f = found[2]
+    if f[2] ~= ARGV[i + 1] or f[4] ~= ARGV[i + 2] or f[6] ~= ARGV[i + 3] then
+      return redis.error_reply('AETHEX_EVENT_ID_CONFLICT ' .. ARGV[i] .. ' different')
+    end
+    duplicates = duplicates + 1
+  else
+    added = added + 1
+  end
+end
+return {added, duplicates}`;

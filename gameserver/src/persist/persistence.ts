@@ -1,8 +1,18 @@
 import { randomUUID } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import type { Logger, ShardKey } from '@aethex/runtime';
-import { type DomainEvent, type EventSink, eventKeys, type Outbox } from './outbox.js';
+import { createPersistenceMetrics, type PersistenceMetrics } from '../metrics.js';
+import {
+  type DomainEvent,
+  EventIdConflictError,
+  type EventSink,
+  eventKeys,
+  MAX_QUEUED_EVENTS,
+  type Outbox,
+  RELAY_BATCH,
+} from './outbox.js';
 import type { PresenceStore } from './presence.js';
-import type { SnapshotStore } from './snapshot-store.js';
+import { type SnapshotStore, StaleSnapshotError } from './snapshot-store.js';
 
 export interface PersistenceDeps {
   key: ShardKey;
@@ -12,47 +22,98 @@ export interface PersistenceDeps {
   presence: PresenceStore;
   log: Logger;
   presenceTtlMs: number;
-  /** How often queued events, presence changes and the relay are flushed, in ms (default 250). */
+  /** How often queued events are appended and relayed, and presence changes written, in ms (default 250). */
   flushIntervalMs?: number;
   /** Starts the key of every event this instance queues; unique to it (default: a random UUID). */
   eventKeyPrefix?: string;
   /** How often relayed events past the outbox's retention are pruned, in ms (default 60,000). */
   pruneIntervalMs?: number;
+  /** Events waiting for the outbox at most (`persistence.max_queued_events`, default 100,000); later ones are dropped. */
+  maxQueuedEvents?: number;
+  /** Events relayed at most per flush, in batches of `RELAY_BATCH` (default 5,000). */
+  relayPerFlush?: number;
+  /** Default: unregistered ones. */
+  metrics?: PersistenceMetrics;
+  /** A monotonic clock in ms (default `performance.now`): it times the heartbeat, which a wall clock stepping back would stop. */
+  now?: () => number;
+}
+
+/** The longest delay setTimeout takes; anything longer fires at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * Resolves true once `work` has settled, either way, within `ms`; false when it has not (it goes on
+ * unawaited). Never rejects: read the outcome from `work` itself.
+ */
+export async function settledWithin(work: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  // No bound at all when `ms` is infinite (setTimeout would take it for 1 ms).
+  const late = new Promise<false>((resolve) => {
+    if (ms < MAX_TIMER_MS) timer = setTimeout(() => resolve(false), Math.max(0, ms));
+  });
+  try {
+    return await Promise.race([
+      work.then(
+        () => true,
+        () => true,
+      ),
+      late,
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /**
- * Keeps the shard's durable and shared state up to date without ever making the tick wait.
+ * Keeps the shard's durable and shared state up to date without ever making the tick wait. Three
+ * independent loops, so that one store failing or hanging holds up none of the others:
  * - `snapshot(tick, blob)` is called on the tick with a blob built there; the write happens later,
- *   one at a time, and a newer blob replaces one still waiting.
- * - `playerJoined` / `playerLeft` queue a domain event and a presence change; a timer appends events
- *   to the outbox (in order), relays them, and writes presence in one pipeline, refreshing every
- *   local player's TTL at a third of it. A failed append is retried with the same events, keys and
- *   all, so one that was written before it failed is not written twice. Once a minute, on a timer
- *   of its own, it prunes relayed events past the outbox's retention.
- * - `drain()` writes the final snapshot and flushes everything, awaiting it.
+ *   one at a time, and a newer blob replaces one still waiting. A write that fails or that the store
+ *   refuses (it holds a newer tick) is logged and counted, and the next snapshot tries again.
+ * - `playerJoined` / `playerLeft` queue a domain event (at most `maxQueuedEvents`; beyond, events
+ *   are dropped, counted and logged). Every flush appends the queue to the outbox (in order) and
+ *   relays up to `relayPerFlush` pending events. A failed append is retried with the same events,
+ *   keys and all, so one that was written before it failed is not written twice.
+ * - They also record presence changes; every flush writes them, on its own, refreshing every local
+ *   player's TTL at a third of it (timed by the monotonic clock). A failed write or removal is kept
+ *   and retried.
+ * Once a minute, on a timer of its own, it prunes relayed events past the outbox's retention.
+ * `drain()` writes the final snapshot and flushes everything, awaiting it up to a deadline.
  */
 export class ShardPersistence {
   private pendingSnapshot: { tick: number; state: Uint8Array | Promise<Uint8Array> } | undefined;
   private writing: Promise<void> | undefined;
+  private lastSaveError: unknown;
   private events: DomainEvent[] = [];
+  private dropped = 0;
+  /** Appended, not yet relayed, as of the last relay (or of the last count). */
+  private pending = 0;
   private joined = new Set<string>();
   private left = new Set<string>();
   private readonly local = new Set<string>();
-  private lastHeartbeat = 0;
+  private lastHeartbeat = Number.NEGATIVE_INFINITY;
   private pruneTimer: NodeJS.Timeout | undefined;
   private pruning: Promise<void> | undefined;
   private draining = false;
   private readonly nextEventKey: () => string;
-  private flushing: Promise<void> | undefined;
+  private flushingOutbox: Promise<void> | undefined;
+  private flushingPresence: Promise<void> | undefined;
   private timer: NodeJS.Timeout | undefined;
+  private readonly metrics: PersistenceMetrics;
+  private readonly now: () => number;
+  private readonly maxQueued: number;
   /** Tick of the last snapshot written. */
   lastSavedTick = 0;
 
   constructor(private readonly deps: PersistenceDeps) {
     this.nextEventKey = eventKeys(deps.eventKeyPrefix ?? randomUUID());
+    this.metrics = deps.metrics ?? createPersistenceMetrics();
+    this.now = deps.now ?? (() => performance.now());
+    this.maxQueued = deps.maxQueuedEvents ?? MAX_QUEUED_EVENTS;
   }
 
   start(): void {
+    this.metrics.stateSnapshotLastSaved.set(Date.now() / 1000);
     this.timer = setInterval(() => void this.flush(), this.deps.flushIntervalMs ?? 250);
     this.timer.unref();
     this.pruneTimer = setInterval(() => {
@@ -92,15 +153,31 @@ export class ShardPersistence {
   }
 
   private async writeSnapshots(): Promise<void> {
+    const { key, snapshots, log } = this.deps;
+    const m = this.metrics;
     try {
       while (this.pendingSnapshot) {
         const next = this.pendingSnapshot;
         this.pendingSnapshot = undefined;
         try {
-          await this.deps.snapshots.save(this.deps.key, { tick: next.tick, state: await next.state });
+          const state = await next.state;
+          const done = m.stateSnapshotWriteDuration.startTimer();
+          await snapshots.save(key, { tick: next.tick, state });
+          done();
           this.lastSavedTick = next.tick;
+          this.lastSaveError = undefined;
+          m.stateSnapshotLastTick.set(next.tick);
+          m.stateSnapshotLastSaved.set(Date.now() / 1000);
         } catch (err) {
-          this.deps.log.error({ err, tick: next.tick }, 'snapshot write failed; the next one will retry');
+          this.lastSaveError = err;
+          const stale = err instanceof StaleSnapshotError;
+          m.stateSnapshotFailures.inc({ reason: stale ? 'stale' : 'error' });
+          log.error(
+            { err, tick: next.tick },
+            stale
+              ? 'snapshot refused: the store holds a newer one (another process of this shard, or a restored tick below the stored one); the shard state is not being saved'
+              : 'snapshot write failed; the next one will retry',
+          );
         }
       }
     } finally {
@@ -109,76 +186,174 @@ export class ShardPersistence {
   }
 
   playerJoined(playerId: string, at = Date.now()): void {
-    this.events.push({ type: 'player_joined', playerId, at, eventKey: this.nextEventKey() });
+    this.queue({ type: 'player_joined', playerId, at, eventKey: this.nextEventKey() });
     this.local.add(playerId);
     this.left.delete(playerId);
     this.joined.add(playerId);
   }
 
   playerLeft(playerId: string, at = Date.now()): void {
-    this.events.push({ type: 'player_left', playerId, at, eventKey: this.nextEventKey() });
+    this.queue({ type: 'player_left', playerId, at, eventKey: this.nextEventKey() });
     this.local.delete(playerId);
     this.joined.delete(playerId);
     this.left.add(playerId);
   }
 
-  /** Flushes queued events, the relay and presence; one flush at a time. */
-  flush(): Promise<void> {
-    this.flushing ??= this.doFlush().finally(() => {
-      this.flushing = undefined;
-    });
-    return this.flushing;
-  }
-
-  private async doFlush(): Promise<void> {
-    const { key, outbox, sink, presence, presenceTtlMs, log } = this.deps;
-    const events = this.events;
-    this.events = [];
-    try {
-      await outbox.append(key, events);
-    } catch (err) {
-      // Keep them, in order and with their keys, for the next flush: the append may have been written.
-      this.events = events.concat(this.events);
-      log.error({ err, events: events.length }, 'outbox append failed; will retry');
+  /** Queues an event for the outbox, or drops it when `maxQueued` wait already (the outbox has been failing long). */
+  private queue(event: DomainEvent): void {
+    if (this.events.length >= this.maxQueued) {
+      if (this.dropped++ === 0) {
+        this.deps.log.error(
+          { max: this.maxQueued },
+          'domain events are being dropped: the outbox queue is full (persistence.max_queued_events) because appends keep failing',
+        );
+      }
+      this.metrics.outboxDropped.inc();
       return;
     }
-    try {
-      while ((await outbox.relay(key, sink)) > 0) {
-        // Relay until the shard's queue is empty.
-      }
-    } catch (err) {
-      log.warn({ err }, 'outbox relay failed; will retry');
+    if (this.dropped > 0) {
+      this.deps.log.error({ dropped: this.dropped }, 'the outbox queue has room again; domain events were dropped meanwhile');
+      this.dropped = 0;
     }
-    const now = Date.now();
+    this.events.push(event);
+    this.metrics.outboxQueued.set(this.events.length);
+  }
+
+  /** Flushes the outbox (append, relay) and presence, side by side; one flush of each at a time. */
+  async flush(): Promise<void> {
+    await Promise.all([this.flushOutbox(), this.flushPresence()]);
+  }
+
+  private flushOutbox(): Promise<void> {
+    this.flushingOutbox ??= this.appendAndRelay().finally(() => {
+      this.flushingOutbox = undefined;
+    });
+    return this.flushingOutbox;
+  }
+
+  private flushPresence(): Promise<void> {
+    this.flushingPresence ??= this.writePresence().finally(() => {
+      this.flushingPresence = undefined;
+    });
+    return this.flushingPresence;
+  }
+
+  private async appendAndRelay(): Promise<void> {
+    const { key, outbox, sink, log } = this.deps;
+    const m = this.metrics;
+    const events = this.events;
+    if (events.length > 0) {
+      this.events = [];
+      try {
+        await outbox.append(key, events);
+        this.pending += events.length;
+      } catch (err) {
+        // Keep them, in order and with their keys, for the next flush: the append may have been written.
+        this.events = events.concat(this.events);
+        m.outboxAppendFailures.inc();
+        log.error({ err, events: this.events.length }, 'outbox append failed; will retry');
+      }
+      m.outboxQueued.set(this.events.length);
+    }
+    // Relayed even after a failed append: what is in the outbox is older than what waits for it, and
+    // relaying makes room in an in-process outbox that is full.
+    const perFlush = this.deps.relayPerFlush ?? 5000;
+    let relayed = 0;
+    try {
+      let n = RELAY_BATCH;
+      while (n === RELAY_BATCH && relayed < perFlush) {
+        n = await outbox.relay(key, sink, RELAY_BATCH);
+        relayed += n;
+        m.outboxRelayed.inc(n);
+      }
+      // Caught up, or stopped at the cap with more to go.
+      this.pending = n < RELAY_BATCH ? 0 : await outbox.pending(key);
+    } catch (err) {
+      this.pending = Math.max(0, this.pending - relayed);
+      if (err instanceof EventIdConflictError) {
+        m.outboxRelayFailures.inc({ reason: 'id_conflict' });
+        log.error(
+          { err, stream: err.stream, id: err.id },
+          'outbox relay refused: the stream holds other events under these ids; nothing more is relayed until fixed',
+        );
+      } else {
+        m.outboxRelayFailures.inc({ reason: 'error' });
+        log.warn({ err }, 'outbox relay failed; will retry');
+      }
+    }
+    m.outboxPending.set(this.pending);
+  }
+
+  private async writePresence(): Promise<void> {
+    const { key, presence, presenceTtlMs, log } = this.deps;
+    const now = this.now();
     const heartbeat = now - this.lastHeartbeat >= presenceTtlMs / 3;
     const toSet = heartbeat ? [...this.local] : [...this.joined];
     const toRemove = [...this.left];
     this.joined.clear();
     this.left.clear();
-    try {
-      await presence.set(toSet, key, presenceTtlMs);
-      await presence.remove(toRemove, key);
+    // Apart, so that a failed removal does not hold up the heartbeat, nor the other way round.
+    const [set, removed] = await Promise.allSettled([presence.set(toSet, key, presenceTtlMs), presence.remove(toRemove, key)]);
+    if (set.status === 'fulfilled') {
       if (heartbeat) this.lastHeartbeat = now;
-    } catch (err) {
+    } else {
       for (const p of toSet) if (this.local.has(p)) this.joined.add(p);
+      this.metrics.presenceFailures.inc({ op: 'set' });
+      log.warn({ err: set.reason, players: toSet.length }, 'presence update failed; will retry');
+    }
+    if (removed.status === 'rejected') {
       for (const p of toRemove) if (!this.local.has(p)) this.left.add(p);
-      log.warn({ err }, 'presence update failed; will retry');
+      this.metrics.presenceFailures.inc({ op: 'remove' });
+      log.warn({ err: removed.reason, players: toRemove.length }, 'presence removal failed; will retry');
     }
   }
 
-  /** Final snapshot and flush, for SIGTERM; rejects when the final snapshot could not be written. */
-  async drain(finalTick: number, finalState: Uint8Array | Promise<Uint8Array>): Promise<void> {
+  /**
+   * Final snapshot and flush, for SIGTERM, each awaited until `deadline` (by `now`, default: no
+   * bound) and side by side: a hung PostgreSQL keeps neither the leaving players' presence from being
+   * removed nor a hung Redis the final snapshot from being written. Rejects when the final snapshot
+   * or queued domain events could not be written; presence not removed (it expires) and events the
+   * in-process outbox could not relay (they are lost with the process) are logged.
+   */
+  async drain(finalTick: number, finalState: Uint8Array | Promise<Uint8Array>, deadline = Number.POSITIVE_INFINITY): Promise<void> {
+    const { log, outbox } = this.deps;
     clearInterval(this.timer);
     clearInterval(this.pruneTimer);
     this.draining = true;
     this.snapshot(finalTick, finalState);
-    await this.writing;
+    const left = () => deadline - this.now();
     // A flush may have been running already; one more catches what it did not take.
-    await this.flush();
-    await this.flush();
+    const [snapshotInTime, outboxInTime, presenceInTime] = await Promise.all([
+      settledWithin(this.writing ?? Promise.resolve(), left()),
+      settledWithin(
+        this.flushOutbox().then(() => this.flushOutbox()),
+        left(),
+      ),
+      settledWithin(
+        this.flushPresence().then(() => this.flushPresence()),
+        left(),
+      ),
+    ]);
     // A prune under way stops after its current batch; the stores close after it.
-    await this.pruning;
-    if (this.lastSavedTick < finalTick) throw new Error(`the final snapshot (tick ${finalTick}) was not written`);
-    if (this.events.length > 0) throw new Error(`${this.events.length} domain events could not be appended to the outbox`);
+    await settledWithin(this.pruning ?? Promise.resolve(), left());
+    if (!presenceInTime || this.left.size > 0) {
+      log.warn(
+        { players: this.left.size, inTime: presenceInTime },
+        'presence of leaving players not removed; it expires after presence.ttl_ms',
+      );
+    }
+    if (!outbox.durable && this.pending > 0) {
+      log.error({ events: this.pending, inTime: outboxInTime }, 'domain events not relayed are lost with the in-process outbox');
+    }
+    if (this.lastSavedTick < finalTick) {
+      const why = snapshotInTime
+        ? ((this.lastSaveError as Error | undefined)?.message ?? 'it failed')
+        : 'no answer within the drain (ops.drain_timeout_ms)';
+      throw new Error(`the final snapshot (tick ${finalTick}) was not written: ${why}`, { cause: this.lastSaveError });
+    }
+    if (this.events.length > 0) {
+      const why = outboxInTime ? 'appends failed' : 'no answer within the drain (ops.drain_timeout_ms)';
+      throw new Error(`${this.events.length} domain events could not be appended to the outbox: ${why}`);
+    }
   }
 }

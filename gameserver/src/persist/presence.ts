@@ -1,17 +1,18 @@
 import { presenceKey as key, type ShardKey } from '@aethex/runtime';
-import type { Redis } from 'ioredis';
+import type { ChainableCommander, Redis } from 'ioredis';
 
 /** Where a player is playing. */
 export type Whereabouts = ShardKey;
 
 /**
  * Player → namespace/world/instance/shard, each entry expiring after `ttlMs` unless refreshed, so a shard
- * that dies stops claiming its players on its own. Writes are batched: `set` and `remove` only
- * queue, `flush` sends the queue (one pipeline), and nothing here is awaited on the tick.
+ * that dies stops claiming its players on its own. Each `set` or `remove` is one batch (one
+ * pipeline in Redis); `ShardPersistence` gathers them off the tick.
  */
 export interface PresenceStore {
-  /** Records the players' whereabouts (or refreshes their TTL). */
+  /** Records the players' whereabouts (or refreshes their TTL); rejects when any write failed. */
   set(players: readonly string[], where: Whereabouts, ttlMs: number): Promise<void>;
+  /** Removes the entries that still name `where`; rejects when any removal failed (retry them all: it is idempotent). */
   remove(players: readonly string[], where: Whereabouts): Promise<void>;
   get(player: string): Promise<Whereabouts | undefined>;
 }
@@ -25,9 +26,7 @@ export class RedisPresence implements PresenceStore {
     const value = JSON.stringify(where);
     const pipeline = this.redis.pipeline();
     for (const p of players) pipeline.set(key(p), value, 'PX', ttlMs);
-    const results = (await pipeline.exec()) ?? [];
-    const failed = results.find(([err]) => err);
-    if (failed) throw new Error('presence update failed', { cause: failed[0] });
+    await execAll(pipeline, 'presence update');
   }
 
   async remove(players: readonly string[], where: Whereabouts): Promise<void> {
@@ -37,13 +36,20 @@ export class RedisPresence implements PresenceStore {
     const pipeline = this.redis.pipeline();
     for (const p of players)
       pipeline.eval("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end", 1, key(p), value);
-    await pipeline.exec();
+    await execAll(pipeline, 'presence removal');
   }
 
   async get(player: string): Promise<Whereabouts | undefined> {
     const v = await this.redis.get(key(player));
     return v ? (JSON.parse(v) as Whereabouts) : undefined;
   }
+}
+
+/** Sends the pipeline; rejects naming `what` when any of its commands failed (ioredis reports those per command). */
+async function execAll(pipeline: ChainableCommander, what: string): Promise<void> {
+  const results = await pipeline.exec();
+  const failed = results?.find(([err]) => err);
+  if (!results || failed) throw new Error(`${what} failed`, { cause: failed?.[0] ?? new Error('the pipeline was aborted') });
 }
 
 /** The embedded default: presence in a map with expiry times, for one process. */

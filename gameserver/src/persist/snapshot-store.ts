@@ -1,4 +1,4 @@
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { type ShardKey, worldRef } from '@aethex/runtime';
 import type pg from 'pg';
@@ -10,13 +10,29 @@ export interface StoredSnapshot {
 
 /**
  * Where a shard's state blob lives: one current snapshot per shard, replaced by each save. A save
- * with a tick lower than the stored one is ignored, so a delayed write never rolls state back.
+ * with a tick lower than the stored one is refused (`StaleSnapshotError`), so a delayed write never
+ * rolls state back and a save that changed nothing never passes for one that did.
  */
 export interface SnapshotStore {
   load(key: ShardKey): Promise<StoredSnapshot | undefined>;
+  /** Resolves once the snapshot is durable; rejects with `StaleSnapshotError` when a newer one is stored. */
   save(key: ShardKey, snapshot: StoredSnapshot): Promise<void>;
   /** Removes a shard's snapshot (the world was deleted). */
   remove(key: ShardKey): Promise<void>;
+}
+
+/**
+ * The store holds a snapshot with a higher tick than the one saved, which was not written: another
+ * process of the shard got further, or the tick the shard restored was lower than the stored one's.
+ */
+export class StaleSnapshotError extends Error {
+  constructor(
+    readonly tick: number,
+    readonly storedTick: number | undefined,
+  ) {
+    super(`snapshot at tick ${tick} refused: the store holds one at tick ${storedTick ?? '(unknown)'}, newer`);
+    this.name = 'StaleSnapshotError';
+  }
 }
 
 /**
@@ -49,7 +65,7 @@ export class PostgresSnapshotStore implements SnapshotStore {
   }
 
   async save(key: ShardKey, snapshot: StoredSnapshot): Promise<void> {
-    await this.pool.query(
+    const { rowCount } = await this.pool.query(
       `INSERT INTO shard_snapshots (world, instance, shard, tick, state) VALUES ($1, $2, $3, $4, $5)
        ON CONFLICT (world, instance, shard) DO UPDATE SET tick = EXCLUDED.tick, state = EXCLUDED.state, saved_at = now()
        WHERE shard_snapshots.tick <= EXCLUDED.tick`,
@@ -61,6 +77,8 @@ export class PostgresSnapshotStore implements SnapshotStore {
         Buffer.from(snapshot.state.buffer, snapshot.state.byteOffset, snapshot.state.byteLength),
       ],
     );
+    // No row changed: the stored tick is higher (the upsert's WHERE refused it).
+    if (rowCount === 0) throw new StaleSnapshotError(snapshot.tick, (await this.load(key))?.tick);
   }
 
   async remove(key: ShardKey): Promise<void> {
@@ -74,8 +92,10 @@ export class PostgresSnapshotStore implements SnapshotStore {
 
 /**
  * The embedded default: one file per shard in a directory, `<world>.<instance>.<shard>.snapshot`,
- * in a subdirectory named after the namespace when there is one. Writes go to a temporary file that
- * is then renamed over the old one, so a crash leaves either the old or the new snapshot, never half.
+ * in a subdirectory named after the namespace when there is one. A save writes a temporary file,
+ * flushes it to disk, renames it over the old one and flushes the directory, so a crash or a power
+ * loss leaves either the old or the new snapshot, never half, and a save that resolved survives
+ * both. A save that fails removes its temporary file.
  */
 export class DirectorySnapshotStore implements SnapshotStore {
   constructor(private readonly dir: string) {}
@@ -98,14 +118,34 @@ export class DirectorySnapshotStore implements SnapshotStore {
   }
 
   async save(key: ShardKey, snapshot: StoredSnapshot): Promise<void> {
-    const current = await this.load(key);
-    if (current && current.tick > snapshot.tick) return;
-    await mkdir(dirname(this.file(key)), { recursive: true });
+    const file = this.file(key);
+    await mkdir(dirname(file), { recursive: true });
     const header = Buffer.alloc(8);
     header.writeBigUInt64LE(BigInt(snapshot.tick));
-    const tmp = `${this.file(key)}.${process.pid}.tmp`;
-    await writeFile(tmp, Buffer.concat([header, snapshot.state]));
-    await rename(tmp, this.file(key));
+    const tmp = `${file}.${process.pid}.tmp`;
+    try {
+      const out = await open(tmp, 'w');
+      try {
+        await out.writeFile(Buffer.concat([header, snapshot.state]));
+        await out.sync();
+      } finally {
+        await out.close();
+      }
+      // Compared just before the rename, the written file ready: the window for a newer save between the two is short.
+      const current = await this.load(key);
+      if (current && current.tick > snapshot.tick) throw new StaleSnapshotError(snapshot.tick, current.tick);
+      await rename(tmp, file);
+    } catch (err) {
+      await rm(tmp, { force: true });
+      throw err;
+    }
+    // The rename is durable once the directory's entry is.
+    const dir = await open(dirname(file), 'r');
+    try {
+      await dir.sync();
+    } finally {
+      await dir.close();
+    }
   }
 
   async remove(key: ShardKey): Promise<void> {

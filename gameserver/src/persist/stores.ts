@@ -3,6 +3,7 @@ import { Redis } from 'ioredis';
 import pg from 'pg';
 import { type GameserverSettings, shardKey } from '../config.js';
 import { CallbackSink, type EventSink, MemoryOutbox, OUTBOX_TABLE_SQL, type Outbox, PostgresOutbox, RedisStreamSink } from './outbox.js';
+import { settledWithin } from './persistence.js';
 import { MemoryPresence, type PresenceStore, RedisPresence } from './presence.js';
 import { DirectorySnapshotStore, PostgresSnapshotStore, SNAPSHOT_TABLE_SQL, type SnapshotStore } from './snapshot-store.js';
 
@@ -13,7 +14,12 @@ export interface Stores {
   presence: PresenceStore;
   /** What backs each store, for logs: no URLs (they may hold passwords). */
   describe: { snapshots: string; presence: string };
-  close(): Promise<void>;
+  /**
+   * Closes the clients, side by side: gracefully (Redis `QUIT`, the pool's end, each awaiting what
+   * is in flight) for up to `timeoutMs` (default 2,000), then Redis is dropped (`disconnect`) and
+   * the pool left to the process's exit. Never rejects.
+   */
+  close(timeoutMs?: number): Promise<void>;
 }
 
 /**
@@ -111,61 +117,151 @@ export async function claimShardKey(pool: pg.Pool, key: ShardKey, worldCreatedMs
 }
 
 /**
+ * The shard's PostgreSQL pool. Every wait is bounded: opening a connection (or waiting for one of
+ * the 4) by `persistence.postgres_connect_timeout_ms`; a query by `persistence.postgres_query_timeout_ms`
+ * on the client (the pool then drops the connection: its state is unknown) and on the server
+ * (`statement_timeout`), which also ends a session left idle in a transaction that long (a relay
+ * whose client vanished holds its shard's lock no longer). TCP keepalives find dead idle connections.
+ */
+export function createPostgresPool(settings: GameserverSettings): pg.Pool {
+  const queryTimeout = settings['persistence.postgres_query_timeout_ms'];
+  return new pg.Pool({
+    connectionString: settings['persistence.postgres_url'],
+    max: 4,
+    connectionTimeoutMillis: settings['persistence.postgres_connect_timeout_ms'],
+    idleTimeoutMillis: 30_000,
+    query_timeout: queryTimeout,
+    statement_timeout: queryTimeout,
+    idle_in_transaction_session_timeout: queryTimeout,
+    keepAlive: true,
+    keepAliveInitialDelayMillis: 10_000,
+  });
+}
+
+/**
+ * The shard's Redis client, not yet connected. A command without an answer within
+ * `presence.redis_command_timeout_ms` fails, and a connection with commands outstanding that stays
+ * silent as long is dropped and reconnected (`socketTimeout`): a hung connection is never waited on.
+ * While Redis is down a command is retried on 2 reconnections, then fails.
+ */
+export function createRedisClient(settings: GameserverSettings): Redis {
+  const commandTimeout = settings['presence.redis_command_timeout_ms'];
+  return new Redis(settings['presence.redis_url'], {
+    lazyConnect: true,
+    connectTimeout: settings['presence.redis_connect_timeout_ms'],
+    commandTimeout,
+    socketTimeout: commandTimeout,
+    keepAlive: 10_000,
+    maxRetriesPerRequest: 2,
+  });
+}
+
+/** Where a store's URL points, without its credentials. */
+function host(url: string): string {
+  try {
+    return new URL(url).host;
+  } catch {
+    return '(an unparsable URL)';
+  }
+}
+
+/** The error's message and those of its causes, for a one-line start failure. */
+function messages(err: unknown): string {
+  const parts: string[] = [];
+  for (let e: unknown = err; e instanceof Error && parts.length < 4; e = e.cause) parts.push(e.message);
+  return parts.join(': ') || String(err);
+}
+
+/**
  * The one place the shard constructs its PostgreSQL and Redis clients. Without a PostgreSQL URL,
  * snapshots go to a directory and the outbox stays in process; without a Redis URL, presence and
- * relayed events stay in process — the embedded defaults a newcomer runs with.
+ * relayed events stay in process — the embedded defaults a newcomer runs with. Rejects, naming the
+ * store, its setting and its timeout, when one cannot be used within its timeouts; what was opened
+ * by then is closed.
  */
 export async function openStores(settings: GameserverSettings, log: Logger): Promise<Stores> {
-  const closers: (() => Promise<void>)[] = [];
-  let snapshots: SnapshotStore;
-  let outbox: Outbox;
-  const pgUrl = settings['persistence.postgres_url'];
-  if (pgUrl) {
-    const pool = new pg.Pool({
-      connectionString: pgUrl,
-      max: 4,
-      connectionTimeoutMillis: 5000,
-      idleTimeoutMillis: 30_000,
-      statement_timeout: 10_000,
-    });
-    pool.on('error', (err) => log.warn({ err: err.message }, 'idle PostgreSQL client failed'));
-    closers.push(() => pool.end());
-    await migrate(pool);
-    const adopted = await claimShardKey(pool, shardKey(settings), settings['shard.world_created_s'] * 1000);
-    if (adopted.snapshots + adopted.events > 0) log.info(adopted, 'took over the snapshot and events written before namespaces');
-    snapshots = new PostgresSnapshotStore(pool);
-    outbox = new PostgresOutbox(pool, settings['persistence.outbox_retention_ms']);
-  } else {
-    snapshots = new DirectorySnapshotStore(settings['persistence.directory']);
-    outbox = new MemoryOutbox();
-  }
-  let presence: PresenceStore;
-  let sink: EventSink;
-  const redisUrl = settings['presence.redis_url'];
-  if (redisUrl) {
-    const redis = new Redis(redisUrl, { maxRetriesPerRequest: 2, connectTimeout: 5000, lazyConnect: true });
-    redis.on('error', (err) => log.warn({ err: err.message }, 'Redis connection error'));
-    await redis.connect();
-    closers.push(async () => {
-      await redis.quit().catch(() => redis.disconnect());
-    });
-    presence = new RedisPresence(redis);
-    sink = new RedisStreamSink(redis, settings['presence.events_max_len']);
-  } else {
-    presence = new MemoryPresence();
-    sink = new CallbackSink((e) => log.debug({ event: e }, 'domain event'));
-  }
-  return {
-    snapshots,
-    outbox,
-    sink,
-    presence,
-    describe: {
-      snapshots: pgUrl ? 'postgresql' : `directory ${settings['persistence.directory']}`,
-      presence: redisUrl ? 'redis' : 'in-process',
-    },
-    async close() {
-      for (const c of closers.reverse()) await c();
-    },
+  const closers: ((timeoutMs: number) => Promise<void>)[] = [];
+  const close = async (timeoutMs = 2000) => {
+    await Promise.all(closers.map((c) => c(timeoutMs)));
   };
+  try {
+    let snapshots: SnapshotStore;
+    let outbox: Outbox;
+    const pgUrl = settings['persistence.postgres_url'];
+    if (pgUrl) {
+      const pool = createPostgresPool(settings);
+      pool.on('error', (err) => log.warn({ err: err.message }, 'idle PostgreSQL client failed'));
+      closers.push(async (timeoutMs) => {
+        await settledWithin(pool.end(), timeoutMs);
+      });
+      try {
+        await migrate(pool);
+        const adopted = await claimShardKey(pool, shardKey(settings), settings['shard.world_created_s'] * 1000);
+        if (adopted.snapshots + adopted.events > 0) log.info(adopted, 'took over the snapshot and events written before namespaces');
+      } catch (err) {
+        throw new Error(
+          `PostgreSQL at ${host(pgUrl)} (persistence.postgres_url) could not be used: ${messages(err)} ` +
+            `(persistence.postgres_connect_timeout_ms ${settings['persistence.postgres_connect_timeout_ms']} ms, ` +
+            `persistence.postgres_query_timeout_ms ${settings['persistence.postgres_query_timeout_ms']} ms)`,
+          { cause: err },
+        );
+      }
+      snapshots = new PostgresSnapshotStore(pool);
+      outbox = new PostgresOutbox(pool, settings['persistence.outbox_retention_ms']);
+    } else {
+      snapshots = new DirectorySnapshotStore(settings['persistence.directory']);
+      outbox = new MemoryOutbox(settings['persistence.max_queued_events']);
+    }
+    let presence: PresenceStore;
+    let sink: EventSink;
+    const redisUrl = settings['presence.redis_url'];
+    if (redisUrl) {
+      const redis = createRedisClient(settings);
+      let lastError: Error | undefined;
+      redis.on('error', (err) => {
+        lastError = err;
+        log.warn({ err: err.message }, 'Redis connection error');
+      });
+      closers.push(async (timeoutMs) => {
+        await settledWithin(redis.quit(), timeoutMs);
+        redis.disconnect();
+      });
+      // Bounded here: a server that accepts the connection and never answers would hold the start for ever.
+      const timeoutMs = settings['presence.redis_connect_timeout_ms'];
+      const connecting = redis.connect();
+      const answered = await settledWithin(connecting, timeoutMs);
+      const failure = answered
+        ? await connecting.then(
+            () => undefined,
+            (err: unknown) => lastError ?? err,
+          )
+        : new Error(`no answer within ${timeoutMs} ms`);
+      if (failure) {
+        throw new Error(
+          `Redis at ${host(redisUrl)} (presence.redis_url) could not be used: ${messages(failure)} ` +
+            `(presence.redis_connect_timeout_ms ${timeoutMs} ms, presence.redis_command_timeout_ms ${settings['presence.redis_command_timeout_ms']} ms)`,
+          { cause: failure },
+        );
+      }
+      presence = new RedisPresence(redis);
+      sink = new RedisStreamSink(redis, settings['presence.events_max_len']);
+    } else {
+      presence = new MemoryPresence();
+      sink = new CallbackSink((e) => log.debug({ event: e }, 'domain event'));
+    }
+    return {
+      snapshots,
+      outbox,
+      sink,
+      presence,
+      describe: {
+        snapshots: pgUrl ? 'postgresql' : `directory ${settings['persistence.directory']}`,
+        presence: redisUrl ? 'redis' : 'in-process',
+      },
+      close,
+    };
+  } catch (err) {
+    await close(0);
+    throw err;
+  }
 }
