@@ -96,6 +96,8 @@ async function shardFor(clients: number, extra: Record<string, string> = {}): Pr
     AETHEX_GAMESERVER_ENGINE_MAX_ENTITIES: String(Math.max(10_000, clients + 100)),
     AETHEX_GAMESERVER_GATEWAY_MAX_CONNECTIONS: String(clients + 200),
     AETHEX_GAMESERVER_GATEWAY_MAX_CONNECTIONS_PER_ADDRESS: String(clients + 200),
+    // Every bot is on 127.0.0.1.
+    AETHEX_GAMESERVER_GATEWAY_CONNECTIONS_PER_ADDRESS_PER_SECOND: '100000',
     AETHEX_GAMESERVER_PERSISTENCE_DIRECTORY: dirs[1] as string,
     AETHEX_GAMESERVER_LOG_LEVEL: 'error',
     ...extra,

@@ -89,6 +89,8 @@ async function startWorld(bounds: Rect, env: Record<string, string>): Promise<Be
       AETHEX_GAMESERVER_ENGINE_MAX_SPEED: String(MAX_SPEED),
       AETHEX_GAMESERVER_GATEWAY_MAX_CONNECTIONS: String(Math.max(4000, botCount * 2 + 200)),
       AETHEX_GAMESERVER_GATEWAY_MAX_CONNECTIONS_PER_ADDRESS: String(botCount * 2 + 200),
+      // Every bot is on 127.0.0.1, and every handoff is a new connection to the neighbour.
+      AETHEX_GAMESERVER_GATEWAY_CONNECTIONS_PER_ADDRESS_PER_SECOND: '100000',
       // The default (2000) unless more bots than that are asked for.
       AETHEX_GAMESERVER_ENGINE_MAX_PLAYERS: String(Math.max(2000, botCount + 100)),
       AETHEX_GAMESERVER_PERSISTENCE_SNAPSHOT_INTERVAL_MS: '60000',

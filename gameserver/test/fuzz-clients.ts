@@ -1,6 +1,7 @@
 // A hostile client population for the gateway test: CONNECTIONS sockets, half of them joined with
 // real tokens, sending fast-check-generated random and truncated frames at RATE messages/s in
-// total for SECONDS. Closed sockets reconnect. Prints a JSON summary at the end.
+// total for SECONDS. Closed sockets reconnect. Prints a JSON summary at the end: frames sent,
+// reconnections, and the `Error` replies the shard sent back.
 import { readFileSync } from 'node:fs';
 import { aethex } from '@aethex/proto';
 import fc from 'fast-check';
@@ -26,12 +27,20 @@ const frames = fc.sample(
 );
 let sent = 0;
 let reconnects = 0;
+let errors = 0;
 const sockets: (WebSocket | undefined)[] = new Array(connections);
 function open(i: number): void {
   const ws = new WebSocket(url as string);
   ws.on('open', () => {
     if (i % 2 === 0)
       ws.send(aethex.v1.ClientMessage.encode({ join: { joinToken: tokens[i % tokens.length], protocolVersion: 1 } }).finish());
+  });
+  ws.on('message', (data) => {
+    try {
+      if (aethex.v1.ServerMessage.decode(data as Buffer).body === 'error') errors++;
+    } catch {
+      // Not the shard's to send, but not this test's to judge either.
+    }
   });
   ws.on('close', () => {
     sockets[i] = undefined;
@@ -56,6 +65,6 @@ const timer = setInterval(() => {
 }, 10);
 setTimeout(() => {
   clearInterval(timer);
-  console.log(JSON.stringify({ sent, reconnects }));
+  console.log(JSON.stringify({ sent, reconnects, errors }));
   process.exit(0);
 }, seconds * 1000);

@@ -1,10 +1,14 @@
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import type { IncomingMessage, Server } from 'node:http';
+import { connect, type Socket } from 'node:net';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { aethex } from '@aethex/proto';
+import { signJoinToken } from '@aethex/runtime';
 import { afterEach, describe, expect, test } from 'vitest';
-import { WebSocket } from 'ws';
+import { type ClientOptions, WebSocket } from 'ws';
+import { loadConfig } from '../src/config.js';
 import { startTestShard, type TestShard, until } from './harness.js';
 
 const { ClientMessage, ServerMessage, ReasonCode } = aethex.v1;
@@ -15,16 +19,57 @@ afterEach(async () => {
   t = undefined;
 });
 
-/** A raw socket to the gateway that records the messages and the close code. */
-async function raw(url: string) {
-  const ws = new WebSocket(url);
+/** A raw socket to the gateway (`options`: ws's, e.g. another `localAddress`) that records the messages and the close code. */
+async function raw(url: string, options: ClientOptions = {}) {
+  const ws = new WebSocket(url, options);
   const messages: aethex.v1.ServerMessage[] = [];
   const closed = new Promise<{ code: number; at: number }>((resolve) => ws.on('close', (code) => resolve({ code, at: Date.now() })));
   ws.on('message', (data) => messages.push(ServerMessage.decode(data as Buffer)));
   ws.on('error', () => undefined);
   await once(ws, 'open');
-  return { ws, messages, closed, kick: () => messages.find((m) => m.body === 'kick')?.kick };
+  return {
+    ws,
+    messages,
+    closed,
+    kick: () => messages.find((m) => m.body === 'kick')?.kick,
+    errors: () => messages.filter((m) => m.body === 'error').map((m) => m.error as aethex.v1.IError),
+  };
 }
+
+/** How a WebSocket attempt that never opens ends: 'unexpected-response' gives the HTTP status, else the error's code. */
+async function refused(url: string, options: ClientOptions = {}): Promise<string> {
+  const ws = new WebSocket(url, options);
+  return new Promise((resolve) => {
+    ws.on('open', () => {
+      resolve('opened');
+      ws.terminate();
+    });
+    ws.on('unexpected-response', (_req, res) => {
+      resolve(`HTTP ${res.statusCode}`);
+      ws.terminate();
+    });
+    ws.on('error', (err: Error & { code?: string }) => resolve(err.code ?? err.message));
+  });
+}
+
+/** A plain TCP connection to the gateway's port from `localAddress`, and when it closed (epoch ms). */
+function tcp(url: string, localAddress = '127.0.0.1'): { socket: Socket; closed: Promise<number> } {
+  const socket = connect({ port: Number(new URL(url).port), host: '127.0.0.1', localAddress });
+  socket.on('error', () => undefined);
+  // Flowing, so that the shard's FIN is read and 'close' follows (a paused socket never sees it).
+  socket.resume();
+  return { socket, closed: new Promise((resolve) => socket.once('close', () => resolve(Date.now()))) };
+}
+
+/** The gateway's count of open TCP sockets from `address`, upgraded or not. */
+const socketsFrom = (shard: TestShard, address = '127.0.0.1') =>
+  (shard.shard.gateway as unknown as { perAddress: Map<string, number> }).perAddress.get(address) ?? 0;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** A WebSocket upgrade request, whole. */
+const upgradeRequest = () =>
+  `GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`;
 
 /** `aether_bad_messages_total{reason}` once it reaches `count` (or after about 2 s, whatever it is). */
 async function badMessages(opsUrl: string, reason: string, count: number): Promise<number> {
@@ -171,8 +216,14 @@ describe('gateway and engine over real sockets', () => {
     c.ws.close();
   });
 
-  test('an oversized frame is closed with 1009 before decoding', async () => {
+  test('an oversized frame is closed with 1009 before decoding; the smallest allowed size still takes a Join', async () => {
+    // Below 1024 a Join with a signed token (about 330 bytes) could never fit: refused at start.
+    expect(() => loadConfig({ AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: 'a key', AETHEX_GAMESERVER_GATEWAY_MAX_MESSAGE_SIZE: '512' })).toThrow(
+      /gateway\.max_message_size/,
+    );
     t = await startTestShard({ AETHEX_GAMESERVER_GATEWAY_MAX_MESSAGE_SIZE: '1024' });
+    const joined = await t.client('a-player-with-a-rather-long-id-0123456789abcdef');
+    expect(joined.welcome?.entityId).toBeGreaterThan(0);
     const c = await raw(t.shard.gatewayUrl);
     c.ws.send(new Uint8Array(4096));
     expect((await c.closed).code).toBe(1009);
@@ -254,20 +305,112 @@ describe('gateway and engine over real sockets', () => {
     expect(at - started).toBeGreaterThanOrEqual(280);
   });
 
-  test('bad join tokens are refused: garbage, expired, another shard', async () => {
-    t = await startTestShard();
-    const cases: [string, aethex.v1.ReasonCode][] = [
-      ['garbage', ReasonCode.REASON_CODE_AUTH_FAILED],
-      [await t.token('p', { ttlSeconds: -120 }), ReasonCode.REASON_CODE_AUTH_FAILED],
-      [await t.token('p', { shard: 'test-0-1' }), ReasonCode.REASON_CODE_WRONG_SHARD],
+  test('bad join tokens are refused, each with a kick that says why and nothing of the token or the shard’s settings', async () => {
+    const keys = generateKeyPairSync('ed25519');
+    t = await startTestShard({}, keys);
+    const claims = { playerId: 'p', world: 'test', instance: 0, shard: 'test-0-0' };
+    const signed = { issuer: 'aethex-control-plane', audience: 'aethex-shard', alg: 'EdDSA' as const };
+    const { AUTH_FAILED, WRONG_SHARD } = {
+      AUTH_FAILED: ReasonCode.REASON_CODE_AUTH_FAILED,
+      WRONG_SHARD: ReasonCode.REASON_CODE_WRONG_SHARD,
+    };
+    const cases: [string, string, aethex.v1.ReasonCode, RegExp][] = [
+      ['garbage', 'garbage', AUTH_FAILED, /malformed/],
+      ['expired', await t.token('p', { ttlSeconds: -120 }), AUTH_FAILED, /expired/],
+      ['wrong audience', await signJoinToken(keys.privateKey, claims, { ...signed, audience: 'elsewhere' }), AUTH_FAILED, /wrong audience/],
+      ['wrong issuer', await signJoinToken(keys.privateKey, claims, { ...signed, issuer: 'someone' }), AUTH_FAILED, /wrong issuer/],
+      ['another key', await signJoinToken(generateKeyPairSync('ed25519').privateKey, claims, signed), AUTH_FAILED, /bad signature/],
+      [
+        'no world claim',
+        await signJoinToken(keys.privateKey, { ...claims, world: undefined as unknown as string }, signed),
+        AUTH_FAILED,
+        /lacks world, instance or shard/,
+      ],
+      ['another shard', await t.token('p', { shard: 'test-0-1' }), WRONG_SHARD, /another shard/],
     ];
-    for (const [token, reason] of cases) {
+    for (const [what, token, reason, why] of cases) {
       const c = await raw(t.shard.gatewayUrl);
       c.ws.send(ClientMessage.encode({ join: { joinToken: token, protocolVersion: 1 } }).finish());
-      expect((await c.closed).code).toBe(1008);
-      expect(c.kick()?.reason).toBe(reason);
+      expect((await c.closed).code, what).toBe(1008);
+      const kick = c.kick();
+      expect(kick?.reason, what).toBe(reason);
+      expect(kick?.message, what).toMatch(why);
+      for (const secret of [token, 'aethex-control-plane', 'aethex-shard', 'test-0-0']) expect(kick?.message, what).not.toContain(secret);
     }
     expect(t.shard.engine.playerCount).toBe(0);
+  });
+
+  test('each bad message is answered with an Error saying what was wrong, a burst of them at most; the connection stays usable', async () => {
+    t = await startTestShard({ AETHEX_GAMESERVER_GATEWAY_MAX_PROTOCOL_ERRORS: '40' });
+    const c = await raw(t.shard.gatewayUrl);
+    const cases: [Uint8Array | string, RegExp][] = [
+      [new Uint8Array([0xff, 0xff, 0xff]), /not a ClientMessage/],
+      ['hello', /text frame/],
+      [ClientMessage.encode({ input: { seq: 1 } }).finish(), /Input before the Welcome/],
+      [new Uint8Array([]), /without a body/],
+      [ClientMessage.encode({ ack: { ackTick: 1 } }).finish(), /Ack before the Welcome/],
+    ];
+    for (const [k, [bytes, why]] of cases.entries()) {
+      c.ws.send(bytes);
+      await until(`the Error for bad message ${k + 1}`, () => c.errors().length === k + 1);
+      const error = c.errors()[k];
+      expect(error?.reason).toBe(ReasonCode.REASON_CODE_PROTOCOL_ERROR);
+      expect(error?.message).toMatch(why);
+      expect(error?.message).toContain(`bad message ${k + 1}; at 40 the connection is closed`);
+    }
+    // 30 more at once: replies stop at the burst (10), however many bad messages are allowed.
+    for (let i = 0; i < 30; i++) c.ws.send(new Uint8Array([0xff, 0xff, 0xff]));
+    expect(await badMessages(t.shard.opsUrl, 'undecodable', 31)).toBe(31);
+    await sleep(200);
+    expect(c.errors().length).toBeGreaterThanOrEqual(10);
+    expect(c.errors().length).toBeLessThanOrEqual(12);
+    // Still open, and a Join is still taken.
+    c.ws.send(ClientMessage.encode({ join: { joinToken: await t.token('after-errors'), protocolVersion: 1 } }).finish());
+    await until('welcome', () => c.messages.some((m) => m.body === 'welcome'));
+    expect(c.kick()).toBeUndefined();
+  });
+
+  test('WebSocket pings spend the message rate: a ping flood gets pongs only within it, then RATE_LIMITED', async () => {
+    t = await startTestShard({ AETHEX_GAMESERVER_GATEWAY_MAX_MESSAGES_PER_SECOND: '50', AETHEX_GAMESERVER_GATEWAY_MESSAGE_BURST: '50' });
+    const c = await raw(t.shard.gatewayUrl);
+    c.ws.send(ClientMessage.encode({ join: { joinToken: await t.token('pinger'), protocolVersion: 1 } }).finish());
+    await until('welcome', () => c.messages.some((m) => m.body === 'welcome'));
+    let pongs = 0;
+    c.ws.on('pong', () => pongs++);
+    // 5,000 masked empty ping frames, 100 to a write, straight onto the client's TCP socket.
+    const socket = (c.ws as unknown as { _socket: Socket })._socket;
+    const pings = Buffer.concat(Array.from({ length: 100 }, () => Buffer.from([0x89, 0x80, 1, 2, 3, 4])));
+    const started = Date.now();
+    for (let i = 0; i < 50 && c.ws.readyState === 1; i++) {
+      socket.write(pings);
+      await sleep(5);
+    }
+    const closed = await Promise.race([c.closed, sleep(5000).then(() => undefined)]);
+    expect(closed?.code).toBe(1008);
+    expect(c.kick()?.reason).toBe(ReasonCode.REASON_CODE_RATE_LIMITED);
+    // The burst and the rate over the flood, with room to spare: nowhere near one per ping.
+    expect(pongs).toBeLessThanOrEqual(50 + (50 * ((closed?.at ?? Date.now()) - started)) / 1000 + 10);
+  });
+
+  test('an idle kick closes with 4010 and its entity waits for a rejoin; a replaced session closes with 4009', async () => {
+    t = await startTestShard({ AETHEX_GAMESERVER_GATEWAY_IDLE_TIMEOUT_MS: '1000' });
+    const join = async (c: Awaited<ReturnType<typeof raw>>, playerId: string) => {
+      c.ws.send(ClientMessage.encode({ join: { joinToken: await (t as TestShard).token(playerId), protocolVersion: 1 } }).finish());
+      await until('welcome', () => c.messages.some((m) => m.body === 'welcome'));
+    };
+    const idle = await raw(t.shard.gatewayUrl);
+    await join(idle, 'idle');
+    expect((await idle.closed).code).toBe(4010);
+    expect(idle.kick()?.reason).toBe(ReasonCode.REASON_CODE_IDLE_TIMEOUT);
+    await until('the idle player to wait for a rejoin', () => t?.shard.engine.waitingPlayers === 1);
+
+    const first = await raw(t.shard.gatewayUrl);
+    await join(first, 'twice');
+    const second = await raw(t.shard.gatewayUrl);
+    await join(second, 'twice');
+    expect((await first.closed).code).toBe(4009);
+    expect(first.kick()?.reason).toBe(ReasonCode.REASON_CODE_REPLACED);
+    second.ws.close(1000);
   });
 
   test('a shard in a namespace refuses tokens for the same-named world in another namespace, or in none', async () => {
@@ -406,21 +549,110 @@ describe('gateway and engine over real sockets', () => {
     expect(t.shard.gateway.connectionCount).toBe(1);
   });
 
-  test('per-address connection cap', async () => {
-    t = await startTestShard({ AETHEX_GAMESERVER_GATEWAY_MAX_CONNECTIONS_PER_ADDRESS: '2' });
-    const first = await raw(t.shard.gatewayUrl);
-    const second = await raw(t.shard.gatewayUrl);
-    const third = await raw(t.shard.gatewayUrl);
-    expect((await third.closed).code).toBe(1013);
-    expect(third.kick()?.reason).toBe(ReasonCode.REASON_CODE_TOO_MANY_CONNECTIONS);
-    expect([first.ws.readyState, second.ws.readyState]).toEqual([1, 1]);
+  test('connection caps count TCP sockets from their arrival, upgraded or not; one never upgraded is closed at the auth deadline', async () => {
+    t = await startTestShard({
+      AETHEX_GAMESERVER_GATEWAY_MAX_CONNECTIONS_PER_ADDRESS: '2',
+      AETHEX_GAMESERVER_GATEWAY_MAX_CONNECTIONS: '4',
+      AETHEX_GAMESERVER_GATEWAY_AUTH_TIMEOUT_MS: '1500',
+    });
+    const url = t.shard.gatewayUrl;
+    // Two TCP sockets from 127.0.0.1 that send nothing take its whole allowance...
+    const opened = Date.now();
+    const silent = [tcp(url), tcp(url)];
+    await until('both silent sockets counted', () => socketsFrom(t as TestShard) === 2);
+    // ...so another from it is closed as it arrives, before any handshake.
+    expect(await refused(url)).toMatch(/ECONNRESET|socket hang up/);
+    // Other addresses are not held to it, up to the total: two more, then the fifth is closed.
+    const other = await raw(url, { localAddress: '127.0.0.2' });
+    const otherTcp = tcp(url, '127.0.0.2');
+    await until('two sockets from 127.0.0.2', () => socketsFrom(t as TestShard, '127.0.0.2') === 2);
+    expect(await refused(url, { localAddress: '127.0.0.3' })).toMatch(/ECONNRESET|socket hang up/);
+    // The silent ones never upgraded: closed at the auth deadline, counted from their arrival.
+    for (const s of silent) {
+      const at = await Promise.race([s.closed, sleep(10_000).then(() => Number.NaN)]);
+      expect(at - opened).toBeGreaterThanOrEqual(1400);
+      expect(at - opened).toBeLessThan(5000);
+    }
+    expect((await other.closed).code).toBe(1008);
+    await otherTcp.closed;
+    // Its allowance back, the address connects again.
+    await until('the sockets forgotten', () => socketsFrom(t as TestShard) + socketsFrom(t as TestShard, '127.0.0.2') === 0);
+    expect(await refused(url)).toBe('opened');
   });
 
-  test('drain tells every player SHUTTING_DOWN and closes with 1001', async () => {
+  test('a socket sending its upgrade request slowly is closed by the HTTP server within seconds; joined ones stay', async () => {
+    t = await startTestShard({ AETHEX_GAMESERVER_GATEWAY_AUTH_TIMEOUT_MS: '120000' });
+    const player = await t.client('stays');
+    const slow = tcp(t.shard.gatewayUrl);
+    const opened = Date.now();
+    slow.socket.write('GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n');
+    const drip = setInterval(() => slow.socket.write('X-Slow: 1\r\n'), 500);
+    const at = await Promise.race([slow.closed, sleep(15_000).then(() => Number.NaN)]);
+    clearInterval(drip);
+    expect(at - opened).toBeLessThan(10_000);
+    // The joined player's socket outlived Node's request timeouts.
+    expect(t.shard.gateway.connectionCount).toBe(1);
+    expect(player.welcome).toBeDefined();
+    expect(t.shard.engine.playerCount).toBe(1);
+  });
+
+  test('one address far over its cap cannot fill gateway.max_connections: another address still joins', async () => {
+    t = await startTestShard({
+      AETHEX_GAMESERVER_GATEWAY_MAX_CONNECTIONS: '20',
+      AETHEX_GAMESERVER_GATEWAY_MAX_CONNECTIONS_PER_ADDRESS: '2',
+      AETHEX_GAMESERVER_GATEWAY_CONNECTIONS_PER_ADDRESS_PER_SECOND: '100000',
+    });
+    const url = t.shard.gatewayUrl;
+    // From 127.0.0.1, 500 whole upgrade requests a second, by clients that never answer a close.
+    const attackers: Socket[] = [];
+    const attack = setInterval(() => {
+      for (let k = 0; k < 10; k++) {
+        const a = tcp(url);
+        a.socket.write(upgradeRequest());
+        attackers.push(a.socket);
+      }
+    }, 20);
+    try {
+      await sleep(500);
+      expect(socketsFrom(t)).toBeLessThanOrEqual(2);
+      const c = await raw(url, { localAddress: '127.0.0.2' });
+      c.ws.send(ClientMessage.encode({ join: { joinToken: await t.token('legit'), protocolVersion: 1 } }).finish());
+      await until('welcome or kick', () => c.messages.some((m) => m.body === 'welcome' || m.body === 'kick'));
+      expect(c.kick()).toBeUndefined();
+      expect(t.shard.gateway.connectionCount).toBeLessThanOrEqual(3);
+      expect(attackers.length).toBeGreaterThan(100);
+    } finally {
+      clearInterval(attack);
+      for (const a of attackers) a.destroy();
+    }
+  });
+
+  test('an address opening connections faster than gateway.connections_per_address_per_second has the rest closed as they arrive', async () => {
+    t = await startTestShard({
+      AETHEX_GAMESERVER_GATEWAY_MAX_CONNECTIONS_PER_ADDRESS: '3',
+      AETHEX_GAMESERVER_GATEWAY_CONNECTIONS_PER_ADDRESS_PER_SECOND: '2',
+    });
+    const url = t.shard.gatewayUrl;
+    // A burst of 3 (the per-address cap), each closed before the next: never more than one open.
+    for (let i = 0; i < 3; i++) {
+      const c = await raw(url);
+      c.ws.terminate();
+      await until('the socket forgotten', () => socketsFrom(t as TestShard) === 0);
+    }
+    expect(await refused(url)).toMatch(/ECONNRESET|socket hang up/);
+    expect(await refused(url, { localAddress: '127.0.0.2' })).toBe('opened');
+    // Two a second: a new one within a second.
+    await sleep(600);
+    expect(await refused(url)).toBe('opened');
+  });
+
+  test('drain answers new upgrades 503, tells every player SHUTTING_DOWN and closes with 1001', async () => {
     t = await startTestShard();
     const c = await raw(t.shard.gatewayUrl);
     c.ws.send(ClientMessage.encode({ join: { joinToken: await t.token('d'), protocolVersion: 1 } }).finish());
     await until('welcome', () => c.messages.some((m) => m.body === 'welcome'));
+    t.shard.gateway.stopAccepting();
+    expect(await refused(t.shard.gatewayUrl)).toBe('HTTP 503');
     await t.shard.drain();
     expect((await c.closed).code).toBe(1001);
     expect(c.kick()?.reason).toBe(ReasonCode.REASON_CODE_SHUTTING_DOWN);

@@ -27,7 +27,10 @@ test('random and truncated frames from 100 connections at 1,000/s: no crash, hon
     {
       AETHEX_GAMESERVER_ENGINE_NPC_COUNT: '200',
       AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '-500,-500,500,500',
+      // The 100 connections of one address stand for 100 clients: neither its cap nor its rate of
+      // new connections may stop them reconnecting.
       AETHEX_GAMESERVER_GATEWAY_MAX_CONNECTIONS_PER_ADDRESS: '500',
+      AETHEX_GAMESERVER_GATEWAY_CONNECTIONS_PER_ADDRESS_PER_SECOND: '10000',
       AETHEX_GAMESERVER_LOG_LEVEL: 'error',
     },
     undefined,
@@ -99,7 +102,7 @@ test('random and truncated frames from 100 connections at 1,000/s: no crash, hon
   probe.kill();
   process.off('unhandledRejection', onRejection);
   expect(code).toBe(0);
-  const summary = JSON.parse(out.trim().split('\n').pop() as string) as { sent: number; reconnects: number };
+  const summary = JSON.parse(out.trim().split('\n').pop() as string) as { sent: number; reconnects: number; errors: number };
   expect(summary.sent).toBeGreaterThan(5000);
 
   // The bad frames were rejected and counted, offenders closed, and nothing escaped.
@@ -107,6 +110,9 @@ test('random and truncated frames from 100 connections at 1,000/s: no crash, hon
   const total = [...bad.matchAll(/aether_bad_messages_total\{[^}]*\} (\d+)/g)].reduce((s, m) => s + Number(m[1]), 0);
   expect(total).toBeGreaterThan(1000);
   expect(summary.reconnects).toBeGreaterThan(50);
+  // Bad messages were explained, never more replies than bad messages.
+  expect(summary.errors).toBeGreaterThan(0);
+  expect(summary.errors).toBeLessThanOrEqual(total);
   expect(rejections).toEqual([]);
   // Honest players were never disconnected and never saw a gap in their snapshots over 100 ms
   // during the attack, less the time the shard was not run: the whole machine stopped (an idle

@@ -1,6 +1,6 @@
 import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { aethex, inputFields, PROTOCOL_VERSION, readInputMessage } from '@aethex/proto';
 import { type JoinClaims, JoinTokenError, type Logger } from '@aethex/runtime';
@@ -10,7 +10,7 @@ import type { GameserverSettings } from '../config.js';
 import type { ShardEngine } from '../engine.js';
 import type { Clock } from '../loop/fixed-timestep.js';
 import type { ShardMetrics } from '../metrics.js';
-import { TokenBucket } from './rate-limit.js';
+import { KeyedTokenBuckets, TokenBucket } from './rate-limit.js';
 
 /** For errors on a socket being upgraded: `ws` (or the connection's own handlers) report them. */
 const ignoreError = (): undefined => undefined;
@@ -18,7 +18,7 @@ const ignoreError = (): undefined => undefined;
 const { ClientMessage, ServerMessage, ReasonCode } = aethex.v1;
 type Reason = aethex.v1.ReasonCode;
 
-/** WebSocket close codes per kick reason (RFC 6455 §7.4.1). */
+/** Standard WebSocket close codes (RFC 6455 §7.4.1) of the kick reasons one fits: see `closeCode`. */
 const CLOSE_CODES: Partial<Record<Reason, number>> = {
   [ReasonCode.REASON_CODE_AUTH_FAILED]: 1008,
   [ReasonCode.REASON_CODE_AUTH_TIMEOUT]: 1008,
@@ -34,9 +34,84 @@ const CLOSE_CODES: Partial<Record<Reason, number>> = {
   [ReasonCode.REASON_CODE_INTERNAL]: 1011,
 };
 
+/**
+ * The close code of a kick: the standard one where one fits (`CLOSE_CODES`), else 4000 + the
+ * ReasonCode number (RFC 6455 §7.4.2 leaves 4000–4999 to applications): REPLACED closes with 4009,
+ * IDLE_TIMEOUT with 4010. No kick closes with 1000: to the shard and to clients, that is a player
+ * leaving on purpose.
+ */
+function closeCode(reason: Reason): number {
+  return CLOSE_CODES[reason] ?? 4000 + reason;
+}
+
+/**
+ * Node's bound on receiving the upgrade request (and any plain HTTP request) on the players' port,
+ * checked every HTTP_TIMEOUT_CHECK_MS: a WebSocket handshake is a few hundred bytes sent at once,
+ * so a socket still sending its headers after this is stalling (Node answers 408 and closes it).
+ * Independently, the sweep closes every socket not upgraded within gateway.auth_timeout_ms.
+ */
+const HTTP_REQUEST_TIMEOUT_MS = 3000;
+const HTTP_TIMEOUT_CHECK_MS = 1000;
+
+/** How long a kicked client has to answer the close handshake before its socket is destroyed. */
+const CLOSE_TIMEOUT_MS = 2000;
+
+/**
+ * `Error` replies to one connection's bad messages: each is explained up to the burst, then one a
+ * second at most. Bad messages already spend the message rate and end the connection at
+ * gateway.max_protocol_errors; this keeps the replies few whatever those two are set to, so junk
+ * from a client cannot be turned into a larger stream back to it.
+ */
+const ERROR_REPLY_BURST = 10;
+const ERROR_REPLIES_PER_S = 1;
+
 /** The metric label of a reason: `REASON_CODE_TOO_SLOW` → `too_slow`. */
 export function reasonLabel(reason: Reason): string {
   return (ReasonCode[reason] ?? 'unknown').replace(/^REASON_CODE_/, '').toLowerCase();
+}
+
+/**
+ * What a client is told about its refused join token: a category it can act on (expired, not yet
+ * valid, wrong issuer or audience, a claim missing, not signed by a key the shard trusts,
+ * malformed, for another shard), never the token, a key or the shard's own settings; the whole
+ * error goes to the shard's log. Reads the `jose` error the verifier gives as `cause` by its stable
+ * `code`; an error without a cause is one of the verifier's own checks of the claims, whose
+ * message names only the claim.
+ */
+const BAD_SIGNATURE = 'join token rejected: bad signature (not signed by a key this shard trusts)';
+
+function joinRefusal(err: unknown): string {
+  if (!(err instanceof JoinTokenError)) return 'join token could not be verified';
+  if (err.kind === 'wrong_shard') return 'join token is for another shard (its namespace, world, instance or shard claim)';
+  if (err.cause === undefined) return err.message;
+  const cause = err.cause as { code?: unknown; claim?: unknown; reason?: unknown };
+  const claim = typeof cause.claim === 'string' ? cause.claim : 'unknown';
+  switch (cause.code) {
+    case 'ERR_JWT_EXPIRED':
+      return 'join token rejected: expired';
+    case 'ERR_JWT_CLAIM_VALIDATION_FAILED':
+      if (cause.reason === 'missing') return `join token rejected: missing claim ${claim}`;
+      if (claim === 'iss') return 'join token rejected: wrong issuer';
+      if (claim === 'aud') return 'join token rejected: wrong audience';
+      if (claim === 'nbf') return 'join token rejected: not valid yet (nbf)';
+      return `join token rejected: invalid claim ${claim}`;
+    case 'ERR_JOSE_ALG_NOT_ALLOWED':
+      return 'join token rejected: signing algorithm not allowed';
+    case 'ERR_JWS_SIGNATURE_VERIFICATION_FAILED':
+    case 'ERR_JWKS_NO_MATCHING_KEY':
+    case 'ERR_JWKS_MULTIPLE_MATCHING_KEYS':
+      return BAD_SIGNATURE;
+    case 'ERR_JWS_INVALID':
+    case 'ERR_JWT_INVALID':
+      return 'join token rejected: malformed (not a signed JWT)';
+    case 'ERR_JWKS_TIMEOUT':
+    case 'ERR_JWKS_INVALID':
+      return 'join token could not be verified: the shard could not load its keys';
+  }
+  // jose refuses a key of another type than the token's algorithm names (an ES256 token for an
+  // Ed25519 key) with a TypeError: for the client, a token signed by a key the shard does not trust.
+  if (cause instanceof TypeError) return BAD_SIGNATURE;
+  return 'join token rejected';
 }
 
 type Phase = 'auth' | 'authenticating' | 'joined' | 'closed';
@@ -52,6 +127,8 @@ interface Connection {
   lastMessageAt: number;
   bucket: TokenBucket;
   errors: number;
+  /** Made at the first protocol error: limits the `Error` replies (ERROR_REPLY_BURST). */
+  errorReplies: TokenBucket | undefined;
   /** Made by `Gateway.log` when the connection first logs: an open socket that has not logged holds none. */
   logger: Logger | undefined;
   /** Messages for the session sent before its Welcome (a game's onJoin), written right after it. */
@@ -68,6 +145,7 @@ export type GatewaySettings = Pick<
   | 'gateway.idle_timeout_ms'
   | 'gateway.max_connections'
   | 'gateway.max_connections_per_address'
+  | 'gateway.connections_per_address_per_second'
   | 'gateway.max_protocol_errors'
   | 'gateway.max_buffered_bytes'
   | 'engine.tick_rate_ms'
@@ -95,16 +173,29 @@ export interface GatewayDeps {
 
 /**
  * The players' WebSocket endpoint. It enforces every limit before a message reaches the engine:
- * connections in total and per address, frame size (ws closes with 1009 before buffering a larger
- * frame), message rate, the authentication deadline, idle time and repeated protocol errors. It
- * reads clients' binary frames off the socket itself (runtime's ws-frames.ts) and leaves every other
- * frame to `ws`. It implements the engine's SessionOutput: one `send` is one socket write.
+ * TCP sockets in total (Node's `maxConnections`) and per address, counted from the moment they
+ * arrive, upgraded or not, and new ones per address a second; the time from the TCP connection to
+ * a valid Join; frame size (ws closes with 1009 before buffering a larger frame); the message rate
+ * (WebSocket pings and pongs included); idle time; and repeated protocol errors, each explained to
+ * the client with an `Error`. It reads clients' binary frames off the socket itself (runtime's
+ * ws-frames.ts) and leaves every other frame to `ws`. It implements the engine's SessionOutput:
+ * one `send` is one socket write.
  */
 export class Gateway {
   private server: WebSocketServer | undefined;
   private http: Server | undefined;
   private readonly connections = new Map<number, Connection>();
+  /** Open TCP sockets of the players' port by remote address, from their arrival to their close. */
   private readonly perAddress = new Map<string, number>();
+  /** The address each socket counted in `perAddress` counts against. */
+  private readonly counted = new Map<Socket, string>();
+  /** New TCP connections by remote address (gateway.connections_per_address_per_second). */
+  private readonly arrivals: KeyedTokenBuckets;
+  /**
+   * Sockets not yet upgraded, with when they arrived (clock ms), in order of arrival: closed at
+   * gateway.auth_timeout_ms. A joined connection's deadline also counts from its arrival.
+   */
+  private readonly handshaking = new Map<Socket, number>();
   private readonly players = new Map<number, string>();
   /** The input being handled, read in place (one object for every message). */
   private readonly input = inputFields();
@@ -115,7 +206,10 @@ export class Gateway {
   private acceptedSinceAsked = false;
   private sweeper: NodeJS.Timeout | undefined;
 
-  constructor(private readonly deps: GatewayDeps) {}
+  constructor(private readonly deps: GatewayDeps) {
+    const s = deps.settings;
+    this.arrivals = new KeyedTokenBuckets(s['gateway.connections_per_address_per_second'], s['gateway.max_connections_per_address']);
+  }
 
   /** Starts listening; resolves with the bound address. */
   async listen(): Promise<AddressInfo> {
@@ -125,21 +219,45 @@ export class Gateway {
       maxPayload: this.deps.settings['gateway.max_message_size'],
       perMessageDeflate: false,
       clientTracking: false,
+      // A ping spends the connection's message rate like a message: only those within it are
+      // answered (`accept`).
+      autoPong: false,
+      // While draining, an upgrade is answered 503 before a WebSocket is made only to be closed.
+      verifyClient: (_info, done) => {
+        if (this.accepting) return done(true);
+        this.deps.metrics.kicks.inc({ reason: reasonLabel(ReasonCode.REASON_CODE_SHUTTING_DOWN) });
+        done(false, 503, 'the shard is draining');
+      },
     });
     this.server = server;
-    const http = createServer((_req, res) => res.writeHead(426, { 'content-type': 'text/plain' }).end('WebSocket only\n'));
+    const http = createServer(
+      {
+        headersTimeout: HTTP_REQUEST_TIMEOUT_MS,
+        requestTimeout: HTTP_REQUEST_TIMEOUT_MS,
+        connectionsCheckingInterval: HTTP_TIMEOUT_CHECK_MS,
+      },
+      (_req, res) => res.writeHead(426, { 'content-type': 'text/plain' }).end('WebSocket only\n'),
+    );
     this.http = http;
-    http.on('connection', () => {
-      this.acceptedSinceAsked = true;
-    });
+    // Node closes a connection that would exceed it before any listener sees it ('drop').
+    http.maxConnections = this.deps.settings['gateway.max_connections'];
+    http.on('drop', () => this.deps.metrics.kicks.inc({ reason: reasonLabel(ReasonCode.REASON_CODE_TOO_MANY_CONNECTIONS) }));
+    http.on('connection', (socket: Socket) => this.arrived(socket));
     const other = this.deps.upgrades;
     http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
       // Neither listener may close over `req`: a closure kept for the socket's life keeps every
       // variable it could see, and the upgrade request (headers, the URL, the join token) would
       // then live as long as the connection.
       socket.on('error', ignoreError);
-      if (other && (req.url ?? '/').split('?')[0] === other.path) other.handleUpgrade(req, socket, head);
-      else this.upgrade(server, req, socket, head);
+      const arrivedAt = this.handshaking.get(socket as Socket) ?? this.deps.clock.now();
+      this.handshaking.delete(socket as Socket);
+      if (other && (req.url ?? '/').split('?')[0] === other.path) {
+        // A neighbour's link is not a player's connection: outside Kubernetes every shard of a
+        // world is on 127.0.0.1, and a shard with eight neighbours would fill half its address's
+        // cap with links. The links' own hello deadline bounds what an impostor holds.
+        this.uncount(socket as Socket);
+        other.handleUpgrade(req, socket, head);
+      } else this.upgrade(server, req, socket, head, arrivedAt);
     });
     http.listen(port, host);
     await once(http, 'listening');
@@ -158,7 +276,7 @@ export class Gateway {
     return accepted;
   }
 
-  /** Open sockets, authenticated or not. */
+  /** Open players' WebSockets, authenticated or not (not sockets still in their HTTP handshake). */
   get connectionCount(): number {
     return this.connections.size;
   }
@@ -173,12 +291,48 @@ export class Gateway {
     return conn.logger;
   }
 
-  private upgrade(server: WebSocketServer, req: IncomingMessage, socket: Duplex, head: Buffer): void {
-    const address = req.socket.remoteAddress ?? 'unknown';
-    server.handleUpgrade(req, socket, head, (ws) => this.accept(ws, socket, address));
+  /**
+   * A TCP connection arrived (Node has already closed it if gateway.max_connections were open). It
+   * counts against its address from now until it closes, upgraded or not, and is closed at once
+   * when its address holds gateway.max_connections_per_address or has opened new connections
+   * faster than gateway.connections_per_address_per_second: what one address holds is bounded
+   * before it has sent a byte. Refusals are counted as TOO_MANY_CONNECTIONS kicks, not logged.
+   */
+  private arrived(socket: Socket): void {
+    this.acceptedSinceAsked = true;
+    const now = this.deps.clock.now();
+    const address = socket.remoteAddress ?? 'unknown';
+    const open = this.perAddress.get(address) ?? 0;
+    if (open >= this.deps.settings['gateway.max_connections_per_address'] || !this.arrivals.take(address, now)) {
+      this.deps.metrics.kicks.inc({ reason: reasonLabel(ReasonCode.REASON_CODE_TOO_MANY_CONNECTIONS) });
+      socket.destroy();
+      return;
+    }
+    this.perAddress.set(address, open + 1);
+    this.counted.set(socket, address);
+    this.handshaking.set(socket, now);
+    socket.once('close', () => {
+      this.handshaking.delete(socket);
+      this.uncount(socket);
+    });
   }
 
-  private accept(ws: WebSocket, socket: Duplex, address: string): void {
+  /** `socket` no longer counts against its address (it closed, or is a neighbour's link). */
+  private uncount(socket: Socket): void {
+    const address = this.counted.get(socket);
+    if (address === undefined) return;
+    this.counted.delete(socket);
+    const left = (this.perAddress.get(address) ?? 1) - 1;
+    if (left <= 0) this.perAddress.delete(address);
+    else this.perAddress.set(address, left);
+  }
+
+  private upgrade(server: WebSocketServer, req: IncomingMessage, socket: Duplex, head: Buffer, arrivedAt: number): void {
+    const address = req.socket.remoteAddress ?? 'unknown';
+    server.handleUpgrade(req, socket, head, (ws) => this.accept(ws, socket, address, arrivedAt));
+  }
+
+  private accept(ws: WebSocket, socket: Duplex, address: string, arrivedAt: number): void {
     const s = this.deps.settings;
     const now = this.deps.clock.now();
     const id = this.nextId++;
@@ -188,14 +342,14 @@ export class Gateway {
       socket,
       address,
       phase: 'auth',
-      openedAt: now,
+      openedAt: arrivedAt,
       lastMessageAt: now,
       bucket: new TokenBucket(s['gateway.max_messages_per_second'], s['gateway.message_burst'], now),
       errors: 0,
+      errorReplies: undefined,
       logger: undefined,
     };
     this.connections.set(id, conn);
-    this.perAddress.set(address, (this.perAddress.get(address) ?? 0) + 1);
     this.deps.metrics.activeConnections.set(this.connections.size);
     // Binary frames are read here (runtime's ws-frames.ts); `ws` reads every other frame and emits it.
     const mode = readFrames(socket, 'client', s['gateway.max_message_size'], (payload) => this.onMessage(conn, payload, true));
@@ -208,15 +362,12 @@ export class Gateway {
       );
     }
     ws.on('message', (data, isBinary) => this.onMessage(conn, data as Buffer, isBinary));
+    ws.on('ping', (data: Buffer) => {
+      if (this.received(conn)) ws.pong(data);
+    });
+    ws.on('pong', () => this.received(conn));
     ws.on('error', (err: Error & { code?: string }) => this.onSocketError(conn, err));
     ws.on('close', (code) => this.onClose(conn, code));
-    if (!this.accepting) {
-      this.kick(conn, ReasonCode.REASON_CODE_SHUTTING_DOWN, 'the shard is draining');
-    } else if (this.connections.size > s['gateway.max_connections']) {
-      this.kick(conn, ReasonCode.REASON_CODE_TOO_MANY_CONNECTIONS, 'the shard has too many connections');
-    } else if ((this.perAddress.get(address) ?? 0) > s['gateway.max_connections_per_address']) {
-      this.kick(conn, ReasonCode.REASON_CODE_TOO_MANY_CONNECTIONS, 'too many connections from this address');
-    }
   }
 
   /**
@@ -251,9 +402,6 @@ export class Gateway {
   private onClose(conn: Connection, code: number): void {
     if (!this.connections.delete(conn.id)) return;
     conn.phase = 'closed';
-    const left = (this.perAddress.get(conn.address) ?? 1) - 1;
-    if (left <= 0) this.perAddress.delete(conn.address);
-    else this.perAddress.set(conn.address, left);
     const playerId = this.players.get(conn.id);
     // Idempotent: also ends a session whose player was handed over (no longer in `players`) or
     // was kicked (the kick ended it).
@@ -267,37 +415,68 @@ export class Gateway {
     this.deps.metrics.activeConnections.set(this.connections.size);
   }
 
-  private protocolError(conn: Connection, reason: string): void {
+  /**
+   * A bad message: counted in `aether_bad_messages_total{reason}` and explained to the client with
+   * an `Error` (PROTOCOL_ERROR; at most ERROR_REPLY_BURST, then one a second); the
+   * gateway.max_protocol_errors-th is kicked instead. `message` goes to the client: it says what
+   * was wrong with what the client sent, and nothing of the shard's.
+   */
+  private protocolError(conn: Connection, reason: string, message: string): void {
     this.deps.metrics.badMessages.inc({ reason });
     conn.errors++;
-    if (conn.errors >= this.deps.settings['gateway.max_protocol_errors']) {
-      this.kick(conn, ReasonCode.REASON_CODE_PROTOCOL_ERROR, `too many bad messages (last: ${reason})`);
+    const max = this.deps.settings['gateway.max_protocol_errors'];
+    if (conn.errors >= max) {
+      this.kick(conn, ReasonCode.REASON_CODE_PROTOCOL_ERROR, `${max} bad messages; the last: ${message}`);
+      return;
     }
+    const now = this.deps.clock.now();
+    conn.errorReplies ??= new TokenBucket(ERROR_REPLIES_PER_S, ERROR_REPLY_BURST, now);
+    if (!conn.errorReplies.take(now)) return;
+    const error = {
+      reason: ReasonCode.REASON_CODE_PROTOCOL_ERROR,
+      message: `${message} (bad message ${conn.errors}; at ${max} the connection is closed)`,
+    };
+    this.write(conn, ServerMessage.encode({ error }).finish());
+  }
+
+  /** A message that needs a session (`what` names it) on a connection that has none yet. */
+  private notJoined(conn: Connection, what: string): void {
+    this.protocolError(conn, 'not_joined', `${what} before the Welcome: send Join (or Resume) first`);
   }
 
   private onInput(conn: Connection, seq: number, moveX: number, moveY: number, ackTick: number, buttons: number): void {
     if (conn.phase !== 'joined') {
-      this.protocolError(conn, 'not_joined');
+      this.notJoined(conn, 'Input');
       return;
     }
-    if (this.deps.engine.input(conn.id, seq, moveX, moveY, ackTick, buttons) === 'invalid') this.protocolError(conn, 'invalid_input');
+    if (this.deps.engine.input(conn.id, seq, moveX, moveY, ackTick, buttons) === 'invalid')
+      this.protocolError(conn, 'invalid_input', `Input ${seq} refused: its move is not a pair of finite numbers`);
+  }
+
+  /**
+   * A frame arrived from the client — a message, a WebSocket ping or a pong: it is activity, and it
+   * spends a token of the connection's message rate. False when it is not to be handled: the
+   * connection is closed, or was just kicked RATE_LIMITED for it.
+   */
+  private received(conn: Connection): boolean {
+    if (conn.phase === 'closed') return false;
+    const now = this.deps.clock.now();
+    conn.lastMessageAt = now;
+    if (conn.bucket.take(now)) return true;
+    this.kick(
+      conn,
+      ReasonCode.REASON_CODE_RATE_LIMITED,
+      `more than ${this.deps.settings['gateway.max_messages_per_second']} messages per second (WebSocket pings and pongs count)`,
+    );
+    return false;
   }
 
   private onMessage(conn: Connection, data: Buffer, isBinary: boolean): void {
     if (conn.phase === 'closed') return;
-    const now = this.deps.clock.now();
-    conn.lastMessageAt = now;
     this.deps.metrics.messagesReceived.inc();
-    if (!conn.bucket.take(now)) {
-      this.kick(
-        conn,
-        ReasonCode.REASON_CODE_RATE_LIMITED,
-        `more than ${this.deps.settings['gateway.max_messages_per_second']} messages per second`,
-      );
-      return;
-    }
+    if (!this.received(conn)) return;
     if (!isBinary) {
-      this.protocolError(conn, 'text_frame');
+      this.protocolError(conn, 'text_frame', 'text frame: messages are binary frames, each one ClientMessage');
       return;
     }
     // Inputs, one per client per tick, are read in place; every other message, and anything the
@@ -311,14 +490,14 @@ export class Gateway {
     try {
       // A copy: `data` may be a view of the shared read buffer, and decoded bytes fields are views.
       msg = ClientMessage.decode(Buffer.from(data));
-    } catch {
-      this.protocolError(conn, 'undecodable');
+    } catch (err) {
+      this.protocolError(conn, 'undecodable', `not a ClientMessage (${(err as Error).message})`);
       return;
     }
     switch (msg.body) {
       case 'join':
         if (conn.phase !== 'auth') {
-          this.protocolError(conn, 'join_twice');
+          this.protocolError(conn, 'join_twice', 'Join on a connection that already sent Join or Resume');
           return;
         }
         this.join(conn, msg.join as aethex.v1.Join);
@@ -330,7 +509,7 @@ export class Gateway {
       }
       case 'ack':
         if (conn.phase !== 'joined') {
-          this.protocolError(conn, 'not_joined');
+          this.notJoined(conn, 'Ack');
           return;
         }
         this.deps.engine.ack(conn.id, (msg.ack as aethex.v1.Ack).ackTick);
@@ -345,7 +524,7 @@ export class Gateway {
         return;
       case 'rpc': {
         if (conn.phase !== 'joined') {
-          this.protocolError(conn, 'not_joined');
+          this.notJoined(conn, 'Rpc');
           return;
         }
         const rpc = msg.rpc as aethex.v1.Rpc;
@@ -360,13 +539,13 @@ export class Gateway {
       }
       case 'resume':
         if (conn.phase !== 'auth') {
-          this.protocolError(conn, 'resume_twice');
+          this.protocolError(conn, 'resume_twice', 'Resume on a connection that already sent Join or Resume');
           return;
         }
         this.resume(conn, msg.resume as aethex.v1.Resume);
         return;
       default:
-        this.protocolError(conn, 'empty_message');
+        this.protocolError(conn, 'empty_message', 'a ClientMessage without a body, or with one this shard does not know');
     }
   }
 
@@ -407,7 +586,7 @@ export class Gateway {
         const wrongShard = err instanceof JoinTokenError && err.kind === 'wrong_shard';
         this.deps.metrics.joins.inc({ result: wrongShard ? 'wrong_shard' : 'auth_failed' });
         this.log(conn).info({ err: (err as Error).message }, 'join refused');
-        this.kick(conn, wrongShard ? ReasonCode.REASON_CODE_WRONG_SHARD : ReasonCode.REASON_CODE_AUTH_FAILED, 'join token rejected');
+        this.kick(conn, wrongShard ? ReasonCode.REASON_CODE_WRONG_SHARD : ReasonCode.REASON_CODE_AUTH_FAILED, joinRefusal(err));
       },
     );
   }
@@ -560,7 +739,7 @@ export class Gateway {
     this.log(conn)[quiet ? 'debug' : 'info']({ reason: reasonLabel(reason), message }, 'kicked');
     if (conn.ws.readyState === 1) {
       this.write(conn, ServerMessage.encode({ kick: { reason, message } }).finish());
-      conn.ws.close(CLOSE_CODES[reason] ?? 1000, reasonLabel(reason));
+      conn.ws.close(closeCode(reason), reasonLabel(reason));
     }
     // Leave the world now; the close event only cleans up the bookkeeping. On a drain the entity
     // stays so the final snapshot keeps it for the player's return; a player kicked for lag or
@@ -574,13 +753,21 @@ export class Gateway {
       else this.deps.engine.leave(conn.id);
     }
     // A peer that never answers the close handshake is cut off.
-    setTimeout(() => conn.ws.terminate(), 2000).unref();
+    setTimeout(() => conn.ws.terminate(), CLOSE_TIMEOUT_MS).unref();
   }
 
   private sweep(): void {
     const now = this.deps.clock.now();
     const authTimeout = this.deps.settings['gateway.auth_timeout_ms'];
     const idleTimeout = this.deps.settings['gateway.idle_timeout_ms'];
+    // In order of arrival: the first one not yet due ends the search.
+    for (const [socket, arrivedAt] of this.handshaking) {
+      if (now - arrivedAt < authTimeout) break;
+      this.handshaking.delete(socket);
+      this.deps.metrics.kicks.inc({ reason: reasonLabel(ReasonCode.REASON_CODE_AUTH_TIMEOUT) });
+      socket.destroy();
+    }
+    this.arrivals.prune(now);
     for (const conn of this.connections.values()) {
       if ((conn.phase === 'auth' || conn.phase === 'authenticating') && now - conn.openedAt >= authTimeout) {
         this.kick(conn, ReasonCode.REASON_CODE_AUTH_TIMEOUT, `no valid join within ${authTimeout} ms`);
