@@ -1,4 +1,7 @@
 import { createHmac, generateKeyPairSync } from 'node:crypto';
+import { once } from 'node:events';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { SignJWT } from 'jose';
 import { describe, expect, test } from 'vitest';
 import { createJoinVerifier, JoinTokenError, signJoinToken } from './join-token.js';
@@ -12,7 +15,7 @@ const opts = { issuer: 'aethex-control-plane', audience: 'aethex-shard', alg: 'E
 const shard = { issuer: opts.issuer, audience: opts.audience, world: 'frontier', instance: 0, shard: 'frontier-0-0' };
 const b64 = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
 
-async function rejects(verify: (t: string) => Promise<unknown>, token: string, kind: 'invalid' | 'wrong_shard' = 'invalid') {
+async function rejects(verify: (t: string) => Promise<unknown>, token: string, kind: JoinTokenError['kind'] = 'invalid') {
   const err = await verify(token).then(
     () => undefined,
     (e: unknown) => e,
@@ -157,6 +160,37 @@ describe('join tokens', () => {
     // Two more good tokens push the first out of a cache of two; it still verifies (checked again).
     for (const id of ['player-2', 'player-3']) await verify(await signJoinToken(ed.privateKey, { ...claims, playerId: id }, opts));
     expect(await verify(token)).toEqual(claims);
+  });
+
+  test('from a JWKS URL: a token of a served key verifies, one of an unknown key is invalid, keys that cannot be loaded are the shard’s trouble', async () => {
+    let status = 200;
+    const jwk = { ...ed.publicKey.export({ format: 'jwk' }), kid: 'k1', alg: 'EdDSA', use: 'sig' };
+    const server = createServer((_req, res) => {
+      res.writeHead(status, { 'content-type': 'application/json' }).end(status === 200 ? JSON.stringify({ keys: [jwk] }) : '{}');
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/jwks`;
+    try {
+      const verify = await createJoinVerifier({ ...shard, jwksUrl: url, cacheSize: 0 });
+      expect(await verify(await signJoinToken(ed.privateKey, claims, { ...opts, kid: 'k1' }))).toEqual(claims);
+      await rejects(verify, await signJoinToken(other.privateKey, claims, { ...opts, kid: 'k2' }));
+      await rejects(verify, await signJoinToken(other.privateKey, claims, { ...opts, kid: 'k1' }));
+      // The set answers 500 (a fresh verifier: the first one keeps the set it has).
+      status = 500;
+      const broken = await createJoinVerifier({ ...shard, jwksUrl: url });
+      await rejects(broken, await signJoinToken(ed.privateKey, claims, { ...opts, kid: 'k1' }), 'keys_unavailable');
+    } finally {
+      server.close();
+    }
+    // Nothing listens there any more: fetch fails with a TypeError, which is no bad signature.
+    const gone = await createJoinVerifier({ ...shard, jwksUrl: url });
+    const err = await gone(await signJoinToken(ed.privateKey, claims, { ...opts, kid: 'k1' })).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(JoinTokenError);
+    expect((err as JoinTokenError).kind).toBe('keys_unavailable');
+    expect((err as JoinTokenError).message).toMatch(
+      /^join token not verified: the keys at http:\/\/127\.0\.0\.1:\d+\/jwks could not be loaded/,
+    );
   });
 
   test('a key that is neither Ed25519 nor P-256 is refused at start', async () => {

@@ -1,4 +1,4 @@
-import { type CryptoKey, createRemoteJWKSet, importSPKI, type JWTVerifyGetKey, jwtVerify, type KeyObject, SignJWT } from 'jose';
+import { type CryptoKey, createRemoteJWKSet, errors, importSPKI, type JWTVerifyGetKey, jwtVerify, type KeyObject, SignJWT } from 'jose';
 import { worldRef } from './store-keys.js';
 
 /**
@@ -17,15 +17,25 @@ export interface JoinClaims {
 /** Algorithms a join token may use. Anything else, `none` and HMAC included, is refused. */
 export const JOIN_TOKEN_ALGORITHMS = ['EdDSA', 'ES256'] as const;
 
-/** Why a token was refused: `invalid` (signature, expiry, issuer, audience, shape) or `wrong_shard`. */
+/**
+ * Why a token was refused: `invalid` (signature, expiry, issuer, audience, shape), `wrong_shard`,
+ * or `keys_unavailable` (the JWKS URL could not be read: the shard's trouble, not the token's).
+ */
 export class JoinTokenError extends Error {
   constructor(
-    readonly kind: 'invalid' | 'wrong_shard',
+    readonly kind: 'invalid' | 'wrong_shard' | 'keys_unavailable',
     message: string,
     options?: { cause?: unknown },
   ) {
     super(message, options);
     this.name = 'JoinTokenError';
+  }
+}
+
+/** The JWKS URL could not be read (see `createJoinVerifier`). */
+class KeysUnavailable extends Error {
+  constructor(cause: unknown) {
+    super('the join-token keys could not be loaded', { cause });
   }
 }
 
@@ -65,7 +75,18 @@ export async function createJoinVerifier(options: JoinVerifierOptions): Promise<
   if (options.publicKeyPem) {
     key = await importPublicKey(options.publicKeyPem);
   } else if (options.jwksUrl) {
-    key = createRemoteJWKSet(new URL(options.jwksUrl), { timeoutDuration: 5000, cooldownDuration: 30_000 });
+    const remote = createRemoteJWKSet(new URL(options.jwksUrl), { timeoutDuration: 5000, cooldownDuration: 30_000 });
+    key = async (header, token) => {
+      try {
+        return await remote(header, token);
+      } catch (err) {
+        // No key for the token's `kid` or algorithm is about the token. Anything else — fetch
+        // failing (a TypeError), a timeout, an answer that is not 200 or not a key set — is the
+        // shard unable to load its keys, which no token could fix.
+        if (err instanceof errors.JWKSNoMatchingKey || err instanceof errors.JWKSMultipleMatchingKeys) throw err;
+        throw new KeysUnavailable(err);
+      }
+    };
   } else {
     throw new Error('a join verifier needs a public key or a JWKS URL');
   }
@@ -92,6 +113,16 @@ export async function createJoinVerifier(options: JoinVerifierOptions): Promise<
         currentDate: new Date(now() * 1000),
       }));
     } catch (err) {
+      if (err instanceof KeysUnavailable) {
+        const why = (err.cause as Error)?.message ?? String(err.cause);
+        throw new JoinTokenError(
+          'keys_unavailable',
+          `join token not verified: the keys at ${options.jwksUrl} could not be loaded (${why})`,
+          {
+            cause: err.cause,
+          },
+        );
+      }
       throw new JoinTokenError('invalid', `join token rejected: ${(err as Error).message}`, { cause: err });
     }
     const { sub, world, instance, shard, namespace = '' } = payload;

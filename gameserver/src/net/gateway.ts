@@ -83,6 +83,7 @@ const BAD_SIGNATURE = 'join token rejected: bad signature (not signed by a key t
 function joinRefusal(err: unknown): string {
   if (!(err instanceof JoinTokenError)) return 'join token could not be verified';
   if (err.kind === 'wrong_shard') return 'join token is for another shard (its namespace, world, instance or shard claim)';
+  if (err.kind === 'keys_unavailable') return 'join token could not be verified: the shard could not load its keys';
   if (err.cause === undefined) return err.message;
   const cause = err.cause as { code?: unknown; claim?: unknown; reason?: unknown };
   const claim = typeof cause.claim === 'string' ? cause.claim : 'unknown';
@@ -104,9 +105,6 @@ function joinRefusal(err: unknown): string {
     case 'ERR_JWS_INVALID':
     case 'ERR_JWT_INVALID':
       return 'join token rejected: malformed (not a signed JWT)';
-    case 'ERR_JWKS_TIMEOUT':
-    case 'ERR_JWKS_INVALID':
-      return 'join token could not be verified: the shard could not load its keys';
   }
   // jose refuses a key of another type than the token's algorithm names (an ES256 token for an
   // Ed25519 key) with a TypeError: for the client, a token signed by a key the shard does not trust.
