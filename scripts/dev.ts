@@ -47,9 +47,6 @@ const operator = spawn(process.execPath, [...node, 'operator/src/main.ts', '--ru
     AETHEX_OPERATOR_LOG_LEVEL: process.env.AETHEX_OPERATOR_LOG_LEVEL ?? 'warn',
     AETHEX_OPERATOR_LOCAL_ENV: JSON.stringify({
       AETHEX_GAMESERVER_ENGINE_NPC_COUNT: values.npcs,
-      AETHEX_GAMESERVER_GATEWAY_MAX_CONNECTIONS_PER_ADDRESS: String(Number(values.bots) + 16),
-      // The bots are all on 127.0.0.1, and each handoff is a new connection to the neighbour.
-      AETHEX_GAMESERVER_GATEWAY_CONNECTIONS_PER_ADDRESS_PER_SECOND: '100000',
       AETHEX_GAMESERVER_LOG_LEVEL: 'warn',
     }),
   },

@@ -9,7 +9,7 @@ export {
   signJoinToken,
 } from './join-token.js';
 export { createLogger, LOG_LEVELS, type Logger, type LogLevel } from './logger.js';
-export { freePortBlock } from './ports.js';
+export { freePortBlock, LOOPBACK_SHARD_ENV } from './ports.js';
 export { type Region, regions } from './regions.js';
 export { cpuPercent, runQueueWaitMs } from './run-queue.js';
 export { envName, loadSettings, type Rect, type SettingSpec, type Settings, type SettingsSchema } from './settings.js';

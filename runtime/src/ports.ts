@@ -37,3 +37,14 @@ export async function freePortBlock(count: number, host = '127.0.0.1'): Promise<
   }
   throw new Error(`no ${count} consecutive free ports on ${host} between ${LOWEST} and ${high + count}`);
 }
+
+/**
+ * Gateway settings of shards run as processes on one machine (the operator's local runtime,
+ * `npm run world`): every player, bot and neighbour's link there comes from 127.0.0.1, where the
+ * per-address limits meant for the internet would only throttle the world itself (a bot crowd's
+ * joins, handoffs, which are new connections). Defaults: a value set explicitly wins.
+ */
+export const LOOPBACK_SHARD_ENV: Readonly<Record<string, string>> = {
+  AETHEX_GAMESERVER_GATEWAY_MAX_CONNECTIONS_PER_ADDRESS: '200000',
+  AETHEX_GAMESERVER_GATEWAY_CONNECTIONS_PER_ADDRESS_PER_SECOND: '100000',
+};

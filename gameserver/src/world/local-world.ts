@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { freePortBlock, type Rect, regions } from '@aethex/runtime';
+import { freePortBlock, LOOPBACK_SHARD_ENV, type Rect, regions } from '@aethex/runtime';
 
 const MAIN = join(dirname(fileURLToPath(import.meta.url)), '..', 'main.ts');
 
@@ -101,6 +101,7 @@ export async function startLocalWorld(o: LocalWorldOptions): Promise<LocalWorld>
       process: undefined,
       async start() {
         const env = {
+          ...LOOPBACK_SHARD_ENV,
           ...process.env,
           AETHEX_GAMESERVER_SHARD_WORLD: name,
           AETHEX_GAMESERVER_SHARD_INSTANCE: '0',

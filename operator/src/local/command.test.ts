@@ -73,9 +73,16 @@ it('builds a shard’s environment: pod env, auth pass-through, local.env, then 
       AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: 'PEM',
       AETHEX_GAMESERVER_AUTH_JWKS_URL: '',
     },
-    extraEnv: { AETHEX_GAMESERVER_ENGINE_NPC_COUNT: '7', AETHEX_GAMESERVER_OPS_BIND_ADDR: '0.0.0.0:1' },
+    extraEnv: {
+      AETHEX_GAMESERVER_ENGINE_NPC_COUNT: '7',
+      AETHEX_GAMESERVER_OPS_BIND_ADDR: '0.0.0.0:1',
+      AETHEX_GAMESERVER_GATEWAY_MAX_CONNECTIONS_PER_ADDRESS: '50',
+    },
   });
   expect(env).toMatchObject({
+    // Every client of a local shard is on 127.0.0.1: no per-address limits unless local.env sets one.
+    AETHEX_GAMESERVER_GATEWAY_MAX_CONNECTIONS_PER_ADDRESS: '50',
+    AETHEX_GAMESERVER_GATEWAY_CONNECTIONS_PER_ADDRESS_PER_SECOND: '100000',
     PATH: '/bin',
     AETHEX_GAMESERVER_SHARD_NAME: 'w-0-1',
     AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: 'PEM',
@@ -96,6 +103,7 @@ it('builds a shard’s environment: pod env, auth pass-through, local.env, then 
   const dev = shardProcessEnv({ ...base, podEnv: [], parentEnv: { PATH: '/bin' }, extraEnv: {} });
   expect(dev.devKey).toBe(true);
   expect(dev.env.AETHEX_GAMESERVER_AUTH_PUBLIC_KEY).toBe('DEV');
+  expect(dev.env.AETHEX_GAMESERVER_GATEWAY_MAX_CONNECTIONS_PER_ADDRESS).toBe('200000');
   // A JWKS URL in the template is a key too.
   const jwks = shardProcessEnv({ ...base, parentEnv: {}, extraEnv: {} });
   expect(jwks.devKey).toBe(false);

@@ -1,7 +1,7 @@
 import { createPublicKey, generateKeyPairSync } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ConfigError, type Env } from '@aethex/runtime';
+import { ConfigError, type Env, LOOPBACK_SHARD_ENV } from '@aethex/runtime';
 
 const NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const GS = 'AETHEX_GAMESERVER_';
@@ -51,7 +51,8 @@ export interface ShardEnvInput {
  * A local shard's environment, later entries winning: the operator's environment without its
  * AETHEX_GAMESERVER_* and AETHEX_OPERATOR_* variables; the pod's env (values only — `valueFrom`
  * needs the API server and is skipped); the operator's own AETHEX_GAMESERVER_AUTH_* (passed
- * through); `local.env`; then the local listen addresses (127.0.0.1), snapshot directory and an
+ * through); `local.env`; unless set by then, `LOOPBACK_SHARD_ENV` (no per-address limits: every
+ * client is on 127.0.0.1); then the local listen addresses (127.0.0.1), snapshot directory and an
  * empty namespace. With neither auth.public_key nor auth.jwks_url set by then, the development
  * key's public half.
  */
@@ -68,6 +69,7 @@ export function shardProcessEnv(input: ShardEnvInput): { env: Record<string, str
   }
   for (const [k, v] of Object.entries(input.parentEnv)) if (v !== undefined && k.startsWith(`${GS}AUTH_`)) env[k] = v;
   Object.assign(env, input.extraEnv);
+  for (const [k, v] of Object.entries(LOOPBACK_SHARD_ENV)) env[k] ??= v;
   env[`${GS}GATEWAY_BIND_ADDR`] = `127.0.0.1:${input.gatewayPort}`;
   env[`${GS}OPS_BIND_ADDR`] = `127.0.0.1:${input.opsPort}`;
   env[`${GS}PERSISTENCE_DIRECTORY`] = input.persistenceDirectory;
