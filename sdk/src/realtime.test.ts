@@ -624,6 +624,30 @@ test('inputs made before the Welcome are held and sent after it, cut to its max 
   expect(client.predicted.x).toBe(5 * client.unacknowledged);
 });
 
+test('held inputs renumbered after the Welcome keep their own send times, also where old and new numbers overlap', async () => {
+  let clock = 1000;
+  const { url } = await scriptedShard((socket, msg) => {
+    if (msg.body === 'join') setTimeout(() => socket.send(welcome('shard-a', 2)), 50);
+  });
+  client = new RealtimeClient({ url, joinToken: 't', createSocket, silenceTimeoutMs: 0, now: () => clock });
+  const c = client;
+  const connecting = c.connect();
+  // Five inputs, 1–5, made 10 ms apart before the Welcome; it says the shard applied up to 2.
+  for (let k = 0; k < 5; k++) {
+    c.move(1, 0);
+    clock += 10;
+  }
+  await connecting;
+  const sentAt = (c as unknown as { sentAt: Map<number, number> }).sentAt;
+  expect([...sentAt.entries()].sort((a, b) => a[0] - b[0])).toEqual([
+    [3, 1000],
+    [4, 1010],
+    [5, 1020],
+    [6, 1030],
+    [7, 1040],
+  ]);
+});
+
 /**
  * A shard that moves entity 7 by each input as the real one does (float32 positions, the world's
  * bounds) and answers it with a snapshot (quantized by `scale`), and with a Correction first when

@@ -933,13 +933,15 @@ export class RealtimeClient {
    */
   private numberHeldAfter(lastInputSeq: number): void {
     if ((this.pending[0]?.seq ?? Number.POSITIVE_INFINITY) > lastInputSeq) return;
+    // The old and new numbers overlap (held 1–5 after 2 become 3–7): all times out before any go back in.
+    const times = this.pending.map((p) => this.sentAt.get(p.seq));
+    for (const p of this.pending) this.sentAt.delete(p.seq);
     let seq = lastInputSeq;
-    for (const p of this.pending) {
-      const at = this.sentAt.get(p.seq);
-      this.sentAt.delete(p.seq);
+    this.pending.forEach((p, k) => {
       p.seq = ++seq;
+      const at = times[k];
       if (at !== undefined) this.sentAt.set(p.seq, at);
-    }
+    });
     this.seq = seq;
   }
 
