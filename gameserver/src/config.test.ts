@@ -29,14 +29,20 @@ test('cross-setting rules are enforced with the key named', () => {
     }),
   ).toThrow(/engine\.aoi_radius: too small for the world bounds/);
   // A heartbeat waiting on a hung Redis must not outlive the entries it keeps alive.
-  expect(() => loadConfig({ ...key, AETHEX_GAMESERVER_PRESENCE_TTL_MS: '6000' })).toThrow(
+  const redis = { AETHEX_GAMESERVER_PRESENCE_REDIS_URL: 'redis://127.0.0.1:6379' };
+  expect(() => loadConfig({ ...key, ...redis, AETHEX_GAMESERVER_PRESENCE_TTL_MS: '6000' })).toThrow(
     /^presence\.redis_command_timeout_ms: must be below a third of presence\.ttl_ms \(6000\)$/,
   );
   expect(
-    loadConfig({ ...key, AETHEX_GAMESERVER_PRESENCE_TTL_MS: '6000', AETHEX_GAMESERVER_PRESENCE_REDIS_COMMAND_TIMEOUT_MS: '1900' })[
-      'presence.redis_command_timeout_ms'
-    ],
+    loadConfig({
+      ...key,
+      ...redis,
+      AETHEX_GAMESERVER_PRESENCE_TTL_MS: '6000',
+      AETHEX_GAMESERVER_PRESENCE_REDIS_COMMAND_TIMEOUT_MS: '1900',
+    })['presence.redis_command_timeout_ms'],
   ).toBe(1900);
+  // Without Redis (presence in process) there is no command to time out.
+  expect(loadConfig({ ...key, AETHEX_GAMESERVER_PRESENCE_TTL_MS: '3000' })['presence.ttl_ms']).toBe(3000);
   expect(() => loadConfig({ ...key, AETHEX_GAMESERVER_PERSISTENCE_POSTGRES_URL: 'mysql://x' })).toThrow(
     /persistence\.postgres_url: expected a postgres/,
   );

@@ -583,6 +583,12 @@ describe('outbox: limits', () => {
     expect((await metrics.outboxDropped.get()).values[0]?.value).toBe(2);
     expect((await metrics.outboxQueued.get()).values[0]?.value).toBe(3);
     expect((await metrics.outboxAppendFailures.get()).values[0]?.value).toBe(1);
+    // Events of an append under way still count: joins meanwhile do not make the queue grow past it.
+    const flushing = persistence.flush();
+    for (const p of ['f', 'g']) persistence.playerJoined(p);
+    await flushing;
+    expect((await metrics.outboxDropped.get()).values[0]?.value).toBe(4);
+    expect((await metrics.outboxQueued.get()).values[0]?.value).toBe(3);
     await expect(persistence.drain(1, new Uint8Array([1]))).rejects.toThrow('3 domain events could not be appended to the outbox');
     await down.end();
   });

@@ -86,6 +86,10 @@ export class ShardPersistence {
   private lastSaveError: unknown;
   private events: DomainEvent[] = [];
   private dropped = 0;
+  /** Events of the append under way (out of `events`, still counted against `maxQueued`). */
+  private appending = 0;
+  /** The relay's id conflict was logged: it is not again until a relay succeeds. */
+  private conflictLogged = false;
   /** Appended, not yet relayed, as of the last relay (or of the last count). */
   private pending = 0;
   private joined = new Set<string>();
@@ -201,7 +205,7 @@ export class ShardPersistence {
 
   /** Queues an event for the outbox, or drops it when `maxQueued` wait already (the outbox has been failing long). */
   private queue(event: DomainEvent): void {
-    if (this.events.length >= this.maxQueued) {
+    if (this.events.length + this.appending >= this.maxQueued) {
       if (this.dropped++ === 0) {
         this.deps.log.error(
           { max: this.maxQueued },
@@ -244,6 +248,7 @@ export class ShardPersistence {
     const events = this.events;
     if (events.length > 0) {
       this.events = [];
+      this.appending = events.length;
       try {
         await outbox.append(key, events);
         this.pending += events.length;
@@ -252,6 +257,8 @@ export class ShardPersistence {
         this.events = events.concat(this.events);
         m.outboxAppendFailures.inc();
         log.error({ err, events: this.events.length }, 'outbox append failed; will retry');
+      } finally {
+        this.appending = 0;
       }
       m.outboxQueued.set(this.events.length);
     }
@@ -266,16 +273,21 @@ export class ShardPersistence {
         relayed += n;
         m.outboxRelayed.inc(n);
       }
-      // Caught up, or stopped at the cap with more to go.
-      this.pending = n < RELAY_BATCH ? 0 : await outbox.pending(key);
+      // Caught up — unless nothing was relayed because another relay of this key held the lock —
+      // or stopped at the cap with more to go: then counted.
+      this.pending = n === RELAY_BATCH || (relayed === 0 && this.pending > 0) ? await outbox.pending(key) : 0;
+      this.conflictLogged = false;
     } catch (err) {
       this.pending = Math.max(0, this.pending - relayed);
       if (err instanceof EventIdConflictError) {
         m.outboxRelayFailures.inc({ reason: 'id_conflict' });
-        log.error(
-          { err, stream: err.stream, id: err.id },
-          'outbox relay refused: the stream holds other events under these ids; nothing more is relayed until fixed',
-        );
+        // Once, not every flush: it lasts until someone moves the outbox's ids past the stream's.
+        if (!this.conflictLogged)
+          log.error(
+            { err, stream: err.stream, id: err.id },
+            'outbox relay refused: the stream holds other events under these ids; nothing more is relayed until fixed',
+          );
+        this.conflictLogged = true;
       } else {
         m.outboxRelayFailures.inc({ reason: 'error' });
         log.warn({ err }, 'outbox relay failed; will retry');
