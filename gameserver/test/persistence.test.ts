@@ -389,31 +389,24 @@ describe('a drain with a store down or hung ends within ops.drain_timeout_ms', (
     return { t, pgProxy, redisProxy, player, drain, snapshotTick, cleanUp };
   }
 
-  test('PostgreSQL down: the drain fails (no final snapshot) in time, and the leaving player is no longer present', async () => {
-    const s = await shardWithPlayer('drain-pg-down');
-    try {
-      s.pgProxy.set('down');
-      const { outcome, ms } = await s.drain();
-      expect(outcome).toMatch(/^the final snapshot \(tick \d+\) was not written/);
-      expect(ms).toBeLessThan(DRAIN_MS);
-      expect(await redis.get(presenceKey(s.player))).toBeNull();
-    } finally {
-      await s.cleanUp();
-    }
-  });
-
-  test('PostgreSQL hung: the drain fails in time, and the leaving player is no longer present', async () => {
-    const s = await shardWithPlayer('drain-pg-hang');
-    try {
-      s.pgProxy.set('hang');
-      const { outcome, ms } = await s.drain();
-      expect(outcome).toMatch(/^the final snapshot \(tick \d+\) was not written/);
-      expect(ms).toBeLessThan(DRAIN_MS);
-      expect(await redis.get(presenceKey(s.player))).toBeNull();
-    } finally {
-      await s.cleanUp();
-    }
-  });
+  test.each([
+    ['down', 'refusing connections'],
+    ['hang', 'answering nothing'],
+  ] as const)(
+    'PostgreSQL %s (%s): the drain fails (no final snapshot) in time, and the leaving player is no longer present',
+    async (mode, _how) => {
+      const s = await shardWithPlayer(`drain-pg-${mode}`);
+      try {
+        s.pgProxy.set(mode);
+        const { outcome, ms } = await s.drain();
+        expect(outcome).toMatch(/^the final snapshot \(tick \d+\) was not written/);
+        expect(ms).toBeLessThan(DRAIN_MS);
+        expect(await redis.get(presenceKey(s.player))).toBeNull();
+      } finally {
+        await s.cleanUp();
+      }
+    },
+  );
 
   test('Redis hung: the drain succeeds in time (exit 0): the final snapshot and the events are in PostgreSQL', async () => {
     const s = await shardWithPlayer('drain-redis-hang');
