@@ -12,10 +12,11 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { WebSocket } from 'ws';
 import { loadConfig } from '../src/config.js';
+import { type EventSink, PostgresOutbox } from '../src/persist/outbox.js';
 import { ShardPersistence } from '../src/persist/persistence.js';
 import { DirectorySnapshotStore } from '../src/persist/snapshot-store.js';
 import { decodeState, RESTORE_ID_MARGIN } from '../src/persist/state-codec.js';
-import { openStores } from '../src/persist/stores.js';
+import { migrate, openStores } from '../src/persist/stores.js';
 import { startTestShard, until } from './harness.js';
 
 const env = testEnv();
@@ -344,6 +345,44 @@ describe('a store that stops answering holds nothing up for longer than its time
       await redis.del(presenceKey(ann), presenceKey(bob), eventStreamKey(key));
     }
   });
+});
+
+test('PostgreSQL failing while the relay waits for Redis with its transaction open ends that relay, not the process', async () => {
+  const proxy = await proxyTo(env.pgUrl);
+  const pool = new pg.Pool({ connectionString: pgUrlIn(proxy.url), max: 2 });
+  pool.on('error', () => undefined);
+  try {
+    await migrate(pool);
+    const k = { namespace: '', world: `${world}-relay-cut`, instance: 0, shard: 'test-0-0' };
+    const outbox = new PostgresOutbox(pool);
+    await outbox.append(k, [{ type: 'player_joined', playerId: 'p', at: Date.now(), eventKey: `${world}-relay-cut-1` }]);
+    // The stream takes the events while PostgreSQL goes down under the open transaction; its reset
+    // reaches the checked-out client with no query running on it.
+    const cut: EventSink = {
+      publish: async (events) => {
+        proxy.set('down');
+        await sleep(300);
+        return { added: events.length, duplicates: 0 };
+      },
+      lastId: async () => 0,
+    };
+    await expect(outbox.relay(k, cut)).rejects.toThrow();
+    // Up again: the event was not marked relayed, and relays on a fresh connection.
+    proxy.set('up');
+    const published: number[] = [];
+    const sink: EventSink = {
+      publish: async (events) => {
+        published.push(...events.map((e) => e.id));
+        return { added: events.length, duplicates: 0 };
+      },
+      lastId: async () => 0,
+    };
+    expect(await outbox.relay(k, sink)).toBe(1);
+    expect(published).toHaveLength(1);
+  } finally {
+    await pool.end();
+    await proxy.close();
+  }
 });
 
 describe('a drain with a store down or hung ends within ops.drain_timeout_ms', () => {

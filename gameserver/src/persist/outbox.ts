@@ -1,6 +1,7 @@
 import { eventStreamKey, type ShardKey, worldRef } from '@aethex/runtime';
 import type { Redis } from 'ioredis';
 import type pg from 'pg';
+import { withClient } from './pg-client.js';
 
 /** A domain event of a shard: a player joined or left. */
 export interface DomainEvent {
@@ -183,9 +184,17 @@ export class PostgresOutbox implements Outbox {
   }
 
   async relay(key: ShardKey, sink: EventSink, limit = RELAY_BATCH): Promise<number> {
-    const client = await this.pool.connect();
+    return withClient(this.pool, (client, broke) => this.relayWith(client, broke, key, sink, limit));
+  }
+
+  private async relayWith(
+    client: pg.PoolClient,
+    broke: (err: Error) => void,
+    key: ShardKey,
+    sink: EventSink,
+    limit: number,
+  ): Promise<number> {
     let publishing = false;
-    let broken: Error | undefined;
     try {
       await client.query('BEGIN');
       const lock = await client.query<{ ok: boolean }>("SELECT pg_try_advisory_xact_lock(hashtext('aethex-outbox'), hashtext($1)) AS ok", [
@@ -218,10 +227,8 @@ export class PostgresOutbox implements Outbox {
           () => true,
           () => false,
         ));
-      if (!sound) broken = err as Error;
+      if (!sound) broke(err as Error);
       throw err;
-    } finally {
-      client.release(broken);
     }
   }
 

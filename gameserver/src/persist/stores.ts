@@ -4,6 +4,7 @@ import pg from 'pg';
 import { type GameserverSettings, shardKey } from '../config.js';
 import { CallbackSink, type EventSink, MemoryOutbox, OUTBOX_TABLE_SQL, type Outbox, PostgresOutbox, RedisStreamSink } from './outbox.js';
 import { settledWithin } from './persistence.js';
+import { withClient } from './pg-client.js';
 import { MemoryPresence, type PresenceStore, RedisPresence } from './presence.js';
 import { DirectorySnapshotStore, PostgresSnapshotStore, SNAPSHOT_TABLE_SQL, type SnapshotStore } from './snapshot-store.js';
 
@@ -27,7 +28,10 @@ export interface Stores {
  * advisory lock serializes the DDL, and every statement is idempotent.
  */
 export async function migrate(pool: pg.Pool): Promise<void> {
-  const client = await pool.connect();
+  await withClient(pool, (client) => migrateWith(client));
+}
+
+async function migrateWith(client: pg.PoolClient): Promise<void> {
   try {
     await client.query('BEGIN');
     await client.query("SELECT pg_advisory_xact_lock(hashtext('aethex-gameserver-migrations'))");
@@ -38,8 +42,6 @@ export async function migrate(pool: pg.Pool): Promise<void> {
   } catch (err) {
     await client.query('ROLLBACK').catch(() => undefined);
     throw new Error('gameserver migrations failed', { cause: err });
-  } finally {
-    client.release();
   }
 }
 
@@ -69,8 +71,15 @@ CREATE TABLE IF NOT EXISTS shard_keys (
  * must not inherit. When same-named worlds in two namespaces start at once, the first takes them.
  */
 export async function claimShardKey(pool: pg.Pool, key: ShardKey, worldCreatedMs = 0): Promise<{ snapshots: number; events: number }> {
+  return withClient(pool, (client) => claimShardKeyWith(client, key, worldCreatedMs));
+}
+
+async function claimShardKeyWith(
+  client: pg.PoolClient,
+  key: ShardKey,
+  worldCreatedMs: number,
+): Promise<{ snapshots: number; events: number }> {
   const ref = worldRef(key.namespace, key.world);
-  const client = await pool.connect();
   try {
     await client.query('BEGIN');
     const registered = await client.query(
@@ -111,8 +120,6 @@ export async function claimShardKey(pool: pg.Pool, key: ShardKey, worldCreatedMs
   } catch (err) {
     await client.query('ROLLBACK').catch(() => undefined);
     throw new Error('registering the shard key failed', { cause: err });
-  } finally {
-    client.release();
   }
 }
 
