@@ -1,7 +1,7 @@
 import { once } from 'node:events';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
-import { aethex } from '@aethex/proto';
+import { aethex, CLOSE_CODE_CANNOT_READ } from '@aethex/proto';
 import type { RealtimeClient, RealtimeOptions } from '@aethex/sdk';
 import { afterEach, describe, expect, test } from 'vitest';
 import { WebSocket } from 'ws';
@@ -186,16 +186,20 @@ describe('a player whose connection drops', () => {
     expect(quietAgain.entityId).toBe(quiet.entityId);
     quietAgain.ws.close(1000);
 
-    // Cut (no close frame), and another close code: both wait; a normal close leaves at once.
+    // Cut (no close frame), and another close code: both wait; a normal close leaves at once, and
+    // so does a client that cannot read this shard (it will not come back).
     const cut = await rawJoin(url, await t.token('cut'));
     const other = await rawJoin(url, await t.token('other'));
     const normal = await rawJoin(url, await t.token('normal'));
+    const unreadable = await rawJoin(url, await t.token('unreadable'));
     cut.ws.terminate();
     other.ws.close(4000, 'app going away');
     normal.ws.close(1000);
+    unreadable.ws.close(CLOSE_CODE_CANNOT_READ, 'protocol error');
     await until('normal gone', () => w.indexOf(normal.entityId) < 0);
     await until('cut and other waiting', () => [cut, other].every((c) => w.mode[w.indexOf(c.entityId)] === MODE_DORMANT));
     const dropped = Date.now();
+    expect(w.indexOf(unreadable.entityId)).toBe(-1);
     expect(t.shard.engine.waitingPlayers).toBe(2);
 
     await until('the window over', () => w.indexOf(cut.entityId) < 0 && w.indexOf(other.entityId) < 0, 3000);

@@ -1,5 +1,6 @@
 import {
   aethex,
+  CLOSE_CODE_CANNOT_READ,
   insideMax,
   PROTOCOL_VERSION,
   readSnapshotMessage,
@@ -129,17 +130,17 @@ export interface RealtimeEvents {
 /**
  * Close codes the client sends, and reports in 'close' and 'disconnected', for what it detected
  * itself. Browsers (and Node 22's global WebSocket) let a client close only with 1000 or
- * 3000–4999, so these are application codes, clear of the shard's kicks (4000 + the ReasonCode);
- * the shard treats any code but 1000 as a drop (the entity waits for a rejoin).
+ * 3000–4999, so these are application codes, clear of the shard's kicks (4000 + the ReasonCode).
  */
 export const CLIENT_CLOSE_CODES = {
   /** Nothing arrived from the shard for `silenceTimeoutMs`: rejoined with `rejoin`. */
   SILENT: 4000,
   /**
    * The shard sent what this SDK cannot read — a message that does not decode, a snapshot layout it
-   * does not know: a newer (or broken) shard. Final: not rejoined, as every rejoin would end so too.
+   * does not know: a newer (or broken) shard. Final: not rejoined, as every rejoin would end so too
+   * (the shard takes it as a leave).
    */
-  PROTOCOL_ERROR: 4901,
+  PROTOCOL_ERROR: CLOSE_CODE_CANNOT_READ,
   /**
    * A snapshot could not be applied (a delta on a base this client does not have, a malformed
    * body): rejoined with `rejoin`, which starts over with a full snapshot.

@@ -2,7 +2,7 @@ import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { aethex, inputFields, PROTOCOL_VERSION, readInputMessage } from '@aethex/proto';
+import { aethex, CLOSE_CODE_CANNOT_READ, inputFields, PROTOCOL_VERSION, readInputMessage } from '@aethex/proto';
 import { type JoinClaims, JoinTokenError, type Logger } from '@aethex/runtime';
 import { binaryFrame, directWriteFd, readFrames, writeWhole } from '@aethex/runtime/ws-frames';
 import { type WebSocket, WebSocketServer } from 'ws';
@@ -391,7 +391,8 @@ export class Gateway {
   }
 
   /**
-   * `code`: the WebSocket close code. 1000 is a client that left (the SDK's `close()`); anything
+   * `code`: the WebSocket close code. 1000 is a client that left (the SDK's `close()`), and so is
+   * `CLOSE_CODE_CANNOT_READ` (a client that cannot read this shard will not rejoin it); anything
    * else — 1006 for a connection cut without a close frame, or a code the client sent, 1002 among
    * them — is a drop: the player's entity waits for them to rejoin (engine.rejoin_window_ms). A
    * connection the shard itself closed for a bad frame was kicked first (`onSocketError`): its
@@ -404,7 +405,7 @@ export class Gateway {
     // Idempotent: also ends a session whose player was handed over (no longer in `players`) or
     // was kicked (the kick ended it).
     let waits = false;
-    if (code === 1000) this.deps.engine.leave(conn.id);
+    if (code === 1000 || code === CLOSE_CODE_CANNOT_READ) this.deps.engine.leave(conn.id);
     else waits = this.deps.engine.suspend(conn.id);
     if (playerId !== undefined) {
       this.players.delete(conn.id);
