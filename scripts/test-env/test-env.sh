@@ -67,11 +67,21 @@ ADMIN_KUBECONFIG=$RUN/kube/admin.kubeconfig
 pid_of() { local f="$RUN/pids/$1.pid"; [[ -f $f ]] && cat "$f" || true; }
 alive() { local p; p=$(pid_of "$1"); [[ -n $p ]] && kill -0 "$p" 2>/dev/null; }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# port_listened <port>: something listens on it. Asks the kernel's socket table (ss) rather than
+# connecting: the ports sit inside Linux's ephemeral range (32768-60999), where a connect to a port
+# nobody listens on can, rarely, pick that same port as its source and connect to itself.
+port_listened() {
+  if command -v ss >/dev/null 2>&1; then
+    [[ -n $(ss -Hltn "sport = :$1" 2>/dev/null) ]]
+  else
+    port_open "$1"
+  fi
+}
 
 # require_port_free <component> <port>: fails fast when something this script did not start
 # already listens on a port the component needs.
 require_port_free() {
-  if port_open "$2"; then
+  if port_listened "$2"; then
     die "port $2 needed by $1 is taken by another process; stop it or set AETHEX_TEST_ENV_PORT_BASE"
   fi
 }
