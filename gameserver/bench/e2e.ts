@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PerformanceObserver } from 'node:perf_hooks';
-import { cpuPercent, createLogger, percentile, runQueueWaitMs } from '@aethex/runtime';
+import { bucketPercentile, cpuPercent, createLogger, percentile, runQueueWaitMs } from '@aethex/runtime';
 import type { BotReport } from '../../sdk/src/bots.js';
 import { loadConfig } from '../src/config.js';
 import { type RunningShard, startShard } from '../src/shard.js';
@@ -253,15 +253,8 @@ export async function runE2e(
       hist[i] = (hist[i] as number) + c;
     });
   }
-  const histPct = (p: number) => {
-    const total = hist.reduce((a, b) => a + b, 0);
-    let acc = 0;
-    for (let i = 0; i < hist.length; i++) {
-      acc += hist[i] as number;
-      if (acc >= (p / 100) * total) return i + 1;
-    }
-    return 1000;
-  };
+  // The bots count in 1 ms buckets: a percentile is its bucket's upper bound, never below the latency.
+  const histPct = (p: number) => bucketPercentile(hist, p) + 1;
   const sum = (counts: Record<string, number>[]) => {
     const total: Record<string, number> = {};
     for (const c of counts) for (const [k, v] of Object.entries(c)) total[k] = (total[k] ?? 0) + v;

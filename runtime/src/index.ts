@@ -13,5 +13,5 @@ export { freePortBlock, LOOPBACK_SHARD_ENV } from './ports.js';
 export { type Region, regions } from './regions.js';
 export { cpuPercent, runQueueWaitMs } from './run-queue.js';
 export { envName, loadSettings, type Rect, type SettingSpec, type Settings, type SettingsSchema } from './settings.js';
-export { percentile } from './stats.js';
+export { bucketPercentile, percentile } from './stats.js';
 export { DNS_LABEL, eventStreamKey, eventStreamPattern, PRESENCE_PATTERN, presenceKey, type ShardKey, worldRef } from './store-keys.js';

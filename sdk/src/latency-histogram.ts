@@ -1,3 +1,5 @@
+import { bucketPercentile } from '@aethex/runtime';
+
 /** Buckets per millisecond (0.1 ms each), and their number: up to 1 s, later latencies in the last. */
 const PER_MS = 10;
 const BUCKETS = 1000 * PER_MS;
@@ -31,14 +33,7 @@ export class LatencyHistogram {
    * none).
    */
   percentile(p: number): number {
-    if (this.count === 0) return Number.NaN;
-    const rank = Math.min(this.count, Math.max(1, Math.ceil((p / 100) * this.count)));
-    let seen = 0;
-    for (let i = 0; i < BUCKETS; i++) {
-      seen += this.counts[i] as number;
-      if (seen >= rank) return i / PER_MS;
-    }
-    return (BUCKETS - 1) / PER_MS;
+    return bucketPercentile(this.counts, p) / PER_MS;
   }
 
   /** The counts in 1 ms buckets (the last: ≥ 999 ms), as `BotReport.raw.latency_hist` has them. */
