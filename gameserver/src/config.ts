@@ -135,7 +135,7 @@ export const GAMESERVER_SETTINGS = {
     default: 8,
     min: 1,
     max: 10_000,
-    doc: 'Acknowledgement lag (ticks) above which a client gets a snapshot only every 4 ticks.',
+    doc: 'Acknowledgement lag (ticks) beyond the client’s own round trip above which it gets a snapshot only every 4 ticks.',
   },
   'gateway.slow_drop_ticks': {
     type: 'int',

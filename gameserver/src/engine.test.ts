@@ -320,6 +320,45 @@ test('acknowledging ticks never sent counts for nothing: a client that reads not
   expect(e.tick).toBeLessThanOrEqual(10 + 40 + 2);
 });
 
+test('a far client that reads everything gets every snapshot; one that then stops reading is cut back and dropped', () => {
+  const kicks: [number, aethex.v1.ReasonCode][] = [];
+  let offered = 0;
+  const sent: number[] = [];
+  const e = new ShardEngine(settings, {
+    send: () => {
+      offered++;
+      return true;
+    },
+    kick: (id, reason) => kicks.push([id, reason]),
+  });
+  joined(e, 1, 'ann');
+  // 400 ms away (16 ticks at 40 Hz), twice gateway.slow_skip_ticks: each snapshot is acknowledged
+  // 16 ticks after it was cut.
+  const rtt = 16;
+  for (let t = 0; t < 400; t++) {
+    const due = sent.filter((tick) => tick + rtt <= e.tick);
+    for (const tick of due) e.ack(1, tick);
+    sent.splice(0, due.length);
+    const before = offered;
+    e.step();
+    if (offered > before) sent.push(e.tick);
+  }
+  // The first round trip goes by before any acknowledgement tells the distance.
+  expect(offered).toBeGreaterThanOrEqual(400 - 2 * rtt);
+  expect(kicks).toEqual([]);
+  // It stops reading (its socket's buffers take what is sent): nothing more is acknowledged. One
+  // snapshot in 4 ticks once the lag is past its round trip, then dropped as slow.
+  const from = offered;
+  let ticks = 0;
+  while (kicks.length === 0 && ticks < 400) {
+    e.step();
+    ticks++;
+  }
+  expect(kicks).toEqual([[1, aethex.v1.ReasonCode.REASON_CODE_TOO_SLOW]]);
+  expect(ticks).toBeLessThanOrEqual(settings['gateway.slow_drop_ticks'] + 1);
+  expect(offered - from).toBeLessThanOrEqual(settings['gateway.slow_skip_ticks'] + rtt + ticks / 4 + 1);
+});
+
 test('a restarted neighbour is told of players dropped here (theirs for sure), not of players restored here', () => {
   const before = new ShardEngine(settings, out);
   const carl = joined(before, 1, 'carl');

@@ -34,6 +34,13 @@ const REBALANCE_MAX_SHARE = 0.02;
 const REBALANCE_SLACK = 1.08;
 /** While a client lags past gateway.slow_skip_ticks it gets one snapshot per this many ticks. */
 const SLOW_SNAPSHOT_EVERY = 4;
+/**
+ * A client's round trip is the smallest age of its acknowledgements over the last one to two
+ * windows of this many ticks (10 to 20 s at 40 Hz): long enough that a backlog building up is not
+ * taken for distance (the drop bound ends a stalled client well before), short enough that a
+ * client whose route got longer is not held slow for good.
+ */
+const RTT_WINDOW_TICKS = 400;
 /** Inputs held per entity while it is on offer to a neighbour (applied if the offer rolls back). */
 const MAX_HELD_INPUTS = 64;
 /** A game message's payload at most (GameContext.send), and the shape of its topic. */
@@ -98,6 +105,15 @@ interface Session {
   joinTick: number;
   /** Tick of the last snapshot sent (0: none). */
   sentTick?: number;
+  /**
+   * The client's round trip in ticks (the least age of its acknowledgements, see RTT_WINDOW_TICKS):
+   * lag up to this is distance, not slowness. `rttNow` is the current window's least (from tick
+   * `rttSince`), `rttBefore` the previous window's.
+   */
+  rtt: number;
+  rttNow: number;
+  rttBefore: number;
+  rttSince: number;
   /**
    * The entity moved to a neighbour and the client was redirected there: the session only
    * receives snapshots (around the entity's ghost) until the client closes it.
@@ -565,6 +581,10 @@ export class ShardEngine {
       ...this.placeSession(),
       ackTick: 0,
       joinTick: this.tick,
+      rtt: 0,
+      rttNow: Number.POSITIVE_INFINITY,
+      rttBefore: Number.POSITIVE_INFINITY,
+      rttSince: this.tick,
     };
     this.sessions.set(sessionId, session);
     this.byEntity.set(entityId, session);
@@ -1095,7 +1115,17 @@ export class ShardEngine {
    */
   ack(sessionId: number, tick: number): void {
     const session = this.sessions.get(sessionId);
-    if (session && tick > session.ackTick && tick <= (session.sentTick ?? 0)) session.ackTick = tick;
+    if (!session || tick <= session.ackTick || tick > (session.sentTick ?? 0)) return;
+    session.ackTick = tick;
+    const age = this.tick - tick;
+    if (this.tick - session.rttSince >= RTT_WINDOW_TICKS) {
+      session.rttBefore = session.rttNow;
+      session.rttNow = age;
+      session.rttSince = this.tick;
+    } else if (age < session.rttNow) {
+      session.rttNow = age;
+    }
+    session.rtt = Math.min(session.rttNow, session.rttBefore);
   }
 
   /**
@@ -1158,8 +1188,9 @@ export class ShardEngine {
       }
       // A client that lags gets a snapshot only every SLOW_SNAPSHOT_EVERY ticks: less to read, and
       // still something to acknowledge, so its lag can shrink again (skipping every snapshot would
-      // leave it nothing to acknowledge until the drop bound kicks it).
-      if (lag > skip && tick - (session.sentTick ?? 0) < SLOW_SNAPSHOT_EVERY) {
+      // leave it nothing to acknowledge until the drop bound kicks it). Its round trip is not lag:
+      // a far client reading everything would otherwise be held at a quarter of the rate for good.
+      if (lag - session.rtt > skip && tick - (session.sentTick ?? 0) < SLOW_SNAPSHOT_EVERY) {
         dropped++;
         continue;
       }
