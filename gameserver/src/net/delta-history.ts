@@ -12,7 +12,7 @@ export type EntityTable = Pick<World, 'count' | 'id' | 'mode' | 'x' | 'y' | 'kin
 export interface QuantizedShare {
   capacity: number;
   rows: Int32Array[];
-  rowTick: Int32Array;
+  rowTick: Uint32Array;
 }
 
 /** Int32 fields per slot in a QuantizedWorld row: qx, qy, kind, flags. */
@@ -29,8 +29,8 @@ const ROW = 4;
 export class QuantizedWorld {
   /** rows[t % HISTORY_TICKS]: slot s at [s*4 .. s*4+4) = qx, qy, kind, flags (as int32 bits). */
   readonly rows: Int32Array[];
-  /** The tick each row holds (-1: none). */
-  readonly rowTick: Int32Array;
+  /** The tick each row holds (2^32 - 1: none); unsigned, as the protocol's ticks are. */
+  readonly rowTick: Uint32Array;
   /** Scratch for `encodeDelta`: marks[s*2] says slot s is in the base frame, marks[s*2+1] its slot there. */
   readonly marks: Int32Array;
   private nextStamp = 0;
@@ -42,7 +42,7 @@ export class QuantizedWorld {
     shared?: QuantizedShare,
   ) {
     this.rows = shared?.rows ?? Array.from({ length: HISTORY_TICKS }, () => sharedArray(Int32Array, capacity * ROW));
-    this.rowTick = shared?.rowTick ?? sharedArray(Int32Array, HISTORY_TICKS).fill(-1);
+    this.rowTick = shared?.rowTick ?? sharedArray(Uint32Array, HISTORY_TICKS).fill(0xffffffff);
     this.marks = new Int32Array(capacity * 2);
   }
 

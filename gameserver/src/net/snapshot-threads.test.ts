@@ -10,7 +10,9 @@ import { afterEach, expect, onTestFinished, test } from 'vitest';
 import { loadConfig } from '../config.js';
 import { type SessionOutput, ShardEngine } from '../engine.js';
 import { createMetrics } from '../metrics.js';
+import { decodeState, encodeState } from '../persist/state-codec.js';
 import { createRng } from '../sim/step.js';
+import { World } from '../sim/world.js';
 import { CTL_WRITE_LOCK, type SnapshotThread, WRITE_LOCK_CLOSED, WRITE_LOCK_FREE, WRITE_LOCK_HELD } from './snapshot-threads.js';
 
 const { ServerMessage } = aethex.v1;
@@ -101,6 +103,33 @@ test('snapshot threads send exactly the bytes the tick thread alone sends, throu
     for (const b of list) if ((ServerMessage.decode(b).snapshot?.baseTick ?? 0) > 0) deltas++;
   }
   expect(deltas).toBeGreaterThan(10_000);
+}, 60_000);
+
+test('past tick 2^31 (1.7 years of a world at 40 Hz) snapshots go on, as deltas, on the tick thread and on snapshot threads', async () => {
+  // Ticks are uint32 in the protocol and in the state blob; shared int32 words once wrapped them
+  // negative here, and every step threw from then on.
+  const restored = () => decodeState(encodeState(2 ** 31 - 50, new World(1000), new Map()), 1000);
+  const one = engine(1, { restored: restored() });
+  const three = engine(3, { restored: restored() });
+  engines.push(one.e, three.e);
+  await three.e.snapshotThreadsReady();
+  const live = drive([one.e, three.e], 100);
+  expect(one.e.tick).toBe(2 ** 31 + 50);
+  for (const [id, list] of one.sent) {
+    expect(Buffer.concat(three.sent.get(id) as Buffer[]).equals(Buffer.concat(list)), `session ${id}`).toBe(true);
+  }
+  // Every live session that acknowledges got a snapshot of the last tick, most of them deltas.
+  const last = live
+    .filter((id) => id % 10 !== 0)
+    .map((id) =>
+      (three.sent.get(id) as Buffer[])
+        .map((b) => ServerMessage.decode(b).snapshot)
+        .filter((snap) => snap)
+        .at(-1),
+    );
+  expect(last.length).toBeGreaterThan(10);
+  for (const snap of last) expect(snap?.tick).toBe(2 ** 31 + 50);
+  expect(last.filter((snap) => (snap?.baseTick ?? 0) > 2 ** 31).length).toBeGreaterThan(last.length / 2);
 }, 60_000);
 
 test('a snapshot thread’s garbage-collection pauses reach the shard’s metrics', async () => {

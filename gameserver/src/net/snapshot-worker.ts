@@ -76,7 +76,8 @@ const cutter = new SnapshotCutter(grid, quantized, init.radius, init.maxVisible,
 
 /** Runs round `round`: cuts every job, then writes them in order until one is found stolen. */
 function runRound(round: number): void {
-  const tick = ctl[CTL_TICK] as number;
+  // Ticks are uint32 (the protocol's); the control words are int32 for Atomics.
+  const tick = (ctl[CTL_TICK] as number) >>> 0;
   world.attach(tick, ctl[CTL_WORLD_COUNT] as number);
   grid.attachCount(ctl[CTL_GRID_COUNT] as number);
   for (let e = 0; e < (ctl[CTL_ENDED] as number); e++) {
@@ -96,7 +97,7 @@ function runRound(round: number): void {
       history.reset();
       sessions.set(id, history);
     }
-    const bytes = cutter.cut(history, jobs[o + 1] as number, tick, jobs[o + 2] as number);
+    const bytes = cutter.cut(history, jobs[o + 1] as number, tick, (jobs[o + 2] as number) >>> 0);
     const fits = bytes.buffer === arena.buffer;
     const r = j * RESULT_WORDS;
     results[r] = frameStart;
@@ -151,8 +152,9 @@ rounds: for (;;) {
   seen = Atomics.load(ctl, CTL_GO);
   if (Atomics.load(ctl, CTL_STOP) === 1) break;
   if (ctl[CTL_QUANTIZE] === 1) {
-    world.attach(ctl[CTL_TICK] as number, ctl[CTL_WORLD_COUNT] as number);
-    quantized.update(world, init.invScale, ctl[CTL_TICK] as number);
+    const tick = (ctl[CTL_TICK] as number) >>> 0;
+    world.attach(tick, ctl[CTL_WORLD_COUNT] as number);
+    quantized.update(world, init.invScale, tick);
   }
   Atomics.store(ctl, CTL_QUANTIZED, seen);
   Atomics.notify(ctl, CTL_QUANTIZED);
