@@ -28,6 +28,16 @@ test('cross-setting rules are enforced with the key named', () => {
       AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '-100000,-100000,100000,100000',
     }),
   ).toThrow(/engine\.aoi_radius: too small for the world bounds/);
+  // Positions travel as int32 quanta: 300000 / 0.0001 would wrap.
+  const far = {
+    ...key,
+    AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '-300000,-300000,300000,300000',
+    AETHEX_GAMESERVER_ENGINE_AOI_RADIUS: '2000',
+  };
+  expect(() => loadConfig({ ...far, AETHEX_GAMESERVER_ENGINE_POSITION_SCALE: '0.0001' })).toThrow(
+    /^engine\.position_scale: too small for the world bounds: 300000 \/ 0\.0001 quanta is past the 2\^31 snapshots hold \(at least 0\.00014\)$/,
+  );
+  expect(loadConfig({ ...far, AETHEX_GAMESERVER_ENGINE_POSITION_SCALE: '0.00014' })['engine.position_scale']).toBe(0.00014);
   // A heartbeat waiting on a hung Redis must not outlive the entries it keeps alive.
   const redis = { AETHEX_GAMESERVER_PRESENCE_REDIS_URL: 'redis://127.0.0.1:6379' };
   expect(() => loadConfig({ ...key, ...redis, AETHEX_GAMESERVER_PRESENCE_TTL_MS: '6000' })).toThrow(

@@ -49,7 +49,13 @@ export const GAMESERVER_SETTINGS = {
     max: 100,
     doc: 'Steps run at most on one wake-up after a stall; the rest is dropped.',
   },
-  'engine.position_scale': { type: 'number', default: 0.125, min: 0.0001, max: 100, doc: 'Snapshot position quantum in world units.' },
+  'engine.position_scale': {
+    type: 'number',
+    default: 0.125,
+    min: 0.0001,
+    max: 100,
+    doc: 'Snapshot position quantum in world units; the world bounds must lie within 2^31 quanta of 0.',
+  },
   'engine.npc_count': { type: 'int', default: 0, min: 0, max: 1_000_000, doc: 'Wandering NPCs spawned at start (demos and benchmarks).' },
   'engine.rejoin_window_ms': {
     type: 'int',
@@ -327,6 +333,15 @@ export function loadConfig(env: Env, file?: string): GameserverSettings {
     throw new ConfigError('links.secret', 'must be at least 32 characters');
   }
   const b: Rect = s['engine.world_bounds'];
+  // Snapshots carry positions as int32 quanta: a world whose edge is past 2^31 quanta would send
+  // wrapped positions (clients saw 250000 as -179496).
+  const farthest = Math.max(Math.abs(b.minX), Math.abs(b.maxX), Math.abs(b.minY), Math.abs(b.maxY));
+  if (farthest / s['engine.position_scale'] >= 2 ** 31 - 1) {
+    throw new ConfigError(
+      'engine.position_scale',
+      `too small for the world bounds: ${farthest} / ${s['engine.position_scale']} quanta is past the 2^31 snapshots hold (at least ${Math.ceil((farthest / (2 ** 31 - 1)) * 1e6) / 1e6})`,
+    );
+  }
   const cell = s['engine.aoi_radius'] * GRID_CELL_FACTOR;
   const cells = Math.ceil((b.maxX - b.minX) / cell) * Math.ceil((b.maxY - b.minY) / cell);
   if (cells > 1 << 20) {
