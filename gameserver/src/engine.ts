@@ -322,6 +322,21 @@ export class ShardEngine {
       for (let i = w.count - 1; i >= 0; i--) {
         if (w.kind[i] === KIND_PLAYER && w.mode[i] === MODE_OWNED) w.despawn(w.id[i] as number);
       }
+      // A snapshot saved under wider world bounds (the world was made smaller since): its entities
+      // come back at the nearest point inside, not where a player's first move would snap them to
+      // (a jump far past max_speed), nor outside the world for good.
+      const hiX = insideMax(bounds.maxX);
+      const hiY = insideMax(bounds.maxY);
+      let moved = 0;
+      for (let i = 0; i < w.count; i++) {
+        const x = w.x[i] as number;
+        const y = w.y[i] as number;
+        if (x >= bounds.minX && x <= hiX && y >= bounds.minY && y <= hiY) continue;
+        w.x[i] = Math.min(Math.max(x, bounds.minX), hiX);
+        w.y[i] = Math.min(Math.max(y, bounds.minY), hiY);
+        moved++;
+      }
+      if (moved > 0) this.log?.warn({ moved, bounds }, 'entities restored outside engine.world_bounds were moved inside them');
     } else {
       for (let i = 0; i < settings['engine.npc_count']; i++) this.spawnAnywhere(KIND_NPC);
     }

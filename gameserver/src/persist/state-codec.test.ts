@@ -1,3 +1,4 @@
+import { insideMax } from '@aethex/proto';
 import { expect, test } from 'vitest';
 import { loadConfig } from '../config.js';
 import { ShardEngine } from '../engine.js';
@@ -160,4 +161,36 @@ test('the shard assembles the game states off the tick, a chunk per event-loop t
   w.gameState.set(1, new Uint8Array(100).fill(0));
   expect(blob).toEqual(encodeState(3, w, new Map()));
   expect(decodeState(blob, 64, 1000).world.gameState.get(50)).toEqual(new Uint8Array(100).fill(49));
+});
+
+test('a blob with a position that is not a number is refused by name', () => {
+  const w = new World(4, 1, 1000);
+  w.spawn(1, 2, KIND_NPC);
+  const bad = w.spawn(3, 4, KIND_NPC);
+  w.vy[w.indexOf(bad)] = Number.NaN;
+  expect(() => decodeState(encodeState(9, w, new Map()), 4, 1000)).toThrow(
+    new StateFormatError(`state blob has entity ${bad} at a position or velocity that is not a number`),
+  );
+});
+
+test('a snapshot saved under wider world bounds restores its entities inside the current ones, where a move cannot jump them', () => {
+  const config = (bounds: string) =>
+    loadConfig({ AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: 'unused', AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: bounds });
+  const out = { send: () => true, kick: () => undefined };
+  const before = new ShardEngine(config('-1000,-1000,1000,1000'), out);
+  const joined = before.join(1, 'ann');
+  if (!joined.ok) throw new Error(joined.message);
+  const w = before.world;
+  w.x[w.indexOf(joined.entityId)] = 900;
+  w.y[w.indexOf(joined.entityId)] = -900;
+  before.detach(1);
+  const after = new ShardEngine(config('-100,-100,100,100'), out, { restored: decodeState(before.persistentState(), 10_000) });
+  const a = after.world;
+  const slot = a.indexOf(joined.entityId);
+  expect([a.x[slot], a.y[slot]]).toEqual([insideMax(100), -100]);
+  // Back and moving: one step at max_speed from where it was put, no further.
+  expect(after.join(2, 'ann')).toMatchObject({ ok: true, entityId: joined.entityId });
+  after.input(2, 1, -1, 0, 0);
+  after.step();
+  expect(a.x[a.indexOf(joined.entityId)]).toBeCloseTo(insideMax(100) - 1, 4);
 });

@@ -194,6 +194,10 @@ export function decodeState(blob: Uint8Array, capacity: number, idLimit?: number
   // Ids handed out after this snapshot was written died with the process — but a player's may live
   // on in a neighbour it was handed to: numbering goes on past a margin (players joining, and
   // game entities while no freed id has rested, in one snapshot interval).
+  for (let i = 0; i < count; i++) {
+    if (!Number.isFinite(x[i]) || !Number.isFinite(y[i]) || !Number.isFinite(vx[i]) || !Number.isFinite(vy[i]))
+      throw new StateFormatError(`state blob has entity ${id[i]} at a position or velocity that is not a number`);
+  }
   const limit = idLimit ?? 0x1_0000_0000;
   const world = new World(capacity, Math.min((nextId as number) + RESTORE_ID_MARGIN, limit), limit);
   for (let i = 0; i < count; i++) {
