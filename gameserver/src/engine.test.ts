@@ -2,13 +2,14 @@ import { aethex } from '@aethex/proto';
 import { expect, test } from 'vitest';
 import { loadConfig } from './config.js';
 import { ShardEngine } from './engine.js';
+import { HISTORY_TICKS } from './net/delta-history.js';
 import { decodeState } from './persist/state-codec.js';
 import { step } from './sim/step.js';
-import { MODE_DORMANT, MODE_OWNED } from './sim/world.js';
+import { ID_REST_TICKS, MODE_DORMANT, MODE_OWNED } from './sim/world.js';
 
 // 1 s at 40 Hz: a dropped player's entity waits 40 ticks.
 const settings = loadConfig({
-  AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: 'unused',
+  AETHEX_GAMESERVER_AUTH_JWKS_URL: 'http://unused.invalid/jwks',
   AETHEX_GAMESERVER_ENGINE_REJOIN_WINDOW_MS: '1000',
   AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '-100,-100,100,100',
 });
@@ -131,9 +132,9 @@ test('players restored from a snapshot wait the window from the restart, then go
 
 test('a rejoin window outside 1 s – 1 h stops the shard naming the key', () => {
   for (const v of ['999', '3600001', '-1', 'soon']) {
-    expect(() => loadConfig({ AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: 'unused', AETHEX_GAMESERVER_ENGINE_REJOIN_WINDOW_MS: v })).toThrow(
-      /engine\.rejoin_window_ms/,
-    );
+    expect(() =>
+      loadConfig({ AETHEX_GAMESERVER_AUTH_JWKS_URL: 'http://unused.invalid/jwks', AETHEX_GAMESERVER_ENGINE_REJOIN_WINDOW_MS: v }),
+    ).toThrow(/engine\.rejoin_window_ms/);
   }
 });
 
@@ -194,7 +195,7 @@ test('inputs re-sent after a rejoin and inputs held while on offer are each appl
 
 test('credit is the time an entity really waited, spent on the burst that follows: dropping, rejoining, handoffs or saving it up never outrun max_speed', () => {
   const wide = loadConfig({
-    AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: 'unused',
+    AETHEX_GAMESERVER_AUTH_JWKS_URL: 'http://unused.invalid/jwks',
     AETHEX_GAMESERVER_ENGINE_REJOIN_WINDOW_MS: '30000',
     AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '-100000,-100000,100000,100000',
     AETHEX_GAMESERVER_ENGINE_AOI_RADIUS: '2000',
@@ -285,7 +286,7 @@ test('ticks the loop dropped may be caught up on: a player moving on does not la
 
 test('a shard restored from its snapshot goes on exactly as the one that saved it: the same state hash tick for tick', () => {
   const npcs = loadConfig({
-    AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: 'unused',
+    AETHEX_GAMESERVER_AUTH_JWKS_URL: 'http://unused.invalid/jwks',
     AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '-100,-100,100,100',
     AETHEX_GAMESERVER_ENGINE_NPC_COUNT: '50',
   });
@@ -302,7 +303,7 @@ test('a shard restored from its snapshot goes on exactly as the one that saved i
 
 test('acknowledging ticks never sent counts for nothing: a client that reads nothing is dropped as slow however it acks', () => {
   const quick = loadConfig({
-    AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: 'unused',
+    AETHEX_GAMESERVER_AUTH_JWKS_URL: 'http://unused.invalid/jwks',
     AETHEX_GAMESERVER_GATEWAY_SLOW_SKIP_TICKS: '8',
     AETHEX_GAMESERVER_GATEWAY_SLOW_DROP_TICKS: '40',
   });
@@ -375,7 +376,7 @@ test('a restarted neighbour is told of players dropped here (theirs for sure), n
 
 test('a dropped player keeps their place: at the player capacity newcomers are refused until the window ends', () => {
   const two = loadConfig({
-    AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: 'unused',
+    AETHEX_GAMESERVER_AUTH_JWKS_URL: 'http://unused.invalid/jwks',
     AETHEX_GAMESERVER_ENGINE_REJOIN_WINDOW_MS: '1000',
     AETHEX_GAMESERVER_ENGINE_MAX_PLAYERS: '2',
   });
@@ -571,8 +572,104 @@ test('game state: a copy per entity, checked; it travels with a handoff, may cha
   const box = ctx.spawn(0, 0, 2);
   ctx.setState(box, bytes(1));
   ctx.despawn(box);
-  steps(e, 130);
+  steps(e, settings['gateway.slow_drop_ticks'] + HISTORY_TICKS + 1);
   const again = ctx.spawn(0, 0, 2);
   expect(again).toBe(box);
   expect(ctx.state(again)).toBeUndefined();
+});
+
+test('a player whose connection drops while their entity is on offer keeps their place: a rollback leaves the entity waiting, a commit leaves the redirect to it', () => {
+  const places: string[] = [];
+  const e = new ShardEngine(settings, out, { onPlace: (event, playerId) => places.push(`${event} ${playerId}`) });
+  const w = e.world;
+  const redirect = (shardName: string) => ({
+    message: { address: 'ws://127.0.0.1:1', resumeToken: `token-${shardName}`, lastInputSeq: 3, shardName },
+    forMs: 500, // 20 ticks
+  });
+  // Rolled back: the entity waits for the player where it stood, as after any drop.
+  const ann = joined(e, 1, 'ann');
+  e.offer(ann);
+  expect(e.suspend(1)).toBe(true);
+  expect(e.join(2, 'ann')).toMatchObject({ ok: false, reason: aethex.v1.ReasonCode.REASON_CODE_NOT_READY });
+  expect([...e.claimedPlayers()]).toEqual([ann]);
+  e.rollback(ann);
+  expect([w.mode[w.indexOf(ann)], e.waitingPlayers]).toEqual([MODE_DORMANT, 1]);
+  expect(e.join(3, 'ann')).toMatchObject({ ok: true, entityId: ann });
+
+  // Committed: the player's next join is answered with the redirect, once, until it expires.
+  const bob = joined(e, 4, 'bob');
+  e.offer(bob);
+  e.suspend(4);
+  expect(e.commitOffer(bob, redirect('east'))).toBeUndefined();
+  const eve = joined(e, 5, 'eve');
+  e.offer(eve);
+  e.suspend(5);
+  e.commitOffer(eve, redirect('east'));
+  steps(e, 19);
+  expect(e.join(6, 'bob')).toMatchObject({ ok: false, redirect: { resumeToken: 'token-east', shardName: 'east' } });
+  // A client that got it and comes back failed to resume: the token would only send it back.
+  const again = e.join(7, 'bob');
+  expect(again.ok && again.entityId !== bob).toBe(true);
+  e.step();
+  const late = e.join(8, 'eve');
+  expect(late.ok && late.entityId !== eve).toBe(true);
+  expect(places).toEqual(['taken ann', 'taken bob', 'freed bob', 'taken eve', 'freed eve', 'taken bob', 'taken eve']);
+});
+
+test('a redirect remembered for a handed-over player: kept through a drop, forgotten once the client closes the old connection itself or has an entity here again', () => {
+  const e = new ShardEngine(settings, out);
+  const forMs = 60_000;
+  const cat = joined(e, 1, 'cat');
+  e.offer(cat);
+  // Connected: the redirect goes to the session and is remembered too (it may never arrive).
+  expect(e.commitOffer(cat, { message: { shardName: 'east', resumeToken: 'one' }, forMs })).toBe(1);
+  // The connection drops (the redirect stalled on the way): the rejoin is answered with it.
+  e.suspend(1);
+  expect(e.join(2, 'cat')).toMatchObject({ ok: false, redirect: { resumeToken: 'one' } });
+  // Handed over again after a (failed) resume and a new join here, she drops once more.
+  const catAgain = joined(e, 7, 'cat');
+  e.offer(catAgain);
+  e.commitOffer(catAgain, { message: { shardName: 'east', resumeToken: 'three' }, forMs });
+  e.suspend(7);
+  // Dan's client resumed on the neighbour and closed its old connection (1000): nothing to redirect.
+  const dan = joined(e, 3, 'dan');
+  e.offer(dan);
+  e.commitOffer(dan, { message: { shardName: 'east', resumeToken: 'two' }, forMs });
+  e.leave(3);
+  expect(e.join(4, 'dan')).toMatchObject({ ok: true });
+  // Cat walked back: handed over to this shard again, she resumes here; her later joins (a drop,
+  // a rejoin) find her entity, not the redirect that waited for her.
+  e.removeGhost(catAgain);
+  expect(e.adopt({ entityId: catAgain, x: 1, y: 1, vx: 0, vy: 0, kind: 1, flags: 0, lastInputSeq: 9 })).toBe(true);
+  expect(e.resume(5, 'cat', catAgain).ok).toBe(true);
+  e.suspend(5);
+  expect(e.join(6, 'cat')).toMatchObject({ ok: true, entityId: catAgain });
+  expect(e.world.mode[e.world.indexOf(catAgain)]).toBe(MODE_OWNED);
+});
+
+test('a freed id rests longer than a client may go without a snapshot and stay connected: no client takes a new entity for an old one', () => {
+  let reading = true;
+  const kicks: number[] = [];
+  const e = new ShardEngine(settings, { send: () => reading, kick: (id) => kicks.push(id) });
+  joined(e, 1, 'ann');
+  const ctx = e.context;
+  const rock = ctx.spawn(10, 10, 5);
+  for (let t = 0; t < 5; t++) {
+    e.step();
+    e.ack(1, e.tick);
+  }
+  // Ann's socket takes nothing for a while, short of gateway.slow_drop_ticks: the rock goes, and
+  // a fireball comes after ID_REST_TICKS, while her view still holds the rock.
+  reading = false;
+  ctx.despawn(rock);
+  steps(e, ID_REST_TICKS + 10);
+  const fireball = ctx.spawn(-20, 5, 9);
+  expect(fireball).not.toBe(rock);
+  expect(kicks).toEqual([]);
+  // Once no connected client can still hold it, the id is given again (a game spawning projectiles
+  // all the time never uses up its range).
+  steps(e, settings['gateway.slow_drop_ticks'] + HISTORY_TICKS);
+  expect(kicks).toEqual([1]);
+  const later = ctx.spawn(0, 0, 9);
+  expect(later).toBe(rock);
 });

@@ -3,12 +3,13 @@ import type { Logger } from '@aethex/runtime';
 import type { GameserverSettings } from './config.js';
 import { type GameContext, type GameHooks, type HookPlayer, RpcError } from './hooks.js';
 import type { ShardMetrics } from './metrics.js';
-import { DeltaHistory, QuantizedWorld } from './net/delta-history.js';
+import { DeltaHistory, HISTORY_TICKS, QuantizedWorld } from './net/delta-history.js';
 import { JOB_WORDS, SnapshotCutter, SnapshotThread } from './net/snapshot-threads.js';
 import { type CapturedState, captureState, encodeState, type ShardState } from './persist/state-codec.js';
 import { applyInput, createRng, type InputResult, type MovementRules, type Rng, step, tickSeed, wander } from './sim/step.js';
 import {
   CapacityError,
+  ID_REST_TICKS,
   KIND_NPC,
   KIND_PLAYER,
   MAX_GAME_STATE_BYTES,
@@ -144,7 +145,13 @@ interface HeldInput {
 
 export type JoinResult =
   | { ok: true; entityId: number; lastInputSeq: number }
-  | { ok: false; reason: aethex.v1.ReasonCode; message: string };
+  | {
+      ok: false;
+      reason: aethex.v1.ReasonCode;
+      message: string;
+      /** The player's entity was handed over to a neighbour: the client continues there (see `commitOffer`). */
+      redirect?: aethex.v1.IHandoffRedirect;
+    };
 
 /**
  * The authoritative simulation of one shard and its per-client snapshot stream. `tick()` runs one
@@ -203,6 +210,21 @@ export class ShardEngine {
   private readonly droppedHere = new Set<string>();
   /** engine.rejoin_window_ms in ticks. */
   private readonly rejoinWindowTicks: number;
+  /**
+   * Entities on offer whose player's connection dropped meanwhile: entity → player. The player
+   * keeps their place; the offer's outcome decides what waits for them — the entity itself, here,
+   * if it rolls back, or the redirect to it if it is committed (see `suspend`).
+   */
+  private readonly droppedOnOffer = new Map<number, string>();
+  /**
+   * Players whose entity this shard handed over and whose client may not have got the redirect
+   * (its connection dropped or stalled, or had dropped while the entity was on offer), with that
+   * redirect, until a tick (the neighbour's resume timeout), in the order they were handed over.
+   * Their next join here is answered with it, once: a client that got it and failed to resume
+   * (the token is spent or gone) would only be sent back. Forgotten when the client closes the
+   * redirected connection itself (it got the redirect) or the player has a session here again.
+   */
+  private readonly handedOver = new Map<string, { redirect: aethex.v1.IHandoffRedirect; until: number }>();
   /** Inputs that arrived while their entity was on offer, by entity id. */
   private readonly held = new Map<number, HeldInput[]>();
   /** The tick each entity on offer was offered at. */
@@ -265,6 +287,7 @@ export class ShardEngine {
     this.onPlace = options.onPlace;
     const bounds: Rect = settings['engine.world_bounds'];
     this.world = restored?.world ?? new World(settings['engine.max_entities'], options.ids?.first, options.ids?.limit);
+    this.world.idRestTicks = Math.max(ID_REST_TICKS, settings['gateway.slow_drop_ticks'] + HISTORY_TICKS);
     this.grid = new Grid(bounds, settings['engine.aoi_radius'] * GRID_CELL_FACTOR, settings['engine.max_entities']);
     this.region = options.region ?? bounds;
     this.rules = { bounds, maxSpeed: settings['engine.max_speed'], region: this.region };
@@ -509,6 +532,7 @@ export class ShardEngine {
   private persistentPlayers(awaitingResume: Iterable<[entityId: number, playerId: string]>): Map<number, string> {
     const players = new Map<number, string>();
     for (const [playerId, entityId] of this.dormant) players.set(entityId, playerId);
+    for (const [entityId, playerId] of this.droppedOnOffer) players.set(entityId, playerId);
     for (const [entityId, playerId] of awaitingResume) players.set(entityId, playerId);
     // A redirected session's entity is a neighbour's now (and not in the blob).
     for (const s of this.sessions.values()) if (!s.redirected) players.set(s.entityId, s.playerId);
@@ -542,6 +566,28 @@ export class ShardEngine {
 
   private admit(sessionId: number, playerId: string): JoinResult {
     const previous = this.byPlayer.get(playerId);
+    if (!previous && !this.dormant.has(playerId)) {
+      // Their entity is on offer (they dropped meanwhile): where it will be is decided within
+      // handoff.timeout_ms; a new one now would be their second.
+      if (this.waitsOnOffer(playerId)) {
+        return {
+          ok: false,
+          reason: ReasonCode.REASON_CODE_NOT_READY,
+          message: 'your entity is being handed over to a neighbouring shard; join again shortly',
+        };
+      }
+      const handedOver = this.handedOver.get(playerId);
+      if (handedOver) {
+        this.handedOver.delete(playerId);
+        const { redirect } = handedOver;
+        return {
+          ok: false,
+          reason: ReasonCode.REASON_CODE_WRONG_SHARD,
+          message: `the player's entity was handed over to ${redirect.shardName}`,
+          redirect,
+        };
+      }
+    }
     if (previous) {
       this.forget(previous);
       // To the game a replaced session is a drop, and this join the rejoin that follows.
@@ -604,6 +650,8 @@ export class ShardEngine {
     this.sessions.set(sessionId, session);
     this.byEntity.set(entityId, session);
     this.byPlayer.set(playerId, session);
+    // Their entity is here now: a redirect to where it once went would send them away from it.
+    this.handedOver.delete(playerId);
     if (this.hooks.onJoin)
       this.callHook('onJoin', () => this.hooks.onJoin?.(this.context, this.hookPlayer(session), { rejoined, handedOver }));
     return { ok: true, entityId, lastInputSeq: this.world.lastSeq[this.world.indexOf(entityId)] as number };
@@ -793,6 +841,7 @@ export class ShardEngine {
       const entityId = this.dormant.get(playerId);
       if (entityId !== undefined) yield entityId;
     }
+    yield* this.droppedOnOffer.keys();
   }
 
   /** The state that travels with an entity, or undefined when there is no such entity. */
@@ -848,7 +897,15 @@ export class ShardEngine {
     const offeredAt = this.offeredAt.get(entityId) ?? this.tick;
     this.offeredAt.delete(entityId);
     this.stateFrozen.delete(entityId);
+    const dropped = this.droppedOnOffer.get(entityId);
+    this.droppedOnOffer.delete(entityId);
     if (i < 0 || this.world.mode[i] !== MODE_OFFERED) return;
+    if (dropped !== undefined) {
+      // Its player's connection dropped while it was on offer: it waits for them here (the client
+      // re-sends the held inputs after its rejoin).
+      this.wait(dropped, entityId, i);
+      return;
+    }
     this.world.mode[i] = MODE_OWNED;
     // Frozen since the offer: those ticks' inputs may be caught up on (see `step`).
     this.world.grantCredit(i, (this.world.credit[i] as number) + (this.tick - offeredAt));
@@ -861,12 +918,17 @@ export class ShardEngine {
   /**
    * The neighbour owns the entity now: it stays here as a ghost (the neighbour's updates move it
    * from now on) and its session, if any, is marked redirected. Returns that session's id.
+   * `redirect`: where its player continues (the message the client is sent), remembered for
+   * `forMs` for a join of theirs here meanwhile (see `handedOver`): the redirect may never have
+   * reached the client, or its connection had dropped while the entity was on offer.
    */
-  commitOffer(entityId: number): number | undefined {
+  commitOffer(entityId: number, redirect?: { message: aethex.v1.IHandoffRedirect; forMs: number }): number | undefined {
     const i = this.world.indexOf(entityId);
     this.held.delete(entityId);
     this.offeredAt.delete(entityId);
     this.stateFrozen.delete(entityId);
+    const dropped = this.droppedOnOffer.get(entityId);
+    this.droppedOnOffer.delete(entityId);
     if (i < 0 || this.world.mode[i] !== MODE_OFFERED) return undefined;
     this.world.mode[i] = MODE_GHOST;
     this.world.vx[i] = 0;
@@ -875,7 +937,19 @@ export class ShardEngine {
     // It went with the offer: the neighbour keeps it now.
     this.world.gameState.delete(entityId);
     const session = this.byEntity.get(entityId);
-    if (!session) return undefined;
+    const playerId = session?.playerId ?? dropped;
+    if (playerId !== undefined && redirect) {
+      // Last in the expiry order (re-inserted: a Map keeps a key where it was first set).
+      this.handedOver.delete(playerId);
+      this.handedOver.set(playerId, {
+        redirect: redirect.message,
+        until: this.tick + Math.ceil(redirect.forMs / this.settings['engine.tick_rate_ms']),
+      });
+    }
+    if (!session) {
+      if (dropped !== undefined) this.syncPlace(dropped);
+      return undefined;
+    }
     this.byEntity.delete(entityId);
     if (this.byPlayer.get(session.playerId) === session) this.byPlayer.delete(session.playerId);
     session.redirected = true;
@@ -947,7 +1021,7 @@ export class ShardEngine {
 
   /** Players here, players whose entity waits for them, and places promised to handed-over ones. */
   private get placesTaken(): number {
-    return this.sessions.size + this.dormant.size + this.reservedPlayers;
+    return this.sessions.size + this.dormant.size + this.droppedOnOffer.size + this.reservedPlayers;
   }
 
   /** Creates or moves a neighbour's ghost. Ignored (false) for an entity this shard owns. */
@@ -1007,8 +1081,13 @@ export class ShardEngine {
     const session = this.sessions.get(sessionId);
     if (!session) return;
     this.forget(session);
-    // A redirected session's entity is a neighbour's now (its ghost here is the neighbour's to drop).
-    if (session.redirected) return;
+    if (session.redirected) {
+      // Its entity is a neighbour's now (its ghost here is the neighbour's to drop). The client
+      // closes its old connection on purpose once it has the redirect — resumed, or failed to
+      // (the token is then no good) — or ended the session: no join of theirs is sent after it.
+      this.handedOver.delete(session.playerId);
+      return;
+    }
     this.announceLeave(session, false);
     this.removeEntity(session.entityId);
     this.syncPlace(session.playerId);
@@ -1018,6 +1097,7 @@ export class ShardEngine {
   private removeEntity(entityId: number): void {
     this.held.delete(entityId);
     this.offeredAt.delete(entityId);
+    this.droppedOnOffer.delete(entityId);
     this.world.despawn(entityId);
   }
 
@@ -1025,19 +1105,38 @@ export class ShardEngine {
    * The player's connection dropped (a network cut, a crash, a lag or idle kick): the session ends,
    * and its entity waits where it stands, out of sight and out of the simulation, for
    * `engine.rejoin_window_ms`. A join by the same player in time takes it back, with the inputs it
-   * applied (the client re-sends the rest); after that it goes. An entity that is not simply owned
-   * here (on offer to a neighbour, or handed over) ends as `leave` ends it. Idempotent. Returns
-   * whether the entity waits.
+   * applied (the client re-sends the rest); after that it goes. An entity on offer to a neighbour
+   * stays on offer, its player keeping their place: rolled back, it waits so; committed, the
+   * player's join here is answered with the redirect to it (`commitOffer`). A redirected session's
+   * entity is the neighbour's: that session just ends (the redirect stays remembered: the client
+   * may not have got it), and a session whose entity is gone ends as `leave` ends it. Idempotent.
+   * Returns whether the entity waits (or may, on offer).
    */
   suspend(sessionId: number): boolean {
     const session = this.sessions.get(sessionId);
     if (!session) return false;
+    if (session.redirected) {
+      this.forget(session);
+      return false;
+    }
     const slot = this.world.indexOf(session.entityId);
-    if (session.redirected || slot < 0 || this.world.mode[slot] !== MODE_OWNED) {
+    const mode = slot < 0 ? undefined : this.world.mode[slot];
+    if (mode !== MODE_OWNED && mode !== MODE_OFFERED) {
       this.leave(sessionId);
       return false;
     }
     this.forget(session);
+    if (mode === MODE_OFFERED) this.droppedOnOffer.set(session.entityId, session.playerId);
+    else this.wait(session.playerId, session.entityId, slot);
+    this.announceLeave(session, true);
+    return true;
+  }
+
+  /**
+   * The entity in `slot` waits, out of sight and out of the simulation, for its player, whose
+   * connection dropped here, to rejoin within the window.
+   */
+  private wait(playerId: string, entityId: number, slot: number): void {
     const w = this.world;
     w.mode[slot] = MODE_DORMANT;
     w.vx[slot] = 0;
@@ -1045,12 +1144,16 @@ export class ShardEngine {
     // Waiting moves are not acknowledged: the client re-sends them after its rejoin.
     w.clearMoves(slot);
     // Last in the expiry order (re-inserted: a Map keeps a key where it was first set).
-    this.stopWaiting(session.playerId);
-    this.dormant.set(session.playerId, session.entityId);
-    this.dormantUntil.set(session.playerId, this.tick + this.rejoinWindowTicks);
-    this.droppedHere.add(session.playerId);
-    this.announceLeave(session, true);
-    return true;
+    this.stopWaiting(playerId);
+    this.dormant.set(playerId, entityId);
+    this.dormantUntil.set(playerId, this.tick + this.rejoinWindowTicks);
+    this.droppedHere.add(playerId);
+  }
+
+  /** Whether the player's connection dropped while their entity was on offer, and the offer is not decided yet. */
+  private waitsOnOffer(playerId: string): boolean {
+    for (const p of this.droppedOnOffer.values()) if (p === playerId) return true;
+    return false;
   }
 
   /** Players whose entity waits for them to rejoin (see `suspend`). */
@@ -1066,7 +1169,7 @@ export class ShardEngine {
 
   /** Tells `onPlace` if the player's place here was taken or freed since it was last told. */
   private syncPlace(playerId: string): void {
-    const has = this.byPlayer.has(playerId) || this.dormant.has(playerId);
+    const has = this.byPlayer.has(playerId) || this.dormant.has(playerId) || this.waitsOnOffer(playerId);
     if (has === this.placed.has(playerId)) return;
     if (has) this.placed.add(playerId);
     else this.placed.delete(playerId);
@@ -1092,6 +1195,14 @@ export class ShardEngine {
       const slot = entityId === undefined ? -1 : this.world.indexOf(entityId);
       if (slot >= 0 && this.world.mode[slot] === MODE_DORMANT) this.world.despawn(entityId as number);
       this.syncPlace(playerId);
+    }
+  }
+
+  /** Redirects past the neighbour's resume timeout are forgotten: its token is no good any more. */
+  private expireHandedOver(): void {
+    for (const [playerId, { until }] of this.handedOver) {
+      if (until > this.tick) return;
+      this.handedOver.delete(playerId);
     }
   }
 
@@ -1164,6 +1275,7 @@ export class ShardEngine {
     this.rng.reseed(tickSeed(this.settings['engine.seed'], tick));
     if (this.settings['engine.npc_count'] > 0) wander(world, this.rng, KIND_NPC, this.rules.maxSpeed * 0.5, 0.02);
     if (this.dormantUntil.size > 0) this.expireDormant();
+    if (this.handedOver.size > 0) this.expireHandedOver();
     const nCorrected = step(world, this.rules, this.corrected);
     if (this.hooks.onTick) this.callHook('onTick', () => this.hooks.onTick?.(this.context));
     // The world is final for this tick. Snapshot threads wake now, and the first of them quantizes

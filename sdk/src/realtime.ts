@@ -356,7 +356,9 @@ export class RealtimeClient {
   /**
    * Connects and joins; resolves with the server's Welcome, rejects on a kick or close before it —
    * or when the socket cannot even be made (an invalid URL, no WebSocket): then 'close' (1006) is
-   * emitted too, as for a connection that failed.
+   * emitted too, as for a connection that failed. A shard that answers the Join with a redirect
+   * (it handed the player's entity over to a neighbour while they were away) is followed: the
+   * client resumes there, and resolves with that shard's Welcome.
    */
   connect(): Promise<aethex.v1.IWelcome> {
     let socket: WebSocketLike;
@@ -367,11 +369,10 @@ export class RealtimeClient {
       this.end(1006, reason);
       return Promise.reject(new Error(reason, { cause: err }));
     }
-    this.socket = socket;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         reject(new Error(`no Welcome from ${this.options.url} within ${this.connectTimeoutMs} ms`));
-        socket.close();
+        this.socket?.close();
       }, this.connectTimeoutMs);
       let settled = false;
       const settle = (fn: () => void) => {
@@ -381,46 +382,77 @@ export class RealtimeClient {
           fn();
         }
       };
-      socket.onopen = () => {
-        socket.send(
-          ClientMessage.encode({
-            join: { joinToken: this.options.joinToken, protocolVersion: PROTOCOL_VERSION, clientVersion: 'aethex-sdk' },
-          }).finish(),
-        );
-      };
-      socket.onmessage = (ev) => {
-        // After a handoff the session is on another socket; this one is closing.
-        if (socket !== this.socket) return;
-        const msg = this.decode(ev.data, ev.reused);
-        if (msg instanceof Error) {
-          this.unreadable(socket, msg);
-        } else if (msg.body === 'welcome') {
-          const w = msg.welcome as aethex.v1.Welcome;
-          this.welcome = w;
-          this.numberHeldAfter(w.lastInputSeq);
-          this.lastAckedSeq = w.lastInputSeq;
-          this.seq = Math.max(this.seq, w.lastInputSeq);
-          this.resendHeld();
-          this.watchSilence();
-          settle(() => resolve(w));
-          return;
-        } else {
-          this.handle(msg);
-          if (msg.body === 'kick') {
-            const k = msg.kick as aethex.v1.Kick;
-            settle(() => reject(new Error(`kicked: ${reasonName(k.reason)}: ${k.message}`)));
+      /** Sends `hello` (a Join, or a Resume after a redirect) on `socket`, to `url`, and waits for the Welcome. */
+      const greet = (socket: WebSocketLike, url: string, hello: Uint8Array) => {
+        this.socket = socket;
+        socket.onopen = () => socket.send(hello);
+        socket.onmessage = (ev) => {
+          // After a handoff the session is on another socket; this one is closing.
+          if (socket !== this.socket) return;
+          const msg = this.decode(ev.data, ev.reused);
+          if (msg instanceof Error) {
+            this.unreadable(socket, msg);
+          } else if (msg.body === 'welcome') {
+            const w = msg.welcome as aethex.v1.Welcome;
+            this.welcome = w;
+            this.url = url;
+            this.numberHeldAfter(w.lastInputSeq);
+            this.lastAckedSeq = w.lastInputSeq;
+            this.seq = Math.max(this.seq, w.lastInputSeq);
+            this.resendHeld();
+            this.watchSilence();
+            settle(() => resolve(w));
+            return;
+          } else if (msg.body === 'handoffRedirect' && !this.welcome) {
+            // The shard handed this player's entity over to a neighbour while they were away (the
+            // redirect never reached their previous session): the session continues there.
+            const r = msg.handoffRedirect as aethex.v1.HandoffRedirect;
+            socket.onmessage = null;
+            socket.onclose = null;
+            socket.onerror = null;
+            socket.close(1000, 'redirected');
+            let next: WebSocketLike;
+            try {
+              next = this.openSocket(r.address);
+            } catch (err) {
+              const reason = `cannot connect to ${r.address}: ${(err as Error).message}`;
+              this.socket = undefined;
+              this.end(1006, reason);
+              settle(() => reject(new Error(reason, { cause: err })));
+              return;
+            }
+            // Ack 0: ticks are per shard, so the new shard starts with a full snapshot.
+            greet(
+              next,
+              r.address,
+              ClientMessage.encode({ resume: { resumeToken: r.resumeToken, protocolVersion: PROTOCOL_VERSION, ackTick: 0 } }).finish(),
+            );
+            return;
+          } else {
+            this.handle(msg);
+            if (msg.body === 'kick') {
+              const k = msg.kick as aethex.v1.Kick;
+              settle(() => reject(new Error(`kicked: ${reasonName(k.reason)}: ${k.message}`)));
+            }
           }
-        }
-        // A message this client gave up on ended the session.
-        if (this.endedWith !== undefined) settle(() => reject(new Error(`closed before joining: ${this.endedWith}`)));
+          // A message this client gave up on ended the session.
+          if (this.endedWith !== undefined) settle(() => reject(new Error(`closed before joining: ${this.endedWith}`)));
+        };
+        socket.onclose = (ev) => {
+          this.closed(socket, ev);
+          settle(() => reject(new Error(`closed before joining: ${ev.code} ${ev.reason}`)));
+        };
+        socket.onerror = () => {
+          // onclose follows with the details.
+        };
       };
-      socket.onclose = (ev) => {
-        this.closed(socket, ev);
-        settle(() => reject(new Error(`closed before joining: ${ev.code} ${ev.reason}`)));
-      };
-      socket.onerror = () => {
-        // onclose follows with the details.
-      };
+      greet(
+        socket,
+        this.options.url,
+        ClientMessage.encode({
+          join: { joinToken: this.options.joinToken, protocolVersion: PROTOCOL_VERSION, clientVersion: 'aethex-sdk' },
+        }).finish(),
+      );
     });
   }
 
@@ -626,6 +658,8 @@ export class RealtimeClient {
           if (msg instanceof Error) this.unreadable(socket, msg);
           else if (socket === this.socket) this.handle(msg);
           else if (msg.body === 'welcome') this.completeRejoin(rejoin, attempt, socket, msg.welcome as aethex.v1.Welcome);
+          else if (msg.body === 'handoffRedirect')
+            this.redirectRejoin(rejoin, attempt, socket, msg.handoffRedirect as aethex.v1.HandoffRedirect);
         };
         socket.onclose = (ev) => {
           if (socket === this.socket) this.closed(socket, ev);
@@ -683,6 +717,22 @@ export class RealtimeClient {
     this.seq = Math.max(this.seq, w.lastInputSeq);
     this.resendHeld();
     this.emit('rejoined', { shard: w.shardName, downMs: this.now() - rejoin.since, attempts: rejoin.attempts });
+  }
+
+  /**
+   * The shard answered the rejoin with a redirect: the entity was handed over to a neighbour while
+   * the connection was down (the redirect never arrived, or the client came back after resuming
+   * there failed). The rejoin is over; the client resumes there as after any redirect.
+   */
+  private redirectRejoin(rejoin: Rejoin, attempt: RejoinAttempt, socket: WebSocketLike, r: aethex.v1.HandoffRedirect): void {
+    clearTimeout(attempt.deadline);
+    rejoin.current = undefined;
+    this.rejoining = undefined;
+    socket.onmessage = null;
+    socket.onclose = null;
+    socket.onerror = null;
+    socket.close(1000, 'redirected');
+    this.beginHandoff(r);
   }
 
   private handle(msg: Decoded): void {

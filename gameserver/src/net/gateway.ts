@@ -167,6 +167,11 @@ export interface GatewayDeps {
   admitting?: () => boolean;
   /** Redeems a handoff resume token: the player and entity it continues, or undefined. */
   resume?: (token: string) => { playerId: string; entityId: number; frozenMs: number } | undefined;
+  /**
+   * Whether players handed over to this shard may still resume (their entity is held or adopted
+   * here, their client not arrived yet): while draining, upgrades are still taken for them.
+   */
+  resumesPending?: () => boolean;
 }
 
 /**
@@ -199,6 +204,8 @@ export class Gateway {
   private readonly input = inputFields();
   private nextId = 1;
   private accepting = true;
+  /** `close` began: every session is being ended, and no resume is taken any more. */
+  private closing = false;
   /** A connection read less directly than it could be was logged (once: every connection reads alike). */
   private warnedReadMode = false;
   private acceptedSinceAsked = false;
@@ -220,9 +227,10 @@ export class Gateway {
       // A ping spends the connection's message rate like a message: only those within it are
       // answered (`accept`).
       autoPong: false,
-      // While draining, an upgrade is answered 503 before a WebSocket is made only to be closed.
+      // While draining, an upgrade is answered 503 before a WebSocket is made only to be closed —
+      // unless a player handed over to this shard may still resume: theirs may be that one.
       verifyClient: (_info, done) => {
-        if (this.accepting) return done(true);
+        if (this.accepting || (!this.closing && (this.deps.resumesPending?.() ?? false))) return done(true);
         this.deps.metrics.kicks.inc({ reason: reasonLabel(ReasonCode.REASON_CODE_SHUTTING_DOWN) });
         done(false, 503, 'the shard is draining');
       },
@@ -571,8 +579,13 @@ export class Gateway {
           return;
         }
         const result = this.deps.engine.join(conn.id, claims.playerId);
+        if (!result.ok && result.redirect) {
+          this.deps.metrics.joins.inc({ result: 'redirected' });
+          this.redirectJoin(conn, claims.playerId, result.redirect);
+          return;
+        }
         if (!result.ok) {
-          this.deps.metrics.joins.inc({ result: 'full' });
+          this.deps.metrics.joins.inc({ result: result.reason === ReasonCode.REASON_CODE_NOT_READY ? 'not_ready' : 'full' });
           this.kick(conn, result.reason, result.message);
           return;
         }
@@ -619,14 +632,18 @@ export class Gateway {
     conn.early = undefined;
   }
 
-  /** A client continues on this shard after a handoff, with the token the former owner gave it. */
+  /**
+   * A client continues on this shard after a handoff, with the token the former owner gave it. Also
+   * while draining, until `close`: the entity is this shard's (or becomes so with the resume), and
+   * the player, ended with everyone else's session, rejoins it here after the restart.
+   */
   private resume(conn: Connection, resume: aethex.v1.Resume): void {
     if (resume.protocolVersion < PROTOCOL_VERSION) {
       this.kick(conn, ReasonCode.REASON_CODE_PROTOCOL_ERROR, `protocol version ${resume.protocolVersion} is not supported`);
       return;
     }
-    if (!this.accepting) {
-      this.kick(conn, ReasonCode.REASON_CODE_SHUTTING_DOWN, 'the shard is draining');
+    if (this.closing) {
+      this.kick(conn, ReasonCode.REASON_CODE_SHUTTING_DOWN, 'the shard is shutting down');
       return;
     }
     const claim = this.deps.resume?.(resume.resumeToken);
@@ -658,6 +675,19 @@ export class Gateway {
     if (playerId !== undefined) this.players.delete(conn.id);
     this.write(conn, ServerMessage.encode({ handoffRedirect: redirect }).finish());
     this.log(conn).info({ player: playerId, to: redirect.shardName }, 'player handed over; client redirected');
+  }
+
+  /**
+   * The player's join is answered with the redirect to the neighbour their entity was handed over
+   * to (their client may never have got it: its connection dropped or stalled): the client resumes
+   * there. No session here; the connection closes (1000) behind the redirect.
+   */
+  private redirectJoin(conn: Connection, playerId: string, redirect: aethex.v1.IHandoffRedirect): void {
+    conn.phase = 'closed';
+    this.write(conn, ServerMessage.encode({ handoffRedirect: redirect }).finish());
+    conn.ws.close(1000, 'handed over');
+    setTimeout(() => conn.ws.terminate(), CLOSE_TIMEOUT_MS).unref();
+    this.log(conn).info({ player: playerId, to: redirect.shardName }, 'player joined while handed over; client redirected');
   }
 
   /** The gateway's own messages (welcome, pong, RPC results, redirects, kicks), counted here. */
@@ -781,9 +811,18 @@ export class Gateway {
     this.accepting = false;
   }
 
-  /** Ends every session with `reason` and stops listening. */
-  async close(reason: Reason = ReasonCode.REASON_CODE_SHUTTING_DOWN, message = 'the shard is shutting down'): Promise<void> {
+  /**
+   * Ends every session with `reason` and stops listening. Every client is told why (its `Kick`)
+   * at once; one that has not closed within `withinMs` is cut off, since closing the server waits
+   * for every socket (a client that stops reading never answers the close handshake).
+   */
+  async close(
+    reason: Reason = ReasonCode.REASON_CODE_SHUTTING_DOWN,
+    message = 'the shard is shutting down',
+    withinMs = CLOSE_TIMEOUT_MS,
+  ): Promise<void> {
     this.accepting = false;
+    this.closing = true;
     // One line for all of them: a drain of thousands of players is not thousands of log lines.
     let kicked = 0;
     for (const conn of this.connections.values()) {
@@ -793,12 +832,20 @@ export class Gateway {
     }
     this.deps.log.info({ reason: reasonLabel(reason), message, sessions: kicked }, 'closed every session');
     clearInterval(this.sweeper);
-    const server = this.server;
-    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
-    const http = this.http;
-    if (http) {
-      http.closeAllConnections();
-      await new Promise<void>((resolve) => http.close(() => resolve()));
+    const cut = setTimeout(() => {
+      for (const conn of this.connections.values()) conn.ws.terminate();
+      this.http?.closeAllConnections();
+    }, withinMs);
+    try {
+      const server = this.server;
+      if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+      const http = this.http;
+      if (http) {
+        http.closeAllConnections();
+        await new Promise<void>((resolve) => http.close(() => resolve()));
+      }
+    } finally {
+      clearTimeout(cut);
     }
   }
 }

@@ -5,7 +5,7 @@ import { aethex, PROTOCOL_VERSION } from '@aethex/proto';
 import { createLogger } from '@aethex/runtime';
 import { afterEach, expect, test } from 'vitest';
 import { WebSocketServer } from 'ws';
-import { LINK_PATH, type LinkEvents, ShardLinks } from './links.js';
+import { LINK_PATH, type LinkEvents, linkProof, ShardLinks } from './links.js';
 import type { Neighbour } from './map.js';
 
 const log = createLogger('links-test', 'silent');
@@ -95,17 +95,21 @@ test('a cut link is noticed by both sides and comes back by itself', async () =>
   expect(ra.seen.filter((e) => e === 'in up w-0-1')).toHaveLength(2);
 });
 
-test('a neighbour of a build before late changes welcomes without them: the link is up, and takes none', async () => {
-  // The neighbour's side as that build answers: challenge, then a welcome without late_changes.
+test('a neighbour whose welcome leaves late changes out: the link is up, and takes none', async () => {
+  // The neighbour's side: challenge, then a welcome that proves the secret but says nothing of late_changes.
   const e = await endpoint();
   const wss = new WebSocketServer({ noServer: true });
   e.server.on('upgrade', (req, socket, head) =>
     wss.handleUpgrade(req, socket, head, (ws) => {
-      ws.on('message', () =>
+      ws.on('message', (data: Buffer) => {
+        const hello = aethex.v1.ShardMessage.decode(data).linkHello as aethex.v1.LinkHello;
+        const auth = linkProof('s'.repeat(32), 'welcome', hello.nonce, 'w', 0, 'w-0-1', 'w-0-0', 1);
         ws.send(
-          aethex.v1.ShardMessage.encode({ linkWelcome: { shardName: 'w-0-1', protocolVersion: PROTOCOL_VERSION, epoch: 1 } }).finish(),
-        ),
-      );
+          aethex.v1.ShardMessage.encode({
+            linkWelcome: { shardName: 'w-0-1', protocolVersion: PROTOCOL_VERSION, epoch: 1, auth },
+          }).finish(),
+        );
+      });
       ws.send(aethex.v1.ShardMessage.encode({ linkChallenge: { nonce: new Uint8Array(32) } }).finish());
     }),
   );

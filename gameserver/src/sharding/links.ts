@@ -13,6 +13,16 @@ const { ShardMessage } = aethex.v1;
 export const LINK_PATH = '/shard-link';
 /** Largest link message (a full ghost update of a crowded border). */
 const MAX_LINK_MESSAGE = 16 << 20;
+/**
+ * Largest message before the other end has proved the secret: a challenge, hello or welcome is a
+ * few names, two 32-byte values and some numbers. ws holds a whole message (up to
+ * MAX_LINK_MESSAGE, which the link needs once authenticated) before it hands it over; one over
+ * this bound closes the link unread, so a stranger on the players' port costs a buffer for the
+ * moment it takes to arrive, never a decode on the tick thread.
+ */
+const MAX_HANDSHAKE_MESSAGE = 1024;
+/** Bytes of each end's challenge. */
+const NONCE_BYTES = 32;
 /** A dialled link must be welcomed, and an accepted one must say hello, within this. */
 const HANDSHAKE_TIMEOUT_MS = 3000;
 
@@ -40,9 +50,34 @@ export interface LinkEvents {
   onOutboundUp(to: Neighbour): void;
 }
 
-/** HMAC-SHA256 over the challenge and the dialler's identity (see LinkChallenge in shard.proto). */
-export function linkProof(secret: string, nonce: Uint8Array, world: string, instance: number, shard: string, epoch: number): Buffer {
-  return createHmac('sha256', secret).update(nonce).update(`\0${world}\0${instance}\0${shard}\0${epoch}`).digest();
+/**
+ * HMAC-SHA256 by which one end of a link proves the secret to the other (see LinkChallenge in
+ * shard.proto): over what it answers (the dialler's `hello` or the accepting shard's `welcome`),
+ * the other end's challenge, the world, both ends' names — the prover's first — and the prover's
+ * epoch. Naming the other end is what keeps a proof a shard gave whoever answered at a neighbour's
+ * address from logging that one in anywhere else.
+ */
+export function linkProof(
+  secret: string,
+  answer: 'hello' | 'welcome',
+  nonce: Uint8Array,
+  world: string,
+  instance: number,
+  prover: string,
+  verifier: string,
+  epoch: number,
+): Buffer {
+  return createHmac('sha256', secret)
+    .update(`aethex-link-${answer}\0`)
+    .update(nonce)
+    .update(`\0${world}\0${instance}\0${prover}\0${verifier}\0${epoch}`)
+    .digest();
+}
+
+/** Whether `got` is the proof `want` (in constant time). */
+function proves(got: Uint8Array | null | undefined, want: Buffer): boolean {
+  const bytes = Buffer.from(got ?? []);
+  return bytes.length === want.length && timingSafeEqual(bytes, want);
 }
 
 interface Outbound {
@@ -63,9 +98,10 @@ interface Inbound {
 /**
  * The shard's links to its neighbours. Each shard dials every neighbour (at `ws://address/shard-link`)
  * and sends its own messages on that link; it receives the neighbour's messages on the link the
- * neighbour dialled. A link is authenticated by challenge and HMAC over the shared secret; a
- * dialled link reconnects with capped exponential backoff; both sides ping and close a link that
- * is silent past `timeoutMs`, so a neighbour that dies without closing its sockets is noticed.
+ * neighbour dialled. A link is authenticated both ways, by a challenge from each end and an HMAC
+ * over the shared secret naming both ends; a dialled link reconnects with capped exponential
+ * backoff; both sides ping and close a link that is silent past `timeoutMs`, so a neighbour that
+ * dies without closing its sockets is noticed.
  */
 export class ShardLinks {
   /** Random per process start: tells neighbours that this shard restarted. */
@@ -137,7 +173,9 @@ export class ShardLinks {
       clearTimeout(link.timer);
       link.ws?.terminate();
     }
-    for (const link of this.inbound.values()) link.ws.terminate();
+    // Every client of the server, those still in their hello phase included: closing the server
+    // waits for them all, and a stranger's socket would hold it until its hello deadline.
+    for (const ws of this.server.clients) ws.terminate();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
 
@@ -156,6 +194,14 @@ export class ShardLinks {
     }, HANDSHAKE_TIMEOUT_MS);
     ws.on('error', () => undefined);
     ws.on('message', (data: Buffer) => {
+      if (!who && data.length > MAX_HANDSHAKE_MESSAGE) {
+        this.o.log.warn(
+          { addr: address, bytes: data.length },
+          `shard link: message over ${MAX_HANDSHAKE_MESSAGE} bytes before the hello; closed`,
+        );
+        ws.terminate();
+        return;
+      }
       let msg: aethex.v1.ShardMessage;
       try {
         msg = ShardMessage.decode(data);
@@ -182,10 +228,13 @@ export class ShardLinks {
       if (!from) return refuse(`${hello.shardName} is not a neighbour`);
       if (hello.world !== this.o.world || hello.instance !== this.o.instance) return refuse('other world or instance');
       if (hello.protocolVersion !== PROTOCOL_VERSION) return refuse(`protocol version ${hello.protocolVersion}`);
+      if (hello.nonce.length !== NONCE_BYTES)
+        return refuse(
+          `${hello.shardName}'s hello has no ${NONCE_BYTES}-byte challenge for us (a build before links were authenticated both ways?)`,
+        );
       const epoch = Number(hello.epoch);
-      const want = linkProof(this.o.secret, nonce, this.o.world, this.o.instance, hello.shardName, epoch);
-      const got = Buffer.from(hello.auth ?? []);
-      if (got.length !== want.length || !timingSafeEqual(got, want)) return refuse(`bad proof from ${hello.shardName}`);
+      const want = linkProof(this.o.secret, 'hello', nonce, this.o.world, this.o.instance, hello.shardName, this.o.name, epoch);
+      if (!proves(hello.auth, want)) return refuse(`bad proof from ${hello.shardName}`);
       clearTimeout(deadline);
       who = from;
       const previous = this.inbound.get(from.shard);
@@ -195,9 +244,10 @@ export class ShardLinks {
         const link = this.inbound.get(from.shard);
         if (link?.ws === ws) link.lastHeard = performance.now();
       });
+      const auth = linkProof(this.o.secret, 'welcome', hello.nonce, this.o.world, this.o.instance, this.o.name, from.name, this.epoch);
       ws.send(
         ShardMessage.encode({
-          linkWelcome: { shardName: this.o.name, protocolVersion: PROTOCOL_VERSION, epoch: this.epoch, lateChanges: true },
+          linkWelcome: { shardName: this.o.name, protocolVersion: PROTOCOL_VERSION, epoch: this.epoch, lateChanges: true, auth },
         }).finish(),
       );
       this.setGauge(from, 'in', true);
@@ -229,12 +279,23 @@ export class ShardLinks {
     link.ws = ws;
     link.ready = false;
     link.lastHeard = performance.now();
+    // Our challenge to whoever answers at the neighbour's address: its welcome must prove the secret over it.
+    const nonce = randomBytes(NONCE_BYTES);
+    let answered = false;
     ws.on('error', () => undefined);
     ws.on('pong', () => {
       link.lastHeard = performance.now();
     });
     ws.on('message', (data: Buffer) => {
       link.lastHeard = performance.now();
+      if (!link.ready && data.length > MAX_HANDSHAKE_MESSAGE) {
+        this.o.log.warn(
+          { to: n.name, bytes: data.length },
+          `shard link: message over ${MAX_HANDSHAKE_MESSAGE} bytes before the welcome; closing`,
+        );
+        ws.terminate();
+        return;
+      }
       let msg: aethex.v1.ShardMessage;
       try {
         msg = ShardMessage.decode(data);
@@ -242,9 +303,19 @@ export class ShardLinks {
         ws.terminate();
         return;
       }
-      if (msg.body === 'linkChallenge') {
-        const nonce = msg.linkChallenge?.nonce ?? new Uint8Array();
-        const auth = linkProof(this.o.secret, nonce, this.o.world, this.o.instance, this.o.name, this.epoch);
+      if (msg.body === 'linkChallenge' && !answered) {
+        // One answer per connection: whoever is at the address gets no proofs to collect.
+        answered = true;
+        const auth = linkProof(
+          this.o.secret,
+          'hello',
+          msg.linkChallenge?.nonce ?? new Uint8Array(),
+          this.o.world,
+          this.o.instance,
+          this.o.name,
+          n.name,
+          this.epoch,
+        );
         ws.send(
           ShardMessage.encode({
             linkHello: {
@@ -254,17 +325,28 @@ export class ShardLinks {
               protocolVersion: PROTOCOL_VERSION,
               auth,
               epoch: this.epoch,
+              nonce,
             },
           }).finish(),
         );
       } else if (msg.body === 'linkWelcome' && !link.ready) {
-        if (msg.linkWelcome?.shardName !== n.name) {
-          this.o.log.warn({ to: n.name, answered: msg.linkWelcome?.shardName }, 'shard link: another shard answered; closing');
+        const welcome = msg.linkWelcome as aethex.v1.LinkWelcome;
+        if (welcome.shardName !== n.name) {
+          this.o.log.warn({ to: n.name, answered: welcome.shardName }, 'shard link: another shard answered; closing');
+          ws.terminate();
+          return;
+        }
+        const want = linkProof(this.o.secret, 'welcome', nonce, this.o.world, this.o.instance, n.name, this.o.name, Number(welcome.epoch));
+        if (!proves(welcome.auth, want)) {
+          this.o.log.warn(
+            { to: n.name },
+            'shard link: the welcome does not prove the secret (not our neighbour, or another secret); closing',
+          );
           ws.terminate();
           return;
         }
         link.ready = true;
-        link.lateChanges = msg.linkWelcome.lateChanges === true;
+        link.lateChanges = welcome.lateChanges === true;
         link.attempt = 0;
         this.setGauge(n, 'out', true);
         this.o.log.info({ to: n.name }, 'shard link to neighbour up');

@@ -5,10 +5,13 @@ import { loadConfig } from '../config.js';
 import { ShardEngine } from '../engine.js';
 import { MODE_DORMANT, MODE_GHOST } from '../sim/world.js';
 import type { ShardLinks } from './links.js';
-import type { Neighbour } from './map.js';
+import { idRange, type Neighbour } from './map.js';
 import { Sharding } from './sharding.js';
 
-const settings = loadConfig({ AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: 'unused', AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '0,0,200,100' });
+const settings = loadConfig({
+  AETHEX_GAMESERVER_AUTH_JWKS_URL: 'http://unused.invalid/jwks',
+  AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '0,0,200,100',
+});
 const left = { minX: 0, minY: 0, maxX: 100, maxY: 100 };
 const right: Neighbour = { shard: 1, name: 'w-0-1', region: { minX: 100, minY: 0, maxX: 200, maxY: 100 }, address: '127.0.0.1:1' };
 
@@ -28,7 +31,7 @@ function shardingOf(engine: ShardEngine, extra: Partial<ConstructorParameters<ty
 }
 
 function shard() {
-  const engine = new ShardEngine(settings, { send: () => true, kick: () => undefined }, { region: left });
+  const engine = new ShardEngine(settings, { send: () => true, kick: () => undefined }, { region: left, ids: idRange(0) });
   return { engine, sharding: shardingOf(engine) };
 }
 
@@ -81,6 +84,35 @@ test("a neighbour's ghosts are applied, replaced by a full update and dropped wi
   expect([w.x[w.indexOf(mine)], w.mode[w.indexOf(mine)]]).toEqual([50, 0]);
 });
 
+test('a ghost is the neighbour’s that sent it last: a late removal or a link down of the one it left does not remove it', () => {
+  // Shard 3 is across the corner: a player crossing from shard 1 to shard 3 near us is sent by
+  // both for a moment, and the new owner's upsert may arrive before the old owner's removal.
+  const corner: Neighbour = { shard: 3, name: 'w-1-1', region: { minX: 100, minY: 100, maxX: 200, maxY: 200 }, address: '127.0.0.1:3' };
+  const engine = new ShardEngine(settings, { send: () => true, kick: () => undefined }, { region: left, ids: idRange(0) });
+  const sharding = shardingOf(engine, {
+    placement: { bounds: settings['engine.world_bounds'], shard: 0, region: left, address: '127.0.0.1:0', neighbours: [right, corner] },
+  });
+  const w = engine.world;
+  const isGhost = (id: number) => w.indexOf(id) >= 0 && w.mode[w.indexOf(id)] === MODE_GHOST;
+  const walker = (1 << 24) + 1;
+  sharding.onMessage(right, update({ tick: 1, upserts: [ghost(walker, 110, 99)] }));
+  sharding.onMessage(corner, update({ tick: 1, upserts: [ghost(walker, 110, 99.9)] }));
+  sharding.onMessage(right, update({ tick: 2, removed: [walker] }));
+  expect(isGhost(walker)).toBe(true);
+  expect(w.y[w.indexOf(walker)]).toBeCloseTo(99.9);
+  // Neither a full update from the neighbour it left, nor that one's link going down, removes it.
+  sharding.onMessage(right, update({ tick: 3, full: true, upserts: [] }));
+  sharding.onInboundDown(right);
+  expect(isGhost(walker)).toBe(true);
+  // Its owner's removal does; and its owner's link going down drops the ghosts it owns.
+  sharding.onMessage(corner, update({ tick: 2, removed: [walker] }));
+  expect(isGhost(walker)).toBe(false);
+  sharding.onMessage(right, update({ tick: 4, upserts: [ghost(walker, 110, 98)] }));
+  sharding.onMessage(corner, update({ tick: 3, upserts: [ghost(walker, 110, 99.9)] }));
+  sharding.onInboundDown(corner);
+  expect(isGhost(walker)).toBe(false);
+});
+
 test('a shard restored with players admits nobody until its neighbours claim the players they own now', async () => {
   const { decodeState, encodeState } = await import('../persist/state-codec.js');
   const { World, KIND_PLAYER, MODE_DORMANT } = await import('../sim/world.js');
@@ -119,12 +151,12 @@ test('a shard restored with players admits nobody until its neighbours claim the
 
 test('an accepted offer keeps its player a place and its entity a slot: no join, game spawn, ghost or second offer takes them', () => {
   const tight = loadConfig({
-    AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: 'unused',
+    AETHEX_GAMESERVER_AUTH_JWKS_URL: 'http://unused.invalid/jwks',
     AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '0,0,200,100',
     AETHEX_GAMESERVER_ENGINE_MAX_PLAYERS: '2',
     AETHEX_GAMESERVER_ENGINE_MAX_ENTITIES: '3',
   });
-  const engine = new ShardEngine(tight, { send: () => true, kick: () => undefined }, { region: left });
+  const engine = new ShardEngine(tight, { send: () => true, kick: () => undefined }, { region: left, ids: idRange(0) });
   const sharding = shardingOf(engine);
   const msg = (m: aethex.v1.IShardMessage) => aethex.v1.ShardMessage.decode(aethex.v1.ShardMessage.encode(m).finish());
   const offer = (offerId: number, entityId: number, playerId: string) =>
@@ -179,6 +211,24 @@ function recordingLinks(lateChanges = true): { links: ShardLinks; sent: aethex.v
 }
 
 const wire = (m: aethex.v1.IShardMessage) => aethex.v1.ShardMessage.decode(aethex.v1.ShardMessage.encode(m).finish());
+
+test('the owner redirects a handed-over player to the neighbour’s address in the shard map, whatever the accept names', () => {
+  const engine = new ShardEngine(settings, { send: () => true, kick: () => undefined }, { region: left, ids: idRange(0) });
+  const redirects: aethex.v1.IHandoffRedirect[] = [];
+  const sharding = shardingOf(engine, { redirect: (_session, r) => redirects.push(r) });
+  const { links, sent } = recordingLinks();
+  sharding.attach(links);
+  const r = engine.join(1, 'ann');
+  if (!r.ok) throw new Error('join refused');
+  engine.world.x[engine.world.indexOf(r.entityId)] = 110;
+  sharding.afterStep();
+  const o = sent.find((m) => m.handoffOffer)?.handoffOffer as aethex.v1.IHandoffOffer;
+  sharding.onMessage(
+    right,
+    wire({ handoffAccept: { offerId: o.offerId, entityId: o.entityId, resumeToken: 't', address: 'elsewhere.example:666' } }),
+  );
+  expect(redirects.map((x) => x.address)).toEqual([`ws://${right.address}`]);
+});
 
 test('the owner: state and flags the game sets while a player is on offer go with the commit; unchanged ones are not sent again', () => {
   const { engine, sharding } = shard();
@@ -245,7 +295,7 @@ test('the owner: offering to a neighbour of a build that ignores late changes, t
 });
 
 test('the receiver: a commit’s late state is adopted once, whether the player resumed before it or not, and never undoes a write made here', () => {
-  const engine = new ShardEngine(settings, { send: () => true, kick: () => undefined }, { region: left });
+  const engine = new ShardEngine(settings, { send: () => true, kick: () => undefined }, { region: left, ids: idRange(0) });
   const logged: { why?: string; msg?: string }[] = [];
   const log = createLogger('sharding-test', 'info', { write: (line: string) => logged.push(JSON.parse(line)) });
   const sharding = shardingOf(engine, { log });

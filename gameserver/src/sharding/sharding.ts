@@ -113,7 +113,16 @@ export class Sharding {
   private readonly resumedBeforeCommit = new Map<string, { entityId: number; stateWrites: number; flagWrites: number; at: number }>();
   private readonly mirrored = new Map<number, Map<number, Mirrored>>(); // neighbour → entity → last sent
   private readonly needFull = new Set<number>();
-  private readonly ghostsFrom = new Map<number, Set<number>>(); // neighbour → ghost ids
+  /**
+   * The ghosts each neighbour owns here (neighbour → ghost ids), and the neighbour each ghost is
+   * owned by: one at a time, the last to send it. A player crossing between two neighbours of this
+   * shard is sent by both for a moment, and their messages arrive in either order: the new owner's
+   * upsert may come before the old one's removal, which must then not remove it.
+   */
+  private readonly ghostsFrom = new Map<number, Set<number>>();
+  private readonly ghostOwner = new Map<number, number>();
+  /** Neighbours (shard:epoch) already warned of ghosts or offers naming ids never handed out here. */
+  private readonly warnedNeverIssued = new Set<string>();
   private readonly epochs = new Map<number, number>();
   private readonly decisions: Decision[] = [];
   private readonly now: () => number;
@@ -175,11 +184,53 @@ export class Sharding {
     this.dropGhosts(n);
   }
 
+  /** Drops the ghosts `n` owns (those another neighbour sent since are that one's, and stay). */
   private dropGhosts(n: Neighbour): void {
     const ids = this.ghostsFrom.get(n.shard) as Set<number>;
-    for (const id of ids) this.o.engine.removeGhost(id);
+    for (const id of ids) {
+      this.ghostOwner.delete(id);
+      this.o.engine.removeGhost(id);
+    }
     ids.clear();
     this.o.metrics?.ghosts.set({ neighbour: n.name }, 0);
+  }
+
+  /** The ghost `id` is `n`'s from now on, no longer the neighbour's that sent it before. */
+  private ownGhost(n: Neighbour, id: number): void {
+    const previous = this.ghostOwner.get(id);
+    if (previous === n.shard) return;
+    if (previous !== undefined) this.disownGhost(id);
+    this.ghostOwner.set(id, n.shard);
+    (this.ghostsFrom.get(n.shard) as Set<number>).add(id);
+  }
+
+  /** `id` is no neighbour's ghost any more (removed, or adopted here). */
+  private disownGhost(id: number): void {
+    const owner = this.ghostOwner.get(id);
+    if (owner === undefined) return;
+    this.ghostOwner.delete(id);
+    const ids = this.ghostsFrom.get(owner) as Set<number>;
+    ids.delete(id);
+    const n = this.neighbours.find((x) => x.shard === owner);
+    if (n) this.o.metrics?.ghosts.set({ neighbour: n.name }, ids.size);
+  }
+
+  /**
+   * Whether a neighbour's ghost or offer names an id of this shard's own range never handed out
+   * here: no neighbour can own such an entity (it is a bug or a forgery), and taking it would give
+   * the id away before this shard does. Logged once per neighbour run.
+   */
+  private neverIssuedHere(from: Neighbour, entityId: number): boolean {
+    if (!this.o.engine.world.neverIssued(entityId)) return false;
+    const key = `${from.shard}:${this.epochOf(from)}`;
+    if (!this.warnedNeverIssued.has(key)) {
+      this.warnedNeverIssued.add(key);
+      this.o.log.warn(
+        { from: from.name, entity: entityId, nextId: this.o.engine.world.nextEntityId },
+        "neighbour named an entity id of this shard's range that was never handed out here; refused (not logged again for this neighbour run)",
+      );
+    }
+    return true;
   }
 
   onMessage(from: Neighbour, msg: aethex.v1.ShardMessage): void {
@@ -278,8 +329,8 @@ export class Sharding {
       const keep = new Set(u.upserts.map((e) => e.entityId));
       for (const id of ids) {
         if (!keep.has(id)) {
+          this.disownGhost(id);
           engine.removeGhost(id);
-          ids.delete(id);
         }
       }
     }
@@ -291,11 +342,15 @@ export class Sharding {
         this.o.log.warn({ from: from.name, entity: e.entityId }, 'invalid ghost ignored');
         continue;
       }
+      if (this.neverIssuedHere(from, e.entityId)) continue;
       const ok = engine.upsertGhost({ entityId: e.entityId, x, y, vx, vy, kind: e.kind, flags: e.flags });
-      if (ok) ids.add(e.entityId);
+      if (ok) this.ownGhost(from, e.entityId);
     }
+    // Only a ghost the sender owns: one another neighbour has sent since is that one's now.
     for (const id of u.removed) {
-      if (ids.delete(id)) engine.removeGhost(id);
+      if (!ids.has(id)) continue;
+      this.disownGhost(id);
+      engine.removeGhost(id);
     }
     this.o.metrics?.ghosts.set({ neighbour: from.name }, ids.size);
   }
@@ -387,22 +442,24 @@ export class Sharding {
       ...(state !== offer.entity.state ? { stateChanged: true, state: state ?? new Uint8Array(0) } : {}),
       ...(flags !== offer.entity.flags ? { flagsChanged: true, flags } : {}),
     };
-    const sessionId = this.o.engine.commitOffer(a.entityId);
+    // To the neighbour's address in the shard map, not the one the accept names: the link proves
+    // who sent the accept, but where that shard is is the map's to say.
+    const redirect = {
+      address: `ws://${from.address}`,
+      resumeToken: a.resumeToken,
+      lastInputSeq: offer.entity.lastInputSeq,
+      shardName: from.name,
+    };
+    // The engine answers the player's joins with the redirect while the neighbour may take the token.
+    const sessionId = this.o.engine.commitOffer(a.entityId, { message: redirect, forMs: this.o.resumeTimeoutMs });
     // It is the neighbour's ghost here from now on; dropped with the neighbour's other ghosts.
-    this.ghostsFrom.get(from.shard)?.add(a.entityId);
+    this.ownGhost(from, a.entityId);
     const msg = { handoffCommit: { offerId, entityId: a.entityId, ...late } };
     this.decisions.push({ to: from, msg, at: this.now() });
     this.links?.send(from, msg);
     this.o.metrics?.handoffs.inc({ result: 'ok' });
     this.o.metrics?.handoffDuration.observe((this.now() - offer.at) / 1000);
-    if (sessionId !== undefined) {
-      this.o.redirect(sessionId, {
-        address: `ws://${a.address}`,
-        resumeToken: a.resumeToken,
-        lastInputSeq: offer.entity.lastInputSeq,
-        shardName: from.name,
-      });
-    }
+    if (sessionId !== undefined) this.o.redirect(sessionId, redirect);
   }
 
   private onReject(from: Neighbour, r: aethex.v1.HandoffReject): void {
@@ -428,6 +485,10 @@ export class Sharding {
     }
     if (o.kind !== KIND_PLAYER || o.playerId === '' || o.playerId.length > 128) {
       reject(ReasonCode.REASON_CODE_PROTOCOL_ERROR, 'only players are handed over');
+      return;
+    }
+    if (this.neverIssuedHere(from, o.entityId)) {
+      reject(ReasonCode.REASON_CODE_PROTOCOL_ERROR, `entity ${o.entityId} is of this shard's id range but was never handed out here`);
       return;
     }
     if (o.state.length > MAX_GAME_STATE_BYTES) {
@@ -486,8 +547,8 @@ export class Sharding {
     if (!this.o.engine.adopt(inc.entity)) return false;
     inc.adopted = true;
     this.reserveIncoming();
-    // Our ghost of it (from the sender) is gone with the adoption.
-    this.ghostsFrom.get(inc.from.shard)?.delete(inc.entity.entityId);
+    // Our ghost of it (from the sender, or whichever neighbour sent it last) is gone with the adoption.
+    this.disownGhost(inc.entity.entityId);
     return true;
   }
 

@@ -28,12 +28,17 @@ describe('World', () => {
     expect(() => w.spawn(0, 0, 0)).not.toThrow();
   });
 
-  test('restores with explicit ids and continues numbering above them', () => {
-    const w = new World(8);
+  test('an explicit id (a restore, an adoption, a ghost) never moves the counter, even one of its own range never handed out', () => {
+    const w = new World(8, 100, 200);
     w.spawn(0, 0, 0, 41);
     expect(() => w.spawn(0, 0, 0, 41)).toThrow('entity 41 already exists');
-    expect(w.spawn(0, 0, 0)).toBe(42);
-    expect(w.nextEntityId).toBe(43);
+    // The top of its own range, as a neighbour's ghost might name it: the range is not used up.
+    w.spawn(0, 0, 0, 199);
+    expect(w.nextEntityId).toBe(100);
+    expect(w.spawn(0, 0, 0)).toBe(100);
+    expect(w.neverIssued(198)).toBe(true);
+    // Ids it handed out, and another range's, are not "never issued".
+    expect([w.neverIssued(100), w.neverIssued(101), w.neverIssued(99), w.neverIssued(200)]).toEqual([false, true, false, false]);
   });
 
   test('stateHash changes with any state and is equal for equal worlds', () => {

@@ -167,6 +167,12 @@ export class World {
   private freedHead = 0;
   /** The current tick, for resting ids (the engine sets it each step). */
   clock = 0;
+  /**
+   * Ticks a freed id rests: at least ID_REST_TICKS, and longer than a client may go without a
+   * snapshot and stay connected (the engine sets it from gateway.slow_drop_ticks): a client still
+   * showing the old entity would take a new one by its id for it, moved and changed in kind.
+   */
+  idRestTicks = ID_REST_TICKS;
 
   /**
    * Ids this world hands out are in [firstId, idLimit): the shards of one world use disjoint
@@ -236,7 +242,12 @@ export class World {
     this.hasNext[i] = 0;
   }
 
-  /** Adds an entity and returns its id; throws CapacityError when full. `id` is for restores. */
+  /**
+   * Adds an entity and returns its id; throws CapacityError when full. An explicit `id` is one
+   * handed out before: restored from a snapshot (whose counter the world starts past), adopted in
+   * a handoff, or a neighbour's ghost. It never moves this shard's counter: ids at or above it were
+   * never handed out here (`neverIssued`), and one from a neighbour must not use up this range.
+   */
   spawn(x: number, y: number, kind: number, id?: number): number {
     if (this.count >= this.capacity || (id === undefined && this.count + this.reserved >= this.capacity))
       throw new CapacityError(this.capacity);
@@ -245,7 +256,7 @@ export class World {
     else if (
       kind !== KIND_PLAYER &&
       this.freedHead < this.freed.length &&
-      this.clock - (this.freed[this.freedHead + 1] as number) >= ID_REST_TICKS
+      this.clock - (this.freed[this.freedHead + 1] as number) >= this.idRestTicks
     ) {
       entityId = this.freed[this.freedHead] as number;
       this.freedHead += 2;
@@ -259,11 +270,7 @@ export class World {
     } else if (this.nextId >= this.idLimit) {
       throw new CapacityError(this.capacity, `the shard has used up its entity ids (below ${this.idLimit})`);
     } else entityId = this.nextId++;
-    if (id !== undefined) {
-      if (this.slotOf.has(id)) throw new Error(`entity ${id} already exists`);
-      // Ids from another shard's range (handed over, ghosts) do not move this shard's counter.
-      if (id >= this.nextId && id < this.idLimit) this.nextId = id + 1;
-    }
+    if (id !== undefined && this.slotOf.has(id)) throw new Error(`entity ${id} already exists`);
     const i = this.count++;
     this.id[i] = entityId;
     this.x[i] = x;
@@ -323,6 +330,14 @@ export class World {
   /** The slot of an entity, or -1. Slots change on despawn; hold ids, not slots. */
   indexOf(entityId: number): number {
     return this.slotOf.get(entityId) ?? -1;
+  }
+
+  /**
+   * Whether `id` lies in this shard's range but was never handed out here: no neighbour can hold
+   * an entity by it, and a spawn without an id would give it to a new entity.
+   */
+  neverIssued(id: number): boolean {
+    return id >= this.nextId && id < this.idLimit;
   }
 
   /** The id the next spawn without an explicit id will get (persisted with snapshots). */

@@ -825,6 +825,7 @@ export namespace aethex {
             protocolVersion: number;
             auth: Uint8Array;
             epoch: number;
+            nonce: Uint8Array;
             static create(properties: aethex.v1.LinkHello.$Shape): aethex.v1.LinkHello & aethex.v1.LinkHello.$Shape;
             static create(properties?: aethex.v1.LinkHello.$Properties): aethex.v1.LinkHello;
             static encode(m: aethex.v1.LinkHello.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
@@ -846,6 +847,7 @@ export namespace aethex {
                 protocolVersion?: (number|null);
                 auth?: (Uint8Array|null);
                 epoch?: (number|null);
+                nonce?: (Uint8Array|null);
                 $unknowns?: Uint8Array[];
             }
             type $Shape = aethex.v1.LinkHello.$Properties;
@@ -861,6 +863,7 @@ export namespace aethex {
             protocolVersion: number;
             epoch: number;
             lateChanges: boolean;
+            auth: Uint8Array;
             static create(properties: aethex.v1.LinkWelcome.$Shape): aethex.v1.LinkWelcome & aethex.v1.LinkWelcome.$Shape;
             static create(properties?: aethex.v1.LinkWelcome.$Properties): aethex.v1.LinkWelcome;
             static encode(m: aethex.v1.LinkWelcome.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
@@ -880,6 +883,7 @@ export namespace aethex {
                 protocolVersion?: (number|null);
                 epoch?: (number|null);
                 lateChanges?: (boolean|null);
+                auth?: (Uint8Array|null);
                 $unknowns?: Uint8Array[];
             }
             type $Shape = aethex.v1.LinkWelcome.$Properties;

@@ -8786,6 +8786,7 @@ export const aethex = $root.aethex = (() => {
              * @property {number|null} [protocolVersion] LinkHello protocolVersion
              * @property {Uint8Array|null} [auth] LinkHello auth
              * @property {number|null} [epoch] LinkHello epoch
+             * @property {Uint8Array|null} [nonce] LinkHello nonce
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -8866,6 +8867,14 @@ export const aethex = $root.aethex = (() => {
             LinkHello.prototype.epoch = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
 
             /**
+             * LinkHello nonce.
+             * @member {Uint8Array} nonce
+             * @memberof aethex.v1.LinkHello
+             * @instance
+             */
+            LinkHello.prototype.nonce = $util.newBuffer([]);
+
+            /**
              * Creates a new LinkHello instance using the specified properties.
              * @function create
              * @memberof aethex.v1.LinkHello
@@ -8909,6 +8918,8 @@ export const aethex = $root.aethex = (() => {
                     w.uint32(/* id 5, wireType 2 =*/42).bytes(m.auth);
                 if (m.epoch != null && $Object.hasOwnProperty.call(m, "epoch") && (typeof m.epoch === "object" ? m.epoch.low || m.epoch.high : m.epoch !== 0))
                     w.uint32(/* id 6, wireType 0 =*/48).uint64(m.epoch);
+                if (m.nonce != null && $Object.hasOwnProperty.call(m, "nonce") && m.nonce.length)
+                    w.uint32(/* id 7, wireType 2 =*/58).bytes(m.nonce);
                 if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
                     for (var i = 0; i < m.$unknowns.length; ++i)
                         w.raw(m.$unknowns[i]);
@@ -9020,6 +9031,15 @@ export const aethex = $root.aethex = (() => {
                                 delete m.epoch;
                             continue;
                         }
+                    case 7: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.bytes()).length)
+                                m.nonce = v;
+                            else
+                                delete m.nonce;
+                            continue;
+                        }
                     }
                     r.skipType(u, q, t);
                     if (!r.discardUnknown) {
@@ -9092,6 +9112,10 @@ export const aethex = $root.aethex = (() => {
                     if (!$util.isInteger(m.epoch) && !(m.epoch && $util.isInteger(m.epoch.low) && $util.isInteger(m.epoch.high)))
                         return "epoch: integer|Long expected";
                 }
+                if (m.nonce != null && $Object.hasOwnProperty.call(m, "nonce")) {
+                    if (!(m.nonce && typeof m.nonce.length === "number" || $util.isString(m.nonce)))
+                        return "nonce: buffer expected";
+                }
                 return null;
             };
 
@@ -9153,6 +9177,14 @@ export const aethex = $root.aethex = (() => {
                             m.epoch = new $util.LongBits(d.epoch.low >>> 0, d.epoch.high >>> 0).toNumber(true);
                     }
                 }
+                if (d.nonce != null) {
+                    if (d.nonce.length) {
+                        if (typeof d.nonce === "string")
+                            $util.base64.decode(d.nonce, m.nonce = $util.newBuffer($util.base64.length(d.nonce)), 0);
+                        else if (d.nonce.length >= 0)
+                            m.nonce = d.nonce;
+                    }
+                }
                 return m;
             };
 
@@ -9190,6 +9222,13 @@ export const aethex = $root.aethex = (() => {
                         d.epoch = o.longs === $String ? n.toString() : o.longs === $Number ? n.toNumber() : typeof $BigInt !== "undefined" && o.longs === $BigInt ? n.toBigInt() : n;
                     } else
                         d.epoch = o.longs === $String ? "0" : typeof $BigInt !== "undefined" && o.longs === $BigInt ? $BigInt("0") : 0;
+                    if (o.bytes === $String)
+                        d.nonce = "";
+                    else {
+                        d.nonce = [];
+                        if (o.bytes !== $Array)
+                            d.nonce = $util.newBuffer(d.nonce);
+                    }
                 }
                 if (m.world != null && $Object.hasOwnProperty.call(m, "world")) {
                     d.world = m.world;
@@ -9213,6 +9252,9 @@ export const aethex = $root.aethex = (() => {
                         d.epoch = o.longs === $String ? $String(m.epoch) : m.epoch;
                     else
                         d.epoch = o.longs === $String ? $util.Long.prototype.toString.call(m.epoch) : o.longs === $Number ? new $util.LongBits(m.epoch.low >>> 0, m.epoch.high >>> 0).toNumber(true) : m.epoch;
+                }
+                if (m.nonce != null && $Object.hasOwnProperty.call(m, "nonce")) {
+                    d.nonce = o.bytes === $String ? $util.base64.encode(m.nonce, 0, m.nonce.length) : o.bytes === $Array ? $Array.prototype.slice.call(m.nonce) : m.nonce;
                 }
                 return d;
             };
@@ -9254,6 +9296,7 @@ export const aethex = $root.aethex = (() => {
              * @property {number|null} [protocolVersion] LinkWelcome protocolVersion
              * @property {number|null} [epoch] LinkWelcome epoch
              * @property {boolean|null} [lateChanges] LinkWelcome lateChanges
+             * @property {Uint8Array|null} [auth] LinkWelcome auth
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -9318,6 +9361,14 @@ export const aethex = $root.aethex = (() => {
             LinkWelcome.prototype.lateChanges = false;
 
             /**
+             * LinkWelcome auth.
+             * @member {Uint8Array} auth
+             * @memberof aethex.v1.LinkWelcome
+             * @instance
+             */
+            LinkWelcome.prototype.auth = $util.newBuffer([]);
+
+            /**
              * Creates a new LinkWelcome instance using the specified properties.
              * @function create
              * @memberof aethex.v1.LinkWelcome
@@ -9357,6 +9408,8 @@ export const aethex = $root.aethex = (() => {
                     w.uint32(/* id 3, wireType 0 =*/24).uint64(m.epoch);
                 if (m.lateChanges != null && $Object.hasOwnProperty.call(m, "lateChanges") && m.lateChanges !== false)
                     w.uint32(/* id 4, wireType 0 =*/32).bool(m.lateChanges);
+                if (m.auth != null && $Object.hasOwnProperty.call(m, "auth") && m.auth.length)
+                    w.uint32(/* id 5, wireType 2 =*/42).bytes(m.auth);
                 if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
                     for (var i = 0; i < m.$unknowns.length; ++i)
                         w.raw(m.$unknowns[i]);
@@ -9450,6 +9503,15 @@ export const aethex = $root.aethex = (() => {
                                 delete m.lateChanges;
                             continue;
                         }
+                    case 5: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.bytes()).length)
+                                m.auth = v;
+                            else
+                                delete m.auth;
+                            continue;
+                        }
                     }
                     r.skipType(u, q, t);
                     if (!r.discardUnknown) {
@@ -9514,6 +9576,10 @@ export const aethex = $root.aethex = (() => {
                     if (typeof m.lateChanges !== "boolean")
                         return "lateChanges: boolean expected";
                 }
+                if (m.auth != null && $Object.hasOwnProperty.call(m, "auth")) {
+                    if (!(m.auth && typeof m.auth.length === "number" || $util.isString(m.auth)))
+                        return "auth: buffer expected";
+                }
                 return null;
             };
 
@@ -9562,6 +9628,14 @@ export const aethex = $root.aethex = (() => {
                         m.lateChanges = $Boolean(d.lateChanges);
                     }
                 }
+                if (d.auth != null) {
+                    if (d.auth.length) {
+                        if (typeof d.auth === "string")
+                            $util.base64.decode(d.auth, m.auth = $util.newBuffer($util.base64.length(d.auth)), 0);
+                        else if (d.auth.length >= 0)
+                            m.auth = d.auth;
+                    }
+                }
                 return m;
             };
 
@@ -9591,6 +9665,13 @@ export const aethex = $root.aethex = (() => {
                     } else
                         d.epoch = o.longs === $String ? "0" : typeof $BigInt !== "undefined" && o.longs === $BigInt ? $BigInt("0") : 0;
                     d.lateChanges = false;
+                    if (o.bytes === $String)
+                        d.auth = "";
+                    else {
+                        d.auth = [];
+                        if (o.bytes !== $Array)
+                            d.auth = $util.newBuffer(d.auth);
+                    }
                 }
                 if (m.shardName != null && $Object.hasOwnProperty.call(m, "shardName")) {
                     d.shardName = m.shardName;
@@ -9608,6 +9689,9 @@ export const aethex = $root.aethex = (() => {
                 }
                 if (m.lateChanges != null && $Object.hasOwnProperty.call(m, "lateChanges")) {
                     d.lateChanges = m.lateChanges;
+                }
+                if (m.auth != null && $Object.hasOwnProperty.call(m, "auth")) {
+                    d.auth = o.bytes === $String ? $util.base64.encode(m.auth, 0, m.auth.length) : o.bytes === $Array ? $Array.prototype.slice.call(m.auth) : m.auth;
                 }
                 return d;
             };

@@ -1,0 +1,296 @@
+// A player's entity around a handoff when something else goes wrong at the same time: the
+// redirect never reaches the client, the new shard drains before the client resumes there, the
+// connection drops while the entity is on offer. docs/sharding.md: never duplicated, never lost
+// while the player's client lives. Real shards, real SDK clients, a TCP proxy to stall or cut the
+// client's connection.
+import { mkdtempSync } from 'node:fs';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { aethex } from '@aethex/proto';
+import type { RealtimeClient } from '@aethex/sdk';
+import { afterEach, expect, test } from 'vitest';
+import type { Neighbour } from '../src/sharding/map.js';
+import { MODE_OWNED } from '../src/sim/world.js';
+import { duoWorld, linksUp, moduleFile, type TestShard, until } from './harness.js';
+
+let shards: TestShard[] = [];
+let proxies: Proxy[] = [];
+let timers: NodeJS.Timeout[] = [];
+afterEach(async () => {
+  for (const t of timers) clearInterval(t);
+  for (const p of proxies) p.close();
+  await Promise.all(shards.map((s) => s.stop()));
+  shards = [];
+  proxies = [];
+  timers = [];
+});
+
+/**
+ * A game that gives each new player a game state (7, 7) and leaves it alone after: a player who
+ * keeps their entity keeps it, a new entity has none.
+ */
+const GAME = `export default { onJoin(ctx, p, { rejoined, handedOver }) { if (!rejoined && !handedOver) ctx.setState(p.entityId, new Uint8Array([7, 7])); } };`;
+
+/** Two shards side by side (a = x 0..400, b = x 400..800, both y 0..400), linked; `start(k)` starts shard k (again). */
+async function twoShards(env: Record<string, string> = {}) {
+  const duo = await duoWorld({
+    AETHEX_GAMESERVER_ENGINE_AOI_RADIUS: '50',
+    AETHEX_GAMESERVER_LOG_LEVEL: 'warn',
+    AETHEX_GAMESERVER_GAME_MODULE: moduleFile(GAME),
+    // One directory for both: a restarted shard finds its snapshot (each shard has its own file).
+    AETHEX_GAMESERVER_PERSISTENCE_DIRECTORY: mkdtempSync(join(tmpdir(), 'aethex-loss-')),
+    ...env,
+  });
+  const start = async (k: number) => {
+    const s = await duo.start(k);
+    shards.push(s);
+    return s;
+  };
+  const a = await start(0);
+  const b = await start(1);
+  await linksUp(a, b);
+  return { a, b, start };
+}
+
+/**
+ * A TCP proxy in front of a shard. `stall()` stops passing the shard's bytes to the clients
+ * connected now (a network blip on the way back: the shard writes, nothing arrives); `cut()`
+ * destroys both ends of every connection open now (a network cut). Later connections pass.
+ */
+interface Proxy {
+  url: string;
+  stall(): void;
+  cut(): void;
+  close(): void;
+}
+
+async function proxyTo(shardUrl: string): Promise<Proxy> {
+  const port = Number(new URL(shardUrl).port);
+  const open: { client: Socket; shard: Socket; stalled: boolean }[] = [];
+  const server: Server = createServer((client) => {
+    const shard = connect(port, '127.0.0.1');
+    const pair = { client, shard, stalled: false };
+    open.push(pair);
+    client.on('data', (d) => shard.write(d));
+    shard.on('data', (d) => {
+      if (!pair.stalled) client.write(d);
+    });
+    client.on('close', () => shard.destroy());
+    shard.on('close', () => client.destroy());
+    client.on('error', () => undefined);
+    shard.on('error', () => undefined);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+  const cut = () => {
+    for (const p of open.splice(0)) {
+      p.client.destroy();
+      p.shard.destroy();
+    }
+  };
+  const proxy: Proxy = {
+    url: `ws://127.0.0.1:${(server.address() as { port: number }).port}`,
+    stall: () => {
+      for (const p of open) p.stalled = true;
+    },
+    cut,
+    close: () => {
+      cut();
+      server.close();
+    },
+  };
+  proxies.push(proxy);
+  return proxy;
+}
+
+/** What a client saw, in order. */
+function record(c: RealtimeClient): string[] {
+  const events: string[] = [];
+  c.on('handoff', (h) => events.push(`handoff ${h.from}->${h.to}`));
+  c.on('handoffFailed', (r) => events.push(`handoffFailed ${r}`));
+  c.on('disconnected', (code, r) => events.push(`disconnected ${code} ${r}`));
+  c.on('rejoined', (i) => events.push(`rejoined ${i.shard}`));
+  c.on('kick', (r) => events.push(`kick ${r}`));
+  return events;
+}
+
+/** Every entity a player's session or waiting entity holds on these shards, as `shard#entity`. */
+function playersEntities(playerId: string, ...ts: TestShard[]): string[] {
+  const out: string[] = [];
+  for (const t of ts) {
+    for (const p of t.shard.engine.ownedPlayers()) if (p.playerId === playerId) out.push(`duo-0-${t.shard.placement?.shard}#${p.entityId}`);
+  }
+  return out;
+}
+
+const owned = (t: TestShard, id: number) => {
+  const w = t.shard.engine.world;
+  const i = w.indexOf(id);
+  return i >= 0 && w.mode[i] === MODE_OWNED;
+};
+
+const tokenFor = (t: TestShard, playerId: string) => (s: { name: string }) => t.token(playerId, { shard: s.name });
+
+test('a redirect that never reaches the client: its rejoin of the old shard is answered with the same redirect, and it resumes its entity on the new one', async () => {
+  const { a, b } = await twoShards();
+  const proxy = await proxyTo(a.shard.gatewayUrl);
+  const c = await a.client('walker', {
+    url: proxy.url,
+    silenceTimeoutMs: 1000,
+    rejoin: { joinToken: tokenFor(a, 'walker'), maxDelayMs: 200 },
+  });
+  const original = c.welcome?.entityId as number;
+  const events = record(c);
+  // Walk east; just before the border A's bytes stop reaching the client, so the redirect A
+  // writes after its commit goes nowhere (the client's inputs still reach A).
+  let stalledAt: number | undefined;
+  timers.push(
+    setInterval(() => {
+      if (stalledAt === undefined && c.predicted.x >= 396) {
+        stalledAt = c.predicted.x;
+        proxy.stall();
+      }
+      c.move(4, 0);
+    }, 25),
+  );
+  await until('the client on an entity again', () => events.some((e) => e.startsWith('rejoined') || e.startsWith('handoff ')), 30_000);
+  expect(stalledAt).toBeDefined();
+  expect(c.welcome?.entityId).toBe(original);
+  expect(c.shardName).toBe('duo-0-1');
+  expect(events).toContain('handoff duo-0-0->duo-0-1');
+  expect(events.some((e) => e.startsWith('rejoined'))).toBe(false);
+  // Its one entity, owned by B and played there, with its game state; nothing of it left on A.
+  await until('B to own the walker', () => playersEntities('walker', a, b).length === 1);
+  expect(playersEntities('walker', a, b)).toEqual([`duo-0-1#${original}`]);
+  expect(b.shard.sharding?.adoptedAwaitingResume()).toEqual([]);
+  expect(b.shard.engine.context.state(original)).toEqual(new Uint8Array([7, 7]));
+  const x = b.shard.engine.context.position(original)?.x as number;
+  expect(x).toBeGreaterThan(400);
+  // Inputs flow to it: the client's prediction and B's position agree.
+  const seq = c.move(0, 4);
+  await until('B to acknowledge a new input', () => c.lastAckedSeq >= seq, 5000);
+});
+
+test('a client started afresh after the redirect was lost: its join of the old shard is answered with the redirect, and connect() resolves on the new shard with its entity', async () => {
+  const { a, b } = await twoShards();
+  const proxy = await proxyTo(a.shard.gatewayUrl);
+  // Without `rejoin`: the silence ends the session, as when the app itself gives up.
+  const first = await a.client('walker', { url: proxy.url, silenceTimeoutMs: 1000 });
+  const original = first.welcome?.entityId as number;
+  let closed = false;
+  first.on('close', () => (closed = true));
+  let stalled = false;
+  timers.push(
+    setInterval(() => {
+      if (!stalled && first.predicted.x >= 396) {
+        stalled = true;
+        proxy.stall();
+      }
+      first.move(4, 0);
+    }, 25),
+  );
+  await until('the first session to end in silence', () => closed, 30_000);
+  await until(
+    'B to hold the walker for a resume',
+    () => (b.shard.sharding?.adoptedAwaitingResume().length ?? 0) + (b.shard.sharding?.inFlight.held.length ?? 0) === 1,
+  );
+  const again = await a.client('walker');
+  expect(again.welcome?.entityId).toBe(original);
+  expect(again.shardName).toBe('duo-0-1');
+  expect(playersEntities('walker', a, b)).toEqual([`duo-0-1#${original}`]);
+  expect(b.shard.engine.context.state(original)).toEqual(new Uint8Array([7, 7]));
+  // The session is on B: its inputs are applied there.
+  const seq = again.move(0, 4);
+  await until('B to acknowledge a new input', () => again.lastAckedSeq >= seq, 5000);
+});
+
+test('the new shard drains between the commit and the resume: the client still resumes there, is told to rejoin, and gets its entity back from the restarted shard', async () => {
+  const { a, b, start } = await twoShards();
+  // B begins to drain the moment A's commit reaches it (a SIGTERM at that instant).
+  const s = b.shard.sharding as NonNullable<typeof b.shard.sharding>;
+  const onMessage = s.onMessage.bind(s);
+  let draining: Promise<void> | undefined;
+  s.onMessage = (from: Neighbour, msg: aethex.v1.ShardMessage) => {
+    onMessage(from, msg);
+    if (msg.body === 'handoffCommit' && !draining) draining = b.shard.drain();
+  };
+  const c = await a.client('walker', { rejoin: { joinToken: tokenFor(a, 'walker'), maxDelayMs: 200 } });
+  const original = c.welcome?.entityId as number;
+  const events = record(c);
+  timers.push(
+    setInterval(() => {
+      if (!draining) c.move(4, 0);
+    }, 25),
+  );
+  await until('B to drain', () => draining !== undefined, 30_000);
+  await draining;
+  // B's final snapshot keeps the walker's entity for the player.
+  const b2 = await start(1);
+  await linksUp(a, b2);
+  await until('the client on an entity again', () => events.some((e) => e.startsWith('rejoined')), 30_000);
+  expect(c.welcome?.entityId).toBe(original);
+  expect(c.shardName).toBe('duo-0-1');
+  expect(events.some((e) => e.startsWith('handoffFailed'))).toBe(false);
+  expect(events).toContain('kick SHUTTING_DOWN');
+  expect(playersEntities('walker', a, b2)).toEqual([`duo-0-1#${original}`]);
+  expect(owned(b2, original)).toBe(true);
+  expect(b2.shard.engine.context.state(original)).toEqual(new Uint8Array([7, 7]));
+  expect(b2.shard.engine.context.position(original)?.x as number).toBeGreaterThan(400);
+});
+
+/**
+ * The walker's connection through `proxy` is cut while its entity is on offer to B, whose accepts
+ * are delayed by `acceptDelayMs` (or never sent: undefined).
+ */
+async function cutWhileOffered(acceptDelayMs: number | undefined) {
+  const { a, b } = await twoShards();
+  const links = b.shard.links as NonNullable<typeof b.shard.links>;
+  const send = links.send.bind(links);
+  links.send = (n: Neighbour, msg: aethex.v1.IShardMessage) => {
+    if (msg.handoffAccept) {
+      if (acceptDelayMs !== undefined) setTimeout(() => send(n, msg), acceptDelayMs);
+      return 1;
+    }
+    return send(n, msg);
+  };
+  const proxy = await proxyTo(a.shard.gatewayUrl);
+  const c = await a.client('walker', { url: proxy.url, rejoin: { joinToken: tokenFor(a, 'walker'), maxDelayMs: 200 } });
+  const original = c.welcome?.entityId as number;
+  const events = record(c);
+  let cutAtX: number | undefined;
+  timers.push(
+    setInterval(() => {
+      if (cutAtX === undefined && a.shard.sharding?.inFlight.offered.includes(original)) {
+        cutAtX = a.shard.engine.context.position(original)?.x;
+        proxy.cut();
+      }
+      if (cutAtX === undefined) c.move(4, 0);
+    }, 5),
+  );
+  await until('the cut', () => cutAtX !== undefined, 30_000);
+  return { a, b, c, original, events, cutAtX: cutAtX as number };
+}
+
+test('a connection cut while its entity is on offer, the offer committed: the rejoin follows the redirect to the entity on the new shard', async () => {
+  const { a, b, c, original, events } = await cutWhileOffered(200);
+  await until('the client on an entity again', () => events.some((e) => e.startsWith('rejoined') || e.startsWith('handoff ')), 30_000);
+  expect(c.welcome?.entityId).toBe(original);
+  expect(c.shardName).toBe('duo-0-1');
+  expect(events).toContain('handoff duo-0-0->duo-0-1');
+  await until('B to own the walker', () => playersEntities('walker', a, b).length === 1);
+  expect(playersEntities('walker', a, b)).toEqual([`duo-0-1#${original}`]);
+  expect(b.shard.engine.context.state(original)).toEqual(new Uint8Array([7, 7]));
+});
+
+test('a connection cut while its entity is on offer, the offer rolled back: the entity waits where it stood and the rejoin gets it back', async () => {
+  const { a, b, c, original, events, cutAtX } = await cutWhileOffered(undefined);
+  // Rolled back after handoff.timeout_ms (1 s): the entity waits dormant on A for its player.
+  await until('the client on an entity again', () => events.some((e) => e.startsWith('rejoined') || e.startsWith('handoff ')), 30_000);
+  expect(c.welcome?.entityId).toBe(original);
+  expect(events).toContain('rejoined duo-0-0');
+  expect(playersEntities('walker', a, b)).toEqual([`duo-0-0#${original}`]);
+  expect(a.shard.engine.context.state(original)).toEqual(new Uint8Array([7, 7]));
+  // Where it stood (past the border; the inputs the client re-sent may have moved it on a little).
+  expect(cutAtX).toBeGreaterThan(400);
+  expect(a.shard.engine.context.position(original)?.x as number).toBeGreaterThanOrEqual(cutAtX);
+});

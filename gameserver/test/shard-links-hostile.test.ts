@@ -1,0 +1,274 @@
+// Shard links against strangers and misbehaving neighbours, on real shards in this process with
+// real sockets: a stranger on /shard-link (the public players' port), a process at a neighbour's
+// address relaying challenges, a neighbour's ghost naming an id of the receiver's own range, and
+// a player crossing between two neighbours of a third shard at a corner of the regions.
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { aethex } from '@aethex/proto';
+import { freePortBlock } from '@aethex/runtime';
+import type { RealtimeClient } from '@aethex/sdk';
+import { afterEach, expect, test, vi } from 'vitest';
+import { WebSocket, WebSocketServer } from 'ws';
+import { idRange, type Neighbour } from '../src/sharding/map.js';
+import { MODE_GHOST } from '../src/sim/world.js';
+import { duoWorld, linksUp, neighbour, startTestShard, type TestShard, until } from './harness.js';
+
+const { ShardMessage } = aethex.v1;
+
+let shards: TestShard[] = [];
+let clients: RealtimeClient[] = [];
+const cleanups: (() => void)[] = [];
+afterEach(async () => {
+  vi.restoreAllMocks();
+  for (const c of cleanups.splice(0)) c();
+  for (const c of clients) c.close();
+  await Promise.all(shards.map((s) => s.stop()));
+  shards = [];
+  clients = [];
+});
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * A world of `k` shards, every one a neighbour of every other: `regions[i]` is shard i's region,
+ * on free loopback ports with one signing key and one link secret. `start(i)` starts shard i.
+ */
+async function meshWorld(regions: { minX: number; minY: number; maxX: number; maxY: number }[], env: Record<string, string> = {}) {
+  const dir = mkdtempSync(join(tmpdir(), 'aethex-mesh-'));
+  const base = await freePortBlock(regions.length);
+  const names = regions.map((_, i) => `mesh-0-${i}`);
+  const bounds = {
+    minX: Math.min(...regions.map((r) => r.minX)),
+    minY: Math.min(...regions.map((r) => r.minY)),
+    maxX: Math.max(...regions.map((r) => r.maxX)),
+    maxY: Math.max(...regions.map((r) => r.maxY)),
+  };
+  const shardsOfMap = regions.map((region, i) => ({
+    shard: i,
+    name: names[i],
+    region,
+    neighbours: regions.map((_, j) => j).filter((j) => j !== i),
+    address: `127.0.0.1:${base + i}`,
+  }));
+  const mapFile = join(dir, 'shard-map.json');
+  writeFileSync(mapFile, JSON.stringify({ world: 'mesh', bounds, instances: [{ instance: 0, shards: shardsOfMap }] }));
+  const keys = generateKeyPairSync('ed25519');
+  const secret = randomBytes(32).toString('hex');
+  return {
+    names,
+    port: (i: number) => base + i,
+    start: (i: number) =>
+      startTestShard(
+        {
+          AETHEX_GAMESERVER_SHARD_WORLD: 'mesh',
+          AETHEX_GAMESERVER_SHARD_NAME: names[i] as string,
+          AETHEX_GAMESERVER_SHARD_MAP_FILE: mapFile,
+          AETHEX_GAMESERVER_LINKS_SECRET: secret,
+          AETHEX_GAMESERVER_GATEWAY_BIND_ADDR: `127.0.0.1:${base + i}`,
+          AETHEX_GAMESERVER_LOG_LEVEL: 'error',
+          ...env,
+        },
+        keys,
+      ),
+  };
+}
+
+/** Shard `t`'s link gauge for `name` in `direction` (1 while up). */
+const linkGauge = async (t: TestShard, name: string, direction: 'in' | 'out') =>
+  Number(
+    (await t.shard.metrics.registry.getSingleMetricAsString('aether_shard_links_up'))
+      .split('\n')
+      .find((l) => l.includes(`neighbour="${name}"`) && l.includes(`direction="${direction}"`))
+      ?.split(' ')
+      .at(-1) ?? Number.NaN,
+  );
+
+test('a stranger’s large message before any hello closes its link unread; the neighbours’ links stay up', async () => {
+  const { start } = await duoWorld({ AETHEX_GAMESERVER_LOG_LEVEL: 'error' });
+  shards = [await start(0), await start(1)];
+  const [a, b] = shards as [TestShard, TestShard];
+  await linksUp(a, b);
+  // Every message the shard decodes, by size: a stranger's must not be among them.
+  const decoded: number[] = [];
+  const decode = ShardMessage.decode.bind(ShardMessage);
+  vi.spyOn(ShardMessage, 'decode').mockImplementation((data, length) => {
+    decoded.push((data as Uint8Array).length);
+    return decode(data, length);
+  });
+  // About 4 MiB: a GhostUpdate with a long packed `removed` list, a valid ShardMessage.
+  const big = ShardMessage.encode({ ghostUpdate: { tick: 1, removed: new Array(2_000_000).fill(200) } }).finish();
+  const stranger = new WebSocket(`${a.shard.gatewayUrl.replace(/\/$/, '')}/shard-link`);
+  stranger.on('error', () => undefined);
+  stranger.once('message', () => stranger.send(big));
+  const [code] = await new Promise<[number, string]>((resolve) => stranger.on('close', (c, r) => resolve([c, r.toString()])));
+  // Closed without a word (no close frame): it was not read.
+  expect(code).toBe(1006);
+  expect(decoded.filter((n) => n > 1024)).toEqual([]);
+  expect(a.shard.links?.isUp(neighbour(a))).toBe(true);
+});
+
+/** Shards 0 and 1 of a three-shard world, and a stranger at shard 2's address (shard 2 is not running). */
+async function strangerAtNeighbour() {
+  const world = await meshWorld([
+    { minX: 0, minY: 0, maxX: 400, maxY: 400 },
+    { minX: 400, minY: 0, maxX: 800, maxY: 400 },
+    { minX: 800, minY: 0, maxX: 1200, maxY: 400 },
+  ]);
+  const [n0, n1, n2] = world.names as [string, string, string];
+  // The stranger listens at shard 2's address (shard 2 is not running); it knows the map, not the secret.
+  let relayNonce: Uint8Array | undefined;
+  let nextHello: ((h: aethex.v1.ILinkHello) => void) | undefined;
+  const fromShard0: string[] = [];
+  const fake = new WebSocketServer({ host: '127.0.0.1', port: world.port(2) });
+  cleanups.push(() => fake.close());
+  fake.on('connection', (ws) => {
+    ws.on('error', () => undefined);
+    ws.on('message', (data: Buffer) => {
+      const msg = ShardMessage.decode(data);
+      fromShard0.push(msg.body ?? 'none');
+      if (msg.body !== 'linkHello') return;
+      if (nextHello) nextHello(msg.linkHello as aethex.v1.ILinkHello);
+      // As shard 2 would answer, save for the proof it cannot make.
+      else
+        ws.send(
+          ShardMessage.encode({
+            linkWelcome: { shardName: n2, protocolVersion: 1, epoch: 7, lateChanges: true, auth: randomBytes(32) },
+          }).finish(),
+        );
+    });
+    ws.send(ShardMessage.encode({ linkChallenge: { nonce: relayNonce ?? randomBytes(32) } }).finish());
+  });
+  shards = [await world.start(0), await world.start(1)];
+  const [s0, s1] = shards as [TestShard, TestShard];
+  const to = (t: TestShard, name: string) => t.shard.placement?.neighbours.find((n) => n.name === name) as Neighbour;
+  await until('the links between shards 0 and 1', () => !!(s0.shard.links?.isUp(to(s0, n1)) && s1.shard.links?.isUp(to(s1, n0))), 10_000);
+
+  return {
+    world,
+    n0,
+    n1,
+    n2,
+    s0,
+    s1,
+    to,
+    fake,
+    fromShard0,
+    relay: (nonce: Uint8Array) => {
+      relayNonce = nonce;
+      return new Promise<aethex.v1.ILinkHello>((r) => {
+        nextHello = r;
+        for (const c of fake.clients) c.terminate();
+      });
+    },
+  };
+}
+
+test('a dialling shard does not take a process at a neighbour’s address for that neighbour without its proof, and sends it nothing', async () => {
+  const { n2, s0, fromShard0 } = await strangerAtNeighbour();
+  // Mutual: shard 0 does not take the stranger (no proof of the secret) for shard 2, and sends it nothing but its hello.
+  await sleep(800);
+  expect(await linkGauge(s0, n2, 'out')).toBe(0);
+  expect(new Set(fromShard0)).toEqual(new Set(['linkHello']));
+});
+
+test('a process at a neighbour’s address cannot relay another shard’s challenge to log in as the shard that dialled it', async () => {
+  const { world, n0, s1, to, relay } = await strangerAtNeighbour();
+  // The relay: the stranger dials shard 1 as shard 0 and hands shard 1's challenge to shard 0's next dial of "shard 2".
+  const attacker = new WebSocket(`ws://127.0.0.1:${world.port(1)}/shard-link`);
+  attacker.on('error', () => undefined);
+  const outcome = await new Promise<string>((resolve) => {
+    attacker.on('close', (code) => resolve(`closed ${code}`));
+    attacker.on('message', async (data: Buffer) => {
+      const msg = ShardMessage.decode(data);
+      if (msg.body === 'linkChallenge') {
+        attacker.send(ShardMessage.encode({ linkHello: await relay(msg.linkChallenge?.nonce as Uint8Array) }).finish());
+      } else if (msg.body === 'linkWelcome') {
+        // Logged in as shard 0 (until the real shard 0 takes its link back).
+        resolve(`welcomed as ${n0}`);
+      }
+    });
+  });
+  attacker.terminate();
+  expect(outcome).toBe('closed 1008');
+  // Shard 0's real link to shard 1 was not replaced by the stranger's.
+  expect(s1.shard.links?.isUp(to(s1, n0))).toBe(true);
+});
+
+test('a ghost or an offer naming an id of the receiver’s own range it never handed out is refused: joins go on', async () => {
+  const { start } = await duoWorld({ AETHEX_GAMESERVER_LOG_LEVEL: 'error' });
+  shards = [await start(0), await start(1)];
+  const [a, b] = shards as [TestShard, TestShard];
+  await linksUp(a, b);
+  const w = a.shard.engine.world;
+  const before = w.nextEntityId;
+  const { limit } = idRange(0);
+  // As if shard b had sent them on its link.
+  const fromB = (msg: aethex.v1.IShardMessage) =>
+    a.shard.sharding?.onMessage(neighbour(a), ShardMessage.decode(ShardMessage.encode(msg).finish()));
+  fromB({ ghostUpdate: { tick: 1, upserts: [{ entityId: limit - 1, position: { x: 401, y: 10 }, velocity: { x: 0, y: 0 } }] } });
+  fromB({ ghostUpdate: { tick: 2, removed: [limit - 1] } });
+  expect(w.indexOf(limit - 1)).toBe(-1);
+  expect(w.nextEntityId).toBe(before);
+  // A "handoff" of such an id is refused too: b's side of the link shows the reject.
+  const rejects: string[] = [];
+  const onB = b.shard.sharding as NonNullable<typeof b.shard.sharding>;
+  const orig = onB.onMessage.bind(onB);
+  onB.onMessage = (from, msg) => {
+    if (msg.body === 'handoffReject') rejects.push(msg.handoffReject?.message ?? '');
+    orig(from, msg);
+  };
+  fromB({
+    handoffOffer: { offerId: 1, entityId: limit - 2, playerId: 'p', position: { x: 390, y: 10 }, velocity: { x: 0, y: 0 }, kind: 1 },
+  });
+  await until('the reject', () => rejects.length > 0);
+  expect(rejects[0]).toMatch(/never handed out/);
+  const c = await a.client('after');
+  clients.push(c);
+  expect(c.welcome?.entityId).toBe(before);
+});
+
+test('at a corner, a player who stops right after crossing between two neighbours stays visible to the third', async () => {
+  const world = await meshWorld(
+    [0, 1, 2, 3].map((k) => ({
+      minX: 400 * (k % 2),
+      minY: 400 * Math.floor(k / 2),
+      maxX: 400 * (k % 2) + 400,
+      maxY: 400 * Math.floor(k / 2) + 400,
+    })),
+    { AETHEX_GAMESERVER_ENGINE_AOI_RADIUS: '100' },
+  );
+  for (const k of [0, 1, 2, 3]) shards.push(await world.start(k));
+  const [s0, s1, , s3] = shards as [TestShard, TestShard, TestShard, TestShard];
+  await until('every link', () => shards.every((s) => s.shard.placement?.neighbours.every((n) => s.shard.links?.isUp(n))), 15_000);
+  const c = await s1.client('walker', { rejoin: { joinToken: (sh) => s1.token('walker', { shard: sh.name }) } });
+  clients.push(c);
+  const id = c.welcome?.entityId as number;
+  const walkTo = async (x: number, y: number) => {
+    for (let i = 0; i < 400; i++) {
+      const d = Math.hypot(x - c.predicted.x, y - c.predicted.y);
+      if (d < 0.5) return;
+      const s = Math.min(4, d);
+      c.move(((x - c.predicted.x) / d) * s, ((y - c.predicted.y) / d) * s);
+      await sleep(25);
+    }
+  };
+  const ghostOn0 = () => {
+    const w = s0.shard.engine.world;
+    const i = w.indexOf(id);
+    return i >= 0 && w.mode[i] === MODE_GHOST;
+  };
+  await walkTo(450, 380);
+  await until('the walker as a ghost on shard 0', ghostOn0);
+  // Back and forth over the border of shards 1 and 3, 50 units from shard 0, standing after each crossing.
+  const missing: number[] = [];
+  for (let k = 0; k < 4; k++) {
+    await walkTo(450, k % 2 === 0 ? 404.6 : 395.4);
+    await until('the handoff', () => [...(k % 2 === 0 ? s3 : s1).shard.engine.ownedPlayers()].some((p) => p.entityId === id), 5000);
+    await until('every input acknowledged', () => c.unacknowledged === 0, 5000);
+    await sleep(400);
+    if (!ghostOn0()) missing.push(k + 1);
+  }
+  expect(missing).toEqual([]);
+});
