@@ -55,3 +55,22 @@ test('a saves-only process verifies tokens through the JWKS URL', () => {
   });
   expect(c.serviceList).toEqual(['saves']);
 });
+
+test('settings that carry secrets are marked, and errors never print them', () => {
+  const marked = Object.fromEntries(
+    Object.entries(CONTROL_PLANE_SETTINGS)
+      .filter(([, spec]) => 'secret' in spec)
+      .map(([k, spec]) => [k, (spec as { secret: string }).secret]),
+  );
+  expect(marked).toEqual({
+    'postgres.url': 'url',
+    'redis.url': 'url',
+    's3.endpoint': 'url',
+    's3.access_key': 'value',
+    's3.secret_key': 'value',
+    'auth.jwks_url': 'url',
+  });
+  expect(() => loadConfig({ ...base, AETHEX_S3_ENDPOINT: 'http://minio:S3cr3tPassw0rd@minio:9000/bucket' })).toThrow(
+    /^AETHEX_S3_ENDPOINT: expected http\(s\):\/\/host\[:port\], got "http:\/\/minio:\*\*\*@minio:9000\/bucket"$/,
+  );
+});

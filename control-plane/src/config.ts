@@ -1,4 +1,4 @@
-import { ConfigError, type Env, loadSettings, type Settings } from '@aethex/runtime';
+import { ConfigError, type Env, loadSettings, type Settings, shownValue } from '@aethex/runtime';
 
 /**
  * Every setting of the control plane, with its type, range and default. Each is read from
@@ -41,7 +41,7 @@ export const CONTROL_PLANE_SETTINGS = {
     values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'],
     doc: 'Log level.',
   },
-  'postgres.url': { type: 'string', default: '', doc: 'PostgreSQL connection URL (required).' },
+  'postgres.url': { type: 'string', default: '', secret: 'url', doc: 'PostgreSQL connection URL (required).' },
   'postgres.pool_size': { type: 'int', default: 10, min: 1, max: 200, doc: 'Connections in the pool.' },
   'postgres.schema': {
     type: 'string',
@@ -50,7 +50,7 @@ export const CONTROL_PLANE_SETTINGS = {
     patternDoc: 'a lower-case SQL identifier',
     doc: 'Schema holding the control plane tables (created if missing).',
   },
-  'redis.url': { type: 'string', default: '', doc: 'Redis URL (required): rate limits and session revocations.' },
+  'redis.url': { type: 'string', default: '', secret: 'url', doc: 'Redis URL (required): rate limits and session revocations.' },
   'redis.key_prefix': {
     type: 'string',
     default: 'aethex:',
@@ -58,9 +58,14 @@ export const CONTROL_PLANE_SETTINGS = {
     patternDoc: 'up to 64 of A-Z a-z 0-9 : _ -',
     doc: 'Prefix of every Redis key.',
   },
-  's3.endpoint': { type: 'string', default: '', doc: 'S3/MinIO endpoint URL, e.g. http://127.0.0.1:9000 (required for saves).' },
-  's3.access_key': { type: 'string', default: '', doc: 'S3 access key.' },
-  's3.secret_key': { type: 'string', default: '', doc: 'S3 secret key.' },
+  's3.endpoint': {
+    type: 'string',
+    default: '',
+    secret: 'url',
+    doc: 'S3/MinIO endpoint URL, e.g. http://127.0.0.1:9000 (required for saves).',
+  },
+  's3.access_key': { type: 'string', default: '', secret: 'value', doc: 'S3 access key.' },
+  's3.secret_key': { type: 'string', default: '', secret: 'value', doc: 'S3 secret key.' },
   's3.region': { type: 'string', default: 'us-east-1', doc: 'S3 region.' },
   's3.bucket': {
     type: 'string',
@@ -79,6 +84,7 @@ export const CONTROL_PLANE_SETTINGS = {
   'auth.jwks_url': {
     type: 'string',
     default: '',
+    secret: 'url',
     doc: "Where a process without the signing keys (saves alone) fetches the public keys: the auth service's `/.well-known/jwks.json`.",
   },
   'auth.access_ttl_s': { type: 'int', default: 900, min: 60, max: 3600, doc: 'Access-token lifetime (15 minutes).' },
@@ -185,7 +191,10 @@ export function loadConfig(env: Env): ControlPlaneConfig {
     need('s3.access_key', 'when the saves service runs');
     need('s3.secret_key', 'when the saves service runs');
     if (!/^https?:\/\/[^/]+\/?$/.test(s['s3.endpoint'])) {
-      throw new ConfigError('AETHEX_S3_ENDPOINT', `expected http(s)://host[:port], got ${JSON.stringify(s['s3.endpoint'])}`);
+      throw new ConfigError(
+        'AETHEX_S3_ENDPOINT',
+        `expected http(s)://host[:port], got ${shownValue(CONTROL_PLANE_SETTINGS['s3.endpoint'], s['s3.endpoint'])}`,
+      );
     }
   }
   return { ...s, serviceList };

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { ConfigError, createLogger, type LogLevel } from '@aethex/runtime';
+import { ConfigError, createLogger, type LogLevel, listenFailure } from '@aethex/runtime';
 import { KeyRing, remoteKeySet } from './auth/keys.js';
 import { loadConfig } from './config.js';
 import { buildApp } from './http/app.js';
@@ -50,5 +50,8 @@ async function main(): Promise<void> {
 
 main().catch((err) => {
   log.fatal({ err: (err as Error).message }, 'control plane failed to start');
+  // An address that cannot be listened on: one line naming the setting.
+  const listen = listenFailure(err, { 'http.listen': config['http.listen'] });
+  if (listen !== undefined) process.stderr.write(`control-plane: could not start: ${listen}\n`);
   process.exit(1);
 });

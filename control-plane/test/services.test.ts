@@ -127,4 +127,17 @@ describe('service shape', () => {
     expect(await exited).toBe(0);
     expect(p.output()).toContain('shutting down');
   });
+
+  it('exits 1 naming http.listen when its address cannot be listened on, and 2 when it is not an address', async () => {
+    const env = testEnv();
+    const vars = planeVars(env, await writeKeysFile());
+    cleanups.push(() => dropSchema(env, vars.AETHEX_POSTGRES_SCHEMA as string));
+    // TEST-NET-2 (RFC 5737): an address, but none of this machine's.
+    await expect(spawnPlane({ ...vars, AETHEX_HTTP_LISTEN: '198.51.100.7:0' })).rejects.toThrow(
+      /exited with 1:[\s\S]*control-plane: could not start: http\.listen \(198\.51\.100\.7:0\): no interface of this machine has that address \(EADDRNOTAVAIL\)/,
+    );
+    await expect(spawnPlane({ ...vars, AETHEX_HTTP_LISTEN: '-.-:7400' })).rejects.toThrow(
+      /exited with 2:[\s\S]*http\.listen: expected host:port .*-\.- is not a host name/,
+    );
+  });
 });

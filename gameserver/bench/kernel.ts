@@ -38,7 +38,7 @@ export async function runKernel(c: KernelCase): Promise<KernelResult> {
   const side = Math.sqrt((c.entities * Math.PI * radius * radius) / c.visible);
   const half = Math.round(side / 2);
   const settings = loadConfig({
-    AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: 'unused by the kernel',
+    AETHEX_GAMESERVER_AUTH_JWKS_URL: 'http://unused.invalid/jwks',
     AETHEX_GAMESERVER_ENGINE_MAX_ENTITIES: String(c.entities),
     AETHEX_GAMESERVER_ENGINE_MAX_PLAYERS: String(c.subscribers),
     AETHEX_GAMESERVER_ENGINE_NPC_COUNT: String(c.entities - c.subscribers),

@@ -1,10 +1,30 @@
-import { readFileSync } from 'node:fs';
+import { generateKeyPairSync } from 'node:crypto';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { envName } from '@aethex/runtime';
+import { ConfigError, envName } from '@aethex/runtime';
 import { expect, test } from 'vitest';
 import { GAMESERVER_SETTINGS, loadConfig, shardKey } from './config.js';
 
-const key = { AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: 'pem' };
+const pem = (k: { publicKey: { export(o: { type: 'spki'; format: 'pem' }): string | Buffer } }) =>
+  k.publicKey.export({ type: 'spki', format: 'pem' }).toString();
+const key = { AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: pem(generateKeyPairSync('ed25519')) };
+
+/** The ConfigError loadConfig throws for `env` (and a YAML file), as the operator would read it. */
+function refusal(env: Record<string, string>, yaml?: string): string {
+  let file: string | undefined;
+  if (yaml !== undefined) {
+    file = join(mkdtempSync(join(tmpdir(), 'aethex-config-')), 'shard.yaml');
+    writeFileSync(file, yaml);
+  }
+  try {
+    loadConfig({ ...key, ...env }, file);
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return (err as Error).message;
+  }
+  throw new Error(`loadConfig accepted ${JSON.stringify(env)}`);
+}
 
 test('docs/gameserver.md lists every setting with its variable', () => {
   const doc = readFileSync(join(import.meta.dirname, '../../docs/gameserver.md'), 'utf8');
@@ -66,4 +86,112 @@ test('the namespace is empty outside Kubernetes, a DNS label under the operator,
     expect(() => loadConfig({ ...key, AETHEX_GAMESERVER_SHARD_NAMESPACE: bad })).toThrow(
       /shard\.namespace: expected a DNS label, or empty outside Kubernetes/,
     );
+});
+
+test('settings that carry secrets are marked, and errors never print them', () => {
+  const secrets = Object.entries(GAMESERVER_SETTINGS)
+    .filter(([, spec]) => 'secret' in spec)
+    .map(([k, spec]) => [k, (spec as { secret: string }).secret]);
+  expect(Object.fromEntries(secrets)).toEqual({
+    'auth.jwks_url': 'url',
+    'links.secret': 'value',
+    'persistence.postgres_url': 'url',
+    'presence.redis_url': 'url',
+  });
+  const url = 'postgress://aethex:Sup3rS3cretPassw0rd@db.internal:5432/aethex';
+  expect(refusal({ AETHEX_GAMESERVER_PERSISTENCE_POSTGRES_URL: url })).toBe(
+    'persistence.postgres_url: expected a postgres:// URL, or empty for snapshots in persistence.directory, got "postgress://aethex:***@db.internal:5432/aethex" (from AETHEX_GAMESERVER_PERSISTENCE_POSTGRES_URL)',
+  );
+  expect(refusal({ AETHEX_GAMESERVER_PRESENCE_REDIS_URL: 'http://:hunter2@cache:6379' })).toMatch(
+    /^presence\.redis_url: expected a redis:\/\/ URL, or empty for in-process presence, got "http:\/\/:\*\*\*@cache:6379"/,
+  );
+  const yaml = refusal({}, 'links:\n  secret: [0123456789abcdef0123456789abcdef]\n');
+  expect(yaml).toMatch(/^links\.secret: expected a string, got a value not shown \(secret\) \(from .*shard\.yaml\)$/);
+});
+
+test('bind addresses must be IP addresses or host names', () => {
+  expect(refusal({ AETHEX_GAMESERVER_GATEWAY_BIND_ADDR: '999.999.999.999:47001' })).toBe(
+    'gateway.bind_addr: expected host:port (an IP address or a host name, and a port from 0 to 65535): 999.999.999.999 is not an IPv4 address, got "999.999.999.999:47001" (from AETHEX_GAMESERVER_GATEWAY_BIND_ADDR)',
+  );
+  expect(refusal({ AETHEX_GAMESERVER_OPS_BIND_ADDR: '-.-:47002' })).toMatch(/^ops\.bind_addr: .*-\.- is not a host name/);
+  expect(refusal({ AETHEX_GAMESERVER_OPS_BIND_ADDR: '[:::::]:47002' })).toMatch(/^ops\.bind_addr: .*\[:::::\] is not an IPv6 address/);
+});
+
+test('world bounds are four decimal numbers', () => {
+  expect(refusal({ AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '-1000,,1000,1000' })).toBe(
+    'engine.world_bounds: expected "minX,minY,maxX,maxY" decimal numbers (part 2 is ""), got "-1000,,1000,1000" (from AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS)',
+  );
+  expect(refusal({ AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '0x10,0,1e3,0b11' })).toMatch(/^engine\.world_bounds: .*\(part 1 is "0x10"\)/);
+  expect(refusal({ AETHEX_GAMESERVER_ENGINE_MAX_ENTITIES: '0x10' })).toMatch(
+    /^engine\.max_entities: expected an integer from 1 to 1000000/,
+  );
+});
+
+test('float32 positions far from 0 must still resolve a small fraction of a full-speed step', () => {
+  // 80 moves near 3e7 left a player where it was: float32 values there are 2 apart.
+  expect(refusal({ AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '30000000,30000000,30001000,30001000' })).toBe(
+    'engine.world_bounds: too far from 0 for engine.max_speed (5): positions are float32, 2 apart at 30001000, and must be at most engine.max_speed / 100 (0.05) apart; keep the bounds inside ±524288 or raise engine.max_speed',
+  );
+  // Within 2^19 of 0, float32 values are at most 1/32 apart: a hundredth of a step of 5 or more.
+  expect(loadConfig({ ...key, AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '-524287,-10,524287,10' })['engine.max_speed']).toBe(5);
+  expect(refusal({ AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '-524288,-10,524288,10' })).toMatch(/^engine\.world_bounds: too far from 0/);
+  // A slower world resolves finer steps only nearer to 0.
+  expect(refusal({ AETHEX_GAMESERVER_ENGINE_MAX_SPEED: '0.01', AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '-2000,-2000,2000,2000' })).toMatch(
+    /engine\.max_speed \(0\.01\): positions are float32, 0\.0001220703125 apart at 2000, .*inside ±1024 /,
+  );
+});
+
+test('shard links: the timeout outlasts two heartbeats', () => {
+  expect(refusal({ AETHEX_GAMESERVER_LINKS_HEARTBEAT_MS: '2000', AETHEX_GAMESERVER_LINKS_TIMEOUT_MS: '500' })).toBe(
+    'links.timeout_ms: must be more than twice links.heartbeat_ms (2000), or one late heartbeat drops the link: above 4000',
+  );
+  expect(() => loadConfig({ ...key, AETHEX_GAMESERVER_LINKS_HEARTBEAT_MS: '500', AETHEX_GAMESERVER_LINKS_TIMEOUT_MS: '1000' })).toThrow(
+    /^links\.timeout_ms: must be more than twice links\.heartbeat_ms \(500\)/,
+  );
+  expect(loadConfig({ ...key, AETHEX_GAMESERVER_LINKS_HEARTBEAT_MS: '499' })['links.timeout_ms']).toBe(1000);
+});
+
+test('NPCs leave room for engine.max_players within engine.max_entities', () => {
+  expect(refusal({ AETHEX_GAMESERVER_ENGINE_NPC_COUNT: '10000' })).toBe(
+    'engine.npc_count: 10000 NPCs and engine.max_players (2000) players need more than engine.max_entities (10000): at most 8000 NPCs',
+  );
+  expect(refusal({ AETHEX_GAMESERVER_ENGINE_NPC_COUNT: '8001' })).toMatch(/^engine\.npc_count: .*at most 8000 NPCs$/);
+  expect(loadConfig({ ...key, AETHEX_GAMESERVER_ENGINE_NPC_COUNT: '8000' })['engine.npc_count']).toBe(8000);
+  // Without NPCs every entity slot is a player's: a smaller capacity than max_players only lowers the cap.
+  expect(
+    loadConfig({ ...key, AETHEX_GAMESERVER_ENGINE_MAX_ENTITIES: '3', AETHEX_GAMESERVER_ENGINE_MAX_PLAYERS: '5' })['engine.max_entities'],
+  ).toBe(3);
+});
+
+test('the idle timeout outlasts the acknowledgements of a client standing still', () => {
+  expect(refusal({ AETHEX_GAMESERVER_ENGINE_TICK_RATE_MS: '1000', AETHEX_GAMESERVER_GATEWAY_IDLE_TIMEOUT_MS: '1500' })).toBe(
+    'gateway.idle_timeout_ms: must be more than 3 × engine.tick_rate_ms (1000): a client standing still acknowledges only about every 1.5 ticks; above 3000',
+  );
+  expect(refusal({ AETHEX_GAMESERVER_ENGINE_TICK_RATE_MS: '1000', AETHEX_GAMESERVER_GATEWAY_IDLE_TIMEOUT_MS: '3000' })).toMatch(
+    /^gateway\.idle_timeout_ms: must be more than 3 × engine\.tick_rate_ms/,
+  );
+  expect(
+    loadConfig({ ...key, AETHEX_GAMESERVER_ENGINE_TICK_RATE_MS: '1000', AETHEX_GAMESERVER_GATEWAY_IDLE_TIMEOUT_MS: '3001' })[
+      'gateway.idle_timeout_ms'
+    ],
+  ).toBe(3001);
+});
+
+test('auth.public_key must be an Ed25519 or P-256 SPKI PEM', () => {
+  expect(refusal({ AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: 'pem' })).toMatch(/^auth\.public_key: not a PEM public key/);
+  const rsa = pem(generateKeyPairSync('rsa', { modulusLength: 1024 }));
+  expect(refusal({ AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: rsa })).toBe(
+    'auth.public_key: the public key is not an Ed25519 or P-256 SPKI PEM (it is an rsa key)',
+  );
+  const p384 = pem(generateKeyPairSync('ec', { namedCurve: 'secp384r1' }));
+  expect(refusal({ AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: p384 })).toBe(
+    'auth.public_key: the public key is not an Ed25519 or P-256 SPKI PEM (it is an ec key on secp384r1)',
+  );
+  const p256 = pem(generateKeyPairSync('ec', { namedCurve: 'P-256' }));
+  expect(loadConfig({ AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: p256 })['auth.public_key']).toBe(p256.trim());
+  // A private key would give its public half to createPublicKey: refused, and not printed.
+  const priv = generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+  const m = refusal({ AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: priv });
+  expect(m).toMatch(/^auth\.public_key: not a PEM public key/);
+  expect(m).not.toContain(priv.split('\n')[1]);
 });

@@ -2,6 +2,7 @@ import {
   ConfigError,
   DNS_LABEL,
   type Env,
+  joinPublicKey,
   LOG_LEVELS,
   loadSettings,
   type Rect,
@@ -30,7 +31,7 @@ export const GAMESERVER_SETTINGS = {
   'engine.world_bounds': {
     type: 'rect',
     default: { minX: -1000, minY: -1000, maxX: 1000, maxY: 1000 },
-    doc: 'The whole world in world units.',
+    doc: 'The whole world in world units; near enough to 0 that float32 positions there are at most engine.max_speed / 100 apart (within ±524288 at a max_speed of 5).',
   },
   'engine.max_speed': { type: 'number', default: 5, min: 0.001, max: 10_000, doc: 'Largest move per tick in world units.' },
   'engine.aoi_radius': { type: 'number', default: 200, min: 1, max: 100_000, doc: 'Area-of-interest radius in world units.' },
@@ -56,7 +57,13 @@ export const GAMESERVER_SETTINGS = {
     max: 100,
     doc: 'Snapshot position quantum in world units; the world bounds must lie within 2^31 quanta of 0.',
   },
-  'engine.npc_count': { type: 'int', default: 0, min: 0, max: 1_000_000, doc: 'Wandering NPCs spawned at start (demos and benchmarks).' },
+  'engine.npc_count': {
+    type: 'int',
+    default: 0,
+    min: 0,
+    max: 1_000_000,
+    doc: 'Wandering NPCs spawned at start (demos and benchmarks); at most engine.max_entities − engine.max_players.',
+  },
   'engine.rejoin_window_ms': {
     type: 'int',
     default: 30_000,
@@ -78,7 +85,7 @@ export const GAMESERVER_SETTINGS = {
     default: 120,
     min: 1,
     max: 100_000,
-    doc: 'Sustained client message rate; above it closes with 1008.',
+    doc: 'Sustained client message rate; above it closes with 1008. A moving player sends an input a tick: raise it with the tick rate (the operator sets 3 × the tick rate for worlds ticking faster than 80 Hz).',
   },
   'gateway.message_burst': {
     type: 'int',
@@ -99,7 +106,7 @@ export const GAMESERVER_SETTINGS = {
     default: 15_000,
     min: 1000,
     max: 600_000,
-    doc: 'A session without any message for this long is closed.',
+    doc: 'A session without any message for this long is closed; more than 3 × engine.tick_rate_ms (a client standing still acknowledges about every 1.5 ticks).',
   },
   'gateway.max_connections': {
     type: 'int',
@@ -150,12 +157,17 @@ export const GAMESERVER_SETTINGS = {
     max: 100_000,
     doc: 'Acknowledgement lag (ticks) above which a client is disconnected.',
   },
-  'auth.public_key': { type: 'string', default: '', doc: 'PEM (SPKI) public key that verifies join tokens; or use auth.jwks_url.' },
+  'auth.public_key': {
+    type: 'string',
+    default: '',
+    doc: 'PEM (SPKI) public key, Ed25519 or P-256, that verifies join tokens; or use auth.jwks_url.',
+  },
   'auth.jwks_url': {
     type: 'string',
     default: '',
     pattern: /^(|https?:\/\/.+)$/,
     patternDoc: 'an http(s) URL',
+    secret: 'url',
     doc: 'JWKS of the control plane.',
   },
   'auth.issuer': { type: 'string', default: 'aethex-control-plane', doc: 'Required `iss` of join tokens.' },
@@ -191,6 +203,7 @@ export const GAMESERVER_SETTINGS = {
   'links.secret': {
     type: 'string',
     default: '',
+    secret: 'value',
     doc: 'Shared secret that authenticates links between the shards of a world (at least 32 characters; required with neighbours). Never logged.',
   },
   'links.heartbeat_ms': { type: 'int', default: 250, min: 10, max: 60_000, doc: 'Ping interval on shard links.' },
@@ -199,7 +212,7 @@ export const GAMESERVER_SETTINGS = {
     default: 1000,
     min: 50,
     max: 600_000,
-    doc: "A link silent this long is closed and the neighbour's ghosts are dropped.",
+    doc: "A link silent this long is closed and the neighbour's ghosts are dropped; more than twice links.heartbeat_ms.",
   },
   'handoff.margin': {
     type: 'number',
@@ -221,6 +234,7 @@ export const GAMESERVER_SETTINGS = {
     default: '',
     pattern: /^(|postgres(ql)?:\/\/.+)$/,
     patternDoc: 'a postgres:// URL, or empty for snapshots in persistence.directory',
+    secret: 'url',
     doc: 'PostgreSQL for snapshots and the outbox; empty: a local directory and an in-process outbox.',
   },
   'persistence.directory': { type: 'string', default: '.aethex/snapshots', doc: 'Where snapshots go without PostgreSQL.' },
@@ -258,6 +272,7 @@ export const GAMESERVER_SETTINGS = {
     default: '',
     pattern: /^(|rediss?:\/\/.+)$/,
     patternDoc: 'a redis:// URL, or empty for in-process presence',
+    secret: 'url',
     doc: 'Redis for presence and relayed events; empty: in process.',
   },
   'presence.ttl_ms': {
@@ -290,7 +305,25 @@ export const GAMESERVER_SETTINGS = {
   },
   'game.module': { type: 'string', default: '', doc: "Path of the game's hooks module (join, leave, input, tick, rpc); empty: none." },
   'ops.bind_addr': { type: 'listen', default: '127.0.0.1:7350', doc: 'Listen address of /healthz, /readyz, /metrics and the viewer.' },
-  'ops.drain_timeout_ms': { type: 'int', default: 10_000, min: 100, max: 600_000, doc: 'Bound on SIGTERM drain before the process exits.' },
+  'ops.drain_timeout_ms': {
+    type: 'int',
+    default: 10_000,
+    min: 1000,
+    max: 600_000,
+    doc: 'Bound on SIGTERM drain before the process exits (at least 1000: the final snapshot needs time to be written).',
+  },
+  'ops.viewer': {
+    type: 'bool',
+    default: true,
+    doc: 'Serve /viewer and /viewer/state on the ops port (false: only health, readiness and metrics).',
+  },
+  'ops.viewer_max_entities': {
+    type: 'int',
+    default: 20_000,
+    min: 1,
+    max: 1_000_000,
+    doc: 'Entities /viewer/state lists at most (its entityCount says how many there are).',
+  },
   'agones.connect_timeout_ms': {
     type: 'int',
     default: 30_000,
@@ -325,12 +358,47 @@ export function loadConfig(env: Env, file?: string): GameserverSettings {
       "set auth.public_key or auth.jwks_url: join tokens are verified against the control plane's key",
     );
   }
+  if (s['auth.public_key'] !== '') {
+    // The verifier's own import, run now: a bad key is a bad setting (exit 2), not a failed start.
+    try {
+      joinPublicKey(s['auth.public_key']);
+    } catch (err) {
+      throw new ConfigError('auth.public_key', (err as Error).message);
+    }
+  }
+  // A client standing still sends nothing but acknowledgements, about every 1.5 ticks (the SDK
+  // batches them): a timeout within two of those gaps kicks players who are only waiting.
+  if (s['gateway.idle_timeout_ms'] <= 3 * s['engine.tick_rate_ms']) {
+    throw new ConfigError(
+      'gateway.idle_timeout_ms',
+      `must be more than 3 × engine.tick_rate_ms (${s['engine.tick_rate_ms']}): a client standing still acknowledges only about every 1.5 ticks; above ${3 * s['engine.tick_rate_ms']}`,
+    );
+  }
+  // NPCs are spawned at start and keep their slots: past max_entities − max_players, players the
+  // shard admits (and reports ready for) would be refused SHARD_FULL. Without NPCs every slot is a
+  // player's, and a capacity below max_players only lowers the cap (a GameWorld may ask for that).
+  const npcs = s['engine.npc_count'];
+  const roomForNpcs = Math.max(0, s['engine.max_entities'] - s['engine.max_players']);
+  if (npcs > roomForNpcs) {
+    throw new ConfigError(
+      'engine.npc_count',
+      `${npcs} NPCs and engine.max_players (${s['engine.max_players']}) players need more than engine.max_entities (${s['engine.max_entities']}): at most ${roomForNpcs} NPCs`,
+    );
+  }
   // A heartbeat stuck on a command must fail before the next one is due, or presence lapses.
   if (s['presence.redis_url'] !== '' && s['presence.redis_command_timeout_ms'] * 3 >= s['presence.ttl_ms']) {
     throw new ConfigError('presence.redis_command_timeout_ms', `must be below a third of presence.ttl_ms (${s['presence.ttl_ms']})`);
   }
   if (s['links.secret'] !== '' && s['links.secret'].length < 32) {
     throw new ConfigError('links.secret', 'must be at least 32 characters');
+  }
+  // A neighbour is dropped after links.timeout_ms of silence: with less than two heartbeats in it,
+  // one late ping (a GC pause, a busy tick) drops a healthy link and its ghosts.
+  if (s['links.timeout_ms'] <= 2 * s['links.heartbeat_ms']) {
+    throw new ConfigError(
+      'links.timeout_ms',
+      `must be more than twice links.heartbeat_ms (${s['links.heartbeat_ms']}), or one late heartbeat drops the link: above ${2 * s['links.heartbeat_ms']}`,
+    );
   }
   const b: Rect = s['engine.world_bounds'];
   // Snapshots carry positions as int32 quanta: a world whose edge is past 2^31 quanta would send
@@ -340,6 +408,21 @@ export function loadConfig(env: Env, file?: string): GameserverSettings {
     throw new ConfigError(
       'engine.position_scale',
       `too small for the world bounds: ${farthest} / ${s['engine.position_scale']} quanta is past the 2^31 snapshots hold (at least ${Math.ceil((farthest / (2 ** 31 - 1)) * 1e6) / 1e6})`,
+    );
+  }
+  // Positions are float32 (sim/world.ts): each move is rounded to the float32 spacing where the
+  // entity is, 2^-23 of its power of two, so far from 0 moves round away (near 3e7, where floats
+  // are 2 apart, 80 moves of a player stayed put). The spacing at the farthest bound must be at
+  // most a hundredth of a full-speed step: such a step is then off by at most 0.5%, one at a tenth
+  // of the speed by 5%. engine.position_scale needs no such rule: a quantum finer than the
+  // spacing only spends snapshot bits.
+  const maxSpeed = s['engine.max_speed'];
+  const spacing = 2 ** (Math.floor(Math.log2(Math.fround(farthest))) - 23);
+  if (spacing > maxSpeed / 100) {
+    const inside = 2 ** (Math.floor(Math.log2(maxSpeed / 100)) + 24);
+    throw new ConfigError(
+      'engine.world_bounds',
+      `too far from 0 for engine.max_speed (${maxSpeed}): positions are float32, ${spacing} apart at ${farthest}, and must be at most engine.max_speed / 100 (${maxSpeed / 100}) apart; keep the bounds inside ±${inside} or raise engine.max_speed`,
     );
   }
   const cell = s['engine.aoi_radius'] * GRID_CELL_FACTOR;

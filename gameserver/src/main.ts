@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
-import { ConfigError, createLogger } from '@aethex/runtime';
+import { ConfigError, createLogger, listenFailure } from '@aethex/runtime';
 import { type GameserverSettings, loadConfig } from './config.js';
 import { agonesPort } from './lifecycle/agones.js';
 import { startShard } from './shard.js';
@@ -37,16 +37,26 @@ if (!process.execArgv.some((flag) => flag === '--no-parallel-scavenge' || flag =
 
 const shard = await startShard(settings, { log, ...(port === undefined ? {} : { agonesPort: port }) }).catch(
   (err: NodeJS.ErrnoException) => {
-    // A port in use or an unreachable database: one line naming what failed, not a stack.
-    const where = err.code === 'EADDRINUSE' ? ' (gateway.bind_addr or ops.bind_addr is taken)' : '';
+    // A port in use, an address not this machine's or an unreachable database: one line naming
+    // what failed (the setting, for an address), not a stack.
+    const listen = listenFailure(err, { 'gateway.bind_addr': settings['gateway.bind_addr'], 'ops.bind_addr': settings['ops.bind_addr'] });
     log.fatal({ err }, 'could not start');
-    console.error(`aethex-gameserver: could not start: ${err.message}${where}`);
+    console.error(`aethex-gameserver: could not start: ${listen ?? err.message}`);
     process.exit(1);
   },
 );
 
+// The first SIGTERM or SIGINT drains; any later one is logged and ignored: the drain is already
+// bounded by ops.drain_timeout_ms, and a signal's default action would end the process before the
+// final snapshot is written (SIGKILL still ends it at once).
+let drainingSince: NodeJS.Signals | undefined;
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-  process.once(signal, () => {
+  process.on(signal, () => {
+    if (drainingSince) {
+      log.warn({ signal, since: drainingSince }, 'already draining; signal ignored (the drain ends within ops.drain_timeout_ms)');
+      return;
+    }
+    drainingSince = signal;
     log.info({ signal }, 'draining');
     const bound = setTimeout(() => {
       log.error({ timeoutMs: settings['ops.drain_timeout_ms'] }, 'drain did not finish in time; exiting');

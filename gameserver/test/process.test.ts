@@ -80,12 +80,51 @@ test('an invalid setting or flag stops the process with exit 2 and a message nam
   expect(bad.output()).toContain(
     'invalid configuration: engine.tick_rate_ms: expected an integer from 5 to 1000, got "0" (from AETHEX_GAMESERVER_ENGINE_TICK_RATE_MS)',
   );
+  // A key the shard could not verify with is a bad setting too, not a failed start.
+  const key = run({ ...shardEnv(mkdtempSync(join(tmpdir(), 'aethex-proc-'))), AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: 'not a key' });
+  expect(await key.exited).toBe(2);
+  expect(key.output()).toContain(
+    'invalid configuration: auth.public_key: not a PEM public key: expected SPKI, beginning -----BEGIN PUBLIC KEY-----',
+  );
   const flag = run({}, ['--nope']);
   expect(await flag.exited).toBe(2);
   expect(flag.output()).toContain("Unknown option '--nope'");
   const missing = run({}, ['--config', '/nonexistent/shard.yaml']);
   expect(await missing.exited).toBe(2);
   expect(missing.output()).toContain('/nonexistent/shard.yaml: cannot read the configuration file (ENOENT)');
+});
+
+test('an address the shard cannot listen on stops it with a message naming the setting', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'aethex-proc-'));
+  // Not an address at all: a configuration error (exit 2), before anything starts.
+  const malformed = run({ ...shardEnv(dir), AETHEX_GAMESERVER_GATEWAY_BIND_ADDR: '999.999.999.999:47001' });
+  expect(await malformed.exited).toBe(2);
+  expect(malformed.output()).toContain(
+    'invalid configuration: gateway.bind_addr: expected host:port (an IP address or a host name, and a port from 0 to 65535): 999.999.999.999 is not an IPv4 address',
+  );
+  // TEST-NET-2 (RFC 5737): an address, but none of this machine's.
+  const foreign = run({ ...shardEnv(dir), AETHEX_GAMESERVER_OPS_BIND_ADDR: '198.51.100.7:0' });
+  expect(await foreign.exited).toBe(1);
+  expect(foreign.output()).toContain(
+    'aethex-gameserver: could not start: ops.bind_addr (198.51.100.7:0): no interface of this machine has that address (EADDRNOTAVAIL)',
+  );
+  const unresolved = run({ ...shardEnv(dir), AETHEX_GAMESERVER_GATEWAY_BIND_ADDR: 'nowhere.invalid:0' });
+  expect(await unresolved.exited).toBe(1);
+  expect(unresolved.output()).toContain(
+    'aethex-gameserver: could not start: gateway.bind_addr (nowhere.invalid:0): the host name does not resolve (ENOTFOUND)',
+  );
+  const taken = createServer().listen(0, '127.0.0.1');
+  await once(taken, 'listening');
+  const port = (taken.address() as AddressInfo).port;
+  try {
+    const busy = run({ ...shardEnv(dir), AETHEX_GAMESERVER_GATEWAY_BIND_ADDR: `127.0.0.1:${port}` });
+    expect(await busy.exited).toBe(1);
+    expect(busy.output()).toContain(
+      `aethex-gameserver: could not start: gateway.bind_addr (127.0.0.1:${port}): the address is in use (EADDRINUSE)`,
+    );
+  } finally {
+    taken.close();
+  }
 });
 
 test('SIGTERM drains: players are told SHUTTING_DOWN, the final snapshot is written, exit 0', async () => {

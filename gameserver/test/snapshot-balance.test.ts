@@ -15,7 +15,7 @@ afterEach(async () => {
 test('sessions move off the tick thread when its sends cost more, and every client’s view stays exact', async () => {
   const radius = 150;
   const settings = loadConfig({
-    AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: 'unused: sessions join through the engine directly',
+    AETHEX_GAMESERVER_AUTH_JWKS_URL: 'http://unused.invalid/jwks',
     AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '0,0,600,600',
     AETHEX_GAMESERVER_ENGINE_AOI_RADIUS: String(radius),
     AETHEX_GAMESERVER_ENGINE_NPC_COUNT: '300',

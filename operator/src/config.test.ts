@@ -40,3 +40,13 @@ test('the command line: --runtime and -f override the environment; bad flags are
     /local\.base_port: expected an integer from 1024 to 65534, got "80" \(from AETHEX_OPERATOR_LOCAL_BASE_PORT\)/,
   );
 });
+
+test('settings that carry secrets are marked', () => {
+  const marked = Object.fromEntries(
+    Object.entries(OPERATOR_SETTINGS)
+      .filter(([, spec]) => 'secret' in spec)
+      .map(([k, spec]) => [k, (spec as { secret: string }).secret]),
+  );
+  // local.env passes variables to shards: links.secret or a database URL among them.
+  expect(marked).toEqual({ 'cleanup.postgres_url': 'url', 'cleanup.redis_url': 'url', 'local.env': 'value' });
+});

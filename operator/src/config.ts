@@ -23,11 +23,13 @@ export const OPERATOR_SETTINGS = {
   'cleanup.postgres_url': {
     type: 'string',
     default: '',
+    secret: 'url',
     doc: 'PostgreSQL of the shards: a deleted world’s snapshot and outbox rows are removed from it (empty: skipped).',
   },
   'cleanup.redis_url': {
     type: 'string',
     default: '',
+    secret: 'url',
     doc: 'Redis of the shards: a deleted world’s presence keys are removed from it and its event streams kept a day under another name (empty: skipped).',
   },
   'cleanup.shard_wait_s': {
@@ -64,6 +66,7 @@ export const OPERATOR_SETTINGS = {
   'local.env': {
     type: 'string',
     default: '',
+    secret: 'value',
     doc: 'Local runtime: extra shard variables, a JSON object, e.g. `{"AETHEX_GAMESERVER_ENGINE_NPC_COUNT":"100"}`.',
   },
 } as const satisfies Parameters<typeof loadSettings>[0];

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { createServer } from 'node:http';
 import { hostname } from 'node:os';
-import { ConfigError, createLogger, type LogLevel } from '@aethex/runtime';
+import { ConfigError, createLogger, type LogLevel, listenFailure } from '@aethex/runtime';
 import { loadConfigWithArgs, USAGE } from './config.js';
 import type { LeaderElector } from './runtime/leader.js';
 
@@ -66,7 +66,13 @@ async function main(): Promise<void> {
       res.writeHead(404).end();
     }
   });
-  await new Promise<void>((resolve) => server.listen(port, host, resolve));
+  await new Promise<void>((ok, fail) => {
+    server.once('error', fail);
+    server.listen(port, host, () => {
+      server.off('error', fail);
+      ok();
+    });
+  });
   const address = server.address();
   log.info({ address: typeof address === 'object' && address ? `${address.address}:${address.port}` : address }, 'operator listening');
 
@@ -103,5 +109,8 @@ async function main(): Promise<void> {
 
 main().catch((err) => {
   log.fatal({ err: (err as Error).message }, 'operator failed');
+  // An address that cannot be listened on: one line naming the setting (either runtime).
+  const listen = listenFailure(err, { 'http.listen': config['http.listen'] });
+  if (listen !== undefined) process.stderr.write(`operator: could not start: ${listen}\n`);
   process.exit(1);
 });

@@ -5,7 +5,7 @@ import { intFlag } from './cli.js';
 
 it('intFlag accepts integers in range and names the flag otherwise', () => {
   expect(intFlag('count', '12', 1, 100)).toBe(12);
-  for (const bad of ['0', '101', '1.5', 'x', '', ' ', undefined]) {
+  for (const bad of ['0', '101', '1.5', 'x', '', ' ', undefined, '0x10', '0b11', '1e1', '0o7']) {
     expect(() => intFlag('count', bad, 1, 100)).toThrow(/^--count must be an integer from 1 to 100, got '/);
   }
 });

@@ -5,8 +5,9 @@ import { type ParseArgsConfig, parseArgs } from 'node:util';
  * the flag, the range and what was given (scripts print it and exit 2).
  */
 export function intFlag(flag: string, raw: string | undefined, min: number, max: number): number {
-  const n = Number(raw);
-  if (raw === undefined || raw.trim() === '' || !Number.isInteger(n) || n < min || n > max) {
+  // Decimal digits only: Number() alone also takes hex, octal, binary and exponents ('0x10', '1e1').
+  const n = raw !== undefined && /^\s*[+-]?\d+\s*$/.test(raw) ? Number(raw) : Number.NaN;
+  if (!Number.isSafeInteger(n) || n < min || n > max) {
     throw new Error(`--${flag} must be an integer from ${min} to ${max}, got '${raw ?? ''}'`);
   }
   return n;

@@ -5,13 +5,25 @@ export {
   JOIN_TOKEN_ALGORITHMS,
   type JoinClaims,
   JoinTokenError,
+  type JoinVerifier,
   type JoinVerifierOptions,
+  joinPublicKey,
   signJoinToken,
 } from './join-token.js';
 export { createLogger, LOG_LEVELS, type Logger, type LogLevel } from './logger.js';
 export { freePortBlock, LOOPBACK_SHARD_ENV } from './ports.js';
 export { type Region, regions } from './regions.js';
 export { cpuPercent, runQueueWaitMs } from './run-queue.js';
-export { envName, loadSettings, type Rect, type SettingSpec, type Settings, type SettingsSchema } from './settings.js';
+export {
+  envName,
+  listenFailure,
+  loadSettings,
+  type Rect,
+  redactUrl,
+  type SettingSpec,
+  type Settings,
+  type SettingsSchema,
+  shownValue,
+} from './settings.js';
 export { bucketPercentile, percentile } from './stats.js';
 export { DNS_LABEL, eventStreamKey, eventStreamPattern, PRESENCE_PATTERN, presenceKey, type ShardKey, worldRef } from './store-keys.js';

@@ -193,6 +193,31 @@ describe('join tokens', () => {
     );
   });
 
+  test('keys from a JWKS URL are loaded on asking: not loaded while the URL fails, loaded once it serves a key set', async () => {
+    let status = 404;
+    const jwk = { ...ed.publicKey.export({ format: 'jwk' }), kid: 'k1', alg: 'EdDSA', use: 'sig' };
+    const server = createServer((_req, res) => {
+      res.writeHead(status, { 'content-type': 'application/json' }).end(status === 200 ? JSON.stringify({ keys: [jwk] }) : '{}');
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    try {
+      const verify = await createJoinVerifier({ ...shard, jwksUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}/jwks` });
+      expect(verify.keysLoaded()).toBe(false);
+      await expect(verify.loadKeys()).rejects.toThrow(/Expected 200 OK/);
+      expect(verify.keysLoaded()).toBe(false);
+      status = 200;
+      await verify.loadKeys();
+      expect(verify.keysLoaded()).toBe(true);
+      expect(await verify(await signJoinToken(ed.privateKey, claims, { ...opts, kid: 'k1' }))).toEqual(claims);
+    } finally {
+      server.close();
+    }
+    const fromPem = await createJoinVerifier({ ...shard, publicKeyPem: pem(ed.publicKey) });
+    expect(fromPem.keysLoaded()).toBe(true);
+    await fromPem.loadKeys();
+  });
+
   test('a key that is neither Ed25519 nor P-256 is refused at start', async () => {
     const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 });
     await expect(createJoinVerifier({ ...shard, publicKeyPem: pem(rsa.publicKey) })).rejects.toThrow(/not an Ed25519 or P-256/);

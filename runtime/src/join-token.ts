@@ -1,4 +1,5 @@
-import { type CryptoKey, createRemoteJWKSet, errors, importSPKI, type JWTVerifyGetKey, jwtVerify, type KeyObject, SignJWT } from 'jose';
+import { createPublicKey, type KeyObject as NodeKeyObject } from 'node:crypto';
+import { type CryptoKey, createRemoteJWKSet, errors, type JWTVerifyGetKey, jwtVerify, type KeyObject, SignJWT } from 'jose';
 import { worldRef } from './store-keys.js';
 
 /**
@@ -64,18 +65,38 @@ export interface JoinVerifierOptions {
   now?: () => number;
 }
 
+/** A join-token check (`createJoinVerifier`), with the state of its keys. */
+export interface JoinVerifier {
+  (token: string): Promise<JoinClaims>;
+  /**
+   * Whether the keys are in hand: always with a public key; with a JWKS URL, once a key set has
+   * loaded (jose then keeps it, and fetches it again when it is stale or lacks a token's `kid`).
+   */
+  keysLoaded(): boolean;
+  /**
+   * With a JWKS URL, fetches the key set now, rejecting with why it could not be loaded (not found,
+   * unreachable, not a key set); with a public key, nothing. The shard calls it at start and until
+   * it succeeds: joins would fail `keys_unavailable` meanwhile, and it is not ready.
+   */
+  loadKeys(): Promise<void>;
+}
+
 /**
  * Builds the shard's join-token check. Verification is strict: the algorithm must be one of
  * JOIN_TOKEN_ALGORITHMS and match the key, `iss`, `aud`, `exp` and `sub` are required, and the
  * namespace, world, instance and shard claims must name this shard.
  */
-export async function createJoinVerifier(options: JoinVerifierOptions): Promise<(token: string) => Promise<JoinClaims>> {
+export async function createJoinVerifier(options: JoinVerifierOptions): Promise<JoinVerifier> {
   let key: CryptoKey | KeyObject | JWTVerifyGetKey;
+  let keysLoaded = () => true;
+  let loadKeys = async (): Promise<void> => undefined;
   if (options.publicKeyPem && options.jwksUrl) throw new Error('give either a public key or a JWKS URL, not both');
   if (options.publicKeyPem) {
-    key = await importPublicKey(options.publicKeyPem);
+    key = joinPublicKey(options.publicKeyPem);
   } else if (options.jwksUrl) {
     const remote = createRemoteJWKSet(new URL(options.jwksUrl), { timeoutDuration: 5000, cooldownDuration: 30_000 });
+    keysLoaded = () => remote.jwks() !== undefined;
+    loadKeys = () => remote.reload();
     key = async (header, token) => {
       try {
         return await remote(header, token);
@@ -96,7 +117,7 @@ export async function createJoinVerifier(options: JoinVerifierOptions): Promise<
   // token → its claims and expiry. Only tokens that passed every check are kept; the same bytes
   // carry the same signature, so the answer cannot change until `exp` (checked on every hit).
   const verified = new Map<string, { claims: JoinClaims; exp: number }>();
-  return async (token: string) => {
+  const verify = async (token: string): Promise<JoinClaims> => {
     const hit = verified.get(token);
     if (hit) {
       if (now() - tolerance < hit.exp) return { ...hit.claims };
@@ -147,18 +168,30 @@ export async function createJoinVerifier(options: JoinVerifierOptions): Promise<
     }
     return { ...claims };
   };
+  return Object.assign(verify, { keysLoaded, loadKeys });
 }
 
-async function importPublicKey(pem: string): Promise<CryptoKey | KeyObject> {
-  const errors: string[] = [];
-  for (const alg of JOIN_TOKEN_ALGORITHMS) {
-    try {
-      return await importSPKI(pem, alg);
-    } catch (err) {
-      errors.push(`${alg}: ${(err as Error).message}`);
-    }
+/**
+ * The key of `publicKeyPem`, the one check of a join-token public key (the shard's configuration
+ * runs it at load, the verifier when built): an SPKI PEM (`-----BEGIN PUBLIC KEY-----`; a private
+ * key or a certificate would give createPublicKey a public half too) of a key for one of
+ * JOIN_TOKEN_ALGORITHMS, Ed25519 or P-256. Throws an Error saying what it is instead; the error
+ * never quotes the PEM.
+ */
+export function joinPublicKey(publicKeyPem: string): NodeKeyObject {
+  if (!/^\s*-----BEGIN PUBLIC KEY-----\r?\n/.test(publicKeyPem)) {
+    throw new Error('not a PEM public key: expected SPKI, beginning -----BEGIN PUBLIC KEY-----');
   }
-  throw new Error(`the public key is not an Ed25519 or P-256 SPKI PEM (${errors.join('; ')})`);
+  let key: NodeKeyObject;
+  try {
+    key = createPublicKey({ key: publicKeyPem, format: 'pem' });
+  } catch (err) {
+    throw new Error(`not a PEM public key: ${(err as Error).message}`);
+  }
+  const type = key.asymmetricKeyType;
+  const curve = key.asymmetricKeyDetails?.namedCurve;
+  if (type === 'ed25519' || (type === 'ec' && curve === 'prime256v1')) return key;
+  throw new Error(`the public key is not an Ed25519 or P-256 SPKI PEM (it is an ${type ?? 'unknown'} key${curve ? ` on ${curve}` : ''})`);
 }
 
 /**

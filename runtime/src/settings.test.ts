@@ -1,9 +1,11 @@
+import { once } from 'node:events';
 import { mkdtempSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { ConfigError } from './config.js';
-import { envName, loadSettings, type SettingsSchema } from './settings.js';
+import { envName, listenFailure, loadSettings, redactUrl, type SettingsSchema } from './settings.js';
 
 const schema = {
   'engine.tick_rate_ms': { type: 'int', default: 25, min: 5, max: 1000, doc: '' },
@@ -103,5 +105,162 @@ describe('loadSettings', () => {
 
   test('envName maps dotted keys to variables', () => {
     expect(envName('AETHEX_GAMESERVER', 'gateway.max_message_size')).toBe('AETHEX_GAMESERVER_GATEWAY_MAX_MESSAGE_SIZE');
+  });
+});
+
+describe('values are read strictly and secrets never printed', () => {
+  const strict = {
+    'engine.max_entities': { type: 'int', default: 10, min: 0, max: 100_000, doc: '' },
+    'engine.max_speed': { type: 'number', default: 5, min: 0, max: 1e6, doc: '' },
+    'engine.world_bounds': { type: 'rect', default: { minX: -10, minY: -10, maxX: 10, maxY: 10 }, doc: '' },
+    'gateway.bind_addr': { type: 'listen', default: '127.0.0.1:7777', doc: '' },
+    'persistence.postgres_url': {
+      type: 'string',
+      default: '',
+      pattern: /^(|postgres(ql)?:\/\/.+)$/,
+      patternDoc: 'a postgres:// URL',
+      secret: 'url',
+      doc: '',
+    },
+    'links.secret': { type: 'string', default: '', pattern: /^.{0,64}$/, patternDoc: 'at most 64 characters', secret: 'value', doc: '' },
+  } satisfies SettingsSchema;
+  const read = (env: Record<string, string>, f?: string) =>
+    loadSettings(strict, { prefix: 'AETHEX_GAMESERVER', env, ...(f ? { file: f } : {}) });
+  const message = (env: Record<string, string>, f?: string): string => {
+    try {
+      read(env, f);
+    } catch (err) {
+      expect(err).toBeInstanceOf(ConfigError);
+      return (err as Error).message;
+    }
+    throw new Error('expected a ConfigError');
+  };
+
+  test('a URL setting marked secret is printed with its password masked, a secret value never', () => {
+    const url = 'postgress://aethex:Sup3rS3cretPassw0rd@db.internal:5432/aethex?sslmode=require&password=Other';
+    expect(message({ AETHEX_GAMESERVER_PERSISTENCE_POSTGRES_URL: url })).toBe(
+      'persistence.postgres_url: expected a postgres:// URL, got "postgress://aethex:***@db.internal:5432/aethex?sslmode=require&password=***" (from AETHEX_GAMESERVER_PERSISTENCE_POSTGRES_URL)',
+    );
+    // Not a URL at all: nothing of it can be shown safely.
+    expect(message({ AETHEX_GAMESERVER_PERSISTENCE_POSTGRES_URL: 'aethex:Sup3r@db' })).toBe(
+      'persistence.postgres_url: expected a postgres:// URL, got a value not shown (secret) (from AETHEX_GAMESERVER_PERSISTENCE_POSTGRES_URL)',
+    );
+    expect(message({ AETHEX_GAMESERVER_LINKS_SECRET: 'S'.repeat(65) })).toBe(
+      'links.secret: expected at most 64 characters, got a value not shown (secret) (from AETHEX_GAMESERVER_LINKS_SECRET)',
+    );
+    const yaml = file('links:\n  secret: 1234567890123\npersistence:\n  postgres_url: postgres://u:pw@h/d\n');
+    expect(message({}, yaml)).toMatch(/^links\.secret: expected a string, got a value not shown \(secret\) \(from .*config\.yaml\)$/);
+    expect(message({}, yaml)).not.toContain('1234567890123');
+  });
+
+  test('redactUrl masks the password of the userinfo and of password-like parameters only', () => {
+    expect(redactUrl('redis://:hunter2@cache:6379/0')).toBe('redis://:***@cache:6379/0');
+    expect(redactUrl('redis://cache:6379')).toBe('redis://cache:6379');
+    expect(redactUrl('postgres://user@db/x?sslmode=require')).toBe('postgres://user@db/x?sslmode=require');
+    expect(redactUrl('https://u:p@cp.example/jwks?token=abc&x=1')).toBe('https://u:***@cp.example/jwks?token=***&x=1');
+    expect(redactUrl('db:5432')).toBeUndefined();
+    // Unescaped separators in a password: masked whole all the same.
+    expect(redactUrl('postgres://u:pa/ss@host/db')).toBe('postgres://u:***@host/db');
+    expect(redactUrl('postgres://u:p?s#s@host/db?sslmode=require')).toBe('postgres://u:***@host/db?sslmode=require');
+  });
+
+  test.each([
+    ['0x10', 'int'],
+    ['0b11', 'int'],
+    ['0o7', 'int'],
+    ['1_000', 'int'],
+    ['Infinity', 'int'],
+    ['12abc', 'int'],
+  ])('%s is not a decimal number (%s)', (raw) => {
+    expect(message({ AETHEX_GAMESERVER_ENGINE_MAX_ENTITIES: raw })).toBe(
+      `engine.max_entities: expected an integer from 0 to 100000, got ${JSON.stringify(raw)} (from AETHEX_GAMESERVER_ENGINE_MAX_ENTITIES)`,
+    );
+  });
+
+  test('decimal numbers, with a sign, a fraction or an exponent, are read; from YAML a string must be one too', () => {
+    expect(read({ AETHEX_GAMESERVER_ENGINE_MAX_ENTITIES: '1e3', AETHEX_GAMESERVER_ENGINE_MAX_SPEED: '.5' })).toMatchObject({
+      'engine.max_entities': 1000,
+      'engine.max_speed': 0.5,
+    });
+    expect(read({ AETHEX_GAMESERVER_ENGINE_MAX_SPEED: '+2.50' })['engine.max_speed']).toBe(2.5);
+    expect(message({ AETHEX_GAMESERVER_ENGINE_MAX_SPEED: '0x1f' })).toMatch(
+      /^engine\.max_speed: expected a number from 0 to 1000000, got "0x1f"/,
+    );
+    expect(message({}, file('engine:\n  max_speed: " 0x1f"\n'))).toMatch(
+      /^engine\.max_speed: expected a number from 0 to 1000000, got " 0x1f"/,
+    );
+    expect(message({}, file('engine:\n  max_speed: ""\n'))).toMatch(/^engine\.max_speed: expected a number/);
+  });
+
+  test.each([
+    ['-1000,,1000,1000', 'part 2 is ""'],
+    ['0x10,0,1e3,0b11', 'part 1 is "0x10"'],
+    ['1,2,3,0b11', 'part 4 is "0b11"'],
+    [' ,1,2,3', 'part 1 is ""'],
+  ])('world bounds %j: each part must be a decimal number (%s)', (raw, part) => {
+    expect(message({ AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: raw })).toBe(
+      `engine.world_bounds: expected "minX,minY,maxX,maxY" decimal numbers (${part}), got ${JSON.stringify(raw.trim())} (from AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS)`,
+    );
+  });
+
+  test.each([
+    ['999.999.999.999:47001', '999.999.999.999 is not an IPv4 address'],
+    ['1.2.3:80', '1.2.3 is not an IPv4 address'],
+    ['-.-:47001', '-.- is not a host name (RFC 1123 labels of letters, digits and inner hyphens)'],
+    ['a..b:80', 'a..b is not a host name (RFC 1123 labels of letters, digits and inner hyphens)'],
+    [`${'x'.repeat(64)}.example:80`, `${'x'.repeat(64)}.example is not a host name (RFC 1123 labels of letters, digits and inner hyphens)`],
+    ['[:::::]:47001', '[:::::] is not an IPv6 address'],
+    ['[1.2.3.4]:80', '[1.2.3.4] is not an IPv6 address'],
+    ['127.0.0.1:65536', 'the port 65536 is past 65535'],
+  ])('listen address %j is refused: %s', (raw, why) => {
+    expect(message({ AETHEX_GAMESERVER_GATEWAY_BIND_ADDR: raw })).toBe(
+      `gateway.bind_addr: expected host:port (an IP address or a host name, and a port from 0 to 65535): ${why}, got ${JSON.stringify(raw)} (from AETHEX_GAMESERVER_GATEWAY_BIND_ADDR)`,
+    );
+  });
+
+  test('IP addresses and host names listen', () => {
+    const at = (v: string) => read({ AETHEX_GAMESERVER_GATEWAY_BIND_ADDR: v })['gateway.bind_addr'];
+    expect(at('0.0.0.0:80')).toEqual({ host: '0.0.0.0', port: 80 });
+    expect(at('[::]:0')).toEqual({ host: '::', port: 0 });
+    expect(at('[::ffff:127.0.0.1]:7')).toEqual({ host: '::ffff:127.0.0.1', port: 7 });
+    expect(at('localhost:7777')).toEqual({ host: 'localhost', port: 7777 });
+    expect(at('shard-0.aethex.svc.cluster.local:7700')).toEqual({ host: 'shard-0.aethex.svc.cluster.local', port: 7700 });
+    expect(at('1host.example:1')).toEqual({ host: '1host.example', port: 1 });
+  });
+});
+
+describe('listenFailure', () => {
+  /** What listening on `host:port` throws, as Node reports it. */
+  async function listenError(host: string, port: number): Promise<NodeJS.ErrnoException> {
+    const server = createServer();
+    server.listen(port, host);
+    const [err] = (await once(server, 'error')) as [NodeJS.ErrnoException];
+    return err;
+  }
+  const listeners = { 'gateway.bind_addr': { host: '127.0.0.1', port: 0 }, 'ops.bind_addr': { host: '198.51.100.7', port: 7350 } };
+
+  test('names the setting whose address failed, the address and why', async () => {
+    // TEST-NET-2 (RFC 5737): an address, but none of this machine's.
+    expect(listenFailure(await listenError('198.51.100.7', 7350), listeners)).toBe(
+      'ops.bind_addr (198.51.100.7:7350): no interface of this machine has that address (EADDRNOTAVAIL)',
+    );
+    const taken = createServer().listen(0, '127.0.0.1');
+    await once(taken, 'listening');
+    const port = (taken.address() as { port: number }).port;
+    try {
+      expect(listenFailure(await listenError('127.0.0.1', port), { ...listeners, 'gateway.bind_addr': { host: '127.0.0.1', port } })).toBe(
+        `gateway.bind_addr (127.0.0.1:${port}): the address is in use (EADDRINUSE)`,
+      );
+    } finally {
+      taken.close();
+    }
+    expect(
+      listenFailure(await listenError('nowhere.invalid', 0), { ...listeners, 'gateway.bind_addr': { host: 'nowhere.invalid', port: 0 } }),
+    ).toBe('gateway.bind_addr (nowhere.invalid:0): the host name does not resolve (ENOTFOUND)');
+  });
+
+  test('is undefined for an error of no listener', async () => {
+    expect(listenFailure(await listenError('203.0.113.9', 7350), listeners)).toBeUndefined();
+    expect(listenFailure(new Error('boom'), listeners)).toBeUndefined();
   });
 });

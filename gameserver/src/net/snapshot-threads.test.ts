@@ -20,7 +20,7 @@ const { ServerMessage } = aethex.v1;
 /** An engine whose messages are kept per session and tick (sessions stay on the thread they joined). */
 function engine(threads: number, options: ConstructorParameters<typeof ShardEngine>[2] = {}) {
   const settings = loadConfig({
-    AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: 'unused: sessions join through the engine directly',
+    AETHEX_GAMESERVER_AUTH_JWKS_URL: 'http://unused.invalid/jwks',
     AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '0,0,600,600',
     AETHEX_GAMESERVER_ENGINE_AOI_RADIUS: '150',
     AETHEX_GAMESERVER_ENGINE_NPC_COUNT: '300',
@@ -273,7 +273,7 @@ test('frames a snapshot thread writes itself arrive whole and in order through s
   // Every entity in view of everyone, and clients that never acknowledge: every snapshot is full,
   // a frame of about 44 KB, larger than the kernel's segments.
   const settings = loadConfig({
-    AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: 'unused: sessions join through the engine directly',
+    AETHEX_GAMESERVER_AUTH_JWKS_URL: 'http://unused.invalid/jwks',
     AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '0,0,300,300',
     AETHEX_GAMESERVER_ENGINE_AOI_RADIUS: '500',
     AETHEX_GAMESERVER_ENGINE_NPC_COUNT: '4000',
@@ -338,7 +338,7 @@ test('the tick thread writes a thread’s last jobs while the thread writes its 
   onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
   const { exited, sockets } = await readerConnections(dir, clients);
   const settings = loadConfig({
-    AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: 'unused: sessions join through the engine directly',
+    AETHEX_GAMESERVER_AUTH_JWKS_URL: 'http://unused.invalid/jwks',
     AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '0,0,600,600',
     AETHEX_GAMESERVER_ENGINE_AOI_RADIUS: '150',
     AETHEX_GAMESERVER_ENGINE_NPC_COUNT: '300',
@@ -383,7 +383,7 @@ test('once the tick thread stops a snapshot thread’s writes, not one more byte
   const fd = openSync(join(dir, 'out.bin'), 'w');
   onTestFinished(() => closeSync(fd));
   const settings = loadConfig({
-    AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: 'unused: sessions join through the engine directly',
+    AETHEX_GAMESERVER_AUTH_JWKS_URL: 'http://unused.invalid/jwks',
     AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '0,0,300,300',
     AETHEX_GAMESERVER_ENGINE_AOI_RADIUS: '500',
     AETHEX_GAMESERVER_ENGINE_NPC_COUNT: '2000',

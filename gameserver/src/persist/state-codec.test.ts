@@ -41,7 +41,7 @@ test("a snapshot keeps what the shard owns, never a neighbour's ghosts, and rest
 });
 
 test('an entity adopted in a handoff but not yet resumed is restored dormant for its player; an unclaimed player entity is dropped', () => {
-  const settings = loadConfig({ AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: 'unused', AETHEX_GAMESERVER_ENGINE_NPC_COUNT: '2' });
+  const settings = loadConfig({ AETHEX_GAMESERVER_AUTH_JWKS_URL: 'http://unused.invalid/jwks', AETHEX_GAMESERVER_ENGINE_NPC_COUNT: '2' });
   const out = { send: () => true, kick: () => undefined };
   const before = new ShardEngine(settings, out);
   // As after `adopt`: owned here, no session yet (the client has not resumed).
@@ -175,7 +175,7 @@ test('a blob with a position that is not a number is refused by name', () => {
 
 test('a snapshot saved under wider world bounds restores its entities inside the current ones, where a move cannot jump them', () => {
   const config = (bounds: string) =>
-    loadConfig({ AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: 'unused', AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: bounds });
+    loadConfig({ AETHEX_GAMESERVER_AUTH_JWKS_URL: 'http://unused.invalid/jwks', AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: bounds });
   const out = { send: () => true, kick: () => undefined };
   const before = new ShardEngine(config('-1000,-1000,1000,1000'), out);
   const joined = before.join(1, 'ann');

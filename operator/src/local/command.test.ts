@@ -1,3 +1,4 @@
+import { ConfigError } from '@aethex/runtime';
 import { expect, it } from 'vitest';
 import { commandFor, DEFAULT_COMMAND, parseCommandSetting, splitCommand } from './command.js';
 import { parseEnvSetting, shardProcessEnv } from './env.js';
@@ -47,6 +48,13 @@ it('reads local.env as a JSON object and refuses anything else', () => {
   expect(() => parseEnvSetting('A=1')).toThrow(/^local\.env: not valid JSON/);
   expect(() => parseEnvSetting('{"1A": "x"}')).toThrow(/"1A" is not a variable name/);
   expect(() => parseEnvSetting('{"A": {"b": 1}}')).toThrow(/A: expected a string, number or boolean/);
+  // local.env may carry a shard's secrets: no error quotes it (JSON.parse's own message would).
+  const secret = 'ThisIsTheLinksSecretOfTheWorld1234';
+  for (const text of [`{"AETHEX_GAMESERVER_LINKS_SECRET": ${secret}}`, `{"X": {"password": "${secret}"}}`]) {
+    expect(() => parseEnvSetting(text)).toThrow(ConfigError);
+    expect(() => parseEnvSetting(text)).not.toThrow(secret);
+  }
+  expect(() => parseEnvSetting('{"A": "x",}')).toThrow(/^local\.env: not valid JSON \(at position 10\)$/);
 });
 
 it('builds a shard’s environment: pod env, auth pass-through, local.env, then the local addresses and no namespace', () => {

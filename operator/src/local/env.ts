@@ -9,14 +9,19 @@ const GS = 'AETHEX_GAMESERVER_';
 /** Set on every shard the local runtime starts: its shard directory. Lets a later run recognise a shard left behind. */
 export const SHARD_MARKER = 'AETHEX_LOCAL_SHARD_DIR';
 
-/** Reads the `local.env` setting: a JSON object of variable names to string (or number, boolean) values. */
+/**
+ * Reads the `local.env` setting: a JSON object of variable names to string (or number, boolean)
+ * values. It may carry a shard's secrets (links.secret, a database URL), so errors name what is
+ * wrong and where, never a value: V8's JSON.parse message quotes the text.
+ */
 export function parseEnvSetting(value: string, key = 'local.env'): Record<string, string> {
   if (value.trim() === '') return {};
   let parsed: unknown;
   try {
     parsed = JSON.parse(value);
   } catch (err) {
-    throw new ConfigError(key, `not valid JSON: ${(err as Error).message}`);
+    const at = /at position \d+/.exec((err as Error).message)?.[0];
+    throw new ConfigError(key, `not valid JSON${at ? ` (${at})` : ''}`);
   }
   if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
     throw new ConfigError(key, 'expected a JSON object of variable names to values');
@@ -25,7 +30,10 @@ export function parseEnvSetting(value: string, key = 'local.env'): Record<string
   for (const [k, v] of Object.entries(parsed)) {
     if (!NAME.test(k)) throw new ConfigError(key, `${JSON.stringify(k)} is not a variable name`);
     if (typeof v !== 'string' && typeof v !== 'number' && typeof v !== 'boolean') {
-      throw new ConfigError(key, `${k}: expected a string, number or boolean, got ${JSON.stringify(v)}`);
+      throw new ConfigError(
+        key,
+        `${k}: expected a string, number or boolean, got ${v === null ? 'null' : Array.isArray(v) ? 'an array' : 'an object'}`,
+      );
     }
     out[k] = String(v);
   }

@@ -116,6 +116,11 @@ export function shardEnv(world: GameWorld, instance: number, region: Region): { 
     PERSISTENCE_SNAPSHOT_INTERVAL_MS: String(s.persistence.snapshotIntervalSeconds * 1000),
   };
   if (isSharded(world)) env.SHARD_MAP_FILE = `${WORLD_MOUNT}/shard-map.json`;
+  // A moving player sends an input a tick: past 80 Hz the shard's default rate (120 a second, with
+  // room for acknowledgements, pings and calls) would kick players for playing, so a fast world
+  // gets 3 × its tick rate. Other worlds are left alone: their pods do not roll for it.
+  const hz = 1000 / Number(env.ENGINE_TICK_RATE_MS);
+  if (1.5 * hz > 120) env.GATEWAY_MAX_MESSAGES_PER_SECOND = String(Math.ceil(3 * hz));
   return Object.entries(env).map(([k, value]) => ({ name: `AETHEX_GAMESERVER_${k}`, value }));
 }
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { type GameWorld, withDefaults } from '../api/gameworld.js';
-import { type DesiredPod, desiredPods, selectInstances } from './desired.js';
+import { type DesiredPod, desiredPods, selectInstances, shardEnv } from './desired.js';
 import { type ObservedPod, planPods } from './plan.js';
 
 const world = (over: Record<string, unknown> = {}): GameWorld => ({
@@ -115,5 +115,23 @@ describe('planPods', () => {
       1,
     );
     expect(plan).toEqual({ create: [], delete: [{ name: 'forest-0-0', reason: 'Dead' }], held: [] });
+  });
+});
+
+describe('shardEnv', () => {
+  const rate = (tickRate: number) =>
+    shardEnv(world({ world: { bounds: { minX: 0, minY: 0, maxX: 1000, maxY: 1000 }, tickRate } }), 0, {
+      shard: 0,
+      column: 0,
+      row: 0,
+      bounds: { minX: 0, minY: 0, maxX: 500, maxY: 1000 },
+      neighbours: [1],
+    }).find((e) => e.name === 'AETHEX_GAMESERVER_GATEWAY_MAX_MESSAGES_PER_SECOND')?.value;
+  it('raises the message rate of a world ticking faster than the shard default serves (an input a tick)', () => {
+    expect(rate(40)).toBeUndefined();
+    expect(rate(76)).toBeUndefined();
+    // 120 Hz is 8 ms ticks: 125 inputs a second.
+    expect(rate(120)).toBe('375');
+    expect(rate(100)).toBe('300');
   });
 });
