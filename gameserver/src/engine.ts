@@ -1268,7 +1268,6 @@ export class ShardEngine {
 
   /** Runs one simulation step and sends this tick's snapshots and corrections. */
   step(): void {
-    const started = performance.now();
     const tick = ++this.tick;
     const world = this.world;
     world.clock = tick;
@@ -1494,7 +1493,6 @@ export class ShardEngine {
       m.players.set(this.byPlayer.size);
       m.waitingPlayers.set(this.dormant.size);
       for (let t = 0; t < this.threadLoad.length; t++) m.threadSessions.set({ thread: String(t) }, this.threadLoad[t] as number);
-      m.tickDuration.observe((performance.now() - started) / 1000);
     }
   }
 }

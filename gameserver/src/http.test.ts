@@ -1,8 +1,8 @@
 import { once } from 'node:events';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, connect, type Socket } from 'node:net';
 import { Counter, Registry } from 'prom-client';
 import { afterEach, expect, test } from 'vitest';
-import { createOpsServer } from './http.js';
+import { createOpsServer, VIEWER_MAX_CONCURRENT, type ViewerSource } from './http.js';
 
 let close: (() => void) | undefined;
 afterEach(() => close?.());
@@ -30,3 +30,77 @@ test('healthz, readyz and metrics answer as the probes and the registry say', as
   expect((await fetch(`${base}/nope`)).status).toBe(404);
   expect((await fetch(`${base}/healthz`, { method: 'POST' })).status).toBe(405);
 });
+
+async function serveViewer(source: ViewerSource) {
+  const server = createOpsServer({ healthy: () => true, ready: () => true }, new Registry(), source);
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  close = () => server.close();
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
+test('the viewer state is built at most once per tick and the same bytes serve every poller of that tick', async () => {
+  let built = 0;
+  let tick = 10;
+  const base = await serveViewer({
+    version: () => String(tick),
+    state: () => ({ tick, built: ++built, entities: [1, 2, 3] }),
+    focus: (id) => (id === 7 ? { id, visible: [1] } : undefined),
+  });
+  const bodies = await Promise.all(Array.from({ length: 20 }, () => fetch(`${base}/viewer/state`).then((r) => r.text())));
+  expect(built).toBe(1);
+  expect(new Set(bodies).size).toBe(1);
+  expect(JSON.parse(bodies[0] as string)).toEqual({ tick: 10, built: 1, entities: [1, 2, 3] });
+  // A focus adds the player's area of interest to the same state.
+  expect(await (await fetch(`${base}/viewer/state?focus=7`)).json()).toEqual({
+    tick: 10,
+    built: 1,
+    entities: [1, 2, 3],
+    focus: { id: 7, visible: [1] },
+  });
+  expect(await (await fetch(`${base}/viewer/state?focus=8`)).json()).toEqual({ tick: 10, built: 1, entities: [1, 2, 3] });
+  expect(built).toBe(1);
+  // A poll after the next tick sees that tick's state.
+  tick = 11;
+  expect(await (await fetch(`${base}/viewer/state`)).json()).toEqual({ tick: 11, built: 2, entities: [1, 2, 3] });
+});
+
+test('the viewer state is readable cross-origin only from loopback pages (a local world), never from any origin', async () => {
+  const base = await serveViewer({ version: () => '1', state: () => ({ tick: 1 }), focus: () => undefined });
+  const from = (origin: string) => fetch(`${base}/viewer/state`, { headers: { origin } });
+  expect((await fetch(`${base}/viewer/state`)).headers.get('access-control-allow-origin')).toBeNull();
+  expect((await from('https://evil.example')).headers.get('access-control-allow-origin')).toBeNull();
+  expect((await from('http://127.0.0.1.evil.example:80')).headers.get('access-control-allow-origin')).toBeNull();
+  expect((await from('http://127.0.0.1:7702')).headers.get('access-control-allow-origin')).toBe('http://127.0.0.1:7702');
+  expect((await from('http://localhost:7702')).headers.get('access-control-allow-origin')).toBe('http://localhost:7702');
+});
+
+test('viewer state requests beyond the concurrent cap are answered 503 while the others are still being sent', async () => {
+  // Bigger than what loopback socket buffers hold: a client that does not read keeps its response in flight.
+  const big = 'x'.repeat(24 * 1024 * 1024);
+  const base = await serveViewer({ version: () => '1', state: () => ({ big }), focus: () => undefined });
+  const { port } = new URL(base);
+  const stalled: Socket[] = [];
+  try {
+    for (let i = 0; i < VIEWER_MAX_CONCURRENT; i++) {
+      const s = connect(Number(port), '127.0.0.1');
+      stalled.push(s);
+      await once(s, 'connect');
+      s.pause();
+      s.write('GET /viewer/state HTTP/1.1\r\nhost: x\r\n\r\n');
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    const refused = await fetch(`${base}/viewer/state`);
+    expect(refused.status).toBe(503);
+    expect(await refused.text()).toContain('viewer');
+  } finally {
+    for (const s of stalled) s.destroy();
+  }
+  // Once those are gone, the viewer answers again.
+  let status = 0;
+  for (let i = 0; i < 100 && status !== 200; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    status = (await fetch(`${base}/viewer/state`)).status;
+  }
+  expect(status).toBe(200);
+}, 30_000);

@@ -76,7 +76,7 @@ export function createMetrics() {
     ...createPersistenceMetrics(registers),
     tickDuration: new Histogram({
       name: 'aether_tick_duration_seconds',
-      help: 'Wall time of one simulation tick: simulation, grid, area of interest, snapshot encoding and sends.',
+      help: "Wall time of one tick's work on the tick thread: simulation, grid, area of interest, snapshot encoding and sends, the sharding's ghosts and handoffs, and the periodic state capture.",
       buckets: [0.0005, 0.001, 0.002, 0.004, 0.008, 0.012, 0.016, 0.025, 0.05, 0.1, 0.25],
       registers,
     }),

@@ -2,7 +2,7 @@ import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { aethex } from '@aethex/proto';
-import { ConfigError, createJoinVerifier, type JoinClaims, type Logger, worldRef } from '@aethex/runtime';
+import { ConfigError, createJoinVerifier, type JoinClaims, type JoinVerifier, type Logger, worldRef } from '@aethex/runtime';
 import { type GameserverSettings, shardKey } from './config.js';
 import { ShardEngine } from './engine.js';
 import { loadHooks } from './hooks.js';
@@ -17,7 +17,8 @@ import { openStores, type Stores } from './persist/stores.js';
 import { LINK_PATH, ShardLinks } from './sharding/links.js';
 import { idRange, loadShardMap, type ShardPlacement } from './sharding/map.js';
 import { Sharding } from './sharding/sharding.js';
-import { viewerState } from './viewer/state.js';
+import { Interest } from './spatial/aoi.js';
+import { viewerFocus, viewerState } from './viewer/state.js';
 
 /** A running shard: its engine, gateway, tick loop and operational endpoints. */
 export interface RunningShard {
@@ -71,9 +72,54 @@ export interface ShardOptions {
 const DRAIN_CLOSE_RESERVE_MS = 2000;
 /** The drain aims to end this much before main's bound (ops.drain_timeout_ms) would exit 1. */
 const DRAIN_EXIT_MARGIN_MS = 100;
+/**
+ * How long a drain waits, at most, for the clients of players handed over to this shard who have
+ * not resumed yet: their old shard has redirected them here, a round trip away.
+ */
+const DRAIN_RESUME_WAIT_MS = 1000;
+/** How long a drain gives clients to answer the close handshake, at most, before their sockets are cut. */
+const DRAIN_SOCKET_CLOSE_MS = 1000;
+/** A JWKS that could not be loaded is asked for again after this, doubling up to JWKS_RETRY_MAX_MS. */
+const JWKS_RETRY_MS = 500;
+const JWKS_RETRY_MAX_MS = 10_000;
+/** While the JWKS keeps failing to load, one warning per this. */
+const JWKS_WARN_EVERY_MS = 30_000;
 
 function url(scheme: string, a: AddressInfo): string {
   return `${scheme}://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`;
+}
+
+/** Whether players handed over to this shard may still resume here: their entity is held or adopted, their client not arrived. */
+function resumesPending(sharding: Sharding): boolean {
+  return sharding.inFlight.held.length > 0 || sharding.adoptedAwaitingResume().length > 0;
+}
+
+/**
+ * Loads the join-token keys (a JWKS) until they are in hand or `stopped()`: the shard is not ready
+ * meanwhile. A control plane briefly down does not fail the start; failures are warned about,
+ * once per JWKS_WARN_EVERY_MS.
+ */
+async function loadJoinKeys(verifier: JoinVerifier, url: string, log: Logger, stopped: () => boolean): Promise<void> {
+  let wait = JWKS_RETRY_MS;
+  let failures = 0;
+  let warnedAt = Number.NEGATIVE_INFINITY;
+  while (!verifier.keysLoaded() && !stopped()) {
+    try {
+      await verifier.loadKeys();
+      log.info({ url, failures }, 'join-token keys loaded');
+    } catch (err) {
+      failures++;
+      if (performance.now() - warnedAt >= JWKS_WARN_EVERY_MS) {
+        warnedAt = performance.now();
+        log.warn(
+          { url, failures, reason: (err as Error).message },
+          'the join-token keys at auth.jwks_url could not be loaded; not ready (every join would fail) until they are, retrying',
+        );
+      }
+      await new Promise((r) => setTimeout(r, wait).unref());
+      wait = Math.min(wait * 2, JWKS_RETRY_MAX_MS);
+    }
+  }
 }
 
 /** Starts a shard from its settings. */
@@ -90,18 +136,19 @@ export async function startShard(configured: GameserverSettings, options: ShardO
   const ids = placement ? idRange(placement.shard) : undefined;
   const clock = options.clock ?? systemClock;
   const metrics = createMetrics();
-  const verifyJoin =
-    options.verifyJoin ??
-    (await createJoinVerifier({
-      ...(settings['auth.public_key'] ? { publicKeyPem: settings['auth.public_key'] } : {}),
-      ...(settings['auth.jwks_url'] ? { jwksUrl: settings['auth.jwks_url'] } : {}),
-      issuer: settings['auth.issuer'],
-      audience: settings['auth.audience'],
-      namespace: settings['shard.namespace'],
-      world: settings['shard.world'],
-      instance: settings['shard.instance'],
-      shard: settings['shard.name'],
-    }));
+  const verifier = options.verifyJoin
+    ? undefined
+    : await createJoinVerifier({
+        ...(settings['auth.public_key'] ? { publicKeyPem: settings['auth.public_key'] } : {}),
+        ...(settings['auth.jwks_url'] ? { jwksUrl: settings['auth.jwks_url'] } : {}),
+        issuer: settings['auth.issuer'],
+        audience: settings['auth.audience'],
+        namespace: settings['shard.namespace'],
+        world: settings['shard.world'],
+        instance: settings['shard.instance'],
+        shard: settings['shard.name'],
+      });
+  const verifyJoin = options.verifyJoin ?? (verifier as JoinVerifier);
 
   // On Agones, a shard that cannot reach its SDK server fails to start rather than never becoming Ready.
   const agones =
@@ -159,6 +206,9 @@ export async function startShard(configured: GameserverSettings, options: ShardO
   await engine.snapshotThreadsReady();
   let sharding: Sharding | undefined;
   let links: ShardLinks | undefined;
+  // Counts the events that may change who owns what between ticks (a neighbour's handoff messages
+  // and claims, links going up and down): the viewer builds its state again after one.
+  let ownershipEvents = 0;
   if (placement) {
     sharding = new Sharding({
       engine,
@@ -186,10 +236,22 @@ export async function startShard(configured: GameserverSettings, options: ShardO
         metrics,
       },
       {
-        onMessage: (from, msg) => s.onMessage(from, msg),
-        onInboundUp: (from, epoch) => s.onInboundUp(from, epoch),
-        onInboundDown: (from) => s.onInboundDown(from),
-        onOutboundUp: (to) => s.onOutboundUp(to),
+        onMessage: (from, msg) => {
+          if (msg.body !== 'ghostUpdate') ownershipEvents++;
+          s.onMessage(from, msg);
+        },
+        onInboundUp: (from, epoch) => {
+          ownershipEvents++;
+          s.onInboundUp(from, epoch);
+        },
+        onInboundDown: (from) => {
+          ownershipEvents++;
+          s.onInboundDown(from);
+        },
+        onOutboundUp: (to) => {
+          ownershipEvents++;
+          s.onOutboundUp(to);
+        },
       },
     );
     sharding.attach(links);
@@ -202,7 +264,13 @@ export async function startShard(configured: GameserverSettings, options: ShardO
     metrics,
     clock,
     ...(links ? { upgrades: { path: LINK_PATH, handleUpgrade: links.handleUpgrade.bind(links) } } : {}),
-    ...(sharding ? { resume: sharding.claimResume.bind(sharding), admitting: () => sharding?.settled ?? true } : {}),
+    ...(sharding
+      ? {
+          resume: sharding.claimResume.bind(sharding),
+          admitting: () => sharding?.settled ?? true,
+          resumesPending: () => sharding !== undefined && resumesPending(sharding),
+        }
+      : {}),
   });
   const gatewayAddress = await gateway.listen();
   links?.start();
@@ -218,15 +286,19 @@ export async function startShard(configured: GameserverSettings, options: ShardO
       // Read the CPU clock (a syscall) outside the timed span.
       const cpu = options.onTick ? process.cpuUsage() : undefined;
       options.onTickStart?.();
-      const started = clock.now();
+      // The timed span is the whole of the tick's work on this thread: the engine's step, the
+      // sharding's (ghosts, handoffs) and the periodic state capture.
+      const started = performance.now();
       engine.step();
       sharding?.afterStep();
       if (engine.tick % snapshotEvery === 0)
         persistence.snapshot(engine.tick, assembleState(engine.captureState(sharding?.adoptedAwaitingResume())));
+      const ms = performance.now() - started;
+      metrics.tickDuration.observe(ms / 1000);
       lastTickAt = clock.now();
       if (cpu) {
         const used = process.cpuUsage(cpu);
-        options.onTick?.(lastTickAt - started, (used.user + used.system) / 1000);
+        options.onTick?.(ms, (used.user + used.system) / 1000);
       }
     },
     onSkip: (n) => {
@@ -241,11 +313,23 @@ export async function startShard(configured: GameserverSettings, options: ShardO
   let draining = false;
   // Healthy while ticks keep coming; a loop stalled for 40 ticks is not.
   const healthy = () => clock.now() - lastTickAt < tickMs * 40;
-  const ops = createOpsServer({ healthy, ready: () => !draining }, metrics.registry, (focus) =>
-    viewerState(engine, settings['shard.name'], focus, sharding),
-  );
+  // Ready while joins can succeed: not draining, settled with the neighbours after a restart (the
+  // gateway refuses joins NOT_READY until then), and with the join-token keys in hand.
+  const ready = () => !draining && (sharding?.settled ?? true) && (verifier?.keysLoaded() ?? true);
+  const interest = new Interest(settings['engine.max_visible']);
+  const viewer = settings['ops.viewer']
+    ? {
+        // A new tick, or a handoff settled between ticks: the state is built again (a poller must
+        // never see an entity still owned here that a neighbour already owns).
+        version: () => `${engine.tick}:${ownershipEvents}`,
+        state: () => viewerState(engine, settings['shard.name'], settings['ops.viewer_max_entities'], sharding),
+        focus: (id: number) => viewerFocus(engine, interest, id),
+      }
+    : undefined;
+  const ops = createOpsServer({ healthy, ready }, metrics.registry, viewer);
   ops.listen(settings['ops.bind_addr'].port, settings['ops.bind_addr'].host);
   await once(ops, 'listening');
+  if (verifier && settings['auth.jwks_url']) void loadJoinKeys(verifier, settings['auth.jwks_url'], log, () => draining);
   await agones?.ready(healthy);
 
   let drained: Promise<void> | undefined;
@@ -268,16 +352,34 @@ export async function startShard(configured: GameserverSettings, options: ShardO
         g.stopAccepting();
         loop.stop();
         await engine.close();
-        await links?.close();
-        await g.close(aethex.v1.ReasonCode.REASON_CODE_SHUTTING_DOWN, 'the shard is shutting down; reconnect through matchmaking');
-        engine.releasePlaces();
+        // Links close alongside the final snapshot: nothing of theirs goes into it.
+        const closingLinks = links?.close();
         // Persistence gets the drain's time but a reserve for closing; every stage after it is
         // bounded by what is left, so the drain ends before main's ops.drain_timeout_ms bound.
         const end = started + settings['ops.drain_timeout_ms'] - DRAIN_EXIT_MARGIN_MS;
         const reserve = Math.min(settings['ops.drain_timeout_ms'] / 4, DRAIN_CLOSE_RESERVE_MS);
         const left = () => Math.max(0, end - performance.now());
+        // Players handed over here whose client is on its way still resume (the gateway takes their
+        // resumes until it closes): they are then told to rejoin like everyone else, and the final
+        // snapshot keeps them with their entity.
+        if (sharding) {
+          const by = performance.now() + Math.min(DRAIN_RESUME_WAIT_MS, (left() - reserve) / 4);
+          while (resumesPending(sharding) && performance.now() < by) await new Promise((r) => setTimeout(r, 10));
+        }
+        // Every client is told why (its Kick) and detached at once; the state is captured and saved
+        // while their sockets close, which a client that stops reading would otherwise hold up.
+        const closingGateway = g.close(
+          aethex.v1.ReasonCode.REASON_CODE_SHUTTING_DOWN,
+          'the shard is shutting down; reconnect through matchmaking',
+          Math.max(0, Math.min(DRAIN_SOCKET_CLOSE_MS, left() - reserve)),
+        );
+        engine.releasePlaces();
         try {
-          await persistence.drain(engine.tick, assembleState(engine.captureState(sharding?.adoptedAwaitingResume())), end - reserve);
+          await Promise.all([
+            persistence.drain(engine.tick, assembleState(engine.captureState(sharding?.adoptedAwaitingResume())), end - reserve),
+            closingLinks,
+            closingGateway,
+          ]);
         } finally {
           const closingOps = new Promise<void>((resolve) => ops.close(() => resolve()));
           ops.closeIdleConnections();

@@ -1,8 +1,8 @@
 /**
  * The viewer page: a canvas that polls /viewer/state and draws the shard — or, opened as
  * `/viewer?shards=<opsUrl>,<opsUrl>,…`, every listed shard of a world in one picture (each
- * shard's /viewer/state allows any origin, so the page served by one shard can read the others).
- * No external assets.
+ * shard's /viewer/state allows loopback origins, so on one machine the page served by one shard
+ * can read the others; see http.ts). No external assets.
  */
 export const VIEWER_HTML = `<!doctype html>
 <html lang="en">
