@@ -1083,8 +1083,10 @@ export class ShardEngine {
     this.forget(session);
     if (session.redirected) {
       // Its entity is a neighbour's now (its ghost here is the neighbour's to drop). The client
-      // closes its old connection on purpose once it has the redirect — resumed, or failed to
-      // (the token is then no good) — or ended the session: no join of theirs is sent after it.
+      // closes its old connection so (1000) once it has resumed, once the neighbour refused its
+      // resume (the token is no good), or when it ends the session: no redirect is owed it. A
+      // resume that failed without a word from the neighbour closes as a drop instead (the SDK's
+      // RESUME_FAILED), which keeps the redirect for the rejoin that follows.
       this.handedOver.delete(session.playerId);
       return;
     }

@@ -2,7 +2,7 @@ import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { aethex } from '@aethex/proto';
-import { ConfigError, createJoinVerifier, type JoinClaims, type JoinVerifier, type Logger, worldRef } from '@aethex/runtime';
+import { ConfigError, createJoinVerifier, type JoinClaims, type JoinVerifier, type Logger, redactUrl, worldRef } from '@aethex/runtime';
 import { type GameserverSettings, shardKey } from './config.js';
 import { ShardEngine } from './engine.js';
 import { loadHooks } from './hooks.js';
@@ -103,16 +103,18 @@ async function loadJoinKeys(verifier: JoinVerifier, url: string, log: Logger, st
   let wait = JWKS_RETRY_MS;
   let failures = 0;
   let warnedAt = Number.NEGATIVE_INFINITY;
+  // auth.jwks_url is a secret setting: a password or token in it never reaches the log.
+  const shownUrl = redactUrl(url) ?? '(not shown)';
   while (!verifier.keysLoaded() && !stopped()) {
     try {
       await verifier.loadKeys();
-      log.info({ url, failures }, 'join-token keys loaded');
+      log.info({ url: shownUrl, failures }, 'join-token keys loaded');
     } catch (err) {
       failures++;
       if (performance.now() - warnedAt >= JWKS_WARN_EVERY_MS) {
         warnedAt = performance.now();
         log.warn(
-          { url, failures, reason: (err as Error).message },
+          { url: shownUrl, failures, reason: (err as Error).message },
           'the join-token keys at auth.jwks_url could not be loaded; not ready (every join would fail) until they are, retrying',
         );
       }

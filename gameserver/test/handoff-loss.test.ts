@@ -10,6 +10,8 @@ import { join } from 'node:path';
 import type { aethex } from '@aethex/proto';
 import type { RealtimeClient } from '@aethex/sdk';
 import { afterEach, expect, test } from 'vitest';
+import { WebSocket } from 'ws';
+import { decodeState } from '../src/persist/state-codec.js';
 import type { Neighbour } from '../src/sharding/map.js';
 import { MODE_OWNED } from '../src/sim/world.js';
 import { duoWorld, linksUp, moduleFile, type TestShard, until } from './harness.js';
@@ -114,13 +116,19 @@ function record(c: RealtimeClient): string[] {
   return events;
 }
 
-/** Every entity a player's session or waiting entity holds on these shards, as `shard#entity`. */
+/**
+ * Every entity kept for the player on these shards, as `shard#entity`: what each shard's snapshot
+ * would keep for them — their session's, a dropped session's waiting entity (also one that dropped
+ * while on offer), an adopted one waiting for their resume.
+ */
 function playersEntities(playerId: string, ...ts: TestShard[]): string[] {
   const out: string[] = [];
   for (const t of ts) {
-    for (const p of t.shard.engine.ownedPlayers()) if (p.playerId === playerId) out.push(`duo-0-${t.shard.placement?.shard}#${p.entityId}`);
+    const { engine, sharding } = t.shard;
+    const kept = decodeState(engine.persistentState(sharding?.adoptedAwaitingResume()), engine.world.capacity).players;
+    for (const [entityId, p] of kept) if (p === playerId) out.push(`duo-0-${t.shard.placement?.shard}#${entityId}`);
   }
-  return out;
+  return out.sort();
 }
 
 const owned = (t: TestShard, id: number) => {
@@ -169,6 +177,39 @@ test('a redirect that never reaches the client: its rejoin of the old shard is a
   // Inputs flow to it: the client's prediction and B's position agree.
   const seq = c.move(0, 4);
   await until('B to acknowledge a new input', () => c.lastAckedSeq >= seq, 5000);
+});
+
+test('a resume that fails without a word from the new shard (connection refused): the old shard redirects the rejoin again, and the client resumes its entity', async () => {
+  const { a, b } = await twoShards();
+  const closedPort = await new Promise<number>((resolve) => {
+    const probe = createServer();
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as { port: number };
+      probe.close(() => resolve(port));
+    });
+  });
+  // The first connection to B is refused (as if B's address were briefly unreachable); later ones go through.
+  let refused = 0;
+  const c = await a.client('walker', {
+    rejoin: { joinToken: tokenFor(a, 'walker'), maxDelayMs: 200 },
+    createSocket: (url) => {
+      if (url === b.shard.gatewayUrl && refused === 0) {
+        refused++;
+        return new WebSocket(`ws://127.0.0.1:${closedPort}`) as never;
+      }
+      return new WebSocket(url) as never;
+    },
+  });
+  const original = c.welcome?.entityId as number;
+  const events = record(c);
+  timers.push(setInterval(() => c.move(4, 0), 25));
+  await until('the client on B', () => c.shardName === 'duo-0-1', 30_000);
+  expect(refused).toBe(1);
+  expect(events.some((e) => e.startsWith('handoffFailed'))).toBe(true);
+  expect(c.welcome?.entityId).toBe(original);
+  await until('B to own the walker', () => playersEntities('walker', a, b).length === 1 && owned(b, original));
+  expect(playersEntities('walker', a, b)).toEqual([`duo-0-1#${original}`]);
+  expect(b.shard.engine.context.state(original)).toEqual(new Uint8Array([7, 7]));
 });
 
 test('a client started afresh after the redirect was lost: its join of the old shard is answered with the redirect, and connect() resolves on the new shard with its entity', async () => {

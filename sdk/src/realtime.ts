@@ -146,6 +146,14 @@ export const CLIENT_CLOSE_CODES = {
    * body): rejoined with `rejoin`, which starts over with a full snapshot.
    */
   SNAPSHOT_UNUSABLE: 4902,
+  /**
+   * The resume on the shard the client was redirected to failed without a word from it (no
+   * connection, no Welcome in time): the old connection closes with this, not 1000, so the old
+   * shard takes it as a drop and answers the rejoin that follows with the redirect again — the
+   * neighbour still holds the entity and its token. A resume the neighbour refused closes with
+   * 1000: the token is no good, and the old shard forgets the redirect.
+   */
+  RESUME_FAILED: 4903,
 } as const;
 
 /** Kicks after which rejoining would be wrong: the session was ended on purpose or cannot work. */
@@ -907,6 +915,8 @@ export class RealtimeClient {
    */
   private failHandoff(reason: string, code: number, closeReason: string, final = false): void {
     this.emit('handoffFailed', reason);
+    // Refused by the neighbour (a kick), or never heard from it (see RESUME_FAILED).
+    const unheard = this.handoff?.kicked === undefined;
     if (final || !this.options.rejoin || this.closing) {
       this.endDuringHandoff(code, closeReason);
       return;
@@ -919,7 +929,7 @@ export class RealtimeClient {
     }
     const old = this.socket;
     this.socket = undefined;
-    old?.close(1000, 'handoff failed; rejoining');
+    old?.close(unheard ? CLIENT_CLOSE_CODES.RESUME_FAILED : 1000, 'handoff failed; rejoining');
     this.startRejoin(code, closeReason);
   }
 
