@@ -216,18 +216,19 @@ export class Sharding {
   }
 
   /**
-   * Whether a neighbour's ghost or offer names an id of this shard's own range never handed out
-   * here: no neighbour can own such an entity (it is a bug or a forgery), and taking it would give
-   * the id away before this shard does. Logged once per neighbour run.
+   * Whether a neighbour's ghost or offer names an id of this shard's own range so far past its
+   * counter that it cannot be one an earlier run of this shard handed out (`World.catchUp`, which
+   * moves the counter past one that can): a bug or a forgery, refused, since taking it would
+   * spend this shard's ids. Logged once per neighbour run.
    */
   private neverIssuedHere(from: Neighbour, entityId: number): boolean {
-    if (!this.o.engine.world.neverIssued(entityId)) return false;
+    if (this.o.engine.world.catchUp(entityId)) return false;
     const key = `${from.shard}:${this.epochOf(from)}`;
     if (!this.warnedNeverIssued.has(key)) {
       this.warnedNeverIssued.add(key);
       this.o.log.warn(
         { from: from.name, entity: entityId, nextId: this.o.engine.world.nextEntityId },
-        "neighbour named an entity id of this shard's range that was never handed out here; refused (not logged again for this neighbour run)",
+        "neighbour named an entity id of this shard's range far past any it handed out; refused (not logged again for this neighbour run)",
       );
     }
     return true;
@@ -488,7 +489,7 @@ export class Sharding {
       return;
     }
     if (this.neverIssuedHere(from, o.entityId)) {
-      reject(ReasonCode.REASON_CODE_PROTOCOL_ERROR, `entity ${o.entityId} is of this shard's id range but was never handed out here`);
+      reject(ReasonCode.REASON_CODE_PROTOCOL_ERROR, `entity ${o.entityId} is of this shard's id range, far past any it handed out`);
       return;
     }
     if (o.state.length > MAX_GAME_STATE_BYTES) {

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest';
-import { CapacityError, ID_REST_TICKS, KIND_NPC, KIND_PLAYER, MODE_GHOST, World } from './world.js';
+import { CapacityError, ID_CATCH_UP, ID_REST_TICKS, KIND_NPC, KIND_PLAYER, MODE_GHOST, World } from './world.js';
 
 describe('World', () => {
   test('spawn gives stable increasing ids; despawn fills the hole with the last entity', () => {
@@ -39,6 +39,16 @@ describe('World', () => {
     expect(w.neverIssued(198)).toBe(true);
     // Ids it handed out, and another range's, are not "never issued".
     expect([w.neverIssued(100), w.neverIssued(101), w.neverIssued(99), w.neverIssued(200)]).toEqual([false, true, false, false]);
+    // A neighbour's id that an earlier run may have handed out moves the counter past it; one far
+    // past it does not.
+    const big = new World(8, 1, 1 << 24);
+    expect(big.catchUp((1 << 24) - 1)).toBe(false);
+    expect(big.nextEntityId).toBe(1);
+    expect(big.catchUp(31)).toBe(true);
+    expect(big.nextEntityId).toBe(32);
+    expect(big.catchUp(5)).toBe(true);
+    expect(big.nextEntityId).toBe(32);
+    expect(big.catchUp(32 + ID_CATCH_UP)).toBe(false);
   });
 
   test('stateHash changes with any state and is equal for equal worlds', () => {

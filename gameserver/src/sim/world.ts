@@ -35,6 +35,12 @@ export class CapacityError extends Error {
  */
 export const ID_REST_TICKS = 128;
 
+/**
+ * How far ahead of this shard's counter a neighbour may name an id of this shard's range and have
+ * the counter follow (`World.catchUp`): more than a run hands out before its first snapshot.
+ */
+export const ID_CATCH_UP = 1 << 16;
+
 /** Entity kinds the platform knows; games may use any other value below 65536. */
 export const KIND_NPC = 0;
 export const KIND_PLAYER = 1;
@@ -338,6 +344,20 @@ export class World {
    */
   neverIssued(id: number): boolean {
     return id >= this.nextId && id < this.idLimit;
+  }
+
+  /**
+   * A neighbour holds an entity by `id`, of this shard's range but not handed out by this run: an
+   * earlier run of this shard may have handed it out and lost its counter (a crash before its first
+   * snapshot, a snapshot lost). Within ID_CATCH_UP of the counter, the counter moves past it, so
+   * this shard never gives the id to another entity (true); further ahead it is taken for a
+   * neighbour's bug, not followed (false): one id near the range's end would use the range up.
+   */
+  catchUp(id: number): boolean {
+    if (!this.neverIssued(id)) return true;
+    if (id - this.nextId >= ID_CATCH_UP) return false;
+    this.nextId = id + 1;
+    return true;
   }
 
   /** The id the next spawn without an explicit id will get (persisted with snapshots). */
