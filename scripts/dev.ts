@@ -47,6 +47,9 @@ const operator = spawn(process.execPath, [...node, 'operator/src/main.ts', '--ru
     AETHEX_OPERATOR_LOG_LEVEL: process.env.AETHEX_OPERATOR_LOG_LEVEL ?? 'warn',
     AETHEX_OPERATOR_LOCAL_ENV: JSON.stringify({
       AETHEX_GAMESERVER_ENGINE_NPC_COUNT: values.npcs,
+      // NPCs keep their slots (engine.npc_count's rule): past what the GameWorld's capacity leaves
+      // them, room for them and up to 2,000 players.
+      ...(Number(values.npcs) > 8000 ? { AETHEX_GAMESERVER_ENGINE_MAX_ENTITIES: String(Number(values.npcs) + 2000) } : {}),
       AETHEX_GAMESERVER_LOG_LEVEL: 'warn',
     }),
   },

@@ -48,7 +48,7 @@ function corsFor(origin: string | undefined): Record<string, string> {
  * loopback pages: a world on one machine is drawn whole by the viewer of one of its shards. The
  * state is built again only when its `version` changed (a tick, or a handoff settled between
  * ticks) and its bytes serve every poller meanwhile: pollers cost the tick thread about one build
- * per tick, not one per request, and never see an older state than the current one.
+ * per tick, not one per request. A join, leave or resume between ticks shows from the next tick.
  */
 export function createOpsServer(probes: Probes, registry: Registry, viewer?: ViewerSource): Server {
   let cached: { version: string; json: string; bytes: Buffer } | undefined;

@@ -50,7 +50,12 @@ const world = await startLocalWorld({
   directory,
   publicKeyPem,
   basePort,
-  env: { AETHEX_GAMESERVER_ENGINE_NPC_COUNT: String(npcs), AETHEX_GAMESERVER_LOG_LEVEL: 'warn' },
+  env: {
+    AETHEX_GAMESERVER_ENGINE_NPC_COUNT: String(npcs),
+    // NPCs keep their slots: room for them and the default 2,000 players (engine.npc_count's rule).
+    AETHEX_GAMESERVER_ENGINE_MAX_ENTITIES: String(Math.max(10_000, npcs + 2000)),
+    AETHEX_GAMESERVER_LOG_LEVEL: 'warn',
+  },
 });
 
 console.log(`world ${name}: ${columns} × ${rows} shards, bounds 0,0 → ${size * columns},${size * rows}; shard map ${world.mapFile}`);
