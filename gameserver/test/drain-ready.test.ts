@@ -232,17 +232,24 @@ test('with auth.jwks_url: not ready until the key set loads, then ready and join
 });
 
 test('aether_tick_duration_seconds covers the whole of a tick’s work on the tick thread', async () => {
+  // The span from the tick's start to its end, timed here: it holds the engine's step, the
+  // sharding's work and the periodic state capture (and a CPU-clock read, microseconds).
   let whole = 0;
   let ticks = 0;
   let measuring = false;
+  let began = 0;
   const t = await startTestShard(
-    { AETHEX_GAMESERVER_ENGINE_NPC_COUNT: '500', AETHEX_GAMESERVER_PERSISTENCE_SNAPSHOT_INTERVAL_MS: '100' },
+    { AETHEX_GAMESERVER_ENGINE_NPC_COUNT: '8000', AETHEX_GAMESERVER_PERSISTENCE_SNAPSHOT_INTERVAL_MS: '100' },
     keys,
-    (ms) => {
-      if (measuring) {
-        whole += ms;
+    () => {
+      if (measuring && began > 0) {
+        whole += performance.now() - began;
         ticks++;
       }
+      began = 0;
+    },
+    () => {
+      began = performance.now();
     },
   );
   stops.push(() => t.stop());
@@ -259,8 +266,9 @@ test('aether_tick_duration_seconds covers the whole of a tick’s work on the ti
   await new Promise((r) => setTimeout(r, 2000));
   measuring = false;
   const h1 = await histogram();
-  expect(h1.count - h0.count).toBe(ticks);
-  // onTick spans the engine's step, the sharding work and the periodic state capture; the
-  // histogram is observed around the same work (and so is no shorter than it).
-  expect((h1.sum - h0.sum) * 1000).toBeGreaterThanOrEqual(whole * 0.999);
+  expect(Math.abs(h1.count - h0.count - ticks)).toBeLessThanOrEqual(1);
+  // The histogram times most of that span (the rest: the callbacks and a CPU-clock read, some
+  // microseconds a tick), not the engine's step alone.
+  expect((h1.sum - h0.sum) * 1000).toBeGreaterThanOrEqual(whole * 0.85);
+  expect((h1.sum - h0.sum) * 1000).toBeLessThanOrEqual(whole * 1.01);
 });

@@ -26,6 +26,7 @@ export async function startTestShard(
   env: Record<string, string> = {},
   keys = generateKeyPairSync('ed25519'),
   onTick?: (ms: number, cpuMs: number) => void,
+  onTickStart?: () => void,
 ): Promise<TestShard> {
   const settings = loadConfig({
     AETHEX_GAMESERVER_GATEWAY_BIND_ADDR: '127.0.0.1:0',
@@ -37,7 +38,11 @@ export async function startTestShard(
     AETHEX_GAMESERVER_PERSISTENCE_DIRECTORY: mkdtempSync(join(tmpdir(), 'aethex-gs-')),
     ...env,
   });
-  const shard = await startShard(settings, { log: createLogger('gameserver-test', settings['log.level']), ...(onTick ? { onTick } : {}) });
+  const shard = await startShard(settings, {
+    log: createLogger('gameserver-test', settings['log.level']),
+    ...(onTick ? { onTick } : {}),
+    ...(onTickStart ? { onTickStart } : {}),
+  });
   const token = (playerId: string, overrides: { shard?: string; namespace?: string; ttlSeconds?: number } = {}) =>
     signJoinToken(
       keys.privateKey,
