@@ -109,6 +109,34 @@ test('a stranger’s large message before any hello closes its link unread; the 
   expect(a.shard.links?.isUp(neighbour(a))).toBe(true);
 });
 
+test('a stranger’s sockets on /shard-link count against its address until it proves the secret; a neighbour’s link stops counting once it has', async () => {
+  const { start } = await duoWorld({
+    AETHEX_GAMESERVER_LOG_LEVEL: 'error',
+    AETHEX_GAMESERVER_GATEWAY_MAX_CONNECTIONS_PER_ADDRESS: '4',
+    AETHEX_GAMESERVER_GATEWAY_CONNECTIONS_PER_ADDRESS_PER_SECOND: '1000',
+  });
+  shards = [await start(0), await start(1)];
+  const [a, b] = shards as [TestShard, TestShard];
+  await linksUp(a, b);
+  // Eight sockets that never say hello (each could be made to hold a 16 MiB message): only the
+  // address's four get a WebSocket; the neighbour's link, proven, is not one of the four.
+  const url = `${a.shard.gatewayUrl.replace(/\/$/, '')}/shard-link`;
+  const outcomes = await Promise.all(
+    Array.from({ length: 8 }, () => {
+      const ws = new WebSocket(url);
+      cleanups.push(() => ws.terminate());
+      ws.on('error', () => undefined);
+      return new Promise<'open' | 'refused'>((resolve) => {
+        ws.once('open', () => resolve('open'));
+        ws.once('close', () => resolve('refused'));
+      });
+    }),
+  );
+  expect(outcomes.filter((o) => o === 'open').length).toBe(4);
+  expect(a.shard.links?.isUp(neighbour(a))).toBe(true);
+  expect(b.shard.links?.isUp(neighbour(b))).toBe(true);
+});
+
 /** Shards 0 and 1 of a three-shard world, and a stranger at shard 2's address (shard 2 is not running). */
 async function strangerAtNeighbour() {
   const world = await meshWorld([

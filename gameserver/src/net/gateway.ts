@@ -162,7 +162,11 @@ export interface GatewayDeps {
   metrics: ShardMetrics;
   clock: Clock;
   /** Upgrades on another path than the players' (shard links at /shard-link) go here. */
-  upgrades?: { path: string; handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void };
+  /**
+   * Another WebSocket endpoint on this port (the neighbours' links); `proven` is called once the
+   * peer has proved it is one (its socket then stops counting against its address).
+   */
+  upgrades?: { path: string; handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, proven: () => void): void };
   /** False while the shard may not admit players yet (sharded, restored, neighbours not heard). */
   admitting?: () => boolean;
   /** Redeems a handoff resume token: the player and entity it continues, or undefined. */
@@ -260,9 +264,10 @@ export class Gateway {
       if (other && (req.url ?? '/').split('?')[0] === other.path) {
         // A neighbour's link is not a player's connection: outside Kubernetes every shard of a
         // world is on 127.0.0.1, and a shard with eight neighbours would fill half its address's
-        // cap with links. The links' own hello deadline bounds what an impostor holds.
-        this.uncount(socket as Socket);
-        other.handleUpgrade(req, socket, head);
+        // cap with links. It stops counting once the neighbour has proved the secret; until then
+        // it counts like any socket, so a stranger cannot open more of them than of any other.
+        const linked = socket as Socket;
+        other.handleUpgrade(req, socket, head, () => this.uncount(linked));
       } else this.upgrade(server, req, socket, head, arrivedAt);
     });
     http.listen(port, host);

@@ -157,13 +157,13 @@ export class ShardLinks {
     this.inbound.get(n.shard)?.ws.terminate();
   }
 
-  /** The gateway hands over upgrades on LINK_PATH. */
-  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+  /** The gateway hands over upgrades on LINK_PATH; `proven` is called once the peer proved the secret. */
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, proven?: () => void): void {
     if (this.closed) {
       socket.destroy();
       return;
     }
-    this.server.handleUpgrade(req, socket, head, (ws) => this.accept(ws, req.socket.remoteAddress ?? 'unknown'));
+    this.server.handleUpgrade(req, socket, head, (ws) => this.accept(ws, req.socket.remoteAddress ?? 'unknown', proven));
   }
 
   async close(): Promise<void> {
@@ -185,7 +185,7 @@ export class ShardLinks {
 
   // --- accepted links (the neighbour's messages to us) -----------------------------------------
 
-  private accept(ws: WebSocket, address: string): void {
+  private accept(ws: WebSocket, address: string, proven?: () => void): void {
     const nonce = randomBytes(32);
     let who: Neighbour | undefined;
     const deadline = setTimeout(() => {
@@ -237,6 +237,7 @@ export class ShardLinks {
       if (!proves(hello.auth, want)) return refuse(`bad proof from ${hello.shardName}`);
       clearTimeout(deadline);
       who = from;
+      proven?.();
       const previous = this.inbound.get(from.shard);
       this.inbound.set(from.shard, { ws, lastHeard: performance.now() });
       previous?.ws.terminate();
