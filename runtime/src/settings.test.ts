@@ -156,7 +156,9 @@ describe('values are read strictly and secrets never printed', () => {
   test('redactUrl masks the password of the userinfo and of password-like parameters only', () => {
     expect(redactUrl('redis://:hunter2@cache:6379/0')).toBe('redis://:***@cache:6379/0');
     expect(redactUrl('redis://cache:6379')).toBe('redis://cache:6379');
-    expect(redactUrl('postgres://user@db/x?sslmode=require')).toBe('postgres://user@db/x?sslmode=require');
+    // Userinfo without a password may be a token alone: masked whole.
+    expect(redactUrl('postgres://user@db/x?sslmode=require')).toBe('postgres://***@db/x?sslmode=require');
+    expect(redactUrl('https://ghp_T0KEN@cp.example/jwks')).toBe('https://***@cp.example/jwks');
     expect(redactUrl('https://u:p@cp.example/jwks?token=abc&x=1')).toBe('https://u:***@cp.example/jwks?token=***&x=1');
     expect(redactUrl('db:5432')).toBeUndefined();
     // Unescaped separators in a password: masked whole all the same.

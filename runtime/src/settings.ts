@@ -75,7 +75,8 @@ export function redactUrl(url: string): string | undefined {
   const at = url.lastIndexOf('@');
   const userinfo = at < 0 ? '' : url.slice(scheme.length, at + 1);
   const colon = userinfo.indexOf(':');
-  const user = colon < 0 ? userinfo : `${userinfo.slice(0, colon)}:***@`;
+  // Userinfo without a colon may be a token alone (`https://TOKEN@host`): all of it is masked.
+  const user = userinfo === '' ? '' : colon < 0 ? '***@' : `${userinfo.slice(0, colon)}:***@`;
   const [rest = '', query = '', fragment = ''] =
     /^([^?#]*)(\?[^#]*)?(#.*)?$/s.exec(url.slice(Math.max(scheme.length, at + 1)))?.slice(1) ?? [];
   const params = query.replace(/([?&])([^=&]*)=([^&]*)/g, (all, sep: string, name: string) =>

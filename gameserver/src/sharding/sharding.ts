@@ -121,8 +121,8 @@ export class Sharding {
    */
   private readonly ghostsFrom = new Map<number, Set<number>>();
   private readonly ghostOwner = new Map<number, number>();
-  /** Neighbours (shard:epoch) already warned of ghosts or offers naming ids never handed out here. */
-  private readonly warnedNeverIssued = new Set<string>();
+  /** Neighbour → the epoch (run) of it already warned of ghosts or offers naming ids far past ours. */
+  private readonly warnedNeverIssued = new Map<number, number>();
   private readonly epochs = new Map<number, number>();
   private readonly decisions: Decision[] = [];
   private readonly now: () => number;
@@ -223,9 +223,9 @@ export class Sharding {
    */
   private neverIssuedHere(from: Neighbour, entityId: number): boolean {
     if (this.o.engine.world.catchUp(entityId)) return false;
-    const key = `${from.shard}:${this.epochOf(from)}`;
-    if (!this.warnedNeverIssued.has(key)) {
-      this.warnedNeverIssued.add(key);
+    const epoch = this.epochOf(from);
+    if (this.warnedNeverIssued.get(from.shard) !== epoch) {
+      this.warnedNeverIssued.set(from.shard, epoch);
       this.o.log.warn(
         { from: from.name, entity: entityId, nextId: this.o.engine.world.nextEntityId },
         "neighbour named an entity id of this shard's range far past any it handed out; refused (not logged again for this neighbour run)",
