@@ -1,16 +1,16 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { generateKeyPairSync } from 'node:crypto';
 import { once } from 'node:events';
-import { existsSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePortBlock, signJoinToken } from '@aethex/runtime';
+import { signJoinToken } from '@aethex/runtime';
 import { RealtimeClient } from '@aethex/sdk';
 import { afterEach, expect, test } from 'vitest';
 import { WebSocket } from 'ws';
-import { duoWorld, startTestShard, type TestShard, until } from './harness.js';
+import { duoMap, duoWorld, startTestShard, type TestShard, until } from './harness.js';
 
 // The shard's drain, its signals and its readiness, on the real main.ts and real sockets.
 
@@ -70,36 +70,9 @@ async function started(p: Proc): Promise<{ gateway: string; ops: string }> {
 
 const snapshotFiles = (p: Proc) => (existsSync(p.dir) ? readdirSync(p.dir) : []);
 
-/** A shard map of two shards side by side; this process is `duo-0-0`, its neighbour never runs. */
+/** A shard map of two shards side by side (`duoMap`); this process is `duo-0-0`, its neighbour never runs. */
 async function duoEnv(): Promise<Record<string, string>> {
-  const dir = mkdtempSync(join(tmpdir(), 'aethex-drain-map-'));
-  const base = await freePortBlock(2);
-  const map = {
-    world: 'duo',
-    bounds: { minX: 0, minY: 0, maxX: 800, maxY: 400 },
-    columns: 2,
-    rows: 1,
-    instances: [
-      {
-        instance: 0,
-        shards: [0, 1].map((k) => ({
-          shard: k,
-          name: `duo-0-${k}`,
-          region: { minX: 400 * k, minY: 0, maxX: 400 * (k + 1), maxY: 400 },
-          neighbours: [1 - k],
-          address: `127.0.0.1:${base + k}`,
-        })),
-      },
-    ],
-  };
-  writeFileSync(join(dir, 'map.json'), JSON.stringify(map));
-  return {
-    AETHEX_GAMESERVER_SHARD_WORLD: 'duo',
-    AETHEX_GAMESERVER_SHARD_NAME: 'duo-0-0',
-    AETHEX_GAMESERVER_SHARD_MAP_FILE: join(dir, 'map.json'),
-    AETHEX_GAMESERVER_LINKS_SECRET: randomBytes(32).toString('hex'),
-    AETHEX_GAMESERVER_GATEWAY_BIND_ADDR: `127.0.0.1:${base}`,
-  };
+  return (await duoMap()).envOf(0);
 }
 
 /** A joined player whose client then stops reading its socket: it never answers the close handshake. */

@@ -95,11 +95,11 @@ export function moduleFile(source: string): string {
 }
 
 /**
- * A world of two shards side by side — `duo-0-0` owns x 0..400, `duo-0-1` x 400..800, both y
- * 0..400 — on free loopback ports, with one signing key and one link secret. `start(k)` starts
- * shard k with `env` (again, for a new process run: a new link epoch); the caller stops it.
+ * The shard map of two shards side by side — `duo-0-0` owns x 0..400, `duo-0-1` x 400..800, both
+ * y 0..400 — on free loopback ports with one link secret, written to a file: `envOf(k)` is shard
+ * k's part of the settings (world, name, map, secret, players' address).
  */
-export async function duoWorld(env: Record<string, string> = {}): Promise<{ start(k: number): Promise<TestShard> }> {
+export async function duoMap(): Promise<{ envOf(k: number): Record<string, string> }> {
   const dir = mkdtempSync(join(tmpdir(), 'aethex-duo-'));
   const base = await freePortBlock(2);
   const map = {
@@ -122,22 +122,26 @@ export async function duoWorld(env: Record<string, string> = {}): Promise<{ star
   };
   const mapFile = join(dir, 'shard-map.json');
   writeFileSync(mapFile, JSON.stringify(map));
-  const keys = generateKeyPairSync('ed25519');
   const secret = randomBytes(32).toString('hex');
   return {
-    start: (k) =>
-      startTestShard(
-        {
-          AETHEX_GAMESERVER_SHARD_WORLD: 'duo',
-          AETHEX_GAMESERVER_SHARD_NAME: `duo-0-${k}`,
-          AETHEX_GAMESERVER_SHARD_MAP_FILE: mapFile,
-          AETHEX_GAMESERVER_LINKS_SECRET: secret,
-          AETHEX_GAMESERVER_GATEWAY_BIND_ADDR: `127.0.0.1:${base + k}`,
-          ...env,
-        },
-        keys,
-      ),
+    envOf: (k) => ({
+      AETHEX_GAMESERVER_SHARD_WORLD: 'duo',
+      AETHEX_GAMESERVER_SHARD_NAME: `duo-0-${k}`,
+      AETHEX_GAMESERVER_SHARD_MAP_FILE: mapFile,
+      AETHEX_GAMESERVER_LINKS_SECRET: secret,
+      AETHEX_GAMESERVER_GATEWAY_BIND_ADDR: `127.0.0.1:${base + k}`,
+    }),
   };
+}
+
+/**
+ * A world of two shards (`duoMap`) with one signing key. `start(k)` starts shard k with `env`
+ * (again, for a new process run: a new link epoch); the caller stops it.
+ */
+export async function duoWorld(env: Record<string, string> = {}): Promise<{ start(k: number): Promise<TestShard> }> {
+  const { envOf } = await duoMap();
+  const keys = generateKeyPairSync('ed25519');
+  return { start: (k) => startTestShard({ ...envOf(k), ...env }, keys) };
 }
 
 /** A shard's one neighbour (in a `duoWorld`). */
