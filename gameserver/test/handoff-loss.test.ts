@@ -14,7 +14,7 @@ import { WebSocket } from 'ws';
 import { decodeState } from '../src/persist/state-codec.js';
 import type { Neighbour } from '../src/sharding/map.js';
 import { MODE_OWNED } from '../src/sim/world.js';
-import { duoWorld, linksUp, moduleFile, type TestShard, until } from './harness.js';
+import { linkedDuo, linksUp, moduleFile, type TestShard, until } from './harness.js';
 
 let shards: TestShard[] = [];
 let proxies: Proxy[] = [];
@@ -36,23 +36,17 @@ const GAME = `export default { onJoin(ctx, p, { rejoined, handedOver }) { if (!r
 
 /** Two shards side by side (a = x 0..400, b = x 400..800, both y 0..400), linked; `start(k)` starts shard k (again). */
 async function twoShards(env: Record<string, string> = {}) {
-  const duo = await duoWorld({
-    AETHEX_GAMESERVER_ENGINE_AOI_RADIUS: '50',
-    AETHEX_GAMESERVER_LOG_LEVEL: 'warn',
-    AETHEX_GAMESERVER_GAME_MODULE: moduleFile(GAME),
-    // One directory for both: a restarted shard finds its snapshot (each shard has its own file).
-    AETHEX_GAMESERVER_PERSISTENCE_DIRECTORY: mkdtempSync(join(tmpdir(), 'aethex-loss-')),
-    ...env,
-  });
-  const start = async (k: number) => {
-    const s = await duo.start(k);
-    shards.push(s);
-    return s;
-  };
-  const a = await start(0);
-  const b = await start(1);
-  await linksUp(a, b);
-  return { a, b, start };
+  return linkedDuo(
+    {
+      AETHEX_GAMESERVER_ENGINE_AOI_RADIUS: '50',
+      AETHEX_GAMESERVER_LOG_LEVEL: 'warn',
+      AETHEX_GAMESERVER_GAME_MODULE: moduleFile(GAME),
+      // One directory for both: a restarted shard finds its snapshot (each shard has its own file).
+      AETHEX_GAMESERVER_PERSISTENCE_DIRECTORY: mkdtempSync(join(tmpdir(), 'aethex-loss-')),
+      ...env,
+    },
+    (s) => shards.push(s),
+  );
 }
 
 /**

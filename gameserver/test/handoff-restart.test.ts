@@ -5,7 +5,7 @@ import type { RealtimeClient } from '@aethex/sdk';
 import { afterEach, expect, test } from 'vitest';
 import type { Neighbour } from '../src/sharding/map.js';
 import { MODE_OWNED } from '../src/sim/world.js';
-import { duoWorld, linksUp, type TestShard, until } from './harness.js';
+import { linkedDuo, linksUp, type TestShard, until } from './harness.js';
 
 let shards: TestShard[] = [];
 let timers: NodeJS.Timeout[] = [];
@@ -21,16 +21,7 @@ afterEach(async () => {
  * which starts shard k again (a new process run: new link epoch, no snapshot).
  */
 async function twoShards(env: Record<string, string>): Promise<{ a: TestShard; b: TestShard; start(k: number): Promise<TestShard> }> {
-  const duo = await duoWorld({ AETHEX_GAMESERVER_ENGINE_AOI_RADIUS: '50', AETHEX_GAMESERVER_LOG_LEVEL: 'warn', ...env });
-  const start = async (k: number) => {
-    const s = await duo.start(k);
-    shards.push(s);
-    return s;
-  };
-  const a = await start(0);
-  const b = await start(1);
-  await linksUp(a, b);
-  return { a, b, start };
+  return linkedDuo({ AETHEX_GAMESERVER_ENGINE_AOI_RADIUS: '50', AETHEX_GAMESERVER_LOG_LEVEL: 'warn', ...env }, (s) => shards.push(s));
 }
 
 const modeOf = (t: TestShard, id: number) => {

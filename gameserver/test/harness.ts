@@ -144,6 +144,27 @@ export async function duoWorld(env: Record<string, string> = {}): Promise<{ star
   return { start: (k) => startTestShard({ ...envOf(k), ...env }, keys) };
 }
 
+/**
+ * A `duoWorld` with both shards started and their links up: `a` (x 0..400) and `b` (x 400..800).
+ * `start(k)` starts shard k again (a new process run: a new link epoch). `started` is told of every
+ * shard started, for the caller to stop.
+ */
+export async function linkedDuo(
+  env: Record<string, string>,
+  started: (s: TestShard) => void,
+): Promise<{ a: TestShard; b: TestShard; start(k: number): Promise<TestShard> }> {
+  const duo = await duoWorld(env);
+  const start = async (k: number) => {
+    const s = await duo.start(k);
+    started(s);
+    return s;
+  };
+  const a = await start(0);
+  const b = await start(1);
+  await linksUp(a, b);
+  return { a, b, start };
+}
+
 /** A shard's one neighbour (in a `duoWorld`). */
 export const neighbour = (t: TestShard) => t.shard.placement?.neighbours[0] as Neighbour;
 
