@@ -134,6 +134,8 @@ export interface EntityTransfer {
   lastInputSeq: number;
   /** The game's state of the entity (`GameContext.setState`), if it has any. */
   state?: Uint8Array;
+  /** How many times it has changed owner (`World.handoffs`); absent: never. */
+  generation?: number;
 }
 
 interface HeldInput {
@@ -859,6 +861,7 @@ export class ShardEngine {
       flags: w.flags[i] as number,
       lastInputSeq: w.lastSeq[i] as number,
       state: w.gameState.get(entityId),
+      generation: w.handoffs.get(entityId) ?? 0,
     };
   }
 
@@ -936,6 +939,7 @@ export class ShardEngine {
     this.world.clearMoves(i);
     // It went with the offer: the neighbour keeps it now.
     this.world.gameState.delete(entityId);
+    this.world.handoffs.delete(entityId);
     const session = this.byEntity.get(entityId);
     const playerId = session?.playerId ?? dropped;
     if (playerId !== undefined && redirect) {
@@ -977,6 +981,7 @@ export class ShardEngine {
     w.flags[i] = e.flags;
     w.lastSeq[i] = e.lastInputSeq;
     if (e.state !== undefined && e.state.length > 0) w.gameState.set(e.entityId, e.state);
+    if (e.generation) w.handoffs.set(e.entityId, e.generation);
     return true;
   }
 
@@ -1025,7 +1030,7 @@ export class ShardEngine {
   }
 
   /** Creates or moves a neighbour's ghost. Ignored (false) for an entity this shard owns. */
-  upsertGhost(e: Omit<EntityTransfer, 'lastInputSeq'>): boolean {
+  upsertGhost(e: Omit<EntityTransfer, 'lastInputSeq' | 'generation'>): boolean {
     const w = this.world;
     let i = w.indexOf(e.entityId);
     if (i >= 0 && w.mode[i] !== MODE_GHOST) return false;

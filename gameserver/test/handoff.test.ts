@@ -77,6 +77,8 @@ test('a player walking across the border is handed over: one owner throughout, i
   expect(events[0]).toMatchObject({ from: 'duo-0-0', to: 'duo-0-1' });
   expect(c.shardName).toBe('duo-0-1');
   expect(modeOf(b, id)).toBe(MODE_OWNED);
+  // Its first change of owner: B's ghost updates of it outrank any late one of A's.
+  expect(b.shard.engine.world.handoffs.get(id)).toBe(1);
   // A keeps it as B's ghost while it is near the border.
   expect([MODE_GHOST, undefined]).toContain(modeOf(a, id));
   expect(await handoffs(a, 'ok')).toBe(1);

@@ -305,3 +305,60 @@ test('at a corner, a player who stops right after crossing between two neighbour
   }
   expect(missing).toEqual([]);
 });
+
+test('at a corner, the old owner’s updates arriving late over a slow link do not take the ghost from the new owner', async () => {
+  const world = await meshWorld(
+    [0, 1, 2, 3].map((k) => ({
+      minX: 400 * (k % 2),
+      minY: 400 * Math.floor(k / 2),
+      maxX: 400 * (k % 2) + 400,
+      maxY: 400 * Math.floor(k / 2) + 400,
+    })),
+    { AETHEX_GAMESERVER_ENGINE_AOI_RADIUS: '100' },
+  );
+  for (const k of [0, 1, 2, 3]) shards.push(await world.start(k));
+  const [s0, s1, , s3] = shards as [TestShard, TestShard, TestShard, TestShard];
+  await until('every link', () => shards.every((s) => s.shard.placement?.neighbours.every((n) => s.shard.links?.isUp(n))), 15_000);
+  // Everything shard 1 sends shard 0 arrives 300 ms late, in order: its last updates of the walker
+  // before a handoff to shard 3 come after shard 3's first.
+  const sharding0 = s0.shard.sharding as NonNullable<TestShard['shard']['sharding']>;
+  const deliver = sharding0.onMessage.bind(sharding0);
+  vi.spyOn(sharding0, 'onMessage').mockImplementation((from, msg) => {
+    if (from.shard === 1) setTimeout(() => deliver(from, msg), 300);
+    else deliver(from, msg);
+  });
+  const c = await s1.client('walker', { rejoin: { joinToken: (sh) => s1.token('walker', { shard: sh.name }) } });
+  clients.push(c);
+  const id = c.welcome?.entityId as number;
+  const walkTo = async (x: number, y: number) => {
+    for (let i = 0; i < 400; i++) {
+      const d = Math.hypot(x - c.predicted.x, y - c.predicted.y);
+      if (d < 0.5) return;
+      const s = Math.min(4, d);
+      c.move(((x - c.predicted.x) / d) * s, ((y - c.predicted.y) / d) * s);
+      await sleep(25);
+    }
+  };
+  const ghostYOn0 = () => {
+    const w = s0.shard.engine.world;
+    const i = w.indexOf(id);
+    return i >= 0 && w.mode[i] === MODE_GHOST ? (w.y[i] as number) : undefined;
+  };
+  await walkTo(450, 380);
+  await until('the walker as a ghost on shard 0', () => ghostYOn0() !== undefined);
+  // Back and forth over the border of shards 1 and 3, standing after each crossing: shard 0 must
+  // show it where its owner has it, once the slow link's messages are all in.
+  const wrong: string[] = [];
+  for (let k = 0; k < 4; k++) {
+    await walkTo(450, k % 2 === 0 ? 404.6 : 395.4);
+    const owner = k % 2 === 0 ? s3 : s1;
+    await until('the handoff', () => [...owner.shard.engine.ownedPlayers()].some((p) => p.entityId === id), 5000);
+    await until('every input acknowledged', () => c.unacknowledged === 0, 5000);
+    await sleep(700);
+    const w = owner.shard.engine.world;
+    const y = w.y[w.indexOf(id)] as number;
+    const seen = ghostYOn0();
+    if (seen === undefined || Math.abs(seen - y) > 0.2) wrong.push(`crossing ${k + 1}: owner has y ${y}, shard 0 ${seen}`);
+  }
+  expect(wrong).toEqual([]);
+});

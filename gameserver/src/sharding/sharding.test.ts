@@ -113,6 +113,36 @@ test('a ghost is the neighbour’s that sent it last: a late removal or a link d
   expect(isGhost(walker)).toBe(false);
 });
 
+test('a ghost stays with its newer owner: a late upsert from the owner it left does not take it back', () => {
+  // The walker went from shard 1 (right) to shard 3 (corner), its fourth change of owner; a slow
+  // link delivers shard 1's last update after shard 3's first.
+  const corner: Neighbour = { shard: 3, name: 'w-1-1', region: { minX: 100, minY: 100, maxX: 200, maxY: 200 }, address: '127.0.0.1:3' };
+  const engine = new ShardEngine(settings, { send: () => true, kick: () => undefined }, { region: left, ids: idRange(0) });
+  const sharding = shardingOf(engine, {
+    placement: { bounds: settings['engine.world_bounds'], shard: 0, region: left, address: '127.0.0.1:0', neighbours: [right, corner] },
+  });
+  const w = engine.world;
+  const yOf = (id: number) => (w.indexOf(id) >= 0 && w.mode[w.indexOf(id)] === MODE_GHOST ? w.y[w.indexOf(id)] : undefined);
+  const walker = (1 << 24) + 1;
+  sharding.onMessage(corner, update({ tick: 1, upserts: [ghost(walker, 110, 99.5, { generation: 4 })] }));
+  sharding.onMessage(right, update({ tick: 1, upserts: [ghost(walker, 110, 99, { generation: 3 })] }));
+  expect(yOf(walker)).toBeCloseTo(99.5);
+  // So the old owner's removal, next, is not its to make either.
+  sharding.onMessage(right, update({ tick: 2, removed: [walker] }));
+  expect(yOf(walker)).toBeCloseTo(99.5);
+  sharding.onMessage(corner, update({ tick: 2, upserts: [ghost(walker, 110, 99.75, { generation: 4 })] }));
+  expect(yOf(walker)).toBeCloseTo(99.75);
+  // Handed back to shard 1 (its fifth change of owner): shard 1's updates move it again.
+  sharding.onMessage(right, update({ tick: 3, upserts: [ghost(walker, 110, 98, { generation: 5 })] }));
+  sharding.onMessage(corner, update({ tick: 3, removed: [walker] }));
+  expect(yOf(walker)).toBe(98);
+  // A neighbour that restarted counts from 0 again: its ghosts were dropped with its old run.
+  sharding.onInboundUp(right, 1);
+  sharding.onInboundUp(right, 2);
+  sharding.onMessage(corner, update({ tick: 4, upserts: [ghost(walker, 110, 97, { generation: 0 })] }));
+  expect(yOf(walker)).toBe(97);
+});
+
 test('a shard restored with players admits nobody until its neighbours claim the players they own now', async () => {
   const { decodeState, encodeState } = await import('../persist/state-codec.js');
   const { World, KIND_PLAYER, MODE_DORMANT } = await import('../sim/world.js');

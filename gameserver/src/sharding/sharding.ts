@@ -117,10 +117,13 @@ export class Sharding {
    * The ghosts each neighbour owns here (neighbour → ghost ids), and the neighbour each ghost is
    * owned by: one at a time, the last to send it. A player crossing between two neighbours of this
    * shard is sent by both for a moment, and their messages arrive in either order: the new owner's
-   * upsert may come before the old one's removal, which must then not remove it.
+   * upsert may come before the old one's removal, which must then not remove it, or before the old
+   * one's last upsert, which must then not take it back: `ghostGeneration` is the owner's count of
+   * the entity's changes of owner, and an upsert from another neighbour with a lower one is late.
    */
   private readonly ghostsFrom = new Map<number, Set<number>>();
   private readonly ghostOwner = new Map<number, number>();
+  private readonly ghostGeneration = new Map<number, number>();
   /** Neighbour → the epoch (run) of it already warned of ghosts or offers naming ids far past ours. */
   private readonly warnedNeverIssued = new Map<number, number>();
   private readonly epochs = new Map<number, number>();
@@ -189,19 +192,27 @@ export class Sharding {
     const ids = this.ghostsFrom.get(n.shard) as Set<number>;
     for (const id of ids) {
       this.ghostOwner.delete(id);
+      this.ghostGeneration.delete(id);
       this.o.engine.removeGhost(id);
     }
     ids.clear();
     this.o.metrics?.ghosts.set({ neighbour: n.name }, 0);
   }
 
-  /** The ghost `id` is `n`'s from now on, no longer the neighbour's that sent it before. */
-  private ownGhost(n: Neighbour, id: number): void {
+  /** The ghost `id` is `n`'s from now on (at `generation`), no longer the neighbour's that sent it before. */
+  private ownGhost(n: Neighbour, id: number, generation: number): void {
     const previous = this.ghostOwner.get(id);
+    if (previous !== undefined && previous !== n.shard) this.disownGhost(id);
+    this.ghostGeneration.set(id, generation);
     if (previous === n.shard) return;
-    if (previous !== undefined) this.disownGhost(id);
     this.ghostOwner.set(id, n.shard);
     (this.ghostsFrom.get(n.shard) as Set<number>).add(id);
+  }
+
+  /** Whether `n`'s upsert of `id` at `generation` comes from an owner the ghost has since left. */
+  private leftBehind(n: Neighbour, id: number, generation: number): boolean {
+    const owner = this.ghostOwner.get(id);
+    return owner !== undefined && owner !== n.shard && generation < (this.ghostGeneration.get(id) ?? 0);
   }
 
   /** `id` is no neighbour's ghost any more (removed, or adopted here). */
@@ -209,6 +220,7 @@ export class Sharding {
     const owner = this.ghostOwner.get(id);
     if (owner === undefined) return;
     this.ghostOwner.delete(id);
+    this.ghostGeneration.delete(id);
     const ids = this.ghostsFrom.get(owner) as Set<number>;
     ids.delete(id);
     const n = this.neighbours.find((x) => x.shard === owner);
@@ -308,6 +320,7 @@ export class Sharding {
           velocity: { x: w.vx[i] as number, y: w.vy[i] as number },
           kind: q.kind,
           flags: q.flags,
+          generation: w.handoffs.get(id) ?? 0,
         });
       }
       const removed: number[] = [];
@@ -344,8 +357,9 @@ export class Sharding {
         continue;
       }
       if (this.neverIssuedHere(from, e.entityId)) continue;
+      if (this.leftBehind(from, e.entityId, e.generation)) continue;
       const ok = engine.upsertGhost({ entityId: e.entityId, x, y, vx, vy, kind: e.kind, flags: e.flags });
-      if (ok) this.ownGhost(from, e.entityId);
+      if (ok) this.ownGhost(from, e.entityId, e.generation);
     }
     // Only a ghost the sender owns: one another neighbour has sent since is that one's now.
     for (const id of u.removed) {
@@ -381,6 +395,7 @@ export class Sharding {
           kind: entity.kind,
           flags: entity.flags,
           state: entity.state,
+          generation: entity.generation ?? 0,
         },
       });
     }
@@ -454,7 +469,7 @@ export class Sharding {
     // The engine answers the player's joins with the redirect while the neighbour may take the token.
     const sessionId = this.o.engine.commitOffer(a.entityId, { message: redirect, forMs: this.o.resumeTimeoutMs });
     // It is the neighbour's ghost here from now on; dropped with the neighbour's other ghosts.
-    this.ownGhost(from, a.entityId);
+    this.ownGhost(from, a.entityId, (offer.entity.generation ?? 0) + 1);
     const msg = { handoffCommit: { offerId, entityId: a.entityId, ...late } };
     this.decisions.push({ to: from, msg, at: this.now() });
     this.links?.send(from, msg);
@@ -531,6 +546,7 @@ export class Sharding {
           lastInputSeq: o.lastInputSeq,
           // A copy: the decoded bytes are a view of the whole link frame.
           state: o.state.length > 0 ? new Uint8Array(o.state) : undefined,
+          generation: o.generation + 1,
         },
       });
       this.incomingByOffer.set(key, token);

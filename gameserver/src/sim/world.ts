@@ -155,6 +155,12 @@ export class World {
   readonly stateWrites = new Map<number, number>();
   readonly flagWrites = new Map<number, number>();
   /**
+   * How many times a player entity owned here has changed owner (its generation in ghost updates
+   * and offers), by entity id; absent: never, since the shard that owned it last started. Players
+   * only: they are what is handed over.
+   */
+  readonly handoffs = new Map<number, number>();
+  /**
    * Slots kept for entities this shard accepted in a handoff and has not adopted yet: spawns of new
    * entities (and ghosts) leave them free; only a spawn with the entity's id (its adoption) takes one.
    */
@@ -302,6 +308,7 @@ export class World {
     if (this.gameState.size > 0) this.gameState.delete(entityId);
     if (this.stateWrites.size > 0) this.stateWrites.delete(entityId);
     if (this.flagWrites.size > 0) this.flagWrites.delete(entityId);
+    if (this.handoffs.size > 0) this.handoffs.delete(entityId);
     if (this.kind[i] !== KIND_PLAYER && this.mode[i] === MODE_OWNED) this.freed.push(entityId, this.clock);
     const last = --this.count;
     if (i !== last) {

@@ -900,6 +900,7 @@ export namespace aethex {
             velocity?: (aethex.v1.Vec2.$Properties|null);
             kind: number;
             flags: number;
+            generation: number;
             static create(properties: aethex.v1.GhostEntity.$Shape): aethex.v1.GhostEntity & aethex.v1.GhostEntity.$Shape;
             static create(properties?: aethex.v1.GhostEntity.$Properties): aethex.v1.GhostEntity;
             static encode(m: aethex.v1.GhostEntity.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
@@ -920,6 +921,7 @@ export namespace aethex {
                 velocity?: (aethex.v1.Vec2.$Properties|null);
                 kind?: (number|null);
                 flags?: (number|null);
+                generation?: (number|null);
                 $unknowns?: Uint8Array[];
             }
             type $Shape = aethex.v1.GhostEntity.$Properties;
@@ -975,6 +977,7 @@ export namespace aethex {
             tick: number;
             kind: number;
             flags: number;
+            generation: number;
             static create(properties: aethex.v1.HandoffOffer.$Shape): aethex.v1.HandoffOffer & aethex.v1.HandoffOffer.$Shape;
             static create(properties?: aethex.v1.HandoffOffer.$Properties): aethex.v1.HandoffOffer;
             static encode(m: aethex.v1.HandoffOffer.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
@@ -1000,6 +1003,7 @@ export namespace aethex {
                 tick?: (number|null);
                 kind?: (number|null);
                 flags?: (number|null);
+                generation?: (number|null);
                 $unknowns?: Uint8Array[];
             }
             type $Shape = aethex.v1.HandoffOffer.$Properties;

@@ -9734,6 +9734,7 @@ export const aethex = $root.aethex = (() => {
              * @property {aethex.v1.Vec2.$Properties|null} [velocity] GhostEntity velocity
              * @property {number|null} [kind] GhostEntity kind
              * @property {number|null} [flags] GhostEntity flags
+             * @property {number|null} [generation] GhostEntity generation
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -9806,6 +9807,14 @@ export const aethex = $root.aethex = (() => {
             GhostEntity.prototype.flags = 0;
 
             /**
+             * GhostEntity generation.
+             * @member {number} generation
+             * @memberof aethex.v1.GhostEntity
+             * @instance
+             */
+            GhostEntity.prototype.generation = 0;
+
+            /**
              * Creates a new GhostEntity instance using the specified properties.
              * @function create
              * @memberof aethex.v1.GhostEntity
@@ -9847,6 +9856,8 @@ export const aethex = $root.aethex = (() => {
                     w.uint32(/* id 4, wireType 0 =*/32).uint32(m.kind);
                 if (m.flags != null && $Object.hasOwnProperty.call(m, "flags") && m.flags !== 0)
                     w.uint32(/* id 5, wireType 0 =*/40).uint32(m.flags);
+                if (m.generation != null && $Object.hasOwnProperty.call(m, "generation") && m.generation !== 0)
+                    w.uint32(/* id 6, wireType 0 =*/48).uint32(m.generation);
                 if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
                     for (var i = 0; i < m.$unknowns.length; ++i)
                         w.raw(m.$unknowns[i]);
@@ -9943,6 +9954,15 @@ export const aethex = $root.aethex = (() => {
                                 delete m.flags;
                             continue;
                         }
+                    case 6: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.uint32())
+                                m.generation = v;
+                            else
+                                delete m.generation;
+                            continue;
+                        }
                     }
                     r.skipType(u, q, t);
                     if (!r.discardUnknown) {
@@ -10017,6 +10037,10 @@ export const aethex = $root.aethex = (() => {
                     if (!$util.isInteger(m.flags))
                         return "flags: integer expected";
                 }
+                if (m.generation != null && $Object.hasOwnProperty.call(m, "generation")) {
+                    if (!$util.isInteger(m.generation))
+                        return "generation: integer expected";
+                }
                 return null;
             };
 
@@ -10063,6 +10087,11 @@ export const aethex = $root.aethex = (() => {
                         m.flags = d.flags >>> 0;
                     }
                 }
+                if (d.generation != null) {
+                    if ($Number(d.generation) !== 0) {
+                        m.generation = d.generation >>> 0;
+                    }
+                }
                 return m;
             };
 
@@ -10089,6 +10118,7 @@ export const aethex = $root.aethex = (() => {
                     d.velocity = null;
                     d.kind = 0;
                     d.flags = 0;
+                    d.generation = 0;
                 }
                 if (m.entityId != null && $Object.hasOwnProperty.call(m, "entityId")) {
                     d.entityId = m.entityId;
@@ -10104,6 +10134,9 @@ export const aethex = $root.aethex = (() => {
                 }
                 if (m.flags != null && $Object.hasOwnProperty.call(m, "flags")) {
                     d.flags = m.flags;
+                }
+                if (m.generation != null && $Object.hasOwnProperty.call(m, "generation")) {
+                    d.generation = m.generation;
                 }
                 return d;
             };
@@ -10566,6 +10599,7 @@ export const aethex = $root.aethex = (() => {
              * @property {number|null} [tick] HandoffOffer tick
              * @property {number|null} [kind] HandoffOffer kind
              * @property {number|null} [flags] HandoffOffer flags
+             * @property {number|null} [generation] HandoffOffer generation
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -10678,6 +10712,14 @@ export const aethex = $root.aethex = (() => {
             HandoffOffer.prototype.flags = 0;
 
             /**
+             * HandoffOffer generation.
+             * @member {number} generation
+             * @memberof aethex.v1.HandoffOffer
+             * @instance
+             */
+            HandoffOffer.prototype.generation = 0;
+
+            /**
              * Creates a new HandoffOffer instance using the specified properties.
              * @function create
              * @memberof aethex.v1.HandoffOffer
@@ -10729,6 +10771,8 @@ export const aethex = $root.aethex = (() => {
                     w.uint32(/* id 9, wireType 0 =*/72).uint32(m.kind);
                 if (m.flags != null && $Object.hasOwnProperty.call(m, "flags") && m.flags !== 0)
                     w.uint32(/* id 10, wireType 0 =*/80).uint32(m.flags);
+                if (m.generation != null && $Object.hasOwnProperty.call(m, "generation") && m.generation !== 0)
+                    w.uint32(/* id 11, wireType 0 =*/88).uint32(m.generation);
                 if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
                     for (var i = 0; i < m.$unknowns.length; ++i)
                         w.raw(m.$unknowns[i]);
@@ -10870,6 +10914,15 @@ export const aethex = $root.aethex = (() => {
                                 delete m.flags;
                             continue;
                         }
+                    case 11: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.uint32())
+                                m.generation = v;
+                            else
+                                delete m.generation;
+                            continue;
+                        }
                     }
                     r.skipType(u, q, t);
                     if (!r.discardUnknown) {
@@ -10964,6 +11017,10 @@ export const aethex = $root.aethex = (() => {
                     if (!$util.isInteger(m.flags))
                         return "flags: integer expected";
                 }
+                if (m.generation != null && $Object.hasOwnProperty.call(m, "generation")) {
+                    if (!$util.isInteger(m.generation))
+                        return "generation: integer expected";
+                }
                 return null;
             };
 
@@ -11045,6 +11102,11 @@ export const aethex = $root.aethex = (() => {
                         m.flags = d.flags >>> 0;
                     }
                 }
+                if (d.generation != null) {
+                    if ($Number(d.generation) !== 0) {
+                        m.generation = d.generation >>> 0;
+                    }
+                }
                 return m;
             };
 
@@ -11086,6 +11148,7 @@ export const aethex = $root.aethex = (() => {
                     d.tick = 0;
                     d.kind = 0;
                     d.flags = 0;
+                    d.generation = 0;
                 }
                 if (m.offerId != null && $Object.hasOwnProperty.call(m, "offerId")) {
                     if (typeof $BigInt !== "undefined" && o.longs === $BigInt)
@@ -11121,6 +11184,9 @@ export const aethex = $root.aethex = (() => {
                 }
                 if (m.flags != null && $Object.hasOwnProperty.call(m, "flags")) {
                     d.flags = m.flags;
+                }
+                if (m.generation != null && $Object.hasOwnProperty.call(m, "generation")) {
+                    d.generation = m.generation;
                 }
                 return d;
             };
