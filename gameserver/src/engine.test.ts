@@ -360,6 +360,34 @@ test('a far client that reads everything gets every snapshot; one that then stop
   expect(offered - from).toBeLessThanOrEqual(settings['gateway.slow_skip_ticks'] + rtt + ticks / 4 + 1);
 });
 
+test('a client that holds its acknowledgements back past a second is cut back to one snapshot in four', () => {
+  const kicks: [number, aethex.v1.ReasonCode][] = [];
+  let offered = 0;
+  const sent: number[] = [];
+  const e = new ShardEngine(settings, {
+    send: () => {
+      offered++;
+      return true;
+    },
+    kick: (id, reason) => kicks.push([id, reason]),
+  });
+  joined(e, 1, 'ann');
+  // Each snapshot acknowledged 3 s (120 ticks) after it was cut: a round trip no player has, and
+  // short of gateway.slow_drop_ticks (200), so the client is never dropped.
+  const held = 120;
+  for (let t = 0; t < 800; t++) {
+    const due = sent.filter((tick) => tick + held <= e.tick);
+    for (const tick of due) e.ack(1, tick);
+    sent.splice(0, due.length);
+    const before = offered;
+    e.step();
+    if (offered > before) sent.push(e.tick);
+  }
+  expect(kicks).toEqual([]);
+  expect(offered).toBeGreaterThan(800 / 4 - 10);
+  expect(offered).toBeLessThanOrEqual(800 / 4 + settings['gateway.slow_skip_ticks'] + 2);
+});
+
 test('a restarted neighbour is told of players dropped here (theirs for sure), not of players restored here', () => {
   const before = new ShardEngine(settings, out);
   const carl = joined(before, 1, 'carl');

@@ -42,6 +42,14 @@ const SLOW_SNAPSHOT_EVERY = 4;
  * client whose route got longer is not held slow for good.
  */
 const RTT_WINDOW_TICKS = 400;
+/**
+ * The most round trip a client is granted (see `Session.rtt`). A client sets its own round trip
+ * by when it acknowledges: one holding its acknowledgements back would otherwise keep full-rate
+ * snapshots coming against old bases all the way to `gateway.slow_drop_ticks`. Past this it is
+ * lag, as for a client that cannot keep up: what any client costs is bounded by what a player a
+ * second away costs.
+ */
+const MAX_RTT_MS = 1000;
 /** Inputs held per entity while it is on offer to a neighbour (applied if the offer rolls back). */
 const MAX_HELD_INPUTS = 64;
 /** A game message's payload at most (GameContext.send), and the shape of its topic. */
@@ -107,8 +115,8 @@ interface Session {
   /** Tick of the last snapshot sent (0: none). */
   sentTick?: number;
   /**
-   * The client's round trip in ticks (the least age of its acknowledgements, see RTT_WINDOW_TICKS):
-   * lag up to this is distance, not slowness. `rttNow` is the current window's least (from tick
+   * The client's round trip in ticks (the least age of its acknowledgements, see RTT_WINDOW_TICKS;
+   * at most MAX_RTT_MS): lag up to this is distance, not slowness. `rttNow` is the current window's least (from tick
    * `rttSince`), `rttBefore` the previous window's.
    */
   rtt: number;
@@ -176,6 +184,8 @@ export class ShardEngine {
   private readonly corrected: Uint32Array;
   private readonly rng: Rng;
   private readonly invScale: number;
+  /** MAX_RTT_MS in ticks. */
+  private readonly maxRttTicks: number;
   private readonly quantized: QuantizedWorld;
   private readonly cutter: SnapshotCutter;
   /** Per slot, the session due a snapshot in the current step (empty between steps). */
@@ -297,6 +307,7 @@ export class ShardEngine {
     this.corrected = new Uint32Array(settings['engine.max_entities']);
     this.rng = createRng(settings['engine.seed']);
     this.invScale = 1 / settings['engine.position_scale'];
+    this.maxRttTicks = Math.ceil(MAX_RTT_MS / settings['engine.tick_rate_ms']);
     this.quantized = new QuantizedWorld(settings['engine.max_entities']);
     // The tick thread's snapshots are written into one buffer, reused: the output copies each.
     let scratch = new Uint8Array(64 * 1024);
@@ -1258,7 +1269,7 @@ export class ShardEngine {
     } else if (age < session.rttNow) {
       session.rttNow = age;
     }
-    session.rtt = Math.min(session.rttNow, session.rttBefore);
+    session.rtt = Math.min(session.rttNow, session.rttBefore, this.maxRttTicks);
   }
 
   /**
