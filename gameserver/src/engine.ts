@@ -172,7 +172,10 @@ export type JoinResult =
  */
 export class ShardEngine {
   readonly world: World;
+  /** The world's grid as of this tick's step; between ticks see `currentGrid`. */
   readonly grid: Grid;
+  /** `world.layout` when the grid was built. */
+  private gridLayout = -1;
   readonly rules: MovementRules;
   /** The part of the world this shard owns; new entities spawn here. */
   readonly region: Rect;
@@ -555,6 +558,20 @@ export class ShardEngine {
   private spawnAnywhere(kind: number): number {
     const b = this.region;
     return this.world.spawn(b.minX + this.rng() * (b.maxX - b.minX), b.minY + this.rng() * (b.maxY - b.minY), kind);
+  }
+
+  /**
+   * The grid of the world as it is now, for a query between ticks (the viewer's focus): the tick's,
+   * rebuilt when an entity came or went since (a leave, a ghost update), which moves entities
+   * between slots. Only between ticks: snapshot threads read the grid during a step, and are done
+   * with it when the step returns.
+   */
+  currentGrid(): Grid {
+    if (this.gridLayout !== this.world.layout) {
+      this.grid.rebuild(this.world.x, this.world.y, this.world.count);
+      this.gridLayout = this.world.layout;
+    }
+    return this.grid;
   }
 
   get aoiRadius(): number {
@@ -1312,6 +1329,7 @@ export class ShardEngine {
     if (quantizer) this.quantized.world = world;
     else this.quantized.update(world, this.invScale, tick);
     this.grid.rebuild(world.x, world.y, world.count);
+    this.gridLayout = world.layout;
 
     const skip = this.settings['gateway.slow_skip_ticks'];
     const drop = this.settings['gateway.slow_drop_ticks'];

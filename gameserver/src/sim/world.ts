@@ -100,6 +100,8 @@ export interface WorldShare {
 export class World {
   readonly capacity: number;
   count = 0;
+  /** Changes whenever an entity comes or goes (which slot holds which entity may change). */
+  layout = 0;
   readonly id: Uint32Array;
   readonly x: Float32Array;
   readonly y: Float32Array;
@@ -284,6 +286,7 @@ export class World {
     } else entityId = this.nextId++;
     if (id !== undefined && this.slotOf.has(id)) throw new Error(`entity ${id} already exists`);
     const i = this.count++;
+    this.layout++;
     this.id[i] = entityId;
     this.x[i] = x;
     this.y[i] = y;
@@ -303,6 +306,7 @@ export class World {
     const i = this.slotOf.get(entityId);
     if (i === undefined) return false;
     this.slotOf.delete(entityId);
+    this.layout++;
     if (this.queued.size > 0) this.queued.delete(entityId);
     if (this.creditLapse.size > 0) this.creditLapse.delete(entityId);
     if (this.gameState.size > 0) this.gameState.delete(entityId);

@@ -57,7 +57,8 @@ export function viewerState(engine: ShardEngine, shard: string, maxEntities: num
 
 /**
  * The area of interest of player entity `id`, computed as a snapshot's is (`Interest`: the
- * engine.max_visible cap, dormant entities left out), or undefined when `id` is no player here.
+ * engine.max_visible cap, dormant entities left out) over the world as it is now, or undefined
+ * when `id` is no player here.
  */
 export function viewerFocus(engine: ShardEngine, interest: Interest, id: number): ViewerFocus | undefined {
   const { world } = engine;
@@ -65,6 +66,6 @@ export function viewerFocus(engine: ShardEngine, interest: Interest, id: number)
   if (slot < 0 || world.kind[slot] !== KIND_PLAYER) return undefined;
   const x = world.x[slot] as number;
   const y = world.y[slot] as number;
-  interest.update(engine.grid, world, x, y, engine.aoiRadius, slot);
+  interest.update(engine.currentGrid(), world, x, y, engine.aoiRadius, slot);
   return { id, x, y, visible: Array.from(interest.ids.subarray(0, interest.count)) };
 }
