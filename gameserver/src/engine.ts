@@ -1,4 +1,4 @@
-import { aethex, insideMax } from '@aethex/proto';
+import { aethex, insideMax, unwrapTick } from '@aethex/proto';
 import type { Logger } from '@aethex/runtime';
 import type { GameserverSettings } from './config.js';
 import { type GameContext, type GameHooks, type HookPlayer, RpcError } from './hooks.js';
@@ -1269,14 +1269,16 @@ export class ShardEngine {
   }
 
   /**
-   * Records that the client applied the snapshot of `tick`. Only forward: the delta base never
+   * Records that the client applied the snapshot of the tick `wireTick` (0: none). Only forward: the delta base never
    * goes back, so clients give up older frames (docs/protocol.md). Ignores ticks past the last
    * snapshot sent to it: a client that reads nothing and acknowledges guessed ticks must still
    * look slow, and be dropped as slow clients are.
    */
-  ack(sessionId: number, tick: number): void {
+  ack(sessionId: number, wireTick: number): void {
     const session = this.sessions.get(sessionId);
-    if (!session || tick <= session.ackTick || tick > (session.sentTick ?? 0)) return;
+    if (!session || wireTick === 0) return;
+    const tick = unwrapTick(wireTick, this.tick);
+    if (tick <= session.ackTick || tick > (session.sentTick ?? 0)) return;
     session.ackTick = tick;
     const age = this.tick - tick;
     if (this.tick - session.rttSince >= RTT_WINDOW_TICKS) {
@@ -1304,6 +1306,8 @@ export class ShardEngine {
   /** Runs one simulation step and sends this tick's snapshots and corrections. */
   step(): void {
     const tick = ++this.tick;
+    // Snapshots, their delta history and the protocol carry ticks as uint32 (see `ack`).
+    const wireTick = tick >>> 0;
     const world = this.world;
     world.clock = tick;
     this.rng.reseed(tickSeed(this.settings['engine.seed'], tick));
@@ -1323,11 +1327,11 @@ export class ShardEngine {
       const thread = this.threads[t] as SnapshotThread;
       begun[t] = thread.usable;
       if (!begun[t]) continue;
-      thread.begin(tick, world.count, quantizer === undefined);
+      thread.begin(wireTick, world.count, quantizer === undefined);
       quantizer ??= thread;
     }
     if (quantizer) this.quantized.world = world;
-    else this.quantized.update(world, this.invScale, tick);
+    else this.quantized.update(world, this.invScale, wireTick);
     this.grid.rebuild(world.x, world.y, world.count);
     this.gridLayout = world.layout;
 
@@ -1388,7 +1392,7 @@ export class ShardEngine {
       const o = jobs.length * JOB_WORDS;
       thread.jobs[o] = session.id;
       thread.jobs[o + 1] = slot;
-      thread.jobs[o + 2] = session.ackTick;
+      thread.jobs[o + 2] = session.ackTick >>> 0;
       thread.jobs[o + 3] = session.fresh ? 1 : 0;
       thread.jobs[o + 4] = framed ? (this.out.directFd?.(session.id) ?? -1) : -1;
       session.fresh = false;
@@ -1396,7 +1400,7 @@ export class ShardEngine {
     }
     // Every thread reads the quantized row: it must be complete before any cutting starts.
     if (quantizer && !quantizer.awaitQuantized(SNAPSHOT_THREAD_TIMEOUT_MS)) {
-      this.quantized.update(world, this.invScale, tick); // the thread is failed; its jobs are dropped below
+      this.quantized.update(world, this.invScale, wireTick); // the thread is failed; its jobs are dropped below
     }
     for (let t = 0; t < this.threads.length; t++) {
       if (begun[t]) (this.threads[t] as SnapshotThread).cut(order.length, (this.threadJobs[t] as Session[]).length);
@@ -1439,7 +1443,7 @@ export class ShardEngine {
     let waited = 0;
     for (let i = 0; i < mine.length; i++) {
       const session = mine[i] as Session;
-      deliver(session, this.cutter.cut(session.history as DeltaHistory, world.indexOf(session.entityId), tick, session.ackTick));
+      deliver(session, this.cutter.cut(session.history as DeltaHistory, world.indexOf(session.entityId), wireTick, session.ackTick >>> 0));
       if ((i & 7) !== 7) continue;
       for (let t = 0; t < this.threads.length; t++) if (begun[t]) sendFinished(t, (this.threads[t] as SnapshotThread).progress());
     }

@@ -166,6 +166,16 @@ export async function startShard(configured: GameserverSettings, options: ShardO
   const key = shardKey(settings);
   const saved = await stores.snapshots.load(key);
   const restored = saved ? decodeState(saved.state, settings['engine.max_entities'], ids?.limit) : undefined;
+  if (saved && restored) {
+    // The blob holds the tick's low 32 bits (a world may run past 2^32 ticks: 3.4 years at 40 Hz);
+    // the store keeps it whole, and refuses saves below it.
+    if (saved.tick % 2 ** 32 !== restored.tick)
+      log.warn(
+        { blobTick: restored.tick, storedTick: saved.tick },
+        "the snapshot's blob and its store disagree on the tick; the store's is taken",
+      );
+    restored.tick = saved.tick;
+  }
   if (restored) log.info({ tick: restored.tick, entities: restored.world.count, players: restored.players.size }, 'restored from snapshot');
   const hooks = settings['game.module'] ? await loadHooks(settings['game.module']) : {};
   const persistence = new ShardPersistence({

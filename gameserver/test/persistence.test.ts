@@ -15,8 +15,9 @@ import { loadConfig } from '../src/config.js';
 import { type EventSink, PostgresOutbox } from '../src/persist/outbox.js';
 import { ShardPersistence } from '../src/persist/persistence.js';
 import { DirectorySnapshotStore } from '../src/persist/snapshot-store.js';
-import { decodeState, RESTORE_ID_MARGIN } from '../src/persist/state-codec.js';
+import { decodeState, encodeState, RESTORE_ID_MARGIN } from '../src/persist/state-codec.js';
 import { migrate, openStores } from '../src/persist/stores.js';
+import { World } from '../src/sim/world.js';
 import { startTestShard, until } from './harness.js';
 
 const env = testEnv();
@@ -201,6 +202,44 @@ test('a restored shard saves its state at once: a second crash never numbers ent
     expect(now).toBe(before + RESTORE_ID_MARGIN);
   } finally {
     await second.stop();
+  }
+});
+
+test('a world goes on through tick 2^32: its clients read and acknowledge wrapped ticks, and its saves are taken after a restore', async () => {
+  // The wire and the blob hold a tick's low 32 bits, the store the whole tick. Restored at the
+  // blob's, every later save was refused as older than the stored one; a client took the ticks
+  // after the wrap for old ones and stopped acknowledging.
+  const dir = mkdtempSync(join(tmpdir(), 'aethex-restore-'));
+  const env = { AETHEX_GAMESERVER_PERSISTENCE_DIRECTORY: dir, AETHEX_GAMESERVER_PERSISTENCE_SNAPSHOT_INTERVAL_MS: '3600000' };
+  const store = new DirectorySnapshotStore(dir);
+  const key = { namespace: '', world: 'test', instance: 0, shard: 'test-0-0' };
+  const tick = 2 ** 32 - 40;
+  await store.save(key, { tick: tick + 2 ** 32, state: encodeState(tick, new World(10), new Map()) });
+  const shard = await startTestShard(env);
+  let stopped = false;
+  try {
+    expect(shard.shard.engine.tick).toBeGreaterThanOrEqual(tick + 2 ** 32);
+    const c = await shard.client('ann');
+    const ticks: number[] = [];
+    c.on('snapshot', (t) => ticks.push(t));
+    // Walks through the wrap (at 2^33 here) and on for a second. (The client counts on from the
+    // first tick it read, 2^32 - 40 or so: past the wrap from 2^32.)
+    const timer = setInterval(() => c.move(1, 0), 25);
+    try {
+      await until('the wrap and 40 ticks more', () => c.lastTick > 2 ** 32 + 40, 10_000);
+    } finally {
+      clearInterval(timer);
+    }
+    await until('every input acknowledged', () => c.unacknowledged === 0);
+    expect(ticks.every((t, k) => k === 0 || t > (ticks[k - 1] as number))).toBe(true);
+    expect(c.ended).toBe(false);
+    await shard.stop();
+    stopped = true;
+    const saved = (await store.load(key)) as { tick: number; state: Uint8Array };
+    expect(saved.tick).toBeGreaterThan(2 ** 33 + 40);
+    expect(decodeState(saved.state, 10_000).tick).toBe(saved.tick % 2 ** 32);
+  } finally {
+    if (!stopped) await shard.stop();
   }
 });
 

@@ -3,6 +3,7 @@ export { aethex } from './gen/aethex.js';
 export { type InputFields, inputFields, readInputMessage } from './input-message.js';
 export * from './snapshot-layout.js';
 export { encodeSnapshotMessage, readSnapshotMessage, type SnapshotFields, snapshotFields } from './snapshot-message.js';
+export { unwrapTick } from './ticks.js';
 
 /**
  * The close code a client sends when the shard speaks what it cannot read (a message that does not

@@ -7,6 +7,7 @@ import {
   SNAPSHOT_LAYOUT,
   type SnapshotFields,
   snapshotFields,
+  unwrapTick,
 } from '@aethex/proto';
 import { interpolate, type Positioned } from './interpolation.js';
 import { type EntityRecord, SnapshotStore } from './snapshots.js';
@@ -762,21 +763,24 @@ export class RealtimeClient {
       // The new shard's (or the restarted shard's) first snapshot starts over in its own tick
       // space; the old view stays current until then so rendering never sees an empty world.
       const store = fresh ? new SnapshotStore() : this.store;
+      // Ticks count on past 2^32 here; the wire carries their low 32 bits.
+      const tick = unwrapTick(s.tick, store.latestTick);
+      const baseTick = s.baseTick === 0 ? 0 : unwrapTick(s.baseTick, store.latestTick);
       let changes: ReturnType<SnapshotStore['apply']>;
       try {
-        changes = store.apply(s.tick, s.baseTick, s.entities, s.removed, 'removedCount' in s ? s.removedCount : s.removed.length);
+        changes = store.apply(tick, baseTick, s.entities, s.removed, 'removedCount' in s ? s.removedCount : s.removed.length);
       } catch (err) {
         // The store is as it was; only a full snapshot helps, which a rejoin (Join, ack 0) gets.
-        const reason = `snapshot ${s.tick} could not be applied: ${(err as Error).message}`;
+        const reason = `snapshot ${tick} could not be applied: ${(err as Error).message}`;
         this.drop(socket, CLIENT_CLOSE_CODES.SNAPSHOT_UNUSABLE, 'snapshot could not be applied', reason);
         return;
       }
       this.snapshots = store;
-      if (s.tick <= this.lastTick) return;
+      if (tick <= this.lastTick) return;
       this.handedOffFrom = undefined;
       this.restarted = false;
       this.previousFrame = before;
-      this.lastTick = s.tick;
+      this.lastTick = tick;
       this.acknowledgeInputs(s.lastInputSeq, at);
       const frame = changes.frame;
       const self = this.welcome ? frame.indexOf(this.welcome.entityId as number) : -1;
@@ -797,11 +801,11 @@ export class RealtimeClient {
         const left = !fresh ? changes.left : before.idsNotIn(changes.frame);
         for (const id of left) this.emit('leave', id);
       }
-      this.emit('snapshot', s.tick);
+      this.emit('snapshot', tick);
       if (from !== undefined) this.emit('handoff', { from, to: this.shardName, gapMs });
       // Inputs carry the acknowledgement; an idle client sends it on its own.
       if (at - this.lastSentAt > 1.5 * (1000 / ((this.welcome?.tickRateHz as number) || 40))) {
-        this.sendRaw(ClientMessage.encode({ ack: { ackTick: this.lastTick } }).finish());
+        this.sendRaw(ClientMessage.encode({ ack: { ackTick: this.lastTick >>> 0 } }).finish());
       }
     } else if (msg.body === 'rpcResult') {
       const r = msg.rpcResult as aethex.v1.RpcResult;
@@ -1108,7 +1112,7 @@ export class RealtimeClient {
   private sendInput(p: PendingInput): void {
     this.sendRaw(
       ClientMessage.encode({
-        input: { seq: p.seq, clientTimeMs: Math.floor(p.at) >>> 0, move: { x: p.dx, y: p.dy }, ackTick: this.lastTick },
+        input: { seq: p.seq, clientTimeMs: Math.floor(p.at) >>> 0, move: { x: p.dx, y: p.dy }, ackTick: this.lastTick >>> 0 },
       }).finish(),
     );
   }

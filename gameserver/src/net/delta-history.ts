@@ -170,7 +170,9 @@ export class DeltaHistory {
     const log = this.log;
     const fo = (tick % HISTORY_TICKS) * this.stride;
     const bo = (ackTick % HISTORY_TICKS) * this.stride;
-    const baseRow = ackTick > 0 && ackTick < tick && tick - ackTick < HISTORY_TICKS && log[bo] === ackTick ? q.row(ackTick) : undefined;
+    // Ticks are uint32 and wrap (after 2^32 ticks): the base's age is counted modulo 2^32.
+    const age = (tick - ackTick) >>> 0;
+    const baseRow = ackTick !== 0 && age > 0 && age < HISTORY_TICKS && log[bo] === ackTick ? q.row(ackTick) : undefined;
     const row = q.row(tick) as Int32Array;
     const world = q.world as EntityTable;
     const worldIds = world.id;
