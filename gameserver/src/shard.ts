@@ -279,6 +279,7 @@ export async function startShard(configured: GameserverSettings, options: ShardO
     ...(sharding
       ? {
           resume: sharding.claimResume.bind(sharding),
+          handedIn: sharding.claimForJoin.bind(sharding),
           admitting: () => sharding?.settled ?? true,
           resumesPending: () => sharding !== undefined && resumesPending(sharding),
         }

@@ -273,6 +273,83 @@ test('the new shard drains between the commit and the resume: the client still r
   expect(b2.shard.engine.context.position(original)?.x as number).toBeGreaterThan(400);
 });
 
+test('the new shard drains and is gone before the client resumes there: the rejoin goes to it, not back to the old shard, and gets the entity from the restarted shard', async () => {
+  const { a, b, start } = await twoShards();
+  // B begins to drain the moment A's commit reaches it, and no connection of the client reaches
+  // B until B runs again (its gateway closed before the resume arrived).
+  const s = b.shard.sharding as NonNullable<typeof b.shard.sharding>;
+  const onMessage = s.onMessage.bind(s);
+  let draining: Promise<void> | undefined;
+  s.onMessage = (from: Neighbour, msg: aethex.v1.ShardMessage) => {
+    onMessage(from, msg);
+    if (msg.body === 'handoffCommit' && !draining) draining = b.shard.drain();
+  };
+  const closedPort = await new Promise<number>((resolve) => {
+    const probe = createServer();
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as { port: number };
+      probe.close(() => resolve(port));
+    });
+  });
+  let bBack = false;
+  const c = await a.client('walker', {
+    rejoin: { joinToken: tokenFor(a, 'walker'), maxDelayMs: 200 },
+    createSocket: (url) => new WebSocket(url === b.shard.gatewayUrl && !bBack ? `ws://127.0.0.1:${closedPort}` : url) as never,
+  });
+  const original = c.welcome?.entityId as number;
+  const events = record(c);
+  timers.push(
+    setInterval(() => {
+      if (!draining) c.move(4, 0);
+    }, 25),
+  );
+  await until('B to drain', () => draining !== undefined, 30_000);
+  await draining;
+  await until('the resume to fail', () => events.some((e) => e.startsWith('handoffFailed')), 10_000);
+  // A while down: the client keeps at B, and A starts it no new entity.
+  await new Promise((r) => setTimeout(r, 1500));
+  expect(playersEntities('walker', a)).toEqual([]);
+  const b2 = await start(1);
+  bBack = true;
+  await linksUp(a, b2);
+  await until('the client on an entity again', () => events.some((e) => e.startsWith('rejoined')), 30_000);
+  expect(c.welcome?.entityId).toBe(original);
+  expect(c.shardName).toBe('duo-0-1');
+  expect(playersEntities('walker', a, b2)).toEqual([`duo-0-1#${original}`]);
+  expect(owned(b2, original)).toBe(true);
+  expect(b2.shard.engine.context.state(original)).toEqual(new Uint8Array([7, 7]));
+});
+
+test('a join on the new shard instead of the resume takes the entity the handoff committed there for the player', async () => {
+  const { a, b } = await twoShards();
+  // The client's resume never reaches B (its connections to B are refused): its rejoin joins B.
+  const closedPort = await new Promise<number>((resolve) => {
+    const probe = createServer();
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as { port: number };
+      probe.close(() => resolve(port));
+    });
+  });
+  let refusing = true;
+  const c = await a.client('walker', {
+    rejoin: { joinToken: tokenFor(a, 'walker'), maxDelayMs: 200 },
+    createSocket: (url) => new WebSocket(url === b.shard.gatewayUrl && refusing ? `ws://127.0.0.1:${closedPort}` : url) as never,
+  });
+  const original = c.welcome?.entityId as number;
+  const events = record(c);
+  timers.push(setInterval(() => c.move(4, 0), 25));
+  await until('B to hold the walker, adopted', () => (b.shard.sharding?.adoptedAwaitingResume().length ?? 0) === 1, 30_000);
+  refusing = false;
+  await until('the client on B', () => c.shardName === 'duo-0-1', 10_000);
+  expect(events.some((e) => e.startsWith('handoffFailed'))).toBe(true);
+  expect(events.some((e) => e === 'rejoined duo-0-1')).toBe(true);
+  expect(c.welcome?.entityId).toBe(original);
+  expect(playersEntities('walker', a, b)).toEqual([`duo-0-1#${original}`]);
+  expect(b.shard.engine.context.state(original)).toEqual(new Uint8Array([7, 7]));
+  const seq = c.move(0, 4);
+  await until('B to acknowledge a new input', () => c.lastAckedSeq >= seq, 5000);
+});
+
 /**
  * The walker's connection through `proxy` is cut while its entity is on offer to B, whose accepts
  * are delayed by `acceptDelayMs` (or never sent: undefined).

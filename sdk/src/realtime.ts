@@ -235,6 +235,7 @@ interface RejoinAttempt {
 interface Handoff {
   socket: WebSocketLike;
   address: string;
+  shardName: string;
   timer: ReturnType<typeof setTimeout>;
   /** Set when the new shard kicked the resume, as the reason the handoff failed. */
   kicked?: string;
@@ -283,6 +284,8 @@ export class RealtimeClient {
   /** Set when 'close' was emitted: `code reason`. */
   private endedWith: string | undefined;
   private rejoining: Rejoin | undefined;
+  /** The shard a rejoin joins when it is not the one of the last Welcome (a failed handoff's target). */
+  private rejoinShard: string | undefined;
   private seq = 0;
   private pending: PendingInput[] = [];
   private lastSentAt = Number.NEGATIVE_INFINITY;
@@ -651,7 +654,7 @@ export class RealtimeClient {
     rejoin.current = attempt;
     const fail = () => this.failRejoinAttempt(rejoin, attempt, nextDelayMs);
     Promise.resolve()
-      .then(() => joinToken({ name: this.shardName, url }))
+      .then(() => joinToken({ name: this.rejoinShard ?? this.shardName, url }))
       .then((token) => {
         // Timed out, closed, or the session ended meanwhile.
         if (rejoin.current !== attempt) return;
@@ -714,6 +717,7 @@ export class RealtimeClient {
     clearTimeout(attempt.deadline);
     rejoin.current = undefined;
     this.rejoining = undefined;
+    this.rejoinShard = undefined;
     this.socket = socket;
     this.welcome = w;
     this.lastKick = undefined;
@@ -737,6 +741,7 @@ export class RealtimeClient {
     clearTimeout(attempt.deadline);
     rejoin.current = undefined;
     this.rejoining = undefined;
+    this.rejoinShard = undefined;
     socket.onmessage = null;
     socket.onclose = null;
     socket.onerror = null;
@@ -853,15 +858,16 @@ export class RealtimeClient {
       socket = this.openSocket(r.address);
     } catch (err) {
       const reason = `cannot connect to ${r.address}: ${(err as Error).message}`;
-      this.failHandoff(reason, 1006, reason);
+      this.failHandoff(reason, 1006, reason, false, r);
       return;
     }
     const handoff: Handoff = {
       socket,
       address: r.address,
+      shardName: r.shardName,
       timer: setTimeout(() => {
         const reason = handoff.kicked ?? `no Welcome from ${r.address} within ${this.connectTimeoutMs} ms`;
-        this.failHandoff(reason, 1006, reason);
+        this.failHandoff(reason, 1006, reason, false, handoff);
       }, this.connectTimeoutMs),
     };
     this.handoff = handoff;
@@ -883,7 +889,7 @@ export class RealtimeClient {
     };
     socket.onclose = (ev) => {
       if (this.handoff === handoff)
-        this.failHandoff(handoff.kicked ?? `closed before Welcome: ${ev.code} ${ev.reason}`, ev.code, ev.reason);
+        this.failHandoff(handoff.kicked ?? `closed before Welcome: ${ev.code} ${ev.reason}`, ev.code, ev.reason, false, handoff);
       else this.closed(socket, ev);
     };
     socket.onerror = () => {
@@ -915,9 +921,18 @@ export class RealtimeClient {
 
   /**
    * Resuming failed: the old shard no longer plays this entity, so the session is over — unless
-   * the client rejoins, which it does on the old shard (a fresh join there), when not `final`.
+   * the client rejoins, when not `final`: on the shard it was redirected to (`target`), which owns
+   * the entity since before the redirect was sent. Its join there takes the entity (one that
+   * drained or restarted meanwhile kept it in its snapshot for the player); a join on the old
+   * shard would find it gone and start the player afresh.
    */
-  private failHandoff(reason: string, code: number, closeReason: string, final = false): void {
+  private failHandoff(
+    reason: string,
+    code: number,
+    closeReason: string,
+    final = false,
+    target?: { address: string; shardName: string },
+  ): void {
     this.emit('handoffFailed', reason);
     // Refused by the neighbour (a kick), or never heard from it (see RESUME_FAILED).
     const unheard = this.handoff?.kicked === undefined;
@@ -934,6 +949,10 @@ export class RealtimeClient {
     const old = this.socket;
     this.socket = undefined;
     old?.close(unheard ? CLIENT_CLOSE_CODES.RESUME_FAILED : 1000, 'handoff failed; rejoining');
+    if (target) {
+      this.url = target.address;
+      this.rejoinShard = target.shardName;
+    }
     this.startRejoin(code, closeReason);
   }
 

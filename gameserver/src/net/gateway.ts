@@ -172,6 +172,12 @@ export interface GatewayDeps {
   /** Redeems a handoff resume token: the player and entity it continues, or undefined. */
   resume?: (token: string) => { playerId: string; entityId: number; frozenMs: number } | undefined;
   /**
+   * A joining player's entity handed over to this shard that their client has not resumed: theirs
+   * now (as on a resume), 'pending' while the former owner has not decided the handoff, or
+   * undefined when there is none.
+   */
+  handedIn?: (playerId: string) => { entityId: number; frozenMs: number } | 'pending' | undefined;
+  /**
    * Whether players handed over to this shard may still resume (their entity is held or adopted
    * here, their client not arrived yet): while draining, upgrades are still taken for them.
    */
@@ -583,7 +589,17 @@ export class Gateway {
           this.kick(conn, ReasonCode.REASON_CODE_NOT_READY, 'the shard is starting; try again shortly');
           return;
         }
-        const result = this.deps.engine.join(conn.id, claims.playerId);
+        // Their entity was handed over here and their client's resume never came (its target
+        // drained, or the connection failed): the join, as authentic as the token, takes it.
+        const handedIn = this.deps.handedIn?.(claims.playerId);
+        if (handedIn === 'pending') {
+          this.deps.metrics.joins.inc({ result: 'not_ready' });
+          this.kick(conn, ReasonCode.REASON_CODE_NOT_READY, 'your entity is being handed over to this shard; join again shortly');
+          return;
+        }
+        const result = handedIn
+          ? this.deps.engine.resume(conn.id, claims.playerId, handedIn.entityId, handedIn.frozenMs)
+          : this.deps.engine.join(conn.id, claims.playerId);
         if (!result.ok && result.redirect) {
           this.deps.metrics.joins.inc({ result: 'redirected' });
           this.redirectJoin(conn, claims.playerId, result.redirect);

@@ -210,6 +210,35 @@ test('an accepted offer keeps its player a place and its entity a slot: no join,
   expect(engine.join(3, 'newcomer').ok).toBe(false);
 });
 
+test('a join of a player whose entity is held here: pending until the commit, theirs after it, once', () => {
+  const { engine, sharding } = shard();
+  const msg = (m: aethex.v1.IShardMessage) => aethex.v1.ShardMessage.decode(aethex.v1.ShardMessage.encode(m).finish());
+  const entityId = (1 << 24) + 1;
+  sharding.onMessage(
+    right,
+    msg({
+      handoffOffer: {
+        offerId: 1,
+        entityId,
+        playerId: 'pat',
+        position: { x: 99, y: 50 },
+        velocity: { x: 0, y: 0 },
+        kind: 1,
+        lastInputSeq: 3,
+      },
+    }),
+  );
+  expect(sharding.claimForJoin('someone else')).toBeUndefined();
+  // The former owner may still roll it back: only its commit (or the resume token) decides.
+  expect(sharding.claimForJoin('pat')).toBe('pending');
+  sharding.onMessage(right, msg({ handoffCommit: { offerId: 1, entityId } }));
+  const claim = sharding.claimForJoin('pat');
+  expect(claim).toMatchObject({ entityId });
+  expect(engine.resume(7, 'pat', entityId, 0)).toMatchObject({ ok: true, entityId, lastInputSeq: 3 });
+  expect(sharding.adoptedAwaitingResume()).toEqual([]);
+  expect(sharding.claimForJoin('pat')).toBeUndefined();
+});
+
 test("an offer's game state is adopted with the entity, as a copy of its own; one over 4 KiB is refused", () => {
   const { engine, sharding } = shard();
   const msg = (m: aethex.v1.IShardMessage) => aethex.v1.ShardMessage.decode(aethex.v1.ShardMessage.encode(m).finish());

@@ -693,6 +693,22 @@ export class Sharding {
   }
 
   /**
+   * A player joins (with a join token, not the resume token): their entity handed over here, if
+   * their client never resumed, is theirs now — adopted if the commit came (`claimResume`),
+   * 'pending' while it has not (the former owner may still roll it back: only the resume token
+   * proves its commit).
+   */
+  claimForJoin(playerId: string): { entityId: number; frozenMs: number } | 'pending' | undefined {
+    let pending = false;
+    for (const inc of this.incoming.values()) {
+      if (inc.playerId !== playerId) continue;
+      if (inc.adopted) return this.claimResume(inc.token);
+      pending = true;
+    }
+    return pending ? 'pending' : undefined;
+  }
+
+  /**
    * Offers in flight, entities held for resumption and entities whose rolled-back offer is not
    * repeated yet (viewer, tests).
    */
