@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError, envName } from '@aethex/runtime';
 import { expect, test } from 'vitest';
+import { parse } from 'yaml';
 import { GAMESERVER_SETTINGS, loadConfig, shardKey } from './config.js';
 
 const pem = (k: { publicKey: { export(o: { type: 'spki'; format: 'pem' }): string | Buffer } }) =>
@@ -194,4 +195,25 @@ test('auth.public_key must be an Ed25519 or P-256 SPKI PEM', () => {
   const m = refusal({ AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: priv });
   expect(m).toMatch(/^auth\.public_key: not a PEM public key/);
   expect(m).not.toContain(priv.split('\n')[1]);
+});
+
+test('the GameWorld CRD admits only values the shard accepts for the settings the operator makes of them', () => {
+  type Field = { minimum: number; maximum: number; exclusiveMinimum?: boolean };
+  const crd = parse(readFileSync(join(import.meta.dirname, '../../crds/gameworld.yaml'), 'utf8'));
+  const spec = crd.spec.versions[0].schema.openAPIV3Schema.properties.spec.properties;
+  const range = (key: keyof typeof GAMESERVER_SETTINGS) => GAMESERVER_SETTINGS[key] as { min: number; max: number };
+  const within = (field: Field, key: keyof typeof GAMESERVER_SETTINGS, scale = 1) => {
+    expect(field.exclusiveMinimum, key).toBeUndefined();
+    expect(field.minimum * scale, key).toBeGreaterThanOrEqual(range(key).min);
+    expect(field.maximum * scale, key).toBeLessThanOrEqual(range(key).max);
+  };
+  // As operator/src/reconcile/desired.ts (shardEnv) sets them.
+  within(spec.world.properties.aoiRadius, 'engine.aoi_radius');
+  within(spec.world.properties.maxSpeed, 'engine.max_speed');
+  within(spec.capacity.properties.entitiesPerShard, 'engine.max_entities');
+  within(spec.capacity.properties.playersPerShard, 'engine.max_players');
+  within(spec.persistence.properties.snapshotIntervalSeconds, 'persistence.snapshot_interval_ms', 1000);
+  const tickRate: Field = spec.world.properties.tickRate;
+  expect(Math.max(5, Math.round(1000 / tickRate.maximum))).toBeGreaterThanOrEqual(range('engine.tick_rate_ms').min);
+  expect(Math.round(1000 / tickRate.minimum)).toBeLessThanOrEqual(range('engine.tick_rate_ms').max);
 });

@@ -1,17 +1,18 @@
 import {
   ConfigError,
+  DEFAULT_POSITION_SCALE,
   DNS_LABEL,
   type Env,
   joinPublicKey,
   LOG_LEVELS,
   loadSettings,
-  type Rect,
+  MAX_GRID_CELLS,
   type Settings,
   type SettingsSchema,
   type ShardKey,
+  worldBoundsProblem,
 } from '@aethex/runtime';
 import { EVENTS_MAX_LEN, MAX_QUEUED_EVENTS, OUTBOX_RETENTION_MS } from './persist/outbox.js';
-import { GRID_CELL_FACTOR } from './spatial/grid.js';
 
 /**
  * Every setting of the shard server. A YAML file (`--config`) nests them by the dots; each is
@@ -52,7 +53,7 @@ export const GAMESERVER_SETTINGS = {
   },
   'engine.position_scale': {
     type: 'number',
-    default: 0.125,
+    default: DEFAULT_POSITION_SCALE,
     min: 0.0001,
     max: 100,
     doc: 'Snapshot position quantum in world units; the world bounds must lie within 2^31 quanta of 0.',
@@ -168,7 +169,7 @@ export const GAMESERVER_SETTINGS = {
     pattern: /^(|https?:\/\/.+)$/,
     patternDoc: 'an http(s) URL',
     secret: 'url',
-    doc: 'JWKS of the control plane.',
+    doc: "JWK set of the keys that sign join tokens; or use auth.public_key. Not the control plane's access-token JWKS.",
   },
   'auth.issuer': { type: 'string', default: 'aethex-control-plane', doc: 'Required `iss` of join tokens.' },
   'auth.audience': { type: 'string', default: 'aethex-shard', doc: 'Required `aud` of join tokens.' },
@@ -400,35 +401,34 @@ export function loadConfig(env: Env, file?: string): GameserverSettings {
       `must be more than twice links.heartbeat_ms (${s['links.heartbeat_ms']}), or one late heartbeat drops the link: above ${2 * s['links.heartbeat_ms']}`,
     );
   }
-  const b: Rect = s['engine.world_bounds'];
-  // Snapshots carry positions as int32 quanta: a world whose edge is past 2^31 quanta would send
-  // wrapped positions (clients saw 250000 as -179496).
-  const farthest = Math.max(Math.abs(b.minX), Math.abs(b.maxX), Math.abs(b.minY), Math.abs(b.maxY));
-  if (farthest / s['engine.position_scale'] >= 2 ** 31 - 1) {
-    throw new ConfigError(
-      'engine.position_scale',
-      `too small for the world bounds: ${farthest} / ${s['engine.position_scale']} quanta is past the 2^31 snapshots hold (at least ${Math.ceil((farthest / (2 ** 31 - 1)) * 1e6) / 1e6})`,
-    );
-  }
-  // Positions are float32 (sim/world.ts): each move is rounded to the float32 spacing where the
-  // entity is, 2^-23 of its power of two, so far from 0 moves round away (near 3e7, where floats
-  // are 2 apart, 80 moves of a player stayed put). The spacing at the farthest bound must be at
-  // most a hundredth of a full-speed step: such a step is then off by at most 0.5%, one at a tenth
-  // of the speed by 5%. engine.position_scale needs no such rule: a quantum finer than the
-  // spacing only spends snapshot bits.
-  const maxSpeed = s['engine.max_speed'];
-  const spacing = 2 ** (Math.floor(Math.log2(Math.fround(farthest))) - 23);
-  if (spacing > maxSpeed / 100) {
-    const inside = 2 ** (Math.floor(Math.log2(maxSpeed / 100)) + 24);
-    throw new ConfigError(
-      'engine.world_bounds',
-      `too far from 0 for engine.max_speed (${maxSpeed}): positions are float32, ${spacing} apart at ${farthest}, and must be at most engine.max_speed / 100 (${maxSpeed / 100}) apart; keep the bounds inside ±${inside} or raise engine.max_speed`,
-    );
-  }
-  const cell = s['engine.aoi_radius'] * GRID_CELL_FACTOR;
-  const cells = Math.ceil((b.maxX - b.minX) / cell) * Math.ceil((b.maxY - b.minY) / cell);
-  if (cells > 1 << 20) {
-    throw new ConfigError('engine.aoi_radius', `too small for the world bounds: the grid would need ${cells} cells (at most ${1 << 20})`);
+  // The bounds' rule is shared with the operator, which refuses a GameWorld that would break it
+  // (runtime/src/world-bounds.ts). Snapshots carry positions as int32 quanta: a world whose edge is
+  // past 2^31 quanta would send wrapped positions (clients saw 250000 as -179496). Positions are
+  // float32 (sim/world.ts): each move is rounded to the float32 spacing where the entity is, so far
+  // from 0 moves round away (near 3e7, where floats are 2 apart, 80 moves of a player stayed put).
+  // engine.position_scale needs no such rule: a quantum finer than the spacing only spends bits.
+  const problem = worldBoundsProblem({
+    bounds: s['engine.world_bounds'],
+    maxSpeed: s['engine.max_speed'],
+    positionScale: s['engine.position_scale'],
+    aoiRadius: s['engine.aoi_radius'],
+  });
+  switch (problem?.rule) {
+    case 'quanta':
+      throw new ConfigError(
+        'engine.position_scale',
+        `too small for the world bounds: ${problem.farthest} / ${problem.positionScale} quanta is past the 2^31 snapshots hold (at least ${problem.minPositionScale})`,
+      );
+    case 'float32':
+      throw new ConfigError(
+        'engine.world_bounds',
+        `too far from 0 for engine.max_speed (${problem.maxSpeed}): positions are float32, ${problem.spacing} apart at ${problem.farthest}, and must be at most engine.max_speed / 100 (${problem.maxSpeed / 100}) apart; keep the bounds inside ±${problem.inside} or raise engine.max_speed`,
+      );
+    case 'grid':
+      throw new ConfigError(
+        'engine.aoi_radius',
+        `too small for the world bounds: the grid would need ${problem.cells} cells (at most ${MAX_GRID_CELLS}); at least ${problem.minAoiRadius}`,
+      );
   }
   return s;
 }

@@ -53,6 +53,17 @@ it.each([
   ['an unknown field', { ...good, replicas: 3 }, /unknown field "spec\.replicas"/],
   ['a missing image', { world: good.world }, /spec\.image: Required value/],
   ['a negative aoiRadius', { ...good, world: { ...good.world, aoiRadius: -1 } }, /spec\.world\.aoiRadius/],
+  // The shard's own ranges (engine.aoi_radius, engine.max_speed): outside them every shard would exit 2.
+  [
+    'an aoiRadius below the shard’s 1',
+    { ...good, world: { ...good.world, aoiRadius: 0.5 } },
+    /spec\.world\.aoiRadius: Invalid value: 0\.5: spec\.world\.aoiRadius in body should be greater than or equal to 1/,
+  ],
+  [
+    'a maxSpeed above the shard’s 10000',
+    { ...good, world: { ...good.world, maxSpeed: 20_000 } },
+    /spec\.world\.maxSpeed: Invalid value: 20000: spec\.world\.maxSpeed in body should be less than or equal to 10000/,
+  ],
 ])('the API server refuses %s, naming the field', async (_what, spec, message) => {
   const r = await apply(spec);
   expect(r.code).not.toBe(0);

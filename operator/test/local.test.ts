@@ -289,6 +289,22 @@ describe('the local runtime', () => {
     expect((await status()).processes.map((p) => p.pid).sort()).toEqual(before.processes.map((p) => p.pid).sort());
   }, 30_000);
 
+  it('refuses an edit its shards would refuse at start, naming the field, and keeps the shards running', async () => {
+    const before = await status();
+    // 2,000,000 from 0 needs a max speed of 12.5: on the default 5 every shard would exit 2.
+    writeFileSync(file, world({ instances: 1, maxX: 2_000_000 }));
+    const w = await until('the error to be reported', async () => ((await status()).errors.length > 0 ? status() : undefined), 10_000);
+    expect(w.errors).toEqual([
+      expect.stringMatching(
+        /^spec\.world\.bounds: too far from 0 for spec\.world\.maxSpeed \(5\): .*0\.125 apart at 2000000.*at least 12\.5$/,
+      ),
+    ]);
+    await new Promise((r) => setTimeout(r, 1500));
+    expect((await status()).processes.map((p) => p.pid).sort()).toEqual(before.processes.map((p) => p.pid).sort());
+    writeFileSync(file, world({ instances: 1, maxX: 800 }));
+    await until('the error to clear', async () => ((await status()).errors.length === 0 ? true : undefined), 10_000);
+  }, 30_000);
+
   it('stops the shards a killed operator left behind when it starts again', async () => {
     const left = (await status()).processes.map((p) => p.pid);
     const killed = new Promise((resolve) => operator.once('exit', resolve));

@@ -223,6 +223,85 @@ describe('reconciling a GameWorld against the real API server', () => {
     expect(w.status?.conditions?.find((c) => c.type === 'Degraded')).toMatchObject({ status: 'True', reason: 'Unschedulable' });
   });
 
+  const held = (x: GameWorld) =>
+    x.status?.observedGeneration === x.metadata.generation &&
+    x.status?.conditions?.some((c) => c.type === 'Ready' && c.reason === 'InvalidSpec') === true;
+
+  it('refuses a spec its shards would refuse at start: no pod, and the field and its allowed range in the status', async () => {
+    const bounds = { minX: -2_000_000, minY: -1000, maxX: 2_000_000, maxY: 1000 };
+    await worlds(kc, ns).create(world('far', { instances: 1, world: { bounds, maxSpeed: 5 } }));
+    const w = await settle('far', held, undefined, 20_000);
+    const condition = (type: string) => w.status?.conditions?.find((c) => c.type === type);
+    expect(condition('Ready')).toMatchObject({
+      status: 'False',
+      reason: 'InvalidSpec',
+      message: expect.stringMatching(
+        /^spec\.world\.bounds: too far from 0 for spec\.world\.maxSpeed \(5\): .* keep the bounds inside ±524288, or raise spec\.world\.maxSpeed to at least 12\.5$/,
+      ),
+    });
+    expect(condition('Degraded')).toMatchObject({ status: 'True', reason: 'InvalidSpec', message: condition('Ready')?.message });
+    expect(condition('Progressing')).toMatchObject({ status: 'False', reason: 'InvalidSpec' });
+    expect(w.status).toMatchObject({ shardSummary: '0/0', instances: { desired: 1, current: 0, ready: 0 }, shards: [] });
+    // More passes make nothing: no pod, no shard map, no link Secret; and write nothing.
+    await reconciler.reconcile(ns, 'far');
+    const writes = kube.writes;
+    await reconciler.reconcile(ns, 'far');
+    expect(kube.writes).toBe(writes);
+    expect(await pods('far')).toEqual([]);
+    expect((await core.listNamespacedConfigMap({ namespace: ns, labelSelector: 'aethex.dev/world=far' })).items).toEqual([]);
+    expect((await core.listNamespacedSecret({ namespace: ns, labelSelector: 'aethex.dev/world=far' })).items).toEqual([]);
+    // `kubectl describe` shows it as a Warning Event on the world.
+    const events = await kc.makeApiClient(k8s.EventsV1Api).listNamespacedEvent({ namespace: ns });
+    const warning = events.items.find((e) => e.regarding?.name === 'far' && e.reason === 'InvalidSpec');
+    expect(warning).toMatchObject({ type: 'Warning', note: condition('Ready')?.message });
+  });
+
+  it('keeps the running shards of a world whose spec turns invalid, says why, and rolls them once it is fixed', async () => {
+    await worlds(kc, ns).create(world('glade', { instances: 1, sharding: { columns: 1, rows: 1 } }));
+    await settle('glade', ready);
+    const running = await pods('glade');
+    const shape = (ps: k8s.V1Pod[]) =>
+      ps.map((p) => [
+        p.metadata?.name,
+        p.metadata?.uid,
+        p.metadata?.annotations?.['aethex.dev/template-hash'],
+        !!p.metadata?.deletionTimestamp,
+      ]);
+    expect(shape(running)).toEqual([['glade-0-0', expect.any(String), expect.any(String), false]]);
+
+    // Bounds 2,000,000 from 0 need a max speed of 12.5: the shard would exit 2 on the default 5.
+    await worlds(kc, ns).patch('glade', { spec: { world: { bounds: { minX: 0, minY: 0, maxX: 2_000_000, maxY: 500 } } } });
+    const w = await settle('glade', held, undefined, 20_000);
+    expect(w.status?.conditions?.find((c) => c.type === 'Ready')?.message).toMatch(
+      /^spec\.world\.bounds: too far from 0 for spec\.world\.maxSpeed \(5\): .*0\.125 apart at 2000000/,
+    );
+    // The shard still runs on the last valid spec, and the status shows it (region from then).
+    expect(w.status).toMatchObject({ shardSummary: '1/1', instances: { desired: 1, current: 1, ready: 1 } });
+    expect(w.status?.shards).toEqual([
+      expect.objectContaining({ name: 'glade-0-0', state: 'Ready', region: { minX: 0, minY: 0, maxX: 1000, maxY: 500 } }),
+    ]);
+    for (let i = 0; i < 3; i++) await reconciler.reconcile(ns, 'glade');
+    expect(shape(await pods('glade'))).toEqual(shape(running));
+    const cm = await core.readNamespacedConfigMap({ name: 'glade-world', namespace: ns });
+    expect(JSON.parse(cm.data?.['shard-map.json'] as string).bounds).toEqual({ minX: 0, minY: 0, maxX: 1000, maxY: 500 });
+
+    // Fixed: the world rolls to the new spec and is Ready again.
+    await worlds(kc, ns).patch('glade', { spec: { world: { maxSpeed: 20 } } });
+    await until(
+      'glade to run the fixed spec',
+      async () => {
+        await reconciler.reconcile(ns, 'glade');
+        const w = (await worlds(kc, ns).get('glade')) as unknown as GameWorld;
+        const env = (await pods('glade')).map(
+          (p) => p.spec?.containers[0]?.env?.find((e) => e.name === 'AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS')?.value,
+        );
+        return ready(w) && env.join() === '0,0,2000000,500' ? true : undefined;
+      },
+      60_000,
+      100,
+    );
+  });
+
   it('deletes a world: its shards go first, then the finalizer cleans external state once; garbage collection removes the rest', async () => {
     expect((await pods('forest')).length).toBeGreaterThan(0);
     await worlds(kc, ns).delete('forest');

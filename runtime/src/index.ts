@@ -27,3 +27,12 @@ export {
 } from './settings.js';
 export { bucketPercentile, percentile } from './stats.js';
 export { DNS_LABEL, eventStreamKey, eventStreamPattern, PRESENCE_PATTERN, presenceKey, type ShardKey, worldRef } from './store-keys.js';
+export {
+  DEFAULT_POSITION_SCALE,
+  GRID_CELL_FACTOR,
+  MAX_GRID_CELLS,
+  MAX_POSITION_QUANTA,
+  type WorldBoundsProblem,
+  type WorldLimits,
+  worldBoundsProblem,
+} from './world-bounds.js';

@@ -1,10 +1,11 @@
+import { MAX_GRID_CELLS } from '@aethex/runtime';
 import { MODE_DORMANT, type Rect, sharedArray } from '../sim/world.js';
 
 /**
- * Cell size as a fraction of the area-of-interest radius. Half the radius makes a query scan about
- * 6.25 r² of candidates instead of 9 r², over more (contiguous) cells per row: measured faster.
+ * Cell size as a fraction of the area-of-interest radius (in @aethex/runtime: the operator checks a
+ * world's grid against MAX_GRID_CELLS before it starts shards).
  */
-export const GRID_CELL_FACTOR = 0.5;
+export { GRID_CELL_FACTOR } from '@aethex/runtime';
 
 /**
  * A uniform grid over a rectangle, rebuilt from scratch every tick with a counting sort: O(n) with
@@ -48,7 +49,7 @@ export class Grid {
     readonly area: Rect,
     cellSize: number,
     readonly capacity: number,
-    maxCells = 1 << 20,
+    maxCells = MAX_GRID_CELLS,
     shared?: GridShare,
   ) {
     if (!(cellSize > 0)) throw new RangeError(`cellSize must be positive, got ${cellSize}`);

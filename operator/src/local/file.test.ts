@@ -59,7 +59,8 @@ it('accepts the examples and refuses what the API server refuses, naming the fie
     [{ ...good, instances: 1001 }, 'spec.instances: must be at most 1000, got 1001'],
     [{ ...good, instances: 1.5 }, 'spec.instances: must be an integer, got 1.5'],
     [{ ...good, instances: 'two' }, 'spec.instances: must be an integer, got string'],
-    [{ ...good, world: { ...good.world, aoiRadius: 0 } }, 'spec.world.aoiRadius: must be greater than 0, got 0'],
+    [{ ...good, world: { ...good.world, aoiRadius: 0.5 } }, 'spec.world.aoiRadius: must be at least 1, got 0.5'],
+    [{ ...good, world: { ...good.world, maxSpeed: 20_000 } }, 'spec.world.maxSpeed: must be at most 10000, got 20000'],
     [{ ...good, world: { ...good.world, tickRate: 121 } }, 'spec.world.tickRate: must be at most 120, got 121'],
     [{ ...good, updateStrategy: { maxUnavailable: 0 } }, 'spec.updateStrategy.maxUnavailable: must be at least 1, got 0'],
     [{ ...good, persistence: { snapshotIntervalSeconds: 0 } }, 'spec.persistence.snapshotIntervalSeconds: must be at least 1, got 0'],
@@ -80,6 +81,23 @@ it('accepts the examples and refuses what the API server refuses, naming the fie
   for (const [spec, error] of cases) expect(validateSpec(spec), error).toEqual([error]);
   // Unknown fields where the CRD preserves them are fine.
   expect(validateSpec({ ...good, template: { resources: { limits: { cpu: 1 } }, env: [{ name: 'A', valueFrom: { x: 1 } }] } })).toEqual([]);
+});
+
+it('refuses a world its shards would refuse at start, naming the field and what it may be', () => {
+  const far = { ...good, world: { bounds: { minX: -2_000_000, minY: -1000, maxX: 2_000_000, maxY: 1000 }, maxSpeed: 5 } };
+  expect(validateSpec(far)).toEqual([
+    'spec.world.bounds: too far from 0 for spec.world.maxSpeed (5): the shard keeps positions as float32, 0.125 apart at 2000000, and they must be at most max speed / 100 (0.05) apart; keep the bounds inside ±524288, or raise spec.world.maxSpeed to at least 12.5',
+  ]);
+  expect(validateSpec({ ...far, world: { ...far.world, maxSpeed: 12.5 } })).toEqual([]);
+  expect(validateSpec({ ...good, world: { bounds: { minX: 0, minY: 0, maxX: 400_000, maxY: 400_000 } } })).toEqual([
+    "spec.world.aoiRadius: too small for spec.world.bounds (400000 × 400000): the shard's area-of-interest grid, cells of 0.5 × the radius, would need 16000000 cells, at most 1048576; raise it to at least 781.25",
+  ]);
+  // In a file, the world is reported with the problem and not started.
+  const r = parseWorldFile(`apiVersion: aethex.dev/v1alpha1\nkind: GameWorld\nmetadata: { name: far }\nspec: ${JSON.stringify(far)}\n`);
+  expect(r).toMatchObject({
+    ok: true,
+    worlds: [{ name: 'far', spec: undefined, errors: [expect.stringMatching(/^spec\.world\.bounds: too far from 0/)] }],
+  });
 });
 
 it('reads several documents; a bad spec is reported with its world, other worlds still read', () => {

@@ -1,8 +1,11 @@
+import { withDefaults } from '../api/gameworld.js';
+import { specProblem } from '../reconcile/spec-problem.js';
+
 /**
  * The GameWorld spec's validation as the API server does it, for the local runtime (which reads
- * files, so nothing else checks them). SPEC_SCHEMA is crds/gameworld.yaml's `spec` schema without
- * descriptions — a unit test keeps the two equal — and each CEL rule in it has its implementation
- * in CEL_RULES (the test checks that too).
+ * files, so nothing else checks them), and then as the operator does it. SPEC_SCHEMA is
+ * crds/gameworld.yaml's `spec` schema without descriptions — a unit test keeps the two equal — and
+ * each CEL rule in it has its implementation in CEL_RULES (the test checks that too).
  */
 
 export type Schema = {
@@ -43,8 +46,8 @@ export const SPEC_SCHEMA: Schema = {
           ],
         },
         tickRate: { type: 'integer', minimum: 1, maximum: 120, default: 40 },
-        aoiRadius: { type: 'number', exclusiveMinimum: true, minimum: 0, default: 200 },
-        maxSpeed: { type: 'number', exclusiveMinimum: true, minimum: 0, default: 5 },
+        aoiRadius: { type: 'number', minimum: 1, maximum: 100_000, default: 200 },
+        maxSpeed: { type: 'number', minimum: 0.001, maximum: 10_000, default: 5 },
       },
     },
     sharding: {
@@ -175,7 +178,9 @@ export function validateSchema(schema: Schema, value: unknown, path: string, err
 /**
  * Every problem with a GameWorld spec as written (before defaults), each naming its field, e.g.
  * `spec.world.bounds.minX: bounds.minX must be less than bounds.maxX`. Besides the CRD's rules, a
- * template.env entry's `value` must be a string, as the Pod API requires.
+ * template.env entry's `value` must be a string, as the Pod API requires; and a spec that passes
+ * them is refused if its shards would refuse their settings at start (specProblem, the check the
+ * operator makes on Kubernetes).
  */
 export function validateSpec(spec: unknown): string[] {
   const errors: string[] = [];
@@ -189,6 +194,10 @@ export function validateSpec(spec: unknown): string[] {
         errors.push(`spec.template.env[${i}].value: must be a string, got ${typeName(value)} (quote it)`);
       }
     });
+  }
+  if (errors.length === 0) {
+    const problem = specProblem(withDefaults(spec as Obj));
+    if (problem) errors.push(`${problem.field}: ${problem.message}`);
   }
   return errors;
 }

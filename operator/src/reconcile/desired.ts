@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { type Region, regions } from '@aethex/runtime';
-import { GAMEWORLD_API_VERSION, GAMEWORLD_KIND, type GameWorld, LABELS, TEMPLATE_HASH } from '../api/gameworld.js';
+import { GAMEWORLD_API_VERSION, GAMEWORLD_KIND, type GameWorld, type GameWorldSpec, LABELS, TEMPLATE_HASH } from '../api/gameworld.js';
 import { configMapName, linksSecretName, pdbName, podName, serviceName, shardAddress, WORLD_MOUNT } from './names.js';
 
 /** Ports of the shard container. */
@@ -92,10 +92,26 @@ function ownerRef(world: GameWorld) {
   ];
 }
 
+/**
+ * The engine settings a world's spec gives each of its shards, by variable without the
+ * `AETHEX_GAMESERVER_` prefix (part of shardEnv, in its order).
+ */
+export function engineEnv(s: GameWorldSpec): Record<string, string> {
+  const b = s.world.bounds;
+  return {
+    // The whole world: the shard takes its own region from the shard map.
+    ENGINE_WORLD_BOUNDS: `${b.minX},${b.minY},${b.maxX},${b.maxY}`,
+    ENGINE_TICK_RATE_MS: String(Math.max(5, Math.round(1000 / s.world.tickRate))),
+    ENGINE_AOI_RADIUS: String(s.world.aoiRadius),
+    ENGINE_MAX_SPEED: String(s.world.maxSpeed),
+    ENGINE_MAX_ENTITIES: String(s.capacity.entitiesPerShard),
+    ENGINE_MAX_PLAYERS: String(s.capacity.playersPerShard),
+  };
+}
+
 /** The shard's settings as the gameserver reads them (`AETHEX_GAMESERVER_*`). */
 export function shardEnv(world: GameWorld, instance: number, region: Region): { name: string; value: string }[] {
   const s = world.spec;
-  const b = s.world.bounds;
   const env: Record<string, string> = {
     // Everything the shard stores is keyed by namespace and world: same-named worlds stay apart.
     SHARD_NAMESPACE: world.metadata.namespace,
@@ -104,13 +120,7 @@ export function shardEnv(world: GameWorld, instance: number, region: Region): { 
     SHARD_WORLD_CREATED_S: String(Math.floor(Date.parse(world.metadata.creationTimestamp ?? '') / 1000) || 0),
     SHARD_INSTANCE: String(instance),
     SHARD_NAME: podName(world.metadata.name, instance, region.shard),
-    // The whole world: the shard takes its own region from the shard map.
-    ENGINE_WORLD_BOUNDS: `${b.minX},${b.minY},${b.maxX},${b.maxY}`,
-    ENGINE_TICK_RATE_MS: String(Math.max(5, Math.round(1000 / s.world.tickRate))),
-    ENGINE_AOI_RADIUS: String(s.world.aoiRadius),
-    ENGINE_MAX_SPEED: String(s.world.maxSpeed),
-    ENGINE_MAX_ENTITIES: String(s.capacity.entitiesPerShard),
-    ENGINE_MAX_PLAYERS: String(s.capacity.playersPerShard),
+    ...engineEnv(s),
     GATEWAY_BIND_ADDR: `0.0.0.0:${GAME_PORT}`,
     OPS_BIND_ADDR: `0.0.0.0:${OPS_PORT}`,
     PERSISTENCE_SNAPSHOT_INTERVAL_MS: String(s.persistence.snapshotIntervalSeconds * 1000),

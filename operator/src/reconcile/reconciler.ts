@@ -6,7 +6,8 @@ import { type KubeClient, KubeError } from '../kube/client.js';
 import { desiredPods, desiredSupport, hashOf, isSharded, linksSecret, selectInstances } from './desired.js';
 import { observePod, podProblem } from './observe.js';
 import { type ObservedPod, planPods } from './plan.js';
-import { computeStatus } from './status.js';
+import { INVALID_SPEC, specProblem } from './spec-problem.js';
+import { computeHeldStatus, computeStatus } from './status.js';
 
 /** Annotation on support objects: the hash of what the operator last applied. */
 export const APPLIED_HASH = 'aethex.dev/applied-hash';
@@ -116,6 +117,15 @@ export class Reconciler {
     const pods = await kube.listShardPods(world.metadata.namespace, world.metadata.name);
     const byName = new Map<string, V1Pod>(pods.map((p) => [p.metadata?.name as string, p]));
     const observed = pods.map(observePod).filter((p): p is ObservedPod => p !== undefined);
+    // A spec its shards would refuse at start (exit 2, a crash loop on every pod) is not applied:
+    // no pod, shard map or Secret is made, changed or removed, so running shards keep the last
+    // valid spec. Terminal: only a change of the world (or of its pods) brings it back.
+    const problem = specProblem(world.spec);
+    if (problem) {
+      const message = `${problem.field}: ${problem.message}`;
+      await this.writeStatus(world, computeHeldStatus(world, observed, this.deps.now().toISOString(), { reason: INVALID_SPEC, message }));
+      return {};
+    }
     const instances = selectInstances(
       world.spec.instances,
       observed.map((p) => p.instance),
@@ -151,23 +161,35 @@ export class Reconciler {
       }
     }
 
-    // As it will read back from the API server (no undefined members), so equal means unchanged.
-    const status: GameWorldStatus = JSON.parse(
-      JSON.stringify(computeStatus(world, desired, observed, plan, this.deps.now().toISOString(), podProblem(pods))),
+    const status = await this.writeStatus(
+      world,
+      computeStatus(world, desired, observed, plan, this.deps.now().toISOString(), podProblem(pods)),
     );
-    if (!isDeepStrictEqual(status, world.status)) {
-      const before = world.status?.conditions?.find((c) => c.type === 'Ready');
-      await kube.patchStatus(world, status);
-      const after = status.conditions?.find((c) => c.type === 'Ready');
-      if (after && before?.status !== after.status) {
-        await kube.event(world, after.status === 'True' ? 'Normal' : 'Warning', after.reason, after.message, this.deps.now());
-      }
-    }
     const busy = plan.create.length + plan.delete.length + plan.held.filter((h) => h.reason === 'MaxUnavailable').length > 0;
     const settling = status.conditions?.some((c) => c.type === 'Ready' && c.status !== 'True');
     // Changes in flight: look again soon. Waiting for pods to become ready: their watch events
     // bring the world back, so only a slow safety net (a 1 s loop over every unready world floods
     // the queue when many worlds start at once).
     return busy ? { requeueAfterMs: 1000 } : settling ? { requeueAfterMs: 10_000 } : {};
+  }
+
+  /**
+   * Writes `computed` as the world's status if it differs from the stored one (at most one write
+   * per pass), with an Event when Ready changes, or turns to InvalidSpec (a spec edit refused
+   * while the world was not ready is worth one too). Returns it as the API server will read it back.
+   */
+  private async writeStatus(world: GameWorld, computed: GameWorldStatus): Promise<GameWorldStatus> {
+    const { kube } = this.deps;
+    // As it will read back from the API server (no undefined members), so equal means unchanged.
+    const status: GameWorldStatus = JSON.parse(JSON.stringify(computed));
+    if (!isDeepStrictEqual(status, world.status)) {
+      const before = world.status?.conditions?.find((c) => c.type === 'Ready');
+      await kube.patchStatus(world, status);
+      const after = status.conditions?.find((c) => c.type === 'Ready');
+      if (after && (before?.status !== after.status || (after.reason === INVALID_SPEC && before?.reason !== INVALID_SPEC))) {
+        await kube.event(world, after.status === 'True' ? 'Normal' : 'Warning', after.reason, after.message, this.deps.now());
+      }
+    }
+    return status;
   }
 }

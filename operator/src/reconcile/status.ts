@@ -10,6 +10,14 @@ function condition(prev: Condition[] | undefined, next: Omit<Condition, 'lastTra
   return { ...next, lastTransitionTime: old && old.status === next.status ? old.lastTransitionTime : now };
 }
 
+/** A shard's state from its pod (undefined: there is none). */
+function shardState(p: ObservedPod | undefined): ShardStatus['state'] {
+  return !p ? 'Missing' : p.terminating ? 'Terminating' : p.dead ? 'Failed' : p.allocated ? 'Allocated' : p.ready ? 'Ready' : 'Starting';
+}
+
+/** Whether a shard counts as ready: its pod passes its readiness check and is neither ending nor ended. */
+const serving = (p: ObservedPod | undefined): boolean => p?.ready === true && !p.terminating && !p.dead;
+
 /**
  * The world's status from what was observed and what this pass plans: counts for the printer
  * columns and the scale subresource, per-shard state and address, and the Ready / Progressing /
@@ -33,25 +41,14 @@ export function computeStatus(
   const allocated = new Set<number>();
   for (const d of desired) {
     const p = have.get(d.name);
-    const state: ShardStatus['state'] = !p
-      ? 'Missing'
-      : p.terminating
-        ? 'Terminating'
-        : p.dead
-          ? 'Failed'
-          : p.allocated
-            ? 'Allocated'
-            : p.ready
-              ? 'Ready'
-              : 'Starting';
     if (p?.allocated) allocated.add(d.instance);
-    if (p?.ready && !p.terminating && !p.dead) readyShards++;
+    if (serving(p)) readyShards++;
     else readyInstances.delete(d.instance);
     shards.push({
       name: d.name,
       instance: d.instance,
       region: (grid[d.shard] as (typeof grid)[number]).bounds,
-      state,
+      state: shardState(p),
       address: shardAddress(world.metadata.name, world.metadata.namespace, d.instance, d.shard, GAME_PORT),
     });
   }
@@ -119,6 +116,60 @@ export function computeStatus(
     shardSummary: `${readyShards}/${desired.length}`,
     instances: { desired: world.spec.instances, current: instances.length, ready: readyInstances.size, allocated: allocated.size },
     conditions,
+    shards,
+  };
+}
+
+/**
+ * The status of a world whose spec cannot be realised (`problem`, e.g. InvalidSpec from
+ * specProblem), for a pass that creates, deletes and rolls nothing: the shards are the ones an
+ * earlier spec made, as the last status listed them (region, address), in the state observed now.
+ * Ready=False and Degraded=True carry the problem; Progressing=False, as nothing moves until the
+ * spec changes. Pure; unchanged observations give an equal status.
+ */
+export function computeHeldStatus(
+  world: GameWorld,
+  observed: ObservedPod[],
+  now: string,
+  problem: { reason: string; message: string },
+): GameWorldStatus {
+  const gen = world.metadata.generation;
+  const have = new Map(observed.map((p) => [p.name, p]));
+  const shards: ShardStatus[] = (world.status?.shards ?? []).map((s) => ({ ...s, state: shardState(have.get(s.name)) }));
+  const current = new Set<number>();
+  const unready = new Set<number>();
+  const allocated = new Set<number>();
+  for (const s of shards) {
+    const p = have.get(s.name);
+    if (p) current.add(s.instance);
+    if (!serving(p)) unready.add(s.instance);
+    if (p?.allocated) allocated.add(s.instance);
+  }
+  const prev = world.status?.conditions;
+  const held = { status: 'False', observedGeneration: gen, reason: problem.reason } as const;
+  return {
+    observedGeneration: gen,
+    selector: worldSelector(world),
+    shardSummary: `${shards.filter((s) => serving(have.get(s.name))).length}/${shards.length}`,
+    instances: {
+      desired: world.spec.instances,
+      current: current.size,
+      ready: [...current].filter((i) => !unready.has(i)).length,
+      allocated: allocated.size,
+    },
+    conditions: [
+      condition(prev, { type: 'Ready', ...held, message: problem.message }, now),
+      condition(
+        prev,
+        {
+          type: 'Progressing',
+          ...held,
+          message: 'no shard is created, deleted or rolled until the spec is fixed; running shards keep theirs',
+        },
+        now,
+      ),
+      condition(prev, { type: 'Degraded', ...held, status: 'True', message: problem.message }, now),
+    ],
     shards,
   };
 }
