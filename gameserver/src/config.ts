@@ -401,6 +401,18 @@ export function loadConfig(env: Env, file?: string): GameserverSettings {
       `must be more than twice links.heartbeat_ms (${s['links.heartbeat_ms']}), or one late heartbeat drops the link: above ${2 * s['links.heartbeat_ms']}`,
     );
   }
+  checkWorldBounds(s);
+  return s;
+}
+
+/**
+ * Throws a ConfigError when the world's bounds break the shard's rule for them (`worldBoundsProblem`):
+ * `engine.world_bounds` as configured, or (`boundsKey` 'shard.map_file') the shard map's bounds,
+ * which replace them in a sharded world.
+ */
+export function checkWorldBounds(s: GameserverSettings, boundsKey: 'engine.world_bounds' | 'shard.map_file' = 'engine.world_bounds'): void {
+  const fromMap = boundsKey === 'shard.map_file';
+  const which = fromMap ? "the shard map's bounds" : 'the world bounds';
   // The bounds' rule is shared with the operator, which refuses a GameWorld that would break it
   // (runtime/src/world-bounds.ts). Snapshots carry positions as int32 quanta: a world whose edge is
   // past 2^31 quanta would send wrapped positions (clients saw 250000 as -179496). Positions are
@@ -417,20 +429,19 @@ export function loadConfig(env: Env, file?: string): GameserverSettings {
     case 'quanta':
       throw new ConfigError(
         'engine.position_scale',
-        `too small for the world bounds: ${problem.farthest} / ${problem.positionScale} quanta is past the 2^31 snapshots hold (at least ${problem.minPositionScale})`,
+        `too small for ${which}: ${problem.farthest} / ${problem.positionScale} quanta is past the 2^31 snapshots hold (at least ${problem.minPositionScale})`,
       );
     case 'float32':
       throw new ConfigError(
-        'engine.world_bounds',
-        `too far from 0 for engine.max_speed (${problem.maxSpeed}): positions are float32, ${problem.spacing} apart at ${problem.farthest}, and must be at most engine.max_speed / 100 (${problem.maxSpeed / 100}) apart; keep the bounds inside ±${problem.inside} or raise engine.max_speed`,
+        boundsKey,
+        `${fromMap ? `${s['shard.map_file']}: its "bounds" are ` : ''}too far from 0 for engine.max_speed (${problem.maxSpeed}): positions are float32, ${problem.spacing} apart at ${problem.farthest}, and must be at most engine.max_speed / 100 (${problem.maxSpeed / 100}) apart; keep the bounds inside ±${problem.inside} or raise engine.max_speed`,
       );
     case 'grid':
       throw new ConfigError(
         'engine.aoi_radius',
-        `too small for the world bounds: the grid would need ${problem.cells} cells (at most ${MAX_GRID_CELLS}); at least ${problem.minAoiRadius}`,
+        `too small for ${which}: the grid would need ${problem.cells} cells (at most ${MAX_GRID_CELLS}); at least ${problem.minAoiRadius}`,
       );
   }
-  return s;
 }
 
 /** The key the shard stores everything under: its namespace, world, instance and name. */

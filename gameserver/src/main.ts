@@ -37,6 +37,11 @@ if (!process.execArgv.some((flag) => flag === '--no-parallel-scavenge' || flag =
 
 const shard = await startShard(settings, { log, ...(port === undefined ? {} : { agonesPort: port }) }).catch(
   (err: NodeJS.ErrnoException) => {
+    // A setting found wrong only on start (the shard map, which needs reading): as any other.
+    if (err instanceof ConfigError) {
+      console.error(`aethex-gameserver: invalid configuration: ${err.message}`);
+      process.exit(2);
+    }
     // A port in use, an address not this machine's or an unreachable database: one line naming
     // what failed (the setting, for an address), not a stack.
     const listen = listenFailure(err, { 'gateway.bind_addr': settings['gateway.bind_addr'], 'ops.bind_addr': settings['ops.bind_addr'] });

@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { aethex } from '@aethex/proto';
 import { ConfigError, createJoinVerifier, type JoinClaims, type JoinVerifier, type Logger, redactUrl, worldRef } from '@aethex/runtime';
-import { type GameserverSettings, shardKey } from './config.js';
+import { checkWorldBounds, type GameserverSettings, shardKey } from './config.js';
 import { ShardEngine } from './engine.js';
 import { loadHooks } from './hooks.js';
 import { createOpsServer } from './http.js';
@@ -135,6 +135,7 @@ export async function startShard(configured: GameserverSettings, options: ShardO
     throw new ConfigError('links.secret', 'is required: the shard map lists neighbours, and links between shards are authenticated');
   }
   const settings: GameserverSettings = placement ? { ...configured, 'engine.world_bounds': placement.bounds } : configured;
+  if (placement) checkWorldBounds(settings, 'shard.map_file');
   const ids = placement ? idRange(placement.shard) : undefined;
   const clock = options.clock ?? systemClock;
   const metrics = createMetrics();

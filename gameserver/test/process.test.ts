@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdtempSync, readdirSync } from 'node:fs';
+import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -92,6 +92,24 @@ test('an invalid setting or flag stops the process with exit 2 and a message nam
   const missing = run({}, ['--config', '/nonexistent/shard.yaml']);
   expect(await missing.exited).toBe(2);
   expect(missing.output()).toContain('/nonexistent/shard.yaml: cannot read the configuration file (ENOENT)');
+});
+
+test('a shard map whose bounds the shard would refuse stops it with exit 2, naming the map', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'aethex-proc-'));
+  const map = join(dir, 'shard-map.json');
+  const bounds = { minX: -2_000_000, minY: -2_000_000, maxX: 2_000_000, maxY: 2_000_000 };
+  writeFileSync(
+    map,
+    JSON.stringify({
+      world: 'far',
+      bounds,
+      instances: [{ instance: 0, shards: [{ shard: 0, name: 'far-0-0', region: bounds, neighbours: [], address: '127.0.0.1:1' }] }],
+    }),
+  );
+  // The settings' own bounds are fine; the map's replace them.
+  const far = run({ ...shardEnv(dir), AETHEX_GAMESERVER_SHARD_MAP_FILE: map, AETHEX_GAMESERVER_SHARD_NAME: 'far-0-0' });
+  expect(await far.exited).toBe(2);
+  expect(far.output()).toContain(`invalid configuration: shard.map_file: ${map}: its "bounds" are too far from 0 for engine.max_speed (5)`);
 });
 
 test('an address the shard cannot listen on stops it with a message naming the setting', async () => {
