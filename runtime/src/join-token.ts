@@ -4,7 +4,8 @@ import { worldRef } from './store-keys.js';
 
 /**
  * What a join token grants: one player may join one shard of one instance of one world until it
- * expires. The control plane signs it; the shard verifies it. `sub` carries the player id.
+ * expires. The shard verifies it; no AeThex service signs it yet (matchmaking is not built), so a
+ * game's own backend or a development tool signs it with `signJoinToken`. `sub` carries the player id.
  */
 export interface JoinClaims {
   playerId: string;
@@ -195,7 +196,7 @@ export function joinPublicKey(publicKeyPem: string): NodeKeyObject {
 }
 
 /**
- * Signs a join token (the control plane's side; also used by development tools and tests).
+ * Signs a join token: what a game's token service, the development tools and the tests use.
  * `ttlSeconds` defaults to 60: join tokens are short-lived.
  */
 export async function signJoinToken(

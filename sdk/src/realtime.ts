@@ -42,7 +42,7 @@ export type WebSocketFactory = (url: string) => WebSocketLike;
 export interface RealtimeOptions {
   /** ws:// or wss:// address of the shard (from matchmaking). */
   url: string;
-  /** Join token from the control plane. */
+  /** Join token for the shard at `url` (no AeThex service issues them yet: docs/gameserver.md, "Join tokens"). */
   joinToken: string;
   /** Builds the socket; defaults to the global WebSocket (browsers, Node 22+). */
   createSocket?: WebSocketFactory;
@@ -68,7 +68,7 @@ export interface RealtimeOptions {
    * input sequence and re-sends unacknowledged inputs. Without it, such a drop ends the session.
    */
   rejoin?: {
-    /** A join token for the shard to rejoin (from the control plane; called per attempt). */
+    /** A join token for the shard to rejoin (from the game's token service; called per attempt). */
     joinToken: (shard: { name: string; url: string }) => Promise<string>;
     /** Longest wait between attempts (default 1,000 ms; the first waits 100 ms, then doubles). */
     maxDelayMs?: number;
