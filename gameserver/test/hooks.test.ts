@@ -41,6 +41,12 @@ test('the tag example: the first player is "it", it shows in snapshots, rpc answ
   expect([await score(a), await score(b)]).toEqual([{ tags: 1 }, { tags: 0 }]);
 });
 
+test('a game module imports RpcError from @aethex/gameserver; the client gets its code', async () => {
+  t = await startTestShard({ AETHEX_GAMESERVER_GAME_MODULE: join(import.meta.dirname, 'fixtures/rpc-error-game.mjs') });
+  const c = await t.client('dana');
+  await expect(c.rpc('buy')).rejects.toMatchObject({ code: 'NOT_ENOUGH_GOLD' });
+});
+
 test('rpc errors: unknown method, a game error code, a failing handler (INTERNAL, counted); a throwing hook never stops the tick', async () => {
   const file = moduleFile(`
     class RpcError extends Error { constructor(code) { super(code); this.name = 'RpcError'; this.code = code; } }
