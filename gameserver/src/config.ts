@@ -356,7 +356,7 @@ export function loadConfig(env: Env, file?: string): GameserverSettings {
   if (s['auth.public_key'] === '' && s['auth.jwks_url'] === '') {
     throw new ConfigError(
       'auth.public_key',
-      "set auth.public_key or auth.jwks_url: join tokens are verified against the control plane's key",
+      'set auth.public_key or auth.jwks_url: the shard verifies join tokens with it (the public key of whatever signs them)',
     );
   }
   if (s['auth.public_key'] !== '') {

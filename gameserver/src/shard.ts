@@ -96,7 +96,7 @@ function resumesPending(sharding: Sharding): boolean {
 
 /**
  * Loads the join-token keys (a JWKS) until they are in hand or `stopped()`: the shard is not ready
- * meanwhile. A control plane briefly down does not fail the start; failures are warned about,
+ * meanwhile. A key server briefly down does not fail the start; failures are warned about,
  * once per JWKS_WARN_EVERY_MS.
  */
 async function loadJoinKeys(verifier: JoinVerifier, url: string, log: Logger, stopped: () => boolean): Promise<void> {
