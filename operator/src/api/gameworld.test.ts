@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
 import { parse } from 'yaml';
-import { withDefaults } from './gameworld.js';
+import { MAX_WORLD_NAME, WORLD_NAME, WORLD_NAME_RULE, withDefaults } from './gameworld.js';
 
 // Collects `default:` values from the CRD's schema by path, e.g. spec.world.tickRate → 40.
 function crdDefaults(schema: Record<string, unknown>, path: string, out: Map<string, unknown>): void {
@@ -25,4 +25,15 @@ it('applies the same defaults as the CRD', () => {
     if (typeof value === 'object') expect(got, path).toBeTypeOf('object');
     else expect(got, path).toBe(value);
   }
+});
+
+it('holds world names to the same rule as the CRD', () => {
+  const crd = parse(readFileSync(join(import.meta.dirname, '../../../crds/gameworld.yaml'), 'utf8'));
+  const [rule] = crd.spec.versions[0].schema.openAPIV3Schema['x-kubernetes-validations'] as { rule: string; message: string }[];
+  expect(rule?.rule).toBe(`self.metadata.name.size() <= ${MAX_WORLD_NAME} && self.metadata.name.matches('${WORLD_NAME.source}')`);
+  expect(rule?.message).toBe(`metadata.name must be ${WORLD_NAME_RULE}`);
+  // The longest name gives the longest children within their limits.
+  const longest = `a${'b'.repeat(MAX_WORLD_NAME - 1)}`;
+  expect(`${longest}-shards`.length).toBeLessThanOrEqual(63);
+  expect(`${longest}-999-63`.length).toBeLessThanOrEqual(63);
 });

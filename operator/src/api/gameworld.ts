@@ -22,6 +22,17 @@ export const TEMPLATE_HASH = 'aethex.dev/template-hash';
 export const FIELD_MANAGER = 'aethex-operator';
 export const FINALIZER = 'aethex.dev/cleanup';
 
+/**
+ * A GameWorld's name names its children: the headless Service `<name>-shards` (a DNS-1035 label:
+ * a letter first, at most 63 characters) and the shard pods `<name>-<instance>-<shard>`, also
+ * their hostnames (instances below 1000, shards below 64: 7 characters more). The CRD holds the
+ * same rule (a CEL rule on metadata.name; a test keeps them in step): a name the API server would
+ * take but a child could not use would fail only at the child's creation.
+ */
+export const WORLD_NAME = /^[a-z]([-a-z0-9]*[a-z0-9])?$/;
+export const MAX_WORLD_NAME = 56;
+export const WORLD_NAME_RULE = `at most ${MAX_WORLD_NAME} characters of lower-case letters, digits and '-', starting with a letter and ending with a letter or digit (it names the world's Service <name>-shards and pods <name>-<instance>-<shard>)`;
+
 export interface Bounds {
   minX: number;
   minY: number;
