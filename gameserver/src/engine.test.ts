@@ -321,35 +321,47 @@ test('acknowledging ticks never sent counts for nothing: a client that reads not
   expect(e.tick).toBeLessThanOrEqual(10 + 40 + 2);
 });
 
-test('a far client that reads everything gets every snapshot; one that then stops reading is cut back and dropped', () => {
+/**
+ * An engine with one player, `ann` (session 1), whose client acknowledges every snapshot `delay`
+ * ticks after it was cut; `run(ticks)` steps it. `offered` counts the snapshots sent, `kicks` the kicks.
+ */
+function distantClient(delay: number) {
   const kicks: [number, aethex.v1.ReasonCode][] = [];
-  let offered = 0;
+  const counts = { offered: 0 };
   const sent: number[] = [];
   const e = new ShardEngine(settings, {
     send: () => {
-      offered++;
+      counts.offered++;
       return true;
     },
     kick: (id, reason) => kicks.push([id, reason]),
   });
   joined(e, 1, 'ann');
+  const run = (ticks: number) => {
+    for (let t = 0; t < ticks; t++) {
+      const due = sent.filter((tick) => tick + delay <= e.tick);
+      for (const tick of due) e.ack(1, tick);
+      sent.splice(0, due.length);
+      const before = counts.offered;
+      e.step();
+      if (counts.offered > before) sent.push(e.tick);
+    }
+  };
+  return { e, kicks, counts, run };
+}
+
+test('a far client that reads everything gets every snapshot; one that then stops reading is cut back and dropped', () => {
   // 400 ms away (16 ticks at 40 Hz), twice gateway.slow_skip_ticks: each snapshot is acknowledged
   // 16 ticks after it was cut.
   const rtt = 16;
-  for (let t = 0; t < 400; t++) {
-    const due = sent.filter((tick) => tick + rtt <= e.tick);
-    for (const tick of due) e.ack(1, tick);
-    sent.splice(0, due.length);
-    const before = offered;
-    e.step();
-    if (offered > before) sent.push(e.tick);
-  }
+  const { e, kicks, counts, run } = distantClient(rtt);
+  run(400);
   // The first round trip goes by before any acknowledgement tells the distance.
-  expect(offered).toBeGreaterThanOrEqual(400 - 2 * rtt);
+  expect(counts.offered).toBeGreaterThanOrEqual(400 - 2 * rtt);
   expect(kicks).toEqual([]);
   // It stops reading (its socket's buffers take what is sent): nothing more is acknowledged. One
   // snapshot in 4 ticks once the lag is past its round trip, then dropped as slow.
-  const from = offered;
+  const from = counts.offered;
   let ticks = 0;
   while (kicks.length === 0 && ticks < 400) {
     e.step();
@@ -357,35 +369,17 @@ test('a far client that reads everything gets every snapshot; one that then stop
   }
   expect(kicks).toEqual([[1, aethex.v1.ReasonCode.REASON_CODE_TOO_SLOW]]);
   expect(ticks).toBeLessThanOrEqual(settings['gateway.slow_drop_ticks'] + 1);
-  expect(offered - from).toBeLessThanOrEqual(settings['gateway.slow_skip_ticks'] + rtt + ticks / 4 + 1);
+  expect(counts.offered - from).toBeLessThanOrEqual(settings['gateway.slow_skip_ticks'] + rtt + ticks / 4 + 1);
 });
 
 test('a client that holds its acknowledgements back past a second is cut back to one snapshot in four', () => {
-  const kicks: [number, aethex.v1.ReasonCode][] = [];
-  let offered = 0;
-  const sent: number[] = [];
-  const e = new ShardEngine(settings, {
-    send: () => {
-      offered++;
-      return true;
-    },
-    kick: (id, reason) => kicks.push([id, reason]),
-  });
-  joined(e, 1, 'ann');
   // Each snapshot acknowledged 3 s (120 ticks) after it was cut: a round trip no player has, and
   // short of gateway.slow_drop_ticks (200), so the client is never dropped.
-  const held = 120;
-  for (let t = 0; t < 800; t++) {
-    const due = sent.filter((tick) => tick + held <= e.tick);
-    for (const tick of due) e.ack(1, tick);
-    sent.splice(0, due.length);
-    const before = offered;
-    e.step();
-    if (offered > before) sent.push(e.tick);
-  }
+  const { kicks, counts, run } = distantClient(120);
+  run(800);
   expect(kicks).toEqual([]);
-  expect(offered).toBeGreaterThan(800 / 4 - 10);
-  expect(offered).toBeLessThanOrEqual(800 / 4 + settings['gateway.slow_skip_ticks'] + 2);
+  expect(counts.offered).toBeGreaterThan(800 / 4 - 10);
+  expect(counts.offered).toBeLessThanOrEqual(800 / 4 + settings['gateway.slow_skip_ticks'] + 2);
 });
 
 test('a restarted neighbour is told of players dropped here (theirs for sure), not of players restored here', () => {

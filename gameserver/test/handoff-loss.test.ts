@@ -131,6 +131,29 @@ const owned = (t: TestShard, id: number) => {
   return i >= 0 && w.mode[i] === MODE_OWNED;
 };
 
+/** A loopback port nobody listens on (a connection to it is refused). */
+async function freedPort(): Promise<number> {
+  return new Promise<number>((resolve) => {
+    const probe = createServer();
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as { port: number };
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+/** `t` begins to drain the moment a neighbour's HandoffCommit reaches it (a SIGTERM at that instant). */
+function drainOnCommit(t: TestShard): { started?: Promise<void> } {
+  const s = t.shard.sharding as NonNullable<typeof t.shard.sharding>;
+  const onMessage = s.onMessage.bind(s);
+  const drain: { started?: Promise<void> } = {};
+  s.onMessage = (from: Neighbour, msg: aethex.v1.ShardMessage) => {
+    onMessage(from, msg);
+    if (msg.body === 'handoffCommit' && !drain.started) drain.started = t.shard.drain();
+  };
+  return drain;
+}
+
 const tokenFor = (t: TestShard, playerId: string) => (s: { name: string }) => t.token(playerId, { shard: s.name });
 
 test('a redirect that never reaches the client: its rejoin of the old shard is answered with the same redirect, and it resumes its entity on the new one', async () => {
@@ -175,13 +198,7 @@ test('a redirect that never reaches the client: its rejoin of the old shard is a
 
 test('a resume that fails without a word from the new shard (connection refused): the old shard redirects the rejoin again, and the client resumes its entity', async () => {
   const { a, b } = await twoShards();
-  const closedPort = await new Promise<number>((resolve) => {
-    const probe = createServer();
-    probe.listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as { port: number };
-      probe.close(() => resolve(port));
-    });
-  });
+  const closedPort = await freedPort();
   // The first connection to B is refused (as if B's address were briefly unreachable); later ones go through.
   let refused = 0;
   const c = await a.client('walker', {
@@ -242,23 +259,17 @@ test('a client started afresh after the redirect was lost: its join of the old s
 test('the new shard drains between the commit and the resume: the client still resumes there, is told to rejoin, and gets its entity back from the restarted shard', async () => {
   const { a, b, start } = await twoShards();
   // B begins to drain the moment A's commit reaches it (a SIGTERM at that instant).
-  const s = b.shard.sharding as NonNullable<typeof b.shard.sharding>;
-  const onMessage = s.onMessage.bind(s);
-  let draining: Promise<void> | undefined;
-  s.onMessage = (from: Neighbour, msg: aethex.v1.ShardMessage) => {
-    onMessage(from, msg);
-    if (msg.body === 'handoffCommit' && !draining) draining = b.shard.drain();
-  };
+  const drain = drainOnCommit(b);
   const c = await a.client('walker', { rejoin: { joinToken: tokenFor(a, 'walker'), maxDelayMs: 200 } });
   const original = c.welcome?.entityId as number;
   const events = record(c);
   timers.push(
     setInterval(() => {
-      if (!draining) c.move(4, 0);
+      if (!drain.started) c.move(4, 0);
     }, 25),
   );
-  await until('B to drain', () => draining !== undefined, 30_000);
-  await draining;
+  await until('B to drain', () => drain.started !== undefined, 30_000);
+  await drain.started;
   // B's final snapshot keeps the walker's entity for the player.
   const b2 = await start(1);
   await linksUp(a, b2);
@@ -277,20 +288,8 @@ test('the new shard drains and is gone before the client resumes there: the rejo
   const { a, b, start } = await twoShards();
   // B begins to drain the moment A's commit reaches it, and no connection of the client reaches
   // B until B runs again (its gateway closed before the resume arrived).
-  const s = b.shard.sharding as NonNullable<typeof b.shard.sharding>;
-  const onMessage = s.onMessage.bind(s);
-  let draining: Promise<void> | undefined;
-  s.onMessage = (from: Neighbour, msg: aethex.v1.ShardMessage) => {
-    onMessage(from, msg);
-    if (msg.body === 'handoffCommit' && !draining) draining = b.shard.drain();
-  };
-  const closedPort = await new Promise<number>((resolve) => {
-    const probe = createServer();
-    probe.listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as { port: number };
-      probe.close(() => resolve(port));
-    });
-  });
+  const drain = drainOnCommit(b);
+  const closedPort = await freedPort();
   let bBack = false;
   const c = await a.client('walker', {
     rejoin: { joinToken: tokenFor(a, 'walker'), maxDelayMs: 200 },
@@ -300,11 +299,11 @@ test('the new shard drains and is gone before the client resumes there: the rejo
   const events = record(c);
   timers.push(
     setInterval(() => {
-      if (!draining) c.move(4, 0);
+      if (!drain.started) c.move(4, 0);
     }, 25),
   );
-  await until('B to drain', () => draining !== undefined, 30_000);
-  await draining;
+  await until('B to drain', () => drain.started !== undefined, 30_000);
+  await drain.started;
   await until('the resume to fail', () => events.some((e) => e.startsWith('handoffFailed')), 10_000);
   // A while down: the client keeps at B, and A starts it no new entity.
   await new Promise((r) => setTimeout(r, 1500));
@@ -323,13 +322,7 @@ test('the new shard drains and is gone before the client resumes there: the rejo
 test('a join on the new shard instead of the resume takes the entity the handoff committed there for the player', async () => {
   const { a, b } = await twoShards();
   // The client's resume never reaches B (its connections to B are refused): its rejoin joins B.
-  const closedPort = await new Promise<number>((resolve) => {
-    const probe = createServer();
-    probe.listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as { port: number };
-      probe.close(() => resolve(port));
-    });
-  });
+  const closedPort = await freedPort();
   let refusing = true;
   const c = await a.client('walker', {
     rejoin: { joinToken: tokenFor(a, 'walker'), maxDelayMs: 200 },

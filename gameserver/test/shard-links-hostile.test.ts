@@ -262,7 +262,13 @@ test('a ghost or an offer naming an id of the receiver’s own range far past an
   expect(c.welcome?.entityId).toBe(before + 11);
 });
 
-test('at a corner, a player who stops right after crossing between two neighbours stays visible to the third', async () => {
+/**
+ * Four shards of 400 × 400 meeting at (400, 400), every one linked to every other, and a walker
+ * joined on shard 1 (x 400..800, y 0..400) who rejoins wherever its entity goes. `prepare` runs
+ * once the links are up, before the walker joins. `walkTo` moves it there at full speed;
+ * `ghostOn0` is shard 0's ghost of it (its slot), or undefined.
+ */
+async function corner(prepare: (s: TestShard[]) => void = () => undefined) {
   const world = await meshWorld(
     [0, 1, 2, 3].map((k) => ({
       minX: 400 * (k % 2),
@@ -275,6 +281,7 @@ test('at a corner, a player who stops right after crossing between two neighbour
   for (const k of [0, 1, 2, 3]) shards.push(await world.start(k));
   const [s0, s1, , s3] = shards as [TestShard, TestShard, TestShard, TestShard];
   await until('every link', () => shards.every((s) => s.shard.placement?.neighbours.every((n) => s.shard.links?.isUp(n))), 15_000);
+  prepare(shards);
   const c = await s1.client('walker', { rejoin: { joinToken: (sh) => s1.token('walker', { shard: sh.name }) } });
   clients.push(c);
   const id = c.welcome?.entityId as number;
@@ -290,10 +297,15 @@ test('at a corner, a player who stops right after crossing between two neighbour
   const ghostOn0 = () => {
     const w = s0.shard.engine.world;
     const i = w.indexOf(id);
-    return i >= 0 && w.mode[i] === MODE_GHOST;
+    return i >= 0 && w.mode[i] === MODE_GHOST ? i : undefined;
   };
+  return { s0, s1, s3, c, id, walkTo, ghostOn0 };
+}
+
+test('at a corner, a player who stops right after crossing between two neighbours stays visible to the third', async () => {
+  const { s1, s3, c, id, walkTo, ghostOn0 } = await corner();
   await walkTo(450, 380);
-  await until('the walker as a ghost on shard 0', ghostOn0);
+  await until('the walker as a ghost on shard 0', () => ghostOn0() !== undefined);
   // Back and forth over the border of shards 1 and 3, 50 units from shard 0, standing after each crossing.
   const missing: number[] = [];
   for (let k = 0; k < 4; k++) {
@@ -301,48 +313,25 @@ test('at a corner, a player who stops right after crossing between two neighbour
     await until('the handoff', () => [...(k % 2 === 0 ? s3 : s1).shard.engine.ownedPlayers()].some((p) => p.entityId === id), 5000);
     await until('every input acknowledged', () => c.unacknowledged === 0, 5000);
     await sleep(400);
-    if (!ghostOn0()) missing.push(k + 1);
+    if (ghostOn0() === undefined) missing.push(k + 1);
   }
   expect(missing).toEqual([]);
 });
 
 test('at a corner, the old owner’s updates arriving late over a slow link do not take the ghost from the new owner', async () => {
-  const world = await meshWorld(
-    [0, 1, 2, 3].map((k) => ({
-      minX: 400 * (k % 2),
-      minY: 400 * Math.floor(k / 2),
-      maxX: 400 * (k % 2) + 400,
-      maxY: 400 * Math.floor(k / 2) + 400,
-    })),
-    { AETHEX_GAMESERVER_ENGINE_AOI_RADIUS: '100' },
-  );
-  for (const k of [0, 1, 2, 3]) shards.push(await world.start(k));
-  const [s0, s1, , s3] = shards as [TestShard, TestShard, TestShard, TestShard];
-  await until('every link', () => shards.every((s) => s.shard.placement?.neighbours.every((n) => s.shard.links?.isUp(n))), 15_000);
   // Everything shard 1 sends shard 0 arrives 300 ms late, in order: its last updates of the walker
   // before a handoff to shard 3 come after shard 3's first.
-  const sharding0 = s0.shard.sharding as NonNullable<TestShard['shard']['sharding']>;
-  const deliver = sharding0.onMessage.bind(sharding0);
-  vi.spyOn(sharding0, 'onMessage').mockImplementation((from, msg) => {
-    if (from.shard === 1) setTimeout(() => deliver(from, msg), 300);
-    else deliver(from, msg);
+  const { s0, s1, s3, c, id, walkTo, ghostOn0 } = await corner(([s0]) => {
+    const sharding0 = (s0 as TestShard).shard.sharding as NonNullable<TestShard['shard']['sharding']>;
+    const deliver = sharding0.onMessage.bind(sharding0);
+    vi.spyOn(sharding0, 'onMessage').mockImplementation((from, msg) => {
+      if (from.shard === 1) setTimeout(() => deliver(from, msg), 300);
+      else deliver(from, msg);
+    });
   });
-  const c = await s1.client('walker', { rejoin: { joinToken: (sh) => s1.token('walker', { shard: sh.name }) } });
-  clients.push(c);
-  const id = c.welcome?.entityId as number;
-  const walkTo = async (x: number, y: number) => {
-    for (let i = 0; i < 400; i++) {
-      const d = Math.hypot(x - c.predicted.x, y - c.predicted.y);
-      if (d < 0.5) return;
-      const s = Math.min(4, d);
-      c.move(((x - c.predicted.x) / d) * s, ((y - c.predicted.y) / d) * s);
-      await sleep(25);
-    }
-  };
   const ghostYOn0 = () => {
-    const w = s0.shard.engine.world;
-    const i = w.indexOf(id);
-    return i >= 0 && w.mode[i] === MODE_GHOST ? (w.y[i] as number) : undefined;
+    const i = ghostOn0();
+    return i === undefined ? undefined : (s0.shard.engine.world.y[i] as number);
   };
   await walkTo(450, 380);
   await until('the walker as a ghost on shard 0', () => ghostYOn0() !== undefined);
