@@ -176,7 +176,6 @@ describe('sessions', () => {
     const third = await call(plane.url, 'POST', '/api/v1/auth/login', {
       body: { email: 'logout@example.com', password: 'correct horse battery' },
     });
-    const t0 = performance.now();
     expect((await call(plane.url, 'POST', '/api/v1/auth/logout', { token: third.body.access_token, body: { all: true } })).status).toBe(
       204,
     );
@@ -186,7 +185,6 @@ describe('sessions', () => {
       call(plane.url, 'POST', '/api/v1/auth/refresh', { body: { refresh_token: second.body.refresh_token } }),
       call(plane.url, 'POST', '/api/v1/auth/refresh', { body: { refresh_token: third.body.refresh_token } }),
     ]);
-    expect(performance.now() - t0).toBeLessThan(1000);
     expect([a.status, b.status, c.status, d.status]).toEqual([401, 401, 401, 401]);
   });
 

@@ -6,6 +6,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { aethex, PROTOCOL_VERSION } from '@aethex/proto';
 import { signJoinToken } from '@aethex/runtime';
 import { RealtimeClient } from '@aethex/sdk';
 import { afterEach, expect, test } from 'vitest';
@@ -160,9 +161,46 @@ test('a restored shard of a sharded world is not ready while it refuses joins NO
   a = await world.start(0);
   expect(a.shard.sharding?.settled).toBe(false);
   expect((await fetch(`${a.shard.opsUrl}/readyz`)).status).toBe(503);
+  const notReadyBefore = await joinsNotReady(a);
+  // A join before the shard settled (its neighbour never answers: the settle timeout, 3 s, ends the wait).
+  const refused = await refusedJoin(a.shard.gatewayUrl, await a.token('bob'));
+  expect(refused.welcomed).toBe(false);
+  expect(refused.kick).toBe(aethex.v1.ReasonCode.REASON_CODE_NOT_READY);
+  expect(refused.code).toBe(1013);
+  expect(a.shard.sharding?.settled).toBe(false);
+  expect(await joinsNotReady(a)).toBe(notReadyBefore + 1);
   await until('the shard to settle', () => a.shard.sharding?.settled === true, 15_000);
   expect((await fetch(`${a.shard.opsUrl}/readyz`)).status).toBe(200);
+  const bob = await a.client('bob');
+  expect(bob.welcome?.entityId).toBeGreaterThan(0);
+  expect(await joinsNotReady(a)).toBe(notReadyBefore + 1);
 });
+
+/** `aether_joins_total{result="not_ready"}` on the shard's /metrics (0 before the first). */
+async function joinsNotReady(t: TestShard): Promise<number> {
+  const text = await (await fetch(`${t.shard.opsUrl}/metrics`)).text();
+  return Number(/^aether_joins_total\{result="not_ready"\} (\d+)$/m.exec(text)?.[1] ?? 0);
+}
+
+/**
+ * A raw WebSocket's Join with `token`: whether the shard welcomed it (then the socket is closed
+ * here), else the Kick's reason and the close code that followed it.
+ */
+async function refusedJoin(url: string, token: string): Promise<{ welcomed: boolean; kick?: aethex.v1.ReasonCode; code?: number }> {
+  const ws = new WebSocket(url);
+  const messages: aethex.v1.ServerMessage[] = [];
+  ws.on('message', (data) => messages.push(aethex.v1.ServerMessage.decode(data as Buffer)));
+  ws.on('error', () => undefined);
+  const closed = new Promise<number>((r) => ws.on('close', (code) => r(code)));
+  await once(ws, 'open');
+  ws.send(aethex.v1.ClientMessage.encode({ join: { joinToken: token, protocolVersion: PROTOCOL_VERSION } }).finish());
+  await until('a Welcome or a Kick', () => messages.some((m) => m.body === 'welcome' || m.body === 'kick'));
+  if (messages.some((m) => m.body === 'welcome')) {
+    ws.close(1000);
+    return { welcomed: true };
+  }
+  return { welcomed: false, kick: messages.find((m) => m.body === 'kick')?.kick?.reason ?? undefined, code: await closed };
+}
 
 test('with auth.jwks_url: not ready until the key set loads, then ready and joins verify; a failed load is a warning', async () => {
   let serving = false;

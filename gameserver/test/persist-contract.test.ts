@@ -365,30 +365,35 @@ describe('outbox and stream: neither grows for ever', () => {
         (r) => r.player_id,
       );
 
-    // The shard prunes on its own timer (here every 50 ms) while Redis is down: dan's event, old
-    // and never relayed, stays; only the shard's rows relayed over a minute ago go.
+    // The shard prunes on its own timer (here every 50 ms) while Redis is down (nothing listens
+    // where its sink connects): dan's event, old and never relayed, stays; only the shard's rows
+    // relayed over a minute ago go.
+    const down = new Redis(`redis://127.0.0.1:${await closedPort()}`, { maxRetriesPerRequest: 0, lazyConnect: true });
+    down.on('error', () => undefined);
     const persistence = new ShardPersistence({
       key: k,
       snapshots: new PostgresSnapshotStore(pool),
       outbox,
-      sink: {
-        publish: () => Promise.reject(new Error('Redis is down')),
-        lastId: () => Promise.reject(new Error('Redis is down')),
-      },
+      sink: new RedisStreamSink(down),
       presence: new MemoryPresence(),
       log: createLogger('persist-contract-test', 'silent'),
       presenceTtlMs: 60_000,
       pruneIntervalMs: 50,
     });
-    persistence.playerJoined('dan', Date.now() - 86_400_000);
-    await persistence.flush();
-    persistence.start();
-    let left = await rows(k.shard);
-    for (let i = 0; i < 200 && left.length > 2; i++) {
-      await new Promise((r) => setTimeout(r, 25));
+    let left: string[];
+    try {
+      persistence.playerJoined('dan', Date.now() - 86_400_000);
+      await persistence.flush();
+      persistence.start();
       left = await rows(k.shard);
+      for (let i = 0; i < 200 && left.length > 2; i++) {
+        await new Promise((r) => setTimeout(r, 25));
+        left = await rows(k.shard);
+      }
+      await persistence.drain(1, new Uint8Array([1]));
+    } finally {
+      down.disconnect();
     }
-    await persistence.drain(1, new Uint8Array([1]));
     expect(left).toEqual(['cat', 'dan']);
     expect(await outbox.pending(k)).toBe(1);
     expect(await rows(other.shard)).toEqual(['zoe']);

@@ -283,4 +283,38 @@ describe('a player whose connection drops', () => {
     expect(corrections).toEqual([]);
     expect(shard.shard.engine.playerCount).toBe(1);
   });
+
+  test('the most inputs the SDK holds (128), re-sent at once behind the rejoin’s Join, are all taken on the default message burst: no RATE_LIMITED kick', async () => {
+    // Default gateway settings: gateway.message_burst is what the SDK's re-send must fit in.
+    t = await startTestShard();
+    const shard = t;
+    const { net, ann, id, corrections } = await annThroughProxy(shard, { silenceTimeoutMs: 500 });
+    const kicks: string[] = [];
+    ann.on('kick', (reason) => kicks.push(reason));
+    await walk(ann, 5);
+    await until('five inputs acknowledged', () => ann.lastAckedSeq === 5 && ann.unacknowledged === 0);
+    const disconnected = new Promise((r) => ann.on('disconnected', r));
+    const resent = new Promise<number>((r) => ann.on('rejoined', () => r(ann.unacknowledged)));
+    net.stall();
+    // Five seconds of moves at 40 Hz into the dead connection, none acknowledged: the SDK keeps the
+    // newest 128 and sends them all to the shard right after the rejoin's Welcome.
+    for (let i = 0; i < 200; i++) ann.move(1, 0);
+    await disconnected;
+    expect(await resent).toBe(128);
+    const last = 5 + 200;
+    await until(
+      `inputs through ${last} acknowledged, or the session over`,
+      () => (ann.lastAckedSeq === last && ann.unacknowledged === 0) || ann.ended,
+      10_000,
+    );
+    expect(kicks).toEqual([]);
+    expect(ann.ended).toBe(false);
+    // Each of the 128 moved her: from x = 5, where the shard had her, to 5 + 128.
+    const w = shard.shard.engine.world;
+    expect(w.lastSeq[w.indexOf(id)]).toBe(last);
+    await until('ann at 133 on the shard', () => Math.abs((w.x[w.indexOf(id)] as number) - 133) < 1e-3);
+    expect(ann.predicted.x).toBeCloseTo(133, 4);
+    expect(corrections).toEqual([]);
+    expect(shard.shard.engine.playerCount).toBe(1);
+  });
 });

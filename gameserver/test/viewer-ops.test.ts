@@ -22,8 +22,10 @@ interface State {
 }
 
 test('a player’s area of interest in the viewer is what that player is sent: engine.max_visible of them, dormant players left out', async () => {
+  // About 30 NPCs in the grid's first cell (x and y -200..-100: the AOI radius, 200, by the cell
+  // factor, 0.5), about 100 within the radius of its corner.
   const t = await start({
-    AETHEX_GAMESERVER_ENGINE_NPC_COUNT: '1000',
+    AETHEX_GAMESERVER_ENGINE_NPC_COUNT: '500',
     AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '-200,-200,200,200',
     AETHEX_GAMESERVER_ENGINE_MAX_VISIBLE: '64',
   });
@@ -36,17 +38,33 @@ test('a player’s area of interest in the viewer is what that player is sent: e
     },
   });
   const dropped = dropper.welcome?.entityId as number;
+  const me = watcher.welcome?.entityId as number;
+  // Both in the first cell, which a query there scans first: left in, the dropped player would be
+  // among the 64.
+  const w = t.shard.engine.world;
+  for (const id of [me, dropped]) {
+    w.x[w.indexOf(id)] = -199;
+    w.y[w.indexOf(id)] = -199;
+  }
+  await until('the watcher in the corner', () => Math.abs((watcher.entities().get(me)?.x ?? 0) + 199) < 0.2);
   // Cut without a close frame: the entity stays, dormant, for the rejoin window.
   (socket as unknown as { _socket: { destroy(): void } })._socket.destroy();
-  const me = watcher.welcome?.entityId as number;
-  await until('the dropped player to be dormant', () => t.shard.engine.world.mode[t.shard.engine.world.indexOf(dropped)] === 3, 10_000);
+  await until('the dropped player to be dormant', () => w.mode[w.indexOf(dropped)] === 3, 10_000);
   await new Promise((r) => setTimeout(r, 200));
   const state = (await (await fetch(`${t.shard.opsUrl}/viewer/state?focus=${me}`)).json()) as State;
   const visible = state.focus?.visible ?? [];
   expect(visible.length).toBe(64);
   expect(visible).toContain(me);
+  // Cells are scanned in order: one of the 64 beyond the first cell (positions as the state lists
+  // them, to 0.1) means all of it was scanned, the dropped player's place with it.
+  const at = new Map<number, [number, number]>();
+  for (let k = 0; k < state.entities.length; k += 5)
+    at.set(state.entities[k + 3] as number, [state.entities[k] as number, state.entities[k + 1] as number]);
+  expect(at.get(dropped)).toEqual([-199, -199]);
+  expect(visible.some((id) => (at.get(id) as [number, number]).some((v) => v >= -99.9))).toBe(true);
   expect(visible).not.toContain(dropped);
   expect(watcher.entities().size).toBe(64);
+  expect(watcher.entities().has(dropped)).toBe(false);
 });
 
 test('the viewer state lists at most ops.viewer_max_entities entities, and says how many there are', async () => {

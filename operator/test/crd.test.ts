@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -18,14 +18,14 @@ afterAll(async () => {
 });
 
 /** `kubectl apply` of one GameWorld; resolves with kubectl's exit code and what it printed. */
-function apply(spec: Record<string, unknown>): Promise<{ code: number; out: string }> {
+function apply(spec: Record<string, unknown>, name = `w${Math.floor(Math.random() * 1e9)}`): Promise<{ code: number; out: string }> {
   const file = join(mkdtempSync(join(tmpdir(), 'aethex-crd-')), 'gw.yaml');
   writeFileSync(
     file,
     stringify({
       apiVersion: 'aethex.dev/v1alpha1',
       kind: 'GameWorld',
-      metadata: { name: `w${Math.floor(Math.random() * 1e9)}`, namespace: ns },
+      metadata: { name, namespace: ns },
       spec,
     }),
   );
@@ -72,4 +72,33 @@ it.each([
 
 it('accepts the examples', async () => {
   expect((await apply(good)).code).toBe(0);
+  // The files themselves, applied as their comments and the docs tell a user to.
+  const dir = join(import.meta.dirname, '../../examples');
+  const files = readdirSync(dir).filter((f) => f.endsWith('.yaml'));
+  expect(files).toEqual(expect.arrayContaining(['gameworld.yaml', 'gameworld-arena.yaml']));
+  for (const f of files) {
+    const r = await new Promise<{ code: number; out: string }>((resolve) =>
+      execFile(env.kubectl, ['--kubeconfig', env.kubeconfig, 'apply', '-n', ns, '-f', join(dir, f)], (err, stdout, stderr) =>
+        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, out: `${stdout}${stderr}` }),
+      ),
+    );
+    expect(r.code, `${f}: ${r.out}`).toBe(0);
+    expect(r.out, f).toMatch(/^gameworld\.aethex\.dev\/\S+ created$/m);
+  }
+});
+
+it.each([
+  ['too long for its pods and Service', `w${'x'.repeat(56)}`],
+  ['with a dot (no Service name can hold it)', 'my.world'],
+  ['starting with a digit (no Service name can)', '1world'],
+])('the API server refuses a world name %s, saying why', async (_what, name) => {
+  const r = await apply(good, name);
+  expect(r.code).not.toBe(0);
+  expect(r.out).toMatch(/metadata\.name must be at most 56 characters of lower-case letters, digits and '-', starting with a letter/);
+});
+
+it('the API server takes a world name of 56 characters', async () => {
+  const r = await apply(good, `w${'x'.repeat(55)}`);
+  expect(r.out).toMatch(/created|configured/);
+  expect(r.code).toBe(0);
 });

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePortBlock } from '@aethex/runtime';
@@ -41,6 +41,8 @@ it('`npm start` runs the example world on the local runtime with bots on every s
     out += d;
   });
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  // The shards', the bots' and the operator's, seen while the world runs.
+  const pids: number[] = [];
   try {
     await until('the world to be announced', async () => (out.includes('frontier-0-3') ? true : undefined), 90_000, 250).catch((err) => {
       throw new Error(`${err.message}:\n${out}`);
@@ -65,15 +67,57 @@ it('`npm start` runs the example world on the local runtime with bots on every s
     expect(players.reduce((a, b) => a + b, 0)).toBe(8);
     const region = (await (await fetch(`http://127.0.0.1:${base + 7}/viewer/state`)).json()) as { region: object };
     expect(region.region).toEqual({ minX: 0, minY: 0, maxX: 2000, maxY: 2000 });
+    // What runs now: the shards (the local runtime's status lists them), and npm start's own
+    // children, the operator and the bots (a process for each shard's).
+    const status = (await (await fetch(`http://127.0.0.1:${statusPort}/status`)).json()) as { worlds: { processes: { pid: number }[] }[] };
+    const shards = status.worlds.flatMap((w) => w.processes.map((p) => p.pid));
+    const children = childrenOf(child.pid as number);
+    const operators = children.filter((p) => p.cmd.includes('operator/src/main.ts')).map((p) => p.pid);
+    const botProcesses = children.filter((p) => p.cmd.includes('sdk/src/bots.ts')).map((p) => p.pid);
+    expect(shards).toHaveLength(4);
+    expect(operators).toHaveLength(1);
+    expect(botProcesses).toHaveLength(4);
+    pids.push(...shards, ...operators, ...botProcesses);
+    expect(pids.every(running)).toBe(true);
   } finally {
     // Ctrl-C: SIGINT to the whole process group, as a terminal does.
     if (child.pid) process.kill(-child.pid, 'SIGINT');
   }
   expect(await exited).toBe(0);
-  await new Promise((r) => setTimeout(r, 500));
-  const pids = (await (await import('node:fs/promises')).readdir(dir, { recursive: true })).filter((f) => f.endsWith('pid'));
-  for (const f of pids) {
-    const pid = Number((await (await import('node:fs/promises')).readFile(join(dir, f), 'utf8')).trim());
-    expect(() => process.kill(pid, 0), `shard ${f} (pid ${pid}) still running`).toThrow();
-  }
+  expect(pids).toHaveLength(9);
+  await until('every shard, bot and operator process to exit', async () => (pids.some(running) ? undefined : true), 5000, 100).catch(
+    (err) => {
+      const left = pids.filter(running);
+      // Nothing of the run may outlive the test.
+      for (const pid of left) process.kill(pid, 'SIGKILL');
+      throw new Error(`${err.message}: still running ${left.join(', ')}`);
+    },
+  );
 }, 180_000);
+
+/** The child processes of `parent`, with their command lines (from Linux's /proc). */
+function childrenOf(parent: number): { pid: number; cmd: string }[] {
+  const found: { pid: number; cmd: string }[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      // pid (comm) state ppid pgrp …: comm may hold spaces and parentheses, the fields after it do not.
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === parent) found.push({ pid: Number(entry), cmd: readFileSync(`/proc/${entry}/cmdline`, 'utf8').replaceAll('\0', ' ') });
+    } catch {
+      // It exited meanwhile.
+    }
+  }
+  return found;
+}
+
+/** Whether `pid` runs: it exists and has not exited (an exited child nobody reaped yet is a zombie, state Z). */
+function running(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
+  } catch {
+    return false;
+  }
+}

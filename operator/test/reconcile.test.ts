@@ -185,7 +185,7 @@ describe('reconciling a GameWorld against the real API server', () => {
         ready(w) &&
         w.status?.conditions?.some((c) => c.type === 'Progressing' && c.reason !== 'Reconciling' && c.status === 'True') === true,
       sample,
-    ).catch(() => undefined);
+    );
     await until(
       'instance 0 to run the new image',
       async () => {

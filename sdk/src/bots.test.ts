@@ -50,7 +50,7 @@ test('bad flags are refused naming the flag, without a stack trace', async () =>
     expect(stderr, args.join(' ')).toContain(`bots: ${message}`);
     expect(stderr, args.join(' ')).not.toMatch(/^\s+at /m);
   }
-});
+}, 30_000);
 
 test('--token alone runs one bot; a bot whose session ended is no longer driven, and the report measures the run after its first 2 s', async () => {
   server = new WebSocketServer({ port: 0, host: '127.0.0.1' });
@@ -92,4 +92,4 @@ test('--token alone runs one bot; a bot whose session ended is no longer driven,
   expect(report.input_ack_ms.p50).toBeGreaterThan(0);
   expect(report.input_ack_ms.max).toBeGreaterThanOrEqual(report.input_ack_ms.p99);
   expect(report.raw?.latency_hist.reduce((a, b) => a + b, 0)).toBeGreaterThan(10);
-});
+}, 30_000);

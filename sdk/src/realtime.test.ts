@@ -493,7 +493,7 @@ test('a shard this SDK cannot read, on the WebSocket browsers and Node 22 have: 
     for (let i = 0; i < 100 && shardCloses.length === 0; i++) await sleep(10);
     expect(shardCloses, m).toEqual([4901]);
   }
-});
+}, 30_000);
 
 test('a shard this SDK cannot read ends the session even with rejoin: no rejoin loop, no join token asked', async () => {
   let mode = 'undecodable';
