@@ -118,7 +118,14 @@ describe('reconciling a GameWorld against the real API server', () => {
         // When the world was created, for taking over rows from before namespaces.
         { name: 'AETHEX_GAMESERVER_SHARD_WORLD_CREATED_S', value: expect.stringMatching(/^1\d{9}$/) },
         { name: 'AETHEX_GAMESERVER_LINKS_SECRET', valueFrom: { secretKeyRef: { name: 'forest-shard-links', key: 'secret' } } },
+        // No PostgreSQL in the world: snapshots go to an emptyDir (the root filesystem is read-only).
+        { name: 'AETHEX_GAMESERVER_PERSISTENCE_DIRECTORY', value: '/var/lib/aethex/snapshots' },
       ]),
+    );
+    const forest11 = ps.find((p) => p.metadata?.name === 'forest-1-1');
+    expect(forest11?.spec?.volumes).toContainEqual(expect.objectContaining({ name: 'state', emptyDir: {} }));
+    expect(forest11?.spec?.containers[0]?.volumeMounts).toContainEqual(
+      expect.objectContaining({ name: 'state', mountPath: '/var/lib/aethex' }),
     );
     // The link Secret exists, made by the operator under its create-only permission.
     const secret = await core.readNamespacedSecret({ name: 'forest-shard-links', namespace: ns });

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { type Region, regions } from '@aethex/runtime';
 import { GAMEWORLD_API_VERSION, GAMEWORLD_KIND, type GameWorld, type GameWorldSpec, LABELS, TEMPLATE_HASH } from '../api/gameworld.js';
-import { configMapName, linksSecretName, pdbName, podName, serviceName, shardAddress, WORLD_MOUNT } from './names.js';
+import { configMapName, linksSecretName, pdbName, podName, STATE_MOUNT, serviceName, shardAddress, WORLD_MOUNT } from './names.js';
 
 /** Ports of the shard container. */
 export const GAME_PORT = 7777;
@@ -161,10 +161,21 @@ export function linksSecret(world: GameWorld, value: string): Manifest {
   } as Manifest;
 }
 
+/**
+ * Whether the world's shards keep their snapshots in the pod: `template.env` names no PostgreSQL.
+ * The pod's root filesystem is read-only, so they get an emptyDir for them — it survives a crashed
+ * container (restarted in its pod, it restores), not the pod (a rolling update, a lost node, a
+ * deletion start the shard empty). A world with PostgreSQL gets neither: its pods are as before.
+ */
+export function keepsStateInPod(s: GameWorldSpec): boolean {
+  return !(s.template.env ?? []).some((e) => e.name === 'AETHEX_GAMESERVER_PERSISTENCE_POSTGRES_URL');
+}
+
 /** Every shard pod the world should have for the given instance indexes. */
 export function desiredPods(world: GameWorld, instances: number[]): DesiredPod[] {
   const s = world.spec;
   const ns = world.metadata.namespace;
+  const inPod = keepsStateInPod(s);
   const grid = regions(s.world.bounds, s.sharding.columns, s.sharding.rows);
   const out: DesiredPod[] = [];
   for (const instance of instances) {
@@ -186,6 +197,7 @@ export function desiredPods(world: GameWorld, instances: number[]): DesiredPod[]
               ...(isSharded(world)
                 ? [{ name: LINKS_SECRET_ENV, valueFrom: { secretKeyRef: { name: linksSecretName(world.metadata.name), key: 'secret' } } }]
                 : []),
+              ...(inPod ? [{ name: 'AETHEX_GAMESERVER_PERSISTENCE_DIRECTORY', value: `${STATE_MOUNT}/snapshots` }] : []),
               ...(s.template.env ?? []),
             ],
             ports: [
@@ -196,10 +208,16 @@ export function desiredPods(world: GameWorld, instances: number[]): DesiredPod[]
             livenessProbe: { httpGet: { path: '/healthz', port: 'ops' }, periodSeconds: 10, failureThreshold: 3 },
             ...(s.template.resources ? { resources: s.template.resources } : {}),
             securityContext: { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } },
-            volumeMounts: [{ name: 'world', mountPath: WORLD_MOUNT, readOnly: true }],
+            volumeMounts: [
+              { name: 'world', mountPath: WORLD_MOUNT, readOnly: true },
+              ...(inPod ? [{ name: 'state', mountPath: STATE_MOUNT }] : []),
+            ],
           },
         ],
-        volumes: [{ name: 'world', configMap: { name: configMapName(world.metadata.name) } }],
+        volumes: [
+          { name: 'world', configMap: { name: configMapName(world.metadata.name) } },
+          ...(inPod ? [{ name: 'state', emptyDir: {} }] : []),
+        ],
         ...(s.template.nodeSelector ? { nodeSelector: s.template.nodeSelector } : {}),
         ...(s.template.tolerations ? { tolerations: s.template.tolerations } : {}),
       };

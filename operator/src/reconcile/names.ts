@@ -8,6 +8,8 @@ export const configMapName = (world: string): string => `${world}-world`;
 export const linksSecretName = (world: string): string => `${world}-shard-links`;
 /** Where a shard pod finds the world's ConfigMap (and in it `shard-map.json`). */
 export const WORLD_MOUNT = '/etc/aethex';
+/** Where a shard pod of a world without PostgreSQL keeps its snapshots: an emptyDir of the pod. */
+export const STATE_MOUNT = '/var/lib/aethex';
 /** The headless Service giving every shard pod a DNS name. */
 export const serviceName = (world: string): string => `${world}-shards`;
 /** The PodDisruptionBudget of the world's shard pods. */

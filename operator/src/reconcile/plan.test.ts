@@ -135,3 +135,26 @@ describe('shardEnv', () => {
     expect(rate(100)).toBe('300');
   });
 });
+
+describe('desiredPods: where snapshots go', () => {
+  type PodSpec = {
+    containers: { env: { name: string; value?: string }[]; volumeMounts: { name: string; mountPath: string }[] }[];
+    volumes: Record<string, unknown>[];
+  };
+  const specOf = (d: DesiredPod) => (d.manifest as unknown as { spec: PodSpec }).spec;
+
+  it('a world without PostgreSQL keeps them in an emptyDir of the pod (the root filesystem is read-only)', () => {
+    const spec = specOf(desiredPods(world(), [0])[0] as DesiredPod);
+    expect(spec.volumes).toContainEqual({ name: 'state', emptyDir: {} });
+    expect(spec.containers[0]?.volumeMounts).toContainEqual({ name: 'state', mountPath: '/var/lib/aethex' });
+    expect(spec.containers[0]?.env).toContainEqual({ name: 'AETHEX_GAMESERVER_PERSISTENCE_DIRECTORY', value: '/var/lib/aethex/snapshots' });
+  });
+
+  it('a world with PostgreSQL gets no such volume or variable', () => {
+    const pg = { name: 'AETHEX_GAMESERVER_PERSISTENCE_POSTGRES_URL', valueFrom: { secretKeyRef: { name: 'db', key: 'url' } } };
+    const spec = specOf(desiredPods(world({ template: { env: [pg] } }), [0])[0] as DesiredPod);
+    expect(spec.volumes.map((v) => v.name)).toEqual(['world']);
+    expect(spec.containers[0]?.volumeMounts.map((m) => m.name)).toEqual(['world']);
+    expect(spec.containers[0]?.env.map((e) => e.name)).not.toContain('AETHEX_GAMESERVER_PERSISTENCE_DIRECTORY');
+  });
+});
