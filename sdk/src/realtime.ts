@@ -236,6 +236,7 @@ interface Handoff {
   socket: WebSocketLike;
   address: string;
   shardName: string;
+  resumeToken: string;
   timer: ReturnType<typeof setTimeout>;
   /** Set when the new shard kicked the resume, as the reason the handoff failed. */
   kicked?: string;
@@ -284,8 +285,12 @@ export class RealtimeClient {
   /** Set when 'close' was emitted: `code reason`. */
   private endedWith: string | undefined;
   private rejoining: Rejoin | undefined;
-  /** The shard a rejoin joins when it is not the one of the last Welcome (a failed handoff's target). */
-  private rejoinShard: string | undefined;
+  /**
+   * Where a rejoin goes when it is not the shard of the last Welcome: a failed handoff's target,
+   * with the handoff's resume token while the target has not refused it (a resume adopts the
+   * entity there even before the old shard's commit arrives; a join waits for it).
+   */
+  private rejoinTarget: { shardName: string; resumeToken?: string } | undefined;
   private seq = 0;
   private pending: PendingInput[] = [];
   private lastSentAt = Number.NEGATIVE_INFINITY;
@@ -648,13 +653,15 @@ export class RealtimeClient {
     if (this.rejoining !== rejoin) return;
     rejoin.attempts++;
     const url = this.url;
+    const target = this.rejoinTarget;
+    const resumeToken = target?.resumeToken;
     const attempt: RejoinAttempt = {
       deadline: setTimeout(() => this.failRejoinAttempt(rejoin, attempt, nextDelayMs), budgetMs),
     };
     rejoin.current = attempt;
     const fail = () => this.failRejoinAttempt(rejoin, attempt, nextDelayMs);
     Promise.resolve()
-      .then(() => joinToken({ name: this.rejoinShard ?? this.shardName, url }))
+      .then(() => (resumeToken === undefined ? joinToken({ name: target?.shardName ?? this.shardName, url }) : ''))
       .then((token) => {
         // Timed out, closed, or the session ended meanwhile.
         if (rejoin.current !== attempt) return;
@@ -662,7 +669,11 @@ export class RealtimeClient {
         attempt.socket = socket;
         socket.onopen = () =>
           socket.send(
-            ClientMessage.encode({ join: { joinToken: token, protocolVersion: PROTOCOL_VERSION, clientVersion: 'aethex-sdk' } }).finish(),
+            ClientMessage.encode(
+              resumeToken === undefined
+                ? { join: { joinToken: token, protocolVersion: PROTOCOL_VERSION, clientVersion: 'aethex-sdk' } }
+                : { resume: { resumeToken, protocolVersion: PROTOCOL_VERSION, ackTick: 0 } },
+            ).finish(),
           );
         socket.onmessage = (ev) => {
           if (socket !== this.socket && rejoin.current !== attempt) return;
@@ -672,6 +683,9 @@ export class RealtimeClient {
           else if (msg.body === 'welcome') this.completeRejoin(rejoin, attempt, socket, msg.welcome as aethex.v1.Welcome);
           else if (msg.body === 'handoffRedirect')
             this.redirectRejoin(rejoin, attempt, socket, msg.handoffRedirect as aethex.v1.HandoffRedirect);
+          else if (msg.body === 'kick' && resumeToken !== undefined && this.rejoinTarget === target && target)
+            // The target refused the token (spent, expired, or it restarted): join it from now on.
+            this.rejoinTarget = { shardName: target.shardName };
         };
         socket.onclose = (ev) => {
           if (socket === this.socket) this.closed(socket, ev);
@@ -717,7 +731,7 @@ export class RealtimeClient {
     clearTimeout(attempt.deadline);
     rejoin.current = undefined;
     this.rejoining = undefined;
-    this.rejoinShard = undefined;
+    this.rejoinTarget = undefined;
     this.socket = socket;
     this.welcome = w;
     this.lastKick = undefined;
@@ -741,7 +755,7 @@ export class RealtimeClient {
     clearTimeout(attempt.deadline);
     rejoin.current = undefined;
     this.rejoining = undefined;
-    this.rejoinShard = undefined;
+    this.rejoinTarget = undefined;
     socket.onmessage = null;
     socket.onclose = null;
     socket.onerror = null;
@@ -865,6 +879,7 @@ export class RealtimeClient {
       socket,
       address: r.address,
       shardName: r.shardName,
+      resumeToken: r.resumeToken,
       timer: setTimeout(() => {
         const reason = handoff.kicked ?? `no Welcome from ${r.address} within ${this.connectTimeoutMs} ms`;
         this.failHandoff(reason, 1006, reason, false, handoff);
@@ -931,7 +946,7 @@ export class RealtimeClient {
     code: number,
     closeReason: string,
     final = false,
-    target?: { address: string; shardName: string },
+    target?: { address: string; shardName: string; resumeToken: string },
   ): void {
     this.emit('handoffFailed', reason);
     // Refused by the neighbour (a kick), or never heard from it (see RESUME_FAILED).
@@ -951,7 +966,9 @@ export class RealtimeClient {
     old?.close(unheard ? CLIENT_CLOSE_CODES.RESUME_FAILED : 1000, 'handoff failed; rejoining');
     if (target) {
       this.url = target.address;
-      this.rejoinShard = target.shardName;
+      // Never heard from, the target may still take the token (it restarted meanwhile, or drained:
+      // then it refuses it, and a join takes the entity from its snapshot).
+      this.rejoinTarget = { shardName: target.shardName, ...(unheard ? { resumeToken: target.resumeToken } : {}) };
     }
     this.startRejoin(code, closeReason);
   }
