@@ -1,10 +1,10 @@
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { stringify } from 'yaml';
-import { dropNamespace, installCrd, kubeConfig, namespace, testEnv } from './harness.js';
+import { parse, stringify } from 'yaml';
+import { dropNamespace, installCrd, kubeConfig, kubectl, namespace, testEnv } from './harness.js';
 
 const env = testEnv();
 const kc = kubeConfig(env);
@@ -101,4 +101,52 @@ it('the API server takes a world name of 56 characters', async () => {
   const r = await apply(good, `w${'x'.repeat(55)}`);
   expect(r.out).toMatch(/created|configured/);
   expect(r.code).toBe(0);
+});
+
+it('a world stored before the name rule can still be updated, lose its finalizer and be deleted', async () => {
+  // The same CRD under a group of its own (the real one serves the other tests meanwhile): first
+  // without the name rule, a world named my.world in it, then with the rule.
+  const group = `t${Math.floor(Math.random() * 1e9)}.aethex.test`;
+  const crd = parse(readFileSync(join(import.meta.dirname, '../../crds/gameworld.yaml'), 'utf8'));
+  crd.metadata.name = `gameworlds.${group}`;
+  crd.spec.group = group;
+  delete crd.spec.names.shortNames;
+  delete crd.spec.names.categories;
+  const schema = crd.spec.versions[0].schema.openAPIV3Schema;
+  const rules = schema['x-kubernetes-validations'];
+  const dir = mkdtempSync(join(tmpdir(), 'aethex-crd-'));
+  const file = (name: string, doc: unknown) => {
+    const f = join(dir, name);
+    writeFileSync(f, stringify(doc));
+    return f;
+  };
+  const world = (name: string) => ({ apiVersion: `${group}/v1alpha1`, kind: 'GameWorld', metadata: { name, namespace: ns }, spec: good });
+  const gw = `gameworlds.${group}`;
+  try {
+    delete schema['x-kubernetes-validations'];
+    await kubectl(env, 'apply', '-f', file('old.yaml', crd));
+    await kubectl(env, 'wait', '--for=condition=Established', '--timeout=60s', `crd/${gw}`);
+    await kubectl(
+      env,
+      'apply',
+      '-f',
+      file('w.yaml', { ...world('my.world'), metadata: { ...world('my.world').metadata, finalizers: ['aethex.dev/cleanup'] } }),
+    );
+    schema['x-kubernetes-validations'] = rules;
+    await kubectl(env, 'apply', '-f', file('new.yaml', crd));
+    // A new world by such a name is refused; the stored one takes every write.
+    const refused = await new Promise<string>((resolve) =>
+      execFile(env.kubectl, ['--kubeconfig', env.kubeconfig, 'apply', '-f', file('bad.yaml', world('bad.name'))], (err, stdout, stderr) =>
+        resolve(err ? `${stdout}${stderr}` : 'accepted'),
+      ),
+    );
+    expect(refused).toMatch(/metadata\.name must be at most 56 characters/);
+    await kubectl(env, 'label', '-n', ns, gw, 'my.world', 'touched=yes');
+    await kubectl(env, 'patch', '-n', ns, gw, 'my.world', '--type=merge', '-p', '{"spec":{"instances":2}}');
+    await kubectl(env, 'delete', '-n', ns, gw, 'my.world', '--wait=false');
+    await kubectl(env, 'patch', '-n', ns, gw, 'my.world', '--type=merge', '-p', '{"metadata":{"finalizers":null}}');
+    await kubectl(env, 'wait', '-n', ns, '--for=delete', '--timeout=30s', `${gw}/my.world`);
+  } finally {
+    await kubectl(env, 'delete', 'crd', gw, '--wait=false').catch(() => undefined);
+  }
 });

@@ -30,7 +30,9 @@ it('applies the same defaults as the CRD', () => {
 it('holds world names to the same rule as the CRD', () => {
   const crd = parse(readFileSync(join(import.meta.dirname, '../../../crds/gameworld.yaml'), 'utf8'));
   const [rule] = crd.spec.versions[0].schema.openAPIV3Schema['x-kubernetes-validations'] as { rule: string; message: string }[];
-  expect(rule?.rule).toBe(`self.metadata.name.size() <= ${MAX_WORLD_NAME} && self.metadata.name.matches('${WORLD_NAME.source}')`);
+  expect(rule?.rule).toBe(
+    `oldSelf.hasValue() || (self.metadata.name.size() <= ${MAX_WORLD_NAME} && self.metadata.name.matches('${WORLD_NAME.source}'))`,
+  );
   expect(rule?.message).toBe(`metadata.name must be ${WORLD_NAME_RULE}`);
   // The longest name gives the longest children within their limits.
   const longest = `a${'b'.repeat(MAX_WORLD_NAME - 1)}`;

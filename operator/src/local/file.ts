@@ -1,19 +1,12 @@
 import { createHash } from 'node:crypto';
 import { parseAllDocuments } from 'yaml';
-import {
-  GAMEWORLD_API_VERSION,
-  GAMEWORLD_KIND,
-  type GameWorld,
-  type GameWorldSpec,
-  MAX_WORLD_NAME,
-  WORLD_NAME,
-  WORLD_NAME_RULE,
-  withDefaults,
-} from '../api/gameworld.js';
+import { GAMEWORLD_API_VERSION, GAMEWORLD_KIND, type GameWorld, type GameWorldSpec, withDefaults } from '../api/gameworld.js';
 import { validateSpec } from './validate.js';
 
 /** The namespace every local world is in. */
 export const LOCAL_NAMESPACE = 'local';
+
+const NAME = /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/;
 
 /** One GameWorld document of the file: its spec with defaults when valid, otherwise the problems. */
 export type FileWorld = { name: string; spec: GameWorldSpec; errors: [] } | { name: string; spec: undefined; errors: string[] };
@@ -51,9 +44,14 @@ export function parseWorldFile(text: string): FileContents {
     const meta = o.metadata as Record<string, unknown> | undefined;
     const name = meta && typeof meta === 'object' ? meta.name : undefined;
     if (typeof name !== 'string' || name === '') return { ok: false, error: `${where}: metadata.name: required` };
-    // As the CRD's rule (it also names directories here).
-    if (name.length > MAX_WORLD_NAME || !WORLD_NAME.test(name)) {
-      return { ok: false, error: `${where}: metadata.name: ${JSON.stringify(name)} must be ${WORLD_NAME_RULE}` };
+    // A DNS-1123 subdomain, as Kubernetes requires of any name (it names directories here). The
+    // CRD asks more of a new world's name (WORLD_NAME: its Service and pods are named after it);
+    // files that ran here before that rule keep running.
+    if (name.length > 253 || !NAME.test(name)) {
+      return {
+        ok: false,
+        error: `${where}: metadata.name: ${JSON.stringify(name)} must be lower-case letters, digits, '-' and '.', starting and ending with a letter or digit`,
+      };
     }
     if (seen.has(name)) return { ok: false, error: `${where}: metadata.name: ${name} is already defined by an earlier document` };
     seen.add(name);
