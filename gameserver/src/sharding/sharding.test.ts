@@ -136,11 +136,16 @@ test('a ghost stays with its newer owner: a late upsert from the owner it left d
   sharding.onMessage(right, update({ tick: 3, upserts: [ghost(walker, 110, 98, { generation: 5 })] }));
   sharding.onMessage(corner, update({ tick: 3, removed: [walker] }));
   expect(yOf(walker)).toBe(98);
-  // A neighbour that restarted counts from 0 again: its ghosts were dropped with its old run.
+  // A neighbour that restarted counts from 1 again: its ghosts were dropped with its old run.
   sharding.onInboundUp(right, 1);
   sharding.onInboundUp(right, 2);
-  sharding.onMessage(corner, update({ tick: 4, upserts: [ghost(walker, 110, 97, { generation: 0 })] }));
+  sharding.onMessage(corner, update({ tick: 4, upserts: [ghost(walker, 110, 97, { generation: 1 })] }));
   expect(yOf(walker)).toBe(97);
+  // A build before generations sends none (0): unknown, it takes the ghost as any sender did then.
+  sharding.onMessage(right, update({ tick: 5, upserts: [ghost(walker, 110, 96, { generation: 0 })] }));
+  expect(yOf(walker)).toBe(96);
+  sharding.onMessage(corner, update({ tick: 5, upserts: [ghost(walker, 110, 95, { generation: 1 })] }));
+  expect(yOf(walker)).toBe(95);
 });
 
 test('a shard restored with players admits nobody until its neighbours claim the players they own now', async () => {

@@ -118,8 +118,9 @@ export class Sharding {
    * owned by: one at a time, the last to send it. A player crossing between two neighbours of this
    * shard is sent by both for a moment, and their messages arrive in either order: the new owner's
    * upsert may come before the old one's removal, which must then not remove it, or before the old
-   * one's last upsert, which must then not take it back: `ghostGeneration` is the owner's count of
-   * the entity's changes of owner, and an upsert from another neighbour with a lower one is late.
+   * one's last upsert, which must then not take it back: `ghostGeneration` is the owner's generation
+   * of the entity (GhostEntity.generation: its changes of owner plus one), and an upsert from
+   * another neighbour with a lower one is late.
    */
   private readonly ghostsFrom = new Map<number, Set<number>>();
   private readonly ghostOwner = new Map<number, number>();
@@ -209,10 +210,15 @@ export class Sharding {
     (this.ghostsFrom.get(n.shard) as Set<number>).add(id);
   }
 
-  /** Whether `n`'s upsert of `id` at `generation` comes from an owner the ghost has since left. */
+  /**
+   * Whether `n`'s upsert of `id` at `generation` comes from an owner the ghost has since left. A
+   * generation of 0 (a build before generations) is unknown and compares with nothing: as before
+   * generations, the last sender wins.
+   */
   private leftBehind(n: Neighbour, id: number, generation: number): boolean {
     const owner = this.ghostOwner.get(id);
-    return owner !== undefined && owner !== n.shard && generation < (this.ghostGeneration.get(id) ?? 0);
+    const current = this.ghostGeneration.get(id) ?? 0;
+    return owner !== undefined && owner !== n.shard && generation > 0 && current > 0 && generation < current;
   }
 
   /** `id` is no neighbour's ghost any more (removed, or adopted here). */
@@ -320,7 +326,7 @@ export class Sharding {
           velocity: { x: w.vx[i] as number, y: w.vy[i] as number },
           kind: q.kind,
           flags: q.flags,
-          generation: w.handoffs.get(id) ?? 0,
+          generation: (w.handoffs.get(id) ?? 0) + 1,
         });
       }
       const removed: number[] = [];
@@ -395,7 +401,7 @@ export class Sharding {
           kind: entity.kind,
           flags: entity.flags,
           state: entity.state,
-          generation: entity.generation ?? 0,
+          generation: (entity.generation ?? 0) + 1,
         },
       });
     }
@@ -469,7 +475,7 @@ export class Sharding {
     // The engine answers the player's joins with the redirect while the neighbour may take the token.
     const sessionId = this.o.engine.commitOffer(a.entityId, { message: redirect, forMs: this.o.resumeTimeoutMs });
     // It is the neighbour's ghost here from now on; dropped with the neighbour's other ghosts.
-    this.ownGhost(from, a.entityId, (offer.entity.generation ?? 0) + 1);
+    this.ownGhost(from, a.entityId, (offer.entity.generation ?? 0) + 2);
     const msg = { handoffCommit: { offerId, entityId: a.entityId, ...late } };
     this.decisions.push({ to: from, msg, at: this.now() });
     this.links?.send(from, msg);
@@ -546,7 +552,8 @@ export class Sharding {
           lastInputSeq: o.lastInputSeq,
           // A copy: the decoded bytes are a view of the whole link frame.
           state: o.state.length > 0 ? new Uint8Array(o.state) : undefined,
-          generation: o.generation + 1,
+          // Its changes of owner: the sender's generation is one more than its own count.
+          generation: o.generation,
         },
       });
       this.incomingByOffer.set(key, token);
