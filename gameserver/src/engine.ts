@@ -1068,6 +1068,8 @@ export class ShardEngine {
       w.spawn(e.x, e.y, e.kind, e.entityId);
       i = w.indexOf(e.entityId);
       w.mode[i] = MODE_GHOST;
+    } else if (w.x[i] !== Math.fround(e.x) || w.y[i] !== Math.fround(e.y)) {
+      w.layout++; // moved between ticks: the tick's grid has it where it was
     }
     w.x[i] = e.x;
     w.y[i] = e.y;

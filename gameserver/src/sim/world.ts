@@ -100,7 +100,10 @@ export interface WorldShare {
 export class World {
   readonly capacity: number;
   count = 0;
-  /** Changes whenever an entity comes or goes (which slot holds which entity may change). */
+  /**
+   * Changes whenever an entity comes or goes (which slot holds which entity may change), and when
+   * the engine moves a ghost between ticks: the tick's grid no longer describes the world.
+   */
   layout = 0;
   readonly id: Uint32Array;
   readonly x: Float32Array;

@@ -42,3 +42,30 @@ test('a focus asked for between ticks, after entities came and went, lists the e
   expect(focus?.visible[0]).toBe(me);
   expect([...(focus?.visible ?? [])].sort((a, b) => a - b)).toEqual(inRange.sort((a, b) => a - b));
 });
+
+test('a focus asked for between ticks, after ghosts moved (and nothing came or went), lists the entities in range now', () => {
+  const e = new ShardEngine(settings, { send: () => true, kick: () => undefined });
+  const join = e.join(1, 'ann');
+  if (!join.ok) throw new Error(join.message);
+  const w = e.world;
+  const at = w.indexOf(join.entityId);
+  const [px, py] = [w.x[at] as number, w.y[at] as number];
+  const ghost = (k: number, x: number, y: number) =>
+    e.upsertGhost({
+      entityId: (1 << 24) + k,
+      x: Math.min(1999, Math.max(0, x)),
+      y: Math.min(1999, Math.max(0, y)),
+      vx: 0,
+      vy: 0,
+      kind: 0,
+      flags: 0,
+    });
+  ghost(1, px + 900, py);
+  ghost(2, px + 10, py);
+  e.step();
+  // One far away comes close, one close goes far: ghost updates between ticks.
+  ghost(1, px + 5, py);
+  ghost(2, px + 900, py);
+  const focus = viewerFocus(e, new Interest(settings['engine.max_visible']), join.entityId);
+  expect(focus?.visible).toEqual([join.entityId, (1 << 24) + 1]);
+});

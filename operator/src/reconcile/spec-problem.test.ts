@@ -93,6 +93,22 @@ it.each<[string, GameWorldSpec, { field: string; message: string } | undefined]>
     spec(far, [{ name: 'AETHEX_GAMESERVER_ENGINE_MAX_SPEED', valueFrom: { configMapKeyRef: {} } }]),
     undefined,
   ],
+  ['a position scale from valueFrom', spec(huge, [{ name: SCALE, valueFrom: { configMapKeyRef: {} } }]), undefined],
+  // In a sharded world the shard map's bounds (the spec's) replace an override, and are checked too.
+  [
+    'a sharded world whose bounds template.env overrides',
+    withDefaults({
+      image: 'i',
+      world: far,
+      sharding: { columns: 2, rows: 1 },
+      template: { env: [{ name: 'AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS', value: '0,0,1000,1000' }] },
+    }),
+    {
+      field: 'spec.world.bounds',
+      message:
+        'too far from 0 for spec.world.maxSpeed (5): the shard keeps positions as float32, 0.125 apart at 2000000, and they must be at most max speed / 100 (0.05) apart; keep the bounds inside ±524288, or raise spec.world.maxSpeed to at least 12.5',
+    },
+  ],
   ['an empty max speed (the shard default)', spec(far, [{ name: 'AETHEX_GAMESERVER_ENGINE_MAX_SPEED', value: '' }]), undefined],
   ['a max speed that does not parse', spec(far, [{ name: 'AETHEX_GAMESERVER_ENGINE_MAX_SPEED', value: '0x10' }]), undefined],
   ['bounds that do not parse', spec(far, [{ name: 'AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS', value: '0,0,1' }]), undefined],

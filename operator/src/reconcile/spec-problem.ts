@@ -67,8 +67,9 @@ export function specProblem(spec: GameWorldSpec): SpecProblem | undefined {
 
   const env: Record<string, string> = {};
   for (const input of Object.values(INPUTS)) {
+    // A setting the operator does not give and template.env does not name: the shard's default.
+    if (!set.has(input.variable) && input.field === undefined) continue;
     const value = set.get(input.variable)?.value;
-    if (value === undefined && input.field === undefined) continue;
     if (typeof value !== 'string' || value.trim() === '') return undefined;
     env[input.variable] = value;
   }
@@ -83,15 +84,35 @@ export function specProblem(spec: GameWorldSpec): SpecProblem | undefined {
     return from === undefined ? INPUTS[name].field : `${INPUTS[name].variable} in spec.template.env[${from}]`;
   };
 
-  const p = worldBoundsProblem({
-    bounds: s['engine.world_bounds'],
-    maxSpeed: s['engine.max_speed'],
-    positionScale: s['engine.position_scale'],
-    aoiRadius: s['engine.aoi_radius'],
-  });
-  switch (p?.rule) {
-    case undefined:
-      return undefined;
+  // In a sharded world the shard map's bounds (spec.world.bounds) replace the setting's after it is
+  // checked (gameserver/src/shard.ts), and are checked as well: a template.env override is both.
+  const sharded = spec.sharding.columns * spec.sharding.rows > 1;
+  const overridden = set.get(INPUTS.bounds.variable)?.from !== undefined;
+  const boundsFrom = sharded && overridden ? [undefined, spec.world.bounds] : [undefined];
+  for (const mapBounds of boundsFrom) {
+    const p = worldBoundsProblem({
+      bounds: mapBounds ?? s['engine.world_bounds'],
+      maxSpeed: s['engine.max_speed'],
+      positionScale: s['engine.position_scale'],
+      aoiRadius: s['engine.aoi_radius'],
+    });
+    if (!p) continue;
+    const bounds = {
+      field: mapBounds ? INPUTS.bounds.field : (field('bounds') as string),
+      label: mapBounds ? `${INPUTS.bounds.field} (the shard map's)` : label('bounds'),
+    };
+    return describe(p, bounds, label, field);
+  }
+  return undefined;
+}
+
+function describe(
+  p: NonNullable<ReturnType<typeof worldBoundsProblem>>,
+  bounds: { field: string; label: string | undefined },
+  label: (name: keyof typeof INPUTS) => string | undefined,
+  field: (name: keyof typeof INPUTS) => string | undefined,
+): SpecProblem {
+  switch (p.rule) {
     case 'quanta': {
       const scale = label('positionScale');
       const source = scale === undefined ? `${p.positionScale}, the shard's default` : `${p.positionScale}, from ${scale}`;
@@ -100,21 +121,21 @@ export function specProblem(spec: GameWorldSpec): SpecProblem | undefined {
           ? `set ${INPUTS.positionScale.variable} in spec.template.env to at least ${p.minPositionScale}`
           : `raise it to at least ${p.minPositionScale}`;
       return {
-        field: field('bounds') as string,
+        field: bounds.field,
         message: `too far from 0 for the shard's position quantum (engine.position_scale ${source}): snapshots carry positions as int32 quanta, and ${p.farthest} is past 2^31 − 1 of them; keep the bounds inside ±${p.limit}, or ${raise}`,
       };
     }
     case 'float32': {
       const speed = label('maxSpeed');
       return {
-        field: field('bounds') as string,
+        field: bounds.field,
         message: `too far from 0 for ${speed} (${p.maxSpeed}): the shard keeps positions as float32, ${p.spacing} apart at ${p.farthest}, and they must be at most max speed / 100 (${p.maxSpeed / 100}) apart; keep the bounds inside ±${p.inside}, or raise ${speed} to at least ${p.minMaxSpeed}`,
       };
     }
     case 'grid':
       return {
         field: field('aoiRadius') as string,
-        message: `too small for ${label('bounds')} (${p.width} × ${p.height}): the shard's area-of-interest grid, cells of ${GRID_CELL_FACTOR} × the radius, would need ${p.cells} cells, at most ${MAX_GRID_CELLS}; raise it to at least ${p.minAoiRadius}`,
+        message: `too small for ${bounds.label} (${p.width} × ${p.height}): the shard's area-of-interest grid, cells of ${GRID_CELL_FACTOR} × the radius, would need ${p.cells} cells, at most ${MAX_GRID_CELLS}; raise it to at least ${p.minAoiRadius}`,
       };
   }
 }
