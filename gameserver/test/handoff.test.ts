@@ -1,8 +1,9 @@
 // Handoffs between two real shards in this process (so the test can cut their link at the worst
 // moment), with a real SDK client walking across the border.
-import type { aethex } from '@aethex/proto';
+import { aethex, PROTOCOL_VERSION } from '@aethex/proto';
 import type { RealtimeClient } from '@aethex/sdk';
 import { afterEach, expect, test } from 'vitest';
+import { WebSocket } from 'ws';
 import type { Neighbour } from '../src/sharding/map.js';
 import { MODE_GHOST, MODE_OWNED } from '../src/sim/world.js';
 import { duoWorld, linksUp, type TestShard, until } from './harness.js';
@@ -154,4 +155,64 @@ test('a player who leaves while on offer leaves nothing behind once the offer is
   );
   expect(await handoffs(a, 'rolled_back')).toBe(1);
   await until('no retry delay kept for the player who left', () => a.shard.sharding?.inFlight.retrying.length === 0, 2000);
+});
+
+test('a player who leaves the moment they resume on the new shard leaves no ghost behind on the old one', async () => {
+  // Slow ticks, half a tick apart: the resume and the leave land between the new owner's adoption
+  // (on the commit) and its next tick, which would have sent the old owner an upsert.
+  const { start } = await duoWorld({
+    AETHEX_GAMESERVER_LOG_LEVEL: 'warn',
+    AETHEX_GAMESERVER_ENGINE_TICK_RATE_MS: '500',
+    AETHEX_GAMESERVER_GATEWAY_SLOW_DROP_TICKS: '20',
+  });
+  const a = await start(0);
+  shards.push(a);
+  await new Promise((r) => setTimeout(r, 250));
+  const b = await start(1);
+  shards.push(b);
+  await linksUp(a, b);
+  const { ClientMessage, ServerMessage } = aethex.v1;
+  const ws = new WebSocket(a.shard.gatewayUrl);
+  ws.binaryType = 'nodebuffer';
+  let entityId = 0;
+  let seq = 0;
+  let ack = 0;
+  let walker: NodeJS.Timeout | undefined;
+  const redirect = await new Promise<aethex.v1.HandoffRedirect>((resolve) => {
+    ws.on('open', async () => {
+      ws.send(ClientMessage.encode({ join: { joinToken: await a.token('leaver'), protocolVersion: PROTOCOL_VERSION } }).finish());
+    });
+    ws.on('message', (data: Buffer) => {
+      const m = ServerMessage.decode(data);
+      if (m.body === 'welcome') {
+        entityId = m.welcome?.entityId as number;
+        // Next to the border (x 400), walking east.
+        const w = a.shard.engine.world;
+        w.x[w.indexOf(entityId)] = 398;
+        w.y[w.indexOf(entityId)] = 200;
+        walker = setInterval(
+          () => ws.send(ClientMessage.encode({ input: { seq: ++seq, move: { x: 4, y: 0 }, ackTick: ack } }).finish()),
+          25,
+        );
+      } else if (m.body === 'snapshot') ack = m.snapshot?.tick ?? ack;
+      else if (m.body === 'handoffRedirect') resolve(m.handoffRedirect as aethex.v1.HandoffRedirect);
+    });
+  });
+  clearInterval(walker);
+  // Resume on B and leave in the same breath.
+  const ws2 = new WebSocket(redirect.address);
+  await new Promise<void>((resolve) =>
+    ws2.on('open', () => {
+      ws2.send(
+        ClientMessage.encode({ resume: { resumeToken: redirect.resumeToken, protocolVersion: PROTOCOL_VERSION, ackTick: 0 } }).finish(),
+      );
+      ws2.close(1000, 'bye');
+      resolve();
+    }),
+  );
+  ws.close(1000);
+  await until('B to have let the player go', () => b.shard.engine.world.indexOf(entityId) < 0, 10_000);
+  // Two of B's ticks: its ghost update has gone out.
+  await new Promise((r) => setTimeout(r, 1500));
+  expect(modeOf(a, entityId)).toBeUndefined();
 });

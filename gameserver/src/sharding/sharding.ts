@@ -573,6 +573,10 @@ export class Sharding {
     this.reserveIncoming();
     // Our ghost of it (from the sender, or whichever neighbour sent it last) is gone with the adoption.
     this.disownGhost(inc.entity.entityId);
+    // The sender keeps it as our ghost from its commit on: our next ghost update to it must name
+    // it, as an upsert or — if it is gone again before that tick (its player left at once) — a
+    // removal, or the sender keeps a ghost nobody owns.
+    this.mirrored.get(inc.from.shard)?.set(inc.entity.entityId, { qx: Number.NaN, qy: Number.NaN, kind: -1, flags: -1 });
     return true;
   }
 
