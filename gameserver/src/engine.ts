@@ -97,6 +97,7 @@ export type EngineSettings = Pick<
   | 'engine.seed'
   | 'gateway.slow_skip_ticks'
   | 'gateway.slow_drop_ticks'
+  | 'handoff.resume_timeout_ms'
 >;
 
 interface Session {
@@ -302,7 +303,13 @@ export class ShardEngine {
     this.onPlace = options.onPlace;
     const bounds: Rect = settings['engine.world_bounds'];
     this.world = restored?.world ?? new World(settings['engine.max_entities'], options.ids?.first, options.ids?.limit);
-    this.world.idRestTicks = Math.max(ID_REST_TICKS, settings['gateway.slow_drop_ticks'] + HISTORY_TICKS);
+    // A freed id rests until no client can still hold it (see World.idRestTicks), and, a player's,
+    // until no neighbour can still hold an offer of it (the resume timeout).
+    this.world.idRestTicks = Math.max(
+      ID_REST_TICKS,
+      settings['gateway.slow_drop_ticks'] + HISTORY_TICKS,
+      Math.ceil(settings['handoff.resume_timeout_ms'] / settings['engine.tick_rate_ms']),
+    );
     this.grid = new Grid(bounds, settings['engine.aoi_radius'] * GRID_CELL_FACTOR, settings['engine.max_entities']);
     this.region = options.region ?? bounds;
     this.rules = { bounds, maxSpeed: settings['engine.max_speed'], region: this.region };
@@ -1126,16 +1133,20 @@ export class ShardEngine {
       return;
     }
     this.announceLeave(session, false);
-    this.removeEntity(session.entityId);
+    this.removeEntity(session.entityId, true);
     this.syncPlace(session.playerId);
   }
 
-  /** A player's entity leaves the world, with what waited for it (held inputs, an offer's tick). */
-  private removeEntity(entityId: number): void {
+  /**
+   * A player's entity leaves the world, with what waited for it (held inputs, an offer's tick).
+   * `reuse`: it is gone for good (its player left while it was played here): its id, if this
+   * shard's, may be handed out again after it rested.
+   */
+  private removeEntity(entityId: number, reuse = false): void {
     this.held.delete(entityId);
     this.offeredAt.delete(entityId);
     this.droppedOnOffer.delete(entityId);
-    this.world.despawn(entityId);
+    this.world.despawn(entityId, reuse);
   }
 
   /**
@@ -1228,9 +1239,12 @@ export class ShardEngine {
     for (const [playerId, until] of this.dormantUntil) {
       if (until > this.tick) return;
       const entityId = this.dormant.get(playerId);
+      // Dropped here in this run: the entity was ours to the end. (A restored one may be a
+      // neighbour's now, the claims of the neighbours that were down at the restart not in.)
+      const ours = this.droppedHere.has(playerId);
       this.stopWaiting(playerId);
       const slot = entityId === undefined ? -1 : this.world.indexOf(entityId);
-      if (slot >= 0 && this.world.mode[slot] === MODE_DORMANT) this.world.despawn(entityId as number);
+      if (slot >= 0 && this.world.mode[slot] === MODE_DORMANT) this.world.despawn(entityId as number, ours);
       this.syncPlace(playerId);
     }
   }
@@ -1532,6 +1546,7 @@ export class ShardEngine {
       m.messagesSent.inc(sent);
       m.bytesSent.inc(sentBytes);
       m.entityCount.set(world.count);
+      m.entityIdsLeft.set(world.idLimit - world.nextEntityId);
       m.players.set(this.byPlayer.size);
       m.waitingPlayers.set(this.dormant.size);
       for (let t = 0; t < this.threadLoad.length; t++) m.threadSessions.set({ thread: String(t) }, this.threadLoad[t] as number);

@@ -85,7 +85,16 @@ export function createMetrics() {
       help: 'Ticks dropped because the loop fell behind by more than the catch-up bound.',
       registers,
     }),
-    entityCount: new Gauge({ name: 'aether_entity_count', help: 'Entities owned by this shard.', registers }),
+    entityCount: new Gauge({
+      name: 'aether_entity_count',
+      help: "Entities in this shard's world: its own (players waiting to rejoin too) and its neighbours' ghosts.",
+      registers,
+    }),
+    entityIdsLeft: new Gauge({
+      name: 'aether_entity_ids_left',
+      help: "Entity ids of this shard's range never handed out (freed ones are handed out again first); at 0 joins and spawns are refused.",
+      registers,
+    }),
     aoiQueries: new Counter({ name: 'aether_aoi_queries_total', help: 'Area-of-interest queries run.', registers }),
     activeConnections: new Gauge({
       name: 'aether_active_connections',

@@ -67,19 +67,30 @@ describe('World', () => {
 });
 
 describe('entity ids', () => {
-  test('a despawned NPC’s or game entity’s id is given again after it rested ID_REST_TICKS; a player’s, a ghost’s or a dormant one’s never', () => {
+  test('a despawned NPC’s or game entity’s id is given again after it rested, to any kind; a player’s only when said to be gone for good, a ghost’s or another range’s never', () => {
     const w = new World(8, 1, 100);
     const npc = w.spawn(0, 0, KIND_NPC);
     const thing = w.spawn(0, 0, 7);
     const player = w.spawn(0, 0, KIND_PLAYER);
-    const ghost = w.spawn(0, 0, KIND_NPC, 500);
+    const leaver = w.spawn(0, 0, KIND_PLAYER);
+    const ghost = w.spawn(0, 0, KIND_NPC, 50);
     w.mode[w.indexOf(ghost)] = MODE_GHOST;
+    const adopted = w.spawn(0, 0, KIND_PLAYER, 500);
     for (const id of [npc, thing, player, ghost]) w.despawn(id);
+    // Gone for good (its player left while it was played here): its id may come back; one of
+    // another shard's range (adopted in a handoff) never does, whatever the caller says.
+    w.despawn(leaver, true);
+    w.despawn(adopted, true);
     w.clock = ID_REST_TICKS - 1;
-    expect(w.spawn(0, 0, 7)).toBe(4);
+    expect(w.spawn(0, 0, 7)).toBe(5);
     w.clock = ID_REST_TICKS;
-    // Oldest first, to any kind but players.
-    expect([w.spawn(0, 0, 7), w.spawn(0, 0, KIND_PLAYER), w.spawn(0, 0, KIND_NPC), w.spawn(0, 0, KIND_NPC)]).toEqual([npc, 5, thing, 6]);
+    // Oldest first, to any kind.
+    expect([w.spawn(0, 0, 7), w.spawn(0, 0, KIND_PLAYER), w.spawn(0, 0, KIND_NPC), w.spawn(0, 0, KIND_NPC)]).toEqual([
+      npc,
+      thing,
+      leaver,
+      6,
+    ]);
   });
 
   test('a game spawning and despawning every tick never uses up the id range; when a range is used up the refusal says so', () => {
@@ -92,6 +103,13 @@ describe('entity ids', () => {
       w.despawn(b);
     }
     expect(w.nextEntityId).toBeLessThanOrEqual(2 * ID_REST_TICKS + 3);
+    // Players who join and leave (the engine marks their ids gone for good) do not either.
+    const churn = new World(64, 1, 1000);
+    for (let tick = 0; tick < 20_000; tick++) {
+      churn.clock = tick;
+      churn.despawn(churn.spawn(0, 0, KIND_PLAYER), true);
+    }
+    expect(churn.nextEntityId).toBeLessThanOrEqual(ID_REST_TICKS + 2);
     const players = new World(2000, 1, 1000);
     expect(() => {
       for (let i = 0; i < 1000; i++) players.despawn(players.spawn(0, 0, KIND_PLAYER));

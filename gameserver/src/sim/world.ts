@@ -90,9 +90,9 @@ export interface WorldShare {
 /**
  * The entities of one shard in structure-of-arrays form. Entities are packed densely in
  * `[0, count)`: spawn appends and despawn moves the last entity into the hole, both O(1), so loops
- * over entities touch contiguous memory and allocate nothing. Entity ids are stable u32 values: a
- * player's is never given again, another entity's only after it rested `ID_REST_TICKS`; `indexOf`
- * maps an id to its current slot.
+ * over entities touch contiguous memory and allocate nothing. Entity ids are stable u32 values,
+ * given again only once the entity is gone for good and the id has rested (`despawn`,
+ * `idRestTicks`); `indexOf` maps an id to its current slot.
  *
  * Positions and velocities are Float32: every write rounds through Math.fround, so results are
  * bit-identical on every run with the same inputs (determinism).
@@ -175,10 +175,10 @@ export class World {
   private readonly slotOf = new Map<number, number>();
   private nextId: number;
   /**
-   * Ids of despawned entities that never leave this shard (NPCs, game entities: only players are
-   * handed over), with the tick each was freed, oldest first: [id, tick] pairs from `freedHead`.
-   * New non-player entities take them after `ID_REST_TICKS`, so a game spawning and despawning
-   * all the time (projectiles) never uses up the shard's id range.
+   * Ids of despawned entities this shard handed out and may hand out again (see `despawn`), with
+   * the tick each was freed, oldest first: [id, tick] pairs from `freedHead`. New entities take
+   * them after `idRestTicks`, so neither a game spawning and despawning all the time
+   * (projectiles) nor players joining and leaving use up the shard's id range.
    */
   private readonly freed: number[] = [];
   private freedHead = 0;
@@ -197,7 +197,7 @@ export class World {
    */
   constructor(
     capacity: number,
-    firstId = 1,
+    readonly firstId = 1,
     readonly idLimit = 0x1_0000_0000,
   ) {
     if (!Number.isInteger(capacity) || capacity < 1) throw new RangeError(`capacity must be a positive integer, got ${capacity}`);
@@ -270,11 +270,7 @@ export class World {
       throw new CapacityError(this.capacity);
     let entityId: number;
     if (id !== undefined) entityId = id;
-    else if (
-      kind !== KIND_PLAYER &&
-      this.freedHead < this.freed.length &&
-      this.clock - (this.freed[this.freedHead + 1] as number) >= this.idRestTicks
-    ) {
+    else if (this.freedHead < this.freed.length && this.clock - (this.freed[this.freedHead + 1] as number) >= this.idRestTicks) {
       entityId = this.freed[this.freedHead] as number;
       this.freedHead += 2;
       if (this.freedHead === this.freed.length) {
@@ -304,8 +300,14 @@ export class World {
     return entityId;
   }
 
-  /** Removes an entity; returns false when there is none with that id. */
-  despawn(entityId: number): boolean {
+  /**
+   * Removes an entity; returns false when there is none with that id. Its id is handed out again
+   * after `idRestTicks` when `reuse` and this shard handed it out: by default for an owned
+   * non-player entity (those never leave their shard); a player's only when the engine says it is
+   * gone for good — a player's entity may live on at a neighbour while this shard drops its copy
+   * (a restored one a neighbour claims, one handed over).
+   */
+  despawn(entityId: number, reuse?: boolean): boolean {
     const i = this.slotOf.get(entityId);
     if (i === undefined) return false;
     this.slotOf.delete(entityId);
@@ -316,7 +318,8 @@ export class World {
     if (this.stateWrites.size > 0) this.stateWrites.delete(entityId);
     if (this.flagWrites.size > 0) this.flagWrites.delete(entityId);
     if (this.handoffs.size > 0) this.handoffs.delete(entityId);
-    if (this.kind[i] !== KIND_PLAYER && this.mode[i] === MODE_OWNED) this.freed.push(entityId, this.clock);
+    if ((reuse ?? (this.kind[i] !== KIND_PLAYER && this.mode[i] === MODE_OWNED)) && entityId >= this.firstId && entityId < this.nextId)
+      this.freed.push(entityId, this.clock);
     const last = --this.count;
     if (i !== last) {
       this.id[i] = this.id[last] as number;
