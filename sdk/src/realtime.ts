@@ -113,7 +113,7 @@ export interface RealtimeEvents {
   /**
    * Resuming on the shard a handoff named failed. Without `rejoin` (or when the new shard spoke a
    * protocol this SDK cannot read) 'close' follows and the session is over; with it the client
-   * rejoins the old shard ('disconnected' follows).
+   * rejoins that shard, which owns the entity ('disconnected' follows).
    */
   handoffFailed: (reason: string) => void;
   /** The connection dropped and the client is rejoining (only with the `rejoin` option). */
@@ -150,9 +150,9 @@ export const CLIENT_CLOSE_CODES = {
   /**
    * The resume on the shard the client was redirected to failed without a word from it (no
    * connection, no Welcome in time): the old connection closes with this, not 1000, so the old
-   * shard takes it as a drop and answers the rejoin that follows with the redirect again — the
-   * neighbour still holds the entity and its token. A resume the neighbour refused closes with
-   * 1000: the token is no good, and the old shard forgets the redirect.
+   * shard takes it as a drop and keeps the redirect for a join of the player there (the client
+   * itself rejoins the neighbour). A resume the neighbour refused closes with 1000: the token is
+   * no good, and the old shard forgets the redirect.
    */
   RESUME_FAILED: 4903,
 } as const;
