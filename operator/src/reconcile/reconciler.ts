@@ -6,7 +6,7 @@ import { type KubeClient, KubeError } from '../kube/client.js';
 import { desiredPods, desiredSupport, hashOf, isSharded, linksSecret, selectInstances } from './desired.js';
 import { observePod, podProblem } from './observe.js';
 import { type ObservedPod, planPods } from './plan.js';
-import { INVALID_SPEC, specProblem } from './spec-problem.js';
+import { INVALID_SPEC, nameProblem, specProblem } from './spec-problem.js';
 import { computeHeldStatus, computeStatus } from './status.js';
 
 /** Annotation on support objects: the hash of what the operator last applied. */
@@ -117,10 +117,11 @@ export class Reconciler {
     const pods = await kube.listShardPods(world.metadata.namespace, world.metadata.name);
     const byName = new Map<string, V1Pod>(pods.map((p) => [p.metadata?.name as string, p]));
     const observed = pods.map(observePod).filter((p): p is ObservedPod => p !== undefined);
-    // A spec its shards would refuse at start (exit 2, a crash loop on every pod) is not applied:
+    // A spec its shards would refuse at start (exit 2, a crash loop on every pod), or a name its
+    // children cannot have (a world stored before the CRD's name rule), is not applied:
     // no pod, shard map or Secret is made, changed or removed, so running shards keep the last
     // valid spec. Terminal: only a change of the world (or of its pods) brings it back.
-    const problem = specProblem(world.spec);
+    const problem = nameProblem(world.metadata.name) ?? specProblem(world.spec);
     if (problem) {
       const message = `${problem.field}: ${problem.message}`;
       await this.writeStatus(world, computeHeldStatus(world, observed, this.deps.now().toISOString(), { reason: INVALID_SPEC, message }));

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 import { type GameWorldSpec, withDefaults } from '../api/gameworld.js';
-import { specProblem } from './spec-problem.js';
+import { nameProblem, specProblem } from './spec-problem.js';
 
 const spec = (world: Record<string, unknown>, env?: GameWorldSpec['template']['env']): GameWorldSpec =>
   withDefaults({ image: 'i', world, ...(env ? { template: { env } } : {}) });
@@ -114,4 +114,17 @@ it.each<[string, GameWorldSpec, { field: string; message: string } | undefined]>
   ['bounds that do not parse', spec(far, [{ name: 'AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS', value: '0,0,1' }]), undefined],
 ])('%s', (_what, s, want) => {
   expect(specProblem(s)).toEqual(want);
+});
+
+it('holds a world stored under a name its Service and pods cannot have (the CRD checks names on create only)', () => {
+  expect(nameProblem('forest')).toBeUndefined();
+  expect(nameProblem(`w${'x'.repeat(55)}`)).toBeUndefined();
+  for (const name of ['my.world', '1world', `w${'x'.repeat(56)}`]) {
+    expect(nameProblem(name)).toEqual({
+      field: 'metadata.name',
+      message: expect.stringMatching(
+        /must be at most 56 characters of lower-case letters, digits and '-', starting with a letter.*recreate the world/,
+      ),
+    });
+  }
 });

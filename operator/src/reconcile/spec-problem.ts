@@ -9,13 +9,22 @@ import {
   type SettingsSchema,
   worldBoundsProblem,
 } from '@aethex/runtime';
-import type { GameWorldSpec } from '../api/gameworld.js';
+import { type GameWorldSpec, MAX_WORLD_NAME, WORLD_NAME, WORLD_NAME_RULE } from '../api/gameworld.js';
 import { engineEnv } from './desired.js';
 
 /** Why a spec cannot be realised: the field to change (`spec.world.bounds`) and what is wrong, with the allowed range. */
 export interface SpecProblem {
   field: string;
   message: string;
+}
+
+/**
+ * Whether the world's children could not be named after it: a world stored before the CRD's name
+ * rule (which holds only on create) whose Service or pods the API server would refuse.
+ */
+export function nameProblem(name: string): SpecProblem | undefined {
+  if (name.length <= MAX_WORLD_NAME && WORLD_NAME.test(name)) return undefined;
+  return { field: 'metadata.name', message: `${JSON.stringify(name)} must be ${WORLD_NAME_RULE}; recreate the world under such a name` };
 }
 
 /** Reason of the Ready, Progressing and Degraded conditions of a world whose spec cannot be realised. */
