@@ -154,6 +154,17 @@ function drainOnCommit(t: TestShard): { started?: Promise<void> } {
   return drain;
 }
 
+/** Walks the client east until the drain begins, and waits for the drain to end. */
+async function walkUntilDrained(c: RealtimeClient, drain: { started?: Promise<void> }): Promise<void> {
+  timers.push(
+    setInterval(() => {
+      if (!drain.started) c.move(4, 0);
+    }, 25),
+  );
+  await until('B to drain', () => drain.started !== undefined, 30_000);
+  await drain.started;
+}
+
 const tokenFor = (t: TestShard, playerId: string) => (s: { name: string }) => t.token(playerId, { shard: s.name });
 
 test('a redirect that never reaches the client: its rejoin of the old shard is answered with the same redirect, and it resumes its entity on the new one', async () => {
@@ -275,13 +286,7 @@ test('the new shard drains between the commit and the resume: the client still r
   const c = await a.client('walker', { rejoin: { joinToken: tokenFor(a, 'walker'), maxDelayMs: 200 } });
   const original = c.welcome?.entityId as number;
   const events = record(c);
-  timers.push(
-    setInterval(() => {
-      if (!drain.started) c.move(4, 0);
-    }, 25),
-  );
-  await until('B to drain', () => drain.started !== undefined, 30_000);
-  await drain.started;
+  await walkUntilDrained(c, drain);
   // B's final snapshot keeps the walker's entity for the player.
   const b2 = await start(1);
   await linksUp(a, b2);
@@ -309,13 +314,7 @@ test('the new shard drains and is gone before the client resumes there: the rejo
   });
   const original = c.welcome?.entityId as number;
   const events = record(c);
-  timers.push(
-    setInterval(() => {
-      if (!drain.started) c.move(4, 0);
-    }, 25),
-  );
-  await until('B to drain', () => drain.started !== undefined, 30_000);
-  await drain.started;
+  await walkUntilDrained(c, drain);
   await until('the resume to fail', () => events.some((e) => e.startsWith('handoffFailed')), 10_000);
   // A while down: the client keeps at B, and A starts it no new entity.
   await new Promise((r) => setTimeout(r, 1500));
