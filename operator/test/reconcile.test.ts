@@ -292,6 +292,29 @@ describe('reconciling a GameWorld against the real API server', () => {
     const cm = await core.readNamespacedConfigMap({ name: 'glade-world', namespace: ns });
     expect(JSON.parse(cm.data?.['shard-map.json'] as string).bounds).toEqual({ minX: 0, minY: 0, maxX: 1000, maxY: 500 });
 
+    // Its pod ends while the world is held (evicted, its node lost): it is made again from the
+    // last valid spec, not left gone until the spec is fixed.
+    await core.deleteNamespacedPod({ name: 'glade-0-0', namespace: ns, gracePeriodSeconds: 0 });
+    const remade = await until(
+      'the ended shard pod of a held world to be made again',
+      async () => {
+        await reconciler.reconcile(ns, 'glade');
+        const [p] = await pods('glade');
+        return p && p.metadata?.uid !== running[0]?.metadata?.uid && !p.metadata?.deletionTimestamp ? p : undefined;
+      },
+      30_000,
+      100,
+    );
+    expect(remade.metadata?.annotations?.['aethex.dev/template-hash']).toBe(
+      running[0]?.metadata?.annotations?.['aethex.dev/template-hash'],
+    );
+    expect(remade.spec?.containers[0]?.env?.find((e) => e.name === 'AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS')?.value).toBe('0,0,1000,500');
+    const still = await settle('glade', (x) => held(x) && x.status?.shardSummary === '1/1', undefined, 20_000);
+    expect(still.status?.conditions?.find((c) => c.type === 'Progressing')?.message).toMatch(/one that ends is made again/);
+    const again = shape(await pods('glade'));
+    for (let i = 0; i < 2; i++) await reconciler.reconcile(ns, 'glade');
+    expect(shape(await pods('glade'))).toEqual(again);
+
     // Fixed: the world rolls to the new spec and is Ready again.
     await worlds(kc, ns).patch('glade', { spec: { world: { maxSpeed: 20 } } });
     await until(

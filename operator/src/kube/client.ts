@@ -131,8 +131,12 @@ export class KubeClient {
     }
   }
 
-  /** Reads a child's annotations and resourceVersion, or undefined if it does not exist. */
-  async observe(m: Manifest): Promise<{ annotations: Record<string, string>; resourceVersion?: string } | undefined> {
+  /** Reads a child's annotations, resourceVersion, owners' uids and (a ConfigMap's) data, or undefined if it does not exist. */
+  async observe(
+    m: Manifest,
+  ): Promise<
+    { annotations: Record<string, string>; resourceVersion?: string; owners: string[]; data?: Record<string, string> } | undefined
+  > {
     this.requests.get++;
     try {
       const got = await this.objects.read({
@@ -140,7 +144,13 @@ export class KubeClient {
         kind: m.kind,
         metadata: { name: m.metadata.name, namespace: m.metadata.namespace },
       });
-      return { annotations: got.metadata?.annotations ?? {}, resourceVersion: got.metadata?.resourceVersion };
+      const data = (got as { data?: Record<string, string> }).data;
+      return {
+        annotations: got.metadata?.annotations ?? {},
+        resourceVersion: got.metadata?.resourceVersion,
+        owners: (got.metadata?.ownerReferences ?? []).map((o) => o.uid),
+        ...(data ? { data } : {}),
+      };
     } catch (err) {
       if ((err as { code?: number }).code === 404) return undefined;
       throw wrap(`read ${m.kind} ${m.metadata.name}`, err);

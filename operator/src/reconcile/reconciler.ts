@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
 import type { V1Pod } from '@kubernetes/client-node';
-import { FINALIZER, type GameWorld, type GameWorldStatus, withDefaults } from '../api/gameworld.js';
+import { FINALIZER, type GameWorld, type GameWorldSpec, type GameWorldStatus, withDefaults } from '../api/gameworld.js';
 import { type KubeClient, KubeError } from '../kube/client.js';
 import { desiredPods, desiredSupport, hashOf, isSharded, linksSecret, selectInstances } from './desired.js';
+import { configMapName } from './names.js';
 import { observePod, podProblem } from './observe.js';
 import { type ObservedPod, planPods } from './plan.js';
 import { INVALID_SPEC, nameProblem, specProblem } from './spec-problem.js';
@@ -115,36 +116,63 @@ export class Reconciler {
   private async converge(world: GameWorld): Promise<Outcome> {
     const { kube } = this.deps;
     const pods = await kube.listShardPods(world.metadata.namespace, world.metadata.name);
-    const byName = new Map<string, V1Pod>(pods.map((p) => [p.metadata?.name as string, p]));
     const observed = pods.map(observePod).filter((p): p is ObservedPod => p !== undefined);
     // A spec its shards would refuse at start (exit 2, a crash loop on every pod), or a name its
-    // children cannot have (a world stored before the CRD's name rule), is not applied:
-    // no pod, shard map or Secret is made, changed or removed, so running shards keep the last
-    // valid spec. Terminal: only a change of the world (or of its pods) brings it back.
-    const problem = nameProblem(world.metadata.name) ?? specProblem(world.spec);
+    // children cannot have (a world stored before the CRD's name rule), is not applied: no shard
+    // map or Secret is changed, so running shards keep the last valid spec. That spec is the one
+    // the world's ConfigMap holds: a shard pod that ends meanwhile (evicted, its node lost) is
+    // made again from it, and a roll to it in flight goes on, as a Deployment's last good
+    // ReplicaSet would. Only a change of the world (or of its pods) brings it back.
+    const nameIssue = nameProblem(world.metadata.name);
+    const problem = nameIssue ?? specProblem(world.spec);
     if (problem) {
       const message = `${problem.field}: ${problem.message}`;
-      await this.writeStatus(world, computeHeldStatus(world, observed, this.deps.now().toISOString(), { reason: INVALID_SPEC, message }));
-      return {};
+      const applied = nameIssue ? undefined : await this.appliedSpec(world);
+      const busy = applied ? (await this.convergePods({ ...world, spec: applied }, pods, observed)).busy : false;
+      await this.writeStatus(
+        world,
+        computeHeldStatus(world, observed, this.deps.now().toISOString(), { reason: INVALID_SPEC, message }, applied !== undefined),
+      );
+      return busy ? { requeueAfterMs: 1000 } : {};
     }
+    const { desired, plan, busy } = await this.convergePods(world, pods, observed, true);
+    const status = await this.writeStatus(
+      world,
+      computeStatus(world, desired, observed, plan, this.deps.now().toISOString(), podProblem(pods)),
+    );
+    const settling = status.conditions?.some((c) => c.type === 'Ready' && c.status !== 'True');
+    // Changes in flight: look again soon. Waiting for pods to become ready: their watch events
+    // bring the world back, so only a slow safety net (a 1 s loop over every unready world floods
+    // the queue when many worlds start at once).
+    return busy ? { requeueAfterMs: 1000 } : settling ? { requeueAfterMs: 10_000 } : {};
+  }
+
+  /**
+   * Brings the world's shard pods (and, with `support`, its ConfigMap, Service, PDB and link
+   * Secret) to `world.spec`: one step of a roll, bounded by maxUnavailable.
+   */
+  private async convergePods(world: GameWorld, pods: V1Pod[], observed: ObservedPod[], support = false) {
+    const { kube } = this.deps;
+    const byName = new Map<string, V1Pod>(pods.map((p) => [p.metadata?.name as string, p]));
     const instances = selectInstances(
       world.spec.instances,
       observed.map((p) => p.instance),
       observed.filter((p) => p.allocated).map((p) => p.instance),
     );
     const desired = desiredPods(world, instances);
-    await this.ensureLinksSecret(world);
-
-    for (const m of desiredSupport(world, instances)) {
-      const hash = hashOf(m);
-      const have = await kube.observe(m);
-      if (have?.annotations[APPLIED_HASH] !== hash) {
-        const metadata = {
-          ...m.metadata,
-          annotations: { ...m.metadata.annotations, [APPLIED_HASH]: hash },
-          ...(have?.resourceVersion ? { resourceVersion: have.resourceVersion } : {}),
-        };
-        await kube.apply({ ...m, metadata });
+    if (support) {
+      await this.ensureLinksSecret(world);
+      for (const m of desiredSupport(world, instances)) {
+        const hash = hashOf(m);
+        const have = await kube.observe(m);
+        if (have?.annotations[APPLIED_HASH] !== hash) {
+          const metadata = {
+            ...m.metadata,
+            annotations: { ...m.metadata.annotations, [APPLIED_HASH]: hash },
+            ...(have?.resourceVersion ? { resourceVersion: have.resourceVersion } : {}),
+          };
+          await kube.apply({ ...m, metadata });
+        }
       }
     }
 
@@ -161,17 +189,31 @@ export class Reconciler {
         if (!(err instanceof KubeError && err.status === 409)) throw err;
       }
     }
-
-    const status = await this.writeStatus(
-      world,
-      computeStatus(world, desired, observed, plan, this.deps.now().toISOString(), podProblem(pods)),
-    );
     const busy = plan.create.length + plan.delete.length + plan.held.filter((h) => h.reason === 'MaxUnavailable').length > 0;
-    const settling = status.conditions?.some((c) => c.type === 'Ready' && c.status !== 'True');
-    // Changes in flight: look again soon. Waiting for pods to become ready: their watch events
-    // bring the world back, so only a slow safety net (a 1 s loop over every unready world floods
-    // the queue when many worlds start at once).
-    return busy ? { requeueAfterMs: 1000 } : settling ? { requeueAfterMs: 10_000 } : {};
+    return { desired, plan, busy };
+  }
+
+  /**
+   * The spec the world's children were last made from: `world.json` of its ConfigMap, if that
+   * ConfigMap is this world's (owner uid) and the spec is one the shards take. Undefined if the
+   * world never had a valid spec.
+   */
+  private async appliedSpec(world: GameWorld): Promise<GameWorldSpec | undefined> {
+    const have = await this.deps.kube.observe({
+      apiVersion: 'v1',
+      kind: 'ConfigMap',
+      metadata: { name: configMapName(world.metadata.name), namespace: world.metadata.namespace },
+    });
+    if (!have?.data?.['world.json'] || !have.owners?.includes(world.metadata.uid as string)) return undefined;
+    try {
+      const stored = JSON.parse(have.data['world.json']) as { name?: unknown; spec?: Record<string, unknown> };
+      if (stored.name !== world.metadata.name || typeof stored.spec !== 'object' || stored.spec === null) return undefined;
+      const spec = withDefaults(stored.spec);
+      return specProblem(spec) ? undefined : spec;
+    } catch {
+      // Not JSON, or not a spec withDefaults can read: as if there were none.
+      return undefined;
+    }
   }
 
   /**

@@ -122,16 +122,18 @@ export function computeStatus(
 
 /**
  * The status of a world whose spec cannot be realised (`problem`, e.g. InvalidSpec from
- * specProblem), for a pass that creates, deletes and rolls nothing: the shards are the ones an
- * earlier spec made, as the last status listed them (region, address), in the state observed now.
- * Ready=False and Degraded=True carry the problem; Progressing=False, as nothing moves until the
- * spec changes. Pure; unchanged observations give an equal status.
+ * specProblem): the shards are the ones an earlier spec made, as the last status listed them
+ * (region, address), in the state observed now. Ready=False and Degraded=True carry the problem;
+ * Progressing=False, as nothing moves towards the new spec. `keepsLastSpec`: the shards of the
+ * last valid spec are kept up (one that ends is made again); without it (no valid spec was ever
+ * applied) nothing is made. Pure; unchanged observations give an equal status.
  */
 export function computeHeldStatus(
   world: GameWorld,
   observed: ObservedPod[],
   now: string,
   problem: { reason: string; message: string },
+  keepsLastSpec = false,
 ): GameWorldStatus {
   const gen = world.metadata.generation;
   const have = new Map(observed.map((p) => [p.name, p]));
@@ -164,7 +166,9 @@ export function computeHeldStatus(
         {
           type: 'Progressing',
           ...held,
-          message: 'no shard is created, deleted or rolled until the spec is fixed; running shards keep theirs',
+          message: keepsLastSpec
+            ? 'nothing moves to this spec until it is fixed; the shards keep the last valid spec, and one that ends is made again from it'
+            : 'no shard is created, deleted or rolled until the spec is fixed',
         },
         now,
       ),
