@@ -12,7 +12,7 @@ import { type Clock, FixedTimestep, runLoop, systemClock } from './loop/fixed-ti
 import { createMetrics, type ShardMetrics } from './metrics.js';
 import { Gateway } from './net/gateway.js';
 import { ShardPersistence, settledWithin } from './persist/persistence.js';
-import { assembleState, decodeState } from './persist/state-codec.js';
+import { assembleState, decodeState, RESTORE_ID_MARGIN } from './persist/state-codec.js';
 import { openStores, type Stores } from './persist/stores.js';
 import { LINK_PATH, ShardLinks } from './sharding/links.js';
 import { idRange, loadShardMap, type ShardPlacement } from './sharding/map.js';
@@ -186,6 +186,10 @@ export async function startShard(configured: GameserverSettings, options: ShardO
     presenceTtlMs: settings['presence.ttl_ms'],
     maxQueuedEvents: settings['persistence.max_queued_events'],
     metrics,
+    // Ids freed up to a snapshot the store took may go again (World.reuseThrough).
+    onSaved: (tick) => {
+      engine.world.reuseThrough = Math.max(engine.world.reuseThrough, tick);
+    },
   });
   persistence.start();
 
@@ -289,9 +293,19 @@ export async function startShard(configured: GameserverSettings, options: ShardO
   const gatewayAddress = await gateway.listen();
   links?.start();
   const snapshotEvery = Math.max(1, Math.round(settings['persistence.snapshot_interval_ms'] / settings['engine.tick_rate_ms']));
-  // A restored shard numbers entity ids on past a margin (state-codec): saved at once, so that a
-  // crash before the first periodic snapshot does not restart from the same counter again.
-  if (restored) persistence.snapshot(engine.tick, assembleState(engine.captureState(sharding?.adoptedAwaitingResume())));
+  // Saved at once, restored or not, so that a crash before the first periodic snapshot does not
+  // restart from the same id counter again: a restart numbers on past a margin (state-codec), and
+  // an id handed out before the crash may live on at a neighbour. Until it is taken, no freed id
+  // goes again (World.reuseThrough).
+  engine.world.reuseThrough = -1;
+  // A snapshot is taken every `snapshotEvery` ticks, and sooner once half the restore margin of new
+  // ids has been handed out since the last one: a restart from it must number on past them all.
+  let capturedNextId = 0;
+  const takeSnapshot = () => {
+    capturedNextId = engine.world.nextEntityId;
+    persistence.snapshot(engine.tick, assembleState(engine.captureState(sharding?.adoptedAwaitingResume())));
+  };
+  takeSnapshot();
 
   let lastTickAt = clock.now();
   const tickMs = settings['engine.tick_rate_ms'];
@@ -305,8 +319,7 @@ export async function startShard(configured: GameserverSettings, options: ShardO
       const started = performance.now();
       engine.step();
       sharding?.afterStep();
-      if (engine.tick % snapshotEvery === 0)
-        persistence.snapshot(engine.tick, assembleState(engine.captureState(sharding?.adoptedAwaitingResume())));
+      if (engine.tick % snapshotEvery === 0 || engine.world.nextEntityId - capturedNextId >= RESTORE_ID_MARGIN / 2) takeSnapshot();
       const ms = performance.now() - started;
       metrics.tickDuration.observe(ms / 1000);
       lastTickAt = clock.now();

@@ -205,6 +205,66 @@ test('a restored shard saves its state at once: a second crash never numbers ent
   }
 });
 
+test('ids after a crash: none the stored snapshot still holds is handed out again, and a restart numbers past every id handed out', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'aethex-ids-'));
+  const first = await startTestShard({
+    AETHEX_GAMESERVER_PERSISTENCE_DIRECTORY: dir,
+    AETHEX_GAMESERVER_PERSISTENCE_SNAPSHOT_INTERVAL_MS: '3600000',
+    AETHEX_GAMESERVER_ENGINE_NPC_COUNT: '1',
+    AETHEX_GAMESERVER_ENGINE_MAX_ENTITIES: '8192',
+    AETHEX_GAMESERVER_ENGINE_TICK_RATE_MS: '10',
+    AETHEX_GAMESERVER_HANDOFF_RESUME_TIMEOUT_MS: '1000',
+  });
+  const { engine, persistence } = first.shard;
+  const store = new DirectorySnapshotStore(dir);
+  const key = { namespace: '', world: 'test', instance: 0, shard: 'test-0-0' };
+  // What a restart after a crash at this moment would restore.
+  const restorable = async () => {
+    const saved = await store.load(key);
+    return saved ? decodeState(saved.state, 8192) : undefined;
+  };
+  const ticks = async (n: number) => {
+    const until = engine.tick + n;
+    while (engine.tick < until) await new Promise((r) => setTimeout(r, 5));
+  };
+  try {
+    // The start's snapshot holds the NPC.
+    for (let i = 0; i < 200 && !(await restorable()); i++) await new Promise((r) => setTimeout(r, 10));
+    const npc = engine.world.id[0] as number;
+    expect((await restorable())?.world.indexOf(npc)).toBe(0);
+    expect(engine.context.despawn(npc)).toBe(true);
+    const freedAt = engine.tick;
+    await ticks(engine.world.idRestTicks + 2);
+    // Rested, but a crash would restore the NPC under that id: a new entity (a player who could
+    // cross to a neighbour) gets another.
+    const next = engine.context.spawn(0, 0, 7);
+    expect(next).not.toBe(npc);
+    expect((await restorable())?.world.indexOf(npc)).toBe(0);
+    // 5,000 new entities, 100 a tick: more new ids than the restore margin, so snapshots come
+    // sooner than the hour's, and a restart from the stored one numbers past them all. Once one
+    // taken after the NPC went is stored, its id goes again.
+    const given: number[] = [];
+    let reusedWhenSaved = -1;
+    for (let i = 0; i < 50; i++) {
+      for (let k = 0; k < 100; k++) {
+        const id = engine.context.spawn(0, 0, 7);
+        if (id === npc) reusedWhenSaved = persistence.lastSavedTick;
+        given.push(id);
+      }
+      await ticks(1);
+    }
+    expect(given.filter((id) => id === npc)).toHaveLength(1);
+    expect(reusedWhenSaved).toBeGreaterThan(freedAt);
+    const highest = Math.max(next, ...given);
+    expect(highest - npc).toBeGreaterThan(RESTORE_ID_MARGIN);
+    await ticks(2);
+    for (let i = 0; i < 200 && persistence.lastSavedTick < engine.tick - 2; i++) await new Promise((r) => setTimeout(r, 10));
+    expect((await restorable())?.world.nextEntityId).toBeGreaterThan(highest);
+  } finally {
+    await first.stop();
+  }
+});
+
 test('a world goes on through tick 2^32: its clients read and acknowledge wrapped ticks, and its saves are taken after a restore', async () => {
   // The wire and the blob hold a tick's low 32 bits, the store the whole tick. Restored at the
   // blob's, every later save was refused as older than the stored one; a client took the ticks

@@ -36,6 +36,8 @@ export interface PersistenceDeps {
   metrics?: PersistenceMetrics;
   /** A monotonic clock in ms (default `performance.now`): it times the heartbeat, which a wall clock stepping back would stop. */
   now?: () => number;
+  /** Called with a snapshot's tick once the store took it (after `save` resolved). */
+  onSaved?: (tick: number) => void;
 }
 
 /** The longest delay setTimeout takes; anything longer fires at once. */
@@ -170,6 +172,7 @@ export class ShardPersistence {
           done();
           this.lastSavedTick = next.tick;
           this.lastSaveError = undefined;
+          this.deps.onSaved?.(next.tick);
           m.stateSnapshotLastTick.set(next.tick);
           m.stateSnapshotLastSaved.set(Date.now() / 1000);
         } catch (err) {

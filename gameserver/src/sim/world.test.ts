@@ -93,6 +93,21 @@ describe('entity ids', () => {
     ]);
   });
 
+  test('a freed id goes again only once a snapshot taken after it was freed is stored, so a crash restoring that snapshot cannot bring back an id alive elsewhere', () => {
+    const w = new World(8, 1, 100);
+    w.reuseThrough = -1; // a shard with snapshots, none stored yet
+    const a = w.spawn(0, 0, KIND_NPC);
+    w.clock = 10;
+    w.despawn(a);
+    w.clock = 10 + ID_REST_TICKS;
+    // Rested, but the last stored snapshot (none) still has `a`: a new id.
+    expect(w.spawn(0, 0, KIND_PLAYER)).toBe(2);
+    w.reuseThrough = 9; // taken before `a` was freed: a crash would restore `a`
+    expect(w.spawn(0, 0, KIND_PLAYER)).toBe(3);
+    w.reuseThrough = 10; // taken on the tick that freed it: `a` is not in it
+    expect(w.spawn(0, 0, KIND_PLAYER)).toBe(a);
+  });
+
   test('a game spawning and despawning every tick never uses up the id range; when a range is used up the refusal says so', () => {
     const w = new World(64, 1, 1000);
     for (let tick = 0; tick < 20_000; tick++) {

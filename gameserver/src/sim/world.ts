@@ -190,6 +190,14 @@ export class World {
    * showing the old entity would take a new one by its id for it, moved and changed in kind.
    */
   idRestTicks = ID_REST_TICKS;
+  /**
+   * Freed ids are handed out again only once freed at or before this tick: the tick of the last
+   * snapshot of this shard's state the store took (the shard sets it, −1 until the first; without
+   * snapshots nothing is restored, and any rested id may go). A crash restores that snapshot, in
+   * which an id freed after it still belongs to the entity that had it; handed out again
+   * meanwhile, it could be alive at a neighbour (a player who crossed): two entities, one id.
+   */
+  reuseThrough = Number.POSITIVE_INFINITY;
 
   /**
    * Ids this world hands out are in [firstId, idLimit): the shards of one world use disjoint
@@ -270,7 +278,11 @@ export class World {
       throw new CapacityError(this.capacity);
     let entityId: number;
     if (id !== undefined) entityId = id;
-    else if (this.freedHead < this.freed.length && this.clock - (this.freed[this.freedHead + 1] as number) >= this.idRestTicks) {
+    else if (
+      this.freedHead < this.freed.length &&
+      (this.freed[this.freedHead + 1] as number) <= this.reuseThrough &&
+      this.clock - (this.freed[this.freedHead + 1] as number) >= this.idRestTicks
+    ) {
       entityId = this.freed[this.freedHead] as number;
       this.freedHead += 2;
       if (this.freedHead === this.freed.length) {
