@@ -32,6 +32,7 @@ export {
   GRID_CELL_FACTOR,
   MAX_GRID_CELLS,
   MAX_POSITION_QUANTA,
+  WORLD_SETTING_RANGES,
   type WorldBoundsProblem,
   type WorldLimits,
   worldBoundsProblem,

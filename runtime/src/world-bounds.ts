@@ -19,6 +19,16 @@ export const GRID_CELL_FACTOR = 0.5;
 /** Cells the shard's spatial grid, which covers the whole world, has at most. */
 export const MAX_GRID_CELLS = 1 << 20;
 
+/**
+ * The shard's ranges of the settings the rule reads (`engine.max_speed`, `engine.aoi_radius`,
+ * `engine.position_scale`): its configuration, the CRD and the operator's hints state the same.
+ */
+export const WORLD_SETTING_RANGES = {
+  maxSpeed: { min: 0.001, max: 10_000 },
+  aoiRadius: { min: 1, max: 100_000 },
+  positionScale: { min: 0.0001, max: 100 },
+} as const;
+
 /** Snapshots carry positions as int32 quanta: the farthest bound must be fewer quanta than this from 0. */
 export const MAX_POSITION_QUANTA = 2 ** 31 - 1;
 

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { WORLD_SETTING_RANGES } from '@aethex/runtime';
 import { expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { MAX_WORLD_NAME, WORLD_NAME, WORLD_NAME_RULE, withDefaults } from './gameworld.js';
@@ -38,4 +39,12 @@ it('holds world names to the same rule as the CRD', () => {
   const longest = `a${'b'.repeat(MAX_WORLD_NAME - 1)}`;
   expect(`${longest}-shards`.length).toBeLessThanOrEqual(63);
   expect(`${longest}-999-63`.length).toBeLessThanOrEqual(63);
+});
+
+it("states the shard's ranges of aoiRadius and maxSpeed, which the hints of InvalidSpec stay within", () => {
+  const crd = parse(readFileSync(join(import.meta.dirname, '../../../crds/gameworld.yaml'), 'utf8'));
+  const world = crd.spec.versions[0].schema.openAPIV3Schema.properties.spec.properties.world.properties;
+  for (const name of ['aoiRadius', 'maxSpeed'] as const) {
+    expect({ min: world[name].minimum, max: world[name].maximum }, name).toEqual(WORLD_SETTING_RANGES[name]);
+  }
 });

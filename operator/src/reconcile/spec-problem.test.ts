@@ -32,6 +32,33 @@ it.each<[string, GameWorldSpec, { field: string; message: string } | undefined]>
   ],
   ['the same bounds at the max speed it names', spec({ ...far, maxSpeed: 12.5 }), undefined],
   [
+    'bounds no max speed in range fits: no hint past the maximum',
+    spec({ bounds: { minX: -2e9, minY: -1000, maxX: 2e9, maxY: 1000 }, maxSpeed: 5 }, [{ name: SCALE, value: '1' }]),
+    {
+      field: 'spec.world.bounds',
+      message:
+        'too far from 0 for spec.world.maxSpeed (5): the shard keeps positions as float32, 128 apart at 2000000000, and they must be at most max speed / 100 (0.05) apart; keep the bounds inside ±524288 (a max speed of 12800 would fit them, past its maximum, 10000)',
+    },
+  ],
+  [
+    'a grid no radius in range fits: make the bounds smaller',
+    spec({ bounds: { minX: 0, minY: 0, maxX: 100_000_000, maxY: 100_000_000 }, maxSpeed: 10_000 }),
+    {
+      field: 'spec.world.aoiRadius',
+      message:
+        "too small for spec.world.bounds (100000000 × 100000000): the shard's area-of-interest grid, cells of 0.5 × the radius, would need 1000000000000 cells, at most 1048576; it would take a radius of 195312.5, past its maximum (100000): make the bounds smaller",
+    },
+  ],
+  [
+    'bounds past 2^31 − 1 quanta of the largest position scale',
+    spec({ bounds: { minX: -3e11, minY: 0, maxX: 3e11, maxY: 1000 }, maxSpeed: 10_000 }, [{ name: SCALE, value: '100' }]),
+    {
+      field: 'spec.world.bounds',
+      message:
+        "too far from 0 for the shard's position quantum (engine.position_scale 100, from AETHEX_GAMESERVER_ENGINE_POSITION_SCALE in spec.template.env[0]): snapshots carry positions as int32 quanta, and 300000000000 is past 2^31 − 1 of them; keep the bounds inside ±214748364700 (no position scale up to its maximum, 100, fits them)",
+    },
+  ],
+  [
     'bounds past 2^31 − 1 quanta of the default position scale',
     spec(huge),
     {

@@ -7,6 +7,7 @@ import {
   MAX_GRID_CELLS,
   type Settings,
   type SettingsSchema,
+  WORLD_SETTING_RANGES,
   worldBoundsProblem,
 } from '@aethex/runtime';
 import { type GameWorldSpec, MAX_WORLD_NAME, WORLD_NAME, WORLD_NAME_RULE } from '../api/gameworld.js';
@@ -125,26 +126,37 @@ function describe(
     case 'quanta': {
       const scale = label('positionScale');
       const source = scale === undefined ? `${p.positionScale}, the shard's default` : `${p.positionScale}, from ${scale}`;
+      const most = WORLD_SETTING_RANGES.positionScale.max;
       const raise =
-        scale === undefined
-          ? `set ${INPUTS.positionScale.variable} in spec.template.env to at least ${p.minPositionScale}`
-          : `raise it to at least ${p.minPositionScale}`;
+        p.minPositionScale > most
+          ? ` (no position scale up to its maximum, ${most}, fits them)`
+          : scale === undefined
+            ? `, or set ${INPUTS.positionScale.variable} in spec.template.env to at least ${p.minPositionScale}`
+            : `, or raise it to at least ${p.minPositionScale}`;
       return {
         field: bounds.field,
-        message: `too far from 0 for the shard's position quantum (engine.position_scale ${source}): snapshots carry positions as int32 quanta, and ${p.farthest} is past 2^31 − 1 of them; keep the bounds inside ±${p.limit}, or ${raise}`,
+        message: `too far from 0 for the shard's position quantum (engine.position_scale ${source}): snapshots carry positions as int32 quanta, and ${p.farthest} is past 2^31 − 1 of them; keep the bounds inside ±${p.limit}${raise}`,
       };
     }
     case 'float32': {
       const speed = label('maxSpeed');
       return {
         field: bounds.field,
-        message: `too far from 0 for ${speed} (${p.maxSpeed}): the shard keeps positions as float32, ${p.spacing} apart at ${p.farthest}, and they must be at most max speed / 100 (${p.maxSpeed / 100}) apart; keep the bounds inside ±${p.inside}, or raise ${speed} to at least ${p.minMaxSpeed}`,
+        message: `too far from 0 for ${speed} (${p.maxSpeed}): the shard keeps positions as float32, ${p.spacing} apart at ${p.farthest}, and they must be at most max speed / 100 (${p.maxSpeed / 100}) apart; keep the bounds inside ±${p.inside}${
+          p.minMaxSpeed > WORLD_SETTING_RANGES.maxSpeed.max
+            ? ` (a max speed of ${p.minMaxSpeed} would fit them, past its maximum, ${WORLD_SETTING_RANGES.maxSpeed.max})`
+            : `, or raise ${speed} to at least ${p.minMaxSpeed}`
+        }`,
       };
     }
     case 'grid':
       return {
         field: field('aoiRadius') as string,
-        message: `too small for ${bounds.label} (${p.width} × ${p.height}): the shard's area-of-interest grid, cells of ${GRID_CELL_FACTOR} × the radius, would need ${p.cells} cells, at most ${MAX_GRID_CELLS}; raise it to at least ${p.minAoiRadius}`,
+        message: `too small for ${bounds.label} (${p.width} × ${p.height}): the shard's area-of-interest grid, cells of ${GRID_CELL_FACTOR} × the radius, would need ${p.cells} cells, at most ${MAX_GRID_CELLS}; ${
+          p.minAoiRadius > WORLD_SETTING_RANGES.aoiRadius.max
+            ? `it would take a radius of ${p.minAoiRadius}, past its maximum (${WORLD_SETTING_RANGES.aoiRadius.max}): make the bounds smaller`
+            : `raise it to at least ${p.minAoiRadius}`
+        }`,
       };
   }
 }
