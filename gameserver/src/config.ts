@@ -10,6 +10,7 @@ import {
   type Settings,
   type SettingsSchema,
   type ShardKey,
+  WORLD_SETTING_RANGES,
   worldBoundsProblem,
 } from '@aethex/runtime';
 import { EVENTS_MAX_LEN, MAX_QUEUED_EVENTS, OUTBOX_RETENTION_MS } from './persist/outbox.js';
@@ -34,8 +35,8 @@ export const GAMESERVER_SETTINGS = {
     default: { minX: -1000, minY: -1000, maxX: 1000, maxY: 1000 },
     doc: 'The whole world in world units; near enough to 0 that float32 positions there are at most engine.max_speed / 100 apart (within ±524288 at a max_speed of 5).',
   },
-  'engine.max_speed': { type: 'number', default: 5, min: 0.001, max: 10_000, doc: 'Largest move per tick in world units.' },
-  'engine.aoi_radius': { type: 'number', default: 200, min: 1, max: 100_000, doc: 'Area-of-interest radius in world units.' },
+  'engine.max_speed': { type: 'number', default: 5, ...WORLD_SETTING_RANGES.maxSpeed, doc: 'Largest move per tick in world units.' },
+  'engine.aoi_radius': { type: 'number', default: 200, ...WORLD_SETTING_RANGES.aoiRadius, doc: 'Area-of-interest radius in world units.' },
   'engine.max_visible': { type: 'int', default: 256, min: 1, max: 4096, doc: 'Entities tracked per client at most.' },
   'engine.snapshot_threads': {
     type: 'int',
@@ -54,8 +55,7 @@ export const GAMESERVER_SETTINGS = {
   'engine.position_scale': {
     type: 'number',
     default: DEFAULT_POSITION_SCALE,
-    min: 0.0001,
-    max: 100,
+    ...WORLD_SETTING_RANGES.positionScale,
     doc: 'Snapshot position quantum in world units; the world bounds must lie within 2^31 quanta of 0.',
   },
   'engine.npc_count': {
@@ -130,6 +130,13 @@ export const GAMESERVER_SETTINGS = {
     max: 100_000,
     doc: 'New connections one remote address may open a second, after a burst of gateway.max_connections_per_address; more are closed as they arrive.',
   },
+  'gateway.ipv6_prefix_length': {
+    type: 'int',
+    default: 64,
+    min: 32,
+    max: 128,
+    doc: 'The per-address limits count an IPv6 client by this many leading bits of its address (one subscriber or host usually holds a whole /64); 128 counts each address. IPv4 (and IPv4-mapped IPv6) addresses count each on their own.',
+  },
   'gateway.max_protocol_errors': {
     type: 'int',
     default: 10,
@@ -173,6 +180,13 @@ export const GAMESERVER_SETTINGS = {
   },
   'auth.issuer': { type: 'string', default: 'aethex-control-plane', doc: 'Required `iss` of join tokens.' },
   'auth.audience': { type: 'string', default: 'aethex-shard', doc: 'Required `aud` of join tokens.' },
+  'auth.max_token_lifetime_s': {
+    type: 'int',
+    default: 3600,
+    min: 60,
+    max: 86_400,
+    doc: 'Longest lifetime (`exp` − `iat`, seconds) of a join token the shard accepts: a token is a bearer credential, good for any number of joins until it expires.',
+  },
   'shard.namespace': {
     type: 'string',
     default: '',

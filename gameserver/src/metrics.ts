@@ -40,7 +40,7 @@ export function createPersistenceMetrics(registers: Registry[] = []) {
     }),
     outboxDropped: new Counter({
       name: 'aether_outbox_events_dropped_total',
-      help: 'Domain events dropped because persistence.max_queued_events were already waiting for the outbox.',
+      help: 'Domain events dropped: persistence.max_queued_events were already waiting for the outbox, or PostgreSQL refused the event for its data.',
       registers,
     }),
     outboxAppendFailures: new Counter({
@@ -187,3 +187,22 @@ export function createMetrics() {
 }
 
 export type ShardMetrics = ReturnType<typeof createMetrics>;
+
+/**
+ * `aether_join_keys_age_seconds` on `registry`, read from `ageMs` at each scrape: for a shard
+ * verifying join tokens against auth.jwks_url, seconds since the key set it uses was fetched
+ * (absent until it first loads). It is refreshed every few minutes; a value growing past that
+ * means the key server has been failing since (the shard keeps using the last set).
+ */
+export function registerJoinKeysAge(registry: Registry, ageMs: () => number | undefined): Gauge {
+  return new Gauge({
+    name: 'aether_join_keys_age_seconds',
+    help: 'Seconds since the join-token key set (auth.jwks_url) in use was fetched.',
+    registers: [registry],
+    collect() {
+      const ms = ageMs();
+      if (ms === undefined) this.reset();
+      else this.set(ms / 1000);
+    },
+  });
+}

@@ -2,14 +2,23 @@ import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { aethex } from '@aethex/proto';
-import { ConfigError, createJoinVerifier, type JoinClaims, type JoinVerifier, type Logger, redactUrl, worldRef } from '@aethex/runtime';
+import {
+  ConfigError,
+  createJoinVerifier,
+  type JoinClaims,
+  type JoinVerifier,
+  type JoinVerifierOptions,
+  type Logger,
+  redactUrl,
+  worldRef,
+} from '@aethex/runtime';
 import { checkWorldBounds, type GameserverSettings, shardKey } from './config.js';
 import { ShardEngine } from './engine.js';
 import { loadHooks } from './hooks.js';
 import { createOpsServer } from './http.js';
 import { Agones } from './lifecycle/agones.js';
 import { type Clock, FixedTimestep, runLoop, systemClock } from './loop/fixed-timestep.js';
-import { createMetrics, type ShardMetrics } from './metrics.js';
+import { createMetrics, registerJoinKeysAge, type ShardMetrics } from './metrics.js';
 import { Gateway } from './net/gateway.js';
 import { ShardPersistence, settledWithin } from './persist/persistence.js';
 import { assembleState, decodeState, RESTORE_ID_MARGIN } from './persist/state-codec.js';
@@ -47,6 +56,8 @@ export interface ShardOptions {
   clock?: Clock;
   /** Overrides the join-token check built from the `auth.*` settings (tests of other parts). */
   verifyJoin?: (token: string) => Promise<JoinClaims>;
+  /** With auth.jwks_url: how the key set is fetched and kept (tests shorten its intervals). */
+  jwks?: JoinVerifierOptions['jwks'];
   /**
    * Called after every tick with its wall time and the CPU time this process spent in it, in
    * milliseconds (benchmarks and tests: on a shared machine the two differ by the time the process
@@ -150,8 +161,11 @@ export async function startShard(configured: GameserverSettings, options: ShardO
         world: settings['shard.world'],
         instance: settings['shard.instance'],
         shard: settings['shard.name'],
+        maxLifetimeS: settings['auth.max_token_lifetime_s'],
+        ...(options.jwks ? { jwks: options.jwks } : {}),
       });
   const verifyJoin = options.verifyJoin ?? (verifier as JoinVerifier);
+  if (verifier && settings['auth.jwks_url']) registerJoinKeysAge(metrics.registry, () => verifier.keysAgeMs());
 
   // On Agones, a shard that cannot reach its SDK server fails to start rather than never becoming Ready.
   const agones =
@@ -166,7 +180,15 @@ export async function startShard(configured: GameserverSettings, options: ShardO
   const stores = await openStores(settings, log);
   const key = shardKey(settings);
   const saved = await stores.snapshots.load(key);
-  const restored = saved ? decodeState(saved.state, settings['engine.max_entities'], ids?.limit) : undefined;
+  let restored: ReturnType<typeof decodeState> | undefined;
+  try {
+    restored = saved ? decodeState(saved.state, settings['engine.max_entities'], ids?.limit) : undefined;
+  } catch (err) {
+    // Which snapshot, and what to do about it: the shard cannot start from it.
+    const at = stores.snapshots.locate(key);
+    await stores.close(0);
+    throw new Error(`the snapshot in ${at.where} could not be restored: ${(err as Error).message}; ${at.moveAside}`, { cause: err });
+  }
   if (saved && restored) {
     // The blob holds the tick's low 32 bits (a world may run past 2^32 ticks: 3.4 years at 40 Hz);
     // the store keeps it whole, and refuses saves below it.
@@ -191,6 +213,8 @@ export async function startShard(configured: GameserverSettings, options: ShardO
       engine.world.reuseThrough = Math.max(engine.world.reuseThrough, tick);
     },
   });
+  // The places the outbox holds open from before: the restored players' are not told again, the rest are freed.
+  await persistence.loadOpenPlaces();
   persistence.start();
 
   let gateway: Gateway | undefined;
@@ -219,6 +243,7 @@ export async function startShard(configured: GameserverSettings, options: ShardO
       },
     },
   );
+  persistence.placesRestored();
   // Players who join before a snapshot thread is up stay on the tick thread for good: wait for them.
   await engine.snapshotThreadsReady();
   let sharding: Sharding | undefined;
@@ -375,6 +400,7 @@ export async function startShard(configured: GameserverSettings, options: ShardO
       drained ??= (async () => {
         const started = performance.now();
         draining = true;
+        verifier?.stop();
         const g = gateway as Gateway;
         g.stopAccepting();
         loop.stop();

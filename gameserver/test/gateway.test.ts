@@ -1,14 +1,20 @@
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { generateKeyPairSync, type KeyObject, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import type { IncomingMessage, Server } from 'node:http';
-import { connect, type Socket } from 'node:net';
+import { mkdtempSync } from 'node:fs';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { type AddressInfo, connect, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { aethex } from '@aethex/proto';
-import { signJoinToken } from '@aethex/runtime';
+import { createLogger, signJoinToken } from '@aethex/runtime';
+import { SignJWT } from 'jose';
 import { afterEach, describe, expect, test } from 'vitest';
 import { type ClientOptions, WebSocket } from 'ws';
 import { loadConfig } from '../src/config.js';
+import { MAX_FRAGMENTS } from '../src/net/gateway.js';
+import { startShard } from '../src/shard.js';
 import { startTestShard, type TestShard, until } from './harness.js';
 
 const { ClientMessage, ServerMessage, ReasonCode } = aethex.v1;
@@ -66,6 +72,41 @@ const socketsFrom = (shard: TestShard, address = '127.0.0.1') =>
   (shard.shard.gateway as unknown as { perAddress: Map<string, number> }).perAddress.get(address) ?? 0;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+const now = () => Math.floor(Date.now() / 1000);
+
+/** A join token for the harness's shard (test/test-0-0) with its own `iat` and `exp`, and `kid`. */
+const timedToken = (key: KeyObject, iat: number, exp: number, kid?: string) =>
+  new SignJWT({ world: 'test', instance: 0, shard: 'test-0-0' })
+    .setProtectedHeader({ alg: 'EdDSA', ...(kid ? { kid } : {}) })
+    .setSubject('p')
+    .setIssuer('aethex-control-plane')
+    .setAudience('aethex-shard')
+    .setIssuedAt(iat)
+    .setExpirationTime(exp)
+    .sign(key);
+
+/**
+ * A client frame written by hand: `opcode`, FIN or not, masked with a zero key (the payload as
+ * it is), for payloads under 126 bytes.
+ */
+const clientFrame = (opcode: number, payload: Uint8Array, fin: boolean) =>
+  Buffer.from([(fin ? 0x80 : 0) | opcode, 0x80 | payload.length, 0, 0, 0, 0, ...payload]);
+
+/** `message` as `frames` WebSocket frames: an empty first one, empty continuations, and the bytes in the last. */
+const fragmented = (message: Uint8Array, frames: number) =>
+  Buffer.concat([
+    clientFrame(2, new Uint8Array(0), false),
+    ...Array.from({ length: frames - 2 }, () => clientFrame(0, new Uint8Array(0), false)),
+    clientFrame(0, message, true),
+  ]);
+
+/** The value of an unlabelled metric (or one with `labels`), or undefined when absent. */
+async function metric(opsUrl: string, name: string, labels = ''): Promise<number | undefined> {
+  const text = await (await fetch(`${opsUrl}/metrics`)).text();
+  const at = new RegExp(`^${name}${labels.replace(/[{}]/g, '\\$&')} (\\S+)$`, 'm').exec(text);
+  return at ? Number(at[1]) : undefined;
+}
 
 /** A WebSocket upgrade request, whole. */
 const upgradeRequest = () =>
@@ -320,6 +361,19 @@ describe('gateway and engine over real sockets', () => {
       ['wrong audience', await signJoinToken(keys.privateKey, claims, { ...signed, audience: 'elsewhere' }), AUTH_FAILED, /wrong audience/],
       ['wrong issuer', await signJoinToken(keys.privateKey, claims, { ...signed, issuer: 'someone' }), AUTH_FAILED, /wrong issuer/],
       ['another key', await signJoinToken(generateKeyPairSync('ed25519').privateKey, claims, signed), AUTH_FAILED, /bad signature/],
+      [
+        'another algorithm (ES256 for an Ed25519 key)',
+        await signJoinToken(generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey, claims, { ...signed, alg: 'ES256' }),
+        AUTH_FAILED,
+        /bad signature/,
+      ],
+      ['issued in the future', await timedToken(keys.privateKey, now() + 600, now() + 900), AUTH_FAILED, /issued in the future \(iat\)/],
+      [
+        'living for years',
+        await timedToken(keys.privateKey, now(), now() + 3 * 365 * 86400),
+        AUTH_FAILED,
+        /lifetime exp - iat of \d+ s is too long/,
+      ],
       [
         'no world claim',
         await signJoinToken(keys.privateKey, { ...claims, world: undefined as unknown as string }, signed),
@@ -656,5 +710,143 @@ describe('gateway and engine over real sockets', () => {
     await t.shard.drain();
     expect((await c.closed).code).toBe(1001);
     expect(c.kick()?.reason).toBe(ReasonCode.REASON_CODE_SHUTTING_DOWN);
+  });
+});
+
+describe('the network edge', () => {
+  test('every frame spends the message rate, fragments too; a message in more than MAX_FRAGMENTS frames is refused with 1008', async () => {
+    t = await startTestShard({ AETHEX_GAMESERVER_GATEWAY_MAX_MESSAGES_PER_SECOND: '50', AETHEX_GAMESERVER_GATEWAY_MESSAGE_BURST: '50' });
+    const joined = async (playerId: string) => {
+      const c = await raw((t as TestShard).shard.gatewayUrl);
+      c.ws.send(ClientMessage.encode({ join: { joinToken: await (t as TestShard).token(playerId), protocolVersion: 1 } }).finish());
+      await until('welcome', () => c.messages.some((m) => m.body === 'welcome'));
+      return { ...c, socket: (c.ws as unknown as { _socket: Socket })._socket };
+    };
+    const ping = (n: number) => ClientMessage.encode({ ping: { clientTimeMs: n } }).finish();
+    // A message in two fragments is one a client may send: answered.
+    const fine = await joined('two-fragments');
+    fine.socket.write(fragmented(ping(7), 2));
+    await until('the pong', () => fine.messages.some((m) => m.body === 'pong'));
+    // Four messages of MAX_FRAGMENTS frames each, 64 frames at once: over a burst of 50.
+    const c = await joined('fragments');
+    c.socket.write(Buffer.concat([1, 2, 3, 4].map((n) => fragmented(ping(n), MAX_FRAGMENTS))));
+    const { code } = await c.closed;
+    expect(c.messages.filter((m) => m.body === 'pong').length).toBeLessThan(4);
+    expect(c.kick()?.reason).toBe(ReasonCode.REASON_CODE_RATE_LIMITED);
+    expect(code).toBe(1008);
+    // One message in one frame more than MAX_FRAGMENTS: ws refuses it (1008), the player is kicked.
+    const d = await joined('too-many-fragments');
+    d.socket.write(fragmented(ping(1), MAX_FRAGMENTS + 1));
+    expect((await d.closed).code).toBe(1008);
+    expect(d.messages.some((m) => m.body === 'pong')).toBe(false);
+    expect(await metric(t.shard.opsUrl, 'aether_kicks_total', '{reason="protocol_error"}')).toBe(1);
+    expect(t.shard.engine.playerCount).toBe(1);
+  });
+
+  test('plain HTTP on the players’ port is answered once per connection, then the connection is closed', async () => {
+    t = await startTestShard();
+    const { socket, closed } = tcp(t.shard.gatewayUrl);
+    let answer = '';
+    socket.on('data', (d: Buffer) => {
+      answer += d.toString('latin1');
+    });
+    socket.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n'.repeat(500));
+    await Promise.race([closed, sleep(3000)]);
+    expect(answer.match(/HTTP\/1\.1 426/g)?.length).toBe(1);
+    expect(socket.destroyed).toBe(true);
+    expect(answer).toMatch(/connection: close/i);
+  });
+
+  test('on a dual-stack port an IPv4 client counts as its IPv4 address, apart from IPv6 clients (grouped by prefix)', async () => {
+    t = await startTestShard({ AETHEX_GAMESERVER_GATEWAY_BIND_ADDR: '[::]:0', AETHEX_GAMESERVER_GATEWAY_MAX_CONNECTIONS_PER_ADDRESS: '2' });
+    const port = Number(new URL(t.shard.gatewayUrl).port);
+    // Node sees these as ::ffff:127.0.0.1 and counts them as 127.0.0.1.
+    const silent = [tcp(`ws://127.0.0.1:${port}`), tcp(`ws://127.0.0.1:${port}`)];
+    await until('both IPv4 sockets counted as 127.0.0.1', () => socketsFrom(t as TestShard) === 2);
+    expect(await refused(`ws://127.0.0.1:${port}`)).toMatch(/ECONNRESET|socket hang up/);
+    // ::1 is another address (its /64, ::/64).
+    expect(await refused(`ws://[::1]:${port}`)).toBe('opened');
+    for (const s of silent) s.socket.destroy();
+  });
+});
+
+describe('join-token keys from auth.jwks_url, on a real shard', () => {
+  test('kept through an outage, refreshed in the background, rotated keys refused, failing fetches not multiplied by joins, the URL never logged whole', async () => {
+    const keys = generateKeyPairSync('ed25519');
+    const other = generateKeyPairSync('ed25519');
+    const jwk = (k: KeyObject, kid: string) => ({ ...k.export({ format: 'jwk' }), kid, alg: 'EdDSA', use: 'sig' });
+    const jwks = { status: 503, body: JSON.stringify({ keys: [jwk(keys.publicKey, 'k1')] }), fetches: 0 };
+    const server = createServer((_req, res) => {
+      jwks.fetches++;
+      res.writeHead(jwks.status, { 'content-type': 'application/json' }).end(jwks.status === 200 ? jwks.body : 'down');
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const lines: string[] = [];
+    const settings = loadConfig({
+      AETHEX_GAMESERVER_GATEWAY_BIND_ADDR: '127.0.0.1:0',
+      AETHEX_GAMESERVER_OPS_BIND_ADDR: '127.0.0.1:0',
+      AETHEX_GAMESERVER_AUTH_JWKS_URL: `http://127.0.0.1:${(server.address() as AddressInfo).port}/jwks?access_token=TOPSECRET123`,
+      AETHEX_GAMESERVER_SHARD_WORLD: 'test',
+      AETHEX_GAMESERVER_SHARD_NAME: 'test-0-0',
+      AETHEX_GAMESERVER_PERSISTENCE_DIRECTORY: mkdtempSync(join(tmpdir(), 'aethex-gs-')),
+      AETHEX_GAMESERVER_GATEWAY_MAX_CONNECTIONS_PER_ADDRESS: '100',
+      AETHEX_GAMESERVER_GATEWAY_CONNECTIONS_PER_ADDRESS_PER_SECOND: '1000',
+    });
+    const shard = await startShard(settings, {
+      log: createLogger('gameserver-test', 'info', { write: (line: string) => void lines.push(line) }),
+      jwks: { refreshMs: 200, retryMs: 100 },
+    });
+    const attempt = async (token: string) => {
+      const c = await raw(shard.gatewayUrl);
+      c.ws.send(ClientMessage.encode({ join: { joinToken: token, protocolVersion: 1 } }).finish());
+      await until('welcome or kick', () => c.messages.some((m) => m.body === 'welcome' || m.body === 'kick'));
+      return c;
+    };
+    const signed = (kid: string, key = keys.privateKey) =>
+      signJoinToken(
+        key,
+        { playerId: `p-${kid}-${Math.random()}`, world: 'test', instance: 0, shard: 'test-0-0' },
+        { issuer: 'aethex-control-plane', audience: 'aethex-shard', alg: 'EdDSA', kid },
+      );
+    try {
+      // Never loaded: a join is refused for the shard's keys, and the log shows the URL masked.
+      await until('the first fetch', () => jwks.fetches > 0);
+      const early = await attempt(await signed('k1'));
+      expect(early.kick()?.message).toBe('join token could not be verified: the shard could not load its keys');
+      await until('the refusal logged', () => lines.some((l) => l.includes('join refused')));
+      expect(lines.filter((l) => l.includes('access_token=***')).length).toBeGreaterThan(0);
+      expect(lines.filter((l) => l.includes('TOPSECRET123'))).toEqual([]);
+      // 20 joins while the keys cannot be fetched make no fetch of their own (the start's retries go on).
+      const before = jwks.fetches;
+      for (let i = 0; i < 20; i++) (await attempt(await signed(`forged-${i}`, other.privateKey))).ws.terminate();
+      expect(jwks.fetches - before).toBeLessThanOrEqual(2);
+      // Served: ready, and joins verify.
+      jwks.status = 200;
+      await until('ready', () => shard.engine !== undefined && lines.some((l) => l.includes('join-token keys loaded')), 15_000);
+      expect((await fetch(`${shard.opsUrl}/readyz`)).status).toBe(200);
+      const aliceToken = await signed('k1');
+      const alice = await attempt(aliceToken);
+      expect(alice.kick()).toBeUndefined();
+      // Down for several refresh intervals: the last set stays in use, and its age shows it.
+      jwks.status = 503;
+      await sleep(800);
+      const bob = await attempt(await signed('k1'));
+      expect(bob.kick()).toBeUndefined();
+      expect((await fetch(`${shard.opsUrl}/readyz`)).status).toBe(200);
+      expect(await metric(shard.opsUrl, 'aether_join_keys_age_seconds')).toBeGreaterThanOrEqual(0.7);
+      // k1 rotated out: within a refresh the remembered token of alice no longer joins.
+      jwks.body = JSON.stringify({ keys: [jwk(other.publicKey, 'k2')] });
+      jwks.status = 200;
+      await sleep(600);
+      expect(await metric(shard.opsUrl, 'aether_join_keys_age_seconds')).toBeLessThan(0.5);
+      const again = await attempt(aliceToken);
+      expect(again.kick()?.message).toMatch(/bad signature/);
+      expect((await attempt(await signed('k2', other.privateKey))).kick()).toBeUndefined();
+      expect(lines.filter((l) => l.includes('TOPSECRET123'))).toEqual([]);
+    } finally {
+      await shard.drain();
+      server.close();
+    }
   });
 });

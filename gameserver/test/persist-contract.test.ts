@@ -201,6 +201,7 @@ function committedThenLost(outbox: Outbox): Outbox & { failed: boolean } {
     relay: (k, sink, limit) => outbox.relay(k, sink, limit),
     pending: (k) => outbox.pending(k),
     prune: (k, limit) => outbox.prune(k, limit),
+    openPlaces: (k) => outbox.openPlaces(k),
   };
 }
 
@@ -625,12 +626,16 @@ describe('outbox: ids the stream already holds', () => {
       await expect(refused).rejects.toThrow(`stream ${eventStreamKey(k)} already has id 1 for a different event`);
       expect(await outbox.pending(k)).toBe(2);
       expect(await readStream(k)).toEqual(['a', 'b', 'c', 'd', 'e'].map((p) => `player_joined:${p}`));
-      // Once the sequence is moved above the stream's last id (what the error says to do), new events relay.
-      await freshPool.query(`DELETE FROM shard_outbox`);
-      await freshPool.query(`SELECT setval('shard_outbox_id_seq', $1)`, [await sink.lastId(k)]);
-      await outbox.append(
-        k,
-        ['f', 'g'].map((p) => event('player_joined', p, 2)),
+      // What docs/gameserver.md says to do ("When a store fails"): the sequence moved above the
+      // stream's last id, and the shard's pending rows given new ids from it, in their order.
+      await freshPool.query("SELECT setval('shard_outbox_id_seq', greatest($1, (SELECT last_value FROM shard_outbox_id_seq)))", [
+        await sink.lastId(k),
+      ]);
+      await freshPool.query(
+        `WITH p AS MATERIALIZED (SELECT id FROM shard_outbox WHERE relayed_at IS NULL AND world = $1 AND instance = $2 AND shard = $3 ORDER BY id),
+              n AS MATERIALIZED (SELECT id AS old, nextval('shard_outbox_id_seq') AS id FROM p)
+         UPDATE shard_outbox o SET id = n.id FROM n WHERE o.id = n.old`,
+        [k.world, k.instance, k.shard],
       );
       expect(await outbox.relay(k, sink)).toBe(2);
       expect(await readStream(k)).toEqual(['a', 'b', 'c', 'd', 'e', 'f', 'g'].map((p) => `player_joined:${p}`));
@@ -745,6 +750,194 @@ describe('presence keeps its own schedule', () => {
       Date.now = wall;
       await persistence.drain(1, new Uint8Array([1]));
       await redis.del(presenceKey(ann));
+    }
+  });
+});
+
+/** A pool on a schema of its own (its own tables, sequence and triggers), dropped by `drop`. */
+async function privateSchema(prefix: string) {
+  const name = uniqueName(prefix).replaceAll('-', '_');
+  const own = new pg.Pool({ connectionString: env.pgUrl, max: 4, options: `-c search_path=${name}` });
+  await own.query(`CREATE SCHEMA ${name}`);
+  await migrate(own);
+  return {
+    name,
+    pool: own,
+    drop: async () => {
+      await own.query(`DROP SCHEMA IF EXISTS ${name} CASCADE`);
+      await own.end();
+    },
+  };
+}
+
+/** A logger whose lines are kept, parsed. */
+function recordingLog(level: 'info' | 'warn' = 'info') {
+  const lines: { level: number; msg: string; [k: string]: unknown }[] = [];
+  return { lines, log: createLogger('persist-contract-test', level, { write: (l: string) => void lines.push(JSON.parse(l)) }) };
+}
+
+describe('the final snapshot is the drain’s own', () => {
+  test('a final snapshot that fails fails the drain, though a periodic snapshot of the same tick was saved', async () => {
+    const own = await privateSchema('gsfin');
+    const k = key('final-same-tick');
+    try {
+      const store = new PostgresSnapshotStore(own.pool);
+      const persistence = new ShardPersistence({
+        key: k,
+        snapshots: store,
+        outbox: new MemoryOutbox(),
+        sink: new CallbackSink(() => undefined),
+        presence: new MemoryPresence(),
+        log: silent,
+        presenceTtlMs: 60_000,
+      });
+      const periodic = persistence.snapshot(200, new Uint8Array([1]));
+      for (let i = 0; i < 200 && persistence.lastSavedTick < 200; i++) await new Promise((r) => setTimeout(r, 10));
+      expect(persistence.lastSavedTick).toBe(200);
+      expect(persistence.savedThrough).toBe(periodic);
+      // From now on PostgreSQL refuses every write of the row (a full disk, a lost primary would too).
+      await own.pool.query(`CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'no space left on device'; END $$ LANGUAGE plpgsql;
+        CREATE TRIGGER refuse BEFORE UPDATE ON shard_snapshots FOR EACH ROW EXECUTE FUNCTION refuse();`);
+      // The drain's own state (its kicks ran onLeave hooks) at the same tick: it is not saved, and the drain says so.
+      await expect(persistence.drain(200, new Uint8Array([2]))).rejects.toThrow(
+        'the final snapshot (tick 200) was not written: no space left on device',
+      );
+      expect(await store.load(k)).toEqual({ tick: 200, state: new Uint8Array([1]) });
+    } finally {
+      await own.drop();
+    }
+  });
+});
+
+describe('outbox: two processes of one shard', () => {
+  test('appending at once (overlapping pods), their ids commit in order: the relay never meets an id below the stream’s', async () => {
+    const own = await privateSchema('gsdup');
+    // Two processes: two pools. A's rows are slow to insert (a BEFORE INSERT trigger sleeping): its
+    // id is drawn first, and without serialized appends it would commit after B's.
+    const other = new pg.Pool({ connectionString: env.pgUrl, max: 2, options: `-c search_path=${own.name}` });
+    const k = key(`dup-${Math.random().toString(36).slice(2, 8)}`);
+    try {
+      await own.pool.query(`CREATE FUNCTION slow() RETURNS trigger AS $$ BEGIN IF NEW.player_id LIKE 'slow%' THEN PERFORM pg_sleep(0.5); END IF; RETURN NEW; END $$ LANGUAGE plpgsql;
+        CREATE TRIGGER slow BEFORE INSERT ON shard_outbox FOR EACH ROW EXECUTE FUNCTION slow();`);
+      const [a, b] = [new PostgresOutbox(own.pool), new PostgresOutbox(other)];
+      const sink = new RedisStreamSink(redis);
+      const slow = a.append(k, [event('player_joined', 'slow-ann', 1)]);
+      await new Promise((r) => setTimeout(r, 150));
+      await b.append(k, [event('player_joined', 'bob', 2)]);
+      await b.relay(k, sink);
+      await slow;
+      await a.relay(k, sink);
+      await b.append(k, [event('player_joined', 'cid', 3)]);
+      expect(await b.relay(k, sink)).toBeGreaterThan(0);
+      expect(await a.pending(k)).toBe(0);
+      expect(await readStream(k)).toEqual(['player_joined:slow-ann', 'player_joined:bob', 'player_joined:cid']);
+      const ids = await own.pool.query<{ player_id: string }>('SELECT player_id FROM shard_outbox ORDER BY id');
+      expect(ids.rows.map((r) => r.player_id)).toEqual(['slow-ann', 'bob', 'cid']);
+      // The appends' lock is not the relay's (nor the migrations', a one-key lock).
+      const classes = await own.pool.query<{ same: boolean }>(
+        "SELECT hashtext('aethex-outbox-append') = hashtext('aethex-outbox') AS same",
+      );
+      expect(classes.rows[0]?.same).toBe(false);
+    } finally {
+      await other.end();
+      await own.drop();
+      await redis.del(eventStreamKey(k));
+    }
+  });
+});
+
+describe('outbox: an event PostgreSQL refuses for its data', () => {
+  test('is dropped, logged and counted, and the events around it go through; alone, it is kept (it may not be its fault)', async () => {
+    const k = key(`poison-${Math.random().toString(36).slice(2, 8)}`);
+    const metrics = createPersistenceMetrics();
+    const { lines, log } = recordingLog('warn');
+    const persistence = new ShardPersistence({
+      key: k,
+      snapshots: new PostgresSnapshotStore(pool),
+      outbox: new PostgresOutbox(pool),
+      sink: new RedisStreamSink(redis),
+      presence: new MemoryPresence(),
+      log,
+      presenceTtlMs: 60_000,
+      metrics,
+    });
+    // A NUL, which PostgreSQL text refuses (22021): every append of a batch holding it failed, for ever.
+    persistence.playerJoined('ann', 1);
+    persistence.playerJoined('bad\u0000id', 2);
+    persistence.playerJoined('bob', 3);
+    await persistence.flush();
+    expect(await readStream(k)).toEqual(['player_joined:ann', 'player_joined:bob']);
+    expect((await metrics.outboxDropped.get()).values[0]?.value).toBe(1);
+    const dropped = lines.filter((l) => l.msg.startsWith('domain event dropped'));
+    expect(dropped).toHaveLength(1);
+    expect(dropped[0]).toMatchObject({ event: { type: 'player_joined', playerId: 'bad\u0000id', at: 2 }, err: { code: '22021' } });
+    // Alone in its batch, nothing shows the refusal is its own: it waits, as after any failed append.
+    persistence.playerJoined('worse\u0000id', 4);
+    await persistence.flush();
+    expect((await metrics.outboxQueued.get()).values[0]?.value).toBe(1);
+    expect((await metrics.outboxDropped.get()).values[0]?.value).toBe(1);
+    // With an event that goes through beside it, it is dropped.
+    persistence.playerLeft('ann', 5);
+    await persistence.flush();
+    expect(await readStream(k)).toEqual(['player_joined:ann', 'player_joined:bob', 'player_left:ann']);
+    expect((await metrics.outboxDropped.get()).values[0]?.value).toBe(2);
+    expect((await metrics.outboxQueued.get()).values[0]?.value).toBe(0);
+    await redis.del(eventStreamKey(k));
+  });
+});
+
+describe('store failures are logged at a bounded rate', () => {
+  test('the first failure with its error, then a count now and then, and one line when it works again', async () => {
+    const own = await privateSchema('gsrate');
+    const k = key(`rate-${Math.random().toString(36).slice(2, 8)}`);
+    const { lines, log } = recordingLog();
+    const persistence = new ShardPersistence({
+      key: k,
+      snapshots: new PostgresSnapshotStore(own.pool),
+      outbox: new PostgresOutbox(own.pool),
+      sink: new RedisStreamSink(redis),
+      presence: new MemoryPresence(),
+      log,
+      presenceTtlMs: 60_000,
+      flushIntervalMs: 20,
+      failureLogEveryMs: 500,
+    });
+    let tick = 0;
+    const ticking = setInterval(() => persistence.snapshot(++tick, new Uint8Array([1])), 20);
+    try {
+      // Every write fails (as with PostgreSQL down): the tables are gone.
+      await own.pool.query(
+        'ALTER TABLE shard_outbox RENAME TO shard_outbox_away; ALTER TABLE shard_snapshots RENAME TO shard_snapshots_away',
+      );
+      persistence.start();
+      persistence.playerJoined('ann');
+      await new Promise((r) => setTimeout(r, 1600));
+      const about = (msg: string) => lines.filter((l) => l.msg.startsWith(msg));
+      for (const msg of ['outbox append failed', 'outbox relay failed', 'snapshot write failed']) {
+        const logged = about(msg);
+        // About 80 failures each in 1.6 s: the first, and a summary at most every 0.5 s.
+        expect(logged.length, msg).toBeGreaterThanOrEqual(2);
+        expect(logged.length, msg).toBeLessThanOrEqual(4);
+        expect((logged[0]?.err as { stack?: string } | undefined)?.stack, msg).toMatch(/shard_(outbox|snapshots)/);
+        for (const summary of logged.slice(1)) {
+          expect(summary.msg).toMatch(/\(still failing: \d+ more failures since the last line\)$/);
+          expect(summary.failures as number).toBeGreaterThan(3);
+          expect(summary.err).toBeUndefined();
+          expect(summary.reason).toMatch(/does not exist/);
+        }
+      }
+      await own.pool.query(
+        'ALTER TABLE shard_outbox_away RENAME TO shard_outbox; ALTER TABLE shard_snapshots_away RENAME TO shard_snapshots',
+      );
+      await new Promise((r) => setTimeout(r, 300));
+      for (const what of ['outbox append', 'outbox relay', 'snapshot write'])
+        expect(about(`${what} works again after`), what).toHaveLength(1);
+      expect(await readStream(k)).toEqual(['player_joined:ann']);
+    } finally {
+      clearInterval(ticking);
+      await persistence.drain(tick + 1, new Uint8Array([0])).catch(() => undefined);
+      await own.drop();
+      await redis.del(eventStreamKey(k));
     }
   });
 });

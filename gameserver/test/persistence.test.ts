@@ -1,3 +1,4 @@
+import { type ChildProcess, spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtempSync } from 'node:fs';
@@ -5,7 +6,8 @@ import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { createLogger, eventStreamKey, presenceKey } from '@aethex/runtime';
+import { createLogger, eventStreamKey, presenceKey, signJoinToken } from '@aethex/runtime';
+import { RealtimeClient } from '@aethex/sdk';
 import { testEnv, uniqueName } from '@aethex/testing';
 import { Redis } from 'ioredis';
 import pg from 'pg';
@@ -14,10 +16,10 @@ import { WebSocket } from 'ws';
 import { loadConfig } from '../src/config.js';
 import { type EventSink, PostgresOutbox, RedisStreamSink } from '../src/persist/outbox.js';
 import { ShardPersistence } from '../src/persist/persistence.js';
-import { DirectorySnapshotStore } from '../src/persist/snapshot-store.js';
+import { DirectorySnapshotStore, PostgresSnapshotStore } from '../src/persist/snapshot-store.js';
 import { decodeState, encodeState, RESTORE_ID_MARGIN } from '../src/persist/state-codec.js';
 import { migrate, openStores } from '../src/persist/stores.js';
-import { World } from '../src/sim/world.js';
+import { KIND_NPC, World } from '../src/sim/world.js';
 import { startTestShard, until } from './harness.js';
 
 const env = testEnv();
@@ -560,4 +562,171 @@ describe('a drain with a store down or hung ends within ops.drain_timeout_ms', (
       await s.cleanUp();
     }
   });
+});
+
+describe('restore errors name the snapshot and how to move it aside', () => {
+  test.each(['directory', 'PostgreSQL'] as const)('%s', async (kind) => {
+    const dir = mkdtempSync(join(tmpdir(), 'aethex-bad-'));
+    const name = `${world}-bad-${kind === 'directory' ? 'dir' : 'pg'}`;
+    const pool = new pg.Pool({ connectionString: pgUrlIn(env.pgUrl), max: 1 });
+    await migrate(pool);
+    const store = kind === 'directory' ? new DirectorySnapshotStore(dir) : new PostgresSnapshotStore(pool);
+    const key = { namespace: '', world: name, instance: 0, shard: 'test-0-0' };
+    // A blob whose player map names an NPC (it would give a player that entity).
+    const w = new World(8);
+    const npc = w.spawn(1, 1, KIND_NPC);
+    await store.save(key, { tick: 5, state: encodeState(5, w, new Map([[npc, 'ann']])) });
+    const shardEnv = {
+      AETHEX_GAMESERVER_SHARD_WORLD: name,
+      ...(kind === 'directory'
+        ? { AETHEX_GAMESERVER_PERSISTENCE_DIRECTORY: dir }
+        : { AETHEX_GAMESERVER_PERSISTENCE_POSTGRES_URL: pgUrlIn(env.pgUrl) }),
+    };
+    try {
+      const failed = await startTestShard(shardEnv).then(
+        (t) => t.stop().then(() => 'started'),
+        (err: Error) => err.message,
+      );
+      const where =
+        kind === 'directory'
+          ? `file ${join(dir, `${name}.0.test-0-0.snapshot`)}`
+          : `PostgreSQL table shard_snapshots, row world = '${name}' AND instance = 0 AND shard = 'test-0-0'`;
+      const moveAside =
+        kind === 'directory'
+          ? `mv ${join(dir, `${name}.0.test-0-0.snapshot`)} ${join(dir, `${name}.0.test-0-0.snapshot`)}.unreadable`
+          : `UPDATE shard_snapshots SET world = world || '.unreadable' WHERE world = '${name}' AND instance = 0 AND shard = 'test-0-0'`;
+      expect(failed).toBe(
+        `the snapshot in ${where} could not be restored: state blob has a bad player map entry 0 ([${npc},"ann"]): its entity is not a player entity of the blob; to start without it, move it aside: ${moveAside}`,
+      );
+      // Moved aside as it says, the shard starts (without it).
+      if (kind === 'PostgreSQL') await pool.query(moveAside);
+      else await store.remove(key);
+      const t = await startTestShard(shardEnv);
+      await t.stop();
+    } finally {
+      await pool.end();
+    }
+  });
+});
+
+test('a drain whose presence removal still hangs counts the players it leaves present', async () => {
+  const redisProxy = await proxyTo(env.redisUrl);
+  const lines: { msg: string; players?: number; inTime?: boolean }[] = [];
+  const log = createLogger('persistence-test', 'warn', { write: (l: string) => void lines.push(JSON.parse(l)) });
+  const keys = generateKeyPairSync('ed25519');
+  const settings = loadConfig({
+    AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: keys.publicKey.export({ type: 'spki', format: 'pem' }).toString(),
+    AETHEX_GAMESERVER_SHARD_WORLD: `${world}-hung-removal`,
+    AETHEX_GAMESERVER_PRESENCE_REDIS_URL: redisProxy.url,
+    // Longer than the drain: the removal is still waiting when it ends.
+    AETHEX_GAMESERVER_PRESENCE_REDIS_COMMAND_TIMEOUT_MS: '5000',
+    AETHEX_GAMESERVER_PRESENCE_TTL_MS: '60000',
+    AETHEX_GAMESERVER_PERSISTENCE_DIRECTORY: mkdtempSync(join(tmpdir(), 'aethex-hung-')),
+  });
+  const stores = await openStores(settings, log);
+  const key = { namespace: '', world: `${world}-hung-removal`, instance: 0, shard: 'test-0-0' };
+  const persistence = new ShardPersistence({ key, ...stores, log, presenceTtlMs: 60_000 });
+  const ann = `${world}-hung-removal-ann`;
+  try {
+    persistence.playerJoined(ann);
+    await persistence.flush();
+    expect(await redis.get(presenceKey(ann))).not.toBeNull();
+    redisProxy.set('hang');
+    persistence.playerLeft(ann);
+    void persistence.flush();
+    await sleep(50);
+    await persistence.drain(1, new Uint8Array([1]), performance.now() + 600);
+    expect(lines.filter((l) => l.msg.startsWith('presence of leaving players not removed'))).toMatchObject([{ players: 1, inTime: false }]);
+  } finally {
+    await stores.close(200);
+    await redisProxy.close();
+    await redis.del(presenceKey(ann), eventStreamKey(key));
+  }
+});
+
+test('after a crash, players restored are not told to join again, and those who joined after the last snapshot leave', async () => {
+  // The real process, killed with SIGKILL: bob joins before a snapshot, ann after it.
+  const crashWorld = `${world}-crash`;
+  const keys = generateKeyPairSync('ed25519');
+  const children: ChildProcess[] = [];
+  const start = async () => {
+    const child = spawn(process.execPath, ['--conditions=aethex-source', '--import', 'tsx', join(import.meta.dirname, '../src/main.ts')], {
+      env: {
+        ...process.env,
+        AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: keys.publicKey.export({ type: 'spki', format: 'pem' }).toString(),
+        AETHEX_GAMESERVER_GATEWAY_BIND_ADDR: '127.0.0.1:0',
+        AETHEX_GAMESERVER_OPS_BIND_ADDR: '127.0.0.1:0',
+        AETHEX_GAMESERVER_SHARD_WORLD: crashWorld,
+        AETHEX_GAMESERVER_SHARD_NAME: 'test-0-0',
+        AETHEX_GAMESERVER_PERSISTENCE_POSTGRES_URL: pgUrlIn(env.pgUrl),
+        AETHEX_GAMESERVER_PRESENCE_REDIS_URL: env.redisUrl,
+        AETHEX_GAMESERVER_PERSISTENCE_SNAPSHOT_INTERVAL_MS: '3000',
+        AETHEX_GAMESERVER_ENGINE_REJOIN_WINDOW_MS: '1000',
+        AETHEX_GAMESERVER_ENGINE_NPC_COUNT: '2',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    children.push(child);
+    let out = '';
+    child.stdout?.on('data', (d) => {
+      out += d;
+    });
+    child.stderr?.on('data', (d) => {
+      out += d;
+    });
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    await until('the shard to start', () => out.includes('"shard started"'), 20_000);
+    const { gateway } = JSON.parse(out.split('\n').find((l) => l.includes('"shard started"')) as string) as { gateway: string };
+    return { child, exited, gateway };
+  };
+  const joinAs = async (gateway: string, player: string) => {
+    const token = await signJoinToken(
+      keys.privateKey,
+      { playerId: player, world: crashWorld, instance: 0, shard: 'test-0-0' },
+      { issuer: 'aethex-control-plane', audience: 'aethex-shard', alg: 'EdDSA' },
+    );
+    const c = new RealtimeClient({ url: gateway, joinToken: token, createSocket: (u) => new WebSocket(u) as never });
+    await c.connect();
+    return c;
+  };
+  const stream = eventStreamKey({ namespace: '', world: crashWorld, instance: 0, shard: 'test-0-0' });
+  const events = async () => (await redis.xrange(stream, '-', '+')).map(([, f]) => `${f[1]}:${f[3]}`);
+  const savedAt = async () =>
+    (
+      await admin.query<{ t: Date }>(`SELECT saved_at AS t FROM ${schema}.shard_snapshots WHERE world = $1`, [crashWorld])
+    ).rows[0]?.t.getTime() ?? 0;
+  const places = async () =>
+    (
+      await admin.query<{ p: string }>(`SELECT player_id AS p FROM ${schema}.shard_places WHERE world = $1 ORDER BY 1`, [crashWorld])
+    ).rows.map((r) => r.p);
+  try {
+    const first = await start();
+    const bob = await joinAs(first.gateway, 'bob');
+    const bobJoined = Date.now();
+    for (let i = 0; i < 400 && (await savedAt()) <= bobJoined; i++) await sleep(10);
+    const ann = await joinAs(first.gateway, 'ann');
+    const annJoined = Date.now();
+    for (let i = 0; i < 200 && (await events()).length < 2; i++) await sleep(10);
+    expect(await places()).toEqual(['ann', 'bob']);
+    first.child.kill('SIGKILL');
+    await first.exited;
+    bob.close();
+    ann.close();
+    // The premise: the last snapshot holds bob, not ann.
+    expect(await savedAt()).toBeLessThan(annJoined);
+    expect(await events()).toEqual(['player_joined:bob', 'player_joined:ann']);
+
+    const second = await start();
+    // ann's place goes at once; bob's when his rejoin window (1 s) ends.
+    for (let i = 0; i < 500 && (await events()).length < 4; i++) await sleep(10);
+    await sleep(300);
+    expect(await events()).toEqual(['player_joined:bob', 'player_joined:ann', 'player_left:ann', 'player_left:bob']);
+    expect(await places()).toEqual([]);
+    second.child.kill('SIGTERM');
+    expect(await second.exited).toBe(0);
+    expect(await events()).toHaveLength(4);
+  } finally {
+    for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+    await redis.del(stream, presenceKey('bob'), presenceKey('ann'));
+  }
 });

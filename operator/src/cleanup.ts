@@ -62,13 +62,15 @@ export function createExternalCleanup(o: CleanupStores): { cleanup: ExternalClea
           // The shards' rows, where the tables exist, under the world's worldRef. Rows under its
           // bare name (builds before namespaces) may be a same-named world's in another namespace
           // still on such a build: they stay (no later world takes them over: they predate it).
-          const remove = async (table: 'shard_snapshots' | 'shard_outbox' | 'shard_keys') => {
+          const remove = async (table: 'shard_snapshots' | 'shard_outbox' | 'shard_places' | 'shard_keys') => {
             const exists = (await c.query<{ t: string | null }>('SELECT to_regclass($1)::text AS t', [table])).rows[0]?.t != null;
             return exists ? ((await c.query(`DELETE FROM ${table} WHERE world = $1`, [ref])).rowCount ?? 0) : 0;
           };
           const deleted = await remove('shard_snapshots');
           // The world's domain events: no shard of it will relay or prune them any more.
           const events = await remove('shard_outbox');
+          // Its shards' open places (kept with the outbox): no shard of it will free them any more.
+          await remove('shard_places');
           await remove('shard_keys');
           await c.query('UPDATE aethex_world_cleanups SET snapshots_deleted = $2 WHERE world_uid = $1', [world.metadata.uid, deleted]);
           o.log.info({ world: ref, snapshots: deleted, events }, 'deleted the world’s snapshots and outbox rows');

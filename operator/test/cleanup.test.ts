@@ -21,6 +21,11 @@ const KEYS = `CREATE TABLE IF NOT EXISTS shard_keys (
   world text NOT NULL, instance integer NOT NULL, shard text NOT NULL, first_start_at timestamptz NOT NULL DEFAULT now(),
   took_snapshots integer NOT NULL DEFAULT 0, took_events integer NOT NULL DEFAULT 0, PRIMARY KEY (world, instance, shard))`;
 
+// The open places of the shards (gameserver/src/persist/outbox.ts).
+const PLACES = `CREATE TABLE IF NOT EXISTS shard_places (
+  world text NOT NULL, instance integer NOT NULL, shard text NOT NULL, player_id text NOT NULL,
+  taken_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (world, instance, shard, player_id))`;
+
 const env = testEnv();
 const schema = uniqueName('opclean').replaceAll('-', '_');
 const admin = new pg.Pool({ connectionString: env.pgUrl, max: 2 });
@@ -36,7 +41,7 @@ const world = (name: string, uid: string, namespace = 'games'): GameWorld => ({
 
 beforeAll(async () => {
   await admin.query(`CREATE SCHEMA ${schema}`);
-  await admin.query(`SET search_path TO ${schema}; ${SNAPSHOTS}; ${OUTBOX}; ${KEYS}`);
+  await admin.query(`SET search_path TO ${schema}; ${SNAPSHOTS}; ${OUTBOX}; ${KEYS}; ${PLACES}`);
 });
 afterAll(async () => {
   await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
@@ -73,6 +78,11 @@ it('removes a deleted world’s snapshots, outbox rows and presence exactly once
             ($1, 0, '1', 'player_joined', 'p5', now(), NULL)`,
     [w, other],
   );
+  await admin.query(
+    `INSERT INTO ${schema}.shard_places (world, instance, shard, player_id)
+     VALUES ('games/' || $1, 0, '0', 'p1'), ('games/' || $1, 1, '2', 'p2'), ('games/' || $2, 0, '0', 'p3'), ('staging/' || $1, 0, '0', 'p4')`,
+    [w, other],
+  );
   const streams = [
     `aethex:events:games/${w}:0:${w}-0-0`,
     `aethex:events:games/${w}:1:${w}-1-0`,
@@ -102,6 +112,12 @@ it('removes a deleted world’s snapshots, outbox rows and presence exactly once
       { world: `games/${other}`, player_id: 'p3' },
       { world: `staging/${w}`, player_id: 'p4' },
       { world: w, player_id: 'p5' },
+    ]);
+    // And its shards' open places.
+    const places = await admin.query(`SELECT world, player_id FROM ${schema}.shard_places ORDER BY world`);
+    expect(places.rows).toEqual([
+      { world: `games/${other}`, player_id: 'p3' },
+      { world: `staging/${w}`, player_id: 'p4' },
     ]);
     const kept = streams.slice(0, 2).map((s) => deletedStreamKey('uid-1', s));
     expect(kept[0]).toBe(`aethex:events-deleted:uid-1:games/${w}:0:${w}-0-0`);

@@ -32,6 +32,34 @@ describe('join tokens', () => {
     expect(await verifyEc(await signJoinToken(ec.privateKey, claims, { ...opts, alg: 'ES256' }))).toEqual(claims);
   });
 
+  test('a sub (player id) with a control character or a lone surrogate is refused, saying why; other characters are taken', async () => {
+    const verify = await createJoinVerifier({ ...shard, publicKeyPem: pem(ed.publicKey) });
+    // NUL is what PostgreSQL text refuses; every one of these would poison a key, a row or a log line.
+    for (const [playerId, at] of [
+      ['bad\u0000player', '0000 at position 3'],
+      ['\u0007bell', '0007 at position 0'],
+      ['new\nline', '000A at position 3'],
+      ['del\u007f', '007F at position 3'],
+      ['c1\u0085', '0085 at position 2'],
+      ['half\ud83d', 'D83D at position 4'],
+      ['\ude00lone', 'DE00 at position 0'],
+    ] as const) {
+      const token = await signJoinToken(ed.privateKey, { ...claims, playerId }, opts);
+      const err = await verify(token).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(JoinTokenError);
+      expect((err as JoinTokenError).kind).toBe('invalid');
+      expect((err as Error).message).toBe(
+        `join token has a sub (player id) with a control character or a lone surrogate (U+${at}): a player id is stored and keyed as text`,
+      );
+    }
+    for (const playerId of ['émilie', '玩家', 'smile😀', 'a b', 'x'.repeat(128)]) {
+      expect((await verify(await signJoinToken(ed.privateKey, { ...claims, playerId }, opts))).playerId).toBe(playerId);
+    }
+  });
+
   test('forged, expired, misdirected and malformed tokens are refused', async () => {
     const verify = await createJoinVerifier({ ...shard, publicKeyPem: pem(ed.publicKey) });
     const good = await signJoinToken(ed.privateKey, claims, opts);

@@ -1,5 +1,7 @@
 import { createPublicKey, type KeyObject as NodeKeyObject } from 'node:crypto';
-import { type CryptoKey, createRemoteJWKSet, errors, type JWTVerifyGetKey, jwtVerify, type KeyObject, SignJWT } from 'jose';
+import { type CryptoKey, errors, type JWTVerifyGetKey, jwtVerify, type KeyObject, SignJWT } from 'jose';
+import { RemoteKeySet, type RemoteKeySetOptions } from './jwks.js';
+import { redactUrl } from './settings.js';
 import { worldRef } from './store-keys.js';
 
 /**
@@ -58,8 +60,16 @@ export interface JoinVerifierOptions {
   /** Allowed clock skew in seconds (default 5). */
   clockToleranceS?: number;
   /**
-   * Tokens already verified, remembered until they expire so that a client reconnecting again and
-   * again with the same token costs one signature check (default 4096; 0 turns it off).
+   * Longest lifetime a token may have, `exp` − `iat`, in seconds (default 3600): a join token is a
+   * bearer credential, good for any number of joins until it expires.
+   */
+  maxLifetimeS?: number;
+  /** With a JWKS URL: how its key set is fetched and kept (tests shorten the intervals). */
+  jwks?: RemoteKeySetOptions;
+  /**
+   * Tokens already verified, remembered until they expire (or, with a JWKS URL, until the key set
+   * changes) so that a client reconnecting again and again with the same token costs one signature
+   * check (default 4096; 0 turns it off).
    */
   cacheSize?: number;
   /** Seconds since the epoch (tests). */
@@ -71,9 +81,14 @@ export interface JoinVerifier {
   (token: string): Promise<JoinClaims>;
   /**
    * Whether the keys are in hand: always with a public key; with a JWKS URL, once a key set has
-   * loaded (jose then keeps it, and fetches it again when it is stale or lacks a token's `kid`).
+   * loaded (it is kept from then on, and fetched again in the background and, rate-limited, for a
+   * token naming a `kid` it lacks: `RemoteKeySet`).
    */
   keysLoaded(): boolean;
+  /** With a JWKS URL, milliseconds since the key set in use was fetched (undefined before it loads). */
+  keysAgeMs(): number | undefined;
+  /** Stops fetching the key set in the background (with a JWKS URL). */
+  stop(): void;
   /**
    * With a JWKS URL, fetches the key set now, rejecting with why it could not be loaded (not found,
    * unreachable, not a key set); with a public key, nothing. The shard calls it at start and until
@@ -91,16 +106,22 @@ export async function createJoinVerifier(options: JoinVerifierOptions): Promise<
   let key: CryptoKey | KeyObject | JWTVerifyGetKey;
   let keysLoaded = () => true;
   let loadKeys = async (): Promise<void> => undefined;
+  let keysAgeMs = (): number | undefined => undefined;
+  let keysGeneration = () => 0;
+  let stop = (): void => undefined;
   if (options.publicKeyPem && options.jwksUrl) throw new Error('give either a public key or a JWKS URL, not both');
   if (options.publicKeyPem) {
     key = joinPublicKey(options.publicKeyPem);
   } else if (options.jwksUrl) {
-    const remote = createRemoteJWKSet(new URL(options.jwksUrl), { timeoutDuration: 5000, cooldownDuration: 30_000 });
-    keysLoaded = () => remote.jwks() !== undefined;
-    loadKeys = () => remote.reload();
+    const remote = new RemoteKeySet(options.jwksUrl, options.jwks);
+    keysLoaded = () => remote.loaded();
+    loadKeys = () => remote.load();
+    keysAgeMs = () => remote.ageMs();
+    keysGeneration = () => remote.generation;
+    stop = () => remote.stop();
     key = async (header, token) => {
       try {
-        return await remote(header, token);
+        return await remote.getKey(header, token);
       } catch (err) {
         // No key for the token's `kid` or algorithm is about the token. Anything else — fetch
         // failing (a TypeError), a timeout, an answer that is not 200 or not a key set — is the
@@ -115,13 +136,16 @@ export async function createJoinVerifier(options: JoinVerifierOptions): Promise<
   const tolerance = options.clockToleranceS ?? 5;
   const now = options.now ?? (() => Date.now() / 1000);
   const cacheSize = options.cacheSize ?? 4096;
-  // token → its claims and expiry. Only tokens that passed every check are kept; the same bytes
-  // carry the same signature, so the answer cannot change until `exp` (checked on every hit).
-  const verified = new Map<string, { claims: JoinClaims; exp: number }>();
+  const maxLifetime = options.maxLifetimeS ?? 3600;
+  // token → its claims, expiry and the key set that verified it. Only tokens that passed every
+  // check are kept; the same bytes carry the same signature, so the answer cannot change until
+  // `exp` (checked on every hit) or, with a JWKS URL, until the key set changes (a key rotated out
+  // must stop verifying: a hit from an older set is checked again in full).
+  const verified = new Map<string, { claims: JoinClaims; exp: number; keys: number }>();
   const verify = async (token: string): Promise<JoinClaims> => {
     const hit = verified.get(token);
     if (hit) {
-      if (now() - tolerance < hit.exp) return { ...hit.claims };
+      if (now() - tolerance < hit.exp && hit.keys === keysGeneration()) return { ...hit.claims };
       verified.delete(token);
     }
     let payload: Record<string, unknown>;
@@ -139,7 +163,7 @@ export async function createJoinVerifier(options: JoinVerifierOptions): Promise<
         const why = (err.cause as Error)?.message ?? String(err.cause);
         throw new JoinTokenError(
           'keys_unavailable',
-          `join token not verified: the keys at ${options.jwksUrl} could not be loaded (${why})`,
+          `join token not verified: the keys at ${redactUrl(options.jwksUrl ?? '') ?? 'auth.jwks_url'} could not be loaded (${why})`,
           {
             cause: err.cause,
           },
@@ -147,9 +171,21 @@ export async function createJoinVerifier(options: JoinVerifierOptions): Promise<
       }
       throw new JoinTokenError('invalid', `join token rejected: ${(err as Error).message}`, { cause: err });
     }
+    // jose checked both are numbers. No token is issued in the future (beyond the clock skew), and
+    // `exp` − `iat` bounds how long a leaked token (a bearer credential) is good for.
+    const iat = payload.iat as number;
+    if (iat > now() + tolerance) throw new JoinTokenError('invalid', 'join token rejected: issued in the future (iat)');
+    if ((payload.exp as number) - iat > maxLifetime)
+      throw new JoinTokenError('invalid', `join token rejected: lifetime exp - iat of ${(payload.exp as number) - iat} s is too long`);
     const { sub, world, instance, shard, namespace = '' } = payload;
     if (typeof sub !== 'string' || sub === '' || sub.length > 128)
       throw new JoinTokenError('invalid', 'join token has no valid sub (player id)');
+    const bad = unprintableAt(sub);
+    if (bad !== undefined)
+      throw new JoinTokenError(
+        'invalid',
+        `join token has a sub (player id) with a control character or a lone surrogate (U+${sub.charCodeAt(bad).toString(16).toUpperCase().padStart(4, '0')} at position ${bad}): a player id is stored and keyed as text`,
+      );
     if (typeof world !== 'string' || typeof shard !== 'string' || typeof instance !== 'number' || !Number.isInteger(instance)) {
       throw new JoinTokenError('invalid', 'join token lacks world, instance or shard claims');
     }
@@ -165,11 +201,33 @@ export async function createJoinVerifier(options: JoinVerifierOptions): Promise<
     if (cacheSize > 0) {
       // Full: forget the oldest (tokens are short-lived, so the oldest is the first to expire).
       if (verified.size >= cacheSize) verified.delete(verified.keys().next().value as string);
-      verified.set(token, { claims, exp: payload.exp as number });
+      verified.set(token, { claims, exp: payload.exp as number, keys: keysGeneration() });
     }
     return { ...claims };
   };
-  return Object.assign(verify, { keysLoaded, loadKeys });
+  return Object.assign(verify, { keysLoaded, loadKeys, keysAgeMs, stop });
+}
+
+/**
+ * Where `id` holds a character a player id must not: a control character (C0, DEL, C1) — PostgreSQL
+ * text refuses NUL, and none belongs in a key or a log line — or half of a surrogate pair (it has
+ * no UTF-8 form: written out, it would become U+FFFD, another id). Undefined when there is none.
+ */
+export function unprintableAt(id: string): number | undefined {
+  for (let i = 0; i < id.length; i++) {
+    const c = id.charCodeAt(i);
+    if (c < 0x20 || (c >= 0x7f && c <= 0x9f)) return i;
+    if (c >= 0xd800 && c <= 0xdbff) {
+      const next = id.charCodeAt(i + 1);
+      if (next >= 0xdc00 && next <= 0xdfff) {
+        i++;
+        continue;
+      }
+      return i;
+    }
+    if (c >= 0xdc00 && c <= 0xdfff) return i;
+  }
+  return undefined;
 }
 
 /**

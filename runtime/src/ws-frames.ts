@@ -43,15 +43,24 @@ export class FrameReader {
   private fragmented = false;
   /** A close frame, or a frame `ws` will refuse, went to `ws`: everything after goes there too. */
   private handedOver = false;
+  /** `onContinuation` said no: nothing more is read. */
+  private discarding = false;
 
   /** Whether the frames taken here are masked (they come from a client). */
   private readonly masked: boolean;
 
+  /**
+   * `onContinuation`, when given, is called for each continuation frame (a fragment of a message
+   * after its first) before it goes to `ws`: `ws` emits a fragmented message once, so this is how
+   * its every frame is seen (the gateway charges each to the message rate). When it returns false
+   * that frame and every byte after it are dropped (the connection is being closed).
+   */
   constructor(
     from: FrameSource,
     private readonly maxPayload: number,
     private readonly onBinary: (payload: Buffer) => void,
     private readonly passOn: (bytes: Buffer) => void,
+    private readonly onContinuation?: () => boolean,
   ) {
     this.masked = from === 'client';
   }
@@ -63,6 +72,7 @@ export class FrameReader {
    * during that call.
    */
   push(data: Buffer, reused = false): void {
+    if (this.discarding) return;
     let chunk = data;
     if (this.pendingLength > 0) {
       this.pending.push(reused ? Buffer.from(data) : data);
@@ -107,6 +117,12 @@ export class FrameReader {
       }
       const masked = (b1 & 0x80) !== 0;
       if (b0 !== 0x82 || masked !== this.masked || length > this.maxPayload || this.fragmented) {
+        if ((b0 & 0x0f) === 0 && this.onContinuation && !this.onContinuation()) {
+          this.discarding = true;
+          this.pending = [];
+          this.pendingLength = 0;
+          return;
+        }
         this.handOver(b0, masked, length);
         // The whole frame goes to `ws`, header and payload, as it arrives.
         this.passing = header + (masked ? 4 : 0) + length;
@@ -186,14 +202,21 @@ export type FrameReadMode = 'shared-buffer' | 'data-events' | 'ws';
  * `from` is who writes to the socket: 'client' for a server's socket, 'server' for a client's.
  * Says how the socket is read: 'ws' (nothing changed) when it does not have exactly that one
  * listener (a `ws` that reads another way); 'data-events' when Node's read path could not be
- * switched. A payload given to `onBinary` is valid only during that call.
+ * switched. A payload given to `onBinary` is valid only during that call; `onContinuation`: see
+ * {@link FrameReader}'s constructor.
  */
-export function readFrames(socket: Duplex, from: FrameSource, maxPayload: number, onBinary: (payload: Buffer) => void): FrameReadMode {
+export function readFrames(
+  socket: Duplex,
+  from: FrameSource,
+  maxPayload: number,
+  onBinary: (payload: Buffer) => void,
+  onContinuation?: () => boolean,
+): FrameReadMode {
   const listeners = socket.listeners('data');
   if (listeners.length !== 1) return 'ws';
   const wsListener = listeners[0] as (chunk: Buffer) => void;
   socket.removeListener('data', wsListener);
-  const reader = new FrameReader(from, maxPayload, onBinary, (bytes) => wsListener.call(socket, bytes));
+  const reader = new FrameReader(from, maxPayload, onBinary, (bytes) => wsListener.call(socket, bytes), onContinuation);
   // Bytes that came with the upgrade, or are already read, still arrive as data events (first).
   socket.on('data', (chunk: Buffer) => reader.push(chunk));
   return readIntoSharedBuffer(socket, (bytes) => reader.push(bytes, true)) ? 'shared-buffer' : 'data-events';

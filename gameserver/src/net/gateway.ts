@@ -10,7 +10,7 @@ import type { GameserverSettings } from '../config.js';
 import type { ShardEngine } from '../engine.js';
 import type { Clock } from '../loop/fixed-timestep.js';
 import type { ShardMetrics } from '../metrics.js';
-import { KeyedTokenBuckets, TokenBucket } from './rate-limit.js';
+import { addressKey, KeyedTokenBuckets, TokenBucket } from './rate-limit.js';
 
 /** For errors on a socket being upgraded: `ws` (or the connection's own handlers) report them. */
 const ignoreError = (): undefined => undefined;
@@ -52,6 +52,14 @@ function closeCode(reason: Reason): number {
  */
 const HTTP_REQUEST_TIMEOUT_MS = 3000;
 const HTTP_TIMEOUT_CHECK_MS = 1000;
+
+/**
+ * Frames one client message may come in at most (`ws`'s `maxFragments`): a client has no reason to
+ * fragment a message of at most gateway.max_message_size, and each fragment costs the shard a
+ * frame's work. One in more is refused by `ws`, which closes with 1008 ("Too many message
+ * fragments"): kicked PROTOCOL_ERROR. Each fragment also spends the message rate.
+ */
+export const MAX_FRAGMENTS = 16;
 
 /** How long a kicked client has to answer the close handshake before its socket is destroyed. */
 const CLOSE_TIMEOUT_MS = 2000;
@@ -100,6 +108,9 @@ function joinRefusal(err: unknown): string {
       return 'join token rejected: signing algorithm not allowed';
     case 'ERR_JWS_SIGNATURE_VERIFICATION_FAILED':
     case 'ERR_JWKS_NO_MATCHING_KEY':
+    // A key of another type than the token's algorithm (an ES256 token for an Ed25519 key): jose
+    // finds no way to use the key for it.
+    case 'ERR_JOSE_NOT_SUPPORTED':
     case 'ERR_JWKS_MULTIPLE_MATCHING_KEYS':
       return BAD_SIGNATURE;
     case 'ERR_JWS_INVALID':
@@ -144,6 +155,7 @@ export type GatewaySettings = Pick<
   | 'gateway.max_connections'
   | 'gateway.max_connections_per_address'
   | 'gateway.connections_per_address_per_second'
+  | 'gateway.ipv6_prefix_length'
   | 'gateway.max_protocol_errors'
   | 'gateway.max_buffered_bytes'
   | 'engine.tick_rate_ms'
@@ -189,7 +201,7 @@ export interface GatewayDeps {
  * TCP sockets in total (Node's `maxConnections`) and per address, counted from the moment they
  * arrive, upgraded or not, and new ones per address a second; the time from the TCP connection to
  * a valid Join; frame size (ws closes with 1009 before buffering a larger frame); the message rate
- * (WebSocket pings and pongs included); idle time; and repeated protocol errors, each explained to
+ * (WebSocket pings and pongs included, and each fragment of a message); idle time; and repeated protocol errors, each explained to
  * the client with an `Error`. It reads clients' binary frames off the socket itself (runtime's
  * ws-frames.ts) and leaves every other frame to `ws`. It implements the engine's SessionOutput:
  * one `send` is one socket write.
@@ -232,6 +244,7 @@ export class Gateway {
     const server = new WebSocketServer({
       noServer: true,
       maxPayload: this.deps.settings['gateway.max_message_size'],
+      maxFragments: MAX_FRAGMENTS,
       perMessageDeflate: false,
       clientTracking: false,
       // A ping spends the connection's message rate like a message: only those within it are
@@ -252,7 +265,9 @@ export class Gateway {
         requestTimeout: HTTP_REQUEST_TIMEOUT_MS,
         connectionsCheckingInterval: HTTP_TIMEOUT_CHECK_MS,
       },
-      (_req, res) => res.writeHead(426, { 'content-type': 'text/plain' }).end('WebSocket only\n'),
+      // One answer per connection: a client pipelining requests gets the first answered and the
+      // connection closed, not one answer for each.
+      (_req, res) => res.writeHead(426, { 'content-type': 'text/plain', connection: 'close' }).end('WebSocket only\n'),
     );
     this.http = http;
     // Node closes a connection that would exceed it before any listener sees it ('drop').
@@ -313,12 +328,14 @@ export class Gateway {
    * counts against its address from now until it closes, upgraded or not, and is closed at once
    * when its address holds gateway.max_connections_per_address or has opened new connections
    * faster than gateway.connections_per_address_per_second: what one address holds is bounded
-   * before it has sent a byte. Refusals are counted as TOO_MANY_CONNECTIONS kicks, not logged.
+   * before it has sent a byte. Refusals are counted as TOO_MANY_CONNECTIONS kicks, not logged. An
+   * IPv6 address counts by its gateway.ipv6_prefix_length prefix, an IPv4-mapped one as its IPv4
+   * address (`addressKey`).
    */
   private arrived(socket: Socket): void {
     this.acceptedSinceAsked = true;
     const now = this.deps.clock.now();
-    const address = socket.remoteAddress ?? 'unknown';
+    const address = addressKey(socket.remoteAddress ?? 'unknown', this.deps.settings['gateway.ipv6_prefix_length']);
     const open = this.perAddress.get(address) ?? 0;
     if (open >= this.deps.settings['gateway.max_connections_per_address'] || !this.arrivals.take(address, now)) {
       this.deps.metrics.kicks.inc({ reason: reasonLabel(ReasonCode.REASON_CODE_TOO_MANY_CONNECTIONS) });
@@ -369,7 +386,15 @@ export class Gateway {
     this.connections.set(id, conn);
     this.deps.metrics.activeConnections.set(this.connections.size);
     // Binary frames are read here (runtime's ws-frames.ts); `ws` reads every other frame and emits it.
-    const mode = readFrames(socket, 'client', s['gateway.max_message_size'], (payload) => this.onMessage(conn, payload, true));
+    // Every frame spends the message rate: `ws` emits a fragmented message once, so each
+    // continuation frame is charged here as it goes to `ws` (the message itself when it is emitted).
+    const mode = readFrames(
+      socket,
+      'client',
+      s['gateway.max_message_size'],
+      (payload) => this.onMessage(conn, payload, true),
+      () => this.received(conn),
+    );
     if (mode !== 'shared-buffer' && !this.warnedReadMode) {
       this.warnedReadMode = true;
       this.log(conn).warn(
@@ -390,7 +415,7 @@ export class Gateway {
   /**
    * `ws` refused a frame of the client's and is already closing the connection with the code it
    * names (RFC 6455 §7.4.1): over `gateway.max_message_size` (1009), malformed (1002), text that is
-   * not UTF-8 (1007), a message in too many pieces (1008). The client broke the protocol: it is
+   * not UTF-8 (1007), a message in more than MAX_FRAGMENTS frames (1008). The client broke the protocol: it is
    * kicked for it, so its player leaves at once (the close that follows finds the session ended).
    * The connection is already closing, so no `Kick` goes out: the close code says why.
    */

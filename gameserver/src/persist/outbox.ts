@@ -66,8 +66,8 @@ export class EventIdConflictError extends Error {
   ) {
     super(
       `stream ${stream} already has id ${id} ${found === 'different' ? 'for a different event' : 'behind its last entry, and the entry is gone'}: ` +
-        "the outbox's ids are below the stream's (its sequence reset or restored while Redis kept the stream?); " +
-        "its events stay pending — move the sequence above the stream's last id (SELECT setval('shard_outbox_id_seq', <last id>)) or remove the stream",
+        "the outbox's ids are below the stream's (its sequence reset or restored while Redis kept the stream, or events of another process of the shard committed out of order before appends were serialized); " +
+        'its events stay pending until they are given ids above the stream\'s last (moving the sequence alone does not renumber them: see "When a store fails" in docs/gameserver.md) or the stream is removed',
     );
     this.name = 'EventIdConflictError';
   }
@@ -103,6 +103,13 @@ export interface Outbox {
   /** The shard's events not yet relayed. */
   pending(key: ShardKey): Promise<number>;
   /**
+   * The players whose place on the shard the appended events leave open (a `player_joined` not yet
+   * followed by a `player_left`), as the outbox kept them across the shard's restarts: a durable
+   * outbox keeps them with the events, in the same transaction; the in-process one has none from
+   * before its process and answers [].
+   */
+  openPlaces(key: ShardKey): Promise<string[]>;
+  /**
    * Forgets up to `limit` of the shard's events relayed longer ago than the outbox keeps them;
    * returns how many. Until then an event's key still makes a retried append skip it.
    */
@@ -117,6 +124,27 @@ export const EVENTS_MAX_LEN = 100_000;
 export const MAX_QUEUED_EVENTS = 100_000;
 /** Events per INSERT: the statement stays short, however long the backlog a retried append carries. */
 const APPEND_CHUNK = 1000;
+/**
+ * The advisory lock classes (the first key of the two-key form; the second is `hashtext` of the
+ * shard's stream key): one for the relay, one for appends. Apart, so an append never waits for a
+ * relay publishing to Redis; and apart from the migrations' lock, which is a one-key (bigint) lock.
+ */
+export const RELAY_LOCK_CLASS = 'aethex-outbox';
+export const APPEND_LOCK_CLASS = 'aethex-outbox-append';
+
+/**
+ * The open places of each shard (see `Outbox.openPlaces`), keyed like the outbox: a row is added by
+ * the append of a `player_joined` and removed by that of a `player_left`, in its transaction.
+ */
+export const PLACES_TABLE_SQL = `
+CREATE TABLE IF NOT EXISTS shard_places (
+  world      text        NOT NULL,
+  instance   integer     NOT NULL,
+  shard      text        NOT NULL,
+  player_id  text        NOT NULL,
+  taken_at   timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (world, instance, shard, player_id)
+)`;
 
 export const OUTBOX_TABLE_SQL = `
 CREATE TABLE IF NOT EXISTS shard_outbox (
@@ -144,7 +172,12 @@ CREATE INDEX IF NOT EXISTS shard_outbox_relayed_by_shard ON shard_outbox (world,
 /**
  * The outbox as PostgreSQL rows, keyed like the snapshots: `world` holds the world's `worldRef`
  * (`<namespace>/<world>`, or the name alone outside Kubernetes). A transaction-scoped advisory lock
- * per shard keeps relays of one shard serial. `event_key` is unique; rows from before it existed
+ * per shard keeps relays of one shard serial, and another one its appends, across processes: ids
+ * come from one sequence and are handed out as rows are inserted, so two processes of one shard
+ * appending at once (overlapping pods) could otherwise commit id N after N+1, after a relay had
+ * published N+1 — and the stream refuses N for ever. Serialized, a row's id is drawn only once the
+ * shard's earlier appends committed, so ids commit in order. The same transaction keeps the shard's
+ * open places (`shard_places`). `event_key` is unique; rows from before it existed
  * have none, and NULLs never conflict. Relayed rows are kept `retentionMs` (long past any retried
  * append), then pruned.
  */
@@ -157,19 +190,44 @@ export class PostgresOutbox implements Outbox {
   ) {}
 
   /**
-   * In chunks of `APPEND_CHUNK`, in order, each one statement of column arrays (`unnest`): a row per
-   * event, ids given in the events' order. A chunk that fails leaves the ones before it written; the
-   * retry skips them by key.
+   * In chunks of `APPEND_CHUNK`, in order, each a transaction holding the shard's append lock and
+   * one statement of column arrays (`unnest`): a row per event, ids given in the events' order, and
+   * the shard's open places updated by the rows inserted (the last event of each player in the chunk
+   * decides). A chunk that fails leaves the ones before it written; the retry skips them by key.
    */
   async append(key: ShardKey, events: readonly DomainEvent[]): Promise<void> {
     for (let i = 0; i < events.length; i += APPEND_CHUNK) {
       const chunk = events.slice(i, i + APPEND_CHUNK);
-      await this.pool.query(
-        `INSERT INTO shard_outbox (world, instance, shard, type, player_id, at, event_key)
-         SELECT $1, $2, $3, e.type, e.player_id, e.at, e.event_key
-         FROM unnest($4::text[], $5::text[], $6::timestamptz[], $7::text[]) WITH ORDINALITY AS e(type, player_id, at, event_key, n)
-         ORDER BY e.n
-         ON CONFLICT (event_key) DO NOTHING`,
+      await withClient(this.pool, (client, broke) => this.appendWith(client, broke, key, chunk));
+    }
+  }
+
+  private async appendWith(
+    client: pg.PoolClient,
+    broke: (err: Error) => void,
+    key: ShardKey,
+    chunk: readonly DomainEvent[],
+  ): Promise<void> {
+    try {
+      await client.query('BEGIN');
+      await client.query('SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))', [APPEND_LOCK_CLASS, eventStreamKey(key)]);
+      await client.query(
+        `WITH added AS (
+           INSERT INTO shard_outbox (world, instance, shard, type, player_id, at, event_key)
+           SELECT $1, $2, $3, e.type, e.player_id, e.at, e.event_key
+           FROM unnest($4::text[], $5::text[], $6::timestamptz[], $7::text[]) WITH ORDINALITY AS e(type, player_id, at, event_key, n)
+           ORDER BY e.n
+           ON CONFLICT (event_key) DO NOTHING
+           RETURNING id, type, player_id
+         ), last AS (
+           SELECT DISTINCT ON (player_id) player_id, type FROM added ORDER BY player_id, id DESC
+         ), freed AS (
+           DELETE FROM shard_places p USING last
+           WHERE p.world = $1 AND p.instance = $2 AND p.shard = $3 AND p.player_id = last.player_id AND last.type = 'player_left'
+         )
+         INSERT INTO shard_places (world, instance, shard, player_id)
+         SELECT $1, $2, $3, player_id FROM last WHERE type = 'player_joined'
+         ON CONFLICT DO NOTHING`,
         [
           worldRef(key.namespace, key.world),
           key.instance,
@@ -180,7 +238,27 @@ export class PostgresOutbox implements Outbox {
           chunk.map((e) => e.eventKey),
         ],
       );
+      await client.query('COMMIT');
+    } catch (err) {
+      // PostgreSQL refused a statement (an error with a SQLSTATE): the connection is sound, roll back
+      // and keep it. Anything else (a timeout, a reset) leaves its state unknown: the pool ends it.
+      const sound =
+        typeof (err as { code?: unknown }).code === 'string' &&
+        (await client.query('ROLLBACK').then(
+          () => true,
+          () => false,
+        ));
+      if (!sound) broke(err as Error);
+      throw err;
     }
+  }
+
+  async openPlaces(key: ShardKey): Promise<string[]> {
+    const { rows } = await this.pool.query<{ player_id: string }>(
+      'SELECT player_id FROM shard_places WHERE world = $1 AND instance = $2 AND shard = $3 ORDER BY taken_at, player_id',
+      [worldRef(key.namespace, key.world), key.instance, key.shard],
+    );
+    return rows.map((r) => r.player_id);
   }
 
   async relay(key: ShardKey, sink: EventSink, limit = RELAY_BATCH): Promise<number> {
@@ -197,7 +275,8 @@ export class PostgresOutbox implements Outbox {
     let publishing = false;
     try {
       await client.query('BEGIN');
-      const lock = await client.query<{ ok: boolean }>("SELECT pg_try_advisory_xact_lock(hashtext('aethex-outbox'), hashtext($1)) AS ok", [
+      const lock = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_xact_lock(hashtext($1), hashtext($2)) AS ok', [
+        RELAY_LOCK_CLASS,
         eventStreamKey(key),
       ]);
       if (!lock.rows[0]?.ok) {
@@ -302,6 +381,11 @@ export class MemoryOutbox implements Outbox {
 
   async pending(_key: ShardKey): Promise<number> {
     return this.events.length - this.relayed;
+  }
+
+  /** None from before this process: its events die with it. */
+  async openPlaces(_key: ShardKey): Promise<string[]> {
+    return [];
   }
 
   /** Nothing to do: `relay` forgets all but the last 10,000 relayed events itself. */

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type { Logger, ShardKey } from '@aethex/runtime';
 import { createPersistenceMetrics, type PersistenceMetrics } from '../metrics.js';
+import { FailureLog } from './failure-log.js';
 import {
   type DomainEvent,
   EventIdConflictError,
@@ -38,7 +39,25 @@ export interface PersistenceDeps {
   now?: () => number;
   /** Called with a snapshot's tick once the store took it (after `save` resolved). */
   onSaved?: (tick: number) => void;
+  /** While a store keeps failing, at most one log line about it per this, in ms by `now` (default 10,000). */
+  failureLogEveryMs?: number;
 }
+
+/**
+ * Whether PostgreSQL refused a statement for the data in it — a data exception (SQLSTATE class 22:
+ * a NUL in a text, an invalid time) or a NULL where none may be (23502) — so that the same
+ * statement without the event that carries the bad data would go through. Not the sequence running
+ * out (2200H), nor a unique violation (23505: a sequence reset below existing ids fails some rows
+ * and not others, none of them bad): those are no event's fault.
+ */
+export function isDataError(err: unknown): boolean {
+  const code = (err as { code?: unknown } | undefined)?.code;
+  if (typeof code !== 'string') return false;
+  return (code.startsWith('22') && code !== '2200H') || code === '23502';
+}
+
+/** Refused events dropped at most per append: more, and none taken, is not the events' fault. */
+const MAX_REFUSED_UNTAKEN = 16;
 
 /** The longest delay setTimeout takes; anything longer fires at once. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -83,19 +102,27 @@ export async function settledWithin(work: Promise<unknown>, ms: number): Promise
  * `drain()` writes the final snapshot and flushes everything, awaiting it up to a deadline.
  */
 export class ShardPersistence {
-  private pendingSnapshot: { tick: number; state: Uint8Array | Promise<Uint8Array> } | undefined;
+  private pendingSnapshot: { seq: number; tick: number; state: Uint8Array | Promise<Uint8Array> } | undefined;
+  /** Numbers the snapshot requests, from 1; `savedSeq` is the last one the store took. */
+  private snapshotSeq = 0;
+  private savedSeq = 0;
   private writing: Promise<void> | undefined;
   private lastSaveError: unknown;
   private events: DomainEvent[] = [];
   private dropped = 0;
   /** Events of the append under way (out of `events`, still counted against `maxQueued`). */
   private appending = 0;
-  /** The relay's id conflict was logged: it is not again until a relay succeeds. */
-  private conflictLogged = false;
   /** Appended, not yet relayed, as of the last relay (or of the last count). */
   private pending = 0;
   private joined = new Set<string>();
   private left = new Set<string>();
+  /** Players whose presence removal is under way (out of `left` until it fails, and it goes back). */
+  private removing = new Set<string>();
+  /**
+   * Places the outbox holds open from before this process (`loadOpenPlaces`), until `placesRestored`:
+   * a player restored here whose place is among them takes it again without a second `player_joined`.
+   */
+  private openAtStart: Set<string> | undefined;
   private readonly local = new Set<string>();
   private lastHeartbeat = Number.NEGATIVE_INFINITY;
   private pruneTimer: NodeJS.Timeout | undefined;
@@ -108,6 +135,12 @@ export class ShardPersistence {
   private readonly metrics: PersistenceMetrics;
   private readonly now: () => number;
   private readonly maxQueued: number;
+  private readonly snapshotLog: FailureLog;
+  private readonly appendLog: FailureLog;
+  private readonly relayLog: FailureLog;
+  private readonly conflictLog: FailureLog;
+  private readonly presenceSetLog: FailureLog;
+  private readonly presenceRemoveLog: FailureLog;
   /** Tick of the last snapshot written. */
   lastSavedTick = 0;
 
@@ -116,6 +149,43 @@ export class ShardPersistence {
     this.metrics = deps.metrics ?? createPersistenceMetrics();
     this.now = deps.now ?? (() => performance.now());
     this.maxQueued = deps.maxQueuedEvents ?? MAX_QUEUED_EVENTS;
+    const failures = (what: string) => new FailureLog(deps.log, what, this.now, deps.failureLogEveryMs);
+    this.snapshotLog = failures('snapshot write');
+    this.appendLog = failures('outbox append');
+    this.relayLog = failures('outbox relay');
+    this.conflictLog = failures('outbox relay (id conflict)');
+    this.presenceSetLog = failures('presence update');
+    this.presenceRemoveLog = failures('presence removal');
+  }
+
+  /**
+   * Reads the places the outbox holds open for this shard (its players, as far as the events appended
+   * so far tell), before the engine takes the restored players' places. Call `placesRestored` after.
+   * Rejects when the outbox cannot be read (the shard does not start).
+   */
+  async loadOpenPlaces(): Promise<void> {
+    try {
+      this.openAtStart = new Set(await this.deps.outbox.openPlaces(this.deps.key));
+    } catch (err) {
+      throw new Error(`the outbox's open places could not be read: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  /**
+   * The restored players have taken their places: each place still open from before that nobody took
+   * (a player who joined after the last snapshot, lost with a crash) is freed — `player_left` queued —
+   * and a later `player_joined` of that player is told again.
+   */
+  placesRestored(): void {
+    const stale = [...(this.openAtStart ?? [])];
+    this.openAtStart = undefined;
+    if (stale.length === 0) return;
+    this.deps.log.info({ players: stale.length }, 'places open from before the restart were not restored; their players left');
+    for (const playerId of stale) {
+      this.queue({ type: 'player_left', playerId, at: Date.now(), eventKey: this.nextEventKey() });
+      // Its presence entry, if it still names this shard, goes now rather than at its TTL.
+      if (!this.local.has(playerId)) this.left.add(playerId);
+    }
   }
 
   start(): void {
@@ -150,16 +220,26 @@ export class ShardPersistence {
     if (pruned > 0) log.debug({ pruned }, 'relayed events pruned from the outbox');
   }
 
-  /** `state` may still be being assembled (`assembleState`): it is awaited, off the tick, before the write. */
-  snapshot(tick: number, state: Uint8Array | Promise<Uint8Array>): void {
+  /**
+   * `state` may still be being assembled (`assembleState`): it is awaited, off the tick, before the
+   * write. Returns the request's number: it (or a later one) was saved once `savedThrough` is at it.
+   */
+  snapshot(tick: number, state: Uint8Array | Promise<Uint8Array>): number {
     // One replaced before it was awaited must not fail as an unhandled rejection.
     if (state instanceof Promise) state.catch(() => undefined);
-    this.pendingSnapshot = { tick, state };
+    const seq = ++this.snapshotSeq;
+    this.pendingSnapshot = { seq, tick, state };
     if (!this.writing) this.writing = this.writeSnapshots();
+    return seq;
+  }
+
+  /** The number of the last snapshot request the store took (see `snapshot`); 0 before any. */
+  get savedThrough(): number {
+    return this.savedSeq;
   }
 
   private async writeSnapshots(): Promise<void> {
-    const { key, snapshots, log } = this.deps;
+    const { key, snapshots } = this.deps;
     const m = this.metrics;
     try {
       while (this.pendingSnapshot) {
@@ -171,7 +251,9 @@ export class ShardPersistence {
           await snapshots.save(key, { tick: next.tick, state });
           done();
           this.lastSavedTick = next.tick;
+          this.savedSeq = next.seq;
           this.lastSaveError = undefined;
+          this.snapshotLog.recovered();
           this.deps.onSaved?.(next.tick);
           m.stateSnapshotLastTick.set(next.tick);
           m.stateSnapshotLastSaved.set(Date.now() / 1000);
@@ -179,8 +261,10 @@ export class ShardPersistence {
           this.lastSaveError = err;
           const stale = err instanceof StaleSnapshotError;
           m.stateSnapshotFailures.inc({ reason: stale ? 'stale' : 'error' });
-          log.error(
-            { err, tick: next.tick },
+          this.snapshotLog.failed(
+            'error',
+            err,
+            { tick: next.tick },
             stale
               ? 'snapshot refused: the store holds a newer one (another process of this shard, or a restored tick below the stored one); the shard state is not being saved'
               : 'snapshot write failed; the next one will retry',
@@ -193,7 +277,8 @@ export class ShardPersistence {
   }
 
   playerJoined(playerId: string, at = Date.now()): void {
-    this.queue({ type: 'player_joined', playerId, at, eventKey: this.nextEventKey() });
+    // A restored player whose place the outbox holds open already: no second `player_joined`.
+    if (!this.openAtStart?.delete(playerId)) this.queue({ type: 'player_joined', playerId, at, eventKey: this.nextEventKey() });
     this.local.add(playerId);
     this.left.delete(playerId);
     this.joined.add(playerId);
@@ -253,13 +338,21 @@ export class ShardPersistence {
       this.events = [];
       this.appending = events.length;
       try {
-        await outbox.append(key, events);
-        this.pending += events.length;
+        const refused = await this.appendIsolating(events);
+        for (const { event, err } of refused) {
+          m.outboxDropped.inc();
+          log.error(
+            { err, event: { type: event.type, playerId: event.playerId, at: event.at, eventKey: event.eventKey } },
+            'domain event dropped: PostgreSQL refuses its data (the events around it were appended)',
+          );
+        }
+        this.pending += events.length - refused.length;
+        this.appendLog.recovered();
       } catch (err) {
         // Keep them, in order and with their keys, for the next flush: the append may have been written.
         this.events = events.concat(this.events);
         m.outboxAppendFailures.inc();
-        log.error({ err, events: this.events.length }, 'outbox append failed; will retry');
+        this.appendLog.failed('error', err, { events: this.events.length }, 'outbox append failed; will retry');
       } finally {
         this.appending = 0;
       }
@@ -279,47 +372,85 @@ export class ShardPersistence {
       // Caught up — unless nothing was relayed because another relay of this key held the lock —
       // or stopped at the cap with more to go: then counted.
       this.pending = n === RELAY_BATCH || (relayed === 0 && this.pending > 0) ? await outbox.pending(key) : 0;
-      this.conflictLogged = false;
+      this.relayLog.recovered();
+      this.conflictLog.recovered();
     } catch (err) {
       this.pending = Math.max(0, this.pending - relayed);
       if (err instanceof EventIdConflictError) {
         m.outboxRelayFailures.inc({ reason: 'id_conflict' });
-        // Once, not every flush: it lasts until someone moves the outbox's ids past the stream's.
-        if (!this.conflictLogged)
-          log.error(
-            { err, stream: err.stream, id: err.id },
-            'outbox relay refused: the stream holds other events under these ids; nothing more is relayed until fixed',
-          );
-        this.conflictLogged = true;
+        // Not every flush: it lasts until someone gives the outbox's events ids past the stream's.
+        this.conflictLog.failed(
+          'error',
+          err,
+          { stream: err.stream, id: err.id },
+          'outbox relay refused: the stream holds other events under these ids; nothing more is relayed until fixed',
+        );
       } else {
         m.outboxRelayFailures.inc({ reason: 'error' });
-        log.warn({ err }, 'outbox relay failed; will retry');
+        this.relayLog.failed('warn', err, {}, 'outbox relay failed; will retry');
       }
     }
     m.outboxPending.set(this.pending);
   }
 
+  /**
+   * Appends `events`; when PostgreSQL refuses them for their data (`isDataError`), finds the events
+   * it refuses by halving, appends the rest in order and returns the refused ones, to be dropped.
+   * Safe to retry as a whole: an event appended stays appended (its key makes a retry skip it). When
+   * `MAX_REFUSED_UNTAKEN` events are refused with none taken, or every event is, the refusal is no
+   * event's fault: it rejects with it, and every event is kept for the retry.
+   */
+  private async appendIsolating(events: DomainEvent[]): Promise<{ event: DomainEvent; err: unknown }[]> {
+    const { key, outbox } = this.deps;
+    const refused: { event: DomainEvent; err: unknown }[] = [];
+    let taken = 0;
+    const append = async (part: DomainEvent[]): Promise<void> => {
+      try {
+        await outbox.append(key, part);
+        taken += part.length;
+      } catch (err) {
+        if (!isDataError(err)) throw err;
+        if (part.length === 1) {
+          refused.push({ event: part[0] as DomainEvent, err });
+          if (taken === 0 && refused.length >= MAX_REFUSED_UNTAKEN) throw err;
+          return;
+        }
+        const half = part.length >> 1;
+        await append(part.slice(0, half));
+        await append(part.slice(half));
+      }
+    };
+    await append(events);
+    if (taken === 0 && refused.length > 0) throw refused[0]?.err;
+    return refused;
+  }
+
   private async writePresence(): Promise<void> {
-    const { key, presence, presenceTtlMs, log } = this.deps;
+    const { key, presence, presenceTtlMs } = this.deps;
     const now = this.now();
     const heartbeat = now - this.lastHeartbeat >= presenceTtlMs / 3;
     const toSet = heartbeat ? [...this.local] : [...this.joined];
     const toRemove = [...this.left];
     this.joined.clear();
     this.left.clear();
+    for (const p of toRemove) this.removing.add(p);
     // Apart, so that a failed removal does not hold up the heartbeat, nor the other way round.
     const [set, removed] = await Promise.allSettled([presence.set(toSet, key, presenceTtlMs), presence.remove(toRemove, key)]);
+    for (const p of toRemove) this.removing.delete(p);
     if (set.status === 'fulfilled') {
       if (heartbeat) this.lastHeartbeat = now;
+      if (toSet.length > 0) this.presenceSetLog.recovered();
     } else {
       for (const p of toSet) if (this.local.has(p)) this.joined.add(p);
       this.metrics.presenceFailures.inc({ op: 'set' });
-      log.warn({ err: set.reason, players: toSet.length }, 'presence update failed; will retry');
+      this.presenceSetLog.failed('warn', set.reason, { players: toSet.length }, 'presence update failed; will retry');
     }
     if (removed.status === 'rejected') {
       for (const p of toRemove) if (!this.local.has(p)) this.left.add(p);
       this.metrics.presenceFailures.inc({ op: 'remove' });
-      log.warn({ err: removed.reason, players: toRemove.length }, 'presence removal failed; will retry');
+      this.presenceRemoveLog.failed('warn', removed.reason, { players: toRemove.length }, 'presence removal failed; will retry');
+    } else if (toRemove.length > 0) {
+      this.presenceRemoveLog.recovered();
     }
   }
 
@@ -335,7 +466,7 @@ export class ShardPersistence {
     clearInterval(this.timer);
     clearInterval(this.pruneTimer);
     this.draining = true;
-    this.snapshot(finalTick, finalState);
+    const finalSnapshot = this.snapshot(finalTick, finalState);
     const left = () => deadline - this.now();
     // A flush may have been running already; one more catches what it did not take.
     const [snapshotInTime, outboxInTime, presenceInTime] = await Promise.all([
@@ -351,16 +482,20 @@ export class ShardPersistence {
     ]);
     // A prune under way stops after its current batch; the stores close after it.
     await settledWithin(this.pruning ?? Promise.resolve(), left());
-    if (!presenceInTime || this.left.size > 0) {
+    // Those whose removal still hangs (not in time) are not in `left` yet.
+    const notRemoved = new Set([...this.left, ...this.removing]).size;
+    if (!presenceInTime || notRemoved > 0) {
       log.warn(
-        { players: this.left.size, inTime: presenceInTime },
+        { players: notRemoved, inTime: presenceInTime },
         'presence of leaving players not removed; it expires after presence.ttl_ms',
       );
     }
     if (!outbox.durable && this.pending > 0) {
       log.error({ events: this.pending, inTime: outboxInTime }, 'domain events not relayed are lost with the in-process outbox');
     }
-    if (this.lastSavedTick < finalTick) {
+    // This very request, or a later one: an earlier snapshot of the same tick (a periodic one) does
+    // not hold what changed since (the drain's kicks, joins and leaves between ticks).
+    if (this.savedSeq < finalSnapshot) {
       const why = snapshotInTime
         ? ((this.lastSaveError as Error | undefined)?.message ?? 'it failed')
         : 'no answer within the drain (ops.drain_timeout_ms)';

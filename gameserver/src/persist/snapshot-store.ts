@@ -19,7 +19,12 @@ export interface SnapshotStore {
   save(key: ShardKey, snapshot: StoredSnapshot): Promise<void>;
   /** Removes a shard's snapshot (the world was deleted). */
   remove(key: ShardKey): Promise<void>;
+  /** Where the shard's snapshot lies, and how to move it aside (to start without it), for an error about it. */
+  locate(key: ShardKey): { where: string; moveAside: string };
 }
+
+/** `s` as an SQL string literal. */
+const literal = (s: string) => `'${s.replaceAll("'", "''")}'`;
 
 /**
  * The store holds a snapshot with a higher tick than the one saved, which was not written: another
@@ -79,6 +84,14 @@ export class PostgresSnapshotStore implements SnapshotStore {
     );
     // No row changed: the stored tick is higher (the upsert's WHERE refused it).
     if (rowCount === 0) throw new StaleSnapshotError(snapshot.tick, (await this.load(key))?.tick);
+  }
+
+  locate(key: ShardKey): { where: string; moveAside: string } {
+    const row = `world = ${literal(worldRef(key.namespace, key.world))} AND instance = ${key.instance} AND shard = ${literal(key.shard)}`;
+    return {
+      where: `PostgreSQL table shard_snapshots, row ${row}`,
+      moveAside: `to start without it, move it aside: UPDATE shard_snapshots SET world = world || '.unreadable' WHERE ${row}`,
+    };
   }
 
   async remove(key: ShardKey): Promise<void> {
@@ -150,5 +163,10 @@ export class DirectorySnapshotStore implements SnapshotStore {
 
   async remove(key: ShardKey): Promise<void> {
     await rm(this.file(key), { force: true });
+  }
+
+  locate(key: ShardKey): { where: string; moveAside: string } {
+    const file = this.file(key);
+    return { where: `file ${file}`, moveAside: `to start without it, move it aside: mv ${file} ${file}.unreadable` };
   }
 }

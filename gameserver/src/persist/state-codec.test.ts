@@ -194,3 +194,57 @@ test('a snapshot saved under wider world bounds restores its entities inside the
   after.step();
   expect(a.x[a.indexOf(joined.entityId)]).toBeCloseTo(insideMax(100) - 1, 4);
 });
+
+test('a player map entry that is not a player entity of the blob with a valid, unique player id is refused, naming the entry', () => {
+  const w = new World(16, 1, 100_000);
+  const npc = w.spawn(1, 2, KIND_NPC);
+  const p1 = w.spawn(3, 4, KIND_PLAYER);
+  const p2 = w.spawn(5, 6, KIND_PLAYER);
+  // A blob with the player map replaced by `json` (the header's length with it).
+  const withMap = (json: string) => {
+    const good = encodeState(9, w, new Map());
+    const map = new TextEncoder().encode(json);
+    const out = new Uint8Array(good.length - 2 + map.length);
+    out.set(good.subarray(0, good.length - 2));
+    out.set(map, good.length - 2);
+    new DataView(out.buffer).setUint32(24, map.length, true);
+    return out;
+  };
+  expect(decodeState(withMap(JSON.stringify([[p1, 'ann']])), 16).players).toEqual(new Map([[p1, 'ann']]));
+  const refused = (json: string) => {
+    try {
+      decodeState(withMap(json), 16);
+    } catch (err) {
+      expect(err).toBeInstanceOf(StateFormatError);
+      return (err as Error).message;
+    }
+    throw new Error(`${json} was taken`);
+  };
+  // What poisoned the outbox: a player id that is undefined (JSON null) or not a string.
+  expect(refused(`[[${p1},null]]`)).toBe(
+    `state blob has a bad player map entry 0 ([${p1},null]): the player id is not a string of 1–128 characters`,
+  );
+  expect(refused(`[[${p1},"ann"],[${p2},7]]`)).toBe(
+    `state blob has a bad player map entry 1 ([${p2},7]): the player id is not a string of 1–128 characters`,
+  );
+  expect(refused(`[[${p1}]]`)).toBe(`state blob has a bad player map entry 0 ([${p1}]): not an [entity id, player id] pair`);
+  expect(refused('[7]')).toBe('state blob has a bad player map entry 0 (7): not an [entity id, player id] pair');
+  expect(refused(`[[${p1},""]]`)).toMatch(/entry 0 .*: the player id is not a string of 1–128 characters$/);
+  expect(refused(`[[${p1},"${'x'.repeat(129)}"]]`)).toMatch(/entry 0 .*: the player id is not a string of 1–128 characters$/);
+  expect(refused(`[[${p1},"a\\u0000b"]]`)).toMatch(/entry 0 .*: the player id has a control character or a lone surrogate at position 1$/);
+  expect(refused(`[[${p1},"a\\ud800"]]`)).toMatch(/entry 0 .*: the player id has a control character or a lone surrogate at position 1$/);
+  expect(refused(`[[${npc},"ann"]]`)).toBe(
+    `state blob has a bad player map entry 0 ([${npc},"ann"]): its entity is not a player entity of the blob`,
+  );
+  expect(refused(`[[999,"ann"]]`)).toBe(
+    'state blob has a bad player map entry 0 ([999,"ann"]): its entity is not a player entity of the blob',
+  );
+  expect(refused(`[["${p1}","ann"]]`)).toMatch(/entry 0 .*: its entity is not a player entity of the blob$/);
+  expect(refused(`[[${p1},"ann"],[${p2},"ann"]]`)).toBe(
+    `state blob has a bad player map entry 1 ([${p2},"ann"]): player "ann" is in the map twice`,
+  );
+  expect(refused(`[[${p1},"ann"],[${p1},"bob"]]`)).toBe(
+    `state blob has a bad player map entry 1 ([${p1},"bob"]): entity ${p1} is in the map twice`,
+  );
+  expect(refused('{}')).toBe('state blob has a malformed player map');
+});

@@ -136,6 +136,63 @@ export class StateFormatError extends Error {
   }
 }
 
+/** A player id holds at most this many characters (as a join token's `sub`). */
+const MAX_PLAYER_ID = 128;
+
+/**
+ * Where `id` holds a control character (C0, DEL, C1) or half of a surrogate pair: a player id never
+ * does (a join token's `sub` is refused for it), and PostgreSQL text refuses NUL.
+ */
+function unprintableAt(id: string): number | undefined {
+  for (let i = 0; i < id.length; i++) {
+    const c = id.charCodeAt(i);
+    if (c < 0x20 || (c >= 0x7f && c <= 0x9f)) return i;
+    if (c >= 0xd800 && c <= 0xdbff) {
+      const next = id.charCodeAt(i + 1);
+      if (next >= 0xdc00 && next <= 0xdfff) {
+        i++;
+        continue;
+      }
+      return i;
+    }
+    if (c >= 0xdc00 && c <= 0xdfff) return i;
+  }
+  return undefined;
+}
+
+/**
+ * The player map of a blob, every entry checked: a player entity the blob holds, each once, for a
+ * player id of 1–128 characters without control characters, each once. One entry amiss would put a
+ * player on the wrong entity or poison the outbox and presence (a NULL or a NUL in a player id), so
+ * the blob is refused, naming the entry.
+ */
+function checkedPlayers(entries: unknown[], ids: Uint32Array, kinds: Uint16Array): Map<number, string> {
+  const playerEntities = new Set<number>();
+  for (let i = 0; i < ids.length; i++) if (kinds[i] === KIND_PLAYER) playerEntities.add(ids[i] as number);
+  const players = new Map<number, string>();
+  const taken = new Set<string>();
+  for (const [n, entry] of entries.entries()) {
+    const refuse = (why: string): never => {
+      const shown = JSON.stringify(entry) ?? String(entry);
+      throw new StateFormatError(
+        `state blob has a bad player map entry ${n} (${shown.length > 200 ? `${shown.slice(0, 200)}…` : shown}): ${why}`,
+      );
+    };
+    if (!Array.isArray(entry) || entry.length !== 2) refuse('not an [entity id, player id] pair');
+    const [entityId, playerId] = entry as [unknown, unknown];
+    if (typeof entityId !== 'number' || !playerEntities.has(entityId)) return refuse('its entity is not a player entity of the blob');
+    if (players.has(entityId)) refuse(`entity ${entityId} is in the map twice`);
+    if (typeof playerId !== 'string' || playerId.length === 0 || playerId.length > MAX_PLAYER_ID)
+      return refuse(`the player id is not a string of 1–${MAX_PLAYER_ID} characters`);
+    const bad = unprintableAt(playerId);
+    if (bad !== undefined) refuse(`the player id has a control character or a lone surrogate at position ${bad}`);
+    if (taken.has(playerId)) refuse(`player ${JSON.stringify(playerId)} is in the map twice`);
+    taken.add(playerId);
+    players.set(entityId, playerId);
+  }
+  return players;
+}
+
 /**
  * Rebuilds a world from a blob into a world of `capacity` (the current configuration, which may
  * differ from the one that saved it). Throws StateFormatError on a bad blob, and a RangeError when
@@ -174,12 +231,14 @@ export function decodeState(blob: Uint8Array, capacity: number, idLimit?: number
   const flags = take(4, (b) => new Uint32Array(b));
   const lastSeq = take(4, (b) => new Uint32Array(b));
   const kind = take(2, (b) => new Uint16Array(b));
-  let players: Map<number, string>;
+  let entries: unknown;
   try {
-    players = new Map(JSON.parse(new TextDecoder().decode(blob.subarray(off, off + (playersLen as number)))) as [number, string][]);
+    entries = JSON.parse(new TextDecoder().decode(blob.subarray(off, off + (playersLen as number))));
   } catch {
     throw new StateFormatError('state blob has a malformed player map');
   }
+  if (!Array.isArray(entries)) throw new StateFormatError('state blob has a malformed player map');
+  const players = checkedPlayers(entries, id, kind);
   off += playersLen as number;
   const states = new Map<number, Uint8Array>();
   while (off < blob.length) {

@@ -1,8 +1,19 @@
+import { performance } from 'node:perf_hooks';
 import { type Logger, type ShardKey, worldRef } from '@aethex/runtime';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { type GameserverSettings, shardKey } from '../config.js';
-import { CallbackSink, type EventSink, MemoryOutbox, OUTBOX_TABLE_SQL, type Outbox, PostgresOutbox, RedisStreamSink } from './outbox.js';
+import { FailureLog } from './failure-log.js';
+import {
+  CallbackSink,
+  type EventSink,
+  MemoryOutbox,
+  OUTBOX_TABLE_SQL,
+  type Outbox,
+  PLACES_TABLE_SQL,
+  PostgresOutbox,
+  RedisStreamSink,
+} from './outbox.js';
 import { settledWithin } from './persistence.js';
 import { withClient } from './pg-client.js';
 import { MemoryPresence, type PresenceStore, RedisPresence } from './presence.js';
@@ -37,6 +48,7 @@ async function migrateWith(client: pg.PoolClient): Promise<void> {
     await client.query("SELECT pg_advisory_xact_lock(hashtext('aethex-gameserver-migrations'))");
     await client.query(SNAPSHOT_TABLE_SQL);
     await client.query(OUTBOX_TABLE_SQL);
+    await client.query(PLACES_TABLE_SQL);
     await client.query(SHARD_KEYS_TABLE_SQL);
     await client.query('COMMIT');
   } catch (err) {
@@ -225,10 +237,13 @@ export async function openStores(settings: GameserverSettings, log: Logger): Pro
     if (redisUrl) {
       const redis = createRedisClient(settings);
       let lastError: Error | undefined;
+      // While Redis is down every reconnection fails: the first is logged, then a count now and then.
+      const errors = new FailureLog(log, 'Redis connection', () => performance.now());
       redis.on('error', (err) => {
         lastError = err;
-        log.warn({ err: err.message }, 'Redis connection error');
+        errors.failed('warn', err.message, {}, 'Redis connection error');
       });
+      redis.on('ready', () => errors.recovered());
       closers.push(async (timeoutMs) => {
         await settledWithin(redis.quit(), timeoutMs);
         redis.disconnect();

@@ -1,0 +1,22 @@
+import { expect, test } from 'vitest';
+import { addressKey } from './rate-limit.js';
+
+test('addressKey: IPv4 as it is, IPv4-mapped IPv6 as IPv4, IPv6 by its prefix', () => {
+  expect(addressKey('203.0.113.7', 64)).toBe('203.0.113.7');
+  expect(addressKey('::ffff:203.0.113.7', 64)).toBe('203.0.113.7');
+  expect(addressKey('::FFFF:cb00:7107', 64)).toBe('203.0.113.7');
+  // Every address of one /64 is one key, written however.
+  const a = addressKey('2001:db8:1:2::1', 64);
+  expect(a).toBe('2001:db8:1:2:0:0:0:0/64');
+  for (const same of ['2001:db8:1:2:ffff:ffff:ffff:ffff', '2001:0db8:0001:0002:0000:0000:0000:0abc', '2001:db8:1:2::5:1%eth0'])
+    expect(addressKey(same, 64)).toBe(a);
+  expect(addressKey('2001:db8:1:3::1', 64)).not.toBe(a);
+  // Other lengths, within a group and at the whole address.
+  expect(addressKey('2001:db8:1:2::1', 56)).toBe('2001:db8:1:0:0:0:0:0/56');
+  expect(addressKey('2001:db8:1:2ff::1', 56)).toBe('2001:db8:1:200:0:0:0:0/56');
+  expect(addressKey('2001:db8::1', 128)).toBe('2001:db8:0:0:0:0:0:1');
+  expect(addressKey('2001:db8::2', 128)).not.toBe(addressKey('2001:db8::1', 128));
+  expect(addressKey('::1', 64)).toBe('0:0:0:0:0:0:0:0/64');
+  // Not an address: its own key.
+  for (const odd of ['unknown', '1::2::3', 'fe80::zz', '1:2:3:4:5:6:7:8:9']) expect(addressKey(odd, 64)).toBe(odd);
+});

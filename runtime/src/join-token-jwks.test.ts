@@ -1,0 +1,169 @@
+import { generateKeyPairSync } from 'node:crypto';
+import { once } from 'node:events';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { SignJWT } from 'jose';
+import { afterEach, describe, expect, test } from 'vitest';
+import { createJoinVerifier, JoinTokenError, type JoinVerifier, signJoinToken } from './join-token.js';
+
+const ed = generateKeyPairSync('ed25519');
+const other = generateKeyPairSync('ed25519');
+const pem = (k: typeof ed.publicKey) => k.export({ type: 'spki', format: 'pem' }).toString();
+const jwkOf = (k: typeof ed.publicKey, kid: string) => ({ ...k.export({ format: 'jwk' }), kid, alg: 'EdDSA', use: 'sig' });
+const claims = { playerId: 'player-1', world: 'frontier', instance: 0, shard: 'frontier-0-0' };
+const opts = { issuer: 'aethex-control-plane', audience: 'aethex-shard', alg: 'EdDSA' as const };
+const shard = { issuer: opts.issuer, audience: opts.audience, world: 'frontier', instance: 0, shard: 'frontier-0-0' };
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** A real JWKS server whose answer the test changes: `serve` is the status and body of the next answers. */
+async function jwksServer() {
+  const state = { fetches: 0, status: 200, body: JSON.stringify({ keys: [jwkOf(ed.publicKey, 'k1')] }), chunked: false };
+  const server: Server = createServer((_req, res) => {
+    state.fetches++;
+    if (state.chunked) {
+      // No content-length: the body streams until it ends.
+      res.writeHead(state.status, { 'content-type': 'application/json' });
+      for (let i = 0; i < state.body.length; i += 16_384) res.write(state.body.slice(i, i + 16_384));
+      res.end();
+    } else res.writeHead(state.status, { 'content-type': 'application/json' }).end(state.body);
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  servers.push(server);
+  return { state, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/jwks` };
+}
+
+const servers: Server[] = [];
+const verifiers: JoinVerifier[] = [];
+afterEach(() => {
+  for (const s of servers.splice(0)) s.close();
+  for (const v of verifiers.splice(0)) v.stop();
+});
+
+async function verifier(options: Parameters<typeof createJoinVerifier>[0]): Promise<JoinVerifier> {
+  const v = await createJoinVerifier(options);
+  verifiers.push(v);
+  return v;
+}
+
+async function refusal(verify: (t: string) => Promise<unknown>, token: string): Promise<JoinTokenError> {
+  const err = await verify(token).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(JoinTokenError);
+  return err as JoinTokenError;
+}
+
+/** A token signed by `key` with its own `iat` and `exp` (seconds since the epoch). */
+const timed = (iat: number, exp: number, key = ed.privateKey) =>
+  new SignJWT({ world: 'frontier', instance: 0, shard: 'frontier-0-0' })
+    .setProtectedHeader({ alg: 'EdDSA' })
+    .setSubject('player-1')
+    .setIssuer(opts.issuer)
+    .setAudience(opts.audience)
+    .setIssuedAt(iat)
+    .setExpirationTime(exp)
+    .sign(key);
+
+describe('join-token keys from a JWKS URL', () => {
+  test('the last set that loaded is kept through an outage longer than its refresh interval, and its age is known', async () => {
+    const { state, url } = await jwksServer();
+    const verify = await verifier({ ...shard, jwksUrl: url, cacheSize: 0, jwks: { refreshMs: 100, retryMs: 50 } });
+    await verify.loadKeys();
+    state.status = 503;
+    // Several background refreshes fail meanwhile.
+    await sleep(600);
+    expect(verify.keysLoaded()).toBe(true);
+    expect(await verify(await signJoinToken(ed.privateKey, claims, { ...opts, kid: 'k1' }))).toEqual(claims);
+    expect(state.fetches).toBeGreaterThan(2);
+    expect(verify.keysAgeMs()).toBeGreaterThanOrEqual(500);
+    // Back: the next refresh makes the set young again.
+    state.status = 200;
+    await sleep(700);
+    expect(verify.keysAgeMs()).toBeLessThan(400);
+  });
+
+  test('tokens cannot make the shard hammer a failing key server: one fetch in flight, then a cooldown and a back-off', async () => {
+    const { state, url } = await jwksServer();
+    state.status = 503;
+    const verify = await verifier({ ...shard, jwksUrl: url });
+    await expect(verify.loadKeys()).rejects.toThrow(/Expected 200 OK/);
+    const before = state.fetches;
+    const forged = await signJoinToken(other.privateKey, claims, { ...opts, kid: 'x' });
+    // 20 at once (one fetch in flight at most), then 20 one after another (the cooldown).
+    const errs = await Promise.all(Array.from({ length: 20 }, () => refusal(verify, forged)));
+    for (let i = 0; i < 20; i++) errs.push(await refusal(verify, forged));
+    for (const e of errs) expect(e.kind).toBe('keys_unavailable');
+    expect(state.fetches - before).toBeLessThanOrEqual(1);
+  });
+
+  test('a token naming an unknown kid refreshes the set at most once per cooldown', async () => {
+    const { state, url } = await jwksServer();
+    const verify = await verifier({ ...shard, jwksUrl: url, jwks: { cooldownMs: 300, refreshMs: 60_000 } });
+    await verify.loadKeys();
+    await sleep(350);
+    const before = state.fetches;
+    // A key added to the set since: the token naming it triggers the refresh that finds it.
+    state.body = JSON.stringify({ keys: [jwkOf(ed.publicKey, 'k1'), jwkOf(other.publicKey, 'k2')] });
+    expect(await verify(await signJoinToken(other.privateKey, claims, { ...opts, kid: 'k2' }))).toEqual(claims);
+    expect(state.fetches - before).toBe(1);
+    // Forged kids within the cooldown fetch nothing more.
+    for (let i = 0; i < 20; i++) {
+      const e = await refusal(verify, await signJoinToken(other.privateKey, claims, { ...opts, kid: `nope-${i}` }));
+      expect(e.kind).toBe('invalid');
+    }
+    expect(state.fetches - before).toBe(1);
+  });
+
+  test('a remembered token stops verifying once its key is rotated out of the set', async () => {
+    const { state, url } = await jwksServer();
+    const verify = await verifier({ ...shard, jwksUrl: url, jwks: { refreshMs: 100 } });
+    await verify.loadKeys();
+    const token = await signJoinToken(ed.privateKey, claims, { ...opts, kid: 'k1' });
+    expect(await verify(token)).toEqual(claims);
+    expect(await verify(token)).toEqual(claims);
+    state.body = JSON.stringify({ keys: [jwkOf(other.publicKey, 'k2')] });
+    await sleep(400);
+    expect((await refusal(verify, token)).kind).toBe('invalid');
+  });
+
+  test('a key set answer over 64 KiB is refused, saying so, whether or not it declares its length', async () => {
+    const { state, url } = await jwksServer();
+    state.body = JSON.stringify({ keys: [jwkOf(ed.publicKey, 'k1')], padding: 'x'.repeat(200_000) });
+    for (const chunked of [false, true]) {
+      state.chunked = chunked;
+      const verify = await verifier({ ...shard, jwksUrl: url });
+      await expect(verify.loadKeys()).rejects.toThrow(/larger than 65536 bytes/);
+      expect(verify.keysLoaded()).toBe(false);
+    }
+  });
+
+  test('a JWKS URL with a secret in it is shown masked in the errors', async () => {
+    const { state, url } = await jwksServer();
+    state.status = 503;
+    const verify = await verifier({ ...shard, jwksUrl: `${url}?access_token=TOPSECRET123` });
+    const err = await refusal(verify, await signJoinToken(ed.privateKey, claims, { ...opts, kid: 'k1' }));
+    expect(err.kind).toBe('keys_unavailable');
+    expect(err.message).toContain('access_token=***');
+    expect(err.message).not.toContain('TOPSECRET123');
+  });
+});
+
+describe('join-token lifetime', () => {
+  test('a token issued in the future, or living longer than the limit, is refused; one within it verifies', async () => {
+    const verify = await createJoinVerifier({ ...shard, publicKeyPem: pem(ed.publicKey) });
+    const now = Math.floor(Date.now() / 1000);
+    expect((await refusal(verify, await timed(now + 600, now + 900))).message).toBe('join token rejected: issued in the future (iat)');
+    expect((await refusal(verify, await timed(now, now + 10 * 365 * 86400))).message).toBe(
+      'join token rejected: lifetime exp - iat of 315360000 s is too long',
+    );
+    expect((await refusal(verify, await timed(now, now + 3601))).kind).toBe('invalid');
+    expect(await verify(await timed(now, now + 3600))).toEqual(claims);
+    // Within the clock skew (5 s) ahead is taken.
+    expect(await verify(await timed(now + 3, now + 60))).toEqual(claims);
+    const strict = await createJoinVerifier({ ...shard, publicKeyPem: pem(ed.publicKey), maxLifetimeS: 100 });
+    expect((await refusal(strict, await signJoinToken(ed.privateKey, claims, { ...opts, ttlSeconds: 120 }))).kind).toBe('invalid');
+    expect(await strict(await signJoinToken(ed.privateKey, claims, opts))).toEqual(claims);
+  });
+});
