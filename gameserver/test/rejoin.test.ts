@@ -288,7 +288,9 @@ describe('a player whose connection drops', () => {
     // Default gateway settings: gateway.message_burst is what the SDK's re-send must fit in.
     t = await startTestShard();
     const shard = t;
-    const { net, ann, id, corrections } = await annThroughProxy(shard, { silenceTimeoutMs: 500 });
+    // A clock moved on a tick per move below: the SDK sends (and holds) one input per tick.
+    let skew = 0;
+    const { net, ann, id, corrections } = await annThroughProxy(shard, { silenceTimeoutMs: 500, now: () => performance.now() + skew });
     const kicks: string[] = [];
     ann.on('kick', (reason) => kicks.push(reason));
     await walk(ann, 5);
@@ -298,7 +300,10 @@ describe('a player whose connection drops', () => {
     net.stall();
     // Five seconds of moves at 40 Hz into the dead connection, none acknowledged: the SDK keeps the
     // newest 128 and sends them all to the shard right after the rejoin's Welcome.
-    for (let i = 0; i < 200; i++) ann.move(1, 0);
+    for (let i = 0; i < 200; i++) {
+      skew += 25;
+      ann.move(1, 0);
+    }
     await disconnected;
     expect(await resent).toBe(128);
     const last = 5 + 200;

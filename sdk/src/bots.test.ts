@@ -1,9 +1,13 @@
 // The bots CLI (`npm run bots`) run as it is run, against a scripted shard over a real WebSocket.
 import { execFile } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { aethex, encodeSnapshotMessage, SNAPSHOT_LAYOUT } from '@aethex/proto';
+import { aethex, encodeSnapshotMessage, SNAPSHOT_LAYOUT, SnapshotBodyWriter } from '@aethex/proto';
 import { afterEach, expect, test } from 'vitest';
 import { WebSocketServer } from 'ws';
 import type { BotReport } from './bots.js';
@@ -92,4 +96,85 @@ test('--token alone runs one bot; a bot whose session ended is no longer driven,
   expect(report.input_ack_ms.p50).toBeGreaterThan(0);
   expect(report.input_ack_ms.max).toBeGreaterThanOrEqual(report.input_ack_ms.p99);
   expect(report.raw?.latency_hist.reduce((a, b) => a + b, 0)).toBeGreaterThan(10);
+}, 30_000);
+
+test('every numeric flag is plain decimal: hex, exponents, signs and empty values are refused naming the flag', async () => {
+  const base = ['--url', 'ws://127.0.0.1:1', '--token', 't'];
+  const cases: [string[], string][] = [
+    [['--duration', '0x10'], "--duration must be seconds above 2 (the first 2 s are not measured) up to 86400, got '0x10'"],
+    [['--duration', '1e1'], "--duration must be seconds above 2 (the first 2 s are not measured) up to 86400, got '1e1'"],
+    [['--ramp-ms', ''], "--ramp-ms must be a decimal number from 0 to 10000, got ''"],
+    [['--ramp-ms=-0'], "--ramp-ms must be a decimal number from 0 to 10000, got '-0'"],
+    [['--input-groups', ' 5'], "--input-groups must be a decimal integer from 1 to 25, got ' 5'"],
+    [['--instance', '+1'], "--instance must be a decimal integer from 0 to 1000000, got '+1'"],
+    [['--min-joined', '2'], "--min-joined must be a decimal integer from 0 to 1, got '2'"],
+  ];
+  for (const [args, message] of cases) {
+    const { status, stderr } = await bots(...base, ...args);
+    expect(status, args.join(' ')).toBe(2);
+    expect(stderr, args.join(' ')).toContain(`bots: ${message}`);
+  }
+}, 30_000);
+
+test('bots that did not join: the run exits 1 (below --min-joined, by default all), prints why, and averages over the bots that joined', async () => {
+  const keyFile = join(mkdtempSync(join(tmpdir(), 'bots-key-')), 'key.pem');
+  writeFileSync(keyFile, generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' }));
+  let joins = 0;
+  server = new WebSocketServer({ port: 0, host: '127.0.0.1' });
+  server.on('connection', (socket) => {
+    let tick = 0;
+    socket.on('message', (data) => {
+      const msg = ClientMessage.decode(data as Buffer);
+      if (msg.body === 'join') {
+        // The first bot of each run joins; the second is refused.
+        if (joins++ % 2 === 1) {
+          socket.send(
+            ServerMessage.encode({ kick: { reason: aethex.v1.ReasonCode.REASON_CODE_SHARD_FULL, message: 'shard is full' } }).finish(),
+          );
+          socket.close(1013, 'shard full');
+          return;
+        }
+        socket.send(
+          ServerMessage.encode({ welcome: { protocolVersion: 1, entityId: 7, tickRateHz: 40, positionScale: 1, maxSpeed: 5 } }).finish(),
+        );
+      } else if (msg.body === 'input') {
+        tick++;
+        const w = new SnapshotBodyWriter();
+        for (const id of [7, 8, 9, 10]) w.full(id, id, 0, 1, 0);
+        socket.send(
+          encodeSnapshotMessage({
+            tick,
+            baseTick: 0,
+            lastInputSeq: msg.input?.seq as number,
+            layout: SNAPSHOT_LAYOUT,
+            entities: w.bytes(),
+            removed: new Uint32Array(0),
+            removedCount: 0,
+          }),
+        );
+      }
+    });
+  });
+  await new Promise((r) => server?.once('listening', r));
+  const url = `ws://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const args = ['--url', url, '--private-key', keyFile, '--count', '2', '--ramp-ms', '50', '--duration', '3.5', '--json'];
+
+  const short = await bots(...args);
+  expect(short.status).toBe(1);
+  expect(short.stderr).toContain(
+    'bots: only 1 of 2 bots joined (at least 2 wanted: --min-joined); join errors: {"kicked: SHARD_FULL: shard is full":1}',
+  );
+  expect(short.stdout).toContain('join failed: 1 × kicked: SHARD_FULL: shard is full');
+  expect(short.stdout).toContain('kicked: 1 × SHARD_FULL');
+  const report = JSON.parse(short.stdout.trim().split('\n').at(-1) as string) as BotReport;
+  expect(report).toMatchObject({ bots: 2, joined: 1, kicked: { SHARD_FULL: 1 }, join_errors: { 'kicked: SHARD_FULL: shard is full': 1 } });
+  // Four entities in the view of the one bot that joined.
+  expect(report.entities_seen_avg).toBe(4);
+  // One bot at one input (so one snapshot) a tick at most, over the seconds measured only.
+  expect(report.snapshots).toBeGreaterThan(0);
+  expect(report.snapshots / report.seconds).toBeLessThanOrEqual(42);
+
+  const enough = await bots(...args, '--min-joined', '1');
+  expect(enough.status).toBe(0);
+  expect(enough.stderr).toBe('');
 }, 30_000);

@@ -23,11 +23,13 @@ export interface BotReport {
   join_errors: Record<string, number>;
   /** Seconds measured: the run's --duration but its first 2 s, while bots join. */
   seconds: number;
+  /** Snapshots the bots applied in those seconds. */
   snapshots: number;
   bytes_per_client_s: { median: number; p99: number };
   input_ack_ms: { p50: number; p99: number; max: number };
   max_snapshot_gap_ms: { median: number; max: number };
   unacknowledged_inputs: number;
+  /** Entities in view at the end, averaged over the bots that joined. */
   entities_seen_avg: number;
   /** Handoffs between shards the bots followed, and the snapshot gap each one caused. */
   handoffs: { done: number; failed: number; gap_ms: { p50: number; p99: number } };
@@ -45,11 +47,14 @@ function pct(sorted: number[], p: number): number {
 }
 
 const USAGE =
-  'usage: npm run bots -- --url ws://host:port (--private-key key.pem | --token T) [--count N] [--pattern random-walk|idle|circle] [--duration S] [--ramp-ms MS] [--input-groups N] [--namespace NS] [--world W] [--instance N] [--shard S] [--prefix P] [--issuer I] [--audience A] [--json]';
+  'usage: npm run bots -- --url ws://host:port (--private-key key.pem | --token T) [--count N] [--min-joined N] [--pattern random-walk|idle|circle] [--duration S] [--ramp-ms MS] [--input-groups N] [--namespace NS] [--world W] [--instance N] [--shard S] [--prefix P] [--issuer I] [--audience A] [--json]\n' +
+  'Exits 1 when fewer than --min-joined bots (default: all of them) joined.';
 const cli = parseCli('bots', USAGE, {
   url: { type: 'string' },
   // 10, or 1 with --token.
   count: { type: 'string' },
+  // --count by default.
+  'min-joined': { type: 'string' },
   pattern: { type: 'string', default: 'random-walk' },
   duration: { type: 'string', default: '30' },
   'private-key': { type: 'string' },
@@ -69,21 +74,46 @@ const { fail } = cli;
 // Every flag but --json (read from cli.values) is a string.
 const values = cli.values as Record<string, string | undefined>;
 
+/**
+ * The numeric flag `name`, parsed one way for every flag: plain decimal digits, with a fraction
+ * only where `fraction` allows (no sign, exponent, hex, spaces or empty value, which `Number()`
+ * would take: '0x10' is 16, '' is 0), within [min, max] (above `min` when `above`). Anything else is
+ * `fail`ed naming the flag, what it must be (`must`, or the range) and what was given.
+ */
+function decimalFlag(
+  name: string,
+  raw: string | undefined,
+  range: { min: number; max: number; fraction?: boolean; above?: boolean; must?: string },
+): number {
+  const n = raw !== undefined && (range.fraction ? /^\d+(\.\d+)?$/ : /^\d+$/).test(raw) ? Number(raw) : Number.NaN;
+  const inRange = range.above ? n > range.min : n >= range.min;
+  if (!Number.isFinite(n) || !inRange || n > range.max) {
+    const must = range.must ?? `a decimal ${range.fraction ? 'number' : 'integer'} from ${range.min} to ${range.max}`;
+    return fail(`--${name} must be ${must}, got '${raw ?? ''}'`);
+  }
+  return n;
+}
+const flag = (name: string, range: Parameters<typeof decimalFlag>[2]) => decimalFlag(name, values[name], range);
+
 const url = values.url ?? fail('--url is required (ws://host:port of the shard)');
 if (!/^wss?:\/\/.+/.test(url) || !URL.canParse(url)) fail(`--url must be a ws:// or wss:// address, got '${url}'`);
-const count = values.count === undefined ? (values.token ? 1 : 10) : cli.int('count', 1, 20_000);
-const duration = Number(values.duration);
+const count = values.count === undefined ? (values.token ? 1 : 10) : flag('count', { min: 1, max: 20_000 });
+const minJoined = values['min-joined'] === undefined ? count : flag('min-joined', { min: 0, max: count });
 // The first 2 s (bots joining) are not measured.
-if (!Number.isFinite(duration) || duration <= 2 || duration > 86_400)
-  fail(`--duration must be seconds above 2 (the first 2 s are not measured) up to 86400, got '${values.duration}'`);
+const duration = flag('duration', {
+  min: 2,
+  above: true,
+  max: 86_400,
+  fraction: true,
+  must: 'seconds above 2 (the first 2 s are not measured) up to 86400',
+});
 const pattern = values.pattern as (typeof PATTERNS)[number];
 if (!PATTERNS.includes(pattern)) fail(`--pattern must be one of ${PATTERNS.join(', ')}, got '${values.pattern}'`);
-const rampMs = Number(values['ramp-ms']);
-if (!Number.isFinite(rampMs) || rampMs < 0 || rampMs > 10_000) fail(`--ramp-ms must be from 0 to 10000, got '${values['ramp-ms']}'`);
+const rampMs = flag('ramp-ms', { min: 0, max: 10_000, fraction: true });
 if (!values['private-key'] && !values.token) fail('give --private-key (to sign join tokens) or --token');
 if (values.token && count !== 1) fail('--token serves one bot; use --private-key for more');
-const instance = cli.int('instance', 0, 1_000_000);
-const inputGroups = cli.int('input-groups', 1, 25);
+const instance = flag('instance', { min: 0, max: 1_000_000 });
+const inputGroups = flag('input-groups', { min: 1, max: 25 });
 const namespace = values.namespace ?? '';
 if (namespace !== '' && !DNS_LABEL.test(namespace))
   fail(`--namespace must be a DNS label (the GameWorld's namespace), or empty for a shard outside Kubernetes, got '${namespace}'`);
@@ -138,8 +168,9 @@ for (let i = 0; i < count; i++) {
     handoffsFailed++;
   });
   bots.push(bot);
-  bot.connect().catch((err: Error) => {
-    const reason = err.message.replace(/wss?:\/\/\S+/g, '<url>');
+  bot.connect().catch((err: Error & { code?: string }) => {
+    const message = err.message.replace(/wss?:\/\/\S+/g, '<url>');
+    const reason = err.code && !message.includes(err.code) ? `${err.code}: ${message}` : message;
     joinErrors[reason] = (joinErrors[reason] ?? 0) + 1;
   });
   if (rampMs > 0) await new Promise((r) => setTimeout(r, rampMs));
@@ -174,6 +205,8 @@ setTimeout(() => {
   for (const b of bots) b.maxSnapshotGapMs = 0;
   latencies = new LatencyHistogram();
   for (const b of bots) b.takeLatencies();
+  // Counted over the seconds measured, as everything else.
+  snapshots = 0;
 }, 2000);
 // A client keeps only its newest 1,024 latencies (about 25 s): collected every second.
 const collect = () => {
@@ -185,9 +218,10 @@ await new Promise((r) => setTimeout(r, duration * 1000));
 clearInterval(driver);
 clearInterval(collector);
 collect();
-for (const b of bots) entitiesSeen.push(b.store.current.size);
 const seconds = (performance.now() - Math.max(measureFrom + 2000, started)) / 1000;
 const joined = bots.filter((b) => b.welcome);
+// Bots that never joined saw nothing: they would only pull the average down.
+for (const b of joined) entitiesSeen.push(b.store.current.size);
 const rates = joined.map((b) => (b.bytesReceived - (bytesAtStart.get(b) ?? 0)) / seconds).sort((a, b) => a - b);
 const gaps = joined.map((b) => b.maxSnapshotGapMs).sort((a, b) => a - b);
 handoffGaps.sort((a, b) => a - b);
@@ -229,5 +263,18 @@ console.log('| --- | --- | --- | --- | --- | --- | --- | --- |');
 console.log(
   `| ${report.bytes_per_client_s.median} / ${report.bytes_per_client_s.p99} | ${report.input_ack_ms.p50} / ${report.input_ack_ms.p99} / ${report.input_ack_ms.max} | ${report.max_snapshot_gap_ms.median} / ${report.max_snapshot_gap_ms.max} | ${report.entities_seen_avg} | ${report.handoffs.done} / ${report.handoffs.failed} | ${report.handoffs.gap_ms.p50} / ${report.handoffs.gap_ms.p99} | ${JSON.stringify(report.kicked)} | ${JSON.stringify(report.closed)} |`,
 );
+// Why bots did not join, and why sessions were kicked: each on a line of its own.
+for (const [reason, n] of Object.entries(report.join_errors)) console.log(`join failed: ${n} × ${reason}`);
+for (const [reason, n] of Object.entries(report.kicked)) console.log(`kicked: ${n} × ${reason}`);
+const short = report.joined < minJoined;
+if (short) {
+  console.error(
+    `bots: only ${report.joined} of ${report.bots} bots joined (at least ${minJoined} wanted: --min-joined)${
+      Object.keys(report.join_errors).length > 0 ? `; join errors: ${JSON.stringify(report.join_errors)}` : ''
+    }`,
+  );
+}
 if (cli.values.json) console.log(JSON.stringify(report));
-setTimeout(() => process.exit(0), 200).unref();
+// Also when the event loop empties before the timer (it does not hold the process open).
+process.exitCode = short ? 1 : 0;
+setTimeout(() => process.exit(), 200).unref();

@@ -16,6 +16,7 @@ export { fromBase64, sha256Checksum, toBase64 } from './encoding.js';
 export { interpolate, type Positioned } from './interpolation.js';
 export {
   CLIENT_CLOSE_CODES,
+  type ConnectError,
   RealtimeClient,
   type RealtimeEvents,
   type RealtimeOptions,

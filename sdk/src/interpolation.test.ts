@@ -15,8 +15,39 @@ test('lerps entities present in both snapshots and places new ones where they ar
   const at = interpolate(prev, curr, 0.25, 0.125);
   expect(at.get(1)).toEqual({ x: 2.5, y: -1.25, kind: 0, flags: 0 });
   expect(at.get(3)).toEqual({ x: 2, y: 2, kind: 0, flags: 0 });
-  // Entity 2 left: not drawn.
-  expect(at.has(2)).toBe(false);
+});
+
+test('an entity that left is drawn where it was until the interval is over, not one interval early', () => {
+  const prev = new Map([
+    [1, rec(0, 0)],
+    [2, rec(80, 80)],
+  ]);
+  const curr = new Map([[1, rec(8, 0)]]);
+  expect(interpolate(prev, curr, 0, 0.125).get(2)).toEqual({ x: 10, y: 10, kind: 0, flags: 0 });
+  expect(interpolate(prev, curr, 0.9, 0.125).get(2)).toEqual({ x: 10, y: 10, kind: 0, flags: 0 });
+  expect(interpolate(prev, curr, 1, 0.125).has(2)).toBe(false);
+  expect(interpolate(prev, curr, Number.NaN, 0.125).has(2)).toBe(false);
+});
+
+test('an entity that moved further than maxStep (a teleport) is drawn where it is now; one within it slides', () => {
+  // Max speed 5 units a tick at 0.125 per quantum, 4 ticks between the snapshots: 160 quanta.
+  const maxStep = (5 * 4) / 0.125;
+  const prev = new Map([
+    [1, rec(0, 0)],
+    [2, rec(0, 0)],
+    [3, rec(0, 0)],
+  ]);
+  const curr = new Map([
+    [1, rec(160, 0)], // at max speed: slides
+    [2, rec(161, 1)], // a quantum of rounding on each axis: still slides
+    [3, rec(4000, 0)], // teleported
+  ]);
+  const at = interpolate(prev, curr, 0.5, 0.125, maxStep);
+  expect(at.get(1)).toMatchObject({ x: 10, y: 0 });
+  expect(at.get(2)).toMatchObject({ x: 80.5 * 0.125, y: 0.5 * 0.125 });
+  expect(at.get(3)).toMatchObject({ x: 500, y: 0 });
+  // Without a limit everything slides, as before.
+  expect(interpolate(prev, curr, 0.5, 0.125).get(3)).toMatchObject({ x: 250, y: 0 });
 });
 
 test('alpha is clamped to [0, 1], and a non-number means the current snapshot', () => {

@@ -60,9 +60,12 @@ test('a realtime client on nodeSocket: snapshots applied, inputs arrive whole an
     shardSocket = socket;
   });
   let made: NodeSocket | undefined;
+  // A clock the test moves on a tick (25 ms) per move: one input each.
+  let skew = 0;
   client = new RealtimeClient({
     url,
     joinToken: 't',
+    now: () => performance.now() + skew,
     createSocket: (u) => {
       made = nodeSocket(u);
       return made;
@@ -86,7 +89,10 @@ test('a realtime client on nodeSocket: snapshots applied, inputs arrive whole an
   // Inputs: framed and masked by the client, written straight to the descriptor.
   const seqs: number[] = [];
   const directBefore = made?.sentDirect ?? 0;
-  for (let i = 0; i < 100; i++) seqs.push(client.move(1, 0.5));
+  for (let i = 0; i < 100; i++) {
+    skew += 25;
+    seqs.push(client.move(1, 0.5));
+  }
   expect((made?.sentDirect ?? 0) - directBefore).toBe(100);
   for (let i = 0; received.filter((m) => m.body === 'input').length < 100 && i < 200; i++) await new Promise((r) => setTimeout(r, 5));
   const inputs = received.filter((m) => m.body === 'input').map((m) => m.input as aethex.v1.Input);

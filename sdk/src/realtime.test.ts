@@ -248,7 +248,9 @@ test('a shard that goes silent without closing: dropped after silenceTimeoutMs (
   expect(closes).toHaveLength(1);
   expect(closes[0]?.[0]).toBe(4000);
 
-  expect(() => new RealtimeClient({ url, joinToken: 't', silenceTimeoutMs: -1 })).toThrow(/silenceTimeoutMs must be 0 \(never\)/);
+  expect(() => new RealtimeClient({ url, joinToken: 't', silenceTimeoutMs: -1 })).toThrow(
+    /silenceTimeoutMs must be a positive number of milliseconds below 2\^31, or 0 \(never\) or Infinity \(never\), got -1/,
+  );
 });
 
 test('a rejoin whose attempts hang — a join token that never comes, an upgrade never answered — gives up at giveUpAfterMs with close, each attempt cut at connectTimeoutMs', async () => {
@@ -323,15 +325,23 @@ test('a rejoin after a silent drop re-sends only the newest 128 unacknowledged i
     // Welcomed, then silent (no snapshot acknowledges an input): the client drops the connection.
     if (msg.body === 'join') socket.send(welcome('shard-a'));
   });
-  client = new RealtimeClient({ url, joinToken: 't1', createSocket, silenceTimeoutMs: 300, rejoin: { joinToken: async () => 't2' } });
+  // A clock the test moves on a tick (20 ms at 50 Hz) per move: one input each.
+  let skew = 0;
+  const now = () => performance.now() + skew;
+  client = new RealtimeClient({ url, joinToken: 't1', createSocket, now, silenceTimeoutMs: 300, rejoin: { joinToken: async () => 't2' } });
   const events = recordEvents(client);
   const disconnected = new Promise((resolve) => client?.on('disconnected', resolve));
   const rejoined = new Promise((resolve) => client?.on('rejoined', resolve));
   await client.connect();
   // Five seconds of input at 50 Hz into the silence: sent, never acknowledged.
-  for (let i = 0; i < 250; i++) client.move(1, 0);
+  for (let i = 0; i < 250; i++) {
+    skew += 20;
+    client.move(1, 0);
+  }
   await disconnected;
+  skew += 20;
   client.move(1, 0);
+  skew += 20;
   client.move(1, 0);
   expect(client.unacknowledged).toBe(128);
   await rejoined;
@@ -349,10 +359,14 @@ test('a handoff re-sends only the newest 128 of the inputs the old shard did not
     if (msg.body === 'join') socket.send(welcome('shard-a'));
     if (msg.body === 'resume') socket.send(welcome('shard-b', 10));
   });
-  client = new RealtimeClient({ url, joinToken: 't1', createSocket, silenceTimeoutMs: 0 });
+  let skew = 0;
+  client = new RealtimeClient({ url, joinToken: 't1', createSocket, silenceTimeoutMs: 0, now: () => performance.now() + skew });
   const events = recordEvents(client);
   await client.connect();
-  for (let i = 0; i < 300; i++) client.move(1, 0);
+  for (let i = 0; i < 300; i++) {
+    skew += 20;
+    client.move(1, 0);
+  }
   await sleep(50);
   // The old shard applied 20 of them; the new one (its Welcome says) 10.
   sockets[0]?.send(
@@ -632,19 +646,19 @@ test('held inputs renumbered after the Welcome keep their own send times, also w
   client = new RealtimeClient({ url, joinToken: 't', createSocket, silenceTimeoutMs: 0, now: () => clock });
   const c = client;
   const connecting = c.connect();
-  // Five inputs, 1–5, made 10 ms apart before the Welcome; it says the shard applied up to 2.
+  // Five inputs, 1–5, made a tick (25 ms) apart before the Welcome; it says the shard applied up to 2.
   for (let k = 0; k < 5; k++) {
     c.move(1, 0);
-    clock += 10;
+    clock += 25;
   }
   await connecting;
   const sentAt = (c as unknown as { sentAt: Map<number, number> }).sentAt;
   expect([...sentAt.entries()].sort((a, b) => a[0] - b[0])).toEqual([
     [3, 1000],
-    [4, 1010],
-    [5, 1020],
-    [6, 1030],
-    [7, 1040],
+    [4, 1025],
+    [5, 1050],
+    [6, 1075],
+    [7, 1100],
   ]);
 });
 
@@ -783,10 +797,14 @@ test('latencies kept for takeLatencies() are bounded; after the session ends mov
     shardSocket = socket;
     if (msg.body === 'join') socket.send(welcome('shard-a'));
   });
-  client = new RealtimeClient({ url, joinToken: 't', createSocket, silenceTimeoutMs: 0 });
+  let skew = 0;
+  client = new RealtimeClient({ url, joinToken: 't', createSocket, silenceTimeoutMs: 0, now: () => performance.now() + skew });
   const c = client;
   await c.connect();
-  for (let i = 0; i < 3000; i++) c.move(1, 0);
+  for (let i = 0; i < 3000; i++) {
+    skew += 20;
+    c.move(1, 0);
+  }
   const acked = new Promise((resolve) => c.on('snapshot', resolve));
   (shardSocket as WebSocket).send(
     encodeSnapshotMessage({
@@ -889,4 +907,210 @@ test('connect() to an address the socket refuses rejects (and close is emitted) 
   }).not.toThrow();
   await expect(connecting).rejects.toThrow(/^cannot connect to ws:\/\/bad host:1: /);
   expect(events).toEqual([expect.stringMatching(/^close 1006 cannot connect to ws:\/\/bad host:1: /)]);
+});
+
+test('move() every render frame sends at most one input per tick: moves within a tick are summed, cut to max speed, and predicted as sent', async () => {
+  const { url, connections } = await scriptedShard((socket, msg) => {
+    if (msg.body === 'join') socket.send(welcome('shard-a'));
+  });
+  client = new RealtimeClient({ url, joinToken: 't', createSocket, silenceTimeoutMs: 0 });
+  const c = client;
+  await c.connect();
+  // A burst within one tick (50 Hz: 20 ms): the first goes at once, the rest make one more input,
+  // cut to max speed (5), sent when the tick is over.
+  expect(c.move(4, 0)).toBe(1);
+  expect(c.move(4, 0)).toBe(2);
+  expect(c.move(4, 0)).toBe(2);
+  expect(c.move(0, 3)).toBe(2);
+  const sent = () => (connections[0] ?? []).filter((m) => m.body === 'input').map((m) => m.input as aethex.v1.Input);
+  expect(sent()).toHaveLength(0); // not arrived yet; nothing more is sent synchronously
+  await sleep(60);
+  // (4, 0) + (4, 0) + (0, 3) = (8, 3), cut to length 5.
+  const k = 5 / Math.hypot(8, 3);
+  expect(sent().map((i) => [i.seq, i.move?.x, i.move?.y])).toEqual([
+    [1, 4, 0],
+    [2, Math.fround(8 * k), Math.fround(3 * k)],
+  ]);
+  const afterBurst = { x: Math.fround(4 + Math.fround(8 * k)), y: Math.fround(3 * k) };
+  expect(c.predicted).toEqual(afterBurst);
+
+  // A 144 Hz render loop for 600 ms: one input per tick at most, every frame's move in them.
+  const before = sent().length;
+  const started = performance.now();
+  let frames = 0;
+  while (performance.now() - started < 600) {
+    c.move(0.25, 0);
+    frames++;
+    await sleep(1000 / 144);
+  }
+  await sleep(60);
+  const elapsed = performance.now() - started;
+  const inputs = sent().slice(before);
+  expect(inputs.length).toBeLessThanOrEqual(Math.ceil(elapsed / 20) + 1);
+  expect(inputs.length).toBeGreaterThan(elapsed / 20 / 2);
+  expect(frames).toBeGreaterThan(inputs.length * 1.5);
+  // Sequence numbers one apart; the moves add up to every frame's.
+  expect(inputs.map((i) => i.seq)).toEqual(inputs.map((_, k) => 3 + k));
+  const total = inputs.reduce((s, i) => s + (i.move?.x ?? 0), 0);
+  expect(total).toBeCloseTo(frames * 0.25, 4);
+  // Predicted exactly as the shard would move the entity by what was sent (float32 steps).
+  let x = afterBurst.x;
+  for (const i of inputs) x = Math.fround(x + Math.fround(i.move?.x ?? 0));
+  expect(c.predicted.x).toBe(x);
+});
+
+test('interpolation runs over the real interval between snapshots: a client sent every 4th snapshot sees even motion, not freeze and rush', async () => {
+  const { url, sockets } = await scriptedShard((socket, msg) => {
+    if (msg.body === 'join') socket.send(welcome('shard-a'));
+  });
+  let clock = 0;
+  client = new RealtimeClient({ url, joinToken: 't', createSocket, silenceTimeoutMs: 0, now: () => clock });
+  const c = client;
+  await c.connect();
+  const snapshotAt = async (tick: number, x: number) => {
+    const seen = new Promise((resolve) => c.on('snapshot', resolve));
+    sockets[0]?.send(
+      shardSnapshot(
+        tick,
+        0,
+        body((w) => w.full(9, x, 0, 1, 0)),
+      ),
+    );
+    await seen;
+  };
+  // Entity 9 moves 4 units a tick; the client gets ticks 4, 8, 12 (every 80 ms at 50 Hz).
+  clock = 1000;
+  await snapshotAt(4, 16);
+  clock = 1080;
+  await snapshotAt(8, 32);
+  const xs = [0, 20, 40, 60, 79].map((dt) => c.interpolatedEntities(1080 + dt).get(9)?.x);
+  expect(xs).toEqual([16, 20, 24, 28, 16 + (16 * 79) / 80]);
+  // Teleported (further than max speed 5 × 4 ticks): drawn where it is, not sliding there.
+  clock = 1160;
+  await snapshotAt(12, 500);
+  expect(c.interpolatedEntities(1161).get(9)?.x).toBe(500);
+});
+
+test('timeouts and rejoin options are checked when the client is made: Infinity means none where that is documented, NaN and 2^31 ms or more are RangeErrors naming the option', async () => {
+  const make = (o: object) => () => new RealtimeClient({ url: 'ws://127.0.0.1:1', joinToken: 't', createSocket, ...o });
+  const joinToken = async () => 't';
+  expect(make({ connectTimeoutMs: Number.POSITIVE_INFINITY, silenceTimeoutMs: Number.POSITIVE_INFINITY })).not.toThrow();
+  expect(make({ rejoin: { joinToken, giveUpAfterMs: Number.POSITIVE_INFINITY, maxDelayMs: 2 ** 31 - 1 } })).not.toThrow();
+  const bad: [object, string][] = [
+    [
+      { connectTimeoutMs: Number.NaN },
+      'connectTimeoutMs must be a positive number of milliseconds below 2^31, or Infinity (no timeout), got NaN',
+    ],
+    [
+      { connectTimeoutMs: 2 ** 31 },
+      'connectTimeoutMs must be a positive number of milliseconds below 2^31, or Infinity (no timeout), got 2147483648',
+    ],
+    [{ connectTimeoutMs: 0 }, 'connectTimeoutMs must be a positive number of milliseconds below 2^31, or Infinity (no timeout), got 0'],
+    [
+      { silenceTimeoutMs: Number.NaN },
+      'silenceTimeoutMs must be a positive number of milliseconds below 2^31, or 0 (never) or Infinity (never), got NaN',
+    ],
+    [
+      { rejoin: { joinToken, giveUpAfterMs: Number.NaN } },
+      'rejoin.giveUpAfterMs must be a positive number of milliseconds below 2^31, or Infinity (never give up), got NaN',
+    ],
+    [
+      { rejoin: { joinToken, giveUpAfterMs: -1 } },
+      'rejoin.giveUpAfterMs must be a positive number of milliseconds below 2^31, or Infinity (never give up), got -1',
+    ],
+    [{ rejoin: { joinToken, maxDelayMs: Number.NaN } }, 'rejoin.maxDelayMs must be a positive number of milliseconds below 2^31, got NaN'],
+    [
+      { rejoin: { joinToken, maxDelayMs: Number.POSITIVE_INFINITY } },
+      'rejoin.maxDelayMs must be a positive number of milliseconds below 2^31, got Infinity',
+    ],
+    [{ rejoin: { joinToken, maxDelayMs: 0 } }, 'rejoin.maxDelayMs must be a positive number of milliseconds below 2^31, got 0'],
+  ];
+  for (const [o, message] of bad) expect(make(o), JSON.stringify(o)).toThrow(new RangeError(message));
+  expect(make({ rejoin: {} })).toThrow(new TypeError('rejoin.joinToken must be a function that returns a join token'));
+});
+
+test('connectTimeoutMs and an rpc timeoutMs of Infinity wait, rather than failing at once', async () => {
+  const { url } = await scriptedShard((socket, msg) => {
+    // A slow shard: the Welcome after 100 ms; RPCs never answered.
+    if (msg.body === 'join') setTimeout(() => socket.send(welcome('shard-a')), 100);
+  });
+  client = new RealtimeClient({ url, joinToken: 't', createSocket, silenceTimeoutMs: 0, connectTimeoutMs: Number.POSITIVE_INFINITY });
+  const c = client;
+  expect((await within(c.connect(), 2000)) === 'timed out').toBe(false);
+  const settled = c.rpc('slow', new Uint8Array(0), Number.POSITIVE_INFINITY).then(
+    () => 'resolved',
+    (e: Error & { code: string }) => e.code,
+  );
+  expect(await within(settled, 300)).toBe('timed out');
+  expect(() => c.rpc('x', new Uint8Array(0), 2 ** 31)).toThrow(
+    new RangeError('timeoutMs must be a positive number of milliseconds below 2^31, or Infinity (no timeout), got 2147483648'),
+  );
+  expect(() => c.rpc('x', new Uint8Array(0), Number.NaN)).toThrow(RangeError);
+  c.close();
+  expect(await settled).toBe('CLOSED');
+});
+
+test('rejoin.giveUpAfterMs NaN is refused up front, not a loop of join token calls', async () => {
+  let calls = 0;
+  const make = () =>
+    new RealtimeClient({
+      url: 'ws://127.0.0.1:1',
+      joinToken: 't',
+      createSocket,
+      rejoin: {
+        joinToken: async () => {
+          calls++;
+          return 't';
+        },
+        giveUpAfterMs: Number(undefined),
+      },
+    });
+  expect(make).toThrow(/^rejoin\.giveUpAfterMs must be/);
+  expect(calls).toBe(0);
+});
+
+test('connect() failures say what failed: code, closeCode, and the socket’s own error as cause', async () => {
+  // Nothing listening.
+  const probe = new WebSocketServer({ port: 0, host: '127.0.0.1' });
+  await new Promise((r) => probe.once('listening', r));
+  const closedPort = (probe.address() as AddressInfo).port;
+  await new Promise((r) => probe.close(r));
+  const refused = new RealtimeClient({ url: `ws://127.0.0.1:${closedPort}`, joinToken: 't', createSocket });
+  const events = recordEvents(refused);
+  const e1 = (await refused.connect().catch((e) => e)) as Error & { code: string; closeCode: number; cause: Error };
+  expect(e1.code).toBe('CONNECT_FAILED');
+  expect(e1.closeCode).toBe(1006);
+  expect(e1.cause?.message).toMatch(/ECONNREFUSED/);
+  expect(e1.message).toMatch(new RegExp(`^cannot connect to ws://127.0.0.1:${closedPort}: .*ECONNREFUSED`));
+  expect(events).toEqual([expect.stringMatching(/^close 1006 .*ECONNREFUSED/)]);
+
+  // An HTTP answer instead of the upgrade (a draining shard answers 503).
+  httpServer = createServer((_req, res) => res.writeHead(503).end());
+  httpServer.on('upgrade', (_req, socket) => socket.end('HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n'));
+  await new Promise<void>((r) => httpServer?.listen(0, '127.0.0.1', r));
+  const draining = new RealtimeClient({
+    url: `ws://127.0.0.1:${(httpServer.address() as AddressInfo).port}`,
+    joinToken: 't',
+    createSocket,
+  });
+  const e2 = (await draining.connect().catch((e) => e)) as Error & { code: string; closeCode: number; cause: Error };
+  expect([e2.code, e2.closeCode, e2.cause?.message]).toEqual(['CONNECT_FAILED', 1006, 'Unexpected server response: 503']);
+
+  // A kick: its reason is the code, the socket's close code comes with it.
+  const { url } = await scriptedShard((socket, msg) => {
+    if (msg.body !== 'join') return;
+    socket.send(ServerMessage.encode({ kick: { reason: aethex.v1.ReasonCode.REASON_CODE_SHARD_FULL, message: 'shard is full' } }).finish());
+    socket.close(1013, 'shard full');
+  });
+  client = new RealtimeClient({ url, joinToken: 't', createSocket });
+  const e3 = (await client.connect().catch((e) => e)) as Error & { code: string; closeCode: number };
+  expect([e3.message, e3.code, e3.closeCode]).toEqual(['kicked: SHARD_FULL: shard is full', 'SHARD_FULL', 1013]);
+
+  // Closed after opening without a word; and no Welcome in time.
+  const quiet = await scriptedShard((socket, msg) => {
+    if (msg.body === 'join' && (socket as unknown as { n?: number }).n === undefined) socket.close(1011, 'oops');
+  });
+  const shut = new RealtimeClient({ url: quiet.url, joinToken: 't', createSocket });
+  const e4 = (await shut.connect().catch((e) => e)) as Error & { code: string; closeCode: number };
+  expect([e4.code, e4.closeCode, e4.message]).toEqual(['CLOSED', 1011, 'closed before joining: 1011 oops']);
 });

@@ -50,12 +50,13 @@ export interface RealtimeOptions {
   now?: () => number;
   /**
    * Give up connecting, resuming after a handoff, or one rejoin attempt (its join token, the socket
-   * opening and the Welcome) after this many milliseconds (default 10 000).
+   * opening and the Welcome) after this many milliseconds (default 10 000; Infinity: no timeout).
+   * Below 2^31 (a timer cannot wait longer); anything else but Infinity is a RangeError.
    */
   connectTimeoutMs?: number;
   /**
    * Treat the connection as dropped when nothing has arrived from the shard for this long (default
-   * 5,000 ms; 0: never). A shard sends a snapshot every tick, so silence means a connection that
+   * 5,000 ms; 0 or Infinity: never). A shard sends a snapshot every tick, so silence means a connection that
    * died without closing — a network gone away, a half-open TCP connection — which the socket
    * itself may not report for minutes. The client then closes it with 4000 and, with `rejoin`,
    * rejoins; without it the session ends ('close' 4000).
@@ -70,11 +71,14 @@ export interface RealtimeOptions {
   rejoin?: {
     /** A join token for the shard to rejoin (from the game's token service; called per attempt). */
     joinToken: (shard: { name: string; url: string }) => Promise<string>;
-    /** Longest wait between attempts (default 1,000 ms; the first waits 100 ms, then doubles). */
+    /**
+     * Longest wait between attempts (default 1,000 ms; the first waits 100 ms, then doubles): a
+     * positive number below 2^31.
+     */
     maxDelayMs?: number;
     /**
-     * Give up after this long without success, counted from the drop (default 30,000 ms): no attempt
-     * runs past it, and 'close' (1006) is emitted then.
+     * Give up after this long without success, counted from the drop (default 30,000 ms; Infinity:
+     * never): no attempt runs past it, and 'close' (1006) is emitted then.
      */
     giveUpAfterMs?: number;
   };
@@ -173,8 +177,11 @@ interface PendingInput {
   /** The move as sent: cut to the Welcome's max speed (made before it: once it arrives). */
   dx: number;
   dy: number;
-  /** When the input was sampled (client clock, ms). */
+  /** When the input was sampled (client clock, ms): its first move. */
   at: number;
+  /** The moves merged into it, summed, before the cut to max speed. */
+  wantX: number;
+  wantY: number;
   /** The predicted position after this input, to check a snapshot's position at its seq against. */
   x: number;
   y: number;
@@ -186,6 +193,58 @@ const MAX_LATENCIES = 1024;
 /** A failed or refused `rpc()`: `code` says which (see `rpc`). */
 function rpcError(code: string, message: string): Error & { code: string } {
   return Object.assign(new Error(message), { code });
+}
+
+/**
+ * Why `connect()` failed: `code` is the shard's kick reason (`SHARD_FULL`, `NOT_READY`,
+ * `AUTH_FAILED`, …) or one of the client's own (`CONNECT_FAILED`, `CLOSED`, `TIMEOUT`,
+ * `CANNOT_READ`; docs/sdk.md), `closeCode` the socket's close code when it closed, and `cause` the
+ * socket's own error (`connect ECONNREFUSED …`, `Unexpected server response: 503`) when it gave one.
+ */
+export interface ConnectError extends Error {
+  code: string;
+  closeCode?: number;
+}
+
+function connectError(message: string, code: string, closeCode?: number, cause?: unknown): ConnectError {
+  const err = new Error(message, cause === undefined ? undefined : { cause });
+  return Object.assign(err, { code }, closeCode === undefined ? {} : { closeCode });
+}
+
+/** The error a socket's `error` event carries: `ws` gives one (`.error`, `.message`), browsers none. */
+function socketErrorOf(ev: unknown): Error | undefined {
+  const e = ev as { error?: unknown; message?: unknown } | null | undefined;
+  if (e?.error instanceof Error) return e.error;
+  if (typeof e?.message === 'string' && e.message !== '') return new Error(e.message);
+  return undefined;
+}
+
+/** The longest a timer waits: setTimeout fires at once for 2^31 ms or more. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * Checks a timeout option: a positive number of milliseconds below 2^31, or 0 or Infinity where
+ * `allow` says what they mean. Anything else — NaN, a negative number, 2^31 or more (which a timer
+ * would turn into 1 ms) — is a RangeError naming the option.
+ */
+function checkTimeout(name: string, value: unknown, allow: { zero?: string; infinity?: string } = {}): number {
+  const ok =
+    typeof value === 'number' &&
+    (value === Number.POSITIVE_INFINITY
+      ? allow.infinity !== undefined
+      : value > 0
+        ? value <= MAX_TIMER_MS
+        : value === 0 && allow.zero !== undefined);
+  if (!ok) {
+    const also = [allow.zero && `0 (${allow.zero})`, allow.infinity && `Infinity (${allow.infinity})`].filter(Boolean).join(' or ');
+    throw new RangeError(`${name} must be a positive number of milliseconds below 2^31${also ? `, or ${also}` : ''}, got ${String(value)}`);
+  }
+  return value as number;
+}
+
+/** setTimeout, or no timer at all for Infinity (a timeout option's "none"). */
+function timerFor(fn: () => void, ms: number): ReturnType<typeof setTimeout> | undefined {
+  return ms === Number.POSITIVE_INFINITY ? undefined : setTimeout(fn, ms);
 }
 
 /**
@@ -228,7 +287,8 @@ interface Rejoin {
 
 interface RejoinAttempt {
   socket?: WebSocketLike;
-  deadline: ReturnType<typeof setTimeout>;
+  /** None when neither connectTimeoutMs nor giveUpAfterMs limits it. */
+  deadline: ReturnType<typeof setTimeout> | undefined;
 }
 
 /** A handoff between its redirect and the new shard's Welcome. */
@@ -237,7 +297,8 @@ interface Handoff {
   address: string;
   shardName: string;
   resumeToken: string;
-  timer: ReturnType<typeof setTimeout>;
+  /** None with connectTimeoutMs Infinity. */
+  timer: ReturnType<typeof setTimeout> | undefined;
   /** Set when the new shard kicked the resume, as the reason the handoff failed. */
   kicked?: string;
 }
@@ -284,6 +345,7 @@ export class RealtimeClient {
   private closing = false;
   /** Set when 'close' was emitted: `code reason`. */
   private endedWith: string | undefined;
+  private endedCode: number | undefined;
   private rejoining: Rejoin | undefined;
   /**
    * Where a rejoin goes when it is not the shard of the last Welcome: a failed handoff's target,
@@ -293,6 +355,14 @@ export class RealtimeClient {
   private rejoinTarget: { shardName: string; resumeToken?: string } | undefined;
   private seq = 0;
   private pending: PendingInput[] = [];
+  /**
+   * The newest input while it still takes moves (the last of `pending`, not sent yet): moves made
+   * within one tick interval are merged into it, and it goes out when `openTimer` fires.
+   */
+  private openInput: PendingInput | undefined;
+  private openTimer: ReturnType<typeof setTimeout> | undefined;
+  /** When the last input was closed (sent or held): the next goes one tick interval later. */
+  private lastInputAt = Number.NEGATIVE_INFINITY;
   private lastSentAt = Number.NEGATIVE_INFINITY;
   private readonly listeners: { [K in keyof RealtimeEvents]?: RealtimeEvents[K][] } = {};
   private readonly now: () => number;
@@ -312,9 +382,16 @@ export class RealtimeClient {
   private nextCallId = 1;
   private readonly calls = new Map<
     number,
-    { method: string; resolve: (p: Uint8Array) => void; reject: (e: Error) => void; timer: ReturnType<typeof setTimeout> }
+    {
+      method: string;
+      resolve: (p: Uint8Array) => void;
+      reject: (e: Error) => void;
+      timer: ReturnType<typeof setTimeout> | undefined;
+    }
   >();
   private previousFrame: ReadonlyMap<number, EntityRecord> = new Map();
+  /** Ticks between `previousFrame` and the current frame (1 across a handoff or rejoin). */
+  private frameTicks = 1;
   /** Arrival time of the newest snapshot, and the longest gap between two (ms, reset by callers). */
   lastSnapshotAt = 0;
   maxSnapshotGapMs = 0;
@@ -324,10 +401,14 @@ export class RealtimeClient {
 
   constructor(private readonly options: RealtimeOptions) {
     this.now = options.now ?? (() => performance.now());
-    this.connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
-    this.silenceTimeoutMs = options.silenceTimeoutMs ?? 5000;
-    if (!Number.isFinite(this.silenceTimeoutMs) || this.silenceTimeoutMs < 0) {
-      throw new RangeError(`silenceTimeoutMs must be 0 (never) or a positive number of milliseconds, got ${options.silenceTimeoutMs}`);
+    this.connectTimeoutMs = checkTimeout('connectTimeoutMs', options.connectTimeoutMs ?? 10_000, { infinity: 'no timeout' });
+    const silence = checkTimeout('silenceTimeoutMs', options.silenceTimeoutMs ?? 5000, { zero: 'never', infinity: 'never' });
+    this.silenceTimeoutMs = silence === Number.POSITIVE_INFINITY ? 0 : silence;
+    const rejoin = options.rejoin;
+    if (rejoin !== undefined) {
+      if (typeof rejoin.joinToken !== 'function') throw new TypeError('rejoin.joinToken must be a function that returns a join token');
+      if (rejoin.maxDelayMs !== undefined) checkTimeout('rejoin.maxDelayMs', rejoin.maxDelayMs);
+      if (rejoin.giveUpAfterMs !== undefined) checkTimeout('rejoin.giveUpAfterMs', rejoin.giveUpAfterMs, { infinity: 'never give up' });
     }
     this.url = options.url;
   }
@@ -384,11 +465,15 @@ export class RealtimeClient {
     } catch (err) {
       const reason = `cannot connect to ${this.options.url}: ${(err as Error).message}`;
       this.end(1006, reason);
-      return Promise.reject(new Error(reason, { cause: err }));
+      return Promise.reject(connectError(reason, 'CONNECT_FAILED', 1006, err));
     }
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        reject(new Error(`no Welcome from ${this.options.url} within ${this.connectTimeoutMs} ms`));
+      /** The kick that refused the join; the rejection waits for the socket's close, for its code. */
+      let kicked: { reason: string; message: string } | undefined;
+      let address = this.options.url;
+      const timer = timerFor(() => {
+        const message = `no Welcome from ${address} within ${this.connectTimeoutMs} ms`;
+        reject(kicked ? connectError(`kicked: ${kicked.reason}: ${kicked.message}`, kicked.reason) : connectError(message, 'TIMEOUT'));
         this.socket?.close();
       }, this.connectTimeoutMs);
       let settled = false;
@@ -402,7 +487,13 @@ export class RealtimeClient {
       /** Sends `hello` (a Join, or a Resume after a redirect) on `socket`, to `url`, and waits for the Welcome. */
       const greet = (socket: WebSocketLike, url: string, hello: Uint8Array) => {
         this.socket = socket;
-        socket.onopen = () => socket.send(hello);
+        address = url;
+        let opened = false;
+        let socketError: Error | undefined;
+        socket.onopen = () => {
+          opened = true;
+          socket.send(hello);
+        };
         socket.onmessage = (ev) => {
           // After a handoff the session is on another socket; this one is closing.
           if (socket !== this.socket) return;
@@ -435,7 +526,7 @@ export class RealtimeClient {
               const reason = `cannot connect to ${r.address}: ${(err as Error).message}`;
               this.socket = undefined;
               this.end(1006, reason);
-              settle(() => reject(new Error(reason, { cause: err })));
+              settle(() => reject(connectError(reason, 'CONNECT_FAILED', 1006, err)));
               return;
             }
             // Ack 0: ticks are per shard, so the new shard starts with a full snapshot.
@@ -449,18 +540,40 @@ export class RealtimeClient {
             this.handle(msg);
             if (msg.body === 'kick') {
               const k = msg.kick as aethex.v1.Kick;
-              settle(() => reject(new Error(`kicked: ${reasonName(k.reason)}: ${k.message}`)));
+              kicked = { reason: reasonName(k.reason), message: k.message };
             }
           }
           // A message this client gave up on ended the session.
-          if (this.endedWith !== undefined) settle(() => reject(new Error(`closed before joining: ${this.endedWith}`)));
+          const ended = this.endedCode;
+          if (ended !== undefined) {
+            const code = ended === CLIENT_CLOSE_CODES.PROTOCOL_ERROR ? 'CANNOT_READ' : 'CLOSED';
+            settle(() => reject(connectError(`closed before joining: ${this.endedWith}`, code, ended)));
+          }
         };
         socket.onclose = (ev) => {
-          this.closed(socket, ev);
-          settle(() => reject(new Error(`closed before joining: ${ev.code} ${ev.reason}`)));
+          // A socket that never opened: the socket's error says why (ECONNREFUSED, ENOTFOUND, an
+          // HTTP answer instead of the upgrade), also in 'close' when the close has no reason.
+          const failed = !opened && !kicked;
+          const reason = failed && !ev.reason && socketError ? socketError.message : ev.reason;
+          this.closed(socket, { code: ev.code, reason });
+          settle(() =>
+            reject(
+              kicked
+                ? connectError(`kicked: ${kicked.reason}: ${kicked.message}`, kicked.reason, ev.code)
+                : failed
+                  ? connectError(
+                      `cannot connect to ${url}: ${socketError?.message ?? `closed ${ev.code} ${ev.reason}`.trim()}`,
+                      'CONNECT_FAILED',
+                      ev.code,
+                      socketError,
+                    )
+                  : connectError(`closed before joining: ${ev.code} ${ev.reason}`, 'CLOSED', ev.code, socketError),
+            ),
+          );
         };
-        socket.onerror = () => {
-          // onclose follows with the details.
+        socket.onerror = (ev) => {
+          // onclose follows with the code; this has the cause, where the socket gives one.
+          socketError ??= socketErrorOf(ev);
         };
       };
       greet(
@@ -572,6 +685,9 @@ export class RealtimeClient {
   private end(code: number, reason: string): void {
     if (this.endedWith !== undefined) return;
     this.endedWith = `${code} ${reason}`;
+    this.endedCode = code;
+    clearTimeout(this.openTimer);
+    this.openInput = undefined;
     if (this.watchdog) clearInterval(this.watchdog.timer);
     this.watchdog = undefined;
     this.pending = [];
@@ -656,7 +772,7 @@ export class RealtimeClient {
     const target = this.rejoinTarget;
     const resumeToken = target?.resumeToken;
     const attempt: RejoinAttempt = {
-      deadline: setTimeout(() => this.failRejoinAttempt(rejoin, attempt, nextDelayMs), budgetMs),
+      deadline: timerFor(() => this.failRejoinAttempt(rejoin, attempt, nextDelayMs), budgetMs),
     };
     rejoin.current = attempt;
     const fail = () => this.failRejoinAttempt(rejoin, attempt, nextDelayMs);
@@ -799,6 +915,9 @@ export class RealtimeClient {
       this.handedOffFrom = undefined;
       this.restarted = false;
       this.previousFrame = before;
+      // Over the real interval: a client sent every 4th snapshot interpolates over 4 ticks. Across
+      // shards (or a restart) tick numbers are unrelated: one tick.
+      this.frameTicks = fresh || before.tick <= 0 || tick - before.tick <= 0 ? 1 : tick - before.tick;
       this.lastTick = tick;
       this.acknowledgeInputs(s.lastInputSeq, at);
       const frame = changes.frame;
@@ -880,7 +999,7 @@ export class RealtimeClient {
       address: r.address,
       shardName: r.shardName,
       resumeToken: r.resumeToken,
-      timer: setTimeout(() => {
+      timer: timerFor(() => {
         const reason = handoff.kicked ?? `no Welcome from ${r.address} within ${this.connectTimeoutMs} ms`;
         this.failHandoff(reason, 1006, reason, false, handoff);
       }, this.connectTimeoutMs),
@@ -1055,7 +1174,8 @@ export class RealtimeClient {
     this.holdInputs();
     for (const p of this.pending) this.limitSpeed(p);
     this.reconcile(this.confirmed.x, this.confirmed.y);
-    for (const p of this.pending) this.sendInput(p);
+    // The open input goes out when its tick interval is over, like any other.
+    for (const p of this.pending) if (p !== this.openInput) this.sendInput(p);
   }
 
   /**
@@ -1118,31 +1238,87 @@ export class RealtimeClient {
     }
   }
 
+  /** Milliseconds per tick: the Welcome's tick rate (40 Hz before one). */
+  private tickMs(): number {
+    return 1000 / ((this.welcome?.tickRateHz as number) || 40);
+  }
+
   /**
-   * Makes a movement intent for one tick and applies it to the prediction; returns its sequence
-   * number. The move is cut to the world's max speed here too, so prediction matches what the
-   * server will do. It is sent at once; while there is no shard to send it to — before the Welcome,
-   * during a handoff or a rejoin — it is held (at most `MAX_HELD_INPUTS`, the newest) and sent after
-   * the next Welcome (those made before the first one numbered after the shard's `lastInputSeq`).
-   * Throws a RangeError for a move that is not two finite numbers (the shard would refuse it). Once
-   * the session has ended (`ended`), does nothing and returns 0.
+   * Adds a movement intent to the prediction and to the input of the current tick interval; returns
+   * that input's sequence number. At most one input goes out per tick interval (the shard applies
+   * one per tick, and counts messages against a rate limit): moves made within one interval are
+   * merged — summed, then cut to the world's max speed as the shard would — into one input, sent
+   * when the interval is over; a move after an idle interval is sent at once. The prediction moves
+   * at once by exactly what will be sent, so it matches what the server will do. Call it every frame
+   * with that frame's share of the movement (speed × frame time), or once per tick with a tick's.
+   * While there is no shard to send to — before the Welcome, during a handoff or a rejoin — inputs
+   * are held (at most `MAX_HELD_INPUTS`, the newest) and sent after the next Welcome (those made
+   * before the first one numbered after the shard's `lastInputSeq`). Throws a RangeError for a move
+   * that is not two finite numbers (the shard would refuse it). Once the session has ended
+   * (`ended`), does nothing and returns 0.
    */
   move(dx: number, dy: number): number {
     if (!Number.isFinite(dx) || !Number.isFinite(dy)) throw new RangeError(`move needs finite numbers, got (${dx}, ${dy})`);
     if (this.endedWith !== undefined) return 0;
+    const open = this.openInput;
+    if (open) {
+      // Merged: the input's move is the sum so far, cut; the prediction is replayed from before it.
+      open.wantX += dx;
+      open.wantY += dy;
+      open.dx = open.wantX;
+      open.dy = open.wantY;
+      this.limitSpeed(open);
+      const before = this.pending.length > 1 ? (this.pending[this.pending.length - 2] as PendingInput) : this.confirmed;
+      this.predicted.x = before.x;
+      this.predicted.y = before.y;
+      this.predictStep(open);
+      return open.seq;
+    }
     const seq = ++this.seq;
     const at = this.now();
-    const input: PendingInput = { seq, dx, dy, at, x: 0, y: 0 };
+    const input: PendingInput = { seq, dx, dy, wantX: dx, wantY: dy, at, x: 0, y: 0 };
     this.limitSpeed(input);
     this.pending.push(input);
     this.sentAt.set(seq, at);
     this.predictStep(input);
+    const wait = this.lastInputAt + this.tickMs() - at;
+    if (wait <= 0) this.closeInput(input, at);
+    else {
+      this.openInput = input;
+      this.closeWhenDue(input, wait, true);
+    }
+    return seq;
+  }
+
+  /**
+   * Closes the open input once a whole tick interval has passed since the last one. A timer may
+   * fire up to a millisecond early (Node counts from its loop's whole milliseconds): then it waits
+   * the rest, once, so inputs never go out faster than the shard's tick — a client a few percent
+   * faster would build a queue of inputs at the shard, and lag, that grows without end.
+   */
+  private closeWhenDue(input: PendingInput, waitMs: number, again: boolean): void {
+    this.openTimer = setTimeout(() => {
+      const now = this.now();
+      const left = this.lastInputAt + this.tickMs() - now;
+      if (left > 0 && again) this.closeWhenDue(input, left, false);
+      else this.closeInput(input, now);
+    }, Math.ceil(waitMs));
+    (this.openTimer as { unref?: () => void }).unref?.();
+  }
+
+  /** An input takes no more moves: it is sent, or held while there is no shard to send it to. */
+  private closeInput(input: PendingInput, at: number): void {
+    if (this.openInput === input) {
+      clearTimeout(this.openTimer);
+      this.openInput = undefined;
+    }
+    if (this.endedWith !== undefined) return;
+    this.lastInputAt = at;
     if (!this.welcome || this.handoff || this.rejoining) {
       // Nobody to send to yet (not joined; the old shard ignores inputs once it redirected; a
       // dropped connection is being rejoined): hold them for the next shard, bounded.
       this.holdInputs();
     } else this.sendInput(input);
-    return seq;
   }
 
   private sendInput(p: PendingInput): void {
@@ -1164,7 +1340,8 @@ export class RealtimeClient {
    * Calls a game-defined RPC handler on the shard. Resolves with its payload; rejects with an Error
    * whose `code` is the game's error code, or:
    * - UNKNOWN_METHOD, INTERNAL: the shard's answer;
-   * - TIMEOUT: no result within `timeoutMs`;
+   * - TIMEOUT: no result within `timeoutMs` (default 10,000; Infinity: no timeout; NaN, 0, a
+   *   negative number or 2^31 and more throw a RangeError, as a timer cannot wait that long);
    * - HANDED_OVER: made between a handoff's redirect and the new shard's Welcome (not run; call
    *   again after the `handoff` event);
    * - NOT_JOINED: made before the Welcome (at once; not sent);
@@ -1173,6 +1350,7 @@ export class RealtimeClient {
    * - CLOSED: made after the session ended (at once), or in flight when it did (it may have run).
    */
   rpc(method: string, payload: Uint8Array = new Uint8Array(0), timeoutMs = 10_000): Promise<Uint8Array> {
+    checkTimeout('timeoutMs', timeoutMs, { infinity: 'no timeout' });
     if (this.endedWith !== undefined) return Promise.reject(rpcError('CLOSED', `rpc ${method}: the session closed (${this.endedWith})`));
     if (!this.welcome) return Promise.reject(rpcError('NOT_JOINED', `rpc ${method}: not joined yet (wait for connect())`));
     if (this.rejoining) {
@@ -1180,7 +1358,7 @@ export class RealtimeClient {
     }
     const callId = this.nextCallId++;
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
+      const timer = timerFor(() => {
         this.calls.delete(callId);
         reject(rpcError('TIMEOUT', `rpc ${method} timed out after ${timeoutMs} ms`));
       }, timeoutMs);
@@ -1216,12 +1394,20 @@ export class RealtimeClient {
 
   /**
    * Other entities' positions for rendering at `now`: interpolated between the last two snapshots,
-   * one snapshot interval behind the newest, so motion is smooth between 40 Hz updates.
+   * one snapshot interval behind the newest, so motion is smooth between 40 Hz updates. The
+   * interval is the real one — the ticks between the two snapshots × the tick's milliseconds — so a
+   * client sent every 4th snapshot (a slow link) sees entities move evenly, not freeze and rush. An
+   * entity that moved further than max speed allows in those ticks (a teleport, a respawn) is drawn
+   * where it is now rather than sliding there; one that left is drawn where it was until the
+   * interval is over (see `interpolate`).
    */
   interpolatedEntities(now = this.now()): Map<number, Positioned> {
-    const interval = 1000 / ((this.welcome?.tickRateHz as number) || 40);
-    const alpha = (now - this.lastSnapshotAt) / interval;
-    return interpolate(this.previousFrame, this.store.current, alpha, (this.welcome?.positionScale as number) ?? 1);
+    const ticks = this.frameTicks;
+    const alpha = (now - this.lastSnapshotAt) / (ticks * this.tickMs());
+    const scale = (this.welcome?.positionScale as number) || 1;
+    const maxSpeed = this.welcome?.maxSpeed as number | undefined;
+    const maxStep = maxSpeed ? (maxSpeed * ticks) / scale : undefined;
+    return interpolate(this.previousFrame, this.store.current, alpha, scale, maxStep);
   }
 
   /**
