@@ -361,8 +361,13 @@ export class RealtimeClient {
    */
   private openInput: PendingInput | undefined;
   private openTimer: ReturnType<typeof setTimeout> | undefined;
-  /** When the last input was closed (sent or held): the next goes one tick interval later. */
-  private lastInputAt = Number.NEGATIVE_INFINITY;
+  /**
+   * The earliest the next input may go: a tick interval after the last one closed (sent or held),
+   * less up to half an interval by which earlier ones went late — so a loop calling `move` once a
+   * tick, whose timers jitter by a millisecond, sends each at once, while over any stretch of time
+   * no more than one input goes per interval.
+   */
+  private nextInputAt = Number.NEGATIVE_INFINITY;
   private lastSentAt = Number.NEGATIVE_INFINITY;
   private readonly listeners: { [K in keyof RealtimeEvents]?: RealtimeEvents[K][] } = {};
   private readonly now: () => number;
@@ -1281,7 +1286,7 @@ export class RealtimeClient {
     this.pending.push(input);
     this.sentAt.set(seq, at);
     this.predictStep(input);
-    const wait = this.lastInputAt + this.tickMs() - at;
+    const wait = this.nextInputAt - at;
     if (wait <= 0) this.closeInput(input, at);
     else {
       this.openInput = input;
@@ -1291,15 +1296,15 @@ export class RealtimeClient {
   }
 
   /**
-   * Closes the open input once a whole tick interval has passed since the last one. A timer may
-   * fire up to a millisecond early (Node counts from its loop's whole milliseconds): then it waits
-   * the rest, once, so inputs never go out faster than the shard's tick — a client a few percent
-   * faster would build a queue of inputs at the shard, and lag, that grows without end.
+   * Closes the open input once it is due (`nextInputAt`). A timer may fire up to a millisecond
+   * early (Node counts from its loop's whole milliseconds): then it waits the rest, once, so inputs
+   * never go out faster than the shard's tick — a client a few percent faster would build a queue
+   * of inputs at the shard, and lag, that grows without end.
    */
   private closeWhenDue(input: PendingInput, waitMs: number, again: boolean): void {
     this.openTimer = setTimeout(() => {
       const now = this.now();
-      const left = this.lastInputAt + this.tickMs() - now;
+      const left = this.nextInputAt - now;
       if (left > 0 && again) this.closeWhenDue(input, left, false);
       else this.closeInput(input, now);
     }, Math.ceil(waitMs));
@@ -1313,7 +1318,7 @@ export class RealtimeClient {
       this.openInput = undefined;
     }
     if (this.endedWith !== undefined) return;
-    this.lastInputAt = at;
+    this.nextInputAt = Math.max(this.nextInputAt, at - this.tickMs() / 2) + this.tickMs();
     if (!this.welcome || this.handoff || this.rejoining) {
       // Nobody to send to yet (not joined; the old shard ignores inputs once it redirected; a
       // dropped connection is being rejoined): hold them for the next shard, bounded.
