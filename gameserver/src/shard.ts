@@ -21,6 +21,7 @@ import { type Clock, FixedTimestep, runLoop, systemClock } from './loop/fixed-ti
 import { createMetrics, registerJoinKeysAge, type ShardMetrics } from './metrics.js';
 import { Gateway } from './net/gateway.js';
 import { ShardPersistence, settledWithin } from './persist/persistence.js';
+import { UnreadableSnapshotError } from './persist/snapshot-store.js';
 import { assembleState, decodeState, RESTORE_ID_MARGIN } from './persist/state-codec.js';
 import { openStores, type Stores } from './persist/stores.js';
 import { LINK_PATH, ShardLinks } from './sharding/links.js';
@@ -179,11 +180,17 @@ export async function startShard(configured: GameserverSettings, options: ShardO
         });
   const stores = await openStores(settings, log);
   const key = shardKey(settings);
-  const saved = await stores.snapshots.load(key);
+  let saved: Awaited<ReturnType<typeof stores.snapshots.load>>;
   let restored: ReturnType<typeof decodeState> | undefined;
   try {
+    saved = await stores.snapshots.load(key);
     restored = saved ? decodeState(saved.state, settings['engine.max_entities'], ids?.limit) : undefined;
   } catch (err) {
+    // A store that cannot be reached is not the snapshot's fault.
+    if (saved === undefined && !(err instanceof UnreadableSnapshotError)) {
+      await stores.close(0);
+      throw err;
+    }
     // Which snapshot, and what to do about it: the shard cannot start from it.
     const at = stores.snapshots.locate(key);
     await stores.close(0);

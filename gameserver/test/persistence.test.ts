@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -606,6 +606,22 @@ describe('restore errors name the snapshot and how to move it aside', () => {
     } finally {
       await pool.end();
     }
+  });
+
+  test('a snapshot file shorter than its header', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'aethex-short-'));
+    const file = join(dir, `${world}-short.0.test-0-0.snapshot`);
+    writeFileSync(file, Uint8Array.of(1, 2, 3));
+    const failed = await startTestShard({
+      AETHEX_GAMESERVER_SHARD_WORLD: `${world}-short`,
+      AETHEX_GAMESERVER_PERSISTENCE_DIRECTORY: dir,
+    }).then(
+      (t) => t.stop().then(() => 'started'),
+      (err: Error) => err.message,
+    );
+    expect(failed).toBe(
+      `the snapshot in file ${file} could not be restored: it is 3 bytes, shorter than its 8-byte header; to start without it, move it aside: mv ${file} ${file}.unreadable`,
+    );
   });
 });
 

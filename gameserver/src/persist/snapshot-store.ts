@@ -26,6 +26,11 @@ export interface SnapshotStore {
 /** `s` as an SQL string literal. */
 const literal = (s: string) => `'${s.replaceAll("'", "''")}'`;
 
+/** The stored snapshot cannot be read as one (a file shorter than its header). */
+export class UnreadableSnapshotError extends Error {
+  override name = 'UnreadableSnapshotError';
+}
+
 /**
  * The store holds a snapshot with a higher tick than the one saved, which was not written: another
  * process of the shard got further, or the tick the shard restored was lower than the stored one's.
@@ -125,7 +130,7 @@ export class DirectorySnapshotStore implements SnapshotStore {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw err;
     }
-    if (bytes.length < 8) throw new Error(`snapshot file ${this.file(key)} is truncated`);
+    if (bytes.length < 8) throw new UnreadableSnapshotError(`it is ${bytes.length} bytes, shorter than its 8-byte header`);
     const tick = Number(bytes.readBigUInt64LE(0));
     return { tick, state: new Uint8Array(bytes.subarray(8)) };
   }
