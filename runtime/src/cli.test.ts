@@ -23,6 +23,12 @@ function run(...args: string[]) {
   return { status: r.status, stdout: r.stdout.trim(), stderr: r.stderr.trim() };
 }
 
+it('parseCli: --help or -h, among other flags too, prints the usage on stdout and exits 0', () => {
+  for (const args of [['--help'], ['-h'], ['--n', '3', '--help'], ['--n', '99', '-h']]) {
+    expect(run(...args), args.join(' ')).toEqual({ status: 0, stdout: 'usage: demo [--n N] [--json]', stderr: '' });
+  }
+});
+
 it('parseCli: good flags parse; every bad one is one line naming it, the usage, and exit 2', () => {
   expect(run('--n', '3', '--json')).toEqual({ status: 0, stdout: '{"n":3,"json":true}', stderr: '' });
   expect(run()).toEqual({ status: 0, stdout: '{"n":5,"json":false}', stderr: '' });

@@ -25,7 +25,8 @@ export interface Cli {
 
 /**
  * Parses a script's flags with `node:util` parseArgs, strictly: an unknown flag, a missing value or
- * a positional argument is `fail`ed with parseArgs' own message. The scripts (benchmarks, `npm run
+ * a positional argument is `fail`ed with parseArgs' own message; `--help` or `-h` prints the usage
+ * and exits 0. The scripts (benchmarks, `npm run
  * world`) all report bad input this one way.
  */
 export function parseCli(command: string, usage: string, options: NonNullable<ParseArgsConfig['options']>): Cli {
@@ -35,10 +36,16 @@ export function parseCli(command: string, usage: string, options: NonNullable<Pa
   };
   let values: Cli['values'] = {};
   try {
-    values = parseArgs({ options, strict: true, allowPositionals: false }).values as Cli['values'];
+    values = parseArgs({ options: { help: { type: 'boolean', short: 'h' }, ...options }, strict: true, allowPositionals: false })
+      .values as Cli['values'];
   } catch (err) {
     fail((err as Error).message);
   }
+  if (values.help === true && !('help' in options)) {
+    console.log(usage);
+    process.exit(0);
+  }
+  delete values.help;
   return {
     values,
     fail,
