@@ -244,6 +244,27 @@ export const GAMESERVER_SETTINGS = {
     max: 600_000,
     doc: "How long a handed-over player's resume token stays valid; an entity nobody resumed is then removed.",
   },
+  'rpc.timeout_ms': {
+    type: 'int',
+    default: 9000,
+    min: 100,
+    max: 600_000,
+    doc: "Longest a game's RPC handler may take to settle; then the client gets TIMEOUT (keep it under the clients' own timeout: the SDK's is 10 s).",
+  },
+  'rpc.max_in_flight': {
+    type: 'int',
+    default: 16,
+    min: 1,
+    max: 10_000,
+    doc: 'RPCs a connection may have waiting for their answers; a further one is answered BUSY without calling the game.',
+  },
+  'rpc.max_per_second': {
+    type: 'int',
+    default: 20,
+    min: 1,
+    max: 100_000,
+    doc: 'RPCs a connection may make a second, sustained and in a burst; a further one is answered RATE_LIMITED without calling the game (the connection stays).',
+  },
   'persistence.postgres_url': {
     type: 'string',
     default: '',

@@ -1,7 +1,7 @@
 import { aethex, insideMax, unwrapTick } from '@aethex/proto';
 import type { Logger } from '@aethex/runtime';
 import type { GameserverSettings } from './config.js';
-import { type GameContext, type GameHooks, type HookPlayer, RpcError } from './hooks.js';
+import { type GameContext, type GameHooks, type HookPlayer, rpcCodeProblem } from './hooks.js';
 import type { ShardMetrics } from './metrics.js';
 import { DeltaHistory, HISTORY_TICKS, QuantizedWorld } from './net/delta-history.js';
 import { JOB_WORDS, SnapshotCutter, SnapshotThread } from './net/snapshot-threads.js';
@@ -98,6 +98,7 @@ export type EngineSettings = Pick<
   | 'gateway.slow_skip_ticks'
   | 'gateway.slow_drop_ticks'
   | 'handoff.resume_timeout_ms'
+  | 'rpc.timeout_ms'
 >;
 
 interface Session {
@@ -129,7 +130,14 @@ interface Session {
    * receives snapshots (around the entity's ghost) until the client closes it.
    */
   redirected?: boolean;
+  /** How to answer its RPCs whose handlers have not settled yet (answered NOT_JOINED when it ends). */
+  rpcs?: Set<(r: RpcOutcome) => void>;
 }
+
+/** The answer to an RPC (`RpcResult`). */
+export type RpcOutcome = { ok: true; payload: Uint8Array } | { ok: false; errorCode: string };
+
+const NOT_JOINED: RpcOutcome = { ok: false, errorCode: 'NOT_JOINED' };
 
 /** An entity's whole state as it travels between shards in a handoff. */
 export interface EntityTransfer {
@@ -444,9 +452,17 @@ export class ShardEngine {
         return sent;
       },
       despawn(entityId) {
-        if (engine.byEntity.has(entityId)) throw new Error(`entity ${entityId} belongs to a connected player`);
         const slot = world.indexOf(entityId);
-        if (slot >= 0 && world.mode[slot] !== MODE_OWNED) throw new Error(`entity ${entityId} is not owned by this shard`);
+        if (slot < 0) return false;
+        const kind = world.kind[slot] as number;
+        // Players' entities (kind 1) are the engine's to remove (with their sessions, waits and
+        // handoffs), NPCs' (kind 0) the shard's: a game despawns only its own.
+        if (kind < 2) {
+          throw new RangeError(
+            `despawn removes game entities (kind ≥ 2) only; entity ${entityId} is ${kind === KIND_PLAYER ? "a player's (kind 1)" : 'an NPC (kind 0)'}`,
+          );
+        }
+        if (world.mode[slot] !== MODE_OWNED) throw new Error(`entity ${entityId} is a neighbouring shard's (a ghost here)`);
         return world.despawn(entityId);
       },
       get log() {
@@ -459,9 +475,13 @@ export class ShardEngine {
    * Runs a game hook; an exception is counted and logged (at most once a second per hook, so a
    * hook failing every tick cannot flood the log), never propagated into the tick.
    */
-  private callHook(name: string, fn: () => void): void {
+  private callHook(name: string, fn: () => unknown): void {
     try {
-      fn();
+      const result = fn();
+      // An async hook is not awaited (the tick goes on), but its failure is the hook's failure.
+      if (result !== undefined && result !== null && typeof (result as PromiseLike<unknown>).then === 'function') {
+        (result as PromiseLike<unknown>).then(undefined, (err: unknown) => this.hookFailed(name, err));
+      }
     } catch (err) {
       this.hookFailed(name, err);
     }
@@ -501,39 +521,103 @@ export class ShardEngine {
     return true;
   }
 
-  /** Tells the game a session ended; `dropped`: its entity waits for the player to rejoin. */
-  private announceLeave(session: Session, dropped: boolean): void {
-    if (this.hooks.onLeave) this.callHook('onLeave', () => this.hooks.onLeave?.(this.context, this.hookPlayer(session), { dropped }));
+  /**
+   * Tells the game a session ended; `dropped`: its entity waits for the player to rejoin;
+   * `handedOver`: it went on to a neighbouring shard.
+   */
+  private announceLeave(session: Session, dropped: boolean, handedOver = false): void {
+    if (this.hooks.onLeave)
+      this.callHook('onLeave', () => this.hooks.onLeave?.(this.context, this.hookPlayer(session), { dropped, handedOver }));
   }
 
   /**
    * Answers an RPC through the game's handler for `method`: UNKNOWN_METHOD when there is none, the
-   * handler's code when it throws an RpcError, INTERNAL (details only in the log) otherwise.
+   * handler's code when it throws an RpcError (a valid code not the shard's own), TIMEOUT when its
+   * promise has not settled within `rpc.timeout_ms`, INTERNAL (details only in the log) otherwise —
+   * a result that is not a Uint8Array or is over 16 KiB among them. The answer to a call whose
+   * session ends first is NOT_JOINED, at once: nothing of the caller is kept for a handler that
+   * never settles.
    */
-  async rpc(
-    sessionId: number,
-    method: string,
-    payload: Uint8Array,
-  ): Promise<{ ok: true; payload: Uint8Array } | { ok: false; errorCode: string }> {
+  rpc(sessionId: number, method: string, payload: Uint8Array): Promise<RpcOutcome> {
     const session = this.sessions.get(sessionId);
     const handler = this.hooks.rpc && Object.hasOwn(this.hooks.rpc, method) ? this.hooks.rpc[method] : undefined;
-    if (!session) return { ok: false, errorCode: 'NOT_JOINED' };
+    if (!session) return Promise.resolve(NOT_JOINED);
     // Handed over: the game saw the player leave here; the client may call again on the new shard.
-    if (session.redirected) return { ok: false, errorCode: 'HANDED_OVER' };
-    if (!handler) return { ok: false, errorCode: 'UNKNOWN_METHOD' };
+    if (session.redirected) return Promise.resolve({ ok: false, errorCode: 'HANDED_OVER' });
+    if (!handler) return Promise.resolve({ ok: false, errorCode: 'UNKNOWN_METHOD' });
+    let result: unknown;
     try {
-      const result = await handler(this.context, this.hookPlayer(session), payload);
-      if (!(result instanceof Uint8Array)) throw new TypeError(`rpc.${method} must return a Uint8Array`);
-      return { ok: true, payload: result };
+      result = handler(this.context, this.hookPlayer(session), payload);
     } catch (err) {
-      // Games may throw our RpcError or their own error named RpcError with a code.
-      const e = err as { name?: unknown; code?: unknown };
-      if (err instanceof RpcError || (e?.name === 'RpcError' && typeof e.code === 'string' && /^[A-Z][A-Z0-9_]{0,63}$/.test(e.code))) {
-        return { ok: false, errorCode: e.code as string };
-      }
-      this.hookFailed(`rpc.${method}`, err);
+      return Promise.resolve(this.rpcFailure(method, err));
+    }
+    if (result === null || typeof (result as PromiseLike<unknown>)?.then !== 'function')
+      return Promise.resolve(this.rpcAnswer(method, result));
+    return this.awaitRpc(session, method, result as PromiseLike<unknown>);
+  }
+
+  /**
+   * A handler's promise, awaited up to `rpc.timeout_ms` or until the caller's session ends. What
+   * the promise's reactions keep is only `call` (emptied once answered), so a game holding on to a
+   * promise it never settles holds nothing of the caller.
+   */
+  private awaitRpc(session: Session, method: string, pending: PromiseLike<unknown>): Promise<RpcOutcome> {
+    return new Promise<RpcOutcome>((resolve) => {
+      const call: { answer?: ((r: RpcOutcome) => void) | undefined } = {};
+      session.rpcs ??= new Set();
+      const pendingOf = session.rpcs;
+      const answer = (r: RpcOutcome) => {
+        call.answer = undefined;
+        clearTimeout(timer);
+        pendingOf.delete(answer);
+        resolve(r);
+      };
+      call.answer = answer;
+      pendingOf.add(answer);
+      const timeoutMs = this.settings['rpc.timeout_ms'];
+      const timer = setTimeout(() => {
+        if (!call.answer) return;
+        this.hookFailed(`rpc.${method}`, new Error(`rpc.${method} did not settle within rpc.timeout_ms (${timeoutMs} ms)`));
+        call.answer({ ok: false, errorCode: 'TIMEOUT' });
+      }, timeoutMs);
+      this.settleRpc(method, pending, call);
+    });
+  }
+
+  /** Apart from `awaitRpc`: the reactions on the game's promise close over `call` alone, not the caller. */
+  private settleRpc(method: string, pending: PromiseLike<unknown>, call: { answer?: ((r: RpcOutcome) => void) | undefined }): void {
+    pending.then(
+      (value) => call.answer?.(this.rpcAnswer(method, value)),
+      (err: unknown) => call.answer?.(this.rpcFailure(method, err)),
+    );
+  }
+
+  /** A handler's result, checked. */
+  private rpcAnswer(method: string, result: unknown): RpcOutcome {
+    if (!(result instanceof Uint8Array)) return this.rpcFailure(method, new TypeError(`rpc.${method} must return a Uint8Array`));
+    if (result.length > MAX_GAME_MESSAGE_BYTES) {
+      return this.rpcFailure(
+        method,
+        new RangeError(`rpc.${method} returned ${result.length} bytes, over the limit of ${MAX_GAME_MESSAGE_BYTES} for a result`),
+      );
+    }
+    return { ok: true, payload: result };
+  }
+
+  /**
+   * What a handler threw: its code when it is an error named RpcError (ours, or a game's own class)
+   * with a code a game may use; otherwise INTERNAL, counted and logged.
+   */
+  private rpcFailure(method: string, err: unknown): RpcOutcome {
+    const e = err as { name?: unknown; code?: unknown } | null | undefined;
+    if (e?.name === 'RpcError') {
+      const problem = rpcCodeProblem(e.code);
+      if (problem === undefined) return { ok: false, errorCode: e.code as string };
+      this.hookFailed(`rpc.${method}`, new Error(`rpc.${method} threw an RpcError the client cannot get: ${problem}`, { cause: err }));
       return { ok: false, errorCode: 'INTERNAL' };
     }
+    this.hookFailed(`rpc.${method}`, err);
+    return { ok: false, errorCode: 'INTERNAL' };
   }
 
   /**
@@ -992,7 +1076,7 @@ export class ShardEngine {
     this.byEntity.delete(entityId);
     if (this.byPlayer.get(session.playerId) === session) this.byPlayer.delete(session.playerId);
     session.redirected = true;
-    this.announceLeave(session, false);
+    this.announceLeave(session, false, true);
     this.syncPlace(session.playerId);
     return session.id;
   }
@@ -1100,6 +1184,8 @@ export class ShardEngine {
     this.sessions.delete(session.id);
     if (this.byEntity.get(session.entityId) === session) this.byEntity.delete(session.entityId);
     if (this.byPlayer.get(session.playerId) === session) this.byPlayer.delete(session.playerId);
+    // Its calls still running are answered (to no one): nothing of the session stays with them.
+    if (session.rpcs) for (const answer of [...session.rpcs]) answer(NOT_JOINED);
   }
 
   /**

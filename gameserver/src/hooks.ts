@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { isAbsolute, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Logger } from '@aethex/runtime';
@@ -42,6 +43,11 @@ export interface GameContext {
    * position that is not finite.
    */
   spawn(x: number, y: number, kind: number): number;
+  /**
+   * Removes a game entity (kind ≥ 2) of this shard; false when there is none. An NPC's or a
+   * player's entity (they come and go with their sessions) throws a RangeError naming the rule, a
+   * neighbour's ghost an Error.
+   */
   despawn(entityId: number): boolean;
   /**
    * Sends a message of the game's own to one player connected to this shard (`GameMessage`; the
@@ -55,16 +61,46 @@ export interface GameContext {
   readonly log: Logger;
 }
 
+/** What a game's RPC error code must look like: 1–64 of A–Z 0–9 _, starting with a letter. */
+export const RPC_ERROR_CODE = /^[A-Z][A-Z0-9_]{0,63}$/;
+
+/**
+ * The codes the shard itself answers RPCs with (docs/protocol.md): a game's handler cannot use
+ * them (one that throws such a code answers `INTERNAL`, and the failure is logged).
+ */
+export const RESERVED_RPC_CODES: ReadonlySet<string> = new Set([
+  'UNKNOWN_METHOD',
+  'INTERNAL',
+  'HANDED_OVER',
+  'NOT_JOINED',
+  'TIMEOUT',
+  'BUSY',
+  'RATE_LIMITED',
+]);
+
+/** Why `code` cannot be a game's RPC error code, or undefined when it can. */
+export function rpcCodeProblem(code: unknown): string | undefined {
+  if (typeof code !== 'string') return `an RpcError code is a string, got ${typeof code}`;
+  if (!RPC_ERROR_CODE.test(code))
+    return `an RpcError code is 1–64 of A–Z 0–9 _ starting with a letter, got ${JSON.stringify(code.slice(0, 80))}${code.length > 80 ? '…' : ''}`;
+  if (RESERVED_RPC_CODES.has(code)) return `the RpcError code ${code} is reserved for the shard's own answers`;
+  return undefined;
+}
+
 /**
  * An error a game's RPC handler throws to answer with a stable, game-defined code (upper case,
- * digits and underscores, at most 64). A game's own error class named `RpcError` with such a
- * `code` works the same, so game modules need not import this package.
+ * digits and underscores, at most 64, starting with a letter; not one of the shard's own:
+ * `RESERVED_RPC_CODES`). Any other code throws a RangeError here, naming the rule. A game's own
+ * error class named `RpcError` with such a `code` works the same, so game modules need not import
+ * this package. Only the code reaches the client; the message stays in the shard.
  */
 export class RpcError extends Error {
   constructor(
     readonly code: string,
     message = code,
   ) {
+    const problem = rpcCodeProblem(code);
+    if (problem !== undefined) throw new RangeError(problem);
     super(message);
     this.name = 'RpcError';
   }
@@ -73,7 +109,10 @@ export class RpcError extends Error {
 /**
  * The extension points of a shard, in the manner of Colyseus rooms and Nakama match handlers. A
  * game's module default-exports (or exports as `hooks`) an object with any of these. Hooks run on
- * the tick thread and must be quick; an exception is caught, logged and counted, never fatal.
+ * the tick thread and must be quick; an exception is caught, logged and counted, never fatal. They
+ * are not awaited: a hook may be async, but the tick goes on without waiting for its promise (a
+ * rejection is logged and counted as a thrown exception is). Only RPC handlers' promises are
+ * awaited, up to `rpc.timeout_ms`.
  */
 export interface GameHooks {
   /**
@@ -88,30 +127,59 @@ export interface GameHooks {
   /**
    * A session ended. `dropped`: the connection dropped and the entity waits, out of sight, for the
    * player to rejoin (engine.rejoin_window_ms) — onJoin with `rejoined` follows if they do; it
-   * still exists meanwhile, so clear whatever it should not come back with.
+   * still exists meanwhile, so clear whatever it should not come back with. `handedOver`: the
+   * player walked on to a neighbouring shard with their entity (its flags and game state go with
+   * it; the neighbour's onJoin says `handedOver`): the entity is the neighbour's now, no longer this
+   * shard's to change — a leave from this shard, not from the game.
    */
-  onLeave?(ctx: GameContext, player: HookPlayer, info: { dropped: boolean }): void;
+  onLeave?(ctx: GameContext, player: HookPlayer, info: { dropped: boolean; handedOver: boolean }): void;
   /** After the movement intent was accepted; `buttons` are the client's game-defined bits. */
   onInput?(ctx: GameContext, player: HookPlayer, input: { seq: number; buttons: number }): void;
   /** Once per tick, after movement and before snapshots. */
   onTick?(ctx: GameContext): void;
-  /** RPC handlers by method name; the result is sent back as RpcResult.payload. */
+  /**
+   * RPC handlers by method name; the result (at most 16 KiB) is sent back as RpcResult.payload. A
+   * promise is awaited up to `rpc.timeout_ms` (then the client gets TIMEOUT).
+   */
   rpc?: Record<string, (ctx: GameContext, player: HookPlayer, payload: Uint8Array) => Uint8Array | Promise<Uint8Array>>;
 }
 
 const HOOK_NAMES = ['onJoin', 'onLeave', 'onInput', 'onTick'] as const;
 
+/** How long a game module may take to load (its top-level code, awaits included). */
+export const LOAD_TIMEOUT_MS = 30_000;
+
 /**
  * Loads a game's hooks from a module path (relative paths resolve from the working directory).
- * Throws naming the module and what is wrong with its export.
+ * Throws naming the module and what is wrong with its export, and when its loading has not
+ * finished within `timeoutMs` (a top-level await that never settles).
  */
-export async function loadHooks(modulePath: string): Promise<GameHooks> {
-  const url = pathToFileURL(isAbsolute(modulePath) ? modulePath : resolve(process.cwd(), modulePath)).href;
+export async function loadHooks(modulePath: string, timeoutMs = LOAD_TIMEOUT_MS): Promise<GameHooks> {
+  const file = isAbsolute(modulePath) ? modulePath : resolve(process.cwd(), modulePath);
+  const url = pathToFileURL(file).href;
   let mod: Record<string, unknown>;
+  let timer: NodeJS.Timeout | undefined;
   try {
-    mod = (await import(url)) as Record<string, unknown>;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(
+            new Error(
+              `game.module ${modulePath}: its loading did not finish within ${timeoutMs} ms (a top-level await that never settles?)`,
+            ),
+          ),
+        timeoutMs,
+      );
+    });
+    mod = (await Promise.race([import(url), timeout])) as Record<string, unknown>;
   } catch (err) {
-    throw new Error(`game.module ${modulePath}: cannot load it: ${(err as Error).message}`, { cause: err });
+    if ((err as Error).message?.startsWith(`game.module ${modulePath}: its loading`)) throw err;
+    // A syntax error: where it is (the loader's SyntaxError does not say).
+    const syntax = syntaxError(file);
+    const why = syntax ? `${syntax.message} (at ${syntax.at})` : (err as Error).message;
+    throw new Error(`game.module ${modulePath}: cannot load it: ${why}`, { cause: err });
+  } finally {
+    clearTimeout(timer);
   }
   const hooks = (mod.hooks ?? mod.default) as Record<string, unknown> | undefined;
   if (!hooks || typeof hooks !== 'object') throw new Error(`game.module ${modulePath}: export the hooks object as default or as 'hooks'`);
@@ -131,4 +199,20 @@ export async function loadHooks(modulePath: string): Promise<GameHooks> {
       throw new Error(`game.module ${modulePath}: unknown hook '${key}'`);
   }
   return hooks as GameHooks;
+}
+
+/**
+ * A module's syntax error and where it is (file:line:column), or undefined when it has none. Node's
+ * ESM loader gives a SyntaxError without its place; `node --check` prints it. Only on a failed load.
+ */
+function syntaxError(file: string): { message: string; at: string } | undefined {
+  const check = spawnSync(process.execPath, ['--check', file], { encoding: 'utf8', timeout: 10_000 });
+  if (check.status === 0) return undefined;
+  // "<file>:<line>\n<source line>\n<caret line>\n\nSyntaxError: …"
+  const lines = (check.stderr ?? '').split('\n');
+  const at = lines.findIndex((l) => l.startsWith(`${file}:`) && /:\d+$/.test(l));
+  const message = lines.find((l) => l.startsWith('SyntaxError: '))?.slice('SyntaxError: '.length);
+  if (at < 0 || message === undefined) return undefined;
+  const caret = lines[at + 2]?.indexOf('^') ?? -1;
+  return { message, at: caret >= 0 ? `${lines[at]}:${caret + 1}` : (lines[at] as string) };
 }

@@ -152,6 +152,12 @@ export function createMetrics() {
       labelNames: ['hook'] as const,
       registers,
     }),
+    rpcsRefused: new Counter({
+      name: 'aether_rpcs_refused_total',
+      help: 'RPCs answered without calling the game, by reason: rate_limited (rpc.max_per_second), busy (rpc.max_in_flight).',
+      labelNames: ['reason'] as const,
+      registers,
+    }),
     joins: new Counter({ name: 'aether_joins_total', help: 'Join attempts, by result.', labelNames: ['result'] as const, registers }),
     handoffs: new Counter({
       name: 'aether_handoffs_total',

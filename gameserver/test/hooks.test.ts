@@ -1,10 +1,13 @@
+import { generateKeyPairSync } from 'node:crypto';
 import { once } from 'node:events';
+import { cpSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { aethex } from '@aethex/proto';
 import { afterEach, expect, test } from 'vitest';
 import { WebSocket } from 'ws';
 import { loadHooks } from '../src/hooks.js';
-import { duoWorld, linksUp, moduleFile, startTestShard, type TestShard, until } from './harness.js';
+import { duoMap, duoWorld, linksUp, moduleFile, startTestShard, type TestShard, until } from './harness.js';
 
 const TAG = join(import.meta.dirname, '../../examples/game/tag.mjs');
 let t: TestShard | undefined;
@@ -87,6 +90,15 @@ test('a game module with a wrong shape is refused at load with a message naming 
   await expect(loadHooks('/nonexistent/game.mjs')).rejects.toThrow(/game\.module \/nonexistent\/game\.mjs: cannot load it/);
 });
 
+test('a game module whose loading never finishes is refused after the limit; a syntax error names its place', async () => {
+  const hung = moduleFile('await new Promise(() => {});\nexport default {};');
+  await expect(loadHooks(hung, 300)).rejects.toThrow(`game.module ${hung}: its loading did not finish within 300 ms`);
+  const ticking = moduleFile('setInterval(() => {}, 1000);\nawait new Promise(() => {});\nexport default {};');
+  await expect(loadHooks(ticking, 300)).rejects.toThrow(/its loading did not finish within 300 ms/);
+  const bad = moduleFile('export default {\n  onTick(ctx) { ctx.x( }\n};\n');
+  await expect(loadHooks(bad)).rejects.toThrow(`game.module ${bad}: cannot load it: Unexpected token '}' (at ${bad}:2:24)`);
+});
+
 test('hooks send messages of the game’s own: to one player, to all; bad topics and oversized payloads are refused by name', async () => {
   const file = moduleFile(`
     const text = (s) => new TextEncoder().encode(s);
@@ -138,7 +150,7 @@ test('after a handoff the old shard calls no hook for the player: an RPC on the 
     const events = (globalThis.handedOverEvents = []);
     export default {
       onJoin(ctx, p) { events.push('onJoin ' + p.playerId); },
-      onLeave(ctx, p, { dropped }) { events.push('onLeave ' + p.playerId + ' dropped=' + dropped); },
+      onLeave(ctx, p, { dropped, handedOver }) { events.push('onLeave ' + p.playerId + ' dropped=' + dropped + ' handedOver=' + handedOver); },
       rpc: { buy(ctx, p) { events.push('rpc.buy ' + p.playerId); return new Uint8Array([1]); } },
     };`);
   // Two neighbouring shards of one world, a = x 0..400 and b = x 400..800, running the game.
@@ -171,14 +183,14 @@ test('after a handoff the old shard calls no hook for the player: an RPC on the 
   world.y[world.indexOf(id)] = 200;
   await until('the redirect', () => messages.some((m) => m.body === 'handoffRedirect'), 10_000);
   const events = (globalThis as { handedOverEvents?: string[] }).handedOverEvents as string[];
-  expect(events).toEqual(['onJoin ann', 'rpc.buy ann', 'onLeave ann dropped=false']);
+  expect(events).toEqual(['onJoin ann', 'rpc.buy ann', 'onLeave ann dropped=false handedOver=true']);
 
   // The SDK sends RPCs to the old shard until the new one welcomes it: refused, the game not called.
   expect(await rpcResult(2)).toMatchObject({ ok: false, errorCode: 'HANDED_OVER' });
-  expect(events).toEqual(['onJoin ann', 'rpc.buy ann', 'onLeave ann dropped=false']);
+  expect(events).toEqual(['onJoin ann', 'rpc.buy ann', 'onLeave ann dropped=false handedOver=true']);
   ws.close(1000);
   await once(ws, 'close');
-  expect(events).toEqual(['onJoin ann', 'rpc.buy ann', 'onLeave ann dropped=false']);
+  expect(events).toEqual(['onJoin ann', 'rpc.buy ann', 'onLeave ann dropped=false handedOver=true']);
 });
 
 test("a player's game state crosses the border with them: the new shard's hooks read what the old one's wrote", async () => {
@@ -189,6 +201,7 @@ test("a player's game state crosses the border with them: the new shard's hooks 
       onJoin(ctx, p, { handedOver }) {
         (globalThis.goldOnJoin ??= []).push(\`\${gold(ctx, p) ?? 'none'} handedOver=\${handedOver}\`);
         if (gold(ctx, p) === undefined) ctx.setState(p.entityId, new Uint8Array([0]));
+        ctx.send(p.playerId, 'welcome', new TextEncoder().encode('handedOver=' + handedOver));
       },
       rpc: {
         earn(ctx, p) {
@@ -203,7 +216,11 @@ test("a player's game state crosses the border with them: the new shard's hooks 
   const b = await start(1);
   others = [b];
   await linksUp(t, b);
-  const c = await t.client('gil');
+  // What onJoin sends reaches the client right after the Welcome, on the neighbour too.
+  const greetings: string[] = [];
+  const c = await t.client('gil', {}, (cl) =>
+    cl.on('message', (topic, payload) => greetings.push(`${topic} ${new TextDecoder().decode(payload)}`)),
+  );
   for (let i = 1; i <= 3; i++) expect([...(await c.rpc('earn'))]).toEqual([i]);
   const handedOver: string[] = [];
   c.on('handoff', (h) => handedOver.push(h.to));
@@ -221,4 +238,91 @@ test("a player's game state crosses the border with them: the new shard's hooks 
   const id = c.welcome?.entityId as number;
   expect(t.shard.engine.context.state(id)).toBeUndefined();
   expect(b.shard.engine.context.state(id)).toEqual(new Uint8Array([4]));
+  expect(greetings).toEqual(['welcome handedOver=false', 'welcome handedOver=true']);
+});
+
+/** Who is "it" among `ids` on a shard: the entities it owns (not ghosts) flagged 1. */
+const flaggedIt = (s: TestShard, ids: number[]) => {
+  const w = s.shard.engine.world;
+  return ids.filter((id) => w.indexOf(id) >= 0 && w.mode[w.indexOf(id)] !== 1 && w.flags[w.indexOf(id)] === 1);
+};
+const whoIsIt = async (c: { rpc(m: string): Promise<Uint8Array> }) => JSON.parse(new TextDecoder().decode(await c.rpc('whoIsIt')));
+
+test('the tag example across a shard border: "it" walks over with its flag, each shard keeps one "it" and knows who', async () => {
+  // Each shard its own copy of the module, as each would be its own process.
+  const { envOf } = await duoMap();
+  const keys = generateKeyPairSync('ed25519');
+  const start = (k: number) => startTestShard({ ...envOf(k), AETHEX_GAMESERVER_GAME_MODULE: moduleFile(readFileSync(TAG, 'utf8')) }, keys);
+  const a = await start(0);
+  t = a;
+  const b = await start(1);
+  others = [b];
+  await linksUp(a, b);
+  const alice = await a.client('alice'); // the first on shard 0: "it" there
+  const bob = await a.client('bob');
+  const carol = await b.client('carol'); // the first on shard 1: "it" there
+  const ids = [alice, bob, carol].map((c) => c.welcome?.entityId as number);
+  const [aliceId, bobId, carolId] = ids as [number, number, number];
+  const place = (s: TestShard, id: number, x: number, y: number) => {
+    const w = s.shard.engine.world;
+    w.x[w.indexOf(id)] = x;
+    w.y[w.indexOf(id)] = y;
+  };
+  place(a, aliceId, 390, 20);
+  place(a, bobId, 50, 380);
+  place(b, carolId, 750, 380);
+  expect([flaggedIt(a, ids), flaggedIt(b, ids)]).toEqual([[aliceId], [carolId]]);
+  let handedOver = false;
+  alice.on('handoff', () => {
+    handedOver = true;
+  });
+  const walk = setInterval(() => alice.move(4, 0), 25);
+  try {
+    await until('alice handed over', () => handedOver, 30_000);
+  } finally {
+    clearInterval(walk);
+  }
+  await until('alice on shard 1', () => b.shard.engine.playerCount === 2);
+  // Shard 0 passed "it" on to bob; shard 1 kept carol, and alice arrived "it" no longer.
+  await until('one "it" a shard', () => flaggedIt(a, ids).length === 1 && flaggedIt(b, ids).length === 1);
+  expect([flaggedIt(a, ids), flaggedIt(b, ids)]).toEqual([[bobId], [carolId]]);
+  expect(await whoIsIt(bob)).toEqual({ entityId: bobId, playerId: 'bob' });
+  expect(await whoIsIt(carol)).toEqual({ entityId: carolId, playerId: 'carol' });
+  expect(await whoIsIt(alice)).toEqual({ entityId: carolId, playerId: 'carol' });
+});
+
+test('the tag example after a crash: "it" is found again from the flags the snapshot kept, never two', async () => {
+  const keys = generateKeyPairSync('ed25519');
+  const dir = mkdtempSync(join(tmpdir(), 'aethex-tag-'));
+  const env = {
+    AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '-50,-50,50,50',
+    AETHEX_GAMESERVER_PERSISTENCE_SNAPSHOT_INTERVAL_MS: '100',
+  };
+  t = await startTestShard(
+    { ...env, AETHEX_GAMESERVER_GAME_MODULE: moduleFile(readFileSync(TAG, 'utf8')), AETHEX_GAMESERVER_PERSISTENCE_DIRECTORY: dir },
+    keys,
+  );
+  const alice = await t.client('alice');
+  const bob = await t.client('bob');
+  const [aliceId, bobId] = [alice, bob].map((c) => c.welcome?.entityId as number) as [number, number];
+  const w = t.shard.engine.world;
+  w.x[w.indexOf(aliceId)] = -40;
+  w.x[w.indexOf(bobId)] = 40;
+  expect(flaggedIt(t, [aliceId, bobId])).toEqual([aliceId]);
+  // A crash: what the shard left is its last periodic snapshot (alice "it"), not the drain's.
+  await new Promise((r) => setTimeout(r, 400));
+  const crashed = mkdtempSync(join(tmpdir(), 'aethex-tag-'));
+  cpSync(dir, crashed, { recursive: true });
+  await t.stop();
+  // The new process loads the module afresh: its variables know nobody.
+  t = await startTestShard(
+    { ...env, AETHEX_GAMESERVER_GAME_MODULE: moduleFile(readFileSync(TAG, 'utf8')), AETHEX_GAMESERVER_PERSISTENCE_DIRECTORY: crashed },
+    keys,
+  );
+  const bob2 = await t.client('bob'); // back first
+  const alice2 = await t.client('alice');
+  expect([bob2.welcome?.entityId, alice2.welcome?.entityId]).toEqual([bobId, aliceId]);
+  const it = flaggedIt(t, [aliceId, bobId]);
+  expect(it).toHaveLength(1);
+  expect((await whoIsIt(alice2)).entityId).toBe(it[0]);
 });

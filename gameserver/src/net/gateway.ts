@@ -7,7 +7,7 @@ import { type JoinClaims, JoinTokenError, type Logger } from '@aethex/runtime';
 import { binaryFrame, directWriteFd, readFrames, writeWhole } from '@aethex/runtime/ws-frames';
 import { type WebSocket, WebSocketServer } from 'ws';
 import type { GameserverSettings } from '../config.js';
-import type { ShardEngine } from '../engine.js';
+import type { RpcOutcome, ShardEngine } from '../engine.js';
 import type { Clock } from '../loop/fixed-timestep.js';
 import type { ShardMetrics } from '../metrics.js';
 import { addressKey, KeyedTokenBuckets, TokenBucket } from './rate-limit.js';
@@ -142,6 +142,10 @@ interface Connection {
   logger: Logger | undefined;
   /** Messages for the session sent before its Welcome (a game's onJoin), written right after it. */
   early?: Uint8Array[];
+  /** RPCs sent to the game and not answered yet (`rpc.max_in_flight`). */
+  rpcsInFlight: number;
+  /** Made at the first RPC: `rpc.max_per_second`. */
+  rpcBucket: TokenBucket | undefined;
 }
 
 export type GatewaySettings = Pick<
@@ -158,6 +162,8 @@ export type GatewaySettings = Pick<
   | 'gateway.ipv6_prefix_length'
   | 'gateway.max_protocol_errors'
   | 'gateway.max_buffered_bytes'
+  | 'rpc.max_in_flight'
+  | 'rpc.max_per_second'
   | 'engine.tick_rate_ms'
   | 'engine.world_bounds'
   | 'engine.aoi_radius'
@@ -382,6 +388,8 @@ export class Gateway {
       errors: 0,
       errorReplies: undefined,
       logger: undefined,
+      rpcsInFlight: 0,
+      rpcBucket: undefined,
     };
     this.connections.set(id, conn);
     this.deps.metrics.activeConnections.set(this.connections.size);
@@ -570,13 +578,26 @@ export class Gateway {
           this.notJoined(conn, 'Rpc');
           return;
         }
-        const rpc = msg.rpc as aethex.v1.Rpc;
-        this.deps.engine.rpc(conn.id, rpc.method, rpc.payload).then((r) => {
-          if (conn.phase !== 'joined') return;
-          const rpcResult = r.ok
-            ? { callId: rpc.callId, ok: true, payload: r.payload }
-            : { callId: rpc.callId, ok: false, errorCode: r.errorCode };
-          this.write(conn, ServerMessage.encode({ rpcResult }).finish());
+        const { callId, method, payload } = msg.rpc as aethex.v1.Rpc;
+        const s = this.deps.settings;
+        // Each call may cost the tick thread the handler's time: a rate of their own, below the
+        // message rate, and a bound on those waiting for a handler's promise.
+        const now = this.deps.clock.now();
+        conn.rpcBucket ??= new TokenBucket(s['rpc.max_per_second'], s['rpc.max_per_second'], now);
+        if (!conn.rpcBucket.take(now)) {
+          this.deps.metrics.rpcsRefused.inc({ reason: 'rate_limited' });
+          this.rpcResult(conn, callId, { ok: false, errorCode: 'RATE_LIMITED' });
+          return;
+        }
+        if (conn.rpcsInFlight >= s['rpc.max_in_flight']) {
+          this.deps.metrics.rpcsRefused.inc({ reason: 'busy' });
+          this.rpcResult(conn, callId, { ok: false, errorCode: 'BUSY' });
+          return;
+        }
+        conn.rpcsInFlight++;
+        this.deps.engine.rpc(conn.id, method, payload).then((r) => {
+          conn.rpcsInFlight--;
+          if (conn.phase === 'joined') this.rpcResult(conn, callId, r);
         });
         return;
       }
@@ -590,6 +611,11 @@ export class Gateway {
       default:
         this.protocolError(conn, 'empty_message', 'a ClientMessage without a body, or with one this shard does not know');
     }
+  }
+
+  private rpcResult(conn: Connection, callId: number, r: RpcOutcome): void {
+    const rpcResult = r.ok ? { callId, ok: true, payload: r.payload } : { callId, ok: false, errorCode: r.errorCode };
+    this.write(conn, ServerMessage.encode({ rpcResult }).finish());
   }
 
   private join(conn: Connection, join: aethex.v1.Join): void {
@@ -698,6 +724,8 @@ export class Gateway {
       this.kick(conn, ReasonCode.REASON_CODE_AUTH_FAILED, 'unknown or expired resume token');
       return;
     }
+    // Being set up: what the game's onJoin sends it waits for the Welcome (`send`).
+    conn.phase = 'authenticating';
     const result = this.deps.engine.resume(conn.id, claim.playerId, claim.entityId, claim.frozenMs);
     if (!result.ok) {
       this.deps.metrics.joins.inc({ result: 'resume_failed' });
