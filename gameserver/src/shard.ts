@@ -270,6 +270,7 @@ export async function startShard(configured: GameserverSettings, options: ShardO
       metrics,
       redirect: (sessionId, redirect) => gateway?.redirect(sessionId, redirect),
       restoredPlayers: (restored?.players.size ?? 0) > 0,
+      rejoinWindowMs: settings['engine.rejoin_window_ms'],
     });
     const s = sharding;
     links = new ShardLinks(

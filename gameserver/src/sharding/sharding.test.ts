@@ -479,3 +479,66 @@ test('the receiver: a commit’s late state is adopted once, whether the player 
   // The late state is a copy of its own, not a view of the link frame.
   expect(engine.world.gameState.get(id(2))?.buffer.byteLength).toBe(1);
 });
+
+test('a player adopted after the claims went out is claimed again to a neighbour that came up lately: its stale restored copy there goes', async () => {
+  const { decodeState, encodeState } = await import('../persist/state-codec.js');
+  const { World, KIND_PLAYER } = await import('../sim/world.js');
+  const msg = (m: aethex.v1.IShardMessage) => aethex.v1.ShardMessage.decode(aethex.v1.ShardMessage.encode(m).finish());
+  // A (left) restarted from a snapshot in which pat was its own; pat had gone on to a third shard.
+  const w = new World(16);
+  const pat = w.spawn(90, 50, KIND_PLAYER);
+  const restored = decodeState(encodeState(5, w, new Map([[pat, 'pat']])), 16);
+  const a = new ShardEngine(settings, { send: () => true, kick: () => undefined }, { region: left, restored });
+  const aSharding = shardingOf(a, { restoredPlayers: true });
+  // N (right), a neighbour of A and of the third shard, which now owns pat.
+  const leftN: Neighbour = { shard: 0, name: 'w-0-0', region: left, address: '127.0.0.1:0' };
+  const third: Neighbour = { shard: 2, name: 'w-0-2', region: { minX: 0, minY: 100, maxX: 100, maxY: 200 }, address: '127.0.0.1:2' };
+  const n = new ShardEngine(settings, { send: () => true, kick: () => undefined }, { region: right.region, ids: idRange(1) });
+  const nSharding = new Sharding({
+    engine: n,
+    placement: {
+      bounds: settings['engine.world_bounds'],
+      shard: 1,
+      region: right.region,
+      address: '127.0.0.1:1',
+      neighbours: [leftN, third],
+    },
+    margin: 4,
+    offerTimeoutMs: 1000,
+    resumeTimeoutMs: 10_000,
+    positionScale: 0.125,
+    log: createLogger('sharding-test', 'silent'),
+    redirect: () => undefined,
+  });
+  const toA: aethex.v1.IShardMessage[] = [];
+  nSharding.attach({ send: (to: Neighbour, m: aethex.v1.IShardMessage) => to.shard === 0 && toA.push(m) } as unknown as ShardLinks);
+  const deliver = () => {
+    for (const m of toA.splice(0)) aSharding.onMessage(right, msg(m));
+  };
+  // N's link to A comes up: its claim names nobody (pat is the third shard's).
+  nSharding.onOutboundUp(leftN);
+  deliver();
+  expect(a.world.mode[a.world.indexOf(pat)]).toBe(MODE_DORMANT);
+  // Then the third shard hands pat to N (its own claim to A, sent before or after, would not name pat).
+  nSharding.onInboundUp(third, 1);
+  nSharding.onMessage(
+    third,
+    msg({
+      handoffOffer: {
+        offerId: 1,
+        entityId: pat,
+        playerId: 'pat',
+        position: { x: 101, y: 50 },
+        velocity: { x: 0, y: 0 },
+        kind: 1,
+        generation: 3,
+      },
+    }),
+  );
+  nSharding.onMessage(third, msg({ handoffCommit: { offerId: 1, entityId: pat } }));
+  expect(nSharding.claimForJoin('pat')).toMatchObject({ entityId: pat });
+  deliver();
+  // A's stale copy is gone: pat's offers to A are not refused "already here", and a join of pat
+  // there starts afresh instead of reviving it.
+  expect(a.world.indexOf(pat)).toBe(-1);
+});

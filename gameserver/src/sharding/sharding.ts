@@ -31,6 +31,12 @@ export interface ShardingOptions {
   restoredPlayers?: boolean;
   /** Default 3,000 ms. */
   settleTimeoutMs?: number;
+  /**
+   * How long a neighbour keeps restored players waiting (`engine.rejoin_window_ms`, default
+   * 30,000): for this long after a link to a neighbour comes up, each player adopted here is
+   * claimed to it again (see `adopt`).
+   */
+  rejoinWindowMs?: number;
   now?: () => number;
 }
 
@@ -129,6 +135,8 @@ export class Sharding {
   private readonly warnedNeverIssued = new Map<number, number>();
   private readonly epochs = new Map<number, number>();
   private readonly decisions: Decision[] = [];
+  /** Neighbours this shard sent its ownership claim to, and when (see `adopt`). */
+  private readonly claimedTo = new Map<number, { n: Neighbour; at: number }>();
   private readonly now: () => number;
   /** Neighbours whose ownership claim a restored shard still waits for. */
   private readonly claimsAwaited = new Set<number>();
@@ -163,6 +171,7 @@ export class Sharding {
     const owned = [...this.o.engine.claimedPlayers()];
     for (const inc of this.incoming.values()) if (inc.adopted) owned.push(inc.entity.entityId);
     this.links?.send(n, { ownershipClaim: { entityIds: owned } });
+    this.claimedTo.set(n.shard, { n, at: this.now() });
     const cutoff = this.now() - this.o.resumeTimeoutMs;
     for (const d of this.decisions) if (d.to === n && d.at >= cutoff) this.links?.send(n, d.msg);
   }
@@ -571,6 +580,16 @@ export class Sharding {
     if (!this.o.engine.adopt(inc.entity)) return false;
     inc.adopted = true;
     this.reserveIncoming();
+    // A neighbour that came up lately (restarted from a snapshot) drops the players it restored
+    // that its neighbours claim. A claim names who they own when it is sent, and the neighbours
+    // send theirs at different moments: a player handed from one that had not claimed yet to one
+    // that had (or the other way round) was in neither, and its stale copy there waited out the
+    // rejoin window, refusing the player's offers ("already here"). Claimed again on adoption.
+    const window = this.o.rejoinWindowMs ?? 30_000;
+    for (const [shard, c] of this.claimedTo) {
+      if (this.now() - c.at >= window) this.claimedTo.delete(shard);
+      else if (shard !== inc.from.shard) this.links?.send(c.n, { ownershipClaim: { entityIds: [inc.entity.entityId] } });
+    }
     // Our ghost of it (from the sender, or whichever neighbour sent it last) is gone with the adoption.
     this.disownGhost(inc.entity.entityId);
     // The sender keeps it as our ghost from its commit on: our next ghost update to it must name
