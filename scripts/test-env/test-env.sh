@@ -11,7 +11,8 @@
 #
 # Settings (environment): AETHEX_TEST_ENV_CACHE (binaries, Go caches; default ~/.cache/aethex/test-env),
 # AETHEX_TEST_ENV_RUN (data, pids, logs; default /tmp/aethex-test-env), AETHEX_TEST_ENV_PORT_BASE
-# (default 41000; components use fixed offsets from it).
+# (default 22000, below Linux's ephemeral range 32768–60999, so that no outgoing connection can
+# hold a component's port; components use fixed offsets from it).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -21,7 +22,7 @@ source "$HERE/versions.sh"
 CACHE=${AETHEX_TEST_ENV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/aethex/test-env}
 RUN=${AETHEX_TEST_ENV_RUN:-/tmp/aethex-test-env}
 LOGS=$RUN/logs
-PORT_BASE=${AETHEX_TEST_ENV_PORT_BASE:-41000}
+PORT_BASE=${AETHEX_TEST_ENV_PORT_BASE:-22000}
 [[ $PORT_BASE =~ ^[0-9]+$ ]] && ((PORT_BASE >= 1024 && PORT_BASE <= 65000)) ||
   { echo "test-env: AETHEX_TEST_ENV_PORT_BASE must be an integer from 1024 to 65000, got '$PORT_BASE'" >&2; exit 2; }
 
@@ -196,8 +197,8 @@ start_minio() {
       "$MINIO_BIN" server --address "127.0.0.1:$MINIO_PORT" --console-address "127.0.0.1:$MINIO_CONSOLE_PORT" \
       "$RUN/minio/d{1...4}"
     await_ready minio 60 minio_ready && return 0
-    # The ports lie in Linux's ephemeral range: an outgoing connection can hold one for a moment,
-    # and MinIO then refuses to start ("port is already in use", seen once on 2026-12-05). Again.
+    # With a base in Linux's ephemeral range an outgoing connection can hold the port for a
+    # moment, and MinIO then refuses to start ("port is already in use", seen once on 2026-12-05). Again.
     if ((attempt < 3)) && tail -n +"$((logged + 1))" "$LOGS/minio.log" | grep -q 'already in use'; then
       echo "test-env: minio's port was in use for a moment; starting it again" >&2
       sleep 1
@@ -283,7 +284,8 @@ start_etcd() {
   require_port_free etcd "$ETCD_PORT"
   require_port_free etcd-peer "$ETCD_PEER_PORT"
   mkdir -p "$RUN/etcd"
-  spawn etcd "$ETCD_BIN" --name aethex-test --data-dir "$RUN/etcd/data" \
+  # The member's peer URL is stored in its data: a directory per peer port.
+  spawn etcd "$ETCD_BIN" --name aethex-test --data-dir "$RUN/etcd/data-$ETCD_PEER_PORT" \
     --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
     --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
     --initial-cluster "aethex-test=http://127.0.0.1:$ETCD_PEER_PORT" \
