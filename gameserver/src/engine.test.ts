@@ -193,6 +193,37 @@ test('inputs re-sent after a rejoin and inputs held while on offer are each appl
   expect(took).toBeLessThanOrEqual(12);
 });
 
+test('a player restored after a restart catches up on the inputs held while the shard was down, and no more', async () => {
+  const { encodeState } = await import('./persist/state-codec.js');
+  const first = new ShardEngine(settings, out);
+  const ann = joined(first, 1, 'ann');
+  first.world.x[first.world.indexOf(ann)] = -90;
+  first.world.y[first.world.indexOf(ann)] = 0;
+  // The shard drained and was down for 3 s (120 ticks) before it restored; ann's client held its
+  // moves meanwhile (one a tick) and re-sends them as it rejoins.
+  const restarted = (storedMs: number) => {
+    const restored = decodeState(encodeState(first.tick, first.world, new Map([[ann, 'ann']])), settings['engine.max_entities']);
+    restored.storedMs = storedMs;
+    const e = new ShardEngine(settings, out, { restored });
+    expect(joined(e, 1, 'ann')).toBe(ann);
+    for (let seq = 1; seq <= 100; seq++) e.input(1, seq, 1.5, 0, 0);
+    const w = e.world;
+    let took = 0;
+    while (w.lastSeq[w.indexOf(ann)] !== 100 && took < 200) {
+      e.step();
+      took++;
+    }
+    return { took, moved: (w.x[w.indexOf(ann)] as number) + 90 };
+  };
+  const after = restarted(3000);
+  // 4 a step: caught up in 25 ticks, not 100 (lag that lasted until the player stood still).
+  expect(after.took).toBeLessThanOrEqual(26);
+  expect(after.moved).toBeCloseTo(150, 3);
+  // Never further than the time allows: a snapshot stored 0.5 s before gives 20 ticks, no more.
+  const short = restarted(500);
+  expect(short.took).toBeGreaterThan(70);
+});
+
 test('credit is the time an entity really waited, spent on the burst that follows: dropping, rejoining, handoffs or saving it up never outrun max_speed', () => {
   const wide = loadConfig({
     AETHEX_GAMESERVER_AUTH_JWKS_URL: 'http://unused.invalid/jwks',

@@ -12,6 +12,7 @@ import {
   ID_REST_TICKS,
   KIND_NPC,
   KIND_PLAYER,
+  MAX_CREDIT,
   MAX_GAME_STATE_BYTES,
   MODE_DORMANT,
   MODE_GHOST,
@@ -232,6 +233,8 @@ export class ShardEngine {
    * against players restored from a snapshot (whose entity may have moved on since).
    */
   private readonly droppedHere = new Set<string>();
+  /** Restored players (until they rejoin or their window ends) → the ticks their state lay in the store before the restore. */
+  private readonly storedTicks = new Map<string, number>();
   /** engine.rejoin_window_ms in ticks. */
   private readonly rejoinWindowTicks: number;
   /**
@@ -364,10 +367,12 @@ export class ShardEngine {
     if (restored) {
       this.tick = restored.tick;
       this.world.clock = restored.tick;
+      const stored = Math.min(MAX_CREDIT, Math.ceil((restored.storedMs ?? 0) / settings['engine.tick_rate_ms']));
       for (const [entityId, playerId] of restored.players) {
         if (this.world.indexOf(entityId) < 0) continue;
         this.dormant.set(playerId, entityId);
         this.dormantUntil.set(playerId, this.tick + this.rejoinWindowTicks);
+        if (stored > 0) this.storedTicks.set(playerId, stored);
         this.syncPlace(playerId);
       }
       // A player's entity with no player to wake it (a snapshot from before awaitingResume was
@@ -727,6 +732,7 @@ export class ShardEngine {
     let rejoined = true;
     const dormant = this.dormant.get(playerId);
     const waitedUntil = this.dormantUntil.get(playerId);
+    const stored = this.storedTicks.get(playerId) ?? 0;
     if (dormant !== undefined) this.stopWaiting(playerId);
     if (previous && this.world.indexOf(previous.entityId) >= 0) {
       entityId = previous.entityId;
@@ -735,8 +741,9 @@ export class ShardEngine {
       const slot = this.world.indexOf(dormant);
       this.world.mode[slot] = MODE_OWNED;
       // The inputs the client made while it was away come back re-sent: the ticks the entity
-      // waited, and no more, may be caught up on (see `step`).
-      const waited = waitedUntil === undefined ? 0 : this.tick - (waitedUntil - this.rejoinWindowTicks);
+      // waited, and no more, may be caught up on (see `step`) — a restored one's since the store
+      // took the snapshot (its shard drained or crashed, and restarted).
+      const waited = (waitedUntil === undefined ? 0 : this.tick - (waitedUntil - this.rejoinWindowTicks)) + stored;
       this.world.grantCredit(slot, waited);
     } else {
       rejoined = false;
@@ -1298,6 +1305,7 @@ export class ShardEngine {
   private stopWaiting(playerId: string): void {
     this.dormant.delete(playerId);
     this.dormantUntil.delete(playerId);
+    this.storedTicks.delete(playerId);
     this.droppedHere.delete(playerId);
   }
 

@@ -205,6 +205,8 @@ export async function startShard(configured: GameserverSettings, options: ShardO
         "the snapshot's blob and its store disagree on the tick; the store's is taken",
       );
     restored.tick = saved.tick;
+    // Its players stood still from then until now (a drain, a crash, the restart).
+    if (saved.savedAtMs !== undefined) restored.storedMs = Math.max(0, Date.now() - saved.savedAtMs);
   }
   if (restored) log.info({ tick: restored.tick, entities: restored.world.count, players: restored.players.size }, 'restored from snapshot');
   const hooks = settings['game.module'] ? await loadHooks(settings['game.module']) : {};

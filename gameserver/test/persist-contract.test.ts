@@ -60,12 +60,17 @@ describe.each([
     const k = key('snap-0');
     expect(await store.load(k)).toBeUndefined();
     await store.save(k, { tick: 10, state: new Uint8Array([1, 2, 3]) });
+    const before = Date.now();
     await store.save(k, { tick: 20, state: new Uint8Array([4, 5]) });
+    // When the store took it (a restored shard's players stood still since): within this test's clock.
+    const savedAtMs = (await store.load(k))?.savedAtMs as number;
+    expect(savedAtMs).toBeGreaterThanOrEqual(before - 1000);
+    expect(savedAtMs).toBeLessThanOrEqual(Date.now() + 1000);
     // A delayed, older write never rolls the state back, and is refused, not taken for a save.
     await expect(store.save(k, { tick: 15, state: new Uint8Array([9]) })).rejects.toThrow(new StaleSnapshotError(15, 20));
-    expect(await store.load(k)).toEqual({ tick: 20, state: new Uint8Array([4, 5]) });
+    expect(await store.load(k)).toMatchObject({ tick: 20, state: new Uint8Array([4, 5]) });
     await store.save(k, { tick: 20, state: new Uint8Array([6]) });
-    expect(await store.load(k)).toEqual({ tick: 20, state: new Uint8Array([6]) });
+    expect(await store.load(k)).toMatchObject({ tick: 20, state: new Uint8Array([6]) });
     expect(await store.load(key('snap-1'))).toBeUndefined();
     await store.remove(k);
     expect(await store.load(k)).toBeUndefined();
@@ -76,11 +81,11 @@ describe.each([
     const [prod, staging, outside] = [key('snap-ns', 'prod'), key('snap-ns', 'staging'), key('snap-ns')];
     await store.save(prod, { tick: 7, state: new Uint8Array([7]) });
     await store.save(staging, { tick: 3, state: new Uint8Array([3]) });
-    expect(await store.load(prod)).toEqual({ tick: 7, state: new Uint8Array([7]) });
-    expect(await store.load(staging)).toEqual({ tick: 3, state: new Uint8Array([3]) });
+    expect(await store.load(prod)).toMatchObject({ tick: 7, state: new Uint8Array([7]) });
+    expect(await store.load(staging)).toMatchObject({ tick: 3, state: new Uint8Array([3]) });
     expect(await store.load(outside)).toBeUndefined();
     await store.remove(staging);
-    expect(await store.load(prod)).toEqual({ tick: 7, state: new Uint8Array([7]) });
+    expect(await store.load(prod)).toMatchObject({ tick: 7, state: new Uint8Array([7]) });
   });
 });
 
@@ -301,7 +306,7 @@ describe('rows from before namespaces', () => {
     ]);
     // `prod` from here on is the one that took them.
     const [prod, staging] = a.snapshots === 1 ? [key(shard, 'prod'), key(shard, 'staging')] : [key(shard, 'staging'), key(shard, 'prod')];
-    expect(await snapshots.load(prod)).toEqual({ tick: 41, state: new Uint8Array([41]) });
+    expect(await snapshots.load(prod)).toMatchObject({ tick: 41, state: new Uint8Array([41]) });
     expect(await snapshots.load(before)).toBeUndefined();
     expect(await snapshots.load(staging)).toBeUndefined();
     // The pending event is relayed into the namespaced stream; the relayed one is pruned with the shard's own.
@@ -319,8 +324,8 @@ describe('rows from before namespaces', () => {
     await oldSave(shard, 50);
     expect(await claimShardKey(pool, prod, hourAgo)).toEqual({ snapshots: 0, events: 0 });
     expect(await claimShardKey(pool, staging, hourAgo)).toEqual({ snapshots: 0, events: 0 });
-    expect(await snapshots.load(before)).toEqual({ tick: 50, state: new Uint8Array([50]) });
-    expect(await snapshots.load(prod)).toEqual({ tick: 41, state: new Uint8Array([41]) });
+    expect(await snapshots.load(before)).toMatchObject({ tick: 50, state: new Uint8Array([50]) });
+    expect(await snapshots.load(prod)).toMatchObject({ tick: 41, state: new Uint8Array([41]) });
 
     // The same-named world in the other namespace writes and relays apart from it.
     await snapshots.save(staging, { tick: 5, state: new Uint8Array([5]) });
@@ -328,7 +333,7 @@ describe('rows from before namespaces', () => {
     expect(await outbox.relay(staging, new RedisStreamSink(redis))).toBe(1);
     expect(await readStream(staging)).toEqual(['player_joined:bea']);
     expect(await readStream(prod)).toEqual(['player_left:ann']);
-    expect(await snapshots.load(prod)).toEqual({ tick: 41, state: new Uint8Array([41]) });
+    expect(await snapshots.load(prod)).toMatchObject({ tick: 41, state: new Uint8Array([41]) });
     await redis.del(eventStreamKey(prod), eventStreamKey(staging));
   });
 
@@ -341,7 +346,7 @@ describe('rows from before namespaces', () => {
     // the bare key when it starts: its rows are live, and no shard in a namespace takes them.
     expect(await claimShardKey(pool, key(shard))).toEqual({ snapshots: 0, events: 0 });
     expect(await claimShardKey(pool, key(shard, 'qa'), hourAgo)).toEqual({ snapshots: 0, events: 0 });
-    expect(await new PostgresSnapshotStore(pool).load(key(shard))).toEqual({ tick: 7, state: new Uint8Array([7]) });
+    expect(await new PostgresSnapshotStore(pool).load(key(shard))).toMatchObject({ tick: 7, state: new Uint8Array([7]) });
   });
 });
 
@@ -525,7 +530,7 @@ describe('a store that fails is seen: refused, counted, cleaned up', () => {
       'the final snapshot (tick 207) was not written: snapshot at tick 207 refused: the store holds one at tick 4294967303, newer',
     );
     expect((await metrics.stateSnapshotFailures.get()).values).toMatchObject([{ labels: { reason: 'stale' }, value: 2 }]);
-    expect(await store.load(k)).toEqual({ tick: 2 ** 32 + 7, state: new Uint8Array([1]) });
+    expect(await store.load(k)).toMatchObject({ tick: 2 ** 32 + 7, state: new Uint8Array([1]) });
   });
 
   test('a presence removal that fails rejects, as a failed set does', async () => {
@@ -802,7 +807,7 @@ describe('the final snapshot is the drain’s own', () => {
       await expect(persistence.drain(200, new Uint8Array([2]))).rejects.toThrow(
         'the final snapshot (tick 200) was not written: no space left on device',
       );
-      expect(await store.load(k)).toEqual({ tick: 200, state: new Uint8Array([1]) });
+      expect(await store.load(k)).toMatchObject({ tick: 200, state: new Uint8Array([1]) });
     } finally {
       await own.drop();
     }

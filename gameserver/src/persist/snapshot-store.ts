@@ -1,4 +1,4 @@
-import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
+import { mkdir, open, rename, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { type ShardKey, worldRef } from '@aethex/runtime';
 import type pg from 'pg';
@@ -6,6 +6,8 @@ import type pg from 'pg';
 export interface StoredSnapshot {
   tick: number;
   state: Uint8Array;
+  /** When the store took it (Unix ms), where the store knows (on load). */
+  savedAtMs?: number;
 }
 
 /**
@@ -66,12 +68,12 @@ export class PostgresSnapshotStore implements SnapshotStore {
   constructor(private readonly pool: pg.Pool) {}
 
   async load(key: ShardKey): Promise<StoredSnapshot | undefined> {
-    const { rows } = await this.pool.query<{ tick: string; state: Buffer }>(
-      'SELECT tick, state FROM shard_snapshots WHERE world = $1 AND instance = $2 AND shard = $3',
+    const { rows } = await this.pool.query<{ tick: string; state: Buffer; saved_at_ms: number }>(
+      'SELECT tick, state, (extract(epoch FROM saved_at) * 1000)::float8 AS saved_at_ms FROM shard_snapshots WHERE world = $1 AND instance = $2 AND shard = $3',
       [worldRef(key.namespace, key.world), key.instance, key.shard],
     );
     const row = rows[0];
-    return row ? { tick: Number(row.tick), state: new Uint8Array(row.state) } : undefined;
+    return row ? { tick: Number(row.tick), state: new Uint8Array(row.state), savedAtMs: row.saved_at_ms } : undefined;
   }
 
   async save(key: ShardKey, snapshot: StoredSnapshot): Promise<void> {
@@ -124,15 +126,23 @@ export class DirectorySnapshotStore implements SnapshotStore {
 
   async load(key: ShardKey): Promise<StoredSnapshot | undefined> {
     let bytes: Buffer;
+    let savedAtMs: number;
     try {
-      bytes = await readFile(this.file(key));
+      // One open file: the bytes and their time are the same file's, whatever a rename does meanwhile.
+      const file = await open(this.file(key), 'r');
+      try {
+        bytes = await file.readFile();
+        savedAtMs = (await file.stat()).mtimeMs;
+      } finally {
+        await file.close();
+      }
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw err;
     }
     if (bytes.length < 8) throw new UnreadableSnapshotError(`it is ${bytes.length} bytes, shorter than its 8-byte header`);
     const tick = Number(bytes.readBigUInt64LE(0));
-    return { tick, state: new Uint8Array(bytes.subarray(8)) };
+    return { tick, state: new Uint8Array(bytes.subarray(8)), savedAtMs };
   }
 
   async save(key: ShardKey, snapshot: StoredSnapshot): Promise<void> {

@@ -15,6 +15,12 @@ export interface ShardState {
   world: World;
   /** entity id → player id, for players whose entity should be theirs again when they rejoin. */
   players: Map<number, string>;
+  /**
+   * How long the state lay in the store before this restore, in ms (the shard sets it from when
+   * the store took the snapshot): its players' entities stood still that long, and the inputs their
+   * clients held meanwhile may be caught up on (see ShardEngine.join).
+   */
+  storedMs?: number;
 }
 
 /**
