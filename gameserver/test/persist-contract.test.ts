@@ -738,7 +738,9 @@ describe('presence keeps its own schedule', () => {
       sink: new CallbackSink(() => undefined),
       presence: new RedisPresence(redis),
       log: silent,
-      presenceTtlMs: 1500,
+      // A heartbeat a second: only a stall of 2 s on a busy machine could let it lapse; a heartbeat
+      // timed by the stepped-back wall clock never beats again, and the entry is gone 3 s on.
+      presenceTtlMs: 3000,
       flushIntervalMs: 100,
     });
     persistence.start();
@@ -748,7 +750,7 @@ describe('presence keeps its own schedule', () => {
       while ((await presenceOf(ann)) === null) await sleep(20);
       Date.now = () => wall() - 60_000;
       for (let i = 0; i < 8; i++) {
-        await sleep(500);
+        await sleep(1000);
         expect(await presenceOf(ann)).not.toBeNull();
       }
     } finally {
