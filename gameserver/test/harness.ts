@@ -176,3 +176,19 @@ export function linksUp(a: TestShard, b: TestShard): Promise<void> {
     10_000,
   );
 }
+
+/** Headless Chromium at `executablePath` (the test environment's, `testEnv().chromium`), as the browser tests run it. */
+export async function launchChromium(executablePath: string): Promise<import('playwright-core').Browser> {
+  const { chromium } = await import('playwright-core');
+  return chromium.launch({
+    executablePath,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+}

@@ -4,9 +4,9 @@
 import { join } from 'node:path';
 import { testEnv } from '@aethex/testing';
 import { build } from 'esbuild';
-import { type Browser, chromium } from 'playwright-core';
+import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, expect, test } from 'vitest';
-import { startTestShard, type TestShard, until } from './harness.js';
+import { launchChromium, startTestShard, type TestShard, until } from './harness.js';
 
 const env = testEnv();
 let t: TestShard;
@@ -14,17 +14,7 @@ let browser: Browser;
 
 beforeAll(async () => {
   t = await startTestShard({ AETHEX_GAMESERVER_ENGINE_NPC_COUNT: '20', AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '-100,-100,100,100' });
-  browser = await chromium.launch({
-    executablePath: env.chromium,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
+  browser = await launchChromium(env.chromium);
 });
 
 afterAll(async () => {

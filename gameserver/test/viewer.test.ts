@@ -3,10 +3,10 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { testEnv } from '@aethex/testing';
-import { type Browser, chromium, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { type LocalShard, type LocalWorld, startLocalWorld } from '../src/world/local-world.js';
-import { startTestShard, type TestShard } from './harness.js';
+import { launchChromium, startTestShard, type TestShard } from './harness.js';
 
 const env = testEnv();
 let t: TestShard;
@@ -30,17 +30,7 @@ function countColours(page: Page, colours: Record<string, string>): Promise<Reco
 
 beforeAll(async () => {
   t = await startTestShard({ AETHEX_GAMESERVER_ENGINE_NPC_COUNT: '300', AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '-500,-500,500,500' });
-  browser = await chromium.launch({
-    executablePath: env.chromium,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
+  browser = await launchChromium(env.chromium);
 });
 
 afterAll(async () => {

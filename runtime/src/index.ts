@@ -9,6 +9,7 @@ export {
   type JoinVerifierOptions,
   joinPublicKey,
   signJoinToken,
+  unprintableAt,
 } from './join-token.js';
 export { createLogger, LOG_LEVELS, type Logger, type LogLevel } from './logger.js';
 export { freePortBlock, LOOPBACK_SHARD_ENV } from './ports.js';

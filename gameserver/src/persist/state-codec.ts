@@ -1,3 +1,4 @@
+import { unprintableAt } from '@aethex/runtime';
 import { KIND_PLAYER, MAX_GAME_STATE_BYTES, MODE_DORMANT, MODE_GHOST, World } from '../sim/world.js';
 
 /**
@@ -144,27 +145,6 @@ export class StateFormatError extends Error {
 
 /** A player id holds at most this many characters (as a join token's `sub`). */
 const MAX_PLAYER_ID = 128;
-
-/**
- * Where `id` holds a control character (C0, DEL, C1) or half of a surrogate pair: a player id never
- * does (a join token's `sub` is refused for it), and PostgreSQL text refuses NUL.
- */
-function unprintableAt(id: string): number | undefined {
-  for (let i = 0; i < id.length; i++) {
-    const c = id.charCodeAt(i);
-    if (c < 0x20 || (c >= 0x7f && c <= 0x9f)) return i;
-    if (c >= 0xd800 && c <= 0xdbff) {
-      const next = id.charCodeAt(i + 1);
-      if (next >= 0xdc00 && next <= 0xdfff) {
-        i++;
-        continue;
-      }
-      return i;
-    }
-    if (c >= 0xdc00 && c <= 0xdfff) return i;
-  }
-  return undefined;
-}
 
 /**
  * The player map of a blob, every entry checked: a player entity the blob holds, each once, for a
