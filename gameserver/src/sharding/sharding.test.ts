@@ -494,8 +494,7 @@ test('a player adopted after the claims went out is claimed again to a neighbour
   const leftN: Neighbour = { shard: 0, name: 'w-0-0', region: left, address: '127.0.0.1:0' };
   const third: Neighbour = { shard: 2, name: 'w-0-2', region: { minX: 0, minY: 100, maxX: 100, maxY: 200 }, address: '127.0.0.1:2' };
   const n = new ShardEngine(settings, { send: () => true, kick: () => undefined }, { region: right.region, ids: idRange(1) });
-  const nSharding = new Sharding({
-    engine: n,
+  const nSharding = shardingOf(n, {
     placement: {
       bounds: settings['engine.world_bounds'],
       shard: 1,
@@ -503,12 +502,6 @@ test('a player adopted after the claims went out is claimed again to a neighbour
       address: '127.0.0.1:1',
       neighbours: [leftN, third],
     },
-    margin: 4,
-    offerTimeoutMs: 1000,
-    resumeTimeoutMs: 10_000,
-    positionScale: 0.125,
-    log: createLogger('sharding-test', 'silent'),
-    redirect: () => undefined,
   });
   const toA: aethex.v1.IShardMessage[] = [];
   nSharding.attach({ send: (to: Neighbour, m: aethex.v1.IShardMessage) => to.shard === 0 && toA.push(m) } as unknown as ShardLinks);
