@@ -265,6 +265,13 @@ export const GAMESERVER_SETTINGS = {
     max: 100_000,
     doc: 'RPCs a connection may make a second, sustained and in a burst; a further one is answered RATE_LIMITED without calling the game (the connection stays).',
   },
+  'rpc.max_ms_per_tick': {
+    type: 'int',
+    default: 5,
+    min: 1,
+    max: 1000,
+    doc: "Time a tick spends at most on the game's RPC handlers (those that came in since the last tick, in arrival order, at least one a tick); the rest wait for the next tick. At most engine.tick_rate_ms.",
+  },
   'persistence.postgres_url': {
     type: 'string',
     default: '',
@@ -419,6 +426,13 @@ export function loadConfig(env: Env, file?: string): GameserverSettings {
     throw new ConfigError(
       'engine.npc_count',
       `${npcs} NPCs and engine.max_players (${s['engine.max_players']}) players need more than engine.max_entities (${s['engine.max_entities']}): at most ${roomForNpcs} NPCs`,
+    );
+  }
+  // RPC handlers run inside the tick: a budget past a whole tick would let them alone overrun it.
+  if (s['rpc.max_ms_per_tick'] > s['engine.tick_rate_ms']) {
+    throw new ConfigError(
+      'rpc.max_ms_per_tick',
+      `must be at most engine.tick_rate_ms (${s['engine.tick_rate_ms']}): the handlers run inside the tick`,
     );
   }
   // A heartbeat stuck on a command must fail before the next one is due, or presence lapses.

@@ -100,6 +100,7 @@ export type EngineSettings = Pick<
   | 'gateway.slow_drop_ticks'
   | 'handoff.resume_timeout_ms'
   | 'rpc.timeout_ms'
+  | 'rpc.max_ms_per_tick'
 >;
 
 interface Session {
@@ -131,14 +132,25 @@ interface Session {
    * receives snapshots (around the entity's ghost) until the client closes it.
    */
   redirected?: boolean;
-  /** How to answer its RPCs whose handlers have not settled yet (answered NOT_JOINED when it ends). */
+  /** How to answer its RPCs not answered yet, queued or running (answered NOT_JOINED when it ends). */
   rpcs?: Set<(r: RpcOutcome) => void>;
+}
+
+/** An RPC waiting for its tick (see `ShardEngine.rpc`); `answer` is emptied once it is answered. */
+interface QueuedRpc {
+  session: Session;
+  method: string;
+  payload: Uint8Array;
+  /** performance.now() when it arrived: past `rpc.timeout_ms` it is answered TIMEOUT, not run. */
+  at: number;
+  answer: ((r: RpcOutcome) => void) | undefined;
 }
 
 /** The answer to an RPC (`RpcResult`). */
 export type RpcOutcome = { ok: true; payload: Uint8Array } | { ok: false; errorCode: string };
 
 const NOT_JOINED: RpcOutcome = { ok: false, errorCode: 'NOT_JOINED' };
+const EMPTY = new Uint8Array(0);
 
 /** An entity's whole state as it travels between shards in a handoff. */
 export interface EntityTransfer {
@@ -493,6 +505,9 @@ export class ShardEngine {
   }
 
   private readonly hookLoggedAt = new Map<string, number>();
+  /** RPCs waiting for a tick, in arrival order, from `rpcHead` on. */
+  private rpcQueue: QueuedRpc[] = [];
+  private rpcHead = 0;
 
   private hookFailed(name: string, err: unknown): void {
     this.metrics?.hookErrors.inc({ hook: name });
@@ -538,58 +553,120 @@ export class ShardEngine {
   /**
    * Answers an RPC through the game's handler for `method`: UNKNOWN_METHOD when there is none, the
    * handler's code when it throws an RpcError (a valid code not the shard's own), TIMEOUT when its
-   * promise has not settled within `rpc.timeout_ms`, INTERNAL (details only in the log) otherwise —
-   * a result that is not a Uint8Array or is over 16 KiB among them. The answer to a call whose
-   * session ends first is NOT_JOINED, at once: nothing of the caller is kept for a handler that
-   * never settles.
+   * promise has not settled within `rpc.timeout_ms` of the call's arrival, INTERNAL (details only
+   * in the log) otherwise — a result that is not a Uint8Array or is over 16 KiB among them. The
+   * answer to a call whose session ends first is NOT_JOINED, at once: nothing of the caller is kept
+   * for a handler that never settles.
+   *
+   * Handlers run at the start of the next tick, in arrival order, like Nakama's match loop takes
+   * its messages: a tick runs them until `rpc.max_ms_per_tick` is spent (at least one a tick), and
+   * the rest wait for the next. So slow handlers spread over ticks instead of stalling the tick
+   * thread between two of them, whatever the number of callers.
    */
   rpc(sessionId: number, method: string, payload: Uint8Array): Promise<RpcOutcome> {
     const session = this.sessions.get(sessionId);
-    const handler = this.hooks.rpc && Object.hasOwn(this.hooks.rpc, method) ? this.hooks.rpc[method] : undefined;
     if (!session) return Promise.resolve(NOT_JOINED);
     // Handed over: the game saw the player leave here; the client may call again on the new shard.
     if (session.redirected) return Promise.resolve({ ok: false, errorCode: 'HANDED_OVER' });
-    if (!handler) return Promise.resolve({ ok: false, errorCode: 'UNKNOWN_METHOD' });
-    let result: unknown;
-    try {
-      result = handler(this.context, this.hookPlayer(session), payload);
-    } catch (err) {
-      return Promise.resolve(this.rpcFailure(method, err));
-    }
-    if (result === null || typeof (result as PromiseLike<unknown>)?.then !== 'function')
-      return Promise.resolve(this.rpcAnswer(method, result));
-    return this.awaitRpc(session, method, result as PromiseLike<unknown>);
-  }
-
-  /**
-   * A handler's promise, awaited up to `rpc.timeout_ms` or until the caller's session ends. What
-   * the promise's reactions keep is only `call` (emptied once answered), so a game holding on to a
-   * promise it never settles holds nothing of the caller.
-   */
-  private awaitRpc(session: Session, method: string, pending: PromiseLike<unknown>): Promise<RpcOutcome> {
+    if (!this.rpcHandler(method)) return Promise.resolve({ ok: false, errorCode: 'UNKNOWN_METHOD' });
     return new Promise<RpcOutcome>((resolve) => {
-      const call: { answer?: ((r: RpcOutcome) => void) | undefined } = {};
       session.rpcs ??= new Set();
       const pendingOf = session.rpcs;
+      const call: QueuedRpc = { session, method, payload, at: performance.now(), answer: undefined };
       const answer = (r: RpcOutcome) => {
         call.answer = undefined;
-        clearTimeout(timer);
         pendingOf.delete(answer);
         resolve(r);
       };
       call.answer = answer;
       pendingOf.add(answer);
-      const timeoutMs = this.settings['rpc.timeout_ms'];
-      const timer = setTimeout(() => {
-        if (!call.answer) return;
-        this.hookFailed(`rpc.${method}`, new Error(`rpc.${method} did not settle within rpc.timeout_ms (${timeoutMs} ms)`));
-        call.answer({ ok: false, errorCode: 'TIMEOUT' });
-      }, timeoutMs);
-      this.settleRpc(method, pending, call);
+      this.rpcQueue.push(call);
     });
   }
 
-  /** Apart from `awaitRpc`: the reactions on the game's promise close over `call` alone, not the caller. */
+  private rpcHandler(method: string) {
+    return this.hooks.rpc && Object.hasOwn(this.hooks.rpc, method) ? this.hooks.rpc[method] : undefined;
+  }
+
+  /** RPCs waiting for a tick. */
+  get queuedRpcs(): number {
+    return this.rpcQueue.length - this.rpcHead;
+  }
+
+  /**
+   * Runs the queued RPCs' handlers until `rpc.max_ms_per_tick` is spent, at least one; calls whose
+   * session ended are gone already (answered NOT_JOINED), those past `rpc.timeout_ms` are answered
+   * TIMEOUT without calling the game.
+   */
+  private runRpcs(): void {
+    const queue = this.rpcQueue;
+    const budgetMs = this.settings['rpc.max_ms_per_tick'];
+    const timeoutMs = this.settings['rpc.timeout_ms'];
+    const began = performance.now();
+    let ran = 0;
+    let now = began;
+    while (this.rpcHead < queue.length) {
+      if (ran > 0 && now - began >= budgetMs) break;
+      const call = queue[this.rpcHead] as QueuedRpc;
+      queue[this.rpcHead++] = undefined as unknown as QueuedRpc;
+      const answer = call.answer;
+      if (!answer) continue;
+      if (call.session.redirected) answer({ ok: false, errorCode: 'HANDED_OVER' });
+      else if (now - call.at >= timeoutMs) {
+        this.metrics?.rpcsRefused.inc({ reason: 'expired' });
+        answer({ ok: false, errorCode: 'TIMEOUT' });
+      } else {
+        ran++;
+        this.callRpc(call, answer, timeoutMs - (now - call.at));
+        now = performance.now();
+      }
+    }
+    if (this.rpcHead === queue.length) {
+      queue.length = 0;
+      this.rpcHead = 0;
+    } else if (this.rpcHead > 1024 && this.rpcHead * 2 > queue.length) {
+      this.rpcQueue = queue.slice(this.rpcHead);
+      this.rpcHead = 0;
+    }
+    this.metrics?.rpcsQueued.set(this.queuedRpcs);
+  }
+
+  /** Calls one queued RPC's handler; a promise it returns is awaited for what is left of `rpc.timeout_ms`. */
+  private callRpc(call: QueuedRpc, answer: (r: RpcOutcome) => void, leftMs: number): void {
+    const { method } = call;
+    const handler = this.rpcHandler(method) as NonNullable<ReturnType<ShardEngine['rpcHandler']>>;
+    let result: unknown;
+    try {
+      result = handler(this.context, this.hookPlayer(call.session), call.payload);
+    } catch (err) {
+      answer(this.rpcFailure(method, err));
+      return;
+    }
+    if (result === null || typeof (result as PromiseLike<unknown>)?.then !== 'function') {
+      answer(this.rpcAnswer(method, result));
+      return;
+    }
+    // From here the reactions on the game's promise keep only `call` (emptied once answered), so a
+    // game holding on to a promise it never settles holds nothing of the caller.
+    call.session = undefined as unknown as Session;
+    call.payload = EMPTY;
+    const timeoutMs = this.settings['rpc.timeout_ms'];
+    const timer = setTimeout(
+      () => {
+        if (!call.answer) return;
+        this.hookFailed(`rpc.${method}`, new Error(`rpc.${method} did not settle within rpc.timeout_ms (${timeoutMs} ms)`));
+        call.answer({ ok: false, errorCode: 'TIMEOUT' });
+      },
+      Math.max(0, leftMs),
+    );
+    call.answer = (r) => {
+      clearTimeout(timer);
+      answer(r);
+    };
+    this.settleRpc(method, result as PromiseLike<unknown>, call);
+  }
+
+  /** Apart from `callRpc`: the reactions on the game's promise close over `call` alone, not the caller. */
   private settleRpc(method: string, pending: PromiseLike<unknown>, call: { answer?: ((r: RpcOutcome) => void) | undefined }): void {
     pending.then(
       (value) => call.answer?.(this.rpcAnswer(method, value)),
@@ -1424,6 +1501,8 @@ export class ShardEngine {
     if (this.settings['engine.npc_count'] > 0) wander(world, this.rng, KIND_NPC, this.rules.maxSpeed * 0.5, 0.02);
     if (this.dormantUntil.size > 0) this.expireDormant();
     if (this.handedOver.size > 0) this.expireHandedOver();
+    // The calls that came in since the last tick, before the movement: what they change is simulated this tick.
+    if (this.rpcHead < this.rpcQueue.length) this.runRpcs();
     const nCorrected = step(world, this.rules, this.corrected);
     if (this.hooks.onTick) this.callHook('onTick', () => this.hooks.onTick?.(this.context));
     // The world is final for this tick. Snapshot threads wake now, and the first of them quantizes

@@ -139,7 +139,9 @@ export interface GameHooks {
   onTick?(ctx: GameContext): void;
   /**
    * RPC handlers by method name; the result (at most 16 KiB) is sent back as RpcResult.payload. A
-   * promise is awaited up to `rpc.timeout_ms` (then the client gets TIMEOUT).
+   * handler runs at the start of the tick after its call arrived, in arrival order, up to
+   * `rpc.max_ms_per_tick` of them a tick. A promise is awaited up to `rpc.timeout_ms` from the
+   * call's arrival (then the client gets TIMEOUT).
    */
   rpc?: Record<string, (ctx: GameContext, player: HookPlayer, payload: Uint8Array) => Uint8Array | Promise<Uint8Array>>;
 }

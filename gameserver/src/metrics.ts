@@ -154,8 +154,13 @@ export function createMetrics() {
     }),
     rpcsRefused: new Counter({
       name: 'aether_rpcs_refused_total',
-      help: 'RPCs answered without calling the game, by reason: rate_limited (rpc.max_per_second), busy (rpc.max_in_flight).',
+      help: 'RPCs answered without calling the game, by reason: rate_limited (rpc.max_per_second), busy (rpc.max_in_flight), expired (rpc.timeout_ms passed while it waited for a tick).',
       labelNames: ['reason'] as const,
+      registers,
+    }),
+    rpcsQueued: new Gauge({
+      name: 'aether_rpcs_queued',
+      help: 'RPCs waiting for a tick to run their handlers (rpc.max_ms_per_tick), after the last tick.',
       registers,
     }),
     joins: new Counter({ name: 'aether_joins_total', help: 'Join attempts, by result.', labelNames: ['result'] as const, registers }),

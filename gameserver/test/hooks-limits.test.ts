@@ -106,6 +106,25 @@ test('rpc.max_per_second: calls beyond the rate are answered RATE_LIMITED, the c
   expect(text(await c.rpc('work'))).toBe('6');
 });
 
+test('slow handlers spread over ticks (rpc.max_ms_per_tick): a burst of 20 calls to an 8 ms handler runs one a tick', async () => {
+  const file = moduleFile(`
+    export default { rpc: { slow(ctx) {
+      const until = performance.now() + 8;
+      while (performance.now() < until) {}
+      return new TextEncoder().encode(String(ctx.tick));
+    } } };`);
+  t = await startTestShard({
+    AETHEX_GAMESERVER_GAME_MODULE: file,
+    AETHEX_GAMESERVER_RPC_MAX_IN_FLIGHT: '32',
+    AETHEX_GAMESERVER_RPC_MAX_MS_PER_TICK: '5',
+  });
+  const c = await t.client('joy');
+  const ticks = (await Promise.all(Array.from({ length: 20 }, () => c.rpc('slow')))).map((b) => Number(text(b)));
+  // Arrival order, each at a tick of its own: the tick thread never ran two 8 ms handlers back to back.
+  expect(new Set(ticks).size).toBe(20);
+  expect(ticks).toEqual([...ticks].sort((a, b) => a - b));
+});
+
 test('an RPC result is at most 16 KiB: a larger one answers INTERNAL, logged with its size', async () => {
   const file = moduleFile(`
     export default { rpc: {

@@ -1,0 +1,139 @@
+// RPCs run on the tick, within a time budget (ShardEngine.rpc, docs/gameserver.md "Game logic: hooks").
+import { expect, test } from 'vitest';
+import { loadConfig } from './config.js';
+import { type RpcOutcome, ShardEngine } from './engine.js';
+import type { GameHooks } from './hooks.js';
+
+const config = (env: Record<string, string> = {}) => loadConfig({ AETHEX_GAMESERVER_AUTH_JWKS_URL: 'http://unused.invalid/jwks', ...env });
+const out = { send: () => true, kick: () => undefined };
+const text = (r: RpcOutcome) => (r.ok ? new TextDecoder().decode(r.payload) : r.errorCode);
+
+function busy(ms: number): void {
+  const until = performance.now() + ms;
+  while (performance.now() < until) {
+    // the handler's own work
+  }
+}
+
+function engineWith(rpc: GameHooks['rpc'], env: Record<string, string> = {}): ShardEngine {
+  const e = new ShardEngine(config(env), out, { hooks: { rpc } });
+  const r = e.join(1, 'ann');
+  if (!r.ok) throw new Error(r.message);
+  return e;
+}
+
+/** Answers so far, in the order they came. */
+function collect(calls: Promise<RpcOutcome>[]): string[] {
+  const answers: string[] = [];
+  for (const c of calls) void c.then((r) => answers.push(text(r)));
+  return answers;
+}
+const settle = () => new Promise((r) => setImmediate(r));
+
+test('a call is run at the next tick, not when it arrives, and sees that tick', async () => {
+  const ticks: number[] = [];
+  const e = engineWith({
+    when(ctx) {
+      ticks.push(ctx.tick);
+      return new TextEncoder().encode(String(ctx.tick));
+    },
+  });
+  e.step();
+  const answers = collect([e.rpc(1, 'when', new Uint8Array(0))]);
+  await settle();
+  expect(ticks).toEqual([]);
+  expect(e.queuedRpcs).toBe(1);
+  e.step();
+  await settle();
+  expect(answers).toEqual(['2']);
+  expect(e.queuedRpcs).toBe(0);
+});
+
+test('a tick spends at most rpc.max_ms_per_tick on handlers, at least one call; the rest wait, in order', async () => {
+  const ran: string[] = [];
+  const e = engineWith(
+    {
+      slow(_ctx, _p, payload) {
+        busy(8);
+        ran.push(String(payload[0]));
+        return payload;
+      },
+    },
+    { AETHEX_GAMESERVER_RPC_MAX_MS_PER_TICK: '5' },
+  );
+  const calls = Array.from({ length: 4 }, (_, i) => e.rpc(1, 'slow', new Uint8Array([i])));
+  for (let tick = 1; tick <= 4; tick++) {
+    e.step();
+    // An 8 ms handler overruns the 5 ms budget: one call a tick.
+    expect(ran).toEqual(Array.from({ length: tick }, (_, i) => String(i)));
+  }
+  expect((await Promise.all(calls)).map((r) => r.ok)).toEqual([true, true, true, true]);
+});
+
+test('quick handlers: every call that came in runs at the one tick', async () => {
+  let calls = 0;
+  const e = engineWith({
+    quick() {
+      calls++;
+      return new Uint8Array([1]);
+    },
+  });
+  const pending = Array.from({ length: 50 }, () => e.rpc(1, 'quick', new Uint8Array(0)));
+  e.step();
+  expect(calls).toBe(50);
+  expect((await Promise.all(pending)).every((r) => r.ok)).toBe(true);
+});
+
+test('a call that waited past rpc.timeout_ms is answered TIMEOUT without calling the game', async () => {
+  let calls = 0;
+  const e = engineWith(
+    {
+      slow() {
+        calls++;
+        busy(150);
+        return new Uint8Array([1]);
+      },
+    },
+    { AETHEX_GAMESERVER_RPC_TIMEOUT_MS: '100' },
+  );
+  const answers = collect([e.rpc(1, 'slow', new Uint8Array(0)), e.rpc(1, 'slow', new Uint8Array(0))]);
+  e.step(); // the first runs 150 ms, past the second's 100 ms
+  e.step();
+  await settle();
+  expect(answers).toEqual(['\u0001', 'TIMEOUT']);
+  expect(calls).toBe(1);
+});
+
+test('a session that ends with calls queued: they are answered NOT_JOINED at once and never run', async () => {
+  let calls = 0;
+  const e = engineWith({
+    work() {
+      calls++;
+      return new Uint8Array([1]);
+    },
+  });
+  const answers = collect([e.rpc(1, 'work', new Uint8Array(0)), e.rpc(1, 'work', new Uint8Array(0))]);
+  e.leave(1);
+  await settle();
+  expect(answers).toEqual(['NOT_JOINED', 'NOT_JOINED']);
+  e.step();
+  expect(calls).toBe(0);
+  expect(e.queuedRpcs).toBe(0);
+});
+
+test('unknown methods and unknown sessions are answered at once, without waiting for a tick', async () => {
+  const e = engineWith({ work: () => new Uint8Array([1]) });
+  const answers = collect([e.rpc(1, 'nope', new Uint8Array(0)), e.rpc(9, 'work', new Uint8Array(0))]);
+  await settle();
+  expect(answers).toEqual(['UNKNOWN_METHOD', 'NOT_JOINED']);
+  expect(e.queuedRpcs).toBe(0);
+});
+
+test('rpc.max_ms_per_tick is at most engine.tick_rate_ms', () => {
+  expect(() => config({ AETHEX_GAMESERVER_ENGINE_TICK_RATE_MS: '10', AETHEX_GAMESERVER_RPC_MAX_MS_PER_TICK: '11' })).toThrow(
+    'rpc.max_ms_per_tick: must be at most engine.tick_rate_ms (10): the handlers run inside the tick',
+  );
+  expect(config({ AETHEX_GAMESERVER_ENGINE_TICK_RATE_MS: '10', AETHEX_GAMESERVER_RPC_MAX_MS_PER_TICK: '10' })['rpc.max_ms_per_tick']).toBe(
+    10,
+  );
+});
