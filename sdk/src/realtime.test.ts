@@ -8,7 +8,7 @@ import $protobuf from 'protobufjs/minimal.js';
 import { afterEach, expect, test } from 'vitest';
 import { WebSocket, WebSocketServer } from 'ws';
 import { nodeSocket } from './node-socket.js';
-import { RealtimeClient } from './realtime.js';
+import { RealtimeClient, redirectAddress } from './realtime.js';
 
 const { ClientMessage, ServerMessage, Snapshot } = aethex.v1;
 
@@ -352,6 +352,31 @@ test('a rejoin after a silent drop re-sends only the newest 128 unacknowledged i
   const resent = connections[1] ?? [];
   expect(resent.map((m) => m.body)).toEqual(['join', ...Array(128).fill('input')]);
   expect(resent.slice(1).map((m) => m.input?.seq)).toEqual(Array.from({ length: 128 }, (_, i) => 125 + i));
+});
+
+test('a client that came in over wss:// follows a redirect to a ws:// address on wss://, never in the clear', async () => {
+  const { url, sockets, connections } = await scriptedShard((socket, msg) => {
+    if (msg.body === 'join') socket.send(welcome('shard-a'));
+    if (msg.body === 'resume') socket.send(welcome('shard-b'));
+  });
+  // A TLS-terminating proxy in front of the shards: the client dials wss://, the shard sees ws://.
+  const dialled: string[] = [];
+  const throughTls = (u: string) => {
+    dialled.push(u);
+    return createSocket(u.replace(/^wss:/, 'ws:'));
+  };
+  const secure = url.replace(/^ws:/, 'wss:');
+  client = new RealtimeClient({ url: secure, joinToken: 't1', createSocket: throughTls, silenceTimeoutMs: 0 });
+  await client.connect();
+  sockets[0]?.send(
+    ServerMessage.encode({ handoffRedirect: { address: url, resumeToken: 'r', lastInputSeq: 0, shardName: 'shard-b' } }).finish(),
+  );
+  for (let i = 0; i < 100 && connections[1]?.[0]?.body !== 'resume'; i++) await sleep(10);
+  expect(client.shardName).toBe('shard-b');
+  expect(dialled).toEqual([secure, secure]);
+  expect(redirectAddress('WSS://a:1', 'ws://b:2')).toBe('wss://b:2');
+  expect(redirectAddress('ws://a:1', 'ws://b:2')).toBe('ws://b:2');
+  expect(redirectAddress('ws://a:1', 'wss://b:2')).toBe('wss://b:2');
 });
 
 test('a handoff re-sends only the newest 128 of the inputs the old shard did not apply', async () => {

@@ -291,6 +291,15 @@ interface RejoinAttempt {
   deadline: ReturnType<typeof setTimeout> | undefined;
 }
 
+/**
+ * Where a redirect received on a connection to `current` sends the client: its `address`, on
+ * `wss:` when `current` is — a shard names its neighbours' `ws://` addresses, while a client that
+ * reached it through TLS must not resume (its token in the clear) without it.
+ */
+export function redirectAddress(current: string, address: string): string {
+  return /^wss:/i.test(current) && /^ws:/i.test(address) ? `wss:${address.slice(3)}` : address;
+}
+
 /** A handoff between its redirect and the new shard's Welcome. */
 interface Handoff {
   socket: WebSocketLike;
@@ -520,6 +529,7 @@ export class RealtimeClient {
             // The shard handed this player's entity over to a neighbour while they were away (the
             // redirect never reached their previous session): the session continues there.
             const r = msg.handoffRedirect as aethex.v1.HandoffRedirect;
+            r.address = redirectAddress(url, r.address);
             socket.onmessage = null;
             socket.onclose = null;
             socket.onerror = null;
@@ -988,6 +998,7 @@ export class RealtimeClient {
   private beginHandoff(r: aethex.v1.HandoffRedirect): void {
     // A second redirect before the first completed is the server's mistake; the first one stands.
     if (this.handoff) return;
+    r.address = redirectAddress(this.url, r.address);
     // The old shard applied inputs up to here; later ones are re-sent to the new shard.
     this.acknowledgeInputs(r.lastInputSeq, this.now());
     this.holdInputs();
