@@ -224,6 +224,17 @@ export async function startShard(configured: GameserverSettings, options: ShardO
   });
   // The places the outbox holds open from before: the restored players' are not told again, the rest are freed.
   await persistence.loadOpenPlaces();
+  // Players who left after the snapshot (a stale one: the store was down, or a crash came between
+  // two) are not brought back. Their entity ids are not reused: a neighbour may hold one now.
+  if (restored && restored.players.size > 0 && saved?.savedAtMs !== undefined) {
+    const departed = await persistence.departedSince(saved.savedAtMs, [...restored.players.values()]);
+    for (const [entityId, playerId] of restored.players) {
+      if (!departed.has(playerId)) continue;
+      restored.world.despawn(entityId);
+      restored.players.delete(entityId);
+    }
+    if (departed.size > 0) log.info({ players: departed.size }, 'players who left after the snapshot were not restored');
+  }
   persistence.start();
 
   let gateway: Gateway | undefined;

@@ -140,6 +140,18 @@ describe.each([
     expect(await read(k)).toEqual(['player_joined:c']);
   });
 
+  test('leftSince: of the players asked about, those with a player_left at or after the time, relayed or not', async () => {
+    const { outbox, sink } = make();
+    const k = key(`left-${Math.random().toString(36).slice(2, 8)}`);
+    await outbox.append(k, [event('player_joined', 'ann', 1000), event('player_joined', 'bob', 1100), event('player_left', 'ann', 2000)]);
+    await outbox.relay(k, sink);
+    await outbox.append(k, [event('player_left', 'bob', 3000), event('player_joined', 'cat', 3100)]);
+    expect(await outbox.leftSince(k, 2000, ['ann', 'bob', 'cat', 'dan'])).toEqual(['ann', 'bob']);
+    expect(await outbox.leftSince(k, 2001, ['ann', 'bob', 'cat'])).toEqual(['bob']);
+    expect(await outbox.leftSince(k, 2000, ['cat'])).toEqual([]);
+    expect(await outbox.leftSince(k, 0, [])).toEqual([]);
+  });
+
   test('an append repeated with the same events, before or after the relay, stores each once', async () => {
     const { outbox, sink, read } = make();
     const k = key(`again-${Math.random().toString(36).slice(2, 8)}`);
@@ -207,6 +219,7 @@ function committedThenLost(outbox: Outbox): Outbox & { failed: boolean } {
     pending: (k) => outbox.pending(k),
     prune: (k, limit) => outbox.prune(k, limit),
     openPlaces: (k) => outbox.openPlaces(k),
+    leftSince: (k, since, players) => outbox.leftSince(k, since, players),
   };
 }
 

@@ -110,6 +110,12 @@ export interface Outbox {
    */
   openPlaces(key: ShardKey): Promise<string[]>;
   /**
+   * Of `players`, those the outbox holds a `player_left` of at or after `sinceMs` (ms since the
+   * epoch) for the shard: they left it since then, as far as the events it still keeps tell
+   * (relayed ones go after its retention). Asked at a restore, with when the snapshot was stored.
+   */
+  leftSince(key: ShardKey, sinceMs: number, players: readonly string[]): Promise<string[]>;
+  /**
    * Forgets up to `limit` of the shard's events relayed longer ago than the outbox keeps them;
    * returns how many. Until then an event's key still makes a retried append skip it.
    */
@@ -261,6 +267,18 @@ export class PostgresOutbox implements Outbox {
     return rows.map((r) => r.player_id);
   }
 
+  async leftSince(key: ShardKey, sinceMs: number, players: readonly string[]): Promise<string[]> {
+    if (players.length === 0) return [];
+    const { rows } = await this.pool.query<{ player_id: string }>(
+      `SELECT DISTINCT player_id FROM shard_outbox
+        WHERE world = $1 AND instance = $2 AND shard = $3 AND type = 'player_left' AND at >= to_timestamp($4::double precision / 1000)
+          AND player_id = ANY($5::text[])
+        ORDER BY player_id`,
+      [worldRef(key.namespace, key.world), key.instance, key.shard, sinceMs, players],
+    );
+    return rows.map((r) => r.player_id);
+  }
+
   async relay(key: ShardKey, sink: EventSink, limit = RELAY_BATCH): Promise<number> {
     return withClient(this.pool, (client, broke) => this.relayWith(client, broke, key, sink, limit));
   }
@@ -386,6 +404,14 @@ export class MemoryOutbox implements Outbox {
   /** None from before this process: its events die with it. */
   async openPlaces(_key: ShardKey): Promise<string[]> {
     return [];
+  }
+
+  /** From the events it still holds (those of this process: pending, and up to 10,000 relayed). */
+  async leftSince(_key: ShardKey, sinceMs: number, players: readonly string[]): Promise<string[]> {
+    const wanted = new Set(players);
+    const left = new Set<string>();
+    for (const e of this.events) if (e.type === 'player_left' && e.at >= sinceMs && wanted.has(e.playerId)) left.add(e.playerId);
+    return [...left].sort();
   }
 
   /** Nothing to do: `relay` forgets all but the last 10,000 relayed events itself. */

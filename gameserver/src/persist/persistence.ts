@@ -172,6 +172,24 @@ export class ShardPersistence {
   }
 
   /**
+   * Of the players a snapshot stored at `savedAtMs` would restore, those who left the shard after
+   * it (the outbox holds their `player_left` from then on) and whose place is not open again: a
+   * restore leaves them out rather than keep them dormant, present and counted until their rejoin
+   * window ends. Call after `loadOpenPlaces`. A `player_left` between the capture and the store's
+   * taking the snapshot, or one the crash lost before its append, is not seen: that player is
+   * restored as before. When the outbox cannot be read, none is left out (logged).
+   */
+  async departedSince(savedAtMs: number, players: readonly string[]): Promise<Set<string>> {
+    try {
+      const left = await this.deps.outbox.leftSince(this.deps.key, savedAtMs, players);
+      return new Set(left.filter((p) => !this.openAtStart?.has(p)));
+    } catch (err) {
+      this.deps.log.warn({ err }, 'could not read which players left after the snapshot; all of its players are restored');
+      return new Set();
+    }
+  }
+
+  /**
    * The restored players have taken their places: each place still open from before that nobody took
    * (a player who joined after the last snapshot, lost with a crash) is freed — `player_left` queued —
    * and a later `player_joined` of that player is told again.
