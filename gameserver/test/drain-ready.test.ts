@@ -1,4 +1,3 @@
-import { type ChildProcess, spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { once } from 'node:events';
 import { existsSync, mkdtempSync, readdirSync } from 'node:fs';
@@ -9,6 +8,7 @@ import { join } from 'node:path';
 import { aethex, PROTOCOL_VERSION } from '@aethex/proto';
 import { signJoinToken } from '@aethex/runtime';
 import { RealtimeClient } from '@aethex/sdk';
+import { killProcesses, spawnSource, type TestProcess } from '@aethex/testing/process';
 import { afterEach, expect, test } from 'vitest';
 import { WebSocket } from 'ws';
 import { duoMap, duoWorld, startTestShard, type TestShard, until } from './harness.js';
@@ -16,18 +16,14 @@ import { duoMap, duoWorld, startTestShard, type TestShard, until } from './harne
 // The shard's drain, its signals and its readiness, on the real main.ts and real sockets.
 
 const MAIN = join(import.meta.dirname, '../src/main.ts');
-const children: ChildProcess[] = [];
 const stops: (() => Promise<void>)[] = [];
 afterEach(async () => {
-  for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  await killProcesses();
   for (const stop of stops.splice(0)) await stop().catch(() => undefined);
 });
 
-interface Proc {
-  child: ChildProcess;
+interface Proc extends TestProcess {
   dir: string;
-  output: () => string;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
 const keys = generateKeyPairSync('ed25519');
@@ -35,9 +31,9 @@ const publicKeyPem = keys.publicKey.export({ type: 'spki', format: 'pem' }).toSt
 
 function run(env: Record<string, string>): Proc {
   const dir = mkdtempSync(join(tmpdir(), 'aethex-drain-'));
-  const child = spawn(process.execPath, ['--no-parallel-scavenge', '--conditions=aethex-source', '--import', 'tsx', MAIN], {
+  const p = spawnSource(MAIN, [], {
+    nodeFlags: ['--no-parallel-scavenge'],
     env: {
-      ...process.env,
       AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: publicKeyPem,
       AETHEX_GAMESERVER_GATEWAY_BIND_ADDR: '127.0.0.1:0',
       AETHEX_GAMESERVER_OPS_BIND_ADDR: '127.0.0.1:0',
@@ -46,27 +42,12 @@ function run(env: Record<string, string>): Proc {
       AETHEX_GAMESERVER_PERSISTENCE_SNAPSHOT_INTERVAL_MS: '3600000',
       ...env,
     },
-    stdio: ['ignore', 'pipe', 'pipe'],
   });
-  children.push(child);
-  let out = '';
-  child.stdout?.on('data', (d) => {
-    out += d;
-  });
-  child.stderr?.on('data', (d) => {
-    out += d;
-  });
-  return { child, dir, output: () => out, exited: new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal }))) };
+  return Object.assign(p, { dir });
 }
 
 async function started(p: Proc): Promise<{ gateway: string; ops: string }> {
-  await until('the shard to start', () => /"shard started"/.test(p.output()) || p.child.exitCode !== null, 30_000);
-  const line = p
-    .output()
-    .split('\n')
-    .find((l) => l.includes('"shard started"'));
-  if (!line) throw new Error(`the shard did not start:\n${p.output()}`);
-  return JSON.parse(line) as { gateway: string; ops: string };
+  return (await p.logged('shard started', 30_000)) as { gateway: string; ops: string };
 }
 
 const snapshotFiles = (p: Proc) => (existsSync(p.dir) ? readdirSync(p.dir) : []);
@@ -102,7 +83,7 @@ test('a WebSocket to /shard-link that never says hello does not hold the drain: 
   const stray = new WebSocket(`${gateway}/shard-link`);
   stray.on('error', () => undefined);
   await once(stray, 'open');
-  p.child.kill('SIGTERM');
+  p.kill('SIGTERM');
   const exit = await p.exited;
   expect(exit, p.output()).toEqual({ code: 0, signal: null });
   expect(p.output()).toContain('drained; exiting');
@@ -113,7 +94,7 @@ test('a client that stops reading does not hold the drain past ops.drain_timeout
   const p = run({ AETHEX_GAMESERVER_OPS_DRAIN_TIMEOUT_MS: '1500', AETHEX_GAMESERVER_ENGINE_NPC_COUNT: '100' });
   const { gateway } = await started(p);
   await frozenPlayer(gateway, 'frozen');
-  p.child.kill('SIGTERM');
+  p.kill('SIGTERM');
   const exit = await p.exited;
   expect(exit, p.output()).toEqual({ code: 0, signal: null });
   expect(p.output()).toMatch(/"sessions":1[^\n]*"closed every session"/);
@@ -125,11 +106,11 @@ test('a second SIGTERM or a SIGINT during a drain is logged and ignored: the dra
   const { gateway } = await started(p);
   // A client that never answers the close handshake keeps the drain going for a while.
   await frozenPlayer(gateway, 'frozen');
-  p.child.kill('SIGTERM');
+  p.kill('SIGTERM');
   await until('the drain to begin', () => p.output().includes('"draining"'), 10_000);
-  p.child.kill('SIGTERM');
+  p.kill('SIGTERM');
   await until('the second signal to be seen', () => p.output().includes('already draining'), 10_000);
-  p.child.kill('SIGINT');
+  p.kill('SIGINT');
   const exit = await p.exited;
   expect(exit, p.output()).toEqual({ code: 0, signal: null });
   expect(p.output()).toContain('drained; exiting');
@@ -145,7 +126,7 @@ test('ops.drain_timeout_ms below 1000 is refused; at 1000 an idle shard drains w
   const p = run({ AETHEX_GAMESERVER_OPS_DRAIN_TIMEOUT_MS: '1000' });
   await started(p);
   await new Promise((r) => setTimeout(r, 1000));
-  p.child.kill('SIGTERM');
+  p.kill('SIGTERM');
   const exit = await p.exited;
   expect(exit, p.output()).toEqual({ code: 0, signal: null });
   expect(snapshotFiles(p).length).toBeGreaterThan(0);
@@ -238,7 +219,7 @@ test('with auth.jwks_url: not ready until the key set loads, then ready and join
   const c = new RealtimeClient({ url: gateway, joinToken: token, createSocket: (u) => new WebSocket(u) as never });
   await c.connect();
   c.close();
-  p.child.kill('SIGTERM');
+  p.kill('SIGTERM');
   expect((await p.exited).code).toBe(0);
 });
 

@@ -1,4 +1,3 @@
-import { type ChildProcess, spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtempSync, writeFileSync } from 'node:fs';
@@ -9,6 +8,7 @@ import { performance } from 'node:perf_hooks';
 import { createLogger, eventStreamKey, presenceKey, signJoinToken } from '@aethex/runtime';
 import { RealtimeClient } from '@aethex/sdk';
 import { testEnv, uniqueName } from '@aethex/testing';
+import { killProcesses, spawnSource } from '@aethex/testing/process';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -665,11 +665,9 @@ test('after a crash, players restored are not told to join again, and those who 
   // The real process, killed with SIGKILL: bob joins before a snapshot, ann after it.
   const crashWorld = `${world}-crash`;
   const keys = generateKeyPairSync('ed25519');
-  const children: ChildProcess[] = [];
   const start = async () => {
-    const child = spawn(process.execPath, ['--conditions=aethex-source', '--import', 'tsx', join(import.meta.dirname, '../src/main.ts')], {
+    const p = spawnSource(join(import.meta.dirname, '../src/main.ts'), [], {
       env: {
-        ...process.env,
         AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: keys.publicKey.export({ type: 'spki', format: 'pem' }).toString(),
         AETHEX_GAMESERVER_GATEWAY_BIND_ADDR: '127.0.0.1:0',
         AETHEX_GAMESERVER_OPS_BIND_ADDR: '127.0.0.1:0',
@@ -681,20 +679,9 @@ test('after a crash, players restored are not told to join again, and those who 
         AETHEX_GAMESERVER_ENGINE_REJOIN_WINDOW_MS: '1000',
         AETHEX_GAMESERVER_ENGINE_NPC_COUNT: '2',
       },
-      stdio: ['ignore', 'pipe', 'pipe'],
     });
-    children.push(child);
-    let out = '';
-    child.stdout?.on('data', (d) => {
-      out += d;
-    });
-    child.stderr?.on('data', (d) => {
-      out += d;
-    });
-    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-    await until('the shard to start', () => out.includes('"shard started"'), 20_000);
-    const { gateway } = JSON.parse(out.split('\n').find((l) => l.includes('"shard started"')) as string) as { gateway: string };
-    return { child, exited, gateway };
+    const { gateway } = (await p.logged('shard started', 20_000)) as { gateway: string };
+    return Object.assign(p, { gateway });
   };
   const joinAs = async (gateway: string, player: string) => {
     const token = await signJoinToken(
@@ -725,7 +712,7 @@ test('after a crash, players restored are not told to join again, and those who 
     const annJoined = Date.now();
     for (let i = 0; i < 200 && (await events()).length < 2; i++) await sleep(10);
     expect(await places()).toEqual(['ann', 'bob']);
-    first.child.kill('SIGKILL');
+    first.kill('SIGKILL');
     await first.exited;
     bob.close();
     ann.close();
@@ -739,11 +726,11 @@ test('after a crash, players restored are not told to join again, and those who 
     await sleep(300);
     expect(await events()).toEqual(['player_joined:bob', 'player_joined:ann', 'player_left:ann', 'player_left:bob']);
     expect(await places()).toEqual([]);
-    second.child.kill('SIGTERM');
-    expect(await second.exited).toBe(0);
+    second.kill('SIGTERM');
+    expect((await second.exited).code).toBe(0);
     expect(await events()).toHaveLength(4);
   } finally {
-    for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+    await killProcesses();
     await redis.del(stream, presenceKey('bob'), presenceKey('ann'));
   }
 });

@@ -1,4 +1,3 @@
-import { type ChildProcess, spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
@@ -8,47 +7,21 @@ import { join } from 'node:path';
 import { aethex } from '@aethex/proto';
 import { signJoinToken } from '@aethex/runtime';
 import { RealtimeClient } from '@aethex/sdk';
+import { killProcesses, spawnSource, type TestProcess } from '@aethex/testing/process';
 import { afterEach, expect, test } from 'vitest';
 import { WebSocket } from 'ws';
 import { until } from './harness.js';
 
 const MAIN = join(import.meta.dirname, '../src/main.ts');
-const children: ChildProcess[] = [];
-afterEach(() => {
-  for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
-});
-
-interface Proc {
-  child: ChildProcess;
-  output: () => string;
-  exited: Promise<number | null>;
-}
+afterEach(killProcesses);
 
 /** `nodeFlags`: for node itself, before the script (as `--no-parallel-scavenge`). */
-function run(env: Record<string, string>, args: string[] = [], nodeFlags: string[] = []): Proc {
-  const child = spawn(process.execPath, [...nodeFlags, '--conditions=aethex-source', '--import', 'tsx', MAIN, ...args], {
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.push(child);
-  let out = '';
-  child.stdout?.on('data', (d) => {
-    out += d;
-  });
-  child.stderr?.on('data', (d) => {
-    out += d;
-  });
-  return { child, output: () => out, exited: new Promise((resolve) => child.on('exit', (code) => resolve(code))) };
+function run(env: Record<string, string>, args: string[] = [], nodeFlags: string[] = []): TestProcess {
+  return spawnSource(MAIN, args, { env, nodeFlags });
 }
 
-async function addresses(p: Proc): Promise<{ gateway: string; ops: string }> {
-  await until('the shard to start', () => /"shard started"/.test(p.output()), 20_000);
-  const line = p
-    .output()
-    .split('\n')
-    .find((l) => l.includes('"shard started"')) as string;
-  const { gateway, ops } = JSON.parse(line) as { gateway: string; ops: string };
-  return { gateway, ops };
+async function addresses(p: TestProcess): Promise<{ gateway: string; ops: string }> {
+  return (await p.logged('shard started', 20_000)) as { gateway: string; ops: string };
 }
 
 const keys = generateKeyPairSync('ed25519');
@@ -76,21 +49,21 @@ async function joinShard(gateway: string, player: string): Promise<RealtimeClien
 
 test('an invalid setting or flag stops the process with exit 2 and a message naming it', async () => {
   const bad = run({ AETHEX_GAMESERVER_ENGINE_TICK_RATE_MS: '0', AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: 'x' });
-  expect(await bad.exited).toBe(2);
+  expect((await bad.exited).code).toBe(2);
   expect(bad.output()).toContain(
     'invalid configuration: engine.tick_rate_ms: expected an integer from 5 to 1000, got "0" (from AETHEX_GAMESERVER_ENGINE_TICK_RATE_MS)',
   );
   // A key the shard could not verify with is a bad setting too, not a failed start.
   const key = run({ ...shardEnv(mkdtempSync(join(tmpdir(), 'aethex-proc-'))), AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: 'not a key' });
-  expect(await key.exited).toBe(2);
+  expect((await key.exited).code).toBe(2);
   expect(key.output()).toContain(
     'invalid configuration: auth.public_key: not a PEM public key: expected SPKI, beginning -----BEGIN PUBLIC KEY-----',
   );
   const flag = run({}, ['--nope']);
-  expect(await flag.exited).toBe(2);
+  expect((await flag.exited).code).toBe(2);
   expect(flag.output()).toContain("Unknown option '--nope'");
   const missing = run({}, ['--config', '/nonexistent/shard.yaml']);
-  expect(await missing.exited).toBe(2);
+  expect((await missing.exited).code).toBe(2);
   expect(missing.output()).toContain('/nonexistent/shard.yaml: cannot read the configuration file (ENOENT)');
 });
 
@@ -108,7 +81,7 @@ test('a shard map whose bounds the shard would refuse stops it with exit 2, nami
   );
   // The settings' own bounds are fine; the map's replace them.
   const far = run({ ...shardEnv(dir), AETHEX_GAMESERVER_SHARD_MAP_FILE: map, AETHEX_GAMESERVER_SHARD_NAME: 'far-0-0' });
-  expect(await far.exited).toBe(2);
+  expect((await far.exited).code).toBe(2);
   expect(far.output()).toContain(`invalid configuration: shard.map_file: ${map}: its "bounds" are too far from 0 for engine.max_speed (5)`);
 });
 
@@ -116,18 +89,18 @@ test('an address the shard cannot listen on stops it with a message naming the s
   const dir = mkdtempSync(join(tmpdir(), 'aethex-proc-'));
   // Not an address at all: a configuration error (exit 2), before anything starts.
   const malformed = run({ ...shardEnv(dir), AETHEX_GAMESERVER_GATEWAY_BIND_ADDR: '999.999.999.999:47001' });
-  expect(await malformed.exited).toBe(2);
+  expect((await malformed.exited).code).toBe(2);
   expect(malformed.output()).toContain(
     'invalid configuration: gateway.bind_addr: expected host:port (an IP address or a host name, and a port from 0 to 65535): 999.999.999.999 is not an IPv4 address',
   );
   // TEST-NET-2 (RFC 5737): an address, but none of this machine's.
   const foreign = run({ ...shardEnv(dir), AETHEX_GAMESERVER_OPS_BIND_ADDR: '198.51.100.7:0' });
-  expect(await foreign.exited).toBe(1);
+  expect((await foreign.exited).code).toBe(1);
   expect(foreign.output()).toContain(
     'aethex-gameserver: could not start: ops.bind_addr (198.51.100.7:0): no interface of this machine has that address (EADDRNOTAVAIL)',
   );
   const unresolved = run({ ...shardEnv(dir), AETHEX_GAMESERVER_GATEWAY_BIND_ADDR: 'nowhere.invalid:0' });
-  expect(await unresolved.exited).toBe(1);
+  expect((await unresolved.exited).code).toBe(1);
   expect(unresolved.output()).toContain(
     'aethex-gameserver: could not start: gateway.bind_addr (nowhere.invalid:0): the host name does not resolve (ENOTFOUND)',
   );
@@ -136,7 +109,7 @@ test('an address the shard cannot listen on stops it with a message naming the s
   const port = (taken.address() as AddressInfo).port;
   try {
     const busy = run({ ...shardEnv(dir), AETHEX_GAMESERVER_GATEWAY_BIND_ADDR: `127.0.0.1:${port}` });
-    expect(await busy.exited).toBe(1);
+    expect((await busy.exited).code).toBe(1);
     expect(busy.output()).toContain(
       `aethex-gameserver: could not start: gateway.bind_addr (127.0.0.1:${port}): the address is in use (EADDRINUSE)`,
     );
@@ -154,8 +127,8 @@ test('SIGTERM drains: players are told SHUTTING_DOWN, the final snapshot is writ
   const kicks: string[] = [];
   player.on('kick', (reason) => kicks.push(reason));
   const started = Date.now();
-  p.child.kill('SIGTERM');
-  expect(await p.exited).toBe(0);
+  p.kill('SIGTERM');
+  expect((await p.exited).code).toBe(0);
   expect(Date.now() - started).toBeLessThan(10_000);
   expect(kicks).toEqual(['SHUTTING_DOWN']);
   expect(readdirSync(dir).filter((f) => f.endsWith('.snapshot'))).toHaveLength(1);
@@ -183,7 +156,7 @@ test('after SIGKILL a restarted shard restores its last snapshot and the player 
   const entity = player.welcome?.entityId;
   // Let a periodic snapshot (every 200 ms) include the player.
   await new Promise((r) => setTimeout(r, 600));
-  first.child.kill('SIGKILL');
+  first.kill('SIGKILL');
   await first.exited;
 
   const second = run(shardEnv(dir), [], ['--no-parallel-scavenge']);
@@ -193,8 +166,8 @@ test('after SIGKILL a restarted shard restores its last snapshot and the player 
   const again = await joinShard(b.gateway, 'survivor');
   expect(again.welcome?.entityId).toBe(entity);
   again.close();
-  second.child.kill('SIGTERM');
-  expect(await second.exited).toBe(0);
+  second.kill('SIGTERM');
+  expect((await second.exited).code).toBe(0);
 });
 
 test('the protocol version is checked on join', async () => {
@@ -209,8 +182,8 @@ test('the protocol version is checked on join', async () => {
   const code = await new Promise<number>((r) => ws.on('close', (c) => r(c)));
   expect(code).toBe(1002);
   expect(messages[0]?.kick?.message).toContain('protocol version 0 is not supported');
-  p.child.kill('SIGTERM');
-  expect(await p.exited).toBe(0);
+  p.kill('SIGTERM');
+  expect((await p.exited).code).toBe(0);
 });
 
 test('with engine.snapshot_threads 2 both players get live snapshots (one cut by the worker thread) and SIGTERM still exits 0', async () => {
@@ -235,13 +208,13 @@ test('with engine.snapshot_threads 2 both players get live snapshots (one cut by
   expect(onThread(0) + onThread(1)).toBe(2);
   a.close();
   b.close();
-  p.child.kill('SIGTERM');
-  expect(await p.exited).toBe(0);
+  p.kill('SIGTERM');
+  expect((await p.exited).code).toBe(0);
 });
 
 test('on Agones, a shard that cannot reach its SDK server dials it over gRPC and stops with a message naming it', async () => {
   const bad = run({ ...shardEnv(mkdtempSync(join(tmpdir(), 'aethex-proc-'))), AGONES_SDK_GRPC_PORT: '9357x' });
-  expect(await bad.exited).toBe(2);
+  expect((await bad.exited).code).toBe(2);
   expect(bad.output()).toContain('invalid configuration: AGONES_SDK_GRPC_PORT: expected a port from 1 to 65535, got "9357x"');
 
   // A TCP listener that never answers: the shard must dial it with gRPC (HTTP/2) and give up after
@@ -258,7 +231,7 @@ test('on Agones, a shard that cannot reach its SDK server dials it over gRPC and
       AGONES_SDK_GRPC_PORT: String(port),
       AETHEX_GAMESERVER_AGONES_CONNECT_TIMEOUT_MS: '1500',
     });
-    expect(await p.exited).toBe(1);
+    expect((await p.exited).code).toBe(1);
     expect(Date.now() - started).toBeGreaterThanOrEqual(1500);
     expect(p.output()).toContain(
       `could not start: no Agones SDK server answered on localhost:${port} (AGONES_SDK_GRPC_PORT) within 1500 ms (agones.connect_timeout_ms)`,
@@ -282,7 +255,7 @@ test('a store that accepts connections and never answers stops the start, with a
       AETHEX_GAMESERVER_PRESENCE_REDIS_URL: `redis://127.0.0.1:${port}`,
       AETHEX_GAMESERVER_PRESENCE_REDIS_CONNECT_TIMEOUT_MS: '1000',
     });
-    expect(await redis.exited).toBe(1);
+    expect((await redis.exited).code).toBe(1);
     expect(redis.output()).toContain(
       `could not start: Redis at 127.0.0.1:${port} (presence.redis_url) could not be used: no answer within 1000 ms (presence.redis_connect_timeout_ms 1000 ms, presence.redis_command_timeout_ms 2000 ms)`,
     );
@@ -291,7 +264,7 @@ test('a store that accepts connections and never answers stops the start, with a
       AETHEX_GAMESERVER_PERSISTENCE_POSTGRES_URL: `postgres://postgres@127.0.0.1:${port}/postgres`,
       AETHEX_GAMESERVER_PERSISTENCE_POSTGRES_CONNECT_TIMEOUT_MS: '1000',
     });
-    expect(await postgres.exited).toBe(1);
+    expect((await postgres.exited).code).toBe(1);
     expect(postgres.output()).toMatch(
       new RegExp(
         `could not start: PostgreSQL at 127\\.0\\.0\\.1:${port} \\(persistence\\.postgres_url\\) could not be used: .*timeout.* \\(persistence\\.postgres_connect_timeout_ms 1000 ms, persistence\\.postgres_query_timeout_ms 10000 ms\\)`,

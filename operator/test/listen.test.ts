@@ -1,32 +1,19 @@
-import { spawn } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { expect, it } from 'vitest';
+import { killProcesses, spawnSource } from '@aethex/testing/process';
+import { afterEach, expect, it } from 'vitest';
 
 const MAIN = join(import.meta.dirname, '../src/main.ts');
 const EXAMPLE = join(import.meta.dirname, '../../examples/gameworld.yaml');
 
+afterEach(killProcesses);
+
 /** Runs the operator's main.ts to its exit; its exit code and output. */
-function runOperator(args: string[], env: Record<string, string>): Promise<{ code: number | null; output: string }> {
-  const child = spawn(process.execPath, ['--conditions=aethex-source', '--import', 'tsx', MAIN, ...args], {
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  child.stdout.on('data', (d) => {
-    output += d;
-  });
-  child.stderr.on('data', (d) => {
-    output += d;
-  });
-  const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-  return new Promise((resolve) =>
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, output });
-    }),
-  );
+async function runOperator(args: string[], env: Record<string, string>): Promise<{ code: number | null; output: string }> {
+  const p = spawnSource(MAIN, args, { env });
+  const { code } = await p.exit(30_000);
+  return { code, output: p.output() };
 }
 
 // TEST-NET-2 (RFC 5737): an address, but none of this machine's.

@@ -1,9 +1,9 @@
-import { type ChildProcess, spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePortBlock } from '@aethex/runtime';
+import { killProcesses, spawnSource, type TestProcess } from '@aethex/testing/process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { until } from './harness.js';
 
@@ -17,8 +17,7 @@ const dir = mkdtempSync(join(tmpdir(), 'aethex-local-'));
 const file = join(dir, 'world.yaml');
 const state = join(dir, 'state');
 let base = 0;
-let operator: ChildProcess;
-let output = '';
+let operator: TestProcess;
 let statusUrl = '';
 const seenPids = new Set<number>();
 
@@ -118,37 +117,21 @@ const keys = generateKeyPairSync('ed25519');
 
 /** Starts `main.ts --runtime local -f <file>` on the test's directory and waits for its HTTP address. */
 async function startOperator(): Promise<void> {
-  output = '';
-  operator = spawn(
-    process.execPath,
-    ['--conditions=aethex-source', '--import', 'tsx', join(root, 'operator/src/main.ts'), '--runtime', 'local', '-f', file],
-    {
-      cwd: root,
-      env: {
-        ...process.env,
-        AETHEX_OPERATOR_HTTP_LISTEN: '127.0.0.1:0',
-        AETHEX_OPERATOR_LOCAL_DIRECTORY: state,
-        AETHEX_OPERATOR_LOCAL_BASE_PORT: String(base),
-        AETHEX_OPERATOR_LOCAL_ENV: JSON.stringify({ AETHEX_GAMESERVER_OPS_DRAIN_TIMEOUT_MS: 5000 }),
-        AETHEX_OPERATOR_LOG_LEVEL: 'info',
-        // Passed through to the shards: the join-token key they trust.
-        AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: keys.publicKey.export({ type: 'spki', format: 'pem' }).toString(),
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
+  operator = spawnSource(join(root, 'operator/src/main.ts'), ['--runtime', 'local', '-f', file], {
+    cwd: root,
+    env: {
+      AETHEX_OPERATOR_HTTP_LISTEN: '127.0.0.1:0',
+      AETHEX_OPERATOR_LOCAL_DIRECTORY: state,
+      AETHEX_OPERATOR_LOCAL_BASE_PORT: String(base),
+      AETHEX_OPERATOR_LOCAL_ENV: JSON.stringify({ AETHEX_GAMESERVER_OPS_DRAIN_TIMEOUT_MS: 5000 }),
+      AETHEX_OPERATOR_LOG_LEVEL: 'info',
+      // Passed through to the shards: the join-token key they trust.
+      AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: keys.publicKey.export({ type: 'spki', format: 'pem' }).toString(),
     },
-  );
-  operator.stdout?.on('data', (d) => {
-    output += d;
   });
-  operator.stderr?.on('data', (d) => {
-    output += d;
-  });
-  const address = await until(
-    'the operator to listen',
-    async () => /"address":"(127\.0\.0\.1:\d+)".*operator listening/.exec(output)?.[1],
-    30_000,
-  );
-  statusUrl = `http://${address}/status`;
+  const listening = /"address":"(127\.0\.0\.1:\d+)".*operator listening/;
+  const line = await operator.line((l) => listening.test(l), 'the operator to listen', 30_000);
+  statusUrl = `http://${listening.exec(line)?.[1]}/status`;
 }
 
 beforeAll(async () => {
@@ -157,9 +140,9 @@ beforeAll(async () => {
   await startOperator();
 }, 40_000);
 
-afterAll(() => {
+afterAll(async () => {
   // Only if a test failed before the operator was stopped: nothing it started may outlive the run.
-  if (operator.exitCode === null && operator.signalCode === null) operator.kill('SIGKILL');
+  await killProcesses();
   for (const pid of seenPids) if (alive(pid)) process.kill(pid, 'SIGKILL');
 });
 
@@ -200,7 +183,7 @@ describe('the local runtime', () => {
         ],
       },
     ]);
-    expect(output).toContain('"msg":"world ready"');
+    expect(operator.output()).toContain('"msg":"world ready"');
   }, 45_000);
 
   it('restarts a shard process that was killed', async () => {
@@ -217,7 +200,7 @@ describe('the local runtime', () => {
     );
     expect(byName(w).get('mini-0-0')).toMatchObject({ restarts: 1, ops: before.ops });
     expect(alive(before.pid)).toBe(false);
-    expect(output).toContain('"exit":"killed by SIGKILL"');
+    expect(operator.output()).toContain('"exit":"killed by SIGKILL"');
   }, 35_000);
 
   it('scales up when the file asks for more instances', async () => {
@@ -280,7 +263,7 @@ describe('the local runtime', () => {
     writeFileSync(file, world({ instances: 3, minX: 900, maxX: 800 }));
     const w = await until('the error to be reported', async () => ((await status()).errors.length > 0 ? status() : undefined), 10_000);
     expect(w.errors).toEqual(['spec.world.bounds.minX: bounds.minX must be less than bounds.maxX']);
-    expect(output).toContain('invalid GameWorld; the last good spec keeps running');
+    expect(operator.output()).toContain('invalid GameWorld; the last good spec keeps running');
     await new Promise((r) => setTimeout(r, 1500));
     expect((await status()).processes.map((p) => p.pid).sort()).toEqual(before.processes.map((p) => p.pid).sort());
     // Putting the last good spec back clears the error and changes nothing else.
@@ -307,9 +290,8 @@ describe('the local runtime', () => {
 
   it('stops the shards a killed operator left behind when it starts again', async () => {
     const left = (await status()).processes.map((p) => p.pid);
-    const killed = new Promise((resolve) => operator.once('exit', resolve));
     operator.kill('SIGKILL');
-    await killed;
+    await operator.exited;
     // Nothing stops them now: they run on without the operator.
     for (const pid of left) expect(alive(pid)).toBe(true);
     await startOperator();
@@ -322,7 +304,7 @@ describe('the local runtime', () => {
       40_000,
     );
     for (const pid of left) expect(alive(pid)).toBe(false);
-    expect(output).toContain('stopping a shard left running by an earlier run');
+    expect(operator.output()).toContain('stopping a shard left running by an earlier run');
     expect(w.errors).toEqual([]);
     // The same slots, and the snapshots the old shards wrote were restored.
     expect(byName(w).get('mini-0-0')?.ops).toBe(`http://127.0.0.1:${base + 1}`);
@@ -331,11 +313,10 @@ describe('the local runtime', () => {
 
   it('stops every shard and exits 0 on SIGTERM', async () => {
     const pids = (await status()).processes.map((p) => p.pid);
-    const exited = new Promise<number | null>((resolve) => operator.once('exit', (code) => resolve(code)));
     operator.kill('SIGTERM');
-    expect(await exited).toBe(0);
+    expect((await operator.exited).code).toBe(0);
     for (const pid of [...seenPids, ...pids]) expect(alive(pid), `pid ${pid}`).toBe(false);
-    expect(output).toContain('"msg":"every shard stopped"');
+    expect(operator.output()).toContain('"msg":"every shard stopped"');
     for (const name of ['mini-0-0', 'mini-0-1']) expect(lastRun(name)).toContain('"msg":"drained; exiting"');
   }, 40_000);
 });

@@ -1,52 +1,28 @@
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePortBlock } from '@aethex/runtime';
-import { expect, it } from 'vitest';
+import { killProcesses, spawnSource } from '@aethex/testing/process';
+import { afterEach, expect, it } from 'vitest';
 import { until } from './harness.js';
 
 const root = join(import.meta.dirname, '../..');
+afterEach(killProcesses);
 
 it('`npm start` runs the example world on the local runtime with bots on every shard, and Ctrl-C stops it all', async () => {
   // Shards take base + 2k and base + 2k + 1 (four shards and the bots' ops), the status port base + 10.
   const base = await freePortBlock(11);
   const statusPort = base + 10;
   const dir = mkdtempSync(join(tmpdir(), 'aethex-start-'));
-  const child = spawn(
-    process.execPath,
-    [
-      '--conditions=aethex-source',
-      '--import',
-      'tsx',
-      'scripts/dev.ts',
-      '--bots',
-      '8',
-      '--npcs',
-      '20',
-      '--base-port',
-      String(base),
-      '--status-port',
-      String(statusPort),
-      '--directory',
-      dir,
-    ],
-    { cwd: root, detached: true, stdio: ['ignore', 'pipe', 'pipe'] },
+  const start = spawnSource(
+    'scripts/dev.ts',
+    ['--bots', '8', '--npcs', '20', '--base-port', String(base), '--status-port', String(statusPort), '--directory', dir],
+    { cwd: root, group: true },
   );
-  let out = '';
-  child.stdout?.on('data', (d) => {
-    out += d;
-  });
-  child.stderr?.on('data', (d) => {
-    out += d;
-  });
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   // The shards', the bots' and the operator's, seen while the world runs.
   const pids: number[] = [];
   try {
-    await until('the world to be announced', async () => (out.includes('frontier-0-3') ? true : undefined), 90_000, 250).catch((err) => {
-      throw new Error(`${err.message}:\n${out}`);
-    });
+    await start.line((l) => l.includes('frontier-0-3'), 'the world to be announced', 90_000);
     const opsPorts = [1, 3, 5, 7].map((k) => base + k);
     // Every shard serves its region and has bots playing on it.
     const players = await until(
@@ -71,7 +47,7 @@ it('`npm start` runs the example world on the local runtime with bots on every s
     // children, the operator and the bots (a process for each shard's).
     const status = (await (await fetch(`http://127.0.0.1:${statusPort}/status`)).json()) as { worlds: { processes: { pid: number }[] }[] };
     const shards = status.worlds.flatMap((w) => w.processes.map((p) => p.pid));
-    const children = childrenOf(child.pid as number);
+    const children = childrenOf(start.pid);
     const operators = children.filter((p) => p.cmd.includes('operator/src/main.ts')).map((p) => p.pid);
     const botProcesses = children.filter((p) => p.cmd.includes('sdk/src/bots.ts')).map((p) => p.pid);
     expect(shards).toHaveLength(4);
@@ -81,9 +57,9 @@ it('`npm start` runs the example world on the local runtime with bots on every s
     expect(pids.every(running)).toBe(true);
   } finally {
     // Ctrl-C: SIGINT to the whole process group, as a terminal does.
-    if (child.pid) process.kill(-child.pid, 'SIGINT');
+    start.kill('SIGINT');
   }
-  expect(await exited).toBe(0);
+  expect((await start.exited).code).toBe(0);
   expect(pids).toHaveLength(9);
   await until('every shard, bot and operator process to exit', async () => (pids.some(running) ? undefined : true), 5000, 100).catch(
     (err) => {

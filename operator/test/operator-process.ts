@@ -1,9 +1,10 @@
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import type { TestEnv } from '@aethex/testing';
+import { spawnNode, type TestProcess } from '@aethex/testing/process';
 import * as k8s from '@kubernetes/client-node';
 import { build } from 'esbuild';
 import { parseAllDocuments } from 'yaml';
@@ -92,66 +93,12 @@ export async function buildOperator(): Promise<string> {
   return outfile;
 }
 
-export interface OperatorProcess {
-  child: ChildProcess;
-  pid: number;
-  /** What it wrote to stdout and stderr (the last 256 KiB). */
-  output: () => string;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  /** Resolves once it logged `msg` (a JSON log line's message), rejects if it exits first. */
-  logged: (msg: string, timeoutMs?: number) => Promise<Record<string, unknown>>;
-}
+/** The operator process: its output, its log lines awaited (`logged`), its exit. */
+export type OperatorProcess = TestProcess;
 
 /** Starts the bundled operator with `settings` (AETHEX_OPERATOR_* and KUBECONFIG) over this process's environment. */
 export function spawnOperator(bundle: string, settings: Record<string, string>): OperatorProcess {
-  const child = spawn(process.execPath, [bundle], { env: { ...process.env, ...settings }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  const waiters = new Set<() => void>();
-  const append = (d: Buffer) => {
-    out += d;
-    if (out.length > 512 * 1024) out = out.slice(-256 * 1024);
-    for (const w of waiters) w();
-  };
-  child.stdout?.on('data', append);
-  child.stderr?.on('data', append);
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.on('exit', (code, signal) => {
-      resolve({ code, signal });
-      for (const w of waiters) w();
-    }),
-  );
-  const find = (msg: string): Record<string, unknown> | undefined => {
-    for (const line of out.split('\n')) {
-      if (!line.includes(`"msg":"${msg}"`)) continue;
-      try {
-        return JSON.parse(line) as Record<string, unknown>;
-      } catch {
-        // a line cut by the buffer's trimming
-      }
-    }
-    return undefined;
-  };
-  const logged = (msg: string, timeoutMs = 30_000) =>
-    new Promise<Record<string, unknown>>((resolve, reject) => {
-      const check = () => {
-        const hit = find(msg);
-        if (hit) done(() => resolve(hit));
-        else if (child.exitCode !== null || child.signalCode !== null)
-          done(() => reject(new Error(`operator exited before logging '${msg}':\n${out.slice(-4000)}`)));
-      };
-      const timer = setTimeout(
-        () => done(() => reject(new Error(`operator did not log '${msg}' in ${timeoutMs} ms:\n${out.slice(-4000)}`))),
-        timeoutMs,
-      );
-      const done = (then: () => void) => {
-        clearTimeout(timer);
-        waiters.delete(check);
-        then();
-      };
-      waiters.add(check);
-      check();
-    });
-  return { child, pid: child.pid as number, output: () => out, exited, logged };
+  return spawnNode([bundle], { env: settings });
 }
 
 /** The operator's counters of API requests by verb, read from its /metrics. */

@@ -1,5 +1,5 @@
-import { type ChildProcess, spawn } from 'node:child_process';
 import { join } from 'node:path';
+import { killProcesses, spawnSource, type TestProcess } from '@aethex/testing/process';
 import * as k8s from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LABELS } from '../src/api/gameworld.js';
@@ -13,12 +13,10 @@ let ns: string;
 let release: string;
 let saKubeconfig: string;
 let identity: OperatorIdentity | undefined;
-const children: ChildProcess[] = [];
 
-function startOperator(identity: string): { child: ChildProcess; output: () => string; exited: Promise<number | null> } {
-  const child = spawn(process.execPath, ['--conditions=aethex-source', '--import', 'tsx', join(import.meta.dirname, '../src/main.ts')], {
+function startOperator(identity: string): TestProcess {
+  return spawnSource(join(import.meta.dirname, '../src/main.ts'), [], {
     env: {
-      ...process.env,
       KUBECONFIG: saKubeconfig,
       AETHEX_OPERATOR_NAMESPACE: ns,
       AETHEX_OPERATOR_LEADER_NAMESPACE: ns,
@@ -28,18 +26,7 @@ function startOperator(identity: string): { child: ChildProcess; output: () => s
       AETHEX_OPERATOR_HTTP_LISTEN: '127.0.0.1:0',
       AETHEX_OPERATOR_LOG_LEVEL: 'info',
     },
-    stdio: ['ignore', 'pipe', 'pipe'],
   });
-  children.push(child);
-  let out = '';
-  child.stdout?.on('data', (d) => {
-    out += d;
-  });
-  child.stderr?.on('data', (d) => {
-    out += d;
-  });
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  return { child, output: () => out, exited };
 }
 
 const pods = async (w: string) =>
@@ -65,7 +52,7 @@ beforeAll(async () => {
   saKubeconfig = identity.kubeconfig;
 });
 afterAll(async () => {
-  for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+  await killProcesses();
   await dropNamespace(kc, ns);
   await removeOperatorIdentity(env, identity);
 });
@@ -106,31 +93,31 @@ describe('the operator process under its ServiceAccount', () => {
       return again && again.metadata?.uid !== victim.metadata?.uid ? true : undefined;
     });
     await until('frontier Ready again', () => readyStatus('frontier'));
-    op.child.kill('SIGTERM');
-    expect(await op.exited).toBe(0);
+    op.kill('SIGTERM');
+    expect((await op.exited).code).toBe(0);
     expect(op.output()).toContain('leading');
   });
 
   it('fails over between two replicas; a paused stale leader writes nothing when resumed', async () => {
     const a = startOperator('replica-a');
-    await until('a to lead', async () => (a.output().includes('"msg":"leading"') ? true : undefined));
+    await a.logged('leading', 60_000);
     const b = startOperator('replica-b');
-    await until('b to wait', async () => (b.output().includes('waiting for the lease') ? true : undefined));
+    await b.logged('waiting for the lease', 60_000);
     await new Promise((r) => setTimeout(r, 1500));
     expect(b.output()).not.toContain('"msg":"leading"');
 
-    a.child.kill('SIGSTOP');
-    await until('b to take over', async () => (b.output().includes('"msg":"leading"') ? true : undefined), 20_000);
+    a.kill('SIGSTOP');
+    await b.logged('leading', 20_000);
     // While a is paused, b scales the world down: a's caches still say 1 instance of 4 pods.
     await worlds(kc, ns).patch('frontier', { spec: { instances: 0 } });
     await until('b to scale frontier to zero', async () => ((await pods('frontier')).length === 0 ? true : undefined));
     // Stop b (its lease stays valid for a few seconds): from here on, any write can only be a's.
-    b.child.kill('SIGTERM');
-    expect(await b.exited).toBe(0);
+    b.kill('SIGTERM');
+    expect((await b.exited).code).toBe(0);
     const before = (await worlds(kc, ns).get('frontier')) as { metadata: { resourceVersion: string } };
 
-    a.child.kill('SIGCONT');
-    expect(await a.exited).toBe(3);
+    a.kill('SIGCONT');
+    expect((await a.exited).code).toBe(3);
     expect(a.output()).toContain('lost the lease');
     await new Promise((r) => setTimeout(r, 1500));
     // Nothing a wrote took effect: no pod came back and the world did not change.
@@ -138,7 +125,7 @@ describe('the operator process under its ServiceAccount', () => {
     expect(((await worlds(kc, ns).get('frontier')) as { metadata: { resourceVersion: string } }).metadata.resourceVersion).toBe(
       before.metadata.resourceVersion,
     );
-    b.child.kill('SIGTERM');
-    expect(await b.exited).toBe(0);
+    b.kill('SIGTERM');
+    expect((await b.exited).code).toBe(0);
   });
 });
