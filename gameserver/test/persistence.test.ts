@@ -661,8 +661,8 @@ test('a drain whose presence removal still hangs counts the players it leaves pr
   }
 });
 
-test('after a crash, players restored are not told to join again, and those who joined after the last snapshot leave', async () => {
-  // The real process, killed with SIGKILL: bob joins before a snapshot, ann after it.
+test('after a crash, players restored are not told to join again, those who joined after the last snapshot leave, and those who left after it stay gone', async () => {
+  // The real process, killed with SIGKILL: bob and cy join before a snapshot, ann after it, and cy leaves after it.
   const crashWorld = `${world}-crash`;
   const keys = generateKeyPairSync('ed25519');
   const start = async () => {
@@ -706,31 +706,42 @@ test('after a crash, players restored are not told to join again, and those who 
   try {
     const first = await start();
     const bob = await joinAs(first.gateway, 'bob');
-    const bobJoined = Date.now();
-    for (let i = 0; i < 400 && (await savedAt()) <= bobJoined; i++) await sleep(10);
+    const cy = await joinAs(first.gateway, 'cy');
+    const bothJoined = Date.now();
+    for (let i = 0; i < 400 && (await savedAt()) <= bothJoined; i++) await sleep(10);
     const ann = await joinAs(first.gateway, 'ann');
     const annJoined = Date.now();
-    for (let i = 0; i < 200 && (await events()).length < 2; i++) await sleep(10);
+    cy.close();
+    for (let i = 0; i < 200 && (await events()).length < 4; i++) await sleep(10);
     expect(await places()).toEqual(['ann', 'bob']);
     first.kill('SIGKILL');
     await first.exited;
     bob.close();
     ann.close();
-    // The premise: the last snapshot holds bob, not ann.
+    // The premise: the last snapshot holds bob and cy, not ann.
     expect(await savedAt()).toBeLessThan(annJoined);
-    expect(await events()).toEqual(['player_joined:bob', 'player_joined:ann']);
+    expect(await events()).toEqual(['player_joined:bob', 'player_joined:cy', 'player_joined:ann', 'player_left:cy']);
 
     const second = await start();
-    // ann's place goes at once; bob's when his rejoin window (1 s) ends.
-    for (let i = 0; i < 500 && (await events()).length < 4; i++) await sleep(10);
-    await sleep(300);
-    expect(await events()).toEqual(['player_joined:bob', 'player_joined:ann', 'player_left:ann', 'player_left:bob']);
+    // ann's place goes at once; bob's when his rejoin window (1 s) ends; cy, gone before the
+    // crash, is not brought back (no second player_joined, no presence).
+    for (let i = 0; i < 500 && (await events()).length < 6; i++) await sleep(10);
+    await sleep(1500);
+    expect(await events()).toEqual([
+      'player_joined:bob',
+      'player_joined:cy',
+      'player_joined:ann',
+      'player_left:cy',
+      'player_left:ann',
+      'player_left:bob',
+    ]);
     expect(await places()).toEqual([]);
+    expect(await redis.exists(presenceKey('cy'))).toBe(0);
     second.kill('SIGTERM');
     expect((await second.exited).code).toBe(0);
-    expect(await events()).toHaveLength(4);
+    expect(await events()).toHaveLength(6);
   } finally {
     await killProcesses();
-    await redis.del(stream, presenceKey('bob'), presenceKey('ann'));
+    await redis.del(stream, presenceKey('bob'), presenceKey('ann'), presenceKey('cy'));
   }
 });
