@@ -3,6 +3,7 @@ import {
   DEFAULT_POSITION_SCALE,
   DNS_LABEL,
   type Env,
+  envName,
   joinPublicKey,
   LOG_LEVELS,
   loadSettings,
@@ -386,72 +387,178 @@ export const GAMESERVER_SETTINGS = {
 
 export type GameserverSettings = Settings<typeof GAMESERVER_SETTINGS>;
 
+const PREFIX = 'AETHEX_GAMESERVER';
+
+/**
+ * The shard's checks of its settings together (each setting's type and range are the table's), in
+ * the order loadConfig makes them; each throws a ConfigError naming a key. `required`: a check the
+ * defaults alone fail, asking for a setting the shard cannot run without (a join-token key).
+ */
+export const GAMESERVER_CHECKS: readonly { required?: true; check: (s: GameserverSettings) => void }[] = [
+  {
+    check: (s) => {
+      if (s['gateway.slow_drop_ticks'] <= s['gateway.slow_skip_ticks']) {
+        throw new ConfigError('gateway.slow_drop_ticks', `must be greater than gateway.slow_skip_ticks (${s['gateway.slow_skip_ticks']})`);
+      }
+    },
+  },
+  {
+    check: (s) => {
+      if (s['auth.public_key'] !== '' && s['auth.jwks_url'] !== '') {
+        throw new ConfigError('auth.public_key', 'set either auth.public_key or auth.jwks_url, not both');
+      }
+    },
+  },
+  {
+    required: true,
+    check: (s) => {
+      if (s['auth.public_key'] === '' && s['auth.jwks_url'] === '') {
+        throw new ConfigError(
+          'auth.public_key',
+          'set auth.public_key or auth.jwks_url: the shard verifies join tokens with it (the public key of whatever signs them)',
+        );
+      }
+    },
+  },
+  {
+    check: (s) => {
+      if (s['auth.public_key'] === '') return;
+      // The verifier's own import, run now: a bad key is a bad setting (exit 2), not a failed start.
+      try {
+        joinPublicKey(s['auth.public_key']);
+      } catch (err) {
+        throw new ConfigError('auth.public_key', (err as Error).message);
+      }
+    },
+  },
+  {
+    // A client standing still sends nothing but acknowledgements, about every 1.5 ticks (the SDK
+    // batches them): a timeout within two of those gaps kicks players who are only waiting.
+    check: (s) => {
+      if (s['gateway.idle_timeout_ms'] <= 3 * s['engine.tick_rate_ms']) {
+        throw new ConfigError(
+          'gateway.idle_timeout_ms',
+          `must be more than 3 × engine.tick_rate_ms (${s['engine.tick_rate_ms']}): a client standing still acknowledges only about every 1.5 ticks; above ${3 * s['engine.tick_rate_ms']}`,
+        );
+      }
+    },
+  },
+  {
+    // NPCs are spawned at start and keep their slots: past max_entities − max_players, players the
+    // shard admits (and reports ready for) would be refused SHARD_FULL. Without NPCs every slot is a
+    // player's, and a capacity below max_players only lowers the cap (a GameWorld may ask for that).
+    check: (s) => {
+      const npcs = s['engine.npc_count'];
+      const roomForNpcs = Math.max(0, s['engine.max_entities'] - s['engine.max_players']);
+      if (npcs > roomForNpcs) {
+        throw new ConfigError(
+          'engine.npc_count',
+          `${npcs} NPCs and engine.max_players (${s['engine.max_players']}) players need more than engine.max_entities (${s['engine.max_entities']}): at most ${roomForNpcs} NPCs`,
+        );
+      }
+    },
+  },
+  {
+    // RPC handlers run inside the tick: a budget past a whole tick would let them alone overrun it.
+    check: (s) => {
+      if (s['rpc.max_ms_per_tick'] > s['engine.tick_rate_ms']) {
+        throw new ConfigError(
+          'rpc.max_ms_per_tick',
+          `must be at most engine.tick_rate_ms (${s['engine.tick_rate_ms']}): the handlers run inside the tick`,
+        );
+      }
+    },
+  },
+  {
+    // A heartbeat stuck on a command must fail before the next one is due, or presence lapses.
+    check: (s) => {
+      if (s['presence.redis_url'] !== '' && s['presence.redis_command_timeout_ms'] * 3 >= s['presence.ttl_ms']) {
+        throw new ConfigError('presence.redis_command_timeout_ms', `must be below a third of presence.ttl_ms (${s['presence.ttl_ms']})`);
+      }
+    },
+  },
+  {
+    check: (s) => {
+      if (s['links.secret'] !== '' && s['links.secret'].length < 32) {
+        throw new ConfigError('links.secret', 'must be at least 32 characters');
+      }
+    },
+  },
+  {
+    // A neighbour is dropped after links.timeout_ms of silence: with less than two heartbeats in it,
+    // one late ping (a GC pause, a busy tick) drops a healthy link and its ghosts.
+    check: (s) => {
+      if (s['links.timeout_ms'] <= 2 * s['links.heartbeat_ms']) {
+        throw new ConfigError(
+          'links.timeout_ms',
+          `must be more than twice links.heartbeat_ms (${s['links.heartbeat_ms']}), or one late heartbeat drops the link: above ${2 * s['links.heartbeat_ms']}`,
+        );
+      }
+    },
+  },
+  { check: (s) => checkWorldBounds(s) },
+];
+
 /** Parses the configuration once; throws a ConfigError naming the first invalid key. */
 export function loadConfig(env: Env, file?: string): GameserverSettings {
-  const s = loadSettings(GAMESERVER_SETTINGS, { prefix: 'AETHEX_GAMESERVER', env, ...(file ? { file } : {}) });
-  if (s['gateway.slow_drop_ticks'] <= s['gateway.slow_skip_ticks']) {
-    throw new ConfigError('gateway.slow_drop_ticks', `must be greater than gateway.slow_skip_ticks (${s['gateway.slow_skip_ticks']})`);
+  const s = loadSettings(GAMESERVER_SETTINGS, { prefix: PREFIX, env, ...(file ? { file } : {}) });
+  for (const { check } of GAMESERVER_CHECKS) check(s);
+  return s;
+}
+
+/** A setting the shard would refuse: its ConfigError, and the settings it rests on. */
+export interface ConfigProblem {
+  error: ConfigError;
+  /**
+   * The settings whose values the error rests on, in the order they were read: the one key of a
+   * value out of its type or range (or the variable of an unknown name), every setting a check read.
+   */
+  reads: string[];
+}
+
+/**
+ * The first error loadConfig(env) (no file) would throw, for a caller that sees a shard's
+ * environment but not all of it — the operator, which sees a pod's `valueFrom` entries but not
+ * their values. `unread` names such variables: their names are checked, their settings taken as
+ * unset, and a check that reads one of them is left out (the next one's error, if any, is
+ * returned). A `required` check is left out too when a setting it reads is not set in `env`: it
+ * may be set where the caller does not look (the image's own environment, a file its command
+ * names). Undefined when nothing the caller knows breaks a rule. No file is read; nothing is
+ * logged.
+ */
+export function configProblem(env: Env, unread: ReadonlySet<string> = new Set()): ConfigProblem | undefined {
+  const known: Record<string, string | undefined> = { ...env };
+  // An empty value is an unset setting to the shard: the name is checked, the value is the default.
+  for (const name of unread) known[name] = '';
+  let s: GameserverSettings;
+  try {
+    s = loadSettings(GAMESERVER_SETTINGS, { prefix: PREFIX, env: known });
+  } catch (err) {
+    if (err instanceof ConfigError) return { error: err, reads: [err.key] };
+    throw err;
   }
-  if (s['auth.public_key'] !== '' && s['auth.jwks_url'] !== '') {
-    throw new ConfigError('auth.public_key', 'set either auth.public_key or auth.jwks_url, not both');
-  }
-  if (s['auth.public_key'] === '' && s['auth.jwks_url'] === '') {
-    throw new ConfigError(
-      'auth.public_key',
-      'set auth.public_key or auth.jwks_url: the shard verifies join tokens with it (the public key of whatever signs them)',
-    );
-  }
-  if (s['auth.public_key'] !== '') {
-    // The verifier's own import, run now: a bad key is a bad setting (exit 2), not a failed start.
+  const unknown = (key: string) => unread.has(envName(PREFIX, key));
+  const unset = (key: string) => (known[envName(PREFIX, key)] ?? '').trim() === '';
+  for (const { required, check } of GAMESERVER_CHECKS) {
+    // The settings a check reads are recorded as it reads them: what it rests on is what it read,
+    // with no list of them to keep in step with its code.
+    const reads = new Set<string>();
+    const recorded = new Proxy(s, {
+      get(target, key, receiver) {
+        if (typeof key === 'string') reads.add(key);
+        return Reflect.get(target, key, receiver);
+      },
+    });
     try {
-      joinPublicKey(s['auth.public_key']);
+      check(recorded);
     } catch (err) {
-      throw new ConfigError('auth.public_key', (err as Error).message);
+      if (!(err instanceof ConfigError)) throw err;
+      const keys = [...reads];
+      if (keys.some((k) => unknown(k) || (required && unset(k)))) continue;
+      return { error: err, reads: keys };
     }
   }
-  // A client standing still sends nothing but acknowledgements, about every 1.5 ticks (the SDK
-  // batches them): a timeout within two of those gaps kicks players who are only waiting.
-  if (s['gateway.idle_timeout_ms'] <= 3 * s['engine.tick_rate_ms']) {
-    throw new ConfigError(
-      'gateway.idle_timeout_ms',
-      `must be more than 3 × engine.tick_rate_ms (${s['engine.tick_rate_ms']}): a client standing still acknowledges only about every 1.5 ticks; above ${3 * s['engine.tick_rate_ms']}`,
-    );
-  }
-  // NPCs are spawned at start and keep their slots: past max_entities − max_players, players the
-  // shard admits (and reports ready for) would be refused SHARD_FULL. Without NPCs every slot is a
-  // player's, and a capacity below max_players only lowers the cap (a GameWorld may ask for that).
-  const npcs = s['engine.npc_count'];
-  const roomForNpcs = Math.max(0, s['engine.max_entities'] - s['engine.max_players']);
-  if (npcs > roomForNpcs) {
-    throw new ConfigError(
-      'engine.npc_count',
-      `${npcs} NPCs and engine.max_players (${s['engine.max_players']}) players need more than engine.max_entities (${s['engine.max_entities']}): at most ${roomForNpcs} NPCs`,
-    );
-  }
-  // RPC handlers run inside the tick: a budget past a whole tick would let them alone overrun it.
-  if (s['rpc.max_ms_per_tick'] > s['engine.tick_rate_ms']) {
-    throw new ConfigError(
-      'rpc.max_ms_per_tick',
-      `must be at most engine.tick_rate_ms (${s['engine.tick_rate_ms']}): the handlers run inside the tick`,
-    );
-  }
-  // A heartbeat stuck on a command must fail before the next one is due, or presence lapses.
-  if (s['presence.redis_url'] !== '' && s['presence.redis_command_timeout_ms'] * 3 >= s['presence.ttl_ms']) {
-    throw new ConfigError('presence.redis_command_timeout_ms', `must be below a third of presence.ttl_ms (${s['presence.ttl_ms']})`);
-  }
-  if (s['links.secret'] !== '' && s['links.secret'].length < 32) {
-    throw new ConfigError('links.secret', 'must be at least 32 characters');
-  }
-  // A neighbour is dropped after links.timeout_ms of silence: with less than two heartbeats in it,
-  // one late ping (a GC pause, a busy tick) drops a healthy link and its ghosts.
-  if (s['links.timeout_ms'] <= 2 * s['links.heartbeat_ms']) {
-    throw new ConfigError(
-      'links.timeout_ms',
-      `must be more than twice links.heartbeat_ms (${s['links.heartbeat_ms']}), or one late heartbeat drops the link: above ${2 * s['links.heartbeat_ms']}`,
-    );
-  }
-  checkWorldBounds(s);
-  return s;
+  return undefined;
 }
 
 /**

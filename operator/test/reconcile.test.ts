@@ -263,6 +263,45 @@ describe('reconciling a GameWorld against the real API server', () => {
     expect(warning).toMatchObject({ type: 'Warning', note: condition('Ready')?.message });
   });
 
+  it('refuses a template.env the shard would refuse (its own configuration check): no pod, the variable and its limit in the status; fixed, it runs', async () => {
+    const npcs = (value: string) => ({ template: { env: [{ name: 'AETHEX_GAMESERVER_ENGINE_NPC_COUNT', value }] } });
+    // 4000 entities, 500 of them players: room for 3500 NPCs. With 5000 every shard would exit 2.
+    await worlds(kc, ns).create(
+      world('crowd', {
+        instances: 1,
+        sharding: { columns: 1, rows: 1 },
+        capacity: { entitiesPerShard: 4000, playersPerShard: 500 },
+        ...npcs('5000'),
+      }),
+    );
+    const w = await settle('crowd', held, undefined, 20_000);
+    const condition = (type: string) => w.status?.conditions?.find((c) => c.type === type);
+    expect(condition('Ready')).toMatchObject({
+      status: 'False',
+      reason: 'InvalidSpec',
+      message:
+        'spec.template.env[AETHEX_GAMESERVER_ENGINE_NPC_COUNT]: the shard would refuse its settings at start (exit 2): engine.npc_count: 5000 NPCs and engine.max_players (500) players need more than engine.max_entities (4000): at most 3500 NPCs (engine.max_entities: spec.capacity.entitiesPerShard; engine.max_players: spec.capacity.playersPerShard)',
+    });
+    expect(condition('Degraded')).toMatchObject({ status: 'True', reason: 'InvalidSpec', message: condition('Ready')?.message });
+    expect(condition('Progressing')).toMatchObject({ status: 'False', reason: 'InvalidSpec' });
+    expect(w.status).toMatchObject({ shardSummary: '0/0', instances: { desired: 1, current: 0, ready: 0 }, shards: [] });
+    await reconciler.reconcile(ns, 'crowd');
+    expect(await pods('crowd')).toEqual([]);
+    expect((await core.listNamespacedConfigMap({ namespace: ns, labelSelector: 'aethex.dev/world=crowd' })).items).toEqual([]);
+    const events = await kc.makeApiClient(k8s.EventsV1Api).listNamespacedEvent({ namespace: ns });
+    expect(events.items.find((e) => e.regarding?.name === 'crowd' && e.reason === 'InvalidSpec')).toMatchObject({
+      type: 'Warning',
+      note: condition('Ready')?.message,
+    });
+
+    // Fixed: as many NPCs as there is room for. The pod is made, with the variable as given.
+    await worlds(kc, ns).patch('crowd', { spec: npcs('3500') });
+    const fixed = await settle('crowd', ready);
+    expect(fixed.status).toMatchObject({ shardSummary: '1/1', instances: { desired: 1, current: 1, ready: 1 } });
+    const [pod] = await pods('crowd');
+    expect(pod?.spec?.containers[0]?.env?.find((e) => e.name === 'AETHEX_GAMESERVER_ENGINE_NPC_COUNT')?.value).toBe('3500');
+  });
+
   it('keeps the running shards of a world whose spec turns invalid, says why, and rolls them once it is fixed', async () => {
     await worlds(kc, ns).create(world('glade', { instances: 1, sharding: { columns: 1, rows: 1 } }));
     await settle('glade', ready);

@@ -109,6 +109,27 @@ export function engineEnv(s: GameWorldSpec): Record<string, string> {
   };
 }
 
+/**
+ * The field of the world each variable of shardEnv (without the `AETHEX_GAMESERVER_` prefix) is
+ * made from, for messages naming what to change; the others are the operator's own (listen
+ * addresses, the shard map file).
+ */
+export const SHARD_ENV_FIELDS: Readonly<Record<string, string>> = {
+  SHARD_NAMESPACE: 'metadata.namespace',
+  SHARD_WORLD: 'metadata.name',
+  SHARD_WORLD_CREATED_S: 'metadata.creationTimestamp',
+  SHARD_INSTANCE: 'spec.instances',
+  SHARD_NAME: 'metadata.name',
+  ENGINE_WORLD_BOUNDS: 'spec.world.bounds',
+  ENGINE_TICK_RATE_MS: 'spec.world.tickRate',
+  ENGINE_AOI_RADIUS: 'spec.world.aoiRadius',
+  ENGINE_MAX_SPEED: 'spec.world.maxSpeed',
+  ENGINE_MAX_ENTITIES: 'spec.capacity.entitiesPerShard',
+  ENGINE_MAX_PLAYERS: 'spec.capacity.playersPerShard',
+  PERSISTENCE_SNAPSHOT_INTERVAL_MS: 'spec.persistence.snapshotIntervalSeconds',
+  GATEWAY_MAX_MESSAGES_PER_SECOND: 'spec.world.tickRate',
+};
+
 /** The shard's settings as the gameserver reads them (`AETHEX_GAMESERVER_*`). */
 export function shardEnv(world: GameWorld, instance: number, region: Region): { name: string; value: string }[] {
   const s = world.spec;
@@ -171,6 +192,23 @@ export function keepsStateInPod(s: GameWorldSpec): boolean {
   return !(s.template.env ?? []).some((e) => e.name === 'AETHEX_GAMESERVER_PERSISTENCE_POSTGRES_URL');
 }
 
+/**
+ * A shard pod's container env: the operator's settings (shardEnv), a sharded world's link secret,
+ * the snapshot directory of a world without PostgreSQL, then `template.env` as it is (where, as in
+ * any pod, the last entry of a variable wins).
+ */
+export function podEnv(world: GameWorld, instance: number, region: Region): { name: string; value?: string; valueFrom?: unknown }[] {
+  const s = world.spec;
+  return [
+    ...shardEnv(world, instance, region),
+    ...(isSharded(world)
+      ? [{ name: LINKS_SECRET_ENV, valueFrom: { secretKeyRef: { name: linksSecretName(world.metadata.name), key: 'secret' } } }]
+      : []),
+    ...(keepsStateInPod(s) ? [{ name: 'AETHEX_GAMESERVER_PERSISTENCE_DIRECTORY', value: `${STATE_MOUNT}/snapshots` }] : []),
+    ...(s.template.env ?? []),
+  ];
+}
+
 /** Every shard pod the world should have for the given instance indexes. */
 export function desiredPods(world: GameWorld, instances: number[]): DesiredPod[] {
   const s = world.spec;
@@ -192,14 +230,7 @@ export function desiredPods(world: GameWorld, instances: number[]): DesiredPod[]
           {
             name: 'shard',
             image: s.image,
-            env: [
-              ...shardEnv(world, instance, region),
-              ...(isSharded(world)
-                ? [{ name: LINKS_SECRET_ENV, valueFrom: { secretKeyRef: { name: linksSecretName(world.metadata.name), key: 'secret' } } }]
-                : []),
-              ...(inPod ? [{ name: 'AETHEX_GAMESERVER_PERSISTENCE_DIRECTORY', value: `${STATE_MOUNT}/snapshots` }] : []),
-              ...(s.template.env ?? []),
-            ],
+            env: podEnv(world, instance, region),
             ports: [
               { name: 'game', containerPort: GAME_PORT, protocol: 'TCP' },
               { name: 'ops', containerPort: OPS_PORT, protocol: 'TCP' },

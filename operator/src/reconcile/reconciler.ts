@@ -124,7 +124,7 @@ export class Reconciler {
     // made again from it, and a roll to it in flight goes on, as a Deployment's last good
     // ReplicaSet would. Only a change of the world (or of its pods) brings it back.
     const nameIssue = nameProblem(world.metadata.name);
-    const problem = nameIssue ?? specProblem(world.spec);
+    const problem = nameIssue ?? specProblem(world.spec, world.metadata);
     if (problem) {
       const message = `${problem.field}: ${problem.message}`;
       const applied = nameIssue ? undefined : await this.appliedSpec(world);
@@ -209,7 +209,7 @@ export class Reconciler {
       const stored = JSON.parse(have.data['world.json']) as { name?: unknown; spec?: Record<string, unknown> };
       if (stored.name !== world.metadata.name || typeof stored.spec !== 'object' || stored.spec === null) return undefined;
       const spec = withDefaults(stored.spec);
-      return specProblem(spec) ? undefined : spec;
+      return specProblem(spec, world.metadata) ? undefined : spec;
     } catch {
       // Not JSON, or not a spec withDefaults can read: as if there were none.
       return undefined;

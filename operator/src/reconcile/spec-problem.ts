@@ -1,17 +1,28 @@
+import { configProblem } from '@aethex/gameserver/config';
 import {
   ConfigError,
   DEFAULT_POSITION_SCALE,
   type Env,
+  envName,
   GRID_CELL_FACTOR,
   loadSettings,
   MAX_GRID_CELLS,
+  regions,
   type Settings,
   type SettingsSchema,
   WORLD_SETTING_RANGES,
   worldBoundsProblem,
 } from '@aethex/runtime';
-import { type GameWorldSpec, MAX_WORLD_NAME, WORLD_NAME, WORLD_NAME_RULE } from '../api/gameworld.js';
-import { engineEnv } from './desired.js';
+import {
+  GAMEWORLD_API_VERSION,
+  GAMEWORLD_KIND,
+  type GameWorld,
+  type GameWorldSpec,
+  MAX_WORLD_NAME,
+  WORLD_NAME,
+  WORLD_NAME_RULE,
+} from '../api/gameworld.js';
+import { engineEnv, podEnv, SHARD_ENV_FIELDS } from './desired.js';
 
 /** Why a spec cannot be realised: the field to change (`spec.world.bounds`) and what is wrong, with the allowed range. */
 export interface SpecProblem {
@@ -62,14 +73,105 @@ function read(env: Env): Settings<typeof SCHEMA> | undefined {
 
 /**
  * Whether the shards of a world with this spec (defaults applied) would refuse their settings at
- * start — bounds too far from 0 for the max speed or the position quantum, or a grid of too many
- * cells for the area-of-interest radius (`worldBoundsProblem`, the shard's own rule) — and which
- * field to change. The settings are the ones each shard gets: the operator's (shardEnv), then
+ * start (exit 2, every pod crash-looping), and what to change: the bounds first (boundsProblem,
+ * whose messages name the spec's fields and the values that would fit), then every setting of the
+ * pod (settingsProblem, the shard's own check). `metadata`: the world's, for the settings the
+ * operator makes from it (its namespace, name, pod names); without it a stand-in (the world's name
+ * is nameProblem's to judge). Pure.
+ */
+export function specProblem(spec: GameWorldSpec, metadata?: WorldIdentity): SpecProblem | undefined {
+  return boundsProblem(spec) ?? settingsProblem(spec, metadata);
+}
+
+/** What of a world's metadata its shards' settings are made from. */
+export type WorldIdentity = Pick<GameWorld['metadata'], 'name' | 'namespace' | 'creationTimestamp'>;
+
+/** The variable of a setting named in a ConfigError (`engine.npc_count`), or the variable itself (an unknown one). */
+const variableOf = (key: string): string => (key.includes('.') ? envName('AETHEX_GAMESERVER', key) : key);
+
+/** At most `max` characters of `text`: a value in an error can be as long as the spec allows. */
+const bounded = (text: string, max: number): string => (text.length > max ? `${text.slice(0, max - 1)}…` : text);
+
+/**
+ * Whether the shards would refuse the settings their pods get, by the shard's own check
+ * (configProblem, gameserver/src/config.ts: unknown `AETHEX_GAMESERVER_*` variables, each value's
+ * type and range, the checks of settings together) over a pod's env as the operator makes it
+ * (podEnv: its own settings, then `template.env`, the last entry of a variable winning). The pod of
+ * the last instance's last shard stands for them all: they differ only in their instance and name.
+ * What the operator cannot know is left to the shard: a `valueFrom` entry's value (a check that
+ * reads it is skipped, its name is still checked), a setting no entry gives when the shard cannot
+ * run without it (a join-token key: the image or the local runtime may give it), a file only the
+ * pod has (the shard map's bounds are boundsProblem's). Another setting no entry gives is the
+ * shard's default. The field named is the entry or spec field that gave the value the error
+ * names; the message bounded.
+ */
+export function settingsProblem(spec: GameWorldSpec, metadata?: WorldIdentity): SpecProblem | undefined {
+  const world: GameWorld = {
+    apiVersion: GAMEWORLD_API_VERSION,
+    kind: GAMEWORLD_KIND,
+    metadata: { uid: '', ...(metadata ?? { name: 'world', namespace: 'default' }) },
+    spec,
+  };
+  const grid = regions(spec.world.bounds, spec.sharding.columns, spec.sharding.rows);
+  const entries = podEnv(world, Math.max(0, spec.instances - 1), grid[grid.length - 1] as (typeof grid)[number]);
+  const fromTemplate = entries.length - (spec.template.env?.length ?? 0);
+  const env: Record<string, string> = {};
+  const unread = new Set<string>();
+  /** Each variable the pod sets, and whether its value is template.env's (true) or the operator's. */
+  const byTemplate = new Map<string, boolean>();
+  for (const [i, e] of entries.entries()) {
+    byTemplate.set(e.name, i >= fromTemplate);
+    // Kubernetes gives an entry without a value the empty string. A value that is not a string
+    // (the Pod API takes none) is not judged here, as one from valueFrom.
+    if (e.valueFrom === undefined && (e.value === undefined || typeof e.value === 'string')) {
+      env[e.name] = e.value ?? '';
+      unread.delete(e.name);
+    } else {
+      delete env[e.name];
+      unread.add(e.name);
+    }
+  }
+  const p = configProblem(env, unread);
+  if (!p) return undefined;
+
+  const given = (key: string) => {
+    const variable = variableOf(key);
+    if (!byTemplate.has(variable)) return { field: undefined, label: "the shard's default" };
+    if (byTemplate.get(variable)) {
+      // An empty value leaves the setting to the shard's default, as an unset one.
+      const empty = !unread.has(variable) && env[variable]?.trim() === '';
+      const entry = `${variable} in spec.template.env`;
+      return { field: `spec.template.env[${variable}]`, label: empty ? `the shard's default (${entry} is empty)` : entry, env: true };
+    }
+    const field = SHARD_ENV_FIELDS[variable.slice('AETHEX_GAMESERVER_'.length)];
+    return { field, label: field ?? "the operator's" };
+  };
+  const named = given(p.error.key);
+  const others = p.reads.filter((k) => k !== p.error.key);
+  const field =
+    named.field ??
+    others.map(given).find((g) => 'env' in g)?.field ??
+    others.map(given).find((g) => g.field !== undefined)?.field ??
+    'spec.template.env';
+  const from = p.reads.map((k) => [k, given(k)] as const).filter(([, g]) => g.field !== field);
+  const sources = from.length === 0 ? '' : ` (${from.map(([k, g]) => `${k}: ${g.label}`).join('; ')})`;
+  return {
+    field: bounded(field, 160),
+    message: bounded(`the shard would refuse its settings at start (exit 2): ${p.error.message}${sources}`, 800),
+  };
+}
+
+/**
+ * Whether the shards of a world with this spec (defaults applied) would refuse their bounds at
+ * start — too far from 0 for the max speed or the position quantum, or a grid of too many cells
+ * for the area-of-interest radius (`worldBoundsProblem`, the shard's own rule) — and which field
+ * to change. The settings are the ones each shard gets: the operator's (shardEnv), then
  * `template.env`, whose last entry for a variable wins as in the pod; such an entry is the field
  * named. When one of them is not known here (`valueFrom`, an empty value, a value that does not
- * parse), the shard is left to judge. Pure.
+ * parse), the rule is left to settingsProblem (which refuses a value that does not parse) and the
+ * shard. Pure.
  */
-export function specProblem(spec: GameWorldSpec): SpecProblem | undefined {
+export function boundsProblem(spec: GameWorldSpec): SpecProblem | undefined {
   const set = new Map<string, { value: unknown; from?: number }>();
   for (const [k, value] of Object.entries(engineEnv(spec))) set.set(`${GS}${k}`, { value });
   for (const [i, e] of (spec.template.env ?? []).entries())
