@@ -10,8 +10,16 @@ import {
   encodeState,
   RESTORE_ID_MARGIN,
   STATE_VERSION,
+  StateChecksumError,
   StateFormatError,
+  stateChecksum,
 } from './state-codec.js';
+
+/** `blob` with its checksum made right again: to reach the checks behind it with a blob changed on purpose. */
+const resealed = (blob: Uint8Array): Uint8Array => {
+  new DataView(blob.buffer, blob.byteOffset, blob.byteLength).setUint32(32, stateChecksum(blob), true);
+  return blob;
+};
 
 test("a snapshot keeps what the shard owns, never a neighbour's ghosts, and restores players dormant", () => {
   const w = new World(16, 1, 100_000);
@@ -74,9 +82,8 @@ test("entities' game states are kept, each its own, and only entities that have 
   expect(back.world.gameState).toEqual(new Map([[player, new Uint8Array([1, 2, 3])]]));
   expect(back.world.gameState.has(bare)).toBe(false);
   expect(decodeState(without, 16, 100_000).world.gameState.get(npc)).toEqual(new Uint8Array(MAX_GAME_STATE_BYTES).fill(9));
-  // 8 bytes of id and length per state, nothing for an entity without one (and the version-2
-  // header's 4 bytes for the states' length).
-  expect(blob.length).toBe(encodeState(9, new World(16, 1, 100_000), new Map([[player, 'p-1']])).length + 4 + 2 * 30 + 8 + 3);
+  // 8 bytes of id and length per state, nothing for an entity without one.
+  expect(blob.length).toBe(encodeState(9, new World(16, 1, 100_000), new Map([[player, 'p-1']])).length + 2 * 30 + 8 + 3);
 });
 
 test('a blob whose game states do not add up is refused by name', () => {
@@ -88,34 +95,39 @@ test('a blob whose game states do not add up is refused by name', () => {
   const at = blob.length - 10; // the state's id, length, bytes
   const other = blob.slice();
   new DataView(other.buffer).setUint32(at, a + 1, true);
-  expect(() => decodeState(other, 4, 1000)).toThrow(/game state for entity 2, which it does not hold/);
+  expect(() => decodeState(resealed(other), 4, 1000)).toThrow(/game state for entity 2, which it does not hold/);
   const long = blob.slice();
   new DataView(long.buffer).setUint32(at + 4, 3, true);
-  expect(() => decodeState(long, 4, 1000)).toThrow(/game state of 3 bytes for entity 1/);
+  expect(() => decodeState(resealed(long), 4, 1000)).toThrow(/game state of 3 bytes for entity 1/);
   const cut = blob.slice(0, blob.length - 1);
-  expect(() => decodeState(cut, 4, 1000)).toThrow(/header says/);
+  expect(() => decodeState(resealed(cut), 4, 1000)).toThrow(/header says/);
   expect(view.getUint32(4, true)).toBe(STATE_VERSION);
   const future = blob.slice();
   new DataView(future.buffer).setUint32(4, STATE_VERSION + 1, true);
   expect(() => decodeState(future, 4, 1000)).toThrow(
-    new StateFormatError(`state blob version ${STATE_VERSION + 1} is not supported (this build reads 1 and 2)`),
+    new StateFormatError(`state blob version ${STATE_VERSION + 1} is not supported (this build reads 1, 2 and 3)`),
   );
 });
 
-test('a snapshot written before game states were kept (version 1) restores as it was, and one without game states is still written so', () => {
+test('a snapshot written before game states were kept (version 1) restores as it was', () => {
   // Written by the version-1 encoder (at 669b872): an NPC at (1.5, 2.5) and player 2 at (3, 4),
   // flags 5, last input 7, owned by 'old-1', at tick 12.
   const v1 = Buffer.from(
     'U1hFQQEAAAAMAAAAAwAAAAIAAAAIAAAADQAAAAEAAAACAAAAAADAPwAAQEAAACBAAACAQAAAAAAAAAAAAAAAAAAAAAAAAAAABQAAAAAAAAAHAAAAAAABAFtbMiwib2xkLTEiXV0=',
     'base64',
   );
-  // A world without game states is still written in version 1, byte for byte as before.
+  // The same world is written today as version 3: the version-1 bytes behind a longer header
+  // (the states' length, 0, and the checksum).
   const same = new World(8, 1, 1000);
   same.spawn(1.5, 2.5, KIND_NPC);
   const p = same.spawn(3, 4, KIND_PLAYER);
   same.lastSeq[same.indexOf(p)] = 7;
   same.flags[same.indexOf(p)] = 5;
-  expect(Buffer.from(encodeState(12, same, new Map([[p, 'old-1']])))).toEqual(v1);
+  const now = Buffer.from(encodeState(12, same, new Map([[p, 'old-1']])));
+  expect(now.readUInt32LE(4)).toBe(3);
+  expect([now.readUInt32LE(28), now.readUInt32LE(32)]).toEqual([0, stateChecksum(now)]);
+  expect(now.subarray(36)).toEqual(v1.subarray(28));
+  expect(now.subarray(8, 28)).toEqual(v1.subarray(8, 28));
   const back = decodeState(new Uint8Array(v1), 8, 1000);
   expect(back.tick).toBe(12);
   expect(back.players).toEqual(new Map([[2, 'old-1']]));
@@ -133,6 +145,91 @@ test('a snapshot written before game states were kept (version 1) restores as it
   expect(v1.byteOffset > 0 || v1.buffer.byteLength > v1.length).toBe(true);
   const fromBuffer = decodeState(v1, 8, 1000).world;
   expect([fromBuffer.x[fromBuffer.indexOf(2)], fromBuffer.lastSeq[fromBuffer.indexOf(2)]]).toEqual([3, 7]);
+});
+
+test('a snapshot with game states written before the checksum (version 2) restores as it was', () => {
+  // Written by the version-2 encoder (at c3ae991): NPC 1 at (1.5, 2.5) with game state [9, 8, 7],
+  // player 2 at (3, 4), flags 5, last input 7, owned by 'old-2', with game state '{"gold":12}', at tick 12.
+  const v2 = Buffer.from(
+    'U1hFQQIAAAAMAAAAAwAAAAIAAAAIAAAADQAAAB4AAAABAAAAAgAAAAAAwD8AAEBAAAAgQAAAgEAAAAAAAAAAAAAAAAAAAAAAAAAAAAUAAAAAAAAABwAAAAAAAQBbWzIsIm9sZC0yIl1dAQAAAAMAAAAJCAcCAAAACwAAAHsiZ29sZCI6MTJ9',
+    'base64',
+  );
+  expect(v2.readUInt32LE(4)).toBe(2);
+  const back = decodeState(v2, 8, 100_000);
+  expect(back.tick).toBe(12);
+  expect(back.world.nextEntityId).toBe(3 + RESTORE_ID_MARGIN);
+  expect(back.players).toEqual(new Map([[2, 'old-2']]));
+  const i = back.world.indexOf(2);
+  expect([back.world.x[i], back.world.y[i], back.world.flags[i], back.world.lastSeq[i], back.world.mode[i]]).toEqual([
+    3,
+    4,
+    5,
+    7,
+    MODE_DORMANT,
+  ]);
+  expect([back.world.x[back.world.indexOf(1)], back.world.y[back.world.indexOf(1)]]).toEqual([1.5, 2.5]);
+  expect(back.world.gameState).toEqual(
+    new Map([
+      [1, new Uint8Array([9, 8, 7])],
+      [2, new TextEncoder().encode('{"gold":12}')],
+    ]),
+  );
+  // Written again today, it is the same blob in version 3: its header 4 bytes longer for the checksum.
+  const now = Buffer.from(encodeState(12, back.world, back.players));
+  expect(now.readUInt32LE(4)).toBe(STATE_VERSION);
+  expect(now.readUInt32LE(32)).toBe(stateChecksum(now));
+  expect(Buffer.concat([now.subarray(8, 12), now.subarray(16, 32), now.subarray(36)])).toEqual(
+    Buffer.concat([v2.subarray(8, 12), v2.subarray(16, 32), v2.subarray(32)]),
+  );
+});
+
+test('a blob with any byte changed, or cut short, is refused: a checksum mismatch from the tick on, stored vs computed', () => {
+  const w = new World(8, 1, 1000);
+  const npc = w.spawn(1.5, 2.5, KIND_NPC);
+  const p = w.spawn(3, 4, KIND_PLAYER);
+  w.gameState.set(npc, new Uint8Array([9, 8, 7]));
+  w.gameState.set(p, new TextEncoder().encode('{"gold":12}'));
+  const blob = encodeState(12, w, new Map([[p, 'ann']]));
+  expect(new DataView(blob.buffer).getUint32(32, true)).toBe(stateChecksum(blob));
+  expect(decodeState(blob, 8, 1000).world.count).toBe(2);
+  const refusal = (b: Uint8Array, what: string): Error => {
+    try {
+      decodeState(b, 8, 1000);
+    } catch (err) {
+      expect(err).toBeInstanceOf(StateFormatError);
+      return err as Error;
+    }
+    throw new Error(`a corrupted blob was restored (${what})`);
+  };
+  for (let at = 0; at < blob.length; at++) {
+    for (const mask of [0x01, 0x02, 0x80, 0xff]) {
+      const bad = blob.slice();
+      bad[at] = (bad[at] as number) ^ mask;
+      const err = refusal(bad, `byte ${at} ^ 0x${mask.toString(16)}`);
+      // The magic and the version say how to read the rest: changed, the blob is not one this
+      // build reads, or read as version 1 or 2 it is longer than its header says (their headers are
+      // shorter). Anything after them — the tick, the counts, the positions, the checksum itself —
+      // is a checksum mismatch.
+      if (at < 8)
+        expect(err.message).toMatch(
+          /^(not a shard state blob|state blob version \d+ is not supported|state blob is \d+ bytes, its header says)/,
+        );
+      else {
+        expect(err).toBeInstanceOf(StateChecksumError);
+        const [stored, computed] = [new DataView(bad.buffer).getUint32(32, true), stateChecksum(bad)];
+        expect(err).toMatchObject({ stored, computed });
+        expect(err.message).toBe(
+          `state blob checksum mismatch (stored CRC-32 0x${stored.toString(16).padStart(8, '0')}, computed 0x${computed.toString(16).padStart(8, '0')} over its ${blob.length} bytes): it was corrupted or cut short in the store`,
+        );
+      }
+    }
+  }
+  // A write cut short anywhere past the header.
+  for (const length of [36, 37, blob.length >> 1, blob.length - 1])
+    expect(refusal(blob.slice(0, length), `cut to ${length} bytes`).message).toMatch(
+      new RegExp(`^state blob checksum mismatch .* over its ${length} bytes\\)`),
+    );
+  expect(refusal(blob.slice(0, 35), 'cut to 35 bytes').message).toBe('state blob of 35 bytes is truncated');
 });
 
 test('the shard assembles the game states off the tick, a chunk per event-loop turn, into the same blob', async () => {
@@ -154,13 +251,30 @@ test('the shard assembles the game states off the tick, a chunk per event-loop t
     setImmediate(count);
   };
   setImmediate(count);
-  const blob = await assembleState(captured, 1000);
+  const assembling = assembleState(captured, 1000);
+  // Nothing of it on the caller's turn (the tick): not even the checksum.
+  expect(new DataView(captured.head.buffer).getUint32(32, true)).toBe(0);
+  const blob = await assembling;
   counting = false;
   // 5,000 bytes of state in chunks of 1,000: others ran between the chunks.
   expect(turns).toBeGreaterThanOrEqual(4);
   w.gameState.set(1, new Uint8Array(100).fill(0));
   expect(blob).toEqual(encodeState(3, w, new Map()));
   expect(decodeState(blob, 64, 1000).world.gameState.get(50)).toEqual(new Uint8Array(100).fill(49));
+  // The checksum is taken a chunk per turn as well: the head in chunks of 100 bytes.
+  expect(await assembleState(captureState(3, w, new Map()), 100)).toEqual(blob);
+});
+
+test('without game states the blob is checksummed off the tick too', async () => {
+  const w = new World(16, 1, 1000);
+  for (let i = 0; i < 10; i++) w.spawn(i, -i, KIND_NPC);
+  const captured = captureState(4, w, new Map());
+  const assembling = assembleState(captured);
+  expect(new DataView(captured.head.buffer).getUint32(32, true)).toBe(0);
+  const blob = await assembling;
+  expect(new DataView(blob.buffer).getUint32(32, true)).toBe(stateChecksum(blob));
+  expect(blob).toEqual(encodeState(4, w, new Map()));
+  expect(decodeState(blob, 16, 1000).world.count).toBe(10);
 });
 
 test('a blob with a position that is not a number is refused by name', () => {
@@ -208,7 +322,7 @@ test('a player map entry that is not a player entity of the blob with a valid, u
     out.set(good.subarray(0, good.length - 2));
     out.set(map, good.length - 2);
     new DataView(out.buffer).setUint32(24, map.length, true);
-    return out;
+    return resealed(out);
   };
   expect(decodeState(withMap(JSON.stringify([[p1, 'ann']])), 16).players).toEqual(new Map([[p1, 'ann']]));
   const refused = (json: string) => {
