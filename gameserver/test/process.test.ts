@@ -10,7 +10,7 @@ import { RealtimeClient } from '@aethex/sdk';
 import { killProcesses, spawnSource, type TestProcess } from '@aethex/testing/process';
 import { afterEach, expect, test } from 'vitest';
 import { WebSocket } from 'ws';
-import { until } from './harness.js';
+import { moduleFile, until } from './harness.js';
 
 const MAIN = join(import.meta.dirname, '../src/main.ts');
 afterEach(killProcesses);
@@ -144,6 +144,17 @@ test('SIGTERM drains: players are told SHUTTING_DOWN, the final snapshot is writ
   expect(lines.filter((l) => l.includes('"kicked"'))).toEqual([]);
   const closed = lines.filter((l) => l.includes('"closed every session"')).map((l) => JSON.parse(l));
   expect(closed).toMatchObject([{ reason: 'shutting_down', sessions: 1 }]);
+});
+
+test('a SIGTERM while the shard starts (its game module still loading) drains it once started: exit 0, not killed by the signal', async () => {
+  const game = moduleFile('await new Promise((r) => setTimeout(r, 1500));\nexport default {};\n');
+  const p = run({ ...shardEnv(mkdtempSync(join(tmpdir(), 'aethex-proc-'))), AETHEX_GAMESERVER_GAME_MODULE: game });
+  // Logged before the start begins (the test runs node without the flag).
+  await p.line((l) => l.includes('--no-parallel-scavenge'), 'the start to begin');
+  p.kill('SIGTERM');
+  expect(await p.exit(20_000), p.output()).toEqual({ code: 0, signal: null });
+  const order = ['"starting":true,"msg":"draining"', '"msg":"shard started"', '"msg":"drained; exiting"'].map((m) => p.output().indexOf(m));
+  expect(order.every((at) => at >= 0) && order[0]! < order[1]! && order[1]! < order[2]!, p.output()).toBe(true);
 });
 
 test('after SIGKILL a restarted shard restores its last snapshot and the player gets their entity back', async () => {
