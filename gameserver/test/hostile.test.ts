@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,7 +8,12 @@ import { afterAll, expect, test } from 'vitest';
 import { startTestShard, type TestShard, until } from './harness.js';
 
 let t: TestShard | undefined;
-afterAll(async () => t?.stop());
+/** The probe and the fuzzer, ended whatever the test did (a failed wait included). */
+const children: ChildProcess[] = [];
+afterAll(async () => {
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  await t?.stop();
+});
 
 test('random and truncated frames from 100 connections at 1,000/s: no crash, honest players keep a steady stream', async () => {
   // Each tick's wall time and the CPU time the process spent in it.
@@ -58,6 +63,7 @@ test('random and truncated frames from 100 connections at 1,000/s: no crash, hon
   const probe = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'stall-probe.ts')], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
+  children.push(probe);
   let probeOut = '';
   probe.stdout.on('data', (d) => {
     probeOut += d;
@@ -90,6 +96,7 @@ test('random and truncated frames from 100 connections at 1,000/s: no crash, hon
     ],
     { stdio: ['ignore', 'pipe', 'inherit'] },
   );
+  children.push(fuzz);
   let out = '';
   let attackFrom = Number.POSITIVE_INFINITY;
   fuzz.stdout.on('data', (d) => {
