@@ -493,6 +493,10 @@ export class ShardEngine {
    * hook failing every tick cannot flood the log), never propagated into the tick.
    */
   private callHook(name: string, fn: () => unknown): void {
+    if (this.hooksUntil !== Number.POSITIVE_INFINITY && performance.now() > this.hooksUntil) {
+      this.hooksSkipped++;
+      return;
+    }
     try {
       const result = fn();
       // An async hook is not awaited (the tick goes on), but its failure is the hook's failure.
@@ -505,6 +509,20 @@ export class ShardEngine {
   }
 
   private readonly hookLoggedAt = new Map<string, number>();
+  /** See `limitHooks`. */
+  private hooksUntil = Number.POSITIVE_INFINITY;
+  /** Hooks not called since `limitHooks`: its time was up. */
+  hooksSkipped = 0;
+
+  /**
+   * Past `until` (performance.now()), hooks are no longer called (counted in `hooksSkipped`): a
+   * drain gives the game's onLeave hooks, which run on its thread where no timer can stop them,
+   * part of its time and keeps the rest for the final snapshot. One hook already running still
+   * takes what it takes.
+   */
+  limitHooks(until: number): void {
+    this.hooksUntil = until;
+  }
   /** RPCs waiting for a tick, in arrival order, from `rpcHead` on. */
   private rpcQueue: QueuedRpc[] = [];
   private rpcHead = 0;

@@ -35,8 +35,9 @@ const log = createLogger('gameserver', settings['log.level']);
 // started — within the same bound — rather than killed by the signal's default action.
 let shard: RunningShard | undefined;
 let drainingSince: NodeJS.Signals | undefined;
+let signalledAt = 0;
 function drain(running: RunningShard): void {
-  running.drain().then(
+  running.drain(signalledAt).then(
     () => {
       log.info('drained; exiting');
       process.exit(0);
@@ -54,6 +55,7 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
       return;
     }
     drainingSince = signal;
+    signalledAt = performance.now();
     log.info({ signal, ...(shard ? {} : { starting: true }) }, 'draining');
     const bound = setTimeout(() => {
       log.error({ timeoutMs: settings['ops.drain_timeout_ms'] }, 'drain did not finish in time; exiting');

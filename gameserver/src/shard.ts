@@ -47,9 +47,11 @@ export interface RunningShard {
   links?: ShardLinks;
   /**
    * Drains: readiness turns false, new joins are refused, every session is told SHUTTING_DOWN,
-   * the loop stops and the listeners close. Idempotent; resolves when done.
+   * the loop stops and the listeners close. Idempotent; resolves when done. `since`: when the
+   * drain's time (`ops.drain_timeout_ms`) began, by performance.now() — a signal that came while
+   * the shard started; now by default.
    */
-  drain(): Promise<void>;
+  drain(since?: number): Promise<void>;
 }
 
 export interface ShardOptions {
@@ -417,9 +419,9 @@ export async function startShard(configured: GameserverSettings, options: ShardO
     ...(placement ? { placement } : {}),
     ...(sharding ? { sharding } : {}),
     ...(links ? { links } : {}),
-    drain() {
+    drain(since?: number) {
       drained ??= (async () => {
-        const started = performance.now();
+        const started = Math.min(since ?? Number.POSITIVE_INFINITY, performance.now());
         draining = true;
         verifier?.stop();
         const g = gateway as Gateway;
@@ -440,6 +442,9 @@ export async function startShard(configured: GameserverSettings, options: ShardO
           const by = performance.now() + Math.min(DRAIN_RESUME_WAIT_MS, (left() - reserve) / 4);
           while (resumesPending(sharding) && performance.now() < by) await new Promise((r) => setTimeout(r, 10));
         }
+        // The game's onLeave hooks of these detaches run on this thread, where no timer can stop
+        // them: they get half of what is left before the reserve, the final snapshot the rest.
+        engine.limitHooks(performance.now() + Math.max(0, left() - reserve) / 2);
         // Every client is told why (its Kick) and detached at once; the state is captured and saved
         // while their sockets close, which a client that stops reading would otherwise hold up.
         const closingGateway = g.close(
@@ -448,6 +453,8 @@ export async function startShard(configured: GameserverSettings, options: ShardO
           Math.max(0, Math.min(DRAIN_SOCKET_CLOSE_MS, left() - reserve)),
         );
         engine.releasePlaces();
+        if (engine.hooksSkipped > 0)
+          log.warn({ skipped: engine.hooksSkipped }, "the drain ran out of time for the game's hooks: the rest were not called");
         try {
           await Promise.all([
             persistence.drain(engine.tick, assembleState(engine.captureState(sharding?.adoptedAwaitingResume())), end - reserve),
