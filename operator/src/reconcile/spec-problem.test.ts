@@ -238,6 +238,23 @@ it.each<[string, GameWorldSpec, { field: string; message: string } | undefined]>
       message: `${REFUSED}${GS}PERSISTENCE_POSTGRES_URI: not a setting (did you mean ${GS}PERSISTENCE_POSTGRES_URL?)`,
     },
   ],
+  [
+    'a value the kubelet expands ($(NAME)) is left to the shard, as one from valueFrom',
+    shardSpec([
+      { name: 'NPCS', value: '100' },
+      { name: `${GS}ENGINE_NPC_COUNT`, value: '$(NPCS)' },
+      { name: `${GS}LINKS_SECRET`, value: '$(LINK_SECRET_FROM_A_SECRET)' },
+    ]),
+    undefined,
+  ],
+  [
+    'an escaped $$( is a literal: judged',
+    shardSpec([{ name: `${GS}ENGINE_NPC_COUNT`, value: '$$(NPCS)' }]),
+    {
+      field: `spec.template.env[${GS}ENGINE_NPC_COUNT]`,
+      message: `${REFUSED}engine.npc_count: expected an integer from 0 to 1000000, got "$(NPCS)" (from ${GS}ENGINE_NPC_COUNT)`,
+    },
+  ],
   ['other variables are not the shard’s', shardSpec([{ name: 'NODE_OPTIONS', value: '--max-old-space-size=512' }]), undefined],
   [
     'a setting the operator makes, overridden in template.env',

@@ -89,6 +89,19 @@ export type WorldIdentity = Pick<GameWorld['metadata'], 'name' | 'namespace' | '
 /** The variable of a setting named in a ConfigError (`engine.npc_count`), or the variable itself (an unknown one). */
 const variableOf = (key: string): string => (key.includes('.') ? envName('AETHEX_GAMESERVER', key) : key);
 
+/**
+ * The value a pod's env entry gives, as far as the operator can know it: undefined for one from
+ * `valueFrom`, one that is not a string, and one the kubelet expands — it replaces `$(NAME)` with
+ * an earlier entry's or a Service variable's value (`$$` is a literal `$`), which the operator does
+ * not see. An entry without a value is the empty string.
+ */
+function knownValue(e: { value?: unknown; valueFrom?: unknown }): string | undefined {
+  if (e.valueFrom !== undefined) return undefined;
+  if (e.value === undefined) return '';
+  if (typeof e.value !== 'string' || e.value.replaceAll('$$', '').includes('$(')) return undefined;
+  return e.value.replaceAll('$$', '$');
+}
+
 /** At most `max` characters of `text`: a value in an error can be as long as the spec allows. */
 const bounded = (text: string, max: number): string => (text.length > max ? `${text.slice(0, max - 1)}…` : text);
 
@@ -122,9 +135,10 @@ export function settingsProblem(spec: GameWorldSpec, metadata?: WorldIdentity): 
   for (const [i, e] of entries.entries()) {
     byTemplate.set(e.name, i >= fromTemplate);
     // Kubernetes gives an entry without a value the empty string. A value that is not a string
-    // (the Pod API takes none) is not judged here, as one from valueFrom.
-    if (e.valueFrom === undefined && (e.value === undefined || typeof e.value === 'string')) {
-      env[e.name] = e.value ?? '';
+    // (the Pod API takes none), or that the kubelet expands, is not judged here, as one from valueFrom.
+    const value = knownValue(e);
+    if (value !== undefined) {
+      env[e.name] = value;
       unread.delete(e.name);
     } else {
       delete env[e.name];
@@ -174,8 +188,7 @@ export function settingsProblem(spec: GameWorldSpec, metadata?: WorldIdentity): 
 export function boundsProblem(spec: GameWorldSpec): SpecProblem | undefined {
   const set = new Map<string, { value: unknown; from?: number }>();
   for (const [k, value] of Object.entries(engineEnv(spec))) set.set(`${GS}${k}`, { value });
-  for (const [i, e] of (spec.template.env ?? []).entries())
-    set.set(e.name, { value: e.valueFrom === undefined ? (e.value ?? '') : undefined, from: i });
+  for (const [i, e] of (spec.template.env ?? []).entries()) set.set(e.name, { value: knownValue(e), from: i });
 
   const env: Record<string, string> = {};
   for (const input of Object.values(INPUTS)) {
