@@ -454,6 +454,7 @@ export async function startShard(configured: GameserverSettings, options: ShardO
         );
         engine.releasePlaces();
         if (engine.hooksSkipped > 0)
+        persistence.releasingForDrain();
           log.warn({ skipped: engine.hooksSkipped }, "the drain ran out of time for the game's hooks: the rest were not called");
         try {
           await Promise.all([

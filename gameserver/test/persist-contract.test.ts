@@ -250,6 +250,34 @@ describe.each([
     expect(await outbox.pending(k)).toBe(0);
     expect(await readStream(k)).toEqual([`player_joined:${a}`, `player_joined:${b}`, `player_left:${a}`]);
   });
+
+  test("a drain's freed places are not departures: a restore keeps those players, and leaves out one who left", async () => {
+    const k = key(`drained-${Math.random().toString(36).slice(2, 8)}`);
+    const outbox = make();
+    const persistence = () =>
+      new ShardPersistence({
+        key: k,
+        snapshots: new PostgresSnapshotStore(pool),
+        outbox,
+        sink: new RedisStreamSink(redis),
+        presence: new RedisPresence(redis),
+        log: createLogger('persist-contract-test', 'silent'),
+        presenceTtlMs: 60_000,
+      });
+    const first = persistence();
+    const [stays, goes] = [`${schema}-stays`, `${schema}-goes`];
+    first.playerJoined(stays, 1000);
+    first.playerJoined(goes, 1001);
+    // The snapshot is stored at 2000; one player leaves after it, then the shard drains — its
+    // clock ahead of the store's, or its final snapshot failing, puts the drain's events after it too.
+    first.playerLeft(goes, 2500);
+    first.releasingForDrain();
+    first.playerLeft(stays, 3000);
+    await first.flush();
+    const second = persistence();
+    await second.loadOpenPlaces();
+    expect([...(await second.departedSince(2000, [stays, goes]))]).toEqual([goes]);
+  });
 });
 
 describe('outbox: a table from before event keys', () => {

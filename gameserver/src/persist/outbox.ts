@@ -14,6 +14,11 @@ export interface DomainEvent {
    * outbox stores an event once per key, so an append retried after an ambiguous failure adds nothing twice.
    */
   eventKey: string;
+  /**
+   * A `player_left` of a drain (`ShardPersistence.releasingForDrain`): the shard freed every place
+   * as it stopped, not a departure of the player's own — a restore brings them back (see `leftSince`).
+   */
+  drained?: boolean;
 }
 
 /**
@@ -111,8 +116,9 @@ export interface Outbox {
   openPlaces(key: ShardKey): Promise<string[]>;
   /**
    * Of `players`, those the outbox holds a `player_left` of at or after `sinceMs` (ms since the
-   * epoch) for the shard: they left it since then, as far as the events it still keeps tell
-   * (relayed ones go after its retention). Asked at a restore, with when the snapshot was stored.
+   * epoch) for the shard, not a drain's (`DomainEvent.drained`): they left it since then, as far as
+   * the events it still keeps tell (relayed ones go after its retention). Asked at a restore, with
+   * when the snapshot was stored.
    */
   leftSince(key: ShardKey, sinceMs: number, players: readonly string[]): Promise<string[]>;
   /**
@@ -162,13 +168,17 @@ CREATE TABLE IF NOT EXISTS shard_outbox (
   player_id   text        NOT NULL,
   at          timestamptz NOT NULL,
   relayed_at  timestamptz,
-  event_key   text
+  event_key   text,
+  drained     boolean     NOT NULL DEFAULT false
 );
 CREATE INDEX IF NOT EXISTS shard_outbox_pending ON shard_outbox (id) WHERE relayed_at IS NULL;
 DO $$
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'shard_outbox'::regclass AND attname = 'event_key' AND NOT attisdropped) THEN
     ALTER TABLE shard_outbox ADD COLUMN event_key text;
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'shard_outbox'::regclass AND attname = 'drained' AND NOT attisdropped) THEN
+    ALTER TABLE shard_outbox ADD COLUMN drained boolean NOT NULL DEFAULT false;
   END IF;
 END $$;
 CREATE UNIQUE INDEX IF NOT EXISTS shard_outbox_event_key ON shard_outbox (event_key);
@@ -219,9 +229,9 @@ export class PostgresOutbox implements Outbox {
       await client.query('SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))', [APPEND_LOCK_CLASS, eventStreamKey(key)]);
       await client.query(
         `WITH added AS (
-           INSERT INTO shard_outbox (world, instance, shard, type, player_id, at, event_key)
-           SELECT $1, $2, $3, e.type, e.player_id, e.at, e.event_key
-           FROM unnest($4::text[], $5::text[], $6::timestamptz[], $7::text[]) WITH ORDINALITY AS e(type, player_id, at, event_key, n)
+           INSERT INTO shard_outbox (world, instance, shard, type, player_id, at, event_key, drained)
+           SELECT $1, $2, $3, e.type, e.player_id, e.at, e.event_key, e.drained
+           FROM unnest($4::text[], $5::text[], $6::timestamptz[], $7::text[], $8::boolean[]) WITH ORDINALITY AS e(type, player_id, at, event_key, drained, n)
            ORDER BY e.n
            ON CONFLICT (event_key) DO NOTHING
            RETURNING id, type, player_id
@@ -242,6 +252,7 @@ export class PostgresOutbox implements Outbox {
           chunk.map((e) => e.playerId),
           chunk.map((e) => new Date(e.at)),
           chunk.map((e) => e.eventKey),
+          chunk.map((e) => e.drained === true),
         ],
       );
       await client.query('COMMIT');
@@ -271,7 +282,7 @@ export class PostgresOutbox implements Outbox {
     if (players.length === 0) return [];
     const { rows } = await this.pool.query<{ player_id: string }>(
       `SELECT DISTINCT player_id FROM shard_outbox
-        WHERE world = $1 AND instance = $2 AND shard = $3 AND type = 'player_left' AND at >= to_timestamp($4::double precision / 1000)
+        WHERE world = $1 AND instance = $2 AND shard = $3 AND type = 'player_left' AND NOT drained AND at >= to_timestamp($4::double precision / 1000)
           AND player_id = ANY($5::text[])
         ORDER BY player_id`,
       [worldRef(key.namespace, key.world), key.instance, key.shard, sinceMs, players],
@@ -410,7 +421,9 @@ export class MemoryOutbox implements Outbox {
   async leftSince(_key: ShardKey, sinceMs: number, players: readonly string[]): Promise<string[]> {
     const wanted = new Set(players);
     const left = new Set<string>();
-    for (const e of this.events) if (e.type === 'player_left' && e.at >= sinceMs && wanted.has(e.playerId)) left.add(e.playerId);
+    for (const e of this.events) {
+      if (e.type === 'player_left' && !e.drained && e.at >= sinceMs && wanted.has(e.playerId)) left.add(e.playerId);
+    }
     return [...left].sort();
   }
 

@@ -123,6 +123,8 @@ export class ShardPersistence {
    * a player restored here whose place is among them takes it again without a second `player_joined`.
    */
   private openAtStart: Set<string> | undefined;
+  /** See `releasingForDrain`. */
+  private drainReleases = false;
   private readonly local = new Set<string>();
   private lastHeartbeat = Number.NEGATIVE_INFINITY;
   private pruneTimer: NodeJS.Timeout | undefined;
@@ -172,8 +174,17 @@ export class ShardPersistence {
   }
 
   /**
+   * The places freed from now on are the drain's (`DomainEvent.drained`): their players did not
+   * leave, the shard stopped, and a restore — of the final snapshot, or of an earlier one when the
+   * final one failed — brings them back.
+   */
+  releasingForDrain(): void {
+    this.drainReleases = true;
+  }
+
+  /**
    * Of the players a snapshot stored at `savedAtMs` would restore, those who left the shard after
-   * it (the outbox holds their `player_left` from then on) and whose place is not open again: a
+   * it (the outbox holds their `player_left` from then on, not a drain's) and whose place is not open again: a
    * restore leaves them out rather than keep them dormant, present and counted until their rejoin
    * window ends. Call after `loadOpenPlaces`. A `player_left` between the capture and the store's
    * taking the snapshot, or one the crash lost before its append, is not seen: that player is
@@ -303,7 +314,7 @@ export class ShardPersistence {
   }
 
   playerLeft(playerId: string, at = Date.now()): void {
-    this.queue({ type: 'player_left', playerId, at, eventKey: this.nextEventKey() });
+    this.queue({ type: 'player_left', playerId, at, eventKey: this.nextEventKey(), ...(this.drainReleases ? { drained: true } : {}) });
     this.local.delete(playerId);
     this.joined.delete(playerId);
     this.left.add(playerId);
