@@ -254,10 +254,10 @@ export const GAMESERVER_SETTINGS = {
   },
   'rpc.max_in_flight': {
     type: 'int',
-    default: 16,
+    default: 32,
     min: 1,
     max: 10_000,
-    doc: 'RPCs a connection may have waiting for their answers; a further one is answered BUSY without calling the game.',
+    doc: 'RPCs a connection may have waiting for their answers (queued for a tick or running); a further one is answered BUSY without calling the game.',
   },
   'rpc.max_per_second': {
     type: 'int',

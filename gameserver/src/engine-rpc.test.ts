@@ -137,3 +137,32 @@ test('rpc.max_ms_per_tick is at most engine.tick_rate_ms', () => {
     10,
   );
 });
+
+test("a handler's result whose then() throws answers INTERNAL; the tick goes on", async () => {
+  // A thenable of the game's whose then() is broken (defined, not literal: it is what a game might return).
+  const odd = Object.defineProperty({}, 'then', {
+    value: () => {
+      throw new Error('a game bug in then()');
+    },
+  }) as unknown as Uint8Array;
+  const e = engineWith({ odd: () => odd });
+  const answers = collect([e.rpc(1, 'odd', new Uint8Array(0))]);
+  const tick = e.tick;
+  expect(() => e.step()).not.toThrow();
+  expect(e.tick).toBe(tick + 1);
+  await settle();
+  expect(answers).toEqual(['INTERNAL']);
+});
+
+test("a session that ends while its handler's promise is pending: answered NOT_JOINED, its timeout timer cleared", async () => {
+  const e = engineWith({ hang: () => new Promise<Uint8Array>(() => {}) });
+  const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+  const answers = collect([e.rpc(1, 'hang', new Uint8Array(0))]);
+  const before = timers();
+  e.step();
+  expect(timers()).toBe(before + 1);
+  e.leave(1);
+  await settle();
+  expect(answers).toEqual(['NOT_JOINED']);
+  expect(timers()).toBe(before);
+});

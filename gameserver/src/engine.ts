@@ -144,6 +144,8 @@ interface QueuedRpc {
   /** performance.now() when it arrived: past `rpc.timeout_ms` it is answered TIMEOUT, not run. */
   at: number;
   answer: ((r: RpcOutcome) => void) | undefined;
+  /** A running handler's `rpc.timeout_ms` (cleared with the answer, whoever gives it). */
+  timer?: NodeJS.Timeout | undefined;
 }
 
 /** The answer to an RPC (`RpcResult`). */
@@ -593,6 +595,7 @@ export class ShardEngine {
       const call: QueuedRpc = { session, method, payload, at: performance.now(), answer: undefined };
       const answer = (r: RpcOutcome) => {
         call.answer = undefined;
+        clearTimeout(call.timer);
         pendingOf.delete(answer);
         resolve(r);
       };
@@ -654,13 +657,16 @@ export class ShardEngine {
     const { method } = call;
     const handler = this.rpcHandler(method) as NonNullable<ReturnType<ShardEngine['rpcHandler']>>;
     let result: unknown;
+    let thenable: boolean;
     try {
       result = handler(this.context, this.hookPlayer(call.session), call.payload);
+      // A game's object may have a `then` getter that throws: the handler's failure, not the tick's.
+      thenable = result !== null && typeof (result as PromiseLike<unknown>)?.then === 'function';
     } catch (err) {
       answer(this.rpcFailure(method, err));
       return;
     }
-    if (result === null || typeof (result as PromiseLike<unknown>)?.then !== 'function') {
+    if (!thenable) {
       answer(this.rpcAnswer(method, result));
       return;
     }
@@ -669,7 +675,7 @@ export class ShardEngine {
     call.session = undefined as unknown as Session;
     call.payload = EMPTY;
     const timeoutMs = this.settings['rpc.timeout_ms'];
-    const timer = setTimeout(
+    call.timer = setTimeout(
       () => {
         if (!call.answer) return;
         this.hookFailed(`rpc.${method}`, new Error(`rpc.${method} did not settle within rpc.timeout_ms (${timeoutMs} ms)`));
@@ -677,11 +683,11 @@ export class ShardEngine {
       },
       Math.max(0, leftMs),
     );
-    call.answer = (r) => {
-      clearTimeout(timer);
-      answer(r);
-    };
-    this.settleRpc(method, result as PromiseLike<unknown>, call);
+    try {
+      this.settleRpc(method, result as PromiseLike<unknown>, call);
+    } catch (err) {
+      call.answer?.(this.rpcFailure(method, err));
+    }
   }
 
   /** Apart from `callRpc`: the reactions on the game's promise close over `call` alone, not the caller. */

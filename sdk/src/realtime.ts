@@ -1358,8 +1358,8 @@ export class RealtimeClient {
    * - UNKNOWN_METHOD, INTERNAL: the shard's answer;
    * - TIMEOUT: no result within `timeoutMs` (default 10,000; Infinity: no timeout; NaN, 0, a
    *   negative number or 2^31 and more throw a RangeError, as a timer cannot wait that long);
-   * - HANDED_OVER: made between a handoff's redirect and the new shard's Welcome (not run; call
-   *   again after the `handoff` event);
+   * - HANDED_OVER: made between a handoff's redirect and the new shard's Welcome, or before the
+   *   redirect but not run yet when it came (not run; call again after the `handoff` event);
    * - NOT_JOINED: made before the Welcome (at once; not sent);
    * - DISCONNECTED: made during a rejoin (at once; not sent: call again after `rejoined`), or in
    *   flight when the connection dropped (it may have run);
