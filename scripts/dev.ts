@@ -5,31 +5,26 @@
 // runs — instances, bounds, sharding — and the runtime applies it. Ctrl-C stops everything.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { parseCli } from '@aethex/runtime';
 
-const { values } = parseArgs({
-  options: {
-    file: { type: 'string', short: 'f', default: 'examples/gameworld.yaml' },
-    bots: { type: 'string', default: '20' },
-    npcs: { type: 'string', default: '150' },
-    'base-port': { type: 'string', default: '7700' },
-    'status-port': { type: 'string', default: '7390' },
-    directory: { type: 'string', default: '.aethex/local' },
-  },
-  strict: true,
+const USAGE =
+  'usage: npm start [-- [--file examples/gameworld.yaml] [--bots N] [--npcs N] [--base-port P] [--status-port P] [--directory DIR]]';
+const cli = parseCli('npm start', USAGE, {
+  file: { type: 'string', short: 'f', default: 'examples/gameworld.yaml' },
+  bots: { type: 'string', default: '20' },
+  npcs: { type: 'string', default: '150' },
+  'base-port': { type: 'string', default: '7700' },
+  'status-port': { type: 'string', default: '7390' },
+  directory: { type: 'string', default: '.aethex/local' },
 });
-for (const [flag, v, min, max] of [
-  ['--bots', values.bots, 0, 2000],
-  ['--npcs', values.npcs, 0, 100000],
-  ['--base-port', values['base-port'], 1024, 65000],
-  ['--status-port', values['status-port'], 1024, 65535],
-] as const) {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min || n > max) {
-    console.error(`npm start: ${flag} must be an integer from ${min} to ${max}, got '${v}'`);
-    process.exit(2);
-  }
-}
+const values = {
+  file: cli.values.file as string,
+  bots: String(cli.int('bots', 0, 2000)),
+  npcs: String(cli.int('npcs', 0, 100000)),
+  'base-port': String(cli.int('base-port', 1024, 65000)),
+  'status-port': String(cli.int('status-port', 1024, 65535)),
+  directory: cli.values.directory as string,
+};
 
 const node = ['--conditions=aethex-source', '--import', 'tsx'];
 const directory = values.directory as string;
