@@ -452,9 +452,9 @@ export async function startShard(configured: GameserverSettings, options: ShardO
           'the shard is shutting down; reconnect through matchmaking',
           Math.max(0, Math.min(DRAIN_SOCKET_CLOSE_MS, left() - reserve)),
         );
+        persistence.releasingForDrain();
         engine.releasePlaces();
         if (engine.hooksSkipped > 0)
-        persistence.releasingForDrain();
           log.warn({ skipped: engine.hooksSkipped }, "the drain ran out of time for the game's hooks: the rest were not called");
         try {
           await Promise.all([
