@@ -89,6 +89,12 @@ test('state survives a drain and restart on PostgreSQL; presence and events reac
   ]);
   expect(row.rows.map((r) => r.world)).toEqual([`prod/${world}`]);
   expect(Number(row.rows[0]?.tick)).toBeGreaterThan(0);
+  // The drain's player_left is marked as the drain's: a restore does not take alice for gone.
+  const left = await admin.query<{ drained: boolean }>(
+    `SELECT drained FROM ${schema}.shard_outbox WHERE world = $1 AND type = 'player_left' AND player_id = 'alice'`,
+    [`prod/${world}`],
+  );
+  expect(left.rows).toEqual([{ drained: true }]);
 
   const second = await startTestShard(shardEnv, keys);
   try {
