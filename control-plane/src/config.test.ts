@@ -32,6 +32,10 @@ test.each([
   [{ AETHEX_REDIS_URL: '' }, /AETHEX_REDIS_URL: required/],
   [{ AETHEX_AUTH_SIGNING_KEYS_FILE: '' }, /AETHEX_AUTH_SIGNING_KEYS_FILE: required when the auth service runs/],
   [{ AETHEX_SERVICES: 'saves', AETHEX_AUTH_SIGNING_KEYS_FILE: '' }, /AETHEX_AUTH_JWKS_URL: required/],
+  [
+    { AETHEX_SERVICES: 'saves', AETHEX_AUTH_SIGNING_KEYS_FILE: '', AETHEX_AUTH_JWKS_URL: 'http://user:pw@auth/.well-known/jwks.json' },
+    /AETHEX_AUTH_JWKS_URL: carries credentials \(user:password@\), which fetch refuses to send/,
+  ],
   [{ AETHEX_S3_ENDPOINT: '' }, /AETHEX_S3_ENDPOINT: required when the saves service runs/],
   [{ AETHEX_S3_ENDPOINT: 'minio:9000' }, /AETHEX_S3_ENDPOINT: expected http\(s\):\/\/host\[:port\]/],
   [{ AETHEX_SERVICES: 'auth,chat' }, /services: expected a comma-separated list of auth, saves.*AETHEX_SERVICES/],

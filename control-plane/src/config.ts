@@ -1,4 +1,4 @@
-import { ConfigError, type Env, loadSettings, type Settings, shownValue } from '@aethex/runtime';
+import { ConfigError, type Env, jwksUrlProblem, loadSettings, type Settings, shownValue } from '@aethex/runtime';
 
 /**
  * Every setting of the control plane, with its type, range and default. Each is read from
@@ -186,6 +186,9 @@ export function loadConfig(env: Env): ControlPlaneConfig {
   else if (s['auth.signing_keys_file'] === '' && s['auth.jwks_url'] === '') {
     throw new ConfigError('AETHEX_AUTH_JWKS_URL', 'required (or AETHEX_AUTH_SIGNING_KEYS_FILE) to verify access tokens');
   }
+  // A URL fetch cannot load (credentials in it) would fail every verification: refused now.
+  const jwksProblem = s['auth.jwks_url'] === '' ? undefined : jwksUrlProblem(s['auth.jwks_url']);
+  if (jwksProblem !== undefined) throw new ConfigError('AETHEX_AUTH_JWKS_URL', jwksProblem);
   if (serviceList.includes('saves')) {
     need('s3.endpoint', 'when the saves service runs');
     need('s3.access_key', 'when the saves service runs');

@@ -11,6 +11,7 @@ export {
   signJoinToken,
   unprintableAt,
 } from './join-token.js';
+export { jwksUrlProblem } from './jwks.js';
 export { createLogger, LOG_LEVELS, type Logger, type LogLevel } from './logger.js';
 export { freePortBlock, LOOPBACK_SHARD_ENV } from './ports.js';
 export { type Region, regions } from './regions.js';
@@ -21,6 +22,7 @@ export {
   loadSettings,
   type Rect,
   redactUrl,
+  redactUrlsIn,
   type SettingSpec,
   type Settings,
   type SettingsSchema,

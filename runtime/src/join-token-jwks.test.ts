@@ -3,7 +3,7 @@ import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { SignJWT } from 'jose';
-import { afterEach, describe, expect, test } from 'vitest';
+import { afterEach, describe, expect, test, vi } from 'vitest';
 import { createJoinVerifier, JoinTokenError, type JoinVerifier, signJoinToken } from './join-token.js';
 
 const ed = generateKeyPairSync('ed25519');
@@ -147,6 +147,46 @@ describe('join-token keys from a JWKS URL', () => {
     expect(err.kind).toBe('keys_unavailable');
     expect(err.message).toContain('access_token=***');
     expect(err.message).not.toContain('TOPSECRET123');
+  });
+
+  test('a JWKS URL with credentials, which fetch refuses to send, is refused when the verifier is made, masked', async () => {
+    const url = 'http://jwksuser:hunter2@127.0.0.1:30996/jwks.json?token=SEKRETTOKEN&access_token=SEKRET2&sig=SEKRET3&k=SEKRET4';
+    const made = createJoinVerifier({ ...shard, jwksUrl: url }).then((v) => {
+      verifiers.push(v);
+      return v;
+    });
+    await expect(made).rejects.toThrow(
+      'the JWKS URL http://jwksuser:***@127.0.0.1:30996/jwks.json?token=***&access_token=***&sig=***&k=*** carries credentials (user:password@), which fetch refuses to send',
+    );
+    await expect(made).rejects.not.toThrow(/hunter2|SEKRET/);
+  });
+
+  test('an error of fetch that quotes the URL reaches neither loadKeys nor a join with its secrets', async () => {
+    const url = 'http://127.0.0.1:30996/jwks.json?token=SEKRETTOKEN&sig=SEKRET3&k=SEKRET4';
+    // As undici words its refusals: the URL in the message (and in its cause's).
+    vi.stubGlobal('fetch', async (input: string) => {
+      throw new TypeError(`Request cannot be constructed from a URL: ${input}`, { cause: new Error(`connect ECONNREFUSED ${input}`) });
+    });
+    try {
+      const verify = await verifier({ ...shard, jwksUrl: url, jwks: { cooldownMs: 0 } });
+      const loading = await verify.loadKeys().then(
+        () => undefined,
+        (e: unknown) => e as Error,
+      );
+      expect(loading?.message).toBe(
+        'Request cannot be constructed from a URL: http://127.0.0.1:30996/jwks.json?token=***&sig=***&k=***: connect ECONNREFUSED http://127.0.0.1:30996/jwks.json?token=***&sig=***&k=***',
+      );
+      expect(loading?.name).toBe('TypeError');
+      const err = await refusal(verify, await signJoinToken(ed.privateKey, claims, { ...opts, kid: 'k1' }));
+      expect(err.kind).toBe('keys_unavailable');
+      expect(err.message).toBe(
+        'join token not verified: the keys at http://127.0.0.1:30996/jwks.json?token=***&sig=***&k=*** could not be loaded (Request cannot be constructed from a URL: http://127.0.0.1:30996/jwks.json?token=***&sig=***&k=***: connect ECONNREFUSED http://127.0.0.1:30996/jwks.json?token=***&sig=***&k=***)',
+      );
+      // Nothing a logger's error serializer walks (message, causes, stack) holds them either.
+      for (let e: unknown = err; e instanceof Error; e = e.cause) expect(`${e.message}\n${e.stack}`).not.toMatch(/SEKRET/);
+    } finally {
+      vi.unstubAllGlobals();
+    }
   });
 });
 

@@ -1,7 +1,7 @@
 import { createPublicKey, type KeyObject as NodeKeyObject } from 'node:crypto';
 import { type CryptoKey, errors, type JWTVerifyGetKey, jwtVerify, type KeyObject, SignJWT } from 'jose';
 import { RemoteKeySet, type RemoteKeySetOptions } from './jwks.js';
-import { redactUrl } from './settings.js';
+import { redactUrl, redactUrlsIn } from './settings.js';
 import { worldRef } from './store-keys.js';
 
 /**
@@ -160,7 +160,8 @@ export async function createJoinVerifier(options: JoinVerifierOptions): Promise<
       }));
     } catch (err) {
       if (err instanceof KeysUnavailable) {
-        const why = (err.cause as Error)?.message ?? String(err.cause);
+        // The underlying error may quote the URL (fetch's do): shown masked, as the URL itself is.
+        const why = redactUrlsIn((err.cause as Error)?.message ?? String(err.cause), options.jwksUrl);
         throw new JoinTokenError(
           'keys_unavailable',
           `join token not verified: the keys at ${redactUrl(options.jwksUrl ?? '') ?? 'auth.jwks_url'} could not be loaded (${why})`,

@@ -1,5 +1,5 @@
 import { createLocalJWKSet, errors, type JSONWebKeySet, type JWTVerifyGetKey } from 'jose';
-import { redactUrl } from './settings.js';
+import { redactUrl, redactUrlsIn } from './settings.js';
 
 /** How a {@link RemoteKeySet} fetches and keeps its key set; every duration in milliseconds. */
 export interface RemoteKeySetOptions {
@@ -21,6 +21,41 @@ export interface RemoteKeySetOptions {
   maxBytes?: number;
   /** Clock in milliseconds (tests). */
   now?: () => number;
+}
+
+/**
+ * Why a key set could never be fetched from `url`, or undefined: it does not parse, is not http(s),
+ * or carries credentials (`user:password@`), which fetch refuses to send. The shard's
+ * configuration refuses such an `auth.jwks_url` (it would sit unready for ever); RemoteKeySet
+ * refuses it too.
+ */
+export function jwksUrlProblem(url: string): string | undefined {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return 'is not a URL (it does not parse)';
+  }
+  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') return 'is not an http(s) URL';
+  if (parsed.username !== '' || parsed.password !== '') {
+    return 'carries credentials (user:password@), which fetch refuses to send, so the keys could never load: give the key server a token in the query instead (?token=…; every query value is masked in the logs)';
+  }
+  return undefined;
+}
+
+/**
+ * `err` fit to show: when its message or a cause's quotes `url` (fetch's own errors quote the URL
+ * they refuse) or a secret of it, an Error of the same name whose message is theirs with those
+ * masked (redactUrlsIn), without the causes that quote it; otherwise `err` itself.
+ */
+function masked(err: unknown, url: string): unknown {
+  const messages: string[] = [];
+  for (let e: unknown = err; e instanceof Error && messages.length < 4; e = e.cause) messages.push(e.message);
+  const shown = messages.map((m) => redactUrlsIn(m, url));
+  if (shown.every((m, i) => m === messages[i])) return err;
+  const safe = new Error(shown.join(': '));
+  safe.name = (err as Error).name;
+  return safe;
 }
 
 /** Bytes of a JWKS answer read at most by default: a set of a few dozen keys is a few KiB. */
@@ -67,6 +102,8 @@ export class RemoteKeySet {
   private readonly now: () => number;
 
   constructor(url: string, options: RemoteKeySetOptions = {}) {
+    const problem = jwksUrlProblem(url);
+    if (problem !== undefined) throw new Error(`the JWKS URL ${redactUrl(url) ?? '(not shown)'} ${problem}`);
     this.url = new URL(url).href;
     this.timeoutMs = options.timeoutMs ?? 5000;
     this.refreshMs = options.refreshMs ?? 300_000;
@@ -86,7 +123,10 @@ export class RemoteKeySet {
     return this.loadedAt === undefined ? undefined : this.now() - this.loadedAt;
   }
 
-  /** Fetches the set now (or waits for the fetch in flight), rejecting with why it failed. */
+  /**
+   * Fetches the set now (or waits for the fetch in flight), rejecting with why it failed (its
+   * message never holds the URL's password or query values).
+   */
   load(): Promise<void> {
     if (this.inflight) return this.inflight;
     this.lastAttemptAt = this.now();
@@ -96,7 +136,9 @@ export class RemoteKeySet {
         this.lastError = undefined;
         this.schedule(this.refreshMs);
       },
-      (err: unknown) => {
+      (failure: unknown) => {
+        // Whoever gets it may log it: a fetch error that quotes the URL has its secrets masked.
+        const err = masked(failure, this.url);
         this.failures++;
         this.lastError = err;
         // Before the first load, whoever asked retries (the shard's start); after it, the

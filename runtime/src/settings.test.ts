@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { ConfigError } from './config.js';
-import { envName, listenFailure, loadSettings, redactUrl, type SettingsSchema } from './settings.js';
+import { envName, listenFailure, loadSettings, redactUrl, redactUrlsIn, type SettingsSchema } from './settings.js';
 
 const schema = {
   'engine.tick_rate_ms': { type: 'int', default: 25, min: 5, max: 1000, doc: '' },
@@ -78,6 +78,63 @@ describe('loadSettings', () => {
     expect(() => load({}, '/nonexistent/aethex.yaml')).toThrow(/cannot read the configuration file \(ENOENT\)/);
   });
 
+  test.each([
+    ['engine:\n  tick_rate_ms: 0x10\n', 'engine.tick_rate_ms: expected an integer from 5 to 1000, got "0x10"'],
+    ['engine:\n  tick_rate_ms: 0o20\n', 'engine.tick_rate_ms: expected an integer from 5 to 1000, got "0o20"'],
+    ['engine:\n  tick_rate_ms: 0b11\n', 'engine.tick_rate_ms: expected an integer from 5 to 1000, got "0b11"'],
+    ['engine:\n  tick_rate_ms: !!int 0o20\n', 'engine.tick_rate_ms: expected an integer from 5 to 1000, got "0o20"'],
+    ['engine:\n  tick_rate_ms: 1_000\n', 'engine.tick_rate_ms: expected an integer from 5 to 1000, got "1_000"'],
+    ['engine:\n  max_speed: .inf\n', 'engine.max_speed: expected a number from 0.01 to 1000, got ".inf"'],
+    ['engine:\n  max_speed: .nan\n', 'engine.max_speed: expected a number from 0.01 to 1000, got ".nan"'],
+    ['gateway:\n  compress: True\n', 'gateway.compress: expected true or false, got "True"'],
+    ['gateway:\n  compress: yes\n', 'gateway.compress: expected true or false, got "yes"'],
+    [
+      'engine:\n  world_bounds: { min_x: 0x10, min_y: 0, max_x: 100, max_y: 50 }\n',
+      'engine.world_bounds: expected { min_x, min_y, max_x, max_y } decimal numbers (min_x is "0x10"), got {"min_x":"0x10","min_y":"0","max_x":"100","max_y":"50"}',
+    ],
+  ])('the file %j is read as the environment reads it: refused', (text, message) => {
+    expect(() => load({}, file(text))).toThrow(`${message} (from `);
+  });
+
+  test('the file: decimal numbers, true and false, and strings as written are read', () => {
+    const s = load(
+      {},
+      file(
+        'engine:\n  tick_rate_ms: 1e2\n  max_speed: "+2.50"\n  world_bounds: { min_x: -1.5, min_y: 0, max_x: 1e2, max_y: "50" }\ngateway:\n  compress: true\nshard:\n  name: 123\n',
+      ),
+    );
+    expect(s).toMatchObject({
+      'engine.tick_rate_ms': 100,
+      'engine.max_speed': 2.5,
+      'engine.world_bounds': { minX: -1.5, minY: 0, maxX: 100, maxY: 50 },
+      'gateway.compress': true,
+      'shard.name': '123',
+    });
+    // An alias stands for its value, and a section for its mapping; a setting is no alias of a mapping.
+    expect(load({}, file('engine:\n  tick_rate_ms: &t 30\n  max_speed: *t\n'))).toMatchObject({
+      'engine.tick_rate_ms': 30,
+      'engine.max_speed': 30,
+    });
+    expect(() => load({}, file('engine: &e { tick_rate_ms: 30 }\ngateway: *e\n'))).toThrow(/^gateway\.tick_rate_ms: unknown key$/);
+    expect(() => load({}, file('gateway: &g { compress: true }\nengine:\n  world_bounds: *g\n'))).toThrow(
+      /^engine\.world_bounds: an alias \(\*name\) of a mapping or a list is not supported here$/,
+    );
+  });
+
+  test('the file: __proto__ and other keys of no setting are refused; a dotted key is refused, naming it', () => {
+    expect(() => load({}, file('__proto__: { tick_rate_ms: 7 }\n'))).toThrow(/^__proto__: unknown key$/);
+    expect(() => load({}, file('engine:\n  __proto__: { tick_rate_ms: 7 }\n'))).toThrow(/^engine\.__proto__: unknown key$/);
+    expect(() => load({}, file('constructor: 1\n'))).toThrow(/^constructor: unknown key$/);
+    expect(() => load({}, file('engine:\n  toString: 1\n'))).toThrow(/^engine\.toString: unknown key$/);
+    expect(() => load({}, file('nonsense: { a: 1 }\n'))).toThrow(/^nonsense: unknown key$/);
+    const dotted = 'engine.tick_rate_ms: a key with a dot: the file nests keys by their dots (engine: { tick_rate_ms: … })';
+    expect(() => load({}, file('engine.tick_rate_ms: 30\n'))).toThrow(dotted);
+    expect(() => load({}, file('engine.tick_rate_ms: 30\nengine:\n  tick_rate_ms: 40\n'))).toThrow(dotted);
+    expect(() => load({}, file('engine:\n  tick_rate_ms: 40\nengine.tick_rate_ms: 30\n'))).toThrow(dotted);
+    expect(() => load({}, file('engine:\n  tick_rate_ms: 30\n  tick_rate_ms: 40\n'))).toThrow(/not valid YAML: Map keys must be unique/);
+    expect(() => load({}, file('engine:\n  ? [a]\n  : 1\n'))).toThrow(/^engine: a key must be a name, got \["a"\]$/);
+  });
+
   test('a variable with the prefix that names no setting is refused, with the nearest one', () => {
     expect(() => load({ AETHEX_GAMESERVER_ENGINE_TICK_RATE: '20' })).toThrow(
       /^AETHEX_GAMESERVER_ENGINE_TICK_RATE: not a setting \(did you mean AETHEX_GAMESERVER_ENGINE_TICK_RATE_MS\?\)$/,
@@ -95,6 +152,66 @@ describe('loadSettings', () => {
       AETHEX_GAMESERVERS: '1',
     };
     expect(load(links)['engine.tick_rate_ms']).toBe(25);
+  });
+
+  test('Kubernetes service variables are let through by their shape and their value together', () => {
+    // A Service named aethex-gameserver-ops: its variables look like settings of an ops section.
+    const links = {
+      AETHEX_GAMESERVER_OPS_SERVICE_HOST: 'fd00::2',
+      AETHEX_GAMESERVER_OPS_SERVICE_PORT: '7350',
+      AETHEX_GAMESERVER_OPS_SERVICE_PORT_HTTP_METRICS: '7350',
+      AETHEX_GAMESERVER_OPS_PORT: 'tcp://[fd00::2]:7350',
+      AETHEX_GAMESERVER_OPS_PORT_7350_TCP: 'tcp://[fd00::2]:7350',
+      AETHEX_GAMESERVER_OPS_PORT_7350_TCP_PROTO: 'tcp',
+      AETHEX_GAMESERVER_OPS_PORT_7350_TCP_PORT: '7350',
+      AETHEX_GAMESERVER_OPS_PORT_7350_TCP_ADDR: 'fd00::2',
+      AETHEX_GAMESERVER_OPS_PORT_7351_UDP: 'udp://[fd00::2]:7351',
+      AETHEX_GAMESERVER_OPS_PORT_7352_SCTP_PROTO: 'sctp',
+      // Kubelets before net.JoinHostPort wrote an IPv6 address bare.
+      AETHEX_GAMESERVER_LEGACY_PORT: 'tcp://fd00::3:80',
+    };
+    expect(load(links)['engine.tick_rate_ms']).toBe(25);
+  });
+
+  test.each([
+    ['AETHEX_GAMESERVER_GATEWAY_PORT', '1'],
+    ['AETHEX_GAMESERVER_OPS_PORT', '7350'],
+    ['AETHEX_GAMESERVER_ENGINE_MAX_SPEED_PORT', '1'],
+    ['AETHEX_GAMESERVER_ENGINE_PORT_80_TCP', '1'],
+    ['AETHEX_GAMESERVER_ENGINE_PORT_80_TCP', 'tcp://10.0.0.1:81'],
+    ['AETHEX_GAMESERVER_ENGINE_PORT_80_TCP', 'udp://10.0.0.1:80'],
+    ['AETHEX_GAMESERVER_ENGINE_PORT_80_TCP_PROTO', 'udp'],
+    ['AETHEX_GAMESERVER_ENGINE_PORT_80_TCP_PORT', '81'],
+    ['AETHEX_GAMESERVER_ENGINE_PORT_80_TCP_ADDR', 'db.internal'],
+    ['AETHEX_GAMESERVER_GATEWAY_SERVICE_HOST', 'shard.example'],
+    ['AETHEX_GAMESERVER_GATEWAY_SERVICE_PORT', 'http'],
+    ['AETHEX_GAMESERVER_GATEWAY_SERVICE_PORT_WS', '70000'],
+    ['AETHEX_GAMESERVER_GATEWAY_PORT', 'http://10.0.0.1:7777'],
+    ['AETHEX_GAMESERVER_GATEWAY_PORT', 'tcp://shard.example:7777'],
+  ])('%s=%s only ends like a Kubernetes service variable: not a setting, with the nearest', (name, value) => {
+    expect(() => load({ [name]: value })).toThrow(new RegExp(`^${name}: not a setting \\(did you mean AETHEX_GAMESERVER_[A-Z_]+\\?\\)$`));
+  });
+
+  test('an empty or blank variable is unset: it leaves the default, or the file’s value; an empty value in the file is refused', () => {
+    const f = file('engine:\n  tick_rate_ms: 50\ngateway:\n  bind_addr: 0.0.0.0:1\n');
+    for (const blank of ['', ' ', '\t \n']) {
+      expect(load({ AETHEX_GAMESERVER_ENGINE_TICK_RATE_MS: blank, AETHEX_GAMESERVER_GATEWAY_BIND_ADDR: blank }, f)).toMatchObject({
+        'engine.tick_rate_ms': 50,
+        'gateway.bind_addr': { host: '0.0.0.0', port: 1 },
+      });
+      expect(load({ AETHEX_GAMESERVER_ENGINE_TICK_RATE_MS: blank })['engine.tick_rate_ms']).toBe(25);
+    }
+    for (const [text, shown] of [
+      ['engine:\n  tick_rate_ms:\n', 'null'],
+      ['engine:\n  tick_rate_ms: ~\n', 'null'],
+      ['engine:\n  tick_rate_ms: ""\n', '""'],
+      ['engine:\n  tick_rate_ms: " "\n', '" "'],
+    ] as const) {
+      expect(() => load({}, file(text))).toThrow(`engine.tick_rate_ms: expected an integer from 5 to 1000, got ${shown} (from `);
+    }
+    expect(() => load({}, file('gateway:\n  bind_addr: ""\n'))).toThrow(/^gateway\.bind_addr: expected host:port/);
+    expect(() => load({}, file('gateway:\n  compress:\n'))).toThrow(/^gateway\.compress: expected true or false, got null/);
+    expect(() => load({}, file('shard:\n  name:\n'))).toThrow(/^shard\.name: expected a string, got null/);
   });
 
   test('with a prefix shared by other programs, only variables under its sections are checked', () => {
@@ -139,7 +256,7 @@ describe('values are read strictly and secrets never printed', () => {
   test('a URL setting marked secret is printed with its password masked, a secret value never', () => {
     const url = 'postgress://aethex:Sup3rS3cretPassw0rd@db.internal:5432/aethex?sslmode=require&password=Other';
     expect(message({ AETHEX_GAMESERVER_PERSISTENCE_POSTGRES_URL: url })).toBe(
-      'persistence.postgres_url: expected a postgres:// URL, got "postgress://aethex:***@db.internal:5432/aethex?sslmode=require&password=***" (from AETHEX_GAMESERVER_PERSISTENCE_POSTGRES_URL)',
+      'persistence.postgres_url: expected a postgres:// URL, got "postgress://aethex:***@db.internal:5432/aethex?sslmode=***&password=***" (from AETHEX_GAMESERVER_PERSISTENCE_POSTGRES_URL)',
     );
     // Not a URL at all: nothing of it can be shown safely.
     expect(message({ AETHEX_GAMESERVER_PERSISTENCE_POSTGRES_URL: 'aethex:Sup3r@db' })).toBe(
@@ -148,22 +265,48 @@ describe('values are read strictly and secrets never printed', () => {
     expect(message({ AETHEX_GAMESERVER_LINKS_SECRET: 'S'.repeat(65) })).toBe(
       'links.secret: expected at most 64 characters, got a value not shown (secret) (from AETHEX_GAMESERVER_LINKS_SECRET)',
     );
-    const yaml = file('links:\n  secret: 1234567890123\npersistence:\n  postgres_url: postgres://u:pw@h/d\n');
+    const yaml = file('links:\n  secret: [1234567890123]\npersistence:\n  postgres_url: postgres://u:pw@h/d\n');
     expect(message({}, yaml)).toMatch(/^links\.secret: expected a string, got a value not shown \(secret\) \(from .*config\.yaml\)$/);
     expect(message({}, yaml)).not.toContain('1234567890123');
   });
 
-  test('redactUrl masks the password of the userinfo and of password-like parameters only', () => {
+  test('redactUrl masks the password of the userinfo, the value of every query parameter and the fragment', () => {
     expect(redactUrl('redis://:hunter2@cache:6379/0')).toBe('redis://:***@cache:6379/0');
     expect(redactUrl('redis://cache:6379')).toBe('redis://cache:6379');
     // Userinfo without a password may be a token alone: masked whole.
-    expect(redactUrl('postgres://user@db/x?sslmode=require')).toBe('postgres://***@db/x?sslmode=require');
+    expect(redactUrl('postgres://user@db/x?sslmode=require')).toBe('postgres://***@db/x?sslmode=***');
     expect(redactUrl('https://ghp_T0KEN@cp.example/jwks')).toBe('https://***@cp.example/jwks');
-    expect(redactUrl('https://u:p@cp.example/jwks?token=abc&x=1')).toBe('https://u:***@cp.example/jwks?token=***&x=1');
+    expect(redactUrl('https://u:p@cp.example/jwks?token=abc&x=1')).toBe('https://u:***@cp.example/jwks?token=***&x=***');
     expect(redactUrl('db:5432')).toBeUndefined();
     // Unescaped separators in a password: masked whole all the same.
     expect(redactUrl('postgres://u:pa/ss@host/db')).toBe('postgres://u:***@host/db');
-    expect(redactUrl('postgres://u:p?s#s@host/db?sslmode=require')).toBe('postgres://u:***@host/db?sslmode=require');
+    expect(redactUrl('postgres://u:p?s#s@host/db?sslmode=require')).toBe('postgres://u:***@host/db?sslmode=***');
+  });
+
+  test('a signed URL: the values of all its query parameters are masked, whatever their names', () => {
+    const url =
+      'https://keys.example/jwks.json?token=SEKRETTOKEN&access_token=SEKRET2&sig=SEKRET3&k=SEKRET4&X-Amz-Signature=SEKRET5&bare&empty=#frag=SEKRET6';
+    const shown = redactUrl(url) as string;
+    expect(shown).toBe('https://keys.example/jwks.json?token=***&access_token=***&sig=***&k=***&X-Amz-Signature=***&***&empty=#***');
+    expect(shown).not.toMatch(/SEKRET/);
+  });
+
+  test('redactUrlsIn masks a URL quoted inside an error message, and the secrets of the URL wherever else they appear', () => {
+    const url = 'http://jwksuser:hunter2@127.0.0.1:30996/jwks.json?token=SEKRETTOKEN&access_token=SEKRET2&sig=SEKRET3&k=SEKRET4';
+    // What fetch throws for it (undici quotes the URL it refuses).
+    const fetchMessage = `Request cannot be constructed from a URL that includes credentials: ${new URL(url).href}`;
+    expect(redactUrlsIn(fetchMessage, url)).toBe(
+      'Request cannot be constructed from a URL that includes credentials: http://jwksuser:***@127.0.0.1:30996/jwks.json?token=***&access_token=***&sig=***&k=***',
+    );
+    // Quoted in parentheses and followed by punctuation: the punctuation is not taken for the URL's.
+    expect(redactUrlsIn(`failed (${url}).`)).toBe(
+      'failed (http://jwksuser:***@127.0.0.1:30996/jwks.json?token=***&access_token=***&sig=***&k=***).',
+    );
+    // Its secrets alone, as written or decoded, outside any URL.
+    expect(
+      redactUrlsIn('password hunter2 refused; token SEKRETTOKEN; p@ss w0rd', 'postgres://u:p%40ss%20w0rd@db/x?t=SEKRETTOKEN&x=1'),
+    ).toBe('password hunter2 refused; token ***; ***');
+    expect(redactUrlsIn('nothing to hide here', url)).toBe('nothing to hide here');
   });
 
   test.each([

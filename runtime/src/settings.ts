@@ -1,14 +1,14 @@
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { closest } from 'fastest-levenshtein';
-import { parse } from 'yaml';
+import { type Document, isAlias, isMap, isScalar, isSeq, parseDocument } from 'yaml';
 import { ConfigError, type Env } from './config.js';
 
 /**
  * One setting: its type, range and default. Keys are dotted YAML paths (`engine.max_speed`).
  * `secret` marks a string that must never reach a terminal or a log in full: `'url'`, a URL that
- * may carry a password (errors show it with the password masked, see `redactUrl`); `'value'`, a
- * secret as a whole (errors never show it).
+ * may carry a password or a token (errors show it with its password and query values masked, see
+ * `redactUrl`); `'value'`, a secret as a whole (errors never show it).
  */
 export type SettingSpec =
   | { type: 'int'; default: number; min: number; max: number; doc: string }
@@ -47,42 +47,154 @@ export function envName(prefix: string, key: string): string {
   return `${prefix}_${key.replaceAll('.', '_').toUpperCase()}`;
 }
 
-function flatten(value: unknown, path: string, out: Map<string, unknown>, schema: SettingsSchema): void {
-  if (path !== '' && path in schema) {
-    out.set(path, value);
-    return;
+/**
+ * A YAML node as a setting's raw value, read as the environment's text is: a scalar is the text
+ * written (`0x10`, `0o20`, `.inf` and `True` stay text, which parseValue refuses as it refuses them
+ * in a variable), quoted or not; an empty one (`key:`, `~`, `null`) is null; a mapping (the world
+ * bounds' `{ min_x, ... }`) an object of those, a sequence an array. An alias stands for its
+ * scalar; one of a mapping or a sequence is refused (nothing here needs one, and a value may not
+ * expand without bound).
+ */
+function yamlValue(node: unknown, doc: Document, path: string): unknown {
+  if (isAlias(node)) {
+    const target = node.resolve(doc);
+    if (!isScalar(target)) throw new ConfigError(path, 'an alias (*name) of a mapping or a list is not supported here');
+    return yamlValue(target, doc, path);
   }
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
-    const isSection = path === '' || Object.keys(schema).some((k) => k.startsWith(`${path}.`));
-    throw new ConfigError(path || '(root)', isSection ? 'expected a mapping of settings' : 'unknown key');
+  if (isScalar(node)) {
+    if (node.value === null || node.value === undefined) return null;
+    return typeof node.value === 'string' ? node.value : (node.source ?? String(node.value));
   }
-  for (const [k, v] of Object.entries(value)) flatten(v, path === '' ? k : `${path}.${k}`, out, schema);
+  if (isMap(node))
+    return Object.fromEntries(node.items.map((pair) => [String(yamlValue(pair.key, doc, path)), yamlValue(pair.value, doc, path)]));
+  if (isSeq(node)) return node.items.map((item) => yamlValue(item, doc, path));
+  return null;
 }
 
-/** Where the query of a URL may carry a secret: `?password=`, `?token=`, `?secret=`, `?sslkey=`... */
-const SECRET_PARAMETER = /pass|secret|token|key|auth|credential/i;
+/**
+ * The settings of a YAML document into `out`, by their dotted keys. Each key is a name nested by
+ * the dots (`engine: { tick_rate_ms: 25 }`): a key with a dot in it (`engine.tick_rate_ms: 25`) is
+ * refused — the file would say one setting twice, nested and dotted, with nothing to tell which
+ * wins — and so is any key that names no setting or section (`__proto__`, `constructor` included).
+ * YAML itself refuses a key given twice in one mapping.
+ */
+function flatten(node: unknown, path: string, out: Map<string, unknown>, schema: SettingsSchema, doc: Document): void {
+  if (path !== '' && Object.hasOwn(schema, path)) {
+    out.set(path, yamlValue(node, doc, path));
+    return;
+  }
+  // A section given by an alias (`log: *common`) is the mapping it names; the path grows at each
+  // step and only sections go deeper, so even an alias of an enclosing mapping ends.
+  if (isAlias(node)) node = node.resolve(doc);
+  const isSection = path === '' || Object.keys(schema).some((k) => k.startsWith(`${path}.`));
+  if (!isMap(node)) throw new ConfigError(path || '(root)', isSection ? 'expected a mapping of settings' : 'unknown key');
+  if (!isSection) throw new ConfigError(path, 'unknown key');
+  for (const pair of node.items) {
+    const name = yamlValue(pair.key, doc, path);
+    if (typeof name !== 'string') throw new ConfigError(path || '(root)', `a key must be a name, got ${JSON.stringify(name)}`);
+    const key = path === '' ? name : `${path}.${name}`;
+    if (name.includes('.')) {
+      throw new ConfigError(
+        key,
+        `a key with a dot: the file nests keys by their dots (${name.split('.').join(': { ')}: …${' }'.repeat(name.split('.').length - 1)})`,
+      );
+    }
+    flatten(pair.value, key, out, schema, doc);
+  }
+}
+
+/** The parts of a `scheme://...` URL that redactUrl tells apart, each with its delimiter. */
+interface UrlParts {
+  /** `postgres://` */
+  scheme: string;
+  /** `user:password@`, `token@` or '' */
+  userinfo: string;
+  /** The host and the path. */
+  rest: string;
+  /** `?a=1&b=2` or '' */
+  query: string;
+  /** `#...` or '' */
+  fragment: string;
+}
 
 /**
- * `url` with the password of its userinfo and the values of password-like query parameters masked
- * (`postgres://aethex:***@db:5432/aethex`), for errors and logs; undefined when `url` does not
- * look like `scheme://...`, where nothing tells which part may be secret. The userinfo runs to
- * the last `@`: a password with an unescaped `/`, `?` or `#` (a malformed URL, but one people
- * write) is masked whole, at the price of masking too much when a query holds an `@`.
+ * `url` in its parts, or undefined when it does not look like `scheme://...`, where nothing tells
+ * which part may be secret. The userinfo runs to the last `@`: a password with an unescaped `/`,
+ * `?` or `#` (a malformed URL, but one people write) is taken whole, at the price of taking too
+ * much when a query holds an `@`.
  */
-export function redactUrl(url: string): string | undefined {
+function urlParts(url: string): UrlParts | undefined {
   const scheme = /^[A-Za-z][A-Za-z0-9+.-]*:\/\//.exec(url)?.[0];
   if (scheme === undefined) return undefined;
   const at = url.lastIndexOf('@');
   const userinfo = at < 0 ? '' : url.slice(scheme.length, at + 1);
-  const colon = userinfo.indexOf(':');
-  // Userinfo without a colon may be a token alone (`https://TOKEN@host`): all of it is masked.
-  const user = userinfo === '' ? '' : colon < 0 ? '***@' : `${userinfo.slice(0, colon)}:***@`;
   const [rest = '', query = '', fragment = ''] =
     /^([^?#]*)(\?[^#]*)?(#.*)?$/s.exec(url.slice(Math.max(scheme.length, at + 1)))?.slice(1) ?? [];
-  const params = query.replace(/([?&])([^=&]*)=([^&]*)/g, (all, sep: string, name: string) =>
-    SECRET_PARAMETER.test(name) ? `${sep}${name}=***` : all,
-  );
-  return `${scheme}${user}${rest}${params}${fragment}`;
+  return { scheme, userinfo, rest, query, fragment };
+}
+
+/**
+ * `url` with its secrets masked, for errors and logs: the password of its userinfo
+ * (`postgres://aethex:***@db:5432/aethex`; userinfo without a colon may be a token alone, and is
+ * masked whole), the value of every query parameter (`?sslmode=***&token=***`: a signed URL
+ * carries its signature and token under any name — `sig`, `k`, `X-Amz-Signature` — so no name is
+ * taken as harmless) and the fragment. Undefined when `url` does not look like `scheme://...`:
+ * nothing tells which part of it may be secret. The one masking of a URL: `redactUrlsIn` masks
+ * URLs inside a text with it.
+ */
+export function redactUrl(url: string): string | undefined {
+  const parts = urlParts(url);
+  if (parts === undefined) return undefined;
+  const { scheme, userinfo, rest, query, fragment } = parts;
+  const colon = userinfo.indexOf(':');
+  const user = userinfo === '' ? '' : colon < 0 ? '***@' : `${userinfo.slice(0, colon)}:***@`;
+  const params = query.replace(/([?&])([^&]*)/g, (all, sep: string, param: string) => {
+    const eq = param.indexOf('=');
+    if (eq < 0) return param === '' ? all : `${sep}***`;
+    return eq === param.length - 1 ? all : `${sep}${param.slice(0, eq)}=***`;
+  });
+  return `${scheme}${user}${rest}${params}${fragment.length > 1 ? '#***' : fragment}`;
+}
+
+/**
+ * What of `url` is secret, as written and percent-decoded: what redactUrl masks (the password or
+ * token of its userinfo, every query value, the fragment), or all of it when it is no
+ * `scheme://...` URL. Parts shorter than 4 characters are left out: masking every `1` of a message
+ * would hide more than it protects.
+ */
+function secretParts(url: string): string[] {
+  const parts = urlParts(url);
+  let secrets: string[];
+  if (parts === undefined) {
+    secrets = [url];
+  } else {
+    const colon = parts.userinfo.indexOf(':');
+    secrets = [parts.userinfo.slice(colon + 1, -1), parts.fragment.slice(1)];
+    for (const param of parts.query.slice(1).split('&')) secrets.push(param.slice(param.indexOf('=') + 1));
+  }
+  const decoded = secrets.map((s) => {
+    try {
+      return decodeURIComponent(s);
+    } catch {
+      return s;
+    }
+  });
+  return [...new Set([...secrets, ...decoded])].filter((s) => s.length >= 4).sort((a, b) => b.length - a.length);
+}
+
+/** A URL inside a text: a scheme, `://`, and what follows up to white space or a quote, less trailing punctuation. */
+const URL_IN_TEXT = /[A-Za-z][A-Za-z0-9+.-]*:\/\/[^\s"'`<>]*[^\s"'`<>).,;:]/g;
+
+/**
+ * `text` — an error's message, which may quote the URL it failed on (fetch's `Request cannot be
+ * constructed from a URL that includes credentials: http://user:password@...`) — with every URL
+ * in it masked by redactUrl and, given `url` (a secret setting's value), every other appearance of
+ * its secrets (`secretParts`) masked too. For any text that embeds another error's message.
+ */
+export function redactUrlsIn(text: string, url?: string): string {
+  let out = text.replace(URL_IN_TEXT, (found) => redactUrl(found) ?? found);
+  if (url !== undefined) for (const secret of secretParts(url)) out = out.replaceAll(secret, '***');
+  return out;
 }
 
 /** `raw` as an error may show it: JSON, with what `spec.secret` marks secret left out. */
@@ -100,9 +212,11 @@ export function shownValue(spec: SettingSpec, raw: unknown): string {
  */
 const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
 
-/** A string or a YAML number as a finite number; undefined when it is not a decimal number. */
+/**
+ * A value's text (a variable's, or a YAML scalar's as written: yamlValue) as a finite number;
+ * undefined when it is not a decimal number. The one reading of a number, from either source.
+ */
 function decimal(raw: unknown): number | undefined {
-  if (typeof raw === 'number') return Number.isFinite(raw) ? raw : undefined;
   if (typeof raw !== 'string' || !DECIMAL.test(raw.trim())) return undefined;
   const n = Number(raw.trim());
   return Number.isFinite(n) ? n : undefined;
@@ -138,8 +252,8 @@ function parseValue(key: string, spec: SettingSpec, raw: unknown, source: string
       return n;
     }
     case 'bool':
-      if (raw === true || raw === 'true') return true;
-      if (raw === false || raw === 'false') return false;
+      if (raw === 'true') return true;
+      if (raw === 'false') return false;
       return fail('expected true or false');
     case 'enum':
       if (typeof raw !== 'string' || !spec.values.includes(raw)) fail(`expected one of ${spec.values.join(', ')}`);
@@ -159,21 +273,26 @@ function parseValue(key: string, spec: SettingSpec, raw: unknown, source: string
       return { host: host.replace(/^\[|\]$/g, ''), port };
     }
     case 'rect': {
-      let r: unknown = raw;
-      if (typeof raw === 'string') {
-        const texts = raw.split(',').map((p) => p.trim());
-        const parts = texts.map(decimal);
-        const bad = texts.length === 4 ? parts.indexOf(undefined) : -1;
-        if (bad >= 0) fail(`expected "minX,minY,maxX,maxY" decimal numbers (part ${bad + 1} is ${JSON.stringify(texts[bad])})`);
-        r = parts.length === 4 ? { min_x: parts[0], min_y: parts[1], max_x: parts[2], max_y: parts[3] } : undefined;
+      // "minX,minY,maxX,maxY" (the environment) or { min_x, min_y, max_x, max_y } (the file): four
+      // decimal numbers either way.
+      const o = raw !== null && typeof raw === 'object' && !Array.isArray(raw) ? (raw as Record<string, unknown>) : undefined;
+      const texts =
+        typeof raw === 'string'
+          ? raw.split(',').map((p) => p.trim())
+          : o && Object.keys(o).sort().join(',') === 'max_x,max_y,min_x,min_y'
+            ? [o.min_x, o.min_y, o.max_x, o.max_y]
+            : [];
+      if (texts.length !== 4) return fail('expected { min_x, min_y, max_x, max_y } numbers (or "minX,minY,maxX,maxY" in the environment)');
+      const parts = texts.map(decimal);
+      const bad = parts.indexOf(undefined);
+      if (bad >= 0) {
+        fail(
+          typeof raw === 'string'
+            ? `expected "minX,minY,maxX,maxY" decimal numbers (part ${bad + 1} is ${JSON.stringify(texts[bad])})`
+            : `expected { min_x, min_y, max_x, max_y } decimal numbers (${['min_x', 'min_y', 'max_x', 'max_y'][bad]} is ${JSON.stringify(texts[bad])})`,
+        );
       }
-      const o = r as Record<string, unknown> | undefined;
-      const nums = o && typeof o === 'object' ? [o.min_x, o.min_y, o.max_x, o.max_y] : [];
-      const keys = o && typeof o === 'object' ? Object.keys(o).sort().join(',') : '';
-      if (keys !== 'max_x,max_y,min_x,min_y' || !nums.every((v) => typeof v === 'number' && Number.isFinite(v))) {
-        fail('expected { min_x, min_y, max_x, max_y } numbers (or "minX,minY,maxX,maxY" in the environment)');
-      }
-      const [minX, minY, maxX, maxY] = nums as number[];
+      const [minX, minY, maxX, maxY] = parts as number[];
       if (!((minX as number) < (maxX as number) && (minY as number) < (maxY as number))) fail('expected min_x < max_x and min_y < max_y');
       return { minX, minY, maxX, maxY };
     }
@@ -215,12 +334,52 @@ export function listenFailure(err: unknown, listeners: Record<string, { host: st
   return `${at.join(' or ')}: ${LISTEN_ERRORS[e.code] ?? e.message} (${e.code})`;
 }
 
+/** A port number as Kubernetes writes one: decimal, 1 to 65535. */
+const isPort = (value: string): boolean => /^[1-9]\d{0,4}$/.test(value) && Number(value) <= 65535;
+
 /**
- * The variables Kubernetes sets for each Service in a pod's namespace (`<NAME>_SERVICE_HOST`,
- * `<NAME>_PORT_7700_TCP_ADDR`, ...): a Service named `aethex-auth` gives `AETHEX_AUTH_PORT`. Not
- * settings, whatever their prefix.
+ * A service-link URL, `<proto>://<cluster IP>:<port>` (an IPv6 address in brackets, or bare from
+ * kubelets before `net.JoinHostPort`): its protocol and port, or undefined.
  */
-const SERVICE_LINK = /_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT|PORT_\d+_(TCP|UDP|SCTP)(_PROTO|_PORT|_ADDR)?)$/;
+function linkUrl(value: string): { proto: string; port: string } | undefined {
+  const m = /^(tcp|udp|sctp):\/\/(\[[^\]]+\]|.+):(\d+)$/.exec(value);
+  if (!m || !isPort(m[3] as string) || isIP((m[2] as string).replace(/^\[(.*)\]$/, '$1')) === 0) return undefined;
+  return { proto: m[1] as string, port: m[3] as string };
+}
+
+/**
+ * The variables the kubelet sets for each Service with a cluster IP in a pod's namespace
+ * (pkg/kubelet/envvars; a Service named `aethex-gameserver-ops` gives `AETHEX_GAMESERVER_OPS_PORT`,
+ * under our prefix), each by its name's shape and what its value must then be. `<SVC>` is the
+ * Service's name upper-cased, `-` as `_`; `<PORT>` a port number; `<PROTO>` TCP, UDP or SCTP.
+ */
+const SERVICE_LINKS: readonly [RegExp, (value: string, m: RegExpExecArray) => boolean][] = [
+  // <SVC>_SERVICE_HOST=10.0.0.11
+  [/._SERVICE_HOST$/, (v) => isIP(v) !== 0],
+  // <SVC>_SERVICE_PORT=6379, and <SVC>_SERVICE_PORT_<PORT NAME>=6379 for each named port
+  [/._SERVICE_PORT(_[A-Z0-9_]+)?$/, (v) => isPort(v)],
+  // <SVC>_PORT=tcp://10.0.0.11:6379 (the first port)
+  [/._PORT$/, (v) => linkUrl(v) !== undefined],
+  // <SVC>_PORT_6379_TCP=tcp://10.0.0.11:6379
+  [/._PORT_(\d+)_(TCP|UDP|SCTP)$/, (v, m) => linkUrl(v)?.port === m[1] && linkUrl(v)?.proto === m[2]?.toLowerCase()],
+  // <SVC>_PORT_6379_TCP_PROTO=tcp, _PORT=6379, _ADDR=10.0.0.11
+  [/._PORT_(\d+)_(TCP|UDP|SCTP)_PROTO$/, (v, m) => v === m[2]?.toLowerCase()],
+  [/._PORT_(\d+)_(TCP|UDP|SCTP)_PORT$/, (v, m) => v === m[1] && isPort(v)],
+  [/._PORT_(\d+)_(TCP|UDP|SCTP)_ADDR$/, (v) => isIP(v) !== 0],
+];
+
+/**
+ * Whether `name=value` is a variable Kubernetes sets for a Service (SERVICE_LINKS): its name of
+ * one of their shapes and its value of the form that shape has. A misspelt setting that merely
+ * ends like one (`AETHEX_GAMESERVER_GATEWAY_PORT=7777`) is not.
+ */
+function isServiceLink(name: string, value: string | undefined): boolean {
+  if (value === undefined) return false;
+  return SERVICE_LINKS.some(([shape, valid]) => {
+    const m = shape.exec(name);
+    return m !== null && valid(value, m);
+  });
+}
 
 /**
  * Refuses a `<prefix>_*` variable that names no setting: a misspelt one would otherwise leave
@@ -233,7 +392,7 @@ function refuseUnknownVariables(schema: SettingsSchema, prefix: string, env: Env
   const knownSet = new Set(known);
   const sections = [...new Set(Object.keys(schema).map((key) => envName(prefix, key.split('.')[0] as string)))];
   for (const name of Object.keys(env)) {
-    if (!name.startsWith(`${prefix}_`) || knownSet.has(name) || SERVICE_LINK.test(name)) continue;
+    if (!name.startsWith(`${prefix}_`) || knownSet.has(name) || isServiceLink(name, env[name])) continue;
     if (!ownsPrefix && !sections.some((section) => name.startsWith(`${section}_`))) continue;
     throw new ConfigError(name, `not a setting (did you mean ${closest(name, known)}?)`);
   }
@@ -241,10 +400,14 @@ function refuseUnknownVariables(schema: SettingsSchema, prefix: string, env: Env
 
 /**
  * Reads settings from an optional YAML file, then from `<prefix>_<KEY>` environment variables
- * (which win), then defaults. Unknown keys in the file or the environment (see
- * `refuseUnknownVariables`; `ownsPrefix` defaults to true), values of the wrong type and values
- * out of range throw a ConfigError naming the key, the allowed range and where the value came
- * from.
+ * (which win), then defaults. A variable that is empty or only white space is unset: it neither
+ * sets its key nor clears the file's value (Kubernetes' `value: ""` and a compose file's `KEY=`
+ * leave the setting alone); an empty value in the file is refused where the setting's type has no
+ * empty value (a number, a listen address...). Values from the file are read as the environment's
+ * text (yamlValue), by the same parser. Unknown keys in the file or the environment (see `flatten`
+ * and `refuseUnknownVariables`; `ownsPrefix` defaults to true), values of the wrong type and
+ * values out of range throw a ConfigError naming the key, the allowed range and where the value
+ * came from.
  */
 export function loadSettings<T extends SettingsSchema>(
   schema: T,
@@ -259,13 +422,12 @@ export function loadSettings<T extends SettingsSchema>(
     } catch (err) {
       throw new ConfigError(options.file, `cannot read the configuration file (${(err as NodeJS.ErrnoException).code ?? err})`);
     }
-    let doc: unknown;
-    try {
-      doc = parse(text) ?? {};
-    } catch (err) {
-      throw new ConfigError(options.file, `not valid YAML: ${(err as Error).message.split('\n')[0]}`);
-    }
-    flatten(doc, '', fromFile, schema);
+    // Read as a document, not as JavaScript values: each scalar's text is parsed as a variable's
+    // would be (yamlValue), and keys are looked up only among the schema's own (flatten).
+    const doc = parseDocument(text);
+    const [error] = doc.errors;
+    if (error !== undefined) throw new ConfigError(options.file, `not valid YAML: ${error.message.split('\n')[0]}`);
+    if (doc.contents !== null) flatten(doc.contents, '', fromFile, schema, doc);
   }
   const out: Record<string, unknown> = {};
   for (const [key, spec] of Object.entries(schema)) {
