@@ -110,6 +110,24 @@ test('settings that carry secrets are marked, and errors never print them', () =
   expect(yaml).toMatch(/^links\.secret: expected a string, got a value not shown \(secret\) \(from .*shard\.yaml\)$/);
 });
 
+test('auth.jwks_url with credentials (user:password@), which fetch refuses to send, is refused naming the key and why', () => {
+  const jwks = { AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: '' };
+  const url = 'http://jwksuser:hunter2@127.0.0.1:30996/jwks.json?token=SEKRETTOKEN&access_token=SEKRET2&sig=SEKRET3&k=SEKRET4';
+  const message = refusal({ ...jwks, AETHEX_GAMESERVER_AUTH_JWKS_URL: url });
+  expect(message).toBe(
+    'auth.jwks_url: carries credentials (user:password@), which fetch refuses to send, so the keys could never load: give the key server a token in the query instead (?token=…; every query value is masked in the logs), got "http://jwksuser:***@127.0.0.1:30996/jwks.json?token=***&access_token=***&sig=***&k=***"',
+  );
+  expect(message).not.toMatch(/hunter2|SEKRET/);
+  expect(refusal({ ...jwks, AETHEX_GAMESERVER_AUTH_JWKS_URL: 'https://TOKEN@keys.example/jwks' })).toMatch(
+    /^auth\.jwks_url: carries credentials/,
+  );
+  expect(refusal({ ...jwks, AETHEX_GAMESERVER_AUTH_JWKS_URL: 'http://keys example/jwks' })).toMatch(/^auth\.jwks_url: is not a URL/);
+  // A token in the query is the way.
+  expect(loadConfig({ AETHEX_GAMESERVER_AUTH_JWKS_URL: 'https://keys.example/jwks.json?token=SEKRETTOKEN' })['auth.jwks_url']).toBe(
+    'https://keys.example/jwks.json?token=SEKRETTOKEN',
+  );
+});
+
 test('bind addresses must be IP addresses or host names', () => {
   expect(refusal({ AETHEX_GAMESERVER_GATEWAY_BIND_ADDR: '999.999.999.999:47001' })).toBe(
     'gateway.bind_addr: expected host:port (an IP address or a host name, and a port from 0 to 65535): 999.999.999.999 is not an IPv4 address, got "999.999.999.999:47001" (from AETHEX_GAMESERVER_GATEWAY_BIND_ADDR)',

@@ -5,12 +5,14 @@ import {
   type Env,
   envName,
   joinPublicKey,
+  jwksUrlProblem,
   LOG_LEVELS,
   loadSettings,
   MAX_GRID_CELLS,
   type Settings,
   type SettingsSchema,
   type ShardKey,
+  shownValue,
   WORLD_SETTING_RANGES,
   worldBoundsProblem,
 } from '@aethex/runtime';
@@ -356,6 +358,20 @@ export const GAMESERVER_SETTINGS = {
     max: 600_000,
     doc: 'Bound on SIGTERM drain before the process exits (at least 1000: the final snapshot needs time to be written).',
   },
+  'ops.max_connections': {
+    type: 'int',
+    default: 64,
+    min: 1,
+    max: 10_000,
+    doc: 'Open TCP sockets on ops.bind_addr at most (Prometheus, a few viewers, the probes); more are closed as they arrive.',
+  },
+  'ops.idle_timeout_ms': {
+    type: 'int',
+    default: 65_000,
+    min: 1000,
+    max: 600_000,
+    doc: 'A kept-alive ops socket with no request for this long is closed (above Prometheus’ scrape interval, so its connection is reused), and so is one whose reader stopped reading a response for this long.',
+  },
   'ops.viewer': {
     type: 'bool',
     default: true,
@@ -417,6 +433,16 @@ export const GAMESERVER_CHECKS: readonly { required?: true; check: (s: Gameserve
           'auth.public_key',
           'set auth.public_key or auth.jwks_url: the shard verifies join tokens with it (the public key of whatever signs them)',
         );
+      }
+    },
+  },
+  {
+    // A URL fetch cannot load (credentials in it, which fetch refuses) would keep the shard unready
+    // for ever, retrying: refused now, naming why.
+    check: (s) => {
+      const problem = s['auth.jwks_url'] === '' ? undefined : jwksUrlProblem(s['auth.jwks_url']);
+      if (problem !== undefined) {
+        throw new ConfigError('auth.jwks_url', `${problem}, got ${shownValue(GAMESERVER_SETTINGS['auth.jwks_url'], s['auth.jwks_url'])}`);
       }
     },
   },

@@ -2,7 +2,7 @@ import { once } from 'node:events';
 import { type AddressInfo, connect, type Socket } from 'node:net';
 import { Counter, Registry } from 'prom-client';
 import { afterEach, expect, test } from 'vitest';
-import { createOpsServer, VIEWER_MAX_CONCURRENT, type ViewerSource } from './http.js';
+import { createOpsServer, type OpsLimits, VIEWER_MAX_BUILDS_PER_SECOND, VIEWER_MAX_CONCURRENT, type ViewerSource } from './http.js';
 
 let close: (() => void) | undefined;
 afterEach(() => close?.());
@@ -31,13 +31,20 @@ test('healthz, readyz and metrics answer as the probes and the registry say', as
   expect((await fetch(`${base}/healthz`, { method: 'POST' })).status).toBe(405);
 });
 
-async function serveViewer(source: ViewerSource) {
-  const server = createOpsServer({ healthy: () => true, ready: () => true }, new Registry(), source);
+async function serveViewer(source: ViewerSource, limits?: OpsLimits) {
+  const server = createOpsServer({ healthy: () => true, ready: () => true }, new Registry(), source, limits);
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
-  close = () => server.close();
+  close = () => {
+    server.close();
+    server.closeAllConnections();
+  };
+  served = server;
   return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 }
+
+let served: import('node:http').Server | undefined;
+const openSockets = () => new Promise<number>((resolve) => served?.getConnections((_err, n) => resolve(n)));
 
 test('the viewer state is built at most once per tick and the same bytes serve every poller of that tick', async () => {
   let built = 0;
@@ -104,3 +111,64 @@ test('viewer state requests beyond the concurrent cap are answered 503 while the
   }
   expect(status).toBe(200);
 }, 30_000);
+
+test('a response its reader stopped reading is cut after the idle timeout', async () => {
+  const big = 'x'.repeat(24 * 1024 * 1024);
+  const base = await serveViewer(
+    { version: () => '1', state: () => ({ big }), focus: () => undefined },
+    { maxConnections: 64, idleTimeoutMs: 1000 },
+  );
+  const s = connect(Number(new URL(base).port), '127.0.0.1');
+  await once(s, 'connect');
+  s.pause();
+  s.write('GET /viewer/state HTTP/1.1\r\nhost: x\r\n\r\n');
+  await new Promise((r) => setTimeout(r, 300));
+  expect(await openSockets()).toBe(1);
+  // The timeout, and the second Node gives it.
+  const deadline = Date.now() + 4000;
+  while ((await openSockets()) > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  expect(await openSockets()).toBe(0);
+  s.destroy();
+}, 15_000);
+
+test('states are built at most VIEWER_MAX_BUILDS_PER_SECOND a second: beyond it the last one serves, unless ownership changed since (then the next build)', async () => {
+  let built = 0;
+  let tick = 0;
+  let ownership = 'a';
+  let focused = 0;
+  // Every poll finds a new tick.
+  const base = await serveViewer({
+    version: () => `${++tick}:${ownership}`,
+    ownership: () => ownership,
+    state: () => ({ built: ++built }),
+    focus: (id) => (id === 7 ? { id, n: ++focused } : undefined),
+  });
+  const started = Date.now();
+  const seen: number[] = [];
+  while (Date.now() - started < 1000) {
+    const res = await fetch(`${base}/viewer/state?focus=7`);
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { built: number; focus: { id: number; n: number } };
+    seen.push(body.built);
+    // The focus is computed once per state built, and sent with it.
+    expect(body.focus).toEqual({ id: 7, n: body.built });
+  }
+  expect(seen.length).toBeGreaterThan(50);
+  expect(built).toBeLessThanOrEqual(2 + VIEWER_MAX_BUILDS_PER_SECOND * ((Date.now() - started) / 1000) + 1);
+  expect(focused).toBe(built);
+  // Over the budget: a poll gets the last state built, a few ticks old.
+  let last = (await (await fetch(`${base}/viewer/state`)).json()) as { built: number };
+  for (;;) {
+    const next = (await (await fetch(`${base}/viewer/state`)).json()) as { built: number };
+    if (next.built === last.built) break;
+    last = next;
+  }
+  // Ownership changed (a handoff between ticks): a state built before is never served after; the
+  // poll waits for the next build instead.
+  ownership = 'b';
+  const asked = performance.now();
+  const res = await fetch(`${base}/viewer/state`);
+  expect(res.status).toBe(200);
+  expect(((await res.json()) as { built: number }).built).toBeGreaterThan(last.built);
+  expect(performance.now() - asked).toBeLessThan(1000 / VIEWER_MAX_BUILDS_PER_SECOND + 100);
+});

@@ -142,8 +142,13 @@ export function createMetrics() {
     corrections: new Counter({ name: 'aether_corrections_total', help: 'Corrections sent after clamping a move.', registers }),
     kicks: new Counter({
       name: 'aether_kicks_total',
-      help: 'Sessions ended by the server, by reason.',
+      help: "Sessions the server ended, by reason, and connections to the players' port it closed before any session: too_many_connections (closed as they arrived, before any HTTP: a connection cap), auth_timeout (not upgraded within gateway.auth_timeout_ms), shutting_down (an upgrade answered 503 while draining).",
       labelNames: ['reason'] as const,
+      registers,
+    }),
+    opsConnectionsRefused: new Counter({
+      name: 'aether_ops_connections_refused_total',
+      help: 'TCP connections to the ops port (ops.bind_addr) closed as they arrived: ops.max_connections were open.',
       registers,
     }),
     hookErrors: new Counter({
@@ -214,6 +219,30 @@ export function registerJoinKeysAge(registry: Registry, ageMs: () => number | un
       const ms = ageMs();
       if (ms === undefined) this.reset();
       else this.set(ms / 1000);
+    },
+  });
+}
+
+/**
+ * `aether_open_sockets` and `aether_ops_open_sockets` on `registry`, read at each scrape: the open
+ * TCP sockets of the players' port (upgraded or not: what gateway.max_connections bounds) and of
+ * the ops port (what ops.max_connections bounds; the scrape's own included), as Node counts them.
+ */
+export function registerOpenSockets(registry: Registry, count: { gateway: () => Promise<number>; ops: () => Promise<number> }): void {
+  new Gauge({
+    name: 'aether_open_sockets',
+    help: "Open TCP sockets on the players' port (gateway.bind_addr), WebSockets and sockets still in their HTTP handshake alike; gateway.max_connections at most.",
+    registers: [registry],
+    async collect() {
+      this.set(await count.gateway());
+    },
+  });
+  new Gauge({
+    name: 'aether_ops_open_sockets',
+    help: 'Open TCP sockets on the ops port (ops.bind_addr), the scrape reading this included; ops.max_connections at most.',
+    registers: [registry],
+    async collect() {
+      this.set(await count.ops());
     },
   });
 }

@@ -10,6 +10,7 @@ import {
   type JoinVerifierOptions,
   type Logger,
   redactUrl,
+  redactUrlsIn,
   worldRef,
 } from '@aethex/runtime';
 import { checkWorldBounds, type GameserverSettings, shardKey } from './config.js';
@@ -17,8 +18,9 @@ import { ShardEngine } from './engine.js';
 import { loadHooks } from './hooks.js';
 import { createOpsServer } from './http.js';
 import { Agones } from './lifecycle/agones.js';
+import { BehindLog } from './loop/behind-log.js';
 import { type Clock, FixedTimestep, runLoop, systemClock } from './loop/fixed-timestep.js';
-import { createMetrics, registerJoinKeysAge, type ShardMetrics } from './metrics.js';
+import { createMetrics, registerJoinKeysAge, registerOpenSockets, type ShardMetrics } from './metrics.js';
 import { Gateway } from './net/gateway.js';
 import { ShardPersistence, settledWithin } from './persist/persistence.js';
 import { UnreadableSnapshotError } from './persist/snapshot-store.js';
@@ -93,6 +95,20 @@ const DRAIN_EXIT_MARGIN_MS = 100;
 const DRAIN_RESUME_WAIT_MS = 1000;
 /** How long a drain gives clients to answer the close handshake, at most, before their sockets are cut. */
 const DRAIN_SOCKET_CLOSE_MS = 1000;
+/** The stall bound of /healthz and Agones' health pings, in ticks: no tick ended for this long, or ticks each as long. */
+const STALL_TICKS = 40;
+/** The ticks whose length /healthz looks at (at most 31), and how many of them over the stall bound make the shard unhealthy. */
+const RECENT_TICKS = 8;
+const RECENT_TICKS_MASK = (1 << RECENT_TICKS) - 1;
+const SLOW_TICKS_UNHEALTHY = 3;
+
+/** Set bits of a 32-bit integer. */
+function bitCount(n: number): number {
+  let bits = 0;
+  for (let v = n >>> 0; v !== 0; v &= v - 1) bits++;
+  return bits;
+}
+
 /** A JWKS that could not be loaded is asked for again after this, doubling up to JWKS_RETRY_MAX_MS. */
 const JWKS_RETRY_MS = 500;
 const JWKS_RETRY_MAX_MS = 10_000;
@@ -128,7 +144,8 @@ async function loadJoinKeys(verifier: JoinVerifier, url: string, log: Logger, st
       if (performance.now() - warnedAt >= JWKS_WARN_EVERY_MS) {
         warnedAt = performance.now();
         log.warn(
-          { url: shownUrl, failures, reason: (err as Error).message },
+          // Why, masked as the URL is: a fetch error may quote the URL it failed on.
+          { url: shownUrl, failures, reason: redactUrlsIn((err as Error).message, url) },
           'the join-token keys at auth.jwks_url could not be loaded; not ready (every join would fail) until they are, retrying',
         );
       }
@@ -356,6 +373,11 @@ export async function startShard(configured: GameserverSettings, options: ShardO
   takeSnapshot();
 
   let lastTickAt = clock.now();
+  // A tick longer than this is a stall (/healthz); the last RECENT_TICKS ticks' are bits of `slowTicks`, the latest lowest.
+  const stallMs = settings['engine.tick_rate_ms'] * STALL_TICKS;
+  let slowTicks = 0;
+  // Dropped ticks are logged at a bounded rate: the first, then a count now and then.
+  const behind = new BehindLog(log, () => clock.now());
   const tickMs = settings['engine.tick_rate_ms'];
   const loop = runLoop(new FixedTimestep(tickMs, settings['engine.max_catch_up_ticks'], clock.now()), clock, {
     onStep: () => {
@@ -371,6 +393,8 @@ export async function startShard(configured: GameserverSettings, options: ShardO
       const ms = performance.now() - started;
       metrics.tickDuration.observe(ms / 1000);
       lastTickAt = clock.now();
+      slowTicks = ((slowTicks << 1) | (ms > stallMs ? 1 : 0)) & RECENT_TICKS_MASK;
+      behind.stepped();
       if (cpu) {
         const used = process.cpuUsage(cpu);
         options.onTick?.(ms, (used.user + used.system) / 1000);
@@ -379,15 +403,19 @@ export async function startShard(configured: GameserverSettings, options: ShardO
     onSkip: (n) => {
       metrics.ticksSkipped.inc(n);
       engine.skipped(n);
-      log.warn({ ticks: n }, 'tick loop fell behind; ticks dropped');
+      behind.skipped(n);
     },
     onError: (err) => log.error({ err }, 'tick failed'),
     yieldFirst: () => gateway?.takeAccepted() ?? false,
   });
 
   let draining = false;
-  // Healthy while ticks keep coming; a loop stalled for 40 ticks is not.
-  const healthy = () => clock.now() - lastTickAt < tickMs * 40;
+  // Healthy (/healthz, Agones' health pings) while ticks keep coming at a pace: a loop stalled
+  // for the stall bound (40 ticks) is not, and neither is one whose ticks each take that long
+  // (SLOW_TICKS_UNHEALTHY of the last RECENT_TICKS; one long tick is a stall that passed). While
+  // draining the loop has stopped on purpose: the process is alive until the drain ends, which
+  // ops.drain_timeout_ms bounds.
+  const healthy = () => draining || (clock.now() - lastTickAt < stallMs && bitCount(slowTicks) < SLOW_TICKS_UNHEALTHY);
   // Ready while joins can succeed: not draining, settled with the neighbours after a restart (the
   // gateway refuses joins NOT_READY until then), and with the join-token keys in hand.
   const ready = () => !draining && (sharding?.settled ?? true) && (verifier?.keysLoaded() ?? true);
@@ -397,11 +425,20 @@ export async function startShard(configured: GameserverSettings, options: ShardO
         // A new tick, or a handoff settled between ticks: the state is built again (a poller must
         // never see an entity still owned here that a neighbour already owns).
         version: () => `${engine.tick}:${ownershipEvents}`,
+        ownership: () => String(ownershipEvents),
         state: () => viewerState(engine, settings['shard.name'], settings['ops.viewer_max_entities'], sharding),
         focus: (id: number) => viewerFocus(engine, interest, id),
       }
     : undefined;
-  const ops = createOpsServer({ healthy, ready }, metrics.registry, viewer);
+  const ops = createOpsServer({ healthy, ready }, metrics.registry, viewer, {
+    maxConnections: settings['ops.max_connections'],
+    idleTimeoutMs: settings['ops.idle_timeout_ms'],
+  });
+  ops.on('drop', () => metrics.opsConnectionsRefused.inc());
+  registerOpenSockets(metrics.registry, {
+    gateway: () => gateway?.openSockets() ?? Promise.resolve(0),
+    ops: () => new Promise((resolve, reject) => ops.getConnections((err, n) => (err ? reject(err) : resolve(n)))),
+  });
   ops.listen(settings['ops.bind_addr'].port, settings['ops.bind_addr'].host);
   await once(ops, 'listening');
   if (verifier && settings['auth.jwks_url']) void loadJoinKeys(verifier, settings['auth.jwks_url'], log, () => draining);

@@ -81,3 +81,38 @@ test('with ops.viewer false the viewer is not served; health, readiness and metr
   expect((await fetch(`${t.shard.opsUrl}/readyz`)).status).toBe(200);
   expect((await fetch(`${t.shard.opsUrl}/metrics`)).status).toBe(200);
 });
+
+test('32 viewers polling with a focus cost the tick thread a bounded number of state builds; one viewer still sees every poll fresh', async () => {
+  const t = await start({ AETHEX_GAMESERVER_ENGINE_NPC_COUNT: '2000' });
+  const player = (await t.client('watched')).welcome?.entityId as number;
+  const url = `${t.shard.opsUrl}/viewer/state?focus=${player}`;
+  // As the page polls: one request, then the next 100 ms after its answer.
+  const poll = async (until: number, seen: { tick: number; status: number; focus?: number }[]) => {
+    while (Date.now() < until) {
+      const res = await fetch(url);
+      if (res.ok) {
+        const s = (await res.json()) as { tick: number; focus?: { id: number } };
+        seen.push({ tick: s.tick, status: res.status, ...(s.focus ? { focus: s.focus.id } : {}) });
+      } else seen.push({ tick: -1, status: res.status });
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  };
+  const seconds = 3;
+  const crowd: { tick: number; status: number; focus?: number }[] = [];
+  const end = Date.now() + seconds * 1000;
+  await Promise.all(Array.from({ length: 32 }, () => poll(end, crowd)));
+  expect(crowd.length).toBeGreaterThan(32 * 10);
+  // Answered, and with the player's area of interest.
+  expect(crowd.filter((s) => s.status !== 200)).toEqual([]);
+  expect(crowd.every((s) => s.focus === player)).toBe(true);
+  // A state is built only when a poll finds a new tick, and at most VIEWER_MAX_BUILDS_PER_SECOND
+  // (10) a second after a burst of 2: the ticks the crowd saw are the states built.
+  const built = new Set(crowd.map((s) => s.tick)).size;
+  expect(built).toBeLessThanOrEqual(10 * seconds + 2 + 1);
+  // One viewer alone polls within the budget: every answer is a newer state than the last.
+  const alone: { tick: number; status: number }[] = [];
+  await new Promise((r) => setTimeout(r, 500));
+  await poll(Date.now() + 2000, alone);
+  const fresh = alone.filter((s, k) => k > 0 && s.tick > (alone[k - 1] as { tick: number }).tick).length;
+  expect(fresh).toBeGreaterThanOrEqual(alone.length - 2);
+});

@@ -73,6 +73,17 @@ const CLOSE_TIMEOUT_MS = 2000;
 const ERROR_REPLY_BURST = 10;
 const ERROR_REPLIES_PER_S = 1;
 
+/**
+ * Refused joins and resumes logged (`join refused`, `resume refused`: one line each, the kick that
+ * goes with it is not logged apart), at most, across every connection: a burst, then so many a
+ * second. A client — or many — retrying a bad token at the connection limits would otherwise write
+ * a line per attempt (430 in 10 s from one address at the default limits). Every refusal is still
+ * counted (aether_joins_total, aether_kicks_total); the next line logged says how many were not
+ * (`unlogged`).
+ */
+export const REFUSALS_LOGGED_BURST = 10;
+export const REFUSALS_LOGGED_PER_S = 1;
+
 /** The metric label of a reason: `REASON_CODE_TOO_SLOW` → `too_slow`. */
 export function reasonLabel(reason: Reason): string {
   return (ReasonCode[reason] ?? 'unknown').replace(/^REASON_CODE_/, '').toLowerCase();
@@ -238,10 +249,15 @@ export class Gateway {
   private warnedReadMode = false;
   private acceptedSinceAsked = false;
   private sweeper: NodeJS.Timeout | undefined;
+  /** Refusals that may be logged (REFUSALS_LOGGED_BURST, REFUSALS_LOGGED_PER_S). */
+  private readonly refusalsLogged: TokenBucket;
+  /** Refusals not logged since the last one that was. */
+  private refusalsUnlogged = 0;
 
   constructor(private readonly deps: GatewayDeps) {
     const s = deps.settings;
     this.arrivals = new KeyedTokenBuckets(s['gateway.connections_per_address_per_second'], s['gateway.max_connections_per_address']);
+    this.refusalsLogged = new TokenBucket(REFUSALS_LOGGED_PER_S, REFUSALS_LOGGED_BURST, deps.clock.now());
   }
 
   /** Starts listening; resolves with the bound address. */
@@ -317,6 +333,13 @@ export class Gateway {
   /** Open players' WebSockets, authenticated or not (not sockets still in their HTTP handshake). */
   get connectionCount(): number {
     return this.connections.size;
+  }
+
+  /** Open TCP sockets of the players' port, upgraded or not: what Node counts against gateway.max_connections. */
+  openSockets(): Promise<number> {
+    const http = this.http;
+    if (!http) return Promise.resolve(0);
+    return new Promise((resolve, reject) => http.getConnections((err, n) => (err ? reject(err) : resolve(n))));
   }
 
   /**
@@ -620,8 +643,9 @@ export class Gateway {
 
   private join(conn: Connection, join: aethex.v1.Join): void {
     if (join.protocolVersion < PROTOCOL_VERSION) {
-      this.kick(
+      this.refuse(
         conn,
+        'join',
         ReasonCode.REASON_CODE_PROTOCOL_ERROR,
         `protocol version ${join.protocolVersion} is not supported (need ${PROTOCOL_VERSION})`,
       );
@@ -632,12 +656,12 @@ export class Gateway {
       (claims) => {
         if (conn.phase !== 'authenticating') return;
         if (!this.accepting) {
-          this.kick(conn, ReasonCode.REASON_CODE_SHUTTING_DOWN, 'the shard is draining');
+          this.refuse(conn, 'join', ReasonCode.REASON_CODE_SHUTTING_DOWN, 'the shard is draining');
           return;
         }
         if (this.deps.admitting && !this.deps.admitting()) {
           this.deps.metrics.joins.inc({ result: 'not_ready' });
-          this.kick(conn, ReasonCode.REASON_CODE_NOT_READY, 'the shard is starting; try again shortly');
+          this.refuse(conn, 'join', ReasonCode.REASON_CODE_NOT_READY, 'the shard is starting; try again shortly');
           return;
         }
         // Their entity was handed over here and their client's resume never came (its target
@@ -645,7 +669,7 @@ export class Gateway {
         const handedIn = this.deps.handedIn?.(claims.playerId);
         if (handedIn === 'pending') {
           this.deps.metrics.joins.inc({ result: 'not_ready' });
-          this.kick(conn, ReasonCode.REASON_CODE_NOT_READY, 'your entity is being handed over to this shard; join again shortly');
+          this.refuse(conn, 'join', ReasonCode.REASON_CODE_NOT_READY, 'your entity is being handed over to this shard; join again shortly');
           return;
         }
         const result = handedIn
@@ -658,7 +682,7 @@ export class Gateway {
         }
         if (!result.ok) {
           this.deps.metrics.joins.inc({ result: result.reason === ReasonCode.REASON_CODE_NOT_READY ? 'not_ready' : 'full' });
-          this.kick(conn, result.reason, result.message);
+          this.refuse(conn, 'join', result.reason, result.message);
           return;
         }
         this.deps.metrics.joins.inc({ result: 'ok' });
@@ -669,8 +693,13 @@ export class Gateway {
         if (conn.phase !== 'authenticating') return;
         const wrongShard = err instanceof JoinTokenError && err.kind === 'wrong_shard';
         this.deps.metrics.joins.inc({ result: wrongShard ? 'wrong_shard' : 'auth_failed' });
-        this.log(conn).info({ err: (err as Error).message }, 'join refused');
-        this.kick(conn, wrongShard ? ReasonCode.REASON_CODE_WRONG_SHARD : ReasonCode.REASON_CODE_AUTH_FAILED, joinRefusal(err));
+        this.refuse(
+          conn,
+          'join',
+          wrongShard ? ReasonCode.REASON_CODE_WRONG_SHARD : ReasonCode.REASON_CODE_AUTH_FAILED,
+          joinRefusal(err),
+          err,
+        );
       },
     );
   }
@@ -711,17 +740,17 @@ export class Gateway {
    */
   private resume(conn: Connection, resume: aethex.v1.Resume): void {
     if (resume.protocolVersion < PROTOCOL_VERSION) {
-      this.kick(conn, ReasonCode.REASON_CODE_PROTOCOL_ERROR, `protocol version ${resume.protocolVersion} is not supported`);
+      this.refuse(conn, 'resume', ReasonCode.REASON_CODE_PROTOCOL_ERROR, `protocol version ${resume.protocolVersion} is not supported`);
       return;
     }
     if (this.closing) {
-      this.kick(conn, ReasonCode.REASON_CODE_SHUTTING_DOWN, 'the shard is shutting down');
+      this.refuse(conn, 'resume', ReasonCode.REASON_CODE_SHUTTING_DOWN, 'the shard is shutting down');
       return;
     }
     const claim = this.deps.resume?.(resume.resumeToken);
     if (!claim) {
       this.deps.metrics.joins.inc({ result: 'resume_failed' });
-      this.kick(conn, ReasonCode.REASON_CODE_AUTH_FAILED, 'unknown or expired resume token');
+      this.refuse(conn, 'resume', ReasonCode.REASON_CODE_AUTH_FAILED, 'unknown or expired resume token');
       return;
     }
     // Being set up: what the game's onJoin sends it waits for the Welcome (`send`).
@@ -729,7 +758,7 @@ export class Gateway {
     const result = this.deps.engine.resume(conn.id, claim.playerId, claim.entityId, claim.frozenMs);
     if (!result.ok) {
       this.deps.metrics.joins.inc({ result: 'resume_failed' });
-      this.kick(conn, result.reason, result.message);
+      this.refuse(conn, 'resume', result.reason, result.message);
       return;
     }
     this.deps.metrics.joins.inc({ result: 'resumed' });
@@ -833,13 +862,42 @@ export class Gateway {
     if (conn) this.kick(conn, reason, message);
   }
 
-  /** Ends a session, telling the client why. `quiet`: one of many (a drain), logged at debug only. */
-  private kick(conn: Connection, reason: Reason, message: string, quiet = false): void {
+  /**
+   * Refuses a Join or a Resume: the client is told why (its Kick, as `kick`), and the refusal is
+   * one line, `join refused` or `resume refused`, with the reason, the message and (`err`) why the
+   * token was refused, within REFUSALS_LOGGED_BURST and REFUSALS_LOGGED_PER_S across connections;
+   * a line after some were left out says how many (`unlogged`).
+   */
+  private refuse(conn: Connection, what: 'join' | 'resume', reason: Reason, message: string, err?: unknown): void {
+    if (conn.phase === 'closed') return;
+    if (this.refusalsLogged.take(this.deps.clock.now())) {
+      const unlogged = this.refusalsUnlogged;
+      this.refusalsUnlogged = 0;
+      this.log(conn).info(
+        {
+          reason: reasonLabel(reason),
+          message,
+          ...(err === undefined ? {} : { err: (err as Error).message }),
+          ...(unlogged > 0 ? { unlogged } : {}),
+        },
+        `${what} refused`,
+      );
+    } else {
+      this.refusalsUnlogged++;
+    }
+    this.kick(conn, reason, message, 'unlogged');
+  }
+
+  /**
+   * Ends a session, telling the client why. `logged`: the `kicked` line's level — `debug` for one of
+   * many (a drain), `unlogged` for a refusal (`refuse` logged it).
+   */
+  private kick(conn: Connection, reason: Reason, message: string, logged: 'info' | 'debug' | 'unlogged' = 'info'): void {
     if (conn.phase === 'closed') return;
     const wasJoined = conn.phase === 'joined';
     conn.phase = 'closed';
     this.deps.metrics.kicks.inc({ reason: reasonLabel(reason) });
-    this.log(conn)[quiet ? 'debug' : 'info']({ reason: reasonLabel(reason), message }, 'kicked');
+    if (logged !== 'unlogged') this.log(conn)[logged]({ reason: reasonLabel(reason), message }, 'kicked');
     if (conn.ws.readyState === 1) {
       this.write(conn, ServerMessage.encode({ kick: { reason, message } }).finish());
       conn.ws.close(closeCode(reason), reasonLabel(reason));
@@ -901,7 +959,7 @@ export class Gateway {
     let kicked = 0;
     for (const conn of this.connections.values()) {
       if (conn.phase === 'closed') continue;
-      this.kick(conn, reason, message, true);
+      this.kick(conn, reason, message, 'debug');
       kicked++;
     }
     this.deps.log.info({ reason: reasonLabel(reason), message, sessions: kicked }, 'closed every session');

@@ -100,6 +100,9 @@ async function poll(s, focus) {
   try {
     const q = focus === undefined ? '' : '?focus=' + encodeURIComponent(focus);
     const res = await fetch(s.base + '/viewer/state' + q, { cache: 'no-store', signal: ctl.signal });
+    // A busy viewer (503: it is sending as many responses as it may at once) is up: the last
+    // picture stays until the next poll.
+    if (res.status === 503 && s.up) return;
     if (!res.ok) throw new Error('HTTP ' + res.status);
     s.state = await res.json();
     s.up = true;
