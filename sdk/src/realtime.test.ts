@@ -379,6 +379,35 @@ test('a client that came in over wss:// follows a redirect to a ws:// address on
   expect(redirectAddress('ws://a:1', 'wss://b:2')).toBe('wss://b:2');
 });
 
+test('an RPC the old shard answers after the client moved on (HANDED_OVER) settles at once; an unanswered one rejects DISCONNECTED', async () => {
+  const { url, sockets, connections } = await scriptedShard((socket, msg) => {
+    if (msg.body === 'join') socket.send(welcome('shard-a'));
+    if (msg.body === 'resume') socket.send(welcome('shard-b'));
+  });
+  client = new RealtimeClient({ url, joinToken: 't1', createSocket, silenceTimeoutMs: 0 });
+  await client.connect();
+  const answered = client.rpc('earn', new Uint8Array(0), 8000).catch((e: { code: string }) => e.code);
+  const unanswered = client.rpc('slow', new Uint8Array(0), 8000).catch((e: { code: string }) => e.code);
+  for (let i = 0; i < 100 && (connections[0]?.length ?? 0) < 3; i++) await sleep(10);
+  const [earn, slow] = (connections[0] ?? []).slice(1).map((m) => m.rpc?.callId as number);
+  // Redirected (the calls still queued on the old shard), and welcomed by the new shard.
+  sockets[0]?.send(
+    ServerMessage.encode({ handoffRedirect: { address: url, resumeToken: 'r', lastInputSeq: 0, shardName: 'shard-b' } }).finish(),
+  );
+  for (let i = 0; i < 100 && client.shardName !== 'shard-b'; i++) await sleep(10);
+  expect(client.shardName).toBe('shard-b');
+  // The old shard's next tick answers the first, not run.
+  const began = Date.now();
+  sockets[0]?.send(ServerMessage.encode({ rpcResult: { callId: earn, ok: false, errorCode: 'HANDED_OVER' } }).finish());
+  expect(await within(answered, 1000)).toBe('HANDED_OVER');
+  const oldClosed = new Promise<number>((resolve) => sockets[0]?.on('close', resolve));
+  // The second never: rejected once the old socket has waited long enough for it, and then closed.
+  expect(await within(unanswered, 4000)).toBe('DISCONNECTED');
+  expect(Date.now() - began).toBeLessThan(4000);
+  expect(await within(oldClosed, 1000)).toBe(1000);
+  expect(slow).toBeGreaterThan(earn as number);
+});
+
 test('a handoff re-sends only the newest 128 of the inputs the old shard did not apply', async () => {
   const { url, sockets, connections } = await scriptedShard((socket, msg) => {
     if (msg.body === 'join') socket.send(welcome('shard-a'));

@@ -221,6 +221,11 @@ function socketErrorOf(ev: unknown): Error | undefined {
 
 /** The longest a timer waits: setTimeout fires at once for 2^31 ms or more. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
+/**
+ * How long the socket a handoff left stays open for the answers to RPCs sent on it (the old shard
+ * answers one it had not run yet at its next tick; an async handler's, when it settles).
+ */
+const RETIRE_MS = 2000;
 
 /**
  * Checks a timeout option: a positive number of milliseconds below 2^31, or 0 or Infinity where
@@ -401,6 +406,8 @@ export class RealtimeClient {
       resolve: (p: Uint8Array) => void;
       reject: (e: Error) => void;
       timer: ReturnType<typeof setTimeout> | undefined;
+      /** The socket it went out on: after a handoff, the old shard answers it there (see `retire`). */
+      socket: WebSocketLike | undefined;
     }
   >();
   private previousFrame: ReadonlyMap<number, EntityRecord> = new Map();
@@ -711,6 +718,63 @@ export class RealtimeClient {
     this.emit('close', code, reason);
   }
 
+  /** An RPC's answer: its call resolves or rejects (one answered already, or timed out, is ignored). */
+  private settleCall(r: aethex.v1.RpcResult): void {
+    const call = this.calls.get(r.callId);
+    if (!call) return;
+    this.calls.delete(r.callId);
+    clearTimeout(call.timer);
+    if (r.ok) call.resolve(r.payload);
+    else call.reject(rpcError(r.errorCode, `rpc ${call.method} failed: ${r.errorCode}`));
+  }
+
+  /**
+   * The socket to the shard a handoff left: closed at once, unless RPCs sent on it are still
+   * unanswered — the old shard answers them there (HANDED_OVER for one it had not run yet, the
+   * result of one it ran), so it stays open for their answers alone, up to RETIRE_MS; those still
+   * unanswered then reject DISCONNECTED (they may have run).
+   */
+  private retire(old: WebSocketLike | undefined): void {
+    if (!old) return;
+    const waiting = () => {
+      for (const call of this.calls.values()) if (call.socket === old) return true;
+      return false;
+    };
+    if (!waiting()) {
+      old.close(1000, 'handed off');
+      return;
+    }
+    const done = () => {
+      clearTimeout(timer);
+      old.onmessage = null;
+      old.onclose = null;
+      for (const [id, call] of this.calls) {
+        if (call.socket !== old) continue;
+        this.calls.delete(id);
+        clearTimeout(call.timer);
+        call.reject(
+          rpcError('DISCONNECTED', `rpc ${call.method} lost: its shard handed the player over before answering (it may have run)`),
+        );
+      }
+      old.close(1000, 'handed off');
+    };
+    const timer = timerFor(done, RETIRE_MS);
+    old.onmessage = (ev) => {
+      // Only answers: the old shard's snapshots describe a ghost now, and are not decoded.
+      const data = ev.data instanceof ArrayBuffer ? new Uint8Array(ev.data) : (ev.data as Uint8Array);
+      let msg: aethex.v1.ServerMessage;
+      try {
+        msg = ServerMessage.decode(ev.reused ? new Uint8Array(data) : data);
+      } catch {
+        return;
+      }
+      if (msg.body !== 'rpcResult') return;
+      this.settleCall(msg.rpcResult as aethex.v1.RpcResult);
+      if (!waiting()) done();
+    };
+    old.onclose = done;
+  }
+
   /** Rejects every RPC in flight with `code`: `rpc <method> <what>`. */
   private failCalls(code: string, what: string): void {
     const calls = [...this.calls.values()];
@@ -961,13 +1025,7 @@ export class RealtimeClient {
         this.sendRaw(ClientMessage.encode({ ack: { ackTick: this.lastTick >>> 0 } }).finish());
       }
     } else if (msg.body === 'rpcResult') {
-      const r = msg.rpcResult as aethex.v1.RpcResult;
-      const call = this.calls.get(r.callId);
-      if (!call) return;
-      this.calls.delete(r.callId);
-      clearTimeout(call.timer);
-      if (r.ok) call.resolve(r.payload);
-      else call.reject(rpcError(r.errorCode, `rpc ${call.method} failed: ${r.errorCode}`));
+      this.settleCall(msg.rpcResult as aethex.v1.RpcResult);
     } else if (msg.body === 'correction') {
       const c = msg.correction as aethex.v1.Correction;
       this.acknowledgeInputs(c.lastInputSeq, this.now());
@@ -1066,7 +1124,7 @@ export class RealtimeClient {
     this.acknowledgeInputs(w.lastInputSeq, this.now());
     this.seq = Math.max(this.seq, w.lastInputSeq);
     this.resendHeld();
-    old?.close(1000, 'handed off');
+    this.retire(old);
   }
 
   /**
@@ -1362,7 +1420,8 @@ export class RealtimeClient {
    *   redirect but not run yet when it came (not run; call again after the `handoff` event);
    * - NOT_JOINED: made before the Welcome (at once; not sent);
    * - DISCONNECTED: made during a rejoin (at once; not sent: call again after `rejoined`), or in
-   *   flight when the connection dropped (it may have run);
+   *   flight when the connection dropped, or still unanswered 2 s after a handoff moved the
+   *   session off the shard it was sent to (it may have run);
    * - CLOSED: made after the session ended (at once), or in flight when it did (it may have run).
    */
   rpc(method: string, payload: Uint8Array = new Uint8Array(0), timeoutMs = 10_000): Promise<Uint8Array> {
@@ -1378,7 +1437,7 @@ export class RealtimeClient {
         this.calls.delete(callId);
         reject(rpcError('TIMEOUT', `rpc ${method} timed out after ${timeoutMs} ms`));
       }, timeoutMs);
-      this.calls.set(callId, { method, resolve, reject, timer });
+      this.calls.set(callId, { method, resolve, reject, timer, socket: this.socket });
       this.sendRaw(ClientMessage.encode({ rpc: { callId, method, payload } }).finish());
     });
   }
