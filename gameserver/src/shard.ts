@@ -93,6 +93,11 @@ const DRAIN_EXIT_MARGIN_MS = 100;
  * not resumed yet: their old shard has redirected them here, a round trip away.
  */
 const DRAIN_RESUME_WAIT_MS = 1000;
+/**
+ * A snapshot is taken this soon after an entity is adopted from a neighbour (or at the periodic
+ * one, if sooner): until then a crash of this shard would lose the entity, which the neighbour let go of.
+ */
+const ADOPTED_SNAPSHOT_MS = 1000;
 /** How long a drain gives clients to answer the close handshake, at most, before their sockets are cut. */
 const DRAIN_SOCKET_CLOSE_MS = 1000;
 /** The stall bound of /healthz and Agones' health pings, in ticks: no tick ended for this long, or ticks each as long. */
@@ -366,8 +371,15 @@ export async function startShard(configured: GameserverSettings, options: ShardO
   // A snapshot is taken every `snapshotEvery` ticks, and sooner once half the restore margin of new
   // ids has been handed out since the last one: a restart from it must number on past them all.
   let capturedNextId = 0;
+  // And within ADOPTED_SNAPSHOT_MS of adopting an entity from a neighbour: the neighbour let go of
+  // it at the commit, so until then a crash here would lose it (its position, its game state).
+  const adoptedSnapshotTicks = Math.min(snapshotEvery, Math.max(1, Math.round(ADOPTED_SNAPSHOT_MS / settings['engine.tick_rate_ms'])));
+  let capturedAdoptions = 0;
+  let adoptedAtTick = -1;
   const takeSnapshot = () => {
     capturedNextId = engine.world.nextEntityId;
+    capturedAdoptions = sharding?.adoptions ?? 0;
+    adoptedAtTick = -1;
     persistence.snapshot(engine.tick, assembleState(engine.captureState(sharding?.adoptedAwaitingResume())));
   };
   takeSnapshot();
@@ -389,7 +401,13 @@ export async function startShard(configured: GameserverSettings, options: ShardO
       const started = performance.now();
       engine.step();
       sharding?.afterStep();
-      if (engine.tick % snapshotEvery === 0 || engine.world.nextEntityId - capturedNextId >= RESTORE_ID_MARGIN / 2) takeSnapshot();
+      if (sharding && adoptedAtTick < 0 && sharding.adoptions !== capturedAdoptions) adoptedAtTick = engine.tick;
+      if (
+        engine.tick % snapshotEvery === 0 ||
+        engine.world.nextEntityId - capturedNextId >= RESTORE_ID_MARGIN / 2 ||
+        (adoptedAtTick >= 0 && engine.tick - adoptedAtTick >= adoptedSnapshotTicks)
+      )
+        takeSnapshot();
       const ms = performance.now() - started;
       metrics.tickDuration.observe(ms / 1000);
       lastTickAt = clock.now();

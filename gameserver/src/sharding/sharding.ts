@@ -571,6 +571,12 @@ export class Sharding {
     this.links?.send(from, { handoffAccept: { offerId, entityId: o.entityId, resumeToken: token, address: placement.address } });
   }
 
+  /**
+   * Entities adopted from neighbours so far: the neighbour let go of each at the commit, so until
+   * this shard's next snapshot the entity lives only in this process (the shard snapshots soon after one).
+   */
+  adoptions = 0;
+
   private adopt(inc: Incoming): boolean {
     if (inc.adopted) return true;
     // Our own entity by this id is another player's: the sender restarted, reused the id and
@@ -579,6 +585,7 @@ export class Sharding {
     if (slot >= 0 && this.o.engine.world.mode[slot] !== MODE_GHOST) return false;
     if (!this.o.engine.adopt(inc.entity)) return false;
     inc.adopted = true;
+    this.adoptions++;
     this.reserveIncoming();
     // A neighbour that came up lately (restarted from a snapshot) drops the players it restored
     // that its neighbours claim. A claim names who they own when it is sent, and the neighbours
