@@ -1441,6 +1441,7 @@ export class ShardEngine {
       const slot = entityId === undefined ? -1 : this.world.indexOf(entityId);
       if (slot >= 0 && this.world.mode[slot] === MODE_DORMANT) this.world.despawn(entityId as number, ours);
       this.syncPlace(playerId);
+      this.log?.info({ player: playerId, entity: entityId }, 'rejoin window ended; player left');
     }
   }
 

@@ -763,7 +763,9 @@ export class Gateway {
     }
     this.deps.metrics.joins.inc({ result: 'resumed' });
     this.welcome(conn, claim.playerId, result.entityId, result.lastInputSeq);
-    this.log(conn).info({ player: claim.playerId, entity: result.entityId }, 'player resumed after a handoff');
+    // Routine at a border (both ends of each handoff): at debug, as a world of many shards hands
+    // players over many times a second.
+    this.log(conn).debug({ player: claim.playerId, entity: result.entityId }, 'player resumed after a handoff');
   }
 
   /**
@@ -777,7 +779,7 @@ export class Gateway {
     const playerId = this.players.get(conn.id);
     if (playerId !== undefined) this.players.delete(conn.id);
     this.write(conn, ServerMessage.encode({ handoffRedirect: redirect }).finish());
-    this.log(conn).info({ player: playerId, to: redirect.shardName }, 'player handed over; client redirected');
+    this.log(conn).debug({ player: playerId, to: redirect.shardName }, 'player handed over; client redirected');
   }
 
   /**
