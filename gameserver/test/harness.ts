@@ -1,11 +1,11 @@
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { generateKeyPairSync, type KeyPairKeyObjectResult, randomBytes } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLogger, freePortBlock, signJoinToken } from '@aethex/runtime';
 import { RealtimeClient, type RealtimeOptions } from '@aethex/sdk';
 import { WebSocket } from 'ws';
-import { loadConfig } from '../src/config.js';
+import { type GameserverSettings, loadConfig } from '../src/config.js';
 import { type RunningShard, startShard } from '../src/shard.js';
 import type { Neighbour } from '../src/sharding/map.js';
 
@@ -22,13 +22,9 @@ export interface TestShard {
   stop(): Promise<void>;
 }
 
-export async function startTestShard(
-  env: Record<string, string> = {},
-  keys = generateKeyPairSync('ed25519'),
-  onTick?: (ms: number, cpuMs: number) => void,
-  onTickStart?: () => void,
-): Promise<TestShard> {
-  const settings = loadConfig({
+/** A test shard's settings: loopback ports, world `test`, shard `test-0-0`, `keys`' public key, snapshots in a new directory; `env` over them. */
+export function testShardSettings(env: Record<string, string>, keys: KeyPairKeyObjectResult): GameserverSettings {
+  return loadConfig({
     AETHEX_GAMESERVER_GATEWAY_BIND_ADDR: '127.0.0.1:0',
     AETHEX_GAMESERVER_OPS_BIND_ADDR: '127.0.0.1:0',
     AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: keys.publicKey.export({ type: 'spki', format: 'pem' }).toString(),
@@ -38,6 +34,15 @@ export async function startTestShard(
     AETHEX_GAMESERVER_PERSISTENCE_DIRECTORY: mkdtempSync(join(tmpdir(), 'aethex-gs-')),
     ...env,
   });
+}
+
+export async function startTestShard(
+  env: Record<string, string> = {},
+  keys = generateKeyPairSync('ed25519'),
+  onTick?: (ms: number, cpuMs: number) => void,
+  onTickStart?: () => void,
+): Promise<TestShard> {
+  const settings = testShardSettings(env, keys);
   const shard = await startShard(settings, {
     log: createLogger('gameserver-test', settings['log.level']),
     ...(onTick ? { onTick } : {}),

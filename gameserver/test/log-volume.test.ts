@@ -1,16 +1,12 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { aethex } from '@aethex/proto';
 import { createLogger, signJoinToken } from '@aethex/runtime';
 import { afterEach, expect, test } from 'vitest';
 import { WebSocket } from 'ws';
-import { loadConfig } from '../src/config.js';
 import { REFUSALS_LOGGED_BURST } from '../src/net/gateway.js';
 import { type RunningShard, startShard } from '../src/shard.js';
-import { moduleFile, until } from './harness.js';
+import { moduleFile, testShardSettings, until } from './harness.js';
 
 const { ClientMessage, ServerMessage } = aethex.v1;
 const keys = generateKeyPairSync('ed25519');
@@ -25,15 +21,7 @@ afterEach(async () => {
 /** A shard on loopback ports whose log lines (info and up) are kept in `lines`. */
 async function loggedShard(env: Record<string, string> = {}): Promise<{ shard: RunningShard; lines: () => Record<string, unknown>[] }> {
   const text: string[] = [];
-  const settings = loadConfig({
-    AETHEX_GAMESERVER_GATEWAY_BIND_ADDR: '127.0.0.1:0',
-    AETHEX_GAMESERVER_OPS_BIND_ADDR: '127.0.0.1:0',
-    AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: keys.publicKey.export({ type: 'spki', format: 'pem' }).toString(),
-    AETHEX_GAMESERVER_SHARD_WORLD: 'test',
-    AETHEX_GAMESERVER_SHARD_NAME: 'test-0-0',
-    AETHEX_GAMESERVER_PERSISTENCE_DIRECTORY: mkdtempSync(join(tmpdir(), 'aethex-gs-')),
-    ...env,
-  });
+  const settings = testShardSettings(env, keys);
   shard = await startShard(settings, { log: createLogger('gameserver-test', 'info', { write: (line: string) => void text.push(line) }) });
   return { shard, lines: () => text.map((line) => JSON.parse(line) as Record<string, unknown>) };
 }

@@ -227,10 +227,9 @@ describe.each([
   ['PostgreSQL', () => new PostgresOutbox(pool) as Outbox],
   ['in-process', () => new MemoryOutbox() as Outbox],
 ])('shard persistence with the %s outbox', (_name, make) => {
-  test('an append that committed but reported an error is retried without delivering its events twice', async () => {
-    const k = key(`ambiguous-${Math.random().toString(36).slice(2, 8)}`);
-    const outbox = committedThenLost(make());
-    const persistence = new ShardPersistence({
+  /** A shard's persistence over `outbox`, on the test's PostgreSQL and Redis. */
+  const persistenceOf = (k: ShardKey, outbox: Outbox) =>
+    new ShardPersistence({
       key: k,
       snapshots: new PostgresSnapshotStore(pool),
       outbox,
@@ -239,6 +238,11 @@ describe.each([
       log: createLogger('persist-contract-test', 'silent'),
       presenceTtlMs: 60_000,
     });
+
+  test('an append that committed but reported an error is retried without delivering its events twice', async () => {
+    const k = key(`ambiguous-${Math.random().toString(36).slice(2, 8)}`);
+    const outbox = committedThenLost(make());
+    const persistence = persistenceOf(k, outbox);
     const [a, b] = [`${schema}-a`, `${schema}-b`];
     persistence.playerJoined(a, 1000);
     persistence.playerJoined(b, 1001);
@@ -254,17 +258,7 @@ describe.each([
   test("a drain's freed places are not departures: a restore keeps those players, and leaves out one who left", async () => {
     const k = key(`drained-${Math.random().toString(36).slice(2, 8)}`);
     const outbox = make();
-    const persistence = () =>
-      new ShardPersistence({
-        key: k,
-        snapshots: new PostgresSnapshotStore(pool),
-        outbox,
-        sink: new RedisStreamSink(redis),
-        presence: new RedisPresence(redis),
-        log: createLogger('persist-contract-test', 'silent'),
-        presenceTtlMs: 60_000,
-      });
-    const first = persistence();
+    const first = persistenceOf(k, outbox);
     const [stays, goes] = [`${schema}-stays`, `${schema}-goes`];
     first.playerJoined(stays, 1000);
     first.playerJoined(goes, 1001);
@@ -274,7 +268,7 @@ describe.each([
     first.releasingForDrain();
     first.playerLeft(stays, 3000);
     await first.flush();
-    const second = persistence();
+    const second = persistenceOf(k, outbox);
     await second.loadOpenPlaces();
     expect([...(await second.departedSince(2000, [stays, goes]))]).toEqual([goes]);
   });
