@@ -148,6 +148,19 @@ interface QueuedRpc {
   timer?: NodeJS.Timeout | undefined;
 }
 
+/**
+ * Whose session ran a hook, as a hook failure's log line names them: the player, and the
+ * connection (`conn`, the session's id: the gateway's lines about that connection carry the same).
+ */
+interface HookCaller {
+  player: string;
+  conn: number;
+}
+
+function hookCaller(session: Session | undefined): HookCaller | undefined {
+  return session && { player: session.playerId, conn: session.id };
+}
+
 /** The answer to an RPC (`RpcResult`). */
 export type RpcOutcome = { ok: true; payload: Uint8Array } | { ok: false; errorCode: string };
 
@@ -491,10 +504,11 @@ export class ShardEngine {
   }
 
   /**
-   * Runs a game hook; an exception is counted and logged (at most once a second per hook, so a
-   * hook failing every tick cannot flood the log), never propagated into the tick.
+   * Runs a game hook, for `session`'s player when it is about one; an exception is counted and
+   * logged (at most once a second per hook, so a hook failing every tick cannot flood the log),
+   * never propagated into the tick.
    */
-  private callHook(name: string, fn: () => unknown): void {
+  private callHook(name: string, fn: () => unknown, session?: Session): void {
     if (this.hooksUntil !== Number.POSITIVE_INFINITY && performance.now() > this.hooksUntil) {
       this.hooksSkipped++;
       return;
@@ -503,10 +517,11 @@ export class ShardEngine {
       const result = fn();
       // An async hook is not awaited (the tick goes on), but its failure is the hook's failure.
       if (result !== undefined && result !== null && typeof (result as PromiseLike<unknown>).then === 'function') {
-        (result as PromiseLike<unknown>).then(undefined, (err: unknown) => this.hookFailed(name, err));
+        const caller = hookCaller(session);
+        (result as PromiseLike<unknown>).then(undefined, (err: unknown) => this.hookFailed(name, err, caller));
       }
     } catch (err) {
-      this.hookFailed(name, err);
+      this.hookFailed(name, err, hookCaller(session));
     }
   }
 
@@ -529,12 +544,13 @@ export class ShardEngine {
   private rpcQueue: QueuedRpc[] = [];
   private rpcHead = 0;
 
-  private hookFailed(name: string, err: unknown): void {
+  /** A hook failed (for `caller`, the player whose session ran it: on the line when there is one). */
+  private hookFailed(name: string, err: unknown, caller?: HookCaller): void {
     this.metrics?.hookErrors.inc({ hook: name });
     const now = performance.now();
     if (now - (this.hookLoggedAt.get(name) ?? Number.NEGATIVE_INFINITY) >= 1000) {
       this.hookLoggedAt.set(name, now);
-      this.log?.error({ err, hook: name }, 'game hook failed (further failures of this hook within 1 s are only counted)');
+      this.log?.error({ err, hook: name, ...caller }, 'game hook failed (further failures of this hook within 1 s are only counted)');
     }
   }
 
@@ -567,7 +583,7 @@ export class ShardEngine {
    */
   private announceLeave(session: Session, dropped: boolean, handedOver = false): void {
     if (this.hooks.onLeave)
-      this.callHook('onLeave', () => this.hooks.onLeave?.(this.context, this.hookPlayer(session), { dropped, handedOver }));
+      this.callHook('onLeave', () => this.hooks.onLeave?.(this.context, this.hookPlayer(session), { dropped, handedOver }), session);
   }
 
   /**
@@ -656,6 +672,7 @@ export class ShardEngine {
   private callRpc(call: QueuedRpc, answer: (r: RpcOutcome) => void, leftMs: number): void {
     const { method } = call;
     const handler = this.rpcHandler(method) as NonNullable<ReturnType<ShardEngine['rpcHandler']>>;
+    const caller = hookCaller(call.session);
     let result: unknown;
     let thenable: boolean;
     try {
@@ -663,48 +680,55 @@ export class ShardEngine {
       // A game's object may have a `then` getter that throws: the handler's failure, not the tick's.
       thenable = result !== null && typeof (result as PromiseLike<unknown>)?.then === 'function';
     } catch (err) {
-      answer(this.rpcFailure(method, err));
+      answer(this.rpcFailure(method, err, caller));
       return;
     }
     if (!thenable) {
-      answer(this.rpcAnswer(method, result));
+      answer(this.rpcAnswer(method, result, caller));
       return;
     }
-    // From here the reactions on the game's promise keep only `call` (emptied once answered), so a
-    // game holding on to a promise it never settles holds nothing of the caller.
+    // From here the reactions on the game's promise keep only `call` (emptied once answered) and
+    // the caller's player id and connection id for the log, so a game holding on to a promise it
+    // never settles holds nothing else of the caller.
     call.session = undefined as unknown as Session;
     call.payload = EMPTY;
     const timeoutMs = this.settings['rpc.timeout_ms'];
     call.timer = setTimeout(
       () => {
         if (!call.answer) return;
-        this.hookFailed(`rpc.${method}`, new Error(`rpc.${method} did not settle within rpc.timeout_ms (${timeoutMs} ms)`));
+        this.hookFailed(`rpc.${method}`, new Error(`rpc.${method} did not settle within rpc.timeout_ms (${timeoutMs} ms)`), caller);
         call.answer({ ok: false, errorCode: 'TIMEOUT' });
       },
       Math.max(0, leftMs),
     );
     try {
-      this.settleRpc(method, result as PromiseLike<unknown>, call);
+      this.settleRpc(method, result as PromiseLike<unknown>, call, caller);
     } catch (err) {
-      call.answer?.(this.rpcFailure(method, err));
+      call.answer?.(this.rpcFailure(method, err, caller));
     }
   }
 
-  /** Apart from `callRpc`: the reactions on the game's promise close over `call` alone, not the caller. */
-  private settleRpc(method: string, pending: PromiseLike<unknown>, call: { answer?: ((r: RpcOutcome) => void) | undefined }): void {
+  /** Apart from `callRpc`: the reactions on the game's promise close over `call` and `caller` alone, not the session. */
+  private settleRpc(
+    method: string,
+    pending: PromiseLike<unknown>,
+    call: { answer?: ((r: RpcOutcome) => void) | undefined },
+    caller: HookCaller | undefined,
+  ): void {
     pending.then(
-      (value) => call.answer?.(this.rpcAnswer(method, value)),
-      (err: unknown) => call.answer?.(this.rpcFailure(method, err)),
+      (value) => call.answer?.(this.rpcAnswer(method, value, caller)),
+      (err: unknown) => call.answer?.(this.rpcFailure(method, err, caller)),
     );
   }
 
   /** A handler's result, checked. */
-  private rpcAnswer(method: string, result: unknown): RpcOutcome {
-    if (!(result instanceof Uint8Array)) return this.rpcFailure(method, new TypeError(`rpc.${method} must return a Uint8Array`));
+  private rpcAnswer(method: string, result: unknown, caller: HookCaller | undefined): RpcOutcome {
+    if (!(result instanceof Uint8Array)) return this.rpcFailure(method, new TypeError(`rpc.${method} must return a Uint8Array`), caller);
     if (result.length > MAX_GAME_MESSAGE_BYTES) {
       return this.rpcFailure(
         method,
         new RangeError(`rpc.${method} returned ${result.length} bytes, over the limit of ${MAX_GAME_MESSAGE_BYTES} for a result`),
+        caller,
       );
     }
     return { ok: true, payload: result };
@@ -714,15 +738,19 @@ export class ShardEngine {
    * What a handler threw: its code when it is an error named RpcError (ours, or a game's own class)
    * with a code a game may use; otherwise INTERNAL, counted and logged.
    */
-  private rpcFailure(method: string, err: unknown): RpcOutcome {
+  private rpcFailure(method: string, err: unknown, caller: HookCaller | undefined): RpcOutcome {
     const e = err as { name?: unknown; code?: unknown } | null | undefined;
     if (e?.name === 'RpcError') {
       const problem = rpcCodeProblem(e.code);
       if (problem === undefined) return { ok: false, errorCode: e.code as string };
-      this.hookFailed(`rpc.${method}`, new Error(`rpc.${method} threw an RpcError the client cannot get: ${problem}`, { cause: err }));
+      this.hookFailed(
+        `rpc.${method}`,
+        new Error(`rpc.${method} threw an RpcError the client cannot get: ${problem}`, { cause: err }),
+        caller,
+      );
       return { ok: false, errorCode: 'INTERNAL' };
     }
-    this.hookFailed(`rpc.${method}`, err);
+    this.hookFailed(`rpc.${method}`, err, caller);
     return { ok: false, errorCode: 'INTERNAL' };
   }
 
@@ -882,7 +910,7 @@ export class ShardEngine {
     // Their entity is here now: a redirect to where it once went would send them away from it.
     this.handedOver.delete(playerId);
     if (this.hooks.onJoin)
-      this.callHook('onJoin', () => this.hooks.onJoin?.(this.context, this.hookPlayer(session), { rejoined, handedOver }));
+      this.callHook('onJoin', () => this.hooks.onJoin?.(this.context, this.hookPlayer(session), { rejoined, handedOver }), session);
     return { ok: true, entityId, lastInputSeq: this.world.lastSeq[this.world.indexOf(entityId)] as number };
   }
 
@@ -1475,7 +1503,7 @@ export class ShardEngine {
     }
     const result = applyInput(this.world, slot, seq, moveX, moveY);
     if (result === 'applied' && this.hooks.onInput) {
-      this.callHook('onInput', () => this.hooks.onInput?.(this.context, this.hookPlayer(session), { seq, buttons }));
+      this.callHook('onInput', () => this.hooks.onInput?.(this.context, this.hookPlayer(session), { seq, buttons }), session);
     }
     return result;
   }

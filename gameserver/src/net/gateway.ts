@@ -74,15 +74,17 @@ const ERROR_REPLY_BURST = 10;
 const ERROR_REPLIES_PER_S = 1;
 
 /**
- * Refused joins and resumes logged (`join refused`, `resume refused`: one line each, the kick that
- * goes with it is not logged apart), at most, across every connection: a burst, then so many a
- * second. A client — or many — retrying a bad token at the connection limits would otherwise write
- * a line per attempt (430 in 10 s from one address at the default limits). Every refusal is still
- * counted (aether_joins_total, aether_kicks_total); the next line logged says how many were not
- * (`unlogged`).
+ * Lines logged about connections that never joined, at most, across every connection: a burst,
+ * then so many a second. They are a refused join or resume (`join refused`, `resume refused`: one
+ * line each, the kick that goes with it is not logged apart) and a kick before any session (`kicked`:
+ * the auth deadline passed, a bad or oversized frame, a flood). A client — or many — retrying a bad
+ * token or opening connections only to misbehave at the connection limits would otherwise write a
+ * line per attempt (430 in 10 s from one address at the default limits). Every one is still counted
+ * (aether_joins_total, aether_kicks_total); the next line logged says how many were not
+ * (`unlogged`). A joined player's kick is not one of them: it is always logged.
  */
-export const REFUSALS_LOGGED_BURST = 10;
-export const REFUSALS_LOGGED_PER_S = 1;
+export const UNJOINED_LOGGED_BURST = 10;
+export const UNJOINED_LOGGED_PER_S = 1;
 
 /** The metric label of a reason: `REASON_CODE_TOO_SLOW` → `too_slow`. */
 export function reasonLabel(reason: Reason): string {
@@ -249,15 +251,15 @@ export class Gateway {
   private warnedReadMode = false;
   private acceptedSinceAsked = false;
   private sweeper: NodeJS.Timeout | undefined;
-  /** Refusals that may be logged (REFUSALS_LOGGED_BURST, REFUSALS_LOGGED_PER_S). */
-  private readonly refusalsLogged: TokenBucket;
-  /** Refusals not logged since the last one that was. */
-  private refusalsUnlogged = 0;
+  /** Lines about connections that never joined that may be logged (UNJOINED_LOGGED_BURST, UNJOINED_LOGGED_PER_S). */
+  private readonly unjoinedLogged: TokenBucket;
+  /** Lines about connections that never joined not logged since the last one that was. */
+  private unjoinedUnlogged = 0;
 
   constructor(private readonly deps: GatewayDeps) {
     const s = deps.settings;
     this.arrivals = new KeyedTokenBuckets(s['gateway.connections_per_address_per_second'], s['gateway.max_connections_per_address']);
-    this.refusalsLogged = new TokenBucket(REFUSALS_LOGGED_PER_S, REFUSALS_LOGGED_BURST, deps.clock.now());
+    this.unjoinedLogged = new TokenBucket(UNJOINED_LOGGED_PER_S, UNJOINED_LOGGED_BURST, deps.clock.now());
   }
 
   /** Starts listening; resolves with the bound address. */
@@ -867,39 +869,48 @@ export class Gateway {
   /**
    * Refuses a Join or a Resume: the client is told why (its Kick, as `kick`), and the refusal is
    * one line, `join refused` or `resume refused`, with the reason, the message and (`err`) why the
-   * token was refused, within REFUSALS_LOGGED_BURST and REFUSALS_LOGGED_PER_S across connections;
-   * a line after some were left out says how many (`unlogged`).
+   * token was refused, as `logUnjoined` bounds them.
    */
   private refuse(conn: Connection, what: 'join' | 'resume', reason: Reason, message: string, err?: unknown): void {
     if (conn.phase === 'closed') return;
-    if (this.refusalsLogged.take(this.deps.clock.now())) {
-      const unlogged = this.refusalsUnlogged;
-      this.refusalsUnlogged = 0;
-      this.log(conn).info(
-        {
-          reason: reasonLabel(reason),
-          message,
-          ...(err === undefined ? {} : { err: (err as Error).message }),
-          ...(unlogged > 0 ? { unlogged } : {}),
-        },
-        `${what} refused`,
-      );
-    } else {
-      this.refusalsUnlogged++;
-    }
+    this.logUnjoined(
+      conn,
+      { reason: reasonLabel(reason), message, ...(err === undefined ? {} : { err: (err as Error).message }) },
+      `${what} refused`,
+    );
     this.kick(conn, reason, message, 'unlogged');
   }
 
   /**
+   * Logs `msg` at `info` about a connection that never joined, within UNJOINED_LOGGED_BURST and
+   * UNJOINED_LOGGED_PER_S across connections; the first line after some were left out says how
+   * many (`unlogged`).
+   */
+  private logUnjoined(conn: Connection, fields: Record<string, unknown>, msg: string): void {
+    if (!this.unjoinedLogged.take(this.deps.clock.now())) {
+      this.unjoinedUnlogged++;
+      return;
+    }
+    const unlogged = this.unjoinedUnlogged;
+    this.unjoinedUnlogged = 0;
+    this.log(conn).info(unlogged > 0 ? { ...fields, unlogged } : fields, msg);
+  }
+
+  /**
    * Ends a session, telling the client why. `logged`: the `kicked` line's level — `debug` for one of
-   * many (a drain), `unlogged` for a refusal (`refuse` logged it).
+   * many (a drain), `unlogged` for a refusal (`refuse` logged it). At `info`, a joined player's kick
+   * is always logged, with the player; that of a connection that never joined, as `logUnjoined`
+   * bounds them.
    */
   private kick(conn: Connection, reason: Reason, message: string, logged: 'info' | 'debug' | 'unlogged' = 'info'): void {
     if (conn.phase === 'closed') return;
     const wasJoined = conn.phase === 'joined';
     conn.phase = 'closed';
     this.deps.metrics.kicks.inc({ reason: reasonLabel(reason) });
-    if (logged !== 'unlogged') this.log(conn)[logged]({ reason: reasonLabel(reason), message }, 'kicked');
+    const playerId = this.players.get(conn.id);
+    const fields = { reason: reasonLabel(reason), message, ...(playerId === undefined ? {} : { player: playerId }) };
+    if (logged === 'info' && !wasJoined) this.logUnjoined(conn, fields, 'kicked');
+    else if (logged !== 'unlogged') this.log(conn)[logged](fields, 'kicked');
     if (conn.ws.readyState === 1) {
       this.write(conn, ServerMessage.encode({ kick: { reason, message } }).finish());
       conn.ws.close(closeCode(reason), reasonLabel(reason));
@@ -907,7 +918,6 @@ export class Gateway {
     // Leave the world now; the close event only cleans up the bookkeeping. On a drain the entity
     // stays so the final snapshot keeps it for the player's return; a player kicked for lag or
     // silence is probably on a bad network, and theirs waits for them to rejoin.
-    const playerId = this.players.get(conn.id);
     if (wasJoined && playerId !== undefined) {
       this.players.delete(conn.id);
       if (reason === ReasonCode.REASON_CODE_SHUTTING_DOWN) this.deps.engine.detach(conn.id);
