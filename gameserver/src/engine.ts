@@ -1258,6 +1258,25 @@ export class ShardEngine {
     return dropped;
   }
 
+  /**
+   * Brings back a player's entity that a neighbour handed to this shard's previous run, which
+   * crashed before storing it (the neighbour kept a copy: HandoffCustody): as a restored player's
+   * comes back, waiting for its player to rejoin within the rejoin window, and dropped if a
+   * neighbour claims it. False when this shard has the entity or the player already, or no room.
+   */
+  restoreWaiting(e: EntityTransfer, playerId: string): boolean {
+    if (this.world.indexOf(e.entityId) >= 0 || this.hasPlace(playerId) || !this.hasRoomForPlayer) return false;
+    if (!this.adopt(e)) return false;
+    const slot = this.world.indexOf(e.entityId);
+    this.world.mode[slot] = MODE_DORMANT;
+    this.world.vx[slot] = 0;
+    this.world.vy[slot] = 0;
+    this.dormant.set(playerId, e.entityId);
+    this.dormantUntil.set(playerId, this.tick + this.rejoinWindowTicks);
+    this.syncPlace(playerId);
+    return true;
+  }
+
   /** An adopted entity whose player never resumed here goes, as if their socket had closed. */
   dropUnclaimed(entityId: number): void {
     const i = this.world.indexOf(entityId);
@@ -1438,9 +1457,14 @@ export class ShardEngine {
     this.droppedHere.delete(playerId);
   }
 
+  /** Whether the player has a place here: a session, an entity waiting for them, or one on offer since their connection dropped. */
+  hasPlace(playerId: string): boolean {
+    return this.byPlayer.has(playerId) || this.dormant.has(playerId) || this.waitsOnOffer(playerId);
+  }
+
   /** Tells `onPlace` if the player's place here was taken or freed since it was last told. */
   private syncPlace(playerId: string): void {
-    const has = this.byPlayer.has(playerId) || this.dormant.has(playerId) || this.waitsOnOffer(playerId);
+    const has = this.hasPlace(playerId);
     if (has === this.placed.has(playerId)) return;
     if (has) this.placed.add(playerId);
     else this.placed.delete(playerId);

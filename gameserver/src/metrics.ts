@@ -175,6 +175,11 @@ export function createMetrics() {
       labelNames: ['result'] as const,
       registers,
     }),
+    handoffCustody: new Gauge({
+      name: 'aether_handoff_custody',
+      help: 'Entities handed over whose new owner has not yet said a snapshot holding them is stored: copies kept here, handed back if it restarts first.',
+      registers,
+    }),
     handoffDuration: new Histogram({
       name: 'aether_handoff_duration_seconds',
       help: 'From offering an entity to the neighbour accepting it.',

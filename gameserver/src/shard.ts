@@ -234,6 +234,7 @@ export async function startShard(configured: GameserverSettings, options: ShardO
   }
   if (restored) log.info({ tick: restored.tick, entities: restored.world.count, players: restored.players.size }, 'restored from snapshot');
   const hooks = settings['game.module'] ? await loadHooks(settings['game.module']) : {};
+  let sharding: Sharding | undefined;
   const persistence = new ShardPersistence({
     key,
     ...stores,
@@ -241,9 +242,11 @@ export async function startShard(configured: GameserverSettings, options: ShardO
     presenceTtlMs: settings['presence.ttl_ms'],
     maxQueuedEvents: settings['persistence.max_queued_events'],
     metrics,
-    // Ids freed up to a snapshot the store took may go again (World.reuseThrough).
+    // Ids freed up to a snapshot the store took may go again (World.reuseThrough), and the
+    // neighbours that handed over entities adopted before it may forget their copies.
     onSaved: (tick) => {
       engine.world.reuseThrough = Math.max(engine.world.reuseThrough, tick);
+      sharding?.stored(tick);
     },
   });
   // The places the outbox holds open from before: the restored players' are not told again, the rest are freed.
@@ -290,7 +293,6 @@ export async function startShard(configured: GameserverSettings, options: ShardO
   persistence.placesRestored();
   // Players who join before a snapshot thread is up stay on the tick thread for good: wait for them.
   await engine.snapshotThreadsReady();
-  let sharding: Sharding | undefined;
   let links: ShardLinks | undefined;
   // Counts the events that may change who owns what between ticks (a neighbour's handoff messages
   // and claims, links going up and down): the viewer builds its state again after one.
@@ -306,7 +308,11 @@ export async function startShard(configured: GameserverSettings, options: ShardO
       log: log.child({ part: 'sharding' }),
       metrics,
       redirect: (sessionId, redirect) => gateway?.redirect(sessionId, redirect),
-      restoredPlayers: (restored?.players.size ?? 0) > 0,
+      restored: restored !== undefined,
+      // An entity a neighbour hands back (adopted by the run before, never stored) is not brought
+      // back for a player who left after the snapshot; without a snapshot, every one is.
+      departedSince: (players) =>
+        saved?.savedAtMs === undefined ? Promise.resolve(new Set()) : persistence.departedSince(saved.savedAtMs, players),
       rejoinWindowMs: settings['engine.rejoin_window_ms'],
     });
     const s = sharding;
@@ -335,9 +341,9 @@ export async function startShard(configured: GameserverSettings, options: ShardO
           ownershipEvents++;
           s.onInboundDown(from);
         },
-        onOutboundUp: (to) => {
+        onOutboundUp: (to, epoch) => {
           ownershipEvents++;
-          s.onOutboundUp(to);
+          s.onOutboundUp(to, epoch);
         },
       },
     );

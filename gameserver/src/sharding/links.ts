@@ -46,8 +46,8 @@ export interface LinkEvents {
   onInboundUp(from: Neighbour, epoch: number): void;
   /** The neighbour's link to us is gone (closed, or silent past the timeout). */
   onInboundDown(from: Neighbour): void;
-  /** Our link to the neighbour is up: messages sent now arrive. */
-  onOutboundUp(to: Neighbour): void;
+  /** Our link to the neighbour is up: messages sent now arrive; `epoch` is its process run (its welcome's). */
+  onOutboundUp(to: Neighbour, epoch: number): void;
 }
 
 /**
@@ -85,6 +85,8 @@ interface Outbound {
   ready: boolean;
   /** The neighbour applies the changes a HandoffCommit carries (its welcome said so). */
   lateChanges: boolean;
+  /** The neighbour stores what it adopts from us and says so, and takes it back after a crash (its welcome said so). */
+  custody: boolean;
   attempt: number;
   timer: NodeJS.Timeout | undefined;
   lastHeard: number;
@@ -123,7 +125,15 @@ export class ShardLinks {
   /** Dials every neighbour and starts the heartbeat. */
   start(): void {
     for (const n of this.o.neighbours) {
-      this.out.set(n.shard, { ws: undefined, ready: false, lateChanges: false, attempt: 0, timer: undefined, lastHeard: 0 });
+      this.out.set(n.shard, {
+        ws: undefined,
+        ready: false,
+        lateChanges: false,
+        custody: false,
+        attempt: 0,
+        timer: undefined,
+        lastHeard: 0,
+      });
       this.setGauge(n, 'out', false);
       this.setGauge(n, 'in', false);
       this.dial(n);
@@ -140,6 +150,14 @@ export class ShardLinks {
   /** Whether the neighbour applies the state and flags a HandoffCommit carries (builds before them do not). */
   takesLateChanges(n: Neighbour): boolean {
     return this.out.get(n.shard)?.lateChanges ?? false;
+  }
+
+  /**
+   * Whether the neighbour says when it has stored what it adopted from us (HandoffStored) and
+   * takes it back after a crash before then (HandoffCustody); builds before them do neither.
+   */
+  takesCustody(n: Neighbour): boolean {
+    return this.out.get(n.shard)?.custody ?? false;
   }
 
   /** Sends one message to a neighbour; false when our link to it is down (nothing is queued). */
@@ -248,7 +266,14 @@ export class ShardLinks {
       const auth = linkProof(this.o.secret, 'welcome', hello.nonce, this.o.world, this.o.instance, this.o.name, from.name, this.epoch);
       ws.send(
         ShardMessage.encode({
-          linkWelcome: { shardName: this.o.name, protocolVersion: PROTOCOL_VERSION, epoch: this.epoch, lateChanges: true, auth },
+          linkWelcome: {
+            shardName: this.o.name,
+            protocolVersion: PROTOCOL_VERSION,
+            epoch: this.epoch,
+            lateChanges: true,
+            custody: true,
+            auth,
+          },
         }).finish(),
       );
       this.setGauge(from, 'in', true);
@@ -348,10 +373,11 @@ export class ShardLinks {
         }
         link.ready = true;
         link.lateChanges = welcome.lateChanges === true;
+        link.custody = welcome.custody === true;
         link.attempt = 0;
         this.setGauge(n, 'out', true);
         this.o.log.info({ to: n.name }, 'shard link to neighbour up');
-        this.events.onOutboundUp(n);
+        this.events.onOutboundUp(n, Number(welcome.epoch));
       }
     });
     ws.on('close', () => {

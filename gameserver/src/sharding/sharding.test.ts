@@ -1,12 +1,13 @@
 import { aethex } from '@aethex/proto';
 import { createLogger } from '@aethex/runtime';
-import { expect, test } from 'vitest';
+import { describe, expect, test } from 'vitest';
 import { loadConfig } from '../config.js';
 import { ShardEngine } from '../engine.js';
+import type { ShardState } from '../persist/state-codec.js';
 import { MODE_DORMANT, MODE_GHOST } from '../sim/world.js';
 import type { ShardLinks } from './links.js';
 import { idRange, type Neighbour } from './map.js';
-import { Sharding } from './sharding.js';
+import { CUSTODY_MS, Sharding } from './sharding.js';
 
 const settings = loadConfig({
   AETHEX_GAMESERVER_AUTH_JWKS_URL: 'http://unused.invalid/jwks',
@@ -167,7 +168,7 @@ test('a shard restored with players admits nobody until its neighbours claim the
   );
   const engine = new ShardEngine(settings, { send: () => true, kick: () => undefined }, { region: left, restored });
   let clock = 0;
-  const sharding = shardingOf(engine, { restoredPlayers: true, now: () => clock });
+  const sharding = shardingOf(engine, { restored: true, now: () => clock });
   expect(sharding.settled).toBe(false);
   const claim = aethex.v1.ShardMessage.decode(aethex.v1.ShardMessage.encode({ ownershipClaim: { entityIds: [movedOn, 999] } }).finish());
   sharding.onMessage(right, claim);
@@ -179,7 +180,7 @@ test('a shard restored with players admits nobody until its neighbours claim the
   expect(engine.join(2, 'moved-on')).toMatchObject({ ok: true });
   expect(engine.join(3, 'moved-on-again').ok && engine.world.indexOf(movedOn)).toBe(-1);
   // Without every claim, the shard still opens after the settle timeout.
-  const late = shardingOf(engine, { restoredPlayers: true, now: () => clock });
+  const late = shardingOf(engine, { restored: true, now: () => clock });
   clock += 3001;
   expect(late.settled).toBe(true);
 });
@@ -264,12 +265,13 @@ test("an offer's game state is adopted with the entity, as a copy of its own; on
 });
 
 /** A link that records what is sent and is always up. */
-function recordingLinks(lateChanges = true): { links: ShardLinks; sent: aethex.v1.IShardMessage[] } {
+function recordingLinks(lateChanges = true, custody = true): { links: ShardLinks; sent: aethex.v1.IShardMessage[] } {
   const sent: aethex.v1.IShardMessage[] = [];
   const links = {
     send: (_n: Neighbour, m: aethex.v1.IShardMessage) => sent.push(m),
     isUp: () => true,
     takesLateChanges: () => lateChanges,
+    takesCustody: () => custody,
   };
   return { sent, links: links as unknown as ShardLinks };
 }
@@ -489,7 +491,7 @@ test('a player adopted after the claims went out is claimed again to a neighbour
   const pat = w.spawn(90, 50, KIND_PLAYER);
   const restored = decodeState(encodeState(5, w, new Map([[pat, 'pat']])), 16);
   const a = new ShardEngine(settings, { send: () => true, kick: () => undefined }, { region: left, restored });
-  const aSharding = shardingOf(a, { restoredPlayers: true });
+  const aSharding = shardingOf(a, { restored: true });
   // N (right), a neighbour of A and of the third shard, which now owns pat.
   const leftN: Neighbour = { shard: 0, name: 'w-0-0', region: left, address: '127.0.0.1:0' };
   const third: Neighbour = { shard: 2, name: 'w-0-2', region: { minX: 0, minY: 100, maxX: 100, maxY: 200 }, address: '127.0.0.1:2' };
@@ -509,7 +511,7 @@ test('a player adopted after the claims went out is claimed again to a neighbour
     for (const m of toA.splice(0)) aSharding.onMessage(right, msg(m));
   };
   // N's link to A comes up: its claim names nobody (pat is the third shard's).
-  nSharding.onOutboundUp(leftN);
+  nSharding.onOutboundUp(leftN, 1);
   deliver();
   expect(a.world.mode[a.world.indexOf(pat)]).toBe(MODE_DORMANT);
   // Then the third shard hands pat to N (its own claim to A, sent before or after, would not name pat).
@@ -534,4 +536,215 @@ test('a player adopted after the claims went out is claimed again to a neighbour
   // A's stale copy is gone: pat's offers to A are not refused "already here", and a join of pat
   // there starts afresh instead of reviving it.
   expect(a.world.indexOf(pat)).toBe(-1);
+});
+
+describe('custody: the shard that hands an entity over keeps a copy until the new owner has stored it', () => {
+  const leftN: Neighbour = { shard: 0, name: 'w-0-0', region: left, address: '127.0.0.1:0' };
+  const placementB = {
+    bounds: settings['engine.world_bounds'],
+    shard: 1,
+    region: right.region,
+    address: '127.0.0.1:1',
+    neighbours: [leftN],
+  };
+  const silent = { send: () => true, kick: () => undefined };
+
+  /** Shard A (left) with links that record, and `run(extra)` starting a run of shard B (right) whose messages to A are recorded. */
+  function world(o: { custody?: boolean; now?: () => number } = {}) {
+    const a = new ShardEngine(settings, silent, { region: left, ids: idRange(0) });
+    const aSharding = shardingOf(a, o.now ? { now: o.now } : {});
+    const toB = recordingLinks(true, o.custody ?? true);
+    aSharding.attach(toB.links);
+    const run = (epoch: number, extra: Partial<ConstructorParameters<typeof Sharding>[0]> = {}, restored?: ShardState) => {
+      const b = new ShardEngine(settings, silent, { region: right.region, ids: idRange(1), ...(restored ? { restored } : {}) });
+      const bSharding = shardingOf(b, { placement: placementB, ...extra });
+      const toA = recordingLinks();
+      bSharding.attach(toA.links);
+      bSharding.onInboundUp(leftN, 7);
+      aSharding.onInboundUp(right, epoch);
+      return { b, bSharding, toA };
+    };
+    /** Ann joins A with game state and walks into B's region; A offers her. */
+    const crossing = (session: number, player: string, state: number[]) => {
+      const r = a.join(session, player);
+      if (!r.ok) throw new Error(r.message);
+      a.context.setState(r.entityId, new Uint8Array(state));
+      a.world.x[a.world.indexOf(r.entityId)] = 110;
+      a.world.y[a.world.indexOf(r.entityId)] = 50;
+      return r.entityId;
+    };
+    const deliver = (from: Neighbour, to: Sharding, sent: aethex.v1.IShardMessage[]) => {
+      for (const m of sent.splice(0)) to.onMessage(from, wire(m));
+    };
+    return { a, aSharding, toB, run, crossing, deliver };
+  }
+
+  test('released once a snapshot taken after the adoption is stored; an earlier one does not release it', () => {
+    const { aSharding, toB, run, crossing, deliver } = world();
+    const { b, bSharding, toA } = run(1);
+    const ann = crossing(1, 'ann', [7]);
+    aSharding.afterStep();
+    expect(toB.sent.find((m) => m.handoffOffer)?.handoffOffer?.custody).toBe(true);
+    deliver(leftN, bSharding, toB.sent); // offer → accept
+    deliver(right, aSharding, toA.sent); // accept → commit
+    expect(aSharding.custodyHeld).toEqual([ann]);
+    deliver(leftN, bSharding, toB.sent); // commit: adopted
+    expect(b.world.indexOf(ann)).toBeGreaterThanOrEqual(0);
+    // A snapshot captured at the adoption's tick was taken before it.
+    bSharding.stored(b.tick);
+    expect(toA.sent).toEqual([]);
+    bSharding.stored(b.tick + 1);
+    deliver(right, aSharding, toA.sent);
+    expect(aSharding.custodyHeld).toEqual([]);
+  });
+
+  test('a new run of the new owner gets the entity back, waiting for its player with its game state, before the claim it waits for; stored, it is released', async () => {
+    const { aSharding, toB, run, crossing, deliver } = world();
+    const first = run(1);
+    const bob = crossing(1, 'bob', [4, 2]);
+    aSharding.afterStep();
+    deliver(leftN, first.bSharding, toB.sent);
+    deliver(right, aSharding, first.toA.sent);
+    deliver(leftN, first.bSharding, toB.sent);
+    expect(first.b.world.indexOf(bob)).toBeGreaterThanOrEqual(0);
+    // B crashes before storing; its next run restores a snapshot from before bob came.
+    const { decodeState, encodeState } = await import('../persist/state-codec.js');
+    const { World } = await import('../sim/world.js');
+    const empty = decodeState(encodeState(3, new World(16, idRange(1).first, idRange(1).limit), new Map()), 16);
+    const asked: string[][] = [];
+    const second = run(
+      2,
+      {
+        restored: true,
+        departedSince: async (players) => {
+          asked.push(players);
+          return new Set();
+        },
+      },
+      empty,
+    );
+    expect(second.bSharding.settled).toBe(false);
+    aSharding.onOutboundUp(right, 2);
+    // Before the claim the new run waits for (the commit re-sent after it is harmless: no offer of that run).
+    expect(toB.sent.map((m) => Object.keys(m)[0]).slice(0, 2)).toEqual(['handoffCustody', 'ownershipClaim']);
+    deliver(leftN, second.bSharding, toB.sent);
+    // Joins wait while the outbox is asked who left.
+    expect(second.bSharding.settled).toBe(false);
+    await new Promise((r) => setImmediate(r));
+    expect(asked).toEqual([['bob']]);
+    expect(second.bSharding.settled).toBe(true);
+    expect(second.b.world.mode[second.b.world.indexOf(bob)]).toBe(MODE_DORMANT);
+    const joined = second.b.join(1, 'bob');
+    expect(joined).toMatchObject({ ok: true, entityId: bob });
+    expect([...(second.b.context.state(bob) ?? [])]).toEqual([4, 2]);
+    expect(second.b.world.x[second.b.world.indexOf(bob)]).toBe(110);
+    // Not released before a snapshot holding it is stored.
+    expect(second.toA.sent).toEqual([]);
+    second.bSharding.stored(second.b.tick + 1);
+    deliver(right, aSharding, second.toA.sent);
+    expect(aSharding.custodyHeld).toEqual([]);
+  });
+
+  test('not taken back when the new run has the entity, a neighbour claims it, or its player left after the snapshot: released at once', async () => {
+    const { aSharding, toB, run, crossing, deliver } = world();
+    const first = run(1);
+    const ids = [crossing(1, 'kept', [1]), crossing(2, 'moved', [1]), crossing(3, 'left', [1])];
+    aSharding.afterStep();
+    deliver(leftN, first.bSharding, toB.sent);
+    deliver(right, aSharding, first.toA.sent);
+    deliver(leftN, first.bSharding, toB.sent);
+    expect(aSharding.custodyHeld.sort()).toEqual([...ids].sort());
+    const [kept, moved] = ids as [number, number, number];
+    // The next run's snapshot holds `kept`; a third shard claims `moved`; `left` left after the snapshot.
+    const { decodeState, encodeState } = await import('../persist/state-codec.js');
+    const { World, KIND_PLAYER } = await import('../sim/world.js');
+    const w = new World(16, idRange(1).first, idRange(1).limit);
+    w.spawn(120, 50, KIND_PLAYER, kept);
+    const restored = decodeState(encodeState(3, w, new Map([[kept, 'kept']])), 16);
+    const third: Neighbour = { shard: 2, name: 'w-1-1', region: { minX: 100, minY: 100, maxX: 200, maxY: 200 }, address: '127.0.0.1:2' };
+    const second = run(
+      2,
+      {
+        restored: true,
+        placement: { ...placementB, neighbours: [leftN, third] },
+        departedSince: async (players) => new Set(players.filter((p) => p === 'left')),
+      },
+      restored,
+    );
+    second.bSharding.onInboundUp(third, 9);
+    second.bSharding.onMessage(third, wire({ ownershipClaim: { entityIds: [moved] } }));
+    aSharding.onOutboundUp(right, 2);
+    deliver(leftN, second.bSharding, toB.sent);
+    await new Promise((r) => setImmediate(r));
+    expect(second.b.world.indexOf(moved)).toBe(-1);
+    expect(second.b.world.indexOf(ids[2] as number)).toBe(-1);
+    expect(second.b.world.mode[second.b.world.indexOf(kept)]).toBe(MODE_DORMANT);
+    deliver(right, aSharding, second.toA.sent);
+    expect(aSharding.custodyHeld).toEqual([]);
+    expect(second.bSharding.settled).toBe(true);
+  });
+
+  test('an entity handed back and then claimed by a neighbour goes, as a restored one does', async () => {
+    const { aSharding, toB, run, crossing, deliver } = world();
+    const first = run(1);
+    const cy = crossing(1, 'cy', [1]);
+    aSharding.afterStep();
+    deliver(leftN, first.bSharding, toB.sent);
+    deliver(right, aSharding, first.toA.sent);
+    deliver(leftN, first.bSharding, toB.sent);
+    const third: Neighbour = { shard: 2, name: 'w-1-1', region: { minX: 100, minY: 100, maxX: 200, maxY: 200 }, address: '127.0.0.1:2' };
+    const second = run(2, { restored: true, placement: { ...placementB, neighbours: [leftN, third] } });
+    aSharding.onOutboundUp(right, 2);
+    deliver(leftN, second.bSharding, toB.sent);
+    await new Promise((r) => setImmediate(r));
+    expect(second.b.world.mode[second.b.world.indexOf(cy)]).toBe(MODE_DORMANT);
+    // The third shard's claim arrives later: cy moved on to it before the crash.
+    second.bSharding.onInboundUp(third, 9);
+    second.bSharding.onMessage(third, wire({ ownershipClaim: { entityIds: [cy] } }));
+    expect(second.b.world.indexOf(cy)).toBe(-1);
+    expect(second.b.join(1, 'cy')).toMatchObject({ ok: true });
+    expect(second.b.world.indexOf(cy)).toBe(-1);
+  });
+
+  test('a copy goes when the entity comes back, after CUSTODY_MS without word, and none is kept for a neighbour of a build before custody', () => {
+    let clock = 0;
+    const { a, aSharding, toB, run, crossing, deliver } = world({ now: () => clock });
+    const first = run(1, { now: () => clock });
+    const dee = crossing(1, 'dee', [1]);
+    const eve = crossing(2, 'eve', [1]);
+    aSharding.afterStep();
+    deliver(leftN, first.bSharding, toB.sent);
+    deliver(right, aSharding, first.toA.sent);
+    deliver(leftN, first.bSharding, toB.sent);
+    expect(aSharding.custodyHeld.sort()).toEqual([dee, eve].sort());
+    // dee walks back: B hands her to A, A adopts her: A's copy is void.
+    const back = {
+      offerId: 1,
+      entityId: dee,
+      playerId: 'dee',
+      position: { x: 90, y: 50 },
+      velocity: { x: 0, y: 0 },
+      kind: 1,
+      generation: 3,
+    };
+    aSharding.onMessage(right, wire({ handoffOffer: back }));
+    expect(toB.sent.at(-1)?.handoffAccept).toBeDefined();
+    aSharding.onMessage(right, wire({ handoffCommit: { offerId: 1, entityId: dee } }));
+    expect(a.world.indexOf(dee)).toBeGreaterThanOrEqual(0);
+    expect(a.world.mode[a.world.indexOf(dee)]).not.toBe(MODE_GHOST);
+    expect(aSharding.custodyHeld).toEqual([eve]);
+    clock += CUSTODY_MS;
+    aSharding.afterStep();
+    expect(aSharding.custodyHeld).toEqual([]);
+
+    const old = world({ custody: false });
+    const oldB = old.run(1);
+    const fay = old.crossing(1, 'fay', [1]);
+    old.aSharding.afterStep();
+    expect(old.toB.sent.find((m) => m.handoffOffer)?.handoffOffer?.custody).toBe(false);
+    old.deliver(leftN, oldB.bSharding, old.toB.sent);
+    old.deliver(right, old.aSharding, oldB.toA.sent);
+    expect(old.a.world.mode[old.a.world.indexOf(fay)]).toBe(MODE_GHOST);
+    expect(old.aSharding.custodyHeld).toEqual([]);
+  });
 });

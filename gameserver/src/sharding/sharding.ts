@@ -10,6 +10,14 @@ import { distanceToRect, inRect, type Neighbour, type ShardPlacement } from './m
 const { ReasonCode } = aethex.v1;
 /** A rolled-back entity is not offered again sooner (a full or unreachable neighbour). */
 const RETRY_AFTER_ROLLBACK_MS = 250;
+/**
+ * How long a shard keeps its copy of an entity it handed over while the neighbour has not said it
+ * stored it (HandoffStored). The neighbour snapshots within a second of an adoption; longer means
+ * its store is down (or the answer was lost with a link), and a crash after this loses the entity.
+ */
+export const CUSTODY_MS = 60_000;
+/** Entities per HandoffCustody message: each may carry 4 KiB of game state, the link takes 16 MiB. */
+const CUSTODY_BATCH = 128;
 
 export interface ShardingOptions {
   engine: ShardEngine;
@@ -25,10 +33,16 @@ export interface ShardingOptions {
   /** Tells a session's client to continue on the neighbour (the gateway sends HandoffRedirect). */
   redirect(sessionId: number, redirect: aethex.v1.IHandoffRedirect): void;
   /**
-   * The shard restored players from a snapshot: it admits no player until every neighbour has
-   * said which of them it owns now (or `settleTimeoutMs` passed), so none is owned twice.
+   * The shard restarted from a snapshot: it admits no player until every neighbour has said which
+   * of its restored players it owns now, and handed back what this shard's previous run adopted
+   * and never stored (or `settleTimeoutMs` passed), so none is owned twice and none is lost.
    */
-  restoredPlayers?: boolean;
+  restored?: boolean;
+  /**
+   * Which of these players left this shard after the snapshot it restarted from (the outbox says
+   * so): an entity a neighbour hands back (HandoffCustody) is not brought back for them.
+   */
+  departedSince?: (players: string[]) => Promise<Set<string>>;
   /** Default 3,000 ms. */
   settleTimeoutMs?: number;
   /**
@@ -61,6 +75,36 @@ interface Incoming {
   at: number;
   /** Owned here (committed by the sender, or its client resumed with the token). */
   adopted: boolean;
+  /** The sender keeps a copy until told a snapshot holding it is stored (HandoffStored). */
+  custody: boolean;
+}
+
+/**
+ * An entity this shard handed over whose new owner has not said it stored it: sent back to the
+ * owner's next run if that one comes up first (see HandoffCustody).
+ */
+interface Custody {
+  to: Neighbour;
+  /** The owner's run that adopted it (its link epoch); re-sent to a later run, then that one's. */
+  epoch: number;
+  offerId: number;
+  playerId: string;
+  /** As committed: the offer's, with the state and flags the game set during the offer. */
+  entity: EntityTransfer;
+  at: number;
+}
+
+/** An entity adopted here whose former owner keeps a copy until a snapshot holding it is stored. */
+interface Unstored {
+  from: Neighbour;
+  /** The former owner's run: its offer ids are unique only within it. */
+  epoch: number;
+  offerId: number;
+  entityId: number;
+  /** The tick adopted at: a snapshot taken at a later tick holds it. */
+  tick: number;
+  /** When (`now`): past CUSTODY_MS the former owner has dropped its copy, and this entry goes. */
+  at: number;
 }
 
 /** What a commit says the game changed during the offer: a key present is a change (state undefined: cleared). */
@@ -140,6 +184,17 @@ export class Sharding {
   private readonly now: () => number;
   /** Neighbours whose ownership claim a restored shard still waits for. */
   private readonly claimsAwaited = new Set<number>();
+  /** Entities handed over whose new owner has not said it stored them (see `Custody`), by entity id. */
+  private readonly custody = new Map<number, Custody>();
+  /** Entities adopted here since the last stored snapshot whose former owner keeps a copy, in adoption order. */
+  private unstored: Unstored[] = [];
+  /**
+   * Entities the neighbours claimed since this shard started, while a neighbour may still hand back
+   * what its previous run adopted (the rejoin window): those are not taken back.
+   */
+  private readonly claimedSinceStart = new Set<number>();
+  /** Handed-back entities waiting for the outbox to say whether their player left (see `takeCustody`). */
+  private custodyPending = 0;
   private readonly startedAt: number;
 
   constructor(private readonly o: ShardingOptions) {
@@ -148,14 +203,14 @@ export class Sharding {
     for (const n of this.neighbours) {
       this.mirrored.set(n.shard, new Map());
       this.ghostsFrom.set(n.shard, new Set());
-      if (o.restoredPlayers) this.claimsAwaited.add(n.shard);
+      if (o.restored) this.claimsAwaited.add(n.shard);
     }
     this.startedAt = this.now();
   }
 
-  /** Whether players may join: every neighbour's claim is in, or the settle timeout passed. */
+  /** Whether players may join: every neighbour's claim and handed-back entities are in, or the settle timeout passed. */
   get settled(): boolean {
-    return this.claimsAwaited.size === 0 || this.now() - this.startedAt > (this.o.settleTimeoutMs ?? 3000);
+    return (this.claimsAwaited.size === 0 && this.custodyPending === 0) || this.now() - this.startedAt > (this.o.settleTimeoutMs ?? 3000);
   }
 
   attach(links: ShardLinks): void {
@@ -164,9 +219,12 @@ export class Sharding {
 
   // --- link events ------------------------------------------------------------------------------
 
-  onOutboundUp(n: Neighbour): void {
+  onOutboundUp(n: Neighbour, epoch: number): void {
     // Whatever the neighbour held of ours may be gone (it restarted, or dropped us): start over.
     this.needFull.add(n.shard);
+    // A new run of it: what its previous run adopted from us and never said it stored goes back,
+    // before our claim (which it waits for before admitting players).
+    this.handBack(n, epoch);
     // And it may have restarted from a snapshot in which some of our players were still its own.
     const owned = [...this.o.engine.claimedPlayers()];
     for (const inc of this.incoming.values()) if (inc.adopted) owned.push(inc.entity.entityId);
@@ -281,8 +339,19 @@ export class Sharding {
       case 'handoffAbort':
         this.onAbort(from, msg.handoffAbort as aethex.v1.HandoffAbort);
         break;
+      case 'handoffStored':
+        for (const h of (msg.handoffStored as aethex.v1.HandoffStored).handoffs as aethex.v1.HandedOver[]) {
+          const c = this.custody.get(h.entityId);
+          if (c && c.to === from && c.offerId === Number(h.offerId)) this.custody.delete(h.entityId);
+        }
+        break;
+      case 'handoffCustody':
+        this.takeCustody(from, msg.handoffCustody as aethex.v1.HandoffCustody);
+        break;
       case 'ownershipClaim': {
-        const dropped = this.o.engine.dropDormant((msg.ownershipClaim as aethex.v1.OwnershipClaim).entityIds);
+        const ids = (msg.ownershipClaim as aethex.v1.OwnershipClaim).entityIds;
+        if (this.now() - this.startedAt < (this.o.rejoinWindowMs ?? 30_000)) for (const id of ids) this.claimedSinceStart.add(id);
+        const dropped = this.o.engine.dropDormant(ids);
         if (dropped > 0) this.o.log.info({ neighbour: from.name, dropped }, 'restored players that moved to a neighbour dropped');
         this.claimsAwaited.delete(from.shard);
         break;
@@ -398,22 +467,26 @@ export class Sharding {
       if (!entity) continue;
       const offer: Offer = { offerId: this.nextOfferId++, to, entity, playerId: p.playerId, at: now };
       this.offers.set(p.entityId, offer);
-      this.links.send(to, {
-        handoffOffer: {
-          offerId: offer.offerId,
-          entityId: entity.entityId,
-          playerId: p.playerId,
-          position: { x: entity.x, y: entity.y },
-          velocity: { x: entity.vx, y: entity.vy },
-          lastInputSeq: entity.lastInputSeq,
-          tick: engine.tick,
-          kind: entity.kind,
-          flags: entity.flags,
-          state: entity.state,
-          generation: (entity.generation ?? 0) + 1,
-        },
-      });
+      this.links.send(to, { handoffOffer: this.offerMessage(offer.offerId, entity, p.playerId, this.links.takesCustody(to)) });
     }
+  }
+
+  /** An offer of `entity` as sent (and as handed back in a HandoffCustody). */
+  private offerMessage(offerId: number, entity: EntityTransfer, playerId: string, custody: boolean): aethex.v1.IHandoffOffer {
+    return {
+      offerId,
+      entityId: entity.entityId,
+      playerId,
+      position: { x: entity.x, y: entity.y },
+      velocity: { x: entity.vx, y: entity.vy },
+      lastInputSeq: entity.lastInputSeq,
+      tick: this.o.engine.tick,
+      kind: entity.kind,
+      flags: entity.flags,
+      state: entity.state,
+      generation: (entity.generation ?? 0) + 1,
+      custody,
+    };
   }
 
   private expire(): void {
@@ -436,6 +509,25 @@ export class Sharding {
     const cutoff = now - this.o.resumeTimeoutMs;
     while (this.decisions.length > 0 && (this.decisions[0] as Decision).at < cutoff) this.decisions.shift();
     for (const [key, r] of this.resumedBeforeCommit) if (r.at < cutoff) this.resumedBeforeCommit.delete(key);
+    if (this.custody.size > 0) {
+      let expired = 0;
+      for (const [entityId, c] of this.custody) {
+        if (now - c.at < CUSTODY_MS) continue;
+        this.custody.delete(entityId);
+        expired++;
+      }
+      if (expired > 0)
+        this.o.log.warn(
+          { entities: expired },
+          `handed-over entities not reported stored by their new owner within ${CUSTODY_MS} ms; copies dropped (a crash of that shard now loses them)`,
+        );
+    }
+    this.o.metrics?.handoffCustody.set(this.custody.size);
+    // A store down that long: the former owners have dropped their copies, nothing is left to tell them.
+    let stale = 0;
+    while (stale < this.unstored.length && now - (this.unstored[stale] as Unstored).at >= CUSTODY_MS) stale++;
+    if (stale > 0) this.unstored.splice(0, stale);
+    if (this.claimedSinceStart.size > 0 && now - this.startedAt >= (this.o.rejoinWindowMs ?? 30_000)) this.claimedSinceStart.clear();
   }
 
   private rollback(entityId: number, offer: Offer, why: string): void {
@@ -486,6 +578,17 @@ export class Sharding {
     // It is the neighbour's ghost here from now on; dropped with the neighbour's other ghosts.
     this.ownGhost(from, a.entityId, (offer.entity.generation ?? 0) + 2);
     const msg = { handoffCommit: { offerId, entityId: a.entityId, ...late } };
+    // Until the neighbour says a snapshot holding it is stored, a copy stays here: a crash of the
+    // neighbour before then would lose the entity, and its next run gets the copy back.
+    if (this.links?.takesCustody(from))
+      this.custody.set(a.entityId, {
+        to: from,
+        epoch: this.epochOf(from),
+        offerId,
+        playerId: offer.playerId,
+        entity: { ...offer.entity, state, flags },
+        at: this.now(),
+      });
     this.decisions.push({ to: from, msg, at: this.now() });
     this.links?.send(from, msg);
     this.o.metrics?.handoffs.inc({ result: 'ok' });
@@ -502,28 +605,59 @@ export class Sharding {
 
   // --- as the neighbour -------------------------------------------------------------------------
 
-  private onOffer(from: Neighbour, o: aethex.v1.HandoffOffer): void {
-    const { engine, placement, margin } = this.o;
-    const offerId = Number(o.offerId);
-    const reject = (reason: aethex.v1.ReasonCode, message: string) =>
-      this.links?.send(from, { handoffReject: { offerId, entityId: o.entityId, reason, message } });
+  /**
+   * What is wrong with an offer (or an entity handed back) from `from`, if anything: a position
+   * outside this shard's region, not a player, an id of this shard's range never handed out, game
+   * state over the limit. Even an authenticated neighbour's data is checked.
+   */
+  private offerProblem(from: Neighbour, o: aethex.v1.HandoffOffer): { reason: aethex.v1.ReasonCode; message: string } | undefined {
+    const { placement, margin } = this.o;
     const x = o.position?.x ?? Number.NaN;
     const y = o.position?.y ?? Number.NaN;
     const velocityOk = Number.isFinite(o.velocity?.x ?? 0) && Number.isFinite(o.velocity?.y ?? 0);
-    if (!Number.isFinite(x) || !Number.isFinite(y) || !velocityOk || distanceToRect(x, y, placement.region) > margin) {
-      reject(ReasonCode.REASON_CODE_WRONG_SHARD, `(${x}, ${y}) is not in this shard's region`);
-      return;
-    }
-    if (o.kind !== KIND_PLAYER || o.playerId === '' || o.playerId.length > 128) {
-      reject(ReasonCode.REASON_CODE_PROTOCOL_ERROR, 'only players are handed over');
-      return;
-    }
-    if (this.neverIssuedHere(from, o.entityId)) {
-      reject(ReasonCode.REASON_CODE_PROTOCOL_ERROR, `entity ${o.entityId} is of this shard's id range, far past any it handed out`);
-      return;
-    }
-    if (o.state.length > MAX_GAME_STATE_BYTES) {
-      reject(ReasonCode.REASON_CODE_PROTOCOL_ERROR, `game state of ${o.state.length} bytes is over the limit of ${MAX_GAME_STATE_BYTES}`);
+    if (!Number.isFinite(x) || !Number.isFinite(y) || !velocityOk || distanceToRect(x, y, placement.region) > margin)
+      return { reason: ReasonCode.REASON_CODE_WRONG_SHARD, message: `(${x}, ${y}) is not in this shard's region` };
+    if (o.kind !== KIND_PLAYER || o.playerId === '' || o.playerId.length > 128)
+      return { reason: ReasonCode.REASON_CODE_PROTOCOL_ERROR, message: 'only players are handed over' };
+    if (this.neverIssuedHere(from, o.entityId))
+      return {
+        reason: ReasonCode.REASON_CODE_PROTOCOL_ERROR,
+        message: `entity ${o.entityId} is of this shard's id range, far past any it handed out`,
+      };
+    if (o.state.length > MAX_GAME_STATE_BYTES)
+      return {
+        reason: ReasonCode.REASON_CODE_PROTOCOL_ERROR,
+        message: `game state of ${o.state.length} bytes is over the limit of ${MAX_GAME_STATE_BYTES}`,
+      };
+    return undefined;
+  }
+
+  /** The entity an offer (or a handed-back entity) carries; its game state copied out of the link frame. */
+  private static transferOf(o: aethex.v1.HandoffOffer): EntityTransfer {
+    return {
+      entityId: o.entityId,
+      x: o.position?.x ?? 0,
+      y: o.position?.y ?? 0,
+      vx: o.velocity?.x ?? 0,
+      vy: o.velocity?.y ?? 0,
+      kind: o.kind,
+      flags: o.flags,
+      lastInputSeq: o.lastInputSeq,
+      // A copy: the decoded bytes are a view of the whole link frame.
+      state: o.state.length > 0 ? new Uint8Array(o.state) : undefined,
+      // Its changes of owner: the sender's generation is one more than its own count.
+      generation: o.generation,
+    };
+  }
+
+  private onOffer(from: Neighbour, o: aethex.v1.HandoffOffer): void {
+    const { engine, placement } = this.o;
+    const offerId = Number(o.offerId);
+    const reject = (reason: aethex.v1.ReasonCode, message: string) =>
+      this.links?.send(from, { handoffReject: { offerId, entityId: o.entityId, reason, message } });
+    const problem = this.offerProblem(from, o);
+    if (problem) {
+      reject(problem.reason, problem.message);
       return;
     }
     const slot = engine.world.indexOf(o.entityId);
@@ -550,25 +684,124 @@ export class Sharding {
         playerId: o.playerId,
         at: this.now(),
         adopted: false,
-        entity: {
-          entityId: o.entityId,
-          x,
-          y,
-          vx: o.velocity?.x ?? 0,
-          vy: o.velocity?.y ?? 0,
-          kind: o.kind,
-          flags: o.flags,
-          lastInputSeq: o.lastInputSeq,
-          // A copy: the decoded bytes are a view of the whole link frame.
-          state: o.state.length > 0 ? new Uint8Array(o.state) : undefined,
-          // Its changes of owner: the sender's generation is one more than its own count.
-          generation: o.generation,
-        },
+        custody: o.custody,
+        entity: Sharding.transferOf(o),
       });
       this.incomingByOffer.set(key, token);
       this.reserveIncoming();
     }
     this.links?.send(from, { handoffAccept: { offerId, entityId: o.entityId, resumeToken: token, address: placement.address } });
+  }
+
+  // --- custody: a copy of what was handed over, until its new owner has stored it -------------
+
+  /**
+   * `n` is up as run `epoch`: the entities its previous runs adopted from us and never said they
+   * stored go to this run (and are its to answer for from now on). A run that does not take them
+   * back (a build before custody) gets nothing; the copies are dropped.
+   */
+  private handBack(n: Neighbour, epoch: number): void {
+    const back: aethex.v1.IHandoffOffer[] = [];
+    for (const [entityId, c] of this.custody) {
+      if (c.to !== n || c.epoch === epoch) continue;
+      if (!this.links?.takesCustody(n)) {
+        this.custody.delete(entityId);
+        continue;
+      }
+      back.push(this.offerMessage(c.offerId, c.entity, c.playerId, true));
+      c.epoch = epoch;
+      c.at = this.now();
+    }
+    if (back.length === 0) return;
+    for (let i = 0; i < back.length; i += CUSTODY_BATCH)
+      this.links?.send(n, { handoffCustody: { entities: back.slice(i, i + CUSTODY_BATCH) } });
+    this.o.log.info({ to: n.name, entities: back.length }, 'neighbour restarted before storing entities handed to it; handed back');
+  }
+
+  /** Tells `to` these of its handoffs are stored here (or never need its copy): it forgets them. */
+  private sendStored(to: Neighbour, handoffs: aethex.v1.IHandedOver[]): void {
+    for (let i = 0; i < handoffs.length; i += 4096) this.links?.send(to, { handoffStored: { handoffs: handoffs.slice(i, i + 4096) } });
+  }
+
+  /** Whether an entity handed back needs taking: this shard has neither it nor its player, and no neighbour claims it. */
+  private needsTaking(o: aethex.v1.HandoffOffer): boolean {
+    return this.o.engine.world.indexOf(o.entityId) < 0 && !this.o.engine.hasPlace(o.playerId) && !this.claimedSinceStart.has(o.entityId);
+  }
+
+  /**
+   * `from` hands back entities this shard's previous run adopted from it and crashed before
+   * storing. Each comes back as a restored player's does — waiting for its player to rejoin —
+   * unless this shard has it (its snapshot did hold it) or that player already, a neighbour
+   * claims it (it moved on), or the player left here after the snapshot (the outbox says so);
+   * `from` forgets those at once, the others once a snapshot holding them is stored.
+   */
+  private takeCustody(from: Neighbour, c: aethex.v1.HandoffCustody): void {
+    const released: aethex.v1.IHandedOver[] = [];
+    const candidates: aethex.v1.HandoffOffer[] = [];
+    for (const o of c.entities as aethex.v1.HandoffOffer[]) {
+      const problem = this.offerProblem(from, o);
+      if (problem) this.o.log.warn({ from: from.name, entity: o.entityId, why: problem.message }, 'entity handed back refused');
+      if (problem || !this.needsTaking(o)) released.push({ offerId: o.offerId, entityId: o.entityId });
+      else candidates.push(o);
+    }
+    this.sendStored(from, released);
+    if (candidates.length === 0) return;
+    // Joins wait (`settled`) until the outbox has said who left: a player let in first would get a fresh entity.
+    this.custodyPending++;
+    const epoch = this.epochOf(from);
+    const departed = this.o.departedSince?.(candidates.map((o) => o.playerId)) ?? Promise.resolve(new Set<string>());
+    void departed
+      .then((left) => {
+        const done: aethex.v1.IHandedOver[] = [];
+        let taken = 0;
+        for (const o of candidates) {
+          if (left.has(o.playerId) || !this.needsTaking(o)) {
+            done.push({ offerId: o.offerId, entityId: o.entityId });
+            continue;
+          }
+          if (!this.o.engine.restoreWaiting(Sharding.transferOf(o), o.playerId)) {
+            // No room: the copy stays with `from` (until CUSTODY_MS), for a later run of ours.
+            this.o.log.warn({ from: from.name, entity: o.entityId, player: o.playerId }, 'no room for an entity handed back; not taken');
+            continue;
+          }
+          taken++;
+          this.adoptions++;
+          this.unstored.push({ from, epoch, offerId: Number(o.offerId), entityId: o.entityId, tick: this.o.engine.tick, at: this.now() });
+        }
+        if (this.epochOf(from) === epoch) this.sendStored(from, done);
+        this.o.log.info(
+          { from: from.name, taken, released: released.length + done.length },
+          'entities adopted before the restart and not stored, handed back by the neighbour',
+        );
+      })
+      .catch((err: unknown) => this.o.log.error({ err, from: from.name }, 'taking back handed-back entities failed'))
+      .finally(() => this.custodyPending--);
+  }
+
+  /**
+   * A snapshot taken at `tick` is stored: every entity adopted before it (whose former owner keeps
+   * a copy) is in it, or had left this shard by then — their former owners forget their copies.
+   */
+  stored(tick: number): void {
+    if (this.unstored.length === 0) return;
+    const done = new Map<Neighbour, aethex.v1.IHandedOver[]>();
+    const keep: Unstored[] = [];
+    for (const u of this.unstored) {
+      if (u.tick >= tick) keep.push(u);
+      // Offer ids name a handoff only within the run that made it: a later run of the neighbour has no copy.
+      else if (this.epochOf(u.from) === u.epoch) {
+        const list = done.get(u.from) ?? [];
+        list.push({ offerId: u.offerId, entityId: u.entityId });
+        done.set(u.from, list);
+      }
+    }
+    this.unstored = keep;
+    for (const [n, handoffs] of done) this.sendStored(n, handoffs);
+  }
+
+  /** Entities handed over from here whose new owner has not said it stored them (tests). */
+  get custodyHeld(): number[] {
+    return [...this.custody.keys()];
   }
 
   /**
@@ -586,6 +819,17 @@ export class Sharding {
     if (!this.o.engine.adopt(inc.entity)) return false;
     inc.adopted = true;
     this.adoptions++;
+    // Ours again: a copy kept from handing it over before is void.
+    this.custody.delete(inc.entity.entityId);
+    if (inc.custody)
+      this.unstored.push({
+        from: inc.from,
+        epoch: inc.epoch,
+        offerId: inc.offerId,
+        entityId: inc.entity.entityId,
+        tick: this.o.engine.tick,
+        at: this.now(),
+      });
     this.reserveIncoming();
     // A neighbour that came up lately (restarted from a snapshot) drops the players it restored
     // that its neighbours claim. A claim names who they own when it is sent, and the neighbours

@@ -711,7 +711,9 @@ export namespace aethex {
             handoffCommit?: (aethex.v1.HandoffCommit.$Properties|null);
             handoffAbort?: (aethex.v1.HandoffAbort.$Properties|null);
             ownershipClaim?: (aethex.v1.OwnershipClaim.$Properties|null);
-            body?: ("linkHello"|"linkWelcome"|"ghostUpdate"|"handoffOffer"|"handoffAccept"|"handoffReject"|"linkChallenge"|"handoffCommit"|"handoffAbort"|"ownershipClaim");
+            handoffStored?: (aethex.v1.HandoffStored.$Properties|null);
+            handoffCustody?: (aethex.v1.HandoffCustody.$Properties|null);
+            body?: ("linkHello"|"linkWelcome"|"ghostUpdate"|"handoffOffer"|"handoffAccept"|"handoffReject"|"linkChallenge"|"handoffCommit"|"handoffAbort"|"ownershipClaim"|"handoffStored"|"handoffCustody");
             static create(properties: aethex.v1.ShardMessage.$Shape): aethex.v1.ShardMessage & aethex.v1.ShardMessage.$Shape;
             static create(properties?: aethex.v1.ShardMessage.$Properties): aethex.v1.ShardMessage;
             static encode(m: aethex.v1.ShardMessage.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
@@ -737,7 +739,9 @@ export namespace aethex {
                 handoffCommit?: (aethex.v1.HandoffCommit.$Properties|null);
                 handoffAbort?: (aethex.v1.HandoffAbort.$Properties|null);
                 ownershipClaim?: (aethex.v1.OwnershipClaim.$Properties|null);
-                body?: ("linkHello"|"linkWelcome"|"ghostUpdate"|"handoffOffer"|"handoffAccept"|"handoffReject"|"linkChallenge"|"handoffCommit"|"handoffAbort"|"ownershipClaim");
+                handoffStored?: (aethex.v1.HandoffStored.$Properties|null);
+                handoffCustody?: (aethex.v1.HandoffCustody.$Properties|null);
+                body?: ("linkHello"|"linkWelcome"|"ghostUpdate"|"handoffOffer"|"handoffAccept"|"handoffReject"|"linkChallenge"|"handoffCommit"|"handoffAbort"|"ownershipClaim"|"handoffStored"|"handoffCustody");
                 $unknowns?: Uint8Array[];
             }
             type $Shape = {
@@ -751,9 +755,11 @@ export namespace aethex {
               handoffCommit?: aethex.v1.HandoffCommit.$Shape|null;
               handoffAbort?: aethex.v1.HandoffAbort.$Shape|null;
               ownershipClaim?: aethex.v1.OwnershipClaim.$Shape|null;
+              handoffStored?: aethex.v1.HandoffStored.$Shape|null;
+              handoffCustody?: aethex.v1.HandoffCustody.$Shape|null;
               $unknowns?: Uint8Array[];
             } & (
-              ({ body?: undefined; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null }|{ body?: "linkHello"; linkHello: aethex.v1.LinkHello.$Shape; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null }|{ body?: "linkWelcome"; linkHello?: null; linkWelcome: aethex.v1.LinkWelcome.$Shape; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null }|{ body?: "ghostUpdate"; linkHello?: null; linkWelcome?: null; ghostUpdate: aethex.v1.GhostUpdate.$Shape; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null }|{ body?: "handoffOffer"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer: aethex.v1.HandoffOffer.$Shape; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null }|{ body?: "handoffAccept"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept: aethex.v1.HandoffAccept.$Shape; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null }|{ body?: "handoffReject"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject: aethex.v1.HandoffReject.$Shape; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null }|{ body?: "linkChallenge"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge: aethex.v1.LinkChallenge.$Shape; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null }|{ body?: "handoffCommit"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit: aethex.v1.HandoffCommit.$Shape; handoffAbort?: null; ownershipClaim?: null }|{ body?: "handoffAbort"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort: aethex.v1.HandoffAbort.$Shape; ownershipClaim?: null }|{ body?: "ownershipClaim"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim: aethex.v1.OwnershipClaim.$Shape })
+              ({ body?: undefined; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null }|{ body?: "linkHello"; linkHello: aethex.v1.LinkHello.$Shape; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null }|{ body?: "linkWelcome"; linkHello?: null; linkWelcome: aethex.v1.LinkWelcome.$Shape; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null }|{ body?: "ghostUpdate"; linkHello?: null; linkWelcome?: null; ghostUpdate: aethex.v1.GhostUpdate.$Shape; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null }|{ body?: "handoffOffer"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer: aethex.v1.HandoffOffer.$Shape; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null }|{ body?: "handoffAccept"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept: aethex.v1.HandoffAccept.$Shape; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null }|{ body?: "handoffReject"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject: aethex.v1.HandoffReject.$Shape; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null }|{ body?: "linkChallenge"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge: aethex.v1.LinkChallenge.$Shape; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null }|{ body?: "handoffCommit"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit: aethex.v1.HandoffCommit.$Shape; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null }|{ body?: "handoffAbort"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort: aethex.v1.HandoffAbort.$Shape; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null }|{ body?: "ownershipClaim"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim: aethex.v1.OwnershipClaim.$Shape; handoffStored?: null; handoffCustody?: null }|{ body?: "handoffStored"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored: aethex.v1.HandoffStored.$Shape; handoffCustody?: null }|{ body?: "handoffCustody"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody: aethex.v1.HandoffCustody.$Shape })
             );
         }
 
@@ -864,6 +870,7 @@ export namespace aethex {
             epoch: number;
             lateChanges: boolean;
             auth: Uint8Array;
+            custody: boolean;
             static create(properties: aethex.v1.LinkWelcome.$Shape): aethex.v1.LinkWelcome & aethex.v1.LinkWelcome.$Shape;
             static create(properties?: aethex.v1.LinkWelcome.$Properties): aethex.v1.LinkWelcome;
             static encode(m: aethex.v1.LinkWelcome.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
@@ -884,6 +891,7 @@ export namespace aethex {
                 epoch?: (number|null);
                 lateChanges?: (boolean|null);
                 auth?: (Uint8Array|null);
+                custody?: (boolean|null);
                 $unknowns?: Uint8Array[];
             }
             type $Shape = aethex.v1.LinkWelcome.$Properties;
@@ -978,6 +986,7 @@ export namespace aethex {
             kind: number;
             flags: number;
             generation: number;
+            custody: boolean;
             static create(properties: aethex.v1.HandoffOffer.$Shape): aethex.v1.HandoffOffer & aethex.v1.HandoffOffer.$Shape;
             static create(properties?: aethex.v1.HandoffOffer.$Properties): aethex.v1.HandoffOffer;
             static encode(m: aethex.v1.HandoffOffer.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
@@ -1004,6 +1013,7 @@ export namespace aethex {
                 kind?: (number|null);
                 flags?: (number|null);
                 generation?: (number|null);
+                custody?: (boolean|null);
                 $unknowns?: Uint8Array[];
             }
             type $Shape = aethex.v1.HandoffOffer.$Properties;
@@ -1145,6 +1155,92 @@ export namespace aethex {
                 $unknowns?: Uint8Array[];
             }
             type $Shape = aethex.v1.HandoffAbort.$Properties;
+        }
+
+        interface IHandedOver extends aethex.v1.HandedOver.$Properties {
+        }
+
+        class HandedOver {
+            constructor(p?: aethex.v1.HandedOver.$Properties);
+            $unknowns?: Uint8Array[];
+            offerId: number;
+            entityId: number;
+            static create(properties: aethex.v1.HandedOver.$Shape): aethex.v1.HandedOver & aethex.v1.HandedOver.$Shape;
+            static create(properties?: aethex.v1.HandedOver.$Properties): aethex.v1.HandedOver;
+            static encode(m: aethex.v1.HandedOver.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
+            static encodeDelimited(message: aethex.v1.HandedOver.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+            static decode(r: ($protobuf.Reader|Uint8Array), l?: number): aethex.v1.HandedOver & aethex.v1.HandedOver.$Shape;
+            static decodeDelimited(reader: ($protobuf.Reader|Uint8Array)): aethex.v1.HandedOver & aethex.v1.HandedOver.$Shape;
+            static verify(m: { [k: string]: any }): (string|null);
+            static fromObject(d: { [k: string]: any }): aethex.v1.HandedOver;
+            static toObject(m: aethex.v1.HandedOver, o?: $protobuf.IConversionOptions): { [k: string]: any };
+            toJSON(): { [k: string]: any };
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace HandedOver {
+            interface $Properties {
+                offerId?: (number|null);
+                entityId?: (number|null);
+                $unknowns?: Uint8Array[];
+            }
+            type $Shape = aethex.v1.HandedOver.$Properties;
+        }
+
+        interface IHandoffStored extends aethex.v1.HandoffStored.$Properties {
+        }
+
+        class HandoffStored {
+            constructor(p?: aethex.v1.HandoffStored.$Properties);
+            $unknowns?: Uint8Array[];
+            handoffs: aethex.v1.HandedOver.$Properties[];
+            static create(properties: aethex.v1.HandoffStored.$Shape): aethex.v1.HandoffStored & aethex.v1.HandoffStored.$Shape;
+            static create(properties?: aethex.v1.HandoffStored.$Properties): aethex.v1.HandoffStored;
+            static encode(m: aethex.v1.HandoffStored.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
+            static encodeDelimited(message: aethex.v1.HandoffStored.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+            static decode(r: ($protobuf.Reader|Uint8Array), l?: number): aethex.v1.HandoffStored & aethex.v1.HandoffStored.$Shape;
+            static decodeDelimited(reader: ($protobuf.Reader|Uint8Array)): aethex.v1.HandoffStored & aethex.v1.HandoffStored.$Shape;
+            static verify(m: { [k: string]: any }): (string|null);
+            static fromObject(d: { [k: string]: any }): aethex.v1.HandoffStored;
+            static toObject(m: aethex.v1.HandoffStored, o?: $protobuf.IConversionOptions): { [k: string]: any };
+            toJSON(): { [k: string]: any };
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace HandoffStored {
+            interface $Properties {
+                handoffs?: (aethex.v1.HandedOver.$Properties[]|null);
+                $unknowns?: Uint8Array[];
+            }
+            type $Shape = aethex.v1.HandoffStored.$Properties;
+        }
+
+        interface IHandoffCustody extends aethex.v1.HandoffCustody.$Properties {
+        }
+
+        class HandoffCustody {
+            constructor(p?: aethex.v1.HandoffCustody.$Properties);
+            $unknowns?: Uint8Array[];
+            entities: aethex.v1.HandoffOffer.$Properties[];
+            static create(properties: aethex.v1.HandoffCustody.$Shape): aethex.v1.HandoffCustody & aethex.v1.HandoffCustody.$Shape;
+            static create(properties?: aethex.v1.HandoffCustody.$Properties): aethex.v1.HandoffCustody;
+            static encode(m: aethex.v1.HandoffCustody.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
+            static encodeDelimited(message: aethex.v1.HandoffCustody.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+            static decode(r: ($protobuf.Reader|Uint8Array), l?: number): aethex.v1.HandoffCustody & aethex.v1.HandoffCustody.$Shape;
+            static decodeDelimited(reader: ($protobuf.Reader|Uint8Array)): aethex.v1.HandoffCustody & aethex.v1.HandoffCustody.$Shape;
+            static verify(m: { [k: string]: any }): (string|null);
+            static fromObject(d: { [k: string]: any }): aethex.v1.HandoffCustody;
+            static toObject(m: aethex.v1.HandoffCustody, o?: $protobuf.IConversionOptions): { [k: string]: any };
+            toJSON(): { [k: string]: any };
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace HandoffCustody {
+            interface $Properties {
+                entities?: (aethex.v1.HandoffOffer.$Properties[]|null);
+                $unknowns?: Uint8Array[];
+            }
+            type $Shape = aethex.v1.HandoffCustody.$Properties;
         }
     }
 }

@@ -7551,7 +7551,9 @@ export const aethex = $root.aethex = (() => {
              * @property {aethex.v1.HandoffCommit.$Properties|null} [handoffCommit] ShardMessage handoffCommit
              * @property {aethex.v1.HandoffAbort.$Properties|null} [handoffAbort] ShardMessage handoffAbort
              * @property {aethex.v1.OwnershipClaim.$Properties|null} [ownershipClaim] ShardMessage ownershipClaim
-             * @property {"linkHello"|"linkWelcome"|"ghostUpdate"|"handoffOffer"|"handoffAccept"|"handoffReject"|"linkChallenge"|"handoffCommit"|"handoffAbort"|"ownershipClaim"} [body] ShardMessage body
+             * @property {aethex.v1.HandoffStored.$Properties|null} [handoffStored] ShardMessage handoffStored
+             * @property {aethex.v1.HandoffCustody.$Properties|null} [handoffCustody] ShardMessage handoffCustody
+             * @property {"linkHello"|"linkWelcome"|"ghostUpdate"|"handoffOffer"|"handoffAccept"|"handoffReject"|"linkChallenge"|"handoffCommit"|"handoffAbort"|"ownershipClaim"|"handoffStored"|"handoffCustody"} [body] ShardMessage body
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -7576,9 +7578,11 @@ export const aethex = $root.aethex = (() => {
              *   handoffCommit?: aethex.v1.HandoffCommit.$Shape|null;
              *   handoffAbort?: aethex.v1.HandoffAbort.$Shape|null;
              *   ownershipClaim?: aethex.v1.OwnershipClaim.$Shape|null;
+             *   handoffStored?: aethex.v1.HandoffStored.$Shape|null;
+             *   handoffCustody?: aethex.v1.HandoffCustody.$Shape|null;
              *   $unknowns?: Array.<Uint8Array>;
              * } & (
-             *   ({ body?: undefined; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null }|{ body?: "linkHello"; linkHello: aethex.v1.LinkHello.$Shape; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null }|{ body?: "linkWelcome"; linkHello?: null; linkWelcome: aethex.v1.LinkWelcome.$Shape; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null }|{ body?: "ghostUpdate"; linkHello?: null; linkWelcome?: null; ghostUpdate: aethex.v1.GhostUpdate.$Shape; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null }|{ body?: "handoffOffer"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer: aethex.v1.HandoffOffer.$Shape; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null }|{ body?: "handoffAccept"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept: aethex.v1.HandoffAccept.$Shape; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null }|{ body?: "handoffReject"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject: aethex.v1.HandoffReject.$Shape; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null }|{ body?: "linkChallenge"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge: aethex.v1.LinkChallenge.$Shape; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null }|{ body?: "handoffCommit"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit: aethex.v1.HandoffCommit.$Shape; handoffAbort?: null; ownershipClaim?: null }|{ body?: "handoffAbort"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort: aethex.v1.HandoffAbort.$Shape; ownershipClaim?: null }|{ body?: "ownershipClaim"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim: aethex.v1.OwnershipClaim.$Shape })
+             *   ({ body?: undefined; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null }|{ body?: "linkHello"; linkHello: aethex.v1.LinkHello.$Shape; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null }|{ body?: "linkWelcome"; linkHello?: null; linkWelcome: aethex.v1.LinkWelcome.$Shape; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null }|{ body?: "ghostUpdate"; linkHello?: null; linkWelcome?: null; ghostUpdate: aethex.v1.GhostUpdate.$Shape; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null }|{ body?: "handoffOffer"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer: aethex.v1.HandoffOffer.$Shape; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null }|{ body?: "handoffAccept"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept: aethex.v1.HandoffAccept.$Shape; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null }|{ body?: "handoffReject"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject: aethex.v1.HandoffReject.$Shape; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null }|{ body?: "linkChallenge"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge: aethex.v1.LinkChallenge.$Shape; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null }|{ body?: "handoffCommit"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit: aethex.v1.HandoffCommit.$Shape; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null }|{ body?: "handoffAbort"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort: aethex.v1.HandoffAbort.$Shape; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null }|{ body?: "ownershipClaim"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim: aethex.v1.OwnershipClaim.$Shape; handoffStored?: null; handoffCustody?: null }|{ body?: "handoffStored"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored: aethex.v1.HandoffStored.$Shape; handoffCustody?: null }|{ body?: "handoffCustody"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody: aethex.v1.HandoffCustody.$Shape })
              * )} aethex.v1.ShardMessage.$Shape
              */
 
@@ -7677,17 +7681,33 @@ export const aethex = $root.aethex = (() => {
              */
             ShardMessage.prototype.ownershipClaim = null;
 
+            /**
+             * ShardMessage handoffStored.
+             * @member {aethex.v1.HandoffStored.$Properties|null|undefined} handoffStored
+             * @memberof aethex.v1.ShardMessage
+             * @instance
+             */
+            ShardMessage.prototype.handoffStored = null;
+
+            /**
+             * ShardMessage handoffCustody.
+             * @member {aethex.v1.HandoffCustody.$Properties|null|undefined} handoffCustody
+             * @memberof aethex.v1.ShardMessage
+             * @instance
+             */
+            ShardMessage.prototype.handoffCustody = null;
+
             // OneOf field names bound to virtual getters and setters
             let $oneOfFields;
 
             /**
              * ShardMessage body.
-             * @member {"linkHello"|"linkWelcome"|"ghostUpdate"|"handoffOffer"|"handoffAccept"|"handoffReject"|"linkChallenge"|"handoffCommit"|"handoffAbort"|"ownershipClaim"|undefined} body
+             * @member {"linkHello"|"linkWelcome"|"ghostUpdate"|"handoffOffer"|"handoffAccept"|"handoffReject"|"linkChallenge"|"handoffCommit"|"handoffAbort"|"ownershipClaim"|"handoffStored"|"handoffCustody"|undefined} body
              * @memberof aethex.v1.ShardMessage
              * @instance
              */
             $Object.defineProperty(ShardMessage.prototype, "body", {
-                get: $util.oneOfGetter($oneOfFields = ["linkHello", "linkWelcome", "ghostUpdate", "handoffOffer", "handoffAccept", "handoffReject", "linkChallenge", "handoffCommit", "handoffAbort", "ownershipClaim"]),
+                get: $util.oneOfGetter($oneOfFields = ["linkHello", "linkWelcome", "ghostUpdate", "handoffOffer", "handoffAccept", "handoffReject", "linkChallenge", "handoffCommit", "handoffAbort", "ownershipClaim", "handoffStored", "handoffCustody"]),
                 set: $util.oneOfSetter($oneOfFields)
             });
 
@@ -7743,6 +7763,10 @@ export const aethex = $root.aethex = (() => {
                     $root.aethex.v1.HandoffAbort.encode(m.handoffAbort, w.uint32(/* id 9, wireType 2 =*/74).fork(), q + 1).ldelim();
                 if (m.ownershipClaim != null && $Object.hasOwnProperty.call(m, "ownershipClaim"))
                     $root.aethex.v1.OwnershipClaim.encode(m.ownershipClaim, w.uint32(/* id 10, wireType 2 =*/82).fork(), q + 1).ldelim();
+                if (m.handoffStored != null && $Object.hasOwnProperty.call(m, "handoffStored"))
+                    $root.aethex.v1.HandoffStored.encode(m.handoffStored, w.uint32(/* id 11, wireType 2 =*/90).fork(), q + 1).ldelim();
+                if (m.handoffCustody != null && $Object.hasOwnProperty.call(m, "handoffCustody"))
+                    $root.aethex.v1.HandoffCustody.encode(m.handoffCustody, w.uint32(/* id 12, wireType 2 =*/98).fork(), q + 1).ldelim();
                 if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
                     for (var i = 0; i < m.$unknowns.length; ++i)
                         w.raw(m.$unknowns[i]);
@@ -7868,6 +7892,20 @@ export const aethex = $root.aethex = (() => {
                                 break;
                             m.ownershipClaim = $root.aethex.v1.OwnershipClaim.decode(r, r.size(), $undefined, q + 1, m.ownershipClaim);
                             m.body = "ownershipClaim";
+                            continue;
+                        }
+                    case 11: {
+                            if (u !== 2)
+                                break;
+                            m.handoffStored = $root.aethex.v1.HandoffStored.decode(r, r.size(), $undefined, q + 1, m.handoffStored);
+                            m.body = "handoffStored";
+                            continue;
+                        }
+                    case 12: {
+                            if (u !== 2)
+                                break;
+                            m.handoffCustody = $root.aethex.v1.HandoffCustody.decode(r, r.size(), $undefined, q + 1, m.handoffCustody);
+                            m.body = "handoffCustody";
                             continue;
                         }
                     }
@@ -8017,6 +8055,26 @@ export const aethex = $root.aethex = (() => {
                             return "ownershipClaim." + e;
                     }
                 }
+                if (m.handoffStored != null && $Object.hasOwnProperty.call(m, "handoffStored")) {
+                    if (p.body === 1)
+                        return "body: multiple values";
+                    p.body = 1;
+                    {
+                        var e = $root.aethex.v1.HandoffStored.verify(m.handoffStored, q + 1);
+                        if (e)
+                            return "handoffStored." + e;
+                    }
+                }
+                if (m.handoffCustody != null && $Object.hasOwnProperty.call(m, "handoffCustody")) {
+                    if (p.body === 1)
+                        return "body: multiple values";
+                    p.body = 1;
+                    {
+                        var e = $root.aethex.v1.HandoffCustody.verify(m.handoffCustody, q + 1);
+                        if (e)
+                            return "handoffCustody." + e;
+                    }
+                }
                 return null;
             };
 
@@ -8088,6 +8146,16 @@ export const aethex = $root.aethex = (() => {
                         throw $TypeError(".aethex.v1.ShardMessage.ownershipClaim: object expected");
                     m.ownershipClaim = $root.aethex.v1.OwnershipClaim.fromObject(d.ownershipClaim, q + 1);
                 }
+                if (d.handoffStored != null) {
+                    if (!$util.isObject(d.handoffStored))
+                        throw $TypeError(".aethex.v1.ShardMessage.handoffStored: object expected");
+                    m.handoffStored = $root.aethex.v1.HandoffStored.fromObject(d.handoffStored, q + 1);
+                }
+                if (d.handoffCustody != null) {
+                    if (!$util.isObject(d.handoffCustody))
+                        throw $TypeError(".aethex.v1.ShardMessage.handoffCustody: object expected");
+                    m.handoffCustody = $root.aethex.v1.HandoffCustody.fromObject(d.handoffCustody, q + 1);
+                }
                 return m;
             };
 
@@ -8157,6 +8225,16 @@ export const aethex = $root.aethex = (() => {
                     d.ownershipClaim = $root.aethex.v1.OwnershipClaim.toObject(m.ownershipClaim, o, q + 1);
                     if (o.oneofs)
                         d.body = "ownershipClaim";
+                }
+                if (m.handoffStored != null && $Object.hasOwnProperty.call(m, "handoffStored")) {
+                    d.handoffStored = $root.aethex.v1.HandoffStored.toObject(m.handoffStored, o, q + 1);
+                    if (o.oneofs)
+                        d.body = "handoffStored";
+                }
+                if (m.handoffCustody != null && $Object.hasOwnProperty.call(m, "handoffCustody")) {
+                    d.handoffCustody = $root.aethex.v1.HandoffCustody.toObject(m.handoffCustody, o, q + 1);
+                    if (o.oneofs)
+                        d.body = "handoffCustody";
                 }
                 return d;
             };
@@ -9297,6 +9375,7 @@ export const aethex = $root.aethex = (() => {
              * @property {number|null} [epoch] LinkWelcome epoch
              * @property {boolean|null} [lateChanges] LinkWelcome lateChanges
              * @property {Uint8Array|null} [auth] LinkWelcome auth
+             * @property {boolean|null} [custody] LinkWelcome custody
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -9369,6 +9448,14 @@ export const aethex = $root.aethex = (() => {
             LinkWelcome.prototype.auth = $util.newBuffer([]);
 
             /**
+             * LinkWelcome custody.
+             * @member {boolean} custody
+             * @memberof aethex.v1.LinkWelcome
+             * @instance
+             */
+            LinkWelcome.prototype.custody = false;
+
+            /**
              * Creates a new LinkWelcome instance using the specified properties.
              * @function create
              * @memberof aethex.v1.LinkWelcome
@@ -9410,6 +9497,8 @@ export const aethex = $root.aethex = (() => {
                     w.uint32(/* id 4, wireType 0 =*/32).bool(m.lateChanges);
                 if (m.auth != null && $Object.hasOwnProperty.call(m, "auth") && m.auth.length)
                     w.uint32(/* id 5, wireType 2 =*/42).bytes(m.auth);
+                if (m.custody != null && $Object.hasOwnProperty.call(m, "custody") && m.custody !== false)
+                    w.uint32(/* id 6, wireType 0 =*/48).bool(m.custody);
                 if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
                     for (var i = 0; i < m.$unknowns.length; ++i)
                         w.raw(m.$unknowns[i]);
@@ -9512,6 +9601,15 @@ export const aethex = $root.aethex = (() => {
                                 delete m.auth;
                             continue;
                         }
+                    case 6: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.bool())
+                                m.custody = v;
+                            else
+                                delete m.custody;
+                            continue;
+                        }
                     }
                     r.skipType(u, q, t);
                     if (!r.discardUnknown) {
@@ -9580,6 +9678,10 @@ export const aethex = $root.aethex = (() => {
                     if (!(m.auth && typeof m.auth.length === "number" || $util.isString(m.auth)))
                         return "auth: buffer expected";
                 }
+                if (m.custody != null && $Object.hasOwnProperty.call(m, "custody")) {
+                    if (typeof m.custody !== "boolean")
+                        return "custody: boolean expected";
+                }
                 return null;
             };
 
@@ -9636,6 +9738,11 @@ export const aethex = $root.aethex = (() => {
                             m.auth = d.auth;
                     }
                 }
+                if (d.custody != null) {
+                    if (d.custody) {
+                        m.custody = $Boolean(d.custody);
+                    }
+                }
                 return m;
             };
 
@@ -9672,6 +9779,7 @@ export const aethex = $root.aethex = (() => {
                         if (o.bytes !== $Array)
                             d.auth = $util.newBuffer(d.auth);
                     }
+                    d.custody = false;
                 }
                 if (m.shardName != null && $Object.hasOwnProperty.call(m, "shardName")) {
                     d.shardName = m.shardName;
@@ -9692,6 +9800,9 @@ export const aethex = $root.aethex = (() => {
                 }
                 if (m.auth != null && $Object.hasOwnProperty.call(m, "auth")) {
                     d.auth = o.bytes === $String ? $util.base64.encode(m.auth, 0, m.auth.length) : o.bytes === $Array ? $Array.prototype.slice.call(m.auth) : m.auth;
+                }
+                if (m.custody != null && $Object.hasOwnProperty.call(m, "custody")) {
+                    d.custody = m.custody;
                 }
                 return d;
             };
@@ -10600,6 +10711,7 @@ export const aethex = $root.aethex = (() => {
              * @property {number|null} [kind] HandoffOffer kind
              * @property {number|null} [flags] HandoffOffer flags
              * @property {number|null} [generation] HandoffOffer generation
+             * @property {boolean|null} [custody] HandoffOffer custody
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -10720,6 +10832,14 @@ export const aethex = $root.aethex = (() => {
             HandoffOffer.prototype.generation = 0;
 
             /**
+             * HandoffOffer custody.
+             * @member {boolean} custody
+             * @memberof aethex.v1.HandoffOffer
+             * @instance
+             */
+            HandoffOffer.prototype.custody = false;
+
+            /**
              * Creates a new HandoffOffer instance using the specified properties.
              * @function create
              * @memberof aethex.v1.HandoffOffer
@@ -10773,6 +10893,8 @@ export const aethex = $root.aethex = (() => {
                     w.uint32(/* id 10, wireType 0 =*/80).uint32(m.flags);
                 if (m.generation != null && $Object.hasOwnProperty.call(m, "generation") && m.generation !== 0)
                     w.uint32(/* id 11, wireType 0 =*/88).uint32(m.generation);
+                if (m.custody != null && $Object.hasOwnProperty.call(m, "custody") && m.custody !== false)
+                    w.uint32(/* id 12, wireType 0 =*/96).bool(m.custody);
                 if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
                     for (var i = 0; i < m.$unknowns.length; ++i)
                         w.raw(m.$unknowns[i]);
@@ -10923,6 +11045,15 @@ export const aethex = $root.aethex = (() => {
                                 delete m.generation;
                             continue;
                         }
+                    case 12: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.bool())
+                                m.custody = v;
+                            else
+                                delete m.custody;
+                            continue;
+                        }
                     }
                     r.skipType(u, q, t);
                     if (!r.discardUnknown) {
@@ -11021,6 +11152,10 @@ export const aethex = $root.aethex = (() => {
                     if (!$util.isInteger(m.generation))
                         return "generation: integer expected";
                 }
+                if (m.custody != null && $Object.hasOwnProperty.call(m, "custody")) {
+                    if (typeof m.custody !== "boolean")
+                        return "custody: boolean expected";
+                }
                 return null;
             };
 
@@ -11107,6 +11242,11 @@ export const aethex = $root.aethex = (() => {
                         m.generation = d.generation >>> 0;
                     }
                 }
+                if (d.custody != null) {
+                    if (d.custody) {
+                        m.custody = $Boolean(d.custody);
+                    }
+                }
                 return m;
             };
 
@@ -11149,6 +11289,7 @@ export const aethex = $root.aethex = (() => {
                     d.kind = 0;
                     d.flags = 0;
                     d.generation = 0;
+                    d.custody = false;
                 }
                 if (m.offerId != null && $Object.hasOwnProperty.call(m, "offerId")) {
                     if (typeof $BigInt !== "undefined" && o.longs === $BigInt)
@@ -11187,6 +11328,9 @@ export const aethex = $root.aethex = (() => {
                 }
                 if (m.generation != null && $Object.hasOwnProperty.call(m, "generation")) {
                     d.generation = m.generation;
+                }
+                if (m.custody != null && $Object.hasOwnProperty.call(m, "custody")) {
+                    d.custody = m.custody;
                 }
                 return d;
             };
@@ -12901,6 +13045,929 @@ export const aethex = $root.aethex = (() => {
             };
 
             return HandoffAbort;
+        })();
+
+        v1.HandedOver = (function() {
+
+            /**
+             * Properties of a HandedOver.
+             * @typedef {Object} aethex.v1.HandedOver.$Properties
+             * @property {number|null} [offerId] HandedOver offerId
+             * @property {number|null} [entityId] HandedOver entityId
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a HandedOver.
+             * @memberof aethex.v1
+             * @interface IHandedOver
+             * @augments aethex.v1.HandedOver.$Properties
+             * @deprecated Use aethex.v1.HandedOver.$Properties instead.
+             */
+
+            /**
+             * Shape of a HandedOver.
+             * @typedef {aethex.v1.HandedOver.$Properties} aethex.v1.HandedOver.$Shape
+             */
+
+            /**
+             * Constructs a new HandedOver.
+             * @memberof aethex.v1
+             * @classdesc Represents a HandedOver.
+             * @constructor
+             * @param {aethex.v1.HandedOver.$Properties=} [p] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const HandedOver = function (p) {
+                if (p)
+                    for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
+                        if (p[ks[i]] != null && ks[i] !== "__proto__")
+                            this[ks[i]] = p[ks[i]];
+            };
+
+            /**
+             * HandedOver offerId.
+             * @member {number} offerId
+             * @memberof aethex.v1.HandedOver
+             * @instance
+             */
+            HandedOver.prototype.offerId = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
+             * HandedOver entityId.
+             * @member {number} entityId
+             * @memberof aethex.v1.HandedOver
+             * @instance
+             */
+            HandedOver.prototype.entityId = 0;
+
+            /**
+             * Creates a new HandedOver instance using the specified properties.
+             * @function create
+             * @memberof aethex.v1.HandedOver
+             * @static
+             * @param {aethex.v1.HandedOver.$Properties=} [properties] Properties to set
+             * @returns {aethex.v1.HandedOver} HandedOver instance
+             * @type {{
+             *   (properties: aethex.v1.HandedOver.$Shape): aethex.v1.HandedOver & aethex.v1.HandedOver.$Shape;
+             *   (properties?: aethex.v1.HandedOver.$Properties): aethex.v1.HandedOver;
+             * }}
+             */
+            HandedOver.create = function(properties) {
+                return new HandedOver(properties);
+            };
+
+            /**
+             * Encodes the specified HandedOver message. Does not implicitly {@link aethex.v1.HandedOver.verify|verify} messages.
+             * @function encode
+             * @memberof aethex.v1.HandedOver
+             * @static
+             * @param {aethex.v1.HandedOver.$Properties} m HandedOver message or plain object to encode
+             * @param {$protobuf.Writer} [w] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            HandedOver.encode = function (m, w, q) {
+                if (!w)
+                    w = $Writer.create();
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (m.offerId != null && $Object.hasOwnProperty.call(m, "offerId") && (typeof m.offerId === "object" ? m.offerId.low || m.offerId.high : m.offerId !== 0))
+                    w.uint32(/* id 1, wireType 0 =*/8).uint64(m.offerId);
+                if (m.entityId != null && $Object.hasOwnProperty.call(m, "entityId") && m.entityId !== 0)
+                    w.uint32(/* id 2, wireType 0 =*/16).uint32(m.entityId);
+                if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
+                    for (var i = 0; i < m.$unknowns.length; ++i)
+                        w.raw(m.$unknowns[i]);
+                return w;
+            };
+
+            /**
+             * Encodes the specified HandedOver message, length delimited. Does not implicitly {@link aethex.v1.HandedOver.verify|verify} messages.
+             * @function encodeDelimited
+             * @memberof aethex.v1.HandedOver
+             * @static
+             * @param {aethex.v1.HandedOver.$Properties} message HandedOver message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            HandedOver.encodeDelimited = function(message, writer) {
+                return this.encode(message, (writer || $Writer.create()).fork()).ldelim();
+            };
+
+            /**
+             * Decodes a HandedOver message from the specified reader or buffer.
+             * @function decode
+             * @memberof aethex.v1.HandedOver
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} r Reader or buffer to decode from
+             * @param {number} [l] Message length if known beforehand
+             * @returns {aethex.v1.HandedOver & aethex.v1.HandedOver.$Shape} HandedOver
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            HandedOver.decode = function (r, l, z, q, g) {
+                if (!(r instanceof $Reader))
+                    r = $Reader.create(r);
+                if (q === $undefined)
+                    q = 0;
+                if (q > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var c, m, v;
+                if (l === $undefined)
+                    c = r.len;
+                else {
+                    c = r.pos + l;
+                    if (c > r.len)
+                        throw $RangeError("index out of range");
+                    l = r.len;
+                    r.len = c;
+                }
+                m = g || new $root.aethex.v1.HandedOver();
+                while (r.pos < c) {
+                    var s = r.pos;
+                    var t = r.tag();
+                    if (t === z) {
+                        z = $undefined;
+                        break;
+                    }
+                    var u = t & 7;
+                    switch (t >>>= 3) {
+                    case 1: {
+                            if (u !== 0)
+                                break;
+                            if (typeof (v = r.uint64()) === "object" ? v.low || v.high : v !== 0)
+                                m.offerId = v;
+                            else
+                                delete m.offerId;
+                            continue;
+                        }
+                    case 2: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.uint32())
+                                m.entityId = v;
+                            else
+                                delete m.entityId;
+                            continue;
+                        }
+                    }
+                    r.skipType(u, q, t);
+                    if (!r.discardUnknown) {
+                        $util.makeProp(m, "$unknowns", false);
+                        (m.$unknowns || (m.$unknowns = [])).push(r.raw(s, r.pos));
+                    }
+                }
+                if (l !== $undefined) {
+                    if (r.pos !== c)
+                        throw $RangeError("index out of range");
+                    r.len = l;
+                }
+                if (z !== $undefined)
+                    throw $Error("missing end group");
+                return m;
+            };
+
+            /**
+             * Decodes a HandedOver message from the specified reader or buffer, length delimited.
+             * @function decodeDelimited
+             * @memberof aethex.v1.HandedOver
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @returns {aethex.v1.HandedOver & aethex.v1.HandedOver.$Shape} HandedOver
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            HandedOver.decodeDelimited = function(reader) {
+                if (!(reader instanceof $Reader))
+                    reader = new $Reader(reader);
+                return this.decode(reader, reader.size());
+            };
+
+            /**
+             * Verifies a HandedOver message.
+             * @function verify
+             * @memberof aethex.v1.HandedOver
+             * @static
+             * @param {Object.<string,*>} m Plain object to verify
+             * @returns {string|null} `null` if valid, otherwise the reason why it is not
+             */
+            HandedOver.verify = function (m, q) {
+                if (typeof m !== "object" || m === null)
+                    return "object expected";
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    return "max depth exceeded";
+                if (m.offerId != null && $Object.hasOwnProperty.call(m, "offerId")) {
+                    if (!$util.isInteger(m.offerId) && !(m.offerId && $util.isInteger(m.offerId.low) && $util.isInteger(m.offerId.high)))
+                        return "offerId: integer|Long expected";
+                }
+                if (m.entityId != null && $Object.hasOwnProperty.call(m, "entityId")) {
+                    if (!$util.isInteger(m.entityId))
+                        return "entityId: integer expected";
+                }
+                return null;
+            };
+
+            /**
+             * Creates a HandedOver message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof aethex.v1.HandedOver
+             * @static
+             * @param {Object.<string,*>} d Plain object
+             * @returns {aethex.v1.HandedOver} HandedOver
+             */
+            HandedOver.fromObject = function (d, q) {
+                if (d instanceof $root.aethex.v1.HandedOver)
+                    return d;
+                if (!$util.isObject(d))
+                    throw $TypeError(".aethex.v1.HandedOver: object expected");
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var m = new $root.aethex.v1.HandedOver();
+                if (d.offerId != null) {
+                    if (typeof d.offerId === "object" ? d.offerId.low || d.offerId.high : $Number(d.offerId) !== 0) {
+                        if ($util.Long)
+                            m.offerId = $util.Long.fromValue(d.offerId, true);
+                        else if (typeof d.offerId === "string")
+                            m.offerId = $parseInt(d.offerId, 10);
+                        else if (typeof d.offerId === "number")
+                            m.offerId = d.offerId;
+                        else if (typeof d.offerId === "object")
+                            m.offerId = new $util.LongBits(d.offerId.low >>> 0, d.offerId.high >>> 0).toNumber(true);
+                    }
+                }
+                if (d.entityId != null) {
+                    if ($Number(d.entityId) !== 0) {
+                        m.entityId = d.entityId >>> 0;
+                    }
+                }
+                return m;
+            };
+
+            /**
+             * Creates a plain object from a HandedOver message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof aethex.v1.HandedOver
+             * @static
+             * @param {aethex.v1.HandedOver} m HandedOver
+             * @param {$protobuf.IConversionOptions} [o] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            HandedOver.toObject = function (m, o, q) {
+                if (!o)
+                    o = {};
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var d = {};
+                if (o.defaults) {
+                    if ($util.Long) {
+                        var n = new $util.Long(0, 0, true);
+                        d.offerId = o.longs === $String ? n.toString() : o.longs === $Number ? n.toNumber() : typeof $BigInt !== "undefined" && o.longs === $BigInt ? n.toBigInt() : n;
+                    } else
+                        d.offerId = o.longs === $String ? "0" : typeof $BigInt !== "undefined" && o.longs === $BigInt ? $BigInt("0") : 0;
+                    d.entityId = 0;
+                }
+                if (m.offerId != null && $Object.hasOwnProperty.call(m, "offerId")) {
+                    if (typeof $BigInt !== "undefined" && o.longs === $BigInt)
+                        d.offerId = typeof m.offerId === "number" ? $BigInt(m.offerId) : $util.Long.fromBits(m.offerId.low >>> 0, m.offerId.high >>> 0, true).toBigInt();
+                    else if (typeof m.offerId === "number")
+                        d.offerId = o.longs === $String ? $String(m.offerId) : m.offerId;
+                    else
+                        d.offerId = o.longs === $String ? $util.Long.prototype.toString.call(m.offerId) : o.longs === $Number ? new $util.LongBits(m.offerId.low >>> 0, m.offerId.high >>> 0).toNumber(true) : m.offerId;
+                }
+                if (m.entityId != null && $Object.hasOwnProperty.call(m, "entityId")) {
+                    d.entityId = m.entityId;
+                }
+                return d;
+            };
+
+            /**
+             * Converts this HandedOver to JSON.
+             * @function toJSON
+             * @memberof aethex.v1.HandedOver
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            HandedOver.prototype.toJSON = function() {
+                return HandedOver.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for HandedOver
+             * @function getTypeUrl
+             * @memberof aethex.v1.HandedOver
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            HandedOver.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/aethex.v1.HandedOver";
+            };
+
+            return HandedOver;
+        })();
+
+        v1.HandoffStored = (function() {
+
+            /**
+             * Properties of a HandoffStored.
+             * @typedef {Object} aethex.v1.HandoffStored.$Properties
+             * @property {Array.<aethex.v1.HandedOver.$Properties>|null} [handoffs] HandoffStored handoffs
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a HandoffStored.
+             * @memberof aethex.v1
+             * @interface IHandoffStored
+             * @augments aethex.v1.HandoffStored.$Properties
+             * @deprecated Use aethex.v1.HandoffStored.$Properties instead.
+             */
+
+            /**
+             * Shape of a HandoffStored.
+             * @typedef {aethex.v1.HandoffStored.$Properties} aethex.v1.HandoffStored.$Shape
+             */
+
+            /**
+             * Constructs a new HandoffStored.
+             * @memberof aethex.v1
+             * @classdesc Represents a HandoffStored.
+             * @constructor
+             * @param {aethex.v1.HandoffStored.$Properties=} [p] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const HandoffStored = function (p) {
+                this.handoffs = [];
+                if (p)
+                    for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
+                        if (p[ks[i]] != null && ks[i] !== "__proto__")
+                            this[ks[i]] = p[ks[i]];
+            };
+
+            /**
+             * HandoffStored handoffs.
+             * @member {Array.<aethex.v1.HandedOver.$Properties>} handoffs
+             * @memberof aethex.v1.HandoffStored
+             * @instance
+             */
+            HandoffStored.prototype.handoffs = $util.emptyArray;
+
+            /**
+             * Creates a new HandoffStored instance using the specified properties.
+             * @function create
+             * @memberof aethex.v1.HandoffStored
+             * @static
+             * @param {aethex.v1.HandoffStored.$Properties=} [properties] Properties to set
+             * @returns {aethex.v1.HandoffStored} HandoffStored instance
+             * @type {{
+             *   (properties: aethex.v1.HandoffStored.$Shape): aethex.v1.HandoffStored & aethex.v1.HandoffStored.$Shape;
+             *   (properties?: aethex.v1.HandoffStored.$Properties): aethex.v1.HandoffStored;
+             * }}
+             */
+            HandoffStored.create = function(properties) {
+                return new HandoffStored(properties);
+            };
+
+            /**
+             * Encodes the specified HandoffStored message. Does not implicitly {@link aethex.v1.HandoffStored.verify|verify} messages.
+             * @function encode
+             * @memberof aethex.v1.HandoffStored
+             * @static
+             * @param {aethex.v1.HandoffStored.$Properties} m HandoffStored message or plain object to encode
+             * @param {$protobuf.Writer} [w] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            HandoffStored.encode = function (m, w, q) {
+                if (!w)
+                    w = $Writer.create();
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (m.handoffs != null && m.handoffs.length) {
+                    for (var i = 0; i < m.handoffs.length; ++i)
+                        $root.aethex.v1.HandedOver.encode(m.handoffs[i], w.uint32(/* id 1, wireType 2 =*/10).fork(), q + 1).ldelim();
+                }
+                if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
+                    for (var i = 0; i < m.$unknowns.length; ++i)
+                        w.raw(m.$unknowns[i]);
+                return w;
+            };
+
+            /**
+             * Encodes the specified HandoffStored message, length delimited. Does not implicitly {@link aethex.v1.HandoffStored.verify|verify} messages.
+             * @function encodeDelimited
+             * @memberof aethex.v1.HandoffStored
+             * @static
+             * @param {aethex.v1.HandoffStored.$Properties} message HandoffStored message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            HandoffStored.encodeDelimited = function(message, writer) {
+                return this.encode(message, (writer || $Writer.create()).fork()).ldelim();
+            };
+
+            /**
+             * Decodes a HandoffStored message from the specified reader or buffer.
+             * @function decode
+             * @memberof aethex.v1.HandoffStored
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} r Reader or buffer to decode from
+             * @param {number} [l] Message length if known beforehand
+             * @returns {aethex.v1.HandoffStored & aethex.v1.HandoffStored.$Shape} HandoffStored
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            HandoffStored.decode = function (r, l, z, q, g) {
+                if (!(r instanceof $Reader))
+                    r = $Reader.create(r);
+                if (q === $undefined)
+                    q = 0;
+                if (q > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var c, m;
+                if (l === $undefined)
+                    c = r.len;
+                else {
+                    c = r.pos + l;
+                    if (c > r.len)
+                        throw $RangeError("index out of range");
+                    l = r.len;
+                    r.len = c;
+                }
+                m = g || new $root.aethex.v1.HandoffStored();
+                while (r.pos < c) {
+                    var s = r.pos;
+                    var t = r.tag();
+                    if (t === z) {
+                        z = $undefined;
+                        break;
+                    }
+                    var u = t & 7;
+                    switch (t >>>= 3) {
+                    case 1: {
+                            if (u !== 2)
+                                break;
+                            if (!(m.handoffs && m.handoffs.length))
+                                m.handoffs = [];
+                            m.handoffs.push($root.aethex.v1.HandedOver.decode(r, r.size(), $undefined, q + 1));
+                            continue;
+                        }
+                    }
+                    r.skipType(u, q, t);
+                    if (!r.discardUnknown) {
+                        $util.makeProp(m, "$unknowns", false);
+                        (m.$unknowns || (m.$unknowns = [])).push(r.raw(s, r.pos));
+                    }
+                }
+                if (l !== $undefined) {
+                    if (r.pos !== c)
+                        throw $RangeError("index out of range");
+                    r.len = l;
+                }
+                if (z !== $undefined)
+                    throw $Error("missing end group");
+                return m;
+            };
+
+            /**
+             * Decodes a HandoffStored message from the specified reader or buffer, length delimited.
+             * @function decodeDelimited
+             * @memberof aethex.v1.HandoffStored
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @returns {aethex.v1.HandoffStored & aethex.v1.HandoffStored.$Shape} HandoffStored
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            HandoffStored.decodeDelimited = function(reader) {
+                if (!(reader instanceof $Reader))
+                    reader = new $Reader(reader);
+                return this.decode(reader, reader.size());
+            };
+
+            /**
+             * Verifies a HandoffStored message.
+             * @function verify
+             * @memberof aethex.v1.HandoffStored
+             * @static
+             * @param {Object.<string,*>} m Plain object to verify
+             * @returns {string|null} `null` if valid, otherwise the reason why it is not
+             */
+            HandoffStored.verify = function (m, q) {
+                if (typeof m !== "object" || m === null)
+                    return "object expected";
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    return "max depth exceeded";
+                if (m.handoffs != null && $Object.hasOwnProperty.call(m, "handoffs")) {
+                    if (!$Array.isArray(m.handoffs))
+                        return "handoffs: array expected";
+                    for (var i = 0; i < m.handoffs.length; ++i) {
+                        {
+                            var e = $root.aethex.v1.HandedOver.verify(m.handoffs[i], q + 1);
+                            if (e)
+                                return "handoffs." + e;
+                        }
+                    }
+                }
+                return null;
+            };
+
+            /**
+             * Creates a HandoffStored message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof aethex.v1.HandoffStored
+             * @static
+             * @param {Object.<string,*>} d Plain object
+             * @returns {aethex.v1.HandoffStored} HandoffStored
+             */
+            HandoffStored.fromObject = function (d, q) {
+                if (d instanceof $root.aethex.v1.HandoffStored)
+                    return d;
+                if (!$util.isObject(d))
+                    throw $TypeError(".aethex.v1.HandoffStored: object expected");
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var m = new $root.aethex.v1.HandoffStored();
+                if (d.handoffs) {
+                    if (!$Array.isArray(d.handoffs))
+                        throw $TypeError(".aethex.v1.HandoffStored.handoffs: array expected");
+                    m.handoffs = $Array(d.handoffs.length);
+                    for (var i = 0; i < d.handoffs.length; ++i) {
+                        if (!$util.isObject(d.handoffs[i]))
+                            throw $TypeError(".aethex.v1.HandoffStored.handoffs: object expected");
+                        m.handoffs[i] = $root.aethex.v1.HandedOver.fromObject(d.handoffs[i], q + 1);
+                    }
+                }
+                return m;
+            };
+
+            /**
+             * Creates a plain object from a HandoffStored message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof aethex.v1.HandoffStored
+             * @static
+             * @param {aethex.v1.HandoffStored} m HandoffStored
+             * @param {$protobuf.IConversionOptions} [o] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            HandoffStored.toObject = function (m, o, q) {
+                if (!o)
+                    o = {};
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var d = {};
+                if (o.arrays || o.defaults) {
+                    d.handoffs = [];
+                }
+                if (m.handoffs && m.handoffs.length) {
+                    d.handoffs = $Array(m.handoffs.length);
+                    for (var j = 0; j < m.handoffs.length; ++j) {
+                        d.handoffs[j] = $root.aethex.v1.HandedOver.toObject(m.handoffs[j], o, q + 1);
+                    }
+                }
+                return d;
+            };
+
+            /**
+             * Converts this HandoffStored to JSON.
+             * @function toJSON
+             * @memberof aethex.v1.HandoffStored
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            HandoffStored.prototype.toJSON = function() {
+                return HandoffStored.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for HandoffStored
+             * @function getTypeUrl
+             * @memberof aethex.v1.HandoffStored
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            HandoffStored.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/aethex.v1.HandoffStored";
+            };
+
+            return HandoffStored;
+        })();
+
+        v1.HandoffCustody = (function() {
+
+            /**
+             * Properties of a HandoffCustody.
+             * @typedef {Object} aethex.v1.HandoffCustody.$Properties
+             * @property {Array.<aethex.v1.HandoffOffer.$Properties>|null} [entities] HandoffCustody entities
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a HandoffCustody.
+             * @memberof aethex.v1
+             * @interface IHandoffCustody
+             * @augments aethex.v1.HandoffCustody.$Properties
+             * @deprecated Use aethex.v1.HandoffCustody.$Properties instead.
+             */
+
+            /**
+             * Shape of a HandoffCustody.
+             * @typedef {aethex.v1.HandoffCustody.$Properties} aethex.v1.HandoffCustody.$Shape
+             */
+
+            /**
+             * Constructs a new HandoffCustody.
+             * @memberof aethex.v1
+             * @classdesc Represents a HandoffCustody.
+             * @constructor
+             * @param {aethex.v1.HandoffCustody.$Properties=} [p] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const HandoffCustody = function (p) {
+                this.entities = [];
+                if (p)
+                    for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
+                        if (p[ks[i]] != null && ks[i] !== "__proto__")
+                            this[ks[i]] = p[ks[i]];
+            };
+
+            /**
+             * HandoffCustody entities.
+             * @member {Array.<aethex.v1.HandoffOffer.$Properties>} entities
+             * @memberof aethex.v1.HandoffCustody
+             * @instance
+             */
+            HandoffCustody.prototype.entities = $util.emptyArray;
+
+            /**
+             * Creates a new HandoffCustody instance using the specified properties.
+             * @function create
+             * @memberof aethex.v1.HandoffCustody
+             * @static
+             * @param {aethex.v1.HandoffCustody.$Properties=} [properties] Properties to set
+             * @returns {aethex.v1.HandoffCustody} HandoffCustody instance
+             * @type {{
+             *   (properties: aethex.v1.HandoffCustody.$Shape): aethex.v1.HandoffCustody & aethex.v1.HandoffCustody.$Shape;
+             *   (properties?: aethex.v1.HandoffCustody.$Properties): aethex.v1.HandoffCustody;
+             * }}
+             */
+            HandoffCustody.create = function(properties) {
+                return new HandoffCustody(properties);
+            };
+
+            /**
+             * Encodes the specified HandoffCustody message. Does not implicitly {@link aethex.v1.HandoffCustody.verify|verify} messages.
+             * @function encode
+             * @memberof aethex.v1.HandoffCustody
+             * @static
+             * @param {aethex.v1.HandoffCustody.$Properties} m HandoffCustody message or plain object to encode
+             * @param {$protobuf.Writer} [w] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            HandoffCustody.encode = function (m, w, q) {
+                if (!w)
+                    w = $Writer.create();
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (m.entities != null && m.entities.length) {
+                    for (var i = 0; i < m.entities.length; ++i)
+                        $root.aethex.v1.HandoffOffer.encode(m.entities[i], w.uint32(/* id 1, wireType 2 =*/10).fork(), q + 1).ldelim();
+                }
+                if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
+                    for (var i = 0; i < m.$unknowns.length; ++i)
+                        w.raw(m.$unknowns[i]);
+                return w;
+            };
+
+            /**
+             * Encodes the specified HandoffCustody message, length delimited. Does not implicitly {@link aethex.v1.HandoffCustody.verify|verify} messages.
+             * @function encodeDelimited
+             * @memberof aethex.v1.HandoffCustody
+             * @static
+             * @param {aethex.v1.HandoffCustody.$Properties} message HandoffCustody message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            HandoffCustody.encodeDelimited = function(message, writer) {
+                return this.encode(message, (writer || $Writer.create()).fork()).ldelim();
+            };
+
+            /**
+             * Decodes a HandoffCustody message from the specified reader or buffer.
+             * @function decode
+             * @memberof aethex.v1.HandoffCustody
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} r Reader or buffer to decode from
+             * @param {number} [l] Message length if known beforehand
+             * @returns {aethex.v1.HandoffCustody & aethex.v1.HandoffCustody.$Shape} HandoffCustody
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            HandoffCustody.decode = function (r, l, z, q, g) {
+                if (!(r instanceof $Reader))
+                    r = $Reader.create(r);
+                if (q === $undefined)
+                    q = 0;
+                if (q > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var c, m;
+                if (l === $undefined)
+                    c = r.len;
+                else {
+                    c = r.pos + l;
+                    if (c > r.len)
+                        throw $RangeError("index out of range");
+                    l = r.len;
+                    r.len = c;
+                }
+                m = g || new $root.aethex.v1.HandoffCustody();
+                while (r.pos < c) {
+                    var s = r.pos;
+                    var t = r.tag();
+                    if (t === z) {
+                        z = $undefined;
+                        break;
+                    }
+                    var u = t & 7;
+                    switch (t >>>= 3) {
+                    case 1: {
+                            if (u !== 2)
+                                break;
+                            if (!(m.entities && m.entities.length))
+                                m.entities = [];
+                            m.entities.push($root.aethex.v1.HandoffOffer.decode(r, r.size(), $undefined, q + 1));
+                            continue;
+                        }
+                    }
+                    r.skipType(u, q, t);
+                    if (!r.discardUnknown) {
+                        $util.makeProp(m, "$unknowns", false);
+                        (m.$unknowns || (m.$unknowns = [])).push(r.raw(s, r.pos));
+                    }
+                }
+                if (l !== $undefined) {
+                    if (r.pos !== c)
+                        throw $RangeError("index out of range");
+                    r.len = l;
+                }
+                if (z !== $undefined)
+                    throw $Error("missing end group");
+                return m;
+            };
+
+            /**
+             * Decodes a HandoffCustody message from the specified reader or buffer, length delimited.
+             * @function decodeDelimited
+             * @memberof aethex.v1.HandoffCustody
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @returns {aethex.v1.HandoffCustody & aethex.v1.HandoffCustody.$Shape} HandoffCustody
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            HandoffCustody.decodeDelimited = function(reader) {
+                if (!(reader instanceof $Reader))
+                    reader = new $Reader(reader);
+                return this.decode(reader, reader.size());
+            };
+
+            /**
+             * Verifies a HandoffCustody message.
+             * @function verify
+             * @memberof aethex.v1.HandoffCustody
+             * @static
+             * @param {Object.<string,*>} m Plain object to verify
+             * @returns {string|null} `null` if valid, otherwise the reason why it is not
+             */
+            HandoffCustody.verify = function (m, q) {
+                if (typeof m !== "object" || m === null)
+                    return "object expected";
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    return "max depth exceeded";
+                if (m.entities != null && $Object.hasOwnProperty.call(m, "entities")) {
+                    if (!$Array.isArray(m.entities))
+                        return "entities: array expected";
+                    for (var i = 0; i < m.entities.length; ++i) {
+                        {
+                            var e = $root.aethex.v1.HandoffOffer.verify(m.entities[i], q + 1);
+                            if (e)
+                                return "entities." + e;
+                        }
+                    }
+                }
+                return null;
+            };
+
+            /**
+             * Creates a HandoffCustody message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof aethex.v1.HandoffCustody
+             * @static
+             * @param {Object.<string,*>} d Plain object
+             * @returns {aethex.v1.HandoffCustody} HandoffCustody
+             */
+            HandoffCustody.fromObject = function (d, q) {
+                if (d instanceof $root.aethex.v1.HandoffCustody)
+                    return d;
+                if (!$util.isObject(d))
+                    throw $TypeError(".aethex.v1.HandoffCustody: object expected");
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var m = new $root.aethex.v1.HandoffCustody();
+                if (d.entities) {
+                    if (!$Array.isArray(d.entities))
+                        throw $TypeError(".aethex.v1.HandoffCustody.entities: array expected");
+                    m.entities = $Array(d.entities.length);
+                    for (var i = 0; i < d.entities.length; ++i) {
+                        if (!$util.isObject(d.entities[i]))
+                            throw $TypeError(".aethex.v1.HandoffCustody.entities: object expected");
+                        m.entities[i] = $root.aethex.v1.HandoffOffer.fromObject(d.entities[i], q + 1);
+                    }
+                }
+                return m;
+            };
+
+            /**
+             * Creates a plain object from a HandoffCustody message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof aethex.v1.HandoffCustody
+             * @static
+             * @param {aethex.v1.HandoffCustody} m HandoffCustody
+             * @param {$protobuf.IConversionOptions} [o] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            HandoffCustody.toObject = function (m, o, q) {
+                if (!o)
+                    o = {};
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var d = {};
+                if (o.arrays || o.defaults) {
+                    d.entities = [];
+                }
+                if (m.entities && m.entities.length) {
+                    d.entities = $Array(m.entities.length);
+                    for (var j = 0; j < m.entities.length; ++j) {
+                        d.entities[j] = $root.aethex.v1.HandoffOffer.toObject(m.entities[j], o, q + 1);
+                    }
+                }
+                return d;
+            };
+
+            /**
+             * Converts this HandoffCustody to JSON.
+             * @function toJSON
+             * @memberof aethex.v1.HandoffCustody
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            HandoffCustody.prototype.toJSON = function() {
+                return HandoffCustody.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for HandoffCustody
+             * @function getTypeUrl
+             * @memberof aethex.v1.HandoffCustody
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            HandoffCustody.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/aethex.v1.HandoffCustody";
+            };
+
+            return HandoffCustody;
         })();
 
         return v1;
