@@ -24,6 +24,7 @@ export {
   type WebSocketFactory,
   type WebSocketLike,
 } from './realtime.js';
+export { MAX_RENDER_DELAY_MS, RenderBuffer } from './render-buffer.js';
 export {
   type ConflictResolution,
   type LoadedSave,

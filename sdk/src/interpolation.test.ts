@@ -1,5 +1,7 @@
+import fc from 'fast-check';
 import { expect, test } from 'vitest';
 import { interpolate } from './interpolation.js';
+import { Frame } from './snapshots.js';
 
 const rec = (qx: number, qy: number) => ({ qx, qy, kind: 0, flags: 0 });
 
@@ -56,4 +58,34 @@ test('alpha is clamped to [0, 1], and a non-number means the current snapshot', 
   expect(interpolate(prev, curr, -3, 1).get(1)).toMatchObject({ x: 0, y: 0 });
   expect(interpolate(prev, curr, 7, 1).get(1)).toMatchObject({ x: 8, y: 8 });
   expect(interpolate(prev, curr, Number.NaN, 1).get(1)).toMatchObject({ x: 8, y: 8 });
+});
+
+test('two Frames, read through their arrays, are drawn exactly as the same views as Maps', () => {
+  const view = fc.uniqueArray(
+    fc.tuple(fc.integer({ min: 1, max: 40 }), fc.integer({ min: -500, max: 500 }), fc.integer({ min: -500, max: 500 })),
+    {
+      selector: ([id]) => id,
+      maxLength: 30,
+    },
+  );
+  const frameOf = (entities: [number, number, number][]) => {
+    const f = new Frame(1);
+    f.reset(1, 1);
+    for (const [id, qx, qy] of entities) f.add(id, qx, qy, id % 3, id * 7);
+    return f;
+  };
+  fc.assert(
+    fc.property(
+      view,
+      view,
+      fc.double({ min: -0.5, max: 1.5, noNaN: true }),
+      fc.constantFrom(100, 160, Number.POSITIVE_INFINITY),
+      (p, c, alpha, maxStep) => {
+        const [fp, fcur] = [frameOf(p), frameOf(c)];
+        const fromFrames = interpolate(fp, fcur, alpha, 0.125, maxStep);
+        const fromMaps = interpolate(new Map(fp), new Map(fcur), alpha, 0.125, maxStep);
+        expect([...fromFrames]).toEqual([...fromMaps]);
+      },
+    ),
+  );
 });

@@ -1045,6 +1045,153 @@ test('interpolation runs over the real interval between snapshots: a client sent
   expect(c.interpolatedEntities(1161).get(9)?.x).toBe(500);
 });
 
+/** Resolves with the tick of the next snapshot `c` applies. */
+function applied(c: RealtimeClient): Promise<number> {
+  return new Promise((resolve) => {
+    const listener = (tick: number) => {
+      c.off('snapshot', listener);
+      resolve(tick);
+    };
+    c.on('snapshot', listener);
+  });
+}
+
+/** A full snapshot of tick `tick` with entity 9 at (x, 0). */
+const entity9At = (tick: number, x: number) =>
+  shardSnapshot(
+    tick,
+    0,
+    body((w) => w.full(9, x, 0, 1, 0)),
+  );
+
+test('with renderDelayMs 100, snapshots arriving late and one lost leave a steadily moving entity moving evenly; drawn one interval behind, the same arrivals freeze it, then it jumps', async () => {
+  const { url, sockets } = await scriptedShard((socket, msg) => {
+    if (msg.body === 'join') socket.send(welcome('shard-a'));
+  });
+  let clock = 0;
+  const buffered = new RealtimeClient({ url, joinToken: 't', createSocket, silenceTimeoutMs: 0, now: () => clock, renderDelayMs: 100 });
+  client = buffered;
+  await buffered.connect();
+  const plain = new RealtimeClient({ url, joinToken: 't', createSocket, silenceTimeoutMs: 0, now: () => clock });
+  try {
+    await plain.connect();
+    // 50 Hz: tick t is due at 1005 + 20 t, entity 9 at x = 4 t. Tick 15 leaves 60 ms late and 16–18
+    // come with it, at 1365 (one socket: nothing overtakes); tick 30 leaves 50 ms late, 31 and 32
+    // (the last 10 ms late) with it, at 1655; tick 24 never comes.
+    const due = (tick: number) => 1005 + 20 * tick;
+    const arrivals: { tick: number; at: number }[] = [];
+    for (let tick = 1, at = 0; tick <= 40; tick++) {
+      at = Math.max(at, due(tick) + (tick === 15 ? 60 : tick === 30 ? 50 : 0));
+      if (tick !== 24) arrivals.push({ tick, at });
+    }
+    const times: number[] = [];
+    for (let now = 1130; now <= 1800; now += 5) times.push(now);
+    const drawnBuffered: number[] = [];
+    const drawnPlain: number[] = [];
+    let next = 0;
+    for (const now of times) {
+      for (; next < arrivals.length && (arrivals[next]?.at as number) <= now; next++) {
+        const { tick, at } = arrivals[next] as { tick: number; at: number };
+        clock = at;
+        const both = Promise.all([applied(buffered), applied(plain)]);
+        for (const s of sockets) s.send(entity9At(tick, 4 * tick));
+        await both;
+      }
+      clock = now;
+      drawnBuffered.push(buffered.interpolatedEntities().get(9)?.x as number);
+      drawnPlain.push(plain.interpolatedEntities().get(9)?.x as number);
+    }
+    // Buffered: 1 unit every 5 ms, whatever came late — never frozen, never rushed (steps to 1/1000)...
+    const stepsOf = (xs: number[]) => xs.slice(1).map((x, k) => Math.round((x - (xs[k] as number)) * 1000) / 1000);
+    expect(stepsOf(drawnBuffered)).toEqual(times.slice(1).map(() => 1));
+    // ... exactly 100 ms behind the on-time timeline.
+    for (const [k, now] of times.entries()) expect(drawnBuffered[k], `buffered at ${now}`).toBeCloseTo((now - 1105) / 5, 6);
+    // One interval behind: frozen at tick 14 (x 56) from 1305 until the late snapshots come at
+    // 1365, then at tick 17 (x 68) at once: 12 units in 5 ms. At the lost one, frozen, then rushed.
+    const at = (now: number) => drawnPlain[times.indexOf(now)];
+    expect([1300, 1305, 1335, 1360, 1365].map(at)).toEqual([55, 56, 56, 56, 68]);
+    const steps = stepsOf(drawnPlain);
+    expect(steps.filter((s) => s === 0).length).toBeGreaterThan(20);
+    expect(Math.max(...steps)).toBeGreaterThanOrEqual(12);
+  } finally {
+    plain.close();
+  }
+});
+
+test('with renderDelayMs the buffer starts over at a handoff and at a rejoin: never drawn between ticks of two shards, held at the first new snapshot for the delay', async () => {
+  const { url, sockets } = await scriptedShard((socket, msg) => {
+    if (msg.body === 'join') socket.send(welcome('shard-a'));
+    if (msg.body === 'resume') socket.send(welcome('shard-b'));
+  });
+  let clock = 0;
+  client = new RealtimeClient({
+    url,
+    joinToken: 't',
+    createSocket,
+    silenceTimeoutMs: 0,
+    now: () => clock,
+    renderDelayMs: 100,
+    rejoin: { joinToken: async () => 't2' },
+  });
+  const c = client;
+  const events = recordEvents(c);
+  await c.connect();
+  const send = async (socket: WebSocket | undefined, tick: number, x: number, at: number) => {
+    clock = at;
+    const seen = applied(c);
+    socket?.send(entity9At(tick, x));
+    await seen;
+  };
+  // shard-a: ticks 500–520 (entity 9 at 4 × tick), every 20 ms from 10 000.
+  for (let tick = 500; tick <= 520; tick++) await send(sockets[0], tick, 4 * tick, 10_000 + 20 * (tick - 500));
+  // Render tick at 10 400 − 100 ms = 515.
+  expect(c.interpolatedEntities(10_400).get(9)?.x).toBeCloseTo(2060, 6);
+
+  // Handed off to shard-b, whose ticks are low (tick 3 there is not "older" than 520).
+  sockets[0]?.send(
+    ServerMessage.encode({ handoffRedirect: { address: url, resumeToken: 'r', lastInputSeq: 0, shardName: 'shard-b' } }).finish(),
+  );
+  for (let i = 0; i < 200 && c.shardName !== 'shard-b'; i++) await sleep(10);
+  await send(sockets[1], 3, 2100, 10_450);
+  for (const now of [10_450, 10_500, 10_549]) expect(c.interpolatedEntities(now).get(9)?.x).toBe(2100);
+  for (let tick = 4; tick <= 10; tick++) await send(sockets[1], tick, 2100 + 4 * (tick - 3), 10_450 + 20 * (tick - 3));
+  // 100 ms behind shard-b's own timeline: its tick 3.5, 4 and 6.
+  expect([10_560, 10_570, 10_610].map((now) => c.interpolatedEntities(now).get(9)?.x)).toEqual([2102, 2104, 2112]);
+
+  // shard-b goes away and the client rejoins it: its ticks start over (a restart).
+  const rejoined = new Promise((resolve) => c.on('rejoined', resolve));
+  sockets[1]?.terminate();
+  await rejoined;
+  await send(sockets[2], 2, 2300, 11_000);
+  for (const now of [11_000, 11_099]) expect(c.interpolatedEntities(now).get(9)?.x).toBe(2300);
+  await send(sockets[2], 3, 2304, 11_020);
+  // Its tick 2.5, then past its newest (3): held there.
+  expect([11_110, 11_130].map((now) => c.interpolatedEntities(now).get(9)?.x)).toEqual([2302, 2304]);
+  expect(events).toEqual([
+    ...Array.from({ length: 21 }, (_, k) => `snapshot ${500 + k}`),
+    'snapshot 3',
+    'handoff to shard-b',
+    ...Array.from({ length: 7 }, (_, k) => `snapshot ${4 + k}`),
+    'disconnected 1006',
+    'rejoined after 1',
+    'snapshot 2',
+    'snapshot 3',
+  ]);
+});
+
+test('renderDelayMs is checked when the client is made: 0 (no buffer) or above 0 up to 500 ms, else a RangeError naming it', () => {
+  const make = (renderDelayMs: unknown) => () =>
+    new RealtimeClient({ url: 'ws://127.0.0.1:1', joinToken: 't', createSocket, renderDelayMs: renderDelayMs as number });
+  for (const ok of [undefined, 0, 0.5, 100, 500]) expect(make(ok), String(ok)).not.toThrow();
+  for (const bad of [Number.NaN, -1, 500.5, Number.POSITIVE_INFINITY, '100']) {
+    expect(make(bad), String(bad)).toThrow(
+      new RangeError(
+        `renderDelayMs must be a positive number of milliseconds up to 500, or 0 (no render-delay buffer), got ${String(bad)}`,
+      ),
+    );
+  }
+});
+
 test('timeouts and rejoin options are checked when the client is made: Infinity means none where that is documented, NaN and 2^31 ms or more are RangeErrors naming the option', async () => {
   const make = (o: object) => () => new RealtimeClient({ url: 'ws://127.0.0.1:1', joinToken: 't', createSocket, ...o });
   const joinToken = async () => 't';

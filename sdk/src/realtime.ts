@@ -10,6 +10,7 @@ import {
   unwrapTick,
 } from '@aethex/proto';
 import { interpolate, type Positioned } from './interpolation.js';
+import { MAX_RENDER_DELAY_MS, RenderBuffer } from './render-buffer.js';
 import { type EntityRecord, SnapshotStore } from './snapshots.js';
 
 const { ClientMessage, ServerMessage } = aethex.v1;
@@ -62,6 +63,14 @@ export interface RealtimeOptions {
    * rejoins; without it the session ends ('close' 4000).
    */
   silenceTimeoutMs?: number;
+  /**
+   * Draw other entities (`interpolatedEntities`) this many milliseconds behind the shard's tick
+   * timeline, between the two buffered snapshots around that time, so that a snapshot arriving
+   * late (by up to about this less a tick) or a few lost do not stall their motion; 100 suits
+   * 40 Hz. Default 0: no buffer, drawn one snapshot interval behind the newest. Above 0 up to 500;
+   * anything else is a RangeError. See docs/sdk.md, "Interpolation".
+   */
+  renderDelayMs?: number;
   /**
    * Rejoin automatically when the connection drops without the server ending the session (the
    * shard crashed or restarted, the network failed), or after a drain or a lag kick: the client
@@ -410,6 +419,8 @@ export class RealtimeClient {
       socket: WebSocketLike | undefined;
     }
   >();
+  /** With `renderDelayMs`: the snapshots others are drawn from. */
+  private readonly renderBuffer: RenderBuffer | undefined;
   private previousFrame: ReadonlyMap<number, EntityRecord> = new Map();
   /** Ticks between `previousFrame` and the current frame (1 across a handoff or rejoin). */
   private frameTicks = 1;
@@ -425,6 +436,13 @@ export class RealtimeClient {
     this.connectTimeoutMs = checkTimeout('connectTimeoutMs', options.connectTimeoutMs ?? 10_000, { infinity: 'no timeout' });
     const silence = checkTimeout('silenceTimeoutMs', options.silenceTimeoutMs ?? 5000, { zero: 'never', infinity: 'never' });
     this.silenceTimeoutMs = silence === Number.POSITIVE_INFINITY ? 0 : silence;
+    const delay = options.renderDelayMs ?? 0;
+    if (!(typeof delay === 'number' && delay >= 0 && delay <= MAX_RENDER_DELAY_MS)) {
+      throw new RangeError(
+        `renderDelayMs must be a positive number of milliseconds up to ${MAX_RENDER_DELAY_MS}, or 0 (no render-delay buffer), got ${String(delay)}`,
+      );
+    }
+    this.renderBuffer = delay > 0 ? new RenderBuffer(delay) : undefined;
     const rejoin = options.rejoin;
     if (rejoin !== undefined) {
       if (typeof rejoin.joinToken !== 'function') throw new TypeError('rejoin.joinToken must be a function that returns a join token');
@@ -1000,6 +1018,11 @@ export class RealtimeClient {
       this.lastTick = tick;
       this.acknowledgeInputs(s.lastInputSeq, at);
       const frame = changes.frame;
+      if (this.renderBuffer) {
+        // Never drawn between ticks of two shards (or of a shard before and after a restart).
+        if (fresh) this.renderBuffer.reset();
+        this.renderBuffer.push(frame, at, this.tickMs());
+      }
       const self = this.welcome ? frame.indexOf(this.welcome.entityId as number) : -1;
       if (self >= 0 && this.welcome) {
         const scale = this.welcome.positionScale as number;
@@ -1475,12 +1498,18 @@ export class RealtimeClient {
    * entity that moved further than max speed allows in those ticks (a teleport, a respawn) is drawn
    * where it is now rather than sliding there; one that left is drawn where it was until the
    * interval is over (see `interpolate`).
+   *
+   * With `renderDelayMs`, drawn that far behind the shard's tick timeline instead, between the
+   * buffered snapshots around that time (see `RenderBuffer`): a late or lost snapshot does not
+   * stall motion. The buffer starts over at a handoff or a rejoin, holding the others at the new
+   * shard's first snapshot until the delay has passed.
    */
   interpolatedEntities(now = this.now()): Map<number, Positioned> {
-    const ticks = this.frameTicks;
-    const alpha = (now - this.lastSnapshotAt) / (ticks * this.tickMs());
     const scale = (this.welcome?.positionScale as number) || 1;
     const maxSpeed = this.welcome?.maxSpeed as number | undefined;
+    if (this.renderBuffer) return this.renderBuffer.sample(now, scale, maxSpeed);
+    const ticks = this.frameTicks;
+    const alpha = (now - this.lastSnapshotAt) / (ticks * this.tickMs());
     const maxStep = maxSpeed ? (maxSpeed * ticks) / scale : undefined;
     return interpolate(this.previousFrame, this.store.current, alpha, scale, maxStep);
   }
