@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { ConfigError, envName } from '@aethex/runtime';
 import { expect, test } from 'vitest';
 import { parse } from 'yaml';
-import { GAMESERVER_SETTINGS, loadConfig, shardKey } from './config.js';
+import { GAMESERVER_SETTINGS, loadConfig, redirectUrl, shardKey } from './config.js';
 
 const pem = (k: { publicKey: { export(o: { type: 'spki'; format: 'pem' }): string | Buffer } }) =>
   k.publicKey.export({ type: 'spki', format: 'pem' }).toString();
@@ -234,4 +234,30 @@ test('the GameWorld CRD admits only values the shard accepts for the settings th
   const tickRate: Field = spec.world.properties.tickRate;
   expect(Math.max(5, Math.round(1000 / tickRate.maximum))).toBeGreaterThanOrEqual(range('engine.tick_rate_ms').min);
   expect(Math.round(1000 / tickRate.minimum)).toBeLessThanOrEqual(range('engine.tick_rate_ms').max);
+});
+
+test('handoff.redirect_url: a ws:// or wss:// URL with {name} and {address}, or empty', () => {
+  for (const ok of [
+    '',
+    'wss://{name}.play.example.com',
+    'ws://{address}',
+    'wss://play.example.com/shards/{name}?via=edge',
+    'wss://edge.example.com',
+  ]) {
+    expect(loadConfig({ ...key, AETHEX_GAMESERVER_HANDOFF_REDIRECT_URL: ok })['handoff.redirect_url']).toBe(ok);
+  }
+  expect(redirectUrl('', 'w-0-1', 'w-0-1.w-shards.ns.svc:7777')).toBe('ws://w-0-1.w-shards.ns.svc:7777');
+  expect(redirectUrl('wss://{name}.play.example.com/{name}', 'w-0-1', 'x:1')).toBe('wss://w-0-1.play.example.com/w-0-1');
+  const refused = (value: string) => refusal({ AETHEX_GAMESERVER_HANDOFF_REDIRECT_URL: value });
+  expect(refused('https://{name}.example.com')).toBe(
+    'handoff.redirect_url: must be a ws:// or wss:// URL, got "https://{name}.example.com"',
+  );
+  expect(refused('{name}.example.com')).toBe('handoff.redirect_url: must be a ws:// or wss:// URL, got "{name}.example.com"');
+  expect(refused('wss://{shard}.example.com')).toBe(
+    'handoff.redirect_url: {shard} is no placeholder of it (there are {name} and {address}), got "wss://{shard}.example.com"',
+  );
+  expect(refused('wss://u:p@{name}.example.com')).toBe(
+    'handoff.redirect_url: must not carry credentials, got "wss://u:p@{name}.example.com"',
+  );
+  expect(refused('wss://{name}.example.com/#x')).toMatch(/must not have a #fragment/);
 });

@@ -239,6 +239,11 @@ export const GAMESERVER_SETTINGS = {
     max: 100_000,
     doc: 'How far (world units) a player must be past the border before it is handed over (hysteresis).',
   },
+  'handoff.redirect_url': {
+    type: 'string',
+    default: '',
+    doc: "Where a handed-over player's client is sent to reach the neighbour: a ws:// or wss:// URL in which {name} is the neighbour's shard name and {address} its address in the shard map (e.g. wss://{name}.play.example.com, behind an ingress); empty: ws://{address}, reachable inside the cluster only.",
+  },
   'handoff.timeout_ms': { type: 'int', default: 1000, min: 10, max: 600_000, doc: 'An offer not accepted within this is rolled back.' },
   'handoff.resume_timeout_ms': {
     type: 'int',
@@ -522,8 +527,45 @@ export const GAMESERVER_CHECKS: readonly { required?: true; check: (s: Gameserve
       }
     },
   },
+  {
+    check: (s) => {
+      const problem = redirectUrlProblem(s['handoff.redirect_url']);
+      if (problem !== undefined)
+        throw new ConfigError('handoff.redirect_url', `${problem}, got ${JSON.stringify(s['handoff.redirect_url'])}`);
+    },
+  },
   { check: (s) => checkWorldBounds(s) },
 ];
+
+/** The placeholders of `handoff.redirect_url`. */
+const REDIRECT_PLACEHOLDERS = /\{(name|address)\}/g;
+
+/**
+ * The URL a handed-over player's client is sent to for the neighbour `name` at `address` (its
+ * address in the shard map): `handoff.redirect_url` with its placeholders filled in, or, empty,
+ * `ws://<address>`.
+ */
+export function redirectUrl(template: string, name: string, address: string): string {
+  if (template === '') return `ws://${address}`;
+  return template.replace(REDIRECT_PLACEHOLDERS, (_, key: string) => (key === 'name' ? name : address));
+}
+
+/** What is wrong with a `handoff.redirect_url` template, if anything. */
+function redirectUrlProblem(template: string): string | undefined {
+  if (template === '') return undefined;
+  const unknown = template.replace(REDIRECT_PLACEHOLDERS, '').match(/\{[^}]*\}?/);
+  if (unknown) return `${unknown[0]} is no placeholder of it (there are {name} and {address})`;
+  let url: URL;
+  try {
+    url = new URL(redirectUrl(template, 'world-0-1', 'world-0-1.world-shards.default.svc:7777'));
+  } catch {
+    return 'must be a ws:// or wss:// URL';
+  }
+  if (url.protocol !== 'ws:' && url.protocol !== 'wss:') return 'must be a ws:// or wss:// URL';
+  if (url.username !== '' || url.password !== '') return 'must not carry credentials';
+  if (url.hash !== '') return 'must not have a #fragment (a WebSocket URL cannot)';
+  return undefined;
+}
 
 /** Parses the configuration once; throws a ConfigError naming the first invalid key. */
 export function loadConfig(env: Env, file?: string): GameserverSettings {

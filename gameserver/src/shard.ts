@@ -308,6 +308,7 @@ export async function startShard(configured: GameserverSettings, options: ShardO
       log: log.child({ part: 'sharding' }),
       metrics,
       redirect: (sessionId, redirect) => gateway?.redirect(sessionId, redirect),
+      redirectUrl: settings['handoff.redirect_url'],
       restored: restored !== undefined,
       // An entity a neighbour hands back (adopted by the run before, never stored) is not brought
       // back for a player who left after the snapshot; without a snapshot, every one is.

@@ -4,7 +4,7 @@
 // while the player's client lives. Real shards, real SDK clients, a TCP proxy to stall or cut the
 // client's connection.
 import { mkdtempSync } from 'node:fs';
-import { connect, createServer, type Server, type Socket } from 'node:net';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { aethex } from '@aethex/proto';
@@ -14,10 +14,10 @@ import { WebSocket } from 'ws';
 import { decodeState } from '../src/persist/state-codec.js';
 import type { Neighbour } from '../src/sharding/map.js';
 import { MODE_OWNED } from '../src/sim/world.js';
-import { linkedDuo, linksUp, moduleFile, type TestShard, until } from './harness.js';
+import { linkedDuo, linksUp, moduleFile, type TcpProxy, type TestShard, tcpProxy, until } from './harness.js';
 
 let shards: TestShard[] = [];
-let proxies: Proxy[] = [];
+let proxies: TcpProxy[] = [];
 let timers: NodeJS.Timeout[] = [];
 afterEach(async () => {
   for (const t of timers) clearInterval(t);
@@ -49,52 +49,9 @@ async function twoShards(env: Record<string, string> = {}) {
   );
 }
 
-/**
- * A TCP proxy in front of a shard. `stall()` stops passing the shard's bytes to the clients
- * connected now (a network blip on the way back: the shard writes, nothing arrives); `cut()`
- * destroys both ends of every connection open now (a network cut). Later connections pass.
- */
-interface Proxy {
-  url: string;
-  stall(): void;
-  cut(): void;
-  close(): void;
-}
-
-async function proxyTo(shardUrl: string): Promise<Proxy> {
-  const port = Number(new URL(shardUrl).port);
-  const open: { client: Socket; shard: Socket; stalled: boolean }[] = [];
-  const server: Server = createServer((client) => {
-    const shard = connect(port, '127.0.0.1');
-    const pair = { client, shard, stalled: false };
-    open.push(pair);
-    client.on('data', (d) => shard.write(d));
-    shard.on('data', (d) => {
-      if (!pair.stalled) client.write(d);
-    });
-    client.on('close', () => shard.destroy());
-    shard.on('close', () => client.destroy());
-    client.on('error', () => undefined);
-    shard.on('error', () => undefined);
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
-  const cut = () => {
-    for (const p of open.splice(0)) {
-      p.client.destroy();
-      p.shard.destroy();
-    }
-  };
-  const proxy: Proxy = {
-    url: `ws://127.0.0.1:${(server.address() as { port: number }).port}`,
-    stall: () => {
-      for (const p of open) p.stalled = true;
-    },
-    cut,
-    close: () => {
-      cut();
-      server.close();
-    },
-  };
+/** A TCP proxy in front of a shard's players' port, closed after the test. */
+async function proxyTo(shardUrl: string): Promise<TcpProxy> {
+  const proxy = await tcpProxy(() => Number(new URL(shardUrl).port));
   proxies.push(proxy);
   return proxy;
 }

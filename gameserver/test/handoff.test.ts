@@ -6,12 +6,15 @@ import { afterEach, expect, test } from 'vitest';
 import { WebSocket } from 'ws';
 import type { Neighbour } from '../src/sharding/map.js';
 import { MODE_GHOST, MODE_OWNED } from '../src/sim/world.js';
-import { duoWorld, linksUp, type TestShard, until } from './harness.js';
+import { duoWorld, linksUp, type TcpProxy, type TestShard, tcpProxy, until } from './harness.js';
 
 let shards: TestShard[] = [];
 let clients: RealtimeClient[] = [];
+let proxies: TcpProxy[] = [];
 afterEach(async () => {
   for (const c of clients) c.close();
+  for (const p of proxies) p.close();
+  proxies = [];
   await Promise.all(shards.map((s) => s.stop()));
   shards = [];
   clients = [];
@@ -91,6 +94,37 @@ test('a player walking across the border is handed over: one owner throughout, i
   await until('inputs acknowledged on B', () => c.unacknowledged === 0, 5000);
   const slot = b.shard.engine.world.indexOf(id);
   expect(b.shard.engine.world.x[slot] as number).toBeGreaterThan(before);
+});
+
+test('with handoff.redirect_url the client is sent where it says for the neighbour (an ingress in front of the shards), and resumes there', async () => {
+  // An "ingress": one address for every shard, routing by the path; here it only ever has B behind it.
+  let bPort = 0;
+  const ingress = await tcpProxy(() => bPort);
+  proxies.push(ingress);
+  const [a, b] = await twoShards({ AETHEX_GAMESERVER_HANDOFF_REDIRECT_URL: `${ingress.url}/shards/{name}` });
+  bPort = Number(new URL(b.shard.gatewayUrl).port);
+  const redirects: string[] = [];
+  const c = await a.client('walker', {
+    createSocket: (url) => {
+      redirects.push(url);
+      return new WebSocket(url) as never;
+    },
+  });
+  clients.push(c);
+  const events: string[] = [];
+  c.on('handoff', (h) => events.push(`${h.from}->${h.to}`));
+  const stop = walkEast(c);
+  await until('the handoff', () => events.length > 0, 30_000);
+  stop();
+  expect(events).toEqual(['duo-0-0->duo-0-1']);
+  expect(redirects).toEqual([a.shard.gatewayUrl, `${ingress.url}/shards/duo-0-1`]);
+  expect(ingress.connections).toBe(1);
+  // Played on B through it: its moves are acknowledged there.
+  const id = c.welcome?.entityId as number;
+  expect(modeOf(b, id)).toBe(MODE_OWNED);
+  c.move(4, 0);
+  await until('every move acknowledged by B', () => c.unacknowledged === 0, 5000);
+  expect(c.shardName).toBe('duo-0-1');
 });
 
 test('a handoff whose accept is lost (link cut) rolls back: the entity stays with its owner; the next try succeeds', async () => {

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { aethex } from '@aethex/proto';
 import type { Logger } from '@aethex/runtime';
+import { redirectUrl } from '../config.js';
 import type { EntityTransfer, ShardEngine } from '../engine.js';
 import type { ShardMetrics } from '../metrics.js';
 import { KIND_PLAYER, MAX_GAME_STATE_BYTES, MODE_GHOST, MODE_OFFERED, MODE_OWNED } from '../sim/world.js';
@@ -30,6 +31,11 @@ export interface ShardingOptions {
   positionScale: number;
   log: Logger;
   metrics?: ShardMetrics;
+  /**
+   * `handoff.redirect_url`: where clients are sent to reach a neighbour ({name}, {address}); empty:
+   * `ws://<its address in the shard map>`.
+   */
+  redirectUrl?: string;
   /** Tells a session's client to continue on the neighbour (the gateway sends HandoffRedirect). */
   redirect(sessionId: number, redirect: aethex.v1.IHandoffRedirect): void;
   /**
@@ -565,10 +571,11 @@ export class Sharding {
       ...(state !== offer.entity.state ? { stateChanged: true, state: state ?? new Uint8Array(0) } : {}),
       ...(flags !== offer.entity.flags ? { flagsChanged: true, flags } : {}),
     };
-    // To the neighbour's address in the shard map, not the one the accept names: the link proves
-    // who sent the accept, but where that shard is is the map's to say.
+    // To the neighbour's address in the shard map (or the URL handoff.redirect_url makes of it),
+    // not the one the accept names: the link proves who sent the accept, but where that shard is
+    // is the map's to say.
     const redirect = {
-      address: `ws://${from.address}`,
+      address: redirectUrl(this.o.redirectUrl ?? '', from.name, from.address),
       resumeToken: a.resumeToken,
       lastInputSeq: offer.entity.lastInputSeq,
       shardName: from.name,
