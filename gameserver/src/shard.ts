@@ -253,8 +253,11 @@ export async function startShard(configured: GameserverSettings, options: ShardO
   await persistence.loadOpenPlaces();
   // Players who left after the snapshot (a stale one: the store was down, or a crash came between
   // two) are not brought back. Their entity ids are not reused: a neighbour may hold one now.
-  if (restored && restored.players.size > 0 && saved?.savedAtMs !== undefined) {
-    const departed = await persistence.departedSince(saved.savedAtMs, [...restored.players.values()]);
+  // The snapshot's capture time where the store keeps it (on the clock of the events it is compared
+  // with), else when the store took it.
+  const snapshotAtMs = saved?.capturedAtMs ?? saved?.savedAtMs;
+  if (restored && restored.players.size > 0 && snapshotAtMs !== undefined) {
+    const departed = await persistence.departedSince(snapshotAtMs, [...restored.players.values()]);
     for (const [entityId, playerId] of restored.players) {
       if (!departed.has(playerId)) continue;
       restored.world.despawn(entityId);
@@ -313,7 +316,7 @@ export async function startShard(configured: GameserverSettings, options: ShardO
       // An entity a neighbour hands back (adopted by the run before, never stored) is not brought
       // back for a player who left after the snapshot; without a snapshot, every one is.
       departedSince: (players) =>
-        saved?.savedAtMs === undefined ? Promise.resolve(new Set()) : persistence.departedSince(saved.savedAtMs, players),
+        snapshotAtMs === undefined ? Promise.resolve(new Set()) : persistence.departedSince(snapshotAtMs, players),
       rejoinWindowMs: settings['engine.rejoin_window_ms'],
     });
     const s = sharding;

@@ -19,7 +19,7 @@ import { ShardPersistence } from '../src/persist/persistence.js';
 import { DirectorySnapshotStore, PostgresSnapshotStore } from '../src/persist/snapshot-store.js';
 import { decodeState, encodeState, RESTORE_ID_MARGIN } from '../src/persist/state-codec.js';
 import { migrate, openStores } from '../src/persist/stores.js';
-import { KIND_NPC, World } from '../src/sim/world.js';
+import { KIND_NPC, KIND_PLAYER, World } from '../src/sim/world.js';
 import { startTestShard, until } from './harness.js';
 
 const env = testEnv();
@@ -569,6 +569,57 @@ describe('a drain with a store down or hung ends within ops.drain_timeout_ms', (
       await s.cleanUp();
     }
   });
+});
+
+test('a player who left between a snapshot’s capture and its store is not restored: the outbox is compared with the capture time, on the clock its events carry', async () => {
+  const pool = new pg.Pool({ connectionString: pgUrlIn(env.pgUrl), max: 1 });
+  const name = `${world}-captured`;
+  const key = { namespace: '', world: name, instance: 0, shard: 'test-0-0' };
+  try {
+    await migrate(pool);
+    // Captured 10 s ago with dee and eve in it; dee left 500 ms after the capture, and the store
+    // took the snapshot only now (a slow store, or the snapshot's clock ahead of PostgreSQL's).
+    const capturedAtMs = Date.now() - 10_000;
+    const w = new World(16);
+    const dee = w.spawn(1, 1, KIND_PLAYER);
+    const eve = w.spawn(2, 2, KIND_PLAYER);
+    const outbox = new PostgresOutbox(pool);
+    await outbox.append(key, [
+      { type: 'player_joined', playerId: 'dee', at: capturedAtMs - 2000, eventKey: `${name}-1` },
+      { type: 'player_joined', playerId: 'eve', at: capturedAtMs - 2000, eventKey: `${name}-2` },
+      { type: 'player_left', playerId: 'dee', at: capturedAtMs + 500, eventKey: `${name}-3` },
+    ]);
+    const store = new PostgresSnapshotStore(pool);
+    await store.save(key, {
+      tick: 40,
+      state: encodeState(
+        40,
+        w,
+        new Map([
+          [dee, 'dee'],
+          [eve, 'eve'],
+        ]),
+      ),
+      capturedAtMs,
+    });
+    const loaded = await store.load(key);
+    expect(loaded?.capturedAtMs).toBe(capturedAtMs);
+    expect((loaded?.savedAtMs ?? 0) - capturedAtMs).toBeGreaterThan(9000);
+    const t = await startTestShard({ AETHEX_GAMESERVER_SHARD_WORLD: name, AETHEX_GAMESERVER_PERSISTENCE_POSTGRES_URL: pgUrlIn(env.pgUrl) });
+    try {
+      const { engine } = t.shard;
+      // eve waits for her rejoin; dee, who left, is not back.
+      expect(engine.waitingPlayers).toBe(1);
+      expect(engine.world.indexOf(eve)).toBeGreaterThanOrEqual(0);
+      expect(engine.world.indexOf(dee)).toBe(-1);
+    } finally {
+      await t.stop();
+    }
+  } finally {
+    await pool.query('DELETE FROM shard_outbox WHERE world = $1', [name]);
+    await pool.query('DELETE FROM shard_places WHERE world = $1', [name]).catch(() => undefined);
+    await pool.end();
+  }
 });
 
 describe('restore errors name the snapshot and how to move it aside', () => {

@@ -102,7 +102,7 @@ export async function settledWithin(work: Promise<unknown>, ms: number): Promise
  * `drain()` writes the final snapshot and flushes everything, awaiting it up to a deadline.
  */
 export class ShardPersistence {
-  private pendingSnapshot: { seq: number; tick: number; state: Uint8Array | Promise<Uint8Array> } | undefined;
+  private pendingSnapshot: { seq: number; tick: number; state: Uint8Array | Promise<Uint8Array>; capturedAtMs: number } | undefined;
   /** Numbers the snapshot requests, from 1; `savedSeq` is the last one the store took. */
   private snapshotSeq = 0;
   private savedSeq = 0;
@@ -183,16 +183,19 @@ export class ShardPersistence {
   }
 
   /**
-   * Of the players a snapshot stored at `savedAtMs` would restore, those who left the shard after
-   * it (the outbox holds their `player_left` from then on, not a drain's) and whose place is not open again: a
-   * restore leaves them out rather than keep them dormant, present and counted until their rejoin
-   * window ends. Call after `loadOpenPlaces`. A `player_left` between the capture and the store's
-   * taking the snapshot, or one the crash lost before its append, is not seen: that player is
-   * restored as before. When the outbox cannot be read, none is left out (logged).
+   * Of the players a snapshot taken at `sinceMs` would restore, those who left the shard after it
+   * (the outbox holds their `player_left` from then on, not a drain's) and whose place is not open
+   * again: a restore leaves them out rather than keep them dormant, present and counted until their
+   * rejoin window ends. Call after `loadOpenPlaces`. `sinceMs` is best the snapshot's capture time
+   * (`StoredSnapshot.capturedAtMs`: the clock the events carry, and a `player_left` between the
+   * capture and the store's taking it counts); with only the time the store took it, such a
+   * `player_left` — or one on a clock behind the store's — is not seen. Nor is one the crash lost
+   * before its append. Those players are restored as before. When the outbox cannot be read, none
+   * is left out (logged).
    */
-  async departedSince(savedAtMs: number, players: readonly string[]): Promise<Set<string>> {
+  async departedSince(sinceMs: number, players: readonly string[]): Promise<Set<string>> {
     try {
-      const left = await this.deps.outbox.leftSince(this.deps.key, savedAtMs, players);
+      const left = await this.deps.outbox.leftSince(this.deps.key, sinceMs, players);
       return new Set(left.filter((p) => !this.openAtStart?.has(p)));
     } catch (err) {
       this.deps.log.warn({ err }, 'could not read which players left after the snapshot; all of its players are restored');
@@ -257,7 +260,8 @@ export class ShardPersistence {
     // One replaced before it was awaited must not fail as an unhandled rejection.
     if (state instanceof Promise) state.catch(() => undefined);
     const seq = ++this.snapshotSeq;
-    this.pendingSnapshot = { seq, tick, state };
+    // On the clock the outbox's events carry: a restore compares the two (departedSince).
+    this.pendingSnapshot = { seq, tick, state, capturedAtMs: Date.now() };
     if (!this.writing) this.writing = this.writeSnapshots();
     return seq;
   }
@@ -277,7 +281,7 @@ export class ShardPersistence {
         try {
           const state = await next.state;
           const done = m.stateSnapshotWriteDuration.startTimer();
-          await snapshots.save(key, { tick: next.tick, state });
+          await snapshots.save(key, { tick: next.tick, state, capturedAtMs: next.capturedAtMs });
           done();
           this.lastSavedTick = next.tick;
           this.savedSeq = next.seq;

@@ -6,8 +6,13 @@ import type pg from 'pg';
 export interface StoredSnapshot {
   tick: number;
   state: Uint8Array;
-  /** When the store took it (Unix ms), where the store knows (on load). */
+  /** When the store took it (Unix ms, the store's clock), where the store knows (on load). */
   savedAtMs?: number;
+  /**
+   * When the shard captured the state (Unix ms, the clock of the process that captured it — the
+   * clock its outbox events carry), where the store keeps it (PostgreSQL; not the directory).
+   */
+  capturedAtMs?: number;
 }
 
 /**
@@ -60,26 +65,41 @@ CREATE TABLE IF NOT EXISTS shard_snapshots (
   tick       bigint      NOT NULL,
   state      bytea       NOT NULL,
   saved_at   timestamptz NOT NULL DEFAULT now(),
+  captured_at_ms double precision,
   PRIMARY KEY (world, instance, shard)
-)`;
+);
+DO $$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'shard_snapshots'::regclass AND attname = 'captured_at_ms' AND NOT attisdropped) THEN
+    ALTER TABLE shard_snapshots ADD COLUMN captured_at_ms double precision;
+  END IF;
+END $$`;
 
 /** Snapshots as rows of PostgreSQL's `shard_snapshots` (one per shard). */
 export class PostgresSnapshotStore implements SnapshotStore {
   constructor(private readonly pool: pg.Pool) {}
 
   async load(key: ShardKey): Promise<StoredSnapshot | undefined> {
-    const { rows } = await this.pool.query<{ tick: string; state: Buffer; saved_at_ms: number }>(
-      'SELECT tick, state, (extract(epoch FROM saved_at) * 1000)::float8 AS saved_at_ms FROM shard_snapshots WHERE world = $1 AND instance = $2 AND shard = $3',
+    const { rows } = await this.pool.query<{ tick: string; state: Buffer; saved_at_ms: number; captured_at_ms: number | null }>(
+      'SELECT tick, state, (extract(epoch FROM saved_at) * 1000)::float8 AS saved_at_ms, captured_at_ms FROM shard_snapshots WHERE world = $1 AND instance = $2 AND shard = $3',
       [worldRef(key.namespace, key.world), key.instance, key.shard],
     );
     const row = rows[0];
-    return row ? { tick: Number(row.tick), state: new Uint8Array(row.state), savedAtMs: row.saved_at_ms } : undefined;
+    if (!row) return undefined;
+    return {
+      tick: Number(row.tick),
+      state: new Uint8Array(row.state),
+      savedAtMs: row.saved_at_ms,
+      // A row a build before it wrote has none.
+      ...(row.captured_at_ms === null ? {} : { capturedAtMs: row.captured_at_ms }),
+    };
   }
 
   async save(key: ShardKey, snapshot: StoredSnapshot): Promise<void> {
     const { rowCount } = await this.pool.query(
-      `INSERT INTO shard_snapshots (world, instance, shard, tick, state) VALUES ($1, $2, $3, $4, $5)
-       ON CONFLICT (world, instance, shard) DO UPDATE SET tick = EXCLUDED.tick, state = EXCLUDED.state, saved_at = now()
+      `INSERT INTO shard_snapshots (world, instance, shard, tick, state, captured_at_ms) VALUES ($1, $2, $3, $4, $5, $6)
+       ON CONFLICT (world, instance, shard) DO UPDATE
+         SET tick = EXCLUDED.tick, state = EXCLUDED.state, saved_at = now(), captured_at_ms = EXCLUDED.captured_at_ms
        WHERE shard_snapshots.tick <= EXCLUDED.tick`,
       [
         worldRef(key.namespace, key.world),
@@ -87,6 +107,7 @@ export class PostgresSnapshotStore implements SnapshotStore {
         key.shard,
         snapshot.tick,
         Buffer.from(snapshot.state.buffer, snapshot.state.byteOffset, snapshot.state.byteLength),
+        snapshot.capturedAtMs ?? null,
       ],
     );
     // No row changed: the stored tick is higher (the upsert's WHERE refused it).
