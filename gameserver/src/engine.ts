@@ -1277,6 +1277,33 @@ export class ShardEngine {
     return true;
   }
 
+  /** The entity waiting here for `playerId` to rejoin (dropped here, restored, or handed back), if any. */
+  waitingEntityOf(playerId: string): number | undefined {
+    return this.dormant.get(playerId);
+  }
+
+  /**
+   * Replaces the entity waiting for `playerId` — restored from the snapshot, or from an older copy —
+   * with a newer copy a neighbour handed back (see `restoreWaiting`): its position, flags, game
+   * state, last input and owner generation. It keeps waiting as before. False when the player's
+   * waiting entity is not `e`'s.
+   */
+  replaceWaiting(e: EntityTransfer, playerId: string): boolean {
+    const slot = this.world.indexOf(e.entityId);
+    if (this.dormant.get(playerId) !== e.entityId || slot < 0 || this.world.mode[slot] !== MODE_DORMANT) return false;
+    const w = this.world;
+    w.x[slot] = e.x;
+    w.y[slot] = e.y;
+    w.flags[slot] = e.flags;
+    w.lastSeq[slot] = e.lastInputSeq;
+    if (e.state !== undefined && e.state.length > 0) w.gameState.set(e.entityId, e.state);
+    else w.gameState.delete(e.entityId);
+    if (e.generation) w.handoffs.set(e.entityId, e.generation);
+    // Its stored credit was the snapshot's; the copy is from later.
+    this.storedTicks.delete(playerId);
+    return true;
+  }
+
   /** An adopted entity whose player never resumed here goes, as if their socket had closed. */
   dropUnclaimed(entityId: number): void {
     const i = this.world.indexOf(entityId);

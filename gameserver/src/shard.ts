@@ -293,7 +293,16 @@ export async function startShard(configured: GameserverSettings, options: ShardO
       },
     },
   );
-  persistence.placesRestored();
+  // The places open from before that no restored player took are freed — once the neighbours have
+  // handed back what the previous run adopted and never stored (see Sharding.settled): until then
+  // such a player's place is theirs, and a copy taking it back is no departure and no new join.
+  let placesSettled = false;
+  const settlePlaces = () => {
+    if (placesSettled) return;
+    placesSettled = true;
+    persistence.placesRestored();
+  };
+  if (!placement) settlePlaces();
   // Players who join before a snapshot thread is up stay on the tick thread for good: wait for them.
   await engine.snapshotThreadsReady();
   let links: ShardLinks | undefined;
@@ -314,9 +323,10 @@ export async function startShard(configured: GameserverSettings, options: ShardO
       redirectUrl: settings['handoff.redirect_url'],
       restored: restored !== undefined,
       // An entity a neighbour hands back (adopted by the run before, never stored) is not brought
-      // back for a player who left after the snapshot; without a snapshot, every one is.
+      // back for a player who joined here after the snapshot and left again (their handoff away
+      // before the adoption is no departure); without a snapshot, every one is.
       departedSince: (players) =>
-        snapshotAtMs === undefined ? Promise.resolve(new Set()) : persistence.departedSince(snapshotAtMs, players),
+        snapshotAtMs === undefined ? Promise.resolve(new Set()) : persistence.departedSince(snapshotAtMs, players, true),
       rejoinWindowMs: settings['engine.rejoin_window_ms'],
     });
     const s = sharding;
@@ -403,6 +413,7 @@ export async function startShard(configured: GameserverSettings, options: ShardO
   const tickMs = settings['engine.tick_rate_ms'];
   const loop = runLoop(new FixedTimestep(tickMs, settings['engine.max_catch_up_ticks'], clock.now()), clock, {
     onStep: () => {
+      if (!placesSettled && (sharding?.settled ?? true)) settlePlaces();
       // Read the CPU clock (a syscall) outside the timed span.
       const cpu = options.onTick ? process.cpuUsage() : undefined;
       options.onTickStart?.();
@@ -517,6 +528,7 @@ export async function startShard(configured: GameserverSettings, options: ShardO
           'the shard is shutting down; reconnect through matchmaking',
           Math.max(0, Math.min(DRAIN_SOCKET_CLOSE_MS, left() - reserve)),
         );
+        settlePlaces();
         persistence.releasingForDrain();
         engine.releasePlaces();
         if (engine.hooksSkipped > 0)

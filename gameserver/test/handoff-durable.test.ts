@@ -6,8 +6,10 @@ import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { testEnv } from '@aethex/testing';
 import { killProcesses, spawnSource } from '@aethex/testing/process';
-import { afterEach, expect, test } from 'vitest';
+import pg from 'pg';
+import { afterAll, afterEach, expect, test } from 'vitest';
 import { decodeState } from '../src/persist/state-codec.js';
 import { duoMap, linkedDuo, moduleFile, neighbour, startTestShard, type TestShard, until } from './harness.js';
 
@@ -58,64 +60,99 @@ const GAME = `export default {
   },
 };`;
 
-test('a shard killed right after adopting a player gets the player back from the shard that handed them over: they rejoin with their entity and game state', async () => {
-  const keys = generateKeyPairSync('ed25519');
-  const { envOf } = await duoMap();
-  const env = {
-    AETHEX_GAMESERVER_ENGINE_AOI_RADIUS: '50',
-    AETHEX_GAMESERVER_GAME_MODULE: moduleFile(GAME),
-    AETHEX_GAMESERVER_PERSISTENCE_DIRECTORY: mkdtempSync(join(tmpdir(), 'aethex-custody-')),
-    AETHEX_GAMESERVER_PERSISTENCE_SNAPSHOT_INTERVAL_MS: '600000',
-    AETHEX_GAMESERVER_LOG_LEVEL: 'info',
-  };
-  const a = await startTestShard({ ...envOf(0), ...env, AETHEX_GAMESERVER_LOG_LEVEL: 'warn' }, keys);
-  shards.push(a);
-  // B is a real process, to be SIGKILLed: no drain, no final snapshot.
-  const startB = async () => {
-    const p = spawnSource(join(import.meta.dirname, '../src/main.ts'), [], {
-      env: {
-        ...envOf(1),
-        ...env,
-        AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: keys.publicKey.export({ type: 'spki', format: 'pem' }).toString(),
-        AETHEX_GAMESERVER_OPS_BIND_ADDR: '127.0.0.1:0',
-      },
-    });
-    await p.logged('shard started', 20_000);
-    return p;
-  };
-  const first = await startB();
-  const linkToB = () => a.shard.links?.isUp(neighbour(a)) ?? false;
-  await until('the links between A and B', linkToB, 10_000);
-  const walker = await a.client('walker', { rejoin: { joinToken: (s) => a.token('walker', { shard: s.name }), maxDelayMs: 200 } });
-  const original = walker.welcome?.entityId as number;
-  expect([...(await walker.rpc('state'))]).toEqual([7, 7]);
-  await walker.rpc('set', new Uint8Array([3, 1, 4]));
-  const events: string[] = [];
-  walker.on('handoff', (h) => events.push(`handoff ${h.from}->${h.to}`));
-  walker.on('rejoined', (r) => events.push(`rejoined ${r.shard}`));
-  // Walk east, from x 200 into B (x 400..800), and stop once handed over.
-  timers.push(
-    setInterval(() => {
-      if (events.length === 0) walker.move(4, 0);
-    }, 25),
-  );
-  await until('the handoff to B', () => events.length > 0, 30_000);
-  expect(events).toEqual(['handoff duo-0-0->duo-0-1']);
-  // A keeps a copy: B has not said it stored the walker.
-  expect(a.shard.sharding?.custodyHeld).toEqual([original]);
-  // B dies at once, before the snapshot its adoption brings forward (within a second) is stored.
-  first.kill('SIGKILL');
-  await first.exited;
-  const second = await startB();
-  const handedBack = await second.logged('entities adopted before the restart and not stored, handed back by the neighbour', 10_000);
-  expect(handedBack).toMatchObject({ from: 'duo-0-0', taken: 1, released: 0 });
-  await until('the walker to rejoin B', () => events.length > 1, 30_000);
-  expect(events).toEqual(['handoff duo-0-0->duo-0-1', 'rejoined duo-0-1']);
-  // Their entity, with the game state it had (a new one would have another id and the state (7, 7)).
-  expect(walker.welcome?.entityId).toBe(original);
-  expect([...(await walker.rpc('state'))]).toEqual([3, 1, 4]);
-  // Once B's snapshot holding the walker is stored, A lets its copy go.
-  await until("A's copy released", () => (a.shard.sharding?.custodyHeld.length ?? 1) === 0, 10_000);
-  second.kill('SIGTERM');
-  expect((await second.exited).code).toBe(0);
+/** PostgreSQL in a schema of this file's own (the shards' rows of world `duo` are this run's alone). */
+const pgSchema = `custody_${process.pid}_${Date.now().toString(36)}`;
+let admin: pg.Pool | undefined;
+afterAll(async () => {
+  await admin?.query(`DROP SCHEMA IF EXISTS ${pgSchema} CASCADE`);
+  await admin?.end();
 });
+async function postgresUrl(): Promise<string> {
+  const base = testEnv().pgUrl;
+  admin ??= new pg.Pool({ connectionString: base, max: 1 });
+  await admin.query(`CREATE SCHEMA IF NOT EXISTS ${pgSchema}`);
+  const url = new URL(base);
+  url.searchParams.set('options', `-c search_path=${pgSchema}`);
+  return url.toString();
+}
+
+test.each([
+  // The in-process outbox keeps nothing across the crash; killed at once.
+  ['on the snapshot directory, killed at once', 'directory', 0],
+  // The new shard's player_joined is in the PostgreSQL outbox by then (flushed every 250 ms), so its
+  // restart finds the walker's place open and not restored.
+  ['on PostgreSQL, killed after the join is in the outbox', 'postgres', 450],
+] as const)(
+  'a shard killed right after adopting a player gets the player back from the shard that handed them over (%s): they rejoin with their entity and game state',
+  async (_name, store, killAfterMs) => {
+    const keys = generateKeyPairSync('ed25519');
+    const { envOf } = await duoMap();
+    const env = {
+      AETHEX_GAMESERVER_ENGINE_AOI_RADIUS: '50',
+      AETHEX_GAMESERVER_GAME_MODULE: moduleFile(GAME),
+      ...(store === 'postgres'
+        ? { AETHEX_GAMESERVER_PERSISTENCE_POSTGRES_URL: await postgresUrl() }
+        : { AETHEX_GAMESERVER_PERSISTENCE_DIRECTORY: mkdtempSync(join(tmpdir(), 'aethex-custody-')) }),
+      AETHEX_GAMESERVER_PERSISTENCE_SNAPSHOT_INTERVAL_MS: '600000',
+      AETHEX_GAMESERVER_LOG_LEVEL: 'info',
+    };
+    const a = await startTestShard({ ...envOf(0), ...env, AETHEX_GAMESERVER_LOG_LEVEL: 'warn' }, keys);
+    shards.push(a);
+    // B is a real process, to be SIGKILLed: no drain, no final snapshot.
+    const startB = async () => {
+      const p = spawnSource(join(import.meta.dirname, '../src/main.ts'), [], {
+        env: {
+          ...envOf(1),
+          ...env,
+          AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: keys.publicKey.export({ type: 'spki', format: 'pem' }).toString(),
+          AETHEX_GAMESERVER_OPS_BIND_ADDR: '127.0.0.1:0',
+        },
+      });
+      await p.logged('shard started', 20_000);
+      return p;
+    };
+    const first = await startB();
+    const linkToB = () => a.shard.links?.isUp(neighbour(a)) ?? false;
+    await until('the links between A and B', linkToB, 10_000);
+    const walker = await a.client('walker', { rejoin: { joinToken: (s) => a.token('walker', { shard: s.name }), maxDelayMs: 200 } });
+    const original = walker.welcome?.entityId as number;
+    expect([...(await walker.rpc('state'))]).toEqual([7, 7]);
+    await walker.rpc('set', new Uint8Array([3, 1, 4]));
+    const events: string[] = [];
+    walker.on('handoff', (h) => events.push(`handoff ${h.from}->${h.to}`));
+    walker.on('rejoined', (r) => events.push(`rejoined ${r.shard}`));
+    // Walk east, from x 200 into B (x 400..800), and stop once handed over.
+    timers.push(
+      setInterval(() => {
+        if (events.length === 0) walker.move(4, 0);
+      }, 25),
+    );
+    await until('the handoff to B', () => events.length > 0, 30_000);
+    expect(events).toEqual(['handoff duo-0-0->duo-0-1']);
+    // A keeps a copy: B has not said it stored the walker.
+    expect(a.shard.sharding?.custodyHeld).toEqual([original]);
+    // B dies before the snapshot its adoption brings forward (within a second) is stored.
+    await new Promise((r) => setTimeout(r, killAfterMs));
+    if (store === 'postgres') {
+      const joined = await admin?.query(
+        `SELECT count(*)::int AS n FROM ${pgSchema}.shard_outbox WHERE shard = 'duo-0-1' AND type = 'player_joined' AND player_id = 'walker'`,
+      );
+      expect(joined?.rows).toEqual([{ n: 1 }]);
+    }
+    expect(a.shard.sharding?.custodyHeld).toEqual([original]);
+    first.kill('SIGKILL');
+    await first.exited;
+    const second = await startB();
+    const handedBack = await second.logged('entities adopted before the restart and not stored, handed back by the neighbour', 10_000);
+    expect(handedBack).toMatchObject({ from: 'duo-0-0', taken: 1, released: 0 });
+    await until('the walker to rejoin B', () => events.length > 1, 30_000);
+    expect(events).toEqual(['handoff duo-0-0->duo-0-1', 'rejoined duo-0-1']);
+    // Their entity, with the game state it had (a new one would have another id and the state (7, 7)).
+    expect(walker.welcome?.entityId).toBe(original);
+    expect([...(await walker.rpc('state'))]).toEqual([3, 1, 4]);
+    // Once B's snapshot holding the walker is stored, A lets its copy go.
+    await until("A's copy released", () => (a.shard.sharding?.custodyHeld.length ?? 1) === 0, 10_000);
+    second.kill('SIGTERM');
+    expect((await second.exited).code).toBe(0);
+  },
+);

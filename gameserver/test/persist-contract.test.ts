@@ -152,6 +152,27 @@ describe.each([
     expect(await outbox.leftSince(k, 0, [])).toEqual([]);
   });
 
+  test('leftSince afterJoin: only a player_left after a player_joined, both at or after the time, counts; a release the shard made never does', async () => {
+    const { outbox } = make();
+    const k = key(`rejoined-${Math.random().toString(36).slice(2, 8)}`);
+    await outbox.append(k, [
+      // ann left (handed away), came back, left again: departed. bob left and did not come back here.
+      event('player_joined', 'ann', 1000),
+      event('player_left', 'ann', 2000),
+      event('player_joined', 'ann', 2500),
+      event('player_left', 'ann', 2600),
+      event('player_joined', 'bob', 1000),
+      event('player_left', 'bob', 2100),
+      // cat joined before the time and left after it; dan's leave was a restart's release.
+      event('player_joined', 'cat', 1500),
+      event('player_left', 'cat', 2200),
+      event('player_joined', 'dan', 2300),
+      { ...event('player_left', 'dan', 2400), drained: true },
+    ]);
+    expect(await outbox.leftSince(k, 2000, ['ann', 'bob', 'cat', 'dan'], true)).toEqual(['ann']);
+    expect(await outbox.leftSince(k, 2000, ['ann', 'bob', 'cat', 'dan'])).toEqual(['ann', 'bob', 'cat']);
+  });
+
   test('an append repeated with the same events, before or after the relay, stores each once', async () => {
     const { outbox, sink, read } = make();
     const k = key(`again-${Math.random().toString(36).slice(2, 8)}`);
@@ -219,7 +240,7 @@ function committedThenLost(outbox: Outbox): Outbox & { failed: boolean } {
     pending: (k) => outbox.pending(k),
     prune: (k, limit) => outbox.prune(k, limit),
     openPlaces: (k) => outbox.openPlaces(k),
-    leftSince: (k, since, players) => outbox.leftSince(k, since, players),
+    leftSince: (k, since, players, afterJoin) => outbox.leftSince(k, since, players, afterJoin),
   };
 }
 

@@ -15,8 +15,10 @@ export interface DomainEvent {
    */
   eventKey: string;
   /**
-   * A `player_left` of a drain (`ShardPersistence.releasingForDrain`): the shard freed every place
-   * as it stopped, not a departure of the player's own — a restore brings them back (see `leftSince`).
+   * A `player_left` the shard made, not a departure of the player's own: a drain's
+   * (`ShardPersistence.releasingForDrain`: every place freed as it stopped — a restore brings them
+   * back), or a restart's (`placesRestored`: a place nobody restored, its player lost with the
+   * crash). `leftSince` does not count them.
    */
   drained?: boolean;
 }
@@ -116,11 +118,13 @@ export interface Outbox {
   openPlaces(key: ShardKey): Promise<string[]>;
   /**
    * Of `players`, those the outbox holds a `player_left` of at or after `sinceMs` (ms since the
-   * epoch) for the shard, not a drain's (`DomainEvent.drained`): they left it since then, as far as
-   * the events it still keeps tell (relayed ones go after its retention). Asked at a restore, with
-   * when the snapshot was stored.
+   * epoch) for the shard, not one the shard made (`DomainEvent.drained`): they left it since then,
+   * as far as the events it still keeps tell (relayed ones go after its retention). With
+   * `afterJoin`, only a `player_left` that follows a `player_joined` of the player, also at or
+   * after `sinceMs`, counts: the player joined (or resumed) here since then and left again. Asked
+   * at a restore, with when the snapshot was taken.
    */
-  leftSince(key: ShardKey, sinceMs: number, players: readonly string[]): Promise<string[]>;
+  leftSince(key: ShardKey, sinceMs: number, players: readonly string[], afterJoin?: boolean): Promise<string[]>;
   /**
    * Forgets up to `limit` of the shard's events relayed longer ago than the outbox keeps them;
    * returns how many. Until then an event's key still makes a retried append skip it.
@@ -278,14 +282,18 @@ export class PostgresOutbox implements Outbox {
     return rows.map((r) => r.player_id);
   }
 
-  async leftSince(key: ShardKey, sinceMs: number, players: readonly string[]): Promise<string[]> {
+  async leftSince(key: ShardKey, sinceMs: number, players: readonly string[], afterJoin = false): Promise<string[]> {
     if (players.length === 0) return [];
     const { rows } = await this.pool.query<{ player_id: string }>(
-      `SELECT DISTINCT player_id FROM shard_outbox
-        WHERE world = $1 AND instance = $2 AND shard = $3 AND type = 'player_left' AND NOT drained AND at >= to_timestamp($4::double precision / 1000)
-          AND player_id = ANY($5::text[])
-        ORDER BY player_id`,
-      [worldRef(key.namespace, key.world), key.instance, key.shard, sinceMs, players],
+      `SELECT DISTINCT l.player_id FROM shard_outbox l
+        WHERE l.world = $1 AND l.instance = $2 AND l.shard = $3 AND l.type = 'player_left' AND NOT l.drained
+          AND l.at >= to_timestamp($4::double precision / 1000) AND l.player_id = ANY($5::text[])
+          AND (NOT $6::boolean OR EXISTS (
+            SELECT 1 FROM shard_outbox j
+             WHERE j.world = l.world AND j.instance = l.instance AND j.shard = l.shard AND j.type = 'player_joined'
+               AND j.player_id = l.player_id AND j.at >= to_timestamp($4::double precision / 1000) AND j.id < l.id))
+        ORDER BY l.player_id`,
+      [worldRef(key.namespace, key.world), key.instance, key.shard, sinceMs, players, afterJoin],
     );
     return rows.map((r) => r.player_id);
   }
@@ -418,11 +426,14 @@ export class MemoryOutbox implements Outbox {
   }
 
   /** From the events it still holds (those of this process: pending, and up to 10,000 relayed). */
-  async leftSince(_key: ShardKey, sinceMs: number, players: readonly string[]): Promise<string[]> {
+  async leftSince(_key: ShardKey, sinceMs: number, players: readonly string[], afterJoin = false): Promise<string[]> {
     const wanted = new Set(players);
+    const joined = new Set<string>();
     const left = new Set<string>();
     for (const e of this.events) {
-      if (e.type === 'player_left' && !e.drained && e.at >= sinceMs && wanted.has(e.playerId)) left.add(e.playerId);
+      if (e.at < sinceMs || !wanted.has(e.playerId)) continue;
+      if (e.type === 'player_joined') joined.add(e.playerId);
+      else if (e.type === 'player_left' && !e.drained && (!afterJoin || joined.has(e.playerId))) left.add(e.playerId);
     }
     return [...left].sort();
   }

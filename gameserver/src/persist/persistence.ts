@@ -191,11 +191,13 @@ export class ShardPersistence {
    * capture and the store's taking it counts); with only the time the store took it, such a
    * `player_left` — or one on a clock behind the store's — is not seen. Nor is one the crash lost
    * before its append. Those players are restored as before. When the outbox cannot be read, none
-   * is left out (logged).
+   * is left out (logged). `afterJoin`: only a `player_left` after a `player_joined` since then
+   * counts — for a player this shard's previous run adopted after the snapshot (a neighbour hands
+   * the entity back): their leaving by that handoff before it is no departure.
    */
-  async departedSince(sinceMs: number, players: readonly string[]): Promise<Set<string>> {
+  async departedSince(sinceMs: number, players: readonly string[], afterJoin = false): Promise<Set<string>> {
     try {
-      const left = await this.deps.outbox.leftSince(this.deps.key, sinceMs, players);
+      const left = await this.deps.outbox.leftSince(this.deps.key, sinceMs, players, afterJoin);
       return new Set(left.filter((p) => !this.openAtStart?.has(p)));
     } catch (err) {
       this.deps.log.warn({ err }, 'could not read which players left after the snapshot; all of its players are restored');
@@ -205,8 +207,9 @@ export class ShardPersistence {
 
   /**
    * The restored players have taken their places: each place still open from before that nobody took
-   * (a player who joined after the last snapshot, lost with a crash) is freed — `player_left` queued —
-   * and a later `player_joined` of that player is told again.
+   * (a player who joined after the last snapshot, lost with a crash) is freed — `player_left` queued,
+   * marked as the shard's release (`drained`), not a departure of the player's own — and a later
+   * `player_joined` of that player is told again.
    */
   placesRestored(): void {
     const stale = [...(this.openAtStart ?? [])];
@@ -214,7 +217,7 @@ export class ShardPersistence {
     if (stale.length === 0) return;
     this.deps.log.info({ players: stale.length }, 'places open from before the restart were not restored; their players left');
     for (const playerId of stale) {
-      this.queue({ type: 'player_left', playerId, at: Date.now(), eventKey: this.nextEventKey() });
+      this.queue({ type: 'player_left', playerId, at: Date.now(), eventKey: this.nextEventKey(), drained: true });
       // Its presence entry, if it still names this shard, goes now rather than at its TTL.
       if (!this.local.has(playerId)) this.left.add(playerId);
     }

@@ -579,6 +579,8 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
       const toA = recordingLinks();
       bSharding.attach(toA.links);
       bSharding.onInboundUp(leftN, 7);
+      bSharding.onOutboundUp(leftN, 7);
+      toA.sent.length = 0; // its claim to A
       aSharding.onInboundUp(right, epoch);
       return { b, bSharding, toA };
     };
@@ -663,7 +665,7 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
     expect(aSharding.custodyHeld).toEqual([]);
   });
 
-  test('not taken back when the new run has the entity, a neighbour claims it, or its player left after the snapshot: released at once', async () => {
+  test('not taken back when a neighbour claims it or its player joined here since and left again (released at once); a snapshot’s older entity waiting for its player is replaced', async () => {
     const { aSharding, toB, run, crossing, deliver } = world();
     const first = run(1);
     const ids = [crossing(1, 'kept', [1]), crossing(2, 'moved', [1]), crossing(3, 'left', [1])];
@@ -672,12 +674,14 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
     deliver(right, aSharding, first.toA.sent);
     deliver(leftN, first.bSharding, toB.sent);
     expect(aSharding.custodyHeld.sort()).toEqual([...ids].sort());
-    const [kept, moved] = ids as [number, number, number];
-    // The next run's snapshot holds `kept`; a third shard claims `moved`; `left` left after the snapshot.
+    const [kept, moved, left] = ids as [number, number, number];
+    // The next run's snapshot, from before the crossing, holds `kept` where it stood then, with the
+    // state it had then; a third shard claims `moved`; `left` joined B after the snapshot and left.
     const { decodeState, encodeState } = await import('../persist/state-codec.js');
     const { World, KIND_PLAYER } = await import('../sim/world.js');
     const w = new World(16, idRange(1).first, idRange(1).limit);
-    w.spawn(120, 50, KIND_PLAYER, kept);
+    w.spawn(150, 50, KIND_PLAYER, kept);
+    w.gameState.set(kept, new Uint8Array([9]));
     const restored = decodeState(encodeState(3, w, new Map([[kept, 'kept']])), 16);
     const third: Neighbour = { shard: 2, name: 'w-1-1', region: { minX: 100, minY: 100, maxX: 200, maxY: 200 }, address: '127.0.0.1:2' };
     const second = run(
@@ -693,13 +697,151 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
     second.bSharding.onMessage(third, wire({ ownershipClaim: { entityIds: [moved] } }));
     aSharding.onOutboundUp(right, 2);
     deliver(leftN, second.bSharding, toB.sent);
+    // `moved` is released at once, before the outbox is asked.
+    deliver(
+      right,
+      aSharding,
+      second.toA.sent.filter((m) => m.handoffStored),
+    );
+    second.toA.sent.length = 0;
+    expect(aSharding.custodyHeld.sort()).toEqual([kept, left].sort());
     await new Promise((r) => setImmediate(r));
-    expect(second.b.world.indexOf(moved)).toBe(-1);
-    expect(second.b.world.indexOf(ids[2] as number)).toBe(-1);
-    expect(second.b.world.mode[second.b.world.indexOf(kept)]).toBe(MODE_DORMANT);
+    const b = second.b;
+    expect(b.world.indexOf(moved)).toBe(-1);
+    expect(b.world.indexOf(left)).toBe(-1);
+    // The copy is from after the snapshot: it replaces what the snapshot had, and still waits for kept.
+    const slot = b.world.indexOf(kept);
+    expect([b.world.mode[slot], b.world.x[slot], [...(b.world.gameState.get(kept) ?? [])]]).toEqual([MODE_DORMANT, 110, [1]]);
+    deliver(right, aSharding, second.toA.sent);
+    expect(aSharding.custodyHeld).toEqual([kept]);
+    second.bSharding.stored(b.tick + 1);
     deliver(right, aSharding, second.toA.sent);
     expect(aSharding.custodyHeld).toEqual([]);
     expect(second.bSharding.settled).toBe(true);
+  });
+
+  test('two copies of one entity (it went on and came back before the crash): the newer owner generation wins, in either order', async () => {
+    const { decodeState, encodeState } = await import('../persist/state-codec.js');
+    const { World } = await import('../sim/world.js');
+    const empty = () => decodeState(encodeState(3, new World(16, idRange(1).first, idRange(1).limit), new Map()), 16);
+    const third: Neighbour = { shard: 2, name: 'w-1-1', region: { minX: 100, minY: 100, maxX: 200, maxY: 200 }, address: '127.0.0.1:2' };
+    const copy = (generation: number, state: number) => ({
+      offerId: generation,
+      entityId: 77,
+      playerId: 'gus',
+      position: { x: 120 + generation, y: 50 },
+      velocity: { x: 0, y: 0 },
+      kind: 1,
+      state: new Uint8Array([state]),
+      generation,
+      custody: true,
+    });
+    for (const order of [
+      [leftN, third],
+      [third, leftN],
+    ]) {
+      const { run } = world();
+      const b = run(2, { restored: true, placement: { ...placementB, neighbours: [leftN, third] } }, empty());
+      b.bSharding.onInboundUp(third, 9);
+      for (const n of order) {
+        b.bSharding.onMessage(n, wire({ handoffCustody: { entities: [n === leftN ? copy(2, 1) : copy(4, 9)] } }));
+        await new Promise((r) => setImmediate(r));
+      }
+      const slot = b.b.world.indexOf(77);
+      expect([b.b.world.x[slot], [...(b.b.world.gameState.get(77) ?? [])]]).toEqual([124, [9]]);
+    }
+  });
+
+  test('a HandoffStored that found the link down is sent when it is up again to the same run; dropped for another run', () => {
+    const { aSharding, toB, run, crossing, deliver } = world();
+    const first = run(1);
+    const hal = crossing(1, 'hal', [1]);
+    const ivy = crossing(2, 'ivy', [1]);
+    aSharding.afterStep();
+    deliver(leftN, first.bSharding, toB.sent);
+    deliver(right, aSharding, first.toA.sent);
+    deliver(leftN, first.bSharding, toB.sent);
+    expect(aSharding.custodyHeld.sort()).toEqual([hal, ivy].sort());
+    // B's link to A is down when its snapshot is stored.
+    let up = false;
+    const sent: aethex.v1.IShardMessage[] = [];
+    first.bSharding.attach({
+      send: (_n: Neighbour, m: aethex.v1.IShardMessage) => (up ? sent.push(m) : 0),
+      isUp: () => up,
+      takesLateChanges: () => true,
+      takesCustody: () => true,
+    } as unknown as ShardLinks);
+    first.bSharding.stored(first.b.tick + 1);
+    expect(sent).toEqual([]);
+    up = true;
+    first.bSharding.onOutboundUp(leftN, 7);
+    deliver(
+      right,
+      aSharding,
+      sent.filter((m) => m.handoffStored),
+    );
+    expect(aSharding.custodyHeld).toEqual([]);
+    // To another run of A (it restarted: its copies are gone), none is sent.
+    const { aSharding: a2, toB: toB2, run: run2, crossing: crossing2, deliver: deliver2 } = world();
+    const b2 = run2(1);
+    crossing2(1, 'jo', [1]);
+    a2.afterStep();
+    deliver2(leftN, b2.bSharding, toB2.sent);
+    deliver2(right, a2, b2.toA.sent);
+    deliver2(leftN, b2.bSharding, toB2.sent);
+    up = false;
+    sent.length = 0;
+    b2.bSharding.attach({
+      send: (_n: Neighbour, m: aethex.v1.IShardMessage) => (up ? sent.push(m) : 0),
+      isUp: () => up,
+      takesLateChanges: () => true,
+      takesCustody: () => true,
+    } as unknown as ShardLinks);
+    b2.bSharding.stored(b2.b.tick + 1);
+    up = true;
+    b2.bSharding.onOutboundUp(leftN, 8);
+    expect(sent.filter((m) => m.handoffStored)).toEqual([]);
+  });
+
+  test('claims are kept for CUSTODY_MS after the start, past a shorter rejoin window: a copy arriving late is not taken for an entity a neighbour owns', async () => {
+    let clock = 0;
+    const { decodeState, encodeState } = await import('../persist/state-codec.js');
+    const { World } = await import('../sim/world.js');
+    const empty = decodeState(encodeState(3, new World(16, idRange(1).first, idRange(1).limit), new Map()), 16);
+    const third: Neighbour = { shard: 2, name: 'w-1-1', region: { minX: 100, minY: 100, maxX: 200, maxY: 200 }, address: '127.0.0.1:2' };
+    const { run } = world({ now: () => clock });
+    const b = run(
+      2,
+      { restored: true, now: () => clock, rejoinWindowMs: 1000, placement: { ...placementB, neighbours: [leftN, third] } },
+      empty,
+    );
+    b.bSharding.onInboundUp(third, 9);
+    b.bSharding.onMessage(third, wire({ ownershipClaim: { entityIds: [55] } }));
+    clock += 31_000;
+    b.bSharding.afterStep();
+    b.bSharding.onMessage(
+      leftN,
+      wire({
+        handoffCustody: {
+          entities: [
+            {
+              offerId: 3,
+              entityId: 55,
+              playerId: 'kit',
+              position: { x: 120, y: 50 },
+              velocity: { x: 0, y: 0 },
+              kind: 1,
+              generation: 2,
+              custody: true,
+            },
+          ],
+        },
+      }),
+    );
+    await new Promise((r) => setImmediate(r));
+    expect(b.b.world.indexOf(55)).toBe(-1);
+    const stored = b.toA.sent.find((m) => m.handoffStored)?.handoffStored?.handoffs ?? [];
+    expect(stored.map((h) => [Number(h.offerId), h.entityId])).toEqual([[3, 55]]);
   });
 
   test('an entity handed back and then claimed by a neighbour goes, as a restored one does', async () => {

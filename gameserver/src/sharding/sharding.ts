@@ -19,6 +19,13 @@ const RETRY_AFTER_ROLLBACK_MS = 250;
 export const CUSTODY_MS = 60_000;
 /** Entities per HandoffCustody message: each may carry 4 KiB of game state, the link takes 16 MiB. */
 const CUSTODY_BATCH = 128;
+/**
+ * Copies kept at most (each holds up to 4 KiB of game state): 22 s of 1,500 handoffs a second
+ * towards neighbours whose store is down. Past it the oldest go, as after CUSTODY_MS.
+ */
+export const MAX_CUSTODY = 32_768;
+/** HandoffStored entries kept for a neighbour whose link is down, at most (the oldest go). */
+const MAX_UNSENT_STORED = 65_536;
 
 export interface ShardingOptions {
   engine: ShardEngine;
@@ -196,9 +203,20 @@ export class Sharding {
   private unstored: Unstored[] = [];
   /**
    * Entities the neighbours claimed since this shard started, while a neighbour may still hand back
-   * what its previous run adopted (the rejoin window): those are not taken back.
+   * what its previous run adopted (CUSTODY_MS, or the rejoin window if longer): those are not taken back.
    */
   private readonly claimedSinceStart = new Set<number>();
+  /**
+   * Entities taken back from a copy (HandoffCustody) in this run, with the copy's owner generation:
+   * a second copy of one (the entity went on and came back before the crash) replaces it only if newer.
+   */
+  private readonly takenGeneration = new Map<number, number>();
+  /** HandoffStored entries for a neighbour run our link to was down for (neighbour → its run and them): sent when it is up. */
+  private readonly unsentStored = new Map<number, { epoch: number; handoffs: aethex.v1.IHandedOver[] }>();
+  /** The run of each neighbour our link reached last (its welcome's epoch). */
+  private readonly outEpochs = new Map<number, number>();
+  /** Copies dropped for MAX_CUSTODY since the last warning. */
+  private custodyOverflow = 0;
   /** Handed-back entities waiting for the outbox to say whether their player left (see `takeCustody`). */
   private custodyPending = 0;
   private readonly startedAt: number;
@@ -226,8 +244,13 @@ export class Sharding {
   // --- link events ------------------------------------------------------------------------------
 
   onOutboundUp(n: Neighbour, epoch: number): void {
+    this.outEpochs.set(n.shard, epoch);
     // Whatever the neighbour held of ours may be gone (it restarted, or dropped us): start over.
     this.needFull.add(n.shard);
+    // What it was not told while the link was down, if it is the same run (a new one keeps no copies).
+    const unsent = this.unsentStored.get(n.shard);
+    this.unsentStored.delete(n.shard);
+    if (unsent && unsent.epoch === epoch) this.sendStored(n, epoch, unsent.handoffs);
     // A new run of it: what its previous run adopted from us and never said it stored goes back,
     // before our claim (which it waits for before admitting players).
     this.handBack(n, epoch);
@@ -356,7 +379,7 @@ export class Sharding {
         break;
       case 'ownershipClaim': {
         const ids = (msg.ownershipClaim as aethex.v1.OwnershipClaim).entityIds;
-        if (this.now() - this.startedAt < (this.o.rejoinWindowMs ?? 30_000)) for (const id of ids) this.claimedSinceStart.add(id);
+        if (this.now() - this.startedAt < this.claimsKeptMs) for (const id of ids) this.claimedSinceStart.add(id);
         const dropped = this.o.engine.dropDormant(ids);
         if (dropped > 0) this.o.log.info({ neighbour: from.name, dropped }, 'restored players that moved to a neighbour dropped');
         this.claimsAwaited.delete(from.shard);
@@ -515,25 +538,34 @@ export class Sharding {
     const cutoff = now - this.o.resumeTimeoutMs;
     while (this.decisions.length > 0 && (this.decisions[0] as Decision).at < cutoff) this.decisions.shift();
     for (const [key, r] of this.resumedBeforeCommit) if (r.at < cutoff) this.resumedBeforeCommit.delete(key);
-    if (this.custody.size > 0) {
-      let expired = 0;
-      for (const [entityId, c] of this.custody) {
-        if (now - c.at < CUSTODY_MS) continue;
-        this.custody.delete(entityId);
-        expired++;
-      }
-      if (expired > 0)
-        this.o.log.warn(
-          { entities: expired },
-          `handed-over entities not reported stored by their new owner within ${CUSTODY_MS} ms; copies dropped (a crash of that shard now loses them)`,
-        );
+    // In the order they were kept (each is moved to the end when handed back): the oldest first.
+    let expired = 0;
+    for (const [entityId, c] of this.custody) {
+      if (now - c.at < CUSTODY_MS) break;
+      this.custody.delete(entityId);
+      expired++;
+    }
+    if (expired > 0 || this.custodyOverflow > 0) {
+      this.o.log.warn(
+        { entities: expired + this.custodyOverflow, overflow: this.custodyOverflow },
+        `handed-over entities not reported stored by their new owner within ${CUSTODY_MS} ms (or past ${MAX_CUSTODY} copies); copies dropped (a crash of that shard now loses them)`,
+      );
+      this.custodyOverflow = 0;
     }
     this.o.metrics?.handoffCustody.set(this.custody.size);
     // A store down that long: the former owners have dropped their copies, nothing is left to tell them.
     let stale = 0;
     while (stale < this.unstored.length && now - (this.unstored[stale] as Unstored).at >= CUSTODY_MS) stale++;
     if (stale > 0) this.unstored.splice(0, stale);
-    if (this.claimedSinceStart.size > 0 && now - this.startedAt >= (this.o.rejoinWindowMs ?? 30_000)) this.claimedSinceStart.clear();
+    if (now - this.startedAt >= this.claimsKeptMs && (this.claimedSinceStart.size > 0 || this.takenGeneration.size > 0)) {
+      this.claimedSinceStart.clear();
+      this.takenGeneration.clear();
+    }
+  }
+
+  /** How long after its start a shard keeps its neighbours' claims: a copy handed back may come that late. */
+  private get claimsKeptMs(): number {
+    return Math.max(CUSTODY_MS, this.o.rejoinWindowMs ?? 30_000);
   }
 
   private rollback(entityId: number, offer: Offer, why: string): void {
@@ -588,7 +620,7 @@ export class Sharding {
     // Until the neighbour says a snapshot holding it is stored, a copy stays here: a crash of the
     // neighbour before then would lose the entity, and its next run gets the copy back.
     if (this.links?.takesCustody(from))
-      this.custody.set(a.entityId, {
+      this.keepCopy(a.entityId, {
         to: from,
         epoch: this.epochOf(from),
         offerId,
@@ -709,7 +741,7 @@ export class Sharding {
    */
   private handBack(n: Neighbour, epoch: number): void {
     const back: aethex.v1.IHandoffOffer[] = [];
-    for (const [entityId, c] of this.custody) {
+    for (const [entityId, c] of [...this.custody]) {
       if (c.to !== n || c.epoch === epoch) continue;
       if (!this.links?.takesCustody(n)) {
         this.custody.delete(entityId);
@@ -718,6 +750,9 @@ export class Sharding {
       back.push(this.offerMessage(c.offerId, c.entity, c.playerId, true));
       c.epoch = epoch;
       c.at = this.now();
+      // Kept in `at` order (see `expire`).
+      this.custody.delete(entityId);
+      this.custody.set(entityId, c);
     }
     if (back.length === 0) return;
     for (let i = 0; i < back.length; i += CUSTODY_BATCH)
@@ -725,14 +760,49 @@ export class Sharding {
     this.o.log.info({ to: n.name, entities: back.length }, 'neighbour restarted before storing entities handed to it; handed back');
   }
 
-  /** Tells `to` these of its handoffs are stored here (or never need its copy): it forgets them. */
-  private sendStored(to: Neighbour, handoffs: aethex.v1.IHandedOver[]): void {
-    for (let i = 0; i < handoffs.length; i += 4096) this.links?.send(to, { handoffStored: { handoffs: handoffs.slice(i, i + 4096) } });
+  /** Keeps a copy of an entity handed over (see `Custody`), the oldest going past MAX_CUSTODY. */
+  private keepCopy(entityId: number, c: Custody): void {
+    this.custody.delete(entityId);
+    this.custody.set(entityId, c);
+    while (this.custody.size > MAX_CUSTODY) {
+      this.custody.delete(this.custody.keys().next().value as number);
+      this.custodyOverflow++;
+    }
   }
 
-  /** Whether an entity handed back needs taking: this shard has neither it nor its player, and no neighbour claims it. */
-  private needsTaking(o: aethex.v1.HandoffOffer): boolean {
-    return this.o.engine.world.indexOf(o.entityId) < 0 && !this.o.engine.hasPlace(o.playerId) && !this.claimedSinceStart.has(o.entityId);
+  /**
+   * Tells `to`'s run `epoch` these of its handoffs are stored here (or never need its copy): it
+   * forgets them. Only that run: offer ids name a handoff only within one, and another run keeps no
+   * copies of it. When our link is down, or reached another run of it last, they are kept and sent
+   * when the link comes up to that run (dropped if it is another).
+   */
+  private sendStored(to: Neighbour, epoch: number, handoffs: aethex.v1.IHandedOver[]): void {
+    if (handoffs.length === 0) return;
+    let sent = this.outEpochs.get(to.shard) === epoch;
+    for (let i = 0; sent && i < handoffs.length; i += 4096)
+      sent = (this.links?.send(to, { handoffStored: { handoffs: handoffs.slice(i, i + 4096) } }) ?? 0) > 0;
+    if (sent) return;
+    const unsent = this.unsentStored.get(to.shard);
+    const list = unsent && unsent.epoch === epoch ? unsent.handoffs : [];
+    list.push(...handoffs);
+    if (list.length > MAX_UNSENT_STORED) list.splice(0, list.length - MAX_UNSENT_STORED);
+    this.unsentStored.set(to.shard, { epoch, handoffs: list });
+  }
+
+  /**
+   * What to do with an entity handed back: take it (this shard has neither it nor its player, and no
+   * neighbour claims it); replace the one this shard restored for its player, which still waits for
+   * them — from the snapshot (older: the copy exists because no snapshot after the adoption was
+   * reported stored), or from another copy with a lower owner generation (the entity went on and
+   * came back before the crash); or release it (the player is here, or a neighbour owns the entity).
+   */
+  private custodyAction(o: aethex.v1.HandoffOffer): 'take' | 'replace' | 'release' {
+    const { engine } = this.o;
+    if (this.claimedSinceStart.has(o.entityId)) return 'release';
+    if (engine.world.indexOf(o.entityId) < 0) return engine.hasPlace(o.playerId) ? 'release' : 'take';
+    if (engine.waitingEntityOf(o.playerId) !== o.entityId) return 'release';
+    const taken = this.takenGeneration.get(o.entityId);
+    return taken === undefined || o.generation > taken ? 'replace' : 'release';
   }
 
   /**
@@ -748,34 +818,39 @@ export class Sharding {
     for (const o of c.entities as aethex.v1.HandoffOffer[]) {
       const problem = this.offerProblem(from, o);
       if (problem) this.o.log.warn({ from: from.name, entity: o.entityId, why: problem.message }, 'entity handed back refused');
-      if (problem || !this.needsTaking(o)) released.push({ offerId: o.offerId, entityId: o.entityId });
+      if (problem || this.custodyAction(o) === 'release') released.push({ offerId: o.offerId, entityId: o.entityId });
       else candidates.push(o);
     }
-    this.sendStored(from, released);
+    const epoch = this.epochOf(from);
+    this.sendStored(from, epoch, released);
     if (candidates.length === 0) return;
     // Joins wait (`settled`) until the outbox has said who left: a player let in first would get a fresh entity.
     this.custodyPending++;
-    const epoch = this.epochOf(from);
     const departed = this.o.departedSince?.(candidates.map((o) => o.playerId)) ?? Promise.resolve(new Set<string>());
     void departed
       .then((left) => {
         const done: aethex.v1.IHandedOver[] = [];
         let taken = 0;
         for (const o of candidates) {
-          if (left.has(o.playerId) || !this.needsTaking(o)) {
+          const action = left.has(o.playerId) ? 'release' : this.custodyAction(o);
+          if (action === 'release') {
             done.push({ offerId: o.offerId, entityId: o.entityId });
             continue;
           }
-          if (!this.o.engine.restoreWaiting(Sharding.transferOf(o), o.playerId)) {
+          const entity = Sharding.transferOf(o);
+          if (
+            !(action === 'replace' ? this.o.engine.replaceWaiting(entity, o.playerId) : this.o.engine.restoreWaiting(entity, o.playerId))
+          ) {
             // No room: the copy stays with `from` (until CUSTODY_MS), for a later run of ours.
             this.o.log.warn({ from: from.name, entity: o.entityId, player: o.playerId }, 'no room for an entity handed back; not taken');
             continue;
           }
           taken++;
+          this.takenGeneration.set(o.entityId, o.generation);
           this.adoptions++;
           this.unstored.push({ from, epoch, offerId: Number(o.offerId), entityId: o.entityId, tick: this.o.engine.tick, at: this.now() });
         }
-        if (this.epochOf(from) === epoch) this.sendStored(from, done);
+        this.sendStored(from, epoch, done);
         this.o.log.info(
           { from: from.name, taken, released: released.length + done.length },
           'entities adopted before the restart and not stored, handed back by the neighbour',
@@ -791,19 +866,20 @@ export class Sharding {
    */
   stored(tick: number): void {
     if (this.unstored.length === 0) return;
-    const done = new Map<Neighbour, aethex.v1.IHandedOver[]>();
+    const done = new Map<Neighbour, Map<number, aethex.v1.IHandedOver[]>>();
     const keep: Unstored[] = [];
     for (const u of this.unstored) {
       if (u.tick >= tick) keep.push(u);
-      // Offer ids name a handoff only within the run that made it: a later run of the neighbour has no copy.
-      else if (this.epochOf(u.from) === u.epoch) {
-        const list = done.get(u.from) ?? [];
+      else {
+        const runs = done.get(u.from) ?? new Map<number, aethex.v1.IHandedOver[]>();
+        const list = runs.get(u.epoch) ?? [];
         list.push({ offerId: u.offerId, entityId: u.entityId });
-        done.set(u.from, list);
+        runs.set(u.epoch, list);
+        done.set(u.from, runs);
       }
     }
     this.unstored = keep;
-    for (const [n, handoffs] of done) this.sendStored(n, handoffs);
+    for (const [n, runs] of done) for (const [epoch, handoffs] of runs) this.sendStored(n, epoch, handoffs);
   }
 
   /** Entities handed over from here whose new owner has not said it stored them (tests). */
