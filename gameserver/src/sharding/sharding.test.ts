@@ -278,10 +278,17 @@ function recordingLinks(lateChanges = true, custody = true): { links: ShardLinks
 
 const wire = (m: aethex.v1.IShardMessage) => aethex.v1.ShardMessage.decode(aethex.v1.ShardMessage.encode(m).finish());
 
-test('the owner redirects a handed-over player to the neighbour’s address in the shard map, whatever the accept names', () => {
+test.each([
+  ['to the neighbour’s address in the shard map, whatever the accept names', undefined, `ws://${right.address}`],
+  [
+    'with handoff.redirect_url, to the URL it makes of the neighbour’s name and address',
+    'wss://{name}.play.example.com/via/{address}',
+    'wss://w-0-1.play.example.com/via/127.0.0.1:1',
+  ],
+])('the owner redirects a handed-over player %s', (_what, redirectUrl, expected) => {
   const engine = new ShardEngine(settings, { send: () => true, kick: () => undefined }, { region: left, ids: idRange(0) });
   const redirects: aethex.v1.IHandoffRedirect[] = [];
-  const sharding = shardingOf(engine, { redirect: (_session, r) => redirects.push(r) });
+  const sharding = shardingOf(engine, { redirect: (_session, r) => redirects.push(r), ...(redirectUrl ? { redirectUrl } : {}) });
   const { links, sent } = recordingLinks();
   sharding.attach(links);
   const r = engine.join(1, 'ann');
@@ -293,25 +300,7 @@ test('the owner redirects a handed-over player to the neighbour’s address in t
     right,
     wire({ handoffAccept: { offerId: o.offerId, entityId: o.entityId, resumeToken: 't', address: 'elsewhere.example:666' } }),
   );
-  expect(redirects.map((x) => x.address)).toEqual([`ws://${right.address}`]);
-});
-
-test('with handoff.redirect_url the owner redirects to the URL it makes of the neighbour’s name and address', () => {
-  const engine = new ShardEngine(settings, { send: () => true, kick: () => undefined }, { region: left, ids: idRange(0) });
-  const redirects: aethex.v1.IHandoffRedirect[] = [];
-  const sharding = shardingOf(engine, {
-    redirect: (_session, r) => redirects.push(r),
-    redirectUrl: 'wss://{name}.play.example.com/via/{address}',
-  });
-  const { links, sent } = recordingLinks();
-  sharding.attach(links);
-  const r = engine.join(1, 'ann');
-  if (!r.ok) throw new Error('join refused');
-  engine.world.x[engine.world.indexOf(r.entityId)] = 110;
-  sharding.afterStep();
-  const o = sent.find((m) => m.handoffOffer)?.handoffOffer as aethex.v1.IHandoffOffer;
-  sharding.onMessage(right, wire({ handoffAccept: { offerId: o.offerId, entityId: o.entityId, resumeToken: 't', address: 'x:1' } }));
-  expect(redirects.map((x) => x.address)).toEqual(['wss://w-0-1.play.example.com/via/127.0.0.1:1']);
+  expect(redirects.map((x) => x.address)).toEqual([expected]);
 });
 
 test('the owner: state and flags the game sets while a player is on offer go with the commit; unchanged ones are not sent again', () => {
