@@ -237,13 +237,7 @@ test('the GameWorld CRD admits only values the shard accepts for the settings th
 });
 
 test('handoff.redirect_url: a ws:// or wss:// URL with {name} and {address}, or empty', () => {
-  for (const ok of [
-    '',
-    'wss://{name}.play.example.com',
-    'ws://{address}',
-    'wss://play.example.com/shards/{name}?via=edge',
-    'wss://edge.example.com',
-  ]) {
+  for (const ok of ['', 'wss://{name}.play.example.com', 'ws://{address}', 'wss://play.example.com/shards/{name}?via=edge']) {
     expect(loadConfig({ ...key, AETHEX_GAMESERVER_HANDOFF_REDIRECT_URL: ok })['handoff.redirect_url']).toBe(ok);
   }
   expect(redirectUrl('', 'w-0-1', 'w-0-1.w-shards.ns.svc:7777')).toBe('ws://w-0-1.w-shards.ns.svc:7777');
@@ -260,4 +254,10 @@ test('handoff.redirect_url: a ws:// or wss:// URL with {name} and {address}, or 
     'handoff.redirect_url: must not carry credentials, got "wss://u:p@{name}.example.com"',
   );
   expect(refused('wss://{name}.example.com/#x')).toMatch(/must not have a #fragment/);
+  expect(refused('wss://edge.example.com')).toBe(
+    'handoff.redirect_url: must name the neighbour with {name} or {address}, got "wss://edge.example.com"',
+  );
+  expect(refused('ws://{address}/shard-link')).toMatch(/must not be the shard links' path/);
+  // The check holds on every load (no regular expression state carried over).
+  for (let i = 0; i < 3; i++) expect(refused('wss://edge.example.com')).toMatch(/must name the neighbour/);
 });

@@ -555,6 +555,8 @@ function redirectUrlProblem(template: string): string | undefined {
   if (template === '') return undefined;
   const unknown = template.replace(REDIRECT_PLACEHOLDERS, '').match(/\{[^}]*\}?/);
   if (unknown) return `${unknown[0]} is no placeholder of it (there are {name} and {address})`;
+  // One URL for every neighbour would send each handed-over client to the same place, whichever shard holds its entity.
+  if (!/\{(name|address)\}/.test(template)) return 'must name the neighbour with {name} or {address}';
   let url: URL;
   try {
     url = new URL(redirectUrl(template, 'world-0-1', 'world-0-1.world-shards.default.svc:7777'));
@@ -564,6 +566,8 @@ function redirectUrlProblem(template: string): string | undefined {
   if (url.protocol !== 'ws:' && url.protocol !== 'wss:') return 'must be a ws:// or wss:// URL';
   if (url.username !== '' || url.password !== '') return 'must not carry credentials';
   if (url.hash !== '') return 'must not have a #fragment (a WebSocket URL cannot)';
+  // LINK_PATH (sharding/links.ts, not imported here: the operator loads these checks).
+  if (url.pathname === '/shard-link') return "must not be the shard links' path /shard-link";
   return undefined;
 }
 
