@@ -292,7 +292,7 @@ export class ShardEngine {
    * `onPlace`, so that each change is told once.
    */
   private readonly placed = new Set<string>();
-  private readonly onPlace: ((event: 'taken' | 'freed', playerId: string) => void) | undefined;
+  private readonly onPlace: ((event: 'taken' | 'freed', playerId: string, handedOver: boolean) => void) | undefined;
 
   private readonly metrics: ShardMetrics | undefined;
   private readonly hooks: GameHooks;
@@ -330,7 +330,7 @@ export class ShardEngine {
        * events and Agones' player count follow places, not connections. Called on the tick; must
        * not block.
        */
-      onPlace?: (event: 'taken' | 'freed', playerId: string) => void;
+      onPlace?: (event: 'taken' | 'freed', playerId: string, handedOver: boolean) => void;
     } = {},
   ) {
     const { restored } = options;
@@ -1206,14 +1206,14 @@ export class ShardEngine {
       });
     }
     if (!session) {
-      if (dropped !== undefined) this.syncPlace(dropped);
+      if (dropped !== undefined) this.syncPlace(dropped, true);
       return undefined;
     }
     this.byEntity.delete(entityId);
     if (this.byPlayer.get(session.playerId) === session) this.byPlayer.delete(session.playerId);
     session.redirected = true;
     this.announceLeave(session, false, true);
-    this.syncPlace(session.playerId);
+    this.syncPlace(session.playerId, true);
     return session.id;
   }
 
@@ -1277,9 +1277,12 @@ export class ShardEngine {
     return true;
   }
 
-  /** The entity waiting here for `playerId` to rejoin (dropped here, restored, or handed back), if any. */
-  waitingEntityOf(playerId: string): number | undefined {
-    return this.dormant.get(playerId);
+  /**
+   * The entity waiting for `playerId` since this shard started — restored from its snapshot or
+   * handed back by a neighbour, and not played in this run since (not dropped here) — if any.
+   */
+  restoredWaitingOf(playerId: string): number | undefined {
+    return this.droppedHere.has(playerId) ? undefined : this.dormant.get(playerId);
   }
 
   /**
@@ -1290,10 +1293,12 @@ export class ShardEngine {
    */
   replaceWaiting(e: EntityTransfer, playerId: string): boolean {
     const slot = this.world.indexOf(e.entityId);
-    if (this.dormant.get(playerId) !== e.entityId || slot < 0 || this.world.mode[slot] !== MODE_DORMANT) return false;
+    if (this.restoredWaitingOf(playerId) !== e.entityId || slot < 0 || this.world.mode[slot] !== MODE_DORMANT) return false;
     const w = this.world;
     w.x[slot] = e.x;
     w.y[slot] = e.y;
+    // Moved between ticks: the tick's grid no longer describes the world (the viewer builds its own).
+    w.layout++;
     w.flags[slot] = e.flags;
     w.lastSeq[slot] = e.lastInputSeq;
     if (e.state !== undefined && e.state.length > 0) w.gameState.set(e.entityId, e.state);
@@ -1489,13 +1494,16 @@ export class ShardEngine {
     return this.byPlayer.has(playerId) || this.dormant.has(playerId) || this.waitsOnOffer(playerId);
   }
 
-  /** Tells `onPlace` if the player's place here was taken or freed since it was last told. */
-  private syncPlace(playerId: string): void {
+  /**
+   * Tells `onPlace` if the player's place here was taken or freed since it was last told;
+   * `handedOver`: freed by a handoff (the player walked on to a neighbour).
+   */
+  private syncPlace(playerId: string, handedOver = false): void {
     const has = this.hasPlace(playerId);
     if (has === this.placed.has(playerId)) return;
     if (has) this.placed.add(playerId);
     else this.placed.delete(playerId);
-    this.onPlace?.(has ? 'taken' : 'freed', playerId);
+    this.onPlace?.(has ? 'taken' : 'freed', playerId, handedOver && !has);
   }
 
   /**
@@ -1504,7 +1512,7 @@ export class ShardEngine {
    * their players' places as taken again.
    */
   releasePlaces(): void {
-    for (const playerId of this.placed) this.onPlace?.('freed', playerId);
+    for (const playerId of this.placed) this.onPlace?.('freed', playerId, false);
     this.placed.clear();
   }
 

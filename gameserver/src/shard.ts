@@ -286,9 +286,9 @@ export async function startShard(configured: GameserverSettings, options: ShardO
       onThreadGc: options.onThreadGc,
       // A dropped player's place is kept until their rejoin window ends, and so is their presence
       // and their part of Agones' player count: an allocator reading it must not fill the place.
-      onPlace: (event, playerId) => {
+      onPlace: (event, playerId, handedOver) => {
         if (event === 'taken') persistence.playerJoined(playerId);
-        else persistence.playerLeft(playerId);
+        else persistence.playerLeft(playerId, Date.now(), handedOver);
         agones?.player(event === 'taken' ? 'joined' : 'left', playerId);
       },
     },
@@ -323,8 +323,8 @@ export async function startShard(configured: GameserverSettings, options: ShardO
       redirectUrl: settings['handoff.redirect_url'],
       restored: restored !== undefined,
       // An entity a neighbour hands back (adopted by the run before, never stored) is not brought
-      // back for a player who joined here after the snapshot and left again (their handoff away
-      // before the adoption is no departure); without a snapshot, every one is.
+      // back for a player whose last event here since the snapshot is leaving the game (a handoff
+      // away, and back, is no departure); without a snapshot, every one is.
       departedSince: (players) =>
         snapshotAtMs === undefined ? Promise.resolve(new Set()) : persistence.departedSince(snapshotAtMs, players, true),
       rejoinWindowMs: settings['engine.rejoin_window_ms'],

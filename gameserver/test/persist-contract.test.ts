@@ -152,25 +152,32 @@ describe.each([
     expect(await outbox.leftSince(k, 0, [])).toEqual([]);
   });
 
-  test('leftSince afterJoin: only a player_left after a player_joined, both at or after the time, counts; a release the shard made never does', async () => {
+  test('leftSince last: only players whose last own event since the time is leaving the game, not a handoff away; a release the shard made never counts', async () => {
     const { outbox } = make();
-    const k = key(`rejoined-${Math.random().toString(36).slice(2, 8)}`);
+    const k = key(`last-${Math.random().toString(36).slice(2, 8)}`);
+    const handoff = (playerId: string, at: number): DomainEvent => ({ ...event('player_left', playerId, at), handedOver: true });
     await outbox.append(k, [
-      // ann left (handed away), came back, left again: departed. bob left and did not come back here.
+      // ann quit, came back, walked on to a neighbour; bob quit; cat walked away and came back.
       event('player_joined', 'ann', 1000),
       event('player_left', 'ann', 2000),
       event('player_joined', 'ann', 2500),
-      event('player_left', 'ann', 2600),
+      handoff('ann', 2600),
       event('player_joined', 'bob', 1000),
       event('player_left', 'bob', 2100),
-      // cat joined before the time and left after it; dan's leave was a restart's release.
       event('player_joined', 'cat', 1500),
-      event('player_left', 'cat', 2200),
+      handoff('cat', 2200),
+      event('player_joined', 'cat', 2300),
+      // dan's leave was the shard's release; eve walked away; fay joined and quit.
       event('player_joined', 'dan', 2300),
       { ...event('player_left', 'dan', 2400), drained: true },
+      handoff('eve', 2050),
+      event('player_joined', 'fay', 2100),
+      event('player_left', 'fay', 2200),
     ]);
-    expect(await outbox.leftSince(k, 2000, ['ann', 'bob', 'cat', 'dan'], true)).toEqual(['ann']);
-    expect(await outbox.leftSince(k, 2000, ['ann', 'bob', 'cat', 'dan'])).toEqual(['ann', 'bob', 'cat']);
+    const everyone = ['ann', 'bob', 'cat', 'dan', 'eve', 'fay'];
+    expect(await outbox.leftSince(k, 2000, everyone, true)).toEqual(['bob', 'fay']);
+    // Without `last`, any leave of theirs since then: a handoff away too.
+    expect(await outbox.leftSince(k, 2000, everyone)).toEqual(['ann', 'bob', 'cat', 'eve', 'fay']);
   });
 
   test('an append repeated with the same events, before or after the relay, stores each once', async () => {
@@ -240,7 +247,7 @@ function committedThenLost(outbox: Outbox): Outbox & { failed: boolean } {
     pending: (k) => outbox.pending(k),
     prune: (k, limit) => outbox.prune(k, limit),
     openPlaces: (k) => outbox.openPlaces(k),
-    leftSince: (k, since, players, afterJoin) => outbox.leftSince(k, since, players, afterJoin),
+    leftSince: (k, since, players, last) => outbox.leftSince(k, since, players, last),
   };
 }
 

@@ -615,6 +615,24 @@ test('a player who left between a snapshot’s capture and its store is not rest
     } finally {
       await t.stop();
     }
+    // The shard's own saves keep their capture time with their tick.
+    const row = await pool.query<{ tick: string; captured_tick: string; captured_at_ms: number }>(
+      'SELECT tick, captured_tick, captured_at_ms FROM shard_snapshots WHERE world = $1',
+      [name],
+    );
+    expect(row.rows[0]?.captured_tick).toBe(row.rows[0]?.tick);
+    expect(Date.now() - (row.rows[0]?.captured_at_ms ?? 0)).toBeLessThan(60_000);
+    // A build before capture times (a rollback) updates the tick and state alone: the capture time
+    // left behind is an older snapshot's, and is not used.
+    await pool.query(
+      `INSERT INTO shard_snapshots (world, instance, shard, tick, state) VALUES ($1, 0, 'test-0-0', $2, $3)
+       ON CONFLICT (world, instance, shard) DO UPDATE SET tick = EXCLUDED.tick, state = EXCLUDED.state, saved_at = now()
+       WHERE shard_snapshots.tick <= EXCLUDED.tick`,
+      [name, Number(row.rows[0]?.tick) + 100, Buffer.from(encodeState(0, new World(4), new Map()))],
+    );
+    const rolledBack = await store.load(key);
+    expect(rolledBack?.capturedAtMs).toBeUndefined();
+    expect(rolledBack?.savedAtMs).toBeGreaterThan(Date.now() - 60_000);
   } finally {
     await pool.query('DELETE FROM shard_outbox WHERE world = $1', [name]);
     await pool.query('DELETE FROM shard_places WHERE world = $1', [name]).catch(() => undefined);

@@ -21,6 +21,11 @@ export interface DomainEvent {
    * crash). `leftSince` does not count them.
    */
   drained?: boolean;
+  /**
+   * A `player_left` of a handoff: the player walked on to a neighbour with their entity. A departure
+   * from this shard, but not from the game: `leftSince` with `last` does not take it for one.
+   */
+  handedOver?: boolean;
 }
 
 /**
@@ -119,12 +124,12 @@ export interface Outbox {
   /**
    * Of `players`, those the outbox holds a `player_left` of at or after `sinceMs` (ms since the
    * epoch) for the shard, not one the shard made (`DomainEvent.drained`): they left it since then,
-   * as far as the events it still keeps tell (relayed ones go after its retention). With
-   * `afterJoin`, only a `player_left` that follows a `player_joined` of the player, also at or
-   * after `sinceMs`, counts: the player joined (or resumed) here since then and left again. Asked
-   * at a restore, with when the snapshot was taken.
+   * as far as the events it still keeps tell (relayed ones go after its retention). With `last`,
+   * only those whose last event since then (not one the shard made) is a `player_left` of their
+   * own, not a handoff away (`DomainEvent.handedOver`): they left the game from here and did not
+   * come back. Asked at a restore, with when the snapshot was taken.
    */
-  leftSince(key: ShardKey, sinceMs: number, players: readonly string[], afterJoin?: boolean): Promise<string[]>;
+  leftSince(key: ShardKey, sinceMs: number, players: readonly string[], last?: boolean): Promise<string[]>;
   /**
    * Forgets up to `limit` of the shard's events relayed longer ago than the outbox keeps them;
    * returns how many. Until then an event's key still makes a retried append skip it.
@@ -173,7 +178,8 @@ CREATE TABLE IF NOT EXISTS shard_outbox (
   at          timestamptz NOT NULL,
   relayed_at  timestamptz,
   event_key   text,
-  drained     boolean     NOT NULL DEFAULT false
+  drained     boolean     NOT NULL DEFAULT false,
+  handed_over boolean     NOT NULL DEFAULT false
 );
 CREATE INDEX IF NOT EXISTS shard_outbox_pending ON shard_outbox (id) WHERE relayed_at IS NULL;
 DO $$
@@ -184,8 +190,12 @@ BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'shard_outbox'::regclass AND attname = 'drained' AND NOT attisdropped) THEN
     ALTER TABLE shard_outbox ADD COLUMN drained boolean NOT NULL DEFAULT false;
   END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'shard_outbox'::regclass AND attname = 'handed_over' AND NOT attisdropped) THEN
+    ALTER TABLE shard_outbox ADD COLUMN handed_over boolean NOT NULL DEFAULT false;
+  END IF;
 END $$;
 CREATE UNIQUE INDEX IF NOT EXISTS shard_outbox_event_key ON shard_outbox (event_key);
+CREATE INDEX IF NOT EXISTS shard_outbox_player ON shard_outbox (world, instance, shard, player_id, id);
 DROP INDEX IF EXISTS shard_outbox_relayed;
 CREATE INDEX IF NOT EXISTS shard_outbox_relayed_by_shard ON shard_outbox (world, instance, shard, relayed_at) WHERE relayed_at IS NOT NULL`;
 
@@ -233,9 +243,10 @@ export class PostgresOutbox implements Outbox {
       await client.query('SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))', [APPEND_LOCK_CLASS, eventStreamKey(key)]);
       await client.query(
         `WITH added AS (
-           INSERT INTO shard_outbox (world, instance, shard, type, player_id, at, event_key, drained)
-           SELECT $1, $2, $3, e.type, e.player_id, e.at, e.event_key, e.drained
-           FROM unnest($4::text[], $5::text[], $6::timestamptz[], $7::text[], $8::boolean[]) WITH ORDINALITY AS e(type, player_id, at, event_key, drained, n)
+           INSERT INTO shard_outbox (world, instance, shard, type, player_id, at, event_key, drained, handed_over)
+           SELECT $1, $2, $3, e.type, e.player_id, e.at, e.event_key, e.drained, e.handed_over
+           FROM unnest($4::text[], $5::text[], $6::timestamptz[], $7::text[], $8::boolean[], $9::boolean[])
+             WITH ORDINALITY AS e(type, player_id, at, event_key, drained, handed_over, n)
            ORDER BY e.n
            ON CONFLICT (event_key) DO NOTHING
            RETURNING id, type, player_id
@@ -257,6 +268,7 @@ export class PostgresOutbox implements Outbox {
           chunk.map((e) => new Date(e.at)),
           chunk.map((e) => e.eventKey),
           chunk.map((e) => e.drained === true),
+          chunk.map((e) => e.handedOver === true),
         ],
       );
       await client.query('COMMIT');
@@ -282,18 +294,22 @@ export class PostgresOutbox implements Outbox {
     return rows.map((r) => r.player_id);
   }
 
-  async leftSince(key: ShardKey, sinceMs: number, players: readonly string[], afterJoin = false): Promise<string[]> {
+  async leftSince(key: ShardKey, sinceMs: number, players: readonly string[], last = false): Promise<string[]> {
     if (players.length === 0) return [];
+    // Each player's events since then, newest first (the index on shard, player and id), the shard's own left out.
     const { rows } = await this.pool.query<{ player_id: string }>(
-      `SELECT DISTINCT l.player_id FROM shard_outbox l
-        WHERE l.world = $1 AND l.instance = $2 AND l.shard = $3 AND l.type = 'player_left' AND NOT l.drained
-          AND l.at >= to_timestamp($4::double precision / 1000) AND l.player_id = ANY($5::text[])
-          AND (NOT $6::boolean OR EXISTS (
-            SELECT 1 FROM shard_outbox j
-             WHERE j.world = l.world AND j.instance = l.instance AND j.shard = l.shard AND j.type = 'player_joined'
-               AND j.player_id = l.player_id AND j.at >= to_timestamp($4::double precision / 1000) AND j.id < l.id))
-        ORDER BY l.player_id`,
-      [worldRef(key.namespace, key.world), key.instance, key.shard, sinceMs, players, afterJoin],
+      last
+        ? `SELECT player_id FROM (
+             SELECT DISTINCT ON (player_id) player_id, type, handed_over FROM shard_outbox
+              WHERE world = $1 AND instance = $2 AND shard = $3 AND player_id = ANY($5::text[]) AND NOT drained
+                AND at >= to_timestamp($4::double precision / 1000)
+              ORDER BY player_id, id DESC
+           ) latest WHERE type = 'player_left' AND NOT handed_over ORDER BY player_id`
+        : `SELECT DISTINCT player_id FROM shard_outbox
+            WHERE world = $1 AND instance = $2 AND shard = $3 AND player_id = ANY($5::text[]) AND type = 'player_left' AND NOT drained
+              AND at >= to_timestamp($4::double precision / 1000)
+            ORDER BY player_id`,
+      [worldRef(key.namespace, key.world), key.instance, key.shard, sinceMs, players],
     );
     return rows.map((r) => r.player_id);
   }
@@ -426,14 +442,13 @@ export class MemoryOutbox implements Outbox {
   }
 
   /** From the events it still holds (those of this process: pending, and up to 10,000 relayed). */
-  async leftSince(_key: ShardKey, sinceMs: number, players: readonly string[], afterJoin = false): Promise<string[]> {
+  async leftSince(_key: ShardKey, sinceMs: number, players: readonly string[], last = false): Promise<string[]> {
     const wanted = new Set(players);
-    const joined = new Set<string>();
     const left = new Set<string>();
     for (const e of this.events) {
-      if (e.at < sinceMs || !wanted.has(e.playerId)) continue;
-      if (e.type === 'player_joined') joined.add(e.playerId);
-      else if (e.type === 'player_left' && !e.drained && (!afterJoin || joined.has(e.playerId))) left.add(e.playerId);
+      if (e.at < sinceMs || !wanted.has(e.playerId) || e.drained) continue;
+      if (e.type === 'player_left' && !(last && e.handedOver)) left.add(e.playerId);
+      else if (last) left.delete(e.playerId);
     }
     return [...left].sort();
   }

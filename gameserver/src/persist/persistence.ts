@@ -191,13 +191,14 @@ export class ShardPersistence {
    * capture and the store's taking it counts); with only the time the store took it, such a
    * `player_left` — or one on a clock behind the store's — is not seen. Nor is one the crash lost
    * before its append. Those players are restored as before. When the outbox cannot be read, none
-   * is left out (logged). `afterJoin`: only a `player_left` after a `player_joined` since then
-   * counts — for a player this shard's previous run adopted after the snapshot (a neighbour hands
-   * the entity back): their leaving by that handoff before it is no departure.
+   * is left out (logged). `last`: only players whose last event since then is a `player_left` of
+   * their own, not a handoff away — for a player this shard's previous run adopted after the
+   * snapshot (a neighbour hands the entity back): leaving by a handoff, and coming back, is no
+   * departure.
    */
-  async departedSince(sinceMs: number, players: readonly string[], afterJoin = false): Promise<Set<string>> {
+  async departedSince(sinceMs: number, players: readonly string[], last = false): Promise<Set<string>> {
     try {
-      const left = await this.deps.outbox.leftSince(this.deps.key, sinceMs, players, afterJoin);
+      const left = await this.deps.outbox.leftSince(this.deps.key, sinceMs, players, last);
       return new Set(left.filter((p) => !this.openAtStart?.has(p)));
     } catch (err) {
       this.deps.log.warn({ err }, 'could not read which players left after the snapshot; all of its players are restored');
@@ -320,8 +321,16 @@ export class ShardPersistence {
     this.joined.add(playerId);
   }
 
-  playerLeft(playerId: string, at = Date.now()): void {
-    this.queue({ type: 'player_left', playerId, at, eventKey: this.nextEventKey(), ...(this.drainReleases ? { drained: true } : {}) });
+  /** `handedOver`: the player walked on to a neighbour with their entity (`DomainEvent.handedOver`). */
+  playerLeft(playerId: string, at = Date.now(), handedOver = false): void {
+    this.queue({
+      type: 'player_left',
+      playerId,
+      at,
+      eventKey: this.nextEventKey(),
+      ...(this.drainReleases ? { drained: true } : {}),
+      ...(handedOver ? { handedOver: true } : {}),
+    });
     this.local.delete(playerId);
     this.joined.delete(playerId);
     this.left.add(playerId);

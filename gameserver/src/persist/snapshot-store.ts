@@ -66,12 +66,16 @@ CREATE TABLE IF NOT EXISTS shard_snapshots (
   state      bytea       NOT NULL,
   saved_at   timestamptz NOT NULL DEFAULT now(),
   captured_at_ms double precision,
+  captured_tick  bigint,
   PRIMARY KEY (world, instance, shard)
 );
 DO $$
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'shard_snapshots'::regclass AND attname = 'captured_at_ms' AND NOT attisdropped) THEN
     ALTER TABLE shard_snapshots ADD COLUMN captured_at_ms double precision;
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'shard_snapshots'::regclass AND attname = 'captured_tick' AND NOT attisdropped) THEN
+    ALTER TABLE shard_snapshots ADD COLUMN captured_tick bigint;
   END IF;
 END $$`;
 
@@ -81,7 +85,11 @@ export class PostgresSnapshotStore implements SnapshotStore {
 
   async load(key: ShardKey): Promise<StoredSnapshot | undefined> {
     const { rows } = await this.pool.query<{ tick: string; state: Buffer; saved_at_ms: number; captured_at_ms: number | null }>(
-      'SELECT tick, state, (extract(epoch FROM saved_at) * 1000)::float8 AS saved_at_ms, captured_at_ms FROM shard_snapshots WHERE world = $1 AND instance = $2 AND shard = $3',
+      // The capture time only with the tick it was written with: a build before it (a rollback)
+      // updates the row's tick and state and leaves an older capture time behind.
+      `SELECT tick, state, (extract(epoch FROM saved_at) * 1000)::float8 AS saved_at_ms,
+              CASE WHEN captured_tick = tick THEN captured_at_ms END AS captured_at_ms
+         FROM shard_snapshots WHERE world = $1 AND instance = $2 AND shard = $3`,
       [worldRef(key.namespace, key.world), key.instance, key.shard],
     );
     const row = rows[0];
@@ -90,16 +98,17 @@ export class PostgresSnapshotStore implements SnapshotStore {
       tick: Number(row.tick),
       state: new Uint8Array(row.state),
       savedAtMs: row.saved_at_ms,
-      // A row a build before it wrote has none.
+      // A row a build before it wrote (or last updated) has none.
       ...(row.captured_at_ms === null ? {} : { capturedAtMs: row.captured_at_ms }),
     };
   }
 
   async save(key: ShardKey, snapshot: StoredSnapshot): Promise<void> {
     const { rowCount } = await this.pool.query(
-      `INSERT INTO shard_snapshots (world, instance, shard, tick, state, captured_at_ms) VALUES ($1, $2, $3, $4, $5, $6)
+      `INSERT INTO shard_snapshots (world, instance, shard, tick, state, captured_at_ms, captured_tick) VALUES ($1, $2, $3, $4, $5, $6, $4)
        ON CONFLICT (world, instance, shard) DO UPDATE
-         SET tick = EXCLUDED.tick, state = EXCLUDED.state, saved_at = now(), captured_at_ms = EXCLUDED.captured_at_ms
+         SET tick = EXCLUDED.tick, state = EXCLUDED.state, saved_at = now(), captured_at_ms = EXCLUDED.captured_at_ms,
+             captured_tick = EXCLUDED.captured_tick
        WHERE shard_snapshots.tick <= EXCLUDED.tick`,
       [
         worldRef(key.namespace, key.world),

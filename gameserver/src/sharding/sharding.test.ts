@@ -741,6 +741,40 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
     }
   });
 
+  test('a copy arriving late does not replace an entity its player played here since the start (and dropped again)', async () => {
+    const { decodeState, encodeState } = await import('../persist/state-codec.js');
+    const { World } = await import('../sim/world.js');
+    const empty = decodeState(encodeState(3, new World(16, idRange(1).first, idRange(1).limit), new Map()), 16);
+    const third: Neighbour = { shard: 2, name: 'w-1-1', region: { minX: 100, minY: 100, maxX: 200, maxY: 200 }, address: '127.0.0.1:2' };
+    const copy = (generation: number, state: number) => ({
+      offerId: generation,
+      entityId: 78,
+      playerId: 'hana',
+      position: { x: 120, y: 50 },
+      velocity: { x: 0, y: 0 },
+      kind: 1,
+      state: new Uint8Array([state]),
+      generation,
+      custody: true,
+    });
+    const { run } = world();
+    const b = run(2, { restored: true, placement: { ...placementB, neighbours: [leftN, third] } }, empty);
+    b.bSharding.onInboundUp(third, 9);
+    b.bSharding.onMessage(leftN, wire({ handoffCustody: { entities: [copy(2, 1)] } }));
+    await new Promise((r) => setImmediate(r));
+    // hana rejoins, plays (the game sets her state, she walks), and drops: her entity waits again.
+    const joined = b.b.join(1, 'hana');
+    expect(joined).toMatchObject({ ok: true, entityId: 78 });
+    b.b.context.setState(78, new Uint8Array([42]));
+    b.b.world.x[b.b.world.indexOf(78)] = 150;
+    expect(b.b.suspend(1)).toBe(true);
+    // The third shard's link comes up late with its copy from before the crash (a higher generation).
+    b.bSharding.onMessage(third, wire({ handoffCustody: { entities: [copy(4, 9)] } }));
+    await new Promise((r) => setImmediate(r));
+    const slot = b.b.world.indexOf(78);
+    expect([b.b.world.x[slot], [...(b.b.world.gameState.get(78) ?? [])]]).toEqual([150, [42]]);
+  });
+
   test('a HandoffStored that found the link down is sent when it is up again to the same run; dropped for another run', () => {
     const { aSharding, toB, run, crossing, deliver } = world();
     const first = run(1);

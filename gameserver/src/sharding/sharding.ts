@@ -792,15 +792,17 @@ export class Sharding {
   /**
    * What to do with an entity handed back: take it (this shard has neither it nor its player, and no
    * neighbour claims it); replace the one this shard restored for its player, which still waits for
-   * them — from the snapshot (older: the copy exists because no snapshot after the adoption was
-   * reported stored), or from another copy with a lower owner generation (the entity went on and
-   * came back before the crash); or release it (the player is here, or a neighbour owns the entity).
+   * them unplayed since the start — from the snapshot (older: the copy exists because no snapshot
+   * after the adoption was reported stored), or from another copy with a lower owner generation
+   * (the entity went on and came back before the crash); or release it (the player is here or
+   * played here since the start, or a neighbour owns the entity).
    */
   private custodyAction(o: aethex.v1.HandoffOffer): 'take' | 'replace' | 'release' {
     const { engine } = this.o;
     if (this.claimedSinceStart.has(o.entityId)) return 'release';
     if (engine.world.indexOf(o.entityId) < 0) return engine.hasPlace(o.playerId) ? 'release' : 'take';
-    if (engine.waitingEntityOf(o.playerId) !== o.entityId) return 'release';
+    // Only one restored, not played since: one the player played here in this run is newer than any copy.
+    if (engine.restoredWaitingOf(o.playerId) !== o.entityId) return 'release';
     const taken = this.takenGeneration.get(o.entityId);
     return taken === undefined || o.generation > taken ? 'replace' : 'release';
   }
