@@ -775,6 +775,50 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
     expect([b.b.world.x[slot], [...(b.b.world.gameState.get(78) ?? [])]]).toEqual([150, [42]]);
   });
 
+  test('a copy that comes after its player joined afresh (the shard stopped waiting for the neighbour) is released, and the loss is logged', async () => {
+    let clock = 0;
+    const lines: Record<string, unknown>[] = [];
+    const log = createLogger('sharding-test', 'info', { write: (line: string) => lines.push(JSON.parse(line)) });
+    const { decodeState, encodeState } = await import('../persist/state-codec.js');
+    const { World } = await import('../sim/world.js');
+    const empty = decodeState(encodeState(3, new World(16, idRange(1).first, idRange(1).limit), new Map()), 16);
+    const { run } = world({ now: () => clock });
+    const b = run(2, { restored: true, now: () => clock, log }, empty);
+    expect(b.bSharding.settled).toBe(false);
+    clock += 3001;
+    expect(b.bSharding.settled).toBe(true);
+    expect(b.b.join(1, 'ike')).toMatchObject({ ok: true });
+    b.bSharding.onMessage(
+      leftN,
+      wire({
+        handoffCustody: {
+          entities: [
+            {
+              offerId: 5,
+              entityId: 66,
+              playerId: 'ike',
+              position: { x: 120, y: 50 },
+              velocity: { x: 0, y: 0 },
+              kind: 1,
+              generation: 2,
+              custody: true,
+            },
+          ],
+        },
+      }),
+    );
+    expect(b.b.world.indexOf(66)).toBe(-1);
+    const stored = b.toA.sent.find((m) => m.handoffStored)?.handoffStored?.handoffs ?? [];
+    expect(stored.map((h) => [Number(h.offerId), h.entityId])).toEqual([[5, 66]]);
+    expect(lines.filter((l) => l.level === 40).map((l) => [l.msg, l.players, l.count])).toEqual([
+      [
+        'entities handed back after their players had joined afresh here (this shard stopped waiting for the neighbour): not taken; those players lost their entity',
+        ['ike'],
+        1,
+      ],
+    ]);
+  });
+
   test('a HandoffStored that found the link down is sent when it is up again to the same run; dropped for another run', () => {
     const { aSharding, toB, run, crossing, deliver } = world();
     const first = run(1);

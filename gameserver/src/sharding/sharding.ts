@@ -797,10 +797,12 @@ export class Sharding {
    * (the entity went on and came back before the crash); or release it (the player is here or
    * played here since the start, or a neighbour owns the entity).
    */
-  private custodyAction(o: aethex.v1.HandoffOffer): 'take' | 'replace' | 'release' {
+  private custodyAction(o: aethex.v1.HandoffOffer): 'take' | 'replace' | 'release' | 'superseded' {
     const { engine } = this.o;
     if (this.claimedSinceStart.has(o.entityId)) return 'release';
-    if (engine.world.indexOf(o.entityId) < 0) return engine.hasPlace(o.playerId) ? 'release' : 'take';
+    // The player is here with another entity: they joined afresh (this shard stopped waiting for
+    // the copy, `settleTimeoutMs`): theirs is lost, and the copy comes too late to help.
+    if (engine.world.indexOf(o.entityId) < 0) return engine.hasPlace(o.playerId) ? 'superseded' : 'take';
     // Only one restored, not played since: one the player played here in this run is newer than any copy.
     if (engine.restoredWaitingOf(o.playerId) !== o.entityId) return 'release';
     const taken = this.takenGeneration.get(o.entityId);
@@ -817,26 +819,38 @@ export class Sharding {
   private takeCustody(from: Neighbour, c: aethex.v1.HandoffCustody): void {
     const released: aethex.v1.IHandedOver[] = [];
     const candidates: aethex.v1.HandoffOffer[] = [];
+    const superseded: string[] = [];
     for (const o of c.entities as aethex.v1.HandoffOffer[]) {
       const problem = this.offerProblem(from, o);
       if (problem) this.o.log.warn({ from: from.name, entity: o.entityId, why: problem.message }, 'entity handed back refused');
-      if (problem || this.custodyAction(o) === 'release') released.push({ offerId: o.offerId, entityId: o.entityId });
+      const action = problem ? 'release' : this.custodyAction(o);
+      if (action === 'release' || action === 'superseded') released.push({ offerId: o.offerId, entityId: o.entityId });
       else candidates.push(o);
+      if (action === 'superseded') superseded.push(o.playerId);
     }
     const epoch = this.epochOf(from);
     this.sendStored(from, epoch, released);
-    if (candidates.length === 0) return;
+    if (superseded.length > 0) this.warnSuperseded(from, superseded);
+    if (candidates.length === 0) {
+      this.o.log.info(
+        { from: from.name, taken: 0, released: released.length },
+        'entities adopted before the restart and not stored, handed back by the neighbour',
+      );
+      return;
+    }
     // Joins wait (`settled`) until the outbox has said who left: a player let in first would get a fresh entity.
     this.custodyPending++;
     const departed = this.o.departedSince?.(candidates.map((o) => o.playerId)) ?? Promise.resolve(new Set<string>());
     void departed
       .then((left) => {
         const done: aethex.v1.IHandedOver[] = [];
+        const late: string[] = [];
         let taken = 0;
         for (const o of candidates) {
           const action = left.has(o.playerId) ? 'release' : this.custodyAction(o);
-          if (action === 'release') {
+          if (action === 'release' || action === 'superseded') {
             done.push({ offerId: o.offerId, entityId: o.entityId });
+            if (action === 'superseded') late.push(o.playerId);
             continue;
           }
           const entity = Sharding.transferOf(o);
@@ -853,6 +867,7 @@ export class Sharding {
           this.unstored.push({ from, epoch, offerId: Number(o.offerId), entityId: o.entityId, tick: this.o.engine.tick, at: this.now() });
         }
         this.sendStored(from, epoch, done);
+        if (late.length > 0) this.warnSuperseded(from, late);
         this.o.log.info(
           { from: from.name, taken, released: released.length + done.length },
           'entities adopted before the restart and not stored, handed back by the neighbour',
@@ -860,6 +875,14 @@ export class Sharding {
       })
       .catch((err: unknown) => this.o.log.error({ err, from: from.name }, 'taking back handed-back entities failed'))
       .finally(() => this.custodyPending--);
+  }
+
+  /** Copies that came after their players had joined afresh here: those players' entities are lost. */
+  private warnSuperseded(from: Neighbour, players: string[]): void {
+    this.o.log.warn(
+      { from: from.name, players: players.slice(0, 20), count: players.length },
+      'entities handed back after their players had joined afresh here (this shard stopped waiting for the neighbour): not taken; those players lost their entity',
+    );
   }
 
   /**
