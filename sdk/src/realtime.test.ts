@@ -1179,6 +1179,30 @@ test('with renderDelayMs the buffer starts over at a handoff and at a rejoin: ne
   ]);
 });
 
+test('a handoff whose new shard drops before its first snapshot is told before the rejoin, not after it as if the client came from the old shard again', async () => {
+  const { url, sockets } = await scriptedShard((socket, msg) => {
+    if (msg.body === 'join') socket.send(welcome(sockets.length === 1 ? 'shard-a' : 'shard-b'));
+    if (msg.body === 'resume') socket.send(welcome('shard-b'));
+  });
+  client = new RealtimeClient({ url, joinToken: 't', createSocket, silenceTimeoutMs: 0, rejoin: { joinToken: async () => 't2' } });
+  const c = client;
+  const events = recordEvents(c);
+  await c.connect();
+  sockets[0]?.send(entity9At(10, 40));
+  sockets[0]?.send(
+    ServerMessage.encode({ handoffRedirect: { address: url, resumeToken: 'r', lastInputSeq: 0, shardName: 'shard-b' } }).finish(),
+  );
+  for (let i = 0; i < 200 && c.shardName !== 'shard-b'; i++) await sleep(10);
+  // shard-b dies before its first snapshot; the client rejoins it.
+  const rejoined = new Promise((resolve) => c.on('rejoined', resolve));
+  sockets[1]?.terminate();
+  await rejoined;
+  const seen = applied(c);
+  sockets[2]?.send(entity9At(2, 50));
+  await seen;
+  expect(events).toEqual(['snapshot 10', 'disconnected 1006', 'handoff to shard-b', 'rejoined after 1', 'snapshot 2']);
+});
+
 test('renderDelayMs is checked when the client is made: 0 (no buffer) or above 0 up to 500 ms, else a RangeError naming it', () => {
   const make = (renderDelayMs: unknown) => () =>
     new RealtimeClient({ url: 'ws://127.0.0.1:1', joinToken: 't', createSocket, renderDelayMs: renderDelayMs as number });

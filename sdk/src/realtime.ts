@@ -956,6 +956,11 @@ export class RealtimeClient {
     this.acknowledgeInputs(w.lastInputSeq, this.now());
     this.seq = Math.max(this.seq, w.lastInputSeq);
     this.resendHeld();
+    // A handoff whose new shard dropped before its first snapshot: the handoff is told now, before
+    // the rejoin, not at the first snapshot after it (as if the client had just come from there).
+    const from = this.handedOffFrom;
+    this.handedOffFrom = undefined;
+    if (from !== undefined) this.emit('handoff', { from, to: this.shardName, gapMs: this.now() - this.lastSnapshotAt });
     this.emit('rejoined', { shard: w.shardName, downMs: this.now() - rejoin.since, attempts: rejoin.attempts });
   }
 
