@@ -244,9 +244,9 @@ export async function startShard(configured: GameserverSettings, options: ShardO
     metrics,
     // Ids freed up to a snapshot the store took may go again (World.reuseThrough), and the
     // neighbours that handed over entities adopted before it may forget their copies.
-    onSaved: (tick) => {
+    onSaved: (tick, mark) => {
       engine.world.reuseThrough = Math.max(engine.world.reuseThrough, tick);
-      sharding?.stored(tick);
+      sharding?.stored(mark);
     },
   });
   // The places the outbox holds open from before: the restored players' are not told again, the rest are freed.
@@ -400,7 +400,7 @@ export async function startShard(configured: GameserverSettings, options: ShardO
     capturedNextId = engine.world.nextEntityId;
     capturedAdoptions = sharding?.adoptions ?? 0;
     adoptedAtTick = -1;
-    persistence.snapshot(engine.tick, assembleState(engine.captureState(sharding?.adoptedAwaitingResume())));
+    persistence.snapshot(engine.tick, assembleState(engine.captureState(sharding?.adoptedAwaitingResume())), sharding?.adoptions ?? 0);
   };
   takeSnapshot();
 
@@ -504,8 +504,10 @@ export async function startShard(configured: GameserverSettings, options: ShardO
         g.stopAccepting();
         loop.stop();
         await engine.close();
-        // Links close alongside the final snapshot: nothing of theirs goes into it.
-        const closingLinks = links?.close();
+        // No more offers are taken; the links stay up until the final snapshot is stored (nothing
+        // they bring after its capture goes into it): the neighbours then hear which of the
+        // entities they handed over it holds, and do not hand older copies back to the next run.
+        sharding?.stopAccepting();
         // Persistence gets the drain's time but a reserve for closing; every stage after it is
         // bounded by what is left, so the drain ends before main's ops.drain_timeout_ms bound.
         const end = started + settings['ops.drain_timeout_ms'] - DRAIN_EXIT_MARGIN_MS;
@@ -534,11 +536,13 @@ export async function startShard(configured: GameserverSettings, options: ShardO
         if (engine.hooksSkipped > 0)
           log.warn({ skipped: engine.hooksSkipped }, "the drain ran out of time for the game's hooks: the rest were not called");
         try {
-          await Promise.all([
-            persistence.drain(engine.tick, assembleState(engine.captureState(sharding?.adoptedAwaitingResume())), end - reserve),
-            closingLinks,
-            closingGateway,
-          ]);
+          const final = persistence.drain(
+            engine.tick,
+            assembleState(engine.captureState(sharding?.adoptedAwaitingResume())),
+            end - reserve,
+            sharding?.adoptions ?? 0,
+          );
+          await Promise.all([final.finally(() => links?.close()), closingGateway]);
         } finally {
           const closingOps = new Promise<void>((resolve) => ops.close(() => resolve()));
           ops.closeIdleConnections();

@@ -51,6 +51,24 @@ test('a shard that adopts a player stores a snapshot holding them within about a
   expect(Date.now() - handedAt).toBeLessThan(3000);
 });
 
+test('a shard that drains right after adopting a player tells the shard that handed them over its final snapshot holds them: no older copy is kept to come back', async () => {
+  const { a, b } = await linkedDuo(
+    { AETHEX_GAMESERVER_PERSISTENCE_SNAPSHOT_INTERVAL_MS: '600000', AETHEX_GAMESERVER_LOG_LEVEL: 'warn' },
+    (s) => shards.push(s),
+  );
+  const sam = await b.client('sam');
+  const original = sam.welcome?.entityId as number;
+  const handoffs: unknown[] = [];
+  sam.on('handoff', (h) => handoffs.push(h));
+  timers.push(setInterval(() => sam.move(-4, 0), 25));
+  await until("sam's handoff to A", () => handoffs.length === 1, 30_000);
+  timers.forEach(clearInterval);
+  // B keeps a copy until A has stored sam; A drains at once, before its adoption's snapshot.
+  expect(b.shard.sharding?.custodyHeld).toEqual([original]);
+  await a.stop();
+  await until("B's copy released", () => b.shard.sharding?.custodyHeld.length === 0, 2000);
+});
+
 /** A game that gives each new player a game state (7, 7), and RPCs to set it and read it back. */
 const GAME = `export default {
   onJoin(ctx, p, { rejoined, handedOver }) { if (!rejoined && !handedOver) ctx.setState(p.entityId, new Uint8Array([7, 7])); },

@@ -38,7 +38,7 @@ export interface PersistenceDeps {
   /** A monotonic clock in ms (default `performance.now`): it times the heartbeat, which a wall clock stepping back would stop. */
   now?: () => number;
   /** Called with a snapshot's tick once the store took it (after `save` resolved). */
-  onSaved?: (tick: number) => void;
+  onSaved?: (tick: number, mark: number) => void;
   /** While a store keeps failing, at most one log line about it per this, in ms by `now` (default 10,000). */
   failureLogEveryMs?: number;
 }
@@ -102,7 +102,9 @@ export async function settledWithin(work: Promise<unknown>, ms: number): Promise
  * `drain()` writes the final snapshot and flushes everything, awaiting it up to a deadline.
  */
 export class ShardPersistence {
-  private pendingSnapshot: { seq: number; tick: number; state: Uint8Array | Promise<Uint8Array>; capturedAtMs: number } | undefined;
+  private pendingSnapshot:
+    | { seq: number; tick: number; state: Uint8Array | Promise<Uint8Array>; capturedAtMs: number; mark: number }
+    | undefined;
   /** Numbers the snapshot requests, from 1; `savedSeq` is the last one the store took. */
   private snapshotSeq = 0;
   private savedSeq = 0;
@@ -260,12 +262,12 @@ export class ShardPersistence {
    * `state` may still be being assembled (`assembleState`): it is awaited, off the tick, before the
    * write. Returns the request's number: it (or a later one) was saved once `savedThrough` is at it.
    */
-  snapshot(tick: number, state: Uint8Array | Promise<Uint8Array>): number {
+  snapshot(tick: number, state: Uint8Array | Promise<Uint8Array>, mark = 0): number {
     // One replaced before it was awaited must not fail as an unhandled rejection.
     if (state instanceof Promise) state.catch(() => undefined);
     const seq = ++this.snapshotSeq;
     // On the clock the outbox's events carry: a restore compares the two (departedSince).
-    this.pendingSnapshot = { seq, tick, state, capturedAtMs: Date.now() };
+    this.pendingSnapshot = { seq, tick, state, capturedAtMs: Date.now(), mark };
     if (!this.writing) this.writing = this.writeSnapshots();
     return seq;
   }
@@ -291,7 +293,7 @@ export class ShardPersistence {
           this.savedSeq = next.seq;
           this.lastSaveError = undefined;
           this.snapshotLog.recovered();
-          this.deps.onSaved?.(next.tick);
+          this.deps.onSaved?.(next.tick, next.mark);
           m.stateSnapshotLastTick.set(next.tick);
           m.stateSnapshotLastSaved.set(Date.now() / 1000);
         } catch (err) {
@@ -506,12 +508,17 @@ export class ShardPersistence {
    * or queued domain events could not be written; presence not removed (it expires) and events the
    * in-process outbox could not relay (they are lost with the process) are logged.
    */
-  async drain(finalTick: number, finalState: Uint8Array | Promise<Uint8Array>, deadline = Number.POSITIVE_INFINITY): Promise<void> {
+  async drain(
+    finalTick: number,
+    finalState: Uint8Array | Promise<Uint8Array>,
+    deadline = Number.POSITIVE_INFINITY,
+    mark = 0,
+  ): Promise<void> {
     const { log, outbox } = this.deps;
     clearInterval(this.timer);
     clearInterval(this.pruneTimer);
     this.draining = true;
-    const finalSnapshot = this.snapshot(finalTick, finalState);
+    const finalSnapshot = this.snapshot(finalTick, finalState, mark);
     const left = () => deadline - this.now();
     // A flush may have been running already; one more catches what it did not take.
     const [snapshotInTime, outboxInTime, presenceInTime] = await Promise.all([

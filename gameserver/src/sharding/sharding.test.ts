@@ -588,7 +588,7 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
     return { a, aSharding, toB, run, crossing, deliver };
   }
 
-  test('released once a snapshot taken after the adoption is stored; an earlier one does not release it', () => {
+  test('released once a snapshot captured after the adoption is stored; an earlier one does not release it', () => {
     const { aSharding, toB, run, crossing, deliver } = world();
     const { b, bSharding, toA } = run(1);
     const ann = crossing(1, 'ann', [7]);
@@ -599,10 +599,10 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
     expect(aSharding.custodyHeld).toEqual([ann]);
     deliver(leftN, bSharding, toB.sent); // commit: adopted
     expect(b.world.indexOf(ann)).toBeGreaterThanOrEqual(0);
-    // A snapshot captured at the adoption's tick was taken before it.
-    bSharding.stored(b.tick);
+    // A snapshot captured before the adoption does not hold it.
+    bSharding.stored(bSharding.adoptions - 1);
     expect(toA.sent).toEqual([]);
-    bSharding.stored(b.tick + 1);
+    bSharding.stored(bSharding.adoptions);
     deliver(right, aSharding, toA.sent);
     expect(aSharding.custodyHeld).toEqual([]);
   });
@@ -649,7 +649,7 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
     expect(second.b.world.x[second.b.world.indexOf(bob)]).toBe(110);
     // Not released before a snapshot holding it is stored.
     expect(second.toA.sent).toEqual([]);
-    second.bSharding.stored(second.b.tick + 1);
+    second.bSharding.stored(second.bSharding.adoptions);
     deliver(right, aSharding, second.toA.sent);
     expect(aSharding.custodyHeld).toEqual([]);
   });
@@ -703,7 +703,7 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
     expect([b.world.mode[slot], b.world.x[slot], [...(b.world.gameState.get(kept) ?? [])]]).toEqual([MODE_DORMANT, 110, [1]]);
     deliver(right, aSharding, second.toA.sent);
     expect(aSharding.custodyHeld).toEqual([kept]);
-    second.bSharding.stored(b.tick + 1);
+    second.bSharding.stored(second.bSharding.adoptions);
     deliver(right, aSharding, second.toA.sent);
     expect(aSharding.custodyHeld).toEqual([]);
     expect(second.bSharding.settled).toBe(true);
@@ -838,7 +838,7 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
       takesLateChanges: () => true,
       takesCustody: () => true,
     } as unknown as ShardLinks);
-    first.bSharding.stored(first.b.tick + 1);
+    first.bSharding.stored(first.bSharding.adoptions);
     expect(sent).toEqual([]);
     up = true;
     first.bSharding.onOutboundUp(leftN, 7);
@@ -864,7 +864,7 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
       takesLateChanges: () => true,
       takesCustody: () => true,
     } as unknown as ShardLinks);
-    b2.bSharding.stored(b2.b.tick + 1);
+    b2.bSharding.stored(b2.bSharding.adoptions);
     up = true;
     b2.bSharding.onOutboundUp(leftN, 8);
     expect(sent.filter((m) => m.handoffStored)).toEqual([]);

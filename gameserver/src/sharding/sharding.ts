@@ -114,8 +114,8 @@ interface Unstored {
   epoch: number;
   offerId: number;
   entityId: number;
-  /** The tick adopted at: a snapshot taken at a later tick holds it. */
-  tick: number;
+  /** `Sharding.adoptions` right after it: a snapshot captured when the count was at least this holds it. */
+  mark: number;
   /** When (`now`): past CUSTODY_MS the former owner has dropped its copy, and this entry goes. */
   at: number;
 }
@@ -704,6 +704,10 @@ export class Sharding {
       reject(ReasonCode.REASON_CODE_PROTOCOL_ERROR, `entity ${o.entityId} is already here`);
       return;
     }
+    if (this.draining) {
+      reject(ReasonCode.REASON_CODE_SHUTTING_DOWN, 'the shard is shutting down');
+      return;
+    }
     if (!engine.hasRoomForPlayer) {
       reject(ReasonCode.REASON_CODE_SHARD_FULL, 'the shard is at its player or entity capacity');
       return;
@@ -864,7 +868,7 @@ export class Sharding {
           taken++;
           this.takenGeneration.set(o.entityId, o.generation);
           this.adoptions++;
-          this.unstored.push({ from, epoch, offerId: Number(o.offerId), entityId: o.entityId, tick: this.o.engine.tick, at: this.now() });
+          this.unstored.push({ from, epoch, offerId: Number(o.offerId), entityId: o.entityId, mark: this.adoptions, at: this.now() });
         }
         this.sendStored(from, epoch, done);
         if (late.length > 0) this.warnSuperseded(from, late);
@@ -886,15 +890,17 @@ export class Sharding {
   }
 
   /**
-   * A snapshot taken at `tick` is stored: every entity adopted before it (whose former owner keeps
-   * a copy) is in it, or had left this shard by then — their former owners forget their copies.
+   * A snapshot captured when `adoptions` was at `mark` is stored: every entity adopted before it
+   * (whose former owner keeps a copy) is in it, or had left this shard by then — their former
+   * owners forget their copies. (Counted in adoptions, not ticks: a drain's final capture comes
+   * between ticks, after the adoptions of its tick.)
    */
-  stored(tick: number): void {
+  stored(mark: number): void {
     if (this.unstored.length === 0) return;
     const done = new Map<Neighbour, Map<number, aethex.v1.IHandedOver[]>>();
     const keep: Unstored[] = [];
     for (const u of this.unstored) {
-      if (u.tick >= tick) keep.push(u);
+      if (u.mark > mark) keep.push(u);
       else {
         const runs = done.get(u.from) ?? new Map<number, aethex.v1.IHandedOver[]>();
         const list = runs.get(u.epoch) ?? [];
@@ -906,6 +912,17 @@ export class Sharding {
     this.unstored = keep;
     for (const [n, runs] of done) for (const [epoch, handoffs] of runs) this.sendStored(n, epoch, handoffs);
   }
+
+  /**
+   * The shard drains: offers are refused from now on. Its links stay up until its final snapshot
+   * is stored, so the neighbours hear which of the entities they handed over it holds (`stored`)
+   * and do not hand back older copies to its next run.
+   */
+  stopAccepting(): void {
+    this.draining = true;
+  }
+
+  private draining = false;
 
   /** Entities handed over from here whose new owner has not said it stored them (tests). */
   get custodyHeld(): number[] {
@@ -935,7 +952,7 @@ export class Sharding {
         epoch: inc.epoch,
         offerId: inc.offerId,
         entityId: inc.entity.entityId,
-        tick: this.o.engine.tick,
+        mark: this.adoptions,
         at: this.now(),
       });
     this.reserveIncoming();
