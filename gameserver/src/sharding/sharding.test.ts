@@ -555,6 +555,18 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
     neighbours: [leftN],
   };
   const silent = { send: () => true, kick: () => undefined };
+  /** An entity as a neighbour hands it back (HandoffCustody): the offer it was handed over with. */
+  const handedBack = (entityId: number, playerId: string, generation: number, extra: Partial<aethex.v1.IHandoffOffer> = {}) => ({
+    offerId: generation,
+    entityId,
+    playerId,
+    position: { x: 120, y: 50 },
+    velocity: { x: 0, y: 0 },
+    kind: 1,
+    generation,
+    custody: true,
+    ...extra,
+  });
 
   /** Shard A (left) with links that record, and `run(extra)` starting a run of shard B (right) whose messages to A are recorded. */
   function world(o: { custody?: boolean; now?: () => number } = {}) {
@@ -714,17 +726,8 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
     const { World } = await import('../sim/world.js');
     const empty = () => decodeState(encodeState(3, new World(16, idRange(1).first, idRange(1).limit), new Map()), 16);
     const third: Neighbour = { shard: 2, name: 'w-1-1', region: { minX: 100, minY: 100, maxX: 200, maxY: 200 }, address: '127.0.0.1:2' };
-    const copy = (generation: number, state: number) => ({
-      offerId: generation,
-      entityId: 77,
-      playerId: 'gus',
-      position: { x: 120 + generation, y: 50 },
-      velocity: { x: 0, y: 0 },
-      kind: 1,
-      state: new Uint8Array([state]),
-      generation,
-      custody: true,
-    });
+    const copy = (generation: number, state: number) =>
+      handedBack(77, 'gus', generation, { position: { x: 120 + generation, y: 50 }, state: new Uint8Array([state]) });
     for (const order of [
       [leftN, third],
       [third, leftN],
@@ -746,17 +749,7 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
     const { World } = await import('../sim/world.js');
     const empty = decodeState(encodeState(3, new World(16, idRange(1).first, idRange(1).limit), new Map()), 16);
     const third: Neighbour = { shard: 2, name: 'w-1-1', region: { minX: 100, minY: 100, maxX: 200, maxY: 200 }, address: '127.0.0.1:2' };
-    const copy = (generation: number, state: number) => ({
-      offerId: generation,
-      entityId: 78,
-      playerId: 'hana',
-      position: { x: 120, y: 50 },
-      velocity: { x: 0, y: 0 },
-      kind: 1,
-      state: new Uint8Array([state]),
-      generation,
-      custody: true,
-    });
+    const copy = (generation: number, state: number) => handedBack(78, 'hana', generation, { state: new Uint8Array([state]) });
     const { run } = world();
     const b = run(2, { restored: true, placement: { ...placementB, neighbours: [leftN, third] } }, empty);
     b.bSharding.onInboundUp(third, 9);
@@ -791,20 +784,7 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
     b.bSharding.onMessage(
       leftN,
       wire({
-        handoffCustody: {
-          entities: [
-            {
-              offerId: 5,
-              entityId: 66,
-              playerId: 'ike',
-              position: { x: 120, y: 50 },
-              velocity: { x: 0, y: 0 },
-              kind: 1,
-              generation: 2,
-              custody: true,
-            },
-          ],
-        },
+        handoffCustody: { entities: [handedBack(66, 'ike', 5, { generation: 2 })] },
       }),
     );
     expect(b.b.world.indexOf(66)).toBe(-1);
@@ -889,20 +869,7 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
     b.bSharding.onMessage(
       leftN,
       wire({
-        handoffCustody: {
-          entities: [
-            {
-              offerId: 3,
-              entityId: 55,
-              playerId: 'kit',
-              position: { x: 120, y: 50 },
-              velocity: { x: 0, y: 0 },
-              kind: 1,
-              generation: 2,
-              custody: true,
-            },
-          ],
-        },
+        handoffCustody: { entities: [handedBack(55, 'kit', 3, { generation: 2 })] },
       }),
     );
     await new Promise((r) => setImmediate(r));
