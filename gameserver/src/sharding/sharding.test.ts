@@ -597,7 +597,14 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
     const deliver = (from: Neighbour, to: Sharding, sent: aethex.v1.IShardMessage[]) => {
       for (const m of sent.splice(0)) to.onMessage(from, wire(m));
     };
-    return { a, aSharding, toB, run, crossing, deliver };
+    /** A offers the players across the border to B's run `to`, which accepts; A commits, B adopts. */
+    const handOver = (to: { bSharding: Sharding; toA: { sent: aethex.v1.IShardMessage[] } }) => {
+      aSharding.afterStep();
+      deliver(leftN, to.bSharding, toB.sent);
+      deliver(right, aSharding, to.toA.sent);
+      deliver(leftN, to.bSharding, toB.sent);
+    };
+    return { a, aSharding, toB, run, crossing, deliver, handOver };
   }
 
   test('released once a snapshot captured after the adoption is stored; an earlier one does not release it', () => {
@@ -620,13 +627,10 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
   });
 
   test('a new run of the new owner gets the entity back, waiting for its player with its game state, before the claim it waits for; stored, it is released', async () => {
-    const { aSharding, toB, run, crossing, deliver } = world();
+    const { aSharding, toB, run, crossing, deliver, handOver } = world();
     const first = run(1);
     const bob = crossing(1, 'bob', [4, 2]);
-    aSharding.afterStep();
-    deliver(leftN, first.bSharding, toB.sent);
-    deliver(right, aSharding, first.toA.sent);
-    deliver(leftN, first.bSharding, toB.sent);
+    handOver(first);
     expect(first.b.world.indexOf(bob)).toBeGreaterThanOrEqual(0);
     // B crashes before storing; its next run restores a snapshot from before bob came.
     const { decodeState, encodeState } = await import('../persist/state-codec.js');
@@ -667,13 +671,10 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
   });
 
   test('not taken back when a neighbour claims it or its player joined here since and left again (released at once); a snapshot’s older entity waiting for its player is replaced', async () => {
-    const { aSharding, toB, run, crossing, deliver } = world();
+    const { aSharding, toB, run, crossing, deliver, handOver } = world();
     const first = run(1);
     const ids = [crossing(1, 'kept', [1]), crossing(2, 'moved', [1]), crossing(3, 'left', [1])];
-    aSharding.afterStep();
-    deliver(leftN, first.bSharding, toB.sent);
-    deliver(right, aSharding, first.toA.sent);
-    deliver(leftN, first.bSharding, toB.sent);
+    handOver(first);
     expect(aSharding.custodyHeld.sort()).toEqual([...ids].sort());
     const [kept, moved, left] = ids as [number, number, number];
     // The next run's snapshot, from before the crossing, holds `kept` where it stood then, with the
@@ -800,14 +801,11 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
   });
 
   test('a HandoffStored that found the link down is sent when it is up again to the same run; dropped for another run', () => {
-    const { aSharding, toB, run, crossing, deliver } = world();
+    const { aSharding, run, crossing, deliver, handOver } = world();
     const first = run(1);
     const hal = crossing(1, 'hal', [1]);
     const ivy = crossing(2, 'ivy', [1]);
-    aSharding.afterStep();
-    deliver(leftN, first.bSharding, toB.sent);
-    deliver(right, aSharding, first.toA.sent);
-    deliver(leftN, first.bSharding, toB.sent);
+    handOver(first);
     expect(aSharding.custodyHeld.sort()).toEqual([hal, ivy].sort());
     // B's link to A is down when its snapshot is stored.
     let up = false;
@@ -879,13 +877,10 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
   });
 
   test('an entity handed back and then claimed by a neighbour goes, as a restored one does', async () => {
-    const { aSharding, toB, run, crossing, deliver } = world();
+    const { aSharding, toB, run, crossing, deliver, handOver } = world();
     const first = run(1);
     const cy = crossing(1, 'cy', [1]);
-    aSharding.afterStep();
-    deliver(leftN, first.bSharding, toB.sent);
-    deliver(right, aSharding, first.toA.sent);
-    deliver(leftN, first.bSharding, toB.sent);
+    handOver(first);
     const third: Neighbour = { shard: 2, name: 'w-1-1', region: { minX: 100, minY: 100, maxX: 200, maxY: 200 }, address: '127.0.0.1:2' };
     const second = run(2, { restored: true, placement: { ...placementB, neighbours: [leftN, third] } });
     aSharding.onOutboundUp(right, 2);
@@ -902,14 +897,11 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
 
   test('a copy goes when the entity comes back, after CUSTODY_MS without word, and none is kept for a neighbour of a build before custody', () => {
     let clock = 0;
-    const { a, aSharding, toB, run, crossing, deliver } = world({ now: () => clock });
+    const { a, aSharding, toB, run, crossing, handOver } = world({ now: () => clock });
     const first = run(1, { now: () => clock });
     const dee = crossing(1, 'dee', [1]);
     const eve = crossing(2, 'eve', [1]);
-    aSharding.afterStep();
-    deliver(leftN, first.bSharding, toB.sent);
-    deliver(right, aSharding, first.toA.sent);
-    deliver(leftN, first.bSharding, toB.sent);
+    handOver(first);
     expect(aSharding.custodyHeld.sort()).toEqual([dee, eve].sort());
     // dee walks back: B hands her to A, A adopts her: A's copy is void.
     const back = {
