@@ -450,9 +450,10 @@ test('a dropped player keeps their place: at the player capacity newcomers are r
   expect(e.join(5, 'cat').ok).toBe(true);
 });
 
-test('a place is taken and freed once per player: a drop and a rejoin keep it, a leave, the window’s end, a handoff and a drain free it', () => {
+test('a place is taken and freed once per player: a drop and a rejoin keep it, a leave, the window’s end, a handoff and a drain free it; a handoff’s say so', () => {
   const places: string[] = [];
-  const onPlace = (event: 'taken' | 'freed', playerId: string) => places.push(`${event} ${playerId}`);
+  const onPlace = (event: 'taken' | 'freed', playerId: string, handedOver: boolean) =>
+    places.push(`${event} ${playerId}${handedOver ? ' by handoff' : ''}`);
   const e = new ShardEngine(settings, out, { onPlace });
   joined(e, 1, 'ann');
   joined(e, 2, 'bob');
@@ -466,13 +467,17 @@ test('a place is taken and freed once per player: a drop and a rejoin keep it, a
   steps(e, WINDOW_TICKS);
   expect(places).toEqual(['taken ann', 'taken bob', 'taken cat', 'freed bob', 'freed ann']);
 
-  // Handed over: the place goes with the entity.
+  // Handed over: the place goes with the entity, and comes with one handed in.
   places.length = 0;
   joined(e, 6, 'dan');
   e.offer(cat);
   e.commitOffer(cat);
   e.leave(3); // the redirected client closes later: nothing more
-  expect(places).toEqual(['taken dan', 'freed cat']);
+  expect(e.adopt({ entityId: 0x7000_0001, x: 1, y: 1, vx: 0, vy: 0, kind: 1, flags: 0, lastInputSeq: 0 })).toBe(true);
+  expect(e.resume(7, 'eve', 0x7000_0001).ok).toBe(true);
+  expect(e.resume(8, 'eve', 0x7000_0001).ok).toBe(true); // the same resume again: no second place
+  e.leave(8);
+  expect(places).toEqual(['taken dan', 'freed cat by handoff', 'taken eve by handoff', 'freed eve']);
 
   // A drain frees every place and keeps the state; the restart takes them again.
   places.length = 0;

@@ -327,8 +327,8 @@ export class ShardEngine {
        * Called when a player takes a place on this shard (a join that is not a rejoin, a resume
        * after a handoff, each player restored from the snapshot) and when the place is freed (they
        * leave, their rejoin window ends, they are handed over, `releasePlaces`): presence, domain
-       * events and Agones' player count follow places, not connections. Called on the tick; must
-       * not block.
+       * events and Agones' player count follow places, not connections. `handedOver`: taken by the
+       * resume after a handoff, or freed by a handoff. Called on the tick; must not block.
        */
       onPlace?: (event: 'taken' | 'freed', playerId: string, handedOver: boolean) => void;
     } = {},
@@ -1067,7 +1067,7 @@ export class ShardEngine {
     // A second resume of the same entity replaces the session the game already saw arrive.
     const again = previous?.entityId === entityId;
     const result = this.bind(sessionId, playerId, entityId, again, !again);
-    this.syncPlace(playerId);
+    this.syncPlace(playerId, !again);
     return result;
   }
 
@@ -1496,14 +1496,14 @@ export class ShardEngine {
 
   /**
    * Tells `onPlace` if the player's place here was taken or freed since it was last told;
-   * `handedOver`: freed by a handoff (the player walked on to a neighbour).
+   * `handedOver`: by a handoff (the player walked on to a neighbour, or arrived from one).
    */
   private syncPlace(playerId: string, handedOver = false): void {
     const has = this.hasPlace(playerId);
     if (has === this.placed.has(playerId)) return;
     if (has) this.placed.add(playerId);
     else this.placed.delete(playerId);
-    this.onPlace?.(has ? 'taken' : 'freed', playerId, handedOver && !has);
+    this.onPlace?.(has ? 'taken' : 'freed', playerId, handedOver);
   }
 
   /**

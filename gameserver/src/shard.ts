@@ -287,7 +287,7 @@ export async function startShard(configured: GameserverSettings, options: ShardO
       // A dropped player's place is kept until their rejoin window ends, and so is their presence
       // and their part of Agones' player count: an allocator reading it must not fill the place.
       onPlace: (event, playerId, handedOver) => {
-        if (event === 'taken') persistence.playerJoined(playerId);
+        if (event === 'taken') persistence.playerJoined(playerId, Date.now(), handedOver);
         else persistence.playerLeft(playerId, Date.now(), handedOver);
         agones?.player(event === 'taken' ? 'joined' : 'left', playerId);
       },

@@ -1,7 +1,10 @@
 // Handoffs between two real shards in this process (so the test can cut their link at the worst
 // moment), with a real SDK client walking across the border.
 import { aethex, PROTOCOL_VERSION } from '@aethex/proto';
+import { eventStreamKey } from '@aethex/runtime';
 import type { RealtimeClient } from '@aethex/sdk';
+import { testEnv } from '@aethex/testing';
+import { Redis } from 'ioredis';
 import { afterEach, expect, test } from 'vitest';
 import { WebSocket } from 'ws';
 import type { Neighbour } from '../src/sharding/map.js';
@@ -125,6 +128,40 @@ test('with handoff.redirect_url the client is sent where it says for the neighbo
   c.move(4, 0);
   await until('every move acknowledged by B', () => c.unacknowledged === 0, 5000);
   expect(c.shardName).toBe('duo-0-1');
+});
+
+test('a handoff reaches the event streams as such: left A and joined B, both caused by the handoff; a quit then is the player’s own', async () => {
+  const { redisUrl } = testEnv();
+  const namespace = `ho-${Math.random().toString(36).slice(2, 8)}`;
+  const [a] = await twoShards({ AETHEX_GAMESERVER_PRESENCE_REDIS_URL: redisUrl, AETHEX_GAMESERVER_SHARD_NAMESPACE: namespace });
+  const c = await a.client('walker');
+  clients.push(c);
+  const events: string[] = [];
+  c.on('handoff', (h) => events.push(`${h.from}->${h.to}`));
+  const stop = walkEast(c);
+  await until('the handoff', () => events.length > 0, 30_000);
+  stop();
+  expect(events).toEqual(['duo-0-0->duo-0-1']);
+  c.close();
+  const redis = new Redis(redisUrl);
+  try {
+    const entries = async (shard: string) =>
+      (await redis.xrange(eventStreamKey({ namespace, world: 'duo', instance: 0, shard }), '-', '+')).map(([, f]) =>
+        [f[1], f[3], f[7]].join(' '),
+      );
+    const expected = {
+      'duo-0-0': ['player_joined walker player', 'player_left walker handoff'],
+      'duo-0-1': ['player_joined walker handoff', 'player_left walker player'],
+    };
+    let seen = {};
+    for (const deadline = Date.now() + 5000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 50))) {
+      seen = { 'duo-0-0': await entries('duo-0-0'), 'duo-0-1': await entries('duo-0-1') };
+      if (JSON.stringify(seen) === JSON.stringify(expected)) break;
+    }
+    expect(seen).toEqual(expected);
+  } finally {
+    redis.disconnect();
+  }
 });
 
 test('a handoff whose accept is lost (link cut) rolls back: the entity stays with its owner; the next try succeeds', async () => {

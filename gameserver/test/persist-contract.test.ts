@@ -13,6 +13,7 @@ import {
   type DomainEvent,
   EventIdConflictError,
   type EventSink,
+  eventCause,
   MemoryOutbox,
   type Outbox,
   OutboxFullError,
@@ -92,11 +93,16 @@ describe.each([
 describe.each([
   [
     'PostgreSQL outbox → Redis stream',
-    () => ({ outbox: new PostgresOutbox(pool) as Outbox, sink: new RedisStreamSink(redis) as EventSink, read: readStream }),
+    () => ({
+      outbox: new PostgresOutbox(pool) as Outbox,
+      sink: new RedisStreamSink(redis) as EventSink,
+      read: readStream,
+      causes: readCauses,
+    }),
   ],
   [
     'in-process outbox → Redis stream',
-    () => ({ outbox: new MemoryOutbox() as Outbox, sink: new RedisStreamSink(redis) as EventSink, read: readStream }),
+    () => ({ outbox: new MemoryOutbox() as Outbox, sink: new RedisStreamSink(redis) as EventSink, read: readStream, causes: readCauses }),
   ],
   [
     'in-process outbox → callback',
@@ -106,6 +112,7 @@ describe.each([
         outbox: new MemoryOutbox() as Outbox,
         sink: new CallbackSink((e) => seen.push(e)) as EventSink,
         read: async () => seen.map(brief),
+        causes: async () => seen.map((e) => `${brief(e)}:${eventCause(e)}`),
       };
     },
   ],
@@ -120,6 +127,26 @@ describe.each([
     expect(await outbox.relay(k, sink)).toBe(0);
     expect(await outbox.pending(k)).toBe(0);
     expect(await read(k)).toEqual(['player_joined:a', 'player_joined:b', 'player_left:a']);
+  });
+
+  test('each relayed event says its cause: the player’s own, a handoff (away or in), or the shard’s release', async () => {
+    const { outbox, sink, causes } = make();
+    const k = key(`cause-${Math.random().toString(36).slice(2, 8)}`);
+    await outbox.append(k, [
+      event('player_joined', 'a', 1000),
+      { ...event('player_joined', 'b', 1001), handedOver: true },
+      { ...event('player_left', 'a', 1002), handedOver: true },
+      { ...event('player_left', 'b', 1003), drained: true },
+      event('player_left', 'c', 1004),
+    ]);
+    await outbox.relay(k, sink);
+    expect(await causes(k)).toEqual([
+      'player_joined:a:player',
+      'player_joined:b:handoff',
+      'player_left:a:handoff',
+      'player_left:b:shard',
+      'player_left:c:player',
+    ]);
   });
 
   test('a publish that happened before a crash is not delivered twice', async () => {
@@ -515,6 +542,16 @@ function brief(e: { type: string; playerId: string }): string {
 async function readStream(k: ShardKey): Promise<string[]> {
   const entries = await redis.xrange(eventStreamKey(k), '-', '+');
   return entries.map(([, fields]) => `${fields[1]}:${fields[3]}`);
+}
+
+/** `type:player:cause` of each entry of the shard's stream, by field name. */
+async function readCauses(k: ShardKey): Promise<string[]> {
+  const entries = await redis.xrange(eventStreamKey(k), '-', '+');
+  return entries.map(([, fields]) => {
+    const f = new Map<string, string>();
+    for (let i = 0; i < fields.length; i += 2) f.set(fields[i] as string, fields[i + 1] as string);
+    return `${f.get('type')}:${f.get('player')}:${f.get('cause')}`;
+  });
 }
 
 describe.each([

@@ -22,10 +22,23 @@ export interface DomainEvent {
    */
   drained?: boolean;
   /**
-   * A `player_left` of a handoff: the player walked on to a neighbour with their entity. A departure
-   * from this shard, but not from the game: `leftSince` with `last` does not take it for one.
+   * An event of a handoff: on a `player_left`, the player walked on to a neighbour with their entity
+   * — a departure from this shard, but not from the game (`leftSince` with `last` does not take it
+   * for one); on a `player_joined`, they arrived from a neighbour with it.
    */
   handedOver?: boolean;
+}
+
+/**
+ * Why an event happened, as the stream tells consumers (its `cause` field): `handoff` — the player
+ * walked between neighbouring shards (`DomainEvent.handedOver`); `shard` — the shard freed the
+ * place itself (`DomainEvent.drained`: a drain, or a restart freeing a place nobody restored);
+ * `player` — the player's own join or departure.
+ */
+export type EventCause = 'player' | 'handoff' | 'shard';
+
+export function eventCause(e: Pick<DomainEvent, 'drained' | 'handedOver'>): EventCause {
+  return e.handedOver ? 'handoff' : e.drained ? 'shard' : 'player';
 }
 
 /**
@@ -336,14 +349,31 @@ export class PostgresOutbox implements Outbox {
         await client.query('ROLLBACK');
         return 0;
       }
-      const { rows } = await client.query<{ id: string; type: DomainEvent['type']; player_id: string; at: Date }>(
-        `SELECT id, type, player_id, at FROM shard_outbox
+      const { rows } = await client.query<{
+        id: string;
+        type: DomainEvent['type'];
+        player_id: string;
+        at: Date;
+        drained: boolean;
+        handed_over: boolean;
+      }>(
+        `SELECT id, type, player_id, at, drained, handed_over FROM shard_outbox
          WHERE relayed_at IS NULL AND world = $1 AND instance = $2 AND shard = $3 ORDER BY id LIMIT $4`,
         [worldRef(key.namespace, key.world), key.instance, key.shard, limit],
       );
       if (rows.length > 0) {
         publishing = true;
-        await sink.publish(rows.map((r) => ({ id: Number(r.id), ...key, type: r.type, playerId: r.player_id, at: r.at.getTime() })));
+        await sink.publish(
+          rows.map((r) => ({
+            id: Number(r.id),
+            ...key,
+            type: r.type,
+            playerId: r.player_id,
+            at: r.at.getTime(),
+            ...(r.drained ? { drained: true } : {}),
+            ...(r.handed_over ? { handedOver: true } : {}),
+          })),
+        );
         publishing = false;
         await client.query('UPDATE shard_outbox SET relayed_at = now() WHERE id = ANY($1::bigint[])', [rows.map((r) => r.id)]);
       }
@@ -487,7 +517,7 @@ export class RedisStreamSink implements EventSink {
     const args: (string | number)[] = [this.maxLen];
     for (const e of events) {
       if (eventStreamKey(e) !== stream) throw new Error(`one publish takes the events of one shard: ${eventStreamKey(e)} is not ${stream}`);
-      args.push(e.id, e.type, e.playerId, String(e.at));
+      args.push(e.id, e.type, e.playerId, String(e.at), eventCause(e));
     }
     try {
       const [added, duplicates] = await (this.redis as Redis & PublishCommand).aethexPublishEvents(stream, ...args);
@@ -555,15 +585,16 @@ interface PublishCommand {
 }
 
 /**
- * KEYS[1] the stream; ARGV[1] MAXLEN, then id, type, player, at per event. An XADD Redis refuses
- * (the id is not above the stream's last) is a duplicate only when the entry under that id is the
- * same event; otherwise the script stops with AETHEX_EVENT_ID_CONFLICT, the events before it added.
+ * KEYS[1] the stream; ARGV[1] MAXLEN, then id, type, player, at, cause per event. An XADD Redis
+ * refuses (the id is not above the stream's last) is a duplicate only when the entry under that id
+ * is the same event (type, player and time: entries written before `cause` have none); otherwise
+ * the script stops with AETHEX_EVENT_ID_CONFLICT, the events before it added.
  */
 const PUBLISH_LUA = `
 local added, duplicates = 0, 0
-for i = 2, #ARGV, 4 do
+for i = 2, #ARGV, 5 do
   local id = ARGV[i] .. '-0'
-  local r = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], id, 'type', ARGV[i + 1], 'player', ARGV[i + 2], 'at', ARGV[i + 3])
+  local r = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], id, 'type', ARGV[i + 1], 'player', ARGV[i + 2], 'at', ARGV[i + 3], 'cause', ARGV[i + 4])
   if type(r) == 'table' and r.err then
     if not string.find(r.err, 'equal or smaller', 1, true) then return redis.error_reply(r.err) end
     local found = redis.call('XRANGE', KEYS[1], id, id)[1]

@@ -315,9 +315,12 @@ export class ShardPersistence {
     }
   }
 
-  playerJoined(playerId: string, at = Date.now()): void {
+  /** `handedOver`: the player arrived from a neighbour with their entity (`DomainEvent.handedOver`). */
+  playerJoined(playerId: string, at = Date.now(), handedOver = false): void {
     // A restored player whose place the outbox holds open already: no second `player_joined`.
-    if (!this.openAtStart?.delete(playerId)) this.queue({ type: 'player_joined', playerId, at, eventKey: this.nextEventKey() });
+    if (!this.openAtStart?.delete(playerId)) {
+      this.queue({ type: 'player_joined', playerId, at, eventKey: this.nextEventKey(), ...(handedOver ? { handedOver: true } : {}) });
+    }
     this.local.add(playerId);
     this.left.delete(playerId);
     this.joined.add(playerId);
