@@ -55,6 +55,19 @@ function walkEast(c: RealtimeClient): () => void {
   return () => clearInterval(timer);
 }
 
+/** Walks the client east until its first handoff and stops; returns its handoffs (`from->to`). */
+async function walkOver(c: RealtimeClient): Promise<string[]> {
+  const events: string[] = [];
+  c.on('handoff', (h) => events.push(`${h.from}->${h.to}`));
+  const stop = walkEast(c);
+  try {
+    await until('the handoff', () => events.length > 0, 30_000);
+  } finally {
+    stop();
+  }
+  return events;
+}
+
 test('a player walking across the border is handed over: one owner throughout, inputs all acknowledged', async () => {
   const [a, b] = await twoShards();
   const c = await a.client('walker');
@@ -114,12 +127,7 @@ test('with handoff.redirect_url the client is sent where it says for the neighbo
     },
   });
   clients.push(c);
-  const events: string[] = [];
-  c.on('handoff', (h) => events.push(`${h.from}->${h.to}`));
-  const stop = walkEast(c);
-  await until('the handoff', () => events.length > 0, 30_000);
-  stop();
-  expect(events).toEqual(['duo-0-0->duo-0-1']);
+  expect(await walkOver(c)).toEqual(['duo-0-0->duo-0-1']);
   expect(redirects).toEqual([a.shard.gatewayUrl, `${ingress.url}/shards/duo-0-1`]);
   expect(ingress.connections).toBe(1);
   // Played on B through it: its moves are acknowledged there.
@@ -136,12 +144,7 @@ test('a handoff reaches the event streams as such: left A and joined B, both cau
   const [a] = await twoShards({ AETHEX_GAMESERVER_PRESENCE_REDIS_URL: redisUrl, AETHEX_GAMESERVER_SHARD_NAMESPACE: namespace });
   const c = await a.client('walker');
   clients.push(c);
-  const events: string[] = [];
-  c.on('handoff', (h) => events.push(`${h.from}->${h.to}`));
-  const stop = walkEast(c);
-  await until('the handoff', () => events.length > 0, 30_000);
-  stop();
-  expect(events).toEqual(['duo-0-0->duo-0-1']);
+  expect(await walkOver(c)).toEqual(['duo-0-0->duo-0-1']);
   c.close();
   const redis = new Redis(redisUrl);
   try {
