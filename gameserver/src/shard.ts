@@ -503,11 +503,13 @@ export async function startShard(configured: GameserverSettings, options: ShardO
         const g = gateway as Gateway;
         g.stopAccepting();
         loop.stop();
-        await engine.close();
-        // No more offers are taken; the links stay up until the final snapshot is stored (nothing
-        // they bring after its capture goes into it): the neighbours then hear which of the
-        // entities they handed over it holds, and do not hand older copies back to the next run.
+        // No more offers are taken, and this shard's own undecided ones are rolled back before
+        // anything else can come in: its players are detached next, and a commit could no longer
+        // send them on. The links stay up until the final snapshot is stored (nothing they bring
+        // after its capture goes into it): the neighbours then hear which of the entities they
+        // handed over it holds, and do not hand older copies back to the next run.
         sharding?.stopAccepting();
+        await engine.close();
         // Persistence gets the drain's time but a reserve for closing; every stage after it is
         // bounded by what is left, so the drain ends before main's ops.drain_timeout_ms bound.
         const end = started + settings['ops.drain_timeout_ms'] - DRAIN_EXIT_MARGIN_MS;

@@ -11,6 +11,7 @@ import { killProcesses, spawnSource } from '@aethex/testing/process';
 import pg from 'pg';
 import { afterAll, afterEach, expect, test } from 'vitest';
 import { decodeState } from '../src/persist/state-codec.js';
+import { MODE_OWNED } from '../src/sim/world.js';
 import { duoMap, linkedDuo, moduleFile, neighbour, startTestShard, type TestShard, until } from './harness.js';
 
 let shards: TestShard[] = [];
@@ -67,6 +68,52 @@ test('a shard that drains right after adopting a player tells the shard that han
   expect(b.shard.sharding?.custodyHeld).toEqual([original]);
   await a.stop();
   await until("B's copy released", () => b.shard.sharding?.custodyHeld.length === 0, 2000);
+});
+
+test('a shard that drains while its own offer is undecided rolls it back: an accept that comes during the drain is refused, and the player comes back to its next run with their entity', async () => {
+  const { a, b, start } = await linkedDuo(
+    {
+      AETHEX_GAMESERVER_PERSISTENCE_DIRECTORY: mkdtempSync(join(tmpdir(), 'aethex-custody-')),
+      AETHEX_GAMESERVER_GAME_MODULE: moduleFile(GAME),
+      AETHEX_GAMESERVER_LOG_LEVEL: 'warn',
+    },
+    (s) => shards.push(s),
+  );
+  // B's accepts are held on their way into A, and let in once A's drain has detached its players
+  // and captured its final state (with the links still up, as they are until that is stored).
+  const sharding = a.shard.sharding as NonNullable<typeof a.shard.sharding>;
+  const held: (() => void)[] = [];
+  const onMessage = sharding.onMessage.bind(sharding);
+  sharding.onMessage = (from, msg) => {
+    if (msg.body === 'handoffAccept') held.push(() => onMessage(from, msg));
+    else onMessage(from, msg);
+  };
+  const persistence = a.shard.persistence;
+  const finalSnapshot = persistence.drain.bind(persistence);
+  persistence.drain = (...args) => {
+    for (const accept of held.splice(0)) accept();
+    return finalSnapshot(...args);
+  };
+  const walker = await a.client('walker', { rejoin: { joinToken: (s) => a.token('walker', { shard: s.name }), maxDelayMs: 200 } });
+  const original = walker.welcome?.entityId as number;
+  await walker.rpc('set', new Uint8Array([2, 7, 1]));
+  const events: string[] = [];
+  walker.on('handoff', (h) => events.push(`handoff ${h.from}->${h.to}`));
+  walker.on('rejoined', (r) => events.push(`rejoined ${r.shard}`));
+  timers.push(setInterval(() => held.length === 0 && walker.move(4, 0), 25));
+  await until("B's accept of the walker", () => held.length > 0, 30_000);
+  timers.forEach(clearInterval);
+  await a.shard.drain();
+  await start(0);
+  // Back on A's next run with their own entity — not a new one, the old lost to a commit B adopted —
+  // which stands past the border, so A's next run hands it over to B.
+  await until('the walker back on A', () => events.length > 0, 30_000);
+  expect(events[0]).toBe('rejoined duo-0-0');
+  expect(walker.welcome?.entityId).toBe(original);
+  await until('the walker handed over to B', () => events.length > 1, 30_000);
+  expect(events).toEqual(['rejoined duo-0-0', 'handoff duo-0-0->duo-0-1']);
+  expect([...(await walker.rpc('state'))]).toEqual([2, 7, 1]);
+  expect(b.shard.engine.world.mode[b.shard.engine.world.indexOf(original)]).toBe(MODE_OWNED);
 });
 
 /** A game that gives each new player a game state (7, 7), and RPCs to set it and read it back. */

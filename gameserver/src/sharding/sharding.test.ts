@@ -4,7 +4,7 @@ import { describe, expect, test } from 'vitest';
 import { loadConfig } from '../config.js';
 import { ShardEngine } from '../engine.js';
 import type { ShardState } from '../persist/state-codec.js';
-import { MODE_DORMANT, MODE_GHOST } from '../sim/world.js';
+import { MODE_DORMANT, MODE_GHOST, MODE_OWNED } from '../sim/world.js';
 import type { ShardLinks } from './links.js';
 import { idRange, type Neighbour } from './map.js';
 import { CUSTODY_MS, Sharding } from './sharding.js';
@@ -624,6 +624,27 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
     bSharding.stored(bSharding.adoptions);
     deliver(right, aSharding, toA.sent);
     expect(aSharding.custodyHeld).toEqual([]);
+  });
+
+  test('a shard that drains rolls back its own offers still undecided: an accept arriving after is answered with an abort, and the entity stays in its final snapshot', () => {
+    const { a, aSharding, toB, run, crossing, deliver } = world();
+    const { b, bSharding, toA } = run(1);
+    const ann = crossing(1, 'ann', [7]);
+    aSharding.afterStep();
+    deliver(leftN, bSharding, toB.sent); // offer → accept, still on its way to A
+    expect(toA.sent.map((m) => wire(m).body)).toEqual(['handoffAccept']);
+    // A drains: the player's session goes next, so a commit now could send them nowhere.
+    aSharding.stopAccepting();
+    expect(toB.sent.map((m) => wire(m).body)).toEqual(['handoffAbort']);
+    expect(a.world.mode[a.world.indexOf(ann)]).toBe(MODE_OWNED);
+    deliver(right, aSharding, toA.sent); // the accept: too late
+    expect(toB.sent.map((m) => wire(m).body)).toEqual(['handoffAbort', 'handoffAbort']);
+    expect([a.world.mode[a.world.indexOf(ann)], a.context.state(ann)]).toEqual([MODE_OWNED, new Uint8Array([7])]);
+    expect(aSharding.custodyHeld).toEqual([]);
+    // B lets go of what it held for the resume: ann is only A's ghost there.
+    deliver(leftN, bSharding, toB.sent);
+    expect(b.world.mode[b.world.indexOf(ann)]).toBe(MODE_GHOST);
+    expect(bSharding.claimForJoin('ann')).toBeUndefined();
   });
 
   test('a new run of the new owner gets the entity back, waiting for its player with its game state, before the claim it waits for; stored, it is released', async () => {

@@ -914,12 +914,20 @@ export class Sharding {
   }
 
   /**
-   * The shard drains: offers are refused from now on. Its links stay up until its final snapshot
-   * is stored, so the neighbours hear which of the entities they handed over it holds (`stored`)
-   * and do not hand back older copies to its next run.
+   * The shard drains: offers are refused from now on, and its own offers still undecided are
+   * rolled back (an accept that comes later is answered with an abort): the drain detaches the
+   * players next, so a commit could no longer send its player to the neighbour, whose adopted
+   * entity would then wait for a resume that never comes and claim the entity from this shard's
+   * next run — the player's, restored from the final snapshot, would go. Its links stay up until
+   * its final snapshot is stored, so the neighbours hear which of the entities they handed over it
+   * holds (`stored`) and do not hand back older copies to its next run.
    */
   stopAccepting(): void {
     this.draining = true;
+    for (const [entityId, offer] of this.offers) {
+      this.rollback(entityId, offer, 'the shard is shutting down');
+      this.o.metrics?.handoffs.inc({ result: 'rolled_back' });
+    }
   }
 
   private draining = false;
