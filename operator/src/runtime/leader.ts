@@ -17,7 +17,11 @@ export interface LeaderOptions {
  * Lease-based leader election (coordination.k8s.io/v1). Every update of the Lease carries the
  * resourceVersion it read, so two candidates can never both win. The leader renews every
  * `retryMs`; if it cannot renew before its lease would expire it calls `onLost` — the operator
- * exits then, because a process that was paused past its lease must not keep acting.
+ * exits then, because a process that was paused past its lease must not keep acting. A leader
+ * whose own clock says its lease ran out since it last renewed (it was paused, or its renewals
+ * were late) calls `onLost` before it touches the Lease again: another replica may have led and
+ * stopped meanwhile, leaving the Lease free to take, and what this one still holds from before
+ * the pause is stale (as client-go's elector stops leading past its renew deadline).
  */
 export class LeaderElector {
   private readonly api: k8s.CoordinationV1Api;
@@ -39,28 +43,27 @@ export class LeaderElector {
     return new Promise((resolve) => {
       const tick = async () => {
         if (this.stopped) return;
+        if (this.lapsed()) return lose();
         try {
+          // The lease runs from the renewal's time (its renewTime), not from the answer's.
+          const at = this.now().getTime();
           const held = await this.tryAcquireOrRenew();
           if (held) {
-            this.lastRenew = Date.now();
+            this.lastRenew = at;
             if (!this.leading) {
               this.leading = true;
               resolve();
             }
-          } else if (this.leading) {
-            this.leading = false;
-            onLost();
-            return;
-          }
+          } else if (this.leading) return lose();
         } catch {
           // fall through: checked below
         }
-        if (this.leading && Date.now() - this.lastRenew > this.o.leaseDurationS * 1000) {
-          this.leading = false;
-          onLost();
-          return;
-        }
+        if (this.lapsed()) return lose();
         this.timer = setTimeout(tick, this.o.retryMs);
+      };
+      const lose = () => {
+        this.leading = false;
+        onLost();
       };
       void tick();
     });
@@ -71,7 +74,12 @@ export class LeaderElector {
    * duration minus one retry ago. A replica resumed after a pause sees false at once.
    */
   holds(): boolean {
-    return this.leading && Date.now() - this.lastRenew < this.o.leaseDurationS * 1000 - this.o.retryMs;
+    return this.leading && this.now().getTime() - this.lastRenew < this.o.leaseDurationS * 1000 - this.o.retryMs;
+  }
+
+  /** Leading, and the lease ran out by this replica's clock since it last renewed. */
+  private lapsed(): boolean {
+    return this.leading && this.now().getTime() - this.lastRenew > this.o.leaseDurationS * 1000;
   }
 
   stop(): void {
