@@ -5,7 +5,7 @@ import type { Duplex } from 'node:stream';
 import { promisify } from 'node:util';
 import { aethex, encodeSnapshotMessage, insideMax, SNAPSHOT_LAYOUT, SnapshotBodyWriter } from '@aethex/proto';
 import $protobuf from 'protobufjs/minimal.js';
-import { afterEach, expect, test } from 'vitest';
+import { afterEach, expect, test, vi } from 'vitest';
 import { WebSocket, WebSocketServer } from 'ws';
 import { nodeSocket } from './node-socket.js';
 import { RealtimeClient, redirectAddress } from './realtime.js';
@@ -19,6 +19,7 @@ const heldUpgrades: Duplex[] = [];
 let client: RealtimeClient | undefined;
 
 afterEach(async () => {
+  vi.useRealTimers();
   client?.close();
   await new Promise((r) => server?.close(r) ?? r(undefined));
   for (const socket of heldUpgrades.splice(0)) socket.destroy();
@@ -28,7 +29,18 @@ afterEach(async () => {
 
 const createSocket = (u: string) => new WebSocket(u) as never;
 const run = promisify(execFile);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** The real setTimeout, also while a test fakes the client's timers (waits for sockets stay real). */
+const realSetTimeout = globalThis.setTimeout;
+const sleep = (ms: number) => new Promise((r) => realSetTimeout(r, ms));
+
+/** Waits (in real time) until `check()` holds; throws naming `what` after `ms`. */
+async function until(what: string, check: () => boolean, ms = 5000): Promise<void> {
+  const deadline = performance.now() + ms;
+  while (!check()) {
+    if (performance.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await sleep(5);
+  }
+}
 
 /** `promise`'s value, or 'timed out' after `ms`. */
 function within<T>(promise: Promise<T>, ms: number): Promise<T | 'timed out'> {
@@ -185,6 +197,8 @@ test('a shard that goes silent without closing: dropped after silenceTimeoutMs (
   server = new WebSocketServer({ port: 0, host: '127.0.0.1' });
   const joins: string[] = [];
   const closeCodes: number[] = [];
+  /** When the shard last sent anything (the client hears it after). */
+  let shardSentAt = 0;
   server.on('connection', (socket) => {
     socket.on('close', (code) => closeCodes.push(code));
     socket.on('message', (data) => {
@@ -198,7 +212,10 @@ test('a shard that goes silent without closing: dropped after silenceTimeoutMs (
       const ticking = setInterval(() => {
         tick++;
         if (socket.readyState !== WebSocket.OPEN || (joins.length === 1 && tick > 24)) clearInterval(ticking);
-        else socket.send(shardSnapshot(tick, tick - 1, new Uint8Array(0)));
+        else {
+          shardSentAt = performance.now();
+          socket.send(shardSnapshot(tick, tick - 1, new Uint8Array(0)));
+        }
       }, 25);
     });
   });
@@ -213,12 +230,8 @@ test('a shard that goes silent without closing: dropped after silenceTimeoutMs (
     rejoin: { joinToken: async () => 't2', maxDelayMs: 100 },
   });
   const events: string[] = [];
-  let lastSnapshotAt = 0;
-  client.on('snapshot', () => {
-    lastSnapshotAt = performance.now();
-  });
   const disconnected = new Promise<{ code: number; reason: string; quietMs: number }>((resolve) =>
-    client?.on('disconnected', (code, reason) => resolve({ code, reason, quietMs: performance.now() - lastSnapshotAt })),
+    client?.on('disconnected', (code, reason) => resolve({ code, reason, quietMs: performance.now() - shardSentAt })),
   );
   const rejoined = new Promise((resolve) => client?.on('rejoined', resolve));
   client.on('close', (code) => events.push(`close ${code}`));
@@ -232,21 +245,38 @@ test('a shard that goes silent without closing: dropped after silenceTimeoutMs (
   await rejoined;
   expect(joins).toEqual(['t1', 't2']);
   // The shard heard the client give up on the first connection.
-  await new Promise((r) => setTimeout(r, 50));
+  await until('the shard to hear the first connection close', () => closeCodes.length > 0);
   expect(closeCodes).toEqual([4000]);
   expect(events).toEqual([]);
 
-  // Without rejoin: the session ends, once.
+  // Without rejoin: the session ends, once. (The shard ticks this connection for 600 ms too.)
   client.close();
+  await until('the shard to hear the rejoined connection close', () => closeCodes.length === 2);
   joins.length = 0;
   const solo = new RealtimeClient({ url, joinToken: 't3', createSocket, silenceTimeoutMs: 300 });
   client = solo;
   const closes: [number, string][] = [];
-  solo.on('close', (code, reason) => closes.push([code, reason]));
+  let soloSnapshots = 0;
+  solo.on('snapshot', () => soloSnapshots++);
+  const soloClosed = new Promise<number>((resolve) =>
+    solo.on('close', (code, reason) => {
+      closes.push([code, reason]);
+      resolve(performance.now());
+    }),
+  );
+  const soloStarted = performance.now();
   await solo.connect();
-  await new Promise((r) => setTimeout(r, 1500));
-  expect(closes).toHaveLength(1);
-  expect(closes[0]?.[0]).toBe(4000);
+  const soloClosedAt = await within(soloClosed, 5000);
+  expect(soloClosedAt, "'close' within 5 s").not.toBe('timed out');
+  // Not while the shard was live, and not before it had been silent for silenceTimeoutMs.
+  expect((soloClosedAt as number) - soloStarted).toBeGreaterThan(600);
+  expect(soloSnapshots).toBeGreaterThan(0);
+  expect((soloClosedAt as number) - shardSentAt).toBeGreaterThanOrEqual(300);
+  // Once: nothing more after the shard has heard the socket close (4000) too.
+  await until('the shard to hear the session close', () => closeCodes.length === 3);
+  expect(closeCodes).toEqual([4000, 1000, 4000]);
+  await sleep(100);
+  expect(closes).toEqual([[4000, expect.stringMatching(/^no message from the shard for \d+ ms$/)]]);
 
   expect(() => new RealtimeClient({ url, joinToken: 't', silenceTimeoutMs: -1 })).toThrow(
     /silenceTimeoutMs must be a positive number of milliseconds below 2\^31, or 0 \(never\) or Infinity \(never\), got -1/,
@@ -282,42 +312,79 @@ test('a rejoin whose attempts hang — a join token that never comes, an upgrade
   });
   await new Promise<void>((r) => http.listen(0, '127.0.0.1', r));
   const url = `ws://127.0.0.1:${(http.address() as AddressInfo).port}`;
+  // From the drop on, the client's timers and its clock (`now`, on Date) are the test's fake ones:
+  // attempts, their deadlines and the give-up keep their schedule however late the process runs.
+  // Sockets stay real: the test lets each attempt's upgrade reach the shard before moving on.
+  let droppedAt: number | undefined;
+  const sinceDrop = () => Date.now() - (droppedAt as number);
+  /** Milliseconds after the drop at which each attempt asked for a token, opened its socket, had it closed. */
+  const tokensAt: number[] = [];
+  const openedAt: number[] = [];
+  const cutAt: number[] = [];
+  const attemptSocket = (u: string) => {
+    const ws = new WebSocket(u);
+    if (droppedAt === undefined) return ws as never;
+    openedAt.push(sinceDrop());
+    const close = ws.close.bind(ws);
+    ws.close = (code?: number, reason?: string) => {
+      cutAt.push(sinceDrop());
+      close(code, reason);
+    };
+    return ws as never;
+  };
   let tokenCalls = 0;
   client = new RealtimeClient({
     url,
     joinToken: 't1',
-    createSocket,
+    createSocket: attemptSocket,
+    now: () => Date.now(),
     silenceTimeoutMs: 0,
     connectTimeoutMs: 150,
     rejoin: {
       // The control plane does not answer the first call; later ones it does.
-      joinToken: () => (++tokenCalls === 1 ? new Promise<string>(() => {}) : Promise.resolve('t2')),
+      joinToken: () => {
+        tokensAt.push(sinceDrop());
+        return ++tokenCalls === 1 ? new Promise<string>(() => {}) : Promise.resolve('t2');
+      },
       maxDelayMs: 50,
       giveUpAfterMs: 700,
     },
   });
-  const events = recordEvents(client);
-  let droppedAt = 0;
-  client.on('disconnected', () => {
-    droppedAt = performance.now();
+  const c = client;
+  const events = recordEvents(c);
+  let closedAt: number | undefined;
+  c.on('close', () => {
+    closedAt = sinceDrop();
   });
-  const closed = new Promise<number>((resolve) => client?.on('close', () => resolve(performance.now())));
-  await client.connect();
+  await c.connect();
+  vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
+  const dropped = new Promise<void>((resolve) =>
+    c.on('disconnected', () => {
+      droppedAt = Date.now();
+      resolve();
+    }),
+  );
   shardSocket?.terminate();
-
-  const closedAt = await within(closed, 3000);
-  expect(closedAt, "'close' within 3 s of the drop").not.toBe('timed out');
+  expect(await within(dropped, 5000), "'disconnected' within 5 s of the drop").not.toBe('timed out');
+  // The client's time runs a millisecond at a time, each attempt's upgrade heard before it goes on.
+  while (closedAt === undefined && sinceDrop() < 5000) {
+    await vi.advanceTimersByTimeAsync(1);
+    await until('the attempt’s upgrade to reach the shard', () => held.length === openedAt.length);
+  }
   expect(events).toEqual(['disconnected 1006', 'close 1006 could not rejoin shard-a within 700 ms']);
-  const downMs = (closedAt as number) - droppedAt;
-  expect(downMs).toBeGreaterThan(650);
-  expect(downMs).toBeLessThan(1000);
-  // The hung token call counted as a failed attempt, and so did each unanswered upgrade.
-  expect(tokenCalls).toBeGreaterThanOrEqual(3);
-  expect(held.length).toBeGreaterThanOrEqual(2);
+  // First attempt 100 ms after the drop, then 50 ms (maxDelayMs) after each failed one; each cut at
+  // connectTimeoutMs (150): the hung token call (100–250) counted as a failed attempt, and so did
+  // each unanswered upgrade (300–450, 500–650). At 700 ms (giveUpAfterMs) the client gives up.
+  expect(tokensAt).toEqual([100, 300, 500]);
+  expect(openedAt).toEqual([300, 500]);
+  expect(cutAt).toEqual([450, 650]);
+  expect(closedAt).toBe(700);
+  expect(held).toHaveLength(2);
   // No attempt's socket outlives the rejoin, and nothing follows 'close'.
-  await sleep(300);
-  expect(heldClosed).toBe(held.length);
+  await vi.advanceTimersByTimeAsync(1000);
+  await until('the shard to see every attempt hang up', () => heldClosed === held.length);
   expect(events).toHaveLength(2);
+  expect(tokensAt).toHaveLength(3);
 });
 
 test('a rejoin after a silent drop re-sends only the newest 128 unacknowledged inputs, behind the Join: well within the shard’s default burst of 240', async () => {
@@ -662,34 +729,48 @@ test('move() refuses what is not two finite numbers, naming them; nothing is sen
 
 test('inputs made before the Welcome are held and sent after it, cut to its max speed and numbered after its last input', async () => {
   let welcomedAfter = -1;
+  let sendWelcome: (() => void) | undefined;
   const { url, connections } = await scriptedShard((socket, msg, connection) => {
     if (msg.body !== 'join') return;
     // A shard slow to verify the join token (its key set fetched first), holding this player's
-    // entity from an earlier session whose last input was 500.
-    setTimeout(() => {
+    // entity from an earlier session whose last input was 500: it welcomes when the test says.
+    sendWelcome = () => {
       welcomedAfter = connections[connection]?.length ?? 0;
       socket.send(welcome('shard-a', 500));
-    }, 200);
+    };
   });
-  client = new RealtimeClient({ url, joinToken: 't', createSocket, silenceTimeoutMs: 0 });
+  // The game's clock: each move below is a tick (25 ms at 40 Hz, the rate before a Welcome) after
+  // the one before, so that each is an input of its own.
+  let clock = 1000;
+  client = new RealtimeClient({ url, joinToken: 't', createSocket, silenceTimeoutMs: 0, now: () => clock });
   const c = client;
-  // The game's input loop starts with connect(), not after the Welcome.
-  const loop = setInterval(() => c.move(10, 0), 25);
-  try {
-    await client.connect();
-    await sleep(60);
-  } finally {
-    clearInterval(loop);
-  }
+  const frame = () => {
+    clock += 25;
+    c.move(10, 0);
+  };
+  // The game's input loop starts with connect(), not after the Welcome: moves before the socket
+  // opens, and while the shard has the Join.
+  const connecting = c.connect();
+  for (let i = 0; i < 3; i++) frame();
+  await until('the Join to reach the shard', () => sendWelcome !== undefined);
+  for (let i = 0; i < 3; i++) frame();
+  await sleep(50);
+  (sendWelcome as () => void)();
+  await connecting;
+  // And after it.
+  for (let i = 0; i < 2; i++) frame();
   const received = connections[0] ?? [];
+  const inputs = () => received.filter((m) => m.body === 'input');
+  await until('8 inputs to reach the shard', () => inputs().length >= 8);
+  await sleep(20);
   // Nothing but the Join before the Welcome: inputs then are counted against the player.
   expect(welcomedAfter).toBe(1);
-  const inputs = received.filter((m) => m.body === 'input');
-  expect(inputs.length).toBeGreaterThan(5);
-  expect(inputs.map((m) => m.input?.seq)).toEqual(Array.from({ length: inputs.length }, (_, i) => 501 + i));
-  expect(new Set(inputs.map((m) => m.input?.move?.x))).toEqual(new Set([5]));
+  expect(inputs()).toHaveLength(8);
+  expect(inputs().map((m) => m.input?.seq)).toEqual(Array.from({ length: 8 }, (_, i) => 501 + i));
+  expect(new Set(inputs().map((m) => m.input?.move?.x))).toEqual(new Set([5]));
   // Predicted by the Welcome's rules, from where the session started.
-  expect(client.predicted.x).toBe(5 * client.unacknowledged);
+  expect(client.unacknowledged).toBe(8);
+  expect(client.predicted.x).toBe(5 * 8);
 });
 
 test('held inputs renumbered after the Welcome keep their own send times, also where old and new numbers overlap', async () => {
@@ -967,18 +1048,27 @@ test('move() every render frame sends at most one input per tick: moves within a
   const { url, connections } = await scriptedShard((socket, msg) => {
     if (msg.body === 'join') socket.send(welcome('shard-a'));
   });
-  client = new RealtimeClient({ url, joinToken: 't', createSocket, silenceTimeoutMs: 0 });
+  // After the Welcome the client's timers and clock (`now`, on Date) are the test's fake ones, so
+  // that ticks and frames keep their rate however late the process runs; the socket stays real.
+  client = new RealtimeClient({ url, joinToken: 't', createSocket, silenceTimeoutMs: 0, now: () => Date.now() });
   const c = client;
   await c.connect();
+  vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
+  const sent = () => (connections[0] ?? []).filter((m) => m.body === 'input').map((m) => m.input as aethex.v1.Input);
+  /** Waits (in real time) until the shard has every input up to `seq`. */
+  const arrived = (seq: number) => until(`input ${seq} to reach the shard`, () => sent().length >= seq);
   // A burst within one tick (50 Hz: 20 ms): the first goes at once, the rest make one more input,
   // cut to max speed (5), sent when the tick is over.
   expect(c.move(4, 0)).toBe(1);
   expect(c.move(4, 0)).toBe(2);
   expect(c.move(4, 0)).toBe(2);
   expect(c.move(0, 3)).toBe(2);
-  const sent = () => (connections[0] ?? []).filter((m) => m.body === 'input').map((m) => m.input as aethex.v1.Input);
   expect(sent()).toHaveLength(0); // not arrived yet; nothing more is sent synchronously
-  await sleep(60);
+  await arrived(1);
+  await sleep(20);
+  expect(sent()).toHaveLength(1); // the second waits for the tick
+  await vi.advanceTimersByTimeAsync(60);
+  await arrived(2);
   // (4, 0) + (4, 0) + (0, 3) = (8, 3), cut to length 5.
   const k = 5 / Math.hypot(8, 3);
   expect(sent().map((i) => [i.seq, i.move?.x, i.move?.y])).toEqual([
@@ -988,20 +1078,23 @@ test('move() every render frame sends at most one input per tick: moves within a
   const afterBurst = { x: Math.fround(4 + Math.fround(8 * k)), y: Math.fround(3 * k) };
   expect(c.predicted).toEqual(afterBurst);
 
-  // A 144 Hz render loop for 600 ms: one input per tick at most, every frame's move in them.
+  // A 144 Hz render loop (7 ms frames) for 602 ms: one input per tick at most, every frame's move
+  // in them.
   const before = sent().length;
-  const started = performance.now();
-  let frames = 0;
-  while (performance.now() - started < 600) {
-    c.move(0.25, 0);
-    frames++;
-    await sleep(1000 / 144);
+  const started = Date.now();
+  const frames = 86;
+  let last = 0;
+  for (let f = 0; f < frames; f++) {
+    last = c.move(0.25, 0);
+    await vi.advanceTimersByTimeAsync(7);
   }
-  await sleep(60);
-  const elapsed = performance.now() - started;
+  await vi.advanceTimersByTimeAsync(60);
+  const elapsed = Date.now() - started;
+  await arrived(last);
+  await sleep(20);
   const inputs = sent().slice(before);
   expect(inputs.length).toBeLessThanOrEqual(Math.ceil(elapsed / 20) + 1);
-  expect(inputs.length).toBeGreaterThan(elapsed / 20 / 2);
+  expect(inputs.length).toBeGreaterThanOrEqual(Math.floor((frames * 7) / 20));
   expect(frames).toBeGreaterThan(inputs.length * 1.5);
   // Sequence numbers one apart; the moves add up to every frame's.
   expect(inputs.map((i) => i.seq)).toEqual(inputs.map((_, k) => 3 + k));
