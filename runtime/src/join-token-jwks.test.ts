@@ -15,6 +15,18 @@ const opts = { issuer: 'aethex-control-plane', audience: 'aethex-shard', alg: 'E
 const shard = { issuer: opts.issuer, audience: opts.audience, world: 'frontier', instance: 0, shard: 'frontier-0-0' };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * Polls `check` every 10 ms until it holds, failing after `timeoutMs` (well within the test's
+ * 5 s) with `what`: for what background refreshes bring about, which a stalled process sees late.
+ */
+async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 3000): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!(await check())) {
+    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
 /** A real JWKS server whose answer the test changes: `serve` is the status and body of the next answers. */
 async function jwksServer() {
   const state = { fetches: 0, status: 200, body: JSON.stringify({ keys: [jwkOf(ed.publicKey, 'k1')] }), chunked: false };
@@ -71,17 +83,22 @@ describe('join-token keys from a JWKS URL', () => {
     const { state, url } = await jwksServer();
     const verify = await verifier({ ...shard, jwksUrl: url, cacheSize: 0, jwks: { refreshMs: 100, retryMs: 50 } });
     await verify.loadKeys();
+    const loadedBy = performance.now();
     state.status = 503;
     // Several background refreshes fail meanwhile.
     await sleep(600);
+    await until('two failed refreshes', () => state.fetches > 2);
     expect(verify.keysLoaded()).toBe(true);
     expect(await verify(await signJoinToken(ed.privateKey, claims, { ...opts, kid: 'k1' }))).toEqual(claims);
-    expect(state.fetches).toBeGreaterThan(2);
-    expect(verify.keysAgeMs()).toBeGreaterThanOrEqual(500);
-    // Back: the next refresh makes the set young again.
+    // Its age counts from the fetch that loaded it, not from the failed ones since: at least the time
+    // measured since the load returned (600 ms and more).
+    const outage = performance.now() - loadedBy;
+    expect(verify.keysAgeMs()).toBeGreaterThanOrEqual(outage);
+    // Back: the next refresh (within the back-off, at most refreshMs) makes the set young again, its
+    // age less than the time since the key server came back. Until then it only grows older.
+    const back = performance.now();
     state.status = 200;
-    await sleep(700);
-    expect(verify.keysAgeMs()).toBeLessThan(400);
+    await until('a refresh that loads', () => (verify.keysAgeMs() as number) < performance.now() - back);
   });
 
   test('tokens cannot make the shard hammer a failing key server: one fetch in flight, then a cooldown and a back-off', async () => {
@@ -100,20 +117,32 @@ describe('join-token keys from a JWKS URL', () => {
 
   test('a token naming an unknown kid refreshes the set at most once per cooldown', async () => {
     const { state, url } = await jwksServer();
-    const verify = await verifier({ ...shard, jwksUrl: url, jwks: { cooldownMs: 300, refreshMs: 60_000 } });
+    // The key set's clock (milliseconds) is the test's: the cooldown is what the clock says, however
+    // long the verifications take.
+    let clock = 0;
+    const verify = await verifier({ ...shard, jwksUrl: url, jwks: { cooldownMs: 300, refreshMs: 60_000, now: () => clock } });
     await verify.loadKeys();
-    await sleep(350);
+    clock = 350;
     const before = state.fetches;
     // A key added to the set since: the token naming it triggers the refresh that finds it.
     state.body = JSON.stringify({ keys: [jwkOf(ed.publicKey, 'k1'), jwkOf(other.publicKey, 'k2')] });
     expect(await verify(await signJoinToken(other.privateKey, claims, { ...opts, kid: 'k2' }))).toEqual(claims);
     expect(state.fetches - before).toBe(1);
-    // Forged kids within the cooldown fetch nothing more.
+    // Forged kids within the cooldown (which that fetch began at 350) fetch nothing more...
+    const forged = (kid: string) => signJoinToken(other.privateKey, claims, { ...opts, kid });
     for (let i = 0; i < 20; i++) {
-      const e = await refusal(verify, await signJoinToken(other.privateKey, claims, { ...opts, kid: `nope-${i}` }));
+      clock = 350 + i * 15;
+      const e = await refusal(verify, await forged(`nope-${i}`));
       expect(e.kind).toBe('invalid');
     }
+    clock = 649;
+    expect((await refusal(verify, await forged('nope-649'))).kind).toBe('invalid');
     expect(state.fetches - before).toBe(1);
+    // ...and once it is over, the next one fetches the set again: once.
+    clock = 700;
+    expect((await refusal(verify, await forged('nope-700'))).kind).toBe('invalid');
+    expect((await refusal(verify, await forged('nope-701'))).kind).toBe('invalid');
+    expect(state.fetches - before).toBe(2);
   });
 
   test('a remembered token stops verifying once its key is rotated out of the set', async () => {
@@ -124,7 +153,14 @@ describe('join-token keys from a JWKS URL', () => {
     expect(await verify(token)).toEqual(claims);
     expect(await verify(token)).toEqual(claims);
     state.body = JSON.stringify({ keys: [jwkOf(other.publicKey, 'k2')] });
-    await sleep(400);
+    // The next background refresh (every 100 ms) loads the new set, and the token, remembered from the
+    // old one, is checked again against it.
+    await until('the remembered token refused', () =>
+      verify(token).then(
+        () => false,
+        () => true,
+      ),
+    );
     expect((await refusal(verify, token)).kind).toBe('invalid');
   });
 
