@@ -1,7 +1,19 @@
 import { once } from 'node:events';
 import { type AddressInfo, connect, createServer } from 'node:net';
-import { expect, test } from 'vitest';
+import { expect, test, vi } from 'vitest';
 import { FixedTimestep, MAX_YIELD_TURNS, runLoop } from './fixed-timestep.js';
+
+/**
+ * Polls until `check` returns true, or fails after `timeoutMs` (before the test's own timeout)
+ * naming `what`: a stalled process only makes it wait longer.
+ */
+async function until(what: string, check: () => boolean, timeoutMs = 3000): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!check()) {
+    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
 
 test('ticks fall due every stepMs, from the start', () => {
   const ts = new FixedTimestep(25, 4, 1000);
@@ -25,29 +37,45 @@ test('refuses nonsense', () => {
   expect(() => new FixedTimestep(25, 0, 0)).toThrow(/maxCatchUp/);
 });
 
-test('runLoop steps at the rate, survives a throwing step, and stops', async () => {
-  let steps = 0;
-  const errors: unknown[] = [];
-  const loop = runLoop(
-    new FixedTimestep(10, 4, performance.now()),
-    { now: () => performance.now() },
-    {
+test('runLoop steps at the rate, survives a throwing step, and stops', () => {
+  // Fake timers and clock: the counts are exact, however the machine schedules the test.
+  vi.useFakeTimers();
+  try {
+    let steps = 0;
+    const errors: unknown[] = [];
+    const skipped: number[] = [];
+    // The loop's clock, with a stall of the process added at will (timers do not see it).
+    let stalled = 0;
+    const clock = { now: () => performance.now() + stalled };
+    const loop = runLoop(new FixedTimestep(10, 4, clock.now()), clock, {
       onStep() {
         steps++;
         if (steps === 2) throw new Error('boom');
       },
-      onSkip() {},
+      onSkip: (ticks) => skipped.push(ticks),
       onError: (err) => errors.push(err),
-    },
-  );
-  await new Promise((r) => setTimeout(r, 205));
-  loop.stop();
-  const atStop = steps;
-  await new Promise((r) => setTimeout(r, 50));
-  expect(steps).toBe(atStop);
-  expect(atStop).toBeGreaterThanOrEqual(5);
-  expect(atStop).toBeLessThanOrEqual(21);
-  expect(errors).toHaveLength(1);
+    });
+    vi.advanceTimersByTime(9);
+    expect(steps).toBe(0);
+    vi.advanceTimersByTime(196);
+    expect(steps).toBe(20);
+    expect(errors).toHaveLength(1);
+    expect(skipped).toEqual([]);
+    // A stall of 1 s: at the wake-up at 210, 101 ticks are due; it runs 4 of them, one per turn (a
+    // fake turn takes 1 ms), and drops the other 97. The next tick is due at 220.
+    stalled = 1000;
+    vi.advanceTimersByTime(14);
+    expect(steps).toBe(24);
+    expect(skipped).toEqual([97]);
+    vi.advanceTimersByTime(1);
+    expect(steps).toBe(25);
+    loop.stop();
+    vi.advanceTimersByTime(50);
+    expect(steps).toBe(25);
+    expect(errors).toHaveLength(1);
+  } finally {
+    vi.useRealTimers();
+  }
 });
 
 test('runLoop runs catch-up steps one per turn of the event loop, reading sockets in between', async () => {
@@ -69,7 +97,8 @@ test('runLoop runs catch-up steps one per turn of the event loop, reading socket
     client.write(d);
   });
   client.write('ping');
-  // A step that takes 3 ticks' time: every step leaves the loop behind, so steps catch up.
+  // A step that takes 3 ticks' time: every step leaves the loop further behind, so from the first
+  // tick it drops on, it is catching up for good (steps pending at every turn).
   const loop = runLoop(
     new FixedTimestep(5, 4, performance.now()),
     { now: () => performance.now() },
@@ -81,18 +110,22 @@ test('runLoop runs catch-up steps one per turn of the event loop, reading socket
           // busy: a slow tick
         }
       },
-      onSkip: () => undefined,
+      onSkip: () => order.push('skip'),
       onError: () => undefined,
     },
   );
-  await new Promise((r) => setTimeout(r, 300));
-  loop.stop();
-  client.destroy();
-  server.close();
-  const steps = order.filter((o) => o === 'step').length;
-  expect(steps).toBeGreaterThan(5);
-  // Never two steps without the socket being read in between.
-  expect(order.join(' ')).not.toContain('step step');
+  // The first steps are run by the timer, not caught up: what follows the first skip is. As many
+  // of them as 300 ms hold, however long the machine takes to run them.
+  const catchingUp = () => (order.includes('skip') ? order.slice(order.indexOf('skip')).filter((o) => o !== 'skip') : []);
+  try {
+    await until('20 catch-up steps', () => catchingUp().filter((o) => o === 'step').length >= 20);
+  } finally {
+    loop.stop();
+    client.destroy();
+    server.close();
+  }
+  // Never two catch-up steps without the socket being read in between.
+  expect(catchingUp().join(' ')).not.toContain('step step');
 });
 
 test('runLoop gives a burst of connections extra turns before a late step: one per turn is accepted', async () => {
@@ -159,8 +192,10 @@ test('runLoop: a yieldFirst that always asks delays a step by at most MAX_YIELD_
       },
     },
   );
-  await new Promise((r) => setTimeout(r, 100));
-  loop.stop();
-  expect(between.length).toBeGreaterThan(5);
+  try {
+    await until('20 steps', () => between.length >= 20);
+  } finally {
+    loop.stop();
+  }
   expect(Math.max(...between)).toBe(MAX_YIELD_TURNS);
 });
