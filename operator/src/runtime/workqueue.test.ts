@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { backoffMs, WorkQueue } from './workqueue.js';
 
 const tick = (ms = 0) => new Promise((r) => setTimeout(r, ms));
@@ -51,22 +51,39 @@ describe('WorkQueue', () => {
   });
 
   it('retries a failing key with growing backoff and resets it on success', async () => {
-    const at: number[] = [];
-    const errors: number[] = [];
-    const q = new WorkQueue(
-      async () => {
-        at.push(Date.now());
-        if (at.length < 4) throw new Error('boom');
-        return undefined;
-      },
-      { workers: 1, baseBackoffMs: 20, maxBackoffMs: 1000, random: () => 0.5 },
-      (_k, _e, retry) => errors.push(retry),
-    );
-    q.add('k');
-    await tick(300);
-    expect(errors).toEqual([20, 40, 80]);
-    expect(at).toHaveLength(4);
-    q.stop();
+    // Fake timers and clock: the backoffs are exact, however the machine schedules the test.
+    vi.useFakeTimers();
+    try {
+      const at: number[] = [];
+      const errors: number[] = [];
+      const q = new WorkQueue(
+        async () => {
+          at.push(Date.now());
+          // Three failures, a success, then one failure more.
+          if (at.length < 4 || at.length === 5) throw new Error('boom');
+          return undefined;
+        },
+        { workers: 1, baseBackoffMs: 20, maxBackoffMs: 1000, random: () => 0.5 },
+        (_k, _e, retry) => errors.push(retry),
+      );
+      const start = Date.now();
+      q.add('k');
+      await vi.advanceTimersByTimeAsync(139);
+      expect(at).toHaveLength(3);
+      await vi.advanceTimersByTimeAsync(1);
+      expect(errors).toEqual([20, 40, 80]);
+      expect(at.map((t) => t - start)).toEqual([0, 20, 60, 140]);
+      // Succeeded: no retry, and the next failure backs off from the start again.
+      await vi.advanceTimersByTimeAsync(1000);
+      expect(at).toHaveLength(4);
+      q.add('k');
+      await vi.advanceTimersByTimeAsync(20);
+      expect(errors).toEqual([20, 40, 80, 20]);
+      expect(at.map((t) => t - start)).toEqual([0, 20, 60, 140, 1140, 1160]);
+      q.stop();
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });
 
