@@ -200,8 +200,17 @@ test('after SIGKILL a restarted shard restores its last snapshot and the player 
   expect(first.output()).toMatch(/"node runs without --no-parallel-scavenge/);
   const player = await joinShard(a.gateway, 'survivor');
   const entity = player.welcome?.entityId;
-  // Let a periodic snapshot (every 200 ms) include the player.
-  await new Promise((r) => setTimeout(r, 600));
+  // Until a periodic snapshot (every 200 ms) that includes the player is stored: one of a tick the
+  // player was already sent, on however slow a machine.
+  await until('a snapshot of the world with the player in it', () => player.lastTick > 0);
+  const inWorld = player.lastTick;
+  const savedTick = async () =>
+    Number(/^aether_state_snapshot_last_saved_tick (\d+)$/m.exec(await (await fetch(`${a.ops}/metrics`)).text())?.[1] ?? 0);
+  const deadline = Date.now() + 10_000;
+  while ((await savedTick()) < inWorld) {
+    if (Date.now() > deadline) throw new Error(`no snapshot of tick ${inWorld} or later stored within 10 s:\n${first.output()}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
   first.kill('SIGKILL');
   await first.exited;
 
