@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { connect, type Socket } from 'node:net';
 import { afterEach, expect, test } from 'vitest';
 import { WebSocket } from 'ws';
@@ -62,7 +62,16 @@ test('the ops port holds at most ops.max_connections sockets: more are closed as
   await sleep(300);
   expect(closed()).toBe(36);
   for (const s of sockets.filter((s) => s.closedAt === undefined).slice(0, 10)) s.socket.destroy();
-  await sleep(200);
+  // Once the shard has seen the 10 close (its count read here: a scrape's socket, over the cap
+  // until then, would be refused).
+  const opsSockets = async () => (await t.shard.metrics.registry.getSingleMetric('aether_ops_open_sockets')?.get())?.values[0]?.value;
+  const deadline = Date.now() + 5000;
+  let open = await opsSockets();
+  while (open !== 54 && Date.now() < deadline) {
+    await sleep(20);
+    open = await opsSockets();
+  }
+  expect(open).toBe(54);
   const metrics = await (await fetch(`${t.shard.opsUrl}/metrics`)).text();
   // The 54 left and the scrape's own.
   expect(sample(metrics, 'aether_ops_open_sockets')).toBe(55);
@@ -141,9 +150,14 @@ const status = async (url: string) => (await fetch(url, { signal: AbortSignal.ti
 
 /**
  * Probes `url` from another process for `ms`, as kubelet would: one request at a time, the next
- * `everyMs` after the last answer; each answer's status and when it came (ms from the start).
+ * `everyMs` after the last answer. `answers`: each answer's status and when it came (ms from the
+ * probe's start), as they come; `done`: all of them, once the probe ended.
  */
-function probe(url: string, ms: number, everyMs: number): Promise<{ at: number; status: number }[]> {
+function probe(
+  url: string,
+  ms: number,
+  everyMs: number,
+): { answers: { at: number; status: number }[]; done: Promise<{ at: number; status: number }[]> } {
   const script = `const [url, ms, every] = [process.argv[1], Number(process.argv[2]), Number(process.argv[3])];
     const t0 = Date.now();
     (async () => {
@@ -153,18 +167,20 @@ function probe(url: string, ms: number, everyMs: number): Promise<{ at: number; 
         await new Promise((r) => setTimeout(r, every));
       }
     })();`;
-  return new Promise((resolve, reject) =>
-    execFile(process.execPath, ['-e', script, url, String(ms), String(everyMs)], (err, stdout) =>
-      err
-        ? reject(err)
-        : resolve(
-            stdout
-              .trim()
-              .split('\n')
-              .map((l) => JSON.parse(l)),
-          ),
-    ),
-  );
+  const answers: { at: number; status: number }[] = [];
+  const child = spawn(process.execPath, ['-e', script, url, String(ms), String(everyMs)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let partial = '';
+  child.stdout.setEncoding('utf8');
+  child.stdout.on('data', (d: string) => {
+    const lines = (partial + d).split('\n');
+    partial = lines.pop() as string;
+    for (const l of lines) if (l) answers.push(JSON.parse(l));
+  });
+  const done = new Promise<{ at: number; status: number }[]>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolve(answers) : reject(new Error(`the probe exited with ${code}`))));
+  });
+  return { answers, done };
 }
 
 test('/healthz: a shard whose every tick takes longer than the stall bound is unhealthy; one long tick is not', async () => {
@@ -173,14 +189,16 @@ test('/healthz: a shard whose every tick takes longer than the stall bound is un
   await until('the loop to tick', () => t.shard.engine.tick > 5);
   // One tick of 1.5 s (the stall bound: 40 ticks, 1 s): a probe waits for it, and the shard is
   // healthy after it, as it is through the ticks that catch up.
-  const stall = probe(healthz, 3000, 100);
-  setTimeout(() => slowTicks(1500, 1), 500);
-  const stalled = await stall;
+  const stall = probe(healthz, 4000, 100);
+  // The slow tick comes once the probe is answering (its process may take a while to start).
+  await until('the probe’s first answer', () => stall.answers.length > 0, 10_000);
+  slowTicks(1500, 1);
+  const stalled = await stall.done;
   expect(stalled.filter((p) => p.status !== 200)).toEqual([]);
   expect(stalled.some((p, k) => k > 0 && p.at - (stalled[k - 1] as { at: number }).at > 1000)).toBe(true);
   // Every tick 1.2 s (under 1 Hz): not a live shard, though a tick ends every 1.2 s.
   slowTicks(1200, 1000);
-  const slow = await probe(healthz, 9000, 200);
+  const slow = await probe(healthz, 9000, 200).done;
   const first = slow.findIndex((p) => p.status === 503);
   // Unhealthy from the third slow tick on (about 3.6 s), and steadily so.
   expect(first).toBeGreaterThanOrEqual(0);
@@ -257,6 +275,12 @@ test('aether_open_sockets counts the players’ port’s TCP sockets, upgraded o
   // Its help says what it counts: a connection closed as it arrived is no session.
   expect(metrics).toMatch(/# HELP aether_kicks_total .*too_many_connections \(closed as they arrived, before any HTTP/);
   for (const s of raw) s.socket.destroy();
-  await sleep(100);
-  expect(sample(await (await fetch(`${t.shard.opsUrl}/metrics`)).text(), 'aether_open_sockets')).toBe(1);
+  // Once the shard has seen them close.
+  const deadline = Date.now() + 5000;
+  let open = sample(await (await fetch(`${t.shard.opsUrl}/metrics`)).text(), 'aether_open_sockets');
+  while (open !== 1 && Date.now() < deadline) {
+    await sleep(20);
+    open = sample(await (await fetch(`${t.shard.opsUrl}/metrics`)).text(), 'aether_open_sockets');
+  }
+  expect(open).toBe(1);
 });
