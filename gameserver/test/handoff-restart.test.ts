@@ -58,6 +58,9 @@ test("a restarted shard's offer never gets a token its previous run was given: t
   walkWest(pat);
   await until('A to hold pat, offered by the first run of B', () => a.shard.sharding?.inFlight.held.length === 1, 30_000);
   expect(lostAccepts).toMatchObject([{ offerId: 1, entityId: patId }]);
+  // B's first run ends as a crash would: it says nothing more (a drain would roll its offer back).
+  const bLinks = b.shard.links as NonNullable<typeof b.shard.links>;
+  bLinks.send = () => 0;
   await b.stop();
 
   // B's second run: a fresh process (new epoch, no snapshot) whose first offer is number 1 again.
