@@ -400,7 +400,7 @@ export async function startShard(configured: GameserverSettings, options: ShardO
     capturedNextId = engine.world.nextEntityId;
     capturedAdoptions = sharding?.adoptions ?? 0;
     adoptedAtTick = -1;
-    persistence.snapshot(engine.tick, assembleState(engine.captureState(sharding?.adoptedAwaitingResume())), sharding?.adoptions ?? 0);
+    persistence.snapshot(engine.tick, assembleState(engine.captureState(sharding?.adoptedAwaitingResume())), capturedAdoptions);
   };
   takeSnapshot();
 

@@ -162,6 +162,8 @@ export class Sharding {
   private links: ShardLinks | undefined;
   private readonly neighbours: Neighbour[];
   private readonly offers = new Map<number, Offer>(); // by entity id
+  /** The shard drains (`stopAccepting`): offers are refused. */
+  private draining = false;
   /** Entities whose offer was rolled back: not offered again before this time (pruned after it). */
   private readonly retryAt = new Map<number, number>();
   /** Unique within this process run only: neighbours tell runs apart by the link epoch. */
@@ -929,8 +931,6 @@ export class Sharding {
       this.o.metrics?.handoffs.inc({ result: 'rolled_back' });
     }
   }
-
-  private draining = false;
 
   /** Entities handed over from here whose new owner has not said it stored them (tests). */
   get custodyHeld(): number[] {
