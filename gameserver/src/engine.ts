@@ -1412,8 +1412,8 @@ export class ShardEngine {
 
   /**
    * A player's entity leaves the world, with what waited for it (held inputs, an offer's tick).
-   * `reuse`: it is gone for good (its player left while it was played here): its id, if this
-   * shard's, may be handed out again after it rested.
+   * `reuse`: it is gone for good (its player left while it was played here): its id may be handed
+   * out again after it rested — one of another shard's range by that shard (`Sharding.releaseIds`).
    */
   private removeEntity(entityId: number, reuse = false): void {
     this.held.delete(entityId);

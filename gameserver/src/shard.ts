@@ -247,6 +247,7 @@ export async function startShard(configured: GameserverSettings, options: ShardO
     onSaved: (tick, mark) => {
       engine.world.reuseThrough = Math.max(engine.world.reuseThrough, tick);
       sharding?.stored(mark);
+      sharding?.releaseIds(tick);
     },
   });
   // The places the outbox holds open from before: the restored players' are not told again, the rest are freed.

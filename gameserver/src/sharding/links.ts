@@ -87,6 +87,8 @@ interface Outbound {
   lateChanges: boolean;
   /** The neighbour stores what it adopts from us and says so, and takes it back after a crash (its welcome said so). */
   custody: boolean;
+  /** The neighbour takes back ids of its range that left for good here (IdsReleased; its welcome said so). */
+  idsReleased: boolean;
   attempt: number;
   timer: NodeJS.Timeout | undefined;
   lastHeard: number;
@@ -130,6 +132,7 @@ export class ShardLinks {
         ready: false,
         lateChanges: false,
         custody: false,
+        idsReleased: false,
         attempt: 0,
         timer: undefined,
         lastHeard: 0,
@@ -158,6 +161,11 @@ export class ShardLinks {
    */
   takesCustody(n: Neighbour): boolean {
     return this.out.get(n.shard)?.custody ?? false;
+  }
+
+  /** Whether the neighbour takes back ids of its range that left for good here (IdsReleased); builds before it do not. */
+  takesIdsReleased(n: Neighbour): boolean {
+    return this.out.get(n.shard)?.idsReleased ?? false;
   }
 
   /** Sends one message to a neighbour; false when our link to it is down (nothing is queued). */
@@ -272,6 +280,7 @@ export class ShardLinks {
             epoch: this.epoch,
             lateChanges: true,
             custody: true,
+            idsReleased: true,
             auth,
           },
         }).finish(),
@@ -374,6 +383,7 @@ export class ShardLinks {
         link.ready = true;
         link.lateChanges = welcome.lateChanges === true;
         link.custody = welcome.custody === true;
+        link.idsReleased = welcome.idsReleased === true;
         link.attempt = 0;
         this.setGauge(n, 'out', true);
         this.o.log.info({ to: n.name }, 'shard link to neighbour up');

@@ -31,6 +31,11 @@ export function idRange(shard: number): { first: number; limit: number } {
   return { first: shard * IDS_PER_SHARD + 1, limit: (shard + 1) * IDS_PER_SHARD };
 }
 
+/** The index of the shard whose range holds entity id `id` (see `idRange`). */
+export function shardOfId(id: number): number {
+  return Math.floor((id - 1) / IDS_PER_SHARD);
+}
+
 const isRect = (r: unknown): r is Rect => {
   const o = r as Record<string, unknown> | null;
   return (

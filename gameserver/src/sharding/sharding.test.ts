@@ -265,13 +265,14 @@ test("an offer's game state is adopted with the entity, as a copy of its own; on
 });
 
 /** A link that records what is sent and is always up. */
-function recordingLinks(lateChanges = true, custody = true): { links: ShardLinks; sent: aethex.v1.IShardMessage[] } {
+function recordingLinks(lateChanges = true, custody = true, idsReleased = true): { links: ShardLinks; sent: aethex.v1.IShardMessage[] } {
   const sent: aethex.v1.IShardMessage[] = [];
   const links = {
     send: (_n: Neighbour, m: aethex.v1.IShardMessage) => sent.push(m),
     isUp: () => true,
     takesLateChanges: () => lateChanges,
     takesCustody: () => custody,
+    takesIdsReleased: () => idsReleased,
   };
   return { sent, links: links as unknown as ShardLinks };
 }
@@ -569,7 +570,7 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
   });
 
   /** Shard A (left) with links that record, and `run(extra)` starting a run of shard B (right) whose messages to A are recorded. */
-  function world(o: { custody?: boolean; now?: () => number } = {}) {
+  function world(o: { custody?: boolean; idsReleased?: boolean; now?: () => number } = {}) {
     const a = new ShardEngine(settings, silent, { region: left, ids: idRange(0) });
     const aSharding = shardingOf(a, o.now ? { now: o.now } : {});
     const toB = recordingLinks(true, o.custody ?? true);
@@ -577,7 +578,7 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
     const run = (epoch: number, extra: Partial<ConstructorParameters<typeof Sharding>[0]> = {}, restored?: ShardState) => {
       const b = new ShardEngine(settings, silent, { region: right.region, ids: idRange(1), ...(restored ? { restored } : {}) });
       const bSharding = shardingOf(b, { placement: placementB, ...extra });
-      const toA = recordingLinks();
+      const toA = recordingLinks(true, true, o.idsReleased ?? true);
       bSharding.attach(toA.links);
       bSharding.onInboundUp(leftN, 7);
       bSharding.onOutboundUp(leftN, 7);
@@ -860,6 +861,92 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
     up = true;
     b2.bSharding.onOutboundUp(leftN, 8);
     expect(sent.filter((m) => m.handoffStored)).toEqual([]);
+  });
+
+  test("an id of A's range whose player quit at B goes home once B stored a snapshot taken since; A hands it out again, rested, unless it still keeps a copy of the entity", () => {
+    const { a, aSharding, run, crossing, deliver, handOver } = world();
+    const { b, bSharding, toA } = run(1);
+    const ann = crossing(1, 'ann', [1]);
+    const bo = crossing(2, 'bo', [1]);
+    handOver({ bSharding, toA });
+    expect(b.resume(5, 'ann', ann, 0)).toMatchObject({ ok: true, entityId: ann });
+    expect(b.resume(6, 'bo', bo, 0)).toMatchObject({ ok: true, entityId: bo });
+    // B stores ann's adoption (A forgets its copy of her), not bo's: A keeps bo's.
+    bSharding.stored(bSharding.adoptions - 1);
+    deliver(right, aSharding, toA.sent);
+    expect(aSharding.custodyHeld).toEqual([bo]);
+    // A's ghost of them (the entity it handed over) is B's: B's updates move it and then remove it.
+    bSharding.afterStep();
+    deliver(right, aSharding, toA.sent);
+    expect(a.world.mode[a.world.indexOf(ann)]).toBe(MODE_GHOST);
+    b.world.clock = 40;
+    b.leave(5);
+    b.leave(6);
+    bSharding.afterStep();
+    deliver(right, aSharding, toA.sent);
+    expect([a.world.indexOf(ann), a.world.indexOf(bo)]).toEqual([-1, -1]);
+    // Not before a snapshot B took on or after the tick they left is stored: a crash of B would bring them back.
+    bSharding.releaseIds(39);
+    expect(toA.sent).toEqual([]);
+    bSharding.releaseIds(40);
+    expect(toA.sent.map((m) => wire(m).idsReleased?.entityIds)).toEqual([[ann, bo]]);
+    a.world.clock = 1000;
+    deliver(right, aSharding, toA.sent);
+    // A hands ann's id out again once it rested, and never bo's, whose copy it keeps.
+    a.world.clock = 1000 + a.world.idRestTicks - 1;
+    const early = a.join(3, 'cy');
+    a.world.clock = 1000 + a.world.idRestTicks;
+    const rested = [a.join(4, 'dee'), a.join(5, 'eli')];
+    expect(early.ok && rested.every((r) => r.ok)).toBe(true);
+    expect([early, ...rested].map((r) => (r.ok ? r.entityId : 0))).toEqual([bo + 1, ann, bo + 2]);
+    // An id of another range, or one of A's it never handed out, is ignored.
+    aSharding.onMessage(right, wire({ idsReleased: { entityIds: [idRange(1).first, bo + 100] } }));
+    a.world.clock += a.world.idRestTicks;
+    const later = a.join(6, 'fig');
+    expect(later.ok && later.entityId).toBe(bo + 3);
+    // B's next snapshot releases nothing again.
+    bSharding.releaseIds(1000);
+    expect(toA.sent).toEqual([]);
+  });
+
+  test('ids released while the link to their shard is down go when it is up; a neighbour of a build that does not take them, or no neighbour, leaves them to be handed out where they left', () => {
+    const { a, aSharding, run, crossing, handOver, deliver } = world();
+    const first = run(1);
+    const gus = crossing(1, 'gus', [1]);
+    handOver(first);
+    first.b.resume(5, 'gus', gus, 0);
+    let up = false;
+    const sent: aethex.v1.IShardMessage[] = [];
+    first.bSharding.attach({
+      send: (_n: Neighbour, m: aethex.v1.IShardMessage) => (up ? sent.push(m) : 0),
+      isUp: () => up,
+      takesLateChanges: () => true,
+      takesCustody: () => true,
+      takesIdsReleased: () => true,
+    } as unknown as ShardLinks);
+    first.bSharding.stored(first.bSharding.adoptions);
+    first.b.leave(5);
+    first.bSharding.releaseIds(first.b.world.clock);
+    expect(sent).toEqual([]);
+    aSharding.onInboundDown(right); // A drops B's ghosts with the link
+    up = true;
+    first.bSharding.onOutboundUp(leftN, 7);
+    expect(sent.filter((m) => m.idsReleased).map((m) => m.idsReleased?.entityIds)).toEqual([[gus]]);
+    deliver(right, aSharding, sent);
+    a.world.clock += a.world.idRestTicks;
+    expect(a.join(2, 'hal')).toMatchObject({ ok: true, entityId: gus });
+
+    // A's build does not take them: B hands the id out itself, once rested.
+    const old = world({ idsReleased: false });
+    const oldB = old.run(1);
+    const ivy = old.crossing(1, 'ivy', [1]);
+    old.handOver(oldB);
+    oldB.b.resume(5, 'ivy', ivy, 0);
+    oldB.b.leave(5);
+    oldB.bSharding.releaseIds(oldB.b.world.clock);
+    expect(oldB.toA.sent.filter((m) => m.idsReleased)).toEqual([]);
+    oldB.b.world.clock += oldB.b.world.idRestTicks;
+    expect(oldB.b.join(6, 'jo')).toMatchObject({ ok: true, entityId: ivy });
   });
 
   test('claims are kept for CUSTODY_MS after the start, past a shorter rejoin window: a copy arriving late is not taken for an entity a neighbour owns', async () => {

@@ -6,7 +6,7 @@ import type { EntityTransfer, ShardEngine } from '../engine.js';
 import type { ShardMetrics } from '../metrics.js';
 import { KIND_PLAYER, MAX_GAME_STATE_BYTES, MODE_GHOST, MODE_OFFERED, MODE_OWNED } from '../sim/world.js';
 import type { ShardLinks } from './links.js';
-import { distanceToRect, inRect, type Neighbour, type ShardPlacement } from './map.js';
+import { distanceToRect, inRect, type Neighbour, type ShardPlacement, shardOfId } from './map.js';
 
 const { ReasonCode } = aethex.v1;
 /** A rolled-back entity is not offered again sooner (a full or unreachable neighbour). */
@@ -26,6 +26,8 @@ const CUSTODY_BATCH = 128;
 export const MAX_CUSTODY = 32_768;
 /** HandoffStored entries kept for a neighbour whose link is down, at most (the oldest go). */
 const MAX_UNSENT_STORED = 65_536;
+/** Released ids kept for a neighbour whose link is down, at most (past it the oldest are handed out here). */
+const MAX_UNSENT_RELEASED = 65_536;
 
 export interface ShardingOptions {
   engine: ShardEngine;
@@ -215,6 +217,8 @@ export class Sharding {
   private readonly takenGeneration = new Map<number, number>();
   /** HandoffStored entries for a neighbour run our link to was down for (neighbour → its run and them): sent when it is up. */
   private readonly unsentStored = new Map<number, { epoch: number; handoffs: aethex.v1.IHandedOver[] }>();
+  /** Ids of a neighbour's range released here while our link to it was down (neighbour → ids): sent when it is up. */
+  private readonly unsentReleased = new Map<number, number[]>();
   /** The run of each neighbour our link reached last (its welcome's epoch). */
   private readonly outEpochs = new Map<number, number>();
   /** Copies dropped for MAX_CUSTODY since the last warning. */
@@ -253,6 +257,10 @@ export class Sharding {
     const unsent = this.unsentStored.get(n.shard);
     this.unsentStored.delete(n.shard);
     if (unsent && unsent.epoch === epoch) this.sendStored(n, epoch, unsent.handoffs);
+    // Its ids that left for good here while the link was down (any run of it takes them).
+    const released = this.unsentReleased.get(n.shard);
+    this.unsentReleased.delete(n.shard);
+    if (released) this.sendReleased(n, released);
     // A new run of it: what its previous run adopted from us and never said it stored goes back,
     // before our claim (which it waits for before admitting players).
     this.handBack(n, epoch);
@@ -378,6 +386,9 @@ export class Sharding {
         break;
       case 'handoffCustody':
         this.takeCustody(from, msg.handoffCustody as aethex.v1.HandoffCustody);
+        break;
+      case 'idsReleased':
+        this.takeIdsReleased(from, (msg.idsReleased as aethex.v1.IdsReleased).entityIds);
         break;
       case 'ownershipClaim': {
         const ids = (msg.ownershipClaim as aethex.v1.OwnershipClaim).entityIds;
@@ -913,6 +924,69 @@ export class Sharding {
     }
     this.unstored = keep;
     for (const [n, runs] of done) for (const [epoch, handoffs] of runs) this.sendStored(n, epoch, handoffs);
+  }
+
+  // --- ids: those of a neighbour's range whose entities left for good here go home ---------------
+
+  /**
+   * A snapshot of this shard captured at tick `through` is stored: the ids of other shards' ranges
+   * whose entities left for good here at or before it (players who walked in and quit) can never
+   * come back with a crash of this shard. Each goes to the shard whose range it is (IdsReleased),
+   * which hands it out again — or, when that shard is no neighbour or its build does not take them,
+   * is handed out here (`World.free`). Either way a shard's range does not run out because its
+   * players leave elsewhere.
+   */
+  releaseIds(through: number): void {
+    const world = this.o.engine.world;
+    const released = world.takeReleased(through);
+    if (released.length === 0) return;
+    const home = new Map<Neighbour, number[]>();
+    let here = 0;
+    for (const { id, at } of released) {
+      const n = this.neighbours.find((x) => x.shard === shardOfId(id));
+      if (n && this.links?.takesIdsReleased(n)) {
+        const list = home.get(n) ?? [];
+        list.push(id);
+        home.set(n, list);
+      } else if (world.free(id, at)) here++;
+    }
+    for (const [n, ids] of home) this.sendReleased(n, ids);
+    if (here > 0) this.o.log.debug({ ids: here }, "ids of other shards' ranges that left for good here, kept to hand out here");
+  }
+
+  /** Sends released ids to the shard whose range they are; kept until the link is up when it is down. */
+  private sendReleased(n: Neighbour, ids: number[]): void {
+    if (!this.links?.takesIdsReleased(n)) {
+      for (const id of ids) this.o.engine.world.free(id);
+      return;
+    }
+    let i = 0;
+    while (i < ids.length && this.links.send(n, { idsReleased: { entityIds: ids.slice(i, i + 4096) } }) > 0) i += 4096;
+    if (i >= ids.length) return;
+    // Only what did not go: an id sent twice could come after the neighbour handed it out again.
+    const list = this.unsentReleased.get(n.shard) ?? [];
+    list.push(...ids.slice(i));
+    if (list.length > MAX_UNSENT_RELEASED) for (const id of list.splice(0, list.length - MAX_UNSENT_RELEASED)) this.o.engine.world.free(id);
+    this.unsentReleased.set(n.shard, list);
+  }
+
+  /**
+   * `from` says these ids of this shard's range left for good there. Each is handed out again once
+   * it rested and a snapshot of this shard taken since is stored (`World.free`) — unless this shard
+   * holds an entity by it, an offer of it or a copy of it (custody): someone may still have it then,
+   * and it is not reused. Ids of another range, or never handed out here, are ignored.
+   */
+  private takeIdsReleased(from: Neighbour, ids: number[]): void {
+    const world = this.o.engine.world;
+    const held = new Set<number>();
+    for (const inc of this.incoming.values()) held.add(inc.entity.entityId);
+    let freed = 0;
+    for (const id of ids) {
+      if (id < world.firstId || id >= world.idLimit) continue;
+      if (this.custody.has(id) || this.offers.has(id) || held.has(id)) continue;
+      if (world.free(id)) freed++;
+    }
+    this.o.log.debug({ from: from.name, released: ids.length, freed }, 'ids of this shard handed back by a neighbour');
   }
 
   /**

@@ -67,7 +67,7 @@ describe('World', () => {
 });
 
 describe('entity ids', () => {
-  test('a despawned NPC’s or game entity’s id is given again after it rested, to any kind; a player’s only when said to be gone for good, a ghost’s or another range’s never', () => {
+  test('a despawned NPC’s or game entity’s id is given again after it rested, to any kind; a player’s only when said to be gone for good, a ghost’s never, another range’s only through its release', () => {
     const w = new World(8, 1, 100);
     const npc = w.spawn(0, 0, KIND_NPC);
     const thing = w.spawn(0, 0, 7);
@@ -78,7 +78,7 @@ describe('entity ids', () => {
     const adopted = w.spawn(0, 0, KIND_PLAYER, 500);
     for (const id of [npc, thing, player, ghost]) w.despawn(id);
     // Gone for good (its player left while it was played here): its id may come back; one of
-    // another shard's range (adopted in a handoff) never does, whatever the caller says.
+    // another shard's range (adopted in a handoff) is not handed out here but released (below).
     w.despawn(leaver, true);
     w.despawn(adopted, true);
     w.clock = ID_REST_TICKS - 1;
@@ -91,6 +91,7 @@ describe('entity ids', () => {
       leaver,
       6,
     ]);
+    expect(w.takeReleased(0)).toEqual([{ id: adopted, at: 0 }]);
   });
 
   test('a freed id goes again only once a snapshot taken after it was freed is stored, so a crash restoring that snapshot cannot bring back an id alive elsewhere', () => {
@@ -106,6 +107,52 @@ describe('entity ids', () => {
     expect(w.spawn(0, 0, KIND_PLAYER)).toBe(3);
     w.reuseThrough = 10; // taken on the tick that freed it: `a` is not in it
     expect(w.spawn(0, 0, KIND_PLAYER)).toBe(a);
+  });
+
+  test('an id of another range that left for good is released once a snapshot after it is stored; handed back or kept, it goes again once, rested, and never while an entity has it', () => {
+    const w = new World(16, 1, 100);
+    const other = new World(16, 100, 200); // the neighbour whose range 100–199 is
+    const walker = other.spawn(0, 0, KIND_PLAYER);
+    other.despawn(walker); // handed over: not free at home
+    w.reuseThrough = -1;
+    w.clock = 10;
+    w.spawn(0, 0, KIND_PLAYER, walker); // adopted here
+    w.clock = 20;
+    w.despawn(walker, true); // its player quit here
+    expect(w.takeReleased(19)).toEqual([]);
+    expect(w.takeReleased(20)).toEqual([{ id: walker, at: 20 }]);
+    expect(w.takeReleased(1000)).toEqual([]); // taken once
+    // Home, it goes again once it rested and a snapshot taken since is stored.
+    other.reuseThrough = -1;
+    other.clock = 500;
+    expect(other.free(walker)).toBe(true);
+    expect(other.free(walker)).toBe(false); // already free: never listed twice
+    other.clock = 500 + ID_REST_TICKS;
+    expect(other.spawn(0, 0, KIND_PLAYER)).toBe(walker + 1);
+    other.reuseThrough = 500;
+    expect(other.spawn(0, 0, KIND_PLAYER)).toBe(walker);
+    expect(other.free(walker)).toBe(false); // an entity has it
+    expect(other.free(150)).toBe(false); // of its range, never handed out
+    expect(other.free(0)).toBe(false);
+    // Kept where it left (its home cannot take it): it goes there after the rest from when it left.
+    w.reuseThrough = 20;
+    w.clock = 20 + ID_REST_TICKS - 1;
+    expect(w.free(walker, 20)).toBe(true);
+    expect(w.spawn(0, 0, KIND_NPC)).toBe(1);
+    w.clock = 20 + ID_REST_TICKS;
+    expect(w.spawn(0, 0, KIND_NPC)).toBe(walker);
+    // Its NPC gone, the id is another range's again: released, not kept.
+    w.despawn(walker);
+    expect(w.takeReleased(w.clock)).toEqual([{ id: walker, at: w.clock }]);
+    // A freed id an entity takes back (spawned with it) is no longer handed out.
+    const npc = w.spawn(0, 0, KIND_NPC);
+    w.despawn(npc);
+    w.spawn(0, 0, KIND_PLAYER, npc);
+    w.clock += ID_REST_TICKS;
+    w.reuseThrough = w.clock;
+    const next = w.spawn(0, 0, KIND_NPC);
+    expect(next).not.toBe(npc);
+    expect(w.count).toBe(new Set(Array.from(w.id.subarray(0, w.count))).size);
   });
 
   test('a game spawning and despawning every tick never uses up the id range; when a range is used up the refusal says so', () => {

@@ -182,6 +182,19 @@ export class World {
    */
   private readonly freed: number[] = [];
   private freedHead = 0;
+  /**
+   * The ids in `freed` that may still go: an entry whose id left this set (taken by an entity
+   * spawned with it meanwhile) is skipped. So no id is in the list twice, and none is handed out
+   * while an entity has it.
+   */
+  private readonly freedIds = new Set<number>();
+  /**
+   * Ids of another shard's range whose entities left for good here (a player who walked in and
+   * quit), with the tick each was freed: [id, tick] pairs, oldest first. Only the shard whose range
+   * it is may hand one out again (`takeReleased` gives them to the sharding, which sends them home or,
+   * when it cannot, lets this shard use them: `free`).
+   */
+  private readonly released: number[] = [];
   /** The current tick, for resting ids (the engine sets it each step). */
   clock = 0;
   /**
@@ -277,25 +290,18 @@ export class World {
     if (this.count >= this.capacity || (id === undefined && this.count + this.reserved >= this.capacity))
       throw new CapacityError(this.capacity);
     let entityId: number;
-    if (id !== undefined) entityId = id;
-    else if (
-      this.freedHead < this.freed.length &&
-      (this.freed[this.freedHead + 1] as number) <= this.reuseThrough &&
-      this.clock - (this.freed[this.freedHead + 1] as number) >= this.idRestTicks
-    ) {
-      entityId = this.freed[this.freedHead] as number;
-      this.freedHead += 2;
-      if (this.freedHead === this.freed.length) {
-        this.freed.length = 0;
-        this.freedHead = 0;
-      } else if (this.freedHead > 4096 && this.freedHead * 2 > this.freed.length) {
-        this.freed.splice(0, this.freedHead);
-        this.freedHead = 0;
-      }
-    } else if (this.nextId >= this.idLimit) {
-      throw new CapacityError(this.capacity, `the shard has used up its entity ids (below ${this.idLimit})`);
-    } else entityId = this.nextId++;
-    if (id !== undefined && this.slotOf.has(id)) throw new Error(`entity ${id} already exists`);
+    if (id !== undefined) {
+      if (this.slotOf.has(id)) throw new Error(`entity ${id} already exists`);
+      entityId = id;
+      // Freed here, and alive again (a bug or a stale copy elsewhere): not handed out while it is.
+      this.freedIds.delete(id);
+    } else {
+      const rested = this.takeFreed();
+      if (rested >= 0) entityId = rested;
+      else if (this.nextId >= this.idLimit) {
+        throw new CapacityError(this.capacity, `the shard has used up its entity ids (below ${this.idLimit})`);
+      } else entityId = this.nextId++;
+    }
     const i = this.count++;
     this.layout++;
     this.id[i] = entityId;
@@ -314,10 +320,10 @@ export class World {
 
   /**
    * Removes an entity; returns false when there is none with that id. Its id is handed out again
-   * after `idRestTicks` when `reuse` and this shard handed it out: by default for an owned
-   * non-player entity (those never leave their shard); a player's only when the engine says it is
-   * gone for good — a player's entity may live on at a neighbour while this shard drops its copy
-   * (a restored one a neighbour claims, one handed over).
+   * after `idRestTicks` when `reuse`: by default for an owned non-player entity (those never leave
+   * their shard); a player's only when the engine says it is gone for good — a player's entity may
+   * live on at a neighbour while this shard drops its copy (a restored one a neighbour claims, one
+   * handed over). One of another shard's range is released (`takeReleased`), not handed out here.
    */
   despawn(entityId: number, reuse?: boolean): boolean {
     const i = this.slotOf.get(entityId);
@@ -330,8 +336,10 @@ export class World {
     if (this.stateWrites.size > 0) this.stateWrites.delete(entityId);
     if (this.flagWrites.size > 0) this.flagWrites.delete(entityId);
     if (this.handoffs.size > 0) this.handoffs.delete(entityId);
-    if ((reuse ?? (this.kind[i] !== KIND_PLAYER && this.mode[i] === MODE_OWNED)) && entityId >= this.firstId && entityId < this.nextId)
-      this.freed.push(entityId, this.clock);
+    if (reuse ?? (this.kind[i] !== KIND_PLAYER && this.mode[i] === MODE_OWNED)) {
+      if (entityId < this.firstId || entityId >= this.idLimit) this.released.push(entityId, this.clock);
+      else this.free(entityId, this.clock);
+    }
     const last = --this.count;
     if (i !== last) {
       this.id[i] = this.id[last] as number;
@@ -355,6 +363,73 @@ export class World {
       this.slotOf.set(this.id[i] as number, i);
     }
     return true;
+  }
+
+  /** The id the next spawn without an id takes from the freed ones, or −1 when none may go yet (it takes a new one). */
+  get nextFreedId(): number {
+    for (let k = this.freedHead; k < this.freed.length; k += 2) {
+      const id = this.freed[k] as number;
+      if (!this.freedIds.has(id)) continue;
+      const at = this.freed[k + 1] as number;
+      return at > this.reuseThrough || this.clock - at < this.idRestTicks ? -1 : id;
+    }
+    return -1;
+  }
+
+  /**
+   * The oldest freed id that may go again — rested `idRestTicks` and freed at or before
+   * `reuseThrough` — taken off the list; −1 when none may.
+   */
+  private takeFreed(): number {
+    while (this.freedHead < this.freed.length) {
+      const id = this.freed[this.freedHead] as number;
+      const at = this.freed[this.freedHead + 1] as number;
+      const stale = !this.freedIds.has(id);
+      if (!stale && (at > this.reuseThrough || this.clock - at < this.idRestTicks)) return -1;
+      this.freedHead += 2;
+      if (this.freedHead === this.freed.length) {
+        this.freed.length = 0;
+        this.freedHead = 0;
+      } else if (this.freedHead > 4096 && this.freedHead * 2 > this.freed.length) {
+        this.freed.splice(0, this.freedHead);
+        this.freedHead = 0;
+      }
+      if (stale) continue;
+      this.freedIds.delete(id);
+      return id;
+    }
+    return -1;
+  }
+
+  /**
+   * Puts `id` among the ids this world hands out again, as freed at tick `at` (it rests from then,
+   * and goes once a snapshot taken at or after `at` is stored): an id of its own range it handed
+   * out, or one of another shard's range that left for good here and could not go home (see
+   * `released`). False, and nothing changes, when an entity has the id, it is already free, or it
+   * is of this world's range but was never handed out here.
+   */
+  free(id: number, at = this.clock): boolean {
+    if (!Number.isInteger(id) || id < 1 || id > 0xffff_ffff) return false;
+    if (this.slotOf.has(id) || this.freedIds.has(id) || this.neverIssued(id)) return false;
+    // Oldest first: an id freed earlier than the newest entry waits behind it, as if freed then.
+    const last = this.freed.length > this.freedHead ? (this.freed[this.freed.length - 1] as number) : at;
+    this.freed.push(id, Math.max(at, last));
+    this.freedIds.add(id);
+    return true;
+  }
+
+  /**
+   * Takes the ids of other shards' ranges freed here (see `released`) at or before tick `through`:
+   * those a stored snapshot taken at or after it no longer holds, so a crash here cannot bring
+   * their entities back.
+   */
+  takeReleased(through: number): { id: number; at: number }[] {
+    let n = 0;
+    while (n < this.released.length && (this.released[n + 1] as number) <= through) n += 2;
+    const out: { id: number; at: number }[] = [];
+    for (let k = 0; k < n; k += 2) out.push({ id: this.released[k] as number, at: this.released[k + 1] as number });
+    this.released.splice(0, n);
+    return out;
   }
 
   /** The arrays snapshot threads read (shared memory, no copies). */

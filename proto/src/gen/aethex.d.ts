@@ -713,7 +713,8 @@ export namespace aethex {
             ownershipClaim?: (aethex.v1.OwnershipClaim.$Properties|null);
             handoffStored?: (aethex.v1.HandoffStored.$Properties|null);
             handoffCustody?: (aethex.v1.HandoffCustody.$Properties|null);
-            body?: ("linkHello"|"linkWelcome"|"ghostUpdate"|"handoffOffer"|"handoffAccept"|"handoffReject"|"linkChallenge"|"handoffCommit"|"handoffAbort"|"ownershipClaim"|"handoffStored"|"handoffCustody");
+            idsReleased?: (aethex.v1.IdsReleased.$Properties|null);
+            body?: ("linkHello"|"linkWelcome"|"ghostUpdate"|"handoffOffer"|"handoffAccept"|"handoffReject"|"linkChallenge"|"handoffCommit"|"handoffAbort"|"ownershipClaim"|"handoffStored"|"handoffCustody"|"idsReleased");
             static create(properties: aethex.v1.ShardMessage.$Shape): aethex.v1.ShardMessage & aethex.v1.ShardMessage.$Shape;
             static create(properties?: aethex.v1.ShardMessage.$Properties): aethex.v1.ShardMessage;
             static encode(m: aethex.v1.ShardMessage.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
@@ -741,7 +742,8 @@ export namespace aethex {
                 ownershipClaim?: (aethex.v1.OwnershipClaim.$Properties|null);
                 handoffStored?: (aethex.v1.HandoffStored.$Properties|null);
                 handoffCustody?: (aethex.v1.HandoffCustody.$Properties|null);
-                body?: ("linkHello"|"linkWelcome"|"ghostUpdate"|"handoffOffer"|"handoffAccept"|"handoffReject"|"linkChallenge"|"handoffCommit"|"handoffAbort"|"ownershipClaim"|"handoffStored"|"handoffCustody");
+                idsReleased?: (aethex.v1.IdsReleased.$Properties|null);
+                body?: ("linkHello"|"linkWelcome"|"ghostUpdate"|"handoffOffer"|"handoffAccept"|"handoffReject"|"linkChallenge"|"handoffCommit"|"handoffAbort"|"ownershipClaim"|"handoffStored"|"handoffCustody"|"idsReleased");
                 $unknowns?: Uint8Array[];
             }
             type $Shape = {
@@ -757,9 +759,10 @@ export namespace aethex {
               ownershipClaim?: aethex.v1.OwnershipClaim.$Shape|null;
               handoffStored?: aethex.v1.HandoffStored.$Shape|null;
               handoffCustody?: aethex.v1.HandoffCustody.$Shape|null;
+              idsReleased?: aethex.v1.IdsReleased.$Shape|null;
               $unknowns?: Uint8Array[];
             } & (
-              ({ body?: undefined; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null }|{ body?: "linkHello"; linkHello: aethex.v1.LinkHello.$Shape; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null }|{ body?: "linkWelcome"; linkHello?: null; linkWelcome: aethex.v1.LinkWelcome.$Shape; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null }|{ body?: "ghostUpdate"; linkHello?: null; linkWelcome?: null; ghostUpdate: aethex.v1.GhostUpdate.$Shape; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null }|{ body?: "handoffOffer"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer: aethex.v1.HandoffOffer.$Shape; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null }|{ body?: "handoffAccept"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept: aethex.v1.HandoffAccept.$Shape; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null }|{ body?: "handoffReject"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject: aethex.v1.HandoffReject.$Shape; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null }|{ body?: "linkChallenge"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge: aethex.v1.LinkChallenge.$Shape; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null }|{ body?: "handoffCommit"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit: aethex.v1.HandoffCommit.$Shape; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null }|{ body?: "handoffAbort"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort: aethex.v1.HandoffAbort.$Shape; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null }|{ body?: "ownershipClaim"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim: aethex.v1.OwnershipClaim.$Shape; handoffStored?: null; handoffCustody?: null }|{ body?: "handoffStored"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored: aethex.v1.HandoffStored.$Shape; handoffCustody?: null }|{ body?: "handoffCustody"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody: aethex.v1.HandoffCustody.$Shape })
+              ({ body?: undefined; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null; idsReleased?: null }|{ body?: "linkHello"; linkHello: aethex.v1.LinkHello.$Shape; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null; idsReleased?: null }|{ body?: "linkWelcome"; linkHello?: null; linkWelcome: aethex.v1.LinkWelcome.$Shape; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null; idsReleased?: null }|{ body?: "ghostUpdate"; linkHello?: null; linkWelcome?: null; ghostUpdate: aethex.v1.GhostUpdate.$Shape; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null; idsReleased?: null }|{ body?: "handoffOffer"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer: aethex.v1.HandoffOffer.$Shape; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null; idsReleased?: null }|{ body?: "handoffAccept"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept: aethex.v1.HandoffAccept.$Shape; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null; idsReleased?: null }|{ body?: "handoffReject"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject: aethex.v1.HandoffReject.$Shape; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null; idsReleased?: null }|{ body?: "linkChallenge"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge: aethex.v1.LinkChallenge.$Shape; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null; idsReleased?: null }|{ body?: "handoffCommit"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit: aethex.v1.HandoffCommit.$Shape; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null; idsReleased?: null }|{ body?: "handoffAbort"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort: aethex.v1.HandoffAbort.$Shape; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null; idsReleased?: null }|{ body?: "ownershipClaim"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim: aethex.v1.OwnershipClaim.$Shape; handoffStored?: null; handoffCustody?: null; idsReleased?: null }|{ body?: "handoffStored"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored: aethex.v1.HandoffStored.$Shape; handoffCustody?: null; idsReleased?: null }|{ body?: "handoffCustody"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody: aethex.v1.HandoffCustody.$Shape; idsReleased?: null }|{ body?: "idsReleased"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null; idsReleased: aethex.v1.IdsReleased.$Shape })
             );
         }
 
@@ -871,6 +874,7 @@ export namespace aethex {
             lateChanges: boolean;
             auth: Uint8Array;
             custody: boolean;
+            idsReleased: boolean;
             static create(properties: aethex.v1.LinkWelcome.$Shape): aethex.v1.LinkWelcome & aethex.v1.LinkWelcome.$Shape;
             static create(properties?: aethex.v1.LinkWelcome.$Properties): aethex.v1.LinkWelcome;
             static encode(m: aethex.v1.LinkWelcome.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
@@ -892,6 +896,7 @@ export namespace aethex {
                 lateChanges?: (boolean|null);
                 auth?: (Uint8Array|null);
                 custody?: (boolean|null);
+                idsReleased?: (boolean|null);
                 $unknowns?: Uint8Array[];
             }
             type $Shape = aethex.v1.LinkWelcome.$Properties;
@@ -1241,6 +1246,34 @@ export namespace aethex {
                 $unknowns?: Uint8Array[];
             }
             type $Shape = aethex.v1.HandoffCustody.$Properties;
+        }
+
+        interface IIdsReleased extends aethex.v1.IdsReleased.$Properties {
+        }
+
+        class IdsReleased {
+            constructor(p?: aethex.v1.IdsReleased.$Properties);
+            $unknowns?: Uint8Array[];
+            entityIds: number[];
+            static create(properties: aethex.v1.IdsReleased.$Shape): aethex.v1.IdsReleased & aethex.v1.IdsReleased.$Shape;
+            static create(properties?: aethex.v1.IdsReleased.$Properties): aethex.v1.IdsReleased;
+            static encode(m: aethex.v1.IdsReleased.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
+            static encodeDelimited(message: aethex.v1.IdsReleased.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+            static decode(r: ($protobuf.Reader|Uint8Array), l?: number): aethex.v1.IdsReleased & aethex.v1.IdsReleased.$Shape;
+            static decodeDelimited(reader: ($protobuf.Reader|Uint8Array)): aethex.v1.IdsReleased & aethex.v1.IdsReleased.$Shape;
+            static verify(m: { [k: string]: any }): (string|null);
+            static fromObject(d: { [k: string]: any }): aethex.v1.IdsReleased;
+            static toObject(m: aethex.v1.IdsReleased, o?: $protobuf.IConversionOptions): { [k: string]: any };
+            toJSON(): { [k: string]: any };
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace IdsReleased {
+            interface $Properties {
+                entityIds?: (number[]|null);
+                $unknowns?: Uint8Array[];
+            }
+            type $Shape = aethex.v1.IdsReleased.$Properties;
         }
     }
 }

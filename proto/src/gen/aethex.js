@@ -7553,7 +7553,8 @@ export const aethex = $root.aethex = (() => {
              * @property {aethex.v1.OwnershipClaim.$Properties|null} [ownershipClaim] ShardMessage ownershipClaim
              * @property {aethex.v1.HandoffStored.$Properties|null} [handoffStored] ShardMessage handoffStored
              * @property {aethex.v1.HandoffCustody.$Properties|null} [handoffCustody] ShardMessage handoffCustody
-             * @property {"linkHello"|"linkWelcome"|"ghostUpdate"|"handoffOffer"|"handoffAccept"|"handoffReject"|"linkChallenge"|"handoffCommit"|"handoffAbort"|"ownershipClaim"|"handoffStored"|"handoffCustody"} [body] ShardMessage body
+             * @property {aethex.v1.IdsReleased.$Properties|null} [idsReleased] ShardMessage idsReleased
+             * @property {"linkHello"|"linkWelcome"|"ghostUpdate"|"handoffOffer"|"handoffAccept"|"handoffReject"|"linkChallenge"|"handoffCommit"|"handoffAbort"|"ownershipClaim"|"handoffStored"|"handoffCustody"|"idsReleased"} [body] ShardMessage body
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -7580,9 +7581,10 @@ export const aethex = $root.aethex = (() => {
              *   ownershipClaim?: aethex.v1.OwnershipClaim.$Shape|null;
              *   handoffStored?: aethex.v1.HandoffStored.$Shape|null;
              *   handoffCustody?: aethex.v1.HandoffCustody.$Shape|null;
+             *   idsReleased?: aethex.v1.IdsReleased.$Shape|null;
              *   $unknowns?: Array.<Uint8Array>;
              * } & (
-             *   ({ body?: undefined; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null }|{ body?: "linkHello"; linkHello: aethex.v1.LinkHello.$Shape; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null }|{ body?: "linkWelcome"; linkHello?: null; linkWelcome: aethex.v1.LinkWelcome.$Shape; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null }|{ body?: "ghostUpdate"; linkHello?: null; linkWelcome?: null; ghostUpdate: aethex.v1.GhostUpdate.$Shape; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null }|{ body?: "handoffOffer"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer: aethex.v1.HandoffOffer.$Shape; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null }|{ body?: "handoffAccept"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept: aethex.v1.HandoffAccept.$Shape; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null }|{ body?: "handoffReject"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject: aethex.v1.HandoffReject.$Shape; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null }|{ body?: "linkChallenge"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge: aethex.v1.LinkChallenge.$Shape; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null }|{ body?: "handoffCommit"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit: aethex.v1.HandoffCommit.$Shape; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null }|{ body?: "handoffAbort"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort: aethex.v1.HandoffAbort.$Shape; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null }|{ body?: "ownershipClaim"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim: aethex.v1.OwnershipClaim.$Shape; handoffStored?: null; handoffCustody?: null }|{ body?: "handoffStored"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored: aethex.v1.HandoffStored.$Shape; handoffCustody?: null }|{ body?: "handoffCustody"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody: aethex.v1.HandoffCustody.$Shape })
+             *   ({ body?: undefined; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null; idsReleased?: null }|{ body?: "linkHello"; linkHello: aethex.v1.LinkHello.$Shape; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null; idsReleased?: null }|{ body?: "linkWelcome"; linkHello?: null; linkWelcome: aethex.v1.LinkWelcome.$Shape; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null; idsReleased?: null }|{ body?: "ghostUpdate"; linkHello?: null; linkWelcome?: null; ghostUpdate: aethex.v1.GhostUpdate.$Shape; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null; idsReleased?: null }|{ body?: "handoffOffer"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer: aethex.v1.HandoffOffer.$Shape; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null; idsReleased?: null }|{ body?: "handoffAccept"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept: aethex.v1.HandoffAccept.$Shape; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null; idsReleased?: null }|{ body?: "handoffReject"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject: aethex.v1.HandoffReject.$Shape; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null; idsReleased?: null }|{ body?: "linkChallenge"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge: aethex.v1.LinkChallenge.$Shape; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null; idsReleased?: null }|{ body?: "handoffCommit"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit: aethex.v1.HandoffCommit.$Shape; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null; idsReleased?: null }|{ body?: "handoffAbort"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort: aethex.v1.HandoffAbort.$Shape; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null; idsReleased?: null }|{ body?: "ownershipClaim"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim: aethex.v1.OwnershipClaim.$Shape; handoffStored?: null; handoffCustody?: null; idsReleased?: null }|{ body?: "handoffStored"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored: aethex.v1.HandoffStored.$Shape; handoffCustody?: null; idsReleased?: null }|{ body?: "handoffCustody"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody: aethex.v1.HandoffCustody.$Shape; idsReleased?: null }|{ body?: "idsReleased"; linkHello?: null; linkWelcome?: null; ghostUpdate?: null; handoffOffer?: null; handoffAccept?: null; handoffReject?: null; linkChallenge?: null; handoffCommit?: null; handoffAbort?: null; ownershipClaim?: null; handoffStored?: null; handoffCustody?: null; idsReleased: aethex.v1.IdsReleased.$Shape })
              * )} aethex.v1.ShardMessage.$Shape
              */
 
@@ -7697,17 +7699,25 @@ export const aethex = $root.aethex = (() => {
              */
             ShardMessage.prototype.handoffCustody = null;
 
+            /**
+             * ShardMessage idsReleased.
+             * @member {aethex.v1.IdsReleased.$Properties|null|undefined} idsReleased
+             * @memberof aethex.v1.ShardMessage
+             * @instance
+             */
+            ShardMessage.prototype.idsReleased = null;
+
             // OneOf field names bound to virtual getters and setters
             let $oneOfFields;
 
             /**
              * ShardMessage body.
-             * @member {"linkHello"|"linkWelcome"|"ghostUpdate"|"handoffOffer"|"handoffAccept"|"handoffReject"|"linkChallenge"|"handoffCommit"|"handoffAbort"|"ownershipClaim"|"handoffStored"|"handoffCustody"|undefined} body
+             * @member {"linkHello"|"linkWelcome"|"ghostUpdate"|"handoffOffer"|"handoffAccept"|"handoffReject"|"linkChallenge"|"handoffCommit"|"handoffAbort"|"ownershipClaim"|"handoffStored"|"handoffCustody"|"idsReleased"|undefined} body
              * @memberof aethex.v1.ShardMessage
              * @instance
              */
             $Object.defineProperty(ShardMessage.prototype, "body", {
-                get: $util.oneOfGetter($oneOfFields = ["linkHello", "linkWelcome", "ghostUpdate", "handoffOffer", "handoffAccept", "handoffReject", "linkChallenge", "handoffCommit", "handoffAbort", "ownershipClaim", "handoffStored", "handoffCustody"]),
+                get: $util.oneOfGetter($oneOfFields = ["linkHello", "linkWelcome", "ghostUpdate", "handoffOffer", "handoffAccept", "handoffReject", "linkChallenge", "handoffCommit", "handoffAbort", "ownershipClaim", "handoffStored", "handoffCustody", "idsReleased"]),
                 set: $util.oneOfSetter($oneOfFields)
             });
 
@@ -7767,6 +7777,8 @@ export const aethex = $root.aethex = (() => {
                     $root.aethex.v1.HandoffStored.encode(m.handoffStored, w.uint32(/* id 11, wireType 2 =*/90).fork(), q + 1).ldelim();
                 if (m.handoffCustody != null && $Object.hasOwnProperty.call(m, "handoffCustody"))
                     $root.aethex.v1.HandoffCustody.encode(m.handoffCustody, w.uint32(/* id 12, wireType 2 =*/98).fork(), q + 1).ldelim();
+                if (m.idsReleased != null && $Object.hasOwnProperty.call(m, "idsReleased"))
+                    $root.aethex.v1.IdsReleased.encode(m.idsReleased, w.uint32(/* id 13, wireType 2 =*/106).fork(), q + 1).ldelim();
                 if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
                     for (var i = 0; i < m.$unknowns.length; ++i)
                         w.raw(m.$unknowns[i]);
@@ -7906,6 +7918,13 @@ export const aethex = $root.aethex = (() => {
                                 break;
                             m.handoffCustody = $root.aethex.v1.HandoffCustody.decode(r, r.size(), $undefined, q + 1, m.handoffCustody);
                             m.body = "handoffCustody";
+                            continue;
+                        }
+                    case 13: {
+                            if (u !== 2)
+                                break;
+                            m.idsReleased = $root.aethex.v1.IdsReleased.decode(r, r.size(), $undefined, q + 1, m.idsReleased);
+                            m.body = "idsReleased";
                             continue;
                         }
                     }
@@ -8075,6 +8094,16 @@ export const aethex = $root.aethex = (() => {
                             return "handoffCustody." + e;
                     }
                 }
+                if (m.idsReleased != null && $Object.hasOwnProperty.call(m, "idsReleased")) {
+                    if (p.body === 1)
+                        return "body: multiple values";
+                    p.body = 1;
+                    {
+                        var e = $root.aethex.v1.IdsReleased.verify(m.idsReleased, q + 1);
+                        if (e)
+                            return "idsReleased." + e;
+                    }
+                }
                 return null;
             };
 
@@ -8156,6 +8185,11 @@ export const aethex = $root.aethex = (() => {
                         throw $TypeError(".aethex.v1.ShardMessage.handoffCustody: object expected");
                     m.handoffCustody = $root.aethex.v1.HandoffCustody.fromObject(d.handoffCustody, q + 1);
                 }
+                if (d.idsReleased != null) {
+                    if (!$util.isObject(d.idsReleased))
+                        throw $TypeError(".aethex.v1.ShardMessage.idsReleased: object expected");
+                    m.idsReleased = $root.aethex.v1.IdsReleased.fromObject(d.idsReleased, q + 1);
+                }
                 return m;
             };
 
@@ -8235,6 +8269,11 @@ export const aethex = $root.aethex = (() => {
                     d.handoffCustody = $root.aethex.v1.HandoffCustody.toObject(m.handoffCustody, o, q + 1);
                     if (o.oneofs)
                         d.body = "handoffCustody";
+                }
+                if (m.idsReleased != null && $Object.hasOwnProperty.call(m, "idsReleased")) {
+                    d.idsReleased = $root.aethex.v1.IdsReleased.toObject(m.idsReleased, o, q + 1);
+                    if (o.oneofs)
+                        d.body = "idsReleased";
                 }
                 return d;
             };
@@ -9376,6 +9415,7 @@ export const aethex = $root.aethex = (() => {
              * @property {boolean|null} [lateChanges] LinkWelcome lateChanges
              * @property {Uint8Array|null} [auth] LinkWelcome auth
              * @property {boolean|null} [custody] LinkWelcome custody
+             * @property {boolean|null} [idsReleased] LinkWelcome idsReleased
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -9456,6 +9496,14 @@ export const aethex = $root.aethex = (() => {
             LinkWelcome.prototype.custody = false;
 
             /**
+             * LinkWelcome idsReleased.
+             * @member {boolean} idsReleased
+             * @memberof aethex.v1.LinkWelcome
+             * @instance
+             */
+            LinkWelcome.prototype.idsReleased = false;
+
+            /**
              * Creates a new LinkWelcome instance using the specified properties.
              * @function create
              * @memberof aethex.v1.LinkWelcome
@@ -9499,6 +9547,8 @@ export const aethex = $root.aethex = (() => {
                     w.uint32(/* id 5, wireType 2 =*/42).bytes(m.auth);
                 if (m.custody != null && $Object.hasOwnProperty.call(m, "custody") && m.custody !== false)
                     w.uint32(/* id 6, wireType 0 =*/48).bool(m.custody);
+                if (m.idsReleased != null && $Object.hasOwnProperty.call(m, "idsReleased") && m.idsReleased !== false)
+                    w.uint32(/* id 7, wireType 0 =*/56).bool(m.idsReleased);
                 if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
                     for (var i = 0; i < m.$unknowns.length; ++i)
                         w.raw(m.$unknowns[i]);
@@ -9610,6 +9660,15 @@ export const aethex = $root.aethex = (() => {
                                 delete m.custody;
                             continue;
                         }
+                    case 7: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.bool())
+                                m.idsReleased = v;
+                            else
+                                delete m.idsReleased;
+                            continue;
+                        }
                     }
                     r.skipType(u, q, t);
                     if (!r.discardUnknown) {
@@ -9682,6 +9741,10 @@ export const aethex = $root.aethex = (() => {
                     if (typeof m.custody !== "boolean")
                         return "custody: boolean expected";
                 }
+                if (m.idsReleased != null && $Object.hasOwnProperty.call(m, "idsReleased")) {
+                    if (typeof m.idsReleased !== "boolean")
+                        return "idsReleased: boolean expected";
+                }
                 return null;
             };
 
@@ -9743,6 +9806,11 @@ export const aethex = $root.aethex = (() => {
                         m.custody = $Boolean(d.custody);
                     }
                 }
+                if (d.idsReleased != null) {
+                    if (d.idsReleased) {
+                        m.idsReleased = $Boolean(d.idsReleased);
+                    }
+                }
                 return m;
             };
 
@@ -9780,6 +9848,7 @@ export const aethex = $root.aethex = (() => {
                             d.auth = $util.newBuffer(d.auth);
                     }
                     d.custody = false;
+                    d.idsReleased = false;
                 }
                 if (m.shardName != null && $Object.hasOwnProperty.call(m, "shardName")) {
                     d.shardName = m.shardName;
@@ -9803,6 +9872,9 @@ export const aethex = $root.aethex = (() => {
                 }
                 if (m.custody != null && $Object.hasOwnProperty.call(m, "custody")) {
                     d.custody = m.custody;
+                }
+                if (m.idsReleased != null && $Object.hasOwnProperty.call(m, "idsReleased")) {
+                    d.idsReleased = m.idsReleased;
                 }
                 return d;
             };
@@ -13968,6 +14040,303 @@ export const aethex = $root.aethex = (() => {
             };
 
             return HandoffCustody;
+        })();
+
+        v1.IdsReleased = (function() {
+
+            /**
+             * Properties of an IdsReleased.
+             * @typedef {Object} aethex.v1.IdsReleased.$Properties
+             * @property {Array.<number>|null} [entityIds] IdsReleased entityIds
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of an IdsReleased.
+             * @memberof aethex.v1
+             * @interface IIdsReleased
+             * @augments aethex.v1.IdsReleased.$Properties
+             * @deprecated Use aethex.v1.IdsReleased.$Properties instead.
+             */
+
+            /**
+             * Shape of an IdsReleased.
+             * @typedef {aethex.v1.IdsReleased.$Properties} aethex.v1.IdsReleased.$Shape
+             */
+
+            /**
+             * Constructs a new IdsReleased.
+             * @memberof aethex.v1
+             * @classdesc Represents an IdsReleased.
+             * @constructor
+             * @param {aethex.v1.IdsReleased.$Properties=} [p] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const IdsReleased = function (p) {
+                this.entityIds = [];
+                if (p)
+                    for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
+                        if (p[ks[i]] != null && ks[i] !== "__proto__")
+                            this[ks[i]] = p[ks[i]];
+            };
+
+            /**
+             * IdsReleased entityIds.
+             * @member {Array.<number>} entityIds
+             * @memberof aethex.v1.IdsReleased
+             * @instance
+             */
+            IdsReleased.prototype.entityIds = $util.emptyArray;
+
+            /**
+             * Creates a new IdsReleased instance using the specified properties.
+             * @function create
+             * @memberof aethex.v1.IdsReleased
+             * @static
+             * @param {aethex.v1.IdsReleased.$Properties=} [properties] Properties to set
+             * @returns {aethex.v1.IdsReleased} IdsReleased instance
+             * @type {{
+             *   (properties: aethex.v1.IdsReleased.$Shape): aethex.v1.IdsReleased & aethex.v1.IdsReleased.$Shape;
+             *   (properties?: aethex.v1.IdsReleased.$Properties): aethex.v1.IdsReleased;
+             * }}
+             */
+            IdsReleased.create = function(properties) {
+                return new IdsReleased(properties);
+            };
+
+            /**
+             * Encodes the specified IdsReleased message. Does not implicitly {@link aethex.v1.IdsReleased.verify|verify} messages.
+             * @function encode
+             * @memberof aethex.v1.IdsReleased
+             * @static
+             * @param {aethex.v1.IdsReleased.$Properties} m IdsReleased message or plain object to encode
+             * @param {$protobuf.Writer} [w] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            IdsReleased.encode = function (m, w, q) {
+                if (!w)
+                    w = $Writer.create();
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (m.entityIds != null && m.entityIds.length) {
+                    w.uint32(/* id 1, wireType 2 =*/10).uint32s(m.entityIds);
+                }
+                if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
+                    for (var i = 0; i < m.$unknowns.length; ++i)
+                        w.raw(m.$unknowns[i]);
+                return w;
+            };
+
+            /**
+             * Encodes the specified IdsReleased message, length delimited. Does not implicitly {@link aethex.v1.IdsReleased.verify|verify} messages.
+             * @function encodeDelimited
+             * @memberof aethex.v1.IdsReleased
+             * @static
+             * @param {aethex.v1.IdsReleased.$Properties} message IdsReleased message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            IdsReleased.encodeDelimited = function(message, writer) {
+                return this.encode(message, (writer || $Writer.create()).fork()).ldelim();
+            };
+
+            /**
+             * Decodes an IdsReleased message from the specified reader or buffer.
+             * @function decode
+             * @memberof aethex.v1.IdsReleased
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} r Reader or buffer to decode from
+             * @param {number} [l] Message length if known beforehand
+             * @returns {aethex.v1.IdsReleased & aethex.v1.IdsReleased.$Shape} IdsReleased
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            IdsReleased.decode = function (r, l, z, q, g) {
+                if (!(r instanceof $Reader))
+                    r = $Reader.create(r);
+                if (q === $undefined)
+                    q = 0;
+                if (q > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var c, m;
+                if (l === $undefined)
+                    c = r.len;
+                else {
+                    c = r.pos + l;
+                    if (c > r.len)
+                        throw $RangeError("index out of range");
+                    l = r.len;
+                    r.len = c;
+                }
+                m = g || new $root.aethex.v1.IdsReleased();
+                while (r.pos < c) {
+                    var s = r.pos;
+                    var t = r.tag();
+                    if (t === z) {
+                        z = $undefined;
+                        break;
+                    }
+                    var u = t & 7;
+                    switch (t >>>= 3) {
+                    case 1: {
+                            if (u === 2) {
+                                if (!(m.entityIds && m.entityIds.length))
+                                    m.entityIds = [];
+                                r.uint32s(m.entityIds);
+                                continue;
+                            }
+                            if (u !== 0)
+                                break;
+                            if (!(m.entityIds && m.entityIds.length))
+                                m.entityIds = [];
+                            m.entityIds.push(r.uint32());
+                            continue;
+                        }
+                    }
+                    r.skipType(u, q, t);
+                    if (!r.discardUnknown) {
+                        $util.makeProp(m, "$unknowns", false);
+                        (m.$unknowns || (m.$unknowns = [])).push(r.raw(s, r.pos));
+                    }
+                }
+                if (l !== $undefined) {
+                    if (r.pos !== c)
+                        throw $RangeError("index out of range");
+                    r.len = l;
+                }
+                if (z !== $undefined)
+                    throw $Error("missing end group");
+                return m;
+            };
+
+            /**
+             * Decodes an IdsReleased message from the specified reader or buffer, length delimited.
+             * @function decodeDelimited
+             * @memberof aethex.v1.IdsReleased
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @returns {aethex.v1.IdsReleased & aethex.v1.IdsReleased.$Shape} IdsReleased
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            IdsReleased.decodeDelimited = function(reader) {
+                if (!(reader instanceof $Reader))
+                    reader = new $Reader(reader);
+                return this.decode(reader, reader.size());
+            };
+
+            /**
+             * Verifies an IdsReleased message.
+             * @function verify
+             * @memberof aethex.v1.IdsReleased
+             * @static
+             * @param {Object.<string,*>} m Plain object to verify
+             * @returns {string|null} `null` if valid, otherwise the reason why it is not
+             */
+            IdsReleased.verify = function (m, q) {
+                if (typeof m !== "object" || m === null)
+                    return "object expected";
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    return "max depth exceeded";
+                if (m.entityIds != null && $Object.hasOwnProperty.call(m, "entityIds")) {
+                    if (!$Array.isArray(m.entityIds))
+                        return "entityIds: array expected";
+                    for (var i = 0; i < m.entityIds.length; ++i) {
+                        if (!$util.isInteger(m.entityIds[i]))
+                            return "entityIds: integer[] expected";
+                    }
+                }
+                return null;
+            };
+
+            /**
+             * Creates an IdsReleased message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof aethex.v1.IdsReleased
+             * @static
+             * @param {Object.<string,*>} d Plain object
+             * @returns {aethex.v1.IdsReleased} IdsReleased
+             */
+            IdsReleased.fromObject = function (d, q) {
+                if (d instanceof $root.aethex.v1.IdsReleased)
+                    return d;
+                if (!$util.isObject(d))
+                    throw $TypeError(".aethex.v1.IdsReleased: object expected");
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var m = new $root.aethex.v1.IdsReleased();
+                if (d.entityIds) {
+                    if (!$Array.isArray(d.entityIds))
+                        throw $TypeError(".aethex.v1.IdsReleased.entityIds: array expected");
+                    m.entityIds = $Array(d.entityIds.length);
+                    for (var i = 0; i < d.entityIds.length; ++i) {
+                        m.entityIds[i] = d.entityIds[i] >>> 0;
+                    }
+                }
+                return m;
+            };
+
+            /**
+             * Creates a plain object from an IdsReleased message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof aethex.v1.IdsReleased
+             * @static
+             * @param {aethex.v1.IdsReleased} m IdsReleased
+             * @param {$protobuf.IConversionOptions} [o] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            IdsReleased.toObject = function (m, o, q) {
+                if (!o)
+                    o = {};
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var d = {};
+                if (o.arrays || o.defaults) {
+                    d.entityIds = [];
+                }
+                if (m.entityIds && m.entityIds.length) {
+                    d.entityIds = $Array(m.entityIds.length);
+                    for (var j = 0; j < m.entityIds.length; ++j) {
+                        d.entityIds[j] = m.entityIds[j];
+                    }
+                }
+                return d;
+            };
+
+            /**
+             * Converts this IdsReleased to JSON.
+             * @function toJSON
+             * @memberof aethex.v1.IdsReleased
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            IdsReleased.prototype.toJSON = function() {
+                return IdsReleased.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for IdsReleased
+             * @function getTypeUrl
+             * @memberof aethex.v1.IdsReleased
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            IdsReleased.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/aethex.v1.IdsReleased";
+            };
+
+            return IdsReleased;
         })();
 
         return v1;
