@@ -167,6 +167,30 @@ test('a handoff reaches the event streams as such: left A and joined B, both cau
   }
 });
 
+test('a player who walked over and quit there gives their id back to the shard that numbered them, which hands it out again', async () => {
+  const [a, b] = await twoShards({
+    AETHEX_GAMESERVER_PERSISTENCE_SNAPSHOT_INTERVAL_MS: '300',
+    // Ids rest ID_REST_TICKS (3.2 s), not longer for these.
+    AETHEX_GAMESERVER_HANDOFF_RESUME_TIMEOUT_MS: '2000',
+    AETHEX_GAMESERVER_GATEWAY_SLOW_DROP_TICKS: '60',
+  });
+  const walker = await a.client('walker');
+  clients.push(walker);
+  const id = walker.welcome?.entityId as number;
+  expect(await walkOver(walker)).toEqual(['duo-0-0->duo-0-1']);
+  walker.close();
+  await until('the walker gone from both shards', () => b.shard.engine.world.indexOf(id) < 0 && a.shard.engine.world.indexOf(id) < 0, 5000);
+  // B stores a snapshot without the walker, sends the id home; A lets it rest and stores one too.
+  await until("A to hand out the walker's id again", () => a.shard.engine.world.nextFreedId === id, 15_000);
+  const next = await a.client('next');
+  clients.push(next);
+  expect(next.welcome?.entityId).toBe(id);
+  // B never hands it out itself.
+  const onB = await b.client('on-b');
+  clients.push(onB);
+  expect(onB.welcome?.entityId).not.toBe(id);
+});
+
 test('a handoff whose accept is lost (link cut) rolls back: the entity stays with its owner; the next try succeeds', async () => {
   const [a, b] = await twoShards();
   const links = b.shard.links as NonNullable<typeof b.shard.links>;
