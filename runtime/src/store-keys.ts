@@ -4,7 +4,8 @@ export const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 /**
  * Which shard: a world — a GameWorld's namespace and name; the namespace is '' outside Kubernetes —
  * an instance of it, and a shard of that instance. Everything a shard stores is under this key, so
- * worlds of the same name in two namespaces never share a snapshot, an event or a presence entry.
+ * worlds of the same name in two namespaces never share a snapshot or an event. (Presence is keyed
+ * by player id alone: a player id in both has one entry, naming the shard that refreshed it last.)
  */
 export interface ShardKey {
   namespace: string;
