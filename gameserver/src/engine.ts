@@ -1071,14 +1071,14 @@ export class ShardEngine {
     return result;
   }
 
-  /** Players' entities this shard owns and simulates, with their positions (handoff checks). */
-  *ownedPlayers(): Generator<{ entityId: number; playerId: string; x: number; y: number }> {
+  /** Players' entities this shard owns and simulates, with their sessions and positions (handoff checks). */
+  *ownedPlayers(): Generator<{ sessionId: number; entityId: number; playerId: string; x: number; y: number }> {
     const w = this.world;
     for (const s of this.sessions.values()) {
       if (s.redirected) continue;
       const slot = w.indexOf(s.entityId);
       if (slot < 0 || w.mode[slot] !== MODE_OWNED) continue;
-      yield { entityId: s.entityId, playerId: s.playerId, x: w.x[slot] as number, y: w.y[slot] as number };
+      yield { sessionId: s.id, entityId: s.entityId, playerId: s.playerId, x: w.x[slot] as number, y: w.y[slot] as number };
     }
   }
 

@@ -208,7 +208,7 @@ export async function startShard(configured: GameserverSettings, options: ShardO
   let restored: ReturnType<typeof decodeState> | undefined;
   try {
     saved = await stores.snapshots.load(key);
-    restored = saved ? decodeState(saved.state, settings['engine.max_entities'], ids?.limit) : undefined;
+    restored = saved ? decodeState(saved.state, settings['engine.max_entities'], ids?.limit, ids?.first) : undefined;
   } catch (err) {
     // A store that cannot be reached is not the snapshot's fault.
     if (saved === undefined && !(err instanceof UnreadableSnapshotError)) {
@@ -242,12 +242,15 @@ export async function startShard(configured: GameserverSettings, options: ShardO
     presenceTtlMs: settings['presence.ttl_ms'],
     maxQueuedEvents: settings['persistence.max_queued_events'],
     metrics,
-    // Ids freed up to a snapshot the store took may go again (World.reuseThrough), and the
-    // neighbours that handed over entities adopted before it may forget their copies.
+    // Ids freed before a snapshot the store took may go again (World.reuseThrough), ids of
+    // neighbours' ranges freed before it go home, and the neighbours that handed over entities
+    // adopted before it may forget their copies. Before: up to the tick before its capture's — an
+    // id freed between ticks, after the capture at the end of tick t, is stamped t too, and is
+    // still in that snapshot.
     onSaved: (tick, mark) => {
-      engine.world.reuseThrough = Math.max(engine.world.reuseThrough, tick);
+      engine.world.reuseThrough = Math.max(engine.world.reuseThrough, tick - 1);
       sharding?.stored(mark);
-      sharding?.releaseIds(tick);
+      sharding?.releaseIds(tick - 1);
     },
   });
   // The places the outbox holds open from before: the restored players' are not told again, the rest are freed.

@@ -191,6 +191,38 @@ test('a player who walked over and quit there gives their id back to the shard t
   expect(onB.welcome?.entityId).not.toBe(id);
 });
 
+test('a walker who quits between ticks, after the capture of a snapshot that still holds them, has their id sent home only by a later snapshot', async () => {
+  const [a, b] = await twoShards({ AETHEX_GAMESERVER_PERSISTENCE_SNAPSHOT_INTERVAL_MS: '300' });
+  const walker = await a.client('walker');
+  clients.push(walker);
+  const id = walker.welcome?.entityId as number;
+  expect(await walkOver(walker)).toEqual(['duo-0-0->duo-0-1']);
+  await until('the walker played on B', () => [...b.shard.engine.ownedPlayers()].some((p) => p.entityId === id), 5000);
+  const { sessionId } = [...b.shard.engine.ownedPlayers()].find((p) => p.entityId === id) as { sessionId: number };
+  // B's next capture: the walker quits right after it, in the same tick's gap.
+  const { persistence, links } = b.shard;
+  const snapshot = persistence.snapshot.bind(persistence);
+  let captured = 0;
+  persistence.snapshot = (tick, state, mark) => {
+    const seq = snapshot(tick, state, mark);
+    if (captured === 0) {
+      captured = seq;
+      b.shard.engine.leave(sessionId);
+    }
+    return seq;
+  };
+  // Which of B's snapshots, stored, sent the id home.
+  let releasedAt = 0;
+  const send = links?.send.bind(links) as NonNullable<typeof links>['send'];
+  (links as NonNullable<typeof links>).send = (n, m) => {
+    if (m.idsReleased?.entityIds?.includes(id)) releasedAt = persistence.savedThrough;
+    return send(n, m);
+  };
+  await until("the walker's id sent home", () => releasedAt > 0, 10_000);
+  expect(captured).toBeGreaterThan(0);
+  expect(releasedAt).toBeGreaterThan(captured);
+});
+
 test('a handoff whose accept is lost (link cut) rolls back: the entity stays with its owner; the next try succeeds', async () => {
   const [a, b] = await twoShards();
   const links = b.shard.links as NonNullable<typeof b.shard.links>;

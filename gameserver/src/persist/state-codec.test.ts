@@ -46,6 +46,12 @@ test("a snapshot keeps what the shard owns, never a neighbour's ghosts, and rest
   expect(back.world.spawn(0, 0, KIND_NPC)).toBe(npc2 + 1 + RESTORE_ID_MARGIN);
   // Not past the range's end.
   expect(decodeState(encodeState(9, w, new Map()), 16, 1000).world.nextEntityId).toBe(1000);
+  // The range is still the shard's whole range: an id it handed out before the restart, back from
+  // a neighbour (IdsReleased) or its entity gone for good, is its own to hand out again.
+  const ranged = decodeState(encodeState(9, w, new Map()), 16, 100_000, 1).world;
+  expect([ranged.firstId, ranged.idLimit]).toEqual([1, 100_000]);
+  expect(ranged.neverIssued(npc2)).toBe(false);
+  expect(ranged.free(npc2 + 1)).toBe(true);
 });
 
 test('an entity adopted in a handoff but not yet resumed is restored dormant for its player; an unclaimed player entity is dropped', () => {

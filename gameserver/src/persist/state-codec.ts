@@ -228,9 +228,10 @@ function checkedPlayers(entries: unknown[], ids: Uint32Array, kinds: Uint16Array
  * Rebuilds a world from a blob into a world of `capacity` (the current configuration, which may
  * differ from the one that saved it). Throws StateFormatError on a bad blob (StateChecksumError,
  * checked before anything else is read, on a version-3 blob whose checksum does not match), and a
- * RangeError when the saved entities do not fit the capacity.
+ * RangeError when the saved entities do not fit the capacity. The world hands out ids of the
+ * shard's range [`idFirst`, `idLimit`), numbering on past the snapshot's counter.
  */
-export function decodeState(blob: Uint8Array, capacity: number, idLimit?: number): ShardState {
+export function decodeState(blob: Uint8Array, capacity: number, idLimit?: number, idFirst = 1): ShardState {
   if (blob.length < 28) throw new StateFormatError(`state blob of ${blob.length} bytes is truncated`);
   const view = new DataView(blob.buffer, blob.byteOffset, blob.byteLength);
   const [magic, version] = [view.getUint32(0, true), view.getUint32(4, true)];
@@ -295,7 +296,7 @@ export function decodeState(blob: Uint8Array, capacity: number, idLimit?: number
       throw new StateFormatError(`state blob has entity ${id[i]} at a position or velocity that is not a number`);
   }
   const limit = idLimit ?? 0x1_0000_0000;
-  const world = new World(capacity, Math.min((nextId as number) + RESTORE_ID_MARGIN, limit), limit);
+  const world = new World(capacity, idFirst, limit, (nextId as number) + RESTORE_ID_MARGIN);
   for (let i = 0; i < count; i++) {
     world.spawn(x[i] as number, y[i] as number, kind[i] as number, id[i] as number);
     world.vx[i] = vx[i] as number;

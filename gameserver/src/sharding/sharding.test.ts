@@ -936,17 +936,54 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
     a.world.clock += a.world.idRestTicks;
     expect(a.join(2, 'hal')).toMatchObject({ ok: true, entityId: gus });
 
-    // A's build does not take them: B hands the id out itself, once rested.
+    // A's build does not take them: B hands the id out itself, rested — and once A's copy of the
+    // entity cannot come back to a later run of B any more (A hears nothing of B's reuse).
+    let clock = 0;
     const old = world({ idsReleased: false });
-    const oldB = old.run(1);
+    const oldB = old.run(1, { now: () => clock });
     const ivy = old.crossing(1, 'ivy', [1]);
     old.handOver(oldB);
     oldB.b.resume(5, 'ivy', ivy, 0);
     oldB.b.leave(5);
     oldB.bSharding.releaseIds(oldB.b.world.clock);
+    oldB.b.world.clock += oldB.b.world.idRestTicks;
+    expect(oldB.b.join(6, 'jo')).not.toMatchObject({ entityId: ivy });
+    clock += CUSTODY_MS + 1000;
+    oldB.bSharding.releaseIds(oldB.b.world.clock);
     expect(oldB.toA.sent.filter((m) => m.idsReleased)).toEqual([]);
     oldB.b.world.clock += oldB.b.world.idRestTicks;
-    expect(oldB.b.join(6, 'jo')).toMatchObject({ ok: true, entityId: ivy });
+    expect(oldB.b.join(7, 'kim')).toMatchObject({ ok: true, entityId: ivy });
+  });
+
+  test('an id of A’s range that came to B from a third shard, which keeps a copy, is held back until that copy cannot come back; then it goes home', () => {
+    let clock = 0;
+    const third: Neighbour = { shard: 3, name: 'w-1-1', region: { minX: 100, minY: 100, maxX: 200, maxY: 200 }, address: '127.0.0.1:3' };
+    const { run } = world();
+    const { b, bSharding } = run(1, { now: () => clock, placement: { ...placementB, neighbours: [leftN, third] } });
+    const sent: [number, aethex.v1.IShardMessage][] = [];
+    bSharding.attach({
+      send: (n: Neighbour, m: aethex.v1.IShardMessage) => sent.push([n.shard, m]),
+      isUp: () => true,
+      takesLateChanges: () => true,
+      takesCustody: () => true,
+      takesIdsReleased: () => true,
+    } as unknown as ShardLinks);
+    bSharding.onInboundUp(third, 9);
+    // pat was numbered by A and walked A → third → B; the third shard keeps a copy.
+    const pat = idRange(0).first + 7;
+    bSharding.onMessage(third, wire({ handoffOffer: handedBack(pat, 'pat', 3, { custody: true, position: { x: 150, y: 90 } }) }));
+    bSharding.onMessage(third, wire({ handoffCommit: { offerId: 3, entityId: pat } }));
+    expect(b.resume(5, 'pat', pat, 0)).toMatchObject({ ok: true, entityId: pat });
+    bSharding.stored(bSharding.adoptions); // its HandoffStored to the third shard may never arrive
+    b.leave(5);
+    const releasedTo = () => sent.filter(([, m]) => m.idsReleased).map(([to, m]) => [to, m.idsReleased?.entityIds]);
+    bSharding.releaseIds(b.world.clock);
+    clock += CUSTODY_MS;
+    bSharding.releaseIds(b.world.clock);
+    expect(releasedTo()).toEqual([]);
+    clock += 1000;
+    bSharding.releaseIds(b.world.clock);
+    expect(releasedTo()).toEqual([[0, [pat]]]);
   });
 
   test('claims are kept for CUSTODY_MS after the start, past a shorter rejoin window: a copy arriving late is not taken for an entity a neighbour owns', async () => {

@@ -28,6 +28,12 @@ export const MAX_CUSTODY = 32_768;
 const MAX_UNSENT_STORED = 65_536;
 /** Released ids kept for a neighbour whose link is down, at most (past it the oldest are handed out here). */
 const MAX_UNSENT_RELEASED = 65_536;
+/**
+ * How long after adopting an entity whose former owner keeps a copy this shard holds back its id
+ * from going home when it leaves for good: past the copy's CUSTODY_MS (counted by the former
+ * owner from its commit, which came first), with a second for the former owner's tick.
+ */
+const COPY_HOLD_MS = CUSTODY_MS + 1000;
 
 export interface ShardingOptions {
   engine: ShardEngine;
@@ -217,6 +223,16 @@ export class Sharding {
   private readonly takenGeneration = new Map<number, number>();
   /** HandoffStored entries for a neighbour run our link to was down for (neighbour → its run and them): sent when it is up. */
   private readonly unsentStored = new Map<number, { epoch: number; handoffs: aethex.v1.IHandedOver[] }>();
+  /**
+   * Entities adopted here whose former owner may still keep a copy: that neighbour, and until when
+   * on this shard's clock (COPY_HOLD_MS after the adoption; oldest first). A copy handed back to a
+   * later run of this shard would bring the entity back there: until then its id is not handed out
+   * again, here or at its home — unless the neighbour keeping the copy is its home, which never
+   * reuses an id it keeps a copy of, and hears our HandoffStored before our IdsReleased (`releaseIds`).
+   */
+  private readonly copiesUntil = new Map<number, { from: number; until: number }>();
+  /** Ids that left for good here, held back by `copiesUntil`: released at a later snapshot. */
+  private heldReleases: { id: number; at: number }[] = [];
   /** Ids of a neighbour's range released here while our link to it was down (neighbour → ids): sent when it is up. */
   private readonly unsentReleased = new Map<number, number[]>();
   /** The run of each neighbour our link reached last (its welcome's epoch). */
@@ -570,6 +586,10 @@ export class Sharding {
     let stale = 0;
     while (stale < this.unstored.length && now - (this.unstored[stale] as Unstored).at >= CUSTODY_MS) stale++;
     if (stale > 0) this.unstored.splice(0, stale);
+    for (const [entityId, c] of this.copiesUntil) {
+      if (c.until > now) break;
+      this.copiesUntil.delete(entityId);
+    }
     if (now - this.startedAt >= this.claimsKeptMs && (this.claimedSinceStart.size > 0 || this.takenGeneration.size > 0)) {
       this.claimedSinceStart.clear();
       this.takenGeneration.clear();
@@ -760,6 +780,11 @@ export class Sharding {
     const back: aethex.v1.IHandoffOffer[] = [];
     for (const [entityId, c] of [...this.custody]) {
       if (c.to !== n || c.epoch === epoch) continue;
+      // Past its time (this shard's ticks stood still: a stall): gone, as `expire` would have it.
+      if (this.now() - c.at >= CUSTODY_MS) {
+        this.custody.delete(entityId);
+        continue;
+      }
       if (!this.links?.takesCustody(n)) {
         this.custody.delete(entityId);
         continue;
@@ -879,6 +904,7 @@ export class Sharding {
             continue;
           }
           taken++;
+          this.holdCopy(o.entityId, from);
           this.takenGeneration.set(o.entityId, o.generation);
           this.adoptions++;
           this.unstored.push({ from, epoch, offerId: Number(o.offerId), entityId: o.entityId, mark: this.adoptions, at: this.now() });
@@ -931,7 +957,8 @@ export class Sharding {
   /**
    * A snapshot of this shard captured at tick `through` is stored: the ids of other shards' ranges
    * whose entities left for good here at or before it (players who walked in and quit) can never
-   * come back with a crash of this shard. Each goes to the shard whose range it is (IdsReleased),
+   * come back with a crash of this shard — nor with a copy a former owner kept (see `copiesUntil`:
+   * held back until it cannot). Each goes to the shard whose range it is (IdsReleased),
    * which hands it out again — or, when that shard is no neighbour or its build does not take them,
    * is handed out here (`World.free`). Either way a shard's range does not run out because its
    * players leave elsewhere.
@@ -939,12 +966,23 @@ export class Sharding {
   releaseIds(through: number): void {
     const world = this.o.engine.world;
     const released = world.takeReleased(through);
-    if (released.length === 0) return;
+    if (released.length === 0 && this.heldReleases.length === 0) return;
+    const now = this.now();
+    const candidates = this.heldReleases.length > 0 ? [...this.heldReleases, ...released] : released;
+    this.heldReleases = [];
     const home = new Map<Neighbour, number[]>();
     let here = 0;
-    for (const { id, at } of released) {
+    for (const r of candidates) {
+      const { id, at } = r;
       const n = this.neighbours.find((x) => x.shard === shardOfId(id));
-      if (n && this.links?.takesIdsReleased(n)) {
+      const goesHome = n !== undefined && (this.links?.takesIdsReleased(n) ?? false);
+      // A neighbour may still keep a copy of the entity and hand it back to a later run of ours.
+      const copy = this.copiesUntil.get(id);
+      if (copy && copy.until > now && !(goesHome && copy.from === n?.shard)) {
+        this.heldReleases.push(r);
+        continue;
+      }
+      if (n && goesHome) {
         const list = home.get(n) ?? [];
         list.push(id);
         home.set(n, list);
@@ -952,6 +990,12 @@ export class Sharding {
     }
     for (const [n, ids] of home) this.sendReleased(n, ids);
     if (here > 0) this.o.log.debug({ ids: here }, "ids of other shards' ranges that left for good here, kept to hand out here");
+  }
+
+  /** An entity adopted here from a neighbour that keeps a copy of it (see `copiesUntil`). */
+  private holdCopy(entityId: number, from: Neighbour): void {
+    this.copiesUntil.delete(entityId);
+    this.copiesUntil.set(entityId, { from: from.shard, until: this.now() + COPY_HOLD_MS });
   }
 
   /** Sends released ids to the shard whose range they are; kept until the link is up when it is down. */
@@ -1028,7 +1072,8 @@ export class Sharding {
     this.adoptions++;
     // Ours again: a copy kept from handing it over before is void.
     this.custody.delete(inc.entity.entityId);
-    if (inc.custody)
+    if (inc.custody) {
+      this.holdCopy(inc.entity.entityId, inc.from);
       this.unstored.push({
         from: inc.from,
         epoch: inc.epoch,
@@ -1037,6 +1082,7 @@ export class Sharding {
         mark: this.adoptions,
         at: this.now(),
       });
+    }
     this.reserveIncoming();
     // A neighbour that came up lately (restarted from a snapshot) drops the players it restored
     // that its neighbours claim. A claim names who they own when it is sent, and the neighbours

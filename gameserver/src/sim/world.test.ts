@@ -155,6 +155,21 @@ describe('entity ids', () => {
     expect(w.count).toBe(new Set(Array.from(w.id.subarray(0, w.count))).size);
   });
 
+  test('an id freed, taken back by an entity and freed again rests from its last free, and goes once', () => {
+    const w = new World(8, 1, 100);
+    const a = w.spawn(0, 0, KIND_NPC);
+    w.despawn(a);
+    w.spawn(0, 0, KIND_PLAYER, a); // adopted back
+    w.clock = 200;
+    w.despawn(a, true);
+    w.clock = 201;
+    expect(w.nextFreedId).toBe(-1);
+    expect(w.spawn(0, 0, KIND_NPC)).toBe(2);
+    w.clock = 200 + ID_REST_TICKS;
+    expect(w.spawn(0, 0, KIND_NPC)).toBe(a);
+    expect(w.nextFreedId).toBe(-1);
+  });
+
   test('a game spawning and despawning every tick never uses up the id range; when a range is used up the refusal says so', () => {
     const w = new World(64, 1, 1000);
     for (let tick = 0; tick < 20_000; tick++) {

@@ -183,11 +183,12 @@ export class World {
   private readonly freed: number[] = [];
   private freedHead = 0;
   /**
-   * The ids in `freed` that may still go: an entry whose id left this set (taken by an entity
-   * spawned with it meanwhile) is skipped. So no id is in the list twice, and none is handed out
-   * while an entity has it.
+   * The ids in `freed` that may still go, each with the tick of its live entry: an entry whose id
+   * left this map (taken by an entity spawned with it meanwhile), or was freed again since (a newer
+   * entry), is skipped. So no id goes twice, none while an entity has it, and none before it rested
+   * from its last free.
    */
-  private readonly freedIds = new Set<number>();
+  private readonly freedIds = new Map<number, number>();
   /**
    * Ids of another shard's range whose entities left for good here (a player who walked in and
    * quit), with the tick each was freed: [id, tick] pairs, oldest first. Only the shard whose range
@@ -204,11 +205,12 @@ export class World {
    */
   idRestTicks = ID_REST_TICKS;
   /**
-   * Freed ids are handed out again only once freed at or before this tick: the tick of the last
-   * snapshot of this shard's state the store took (the shard sets it, −1 until the first; without
-   * snapshots nothing is restored, and any rested id may go). A crash restores that snapshot, in
-   * which an id freed after it still belongs to the entity that had it; handed out again
-   * meanwhile, it could be alive at a neighbour (a player who crossed): two entities, one id.
+   * Freed ids are handed out again only once freed at or before this tick: the tick before the
+   * capture of the last snapshot of this shard's state the store took (a free between ticks t and
+   * t+1 carries t and may come after the capture at the end of t). The shard sets it, −1 until the
+   * first; without snapshots nothing is restored, and any rested id may go. A crash restores that
+   * snapshot, in which an id freed after it still belongs to the entity that had it; handed out
+   * again meanwhile, it could be alive at a neighbour (a player who crossed): two entities, one id.
    */
   reuseThrough = Number.POSITIVE_INFINITY;
 
@@ -220,10 +222,12 @@ export class World {
     capacity: number,
     readonly firstId = 1,
     readonly idLimit = 0x1_0000_0000,
+    /** The next id to hand out (a restored world numbers on past its snapshot's counter). */
+    nextId = firstId,
   ) {
     if (!Number.isInteger(capacity) || capacity < 1) throw new RangeError(`capacity must be a positive integer, got ${capacity}`);
     this.capacity = capacity;
-    this.nextId = firstId;
+    this.nextId = Math.min(Math.max(nextId, firstId), idLimit);
     this.id = sharedArray(Uint32Array, capacity);
     this.x = sharedArray(Float32Array, capacity);
     this.y = sharedArray(Float32Array, capacity);
@@ -293,7 +297,7 @@ export class World {
     if (id !== undefined) {
       if (this.slotOf.has(id)) throw new Error(`entity ${id} already exists`);
       entityId = id;
-      // Freed here, and alive again (a bug or a stale copy elsewhere): not handed out while it is.
+      // Freed here, and alive again (adopted back, a copy taken back): not handed out while it is.
       this.freedIds.delete(id);
     } else {
       const rested = this.takeFreed();
@@ -369,8 +373,8 @@ export class World {
   get nextFreedId(): number {
     for (let k = this.freedHead; k < this.freed.length; k += 2) {
       const id = this.freed[k] as number;
-      if (!this.freedIds.has(id)) continue;
       const at = this.freed[k + 1] as number;
+      if (this.freedIds.get(id) !== at) continue;
       return at > this.reuseThrough || this.clock - at < this.idRestTicks ? -1 : id;
     }
     return -1;
@@ -384,7 +388,7 @@ export class World {
     while (this.freedHead < this.freed.length) {
       const id = this.freed[this.freedHead] as number;
       const at = this.freed[this.freedHead + 1] as number;
-      const stale = !this.freedIds.has(id);
+      const stale = this.freedIds.get(id) !== at;
       if (!stale && (at > this.reuseThrough || this.clock - at < this.idRestTicks)) return -1;
       this.freedHead += 2;
       if (this.freedHead === this.freed.length) {
@@ -413,8 +417,9 @@ export class World {
     if (this.slotOf.has(id) || this.freedIds.has(id) || this.neverIssued(id)) return false;
     // Oldest first: an id freed earlier than the newest entry waits behind it, as if freed then.
     const last = this.freed.length > this.freedHead ? (this.freed[this.freed.length - 1] as number) : at;
-    this.freed.push(id, Math.max(at, last));
-    this.freedIds.add(id);
+    const tick = Math.max(at, last);
+    this.freed.push(id, tick);
+    this.freedIds.set(id, tick);
     return true;
   }
 
