@@ -407,7 +407,7 @@ export class World {
 
   /**
    * Puts `id` among the ids this world hands out again, as freed at tick `at` (it rests from then,
-   * and goes once a snapshot taken at or after `at` is stored): an id of its own range it handed
+   * and goes once `reuseThrough` reaches `at`: a snapshot captured after it is stored): an id of its own range it handed
    * out, or one of another shard's range that left for good here and could not go home (see
    * `released`). False, and nothing changes, when an entity has the id, it is already free, or it
    * is of this world's range but was never handed out here.
@@ -425,8 +425,8 @@ export class World {
 
   /**
    * Takes the ids of other shards' ranges freed here (see `released`) at or before tick `through`:
-   * those a stored snapshot taken at or after it no longer holds, so a crash here cannot bring
-   * their entities back.
+   * those a stored snapshot no longer holds (`through` as `reuseThrough`), so a crash here cannot
+   * bring their entities back.
    */
   takeReleased(through: number): { id: number; at: number }[] {
     let n = 0;
