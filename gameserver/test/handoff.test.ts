@@ -1,5 +1,9 @@
 // Handoffs between two real shards in this process (so the test can cut their link at the worst
 // moment), with a real SDK client walking across the border.
+
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { aethex, PROTOCOL_VERSION } from '@aethex/proto';
 import { eventStreamKey } from '@aethex/runtime';
 import type { RealtimeClient } from '@aethex/sdk';
@@ -189,6 +193,36 @@ test('a player who walked over and quit there gives their id back to the shard t
   const onB = await b.client('on-b');
   clients.push(onB);
   expect(onB.welcome?.entityId).not.toBe(id);
+});
+
+test('a restarted shard takes back the ids it handed out before its restart', async () => {
+  const env = {
+    AETHEX_GAMESERVER_ENGINE_AOI_RADIUS: '50',
+    AETHEX_GAMESERVER_LOG_LEVEL: 'warn',
+    AETHEX_GAMESERVER_PERSISTENCE_DIRECTORY: mkdtempSync(join(tmpdir(), 'aethex-gs-')),
+    AETHEX_GAMESERVER_PERSISTENCE_SNAPSHOT_INTERVAL_MS: '300',
+    AETHEX_GAMESERVER_HANDOFF_RESUME_TIMEOUT_MS: '2000',
+    AETHEX_GAMESERVER_GATEWAY_SLOW_DROP_TICKS: '60',
+  };
+  const { start } = await duoWorld(env);
+  const a = await start(0);
+  const b = await start(1);
+  shards = [a, b];
+  await linksUp(a, b);
+  const walker = await a.client('walker');
+  const id = walker.welcome?.entityId as number;
+  expect(await walkOver(walker)).toEqual(['duo-0-0->duo-0-1']);
+  // A drains (its clients close: the walker quits on B) and starts again from its snapshot,
+  // numbering on past its counter; B sends the walker's id home once A is back.
+  await a.stop();
+  const again = await start(0);
+  shards = [again, b];
+  expect(again.shard.engine.world.nextEntityId).toBeGreaterThan(id + 4096);
+  await linksUp(again, b);
+  await until("A's next run to hand out the walker's id again", () => again.shard.engine.world.nextFreedId === id, 15_000);
+  const next = await again.client('next');
+  clients.push(next);
+  expect(next.welcome?.entityId).toBe(id);
 });
 
 test('a walker who quits between ticks, after the capture of a snapshot that still holds them, has their id sent home only by a later snapshot', async () => {

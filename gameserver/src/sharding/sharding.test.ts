@@ -885,7 +885,7 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
     bSharding.afterStep();
     deliver(right, aSharding, toA.sent);
     expect([a.world.indexOf(ann), a.world.indexOf(bo)]).toEqual([-1, -1]);
-    // Not before a snapshot B took on or after the tick they left is stored: a crash of B would bring them back.
+    // Not before a snapshot of B that leaves them out is stored (releaseIds(t): one captured after tick t): a crash of B would bring them back.
     bSharding.releaseIds(39);
     expect(toA.sent).toEqual([]);
     bSharding.releaseIds(40);
@@ -984,6 +984,84 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
     clock += 1000;
     bSharding.releaseIds(b.world.clock);
     expect(releasedTo()).toEqual([[0, [pat]]]);
+  });
+
+  test('the hold for a third shard’s copy outlasts a later adoption from the id’s home; a restored run holds back every id for a while; a copy past CUSTODY_MS is not handed back', async () => {
+    let clock = 0;
+    const third: Neighbour = { shard: 3, name: 'w-1-1', region: { minX: 100, minY: 100, maxX: 200, maxY: 200 }, address: '127.0.0.1:3' };
+    const recording = () => {
+      const sent: [number, aethex.v1.IShardMessage][] = [];
+      const links = {
+        send: (n: Neighbour, m: aethex.v1.IShardMessage) => sent.push([n.shard, m]),
+        isUp: () => true,
+        takesLateChanges: () => true,
+        takesCustody: () => true,
+        takesIdsReleased: () => true,
+      } as unknown as ShardLinks;
+      const releasedTo = () => sent.filter(([, m]) => m.idsReleased).map(([to, m]) => [to, m.idsReleased?.entityIds]);
+      return { sent, links, releasedTo };
+    };
+    const { aSharding, toB, run, crossing, handOver } = world({ now: () => clock });
+    const { b, bSharding } = run(1, { now: () => clock, placement: { ...placementB, neighbours: [leftN, third] } });
+    const toOthers = recording();
+    bSharding.attach(toOthers.links);
+    bSharding.onInboundUp(third, 9);
+    // pat (A's id) comes from the third shard, which keeps a copy; goes on to A and comes back.
+    const pat = idRange(0).first + 7;
+    bSharding.onMessage(third, wire({ handoffOffer: handedBack(pat, 'pat', 3, { custody: true, position: { x: 150, y: 90 } }) }));
+    bSharding.onMessage(third, wire({ handoffCommit: { offerId: 3, entityId: pat } }));
+    expect(b.resume(5, 'pat', pat, 0)).toMatchObject({ ok: true });
+    b.world.x[b.world.indexOf(pat)] = 90;
+    bSharding.afterStep();
+    const offer = toOthers.sent.find(([to, m]) => to === 0 && m.handoffOffer)?.[1].handoffOffer as aethex.v1.IHandoffOffer;
+    bSharding.onMessage(leftN, wire({ handoffAccept: { offerId: offer.offerId, entityId: pat, resumeToken: 'r1' } }));
+    expect(b.world.mode[b.world.indexOf(pat)]).toBe(MODE_GHOST);
+    clock += 10_000;
+    bSharding.onMessage(leftN, wire({ handoffOffer: handedBack(pat, 'pat', 5, { custody: true, position: { x: 110, y: 50 } }) }));
+    bSharding.onMessage(leftN, wire({ handoffCommit: { offerId: 5, entityId: pat } }));
+    b.leave(5); // the old connection, after the redirect
+    expect(b.resume(6, 'pat', pat, 0)).toMatchObject({ ok: true, entityId: pat });
+    b.leave(6);
+    bSharding.stored(bSharding.adoptions);
+    bSharding.releaseIds(b.world.clock);
+    clock = CUSTODY_MS;
+    bSharding.releaseIds(b.world.clock);
+    expect(toOthers.releasedTo()).toEqual([]);
+    clock = CUSTODY_MS + 1000;
+    bSharding.releaseIds(b.world.clock);
+    expect(toOthers.releasedTo()).toEqual([[0, [pat]]]);
+
+    // A restored run of B: what its previous runs adopted may come back as copies for a while.
+    const { decodeState, encodeState } = await import('../persist/state-codec.js');
+    const { World } = await import('../sim/world.js');
+    const saved = new World(16, idRange(1).first, idRange(1).limit);
+    const quin = idRange(0).first + 9;
+    saved.spawn(150, 50, 1, quin);
+    const restored = decodeState(encodeState(3, saved, new Map([[quin, 'quin']])), 16, idRange(1).limit, idRange(1).first);
+    const started = clock;
+    const later = run(2, { now: () => clock, restored: true }, restored);
+    const toA = recording();
+    later.bSharding.attach(toA.links);
+    later.bSharding.onMessage(leftN, wire({ ownershipClaim: { entityIds: [] } }));
+    expect(later.b.join(7, 'quin')).toMatchObject({ ok: true, entityId: quin });
+    later.b.leave(7);
+    later.bSharding.releaseIds(later.b.world.clock);
+    clock = started + CUSTODY_MS;
+    later.bSharding.releaseIds(later.b.world.clock);
+    expect(toA.releasedTo()).toEqual([]);
+    clock = started + CUSTODY_MS + 1000;
+    later.bSharding.releaseIds(later.b.world.clock);
+    expect(toA.releasedTo()).toEqual([[0, [quin]]]);
+
+    // A copy A kept past CUSTODY_MS (its ticks stood still) is not handed back to B's next run.
+    const ned = crossing(9, 'ned', [1]);
+    handOver(run(3, { now: () => clock }));
+    expect(aSharding.custodyHeld).toContain(ned);
+    clock += CUSTODY_MS;
+    toB.sent.length = 0;
+    aSharding.onOutboundUp(right, 4);
+    expect(toB.sent.filter((m) => m.handoffCustody)).toEqual([]);
+    expect(aSharding.custodyHeld).not.toContain(ned);
   });
 
   test('claims are kept for CUSTODY_MS after the start, past a shorter rejoin window: a copy arriving late is not taken for an entity a neighbour owns', async () => {

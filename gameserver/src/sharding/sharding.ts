@@ -224,13 +224,14 @@ export class Sharding {
   /** HandoffStored entries for a neighbour run our link to was down for (neighbour → its run and them): sent when it is up. */
   private readonly unsentStored = new Map<number, { epoch: number; handoffs: aethex.v1.IHandedOver[] }>();
   /**
-   * Entities adopted here whose former owner may still keep a copy: that neighbour, and until when
-   * on this shard's clock (COPY_HOLD_MS after the adoption; oldest first). A copy handed back to a
-   * later run of this shard would bring the entity back there: until then its id is not handed out
-   * again, here or at its home — unless the neighbour keeping the copy is its home, which never
-   * reuses an id it keeps a copy of, and hears our HandoffStored before our IdsReleased (`releaseIds`).
+   * Entities adopted here whose former owners may still keep a copy, and until when on this shard's
+   * clock (COPY_HOLD_MS after each adoption; oldest first): `any` for every such owner, `others`
+   * for those that are not the shard whose range the id is. A copy handed back to a later run of
+   * this shard would bring the entity back there: until then its id is not handed out again, here
+   * or at its home — at its home once `others` passed, as the home never reuses an id it keeps a
+   * copy of (`takeIdsReleased`).
    */
-  private readonly copiesUntil = new Map<number, { from: number; until: number }>();
+  private readonly copiesUntil = new Map<number, { any: number; others: number }>();
   /** Ids that left for good here, held back by `copiesUntil`: released at a later snapshot. */
   private heldReleases: { id: number; at: number }[] = [];
   /** Ids of a neighbour's range released here while our link to it was down (neighbour → ids): sent when it is up. */
@@ -587,7 +588,7 @@ export class Sharding {
     while (stale < this.unstored.length && now - (this.unstored[stale] as Unstored).at >= CUSTODY_MS) stale++;
     if (stale > 0) this.unstored.splice(0, stale);
     for (const [entityId, c] of this.copiesUntil) {
-      if (c.until > now) break;
+      if (c.any > now) break;
       this.copiesUntil.delete(entityId);
     }
     if (now - this.startedAt >= this.claimsKeptMs && (this.claimedSinceStart.size > 0 || this.takenGeneration.size > 0)) {
@@ -826,7 +827,7 @@ export class Sharding {
     if (sent) return;
     const unsent = this.unsentStored.get(to.shard);
     const list = unsent && unsent.epoch === epoch ? unsent.handoffs : [];
-    list.push(...handoffs);
+    for (const h of handoffs) list.push(h);
     if (list.length > MAX_UNSENT_STORED) list.splice(0, list.length - MAX_UNSENT_STORED);
     this.unsentStored.set(to.shard, { epoch, handoffs: list });
   }
@@ -863,6 +864,8 @@ export class Sharding {
     const candidates: aethex.v1.HandoffOffer[] = [];
     const superseded: string[] = [];
     for (const o of c.entities as aethex.v1.HandoffOffer[]) {
+      // `from` keeps its copy until our answer reaches it, taken or not.
+      this.holdCopy(o.entityId, from);
       const problem = this.offerProblem(from, o);
       if (problem) this.o.log.warn({ from: from.name, entity: o.entityId, why: problem.message }, 'entity handed back refused');
       const action = problem ? 'release' : this.custodyAction(o);
@@ -904,7 +907,6 @@ export class Sharding {
             continue;
           }
           taken++;
-          this.holdCopy(o.entityId, from);
           this.takenGeneration.set(o.entityId, o.generation);
           this.adoptions++;
           this.unstored.push({ from, epoch, offerId: Number(o.offerId), entityId: o.entityId, mark: this.adoptions, at: this.now() });
@@ -955,10 +957,12 @@ export class Sharding {
   // --- ids: those of a neighbour's range whose entities left for good here go home ---------------
 
   /**
-   * A snapshot of this shard captured at tick `through` is stored: the ids of other shards' ranges
-   * whose entities left for good here at or before it (players who walked in and quit) can never
-   * come back with a crash of this shard — nor with a copy a former owner kept (see `copiesUntil`:
-   * held back until it cannot). Each goes to the shard whose range it is (IdsReleased),
+   * A snapshot of this shard is stored whose capture leaves out every entity that left at or before
+   * tick `through` (World.reuseThrough): the ids of other shards' ranges whose entities left for
+   * good here by then (players who walked in and quit) can never come back with a crash of this
+   * shard — nor, once held back long enough, with a copy a former owner kept (see `copiesUntil`; in
+   * its first COPY_HOLD_MS a restored run holds back every id: copies of the entities its previous
+   * runs adopted may still come, and a copy older than CUSTODY_MS never does). Each goes to the shard whose range it is (IdsReleased),
    * which hands it out again — or, when that shard is no neighbour or its build does not take them,
    * is handed out here (`World.free`). Either way a shard's range does not run out because its
    * players leave elsewhere.
@@ -978,7 +982,7 @@ export class Sharding {
       const goesHome = n !== undefined && (this.links?.takesIdsReleased(n) ?? false);
       // A neighbour may still keep a copy of the entity and hand it back to a later run of ours.
       const copy = this.copiesUntil.get(id);
-      if (copy && copy.until > now && !(goesHome && copy.from === n?.shard)) {
+      if ((this.o.restored && now - this.startedAt < COPY_HOLD_MS) || (copy && (goesHome ? copy.others : copy.any) > now)) {
         this.heldReleases.push(r);
         continue;
       }
@@ -994,8 +998,10 @@ export class Sharding {
 
   /** An entity adopted here from a neighbour that keeps a copy of it (see `copiesUntil`). */
   private holdCopy(entityId: number, from: Neighbour): void {
+    const until = this.now() + COPY_HOLD_MS;
+    const before = this.copiesUntil.get(entityId);
     this.copiesUntil.delete(entityId);
-    this.copiesUntil.set(entityId, { from: from.shard, until: this.now() + COPY_HOLD_MS });
+    this.copiesUntil.set(entityId, { any: until, others: from.shard === shardOfId(entityId) ? (before?.others ?? 0) : until });
   }
 
   /** Sends released ids to the shard whose range they are; kept until the link is up when it is down. */
@@ -1009,7 +1015,7 @@ export class Sharding {
     if (i >= ids.length) return;
     // Only what did not go: an id sent twice could come after the neighbour handed it out again.
     const list = this.unsentReleased.get(n.shard) ?? [];
-    list.push(...ids.slice(i));
+    for (let k = i; k < ids.length; k++) list.push(ids[k] as number);
     if (list.length > MAX_UNSENT_RELEASED) for (const id of list.splice(0, list.length - MAX_UNSENT_RELEASED)) this.o.engine.world.free(id);
     this.unsentReleased.set(n.shard, list);
   }
