@@ -1242,7 +1242,8 @@ export class ShardEngine {
 
   /**
    * Forgets restored (dormant) players' entities that a neighbour owns now: those players moved on
-   * after the snapshot this shard restarted from. Returns how many were dropped.
+   * after the snapshot this shard restarted from — a handoff whose own event here the crash may
+   * have lost, so their place is freed as handed over. Returns how many were dropped.
    */
   dropDormant(entityIds: Iterable<number>): number {
     const ids = new Set(entityIds);
@@ -1252,7 +1253,7 @@ export class ShardEngine {
       if (!ids.has(entityId) || i < 0 || this.world.mode[i] !== MODE_DORMANT) continue;
       this.stopWaiting(playerId);
       this.world.despawn(entityId);
-      this.syncPlace(playerId);
+      this.syncPlace(playerId, true);
       dropped++;
     }
     return dropped;

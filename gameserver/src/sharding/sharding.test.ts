@@ -166,12 +166,25 @@ test('a shard restored with players admits nobody until its neighbours claim the
     ),
     16,
   );
-  const engine = new ShardEngine(settings, { send: () => true, kick: () => undefined }, { region: left, restored });
+  // The places told: the one who moved on left this shard by a handoff (its own event lost with
+  // the crash), not the game.
+  const places: string[] = [];
+  const engine = new ShardEngine(
+    settings,
+    { send: () => true, kick: () => undefined },
+    {
+      region: left,
+      restored,
+      onPlace: (event, playerId, handedOver) => places.push(`${event} ${playerId}${handedOver ? ' handoff' : ''}`),
+    },
+  );
   let clock = 0;
   const sharding = shardingOf(engine, { restored: true, now: () => clock });
   expect(sharding.settled).toBe(false);
+  places.length = 0;
   const claim = aethex.v1.ShardMessage.decode(aethex.v1.ShardMessage.encode({ ownershipClaim: { entityIds: [movedOn, 999] } }).finish());
   sharding.onMessage(right, claim);
+  expect(places).toEqual(['freed moved-on handoff']);
   expect(sharding.settled).toBe(true);
   expect(engine.world.indexOf(movedOn)).toBe(-1);
   expect(engine.world.mode[engine.world.indexOf(stayed)]).toBe(MODE_DORMANT);
