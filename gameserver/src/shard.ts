@@ -548,7 +548,8 @@ export async function startShard(configured: GameserverSettings, options: ShardO
             end - reserve,
             sharding?.adoptions ?? 0,
           );
-          await Promise.all([final.finally(() => links?.close()), closingGateway]);
+          // The links close cleanly once the final snapshot is stored: its HandoffStored answers go first.
+          await Promise.all([final.finally(() => links?.close(Math.min(DRAIN_SOCKET_CLOSE_MS, left() / 4))), closingGateway]);
         } finally {
           const closingOps = new Promise<void>((resolve) => ops.close(() => resolve()));
           ops.closeIdleConnections();

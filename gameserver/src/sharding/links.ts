@@ -192,13 +192,36 @@ export class ShardLinks {
     this.server.handleUpgrade(req, socket, head, (ws) => this.accept(ws, req.socket.remoteAddress ?? 'unknown', proven));
   }
 
-  async close(): Promise<void> {
+  /**
+   * Closes every link. Ours to the neighbours first get up to `graceMs` to close cleanly: what we
+   * sent last (a drain's final HandoffStored) is delivered before the close, where cutting the
+   * socket with the neighbour's heartbeats unread would reset it and could drop it.
+   */
+  async close(graceMs = 0): Promise<void> {
     this.closed = true;
     clearInterval(this.heartbeat);
+    const closing: Promise<void>[] = [];
     for (const link of this.out.values()) {
       clearTimeout(link.timer);
-      link.ws?.terminate();
+      const ws = link.ws;
+      if (!ws) continue;
+      if (graceMs > 0 && ws.readyState === WebSocket.OPEN) {
+        closing.push(
+          new Promise<void>((resolve) => {
+            const cut = setTimeout(() => {
+              ws.terminate();
+              resolve();
+            }, graceMs);
+            ws.once('close', () => {
+              clearTimeout(cut);
+              resolve();
+            });
+            ws.close(1001, 'shard shutting down');
+          }),
+        );
+      } else ws.terminate();
     }
+    await Promise.all(closing);
     // Every client of the server, those still in their hello phase included: closing the server
     // waits for them all, and a stranger's socket would hold it until its hello deadline.
     for (const ws of this.server.clients) ws.terminate();

@@ -1077,6 +1077,28 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
     expect(aSharding.custodyHeld).not.toContain(ned);
   });
 
+  test('a HandoffStored sent on a link that then died is sent again when the link comes up again to the same run, so no older copy is kept to come back', () => {
+    const { aSharding, run, crossing, deliver, handOver } = world();
+    const first = run(1);
+    const lia = crossing(1, 'lia', [1]);
+    handOver(first);
+    first.bSharding.stored(first.bSharding.adoptions);
+    expect(first.toA.sent.filter((m) => m.handoffStored)).toHaveLength(1);
+    first.toA.sent.length = 0; // lost with the link
+    expect(aSharding.custodyHeld).toEqual([lia]);
+    first.bSharding.onOutboundUp(leftN, 7);
+    deliver(
+      right,
+      aSharding,
+      first.toA.sent.filter((m) => m.handoffStored),
+    );
+    expect(aSharding.custodyHeld).toEqual([]);
+    // To another run of A (it restarted: it keeps no copy of ours), none is sent again.
+    first.toA.sent.length = 0;
+    first.bSharding.onOutboundUp(leftN, 8);
+    expect(first.toA.sent.filter((m) => m.handoffStored)).toEqual([]);
+  });
+
   test('claims are kept for CUSTODY_MS after the start, past a shorter rejoin window: a copy arriving late is not taken for an entity a neighbour owns', async () => {
     let clock = 0;
     const { decodeState, encodeState } = await import('../persist/state-codec.js');

@@ -234,6 +234,13 @@ export class Sharding {
   private readonly copiesUntil = new Map<number, { any: number; others: number }>();
   /** Ids that left for good here, held back by `copiesUntil`: released at a later snapshot. */
   private heldReleases: { id: number; at: number }[] = [];
+  /**
+   * HandoffStored entries sent to each neighbour run in the last CUSTODY_MS (neighbour → its run
+   * and them, oldest first): sent again whenever our link to that run comes up again. A link that
+   * dies loses what it had buffered; the neighbour would keep its copy and hand it back — older than
+   * what this shard stored — to our next run. Answers it has had already change nothing.
+   */
+  private readonly recentStored = new Map<number, { epoch: number; handoffs: { h: aethex.v1.IHandedOver; at: number }[] }>();
   /** Ids of a neighbour's range released here while our link to it was down (neighbour → ids): sent when it is up. */
   private readonly unsentReleased = new Map<number, number[]>();
   /** The run of each neighbour our link reached last (its welcome's epoch). */
@@ -273,6 +280,16 @@ export class Sharding {
     // What it was not told while the link was down, if it is the same run (a new one keeps no copies).
     const unsent = this.unsentStored.get(n.shard);
     this.unsentStored.delete(n.shard);
+    const recent = this.recentStored.get(n.shard);
+    if (recent && recent.epoch === epoch) {
+      const cutoff = this.now() - CUSTODY_MS;
+      const kept = recent.handoffs.filter((r) => r.at > cutoff);
+      this.recentStored.set(n.shard, { epoch, handoffs: kept });
+      this.transmitStored(
+        n,
+        kept.map((r) => r.h),
+      );
+    } else this.recentStored.delete(n.shard);
     if (unsent && unsent.epoch === epoch) this.sendStored(n, epoch, unsent.handoffs);
     // Its ids that left for good here while the link was down (any run of it takes them).
     const released = this.unsentReleased.get(n.shard);
@@ -821,15 +838,32 @@ export class Sharding {
    */
   private sendStored(to: Neighbour, epoch: number, handoffs: aethex.v1.IHandedOver[]): void {
     if (handoffs.length === 0) return;
-    let sent = this.outEpochs.get(to.shard) === epoch;
-    for (let i = 0; sent && i < handoffs.length; i += 4096)
-      sent = (this.links?.send(to, { handoffStored: { handoffs: handoffs.slice(i, i + 4096) } }) ?? 0) > 0;
-    if (sent) return;
+    if (this.outEpochs.get(to.shard) === epoch && this.transmitStored(to, handoffs)) {
+      // A send is only bytes handed to the socket: kept, to be sent again if the link comes up again.
+      const recent = this.recentStored.get(to.shard);
+      const list = recent && recent.epoch === epoch ? recent.handoffs : [];
+      const now = this.now();
+      for (const h of handoffs) list.push({ h, at: now });
+      let old = 0;
+      while (old < list.length && now - (list[old] as { at: number }).at >= CUSTODY_MS) old++;
+      if (list.length - old > MAX_UNSENT_STORED) old = list.length - MAX_UNSENT_STORED;
+      if (old > 0) list.splice(0, old);
+      this.recentStored.set(to.shard, { epoch, handoffs: list });
+      return;
+    }
     const unsent = this.unsentStored.get(to.shard);
     const list = unsent && unsent.epoch === epoch ? unsent.handoffs : [];
     for (const h of handoffs) list.push(h);
     if (list.length > MAX_UNSENT_STORED) list.splice(0, list.length - MAX_UNSENT_STORED);
     this.unsentStored.set(to.shard, { epoch, handoffs: list });
+  }
+
+  /** Sends HandoffStored entries on our link to `to`; false when it is down. */
+  private transmitStored(to: Neighbour, handoffs: aethex.v1.IHandedOver[]): boolean {
+    let sent = true;
+    for (let i = 0; sent && i < handoffs.length; i += 4096)
+      sent = (this.links?.send(to, { handoffStored: { handoffs: handoffs.slice(i, i + 4096) } }) ?? 0) > 0;
+    return sent;
   }
 
   /**
