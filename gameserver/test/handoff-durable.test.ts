@@ -52,6 +52,34 @@ test('a shard that adopts a player stores a snapshot holding them within about a
   expect(Date.now() - handedAt).toBeLessThan(3000);
 });
 
+test('a HandoffStored lost with its link is sent again once the link is back: the shard that handed the player over lets its copy go', async () => {
+  const { a, b } = await linkedDuo({ AETHEX_GAMESERVER_LOG_LEVEL: 'warn' }, (s) => shards.push(s));
+  // A's answer that it stored rae goes into a link that dies before delivering it.
+  const links = a.shard.links as NonNullable<typeof a.shard.links>;
+  const send = links.send.bind(links);
+  let lost = 0;
+  links.send = (n, msg) => {
+    if (msg.handoffStored && lost === 0) {
+      lost++;
+      setImmediate(() => links.disconnect(n));
+      return 1;
+    }
+    return send(n, msg);
+  };
+  const rae = await b.client('rae');
+  const original = rae.welcome?.entityId as number;
+  const handoffs: unknown[] = [];
+  rae.on('handoff', (h) => handoffs.push(h));
+  timers.push(setInterval(() => rae.move(-4, 0), 25));
+  await until("rae's handoff to A", () => handoffs.length === 1, 30_000);
+  timers.forEach(clearInterval);
+  expect(b.shard.sharding?.custodyHeld).toEqual([original]);
+  await until("A's answer lost", () => lost === 1, 5000);
+  // The link comes back to the same run of B: A answers again, and B forgets its copy (which a
+  // restart of A would otherwise get back — older than what A stored).
+  await until("B's copy released", () => b.shard.sharding?.custodyHeld.length === 0, 10_000);
+});
+
 test('a shard that drains right after adopting a player tells the shard that handed them over its final snapshot holds them: no older copy is kept to come back', async () => {
   const { a, b } = await linkedDuo(
     { AETHEX_GAMESERVER_PERSISTENCE_SNAPSHOT_INTERVAL_MS: '600000', AETHEX_GAMESERVER_LOG_LEVEL: 'warn' },
