@@ -26,7 +26,7 @@ const CUSTODY_BATCH = 128;
 export const MAX_CUSTODY = 32_768;
 /** HandoffStored entries kept for a neighbour whose link is down, at most (the oldest go). */
 const MAX_UNSENT_STORED = 65_536;
-/** Released ids kept for a neighbour whose link is down, at most (past it the oldest are handed out here). */
+/** Released ids kept for a neighbour whose link is down, at most (past it the oldest are never reused). */
 const MAX_UNSENT_RELEASED = 65_536;
 /**
  * How long after adopting an entity whose former owner keeps a copy this shard holds back its id
@@ -994,12 +994,12 @@ export class Sharding {
    * A snapshot of this shard is stored whose capture leaves out every entity that left at or before
    * tick `through` (World.reuseThrough): the ids of other shards' ranges whose entities left for
    * good here by then (players who walked in and quit) can never come back with a crash of this
-   * shard — nor, once held back long enough, with a copy a former owner kept (see `copiesUntil`; in
-   * its first COPY_HOLD_MS a restored run holds back every id: copies of the entities its previous
-   * runs adopted may still come, and a copy older than CUSTODY_MS never does). Each goes to the shard whose range it is (IdsReleased),
-   * which hands it out again — or, when that shard is no neighbour or its build does not take them,
-   * is handed out here (`World.free`). Either way a shard's range does not run out because its
-   * players leave elsewhere.
+   * shard — nor, once held back long enough, with a copy a former owner kept (see `copiesUntil`;
+   * in its first COPY_HOLD_MS a restored run holds back every id: copies of the entities its
+   * previous runs adopted may still come, and a copy older than CUSTODY_MS never does). Each goes
+   * to the shard whose range it is (IdsReleased), which hands it out again — or, when that shard
+   * is no neighbour or its build does not take them, is handed out here (`World.free`). Either way
+   * a shard's range does not run out because its players leave elsewhere.
    */
   releaseIds(through: number): void {
     const world = this.o.engine.world;
@@ -1038,19 +1038,21 @@ export class Sharding {
     this.copiesUntil.set(entityId, { any: until, others: from.shard === shardOfId(entityId) ? (before?.others ?? 0) : until });
   }
 
-  /** Sends released ids to the shard whose range they are; kept until the link is up when it is down. */
+  /**
+   * Sends released ids to the shard whose range they are; kept until the link is up when it is
+   * down. Those its build turns out not to take (it was replaced by an older one meanwhile), and
+   * those past MAX_UNSENT_RELEASED, are never reused: only the held-back check of `releaseIds`
+   * would make reusing them here safe.
+   */
   private sendReleased(n: Neighbour, ids: number[]): void {
-    if (!this.links?.takesIdsReleased(n)) {
-      for (const id of ids) this.o.engine.world.free(id);
-      return;
-    }
+    if (!this.links?.takesIdsReleased(n)) return;
     let i = 0;
     while (i < ids.length && this.links.send(n, { idsReleased: { entityIds: ids.slice(i, i + 4096) } }) > 0) i += 4096;
     if (i >= ids.length) return;
     // Only what did not go: an id sent twice could come after the neighbour handed it out again.
     const list = this.unsentReleased.get(n.shard) ?? [];
     for (let k = i; k < ids.length; k++) list.push(ids[k] as number);
-    if (list.length > MAX_UNSENT_RELEASED) for (const id of list.splice(0, list.length - MAX_UNSENT_RELEASED)) this.o.engine.world.free(id);
+    if (list.length > MAX_UNSENT_RELEASED) list.splice(0, list.length - MAX_UNSENT_RELEASED);
     this.unsentReleased.set(n.shard, list);
   }
 
