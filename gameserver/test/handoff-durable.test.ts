@@ -6,6 +6,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { RealtimeClient } from '@aethex/sdk';
 import { testEnv } from '@aethex/testing';
 import { killProcesses, spawnSource } from '@aethex/testing/process';
 import pg from 'pg';
@@ -24,6 +25,18 @@ afterEach(async () => {
   await killProcesses();
 });
 
+/** `player` joins B and walks west until handed over to A; returns their client and entity id. */
+async function walkToA(b: TestShard, player: string): Promise<{ client: RealtimeClient; entityId: number }> {
+  const client = await b.client(player);
+  const handoffs: unknown[] = [];
+  client.on('handoff', (h) => handoffs.push(h));
+  const walk = setInterval(() => client.move(-4, 0), 25);
+  timers.push(walk);
+  await until(`${player}'s handoff to A`, () => handoffs.length === 1, 30_000);
+  clearInterval(walk);
+  return { client, entityId: client.welcome?.entityId as number };
+}
+
 test('a shard that adopts a player stores a snapshot holding them within about a second, long before its periodic one', async () => {
   const { a, b } = await linkedDuo(
     { AETHEX_GAMESERVER_PERSISTENCE_SNAPSHOT_INTERVAL_MS: '600000', AETHEX_GAMESERVER_LOG_LEVEL: 'warn' },
@@ -36,12 +49,7 @@ test('a shard that adopts a player stores a snapshot holding them within about a
   // A's snapshot at start holds nobody.
   await until("A's first snapshot", () => a.shard.persistence.savedThrough > 0, 10_000);
   expect(await stored()).toEqual([]);
-  const rae = await b.client('rae');
-  const handoffs: unknown[] = [];
-  rae.on('handoff', (h) => handoffs.push(h));
-  timers.push(setInterval(() => rae.move(-4, 0), 25));
-  await until("rae's handoff to A", () => handoffs.length === 1, 30_000);
-  timers.forEach(clearInterval);
+  await walkToA(b, 'rae');
   const handedAt = Date.now();
   let players: string[] = [];
   while (Date.now() - handedAt < 5000 && !players.includes('rae')) {
@@ -66,13 +74,7 @@ test('a HandoffStored lost with its link is sent again once the link is back: th
     }
     return send(n, msg);
   };
-  const rae = await b.client('rae');
-  const original = rae.welcome?.entityId as number;
-  const handoffs: unknown[] = [];
-  rae.on('handoff', (h) => handoffs.push(h));
-  timers.push(setInterval(() => rae.move(-4, 0), 25));
-  await until("rae's handoff to A", () => handoffs.length === 1, 30_000);
-  timers.forEach(clearInterval);
+  const { entityId: original } = await walkToA(b, 'rae');
   expect(b.shard.sharding?.custodyHeld).toEqual([original]);
   await until("A's answer lost", () => lost === 1, 5000);
   // The link comes back to the same run of B: A answers again, and B forgets its copy (which a
@@ -85,13 +87,7 @@ test('a shard that drains right after adopting a player tells the shard that han
     { AETHEX_GAMESERVER_PERSISTENCE_SNAPSHOT_INTERVAL_MS: '600000', AETHEX_GAMESERVER_LOG_LEVEL: 'warn' },
     (s) => shards.push(s),
   );
-  const sam = await b.client('sam');
-  const original = sam.welcome?.entityId as number;
-  const handoffs: unknown[] = [];
-  sam.on('handoff', (h) => handoffs.push(h));
-  timers.push(setInterval(() => sam.move(-4, 0), 25));
-  await until("sam's handoff to A", () => handoffs.length === 1, 30_000);
-  timers.forEach(clearInterval);
+  const { entityId: original } = await walkToA(b, 'sam');
   // B keeps a copy until A has stored sam; A drains at once, before its adoption's snapshot.
   expect(b.shard.sharding?.custodyHeld).toEqual([original]);
   await a.stop();
