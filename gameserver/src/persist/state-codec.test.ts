@@ -111,7 +111,7 @@ test('a blob whose game states do not add up is refused by name', () => {
   const future = blob.slice();
   new DataView(future.buffer).setUint32(4, STATE_VERSION + 1, true);
   expect(() => decodeState(future, 4, 1000)).toThrow(
-    new StateFormatError(`state blob version ${STATE_VERSION + 1} is not supported (this build reads 1, 2 and 3)`),
+    new StateFormatError(`state blob version ${STATE_VERSION + 1} is not supported (this build reads 1 to 4)`),
   );
 });
 
@@ -122,7 +122,7 @@ test('a snapshot written before game states were kept (version 1) restores as it
     'U1hFQQEAAAAMAAAAAwAAAAIAAAAIAAAADQAAAAEAAAACAAAAAADAPwAAQEAAACBAAACAQAAAAAAAAAAAAAAAAAAAAAAAAAAABQAAAAAAAAAHAAAAAAABAFtbMiwib2xkLTEiXV0=',
     'base64',
   );
-  // The same world is written today as version 3: the version-1 bytes behind a longer header
+  // The same world is written today as version 4: the version-1 bytes behind a longer header
   // (the states' length, 0, and the checksum).
   const same = new World(8, 1, 1000);
   same.spawn(1.5, 2.5, KIND_NPC);
@@ -130,7 +130,7 @@ test('a snapshot written before game states were kept (version 1) restores as it
   same.lastSeq[same.indexOf(p)] = 7;
   same.flags[same.indexOf(p)] = 5;
   const now = Buffer.from(encodeState(12, same, new Map([[p, 'old-1']])));
-  expect(now.readUInt32LE(4)).toBe(3);
+  expect(now.readUInt32LE(4)).toBe(STATE_VERSION);
   expect([now.readUInt32LE(28), now.readUInt32LE(32)]).toEqual([0, stateChecksum(now)]);
   expect(now.subarray(36)).toEqual(v1.subarray(28));
   expect(now.subarray(8, 28)).toEqual(v1.subarray(8, 28));
@@ -180,7 +180,7 @@ test('a snapshot with game states written before the checksum (version 2) restor
       [2, new TextEncoder().encode('{"gold":12}')],
     ]),
   );
-  // Written again today, it is the same blob in version 3: its header 4 bytes longer for the checksum.
+  // Written again today, it is the same blob in version 4: its header 4 bytes longer for the checksum.
   const now = Buffer.from(encodeState(12, back.world, back.players));
   expect(now.readUInt32LE(4)).toBe(STATE_VERSION);
   expect(now.readUInt32LE(32)).toBe(stateChecksum(now));
@@ -315,6 +315,34 @@ test('a snapshot saved under wider world bounds restores its entities inside the
   expect(a.x[a.indexOf(joined.entityId)]).toBeCloseTo(insideMax(100) - 1, 4);
 });
 
+test("a player's count of owner changes is kept (version 4); a version-3 blob restores without it", () => {
+  const w = new World(16, 1, 100_000);
+  const walked = w.spawn(3, 4, KIND_PLAYER);
+  const stayed = w.spawn(5, 6, KIND_PLAYER);
+  w.handoffs.set(walked, 3);
+  const blob = encodeState(
+    9,
+    w,
+    new Map([
+      [walked, 'ann'],
+      [stayed, 'bob'],
+    ]),
+  );
+  const back = decodeState(blob, 16, 100_000);
+  expect([...back.world.handoffs]).toEqual([[walked, 3]]);
+  expect(back.players).toEqual(
+    new Map([
+      [walked, 'ann'],
+      [stayed, 'bob'],
+    ]),
+  );
+  // Written by the version-3 encoder: the same layout, pairs only.
+  const v3 = encodeState(9, new World(16, 1, 100_000), new Map());
+  new DataView(v3.buffer).setUint32(4, 3, true);
+  const old = decodeState(resealed(v3), 16, 100_000);
+  expect(old.world.handoffs.size).toBe(0);
+});
+
 test('a player map entry that is not a player entity of the blob with a valid, unique player id is refused, naming the entry', () => {
   const w = new World(16, 1, 100_000);
   const npc = w.spawn(1, 2, KIND_NPC);
@@ -347,8 +375,16 @@ test('a player map entry that is not a player entity of the blob with a valid, u
   expect(refused(`[[${p1},"ann"],[${p2},7]]`)).toBe(
     `state blob has a bad player map entry 1 ([${p2},7]): the player id is not a string of 1–128 characters`,
   );
-  expect(refused(`[[${p1}]]`)).toBe(`state blob has a bad player map entry 0 ([${p1}]): not an [entity id, player id] pair`);
-  expect(refused('[7]')).toBe('state blob has a bad player map entry 0 (7): not an [entity id, player id] pair');
+  const notAnEntry = 'not an [entity id, player id] pair or [entity id, player id, owner changes]';
+  expect(refused(`[[${p1}]]`)).toBe(`state blob has a bad player map entry 0 ([${p1}]): ${notAnEntry}`);
+  expect(refused('[7]')).toBe(`state blob has a bad player map entry 0 (7): ${notAnEntry}`);
+  expect(refused(`[[${p1},"ann",2,3]]`)).toBe(`state blob has a bad player map entry 0 ([${p1},"ann",2,3]): ${notAnEntry}`);
+  for (const count of ['0', '1.5', '"2"', '-1', '4294967296'])
+    expect(refused(`[[${p1},"ann",${count}]]`)).toMatch(/entry 0 .*: its count of owner changes is not a whole number of 1 or more$/);
+  // Version 3 has no counts: a third element there is no entry.
+  const v3 = withMap(JSON.stringify([[p1, 'ann', 2]]));
+  new DataView(v3.buffer).setUint32(4, 3, true);
+  expect(() => decodeState(resealed(v3), 16)).toThrow(/entry 0 .*: not an \[entity id, player id\] pair$/);
   expect(refused(`[[${p1},""]]`)).toMatch(/entry 0 .*: the player id is not a string of 1–128 characters$/);
   expect(refused(`[[${p1},"${'x'.repeat(129)}"]]`)).toMatch(/entry 0 .*: the player id is not a string of 1–128 characters$/);
   expect(refused(`[[${p1},"a\\u0000b"]]`)).toMatch(/entry 0 .*: the player id has a control character or a lone surrogate at position 1$/);

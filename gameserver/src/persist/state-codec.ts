@@ -4,18 +4,20 @@ import { KIND_PLAYER, MAX_GAME_STATE_BYTES, MODE_DORMANT, MODE_GHOST, World } fr
 
 /**
  * Format version of the state blob this build writes: version 2's layout (game states) with a
- * checksum in the header (see `stateChecksum`). This build reads it and the two before it, which have no
- * checksum (1: no game states, 2: game states), so a rolling upgrade restores the snapshots the
- * previous build wrote; a blob of any other version is refused, never guessed at.
+ * checksum in the header (see `stateChecksum`; version 3), and in the player map each player
+ * entity's count of owner changes where it has one (`World.handoffs`: [entity, player, count]).
+ * This build reads it and the three before it — 3 (no counts), 2 and 1, which have no checksum (1: no
+ * game states, 2: game states) — so a rolling upgrade restores the snapshots the previous build
+ * wrote; a blob of any other version is refused, never guessed at.
  */
-export const STATE_VERSION = 3;
+export const STATE_VERSION = 4;
 const MAGIC = 0x41455853; // "AEXS"
-/** Where a version-3 header holds its checksum: after magic, version, tick, nextEntityId, count, capacity and the two lengths. */
+/** Where a version-3 (or later) header holds its checksum: after magic, version, tick, nextEntityId, count, capacity and the two lengths. */
 const CHECKSUM_AT = 32;
 const HEADER_BYTES = CHECKSUM_AT + 4;
 
 /**
- * The checksum of a version-3 blob: zlib's CRC-32 of all its bytes but the 4 of the checksum
+ * The checksum of a version-3 or -4 blob: zlib's CRC-32 of all its bytes but the 4 of the checksum
  * itself, header included. It detects corruption (a bit flip, a torn or cut-short write in the
  * store), not tampering: anyone who can change the blob can compute a new one.
  */
@@ -55,9 +57,10 @@ export interface CapturedState {
 
 /**
  * Takes the world's persistent state, on the tick: about 0.3 ms at 10,000 entities, 2.3 ms when
- * each has a game state (`npm run bench:shard`, "State snapshot"). Written in version 3: the
+ * each has a game state (`npm run bench:shard`, "State snapshot"). Written in version 4: the
  * version-2 layout (id, length and bytes appended for each entity that has a game state) with a
- * checksum in the header, which is left 0 here and computed off the tick by `assembleState`.
+ * checksum in the header, which is left 0 here and computed off the tick by `assembleState`, and
+ * the players' counts of owner changes in the player map.
  */
 export function captureState(tick: number, world: World, players: ReadonlyMap<number, string>): CapturedState {
   // Ghosts are the neighbours' to persist. Without any, the arrays are copied whole.
@@ -65,7 +68,13 @@ export function captureState(tick: number, world: World, players: ReadonlyMap<nu
   let ghosts = 0;
   for (let i = 0; i < world.count; i++) if (mode[i] === MODE_GHOST) ghosts++;
   const n = world.count - ghosts;
-  const playersJson = new TextEncoder().encode(JSON.stringify([...players]));
+  // With its count of owner changes: a neighbour's copy from an earlier handoff is told apart from
+  // the entity this snapshot holds after it (Sharding's `custodyAction`).
+  const entries = [...players].map(([entityId, playerId]) => {
+    const changes = world.handoffs.get(entityId);
+    return changes ? [entityId, playerId, changes] : [entityId, playerId];
+  });
+  const playersJson = new TextEncoder().encode(JSON.stringify(entries));
   // A ghost has no game state here (its owner keeps it), so every state is an entity's in the blob.
   const states = [...world.gameState];
   let statesLength = 0;
@@ -173,7 +182,7 @@ export class StateFormatError extends Error {
   }
 }
 
-/** A version-3 blob whose bytes are not those it was written with: its checksum does not match. */
+/** A version-3 or -4 blob whose bytes are not those it was written with: its checksum does not match. */
 export class StateChecksumError extends StateFormatError {
   constructor(
     readonly stored: number,
@@ -197,10 +206,16 @@ const MAX_PLAYER_ID = 128;
  * player on the wrong entity or poison the outbox and presence (a NULL or a NUL in a player id), so
  * the blob is refused, naming the entry.
  */
-function checkedPlayers(entries: unknown[], ids: Uint32Array, kinds: Uint16Array): Map<number, string> {
+function checkedPlayers(
+  entries: unknown[],
+  ids: Uint32Array,
+  kinds: Uint16Array,
+  withChanges: boolean,
+): { players: Map<number, string>; changes: Map<number, number> } {
   const playerEntities = new Set<number>();
   for (let i = 0; i < ids.length; i++) if (kinds[i] === KIND_PLAYER) playerEntities.add(ids[i] as number);
   const players = new Map<number, string>();
+  const changes = new Map<number, number>();
   const taken = new Set<string>();
   for (const [n, entry] of entries.entries()) {
     const refuse = (why: string): never => {
@@ -209,8 +224,11 @@ function checkedPlayers(entries: unknown[], ids: Uint32Array, kinds: Uint16Array
         `state blob has a bad player map entry ${n} (${shown.length > 200 ? `${shown.slice(0, 200)}…` : shown}): ${why}`,
       );
     };
-    if (!Array.isArray(entry) || entry.length !== 2) refuse('not an [entity id, player id] pair');
-    const [entityId, playerId] = entry as [unknown, unknown];
+    if (!Array.isArray(entry) || (entry.length !== 2 && !(withChanges && entry.length === 3)))
+      refuse(
+        withChanges ? 'not an [entity id, player id] pair or [entity id, player id, owner changes]' : 'not an [entity id, player id] pair',
+      );
+    const [entityId, playerId, count] = entry as [unknown, unknown, unknown];
     if (typeof entityId !== 'number' || !playerEntities.has(entityId)) return refuse('its entity is not a player entity of the blob');
     if (players.has(entityId)) refuse(`entity ${entityId} is in the map twice`);
     if (typeof playerId !== 'string' || playerId.length === 0 || playerId.length > MAX_PLAYER_ID)
@@ -218,16 +236,21 @@ function checkedPlayers(entries: unknown[], ids: Uint32Array, kinds: Uint16Array
     const bad = unprintableAt(playerId);
     if (bad !== undefined) refuse(`the player id has a control character or a lone surrogate at position ${bad}`);
     if (taken.has(playerId)) refuse(`player ${JSON.stringify(playerId)} is in the map twice`);
+    if (count !== undefined) {
+      if (typeof count !== 'number' || !Number.isInteger(count) || count < 1 || count > 0xffff_ffff)
+        refuse('its count of owner changes is not a whole number of 1 or more');
+      changes.set(entityId, count as number);
+    }
     taken.add(playerId);
     players.set(entityId, playerId);
   }
-  return players;
+  return { players, changes };
 }
 
 /**
  * Rebuilds a world from a blob into a world of `capacity` (the current configuration, which may
  * differ from the one that saved it). Throws StateFormatError on a bad blob (StateChecksumError,
- * checked before anything else is read, on a version-3 blob whose checksum does not match), and a
+ * checked before anything else is read, on a version-3 or -4 blob whose checksum does not match), and a
  * RangeError when the saved entities do not fit the capacity. The world hands out ids of the
  * shard's range [`idFirst`, `idLimit`), numbering on past the snapshot's counter.
  */
@@ -236,12 +259,12 @@ export function decodeState(blob: Uint8Array, capacity: number, idLimit?: number
   const view = new DataView(blob.buffer, blob.byteOffset, blob.byteLength);
   const [magic, version] = [view.getUint32(0, true), view.getUint32(4, true)];
   if (magic !== MAGIC) throw new StateFormatError('not a shard state blob');
-  if (version !== 1 && version !== 2 && version !== STATE_VERSION)
-    throw new StateFormatError(`state blob version ${version} is not supported (this build reads 1, 2 and ${STATE_VERSION})`);
+  if (version < 1 || version > STATE_VERSION)
+    throw new StateFormatError(`state blob version ${version} is not supported (this build reads 1 to ${STATE_VERSION})`);
   // Version 1 has no game states (and no length of them in its header); versions 1 and 2 have no checksum.
   const header = version === 1 ? 28 : version === 2 ? 32 : HEADER_BYTES;
   if (blob.length < header) throw new StateFormatError(`state blob of ${blob.length} bytes is truncated`);
-  if (version === STATE_VERSION) {
+  if (version >= 3) {
     const stored = view.getUint32(CHECKSUM_AT, true);
     const computed = stateChecksum(blob);
     if (stored !== computed) throw new StateChecksumError(stored, computed, blob.length);
@@ -276,7 +299,7 @@ export function decodeState(blob: Uint8Array, capacity: number, idLimit?: number
     throw new StateFormatError('state blob has a malformed player map');
   }
   if (!Array.isArray(entries)) throw new StateFormatError('state blob has a malformed player map');
-  const players = checkedPlayers(entries, id, kind);
+  const { players, changes } = checkedPlayers(entries, id, kind, version >= 4);
   off += playersLen as number;
   const states = new Map<number, Uint8Array>();
   while (off < blob.length) {
@@ -311,5 +334,6 @@ export function decodeState(blob: Uint8Array, capacity: number, idLimit?: number
       throw new StateFormatError(`state blob has a game state for entity ${entityId}, which it does not hold`);
     world.gameState.set(entityId, state);
   }
+  for (const [entityId, count] of changes) world.handoffs.set(entityId, count);
   return { tick: tick as number, world, players };
 }

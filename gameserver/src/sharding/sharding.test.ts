@@ -1099,6 +1099,28 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
     expect(first.toA.sent.filter((m) => m.handoffStored)).toEqual([]);
   });
 
+  test('a copy handed back is not taken over the entity the snapshot holds from that handoff or a later one (a drain whose answer found the link down); one from a later handoff is', async () => {
+    const { decodeState, encodeState } = await import('../persist/state-codec.js');
+    const { World } = await import('../sim/world.js');
+    const { run } = world();
+    const saved = new World(16, idRange(1).first, idRange(1).limit);
+    const oli = idRange(0).first + 3;
+    saved.spawn(150, 50, 1, oli);
+    saved.handoffs.set(oli, 2); // adopted from A at generation 2, then stored
+    saved.gameState.set(oli, new Uint8Array([11]));
+    const restored = decodeState(encodeState(3, saved, new Map([[oli, 'oli']])), 16, idRange(1).limit, idRange(1).first);
+    const b = run(2, { restored: true, departedSince: async () => new Set() }, restored);
+    const state = () => [...(b.b.world.gameState.get(oli) ?? [])];
+    b.bSharding.onMessage(leftN, wire({ handoffCustody: { entities: [handedBack(oli, 'oli', 2, { state: new Uint8Array([4]) })] } }));
+    await new Promise((r) => setImmediate(r));
+    expect(state()).toEqual([11]);
+    expect(b.toA.sent.filter((m) => m.handoffStored).map((m) => m.handoffStored?.handoffs?.map((h) => Number(h.offerId)))).toEqual([[2]]);
+    // oli went on and came back before the crash: a copy of that later handoff is newer.
+    b.bSharding.onMessage(leftN, wire({ handoffCustody: { entities: [handedBack(oli, 'oli', 4, { state: new Uint8Array([5]) })] } }));
+    await new Promise((r) => setImmediate(r));
+    expect(state()).toEqual([5]);
+  });
+
   test('claims are kept for CUSTODY_MS after the start, past a shorter rejoin window: a copy arriving late is not taken for an entity a neighbour owns', async () => {
     let clock = 0;
     const { decodeState, encodeState } = await import('../persist/state-codec.js');

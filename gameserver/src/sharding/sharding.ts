@@ -869,8 +869,8 @@ export class Sharding {
   /**
    * What to do with an entity handed back: take it (this shard has neither it nor its player, and no
    * neighbour claims it); replace the one this shard restored for its player, which still waits for
-   * them unplayed since the start — from the snapshot (older: the copy exists because no snapshot
-   * after the adoption was reported stored), or from another copy with a lower owner generation
+   * them unplayed since the start — from a snapshot captured before the copy's handoff (a lower
+   * count of owner changes, or none kept), or from another copy with a lower owner generation
    * (the entity went on and came back before the crash); or release it (the player is here or
    * played here since the start, or a neighbour owns the entity).
    */
@@ -883,7 +883,12 @@ export class Sharding {
     // Only one restored, not played since: one the player played here in this run is newer than any copy.
     if (engine.restoredWaitingOf(o.playerId) !== o.entityId) return 'release';
     const taken = this.takenGeneration.get(o.entityId);
-    return taken === undefined || o.generation > taken ? 'replace' : 'release';
+    if (taken !== undefined) return o.generation > taken ? 'replace' : 'release';
+    // The snapshot's entity, with its count of owner changes (snapshots keep it since version 4):
+    // as many as the copy's handoff or more, it was captured after that adoption (a drain's final
+    // snapshot, whose HandoffStored found the link down) and is newer than the copy.
+    const stored = engine.world.handoffs.get(o.entityId) ?? 0;
+    return o.generation > 0 && stored >= o.generation ? 'release' : 'replace';
   }
 
   /**
@@ -1082,7 +1087,8 @@ export class Sharding {
    * entity would then wait for a resume that never comes and claim the entity from this shard's
    * next run — the player's, restored from the final snapshot, would go. Its links stay up until
    * its final snapshot is stored, so the neighbours hear which of the entities they handed over it
-   * holds (`stored`) and do not hand back older copies to its next run.
+   * holds (`stored`) and let their copies go; one whose link is down then hands its copy back to
+   * the next run, which keeps the newer entity of the snapshot (`custodyAction`).
    */
   stopAccepting(): void {
     this.draining = true;

@@ -161,8 +161,8 @@ export class World {
   readonly flagWrites = new Map<number, number>();
   /**
    * How many times a player entity owned here has changed owner (its generation in ghost updates
-   * and offers), by entity id; absent: never, since the shard that owned it last started. Players
-   * only: they are what is handed over.
+   * and offers), by entity id; absent: never (or not since a snapshot of a build before version 4
+   * of the state blob, which kept none). Players only: they are what is handed over.
    */
   readonly handoffs = new Map<number, number>();
   /**
