@@ -244,9 +244,9 @@ export async function startShard(configured: GameserverSettings, options: ShardO
     metrics,
     // Ids freed before a snapshot the store took may go again (World.reuseThrough), ids of
     // neighbours' ranges freed before it go home, and the neighbours that handed over entities
-    // adopted before it may forget their copies. Before: up to the tick before its capture's — an
-    // id freed between ticks, after the capture at the end of tick t, is stamped t too, and is
-    // still in that snapshot.
+    // adopted before it may forget their copies. "Before" is through the tick before its capture's:
+    // an id freed between ticks, after the capture at the end of tick t, carries t too and is still
+    // in that snapshot.
     onSaved: (tick, mark) => {
       engine.world.reuseThrough = Math.max(engine.world.reuseThrough, tick - 1);
       sharding?.stored(mark);
