@@ -375,9 +375,14 @@ export class World {
       const id = this.freed[k] as number;
       const at = this.freed[k + 1] as number;
       if (this.freedIds.get(id) !== at) continue;
-      return at > this.reuseThrough || this.clock - at < this.idRestTicks ? -1 : id;
+      return this.mayGo(at) ? id : -1;
     }
     return -1;
+  }
+
+  /** An id freed at tick `at` has rested `idRestTicks` and a snapshot captured after it is stored. */
+  private mayGo(at: number): boolean {
+    return at <= this.reuseThrough && this.clock - at >= this.idRestTicks;
   }
 
   /**
@@ -389,7 +394,7 @@ export class World {
       const id = this.freed[this.freedHead] as number;
       const at = this.freed[this.freedHead + 1] as number;
       const stale = this.freedIds.get(id) !== at;
-      if (!stale && (at > this.reuseThrough || this.clock - at < this.idRestTicks)) return -1;
+      if (!stale && !this.mayGo(at)) return -1;
       this.freedHead += 2;
       if (this.freedHead === this.freed.length) {
         this.freed.length = 0;
