@@ -38,6 +38,8 @@ const CONVERGE_MS = 15_000;
 /** Every this many restarts the new process takes a new identity: it must wait for the dead one's lease to expire. */
 const NEW_IDENTITY_EVERY = 5;
 const LEASE_S = 3;
+/** The operator's renewal interval. */
+const RETRY_MS = 500;
 
 const env = testEnv();
 const kc = kubeConfig(env);
@@ -250,7 +252,7 @@ let lastFaultAt = 0;
 const takeoverMs = { sameIdentity: [] as number[], newIdentity: [] as number[] };
 let identityChanged = false;
 
-function startOperator(): OperatorProcess {
+function startOperator(leaseS = LEASE_S): OperatorProcess {
   const spawnedAt = Date.now();
   const takeovers = identityChanged ? takeoverMs.newIdentity : takeoverMs.sameIdentity;
   identityChanged = false;
@@ -259,8 +261,8 @@ function startOperator(): OperatorProcess {
     AETHEX_OPERATOR_NAMESPACE: ns,
     AETHEX_OPERATOR_LEADER_NAMESPACE: ns,
     AETHEX_OPERATOR_LEADER_IDENTITY: leaseIdentity,
-    AETHEX_OPERATOR_LEADER_LEASE_S: String(LEASE_S),
-    AETHEX_OPERATOR_LEADER_RETRY_MS: '500',
+    AETHEX_OPERATOR_LEADER_LEASE_S: String(leaseS),
+    AETHEX_OPERATOR_LEADER_RETRY_MS: String(RETRY_MS),
     AETHEX_OPERATOR_HTTP_LISTEN: '127.0.0.1:0',
     AETHEX_OPERATOR_LOG_LEVEL: 'info',
   });
@@ -657,22 +659,55 @@ describe('the operator under SIGKILL chaos', () => {
   }, 90_000);
 
   it('keeps leading through lease renewals the API server refuses for less than the lease', async () => {
-    const op = current ?? startOperator();
+    // A process of its own, with the same identity (it leads at once) and a 10 s lease: renewals
+    // refused for about a second stay well within it though this test process be held up for seconds.
+    const leaseS = 10;
+    const previous = current;
+    current = undefined;
+    previous?.child.kill('SIGKILL');
+    await previous?.exited;
+    const op = startOperator(leaseS);
     await op.logged('leading');
+    const leases = kc.makeApiClient(k8s.CoordinationV1Api);
+    const renewedAt = async () => {
+      const lease = await leases.readNamespacedLease({ name: 'aethex-operator', namespace: ns });
+      return new Date(lease.spec?.renewTime as unknown as string).getTime();
+    };
     const rbac = kc.makeApiClient(k8s.RbacAuthorizationV1Api);
     const role = await rbac.readNamespacedRole({ name: identity?.leaderRole as string, namespace: ns });
     const rules = role.rules ?? [];
-    // For one second (two renewals at 500 ms; the lease is 3 s) the Lease may be read but not updated: 403.
+    // The Lease may be read but not updated (403) until it has gone three renewal intervals unrenewed.
     await rbac.replaceNamespacedRole({
       name: role.metadata?.name as string,
       namespace: ns,
       body: { ...role, rules: rules.map((r) => ({ ...r, verbs: r.verbs.filter((v) => v !== 'update' && v !== 'patch') })) },
     });
-    await sleep(1000);
+    const lastRenewed = await until(
+      'renewals to be refused',
+      async () => {
+        const at = await renewedAt();
+        return Date.now() - at >= 3 * RETRY_MS ? at : undefined;
+      },
+      10_000,
+      50,
+    );
     const fresh = await rbac.readNamespacedRole({ name: role.metadata?.name as string, namespace: ns });
     await rbac.replaceNamespacedRole({ name: role.metadata?.name as string, namespace: ns, body: { ...fresh, rules } });
-    await sleep(LEASE_S * 1000);
+    // How long the operator went unrenewed: from its last renewal until the role was back.
+    const refusedMs = Date.now() - lastRenewed;
+    let exited = false;
+    void op.exited.then(() => {
+      exited = true;
+    });
+    const outcome = await until(
+      'a renewal after the refusals, or the operator to exit',
+      async () => (exited ? 'exited' : (await renewedAt()) > lastRenewed ? 'renewed' : undefined),
+      10_000,
+      50,
+    );
     // A refused renewal is not a lost lease: the lease is still this replica's until it expires.
+    expect(refusedMs, 'renewals refused for less than the lease, less a renewal interval').toBeLessThan(leaseS * 1000 - RETRY_MS);
+    expect(outcome).toBe('renewed');
     expect(op.output()).not.toContain('lost the lease');
     expect(op.child.exitCode).toBeNull();
   }, 30_000);

@@ -18,41 +18,44 @@ afterAll(async () => {
   await dropNamespace(kc, ns);
 });
 
-function elector(identity: string, now: () => Date): LeaderElector {
-  const e = new LeaderElector({ kc, namespace: ns, name: 'aethex-operator', identity, leaseDurationS: 2, retryMs: 100, now });
+/** A candidate for the Lease `name` (each test its own), renewing every 100 ms. */
+function elector(name: string, identity: string, leaseDurationS: number, now: () => Date): LeaderElector {
+  const e = new LeaderElector({ kc, namespace: ns, name, identity, leaseDurationS, retryMs: 100, now });
   electors.push(e);
   return e;
 }
 
-const lease = () => leases.readNamespacedLease({ name: 'aethex-operator', namespace: ns });
+const lease = (name: string) => leases.readNamespacedLease({ name, namespace: ns });
 
 it('a leader whose lease ran out while it was paused steps down when it resumes, without renewing, though nobody took the lease', async () => {
   let skew = 0;
-  const a = elector('replica-a', () => new Date(Date.now() + skew));
+  // A 5 s lease: it still holds when the test looks, however slow the apiserver's writes were or
+  // however long this process was held up before it looked, short of 4.9 s.
+  const a = elector('paused', 'replica-a', 5, () => new Date(Date.now() + skew));
   let lost = 0;
   await a.run(() => lost++);
   expect(a.holds()).toBe(true);
-  await until('a renewal', async () => ((await lease()).spec?.holderIdentity === 'replica-a' ? true : undefined));
-  // Paused for 5 s, past its 2 s lease: another replica may have led and stopped meanwhile, and
+  await until('a renewal', async () => ((await lease('paused')).spec?.holderIdentity === 'replica-a' ? true : undefined));
+  // Paused for 10 s, past its 5 s lease: another replica may have led and stopped meanwhile, and
   // what this one holds from before the pause is stale.
-  skew = 5000;
+  skew = 10_000;
   expect(a.holds()).toBe(false);
   await until('a to step down', async () => (lost > 0 ? true : undefined), 5000, 20);
-  const after = await lease();
+  const after = await lease('paused');
   // It wrote nothing after the pause: its last renewal is from before it.
   const renewed = new Date(after.spec?.renewTime as unknown as string).getTime();
   expect(renewed).toBeLessThan(Date.now() + 1000);
   await new Promise((r) => setTimeout(r, 300));
-  expect((await lease()).metadata?.resourceVersion).toBe(after.metadata?.resourceVersion);
+  expect((await lease('paused')).metadata?.resourceVersion).toBe(after.metadata?.resourceVersion);
   expect(lost).toBe(1);
 });
 
 it('a replica takes over a lease whose holder stopped renewing, only once it has run out', async () => {
-  const b = elector('replica-b', () => new Date());
-  const c = elector('replica-c', () => new Date());
+  const b = elector('takeover', 'replica-b', 2, () => new Date());
+  const c = elector('takeover', 'replica-c', 2, () => new Date());
   await b.run(() => undefined);
   b.stop();
-  const last = await lease();
+  const last = await lease('takeover');
   expect(last.spec?.holderIdentity).toBe('replica-b');
   let leading = false;
   void c
@@ -61,7 +64,7 @@ it('a replica takes over a lease whose holder stopped renewing, only once it has
       leading = true;
     });
   await until('c to lead', async () => (leading ? true : undefined), 10_000, 20);
-  const held = await lease();
+  const held = await lease('takeover');
   expect(held.spec?.holderIdentity).toBe('replica-c');
   expect(held.spec?.leaseTransitions).toBe((last.spec?.leaseTransitions ?? 0) + 1);
   // Not before b's 2 s lease ran out from its last renewal.

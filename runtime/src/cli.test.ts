@@ -27,7 +27,7 @@ it('parseCli: --help or -h, among other flags too, prints the usage on stdout an
   for (const args of [['--help'], ['-h'], ['--n', '3', '--help'], ['--n', '99', '-h']]) {
     expect(run(...args), args.join(' ')).toEqual({ status: 0, stdout: 'usage: demo [--n N] [--json]', stderr: '' });
   }
-});
+}, 30_000);
 
 it('parseCli: good flags parse; every bad one is one line naming it, the usage, and exit 2', () => {
   expect(run('--n', '3', '--json')).toEqual({ status: 0, stdout: '{"n":3,"json":true}', stderr: '' });

@@ -91,8 +91,10 @@ test('--token alone runs one bot; a bot whose session ended is no longer driven,
   expect(status).toBe(0);
   const report = JSON.parse(stdout.trim().split('\n').at(-1) as string) as BotReport;
   expect(report).toMatchObject({ bots: 1, joined: 1, closed: { 4003: 1 }, unacknowledged_inputs: 0 });
-  expect(report.seconds).toBeGreaterThan(1.3);
-  expect(report.seconds).toBeLessThan(1.7);
+  // The 3.5 s run less its first 2 s: never less than 1.5 s (the run's timer does not fire early),
+  // more by however late it fired on a busy machine; a report over the whole run would say 3.5 s.
+  expect(report.seconds).toBeGreaterThanOrEqual(1.5);
+  expect(report.seconds).toBeLessThan(3);
   expect(report.input_ack_ms.p50).toBeGreaterThan(0);
   expect(report.input_ack_ms.max).toBeGreaterThanOrEqual(report.input_ack_ms.p99);
   expect(report.raw?.latency_hist.reduce((a, b) => a + b, 0)).toBeGreaterThan(10);

@@ -412,11 +412,12 @@ test('a rejoin after a silent drop re-sends only the newest 128 unacknowledged i
   client.move(1, 0);
   expect(client.unacknowledged).toBe(128);
   await rejoined;
-  await sleep(100);
+  // The newest input (252) is the last one re-sent: once it is in, so is whatever was re-sent before it.
+  const resent = connections[1] ?? [];
+  await until('input 252 to be re-sent', () => resent.some((m) => m.input?.seq === 252), 3000);
 
   expect(events).toEqual(['disconnected 4000', 'rejoined after 1']);
   expect(connections[0]?.filter((m) => m.body === 'input')).toHaveLength(250);
-  const resent = connections[1] ?? [];
   expect(resent.map((m) => m.body)).toEqual(['join', ...Array(128).fill('input')]);
   expect(resent.slice(1).map((m) => m.input?.seq)).toEqual(Array.from({ length: 128 }, (_, i) => 125 + i));
 });
@@ -495,7 +496,8 @@ test('a handoff re-sends only the newest 128 of the inputs the old shard did not
   );
   const oldClosed = new Promise<number>((resolve) => sockets[0]?.on('close', resolve));
   expect(await within(oldClosed, 2000)).toBe(1000);
-  await sleep(100);
+  // The newest input (300) is the last one re-sent: once it is in, so is whatever was re-sent before it.
+  await until('input 300 to be re-sent', () => connections[1]?.some((m) => m.input?.seq === 300) ?? false, 3000);
 
   expect(events).toEqual([]);
   expect(client.shardName).toBe('shard-b');
@@ -723,8 +725,10 @@ test('move() refuses what is not two finite numbers, naming them; nothing is sen
   expect(client.predicted).toEqual({ x: 0, y: 0 });
   expect(client.unacknowledged).toBe(0);
   expect(client.move(3, 4)).toBe(1);
-  await sleep(50);
-  expect(connections[0]?.map((m) => m.body)).toEqual(['join', 'input']);
+  // The refused moves came before this one on the same socket: once it is in, any of them sent would be too.
+  const received = connections[0] ?? [];
+  await until('the move (3, 4) to reach the shard', () => received.some((m) => m.input?.move?.x === 3), 3000);
+  expect(received.map((m) => m.body)).toEqual(['join', 'input']);
 });
 
 test('inputs made before the Welcome are held and sent after it, cut to its max speed and numbered after its last input', async () => {
