@@ -467,6 +467,10 @@ describe('gateway and engine over real sockets', () => {
     expect(idle.kick()?.reason).toBe(ReasonCode.REASON_CODE_IDLE_TIMEOUT);
     await until('the idle player to wait for a rejoin', () => t?.shard.engine.waitingPlayers === 1);
 
+    // The replacement on a shard with the default idle timeout (15 s): with 1 s, a stall between
+    // the two joins would let the sweep kick `first` for idleness before the second join is read.
+    await t.stop();
+    t = await startTestShard();
     const first = await raw(t.shard.gatewayUrl);
     await join(first, 'twice');
     const second = await raw(t.shard.gatewayUrl);

@@ -309,8 +309,10 @@ test('the tag example after a crash: "it" is found again from the flags the snap
   w.x[w.indexOf(aliceId)] = -40;
   w.x[w.indexOf(bobId)] = 40;
   expect(flaggedIt(t, [aliceId, bobId])).toEqual([aliceId]);
-  // A crash: what the shard left is its last periodic snapshot (alice "it"), not the drain's.
-  await new Promise((r) => setTimeout(r, 400));
+  // A crash: what the shard left is its last periodic snapshot (alice "it"), not the drain's: one
+  // captured after the placing above.
+  const placedAt = t.shard.engine.tick;
+  await until('a periodic snapshot after both joined', () => (t as TestShard).shard.persistence.lastSavedTick > placedAt);
   const crashed = mkdtempSync(join(tmpdir(), 'aethex-tag-'));
   cpSync(dir, crashed, { recursive: true });
   await t.stop();

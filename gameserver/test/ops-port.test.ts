@@ -217,6 +217,7 @@ test('/healthz: a shard whose every tick takes longer than the stall bound is un
 
 test('during a drain /healthz stays 200 while /readyz is 503, until the ops port closes; the players’ port is closed at once', async () => {
   // The stall bound is 40 ticks: 400 ms at 10 ms a tick, while the drain below takes over a second.
+  const stallBoundMs = 400;
   const t = await start({ AETHEX_GAMESERVER_ENGINE_TICK_RATE_MS: '10' });
   // A player whose client stops reading never answers the close handshake: the drain waits 1 s for it.
   let ws: WebSocket | undefined;
@@ -242,12 +243,14 @@ test('during a drain /healthz stays 200 while /readyz is 503, until the ops port
         s.once('error', (err: Error & { code?: string }) => resolve(err.code ?? err.message));
       }),
   );
-  const samples: { at: number; healthz: number; readyz: number }[] = [];
+  // `sentAt`: when the probes were sent, in ms from the drain's start (when the loop stopped).
+  const samples: { sentAt: number; healthz: number; readyz: number }[] = [];
   let refusedAt: number | undefined;
   for (;;) {
+    const sentAt = Date.now() - started;
     try {
       const [healthz, readyz] = await Promise.all([status(`${ops}/healthz`), status(`${ops}/readyz`)]);
-      samples.push({ at: Date.now() - started, healthz, readyz });
+      samples.push({ sentAt, healthz, readyz });
     } catch {
       refusedAt = Date.now() - started;
       break;
@@ -257,7 +260,9 @@ test('during a drain /healthz stays 200 while /readyz is 503, until the ops port
   await drained;
   expect(await players).toBe('ECONNREFUSED');
   expect(refusedAt).toBeGreaterThan(900);
-  expect(samples.filter((s) => s.at > 600).length).toBeGreaterThan(3);
+  // Probes sent past the stall bound, when only the drain keeps /healthz at 200 (the loop stopped
+  // with it): how many depends on how often the machine ran this test; each is checked below.
+  expect(samples.filter((s) => s.sentAt > stallBoundMs).length).toBeGreaterThan(0);
   expect(samples.filter((s) => s.healthz !== 200)).toEqual([]);
   expect(samples.every((s) => s.readyz === 503)).toBe(true);
 });
