@@ -15,7 +15,7 @@ export { jwksUrlProblem } from './jwks.js';
 export { createLogger, LOG_LEVELS, type Logger, type LogLevel } from './logger.js';
 export { freePortBlock, LOOPBACK_SHARD_ENV } from './ports.js';
 export { type Region, regions } from './regions.js';
-export { cpuPercent, runQueueWaitMs } from './run-queue.js';
+export { cpuPercent, runQueueWaitMs, threadCpuMs } from './run-queue.js';
 export {
   envName,
   listenFailure,

@@ -1,7 +1,9 @@
 import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { expect, it } from 'vitest';
-import { cpuPercent, runQueueWaitMs } from './run-queue.js';
+import { cpuPercent, runQueueWaitMs, threadCpuMs } from './run-queue.js';
 
 // A process that burns 600 ms of CPU and prints how long its thread waited for a CPU meanwhile.
 const BURN = `
@@ -28,6 +30,29 @@ it('runQueueWaitMs counts the time a thread was ready to run but a busy CPU ran 
     rival.kill('SIGKILL');
   }
   expect(runQueueWaitMs()).toBeGreaterThanOrEqual(own);
+});
+
+it('threadCpuMs counts the calling thread’s time on a CPU, not the other threads of its process', async () => {
+  const before = threadCpuMs();
+  const process0 = process.cpuUsage();
+  // Another thread of this process burns 300 ms of CPU while this one waits for it, idle.
+  const worker = new Worker(
+    'const s = Date.now(); let x = 0; while (Date.now() - s < 300) x = (x * 31 + 7) | 0; require("node:worker_threads").parentPort.postMessage(x);',
+    { eval: true },
+  );
+  await once(worker, 'message');
+  await worker.terminate();
+  const processMs = (process.cpuUsage(process0).user + process.cpuUsage(process0).system) / 1000;
+  const idleMs = threadCpuMs() - before;
+  // The worker's CPU time (on a busy machine less than its 300 ms of wall time) is the process's.
+  expect(processMs - idleMs).toBeGreaterThan(100);
+  // This thread's own burn counts.
+  const own = threadCpuMs();
+  const cpu = process.cpuUsage();
+  let x = 0;
+  while (process.cpuUsage(cpu).user < 200_000) for (let i = 0; i < 100_000; i++) x = (x * 31 + i) | 0;
+  expect(x).not.toBeNaN();
+  expect(threadCpuMs() - own).toBeGreaterThan(150);
 });
 
 it('cpuPercent gives CPU over wall time in whole % of one core, and refuses an empty span', () => {
