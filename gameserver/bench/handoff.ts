@@ -18,6 +18,7 @@ import os from 'node:os';
 import { join } from 'node:path';
 import { parseCli, type Rect } from '@aethex/runtime';
 import { type LocalWorld, startLocalWorld } from '../src/world/local-world.js';
+import { metricValue, scrapeMetrics } from '../src/world/metrics-scrape.js';
 import type { HandoffBotsConfig, HandoffBotsSummary } from './handoff-bots.js';
 
 const USAGE = 'usage: npm run bench:handoff [-- --json] [--seconds S] [--bots N]';
@@ -103,7 +104,7 @@ async function startWorld(bounds: Rect, env: Record<string, string>): Promise<Be
   // Both links up: each shard holds a gauge per neighbour once the other's link has spoken.
   const deadline = Date.now() + 15_000;
   for (;;) {
-    const up = await Promise.all(world.shards.map((s) => scrape(s.opsUrl).then((m) => value(m, 'aether_shard_links_up'))));
+    const up = await Promise.all(world.shards.map((s) => scrapeMetrics(s.opsUrl).then((m) => metricValue(m, 'aether_shard_links_up'))));
     if (up.every((n) => n >= 2)) break;
     if (Date.now() > deadline) throw new Error(`shard links not up within 15 s (${up.join(', ')})`);
     await sleep(100);
@@ -116,36 +117,6 @@ async function stopWorld(b: Bench): Promise<void> {
   live.worlds.delete(b.world);
   rmSync(b.dir, { recursive: true, force: true });
   live.dirs.delete(b.dir);
-}
-
-// --- /metrics -----------------------------------------------------------------------------------
-
-type Metrics = { name: string; labels: Record<string, string>; value: number }[];
-
-async function scrape(opsUrl: string): Promise<Metrics> {
-  const text = await fetch(`${opsUrl}/metrics`, { signal: AbortSignal.timeout(5000) }).then((r) => {
-    if (!r.ok) throw new Error(`${opsUrl}/metrics: HTTP ${r.status}`);
-    return r.text();
-  });
-  const out: Metrics = [];
-  for (const line of text.split('\n')) {
-    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)/.exec(line);
-    if (!m) continue;
-    const labels: Record<string, string> = {};
-    for (const l of (m[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[l[1] as string] = l[2] as string;
-    out.push({ name: m[1] as string, labels, value: Number(m[3]) });
-  }
-  return out;
-}
-
-/** Sum of the samples of `name` whose labels include `labels`. */
-function value(m: Metrics, name: string, labels: Record<string, string> = {}): number {
-  let sum = 0;
-  for (const s of m) {
-    if (s.name !== name) continue;
-    if (Object.entries(labels).every(([k, v]) => s.labels[k] === v)) sum += s.value;
-  }
-  return sum;
 }
 
 // --- CPU of a process (Linux), for context: everything here shares the machine's cores ----------
@@ -253,8 +224,8 @@ interface HandoffCounts {
 }
 
 async function handoffCounts(b: Bench): Promise<HandoffCounts> {
-  const all = await Promise.all(b.world.shards.map((s) => scrape(s.opsUrl)));
-  const sum = (name: string, labels: Record<string, string> = {}) => all.reduce((a, m) => a + value(m, name, labels), 0);
+  const all = await Promise.all(b.world.shards.map((s) => scrapeMetrics(s.opsUrl)));
+  const sum = (name: string, labels: Record<string, string> = {}) => all.reduce((a, m) => a + metricValue(m, name, labels), 0);
   return {
     ok: sum('aether_handoffs_total', { result: 'ok' }),
     rolled_back: sum('aether_handoffs_total', { result: 'rolled_back' }),
@@ -263,8 +234,8 @@ async function handoffCounts(b: Bench): Promise<HandoffCounts> {
     durations: sum('aether_handoff_duration_seconds_count'),
     ticksOver50ms: sum('aether_tick_duration_seconds_count') - sum('aether_tick_duration_seconds_bucket', { le: '0.05' }),
     ticksSkipped: sum('aether_ticks_skipped_total'),
-    loopP99Ms: Math.max(...all.map((m) => value(m, 'nodejs_eventloop_lag_p99_seconds'))) * 1000,
-    loopMaxMs: Math.max(...all.map((m) => value(m, 'nodejs_eventloop_lag_max_seconds'))) * 1000,
+    loopP99Ms: Math.max(...all.map((m) => metricValue(m, 'nodejs_eventloop_lag_p99_seconds'))) * 1000,
+    loopMaxMs: Math.max(...all.map((m) => metricValue(m, 'nodejs_eventloop_lag_max_seconds'))) * 1000,
   };
 }
 
@@ -372,13 +343,13 @@ async function ghostPhase(): Promise<GhostPhase> {
   try {
     const [s0, s1] = b.world.shards as [LocalWorld['shards'][number], LocalWorld['shards'][number]];
     const read = async () => {
-      const [m0, m1] = await Promise.all([scrape(s0.opsUrl), scrape(s1.opsUrl)]);
+      const [m0, m1] = await Promise.all([scrapeMetrics(s0.opsUrl), scrapeMetrics(s1.opsUrl)]);
       return {
-        bytes01: value(m0, 'aether_ghost_bytes_sent_total', { neighbour: s1.name }),
-        bytes10: value(m1, 'aether_ghost_bytes_sent_total', { neighbour: s0.name }),
-        ghosts: value(m1, 'aether_ghosts', { neighbour: s0.name }),
-        ticks: [value(m0, 'aether_tick_duration_seconds_count'), value(m1, 'aether_tick_duration_seconds_count')],
-        tickSeconds: [value(m0, 'aether_tick_duration_seconds_sum'), value(m1, 'aether_tick_duration_seconds_sum')],
+        bytes01: metricValue(m0, 'aether_ghost_bytes_sent_total', { neighbour: s1.name }),
+        bytes10: metricValue(m1, 'aether_ghost_bytes_sent_total', { neighbour: s0.name }),
+        ghosts: metricValue(m1, 'aether_ghosts', { neighbour: s0.name }),
+        ticks: [metricValue(m0, 'aether_tick_duration_seconds_count'), metricValue(m1, 'aether_tick_duration_seconds_count')],
+        tickSeconds: [metricValue(m0, 'aether_tick_duration_seconds_sum'), metricValue(m1, 'aether_tick_duration_seconds_sum')],
       };
     };
     const deadline = Date.now() + 15_000;

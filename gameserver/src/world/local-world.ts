@@ -1,11 +1,24 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, openSync, readSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePortBlock, LOOPBACK_SHARD_ENV, type Rect, regions } from '@aethex/runtime';
 
 const MAIN = join(dirname(fileURLToPath(import.meta.url)), '..', 'main.ts');
+
+/** The last `bytes` bytes of a file, as text. */
+function fileTail(file: string, bytes: number): string {
+  const fd = openSync(file, 'r');
+  try {
+    const size = fstatSync(fd).size;
+    const buf = Buffer.alloc(Math.min(bytes, size));
+    readSync(fd, buf, 0, buf.length, size - buf.length);
+    return buf.toString('utf8');
+  } finally {
+    closeSync(fd);
+  }
+}
 
 export interface LocalWorldOptions {
   /** World name (a DNS label); shards are `<name>-0-<index>`. */
@@ -21,16 +34,26 @@ export interface LocalWorldOptions {
   basePort?: number;
   /** Extra AETHEX_GAMESERVER_* settings for every shard. */
   env?: Record<string, string>;
-  /** Where each shard's output goes (default: inherited). With 'ignore', the end of its stderr still
-   *  goes into the error if it exits while starting. */
-  stdio?: 'inherit' | 'ignore';
+  /**
+   * Where each shard's output goes (default: inherited). With 'ignore', the end of its stderr still
+   * goes into the error if it exits while starting. With `{ logDirectory }`, each run of a shard
+   * appends its stdout and stderr to `<logDirectory>/<shard name>.log` (whose end goes into that error).
+   */
+  stdio?: 'inherit' | 'ignore' | { logDirectory: string };
+  /**
+   * The address the shard map gives shard `index` — where its neighbours dial their links to it and,
+   * without `handoff.redirect_url`, where players are redirected to it — from its players'
+   * address (the default: that address). Something the caller runs between the shards (a proxy
+   * that cuts links) goes here.
+   */
+  mapAddress?: (index: number, address: string) => string;
 }
 
 export interface LocalShard {
   index: number;
   name: string;
   region: Rect;
-  /** host:port of the players' endpoint (also where links connect). */
+  /** host:port of the players' endpoint (also where links connect, unless `mapAddress` said otherwise). */
   address: string;
   url: string;
   opsUrl: string;
@@ -79,7 +102,7 @@ export async function startLocalWorld(o: LocalWorldOptions): Promise<LocalWorld>
           name: shardName(k),
           region: g.bounds,
           neighbours: g.neighbours,
-          address: `127.0.0.1:${ports[2 * k]}`,
+          address: o.mapAddress ? o.mapAddress(k, `127.0.0.1:${ports[2 * k]}`) : `127.0.0.1:${ports[2 * k]}`,
         })),
       },
     ],
@@ -114,22 +137,30 @@ export async function startLocalWorld(o: LocalWorldOptions): Promise<LocalWorld>
           AETHEX_GAMESERVER_PERSISTENCE_DIRECTORY: join(o.directory, shard.name, 'snapshots'),
           ...o.env,
         };
-        const child = spawn(process.execPath, ['--conditions=aethex-source', '--import', 'tsx', MAIN], {
-          env,
-          stdio: ['ignore', o.stdio ?? 'inherit', o.stdio === 'ignore' ? 'pipe' : 'inherit'],
-        });
+        const logFile = typeof o.stdio === 'object' ? join(o.stdio.logDirectory, `${shard.name}.log`) : undefined;
+        const logFd = logFile ? openSync(logFile, 'a') : undefined;
+        const stdio = logFd ?? (o.stdio === 'ignore' ? 'ignore' : 'inherit');
+        let child: ChildProcess;
+        try {
+          child = spawn(process.execPath, ['--conditions=aethex-source', '--import', 'tsx', MAIN], {
+            env,
+            stdio: ['ignore', stdio, stdio === 'ignore' ? 'pipe' : stdio],
+          });
+        } finally {
+          // The child has its own descriptor of the file.
+          if (logFd !== undefined) closeSync(logFd);
+        }
         shard.process = child;
         let stderrTail = '';
         child.stderr?.on('data', (chunk: Buffer) => {
           stderrTail = (stderrTail + chunk.toString()).slice(-2000);
         });
+        const tail = () => (logFile ? fileTail(logFile, 2000) : stderrTail);
         exited = new Promise((resolve) => child.once('exit', () => resolve()));
         const deadline = Date.now() + 30_000;
         for (;;) {
           if (child.exitCode !== null) {
-            throw new Error(
-              `shard ${shard.name} exited with ${child.exitCode} while starting${stderrTail ? `: ${stderrTail.trim()}` : ''}`,
-            );
+            throw new Error(`shard ${shard.name} exited with ${child.exitCode} while starting${tail() ? `: ${tail().trim()}` : ''}`);
           }
           const ok = await fetch(`${opsUrl}/readyz`).then(
             (r) => r.ok,
