@@ -15,11 +15,12 @@ export default defineConfig({
     // after chaos) on a 2-core machine, and the long fault tests would otherwise starve them.
     maxWorkers: 1,
     projects: [
-      // Unit tests live next to the code and need no server.
+      // Unit tests live next to the code and need no server (the soak's pure checks too: the soak
+      // itself, `npm run soak`, is a script, not a test).
       ...workspaces.map((ws) => ({
         resolve,
         ssr,
-        test: { name: `${ws}:unit`, root: ws, include: ['src/**/*.test.{ts,js}'] },
+        test: { name: `${ws}:unit`, root: ws, include: ['src/**/*.test.{ts,js}', 'soak/**/*.test.ts'] },
       })),
       // Integration tests run against the real servers of `npm run test-env -- up`.
       ...workspaces.map((ws) => ({

@@ -1,0 +1,489 @@
+// The soak's checks: plain functions over what was recorded — the clients' events and final
+// states, the shards' ownership as polled, the custody gauges, the domain event streams, and the
+// faults — to rows with a count and PASS/FAIL, and the cases behind every failing count.
+import type { ClientEvent, ClientState } from './client-protocol.js';
+import type { StreamEvent } from './stores.js';
+
+export type FaultKind =
+  | 'drain'
+  | 'kill'
+  | 'pause'
+  | 'link-cut'
+  | 'link-pause'
+  | 'pg-cut'
+  | 'pg-pause'
+  | 'pg-pause-kill'
+  | 'redis-cut'
+  | 'redis-pause';
+export const FAULT_KINDS: readonly FaultKind[] = [
+  'drain',
+  'kill',
+  'pause',
+  'link-cut',
+  'link-pause',
+  'pg-cut',
+  'pg-pause',
+  'pg-pause-kill',
+  'redis-cut',
+  'redis-pause',
+];
+
+/** One fault as injected (times Date.now()). */
+export interface FaultRecord {
+  kind: FaultKind;
+  /** The shard signalled, or one end of the link. */
+  shard?: string;
+  /** The other end of the link. */
+  peer?: string;
+  at: number;
+  /** When it was over: the shard ready again, the pause or refusal ended. */
+  endAt: number;
+  /** How long the pause or refusal was, or the shard down (ms). */
+  ms?: number;
+  /** When the shard was SIGKILLed (a `kill`, or the kill in a `pg-pause-kill`). */
+  killedAt?: number;
+  /** Timed to follow a client's handoff into (or out of) the shard by this much (ms). */
+  afterHandoffMs?: number;
+  afterHandoff?: 'into' | 'out of';
+  /** What went wrong injecting it (a restart that failed and was retried). */
+  note?: string;
+}
+
+/** One run of a shard process: spawned at `spawnAt`, ready (readyz) at `readyAt`, after `cause`. */
+export interface ShardRun {
+  shard: string;
+  cause: 'start' | 'drain' | 'kill';
+  spawnAt: number;
+  readyAt: number;
+}
+
+export interface Ownership {
+  /** Entity ids owned (or on offer) on two shards in two polling rounds running. */
+  duplicates: { id: number; shards: string[]; at: number }[];
+  /** The last complete round after the settle: entity id → shards that own it (mode owned or offered). */
+  finalOwners: Map<number, string[]>;
+  rounds: number;
+}
+
+export interface SoakRecord {
+  events: ClientEvent[];
+  finals: ClientState[];
+  ownership: Ownership;
+  custody: { max: number; final: Record<string, number> };
+  streams: Map<string, StreamEvent[]>;
+  faults: FaultRecord[];
+  runs: ShardRun[];
+  /** When the soak stopped injecting faults, and when the record was taken. */
+  faultsEndedAt: number;
+  endAt: number;
+  /** The shards' `persistence.snapshot_interval_ms`: a player who joined within it of a SIGKILL may be in no stored snapshot. */
+  snapshotIntervalMs: number;
+  /** Per player entity id, which shards owned it when (the observer's polls), for tracing a lost player. */
+  ownerHistory?: Map<number, { shards: string; from: number; to: number }[]>;
+}
+
+export interface CheckRow {
+  check: string;
+  count: number;
+  status: 'PASS' | 'FAIL' | 'info';
+  detail?: string;
+}
+
+/** A handoff a client saw whose event is not in a shard's stream. */
+export interface MissingHandoffEvent {
+  player: string;
+  from: string;
+  to: string;
+  /** The client's `handoff` event. */
+  at: number;
+  /** The shard whose stream lacks it, and which event. */
+  shard: string;
+  event: 'player_left handoff' | 'player_joined handoff';
+  viaRejoin: boolean;
+  /** A SIGKILL of that shard that explains it (the event died queued in the process), if any. */
+  killedAt?: number;
+  /** Of the shard's run the handoff fell in: ms since its spawn and since it was ready (negative: before). */
+  sinceSpawnMs?: number;
+  sinceReadyMs?: number;
+  runCause?: ShardRun['cause'];
+  /** That player's events in that shard's stream within 10 s of the handoff. */
+  nearby: StreamEvent[];
+}
+
+/** A player who lost their entity or their session. */
+export interface LostPlayer {
+  player: string;
+  why: string;
+  at?: number;
+  /** The entity they had, and where the shards had it around the loss (±20 s). */
+  entity?: number;
+  owners?: { shards: string; from: number; to: number }[];
+  /** The SIGKILL of the shard they rejoined, when one came between the drop and the rejoin. */
+  killedAt?: number;
+  /** Set when documented behaviour explains it (a player who joined after the shard's last snapshot, lost with a SIGKILL). */
+  explained?: string;
+}
+
+export interface SoakFindings {
+  rows: CheckRow[];
+  lost: LostPlayer[];
+  stuck: ClientState[];
+  sharedIds: { id: number; players: string[] }[];
+  missingHandoffEvents: MissingHandoffEvent[];
+  /** Players whose client saw anything after they quit (`close()`): their session went on. */
+  afterQuit: { player: string; quitAt: number; seen: ClientEvent[] }[];
+  falseDepartures: { shard: string; event: StreamEvent; quitAt?: number }[];
+  placeMismatches: { shard: string; player: string; last: string; expected: string; client: string }[];
+  setBacks: { player: string; shard: string; seq: number; acked: number; at: number; droppedAt: number; killedAt?: number }[];
+}
+
+/** Margin between a client's view of an arrival and the shard's events around it (ms). */
+const MARGIN_MS = 500;
+/** A SIGKILL this long after an event was queued may still have caught it unappended (the outbox flushes every 250 ms). */
+const QUEUED_MS = 3000;
+
+/** The SIGKILL of `shard` in [from, to], the first, if any. */
+function killBetween(faults: readonly FaultRecord[], shard: string, from: number, to: number): number | undefined {
+  return faults.find((f) => f.shard === shard && f.killedAt !== undefined && f.killedAt >= from && f.killedAt <= to)?.killedAt;
+}
+
+/** How long PostgreSQL was cut or paused within [from, to] (an append then waits, queued). */
+function pgOutageMs(faults: readonly FaultRecord[], from: number, to: number): number {
+  let ms = 0;
+  for (const f of faults) {
+    if (f.kind !== 'pg-cut' && f.kind !== 'pg-pause' && f.kind !== 'pg-pause-kill') continue;
+    ms += Math.max(0, Math.min(to, f.at + (f.ms ?? 0)) - Math.max(from, f.at));
+  }
+  return ms;
+}
+
+/** Computes every check from the record. */
+export function evaluate(r: SoakRecord): SoakFindings {
+  const rows: CheckRow[] = [];
+  const byPlayer = new Map<string, ClientEvent[]>();
+  for (const e of r.events) {
+    const list = byPlayer.get(e.p);
+    if (list) list.push(e);
+    else byPlayer.set(e.p, [e]);
+  }
+  const quitAt = new Map<string, number>();
+  for (const e of r.events) if (e.e === 'quit') quitAt.set(e.p, e.at);
+  const count = (kind: ClientEvent['e']) => r.events.filter((e) => e.e === kind).length;
+
+  // --- players lost: a rejoin that brought a new entity, a session that ended, an entity owned nowhere ---
+  const lost: SoakFindings['lost'] = [];
+  const historyOf = (entity: number, at: number) =>
+    (r.ownerHistory?.get(entity) ?? []).filter((seg) => seg.to >= at - 20_000 && seg.from <= at + 20_000);
+  for (const [player, list] of byPlayer) {
+    let entity: number | undefined;
+    /** How the player got the entity they have: a fresh one by a join (on `shard`, at `at`), or by a handoff. */
+    let got: { fresh: boolean; shard: string; at: number } | undefined;
+    let dropped: Extract<ClientEvent, { e: 'dropped' }> | undefined;
+    for (const e of list) {
+      if (e.e === 'joined') {
+        entity = e.entity;
+        got = { fresh: true, shard: e.shard, at: e.at };
+      } else if (e.e === 'handoff') {
+        if (entity !== undefined && e.entity !== entity)
+          lost.push({ player, at: e.at, entity, why: `handed over to ${e.to} with entity ${e.entity}, had ${entity}` });
+        got = { fresh: false, shard: e.to, at: e.at };
+        entity = e.entity;
+      } else if (e.e === 'dropped') dropped = e;
+      else if (e.e === 'rejoined') {
+        if (entity !== undefined && e.entity !== entity) {
+          const killedAt = killBetween(r.faults, e.shard, (dropped?.at ?? e.at - e.downMs) - 2000, e.at);
+          // Documented: a player who joined after the shard's last stored snapshot is in none, and a
+          // SIGKILL loses them (docs/gameserver.md, the open places "lost with a crash").
+          const unsaved =
+            killedAt !== undefined &&
+            got?.fresh === true &&
+            got.shard === e.shard &&
+            got.at >= killedAt - (r.snapshotIntervalMs + 1000 + pgOutageMs(r.faults, killedAt - 60_000, killedAt));
+          lost.push({
+            player,
+            at: e.at,
+            entity,
+            why: `rejoined ${e.shard} with entity ${e.entity}, had ${entity}`,
+            ...(killedAt !== undefined ? { killedAt } : {}),
+            ...(unsaved && got
+              ? { explained: `joined ${e.shard} ${killedAt - got.at} ms before its SIGKILL, after its last stored snapshot` }
+              : {}),
+          });
+          got = { fresh: true, shard: e.shard, at: e.at };
+        }
+        entity = e.entity;
+      } else if (e.e === 'closed') lost.push({ player, at: e.at, entity, why: `session ended on ${e.shard}: ${e.code} ${e.reason}` });
+    }
+  }
+  for (const c of r.finals) {
+    if (c.ended) continue; // counted from its 'closed' event
+    const owners = r.ownership.finalOwners.get(c.entity) ?? [];
+    if (owners.length === 0) lost.push({ player: c.p, why: `entity ${c.entity} (on ${c.shard}) owned by no shard at the end` });
+    else if (!owners.includes(c.shard))
+      lost.push({ player: c.p, why: `entity ${c.entity} owned by ${owners.join(', ')}, client on ${c.shard}` });
+  }
+  for (const l of lost) if (!l.explained && l.entity !== undefined && l.at !== undefined) l.owners = historyOf(l.entity, l.at);
+  const lostPlayers = new Set(lost.filter((l) => !l.explained).map((l) => l.player));
+  const explainedLost = lost.filter((l) => l.explained).length;
+  rows.push({
+    check: 'players lost (new entity on a rejoin, session ended, or entity owned nowhere at the end)',
+    count: lostPlayers.size,
+    status: lostPlayers.size === 0 ? 'PASS' : 'FAIL',
+    ...(explainedLost > 0
+      ? { detail: `${explainedLost} more who had joined a shard after its last stored snapshot, lost with its SIGKILL (documented)` }
+      : {}),
+  });
+
+  // --- players stuck at the end: not live, inputs unacknowledged, no snapshots; or never in ---
+  const stuck = r.finals.filter((c) => !c.ended && (!c.live || c.unacknowledged > 0 || c.sinceSnapshotMs > 3000));
+  const neverJoined = [...byPlayer].filter(([, list]) => !list.some((e) => e.e === 'joined')).map(([p]) => p);
+  rows.push({
+    check: 'players stuck at the end (not live, inputs unanswered, no snapshot for 3 s, or never joined)',
+    count: stuck.length + neverJoined.length,
+    status: stuck.length + neverJoined.length === 0 ? 'PASS' : 'FAIL',
+    ...(neverJoined.length > 0 ? { detail: `never joined: ${neverJoined.slice(0, 5).join(', ')}` } : {}),
+  });
+
+  // --- ownership: one entity owned by two shards (the shards' own view, /viewer/state) ---
+  const dupIds = new Set(r.ownership.duplicates.map((d) => d.id));
+  rows.push({
+    check: `entity owned by two shards in two polling rounds running (${r.ownership.rounds} rounds)`,
+    count: dupIds.size,
+    status: dupIds.size === 0 ? 'PASS' : 'FAIL',
+  });
+
+  // --- one entity id held by two players at once (clients' view of who has which id) ---
+  const holdings = new Map<number, { player: string; from: number; to: number }[]>();
+  for (const [player, list] of byPlayer) {
+    let open: { entity: number; from: number } | undefined;
+    const close = (at: number) => {
+      if (!open) return;
+      const h = holdings.get(open.entity) ?? [];
+      h.push({ player, from: open.from, to: at });
+      holdings.set(open.entity, h);
+      open = undefined;
+    };
+    for (const e of list) {
+      if (e.e === 'joined' || e.e === 'handoff' || e.e === 'rejoined') {
+        if (open && open.entity === e.entity) continue;
+        close(e.at);
+        open = { entity: e.entity, from: e.at };
+      } else if (e.e === 'quit' || e.e === 'closed') close(e.at);
+    }
+    close(r.endAt);
+  }
+  const sharedIds: SoakFindings['sharedIds'] = [];
+  let reused = 0;
+  for (const [id, hs] of holdings) {
+    const players = new Set(hs.map((h) => h.player));
+    if (players.size < 2) continue;
+    reused++;
+    const overlapping = new Set<string>();
+    for (const a of hs)
+      for (const b of hs)
+        if (a.player !== b.player && a.from < b.to && b.from < a.to) {
+          overlapping.add(a.player);
+          overlapping.add(b.player);
+        }
+    if (overlapping.size > 0) sharedIds.push({ id, players: [...overlapping] });
+  }
+  rows.push({ check: 'entity id held by two players at once', count: sharedIds.length, status: sharedIds.length === 0 ? 'PASS' : 'FAIL' });
+  rows.push({ check: 'entity ids handed out again to another player (not at once)', count: reused, status: 'info' });
+
+  // --- custody copies back to 0 when idle ---
+  const custodyLeft = Object.values(r.custody.final).reduce((a, b) => a + b, 0);
+  rows.push({
+    check: 'custody copies held when idle (aether_handoff_custody, all shards)',
+    count: custodyLeft,
+    status: custodyLeft === 0 ? 'PASS' : 'FAIL',
+    detail: `most at once during the run: ${r.custody.max}`,
+  });
+
+  // --- every handoff a client saw, in both shards' streams ---
+  const used = new Set<StreamEvent>();
+  const streamOf = (shard: string) => r.streams.get(shard) ?? [];
+  const findEvent = (shard: string, player: string, type: StreamEvent['type'], cause: string, from: number, to: number) =>
+    streamOf(shard).find((s) => !used.has(s) && s.player === player && s.type === type && s.cause === cause && s.at >= from && s.at <= to);
+  const runOf = (shard: string, at: number) =>
+    r.runs
+      .filter((run) => run.shard === shard && run.spawnAt <= at)
+      .reduce<ShardRun | undefined>((a, b) => (!a || b.spawnAt > a.spawnAt ? b : a), undefined);
+  const missingHandoffEvents: MissingHandoffEvent[] = [];
+  let handoffs = 0;
+  for (const [player, list] of byPlayer) {
+    let previous: number | undefined;
+    for (const e of list) {
+      if (e.e === 'handoff') {
+        handoffs++;
+        const arrived = previous ?? e.at - 60_000;
+        const from = arrived - MARGIN_MS;
+        const to = e.at + MARGIN_MS;
+        // A SIGKILL explains a missing event only if it came after the event was queued and
+        // before it could be appended: the old shard's at its commit (after the client arrived
+        // there: a kill before that would have dropped the client, a rejoin being its arrival);
+        // the new shard's at the resume, just before the client's first snapshot from it — or,
+        // when the client only got there by rejoining it (the new shard dropped right after the
+        // resume), anywhere between the arrival before and the rejoin.
+        const queuedFor = e.at + QUEUED_MS + pgOutageMs(r.faults, e.at - MARGIN_MS, e.at + 30_000);
+        const checks: [string, StreamEvent['type'], MissingHandoffEvent['event'], number, number][] = [
+          [e.from, 'player_left', 'player_left handoff', arrived - 100, queuedFor],
+          [e.to, 'player_joined', 'player_joined handoff', e.viaRejoin ? arrived - 100 : e.at - MARGIN_MS, e.viaRejoin ? e.at : queuedFor],
+        ];
+        for (const [shard, type, event, killFrom, killTo] of checks) {
+          const found = findEvent(shard, player, type, 'handoff', from, to);
+          if (found) {
+            used.add(found);
+            continue;
+          }
+          const killedAt = killBetween(r.faults, shard, killFrom, killTo);
+          const run = runOf(shard, e.at);
+          missingHandoffEvents.push({
+            player,
+            from: e.from,
+            to: e.to,
+            at: e.at,
+            shard,
+            event,
+            viaRejoin: e.viaRejoin,
+            ...(killedAt !== undefined ? { killedAt } : {}),
+            ...(run ? { sinceSpawnMs: e.at - run.spawnAt, sinceReadyMs: e.at - run.readyAt, runCause: run.cause } : {}),
+            nearby: streamOf(shard).filter((s) => s.player === player && Math.abs(s.at - e.at) <= 10_000),
+          });
+        }
+      }
+      if (e.e === 'joined' || e.e === 'handoff' || e.e === 'rejoined') previous = e.at;
+    }
+  }
+  for (const [event, label] of [
+    ['player_left handoff', 'on the shard left'],
+    ['player_joined handoff', 'on the shard reached'],
+  ] as const) {
+    const missing = missingHandoffEvents.filter((m) => m.event === event);
+    const unexplained = missing.filter((m) => m.killedAt === undefined);
+    rows.push({
+      check: `handoffs seen by clients without \`${event}\` ${label} (not explained by a SIGKILL)`,
+      count: unexplained.length,
+      status: unexplained.length === 0 ? 'PASS' : 'FAIL',
+      detail: `of ${handoffs} handoffs; ${missing.length - unexplained.length} more lost queued in a shard SIGKILLed right after`,
+    });
+  }
+
+  // --- a player who quits is gone: nothing after close() ---
+  const afterQuit: SoakFindings['afterQuit'] = [];
+  for (const [player, q] of quitAt) {
+    const seen = (byPlayer.get(player) ?? []).filter((e) => e.e !== 'quit' && e.at >= q);
+    if (seen.length > 0) afterQuit.push({ player, quitAt: q, seen: seen.slice(0, 5) });
+  }
+  rows.push({
+    check: 'players whose session went on after they quit (close())',
+    count: afterQuit.length,
+    status: afterQuit.length === 0 ? 'PASS' : 'FAIL',
+  });
+
+  // --- no false departures: `player_left` `player` for a player who did not quit ---
+  const falseDepartures: SoakFindings['falseDepartures'] = [];
+  let departures = 0;
+  for (const [shard, events] of r.streams) {
+    for (const s of events) {
+      if (s.type !== 'player_left' || s.cause !== 'player') continue;
+      departures++;
+      const q = quitAt.get(s.player);
+      if (q === undefined || s.at < q - 2000) falseDepartures.push({ shard, event: s, ...(q !== undefined ? { quitAt: q } : {}) });
+    }
+  }
+  rows.push({
+    check: '`player_left` `player` in a stream for a player who had not quit',
+    count: falseDepartures.length,
+    status: falseDepartures.length === 0 ? 'PASS' : 'FAIL',
+    detail: `of ${departures}; ${quitAt.size} players quit`,
+  });
+
+  // --- at the end, the streams' places are where the clients are ---
+  const finalShard = new Map(r.finals.filter((c) => !c.ended).map((c) => [c.p, c.shard]));
+  const placeMismatches: SoakFindings['placeMismatches'] = [];
+  for (const [shard, events] of r.streams) {
+    const last = new Map<string, StreamEvent>();
+    for (const s of events) last.set(s.player, s);
+    const players = new Set([...last.keys(), ...[...finalShard].filter(([, s]) => s === shard).map(([p]) => p)]);
+    for (const player of players) {
+      const expected = finalShard.get(player) === shard ? 'player_joined' : 'player_left';
+      const got = last.get(player)?.type ?? 'none';
+      if (got === expected || (expected === 'player_left' && got === 'none')) continue;
+      const seen = (byPlayer.get(player) ?? [])
+        .slice(-2)
+        .map((e) => `${e.e}${'shard' in e ? ` ${e.shard}` : ''}${e.e === 'handoff' ? ` ${e.from}→${e.to}` : ''}`);
+      placeMismatches.push({
+        shard,
+        player,
+        last: got === 'none' ? 'none' : `${got} ${last.get(player)?.cause}`,
+        expected,
+        client: seen.join(', '),
+      });
+    }
+  }
+  rows.push({
+    check: "players whose last event in a shard's stream disagrees with where their client is at the end",
+    count: placeMismatches.length,
+    status: placeMismatches.length === 0 ? 'PASS' : 'FAIL',
+  });
+
+  // --- set back: a rejoin's state older than what the shard had acknowledged ---
+  const setBacks: SoakFindings['setBacks'] = [];
+  for (const [player, list] of byPlayer) {
+    let dropped: Extract<ClientEvent, { e: 'dropped' }> | undefined;
+    for (const e of list) {
+      if (e.e === 'dropped') dropped = e;
+      if (e.e !== 'rejoined' || e.seq >= e.acked) continue;
+      const droppedAt = dropped?.at ?? e.at - e.downMs;
+      const killedAt = killBetween(r.faults, e.shard, droppedAt - 2000, e.at);
+      setBacks.push({
+        player,
+        shard: e.shard,
+        seq: e.seq,
+        acked: e.acked,
+        at: e.at,
+        droppedAt,
+        ...(killedAt !== undefined ? { killedAt } : {}),
+      });
+    }
+  }
+  const unexplainedSetBacks = setBacks.filter((s) => s.killedAt === undefined);
+  rows.push({
+    check: 'rejoins set back (state older than acknowledged) not explained by a SIGKILL of that shard',
+    count: unexplainedSetBacks.length,
+    status: unexplainedSetBacks.length === 0 ? 'PASS' : 'FAIL',
+    detail: `${setBacks.length - unexplainedSetBacks.length} set back by a SIGKILL (documented: what changed since the last stored snapshot is lost)`,
+  });
+
+  // --- what happened ---
+  const byKind = new Map<string, number>();
+  for (const f of r.faults) byKind.set(f.kind, (byKind.get(f.kind) ?? 0) + 1);
+  rows.push({
+    check: 'faults injected',
+    count: r.faults.length,
+    status: 'info',
+    detail: [...byKind].map(([k, n]) => `${k} ${n}`).join(', '),
+  });
+  rows.push({
+    check: 'players joined',
+    count: count('joined'),
+    status: 'info',
+    detail: `${count('join-failed')} join attempts refused and retried`,
+  });
+  rows.push({ check: 'players quit (churn)', count: count('quit'), status: 'info' });
+  rows.push({
+    check: 'handoffs seen by clients',
+    count: handoffs,
+    status: 'info',
+    detail: `${count('handoff-failed')} handoffs failed and rejoined`,
+  });
+  const kicks = new Map<string, number>();
+  for (const e of r.events) if (e.e === 'kicked') kicks.set(e.reason, (kicks.get(e.reason) ?? 0) + 1);
+  rows.push({
+    check: 'connections dropped and rejoined',
+    count: count('rejoined'),
+    status: 'info',
+    detail: `${count('dropped')} drops; kicks: ${[...kicks].map(([k, n]) => `${k} ${n}`).join(', ') || 'none'}`,
+  });
+  return { rows, lost, stuck, sharedIds, missingHandoffEvents, afterQuit, falseDepartures, placeMismatches, setBacks };
+}

@@ -1,0 +1,232 @@
+import { regions } from '@aethex/runtime';
+import type { Rng } from '../src/sim/step.js';
+import type { LocalShard, LocalWorld } from '../src/world/local-world.js';
+import type { FaultKind, FaultRecord, ShardRun } from './checks.js';
+import type { FaultProxy } from './fault-proxy.js';
+
+/** What the faults act on. */
+export interface FaultTargets {
+  world: LocalWorld;
+  columns: number;
+  rows: number;
+  /** Per shard (by index): the proxy its neighbours' links to it go through. */
+  links: FaultProxy[];
+  pg: FaultProxy;
+  redis: FaultProxy;
+  /** Resolves true at the next handoff a client sees into (or out of) `shard`, false after `ms` without one. */
+  nextHandoff(shard: string, direction: 'into' | 'out of', ms: number): Promise<boolean>;
+  log(line: string): void;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** A drain is bounded by ops.drain_timeout_ms (10 s by default); past this the process is killed. */
+const DRAIN_WAIT_MS = 20_000;
+/** A restart that fails (a store cut as it starts: exit 1) is tried again, this many times in all. */
+const START_ATTEMPTS = 6;
+
+/**
+ * Injects one fault at a time, drawn with `rng` from `kinds`, and records each (`records`) and
+ * every run of a shard process it starts (`runs`). Shard processes are signalled by pid; `heal`
+ * ends whatever is under way (a paused shard continued, a stopped one started, proxies passing).
+ */
+export class Faults {
+  readonly records: FaultRecord[] = [];
+  readonly runs: ShardRun[] = [];
+  private readonly stopped = new Set<LocalShard>();
+  private readonly neighbours: number[][];
+
+  constructor(
+    private readonly t: FaultTargets,
+    private readonly rng: Rng,
+    private readonly kinds: readonly FaultKind[],
+  ) {
+    this.neighbours = regions(t.world.bounds, t.columns, t.rows).map((g) => g.neighbours);
+  }
+
+  private between(min: number, max: number): number {
+    return Math.round(min + this.rng() * (max - min));
+  }
+
+  private pickShard(): LocalShard {
+    const s = this.t.world.shards;
+    return s[Math.floor(this.rng() * s.length)] as LocalShard;
+  }
+
+  /** Injects one fault and waits until it is over (the shard back and ready, the pause ended). */
+  async inject(): Promise<FaultRecord> {
+    const kind = this.kinds[Math.floor(this.rng() * this.kinds.length)] as FaultKind;
+    const rec: FaultRecord = { kind, at: 0, endAt: 0 };
+    switch (kind) {
+      case 'drain':
+      case 'kill': {
+        const s = this.pickShard();
+        rec.shard = s.name;
+        // Half of them right after a client's handoff into the shard (what custody is for) or out
+        // of it (its commit, and the place it freed, not stored yet).
+        const aim = this.rng();
+        if (aim < 0.5) {
+          const direction = aim < 0.3 ? 'into' : 'out of';
+          const delay = this.between(0, 500);
+          if (await this.t.nextHandoff(s.name, direction, 3000)) {
+            const handoffAt = Date.now();
+            await sleep(delay);
+            rec.afterHandoffMs = Date.now() - handoffAt;
+            rec.afterHandoff = direction;
+          } else rec.note = `no handoff ${direction} it within 3 s`;
+        }
+        rec.at = Date.now();
+        const pid = s.process?.pid;
+        if (kind === 'drain') {
+          this.t.log(`fault: drain ${s.name} (pid ${pid})`);
+          const exited = s.kill('SIGTERM');
+          if (!(await Promise.race([exited.then(() => true), sleep(DRAIN_WAIT_MS).then(() => false)]))) {
+            rec.note = `did not exit within ${DRAIN_WAIT_MS} ms of SIGTERM; killed`;
+            await s.kill('SIGKILL');
+          }
+        } else {
+          this.t.log(`fault: SIGKILL ${s.name} (pid ${pid})`);
+          rec.killedAt = rec.at;
+          await s.kill('SIGKILL');
+        }
+        await sleep(kind === 'drain' ? this.between(200, 1500) : this.between(200, 2000));
+        rec.ms = Date.now() - rec.at;
+        const note = await this.restart(s, kind);
+        if (note) rec.note = [rec.note, note].filter(Boolean).join('; ');
+        break;
+      }
+      case 'pause': {
+        const s = this.pickShard();
+        const pid = s.process?.pid;
+        rec.shard = s.name;
+        rec.ms = this.between(300, 7000);
+        rec.at = Date.now();
+        if (pid !== undefined) {
+          this.t.log(`fault: SIGSTOP ${s.name} (pid ${pid}) for ${rec.ms} ms`);
+          process.kill(pid, 'SIGSTOP');
+          this.stopped.add(s);
+          await sleep(rec.ms);
+          this.resume(s);
+        }
+        break;
+      }
+      case 'link-cut':
+      case 'link-pause': {
+        const s = this.pickShard();
+        const peers = this.neighbours[s.index] ?? [];
+        const peer = this.t.world.shards[peers[Math.floor(this.rng() * peers.length)] as number] as LocalShard;
+        rec.shard = s.name;
+        rec.peer = peer.name;
+        rec.at = Date.now();
+        const a = this.t.links[s.index] as FaultProxy;
+        const b = this.t.links[peer.index] as FaultProxy;
+        if (kind === 'link-cut') {
+          const n = a.cut((l) => l === peer.name) + b.cut((l) => l === s.name);
+          this.t.log(`fault: cut the links between ${s.name} and ${peer.name} (${n} connections)`);
+        } else {
+          rec.ms = this.between(300, 3000);
+          const n = a.pause(rec.ms, (l) => l === peer.name) + b.pause(rec.ms, (l) => l === s.name);
+          this.t.log(`fault: pause the links between ${s.name} and ${peer.name} for ${rec.ms} ms (${n} connections)`);
+          await sleep(rec.ms);
+        }
+        break;
+      }
+      case 'pg-cut':
+      case 'redis-cut': {
+        const proxy = kind === 'pg-cut' ? this.t.pg : this.t.redis;
+        rec.ms = this.between(0, 3000);
+        rec.at = Date.now();
+        this.t.log(`fault: cut ${kind === 'pg-cut' ? 'PostgreSQL' : 'Redis'}, refusing connections for ${rec.ms} ms`);
+        proxy.refuse(rec.ms);
+        await sleep(rec.ms);
+        break;
+      }
+      case 'pg-pause-kill': {
+        // A crash while the store is down: the snapshot it restarts from is older than the pause,
+        // and the events queued meanwhile die with it (docs/gameserver.md, "When a store fails").
+        const s = this.pickShard();
+        rec.shard = s.name;
+        rec.ms = this.between(2000, 7000);
+        rec.at = Date.now();
+        this.t.log(`fault: pause PostgreSQL for ${rec.ms} ms and SIGKILL ${s.name} (pid ${s.process?.pid}) during it`);
+        this.t.pg.pause(rec.ms);
+        await sleep(this.between(1000, rec.ms - 500));
+        rec.killedAt = Date.now();
+        await s.kill('SIGKILL');
+        await sleep(Math.max(200, rec.at + rec.ms - Date.now()));
+        const note = await this.restart(s, 'kill');
+        if (note) rec.note = note;
+        break;
+      }
+      case 'pg-pause':
+      case 'redis-pause': {
+        const proxy = kind === 'pg-pause' ? this.t.pg : this.t.redis;
+        rec.ms = kind === 'pg-pause' ? this.between(1000, 8000) : this.between(500, 5000);
+        rec.at = Date.now();
+        this.t.log(`fault: pause ${kind === 'pg-pause' ? 'PostgreSQL' : 'Redis'} for ${rec.ms} ms`);
+        proxy.pause(rec.ms);
+        await sleep(rec.ms);
+        break;
+      }
+    }
+    rec.endAt = Date.now();
+    this.records.push(rec);
+    return rec;
+  }
+
+  private resume(s: LocalShard): void {
+    const pid = s.process?.pid;
+    if (pid !== undefined && this.stopped.delete(s)) {
+      try {
+        process.kill(pid, 'SIGCONT');
+      } catch {
+        // It is gone.
+      }
+    }
+  }
+
+  /**
+   * Starts a shard again and waits until it is ready; a start that fails is retried (after 1 s)
+   * up to START_ATTEMPTS in all. Returns a note when it took more than one.
+   */
+  async restart(s: LocalShard, cause: ShardRun['cause']): Promise<string | undefined> {
+    const failures: string[] = [];
+    for (let attempt = 1; ; attempt++) {
+      const spawnAt = Date.now();
+      try {
+        await s.start();
+        this.runs.push({ shard: s.name, cause, spawnAt, readyAt: Date.now() });
+        return failures.length > 0 ? `started on attempt ${attempt} (${failures.join('; ')})` : undefined;
+      } catch (err) {
+        const why = (err as Error).message.split('\n')[0]?.slice(0, 300) ?? '';
+        failures.push(why);
+        this.t.log(`restart of ${s.name} failed (attempt ${attempt}): ${why}`);
+        await s.kill('SIGKILL');
+        if (attempt >= START_ATTEMPTS) throw err;
+        await sleep(1000);
+      }
+    }
+  }
+
+  /** Every fault over: paused shards continued, stopped ones started, the proxies passing everything. */
+  async heal(): Promise<void> {
+    for (const s of [...this.stopped]) this.resume(s);
+    for (const p of [...this.t.links, this.t.pg, this.t.redis]) p.heal();
+    for (const s of this.t.world.shards) {
+      const c = s.process;
+      if (!c || c.exitCode !== null || c.signalCode !== null) await this.restart(s, 'kill');
+    }
+  }
+
+  /** Pids of the shard processes running now (for cleanup by pid). */
+  pids(): number[] {
+    return this.t.world.shards.flatMap((s) => {
+      const c = s.process;
+      return c?.pid !== undefined && c.exitCode === null && c.signalCode === null ? [c.pid] : [];
+    });
+  }
+
+  /** Continues every paused shard (before they are stopped). */
+  continueAll(): void {
+    for (const s of [...this.stopped]) this.resume(s);
+  }
+}
