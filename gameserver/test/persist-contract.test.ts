@@ -328,6 +328,32 @@ describe.each([
     await second.loadOpenPlaces();
     expect([...(await second.departedSince(2000, [stays, goes]))]).toEqual([goes]);
   });
+
+  test('a player whose place is open from before a crash, arriving by a handoff, gets the departure the crash lost and a new arrival; one restored or brought back by a copy takes the place silently', async () => {
+    const k = key(`reopen-${Math.random().toString(36).slice(2, 8)}`);
+    const outbox = make();
+    const first = persistenceOf(k, outbox);
+    const [walker, restored, copied] = [`${schema}-walker`, `${schema}-restored`, `${schema}-copied`];
+    first.playerJoined(walker, 1000, true);
+    first.playerJoined(restored, 1001);
+    first.playerJoined(copied, 1002, true);
+    await first.flush();
+    // The walker walks on to a neighbour, and the shard is killed before that player_left is appended.
+    const second = persistenceOf(k, outbox);
+    await second.loadOpenPlaces();
+    second.playerJoined(restored, 2000); // from the snapshot
+    second.playerJoined(copied, 2001); // a neighbour's custody copy handed back (restoreWaiting)
+    second.playerJoined(walker, 2002, true); // back from the neighbour before the places settled
+    second.placesRestored();
+    await second.flush();
+    const before = [`player_joined:${walker}:handoff`, `player_joined:${restored}:player`, `player_joined:${copied}:handoff`];
+    expect(await readCauses(k)).toEqual(
+      outbox.durable
+        ? [...before, `player_left:${walker}:handoff`, `player_joined:${walker}:handoff`]
+        : // The in-process outbox keeps no places across processes: every place taken is a new one.
+          [...before, `player_joined:${restored}:player`, `player_joined:${copied}:player`, `player_joined:${walker}:handoff`],
+    );
+  });
 });
 
 describe('outbox: a table from before event keys', () => {

@@ -317,10 +317,17 @@ export class ShardPersistence {
 
   /** `handedOver`: the player arrived from a neighbour with their entity (`DomainEvent.handedOver`). */
   playerJoined(playerId: string, at = Date.now(), handedOver = false): void {
-    // A restored player whose place the outbox holds open already: no second `player_joined`.
     if (!this.openAtStart?.delete(playerId)) {
       this.queue({ type: 'player_joined', playerId, at, eventKey: this.nextEventKey(), ...(handedOver ? { handedOver: true } : {}) });
+    } else if (handedOver) {
+      // Open from before the restart, yet arriving from a neighbour now: not restored here (a
+      // restored player's place was taken at the restore), so they left by a handoff whose
+      // `player_left` the crash lost. That departure is told first, as `dropDormant`'s are.
+      this.queue({ type: 'player_left', playerId, at, eventKey: this.nextEventKey(), handedOver: true });
+      this.queue({ type: 'player_joined', playerId, at, eventKey: this.nextEventKey(), handedOver: true });
     }
+    // Otherwise a restored player, or one a neighbour's copy brought back, whose place the outbox
+    // holds open already: no second `player_joined`.
     this.local.add(playerId);
     this.left.delete(playerId);
     this.joined.add(playerId);
