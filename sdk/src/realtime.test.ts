@@ -47,6 +47,35 @@ function within<T>(promise: Promise<T>, ms: number): Promise<T | 'timed out'> {
   return Promise.race([promise, sleep(ms).then(() => 'timed out' as const)]);
 }
 
+/**
+ * A `createSocket` that also keeps each socket it makes, in order, for the test to watch close or
+ * to send a probe on behind what the client sent (`behindProbe`).
+ */
+function keptSockets(): { createSocket: (u: string) => never; made: WebSocket[] } {
+  const made: WebSocket[] = [];
+  const make = (u: string) => {
+    const ws = new WebSocket(u);
+    made.push(ws);
+    return ws as never;
+  };
+  return { createSocket: make, made };
+}
+
+/** The probe `behindProbe` sends: an RPC that no scripted shard here answers. */
+const isProbe = (m: aethex.v1.ClientMessage) => m.rpc?.method === 'probe';
+
+/**
+ * Sends a probe on the client's socket `socket` (from `keptSockets`) and waits until the shard has
+ * it in `received()`: a socket delivers in order, so whatever the client sent on it before is in
+ * `received()` by then — and whatever is not, the client did not send.
+ */
+async function behindProbe(socket: WebSocket | undefined, received: () => aethex.v1.ClientMessage[] | undefined): Promise<void> {
+  const probes = () => received()?.filter(isProbe).length ?? 0;
+  const sent = probes() + 1;
+  socket?.send(ClientMessage.encode({ rpc: { callId: 0, method: 'probe' } }).finish());
+  await until('the probe to reach the shard', () => probes() === sent, 3000);
+}
+
 /** A Welcome as a shard sends it (entity 7, 50 Hz, world units unscaled). */
 function welcome(shardName: string, lastInputSeq = 0): Uint8Array {
   return ServerMessage.encode({
@@ -253,7 +282,8 @@ test('a shard that goes silent without closing: dropped after silenceTimeoutMs (
   client.close();
   await until('the shard to hear the rejoined connection close', () => closeCodes.length === 2);
   joins.length = 0;
-  const solo = new RealtimeClient({ url, joinToken: 't3', createSocket, silenceTimeoutMs: 300 });
+  const soloSockets = keptSockets();
+  const solo = new RealtimeClient({ url, joinToken: 't3', createSocket: soloSockets.createSocket, silenceTimeoutMs: 300 });
   client = solo;
   const closes: [number, string][] = [];
   let soloSnapshots = 0;
@@ -275,7 +305,11 @@ test('a shard that goes silent without closing: dropped after silenceTimeoutMs (
   // Once: nothing more after the shard has heard the socket close (4000) too.
   await until('the shard to hear the session close', () => closeCodes.length === 3);
   expect(closeCodes).toEqual([4000, 1000, 4000]);
-  await sleep(100);
+  // And after the client's own socket has closed: its close event, were it still heeded, would be a second 'close'.
+  await until("the solo client's socket to close", () => soloSockets.made[0]?.readyState === WebSocket.CLOSED, 3000);
+  // Nor from the silence check (every 75 ms here), were it left running: two of its periods. This is
+  // a timer's, so a wait of time; a stall cannot fail it (it only makes the wait longer).
+  await sleep(150);
   expect(closes).toEqual([[4000, expect.stringMatching(/^no message from the shard for \d+ ms$/)]]);
 
   expect(() => new RealtimeClient({ url, joinToken: 't', silenceTimeoutMs: -1 })).toThrow(
@@ -439,8 +473,8 @@ test('a client that came in over wss:// follows a redirect to a ws:// address on
   sockets[0]?.send(
     ServerMessage.encode({ handoffRedirect: { address: url, resumeToken: 'r', lastInputSeq: 0, shardName: 'shard-b' } }).finish(),
   );
-  for (let i = 0; i < 100 && connections[1]?.[0]?.body !== 'resume'; i++) await sleep(10);
-  expect(client.shardName).toBe('shard-b');
+  await until('the client to resume on shard-b', () => client?.shardName === 'shard-b', 3000);
+  expect(connections[1]?.[0]?.body).toBe('resume');
   expect(dialled).toEqual([secure, secure]);
   expect(redirectAddress('WSS://a:1', 'ws://b:2')).toBe('wss://b:2');
   expect(redirectAddress('ws://a:1', 'ws://b:2')).toBe('ws://b:2');
@@ -456,23 +490,23 @@ test('an RPC the old shard answers after the client moved on (HANDED_OVER) settl
   await client.connect();
   const answered = client.rpc('earn', new Uint8Array(0), 8000).catch((e: { code: string }) => e.code);
   const unanswered = client.rpc('slow', new Uint8Array(0), 8000).catch((e: { code: string }) => e.code);
-  for (let i = 0; i < 100 && (connections[0]?.length ?? 0) < 3; i++) await sleep(10);
+  await until('the Join and both RPCs to reach the shard', () => (connections[0]?.length ?? 0) >= 3, 3000);
   const [earn, slow] = (connections[0] ?? []).slice(1).map((m) => m.rpc?.callId as number);
   // Redirected (the calls still queued on the old shard), and welcomed by the new shard.
   sockets[0]?.send(
     ServerMessage.encode({ handoffRedirect: { address: url, resumeToken: 'r', lastInputSeq: 0, shardName: 'shard-b' } }).finish(),
   );
-  for (let i = 0; i < 100 && client.shardName !== 'shard-b'; i++) await sleep(10);
-  expect(client.shardName).toBe('shard-b');
+  await until('the client to resume on shard-b', () => client?.shardName === 'shard-b', 3000);
   // The old shard's next tick answers the first, not run.
   const began = Date.now();
   sockets[0]?.send(ServerMessage.encode({ rpcResult: { callId: earn, ok: false, errorCode: 'HANDED_OVER' } }).finish());
-  expect(await within(answered, 1000)).toBe('HANDED_OVER');
+  expect(await within(answered, 3000)).toBe('HANDED_OVER');
   const oldClosed = new Promise<number>((resolve) => sockets[0]?.on('close', resolve));
-  // The second never: rejected once the old socket has waited long enough for it, and then closed.
-  expect(await within(unanswered, 4000)).toBe('DISCONNECTED');
-  expect(Date.now() - began).toBeLessThan(4000);
-  expect(await within(oldClosed, 1000)).toBe(1000);
+  // The second never: rejected once the old socket has waited long enough for it (2 s), and then
+  // closed — well before the call's own timeout (8 s, TIMEOUT), with room for a stalled machine.
+  expect(await within(unanswered, 6000)).toBe('DISCONNECTED');
+  expect(Date.now() - began).toBeLessThan(6000);
+  expect(await within(oldClosed, 3000)).toBe(1000);
   expect(slow).toBeGreaterThan(earn as number);
 });
 
@@ -489,13 +523,13 @@ test('a handoff re-sends only the newest 128 of the inputs the old shard did not
     skew += 20;
     client.move(1, 0);
   }
-  await sleep(50);
+  await until('all 300 inputs to reach the old shard', () => connections[0]?.filter((m) => m.body === 'input').length === 300, 3000);
   // The old shard applied 20 of them; the new one (its Welcome says) 10.
   sockets[0]?.send(
     ServerMessage.encode({ handoffRedirect: { address: url, resumeToken: 'r', lastInputSeq: 20, shardName: 'shard-b' } }).finish(),
   );
   const oldClosed = new Promise<number>((resolve) => sockets[0]?.on('close', resolve));
-  expect(await within(oldClosed, 2000)).toBe(1000);
+  expect(await within(oldClosed, 3000)).toBe(1000);
   // The newest input (300) is the last one re-sent: once it is in, so is whatever was re-sent before it.
   await until('input 300 to be re-sent', () => connections[1]?.some((m) => m.input?.seq === 300) ?? false, 3000);
 
@@ -512,24 +546,32 @@ test('close() during a rejoin closes the attempt’s socket with 1000 or cancels
     // The first connection is welcomed; an attempt's Join waits for the test.
     if (msg.body === 'join' && (connection === 0 || !holdWelcome)) socket.send(welcome('shard-a'));
   });
-  client = new RealtimeClient({ url, joinToken: 't1', createSocket, silenceTimeoutMs: 0, rejoin: { joinToken: async () => 't2' } });
+  const kept = keptSockets();
+  client = new RealtimeClient({
+    url,
+    joinToken: 't1',
+    createSocket: kept.createSocket,
+    silenceTimeoutMs: 0,
+    rejoin: { joinToken: async () => 't2' },
+  });
   let events = recordEvents(client);
   await client.connect();
   sockets[0]?.terminate();
   // The attempt's socket is open and has sent its Join.
-  for (let i = 0; i < 100 && connections[1]?.[0]?.body !== 'join'; i++) await sleep(10);
+  await until("the attempt's Join to reach the shard", () => connections[1]?.[0]?.body === 'join', 3000);
   expect(connections[1]?.map((m) => m.body)).toEqual(['join']);
   const attemptClosed = new Promise<number>((resolve) => sockets[1]?.on('close', resolve));
   client.close();
   expect(events).toEqual(['disconnected 1006', 'close 1000 client closed']);
   // The shard hears the player leave (1000) at once rather than keeping them until its idle timeout.
-  expect(await within(attemptClosed, 1000)).toBe(1000);
+  expect(await within(attemptClosed, 3000)).toBe(1000);
   // Were it still open, the Welcome and a snapshot would arrive now.
   if (sockets[1]?.readyState === WebSocket.OPEN) {
     sockets[1].send(welcome('shard-a'));
     sockets[1].send(shardSnapshot(1, 0, new Uint8Array(0)));
   }
-  await sleep(100);
+  // Until the client's end of it has closed too: whatever it would still handle has come by then.
+  await until("the attempt's socket to close at the client", () => kept.made[1]?.readyState === WebSocket.CLOSED, 3000);
   expect(events).toEqual(['disconnected 1006', 'close 1000 client closed']);
 
   // close() while the attempt waits for its join token: no socket is opened once the token comes.
@@ -539,7 +581,7 @@ test('close() during a rejoin closes the attempt’s socket with 1000 or cancels
     client = new RealtimeClient({
       url,
       joinToken: 't3',
-      createSocket,
+      createSocket: kept.createSocket,
       silenceTimeoutMs: 0,
       rejoin: {
         joinToken: () => {
@@ -555,10 +597,12 @@ test('close() during a rejoin closes the attempt’s socket with 1000 or cancels
   events = recordEvents(second);
   await second.connect();
   sockets[2]?.terminate();
-  expect(await within(tokenAsked, 1000)).not.toBe('timed out');
+  expect(await within(tokenAsked, 3000)).not.toBe('timed out');
   second.close();
   giveToken('t4');
-  await sleep(200);
+  // The attempt would make its socket as the token's promise settles: before the next turn of the loop.
+  await new Promise((r) => setImmediate(r));
+  expect(kept.made).toHaveLength(3);
   expect(sockets).toHaveLength(3);
   expect(events).toEqual(['disconnected 1006', 'close 1000 client closed']);
 });
@@ -627,7 +671,7 @@ test('a shard this SDK cannot read, on the WebSocket browsers and Node 22 have: 
     expect(events, m).toHaveLength(1);
     expect(events[0]?.slice(0, 2), m).toEqual(['close', 4901]);
     expect(events[0]?.[2], m).toMatch(UNREADABLE_REASONS[m] as RegExp);
-    for (let i = 0; i < 100 && shardCloses.length === 0; i++) await sleep(10);
+    await until(`the shard to hear the socket close (${m})`, () => shardCloses.length > 0, 3000);
     expect(shardCloses, m).toEqual([4901]);
   }
 }, 30_000);
@@ -659,10 +703,15 @@ test('a shard this SDK cannot read ends the session even with rejoin: no rejoin 
     });
     const events = recordEvents(client);
     await client.connect();
-    await sleep(500);
+    // The first event says it: a rejoin would have begun with 'disconnected', at the drop.
+    await until(`the first session event (${m})`, () => events.length > 0, 3000);
     expect(events, m).toHaveLength(1);
     expect(events[0], m).toMatch(/^close 4901 /);
     expect(events[0]?.slice('close 4901 '.length), m).toMatch(UNREADABLE_REASONS[m] as RegExp);
+    // A rejoin's first attempt would ask for its token 100 ms after the drop: a timer's, so a wait
+    // of time, past it; a stall cannot fail this (it only makes the wait longer).
+    await sleep(300);
+    expect(events, m).toHaveLength(1);
     expect([joins, tokens], m).toEqual([1, 0]);
     expect(client.ended).toBe(true);
   }
@@ -692,20 +741,22 @@ test('a snapshot the client cannot apply: rejoined with 4902 for a full snapshot
     'snapshot 2 could not be applied: snapshot 2 is relative to tick 99, which this client does not have',
   ]);
   await rejoined;
-  await sleep(100);
+  // The rejoined connection's snapshot 1 is the last thing the shard sends.
+  await until("the rejoined connection's snapshot", () => events.length >= 4, 3000);
   expect(events).toEqual(['snapshot 1', 'disconnected 4902', 'rejoined after 1', 'snapshot 1']);
   expect(client.entities().get(7)).toMatchObject({ x: 10, y: 10 });
   const shardHeard = new Promise<number>((resolve) =>
     sockets[0]?.readyState !== WebSocket.OPEN ? resolve(-1) : sockets[0]?.on('close', resolve),
   );
-  expect([4902, -1]).toContain(await within(shardHeard, 1000));
+  expect([4902, -1]).toContain(await within(shardHeard, 3000));
   client.close();
 
   const solo = new RealtimeClient({ url, joinToken: 't3', createSocket: nodeSocket });
   client = solo;
   const soloEvents = recordEvents(solo);
   await solo.connect();
-  await sleep(200);
+  // Nothing follows 'close'.
+  await until("the solo client's 'close'", () => soloEvents.some((e) => e.startsWith('close')), 3000);
   expect(soloEvents).toEqual([
     'snapshot 1',
     'close 4902 snapshot 2 could not be applied: snapshot 2 is relative to tick 99, which this client does not have',
@@ -732,21 +783,22 @@ test('move() refuses what is not two finite numbers, naming them; nothing is sen
 });
 
 test('inputs made before the Welcome are held and sent after it, cut to its max speed and numbered after its last input', async () => {
-  let welcomedAfter = -1;
+  let beforeWelcome: string[] = [];
   let sendWelcome: (() => void) | undefined;
   const { url, connections } = await scriptedShard((socket, msg, connection) => {
     if (msg.body !== 'join') return;
     // A shard slow to verify the join token (its key set fetched first), holding this player's
     // entity from an earlier session whose last input was 500: it welcomes when the test says.
     sendWelcome = () => {
-      welcomedAfter = connections[connection]?.length ?? 0;
+      beforeWelcome = (connections[connection] ?? []).filter((m) => !isProbe(m)).map((m) => m.body as string);
       socket.send(welcome('shard-a', 500));
     };
   });
   // The game's clock: each move below is a tick (25 ms at 40 Hz, the rate before a Welcome) after
   // the one before, so that each is an input of its own.
   let clock = 1000;
-  client = new RealtimeClient({ url, joinToken: 't', createSocket, silenceTimeoutMs: 0, now: () => clock });
+  const kept = keptSockets();
+  client = new RealtimeClient({ url, joinToken: 't', createSocket: kept.createSocket, silenceTimeoutMs: 0, now: () => clock });
   const c = client;
   const frame = () => {
     clock += 25;
@@ -758,7 +810,7 @@ test('inputs made before the Welcome are held and sent after it, cut to its max 
   for (let i = 0; i < 3; i++) frame();
   await until('the Join to reach the shard', () => sendWelcome !== undefined);
   for (let i = 0; i < 3; i++) frame();
-  await sleep(50);
+  await behindProbe(kept.made[0], () => connections[0]);
   (sendWelcome as () => void)();
   await connecting;
   // And after it.
@@ -766,9 +818,9 @@ test('inputs made before the Welcome are held and sent after it, cut to its max 
   const received = connections[0] ?? [];
   const inputs = () => received.filter((m) => m.body === 'input');
   await until('8 inputs to reach the shard', () => inputs().length >= 8);
-  await sleep(20);
+  await behindProbe(kept.made[0], () => connections[0]);
   // Nothing but the Join before the Welcome: inputs then are counted against the player.
-  expect(welcomedAfter).toBe(1);
+  expect(beforeWelcome).toEqual(['join']);
   expect(inputs()).toHaveLength(8);
   expect(inputs().map((m) => m.input?.seq)).toEqual(Array.from({ length: 8 }, (_, i) => 501 + i));
   expect(new Set(inputs().map((m) => m.input?.move?.x))).toEqual(new Set([5]));
@@ -894,10 +946,16 @@ test('own-entity prediction does not jitter with snapshot quantization, and corr
   // The shard moving the entity differently is a correction, told once: by the snapshot (as the
   // shard sends them: first), not again by the Correction after it.
   shard.at.x = Math.fround(shard.at.x - 3);
-  shard.snapshot(shard.sockets[0] as WebSocket, c.lastAckedSeq);
-  shard.correct(shard.sockets[0] as WebSocket, c.lastAckedSeq);
-  for (let i = 0; i < 100 && c.predicted.x !== shard.at.x; i++) await sleep(5);
-  await sleep(20);
+  const socket = shard.sockets[0] as WebSocket;
+  shard.snapshot(socket, c.lastAckedSeq);
+  shard.correct(socket, c.lastAckedSeq);
+  // A message after them on the same socket: once it is in, both have been handled.
+  let after = false;
+  c.on('message', () => {
+    after = true;
+  });
+  socket.send(ServerMessage.encode({ gameMessage: { topic: 'after', payload: new Uint8Array(0), tick: 0 } }).finish());
+  await until('the message after the Correction', () => after, 3000);
   const quantized = (v: number) => Math.round(v / scale) * scale;
   expect(corrections).toEqual([`${quantized(shard.at.x)},${quantized(shard.at.y)} at 40`]);
   expect(c.predicted).toEqual(shard.at);
@@ -1054,7 +1112,8 @@ test('move() every render frame sends at most one input per tick: moves within a
   });
   // After the Welcome the client's timers and clock (`now`, on Date) are the test's fake ones, so
   // that ticks and frames keep their rate however late the process runs; the socket stays real.
-  client = new RealtimeClient({ url, joinToken: 't', createSocket, silenceTimeoutMs: 0, now: () => Date.now() });
+  const kept = keptSockets();
+  client = new RealtimeClient({ url, joinToken: 't', createSocket: kept.createSocket, silenceTimeoutMs: 0, now: () => Date.now() });
   const c = client;
   await c.connect();
   vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
@@ -1069,7 +1128,7 @@ test('move() every render frame sends at most one input per tick: moves within a
   expect(c.move(0, 3)).toBe(2);
   expect(sent()).toHaveLength(0); // not arrived yet; nothing more is sent synchronously
   await arrived(1);
-  await sleep(20);
+  await behindProbe(kept.made[0], () => connections[0]);
   expect(sent()).toHaveLength(1); // the second waits for the tick
   await vi.advanceTimersByTimeAsync(60);
   await arrived(2);
@@ -1095,7 +1154,7 @@ test('move() every render frame sends at most one input per tick: moves within a
   await vi.advanceTimersByTimeAsync(60);
   const elapsed = Date.now() - started;
   await arrived(last);
-  await sleep(20);
+  await behindProbe(kept.made[0], () => connections[0]);
   const inputs = sent().slice(before);
   expect(inputs.length).toBeLessThanOrEqual(Math.ceil(elapsed / 20) + 1);
   expect(inputs.length).toBeGreaterThanOrEqual(Math.floor((frames * 7) / 20));
@@ -1248,7 +1307,7 @@ test('with renderDelayMs the buffer starts over at a handoff and at a rejoin: ne
   sockets[0]?.send(
     ServerMessage.encode({ handoffRedirect: { address: url, resumeToken: 'r', lastInputSeq: 0, shardName: 'shard-b' } }).finish(),
   );
-  for (let i = 0; i < 200 && c.shardName !== 'shard-b'; i++) await sleep(10);
+  await until('the client to resume on shard-b', () => c.shardName === 'shard-b', 3000);
   await send(sockets[1], 3, 2100, 10_450);
   for (const now of [10_450, 10_500, 10_549]) expect(c.interpolatedEntities(now).get(9)?.x).toBe(2100);
   for (let tick = 4; tick <= 10; tick++) await send(sockets[1], tick, 2100 + 4 * (tick - 3), 10_450 + 20 * (tick - 3));
@@ -1289,7 +1348,7 @@ test('a handoff whose new shard drops before its first snapshot is told before t
   sockets[0]?.send(
     ServerMessage.encode({ handoffRedirect: { address: url, resumeToken: 'r', lastInputSeq: 0, shardName: 'shard-b' } }).finish(),
   );
-  for (let i = 0; i < 200 && c.shardName !== 'shard-b'; i++) await sleep(10);
+  await until('the client to resume on shard-b', () => c.shardName === 'shard-b', 3000);
   // shard-b dies before its first snapshot; the client rejoins it.
   const rejoined = new Promise((resolve) => c.on('rejoined', resolve));
   sockets[1]?.terminate();
@@ -1358,7 +1417,7 @@ test('connectTimeoutMs and an rpc timeoutMs of Infinity wait, rather than failin
   });
   client = new RealtimeClient({ url, joinToken: 't', createSocket, silenceTimeoutMs: 0, connectTimeoutMs: Number.POSITIVE_INFINITY });
   const c = client;
-  expect((await within(c.connect(), 2000)) === 'timed out').toBe(false);
+  expect((await within(c.connect(), 3000)) === 'timed out').toBe(false);
   const settled = c.rpc('slow', new Uint8Array(0), Number.POSITIVE_INFINITY).then(
     () => 'resolved',
     (e: Error & { code: string }) => e.code,
@@ -1435,4 +1494,24 @@ test('connect() failures say what failed: code, closeCode, and the socket’s ow
   const shut = new RealtimeClient({ url: quiet.url, joinToken: 't', createSocket });
   const e4 = (await shut.connect().catch((e) => e)) as Error & { code: string; closeCode: number };
   expect([e4.code, e4.closeCode, e4.message]).toEqual(['CLOSED', 1011, 'closed before joining: 1011 oops']);
+});
+
+test('a redirect read after close() is not followed: the session ends where it was, nothing resumes on the new shard', async () => {
+  const { url, sockets, connections } = await scriptedShard((socket, msg) => {
+    if (msg.body === 'join') socket.send(welcome('shard-a'));
+    if (msg.body === 'resume') socket.send(welcome('shard-b'));
+  });
+  client = new RealtimeClient({ url, joinToken: 't1', createSocket, silenceTimeoutMs: 0 });
+  const events = recordEvents(client);
+  await client.connect();
+  // The shard commits a handoff and redirects; the player quits before the client reads the redirect.
+  sockets[0]?.send(
+    ServerMessage.encode({ handoffRedirect: { address: url, resumeToken: 'r', lastInputSeq: 0, shardName: 'shard-b' } }).finish(),
+  );
+  client.close();
+  // The redirect came before the shard's answer to the close: by the close, it was read.
+  await until('the session to close', () => events.some((e) => e.startsWith('close')), 3000);
+  expect(events).toEqual(['close 1000 client closed']);
+  expect(client.shardName).toBe('shard-a');
+  expect(connections[1]).toBeUndefined();
 });

@@ -1083,7 +1083,9 @@ export class RealtimeClient {
    */
   private beginHandoff(r: aethex.v1.HandoffRedirect): void {
     // A second redirect before the first completed is the server's mistake; the first one stands.
-    if (this.handoff) return;
+    // One read after close() is not followed: the player is leaving, and the new shard lets the
+    // entity it adopted go when no resume comes (handoff.resume_timeout_ms).
+    if (this.handoff || this.closing) return;
     r.address = redirectAddress(this.url, r.address);
     // The old shard applied inputs up to here; later ones are re-sent to the new shard.
     this.acknowledgeInputs(r.lastInputSeq, this.now());
