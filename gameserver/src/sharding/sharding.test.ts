@@ -705,6 +705,55 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
     expect(aSharding.custodyHeld).toEqual([]);
   });
 
+  test('an entity committed by a run that died before its client read the redirect goes back to the next run, not claimed: the player rejoining there gets it', async () => {
+    const { aSharding, run, crossing, deliver, handOver } = world();
+    const first = run(1);
+    const cid = crossing(1, 'cid', [5]);
+    // A committed and died before cid's client read the redirect: B adopted, nobody resumes there.
+    handOver(first);
+    const b = first.b;
+    expect(b.world.mode[b.world.indexOf(cid)]).toBe(MODE_OWNED);
+    expect(aSharding.custodyHeld).toEqual([cid]);
+    // A's next run, from a snapshot taken before the crossing: cid waits there, where they stood then.
+    const { decodeState, encodeState } = await import('../persist/state-codec.js');
+    const { World, KIND_PLAYER } = await import('../sim/world.js');
+    const w = new World(16, idRange(0).first, idRange(0).limit);
+    w.spawn(50, 50, KIND_PLAYER, cid);
+    w.gameState.set(cid, new Uint8Array([1]));
+    const a2 = new ShardEngine(settings, silent, {
+      region: left,
+      ids: idRange(0),
+      restored: decodeState(encodeState(3, w, new Map([[cid, 'cid']])), 16),
+    });
+    const a2Sharding = shardingOf(a2, { restored: true, departedSince: async () => new Set() });
+    const toB2 = recordingLinks();
+    a2Sharding.attach(toB2.links);
+    a2Sharding.onInboundUp(right, 3);
+    a2Sharding.onOutboundUp(right, 3);
+    toB2.sent.length = 0;
+    expect(a2Sharding.settled).toBe(false);
+    // B's link reaches the new run (A's first run was epoch 7 to B): cid goes back, and is not claimed.
+    first.bSharding.onInboundUp(leftN, 8);
+    first.bSharding.onOutboundUp(leftN, 8);
+    const toNewRun = first.toA.sent.splice(0);
+    expect(toNewRun.map((m) => Object.keys(m)[0]).slice(0, 2)).toEqual(['handoffCustody', 'ownershipClaim']);
+    expect(toNewRun[1]?.ownershipClaim?.entityIds).toEqual([]);
+    expect(b.world.indexOf(cid)).toBe(-1);
+    expect(first.bSharding.claimForJoin('cid')).toBeUndefined();
+    expect(first.bSharding.custodyHeld).toEqual([cid]);
+    deliver(right, a2Sharding, toNewRun);
+    await new Promise((r) => setImmediate(r));
+    expect(a2Sharding.settled).toBe(true);
+    // The copy from B, newer than the snapshot's: where cid crossed to, with the state B had.
+    const slot = a2.world.indexOf(cid);
+    expect([a2.world.mode[slot], a2.world.x[slot], [...(a2.world.gameState.get(cid) ?? [])]]).toEqual([MODE_DORMANT, 110, [5]]);
+    expect(a2.join(1, 'cid')).toMatchObject({ ok: true, entityId: cid });
+    // Stored by the new run: B lets its copy go.
+    a2Sharding.stored(a2Sharding.adoptions);
+    deliver(leftN, first.bSharding, toB2.sent);
+    expect(first.bSharding.custodyHeld).toEqual([]);
+  });
+
   test('not taken back when a neighbour claims it or its player joined here since and left again (released at once); a snapshot’s older entity waiting for its player is replaced', async () => {
     const { aSharding, toB, run, crossing, deliver, handOver } = world();
     const first = run(1);

@@ -295,8 +295,11 @@ export class Sharding {
     const released = this.unsentReleased.get(n.shard);
     this.unsentReleased.delete(n.shard);
     if (released) this.sendReleased(n, released);
-    // A new run of it: what its previous run adopted from us and never said it stored goes back,
-    // before our claim (which it waits for before admitting players).
+    // A new run of it: what its previous run handed us and its player never resumed here becomes a
+    // copy to hand back (below), not a claim.
+    this.returnUnresumed(n, epoch);
+    // What its previous run adopted from us and never said it stored goes back, before our claim
+    // (which it waits for before admitting players).
     this.handBack(n, epoch);
     // And it may have restarted from a snapshot in which some of our players were still its own.
     const owned = [...this.o.engine.claimedPlayers()];
@@ -700,12 +703,18 @@ export class Sharding {
    * outside this shard's region, not a player, an id of this shard's range never handed out, game
    * state over the limit. Even an authenticated neighbour's data is checked.
    */
-  private offerProblem(from: Neighbour, o: aethex.v1.HandoffOffer): { reason: aethex.v1.ReasonCode; message: string } | undefined {
+  private offerProblem(
+    from: Neighbour,
+    o: aethex.v1.HandoffOffer,
+    handedBack = false,
+  ): { reason: aethex.v1.ReasonCode; message: string } | undefined {
     const { placement, margin } = this.o;
     const x = o.position?.x ?? Number.NaN;
     const y = o.position?.y ?? Number.NaN;
     const velocityOk = Number.isFinite(o.velocity?.x ?? 0) && Number.isFinite(o.velocity?.y ?? 0);
-    if (!Number.isFinite(x) || !Number.isFinite(y) || !velocityOk || distanceToRect(x, y, placement.region) > margin)
+    // An entity handed back may stand where `from` adopted it from our previous run: in its region.
+    const where = distanceToRect(x, y, placement.region) <= margin || (handedBack && distanceToRect(x, y, from.region) <= margin);
+    if (!Number.isFinite(x) || !Number.isFinite(y) || !velocityOk || !where)
       return { reason: ReasonCode.REASON_CODE_WRONG_SHARD, message: `(${x}, ${y}) is not in this shard's region` };
     if (o.kind !== KIND_PLAYER || o.playerId === '' || o.playerId.length > 128)
       return { reason: ReasonCode.REASON_CODE_PROTOCOL_ERROR, message: 'only players are handed over' };
@@ -820,6 +829,51 @@ export class Sharding {
     this.o.log.info({ to: n.name, entities: back.length }, 'neighbour restarted before storing entities handed to it; handed back');
   }
 
+  /**
+   * Entities an earlier run of `n` handed over and committed whose players never resumed here: that
+   * run died between its commit and its redirect reaching the client, which rejoins `n`, not us.
+   * Claimed, its restored copy would go and the player would get a new entity; instead each leaves
+   * this shard and is kept as a copy in custody, which `handBack` sends to the new run — as if
+   * handed to it now — and which goes once that run says a snapshot holding it is stored. A client
+   * that did get the redirect and resumes here after this finds no entity and rejoins `n`, which
+   * has it. Not for a neighbour of a build before custody: claimed as before.
+   */
+  private returnUnresumed(n: Neighbour, epoch: number): void {
+    const w = this.o.engine.world;
+    let returned = 0;
+    for (const [token, inc] of [...this.incoming]) {
+      if (inc.from !== n || inc.epoch === epoch || !inc.adopted || !this.links?.takesCustody(n)) continue;
+      const id = inc.entity.entityId;
+      const i = w.indexOf(id);
+      if (i < 0 || w.mode[i] !== MODE_OWNED) continue;
+      const state = w.gameState.get(id);
+      const generation = w.handoffs.get(id);
+      const entity: EntityTransfer = {
+        entityId: id,
+        x: w.x[i] as number,
+        y: w.y[i] as number,
+        vx: w.vx[i] as number,
+        vy: w.vy[i] as number,
+        kind: w.kind[i] as number,
+        flags: w.flags[i] as number,
+        lastInputSeq: w.lastSeq[i] as number,
+        ...(state ? { state } : {}),
+        ...(generation ? { generation } : {}),
+      };
+      this.incoming.delete(token);
+      this.incomingByOffer.delete(offerKey(inc.from, inc.epoch, inc.offerId));
+      this.o.engine.dropUnclaimed(id);
+      this.keepCopy(id, { to: n, epoch: inc.epoch, offerId: inc.offerId, playerId: inc.playerId, entity, at: this.now() });
+      returned++;
+    }
+    if (returned === 0) return;
+    this.reserveIncoming();
+    this.o.log.info(
+      { to: n.name, entities: returned },
+      'neighbour restarted before its players resumed here; their entities go back to it',
+    );
+  }
+
   /** Keeps a copy of an entity handed over (see `Custody`), the oldest going past MAX_CUSTODY. */
   private keepCopy(entityId: number, c: Custody): void {
     this.custody.delete(entityId);
@@ -905,7 +959,7 @@ export class Sharding {
     for (const o of c.entities as aethex.v1.HandoffOffer[]) {
       // `from` keeps its copy until our answer reaches it, taken or not.
       this.holdCopy(o.entityId, from);
-      const problem = this.offerProblem(from, o);
+      const problem = this.offerProblem(from, o, true);
       if (problem) this.o.log.warn({ from: from.name, entity: o.entityId, why: problem.message }, 'entity handed back refused');
       const action = problem ? 'release' : this.custodyAction(o);
       if (action === 'release' || action === 'superseded') released.push({ offerId: o.offerId, entityId: o.entityId });
