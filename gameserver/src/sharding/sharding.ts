@@ -844,22 +844,8 @@ export class Sharding {
     for (const [token, inc] of [...this.incoming]) {
       if (inc.from !== n || inc.epoch === epoch || !inc.adopted || !this.links?.takesCustody(n)) continue;
       const id = inc.entity.entityId;
-      const i = w.indexOf(id);
-      if (i < 0 || w.mode[i] !== MODE_OWNED) continue;
-      const state = w.gameState.get(id);
-      const generation = w.handoffs.get(id);
-      const entity: EntityTransfer = {
-        entityId: id,
-        x: w.x[i] as number,
-        y: w.y[i] as number,
-        vx: w.vx[i] as number,
-        vy: w.vy[i] as number,
-        kind: w.kind[i] as number,
-        flags: w.flags[i] as number,
-        lastInputSeq: w.lastSeq[i] as number,
-        ...(state ? { state } : {}),
-        ...(generation ? { generation } : {}),
-      };
+      const entity = this.o.engine.transfer(id);
+      if (!entity || w.mode[w.indexOf(id)] !== MODE_OWNED) continue;
       this.incoming.delete(token);
       this.incomingByOffer.delete(offerKey(inc.from, inc.epoch, inc.offerId));
       this.o.engine.dropUnclaimed(id);
