@@ -160,7 +160,9 @@ test('random and truncated frames from 100 connections at 1,000/s: no crash, hon
   process.off('unhandledRejection', onRejection);
   expect(code).toBe(0);
   const summary = JSON.parse(out.trim().split('\n').pop() as string) as { sent: number; reconnects: number; errors: number };
-  expect(summary.sent).toBeGreaterThan(5000);
+  // 1,000 frames a second for 10 s (the fuzzer keeps its rate by the clock; a stall at its very end
+  // may cost a little).
+  expect(summary.sent).toBeGreaterThan(8000);
 
   // The bad frames were rejected and counted, offenders closed, and nothing escaped.
   const total = [...bad.matchAll(/aether_bad_messages_total\{[^}]*\} (\d+)/g)].reduce((s, m) => s + Number(m[1]), 0);
