@@ -4,12 +4,11 @@ import { FrameReader } from '@aethex/runtime/ws-frames';
 
 /**
  * A TCP proxy on a loopback port in front of one server (a shard's players' port, PostgreSQL,
- * Redis) that the soak drives to make network faults: `cut` destroys both ends of connections,
- * `refuse` closes new ones as they arrive for a while, `pause` holds every byte of connections
- * (both ways, in order) for a while and then lets them through. Connections can be told apart by a
- * label (`labelOf`, read from the client's first bytes): for shard links, the name of the shard that
- * dialled. The test harness's `tcpProxy` (gameserver/test/harness.ts) is the narrower one-shard
- * version the handoff tests use.
+ * Redis) that the soak and the handoff tests drive to make network faults: `cut` destroys both ends
+ * of connections, `refuse` closes new ones as they arrive for a while, `pause` holds every byte of
+ * connections (both ways, in order) for a while and then lets them through, `stall` drops what the
+ * server sends to connections open now. Connections can be told apart by a label (`labelOf`, read
+ * from the client's first bytes): for shard links, the name of the shard that dialled.
  */
 export interface FaultProxy {
   /** host:port to give clients instead of the server's. */
@@ -25,7 +24,13 @@ export interface FaultProxy {
    * and, with no `which`, new ones too — then passes what was held, in order. Returns how many were open.
    */
   pause(ms: number, which?: (label: string | undefined) => boolean): number;
-  /** Ends every pause and refusal now. */
+  /**
+   * From now on, drops every byte the server sends to the connections `which` selects (default: all
+   * open now; later ones pass) — a network blip on the way back: the server writes, nothing arrives,
+   * and what the client sends still gets through. Returns how many.
+   */
+  stall(which?: (label: string | undefined) => boolean): number;
+  /** Ends every pause and refusal now (stalled connections stay stalled). */
   heal(): void;
   close(): Promise<void>;
 }
@@ -36,6 +41,8 @@ interface Pipe {
   label: string | undefined;
   /** Held until this time (Date.now()); bytes held meanwhile, per direction. */
   heldUntil: number;
+  /** The server's bytes are dropped (`stall`). */
+  stalled: boolean;
   toServer: Buffer[];
   toClient: Buffer[];
   timer: NodeJS.Timeout | undefined;
@@ -85,7 +92,16 @@ export async function startFaultProxy(
     const { host, port } = target();
     const upstream = connect(port, host);
     upstream.on('error', () => undefined);
-    const p: Pipe = { client, server: upstream, label: undefined, heldUntil: 0, toServer: [], toClient: [], timer: undefined };
+    const p: Pipe = {
+      client,
+      server: upstream,
+      label: undefined,
+      heldUntil: 0,
+      stalled: false,
+      toServer: [],
+      toClient: [],
+      timer: undefined,
+    };
     open.add(p);
     if (pauseAllUntil > Date.now()) hold(p, pauseAllUntil);
     let sniff = labelOf?.();
@@ -101,6 +117,7 @@ export async function startFaultProxy(
       else upstream.write(d);
     });
     upstream.on('data', (d: Buffer) => {
+      if (p.stalled) return;
       if (p.heldUntil > Date.now()) p.toClient.push(d);
       else client.write(d);
     });
@@ -110,15 +127,16 @@ export async function startFaultProxy(
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
   const address = `127.0.0.1:${(server.address() as { port: number }).port}`;
   const all = () => true;
-  const cut = (which: (label: string | undefined) => boolean = all) => {
+  const each = (which: (label: string | undefined) => boolean, act: (p: Pipe) => void) => {
     let n = 0;
     for (const p of [...open]) {
       if (!which(p.label)) continue;
-      destroy(p);
+      act(p);
       n++;
     }
     return n;
   };
+  const cut = (which: (label: string | undefined) => boolean = all) => each(which, destroy);
   return {
     address,
     get connections() {
@@ -132,13 +150,13 @@ export async function startFaultProxy(
     pause(ms, which) {
       const until = Date.now() + ms;
       if (!which) pauseAllUntil = until;
-      let n = 0;
-      for (const p of open) {
-        if (which && !which(p.label)) continue;
-        hold(p, until);
-        n++;
-      }
-      return n;
+      return each(which ?? all, (p) => hold(p, until));
+    },
+    stall(which = all) {
+      return each(which, (p) => {
+        p.stalled = true;
+        p.toClient = [];
+      });
     },
     heal() {
       refuseUntil = 0;

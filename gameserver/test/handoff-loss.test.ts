@@ -11,17 +11,18 @@ import type { aethex } from '@aethex/proto';
 import type { RealtimeClient } from '@aethex/sdk';
 import { afterEach, expect, test } from 'vitest';
 import { WebSocket } from 'ws';
+import { type FaultProxy, startFaultProxy } from '../soak/fault-proxy.js';
 import { decodeState } from '../src/persist/state-codec.js';
 import type { Neighbour } from '../src/sharding/map.js';
 import { MODE_OWNED } from '../src/sim/world.js';
-import { linkedDuo, linksUp, moduleFile, type TcpProxy, type TestShard, tcpProxy, until } from './harness.js';
+import { linkedDuo, linksUp, moduleFile, type TestShard, until } from './harness.js';
 
 let shards: TestShard[] = [];
-let proxies: TcpProxy[] = [];
+let proxies: FaultProxy[] = [];
 let timers: NodeJS.Timeout[] = [];
 afterEach(async () => {
   for (const t of timers) clearInterval(t);
-  for (const p of proxies) p.close();
+  await Promise.all(proxies.map((p) => p.close()));
   await Promise.all(shards.map((s) => s.stop()));
   shards = [];
   proxies = [];
@@ -49,11 +50,12 @@ async function twoShards(env: Record<string, string> = {}) {
   );
 }
 
-/** A TCP proxy in front of a shard's players' port, closed after the test. */
-async function proxyTo(shardUrl: string): Promise<TcpProxy> {
-  const proxy = await tcpProxy(() => Number(new URL(shardUrl).port));
+/** A TCP proxy in front of a shard's players' port (its WebSocket URL is `url`), closed after the test. */
+async function proxyTo(shardUrl: string): Promise<FaultProxy & { url: string }> {
+  const { hostname: host, port } = new URL(shardUrl);
+  const proxy = await startFaultProxy(() => ({ host, port: Number(port) }));
   proxies.push(proxy);
-  return proxy;
+  return Object.assign(proxy, { url: `ws://${proxy.address}` });
 }
 
 /** What a client saw, in order. */

@@ -11,16 +11,17 @@ import { testEnv } from '@aethex/testing';
 import { Redis } from 'ioredis';
 import { afterEach, expect, test } from 'vitest';
 import { WebSocket } from 'ws';
+import { type FaultProxy, startFaultProxy } from '../soak/fault-proxy.js';
 import type { Neighbour } from '../src/sharding/map.js';
 import { MODE_GHOST, MODE_OWNED } from '../src/sim/world.js';
-import { duoWorld, linksUp, type TcpProxy, type TestShard, tcpProxy, until } from './harness.js';
+import { duoWorld, linksUp, type TestShard, until } from './harness.js';
 
 let shards: TestShard[] = [];
 let clients: RealtimeClient[] = [];
-let proxies: TcpProxy[] = [];
+let proxies: FaultProxy[] = [];
 afterEach(async () => {
   for (const c of clients) c.close();
-  for (const p of proxies) p.close();
+  await Promise.all(proxies.map((p) => p.close()));
   proxies = [];
   await Promise.all(shards.map((s) => s.stop()));
   shards = [];
@@ -119,9 +120,9 @@ test('a player walking across the border is handed over: one owner throughout, i
 test('with handoff.redirect_url the client is sent where it says for the neighbour (an ingress in front of the shards), and resumes there', async () => {
   // An "ingress": one address for every shard, routing by the path; here it only ever has B behind it.
   let bPort = 0;
-  const ingress = await tcpProxy(() => bPort);
+  const ingress = await startFaultProxy(() => ({ host: '127.0.0.1', port: bPort }));
   proxies.push(ingress);
-  const [a, b] = await twoShards({ AETHEX_GAMESERVER_HANDOFF_REDIRECT_URL: `${ingress.url}/shards/{name}` });
+  const [a, b] = await twoShards({ AETHEX_GAMESERVER_HANDOFF_REDIRECT_URL: `ws://${ingress.address}/shards/{name}` });
   bPort = Number(new URL(b.shard.gatewayUrl).port);
   const redirects: string[] = [];
   const c = await a.client('walker', {
@@ -132,7 +133,7 @@ test('with handoff.redirect_url the client is sent where it says for the neighbo
   });
   clients.push(c);
   expect(await walkOver(c)).toEqual(['duo-0-0->duo-0-1']);
-  expect(redirects).toEqual([a.shard.gatewayUrl, `${ingress.url}/shards/duo-0-1`]);
+  expect(redirects).toEqual([a.shard.gatewayUrl, `ws://${ingress.address}/shards/duo-0-1`]);
   expect(ingress.connections).toBe(1);
   // Played on B through it: its moves are acknowledged there.
   const id = c.welcome?.entityId as number;

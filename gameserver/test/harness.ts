@@ -1,6 +1,5 @@
 import { generateKeyPairSync, type KeyPairKeyObjectResult, randomBytes } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
-import { connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLogger, freePortBlock, signJoinToken } from '@aethex/runtime';
@@ -197,58 +196,4 @@ export async function launchChromium(executablePath: string): Promise<import('pl
       '--disable-sync',
     ],
   });
-}
-
-/**
- * A TCP proxy on a loopback port in front of a shard's players' port (`port()`, read per
- * connection). `stall()` stops passing the shard's bytes to the clients connected now (a network
- * blip on the way back: the shard writes, nothing arrives); `cut()` destroys both ends of every
- * connection open now (a network cut). Later connections pass. `connections` counts those made.
- */
-export interface TcpProxy {
-  url: string;
-  readonly connections: number;
-  stall(): void;
-  cut(): void;
-  close(): void;
-}
-
-export async function tcpProxy(port: () => number): Promise<TcpProxy> {
-  const open: { client: Socket; shard: Socket; stalled: boolean }[] = [];
-  let connections = 0;
-  const server: Server = createServer((client) => {
-    connections++;
-    const shard = connect(port(), '127.0.0.1');
-    const pair = { client, shard, stalled: false };
-    open.push(pair);
-    client.on('data', (d) => shard.write(d));
-    shard.on('data', (d) => {
-      if (!pair.stalled) client.write(d);
-    });
-    client.on('close', () => shard.destroy());
-    shard.on('close', () => client.destroy());
-    client.on('error', () => undefined);
-    shard.on('error', () => undefined);
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
-  const cut = () => {
-    for (const p of open.splice(0)) {
-      p.client.destroy();
-      p.shard.destroy();
-    }
-  };
-  return {
-    url: `ws://127.0.0.1:${(server.address() as { port: number }).port}`,
-    get connections() {
-      return connections;
-    },
-    stall: () => {
-      for (const p of open) p.stalled = true;
-    },
-    cut,
-    close: () => {
-      cut();
-      server.close();
-    },
-  };
 }
