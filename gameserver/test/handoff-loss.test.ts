@@ -150,6 +150,9 @@ test('a redirect that never reaches the client: its rejoin of the old shard is a
   );
   await until('the client on an entity again', () => events.some((e) => e.startsWith('rejoined') || e.startsWith('handoff ')), 30_000);
   expect(stalledAt).toBeDefined();
+  // The redirect was lost: the client heard nothing, gave up on A and dialled it again, and that
+  // second connection carried the redirect.
+  expect(proxy.connections).toBe(2);
   expect(c.welcome?.entityId).toBe(original);
   expect(c.shardName).toBe('duo-0-1');
   expect(events).toContain('handoff duo-0-0->duo-0-1');
