@@ -196,6 +196,20 @@ test('the idle timeout outlasts the acknowledgements of a client standing still'
   ).toBe(3001);
 });
 
+test('the message rate leaves room for an input every tick', () => {
+  // 6 ms ticks are 166.7 a second: the default 120 messages a second would kick a player for moving.
+  expect(refusal({ AETHEX_GAMESERVER_ENGINE_TICK_RATE_MS: '6' })).toBe(
+    'gateway.max_messages_per_second: must be more than the tick rate (at least 167 at engine.tick_rate_ms 6): a moving player sends an input every tick',
+  );
+  expect(
+    loadConfig({ ...key, AETHEX_GAMESERVER_ENGINE_TICK_RATE_MS: '6', AETHEX_GAMESERVER_GATEWAY_MAX_MESSAGES_PER_SECOND: '167' })[
+      'gateway.max_messages_per_second'
+    ],
+  ).toBe(167);
+  expect(refusal({ AETHEX_GAMESERVER_GATEWAY_MAX_MESSAGES_PER_SECOND: '40' })).toMatch(/\(at least 41 at engine\.tick_rate_ms 25\)/);
+  expect(loadConfig(key)['gateway.max_messages_per_second']).toBe(120);
+});
+
 test('auth.public_key must be an Ed25519 or P-256 SPKI PEM', () => {
   expect(refusal({ AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: 'pem' })).toMatch(/^auth\.public_key: not a PEM public key/);
   const rsa = pem(generateKeyPairSync('rsa', { modulusLength: 1024 }));

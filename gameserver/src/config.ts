@@ -89,7 +89,7 @@ export const GAMESERVER_SETTINGS = {
     default: 120,
     min: 1,
     max: 100_000,
-    doc: 'Sustained client message rate; above it closes with 1008. A moving player sends an input a tick: raise it with the tick rate (the operator sets 3 × the tick rate for worlds ticking faster than 80 Hz).',
+    doc: 'Sustained client message rate; above it closes with 1008. A moving player sends an input a tick: it must be more than the tick rate (ticks a second), and raise it with the tick rate (the operator sets 3 × the tick rate for worlds ticking faster than 80 Hz).',
   },
   'gateway.message_burst': {
     type: 'int',
@@ -470,6 +470,19 @@ export const GAMESERVER_CHECKS: readonly { required?: true; check: (s: Gameserve
         throw new ConfigError(
           'gateway.idle_timeout_ms',
           `must be more than 3 × engine.tick_rate_ms (${s['engine.tick_rate_ms']}): a client standing still acknowledges only about every 1.5 ticks; above ${3 * s['engine.tick_rate_ms']}`,
+        );
+      }
+    },
+  },
+  {
+    // A moving player sends an input every tick (its pongs and RPCs count too): a rate the tick
+    // rate alone fills kicks players for playing (the operator raises it with a GameWorld's tickRate).
+    check: (s) => {
+      const least = Math.floor(1000 / s['engine.tick_rate_ms']) + 1;
+      if (s['gateway.max_messages_per_second'] < least) {
+        throw new ConfigError(
+          'gateway.max_messages_per_second',
+          `must be more than the tick rate (at least ${least} at engine.tick_rate_ms ${s['engine.tick_rate_ms']}): a moving player sends an input every tick`,
         );
       }
     },
