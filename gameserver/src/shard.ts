@@ -22,7 +22,8 @@ import { BehindLog } from './loop/behind-log.js';
 import { type Clock, FixedTimestep, runLoop, systemClock } from './loop/fixed-timestep.js';
 import { createMetrics, registerJoinKeysAge, registerOpenSockets, type ShardMetrics } from './metrics.js';
 import { Gateway } from './net/gateway.js';
-import { ShardPersistence, settledWithin } from './persist/persistence.js';
+import { ShardPersistence } from './persist/persistence.js';
+import { settledWithin } from './persist/settled.js';
 import { UnreadableSnapshotError } from './persist/snapshot-store.js';
 import { assembleState, decodeState, RESTORE_ID_MARGIN } from './persist/state-codec.js';
 import { openStores, type Stores } from './persist/stores.js';
@@ -569,6 +570,11 @@ export async function startShard(configured: GameserverSettings, options: ShardO
       return drained;
     },
   };
-  log.info({ gateway: shard.gatewayUrl, ops: shard.opsUrl, world: worldRef(key.namespace, key.world), shard: key.shard }, 'shard started');
+  // What it stores in says whether a restart keeps anything: a directory in the pod, an unset or
+  // misnamed database URL, show here.
+  log.info(
+    { gateway: shard.gatewayUrl, ops: shard.opsUrl, world: worldRef(key.namespace, key.world), shard: key.shard, stores: stores.describe },
+    'shard started',
+  );
   return shard;
 }

@@ -121,7 +121,9 @@ test('an address the shard cannot listen on stops it with a message naming the s
 test('SIGTERM drains: players are told SHUTTING_DOWN, the final snapshot is written, exit 0', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'aethex-proc-'));
   const p = run(shardEnv(dir));
-  const { gateway, ops } = await addresses(p);
+  const { gateway, ops, stores } = (await p.logged('shard started', 20_000)) as { gateway: string; ops: string; stores: unknown };
+  // The start says what it stores in: here the local stand-ins.
+  expect(stores).toEqual({ snapshots: `directory ${dir}`, presence: 'in-process', events: 'log (debug level)' });
   expect((await fetch(`${ops}/readyz`)).status).toBe(200);
   const player = await joinShard(gateway, 'drain-me');
   const kicks: string[] = [];
@@ -329,4 +331,18 @@ test('a store that accepts connections and never answers stops the start, with a
   } finally {
     silent.close();
   }
+});
+
+test('a snapshot directory the shard cannot write in stops the start with a message naming it', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'aethex-proc-'));
+  // Under a plain file (root ignores a read-only mode; this fails for everyone).
+  writeFileSync(join(dir, 'file'), '');
+  const p = run({ ...shardEnv(dir), AETHEX_GAMESERVER_PERSISTENCE_DIRECTORY: join(dir, 'file', 'snapshots') });
+  expect((await p.exited).code).toBe(1);
+  expect(p.output()).toMatch(
+    new RegExp(
+      `could not start: the snapshot directory ${join(dir, 'file', 'snapshots')} \\(persistence\\.directory\\) could not be written: ENOTDIR`,
+    ),
+  );
+  expect(p.output()).not.toContain('shard started');
 });

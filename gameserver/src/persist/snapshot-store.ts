@@ -2,6 +2,7 @@ import { mkdir, open, rename, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { type ShardKey, worldRef } from '@aethex/runtime';
 import type pg from 'pg';
+import { settledWithin } from './settled.js';
 
 export interface StoredSnapshot {
   tick: number;
@@ -147,8 +148,38 @@ export class PostgresSnapshotStore implements SnapshotStore {
  * loss leaves either the old or the new snapshot, never half, and a save that resolved survives
  * both. A save that fails removes its temporary file.
  */
+/** How long a save to the snapshot directory may take (a 40 MB state on a slow disk takes seconds). */
+export const DIRECTORY_SAVE_TIMEOUT_MS = 60_000;
+
 export class DirectorySnapshotStore implements SnapshotStore {
-  constructor(private readonly dir: string) {}
+  /** Numbers each save's temporary file: a save given up on (hung) never shares one with the next. */
+  private saves = 0;
+
+  /** `saveTimeoutMs`: how long a save may take (DIRECTORY_SAVE_TIMEOUT_MS by default). */
+  constructor(
+    private readonly dir: string,
+    private readonly saveTimeoutMs = DIRECTORY_SAVE_TIMEOUT_MS,
+  ) {}
+
+  /**
+   * Creates the directory and writes, syncs and removes a file in it: rejects when the shard could
+   * not save there (read-only, no permission, not a directory), before the shard reports ready.
+   */
+  async check(): Promise<void> {
+    await mkdir(this.dir, { recursive: true });
+    const probe = join(this.dir, `.aethex-write-check.${process.pid}`);
+    try {
+      const out = await open(probe, 'w');
+      try {
+        await out.writeFile('ok');
+        await out.sync();
+      } finally {
+        await out.close();
+      }
+    } finally {
+      await rm(probe, { force: true });
+    }
+  }
 
   private file(key: ShardKey): string {
     return join(this.dir, key.namespace, `${key.world}.${key.instance}.${key.shard}.snapshot`);
@@ -175,12 +206,25 @@ export class DirectorySnapshotStore implements SnapshotStore {
     return { tick, state: new Uint8Array(bytes.subarray(8)), savedAtMs };
   }
 
+  /**
+   * Bounded by `saveTimeoutMs`: a hung mount fails the save (counted, retried by the next)
+   * instead of holding every later one; the write given up on goes on unawaited with its own
+   * temporary file, and its rename is still refused if a newer snapshot is stored by then.
+   */
   async save(key: ShardKey, snapshot: StoredSnapshot): Promise<void> {
+    const writing = this.write(key, snapshot);
+    if (!(await settledWithin(writing, this.saveTimeoutMs))) {
+      throw new Error(`no answer from the file system within ${this.saveTimeoutMs} ms`);
+    }
+    await writing;
+  }
+
+  private async write(key: ShardKey, snapshot: StoredSnapshot): Promise<void> {
     const file = this.file(key);
     await mkdir(dirname(file), { recursive: true });
     const header = Buffer.alloc(8);
     header.writeBigUInt64LE(BigInt(snapshot.tick));
-    const tmp = `${file}.${process.pid}.tmp`;
+    const tmp = `${file}.${process.pid}.${++this.saves}.tmp`;
     try {
       const out = await open(tmp, 'w');
       try {

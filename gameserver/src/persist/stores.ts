@@ -14,9 +14,9 @@ import {
   PostgresOutbox,
   RedisStreamSink,
 } from './outbox.js';
-import { settledWithin } from './persistence.js';
 import { withClient } from './pg-client.js';
 import { MemoryPresence, type PresenceStore, RedisPresence } from './presence.js';
+import { settledWithin } from './settled.js';
 import { DirectorySnapshotStore, PostgresSnapshotStore, SNAPSHOT_TABLE_SQL, type SnapshotStore } from './snapshot-store.js';
 
 export interface Stores {
@@ -24,8 +24,8 @@ export interface Stores {
   outbox: Outbox;
   sink: EventSink;
   presence: PresenceStore;
-  /** What backs each store, for logs: no URLs (they may hold passwords). */
-  describe: { snapshots: string; presence: string };
+  /** What backs each store, for the start's log line: no URLs (they may hold passwords). */
+  describe: { snapshots: string; presence: string; events: string };
   /**
    * Closes the clients, side by side: gracefully (Redis `QUIT`, the pool's end, each awaiting what
    * is in flight) for up to `timeoutMs` (default 2,000), then Redis is dropped (`disconnect`) and
@@ -191,6 +191,18 @@ function messages(err: unknown): string {
   return parts.join(': ') || String(err);
 }
 
+/** The snapshot directory's check at start may take this long (a hung mount must not hold the start for ever). */
+const DIRECTORY_CHECK_MS = 10_000;
+
+/**
+ * What `work` failed with (`failed` maps it), an error saying it did not answer when it has not
+ * settled within `ms`, or undefined once it succeeded.
+ */
+async function failureWithin(work: Promise<unknown>, ms: number, failed = (err: unknown) => err): Promise<unknown> {
+  if (!(await settledWithin(work, ms))) return new Error(`no answer within ${ms} ms`);
+  return work.then(() => undefined, failed);
+}
+
 /**
  * The one place the shard constructs its PostgreSQL and Redis clients. Without a PostgreSQL URL,
  * snapshots go to a directory and the outbox stays in process; without a Redis URL, presence and
@@ -228,7 +240,17 @@ export async function openStores(settings: GameserverSettings, log: Logger): Pro
       snapshots = new PostgresSnapshotStore(pool);
       outbox = new PostgresOutbox(pool, settings['persistence.outbox_retention_ms']);
     } else {
-      snapshots = new DirectorySnapshotStore(settings['persistence.directory']);
+      const dir = settings['persistence.directory'];
+      const store = new DirectorySnapshotStore(dir);
+      // Like the databases, checked before the shard reports ready: a read-only or missing volume
+      // would otherwise fail every save while the shard looks healthy.
+      const failure = await failureWithin(store.check(), DIRECTORY_CHECK_MS);
+      if (failure) {
+        throw new Error(`the snapshot directory ${dir} (persistence.directory) could not be written: ${messages(failure)}`, {
+          cause: failure,
+        });
+      }
+      snapshots = store;
       outbox = new MemoryOutbox(settings['persistence.max_queued_events']);
     }
     let presence: PresenceStore;
@@ -250,14 +272,7 @@ export async function openStores(settings: GameserverSettings, log: Logger): Pro
       });
       // Bounded here: a server that accepts the connection and never answers would hold the start for ever.
       const timeoutMs = settings['presence.redis_connect_timeout_ms'];
-      const connecting = redis.connect();
-      const answered = await settledWithin(connecting, timeoutMs);
-      const failure = answered
-        ? await connecting.then(
-            () => undefined,
-            (err: unknown) => lastError ?? err,
-          )
-        : new Error(`no answer within ${timeoutMs} ms`);
+      const failure = await failureWithin(redis.connect(), timeoutMs, (err) => lastError ?? err);
       if (failure) {
         throw new Error(
           `Redis at ${host(redisUrl)} (presence.redis_url) could not be used: ${messages(failure)} ` +
@@ -279,6 +294,7 @@ export async function openStores(settings: GameserverSettings, log: Logger): Pro
       describe: {
         snapshots: pgUrl ? 'postgresql' : `directory ${settings['persistence.directory']}`,
         presence: redisUrl ? 'redis' : 'in-process',
+        events: redisUrl ? 'redis stream' : 'log (debug level)',
       },
       close,
     };
