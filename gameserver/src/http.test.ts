@@ -66,6 +66,11 @@ test('the viewer state is built at most once per tick and the same bytes serve e
     focus: { id: 7, visible: [1] },
   });
   expect(await (await fetch(`${base}/viewer/state?focus=8`)).json()).toEqual({ tick: 10, built: 1, entities: [1, 2, 3] });
+  // An entity id is decimal digits: what Number() would read otherwise (hex, exponents, spaces) is refused.
+  for (const bad of ['0x7', '7e0', '%207', '-7', '7.0', '99999999999']) {
+    const res = await fetch(`${base}/viewer/state?focus=${bad}`);
+    expect([bad, res.status, await res.text()]).toEqual([bad, 400, 'focus must be an entity id (a non-negative integer)\n']);
+  }
   expect(built).toBe(1);
   // A poll after the next tick sees that tick's state.
   tick = 11;

@@ -194,8 +194,9 @@ export function createOpsServer(probes: Probes, registry: Registry, viewer?: Vie
       if (viewer && path === '/viewer/state') {
         const cors = corsFor(req.headers.origin);
         const raw = new URL(req.url ?? '/', 'http://x').searchParams.get('focus');
-        const focus = raw === null || raw === '' ? undefined : Number(raw);
-        if (focus !== undefined && !(Number.isInteger(focus) && focus >= 0 && focus <= 0xffffffff)) {
+        // Decimal digits only: Number() would also take 0x10, 1e3 and ' 7 '.
+        const focus = raw === null || raw === '' ? undefined : /^\d{1,10}$/.test(raw) ? Number(raw) : Number.NaN;
+        if (focus !== undefined && !(Number.isInteger(focus) && focus <= 0xffffffff)) {
           res.writeHead(400, { 'content-type': 'text/plain', ...cors }).end('focus must be an entity id (a non-negative integer)\n');
           return;
         }

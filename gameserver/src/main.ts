@@ -1,20 +1,14 @@
 #!/usr/bin/env node
-import { parseArgs } from 'node:util';
-import { ConfigError, createLogger, listenFailure } from '@aethex/runtime';
+import { ConfigError, createLogger, listenFailure, parseCli } from '@aethex/runtime';
 import { type GameserverSettings, loadConfig } from './config.js';
 import { agonesPort } from './lifecycle/agones.js';
 import { type RunningShard, startShard } from './shard.js';
 
-const USAGE = 'usage: aethex-gameserver [--config <file.yaml>]   (every key also as AETHEX_GAMESERVER_<KEY>)';
+const USAGE =
+  'usage: aethex-gameserver [--config <file.yaml>] [--help]   (every key also as AETHEX_GAMESERVER_<KEY>; docs/gameserver.md lists them)';
 
 function configure(): { settings: GameserverSettings; agonesPort: number | undefined } {
-  let args: { config?: string | undefined };
-  try {
-    args = parseArgs({ options: { config: { type: 'string', short: 'c' } }, strict: true, allowPositionals: false }).values;
-  } catch (err) {
-    console.error(`aethex-gameserver: ${(err as Error).message}\n${USAGE}`);
-    process.exit(2);
-  }
+  const args = parseCli('aethex-gameserver', USAGE, { config: { type: 'string', short: 'c' } }).values as { config?: string };
   try {
     return { settings: loadConfig(process.env, args.config), agonesPort: agonesPort(process.env) };
   } catch (err) {

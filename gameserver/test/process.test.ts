@@ -62,6 +62,9 @@ test('an invalid setting or flag stops the process with exit 2 and a message nam
   const flag = run({}, ['--nope']);
   expect((await flag.exited).code).toBe(2);
   expect(flag.output()).toContain("Unknown option '--nope'");
+  const help = run({}, ['--help']);
+  expect((await help.exited).code).toBe(0);
+  expect(help.output()).toContain('usage: aethex-gameserver [--config <file.yaml>] [--help]');
   const missing = run({}, ['--config', '/nonexistent/shard.yaml']);
   expect((await missing.exited).code).toBe(2);
   expect(missing.output()).toContain('/nonexistent/shard.yaml: cannot read the configuration file (ENOENT)');
