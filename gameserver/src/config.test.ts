@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { ConfigError, envName } from '@aethex/runtime';
 import { expect, test } from 'vitest';
 import { parse } from 'yaml';
-import { GAMESERVER_SETTINGS, loadConfig, redirectUrl, shardKey } from './config.js';
+import { configProblem, GAMESERVER_SETTINGS, loadConfig, redirectUrl, shardKey } from './config.js';
 
 const pem = (k: { publicKey: { export(o: { type: 'spki'; format: 'pem' }): string | Buffer } }) =>
   k.publicKey.export({ type: 'spki', format: 'pem' }).toString();
@@ -125,6 +125,31 @@ test('auth.jwks_url with credentials (user:password@), which fetch refuses to se
   // A token in the query is the way.
   expect(loadConfig({ AETHEX_GAMESERVER_AUTH_JWKS_URL: 'https://keys.example/jwks.json?token=SEKRETTOKEN' })['auth.jwks_url']).toBe(
     'https://keys.example/jwks.json?token=SEKRETTOKEN',
+  );
+});
+
+test('gateway.trusted_proxies: addresses and CIDR blocks, comma-separated; a bad entry is refused naming the key and the entry', () => {
+  const proxies = (value: string) => ({ AETHEX_GAMESERVER_GATEWAY_TRUSTED_PROXIES: value });
+  expect(loadConfig(key)['gateway.trusted_proxies']).toBe('');
+  expect(loadConfig({ ...key, ...proxies(' 10.0.0.0/8, 192.168.1.7 ,fd00::/8, ::1 ') })['gateway.trusted_proxies']).toBe(
+    '10.0.0.0/8, 192.168.1.7 ,fd00::/8, ::1',
+  );
+  const notAnAddress = 'is not an IP address or a CIDR block (10.0.0.0/8, fd00::/8)';
+  expect(refusal(proxies('127.0.0.1, 10.0.0.300/8'))).toBe(`gateway.trusted_proxies: "10.0.0.300/8" (entry 2 of 2) ${notAnAddress}`);
+  expect(refusal(proxies('ingress.example.com'))).toBe(`gateway.trusted_proxies: "ingress.example.com" ${notAnAddress}`);
+  expect(refusal(proxies('10.0.0.0/33'))).toBe('gateway.trusted_proxies: "10.0.0.0/33" has a prefix length past 32');
+  expect(refusal(proxies('fd00::/129'))).toBe('gateway.trusted_proxies: "fd00::/129" has a prefix length past 128');
+  expect(refusal(proxies('10.0.0.0/'))).toBe('gateway.trusted_proxies: "10.0.0.0/" has no prefix length after the / (0 to 32)');
+  expect(refusal(proxies('10.0.0.0/8,'))).toBe(
+    'gateway.trusted_proxies: "" (entry 2 of 2) is empty: a comma-separated list of IP addresses and CIDR blocks',
+  );
+  // The same in the file: one string, as in the environment.
+  expect(refusal({}, 'gateway:\n  trusted_proxies: "10.0.0.0/8; 10.1.0.0/16"\n')).toBe(
+    `gateway.trusted_proxies: "10.0.0.0/8; 10.1.0.0/16" ${notAnAddress}`,
+  );
+  // The operator refuses a GameWorld whose template.env sets a bad one (configProblem).
+  expect(configProblem({ ...key, ...proxies('10.0.0.300/8') })?.error.message).toBe(
+    `gateway.trusted_proxies: "10.0.0.300/8" ${notAnAddress}`,
   );
 });
 

@@ -13,6 +13,7 @@ import {
   type SettingsSchema,
   type ShardKey,
   shownValue,
+  TrustedProxies,
   WORLD_SETTING_RANGES,
   worldBoundsProblem,
 } from '@aethex/runtime';
@@ -139,6 +140,11 @@ export const GAMESERVER_SETTINGS = {
     min: 32,
     max: 128,
     doc: 'The per-address limits count an IPv6 client by this many leading bits of its address (one subscriber or host usually holds a whole /64); 128 counts each address. IPv4 (and IPv4-mapped IPv6) addresses count each on their own.',
+  },
+  'gateway.trusted_proxies': {
+    type: 'string',
+    default: '',
+    doc: "Proxies in front of the shard (an ingress, a load balancer), as a comma-separated list of IP addresses and CIDR blocks: a connection from one counts against the client address its X-Forwarded-For names (the right-most entry that is not a trusted proxy), checked at the WebSocket upgrade, not against the proxy's. Anyone else's X-Forwarded-For is ignored. Empty: every connection counts against its TCP peer.",
   },
   'gateway.max_protocol_errors': {
     type: 'int',
@@ -545,6 +551,15 @@ export const GAMESERVER_CHECKS: readonly { required?: true; check: (s: Gameserve
       const problem = redirectUrlProblem(s['handoff.redirect_url']);
       if (problem !== undefined)
         throw new ConfigError('handoff.redirect_url', `${problem}, got ${JSON.stringify(s['handoff.redirect_url'])}`);
+    },
+  },
+  {
+    check: (s) => {
+      try {
+        TrustedProxies.parse(s['gateway.trusted_proxies']);
+      } catch (err) {
+        throw new ConfigError('gateway.trusted_proxies', (err as Error).message);
+      }
     },
   },
   { check: (s) => checkWorldBounds(s) },

@@ -802,6 +802,104 @@ describe('the network edge', () => {
   });
 });
 
+/** Through a proxy: the upgrade request carries `X-Forwarded-For: forwardedFor`. */
+const forwarded = (forwardedFor: string, options: ClientOptions = {}): ClientOptions => ({
+  ...options,
+  headers: { 'x-forwarded-for': forwardedFor },
+});
+
+/** The gateway's open connections: each one's client address and the proxy it came through. */
+const connectionAddresses = (shard: TestShard) =>
+  [...(shard.shard.gateway as unknown as { connections: Map<number, { address: string; via?: string }> }).connections.values()].map(
+    (c) => ({ address: c.address, via: c.via }),
+  );
+
+describe('behind a proxy (gateway.trusted_proxies)', () => {
+  test('a trusted proxy’s connections count against the client it forwards: 40 clients through one proxy, one client still held to its cap', async () => {
+    // The defaults otherwise: 16 open sockets and 20 new ones a second per address.
+    t = await startTestShard({ AETHEX_GAMESERVER_GATEWAY_TRUSTED_PROXIES: '127.0.0.1, 10.0.0.0/8' });
+    const url = t.shard.gatewayUrl;
+    // 40 players, each its own address, all from the proxy's 127.0.0.1: all open at once.
+    const attempts = await Promise.allSettled(Array.from({ length: 40 }, (_, i) => raw(url, forwarded(`203.0.113.${i + 1}`))));
+    const players = attempts.flatMap((a) => (a.status === 'fulfilled' ? [a.value] : []));
+    expect(players.length, 'clients through the proxy whose connection opened').toBe(40);
+    expect(t.shard.gateway.connectionCount).toBe(40);
+    expect(socketsFrom(t)).toBe(0);
+    expect(socketsFrom(t, '203.0.113.7')).toBe(1);
+    // Every connection (and so every line it logs) is its client's, through the proxy.
+    expect(connectionAddresses(t)).toContainEqual({ address: '203.0.113.7', via: '127.0.0.1' });
+    // One client through it is held to its 16, whether the proxy is the last hop or another trusted
+    // one (10.1.2.3) is: the right-most address that is no trusted proxy is the client's.
+    const same = await Promise.all(
+      Array.from({ length: 16 }, (_, i) => raw(url, forwarded(i % 2 === 0 ? '198.51.100.7' : '192.0.2.1, 198.51.100.7, 10.1.2.3'))),
+    );
+    expect(socketsFrom(t, '198.51.100.7')).toBe(16);
+    expect(await refused(url, forwarded('198.51.100.7'))).toMatch(/ECONNRESET|socket hang up/);
+    expect(await refused(url, forwarded('198.51.100.7, 10.1.2.3'))).toMatch(/ECONNRESET|socket hang up/);
+    expect(await metric(t.shard.opsUrl, 'aether_kicks_total', '{reason="too_many_connections"}')).toBe(2);
+    // Others through the same proxy are not.
+    expect(await refused(url, forwarded('203.0.113.200'))).toBe('opened');
+    // Without a header, or with one that is malformed, the proxy's own address counts.
+    const unforwarded = await raw(url);
+    const malformed = await raw(url, forwarded('198.51.100.7, not-an-address'));
+    await until('both counted as the proxy', () => socketsFrom(t as TestShard) === 2);
+    expect(connectionAddresses(t).filter((c) => c.address === '127.0.0.1')).toEqual([
+      { address: '127.0.0.1', via: '127.0.0.1' },
+      { address: '127.0.0.1', via: '127.0.0.1' },
+    ]);
+    for (const c of [...players, ...same, unforwarded, malformed]) c.ws.close();
+    await until('the sockets forgotten', () => socketsFrom(t as TestShard, '198.51.100.7') + socketsFrom(t as TestShard) === 0);
+  });
+
+  test('a client behind a trusted proxy opening connections faster than gateway.connections_per_address_per_second has the rest closed', async () => {
+    t = await startTestShard({
+      AETHEX_GAMESERVER_GATEWAY_TRUSTED_PROXIES: '127.0.0.1',
+      AETHEX_GAMESERVER_GATEWAY_MAX_CONNECTIONS_PER_ADDRESS: '3',
+      AETHEX_GAMESERVER_GATEWAY_CONNECTIONS_PER_ADDRESS_PER_SECOND: '2',
+    });
+    const url = t.shard.gatewayUrl;
+    // As for an address of its own (above): one after another, a burst of 3, then 2 a second.
+    const first = performance.now();
+    let opened = 0;
+    for (;;) {
+      const outcome = await refused(url, forwarded('198.51.100.7'));
+      const elapsed = performance.now() - first;
+      if (outcome !== 'opened') {
+        expect(outcome).toMatch(/ECONNRESET|socket hang up/);
+        break;
+      }
+      opened++;
+      expect(opened).toBeLessThanOrEqual(3 + (2 * elapsed) / 1000);
+      expect(elapsed, 'still none refused').toBeLessThan(10_000);
+      await until('the socket forgotten', () => socketsFrom(t as TestShard, '198.51.100.7') === 0);
+    }
+    expect(opened).toBeGreaterThanOrEqual(3);
+    // Another client through the same proxy is not held to it.
+    for (let i = 1; i <= 5; i++) expect(await refused(url, forwarded(`203.0.113.${i}`))).toBe('opened');
+  });
+
+  test('an untrusted peer’s X-Forwarded-For is ignored: a forged one does not get past the per-address cap', async () => {
+    // Nothing trusted (the default), or only addresses the peer is not.
+    const nothingTrusted: Record<string, string> = {};
+    for (const trusted of [nothingTrusted, { AETHEX_GAMESERVER_GATEWAY_TRUSTED_PROXIES: '10.0.0.0/8, 127.0.0.2' }]) {
+      t = await startTestShard({ AETHEX_GAMESERVER_GATEWAY_MAX_CONNECTIONS_PER_ADDRESS: '2', ...trusted });
+      const url = t.shard.gatewayUrl;
+      const held = [await raw(url, forwarded('203.0.113.1')), await raw(url, forwarded('203.0.113.2, 10.1.2.3'))];
+      expect(socketsFrom(t), 'sockets counted against the peer, 127.0.0.1').toBe(2);
+      expect(socketsFrom(t, '203.0.113.1')).toBe(0);
+      expect(connectionAddresses(t)).toEqual([
+        { address: '127.0.0.1', via: undefined },
+        { address: '127.0.0.1', via: undefined },
+      ]);
+      expect(await refused(url, forwarded('203.0.113.3'))).toMatch(/ECONNRESET|socket hang up/);
+      expect(await refused(url, forwarded('203.0.113.4, 127.0.0.2'))).toMatch(/ECONNRESET|socket hang up/);
+      for (const c of held) c.ws.close();
+      await t.stop();
+      t = undefined;
+    }
+  });
+});
+
 describe('join-token keys from auth.jwks_url, on a real shard', () => {
   test('kept through an outage, refreshed in the background, rotated keys refused, failing fetches not multiplied by joins, the URL never logged whole', async () => {
     const keys = generateKeyPairSync('ed25519');

@@ -3,7 +3,7 @@ import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { aethex, CLOSE_CODE_CANNOT_READ, inputFields, PROTOCOL_VERSION, readInputMessage } from '@aethex/proto';
-import { type JoinClaims, JoinTokenError, type Logger } from '@aethex/runtime';
+import { type JoinClaims, JoinTokenError, type Logger, TrustedProxies } from '@aethex/runtime';
 import { binaryFrame, directWriteFd, readFrames, writeWhole } from '@aethex/runtime/ws-frames';
 import { type WebSocket, WebSocketServer } from 'ws';
 import type { GameserverSettings } from '../config.js';
@@ -143,7 +143,10 @@ interface Connection {
   ws: WebSocket;
   /** The upgraded TCP socket under `ws`: every message to the client is written to it as one whole frame. */
   socket: Duplex;
+  /** The client's address: the TCP peer's, or behind a trusted proxy the one it forwarded. */
   address: string;
+  /** The trusted proxy the connection came through (gateway.trusted_proxies), if it did. */
+  via: string | undefined;
   phase: Phase;
   openedAt: number;
   lastMessageAt: number;
@@ -173,6 +176,7 @@ export type GatewaySettings = Pick<
   | 'gateway.max_connections_per_address'
   | 'gateway.connections_per_address_per_second'
   | 'gateway.ipv6_prefix_length'
+  | 'gateway.trusted_proxies'
   | 'gateway.max_protocol_errors'
   | 'gateway.max_buffered_bytes'
   | 'rpc.max_in_flight'
@@ -218,7 +222,8 @@ export interface GatewayDeps {
 /**
  * The players' WebSocket endpoint. It enforces every limit before a message reaches the engine:
  * TCP sockets in total (Node's `maxConnections`) and per address, counted from the moment they
- * arrive, upgraded or not, and new ones per address a second; the time from the TCP connection to
+ * arrive, upgraded or not (a trusted proxy's, gateway.trusted_proxies, against the client address
+ * it forwards, from the upgrade), and new ones per address a second; the time from the TCP connection to
  * a valid Join; frame size (ws closes with 1009 before buffering a larger frame); the message rate
  * (WebSocket pings and pongs included, and each fragment of a message); idle time; and repeated protocol errors, each explained to
  * the client with an `Error`. It reads clients' binary frames off the socket itself (runtime's
@@ -235,6 +240,8 @@ export class Gateway {
   private readonly counted = new Map<Socket, string>();
   /** New TCP connections by remote address (gateway.connections_per_address_per_second). */
   private readonly arrivals: KeyedTokenBuckets;
+  /** gateway.trusted_proxies: their sockets count against the client they forward, from the upgrade. */
+  private readonly proxies: TrustedProxies;
   /**
    * Sockets not yet upgraded, with when they arrived (clock ms), in order of arrival: closed at
    * gateway.auth_timeout_ms. A joined connection's deadline also counts from its arrival.
@@ -259,6 +266,7 @@ export class Gateway {
   constructor(private readonly deps: GatewayDeps) {
     const s = deps.settings;
     this.arrivals = new KeyedTokenBuckets(s['gateway.connections_per_address_per_second'], s['gateway.max_connections_per_address']);
+    this.proxies = TrustedProxies.parse(s['gateway.trusted_proxies']);
     this.unjoinedLogged = new TokenBucket(UNJOINED_LOGGED_PER_S, UNJOINED_LOGGED_BURST, deps.clock.now());
   }
 
@@ -304,6 +312,15 @@ export class Gateway {
       // variable it could see, and the upgrade request (headers, the URL, the join token) would
       // then live as long as the connection.
       socket.on('error', ignoreError);
+      // A trusted proxy's socket counts from here, against the client it names (`arrived`).
+      const peer = req.socket.remoteAddress ?? 'unknown';
+      let address = peer;
+      let via: string | undefined;
+      if (this.proxies.trusts(peer)) {
+        address = this.proxies.forwardedClient(req.headers['x-forwarded-for']) ?? peer;
+        via = peer;
+        if (!this.count(socket as Socket, address, this.deps.clock.now())) return;
+      }
       const arrivedAt = this.handshaking.get(socket as Socket) ?? this.deps.clock.now();
       this.handshaking.delete(socket as Socket);
       if (other && (req.url ?? '/').split('?')[0] === other.path) {
@@ -313,7 +330,7 @@ export class Gateway {
         // it counts like any socket, so a stranger cannot open more of them than of any other.
         const linked = socket as Socket;
         other.handleUpgrade(req, socket, head, () => this.uncount(linked));
-      } else this.upgrade(server, req, socket, head, arrivedAt);
+      } else this.upgrade(server, req, socket, head, arrivedAt, address, via);
     });
     http.listen(port, host);
     await once(http, 'listening');
@@ -350,36 +367,49 @@ export class Gateway {
    * wildcard paths), which sockets that never log should not pay for.
    */
   private log(conn: Connection): Logger {
-    conn.logger ??= this.deps.log.child({ conn: conn.id, addr: conn.address });
+    conn.logger ??= this.deps.log.child(
+      conn.via === undefined ? { conn: conn.id, addr: conn.address } : { conn: conn.id, addr: conn.address, via: conn.via },
+    );
     return conn.logger;
   }
 
   /**
    * A TCP connection arrived (Node has already closed it if gateway.max_connections were open). It
-   * counts against its address from now until it closes, upgraded or not, and is closed at once
-   * when its address holds gateway.max_connections_per_address or has opened new connections
-   * faster than gateway.connections_per_address_per_second: what one address holds is bounded
-   * before it has sent a byte. Refusals are counted as TOO_MANY_CONNECTIONS kicks, not logged. An
-   * IPv6 address counts by its gateway.ipv6_prefix_length prefix, an IPv4-mapped one as its IPv4
-   * address (`addressKey`).
+   * counts against its address from now until it closes, upgraded or not (`count`): what one
+   * address holds is bounded before it has sent a byte. A trusted proxy's socket
+   * (gateway.trusted_proxies) is the exception: it carries the clients of many addresses, and
+   * counts against the one its upgrade request forwards, from the upgrade; until then it is held
+   * by gateway.max_connections, Node's request timeout and the auth deadline alone.
    */
   private arrived(socket: Socket): void {
     this.acceptedSinceAsked = true;
     const now = this.deps.clock.now();
-    const address = addressKey(socket.remoteAddress ?? 'unknown', this.deps.settings['gateway.ipv6_prefix_length']);
-    const open = this.perAddress.get(address) ?? 0;
-    if (open >= this.deps.settings['gateway.max_connections_per_address'] || !this.arrivals.take(address, now)) {
-      this.deps.metrics.kicks.inc({ reason: reasonLabel(ReasonCode.REASON_CODE_TOO_MANY_CONNECTIONS) });
-      socket.destroy();
-      return;
-    }
-    this.perAddress.set(address, open + 1);
-    this.counted.set(socket, address);
+    if (!this.proxies.trusts(socket.remoteAddress) && !this.count(socket, socket.remoteAddress ?? 'unknown', now)) return;
     this.handshaking.set(socket, now);
     socket.once('close', () => {
       this.handshaking.delete(socket);
       this.uncount(socket);
     });
+  }
+
+  /**
+   * Counts `socket` against `address` until it closes; false, and the socket closed, when the
+   * address holds gateway.max_connections_per_address or has opened new connections faster than
+   * gateway.connections_per_address_per_second. Refusals are counted as TOO_MANY_CONNECTIONS
+   * kicks, not logged. An IPv6 address counts by its gateway.ipv6_prefix_length prefix, an
+   * IPv4-mapped one as its IPv4 address (`addressKey`).
+   */
+  private count(socket: Socket, address: string, now: number): boolean {
+    const key = addressKey(address, this.deps.settings['gateway.ipv6_prefix_length']);
+    const open = this.perAddress.get(key) ?? 0;
+    if (open >= this.deps.settings['gateway.max_connections_per_address'] || !this.arrivals.take(key, now)) {
+      this.deps.metrics.kicks.inc({ reason: reasonLabel(ReasonCode.REASON_CODE_TOO_MANY_CONNECTIONS) });
+      socket.destroy();
+      return false;
+    }
+    this.perAddress.set(key, open + 1);
+    this.counted.set(socket, key);
+    return true;
   }
 
   /** `socket` no longer counts against its address (it closed, or is a neighbour's link). */
@@ -392,12 +422,20 @@ export class Gateway {
     else this.perAddress.set(address, left);
   }
 
-  private upgrade(server: WebSocketServer, req: IncomingMessage, socket: Duplex, head: Buffer, arrivedAt: number): void {
-    const address = req.socket.remoteAddress ?? 'unknown';
-    server.handleUpgrade(req, socket, head, (ws) => this.accept(ws, socket, address, arrivedAt));
+  /** `address`: the client's (the peer's, or the one a trusted proxy `via` forwarded). */
+  private upgrade(
+    server: WebSocketServer,
+    req: IncomingMessage,
+    socket: Duplex,
+    head: Buffer,
+    arrivedAt: number,
+    address: string,
+    via: string | undefined,
+  ): void {
+    server.handleUpgrade(req, socket, head, (ws) => this.accept(ws, socket, address, via, arrivedAt));
   }
 
-  private accept(ws: WebSocket, socket: Duplex, address: string, arrivedAt: number): void {
+  private accept(ws: WebSocket, socket: Duplex, address: string, via: string | undefined, arrivedAt: number): void {
     const s = this.deps.settings;
     const now = this.deps.clock.now();
     const id = this.nextId++;
@@ -406,6 +444,7 @@ export class Gateway {
       ws,
       socket,
       address,
+      via,
       phase: 'auth',
       openedAt: arrivedAt,
       lastMessageAt: now,
