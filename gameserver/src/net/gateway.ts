@@ -234,7 +234,10 @@ export class Gateway {
   private server: WebSocketServer | undefined;
   private http: Server | undefined;
   private readonly connections = new Map<number, Connection>();
-  /** Open TCP sockets of the players' port by remote address, from their arrival to their close. */
+  /**
+   * Open TCP sockets of the players' port by remote address, from their arrival to their close (a
+   * trusted proxy's by the client address it forwards, from the upgrade).
+   */
   private readonly perAddress = new Map<string, number>();
   /** The address each socket counted in `perAddress` counts against. */
   private readonly counted = new Map<Socket, string>();
