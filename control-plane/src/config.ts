@@ -1,4 +1,4 @@
-import { ConfigError, type Env, jwksUrlProblem, loadSettings, type Settings, shownValue } from '@aethex/runtime';
+import { ConfigError, type Env, jwksUrlProblem, loadSettings, type Settings, shownValue, TrustedProxies } from '@aethex/runtime';
 
 /**
  * Every setting of the control plane, with its type, range and default. Each is read from
@@ -15,9 +15,9 @@ export const CONTROL_PLANE_SETTINGS = {
   },
   'http.listen': { type: 'listen', default: '127.0.0.1:7400', doc: 'Address the HTTP server listens on.' },
   'http.trust_proxy': {
-    type: 'bool',
-    default: false,
-    doc: 'Take the client address from X-Forwarded-For. Only behind a proxy that sets it; rate limits key on it.',
+    type: 'string',
+    default: '',
+    doc: "Proxies in front of the control plane, as a comma-separated list of IP addresses and CIDR blocks: a request from one is taken to come from the client its X-Forwarded-For names (the right-most entry that is not a trusted proxy); rate limits and the audit log key on that address. Anyone else's X-Forwarded-For is ignored. Empty: the TCP peer. `true` (trust every hop) is refused: it would take the address a client writes itself.",
   },
   'http.body_limit_bytes': {
     type: 'int',
@@ -185,6 +185,19 @@ export function loadConfig(env: Env): ControlPlaneConfig {
   if (serviceList.includes('auth')) need('auth.signing_keys_file', 'when the auth service runs');
   else if (s['auth.signing_keys_file'] === '' && s['auth.jwks_url'] === '') {
     throw new ConfigError('AETHEX_AUTH_JWKS_URL', 'required (or AETHEX_AUTH_SIGNING_KEYS_FILE) to verify access tokens');
+  }
+  // Trusting every hop takes the left-most X-Forwarded-For entry, which the client writes: the
+  // rate limits keyed on the address would be the client's to choose.
+  if (s['http.trust_proxy'] === 'true') {
+    throw new ConfigError(
+      'AETHEX_HTTP_TRUST_PROXY',
+      "list the proxies' addresses or CIDR blocks (10.0.0.0/8): true would take the client address from what the client writes itself",
+    );
+  }
+  try {
+    TrustedProxies.parse(s['http.trust_proxy'] === 'false' ? '' : s['http.trust_proxy']);
+  } catch (err) {
+    throw new ConfigError('AETHEX_HTTP_TRUST_PROXY', (err as Error).message);
   }
   // A URL fetch cannot load (credentials in it) would fail every verification: refused now.
   const jwksProblem = s['auth.jwks_url'] === '' ? undefined : jwksUrlProblem(s['auth.jwks_url']);

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { Logger } from '@aethex/runtime';
+import { type Logger, TrustedProxies } from '@aethex/runtime';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
@@ -53,6 +53,16 @@ export interface AppDeps {
 }
 
 /**
+ * Fastify's trustProxy for http.trust_proxy: a test of each hop (the TCP peer, then the
+ * X-Forwarded-For entries from the right) that stops at the first untrusted one — the client.
+ * False (no header read) when nobody is trusted.
+ */
+function trustedProxies(list: string): false | ((address: string) => boolean) {
+  const proxies = TrustedProxies.parse(list === 'false' ? '' : list);
+  return proxies.size === 0 ? false : (address) => proxies.trusts(address);
+}
+
+/**
  * Builds the control plane's Fastify app with the services named in `config.services` mounted
  * under /api/v1, plus /healthz, /readyz, /metrics and the OpenAPI document at /docs. Does not
  * listen; the caller does (or uses `inject`).
@@ -67,7 +77,7 @@ export async function buildApp(config: ControlPlaneConfig, deps: AppDeps): Promi
     requestTimeout: config['http.request_timeout_ms'],
     connectionTimeout: config['http.request_timeout_ms'],
     keepAliveTimeout: config['http.keep_alive_timeout_ms'],
-    trustProxy: config['http.trust_proxy'],
+    trustProxy: trustedProxies(config['http.trust_proxy']),
     return503OnClosing: true,
     exposeHeadRoutes: false,
     genReqId: () => randomUUID(),
