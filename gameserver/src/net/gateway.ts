@@ -51,6 +51,9 @@ function closeCode(reason: Reason): number {
  * Independently, the sweep closes every socket not upgraded within gateway.auth_timeout_ms.
  */
 const HTTP_REQUEST_TIMEOUT_MS = 3000;
+/** A trusted proxy's client over its per-address limits, refused at the upgrade (`count`). */
+const TOO_MANY_CONNECTIONS_ANSWER =
+  'HTTP/1.1 429 Too Many Requests\r\nConnection: close\r\nRetry-After: 1\r\nContent-Type: text/plain\r\nContent-Length: 48\r\n\r\ntoo many connections from this client address.\r\n';
 const HTTP_TIMEOUT_CHECK_MS = 1000;
 
 /**
@@ -322,7 +325,7 @@ export class Gateway {
       if (this.proxies.trusts(peer)) {
         address = this.proxies.forwardedClient(req.headers['x-forwarded-for']) ?? peer;
         via = peer;
-        if (!this.count(socket as Socket, address, this.deps.clock.now())) return;
+        if (!this.count(socket as Socket, address, this.deps.clock.now(), true)) return;
       }
       const arrivedAt = this.handshaking.get(socket as Socket) ?? this.deps.clock.now();
       this.handshaking.delete(socket as Socket);
@@ -399,15 +402,21 @@ export class Gateway {
    * Counts `socket` against `address` until it closes; false, and the socket closed, when the
    * address holds gateway.max_connections_per_address or has opened new connections faster than
    * gateway.connections_per_address_per_second. Refusals are counted as TOO_MANY_CONNECTIONS
-   * kicks, not logged. An IPv6 address counts by its gateway.ipv6_prefix_length prefix, an
-   * IPv4-mapped one as its IPv4 address (`addressKey`).
+   * kicks, not logged. At an upgrade (`answer`: a trusted proxy's client) the refusal is answered
+   * HTTP 429 first, so the proxy can tell its client why rather than fail with a reset (a direct
+   * socket is refused on arrival, before it has sent a request to answer). An IPv6 address counts
+   * by its gateway.ipv6_prefix_length prefix, an IPv4-mapped one as its IPv4 address (`addressKey`).
    */
-  private count(socket: Socket, address: string, now: number): boolean {
+  private count(socket: Socket, address: string, now: number, answer = false): boolean {
     const key = addressKey(address, this.deps.settings['gateway.ipv6_prefix_length']);
     const open = this.perAddress.get(key) ?? 0;
     if (open >= this.deps.settings['gateway.max_connections_per_address'] || !this.arrivals.take(key, now)) {
       this.deps.metrics.kicks.inc({ reason: reasonLabel(ReasonCode.REASON_CODE_TOO_MANY_CONNECTIONS) });
-      socket.destroy();
+      if (answer) {
+        socket.end(TOO_MANY_CONNECTIONS_ANSWER);
+        // Ended, not kept: a peer that never closes its side is dropped once the answer is out.
+        socket.destroySoon();
+      } else socket.destroy();
       return false;
     }
     this.perAddress.set(key, open + 1);
