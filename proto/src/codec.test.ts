@@ -22,7 +22,26 @@ const clientMessage = fc.oneof(
   fc.record({ resume: fc.record({ resumeToken: str, protocolVersion: u32, ackTick: u32 }) }),
 );
 
+const rect = fc.record({ minX: f32, minY: f32, maxX: f32, maxY: f32 });
+
 const serverMessage = fc.oneof(
+  fc.record({
+    welcome: fc.record({
+      protocolVersion: u32,
+      entityId: u32,
+      tickRateHz: u32,
+      serverTick: u32,
+      region: rect,
+      worldBounds: rect,
+      aoiRadius: f32,
+      maxSpeed: f32,
+      positionScale: f32,
+      lastInputSeq: u32,
+      shardName: str,
+      tickIntervalUs: u32,
+      maxMessageSize: u32,
+    }),
+  }),
   fc.record({
     snapshot: fc.record({
       tick: u32,
@@ -118,6 +137,13 @@ describe('protocol v1 codec', () => {
       ),
       { numRuns: 2000 },
     );
+  });
+
+  test("a Welcome from a shard that predates tick_interval_us and max_message_size decodes with both 0 (the SDK's 'unknown')", () => {
+    // Field 3 (tick_rate_hz) = 40 and field 11 (shard_name) = "old", as an older shard wrote them.
+    const old = Uint8Array.from([0x0a, 0x07, 0x18, 40, 0x5a, 0x03, 0x6f, 0x6c, 0x64]);
+    const welcome = ServerMessage.decode(old).welcome as aethex.v1.Welcome;
+    expect(welcome).toMatchObject({ tickRateHz: 40, shardName: 'old', tickIntervalUs: 0, maxMessageSize: 0 });
   });
 
   test('an input is small on the wire', () => {

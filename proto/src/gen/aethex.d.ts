@@ -384,6 +384,8 @@ export namespace aethex {
             positionScale: number;
             lastInputSeq: number;
             shardName: string;
+            tickIntervalUs: number;
+            maxMessageSize: number;
             static create(properties: aethex.v1.Welcome.$Shape): aethex.v1.Welcome & aethex.v1.Welcome.$Shape;
             static create(properties?: aethex.v1.Welcome.$Properties): aethex.v1.Welcome;
             static encode(m: aethex.v1.Welcome.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
@@ -410,6 +412,8 @@ export namespace aethex {
                 positionScale?: (number|null);
                 lastInputSeq?: (number|null);
                 shardName?: (string|null);
+                tickIntervalUs?: (number|null);
+                maxMessageSize?: (number|null);
                 $unknowns?: Uint8Array[];
             }
             type $Shape = aethex.v1.Welcome.$Properties;

@@ -3874,6 +3874,8 @@ export const aethex = $root.aethex = (() => {
              * @property {number|null} [positionScale] Welcome positionScale
              * @property {number|null} [lastInputSeq] Welcome lastInputSeq
              * @property {string|null} [shardName] Welcome shardName
+             * @property {number|null} [tickIntervalUs] Welcome tickIntervalUs
+             * @property {number|null} [maxMessageSize] Welcome maxMessageSize
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -3994,6 +3996,22 @@ export const aethex = $root.aethex = (() => {
             Welcome.prototype.shardName = "";
 
             /**
+             * Welcome tickIntervalUs.
+             * @member {number} tickIntervalUs
+             * @memberof aethex.v1.Welcome
+             * @instance
+             */
+            Welcome.prototype.tickIntervalUs = 0;
+
+            /**
+             * Welcome maxMessageSize.
+             * @member {number} maxMessageSize
+             * @memberof aethex.v1.Welcome
+             * @instance
+             */
+            Welcome.prototype.maxMessageSize = 0;
+
+            /**
              * Creates a new Welcome instance using the specified properties.
              * @function create
              * @memberof aethex.v1.Welcome
@@ -4047,6 +4065,10 @@ export const aethex = $root.aethex = (() => {
                     w.uint32(/* id 10, wireType 0 =*/80).uint32(m.lastInputSeq);
                 if (m.shardName != null && $Object.hasOwnProperty.call(m, "shardName") && m.shardName !== "")
                     w.uint32(/* id 11, wireType 2 =*/90).string(m.shardName);
+                if (m.tickIntervalUs != null && $Object.hasOwnProperty.call(m, "tickIntervalUs") && m.tickIntervalUs !== 0)
+                    w.uint32(/* id 12, wireType 0 =*/96).uint32(m.tickIntervalUs);
+                if (m.maxMessageSize != null && $Object.hasOwnProperty.call(m, "maxMessageSize") && m.maxMessageSize !== 0)
+                    w.uint32(/* id 13, wireType 0 =*/104).uint32(m.maxMessageSize);
                 if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
                     for (var i = 0; i < m.$unknowns.length; ++i)
                         w.raw(m.$unknowns[i]);
@@ -4197,6 +4219,24 @@ export const aethex = $root.aethex = (() => {
                                 delete m.shardName;
                             continue;
                         }
+                    case 12: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.uint32())
+                                m.tickIntervalUs = v;
+                            else
+                                delete m.tickIntervalUs;
+                            continue;
+                        }
+                    case 13: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.uint32())
+                                m.maxMessageSize = v;
+                            else
+                                delete m.maxMessageSize;
+                            continue;
+                        }
                     }
                     r.skipType(u, q, t);
                     if (!r.discardUnknown) {
@@ -4295,6 +4335,14 @@ export const aethex = $root.aethex = (() => {
                     if (!$util.isString(m.shardName))
                         return "shardName: string expected";
                 }
+                if (m.tickIntervalUs != null && $Object.hasOwnProperty.call(m, "tickIntervalUs")) {
+                    if (!$util.isInteger(m.tickIntervalUs))
+                        return "tickIntervalUs: integer expected";
+                }
+                if (m.maxMessageSize != null && $Object.hasOwnProperty.call(m, "maxMessageSize")) {
+                    if (!$util.isInteger(m.maxMessageSize))
+                        return "maxMessageSize: integer expected";
+                }
                 return null;
             };
 
@@ -4371,6 +4419,16 @@ export const aethex = $root.aethex = (() => {
                         m.shardName = $String(d.shardName);
                     }
                 }
+                if (d.tickIntervalUs != null) {
+                    if ($Number(d.tickIntervalUs) !== 0) {
+                        m.tickIntervalUs = d.tickIntervalUs >>> 0;
+                    }
+                }
+                if (d.maxMessageSize != null) {
+                    if ($Number(d.maxMessageSize) !== 0) {
+                        m.maxMessageSize = d.maxMessageSize >>> 0;
+                    }
+                }
                 return m;
             };
 
@@ -4403,6 +4461,8 @@ export const aethex = $root.aethex = (() => {
                     d.positionScale = 0;
                     d.lastInputSeq = 0;
                     d.shardName = "";
+                    d.tickIntervalUs = 0;
+                    d.maxMessageSize = 0;
                 }
                 if (m.protocolVersion != null && $Object.hasOwnProperty.call(m, "protocolVersion")) {
                     d.protocolVersion = m.protocolVersion;
@@ -4436,6 +4496,12 @@ export const aethex = $root.aethex = (() => {
                 }
                 if (m.shardName != null && $Object.hasOwnProperty.call(m, "shardName")) {
                     d.shardName = m.shardName;
+                }
+                if (m.tickIntervalUs != null && $Object.hasOwnProperty.call(m, "tickIntervalUs")) {
+                    d.tickIntervalUs = m.tickIntervalUs;
+                }
+                if (m.maxMessageSize != null && $Object.hasOwnProperty.call(m, "maxMessageSize")) {
+                    d.maxMessageSize = m.maxMessageSize;
                 }
                 return d;
             };
