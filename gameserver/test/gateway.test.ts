@@ -141,6 +141,9 @@ describe('gateway and engine over real sockets', () => {
     const a = await t.client('alice');
     expect(a.welcome?.entityId).toBeGreaterThan(0);
     expect(a.welcome?.tickRateHz).toBe(40);
+    // The exact tick and the largest message the shard takes, for the client to pace and size by.
+    expect(a.welcome?.tickIntervalUs).toBe(25_000);
+    expect(a.welcome?.maxMessageSize).toBe(4096);
     const ticks: number[] = [];
     a.on('snapshot', (tick) => ticks.push(tick));
     await until('20 snapshots', () => ticks.length >= 20);

@@ -771,6 +771,9 @@ export class Gateway {
           protocolVersion: PROTOCOL_VERSION,
           entityId,
           tickRateHz: Math.round(1000 / s['engine.tick_rate_ms']),
+          // Exact, where the rounded rate is not (16 ms: 62.5 Hz, sent as 63): a client pacing by
+          // the rate would send faster than the shard ticks, and its moves would queue here.
+          tickIntervalUs: s['engine.tick_rate_ms'] * 1000,
           serverTick: this.deps.engine.tick,
           region: { minX: r.minX, minY: r.minY, maxX: r.maxX, maxY: r.maxY },
           worldBounds: { minX: b.minX, minY: b.minY, maxX: b.maxX, maxY: b.maxY },
@@ -779,6 +782,8 @@ export class Gateway {
           positionScale: s['engine.position_scale'],
           lastInputSeq,
           shardName: s['shard.name'],
+          // A client that knows it refuses a larger message itself instead of being kicked for it.
+          maxMessageSize: s['gateway.max_message_size'],
         },
       }).finish(),
     );
