@@ -1169,6 +1169,50 @@ test('move() every render frame sends at most one input per tick: moves within a
   expect(c.predicted.x).toBe(x);
 });
 
+test("inputs are paced by the Welcome's exact tickIntervalUs, not its rounded tickRateHz: a 16 ms shard (63 Hz) gets one input per 16 ms at most", async () => {
+  const { url, connections } = await scriptedShard((socket, msg) => {
+    if (msg.body === 'join') {
+      socket.send(
+        ServerMessage.encode({
+          welcome: {
+            protocolVersion: 1,
+            entityId: 7,
+            tickRateHz: 63,
+            tickIntervalUs: 16_000,
+            positionScale: 1,
+            maxSpeed: 5,
+            shardName: 's',
+          },
+        }).finish(),
+      );
+    }
+  });
+  const kept = keptSockets();
+  client = new RealtimeClient({ url, joinToken: 't', createSocket: kept.createSocket, silenceTimeoutMs: 0, now: () => Date.now() });
+  const c = client;
+  await c.connect();
+  expect(c.tickIntervalMs).toBe(16);
+  vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
+  const sent = () => (connections[0] ?? []).filter((m) => m.body === 'input');
+  // A 144 Hz render loop for 16 s of the fake clock: 1,000 ticks of the shard. Paced by 63 Hz
+  // (15.87 ms) the client would send about 1,008 inputs, 8 more than the shard applies: a queue,
+  // and lag, growing by half an input a second for as long as the player moves.
+  const started = Date.now();
+  const frames = 2304;
+  let last = 0;
+  for (let f = 0; f < frames; f++) {
+    last = c.move(0.25, 0);
+    await vi.advanceTimersByTimeAsync(7);
+  }
+  // The last input goes when its interval is over.
+  await vi.advanceTimersByTimeAsync(40);
+  const elapsed = Date.now() - started;
+  await until(`input ${last} to reach the shard`, () => sent().length >= last);
+  await behindProbe(kept.made[0], () => connections[0]);
+  expect(sent().length).toBeLessThanOrEqual(Math.floor(elapsed / 16) + 1);
+  expect(sent().length).toBeGreaterThanOrEqual(Math.floor(elapsed / 16) - 2);
+});
+
 test('interpolation runs over the real interval between snapshots: a client sent every 4th snapshot sees even motion, not freeze and rush', async () => {
   const { url, sockets } = await scriptedShard((socket, msg) => {
     if (msg.body === 'join') socket.send(welcome('shard-a'));

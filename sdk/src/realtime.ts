@@ -462,6 +462,15 @@ export class RealtimeClient {
     return this.welcome?.shardName ?? '';
   }
 
+  /**
+   * The shard's tick interval in milliseconds, at which inputs go out at most (see `move`): the
+   * Welcome's exact `tickIntervalUs`, or `1000 / tickRateHz` from a shard that predates it (25
+   * before a Welcome). A game that calls `move` once a tick uses this as its tick.
+   */
+  get tickIntervalMs(): number {
+    return this.tickMs();
+  }
+
   /** The session is over: 'close' was emitted (see `move` and `rpc` for what they do then). */
   get ended(): boolean {
     return this.endedWith !== undefined;
@@ -1049,7 +1058,7 @@ export class RealtimeClient {
       this.emit('snapshot', tick);
       if (from !== undefined) this.emit('handoff', { from, to: this.shardName, gapMs });
       // Inputs carry the acknowledgement; an idle client sends it on its own.
-      if (at - this.lastSentAt > 1.5 * (1000 / ((this.welcome?.tickRateHz as number) || 40))) {
+      if (at - this.lastSentAt > 1.5 * this.tickMs()) {
         this.sendRaw(ClientMessage.encode({ ack: { ackTick: this.lastTick >>> 0 } }).finish());
       }
     } else if (msg.body === 'rpcResult') {
@@ -1342,8 +1351,14 @@ export class RealtimeClient {
     }
   }
 
-  /** Milliseconds per tick: the Welcome's tick rate (40 Hz before one). */
+  /**
+   * Milliseconds per tick, which paces inputs: the Welcome's exact `tickIntervalUs`; from a shard
+   * that predates it, its `tickRateHz` (rounded: a 16 ms tick says 63 Hz, and inputs paced by it
+   * go out a little faster than the shard applies them, so lag grows); 40 Hz before a Welcome.
+   */
   private tickMs(): number {
+    const us = (this.welcome?.tickIntervalUs as number | undefined) ?? 0;
+    if (us > 0) return us / 1000;
     return 1000 / ((this.welcome?.tickRateHz as number) || 40);
   }
 
