@@ -282,6 +282,28 @@ describe('gateway and engine over real sockets', () => {
     expect((await c.closed).code).toBe(1009);
   });
 
+  test('an RPC over gateway.max_message_size is refused by the SDK before it is sent: the session and the entity stay', async () => {
+    t = await startTestShard({ AETHEX_GAMESERVER_GATEWAY_MAX_MESSAGE_SIZE: '1024' });
+    const kicks: string[] = [];
+    const c = await t.client('big-rpc', {}, (c) => c.on('kick', (reason) => kicks.push(reason)));
+    expect(c.welcome?.maxMessageSize).toBe(1024);
+    const id = c.welcome?.entityId as number;
+    const outcome = (p: Promise<Uint8Array>) =>
+      p.then(
+        () => 'ok',
+        (e: Error & { code: string }) => `${e.code}: ${e.message}`,
+      );
+    expect(await outcome(c.rpc('save', new Uint8Array(2000)))).toBe(
+      "MESSAGE_TOO_LARGE: rpc save: its message is 2014 bytes, over the shard's limit of 1024 bytes (gateway.max_message_size); not sent",
+    );
+    // The next call goes out on the same connection and is answered (no game module: no handler).
+    expect(await outcome(c.rpc('save', new Uint8Array(900)))).toBe('UNKNOWN_METHOD: rpc save failed: UNKNOWN_METHOD');
+    expect(kicks).toEqual([]);
+    expect(c.ended).toBe(false);
+    expect(c.welcome?.entityId).toBe(id);
+    expect(t.shard.engine.world.indexOf(id)).toBeGreaterThanOrEqual(0);
+  });
+
   test('a joined player whose frame the shard refuses (1009, 1002, 1007) leaves at once, kicked; one that closes with 1002 itself drops', async () => {
     t = await startTestShard({ AETHEX_GAMESERVER_GATEWAY_MAX_MESSAGE_SIZE: '1024' });
     const shard = t.shard;

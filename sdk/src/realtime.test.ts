@@ -1213,6 +1213,44 @@ test("inputs are paced by the Welcome's exact tickIntervalUs, not its rounded ti
   expect(sent().length).toBeGreaterThanOrEqual(Math.floor(elapsed / 16) - 2);
 });
 
+test("an RPC larger than the Welcome's maxMessageSize is refused at once (MESSAGE_TOO_LARGE, naming the limit) and not sent; the session carries on", async () => {
+  const { url, connections } = await scriptedShard((socket, msg) => {
+    if (msg.body === 'join') {
+      socket.send(
+        ServerMessage.encode({
+          welcome: { protocolVersion: 1, entityId: 7, tickRateHz: 50, positionScale: 1, maxSpeed: 5, shardName: 's', maxMessageSize: 1024 },
+        }).finish(),
+      );
+    } else if (msg.rpc && msg.rpc.method !== 'probe') {
+      socket.send(
+        ServerMessage.encode({
+          rpcResult: { callId: msg.rpc.callId, ok: true, payload: new Uint8Array([(msg.rpc.payload?.length ?? 0) & 0xff]) },
+        }).finish(),
+      );
+    }
+  });
+  const kept = keptSockets();
+  client = new RealtimeClient({ url, joinToken: 't', createSocket: kept.createSocket, silenceTimeoutMs: 0 });
+  const c = client;
+  await c.connect();
+  const outcome = (p: Promise<Uint8Array>) =>
+    p.then(
+      (r) => `ok ${r[0]}`,
+      (e: Error & { code: string }) => `${e.code}: ${e.message}`,
+    );
+  // Method 'big' and 1,100 bytes: 1,113 bytes encoded, over 1,024.
+  expect(await outcome(c.rpc('big', new Uint8Array(1100)))).toBe(
+    "MESSAGE_TOO_LARGE: rpc big: its message is 1113 bytes, over the shard's limit of 1024 bytes (gateway.max_message_size); not sent",
+  );
+  // Exactly at the limit it goes, and the session is the same one.
+  expect(await outcome(c.rpc('big', new Uint8Array(1011)))).toBe(`ok ${1011 & 0xff}`);
+  await behindProbe(kept.made[0], () => connections[0]);
+  const rpcs = (connections[0] ?? []).filter((m) => m.rpc && m.rpc.method !== 'probe').map((m) => m.rpc?.payload?.length);
+  expect(rpcs).toEqual([1011]);
+  expect(c.ended).toBe(false);
+  expect(kept.made).toHaveLength(1);
+});
+
 test('interpolation runs over the real interval between snapshots: a client sent every 4th snapshot sees even motion, not freeze and rush', async () => {
   const { url, sockets } = await scriptedShard((socket, msg) => {
     if (msg.body === 'join') socket.send(welcome('shard-a'));

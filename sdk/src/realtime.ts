@@ -1448,11 +1448,29 @@ export class RealtimeClient {
     );
   }
 
-  private sendRaw(bytes: Uint8Array): void {
+  /**
+   * Sends a message on the session's socket — unless it is larger than the shard takes
+   * (`tooLarge`): the shard would close the connection for it and the player would leave, so it is
+   * dropped here and false returned (`rpc` checks first, to say so; an input or an
+   * acknowledgement is far below the smallest limit the shard allows).
+   */
+  private sendRaw(bytes: Uint8Array): boolean {
+    if (this.tooLarge(bytes) !== undefined) return false;
     if (this.socket && this.socket.readyState === 1) {
       this.socket.send(bytes);
       this.lastSentAt = this.now();
+      return true;
     }
+    return false;
+  }
+
+  /**
+   * The shard's limit (`welcome.maxMessageSize`: its gateway.max_message_size) when `bytes` is over
+   * it, else undefined — also when the shard did not say (one that predates the field).
+   */
+  private tooLarge(bytes: Uint8Array): number | undefined {
+    const max = (this.welcome?.maxMessageSize as number | undefined) ?? 0;
+    return max > 0 && bytes.length > max ? max : undefined;
   }
 
   /**
@@ -1467,7 +1485,11 @@ export class RealtimeClient {
    * - DISCONNECTED: made during a rejoin (at once; not sent: call again after `rejoined`), or in
    *   flight when the connection dropped, or still unanswered 2 s after a handoff moved the
    *   session off the shard it was sent to (it may have run);
-   * - CLOSED: made after the session ended (at once), or in flight when it did (it may have run).
+   * - CLOSED: made after the session ended (at once), or in flight when it did (it may have run);
+   * - MESSAGE_TOO_LARGE: its encoded message (method, payload and a few bytes of framing) is larger
+   *   than the shard takes (`welcome.maxMessageSize`, the shard's gateway.max_message_size, 4096
+   *   bytes by default): at once, not sent; the session carries on. Sent anyway, the shard would
+   *   close the connection (1009) and the player would leave.
    */
   rpc(method: string, payload: Uint8Array = new Uint8Array(0), timeoutMs = 10_000): Promise<Uint8Array> {
     checkTimeout('timeoutMs', timeoutMs, { infinity: 'no timeout' });
@@ -1476,14 +1498,25 @@ export class RealtimeClient {
     if (this.rejoining) {
       return Promise.reject(rpcError('DISCONNECTED', `rpc ${method}: the connection dropped and the client is rejoining`));
     }
-    const callId = this.nextCallId++;
+    const callId = this.nextCallId;
+    const bytes = ClientMessage.encode({ rpc: { callId, method, payload } }).finish();
+    const max = this.tooLarge(bytes);
+    if (max !== undefined) {
+      return Promise.reject(
+        rpcError(
+          'MESSAGE_TOO_LARGE',
+          `rpc ${method}: its message is ${bytes.length} bytes, over the shard's limit of ${max} bytes (gateway.max_message_size); not sent`,
+        ),
+      );
+    }
+    this.nextCallId++;
     return new Promise((resolve, reject) => {
       const timer = timerFor(() => {
         this.calls.delete(callId);
         reject(rpcError('TIMEOUT', `rpc ${method} timed out after ${timeoutMs} ms`));
       }, timeoutMs);
       this.calls.set(callId, { method, resolve, reject, timer, socket: this.socket });
-      this.sendRaw(ClientMessage.encode({ rpc: { callId, method, payload } }).finish());
+      this.sendRaw(bytes);
     });
   }
 
