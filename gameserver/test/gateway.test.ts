@@ -13,9 +13,9 @@ import { SignJWT } from 'jose';
 import { afterEach, describe, expect, test } from 'vitest';
 import { type ClientOptions, WebSocket } from 'ws';
 import { loadConfig } from '../src/config.js';
-import { MAX_FRAGMENTS } from '../src/net/gateway.js';
+import { MAX_CLIENT_VERSION_BYTES, MAX_FRAGMENTS } from '../src/net/gateway.js';
 import { startShard } from '../src/shard.js';
-import { startTestShard, type TestShard, until } from './harness.js';
+import { startTestShard, type TestShard, testShardSettings, until } from './harness.js';
 
 const { ClientMessage, ServerMessage, ReasonCode } = aethex.v1;
 
@@ -302,6 +302,43 @@ describe('gateway and engine over real sockets', () => {
     expect(c.ended).toBe(false);
     expect(c.welcome?.entityId).toBe(id);
     expect(t.shard.engine.world.indexOf(id)).toBeGreaterThanOrEqual(0);
+  });
+
+  test('Join.client_version over 64 bytes is a bad message naming the field, and the connection may Join again; one that fits is on the `player joined` line, control characters replaced', async () => {
+    const keys = generateKeyPairSync('ed25519');
+    const lines: string[] = [];
+    const settings = testShardSettings({ AETHEX_GAMESERVER_LOG_LEVEL: 'info' }, keys);
+    const shard = await startShard(settings, {
+      log: createLogger('gameserver-test', 'info', { write: (line: string) => void lines.push(line) }),
+    });
+    try {
+      const token = await signJoinToken(
+        keys.privateKey,
+        { playerId: 'versioned', world: 'test', instance: 0, shard: 'test-0-0' },
+        { issuer: 'aethex-control-plane', audience: 'aethex-shard', alg: 'EdDSA' },
+      );
+      const c = await raw(shard.gatewayUrl);
+      // 65 bytes: 63 ASCII and one two-byte character.
+      const tooLong = `${'v'.repeat(63)}é`;
+      expect(Buffer.byteLength(tooLong)).toBe(MAX_CLIENT_VERSION_BYTES + 1);
+      c.ws.send(ClientMessage.encode({ join: { joinToken: token, protocolVersion: 1, clientVersion: tooLong } }).finish());
+      await until('the Error', () => c.errors().length === 1);
+      expect(c.errors()[0]).toMatchObject({ reason: ReasonCode.REASON_CODE_PROTOCOL_ERROR });
+      expect(c.errors()[0]?.message).toMatch(/^Join\.client_version is 65 bytes; at most 64 /);
+      expect(c.messages.some((m) => m.body === 'welcome')).toBe(false);
+      // 64 bytes with a line break and an escape in it: taken, and logged without them.
+      const fits = `game 1.2\n\u001b[31m${'x'.repeat(50)}`;
+      expect(Buffer.byteLength(fits)).toBe(64);
+      c.ws.send(ClientMessage.encode({ join: { joinToken: token, protocolVersion: 1, clientVersion: fits } }).finish());
+      await until('welcome', () => c.messages.some((m) => m.body === 'welcome'));
+      await until('the join logged', () => lines.some((l) => l.includes('"player joined"')));
+      const joined = JSON.parse(lines.find((l) => l.includes('"player joined"')) as string);
+      expect(joined).toMatchObject({ player: 'versioned', clientVersion: `game 1.2??[31m${'x'.repeat(50)}` });
+      expect(await badMessages(shard.opsUrl, 'bad_join', 1)).toBe(1);
+      c.ws.close(1000);
+    } finally {
+      await shard.drain();
+    }
   });
 
   test('a joined player whose frame the shard refuses (1009, 1002, 1007) leaves at once, kicked; one that closes with 1002 itself drops', async () => {

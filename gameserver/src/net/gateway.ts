@@ -89,6 +89,26 @@ const ERROR_REPLIES_PER_S = 1;
 export const UNJOINED_LOGGED_BURST = 10;
 export const UNJOINED_LOGGED_PER_S = 1;
 
+/**
+ * The longest `Join.client_version`, in UTF-8 bytes, the shard takes (client.proto): a longer one is
+ * a bad message (`bad_join`).
+ */
+export const MAX_CLIENT_VERSION_BYTES = 64;
+
+/**
+ * A client's free-form string as it goes into a log line: control characters (C0, DEL, C1, and
+ * the line and paragraph separators) replaced by `?`, so that it cannot break or forge lines of a
+ * log read as text.
+ */
+function loggable(s: string): string {
+  let out = '';
+  for (const ch of s) {
+    const c = ch.codePointAt(0) as number;
+    out += c < 0x20 || (c >= 0x7f && c <= 0x9f) || c === 0x2028 || c === 0x2029 ? '?' : ch;
+  }
+  return out;
+}
+
 /** The metric label of a reason: `REASON_CODE_TOO_SLOW` → `too_slow`. */
 export function reasonLabel(reason: Reason): string {
   return (ReasonCode[reason] ?? 'unknown').replace(/^REASON_CODE_/, '').toLowerCase();
@@ -695,6 +715,18 @@ export class Gateway {
   }
 
   private join(conn: Connection, join: aethex.v1.Join): void {
+    // Read before anything else: a Join refused for it leaves the connection as it was, free to
+    // send a Join that fits.
+    const clientVersionBytes = Buffer.byteLength(join.clientVersion, 'utf8');
+    if (clientVersionBytes > MAX_CLIENT_VERSION_BYTES) {
+      this.protocolError(
+        conn,
+        'bad_join',
+        `Join.client_version is ${clientVersionBytes} bytes; at most ${MAX_CLIENT_VERSION_BYTES} (send Join again with a shorter one)`,
+      );
+      return;
+    }
+    const clientVersion = loggable(join.clientVersion);
     if (join.protocolVersion < PROTOCOL_VERSION) {
       this.refuse(
         conn,
@@ -740,7 +772,7 @@ export class Gateway {
         }
         this.deps.metrics.joins.inc({ result: 'ok' });
         this.welcome(conn, claims.playerId, result.entityId, result.lastInputSeq);
-        this.log(conn).info({ player: claims.playerId, entity: result.entityId }, 'player joined');
+        this.log(conn).info({ player: claims.playerId, entity: result.entityId, clientVersion }, 'player joined');
       },
       (err: unknown) => {
         if (conn.phase !== 'authenticating') return;
