@@ -180,3 +180,49 @@ test('bots that did not join: the run exits 1 (below --min-joined, by default al
   expect(enough.status).toBe(0);
   expect(enough.stderr).toBe('');
 }, 30_000);
+
+test("bots drive at the shard's tick from the Welcome (tickIntervalUs), not a fixed 25 ms", async () => {
+  // An 80 Hz shard (12.5 ms): one snapshot for each input, so the report counts the inputs.
+  let inputs = 0;
+  let welcomedAt = 0;
+  server = new WebSocketServer({ port: 0, host: '127.0.0.1' });
+  server.on('connection', (socket) => {
+    let tick = 0;
+    socket.on('message', (data) => {
+      const msg = ClientMessage.decode(data as Buffer);
+      if (msg.body === 'join') {
+        welcomedAt = performance.now();
+        socket.send(
+          ServerMessage.encode({
+            welcome: { protocolVersion: 1, entityId: 7, tickRateHz: 80, tickIntervalUs: 12_500, positionScale: 1, maxSpeed: 5 },
+          }).finish(),
+        );
+      } else if (msg.body === 'input') {
+        inputs++;
+        tick++;
+        socket.send(
+          encodeSnapshotMessage({
+            tick,
+            baseTick: 0,
+            lastInputSeq: msg.input?.seq as number,
+            layout: SNAPSHOT_LAYOUT,
+            entities: new Uint8Array(0),
+            removed: new Uint32Array(0),
+            removedCount: 0,
+          }),
+        );
+      }
+    });
+  });
+  await new Promise((r) => server?.once('listening', r));
+  const url = `ws://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const { status, stderr } = await bots('--url', url, '--token', 't', '--duration', '4', '--json');
+  const seconds = (performance.now() - welcomedAt) / 1000;
+  expect(stderr).toBe('');
+  expect(status).toBe(0);
+  // At most 80 a second (the SDK sends one input per tick at most); driven every 25 ms it would be
+  // 40. Counted from the Welcome to the bot's exit, which is later than its last input: a slow
+  // machine lowers the rate, never raises it.
+  expect(inputs / seconds).toBeGreaterThan(55);
+  expect(inputs / seconds).toBeLessThanOrEqual(81);
+}, 30_000);
