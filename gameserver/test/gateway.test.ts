@@ -7,13 +7,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { aethex } from '@aethex/proto';
+import { aethex, MAX_CLIENT_VERSION_BYTES } from '@aethex/proto';
 import { createLogger, signJoinToken } from '@aethex/runtime';
 import { SignJWT } from 'jose';
 import { afterEach, describe, expect, test } from 'vitest';
 import { type ClientOptions, WebSocket } from 'ws';
 import { loadConfig } from '../src/config.js';
-import { MAX_CLIENT_VERSION_BYTES, MAX_FRAGMENTS } from '../src/net/gateway.js';
+import { MAX_FRAGMENTS } from '../src/net/gateway.js';
 import { startShard } from '../src/shard.js';
 import { startTestShard, type TestShard, testShardSettings, until } from './harness.js';
 

@@ -14,3 +14,9 @@ export const CLOSE_CODE_CANNOT_READ = 4901;
 
 /** The protocol version this build speaks; see docs/protocol.md for what changes it. */
 export const PROTOCOL_VERSION = 1;
+
+/**
+ * The longest `Join.client_version`, in UTF-8 bytes (client.proto): the SDK refuses a longer
+ * `clientVersion`, and a shard answers a Join carrying one as a bad message (`bad_join`).
+ */
+export const MAX_CLIENT_VERSION_BYTES = 64;

@@ -1597,3 +1597,31 @@ test('a redirect read after close() is not followed: the session ends where it w
   expect(client.shardName).toBe('shard-a');
   expect(connections[1]).toBeUndefined();
 });
+
+test('clientVersion goes in every Join (default aethex-sdk); one over 64 bytes is refused before anything is sent', async () => {
+  const shard = await scriptedShard((socket, msg) => {
+    if (msg.join) socket.send(welcome('s'));
+  });
+  const c = new RealtimeClient({
+    url: shard.url,
+    joinToken: 't',
+    createSocket: (u) => new WebSocket(u) as never,
+    clientVersion: 'my-game/1.4.2 (web)',
+  });
+  await c.connect();
+  const plain = new RealtimeClient({ url: shard.url, joinToken: 't', createSocket: (u) => new WebSocket(u) as never });
+  await plain.connect();
+  expect(shard.connections.map((m) => m[0]?.join?.clientVersion)).toEqual(['my-game/1.4.2 (web)', 'aethex-sdk']);
+  c.close();
+  plain.close();
+  // 64 bytes is the limit in UTF-8 bytes, not characters: 22 three-byte characters are 66.
+  const options = { url: shard.url, joinToken: 't' };
+  expect(() => new RealtimeClient({ ...options, clientVersion: 'x'.repeat(64) })).not.toThrow();
+  expect(() => new RealtimeClient({ ...options, clientVersion: '€'.repeat(22) })).toThrow(
+    'clientVersion must be a string of at most 64 bytes, got 66 bytes',
+  );
+  expect(() => new RealtimeClient({ ...options, clientVersion: 7 as never })).toThrow(
+    'clientVersion must be a string of at most 64 bytes, got number',
+  );
+  expect(shard.connections).toHaveLength(2);
+});

@@ -2,6 +2,7 @@ import {
   aethex,
   CLOSE_CODE_CANNOT_READ,
   insideMax,
+  MAX_CLIENT_VERSION_BYTES,
   PROTOCOL_VERSION,
   readSnapshotMessage,
   SNAPSHOT_LAYOUT,
@@ -49,6 +50,12 @@ export interface RealtimeOptions {
   createSocket?: WebSocketFactory;
   /** Milliseconds clock for input timestamps; defaults to performance.now. */
   now?: () => number;
+  /**
+   * Your game's name and build, sent in every Join (`Join.client_version`) for the shard's
+   * `player joined` log line: e.g. `my-game/1.4.2 (web)`. At most 64 bytes (UTF-8; longer is a
+   * RangeError here, and a shard would refuse the Join). Default `aethex-sdk`.
+   */
+  clientVersion?: string;
   /**
    * Give up connecting, resuming after a handoff, or one rejoin attempt (its join token, the socket
    * opening and the Welcome) after this many milliseconds (default 10 000; Infinity: no timeout).
@@ -431,8 +438,18 @@ export class RealtimeClient {
   /** The newest snapshot `decode` read in place (`entities` is a view into the socket's message). */
   private readonly incoming: SnapshotFields = snapshotFields();
 
+  /** `options.clientVersion`, checked. */
+  private readonly clientVersion: string;
+
   constructor(private readonly options: RealtimeOptions) {
     this.now = options.now ?? (() => performance.now());
+    this.clientVersion = options.clientVersion ?? 'aethex-sdk';
+    const versionBytes = typeof this.clientVersion === 'string' ? new TextEncoder().encode(this.clientVersion).length : -1;
+    if (!(versionBytes >= 0 && versionBytes <= MAX_CLIENT_VERSION_BYTES)) {
+      throw new RangeError(
+        `clientVersion must be a string of at most ${MAX_CLIENT_VERSION_BYTES} bytes, got ${versionBytes < 0 ? typeof this.clientVersion : `${versionBytes} bytes`}`,
+      );
+    }
     this.connectTimeoutMs = checkTimeout('connectTimeoutMs', options.connectTimeoutMs ?? 10_000, { infinity: 'no timeout' });
     const silence = checkTimeout('silenceTimeoutMs', options.silenceTimeoutMs ?? 5000, { zero: 'never', infinity: 'never' });
     this.silenceTimeoutMs = silence === Number.POSITIVE_INFINITY ? 0 : silence;
@@ -629,7 +646,7 @@ export class RealtimeClient {
         socket,
         this.options.url,
         ClientMessage.encode({
-          join: { joinToken: this.options.joinToken, protocolVersion: PROTOCOL_VERSION, clientVersion: 'aethex-sdk' },
+          join: { joinToken: this.options.joinToken, protocolVersion: PROTOCOL_VERSION, clientVersion: this.clientVersion },
         }).finish(),
       );
     });
@@ -893,7 +910,7 @@ export class RealtimeClient {
           socket.send(
             ClientMessage.encode(
               resumeToken === undefined
-                ? { join: { joinToken: token, protocolVersion: PROTOCOL_VERSION, clientVersion: 'aethex-sdk' } }
+                ? { join: { joinToken: token, protocolVersion: PROTOCOL_VERSION, clientVersion: this.clientVersion } }
                 : { resume: { resumeToken, protocolVersion: PROTOCOL_VERSION, ackTick: 0 } },
             ).finish(),
           );

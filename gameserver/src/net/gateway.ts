@@ -2,7 +2,7 @@ import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { aethex, CLOSE_CODE_CANNOT_READ, inputFields, PROTOCOL_VERSION, readInputMessage } from '@aethex/proto';
+import { aethex, CLOSE_CODE_CANNOT_READ, inputFields, MAX_CLIENT_VERSION_BYTES, PROTOCOL_VERSION, readInputMessage } from '@aethex/proto';
 import { type JoinClaims, JoinTokenError, type Logger, TrustedProxies } from '@aethex/runtime';
 import { binaryFrame, directWriteFd, readFrames, writeWhole } from '@aethex/runtime/ws-frames';
 import { type WebSocket, WebSocketServer } from 'ws';
@@ -88,12 +88,6 @@ const ERROR_REPLIES_PER_S = 1;
  */
 export const UNJOINED_LOGGED_BURST = 10;
 export const UNJOINED_LOGGED_PER_S = 1;
-
-/**
- * The longest `Join.client_version`, in UTF-8 bytes, the shard takes (client.proto): a longer one is
- * a bad message (`bad_join`).
- */
-export const MAX_CLIENT_VERSION_BYTES = 64;
 
 /**
  * A client's free-form string as it goes into a log line: control characters (C0, DEL, C1, and
