@@ -41,7 +41,13 @@ export const GAMESERVER_SETTINGS = {
   },
   'engine.max_speed': { type: 'number', default: 5, ...WORLD_SETTING_RANGES.maxSpeed, doc: 'Largest move per tick in world units.' },
   'engine.aoi_radius': { type: 'number', default: 200, ...WORLD_SETTING_RANGES.aoiRadius, doc: 'Area-of-interest radius in world units.' },
-  'engine.max_visible': { type: 'int', default: 256, min: 1, max: 4096, doc: 'Entities tracked per client at most.' },
+  'engine.max_visible': {
+    type: 'int',
+    default: 256,
+    min: 1,
+    max: 4096,
+    doc: 'Entities tracked per client at most: its own entity, then, when more are within engine.aoi_radius, the nearest others (ties in distance to the lowest entity id); each query so capped counts in aether_aoi_capped_total.',
+  },
   'engine.snapshot_threads': {
     type: 'int',
     default: 1,

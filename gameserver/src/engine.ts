@@ -1640,6 +1640,8 @@ export class ShardEngine {
     const skip = this.settings['gateway.slow_skip_ticks'];
     const drop = this.settings['gateway.slow_drop_ticks'];
     let queries = 0;
+    // Of them, those with more in range than engine.max_visible (the nearest kept).
+    let capped = 0;
     let dropped = 0;
     let sentBytes = 0;
     let sent = 0;
@@ -1743,6 +1745,7 @@ export class ShardEngine {
     for (let t = 0; t < this.threads.length; t++) delivered[t] = 0;
     const cutStarted = performance.now();
     let waited = 0;
+    this.cutter.capped = 0;
     for (let i = 0; i < mine.length; i++) {
       const session = mine[i] as Session;
       deliver(session, this.cutter.cut(session.history as DeltaHistory, world.indexOf(session.entityId), wireTick, session.ackTick >>> 0));
@@ -1792,6 +1795,7 @@ export class ShardEngine {
         }
       }
       if (ok) ok = thread.finish(SNAPSHOT_THREAD_TIMEOUT_MS);
+      if (ok) capped += thread.capped;
       if (!ok) {
         // Whatever the thread began to write must be completed before anything else goes to those sockets.
         const writesStopped = thread.stopWrites();
@@ -1826,6 +1830,8 @@ export class ShardEngine {
     const m = this.metrics;
     if (m) {
       m.aoiQueries.inc(queries);
+      capped += this.cutter.capped;
+      if (capped > 0) m.aoiCapped.inc(capped);
       if (dropped > 0) m.snapshotsDropped.inc(dropped);
       if (stolen > 0) m.snapshotWritesStolen.inc(stolen);
       if (nCorrected > 0) m.corrections.inc(nCorrected);

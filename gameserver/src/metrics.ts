@@ -96,6 +96,11 @@ export function createMetrics() {
       registers,
     }),
     aoiQueries: new Counter({ name: 'aether_aoi_queries_total', help: 'Area-of-interest queries run.', registers }),
+    aoiCapped: new Counter({
+      name: 'aether_aoi_capped_total',
+      help: "Area-of-interest queries that found more entities in range than engine.max_visible: the snapshot carried the player's own entity and the nearest others.",
+      registers,
+    }),
     activeConnections: new Gauge({
       name: 'aether_active_connections',
       help: 'Open WebSocket connections, authenticated or not.',

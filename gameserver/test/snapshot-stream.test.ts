@@ -87,3 +87,94 @@ test('property: the client rebuilds exactly the server’s view from delta snaps
     { numRuns: 300 },
   );
 });
+
+test('property: a capped view (more in range than engine.max_visible) reaches the client as exactly its own entity and the nearest others, entering and leaving as they are pushed out', () => {
+  const cap = 12;
+  let cappedTicks = 0;
+  let churn = 0;
+  fc.assert(
+    fc.property(
+      // Per tick, steps of a random walk for some of the 50 entities, and who despawns or spawns.
+      fc.array(
+        fc.record({
+          moves: fc.array(fc.tuple(fc.nat(), fc.integer({ min: -15, max: 15 }), fc.integer({ min: -15, max: 15 })), { maxLength: 30 }),
+          despawn: fc.option(fc.nat(), { nil: undefined }),
+          spawn: fc.option(fc.tuple(coord, coord), { nil: undefined }),
+          lag: fc.integer({ min: 1, max: 4 }),
+        }),
+        { minLength: 5, maxLength: 40 },
+      ),
+      fc.array(fc.tuple(fc.integer({ min: -60, max: 60 }), fc.integer({ min: -60, max: 60 })), { minLength: 50, maxLength: 50 }),
+      (plan, start) => {
+        const world = new World(100);
+        // The client's own entity, at the middle of the crowd.
+        const me = world.spawn(0, 0, 0);
+        for (const [x, y] of start) world.spawn(x, y, 1);
+        const grid = new Grid(area, 50, 100);
+        const q = new QuantizedWorld(100);
+        const interest = new Interest(cap);
+        const history = new DeltaHistory(cap);
+        const scratch = new DeltaScratch(8);
+        const writer = new SnapshotBodyWriter(16);
+        const client = new SnapshotStore();
+        const applied: number[] = [];
+        let acked = 0;
+        let tick = 0;
+        let before = new Set<number>();
+        for (const step of plan) {
+          for (const [pick, dx, dy] of step.moves) {
+            const slot = pick % world.count;
+            world.x[slot] = Math.max(-99, Math.min(99, (world.x[slot] as number) + dx));
+            world.y[slot] = Math.max(-99, Math.min(99, (world.y[slot] as number) + dy));
+          }
+          if (step.despawn !== undefined) {
+            const id = world.id[step.despawn % world.count] as number;
+            if (id !== me) world.despawn(id);
+          }
+          if (step.spawn && world.count < world.capacity) world.spawn(step.spawn[0], step.spawn[1], 1);
+          tick++;
+          grid.rebuild(world.x, world.y, world.count);
+          q.update(world, 8, tick);
+          const self = world.indexOf(me);
+          const px = world.x[self] as number;
+          const py = world.y[self] as number;
+          interest.update(grid, world, px, py, 80, self);
+          // Brute force: the own entity, then the cap - 1 nearest others, ties to the lowest id.
+          const d2 = (i: number) => {
+            const dx = (world.x[i] as number) - px;
+            const dy = (world.y[i] as number) - py;
+            return dx * dx + dy * dy;
+          };
+          const inRange: number[] = [];
+          for (let i = 0; i < world.count; i++) if (i !== self && d2(i) <= 80 * 80) inRange.push(i);
+          inRange.sort((a, b) => d2(a) - d2(b) || (world.id[a] as number) - (world.id[b] as number));
+          const want = new Set([me, ...inRange.slice(0, cap - 1).map((i) => world.id[i] as number)]);
+          expect(interest.capped).toBe(inRange.length > cap - 1);
+          if (interest.capped) cappedTicks++;
+
+          acked = Math.max(acked, applied.length >= step.lag ? (applied[applied.length - step.lag] as number) : 0);
+          const r = history.encodeDelta(tick, acked, interest, q, writer, scratch);
+          const changes = client.apply(tick, r.baseTick, writer.bytes().slice(), scratch.removed.slice(0, r.removedCount));
+          applied.push(tick);
+          // The client's view is the capped set, with this tick's positions, whatever base it was sent against.
+          const got = new Map([...changes.frame].map(([id, e]) => [id, [e.qx, e.qy]]));
+          expect(new Set(got.keys())).toEqual(want);
+          for (const id of want) {
+            const s = world.indexOf(id);
+            expect(got.get(id)).toEqual([Math.round((world.x[s] as number) * 8) | 0, Math.round((world.y[s] as number) * 8) | 0]);
+          }
+          // Entered and left are the differences between consecutive views: pushed out by someone
+          // nearer is leaving, coming nearer than the farthest kept is entering.
+          expect(new Set(changes.entered)).toEqual(new Set([...want].filter((id) => !before.has(id))));
+          expect(new Set(changes.left)).toEqual(new Set([...before].filter((id) => !want.has(id))));
+          churn += changes.entered.length + changes.left.length;
+          before = want;
+        }
+      },
+    ),
+    { numRuns: 200 },
+  );
+  // The runs were crowded, and the kept set changed under the cap.
+  expect(cappedTicks).toBeGreaterThan(1000);
+  expect(churn).toBeGreaterThan(1000);
+});

@@ -18,7 +18,7 @@ import { CTL_WRITE_LOCK, type SnapshotThread, WRITE_LOCK_CLOSED, WRITE_LOCK_FREE
 const { ServerMessage } = aethex.v1;
 
 /** An engine whose messages are kept per session and tick (sessions stay on the thread they joined). */
-function engine(threads: number, options: ConstructorParameters<typeof ShardEngine>[2] = {}) {
+function engine(threads: number, options: ConstructorParameters<typeof ShardEngine>[2] = {}, env: Record<string, string> = {}) {
   const settings = loadConfig({
     AETHEX_GAMESERVER_AUTH_JWKS_URL: 'http://unused.invalid/jwks',
     AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '0,0,600,600',
@@ -27,6 +27,7 @@ function engine(threads: number, options: ConstructorParameters<typeof ShardEngi
     AETHEX_GAMESERVER_ENGINE_MAX_ENTITIES: '1000',
     AETHEX_GAMESERVER_ENGINE_MAX_PLAYERS: '200',
     AETHEX_GAMESERVER_ENGINE_SNAPSHOT_THREADS: String(threads),
+    ...env,
   });
   const sent = new Map<number, Buffer[]>();
   const e = new ShardEngine(
@@ -104,6 +105,33 @@ test('snapshot threads send exactly the bytes the tick thread alone sends, throu
     for (const b of list) if ((ServerMessage.decode(b).snapshot?.baseTick ?? 0) > 0) deltas++;
   }
   expect(deltas).toBeGreaterThan(10_000);
+}, 60_000);
+
+test('capped areas of interest (engine.max_visible) are the same on snapshot threads, and counted in aether_aoi_capped_total', async () => {
+  const counted = async (metrics: ReturnType<typeof createMetrics>, name: string) =>
+    Number(/^\w+ (\S+)$/m.exec(await metrics.registry.getSingleMetricAsString(name))?.[1]);
+  // ~60 entities in reach of a player (300 NPCs and up to 120 players over 600×600, radius 150): 16 is a crowd.
+  const crowded = { AETHEX_GAMESERVER_ENGINE_MAX_VISIBLE: '16' };
+  const oneMetrics = createMetrics();
+  const threeMetrics = createMetrics();
+  const roomyMetrics = createMetrics();
+  const one = engine(1, { metrics: oneMetrics }, crowded);
+  const three = engine(3, { metrics: threeMetrics }, crowded);
+  const roomy = engine(1, { metrics: roomyMetrics });
+  engines.push(one.e, three.e, roomy.e);
+  await three.e.snapshotThreadsReady();
+  drive([one.e, three.e, roomy.e], 200);
+  for (const [id, list] of one.sent) {
+    expect(Buffer.concat(three.sent.get(id) as Buffer[]).equals(Buffer.concat(list)), `session ${id}`).toBe(true);
+  }
+  const queries = await counted(oneMetrics, 'aether_aoi_queries_total');
+  const capped = await counted(oneMetrics, 'aether_aoi_capped_total');
+  expect(capped).toBeGreaterThan(queries / 2);
+  expect(capped).toBeLessThanOrEqual(queries);
+  // The threads' capped queries reach the tick thread's counter.
+  expect(await counted(threeMetrics, 'aether_aoi_capped_total')).toBe(capped);
+  expect(await counted(roomyMetrics, 'aether_aoi_queries_total')).toBe(queries);
+  expect(await counted(roomyMetrics, 'aether_aoi_capped_total')).toBe(0);
 }, 60_000);
 
 // Ticks are uint32 in the protocol and in the state blob. Past 2^31 (1.7 years of a world at

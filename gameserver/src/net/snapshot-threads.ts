@@ -15,6 +15,8 @@ export class SnapshotCutter {
   private readonly interest: Interest;
   private readonly scratch: DeltaScratch;
   private readonly writer = new SnapshotBodyWriter(4096);
+  /** Snapshots cut whose area of interest held more than maxVisible (the nearest kept): reset by the owner. */
+  capped = 0;
 
   constructor(
     private readonly grid: Grid,
@@ -32,6 +34,7 @@ export class SnapshotCutter {
     const world = this.q.world as EntityTable;
     const { interest, scratch, writer } = this;
     interest.update(this.grid, world, world.x[slot] as number, world.y[slot] as number, this.radius, slot);
+    if (interest.capped) this.capped++;
     const delta = history.encodeDelta(tick, ackTick, interest, this.q, writer, scratch);
     return encodeSnapshotMessage(
       {
@@ -118,7 +121,8 @@ export const WRITE_LOCK_FREE = 0;
 export const WRITE_LOCK_HELD = 1;
 export const WRITE_LOCK_CLOSED = 2;
 export const CTL_CUT_ALL = 15; // set to the round number by the snapshot thread once every job is cut
-const CTL_WORDS = 16;
+export const CTL_CAPPED = 16; // jobs of the thread's last round whose area of interest was capped (engine.max_visible)
+const CTL_WORDS = 17;
 /** A job's claim (one Int32 per job): not yet written, written by the snapshot thread, or by the tick thread. */
 export const CLAIM_FREE = 0;
 export const CLAIM_THREAD = 1;
@@ -355,6 +359,11 @@ export class SnapshotThread {
    */
   steal(j: number): boolean {
     return Atomics.compareExchange(this.claims, j, CLAIM_FREE, CLAIM_TICK) === CLAIM_FREE;
+  }
+
+  /** Snapshots of the thread's last finished round whose area of interest held more than maxVisible. */
+  get capped(): number {
+    return Atomics.load(this.ctl, CTL_CAPPED);
   }
 
   /** Milliseconds the thread spent cutting in its last finished round. */

@@ -10,6 +10,7 @@ import {
   CLAIM_FREE,
   CLAIM_THREAD,
   CTL_BUSY_US,
+  CTL_CAPPED,
   CTL_CUT,
   CTL_CUT_ALL,
   CTL_DONE,
@@ -87,6 +88,7 @@ function runRound(round: number): void {
     if (spare.length < 64) spare.push(history);
   }
   used = 0;
+  cutter.capped = 0;
   const n = ctl[CTL_JOBS] as number;
   for (let j = 0; j < n; j++) {
     const o = j * JOB_WORDS;
@@ -104,6 +106,7 @@ function runRound(round: number): void {
     results[r + 1] = fits ? bytes.byteOffset + bytes.length - frameStart : -1;
     results[r + 2] = 0;
   }
+  Atomics.store(ctl, CTL_CAPPED, cutter.capped);
   // Cutting is the cheap part (~1 µs a job); a write costs several. From here the tick thread, once
   // its own snapshots are sent, writes the last jobs while this thread writes the first: a round
   // ends as soon as both threads together have written it, even when one of them is descheduled.

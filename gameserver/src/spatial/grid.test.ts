@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { expect, test } from 'vitest';
 import { MODE_DORMANT, World } from '../sim/world.js';
 import { Interest } from './aoi.js';
-import { Grid } from './grid.js';
+import { Grid, selectNearest } from './grid.js';
 
 const area = { minX: -500, minY: -500, maxX: 500, maxY: 500 };
 // Integers scaled down spread points over the area; fc.double favours a few edge values.
@@ -17,6 +17,45 @@ function bruteForce(w: World, px: number, py: number, r: number, exclude: number
     if (dx * dx + dy * dy <= r * r) out.push(i);
   }
   return out;
+}
+
+/**
+ * The slots brute force finds in range (`exclude` and, with `mode`, dormant ones left out), the
+ * `cap` nearest of them when there are more: by squared distance, computed as the grid does, ties
+ * to the lowest entity id. Sorted by slot.
+ */
+function nearestByBruteForce(w: World, px: number, py: number, r: number, exclude: number, cap: number, mode?: Uint8Array): number[] {
+  const d2 = (i: number) => {
+    const dx = (w.x[i] as number) - px;
+    const dy = (w.y[i] as number) - py;
+    return dx * dx + dy * dy;
+  };
+  return bruteForce(w, px, py, r, exclude)
+    .filter((i) => mode === undefined || mode[i] !== MODE_DORMANT)
+    .sort((a, b) => d2(a) - d2(b) || (w.id[a] as number) - (w.id[b] as number))
+    .slice(0, cap)
+    .sort((a, b) => a - b);
+}
+
+// Coordinates on a coarse lattice too: many entities at the same distance, or the same point.
+const crowdCoord = fc.oneof(
+  coord,
+  fc.integer({ min: -8, max: 8 }).map((v) => v * 25),
+);
+
+/** A world of `points`, whose entity ids are a shuffle (`idOrder`) unrelated to the slots. */
+function shuffledWorld(points: [number, number, boolean?][], idOrder: number[]): World {
+  const w = new World(points.length);
+  const ids = points.map((_, k) => k + 1);
+  for (let k = 0; k < ids.length; k++) {
+    const j = k + ((idOrder[k] ?? 0) % (ids.length - k));
+    [ids[k], ids[j]] = [ids[j] as number, ids[k] as number];
+  }
+  points.forEach(([x, y, dormant], k) => {
+    w.spawn(x, y, 1, ids[k]);
+    if (dormant) w.mode[k] = MODE_DORMANT;
+  });
+  return w;
 }
 
 test('property: radius queries equal brute force, also for points outside the grid', () => {
@@ -47,6 +86,100 @@ test('queries stop at the size of the output buffer', () => {
   const grid = new Grid(area, 50, 100);
   grid.rebuild(w.x, w.y, w.count);
   expect(grid.queryRadius(0, 0, 10, new Int32Array(16))).toBe(16);
+});
+
+test('property: a query with more in range than its output holds keeps the nearest, ties to the lowest id, as brute force', () => {
+  let capped = 0;
+  fc.assert(
+    fc.property(
+      fc.array(fc.tuple(crowdCoord, crowdCoord, fc.boolean()), { minLength: 50, maxLength: 300 }),
+      fc.array(fc.nat(), { maxLength: 300 }),
+      fc.tuple(crowdCoord, crowdCoord),
+      fc.integer({ min: 50_000, max: 400_000 }).map((v) => v / 1000),
+      fc.integer({ min: 1, max: 30 }),
+      fc.constantFrom(25, 50, 100, 333),
+      (points, idOrder, [px, py], radius, cap, cell) => {
+        const w = shuffledWorld(points, idOrder);
+        const grid = new Grid(area, cell, w.capacity);
+        grid.rebuild(w.x, w.y, w.count);
+        const out = new Int32Array(cap);
+        const before = grid.capped;
+        const inRange = bruteForce(w, px, py, radius, 0).filter((i) => w.mode[i] !== MODE_DORMANT).length;
+        const n = grid.queryRadius(px, py, radius, out, 0, w.mode, 0, w.id);
+        expect(n).toBe(Math.min(cap, inRange));
+        expect([...out.subarray(0, n)].sort((a, b) => a - b)).toEqual(nearestByBruteForce(w, px, py, radius, 0, cap, w.mode));
+        // Counted exactly when something was left out.
+        expect(grid.capped - before).toBe(inRange > cap ? 1 : 0);
+        if (inRange > cap) capped++;
+      },
+    ),
+    { numRuns: 500 },
+  );
+  // Many runs have more in range than fit: the property is about them.
+  expect(capped).toBeGreaterThan(80);
+});
+
+test('property: a capped interest holds its own entity first, then the nearest others by brute force', () => {
+  let capped = 0;
+  fc.assert(
+    fc.property(
+      fc.array(fc.tuple(crowdCoord, crowdCoord, fc.boolean()), { minLength: 40, maxLength: 150 }),
+      fc.array(fc.nat(), { maxLength: 150 }),
+      fc.nat(),
+      fc.integer({ min: 1, max: 20 }),
+      (points, idOrder, selfPick, maxVisible) => {
+        const w = shuffledWorld(points, idOrder);
+        const self = selfPick % w.count;
+        w.mode[self] = 0;
+        const grid = new Grid(area, 50, w.capacity);
+        grid.rebuild(w.x, w.y, w.count);
+        const interest = new Interest(maxVisible);
+        const px = w.x[self] as number;
+        const py = w.y[self] as number;
+        interest.update(grid, w, px, py, 200, self);
+        const others = nearestByBruteForce(w, px, py, 200, self, maxVisible - 1, w.mode);
+        const got = [...interest.slots.subarray(0, interest.count)];
+        expect(got[0]).toBe(self);
+        expect(got.slice(1).sort((a, b) => a - b)).toEqual(others);
+        const inRange = bruteForce(w, px, py, 200, self).filter((i) => w.mode[i] !== MODE_DORMANT).length;
+        expect(interest.capped).toBe(inRange > maxVisible - 1);
+        if (interest.capped) capped++;
+        for (let k = 0; k < interest.count; k++) expect(interest.ids[k]).toBe(w.id[got[k] as number]);
+      },
+    ),
+    { numRuns: 300 },
+  );
+  expect(capped).toBeGreaterThan(40);
+});
+
+test('property: the selection puts the k nearest first, with quickselect or with the heap it falls back to', () => {
+  fc.assert(
+    fc.property(
+      fc.array(fc.tuple(fc.integer({ min: 0, max: 20 }), fc.nat({ max: 1000 })), { minLength: 1, maxLength: 200 }),
+      fc.nat(),
+      fc.constantFrom(0, 1, 2, 3, undefined),
+      fc.constantFrom('random', 'sorted', 'reversed'),
+      (entries, kPick, rounds, order) => {
+        // Distinct keys (as ids and slots are), distances with many ties.
+        const all = entries.map(([d, key], i) => [d, key * 1000 + i] as const);
+        if (order !== 'random') all.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+        if (order === 'reversed') all.reverse();
+        const n = all.length;
+        const k = kPick % (n + 1);
+        const slot = Int32Array.from(all, (_, i) => i);
+        const key = Uint32Array.from(all, (e) => e[1]);
+        const d2 = Float64Array.from(all, (e) => e[0]);
+        selectNearest(slot, key, d2, n, k, rounds);
+        const want = [...all].sort((a, b) => a[0] - b[0] || a[1] - b[1]).slice(0, k);
+        const got = [...key.subarray(0, k)].sort((a, b) => a - b);
+        expect(got).toEqual(want.map((e) => e[1]).sort((a, b) => a - b));
+        // Still a permutation, the arrays still in step.
+        expect([...slot].sort((a, b) => a - b)).toEqual(all.map((_, i) => i));
+        for (let i = 0; i < n; i++) expect(key[i]).toBe((all[slot[i] as number] as readonly [number, number])[1]);
+      },
+    ),
+    { numRuns: 500 },
+  );
 });
 
 test('refuses a grid with more cells than allowed, naming the fix', () => {

@@ -40,6 +40,12 @@ export class Grid {
   private readonly sy: Float32Array;
   private readonly cellOf: Int32Array;
   private count = 0;
+  /** Queries that found more in range than their output held, and kept the nearest (see `nearest`). */
+  capped = 0;
+  // `nearest`'s scratch: the entities in range, their tie-break keys and squared distances.
+  private selSlot = new Int32Array(0);
+  private selKey = new Uint32Array(0);
+  private selD2 = new Float64Array(0);
 
   /**
    * `shared`: the arrays of a grid in another thread (from `share()`), for a read-only copy whose
@@ -129,11 +135,23 @@ export class Grid {
 
   /**
    * Writes into `out`, from index `from`, the slots whose position (at the last rebuild) is within
-   * `radius` of (px, py), in cell order, and returns the index after the last one written; stops
-   * when `out` is full. `exclude` (a slot, or -1) is left out, and so are dormant entities when
-   * `mode` (the world's `mode` array) is given: they take no place in `out`.
+   * `radius` of (px, py), in cell order, and returns the index after the last one written.
+   * `exclude` (a slot, or -1) is left out, and so are dormant entities when `mode` (the world's
+   * `mode` array) is given: they take no place in `out`. When more are in range than `out` has room
+   * for, it is filled with the nearest of them (`nearest`), and `capped` counts the query.
+   * `ids` (the world's `id` array) breaks ties in distance by entity id, lowest first; without it,
+   * by slot.
    */
-  queryRadius(px: number, py: number, radius: number, out: Int32Array, exclude = -1, mode?: Uint8Array, from = 0): number {
+  queryRadius(
+    px: number,
+    py: number,
+    radius: number,
+    out: Int32Array,
+    exclude = -1,
+    mode?: Uint8Array,
+    from = 0,
+    ids?: Uint32Array,
+  ): number {
     const r2 = radius * radius;
     const cx0 = this.cellX(px - radius);
     const cx1 = this.cellX(px + radius);
@@ -155,12 +173,68 @@ export class Grid {
         if (dx * dx + dy * dy <= r2) {
           const i = items[k] as number;
           if (i === exclude || (mode !== undefined && mode[i] === MODE_DORMANT)) continue;
-          if (n === cap) return n;
+          // One more than there is room for: start again, keeping the nearest (the rare case).
+          if (n === cap) return this.nearest(px, py, r2, cx0, cx1, cy0, cy1, out, exclude, mode, from, ids);
           out[n++] = i;
         }
       }
     }
     return n;
+  }
+
+  /**
+   * `queryRadius` with more in range than `out` holds from `from`: gathers them all with their
+   * squared distances into scratch arrays (allocated once, at the first such query), moves the
+   * nearest to the front with a selection (quickselect: O(n) on average, no sort), and writes those
+   * into out[from..). Distance ties go to the lowest id (or slot): which entities a crowded client
+   * sees is then a function of the world alone, the same on every thread and every run.
+   */
+  private nearest(
+    px: number,
+    py: number,
+    r2: number,
+    cx0: number,
+    cx1: number,
+    cy0: number,
+    cy1: number,
+    out: Int32Array,
+    exclude: number,
+    mode: Uint8Array | undefined,
+    from: number,
+    ids: Uint32Array | undefined,
+  ): number {
+    this.capped++;
+    if (this.selSlot.length < this.count) {
+      const size = Math.max(this.count, this.selSlot.length * 2, 1024);
+      this.selSlot = new Int32Array(size);
+      this.selKey = new Uint32Array(size);
+      this.selD2 = new Float64Array(size);
+    }
+    const { selSlot, selKey, selD2, items, sx, sy } = this;
+    const cols = this.cols;
+    const start = this.cellStart;
+    let m = 0;
+    for (let cy = cy0; cy <= cy1; cy++) {
+      const row = cy * cols;
+      const to = start[row + cx1 + 1] as number;
+      for (let k = start[row + cx0] as number; k < to; k++) {
+        const dx = (sx[k] as number) - px;
+        const dy = (sy[k] as number) - py;
+        const d2 = dx * dx + dy * dy;
+        if (d2 <= r2) {
+          const i = items[k] as number;
+          if (i === exclude || (mode !== undefined && mode[i] === MODE_DORMANT)) continue;
+          selSlot[m] = i;
+          selKey[m] = ids === undefined ? i : (ids[i] as number);
+          selD2[m] = d2;
+          m++;
+        }
+      }
+    }
+    const keep = out.length - from;
+    selectNearest(selSlot, selKey, selD2, m, keep);
+    for (let j = 0; j < keep; j++) out[from + j] = selSlot[j] as number;
+    return out.length;
   }
 
   /** The slots indexed by the last rebuild, in cell order (a view: valid until the next rebuild). */
@@ -171,5 +245,103 @@ export class Grid {
   /** Entities indexed by the last rebuild. */
   get size(): number {
     return this.count;
+  }
+}
+
+/**
+ * Reorders the first `n` entries of the parallel arrays so that the `k` nearest (smallest `d2`,
+ * then smallest `key`: a total order, the keys being distinct) are the first `k`, in no particular
+ * order. Quickselect with a median-of-three pivot; should a range shrink too slowly (a pathological
+ * order of input), the rest is selected with a heap instead, so the worst case stays O(n log n).
+ */
+export function selectNearest(
+  slot: Int32Array,
+  key: Uint32Array,
+  d2: Float64Array,
+  n: number,
+  k: number,
+  // Each round should about halve the range; twice the rounds of that, and the heap takes over.
+  rounds = 2 * Math.ceil(Math.log2(n)) + 8,
+): void {
+  if (k <= 0 || k >= n) return;
+  let lo = 0;
+  let hi = n - 1;
+  let budget = rounds;
+  while (hi > lo) {
+    if (budget-- === 0) {
+      heapSelect(slot, key, d2, lo, hi, k);
+      return;
+    }
+    // Median of three into `lo` as the pivot.
+    const mid = (lo + hi) >>> 1;
+    if (before(key, d2, mid, lo)) swap(slot, key, d2, mid, lo);
+    if (before(key, d2, hi, lo)) swap(slot, key, d2, hi, lo);
+    if (before(key, d2, hi, mid)) swap(slot, key, d2, hi, mid);
+    // lo ≤ mid ≤ hi now: the median (mid) becomes the pivot, at lo.
+    swap(slot, key, d2, mid, lo);
+    const pd = d2[lo] as number;
+    const pk = key[lo] as number;
+    // Lomuto partition: [lo+1, store) before the pivot, the rest after it.
+    let store = lo + 1;
+    for (let j = lo + 1; j <= hi; j++) {
+      const dj = d2[j] as number;
+      if (dj < pd || (dj === pd && (key[j] as number) < pk)) {
+        if (j !== store) swap(slot, key, d2, j, store);
+        store++;
+      }
+    }
+    const p = store - 1;
+    swap(slot, key, d2, lo, p);
+    // [0, p) are before the pivot, p is the (p+1)-th nearest.
+    if (p === k || p === k - 1) return;
+    if (p < k) lo = p + 1;
+    else hi = p - 1;
+  }
+}
+
+function before(key: Uint32Array, d2: Float64Array, a: number, b: number): boolean {
+  const da = d2[a] as number;
+  const db = d2[b] as number;
+  return da < db || (da === db && (key[a] as number) < (key[b] as number));
+}
+
+function swap(slot: Int32Array, key: Uint32Array, d2: Float64Array, a: number, b: number): void {
+  const s = slot[a] as number;
+  slot[a] = slot[b] as number;
+  slot[b] = s;
+  const t = key[a] as number;
+  key[a] = key[b] as number;
+  key[b] = t;
+  const d = d2[a] as number;
+  d2[a] = d2[b] as number;
+  d2[b] = d;
+}
+
+/**
+ * Within [lo, hi] (which holds the boundary: [0, lo) are all among the k nearest, (hi, n) all
+ * beyond them), moves the k - lo nearest of the range to its front: a max-heap of that many over
+ * the range's start, each later entry nearer than the heap's farthest replacing it.
+ */
+function heapSelect(slot: Int32Array, key: Uint32Array, d2: Float64Array, lo: number, hi: number, k: number): void {
+  const size = k - lo;
+  for (let i = (size >>> 1) - 1; i >= 0; i--) siftDown(slot, key, d2, lo, size, i);
+  for (let j = lo + size; j <= hi; j++) {
+    if (before(key, d2, j, lo)) {
+      swap(slot, key, d2, j, lo);
+      siftDown(slot, key, d2, lo, size, 0);
+    }
+  }
+}
+
+/** Restores the max-heap (the farthest at its root) at `base`, of `size` entries, from entry `i` down. */
+function siftDown(slot: Int32Array, key: Uint32Array, d2: Float64Array, base: number, size: number, i: number): void {
+  for (;;) {
+    const l = 2 * i + 1;
+    if (l >= size) return;
+    let c = l;
+    if (l + 1 < size && before(key, d2, base + l, base + l + 1)) c = l + 1;
+    if (!before(key, d2, base + i, base + c)) return;
+    swap(slot, key, d2, base + i, base + c);
+    i = c;
   }
 }
