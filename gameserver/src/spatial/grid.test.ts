@@ -182,6 +182,30 @@ test('property: the selection puts the k nearest first, with quickselect or with
   );
 });
 
+test('a query its cells make look crowded that is not gets every entity in range, in cell order, and is not counted capped', () => {
+  const w = new World(200);
+  // 190 in the query's cells but out of range, 3 in range: by the cells' density, 6 in range.
+  for (let i = 0; i < 190; i++) w.spawn(45 + (i % 5) * 0.1, 45, 0);
+  w.spawn(2, 0, 0);
+  w.spawn(0, 3, 0);
+  w.spawn(-1, -1, 0);
+  const grid = new Grid(area, 50, w.capacity);
+  grid.rebuild(w.x, w.y, w.count);
+  const out = new Int32Array(5);
+  const n = grid.queryRadius(0, 0, 10, out, -1, undefined, 0, w.id);
+  expect(n).toBe(3);
+  // In the order the common case (room for all in the cells) writes them.
+  const roomy = new Int32Array(200);
+  expect(grid.queryRadius(0, 0, 10, roomy, -1, undefined, 0, w.id)).toBe(3);
+  expect([...out.subarray(0, n)]).toEqual([...roomy.subarray(0, 3)]);
+  expect([...out.subarray(0, n)].sort((a, b) => a - b)).toEqual([190, 191, 192]);
+  expect(grid.capped).toBe(0);
+  // One place less than in range: the nearest two, counted.
+  expect(grid.queryRadius(0, 0, 10, out.subarray(0, 2), -1, undefined, 0, w.id)).toBe(2);
+  expect([...out.subarray(0, 2)].sort((a, b) => a - b)).toEqual([190, 192]);
+  expect(grid.capped).toBe(1);
+});
+
 test('refuses a grid with more cells than allowed, naming the fix', () => {
   expect(() => new Grid(area, 0.01, 10)).toThrow(/raise the cell size/);
 });

@@ -7,6 +7,9 @@ import { MODE_DORMANT, type Rect, sharedArray } from '../sim/world.js';
  */
 export { GRID_CELL_FACTOR } from '@aethex/runtime';
 
+/** Buckets of squared distance a capped query sorts its entities into (`Grid.nearest`). */
+const NEAREST_BUCKETS = 64;
+
 /**
  * A uniform grid over a rectangle, rebuilt from scratch every tick with a counting sort: O(n) with
  * no allocation, and no incremental bookkeeping to go wrong on joins or teleports. Points outside
@@ -42,10 +45,13 @@ export class Grid {
   private count = 0;
   /** Queries that found more in range than their output held, and kept the nearest (see `nearest`). */
   capped = 0;
-  // `nearest`'s scratch: the entities in range, their tie-break keys and squared distances.
+  // `nearest`'s scratch: the entities in range, their tie-break keys, squared distances and
+  // distance buckets, and how many fall in each bucket.
   private selSlot = new Int32Array(0);
   private selKey = new Uint32Array(0);
   private selD2 = new Float64Array(0);
+  private selBucket = new Uint8Array(0);
+  private readonly bucketCount = new Int32Array(NEAREST_BUCKETS);
 
   /**
    * `shared`: the arrays of a grid in another thread (from `share()`), for a read-only copy whose
@@ -159,8 +165,43 @@ export class Grid {
     const cy1 = this.cellY(py + radius);
     const cols = this.cols;
     const start = this.cellStart;
-    const { items, sx, sy } = this;
     let n = from;
+    const cap = out.length;
+    // A crowd: more in the cells than there is room for, and by their density more in the circle
+    // too. Then straight to `nearest`, rather than fill `out` to find that out and start again.
+    let inCells = 0;
+    for (let cy = cy0; cy <= cy1; cy++) inCells += (start[cy * cols + cx1 + 1] as number) - (start[cy * cols + cx0] as number);
+    if (inCells > cap - n) {
+      const cellsArea = (cx1 - cx0 + 1) * (cy1 - cy0 + 1) * this.cellSize * this.cellSize;
+      if (inCells * Math.PI * r2 > (cap - n) * cellsArea)
+        return this.nearest(px, py, r2, cx0, cx1, cy0, cy1, out, exclude, mode, from, ids);
+    }
+    n = this.fill(px, py, r2, cx0, cx1, cy0, cy1, out, exclude, mode, n);
+    // One more than there is room for: start again, keeping the nearest (the rare case).
+    return n >= 0 ? n : this.nearest(px, py, r2, cx0, cx1, cy0, cy1, out, exclude, mode, from, ids);
+  }
+
+  /**
+   * `queryRadius`'s common case: writes the slots in range into `out` from `n`, in cell order, and
+   * returns the index after the last; -1 as soon as one more is found than `out` holds. (Kept apart
+   * from the rare cases, so that this loop keeps nothing else live.)
+   */
+  private fill(
+    px: number,
+    py: number,
+    r2: number,
+    cx0: number,
+    cx1: number,
+    cy0: number,
+    cy1: number,
+    out: Int32Array,
+    exclude: number,
+    mode: Uint8Array | undefined,
+    n: number,
+  ): number {
+    const cols = this.cols;
+    const start = this.cellStart;
+    const { items, sx, sy } = this;
     const cap = out.length;
     for (let cy = cy0; cy <= cy1; cy++) {
       const row = cy * cols;
@@ -173,8 +214,7 @@ export class Grid {
         if (dx * dx + dy * dy <= r2) {
           const i = items[k] as number;
           if (i === exclude || (mode !== undefined && mode[i] === MODE_DORMANT)) continue;
-          // One more than there is room for: start again, keeping the nearest (the rare case).
-          if (n === cap) return this.nearest(px, py, r2, cx0, cx1, cy0, cy1, out, exclude, mode, from, ids);
+          if (n === cap) return -1;
           out[n++] = i;
         }
       }
@@ -183,11 +223,13 @@ export class Grid {
   }
 
   /**
-   * `queryRadius` with more in range than `out` holds from `from`: gathers them all with their
-   * squared distances into scratch arrays (allocated once, at the first such query), moves the
-   * nearest to the front with a selection (quickselect: O(n) on average, no sort), and writes those
-   * into out[from..). Distance ties go to the lowest id (or slot): which entities a crowded client
-   * sees is then a function of the world alone, the same on every thread and every run.
+   * `queryRadius` with more in range than `out` holds from `from` (or likely to be): gathers them all into scratch
+   * arrays (allocated once, at the first such query) with their squared distances, counted in
+   * NEAREST_BUCKETS buckets of equal squared distance (a crowd spread evenly fills them evenly).
+   * Every bucket below the one where the count reaches the room in `out` is kept whole, in grid
+   * order; of that last bucket only, the nearest are selected (`selectNearest`). Distance ties go
+   * to the lowest id (or slot): which entities a crowded client sees is then a function of the
+   * world alone, the same on every thread and every run.
    */
   private nearest(
     px: number,
@@ -203,16 +245,20 @@ export class Grid {
     from: number,
     ids: Uint32Array | undefined,
   ): number {
-    this.capped++;
     if (this.selSlot.length < this.count) {
       const size = Math.max(this.count, this.selSlot.length * 2, 1024);
       this.selSlot = new Int32Array(size);
       this.selKey = new Uint32Array(size);
       this.selD2 = new Float64Array(size);
+      this.selBucket = new Uint8Array(size);
     }
-    const { selSlot, selKey, selD2, items, sx, sy } = this;
+    const { selSlot, selKey, selD2, selBucket, bucketCount, items, sx, sy } = this;
     const cols = this.cols;
     const start = this.cellStart;
+    // floor(d2 * toBucket) never decreases as d2 grows: a lower bucket is strictly nearer.
+    const last = NEAREST_BUCKETS - 1;
+    const toBucket = r2 > 0 ? NEAREST_BUCKETS / r2 : 0;
+    bucketCount.fill(0);
     let m = 0;
     for (let cy = cy0; cy <= cy1; cy++) {
       const row = cy * cols;
@@ -224,17 +270,45 @@ export class Grid {
         if (d2 <= r2) {
           const i = items[k] as number;
           if (i === exclude || (mode !== undefined && mode[i] === MODE_DORMANT)) continue;
+          const b = Math.min(last, Math.floor(d2 * toBucket));
           selSlot[m] = i;
-          selKey[m] = ids === undefined ? i : (ids[i] as number);
           selD2[m] = d2;
+          selBucket[m] = b;
+          bucketCount[b] = (bucketCount[b] as number) + 1;
           m++;
         }
       }
     }
     const keep = out.length - from;
-    selectNearest(selSlot, selKey, selD2, m, keep);
-    for (let j = 0; j < keep; j++) out[from + j] = selSlot[j] as number;
-    return out.length;
+    if (m <= keep) {
+      // Not a crowd after all (`queryRadius` guessed from the cells): all of them, in grid order.
+      for (let j = 0; j < m; j++) out[from + j] = selSlot[j] as number;
+      return from + m;
+    }
+    this.capped++;
+    // The bucket where the room runs out, and how many of it fit.
+    let edge = 0;
+    let room = keep;
+    while (room > (bucketCount[edge] as number)) room -= bucketCount[edge++] as number;
+    // Buckets below the edge go to `out` whole; the edge bucket is moved to the scratch's front.
+    let n = from;
+    let t = 0;
+    for (let j = 0; j < m; j++) {
+      const b = selBucket[j] as number;
+      if (b < edge) {
+        out[n++] = selSlot[j] as number;
+      } else if (b === edge) {
+        // Only the edge bucket's entities need their tie-break key (an id: a read from another array).
+        const i = selSlot[j] as number;
+        selSlot[t] = i;
+        selKey[t] = ids === undefined ? i : (ids[i] as number);
+        selD2[t] = selD2[j] as number;
+        t++;
+      }
+    }
+    selectNearest(selSlot, selKey, selD2, t, room);
+    for (let j = 0; j < room; j++) out[n++] = selSlot[j] as number;
+    return n;
   }
 
   /** The slots indexed by the last rebuild, in cell order (a view: valid until the next rebuild). */
