@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { aethex, encodeSnapshotMessage, SNAPSHOT_LAYOUT, SnapshotBodyWriter } from '@aethex/proto';
 import { afterEach, expect, test } from 'vitest';
-import { WebSocketServer } from 'ws';
+import { type WebSocket, WebSocketServer } from 'ws';
 import type { BotReport } from './bots.js';
 
 const { ClientMessage, ServerMessage } = aethex.v1;
@@ -35,6 +35,43 @@ async function bots(...args: string[]): Promise<{ status: number; stdout: string
   }
 }
 
+/**
+ * A scripted shard for the bots: answers a Join with `welcome` (then calls `onJoin` with the
+ * socket) and every input with an empty snapshot acknowledging it (`onInput` counts them); its URL.
+ */
+async function snapshotShard(
+  welcome: aethex.v1.IWelcome,
+  on: { onJoin?: (socket: WebSocket) => void; onInput?: () => void } = {},
+): Promise<string> {
+  server = new WebSocketServer({ port: 0, host: '127.0.0.1' });
+  server.on('connection', (socket) => {
+    let tick = 0;
+    socket.on('message', (data) => {
+      const msg = ClientMessage.decode(data as Buffer);
+      if (msg.body === 'join') {
+        socket.send(ServerMessage.encode({ welcome }).finish());
+        on.onJoin?.(socket);
+      } else if (msg.body === 'input') {
+        on.onInput?.();
+        tick++;
+        socket.send(
+          encodeSnapshotMessage({
+            tick,
+            baseTick: 0,
+            lastInputSeq: msg.input?.seq as number,
+            layout: SNAPSHOT_LAYOUT,
+            entities: new Uint8Array(0),
+            removed: new Uint32Array(0),
+            removedCount: 0,
+          }),
+        );
+      }
+    });
+  });
+  await new Promise((r) => server?.once('listening', r));
+  return `ws://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
 test('bad flags are refused naming the flag, without a stack trace', async () => {
   const cases: [string[], string][] = [
     [
@@ -57,35 +94,11 @@ test('bad flags are refused naming the flag, without a stack trace', async () =>
 }, 30_000);
 
 test('--token alone runs one bot; a bot whose session ended is no longer driven, and the report measures the run after its first 2 s', async () => {
-  server = new WebSocketServer({ port: 0, host: '127.0.0.1' });
-  server.on('connection', (socket) => {
-    let tick = 0;
-    socket.on('message', (data) => {
-      const msg = ClientMessage.decode(data as Buffer);
-      if (msg.body === 'join') {
-        socket.send(
-          ServerMessage.encode({ welcome: { protocolVersion: 1, entityId: 7, tickRateHz: 40, positionScale: 1, maxSpeed: 5 } }).finish(),
-        );
-        // The session ends after 2.5 s: the shard closes it.
-        setTimeout(() => socket.close(4003, 'test over'), 2500);
-      } else if (msg.body === 'input') {
-        tick++;
-        socket.send(
-          encodeSnapshotMessage({
-            tick,
-            baseTick: 0,
-            lastInputSeq: msg.input?.seq as number,
-            layout: SNAPSHOT_LAYOUT,
-            entities: new Uint8Array(0),
-            removed: new Uint32Array(0),
-            removedCount: 0,
-          }),
-        );
-      }
-    });
-  });
-  await new Promise((r) => server?.once('listening', r));
-  const url = `ws://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const url = await snapshotShard(
+    { protocolVersion: 1, entityId: 7, tickRateHz: 40, positionScale: 1, maxSpeed: 5 },
+    // The session ends after 2.5 s: the shard closes it.
+    { onJoin: (socket) => setTimeout(() => socket.close(4003, 'test over'), 2500) },
+  );
   const { status, stdout, stderr } = await bots('--url', url, '--token', 't', '--duration', '3.5', '--json');
   expect(stderr).toBe('');
   expect(status).toBe(0);
@@ -185,37 +198,10 @@ test("bots drive at the shard's tick from the Welcome (tickIntervalUs), not a fi
   // An 80 Hz shard (12.5 ms): one snapshot for each input, so the report counts the inputs.
   let inputs = 0;
   let welcomedAt = 0;
-  server = new WebSocketServer({ port: 0, host: '127.0.0.1' });
-  server.on('connection', (socket) => {
-    let tick = 0;
-    socket.on('message', (data) => {
-      const msg = ClientMessage.decode(data as Buffer);
-      if (msg.body === 'join') {
-        welcomedAt = performance.now();
-        socket.send(
-          ServerMessage.encode({
-            welcome: { protocolVersion: 1, entityId: 7, tickRateHz: 80, tickIntervalUs: 12_500, positionScale: 1, maxSpeed: 5 },
-          }).finish(),
-        );
-      } else if (msg.body === 'input') {
-        inputs++;
-        tick++;
-        socket.send(
-          encodeSnapshotMessage({
-            tick,
-            baseTick: 0,
-            lastInputSeq: msg.input?.seq as number,
-            layout: SNAPSHOT_LAYOUT,
-            entities: new Uint8Array(0),
-            removed: new Uint32Array(0),
-            removedCount: 0,
-          }),
-        );
-      }
-    });
-  });
-  await new Promise((r) => server?.once('listening', r));
-  const url = `ws://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const url = await snapshotShard(
+    { protocolVersion: 1, entityId: 7, tickRateHz: 80, tickIntervalUs: 12_500, positionScale: 1, maxSpeed: 5 },
+    { onJoin: () => (welcomedAt = performance.now()), onInput: () => inputs++ },
+  );
   const { status, stderr } = await bots('--url', url, '--token', 't', '--duration', '4', '--json');
   const seconds = (performance.now() - welcomedAt) / 1000;
   expect(stderr).toBe('');
