@@ -58,6 +58,26 @@ async function refused(url: string, options: ClientOptions = {}): Promise<string
   });
 }
 
+/**
+ * Opens connections to a shard allowing a burst of 3 and 2 a second per address (the tests' setting)
+ * one after another, each closed and forgotten (`counted`: the address the shard counts them
+ * against) before the next, until one is refused: however late a stalled process makes them, no
+ * more open than the burst and what refilled since the first began. How many opened, and the refusal.
+ */
+async function openUntilRefused(url: string, options: ClientOptions, counted: string): Promise<{ opened: number; refusal: string }> {
+  const first = performance.now();
+  let opened = 0;
+  for (;;) {
+    const outcome = await refused(url, options);
+    const elapsed = performance.now() - first;
+    if (outcome !== 'opened') return { opened, refusal: outcome };
+    opened++;
+    expect(opened).toBeLessThanOrEqual(3 + (2 * elapsed) / 1000);
+    expect(elapsed, 'still none refused').toBeLessThan(10_000);
+    await until('the socket forgotten', () => socketsFrom(t as TestShard, counted) === 0);
+  }
+}
+
 /** A plain TCP connection to the gateway's port from `localAddress`, and when it closed (epoch ms). */
 function tcp(url: string, localAddress = '127.0.0.1'): { socket: Socket; closed: Promise<number> } {
   const socket = connect({ port: Number(new URL(url).port), host: '127.0.0.1', localAddress });
@@ -772,20 +792,8 @@ describe('gateway and engine over real sockets', () => {
     // refuses them). A burst of 3 (the per-address cap) opens, then 2 a second: however late a stalled
     // process makes them, no more open than the burst and what refilled since the first began, and
     // one is soon refused as it arrives (each takes milliseconds, a refill 500).
-    const first = performance.now();
-    let opened = 0;
-    for (;;) {
-      const outcome = await refused(url);
-      const elapsed = performance.now() - first;
-      if (outcome !== 'opened') {
-        expect(outcome).toMatch(/ECONNRESET|socket hang up/);
-        break;
-      }
-      opened++;
-      expect(opened).toBeLessThanOrEqual(3 + (2 * elapsed) / 1000);
-      expect(elapsed, 'still none refused').toBeLessThan(10_000);
-      await until('the socket forgotten', () => socketsFrom(t as TestShard) === 0);
-    }
+    const { opened, refusal } = await openUntilRefused(url, {}, '127.0.0.1');
+    expect(refusal).toMatch(/ECONNRESET|socket hang up/);
     expect(opened).toBeGreaterThanOrEqual(3);
     // Another address is not held to it.
     expect(await refused(url, { localAddress: '127.0.0.2' })).toBe('opened');
@@ -922,20 +930,8 @@ describe('behind a proxy (gateway.trusted_proxies)', () => {
     });
     const url = t.shard.gatewayUrl;
     // As for an address of its own (above): one after another, a burst of 3, then 2 a second.
-    const first = performance.now();
-    let opened = 0;
-    for (;;) {
-      const outcome = await refused(url, forwarded('198.51.100.7'));
-      const elapsed = performance.now() - first;
-      if (outcome !== 'opened') {
-        expect(outcome).toBe('HTTP 429');
-        break;
-      }
-      opened++;
-      expect(opened).toBeLessThanOrEqual(3 + (2 * elapsed) / 1000);
-      expect(elapsed, 'still none refused').toBeLessThan(10_000);
-      await until('the socket forgotten', () => socketsFrom(t as TestShard, '198.51.100.7') === 0);
-    }
+    const { opened, refusal } = await openUntilRefused(url, forwarded('198.51.100.7'), '198.51.100.7');
+    expect(refusal).toBe('HTTP 429');
     expect(opened).toBeGreaterThanOrEqual(3);
     // Another client through the same proxy is not held to it.
     for (let i = 1; i <= 5; i++) expect(await refused(url, forwarded(`203.0.113.${i}`))).toBe('opened');
