@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest';
-import { evaluate, type FaultRecord, type SoakRecord } from './checks.js';
+import { clientFaultOutcomes, evaluate, type FaultRecord, type SoakRecord } from './checks.js';
 import type { ClientEvent, ClientState } from './client-protocol.js';
 import type { StreamEvent } from './stores.js';
 
@@ -171,6 +171,119 @@ describe('soak checks', () => {
     );
     r.finals = [];
     expect(evaluate(r).afterQuit.map((a) => a.player)).toEqual(['p1']);
+  });
+
+  const clientFault = (kind: FaultRecord['kind'], at: number, endAt: number, players: string[]): FaultRecord => ({
+    kind,
+    shard: B,
+    at,
+    endAt,
+    players,
+    connections: players.length,
+  });
+  const NOT_BACK = 'players hit by a client-network fault not back within the rejoin window';
+  const UNNOTICED = 'players whose connection stalled and whose client never gave it up';
+
+  test('a player whose connection was cut must be back within the rejoin window', () => {
+    const r = healthy();
+    r.faults = [clientFault('client-cut', 6000, 6001, ['p1'])];
+    r.events.push(
+      { e: 'dropped', p: 'p1', shard: B, code: 1006, reason: '', acked: 90, at: 6005 },
+      { e: 'rejoined', p: 'p1', shard: B, entity: 1, seq: 95, acked: 90, downMs: 300, attempts: 1, at: 6305 },
+    );
+    expect(evaluate(r).clientFaults).toEqual([
+      { player: 'p1', kind: 'client-cut', shard: B, at: 6000, outcome: 'back', droppedAt: 6005, backAt: 6305 },
+    ]);
+    expect(failing(r)).toEqual([]);
+    // Never back: the session is still rejoining at the end (stuck, too).
+    const never = healthy();
+    never.faults = r.faults;
+    never.events.push({ e: 'dropped', p: 'p1', shard: B, code: 1006, reason: '', acked: 90, at: 6005 });
+    never.finals = [{ ...live('p1', B, 1), live: false, rejoining: true }];
+    expect(evaluate(never).clientFaults.map((c) => c.outcome)).toEqual(['not back']);
+    expect(failing(never)).toContain(NOT_BACK);
+    // Back after the rejoin window: the shard had let the entity go.
+    const late = healthy();
+    late.faults = r.faults;
+    late.events.push(
+      { e: 'dropped', p: 'p1', shard: B, code: 1006, reason: '', acked: 90, at: 6005 },
+      { e: 'rejoined', p: 'p1', shard: B, entity: 1, seq: 95, acked: 90, downMs: 31_000, attempts: 40, at: 37_005 },
+    );
+    expect(evaluate(late).clientFaults.map((c) => c.outcome)).toEqual(['late']);
+    expect(failing(late)).toEqual([NOT_BACK]);
+  });
+
+  test('a pause the client rides out, a drop that a handoff ends, and a quit are not failures', () => {
+    const r = healthy();
+    r.events = [
+      { e: 'joined', p: 'p1', shard: A, entity: 1, at: 1000 },
+      // Held in a pause across the redirect: the rejoin to A finds it handed over, and follows it.
+      { e: 'dropped', p: 'p1', shard: A, code: 4000, reason: 'silent', acked: 40, at: 4500 },
+      { e: 'handoff', p: 'p1', from: A, to: B, entity: 1, gapMs: 6000, viaRejoin: false, at: 5000 },
+    ];
+    r.faults = [clientFault('client-pause', 1200, 6200, ['p1', 'p2', 'p3'])];
+    r.events.push(
+      { e: 'joined', p: 'p2', shard: B, entity: 2, at: 1000 },
+      { e: 'joined', p: 'p3', shard: B, entity: 3, at: 1000 },
+      { e: 'quit', p: 'p3', shard: B, entity: 3, at: 1500 },
+    );
+    r.finals.push(live('p2', B, 2));
+    r.ownership.finalOwners.set(2, [B]);
+    r.streams.get(B)?.push(ev('player_joined', 'p2', 990), ev('player_joined', 'p3', 990), ev('player_left', 'p3', 1510));
+    expect(evaluate(r).clientFaults.map((c) => [c.player, c.outcome])).toEqual([
+      ['p1', 'back'],
+      ['p2', 'rode it out'],
+      ['p3', 'quit'],
+    ]);
+    expect(failing(r)).toEqual([]);
+  });
+
+  test('a stalled connection the client never gives up fails; a drop or a session elsewhere since passes', () => {
+    const stalled = (events: ClientEvent[]) => {
+      const r = healthy();
+      r.faults = [clientFault('client-stall', 6000, 26_000, ['p1'])];
+      r.events.push(...events);
+      return r;
+    };
+    const silent = stalled([]);
+    expect(evaluate(silent).clientFaults.map((c) => c.outcome)).toEqual(['unnoticed']);
+    expect(failing(silent)).toEqual([UNNOTICED]);
+    const gaveUp = stalled([
+      { e: 'dropped', p: 'p1', shard: B, code: 4000, reason: 'no message from the shard for 5200 ms', acked: 90, at: 11_200 },
+      { e: 'rejoined', p: 'p1', shard: B, entity: 1, seq: 190, acked: 90, downMs: 200, attempts: 1, at: 11_400 },
+    ]);
+    expect(evaluate(gaveUp).clientFaults.map((c) => c.outcome)).toEqual(['back']);
+    expect(failing(gaveUp)).toEqual([]);
+    // A handoff completed on a connection opened before the stall reached it.
+    const movedOn = stalled([{ e: 'handoff', p: 'p1', from: B, to: A, entity: 1, gapMs: 40, viaRejoin: false, at: 6100 }]);
+    movedOn.finals = [live('p1', A, 1)];
+    movedOn.ownership.finalOwners = new Map([[1, [A]]]);
+    movedOn.streams.get(B)?.push(ev('player_left', 'p1', 6090, 'handoff'));
+    movedOn.streams.get(A)?.push(ev('player_joined', 'p1', 6095, 'handoff'));
+    expect(evaluate(movedOn).clientFaults.map((c) => c.outcome)).toEqual(['rode it out']);
+    expect(failing(movedOn)).toEqual([]);
+  });
+
+  test('a client-network fault never explains a rejoin set back: no state is lost with a connection', () => {
+    const r = healthy();
+    r.faults = [clientFault('client-pause', 5900, 12_000, ['p1'])];
+    r.events.push(
+      { e: 'dropped', p: 'p1', shard: B, code: 4000, reason: '', acked: 90, at: 11_000 },
+      { e: 'rejoined', p: 'p1', shard: B, entity: 1, seq: 70, acked: 90, downMs: 1000, attempts: 1, at: 12_000 },
+    );
+    const f = evaluate(r);
+    expect(f.setBacks).toEqual([expect.objectContaining({ player: 'p1', clientFault: 'client-pause at 5900' })]);
+    expect(f.setBacks[0]?.killedAt).toBeUndefined();
+    expect(failing(r)).toEqual(['rejoins set back (state older than acknowledged) not explained by a SIGKILL of that shard']);
+  });
+
+  test('outcomes are per player per fault, and faults of other kinds are not client faults', () => {
+    const events: ClientEvent[] = [{ e: 'dropped', p: 'p1', shard: B, code: 1006, reason: '', acked: 1, at: 5000 }];
+    const faults: FaultRecord[] = [kill(B, 4990), clientFault('client-cut', 9000, 9000, ['p1', 'p2'])];
+    expect(clientFaultOutcomes(events, faults, 30_000).map((c) => [c.player, c.outcome])).toEqual([
+      ['p1', 'rode it out'],
+      ['p2', 'rode it out'],
+    ]);
   });
 
   test('custody copies left when idle fail', () => {

@@ -14,7 +14,10 @@ export type FaultKind =
   | 'pg-pause'
   | 'pg-pause-kill'
   | 'redis-cut'
-  | 'redis-pause';
+  | 'redis-pause'
+  | 'client-cut'
+  | 'client-pause'
+  | 'client-stall';
 export const FAULT_KINDS: readonly FaultKind[] = [
   'drain',
   'kill',
@@ -26,7 +29,12 @@ export const FAULT_KINDS: readonly FaultKind[] = [
   'pg-pause-kill',
   'redis-cut',
   'redis-pause',
+  'client-cut',
+  'client-pause',
+  'client-stall',
 ];
+/** Faults of the players' own network (their connections to the shards), not of a shard, a link or a store. */
+export const CLIENT_FAULT_KINDS: readonly FaultKind[] = ['client-cut', 'client-pause', 'client-stall'];
 
 /** One fault as injected (times Date.now()). */
 export interface FaultRecord {
@@ -47,6 +55,16 @@ export interface FaultRecord {
   afterHandoff?: 'into' | 'out of';
   /** What went wrong injecting it (a restart that failed and was retried). */
   note?: string;
+  /**
+   * A client-network fault (`shard`: the shard whose players it drew them from): the players whose
+   * connections it cut, held or stalled — every connection of theirs, to any shard.
+   */
+  players?: string[];
+  /** How many connections that was. */
+  connections?: number;
+  /** Aimed at the player whose resume to `shard` (after a redirect) had just been dialled: that player, and how long after (ms). */
+  afterRedirect?: string;
+  afterRedirectMs?: number;
 }
 
 /** One run of a shard process: spawned at `spawnAt`, ready (readyz) at `readyAt`, after `cause`. */
@@ -80,6 +98,8 @@ export interface SoakRecord {
   snapshotIntervalMs: number;
   /** Per player entity id, which shards owned it when (the observer's polls), for tracing a lost player. */
   ownerHistory?: Map<number, { shards: string; from: number; to: number }[]>;
+  /** The shards' `engine.rejoin_window_ms` (default 30,000): a client dropped by a client-network fault must be back within it. */
+  rejoinWindowMs?: number;
 }
 
 export interface CheckRow {
@@ -134,7 +154,86 @@ export interface SoakFindings {
   afterQuit: { player: string; quitAt: number; seen: ClientEvent[] }[];
   falseDepartures: { shard: string; event: StreamEvent; quitAt?: number }[];
   placeMismatches: { shard: string; player: string; last: string; expected: string; client: string }[];
-  setBacks: { player: string; shard: string; seq: number; acked: number; at: number; droppedAt: number; killedAt?: number }[];
+  setBacks: {
+    player: string;
+    shard: string;
+    seq: number;
+    acked: number;
+    at: number;
+    droppedAt: number;
+    killedAt?: number;
+    /** The client-network fault the drop came in, if any (it does not explain a set-back: no state is lost with a connection). */
+    clientFault?: string;
+  }[];
+  /** Every player hit by a client-network fault, and what became of their session. */
+  clientFaults: ClientFaultOutcome[];
+}
+
+/** What became of one player's session after a client-network fault hit their connections. */
+export interface ClientFaultOutcome {
+  player: string;
+  kind: FaultKind;
+  /** The shard whose players the fault drew them from, and when it began. */
+  shard?: string;
+  at: number;
+  /**
+   * - `rode it out`: no drop (a short pause; or its session got off the stalled connection by a handoff or rejoin under way);
+   * - `back`: dropped, and had a session again (a rejoin, or a handoff a rejoin led to) within the rejoin window;
+   * - `late`: back, but after the rejoin window (the shard let the entity go by then);
+   * - `not back`: dropped and never had a session again;
+   * - `quit`: the player quit (the churn) before any of that;
+   * - `unnoticed`: a stalled connection the client never gave up (no drop, no session elsewhere).
+   */
+  outcome: 'rode it out' | 'back' | 'late' | 'not back' | 'quit' | 'unnoticed';
+  droppedAt?: number;
+  backAt?: number;
+}
+
+/** A client-network fault's drop comes at most this long after its end (a kick held in a pause arrives at its release). */
+const CLIENT_FAULT_DROP_MS = 2000;
+
+/**
+ * What became of each player a client-network fault hit (see ClientFaultOutcome): their first drop
+ * from the fault's start to CLIENT_FAULT_DROP_MS after its end, and their next session after it.
+ */
+export function clientFaultOutcomes(
+  events: readonly ClientEvent[],
+  faults: readonly FaultRecord[],
+  rejoinWindowMs: number,
+): ClientFaultOutcome[] {
+  const byPlayer = new Map<string, ClientEvent[]>();
+  for (const e of events) {
+    const list = byPlayer.get(e.p);
+    if (list) list.push(e);
+    else byPlayer.set(e.p, [e]);
+  }
+  const out: ClientFaultOutcome[] = [];
+  for (const f of faults) {
+    if (!CLIENT_FAULT_KINDS.includes(f.kind)) continue;
+    for (const player of f.players ?? []) {
+      const base = { player, kind: f.kind, ...(f.shard !== undefined ? { shard: f.shard } : {}), at: f.at };
+      const after = (byPlayer.get(player) ?? []).filter((e) => e.at >= f.at - 50);
+      const drop = after.find((e) => (e.e === 'dropped' || e.e === 'closed' || e.e === 'quit') && e.at <= f.endAt + CLIENT_FAULT_DROP_MS);
+      if (drop?.e === 'quit') {
+        out.push({ ...base, outcome: 'quit' });
+        continue;
+      }
+      if (!drop) {
+        // A stalled connection delivers nothing: a handoff or rejoin completed since came on another.
+        const movedOn = after.some((e) => e.at >= f.at && (e.e === 'handoff' || e.e === 'rejoined'));
+        out.push({ ...base, outcome: f.kind === 'client-stall' && !movedOn ? 'unnoticed' : 'rode it out' });
+        continue;
+      }
+      const back = drop.e === 'dropped' ? after.find((e) => e.at >= drop.at && (e.e === 'rejoined' || e.e === 'handoff')) : undefined;
+      out.push({
+        ...base,
+        outcome: !back ? 'not back' : back.at - drop.at > rejoinWindowMs ? 'late' : 'back',
+        droppedAt: drop.at,
+        ...(back ? { backAt: back.at } : {}),
+      });
+    }
+  }
+  return out;
 }
 
 /** Margin between a client's view of an arrival and the shard's events around it (ms). */
@@ -436,6 +535,13 @@ export function evaluate(r: SoakRecord): SoakFindings {
       if (e.e !== 'rejoined' || e.seq >= e.acked) continue;
       const droppedAt = dropped?.at ?? e.at - e.downMs;
       const killedAt = killBetween(r.faults, e.shard, droppedAt - 2000, e.at);
+      const clientFault = r.faults.find(
+        (f) =>
+          CLIENT_FAULT_KINDS.includes(f.kind) &&
+          f.players?.includes(player) &&
+          droppedAt >= f.at - 50 &&
+          droppedAt <= f.endAt + CLIENT_FAULT_DROP_MS,
+      );
       setBacks.push({
         player,
         shard: e.shard,
@@ -444,6 +550,7 @@ export function evaluate(r: SoakRecord): SoakFindings {
         at: e.at,
         droppedAt,
         ...(killedAt !== undefined ? { killedAt } : {}),
+        ...(clientFault ? { clientFault: `${clientFault.kind} at ${clientFault.at}` } : {}),
       });
     }
   }
@@ -453,6 +560,30 @@ export function evaluate(r: SoakRecord): SoakFindings {
     count: unexplainedSetBacks.length,
     status: unexplainedSetBacks.length === 0 ? 'PASS' : 'FAIL',
     detail: `${setBacks.length - unexplainedSetBacks.length} set back by a SIGKILL (documented: what changed since the last stored snapshot is lost)`,
+  });
+
+  // --- players whose network failed: each back, with the same entity (the players-lost check), within the rejoin window ---
+  const clientFaults = clientFaultOutcomes(r.events, r.faults, r.rejoinWindowMs ?? 30_000);
+  const outcomes = (o: ClientFaultOutcome['outcome']) => clientFaults.filter((c) => c.outcome === o);
+  const notBack = [...outcomes('not back'), ...outcomes('late')];
+  const longestBack = Math.max(0, ...clientFaults.map((c) => (c.backAt ?? 0) - (c.droppedAt ?? c.backAt ?? 0)));
+  rows.push({
+    check: 'players hit by a client-network fault not back within the rejoin window',
+    count: notBack.length,
+    status: notBack.length === 0 ? 'PASS' : 'FAIL',
+    detail:
+      `of ${clientFaults.length} hit by ${r.faults.filter((f) => CLIENT_FAULT_KINDS.includes(f.kind)).length} faults: ` +
+      `${outcomes('back').length} dropped and back (the longest in ${longestBack} ms), ${outcomes('rode it out').length} rode it out, ` +
+      `${outcomes('quit').length} quit`,
+  });
+  const stalled = clientFaults.filter((c) => c.kind === 'client-stall');
+  const unnoticed = outcomes('unnoticed');
+  const longestSilence = Math.max(0, ...stalled.map((c) => (c.droppedAt ?? c.at) - c.at));
+  rows.push({
+    check: 'players whose connection stalled and whose client never gave it up',
+    count: unnoticed.length,
+    status: unnoticed.length === 0 ? 'PASS' : 'FAIL',
+    detail: `of ${stalled.length} stalled; the longest from the stall to the drop: ${longestSilence} ms`,
   });
 
   // --- what happened ---
@@ -485,5 +616,5 @@ export function evaluate(r: SoakRecord): SoakFindings {
     status: 'info',
     detail: `${count('dropped')} drops; kicks: ${[...kicks].map(([k, n]) => `${k} ${n}`).join(', ') || 'none'}`,
   });
-  return { rows, lost, stuck, sharedIds, missingHandoffEvents, afterQuit, falseDepartures, placeMismatches, setBacks };
+  return { rows, lost, stuck, sharedIds, missingHandoffEvents, afterQuit, falseDepartures, placeMismatches, setBacks, clientFaults };
 }

@@ -7,9 +7,10 @@ import type { Rect } from '@aethex/runtime';
 export interface ClientsConfig {
   world: string;
   /**
-   * Each shard's name and its players' address (host:port). Clients dial `ws://<shard name>/` —
-   * the shards redirect to that too (`handoff.redirect_url` `ws://{name}`) — and their socket
-   * factory maps the name to the address, as an edge in front of the shards would.
+   * Each shard's name and its players' address (host:port: the soak's proxy in front of the shard's
+   * players' port). Clients dial `ws://<shard name>/` — the shards redirect to that too
+   * (`handoff.redirect_url` `ws://{name}`) — and their socket factory maps the name to the
+   * address, as an edge in front of the shards would, adding `?soak-player=<player id>`.
    */
   shards: { name: string; address: string }[];
   bounds: Rect;

@@ -11,6 +11,7 @@ import { RealtimeClient } from '@aethex/sdk';
 import { nodeSocket } from '@aethex/sdk/node-socket';
 import { createRng } from '../src/sim/step.js';
 import type { ClientEvent, ClientState, ClientsCommand, ClientsConfig, ClientsMessage } from './client-protocol.js';
+import { SOAK_PLAYER_PARAM } from './fault-proxy.js';
 
 const config = JSON.parse(process.argv[2] as string) as ClientsConfig;
 const privateKey = createPrivateKey(readFileSync(config.privateKeyFile, 'utf8'));
@@ -20,11 +21,17 @@ const JOIN_CONCURRENCY = 8;
 const JOIN_RETRY_MS = 500;
 
 const addressOf = new Map(config.shards.map((s) => [s.name, s.address]));
-/** The edge: `ws://<shard name>/…` goes to that shard's players' address. */
-const createSocket = (url: string) => {
+/**
+ * The edge: `ws://<shard name>/…` goes to that shard's players' address (the soak's proxy in front
+ * of it), with the player's id in the URL (`soak-player`, which the shard ignores) so that the
+ * proxy knows whose connection it is — resumes and rejoins included.
+ */
+const socketsOf = (playerId: string) => (url: string) => {
   const u = new URL(url);
   const address = addressOf.get(u.hostname);
-  return nodeSocket(address ? `ws://${address}${u.pathname}${u.search}` : url);
+  if (address) u.host = address;
+  u.searchParams.set(SOAK_PLAYER_PARAM, playerId);
+  return nodeSocket(u.toString());
 };
 const urlOf = (shard: string) => `ws://${shard}/`;
 
@@ -69,7 +76,7 @@ async function join(shard: string): Promise<void> {
     const client = new RealtimeClient({
       url: urlOf(at),
       joinToken: await token(id, at),
-      createSocket,
+      createSocket: socketsOf(id),
       rejoin: { joinToken: (s) => token(id, s.name), maxDelayMs: 500, giveUpAfterMs: 60_000 },
     });
     const p: Player = { id, client, target: pick(), joined: false, rejoining: false, quit: false, ended: false, ackedAtDrop: 0 };

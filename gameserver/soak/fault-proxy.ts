@@ -8,7 +8,8 @@ import { FrameReader } from '@aethex/runtime/ws-frames';
  * of connections, `refuse` closes new ones as they arrive for a while, `pause` holds every byte of
  * connections (both ways, in order) for a while and then lets them through, `stall` drops what the
  * server sends to connections open now. Connections can be told apart by a label (`labelOf`, read
- * from the client's first bytes): for shard links, the name of the shard that dialled.
+ * from the client's first bytes): for shard links, the name of the shard that dialled; for the
+ * soak's players, the player's id (`soakPlayer`).
  */
 export interface FaultProxy {
   /** host:port to give clients instead of the server's. */
@@ -21,15 +22,21 @@ export interface FaultProxy {
   refuse(ms: number): void;
   /**
    * Holds the bytes of every connection `which` selects for `ms` milliseconds, both ways — open ones
-   * and, with no `which`, new ones too — then passes what was held, in order. Returns how many were open.
+   * and, with no `which`, new ones too; with `which` and `arriving`, also the new ones whose label
+   * it selects, from their first bytes (a player whose network is out cannot reconnect either) —
+   * then passes what was held, in order. Returns how many were open.
    */
-  pause(ms: number, which?: (label: string | undefined) => boolean): number;
+  pause(ms: number, which?: (label: string | undefined) => boolean, arriving?: boolean): number;
   /**
    * From now on, drops every byte the server sends to the connections `which` selects (default: all
    * open now; later ones pass) — a network blip on the way back: the server writes, nothing arrives,
    * and what the client sends still gets through. Returns how many.
    */
   stall(which?: (label: string | undefined) => boolean): number;
+  /** The open connections: each one's label (once read) and whether it is stalled. */
+  open(): { label: string | undefined; stalled: boolean }[];
+  /** Calls `listener` with each connection's label as it is read. Returns a function that stops it. */
+  onLabel(listener: (label: string) => void): () => void;
   /** Ends every pause and refusal now (stalled connections stay stalled). */
   heal(): void;
   close(): Promise<void>;
@@ -61,6 +68,9 @@ export async function startFaultProxy(
   let connections = 0;
   let refuseUntil = 0;
   let pauseAllUntil = 0;
+  /** Pauses (`pause` with `arriving`) that also hold new connections with a label they select. */
+  let arrivingHolds: { which: (label: string | undefined) => boolean; until: number }[] = [];
+  const labelListeners = new Set<(label: string) => void>();
 
   const flush = (p: Pipe) => {
     clearTimeout(p.timer);
@@ -110,7 +120,13 @@ export async function startFaultProxy(
         const label = sniff(d);
         if (label !== undefined) {
           sniff = undefined;
-          if (label !== null) p.label = label;
+          if (label !== null) {
+            p.label = label;
+            const now = Date.now();
+            arrivingHolds = arrivingHolds.filter((h) => h.until > now);
+            for (const h of arrivingHolds) if (h.which(label)) hold(p, h.until);
+            for (const l of [...labelListeners]) l(label);
+          }
         }
       }
       if (p.heldUntil > Date.now()) p.toServer.push(d);
@@ -147,9 +163,10 @@ export async function startFaultProxy(
       refuseUntil = Date.now() + ms;
       cut();
     },
-    pause(ms, which) {
+    pause(ms, which, arriving = false) {
       const until = Date.now() + ms;
       if (!which) pauseAllUntil = until;
+      else if (arriving) arrivingHolds.push({ which, until });
       return each(which ?? all, (p) => hold(p, until));
     },
     stall(which = all) {
@@ -158,9 +175,17 @@ export async function startFaultProxy(
         p.toClient = [];
       });
     },
+    open() {
+      return [...open].map((p) => ({ label: p.label, stalled: p.stalled }));
+    },
+    onLabel(listener) {
+      labelListeners.add(listener);
+      return () => labelListeners.delete(listener);
+    },
     heal() {
       refuseUntil = 0;
       pauseAllUntil = 0;
+      arrivingHolds = [];
       for (const p of open) if (p.heldUntil > 0) flush(p);
     },
     async close() {
@@ -209,5 +234,25 @@ export function shardLinkDialler(): (bytes: Buffer) => string | null | undefined
     }
     reader.push(Buffer.from(bytes));
     return found;
+  };
+}
+
+/** The query parameter the soak's clients name their player with in every URL they dial (the shard ignores it). */
+export const SOAK_PLAYER_PARAM = 'soak-player';
+
+/**
+ * A `labelOf` for a shard's players' port in the soak: labels a player's connection with the
+ * player's id, from the `soak-player` parameter of its upgrade request's URL (the soak's clients
+ * add it to every address they dial: joins, resumes after a redirect, rejoins), and gives up on any
+ * other connection. A resume carries no player id of its own (its token is the shard's random one).
+ */
+export function soakPlayer(): (bytes: Buffer) => string | null | undefined {
+  let head = '';
+  return (bytes) => {
+    head += bytes.toString('latin1');
+    const line = head.indexOf('\r\n');
+    if (line < 0) return head.length > 8192 ? null : undefined;
+    const m = new RegExp(`^GET [^ ]*[?&]${SOAK_PLAYER_PARAM}=([^& ]+)`).exec(head.slice(0, line));
+    return m ? decodeURIComponent(m[1] as string) : null;
   };
 }

@@ -15,6 +15,16 @@ export interface FaultTargets {
   redis: FaultProxy;
   /** Resolves true at the next handoff a client sees into (or out of) `shard`, false after `ms` without one. */
   nextHandoff(shard: string, direction: 'into' | 'out of', ms: number): Promise<boolean>;
+  /**
+   * Per shard (by index): the proxy in front of its players' port that every player's connection
+   * goes through (labelled with the player's id, `soakPlayer`).
+   */
+  edges: FaultProxy[];
+  /**
+   * Resolves with the player whose next resume to `shard` after a redirect is dialled (a
+   * connection of theirs to it opens while one to another shard is open), undefined after `ms`.
+   */
+  nextRedirect(shard: string, ms: number): Promise<string | undefined>;
   log(line: string): void;
 }
 
@@ -23,6 +33,11 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const DRAIN_WAIT_MS = 20_000;
 /** A restart that fails (a store cut as it starts: exit 1) is tried again, this many times in all. */
 const START_ATTEMPTS = 6;
+/**
+ * A client-stall is over when every stalled connection has closed (the client gave up on it, or
+ * the shard kicked it as too slow); past this the soak stops waiting (the checks say who never did).
+ */
+const STALL_WAIT_MS = 20_000;
 
 /**
  * Injects one fault at a time, drawn with `rng` from `kinds`, and records each (`records`) and
@@ -157,6 +172,59 @@ export class Faults {
         if (note) rec.note = note;
         break;
       }
+      case 'client-cut':
+      case 'client-pause':
+      case 'client-stall': {
+        // The players' own network: a share of the players connected to one shard lose it — every
+        // connection of theirs, to any shard (one mid-handoff has two). A third of these faults
+        // also take the player whose resume to the shard (after a redirect) was just dialled.
+        const s = this.pickShard();
+        rec.shard = s.name;
+        const edge = this.t.edges[s.index] as FaultProxy;
+        let aimed: string | undefined;
+        if (this.rng() < 1 / 3) {
+          const delay = this.between(0, 300);
+          aimed = await this.t.nextRedirect(s.name, 3000);
+          if (aimed !== undefined) {
+            const dialledAt = Date.now();
+            await sleep(delay);
+            rec.afterRedirect = aimed;
+            rec.afterRedirectMs = Date.now() - dialledAt;
+          } else rec.note = 'no redirect to it within 3 s';
+        }
+        const share = this.between(10, 50) / 100;
+        const here = [...new Set(edge.open().flatMap((c) => (c.label === undefined ? [] : [c.label])))].sort();
+        const chosen = new Set(here.filter(() => this.rng() < share));
+        if (aimed !== undefined) chosen.add(aimed);
+        const which = (label: string | undefined) => label !== undefined && chosen.has(label);
+        rec.players = [...chosen];
+        rec.at = Date.now();
+        let n = 0;
+        if (kind === 'client-cut') {
+          for (const e of this.t.edges) n += e.cut(which);
+          this.t.log(`fault: cut the connections of ${chosen.size} of ${here.length} players on ${s.name} (${n} connections)`);
+        } else if (kind === 'client-pause') {
+          rec.ms = this.between(500, 8000);
+          // New connections of theirs are held too: their network is out, for rejoins as well.
+          for (const e of this.t.edges) n += e.pause(rec.ms, which, true);
+          this.t.log(
+            `fault: hold the connections of ${chosen.size} of ${here.length} players on ${s.name} for ${rec.ms} ms (${n} connections)`,
+          );
+          await sleep(rec.ms);
+        } else {
+          for (const e of this.t.edges) n += e.stall(which);
+          this.t.log(`fault: stall what ${s.name} and its neighbours send to ${chosen.size} of ${here.length} players (${n} connections)`);
+          const stalledOpen = () => this.t.edges.reduce((a, e) => a + e.open().filter((c) => c.stalled).length, 0);
+          const deadline = Date.now() + STALL_WAIT_MS;
+          while (stalledOpen() > 0 && Date.now() < deadline) await sleep(100);
+          rec.ms = Date.now() - rec.at;
+          const left = stalledOpen();
+          if (left > 0)
+            rec.note = [rec.note, `${left} stalled connections still open after ${STALL_WAIT_MS} ms`].filter(Boolean).join('; ');
+        }
+        rec.connections = n;
+        break;
+      }
       case 'pg-pause':
       case 'redis-pause': {
         const proxy = kind === 'pg-pause' ? this.t.pg : this.t.redis;
@@ -210,7 +278,7 @@ export class Faults {
   /** Every fault over: paused shards continued, stopped ones started, the proxies passing everything. */
   async heal(): Promise<void> {
     for (const s of [...this.stopped]) this.resume(s);
-    for (const p of [...this.t.links, this.t.pg, this.t.redis]) p.heal();
+    for (const p of [...this.t.links, ...this.t.edges, this.t.pg, this.t.redis]) p.heal();
     for (const s of this.t.world.shards) {
       const c = s.process;
       if (!c || c.exitCode !== null || c.signalCode !== null) await this.restart(s, 'kill');

@@ -4,8 +4,9 @@
 // A fault soak of a sharded world: real shard processes (startLocalWorld) on PostgreSQL and Redis,
 // SDK clients with `rejoin` walking across the borders (clients.ts, a process of its own), and one
 // fault at a time, drawn with a seeded generator, every few seconds: drains, SIGKILLs and SIGSTOPs
-// of shards, links between two shards cut or paused, PostgreSQL and Redis cut or paused (TCP
-// proxies the soak runs in front of them, fault-proxy.ts). Then it stops the faults, lets the world
+// of shards, links between two shards cut or paused, PostgreSQL and Redis cut or paused, players'
+// connections cut, held or stalled (TCP proxies the soak runs in front of them, fault-proxy.ts).
+// Then it stops the faults, lets the world
 // settle, and checks what clients saw against what the shards say (checks.ts). Prints a table
 // (`--json`: and one JSON object as the last line); exits 1 when a check fails. Everything it
 // starts — processes (by pid), its database, its Redis keys, its temporary directory — goes at the
@@ -22,7 +23,7 @@ import { type LocalWorld, startLocalWorld } from '../src/world/local-world.js';
 import { metricValue, scrapeMetrics } from '../src/world/metrics-scrape.js';
 import { type CheckRow, evaluate, FAULT_KINDS, type FaultKind, type ShardRun, type SoakFindings } from './checks.js';
 import type { ClientEvent, ClientState, ClientsCommand, ClientsConfig, ClientsMessage } from './client-protocol.js';
-import { type FaultProxy, shardLinkDialler, startFaultProxy } from './fault-proxy.js';
+import { type FaultProxy, shardLinkDialler, soakPlayer, startFaultProxy } from './fault-proxy.js';
 import { Faults } from './faults.js';
 import { Observer } from './observer.js';
 import { createSoakStores, type SoakStores } from './stores.js';
@@ -276,20 +277,21 @@ async function run(): Promise<Result> {
   const shardRedis = new URL(redisUrl as string);
   shardRedis.host = redis.address;
 
-  // One proxy per shard in front of its players' port, named in the shard map: the neighbours'
-  // links go through it (and can be cut); players are redirected by name (handoff.redirect_url
-  // ws://{name}) and reach the shards directly (clients.ts maps the names, as an edge would).
+  // Two proxies per shard in front of its players' port. One is named in the shard map: the
+  // neighbours' links go through it (and can be cut). Players go through the other, the edge:
+  // they are redirected by name (handoff.redirect_url ws://{name}) and clients.ts maps the names
+  // to the edges' addresses, as an edge in front of the shards would — so the players' own
+  // connections can fail too, apart from the links (each labelled with its player's id).
   const count = columns * rows;
   const shardAddress: string[] = [];
-  const links = await Promise.all(
-    Array.from({ length: count }, (_, k) =>
-      startFaultProxy(() => {
-        const [host, port] = (shardAddress[k] as string).split(':');
-        return { host: host as string, port: Number(port) };
-      }, shardLinkDialler),
-    ),
-  );
+  const toShard = (k: number) => () => {
+    const [host, port] = (shardAddress[k] as string).split(':');
+    return { host: host as string, port: Number(port) };
+  };
+  const links = await Promise.all(Array.from({ length: count }, (_, k) => startFaultProxy(toShard(k), shardLinkDialler)));
   live.proxies.push(...links);
+  const edges = await Promise.all(Array.from({ length: count }, (_, k) => startFaultProxy(toShard(k), soakPlayer)));
+  live.proxies.push(...edges);
 
   const keys = generateKeyPairSync('ed25519');
   const keyFile = join(dir, 'join-signing-key.pem');
@@ -331,6 +333,8 @@ async function run(): Promise<Result> {
       pg,
       redis,
       nextHandoff: (shard, direction, ms) => clients.nextHandoff(shard, direction, ms),
+      edges,
+      nextRedirect: (shard, ms) => nextRedirect(w.shards.find((s) => s.name === shard)?.index ?? -1, ms),
       log,
     },
     createRng(seed ^ 0x5eed),
@@ -338,6 +342,28 @@ async function run(): Promise<Result> {
   );
   live.faults = faults;
   for (const s of w.shards) faults.runs.push({ shard: s.name, cause: 'start', spawnAt, readyAt });
+  // A player's connection to one shard opening while one of theirs to another is open: the resume
+  // after a redirect (a handoff under way), for aiming client-network faults at.
+  const redirectWaiters = new Set<{ k: number; resolve: (player: string | undefined) => void }>();
+  edges.forEach((edge, k) => {
+    edge.onLabel((player) => {
+      if (redirectWaiters.size === 0) return;
+      if (!edges.some((other, j) => j !== k && other.open().some((c) => c.label === player))) return;
+      for (const waiter of [...redirectWaiters]) {
+        if (waiter.k !== k) continue;
+        redirectWaiters.delete(waiter);
+        waiter.resolve(player);
+      }
+    });
+  });
+  const nextRedirect = (k: number, ms: number) =>
+    new Promise<string | undefined>((resolve) => {
+      const waiter = { k, resolve };
+      redirectWaiters.add(waiter);
+      setTimeout(() => {
+        if (redirectWaiters.delete(waiter)) resolve(undefined);
+      }, ms);
+    });
   const expectedLinks = regions(bounds, columns, rows).reduce((a, g) => a + 2 * g.neighbours.length, 0);
   const linksUp = async () => {
     const all = await Promise.all(w.shards.map((s) => scrapeMetrics(s.opsUrl, 1500)));
@@ -349,7 +375,7 @@ async function run(): Promise<Result> {
   const clients = startClients(
     {
       world,
-      shards: w.shards.map((s) => ({ name: s.name, address: s.address })),
+      shards: w.shards.map((s) => ({ name: s.name, address: (edges[s.index] as FaultProxy).address })),
       bounds,
       privateKeyFile: keyFile,
       count: clientCount,
@@ -445,6 +471,7 @@ async function run(): Promise<Result> {
     endAt: Date.now(),
     snapshotIntervalMs: SNAPSHOT_INTERVAL_MS,
     ownerHistory: observer.owners,
+    rejoinWindowMs: REJOIN_WINDOW_MS,
   });
   // What the outbox (PostgreSQL) holds for the handoff events the streams lack: appended and not
   // relayed, or never appended.
@@ -495,6 +522,10 @@ function cases(f: SoakFindings): string {
     'set-backs not explained by a SIGKILL',
     f.setBacks.filter((s) => s.killedAt === undefined),
   );
+  list(
+    'players hit by a client-network fault not back within the rejoin window, or whose stalled connection was never given up',
+    f.clientFaults.filter((c) => c.outcome === 'not back' || c.outcome === 'late' || c.outcome === 'unnoticed'),
+  );
   return out.join('\n');
 }
 
@@ -540,6 +571,7 @@ try {
           falseDepartures: cap(rest.falseDepartures),
           placeMismatches: cap(rest.placeMismatches),
           setBacks: cap(rest.setBacks.filter((b) => b.killedAt === undefined)),
+          clientFaults: cap(rest.clientFaults.filter((c) => c.outcome === 'not back' || c.outcome === 'late' || c.outcome === 'unnoticed')),
         },
         faults: faultsRecords,
         runs: live.faults?.runs ?? ([] as ShardRun[]),
