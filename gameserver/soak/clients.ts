@@ -102,14 +102,26 @@ const entityOf = (c: RealtimeClient) => Number(c.welcome?.entityId ?? 0);
 function listen(p: Player): void {
   const c = p.client;
   let lastShard = '';
+  /** The SDK's last event was a snapshot: a `handoff` now is the new shard's first snapshot's, not a rejoin's. */
+  let afterSnapshot = false;
   c.on('snapshot', () => {
     lastShard = c.shardName;
+    afterSnapshot = true;
   });
   c.on('handoff', (h) => {
-    emit({ e: 'handoff', p: p.id, from: h.from, to: h.to, entity: entityOf(c), gapMs: h.gapMs, viaRejoin: p.rejoining, at: Date.now() });
+    // During a rejoin, a handoff comes either from the rejoin itself (the new shard dropped before
+    // its first snapshot: 'rejoined' follows at once) or after a rejoin answered with a redirect,
+    // at the new shard's first snapshot: that rejoin is over with no 'rejoined' (docs/sdk.md).
+    const viaRejoin = p.rejoining && !afterSnapshot;
+    if (p.rejoining && afterSnapshot) p.rejoining = false;
+    emit({ e: 'handoff', p: p.id, from: h.from, to: h.to, entity: entityOf(c), gapMs: h.gapMs, viaRejoin, at: Date.now() });
   });
-  c.on('handoffFailed', (reason) => emit({ e: 'handoff-failed', p: p.id, shard: c.shardName, reason, at: Date.now() }));
+  c.on('handoffFailed', (reason) => {
+    afterSnapshot = false;
+    emit({ e: 'handoff-failed', p: p.id, shard: c.shardName, reason, at: Date.now() });
+  });
   c.on('disconnected', (code, reason) => {
+    afterSnapshot = false;
     p.rejoining = true;
     p.ackedAtDrop = c.lastAckedSeq;
     emit({ e: 'dropped', p: p.id, shard: c.shardName || lastShard, code, reason, acked: c.lastAckedSeq, at: Date.now() });

@@ -213,7 +213,7 @@ export class Faults {
           await sleep(rec.ms);
         } else {
           for (const e of this.t.edges) n += e.stall(which);
-          this.t.log(`fault: stall what ${s.name} and its neighbours send to ${chosen.size} of ${here.length} players (${n} connections)`);
+          this.t.log(`fault: stall what the shards send to ${chosen.size} of ${here.length} players on ${s.name} (${n} connections)`);
           const stalledOpen = () => this.t.edges.reduce((a, e) => a + e.open().filter((c) => c.stalled).length, 0);
           const deadline = Date.now() + STALL_WAIT_MS;
           while (stalledOpen() > 0 && Date.now() < deadline) await sleep(100);
