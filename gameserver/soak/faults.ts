@@ -183,7 +183,10 @@ export class Faults {
         const edge = this.t.edges[s.index] as FaultProxy;
         let aimed: string | undefined;
         if (this.rng() < 1 / 3) {
-          const delay = this.between(0, 300);
+          // Half of them within 30 ms: a resume takes about 20 ms here, so they fall between the
+          // redirect and the new shard's Welcome or first snapshot; the rest up to 300 ms, while
+          // the old connection is still open (the SDK keeps it 2 s for the answers to RPCs).
+          const delay = this.rng() < 0.5 ? this.between(0, 30) : this.between(0, 300);
           aimed = await this.t.nextRedirect(s.name, 3000);
           if (aimed !== undefined) {
             const dialledAt = Date.now();
