@@ -1625,3 +1625,27 @@ test('clientVersion goes in every Join (default aethex-sdk); one over 64 bytes i
   );
   expect(shard.connections).toHaveLength(2);
 });
+
+test('after close(), what the shard sent before it read the close emits nothing: no handoff for a resume already welcomed, no snapshot, no kick', async () => {
+  const { url, sockets } = await scriptedShard((socket, msg) => {
+    if (msg.body === 'join') socket.send(welcome('shard-a'));
+    if (msg.body === 'resume') socket.send(welcome('shard-b'));
+  });
+  client = new RealtimeClient({ url, joinToken: 't1', createSocket, silenceTimeoutMs: 0 });
+  const c = client;
+  const events = recordEvents(c);
+  await c.connect();
+  sockets[0]?.send(entity9At(10, 40));
+  await until('the first snapshot', () => events.includes('snapshot 10'), 3000);
+  // A handoff: the new shard's Welcome has come, its first snapshot (the `handoff` event) not yet.
+  sockets[0]?.send(
+    ServerMessage.encode({ handoffRedirect: { address: url, resumeToken: 'r', lastInputSeq: 0, shardName: 'shard-b' } }).finish(),
+  );
+  await until('the client to resume on shard-b', () => c.shardName === 'shard-b', 3000);
+  // The player quits; shard-b sends its first snapshot and a kick before it reads the close.
+  c.close();
+  sockets[1]?.send(entity9At(3, 41));
+  sockets[1]?.send(ServerMessage.encode({ kick: { reason: aethex.v1.ReasonCode.REASON_CODE_TOO_SLOW, message: 'slow' } }).finish());
+  await until('the session to close', () => events.some((e) => e.startsWith('close')), 3000);
+  expect(events).toEqual(['snapshot 10', 'close 1000 client closed']);
+});

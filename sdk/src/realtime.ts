@@ -1008,6 +1008,10 @@ export class RealtimeClient {
   }
 
   private handle(msg: Decoded): void {
+    // After close() the session is over for the app: what the shard sent before it read the close
+    // — a snapshot (a handoff's first one among them), a kick, a game message — is not applied and
+    // emits nothing, as a redirect is not followed (`beginHandoff`). Answers to RPCs still settle.
+    if (this.closing && msg.body !== 'rpcResult') return;
     if (msg.body === 'snapshot') {
       const s = msg === SNAPSHOT_IN_PLACE ? this.incoming : ((msg as aethex.v1.ServerMessage).snapshot as aethex.v1.Snapshot);
       const socket = this.socket as WebSocketLike;
