@@ -277,23 +277,6 @@ describe('soak checks', () => {
     expect(failing(r)).toEqual(['rejoins set back (state older than acknowledged) not explained by a SIGKILL of that shard']);
   });
 
-  test('a kick that crossed the close of a player who quit during a client-pause is not the session going on', () => {
-    const r = healthy();
-    r.events.push(
-      { e: 'quit', p: 'p1', shard: B, entity: 1, at: 6000 },
-      { e: 'kicked', p: 'p1', shard: B, reason: 'TOO_SLOW', message: 'no acknowledgement for 201 ticks', at: 10_600 },
-    );
-    r.finals = [];
-    expect(evaluate(r).afterQuit.map((a) => a.player)).toEqual(['p1']);
-    r.faults = [clientFault('client-pause', 5000, 10_500, ['p1'])];
-    expect(evaluate(r).afterQuit).toEqual([]);
-    // Anything else after the quit still counts, and so does a kick when the pause was someone else's.
-    r.events.push({ e: 'dropped', p: 'p1', shard: B, code: 1006, reason: '', acked: 1, at: 10_700 });
-    expect(evaluate(r).afterQuit.map((a) => a.seen.map((e) => e.e))).toEqual([['dropped']]);
-    r.faults = [clientFault('client-pause', 5000, 10_500, ['p2'])];
-    expect(evaluate(r).afterQuit.map((a) => a.seen.map((e) => e.e))).toEqual([['kicked', 'dropped']]);
-  });
-
   test('outcomes are per player per fault, and faults of other kinds are not client faults', () => {
     const events: ClientEvent[] = [{ e: 'dropped', p: 'p1', shard: B, code: 1006, reason: '', acked: 1, at: 5000 }];
     const faults: FaultRecord[] = [kill(B, 4990), clientFault('client-cut', 9000, 9000, ['p1', 'p2'])];

@@ -468,16 +468,9 @@ export function evaluate(r: SoakRecord): SoakFindings {
   }
 
   // --- a player who quits is gone: nothing after close() ---
-  // But a player who quit while a client-pause held their connection: their close(1000) reached
-  // the shard only at the release, and a kick the shard sent before it (too slow: their
-  // acknowledgements were held too) can arrive first, during the close handshake. That kick is
-  // the shard ending the session, not the session going on.
-  const heldAtQuit = (player: string, q: number) =>
-    r.faults.some((f) => f.kind === 'client-pause' && f.players?.includes(player) && f.at <= q && q <= f.endAt);
   const afterQuit: SoakFindings['afterQuit'] = [];
   for (const [player, q] of quitAt) {
-    const held = heldAtQuit(player, q);
-    const seen = (byPlayer.get(player) ?? []).filter((e) => e.e !== 'quit' && e.at >= q && !(held && e.e === 'kicked'));
+    const seen = (byPlayer.get(player) ?? []).filter((e) => e.e !== 'quit' && e.at >= q);
     if (seen.length > 0) afterQuit.push({ player, quitAt: q, seen: seen.slice(0, 5) });
   }
   rows.push({
