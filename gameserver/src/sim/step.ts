@@ -1,5 +1,5 @@
 import { insideMax } from '@aethex/proto';
-import { IDLE_CREDIT, KIND_PLAYER, MAX_MOVES_PER_STEP, MAX_QUEUED_MOVES, type Rect, type World } from './world.js';
+import { IDLE_CREDIT, JITTER_BUFFER_STEPS, KIND_PLAYER, MAX_MOVES_PER_STEP, MAX_QUEUED_MOVES, type Rect, type World } from './world.js';
 
 /** The movement rules of a shard: the region an owned entity must stay in and its top speed. */
 export interface MovementRules {
@@ -81,7 +81,10 @@ export function applyInput(world: World, slot: number, seq: number, moveX: numbe
  * as they were made). With more than that waiting — a batch after a stall, inputs re-sent after a
  * rejoin or a rolled-back handoff — the step goes by further moves while the entity has credit
  * (`World.credit`: steps it stood, or was kept frozen, with nothing to apply), each clamped on its
- * own, up to `MAX_MOVES_PER_STEP` moves a step, until one waits (credit granted beyond
+ * own, up to `MAX_MOVES_PER_STEP` moves a step, until one waits; and when one has been left
+ * waiting after each of `JITTER_BUFFER_STEPS` steps in a row (a client sending one input a tick
+ * whose inputs, after one came late, arrive a tick behind for good), by that one too, so the
+ * buffer does not hold a tick of input lag for as long as the player walks (credit granted beyond
  * `IDLE_CREDIT` lapses when the burst does not begin within `CREDIT_LAPSE_TICKS`). So a burst is caught up on within
  * a few steps instead of lagging behind for good, and no entity moves further than `maxSpeed` for
  * each tick that passed plus its credit. Its velocity becomes the displacement actually applied. Players without
@@ -102,7 +105,7 @@ export function step(world: World, rules: MovementRules, corrected: Uint32Array)
   const r = rules.region ?? rules.bounds;
   const rHiX = insideMax(r.maxX);
   const rHiY = insideMax(r.maxY);
-  const { x, y, vx, vy, kind, moveX, moveY, moveSeq, hasMove, nextX, nextY, nextSeq, hasNext, lastSeq, mode, credit } = world;
+  const { x, y, vx, vy, kind, moveX, moveY, moveSeq, hasMove, nextX, nextY, nextSeq, hasNext, lastSeq, mode, credit, buffered } = world;
   let nCorrected = 0;
   for (let i = 0; i < world.count; i++) {
     // Ghosts, entities on offer and dormant ones are not simulated here.
@@ -149,10 +152,15 @@ export function step(world: World, rules: MovementRules, corrected: Uint32Array)
           if (world.creditLapse.size > 0) world.creditLapse.delete(world.id[i] as number);
           break;
         }
-        // Catch up while more than one move still waits (one may: it is the jitter buffer).
-        if (hasNext[i] === 0 || moves >= MAX_MOVES_PER_STEP || credit[i] === 0) break;
+        // Catch up while more than one move still waits. One may: it is the jitter buffer — unless
+        // it has stayed full for JITTER_BUFFER_STEPS steps in a row (the client's inputs arrive
+        // steadily a tick behind), when a credit takes that tick back.
+        if (moves >= MAX_MOVES_PER_STEP || credit[i] === 0) break;
+        if (hasNext[i] === 0 && (buffered[i] as number) < JITTER_BUFFER_STEPS) break;
         credit[i] = (credit[i] as number) - 1;
       }
+      const b = buffered[i] as number;
+      buffered[i] = hasMove[i] === 0 ? 0 : b < 255 ? b + 1 : b;
       vx[i] = (x[i] as number) - ox;
       vy[i] = (y[i] as number) - oy;
       if (clamped && nCorrected < corrected.length) corrected[nCorrected++] = world.id[i] as number;

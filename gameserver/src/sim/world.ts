@@ -65,6 +65,13 @@ export const MAX_QUEUED_MOVES = 160;
 export const MAX_MOVES_PER_STEP = 4;
 /** Credit a player earns standing: the network jitter a step absorbs (8 steps, 200 ms at 40 Hz). */
 export const IDLE_CREDIT = 8;
+/**
+ * Steps in a row a player's one-move jitter buffer may stay full — a move left waiting after every
+ * step — before a step spends a credit to apply that move too: 0.5 s at 40 Hz. A client that sends
+ * one input a tick fills the buffer with one late input and, sending exactly as fast as the shard
+ * ticks, never empties it: a tick more of input lag for as long as it walks. See `step`.
+ */
+export const JITTER_BUFFER_STEPS = 20;
 /** Most credit an entity can hold (the frozen ticks granted are capped to it). */
 export const MAX_CREDIT = 255;
 /**
@@ -140,6 +147,11 @@ export class World {
    * offer). See `step`.
    */
   readonly credit: Uint8Array;
+  /**
+   * Steps in a row after which a move was left waiting (the jitter buffer full), up to 255; at
+   * `JITTER_BUFFER_STEPS` a step with credit applies that move too. See `step`.
+   */
+  readonly buffered: Uint8Array;
   /**
    * When credit granted beyond `IDLE_CREDIT` lapses, by entity id: the tick by which the burst it
    * was granted for must have begun (see `grantCredit`).
@@ -245,6 +257,7 @@ export class World {
     this.nextSeq = new Uint32Array(capacity);
     this.hasNext = new Uint8Array(capacity);
     this.credit = new Uint8Array(capacity);
+    this.buffered = new Uint8Array(capacity);
     this.mode = sharedArray(Uint8Array, capacity);
   }
 
@@ -274,6 +287,7 @@ export class World {
     if (this.queued.size > 0) this.queued.delete(this.id[i] as number);
     if (this.creditLapse.size > 0) this.creditLapse.delete(this.id[i] as number);
     this.credit[i] = 0;
+    this.buffered[i] = 0;
     this.moveX[i] = 0;
     this.moveY[i] = 0;
     this.moveSeq[i] = 0;
@@ -363,6 +377,7 @@ export class World {
       this.nextSeq[i] = this.nextSeq[last] as number;
       this.hasNext[i] = this.hasNext[last] as number;
       this.credit[i] = this.credit[last] as number;
+      this.buffered[i] = this.buffered[last] as number;
       this.mode[i] = this.mode[last] as number;
       this.slotOf.set(this.id[i] as number, i);
     }
