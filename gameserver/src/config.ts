@@ -46,7 +46,7 @@ export const GAMESERVER_SETTINGS = {
     default: 256,
     min: 1,
     max: 4096,
-    doc: 'Entities tracked per client at most: its own entity, then, when more are within engine.aoi_radius, the nearest others (ties in distance to the lowest entity id); each query so capped counts in aether_aoi_capped_total.',
+    doc: 'Entities tracked per client at most: its own entity, then, when more are within engine.aoi_radius, the nearest others (ties in distance to the lowest entity id; those the client was sent last, when its view was full, counted 10 % nearer); each query so capped counts in aether_aoi_capped_total.',
   },
   'engine.snapshot_threads': {
     type: 'int',

@@ -1,6 +1,7 @@
 import type { SnapshotBodyWriter } from '@aethex/proto';
 import { sharedArray, type World } from '../sim/world.js';
 import type { Interest } from '../spatial/aoi.js';
+import type { HeldMarks } from '../spatial/grid.js';
 
 /** Snapshots kept per client as delta bases: 32 ticks (0.8 s at 40 Hz). Older acks get a full snapshot. */
 export const HISTORY_TICKS = 32;
@@ -129,6 +130,9 @@ export class DeltaHistory {
   /** Frame f at [f*stride, (f+1)*stride): tick, count, then count (id, slot) pairs of uint32. */
   private log: Uint32Array;
   private stride: number;
+  /** The tick of the last frame written, and whether that frame was full (`maxVisible`: likely a crowd, capped). */
+  private lastTick = NO_TICK;
+  private lastFull = false;
 
   constructor(readonly maxVisible: number) {
     this.stride = FRAME_HEAD + Math.min(64, maxVisible) * 2;
@@ -138,6 +142,8 @@ export class DeltaHistory {
 
   /** Forgets every frame, so that a history can serve a new session (the engine reuses them). */
   reset(): void {
+    this.lastTick = NO_TICK;
+    this.lastFull = false;
     for (let o = 0; o < this.log.length; o += this.stride) {
       this.log[o] = NO_TICK;
       this.log[o + 1] = 0;
@@ -155,6 +161,34 @@ export class DeltaHistory {
     }
     this.log = log;
     this.stride = stride;
+  }
+
+  /**
+   * When the last frame sent was full (`maxVisible` entities: a crowd, so the next view is likely
+   * capped too), marks its entities' slots now in `held.marks` with a fresh stamp, for the next
+   * query to prefer them (`HeldMarks`), and returns true; else false (and marks nothing: an
+   * uncrowded client pays one field read for this).
+   */
+  markSent(q: QuantizedWorld, held: HeldMarks): boolean {
+    if (!this.lastFull) return false;
+    const log = this.log;
+    const fo = (this.lastTick % HISTORY_TICKS) * this.stride;
+    if (log[fo] !== this.lastTick) return false;
+    const world = q.world as EntityTable;
+    const worldIds = world.id;
+    const marks = q.marks;
+    const stamp = q.takeStamps();
+    const n = log[fo + 1] as number;
+    for (let a = 0, e = fo + FRAME_HEAD; a < n; a++, e += 2) {
+      const id = log[e] as number;
+      let slot = log[e + 1] as number;
+      // Slots move only when something despawns: then the id map finds the entity, if it is still here.
+      if (slot >= world.count || worldIds[slot] !== id) slot = world.indexOf(id);
+      if (slot >= 0) marks[slot * 2] = stamp;
+    }
+    held.marks = marks;
+    held.stamp = stamp;
+    return true;
   }
 
   encodeDelta(
@@ -201,6 +235,8 @@ export class DeltaHistory {
 
     log[fo] = tick;
     log[fo + 1] = n;
+    this.lastTick = tick;
+    this.lastFull = n >= this.maxVisible;
     const { ids, slots } = interest;
     writer.reset();
     for (let k = 0, e = fo + FRAME_HEAD; k < n; k++, e += 2) {

@@ -2,7 +2,7 @@ import { Worker } from 'node:worker_threads';
 import { encodeSnapshotMessage, SNAPSHOT_LAYOUT, SnapshotBodyWriter } from '@aethex/proto';
 import { sharedArray, type WorldShare } from '../sim/world.js';
 import { Interest } from '../spatial/aoi.js';
-import type { Grid, GridShare } from '../spatial/grid.js';
+import type { Grid, GridShare, HeldMarks } from '../spatial/grid.js';
 import { type DeltaHistory, DeltaScratch, type EntityTable, type QuantizedShare, type QuantizedWorld } from './delta-history.js';
 
 /**
@@ -15,6 +15,8 @@ export class SnapshotCutter {
   private readonly interest: Interest;
   private readonly scratch: DeltaScratch;
   private readonly writer = new SnapshotBodyWriter(4096);
+  /** What the client being cut was last sent, when its view was full (`DeltaHistory.markSent`). */
+  private readonly held: HeldMarks;
   /** Snapshots cut whose area of interest held more than maxVisible (the nearest kept): reset by the owner. */
   capped = 0;
 
@@ -27,13 +29,16 @@ export class SnapshotCutter {
   ) {
     this.interest = new Interest(maxVisible);
     this.scratch = new DeltaScratch(maxVisible);
+    this.held = { marks: q.marks, stamp: 0 };
   }
 
   /** The snapshot of `tick` for the client whose entity is at `slot` and who acknowledged `ackTick`. */
   cut(history: DeltaHistory, slot: number, tick: number, ackTick: number): Uint8Array {
     const world = this.q.world as EntityTable;
     const { interest, scratch, writer } = this;
-    interest.update(this.grid, world, world.x[slot] as number, world.y[slot] as number, this.radius, slot);
+    // A crowded client keeps what it was sent unless something clearly nearer comes (`HELD_D2`).
+    const held = history.markSent(this.q, this.held) ? this.held : undefined;
+    interest.update(this.grid, world, world.x[slot] as number, world.y[slot] as number, this.radius, slot, held);
     if (interest.capped) this.capped++;
     const delta = history.encodeDelta(tick, ackTick, interest, this.q, writer, scratch);
     return encodeSnapshotMessage(

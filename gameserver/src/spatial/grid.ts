@@ -11,6 +11,23 @@ export { GRID_CELL_FACTOR } from '@aethex/runtime';
 const NEAREST_BUCKETS = 64;
 
 /**
+ * A capped query counts the squared distance of an entity its client was last sent (`HeldMarks`)
+ * times this: 10 % nearer than it is. So at the edge of a crowded view an entity is pushed out only
+ * by one clearly nearer, not each tick by whichever of two about as far stepped closer — each swap a
+ * full record entering and a removal, and a neighbour blinking in and out on the player's screen.
+ */
+export const HELD_D2 = 0.81;
+
+/**
+ * The entities a client was last sent, for a capped query to prefer (`HELD_D2`): slot `s` was sent
+ * when `marks[s * 2] === stamp` (the snapshot encoder's per-slot scratch, `QuantizedWorld.marks`).
+ */
+export interface HeldMarks {
+  marks: Int32Array;
+  stamp: number;
+}
+
+/**
  * A uniform grid over a rectangle, rebuilt from scratch every tick with a counting sort: O(n) with
  * no allocation, and no incremental bookkeeping to go wrong on joins or teleports. Points outside
  * the rectangle fall into the nearest edge cell, so queries stay correct for them too. The rebuild
@@ -146,7 +163,8 @@ export class Grid {
    * `mode` array) is given: they take no place in `out`. When more are in range than `out` has room
    * for, it is filled with the nearest of them (`nearest`), and `capped` counts the query.
    * `ids` (the world's `id` array) breaks ties in distance by entity id, lowest first; without it,
-   * by slot.
+   * by slot. `held`: the entities the client was last sent, which a capped query counts nearer by
+   * `HELD_D2` (none are beyond `radius` all the same).
    */
   queryRadius(
     px: number,
@@ -157,6 +175,7 @@ export class Grid {
     mode?: Uint8Array,
     from = 0,
     ids?: Uint32Array,
+    held?: HeldMarks,
   ): number {
     const r2 = radius * radius;
     const cx0 = this.cellX(px - radius);
@@ -174,11 +193,11 @@ export class Grid {
     if (inCells > cap - n) {
       const cellsArea = (cx1 - cx0 + 1) * (cy1 - cy0 + 1) * this.cellSize * this.cellSize;
       if (inCells * Math.PI * r2 > (cap - n) * cellsArea)
-        return this.nearest(px, py, r2, cx0, cx1, cy0, cy1, out, exclude, mode, from, ids);
+        return this.nearest(px, py, r2, cx0, cx1, cy0, cy1, out, exclude, mode, from, ids, held);
     }
     n = this.fill(px, py, r2, cx0, cx1, cy0, cy1, out, exclude, mode, n);
     // One more than there is room for: start again, keeping the nearest (the rare case).
-    return n >= 0 ? n : this.nearest(px, py, r2, cx0, cx1, cy0, cy1, out, exclude, mode, from, ids);
+    return n >= 0 ? n : this.nearest(px, py, r2, cx0, cx1, cy0, cy1, out, exclude, mode, from, ids, held);
   }
 
   /**
@@ -229,7 +248,8 @@ export class Grid {
    * Every bucket below the one where the count reaches the room in `out` is kept whole, in grid
    * order; of that last bucket only, the nearest are selected (`selectNearest`). Distance ties go
    * to the lowest id (or slot): which entities a crowded client sees is then a function of the
-   * world alone, the same on every thread and every run.
+   * world and of what it was sent last (`held`, counted nearer by `HELD_D2`), the same on every
+   * thread and every run.
    */
   private nearest(
     px: number,
@@ -244,6 +264,7 @@ export class Grid {
     mode: Uint8Array | undefined,
     from: number,
     ids: Uint32Array | undefined,
+    held: HeldMarks | undefined,
   ): number {
     if (this.selSlot.length < this.count) {
       const size = Math.max(this.count, this.selSlot.length * 2, 1024);
@@ -258,6 +279,8 @@ export class Grid {
     // floor(d2 * toBucket) never decreases as d2 grows: a lower bucket is strictly nearer.
     const last = NEAREST_BUCKETS - 1;
     const toBucket = r2 > 0 ? NEAREST_BUCKETS / r2 : 0;
+    const heldMarks = held?.marks;
+    const heldStamp = held?.stamp ?? 0;
     bucketCount.fill(0);
     let m = 0;
     for (let cy = cy0; cy <= cy1; cy++) {
@@ -266,10 +289,11 @@ export class Grid {
       for (let k = start[row + cx0] as number; k < to; k++) {
         const dx = (sx[k] as number) - px;
         const dy = (sy[k] as number) - py;
-        const d2 = dx * dx + dy * dy;
+        let d2 = dx * dx + dy * dy;
         if (d2 <= r2) {
           const i = items[k] as number;
           if (i === exclude || (mode !== undefined && mode[i] === MODE_DORMANT)) continue;
+          if (heldMarks !== undefined && heldMarks[i * 2] === heldStamp) d2 *= HELD_D2;
           const b = Math.min(last, Math.floor(d2 * toBucket));
           selSlot[m] = i;
           selD2[m] = d2;
