@@ -12,6 +12,7 @@ import { nodeSocket } from '@aethex/sdk/node-socket';
 import { createRng } from '../src/sim/step.js';
 import type { ClientEvent, ClientState, ClientsCommand, ClientsConfig, ClientsMessage } from './client-protocol.js';
 import { SOAK_PLAYER_PARAM } from './fault-proxy.js';
+import { walkTowards } from './walk.js';
 
 const config = JSON.parse(process.argv[2] as string) as ClientsConfig;
 const privateKey = createPrivateKey(readFileSync(config.privateKeyFile, 'utf8'));
@@ -207,15 +208,7 @@ setInterval(() => {
   for (const p of players.values()) {
     const c = p.client;
     if (p.rejoining || p.ended) continue;
-    const me = c.predicted;
-    const dx = p.target.x - me.x;
-    const dy = p.target.y - me.y;
-    const d = Math.hypot(dx, dy);
-    if (d < config.step * 2) {
-      p.target = pick();
-      continue;
-    }
-    c.move((dx / d) * config.step, (dy / d) * config.step);
+    walkTowards(c, p, config.step, pick);
   }
 }, config.inputEveryMs);
 

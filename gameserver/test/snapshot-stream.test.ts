@@ -89,96 +89,42 @@ test('property: the client rebuilds exactly the server’s view from delta snaps
   );
 });
 
-test('property: a capped view (more in range than engine.max_visible) reaches the client as exactly its own entity and the nearest others, entering and leaving as they are pushed out', () => {
-  const cap = 12;
-  let cappedTicks = 0;
-  let churn = 0;
-  fc.assert(
-    fc.property(
-      // Per tick, steps of a random walk for some of the 50 entities, and who despawns or spawns.
-      fc.array(
-        fc.record({
-          moves: fc.array(fc.tuple(fc.nat(), fc.integer({ min: -15, max: 15 }), fc.integer({ min: -15, max: 15 })), { maxLength: 30 }),
-          despawn: fc.option(fc.nat(), { nil: undefined }),
-          spawn: fc.option(fc.tuple(coord, coord), { nil: undefined }),
-          lag: fc.integer({ min: 1, max: 4 }),
-        }),
-        { minLength: 5, maxLength: 40 },
-      ),
-      fc.array(fc.tuple(fc.integer({ min: -60, max: 60 }), fc.integer({ min: -60, max: 60 })), { minLength: 50, maxLength: 50 }),
-      (plan, start) => {
-        const world = new World(100);
-        // The client's own entity, at the middle of the crowd.
-        const me = world.spawn(0, 0, 0);
-        for (const [x, y] of start) world.spawn(x, y, 1);
-        const grid = new Grid(area, 50, 100);
-        const q = new QuantizedWorld(100);
-        const interest = new Interest(cap);
-        const history = new DeltaHistory(cap);
-        const scratch = new DeltaScratch(8);
-        const writer = new SnapshotBodyWriter(16);
-        const client = new SnapshotStore();
-        const applied: number[] = [];
-        let acked = 0;
-        let tick = 0;
-        let before = new Set<number>();
-        for (const step of plan) {
-          for (const [pick, dx, dy] of step.moves) {
-            const slot = pick % world.count;
-            world.x[slot] = Math.max(-99, Math.min(99, (world.x[slot] as number) + dx));
-            world.y[slot] = Math.max(-99, Math.min(99, (world.y[slot] as number) + dy));
-          }
-          if (step.despawn !== undefined) {
-            const id = world.id[step.despawn % world.count] as number;
-            if (id !== me) world.despawn(id);
-          }
-          if (step.spawn && world.count < world.capacity) world.spawn(step.spawn[0], step.spawn[1], 1);
-          tick++;
-          grid.rebuild(world.x, world.y, world.count);
-          q.update(world, 8, tick);
-          const self = world.indexOf(me);
-          const px = world.x[self] as number;
-          const py = world.y[self] as number;
-          interest.update(grid, world, px, py, 80, self);
-          // Brute force: the own entity, then the cap - 1 nearest others, ties to the lowest id.
-          const d2 = (i: number) => {
-            const dx = (world.x[i] as number) - px;
-            const dy = (world.y[i] as number) - py;
-            return dx * dx + dy * dy;
-          };
-          const inRange: number[] = [];
-          for (let i = 0; i < world.count; i++) if (i !== self && d2(i) <= 80 * 80) inRange.push(i);
-          inRange.sort((a, b) => d2(a) - d2(b) || (world.id[a] as number) - (world.id[b] as number));
-          const want = new Set([me, ...inRange.slice(0, cap - 1).map((i) => world.id[i] as number)]);
-          expect(interest.capped).toBe(inRange.length > cap - 1);
-          if (interest.capped) cappedTicks++;
-
-          acked = Math.max(acked, applied.length >= step.lag ? (applied[applied.length - step.lag] as number) : 0);
-          const r = history.encodeDelta(tick, acked, interest, q, writer, scratch);
-          const changes = client.apply(tick, r.baseTick, writer.bytes().slice(), scratch.removed.slice(0, r.removedCount));
-          applied.push(tick);
-          // The client's view is the capped set, with this tick's positions, whatever base it was sent against.
-          const got = new Map([...changes.frame].map(([id, e]) => [id, [e.qx, e.qy]]));
-          expect(new Set(got.keys())).toEqual(want);
-          for (const id of want) {
-            const s = world.indexOf(id);
-            expect(got.get(id)).toEqual([Math.round((world.x[s] as number) * 8) | 0, Math.round((world.y[s] as number) * 8) | 0]);
-          }
-          // Entered and left are the differences between consecutive views: pushed out by someone
-          // nearer is leaving, coming nearer than the farthest kept is entering.
-          expect(new Set(changes.entered)).toEqual(new Set([...want].filter((id) => !before.has(id))));
-          expect(new Set(changes.left)).toEqual(new Set([...before].filter((id) => !want.has(id))));
-          churn += changes.entered.length + changes.left.length;
-          before = want;
-        }
-      },
-    ),
-    { numRuns: 200 },
-  );
-  // The runs were crowded, and the kept set changed under the cap.
-  expect(cappedTicks).toBeGreaterThan(1000);
-  expect(churn).toBeGreaterThan(1000);
+/** Per tick of a crowd: steps of a random walk for some of the 50 entities, who despawns or spawns, and how many snapshots late the client acknowledges. */
+const crowdPlan = fc.array(
+  fc.record({
+    moves: fc.array(fc.tuple(fc.nat(), fc.integer({ min: -15, max: 15 }), fc.integer({ min: -15, max: 15 })), { maxLength: 30 }),
+    despawn: fc.option(fc.nat(), { nil: undefined }),
+    spawn: fc.option(fc.tuple(coord, coord), { nil: undefined }),
+    lag: fc.integer({ min: 1, max: 4 }),
+  }),
+  { minLength: 5, maxLength: 40 },
+);
+const crowdStart = fc.array(fc.tuple(fc.integer({ min: -60, max: 60 }), fc.integer({ min: -60, max: 60 })), {
+  minLength: 50,
+  maxLength: 50,
 });
+
+/** A world of 100 slots: the client's own entity (`me`) at the middle of 50 others at `start`. */
+function crowdWorld(start: [number, number][]) {
+  const world = new World(100);
+  const me = world.spawn(0, 0, 0);
+  for (const [x, y] of start) world.spawn(x, y, 1);
+  return { world, me };
+}
+
+/** One tick of a crowd plan's changes (the client's own entity never despawns). */
+function stepCrowd(world: World, me: number, step: { moves: [number, number, number][]; despawn?: number; spawn?: [number, number] }) {
+  for (const [pick, dx, dy] of step.moves) {
+    const slot = pick % world.count;
+    world.x[slot] = Math.max(-99, Math.min(99, (world.x[slot] as number) + dx));
+    world.y[slot] = Math.max(-99, Math.min(99, (world.y[slot] as number) + dy));
+  }
+  if (step.despawn !== undefined) {
+    const id = world.id[step.despawn % world.count] as number;
+    if (id !== me) world.despawn(id);
+  }
+  if (step.spawn && world.count < world.capacity) world.spawn(step.spawn[0], step.spawn[1], 1);
+}
 
 /** A client of `cutter`: cuts its snapshot of `tick` as the engine does and applies it as the SDK does; returns what changed. */
 function cutAndApply(cutter: SnapshotCutter, history: DeltaHistory, client: SnapshotStore, slot: number, tick: number, acked: number) {
@@ -219,90 +165,75 @@ test('at the edge of a crowded view, two entities about as far that take turns b
   expect(HELD_D2).toBeLessThan(0.9 ** 2 + 1e-9);
 });
 
-test('property: through the snapshot encoder a crowded view keeps what the client was last sent unless something is nearer by HELD_D2, and the client receives exactly that view', () => {
+test('property: a capped view (more in range than engine.max_visible) reaches the client as exactly its own entity and the nearest others — what it was sent last counted HELD_D2 nearer — entering and leaving as they are pushed out', () => {
   const cap = 12;
   let cappedTicks = 0;
   let heldMattered = 0;
+  let churn = 0;
   fc.assert(
-    fc.property(
-      fc.array(
-        fc.record({
-          moves: fc.array(fc.tuple(fc.nat(), fc.integer({ min: -8, max: 8 }), fc.integer({ min: -8, max: 8 })), { maxLength: 30 }),
-          despawn: fc.option(fc.nat(), { nil: undefined }),
-          spawn: fc.option(fc.tuple(coord, coord), { nil: undefined }),
-          lag: fc.integer({ min: 1, max: 4 }),
-        }),
-        { minLength: 5, maxLength: 40 },
-      ),
-      fc.array(fc.tuple(fc.integer({ min: -60, max: 60 }), fc.integer({ min: -60, max: 60 })), { minLength: 50, maxLength: 50 }),
-      (plan, start) => {
-        const world = new World(100);
-        const me = world.spawn(0, 0, 0);
-        for (const [x, y] of start) world.spawn(x, y, 1);
-        const grid = new Grid(area, 50, 100);
-        const q = new QuantizedWorld(100);
-        const cutter = new SnapshotCutter(grid, q, 80, cap, (n) => new Uint8Array(n));
-        const history = new DeltaHistory(cap);
-        const client = new SnapshotStore();
-        const applied: number[] = [];
-        let acked = 0;
-        let tick = 0;
-        let sent = new Set<number>();
-        for (const step of plan) {
-          for (const [pick, dx, dy] of step.moves) {
-            const slot = pick % world.count;
-            world.x[slot] = Math.max(-99, Math.min(99, (world.x[slot] as number) + dx));
-            world.y[slot] = Math.max(-99, Math.min(99, (world.y[slot] as number) + dy));
-          }
-          if (step.despawn !== undefined) {
-            const id = world.id[step.despawn % world.count] as number;
-            if (id !== me) world.despawn(id);
-          }
-          if (step.spawn && world.count < world.capacity) world.spawn(step.spawn[0], step.spawn[1], 1);
-          tick++;
-          grid.rebuild(world.x, world.y, world.count);
-          q.update(world, 8, tick);
-          const self = world.indexOf(me);
-          const px = world.x[self] as number;
-          const py = world.y[self] as number;
-          // Brute force: the own entity, then the cap - 1 nearest others — those sent last time
-          // counted HELD_D2 nearer when that view was full — ties to the lowest id.
-          const full = sent.size === cap;
-          const d2 = (i: number, withHeld: boolean) => {
-            const dx = (world.x[i] as number) - px;
-            const dy = (world.y[i] as number) - py;
-            return (dx * dx + dy * dy) * (withHeld && full && sent.has(world.id[i] as number) ? HELD_D2 : 1);
-          };
-          const inRange: number[] = [];
-          for (let i = 0; i < world.count; i++) if (i !== self && d2(i, false) <= 80 * 80) inRange.push(i);
-          const pick = (withHeld: boolean) =>
-            new Set([
-              me,
-              ...[...inRange]
-                .sort((a, b) => d2(a, withHeld) - d2(b, withHeld) || (world.id[a] as number) - (world.id[b] as number))
-                .slice(0, cap - 1)
-                .map((i) => world.id[i] as number),
-            ]);
-          const want = pick(true);
-          if (inRange.length > cap - 1) {
-            cappedTicks++;
-            if ([...want].some((id) => !pick(false).has(id))) heldMattered++;
-          }
-          acked = Math.max(acked, applied.length >= step.lag ? (applied[applied.length - step.lag] as number) : 0);
-          const changes = cutAndApply(cutter, history, client, self, tick, acked);
-          applied.push(tick);
-          const got = new Map([...changes.frame].map(([id, e]) => [id, [e.qx, e.qy]]));
-          expect(new Set(got.keys())).toEqual(want);
-          for (const id of want) {
-            const s = world.indexOf(id);
-            expect(got.get(id)).toEqual([Math.round((world.x[s] as number) * 8) | 0, Math.round((world.y[s] as number) * 8) | 0]);
-          }
-          sent = want;
+    fc.property(crowdPlan, crowdStart, (plan, start) => {
+      const { world, me } = crowdWorld(start);
+      const grid = new Grid(area, 50, 100);
+      const q = new QuantizedWorld(100);
+      const cutter = new SnapshotCutter(grid, q, 80, cap, (n) => new Uint8Array(n));
+      const history = new DeltaHistory(cap);
+      const client = new SnapshotStore();
+      const applied: number[] = [];
+      let acked = 0;
+      let tick = 0;
+      let sent = new Set<number>();
+      for (const step of plan) {
+        stepCrowd(world, me, step);
+        tick++;
+        grid.rebuild(world.x, world.y, world.count);
+        q.update(world, 8, tick);
+        const self = world.indexOf(me);
+        const px = world.x[self] as number;
+        const py = world.y[self] as number;
+        // Brute force: the own entity, then the cap - 1 nearest others — those sent last time
+        // counted HELD_D2 nearer when that view was full — ties to the lowest id.
+        const full = sent.size === cap;
+        const d2 = (i: number, withHeld: boolean) => {
+          const dx = (world.x[i] as number) - px;
+          const dy = (world.y[i] as number) - py;
+          return (dx * dx + dy * dy) * (withHeld && full && sent.has(world.id[i] as number) ? HELD_D2 : 1);
+        };
+        const inRange: number[] = [];
+        for (let i = 0; i < world.count; i++) if (i !== self && d2(i, false) <= 80 * 80) inRange.push(i);
+        const pick = (withHeld: boolean) =>
+          new Set([
+            me,
+            ...[...inRange]
+              .sort((a, b) => d2(a, withHeld) - d2(b, withHeld) || (world.id[a] as number) - (world.id[b] as number))
+              .slice(0, cap - 1)
+              .map((i) => world.id[i] as number),
+          ]);
+        const want = pick(true);
+        if (inRange.length > cap - 1) {
+          cappedTicks++;
+          if ([...want].some((id) => !pick(false).has(id))) heldMattered++;
         }
-      },
-    ),
+        acked = Math.max(acked, applied.length >= step.lag ? (applied[applied.length - step.lag] as number) : 0);
+        const changes = cutAndApply(cutter, history, client, self, tick, acked);
+        applied.push(tick);
+        const got = new Map([...changes.frame].map(([id, e]) => [id, [e.qx, e.qy]]));
+        expect(new Set(got.keys())).toEqual(want);
+        for (const id of want) {
+          const s = world.indexOf(id);
+          expect(got.get(id)).toEqual([Math.round((world.x[s] as number) * 8) | 0, Math.round((world.y[s] as number) * 8) | 0]);
+        }
+        // Entered and left are the differences between consecutive views: pushed out by someone
+        // nearer is leaving, coming nearer than the farthest kept is entering.
+        expect(new Set(changes.entered)).toEqual(new Set([...want].filter((id) => !sent.has(id))));
+        expect(new Set(changes.left)).toEqual(new Set([...sent].filter((id) => !want.has(id))));
+        churn += changes.entered.length + changes.left.length;
+        sent = want;
+      }
+    }),
     { numRuns: 200 },
   );
+  // The runs were crowded, the kept set changed under the cap, and what was sent changed what was kept.
   expect(cappedTicks).toBeGreaterThan(1000);
+  expect(churn).toBeGreaterThan(1000);
   expect(heldMattered).toBeGreaterThan(200);
 });

@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { percentile, type Rect, signJoinToken } from '@aethex/runtime';
 import { RealtimeClient } from '@aethex/sdk';
 import { WebSocket } from 'ws';
+import { walkTowards } from '../soak/walk.js';
 
 export interface WorldBotsConfig {
   world: string;
@@ -131,15 +132,7 @@ const walk = setInterval(() => {
   for (const bot of bots) {
     const c = bot.client;
     if (!c || !bot.joined) continue;
-    const me = c.predicted;
-    const dx = bot.target.x - me.x;
-    const dy = bot.target.y - me.y;
-    const d = Math.hypot(dx, dy);
-    if (d < config.step * 2) {
-      bot.target = pick();
-      continue;
-    }
-    c.move((dx / d) * config.step, (dy / d) * config.step);
+    walkTowards(c, bot, config.step, pick);
   }
 }, config.inputEveryMs);
 const progress = setInterval(() => {
