@@ -46,7 +46,7 @@ export const GAMESERVER_SETTINGS = {
     default: 256,
     min: 1,
     max: 4096,
-    doc: 'Entities tracked per client at most: its own entity, then, when more are within engine.aoi_radius, the nearest others (ties in distance to the lowest entity id; those the client was sent last, when its view was full, counted 10 % nearer); each query so capped counts in aether_aoi_capped_total.',
+    doc: 'Entities tracked per client at most: its own entity, then, when more are within engine.aoi_radius, the nearest others (ties in distance to the lowest entity id; those in the last snapshot made for the client, when that view was full, counted 10 % nearer); each query so capped counts in aether_aoi_capped_total.',
   },
   'engine.snapshot_threads': {
     type: 'int',
@@ -205,7 +205,7 @@ export const GAMESERVER_SETTINGS = {
   'shard.namespace': {
     type: 'string',
     default: '',
-    pattern: new RegExp(`^(|${DNS_LABEL.source.slice(1, -1)})$`),
+    pattern: new RegExp(`^(|$DNS_LABEL.source.slice(1, -1))$`),
     patternDoc: 'a DNS label, or empty outside Kubernetes',
     doc: "The GameWorld's namespace (set by the operator): part of every key the shard stores under, and the `namespace` claim join tokens must carry.",
   },

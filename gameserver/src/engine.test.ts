@@ -309,8 +309,9 @@ test('ticks the loop dropped may be caught up on: a player moving on does not la
     e.input(1, ++seq, 1, 0, 0);
     e.step();
   }
-  // Caught up, the jitter buffer too: it held one move for JITTER_BUFFER_STEPS steps after the
-  // burst, and a step with the credit left took that tick back.
+  // Caught up, the last waiting move too: moves had been left waiting after JITTER_BUFFER_STEPS
+  // steps in a row (the burst being worked off), so once one was left a step with the credit left
+  // applied it as well.
   expect(w.lastSeq[slot()]).toBe(seq);
   // Every move applied once.
   expect(w.x[slot()]).toBeCloseTo(from + (seq - 20), 3);

@@ -164,7 +164,7 @@ export class DeltaHistory {
   }
 
   /**
-   * When the last frame sent was full (`maxVisible` entities: a crowd, so the next view is likely
+   * When the last frame cut was full (`maxVisible` entities: a crowd, so the next view is likely
    * capped too), marks its entities' slots now in `held.marks` with a fresh stamp, for the next
    * query to prefer them (`HeldMarks`), and returns true; else false (and marks nothing: an
    * uncrowded client pays one field read for this).

@@ -134,13 +134,13 @@ describe('movement authority', () => {
 
   test('property: inputs of an honest client arriving up to a tick late are each applied whole and in order, uncorrected, one a step but for a jitter buffer full for JITTER_BUFFER_STEPS, and the player is where its acknowledged inputs put it', () => {
     const move = fc.double({ min: -3.5, max: 3.5, noNaN: true });
-    // Late half the time, or rarely (1 in 40): long runs on time keep a buffer full.
-    const late = fc.oneof(
-      fc.boolean(),
-      fc.nat(39).map((n) => n === 0),
-    );
+    // Per run, inputs late half the time, or rarely (1 in 40): long runs on time keep a buffer full.
+    // (fast-check's default size makes short arrays: `size: 'max'` lets runs reach JITTER_BUFFER_STEPS.)
+    const run = (late: fc.Arbitrary<boolean>) => fc.array(fc.tuple(move, move, late), { minLength: 1, maxLength: 120, size: 'max' });
+    // Steps that applied two moves because the buffer had stayed full.
+    let drained = 0;
     fc.assert(
-      fc.property(fc.array(fc.tuple(move, move, late), { minLength: 1, maxLength: 120 }), (inputs) => {
+      fc.property(fc.oneof(run(fc.boolean()), run(fc.nat(39).map((n) => n === 0))), (inputs) => {
         const { w, slot } = player();
         // Input k is sent before step k and arrives before step k or, a tick late, step k + 1 — in order.
         const arrival: number[] = [];
@@ -162,6 +162,7 @@ describe('movement authority', () => {
           expect(step(w, rules, corrected)).toBe(0);
           const seq = w.lastSeq[slot] as number;
           expect(seq - seqBefore).toBeLessThanOrEqual(fullFor >= JITTER_BUFFER_STEPS ? 2 : 1);
+          if (seq - seqBefore === 2) drained++;
           // The step moved by exactly the inputs it acknowledges.
           let mx = 0;
           let my = 0;
@@ -185,6 +186,7 @@ describe('movement authority', () => {
       }),
       { numRuns: 300 },
     );
+    expect(drained).toBeGreaterThan(50);
   });
 
   test('a player with no input waiting stands still; an NPC keeps its velocity', () => {
@@ -227,8 +229,23 @@ describe('movement authority', () => {
 
   test('property: whatever the inputs, no entity travels further than maxSpeed for each tick it has been in the world, moves more than MAX_MOVES_PER_STEP moves in one, or leaves the bounds', () => {
     const move = fc.oneof(fc.double({ min: -12, max: 12, noNaN: true }), fc.double({ min: -3e38, max: 3e38, noNaN: true }));
+    // Per run: up to 8 inputs a tick, or a steady client — one input a tick, and now and then a
+    // hiccup: one tick without, the next with two (a client a tick behind from then on, whose
+    // buffer a credit empties). Ticks are arrays of inputs.
+    const input = fc.tuple(move, move);
+    const steady = fc
+      .array(
+        fc.oneof(
+          { weight: 40, arbitrary: input.map((m): [number, number][][] => [[m]]) },
+          { weight: 1, arbitrary: fc.tuple(input, input).map(([a, b]): [number, number][][] => [[], [a, b]]) },
+        ),
+        { minLength: 1, maxLength: 120, size: 'max' },
+      )
+      .map((chunks) => chunks.flat(1));
+    const any = fc.array(fc.array(input, { maxLength: 8 }), { minLength: 1, maxLength: 120, size: 'max' });
+    let drained = 0;
     fc.assert(
-      fc.property(fc.array(fc.array(fc.tuple(move, move), { maxLength: 8 }), { minLength: 1, maxLength: 60 }), (ticks) => {
+      fc.property(fc.oneof(any, steady), (ticks) => {
         const { w, slot } = player();
         let seq = 0;
         let travelled = 0;
@@ -236,7 +253,11 @@ describe('movement authority', () => {
           const bx = w.x[slot] as number;
           const by = w.y[slot] as number;
           for (const [dx, dy] of inputs) applyInput(w, slot, ++seq, dx, dy);
+          // Exactly two waiting: before the change a step applied one and kept one (the buffer).
+          const two = w.hasMove[slot] === 1 && w.hasNext[slot] === 1 && w.queued.size === 0;
+          const nextSeq = w.nextSeq[slot];
           step(w, rules, corrected);
+          if (two && w.lastSeq[slot] === nextSeq) drained++;
           const x = w.x[slot] as number;
           const y = w.y[slot] as number;
           const d = Math.hypot(x - bx, y - by);
@@ -248,6 +269,8 @@ describe('movement authority', () => {
       }),
       { numRuns: 300 },
     );
+    // Clients a tick behind had their buffer emptied by credit, and stayed within the rules.
+    expect(drained).toBeGreaterThan(40);
   });
 });
 

@@ -109,8 +109,9 @@ test('property: a query with more in range than its output holds keeps the neare
       fc.integer({ min: 50_000, max: 400_000 }).map((v) => v / 1000),
       fc.integer({ min: 1, max: 30 }),
       fc.constantFrom(25, 50, 100, 333),
-      // Whether the query is told what was sent (the snapshot encoder tells it only when that view was full).
-      fc.boolean(),
+      // Whether the query is told what was sent (the snapshot encoder tells it only when that view
+      // was full): mostly, as held marks are what this property is most about.
+      fc.oneof({ weight: 3, arbitrary: fc.constant(true) }, { weight: 1, arbitrary: fc.constant(false) }),
       (points, idOrder, [px, py], radius, cap, cell, withHeld) => {
         const w = shuffledWorld(
           points.map(([x, y, dormant]) => [x, y, dormant]),
@@ -147,7 +148,7 @@ test('property: a query with more in range than its output holds keeps the neare
   // Many runs have more in range than fit: the property is about them; in many what was sent
   // changed what is kept.
   expect(capped).toBeGreaterThan(130);
-  expect(heldMattered).toBeGreaterThan(20);
+  expect(heldMattered).toBeGreaterThan(15);
 });
 
 test('property: a capped interest holds its own entity first, then the nearest others by brute force', () => {

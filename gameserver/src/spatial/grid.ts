@@ -11,16 +11,17 @@ export { GRID_CELL_FACTOR } from '@aethex/runtime';
 const NEAREST_BUCKETS = 64;
 
 /**
- * A capped query counts the squared distance of an entity its client was last sent (`HeldMarks`)
- * times this: 10 % nearer than it is. So at the edge of a crowded view an entity is pushed out only
- * by one clearly nearer, not each tick by whichever of two about as far stepped closer — each swap a
- * full record entering and a removal, and a neighbour blinking in and out on the player's screen.
+ * A capped query counts the squared distance of an entity in its client's last snapshot
+ * (`HeldMarks`: the last one cut for it, delivered or not) times this: 10 % nearer than it is. So
+ * at the edge of a crowded view an entity is pushed out only by one clearly nearer, not each tick
+ * by whichever of two about as far stepped closer — each swap a full record entering and a
+ * removal, and a neighbour blinking in and out on the player's screen.
  */
 export const HELD_D2 = 0.81;
 
 /**
- * The entities a client was last sent, for a capped query to prefer (`HELD_D2`): slot `s` was sent
- * when `marks[s * 2] === stamp` (the snapshot encoder's per-slot scratch, `QuantizedWorld.marks`).
+ * The entities in a client's last snapshot, for a capped query to prefer (`HELD_D2`): slot `s` was in
+ * it when `marks[s * 2] === stamp` (the snapshot encoder's per-slot scratch, `QuantizedWorld.marks`).
  */
 export interface HeldMarks {
   marks: Int32Array;
