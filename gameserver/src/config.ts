@@ -205,7 +205,7 @@ export const GAMESERVER_SETTINGS = {
   'shard.namespace': {
     type: 'string',
     default: '',
-    pattern: new RegExp(`^(|$DNS_LABEL.source.slice(1, -1))$`),
+    pattern: new RegExp(`^(|${DNS_LABEL.source.slice(1, -1)})$`),
     patternDoc: 'a DNS label, or empty outside Kubernetes',
     doc: "The GameWorld's namespace (set by the operator): part of every key the shard stores under, and the `namespace` claim join tokens must carry.",
   },
