@@ -76,10 +76,10 @@ async function behindProbe(socket: WebSocket | undefined, received: () => aethex
   await until('the probe to reach the shard', () => probes() === sent, 3000);
 }
 
-/** A Welcome as a shard sends it (entity 7, 50 Hz, world units unscaled). */
-function welcome(shardName: string, lastInputSeq = 0): Uint8Array {
+/** A Welcome as a shard sends it (entity 7, 50 Hz, world units unscaled), with `more` fields set or overridden. */
+function welcome(shardName: string, lastInputSeq = 0, more: aethex.v1.IWelcome = {}): Uint8Array {
   return ServerMessage.encode({
-    welcome: { protocolVersion: 1, entityId: 7, tickRateHz: 50, positionScale: 1, maxSpeed: 5, shardName, lastInputSeq },
+    welcome: { protocolVersion: 1, entityId: 7, tickRateHz: 50, positionScale: 1, maxSpeed: 5, shardName, lastInputSeq, ...more },
   }).finish();
 }
 
@@ -105,6 +105,22 @@ async function scriptedShard(
   });
   await new Promise((r) => server?.once('listening', r));
   return { url: `ws://127.0.0.1:${(server.address() as AddressInfo).port}`, sockets, connections };
+}
+
+/**
+ * A render loop on the fake clock: `move(0.25, 0)` every 7 ms frame (144 Hz) for `frames` frames,
+ * then `settleMs` more for the last input's interval to end. Returns the last input's sequence and
+ * the fake time it all took.
+ */
+async function renderFrames(c: RealtimeClient, frames: number, settleMs: number): Promise<{ last: number; elapsed: number }> {
+  const started = Date.now();
+  let last = 0;
+  for (let f = 0; f < frames; f++) {
+    last = c.move(0.25, 0);
+    await vi.advanceTimersByTimeAsync(7);
+  }
+  await vi.advanceTimersByTimeAsync(settleMs);
+  return { last, elapsed: Date.now() - started };
 }
 
 /** Every session event the client emits, in order. */
@@ -1144,15 +1160,8 @@ test('move() every render frame sends at most one input per tick: moves within a
   // A 144 Hz render loop (7 ms frames) for 602 ms: one input per tick at most, every frame's move
   // in them.
   const before = sent().length;
-  const started = Date.now();
   const frames = 86;
-  let last = 0;
-  for (let f = 0; f < frames; f++) {
-    last = c.move(0.25, 0);
-    await vi.advanceTimersByTimeAsync(7);
-  }
-  await vi.advanceTimersByTimeAsync(60);
-  const elapsed = Date.now() - started;
+  const { last, elapsed } = await renderFrames(c, frames, 60);
   await arrived(last);
   await behindProbe(kept.made[0], () => connections[0]);
   const inputs = sent().slice(before);
@@ -1172,19 +1181,7 @@ test('move() every render frame sends at most one input per tick: moves within a
 test("inputs are paced by the Welcome's exact tickIntervalUs, not its rounded tickRateHz: a 16 ms shard (63 Hz) gets one input per 16 ms at most", async () => {
   const { url, connections } = await scriptedShard((socket, msg) => {
     if (msg.body === 'join') {
-      socket.send(
-        ServerMessage.encode({
-          welcome: {
-            protocolVersion: 1,
-            entityId: 7,
-            tickRateHz: 63,
-            tickIntervalUs: 16_000,
-            positionScale: 1,
-            maxSpeed: 5,
-            shardName: 's',
-          },
-        }).finish(),
-      );
+      socket.send(welcome('s', 0, { tickRateHz: 63, tickIntervalUs: 16_000 }));
     }
   });
   const kept = keptSockets();
@@ -1197,16 +1194,8 @@ test("inputs are paced by the Welcome's exact tickIntervalUs, not its rounded ti
   // A 144 Hz render loop for 16 s of the fake clock: 1,000 ticks of the shard. Paced by 63 Hz
   // (15.87 ms) the client would send about 1,008 inputs, 8 more than the shard applies: a queue,
   // and lag, growing by half an input a second for as long as the player moves.
-  const started = Date.now();
-  const frames = 2304;
-  let last = 0;
-  for (let f = 0; f < frames; f++) {
-    last = c.move(0.25, 0);
-    await vi.advanceTimersByTimeAsync(7);
-  }
-  // The last input goes when its interval is over.
-  await vi.advanceTimersByTimeAsync(40);
-  const elapsed = Date.now() - started;
+  // (The last input goes when its interval is over: 40 ms more.)
+  const { last, elapsed } = await renderFrames(c, 2304, 40);
   await until(`input ${last} to reach the shard`, () => sent().length >= last);
   await behindProbe(kept.made[0], () => connections[0]);
   expect(sent().length).toBeLessThanOrEqual(Math.floor(elapsed / 16) + 1);
@@ -1216,11 +1205,7 @@ test("inputs are paced by the Welcome's exact tickIntervalUs, not its rounded ti
 test("an RPC larger than the Welcome's maxMessageSize is refused at once (MESSAGE_TOO_LARGE, naming the limit) and not sent; the session carries on", async () => {
   const { url, connections } = await scriptedShard((socket, msg) => {
     if (msg.body === 'join') {
-      socket.send(
-        ServerMessage.encode({
-          welcome: { protocolVersion: 1, entityId: 7, tickRateHz: 50, positionScale: 1, maxSpeed: 5, shardName: 's', maxMessageSize: 1024 },
-        }).finish(),
-      );
+      socket.send(welcome('s', 0, { maxMessageSize: 1024 }));
     } else if (msg.rpc && msg.rpc.method !== 'probe') {
       socket.send(
         ServerMessage.encode({

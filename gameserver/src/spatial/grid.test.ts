@@ -97,6 +97,22 @@ test('queries stop at the size of the output buffer', () => {
   expect(grid.queryRadius(0, 0, 10, new Int32Array(16))).toBe(16);
 });
 
+/**
+ * The interest of the entity at slot `selfPick % w.count` (made not dormant) over a grid of `w`,
+ * radius 200, `maxVisible` at most; with its position.
+ */
+function interestOf(w: World, selfPick: number, maxVisible: number) {
+  const self = selfPick % w.count;
+  w.mode[self] = 0;
+  const grid = new Grid(area, 50, w.capacity);
+  grid.rebuild(w.x, w.y, w.count);
+  const interest = new Interest(maxVisible);
+  const px = w.x[self] as number;
+  const py = w.y[self] as number;
+  interest.update(grid, w, px, py, 200, self);
+  return { self, px, py, interest };
+}
+
 test('property: a query with more in range than its output holds keeps the nearest, ties to the lowest id, as brute force; those its client was last sent (held) counted 10 % nearer', () => {
   let capped = 0;
   let heldMattered = 0;
@@ -161,14 +177,7 @@ test('property: a capped interest holds its own entity first, then the nearest o
       fc.integer({ min: 1, max: 20 }),
       (points, idOrder, selfPick, maxVisible) => {
         const w = shuffledWorld(points, idOrder);
-        const self = selfPick % w.count;
-        w.mode[self] = 0;
-        const grid = new Grid(area, 50, w.capacity);
-        grid.rebuild(w.x, w.y, w.count);
-        const interest = new Interest(maxVisible);
-        const px = w.x[self] as number;
-        const py = w.y[self] as number;
-        interest.update(grid, w, px, py, 200, self);
+        const { self, px, py, interest } = interestOf(w, selfPick, maxVisible);
         const others = nearestByBruteForce(w, px, py, 200, self, maxVisible - 1, w.mode);
         const got = [...interest.slots.subarray(0, interest.count)];
         expect(got[0]).toBe(self);
@@ -283,14 +292,7 @@ test('property: a full interest keeps its own entity first and gives no place to
           const id = w.spawn(x, y, 1);
           if (dormant) w.mode[w.indexOf(id)] = MODE_DORMANT;
         }
-        const self = selfPick % w.count;
-        w.mode[self] = 0;
-        const grid = new Grid(area, 50, w.capacity);
-        grid.rebuild(w.x, w.y, w.count);
-        const interest = new Interest(maxVisible);
-        const px = w.x[self] as number;
-        const py = w.y[self] as number;
-        interest.update(grid, w, px, py, 200, self);
+        const { self, px, py, interest } = interestOf(w, selfPick, maxVisible);
         const seen = bruteForce(w, px, py, 200, self).filter((i) => w.mode[i] !== MODE_DORMANT);
         const got = [...interest.slots.subarray(0, interest.count)];
         expect(got[0]).toBe(self);
