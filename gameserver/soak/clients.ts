@@ -111,10 +111,9 @@ function listen(p: Player): void {
   });
   c.on('handoff', (h) => {
     // During a rejoin, a handoff comes either from the rejoin itself (the new shard dropped before
-    // its first snapshot: 'rejoined' follows at once) or after a rejoin answered with a redirect,
-    // at the new shard's first snapshot: that rejoin is over with no 'rejoined' (docs/sdk.md).
+    // its first snapshot) or after a rejoin answered with a redirect, at the new shard's first
+    // snapshot; 'rejoined' follows at once either way (docs/sdk.md).
     const viaRejoin = p.rejoining && !afterSnapshot;
-    if (p.rejoining && afterSnapshot) p.rejoining = false;
     emit({ e: 'handoff', p: p.id, from: h.from, to: h.to, entity: entityOf(c), gapMs: h.gapMs, viaRejoin, at: Date.now() });
   });
   c.on('handoffFailed', (reason) => {

@@ -83,6 +83,11 @@ function welcome(shardName: string, lastInputSeq = 0, more: aethex.v1.IWelcome =
   }).finish();
 }
 
+/** A HandoffRedirect to shard-b at `url`, resume token 'r', the old shard having applied inputs up to `lastInputSeq`. */
+function redirectToB(url: string, lastInputSeq = 0): Uint8Array {
+  return ServerMessage.encode({ handoffRedirect: { address: url, resumeToken: 'r', lastInputSeq, shardName: 'shard-b' } }).finish();
+}
+
 /**
  * A scripted shard: every connection's messages are recorded in `connections` (by order of
  * connection), and `onMessage` answers them.
@@ -486,9 +491,7 @@ test('a client that came in over wss:// follows a redirect to a ws:// address on
   const secure = url.replace(/^ws:/, 'wss:');
   client = new RealtimeClient({ url: secure, joinToken: 't1', createSocket: throughTls, silenceTimeoutMs: 0 });
   await client.connect();
-  sockets[0]?.send(
-    ServerMessage.encode({ handoffRedirect: { address: url, resumeToken: 'r', lastInputSeq: 0, shardName: 'shard-b' } }).finish(),
-  );
+  sockets[0]?.send(redirectToB(url));
   await until('the client to resume on shard-b', () => client?.shardName === 'shard-b', 3000);
   expect(connections[1]?.[0]?.body).toBe('resume');
   expect(dialled).toEqual([secure, secure]);
@@ -509,9 +512,7 @@ test('an RPC the old shard answers after the client moved on (HANDED_OVER) settl
   await until('the Join and both RPCs to reach the shard', () => (connections[0]?.length ?? 0) >= 3, 3000);
   const [earn, slow] = (connections[0] ?? []).slice(1).map((m) => m.rpc?.callId as number);
   // Redirected (the calls still queued on the old shard), and welcomed by the new shard.
-  sockets[0]?.send(
-    ServerMessage.encode({ handoffRedirect: { address: url, resumeToken: 'r', lastInputSeq: 0, shardName: 'shard-b' } }).finish(),
-  );
+  sockets[0]?.send(redirectToB(url));
   await until('the client to resume on shard-b', () => client?.shardName === 'shard-b', 3000);
   // The old shard's next tick answers the first, not run.
   const began = Date.now();
@@ -541,9 +542,7 @@ test('a handoff re-sends only the newest 128 of the inputs the old shard did not
   }
   await until('all 300 inputs to reach the old shard', () => connections[0]?.filter((m) => m.body === 'input').length === 300, 3000);
   // The old shard applied 20 of them; the new one (its Welcome says) 10.
-  sockets[0]?.send(
-    ServerMessage.encode({ handoffRedirect: { address: url, resumeToken: 'r', lastInputSeq: 20, shardName: 'shard-b' } }).finish(),
-  );
+  sockets[0]?.send(redirectToB(url, 20));
   const oldClosed = new Promise<number>((resolve) => sockets[0]?.on('close', resolve));
   expect(await within(oldClosed, 3000)).toBe(1000);
   // The newest input (300) is the last one re-sent: once it is in, so is whatever was re-sent before it.
@@ -1371,9 +1370,7 @@ test('with renderDelayMs the buffer starts over at a handoff and at a rejoin: ne
   expect(c.interpolatedEntities(10_400).get(9)?.x).toBeCloseTo(2060, 6);
 
   // Handed off to shard-b, whose ticks are low (tick 3 there is not "older" than 520).
-  sockets[0]?.send(
-    ServerMessage.encode({ handoffRedirect: { address: url, resumeToken: 'r', lastInputSeq: 0, shardName: 'shard-b' } }).finish(),
-  );
+  sockets[0]?.send(redirectToB(url));
   await until('the client to resume on shard-b', () => c.shardName === 'shard-b', 3000);
   await send(sockets[1], 3, 2100, 10_450);
   for (const now of [10_450, 10_500, 10_549]) expect(c.interpolatedEntities(now).get(9)?.x).toBe(2100);
@@ -1412,9 +1409,7 @@ test('a handoff whose new shard drops before its first snapshot is told before t
   const events = recordEvents(c);
   await c.connect();
   sockets[0]?.send(entity9At(10, 40));
-  sockets[0]?.send(
-    ServerMessage.encode({ handoffRedirect: { address: url, resumeToken: 'r', lastInputSeq: 0, shardName: 'shard-b' } }).finish(),
-  );
+  sockets[0]?.send(redirectToB(url));
   await until('the client to resume on shard-b', () => c.shardName === 'shard-b', 3000);
   // shard-b dies before its first snapshot; the client rejoins it.
   const rejoined = new Promise((resolve) => c.on('rejoined', resolve));
@@ -1424,6 +1419,51 @@ test('a handoff whose new shard drops before its first snapshot is told before t
   sockets[2]?.send(entity9At(2, 50));
   await seen;
   expect(events).toEqual(['snapshot 10', 'disconnected 1006', 'handoff to shard-b', 'rejoined after 1', 'snapshot 2']);
+});
+
+test.each([
+  ['resumes there', 'welcome', ['snapshot 10', 'disconnected 1006', 'snapshot 2', 'handoff to shard-b', 'rejoined after 1', 'snapshot 3']],
+  [
+    'fails to resume, then rejoins it',
+    'refuse',
+    [
+      'snapshot 10',
+      'disconnected 1006',
+      'handoffFailed closed before Welcome: 1011 no',
+      'disconnected 1011',
+      'rejoined after 1',
+      'snapshot 3',
+    ],
+  ],
+] as const)('a rejoin answered with a redirect that %s: one rejoined ends the drop, after the handoff', async (_what, resume, expected) => {
+  // Connection 0: shard-a. 1: the rejoin, answered with a redirect. 2: the resume on shard-b.
+  // 3 (only after a failed resume): the rejoin of shard-b, which owns the entity.
+  const { url, sockets } = await scriptedShard((socket, msg, connection) => {
+    if (msg.body === 'join' && connection === 0) socket.send(welcome('shard-a'));
+    else if (msg.body === 'join' && connection === 1) socket.send(redirectToB(url));
+    else if (msg.body === 'resume' && resume === 'refuse' && connection === 2) socket.close(1011, 'no');
+    // Never heard from (a close, not a kick), shard-b is tried with the resume token again.
+    else if (msg.body === 'resume') socket.send(welcome('shard-b'));
+  });
+  client = new RealtimeClient({ url, joinToken: 't', createSocket, silenceTimeoutMs: 0, rejoin: { joinToken: async () => 't2' } });
+  const c = client;
+  const events = recordEvents(c);
+  await c.connect();
+  sockets[0]?.send(entity9At(10, 40));
+  await until('the first snapshot', () => events.length === 1);
+  sockets[0]?.terminate();
+  const on = resume === 'welcome' ? 2 : 3;
+  await until('the client on shard-b', () => c.shardName === 'shard-b' && sockets.length === on + 1, 5000);
+  if (resume === 'welcome') {
+    const seen = applied(c);
+    sockets[2]?.send(entity9At(2, 50));
+    await seen;
+  }
+  const seen = applied(c);
+  sockets[on]?.send(entity9At(3, 50));
+  await seen;
+  expect(events).toEqual(expected);
+  expect(sockets.length).toBe(on + 1);
 });
 
 test('renderDelayMs is checked when the client is made: 0 (no buffer) or above 0 up to 500 ms, else a RangeError naming it', () => {
@@ -1572,9 +1612,7 @@ test('a redirect read after close() is not followed: the session ends where it w
   const events = recordEvents(client);
   await client.connect();
   // The shard commits a handoff and redirects; the player quits before the client reads the redirect.
-  sockets[0]?.send(
-    ServerMessage.encode({ handoffRedirect: { address: url, resumeToken: 'r', lastInputSeq: 0, shardName: 'shard-b' } }).finish(),
-  );
+  sockets[0]?.send(redirectToB(url));
   client.close();
   // The redirect came before the shard's answer to the close: by the close, it was read.
   await until('the session to close', () => events.some((e) => e.startsWith('close')), 3000);
@@ -1623,9 +1661,7 @@ test('after close(), what the shard sent before it read the close emits nothing:
   sockets[0]?.send(entity9At(10, 40));
   await until('the first snapshot', () => events.includes('snapshot 10'), 3000);
   // A handoff: the new shard's Welcome has come, its first snapshot (the `handoff` event) not yet.
-  sockets[0]?.send(
-    ServerMessage.encode({ handoffRedirect: { address: url, resumeToken: 'r', lastInputSeq: 0, shardName: 'shard-b' } }).finish(),
-  );
+  sockets[0]?.send(redirectToB(url));
   await until('the client to resume on shard-b', () => c.shardName === 'shard-b', 3000);
   // The player quits; shard-b sends its first snapshot and a kick before it reads the close.
   c.close();

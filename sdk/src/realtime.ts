@@ -138,7 +138,11 @@ export interface RealtimeEvents {
   handoffFailed: (reason: string) => void;
   /** The connection dropped and the client is rejoining (only with the `rejoin` option). */
   disconnected: (code: number, reason: string) => void;
-  /** The client joined its shard again after a drop; `downMs` from the drop to the Welcome. */
+  /**
+   * The client joined its shard again after a drop; `downMs` from the drop to the Welcome. A rejoin
+   * answered with a redirect ends here too, on the new shard, right after its 'handoff'. Every
+   * 'disconnected' ends in one 'rejoined' or in 'close'.
+   */
   rejoined: (info: { shard: string; downMs: number; attempts: number }) => void;
   /**
    * The session is over: its socket closed (after a kick, a failed handoff, or for any other cause)
@@ -368,6 +372,11 @@ export class RealtimeClient {
   private handedOffFrom: string | undefined;
   /** From a rejoin's Welcome until the first snapshot: the shard's ticks start over. */
   private restarted = false;
+  /**
+   * A rejoin answered with a redirect (`redirectRejoin`): its drop, its attempts, and (`welcomedAt`)
+   * when the new shard welcomed the resume. 'rejoined' follows the handoff it turned into.
+   */
+  private redirectedRejoin: { since: number; attempts: number; welcomedAt?: number } | undefined;
   /** Where the session is: the first shard's URL, then each handoff's address. */
   private url: string;
   /** The last kick's reason on the session's socket (decides whether a drop is rejoined). */
@@ -736,6 +745,8 @@ export class RealtimeClient {
    * attempt after 100 ms.
    */
   private startRejoin(code: number, reason: string): void {
+    // A rejoin answered with a redirect whose resume failed: this rejoin is the one to report.
+    this.redirectedRejoin = undefined;
     const rejoin: Rejoin = { since: this.now(), attempts: 0 };
     this.rejoining = rejoin;
     this.holdInputs();
@@ -993,7 +1004,8 @@ export class RealtimeClient {
   /**
    * The shard answered the rejoin with a redirect: the entity was handed over to a neighbour while
    * the connection was down (the redirect never arrived, or the client came back after resuming
-   * there failed). The rejoin is over; the client resumes there as after any redirect.
+   * there failed). The client resumes there as after any redirect; 'rejoined' follows that
+   * handoff's 'handoff' (or, if the resume fails, the rejoin that follows reports itself).
    */
   private redirectRejoin(rejoin: Rejoin, attempt: RejoinAttempt, socket: WebSocketLike, r: aethex.v1.HandoffRedirect): void {
     clearTimeout(attempt.deadline);
@@ -1004,6 +1016,7 @@ export class RealtimeClient {
     socket.onclose = null;
     socket.onerror = null;
     socket.close(1000, 'redirected');
+    this.redirectedRejoin = { since: rejoin.since, attempts: rejoin.attempts };
     this.beginHandoff(r);
   }
 
@@ -1077,7 +1090,19 @@ export class RealtimeClient {
         for (const id of left) this.emit('leave', id);
       }
       this.emit('snapshot', tick);
-      if (from !== undefined) this.emit('handoff', { from, to: this.shardName, gapMs });
+      if (from !== undefined) {
+        this.emit('handoff', { from, to: this.shardName, gapMs });
+        // A rejoin that followed a redirect is over too: every 'disconnected' ends in 'rejoined' or
+        // 'close' (unless a 'handoff' listener closed the client: nothing follows close()).
+        const redirected = this.redirectedRejoin;
+        this.redirectedRejoin = undefined;
+        if (redirected && !this.closing && this.endedWith === undefined)
+          this.emit('rejoined', {
+            shard: this.shardName,
+            downMs: (redirected.welcomedAt ?? at) - redirected.since,
+            attempts: redirected.attempts,
+          });
+      }
       // Inputs carry the acknowledgement; an idle client sends it on its own.
       if (at - this.lastSentAt > 1.5 * this.tickMs()) {
         this.sendRaw(ClientMessage.encode({ ack: { ackTick: this.lastTick >>> 0 } }).finish());
@@ -1174,6 +1199,7 @@ export class RealtimeClient {
     this.handoff = undefined;
     const old = this.socket;
     this.handedOffFrom = this.shardName;
+    if (this.redirectedRejoin) this.redirectedRejoin.welcomedAt = this.now();
     this.socket = handoff.socket;
     this.url = handoff.address;
     this.welcome = w;
