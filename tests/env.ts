@@ -11,6 +11,8 @@ export interface TestEnv {
   kubectl: string;
   logs: string;
   chromium: string;
+  /** HAProxy, a layer-4 load balancer that sends the PROXY protocol (tests start their own). */
+  haproxy: string;
   /** The MinIO server binary, for tests that run (and kill) a private MinIO. */
   minioBin: string;
 }
@@ -26,6 +28,7 @@ const REQUIRED = [
   'AETHEX_TEST_KUBECTL',
   'AETHEX_TEST_LOGS',
   'AETHEX_TEST_CHROMIUM',
+  'AETHEX_TEST_HAPROXY',
   'AETHEX_TEST_MINIO_BIN',
 ] as const;
 
@@ -52,6 +55,7 @@ export function testEnv(env: NodeJS.ProcessEnv = process.env): TestEnv {
     kubectl: get('AETHEX_TEST_KUBECTL'),
     logs: get('AETHEX_TEST_LOGS'),
     chromium: get('AETHEX_TEST_CHROMIUM'),
+    haproxy: get('AETHEX_TEST_HAPROXY'),
     minioBin: get('AETHEX_TEST_MINIO_BIN'),
   };
 }

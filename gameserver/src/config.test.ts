@@ -128,6 +128,16 @@ test('auth.jwks_url with credentials (user:password@), which fetch refuses to se
   );
 });
 
+test('gateway.proxy_protocol: off by default; on, it needs gateway.trusted_proxies (whose connections carry the header)', () => {
+  const on = { AETHEX_GAMESERVER_GATEWAY_PROXY_PROTOCOL: 'true' };
+  expect(loadConfig(key)['gateway.proxy_protocol']).toBe(false);
+  expect(loadConfig({ ...key, ...on, AETHEX_GAMESERVER_GATEWAY_TRUSTED_PROXIES: '10.0.0.0/8' })['gateway.proxy_protocol']).toBe(true);
+  expect(refusal(on)).toBe(
+    'gateway.proxy_protocol: needs gateway.trusted_proxies: the load balancers whose connections carry the header (everyone else sends none)',
+  );
+  expect(refusal({ AETHEX_GAMESERVER_GATEWAY_PROXY_PROTOCOL: 'v2' })).toMatch(/^gateway\.proxy_protocol: /);
+});
+
 test('gateway.trusted_proxies: addresses and CIDR blocks, comma-separated; a bad entry is refused naming the key and the entry', () => {
   const proxies = (value: string) => ({ AETHEX_GAMESERVER_GATEWAY_TRUSTED_PROXIES: value });
   expect(loadConfig(key)['gateway.trusted_proxies']).toBe('');

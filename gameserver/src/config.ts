@@ -152,6 +152,11 @@ export const GAMESERVER_SETTINGS = {
     default: '',
     doc: "Proxies in front of the shard (an ingress, a load balancer), as a comma-separated list of IP addresses and CIDR blocks: a connection from one counts against the client address its X-Forwarded-For names (the right-most entry that is not a trusted proxy), checked at the WebSocket upgrade, not against the proxy's. Anyone else's X-Forwarded-For is ignored. Empty: every connection counts against its TCP peer.",
   },
+  'gateway.proxy_protocol': {
+    type: 'bool',
+    default: false,
+    doc: "Connections from gateway.trusted_proxies start with a PROXY protocol header, v1 or v2 (a layer-4 load balancer's: an AWS Network Load Balancer with proxy protocol v2 on, HAProxy's send-proxy): the client address it names counts and is logged as a direct client's, from the connection's arrival. A trusted proxy's connection without a valid header within 3 s is closed. Other peers' connections carry none and are read as they are. Needs gateway.trusted_proxies.",
+  },
   'gateway.max_protocol_errors': {
     type: 'int',
     default: 10,
@@ -566,6 +571,11 @@ export const GAMESERVER_CHECKS: readonly { required?: true; check: (s: Gameserve
       } catch (err) {
         throw new ConfigError('gateway.trusted_proxies', (err as Error).message);
       }
+      if (s['gateway.proxy_protocol'] && s['gateway.trusted_proxies'].trim() === '')
+        throw new ConfigError(
+          'gateway.proxy_protocol',
+          'needs gateway.trusted_proxies: the load balancers whose connections carry the header (everyone else sends none)',
+        );
     },
   },
   { check: (s) => checkWorldBounds(s) },

@@ -1,6 +1,7 @@
+import { type ChildProcess, spawn } from 'node:child_process';
 import { generateKeyPairSync, type KeyObject, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { type AddressInfo, connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -8,10 +9,11 @@ import { join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { aethex, MAX_CLIENT_VERSION_BYTES } from '@aethex/proto';
-import { createLogger, signJoinToken } from '@aethex/runtime';
+import { createLogger, freePortBlock, signJoinToken } from '@aethex/runtime';
 import { SignJWT } from 'jose';
 import { afterEach, describe, expect, test } from 'vitest';
 import { type ClientOptions, WebSocket } from 'ws';
+import { testEnv } from '../../tests/env.js';
 import { loadConfig } from '../src/config.js';
 import { MAX_FRAGMENTS } from '../src/net/gateway.js';
 import { startShard } from '../src/shard.js';
@@ -956,6 +958,165 @@ describe('behind a proxy (gateway.trusted_proxies)', () => {
       await t.stop();
       t = undefined;
     }
+  });
+});
+
+/**
+ * HAProxy in TCP mode in front of `shardPort`, as a layer-4 load balancer: connections to `v1` reach
+ * the shard behind a PROXY v1 header (`send-proxy`), those to `v2` behind a v2 one (`send-proxy-v2`).
+ * HAProxy connects to the shard from 127.0.0.1; stopped with `stop()`.
+ */
+async function haproxyInFront(shardPort: number): Promise<{ v1: string; v2: string; stop: () => Promise<void> }> {
+  const base = await freePortBlock(2);
+  const dir = mkdtempSync(join(tmpdir(), 'aethex-haproxy-'));
+  const config = join(dir, 'haproxy.cfg');
+  const backend = (name: string, port: number, send: string) =>
+    `frontend ${name}\n  bind 127.0.0.1:${port}\n  default_backend ${name}_shard\n` +
+    `backend ${name}_shard\n  server shard 127.0.0.1:${shardPort} ${send}\n`;
+  writeFileSync(
+    config,
+    'global\n  maxconn 256\ndefaults\n  mode tcp\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n' +
+      backend('v1', base, 'send-proxy') +
+      backend('v2', base + 1, 'send-proxy-v2'),
+  );
+  const proc: ChildProcess = spawn(testEnv().haproxy, ['-db', '-f', config], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  proc.stderr?.on('data', (d) => {
+    stderr += d;
+  });
+  const exited = once(proc, 'exit');
+  for (const port of [base, base + 1])
+    await until(`HAProxy listening on ${port} (${stderr.trim() || 'no output'})`, () => proc.exitCode === null && listening(port), 5000);
+  return {
+    v1: `ws://127.0.0.1:${base}`,
+    v2: `ws://127.0.0.1:${base + 1}`,
+    stop: async () => {
+      proc.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+/** Whether something accepts connections on 127.0.0.1:`port` (checked in the background, true once seen). */
+const seenListening = new Set<number>();
+function listening(port: number): boolean {
+  if (seenListening.has(port)) return true;
+  const probe = connect({ port, host: '127.0.0.1' });
+  probe.on('connect', () => {
+    seenListening.add(port);
+    probe.destroy();
+  });
+  probe.on('error', () => undefined);
+  return false;
+}
+
+describe('behind a layer-4 load balancer sending the PROXY protocol (gateway.proxy_protocol)', () => {
+  let lb: Awaited<ReturnType<typeof haproxyInFront>> | undefined;
+  afterEach(async () => {
+    await lb?.stop();
+    lb = undefined;
+  });
+
+  test('through HAProxy each client counts and logs as itself, v1 and v2; the load balancer without a header is closed; other peers send none', async () => {
+    t = await startTestShard({
+      AETHEX_GAMESERVER_GATEWAY_TRUSTED_PROXIES: '127.0.0.1',
+      AETHEX_GAMESERVER_GATEWAY_PROXY_PROTOCOL: 'true',
+      AETHEX_GAMESERVER_GATEWAY_MAX_CONNECTIONS_PER_ADDRESS: '2',
+    });
+    const shardUrl = t.shard.gatewayUrl;
+    lb = await haproxyInFront(Number(new URL(shardUrl).port));
+    // Clients on other loopback addresses; HAProxy reaches the shard from 127.0.0.1.
+    const v2Client = await raw(lb.v2, { localAddress: '127.0.0.2' });
+    const v1Client = await raw(lb.v1, { localAddress: '127.0.0.3' });
+    await until(
+      'both counted as their clients',
+      () => socketsFrom(t as TestShard, '127.0.0.2') + socketsFrom(t as TestShard, '127.0.0.3') === 2,
+    );
+    expect(socketsFrom(t)).toBe(0);
+    expect(connectionAddresses(t)).toEqual([
+      { address: '127.0.0.2', via: '127.0.0.1' },
+      { address: '127.0.0.3', via: '127.0.0.1' },
+    ]);
+    // The client's own cap holds through the load balancer: a third from 127.0.0.2 is refused as
+    // it arrives (there is no request to answer yet), and another client is not.
+    const second = await raw(lb.v2, { localAddress: '127.0.0.2' });
+    expect(await refused(lb.v2, { localAddress: '127.0.0.2' })).toMatch(/ECONNRESET|socket hang up/);
+    expect(await metric(t.shard.opsUrl, 'aether_kicks_total', '{reason="too_many_connections"}')).toBe(1);
+    expect(await refused(lb.v1, { localAddress: '127.0.0.4' })).toBe('opened');
+    // A player joins through it and plays.
+    const player = await raw(lb.v2, { localAddress: '127.0.0.5' });
+    player.ws.send(ClientMessage.encode({ join: { joinToken: await t.token('through-lb'), protocolVersion: 1 } }).finish());
+    await until('the Welcome', () => player.messages.some((m) => m.body === 'welcome'));
+    // The load balancer's address speaking HTTP directly (no header) is refused; an untrusted peer's
+    // connection carries no header and is read as it is.
+    const direct = tcp(shardUrl, '127.0.0.1');
+    direct.socket.write(upgradeRequest());
+    await direct.closed;
+    await untilAwaited(
+      'the refusal counted',
+      async () => (await metric(t?.shard.opsUrl as string, 'aether_kicks_total', '{reason="protocol_error"}')) === 1,
+    );
+    expect(await refused(shardUrl, { localAddress: '127.0.0.6' })).toBe('opened');
+    for (const c of [v2Client, v1Client, second, player]) c.ws.close();
+    await until('the sockets forgotten', () => ['127.0.0.2', '127.0.0.3', '127.0.0.5'].every((a) => socketsFrom(t as TestShard, a) === 0));
+  });
+
+  test('the header and the upgrade in one segment or cut anywhere, v1 and v2; a malformed header or none within 3 s is closed', async () => {
+    t = await startTestShard({ AETHEX_GAMESERVER_GATEWAY_TRUSTED_PROXIES: '127.0.0.1', AETHEX_GAMESERVER_GATEWAY_PROXY_PROTOCOL: 'true' });
+    const url = t.shard.gatewayUrl;
+    const v1 = Buffer.from('PROXY TCP4 198.51.100.9 127.0.0.1 5000 7700\r\n');
+    // v2, PROXY command, TCP over IPv6, then a TLV (type 0xEA, as an AWS NLB adds one).
+    const v2 = Buffer.from([
+      ...[0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a, 0x21, 0x21, 0, 36 + 7],
+      ...[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9],
+      ...Array(16).fill(0),
+      ...[0x13, 0x88, 0x1e, 0x14, 0xea, 0, 4, 1, 2, 3, 4],
+    ]);
+    // What the client counts against: an IPv6 one by its /64 (gateway.ipv6_prefix_length).
+    for (const [header, client] of [
+      [v1, '198.51.100.9'],
+      [v2, '2001:db8:0:0:0:0:0:0/64'],
+    ] as const) {
+      const request = Buffer.from(upgradeRequest());
+      const whole = Buffer.concat([header, request]);
+      for (const cuts of [[], [5], [header.length - 1], [header.length], [header.length + 10], [3, 20, header.length + 1]]) {
+        const c = tcp(url, '127.0.0.1');
+        let answer = '';
+        c.socket.on('data', (d) => {
+          answer += d.toString('latin1');
+        });
+        let at = 0;
+        for (const cut of [...cuts, whole.length]) {
+          c.socket.write(whole.subarray(at, cut));
+          at = cut;
+          await sleep(5);
+        }
+        await until(`the upgrade through a header cut at ${cuts}`, () => answer.includes('\r\n\r\n'));
+        expect(answer.split('\r\n')[0], `cut at ${cuts}`).toBe('HTTP/1.1 101 Switching Protocols');
+        await until('counted as the client it named', () => socketsFrom(t as TestShard, client) === 1);
+        c.socket.destroy();
+        await until('forgotten', () => socketsFrom(t as TestShard, client) === 0);
+      }
+    }
+    const bad = tcp(url, '127.0.0.1');
+    bad.socket.write('PROXY TCP4 198.51.100.9 nowhere 5000 7700\r\n');
+    await bad.closed;
+    const silent = tcp(url, '127.0.0.1');
+    silent.socket.write(v2.subarray(0, 10));
+    const openedAt = Date.now();
+    const closedAt = await silent.closed;
+    expect(closedAt - openedAt).toBeGreaterThanOrEqual(2900);
+    expect(await metric(t.shard.opsUrl, 'aether_kicks_total', '{reason="protocol_error"}')).toBe(2);
+    // A peer that is no trusted proxy cannot name another address: its header is no HTTP.
+    const forged = tcp(url, '127.0.0.7');
+    let answer = '';
+    forged.socket.on('data', (d) => {
+      answer += d.toString('latin1');
+    });
+    forged.socket.write(Buffer.concat([v1, Buffer.from(upgradeRequest())]));
+    await forged.closed;
+    expect(answer.split('\r\n')[0]).toBe('HTTP/1.1 400 Bad Request');
+    expect(socketsFrom(t, '198.51.100.9')).toBe(0);
   });
 });
 

@@ -14,7 +14,7 @@ export {
 export { jwksUrlProblem } from './jwks.js';
 export { createLogger, LOG_LEVELS, type Logger, type LogLevel } from './logger.js';
 export { freePortBlock, LOOPBACK_SHARD_ENV } from './ports.js';
-export { TrustedProxies } from './proxies.js';
+export { PROXY_V1_MAX_BYTES, type ProxyHeader, readProxyHeader, TrustedProxies } from './proxies.js';
 export { type Region, regions } from './regions.js';
 export { cpuPercent, runQueueWaitMs, threadCpuMs } from './run-queue.js';
 export {

@@ -81,3 +81,112 @@ export class TrustedProxies {
     return client;
   }
 }
+
+/** The 12 bytes a PROXY protocol v2 header starts with. */
+const PROXY_V2_SIGNATURE = Uint8Array.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a]);
+/** What a PROXY protocol v1 header starts with. */
+const PROXY_V1_START = Uint8Array.from([0x50, 0x52, 0x4f, 0x58, 0x59, 0x20]); // 'PROXY '
+/** The longest v1 header, CRLF included (the protocol's own bound). */
+export const PROXY_V1_MAX_BYTES = 107;
+
+/**
+ * What `readProxyHeader` found at the start of a connection: `more` bytes needed to tell; an
+ * `error` (not a PROXY header, or a malformed one); or a header of `length` bytes whose `source` is
+ * the client's address — undefined when the header names none (v1 `UNKNOWN`, a v2 `LOCAL` command
+ * such as a load balancer's health check, a v2 `UNSPEC` or `UNIX` address): the connection is then
+ * the proxy's own.
+ */
+export type ProxyHeader =
+  | { state: 'more' }
+  | { state: 'error'; error: string }
+  | { state: 'done'; length: number; source: string | undefined };
+
+/** Whether `buf` begins with `prefix`, or is a beginning of it (`partial`). */
+function startsWith(buf: Uint8Array, prefix: Uint8Array): 'yes' | 'partial' | 'no' {
+  const n = Math.min(buf.length, prefix.length);
+  for (let i = 0; i < n; i++) if (buf[i] !== prefix[i]) return 'no';
+  return buf.length >= prefix.length ? 'yes' : 'partial';
+}
+
+/** An IPv6 address from 16 bytes, as Node writes one (`::` for the longest run of zero groups, `::ffff:a.b.c.d` when mapped). */
+function ipv6Text(b: Uint8Array, at: number): string {
+  const groups: number[] = [];
+  for (let i = 0; i < 8; i++) groups.push(((b[at + 2 * i] as number) << 8) | (b[at + 2 * i + 1] as number));
+  if (groups.slice(0, 5).every((g) => g === 0) && groups[5] === 0xffff)
+    return `::ffff:${b[at + 12]}.${b[at + 13]}.${b[at + 14]}.${b[at + 15]}`;
+  let best = -1;
+  let bestLength = 1;
+  for (let i = 0; i < 8; ) {
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > bestLength) [best, bestLength] = [i, j - i];
+    i = j === i ? i + 1 : j;
+  }
+  const hex = groups.map((g) => g.toString(16));
+  if (best < 0) return hex.join(':');
+  return `${hex.slice(0, best).join(':')}::${hex.slice(best + bestLength).join(':')}`;
+}
+
+/** The v1 header line `line` (without its CRLF): the client's address, or an error. */
+function proxyV1Source(line: string): { source: string | undefined } | { error: string } {
+  const parts = line.split(' ');
+  if (parts[1] === 'UNKNOWN') return { source: undefined };
+  if (parts.length !== 6 || (parts[1] !== 'TCP4' && parts[1] !== 'TCP6'))
+    return {
+      error: 'PROXY v1 header is not "PROXY TCP4|TCP6 <source> <destination> <source port> <destination port>" nor "PROXY UNKNOWN"',
+    };
+  const version = parts[1] === 'TCP4' ? 4 : 6;
+  const [source, destination, sourcePort, destinationPort] = parts.slice(2) as [string, string, string, string];
+  if (isIP(source) !== version || isIP(destination) !== version) return { error: `PROXY v1 header's addresses are not both IPv${version}` };
+  for (const port of [sourcePort, destinationPort])
+    if (!/^(0|[1-9]\d{0,4})$/.test(port) || Number(port) > 65535)
+      return { error: `PROXY v1 header's port ${JSON.stringify(port)} is not 0 to 65535` };
+  return { source };
+}
+
+/**
+ * Reads a PROXY protocol header (v1 text or v2 binary, https://www.haproxy.org/download/2.9/doc/proxy-protocol.txt)
+ * at the start of `buf`, the first bytes a proxy sent on a connection. Parsed here rather than with
+ * an npm parser: what a server needs is where the header ends, while the bytes after it are still
+ * arriving — the parsers on the registry take a complete header, and proxy-protocol-js returns a v2
+ * header's TLVs and the client's first bytes as one.
+ */
+export function readProxyHeader(buf: Uint8Array): ProxyHeader {
+  const v2 = startsWith(buf, PROXY_V2_SIGNATURE);
+  const v1 = startsWith(buf, PROXY_V1_START);
+  if (v2 === 'partial' || v1 === 'partial') return { state: 'more' };
+  if (v1 === 'yes') {
+    const end = Math.min(buf.length, PROXY_V1_MAX_BYTES);
+    for (let i = PROXY_V1_START.length; i < end - 1; i++) {
+      if (buf[i] === 0x0d && buf[i + 1] === 0x0a) {
+        let line = '';
+        for (let k = 0; k < i; k++) {
+          const c = buf[k] as number;
+          if (c < 0x20 || c > 0x7e) return { state: 'error', error: 'PROXY v1 header holds a byte that is not printable ASCII' };
+          line += String.fromCharCode(c);
+        }
+        const r = proxyV1Source(line);
+        return 'error' in r ? { state: 'error', error: r.error } : { state: 'done', length: i + 2, source: r.source };
+      }
+    }
+    return buf.length >= PROXY_V1_MAX_BYTES
+      ? { state: 'error', error: `PROXY v1 header has no CRLF within ${PROXY_V1_MAX_BYTES} bytes` }
+      : { state: 'more' };
+  }
+  if (v2 === 'no') return { state: 'error', error: 'the connection does not start with a PROXY protocol header (v1 or v2)' };
+  if (buf.length < 16) return { state: 'more' };
+  const versionCommand = buf[12] as number;
+  if (versionCommand >> 4 !== 2) return { state: 'error', error: `PROXY v2 header has version ${versionCommand >> 4}, not 2` };
+  const command = versionCommand & 0x0f;
+  if (command > 1) return { state: 'error', error: `PROXY v2 header has command ${command}, not LOCAL (0) or PROXY (1)` };
+  const family = (buf[13] as number) >> 4;
+  if (family > 3) return { state: 'error', error: `PROXY v2 header has address family ${family}, not 0 to 3` };
+  const length = 16 + (((buf[14] as number) << 8) | (buf[15] as number));
+  const needs = family === 1 ? 12 : family === 2 ? 36 : family === 3 ? 216 : 0;
+  if (length - 16 < needs)
+    return { state: 'error', error: `PROXY v2 header's address block is ${length - 16} bytes, under the ${needs} its family needs` };
+  if (buf.length < length) return { state: 'more' };
+  if (command === 0 || family === 0 || family === 3) return { state: 'done', length, source: undefined };
+  const source = family === 1 ? `${buf[16]}.${buf[17]}.${buf[18]}.${buf[19]}` : ipv6Text(buf, 16);
+  return { state: 'done', length, source };
+}

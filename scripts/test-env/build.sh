@@ -123,6 +123,8 @@ install_debian_packages() {
   command -v redis-server >/dev/null || missing+=(redis-server)
   # A real browser for the viewer's page test (driven by playwright-core).
   [[ -x /usr/bin/chromium ]] || missing+=(chromium)
+  # A real layer-4 load balancer that sends the PROXY protocol, for the shard's gateway.proxy_protocol.
+  [[ -x /usr/sbin/haproxy ]] || missing+=(haproxy)
   ((${#missing[@]} == 0)) && return 0
   log "installing Debian packages: ${missing[*]}"
   : >"$LOGS/build-apt.log"
@@ -133,6 +135,7 @@ install_debian_packages() {
   # The packages start system services; this environment runs its own instances instead.
   $sudo service postgresql stop >/dev/null 2>&1 || true
   $sudo service redis-server stop >/dev/null 2>&1 || true
+  $sudo service haproxy stop >/dev/null 2>&1 || true
 }
 
 # The Go module proxy answers 403 "This module version is not available" for agones.dev/agones at

@@ -478,6 +478,7 @@ export AETHEX_TEST_HELM='$HELM_BIN'
 export AETHEX_TEST_KUBECTL='$KUBECTL_BIN'
 export AETHEX_TEST_LOGS='$LOGS'
 export AETHEX_TEST_CHROMIUM='/usr/bin/chromium'
+export AETHEX_TEST_HAPROXY='/usr/sbin/haproxy'
 export AETHEX_TEST_MINIO_BIN='$MINIO_BIN'
 EOF
   # Not AGONES_SDK_GRPC_PORT itself: every shard a test spawns inherits the environment, and that

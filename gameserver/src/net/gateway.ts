@@ -3,7 +3,7 @@ import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { aethex, CLOSE_CODE_CANNOT_READ, inputFields, MAX_CLIENT_VERSION_BYTES, PROTOCOL_VERSION, readInputMessage } from '@aethex/proto';
-import { type JoinClaims, JoinTokenError, type Logger, TrustedProxies } from '@aethex/runtime';
+import { type JoinClaims, JoinTokenError, type Logger, readProxyHeader, TrustedProxies } from '@aethex/runtime';
 import { binaryFrame, directWriteFd, readFrames, writeWhole } from '@aethex/runtime/ws-frames';
 import { type WebSocket, WebSocketServer } from 'ws';
 import type { GameserverSettings } from '../config.js';
@@ -194,6 +194,7 @@ export type GatewaySettings = Pick<
   | 'gateway.connections_per_address_per_second'
   | 'gateway.ipv6_prefix_length'
   | 'gateway.trusted_proxies'
+  | 'gateway.proxy_protocol'
   | 'gateway.max_protocol_errors'
   | 'gateway.max_buffered_bytes'
   | 'rpc.max_in_flight'
@@ -262,6 +263,12 @@ export class Gateway {
   private readonly arrivals: KeyedTokenBuckets;
   /** gateway.trusted_proxies: their sockets count against the client they forward, from the upgrade. */
   private readonly proxies: TrustedProxies;
+  /** The client address a trusted proxy's PROXY protocol header named, by socket (gateway.proxy_protocol). */
+  private readonly proxiedFor = new WeakMap<Socket, string>();
+  /** Trusted proxies' sockets whose PROXY protocol header has not all arrived: closed with the gateway. */
+  private readonly awaitingHeader = new Set<Socket>();
+  /** Node's own 'connection' listener of the players' port, which starts HTTP on a socket (`listen`). */
+  private startHttp: ((socket: Socket) => void) | undefined;
   /**
    * Sockets not yet upgraded, with when they arrived (clock ms), in order of arrival: closed at
    * gateway.auth_timeout_ms. A joined connection's deadline also counts from its arrival.
@@ -325,6 +332,16 @@ export class Gateway {
     // Node closes a connection that would exceed it before any listener sees it ('drop').
     http.maxConnections = this.deps.settings['gateway.max_connections'];
     http.on('drop', () => this.deps.metrics.kicks.inc({ reason: reasonLabel(ReasonCode.REASON_CODE_TOO_MANY_CONNECTIONS) }));
+    // Node's listener (added by createServer) starts HTTP on every socket as it arrives. The
+    // gateway calls it itself (`admit`): after the socket is counted, and after the PROXY protocol
+    // header a trusted proxy sends ahead of the request (gateway.proxy_protocol).
+    const [nodeConnection, ...others] = http.listeners('connection');
+    if (nodeConnection === undefined || others.length > 0)
+      throw new Error(
+        `the players' port: expected Node's one 'connection' listener on a new HTTP server, found ${others.length + (nodeConnection ? 1 : 0)}`,
+      );
+    http.removeAllListeners('connection');
+    this.startHttp = (socket) => nodeConnection.call(http, socket);
     http.on('connection', (socket: Socket) => this.arrived(socket));
     const other = this.deps.upgrades;
     http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
@@ -332,10 +349,14 @@ export class Gateway {
       // variable it could see, and the upgrade request (headers, the URL, the join token) would
       // then live as long as the connection.
       socket.on('error', ignoreError);
-      // A trusted proxy's socket counts from here, against the client it names (`arrived`).
-      const peer = req.socket.remoteAddress ?? 'unknown';
+      // A trusted proxy's socket counts from here, against the client it names (`arrived`). A
+      // client a PROXY protocol header named stands in for the TCP peer (a load balancer), and is
+      // itself read for X-Forwarded-For if it is a trusted proxy (one behind the load balancer).
+      const tcpPeer = req.socket.remoteAddress ?? 'unknown';
+      const proxiedFor = this.proxiedFor.get(socket as Socket);
+      const peer = proxiedFor ?? tcpPeer;
       let address = peer;
-      let via: string | undefined;
+      let via = proxiedFor === undefined ? undefined : tcpPeer;
       if (this.proxies.trusts(peer)) {
         address = this.proxies.forwardedClient(req.headers['x-forwarded-for']) ?? peer;
         via = peer;
@@ -399,17 +420,73 @@ export class Gateway {
    * address holds is bounded before it has sent a byte. A trusted proxy's socket
    * (gateway.trusted_proxies) is the exception: it carries the clients of many addresses, and
    * counts against the one its upgrade request forwards, from the upgrade; until then it is held
-   * by gateway.max_connections, Node's request timeout and the auth deadline alone.
+   * by gateway.max_connections, Node's request timeout and the auth deadline alone. With
+   * gateway.proxy_protocol a trusted proxy's socket first names its client in a PROXY protocol
+   * header (`awaitProxyHeader`), and then counts against that client as a direct socket would.
    */
   private arrived(socket: Socket): void {
     this.acceptedSinceAsked = true;
+    const peer = socket.remoteAddress ?? 'unknown';
+    if (this.deps.settings['gateway.proxy_protocol'] && this.proxies.trusts(peer)) this.awaitProxyHeader(socket, peer);
+    else this.admit(socket, peer);
+  }
+
+  /**
+   * Counts `socket` against `peer` (unless `peer` is a trusted proxy, `arrived`), starts its auth
+   * deadline, and hands it to HTTP for its upgrade request.
+   */
+  private admit(socket: Socket, peer: string): void {
     const now = this.deps.clock.now();
-    if (!this.proxies.trusts(socket.remoteAddress) && !this.count(socket, socket.remoteAddress ?? 'unknown', now)) return;
+    if (!this.proxies.trusts(peer) && !this.count(socket, peer, now)) return;
     this.handshaking.set(socket, now);
     socket.once('close', () => {
       this.handshaking.delete(socket);
       this.uncount(socket);
     });
+    this.startHttp?.(socket);
+  }
+
+  /**
+   * A trusted proxy's connection with gateway.proxy_protocol: reads its PROXY protocol header (v1
+   * or v2) and admits it as from the client the header names — or as the proxy's own when it names
+   * none (a health check). No valid header within HTTP_REQUEST_TIMEOUT_MS: closed, counted as a
+   * PROTOCOL_ERROR kick and logged (as `logUnjoined` bounds such lines). The bytes after the header
+   * (the upgrade request, if it came along) are put back for HTTP to read.
+   */
+  private awaitProxyHeader(socket: Socket, peer: string): void {
+    this.awaitingHeader.add(socket);
+    let got: Buffer | undefined;
+    const done = () => {
+      clearTimeout(timer);
+      this.awaitingHeader.delete(socket);
+      socket.off('data', onData);
+      socket.off('close', done);
+    };
+    const refuse = (error: string) => {
+      done();
+      this.deps.metrics.kicks.inc({ reason: reasonLabel(ReasonCode.REASON_CODE_PROTOCOL_ERROR) });
+      this.logUnjoined(
+        () => this.deps.log.child({ addr: peer }),
+        { err: error },
+        'connection from a trusted proxy refused: no valid PROXY protocol header',
+      );
+      socket.destroy();
+    };
+    const onData = (chunk: Buffer) => {
+      got = got === undefined ? chunk : Buffer.concat([got, chunk]);
+      const header = readProxyHeader(got);
+      if (header.state === 'more') return;
+      if (header.state === 'error') return refuse(header.error);
+      done();
+      if (header.source !== undefined) this.proxiedFor.set(socket, header.source);
+      this.admit(socket, header.source ?? peer);
+      // HTTP reads what came after the header first (its own reads start on the next turn).
+      if (header.length < got.length && !socket.destroyed) socket.unshift(got.subarray(header.length));
+    };
+    const timer = setTimeout(() => refuse(`no PROXY protocol header within ${HTTP_REQUEST_TIMEOUT_MS} ms`), HTTP_REQUEST_TIMEOUT_MS);
+    socket.on('error', ignoreError);
+    socket.on('close', done);
+    socket.on('data', onData);
   }
 
   /**
@@ -956,7 +1033,7 @@ export class Gateway {
   private refuse(conn: Connection, what: 'join' | 'resume', reason: Reason, message: string, err?: unknown): void {
     if (conn.phase === 'closed') return;
     this.logUnjoined(
-      conn,
+      () => this.log(conn),
       { reason: reasonLabel(reason), message, ...(err === undefined ? {} : { err: (err as Error).message }) },
       `${what} refused`,
     );
@@ -968,14 +1045,14 @@ export class Gateway {
    * UNJOINED_LOGGED_PER_S across connections; the first line after some were left out says how
    * many (`unlogged`).
    */
-  private logUnjoined(conn: Connection, fields: Record<string, unknown>, msg: string): void {
+  private logUnjoined(log: () => Logger, fields: Record<string, unknown>, msg: string): void {
     if (!this.unjoinedLogged.take(this.deps.clock.now())) {
       this.unjoinedUnlogged++;
       return;
     }
     const unlogged = this.unjoinedUnlogged;
     this.unjoinedUnlogged = 0;
-    this.log(conn).info(unlogged > 0 ? { ...fields, unlogged } : fields, msg);
+    log().info(unlogged > 0 ? { ...fields, unlogged } : fields, msg);
   }
 
   /**
@@ -991,7 +1068,7 @@ export class Gateway {
     this.deps.metrics.kicks.inc({ reason: reasonLabel(reason) });
     const playerId = this.players.get(conn.id);
     const fields = { reason: reasonLabel(reason), message, ...(playerId === undefined ? {} : { player: playerId }) };
-    if (logged === 'info' && !wasJoined) this.logUnjoined(conn, fields, 'kicked');
+    if (logged === 'info' && !wasJoined) this.logUnjoined(() => this.log(conn), fields, 'kicked');
     else if (logged !== 'unlogged') this.log(conn)[logged](fields, 'kicked');
     if (conn.ws.readyState === 1) {
       this.write(conn, ServerMessage.encode({ kick: { reason, message } }).finish());
@@ -1058,6 +1135,7 @@ export class Gateway {
     }
     this.deps.log.info({ reason: reasonLabel(reason), message, sessions: kicked }, 'closed every session');
     clearInterval(this.sweeper);
+    for (const socket of this.awaitingHeader) socket.destroy();
     const cut = setTimeout(() => {
       for (const conn of this.connections.values()) conn.ws.terminate();
       this.http?.closeAllConnections();
