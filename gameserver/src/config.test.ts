@@ -217,6 +217,16 @@ test('NPCs leave room for engine.max_players within engine.max_entities', () => 
   ).toBe(3);
 });
 
+test('an offer lasts at most 2400 ticks: the inputs a player makes meanwhile are all held', () => {
+  expect(refusal({ AETHEX_GAMESERVER_HANDOFF_TIMEOUT_MS: '60001' })).toBe(
+    "handoff.timeout_ms: must be at most 2400 × engine.tick_rate_ms (25): a player's inputs are held for the whole offer; at most 60000",
+  );
+  expect(loadConfig({ ...key, AETHEX_GAMESERVER_HANDOFF_TIMEOUT_MS: '60000' })['handoff.timeout_ms']).toBe(60_000);
+  expect(refusal({ AETHEX_GAMESERVER_ENGINE_TICK_RATE_MS: '10', AETHEX_GAMESERVER_HANDOFF_TIMEOUT_MS: '24010' })).toMatch(
+    /^handoff\.timeout_ms: must be at most 2400 × engine\.tick_rate_ms \(10\)/,
+  );
+});
+
 test('the idle timeout outlasts the acknowledgements of a client standing still', () => {
   expect(refusal({ AETHEX_GAMESERVER_ENGINE_TICK_RATE_MS: '1000', AETHEX_GAMESERVER_GATEWAY_IDLE_TIMEOUT_MS: '1500' })).toBe(
     'gateway.idle_timeout_ms: must be more than 3 × engine.tick_rate_ms (1000): a client standing still acknowledges only about every 1.5 ticks; above 3000',

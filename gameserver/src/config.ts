@@ -18,6 +18,7 @@ import {
   worldBoundsProblem,
 } from '@aethex/runtime';
 import { EVENTS_MAX_LEN, MAX_QUEUED_EVENTS, OUTBOX_RETENTION_MS } from './persist/outbox.js';
+import { MAX_OFFER_TICKS } from './sim/world.js';
 
 /**
  * Every setting of the shard server. A YAML file (`--config`) nests them by the dots; each is
@@ -261,7 +262,13 @@ export const GAMESERVER_SETTINGS = {
     default: '',
     doc: "Where a handed-over player's client is sent to reach the neighbour: a ws:// or wss:// URL in which {name} is the neighbour's shard name and {address} its address in the shard map (e.g. wss://{name}.play.example.com, behind an ingress); empty: ws://{address}, reachable inside the cluster only.",
   },
-  'handoff.timeout_ms': { type: 'int', default: 1000, min: 10, max: 600_000, doc: 'An offer not accepted within this is rolled back.' },
+  'handoff.timeout_ms': {
+    type: 'int',
+    default: 1000,
+    min: 10,
+    max: 600_000,
+    doc: "An offer not accepted within this is rolled back; at most 2400 × engine.tick_rate_ms (the player's inputs are held for the whole offer).",
+  },
   'handoff.resume_timeout_ms': {
     type: 'int',
     default: 10_000,
@@ -477,6 +484,18 @@ export const GAMESERVER_CHECKS: readonly { required?: true; check: (s: Gameserve
       } catch (err) {
         throw new ConfigError('auth.public_key', (err as Error).message);
       }
+    },
+  },
+  {
+    // A player's inputs are held while their entity is on offer (applied if it rolls back): one a
+    // tick, kept for all of the offer's ticks, so their count is bounded here.
+    check: (s) => {
+      const most = MAX_OFFER_TICKS * s['engine.tick_rate_ms'];
+      if (s['handoff.timeout_ms'] > most)
+        throw new ConfigError(
+          'handoff.timeout_ms',
+          `must be at most ${MAX_OFFER_TICKS} × engine.tick_rate_ms (${s['engine.tick_rate_ms']}): a player's inputs are held for the whole offer; at most ${most}`,
+        );
     },
   },
   {

@@ -14,6 +14,8 @@ import {
   KIND_PLAYER,
   MAX_CREDIT,
   MAX_GAME_STATE_BYTES,
+  MAX_OFFER_TICKS,
+  MAX_QUEUED_MOVES,
   MODE_DORMANT,
   MODE_GHOST,
   MODE_OFFERED,
@@ -51,8 +53,6 @@ const RTT_WINDOW_TICKS = 400;
  * second away costs.
  */
 const MAX_RTT_MS = 1000;
-/** Inputs held per entity while it is on offer to a neighbour (applied if the offer rolls back). */
-const MAX_HELD_INPUTS = 64;
 /** A game message's payload at most (GameContext.send), and the shape of its topic. */
 const MAX_GAME_MESSAGE_BYTES = 16 * 1024;
 const GAME_TOPIC = /^[A-Za-z0-9_.:-]{1,64}$/;
@@ -99,6 +99,7 @@ export type EngineSettings = Pick<
   | 'gateway.slow_skip_ticks'
   | 'gateway.slow_drop_ticks'
   | 'handoff.resume_timeout_ms'
+  | 'handoff.timeout_ms'
   | 'rpc.timeout_ms'
   | 'rpc.max_ms_per_tick'
 >;
@@ -281,6 +282,8 @@ export class ShardEngine {
   private readonly handedOver = new Map<string, { redirect: aethex.v1.IHandoffRedirect; until: number }>();
   /** Inputs that arrived while their entity was on offer, by entity id. */
   private readonly held = new Map<number, HeldInput[]>();
+  /** Inputs held per entity on offer at most: the offer's ticks and a full queue (`MAX_OFFER_TICKS`). */
+  private readonly maxHeldInputs: number;
   /** The tick each entity on offer was offered at. */
   private readonly offeredAt = new Map<number, number>();
   /** Entities on offer to a neighbour that ignores late changes: their state and flags cannot change until it is decided. */
@@ -334,6 +337,8 @@ export class ShardEngine {
     } = {},
   ) {
     const { restored } = options;
+    this.maxHeldInputs =
+      Math.min(MAX_OFFER_TICKS, Math.ceil(settings['handoff.timeout_ms'] / settings['engine.tick_rate_ms'])) + MAX_QUEUED_MOVES;
     this.rebalanceTicks = options.rebalance === false ? 0 : REBALANCE_TICKS;
     this.metrics = options.metrics;
     this.hooks = options.hooks ?? {};
@@ -1168,8 +1173,9 @@ export class ShardEngine {
     // Frozen since the offer: those ticks' inputs may be caught up on (see `step`).
     this.world.grantCredit(i, (this.world.credit[i] as number) + (this.tick - offeredAt));
     const session = this.byEntity.get(entityId);
+    // All of them wait, however many the offer's ticks held (beyond the queue's usual bound).
     for (const h of held) {
-      if (session) this.input(session.id, h.seq, h.moveX, h.moveY, 0, h.buttons);
+      if (session) this.input(session.id, h.seq, h.moveX, h.moveY, 0, h.buttons, held.length + MAX_QUEUED_MOVES);
     }
   }
 
@@ -1542,7 +1548,15 @@ export class ShardEngine {
   }
 
   /** Applies a movement intent and the acknowledgement it carries; `buttons` go to the game's onInput. */
-  input(sessionId: number, seq: number, moveX: number, moveY: number, ackTick: number, buttons = 0): InputResult | 'unknown' {
+  input(
+    sessionId: number,
+    seq: number,
+    moveX: number,
+    moveY: number,
+    ackTick: number,
+    buttons = 0,
+    maxQueued = MAX_QUEUED_MOVES,
+  ): InputResult | 'unknown' {
     const session = this.sessions.get(sessionId);
     if (!session) return 'unknown';
     this.ack(sessionId, ackTick);
@@ -1552,16 +1566,18 @@ export class ShardEngine {
     if (session.redirected || mode === MODE_GHOST) return 'stale';
     if (mode === MODE_OFFERED) {
       // Frozen while on offer: held in order, applied if the offer rolls back; after a commit
-      // the client re-sends them to the new owner.
+      // the client re-sends them to the new owner. Past what the offer's ticks explain (a flood),
+      // an input moves nothing and is answered with the newest, as with a full queue (`applyInput`).
       if (!Number.isFinite(moveX) || !Number.isFinite(moveY)) return 'invalid';
       const held = this.held.get(session.entityId) ?? [];
-      if (held.length < MAX_HELD_INPUTS && seq > (held.at(-1)?.seq ?? (this.world.lastSeq[slot] as number))) {
-        held.push({ seq, moveX, moveY, buttons });
-        this.held.set(session.entityId, held);
-      }
+      const last = held.at(-1);
+      if (seq <= (last?.seq ?? (this.world.lastSeq[slot] as number))) return 'stale';
+      if (last !== undefined && held.length >= this.maxHeldInputs) last.seq = seq;
+      else held.push({ seq, moveX, moveY, buttons });
+      this.held.set(session.entityId, held);
       return 'applied';
     }
-    const result = applyInput(this.world, slot, seq, moveX, moveY);
+    const result = applyInput(this.world, slot, seq, moveX, moveY, maxQueued);
     if (result === 'applied' && this.hooks.onInput) {
       this.callHook('onInput', () => this.hooks.onInput?.(this.context, this.hookPlayer(session), { seq, buttons }), session);
     }

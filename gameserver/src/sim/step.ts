@@ -25,11 +25,19 @@ export type InputResult = 'applied' | 'stale' | 'invalid';
  * meanwhile. So inputs wait in order, each applied whole by a step of its own (see `step` for how
  * a step catches up); sending faster never moves an entity faster. An input counts as applied —
  * `lastSeq`, which snapshots acknowledge — when the step that moves by it has run. With
- * `MAX_QUEUED_MOVES` waiting, a further input moves nothing and is answered with the newest one.
+ * `maxQueued` waiting (`MAX_QUEUED_MOVES`; more for the inputs an offer held, see
+ * `ShardEngine.rollback`), a further input moves nothing and is answered with the newest one.
  * Non-finite moves are `invalid` and move nothing, but are answered with the input before them (at
  * once when none waits).
  */
-export function applyInput(world: World, slot: number, seq: number, moveX: number, moveY: number): InputResult {
+export function applyInput(
+  world: World,
+  slot: number,
+  seq: number,
+  moveX: number,
+  moveY: number,
+  maxQueued = MAX_QUEUED_MOVES,
+): InputResult {
   const queue = world.hasNext[slot] === 1 ? world.queued.get(world.id[slot] as number) : undefined;
   const newest =
     queue !== undefined
@@ -53,7 +61,7 @@ export function applyInput(world: World, slot: number, seq: number, moveX: numbe
     world.hasMove[slot] = 1;
     return 'applied';
   }
-  const full = queue !== undefined && queue.length >= (MAX_QUEUED_MOVES - 2) * 3;
+  const full = queue !== undefined && queue.length >= (maxQueued - 2) * 3;
   if (!valid || full) {
     // Answered with the newest waiting move: the sequence advances, nothing more moves.
     if (queue !== undefined) queue[queue.length - 3] = seq;
