@@ -1,4 +1,4 @@
-import { aethex, insideMax, unwrapTick } from '@aethex/proto';
+import { aethex, clampInside, insideMax, insideMin, unwrapTick } from '@aethex/proto';
 import type { Logger } from '@aethex/runtime';
 import type { GameserverSettings } from './config.js';
 import { type GameContext, type GameHooks, type HookPlayer, rpcCodeProblem } from './hooks.js';
@@ -416,15 +416,14 @@ export class ShardEngine {
       // A snapshot saved under wider world bounds (the world was made smaller since): its entities
       // come back at the nearest point inside, not where a player's first move would snap them to
       // (a jump far past max_speed), nor outside the world for good.
-      const hiX = insideMax(bounds.maxX);
-      const hiY = insideMax(bounds.maxY);
+      const [loX, loY, hiX, hiY] = [insideMin(bounds.minX), insideMin(bounds.minY), insideMax(bounds.maxX), insideMax(bounds.maxY)];
       let moved = 0;
       for (let i = 0; i < w.count; i++) {
         const x = w.x[i] as number;
         const y = w.y[i] as number;
-        if (x >= bounds.minX && x <= hiX && y >= bounds.minY && y <= hiY) continue;
-        w.x[i] = Math.min(Math.max(x, bounds.minX), hiX);
-        w.y[i] = Math.min(Math.max(y, bounds.minY), hiY);
+        if (x >= loX && x <= hiX && y >= loY && y <= hiY) continue;
+        w.x[i] = Math.min(Math.max(x, loX), hiX);
+        w.y[i] = Math.min(Math.max(y, loY), hiY);
         moved++;
       }
       if (moved > 0) this.log?.warn({ moved, bounds }, 'entities restored outside engine.world_bounds were moved inside them');
@@ -475,7 +474,7 @@ export class ShardEngine {
         // A NaN would pass the clamp below and put the entity in no cell of the grid.
         if (!Number.isFinite(x) || !Number.isFinite(y)) throw new RangeError(`spawn needs a finite position, got (${x}, ${y})`);
         const b = engine.rules.bounds;
-        return world.spawn(Math.min(Math.max(x, b.minX), insideMax(b.maxX)), Math.min(Math.max(y, b.minY), insideMax(b.maxY)), kind);
+        return world.spawn(clampInside(x, b.minX, b.maxX), clampInside(y, b.minY, b.maxY), kind);
       },
       send(playerId, topic, payload) {
         const bytes = engine.gameMessage(topic, payload);
@@ -787,7 +786,9 @@ export class ShardEngine {
 
   private spawnAnywhere(kind: number): number {
     const b = this.region;
-    return this.world.spawn(b.minX + this.rng() * (b.maxX - b.minX), b.minY + this.rng() * (b.maxY - b.minY), kind);
+    // Inside as stored: a float32 may round a point near an edge onto it, or past it.
+    const x = clampInside(b.minX + this.rng() * (b.maxX - b.minX), b.minX, b.maxX);
+    return this.world.spawn(x, clampInside(b.minY + this.rng() * (b.maxY - b.minY), b.minY, b.maxY), kind);
   }
 
   /**

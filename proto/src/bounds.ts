@@ -20,3 +20,25 @@ export function insideMax(max: number): number {
   }
   return f32[0] as number;
 }
+
+/**
+ * The smallest position a shard keeps an entity at under an inclusive `min`: `min` itself where
+ * float32 holds it, else the float32 just above it (a float32 rounded to nearest could land just
+ * below: -999.9 is stored as -999.9000244). With `insideMax`, what every clamp to the world's
+ * bounds or a shard's region uses, so that a stored position is inside them as a neighbour checks.
+ */
+export function insideMin(min: number): number {
+  f32[0] = min;
+  if ((f32[0] as number) < min) {
+    // One float32 step up (rounding to nearest left it at most one step below).
+    if ((f32[0] as number) > 0) u32[0] = (u32[0] as number) + 1;
+    else if (f32[0] === 0) f32[0] = 1.401298464324817e-45;
+    else u32[0] = (u32[0] as number) - 1;
+  }
+  return f32[0] as number;
+}
+
+/** `v` clamped into [min, max) as a float32 position keeps it: between `insideMin(min)` and `insideMax(max)`. */
+export function clampInside(v: number, min: number, max: number): number {
+  return Math.min(Math.max(v, insideMin(min)), insideMax(max));
+}

@@ -1,7 +1,7 @@
 import {
   aethex,
   CLOSE_CODE_CANNOT_READ,
-  insideMax,
+  clampInside,
   MAX_CLIENT_VERSION_BYTES,
   PROTOCOL_VERSION,
   readSnapshotMessage,
@@ -1368,7 +1368,7 @@ export class RealtimeClient {
   /**
    * Moves the prediction by one input as the shard moves the entity (gameserver's `sim/step.ts`):
    * by the move as it travels (float32), then kept inside the world's bounds, the maximum exclusive
-   * (`insideMax`), stored as float32 as the shard stores positions. A player walking into the
+   * and the minimum a float32 (`clampInside`), stored as float32 as the shard stores positions. A player walking into the
    * world's edge is then predicted at the edge, where the shard's corrections put it, instead of a
    * step or two past it; and a prediction from a position the shard reported exactly stays exact.
    * Records the result in `p`.
@@ -1378,10 +1378,8 @@ export class RealtimeClient {
     let x = this.predicted.x + Math.fround(p.dx);
     let y = this.predicted.y + Math.fround(p.dy);
     if (b) {
-      const minX = b.minX ?? 0;
-      const minY = b.minY ?? 0;
-      x = Math.min(Math.max(x, minX), insideMax(b.maxX ?? 0));
-      y = Math.min(Math.max(y, minY), insideMax(b.maxY ?? 0));
+      x = clampInside(x, b.minX ?? 0, b.maxX ?? 0);
+      y = clampInside(y, b.minY ?? 0, b.maxY ?? 0);
     }
     p.x = this.predicted.x = Math.fround(x);
     p.y = this.predicted.y = Math.fround(y);

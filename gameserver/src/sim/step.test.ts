@@ -227,6 +227,32 @@ describe('movement authority', () => {
     expect(w.y[slot]).toBe(-100);
   });
 
+  test('bounds that are no float32 (-999.9) hold as stored: a player walking into the minimum stays at or above it, an NPC in its region too', () => {
+    const odd = { bounds: { minX: -999.9, minY: -999.9, maxX: 999.9, maxY: 999.9 }, maxSpeed: 5 };
+    // Rounded to nearest, -999.9 is stored below itself: outside the world, as a neighbour checks.
+    expect(Math.fround(-999.9)).toBeLessThan(-999.9);
+    const { w, slot } = player(-997, -997);
+    const npc = w.spawn(-998, 0, KIND_NPC);
+    const n = w.indexOf(npc);
+    w.vx[n] = -4;
+    // The NPC bounces off the region's edge (here the bounds) on its way out.
+    let npcLowest = Number.POSITIVE_INFINITY;
+    for (let seq = 1; seq <= 5; seq++) {
+      applyInput(w, slot, seq, -4, -4);
+      step(w, odd, corrected);
+      npcLowest = Math.min(npcLowest, w.x[n] as number);
+    }
+    expect([w.x[slot], w.y[slot]]).toEqual([Math.fround(-999.8999633789062), Math.fround(-999.8999633789062)]);
+    expect(w.x[slot]).toBeGreaterThanOrEqual(-999.9);
+    expect(npcLowest).toBeGreaterThanOrEqual(-999.9);
+    expect(npcLowest).toBeLessThan(-999.89);
+    for (let seq = 6; seq <= 600; seq++) {
+      applyInput(w, slot, seq, 4, 4);
+      step(w, odd, corrected);
+    }
+    expect(w.x[slot]).toBeLessThan(999.9);
+  });
+
   test('property: whatever the inputs, no entity travels further than maxSpeed for each tick it has been in the world, moves more than MAX_MOVES_PER_STEP moves in one, or leaves the bounds', () => {
     const move = fc.oneof(fc.double({ min: -12, max: 12, noNaN: true }), fc.double({ min: -3e38, max: 3e38, noNaN: true }));
     // Per run: up to 8 inputs a tick, or a steady client — one input a tick, and now and then a

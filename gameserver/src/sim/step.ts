@@ -1,4 +1,4 @@
-import { insideMax } from '@aethex/proto';
+import { insideMax, insideMin } from '@aethex/proto';
 import { IDLE_CREDIT, JITTER_BUFFER_STEPS, KIND_PLAYER, MAX_MOVES_PER_STEP, MAX_QUEUED_MOVES, type Rect, type World } from './world.js';
 
 /** The movement rules of a shard: the region an owned entity must stay in and its top speed. */
@@ -102,8 +102,10 @@ export function applyInput(
  * `corrected`; allocates nothing (apart from consuming a burst's queue).
  */
 export function step(world: World, rules: MovementRules, corrected: Uint32Array): number {
-  const { minX, minY, maxX, maxY } = rules.bounds;
-  // Max is exclusive: keep positions strictly inside.
+  const { maxX, maxY } = rules.bounds;
+  // Positions are float32: min is inclusive, max exclusive, both as the stored value sees them.
+  const minX = insideMin(rules.bounds.minX);
+  const minY = insideMin(rules.bounds.minY);
   const hiX = insideMax(maxX);
   const hiY = insideMax(maxY);
   const maxSpeed = rules.maxSpeed;
@@ -111,6 +113,8 @@ export function step(world: World, rules: MovementRules, corrected: Uint32Array)
   // rounding put a hair over the limit is not a speed hack.
   const maxSpeed2 = maxSpeed * maxSpeed * (1 + 1e-6);
   const r = rules.region ?? rules.bounds;
+  const rLoX = insideMin(r.minX);
+  const rLoY = insideMin(r.minY);
   const rHiX = insideMax(r.maxX);
   const rHiY = insideMax(r.maxY);
   const { x, y, vx, vy, kind, moveX, moveY, moveSeq, hasMove, nextX, nextY, nextSeq, hasNext, lastSeq, mode, credit, buffered } = world;
@@ -191,13 +195,13 @@ export function step(world: World, rules: MovementRules, corrected: Uint32Array)
       let ny = (y[i] as number) + dvy;
       // Bounce off the region only when moving outward: an entity already outside it drifts back
       // in instead of sticking to the border.
-      if ((nx < r.minX && dvx < 0) || (nx > rHiX && dvx > 0)) {
+      if ((nx < rLoX && dvx < 0) || (nx > rHiX && dvx > 0)) {
         vx[i] = -dvx;
-        nx = Math.min(Math.max(nx, Math.min(r.minX, x[i] as number)), Math.max(rHiX, x[i] as number));
+        nx = Math.min(Math.max(nx, Math.min(rLoX, x[i] as number)), Math.max(rHiX, x[i] as number));
       }
-      if ((ny < r.minY && dvy < 0) || (ny > rHiY && dvy > 0)) {
+      if ((ny < rLoY && dvy < 0) || (ny > rHiY && dvy > 0)) {
         vy[i] = -dvy;
-        ny = Math.min(Math.max(ny, Math.min(r.minY, y[i] as number)), Math.max(rHiY, y[i] as number));
+        ny = Math.min(Math.max(ny, Math.min(rLoY, y[i] as number)), Math.max(rHiY, y[i] as number));
       }
       x[i] = nx;
       y[i] = ny;
