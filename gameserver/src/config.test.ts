@@ -95,6 +95,7 @@ test('settings that carry secrets are marked, and errors never print them', () =
     .map(([k, spec]) => [k, (spec as { secret: string }).secret]);
   expect(Object.fromEntries(secrets)).toEqual({
     'auth.jwks_url': 'url',
+    'handoff.redirect_url': 'url',
     'links.secret': 'value',
     'persistence.postgres_url': 'url',
     'presence.redis_url': 'url',
@@ -305,12 +306,14 @@ test('handoff.redirect_url: a ws:// or wss:// URL with {name} and {address}, or 
   expect(refused('https://{name}.example.com')).toBe(
     'handoff.redirect_url: must be a ws:// or wss:// URL, got "https://{name}.example.com"',
   );
-  expect(refused('{name}.example.com')).toBe('handoff.redirect_url: must be a ws:// or wss:// URL, got "{name}.example.com"');
+  // No scheme://: nothing tells what of it may be secret (u:p@{name}…), so it is not shown.
+  expect(refused('{name}.example.com')).toBe('handoff.redirect_url: must be a ws:// or wss:// URL, got a value not shown (secret)');
   expect(refused('wss://{shard}.example.com')).toBe(
     'handoff.redirect_url: {shard} is no placeholder of it (there are {name} and {address}), got "wss://{shard}.example.com"',
   );
-  expect(refused('wss://u:p@{name}.example.com')).toBe(
-    'handoff.redirect_url: must not carry credentials, got "wss://u:p@{name}.example.com"',
+  // Refused for its credentials, which the error does not print.
+  expect(refused('wss://admin:s3cretPassw0rd@{name}.example.com')).toBe(
+    'handoff.redirect_url: must not carry credentials, got "wss://admin:***@{name}.example.com"',
   );
   expect(refused('wss://{name}.example.com/#x')).toMatch(/must not have a #fragment/);
   expect(refused('wss://edge.example.com')).toBe(

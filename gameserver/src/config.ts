@@ -260,6 +260,8 @@ export const GAMESERVER_SETTINGS = {
   'handoff.redirect_url': {
     type: 'string',
     default: '',
+    // Refused with credentials, but an error must not print them (nor a query's token).
+    secret: 'url',
     doc: "Where a handed-over player's client is sent to reach the neighbour: a ws:// or wss:// URL in which {name} is the neighbour's shard name and {address} its address in the shard map (e.g. wss://{name}.play.example.com, behind an ingress); empty: ws://{address}, reachable inside the cluster only.",
   },
   'handoff.timeout_ms': {
@@ -580,7 +582,10 @@ export const GAMESERVER_CHECKS: readonly { required?: true; check: (s: Gameserve
     check: (s) => {
       const problem = redirectUrlProblem(s['handoff.redirect_url']);
       if (problem !== undefined)
-        throw new ConfigError('handoff.redirect_url', `${problem}, got ${JSON.stringify(s['handoff.redirect_url'])}`);
+        throw new ConfigError(
+          'handoff.redirect_url',
+          `${problem}, got ${shownValue(GAMESERVER_SETTINGS['handoff.redirect_url'], s['handoff.redirect_url'])}`,
+        );
     },
   },
   {
