@@ -170,7 +170,7 @@ export const GAMESERVER_SETTINGS = {
     default: 262_144,
     min: 1024,
     max: 64 << 20,
-    doc: 'Bytes queued in the process for one socket at most; snapshots beyond it are dropped.',
+    doc: 'Bytes queued in the process for one socket at most: beyond it snapshots are dropped, pings and bad messages go unanswered, and an RPC result ends the session (TOO_SLOW: its client does not read).',
   },
   'gateway.slow_skip_ticks': {
     type: 'int',

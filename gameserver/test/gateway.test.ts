@@ -17,7 +17,7 @@ import { testEnv } from '../../tests/env.js';
 import { loadConfig } from '../src/config.js';
 import { MAX_FRAGMENTS } from '../src/net/gateway.js';
 import { startShard } from '../src/shard.js';
-import { startTestShard, type TestShard, testShardSettings, until } from './harness.js';
+import { moduleFile, startTestShard, type TestShard, testShardSettings, until } from './harness.js';
 
 const { ClientMessage, ServerMessage, ReasonCode } = aethex.v1;
 
@@ -410,6 +410,41 @@ describe('gateway and engine over real sockets', () => {
     expect(engine.world.indexOf(d.id)).toBeGreaterThanOrEqual(0);
     expect(await kicks('protocol_error')).toBe(protocolErrors);
     await until('every connection closed and forgotten', () => shard.gateway.connectionCount === 0, 3000);
+  });
+
+  test('a client that stops reading is held to gateway.max_buffered_bytes: pings unanswered, then an RPC result ends it TOO_SLOW', async () => {
+    const cap = 65_536;
+    const game = moduleFile('export default { rpc: { big() { return new Uint8Array(12_000).fill(7); } } };');
+    t = await startTestShard({
+      AETHEX_GAMESERVER_GAME_MODULE: game,
+      AETHEX_GAMESERVER_GATEWAY_MAX_BUFFERED_BYTES: String(cap),
+      AETHEX_GAMESERVER_RPC_MAX_PER_SECOND: '100',
+      AETHEX_GAMESERVER_GATEWAY_MAX_MESSAGES_PER_SECOND: '200',
+      AETHEX_GAMESERVER_GATEWAY_MESSAGE_BURST: '400',
+    });
+    const c = await raw(t.shard.gatewayUrl);
+    c.ws.send(ClientMessage.encode({ join: { joinToken: await t.token('reader'), protocolVersion: 1 } }).finish());
+    await until('the Welcome', () => c.messages.some((m) => m.body === 'welcome'));
+    // The client stops reading; it goes on calling and pinging within its rates.
+    (c.ws as unknown as { _socket: Socket })._socket.pause();
+    const { connections } = t.shard.gateway as unknown as { connections: Map<number, { ws: WebSocket }> };
+    const conn = () => [...connections.values()][0];
+    let most = 0;
+    let callId = 0;
+    const started = Date.now();
+    while (conn() !== undefined && Date.now() - started < 30_000) {
+      for (let i = 0; i < 4; i++) {
+        c.ws.send(ClientMessage.encode({ rpc: { callId: ++callId, method: 'big' } }).finish());
+        c.ws.send(ClientMessage.encode({ ping: { clientTimeMs: Date.now() } }).finish());
+        c.ws.ping();
+      }
+      most = Math.max(most, conn()?.ws.bufferedAmount ?? 0);
+      await sleep(50);
+    }
+    expect(conn(), `still open after ${callId} calls`).toBeUndefined();
+    // Queued in the process at most: the cap and one message (an RPC result, the kick).
+    expect(most).toBeLessThanOrEqual(cap + 12_100);
+    expect(await metric(t.shard.opsUrl, 'aether_kicks_total', '{reason="too_slow"}')).toBe(1);
   });
 
   test('a flooding client is closed with 1008 well within 2 s', async () => {

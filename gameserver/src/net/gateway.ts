@@ -580,7 +580,8 @@ export class Gateway {
     }
     ws.on('message', (data, isBinary) => this.onMessage(conn, data as Buffer, isBinary));
     ws.on('ping', (data: Buffer) => {
-      if (this.received(conn)) ws.pong(data);
+      // Not answered while the client is not reading what it was sent (`backedUp`).
+      if (this.received(conn) && !this.backedUp(conn)) ws.pong(data);
     });
     ws.on('pong', () => this.received(conn));
     ws.on('error', (err: Error & { code?: string }) => this.onSocketError(conn, err));
@@ -654,7 +655,7 @@ export class Gateway {
       reason: ReasonCode.REASON_CODE_PROTOCOL_ERROR,
       message: `${message} (bad message ${conn.errors}; at ${max} the connection is closed)`,
     };
-    this.write(conn, ServerMessage.encode({ error }).finish());
+    if (!this.backedUp(conn)) this.write(conn, ServerMessage.encode({ error }).finish());
   }
 
   /** A message that needs a session (`what` names it) on a connection that has none yet. */
@@ -733,6 +734,7 @@ export class Gateway {
         this.deps.engine.ack(conn.id, (msg.ack as aethex.v1.Ack).ackTick);
         return;
       case 'ping':
+        if (this.backedUp(conn)) return;
         this.write(
           conn,
           ServerMessage.encode({
@@ -781,6 +783,17 @@ export class Gateway {
   }
 
   private rpcResult(conn: Connection, callId: number, r: RpcOutcome): void {
+    // A result cannot wait, and its client does not read: the session ends (its client's calls in
+    // flight then fail as the connection's do, 'may have run').
+    if (this.backedUp(conn)) {
+      const held = conn.ws.bufferedAmount;
+      this.kick(
+        conn,
+        ReasonCode.REASON_CODE_TOO_SLOW,
+        `the client does not read what it is sent: ${held} bytes unsent, gateway.max_buffered_bytes is ${this.deps.settings['gateway.max_buffered_bytes']}`,
+      );
+      return;
+    }
     const rpcResult = r.ok ? { callId, ok: true, payload: r.payload } : { callId, ok: false, errorCode: r.errorCode };
     this.write(conn, ServerMessage.encode({ rpcResult }).finish());
   }
@@ -956,6 +969,16 @@ export class Gateway {
     this.log(conn).info({ player: playerId, to: redirect.shardName }, 'player joined while handed over; client redirected');
   }
 
+  /**
+   * Whether `conn`'s socket holds more than gateway.max_buffered_bytes unsent: its client does not
+   * read. Snapshots are then dropped (`send`), pongs and error replies not sent, and an RPC result
+   * ends the session (`rpcResult`): what one socket holds stays bounded by the setting and one
+   * message. A Welcome, a redirect and a kick (one each, the last thing sent) always go.
+   */
+  private backedUp(conn: Connection): boolean {
+    return conn.ws.bufferedAmount > this.deps.settings['gateway.max_buffered_bytes'];
+  }
+
   /** The gateway's own messages (welcome, pong, RPC results, redirects, kicks), counted here. */
   private write(conn: Connection, bytes: Uint8Array): void {
     if (!this.writeFrame(conn, bytes)) return;
@@ -984,7 +1007,7 @@ export class Gateway {
    */
   send(sessionId: number, bytes: Uint8Array): boolean {
     const conn = this.connections.get(sessionId);
-    if (!conn || conn.ws.bufferedAmount > this.deps.settings['gateway.max_buffered_bytes']) return false;
+    if (!conn || this.backedUp(conn)) return false;
     // Sent while the session is being set up (a game's onJoin): after the Welcome.
     if (conn.phase === 'authenticating') {
       conn.early ??= [];
@@ -1012,8 +1035,7 @@ export class Gateway {
   sendFrame(sessionId: number, frame: Uint8Array, written: number): boolean {
     const conn = this.connections.get(sessionId);
     if (!conn) return false;
-    if (written === 0 && (conn.ws.readyState !== 1 || conn.ws.bufferedAmount > this.deps.settings['gateway.max_buffered_bytes']))
-      return false;
+    if (written === 0 && (conn.ws.readyState !== 1 || this.backedUp(conn))) return false;
     // A view of a snapshot thread's arena, written again next tick: what is queued is copied.
     writeWhole(conn.socket, frame.subarray(written), true);
     return true;
