@@ -85,7 +85,7 @@ const linkGauge = async (t: TestShard, name: string, direction: 'in' | 'out') =>
       .at(-1) ?? Number.NaN,
   );
 
-test('a stranger’s large message before any hello closes its link unread; the neighbours’ links stay up', async () => {
+test('a stranger’s large message before any hello is refused at its frame header, before its bytes arrive; the neighbours’ links stay up', async () => {
   const { start } = await duoWorld({ AETHEX_GAMESERVER_LOG_LEVEL: 'error' });
   shards = [await start(0), await start(1)];
   const [a, b] = shards as [TestShard, TestShard];
@@ -97,14 +97,19 @@ test('a stranger’s large message before any hello closes its link unread; the 
     decoded.push((data as Uint8Array).length);
     return decode(data, length);
   });
-  // About 4 MiB: a GhostUpdate with a long packed `removed` list, a valid ShardMessage.
-  const big = ShardMessage.encode({ ghostUpdate: { tick: 1, removed: new Array(2_000_000).fill(200) } }).finish();
+  // A binary frame announcing 4 MiB (as a GhostUpdate of a crowded border would be), and only
+  // its first 16 bytes: refused on its header, nothing of it held for the rest to come.
+  const header = Buffer.alloc(14);
+  header[0] = 0x82;
+  header[1] = 0x80 | 127;
+  header.writeBigUInt64BE(4n << 20n, 2);
   const stranger = new WebSocket(`${a.shard.gatewayUrl.replace(/\/$/, '')}/shard-link`);
   stranger.on('error', () => undefined);
-  stranger.once('message', () => stranger.send(big));
+  stranger.once('message', () =>
+    (stranger as unknown as { _socket: { write(b: Buffer): void } })._socket.write(Buffer.concat([header, randomBytes(16)])),
+  );
   const [code] = await new Promise<[number, string]>((resolve) => stranger.on('close', (c, r) => resolve([c, r.toString()])));
-  // Closed without a word (no close frame): it was not read.
-  expect(code).toBe(1006);
+  expect(code).toBe(1009);
   expect(decoded.filter((n) => n > 1024)).toEqual([]);
   expect(a.shard.links?.isUp(neighbour(a))).toBe(true);
 });

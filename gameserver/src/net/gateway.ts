@@ -10,7 +10,7 @@ import type { GameserverSettings } from '../config.js';
 import type { RpcOutcome, ShardEngine } from '../engine.js';
 import type { Clock } from '../loop/fixed-timestep.js';
 import type { ShardMetrics } from '../metrics.js';
-import { addressKey, KeyedTokenBuckets, TokenBucket } from './rate-limit.js';
+import { addressKey, KeyedTokenBuckets, LogBudget, TokenBucket } from './rate-limit.js';
 
 /** For errors on a socket being upgraded: `ws` (or the connection's own handlers) report them. */
 const ignoreError = (): undefined => undefined;
@@ -286,15 +286,13 @@ export class Gateway {
   private acceptedSinceAsked = false;
   private sweeper: NodeJS.Timeout | undefined;
   /** Lines about connections that never joined that may be logged (UNJOINED_LOGGED_BURST, UNJOINED_LOGGED_PER_S). */
-  private readonly unjoinedLogged: TokenBucket;
-  /** Lines about connections that never joined not logged since the last one that was. */
-  private unjoinedUnlogged = 0;
+  private readonly unjoinedLogged: LogBudget;
 
   constructor(private readonly deps: GatewayDeps) {
     const s = deps.settings;
     this.arrivals = new KeyedTokenBuckets(s['gateway.connections_per_address_per_second'], s['gateway.max_connections_per_address']);
     this.proxies = TrustedProxies.parse(s['gateway.trusted_proxies']);
-    this.unjoinedLogged = new TokenBucket(UNJOINED_LOGGED_PER_S, UNJOINED_LOGGED_BURST, deps.clock.now());
+    this.unjoinedLogged = new LogBudget(UNJOINED_LOGGED_PER_S, UNJOINED_LOGGED_BURST, deps.clock.now());
   }
 
   /** Starts listening; resolves with the bound address. */
@@ -1068,13 +1066,8 @@ export class Gateway {
    * many (`unlogged`).
    */
   private logUnjoined(log: () => Logger, fields: Record<string, unknown>, msg: string): void {
-    if (!this.unjoinedLogged.take(this.deps.clock.now())) {
-      this.unjoinedUnlogged++;
-      return;
-    }
-    const unlogged = this.unjoinedUnlogged;
-    this.unjoinedUnlogged = 0;
-    log().info(unlogged > 0 ? { ...fields, unlogged } : fields, msg);
+    const line = this.unjoinedLogged.take(this.deps.clock.now(), fields);
+    if (line) log().info(line, msg);
   }
 
   /**

@@ -1,5 +1,5 @@
 import { expect, test } from 'vitest';
-import { addressKey } from './rate-limit.js';
+import { addressKey, LogBudget } from './rate-limit.js';
 
 test('addressKey: IPv4 as it is, IPv4-mapped IPv6 as IPv4, IPv6 by its prefix', () => {
   expect(addressKey('203.0.113.7', 64)).toBe('203.0.113.7');
@@ -19,4 +19,14 @@ test('addressKey: IPv4 as it is, IPv4-mapped IPv6 as IPv4, IPv6 by its prefix', 
   expect(addressKey('::1', 64)).toBe('0:0:0:0:0:0:0:0/64');
   // Not an address: its own key.
   for (const odd of ['unknown', '1::2::3', 'fe80::zz', '1:2:3:4:5:6:7:8:9']) expect(addressKey(odd, 64)).toBe(odd);
+});
+
+test('LogBudget: a burst of lines, then so many a second; the next line written says how many were left out', () => {
+  const budget = new LogBudget(1, 3, 0);
+  const written = Array.from({ length: 10 }, (_, i) => budget.take(0, { n: i }));
+  expect(written.filter(Boolean)).toEqual([{ n: 0 }, { n: 1 }, { n: 2 }]);
+  // One second later: one more, carrying the 7 left out.
+  expect(budget.take(999, { n: 10 })).toBeUndefined();
+  expect(budget.take(1000, { n: 11 })).toEqual({ n: 11, unlogged: 8 });
+  expect(budget.take(2000, { n: 12 })).toEqual({ n: 12 });
 });

@@ -38,6 +38,31 @@ export class TokenBucket {
 }
 
 /**
+ * What lines of one kind a process may write: a burst, then so many a second (a TokenBucket). The
+ * lines left out are counted, and the next one written says how many (`unlogged`), so a flood of
+ * strangers costs a few lines a second, not one each, and nothing goes unmentioned.
+ */
+export class LogBudget {
+  private readonly bucket: TokenBucket;
+  private skipped = 0;
+
+  constructor(perSecond: number, burst: number, nowMs: number) {
+    this.bucket = new TokenBucket(perSecond, burst, nowMs);
+  }
+
+  /** `fields` to write (with `unlogged` when lines were left out since the last), or undefined: leave this one out. */
+  take<T extends object>(nowMs: number, fields: T): (T & { unlogged?: number }) | undefined {
+    if (!this.bucket.take(nowMs)) {
+      this.skipped++;
+      return undefined;
+    }
+    const unlogged = this.skipped;
+    this.skipped = 0;
+    return unlogged > 0 ? { ...fields, unlogged } : fields;
+  }
+}
+
+/**
  * A {@link TokenBucket} per key (a remote address), made full on the key's first `take`. `prune`
  * forgets the buckets that have refilled (they would be made the same again), so memory follows
  * the keys seen in the last `burst / ratePerS` seconds, not every key ever seen.

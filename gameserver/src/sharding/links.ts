@@ -5,6 +5,7 @@ import { aethex, PROTOCOL_VERSION } from '@aethex/proto';
 import type { Logger } from '@aethex/runtime';
 import { WebSocket, WebSocketServer } from 'ws';
 import type { ShardMetrics } from '../metrics.js';
+import { LogBudget } from '../net/rate-limit.js';
 import type { Neighbour } from './map.js';
 
 const { ShardMessage } = aethex.v1;
@@ -15,12 +16,26 @@ export const LINK_PATH = '/shard-link';
 const MAX_LINK_MESSAGE = 16 << 20;
 /**
  * Largest message before the other end has proved the secret: a challenge, hello or welcome is a
- * few names, two 32-byte values and some numbers. ws holds a whole message (up to
- * MAX_LINK_MESSAGE, which the link needs once authenticated) before it hands it over; one over
- * this bound closes the link unread, so a stranger on the players' port costs a buffer for the
- * moment it takes to arrive, never a decode on the tick thread.
+ * few names, two 32-byte values and some numbers. ws's limit on an accepted link is this until
+ * the hello is proven, MAX_LINK_MESSAGE after (`allowLinkMessages`): a frame over it is refused at
+ * its header (close 1009), so a stranger on the players' port costs 1 KiB of buffer, not 16 MiB,
+ * and never a decode on the tick thread.
  */
 const MAX_HANDSHAKE_MESSAGE = 1024;
+/** Lines about links from strangers (no hello, a refused one, an oversized frame): a burst, then one a second. */
+const STRANGER_LINES_BURST = 10;
+const STRANGER_LINES_PER_S = 1;
+
+/**
+ * Raises what ws accepts on `ws` to MAX_LINK_MESSAGE, once its peer has proved the secret. ws sets
+ * its limit per server (`maxPayload`) and reads it per frame from its receiver; it has no call to
+ * change it for one connection, so the receiver's field is set, and checked to be there.
+ */
+function allowLinkMessages(ws: WebSocket): void {
+  const receiver = (ws as unknown as { _receiver?: { _maxPayload?: unknown } })._receiver;
+  if (typeof receiver?._maxPayload !== 'number') throw new Error("ws's receiver has no _maxPayload: this ws cannot have its limit raised");
+  receiver._maxPayload = MAX_LINK_MESSAGE;
+}
 /** Bytes of each end's challenge. */
 const NONCE_BYTES = 32;
 /** A dialled link must be welcomed, and an accepted one must say hello, within this. */
@@ -110,7 +125,9 @@ interface Inbound {
 export class ShardLinks {
   /** Random per process start: tells neighbours that this shard restarted. */
   readonly epoch = randomBytes(6).readUIntBE(0, 6);
-  private readonly server = new WebSocketServer({ noServer: true, maxPayload: MAX_LINK_MESSAGE, perMessageDeflate: false });
+  private readonly server = new WebSocketServer({ noServer: true, maxPayload: MAX_HANDSHAKE_MESSAGE, perMessageDeflate: false });
+  /** Lines about links from strangers, across them all. */
+  private readonly strangerLines = new LogBudget(STRANGER_LINES_PER_S, STRANGER_LINES_BURST, performance.now());
   private readonly out = new Map<number, Outbound>();
   private readonly inbound = new Map<number, Inbound>();
   private readonly byName = new Map<string, Neighbour>();
@@ -237,25 +254,26 @@ export class ShardLinks {
   private accept(ws: WebSocket, address: string, proven?: () => void): void {
     const nonce = randomBytes(32);
     let who: Neighbour | undefined;
+    // Before the hello is proven it is anyone's: its lines are few (`strangerLines`).
+    const stranger = (fields: Record<string, unknown>, msg: string) => {
+      const line = this.strangerLines.take(performance.now(), { addr: address, ...fields });
+      if (line) this.o.log.warn(line, msg);
+    };
     const deadline = setTimeout(() => {
-      this.o.log.warn({ addr: address }, 'shard link: no valid hello in time; closed');
+      stranger({}, 'shard link: no valid hello in time; closed');
       ws.terminate();
     }, HANDSHAKE_TIMEOUT_MS);
-    ws.on('error', () => undefined);
+    ws.on('error', (err: Error & { code?: string }) => {
+      // ws refused a frame (one over MAX_HANDSHAKE_MESSAGE before the hello: 1009) and closes.
+      if (!who) stranger({ err: err.message }, 'shard link: bad frame before the hello; closed');
+    });
     ws.on('message', (data: Buffer) => {
-      if (!who && data.length > MAX_HANDSHAKE_MESSAGE) {
-        this.o.log.warn(
-          { addr: address, bytes: data.length },
-          `shard link: message over ${MAX_HANDSHAKE_MESSAGE} bytes before the hello; closed`,
-        );
-        ws.terminate();
-        return;
-      }
       let msg: aethex.v1.ShardMessage;
       try {
         msg = ShardMessage.decode(data);
       } catch {
-        this.o.log.warn({ addr: address, from: who?.name }, 'shard link: undecodable message; closed');
+        if (who) this.o.log.warn({ addr: address, from: who.name }, 'shard link: undecodable message; closed');
+        else stranger({}, 'shard link: undecodable message before the hello; closed');
         ws.terminate();
         return;
       }
@@ -268,7 +286,7 @@ export class ShardLinks {
       }
       const hello = msg.body === 'linkHello' ? (msg.linkHello as aethex.v1.LinkHello) : undefined;
       const refuse = (why: string) => {
-        this.o.log.warn({ addr: address, why }, 'shard link refused');
+        stranger({ why }, 'shard link refused');
         clearTimeout(deadline);
         ws.close(1008, 'link refused');
       };
@@ -286,6 +304,7 @@ export class ShardLinks {
       if (!proves(hello.auth, want)) return refuse(`bad proof from ${hello.shardName}`);
       clearTimeout(deadline);
       who = from;
+      allowLinkMessages(ws);
       proven?.();
       const previous = this.inbound.get(from.shard);
       this.inbound.set(from.shard, { ws, lastHeard: performance.now() });
