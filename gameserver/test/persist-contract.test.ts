@@ -9,6 +9,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { createPersistenceMetrics } from '../src/metrics.js';
 import {
+  APPEND_LOCK_CLASS,
   CallbackSink,
   type DomainEvent,
   EventIdConflictError,
@@ -697,6 +698,34 @@ describe('outbox: limits', () => {
     await outbox.append(k, events);
     expect(await outbox.relay(k, new CallbackSink((e) => seen.push(e)))).toBe(2);
     expect(seen.map((e) => e.playerId)).toEqual(['a', 'b', 'c', 'd', 'e', 'f', 'g']);
+  });
+
+  test('a drain whose outbox append has no answer in time fails naming those events, not exit 0 as if appended', async () => {
+    const k = key('append-hangs');
+    // Another process (an overlapping pod) holds the shard's append lock: the append waits on it.
+    const other = await pool.connect();
+    await other.query('BEGIN');
+    await other.query('SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))', [APPEND_LOCK_CLASS, eventStreamKey(k)]);
+    try {
+      const persistence = new ShardPersistence({
+        key: k,
+        snapshots: new PostgresSnapshotStore(pool),
+        outbox: new PostgresOutbox(pool),
+        sink: new CallbackSink(() => undefined),
+        presence: new MemoryPresence(),
+        log: silent,
+        presenceTtlMs: 60_000,
+        metrics: createPersistenceMetrics(),
+      });
+      persistence.playerJoined('ann');
+      persistence.playerLeft('bob');
+      await expect(persistence.drain(1, new Uint8Array([1]), performance.now() + 500)).rejects.toThrow(
+        '2 domain events could not be appended to the outbox: no answer within the drain (ops.drain_timeout_ms)',
+      );
+    } finally {
+      await other.query('ROLLBACK');
+      other.release();
+    }
   });
 
   test('events queued while the outbox fails are bounded: later ones are dropped and counted', async () => {

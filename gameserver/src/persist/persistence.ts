@@ -538,9 +538,11 @@ export class ShardPersistence {
         : 'no answer within the drain (ops.drain_timeout_ms)';
       throw new Error(`the final snapshot (tick ${finalTick}) was not written: ${why}`, { cause: this.lastSaveError });
     }
-    if (this.events.length > 0) {
-      const why = outboxInTime ? 'appends failed' : 'no answer within the drain (ops.drain_timeout_ms)';
-      throw new Error(`${this.events.length} domain events could not be appended to the outbox: ${why}`);
+    // Those of an append still under way (no answer in time) are as unwritten as those queued.
+    const unappended = this.events.length + this.appending;
+    if (unappended > 0) {
+      const why = outboxInTime && this.appending === 0 ? 'appends failed' : 'no answer within the drain (ops.drain_timeout_ms)';
+      throw new Error(`${unappended} domain events could not be appended to the outbox: ${why}`);
     }
   }
 }
