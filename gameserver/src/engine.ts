@@ -1548,7 +1548,11 @@ export class ShardEngine {
     }
   }
 
-  /** Applies a movement intent and the acknowledgement it carries; `buttons` go to the game's onInput. */
+  /**
+   * Applies a movement intent and the acknowledgement it carries; `buttons` go to the game's
+   * onInput. `maxQueued`: moves that may wait (`applyInput`), more than usual for those an offer
+   * held (`rollback`).
+   */
   input(
     sessionId: number,
     seq: number,
