@@ -223,12 +223,16 @@ export async function startShard(configured: GameserverSettings, options: ShardO
   }
   if (saved && restored) {
     // The blob holds the tick's low 32 bits (a world may run past 2^32 ticks: 3.4 years at 40 Hz);
-    // the store keeps it whole, and refuses saves below it.
-    if (saved.tick % 2 ** 32 !== restored.tick)
-      log.warn(
-        { blobTick: restored.tick, storedTick: saved.tick },
-        "the snapshot's blob and its store disagree on the tick; the store's is taken",
+    // the store keeps it whole, and refuses saves below it. Both are written by one save: when
+    // they disagree, the store's record (not covered by the blob's checksum) is damaged — a flipped
+    // bit of the file's header can make it 4.6e18, where the tick stops advancing.
+    if (saved.tick % 2 ** 32 !== restored.tick) {
+      const at = stores.snapshots.locate(key);
+      await stores.close(0);
+      throw new Error(
+        `the snapshot in ${at.where} could not be restored: its store's tick (${saved.tick}) is not its checksummed blob's (${restored.tick}), so the store's record is damaged; ${at.moveAside}`,
       );
+    }
     restored.tick = saved.tick;
     // Its players stood still from then until now (a drain, a crash, the restart).
     if (saved.savedAtMs !== undefined) restored.storedMs = Math.max(0, Date.now() - saved.savedAtMs);

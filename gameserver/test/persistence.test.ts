@@ -1,6 +1,6 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -705,6 +705,37 @@ describe('restore errors name the snapshot and how to move it aside', () => {
     );
     expect(failed).toBe(
       `the snapshot in file ${file} could not be restored: it is 3 bytes, shorter than its 8-byte header; to start without it, move it aside: mv ${file} ${file}.unreadable`,
+    );
+  });
+
+  test('a snapshot file whose tick header a flipped bit changed: refused, not a shard whose tick no longer advances', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'aethex-flipped-'));
+    const name = `${world}-flipped`;
+    const key = { namespace: '', world: name, instance: 0, shard: 'test-0-0' };
+    const store = new DirectorySnapshotStore(dir);
+    await store.save(key, { tick: 1000, state: encodeState(1000, new World(8), new Map()) });
+    const file = join(dir, `${name}.0.test-0-0.snapshot`);
+    const bytes = readFileSync(file);
+    // Bit 6 of the header's last byte: tick 1000 + 2^62, where tick + 1 === tick in a double.
+    bytes[7] = (bytes[7] as number) ^ 0x40;
+    writeFileSync(file, bytes);
+    const failed = await startTestShard({ AETHEX_GAMESERVER_SHARD_WORLD: name, AETHEX_GAMESERVER_PERSISTENCE_DIRECTORY: dir }).then(
+      (t) => t.stop().then(() => 'started'),
+      (err: Error) => err.message,
+    );
+    expect(failed).toBe(
+      `the snapshot in file ${file} could not be restored: its tick header (4611686018427388904) is past 2^53, which no world reaches; to start without it, move it aside: mv ${file} ${file}.unreadable`,
+    );
+    // A flip that keeps the tick a number but not the blob's: refused for the disagreement.
+    bytes[7] = (bytes[7] as number) ^ 0x40;
+    bytes[1] = (bytes[1] as number) ^ 0x01;
+    writeFileSync(file, bytes);
+    const disagreed = await startTestShard({ AETHEX_GAMESERVER_SHARD_WORLD: name, AETHEX_GAMESERVER_PERSISTENCE_DIRECTORY: dir }).then(
+      (t) => t.stop().then(() => 'started'),
+      (err: Error) => err.message,
+    );
+    expect(disagreed).toBe(
+      `the snapshot in file ${file} could not be restored: its store's tick (744) is not its checksummed blob's (1000), so the store's record is damaged; to start without it, move it aside: mv ${file} ${file}.unreadable`,
     );
   });
 });

@@ -27,6 +27,12 @@ test('a save the file system never answers fails within its timeout, and the nex
   const started = performance.now();
   await expect(store.save(key, { tick: 5, state: new Uint8Array([1]) })).rejects.toThrow('no answer from the file system within 300 ms');
   expect(performance.now() - started).toBeLessThan(5000);
+  // While that write still hangs, no other write of the file starts (it could rename an older
+  // snapshot over a newer one later, and each would hold its blob): the next save fails at once.
+  await expect(store.save(key, { tick: 6, state: new Uint8Array([2]) })).rejects.toThrow(
+    `an earlier write of ${fifo} that got no answer from the file system has not ended; not starting another`,
+  );
+  expect(readdirSync(join(dir, 'ns')).filter((f) => f.endsWith('.tmp'))).toHaveLength(1);
   // Release the blocked read (a writer that closes at once: it reads an empty file, and the save
   // given up on fails and removes its temporary file), then take the FIFO away.
   closeSync(openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK));

@@ -154,6 +154,8 @@ export const DIRECTORY_SAVE_TIMEOUT_MS = 60_000;
 export class DirectorySnapshotStore implements SnapshotStore {
   /** Numbers each save's temporary file: a save given up on (hung) never shares one with the next. */
   private saves = 0;
+  /** Writes given up on (`save` timed out) that have not ended yet, by file. */
+  private readonly abandoned = new Set<string>();
 
   /** `saveTimeoutMs`: how long a save may take (DIRECTORY_SAVE_TIMEOUT_MS by default). */
   constructor(
@@ -202,18 +204,33 @@ export class DirectorySnapshotStore implements SnapshotStore {
       throw err;
     }
     if (bytes.length < 8) throw new UnreadableSnapshotError(`it is ${bytes.length} bytes, shorter than its 8-byte header`);
-    const tick = Number(bytes.readBigUInt64LE(0));
+    const header = bytes.readBigUInt64LE(0);
+    // Past 2^53 a tick is no exact number (tick + 1 === tick): a damaged header, not a world's age.
+    if (header > BigInt(Number.MAX_SAFE_INTEGER))
+      throw new UnreadableSnapshotError(`its tick header (${header}) is past 2^53, which no world reaches`);
+    const tick = Number(header);
     return { tick, state: new Uint8Array(bytes.subarray(8)), savedAtMs };
   }
 
   /**
    * Bounded by `saveTimeoutMs`: a hung mount fails the save (counted, retried by the next)
-   * instead of holding every later one; the write given up on goes on unawaited with its own
-   * temporary file, and its rename is still refused if a newer snapshot is stored by then.
+   * instead of holding every later one. The write given up on goes on unawaited, and until it has
+   * ended every save of that file fails at once: two writes of one file never overlap, so a
+   * late one cannot put its older snapshot over a newer one stored between its check and its
+   * rename, and a hung mount holds one write (its blob, a libuv thread), not one per attempt.
    */
   async save(key: ShardKey, snapshot: StoredSnapshot): Promise<void> {
+    const file = this.file(key);
+    if (this.abandoned.has(file)) {
+      throw new Error(`an earlier write of ${file} that got no answer from the file system has not ended; not starting another`);
+    }
     const writing = this.write(key, snapshot);
     if (!(await settledWithin(writing, this.saveTimeoutMs))) {
+      this.abandoned.add(file);
+      writing.then(
+        () => this.abandoned.delete(file),
+        () => this.abandoned.delete(file),
+      );
       throw new Error(`no answer from the file system within ${this.saveTimeoutMs} ms`);
     }
     await writing;
