@@ -672,6 +672,42 @@ describe('a store that fails is seen: refused, counted, cleaned up', () => {
       down.disconnect();
     }
   });
+
+  test('presence removals that keep failing are retried until the entries have expired (presence.ttl_ms after leaving), then forgotten', async () => {
+    const down = new Redis(`redis://127.0.0.1:${await closedPort()}`, { maxRetriesPerRequest: 0, lazyConnect: true });
+    down.on('error', () => undefined);
+    // Players come and go through a Redis outage; what the drain reports still to remove, with the
+    // shard's clock at `leftFor` ms after they left.
+    const notRemoved = async (leftFor: number) => {
+      const lines: { msg: string; players?: number }[] = [];
+      let clock = 0;
+      const persistence = new ShardPersistence({
+        key: key(`pres-expiry-${leftFor}`),
+        snapshots: new PostgresSnapshotStore(pool),
+        outbox: new MemoryOutbox(),
+        sink: new CallbackSink(() => undefined),
+        presence: new RedisPresence(down),
+        log: createLogger('persist-contract-test', 'warn', { write: (l: string) => void lines.push(JSON.parse(l)) }),
+        presenceTtlMs: 1000,
+        now: () => clock,
+      });
+      for (let i = 0; i < 50; i++) {
+        persistence.playerJoined(`p${i}`);
+        persistence.playerLeft(`p${i}`);
+      }
+      await persistence.flush();
+      clock = leftFor;
+      await persistence.flush();
+      await persistence.drain(1, new Uint8Array([1])).catch(() => undefined);
+      return lines.find((l) => l.msg.startsWith('presence of leaving players not removed'))?.players ?? 0;
+    };
+    try {
+      expect(await notRemoved(999)).toBe(50);
+      expect(await notRemoved(1000)).toBe(0);
+    } finally {
+      down.disconnect();
+    }
+  });
 });
 
 describe('outbox: limits', () => {

@@ -92,7 +92,12 @@ export class ShardPersistence {
   /** Appended, not yet relayed, as of the last relay (or of the last count). */
   private pending = 0;
   private joined = new Set<string>();
-  private left = new Set<string>();
+  /**
+   * Players whose presence entry is to be removed, with when they left (`now`). One whose entry has
+   * expired by then (presence.ttl_ms after they left: nothing refreshed it since) is dropped from
+   * it, so a long Redis outage with players coming and going does not grow it without end.
+   */
+  private left = new Map<string, number>();
   /** Players whose presence removal is under way (out of `left` until it fails, and it goes back). */
   private removing = new Set<string>();
   /**
@@ -197,7 +202,7 @@ export class ShardPersistence {
     for (const playerId of stale) {
       this.queue({ type: 'player_left', playerId, at: Date.now(), eventKey: this.nextEventKey(), drained: true });
       // Its presence entry, if it still names this shard, goes now rather than at its TTL.
-      if (!this.local.has(playerId)) this.left.add(playerId);
+      if (!this.local.has(playerId)) this.left.set(playerId, this.now());
     }
   }
 
@@ -320,7 +325,7 @@ export class ShardPersistence {
     });
     this.local.delete(playerId);
     this.joined.delete(playerId);
-    this.left.add(playerId);
+    this.left.set(playerId, this.now());
   }
 
   /** Queues an event for the outbox, or drops it when `maxQueued` wait already (the outbox has been failing long). */
@@ -462,7 +467,8 @@ export class ShardPersistence {
     const now = this.now();
     const heartbeat = now - this.lastHeartbeat >= presenceTtlMs / 3;
     const toSet = heartbeat ? [...this.local] : [...this.joined];
-    const toRemove = [...this.left];
+    const leftAt = new Map(this.left);
+    const toRemove = [...leftAt.keys()];
     this.joined.clear();
     this.left.clear();
     for (const p of toRemove) this.removing.add(p);
@@ -478,7 +484,8 @@ export class ShardPersistence {
       this.presenceSetLog.failed('warn', set.reason, { players: toSet.length }, 'presence update failed; will retry');
     }
     if (removed.status === 'rejected') {
-      for (const p of toRemove) if (!this.local.has(p)) this.left.add(p);
+      // Again next flush, unless the entry has expired by now (or the player is back).
+      for (const [p, at] of leftAt) if (!this.local.has(p) && now - at < presenceTtlMs && !this.left.has(p)) this.left.set(p, at);
       this.metrics.presenceFailures.inc({ op: 'remove' });
       this.presenceRemoveLog.failed('warn', removed.reason, { players: toRemove.length }, 'presence removal failed; will retry');
     } else if (toRemove.length > 0) {
@@ -520,7 +527,7 @@ export class ShardPersistence {
     // A prune under way stops after its current batch; the stores close after it.
     await settledWithin(this.pruning ?? Promise.resolve(), left());
     // Those whose removal still hangs (not in time) are not in `left` yet.
-    const notRemoved = new Set([...this.left, ...this.removing]).size;
+    const notRemoved = new Set([...this.left.keys(), ...this.removing]).size;
     if (!presenceInTime || notRemoved > 0) {
       log.warn(
         { players: notRemoved, inTime: presenceInTime },
