@@ -4,6 +4,7 @@ import type { Logger } from '@aethex/runtime';
 import { redirectUrl } from '../config.js';
 import type { EntityTransfer, ShardEngine } from '../engine.js';
 import type { ShardMetrics } from '../metrics.js';
+import { LogBudget } from '../net/rate-limit.js';
 import { KIND_PLAYER, MAX_GAME_STATE_BYTES, MODE_GHOST, MODE_OFFERED, MODE_OWNED } from '../sim/world.js';
 import type { ShardLinks } from './links.js';
 import { distanceToRect, inRect, type Neighbour, type ShardPlacement, shardOfId } from './map.js';
@@ -200,6 +201,11 @@ export class Sharding {
   private readonly ghostGeneration = new Map<number, number>();
   /** Neighbour → the epoch (run) of it already warned of ghosts or offers naming ids far past ours. */
   private readonly warnedNeverIssued = new Map<number, number>();
+  /**
+   * Lines about a neighbour's data that is refused, entity by entity (an invalid ghost, an
+   * unexpected message): a neighbour with a bug sends them every tick, so a burst, then one a second.
+   */
+  private readonly refusedLines = new LogBudget(1, 10, performance.now());
   private readonly epochs = new Map<number, number>();
   private readonly decisions: Decision[] = [];
   /** Neighbours this shard sent its ownership claim to, and when (see `adopt`). */
@@ -435,8 +441,10 @@ export class Sharding {
         this.claimsAwaited.delete(from.shard);
         break;
       }
-      default:
-        this.o.log.warn({ from: from.name, body: msg.body }, 'unexpected shard link message; ignored');
+      default: {
+        const line = this.refusedLines.take(performance.now(), { from: from.name, body: msg.body });
+        if (line) this.o.log.warn(line, 'unexpected shard link message; ignored');
+      }
     }
   }
 
@@ -516,7 +524,8 @@ export class Sharding {
       const [x, y, vx, vy] = [e.position?.x ?? Number.NaN, e.position?.y ?? Number.NaN, e.velocity?.x ?? 0, e.velocity?.y ?? 0];
       // Even an authenticated neighbour's data is checked: one NaN would corrupt the grid.
       if (![x, y, vx, vy].every(Number.isFinite) || x < b.minX || x >= b.maxX || y < b.minY || y >= b.maxY || e.kind > 0xffff) {
-        this.o.log.warn({ from: from.name, entity: e.entityId }, 'invalid ghost ignored');
+        const line = this.refusedLines.take(performance.now(), { from: from.name, entity: e.entityId });
+        if (line) this.o.log.warn(line, 'invalid ghost ignored');
         continue;
       }
       if (this.neverIssuedHere(from, e.entityId)) continue;
