@@ -1670,3 +1670,339 @@ test('after close(), what the shard sent before it read the close emits nothing:
   await until('the session to close', () => events.some((e) => e.startsWith('close')), 3000);
   expect(events).toEqual(['snapshot 10', 'close 1000 client closed']);
 });
+
+/** A full snapshot of tick `tick` with this client's entity (7) at (x, 0), the shard having applied inputs up to `lastInputSeq`. */
+const ownEntityAt = (tick: number, lastInputSeq: number, x: number) =>
+  encodeSnapshotMessage({
+    tick,
+    baseTick: 0,
+    lastInputSeq,
+    layout: SNAPSHOT_LAYOUT,
+    entities: body((w) => w.full(7, x, 0, 1, 0)),
+    removed: new Uint32Array(0),
+    removedCount: 0,
+  });
+
+test('an acknowledgement of inputs the client never sent counts only up to the newest it sent: the shard’s later acknowledgements still count', async () => {
+  const { url, sockets } = await scriptedShard((socket, msg) => {
+    if (msg.body === 'join') socket.send(welcome('shard-a'));
+  });
+  let skew = 0;
+  client = new RealtimeClient({ url, joinToken: 't', createSocket, silenceTimeoutMs: 0, now: () => performance.now() + skew });
+  const c = client;
+  await c.connect();
+  /** `n` moves of (1, 0), a tick apart: each input goes out at once. */
+  const moves = (n: number) => {
+    for (let i = 0; i < n; i++) {
+      skew += 20;
+      c.move(1, 0);
+    }
+  };
+  const shard = sockets[0] as WebSocket;
+  moves(3);
+  // A broken shard's Correction says it applied input 1,000,000.
+  shard.send(ServerMessage.encode({ correction: { tick: 1, lastInputSeq: 1_000_000, position: { x: 3, y: 0 } } }).finish());
+  await until('the Correction to be read', () => c.lastAckedSeq > 0, 3000);
+  expect([c.lastAckedSeq, c.unacknowledged]).toEqual([3, 0]);
+
+  moves(3);
+  let seen = applied(c);
+  shard.send(ownEntityAt(2, 5, 5));
+  await seen;
+  expect([c.lastAckedSeq, c.unacknowledged]).toEqual([5, 1]);
+  // And a snapshot saying so.
+  seen = applied(c);
+  shard.send(ownEntityAt(3, 2_000_000, 6));
+  await seen;
+  expect([c.lastAckedSeq, c.unacknowledged]).toEqual([6, 0]);
+
+  moves(2);
+  seen = applied(c);
+  shard.send(ownEntityAt(4, 8, 8));
+  await seen;
+  expect([c.lastAckedSeq, c.unacknowledged, c.predicted.x]).toEqual([8, 0, 8]);
+});
+
+test('a shard that never acknowledges: the client keeps the newest 4,096 inputs and replays only those', async () => {
+  const { url, sockets } = await scriptedShard((socket, msg) => {
+    if (msg.body === 'join') socket.send(welcome('shard-a'));
+  });
+  let skew = 0;
+  client = new RealtimeClient({ url, joinToken: 't', createSocket, silenceTimeoutMs: 0, now: () => performance.now() + skew });
+  const c = client;
+  await c.connect();
+  for (let i = 0; i < 5000; i++) {
+    skew += 20;
+    c.move(1, 0);
+  }
+  expect(c.unacknowledged).toBe(4096);
+  // The shard places the entity where it started: the prediction replays the 4,096 kept on it.
+  let seen = applied(c);
+  sockets[0]?.send(ownEntityAt(1, 0, 0));
+  await seen;
+  expect(c.predicted).toEqual({ x: 4096, y: 0 });
+  // They are acknowledged as any others.
+  seen = applied(c);
+  sockets[0]?.send(ownEntityAt(2, 5000, 5000));
+  await seen;
+  expect([c.unacknowledged, c.lastAckedSeq, c.predicted.x]).toEqual([0, 5000, 5000]);
+});
+
+test.each([
+  ['tickIntervalUs 1', { tickIntervalUs: 1 }, 'tickIntervalUs 1, outside 5000–1000000 (a tick of 5–1000 ms)'],
+  ['tickIntervalUs 2000000', { tickIntervalUs: 2_000_000 }, 'tickIntervalUs 2000000, outside 5000–1000000 (a tick of 5–1000 ms)'],
+  [
+    'no tickIntervalUs and tickRateHz 1000000',
+    { tickRateHz: 1_000_000 },
+    'tickRateHz 1000000 and no tickIntervalUs, outside 1–200 (a tick of 5–1000 ms)',
+  ],
+  ['no tick at all', { tickRateHz: 0 }, 'tickRateHz 0 and no tickIntervalUs, outside 1–200 (a tick of 5–1000 ms)'],
+  ['positionScale NaN', { positionScale: Number.NaN }, 'positionScale NaN, not a finite number above 0'],
+  ['positionScale 0', { positionScale: 0 }, 'positionScale 0, not a finite number above 0'],
+  ['maxSpeed -5', { maxSpeed: -5 }, 'maxSpeed -5, not a finite number of 0 or more'],
+  ['maxSpeed Infinity', { maxSpeed: Number.POSITIVE_INFINITY }, 'maxSpeed Infinity, not a finite number of 0 or more'],
+  [
+    'inverted worldBounds',
+    { worldBounds: { minX: 10, minY: -10, maxX: -10, maxY: 10 } },
+    'worldBounds minX 10 minY -10 maxX -10 maxY 10, not finite numbers with minX < maxX and minY < maxY',
+  ],
+  [
+    'worldBounds NaN',
+    { worldBounds: { minX: -10, minY: Number.NaN, maxX: 10, maxY: 10 } },
+    'worldBounds minX -10 minY NaN maxX 10 maxY 10, not finite numbers with minX < maxX and minY < maxY',
+  ],
+] as const)(
+  'a Welcome with %s is from a shard this SDK cannot read: connect() rejects CANNOT_READ naming it, 4901, not rejoined',
+  async (_what, more, problem) => {
+    let joins = 0;
+    let tokens = 0;
+    const { url, sockets } = await scriptedShard((socket, msg) => {
+      if (msg.body !== 'join') return;
+      joins++;
+      socket.send(welcome('shard-a', 0, more));
+    });
+    client = new RealtimeClient({
+      url,
+      joinToken: 't',
+      createSocket,
+      renderDelayMs: 100,
+      rejoin: {
+        joinToken: async () => {
+          tokens++;
+          return 't2';
+        },
+        maxDelayMs: 50,
+      },
+    });
+    const events = recordEvents(client);
+    const shardHeard = new Promise<number>((resolve) => server?.once('connection', (s) => s.on('close', resolve)));
+    const outcome = await client.connect().then(
+      () => 'joined',
+      (e: Error & { code: string; closeCode: number }) => [e.code, e.closeCode, e.message],
+    );
+    const reason = `the shard's Welcome has ${problem}: a shard this SDK cannot read`;
+    expect(outcome).toEqual(['CANNOT_READ', 4901, `closed before joining: 4901 ${reason}`]);
+    expect(events).toEqual([`close 4901 ${reason}`]);
+    expect(client.welcome).toBeUndefined();
+    expect(await within(shardHeard, 3000)).toBe(4901);
+    // A rejoin's first attempt would ask for its token 100 ms after the drop.
+    await sleep(300);
+    expect([joins, tokens, sockets.length]).toEqual([1, 0, 1]);
+  },
+);
+
+test('a Welcome this SDK cannot read ends the session also when it answers a handoff’s resume or a rejoin: 4901, nothing resumed or retried', async () => {
+  // Resumes, and joins with the rejoin's token, are answered with a Welcome whose positionScale is NaN.
+  const broken = { positionScale: Number.NaN };
+  const { url, sockets, connections } = await scriptedShard((socket, msg) => {
+    if (msg.body === 'join') socket.send(welcome('shard-a', 0, msg.join?.joinToken === 'again' ? broken : {}));
+    if (msg.body === 'resume') socket.send(welcome('shard-b', 0, broken));
+  });
+  const reason = "the shard's Welcome has positionScale NaN, not a finite number above 0: a shard this SDK cannot read";
+  let tokens = 0;
+  const options = {
+    url,
+    joinToken: 't',
+    createSocket,
+    silenceTimeoutMs: 0,
+    rejoin: {
+      joinToken: async () => {
+        tokens++;
+        return 'again';
+      },
+      maxDelayMs: 50,
+    },
+  };
+  client = new RealtimeClient(options);
+  const c = client;
+  let events = recordEvents(c);
+  await c.connect();
+  sockets[0]?.send(redirectToB(url));
+  await until('the resume’s Welcome to be read', () => connections[1]?.length === 1 && (c.ended || c.shardName === 'shard-b'), 3000);
+  expect(events).toEqual([`handoffFailed ${reason}`, `close 4901 ${reason}`]);
+  expect(c.shardName).toBe('shard-a');
+
+  const d = new RealtimeClient(options);
+  client = d;
+  events = recordEvents(d);
+  await d.connect();
+  sockets[2]?.terminate();
+  await until(
+    'the rejoin’s Welcome to be read',
+    () => connections[3]?.length === 1 && (d.ended || events.includes('rejoined after 1')),
+    3000,
+  );
+  expect(events).toEqual(['disconnected 1006', `close 4901 ${reason}`]);
+  await sleep(300);
+  expect([tokens, sockets.length]).toEqual([1, 4]);
+});
+
+test('an RPC made while a rejoin answered with a redirect resumes on the new shard is refused at once (DISCONNECTED), not sent', async () => {
+  // Connection 0: shard-a. 1: the rejoin, answered with a redirect. 2: the resume on shard-b,
+  // welcomed when the test says.
+  let welcomeResume = () => {};
+  const { url, sockets, connections } = await scriptedShard((socket, msg, connection) => {
+    if (msg.body === 'join' && connection === 0) socket.send(welcome('shard-a'));
+    else if (msg.body === 'join') socket.send(redirectToB(url));
+    else if (msg.body === 'resume') welcomeResume = () => socket.send(welcome('shard-b'));
+  });
+  client = new RealtimeClient({ url, joinToken: 't', createSocket, silenceTimeoutMs: 0, rejoin: { joinToken: async () => 't2' } });
+  const c = client;
+  const events = recordEvents(c);
+  await c.connect();
+  sockets[0]?.terminate();
+  await until('the resume to reach shard-b', () => connections[2]?.[0]?.body === 'resume', 5000);
+  const call = c.rpc('buy', new Uint8Array([1]), 60_000).then(
+    () => 'resolved',
+    (e: Error & { code: string }) => `${e.code}: ${e.message}`,
+  );
+  expect(await within(call, 1000)).toBe('DISCONNECTED: rpc buy: the connection dropped and the client is rejoining');
+  const rejoined = new Promise((resolve) => c.on('rejoined', resolve));
+  welcomeResume();
+  sockets[2]?.send(entity9At(2, 50));
+  await rejoined;
+  expect(events).toEqual(['disconnected 1006', 'snapshot 2', 'handoff to shard-b', 'rejoined after 1']);
+  expect(connections.flat().filter((m) => m.rpc)).toEqual([]);
+});
+
+test('close() from an enter listener at a new shard’s first snapshot: only close follows, not that snapshot’s snapshot and handoff', async () => {
+  const { url, sockets } = await scriptedShard((socket, msg) => {
+    if (msg.body === 'join') socket.send(welcome('shard-a'));
+    if (msg.body === 'resume') socket.send(welcome('shard-b'));
+  });
+  client = new RealtimeClient({ url, joinToken: 't', createSocket, silenceTimeoutMs: 0 });
+  const c = client;
+  const events = recordEvents(c);
+  await c.connect();
+  sockets[0]?.send(entity9At(10, 40));
+  await until('the first snapshot', () => events.includes('snapshot 10'), 3000);
+  sockets[0]?.send(redirectToB(url));
+  await until('the client to resume on shard-b', () => c.shardName === 'shard-b', 3000);
+  c.on('enter', (id) => {
+    events.push(`enter ${id}`);
+    c.close();
+  });
+  sockets[1]?.send(
+    shardSnapshot(
+      3,
+      0,
+      body((w) => {
+        w.full(9, 41, 0, 1, 0);
+        w.full(8, 0, 0, 1, 0);
+      }),
+    ),
+  );
+  await until('the session to close', () => c.ended, 3000);
+  expect(events).toEqual(['snapshot 10', 'enter 8', 'close 1000 client closed']);
+});
+
+test('close() from a handoff listener as the client rejoins a new shard that dropped before its first snapshot: only close follows, not rejoined', async () => {
+  const { url, sockets } = await scriptedShard((socket, msg) => {
+    if (msg.body === 'join') socket.send(welcome(sockets.length === 1 ? 'shard-a' : 'shard-b'));
+    if (msg.body === 'resume') socket.send(welcome('shard-b'));
+  });
+  const d = new RealtimeClient({ url, joinToken: 't', createSocket, silenceTimeoutMs: 0, rejoin: { joinToken: async () => 't2' } });
+  client = d;
+  const events = recordEvents(d);
+  await d.connect();
+  sockets[0]?.send(entity9At(10, 40));
+  await until('the first snapshot', () => events.includes('snapshot 10'), 3000);
+  sockets[0]?.send(redirectToB(url));
+  await until('the client to resume on shard-b', () => d.shardName === 'shard-b', 3000);
+  d.on('handoff', () => d.close());
+  sockets[1]?.terminate();
+  await until('the session to close', () => d.ended, 5000);
+  expect(events).toEqual(['snapshot 10', 'disconnected 1006', 'handoff to shard-b', 'close 1000 client closed']);
+});
+
+test('a connect() that timed out takes no Welcome that was on its way: the session ends there (close 1006), no rejoin, no second socket', async () => {
+  const { url, sockets, connections } = await scriptedShard(() => {
+    // Joins are answered by the test.
+  });
+  const kept = keptSockets();
+  // The client's timers are the test's: its connect timeout fires just after the Welcome is sent.
+  vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+  let tokens = 0;
+  client = new RealtimeClient({
+    url,
+    joinToken: 't',
+    createSocket: kept.createSocket,
+    silenceTimeoutMs: 0,
+    connectTimeoutMs: 100,
+    rejoin: {
+      joinToken: async () => {
+        tokens++;
+        return 't2';
+      },
+    },
+  });
+  const c = client;
+  const events = recordEvents(c);
+  const result = c.connect().then(
+    () => 'resolved',
+    (e: Error & { code: string }) => `${e.code}: ${e.message}`,
+  );
+  await until('the Join to reach the shard', () => connections[0]?.[0]?.body === 'join', 3000);
+  // Sent before the timeout, read after it.
+  sockets[0]?.send(welcome('shard-a'));
+  vi.advanceTimersByTime(100);
+  expect(await result).toBe(`TIMEOUT: no Welcome from ${url} within 100 ms`);
+  const shardHeard = new Promise<number>((resolve) =>
+    sockets[0]?.readyState === WebSocket.CLOSED ? resolve(-1) : sockets[0]?.on('close', resolve),
+  );
+  await until('the socket to close at the client', () => kept.made[0]?.readyState === WebSocket.CLOSED, 3000);
+  // A rejoin's first attempt would come 100 ms after the drop.
+  await vi.advanceTimersByTimeAsync(1000);
+  await sleep(100);
+  expect(events).toEqual([`close 1006 no Welcome from ${url} within 100 ms`]);
+  expect([c.ended, c.welcome, tokens, sockets.length]).toEqual([true, undefined, 0, 1]);
+  // The shard hears the player leave.
+  expect(await within(shardHeard, 3000)).toBe(1000);
+});
+
+test('close() after a handoff also closes the socket the old shard kept open for an unanswered RPC, and leaves no timer running', async () => {
+  const { url, sockets } = await scriptedShard((socket, msg) => {
+    if (msg.body === 'join') socket.send(welcome('shard-a'));
+    if (msg.body === 'resume') socket.send(welcome('shard-b'));
+  });
+  const kept = keptSockets();
+  client = new RealtimeClient({ url, joinToken: 't', createSocket: kept.createSocket, silenceTimeoutMs: 0 });
+  const c = client;
+  await c.connect();
+  // From here the client's timers are the test's: the old socket's wait for the answer (2 s) never
+  // ends by itself, as if the process wanted to exit during it.
+  vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+  const call = c.rpc('slow', new Uint8Array(0), 60_000).catch((e: { code: string }) => e.code);
+  sockets[0]?.send(redirectToB(url));
+  await until('the client to resume on shard-b', () => c.shardName === 'shard-b', 3000);
+  const oldClosed = new Promise<number>((resolve) => sockets[0]?.on('close', resolve));
+  c.close();
+  expect(await within(call, 3000)).toBe('CLOSED');
+  expect(await within(oldClosed, 3000)).toBe(1000);
+  await until(
+    'every socket to close at both ends',
+    () => [...kept.made, ...sockets].every((ws) => ws.readyState === WebSocket.CLOSED),
+    3000,
+  );
+  expect(vi.getTimerCount()).toBe(0);
+});

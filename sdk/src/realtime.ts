@@ -147,7 +147,7 @@ export interface RealtimeEvents {
   /**
    * The session is over: its socket closed (after a kick, a failed handoff, or for any other cause)
    * or the client gave up on it. `code` is the socket's close code or one of `CLIENT_CLOSE_CODES`.
-   * Emitted once; nothing is emitted after it.
+   * Emitted once; nothing is emitted after it, nor after `close()` but it.
    */
   close: (code: number, reason: string) => void;
 }
@@ -299,6 +299,16 @@ function ontoQuantum(p: number, q: number, scale: number): number {
  */
 const MAX_HELD_INPUTS = 128;
 
+/**
+ * Unacknowledged inputs kept while connected, at most: beyond it the oldest are dropped from the
+ * prediction's replay (and from latency measurement). A shard acknowledges each input the tick it
+ * applies it, except while the player's entity is on offer to a neighbour: then it holds their
+ * inputs, up to 2,400 ticks of offer plus its 160 waiting moves, which this leaves room for. Only a
+ * shard that stopped acknowledging (a broken one) reaches it; without it the client would keep
+ * every input of the session and replay them all at each snapshot.
+ */
+const MAX_UNACKNOWLEDGED_INPUTS = 4096;
+
 /** A rejoin in progress: since the drop, until the Welcome, a give-up or `close()`. */
 interface Rejoin {
   /** When the session dropped (client clock, ms). */
@@ -337,6 +347,43 @@ interface Handoff {
   kicked?: string;
 }
 
+/**
+ * Why the client cannot play by Welcome `w`, or undefined when it can. Its settings must be in the
+ * ranges a shard allows for them (gameserver's config.ts): a tick of 5–1000 ms (`tickIntervalUs`
+ * 5,000–1,000,000; from a shard that predates it, `tickRateHz` 1–200), a `positionScale` above 0, a
+ * `maxSpeed` of 0 or more, world bounds (when sent) with each minimum below its maximum, all
+ * finite. Anything else is a broken or hostile shard: a 1 µs tick would size the render buffer at
+ * hundreds of MB, and a NaN scale or bound would turn the prediction into NaN.
+ */
+function welcomeProblem(w: aethex.v1.IWelcome): string | undefined {
+  const us = w.tickIntervalUs ?? 0;
+  const hz = w.tickRateHz ?? 0;
+  if (us !== 0 && !(us >= 5000 && us <= 1_000_000)) return `tickIntervalUs ${us}, outside 5000–1000000 (a tick of 5–1000 ms)`;
+  if (us === 0 && !(hz >= 1 && hz <= 200)) return `tickRateHz ${hz} and no tickIntervalUs, outside 1–200 (a tick of 5–1000 ms)`;
+  const scale = w.positionScale ?? 0;
+  if (!(Number.isFinite(scale) && scale > 0)) return `positionScale ${scale}, not a finite number above 0`;
+  const speed = w.maxSpeed ?? 0;
+  if (!(Number.isFinite(speed) && speed >= 0)) return `maxSpeed ${speed}, not a finite number of 0 or more`;
+  const b = w.worldBounds;
+  if (b) {
+    const [minX, minY, maxX, maxY] = [b.minX ?? 0, b.minY ?? 0, b.maxX ?? 0, b.maxY ?? 0];
+    if (![minX, minY, maxX, maxY].every(Number.isFinite) || !(minX < maxX && minY < maxY)) {
+      return `worldBounds minX ${minX} minY ${minY} maxX ${maxX} maxY ${maxY}, not finite numbers with minX < maxX and minY < maxY`;
+    }
+  }
+  return undefined;
+}
+
+/** The reason a session ends with for a message that does not decode. */
+function undecodable(err: Error): string {
+  return `the shard sent a message this SDK cannot decode (${err.message}); update the SDK`;
+}
+
+/** The reason a session ends with for a Welcome with `problem` (from `welcomeProblem`). */
+function unplayable(problem: string): string {
+  return `the shard's Welcome has ${problem}: a shard this SDK cannot read`;
+}
+
 function reasonName(code: number): string {
   return (aethex.v1.ReasonCode[code] ?? 'UNKNOWN').replace(/^REASON_CODE_/, '');
 }
@@ -359,7 +406,7 @@ export class RealtimeClient {
   private placed = false;
   /** Server tick of the newest snapshot applied. */
   lastTick = 0;
-  /** Last input sequence the server reported as applied. */
+  /** Last input sequence the server reported as applied (at most the newest sent, see `acknowledgeInputs`). */
   lastAckedSeq = 0;
   /** Handoffs to another shard completed since `connect()`. */
   handoffs = 0;
@@ -393,6 +440,11 @@ export class RealtimeClient {
    */
   private rejoinTarget: { shardName: string; resumeToken?: string } | undefined;
   private seq = 0;
+  /**
+   * The newest input sequence sent to any shard: an acknowledgement of a later one (from a broken
+   * shard) counts only up to it (see `acknowledgeInputs`).
+   */
+  private lastSentSeq = 0;
   private pending: PendingInput[] = [];
   /**
    * The newest input while it still takes moves (the last of `pending`, not sent yet): moves made
@@ -435,6 +487,11 @@ export class RealtimeClient {
       socket: WebSocketLike | undefined;
     }
   >();
+  /**
+   * Sockets a handoff left open for the answers to RPCs sent on them (`retire`), each as the
+   * function that closes it and stops its timer.
+   */
+  private readonly retiring = new Set<() => void>();
   /** With `renderDelayMs`: the snapshots others are drawn from. */
   private readonly renderBuffer: RenderBuffer | undefined;
   private previousFrame: ReadonlyMap<number, EntityRecord> = new Map();
@@ -521,8 +578,16 @@ export class RealtimeClient {
     return this;
   }
 
+  /**
+   * Calls `event`'s listeners — but for 'close', none once `close()` was called (by a listener of
+   * this very event among others) or the session ended: it is over for the app, and whatever the
+   * client was in the middle of (a snapshot's events, a handoff's, a rejoin's) tells it nothing more.
+   */
   private emit<K extends keyof RealtimeEvents>(event: K, ...args: Parameters<RealtimeEvents[K]>): void {
-    for (const l of this.listeners[event] ?? []) (l as (...a: Parameters<RealtimeEvents[K]>) => void)(...args);
+    for (const l of this.listeners[event] ?? []) {
+      if ((this.closing || this.endedWith !== undefined) && event !== 'close') return;
+      (l as (...a: Parameters<RealtimeEvents[K]>) => void)(...args);
+    }
   }
 
   /**
@@ -547,8 +612,16 @@ export class RealtimeClient {
       let address = this.options.url;
       const timer = timerFor(() => {
         const message = `no Welcome from ${address} within ${this.connectTimeoutMs} ms`;
-        reject(kicked ? connectError(`kicked: ${kicked.reason}: ${kicked.message}`, kicked.reason) : connectError(message, 'TIMEOUT'));
-        this.socket?.close();
+        // The client gives up: a Welcome on its way is not taken and the socket's close ends
+        // nothing more (they are for `this.socket` alone), so no session starts after connect()
+        // rejected — nor a rejoin of one. 1000: the shard lets a player it joined meanwhile leave.
+        const socket = this.socket;
+        this.socket = undefined;
+        socket?.close(1000, 'no Welcome in time');
+        this.end(1006, kicked ? `kicked: ${kicked.reason}: ${kicked.message}` : message);
+        settle(() =>
+          reject(kicked ? connectError(`kicked: ${kicked.reason}: ${kicked.message}`, kicked.reason) : connectError(message, 'TIMEOUT')),
+        );
       }, this.connectTimeoutMs);
       let settled = false;
       const settle = (fn: () => void) => {
@@ -572,14 +645,20 @@ export class RealtimeClient {
           // After a handoff the session is on another socket; this one is closing.
           if (socket !== this.socket) return;
           const msg = this.decode(ev.data, ev.reused);
+          const problem = msg instanceof Error || msg.body !== 'welcome' ? undefined : welcomeProblem(msg.welcome as aethex.v1.Welcome);
           if (msg instanceof Error) {
-            this.unreadable(socket, msg);
+            this.unreadable(socket, undecodable(msg));
+          } else if (problem !== undefined) {
+            // Ends the session, as an undecodable message does (connect() rejects CANNOT_READ below).
+            this.unreadable(socket, unplayable(problem));
           } else if (msg.body === 'welcome') {
             const w = msg.welcome as aethex.v1.Welcome;
             this.welcome = w;
             this.url = url;
             this.numberHeldAfter(w.lastInputSeq);
             this.lastAckedSeq = w.lastInputSeq;
+            // Applied by the shard: sent, by this client or an earlier one of the player's.
+            this.lastSentSeq = Math.max(this.lastSentSeq, w.lastInputSeq);
             this.seq = Math.max(this.seq, w.lastInputSeq);
             this.resendHeld();
             this.watchSilence();
@@ -696,13 +775,13 @@ export class RealtimeClient {
   }
 
   /**
-   * `socket` brought a message that does not decode: the shard speaks a protocol this SDK cannot
-   * read (or is broken), which rejoining would not change. Whichever socket of the session it
-   * is — the session's, a handoff's new shard's, a rejoin attempt's — the session ends
-   * (`CLIENT_CLOSE_CODES.PROTOCOL_ERROR`).
+   * `socket` brought what this SDK cannot read — a message that does not decode, a Welcome whose
+   * settings it cannot play by (`welcomeProblem`): the shard speaks a protocol this SDK does not
+   * (or is broken), which rejoining would not change. Whichever socket of the session it is — the
+   * session's, a handoff's new shard's, a rejoin attempt's — the session ends
+   * (`CLIENT_CLOSE_CODES.PROTOCOL_ERROR`), with `reason`.
    */
-  private unreadable(socket: WebSocketLike, err: Error): void {
-    const reason = `the shard sent a message this SDK cannot decode (${err.message}); update the SDK`;
+  private unreadable(socket: WebSocketLike, reason: string): void {
     const code = CLIENT_CLOSE_CODES.PROTOCOL_ERROR;
     const rejoin = this.rejoining;
     if (this.handoff && socket === this.handoff.socket) this.failHandoff(reason, code, reason, true);
@@ -757,7 +836,8 @@ export class RealtimeClient {
 
   /**
    * The session is over (once): the silence check stops, RPCs in flight reject `CLOSED`, inputs
-   * that will never be acknowledged are dropped, and 'close' is emitted.
+   * that will never be acknowledged are dropped, sockets a handoff left open close, and 'close' is
+   * emitted.
    */
   private end(code: number, reason: string): void {
     if (this.endedWith !== undefined) return;
@@ -770,6 +850,9 @@ export class RealtimeClient {
     this.pending = [];
     this.sentAt.clear();
     this.failCalls('CLOSED', `lost: the session closed (${this.endedWith}) before its result came`);
+    // Their calls rejected just now: sockets a handoff left, and their timers, go too (either would
+    // keep a Node process from exiting for up to RETIRE_MS).
+    for (const done of [...this.retiring]) done();
     this.emit('close', code, reason);
   }
 
@@ -786,8 +869,8 @@ export class RealtimeClient {
   /**
    * The socket to the shard a handoff left: closed at once, unless RPCs sent on it are still
    * unanswered — the old shard answers them there (HANDED_OVER for one it had not run yet, the
-   * result of one it ran), so it stays open for their answers alone, up to RETIRE_MS; those still
-   * unanswered then reject DISCONNECTED (they may have run).
+   * result of one it ran), so it stays open for their answers alone, up to RETIRE_MS (or until the
+   * session ends, see `end`); those still unanswered then reject DISCONNECTED (they may have run).
    */
   private retire(old: WebSocketLike | undefined): void {
     if (!old) return;
@@ -801,6 +884,7 @@ export class RealtimeClient {
     }
     const done = () => {
       clearTimeout(timer);
+      this.retiring.delete(done);
       old.onmessage = null;
       old.onclose = null;
       for (const [id, call] of this.calls) {
@@ -814,6 +898,7 @@ export class RealtimeClient {
       old.close(1000, 'handed off');
     };
     const timer = timerFor(done, RETIRE_MS);
+    this.retiring.add(done);
     old.onmessage = (ev) => {
       // Only answers: the old shard's snapshots describe a ghost now, and are not decoded.
       const data = ev.data instanceof ArrayBuffer ? new Uint8Array(ev.data) : (ev.data as Uint8Array);
@@ -928,7 +1013,7 @@ export class RealtimeClient {
         socket.onmessage = (ev) => {
           if (socket !== this.socket && rejoin.current !== attempt) return;
           const msg = this.decode(ev.data, ev.reused);
-          if (msg instanceof Error) this.unreadable(socket, msg);
+          if (msg instanceof Error) this.unreadable(socket, undecodable(msg));
           else if (socket === this.socket) this.handle(msg);
           else if (msg.body === 'welcome') this.completeRejoin(rejoin, attempt, socket, msg.welcome as aethex.v1.Welcome);
           else if (msg.body === 'handoffRedirect')
@@ -976,8 +1061,16 @@ export class RealtimeClient {
     if (this.rejoining === rejoin) this.rejoining = undefined;
   }
 
-  /** Joined again: the session carries on on the new socket, unacknowledged inputs re-sent. */
+  /**
+   * Joined again: the session carries on on the new socket, unacknowledged inputs re-sent — unless
+   * the Welcome is one this SDK cannot play by, which ends the session.
+   */
   private completeRejoin(rejoin: Rejoin, attempt: RejoinAttempt, socket: WebSocketLike, w: aethex.v1.Welcome): void {
+    const problem = welcomeProblem(w);
+    if (problem !== undefined) {
+      this.unreadable(socket, unplayable(problem));
+      return;
+    }
     clearTimeout(attempt.deadline);
     rejoin.current = undefined;
     this.rejoining = undefined;
@@ -1096,7 +1189,7 @@ export class RealtimeClient {
         // 'close' (unless a 'handoff' listener closed the client: nothing follows close()).
         const redirected = this.redirectedRejoin;
         this.redirectedRejoin = undefined;
-        if (redirected && !this.closing && this.endedWith === undefined)
+        if (redirected)
           this.emit('rejoined', {
             shard: this.shardName,
             downMs: (redirected.welcomedAt ?? at) - redirected.since,
@@ -1171,7 +1264,7 @@ export class RealtimeClient {
     socket.onmessage = (ev) => {
       if (socket !== this.socket && this.handoff !== handoff) return;
       const msg = this.decode(ev.data, ev.reused);
-      if (msg instanceof Error) this.unreadable(socket, msg);
+      if (msg instanceof Error) this.unreadable(socket, undecodable(msg));
       else if (socket === this.socket) this.handle(msg);
       else if (msg.body === 'welcome') this.completeHandoff(handoff, msg.welcome as aethex.v1.Welcome);
       else if (msg.body === 'kick') {
@@ -1192,9 +1285,15 @@ export class RealtimeClient {
 
   /**
    * The new shard welcomed the session: everything goes to it from now on. The inputs the old
-   * shard did not apply are re-sent in order, then the old socket is closed.
+   * shard did not apply are re-sent in order, then the old socket is closed. A Welcome this SDK
+   * cannot play by fails the handoff, for good.
    */
   private completeHandoff(handoff: Handoff, w: aethex.v1.Welcome): void {
+    const problem = welcomeProblem(w);
+    if (problem !== undefined) {
+      this.unreadable(handoff.socket, unplayable(problem));
+      return;
+    }
     clearTimeout(handoff.timer);
     this.handoff = undefined;
     const old = this.socket;
@@ -1269,11 +1368,19 @@ export class RealtimeClient {
     this.end(code, reason);
   }
 
+  /**
+   * The shard applied the inputs up to `lastInputSeq`: they leave `pending`, their latencies are
+   * recorded and `confirmed` moves to the prediction after the last of them. One it cannot have
+   * applied — after the newest input sent (a broken shard's) — counts only up to that one: believed
+   * whole, `lastAckedSeq` would stay above every later input and no honest acknowledgement would
+   * count again.
+   */
   private acknowledgeInputs(lastInputSeq: number, at: number): void {
-    if (lastInputSeq <= this.lastAckedSeq) return;
+    const acked = Math.min(lastInputSeq, this.lastSentSeq);
+    if (acked <= this.lastAckedSeq) return;
     let applied = 0;
     for (const p of this.pending) {
-      if (p.seq > lastInputSeq) break;
+      if (p.seq > acked) break;
       const sent = this.sentAt.get(p.seq);
       if (sent !== undefined) {
         this.recordLatency(at - sent);
@@ -1283,7 +1390,7 @@ export class RealtimeClient {
       this.confirmed.y = p.y;
       applied++;
     }
-    this.lastAckedSeq = lastInputSeq;
+    this.lastAckedSeq = acked;
     if (applied > 0) this.pending.splice(0, applied);
   }
 
@@ -1295,12 +1402,17 @@ export class RealtimeClient {
     }
   }
 
-  /**
-   * Keeps the newest `MAX_HELD_INPUTS` unacknowledged inputs for the next shard; older ones are
-   * lost (the next snapshot's reconciliation no longer replays them).
-   */
+  /** Keeps the newest `MAX_HELD_INPUTS` unacknowledged inputs for the next shard (see `dropOldestInputs`). */
   private holdInputs(): void {
-    const over = this.pending.length - MAX_HELD_INPUTS;
+    this.dropOldestInputs(MAX_HELD_INPUTS);
+  }
+
+  /**
+   * Keeps the newest `keep` unacknowledged inputs; older ones are lost (the next snapshot's
+   * reconciliation no longer replays them).
+   */
+  private dropOldestInputs(keep: number): void {
+    const over = this.pending.length - keep;
     if (over <= 0) return;
     for (let i = 0; i < over; i++) this.sentAt.delete((this.pending[i] as PendingInput).seq);
     this.pending.splice(0, over);
@@ -1417,7 +1529,8 @@ export class RealtimeClient {
    * with that frame's share of the movement (speed × frame time), or once per tick with a tick's.
    * While there is no shard to send to — before the Welcome, during a handoff or a rejoin — inputs
    * are held (at most `MAX_HELD_INPUTS`, the newest) and sent after the next Welcome (those made
-   * before the first one numbered after the shard's `lastInputSeq`). Throws a RangeError for a move
+   * before the first one numbered after the shard's `lastInputSeq`); while connected, at most
+   * `MAX_UNACKNOWLEDGED_INPUTS` unacknowledged ones are kept, the newest. Throws a RangeError for a move
    * that is not two finite numbers (the shard would refuse it). Once the session has ended
    * (`ended`), does nothing and returns 0.
    */
@@ -1444,6 +1557,7 @@ export class RealtimeClient {
     this.limitSpeed(input);
     this.pending.push(input);
     this.sentAt.set(seq, at);
+    this.dropOldestInputs(MAX_UNACKNOWLEDGED_INPUTS);
     this.predictStep(input);
     const wait = this.nextInputAt - at;
     if (wait <= 0) this.closeInput(input, at);
@@ -1486,6 +1600,7 @@ export class RealtimeClient {
   }
 
   private sendInput(p: PendingInput): void {
+    if (p.seq > this.lastSentSeq) this.lastSentSeq = p.seq;
     this.sendRaw(
       ClientMessage.encode({
         input: { seq: p.seq, clientTimeMs: Math.floor(p.at) >>> 0, move: { x: p.dx, y: p.dy }, ackTick: this.lastTick >>> 0 },
@@ -1527,9 +1642,10 @@ export class RealtimeClient {
    * - HANDED_OVER: made between a handoff's redirect and the new shard's Welcome, or before the
    *   redirect but not run yet when it came (not run; call again after the `handoff` event);
    * - NOT_JOINED: made before the Welcome (at once; not sent);
-   * - DISCONNECTED: made during a rejoin (at once; not sent: call again after `rejoined`), or in
-   *   flight when the connection dropped, or still unanswered 2 s after a handoff moved the
-   *   session off the shard it was sent to (it may have run);
+   * - DISCONNECTED: made during a rejoin, until the Welcome of a shard that answered it with a
+   *   redirect too (at once; not sent: call again after `rejoined`), or in flight when the
+   *   connection dropped, or still unanswered 2 s after a handoff moved the session off the shard
+   *   it was sent to (it may have run);
    * - CLOSED: made after the session ended (at once), or in flight when it did (it may have run);
    * - MESSAGE_TOO_LARGE: its encoded message (method, payload and a few bytes of framing) is larger
    *   than the shard takes (`welcome.maxMessageSize`, the shard's gateway.max_message_size, 4096
@@ -1540,7 +1656,9 @@ export class RealtimeClient {
     checkTimeout('timeoutMs', timeoutMs, { infinity: 'no timeout' });
     if (this.endedWith !== undefined) return Promise.reject(rpcError('CLOSED', `rpc ${method}: the session closed (${this.endedWith})`));
     if (!this.welcome) return Promise.reject(rpcError('NOT_JOINED', `rpc ${method}: not joined yet (wait for connect())`));
-    if (this.rejoining) {
+    // No shard to ask: a rejoin is under way — also one answered with a redirect, which has no
+    // socket until the new shard's Welcome.
+    if (this.rejoining || !this.socket) {
       return Promise.reject(rpcError('DISCONNECTED', `rpc ${method}: the connection dropped and the client is rejoining`));
     }
     const callId = this.nextCallId;
@@ -1617,7 +1735,9 @@ export class RealtimeClient {
   /**
    * Ends the session: the socket closes with 1000 (the shard lets the player leave) and 'close'
    * follows once. During a rejoin that is at once: a pending attempt is cancelled and an attempt's
-   * socket closed (1000). Nothing is emitted after 'close'.
+   * socket closed (1000). From the call on nothing but 'close' is emitted — also when a listener
+   * calls it in the middle of an event's work (the rest of a snapshot's events, a rejoin's
+   * 'rejoined') — and nothing after 'close'.
    */
   close(): void {
     this.closing = true;
