@@ -218,14 +218,17 @@ test('NPCs leave room for engine.max_players within engine.max_entities', () => 
   ).toBe(3);
 });
 
-test('an offer lasts at most 2400 ticks: the inputs a player makes meanwhile are all held', () => {
-  expect(refusal({ AETHEX_GAMESERVER_HANDOFF_TIMEOUT_MS: '60001' })).toBe(
-    "handoff.timeout_ms: must be at most 2400 × engine.tick_rate_ms (25): a player's inputs are held for the whole offer; at most 60000",
+test('an offer lasts at most 240 ticks: the inputs a player makes meanwhile are all held, and caught up on after a rollback', () => {
+  expect(refusal({ AETHEX_GAMESERVER_HANDOFF_TIMEOUT_MS: '6001' })).toBe(
+    "handoff.timeout_ms: must be at most 240 × engine.tick_rate_ms (25): a player's inputs are held for the whole offer and caught up on after a rollback; at most 6000",
   );
-  expect(loadConfig({ ...key, AETHEX_GAMESERVER_HANDOFF_TIMEOUT_MS: '60000' })['handoff.timeout_ms']).toBe(60_000);
-  expect(refusal({ AETHEX_GAMESERVER_ENGINE_TICK_RATE_MS: '10', AETHEX_GAMESERVER_HANDOFF_TIMEOUT_MS: '24010' })).toMatch(
-    /^handoff\.timeout_ms: must be at most 2400 × engine\.tick_rate_ms \(10\)/,
+  expect(loadConfig({ ...key, AETHEX_GAMESERVER_HANDOFF_TIMEOUT_MS: '6000' })['handoff.timeout_ms']).toBe(6000);
+  expect(refusal({ AETHEX_GAMESERVER_ENGINE_TICK_RATE_MS: '10', AETHEX_GAMESERVER_HANDOFF_TIMEOUT_MS: '2410' })).toMatch(
+    /^handoff\.timeout_ms: must be at most 240 × engine\.tick_rate_ms \(10\)/,
   );
+  // The default holds at every tick rate: 1 s at 5 ms is 200 ticks.
+  const fastest = { AETHEX_GAMESERVER_ENGINE_TICK_RATE_MS: '5', AETHEX_GAMESERVER_GATEWAY_MAX_MESSAGES_PER_SECOND: '400' };
+  expect(loadConfig({ ...key, ...fastest })['handoff.timeout_ms']).toBe(1000);
 });
 
 test('the idle timeout outlasts the acknowledgements of a client standing still', () => {

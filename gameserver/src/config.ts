@@ -269,7 +269,7 @@ export const GAMESERVER_SETTINGS = {
     default: 1000,
     min: 10,
     max: 600_000,
-    doc: "An offer not accepted within this is rolled back; at most 2400 × engine.tick_rate_ms (the player's inputs are held for the whole offer).",
+    doc: "An offer not accepted within this is rolled back; at most 240 × engine.tick_rate_ms (the player's inputs are held for the whole offer, and caught up on after a rollback).",
   },
   'handoff.resume_timeout_ms': {
     type: 'int',
@@ -496,7 +496,7 @@ export const GAMESERVER_CHECKS: readonly { required?: true; check: (s: Gameserve
       if (s['handoff.timeout_ms'] > most)
         throw new ConfigError(
           'handoff.timeout_ms',
-          `must be at most ${MAX_OFFER_TICKS} × engine.tick_rate_ms (${s['engine.tick_rate_ms']}): a player's inputs are held for the whole offer; at most ${most}`,
+          `must be at most ${MAX_OFFER_TICKS} × engine.tick_rate_ms (${s['engine.tick_rate_ms']}): a player's inputs are held for the whole offer and caught up on after a rollback; at most ${most}`,
         );
     },
   },

@@ -159,46 +159,54 @@ test('an offer that rolls back keeps the moves that were waiting when it was mad
   expect([w.x[slot()], w.lastSeq[slot()]]).toEqual([6, 3]);
 });
 
-test('an offer held for all of handoff.timeout_ms keeps every input of it (100 Hz: 100 ticks), and a flood past that moves nothing more', () => {
-  // At 100 Hz the default 1 s offer is 100 ticks: one input each, all applied after the rollback.
-  const fast = loadConfig({
+test('an offer held for all of handoff.timeout_ms keeps every input of it, and after the rollback the live ones wait behind them; a flood past that moves nothing more', () => {
+  // The longest offer (240 ticks: 6 s at 40 Hz), one input a tick throughout, and then on.
+  const long = loadConfig({
     AETHEX_GAMESERVER_AUTH_JWKS_URL: 'http://unused.invalid/jwks',
-    AETHEX_GAMESERVER_ENGINE_TICK_RATE_MS: '10',
+    AETHEX_GAMESERVER_HANDOFF_TIMEOUT_MS: '6000',
     AETHEX_GAMESERVER_ENGINE_MAX_SPEED: '0.5',
     AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '-1000,-1000,1000,1000',
   });
-  const e = new ShardEngine(fast, out);
+  const e = new ShardEngine(long, out);
   const w = e.world;
   const ann = joined(e, 1, 'ann');
+  // Far from any wall: every move counts whole.
+  w.x[w.indexOf(ann)] = -500;
   const x0 = w.x[w.indexOf(ann)] as number;
-  e.offer(ann);
-  for (let seq = 1; seq <= 100; seq++) {
-    expect(e.input(1, seq, 0.25, 0, e.tick)).toBe('applied');
-    e.step();
-  }
-  expect(e.input(1, 100, 0.25, 0, 0), 'a replay while on offer').toBe('stale');
-  e.rollback(ann);
   // Both clients read their snapshots (one that does not is dropped as too slow).
-  const stepsAcked = (n: number) => {
-    for (let i = 0; i < n; i++) {
-      e.step();
-      for (const session of [1, 2]) e.ack(session, e.tick);
-    }
+  const stepAcked = () => {
+    e.step();
+    for (const session of [1, 2]) e.ack(session, e.tick);
   };
-  stepsAcked(200);
-  expect(w.lastSeq[w.indexOf(ann)]).toBe(100);
-  expect((w.x[w.indexOf(ann)] as number) - x0).toBeCloseTo(25, 4);
+  e.offer(ann);
+  let seq = 0;
+  for (; seq < 240; ) {
+    expect(e.input(1, ++seq, 0.25, 0, e.tick)).toBe('applied');
+    stepAcked();
+  }
+  expect(e.input(1, seq, 0.25, 0, 0), 'a replay while on offer').toBe('stale');
+  e.rollback(ann);
+  // The client walks on: each live input waits behind the 240 the offer held (none answered as a
+  // flood), and the credit of the frozen ticks catches up on them all.
+  for (let t = 0; t < 300; t++) {
+    expect(e.input(1, ++seq, 0.25, 0, e.tick)).toBe('applied');
+    stepAcked();
+  }
+  for (let t = 0; t < 20; t++) stepAcked();
+  expect(w.lastSeq[w.indexOf(ann)]).toBe(540);
+  expect((w.x[w.indexOf(ann)] as number) - x0).toBeCloseTo(540 * 0.25, 3);
 
   // A client sending far faster than the shard ticks: what the offer's ticks and a full queue do
-  // not explain (100 + 160 inputs) moves nothing and is answered with the newest sequence.
+  // not explain (240 + 160 inputs) moves nothing and is answered with the newest sequence.
   const bob = joined(e, 2, 'bob');
+  w.x[w.indexOf(bob)] = -500;
   const x1 = w.x[w.indexOf(bob)] as number;
   e.offer(bob);
-  for (let seq = 1; seq <= 1000; seq++) e.input(2, seq, 0.25, 0, 0);
+  for (let s = 1; s <= 1000; s++) e.input(2, s, 0.25, 0, 0);
   e.rollback(bob);
-  stepsAcked(300);
+  for (let t = 0; t < 420; t++) stepAcked();
   expect(w.lastSeq[w.indexOf(bob)]).toBe(1000);
-  expect((w.x[w.indexOf(bob)] as number) - x1).toBeCloseTo(260 * 0.25, 4);
+  expect((w.x[w.indexOf(bob)] as number) - x1).toBeCloseTo(400 * 0.25, 3);
 });
 
 test('inputs re-sent after a rejoin and inputs held while on offer are each applied whole, caught up on within a few steps', () => {

@@ -284,6 +284,12 @@ export class ShardEngine {
   private readonly held = new Map<number, HeldInput[]>();
   /** Inputs held per entity on offer at most: the offer's ticks and a full queue (`MAX_OFFER_TICKS`). */
   private readonly maxHeldInputs: number;
+  /**
+   * Queue room beyond MAX_QUEUED_MOVES for an entity whose offer rolled back, by entity id: the
+   * inputs it held, so that they and the live ones after them all wait (none answered as a flood)
+   * until the queue has drained.
+   */
+  private readonly rollbackRoom = new Map<number, number>();
   /** The tick each entity on offer was offered at. */
   private readonly offeredAt = new Map<number, number>();
   /** Entities on offer to a neighbour that ignores late changes: their state and flags cannot change until it is decided. */
@@ -1174,10 +1180,12 @@ export class ShardEngine {
     // Frozen since the offer: those ticks' inputs may be caught up on (see `step`).
     this.world.grantCredit(i, (this.world.credit[i] as number) + (this.tick - offeredAt));
     const session = this.byEntity.get(entityId);
-    // All of them wait, however many the offer's ticks held (beyond the queue's usual bound).
+    // All of them wait, however many the offer's ticks held, and the live ones after them too
+    // (`rollbackRoom`, until the queue has drained).
     for (const h of held) {
       if (session) this.input(session.id, h.seq, h.moveX, h.moveY, 0, h.buttons, held.length + MAX_QUEUED_MOVES);
     }
+    if (held.length > 0) this.rollbackRoom.set(entityId, held.length);
   }
 
   /**
@@ -1425,6 +1433,7 @@ export class ShardEngine {
    */
   private removeEntity(entityId: number, reuse = false): void {
     this.held.delete(entityId);
+    this.rollbackRoom.delete(entityId);
     this.offeredAt.delete(entityId);
     this.droppedOnOffer.delete(entityId);
     this.world.despawn(entityId, reuse);
@@ -1550,8 +1559,8 @@ export class ShardEngine {
 
   /**
    * Applies a movement intent and the acknowledgement it carries; `buttons` go to the game's
-   * onInput. `maxQueued`: moves that may wait (`applyInput`), more than usual for those an offer
-   * held (`rollback`).
+   * onInput. `maxQueued`: the moves that may wait, for a rollback's replay of what its offer held;
+   * otherwise MAX_QUEUED_MOVES, and more while such a replay's backlog waits (`rollbackRoom`).
    */
   input(
     sessionId: number,
@@ -1560,7 +1569,7 @@ export class ShardEngine {
     moveY: number,
     ackTick: number,
     buttons = 0,
-    maxQueued = MAX_QUEUED_MOVES,
+    maxQueued?: number,
   ): InputResult | 'unknown' {
     const session = this.sessions.get(sessionId);
     if (!session) return 'unknown';
@@ -1582,7 +1591,14 @@ export class ShardEngine {
       this.held.set(session.entityId, held);
       return 'applied';
     }
-    const result = applyInput(this.world, slot, seq, moveX, moveY, maxQueued);
+    // After a rollback, room for what the offer held until that backlog has drained.
+    let queueBound = maxQueued ?? MAX_QUEUED_MOVES;
+    const room = maxQueued === undefined ? this.rollbackRoom.get(session.entityId) : undefined;
+    if (room !== undefined) {
+      if (this.world.queued.has(session.entityId)) queueBound += room;
+      else this.rollbackRoom.delete(session.entityId);
+    }
+    const result = applyInput(this.world, slot, seq, moveX, moveY, queueBound);
     if (result === 'applied' && this.hooks.onInput) {
       this.callHook('onInput', () => this.hooks.onInput?.(this.context, this.hookPlayer(session), { seq, buttons }), session);
     }

@@ -1142,14 +1142,28 @@ describe('behind a layer-4 load balancer sending the PROXY protocol (gateway.pro
     const closedAt = await silent.closed;
     expect(closedAt - openedAt).toBeGreaterThanOrEqual(2900);
     expect(await metric(t.shard.opsUrl, 'aether_kicks_total', '{reason="protocol_error"}')).toBe(2);
+    // A header that names no client (a load balancer's own connection): counted against the load
+    // balancer at the upgrade, and the X-Forwarded-For a client may have written is not read.
+    const unnamed = tcp(url, '127.0.0.1');
+    let unnamedAnswer = '';
+    unnamed.socket.on('data', (d) => {
+      unnamedAnswer += d.toString('latin1');
+    });
+    const forged = upgradeRequest().replace('\r\n\r\n', '\r\nX-Forwarded-For: 203.0.113.99\r\n\r\n');
+    unnamed.socket.write(`PROXY UNKNOWN\r\n${forged}`);
+    await until('the unnamed upgrade', () => unnamedAnswer.includes('\r\n\r\n'));
+    expect(unnamedAnswer.split('\r\n')[0]).toBe('HTTP/1.1 101 Switching Protocols');
+    expect(socketsFrom(t, '127.0.0.1')).toBe(1);
+    expect(socketsFrom(t, '203.0.113.99')).toBe(0);
+    unnamed.socket.destroy();
     // A peer that is no trusted proxy cannot name another address: its header is no HTTP.
-    const forged = tcp(url, '127.0.0.7');
+    const stranger = tcp(url, '127.0.0.7');
     let answer = '';
-    forged.socket.on('data', (d) => {
+    stranger.socket.on('data', (d) => {
       answer += d.toString('latin1');
     });
-    forged.socket.write(Buffer.concat([v1, Buffer.from(upgradeRequest())]));
-    await forged.closed;
+    stranger.socket.write(Buffer.concat([v1, Buffer.from(upgradeRequest())]));
+    await stranger.closed;
     expect(answer.split('\r\n')[0]).toBe('HTTP/1.1 400 Bad Request');
     expect(socketsFrom(t, '198.51.100.9')).toBe(0);
   });

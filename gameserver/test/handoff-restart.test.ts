@@ -36,8 +36,10 @@ function walkWest(c: RealtimeClient): void {
 }
 
 test("a restarted shard's offer never gets a token its previous run was given: the player resumes as itself", async () => {
-  // Nothing rolls back or expires on its own while the test stages the restart.
+  // Nothing rolls back or expires on its own while the test stages the restart: a 10 s offer,
+  // which at 20 Hz is within the 240 ticks an offer may last.
   const { a, b, start } = await twoShards({
+    AETHEX_GAMESERVER_ENGINE_TICK_RATE_MS: '50',
     AETHEX_GAMESERVER_HANDOFF_TIMEOUT_MS: '10000',
     AETHEX_GAMESERVER_HANDOFF_RESUME_TIMEOUT_MS: '60000',
   });

@@ -198,6 +198,29 @@ async function strangerAtNeighbour() {
   };
 }
 
+test('a process at a neighbour’s address that answers a dial with a large frame is refused at its header, before its bytes arrive', async () => {
+  const world = await meshWorld([
+    { minX: 0, minY: 0, maxX: 400, maxY: 400 },
+    { minX: 400, minY: 0, maxX: 800, maxY: 400 },
+  ]);
+  // At shard 1's address (shard 1 is not running): a frame announcing 4 MiB, and only 16 bytes of it.
+  const closes: number[] = [];
+  const fake = new WebSocketServer({ host: '127.0.0.1', port: world.port(1) });
+  cleanups.push(() => fake.close());
+  fake.on('connection', (ws) => {
+    ws.on('error', () => undefined);
+    ws.on('close', (code) => closes.push(code));
+    const header = Buffer.alloc(10);
+    header[0] = 0x82;
+    header[1] = 127;
+    header.writeBigUInt64BE(4n << 20n, 2);
+    (ws as unknown as { _socket: { write(b: Buffer): void } })._socket.write(Buffer.concat([header, randomBytes(16)]));
+  });
+  shards = [await world.start(0)];
+  await until('the dialling shard to refuse the frame', () => closes.length > 0, 5000);
+  expect(closes[0]).toBe(1009);
+});
+
 test('a dialling shard does not take a process at a neighbour’s address for that neighbour without its proof, and sends it nothing', async () => {
   const { n2, s0, fromShard0 } = await strangerAtNeighbour();
   // Mutual: shard 0 does not take the stranger (no proof of the secret) for shard 2, and sends it nothing but its hello.

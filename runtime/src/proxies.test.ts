@@ -104,6 +104,7 @@ test('PROXY v2 headers: the client address as Node writes it, TLVs skipped, the 
   expect(readProxyHeader(broken(12, 0x11))).toEqual({ state: 'error', error: 'PROXY v2 header has version 1, not 2' });
   expect(readProxyHeader(broken(12, 0x22))).toEqual({ state: 'error', error: 'PROXY v2 header has command 2, not LOCAL (0) or PROXY (1)' });
   expect(readProxyHeader(broken(13, 0x41)).state).toBe('error');
+  expect(readProxyHeader(broken(13, 0x12))).toEqual({ state: 'error', error: "PROXY v2 header's transport is 2, not STREAM (1)" });
   // An address block shorter than its family's addresses.
   expect(readProxyHeader(broken(15, 11))).toEqual({
     state: 'error',

@@ -187,6 +187,9 @@ export function readProxyHeader(buf: Uint8Array): ProxyHeader {
     return { state: 'error', error: `PROXY v2 header's address block is ${length - 16} bytes, under the ${needs} its family needs` };
   if (buf.length < length) return { state: 'more' };
   if (command === 0 || family === 0 || family === 3) return { state: 'done', length, source: undefined };
+  // A connection of ours is a stream: a client address of a datagram one is no client of it.
+  const transport = (buf[13] as number) & 0x0f;
+  if (transport !== 1) return { state: 'error', error: `PROXY v2 header's transport is ${transport}, not STREAM (1)` };
   const source = family === 1 ? `${buf[16]}.${buf[17]}.${buf[18]}.${buf[19]}` : ipv6Text(buf, 16);
   return { state: 'done', length, source };
 }

@@ -140,8 +140,9 @@ export interface RealtimeEvents {
   disconnected: (code: number, reason: string) => void;
   /**
    * The client joined its shard again after a drop; `downMs` from the drop to the Welcome. A rejoin
-   * answered with a redirect ends here too, on the new shard, right after its 'handoff'. Every
-   * 'disconnected' ends in one 'rejoined' or in 'close'.
+   * answered with a redirect ends here too, on the new shard, right after its 'handoff'. A drop ends
+   * in 'rejoined' or in 'close'; one more before then (a resume that failed, a new shard that
+   * dropped before its first snapshot) emits 'disconnected' again, and 'rejoined' counts from it.
    */
   rejoined: (info: { shard: string; downMs: number; attempts: number }) => void;
   /**
@@ -303,7 +304,7 @@ const MAX_HELD_INPUTS = 128;
  * Unacknowledged inputs kept while connected, at most: beyond it the oldest are dropped from the
  * prediction's replay (and from latency measurement). A shard acknowledges each input the tick it
  * applies it, except while the player's entity is on offer to a neighbour: then it holds their
- * inputs, up to 2,400 ticks of offer plus its 160 waiting moves, which this leaves room for. Only a
+ * inputs, up to 240 ticks of offer plus its 160 waiting moves, which this leaves room for. Only a
  * shard that stopped acknowledging (a broken one) reaches it; without it the client would keep
  * every input of the session and replay them all at each snapshot.
  */
@@ -1185,8 +1186,8 @@ export class RealtimeClient {
       this.emit('snapshot', tick);
       if (from !== undefined) {
         this.emit('handoff', { from, to: this.shardName, gapMs });
-        // A rejoin that followed a redirect is over too: every 'disconnected' ends in 'rejoined' or
-        // 'close' (unless a 'handoff' listener closed the client: nothing follows close()).
+        // A rejoin that followed a redirect is over too: its drop ends in 'rejoined' (unless a
+        // 'handoff' listener closed the client: then nothing but 'close' follows, see emit).
         const redirected = this.redirectedRejoin;
         this.redirectedRejoin = undefined;
         if (redirected)

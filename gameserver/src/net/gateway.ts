@@ -265,13 +265,21 @@ export class Gateway {
   private readonly proxies: TrustedProxies;
   /** The client address a trusted proxy's PROXY protocol header named, by socket (gateway.proxy_protocol). */
   private readonly proxiedFor = new WeakMap<Socket, string>();
+  /**
+   * Trusted proxies' sockets whose PROXY protocol header named no client (v1 UNKNOWN, v2 LOCAL or
+   * an address that is no IP): theirs to count, and X-Forwarded-For is not read from them — the
+   * header would name a client for a connection with one, so whatever such a request says about
+   * its client is the client's own writing.
+   */
+  private readonly proxyNamedNone = new WeakSet<Socket>();
   /** Trusted proxies' sockets whose PROXY protocol header has not all arrived: closed with the gateway. */
   private readonly awaitingHeader = new Set<Socket>();
   /** Node's own 'connection' listener of the players' port, which starts HTTP on a socket (`listen`). */
   private startHttp: ((socket: Socket) => void) | undefined;
   /**
    * Sockets not yet upgraded, with when they arrived (clock ms), in order of arrival: closed at
-   * gateway.auth_timeout_ms. A joined connection's deadline also counts from its arrival.
+   * gateway.auth_timeout_ms. A joined connection's deadline also counts from its arrival — for a
+   * trusted proxy's socket with gateway.proxy_protocol, from its header's (at most 3 s later).
    */
   private readonly handshaking = new Map<Socket, number>();
   private readonly players = new Map<number, string>();
@@ -355,7 +363,9 @@ export class Gateway {
       const peer = proxiedFor ?? tcpPeer;
       let address = peer;
       let via = proxiedFor === undefined ? undefined : tcpPeer;
-      if (this.proxies.trusts(peer)) {
+      if (this.proxyNamedNone.has(socket as Socket)) {
+        if (!this.count(socket as Socket, peer, this.deps.clock.now(), true)) return;
+      } else if (this.proxies.trusts(peer)) {
         address = this.proxies.forwardedClient(req.headers['x-forwarded-for']) ?? peer;
         via = peer;
         if (!this.count(socket as Socket, address, this.deps.clock.now(), true)) return;
@@ -446,10 +456,11 @@ export class Gateway {
 
   /**
    * A trusted proxy's connection with gateway.proxy_protocol: reads its PROXY protocol header (v1
-   * or v2) and admits it as from the client the header names — or as the proxy's own when it names
-   * none (a health check). No valid header within HTTP_REQUEST_TIMEOUT_MS: closed, counted as a
-   * PROTOCOL_ERROR kick and logged (as `logUnjoined` bounds such lines). The bytes after the header
-   * (the upgrade request, if it came along) are put back for HTTP to read.
+   * or v2) and admits it as from the client the header names — or, when it names none (a health
+   * check, a client of no IP address), as the proxy's own, counted against it at the upgrade with
+   * no X-Forwarded-For read (`proxyNamedNone`). No valid header within HTTP_REQUEST_TIMEOUT_MS:
+   * closed, counted as a PROTOCOL_ERROR kick and logged (as `logUnjoined` bounds such lines). The
+   * bytes after the header (the upgrade request, if it came along) are put back for HTTP to read.
    */
   private awaitProxyHeader(socket: Socket, peer: string): void {
     this.awaitingHeader.add(socket);
@@ -477,8 +488,9 @@ export class Gateway {
       if (header.state === 'error') return refuse(header.error);
       done();
       if (header.source !== undefined) this.proxiedFor.set(socket, header.source);
+      else this.proxyNamedNone.add(socket);
       this.admit(socket, header.source ?? peer);
-      // HTTP reads what came after the header first (its own reads start on the next turn).
+      // What came after the header goes to HTTP now (the stream flows), ahead of the socket's next read.
       if (header.length < got.length && !socket.destroyed) socket.unshift(got.subarray(header.length));
     };
     const timer = setTimeout(() => refuse(`no PROXY protocol header within ${HTTP_REQUEST_TIMEOUT_MS} ms`), HTTP_REQUEST_TIMEOUT_MS);

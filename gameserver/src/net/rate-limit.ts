@@ -37,6 +37,9 @@ export class TokenBucket {
   }
 }
 
+/** The budget of lines about what strangers or a broken neighbour send (`LogBudget`): 10, then one a second. */
+export const REFUSED_LINES = { perSecond: 1, burst: 10 } as const;
+
 /**
  * What lines of one kind a process may write: a burst, then so many a second (a TokenBucket). The
  * lines left out are counted, and the next one written says how many (`unlogged`), so a flood of

@@ -5,7 +5,7 @@ import { aethex, PROTOCOL_VERSION } from '@aethex/proto';
 import type { Logger } from '@aethex/runtime';
 import { WebSocket, WebSocketServer } from 'ws';
 import type { ShardMetrics } from '../metrics.js';
-import { LogBudget } from '../net/rate-limit.js';
+import { LogBudget, REFUSED_LINES } from '../net/rate-limit.js';
 import type { Neighbour } from './map.js';
 
 const { ShardMessage } = aethex.v1;
@@ -22,9 +22,6 @@ const MAX_LINK_MESSAGE = 16 << 20;
  * and never a decode on the tick thread.
  */
 const MAX_HANDSHAKE_MESSAGE = 1024;
-/** Lines about links from strangers (no hello, a refused one, an oversized frame): a burst, then one a second. */
-const STRANGER_LINES_BURST = 10;
-const STRANGER_LINES_PER_S = 1;
 
 /**
  * Raises what ws accepts on `ws` to MAX_LINK_MESSAGE, once its peer has proved the secret. ws sets
@@ -126,8 +123,8 @@ export class ShardLinks {
   /** Random per process start: tells neighbours that this shard restarted. */
   readonly epoch = randomBytes(6).readUIntBE(0, 6);
   private readonly server = new WebSocketServer({ noServer: true, maxPayload: MAX_HANDSHAKE_MESSAGE, perMessageDeflate: false });
-  /** Lines about links from strangers, across them all. */
-  private readonly strangerLines = new LogBudget(STRANGER_LINES_PER_S, STRANGER_LINES_BURST, performance.now());
+  /** Lines about links from strangers (no hello in time, a refused hello, a bad frame), across them all. */
+  private readonly strangerLines = new LogBudget(REFUSED_LINES.perSecond, REFUSED_LINES.burst, performance.now());
   private readonly out = new Map<number, Outbound>();
   private readonly inbound = new Map<number, Inbound>();
   private readonly byName = new Map<string, Neighbour>();
@@ -348,8 +345,10 @@ export class ShardLinks {
   private dial(n: Neighbour): void {
     const link = this.out.get(n.shard);
     if (!link || this.closed) return;
+    // Whoever answers at the address is a stranger until its welcome proves the secret: 1 KiB a
+    // frame until then, as on the accepting side (`allowLinkMessages`).
     const ws = new WebSocket(`ws://${n.address}${LINK_PATH}`, {
-      maxPayload: MAX_LINK_MESSAGE,
+      maxPayload: MAX_HANDSHAKE_MESSAGE,
       perMessageDeflate: false,
       handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
     });
@@ -359,20 +358,17 @@ export class ShardLinks {
     // Our challenge to whoever answers at the neighbour's address: its welcome must prove the secret over it.
     const nonce = randomBytes(NONCE_BYTES);
     let answered = false;
-    ws.on('error', () => undefined);
+    ws.on('error', (err: Error & { code?: string }) => {
+      // ws refused a frame (over MAX_HANDSHAKE_MESSAGE before the welcome: 1009) and closes; the
+      // dial is tried again with its backoff, so these lines are few.
+      if (!link.ready && err.code?.startsWith('WS_ERR_'))
+        this.o.log.warn({ to: n.name, err: err.message }, 'shard link: bad frame before the welcome; closing');
+    });
     ws.on('pong', () => {
       link.lastHeard = performance.now();
     });
     ws.on('message', (data: Buffer) => {
       link.lastHeard = performance.now();
-      if (!link.ready && data.length > MAX_HANDSHAKE_MESSAGE) {
-        this.o.log.warn(
-          { to: n.name, bytes: data.length },
-          `shard link: message over ${MAX_HANDSHAKE_MESSAGE} bytes before the welcome; closing`,
-        );
-        ws.terminate();
-        return;
-      }
       let msg: aethex.v1.ShardMessage;
       try {
         msg = ShardMessage.decode(data);
@@ -423,6 +419,7 @@ export class ShardLinks {
           return;
         }
         link.ready = true;
+        allowLinkMessages(ws);
         link.lateChanges = welcome.lateChanges === true;
         link.custody = welcome.custody === true;
         link.idsReleased = welcome.idsReleased === true;

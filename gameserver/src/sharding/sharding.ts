@@ -4,7 +4,7 @@ import type { Logger } from '@aethex/runtime';
 import { redirectUrl } from '../config.js';
 import type { EntityTransfer, ShardEngine } from '../engine.js';
 import type { ShardMetrics } from '../metrics.js';
-import { LogBudget } from '../net/rate-limit.js';
+import { LogBudget, REFUSED_LINES } from '../net/rate-limit.js';
 import { KIND_PLAYER, MAX_GAME_STATE_BYTES, MODE_GHOST, MODE_OFFERED, MODE_OWNED } from '../sim/world.js';
 import type { ShardLinks } from './links.js';
 import { distanceToRect, inRect, type Neighbour, type ShardPlacement, shardOfId } from './map.js';
@@ -205,7 +205,7 @@ export class Sharding {
    * Lines about a neighbour's data that is refused, entity by entity (an invalid ghost, an
    * unexpected message): a neighbour with a bug sends them every tick, so a burst, then one a second.
    */
-  private readonly refusedLines = new LogBudget(1, 10, performance.now());
+  private readonly refusedLines = new LogBudget(REFUSED_LINES.perSecond, REFUSED_LINES.burst, performance.now());
   private readonly epochs = new Map<number, number>();
   private readonly decisions: Decision[] = [];
   /** Neighbours this shard sent its ownership claim to, and when (see `adopt`). */

@@ -25,7 +25,7 @@ export type InputResult = 'applied' | 'stale' | 'invalid';
  * meanwhile. So inputs wait in order, each applied whole by a step of its own (see `step` for how
  * a step catches up); sending faster never moves an entity faster. An input counts as applied —
  * `lastSeq`, which snapshots acknowledge — when the step that moves by it has run. With
- * `maxQueued` waiting (`MAX_QUEUED_MOVES`; more for the inputs an offer held, see
+ * `maxQueued` waiting (`MAX_QUEUED_MOVES`; more while the inputs an offer held wait, see
  * `ShardEngine.rollback`), a further input moves nothing and is answered with the newest one.
  * Non-finite moves are `invalid` and move nothing, but are answered with the input before them (at
  * once when none waits).
