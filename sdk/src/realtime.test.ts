@@ -1278,6 +1278,28 @@ function applied(c: RealtimeClient): Promise<number> {
   });
 }
 
+/**
+ * A client of a scripted shard that answers a Join as shard-a (a later one, a rejoin's, as
+ * shard-b) and a Resume as shard-b: connected, its first snapshot (tick 10, entity 9) applied, and
+ * a redirect to shard-b followed up to shard-b's Welcome — its first snapshot, and with it the
+ * `handoff` event, still to come. `options` go to the client.
+ */
+async function resumedOnB(options: Partial<ConstructorParameters<typeof RealtimeClient>[0]> = {}) {
+  const { url, sockets } = await scriptedShard((socket, msg) => {
+    if (msg.body === 'join') socket.send(welcome(sockets.length === 1 ? 'shard-a' : 'shard-b'));
+    if (msg.body === 'resume') socket.send(welcome('shard-b'));
+  });
+  const c = new RealtimeClient({ url, joinToken: 't', createSocket, silenceTimeoutMs: 0, ...options });
+  client = c;
+  const events = recordEvents(c);
+  await c.connect();
+  sockets[0]?.send(entity9At(10, 40));
+  await until('the first snapshot', () => events.includes('snapshot 10'), 3000);
+  sockets[0]?.send(redirectToB(url));
+  await until('the client to resume on shard-b', () => c.shardName === 'shard-b', 3000);
+  return { c, events, sockets, url };
+}
+
 /** A full snapshot of tick `tick` with entity 9 at (x, 0). */
 const entity9At = (tick: number, x: number) =>
   shardSnapshot(
@@ -1650,19 +1672,8 @@ test('clientVersion goes in every Join (default aethex-sdk); one over 64 bytes i
 });
 
 test('after close(), what the shard sent before it read the close emits nothing: no handoff for a resume already welcomed, no snapshot, no kick', async () => {
-  const { url, sockets } = await scriptedShard((socket, msg) => {
-    if (msg.body === 'join') socket.send(welcome('shard-a'));
-    if (msg.body === 'resume') socket.send(welcome('shard-b'));
-  });
-  client = new RealtimeClient({ url, joinToken: 't1', createSocket, silenceTimeoutMs: 0 });
-  const c = client;
-  const events = recordEvents(c);
-  await c.connect();
-  sockets[0]?.send(entity9At(10, 40));
-  await until('the first snapshot', () => events.includes('snapshot 10'), 3000);
   // A handoff: the new shard's Welcome has come, its first snapshot (the `handoff` event) not yet.
-  sockets[0]?.send(redirectToB(url));
-  await until('the client to resume on shard-b', () => c.shardName === 'shard-b', 3000);
+  const { c, events, sockets } = await resumedOnB();
   // The player quits; shard-b sends its first snapshot and a kick before it reads the close.
   c.close();
   sockets[1]?.send(entity9At(3, 41));
@@ -1886,18 +1897,7 @@ test('an RPC made while a rejoin answered with a redirect resumes on the new sha
 });
 
 test('close() from an enter listener at a new shard’s first snapshot: only close follows, not that snapshot’s snapshot and handoff', async () => {
-  const { url, sockets } = await scriptedShard((socket, msg) => {
-    if (msg.body === 'join') socket.send(welcome('shard-a'));
-    if (msg.body === 'resume') socket.send(welcome('shard-b'));
-  });
-  client = new RealtimeClient({ url, joinToken: 't', createSocket, silenceTimeoutMs: 0 });
-  const c = client;
-  const events = recordEvents(c);
-  await c.connect();
-  sockets[0]?.send(entity9At(10, 40));
-  await until('the first snapshot', () => events.includes('snapshot 10'), 3000);
-  sockets[0]?.send(redirectToB(url));
-  await until('the client to resume on shard-b', () => c.shardName === 'shard-b', 3000);
+  const { c, events, sockets } = await resumedOnB();
   c.on('enter', (id) => {
     events.push(`enter ${id}`);
     c.close();
@@ -1917,18 +1917,7 @@ test('close() from an enter listener at a new shard’s first snapshot: only clo
 });
 
 test('close() from a handoff listener as the client rejoins a new shard that dropped before its first snapshot: only close follows, not rejoined', async () => {
-  const { url, sockets } = await scriptedShard((socket, msg) => {
-    if (msg.body === 'join') socket.send(welcome(sockets.length === 1 ? 'shard-a' : 'shard-b'));
-    if (msg.body === 'resume') socket.send(welcome('shard-b'));
-  });
-  const d = new RealtimeClient({ url, joinToken: 't', createSocket, silenceTimeoutMs: 0, rejoin: { joinToken: async () => 't2' } });
-  client = d;
-  const events = recordEvents(d);
-  await d.connect();
-  sockets[0]?.send(entity9At(10, 40));
-  await until('the first snapshot', () => events.includes('snapshot 10'), 3000);
-  sockets[0]?.send(redirectToB(url));
-  await until('the client to resume on shard-b', () => d.shardName === 'shard-b', 3000);
+  const { c: d, events, sockets } = await resumedOnB({ rejoin: { joinToken: async () => 't2' } });
   d.on('handoff', () => d.close());
   sockets[1]?.terminate();
   await until('the session to close', () => d.ended, 5000);
