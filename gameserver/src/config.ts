@@ -18,7 +18,16 @@ import {
   worldBoundsProblem,
 } from '@aethex/runtime';
 import { EVENTS_MAX_LEN, MAX_QUEUED_EVENTS, OUTBOX_RETENTION_MS } from './persist/outbox.js';
-import { MAX_OFFER_TICKS } from './sim/world.js';
+
+/**
+ * An offer to a neighbour lasts at most handoff.timeout_ms, which the checks below bound to this
+ * many ticks (6 s at 40 Hz, 1.2 s at 200 Hz). The inputs held meanwhile (`ShardEngine.input`) are
+ * bounded by the offer's ticks plus MAX_QUEUED_MOVES (sim/world.ts), so a client's one a tick is
+ * never dropped; after a rollback they wait with that much more room in the queue until it has
+ * drained, and the credit for the frozen ticks (at most MAX_CREDIT, which this stays under) lets
+ * the step catch up on them. Here, not in sim/world.ts: the operator loads this file alone.
+ */
+export const MAX_OFFER_TICKS = 240;
 
 /**
  * Every setting of the shard server. A YAML file (`--config`) nests them by the dots; each is

@@ -1,6 +1,6 @@
 import { aethex, clampInside, insideMax, insideMin, unwrapTick } from '@aethex/proto';
 import type { Logger } from '@aethex/runtime';
-import type { GameserverSettings } from './config.js';
+import { type GameserverSettings, MAX_OFFER_TICKS } from './config.js';
 import { type GameContext, type GameHooks, type HookPlayer, rpcCodeProblem } from './hooks.js';
 import type { ShardMetrics } from './metrics.js';
 import { DeltaHistory, HISTORY_TICKS, QuantizedWorld } from './net/delta-history.js';
@@ -14,7 +14,6 @@ import {
   KIND_PLAYER,
   MAX_CREDIT,
   MAX_GAME_STATE_BYTES,
-  MAX_OFFER_TICKS,
   MAX_QUEUED_MOVES,
   MODE_DORMANT,
   MODE_GHOST,

@@ -61,15 +61,6 @@ export const MODE_DORMANT = 3;
 
 /** Moves a player may have waiting (beyond it, a new input only advances the newest's sequence). */
 export const MAX_QUEUED_MOVES = 160;
-/**
- * An offer to a neighbour lasts at most handoff.timeout_ms, which config.ts bounds to this many
- * ticks (6 s at 40 Hz, 1.2 s at 200 Hz). The inputs held meanwhile (`ShardEngine.input`) are
- * bounded by the offer's ticks plus MAX_QUEUED_MOVES (a client's bunched or re-sent inputs), so a
- * client's one a tick is never dropped; after a rollback they wait with that much more room in the
- * queue until it has drained, and the credit for the frozen ticks (at most MAX_CREDIT, which this
- * stays under) lets the step catch up on them.
- */
-export const MAX_OFFER_TICKS = 240;
 /** Moves one step applies at most to one entity (catching up: see `World.credit`). */
 export const MAX_MOVES_PER_STEP = 4;
 /** Credit a player earns standing: the network jitter a step absorbs (8 steps, 200 ms at 40 Hz). */
