@@ -128,6 +128,23 @@ async function renderFrames(c: RealtimeClient, frames: number, settleMs: number)
   return { last, elapsed: Date.now() - started };
 }
 
+/**
+ * A client of `url` on a clock the test moves: `moves(n)` makes `n` moves of (1, 0), each a tick
+ * (20 ms at the Welcome's 50 Hz) after the last, so each input goes out at once.
+ */
+function clockedClient(url: string, joinToken = 't'): { c: RealtimeClient; moves: (n: number) => void } {
+  let skew = 0;
+  const c = new RealtimeClient({ url, joinToken, createSocket, silenceTimeoutMs: 0, now: () => performance.now() + skew });
+  client = c;
+  const moves = (n: number) => {
+    for (let i = 0; i < n; i++) {
+      skew += 20;
+      c.move(1, 0);
+    }
+  };
+  return { c, moves };
+}
+
 /** Every session event the client emits, in order. */
 function recordEvents(c: RealtimeClient): string[] {
   const events: string[] = [];
@@ -532,14 +549,10 @@ test('a handoff re-sends only the newest 128 of the inputs the old shard did not
     if (msg.body === 'join') socket.send(welcome('shard-a'));
     if (msg.body === 'resume') socket.send(welcome('shard-b', 10));
   });
-  let skew = 0;
-  client = new RealtimeClient({ url, joinToken: 't1', createSocket, silenceTimeoutMs: 0, now: () => performance.now() + skew });
-  const events = recordEvents(client);
-  await client.connect();
-  for (let i = 0; i < 300; i++) {
-    skew += 20;
-    client.move(1, 0);
-  }
+  const { c, moves } = clockedClient(url, 't1');
+  const events = recordEvents(c);
+  await c.connect();
+  moves(300);
   await until('all 300 inputs to reach the old shard', () => connections[0]?.filter((m) => m.body === 'input').length === 300, 3000);
   // The old shard applied 20 of them; the new one (its Welcome says) 10.
   sockets[0]?.send(redirectToB(url, 20));
@@ -549,7 +562,7 @@ test('a handoff re-sends only the newest 128 of the inputs the old shard did not
   await until('input 300 to be re-sent', () => connections[1]?.some((m) => m.input?.seq === 300) ?? false, 3000);
 
   expect(events).toEqual([]);
-  expect(client.shardName).toBe('shard-b');
+  expect(c.shardName).toBe('shard-b');
   const resent = connections[1] ?? [];
   expect(resent.map((m) => m.body)).toEqual(['resume', ...Array(128).fill('input')]);
   expect(resent.slice(1).map((m) => m.input?.seq)).toEqual(Array.from({ length: 128 }, (_, i) => 173 + i));
@@ -1009,14 +1022,9 @@ test('latencies kept for takeLatencies() are bounded; after the session ends mov
     shardSocket = socket;
     if (msg.body === 'join') socket.send(welcome('shard-a'));
   });
-  let skew = 0;
-  client = new RealtimeClient({ url, joinToken: 't', createSocket, silenceTimeoutMs: 0, now: () => performance.now() + skew });
-  const c = client;
+  const { c, moves } = clockedClient(url);
   await c.connect();
-  for (let i = 0; i < 3000; i++) {
-    skew += 20;
-    c.move(1, 0);
-  }
+  moves(3000);
   const acked = new Promise((resolve) => c.on('snapshot', resolve));
   (shardSocket as WebSocket).send(
     encodeSnapshotMessage({
@@ -1698,17 +1706,8 @@ test('an acknowledgement of inputs the client never sent counts only up to the n
   const { url, sockets } = await scriptedShard((socket, msg) => {
     if (msg.body === 'join') socket.send(welcome('shard-a'));
   });
-  let skew = 0;
-  client = new RealtimeClient({ url, joinToken: 't', createSocket, silenceTimeoutMs: 0, now: () => performance.now() + skew });
-  const c = client;
+  const { c, moves } = clockedClient(url);
   await c.connect();
-  /** `n` moves of (1, 0), a tick apart: each input goes out at once. */
-  const moves = (n: number) => {
-    for (let i = 0; i < n; i++) {
-      skew += 20;
-      c.move(1, 0);
-    }
-  };
   const shard = sockets[0] as WebSocket;
   moves(3);
   // A broken shard's Correction says it applied input 1,000,000.
@@ -1738,14 +1737,9 @@ test('a shard that never acknowledges: the client keeps the newest 4,096 inputs 
   const { url, sockets } = await scriptedShard((socket, msg) => {
     if (msg.body === 'join') socket.send(welcome('shard-a'));
   });
-  let skew = 0;
-  client = new RealtimeClient({ url, joinToken: 't', createSocket, silenceTimeoutMs: 0, now: () => performance.now() + skew });
-  const c = client;
+  const { c, moves } = clockedClient(url);
   await c.connect();
-  for (let i = 0; i < 5000; i++) {
-    skew += 20;
-    c.move(1, 0);
-  }
+  moves(5000);
   expect(c.unacknowledged).toBe(4096);
   // The shard places the entity where it started: the prediction replays the 4,096 kept on it.
   let seen = applied(c);
