@@ -1592,7 +1592,7 @@ export class ShardEngine {
     }
     // After a rollback, room for what the offer held until that backlog has drained.
     let queueBound = maxQueued ?? MAX_QUEUED_MOVES;
-    const room = maxQueued === undefined ? this.rollbackRoom.get(session.entityId) : undefined;
+    const room = maxQueued === undefined && this.rollbackRoom.size > 0 ? this.rollbackRoom.get(session.entityId) : undefined;
     if (room !== undefined) {
       if (this.world.queued.has(session.entityId)) queueBound += room;
       else this.rollbackRoom.delete(session.entityId);
