@@ -129,6 +129,20 @@ test('auth.jwks_url with credentials (user:password@), which fetch refuses to se
   );
 });
 
+test('gateway.client_address_header: X-Forwarded-For by default; Forwarded needs gateway.trusted_proxies; nothing else', () => {
+  const forwarded = { AETHEX_GAMESERVER_GATEWAY_CLIENT_ADDRESS_HEADER: 'forwarded' };
+  expect(loadConfig(key)['gateway.client_address_header']).toBe('x-forwarded-for');
+  expect(
+    loadConfig({ ...key, ...forwarded, AETHEX_GAMESERVER_GATEWAY_TRUSTED_PROXIES: '10.0.0.0/8' })['gateway.client_address_header'],
+  ).toBe('forwarded');
+  expect(refusal(forwarded)).toBe(
+    "gateway.client_address_header: is forwarded, which needs gateway.trusted_proxies: the proxies that write it (anyone else's is not read)",
+  );
+  expect(refusal({ AETHEX_GAMESERVER_GATEWAY_CLIENT_ADDRESS_HEADER: 'x-real-ip' })).toMatch(
+    /^gateway\.client_address_header: .*x-forwarded-for.*forwarded/,
+  );
+});
+
 test('gateway.proxy_protocol: off by default; on, it needs gateway.trusted_proxies (whose connections carry the header)', () => {
   const on = { AETHEX_GAMESERVER_GATEWAY_PROXY_PROTOCOL: 'true' };
   expect(loadConfig(key)['gateway.proxy_protocol']).toBe(false);

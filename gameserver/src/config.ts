@@ -1,4 +1,5 @@
 import {
+  CLIENT_ADDRESS_HEADERS,
   ConfigError,
   DEFAULT_POSITION_SCALE,
   DNS_LABEL,
@@ -160,7 +161,13 @@ export const GAMESERVER_SETTINGS = {
   'gateway.trusted_proxies': {
     type: 'string',
     default: '',
-    doc: "Proxies in front of the shard (an ingress, a load balancer), as a comma-separated list of IP addresses and CIDR blocks: a connection from one counts against the client address its X-Forwarded-For names (the right-most entry that is not a trusted proxy), checked at the WebSocket upgrade, not against the proxy's. Anyone else's X-Forwarded-For is ignored. Empty: every connection counts against its TCP peer.",
+    doc: "Proxies in front of the shard (an ingress, a load balancer), as a comma-separated list of IP addresses and CIDR blocks: a connection from one counts against the client address its X-Forwarded-For (or gateway.client_address_header) names (the right-most entry that is not a trusted proxy), checked at the WebSocket upgrade, not against the proxy's. Anyone else's header is ignored. Empty: every connection counts against its TCP peer.",
+  },
+  'gateway.client_address_header': {
+    type: 'enum',
+    default: 'x-forwarded-for',
+    values: CLIENT_ADDRESS_HEADERS,
+    doc: "The header gateway.trusted_proxies name the client in: x-forwarded-for (ingress-nginx, Envoy, HAProxy's option forwardfor, cloud load balancers), or forwarded (RFC 7239: HAProxy's option forwarded), its for= parameters read the same way. Only this one is read; a trusted proxy passes the other on as the client wrote it. Not x-forwarded-for: needs gateway.trusted_proxies.",
   },
   'gateway.proxy_protocol': {
     type: 'bool',
@@ -604,6 +611,11 @@ export const GAMESERVER_CHECKS: readonly { required?: true; check: (s: Gameserve
       } catch (err) {
         throw new ConfigError('gateway.trusted_proxies', (err as Error).message);
       }
+      if (s['gateway.client_address_header'] !== 'x-forwarded-for' && s['gateway.trusted_proxies'].trim() === '')
+        throw new ConfigError(
+          'gateway.client_address_header',
+          `is ${s['gateway.client_address_header']}, which needs gateway.trusted_proxies: the proxies that write it (anyone else's is not read)`,
+        );
       if (s['gateway.proxy_protocol'] && s['gateway.trusted_proxies'].trim() === '')
         throw new ConfigError(
           'gateway.proxy_protocol',

@@ -994,25 +994,89 @@ describe('behind a proxy (gateway.trusted_proxies)', () => {
       t = undefined;
     }
   });
+
+  test('gateway.client_address_header: forwarded: through HAProxy in HTTP mode each client counts as the for= appended; their own Forwarded and X-Forwarded-For are not', async () => {
+    t = await startTestShard({
+      AETHEX_GAMESERVER_GATEWAY_TRUSTED_PROXIES: '127.0.0.1',
+      AETHEX_GAMESERVER_GATEWAY_CLIENT_ADDRESS_HEADER: 'forwarded',
+      AETHEX_GAMESERVER_GATEWAY_MAX_CONNECTIONS_PER_ADDRESS: '2',
+    });
+    const shardUrl = t.shard.gatewayUrl;
+    // HAProxy 2.6 has no `option forwarded`: it appends the element itself, as a proxy on the way does.
+    const proxy = await haproxyInFront(Number(new URL(shardUrl).port), {
+      http: { mode: 'http', lines: ['http-request add-header Forwarded for=%[src]'] },
+    });
+    try {
+      // Clients on other loopback addresses, one writing both headers to pass as someone else.
+      const forger = { forwarded: 'for=203.0.113.9;proto=https', 'x-forwarded-for': '203.0.113.10' };
+      const a = await raw(proxy.http, { localAddress: '127.0.0.2', headers: forger });
+      const b = await raw(proxy.http, { localAddress: '127.0.0.3' });
+      await until(
+        'both counted as their clients',
+        () => socketsFrom(t as TestShard, '127.0.0.2') + socketsFrom(t as TestShard, '127.0.0.3') === 2,
+      );
+      expect(connectionAddresses(t)).toEqual([
+        { address: '127.0.0.2', via: '127.0.0.1' },
+        { address: '127.0.0.3', via: '127.0.0.1' },
+      ]);
+      for (const forged of ['203.0.113.9', '203.0.113.10', '127.0.0.1']) expect(socketsFrom(t, forged), forged).toBe(0);
+      // The client's own cap holds through it, answered 429 through the proxy.
+      const second = await raw(proxy.http, { localAddress: '127.0.0.2', headers: forger });
+      expect(await refused(proxy.http, { localAddress: '127.0.0.2' })).toBe('HTTP 429');
+      // A player joins through it and plays.
+      const player = await raw(proxy.http, { localAddress: '127.0.0.5' });
+      player.ws.send(ClientMessage.encode({ join: { joinToken: await t.token('through-forwarded'), protocolVersion: 1 } }).finish());
+      await until('the Welcome', () => player.messages.some((m) => m.body === 'welcome'));
+      // The trusted proxy writing an IPv6 client (quoted, with a port), counted by its /64; an
+      // X-Forwarded-For alone is not the header named: the proxy itself is counted.
+      const v6 = await raw(shardUrl, { headers: { forwarded: 'for="[2001:db8::7]:443";proto=https' } });
+      const xff = await raw(shardUrl, forwarded('198.51.100.7'));
+      await until(
+        'counted as the IPv6 client and as the proxy',
+        () => socketsFrom(t as TestShard, '2001:db8:0:0:0:0:0:0/64') === 1 && socketsFrom(t as TestShard) === 1,
+      );
+      expect(socketsFrom(t, '198.51.100.7')).toBe(0);
+      for (const c of [a, b, second, player, v6, xff]) c.ws.close();
+    } finally {
+      await proxy.stop();
+    }
+  });
 });
 
+/** One way through HAProxy to the shard: its mode, and lines of its backend (the server line's options first). */
+interface HaproxyRoute {
+  mode: 'tcp' | 'http';
+  server?: string;
+  lines?: string[];
+}
+
+/** HAProxy in front of the shard as a layer-4 load balancer: `v1` sends a PROXY v1 header (`send-proxy`), `v2` a v2 one. */
+const PROXY_PROTOCOL_ROUTES = { v1: { mode: 'tcp', server: 'send-proxy' }, v2: { mode: 'tcp', server: 'send-proxy-v2' } } as const;
+
 /**
- * HAProxy in TCP mode in front of `shardPort`, as a layer-4 load balancer: connections to `v1` reach
- * the shard behind a PROXY v1 header (`send-proxy`), those to `v2` behind a v2 one (`send-proxy-v2`).
- * HAProxy connects to the shard from 127.0.0.1; stopped with `stop()`.
+ * HAProxy in front of `shardPort`: a frontend per route, each on its own port (its URL under the
+ * route's name). HAProxy connects to the shard from 127.0.0.1; stopped with `stop()`.
  */
-async function haproxyInFront(shardPort: number): Promise<{ v1: string; v2: string; stop: () => Promise<void> }> {
-  const base = await freePortBlock(2);
+async function haproxyInFront<K extends string>(
+  shardPort: number,
+  routes: Record<K, HaproxyRoute>,
+): Promise<Record<K, string> & { stop: () => Promise<void> }> {
+  const names = Object.keys(routes) as K[];
+  const base = await freePortBlock(names.length);
   const dir = mkdtempSync(join(tmpdir(), 'aethex-haproxy-'));
   const config = join(dir, 'haproxy.cfg');
-  const backend = (name: string, port: number, send: string) =>
-    `frontend ${name}\n  bind 127.0.0.1:${port}\n  default_backend ${name}_shard\n` +
-    `backend ${name}_shard\n  server shard 127.0.0.1:${shardPort} ${send}\n`;
+  const section = (name: K, i: number) => {
+    const r: HaproxyRoute = routes[name];
+    return (
+      `frontend ${name}\n  mode ${r.mode}\n  bind 127.0.0.1:${base + i}\n  default_backend ${name}_shard\n` +
+      `backend ${name}_shard\n  mode ${r.mode}\n${(r.lines ?? []).map((l) => `  ${l}\n`).join('')}` +
+      `  server shard 127.0.0.1:${shardPort} ${r.server ?? ''}\n`
+    );
+  };
   writeFileSync(
     config,
-    'global\n  maxconn 256\ndefaults\n  mode tcp\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n' +
-      backend('v1', base, 'send-proxy') +
-      backend('v2', base + 1, 'send-proxy-v2'),
+    'global\n  maxconn 256\ndefaults\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n  timeout tunnel 30s\n' +
+      names.map(section).join(''),
   );
   const proc: ChildProcess = spawn(testEnv().haproxy, ['-db', '-f', config], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
@@ -1020,11 +1084,17 @@ async function haproxyInFront(shardPort: number): Promise<{ v1: string; v2: stri
     stderr += d;
   });
   const exited = once(proc, 'exit');
-  for (const port of [base, base + 1])
-    await until(`HAProxy listening on ${port} (${stderr.trim() || 'no output'})`, () => proc.exitCode === null && listening(port), 5000);
+  const urls = {} as Record<K, string>;
+  for (const [i, name] of names.entries()) {
+    await until(
+      `HAProxy listening on ${base + i} (${stderr.trim() || 'no output'})`,
+      () => proc.exitCode === null && listening(base + i),
+      5000,
+    );
+    urls[name] = `ws://127.0.0.1:${base + i}`;
+  }
   return {
-    v1: `ws://127.0.0.1:${base}`,
-    v2: `ws://127.0.0.1:${base + 1}`,
+    ...urls,
     stop: async () => {
       proc.kill('SIGTERM');
       await exited;
@@ -1046,7 +1116,7 @@ function listening(port: number): boolean {
 }
 
 describe('behind a layer-4 load balancer sending the PROXY protocol (gateway.proxy_protocol)', () => {
-  let lb: Awaited<ReturnType<typeof haproxyInFront>> | undefined;
+  let lb: Awaited<ReturnType<typeof haproxyInFront<keyof typeof PROXY_PROTOCOL_ROUTES>>> | undefined;
   afterEach(async () => {
     await lb?.stop();
     lb = undefined;
@@ -1059,7 +1129,7 @@ describe('behind a layer-4 load balancer sending the PROXY protocol (gateway.pro
       AETHEX_GAMESERVER_GATEWAY_MAX_CONNECTIONS_PER_ADDRESS: '2',
     });
     const shardUrl = t.shard.gatewayUrl;
-    lb = await haproxyInFront(Number(new URL(shardUrl).port));
+    lb = await haproxyInFront(Number(new URL(shardUrl).port), PROXY_PROTOCOL_ROUTES);
     // Clients on other loopback addresses; HAProxy reaches the shard from 127.0.0.1.
     const v2Client = await raw(lb.v2, { localAddress: '127.0.0.2' });
     const v1Client = await raw(lb.v1, { localAddress: '127.0.0.3' });

@@ -14,7 +14,14 @@ export {
 export { jwksUrlProblem } from './jwks.js';
 export { createLogger, LOG_LEVELS, type Logger, type LogLevel } from './logger.js';
 export { freePortBlock, LOOPBACK_SHARD_ENV } from './ports.js';
-export { PROXY_V1_MAX_BYTES, type ProxyHeader, readProxyHeader, TrustedProxies } from './proxies.js';
+export {
+  CLIENT_ADDRESS_HEADERS,
+  type ClientAddressHeader,
+  PROXY_V1_MAX_BYTES,
+  type ProxyHeader,
+  readProxyHeader,
+  TrustedProxies,
+} from './proxies.js';
 export { type Region, regions } from './regions.js';
 export { cpuPercent, runQueueWaitMs, threadCpuMs } from './run-queue.js';
 export {

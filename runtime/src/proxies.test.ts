@@ -34,6 +34,52 @@ test('the client behind a trusted proxy is the right-most forwarded address that
   expect(p.forwardedClient('garbage, 203.0.113.7')).toBe('203.0.113.7');
 });
 
+test("read from Forwarded (RFC 7239) instead: each element's for=, quoted or not, by the same rule", () => {
+  const p = TrustedProxies.parse('10.0.0.0/8');
+  const client = (value: string | string[] | undefined) => p.forwardedClient(value, 'forwarded');
+  expect(client('for=203.0.113.7')).toBe('203.0.113.7');
+  expect(client('For=203.0.113.7;proto=https;by=10.0.0.1')).toBe('203.0.113.7');
+  expect(client('for="[2001:db8:cafe::17]:4711"')).toBe('2001:db8:cafe::17');
+  expect(client('for="203.0.113.7:51234"')).toBe('203.0.113.7');
+  // Right to left past the trusted proxies; what is left of the client's is not read, however
+  // malformed (an unknown client, an obfuscated one, a quoted comma, not the syntax at all).
+  expect(client('for=1.1.1.1, for=203.0.113.7, for=10.1.1.1;proto=http,for=10.2.2.2')).toBe('203.0.113.7');
+  expect(client('for=unknown, for="a, b", garbage;;, for=203.0.113.7')).toBe('203.0.113.7');
+  expect(client(['for=1.1.1.1', 'for=203.0.113.7'])).toBe('203.0.113.7');
+  expect(client('for=10.9.9.9, for=10.1.1.1')).toBe('10.9.9.9');
+  // None on the way from the right: the proxy's own address counts.
+  for (const bad of [
+    undefined,
+    '',
+    'for=unknown',
+    'for=_hidden',
+    'proto=https',
+    'for=203.0.113.7, by=10.0.0.1',
+    'for=203.0.113.7, for',
+    'for="203.0.113.7',
+    'for=[2001:db8::7]:443',
+    'for=1.2.3.4:99999',
+  ])
+    expect(client(bad), String(bad)).toBeUndefined();
+  // Each header is read only where it is the one named.
+  expect(p.forwardedClient('for=203.0.113.7')).toBeUndefined();
+  expect(client('203.0.113.7')).toBeUndefined();
+});
+
+test('any header, either kind: never a throw; an address or none', () => {
+  const p = TrustedProxies.parse('10.0.0.0/8');
+  const header = fc.oneof(
+    fc.string(),
+    fc.array(fc.constantFrom('for=', '"', ',', ';', '\\', '[', ']', ':', '1.2.3.4', '::1', ' ', '_x', 'by=')).map((a) => a.join('')),
+  );
+  fc.assert(
+    fc.property(header, fc.constantFrom('x-forwarded-for' as const, 'forwarded' as const), (value, kind) => {
+      const client = p.forwardedClient(value, kind);
+      expect(client === undefined || isIP(client) !== 0).toBe(true);
+    }),
+  );
+});
+
 const ascii = (text: string) => new TextEncoder().encode(text);
 const concat = (...parts: Uint8Array[]) => Uint8Array.from(parts.flatMap((p) => [...p]));
 const V2_SIGNATURE = [0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a];

@@ -1,9 +1,57 @@
 import { BlockList, isIP } from 'node:net';
+import parseForwarded from 'forwarded-parse';
 
 /**
- * One address of an `X-Forwarded-For` list as proxies write them: an IPv4 or IPv6 address, some
- * with a port (`203.0.113.7:51234`, `[2001:db8::7]:443`) or an IPv6 one in brackets; the address
- * alone, or undefined when the entry is none of these.
+ * The request header a trusted proxy names its client in: `X-Forwarded-For` (what ingress-nginx,
+ * Envoy, HAProxy's `option forwardfor` and the cloud load balancers write) or `Forwarded`
+ * (RFC 7239: HAProxy's `option forwarded`, some CDNs). A server reads the one it is told to, never
+ * both: a proxy that writes one passes the other on as the client wrote it.
+ */
+export const CLIENT_ADDRESS_HEADERS = ['x-forwarded-for', 'forwarded'] as const;
+export type ClientAddressHeader = (typeof CLIENT_ADDRESS_HEADERS)[number];
+
+/**
+ * A `Forwarded` header's elements, as written: split at the commas outside quoted strings (a
+ * quoted `for="[2001:db8::7]:443"` may hold anything, escaped quotes too).
+ */
+function forwardedElements(value: string): string[] {
+  const elements: string[] = [];
+  let start = 0;
+  let quoted = false;
+  for (let i = 0; i < value.length; i++) {
+    const c = value[i];
+    if (quoted && c === '\\') i++;
+    else if (c === '"') quoted = !quoted;
+    else if (c === ',' && !quoted) {
+      elements.push(value.slice(start, i));
+      start = i + 1;
+    }
+  }
+  elements.push(value.slice(start));
+  return elements;
+}
+
+/**
+ * The client addresses a header lists, left to right as proxies appended them, each as written:
+ * an `X-Forwarded-For` entry, or the `for=` of a `Forwarded` element (unquoted; undefined for an
+ * element that has none or is not well-formed, RFC 7239 section 4).
+ */
+function forwardedEntries(header: ClientAddressHeader, value: string): (string | undefined)[] {
+  if (header === 'x-forwarded-for') return value.split(',').map((e) => e.trim());
+  return forwardedElements(value).map((element) => {
+    try {
+      return parseForwarded(element.trim())[0]?.for;
+    } catch {
+      return undefined;
+    }
+  });
+}
+
+/**
+ * One address of an `X-Forwarded-For` list or a `Forwarded` element's `for=` as proxies write them:
+ * an IPv4 or IPv6 address, some with a port (`203.0.113.7:51234`, `[2001:db8::7]:443`) or an IPv6
+ * one in brackets; the address alone, or undefined when the entry is none of these (`unknown`, an
+ * obfuscated `_name`).
  */
 function forwardedAddress(entry: string): string | undefined {
   if (isIP(entry) !== 0) return entry;
@@ -15,9 +63,9 @@ function forwardedAddress(entry: string): string | undefined {
 }
 
 /**
- * The proxies a server takes the client's address from (`X-Forwarded-For`) when they are its TCP
- * peer: a list of addresses and CIDR blocks. Anyone else's `X-Forwarded-For` is theirs to write,
- * so it is never read. An IPv4-mapped IPv6 peer (`::ffff:10.0.0.5`, a dual-stack listener's view
+ * The proxies a server takes the client's address from (`X-Forwarded-For` or `Forwarded`) when
+ * they are its TCP peer: a list of addresses and CIDR blocks. Anyone else's header is theirs to
+ * write, so it is never read. An IPv4-mapped IPv6 peer (`::ffff:10.0.0.5`, a dual-stack listener's view
  * of an IPv4 client) matches the IPv4 entries, and the other way round.
  */
 export class TrustedProxies {
@@ -64,18 +112,21 @@ export class TrustedProxies {
   }
 
   /**
-   * The client's address behind `peer`, a trusted proxy, from the `X-Forwarded-For` it sent: the
-   * right-most address that is not itself a trusted proxy (each proxy appends the address it took
-   * the connection from, so what is left of that is the client's to write); the left-most when all
-   * are. Undefined when there is no header or it is malformed (an entry that is no address, on the
-   * way from the right): the caller then counts the proxy itself.
+   * The client's address behind `peer`, a trusted proxy, from the header it names clients in
+   * (`header`; `X-Forwarded-For` unless told otherwise): the right-most address that is not itself
+   * a trusted proxy (each proxy appends the address it took the connection from, so what is left of
+   * that is the client's to write); the left-most when all are. Undefined when there is no header
+   * or it is malformed on the way from the right (an entry that is no address: `unknown`, an
+   * obfuscated `_name`, a `Forwarded` element without `for=` or not well-formed): the caller then
+   * counts the proxy itself.
    */
-  forwardedClient(forwardedFor: string | string[] | undefined): string | undefined {
-    if (forwardedFor === undefined) return undefined;
-    const entries = (Array.isArray(forwardedFor) ? forwardedFor.join(',') : forwardedFor).split(',');
+  forwardedClient(value: string | string[] | undefined, header: ClientAddressHeader = 'x-forwarded-for'): string | undefined {
+    if (value === undefined) return undefined;
+    const entries = forwardedEntries(header, Array.isArray(value) ? value.join(',') : value);
     let client: string | undefined;
     for (let i = entries.length - 1; i >= 0; i--) {
-      client = forwardedAddress((entries[i] as string).trim());
+      const entry = entries[i];
+      client = entry === undefined ? undefined : forwardedAddress(entry);
       if (client === undefined || !this.trusts(client)) return client;
     }
     return client;

@@ -194,6 +194,7 @@ export type GatewaySettings = Pick<
   | 'gateway.connections_per_address_per_second'
   | 'gateway.ipv6_prefix_length'
   | 'gateway.trusted_proxies'
+  | 'gateway.client_address_header'
   | 'gateway.proxy_protocol'
   | 'gateway.max_protocol_errors'
   | 'gateway.max_buffered_bytes'
@@ -366,7 +367,8 @@ export class Gateway {
       if (this.proxyNamedNone.has(socket as Socket)) {
         if (!this.count(socket as Socket, peer, this.deps.clock.now(), true)) return;
       } else if (this.proxies.trusts(peer)) {
-        address = this.proxies.forwardedClient(req.headers['x-forwarded-for']) ?? peer;
+        const header = this.deps.settings['gateway.client_address_header'];
+        address = this.proxies.forwardedClient(req.headers[header], header) ?? peer;
         via = peer;
         if (!this.count(socket as Socket, address, this.deps.clock.now(), true)) return;
       }
