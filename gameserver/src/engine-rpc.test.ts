@@ -1,4 +1,5 @@
 // RPCs run on the tick, within a time budget (ShardEngine.rpc, docs/gameserver.md "Game logic: hooks").
+import { createLogger } from '@aethex/runtime';
 import { expect, test } from 'vitest';
 import { loadConfig } from './config.js';
 import { type RpcOutcome, ShardEngine } from './engine.js';
@@ -15,8 +16,14 @@ function busy(ms: number): void {
   }
 }
 
-function engineWith(rpc: GameHooks['rpc'], env: Record<string, string> = {}): ShardEngine {
-  const e = new ShardEngine(config(env), out, { hooks: { rpc } });
+function engineWith(
+  rpc: GameHooks['rpc'],
+  env: Record<string, string> = {},
+  more: Omit<GameHooks, 'rpc'> = {},
+  lines?: string[],
+): ShardEngine {
+  const log = lines && createLogger('gameserver', 'info', { write: (line: string) => void lines.push(line) });
+  const e = new ShardEngine(config(env), out, { hooks: { rpc, ...more }, ...(log ? { log } : {}) });
   const r = e.join(1, 'ann');
   if (!r.ok) throw new Error(r.message);
   return e;
@@ -165,4 +172,59 @@ test("a session that ends while its handler's promise is pending: answered NOT_J
   await settle();
   expect(answers).toEqual(['NOT_JOINED']);
   expect(timers()).toBe(before);
+});
+
+test('what a game throws may itself throw when read (a getter, a revoked Proxy): still counted, logged, answered; the tick goes on', async () => {
+  // An error whose enumerable property throws (the logger reads it), and a revoked Proxy (reading its name throws).
+  const booby = () =>
+    Object.defineProperty(new Error('the game failed'), 'detail', {
+      enumerable: true,
+      get: () => {
+        throw new Error('no reading me');
+      },
+    });
+  const revoked = () => {
+    const p = Proxy.revocable({}, {});
+    p.revoke();
+    return p.proxy;
+  };
+  let ticked = 0;
+  const lines: string[] = [];
+  const e = engineWith(
+    {
+      booby() {
+        throw booby();
+      },
+      revoked() {
+        throw revoked();
+      },
+      async late() {
+        throw revoked();
+      },
+    },
+    {},
+    {
+      onTick() {
+        ticked++;
+        throw booby();
+      },
+    },
+    lines,
+  );
+  const answers = collect(['booby', 'revoked', 'late'].map((m) => e.rpc(1, m, new Uint8Array(0))));
+  const tick = e.tick;
+  expect(() => e.step()).not.toThrow();
+  expect(() => e.step()).not.toThrow();
+  expect(e.tick).toBe(tick + 2);
+  expect(ticked).toBe(2);
+  await settle();
+  expect(answers).toEqual(['INTERNAL', 'INTERNAL', 'INTERNAL']);
+  const failures = lines.map((l) => JSON.parse(l)).filter((l) => l.msg.startsWith('game hook failed'));
+  // One line per hook (a second onTick failure within 1 s is only counted), in no particular order.
+  expect(failures.map((l) => [l.hook, l.err]).sort()).toEqual([
+    ['onTick', 'Error: the game failed (unreadable: Error: no reading me)'],
+    ['rpc.booby', 'Error: the game failed (unreadable: Error: no reading me)'],
+    ['rpc.late', "an unprintable object (unreadable: TypeError: Cannot perform 'get' on a proxy that has been revoked)"],
+    ['rpc.revoked', "an unprintable object (unreadable: TypeError: Cannot perform 'get' on a proxy that has been revoked)"],
+  ]);
 });

@@ -671,6 +671,13 @@ test('game state: a copy per entity, checked; it travels with a handoff, may cha
   ctx.setFlags(cat, 2);
   ctx.setFlags(cat, 3);
   expect([w.stateWrites.get(cat), w.flagWrites.get(cat)]).toEqual([1, 2]);
+  // Flags are 32 bits: anything else is refused, naming it, not wrapped into other bits.
+  for (const bad of [2 ** 32, -1, 1.5, Number.NaN, '7' as unknown as number])
+    expect(() => ctx.setFlags(cat, bad), String(bad)).toThrow(/^flags must be an integer from 0 to 2\^32 - 1 \(32 bits\), got /);
+  expect(ctx.flags(cat)).toBe(3);
+  expect(ctx.setFlags(cat, 2 ** 32 - 1)).toBe(true);
+  expect(ctx.flags(cat)).toBe(2 ** 32 - 1);
+  ctx.setFlags(cat, 3);
   e.leave(9);
   expect([w.stateWrites.has(cat), w.flagWrites.has(cat)]).toEqual([false, false]);
 

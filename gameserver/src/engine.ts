@@ -148,6 +148,15 @@ interface QueuedRpc {
   timer?: NodeJS.Timeout | undefined;
 }
 
+/** What a game threw, as text for a log line, even when reading it throws (a revoked Proxy, a throwing toString). */
+function describeThrown(value: unknown): string {
+  try {
+    return value instanceof Error ? `${value.name}: ${value.message}` : String(value);
+  } catch {
+    return `an unprintable ${typeof value}`;
+  }
+}
+
 /**
  * Whose session ran a hook, as a hook failure's log line names them: the player, and the
  * connection (`conn`, the session's id: the gateway's lines about that connection carry the same).
@@ -450,9 +459,13 @@ export class ShardEngine {
         return slot < 0 ? undefined : (world.flags[slot] as number);
       },
       setFlags(entityId, flags) {
+        if (!Number.isInteger(flags) || flags < 0 || flags > 0xffffffff)
+          throw new RangeError(
+            `flags must be an integer from 0 to 2^32 - 1 (32 bits), got ${typeof flags === 'number' ? flags : typeof flags}`,
+          );
         const slot = engine.gameWritableSlot(entityId);
         if (slot < 0) return false;
-        world.flags[slot] = flags >>> 0;
+        world.flags[slot] = flags;
         if (world.kind[slot] === KIND_PLAYER) world.flagWrites.set(entityId, (world.flagWrites.get(entityId) ?? 0) + 1);
         return true;
       },
@@ -553,13 +566,22 @@ export class ShardEngine {
   private rpcQueue: QueuedRpc[] = [];
   private rpcHead = 0;
 
-  /** A hook failed (for `caller`, the player whose session ran it: on the line when there is one). */
+  /**
+   * A hook failed (for `caller`, the player whose session ran it: on the line when there is one).
+   * What the game threw is its own: reading it to log it may throw too (a getter, a revoked
+   * Proxy), and that must not reach the tick either.
+   */
   private hookFailed(name: string, err: unknown, caller?: HookCaller): void {
     this.metrics?.hookErrors.inc({ hook: name });
     const now = performance.now();
     if (now - (this.hookLoggedAt.get(name) ?? Number.NEGATIVE_INFINITY) >= 1000) {
       this.hookLoggedAt.set(name, now);
-      this.log?.error({ err, hook: name, ...caller }, 'game hook failed (further failures of this hook within 1 s are only counted)');
+      const msg = 'game hook failed (further failures of this hook within 1 s are only counted)';
+      try {
+        this.log?.error({ err, hook: name, ...caller }, msg);
+      } catch (unreadable) {
+        this.log?.error({ err: `${describeThrown(err)} (unreadable: ${describeThrown(unreadable)})`, hook: name, ...caller }, msg);
+      }
     }
   }
 
@@ -749,9 +771,18 @@ export class ShardEngine {
    */
   private rpcFailure(method: string, err: unknown, caller: HookCaller | undefined): RpcOutcome {
     const e = err as { name?: unknown; code?: unknown } | null | undefined;
-    if (e?.name === 'RpcError') {
-      const problem = rpcCodeProblem(e.code);
-      if (problem === undefined) return { ok: false, errorCode: e.code as string };
+    let name: unknown;
+    let code: unknown;
+    try {
+      // The game's value: its `name` or `code` may be a getter that throws (then it is no RpcError).
+      name = e?.name;
+      code = name === 'RpcError' ? e?.code : undefined;
+    } catch {
+      name = undefined;
+    }
+    if (name === 'RpcError') {
+      const problem = rpcCodeProblem(code);
+      if (problem === undefined) return { ok: false, errorCode: code as string };
       this.hookFailed(
         `rpc.${method}`,
         new Error(`rpc.${method} threw an RpcError the client cannot get: ${problem}`, { cause: err }),
