@@ -138,6 +138,36 @@ describe('soak checks', () => {
     expect(lostAfter(1000).map((l) => l.explained !== undefined)).toEqual([false]);
   });
 
+  test('a new entity after a SIGKILL right after a handoff in is explained only while the shard holding the copy was down or cut off too', () => {
+    const C = 'w-0-2';
+    const lostWith = (...faults: FaultRecord[]) => {
+      const r = healthy();
+      r.events = [
+        { e: 'joined', p: 'p1', shard: A, entity: 1, at: 1000 },
+        { e: 'handoff', p: 'p1', from: A, to: B, entity: 1, gapMs: 30, viaRejoin: false, at: 7800 },
+        { e: 'dropped', p: 'p1', shard: B, code: 1006, reason: '', acked: 3, at: 8050 },
+        { e: 'rejoined', p: 'p1', shard: B, entity: 9, seq: 0, acked: 3, downMs: 1000, attempts: 2, at: 12_050 },
+      ];
+      r.finals = [live('p1', B, 9)];
+      r.ownership.finalOwners = new Map([[9, [B]]]);
+      r.faults = [kill(B, 8000), ...faults];
+      return evaluate(r).lost.map((l) => l.explained);
+    };
+    const pause = (shard: string, at: number, ms: number): FaultRecord => ({ kind: 'pause', shard, at, endAt: at + ms, ms });
+    // A (the copy's holder) killed, drained or stopped after the kill and before the rejoin; or the links cut.
+    expect(lostWith(kill(A, 9000))).toEqual([
+      expect.stringMatching(/^handed over to w-0-1 200 ms before its SIGKILL by w-0-0, which holds the copy and was down too \(kill\)/),
+    ]);
+    expect(lostWith(pause(A, 7900, 5000))).toEqual([expect.stringContaining('down too (pause) until 4900 ms after the kill')]);
+    expect(lostWith({ kind: 'link-cut', shard: B, peer: A, at: 8500, endAt: 8500 })).toEqual([
+      expect.stringContaining('cut off from it (link-cut)'),
+    ]);
+    // Not: nothing happened to A, or to another shard, or only after the rejoin.
+    expect(lostWith()).toEqual([undefined]);
+    expect(lostWith(kill(C, 9000), { kind: 'link-cut', shard: A, peer: C, at: 8500, endAt: 8500 })).toEqual([undefined]);
+    expect(lostWith(pause(A, 12_100, 5000))).toEqual([undefined]);
+  });
+
   test('one id held by two players at once fails; one after the other is a reuse', () => {
     const r = healthy();
     const p2: ClientEvent[] = [{ e: 'joined', p: 'p2', shard: A, entity: 1, at: 7000 }];

@@ -246,6 +246,20 @@ function killBetween(faults: readonly FaultRecord[], shard: string, from: number
   return faults.find((f) => f.shard === shard && f.killedAt !== undefined && f.killedAt >= from && f.killedAt <= to)?.killedAt;
 }
 
+/**
+ * A fault that had `holder` down, or cut off from `shard`, at some point in [from, to]: its process
+ * drained, killed or stopped, or the links between the two cut or held. The first, if any.
+ */
+function downBetween(faults: readonly FaultRecord[], holder: string, shard: string, from: number, to: number): FaultRecord | undefined {
+  return faults.find((f) => {
+    const link = f.kind === 'link-cut' || f.kind === 'link-pause';
+    const hit = link
+      ? (f.shard === holder && f.peer === shard) || (f.shard === shard && f.peer === holder)
+      : f.shard === holder && (f.kind === 'drain' || f.kind === 'kill' || f.kind === 'pause' || f.kind === 'pg-pause-kill');
+    return hit && f.at <= to && f.endAt >= from;
+  });
+}
+
 /** How long PostgreSQL was cut or paused within [from, to] (an append then waits, queued). */
 function pgOutageMs(faults: readonly FaultRecord[], from: number, to: number): number {
   let ms = 0;
@@ -275,8 +289,8 @@ export function evaluate(r: SoakRecord): SoakFindings {
     (r.ownerHistory?.get(entity) ?? []).filter((seg) => seg.to >= at - 20_000 && seg.from <= at + 20_000);
   for (const [player, list] of byPlayer) {
     let entity: number | undefined;
-    /** How the player got the entity they have: a fresh one by a join (on `shard`, at `at`), or by a handoff. */
-    let got: { fresh: boolean; shard: string; at: number } | undefined;
+    /** How the player got the entity they have: a fresh one by a join (on `shard`, at `at`), or by a handoff (`from` a shard). */
+    let got: { fresh: boolean; shard: string; at: number; from?: string } | undefined;
     let dropped: Extract<ClientEvent, { e: 'dropped' }> | undefined;
     for (const e of list) {
       if (e.e === 'joined') {
@@ -285,7 +299,7 @@ export function evaluate(r: SoakRecord): SoakFindings {
       } else if (e.e === 'handoff') {
         if (entity !== undefined && e.entity !== entity)
           lost.push({ player, at: e.at, entity, why: `handed over to ${e.to} with entity ${e.entity}, had ${entity}` });
-        got = { fresh: false, shard: e.to, at: e.at };
+        got = { fresh: false, shard: e.to, at: e.at, from: e.from };
         entity = e.entity;
       } else if (e.e === 'dropped') dropped = e;
       else if (e.e === 'rejoined') {
@@ -298,6 +312,14 @@ export function evaluate(r: SoakRecord): SoakFindings {
             got?.fresh === true &&
             got.shard === e.shard &&
             got.at >= killedAt - (r.snapshotIntervalMs + 1000 + pgOutageMs(r.faults, killedAt - 60_000, killedAt));
+          // Documented too (docs/sharding.md, "Custody"): a player handed over just before the
+          // SIGKILL comes back from the copy the shard they came from keeps, unless that shard was
+          // down or cut off as well until after the player rejoined (the restarted shard waits for
+          // it 3 s at most).
+          const holderDown =
+            killedAt !== undefined && got?.fresh === false && got.shard === e.shard && got.from !== undefined && got.at <= killedAt
+              ? downBetween(r.faults, got.from, e.shard, got.at, e.at)
+              : undefined;
           lost.push({
             player,
             at: e.at,
@@ -306,6 +328,11 @@ export function evaluate(r: SoakRecord): SoakFindings {
             ...(killedAt !== undefined ? { killedAt } : {}),
             ...(unsaved && got
               ? { explained: `joined ${e.shard} ${killedAt - got.at} ms before its SIGKILL, after its last stored snapshot` }
+              : {}),
+            ...(holderDown && got && killedAt !== undefined
+              ? {
+                  explained: `handed over to ${e.shard} ${killedAt - got.at} ms before its SIGKILL by ${got.from}, which holds the copy and was ${holderDown.kind === 'link-cut' || holderDown.kind === 'link-pause' ? `cut off from it (${holderDown.kind})` : `down too (${holderDown.kind})`} until ${holderDown.endAt - killedAt} ms after the kill`,
+                }
               : {}),
           });
           got = { fresh: true, shard: e.shard, at: e.at };
@@ -329,7 +356,9 @@ export function evaluate(r: SoakRecord): SoakFindings {
     count: lostPlayers.size,
     status: lostPlayers.size === 0 ? 'PASS' : 'FAIL',
     ...(explainedLost > 0
-      ? { detail: `${explainedLost} more who had joined a shard after its last stored snapshot, lost with its SIGKILL (documented)` }
+      ? {
+          detail: `${explainedLost} more lost with a SIGKILL as documented: joined the shard after its last stored snapshot, or handed to it by a shard that was down or cut off too`,
+        }
       : {}),
   });
 

@@ -40,15 +40,20 @@ const START_ATTEMPTS = 6;
 const STALL_WAIT_MS = 20_000;
 
 /**
- * Injects one fault at a time, drawn with `rng` from `kinds`, and records each (`records`) and
- * every run of a shard process it starts (`runs`). Shard processes are signalled by pid; `heal`
- * ends whatever is under way (a paused shard continued, a stopped one started, proxies passing).
+ * Injects faults drawn with `rng` from `kinds`, one at a time or several at once (`inject` called
+ * again before the last is over), and records each (`records`) and every run of a shard process it
+ * starts (`runs`). Faults under way at once act on different things: a shard, the links between
+ * two, PostgreSQL or Redis each take one fault at a time. Shard processes are signalled by pid;
+ * `heal` ends whatever is under way (a paused shard continued, a stopped one started, proxies
+ * passing).
  */
 export class Faults {
   readonly records: FaultRecord[] = [];
   readonly runs: ShardRun[] = [];
   private readonly stopped = new Set<LocalShard>();
   private readonly neighbours: number[][];
+  /** What faults under way act on: `shard:<name>`, `pg`, `redis`. */
+  private readonly busy = new Set<string>();
 
   constructor(
     private readonly t: FaultTargets,
@@ -62,19 +67,73 @@ export class Faults {
     return Math.round(min + this.rng() * (max - min));
   }
 
-  private pickShard(): LocalShard {
-    const s = this.t.world.shards;
-    return s[Math.floor(this.rng() * s.length)] as LocalShard;
+  /** One of `shards` no fault under way acts on, drawn with the rng; undefined when there is none. */
+  private pickFree(shards: readonly LocalShard[]): LocalShard | undefined {
+    const free = shards.filter((s) => !this.busy.has(`shard:${s.name}`));
+    return free.length === 0 ? undefined : free[Math.floor(this.rng() * free.length)];
   }
 
-  /** Injects one fault and waits until it is over (the shard back and ready, the pause ended). */
+  /**
+   * What a fault of `kind` acts on, taken from the faults to come until `release`: a shard (and
+   * for a link, a neighbour of it), and the store it cuts or pauses. Undefined when another fault
+   * under way has it.
+   */
+  private claim(kind: FaultKind): { shard?: LocalShard; peer?: LocalShard; release: () => void } | undefined {
+    const keys: string[] = [];
+    const store = kind.startsWith('pg-') ? 'pg' : kind.startsWith('redis-') ? 'redis' : undefined;
+    if (store !== undefined) {
+      if (this.busy.has(store)) return undefined;
+      keys.push(store);
+    }
+    let shard: LocalShard | undefined;
+    let peer: LocalShard | undefined;
+    if (store === undefined || kind === 'pg-pause-kill') {
+      shard = this.pickFree(this.t.world.shards);
+      if (shard === undefined) return undefined;
+      keys.push(`shard:${shard.name}`);
+      if (kind === 'link-cut' || kind === 'link-pause') {
+        const all = this.t.world.shards;
+        peer = this.pickFree((this.neighbours[shard.index] ?? []).map((i) => all[i] as LocalShard));
+        if (peer === undefined) return undefined;
+        keys.push(`shard:${peer.name}`);
+      }
+    }
+    for (const k of keys) this.busy.add(k);
+    return {
+      ...(shard ? { shard } : {}),
+      ...(peer ? { peer } : {}),
+      release: () => {
+        for (const k of keys) this.busy.delete(k);
+      },
+    };
+  }
+
+  /**
+   * Injects one fault and waits until it is over (the shard back and ready, the pause ended). With
+   * faults under way, one drawn whose target is taken is drawn again; when every draw is, it waits.
+   */
   async inject(): Promise<FaultRecord> {
-    const kind = this.kinds[Math.floor(this.rng() * this.kinds.length)] as FaultKind;
+    for (let draws = 0; ; draws++) {
+      const kind = this.kinds[Math.floor(this.rng() * this.kinds.length)] as FaultKind;
+      const claim = this.claim(kind);
+      if (claim === undefined) {
+        if (draws % 20 === 19) await sleep(250);
+        continue;
+      }
+      try {
+        return await this.run(kind, claim.shard, claim.peer);
+      } finally {
+        claim.release();
+      }
+    }
+  }
+
+  private async run(kind: FaultKind, shard: LocalShard | undefined, peer: LocalShard | undefined): Promise<FaultRecord> {
     const rec: FaultRecord = { kind, at: 0, endAt: 0 };
+    const s = shard as LocalShard;
     switch (kind) {
       case 'drain':
       case 'kill': {
-        const s = this.pickShard();
         rec.shard = s.name;
         // Half of them right after a client's handoff into the shard (what custody is for) or out
         // of it (its commit, and the place it freed, not stored yet).
@@ -110,7 +169,6 @@ export class Faults {
         break;
       }
       case 'pause': {
-        const s = this.pickShard();
         const pid = s.process?.pid;
         rec.shard = s.name;
         rec.ms = this.between(300, 7000);
@@ -126,21 +184,19 @@ export class Faults {
       }
       case 'link-cut':
       case 'link-pause': {
-        const s = this.pickShard();
-        const peers = this.neighbours[s.index] ?? [];
-        const peer = this.t.world.shards[peers[Math.floor(this.rng() * peers.length)] as number] as LocalShard;
+        const p = peer as LocalShard;
         rec.shard = s.name;
-        rec.peer = peer.name;
+        rec.peer = p.name;
         rec.at = Date.now();
         const a = this.t.links[s.index] as FaultProxy;
-        const b = this.t.links[peer.index] as FaultProxy;
+        const b = this.t.links[p.index] as FaultProxy;
         if (kind === 'link-cut') {
-          const n = a.cut((l) => l === peer.name) + b.cut((l) => l === s.name);
-          this.t.log(`fault: cut the links between ${s.name} and ${peer.name} (${n} connections)`);
+          const n = a.cut((l) => l === p.name) + b.cut((l) => l === s.name);
+          this.t.log(`fault: cut the links between ${s.name} and ${p.name} (${n} connections)`);
         } else {
           rec.ms = this.between(300, 3000);
-          const n = a.pause(rec.ms, (l) => l === peer.name) + b.pause(rec.ms, (l) => l === s.name);
-          this.t.log(`fault: pause the links between ${s.name} and ${peer.name} for ${rec.ms} ms (${n} connections)`);
+          const n = a.pause(rec.ms, (l) => l === p.name) + b.pause(rec.ms, (l) => l === s.name);
+          this.t.log(`fault: pause the links between ${s.name} and ${p.name} for ${rec.ms} ms (${n} connections)`);
           await sleep(rec.ms);
         }
         break;
@@ -158,7 +214,6 @@ export class Faults {
       case 'pg-pause-kill': {
         // A crash while the store is down: the snapshot it restarts from is older than the pause,
         // and the events queued meanwhile die with it (docs/gameserver.md, "When a store fails").
-        const s = this.pickShard();
         rec.shard = s.name;
         rec.ms = this.between(2000, 7000);
         rec.at = Date.now();
@@ -178,7 +233,6 @@ export class Faults {
         // The players' own network: a share of the players connected to one shard lose it — every
         // connection of theirs, to any shard (one mid-handoff has two). A third of these faults
         // also take the player whose resume to the shard (after a redirect) was just dialled.
-        const s = this.pickShard();
         rec.shard = s.name;
         const edge = this.t.edges[s.index] as FaultProxy;
         let aimed: string | undefined;

@@ -1,9 +1,10 @@
 #!/usr/bin/env node
 // npm run soak [-- --seconds 600 --clients 130 --columns 2 --rows 2 --fault-every 4-10 --faults all
-//                 --seed N --churn 2.5 --pg-url URL --redis-url URL --logs DIR --json]
+//                 --overlap 1 --seed N --churn 2.5 --pg-url URL --redis-url URL --logs DIR --json]
 // A fault soak of a sharded world: real shard processes (startLocalWorld) on PostgreSQL and Redis,
-// SDK clients with `rejoin` walking across the borders (clients.ts, a process of its own), and one
-// fault at a time, drawn with a seeded generator, every few seconds: drains, SIGKILLs and SIGSTOPs
+// SDK clients with `rejoin` walking across the borders (clients.ts, a process of its own), and
+// faults drawn with a seeded generator every few seconds, one at a time or `--overlap` at once (on
+// different shards and stores): drains, SIGKILLs and SIGSTOPs
 // of shards, links between two shards cut or paused, PostgreSQL and Redis cut or paused, players'
 // connections cut, held or stalled (TCP proxies the soak runs in front of them, fault-proxy.ts).
 // Then it stops the faults, lets the world
@@ -30,7 +31,7 @@ import { createSoakStores, type SoakStores } from './stores.js';
 
 const USAGE =
   'usage: npm run soak -- [--seconds 600] [--clients 130] [--columns 2] [--rows 2] [--fault-every 4-10] ' +
-  `[--faults all|none|${FAULT_KINDS.join(',')}] [--seed N] [--churn 2.5] [--pg-url URL] [--redis-url URL] ` +
+  `[--faults all|none|${FAULT_KINDS.join(',')}] [--overlap 1] [--seed N] [--churn 2.5] [--pg-url URL] [--redis-url URL] ` +
   '[--log-level info] [--logs DIR] [--json]';
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
@@ -41,6 +42,7 @@ const cli = parseCli('soak', USAGE, {
   rows: { type: 'string', default: '2' },
   'fault-every': { type: 'string', default: '4-10' },
   faults: { type: 'string', default: 'all' },
+  overlap: { type: 'string', default: '1' },
   seed: { type: 'string' },
   churn: { type: 'string', default: '2.5' },
   'pg-url': { type: 'string' },
@@ -76,6 +78,9 @@ const kinds: FaultKind[] =
   faultsRaw === 'all' ? [...FAULT_KINDS] : faultsRaw === 'none' ? [] : (faultsRaw.split(',').map((k) => k.trim()) as FaultKind[]);
 for (const k of kinds)
   if (!FAULT_KINDS.includes(k)) fail(`--faults: unknown fault '${k}' (known: ${FAULT_KINDS.join(', ')}; or all, none)`);
+const overlap = cli.int('overlap', 1, 4);
+if (overlap > columns * rows)
+  fail(`--overlap ${overlap}: faults under way at once act on different shards, and there are ${columns * rows}`);
 const churnSeconds = secondsOf('churn', values.churn as string, 0, 3600);
 const logLevel = values['log-level'] as string;
 if (!LOG_LEVELS.includes(logLevel)) fail(`--log-level must be one of ${LOG_LEVELS.join(', ')}, got '${logLevel}'`);
@@ -403,15 +408,19 @@ async function run(): Promise<Result> {
     );
   }, 15_000);
 
-  // Faults, one at a time, every fault-every seconds.
-  const rng = createRng(seed ^ 0xfa17);
+  // Faults, every fault-every seconds: `overlap` of these in step, so up to that many are under
+  // way at once (each on things the others leave alone).
   const end = startedAt + seconds * 1000;
-  while (Date.now() < end) {
-    const gap = (faultEvery.min + rng() * (faultEvery.max - faultEvery.min)) * 1000;
-    await sleep(Math.max(0, Math.min(gap, end - Date.now())));
-    if (Date.now() >= end || kinds.length === 0) continue;
-    await faults.inject();
-  }
+  const injector = async (i: number) => {
+    const rng = createRng(seed ^ 0xfa17 ^ (i * 0x9e37));
+    while (Date.now() < end) {
+      const gap = (faultEvery.min + rng() * (faultEvery.max - faultEvery.min)) * 1000;
+      await sleep(Math.max(0, Math.min(gap, end - Date.now())));
+      if (Date.now() >= end || kinds.length === 0) continue;
+      await faults.inject();
+    }
+  };
+  await Promise.all(Array.from({ length: overlap }, (_, i) => injector(i)));
   const faultsEndedAt = Date.now();
   const handoffsPerSecond = handoffs() / ((faultsEndedAt - startedAt) / 1000);
   log(`faults over (${faults.records.length}); healing and letting the world settle`);
@@ -534,9 +543,11 @@ try {
   const r = await run();
   const failed = r.findings.rows.filter((row) => row.status === 'FAIL');
   const faultsRecords = live.faults?.records ?? [];
+  // Faults that were under way while another was (with --overlap above 1).
+  const overlapped = faultsRecords.filter((f) => faultsRecords.some((g) => g !== f && g.at < f.endAt && f.at < g.endAt)).length;
   console.log(
-    `\nsoak ${world}: seed ${seed}, ${clientCount} clients, ${columns} × ${rows} shards, ${Math.round((r.faultsEndedAt - r.startedAt) / 1000)} s of faults, ` +
-      `${r.handoffsPerSecond.toFixed(1)} handoffs/s\n`,
+    `\nsoak ${world}: seed ${seed}, ${clientCount} clients, ${columns} × ${rows} shards, ${Math.round((r.faultsEndedAt - r.startedAt) / 1000)} s of faults ` +
+      `(${faultsRecords.length}, ${overlapped} of them while another was under way), ${r.handoffsPerSecond.toFixed(1)} handoffs/s\n`,
   );
   console.log(table(r.findings.rows));
   const detail = cases(r.findings);
@@ -556,9 +567,11 @@ try {
           rows,
           faultEvery,
           faults: kinds,
+          overlap,
           churnSeconds,
         },
         passed: failed.length === 0,
+        overlappedFaults: overlapped,
         handoffsPerSecond: Math.round(r.handoffsPerSecond * 10) / 10,
         checks: checkRows,
         // The cases behind the failing counts (those explained by a SIGKILL are only counted).
