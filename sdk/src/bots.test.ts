@@ -212,3 +212,58 @@ test("bots drive at the shard's tick from the Welcome (tickIntervalUs), not a fi
   expect(inputs / seconds).toBeGreaterThan(55);
   expect(inputs / seconds).toBeLessThanOrEqual(81);
 }, 30_000);
+
+test('a bot whose session ended counts in the rates over the time it was connected, and not in the view at the end', async () => {
+  const keyFile = join(mkdtempSync(join(tmpdir(), 'bots-key-')), 'key.pem');
+  writeFileSync(keyFile, generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' }));
+  // Two bots, each seeing 4 entities a tick; the shard closes bot-0's session 3.5 s into the run
+  // (1.5 s into the measured seconds) and, for its last 0.5 s, shows it 8.
+  server = new WebSocketServer({ port: 0, host: '127.0.0.1' });
+  server.on('connection', (socket) => {
+    let tick = 0;
+    let seen = [7, 8, 9, 10];
+    socket.on('message', (data) => {
+      const msg = ClientMessage.decode(data as Buffer);
+      if (msg.body === 'join') {
+        socket.send(
+          ServerMessage.encode({ welcome: { protocolVersion: 1, entityId: 7, tickRateHz: 40, positionScale: 1, maxSpeed: 5 } }).finish(),
+        );
+        if (
+          msg.join?.joinToken &&
+          JSON.parse(Buffer.from(msg.join.joinToken.split('.')[1] as string, 'base64url').toString()).sub === 'bot-0'
+        ) {
+          setTimeout(() => (seen = [7, 8, 9, 10, 11, 12, 13, 14]), 3000);
+          setTimeout(() => socket.close(4003, 'test over'), 3500);
+        }
+      } else if (msg.body === 'input') {
+        tick++;
+        const w = new SnapshotBodyWriter();
+        for (const id of seen) w.full(id, id, 0, 1, 0);
+        socket.send(
+          encodeSnapshotMessage({
+            tick,
+            baseTick: 0,
+            lastInputSeq: msg.input?.seq as number,
+            layout: SNAPSHOT_LAYOUT,
+            entities: w.bytes(),
+            removed: new Uint32Array(0),
+            removedCount: 0,
+          }),
+        );
+      }
+    });
+  });
+  await new Promise((r) => server?.once('listening', r));
+  const url = `ws://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const { status, stdout, stderr } = await bots('--url', url, '--private-key', keyFile, '--count', '2', '--duration', '5.5', '--json');
+  expect(stderr).toBe('');
+  expect(status).toBe(0);
+  expect(stdout).toContain('2/2 joined, 1 still on at the end');
+  const report = JSON.parse(stdout.trim().split('\n').at(-1) as string) as BotReport;
+  expect(report).toMatchObject({ joined: 2, live: 1, closed: { 4003: 1 }, entities_seen_avg: 4 });
+  // Both received about the same a second while connected (bot-0 a little more: 8 entities for
+  // its last 0.5 s); over the whole 3.5 s measured, bot-0's would read under half of bot-1's.
+  const [low, high] = report.raw?.rates as number[];
+  expect(report.raw?.rates).toHaveLength(2);
+  expect((low as number) / (high as number)).toBeGreaterThan(0.6);
+}, 30_000);

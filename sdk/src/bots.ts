@@ -21,15 +21,23 @@ export interface BotReport {
   closed: Record<string, number>;
   /** Why bots that never joined failed (the error's message, addresses left out), by count. */
   join_errors: Record<string, number>;
+  /** Bots whose session was still on at the end (joined, and neither kicked nor closed). */
+  live: number;
   /** Seconds measured: the run's --duration but its first 2 s, while bots join. */
   seconds: number;
   /** Snapshots the bots applied in those seconds. */
   snapshots: number;
+  /** Corrections the bots got in those seconds (their predicted position set back by the shard). */
+  corrections: number;
+  /**
+   * Downstream bytes a second per bot, each over the part of the measured seconds it was connected
+   * (at least 1 s of it: a bot connected for less is left out).
+   */
   bytes_per_client_s: { median: number; p99: number };
   input_ack_ms: { p50: number; p99: number; max: number };
   max_snapshot_gap_ms: { median: number; max: number };
   unacknowledged_inputs: number;
-  /** Entities in view at the end, averaged over the bots that joined. */
+  /** Entities in view at the end, averaged over the bots whose session was still on (`live`). */
   entities_seen_avg: number;
   /** Handoffs between shards the bots followed, and the snapshot gap each one caused. */
   handoffs: { done: number; failed: number; gap_ms: { p50: number; p99: number } };
@@ -146,6 +154,10 @@ const entitiesSeen: number[] = [];
 const handoffGaps: number[] = [];
 let handoffsFailed = 0;
 let snapshots = 0;
+let corrections = 0;
+/** When each bot's connect() resolved, and when a session that ended before the run did ended (performance.now()). */
+const joinedAt = new Map<RealtimeClient, number>();
+const endedAt = new Map<RealtimeClient, number>();
 let latencies = new LatencyHistogram();
 const started = performance.now();
 const cpuAtStart = process.cpuUsage();
@@ -158,8 +170,13 @@ for (let i = 0; i < count; i++) {
   bot.on('snapshot', () => {
     snapshots++;
   });
+  bot.on('correction', () => {
+    corrections++;
+  });
   bot.on('close', (code) => {
-    if (bot.welcome && !finished) closed[code] = (closed[code] ?? 0) + 1;
+    if (!bot.welcome || finished) return;
+    closed[code] = (closed[code] ?? 0) + 1;
+    endedAt.set(bot, performance.now());
   });
   bot.on('handoff', ({ gapMs }) => {
     handoffGaps.push(gapMs);
@@ -168,11 +185,14 @@ for (let i = 0; i < count; i++) {
     handoffsFailed++;
   });
   bots.push(bot);
-  bot.connect().catch((err: Error & { code?: string }) => {
-    const message = err.message.replace(/wss?:\/\/\S+/g, '<url>');
-    const reason = err.code && !message.includes(err.code) ? `${err.code}: ${message}` : message;
-    joinErrors[reason] = (joinErrors[reason] ?? 0) + 1;
-  });
+  bot.connect().then(
+    () => joinedAt.set(bot, performance.now()),
+    (err: Error & { code?: string }) => {
+      const message = err.message.replace(/wss?:\/\/\S+/g, '<url>');
+      const reason = err.code && !message.includes(err.code) ? `${err.code}: ${message}` : message;
+      joinErrors[reason] = (joinErrors[reason] ?? 0) + 1;
+    },
+  );
   if (rampMs > 0) await new Promise((r) => setTimeout(r, rampMs));
 }
 
@@ -224,6 +244,7 @@ setTimeout(() => {
   for (const b of bots) b.takeLatencies();
   // Counted over the seconds measured, as everything else.
   snapshots = 0;
+  corrections = 0;
 }, 2000);
 // A client keeps only its newest 1,024 latencies (about 25 s): collected every second.
 const collect = () => {
@@ -235,21 +256,35 @@ await new Promise((r) => setTimeout(r, duration * 1000));
 clearTimeout(driver);
 clearInterval(collector);
 collect();
-const seconds = (performance.now() - Math.max(measureFrom + 2000, started)) / 1000;
+const endAt = performance.now();
+const measuredFrom = Math.max(measureFrom + 2000, started);
+const seconds = (endAt - measuredFrom) / 1000;
 const joined = bots.filter((b) => b.welcome);
-// Bots that never joined saw nothing: they would only pull the average down.
-for (const b of joined) entitiesSeen.push(b.store.current.size);
-const rates = joined.map((b) => (b.bytesReceived - (bytesAtStart.get(b) ?? 0)) / seconds).sort((a, b) => a - b);
+const live = joined.filter((b) => !endedAt.has(b));
+// Bots that never joined saw nothing, and those whose session ended see nothing now: either would
+// only pull the average down.
+for (const b of live) entitiesSeen.push(b.store.current.size);
+// Each bot's bytes over the time it was connected within the measured seconds (one that joined
+// late, or whose session ended, received nothing the rest of the time).
+const rates = joined
+  .flatMap((b) => {
+    const from = Math.max(measuredFrom, joinedAt.get(b) ?? measuredFrom);
+    const connectedS = ((endedAt.get(b) ?? endAt) - from) / 1000;
+    return connectedS < 1 ? [] : [(b.bytesReceived - (bytesAtStart.get(b) ?? 0)) / connectedS];
+  })
+  .sort((a, b) => a - b);
 const gaps = joined.map((b) => b.maxSnapshotGapMs).sort((a, b) => a - b);
 handoffGaps.sort((a, b) => a - b);
 const report: BotReport = {
   bots: count,
   joined: joined.length,
+  live: live.length,
   kicked,
   closed,
   join_errors: joinErrors,
   seconds: Math.round(seconds * 10) / 10,
   snapshots,
+  corrections,
   bytes_per_client_s: { median: Math.round(pct(rates, 50)), p99: Math.round(pct(rates, 99)) },
   input_ack_ms: {
     p50: latencies.count === 0 ? 0 : latencies.percentile(50),
@@ -272,13 +307,15 @@ if (cli.values.json) {
   report.raw = { rates: rates.map((r) => Math.round(r)), latency_hist: latencies.perMillisecond() };
 }
 
-console.log(`bots: ${report.joined}/${report.bots} joined, ${report.seconds}s measured, pattern ${pattern}`);
 console.log(
-  '| downstream B/s per client (median / p99) | input→ack ms (p50 / p99 / max) | max snapshot gap ms (median / max) | entities in view (avg) | handoffs (done / failed) | handoff gap ms (p50 / p99) | kicked | closed (by code) |',
+  `bots: ${report.joined}/${report.bots} joined, ${report.live} still on at the end, ${report.seconds}s measured, pattern ${pattern}, ${report.cpu_pct}% of a core`,
 );
-console.log('| --- | --- | --- | --- | --- | --- | --- | --- |');
 console.log(
-  `| ${report.bytes_per_client_s.median} / ${report.bytes_per_client_s.p99} | ${report.input_ack_ms.p50} / ${report.input_ack_ms.p99} / ${report.input_ack_ms.max} | ${report.max_snapshot_gap_ms.median} / ${report.max_snapshot_gap_ms.max} | ${report.entities_seen_avg} | ${report.handoffs.done} / ${report.handoffs.failed} | ${report.handoffs.gap_ms.p50} / ${report.handoffs.gap_ms.p99} | ${JSON.stringify(report.kicked)} | ${JSON.stringify(report.closed)} |`,
+  '| downstream B/s per client (median / p99) | snapshots | corrections | input→ack ms (p50 / p99 / max) | max snapshot gap ms (median / max) | entities in view (avg) | handoffs (done / failed) | handoff gap ms (p50 / p99) | kicked | closed (by code) |',
+);
+console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+console.log(
+  `| ${report.bytes_per_client_s.median} / ${report.bytes_per_client_s.p99} | ${report.snapshots} | ${report.corrections} | ${report.input_ack_ms.p50} / ${report.input_ack_ms.p99} / ${report.input_ack_ms.max} | ${report.max_snapshot_gap_ms.median} / ${report.max_snapshot_gap_ms.max} | ${report.entities_seen_avg} | ${report.handoffs.done} / ${report.handoffs.failed} | ${report.handoffs.gap_ms.p50} / ${report.handoffs.gap_ms.p99} | ${JSON.stringify(report.kicked)} | ${JSON.stringify(report.closed)} |`,
 );
 // Why bots did not join, and why sessions were kicked: each on a line of its own.
 for (const [reason, n] of Object.entries(report.join_errors)) console.log(`join failed: ${n} × ${reason}`);
