@@ -4,6 +4,7 @@
 // a player crossing between two neighbours of a third shard at a corner of the regions.
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { aethex } from '@aethex/proto';
@@ -142,6 +143,62 @@ test('a stranger’s sockets on /shard-link count against its address until it p
   expect(b.shard.links?.isUp(neighbour(b))).toBe(true);
 });
 
+test('a stranger refused on /shard-link is told 1008 and dropped at once: nothing more it sends is decoded', async () => {
+  const { start } = await duoWorld({ AETHEX_GAMESERVER_LOG_LEVEL: 'error' });
+  shards = [await start(0), await start(1)];
+  const [a, b] = shards as [TestShard, TestShard];
+  await linksUp(a, b);
+  const decoded: number[] = [];
+  const decode = ShardMessage.decode.bind(ShardMessage);
+  vi.spyOn(ShardMessage, 'decode').mockImplementation((data, length) => {
+    decoded.push((data as Uint8Array).length);
+    return decode(data, length);
+  });
+  // Over plain TCP, as an attacker would: the upgrade, a first message that is no hello, then
+  // 1,000-byte frames as fast as it can, never answering the shard's close frame.
+  const url = new URL(a.shard.gatewayUrl);
+  const socket = connect({ host: url.hostname, port: Number(url.port) });
+  cleanups.push(() => socket.destroy());
+  socket.on('error', () => undefined);
+  const opened = performance.now();
+  let received = Buffer.alloc(0);
+  let flood: ReturnType<typeof setInterval> | undefined;
+  cleanups.push(() => clearInterval(flood));
+  socket.on('data', (d: Buffer) => {
+    received = Buffer.concat([received, d]);
+    if (flood === undefined && received.includes('\r\n\r\n')) {
+      socket.write(maskedFrame(ShardMessage.encode({ linkWelcome: { shardName: 'nobody' } }).finish()));
+      const junk = maskedFrame(ShardMessage.encode({ linkChallenge: { nonce: randomBytes(990) } }).finish());
+      flood = setInterval(() => {
+        for (let i = 0; i < 50; i++) socket.write(junk);
+      }, 5);
+    }
+  });
+  socket.write(
+    `GET /shard-link HTTP/1.1\r\nHost: ${url.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+      `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+  );
+  const ms = await new Promise<number>((resolve) => socket.on('close', () => resolve(performance.now() - opened)));
+  clearInterval(flood);
+  // The close frame (0x88) with 1008 came, then the socket went; ws would have waited 30 s for
+  // the answering close, decoding whatever came meanwhile.
+  const close = received.indexOf(Buffer.from([0x88]), received.indexOf('\r\n\r\n'));
+  expect(close).toBeGreaterThan(0);
+  expect(received.readUInt16BE(close + 2)).toBe(1008);
+  expect(ms).toBeLessThan(1500);
+  expect(decoded.filter((n) => n > 900)).toEqual([]);
+  expect(a.shard.links?.isUp(neighbour(a))).toBe(true);
+});
+
+/** `payload` as one binary frame a client sends (masked, with a zero mask: the bytes as they are). */
+function maskedFrame(payload: Uint8Array): Buffer {
+  const head =
+    payload.length < 126
+      ? Buffer.from([0x82, 0x80 | payload.length])
+      : Buffer.from([0x82, 0x80 | 126, payload.length >> 8, payload.length & 0xff]);
+  return Buffer.concat([head, Buffer.alloc(4), payload]);
+}
+
 /** Shards 0 and 1 of a three-shard world, and a stranger at shard 2's address (shard 2 is not running). */
 async function strangerAtNeighbour() {
   const world = await meshWorld([
@@ -227,6 +284,31 @@ test('a dialling shard does not take a process at a neighbour’s address for th
   await sleep(800);
   expect(await linkGauge(s0, n2, 'out')).toBe(0);
   expect(new Set(fromShard0)).toEqual(new Set(['linkHello']));
+});
+
+test('a process at a neighbour’s address that sends anything but its challenge and welcome is dropped, not kept as a live link', async () => {
+  const world = await meshWorld([
+    { minX: 0, minY: 0, maxX: 400, maxY: 400 },
+    { minX: 400, minY: 0, maxX: 800, maxY: 400 },
+  ]);
+  // At shard 1's address (not running): a challenge, then a ghost update every 20 ms, never a welcome.
+  const connections: { opened: number; closed?: number }[] = [];
+  const fake = new WebSocketServer({ host: '127.0.0.1', port: world.port(1) });
+  cleanups.push(() => fake.close());
+  fake.on('connection', (ws) => {
+    const c: { opened: number; closed?: number } = { opened: performance.now() };
+    connections.push(c);
+    ws.on('error', () => undefined);
+    ws.on('close', () => (c.closed = performance.now()));
+    ws.send(ShardMessage.encode({ linkChallenge: { nonce: randomBytes(32) } }).finish());
+    const chatter = setInterval(() => ws.send(ShardMessage.encode({ ghostUpdate: {} }).finish()), 20);
+    ws.on('close', () => clearInterval(chatter));
+  });
+  shards = [await world.start(0)];
+  await until('the dialling shard to drop the chatter', () => connections[0]?.closed !== undefined, 5000);
+  const first = connections[0] as { opened: number; closed: number };
+  // Dropped at the first message that is neither (well before the link timeout), and dialled again later.
+  expect(first.closed - first.opened).toBeLessThan(500);
 });
 
 test('a process at a neighbour’s address cannot relay another shard’s challenge to log in as the shard that dialled it', async () => {

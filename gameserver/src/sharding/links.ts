@@ -37,6 +37,8 @@ function allowLinkMessages(ws: WebSocket): void {
 const NONCE_BYTES = 32;
 /** A dialled link must be welcomed, and an accepted one must say hello, within this. */
 const HANDSHAKE_TIMEOUT_MS = 3000;
+/** A refused link's close frame gets this long to go out before its socket is dropped. */
+const REFUSED_LINGER_MS = 100;
 
 export interface LinkOptions {
   world: string;
@@ -264,7 +266,10 @@ export class ShardLinks {
       // ws refused a frame (one over MAX_HANDSHAKE_MESSAGE before the hello: 1009) and closes.
       if (!who) stranger({ err: err.message }, 'shard link: bad frame before the hello; closed');
     });
+    // Refused: nothing more it sends is read (not even its close frame), and it goes shortly.
+    let refused = false;
     ws.on('message', (data: Buffer) => {
+      if (refused) return;
       let msg: aethex.v1.ShardMessage;
       try {
         msg = ShardMessage.decode(data);
@@ -285,7 +290,12 @@ export class ShardLinks {
       const refuse = (why: string) => {
         stranger({ why }, 'shard link refused');
         clearTimeout(deadline);
+        // The close code tells a misconfigured neighbour why; the socket then stops being read and
+        // is dropped without waiting for the answering close (ws would wait 30 s, reading on).
+        refused = true;
         ws.close(1008, 'link refused');
+        ws.pause();
+        setTimeout(() => ws.terminate(), REFUSED_LINGER_MS).unref();
       };
       if (!hello) return refuse('first message is not a hello');
       const from = this.byName.get(hello.shardName);
@@ -368,7 +378,6 @@ export class ShardLinks {
       link.lastHeard = performance.now();
     });
     ws.on('message', (data: Buffer) => {
-      link.lastHeard = performance.now();
       let msg: aethex.v1.ShardMessage;
       try {
         msg = ShardMessage.decode(data);
@@ -376,6 +385,15 @@ export class ShardLinks {
         ws.terminate();
         return;
       }
+      // Before its welcome, whoever answers may send its one challenge and then the welcome:
+      // anything else is not a neighbour's, and would otherwise keep the link looking alive.
+      const expected = link.ready || (msg.body === 'linkChallenge' && !answered) || msg.body === 'linkWelcome';
+      if (!expected) {
+        this.o.log.warn({ to: n.name, message: msg.body ?? 'none' }, 'shard link: unexpected message before the welcome; closing');
+        ws.terminate();
+        return;
+      }
+      link.lastHeard = performance.now();
       if (msg.body === 'linkChallenge' && !answered) {
         // One answer per connection: whoever is at the address gets no proofs to collect.
         answered = true;
