@@ -32,8 +32,12 @@ const statusUrl = `http://127.0.0.1:${values['status-port']}/status`;
 const children: ChildProcess[] = [];
 let stopping = false;
 
+// Every child in a process group of its own (`detached`): a Ctrl-C in the terminal reaches this
+// script alone, which stops each of them with one SIGTERM (a second signal makes the operator kill
+// its shards without draining), however the SIGINT came.
 const operator = spawn(process.execPath, [...node, 'operator/src/main.ts', '--runtime', 'local', '-f', values.file as string], {
   stdio: ['ignore', 'inherit', 'inherit'],
+  detached: true,
   env: {
     ...process.env,
     AETHEX_OPERATOR_LOCAL_BASE_PORT: values['base-port'],
@@ -63,21 +67,47 @@ interface Proc {
   ops: string;
 }
 interface Status {
-  worlds: { name: string; errors?: string[]; status?: { conditions?: { type: string; status: string }[] }; processes: Proc[] }[];
+  worlds: {
+    name: string;
+    errors?: string[];
+    status?: { conditions?: { type: string; status: string; reason?: string; message?: string }[] };
+    processes: Proc[];
+  }[];
 }
 
+const isReady = (w: Status['worlds'][number]) => w.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') === true;
+
 // Wait until every world in the file is Ready, then say where everything is and start the bots.
+const READY_WAIT_S = 120;
 let status: Status | undefined;
-for (let i = 0; i < 240 && !stopping; i++) {
+let ready = false;
+for (let i = 0; i < READY_WAIT_S * 2 && !stopping && !ready; i++) {
   await new Promise((r) => setTimeout(r, 500));
   status = (await fetch(statusUrl)
     .then((r) => r.json())
     .catch(() => undefined)) as Status | undefined;
-  const ready =
-    status?.worlds.length && status.worlds.every((w) => w.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'));
-  if (ready) break;
+  ready = Boolean(status?.worlds.length) && (status as Status).worlds.every(isReady);
 }
-if (!status || stopping) process.exit(1);
+if (stopping) await new Promise(() => undefined); // stop() exits
+if (!ready) {
+  if (!status) console.error(`npm start: the operator's status (${statusUrl}) did not answer within ${READY_WAIT_S} s; stopping`);
+  else {
+    console.error(`npm start: not every world of ${values.file} was Ready within ${READY_WAIT_S} s; stopping:`);
+    if (status.worlds.length === 0) console.error('  the file holds no GameWorld');
+    for (const w of status.worlds.filter((w) => !isReady(w))) {
+      const why = [
+        ...(w.errors ?? []),
+        ...(w.status?.conditions ?? [])
+          .filter((c) => c.status !== 'True')
+          .map((c) => `${c.type} ${c.status}: ${c.reason ?? ''} ${c.message ?? ''}`.trim()),
+      ];
+      console.error(`  ${w.name}: ${why.join('; ') || 'no conditions yet'}`);
+    }
+  }
+  stop(1);
+  await new Promise(() => undefined); // stop() exits
+}
+if (!status) throw new Error('unreachable: ready without a status');
 
 const key = join(directory, 'join-signing-key.pem');
 console.log(`\nAeThex running ${values.file} on the operator's local runtime (status: ${statusUrl})`);
@@ -119,24 +149,20 @@ for (const [i, s] of shards.entries()) {
       '--prefix',
       `dev-bot-${s.name}`,
     ],
-    { stdio: ['ignore', 'ignore', 'inherit'] },
+    { stdio: ['ignore', 'ignore', 'inherit'], detached: true },
   );
   children.push(bots);
 }
 
-/**
- * Stops the bots and the operator (which drains its shards first). On Ctrl-C the terminal has
- * already sent SIGINT to every process of the group, so the operator is not signalled twice
- * (a second signal makes it kill its shards without draining).
- */
-function stop(code: number, alreadySignalled = false): void {
+/** Stops the bots and the operator (which drains its shards first): one SIGTERM each. */
+function stop(code: number): void {
   if (stopping) return;
   stopping = true;
-  for (const c of children) if (c.exitCode === null && !(alreadySignalled && c === operator)) c.kill('SIGTERM');
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGTERM');
   const done = () => process.exit(code);
   if (operator.exitCode === null) operator.once('exit', done);
   else done();
   setTimeout(done, 15_000).unref();
 }
-process.on('SIGINT', () => stop(0, true));
+process.on('SIGINT', () => stop(0));
 process.on('SIGTERM', () => stop(0));
