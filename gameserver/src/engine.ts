@@ -3,7 +3,7 @@ import type { Logger } from '@aethex/runtime';
 import { type GameserverSettings, MAX_OFFER_TICKS } from './config.js';
 import { type GameContext, type GameHooks, type HookPlayer, rpcCodeProblem } from './hooks.js';
 import type { ShardMetrics } from './metrics.js';
-import { DeltaHistory, HISTORY_TICKS, QuantizedWorld } from './net/delta-history.js';
+import { DeltaHistory, HISTORY_TICKS, type Quanta, QuantizedWorld, quantaOf } from './net/delta-history.js';
 import { JOB_WORDS, SnapshotCutter, SnapshotThread } from './net/snapshot-threads.js';
 import { type CapturedState, captureState, encodeState, type ShardState } from './persist/state-codec.js';
 import { applyInput, createRng, type InputResult, type MovementRules, type Rng, step, tickSeed, wander } from './sim/step.js';
@@ -232,7 +232,7 @@ export class ShardEngine {
   private readonly byPlayer = new Map<string, Session>();
   private readonly corrected: Uint32Array;
   private readonly rng: Rng;
-  private readonly invScale: number;
+  private readonly quanta: Quanta;
   /** MAX_RTT_MS in ticks. */
   private readonly maxRttTicks: number;
   private readonly quantized: QuantizedWorld;
@@ -373,7 +373,7 @@ export class ShardEngine {
     this.rejoinWindowTicks = Math.ceil(settings['engine.rejoin_window_ms'] / settings['engine.tick_rate_ms']);
     this.corrected = new Uint32Array(settings['engine.max_entities']);
     this.rng = createRng(settings['engine.seed']);
-    this.invScale = 1 / settings['engine.position_scale'];
+    this.quanta = quantaOf(bounds, settings['engine.position_scale']);
     this.maxRttTicks = Math.ceil(MAX_RTT_MS / settings['engine.tick_rate_ms']);
     this.quantized = new QuantizedWorld(settings['engine.max_entities']);
     // The tick thread's snapshots are written into one buffer, reused: the output copies each.
@@ -389,7 +389,7 @@ export class ShardEngine {
         world: this.world.share(),
         grid: this.grid.share(),
         quantized: this.quantized.share(),
-        invScale: this.invScale,
+        quanta: this.quanta,
         radius: settings['engine.aoi_radius'],
         maxVisible: settings['engine.max_visible'],
       };
@@ -1700,7 +1700,7 @@ export class ShardEngine {
       quantizer ??= thread;
     }
     if (quantizer) this.quantized.world = world;
-    else this.quantized.update(world, this.invScale, wireTick);
+    else this.quantized.update(world, this.quanta, wireTick);
     this.grid.rebuild(world.x, world.y, world.count);
     this.gridLayout = world.layout;
 
@@ -1771,7 +1771,7 @@ export class ShardEngine {
     }
     // Every thread reads the quantized row: it must be complete before any cutting starts.
     if (quantizer && !quantizer.awaitQuantized(SNAPSHOT_THREAD_TIMEOUT_MS)) {
-      this.quantized.update(world, this.invScale, wireTick); // the thread is failed; its jobs are dropped below
+      this.quantized.update(world, this.quanta, wireTick); // the thread is failed; its jobs are dropped below
     }
     for (let t = 0; t < this.threads.length; t++) {
       if (begun[t]) (this.threads[t] as SnapshotThread).cut(order.length, (this.threadJobs[t] as Session[]).length);

@@ -2,13 +2,16 @@ import { aethex, SnapshotBodyWriter } from '@aethex/proto';
 import { SnapshotStore } from '@aethex/sdk';
 import fc from 'fast-check';
 import { expect, test } from 'vitest';
-import { DeltaHistory, DeltaScratch, HISTORY_TICKS, QuantizedWorld } from '../src/net/delta-history.js';
+import { DeltaHistory, DeltaScratch, HISTORY_TICKS, QuantizedWorld, quantaOf } from '../src/net/delta-history.js';
 import { SnapshotCutter } from '../src/net/snapshot-threads.js';
 import { World } from '../src/sim/world.js';
 import { Interest } from '../src/spatial/aoi.js';
 import { Grid, HELD_D2 } from '../src/spatial/grid.js';
 
 const area = { minX: -100, minY: -100, maxX: 100, maxY: 100 };
+/** Eighths of a unit; a position just under 100 rounds to 800 quanta, which would read as 100: it is sent as 799. */
+const quanta = quantaOf(area, 0.125);
+const quantized = (v: number) => Math.min(quanta.maxX, Math.max(quanta.minX, Math.round(v * 8))) | 0;
 const coord = fc.integer({ min: -100_000, max: 99_999 }).map((v) => v / 1000);
 const op = fc.oneof(
   fc.record({ kind: fc.constant('move' as const), index: fc.nat(), x: coord, y: coord }),
@@ -60,7 +63,7 @@ test('property: the client rebuilds exactly the server’s view from delta snaps
           tick++;
           if (tick === 3) for (let i = 0; i < crowd && world.count < world.capacity; i++) world.spawn(px, py, 0);
           grid.rebuild(world.x, world.y, world.count);
-          q.update(world, 8, tick);
+          q.update(world, quanta, tick);
           interest.update(grid, world, px, py, 60, -1);
           // The acknowledgement reaching the server is of a tick the client applied `lag` snapshots
           // ago (or none yet); as in the engine's ack(), an older one than it has changes nothing.
@@ -75,8 +78,8 @@ test('property: the client rebuilds exactly the server’s view from delta snaps
           for (let k = 0; k < interest.count; k++) {
             const s = interest.slots[k] as number;
             expected.set(world.id[s] as number, [
-              Math.round((world.x[s] as number) * 8) | 0,
-              Math.round((world.y[s] as number) * 8) | 0,
+              quantized(world.x[s] as number),
+              quantized(world.y[s] as number),
               world.flags[s] as number,
             ]);
           }
@@ -153,7 +156,7 @@ test('at the edge of a crowded view, two entities about as far that take turns b
     if (tick === 30) world.y[world.indexOf(b)] = 85; // clearly nearer: 15 % (HELD_D2 asks for 10 %)
     if (tick > 30) world.y[world.indexOf(b)] = tick % 2 === 1 ? 89 : 88;
     grid.rebuild(world.x, world.y, world.count);
-    q.update(world, 8, tick);
+    q.update(world, quanta, tick);
     const changes = cutAndApply(cutter, history, client, world.indexOf(me), tick, tick - 1);
     if (tick > 1) churn += changes.entered.length + changes.left.length;
     seen.push([...changes.frame.keys()].find((id) => id !== me) as number);
@@ -186,7 +189,7 @@ test('property: a capped view (more in range than engine.max_visible) reaches th
         stepCrowd(world, me, step);
         tick++;
         grid.rebuild(world.x, world.y, world.count);
-        q.update(world, 8, tick);
+        q.update(world, quanta, tick);
         const self = world.indexOf(me);
         const px = world.x[self] as number;
         const py = world.y[self] as number;
@@ -220,7 +223,7 @@ test('property: a capped view (more in range than engine.max_visible) reaches th
         expect(new Set(got.keys())).toEqual(want);
         for (const id of want) {
           const s = world.indexOf(id);
-          expect(got.get(id)).toEqual([Math.round((world.x[s] as number) * 8) | 0, Math.round((world.y[s] as number) * 8) | 0]);
+          expect(got.get(id)).toEqual([quantized(world.x[s] as number), quantized(world.y[s] as number)]);
         }
         // Entered and left are the differences between consecutive views: pushed out by someone
         // nearer is leaving, coming nearer than the farthest kept is entering.

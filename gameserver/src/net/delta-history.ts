@@ -1,5 +1,5 @@
 import type { SnapshotBodyWriter } from '@aethex/proto';
-import { sharedArray, type World } from '../sim/world.js';
+import { type Rect, sharedArray, type World } from '../sim/world.js';
 import type { Interest } from '../spatial/aoi.js';
 import type { HeldMarks } from '../spatial/grid.js';
 
@@ -8,6 +8,37 @@ export const HISTORY_TICKS = 32;
 
 /** What encoding reads of the world: the World itself, or a snapshot thread's view of it. */
 export type EntityTable = Pick<World, 'count' | 'id' | 'mode' | 'x' | 'y' | 'kind' | 'flags' | 'lastSeq' | 'indexOf'>;
+
+/**
+ * How positions become quanta: `q = round(position × invScale)` (invScale = 1 / engine.position_scale),
+ * held to the quanta whose position (`q × scale`, as clients read it) is inside the world's
+ * bounds [min, max): the largest position the shard keeps, just under max, would otherwise round up
+ * to exactly max.
+ */
+export interface Quanta {
+  invScale: number;
+  minX: number;
+  maxX: number;
+  minY: number;
+  maxY: number;
+}
+
+/** The Quanta of a world with `bounds`, at `scale` world units a quantum. */
+export function quantaOf(bounds: Rect, scale: number): Quanta {
+  const lowest = (min: number) => {
+    let q = Math.ceil(min / scale);
+    while (q * scale < min) q++;
+    while ((q - 1) * scale >= min) q--;
+    return q;
+  };
+  const highest = (max: number) => {
+    let q = Math.ceil(max / scale) - 1;
+    while (q * scale >= max) q--;
+    while ((q + 1) * scale < max) q++;
+    return q;
+  };
+  return { invScale: 1 / scale, minX: lowest(bounds.minX), maxX: highest(bounds.maxX), minY: lowest(bounds.minY), maxY: highest(bounds.maxY) };
+}
 
 /** A QuantizedWorld's shared rows, sent to snapshot threads. */
 export interface QuantizedShare {
@@ -61,16 +92,17 @@ export class QuantizedWorld {
     return this.nextStamp;
   }
 
-  /** Quantizes the world as it is at `tick` (positions in 1/invScale units). */
-  update(world: EntityTable, invScale: number, tick: number): void {
+  /** Quantizes the world as it is at `tick` (see Quanta). */
+  update(world: EntityTable, quanta: Quanta, tick: number): void {
     this.world = world;
     const { x, y, kind, flags } = world;
+    const { invScale, minX, maxX, minY, maxY } = quanta;
     const at = tick % HISTORY_TICKS;
     const row = this.rows[at] as Int32Array;
     this.rowTick[at] = tick;
     for (let i = 0, r = 0; i < world.count; i++, r += ROW) {
-      row[r] = Math.round((x[i] as number) * invScale);
-      row[r + 1] = Math.round((y[i] as number) * invScale);
+      row[r] = Math.min(maxX, Math.max(minX, Math.round((x[i] as number) * invScale)));
+      row[r + 1] = Math.min(maxY, Math.max(minY, Math.round((y[i] as number) * invScale)));
       row[r + 2] = kind[i] as number;
       row[r + 3] = flags[i] as number;
     }
@@ -133,6 +165,11 @@ export class DeltaHistory {
   /** The tick of the last frame written, and whether that frame was full (`maxVisible`: likely a crowd, capped). */
   private lastTick = NO_TICK;
   private lastFull = false;
+  /**
+   * Per frame, whether it was cut since the last `reset`: its tick word alone cannot say, since
+   * NO_TICK is also a tick (2^32 - 1), and a reset frame would pass for it.
+   */
+  private readonly cut = new Uint8Array(HISTORY_TICKS);
 
   constructor(readonly maxVisible: number) {
     this.stride = FRAME_HEAD + Math.min(64, maxVisible) * 2;
@@ -144,6 +181,7 @@ export class DeltaHistory {
   reset(): void {
     this.lastTick = NO_TICK;
     this.lastFull = false;
+    this.cut.fill(0);
     for (let o = 0; o < this.log.length; o += this.stride) {
       this.log[o] = NO_TICK;
       this.log[o + 1] = 0;
@@ -206,7 +244,10 @@ export class DeltaHistory {
     const bo = (ackTick % HISTORY_TICKS) * this.stride;
     // Ticks are uint32 and wrap (after 2^32 ticks): the base's age is counted modulo 2^32.
     const age = (tick - ackTick) >>> 0;
-    const baseRow = ackTick !== 0 && age > 0 && age < HISTORY_TICKS && log[bo] === ackTick ? q.row(ackTick) : undefined;
+    const baseRow =
+      ackTick !== 0 && age > 0 && age < HISTORY_TICKS && log[bo] === ackTick && this.cut[ackTick % HISTORY_TICKS] === 1
+        ? q.row(ackTick)
+        : undefined;
     const row = q.row(tick) as Int32Array;
     const world = q.world as EntityTable;
     const worldIds = world.id;
@@ -235,6 +276,7 @@ export class DeltaHistory {
 
     log[fo] = tick;
     log[fo + 1] = n;
+    this.cut[tick % HISTORY_TICKS] = 1;
     this.lastTick = tick;
     this.lastFull = n >= this.maxVisible;
     const { ids, slots } = interest;

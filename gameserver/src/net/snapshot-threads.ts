@@ -3,7 +3,7 @@ import { encodeSnapshotMessage, SNAPSHOT_LAYOUT, SnapshotBodyWriter } from '@aet
 import { sharedArray, type WorldShare } from '../sim/world.js';
 import { Interest } from '../spatial/aoi.js';
 import type { Grid, GridShare, HeldMarks } from '../spatial/grid.js';
-import { type DeltaHistory, DeltaScratch, type EntityTable, type QuantizedShare, type QuantizedWorld } from './delta-history.js';
+import { type DeltaHistory, DeltaScratch, type EntityTable, type Quanta, type QuantizedShare, type QuantizedWorld } from './delta-history.js';
 
 /**
  * Cuts clients' snapshots on one thread: per client, its area of interest around its entity, the
@@ -164,8 +164,8 @@ export interface ThreadInit {
   world: WorldShare;
   grid: GridShare;
   quantized: QuantizedShare;
-  /** 1 / engine.position_scale, for quantizing. */
-  invScale: number;
+  /** How positions are quantized (engine.position_scale, within engine.world_bounds). */
+  quanta: Quanta;
   radius: number;
   maxVisible: number;
   ctl: Int32Array;

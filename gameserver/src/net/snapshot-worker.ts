@@ -157,7 +157,7 @@ rounds: for (;;) {
   if (ctl[CTL_QUANTIZE] === 1) {
     const tick = (ctl[CTL_TICK] as number) >>> 0;
     world.attach(tick, ctl[CTL_WORLD_COUNT] as number);
-    quantized.update(world, init.invScale, tick);
+    quantized.update(world, init.quanta, tick);
   }
   Atomics.store(ctl, CTL_QUANTIZED, seen);
   Atomics.notify(ctl, CTL_QUANTIZED);
