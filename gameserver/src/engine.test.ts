@@ -502,6 +502,19 @@ test('a dropped player keeps their place: at the player capacity newcomers are r
   expect(e.join(5, 'cat').ok).toBe(true);
 });
 
+test('a session whose player was handed over keeps no place, however long its client keeps the connection', () => {
+  const e = new ShardEngine({ ...settings, 'engine.max_players': 1 }, out);
+  const ann = joined(e, 1, 'ann');
+  e.offer(ann);
+  e.commitOffer(ann);
+  steps(e, 100);
+  // Session 1 is still open (its client has not closed it), but ann is the neighbour's now.
+  expect(e.join(2, 'bob').ok).toBe(true);
+  expect(e.join(3, 'cat')).toMatchObject({ ok: false, message: 'the shard is at its player capacity of 1 (0 of them expected back)' });
+  e.leave(1);
+  expect(e.join(3, 'cat').ok).toBe(false);
+});
+
 test('a place is taken and freed once per player: a drop and a rejoin keep it, a leave, the window’s end, a handoff and a drain free it; a handoff’s say so', () => {
   const places: string[] = [];
   const onPlace = (event: 'taken' | 'freed', playerId: string, handedOver: boolean) =>

@@ -1257,6 +1257,7 @@ export class ShardEngine {
     this.byEntity.delete(entityId);
     if (this.byPlayer.get(session.playerId) === session) this.byPlayer.delete(session.playerId);
     session.redirected = true;
+    this.redirectedSessions++;
     this.announceLeave(session, false, true);
     this.syncPlace(session.playerId, true);
     return session.id;
@@ -1377,8 +1378,11 @@ export class ShardEngine {
   }
 
   /** Players here, players whose entity waits for them, and places promised to handed-over ones. */
+  /** Sessions whose player was handed over (`redirected`): their connection lingers, their place is the neighbour's. */
+  private redirectedSessions = 0;
+
   private get placesTaken(): number {
-    return this.sessions.size + this.dormant.size + this.droppedOnOffer.size + this.reservedPlayers;
+    return this.sessions.size - this.redirectedSessions + this.dormant.size + this.droppedOnOffer.size + this.reservedPlayers;
   }
 
   /** Creates or moves a neighbour's ghost. Ignored (false) for an entity this shard owns. */
@@ -1415,6 +1419,7 @@ export class ShardEngine {
     if (session.thread > 0) this.threads[session.thread - 1]?.forget(session.id);
     else this.releaseHistory(session.history);
     this.sessions.delete(session.id);
+    if (session.redirected) this.redirectedSessions--;
     if (this.byEntity.get(session.entityId) === session) this.byEntity.delete(session.entityId);
     if (this.byPlayer.get(session.playerId) === session) this.byPlayer.delete(session.playerId);
     // Its calls still running are answered (to no one): nothing of the session stays with them.

@@ -381,3 +381,46 @@ test('a player who leaves the moment they resume on the new shard leaves no ghos
   await new Promise((r) => setTimeout(r, 1500));
   expect(modeOf(a, entityId)).toBeUndefined();
 });
+
+test('a client that keeps its redirected connection open holds no place there, and the shard closes it at handoff.resume_timeout_ms', async () => {
+  const [a] = await twoShards({ AETHEX_GAMESERVER_ENGINE_MAX_PLAYERS: '1', AETHEX_GAMESERVER_HANDOFF_RESUME_TIMEOUT_MS: '1500' });
+  const { ClientMessage, ServerMessage } = aethex.v1;
+  const ws = new WebSocket(a.shard.gatewayUrl);
+  let seq = 0;
+  let ack = 0;
+  let walker: NodeJS.Timeout | undefined;
+  const closed = new Promise<number>((resolve) => ws.on('close', (code) => resolve(code)));
+  await new Promise<aethex.v1.HandoffRedirect>((resolve) => {
+    ws.on('open', async () => {
+      ws.send(ClientMessage.encode({ join: { joinToken: await a.token('lingerer'), protocolVersion: PROTOCOL_VERSION } }).finish());
+    });
+    ws.on('message', (data: Buffer) => {
+      const m = ServerMessage.decode(data);
+      if (m.body === 'welcome') {
+        const entityId = m.welcome?.entityId as number;
+        const w = a.shard.engine.world;
+        w.x[w.indexOf(entityId)] = 398;
+        w.y[w.indexOf(entityId)] = 200;
+        walker = setInterval(
+          () => ws.send(ClientMessage.encode({ input: { seq: ++seq, move: { x: 4, y: 0 }, ackTick: ack } }).finish()),
+          25,
+        );
+      } else if (m.body === 'snapshot') ack = m.snapshot?.tick ?? ack;
+      else if (m.body === 'handoffRedirect') resolve(m.handoffRedirect as aethex.v1.HandoffRedirect);
+    });
+  });
+  clearInterval(walker);
+  // It never resumes, and keeps acknowledging on the old connection (not idle).
+  const acking = setInterval(() => ws.send(ClientMessage.encode({ ack: { ackTick: ack } }).finish()), 100);
+  try {
+    const redirectedAt = Date.now();
+    // A's one place is free for someone else at once.
+    const other = await a.client('newcomer');
+    expect(other.welcome).toBeDefined();
+    // And the lingering connection is closed 1.5 s after the redirect, as its resume token expired.
+    expect(await closed).toBe(1000);
+    expect(Date.now() - redirectedAt).toBeGreaterThan(1300);
+  } finally {
+    clearInterval(acking);
+  }
+});

@@ -179,6 +179,8 @@ interface Connection {
   rpcsInFlight: number;
   /** Made at the first RPC: `rpc.max_per_second`. */
   rpcBucket: TokenBucket | undefined;
+  /** When its player was handed over to a neighbour (`redirect`): closed handoff.resume_timeout_ms later. */
+  redirectedAt?: number;
 }
 
 export type GatewaySettings = Pick<
@@ -189,6 +191,7 @@ export type GatewaySettings = Pick<
   | 'gateway.message_burst'
   | 'gateway.auth_timeout_ms'
   | 'gateway.idle_timeout_ms'
+  | 'handoff.resume_timeout_ms'
   | 'gateway.max_connections'
   | 'gateway.max_connections_per_address'
   | 'gateway.connections_per_address_per_second'
@@ -964,6 +967,7 @@ export class Gateway {
     if (conn?.phase !== 'joined') return;
     const playerId = this.players.get(conn.id);
     if (playerId !== undefined) this.players.delete(conn.id);
+    conn.redirectedAt = this.deps.clock.now();
     this.write(conn, ServerMessage.encode({ handoffRedirect: redirect }).finish());
     this.log(conn).debug({ player: playerId, to: redirect.shardName }, 'player handed over; client redirected');
   }
@@ -1121,6 +1125,7 @@ export class Gateway {
     const now = this.deps.clock.now();
     const authTimeout = this.deps.settings['gateway.auth_timeout_ms'];
     const idleTimeout = this.deps.settings['gateway.idle_timeout_ms'];
+    const resumeTimeout = this.deps.settings['handoff.resume_timeout_ms'];
     // In order of arrival: the first one not yet due ends the search.
     for (const [socket, arrivedAt] of this.handshaking) {
       if (now - arrivedAt < authTimeout) break;
@@ -1132,6 +1137,12 @@ export class Gateway {
     for (const conn of this.connections.values()) {
       if ((conn.phase === 'auth' || conn.phase === 'authenticating') && now - conn.openedAt >= authTimeout) {
         this.kick(conn, ReasonCode.REASON_CODE_AUTH_TIMEOUT, `no valid join within ${authTimeout} ms`);
+      } else if (conn.redirectedAt !== undefined && now - conn.redirectedAt >= resumeTimeout) {
+        // Its player was handed over and has resumed at the neighbour (the SDK then closes this
+        // connection itself) or no longer can (the resume token has expired): nothing is owed it.
+        conn.redirectedAt = undefined;
+        conn.ws.close(1000, 'handed over');
+        setTimeout(() => conn.ws.terminate(), CLOSE_TIMEOUT_MS).unref();
       } else if (conn.phase === 'joined' && now - conn.lastMessageAt >= idleTimeout) {
         this.kick(conn, ReasonCode.REASON_CODE_IDLE_TIMEOUT, `no message for ${idleTimeout} ms`);
       }
