@@ -1377,10 +1377,10 @@ export class ShardEngine {
     this.world.reserved = entities;
   }
 
-  /** Players here, players whose entity waits for them, and places promised to handed-over ones. */
   /** Sessions whose player was handed over (`redirected`): their connection lingers, their place is the neighbour's. */
   private redirectedSessions = 0;
 
+  /** Players here, players whose entity waits for them, and places promised to handed-over ones. */
   private get placesTaken(): number {
     return this.sessions.size - this.redirectedSessions + this.dormant.size + this.droppedOnOffer.size + this.reservedPlayers;
   }

@@ -2,7 +2,14 @@ import { once } from 'node:events';
 import { type AddressInfo, connect, type Socket } from 'node:net';
 import { Counter, Registry } from 'prom-client';
 import { afterEach, expect, test } from 'vitest';
-import { createOpsServer, type OpsLimits, VIEWER_MAX_BUILDS_PER_SECOND, VIEWER_MAX_CONCURRENT, type ViewerSource } from './http.js';
+import {
+  createOpsServer,
+  type OpsLimits,
+  VIEWER_MAX_BUILDS_PER_SECOND,
+  VIEWER_MAX_CONCURRENT,
+  VIEWER_MAX_FOCUS_PER_STATE,
+  type ViewerSource,
+} from './http.js';
 
 let close: (() => void) | undefined;
 afterEach(() => close?.());
@@ -180,4 +187,46 @@ test('states are built at most VIEWER_MAX_BUILDS_PER_SECOND a second: beyond it 
   // The wait is one build's worth of the budget (about 100 ms), but a stalled test process delays
   // the server's timer as much: the bound, 20 builds' worth, only catches a poll left waiting.
   expect(performance.now() - asked).toBeLessThan((20 * 1000) / VIEWER_MAX_BUILDS_PER_SECOND);
+});
+
+test('a state works out at most VIEWER_MAX_FOCUS_PER_STATE areas of interest: another player’s is answered 503 until the next state', async () => {
+  let focused = 0;
+  let version = 1;
+  const base = await serveViewer({
+    version: () => String(version),
+    state: () => ({ version }),
+    focus: (id) => ({ id, n: ++focused }),
+  });
+  for (let id = 1; id <= VIEWER_MAX_FOCUS_PER_STATE; id++) expect((await fetch(`${base}/viewer/state?focus=${id}`)).status).toBe(200);
+  // Those already worked out are served again; a new one is not worked out.
+  expect((await (await fetch(`${base}/viewer/state?focus=1`)).json()) as object).toMatchObject({ focus: { id: 1, n: 1 } });
+  const refused = await fetch(`${base}/viewer/state?focus=999`);
+  expect([refused.status, refused.headers.get('retry-after'), await refused.text()]).toEqual([
+    503,
+    '1',
+    `the viewer has worked out ${VIEWER_MAX_FOCUS_PER_STATE} players' areas of interest for this state already; try again\n`,
+  ]);
+  expect(focused).toBe(VIEWER_MAX_FOCUS_PER_STATE);
+  // The next state starts over.
+  version++;
+  expect((await (await fetch(`${base}/viewer/state?focus=999`)).json()) as object).toMatchObject({ focus: { id: 999 } });
+});
+
+test('polls waiting for a state to be built count against the concurrent cap', async () => {
+  let tick = 0;
+  let ownership = 'a';
+  const base = await serveViewer({
+    version: () => `${++tick}:${ownership}`,
+    ownership: () => ownership,
+    state: () => ({ tick }),
+    focus: () => undefined,
+  });
+  // Spend the build budget, then change ownership: every poll now waits for the next build.
+  for (let i = 0; i < 5; i++) await fetch(`${base}/viewer/state`);
+  ownership = 'b';
+  const answers = await Promise.all(
+    Array.from({ length: 3 * VIEWER_MAX_CONCURRENT }, () => fetch(`${base}/viewer/state`).then((r) => r.status)),
+  );
+  expect(answers.filter((s) => s === 200).length).toBeLessThanOrEqual(VIEWER_MAX_CONCURRENT);
+  expect(answers.filter((s) => s === 503).length).toBeGreaterThanOrEqual(2 * VIEWER_MAX_CONCURRENT);
 });

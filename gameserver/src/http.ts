@@ -25,7 +25,10 @@ export interface ViewerSource {
   focus(id: number): object | undefined;
 }
 
-/** /viewer/state responses being sent at once, at most; more are answered 503 (a slow reader holds one). */
+/**
+ * /viewer/state responses being sent, or waiting for a state to be built, at once, at most; more
+ * are answered 503 (a slow reader holds one).
+ */
 export const VIEWER_MAX_CONCURRENT = 8;
 
 /**
@@ -38,8 +41,11 @@ export const VIEWER_MAX_BUILDS_PER_SECOND = 10;
 const VIEWER_BUILD_BURST = 2;
 /** How long a poll that must have a new state waits when the budget is spent: about one build's worth of it. */
 const VIEWER_BUILD_WAIT_MS = Math.ceil(1000 / VIEWER_MAX_BUILDS_PER_SECOND) + 5;
-/** Focus answers kept per state built, at most: more distinct focuses are each queried anew. */
-const VIEWER_MAX_FOCUS_CACHED = 64;
+/**
+ * Areas of interest worked out per state built (`?focus=`, each one query on the tick thread), at
+ * most: a poll for another player's is answered 503 until the next state.
+ */
+export const VIEWER_MAX_FOCUS_PER_STATE = 64;
 
 /**
  * Node's bounds on receiving a request on the ops port: its headers within OPS_HEADERS_TIMEOUT_MS
@@ -121,13 +127,17 @@ export function createOpsServer(probes: Probes, registry: Registry, viewer?: Vie
     }
     return built?.ownership === ownership ? built : undefined;
   };
-  /** The end of the state's JSON with player `id`'s area of interest as its last member (`}` alone: none). */
+  /**
+   * The end of the state's JSON with player `id`'s area of interest as its last member (`}` alone:
+   * none); undefined when this state has worked out VIEWER_MAX_FOCUS_PER_STATE already.
+   */
   const focusSuffix = (source: ViewerSource, state: NonNullable<typeof built>, id: number) => {
     let suffix = state.focus.get(id);
     if (suffix === undefined) {
+      if (state.focus.size >= VIEWER_MAX_FOCUS_PER_STATE) return undefined;
       const seen = source.focus(id);
       suffix = seen === undefined ? '}' : `,"focus":${JSON.stringify(seen)}}`;
-      if (state.focus.size < VIEWER_MAX_FOCUS_CACHED) state.focus.set(id, suffix);
+      state.focus.set(id, suffix);
     }
     return suffix;
   };
@@ -137,7 +147,14 @@ export function createOpsServer(probes: Probes, registry: Registry, viewer?: Vie
     if (res.destroyed) return;
     const state = currentState(source);
     if (state) {
-      send(res, state.bytes, focus === undefined ? '}' : focusSuffix(source, state, focus), cors);
+      const suffix = focus === undefined ? '}' : focusSuffix(source, state, focus);
+      if (suffix === undefined) {
+        res
+          .writeHead(503, { 'content-type': 'text/plain', 'retry-after': '1', ...cors })
+          .end(`the viewer has worked out ${VIEWER_MAX_FOCUS_PER_STATE} players' areas of interest for this state already; try again\n`);
+        return;
+      }
+      send(res, state.bytes, suffix, cors);
       return;
     }
     waiting.push(() => answerState(source, res, focus, cors));
@@ -200,7 +217,7 @@ export function createOpsServer(probes: Probes, registry: Registry, viewer?: Vie
           res.writeHead(400, { 'content-type': 'text/plain', ...cors }).end('focus must be an entity id (a non-negative integer)\n');
           return;
         }
-        if (sending >= VIEWER_MAX_CONCURRENT) {
+        if (sending + waiting.length >= VIEWER_MAX_CONCURRENT) {
           res
             .writeHead(503, { 'content-type': 'text/plain', 'retry-after': '1', ...cors })
             .end(`the viewer is sending ${VIEWER_MAX_CONCURRENT} states already; try again\n`);

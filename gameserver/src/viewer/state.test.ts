@@ -1,6 +1,7 @@
 import { expect, test } from 'vitest';
 import { loadConfig } from '../config.js';
 import { ShardEngine } from '../engine.js';
+import { KIND_PLAYER } from '../sim/world.js';
 import { Interest } from '../spatial/aoi.js';
 import { viewerFocus } from './state.js';
 
@@ -68,4 +69,12 @@ test('a focus asked for between ticks, after ghosts moved (and nothing came or w
   ghost(2, px + 900, py);
   const focus = viewerFocus(e, new Interest(settings['engine.max_visible']), join.entityId);
   expect(focus?.visible).toEqual([join.entityId, (1 << 24) + 1]);
+});
+
+test('a focus is only on a player this shard owns: not on a neighbour’s ghost of one', () => {
+  const e = new ShardEngine(settings, { send: () => true, kick: () => undefined });
+  const id = (1 << 24) + 5;
+  expect(e.upsertGhost({ entityId: id, x: 10, y: 10, vx: 0, vy: 0, kind: KIND_PLAYER, flags: 0 })).toBe(true);
+  e.step();
+  expect(viewerFocus(e, new Interest(settings['engine.max_visible']), id)).toBeUndefined();
 });

@@ -63,7 +63,8 @@ export function viewerState(engine: ShardEngine, shard: string, maxEntities: num
 export function viewerFocus(engine: ShardEngine, interest: Interest, id: number): ViewerFocus | undefined {
   const { world } = engine;
   const slot = world.indexOf(id);
-  if (slot < 0 || world.kind[slot] !== KIND_PLAYER) return undefined;
+  // A neighbour's ghost or a player on offer is no player here (their areas are the owner's to show).
+  if (slot < 0 || world.kind[slot] !== KIND_PLAYER || world.mode[slot] !== MODE_OWNED) return undefined;
   const x = world.x[slot] as number;
   const y = world.y[slot] as number;
   interest.update(engine.currentGrid(), world, x, y, engine.aoiRadius, slot);
