@@ -51,6 +51,18 @@ test('a broken map is refused with an error that names the setting and the probl
     [{ ...map, instances: [{ instance: 0, shards: [{ ...shard0, neighbours: [7] }] }] }, /names neighbour 7, which is not listed/],
     [{ ...map, instances: [{ instance: 0, shards: [{ ...shard0, region: null }] }] }, /has no valid "region"/],
   ];
+  // Maps that read, but name a shard twice, a neighbour twice or a shard its own neighbour (its
+  // handoffs to that neighbour would never be accepted), or regions that overlap or leave the bounds.
+  const [s0, s1] = map.instances[0]?.shards as [typeof shard0 & object, typeof shard0 & object];
+  const instance = (...shards: unknown[]) => ({ ...map, instances: [{ instance: 0, shards }] });
+  cases.push(
+    [instance(s0, { ...s1, shard: 0 }), /lists shard index 0 twice \(w-0-0 and w-0-1\)/],
+    [instance(s0, { ...s1, name: 'w-0-0' }), /lists shard w-0-0 twice/],
+    [instance({ ...s0, neighbours: [1, 1] }, s1), /shard w-0-0 names neighbour 1 twice/],
+    [instance({ ...s0, neighbours: [0, 1] }, s1), /shard w-0-0 names itself as its neighbour/],
+    [instance(s0, { ...s1, region: { minX: 400, minY: 0, maxX: 1000, maxY: 500 } }), /the regions of shards w-0-0 and w-0-1 overlap/],
+    [instance(s0, { ...s1, region: { minX: 500, minY: 0, maxX: 1200, maxY: 500 } }), /shard w-0-1's region is not inside the bounds/],
+  );
   for (const [doc, message] of cases) expect(() => loadShardMap(write(doc), 0, 'w-0-0'), String(message)).toThrow(message);
   expect(() => loadShardMap(write(map), 0, 'w-0-9')).toThrow(/does not list shard w-0-9 in instance 0/);
   expect(() => loadShardMap(join(dir, 'missing.json'), 0, 'w-0-0')).toThrow(/cannot read it/);

@@ -62,6 +62,7 @@ export function loadShardMap(file: string, instance: number, name: string): Shar
   }
   const map = doc as { bounds?: unknown; instances?: unknown };
   if (!isRect(map.bounds)) return fail('has no valid "bounds" rectangle');
+  const bounds = map.bounds;
   if (!Array.isArray(map.instances)) return fail('has no "instances" list');
   const inst = (map.instances as { instance?: unknown; shards?: unknown }[]).find((i) => i?.instance === instance);
   if (!inst || !Array.isArray(inst.shards)) return fail(`does not list instance ${instance}`);
@@ -74,6 +75,25 @@ export function loadShardMap(file: string, instance: number, name: string): Shar
     if (typeof s.address !== 'string' || !/^[^\s/]+:\d{1,5}$/.test(s.address)) fail(`shard ${s.name} has no valid "address" (host:port)`);
     if (!Array.isArray(s.neighbours) || !s.neighbours.every((n) => Number.isInteger(n)))
       fail(`shard ${s.name} has no valid "neighbours" list`);
+  }
+
+  // Each shard once, by index and by name; regions inside the bounds, none overlapping another;
+  // neighbours listed, each once, none a shard's own self.
+  const inside = (r: Rect) => r.minX >= bounds.minX && r.minY >= bounds.minY && r.maxX <= bounds.maxX && r.maxY <= bounds.maxY;
+  const overlap = (a: Rect, b: Rect) => a.minX < b.maxX && b.minX < a.maxX && a.minY < b.maxY && b.minY < a.maxY;
+  for (const [k, s] of shards.entries()) {
+    const region = s.region as Rect;
+    if (!inside(region)) fail(`shard ${s.name}'s region is not inside the bounds`);
+    for (const o of shards.slice(0, k)) {
+      if (o.shard === s.shard) fail(`instance ${instance} lists shard index ${s.shard} twice (${o.name} and ${s.name})`);
+      if (o.name === s.name) fail(`instance ${instance} lists shard ${s.name} twice`);
+      if (overlap(o.region as Rect, region)) fail(`the regions of shards ${o.name} and ${s.name} overlap`);
+    }
+    const listed = s.neighbours as number[];
+    for (const [j, n] of listed.entries()) {
+      if (n === s.shard) fail(`shard ${s.name} names itself as its neighbour`);
+      if (listed.indexOf(n) !== j) fail(`shard ${s.name} names neighbour ${n} twice`);
+    }
   }
   const self = shards.find((s) => s.name === name);
   if (!self) return fail(`does not list shard ${name} in instance ${instance}`);
