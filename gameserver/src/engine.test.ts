@@ -502,6 +502,26 @@ test('a dropped player keeps their place: at the player capacity newcomers are r
   expect(e.join(5, 'cat').ok).toBe(true);
 });
 
+test('a player restored waiting with one entity who arrives by handoff with another: their place is freed and taken by handoff, so the stream shows both', () => {
+  const places: string[] = [];
+  const onPlace = (event: 'taken' | 'freed', playerId: string, handedOver: boolean) =>
+    places.push(`${event} ${playerId}${handedOver ? ' by handoff' : ''}`);
+  const before = new ShardEngine(settings, out);
+  const old = joined(before, 1, 'ann');
+  // Restarted from a snapshot that still holds ann (her handoff away was lost with the crash).
+  const e = new ShardEngine(settings, out, { restored: decodeState(before.persistentState(), settings['engine.max_entities']), onPlace });
+  expect(places).toEqual(['taken ann']);
+  // She rejoined a neighbour meanwhile, with a new entity, and walks back in with it.
+  expect(e.adopt({ entityId: 0x7000_0001, x: 1, y: 1, vx: 0, vy: 0, kind: 1, flags: 0, lastInputSeq: 0 })).toBe(true);
+  expect(e.resume(2, 'ann', 0x7000_0001).ok).toBe(true);
+  expect(places).toEqual(['taken ann', 'freed ann by handoff', 'taken ann by handoff']);
+  expect(e.world.indexOf(old)).toBe(-1);
+  // A second resume of the same entity (the client resumed again) tells nothing more.
+  places.length = 0;
+  expect(e.resume(3, 'ann', 0x7000_0001).ok).toBe(true);
+  expect(places).toEqual([]);
+});
+
 test('a session whose player was handed over keeps no place, however long its client keeps the connection', () => {
   const e = new ShardEngine({ ...settings, 'engine.max_players': 1 }, out);
   const ann = joined(e, 1, 'ann');

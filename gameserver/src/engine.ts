@@ -1099,7 +1099,14 @@ export class ShardEngine {
     const waiting = this.dormant.get(playerId);
     if (waiting !== undefined) {
       this.stopWaiting(playerId);
-      if (waiting !== entityId) this.removeEntity(waiting);
+      if (waiting !== entityId) {
+        this.removeEntity(waiting);
+        // The place kept for that entity was not this one's: the player was elsewhere meanwhile
+        // (they left by a handoff whose departure a crash lost, rejoined a neighbour, and came
+        // back through one). Freed by that handoff and taken by this one, so the stream shows
+        // them leaving and arriving, as the neighbours' streams do.
+        if (!previous) this.syncPlace(playerId, true);
+      }
     }
     const frozenTicks = Math.floor(frozenMs / this.settings['engine.tick_rate_ms']);
     // Steps it stood here since its adoption already earned credit: the same time, not more. (Its
