@@ -918,6 +918,7 @@ export class ShardEngine {
       this.world.grantCredit(slot, waited);
     } else {
       rejoined = false;
+      this.roomForPlayer();
       try {
         entityId = this.spawnAnywhere(KIND_PLAYER);
       } catch (err) {
@@ -1281,6 +1282,7 @@ export class ShardEngine {
       if (w.mode[existing] !== MODE_GHOST) return true; // already ours (a repeated commit)
       w.despawn(e.entityId);
     }
+    if (w.count >= w.capacity) this.evictGhost();
     if (w.count >= w.capacity) return false;
     w.spawn(e.x, e.y, e.kind, e.entityId);
     const i = w.indexOf(e.entityId);
@@ -1369,9 +1371,38 @@ export class ShardEngine {
     if (i >= 0 && this.world.mode[i] === MODE_OWNED && !this.byEntity.has(entityId)) this.world.despawn(entityId);
   }
 
-  /** Whether this shard could adopt one more player now (places and slots already promised count as taken). */
+  /**
+   * Whether this shard could adopt one more player now (places and slots already promised count as
+   * taken; a neighbour's ghost gives its slot up to a player: `roomForPlayer`).
+   */
   get hasRoomForPlayer(): boolean {
-    return this.world.count + this.world.reserved < this.world.capacity && this.placesTaken < this.settings['engine.max_players'];
+    const w = this.world;
+    return (w.count + w.reserved < w.capacity || this.ghostSlot() >= 0) && this.placesTaken < this.settings['engine.max_players'];
+  }
+
+  /**
+   * Players come before neighbours' ghosts: a player joining a shard whose entity slots are all
+   * taken (engine.max_entities, ghosts included) takes a ghost's. The ghost is back at the
+   * neighbour's next full update (`GHOST_REFRESH_MS`) if a slot is free by then.
+   */
+  private roomForPlayer(): void {
+    const w = this.world;
+    if (w.count + w.reserved >= w.capacity) this.evictGhost();
+  }
+
+  /** Drops one ghost (the last in slot order), if there is one; whether it did. */
+  private evictGhost(): boolean {
+    const slot = this.ghostSlot();
+    if (slot < 0) return false;
+    this.world.despawn(this.world.id[slot] as number);
+    return true;
+  }
+
+  /** The slot of a ghost, the last in slot order, or -1: a scan, only when the shard is full. */
+  private ghostSlot(): number {
+    const w = this.world;
+    for (let i = w.count - 1; i >= 0; i--) if (w.mode[i] === MODE_GHOST) return i;
+    return -1;
   }
 
   /**

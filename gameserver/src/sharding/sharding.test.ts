@@ -7,7 +7,7 @@ import type { ShardState } from '../persist/state-codec.js';
 import { MODE_DORMANT, MODE_GHOST, MODE_OWNED } from '../sim/world.js';
 import type { ShardLinks } from './links.js';
 import { idRange, type Neighbour } from './map.js';
-import { CUSTODY_MS, Sharding } from './sharding.js';
+import { CUSTODY_MS, GHOST_REFRESH_MS, Sharding } from './sharding.js';
 
 const settings = loadConfig({
   AETHEX_GAMESERVER_AUTH_JWKS_URL: 'http://unused.invalid/jwks',
@@ -1254,5 +1254,76 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
     old.deliver(right, old.aSharding, oldB.toA.sent);
     expect(old.a.world.mode[old.a.world.indexOf(fay)]).toBe(MODE_GHOST);
     expect(old.aSharding.custodyHeld).toEqual([]);
+  });
+});
+
+describe('ghosts and entity slots', () => {
+  const id = (k: number) => (1 << 24) + k;
+
+  test('a neighbour’s ghosts give their slots up to players joining or handed over; the rest stay', () => {
+    const tight = loadConfig({
+      AETHEX_GAMESERVER_AUTH_JWKS_URL: 'http://unused.invalid/jwks',
+      AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '0,0,200,100',
+      AETHEX_GAMESERVER_ENGINE_MAX_PLAYERS: '2',
+      AETHEX_GAMESERVER_ENGINE_MAX_ENTITIES: '3',
+    });
+    const engine = new ShardEngine(tight, { send: () => true, kick: () => undefined }, { region: left, ids: idRange(0) });
+    const sharding = shardingOf(engine);
+    // Three ghosts fill every slot.
+    sharding.onMessage(right, update({ tick: 1, upserts: [ghost(id(1), 101, 10), ghost(id(2), 101, 20), ghost(id(3), 101, 30)] }));
+    expect(engine.world.count).toBe(3);
+    expect(engine.hasRoomForPlayer).toBe(true);
+    // A player joins in a ghost's slot, and another is handed over into one.
+    expect(engine.join(1, 'ann').ok).toBe(true);
+    expect(engine.adopt({ entityId: id(7), x: 99, y: 50, vx: 0, vy: 0, kind: 1, flags: 0, lastInputSeq: 0 })).toBe(true);
+    expect(engine.world.count).toBe(3);
+    let ghosts = 0;
+    for (let i = 0; i < engine.world.count; i++) if (engine.world.mode[i] === MODE_GHOST) ghosts++;
+    expect(ghosts).toBe(1);
+    // No ghost takes a slot back from a player, and ghosts give way to players only (not to a game's spawn).
+    expect(engine.upsertGhost({ entityId: id(4), x: 101, y: 10, vx: 0, vy: 0, kind: 0, flags: 0 })).toBe(false);
+    expect(() => engine.context.spawn(10, 10, 2)).toThrow(/entity capacity/);
+  });
+
+  test('every neighbour is sent all our ghosts near it anew every GHOST_REFRESH_MS, so one it could not take comes back', () => {
+    let now = 0;
+    const engine = new ShardEngine(settings, { send: () => true, kick: () => undefined }, { region: left, ids: idRange(0) });
+    const sharding = shardingOf(engine, { now: () => now });
+    const { links, sent } = recordingLinks();
+    sharding.attach(links);
+    const npc = engine.context.spawn(98, 50, 2);
+    const updates = () => sent.flatMap((m) => (m.ghostUpdate ? [m.ghostUpdate] : []));
+    sharding.afterStep();
+    expect(updates().map((u) => [Boolean(u.full), u.upserts?.map((e) => e.entityId)])).toEqual([[false, [npc]]]);
+    // It stands still: nothing more, until the refresh.
+    now += GHOST_REFRESH_MS - 1;
+    sharding.afterStep();
+    expect(updates()).toHaveLength(1);
+    now += 1;
+    sharding.afterStep();
+    expect(updates().map((u) => [Boolean(u.full), u.upserts?.map((e) => e.entityId)])).toEqual([
+      [false, [npc]],
+      [true, [npc]],
+    ]);
+  });
+
+  test('a ghost the owner set up at a commit goes at the neighbour’s next full update when the neighbour never adopted it', () => {
+    const engine = new ShardEngine(settings, { send: () => true, kick: () => undefined }, { region: left, ids: idRange(0) });
+    const sharding = shardingOf(engine);
+    const { links, sent } = recordingLinks();
+    sharding.attach(links);
+    const r = engine.join(1, 'ann');
+    if (!r.ok) throw new Error('join refused');
+    engine.world.x[engine.world.indexOf(r.entityId)] = 110;
+    sharding.afterStep();
+    const o = sent.find((m) => m.handoffOffer)?.handoffOffer as aethex.v1.IHandoffOffer;
+    sharding.onMessage(
+      right,
+      wire({ handoffAccept: { offerId: o.offerId, entityId: o.entityId, resumeToken: 't', address: right.address } }),
+    );
+    expect(engine.world.mode[engine.world.indexOf(r.entityId)]).toBe(MODE_GHOST);
+    // The neighbour's full update does not name it (it never adopted it): it goes here too.
+    sharding.onMessage(right, update({ tick: 9, full: true, upserts: [] }));
+    expect(engine.world.indexOf(r.entityId)).toBe(-1);
   });
 });

@@ -13,6 +13,13 @@ const { ReasonCode } = aethex.v1;
 /** A rolled-back entity is not offered again sooner (a full or unreachable neighbour). */
 const RETRY_AFTER_ROLLBACK_MS = 250;
 /**
+ * Each neighbour is sent every ghost of ours near it anew at least this often (a `full` update),
+ * not only what changed: one it could not take (its entity slots full, or a player took the slot:
+ * `ShardEngine.roomForPlayer`) or lost would otherwise stay missing while it stands still, and one
+ * it holds that we no longer own goes.
+ */
+export const GHOST_REFRESH_MS = 5000;
+/**
  * How long a shard keeps its copy of an entity it handed over while the neighbour has not said it
  * stored it (HandoffStored). The neighbour snapshots within a second of an adoption; longer means
  * its store is down (or the answer was lost with a link), and a crash after this loses the entity.
@@ -187,6 +194,8 @@ export class Sharding {
   private readonly resumedBeforeCommit = new Map<string, { entityId: number; stateWrites: number; flagWrites: number; at: number }>();
   private readonly mirrored = new Map<number, Map<number, Mirrored>>(); // neighbour → entity → last sent
   private readonly needFull = new Set<number>();
+  /** When each neighbour was last sent a full ghost update (GHOST_REFRESH_MS). */
+  private readonly fullSentAt = new Map<number, number>();
   /**
    * The ghosts each neighbour owns here (neighbour → ghost ids), and the neighbour each ghost is
    * owned by: one at a time, the last to send it. A player crossing between two neighbours of this
@@ -467,7 +476,9 @@ export class Sharding {
     for (const n of this.neighbours) {
       if (!this.links?.isUp(n)) continue;
       const sent = this.mirrored.get(n.shard) as Map<number, Mirrored>;
-      const full = this.needFull.delete(n.shard);
+      const now = this.now();
+      const full = this.needFull.delete(n.shard) || now - (this.fullSentAt.get(n.shard) ?? now) >= GHOST_REFRESH_MS;
+      if (full || !this.fullSentAt.has(n.shard)) this.fullSentAt.set(n.shard, now);
       if (full) sent.clear();
       const upserts: aethex.v1.IGhostEntity[] = [];
       const seen = new Set<number>();
