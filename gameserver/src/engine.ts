@@ -331,6 +331,8 @@ export class ShardEngine {
       log?: Logger;
       /** The part of the world this shard owns (default: all of it). */
       region?: Rect;
+      /** Where its players may walk: its region and its neighbours' (`MovementRules.reach`; default: all of the world). */
+      reach?: Rect;
       /** The entity ids this shard hands out, [first, limit) (default: all). */
       ids?: { first: number; limit: number };
       /**
@@ -369,7 +371,12 @@ export class ShardEngine {
     );
     this.grid = new Grid(bounds, settings['engine.aoi_radius'] * GRID_CELL_FACTOR, settings['engine.max_entities']);
     this.region = options.region ?? bounds;
-    this.rules = { bounds, maxSpeed: settings['engine.max_speed'], region: this.region };
+    this.rules = {
+      bounds,
+      maxSpeed: settings['engine.max_speed'],
+      region: this.region,
+      ...(options.reach ? { reach: options.reach } : {}),
+    };
     this.rejoinWindowTicks = Math.ceil(settings['engine.rejoin_window_ms'] / settings['engine.tick_rate_ms']);
     this.corrected = new Uint32Array(settings['engine.max_entities']);
     this.rng = createRng(settings['engine.seed']);

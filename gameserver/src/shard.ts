@@ -30,6 +30,7 @@ import { openStores, type Stores } from './persist/stores.js';
 import { LINK_PATH, ShardLinks } from './sharding/links.js';
 import { idRange, loadShardMap, type ShardPlacement } from './sharding/map.js';
 import { Sharding } from './sharding/sharding.js';
+import { reachOf } from './sim/step.js';
 import { Interest } from './spatial/aoi.js';
 import { viewerFocus, viewerState } from './viewer/state.js';
 
@@ -290,7 +291,9 @@ export async function startShard(configured: GameserverSettings, options: ShardO
       restored,
       hooks,
       log,
-      ...(placement ? { region: placement.region } : {}),
+      ...(placement
+        ? { region: placement.region, reach: reachOf(placement.bounds, [placement.region, ...placement.neighbours.map((n) => n.region)]) }
+        : {}),
       ...(ids ? { ids } : {}),
       onThreadGc: options.onThreadGc,
       // A dropped player's place is kept until their rejoin window ends, and so is their presence

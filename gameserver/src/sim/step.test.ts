@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, test } from 'vitest';
-import { applyInput, createRng, step, wander } from './step.js';
+import { applyInput, createRng, reachOf, step, wander } from './step.js';
 import { JITTER_BUFFER_STEPS, KIND_NPC, KIND_PLAYER, MAX_MOVES_PER_STEP, MAX_QUEUED_MOVES, World } from './world.js';
 
 const rules = { bounds: { minX: -100, minY: -100, maxX: 100, maxY: 100 }, maxSpeed: 5 };
@@ -26,6 +26,27 @@ describe('movement authority', () => {
     expect(step(w, rules, corrected)).toBe(1);
     expect(corrected[0]).toBe(id);
     expect(Math.hypot(w.x[slot] as number, w.y[slot] as number)).toBeCloseTo(5, 5);
+  });
+
+  test('a sharded shard keeps its players within its region and its neighbours’ (reach): a walk on is clamped and corrected', () => {
+    // A 3 × 1 world: this shard owns x -100..-33, its one neighbour -33..33; x 33..100 is a third
+    // shard's, which no handoff from here reaches.
+    const reach = reachOf(rules.bounds, [
+      { minX: -100, minY: -100, maxX: -33, maxY: 100 },
+      { minX: -33, minY: -100, maxX: 33, maxY: 100 },
+    ]);
+    expect(reach).toEqual({ minX: -100, minY: -100, maxX: 33, maxY: 100 });
+    const { w, id, slot } = player();
+    w.x[slot] = 30;
+    applyInput(w, slot, 1, 5, 0);
+    expect(step(w, { ...rules, reach }, corrected)).toBe(1);
+    expect(corrected[0]).toBe(id);
+    expect(w.x[slot]).toBeLessThan(33);
+    expect(w.x[slot]).toBeGreaterThan(32.99);
+    // Without a reach, the world's bounds.
+    applyInput(w, slot, 2, 5, 0);
+    expect(step(w, rules, corrected)).toBe(0);
+    expect(w.x[slot]).toBeGreaterThan(37);
   });
 
   test('a second input in one tick waits for the next step, and is acknowledged only then', () => {

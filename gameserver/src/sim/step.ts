@@ -12,6 +12,22 @@ export interface MovementRules {
    * players, who can be handed over, ever cross a border. Default: `bounds`.
    */
   region?: Rect;
+  /**
+   * Where entities moved by input (players) may go, inside `bounds`: a sharded shard's region and
+   * its neighbours' (`reachOf`), so that a player kept here while a neighbour is down never walks
+   * on into a region no neighbour of this shard owns, which no handoff could reach. Default: `bounds`.
+   */
+  reach?: Rect;
+}
+
+/** The bounding box of a shard's region and its neighbours' (`MovementRules.reach`), inside `bounds`. */
+export function reachOf(bounds: Rect, regions: readonly Rect[]): Rect {
+  return {
+    minX: Math.max(bounds.minX, Math.min(...regions.map((r) => r.minX))),
+    minY: Math.max(bounds.minY, Math.min(...regions.map((r) => r.minY))),
+    maxX: Math.min(bounds.maxX, Math.max(...regions.map((r) => r.maxX))),
+    maxY: Math.min(bounds.maxY, Math.max(...regions.map((r) => r.maxY))),
+  };
 }
 
 /** What became of one input. */
@@ -84,7 +100,7 @@ export function applyInput(
 
 /**
  * Advances every entity by one tick. An entity with a move waiting goes by it, clamped to
- * `maxSpeed` and to `bounds`; its `lastSeq` becomes that move's input and the next one waits for
+ * `maxSpeed` and to `reach` (`bounds` unless sharded); its `lastSeq` becomes that move's input and the next one waits for
  * the next step (a one-move jitter buffer: two inputs in one tick move the entity over two steps,
  * as they were made). With more than that waiting — a batch after a stall, inputs re-sent after a
  * rejoin or a rolled-back handoff — the step goes by further moves while the entity has credit
@@ -102,10 +118,11 @@ export function applyInput(
  * `corrected`; allocates nothing (apart from consuming a burst's queue).
  */
 export function step(world: World, rules: MovementRules, corrected: Uint32Array): number {
-  const { maxX, maxY } = rules.bounds;
+  const reach = rules.reach ?? rules.bounds;
+  const { maxX, maxY } = reach;
   // Positions are float32: min is inclusive, max exclusive, both as the stored value sees them.
-  const minX = insideMin(rules.bounds.minX);
-  const minY = insideMin(rules.bounds.minY);
+  const minX = insideMin(reach.minX);
+  const minY = insideMin(reach.minY);
   const hiX = insideMax(maxX);
   const hiY = insideMax(maxY);
   const maxSpeed = rules.maxSpeed;
