@@ -37,7 +37,13 @@ export function quantaOf(bounds: Rect, scale: number): Quanta {
     while ((q + 1) * scale < max) q++;
     return q;
   };
-  return { invScale: 1 / scale, minX: lowest(bounds.minX), maxX: highest(bounds.maxX), minY: lowest(bounds.minY), maxY: highest(bounds.maxY) };
+  return {
+    invScale: 1 / scale,
+    minX: lowest(bounds.minX),
+    maxX: highest(bounds.maxX),
+    minY: lowest(bounds.minY),
+    maxY: highest(bounds.maxY),
+  };
 }
 
 /** A QuantizedWorld's shared rows, sent to snapshot threads. */

@@ -3,7 +3,14 @@ import { encodeSnapshotMessage, SNAPSHOT_LAYOUT, SnapshotBodyWriter } from '@aet
 import { sharedArray, type WorldShare } from '../sim/world.js';
 import { Interest } from '../spatial/aoi.js';
 import type { Grid, GridShare, HeldMarks } from '../spatial/grid.js';
-import { type DeltaHistory, DeltaScratch, type EntityTable, type Quanta, type QuantizedShare, type QuantizedWorld } from './delta-history.js';
+import {
+  type DeltaHistory,
+  DeltaScratch,
+  type EntityTable,
+  type Quanta,
+  type QuantizedShare,
+  type QuantizedWorld,
+} from './delta-history.js';
 
 /**
  * Cuts clients' snapshots on one thread: per client, its area of interest around its entity, the

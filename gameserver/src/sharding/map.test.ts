@@ -53,7 +53,7 @@ test('a broken map is refused with an error that names the setting and the probl
   ];
   // Maps that read, but name a shard twice, a neighbour twice or a shard its own neighbour (its
   // handoffs to that neighbour would never be accepted), or regions that overlap or leave the bounds.
-  const [s0, s1] = map.instances[0]?.shards as [typeof shard0 & object, typeof shard0 & object];
+  const [s0, s1] = (map.instances[0] as (typeof map.instances)[number]).shards as [typeof shard0 & object, typeof shard0 & object];
   const instance = (...shards: unknown[]) => ({ ...map, instances: [{ instance: 0, shards }] });
   cases.push(
     [instance(s0, { ...s1, shard: 0 }), /lists shard index 0 twice \(w-0-0 and w-0-1\)/],
