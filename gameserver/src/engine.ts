@@ -466,13 +466,14 @@ export class ShardEngine {
         return slot < 0 ? undefined : (world.flags[slot] as number);
       },
       setFlags(entityId, flags) {
-        if (!Number.isInteger(flags) || flags < 0 || flags > 0xffffffff)
+        // 32 bits, as JavaScript's bit operators leave them too (`f | (1 << 31)` and `~0` are negative).
+        if (!Number.isInteger(flags) || flags < -0x80000000 || flags > 0xffffffff)
           throw new RangeError(
-            `flags must be an integer from 0 to 2^32 - 1 (32 bits), got ${typeof flags === 'number' ? flags : typeof flags}`,
+            `flags must be 32 bits: an integer from -2^31 to 2^32 - 1, got ${typeof flags === 'number' ? flags : typeof flags}`,
           );
         const slot = engine.gameWritableSlot(entityId);
         if (slot < 0) return false;
-        world.flags[slot] = flags;
+        world.flags[slot] = flags >>> 0;
         if (world.kind[slot] === KIND_PLAYER) world.flagWrites.set(entityId, (world.flagWrites.get(entityId) ?? 0) + 1);
         return true;
       },
@@ -1383,33 +1384,52 @@ export class ShardEngine {
    * taken; a neighbour's ghost gives its slot up to a player: `roomForPlayer`).
    */
   get hasRoomForPlayer(): boolean {
+    return this.freeForPlayers() > 0 && this.placesTaken < this.settings['engine.max_players'];
+  }
+
+  /**
+   * Entity slots a player could have now: those neither taken nor promised to an accepted offer,
+   * and the neighbours' ghosts' (counted by a scan, only when no slot is free otherwise).
+   */
+  private freeForPlayers(): number {
     const w = this.world;
-    return (w.count + w.reserved < w.capacity || this.ghostSlot() >= 0) && this.placesTaken < this.settings['engine.max_players'];
+    const free = w.capacity - w.count - w.reserved;
+    return free > 0 ? free : free + this.ghostCount();
   }
 
   /**
    * Players come before neighbours' ghosts: a player joining a shard whose entity slots are all
-   * taken (engine.max_entities, ghosts included) takes a ghost's. The ghost is back at the
-   * neighbour's next full update (`GHOST_REFRESH_MS`) if a slot is free by then.
+   * taken or promised (engine.max_entities, ghosts included) takes a ghost's, if the ghosts are
+   * not all spoken for by accepted offers already. The ghost is back at the neighbour's next full
+   * update (`GHOST_REFRESH_MS`) if a slot is free by then.
    */
   private roomForPlayer(): void {
     const w = this.world;
-    if (w.count + w.reserved >= w.capacity) this.evictGhost();
+    if (w.count + w.reserved >= w.capacity && this.freeForPlayers() > 0) this.evictGhost();
   }
+
+  /** Called with the id of each ghost dropped to make room for a player (Sharding forgets it as its neighbour's). */
+  onGhostEvicted: ((entityId: number) => void) | undefined;
 
   /** Drops one ghost (the last in slot order), if there is one; whether it did. */
   private evictGhost(): boolean {
-    const slot = this.ghostSlot();
-    if (slot < 0) return false;
-    this.world.despawn(this.world.id[slot] as number);
-    return true;
+    const w = this.world;
+    for (let i = w.count - 1; i >= 0; i--) {
+      if (w.mode[i] !== MODE_GHOST) continue;
+      const id = w.id[i] as number;
+      w.despawn(id);
+      this.onGhostEvicted?.(id);
+      return true;
+    }
+    return false;
   }
 
-  /** The slot of a ghost, the last in slot order, or -1: a scan, only when the shard is full. */
-  private ghostSlot(): number {
+  /** The neighbours' ghosts here: a scan, only when the shard is full. */
+  private ghostCount(): number {
     const w = this.world;
-    for (let i = w.count - 1; i >= 0; i--) if (w.mode[i] === MODE_GHOST) return i;
-    return -1;
+    let n = 0;
+    for (let i = 0; i < w.count; i++) if (w.mode[i] === MODE_GHOST) n++;
+    return n;
   }
 
   /**

@@ -1285,6 +1285,34 @@ describe('ghosts and entity slots', () => {
     expect(() => engine.context.spawn(10, 10, 2)).toThrow(/entity capacity/);
   });
 
+  test('a full shard accepts no more handoffs than it has ghosts to give up: every committed one is adopted', () => {
+    const tight = loadConfig({
+      AETHEX_GAMESERVER_AUTH_JWKS_URL: 'http://unused.invalid/jwks',
+      AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '0,0,200,100',
+      AETHEX_GAMESERVER_ENGINE_MAX_PLAYERS: '2',
+      AETHEX_GAMESERVER_ENGINE_MAX_ENTITIES: '3',
+    });
+    const engine = new ShardEngine(tight, { send: () => true, kick: () => undefined }, { region: left, ids: idRange(0) });
+    const sharding = shardingOf(engine);
+    engine.context.spawn(10, 10, 2);
+    engine.context.spawn(20, 20, 2);
+    sharding.onMessage(right, update({ tick: 1, upserts: [ghost(id(1), 101, 10)] }));
+    expect(engine.world.count).toBe(3);
+    const offer = (offerId: number, entityId: number, playerId: string) =>
+      wire({
+        handoffOffer: { offerId, entityId, playerId, position: { x: 99, y: 50 }, velocity: { x: 0, y: 0 }, kind: 1, lastInputSeq: 3 },
+      });
+    // Room for one player (the ghost's slot): the first offer is accepted, the second is not.
+    sharding.onMessage(right, offer(1, id(5), 'pat'));
+    sharding.onMessage(right, offer(2, id(6), 'quinn'));
+    expect(sharding.inFlight.held).toEqual([id(5)]);
+    sharding.onMessage(right, wire({ handoffCommit: { offerId: 1, entityId: id(5) } }));
+    expect(engine.world.mode[engine.world.indexOf(id(5))]).toBe(MODE_OWNED);
+    expect(engine.world.indexOf(id(1))).toBe(-1);
+    // Full now, with no ghost left to give up: nobody else gets in (though a place is free).
+    expect(engine.hasRoomForPlayer).toBe(false);
+  });
+
   test('every neighbour is sent all our ghosts near it anew every GHOST_REFRESH_MS, so one it could not take comes back', () => {
     let now = 0;
     const engine = new ShardEngine(settings, { send: () => true, kick: () => undefined }, { region: left, ids: idRange(0) });

@@ -275,6 +275,9 @@ export class Sharding {
       if (o.restored) this.claimsAwaited.add(n.shard);
     }
     this.startedAt = this.now();
+    // A ghost the engine dropped to make room for a player is no neighbour's here any more (the
+    // neighbour's next full update sends it again).
+    o.engine.onGhostEvicted = (id) => this.disownGhost(id);
   }
 
   /** Whether players may join: every neighbour's claim and handed-back entities are in, or the settle timeout passed. */
