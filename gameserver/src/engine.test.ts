@@ -704,11 +704,16 @@ test('game state: a copy per entity, checked; it travels with a handoff, may cha
   ctx.setFlags(cat, 2);
   ctx.setFlags(cat, 3);
   expect([w.stateWrites.get(cat), w.flagWrites.get(cat)]).toEqual([1, 2]);
-  // Flags are 32 bits: anything else is refused, naming it, not wrapped into other bits.
-  for (const bad of [2 ** 32, -1, 1.5, Number.NaN, '7' as unknown as number])
-    expect(() => ctx.setFlags(cat, bad), String(bad)).toThrow(/^flags must be an integer from 0 to 2\^32 - 1 \(32 bits\), got /);
+  // Flags are 32 bits: anything else is refused, naming it, not wrapped into other bits. The
+  // negative numbers JavaScript's bit operators give for bit 31 are those bits.
+  for (const bad of [2 ** 32, -(2 ** 31) - 1, 1.5, Number.NaN, '7' as unknown as number])
+    expect(() => ctx.setFlags(cat, bad), String(bad)).toThrow(/^flags must be 32 bits: an integer from -2\^31 to 2\^32 - 1, got /);
   expect(ctx.flags(cat)).toBe(3);
   expect(ctx.setFlags(cat, 2 ** 32 - 1)).toBe(true);
+  expect(ctx.flags(cat)).toBe(2 ** 32 - 1);
+  expect(ctx.setFlags(cat, 1 | (1 << 31))).toBe(true);
+  expect(ctx.flags(cat)).toBe(2 ** 31 + 1);
+  expect(ctx.setFlags(cat, ~0)).toBe(true);
   expect(ctx.flags(cat)).toBe(2 ** 32 - 1);
   ctx.setFlags(cat, 3);
   e.leave(9);

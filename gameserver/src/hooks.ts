@@ -18,8 +18,8 @@ export interface GameContext {
   /**
    * Game-defined state bits carried in snapshots (full records when they change). False, changing
    * nothing, where `setState` is: an entity not here, a neighbour's ghost, or a player on offer to
-   * a shard of an older build. `flags` is 32 bits: anything but an integer from 0 to 2^32 - 1
-   * throws a RangeError naming it.
+   * a shard of an older build. `flags` is 32 bits (an integer from -2^31 to 2^32 - 1, as bit
+   * operators leave it; read back unsigned): anything else throws a RangeError naming it.
    */
   setFlags(entityId: number, flags: number): boolean;
   flags(entityId: number): number | undefined;
