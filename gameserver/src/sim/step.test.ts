@@ -47,6 +47,14 @@ describe('movement authority', () => {
     applyInput(w, slot, 2, 5, 0);
     expect(step(w, rules, corrected)).toBe(0);
     expect(w.x[slot]).toBeGreaterThan(37);
+    // One outside the reach (restored there) walks back in at its own pace, and no further out.
+    w.x[slot] = 80;
+    applyInput(w, slot, 3, -1, 0);
+    expect(step(w, { ...rules, reach }, corrected)).toBe(0);
+    expect(w.x[slot]).toBe(79);
+    applyInput(w, slot, 4, 1, 1);
+    expect(step(w, { ...rules, reach }, corrected)).toBe(1);
+    expect([w.x[slot], w.y[slot]]).toEqual([79, 1]);
   });
 
   test('a second input in one tick waits for the next step, and is acknowledged only then', () => {

@@ -154,12 +154,18 @@ export function step(world: World, rules: MovementRules, corrected: Uint32Array)
           dy *= k;
           clamped = true;
         }
-        let nx = (x[i] as number) + dx;
-        let ny = (y[i] as number) + dy;
+        const px = x[i] as number;
+        const py = y[i] as number;
+        let nx = px + dx;
+        let ny = py + dy;
         if (nx < minX || nx > hiX || ny < minY || ny > hiY) {
-          nx = Math.min(Math.max(nx, minX), hiX);
-          ny = Math.min(Math.max(ny, minY), hiY);
-          clamped = true;
+          // Only a move outward is held: one already outside the reach (restored there, adopted
+          // at its edge) walks back in freely rather than being pulled in at once.
+          const cx = Math.min(Math.max(nx, Math.min(minX, px)), Math.max(hiX, px));
+          const cy = Math.min(Math.max(ny, Math.min(minY, py)), Math.max(hiY, py));
+          if (cx !== nx || cy !== ny) clamped = true;
+          nx = cx;
+          ny = cy;
         }
         x[i] = nx;
         y[i] = ny;
