@@ -45,6 +45,10 @@ test("read from Forwarded (RFC 7239) instead: each element's for=, quoted or not
   // malformed (an unknown client, an obfuscated one, a quoted comma, not the syntax at all).
   expect(client('for=1.1.1.1, for=203.0.113.7, for=10.1.1.1;proto=http,for=10.2.2.2')).toBe('203.0.113.7');
   expect(client('for=unknown, for="a, b", garbage;;, for=203.0.113.7')).toBe('203.0.113.7');
+  // A quote the client leaves open, an escaped one, or a quoted comma: the proxy's element on the right is read.
+  expect(client('for="x, for=203.0.113.7')).toBe('203.0.113.7');
+  expect(client('for="a\\"b", for=203.0.113.7')).toBe('203.0.113.7');
+  expect(client('for="a\\\\", for="[2001:db8::7]:443"')).toBe('2001:db8::7');
   expect(client(['for=1.1.1.1', 'for=203.0.113.7'])).toBe('203.0.113.7');
   expect(client('for=10.9.9.9, for=10.1.1.1')).toBe('10.9.9.9');
   // None on the way from the right: the proxy's own address counts.

@@ -11,24 +11,28 @@ export const CLIENT_ADDRESS_HEADERS = ['x-forwarded-for', 'forwarded'] as const;
 export type ClientAddressHeader = (typeof CLIENT_ADDRESS_HEADERS)[number];
 
 /**
- * A `Forwarded` header's elements, as written: split at the commas outside quoted strings (a
- * quoted `for="[2001:db8::7]:443"` may hold anything, escaped quotes too).
+ * A `Forwarded` header's elements, as written, left to right: split at the commas outside quoted
+ * strings (a quoted `for="[2001:db8::7]:443"` may hold anything, escaped quotes too). Read from
+ * the right, where each proxy appended its own well-formed element: a quote the client left open
+ * on the left only makes the client's own part one malformed element.
  */
 function forwardedElements(value: string): string[] {
   const elements: string[] = [];
-  let start = 0;
+  let end = value.length;
   let quoted = false;
-  for (let i = 0; i < value.length; i++) {
+  for (let i = value.length - 1; i >= 0; i--) {
     const c = value[i];
-    if (quoted && c === '\\') i++;
-    else if (c === '"') quoted = !quoted;
-    else if (c === ',' && !quoted) {
-      elements.push(value.slice(start, i));
-      start = i + 1;
+    if (c === '"') {
+      let backslashes = 0;
+      while (i - 1 - backslashes >= 0 && value[i - 1 - backslashes] === '\\') backslashes++;
+      if (backslashes % 2 === 0) quoted = !quoted;
+    } else if (c === ',' && !quoted) {
+      elements.push(value.slice(i + 1, end));
+      end = i;
     }
   }
-  elements.push(value.slice(start));
-  return elements;
+  elements.push(value.slice(0, end));
+  return elements.reverse();
 }
 
 /**
