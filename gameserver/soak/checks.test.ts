@@ -138,8 +138,10 @@ describe('soak checks', () => {
     expect(lostAfter(1000).map((l) => l.explained !== undefined)).toEqual([false]);
   });
 
-  test('a new entity after a SIGKILL right after a handoff in is explained only while the shard holding the copy was down or cut off too', () => {
+  test('a new entity after a SIGKILL right after a handoff in is explained only when the shard holding the copy lost it', () => {
     const C = 'w-0-2';
+    // p1 handed A → B at 7800, B killed at 8000 and ready again at 10,000 (it waits for its
+    // neighbours' copies until 13,000); p1 rejoins B at 12,050 with a new entity.
     const lostWith = (...faults: FaultRecord[]) => {
       const r = healthy();
       r.events = [
@@ -151,21 +153,25 @@ describe('soak checks', () => {
       r.finals = [live('p1', B, 9)];
       r.ownership.finalOwners = new Map([[9, [B]]]);
       r.faults = [kill(B, 8000), ...faults];
+      r.runs = [{ shard: B, cause: 'kill', spawnAt: 9000, readyAt: 10_000 }];
       return evaluate(r).lost.map((l) => l.explained);
     };
     const pause = (shard: string, at: number, ms: number): FaultRecord => ({ kind: 'pause', shard, at, endAt: at + ms, ms });
-    // A (the copy's holder) killed, drained or stopped after the kill and before the rejoin; or the links cut.
+    const cut = (a: string, b: string, at: number): FaultRecord => ({ kind: 'link-cut', shard: a, peer: b, at, endAt: at });
+    // A (the copy's holder) killed after the handoff and before B stopped waiting; stopped, or cut
+    // off from B, while B waited.
     expect(lostWith(kill(A, 9000))).toEqual([
-      expect.stringMatching(/^handed over to w-0-1 200 ms before its SIGKILL by w-0-0, which holds the copy and was down too \(kill\)/),
+      expect.stringMatching(/^handed over to w-0-1 200 ms before its SIGKILL by w-0-0, which held the copy and was down too \(kill\)/),
     ]);
-    expect(lostWith(pause(A, 7900, 5000))).toEqual([expect.stringContaining('down too (pause) until 4900 ms after the kill')]);
-    expect(lostWith({ kind: 'link-cut', shard: B, peer: A, at: 8500, endAt: 8500 })).toEqual([
-      expect.stringContaining('cut off from it (link-cut)'),
-    ]);
-    // Not: nothing happened to A, or to another shard, or only after the rejoin.
+    expect(lostWith(pause(A, 7900, 5000))).toEqual([expect.stringContaining('down too (pause)')]);
+    expect(lostWith(cut(B, A, 10_500))).toEqual([expect.stringContaining('cut off from it (link-cut)')]);
+    // Not: nothing happened to A; or to another shard; a pause of A over before B was back; a cut
+    // while B was down (the links were back before B was); anything after B stopped waiting.
     expect(lostWith()).toEqual([undefined]);
-    expect(lostWith(kill(C, 9000), { kind: 'link-cut', shard: A, peer: C, at: 8500, endAt: 8500 })).toEqual([undefined]);
-    expect(lostWith(pause(A, 12_100, 5000))).toEqual([undefined]);
+    expect(lostWith(kill(C, 9000), cut(A, C, 10_500))).toEqual([undefined]);
+    expect(lostWith(pause(A, 7900, 1000))).toEqual([undefined]);
+    expect(lostWith(cut(B, A, 8500))).toEqual([undefined]);
+    expect(lostWith(pause(A, 13_100, 5000), kill(A, 13_200))).toEqual([undefined]);
   });
 
   test('one id held by two players at once fails; one after the other is a reuse', () => {

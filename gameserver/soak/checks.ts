@@ -246,17 +246,27 @@ function killBetween(faults: readonly FaultRecord[], shard: string, from: number
   return faults.find((f) => f.shard === shard && f.killedAt !== undefined && f.killedAt >= from && f.killedAt <= to)?.killedAt;
 }
 
+/** How long a restarted shard waits for its neighbours' claims and copies (docs/sharding.md). */
+const SETTLE_WAIT_MS = 3000;
+
 /**
- * A fault that had `holder` down, or cut off from `shard`, at some point in [from, to]: its process
- * drained, killed or stopped, or the links between the two cut or held. The first, if any.
+ * A fault that cost `holder`'s copy of an entity it handed to `shard` its way back after `shard`
+ * restarted (ready at `readyAt`): `holder` killed or drained from the handoff (`from`) until the
+ * restarted shard stopped waiting (its copy died with it), or stopped, or cut off from `shard`,
+ * while the restarted shard waited (its copy came too late). The first, if any.
  */
-function downBetween(faults: readonly FaultRecord[], holder: string, shard: string, from: number, to: number): FaultRecord | undefined {
+function copyLost(faults: readonly FaultRecord[], holder: string, shard: string, from: number, readyAt: number): FaultRecord | undefined {
+  const until = readyAt + SETTLE_WAIT_MS;
   return faults.find((f) => {
-    const link = f.kind === 'link-cut' || f.kind === 'link-pause';
-    const hit = link
-      ? (f.shard === holder && f.peer === shard) || (f.shard === shard && f.peer === holder)
-      : f.shard === holder && (f.kind === 'drain' || f.kind === 'kill' || f.kind === 'pause' || f.kind === 'pg-pause-kill');
-    return hit && f.at <= to && f.endAt >= from;
+    if (f.kind === 'link-cut' || f.kind === 'link-pause') {
+      const between = (f.shard === holder && f.peer === shard) || (f.shard === shard && f.peer === holder);
+      // A cut is over at once (the links come back): it counts only while the shard waits.
+      return between && f.at <= until && f.endAt >= readyAt;
+    }
+    if (f.shard !== holder) return false;
+    if (f.kind === 'pause') return f.at <= until && f.endAt >= readyAt;
+    const diedAt = f.killedAt ?? f.at;
+    return (f.kind === 'drain' || f.kind === 'kill' || f.kind === 'pg-pause-kill') && diedAt >= from && diedAt <= until;
   });
 }
 
@@ -316,9 +326,11 @@ export function evaluate(r: SoakRecord): SoakFindings {
           // SIGKILL comes back from the copy the shard they came from keeps, unless that shard was
           // down or cut off as well until after the player rejoined (the restarted shard waits for
           // it 3 s at most).
+          const readyAt =
+            killedAt === undefined ? e.at : (r.runs.find((run) => run.shard === e.shard && run.spawnAt >= killedAt)?.readyAt ?? e.at);
           const holderDown =
             killedAt !== undefined && got?.fresh === false && got.shard === e.shard && got.from !== undefined && got.at <= killedAt
-              ? downBetween(r.faults, got.from, e.shard, got.at, e.at)
+              ? copyLost(r.faults, got.from, e.shard, got.at, readyAt)
               : undefined;
           lost.push({
             player,
@@ -331,7 +343,7 @@ export function evaluate(r: SoakRecord): SoakFindings {
               : {}),
             ...(holderDown && got && killedAt !== undefined
               ? {
-                  explained: `handed over to ${e.shard} ${killedAt - got.at} ms before its SIGKILL by ${got.from}, which holds the copy and was ${holderDown.kind === 'link-cut' || holderDown.kind === 'link-pause' ? `cut off from it (${holderDown.kind})` : `down too (${holderDown.kind})`} until ${holderDown.endAt - killedAt} ms after the kill`,
+                  explained: `handed over to ${e.shard} ${killedAt - got.at} ms before its SIGKILL by ${got.from}, which held the copy and was ${holderDown.kind === 'link-cut' || holderDown.kind === 'link-pause' ? `cut off from it (${holderDown.kind})` : `down too (${holderDown.kind})`} from ${(holderDown.killedAt ?? holderDown.at) - killedAt} ms after the kill, the restarted shard ready at ${readyAt - killedAt} ms`,
                 }
               : {}),
           });
