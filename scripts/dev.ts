@@ -166,3 +166,9 @@ function stop(code: number): void {
 }
 process.on('SIGINT', () => stop(0));
 process.on('SIGTERM', () => stop(0));
+// The terminal closed: its group's signal does not reach the children (groups of their own).
+process.on('SIGHUP', () => stop(0));
+// However this script ends (an error thrown, a stop timed out), no child outlives it.
+process.on('exit', () => {
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGTERM');
+});

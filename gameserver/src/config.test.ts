@@ -30,7 +30,8 @@ function refusal(env: Record<string, string>, yaml?: string): string {
 test('docs/gameserver.md lists every setting with its variable', () => {
   const doc = readFileSync(join(import.meta.dirname, '../../docs/gameserver.md'), 'utf8');
   for (const k of Object.keys(GAMESERVER_SETTINGS)) {
-    expect(doc).toContain(`| \`${k}\` | \`${envName('AETHEX_GAMESERVER', k)}\` |`);
+    // A row of its own (at the start of a line), not text pasted into another table's row.
+    expect(doc).toContain(`\n| \`${k}\` | \`${envName('AETHEX_GAMESERVER', k)}\` |`);
   }
 });
 
