@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 
 /**
  * A process of ours started by a test (`spawnSource`, `spawnNode`), its stdout and stderr
@@ -147,6 +148,11 @@ export function spawnNode(args: string[], options: SpawnOptions = {}): TestProce
     kill(signal = 'SIGTERM') {
       if (options.group !== true) child.kill(signal);
       else if (child.pid !== undefined) {
+        // Its group may outlive it, but once the group is gone too the id can be another's: a
+        // process that took the pid since leads a group of that id. The kernel hands out no pid
+        // still in use as a group's id, so with no process of that pid the group is still ours.
+        const leaderGone = child.exitCode !== null || child.signalCode !== null;
+        if (leaderGone && existsSync(`/proc/${child.pid}`)) return;
         try {
           process.kill(-child.pid, signal);
         } catch {

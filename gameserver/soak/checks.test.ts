@@ -174,6 +174,17 @@ describe('soak checks', () => {
     expect(lostWith(pause(A, 13_100, 5000), kill(A, 13_200))).toEqual([undefined]);
   });
 
+  test('a shard process that exited outside a fault fails its own check, and its SIGKILL explains the events it had queued', () => {
+    const r = healthy();
+    // B never appended p1's arrival: it was SIGKILLed (by no fault of the soak's) right after, and
+    // its restart restored p1 (a join of the restore's, not the handoff's).
+    r.streams.set(B, [ev('player_joined', 'p1', 7000)]);
+    r.faults = [{ kind: 'died', shard: B, at: 5100, endAt: 8000, killedAt: 5100, note: 'exited (SIGKILL) outside a fault' }];
+    expect(failing(r)).toEqual(['shard processes that exited outside a fault (started again)']);
+    expect(evaluate(r).missingHandoffEvents.map((m) => [m.event, m.killedAt])).toEqual([['player_joined handoff', 5100]]);
+    expect(evaluate(r).rows.find((row) => row.check === 'faults injected')?.count).toBe(0);
+  });
+
   test('one id held by two players at once fails; one after the other is a reuse', () => {
     const r = healthy();
     const p2: ClientEvent[] = [{ e: 'joined', p: 'p2', shard: A, entity: 1, at: 7000 }];

@@ -17,7 +17,9 @@ export type FaultKind =
   | 'redis-pause'
   | 'client-cut'
   | 'client-pause'
-  | 'client-stall';
+  | 'client-stall'
+  /** Not injected: a shard process that exited without the soak stopping it (a crash, or a signal from outside). */
+  | 'died';
 export const FAULT_KINDS: readonly FaultKind[] = [
   'drain',
   'kill',
@@ -628,11 +630,21 @@ export function evaluate(r: SoakRecord): SoakFindings {
   });
 
   // --- what happened ---
+  // --- shard processes that exited with no fault stopping them: a crash, or a kill from outside ---
+  const deaths = r.faults.filter((f) => f.kind === 'died');
+  rows.push({
+    check: 'shard processes that exited outside a fault (started again)',
+    count: deaths.length,
+    status: deaths.length === 0 ? 'PASS' : 'FAIL',
+    ...(deaths.length > 0 ? { detail: deaths.map((d) => `${d.shard}: ${d.note ?? ''}`).join('; ') } : {}),
+  });
+
+  const injected = r.faults.filter((f) => f.kind !== 'died');
   const byKind = new Map<string, number>();
-  for (const f of r.faults) byKind.set(f.kind, (byKind.get(f.kind) ?? 0) + 1);
+  for (const f of injected) byKind.set(f.kind, (byKind.get(f.kind) ?? 0) + 1);
   rows.push({
     check: 'faults injected',
-    count: r.faults.length,
+    count: injected.length,
     status: 'info',
     detail: [...byKind].map(([k, n]) => `${k} ${n}`).join(', '),
   });

@@ -1,3 +1,4 @@
+import type { ChildProcess } from 'node:child_process';
 import { regions } from '@aethex/runtime';
 import type { Rng } from '../src/sim/step.js';
 import type { LocalShard, LocalWorld } from '../src/world/local-world.js';
@@ -54,6 +55,12 @@ export class Faults {
   private readonly neighbours: number[][];
   /** What faults under way act on: `shard:<name>`, `pg`, `redis`. */
   private readonly busy = new Set<string>();
+  /** Shard processes the soak is stopping itself (a drain, a kill, a failed start): their exit is expected. */
+  private readonly stopping = new Set<ChildProcess>();
+  /** Off at the end, when the soak stops every shard. */
+  private watching = true;
+  /** Restarts of shards that died outside a fault, under way. */
+  private readonly revivals = new Set<Promise<void>>();
 
   constructor(
     private readonly t: FaultTargets,
@@ -61,6 +68,55 @@ export class Faults {
     private readonly kinds: readonly FaultKind[],
   ) {
     this.neighbours = regions(t.world.bounds, t.columns, t.rows).map((g) => g.neighbours);
+    for (const s of t.world.shards) this.watch(s);
+  }
+
+  /**
+   * Notices the shard's process exiting when the soak did not stop it (a crash, an OOM kill, a
+   * signal from outside): recorded as a `died` fault (its SIGKILL explains events it had queued,
+   * as an injected kill's does; the checks fail on it) and the shard is started again.
+   */
+  private watch(s: LocalShard): void {
+    const child = s.process;
+    if (!child) return;
+    child.once('exit', (code, signal) => {
+      if (this.stopping.delete(child) || !this.watching) return;
+      const at = Date.now();
+      const how = signal ?? `code ${code}`;
+      this.t.log(`shard ${s.name} (pid ${child.pid}) exited (${how}) without a fault stopping it; starting it again`);
+      const rec: FaultRecord = { kind: 'died', shard: s.name, at, endAt: at, note: `exited (${how}) outside a fault` };
+      if (signal === 'SIGKILL') rec.killedAt = at;
+      const revival = (async () => {
+        // No injected fault takes the shard until it is back.
+        while (this.busy.has(`shard:${s.name}`)) await sleep(100);
+        this.busy.add(`shard:${s.name}`);
+        try {
+          this.stopped.delete(s);
+          const note = await this.restart(s, 'kill');
+          if (note) rec.note = `${rec.note}; ${note}`;
+        } catch (err) {
+          rec.note = `${rec.note}; not started again: ${(err as Error).message.split('\n')[0]}`;
+        } finally {
+          this.busy.delete(`shard:${s.name}`);
+          rec.endAt = Date.now();
+          this.records.push(rec);
+        }
+      })();
+      this.revivals.add(revival);
+      void revival.finally(() => this.revivals.delete(revival));
+    });
+  }
+
+  /** Stops a shard process on purpose: its exit is no death. */
+  private stop(s: LocalShard, signal: NodeJS.Signals): Promise<void> {
+    const child = s.process;
+    if (child && child.exitCode === null && child.signalCode === null) this.stopping.add(child);
+    return s.kill(signal);
+  }
+
+  /** From now on the shards' exits are the soak's own (it is stopping them all). */
+  stopWatching(): void {
+    this.watching = false;
   }
 
   private between(min: number, max: number): number {
@@ -152,15 +208,15 @@ export class Faults {
         const pid = s.process?.pid;
         if (kind === 'drain') {
           this.t.log(`fault: drain ${s.name} (pid ${pid})`);
-          const exited = s.kill('SIGTERM');
+          const exited = this.stop(s, 'SIGTERM');
           if (!(await Promise.race([exited.then(() => true), sleep(DRAIN_WAIT_MS).then(() => false)]))) {
             rec.note = `did not exit within ${DRAIN_WAIT_MS} ms of SIGTERM; killed`;
-            await s.kill('SIGKILL');
+            await this.stop(s, 'SIGKILL');
           }
         } else {
           this.t.log(`fault: SIGKILL ${s.name} (pid ${pid})`);
           rec.killedAt = rec.at;
-          await s.kill('SIGKILL');
+          await this.stop(s, 'SIGKILL');
         }
         await sleep(kind === 'drain' ? this.between(200, 1500) : this.between(200, 2000));
         rec.ms = Date.now() - rec.at;
@@ -221,7 +277,7 @@ export class Faults {
         this.t.pg.pause(rec.ms);
         await sleep(this.between(1000, rec.ms - 500));
         rec.killedAt = Date.now();
-        await s.kill('SIGKILL');
+        await this.stop(s, 'SIGKILL');
         await sleep(Math.max(200, rec.at + rec.ms - Date.now()));
         const note = await this.restart(s, 'kill');
         if (note) rec.note = note;
@@ -299,8 +355,10 @@ export class Faults {
   }
 
   private resume(s: LocalShard): void {
-    const pid = s.process?.pid;
-    if (pid !== undefined && this.stopped.delete(s)) {
+    const c = s.process;
+    const pid = c && c.exitCode === null && c.signalCode === null ? c.pid : undefined;
+    // One that died while stopped is gone: its pid may be another process's by now.
+    if (this.stopped.delete(s) && pid !== undefined) {
       try {
         process.kill(pid, 'SIGCONT');
       } catch {
@@ -319,13 +377,14 @@ export class Faults {
       const spawnAt = Date.now();
       try {
         await s.start();
+        this.watch(s);
         this.runs.push({ shard: s.name, cause, spawnAt, readyAt: Date.now() });
         return failures.length > 0 ? `started on attempt ${attempt} (${failures.join('; ')})` : undefined;
       } catch (err) {
         const why = (err as Error).message.split('\n')[0]?.slice(0, 300) ?? '';
         failures.push(why);
         this.t.log(`restart of ${s.name} failed (attempt ${attempt}): ${why}`);
-        await s.kill('SIGKILL');
+        await this.stop(s, 'SIGKILL');
         if (attempt >= START_ATTEMPTS) throw err;
         await sleep(1000);
       }
@@ -334,6 +393,7 @@ export class Faults {
 
   /** Every fault over: paused shards continued, stopped ones started, the proxies passing everything. */
   async heal(): Promise<void> {
+    await Promise.all(this.revivals);
     for (const s of [...this.stopped]) this.resume(s);
     for (const p of [...this.t.links, ...this.t.edges, this.t.pg, this.t.redis]) p.heal();
     for (const s of this.t.world.shards) {

@@ -142,6 +142,7 @@ let cleaning: Promise<void> | undefined;
 
 function cleanup(): Promise<void> {
   cleaning ??= (async () => {
+    live.faults?.stopWatching();
     live.faults?.continueAll();
     if (live.clients && live.clients.exitCode === null && live.clients.signalCode === null) live.clients.kill('SIGKILL');
     // Every shard process by pid: a paused one was continued above, so SIGKILL ends it at once.
