@@ -73,6 +73,43 @@ async function walkOver(c: RealtimeClient): Promise<string[]> {
   return events;
 }
 
+/**
+ * A raw client (no SDK) of `playerId` that joins `a` next to the border (x 400) and walks east
+ * until the redirect: its socket, its entity, the redirect, its close code to come, and the last
+ * tick it saw (`ack()`, updated while the socket is open).
+ */
+async function rawWalkerRedirected(a: TestShard, playerId: string) {
+  const { ClientMessage, ServerMessage } = aethex.v1;
+  const ws = new WebSocket(a.shard.gatewayUrl);
+  ws.binaryType = 'nodebuffer';
+  let entityId = 0;
+  let seq = 0;
+  let ack = 0;
+  let walker: NodeJS.Timeout | undefined;
+  const closed = new Promise<number>((resolve) => ws.on('close', (code) => resolve(code)));
+  const redirect = await new Promise<aethex.v1.HandoffRedirect>((resolve) => {
+    ws.on('open', async () => {
+      ws.send(ClientMessage.encode({ join: { joinToken: await a.token(playerId), protocolVersion: PROTOCOL_VERSION } }).finish());
+    });
+    ws.on('message', (data: Buffer) => {
+      const m = ServerMessage.decode(data);
+      if (m.body === 'welcome') {
+        entityId = m.welcome?.entityId as number;
+        const w = a.shard.engine.world;
+        w.x[w.indexOf(entityId)] = 398;
+        w.y[w.indexOf(entityId)] = 200;
+        walker = setInterval(
+          () => ws.send(ClientMessage.encode({ input: { seq: ++seq, move: { x: 4, y: 0 }, ackTick: ack } }).finish()),
+          25,
+        );
+      } else if (m.body === 'snapshot') ack = m.snapshot?.tick ?? ack;
+      else if (m.body === 'handoffRedirect') resolve(m.handoffRedirect as aethex.v1.HandoffRedirect);
+    });
+  });
+  clearInterval(walker);
+  return { ws, entityId, redirect, closed, ack: () => ack };
+}
+
 test('a player walking across the border is handed over: one owner throughout, inputs all acknowledged', async () => {
   const [a, b] = await twoShards();
   const c = await a.client('walker');
@@ -336,34 +373,8 @@ test('a player who leaves the moment they resume on the new shard leaves no ghos
   const b = await start(1);
   shards.push(b);
   await linksUp(a, b);
-  const { ClientMessage, ServerMessage } = aethex.v1;
-  const ws = new WebSocket(a.shard.gatewayUrl);
-  ws.binaryType = 'nodebuffer';
-  let entityId = 0;
-  let seq = 0;
-  let ack = 0;
-  let walker: NodeJS.Timeout | undefined;
-  const redirect = await new Promise<aethex.v1.HandoffRedirect>((resolve) => {
-    ws.on('open', async () => {
-      ws.send(ClientMessage.encode({ join: { joinToken: await a.token('leaver'), protocolVersion: PROTOCOL_VERSION } }).finish());
-    });
-    ws.on('message', (data: Buffer) => {
-      const m = ServerMessage.decode(data);
-      if (m.body === 'welcome') {
-        entityId = m.welcome?.entityId as number;
-        // Next to the border (x 400), walking east.
-        const w = a.shard.engine.world;
-        w.x[w.indexOf(entityId)] = 398;
-        w.y[w.indexOf(entityId)] = 200;
-        walker = setInterval(
-          () => ws.send(ClientMessage.encode({ input: { seq: ++seq, move: { x: 4, y: 0 }, ackTick: ack } }).finish()),
-          25,
-        );
-      } else if (m.body === 'snapshot') ack = m.snapshot?.tick ?? ack;
-      else if (m.body === 'handoffRedirect') resolve(m.handoffRedirect as aethex.v1.HandoffRedirect);
-    });
-  });
-  clearInterval(walker);
+  const { ClientMessage } = aethex.v1;
+  const { ws, entityId, redirect } = await rawWalkerRedirected(a, 'leaver');
   // Resume on B and leave in the same breath.
   const ws2 = new WebSocket(redirect.address);
   await new Promise<void>((resolve) =>
@@ -384,34 +395,10 @@ test('a player who leaves the moment they resume on the new shard leaves no ghos
 
 test('a client that keeps its redirected connection open holds no place there, and the shard closes it at handoff.resume_timeout_ms', async () => {
   const [a] = await twoShards({ AETHEX_GAMESERVER_ENGINE_MAX_PLAYERS: '1', AETHEX_GAMESERVER_HANDOFF_RESUME_TIMEOUT_MS: '1500' });
-  const { ClientMessage, ServerMessage } = aethex.v1;
-  const ws = new WebSocket(a.shard.gatewayUrl);
-  let seq = 0;
-  let ack = 0;
-  let walker: NodeJS.Timeout | undefined;
-  const closed = new Promise<number>((resolve) => ws.on('close', (code) => resolve(code)));
-  await new Promise<aethex.v1.HandoffRedirect>((resolve) => {
-    ws.on('open', async () => {
-      ws.send(ClientMessage.encode({ join: { joinToken: await a.token('lingerer'), protocolVersion: PROTOCOL_VERSION } }).finish());
-    });
-    ws.on('message', (data: Buffer) => {
-      const m = ServerMessage.decode(data);
-      if (m.body === 'welcome') {
-        const entityId = m.welcome?.entityId as number;
-        const w = a.shard.engine.world;
-        w.x[w.indexOf(entityId)] = 398;
-        w.y[w.indexOf(entityId)] = 200;
-        walker = setInterval(
-          () => ws.send(ClientMessage.encode({ input: { seq: ++seq, move: { x: 4, y: 0 }, ackTick: ack } }).finish()),
-          25,
-        );
-      } else if (m.body === 'snapshot') ack = m.snapshot?.tick ?? ack;
-      else if (m.body === 'handoffRedirect') resolve(m.handoffRedirect as aethex.v1.HandoffRedirect);
-    });
-  });
-  clearInterval(walker);
+  const { ClientMessage } = aethex.v1;
+  const { ws, closed, ack } = await rawWalkerRedirected(a, 'lingerer');
   // It never resumes, and keeps acknowledging on the old connection (not idle).
-  const acking = setInterval(() => ws.send(ClientMessage.encode({ ack: { ackTick: ack } }).finish()), 100);
+  const acking = setInterval(() => ws.send(ClientMessage.encode({ ack: { ackTick: ack() } }).finish()), 100);
   try {
     const redirectedAt = Date.now();
     // A's one place is free for someone else at once.
