@@ -185,6 +185,19 @@ describe('soak checks', () => {
     expect(evaluate(r).rows.find((row) => row.check === 'faults injected')?.count).toBe(0);
   });
 
+  test('a handoff event lost with a SIGKILL after a pause of its shard is explained: the stopped shard appended nothing', () => {
+    const missing = (...faults: FaultRecord[]) => {
+      const r = healthy();
+      r.streams.set(B, [ev('player_joined', 'p1', 7000)]);
+      r.faults = faults;
+      return evaluate(r).missingHandoffEvents.map((m) => m.killedAt);
+    };
+    const pause = (at: number, ms: number): FaultRecord => ({ kind: 'pause', shard: B, at, endAt: at + ms, ms });
+    // Killed 5.5 s after the handoff: beyond the 3 s an event waits queued, unless B was stopped 4 s of it.
+    expect(missing(kill(B, 10_500))).toEqual([undefined]);
+    expect(missing(pause(5010, 4000), kill(B, 10_500))).toEqual([10_500]);
+  });
+
   test('one id held by two players at once fails; one after the other is a reuse', () => {
     const r = healthy();
     const p2: ClientEvent[] = [{ e: 'joined', p: 'p2', shard: A, entity: 1, at: 7000 }];

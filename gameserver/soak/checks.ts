@@ -282,6 +282,16 @@ function pgOutageMs(faults: readonly FaultRecord[], from: number, to: number): n
   return ms;
 }
 
+/** How long `shard` was stopped (a `pause` fault: SIGSTOP) within [from, to]: it appends nothing meanwhile. */
+function pausedMs(faults: readonly FaultRecord[], shard: string, from: number, to: number): number {
+  let ms = 0;
+  for (const f of faults) {
+    if (f.kind !== 'pause' || f.shard !== shard) continue;
+    ms += Math.max(0, Math.min(to, f.at + (f.ms ?? 0)) - Math.max(from, f.at));
+  }
+  return ms;
+}
+
 /** Computes every check from the record. */
 export function evaluate(r: SoakRecord): SoakFindings {
   const rows: CheckRow[] = [];
@@ -466,10 +476,21 @@ export function evaluate(r: SoakRecord): SoakFindings {
         // the new shard's at the resume, just before the client's first snapshot from it — or,
         // when the client only got there by rejoining it (the new shard dropped right after the
         // resume), anywhere between the arrival before and the rejoin.
-        const queuedFor = e.at + QUEUED_MS + pgOutageMs(r.faults, e.at - MARGIN_MS, e.at + 30_000);
+        // An event waits queued while PostgreSQL is out, and while its shard is stopped (SIGSTOP).
+        const queuedFor = (shard: string) =>
+          e.at +
+          QUEUED_MS +
+          pgOutageMs(r.faults, e.at - MARGIN_MS, e.at + 30_000) +
+          pausedMs(r.faults, shard, e.at - MARGIN_MS, e.at + 30_000);
         const checks: [string, StreamEvent['type'], MissingHandoffEvent['event'], number, number][] = [
-          [e.from, 'player_left', 'player_left handoff', arrived - 100, queuedFor],
-          [e.to, 'player_joined', 'player_joined handoff', e.viaRejoin ? arrived - 100 : e.at - MARGIN_MS, e.viaRejoin ? e.at : queuedFor],
+          [e.from, 'player_left', 'player_left handoff', arrived - 100, queuedFor(e.from)],
+          [
+            e.to,
+            'player_joined',
+            'player_joined handoff',
+            e.viaRejoin ? arrived - 100 : e.at - MARGIN_MS,
+            e.viaRejoin ? e.at : queuedFor(e.to),
+          ],
         ];
         for (const [shard, type, event, killFrom, killTo] of checks) {
           const found = findEvent(shard, player, type, 'handoff', from, to);
