@@ -144,7 +144,11 @@ export function createMetrics() {
       help: 'Snapshots not sent: the client lagged in acknowledging, or its socket already held gateway.max_buffered_bytes.',
       registers,
     }),
-    corrections: new Counter({ name: 'aether_corrections_total', help: 'Corrections sent after clamping a move.', registers }),
+    corrections: new Counter({
+      name: 'aether_corrections_total',
+      help: 'Moves the rules clamped (over max speed, or past the bounds); each is answered with a Correction to its client when its socket takes it.',
+      registers,
+    }),
     kicks: new Counter({
       name: 'aether_kicks_total',
       help: "Sessions the server ended, by reason, and connections to the players' port it closed before any session: too_many_connections (closed as they arrived, before any HTTP: a connection cap), auth_timeout (not upgraded within gateway.auth_timeout_ms), shutting_down (an upgrade answered 503 while draining).",
@@ -217,7 +221,7 @@ export type ShardMetrics = ReturnType<typeof createMetrics>;
 /**
  * `aether_join_keys_age_seconds` on `registry`, read from `ageMs` at each scrape: for a shard
  * verifying join tokens against auth.jwks_url, seconds since the key set it uses was fetched
- * (absent until it first loads). It is refreshed every few minutes; a value growing past that
+ * (0 until it first loads: an unlabelled gauge always has a value; `/readyz` is false until then). It is refreshed every few minutes; a value growing past that
  * means the key server has been failing since (the shard keeps using the last set).
  */
 export function registerJoinKeysAge(registry: Registry, ageMs: () => number | undefined): Gauge {
