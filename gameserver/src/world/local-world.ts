@@ -159,8 +159,9 @@ export async function startLocalWorld(o: LocalWorldOptions): Promise<LocalWorld>
         exited = new Promise((resolve) => child.once('exit', () => resolve()));
         const deadline = Date.now() + 30_000;
         for (;;) {
-          if (child.exitCode !== null) {
-            throw new Error(`shard ${shard.name} exited with ${child.exitCode} while starting${tail() ? `: ${tail().trim()}` : ''}`);
+          if (child.exitCode !== null || child.signalCode !== null) {
+            const how = child.signalCode ?? child.exitCode;
+            throw new Error(`shard ${shard.name} exited with ${how} while starting${tail() ? `: ${tail().trim()}` : ''}`);
           }
           const ok = await fetch(`${opsUrl}/readyz`).then(
             (r) => r.ok,
