@@ -215,6 +215,7 @@ function draw() {
 
   // The stats table and the focus list.
   const known = new Set([...select.options].map((o) => o.value));
+  const present = new Set();
   for (const s of shards) {
     if (s.state) s.name.textContent = s.state.shard;
     s.row.className = s.up ? '' : 'down';
@@ -237,11 +238,16 @@ function draw() {
     players += st.players.length;
     ghosts += gh;
     handoff += off + st.held.length;
+    for (const id of st.players) present.add(String(id));
     for (const id of st.players.slice(0, 500)) {
       if (known.has(String(id))) continue;
       known.add(String(id));
       select.add(new Option('entity ' + id + (multi ? ' (' + st.shard + ')' : ''), String(id)));
     }
+  }
+  // Players who left go from the list (but the one shown), once every shard could say who is there.
+  if (up.length === shards.length) {
+    for (const o of [...select.options]) if (o.value !== '' && o.value !== select.value && !present.has(o.value)) o.remove();
   }
   if (!multi && shards[0].state) document.getElementById('title').textContent = shards[0].state.shard;
   statsEl.textContent = up.length === 0
