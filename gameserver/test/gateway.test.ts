@@ -242,8 +242,11 @@ describe('gateway and engine over real sockets', () => {
     // Walk east into the wall for 20 ticks, one input per tick, watching the prediction after every
     // move, snapshot and correction.
     let furthest = -Infinity;
+    // Once at the wall, how far back any snapshot or correction pulled the prediction.
+    let lowestAtWall = Infinity;
     const watch = () => {
       furthest = Math.max(furthest, a.predicted.x);
+      if (furthest > 49.99) lowestAtWall = Math.min(lowestAtWall, a.predicted.x);
     };
     a.on('snapshot', watch);
     a.on('correction', watch);
@@ -252,14 +255,19 @@ describe('gateway and engine over real sockets', () => {
       watch();
       await new Promise((r) => setTimeout(r, 25));
     }
-    await until('every input applied', () => a.unacknowledged === 0 && Math.abs((a.entities().get(id)?.x ?? 0) - 50) < 0.1);
-    // Snapshot positions are quantized (a snapshot may put the entity at 50.0, not 49.999).
     const step = a.welcome?.positionScale as number;
+    await until('every input applied', () => a.unacknowledged === 0 && (a.entities().get(id)?.x ?? 0) > 50 - 1.5 * step);
+    // Snapshot positions are quantized, to a quantum that reads inside the bounds: 49.875 for an
+    // entity at 49.999, not 50, which is outside.
+    expect(a.entities().get(id)?.x).toBe(50 - step);
     expect(furthest).toBeLessThanOrEqual(50 + step / 2);
     expect(furthest).toBeGreaterThan(49.9);
     // The shard stopped the entity at the wall and said so; the prediction is already there.
     expect(world.x[slot]).toBeCloseTo(50, 2);
     expect(Math.abs(a.predicted.x - (world.x[slot] as number))).toBeLessThanOrEqual(step / 2);
+    // Never pulled back from it: the quantum the snapshots read (the one below the wall) is the
+    // prediction's own.
+    expect(lowestAtWall).toBe(world.x[slot]);
     expect(await t.shard.metrics.registry.getSingleMetricAsString('aether_corrections_total')).toMatch(/aether_corrections_total [1-9]/);
   });
 

@@ -42,3 +42,20 @@ export function insideMin(min: number): number {
 export function clampInside(v: number, min: number, max: number): number {
   return Math.min(Math.max(v, insideMin(min)), insideMax(max));
 }
+
+/**
+ * The quanta a position in [min, max) is sent as, at `scale` world units a quantum: `lo` and `hi`,
+ * the lowest and highest `q` whose position as clients read it (`q × scale`) is inside. A shard
+ * quantizes as `round(p × (1 / scale))` held to this range — the largest position it keeps, just
+ * under `max`, would otherwise round to the quantum that reads exactly `max` — and a client
+ * predicting a position does the same before comparing it with a snapshot's.
+ */
+export function quantumRange(min: number, max: number, scale: number): { lo: number; hi: number } {
+  let lo = Math.ceil(min / scale);
+  while (lo * scale < min) lo++;
+  while ((lo - 1) * scale >= min) lo--;
+  let hi = Math.ceil(max / scale) - 1;
+  while (hi * scale >= max) hi--;
+  while ((hi + 1) * scale < max) hi++;
+  return { lo, hi };
+}

@@ -1,4 +1,4 @@
-export { clampInside, insideMax, insideMin } from './bounds.js';
+export { clampInside, insideMax, insideMin, quantumRange } from './bounds.js';
 export { aethex } from './gen/aethex.js';
 export { type InputFields, inputFields, readInputMessage } from './input-message.js';
 export * from './snapshot-layout.js';

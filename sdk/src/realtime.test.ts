@@ -3,7 +3,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { promisify } from 'node:util';
-import { aethex, encodeSnapshotMessage, insideMax, SNAPSHOT_LAYOUT, SnapshotBodyWriter } from '@aethex/proto';
+import { aethex, encodeSnapshotMessage, insideMax, quantumRange, SNAPSHOT_LAYOUT, SnapshotBodyWriter } from '@aethex/proto';
 import $protobuf from 'protobufjs/minimal.js';
 import { afterEach, expect, test, vi } from 'vitest';
 import { WebSocket, WebSocketServer } from 'ws';
@@ -895,7 +895,10 @@ async function movingShard(start: { x: number; y: number }, scale: number, maxX:
   const snapshot = (socket: WebSocket, seq: number) => {
     tick++;
     w.reset();
-    w.full(7, Math.round(at.x / scale), Math.round(at.y / scale), 1, 0);
+    // As a shard quantizes: held to the quanta that read inside the bounds.
+    const q = quantumRange(-maxX, maxX, scale);
+    const quantum = (v: number) => Math.min(q.hi, Math.max(q.lo, Math.round(v * (1 / scale))));
+    w.full(7, quantum(at.x), quantum(at.y), 1, 0);
     socket.send(
       encodeSnapshotMessage({
         tick,

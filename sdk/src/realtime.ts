@@ -4,6 +4,7 @@ import {
   clampInside,
   MAX_CLIENT_VERSION_BYTES,
   PROTOCOL_VERSION,
+  quantumRange,
   readSnapshotMessage,
   SNAPSHOT_LAYOUT,
   type SnapshotFields,
@@ -275,13 +276,14 @@ function timerFor(fn: () => void, ms: number): ReturnType<typeof setTimeout> | u
 
 /**
  * Coordinate `p` moved the least that puts it on quantum `q` of a snapshot (the shard quantizes
- * as `round(p / scale)`): `p` itself when it is on it; when it is on a neighbouring one (rounding
+ * as `round(p × (1 / scale))`, held to the quanta inside the world's bounds, `range`:
+ * `quantumRange`): `p` itself when it is on it; when it is on a neighbouring one (rounding
  * apart, or float drift), just inside `q`'s edge on its side; further off (the shard moved the
  * entity: a game rule, a restarted shard), `q`'s centre. Prediction then never jumps for
  * quantization alone, and a nudge brings it closer to the shard's position, never further.
  */
-function ontoQuantum(p: number, q: number, scale: number): number {
-  const mine = Math.round(p / scale);
+function ontoQuantum(p: number, q: number, scale: number, range?: { lo: number; hi: number }): number {
+  const mine = range ? Math.min(range.hi, Math.max(range.lo, Math.round(p * (1 / scale)))) : Math.round(p * (1 / scale));
   if (mine === q) return p;
   if (Math.abs(mine - q) > 1) return q * scale;
   const edge = (mine < q ? q - 0.5 : q + 0.5) * scale;
@@ -403,6 +405,9 @@ export class RealtimeClient {
   readonly predicted: Vec2 = { x: 0, y: 0 };
   /** The prediction as of `lastAckedSeq`, reconciled with the shard's snapshots and corrections. */
   private readonly confirmed: Vec2 = { x: 0, y: 0 };
+  /** `quantumRanges` of this Welcome. */
+  private rangesOf: aethex.v1.IWelcome | undefined;
+  private ranges: { x: { lo: number; hi: number }; y: { lo: number; hi: number } } | undefined;
   /** The shard has said where the entity is (before, the prediction started from (0, 0)). */
   private placed = false;
   /** Server tick of the newest snapshot applied. */
@@ -1171,7 +1176,13 @@ export class RealtimeClient {
         const qx = frame.qx[self] as number;
         const qy = frame.qy[self] as number;
         const c = this.confirmed;
-        this.correctTo(ontoQuantum(c.x, qx, scale), ontoQuantum(c.y, qy, scale), { x: qx * scale, y: qy * scale }, s.lastInputSeq);
+        const r = this.quantumRanges();
+        this.correctTo(
+          ontoQuantum(c.x, qx, scale, r?.x),
+          ontoQuantum(c.y, qy, scale, r?.y),
+          { x: qx * scale, y: qy * scale },
+          s.lastInputSeq,
+        );
       }
       // Worked out only for listeners (a bot, or a headless client, has none). Compared with the old
       // shard's view, entities both shards show neither leave nor re-enter.
@@ -1449,6 +1460,19 @@ export class RealtimeClient {
     this.reconcile(this.confirmed.x, this.confirmed.y);
     // The open input goes out when its tick interval is over, like any other.
     for (const p of this.pending) if (p !== this.openInput) this.sendInput(p);
+  }
+
+  /** The quanta inside the world's bounds on each axis, as the shard sends them (none without bounds in the Welcome). */
+  private quantumRanges(): { x: { lo: number; hi: number }; y: { lo: number; hi: number } } | undefined {
+    const w = this.welcome;
+    if (w !== this.rangesOf) {
+      this.rangesOf = w;
+      const b = w?.worldBounds;
+      const scale = w?.positionScale;
+      this.ranges =
+        b && scale ? { x: quantumRange(b.minX ?? 0, b.maxX ?? 0, scale), y: quantumRange(b.minY ?? 0, b.maxY ?? 0, scale) } : undefined;
+    }
+    return this.ranges;
   }
 
   /**

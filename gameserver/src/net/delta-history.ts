@@ -1,4 +1,4 @@
-import type { SnapshotBodyWriter } from '@aethex/proto';
+import { quantumRange, type SnapshotBodyWriter } from '@aethex/proto';
 import { type Rect, sharedArray, type World } from '../sim/world.js';
 import type { Interest } from '../spatial/aoi.js';
 import type { HeldMarks } from '../spatial/grid.js';
@@ -23,27 +23,11 @@ export interface Quanta {
   maxY: number;
 }
 
-/** The Quanta of a world with `bounds`, at `scale` world units a quantum. */
+/** The Quanta of a world with `bounds`, at `scale` world units a quantum (`quantumRange` on each axis). */
 export function quantaOf(bounds: Rect, scale: number): Quanta {
-  const lowest = (min: number) => {
-    let q = Math.ceil(min / scale);
-    while (q * scale < min) q++;
-    while ((q - 1) * scale >= min) q--;
-    return q;
-  };
-  const highest = (max: number) => {
-    let q = Math.ceil(max / scale) - 1;
-    while (q * scale >= max) q--;
-    while ((q + 1) * scale < max) q++;
-    return q;
-  };
-  return {
-    invScale: 1 / scale,
-    minX: lowest(bounds.minX),
-    maxX: highest(bounds.maxX),
-    minY: lowest(bounds.minY),
-    maxY: highest(bounds.maxY),
-  };
+  const x = quantumRange(bounds.minX, bounds.maxX, scale);
+  const y = quantumRange(bounds.minY, bounds.maxY, scale);
+  return { invScale: 1 / scale, minX: x.lo, maxX: x.hi, minY: y.lo, maxY: y.hi };
 }
 
 /** A QuantizedWorld's shared rows, sent to snapshot threads. */
