@@ -86,18 +86,24 @@ const linkGauge = async (t: TestShard, name: string, direction: 'in' | 'out') =>
       .at(-1) ?? Number.NaN,
   );
 
-test('a stranger’s large message before any hello is refused at its frame header, before its bytes arrive; the neighbours’ links stay up', async () => {
-  const { start } = await duoWorld({ AETHEX_GAMESERVER_LOG_LEVEL: 'error' });
-  shards = [await start(0), await start(1)];
-  const [a, b] = shards as [TestShard, TestShard];
-  await linksUp(a, b);
-  // Every message the shard decodes, by size: a stranger's must not be among them.
+/** From now on, the size of every shard-link message decoded in this process (the spy goes in afterEach). */
+function decodedSizes(): number[] {
   const decoded: number[] = [];
   const decode = ShardMessage.decode.bind(ShardMessage);
   vi.spyOn(ShardMessage, 'decode').mockImplementation((data, length) => {
     decoded.push((data as Uint8Array).length);
     return decode(data, length);
   });
+  return decoded;
+}
+
+test('a stranger’s large message before any hello is refused at its frame header, before its bytes arrive; the neighbours’ links stay up', async () => {
+  const { start } = await duoWorld({ AETHEX_GAMESERVER_LOG_LEVEL: 'error' });
+  shards = [await start(0), await start(1)];
+  const [a, b] = shards as [TestShard, TestShard];
+  await linksUp(a, b);
+  // Every message the shard decodes, by size: a stranger's must not be among them.
+  const decoded = decodedSizes();
   // A binary frame announcing 4 MiB (as a GhostUpdate of a crowded border would be), and only
   // its first 16 bytes: refused on its header, nothing of it held for the rest to come.
   const header = Buffer.alloc(14);
@@ -148,12 +154,7 @@ test('a stranger refused on /shard-link is told 1008 and dropped at once: nothin
   shards = [await start(0), await start(1)];
   const [a, b] = shards as [TestShard, TestShard];
   await linksUp(a, b);
-  const decoded: number[] = [];
-  const decode = ShardMessage.decode.bind(ShardMessage);
-  vi.spyOn(ShardMessage, 'decode').mockImplementation((data, length) => {
-    decoded.push((data as Uint8Array).length);
-    return decode(data, length);
-  });
+  const decoded = decodedSizes();
   // Over plain TCP, as an attacker would: the upgrade, a first message that is no hello, then
   // 1,000-byte frames as fast as it can, never answering the shard's close frame.
   const url = new URL(a.shard.gatewayUrl);

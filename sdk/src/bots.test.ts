@@ -37,11 +37,12 @@ async function bots(...args: string[]): Promise<{ status: number; stdout: string
 
 /**
  * A scripted shard for the bots: answers a Join with `welcome` (then calls `onJoin` with the
- * socket) and every input with an empty snapshot acknowledging it (`onInput` counts them); its URL.
+ * socket and the join's player id) and every input with a snapshot acknowledging it (`onInput`
+ * counts them) holding the entities `seen` says for that socket (none by default); its URL.
  */
 async function snapshotShard(
   welcome: aethex.v1.IWelcome,
-  on: { onJoin?: (socket: WebSocket) => void; onInput?: () => void } = {},
+  on: { onJoin?: (socket: WebSocket, playerId: string) => void; onInput?: () => void; seen?: (socket: WebSocket) => number[] } = {},
 ): Promise<string> {
   server = new WebSocketServer({ port: 0, host: '127.0.0.1' });
   server.on('connection', (socket) => {
@@ -50,17 +51,21 @@ async function snapshotShard(
       const msg = ClientMessage.decode(data as Buffer);
       if (msg.body === 'join') {
         socket.send(ServerMessage.encode({ welcome }).finish());
-        on.onJoin?.(socket);
+        const token = msg.join?.joinToken ?? '';
+        const playerId = token.includes('.') ? JSON.parse(Buffer.from(token.split('.')[1] as string, 'base64url').toString()).sub : token;
+        on.onJoin?.(socket, playerId);
       } else if (msg.body === 'input') {
         on.onInput?.();
         tick++;
+        const w = new SnapshotBodyWriter();
+        for (const id of on.seen?.(socket) ?? []) w.full(id, id, 0, 1, 0);
         socket.send(
           encodeSnapshotMessage({
             tick,
             baseTick: 0,
             lastInputSeq: msg.input?.seq as number,
             layout: SNAPSHOT_LAYOUT,
-            entities: new Uint8Array(0),
+            entities: w.bytes(),
             removed: new Uint32Array(0),
             removedCount: 0,
           }),
@@ -218,43 +223,18 @@ test('a bot whose session ended counts in the rates over the time it was connect
   writeFileSync(keyFile, generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' }));
   // Two bots, each seeing 4 entities a tick; the shard closes bot-0's session 3.5 s into the run
   // (1.5 s into the measured seconds) and, for its last 0.5 s, shows it 8.
-  server = new WebSocketServer({ port: 0, host: '127.0.0.1' });
-  server.on('connection', (socket) => {
-    let tick = 0;
-    let seen = [7, 8, 9, 10];
-    socket.on('message', (data) => {
-      const msg = ClientMessage.decode(data as Buffer);
-      if (msg.body === 'join') {
-        socket.send(
-          ServerMessage.encode({ welcome: { protocolVersion: 1, entityId: 7, tickRateHz: 40, positionScale: 1, maxSpeed: 5 } }).finish(),
-        );
-        if (
-          msg.join?.joinToken &&
-          JSON.parse(Buffer.from(msg.join.joinToken.split('.')[1] as string, 'base64url').toString()).sub === 'bot-0'
-        ) {
-          setTimeout(() => (seen = [7, 8, 9, 10, 11, 12, 13, 14]), 3000);
-          setTimeout(() => socket.close(4003, 'test over'), 3500);
-        }
-      } else if (msg.body === 'input') {
-        tick++;
-        const w = new SnapshotBodyWriter();
-        for (const id of seen) w.full(id, id, 0, 1, 0);
-        socket.send(
-          encodeSnapshotMessage({
-            tick,
-            baseTick: 0,
-            lastInputSeq: msg.input?.seq as number,
-            layout: SNAPSHOT_LAYOUT,
-            entities: w.bytes(),
-            removed: new Uint32Array(0),
-            removedCount: 0,
-          }),
-        );
-      }
-    });
-  });
-  await new Promise((r) => server?.once('listening', r));
-  const url = `ws://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const seen = new Map<WebSocket, number[]>();
+  const url = await snapshotShard(
+    { protocolVersion: 1, entityId: 7, tickRateHz: 40, positionScale: 1, maxSpeed: 5 },
+    {
+      seen: (socket) => seen.get(socket) ?? [7, 8, 9, 10],
+      onJoin: (socket, playerId) => {
+        if (playerId !== 'bot-0') return;
+        setTimeout(() => seen.set(socket, [7, 8, 9, 10, 11, 12, 13, 14]), 3000);
+        setTimeout(() => socket.close(4003, 'test over'), 3500);
+      },
+    },
+  );
   const { status, stdout, stderr } = await bots('--url', url, '--private-key', keyFile, '--count', '2', '--duration', '5.5', '--json');
   expect(stderr).toBe('');
   expect(status).toBe(0);

@@ -31,6 +31,18 @@ function shardingOf(engine: ShardEngine, extra: Partial<ConstructorParameters<ty
   });
 }
 
+/** The left shard with room for 2 players and 3 entities (each test fills it its own way). */
+function tightShard() {
+  const tight = loadConfig({
+    AETHEX_GAMESERVER_AUTH_JWKS_URL: 'http://unused.invalid/jwks',
+    AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '0,0,200,100',
+    AETHEX_GAMESERVER_ENGINE_MAX_PLAYERS: '2',
+    AETHEX_GAMESERVER_ENGINE_MAX_ENTITIES: '3',
+  });
+  const engine = new ShardEngine(tight, { send: () => true, kick: () => undefined }, { region: left, ids: idRange(0) });
+  return { engine, sharding: shardingOf(engine) };
+}
+
 function shard() {
   const engine = new ShardEngine(settings, { send: () => true, kick: () => undefined }, { region: left, ids: idRange(0) });
   return { engine, sharding: shardingOf(engine) };
@@ -199,14 +211,7 @@ test('a shard restored with players admits nobody until its neighbours claim the
 });
 
 test('an accepted offer keeps its player a place and its entity a slot: no join, game spawn, ghost or second offer takes them', () => {
-  const tight = loadConfig({
-    AETHEX_GAMESERVER_AUTH_JWKS_URL: 'http://unused.invalid/jwks',
-    AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '0,0,200,100',
-    AETHEX_GAMESERVER_ENGINE_MAX_PLAYERS: '2',
-    AETHEX_GAMESERVER_ENGINE_MAX_ENTITIES: '3',
-  });
-  const engine = new ShardEngine(tight, { send: () => true, kick: () => undefined }, { region: left, ids: idRange(0) });
-  const sharding = shardingOf(engine);
+  const { engine, sharding } = tightShard();
   const msg = (m: aethex.v1.IShardMessage) => aethex.v1.ShardMessage.decode(aethex.v1.ShardMessage.encode(m).finish());
   const offer = (offerId: number, entityId: number, playerId: string) =>
     msg({ handoffOffer: { offerId, entityId, playerId, position: { x: 99, y: 50 }, velocity: { x: 0, y: 0 }, kind: 1, lastInputSeq: 3 } });
@@ -1261,14 +1266,7 @@ describe('ghosts and entity slots', () => {
   const id = (k: number) => (1 << 24) + k;
 
   test('a neighbour’s ghosts give their slots up to players joining or handed over; the rest stay', () => {
-    const tight = loadConfig({
-      AETHEX_GAMESERVER_AUTH_JWKS_URL: 'http://unused.invalid/jwks',
-      AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '0,0,200,100',
-      AETHEX_GAMESERVER_ENGINE_MAX_PLAYERS: '2',
-      AETHEX_GAMESERVER_ENGINE_MAX_ENTITIES: '3',
-    });
-    const engine = new ShardEngine(tight, { send: () => true, kick: () => undefined }, { region: left, ids: idRange(0) });
-    const sharding = shardingOf(engine);
+    const { engine, sharding } = tightShard();
     // Three ghosts fill every slot.
     sharding.onMessage(right, update({ tick: 1, upserts: [ghost(id(1), 101, 10), ghost(id(2), 101, 20), ghost(id(3), 101, 30)] }));
     expect(engine.world.count).toBe(3);
@@ -1286,14 +1284,7 @@ describe('ghosts and entity slots', () => {
   });
 
   test('a full shard accepts no more handoffs than it has ghosts to give up: every committed one is adopted', () => {
-    const tight = loadConfig({
-      AETHEX_GAMESERVER_AUTH_JWKS_URL: 'http://unused.invalid/jwks',
-      AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '0,0,200,100',
-      AETHEX_GAMESERVER_ENGINE_MAX_PLAYERS: '2',
-      AETHEX_GAMESERVER_ENGINE_MAX_ENTITIES: '3',
-    });
-    const engine = new ShardEngine(tight, { send: () => true, kick: () => undefined }, { region: left, ids: idRange(0) });
-    const sharding = shardingOf(engine);
+    const { engine, sharding } = tightShard();
     engine.context.spawn(10, 10, 2);
     engine.context.spawn(20, 20, 2);
     sharding.onMessage(right, update({ tick: 1, upserts: [ghost(id(1), 101, 10)] }));
