@@ -92,7 +92,10 @@ export class Faults {
         this.busy.add(`shard:${s.name}`);
         try {
           this.stopped.delete(s);
-          const note = await this.restart(s, 'kill');
+          // A fault that held the shard meanwhile (a kill timed after a handoff) may have started it already.
+          const c = s.process;
+          const running = c !== undefined && c !== child && c.exitCode === null && c.signalCode === null;
+          const note = running ? 'already started again by a fault' : await this.restart(s, 'kill');
           if (note) rec.note = `${rec.note}; ${note}`;
         } catch (err) {
           rec.note = `${rec.note}; not started again: ${(err as Error).message.split('\n')[0]}`;

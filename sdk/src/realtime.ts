@@ -283,7 +283,8 @@ function timerFor(fn: () => void, ms: number): ReturnType<typeof setTimeout> | u
  * quantization alone, and a nudge brings it closer to the shard's position, never further.
  */
 function ontoQuantum(p: number, q: number, scale: number, range?: { lo: number; hi: number }): number {
-  const mine = range ? Math.min(range.hi, Math.max(range.lo, Math.round(p * (1 / scale)))) : Math.round(p * (1 / scale));
+  const rounded = Math.round(p * (1 / scale));
+  const mine = range ? Math.min(range.hi, Math.max(range.lo, rounded)) : rounded;
   if (mine === q) return p;
   if (Math.abs(mine - q) > 1) return q * scale;
   const edge = (mine < q ? q - 0.5 : q + 0.5) * scale;
