@@ -297,6 +297,24 @@ function recordingLinks(lateChanges = true, custody = true, idsReleased = true):
 
 const wire = (m: aethex.v1.IShardMessage) => aethex.v1.ShardMessage.decode(aethex.v1.ShardMessage.encode(m).finish());
 
+/**
+ * The left shard (Sharding over `extra`, its links recording) with ann joined, walked into the
+ * right shard's region, offered there and accepted (the accept naming `address`): committed.
+ */
+function handAnnRight(extra: Partial<ConstructorParameters<typeof Sharding>[0]>, address: string) {
+  const engine = new ShardEngine(settings, { send: () => true, kick: () => undefined }, { region: left, ids: idRange(0) });
+  const sharding = shardingOf(engine, extra);
+  const { links, sent } = recordingLinks();
+  sharding.attach(links);
+  const r = engine.join(1, 'ann');
+  if (!r.ok) throw new Error('join refused');
+  engine.world.x[engine.world.indexOf(r.entityId)] = 110;
+  sharding.afterStep();
+  const o = sent.find((m) => m.handoffOffer)?.handoffOffer as aethex.v1.IHandoffOffer;
+  sharding.onMessage(right, wire({ handoffAccept: { offerId: o.offerId, entityId: o.entityId, resumeToken: 't', address } }));
+  return { engine, sharding, entityId: r.entityId };
+}
+
 test.each([
   ['to the neighbour’s address in the shard map, whatever the accept names', undefined, `ws://${right.address}`],
   [
@@ -305,20 +323,8 @@ test.each([
     'wss://w-0-1.play.example.com/via/127.0.0.1:1',
   ],
 ])('the owner redirects a handed-over player %s', (_what, redirectUrl, expected) => {
-  const engine = new ShardEngine(settings, { send: () => true, kick: () => undefined }, { region: left, ids: idRange(0) });
   const redirects: aethex.v1.IHandoffRedirect[] = [];
-  const sharding = shardingOf(engine, { redirect: (_session, r) => redirects.push(r), ...(redirectUrl ? { redirectUrl } : {}) });
-  const { links, sent } = recordingLinks();
-  sharding.attach(links);
-  const r = engine.join(1, 'ann');
-  if (!r.ok) throw new Error('join refused');
-  engine.world.x[engine.world.indexOf(r.entityId)] = 110;
-  sharding.afterStep();
-  const o = sent.find((m) => m.handoffOffer)?.handoffOffer as aethex.v1.IHandoffOffer;
-  sharding.onMessage(
-    right,
-    wire({ handoffAccept: { offerId: o.offerId, entityId: o.entityId, resumeToken: 't', address: 'elsewhere.example:666' } }),
-  );
+  handAnnRight({ redirect: (_session, r) => redirects.push(r), ...(redirectUrl ? { redirectUrl } : {}) }, 'elsewhere.example:666');
   expect(redirects.map((x) => x.address)).toEqual([expected]);
 });
 
@@ -1327,22 +1333,10 @@ describe('ghosts and entity slots', () => {
   });
 
   test('a ghost the owner set up at a commit goes at the neighbour’s next full update when the neighbour never adopted it', () => {
-    const engine = new ShardEngine(settings, { send: () => true, kick: () => undefined }, { region: left, ids: idRange(0) });
-    const sharding = shardingOf(engine);
-    const { links, sent } = recordingLinks();
-    sharding.attach(links);
-    const r = engine.join(1, 'ann');
-    if (!r.ok) throw new Error('join refused');
-    engine.world.x[engine.world.indexOf(r.entityId)] = 110;
-    sharding.afterStep();
-    const o = sent.find((m) => m.handoffOffer)?.handoffOffer as aethex.v1.IHandoffOffer;
-    sharding.onMessage(
-      right,
-      wire({ handoffAccept: { offerId: o.offerId, entityId: o.entityId, resumeToken: 't', address: right.address } }),
-    );
-    expect(engine.world.mode[engine.world.indexOf(r.entityId)]).toBe(MODE_GHOST);
+    const { engine, sharding, entityId } = handAnnRight({}, right.address);
+    expect(engine.world.mode[engine.world.indexOf(entityId)]).toBe(MODE_GHOST);
     // The neighbour's full update does not name it (it never adopted it): it goes here too.
     sharding.onMessage(right, update({ tick: 9, full: true, upserts: [] }));
-    expect(engine.world.indexOf(r.entityId)).toBe(-1);
+    expect(engine.world.indexOf(entityId)).toBe(-1);
   });
 });
