@@ -114,7 +114,7 @@ export const GAMESERVER_SETTINGS = {
     default: 240,
     min: 1,
     max: 100_000,
-    doc: 'Messages a client may send in a burst above the rate.',
+    doc: 'Messages a client may send at once: the bucket holds this many and refills at gateway.max_messages_per_second.',
   },
   'gateway.auth_timeout_ms': {
     type: 'int',
@@ -179,7 +179,7 @@ export const GAMESERVER_SETTINGS = {
     default: 10,
     min: 1,
     max: 10_000,
-    doc: 'Bad messages tolerated per session before it is closed.',
+    doc: 'Bad messages that close a session: the last is answered with Kick PROTOCOL_ERROR (close 1002), the ones before with an Error.',
   },
   'gateway.max_buffered_bytes': {
     type: 'int',

@@ -8,9 +8,10 @@
  * | ---- | ---------- | ---------------------------------------------------- | ------- |
  * | 0    | delta8     | int8 dqx, int8 dqy                                   | moved by (dqx, dqy) quanta since the base snapshot |
  * | 1    | delta16    | int16 dqx, int16 dqy                                 | the same, for larger moves |
- * | 2    | full       | int32 qx, int32 qy, varint kind, varint flags        | entered, or changed kind/flags, or no base |
+ * | 2    | full       | int32 qx, int32 qy, varint kind, varint flags        | entered, changed kind/flags, moved past int16 quanta, or no base |
  *
- * Positions are quantized: q = round(position / position_scale), position_scale from Welcome.
+ * Positions are quantized: q = round(position × (1 / position_scale)), position_scale from
+ * Welcome, held to the quanta that read inside the world's bounds (`quantumRange`).
  * Unchanged entities have no record; entities that left are in `Snapshot.removed`.
  */
 export const SNAPSHOT_LAYOUT = 1;

@@ -865,7 +865,14 @@ export class Gateway {
           return;
         }
         if (!result.ok) {
-          this.deps.metrics.joins.inc({ result: result.reason === ReasonCode.REASON_CODE_NOT_READY ? 'not_ready' : 'full' });
+          // Refused by the engine: not settled yet, full, or (a handed-over entity gone meanwhile) a failed resume.
+          const refused =
+            result.reason === ReasonCode.REASON_CODE_NOT_READY
+              ? 'not_ready'
+              : result.reason === ReasonCode.REASON_CODE_SHARD_FULL
+                ? 'full'
+                : 'resume_failed';
+          this.deps.metrics.joins.inc({ result: refused });
           this.refuse(conn, 'join', result.reason, result.message);
           return;
         }
