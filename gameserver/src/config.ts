@@ -320,7 +320,7 @@ export const GAMESERVER_SETTINGS = {
     default: 5,
     min: 1,
     max: 1000,
-    doc: "Time a tick spends at most on the game's RPC handlers (those that came in since the last tick, in arrival order, at least one a tick); the rest wait for the next tick. At most engine.tick_rate_ms.",
+    doc: "Time a tick spends at most on the game's RPC handlers (those that came in since the last tick, one call of each connection in turn, at least one a tick); the rest wait for the next tick. At most engine.tick_rate_ms.",
   },
   'persistence.postgres_url': {
     type: 'string',

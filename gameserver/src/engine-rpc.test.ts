@@ -77,6 +77,31 @@ test('a tick spends at most rpc.max_ms_per_tick on handlers, at least one call; 
   expect((await Promise.all(calls)).map((r) => r.ok)).toEqual([true, true, true, true]);
 });
 
+test("callers take turns: one player's queued slow calls hold another's back by one call, not all of them", async () => {
+  const ran: string[] = [];
+  const e = engineWith(
+    {
+      slow(_ctx, player, payload) {
+        busy(6);
+        ran.push(`${player.playerId}${payload[0]}`);
+        return payload;
+      },
+    },
+    { AETHEX_GAMESERVER_RPC_MAX_MS_PER_TICK: '5' },
+  );
+  expect(e.join(2, 'bob').ok).toBe(true);
+  expect(e.join(3, 'cat').ok).toBe(true);
+  // ann queues 4 calls first, then bob and cat one each.
+  const calls = Array.from({ length: 4 }, (_, i) => e.rpc(1, 'slow', new Uint8Array([i])));
+  calls.push(e.rpc(2, 'slow', new Uint8Array([0])), e.rpc(3, 'slow', new Uint8Array([0])));
+  expect(e.queuedRpcs).toBe(6);
+  // A 6 ms handler spends the 5 ms budget: one call a tick, ann's, bob's and cat's in turn.
+  for (let tick = 0; tick < 6; tick++) e.step();
+  expect(ran).toEqual(['ann0', 'bob0', 'cat0', 'ann1', 'ann2', 'ann3']);
+  expect((await Promise.all(calls)).every((r) => r.ok)).toBe(true);
+  expect(e.queuedRpcs).toBe(0);
+});
+
 test('quick handlers: every call that came in runs at the one tick', async () => {
   let calls = 0;
   const e = engineWith({
@@ -121,6 +146,7 @@ test('a session that ends with calls queued: they are answered NOT_JOINED at onc
   });
   const answers = collect([e.rpc(1, 'work', new Uint8Array(0)), e.rpc(1, 'work', new Uint8Array(0))]);
   e.leave(1);
+  expect(e.queuedRpcs).toBe(0);
   await settle();
   expect(answers).toEqual(['NOT_JOINED', 'NOT_JOINED']);
   e.step();

@@ -134,6 +134,8 @@ interface Session {
   redirected?: boolean;
   /** How to answer its RPCs not answered yet, queued or running (answered NOT_JOINED when it ends). */
   rpcs?: Set<(r: RpcOutcome) => void>;
+  /** Its RPCs waiting for a tick, in arrival order (see `ShardEngine.runRpcs`). */
+  rpcQueue?: QueuedRpc[];
 }
 
 /** An RPC waiting for its tick (see `ShardEngine.rpc`); `answer` is emptied once it is answered. */
@@ -570,9 +572,14 @@ export class ShardEngine {
   limitHooks(until: number): void {
     this.hooksUntil = until;
   }
-  /** RPCs waiting for a tick, in arrival order, from `rpcHead` on. */
-  private rpcQueue: QueuedRpc[] = [];
-  private rpcHead = 0;
+  /**
+   * Sessions with RPCs waiting for a tick, from `rpcTurnHead` on, in turn: each runs one call a
+   * turn and, with more waiting, queues again at the end (`runRpcs`).
+   */
+  private rpcTurns: Session[] = [];
+  private rpcTurnHead = 0;
+  /** The calls in the sessions' queues. */
+  private rpcWaiting = 0;
 
   /**
    * A hook failed (for `caller`, the player whose session ran it: on the line when there is one).
@@ -633,10 +640,11 @@ export class ShardEngine {
    * answer to a call whose session ends first is NOT_JOINED, at once: nothing of the caller is kept
    * for a handler that never settles.
    *
-   * Handlers run at the start of the next tick, in arrival order, like Nakama's match loop takes
-   * its messages: a tick runs them until `rpc.max_ms_per_tick` is spent (at least one a tick), and
-   * the rest wait for the next. So slow handlers spread over ticks instead of stalling the tick
-   * thread between two of them, whatever the number of callers.
+   * Handlers run at the start of the next tick, like Nakama's match loop takes its messages: a
+   * tick runs them until `rpc.max_ms_per_tick` is spent (at least one a tick), one call of each
+   * caller in turn and each caller's in arrival order, and the rest wait for the next. So slow
+   * handlers spread over ticks instead of stalling the tick thread between two of them, whatever
+   * the number of callers, and one caller's backlog delays another's call by a turn at most.
    */
   rpc(sessionId: number, method: string, payload: Uint8Array): Promise<RpcOutcome> {
     const session = this.sessions.get(sessionId);
@@ -656,7 +664,11 @@ export class ShardEngine {
       };
       call.answer = answer;
       pendingOf.add(answer);
-      this.rpcQueue.push(call);
+      session.rpcQueue ??= [];
+      const own = session.rpcQueue;
+      if (own.length === 0) this.rpcTurns.push(session);
+      own.push(call);
+      this.rpcWaiting++;
     });
   }
 
@@ -666,25 +678,33 @@ export class ShardEngine {
 
   /** RPCs waiting for a tick. */
   get queuedRpcs(): number {
-    return this.rpcQueue.length - this.rpcHead;
+    return this.rpcWaiting;
   }
 
   /**
-   * Runs the queued RPCs' handlers until `rpc.max_ms_per_tick` is spent, at least one; calls whose
-   * session ended are gone already (answered NOT_JOINED), those past `rpc.timeout_ms` are answered
-   * TIMEOUT without calling the game.
+   * Runs the queued RPCs' handlers until `rpc.max_ms_per_tick` is spent, at least one: one call of
+   * each session with calls waiting in turn (round robin), each session's in arrival order, so a
+   * few players with many slow calls queued cannot hold everyone else's back past a turn of
+   * theirs. Calls whose session ended are gone already (answered NOT_JOINED), those past
+   * `rpc.timeout_ms` are answered TIMEOUT without calling the game.
    */
   private runRpcs(): void {
-    const queue = this.rpcQueue;
+    const turns = this.rpcTurns;
     const budgetMs = this.settings['rpc.max_ms_per_tick'];
     const timeoutMs = this.settings['rpc.timeout_ms'];
     const began = performance.now();
     let ran = 0;
     let now = began;
-    while (this.rpcHead < queue.length) {
+    while (this.rpcTurnHead < turns.length) {
       if (ran > 0 && now - began >= budgetMs) break;
-      const call = queue[this.rpcHead] as QueuedRpc;
-      queue[this.rpcHead++] = undefined as unknown as QueuedRpc;
+      const session = turns[this.rpcTurnHead] as Session;
+      turns[this.rpcTurnHead++] = undefined as unknown as Session;
+      const own = session.rpcQueue;
+      // Emptied when the session ended.
+      if (!own || own.length === 0) continue;
+      const call = own.shift() as QueuedRpc;
+      this.rpcWaiting--;
+      if (own.length > 0) turns.push(session);
       const answer = call.answer;
       if (!answer) continue;
       if (call.session.redirected) answer({ ok: false, errorCode: 'HANDED_OVER' });
@@ -697,12 +717,12 @@ export class ShardEngine {
         now = performance.now();
       }
     }
-    if (this.rpcHead === queue.length) {
-      queue.length = 0;
-      this.rpcHead = 0;
-    } else if (this.rpcHead > 1024 && this.rpcHead * 2 > queue.length) {
-      this.rpcQueue = queue.slice(this.rpcHead);
-      this.rpcHead = 0;
+    if (this.rpcTurnHead === turns.length) {
+      turns.length = 0;
+      this.rpcTurnHead = 0;
+    } else if (this.rpcTurnHead > 1024 && this.rpcTurnHead * 2 > turns.length) {
+      this.rpcTurns = turns.slice(this.rpcTurnHead);
+      this.rpcTurnHead = 0;
     }
     this.metrics?.rpcsQueued.set(this.queuedRpcs);
   }
@@ -1489,6 +1509,10 @@ export class ShardEngine {
     if (this.byPlayer.get(session.playerId) === session) this.byPlayer.delete(session.playerId);
     // Its calls still running are answered (to no one): nothing of the session stays with them.
     if (session.rpcs) for (const answer of [...session.rpcs]) answer(NOT_JOINED);
+    if (session.rpcQueue) {
+      this.rpcWaiting -= session.rpcQueue.length;
+      session.rpcQueue.length = 0;
+    }
   }
 
   /**
@@ -1752,7 +1776,7 @@ export class ShardEngine {
     if (this.dormantUntil.size > 0) this.expireDormant();
     if (this.handedOver.size > 0) this.expireHandedOver();
     // The calls that came in since the last tick, before the movement: what they change is simulated this tick.
-    if (this.rpcHead < this.rpcQueue.length) this.runRpcs();
+    if (this.rpcTurnHead < this.rpcTurns.length) this.runRpcs();
     const nCorrected = step(world, this.rules, this.corrected);
     if (this.hooks.onTick) this.callHook('onTick', () => this.hooks.onTick?.(this.context));
     // The world is final for this tick. Snapshot threads wake now, and the first of them quantizes
