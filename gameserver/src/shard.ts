@@ -387,7 +387,7 @@ export async function startShard(configured: GameserverSettings, options: ShardO
       ? {
           resume: sharding.claimResume.bind(sharding),
           handedIn: sharding.claimForJoin.bind(sharding),
-          admitting: () => sharding?.settled ?? true,
+          notAdmitting: (playerId) => sharding?.notAdmitting(playerId),
           resumesPending: () => sharding !== undefined && resumesPending(sharding),
         }
       : {}),

@@ -224,8 +224,11 @@ export interface GatewayDeps {
    * peer has proved it is one (its socket then stops counting against its address).
    */
   upgrades?: { path: string; handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, proven: () => void): void };
-  /** False while the shard may not admit players yet (sharded, restored, neighbours not heard). */
-  admitting?: () => boolean;
+  /**
+   * Why the shard may not admit this player yet (sharded, restored: neighbours not heard, or the
+   * player's entity handed back and not taken yet), or undefined when it may.
+   */
+  notAdmitting?: (playerId: string) => string | undefined;
   /** Redeems a handoff resume token: the player and entity it continues, or undefined. */
   resume?: (token: string) => { playerId: string; entityId: number; frozenMs: number } | undefined;
   /**
@@ -843,9 +846,10 @@ export class Gateway {
           this.refuse(conn, 'join', ReasonCode.REASON_CODE_SHUTTING_DOWN, 'the shard is draining');
           return;
         }
-        if (this.deps.admitting && !this.deps.admitting()) {
+        const notYet = this.deps.notAdmitting?.(claims.playerId);
+        if (notYet !== undefined) {
           this.deps.metrics.joins.inc({ result: 'not_ready' });
-          this.refuse(conn, 'join', ReasonCode.REASON_CODE_NOT_READY, 'the shard is starting; try again shortly');
+          this.refuse(conn, 'join', ReasonCode.REASON_CODE_NOT_READY, notYet);
           return;
         }
         // Their entity was handed over here and their client's resume never came (its target

@@ -1,13 +1,13 @@
 import { aethex } from '@aethex/proto';
 import { createLogger } from '@aethex/runtime';
-import { describe, expect, test } from 'vitest';
+import { describe, expect, test, vi } from 'vitest';
 import { loadConfig } from '../config.js';
 import { ShardEngine } from '../engine.js';
 import type { ShardState } from '../persist/state-codec.js';
 import { MODE_DORMANT, MODE_GHOST, MODE_OWNED } from '../sim/world.js';
 import type { ShardLinks } from './links.js';
 import { idRange, type Neighbour } from './map.js';
-import { CUSTODY_MS, GHOST_REFRESH_MS, Sharding } from './sharding.js';
+import { CUSTODY_LOOKUP_MS, CUSTODY_MS, GHOST_REFRESH_MS, Sharding } from './sharding.js';
 
 const settings = loadConfig({
   AETHEX_GAMESERVER_AUTH_JWKS_URL: 'http://unused.invalid/jwks',
@@ -714,6 +714,42 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
     second.bSharding.stored(second.bSharding.adoptions);
     deliver(right, aSharding, second.toA.sent);
     expect(aSharding.custodyHeld).toEqual([]);
+  });
+
+  test('past the settle time, a player whose entity is handed back waits (NOT_READY) while the outbox is asked, so they do not join afresh; a store that does not answer is not waited for past CUSTODY_LOOKUP_MS', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      const { aSharding, toB, run, crossing, deliver, handOver } = world();
+      const first = run(1);
+      const bob = crossing(1, 'bob', [4, 2]);
+      handOver(first);
+      const { decodeState, encodeState } = await import('../persist/state-codec.js');
+      const { World } = await import('../sim/world.js');
+      const empty = decodeState(encodeState(3, new World(16, idRange(1).first, idRange(1).limit), new Map()), 16);
+      // The new run's store hangs (PostgreSQL paused), and it is past its settle time already.
+      let t = 0;
+      const second = run(
+        2,
+        { restored: true, settleTimeoutMs: 3000, now: () => t, departedSince: () => new Promise(() => undefined) },
+        empty,
+      );
+      t = 3001;
+      expect(second.bSharding.settled).toBe(true);
+      expect(second.bSharding.notAdmitting('bob')).toBeUndefined();
+      aSharding.onOutboundUp(right, 2);
+      deliver(leftN, second.bSharding, toB.sent);
+      // Bob would get a fresh entity and lose his: refused until the copy is taken; others may join.
+      expect(second.bSharding.notAdmitting('bob')).toMatch(/handed back/);
+      expect(second.bSharding.notAdmitting('cat')).toBeUndefined();
+      await vi.advanceTimersByTimeAsync(CUSTODY_LOOKUP_MS - 1);
+      expect(second.bSharding.notAdmitting('bob')).toMatch(/handed back/);
+      await vi.advanceTimersByTimeAsync(1);
+      expect(second.bSharding.notAdmitting('bob')).toBeUndefined();
+      expect(second.b.join(1, 'bob')).toMatchObject({ ok: true, entityId: bob });
+      expect([...(second.b.context.state(bob) ?? [])]).toEqual([4, 2]);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   test('an entity committed by a run that died before its client read the redirect goes back to the next run, not claimed: the player rejoining there gets it', async () => {

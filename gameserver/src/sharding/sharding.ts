@@ -28,6 +28,12 @@ export const CUSTODY_MS = 60_000;
 /** Entities per HandoffCustody message: each may carry 4 KiB of game state, the link takes 16 MiB. */
 const CUSTODY_BATCH = 128;
 /**
+ * How long entities handed back wait for the outbox to say whether their players left before they
+ * are taken anyway (their players are refused NOT_READY meanwhile): a store that does not answer
+ * within it is treated as one that cannot be read.
+ */
+export const CUSTODY_LOOKUP_MS = 2000;
+/**
  * Copies kept at most (each holds up to 4 KiB of game state): 22 s of 1,500 handoffs a second
  * towards neighbours whose store is down. Past it the oldest go, as after CUSTODY_MS.
  */
@@ -264,6 +270,8 @@ export class Sharding {
   private custodyOverflow = 0;
   /** Handed-back entities waiting for the outbox to say whether their player left (see `takeCustody`). */
   private custodyPending = 0;
+  /** Their players (player → copies pending): not admitted until then, even once settled. */
+  private readonly custodyPlayers = new Map<string, number>();
   private readonly startedAt: number;
 
   constructor(private readonly o: ShardingOptions) {
@@ -283,6 +291,17 @@ export class Sharding {
   /** Whether players may join: every neighbour's claim and handed-back entities are in, or the settle timeout passed. */
   get settled(): boolean {
     return (this.claimsAwaited.size === 0 && this.custodyPending === 0) || this.now() - this.startedAt > (this.o.settleTimeoutMs ?? 3000);
+  }
+
+  /**
+   * Why `playerId` may not join yet, or undefined: the shard has not settled, or a neighbour handed
+   * their entity back and it is not taken yet (the outbox is still being asked whether they left;
+   * at most CUSTODY_LOOKUP_MS) — let in first, they would get a fresh entity and lose theirs.
+   */
+  notAdmitting(playerId: string): string | undefined {
+    if (!this.settled) return 'the shard is starting; try again shortly';
+    if (this.custodyPlayers.has(playerId)) return 'your entity is being handed back to this shard; join again shortly';
+    return undefined;
   }
 
   attach(links: ShardLinks): void {
@@ -985,9 +1004,25 @@ export class Sharding {
       );
       return;
     }
-    // Joins wait (`settled`) until the outbox has said who left: a player let in first would get a fresh entity.
+    // Joins wait (`settled`, and past it these players: `notAdmitting`) until the outbox has said
+    // who left: a player let in first would get a fresh entity. A store that does not answer in
+    // CUSTODY_LOOKUP_MS is one that cannot be read: every copy is taken, as a restore does.
     this.custodyPending++;
-    const departed = this.o.departedSince?.(candidates.map((o) => o.playerId)) ?? Promise.resolve(new Set<string>());
+    const players = candidates.map((o) => o.playerId);
+    for (const p of players) this.custodyPlayers.set(p, (this.custodyPlayers.get(p) ?? 0) + 1);
+    let timer: NodeJS.Timeout | undefined;
+    const departed = Promise.race([
+      this.o.departedSince?.(players) ?? Promise.resolve(new Set<string>()),
+      new Promise<Set<string>>((resolve) => {
+        timer = setTimeout(() => {
+          this.o.log.warn(
+            { from: from.name, entities: candidates.length, ms: CUSTODY_LOOKUP_MS },
+            'could not read which players left after the snapshot in time; every entity handed back is taken',
+          );
+          resolve(new Set());
+        }, CUSTODY_LOOKUP_MS);
+      }),
+    ]);
     void departed
       .then((left) => {
         const done: aethex.v1.IHandedOver[] = [];
@@ -1021,7 +1056,15 @@ export class Sharding {
         );
       })
       .catch((err: unknown) => this.o.log.error({ err, from: from.name }, 'taking back handed-back entities failed'))
-      .finally(() => this.custodyPending--);
+      .finally(() => {
+        clearTimeout(timer);
+        this.custodyPending--;
+        for (const p of players) {
+          const n = (this.custodyPlayers.get(p) ?? 1) - 1;
+          if (n > 0) this.custodyPlayers.set(p, n);
+          else this.custodyPlayers.delete(p);
+        }
+      });
   }
 
   /** Copies that came after their players had joined afresh here: those players' entities are lost. */
