@@ -153,7 +153,7 @@ describe('soak checks', () => {
       r.finals = [live('p1', B, 9)];
       r.ownership.finalOwners = new Map([[9, [B]]]);
       r.faults = [kill(B, 8000), ...faults];
-      r.runs = [{ shard: B, cause: 'kill', spawnAt: 9000, readyAt: 10_000 }];
+      r.runs = [{ shard: B, cause: 'kill', spawnAt: 9000, startedAt: 9500, readyAt: 10_000 }];
       return evaluate(r).lost.map((l) => l.explained);
     };
     const pause = (shard: string, at: number, ms: number): FaultRecord => ({ kind: 'pause', shard, at, endAt: at + ms, ms });
@@ -172,6 +172,45 @@ describe('soak checks', () => {
     expect(lostWith(pause(A, 7900, 1000))).toEqual([undefined]);
     expect(lostWith(cut(B, A, 8500))).toEqual([undefined]);
     expect(lostWith(pause(A, 13_100, 5000), kill(A, 13_200))).toEqual([undefined]);
+    // Nor A killed once its link could have reached B's new run (started at 9,500; the dialler's
+    // backoff is at most 2 s): the copy was B's by then, and B takes a late one before its player.
+    expect(lostWith(kill(A, 12_001))).toEqual([undefined]);
+  });
+
+  test('a handoff into a shard killed before the client resumed there is read from the ownership polls', () => {
+    const C = 'w-0-2';
+    // p1 on A; A commits p1 to B at ~7,800 (the polls last saw A own it at 7,700); B killed at 8,000
+    // before p1's client resumed there; p1 rejoins B at 12,050 with a new entity.
+    const lostWith = (history: { shards: string; from: number; to: number }[], ...faults: FaultRecord[]) => {
+      const r = healthy();
+      r.events = [
+        { e: 'joined', p: 'p1', shard: A, entity: 1, at: 1000 },
+        { e: 'rejoined', p: 'p1', shard: B, entity: 9, seq: 0, acked: 3, downMs: 4050, attempts: 5, at: 12_050 },
+      ];
+      r.finals = [live('p1', B, 9)];
+      r.ownership.finalOwners = new Map([[9, [B]]]);
+      r.faults = [kill(B, 8000), ...faults];
+      r.runs = [{ shard: B, cause: 'kill', spawnAt: 9000, startedAt: 9500, readyAt: 10_000 }];
+      r.ownerHistory = new Map([[1, history]]);
+      return evaluate(r).lost.map((l) => l.explained);
+    };
+    const onA = { shards: A, from: 1000, to: 7700 };
+    expect(lostWith([onA], kill(A, 9000))).toEqual([expect.stringMatching(/^handed over to w-0-1 300 ms before its SIGKILL by w-0-0/)]);
+    // One poll saw it on B already.
+    expect(lostWith([onA, { shards: B, from: 7900, to: 7900 }], kill(A, 9000))).toEqual([expect.stringContaining('by w-0-0')]);
+    // Not: A kept the copy; A last owned it long before; it was on C; A killed after B took the copy.
+    expect(lostWith([onA])).toEqual([undefined]);
+    expect(
+      lostWith(
+        [
+          { shards: A, from: 1000, to: 4000 },
+          { shards: B, from: 4300, to: 7900 },
+        ],
+        kill(A, 9000),
+      ),
+    ).toEqual([undefined]);
+    expect(lostWith([{ shards: C, from: 1000, to: 7700 }], kill(A, 9000))).toEqual([undefined]);
+    expect(lostWith([onA], kill(A, 12_500))).toEqual([undefined]);
   });
 
   test('a shard process that exited outside a fault fails its own check, and its SIGKILL explains the events it had queued', () => {

@@ -74,6 +74,8 @@ export interface ShardRun {
   shard: string;
   cause: 'start' | 'drain' | 'kill';
   spawnAt: number;
+  /** When its ops endpoint first answered (restored, listening: neighbours' links may reach it). */
+  startedAt?: number;
   readyAt: number;
 }
 
@@ -250,15 +252,28 @@ function killBetween(faults: readonly FaultRecord[], shard: string, from: number
 
 /** How long a restarted shard waits for its neighbours' claims and copies (docs/sharding.md). */
 const SETTLE_WAIT_MS = 3000;
+/** A neighbour's link reaches a restarted shard within this of its start (the dialler's backoff is capped at 2 s). */
+const LINK_BACK_MS = 2500;
+/** The observer polls who owns what about this often, and a poll may take 1.5 s. */
+const POLL_SLACK_MS = 2000;
 
 /**
  * A fault that cost `holder`'s copy of an entity it handed to `shard` its way back after `shard`
- * restarted (ready at `readyAt`): `holder` killed or drained from the handoff (`from`) until the
- * restarted shard stopped waiting (its copy died with it), or stopped, or cut off from `shard`,
- * while the restarted shard waited (its copy came too late). The first, if any.
+ * restarted (`run`): `holder` killed or drained from the handoff (`from`) until its link could
+ * have reached the restarted shard (its copy died with it; one delivered is taken, its player
+ * held back meanwhile), or stopped, or cut off from `shard`, while the restarted shard waited
+ * (its copy came too late). The first, if any.
  */
-function copyLost(faults: readonly FaultRecord[], holder: string, shard: string, from: number, readyAt: number): FaultRecord | undefined {
+function copyLost(
+  faults: readonly FaultRecord[],
+  holder: string,
+  shard: string,
+  from: number,
+  run: { readyAt: number; startedAt?: number | undefined },
+): FaultRecord | undefined {
+  const { readyAt } = run;
   const until = readyAt + SETTLE_WAIT_MS;
+  const delivered = (run.startedAt ?? readyAt) + LINK_BACK_MS;
   return faults.find((f) => {
     if (f.kind === 'link-cut' || f.kind === 'link-pause') {
       const between = (f.shard === holder && f.peer === shard) || (f.shard === shard && f.peer === holder);
@@ -268,8 +283,27 @@ function copyLost(faults: readonly FaultRecord[], holder: string, shard: string,
     if (f.shard !== holder) return false;
     if (f.kind === 'pause') return f.at <= until && f.endAt >= readyAt;
     const diedAt = f.killedAt ?? f.at;
-    return (f.kind === 'drain' || f.kind === 'kill' || f.kind === 'pg-pause-kill') && diedAt >= from && diedAt <= until;
+    return (f.kind === 'drain' || f.kind === 'kill' || f.kind === 'pg-pause-kill') && diedAt >= from && diedAt <= delivered;
   });
+}
+
+/**
+ * The handoff into `shard` that its SIGKILL at `killedAt` cut short before the client resumed
+ * there (so the client never saw it), as the observer's polls show it: the entity's last owner
+ * other than `shard` before the kill, when it owned it until just before.
+ */
+function handoffSeenByPolls(
+  segments: readonly { shards: string; from: number; to: number }[] | undefined,
+  shard: string,
+  killedAt: number,
+): { from: string; at: number } | undefined {
+  if (!segments) return undefined;
+  for (let i = segments.length - 1; i >= 0; i--) {
+    const seg = segments[i] as { shards: string; from: number; to: number };
+    if (seg.from > killedAt || seg.shards === shard) continue;
+    return !seg.shards.includes('+') && seg.to >= killedAt - POLL_SLACK_MS ? { from: seg.shards, at: seg.to } : undefined;
+  }
+  return undefined;
 }
 
 /** How long PostgreSQL was cut or paused within [from, to] (an append then waits, queued). */
@@ -338,12 +372,16 @@ export function evaluate(r: SoakRecord): SoakFindings {
           // SIGKILL comes back from the copy the shard they came from keeps, unless that shard was
           // down or cut off as well until after the player rejoined (the restarted shard waits for
           // it 3 s at most).
-          const readyAt =
-            killedAt === undefined ? e.at : (r.runs.find((run) => run.shard === e.shard && run.spawnAt >= killedAt)?.readyAt ?? e.at);
-          const holderDown =
-            killedAt !== undefined && got?.fresh === false && got.shard === e.shard && got.from !== undefined && got.at <= killedAt
-              ? copyLost(r.faults, got.from, e.shard, got.at, readyAt)
-              : undefined;
+          const run = killedAt === undefined ? undefined : r.runs.find((run) => run.shard === e.shard && run.spawnAt >= killedAt);
+          const readyAt = run?.readyAt ?? e.at;
+          // The client may not have resumed there before the kill: the polls saw the handoff then.
+          const handedIn =
+            killedAt === undefined
+              ? undefined
+              : got?.fresh === false && got.shard === e.shard && got.from !== undefined && got.at <= killedAt
+                ? { from: got.from, at: got.at }
+                : handoffSeenByPolls(r.ownerHistory?.get(entity), e.shard, killedAt);
+          const holderDown = handedIn && copyLost(r.faults, handedIn.from, e.shard, handedIn.at, run ?? { readyAt });
           lost.push({
             player,
             at: e.at,
@@ -353,9 +391,9 @@ export function evaluate(r: SoakRecord): SoakFindings {
             ...(unsaved && got
               ? { explained: `joined ${e.shard} ${killedAt - got.at} ms before its SIGKILL, after its last stored snapshot` }
               : {}),
-            ...(holderDown && got && killedAt !== undefined
+            ...(holderDown && handedIn && killedAt !== undefined
               ? {
-                  explained: `handed over to ${e.shard} ${killedAt - got.at} ms before its SIGKILL by ${got.from}, which held the copy and was ${holderDown.kind === 'link-cut' || holderDown.kind === 'link-pause' ? `cut off from it (${holderDown.kind})` : `down too (${holderDown.kind})`} from ${(holderDown.killedAt ?? holderDown.at) - killedAt} ms after the kill, the restarted shard ready at ${readyAt - killedAt} ms`,
+                  explained: `handed over to ${e.shard} ${killedAt - handedIn.at} ms before its SIGKILL by ${handedIn.from}, which held the copy and was ${holderDown.kind === 'link-cut' || holderDown.kind === 'link-pause' ? `cut off from it (${holderDown.kind})` : `down too (${holderDown.kind})`} from ${(holderDown.killedAt ?? holderDown.at) - killedAt} ms after the kill, the restarted shard ready at ${readyAt - killedAt} ms`,
                 }
               : {}),
           });

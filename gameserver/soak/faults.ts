@@ -381,7 +381,7 @@ export class Faults {
       try {
         await s.start();
         this.watch(s);
-        this.runs.push({ shard: s.name, cause, spawnAt, readyAt: Date.now() });
+        this.runs.push({ shard: s.name, cause, spawnAt, startedAt: s.startedAt, readyAt: Date.now() });
         return failures.length > 0 ? `started on attempt ${attempt} (${failures.join('; ')})` : undefined;
       } catch (err) {
         const why = (err as Error).message.split('\n')[0]?.slice(0, 300) ?? '';

@@ -347,7 +347,7 @@ async function run(): Promise<Result> {
     kinds,
   );
   live.faults = faults;
-  for (const s of w.shards) faults.runs.push({ shard: s.name, cause: 'start', spawnAt, readyAt });
+  for (const s of w.shards) faults.runs.push({ shard: s.name, cause: 'start', spawnAt, startedAt: s.startedAt, readyAt });
   // A player's connection to one shard opening while one of theirs to another is open: the resume
   // after a redirect (a handoff under way), for aiming client-network faults at.
   const redirectWaiters = new Set<{ k: number; resolve: (player: string | undefined) => void }>();

@@ -58,6 +58,11 @@ export interface LocalShard {
   url: string;
   opsUrl: string;
   process: ChildProcess | undefined;
+  /**
+   * Date.now() when the last `start()` first got an answer from the ops endpoint (the shard has
+   * restored and listens; it may not be ready yet), to the 100 ms it polls at.
+   */
+  startedAt: number | undefined;
   /** Starts the shard process (again, after a kill); resolves when it is ready. */
   start(): Promise<void>;
   /** Sends a signal; resolves when the process has exited. */
@@ -122,7 +127,9 @@ export async function startLocalWorld(o: LocalWorldOptions): Promise<LocalWorld>
       url: `ws://${address}`,
       opsUrl,
       process: undefined,
+      startedAt: undefined,
       async start() {
+        shard.startedAt = undefined;
         const env = {
           ...LOOPBACK_SHARD_ENV,
           ...process.env,
@@ -164,7 +171,10 @@ export async function startLocalWorld(o: LocalWorldOptions): Promise<LocalWorld>
             throw new Error(`shard ${shard.name} exited with ${how} while starting${tail() ? `: ${tail().trim()}` : ''}`);
           }
           const ok = await fetch(`${opsUrl}/readyz`).then(
-            (r) => r.ok,
+            (r) => {
+              shard.startedAt ??= Date.now();
+              return r.ok;
+            },
             () => false,
           );
           if (ok) return;
