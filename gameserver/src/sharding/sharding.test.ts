@@ -651,6 +651,36 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
     expect(aSharding.custodyHeld).toEqual([]);
   });
 
+  test("one entity of a player on its way in at a time: a newer offer replaces one committed and never resumed, and waits for one not decided yet", () => {
+    const { a, aSharding, toB, run, crossing, deliver, handOver } = world();
+    const { b, bSharding, toA } = run(1);
+    // Ann crosses, and her client, redirected, never resumes on B: it closes and joins A afresh.
+    const first = crossing(1, 'ann', [1]);
+    handOver({ bSharding, toA });
+    expect(b.world.mode[b.world.indexOf(first)]).toBe(MODE_OWNED);
+    a.leave(1);
+    const second = crossing(2, 'ann', [2]);
+    expect(second).not.toBe(first);
+    handOver({ bSharding, toA });
+    // B keeps one place for her, with the newer entity; the first is gone.
+    expect(b.world.indexOf(first)).toBe(-1);
+    expect(bSharding.adoptedAwaitingResume()).toEqual([[second, 'ann']]);
+    // Her next crossing is only accepted, not committed yet: an offer of another entity of hers
+    // meanwhile (from a second device on A) waits for that one to be decided.
+    a.leave(2);
+    const third = crossing(3, 'ann', [3]);
+    aSharding.afterStep();
+    deliver(leftN, bSharding, toB.sent);
+    expect(toA.sent.map((m) => wire(m).body)).toEqual(['handoffAccept']);
+    expect(bSharding.inFlight.held).toEqual([third]);
+    expect(b.world.indexOf(second)).toBe(-1);
+    toA.sent.length = 0;
+    bSharding.onMessage(leftN, wire({ handoffOffer: handedBack(idRange(0).first + 40, 'ann', 9, { custody: false }) }));
+    expect(toA.sent.map((m) => wire(m).handoffReject?.reason)).toEqual([aethex.v1.ReasonCode.REASON_CODE_NOT_READY]);
+    expect(bSharding.inFlight.held).toEqual([third]);
+    expect(bSharding.claimForJoin('ann')).toBe('pending');
+  });
+
   test('a shard that drains rolls back its own offers still undecided: an accept arriving after is answered with an abort, and the entity stays in its final snapshot', () => {
     const { a, aSharding, toB, run, crossing, deliver } = world();
     const { b, bSharding, toA } = run(1);

@@ -192,6 +192,8 @@ export class Sharding {
   private nextOfferId = 1;
   private readonly incoming = new Map<string, Incoming>(); // by resume token
   private readonly incomingByOffer = new Map<string, string>(); // offerKey → token
+  /** player → token: one entity of a player on its way here at a time (`onOffer`). */
+  private readonly incomingByPlayer = new Map<string, string>();
   /**
    * Offers whose player resumed here before the sender's commit arrived (offerKey → the entity and
    * the game's write counts at its adoption): the commit may still bring the state and flags the
@@ -617,10 +619,9 @@ export class Sharding {
       this.rollback(entityId, offer, `not accepted within ${this.o.offerTimeoutMs} ms`);
       this.o.metrics?.handoffs.inc({ result: 'rolled_back' });
     }
-    for (const [token, inc] of this.incoming) {
+    for (const inc of this.incoming.values()) {
       if (now - inc.at < this.o.resumeTimeoutMs) continue;
-      this.incoming.delete(token);
-      this.incomingByOffer.delete(offerKey(inc.from, inc.epoch, inc.offerId));
+      this.forgetIncoming(inc);
       // Adopted but nobody resumed: the player is gone, as if their socket had closed.
       if (inc.adopted) this.o.engine.dropUnclaimed(inc.entity.entityId);
       this.reserveIncoming();
@@ -810,15 +811,36 @@ export class Sharding {
       reject(ReasonCode.REASON_CODE_SHUTTING_DOWN, 'the shard is shutting down');
       return;
     }
-    if (!engine.hasRoomForPlayer) {
-      reject(ReasonCode.REASON_CODE_SHARD_FULL, 'the shard is at its player or entity capacity');
-      return;
-    }
     // Keyed by the sender's epoch too: a restarted neighbour numbers its offers from 1 again, and
     // must never be answered with a token its previous run was given.
     const epoch = this.epochOf(from);
     const key = offerKey(from, epoch, offerId);
     let token = this.incomingByOffer.get(key);
+    if (!token) {
+      // One entity of a player on its way here at a time, or a client that never resumes (it went
+      // back and joined there afresh) could keep a place here per crossing. One committed and
+      // never resumed is stale: the player plays on with the entity offered now, which replaces
+      // it. One not decided yet is decided within handoff.timeout_ms: this offer waits for that.
+      const before = this.incomingByPlayer.get(o.playerId);
+      const earlier = before === undefined ? undefined : this.incoming.get(before);
+      if (earlier && !earlier.adopted) {
+        reject(ReasonCode.REASON_CODE_NOT_READY, `another entity of player ${o.playerId} is on its way here`);
+        return;
+      }
+      if (earlier) {
+        this.forgetIncoming(earlier);
+        this.o.engine.dropUnclaimed(earlier.entity.entityId);
+        this.reserveIncoming();
+        this.o.log.info(
+          { player: o.playerId, entity: earlier.entity.entityId, from: earlier.from.name },
+          'entity handed over here and never resumed replaced by a newer one of the same player',
+        );
+      }
+    }
+    if (!token && !engine.hasRoomForPlayer) {
+      reject(ReasonCode.REASON_CODE_SHARD_FULL, 'the shard is at its player or entity capacity');
+      return;
+    }
     if (!token) {
       token = randomBytes(24).toString('base64url');
       this.incoming.set(token, {
@@ -833,6 +855,7 @@ export class Sharding {
         entity: Sharding.transferOf(o),
       });
       this.incomingByOffer.set(key, token);
+      this.incomingByPlayer.set(o.playerId, token);
       this.reserveIncoming();
     }
     this.links?.send(from, { handoffAccept: { offerId, entityId: o.entityId, resumeToken: token, address: placement.address } });
@@ -883,13 +906,12 @@ export class Sharding {
   private returnUnresumed(n: Neighbour, epoch: number): void {
     const w = this.o.engine.world;
     let returned = 0;
-    for (const [token, inc] of [...this.incoming]) {
+    for (const inc of [...this.incoming.values()]) {
       if (inc.from !== n || inc.epoch === epoch || !inc.adopted || !this.links?.takesCustody(n)) continue;
       const id = inc.entity.entityId;
       const entity = this.o.engine.transfer(id);
       if (!entity || w.mode[w.indexOf(id)] !== MODE_OWNED) continue;
-      this.incoming.delete(token);
-      this.incomingByOffer.delete(offerKey(inc.from, inc.epoch, inc.offerId));
+      this.forgetIncoming(inc);
       this.o.engine.dropUnclaimed(id);
       this.keepCopy(id, { to: n, epoch: inc.epoch, offerId: inc.offerId, playerId: inc.playerId, entity, at: this.now() });
       returned++;
@@ -1331,8 +1353,7 @@ export class Sharding {
       this.o.log.error({ entity: inc.entity.entityId, from: from.name }, 'abort for an adopted entity ignored');
       return;
     }
-    this.incoming.delete(token);
-    this.incomingByOffer.delete(key);
+    this.forgetIncoming(inc);
     this.reserveIncoming();
   }
 
@@ -1363,9 +1384,8 @@ export class Sharding {
     if (!inc) return undefined;
     const committed = inc.adopted;
     if (!this.adopt(inc)) return undefined;
-    this.incoming.delete(token);
+    this.forgetIncoming(inc);
     const key = offerKey(inc.from, inc.epoch, inc.offerId);
-    this.incomingByOffer.delete(key);
     if (!committed) {
       const w = this.o.engine.world;
       const id = inc.entity.entityId;
@@ -1387,13 +1407,17 @@ export class Sharding {
    * proves its commit).
    */
   claimForJoin(playerId: string): { entityId: number; frozenMs: number } | 'pending' | undefined {
-    let pending = false;
-    for (const inc of this.incoming.values()) {
-      if (inc.playerId !== playerId) continue;
-      if (inc.adopted) return this.claimResume(inc.token);
-      pending = true;
-    }
-    return pending ? 'pending' : undefined;
+    const token = this.incomingByPlayer.get(playerId);
+    const inc = token === undefined ? undefined : this.incoming.get(token);
+    if (!inc) return undefined;
+    return inc.adopted ? this.claimResume(inc.token) : 'pending';
+  }
+
+  /** Forgets an accepted offer's entry (the caller reserves again). */
+  private forgetIncoming(inc: Incoming): void {
+    this.incoming.delete(inc.token);
+    this.incomingByOffer.delete(offerKey(inc.from, inc.epoch, inc.offerId));
+    if (this.incomingByPlayer.get(inc.playerId) === inc.token) this.incomingByPlayer.delete(inc.playerId);
   }
 
   /**
