@@ -651,7 +651,7 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
     expect(aSharding.custodyHeld).toEqual([]);
   });
 
-  test("one entity of a player on its way in at a time: a newer offer replaces one committed and never resumed, and waits for one not decided yet", () => {
+  test('one entity of a player on its way in at a time: a newer offer replaces one committed and never resumed, and waits for one not decided yet', () => {
     const { a, aSharding, toB, run, crossing, deliver, handOver } = world();
     const { b, bSharding, toA } = run(1);
     // Ann crosses, and her client, redirected, never resumes on B: it closes and joins A afresh.
