@@ -164,6 +164,8 @@ describe('soak checks', () => {
       expect.stringMatching(/^handed over to w-0-1 200 ms before its SIGKILL by w-0-0, which held the copy and was down too \(kill\)/),
     ]);
     expect(lostWith(pause(A, 7900, 5000))).toEqual([expect.stringContaining('down too (pause)')]);
+    // A killed after its commit and before the client resumed on B (within the 30 ms gap).
+    expect(lostWith(kill(A, 7790))).toEqual([expect.stringContaining('down too (kill)')]);
     expect(lostWith(cut(B, A, 10_500))).toEqual([expect.stringContaining('cut off from it (link-cut)')]);
     // Not: nothing happened to A; or to another shard; a pause of A over before B was back; a cut
     // while B was down (the links were back before B was); anything after B stopped waiting.

@@ -296,12 +296,12 @@ function handoffSeenByPolls(
   segments: readonly { shards: string; from: number; to: number }[] | undefined,
   shard: string,
   killedAt: number,
-): { from: string; at: number } | undefined {
+): { from: string; at: number; seenAt: number } | undefined {
   if (!segments) return undefined;
   for (let i = segments.length - 1; i >= 0; i--) {
     const seg = segments[i] as { shards: string; from: number; to: number };
     if (seg.from > killedAt || seg.shards === shard) continue;
-    return !seg.shards.includes('+') && seg.to >= killedAt - POLL_SLACK_MS ? { from: seg.shards, at: seg.to } : undefined;
+    return !seg.shards.includes('+') && seg.to >= killedAt - POLL_SLACK_MS ? { from: seg.shards, at: seg.to, seenAt: seg.to } : undefined;
   }
   return undefined;
 }
@@ -346,7 +346,7 @@ export function evaluate(r: SoakRecord): SoakFindings {
   for (const [player, list] of byPlayer) {
     let entity: number | undefined;
     /** How the player got the entity they have: a fresh one by a join (on `shard`, at `at`), or by a handoff (`from` a shard). */
-    let got: { fresh: boolean; shard: string; at: number; from?: string } | undefined;
+    let got: { fresh: boolean; shard: string; at: number; from?: string; committedBy?: number } | undefined;
     let dropped: Extract<ClientEvent, { e: 'dropped' }> | undefined;
     for (const e of list) {
       if (e.e === 'joined') {
@@ -355,7 +355,8 @@ export function evaluate(r: SoakRecord): SoakFindings {
       } else if (e.e === 'handoff') {
         if (entity !== undefined && e.entity !== entity)
           lost.push({ player, at: e.at, entity, why: `handed over to ${e.to} with entity ${e.entity}, had ${entity}` });
-        got = { fresh: false, shard: e.to, at: e.at, from: e.from };
+        // The commit (from which the copy could be lost) came before the client's resume, by its gap at most.
+        got = { fresh: false, shard: e.to, at: e.at, from: e.from, committedBy: e.at - e.gapMs - MARGIN_MS };
         entity = e.entity;
       } else if (e.e === 'dropped') dropped = e;
       else if (e.e === 'rejoined') {
@@ -379,7 +380,7 @@ export function evaluate(r: SoakRecord): SoakFindings {
             killedAt === undefined
               ? undefined
               : got?.fresh === false && got.shard === e.shard && got.from !== undefined && got.at <= killedAt
-                ? { from: got.from, at: got.at }
+                ? { from: got.from, at: got.committedBy ?? got.at, seenAt: got.at }
                 : handoffSeenByPolls(r.ownerHistory?.get(entity), e.shard, killedAt);
           const holderDown = handedIn && copyLost(r.faults, handedIn.from, e.shard, handedIn.at, run ?? { readyAt });
           lost.push({
@@ -393,7 +394,7 @@ export function evaluate(r: SoakRecord): SoakFindings {
               : {}),
             ...(holderDown && handedIn && killedAt !== undefined
               ? {
-                  explained: `handed over to ${e.shard} ${killedAt - handedIn.at} ms before its SIGKILL by ${handedIn.from}, which held the copy and was ${holderDown.kind === 'link-cut' || holderDown.kind === 'link-pause' ? `cut off from it (${holderDown.kind})` : `down too (${holderDown.kind})`} from ${(holderDown.killedAt ?? holderDown.at) - killedAt} ms after the kill, the restarted shard ready at ${readyAt - killedAt} ms`,
+                  explained: `handed over to ${e.shard} ${killedAt - handedIn.seenAt} ms before its SIGKILL by ${handedIn.from}, which held the copy and was ${holderDown.kind === 'link-cut' || holderDown.kind === 'link-pause' ? `cut off from it (${holderDown.kind})` : `down too (${holderDown.kind})`} from ${(holderDown.killedAt ?? holderDown.at) - killedAt} ms after the kill, the restarted shard ready at ${readyAt - killedAt} ms`,
                 }
               : {}),
           });
