@@ -932,6 +932,9 @@ export class ShardEngine {
     const dormant = this.dormant.get(playerId);
     const waitedUntil = this.dormantUntil.get(playerId);
     const stored = this.storedTicks.get(playerId) ?? 0;
+    // Restored from a snapshot (or handed back), never claimed: a neighbour restarted from an older
+    // snapshot may hold it too, waiting for this player.
+    const unclaimed = dormant !== undefined && !this.droppedHere.has(playerId);
     if (dormant !== undefined) this.stopWaiting(playerId);
     if (previous && this.world.indexOf(previous.entityId) >= 0) {
       entityId = previous.entityId;
@@ -944,6 +947,7 @@ export class ShardEngine {
       // took the snapshot (its shard drained or crashed, and restarted).
       const waited = (waitedUntil === undefined ? 0 : this.tick - (waitedUntil - this.rejoinWindowTicks)) + stored;
       this.world.grantCredit(slot, waited);
+      if (unclaimed) this.onRestoredRejoined?.(dormant);
     } else {
       rejoined = false;
       this.roomForPlayer();
@@ -1430,6 +1434,13 @@ export class ShardEngine {
 
   /** Called with the id of each ghost dropped to make room for a player (Sharding forgets it as its neighbour's). */
   onGhostEvicted: ((entityId: number) => void) | undefined;
+
+  /**
+   * Called with the entity a player rejoined that was restored from a snapshot or handed back
+   * (not `claimedPlayers` until now): Sharding claims it to the neighbours, whose restored copies
+   * of it are stale.
+   */
+  onRestoredRejoined: ((entityId: number) => void) | undefined;
 
   /** Drops one ghost (the last in slot order), if there is one; whether it did. */
   private evictGhost(): boolean {

@@ -210,6 +210,63 @@ test('a shard restored with players admits nobody until its neighbours claim the
   expect(late.settled).toBe(true);
 });
 
+test('two shards restored with one player waiting: the one the player rejoins claims the entity, and the other drops its stale copy', async () => {
+  const { decodeState, encodeState } = await import('../persist/state-codec.js');
+  const { World, KIND_PLAYER } = await import('../sim/world.js');
+  // Pat's entity as each shard last saved it: B's snapshot from before pat walked on to A.
+  const saved = (range: number, x: number, pat: number) => {
+    const w = new World(16, idRange(range).first, idRange(range).limit);
+    w.spawn(x, 50, KIND_PLAYER, pat);
+    return decodeState(encodeState(5, w, new Map([[pat, 'pat']])), 16);
+  };
+  const pat = idRange(1).first + 3;
+  const places: string[] = [];
+  const a = new ShardEngine(
+    settings,
+    { send: () => true, kick: () => undefined },
+    { region: left, ids: idRange(0), restored: saved(0, 50, pat) },
+  );
+  const b = new ShardEngine(
+    settings,
+    { send: () => true, kick: () => undefined },
+    {
+      region: right.region,
+      ids: idRange(1),
+      restored: saved(1, 150, pat),
+      onPlace: (event, playerId, handedOver) => places.push(`${event} ${playerId}${handedOver ? ' handoff' : ''}`),
+    },
+  );
+  const leftN: Neighbour = { shard: 0, name: 'w-0-0', region: left, address: '127.0.0.1:0' };
+  const aSharding = shardingOf(a, { restored: true });
+  const bSharding = shardingOf(b, {
+    restored: true,
+    placement: { bounds: settings['engine.world_bounds'], shard: 1, region: right.region, address: '127.0.0.1:1', neighbours: [leftN] },
+  });
+  const toB = recordingLinks();
+  const toA = recordingLinks();
+  aSharding.attach(toB.links);
+  bSharding.attach(toA.links);
+  // Both links up: neither claims a player restored and not back yet.
+  aSharding.onOutboundUp(right, 2);
+  bSharding.onOutboundUp(leftN, 1);
+  for (const m of toB.sent.splice(0)) bSharding.onMessage(leftN, wire(m));
+  for (const m of toA.sent.splice(0)) aSharding.onMessage(right, wire(m));
+  expect([a.world.mode[a.world.indexOf(pat)], b.world.mode[b.world.indexOf(pat)]]).toEqual([MODE_DORMANT, MODE_DORMANT]);
+  // Pat rejoins A, where they were last.
+  expect(a.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
+  expect(toB.sent.map((m) => wire(m).ownershipClaim?.entityIds)).toEqual([[pat]]);
+  places.length = 0;
+  for (const m of toB.sent.splice(0)) bSharding.onMessage(leftN, wire(m));
+  // B's copy is gone, its place freed as a move (no player_left of the player's own), and A's
+  // offers of pat are no longer refused "already here".
+  expect(b.world.indexOf(pat)).toBe(-1);
+  expect(places).toEqual(['freed pat handoff']);
+  // A player rejoining their own dropped entity claims nothing new (the link-up claim named it).
+  a.suspend(1);
+  expect(a.join(2, 'pat')).toMatchObject({ ok: true, entityId: pat });
+  expect(toB.sent).toEqual([]);
+});
+
 test('an accepted offer keeps its player a place and its entity a slot: no join, game spawn, ghost or second offer takes them', () => {
   const { engine, sharding } = tightShard();
   const msg = (m: aethex.v1.IShardMessage) => aethex.v1.ShardMessage.decode(aethex.v1.ShardMessage.encode(m).finish());
@@ -739,8 +796,9 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
     expect(joined).toMatchObject({ ok: true, entityId: bob });
     expect([...(second.b.context.state(bob) ?? [])]).toEqual([4, 2]);
     expect(second.b.world.x[second.b.world.indexOf(bob)]).toBe(110);
-    // Not released before a snapshot holding it is stored.
-    expect(second.toA.sent).toEqual([]);
+    // Not released before a snapshot holding it is stored (bob's rejoin is claimed: another
+    // neighbour restored from an older snapshot may hold him waiting).
+    expect(second.toA.sent.map((m) => wire(m).body)).toEqual(['ownershipClaim']);
     second.bSharding.stored(second.bSharding.adoptions);
     deliver(right, aSharding, second.toA.sent);
     expect(aSharding.custodyHeld).toEqual([]);

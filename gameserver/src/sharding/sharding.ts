@@ -288,6 +288,13 @@ export class Sharding {
     // A ghost the engine dropped to make room for a player is no neighbour's here any more (the
     // neighbour's next full update sends it again).
     o.engine.onGhostEvicted = (id) => this.disownGhost(id);
+    // Two shards restarted from snapshots may both hold a player waiting to rejoin (each restores
+    // where the player was when it saved, and neither claims a restored one): the one the player
+    // comes back to claims the entity, and the other drops its copy — which would otherwise keep
+    // the player's offers out ("already here") and end in a false player_left at its rejoin window.
+    o.engine.onRestoredRejoined = (id) => {
+      for (const n of this.neighbours) this.links?.send(n, { ownershipClaim: { entityIds: [id] } });
+    };
   }
 
   /** Whether players may join: every neighbour's claim and handed-back entities are in, or the settle timeout passed. */
