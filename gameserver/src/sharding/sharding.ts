@@ -1050,6 +1050,7 @@ export class Sharding {
           );
           resolve(new Set());
         }, CUSTODY_LOOKUP_MS);
+        timer.unref();
       }),
     ]);
     void departed
