@@ -2,6 +2,7 @@ import { aethex } from '@aethex/proto';
 import { expect, test } from 'vitest';
 import { loadConfig } from './config.js';
 import { ShardEngine } from './engine.js';
+import { createMetrics, type ShardMetrics } from './metrics.js';
 import { HISTORY_TICKS } from './net/delta-history.js';
 import { decodeState } from './persist/state-codec.js';
 import { step } from './sim/step.js';
@@ -15,6 +16,7 @@ const settings = loadConfig({
 });
 const WINDOW_TICKS = 40;
 const out = { send: () => true, kick: () => undefined };
+const { ServerMessage } = aethex.v1;
 
 function steps(e: ShardEngine, n: number): void {
   for (let i = 0; i < n; i++) e.step();
@@ -408,17 +410,21 @@ test('acknowledging ticks never sent counts for nothing: a client that reads not
  * An engine with one player, `ann` (session 1), whose client acknowledges every snapshot `delay`
  * ticks after it was cut; `run(ticks)` steps it. `offered` counts the snapshots sent, `kicks` the kicks.
  */
-function distantClient(delay: number) {
+function distantClient(delay: number, metrics?: ShardMetrics) {
   const kicks: [number, aethex.v1.ReasonCode][] = [];
   const counts = { offered: 0 };
   const sent: number[] = [];
-  const e = new ShardEngine(settings, {
-    send: () => {
-      counts.offered++;
-      return true;
+  const e = new ShardEngine(
+    settings,
+    {
+      send: () => {
+        counts.offered++;
+        return true;
+      },
+      kick: (id, reason) => kicks.push([id, reason]),
     },
-    kick: (id, reason) => kicks.push([id, reason]),
-  });
+    metrics ? { metrics } : {},
+  );
   joined(e, 1, 'ann');
   const run = (ticks: number) => {
     for (let t = 0; t < ticks; t++) {
@@ -455,14 +461,113 @@ test('a far client that reads everything gets every snapshot; one that then stop
   expect(counts.offered - from).toBeLessThanOrEqual(settings['gateway.slow_skip_ticks'] + rtt + ticks / 4 + 1);
 });
 
-test('a client that holds its acknowledgements back past a second is cut back to one snapshot in four', () => {
+test('a client that holds its acknowledgements back past a second is cut back to one snapshot in four, each one skipped counted in aether_snapshots_dropped_total', async () => {
   // Each snapshot acknowledged 3 s (120 ticks) after it was cut: a round trip no player has, and
   // short of gateway.slow_drop_ticks (200), so the client is never dropped.
-  const { kicks, counts, run } = distantClient(120);
+  const metrics = createMetrics();
+  const { kicks, counts, run } = distantClient(120, metrics);
   run(800);
   expect(kicks).toEqual([]);
   expect(counts.offered).toBeGreaterThan(800 / 4 - 10);
   expect(counts.offered).toBeLessThanOrEqual(800 / 4 + settings['gateway.slow_skip_ticks'] + 2);
+  // One session, whose socket takes everything: every tick it got no snapshot is one skipped.
+  expect((await metrics.snapshotsDropped.get()).values[0]?.value).toBe(800 - counts.offered);
+});
+
+/** An output that keeps what each session is sent, decoded, in `received` (session id → messages). */
+function recording() {
+  const received = new Map<number, aethex.v1.ServerMessage[]>();
+  const output = {
+    send: (id: number, bytes: Uint8Array) => {
+      const list = received.get(id) ?? [];
+      list.push(ServerMessage.decode(bytes));
+      received.set(id, list);
+      return true;
+    },
+    kick: () => undefined,
+  };
+  return { output, received };
+}
+
+test('an acknowledgement older than one already taken moves nothing back: the next snapshot is still a delta against the newer', () => {
+  const { output, received } = recording();
+  const e = new ShardEngine(settings, output);
+  joined(e, 1, 'ann');
+  steps(e, 5);
+  // Reordered on the way: 4 arrives first, then 2 (an Input's ack_tick) and 3 (an Ack).
+  e.ack(1, 4);
+  e.step();
+  e.input(1, 1, 0, 0, 2);
+  e.step();
+  e.ack(1, 3);
+  e.step();
+  const snapshots = (received.get(1) ?? []).flatMap((m) => (m.snapshot ? [m.snapshot] : []));
+  expect(snapshots.slice(-3).map((s) => [s.tick, s.baseTick])).toEqual([
+    [6, 4],
+    [7, 4],
+    [8, 4],
+  ]);
+});
+
+test('a clamped move is answered with a Correction at the input that moved the entity, not one still waiting behind it', () => {
+  const { output, received } = recording();
+  const e = new ShardEngine(settings, output);
+  const w = e.world;
+  const speed = settings['engine.max_speed'];
+  const id = joined(e, 1, 'ann');
+  const slot = () => w.indexOf(id);
+  w.x[slot()] = 0;
+  w.y[slot()] = 0;
+  // Three in one tick: 1, a speed hack, moves the next step (clamped); 2 and 3 wait behind it.
+  e.input(1, 1, speed * 10, 0, 0);
+  e.input(1, 2, speed, 0, 0);
+  e.input(1, 3, speed, 0, 0);
+  e.step();
+  expect(w.lastSeq[slot()]).toBe(1);
+  const corrections = (received.get(1) ?? []).flatMap((m) => (m.correction ? [m.correction] : []));
+  expect(corrections.map((c) => [c.tick, c.lastInputSeq, c.position?.x, c.position?.y])).toEqual([[e.tick, 1, speed, 0]]);
+});
+
+test('every clamped move is counted in aether_corrections_total, whether or not its client’s socket takes the Correction', async () => {
+  const metrics = createMetrics();
+  const corrected: number[] = [];
+  // Bob's socket is full: it takes nothing.
+  const e = new ShardEngine(
+    settings,
+    {
+      send: (id, bytes) => {
+        if (id === 2) return false;
+        if (ServerMessage.decode(bytes).correction) corrected.push(id);
+        return true;
+      },
+      kick: () => undefined,
+    },
+    { metrics },
+  );
+  const w = e.world;
+  const speed = settings['engine.max_speed'];
+  const counted = async () => (await metrics.corrections.get()).values[0]?.value;
+  const ann = joined(e, 1, 'ann');
+  const bob = joined(e, 2, 'bob');
+  for (const id of [ann, bob]) {
+    w.x[w.indexOf(id)] = 0;
+    w.y[w.indexOf(id)] = 0;
+  }
+  // Both speed hack in the same tick.
+  e.input(1, 1, speed * 3, 0, 0);
+  e.input(2, 1, 0, speed * 3, 0);
+  e.step();
+  expect(corrected).toEqual([1]);
+  expect(await counted()).toBe(2);
+  // A move within max_speed is no correction; one into the world's edge is.
+  e.input(1, 2, speed, 0, 0);
+  e.step();
+  expect(await counted()).toBe(2);
+  w.x[w.indexOf(ann)] = 99;
+  e.input(1, 3, speed, 0, 0);
+  e.step();
+  expect(corrected).toEqual([1, 1]);
+  expect(await counted()).toBe(3);
 });
 
 test('a restarted neighbour is told of players dropped here (theirs for sure), not of players restored here', () => {
@@ -500,6 +605,31 @@ test('a dropped player keeps their place: at the player capacity newcomers are r
   steps(e, WINDOW_TICKS);
   expect(e.hasRoomForPlayer).toBe(true);
   expect(e.join(5, 'cat').ok).toBe(true);
+});
+
+test('a shard whose entity slots are all taken refuses a join SHARD_FULL naming the entity capacity, though player places are free', () => {
+  const small = loadConfig({
+    AETHEX_GAMESERVER_AUTH_JWKS_URL: 'http://unused.invalid/jwks',
+    AETHEX_GAMESERVER_ENGINE_MAX_ENTITIES: '6',
+    AETHEX_GAMESERVER_ENGINE_MAX_PLAYERS: '3',
+    AETHEX_GAMESERVER_ENGINE_NPC_COUNT: '3',
+  });
+  const e = new ShardEngine(small, out);
+  const ctx = e.context;
+  joined(e, 1, 'ann');
+  // The game's entities take the last two slots: 3 NPCs, ann and these.
+  const rock = ctx.spawn(0, 0, 2);
+  ctx.spawn(1, 1, 2);
+  expect(e.hasRoomForPlayer).toBe(false);
+  expect(e.join(2, 'bob')).toEqual({
+    ok: false,
+    reason: aethex.v1.ReasonCode.REASON_CODE_SHARD_FULL,
+    message: 'the shard is at its entity capacity of 6',
+  });
+  expect(e.playerCount).toBe(1);
+  // A slot freed, bob gets it.
+  ctx.despawn(rock);
+  expect(e.join(3, 'bob').ok).toBe(true);
 });
 
 test('a player restored waiting with one entity who arrives by handoff with another: their place is freed and taken by handoff, so the stream shows both', () => {
