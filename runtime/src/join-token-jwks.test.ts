@@ -1,4 +1,4 @@
-import { generateKeyPairSync } from 'node:crypto';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -162,6 +162,37 @@ describe('join-token keys from a JWKS URL', () => {
       ),
     );
     expect((await refusal(verify, token)).kind).toBe('invalid');
+  });
+
+  test('a token signed with an RSA (RS256) or an HMAC (HS256) key of the set is refused: the algorithm is not allowed', async () => {
+    const { state, url } = await jwksServer();
+    // The PEM path refuses such keys by their type; from a key set only the algorithm allow-list does.
+    const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const secret = randomBytes(32);
+    state.body = JSON.stringify({
+      keys: [
+        jwkOf(ed.publicKey, 'k1'),
+        { ...rsa.publicKey.export({ format: 'jwk' }), kid: 'rsa', alg: 'RS256', use: 'sig' },
+        { kty: 'oct', k: secret.toString('base64url'), kid: 'hmac', alg: 'HS256', use: 'sig' },
+      ],
+    });
+    const verify = await verifier({ ...shard, jwksUrl: url, cacheSize: 0 });
+    await verify.loadKeys();
+    const signed = (alg: string, kid: string, key: Parameters<SignJWT['sign']>[0]) =>
+      new SignJWT({ world: 'frontier', instance: 0, shard: 'frontier-0-0' })
+        .setProtectedHeader({ alg, kid })
+        .setSubject('player-1')
+        .setIssuer(opts.issuer)
+        .setAudience(opts.audience)
+        .setIssuedAt()
+        .setExpirationTime('1m')
+        .sign(key);
+    for (const token of [await signed('RS256', 'rsa', rsa.privateKey), await signed('HS256', 'hmac', secret)]) {
+      const err = await refusal(verify, token);
+      expect(err.kind).toBe('invalid');
+      expect(err.message).toBe('join token rejected: "alg" (Algorithm) Header Parameter value not allowed');
+    }
+    expect(await verify(await signJoinToken(ed.privateKey, claims, { ...opts, kid: 'k1' }))).toEqual(claims);
   });
 
   test('a key set answer over 64 KiB is refused, saying so, whether or not it declares its length', async () => {

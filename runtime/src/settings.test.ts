@@ -56,6 +56,14 @@ describe('loadSettings', () => {
       { AETHEX_GAMESERVER_ENGINE_TICK_RATE_MS: '0' },
       /^engine\.tick_rate_ms: expected an integer from 5 to 1000, got "0" \(from AETHEX_GAMESERVER_ENGINE_TICK_RATE_MS\)$/,
     ],
+    [
+      { AETHEX_GAMESERVER_ENGINE_TICK_RATE_MS: '1001' },
+      /^engine\.tick_rate_ms: expected an integer from 5 to 1000, got "1001" \(from AETHEX_GAMESERVER_ENGINE_TICK_RATE_MS\)$/,
+    ],
+    [
+      { AETHEX_GAMESERVER_ENGINE_MAX_SPEED: '1000.5' },
+      /^engine\.max_speed: expected a number from 0\.01 to 1000, got "1000\.5" \(from AETHEX_GAMESERVER_ENGINE_MAX_SPEED\)$/,
+    ],
     [{ AETHEX_GAMESERVER_ENGINE_TICK_RATE_MS: '12.5' }, /engine\.tick_rate_ms: expected an integer/],
     [{ AETHEX_GAMESERVER_ENGINE_MAX_SPEED: 'fast' }, /engine\.max_speed: expected a number from 0\.01 to 1000/],
     [{ AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '10,0,-10,5' }, /engine\.world_bounds: expected min_x < max_x/],
@@ -69,9 +77,12 @@ describe('loadSettings', () => {
     expect(() => load(env)).toThrow(message);
   });
 
-  test('the file: unknown keys, wrong types, bad YAML and a missing file are refused', () => {
+  test('the file: unknown keys, wrong types, values out of range, bad YAML and a missing file are refused', () => {
     expect(() => load({}, file('engine:\n  tick_rate: 50\n'))).toThrow('engine.tick_rate: unknown key');
     expect(() => load({}, file('engine:\n  max_speed: "x"\n'))).toThrow(/engine\.max_speed: expected a number .* \(from .*config\.yaml\)/);
+    expect(() => load({}, file('engine:\n  tick_rate_ms: 5000\n'))).toThrow(
+      /^engine\.tick_rate_ms: expected an integer from 5 to 1000, got "5000" \(from .*config\.yaml\)$/,
+    );
     expect(() => load({}, file('engine: [1, 2]\n'))).toThrow('engine: expected a mapping of settings');
     expect(() => load({}, file('nonsense: 1\n'))).toThrow('nonsense: unknown key');
     expect(() => load({}, file('engine: {\n'))).toThrow(/not valid YAML/);

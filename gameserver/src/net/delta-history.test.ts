@@ -68,3 +68,39 @@ test('at the wrap, a history reset (the session moved to another thread) has no 
   cut(last, 0);
   expect(cut(0, last).baseTick).toBe(last);
 });
+
+test('quanta: a position is sent as its nearest quantum, whether that is above or below it', () => {
+  const world = new World(4);
+  // In eighths: 0.1 is 0.8 (up to 1), 1.2 is 9.6 (up to 10), -0.3 is -2.4 (up to -2), 0.05 is 0.4 (down to 0).
+  world.spawn(0.1, 1.2, 0);
+  world.spawn(-0.3, 0.05, 0);
+  const q = new QuantizedWorld(4);
+  q.update(world, quantaOf({ minX: -1000, minY: -1000, maxX: 1000, maxY: 1000 }, 0.125), 1);
+  expect(Array.from(q.rows[1]?.subarray(0, 8) ?? [])).toEqual([1, 10, 0, 0, -2, 0, 0, 0]);
+});
+
+test('an entity still in the world that leaves the view is removed, as is one despawned', () => {
+  const area = { minX: -100, minY: -100, maxX: 100, maxY: 100 };
+  const world = new World(8);
+  const near = world.spawn(0, 0, 0);
+  const leaving = world.spawn(10, 0, 0);
+  const gone = world.spawn(20, 0, 0);
+  const grid = new Grid(area, 50, 8);
+  const q = new QuantizedWorld(8);
+  const quanta = quantaOf(area, 0.125);
+  const interest = new Interest(8);
+  const history = new DeltaHistory(8);
+  const scratch = new DeltaScratch(8);
+  const cut = (tick: number, ack: number) => {
+    grid.rebuild(world.x, world.y, world.count);
+    q.update(world, quanta, tick);
+    interest.update(grid, world, 0, 0, 60, -1);
+    const delta = history.encodeDelta(tick, ack, interest, q, new SnapshotBodyWriter(64), scratch);
+    return { baseTick: delta.baseTick, removed: new Set(scratch.removed.subarray(0, delta.removedCount)) };
+  };
+  expect(cut(1, 0)).toEqual({ baseTick: 0, removed: new Set() });
+  world.x[world.indexOf(leaving)] = 90;
+  world.despawn(gone);
+  expect(cut(2, 1)).toEqual({ baseTick: 1, removed: new Set([leaving, gone]) });
+  expect(Array.from(interest.ids.subarray(0, interest.count))).toEqual([near]);
+});

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, test } from 'vitest';
 import { applyInput, createRng, reachOf, step, wander } from './step.js';
-import { JITTER_BUFFER_STEPS, KIND_NPC, KIND_PLAYER, MAX_MOVES_PER_STEP, MAX_QUEUED_MOVES, World } from './world.js';
+import { IDLE_CREDIT, JITTER_BUFFER_STEPS, KIND_NPC, KIND_PLAYER, MAX_MOVES_PER_STEP, MAX_QUEUED_MOVES, World } from './world.js';
 
 const rules = { bounds: { minX: -100, minY: -100, maxX: 100, maxY: 100 }, maxSpeed: 5 };
 const corrected = new Uint32Array(64);
@@ -82,6 +82,23 @@ describe('movement authority', () => {
     }
     // 1 + 3 caught up, then one a step; nothing lost, nothing clamped.
     expect(at).toEqual([4, 5, 6, 7, 8, 9, 10, 10]);
+    expect(w.x[slot]).toBe(50);
+  });
+
+  test('a step applies at most MAX_MOVES_PER_STEP moves, whatever credit is left: the rest of a burst waits for the next steps', () => {
+    const { w, slot } = player();
+    for (let i = 0; i < IDLE_CREDIT; i++) step(w, rules, corrected);
+    // More credit than one step may spend: only the cap stops the first steps.
+    expect(w.credit[slot]).toBe(IDLE_CREDIT);
+    expect(IDLE_CREDIT).toBeGreaterThanOrEqual(2 * MAX_MOVES_PER_STEP);
+    for (let seq = 1; seq <= 10; seq++) applyInput(w, slot, seq, 5, 0);
+    const at: number[] = [];
+    for (let i = 0; i < 4; i++) {
+      expect(step(w, rules, corrected)).toBe(0);
+      at.push(w.lastSeq[slot] as number);
+    }
+    // Then, with the one the jitter buffer holds left to wait, one a step.
+    expect(at).toEqual([MAX_MOVES_PER_STEP, 2 * MAX_MOVES_PER_STEP, 9, 10]);
     expect(w.x[slot]).toBe(50);
   });
 

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest';
-import { CapacityError, ID_CATCH_UP, ID_REST_TICKS, KIND_NPC, KIND_PLAYER, MODE_GHOST, World } from './world.js';
+import { CapacityError, ID_CATCH_UP, ID_REST_TICKS, KIND_NPC, KIND_PLAYER, MODE_DORMANT, MODE_GHOST, World } from './world.js';
 
 describe('World', () => {
   test('spawn gives stable increasing ids; despawn fills the hole with the last entity', () => {
@@ -18,6 +18,40 @@ describe('World', () => {
     expect(w.spawn(0, 0, KIND_NPC)).toBe(4);
   });
 
+  test('despawn moves every field of the last entity into the freed slot', () => {
+    const w = new World(4);
+    const a = w.spawn(1, 1, KIND_NPC);
+    w.spawn(2, 2, KIND_NPC);
+    const c = w.spawn(3, 3, KIND_NPC);
+    const last = w.indexOf(c);
+    const fields = {
+      x: 3.5,
+      y: -4.25,
+      vx: 1.5,
+      vy: -2,
+      kind: 7,
+      flags: 0x8000_0001,
+      lastSeq: 41,
+      moveX: 0.5,
+      moveY: -0.5,
+      moveSeq: 42,
+      hasMove: 1,
+      nextX: 1,
+      nextY: -1,
+      nextSeq: 43,
+      hasNext: 1,
+      credit: 5,
+      buffered: 3,
+      mode: MODE_DORMANT,
+    };
+    const names = Object.keys(fields) as (keyof typeof fields)[];
+    for (const f of names) w[f][last] = fields[f];
+    w.despawn(a);
+    expect(w.indexOf(c)).toBe(0);
+    expect(w.id[0]).toBe(c);
+    expect(Object.fromEntries(names.map((f) => [f, w[f][0]]))).toEqual(fields);
+  });
+
   test('refuses a spawn past capacity with a CapacityError, and accepts one after a despawn', () => {
     const w = new World(2);
     w.spawn(0, 0, 0);
@@ -26,6 +60,15 @@ describe('World', () => {
     expect(() => w.spawn(0, 0, 0)).toThrow('entity capacity of 2');
     w.despawn(b);
     expect(() => w.spawn(0, 0, 0)).not.toThrow();
+  });
+
+  test('refuses a spawn with an explicit id (a restore, an adoption, a ghost) at capacity too', () => {
+    const w = new World(2);
+    w.spawn(0, 0, 0);
+    w.spawn(0, 0, 0);
+    expect(() => w.spawn(0, 0, 0, 99)).toThrow(CapacityError);
+    expect(w.count).toBe(2);
+    expect(w.indexOf(99)).toBe(-1);
   });
 
   test('an explicit id (a restore, an adoption, a ghost) never moves the counter, even one of its own range never handed out', () => {
@@ -51,7 +94,7 @@ describe('World', () => {
     expect(big.catchUp(32 + ID_CATCH_UP)).toBe(false);
   });
 
-  test('stateHash changes with any state and is equal for equal worlds', () => {
+  test('stateHash changes with each field it covers — id, position, velocity, kind, flags, last input sequence — and is equal for equal worlds', () => {
     const make = () => {
       const w = new World(4);
       w.spawn(1.5, 2.5, 0);
@@ -59,10 +102,13 @@ describe('World', () => {
       return w;
     };
     const a = make();
-    const b = make();
-    expect(a.stateHash()).toBe(b.stateHash());
-    b.x[1] = 4.0000005;
-    expect(a.stateHash()).not.toBe(b.stateHash());
+    expect(a.stateHash()).toBe(make().stateHash());
+    const changes = { id: 9, x: 4.0000005, y: -3, vx: 0.5, vy: -0.5, kind: 7, flags: 1, lastSeq: 1 };
+    for (const [field, value] of Object.entries(changes) as [keyof typeof changes, number][]) {
+      const b = make();
+      b[field][1] = value;
+      expect(b.stateHash(), field).not.toBe(a.stateHash());
+    }
   });
 });
 
