@@ -607,6 +607,33 @@ test('a dropped player keeps their place: at the player capacity newcomers are r
   expect(e.join(5, 'cat').ok).toBe(true);
 });
 
+test("a session that replaces another starts from the moves actually made: the old one's queued moves go, and the new one's inputs from Welcome.last_input_seq on are applied", () => {
+  const buttons: number[] = [];
+  const e = new ShardEngine(settings, out, { hooks: { onInput: (_c, _p, input) => void buttons.push(input.buttons) } });
+  const w = e.world;
+  const speed = settings['engine.max_speed'];
+  const id = joined(e, 1, 'ann');
+  const slot = () => w.indexOf(id);
+  w.x[slot()] = 0;
+  w.y[slot()] = 0;
+  // The first device sends a burst east, which queues.
+  for (let seq = 1; seq <= 20; seq++) e.input(1, seq, speed, 0, 0);
+  steps(e, 3);
+  const applied = w.lastSeq[slot()] as number;
+  expect(applied).toBeLessThan(20);
+  const x = w.x[slot()] as number;
+  // A second device takes over; its Welcome says what moved, and it goes north from there.
+  const r = e.join(2, 'ann');
+  expect(r).toMatchObject({ ok: true, entityId: id, lastInputSeq: applied });
+  for (let k = 1; k <= 10; k++) {
+    expect(e.input(2, applied + k, 0, speed, 0, 1)).toBe('applied');
+    e.step();
+  }
+  expect(w.lastSeq[slot()]).toBe(applied + 10);
+  expect([w.x[slot()], w.y[slot()]]).toEqual([x, speed * 10]);
+  expect(buttons.filter((b) => b === 1)).toHaveLength(10);
+});
+
 test('a shard whose entity slots are all taken refuses a join SHARD_FULL naming the entity capacity, though player places are free', () => {
   const small = loadConfig({
     AETHEX_GAMESERVER_AUTH_JWKS_URL: 'http://unused.invalid/jwks',

@@ -918,6 +918,7 @@ export class ShardEngine {
       // To the game a replaced session is a drop, and this join the rejoin that follows.
       this.announceLeave(previous, true);
       this.out.kick(previous.id, ReasonCode.REASON_CODE_REPLACED, 'the same player joined again');
+      this.dropWaitingInputs(previous.entityId);
     }
     // Players whose entity waits for them keep their place: they can always come back.
     if (!previous && !this.dormant.has(playerId) && this.placesTaken >= this.settings['engine.max_players']) {
@@ -1127,6 +1128,7 @@ export class ShardEngine {
       this.out.kick(previous.id, ReasonCode.REASON_CODE_REPLACED, 'the same player resumed again');
       // Another entity of theirs here (a second device joined here meanwhile) is no one's now.
       if (previous.entityId !== entityId) this.removeEntity(previous.entityId);
+      else this.dropWaitingInputs(entityId);
     }
     // So is one that waited here for them to rejoin: they are back on the handed-over one.
     const waiting = this.dormant.get(playerId);
@@ -1614,13 +1616,25 @@ export class ShardEngine {
     w.mode[slot] = MODE_DORMANT;
     w.vx[slot] = 0;
     w.vy[slot] = 0;
-    // Waiting moves are not acknowledged: the client re-sends them after its rejoin.
-    w.clearMoves(slot);
+    this.dropWaitingInputs(entityId);
     // Last in the expiry order (re-inserted: a Map keeps a key where it was first set).
     this.stopWaiting(playerId);
     this.dormant.set(playerId, entityId);
     this.dormantUntil.set(playerId, this.tick + this.rejoinWindowTicks);
     this.droppedHere.add(playerId);
+  }
+
+  /**
+   * What waited to move `entityId` goes with the session that sent it: the moves queued and the
+   * inputs an offer held are not acknowledged, and the client that comes next (a rejoin, a session
+   * replacing this one) re-sends its own from Welcome.last_input_seq. Kept, they would run in its
+   * place and its inputs with the same numbers be ignored as stale, yet acknowledged.
+   */
+  private dropWaitingInputs(entityId: number): void {
+    const slot = this.world.indexOf(entityId);
+    if (slot >= 0) this.world.clearMoves(slot);
+    this.held.delete(entityId);
+    this.rollbackRoom.delete(entityId);
   }
 
   /** Whether the player's connection dropped while their entity was on offer, and the offer is not decided yet. */
