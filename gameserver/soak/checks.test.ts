@@ -215,6 +215,44 @@ describe('soak checks', () => {
     expect(lostWith([onA], kill(A, 12_500))).toEqual([undefined]);
   });
 
+  test('an entity handed on to a shard SIGKILLed before the one holding its copy was killed too is explained: both went down', () => {
+    const C = 'w-0-2';
+    // p1 handed A → B at 5,000 (its client on B); the polls see B hand it on to C at ~7,600; C is
+    // killed at 7,900 (its new run starts at 9,500), then B at 8,000; p1 rejoins B with a new entity.
+    const lostWith = (cKilledAt: number | undefined) => {
+      const r = healthy();
+      r.events = [
+        { e: 'joined', p: 'p1', shard: A, entity: 1, at: 1000 },
+        { e: 'handoff', p: 'p1', from: A, to: B, entity: 1, gapMs: 30, viaRejoin: false, at: 5000 },
+        { e: 'dropped', p: 'p1', shard: B, code: 1006, reason: '', acked: 3, at: 8050 },
+        { e: 'rejoined', p: 'p1', shard: B, entity: 9, seq: 0, acked: 3, downMs: 3000, attempts: 4, at: 12_050 },
+      ];
+      r.finals = [live('p1', B, 9)];
+      r.ownership.finalOwners = new Map([[9, [B]]]);
+      r.faults = [kill(B, 8000), ...(cKilledAt === undefined ? [] : [kill(C, cKilledAt)])];
+      r.runs = [
+        { shard: B, cause: 'kill', spawnAt: 9000, startedAt: 10_000, readyAt: 11_000 },
+        ...(cKilledAt === undefined
+          ? []
+          : [{ shard: C, cause: 'kill' as const, spawnAt: cKilledAt + 500, startedAt: 9500, readyAt: 10_000 }]),
+      ];
+      r.ownerHistory = new Map([
+        [
+          1,
+          [
+            { shards: B, from: 5000, to: 7500 },
+            { shards: C, from: 7700, to: 7800 },
+          ],
+        ],
+      ]);
+      return evaluate(r).lost.map((l) => l.explained);
+    };
+    expect(lostWith(7900)).toEqual([expect.stringMatching(/^handed on by w-0-1, which held the copy, to w-0-2, SIGKILLed 100 ms before/)]);
+    // Not: C was not killed; C killed after B (B's copy is not needed: C stores the adoption).
+    expect(lostWith(undefined)).toEqual([undefined]);
+    expect(lostWith(8100)).toEqual([undefined]);
+  });
+
   test('a shard process that exited outside a fault fails its own check, and its SIGKILL explains the events it had queued', () => {
     const r = healthy();
     // B never appended p1's arrival: it was SIGKILLed (by no fault of the soak's) right after, and

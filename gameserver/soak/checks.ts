@@ -306,6 +306,33 @@ function handoffSeenByPolls(
   return undefined;
 }
 
+/**
+ * The entity went on from `shard` to another shard (the polls saw it there last before `shard`'s
+ * SIGKILL at `killedAt`), which was SIGKILLed too, after adopting it and before its next run's link
+ * could take the copy `shard` held back: the copy died with `shard`, the adoption with the other.
+ * That shard and its kill, if so.
+ */
+function handedOnAndLost(
+  segments: readonly { shards: string; from: number; to: number }[] | undefined,
+  shard: string,
+  killedAt: number,
+  faults: readonly FaultRecord[],
+  runs: readonly ShardRun[],
+): { to: string; killedAt: number } | undefined {
+  if (!segments) return undefined;
+  const before = segments.filter((seg) => seg.from <= killedAt);
+  const last = before.at(-1);
+  const prior = before.at(-2);
+  if (!last || !prior || last.shards === shard || last.shards.includes('+') || prior.shards !== shard) return undefined;
+  const kill = faults.find(
+    (f) => f.shard === last.shards && f.killedAt !== undefined && f.killedAt >= last.from - POLL_SLACK_MS && f.killedAt <= killedAt,
+  );
+  if (kill?.killedAt === undefined) return undefined;
+  const next = runs.find((run) => run.shard === last.shards && run.spawnAt >= (kill.killedAt as number));
+  if (next && killedAt > (next.startedAt ?? next.readyAt) + LINK_BACK_MS) return undefined;
+  return { to: last.shards, killedAt: kill.killedAt };
+}
+
 /** How long PostgreSQL was cut or paused within [from, to] (an append then waits, queued). */
 function pgOutageMs(faults: readonly FaultRecord[], from: number, to: number): number {
   let ms = 0;
@@ -383,6 +410,10 @@ export function evaluate(r: SoakRecord): SoakFindings {
                 ? { from: got.from, at: got.committedBy ?? got.at, seenAt: got.at }
                 : handoffSeenByPolls(r.ownerHistory?.get(entity), e.shard, killedAt);
           const holderDown = handedIn && copyLost(r.faults, handedIn.from, e.shard, handedIn.at, run ?? { readyAt });
+          const onward =
+            killedAt === undefined || holderDown
+              ? undefined
+              : handedOnAndLost(r.ownerHistory?.get(entity), e.shard, killedAt, r.faults, r.runs);
           lost.push({
             player,
             at: e.at,
@@ -395,6 +426,11 @@ export function evaluate(r: SoakRecord): SoakFindings {
             ...(holderDown && handedIn && killedAt !== undefined
               ? {
                   explained: `handed over to ${e.shard} ${killedAt - handedIn.seenAt} ms before its SIGKILL by ${handedIn.from}, which held the copy and was ${holderDown.kind === 'link-cut' || holderDown.kind === 'link-pause' ? `cut off from it (${holderDown.kind})` : `down too (${holderDown.kind})`} from ${(holderDown.killedAt ?? holderDown.at) - killedAt} ms after the kill, the restarted shard ready at ${readyAt - killedAt} ms`,
+                }
+              : {}),
+            ...(onward && killedAt !== undefined
+              ? {
+                  explained: `handed on by ${e.shard}, which held the copy, to ${onward.to}, SIGKILLed ${killedAt - onward.killedAt} ms before ${e.shard}'s own SIGKILL`,
                 }
               : {}),
           });
