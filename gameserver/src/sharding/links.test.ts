@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { aethex, PROTOCOL_VERSION } from '@aethex/proto';
 import { createLogger } from '@aethex/runtime';
 import { afterEach, expect, test } from 'vitest';
-import { WebSocketServer } from 'ws';
+import { WebSocket, WebSocketServer } from 'ws';
 import { LINK_PATH, type LinkEvents, linkProof, ShardLinks } from './links.js';
 import type { Neighbour } from './map.js';
 
@@ -124,4 +124,59 @@ test('a neighbour whose welcome leaves late changes out: the link is up, and tak
   await until('out up', () => r.seen.includes('out up w-0-1'));
   expect(a.takesLateChanges(nb)).toBe(false);
   wss.close();
+});
+
+/**
+ * Shard w-0-1 (neighbour: w-0-0) on a real port, and a client that answers its challenge with a
+ * hello proven with the shared secret, `hello` overriding its fields: what the client receives and
+ * the close code, and what the shard recorded.
+ */
+async function helloTo(hello: Partial<aethex.v1.ILinkHello>) {
+  const e = await endpoint();
+  const na: Neighbour = { shard: 0, name: 'w-0-0', region, address: '127.0.0.1:1' };
+  const r = recorder();
+  const secret = 's'.repeat(32);
+  const b = new ShardLinks(
+    { world: 'w', instance: 0, heartbeatMs: 50, timeoutMs: 300, log, name: 'w-0-1', secret, neighbours: [na] },
+    r.events,
+  );
+  e.server.on('upgrade', (req, socket, head) => b.handleUpgrade(req, socket, head));
+  open.push({ links: b, server: e.server });
+  const ws = new WebSocket(`ws://127.0.0.1:${e.port}${LINK_PATH}`);
+  const received: string[] = [];
+  ws.on('message', (data: Buffer) => {
+    const msg = aethex.v1.ShardMessage.decode(data);
+    received.push(msg.body as string);
+    if (msg.body === 'linkWelcome') ws.close();
+    if (msg.body !== 'linkChallenge') return;
+    const shardName = hello.shardName ?? 'w-0-0';
+    const auth = linkProof(secret, 'hello', msg.linkChallenge?.nonce ?? new Uint8Array(), 'w', 0, shardName, 'w-0-1', 1);
+    const body = {
+      shardName,
+      world: 'w',
+      instance: 0,
+      protocolVersion: PROTOCOL_VERSION,
+      nonce: new Uint8Array(32),
+      epoch: 1,
+      auth,
+      ...hello,
+    };
+    ws.send(aethex.v1.ShardMessage.encode({ linkHello: body }).finish());
+  });
+  const [code] = (await once(ws, 'close')) as [number];
+  return { code, received, seen: r.seen };
+}
+
+test('a hello from a shard that is not a neighbour is refused, though it proves the secret', async () => {
+  const { code, received, seen } = await helloTo({ shardName: 'w-0-7' });
+  expect(code).toBe(1008);
+  expect(received).toEqual(['linkChallenge']);
+  expect(seen).toEqual([]);
+});
+
+test('a hello of another protocol version is refused', async () => {
+  const { code, received, seen } = await helloTo({ protocolVersion: PROTOCOL_VERSION + 1 });
+  expect(code).toBe(1008);
+  expect(received).toEqual(['linkChallenge']);
+  expect(seen).toEqual([]);
 });

@@ -48,6 +48,8 @@ test('a broken map is refused with an error that names the setting and the probl
     [{ ...map, instances: [] }, /does not list instance 0/],
     [{ ...map, instances: [{ instance: 0, shards: [{ ...shard0, address: 'no-port' }] }] }, /no valid "address"/],
     [{ ...map, instances: [{ instance: 0, shards: [{ ...shard0, shard: 300 }] }] }, /no valid "shard" index/],
+    [{ ...map, instances: [{ instance: 0, shards: [{ ...shard0, shard: 256 }] }] }, /shard #0 has no valid "shard" index \(0-255\)/],
+    [{ ...map, bounds: { minX: 0, minY: 0, maxX: 0, maxY: 500 } }, /no valid "bounds"/],
     [{ ...map, instances: [{ instance: 0, shards: [{ ...shard0, neighbours: [7] }] }] }, /names neighbour 7, which is not listed/],
     [{ ...map, instances: [{ instance: 0, shards: [{ ...shard0, region: null }] }] }, /has no valid "region"/],
   ];
@@ -62,6 +64,8 @@ test('a broken map is refused with an error that names the setting and the probl
     [instance({ ...s0, neighbours: [0, 1] }, s1), /shard w-0-0 names itself as its neighbour/],
     [instance(s0, { ...s1, region: { minX: 400, minY: 0, maxX: 1000, maxY: 500 } }), /the regions of shards w-0-0 and w-0-1 overlap/],
     [instance(s0, { ...s1, region: { minX: 500, minY: 0, maxX: 1200, maxY: 500 } }), /shard w-0-1's region is not inside the bounds/],
+    [instance(s0, { ...s1, region: { minX: 500, minY: 0, maxX: 500, maxY: 500 } }), /shard w-0-1 has no valid "region"/],
+    [instance(s0, { ...s1, region: { minX: 500, minY: 0, maxX: 1000, maxY: 0 } }), /shard w-0-1 has no valid "region"/],
   );
   for (const [doc, message] of cases) expect(() => loadShardMap(write(doc), 0, 'w-0-0'), String(message)).toThrow(message);
   expect(() => loadShardMap(write(map), 0, 'w-0-9')).toThrow(/does not list shard w-0-9 in instance 0/);

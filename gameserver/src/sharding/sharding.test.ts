@@ -4,7 +4,7 @@ import { describe, expect, test, vi } from 'vitest';
 import { loadConfig } from '../config.js';
 import { ShardEngine } from '../engine.js';
 import type { ShardState } from '../persist/state-codec.js';
-import { MODE_DORMANT, MODE_GHOST, MODE_OWNED } from '../sim/world.js';
+import { MODE_DORMANT, MODE_GHOST, MODE_OFFERED, MODE_OWNED } from '../sim/world.js';
 import type { ShardLinks } from './links.js';
 import { idRange, type Neighbour } from './map.js';
 import { CUSTODY_LOOKUP_MS, CUSTODY_MS, GHOST_REFRESH_MS, Sharding } from './sharding.js';
@@ -1390,6 +1390,46 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
     expect(old.a.world.mode[old.a.world.indexOf(fay)]).toBe(MODE_GHOST);
     expect(old.aSharding.custodyHeld).toEqual([]);
   });
+
+  test('a link up again to the same run of the new owner hands nothing back: it still has what it adopted', () => {
+    const { aSharding, toB, run, crossing, handOver } = world();
+    const first = run(1);
+    const gus = crossing(1, 'gus', [1]);
+    handOver(first);
+    expect(aSharding.custodyHeld).toEqual([gus]);
+    toB.sent.length = 0;
+    // The link drops and comes back to run 1, the one that adopted gus.
+    aSharding.onOutboundUp(right, 1);
+    expect(toB.sent.filter((m) => m.handoffCustody)).toEqual([]);
+    expect(aSharding.custodyHeld).toEqual([gus]);
+  });
+
+  test('a HandoffStored for one run of the former owner is not sent on a link up to another run of it', () => {
+    const { run, crossing, handOver } = world();
+    const first = run(1);
+    crossing(1, 'kim', [1]);
+    handOver(first);
+    // A restarted: B's link is up to its run 8 when the snapshot holding kim (from run 7) is stored.
+    first.bSharding.onOutboundUp(leftN, 8);
+    first.toA.sent.length = 0;
+    first.bSharding.stored(first.bSharding.adoptions);
+    expect(first.toA.sent.filter((m) => m.handoffStored)).toEqual([]);
+  });
+
+  test('a HandoffStored naming an earlier offer of the same entity leaves the copy of its later handoff', () => {
+    const { aSharding, toB, run, crossing, deliver } = world();
+    const first = run(1);
+    const max = crossing(1, 'max', [1]);
+    aSharding.afterStep();
+    const offerId = Number(toB.sent.find((m) => m.handoffOffer)?.handoffOffer?.offerId);
+    deliver(leftN, first.bSharding, toB.sent);
+    deliver(right, aSharding, first.toA.sent);
+    expect(aSharding.custodyHeld).toEqual([max]);
+    aSharding.onMessage(right, wire({ handoffStored: { handoffs: [{ offerId: offerId - 1, entityId: max }] } }));
+    expect(aSharding.custodyHeld).toEqual([max]);
+    aSharding.onMessage(right, wire({ handoffStored: { handoffs: [{ offerId, entityId: max }] } }));
+    expect(aSharding.custodyHeld).toEqual([]);
+  });
 });
 
 describe('ghosts and entity slots', () => {
@@ -1462,5 +1502,165 @@ describe('ghosts and entity slots', () => {
     // The neighbour's full update does not name it (it never adopted it): it goes here too.
     sharding.onMessage(right, update({ tick: 9, full: true, upserts: [] }));
     expect(engine.world.indexOf(entityId)).toBe(-1);
+  });
+});
+
+describe('handoff decisions and timeouts', () => {
+  /** The left shard on a clock `t()`, its links recording, with `name` joined and walked past the border into the right shard's region. */
+  function crosser(name: string, extra: Partial<ConstructorParameters<typeof Sharding>[0]> = {}) {
+    let clock = 0;
+    const engine = new ShardEngine(settings, { send: () => true, kick: () => undefined }, { region: left, ids: idRange(0) });
+    const sharding = shardingOf(engine, { now: () => clock, ...extra });
+    const { links, sent } = recordingLinks();
+    sharding.attach(links);
+    const r = engine.join(1, name);
+    if (!r.ok) throw new Error(r.message);
+    engine.world.x[engine.world.indexOf(r.entityId)] = 110;
+    engine.world.y[engine.world.indexOf(r.entityId)] = 50;
+    const setClock = (ms: number) => {
+      clock = ms;
+    };
+    return { engine, sharding, sent, entityId: r.entityId, setClock };
+  }
+
+  test('an accept from a neighbour the entity was not offered to commits nothing: it is answered with an abort, and the entity stays on offer to the other', () => {
+    const below: Neighbour = { shard: 2, name: 'w-1-0', region: { minX: 0, minY: 100, maxX: 100, maxY: 200 }, address: '127.0.0.1:2' };
+    const engine = new ShardEngine(settings, { send: () => true, kick: () => undefined }, { region: left, ids: idRange(0) });
+    const sharding = shardingOf(engine, {
+      placement: { bounds: settings['engine.world_bounds'], shard: 0, region: left, address: '127.0.0.1:0', neighbours: [right, below] },
+    });
+    const sent: [string, aethex.v1.IShardMessage][] = [];
+    const links = {
+      send: (n: Neighbour, m: aethex.v1.IShardMessage) => sent.push([n.name, m]),
+      isUp: () => true,
+      takesLateChanges: () => true,
+      takesCustody: () => true,
+      takesIdsReleased: () => true,
+    } as unknown as ShardLinks;
+    sharding.attach(links);
+    const r = engine.join(1, 'ann');
+    if (!r.ok) throw new Error(r.message);
+    engine.world.x[engine.world.indexOf(r.entityId)] = 110;
+    sharding.afterStep();
+    const o = sent.find(([, m]) => m.handoffOffer);
+    expect(o?.[0]).toBe(right.name);
+    const offerId = o?.[1].handoffOffer?.offerId;
+    sent.length = 0;
+    sharding.onMessage(below, wire({ handoffAccept: { offerId, entityId: r.entityId, resumeToken: 't', address: 'x:1' } }));
+    expect(sent.map(([to, m]) => [to, wire(m).body])).toEqual([[below.name, 'handoffAbort']]);
+    expect(engine.world.mode[engine.world.indexOf(r.entityId)]).toBe(MODE_OFFERED);
+    // The neighbour it was offered to still takes it.
+    sent.length = 0;
+    sharding.onMessage(right, wire({ handoffAccept: { offerId, entityId: r.entityId, resumeToken: 't', address: 'x:1' } }));
+    expect(sent.map(([to, m]) => [to, wire(m).body])).toEqual([[right.name, 'handoffCommit']]);
+  });
+
+  test('an offer not answered within offerTimeoutMs is rolled back then, and not before', () => {
+    const { engine, sharding, sent, entityId, setClock } = crosser('bo');
+    sharding.afterStep();
+    expect(sent.map((m) => wire(m).body)).toContain('handoffOffer');
+    sent.length = 0;
+    setClock(999);
+    sharding.afterStep();
+    expect(sent.filter((m) => m.handoffAbort)).toEqual([]);
+    expect(engine.world.mode[engine.world.indexOf(entityId)]).toBe(MODE_OFFERED);
+    setClock(1000);
+    sharding.afterStep();
+    expect(sent.filter((m) => m.handoffAbort).map((m) => m.handoffAbort?.entityId)).toEqual([entityId]);
+    expect(engine.world.mode[engine.world.indexOf(entityId)]).toBe(MODE_OWNED);
+  });
+
+  test('a decision sent while the link was down is sent again when it comes up within resumeTimeoutMs, and not after', () => {
+    const { sharding, sent, entityId, setClock } = crosser('cy');
+    sharding.afterStep();
+    const o = sent.find((m) => m.handoffOffer)?.handoffOffer as aethex.v1.IHandoffOffer;
+    sharding.onMessage(right, wire({ handoffAccept: { offerId: o.offerId, entityId, resumeToken: 't', address: 'x:1' } }));
+    expect(sent.filter((m) => m.handoffCommit)).toHaveLength(1);
+    sent.length = 0; // lost with the link
+    setClock(10_000);
+    sharding.onOutboundUp(right, 1);
+    expect(sent.filter((m) => m.handoffCommit).map((m) => m.handoffCommit?.entityId)).toEqual([entityId]);
+    sent.length = 0;
+    setClock(10_001);
+    sharding.onOutboundUp(right, 1);
+    expect(sent.filter((m) => m.handoffCommit)).toEqual([]);
+  });
+});
+
+describe('the receiver of an offer', () => {
+  const offer = (extra: Partial<aethex.v1.IHandoffOffer> = {}) =>
+    wire({
+      handoffOffer: {
+        offerId: 1,
+        entityId: (1 << 24) + 1,
+        playerId: 'pat',
+        position: { x: 99, y: 50 },
+        velocity: { x: 0, y: 0 },
+        kind: 1,
+        lastInputSeq: 3,
+        ...extra,
+      },
+    });
+
+  test('a draining shard refuses an offer (SHUTTING_DOWN) and holds no token for it', () => {
+    const { sharding } = shard();
+    const { links, sent } = recordingLinks();
+    sharding.attach(links);
+    sharding.stopAccepting();
+    sharding.onMessage(right, offer());
+    expect(sent.map((m) => wire(m).handoffReject?.reason)).toEqual([aethex.v1.ReasonCode.REASON_CODE_SHUTTING_DOWN]);
+    expect(sharding.inFlight.held).toEqual([]);
+  });
+
+  test('an offer of an entity standing outside this shard’s region is refused as WRONG_SHARD', () => {
+    const { sharding } = shard();
+    const { links, sent } = recordingLinks();
+    sharding.attach(links);
+    sharding.onMessage(right, offer({ position: { x: 150, y: 50 } }));
+    expect(sent.map((m) => wire(m).handoffReject?.reason)).toEqual([aethex.v1.ReasonCode.REASON_CODE_WRONG_SHARD]);
+    expect(sharding.inFlight.held).toEqual([]);
+  });
+
+  test('an entity adopted whose player never resumes goes at resumeTimeoutMs after its offer, and not before', () => {
+    let clock = 0;
+    const engine = new ShardEngine(settings, { send: () => true, kick: () => undefined }, { region: left, ids: idRange(0) });
+    const sharding = shardingOf(engine, { now: () => clock });
+    sharding.attach(recordingLinks().links);
+    const pat = (1 << 24) + 1;
+    sharding.onMessage(right, offer());
+    sharding.onMessage(right, wire({ handoffCommit: { offerId: 1, entityId: pat } }));
+    expect(engine.world.mode[engine.world.indexOf(pat)]).toBe(MODE_OWNED);
+    clock = 9_999;
+    sharding.afterStep();
+    expect(engine.world.indexOf(pat)).toBeGreaterThanOrEqual(0);
+    clock = 10_000;
+    sharding.afterStep();
+    expect(engine.world.indexOf(pat)).toBe(-1);
+  });
+});
+
+describe('ghost updates', () => {
+  test('a change of flags alone of an entity near the border is sent at once, not left to the next full refresh', () => {
+    let now = 0;
+    const engine = new ShardEngine(settings, { send: () => true, kick: () => undefined }, { region: left, ids: idRange(0) });
+    const sharding = shardingOf(engine, { now: () => now });
+    const { links, sent } = recordingLinks();
+    sharding.attach(links);
+    const npc = engine.context.spawn(98, 50, 2);
+    sharding.afterStep();
+    sent.length = 0;
+    now += 50;
+    expect(engine.context.setFlags(npc, 5)).toBe(true);
+    sharding.afterStep();
+    const upserts = sent.flatMap((m) => m.ghostUpdate?.upserts ?? []);
+    expect(upserts.map((e) => [e.entityId, e.flags])).toEqual([[npc, 5]]);
+  });
+
+  test('a ghost on the world’s far edge (x == maxX or y == maxY) is outside the world and ignored', () => {
+    const { engine, sharding } = shard();
+    const id = (k: number) => (1 << 24) + k;
+    sharding.onMessage(right, update({ tick: 1, upserts: [ghost(id(1), 200, 50), ghost(id(2), 150, 100), ghost(id(3), 199.5, 99.5)] }));
+    expect([engine.world.indexOf(id(1)), engine.world.indexOf(id(2))]).toEqual([-1, -1]);
+    expect(engine.world.mode[engine.world.indexOf(id(3))]).toBe(MODE_GHOST);
   });
 });
