@@ -52,6 +52,27 @@ test('an entity that moved further than maxStep (a teleport) is drawn where it i
   expect(interpolate(prev, curr, 0.5, 0.125).get(3)).toMatchObject({ x: 250, y: 0 });
 });
 
+test('the teleport limit is maxStep + 2 quanta exactly: a move of maxStep + 2 slides, one of maxStep + 3 is drawn where it landed', () => {
+  const maxStep = 160;
+  const prev = new Map([
+    [1, rec(0, 0)],
+    [2, rec(0, 0)],
+    [3, rec(0, 0)],
+    [4, rec(0, 0)],
+  ]);
+  const curr = new Map([
+    [1, rec(maxStep + 2, 0)],
+    [2, rec(maxStep + 3, 0)],
+    [3, rec(0, -(maxStep + 2))],
+    [4, rec(0, -(maxStep + 3))],
+  ]);
+  const at = interpolate(prev, curr, 0.5, 1, maxStep);
+  expect(at.get(1)).toMatchObject({ x: 81, y: 0 });
+  expect(at.get(2)).toMatchObject({ x: 163, y: 0 });
+  expect(at.get(3)).toMatchObject({ x: 0, y: -81 });
+  expect(at.get(4)).toMatchObject({ x: 0, y: -163 });
+});
+
 test('alpha is clamped to [0, 1], and a non-number means the current snapshot', () => {
   const prev = new Map([[1, rec(0, 0)]]);
   const curr = new Map([[1, rec(8, 8)]]);

@@ -1759,6 +1759,7 @@ test('a shard that never acknowledges: the client keeps the newest 4,096 inputs 
 test.each([
   ['tickIntervalUs 1', { tickIntervalUs: 1 }, 'tickIntervalUs 1, outside 5000–1000000 (a tick of 5–1000 ms)'],
   ['tickIntervalUs 2000000', { tickIntervalUs: 2_000_000 }, 'tickIntervalUs 2000000, outside 5000–1000000 (a tick of 5–1000 ms)'],
+  ['tickIntervalUs 4999', { tickIntervalUs: 4999 }, 'tickIntervalUs 4999, outside 5000–1000000 (a tick of 5–1000 ms)'],
   [
     'no tickIntervalUs and tickRateHz 1000000',
     { tickRateHz: 1_000_000 },
@@ -1773,6 +1774,11 @@ test.each([
     'inverted worldBounds',
     { worldBounds: { minX: 10, minY: -10, maxX: -10, maxY: 10 } },
     'worldBounds minX 10 minY -10 maxX -10 maxY 10, not finite numbers with minX < maxX and minY < maxY',
+  ],
+  [
+    'worldBounds minX equal to maxX',
+    { worldBounds: { minX: 10, minY: -10, maxX: 10, maxY: 10 } },
+    'worldBounds minX 10 minY -10 maxX 10 maxY 10, not finite numbers with minX < maxX and minY < maxY',
   ],
   [
     'worldBounds NaN',
@@ -1991,4 +1997,137 @@ test('close() after a handoff also closes the socket the old shard kept open for
     3000,
   );
   expect(vi.getTimerCount()).toBe(0);
+});
+
+test('with rejoin, a kick for REPLACED or AUTH_FAILED ends the session: close, no join token asked, no new socket; a kick for TOO_SLOW is rejoined', async () => {
+  let reason = aethex.v1.ReasonCode.REASON_CODE_REPLACED;
+  const { url, sockets } = await scriptedShard((socket, msg) => {
+    if (msg.body !== 'join' || msg.join?.joinToken !== 't') return;
+    socket.send(welcome('shard-a'));
+    socket.send(ServerMessage.encode({ kick: { reason, message: 'bye' } }).finish());
+    socket.close(1008, 'kicked');
+  });
+  // The client's timers are the test's: a rejoin's first attempt would come 100 ms after the drop.
+  vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+  const cases = [
+    [aethex.v1.ReasonCode.REASON_CODE_REPLACED, 'REPLACED', true],
+    [aethex.v1.ReasonCode.REASON_CODE_AUTH_FAILED, 'AUTH_FAILED', true],
+    [aethex.v1.ReasonCode.REASON_CODE_TOO_SLOW, 'TOO_SLOW', false],
+  ] as const;
+  for (const [code, name, final] of cases) {
+    reason = code;
+    const before = sockets.length;
+    let tokens = 0;
+    const c = new RealtimeClient({
+      url,
+      joinToken: 't',
+      createSocket,
+      silenceTimeoutMs: 0,
+      rejoin: {
+        joinToken: async () => {
+          tokens++;
+          return 't2';
+        },
+        maxDelayMs: 50,
+      },
+    });
+    client = c;
+    const events = recordEvents(c);
+    await c.connect();
+    await until(`the kick's close to reach the client (${name})`, () => events.length >= 2, 3000);
+    await vi.advanceTimersByTimeAsync(1000);
+    await sleep(100);
+    if (final) {
+      expect(events, name).toEqual([`kick ${name}`, 'close 1008 kicked']);
+      expect([c.ended, tokens, sockets.length - before], name).toEqual([true, 0, 1]);
+    } else {
+      expect(events.slice(0, 2), name).toEqual([`kick ${name}`, 'disconnected 1008']);
+      expect([c.ended, tokens, sockets.length - before], name).toEqual([false, 1, 2]);
+    }
+    c.close();
+  }
+});
+
+test('a Correction about inputs a snapshot already acknowledged is out of date: no correction emitted, the prediction stays', async () => {
+  const { url, sockets } = await scriptedShard((socket, msg) => {
+    if (msg.body === 'join') socket.send(welcome('shard-a'));
+  });
+  const { c, moves } = clockedClient(url);
+  const corrections: string[] = [];
+  c.on('correction', (p, seq) => corrections.push(`${p.x},${p.y} at ${seq}`));
+  await c.connect();
+  const shard = sockets[0] as WebSocket;
+  moves(5);
+  const seen = applied(c);
+  shard.send(ownEntityAt(1, 4, 4));
+  await seen;
+  expect([c.lastAckedSeq, c.predicted]).toEqual([4, { x: 5, y: 0 }]);
+  // Sent before that snapshot by the shard's clock, read after it: about input 2, since overtaken.
+  let after = 0;
+  c.on('message', () => {
+    after++;
+  });
+  const endOfBatch = ServerMessage.encode({ gameMessage: { topic: 'after', payload: new Uint8Array(0), tick: 0 } }).finish();
+  shard.send(ServerMessage.encode({ correction: { tick: 1, lastInputSeq: 2, position: { x: -50, y: 7 } } }).finish());
+  shard.send(endOfBatch);
+  await until('the message after the Correction', () => after === 1, 3000);
+  expect(corrections).toEqual([]);
+  expect([c.lastAckedSeq, c.predicted]).toEqual([4, { x: 5, y: 0 }]);
+  // One about the newest acknowledged input is taken.
+  shard.send(ServerMessage.encode({ correction: { tick: 2, lastInputSeq: 4, position: { x: -50, y: 7 } } }).finish());
+  shard.send(endOfBatch);
+  await until('the message after the second Correction', () => after === 2, 3000);
+  expect(corrections).toHaveLength(1);
+  expect(c.predicted).toEqual({ x: -49, y: 7 });
+});
+
+test('an RPC the shard never answers rejects TIMEOUT after its timeoutMs, naming the method and the wait; the session carries on', async () => {
+  const { url } = await scriptedShard((socket, msg) => {
+    if (msg.body === 'join') socket.send(welcome('shard-a'));
+  });
+  client = new RealtimeClient({ url, joinToken: 't', createSocket, silenceTimeoutMs: 0 });
+  const c = client;
+  await c.connect();
+  vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+  let outcome: unknown;
+  const call = c.rpc('never', new Uint8Array(0), 50).then(
+    () => {
+      outcome = 'resolved';
+    },
+    (e: Error & { code: string }) => {
+      outcome = [e.code, e.message];
+    },
+  );
+  await vi.advanceTimersByTimeAsync(49);
+  expect(outcome).toBeUndefined();
+  await vi.advanceTimersByTimeAsync(1);
+  await call;
+  expect(outcome).toEqual(['TIMEOUT', 'rpc never timed out after 50 ms']);
+  expect(c.ended).toBe(false);
+});
+
+test('inputs 1–3 made before a Welcome whose lastInputSeq is 1 are renumbered 2–4 and all sent', async () => {
+  let sendWelcome: (() => void) | undefined;
+  const { url, connections } = await scriptedShard((socket, msg) => {
+    if (msg.body === 'join') sendWelcome = () => socket.send(welcome('shard-a', 1));
+  });
+  let clock = 1000;
+  const kept = keptSockets();
+  client = new RealtimeClient({ url, joinToken: 't', createSocket: kept.createSocket, silenceTimeoutMs: 0, now: () => clock });
+  const c = client;
+  const connecting = c.connect();
+  // A tick (25 ms at 40 Hz, the rate before a Welcome) apart: an input each, numbered 1–3.
+  const seqs: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    clock += 25;
+    seqs.push(c.move(1, 0));
+  }
+  expect(seqs).toEqual([1, 2, 3]);
+  await until('the Join to reach the shard', () => sendWelcome !== undefined);
+  (sendWelcome as () => void)();
+  await connecting;
+  await behindProbe(kept.made[0], () => connections[0]);
+  const inputs = (connections[0] ?? []).filter((m) => m.body === 'input');
+  expect(inputs.map((m) => m.input?.seq)).toEqual([2, 3, 4]);
+  expect(c.unacknowledged).toBe(3);
 });

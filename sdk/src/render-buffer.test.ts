@@ -141,6 +141,18 @@ test('after reset (another shard, a restart) the new ticks start over: held at t
   expect(buffer.sample(2610, 1, 5).get(9)?.x).toBeCloseTo(2212, 9);
 });
 
+test('a second snapshot of a tick already held changes nothing: not kept, not drawn, the clock not moved', () => {
+  const buffer = new RenderBuffer(100);
+  for (let tick = 1; tick <= 10; tick++) buffer.push(frameOf(tick, [[9, 4 * tick, 0]]), 1000 + 20 * tick, TICK_MS);
+  const times = [1200, 1250, 1290, 1300, 1400];
+  const before = times.map((now) => buffer.sample(now, 1, 5).get(9));
+  expect(before.at(-1)?.x).toBe(40);
+  // Tick 10 again, different, and late.
+  buffer.push(frameOf(10, [[9, 9999, 0]]), 1290, TICK_MS);
+  expect([buffer.size, buffer.ticks()]).toEqual([10, range(1, 10, 1)]);
+  expect(times.map((now) => buffer.sample(now, 1, 5).get(9))).toEqual(before);
+});
+
 test('a teleport (further than max speed over the ticks between the two snapshots) is drawn where it landed; a move within it slides', () => {
   const buffer = new RenderBuffer(40);
   buffer.push(

@@ -1,4 +1,4 @@
-import { insideMax, insideMin, SnapshotBodyWriter } from '@aethex/proto';
+import { insideMax, insideMin, readSnapshotBody, SnapshotBodyWriter } from '@aethex/proto';
 import fc from 'fast-check';
 import { expect, test } from 'vitest';
 import { World } from '../sim/world.js';
@@ -103,4 +103,54 @@ test('an entity still in the world that leaves the view is removed, as is one de
   world.despawn(gone);
   expect(cut(2, 1)).toEqual({ baseTick: 1, removed: new Set([leaving, gone]) });
   expect(Array.from(interest.ids.subarray(0, interest.count))).toEqual([near]);
+});
+
+test('an entity that moves only in y (or only in x) gets a delta, and a client applying it lands where the shard has it', () => {
+  const area = { minX: -100, minY: -100, maxX: 100, maxY: 100 };
+  const world = new World(8);
+  const still = world.spawn(0, 0, 0);
+  const upOnly = world.spawn(10, 0, 0);
+  const acrossOnly = world.spawn(20, 0, 0);
+  const grid = new Grid(area, 50, 8);
+  const q = new QuantizedWorld(8);
+  const quanta = quantaOf(area, 0.125);
+  const interest = new Interest(8);
+  const history = new DeltaHistory(8);
+  const scratch = new DeltaScratch(8);
+  const writer = new SnapshotBodyWriter(64);
+  const client = new Map<number, [number, number]>();
+  const records: string[] = [];
+  const visitor = {
+    delta(id: number, dqx: number, dqy: number) {
+      records.push(`delta ${id}`);
+      const at = client.get(id) as [number, number];
+      client.set(id, [at[0] + dqx, at[1] + dqy]);
+    },
+    full(id: number, qx: number, qy: number) {
+      records.push(`full ${id}`);
+      client.set(id, [qx, qy]);
+    },
+  };
+  const cut = (tick: number, ack: number) => {
+    grid.rebuild(world.x, world.y, world.count);
+    q.update(world, quanta, tick);
+    interest.update(grid, world, 0, 0, 60, -1);
+    records.length = 0;
+    const delta = history.encodeDelta(tick, ack, interest, q, writer, scratch);
+    readSnapshotBody(writer.bytes(), visitor);
+    return delta.baseTick;
+  };
+  expect(cut(1, 0)).toBe(0);
+  world.y[world.indexOf(upOnly)] = 2.5;
+  world.x[world.indexOf(acrossOnly)] = 21.5;
+  expect(cut(2, 1)).toBe(1);
+  expect(new Set(records)).toEqual(new Set([`delta ${upOnly}`, `delta ${acrossOnly}`]));
+  // In eighths: (10, 2.5) is (80, 20), (21.5, 0) is (172, 0).
+  expect(client).toEqual(
+    new Map([
+      [still, [0, 0]],
+      [upOnly, [80, 20]],
+      [acrossOnly, [172, 0]],
+    ]),
+  );
 });

@@ -107,6 +107,12 @@ test('a blob whose game states do not add up is refused by name', () => {
   expect(() => decodeState(resealed(long), 4, 1000)).toThrow(/game state of 3 bytes for entity 1/);
   const cut = blob.slice(0, blob.length - 1);
   expect(() => decodeState(resealed(cut), 4, 1000)).toThrow(/header says/);
+  // A game state of 0 bytes (its 2 bytes gone, the header's states length 10 made 8): none is stored so.
+  const empty = blob.slice(0, blob.length - 2);
+  new DataView(empty.buffer).setUint32(at + 4, 0, true);
+  expect(view.getUint32(28, true)).toBe(10);
+  new DataView(empty.buffer).setUint32(28, 8, true);
+  expect(() => decodeState(resealed(empty), 4, 1000)).toThrow(new StateFormatError('state blob has a game state of 0 bytes for entity 1'));
   expect(view.getUint32(4, true)).toBe(STATE_VERSION);
   const future = blob.slice();
   new DataView(future.buffer).setUint32(4, STATE_VERSION + 1, true);
