@@ -79,25 +79,35 @@ test('quanta: a position is sent as its nearest quantum, whether that is above o
   expect(Array.from(q.rows[1]?.subarray(0, 8) ?? [])).toEqual([1, 10, 0, 0, -2, 0, 0, 0]);
 });
 
-test('an entity still in the world that leaves the view is removed, as is one despawned', () => {
+/**
+ * One client at the origin with a view of 60 in a world of 8 slots, and `cut(tick, ack)` encoding
+ * its snapshot into `writer`: the base tick and the ids removed.
+ */
+function originClient(world: World) {
   const area = { minX: -100, minY: -100, maxX: 100, maxY: 100 };
-  const world = new World(8);
-  const near = world.spawn(0, 0, 0);
-  const leaving = world.spawn(10, 0, 0);
-  const gone = world.spawn(20, 0, 0);
   const grid = new Grid(area, 50, 8);
   const q = new QuantizedWorld(8);
   const quanta = quantaOf(area, 0.125);
   const interest = new Interest(8);
   const history = new DeltaHistory(8);
   const scratch = new DeltaScratch(8);
+  const writer = new SnapshotBodyWriter(64);
   const cut = (tick: number, ack: number) => {
     grid.rebuild(world.x, world.y, world.count);
     q.update(world, quanta, tick);
     interest.update(grid, world, 0, 0, 60, -1);
-    const delta = history.encodeDelta(tick, ack, interest, q, new SnapshotBodyWriter(64), scratch);
+    const delta = history.encodeDelta(tick, ack, interest, q, writer, scratch);
     return { baseTick: delta.baseTick, removed: new Set(scratch.removed.subarray(0, delta.removedCount)) };
   };
+  return { interest, writer, cut };
+}
+
+test('an entity still in the world that leaves the view is removed, as is one despawned', () => {
+  const world = new World(8);
+  const near = world.spawn(0, 0, 0);
+  const leaving = world.spawn(10, 0, 0);
+  const gone = world.spawn(20, 0, 0);
+  const { interest, cut } = originClient(world);
   expect(cut(1, 0)).toEqual({ baseTick: 0, removed: new Set() });
   world.x[world.indexOf(leaving)] = 90;
   world.despawn(gone);
@@ -106,18 +116,11 @@ test('an entity still in the world that leaves the view is removed, as is one de
 });
 
 test('an entity that moves only in y (or only in x) gets a delta, and a client applying it lands where the shard has it', () => {
-  const area = { minX: -100, minY: -100, maxX: 100, maxY: 100 };
   const world = new World(8);
   const still = world.spawn(0, 0, 0);
   const upOnly = world.spawn(10, 0, 0);
   const acrossOnly = world.spawn(20, 0, 0);
-  const grid = new Grid(area, 50, 8);
-  const q = new QuantizedWorld(8);
-  const quanta = quantaOf(area, 0.125);
-  const interest = new Interest(8);
-  const history = new DeltaHistory(8);
-  const scratch = new DeltaScratch(8);
-  const writer = new SnapshotBodyWriter(64);
+  const origin = originClient(world);
   const client = new Map<number, [number, number]>();
   const records: string[] = [];
   const visitor = {
@@ -132,13 +135,10 @@ test('an entity that moves only in y (or only in x) gets a delta, and a client a
     },
   };
   const cut = (tick: number, ack: number) => {
-    grid.rebuild(world.x, world.y, world.count);
-    q.update(world, quanta, tick);
-    interest.update(grid, world, 0, 0, 60, -1);
     records.length = 0;
-    const delta = history.encodeDelta(tick, ack, interest, q, writer, scratch);
-    readSnapshotBody(writer.bytes(), visitor);
-    return delta.baseTick;
+    const { baseTick } = origin.cut(tick, ack);
+    readSnapshotBody(origin.writer.bytes(), visitor);
+    return baseTick;
   };
   expect(cut(1, 0)).toBe(0);
   world.y[world.indexOf(upOnly)] = 2.5;
