@@ -189,7 +189,7 @@ start_minio() {
     require_port_free minio "$MINIO_PORT"
     require_port_free minio-console "$MINIO_CONSOLE_PORT"
     mkdir -p "$RUN"/minio/d{1,2,3,4}
-    logged=$(wc -l <"$LOGS/minio.log" 2>/dev/null || echo 0)
+    logged=$(wc -l 2>/dev/null <"$LOGS/minio.log" || echo 0)
     # Four drives give the erasure-coded layout that bucket versioning needs. MINIO_CI_CD lets them
     # live on the root disk, which MinIO otherwise refuses as "drive not found" (CI=true does the same).
     spawn minio env MINIO_ROOT_USER="$MINIO_USER" MINIO_ROOT_PASSWORD="$MINIO_PASSWORD" \
