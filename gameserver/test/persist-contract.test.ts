@@ -357,6 +357,37 @@ describe.each([
   });
 });
 
+describe('a restore with the PostgreSQL outbox', () => {
+  test('a player who left after the snapshot and whose place is open again (they came back before the crash) is kept; one who left and stayed away is left out', async () => {
+    const k = key(`back-${Math.random().toString(36).slice(2, 8)}`);
+    const outbox = new PostgresOutbox(pool);
+    const persistenceOf = () =>
+      new ShardPersistence({
+        key: k,
+        snapshots: new PostgresSnapshotStore(pool),
+        outbox,
+        sink: new RedisStreamSink(redis),
+        presence: new RedisPresence(redis),
+        log: createLogger('persist-contract-test', 'silent'),
+        presenceTtlMs: 60_000,
+      });
+    const first = persistenceOf();
+    const [back, goes] = [`${schema}-back`, `${schema}-goes`];
+    first.playerJoined(back, 1000);
+    first.playerJoined(goes, 1001);
+    // The snapshot is taken at 2000. Both leave after it; one joins again before the shard is killed.
+    first.playerLeft(back, 2500);
+    first.playerJoined(back, 2600);
+    first.playerLeft(goes, 2700);
+    await first.flush();
+    const second = persistenceOf();
+    await second.loadOpenPlaces();
+    // Both have a player_left since the snapshot; only the one whose place is not open again departed.
+    expect(await outbox.leftSince(k, 2000, [back, goes])).toEqual([back, goes]);
+    expect([...(await second.departedSince(2000, [back, goes]))]).toEqual([goes]);
+  });
+});
+
 describe('outbox: a table from before event keys', () => {
   test('migrates, with shards migrating at once, and relays its old rows and new ones, each once', async () => {
     const old = uniqueName('gso').replaceAll('-', '_');

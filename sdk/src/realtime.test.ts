@@ -1705,6 +1705,54 @@ const ownEntityAt = (tick: number, lastInputSeq: number, x: number) =>
     removedCount: 0,
   });
 
+test('after close(), a snapshot, a correction and a kick the shard sent before it read the close change nothing: view, tick, prediction and acknowledgements stay', async () => {
+  const { url, sockets } = await scriptedShard((socket, msg) => {
+    if (msg.body === 'join') socket.send(welcome('shard-a'));
+  });
+  const c = new RealtimeClient({ url, joinToken: 't', createSocket, silenceTimeoutMs: 0 });
+  client = c;
+  const events = recordEvents(c);
+  c.on('correction', (p, seq) => events.push(`correction ${p.x},${p.y} at ${seq}`));
+  c.on('enter', (id) => events.push(`enter ${id}`));
+  await c.connect();
+  const shard = sockets[0] as WebSocket;
+  const seen = applied(c);
+  shard.send(ownEntityAt(1, 0, 4));
+  await seen;
+  c.move(1, 0);
+  const state = () => ({
+    tick: c.lastTick,
+    latest: c.store.latestTick,
+    entities: [...c.store.current.keys()],
+    predicted: { ...c.predicted },
+    acked: c.lastAckedSeq,
+  });
+  const before = state();
+  expect(before).toEqual({ tick: 1, latest: 1, entities: [7], predicted: { x: 5, y: 0 }, acked: 0 });
+  // The player quits; the shard sends a snapshot (acknowledging input 1, with another entity), a
+  // correction and a kick before it reads the close.
+  c.close();
+  shard.send(
+    encodeSnapshotMessage({
+      tick: 2,
+      baseTick: 0,
+      lastInputSeq: 1,
+      layout: SNAPSHOT_LAYOUT,
+      entities: body((w) => {
+        w.full(7, 30, 0, 1, 0);
+        w.full(9, 40, 0, 1, 0);
+      }),
+      removed: new Uint32Array(0),
+      removedCount: 0,
+    }),
+  );
+  shard.send(ServerMessage.encode({ correction: { tick: 2, lastInputSeq: 1, position: { x: -50, y: 7 } } }).finish());
+  shard.send(ServerMessage.encode({ kick: { reason: aethex.v1.ReasonCode.REASON_CODE_TOO_SLOW, message: 'slow' } }).finish());
+  await until('the session to close', () => events.some((e) => e.startsWith('close')), 3000);
+  expect(state()).toEqual(before);
+  expect(events).toEqual(['enter 7', 'snapshot 1', 'close 1000 client closed']);
+});
+
 test('an acknowledgement of inputs the client never sent counts only up to the newest it sent: the shard’s later acknowledgements still count', async () => {
   const { url, sockets } = await scriptedShard((socket, msg) => {
     if (msg.body === 'join') socket.send(welcome('shard-a'));

@@ -3,7 +3,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { aethex, PROTOCOL_VERSION } from '@aethex/proto';
 import { createLogger } from '@aethex/runtime';
-import { afterEach, expect, test } from 'vitest';
+import { afterEach, expect, test, vi } from 'vitest';
 import { WebSocket, WebSocketServer } from 'ws';
 import { LINK_PATH, type LinkEvents, linkProof, ShardLinks } from './links.js';
 import type { Neighbour } from './map.js';
@@ -180,3 +180,35 @@ test('a hello of another protocol version is refused', async () => {
   expect(received).toEqual(['linkChallenge']);
   expect(seen).toEqual([]);
 });
+
+test('a dial that keeps failing is tried again after 50 ms, doubling each time, and never waits more than the 2 s cap', async () => {
+  // At the neighbour's address, something that drops every connection at its upgrade: each dial fails.
+  const e = await endpoint();
+  const dials: number[] = [];
+  e.server.on('upgrade', (_req, socket) => {
+    dials.push(performance.now());
+    socket.destroy();
+  });
+  const nb: Neighbour = { shard: 1, name: 'w-0-1', region, address: `127.0.0.1:${e.port}` };
+  const a = new ShardLinks(
+    { world: 'w', instance: 0, heartbeatMs: 50, timeoutMs: 300, log, name: 'w-0-0', secret: 's'.repeat(32), neighbours: [nb] },
+    recorder().events,
+  );
+  open.push({ links: a, server: e.server });
+  // The jitter at its top (a factor just under 1): each wait is the whole backoff, 50 ms · 2^attempt, capped.
+  vi.spyOn(Math, 'random').mockReturnValue(1 - 2 ** -24);
+  try {
+    a.start();
+    await until('nine dials', () => dials.length >= 9, 15_000);
+  } finally {
+    vi.restoreAllMocks();
+  }
+  const backoff = [50, 100, 200, 400, 800, 1600, 2000, 2000];
+  const waits = dials.slice(1, 9).map((at, i) => at - (dials[i] as number));
+  for (const [i, wait] of waits.entries()) {
+    const want = backoff[i] as number;
+    // A timer may fire a millisecond early; the dial itself and a busy machine add a little.
+    expect(wait, `wait ${i + 1} (backoff ${want} ms)`).toBeGreaterThanOrEqual(want - 5);
+    expect(wait, `wait ${i + 1} (backoff ${want} ms)`).toBeLessThan(want + 150);
+  }
+}, 20_000);

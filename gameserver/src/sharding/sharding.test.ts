@@ -161,6 +161,30 @@ test('a ghost stays with its newer owner: a late upsert from the owner it left d
   expect(yOf(walker)).toBe(95);
 });
 
+test('a ghost two neighbours send at the same owner generation is the last sender’s: its removal counts, the other’s does not', () => {
+  // A generation not lower than the owner's takes the ghost over (docs/sharding.md, "Ghosts"): a tie too.
+  const corner: Neighbour = { shard: 3, name: 'w-1-1', region: { minX: 100, minY: 100, maxX: 200, maxY: 200 }, address: '127.0.0.1:3' };
+  const engine = new ShardEngine(settings, { send: () => true, kick: () => undefined }, { region: left, ids: idRange(0) });
+  const sharding = shardingOf(engine, {
+    placement: { bounds: settings['engine.world_bounds'], shard: 0, region: left, address: '127.0.0.1:0', neighbours: [right, corner] },
+  });
+  const w = engine.world;
+  const yOf = (id: number) => (w.indexOf(id) >= 0 && w.mode[w.indexOf(id)] === MODE_GHOST ? w.y[w.indexOf(id)] : undefined);
+  const walker = (1 << 24) + 1;
+  sharding.onMessage(right, update({ tick: 1, upserts: [ghost(walker, 110, 99, { generation: 4 })] }));
+  sharding.onMessage(corner, update({ tick: 1, upserts: [ghost(walker, 110, 99.5, { generation: 4 })] }));
+  expect(yOf(walker)).toBe(99.5);
+  // The corner's now: the right neighbour's removal is not its to make.
+  sharding.onMessage(right, update({ tick: 2, removed: [walker] }));
+  expect(yOf(walker)).toBe(99.5);
+  // And back, at the same generation again: the right neighbour's now, the corner's removal is late.
+  sharding.onMessage(right, update({ tick: 3, upserts: [ghost(walker, 110, 98, { generation: 4 })] }));
+  sharding.onMessage(corner, update({ tick: 2, removed: [walker] }));
+  expect(yOf(walker)).toBe(98);
+  sharding.onMessage(right, update({ tick: 4, removed: [walker] }));
+  expect(yOf(walker)).toBeUndefined();
+});
+
 test('a shard restored with players admits nobody until its neighbours claim the players they own now', async () => {
   const { decodeState, encodeState } = await import('../persist/state-codec.js');
   const { World, KIND_PLAYER, MODE_DORMANT } = await import('../sim/world.js');
@@ -961,6 +985,40 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
       }
       const slot = b.b.world.indexOf(77);
       expect([b.b.world.x[slot], [...(b.b.world.gameState.get(77) ?? [])]]).toEqual([124, [9]]);
+    }
+  });
+
+  test('two copies of one entity at the same owner generation: the one taken first stays, the other is released at once, in either order', async () => {
+    const { decodeState, encodeState } = await import('../persist/state-codec.js');
+    const { World } = await import('../sim/world.js');
+    const empty = () => decodeState(encodeState(3, new World(16, idRange(1).first, idRange(1).limit), new Map()), 16);
+    const third: Neighbour = { shard: 2, name: 'w-1-1', region: { minX: 100, minY: 100, maxX: 200, maxY: 200 }, address: '127.0.0.1:2' };
+    // Both handed over at generation 3: A's copy stands at x 121 with state [1], the third shard's at x 125 with [9].
+    const copy = (from: Neighbour) =>
+      handedBack(
+        79,
+        'ida',
+        3,
+        from === leftN
+          ? { position: { x: 121, y: 50 }, state: new Uint8Array([1]) }
+          : { position: { x: 125, y: 50 }, state: new Uint8Array([9]) },
+      );
+    for (const [order, kept, storedToA] of [
+      [[leftN, third], [121, [1]], []],
+      [[third, leftN], [125, [9]], [[3, 79]]],
+    ] as const) {
+      const { run } = world();
+      const b = run(2, { restored: true, placement: { ...placementB, neighbours: [leftN, third] } }, empty());
+      b.bSharding.onInboundUp(third, 9);
+      for (const n of order) {
+        b.bSharding.onMessage(n, wire({ handoffCustody: { entities: [copy(n)] } }));
+        await new Promise((r) => setImmediate(r));
+      }
+      const slot = b.b.world.indexOf(79);
+      expect([b.b.world.x[slot], [...(b.b.world.gameState.get(79) ?? [])]], `${order[0]?.name} first`).toEqual(kept);
+      // A's copy, when it came second, is answered at once (A forgets it); taken, it waits for a stored snapshot.
+      const stored = b.toA.sent.flatMap((m) => m.handoffStored?.handoffs ?? []).map((h) => [Number(h.offerId), h.entityId]);
+      expect(stored, `${order[0]?.name} first`).toEqual(storedToA);
     }
   });
 
