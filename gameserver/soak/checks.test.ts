@@ -85,6 +85,27 @@ describe('soak checks', () => {
     expect(failing(r)).toEqual([]);
   });
 
+  test("a handoff on from a shard the client saw late is found from the client's last snapshot before it", () => {
+    // p1's client stalls from 4,200 to 5,800: it got A's redirect at 4,200, B resumed it at 4,250
+    // and handed it back to A at 4,700; the client applied B's first snapshot at 5,800 and A's at 5,850.
+    const r = healthy();
+    r.events = [
+      { e: 'joined', p: 'p1', shard: A, entity: 1, at: 1000 },
+      { e: 'handoff', p: 'p1', from: A, to: B, entity: 1, gapMs: 1600, viaRejoin: false, at: 5800 },
+      { e: 'handoff', p: 'p1', from: B, to: A, entity: 1, gapMs: 50, viaRejoin: false, at: 5850 },
+    ];
+    r.finals = [live('p1', A, 1)];
+    r.ownership.finalOwners = new Map([[1, [A]]]);
+    r.streams = new Map([
+      [A, [ev('player_joined', 'p1', 990), ev('player_left', 'p1', 4200, 'handoff'), ev('player_joined', 'p1', 4720, 'handoff')]],
+      [B, [ev('player_joined', 'p1', 4250, 'handoff'), ev('player_left', 'p1', 4700, 'handoff')]],
+    ]);
+    expect(evaluate(r).missingHandoffEvents).toEqual([]);
+    // B's departure before the client could have got A's redirect is not this handoff's.
+    r.streams.set(B, [ev('player_joined', 'p1', 4250, 'handoff'), ev('player_left', 'p1', 3000, 'handoff')]);
+    expect(evaluate(r).missingHandoffEvents.map((m) => [m.shard, m.event])).toEqual([[B, 'player_left handoff']]);
+  });
+
   test('a departure of a player who did not quit is false; after the quit it is not', () => {
     const r = healthy();
     r.streams.get(B)?.push(ev('player_left', 'p1', 7000));

@@ -589,7 +589,11 @@ export function evaluate(r: SoakRecord): SoakFindings {
           });
         }
       }
-      if (e.e === 'joined' || e.e === 'handoff' || e.e === 'rejoined') previous = e.at;
+      // A handoff's arrival is the resume, which came after the client's last snapshot from the
+      // shard it left (it got the redirect then), not when it applied the new shard's first
+      // snapshot: a client stalled in between may see the new shard hand it on in that snapshot.
+      if (e.e === 'joined' || e.e === 'rejoined') previous = e.at;
+      else if (e.e === 'handoff') previous = e.at - e.gapMs;
     }
   }
   for (const [event, label] of [
