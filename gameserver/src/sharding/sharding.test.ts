@@ -762,6 +762,31 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
     expect(bSharding.claimForJoin('ann')).toBe('pending');
   });
 
+  test('an offer not decided by a run of its shard that then restarted does not keep the new run waiting: its offer of the player replaces it', () => {
+    let clock = 0;
+    const { run } = world();
+    const { bSharding, toA } = run(1, { now: () => clock });
+    const ann = idRange(0).first + 40;
+    // A's run (epoch 7) offers ann; B accepts and holds her; A is killed before deciding.
+    bSharding.onMessage(leftN, wire({ handoffOffer: handedBack(ann, 'ann', 1, { offerId: 1 }) }));
+    const old = wire(toA.sent[0] as aethex.v1.IShardMessage).handoffAccept?.resumeToken;
+    expect(old).toBeTypeOf('string');
+    // While that run is up, another offer of hers waits for its decision.
+    toA.sent.length = 0;
+    bSharding.onMessage(leftN, wire({ handoffOffer: handedBack(ann, 'ann', 1, { offerId: 2 }) }));
+    expect(toA.sent.map((m) => wire(m).handoffReject?.reason)).toEqual([aethex.v1.ReasonCode.REASON_CODE_NOT_READY]);
+    // A's next run (epoch 8) is up; ann rejoined it (restored there) and walks over again, 2 s on.
+    bSharding.onInboundUp(leftN, 8);
+    clock = 2000;
+    bSharding.afterStep();
+    toA.sent.length = 0;
+    bSharding.onMessage(leftN, wire({ handoffOffer: handedBack(ann, 'ann', 1, { offerId: 1 }) }));
+    const accept = wire(toA.sent[0] as aethex.v1.IShardMessage).handoffAccept;
+    expect(accept?.resumeToken).toBeTypeOf('string');
+    expect(accept?.resumeToken).not.toBe(old);
+    expect(bSharding.inFlight.held).toEqual([ann]);
+  });
+
   test('a shard that drains rolls back its own offers still undecided: an accept arriving after is answered with an abort, and the entity stays in its final snapshot', () => {
     const { a, aSharding, toB, run, crossing, deliver } = world();
     const { b, bSharding, toA } = run(1);

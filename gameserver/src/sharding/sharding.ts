@@ -827,20 +827,24 @@ export class Sharding {
       // One entity of a player on its way here at a time, or a client that never resumes (it went
       // back and joined there afresh) could keep a place here per crossing. One committed and
       // never resumed is stale: the player plays on with the entity offered now, which replaces
-      // it. One not decided yet is decided within handoff.timeout_ms: this offer waits for that.
+      // it. One not decided yet is decided within handoff.timeout_ms by the run that offered it:
+      // this offer waits for that. Not when that run is gone (its sender restarted): nothing will
+      // decide it, and the player, offered again, plays on the sender's new run.
       const before = this.incomingByPlayer.get(o.playerId);
       const earlier = before === undefined ? undefined : this.incoming.get(before);
-      if (earlier && !earlier.adopted) {
+      if (earlier && !earlier.adopted && earlier.epoch === this.epochOf(earlier.from)) {
         reject(ReasonCode.REASON_CODE_NOT_READY, `another entity of player ${o.playerId} is on its way here`);
         return;
       }
       if (earlier) {
         this.forgetIncoming(earlier);
-        this.o.engine.dropUnclaimed(earlier.entity.entityId);
+        if (earlier.adopted) this.o.engine.dropUnclaimed(earlier.entity.entityId);
         this.reserveIncoming();
         this.o.log.info(
-          { player: o.playerId, entity: earlier.entity.entityId, from: earlier.from.name },
-          'entity handed over here and never resumed replaced by a newer one of the same player',
+          { player: o.playerId, entity: earlier.entity.entityId, from: earlier.from.name, adopted: earlier.adopted },
+          earlier.adopted
+            ? 'entity handed over here and never resumed replaced by a newer one of the same player'
+            : 'entity offered here by a run of its shard that has since restarted replaced by a newer offer of the same player',
         );
       }
     }
