@@ -1399,6 +1399,23 @@ export class ShardEngine {
     return true;
   }
 
+  /**
+   * Puts a copy a neighbour handed back (see `restoreWaiting`) in place of another entity of
+   * `playerId` waiting since the start, restored from the snapshot: the copy was adopted after that
+   * snapshot was captured. The player's place is kept throughout; the copy waits a whole rejoin
+   * window. False when no restored entity waits for the player or `e` is here already.
+   */
+  supplantWaiting(e: EntityTransfer, playerId: string): boolean {
+    const old = this.restoredWaitingOf(playerId);
+    const slot = old === undefined ? -1 : this.world.indexOf(old);
+    if (slot < 0 || this.world.mode[slot] !== MODE_DORMANT || this.world.indexOf(e.entityId) >= 0) return false;
+    this.stopWaiting(playerId);
+    this.world.despawn(old as number, false);
+    if (this.restoreWaiting(e, playerId)) return true;
+    this.syncPlace(playerId);
+    return false;
+  }
+
   /** An adopted entity whose player never resumed here goes, as if their socket had closed. */
   dropUnclaimed(entityId: number): void {
     const i = this.world.indexOf(entityId);

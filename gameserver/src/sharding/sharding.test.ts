@@ -680,8 +680,18 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
     const aSharding = shardingOf(a, o.now ? { now: o.now } : {});
     const toB = recordingLinks(true, o.custody ?? true);
     aSharding.attach(toB.links);
-    const run = (epoch: number, extra: Partial<ConstructorParameters<typeof Sharding>[0]> = {}, restored?: ShardState) => {
-      const b = new ShardEngine(settings, silent, { region: right.region, ids: idRange(1), ...(restored ? { restored } : {}) });
+    const run = (
+      epoch: number,
+      extra: Partial<ConstructorParameters<typeof Sharding>[0]> = {},
+      restored?: ShardState,
+      onPlace?: (event: 'taken' | 'freed', playerId: string) => void,
+    ) => {
+      const b = new ShardEngine(settings, silent, {
+        region: right.region,
+        ids: idRange(1),
+        ...(restored ? { restored } : {}),
+        ...(onPlace ? { onPlace } : {}),
+      });
       const bSharding = shardingOf(b, { placement: placementB, ...extra });
       const toA = recordingLinks(true, true, o.idsReleased ?? true);
       bSharding.attach(toA.links);
@@ -785,6 +795,57 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
     expect(accept?.resumeToken).toBeTypeOf('string');
     expect(accept?.resumeToken).not.toBe(old);
     expect(bSharding.inFlight.held).toEqual([ann]);
+  });
+
+  test('a copy of the entity that replaced one committed and never resumed takes the place of that one restored from the snapshot', async () => {
+    const { a, aSharding, toB, run, crossing, deliver, handOver } = world();
+    const first = run(1);
+    // Ann crosses with state [1]; her client never resumes on B.
+    const e1 = crossing(1, 'ann', [1]);
+    handOver(first);
+    // B stores a snapshot holding e1 (adopted, waiting for ann); A lets its copy go.
+    const { decodeState, encodeState } = await import('../persist/state-codec.js');
+    const snapshot = decodeState(encodeState(first.b.tick, first.b.world, new Map(first.bSharding.adoptedAwaitingResume())), 16_384);
+    first.bSharding.stored(first.bSharding.adoptions);
+    deliver(right, aSharding, first.toA.sent);
+    expect(aSharding.custodyHeld).toEqual([]);
+    // Her client joins A afresh and walks over again with state [2]: B lets e1 go for e2.
+    a.leave(1);
+    const e2 = crossing(2, 'ann', [2]);
+    handOver(first);
+    expect(first.bSharding.adoptedAwaitingResume()).toEqual([[e2, 'ann']]);
+    expect(aSharding.custodyHeld).toEqual([e2]);
+    // B is killed before its next snapshot; its next run restores the one holding e1, and A hands e2 back.
+    const places: string[] = [];
+    const second = run(2, { departedSince: async () => new Set() }, snapshot, (event, player) => places.push(`${event} ${player}`));
+    expect(places).toEqual(['taken ann']);
+    expect(second.b.restoredWaitingOf('ann')).toBe(e1);
+    aSharding.onOutboundUp(right, 2);
+    deliver(leftN, second.bSharding, toB.sent);
+    await vi.waitFor(() => expect(second.b.restoredWaitingOf('ann')).toBe(e2));
+    expect(second.b.world.indexOf(e1)).toBe(-1);
+    // Her place was kept throughout: no departure, no second arrival.
+    expect(places).toEqual(['taken ann']);
+    // A copy of yet another entity of hers, handed back after that one was taken: not known to be
+    // newer, so the one taken first stays and the late one is released.
+    const e3 = idRange(0).first + 41;
+    second.toA.sent.length = 0;
+    second.bSharding.onMessage(leftN, wire({ handoffCustody: { entities: [handedBack(e3, 'ann', 1, { offerId: 77 })] } }));
+    await vi.waitFor(() =>
+      expect(second.toA.sent.flatMap((m) => wire(m).handoffStored?.handoffs?.map((h) => h.entityId) ?? [])).toEqual([e3]),
+    );
+    second.toA.sent.length = 0;
+    expect(second.b.restoredWaitingOf('ann')).toBe(e2);
+    expect(second.b.world.indexOf(e3)).toBe(-1);
+    // A is told e2 is taken only once a snapshot holding it is stored.
+    deliver(right, aSharding, second.toA.sent);
+    expect(aSharding.custodyHeld).toEqual([e2]);
+    second.bSharding.stored(second.bSharding.adoptions);
+    deliver(right, aSharding, second.toA.sent);
+    expect(aSharding.custodyHeld).toEqual([]);
+    const joined = second.b.join(9, 'ann');
+    expect(joined).toMatchObject({ ok: true, entityId: e2 });
+    expect([...(second.b.context.state(e2) ?? [])]).toEqual([2]);
   });
 
   test('a shard that drains rolls back its own offers still undecided: an accept arriving after is answered with an abort, and the entity stays in its final snapshot', () => {

@@ -989,12 +989,21 @@ export class Sharding {
    * (the entity went on and came back before the crash); or release it (the player is here or
    * played here since the start, or a neighbour owns the entity).
    */
-  private custodyAction(o: aethex.v1.HandoffOffer): 'take' | 'replace' | 'release' | 'superseded' {
+  private custodyAction(o: aethex.v1.HandoffOffer): 'take' | 'replace' | 'supplant' | 'release' | 'superseded' {
     const { engine } = this.o;
     if (this.claimedSinceStart.has(o.entityId)) return 'release';
-    // The player is here with another entity: they joined afresh (this shard stopped waiting for
-    // the copy, `settleTimeoutMs`): theirs is lost, and the copy comes too late to help.
-    if (engine.world.indexOf(o.entityId) < 0) return engine.hasPlace(o.playerId) ? 'superseded' : 'take';
+    if (engine.world.indexOf(o.entityId) < 0) {
+      if (!engine.hasPlace(o.playerId)) return 'take';
+      // Another entity of the player waits here, restored from the snapshot and not played since:
+      // the copy, adopted after that snapshot was captured, is newer (the player joined afresh
+      // elsewhere and walked over again, and the previous run let the snapshot's entity go for it).
+      // One taken from another copy in this run is not known to be older: the first taken stays.
+      const waiting = engine.restoredWaitingOf(o.playerId);
+      if (waiting !== undefined && !this.takenGeneration.has(waiting)) return 'supplant';
+      // The player is here with another entity: they joined afresh (this shard stopped waiting for
+      // the copy, `settleTimeoutMs`): theirs is lost, and the copy comes too late to help.
+      return 'superseded';
+    }
     // Only one restored, not played since: one the player played here in this run is newer than any copy.
     if (engine.restoredWaitingOf(o.playerId) !== o.entityId) return 'release';
     const taken = this.takenGeneration.get(o.entityId);
@@ -1070,9 +1079,14 @@ export class Sharding {
             continue;
           }
           const entity = Sharding.transferOf(o);
-          if (
-            !(action === 'replace' ? this.o.engine.replaceWaiting(entity, o.playerId) : this.o.engine.restoreWaiting(entity, o.playerId))
-          ) {
+          const { engine } = this.o;
+          const placed =
+            action === 'replace'
+              ? engine.replaceWaiting(entity, o.playerId)
+              : action === 'supplant'
+                ? engine.supplantWaiting(entity, o.playerId)
+                : engine.restoreWaiting(entity, o.playerId);
+          if (!placed) {
             // No room: the copy stays with `from` (until CUSTODY_MS), for a later run of ours.
             this.o.log.warn({ from: from.name, entity: o.entityId, player: o.playerId }, 'no room for an entity handed back; not taken');
             continue;
