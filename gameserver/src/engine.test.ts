@@ -211,6 +211,21 @@ test('an offer held for all of handoff.timeout_ms keeps every input of it, and a
   expect((w.x[w.indexOf(bob)] as number) - x1).toBeCloseTo(400 * 0.25, 3);
 });
 
+test('the room a rollback makes for its held inputs goes with the entity when a later offer of it commits before its next input', () => {
+  const e = new ShardEngine(settings, out);
+  const ann = joined(e, 1, 'ann');
+  const room = () => (e as unknown as { rollbackRoom: Map<number, number> }).rollbackRoom;
+  e.offer(ann);
+  for (let seq = 1; seq <= 10; seq++) e.input(1, seq, 1, 0, 0);
+  e.rollback(ann);
+  expect(room().get(ann)).toBe(10);
+  e.step();
+  // The player stands still across the border: offered again and committed.
+  e.offer(ann);
+  e.commitOffer(ann);
+  expect(room().has(ann)).toBe(false);
+});
+
 test('inputs re-sent after a rejoin and inputs held while on offer are each applied whole, caught up on within a few steps', () => {
   const e = new ShardEngine(settings, out);
   const w = e.world;

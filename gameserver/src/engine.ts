@@ -1270,6 +1270,8 @@ export class ShardEngine {
   commitOffer(entityId: number, redirect?: { message: aethex.v1.IHandoffRedirect; forMs: number }): number | undefined {
     const i = this.world.indexOf(entityId);
     this.held.delete(entityId);
+    // The backlog of an earlier rollback of it went with it too (else kept until the id is back).
+    this.rollbackRoom.delete(entityId);
     this.offeredAt.delete(entityId);
     this.stateFrozen.delete(entityId);
     const dropped = this.droppedOnOffer.get(entityId);
