@@ -649,6 +649,35 @@ test("a session that replaces another starts from the moves actually made: the o
   expect(buttons.filter((b) => b === 1)).toHaveLength(10);
 });
 
+test('a session that replaces one whose inputs stopped arriving catches up on the moves re-sent for those ticks, as a rejoin after a drop does', () => {
+  // The client walks east a move a tick; its inputs stop arriving for 30 ticks (the connection
+  // stalls); it joins again (replacing, or after the shard saw the drop, within the rejoin window
+  // of 40 ticks), re-sends the 30 moves it made meanwhile and walks on a move a tick. How far
+  // behind its inputs the entity stays:
+  const behindAfter = (how: 'replace' | 'drop') => {
+    const e = new ShardEngine(settings, out);
+    const w = e.world;
+    const id = joined(e, 1, 'ann');
+    w.x[w.indexOf(id)] = -90;
+    let seq = 0;
+    for (let t = 0; t < 20; t++) {
+      e.input(1, ++seq, 0.1, 0, 0);
+      e.step();
+    }
+    if (how === 'drop') e.suspend(1);
+    steps(e, 30);
+    expect(e.join(2, 'ann')).toMatchObject({ ok: true, entityId: id, lastInputSeq: 20 });
+    for (let k = 0; k < 30; k++) e.input(2, ++seq, 0.1, 0, 0);
+    for (let t = 0; t < 100; t++) {
+      e.input(2, ++seq, 0.1, 0, 0);
+      e.step();
+    }
+    return seq - (w.lastSeq[w.indexOf(id)] as number);
+  };
+  expect(behindAfter('drop')).toBeLessThanOrEqual(1);
+  expect(behindAfter('replace')).toBeLessThanOrEqual(1);
+});
+
 test('a shard whose entity slots are all taken refuses a join SHARD_FULL naming the entity capacity, though player places are free', () => {
   const small = loadConfig({
     AETHEX_GAMESERVER_AUTH_JWKS_URL: 'http://unused.invalid/jwks',

@@ -116,6 +116,8 @@ interface Session {
   ackTick: number;
   /** Tick at which the session joined; lag is measured from here until the first ack. */
   joinTick: number;
+  /** Tick at which its last input arrived (its join's, before the first). */
+  inputTick: number;
   /** Tick of the last snapshot sent (0: none). */
   sentTick?: number;
   /**
@@ -918,7 +920,14 @@ export class ShardEngine {
       // To the game a replaced session is a drop, and this join the rejoin that follows.
       this.announceLeave(previous, true);
       this.out.kick(previous.id, ReasonCode.REASON_CODE_REPLACED, 'the same player joined again');
+      // As after a drop (below), the ticks the entity stood since the old session's last input
+      // may be caught up on: the client re-sends the moves it made meanwhile (its connection
+      // stalled). Not for the moves dropped from its queue: that would let a client that floods
+      // and then replaces itself move faster than the ticks.
+      const slot = this.world.indexOf(previous.entityId);
+      const stood = slot < 0 ? 0 : Math.max(this.world.credit[slot] as number, this.tick - previous.inputTick);
       this.dropWaitingInputs(previous.entityId);
+      if (slot >= 0) this.world.grantCredit(slot, stood);
     }
     // Players whose entity waits for them keep their place: they can always come back.
     if (!previous && !this.dormant.has(playerId) && this.placesTaken >= this.settings['engine.max_players']) {
@@ -975,6 +984,7 @@ export class ShardEngine {
       ...this.placeSession(),
       ackTick: 0,
       joinTick: this.tick,
+      inputTick: this.tick,
       rtt: 0,
       rttNow: Number.POSITIVE_INFINITY,
       rttBefore: Number.POSITIVE_INFINITY,
@@ -1741,6 +1751,7 @@ export class ShardEngine {
   ): InputResult | 'unknown' {
     const session = this.sessions.get(sessionId);
     if (!session) return 'unknown';
+    session.inputTick = this.tick;
     this.ack(sessionId, ackTick);
     const slot = this.world.indexOf(session.entityId);
     if (slot < 0) return 'unknown';
