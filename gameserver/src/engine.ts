@@ -1296,14 +1296,7 @@ export class ShardEngine {
     this.world.handoffs.delete(entityId);
     const session = this.byEntity.get(entityId);
     const playerId = session?.playerId ?? dropped;
-    if (playerId !== undefined && redirect) {
-      // Last in the expiry order (re-inserted: a Map keeps a key where it was first set).
-      this.handedOver.delete(playerId);
-      this.handedOver.set(playerId, {
-        redirect: redirect.message,
-        until: this.tick + Math.ceil(redirect.forMs / this.settings['engine.tick_rate_ms']),
-      });
-    }
+    if (playerId !== undefined && redirect) this.redirectJoins(playerId, redirect.message, redirect.forMs);
     if (!session) {
       if (dropped !== undefined) this.syncPlace(dropped, true);
       return undefined;
@@ -1426,6 +1419,16 @@ export class ShardEngine {
     if (this.restoreWaiting(e, playerId)) return true;
     this.syncPlace(playerId);
     return false;
+  }
+
+  /**
+   * Answers the player's joins here with `redirect` (`WRONG_SHARD`, the gateway sends it) once, for
+   * the next `forMs`: their entity is another shard's now, and their client may not know.
+   */
+  redirectJoins(playerId: string, redirect: aethex.v1.IHandoffRedirect, forMs: number): void {
+    // Last in the expiry order (re-inserted: a Map keeps a key where it was first set).
+    this.handedOver.delete(playerId);
+    this.handedOver.set(playerId, { redirect, until: this.tick + Math.ceil(forMs / this.settings['engine.tick_rate_ms']) });
   }
 
   /** An adopted entity whose player never resumed here goes, as if their socket had closed. */

@@ -1947,6 +1947,44 @@ test('an RPC made while a rejoin answered with a redirect resumes on the new sha
   expect(connections.flat().filter((m) => m.rpc)).toEqual([]);
 });
 
+test('a rejoin answered with a redirect that has nothing to resume (an empty token) joins the shard named, with a token for it', async () => {
+  // Connection 0: shard-a. 1: the rejoin, answered with a redirect to shard-b whose entity waits
+  // there for a join. 2: the join on shard-b.
+  const { url, sockets, connections } = await scriptedShard((socket, msg, connection) => {
+    if (msg.body === 'join' && connection === 0) socket.send(welcome('shard-a'));
+    else if (msg.body === 'join' && connection === 1)
+      socket.send(
+        ServerMessage.encode({ handoffRedirect: { address: url, resumeToken: '', lastInputSeq: 0, shardName: 'shard-b' } }).finish(),
+      );
+    else if (msg.body === 'join') socket.send(welcome('shard-b'));
+  });
+  const asked: string[] = [];
+  client = new RealtimeClient({
+    url,
+    joinToken: 't',
+    createSocket,
+    silenceTimeoutMs: 0,
+    rejoin: {
+      joinToken: async (shard) => {
+        asked.push(shard.name);
+        return `token-${shard.name}`;
+      },
+    },
+  });
+  const c = client;
+  const kicks: string[] = [];
+  c.on('kick', (reason) => kicks.push(reason));
+  await c.connect();
+  const rejoined = new Promise((resolve) => c.on('rejoined', resolve));
+  sockets[0]?.terminate();
+  await within(rejoined, 5000);
+  expect(connections.map((msgs) => msgs[0]?.body)).toEqual(['join', 'join', 'join']);
+  expect(connections[2]?.[0]?.join?.joinToken).toBe('token-shard-b');
+  expect(asked).toEqual(['shard-a', 'shard-b']);
+  expect(c.shardName).toBe('shard-b');
+  expect(kicks).toEqual([]);
+});
+
 test('close() from an enter listener at a new shard’s first snapshot: only close follows, not that snapshot’s snapshot and handoff', async () => {
   const { c, events, sockets } = await resumedOnB();
   c.on('enter', (id) => {

@@ -1251,6 +1251,12 @@ export class RealtimeClient {
     // The old shard applied inputs up to here; later ones are re-sent to the new shard.
     this.acknowledgeInputs(r.lastInputSeq, this.now());
     this.holdInputs();
+    if (r.resumeToken === '') {
+      // Nothing to resume there: the entity waits for the player's join (a neighbour handed it back
+      // to that shard, which had restarted: docs/sharding.md). Joined there, as after a drop.
+      this.failHandoff(`${r.shardName} keeps the entity for a join`, 1000, 'joining where the entity is', false, r);
+      return;
+    }
     let socket: WebSocketLike;
     try {
       socket = this.openSocket(r.address);
@@ -1340,8 +1346,9 @@ export class RealtimeClient {
     target?: { address: string; shardName: string; resumeToken: string },
   ): void {
     this.emit('handoffFailed', reason);
-    // Refused by the neighbour (a kick), or never heard from it (see RESUME_FAILED).
-    const unheard = this.handoff?.kicked === undefined;
+    // Refused by the neighbour (a kick), or never heard from it (see RESUME_FAILED); not when
+    // there was nothing to resume (an empty token).
+    const unheard = this.handoff?.kicked === undefined && target?.resumeToken !== '';
     if (final || !this.options.rejoin || this.closing) {
       this.endDuringHandoff(code, closeReason);
       return;

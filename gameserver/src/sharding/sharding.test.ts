@@ -1405,6 +1405,28 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
     expect(aSharding.custodyHeld).not.toContain(ned);
   });
 
+  test('an entity adopted from a run that restarted before its player resumed goes back to the new run, and the player’s join here is sent there', () => {
+    const { run, crossing, handOver } = world();
+    const first = run(1);
+    // Ann crosses; her client got the redirect but its connection here stalled: she never resumed.
+    const ann = crossing(1, 'ann', [1]);
+    handOver(first);
+    expect(first.bSharding.adoptedAwaitingResume()).toEqual([[ann, 'ann']]);
+    // A is killed and restarts (run 8): the entity goes back to it, as a copy.
+    first.toA.sent.length = 0;
+    first.bSharding.onOutboundUp(leftN, 8);
+    expect(first.toA.sent.flatMap((m) => wire(m).handoffCustody?.entities?.map((e) => e.entityId) ?? [])).toEqual([ann]);
+    expect(first.b.world.indexOf(ann)).toBe(-1);
+    // Her client, its token refused here, joins here: it is sent to A, with nothing to resume
+    // (the entity waits there for her join), once.
+    expect(first.b.join(5, 'ann')).toMatchObject({
+      ok: false,
+      reason: aethex.v1.ReasonCode.REASON_CODE_WRONG_SHARD,
+      redirect: { shardName: 'w-0-0', address: 'ws://127.0.0.1:0', resumeToken: '' },
+    });
+    expect(first.b.join(6, 'ann')).toMatchObject({ ok: true });
+  });
+
   test('a HandoffStored sent on a link that then died is sent again when the link comes up again to the same run, so no older copy is kept to come back', () => {
     const { aSharding, run, crossing, deliver, handOver } = world();
     const first = run(1);

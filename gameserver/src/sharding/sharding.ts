@@ -925,6 +925,18 @@ export class Sharding {
       this.forgetIncoming(inc);
       this.o.engine.dropUnclaimed(id);
       this.keepCopy(id, { to: n, epoch: inc.epoch, offerId: inc.offerId, playerId: inc.playerId, entity, at: this.now() });
+      // A client that did get the redirect here (its resume stalled) and joins here, its token
+      // refused, is sent back: the entity waits there for the player's join (no token to resume).
+      this.o.engine.redirectJoins(
+        inc.playerId,
+        {
+          address: redirectUrl(this.o.redirectUrl ?? '', n.name, n.address),
+          resumeToken: '',
+          lastInputSeq: entity.lastInputSeq,
+          shardName: n.name,
+        },
+        this.o.rejoinWindowMs ?? 30_000,
+      );
       returned++;
     }
     if (returned === 0) return;
