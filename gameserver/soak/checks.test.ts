@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest';
-import { clientFaultOutcomes, evaluate, type FaultRecord, type SoakRecord } from './checks.js';
+import { clientFaultOutcomes, evaluate, type FaultRecord, type ShardRun, type SoakRecord } from './checks.js';
 import type { ClientEvent, ClientState } from './client-protocol.js';
 import type { StreamEvent } from './stores.js';
 
@@ -198,6 +198,35 @@ describe('soak checks', () => {
     // Nor A killed once its link could have reached B's new run (started at 9,500; the dialler's
     // backoff is at most 2 s): the copy was B's by then, and B takes a late one before its player.
     expect(lostWith(kill(A, 12_001))).toEqual([undefined]);
+  });
+
+  test("a restored entity's departure at the end of its rejoin window is explained only for a player lost as documented, at a shard restarted after a SIGKILL", () => {
+    // p1 handed A → B at 7,800; B killed at 8,000, A (holding the copy) at 9,000: lost as documented.
+    // A restarts from a snapshot holding p1 (ready at 11,000); p1 plays on from B with a new entity,
+    // and A's restored entity waits for p1 until its rejoin window ends (41,000).
+    const departures = (aRun: ShardRun['cause'], killA = true) => {
+      const r = healthy();
+      r.events = [
+        { e: 'joined', p: 'p1', shard: A, entity: 1, at: 1000 },
+        { e: 'handoff', p: 'p1', from: A, to: B, entity: 1, gapMs: 30, viaRejoin: false, at: 7800 },
+        { e: 'dropped', p: 'p1', shard: B, code: 1006, reason: '', acked: 3, at: 8050 },
+        { e: 'rejoined', p: 'p1', shard: B, entity: 9, seq: 0, acked: 3, downMs: 1000, attempts: 2, at: 12_050 },
+      ];
+      r.finals = [live('p1', B, 9)];
+      r.ownership.finalOwners = new Map([[9, [B]]]);
+      r.faults = [kill(B, 8000), ...(killA ? [kill(A, 9000)] : [])];
+      r.runs = [
+        { shard: B, cause: 'kill', spawnAt: 9000, startedAt: 9500, readyAt: 10_000 },
+        { shard: A, cause: aRun, spawnAt: 9500, startedAt: 10_000, readyAt: 11_000 },
+      ];
+      r.streams.get(A)?.push(ev('player_left', 'p1', 41_000, 'player'));
+      return evaluate(r).falseDepartures.map((d) => d.shard);
+    };
+    expect(departures('kill')).toEqual([]);
+    // Not after a drain (no snapshot older than the handoff is restored), nor for a player who was
+    // not lost as documented (A kept its copy: nothing explains the loss).
+    expect(departures('drain')).toEqual([A]);
+    expect(departures('kill', false)).toEqual([A]);
   });
 
   test('a handoff into a shard killed before the client resumed there is read from the ownership polls', () => {
