@@ -219,6 +219,9 @@ test('shard links: the timeout outlasts two heartbeats', () => {
     /^links\.timeout_ms: must be more than twice links\.heartbeat_ms \(500\)/,
   );
   expect(loadConfig({ ...key, AETHEX_GAMESERVER_LINKS_HEARTBEAT_MS: '499' })['links.timeout_ms']).toBe(1000);
+  // The shared secret: 32 characters at least.
+  expect(refusal({ AETHEX_GAMESERVER_LINKS_SECRET: 's'.repeat(31) })).toBe('links.secret: must be at least 32 characters');
+  expect(loadConfig({ ...key, AETHEX_GAMESERVER_LINKS_SECRET: 's'.repeat(32) })['links.secret']).toBe('s'.repeat(32));
 });
 
 test('NPCs leave room for engine.max_players within engine.max_entities', () => {

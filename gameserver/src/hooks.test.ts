@@ -9,6 +9,8 @@ test('RpcError takes only a code a client may get, and says what is wrong with a
   );
   expect(() => new RpcError('A'.repeat(65))).toThrow(RangeError);
   expect(() => new RpcError('A'.repeat(200_000))).toThrow(/got "A{80}"…$/);
+  // Cut only when longer than shown: 80 characters are shown whole, without an ellipsis.
+  expect(() => new RpcError('a'.repeat(80))).toThrow(/got "a{80}"$/);
   expect(() => new RpcError('')).toThrow(/got ""/);
   expect(() => new RpcError('1ABC')).toThrow(RangeError);
   expect(() => new RpcError(7 as unknown as string)).toThrow('an RpcError code is a string, got number');

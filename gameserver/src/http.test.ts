@@ -36,6 +36,9 @@ test('healthz, readyz and metrics answer as the probes and the registry say', as
   expect(await metrics.text()).toContain('aether_test_total 3');
   expect((await fetch(`${base}/nope`)).status).toBe(404);
   expect((await fetch(`${base}/healthz`, { method: 'POST' })).status).toBe(405);
+  // HEAD is taken as GET is (an uptime checker's probe), not refused.
+  const head = await fetch(`${base}/healthz`, { method: 'HEAD' });
+  expect([head.status, await head.text()]).toEqual([200, '']);
 });
 
 async function serveViewer(source: ViewerSource, limits?: OpsLimits) {
@@ -73,8 +76,10 @@ test('the viewer state is built at most once per tick and the same bytes serve e
     focus: { id: 7, visible: [1] },
   });
   expect(await (await fetch(`${base}/viewer/state?focus=8`)).json()).toEqual({ tick: 10, built: 1, entities: [1, 2, 3] });
+  // The largest entity id (2^32 − 1) is one still.
+  expect((await fetch(`${base}/viewer/state?focus=4294967295`)).status).toBe(200);
   // An entity id is decimal digits: what Number() would read otherwise (hex, exponents, spaces) is refused.
-  for (const bad of ['0x7', '7e0', '%207', '-7', '7.0', '99999999999']) {
+  for (const bad of ['0x7', '7e0', '%207', '-7', '7.0', '4294967296', '99999999999']) {
     const res = await fetch(`${base}/viewer/state?focus=${bad}`);
     expect([bad, res.status, await res.text()]).toEqual([bad, 400, 'focus must be an entity id (a non-negative integer)\n']);
   }

@@ -19,10 +19,11 @@ import {
   type Outbox,
   OutboxFullError,
   PostgresOutbox,
+  RELAY_LOCK_CLASS,
   RedisStreamSink,
   type RelayedEvent,
 } from '../src/persist/outbox.js';
-import { ShardPersistence } from '../src/persist/persistence.js';
+import { isDataError, ShardPersistence } from '../src/persist/persistence.js';
 import { MemoryPresence, type PresenceStore, RedisPresence } from '../src/persist/presence.js';
 import { DirectorySnapshotStore, PostgresSnapshotStore, type SnapshotStore, StaleSnapshotError } from '../src/persist/snapshot-store.js';
 import { claimShardKey, migrate } from '../src/persist/stores.js';
@@ -90,6 +91,22 @@ describe.each([
     await store.remove(staging);
     expect(await store.load(prod)).toMatchObject({ tick: 7, state: new Uint8Array([7]) });
   });
+});
+
+test('snapshot store: PostgreSQL gives the capture time only with the tick it was written with', async () => {
+  const store = new PostgresSnapshotStore(pool);
+  const k = key('captured');
+  await store.save(k, { tick: 10, state: new Uint8Array([1]), capturedAtMs: 1_700_000_000_000 });
+  expect(await store.load(k)).toMatchObject({ tick: 10, capturedAtMs: 1_700_000_000_000 });
+  // Each save replaces it with its own.
+  await store.save(k, { tick: 10, state: new Uint8Array([1]), capturedAtMs: 1_700_000_005_000 });
+  expect(await store.load(k)).toMatchObject({ tick: 10, capturedAtMs: 1_700_000_005_000 });
+  // A build from before the capture time (a rollback) saves tick and state, and leaves it behind.
+  await pool.query('UPDATE shard_snapshots SET tick = 11, state = $2 WHERE shard = $1', [k.shard, Buffer.from([2])]);
+  const loaded = await store.load(k);
+  expect(loaded).toMatchObject({ tick: 11, state: new Uint8Array([2]) });
+  expect(loaded?.capturedAtMs).toBeUndefined();
+  await store.remove(k);
 });
 
 describe.each([
@@ -354,37 +371,47 @@ describe.each([
         : // The in-process outbox keeps no places across processes: every place taken is a new one.
           [...before, `player_joined:${restored}:player`, `player_joined:${copied}:player`, `player_joined:${walker}:handoff`],
     );
+    // The walker's departure and arrival in one append leave the place open: all three hold theirs.
+    expect((await outbox.openPlaces(k)).sort()).toEqual(outbox.durable ? [copied, restored, walker].sort() : []);
   });
-});
 
-describe('a restore with the PostgreSQL outbox', () => {
-  test('a player who left after the snapshot and whose place is open again (they came back before the crash) is kept; one who left and stayed away is left out', async () => {
-    const k = key(`back-${Math.random().toString(36).slice(2, 8)}`);
-    const outbox = new PostgresOutbox(pool);
-    const persistenceOf = () =>
-      new ShardPersistence({
-        key: k,
-        snapshots: new PostgresSnapshotStore(pool),
-        outbox,
-        sink: new RedisStreamSink(redis),
-        presence: new RedisPresence(redis),
-        log: createLogger('persist-contract-test', 'silent'),
-        presenceTtlMs: 60_000,
-      });
-    const first = persistenceOf();
+  test('a place open from before a restart that no restored player took is freed as the shard’s release, and its presence entry goes at once', async () => {
+    const k = key(`stale-${Math.random().toString(36).slice(2, 8)}`);
+    const outbox = make();
+    const lost = `${schema}-lost`;
+    const first = persistenceOf(k, outbox);
+    first.playerJoined(lost, 1000);
+    await first.flush();
+    expect(await redis.get(presenceKey(lost))).not.toBeNull();
+    // Killed before a snapshot held them: the next process restores nobody.
+    const second = persistenceOf(k, outbox);
+    await second.loadOpenPlaces();
+    second.placesRestored();
+    await second.flush();
+    expect(await readCauses(k)).toEqual(
+      outbox.durable ? [`player_joined:${lost}:player`, `player_left:${lost}:shard`] : [`player_joined:${lost}:player`],
+    );
+    if (outbox.durable) expect(await redis.get(presenceKey(lost))).toBeNull();
+    await redis.del(presenceKey(lost));
+  });
+
+  test('a player who left after the snapshot and came back before the restart is restored: their place is open again', async () => {
+    const k = key(`returned-${Math.random().toString(36).slice(2, 8)}`);
+    const outbox = make();
     const [back, goes] = [`${schema}-back`, `${schema}-goes`];
+    const first = persistenceOf(k, outbox);
     first.playerJoined(back, 1000);
     first.playerJoined(goes, 1001);
-    // The snapshot is taken at 2000. Both leave after it; one joins again before the shard is killed.
-    first.playerLeft(back, 2500);
-    first.playerJoined(back, 2600);
-    first.playerLeft(goes, 2700);
+    // The snapshot is captured at 1500; both leave after it, and one comes back.
+    first.playerLeft(back, 2000);
+    first.playerJoined(back, 3000);
+    first.playerLeft(goes, 3100);
     await first.flush();
-    const second = persistenceOf();
+    const second = persistenceOf(k, outbox);
     await second.loadOpenPlaces();
-    // Both have a player_left since the snapshot; only the one whose place is not open again departed.
-    expect(await outbox.leftSince(k, 2000, [back, goes])).toEqual([back, goes]);
-    expect([...(await second.departedSince(2000, [back, goes]))]).toEqual([goes]);
+    // The in-process outbox keeps no places across processes: its leaves are all it knows.
+    expect([...(await second.departedSince(1500, [back, goes]))]).toEqual(outbox.durable ? [goes] : [back, goes]);
+    await redis.del(presenceKey(back));
   });
 });
 
@@ -704,6 +731,69 @@ describe('a store that fails is seen: refused, counted, cleaned up', () => {
     }
   });
 
+  test('a join whose presence update failed is written by the next flush, not only at the next heartbeat', async () => {
+    const ann = `${schema}-retry-ann`;
+    const where = key('pres-retry');
+    const real = new RedisPresence(redis);
+    // Redis fails one update (a blip), then works.
+    let failNext = false;
+    const presence: PresenceStore = {
+      set: async (players, at, ttlMs) => {
+        if (!failNext) return real.set(players, at, ttlMs);
+        failNext = false;
+        throw new Error('presence update failed');
+      },
+      remove: (players, at) => real.remove(players, at),
+      get: (player) => real.get(player),
+    };
+    const persistence = new ShardPersistence({
+      key: where,
+      snapshots: new PostgresSnapshotStore(pool),
+      outbox: new MemoryOutbox(),
+      sink: new CallbackSink(() => undefined),
+      presence,
+      log: silent,
+      // The heartbeat every 20 s: none falls within the test.
+      presenceTtlMs: 60_000,
+    });
+    try {
+      await persistence.flush();
+      persistence.playerJoined(ann);
+      failNext = true;
+      await persistence.flush();
+      expect(await real.get(ann)).toBeUndefined();
+      await persistence.flush();
+      expect(await real.get(ann)).toEqual(where);
+    } finally {
+      await redis.del(presenceKey(ann));
+    }
+  });
+
+  test('a player who leaves and comes back between two flushes keeps their presence entry', async () => {
+    const ann = `${schema}-back-ann`;
+    const where = key('pres-back');
+    const presence = new RedisPresence(redis);
+    const persistence = new ShardPersistence({
+      key: where,
+      snapshots: new PostgresSnapshotStore(pool),
+      outbox: new MemoryOutbox(),
+      sink: new CallbackSink(() => undefined),
+      presence,
+      log: silent,
+      presenceTtlMs: 60_000,
+    });
+    try {
+      persistence.playerJoined(ann);
+      await persistence.flush();
+      persistence.playerLeft(ann);
+      persistence.playerJoined(ann);
+      await persistence.flush();
+      expect(await presence.get(ann)).toEqual(where);
+    } finally {
+      await redis.del(presenceKey(ann));
+    }
+  });
+
   test('presence removals that keep failing are retried until the entries have expired (presence.ttl_ms after leaving), then forgotten', async () => {
     const down = new Redis(`redis://127.0.0.1:${await closedPort()}`, { maxRetriesPerRequest: 0, lazyConnect: true });
     down.on('error', () => undefined);
@@ -765,6 +855,130 @@ describe('outbox: limits', () => {
     await outbox.append(k, events);
     expect(await outbox.relay(k, new CallbackSink((e) => seen.push(e)))).toBe(2);
     expect(seen.map((e) => e.playerId)).toEqual(['a', 'b', 'c', 'd', 'e', 'f', 'g']);
+  });
+
+  test('a relay of a shard whose relay lock another process holds relays nothing, publishes nothing, and the pending events are still counted', async () => {
+    const k = key(`relay-held-${Math.random().toString(36).slice(2, 8)}`);
+    const outbox = new PostgresOutbox(pool);
+    await outbox.append(k, [event('player_joined', 'ann', 1000)]);
+    const published: RelayedEvent[] = [];
+    const sink = new CallbackSink((e) => published.push(e));
+    const metrics = createPersistenceMetrics();
+    const persistence = new ShardPersistence({
+      key: k,
+      snapshots: new PostgresSnapshotStore(pool),
+      outbox,
+      sink,
+      presence: new MemoryPresence(),
+      log: silent,
+      presenceTtlMs: 60_000,
+      metrics,
+    });
+    const other = await pool.connect();
+    await other.query('BEGIN');
+    await other.query('SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))', [RELAY_LOCK_CLASS, eventStreamKey(k)]);
+    try {
+      expect(await outbox.relay(k, sink)).toBe(0);
+      expect(published).toEqual([]);
+      // A flush meanwhile appends, relays nothing, and counts what waits.
+      persistence.playerJoined('bob', 1001);
+      await persistence.flush();
+      expect(published).toEqual([]);
+      expect((await metrics.outboxPending.get()).values[0]?.value).toBe(2);
+    } finally {
+      await other.query('ROLLBACK');
+      other.release();
+    }
+    await persistence.flush();
+    expect(published.map((e) => e.playerId)).toEqual(['ann', 'bob']);
+    expect((await metrics.outboxPending.get()).values[0]?.value).toBe(0);
+  });
+
+  test('dropping events is logged once per run of drops, and once when there is room again', async () => {
+    const { lines, log } = recordingLog();
+    const persistence = new ShardPersistence({
+      key: key('drop-runs'),
+      snapshots: new DirectorySnapshotStore(mkdtempSync(join(tmpdir(), 'aethex-snap-'))),
+      outbox: new MemoryOutbox(),
+      sink: new CallbackSink(() => undefined),
+      presence: new MemoryPresence(),
+      log,
+      presenceTtlMs: 60_000,
+      maxQueuedEvents: 1,
+    });
+    const drops = () =>
+      lines.filter((l) => l.msg.startsWith('domain events are being dropped') || l.msg.startsWith('the outbox queue has room'));
+    // Two runs of drops, the queue emptied by a flush after each.
+    for (const run of [1, 2]) {
+      for (const p of ['a', 'b', 'c']) persistence.playerJoined(`${p}${run}`);
+      await persistence.flush();
+    }
+    persistence.playerJoined('d');
+    expect(drops().map((l) => [l.msg.split(':')[0], l.dropped])).toEqual([
+      ['domain events are being dropped', undefined],
+      ['the outbox queue has room again; domain events were dropped meanwhile', 2],
+      ['domain events are being dropped', undefined],
+      ['the outbox queue has room again; domain events were dropped meanwhile', 2],
+    ]);
+  });
+
+  test('a drain with events the in-process outbox could not relay says they are lost with the process', async () => {
+    const down = new Redis(`redis://127.0.0.1:${await closedPort()}`, { maxRetriesPerRequest: 0, lazyConnect: true });
+    down.on('error', () => undefined);
+    const { lines, log } = recordingLog();
+    const persistence = new ShardPersistence({
+      key: key('lost-in-process'),
+      snapshots: new DirectorySnapshotStore(mkdtempSync(join(tmpdir(), 'aethex-snap-'))),
+      outbox: new MemoryOutbox(),
+      sink: new RedisStreamSink(down),
+      presence: new MemoryPresence(),
+      log,
+      presenceTtlMs: 60_000,
+    });
+    try {
+      persistence.playerJoined('ann');
+      persistence.playerLeft('ann');
+      await persistence.drain(1, new Uint8Array([1]));
+      expect(lines.find((l) => l.msg === 'domain events not relayed are lost with the in-process outbox')).toMatchObject({
+        level: 50,
+        events: 2,
+      });
+    } finally {
+      down.disconnect();
+    }
+  });
+
+  test('a flush relays a backlog in as many batches as it takes, up to relayPerFlush (5,000 by default)', async () => {
+    const seen: RelayedEvent[] = [];
+    const persistence = new ShardPersistence({
+      key: key('relay-batches'),
+      snapshots: new DirectorySnapshotStore(mkdtempSync(join(tmpdir(), 'aethex-snap-'))),
+      outbox: new MemoryOutbox(),
+      sink: new CallbackSink((e) => seen.push(e)),
+      presence: new MemoryPresence(),
+      log: silent,
+      presenceTtlMs: 60_000,
+    });
+    for (let i = 0; i < 350; i++) persistence.playerJoined(`p${i}`);
+    await persistence.flush();
+    expect(seen).toHaveLength(350);
+  });
+
+  test('a snapshot the store took is the metrics’ last saved tick', async () => {
+    const metrics = createPersistenceMetrics();
+    const persistence = new ShardPersistence({
+      key: key('saved-tick'),
+      snapshots: new DirectorySnapshotStore(mkdtempSync(join(tmpdir(), 'aethex-snap-'))),
+      outbox: new MemoryOutbox(),
+      sink: new CallbackSink(() => undefined),
+      presence: new MemoryPresence(),
+      log: silent,
+      presenceTtlMs: 60_000,
+      metrics,
+    });
+    const seq = persistence.snapshot(7, new Uint8Array([7]));
+    await until('the snapshot saved', () => persistence.savedThrough >= seq);
+    expect((await metrics.stateSnapshotLastTick.get()).values[0]?.value).toBe(7);
   });
 
   test('a drain whose outbox append has no answer in time fails naming those events, not exit 0 as if appended', async () => {
@@ -853,6 +1067,23 @@ describe('outbox: ids the stream already holds', () => {
       await expect(refused).rejects.toThrow(EventIdConflictError);
       await expect(refused).rejects.toThrow(`stream ${eventStreamKey(k)} already has id 1 for a different event`);
       expect(await outbox.pending(k)).toBe(2);
+      // A shard's flush meeting it counts it as an id conflict, and says so.
+      const metrics = createPersistenceMetrics();
+      const { lines, log } = recordingLog();
+      await new ShardPersistence({
+        key: k,
+        snapshots: new PostgresSnapshotStore(freshPool),
+        outbox,
+        sink,
+        presence: new MemoryPresence(),
+        log,
+        presenceTtlMs: 60_000,
+        metrics,
+      }).flush();
+      expect((await metrics.outboxRelayFailures.get()).values).toMatchObject([{ labels: { reason: 'id_conflict' }, value: 1 }]);
+      expect(lines.map((l) => l.msg)).toContain(
+        'outbox relay refused: the stream holds other events under these ids; nothing more is relayed until fixed',
+      );
       expect(await readStream(k)).toEqual(['a', 'b', 'c', 'd', 'e'].map((p) => `player_joined:${p}`));
       // What docs/gameserver.md says to do ("When a store fails"): the sequence moved above the
       // stream's last id, and the shard's pending rows given new ids from it, in their order.
@@ -872,6 +1103,31 @@ describe('outbox: ids the stream already holds', () => {
       await freshPool.end();
       await redis.del(eventStreamKey(k));
     }
+  });
+
+  test('an id the stream holds for the same player and type at another time is a different event, not a duplicate', async () => {
+    const k = key(`retimed-${Math.random().toString(36).slice(2, 8)}`);
+    const sink = new RedisStreamSink(redis);
+    const relayed = (at: number): RelayedEvent => ({ ...k, id: 1, type: 'player_joined', playerId: 'ann', at });
+    try {
+      expect(await sink.publish([relayed(1000)])).toEqual({ added: 1, duplicates: 0 });
+      expect(await sink.publish([relayed(1000)])).toEqual({ added: 0, duplicates: 1 });
+      await expect(sink.publish([relayed(2000)])).rejects.toThrow(`stream ${eventStreamKey(k)} already has id 1 for a different event`);
+    } finally {
+      await redis.del(eventStreamKey(k));
+    }
+  });
+
+  test('one publish takes the events of one shard: a batch of two shards is refused, nothing of it written', async () => {
+    const [a, b] = [key(`one-a-${Math.random().toString(36).slice(2, 8)}`), key(`one-b-${Math.random().toString(36).slice(2, 8)}`)];
+    const sink = new RedisStreamSink(redis);
+    await expect(
+      sink.publish([
+        { ...a, id: 1, type: 'player_joined', playerId: 'ann', at: 1 },
+        { ...b, id: 2, type: 'player_joined', playerId: 'bob', at: 2 },
+      ]),
+    ).rejects.toThrow(`one publish takes the events of one shard: ${eventStreamKey(b)} is not ${eventStreamKey(a)}`);
+    expect([await readStream(a), await readStream(b)]).toEqual([[], []]);
   });
 });
 
@@ -1113,6 +1369,49 @@ describe('outbox: an event PostgreSQL refuses for its data', () => {
     expect((await metrics.outboxDropped.get()).values[0]?.value).toBe(2);
     expect((await metrics.outboxQueued.get()).values[0]?.value).toBe(0);
     await redis.del(eventStreamKey(k));
+  });
+
+  test('a batch PostgreSQL refuses every event of is given up on after 16 refusals, not halved down to each event', async () => {
+    const k = key(`refused-${Math.random().toString(36).slice(2, 8)}`);
+    const metrics = createPersistenceMetrics();
+    const real = new PostgresOutbox(pool);
+    let appends = 0;
+    const outbox: Outbox = {
+      durable: true,
+      append: (at, events) => {
+        appends++;
+        return real.append(at, events);
+      },
+      relay: (at, sink, limit) => real.relay(at, sink, limit),
+      pending: (at) => real.pending(at),
+      prune: (at, limit) => real.prune(at, limit),
+      openPlaces: (at) => real.openPlaces(at),
+      leftSince: (at, since, players, last) => real.leftSince(at, since, players, last),
+    };
+    const persistence = new ShardPersistence({
+      key: k,
+      snapshots: new PostgresSnapshotStore(pool),
+      outbox,
+      sink: new CallbackSink(() => undefined),
+      presence: new MemoryPresence(),
+      log: silent,
+      presenceTtlMs: 60_000,
+      metrics,
+    });
+    for (let i = 0; i < 64; i++) persistence.playerJoined(`bad\u0000${i}`);
+    await persistence.flush();
+    // None taken: no event's fault. All kept for the retry, none dropped, and far fewer than the
+    // 127 appends that halving down to every event takes.
+    expect((await metrics.outboxQueued.get()).values[0]?.value).toBe(64);
+    expect((await metrics.outboxDropped.get()).values[0]?.value).toBe(0);
+    expect(appends).toBeLessThan(64);
+  });
+
+  test('only what PostgreSQL refuses for the data is an event’s fault: not the sequence running out, nor a unique violation', () => {
+    // A NUL in a text, an invalid time, a NULL where none may be.
+    expect(['22021', '22008', '23502'].filter((code) => !isDataError({ code }))).toEqual([]);
+    // The sequence exhausted, a unique violation, a statement timeout, no SQLSTATE at all.
+    expect(['2200H', '23505', '57014', undefined].filter((code) => isDataError({ code }))).toEqual([]);
   });
 });
 

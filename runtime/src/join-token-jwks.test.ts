@@ -267,8 +267,9 @@ describe('join-token lifetime', () => {
     );
     expect((await refusal(verify, await timed(now, now + 3601))).kind).toBe('invalid');
     expect(await verify(await timed(now, now + 3600))).toEqual(claims);
-    // Within the clock skew (5 s) ahead is taken.
+    // Within the clock skew (5 s) ahead is taken; beyond it, not.
     expect(await verify(await timed(now + 3, now + 60))).toEqual(claims);
+    expect((await refusal(verify, await timed(now + 30, now + 90))).message).toBe('join token rejected: issued in the future (iat)');
     const strict = await createJoinVerifier({ ...shard, publicKeyPem: pem(ed.publicKey), maxLifetimeS: 100 });
     expect((await refusal(strict, await signJoinToken(ed.privateKey, claims, { ...opts, ttlSeconds: 120 }))).kind).toBe('invalid');
     expect(await strict(await signJoinToken(ed.privateKey, claims, opts))).toEqual(claims);

@@ -58,6 +58,10 @@ describe('join tokens', () => {
     for (const playerId of ['émilie', '玩家', 'smile😀', 'a b', 'x'.repeat(128)]) {
       expect((await verify(await signJoinToken(ed.privateKey, { ...claims, playerId }, opts))).playerId).toBe(playerId);
     }
+    // 128 characters at most.
+    await expect(verify(await signJoinToken(ed.privateKey, { ...claims, playerId: 'x'.repeat(129) }, opts))).rejects.toThrow(
+      new JoinTokenError('invalid', 'join token has no valid sub (player id)'),
+    );
   });
 
   test('forged, expired, misdirected and malformed tokens are refused', async () => {

@@ -67,6 +67,7 @@ describe('loadSettings', () => {
     [{ AETHEX_GAMESERVER_ENGINE_TICK_RATE_MS: '12.5' }, /engine\.tick_rate_ms: expected an integer/],
     [{ AETHEX_GAMESERVER_ENGINE_MAX_SPEED: 'fast' }, /engine\.max_speed: expected a number from 0\.01 to 1000/],
     [{ AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '10,0,-10,5' }, /engine\.world_bounds: expected min_x < max_x/],
+    [{ AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '0,0,0,5' }, /engine\.world_bounds: expected min_x < max_x/],
     [{ AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '1,2,3' }, /engine\.world_bounds: expected \{ min_x/],
     [{ AETHEX_GAMESERVER_GATEWAY_BIND_ADDR: 'localhost' }, /gateway\.bind_addr: expected host:port/],
     [{ AETHEX_GAMESERVER_GATEWAY_COMPRESS: 'yes' }, /gateway\.compress: expected true or false/],
@@ -318,6 +319,9 @@ describe('values are read strictly and secrets never printed', () => {
       redactUrlsIn('password hunter2 refused; token SEKRETTOKEN; p@ss w0rd', 'postgres://u:p%40ss%20w0rd@db/x?t=SEKRETTOKEN&x=1'),
     ).toBe('password hunter2 refused; token ***; ***');
     expect(redactUrlsIn('nothing to hide here', url)).toBe('nothing to hide here');
+    // A secret of 4 characters is masked wherever it appears; shorter ones are not (every `1` would be).
+    expect(redactUrlsIn('password abcd refused', 'postgres://u:abcd@db/x')).toBe('password *** refused');
+    expect(redactUrlsIn('password abc refused', 'postgres://u:abc@db/x')).toBe('password abc refused');
   });
 
   test.each([

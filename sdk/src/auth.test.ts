@@ -24,6 +24,9 @@ describe('parseRetryAfter', () => {
     expect(parseRetryAfter(undefined, 0)).toBeUndefined();
     expect(parseRetryAfter('soon', 0)).toBeUndefined();
     expect(parseRetryAfter('-5', 0)).toBeUndefined();
+    // Digits followed by anything else are no delay-seconds.
+    expect(parseRetryAfter('30s', 0)).toBeUndefined();
+    expect(parseRetryAfter('1.5', 0)).toBeUndefined();
   });
 });
 

@@ -29,4 +29,8 @@ test('a run of any length takes the same memory: 3 hours of 40 Hz input fit, ove
   expect(perMs).toHaveLength(1000);
   expect(perMs.reduce((a, b) => a + b, 0)).toBe(h.count);
   expect(perMs[999]).toBe(1);
+  // Below 0 (a clock stepped back) counts in the first bucket, not nowhere.
+  h.add(-3);
+  expect(h.perMillisecond()[0]).toBe(1);
+  expect(h.perMillisecond().reduce((a, b) => a + b, 0)).toBe(h.count);
 });

@@ -267,6 +267,76 @@ describe('sessions', () => {
     expect(pc.storage.load()).toBeUndefined();
     expect(pc.ended.map((e) => e.code)).toEqual(['AUTH_REFRESH_INVALID']);
     expect(phone.ended).toEqual([]);
+    // Logging out of a session another device ended is done, not an end to report.
+    const tablet = client();
+    await tablet.auth.login(address, PASSWORD);
+    await phone.auth.login(address, PASSWORD);
+    await phone.auth.logout({ all: true });
+    await tablet.auth.logout();
+    expect(tablet.storage.load()).toBeUndefined();
+    expect(tablet.ended).toEqual([]);
+  });
+
+  it('a refresh the server rate-limits (429) keeps the session: it is not refused, only delayed', async () => {
+    const strict = await startPlane({ AETHEX_AUTH_REFRESH_ADDRESS_BUDGET: '1' });
+    try {
+      const ended: ApiError[] = [];
+      const storage = new MemoryTokenStorage();
+      const auth = new AuthClient({ baseUrl: strict.url, storage, onSessionEnded: (e) => ended.push(e) });
+      await auth.register(email(), PASSWORD);
+      // One refresh a minute from this address: the second at the latest is refused for now.
+      let limited: ApiError | undefined;
+      for (let i = 0; i < 2 && !limited; i++)
+        limited = (await auth.refresh().then(
+          () => undefined,
+          (e: unknown) => e,
+        )) as ApiError | undefined;
+      expect(limited).toMatchObject({ status: 429, code: 'RATE_LIMITED' });
+      expect(storage.load()).toBeDefined();
+      expect(ended).toEqual([]);
+    } finally {
+      await strict.close();
+      await dropSchema(testEnv(), strict.config['postgres.schema']);
+    }
+  });
+
+  it('an answer that lands after the session changed never overwrites the new one', async () => {
+    // The real fetch, holding the answer of the next call of a `held` path until released.
+    let held: string[] = [];
+    let release: () => void = () => undefined;
+    const gate = () => new Promise<void>((r) => (release = r));
+    let waiting: Promise<void> = Promise.resolve();
+    const c = client({
+      fetch: async (url, init) => {
+        // The next call of a held path only.
+        const hold = held.includes(new URL(url).pathname) ? waiting : undefined;
+        if (hold) held = [];
+        const res = await fetch(url, init);
+        await hold;
+        return res;
+      },
+    });
+    const [ann, bea] = [email(), email()];
+    await client().auth.register(bea, PASSWORD);
+    const annUser = await c.auth.register(ann, PASSWORD);
+    // Ann's profile read, answered after Bea signed in on this client: Bea's session keeps Bea.
+    held = ['/api/v1/auth/me'];
+    waiting = gate();
+    const me = c.auth.me();
+    const beaUser = await c.auth.login(bea, PASSWORD);
+    release();
+    expect((await me).id).toBe(annUser.id);
+    expect(c.storage.load()?.user.id).toBe(beaUser.id);
+    // Bea's refresh, answered after Ann signed in again: Ann's session is kept, not Bea's refreshed one.
+    held = ['/api/v1/auth/refresh'];
+    waiting = gate();
+    const refreshed = c.auth.refresh();
+    await c.auth.login(ann, PASSWORD);
+    const annSession = c.storage.load();
+    release();
+    expect(await refreshed).toBe(annSession);
+    expect(c.storage.load()).toBe(annSession);
+    expect(c.ended).toEqual([]);
   });
 });
 
@@ -375,14 +445,14 @@ describe('saves', () => {
 
   describe('conflicts between two devices', () => {
     /** A saves v1, B loads it, A saves v2: B's next save conflicts with remote version 2. */
-    async function race(onConflict?: SavesClientOptions['onConflict']) {
+    async function race(onConflict?: SavesClientOptions['onConflict'], options: SavesClientOptions = {}) {
       const address = email();
       const a = client();
       await a.auth.register(address, PASSWORD);
       const b = client();
       await b.auth.login(address, PASSWORD);
       const deviceA = new SavesClient(a.auth, { deviceId: 'A' });
-      const deviceB = new SavesClient(b.auth, { deviceId: 'B', ...(onConflict ? { onConflict } : {}) });
+      const deviceB = new SavesClient(b.auth, { deviceId: 'B', ...options, ...(onConflict ? { onConflict } : {}) });
       await deviceA.save('world', 'v1 from A');
       expect(text((await deviceB.load('world')).data)).toBe('v1 from A');
       const v2 = await deviceA.save('world', 'v2 from A');
@@ -456,6 +526,40 @@ describe('saves', () => {
       expect(remotes).toEqual([2, 3]);
       expect(meta.version).toBe(4);
       expect(text((await r.deviceA.load('world')).data)).toBe('from B');
+    });
+
+    it("each round resolves from B's own data: a 'keep-local' after a merge writes what B saved, not the merge", async () => {
+      let deviceA: SavesClient | undefined;
+      const remotes: (number | undefined)[] = [];
+      const r = await race(async (c) => {
+        remotes.push(c.remote?.version);
+        if (remotes.length > 1) return 'keep-local' as const;
+        // The merge lands after A's next save: it conflicts again, and B keeps its own this time.
+        await deviceA?.save('world', 'v3 from A');
+        return { merged: 'merged' };
+      });
+      deviceA = r.deviceA;
+      const meta = await r.deviceB.save('world', 'from B');
+      expect(remotes).toEqual([2, 3]);
+      expect(meta.version).toBe(4);
+      expect(text((await r.deviceA.load('world')).data)).toBe('from B');
+    });
+
+    it('gives up after maxConflictRounds rounds of a slot that keeps moving, with the last conflict', async () => {
+      let deviceA: SavesClient | undefined;
+      let rounds = 0;
+      const r = await race(
+        async () => {
+          rounds++;
+          await deviceA?.save('world', `v${rounds + 2} from A`);
+          return 'keep-local' as const;
+        },
+        { maxConflictRounds: 2 },
+      );
+      deviceA = r.deviceA;
+      await expect(r.deviceB.save('world', 'from B')).rejects.toMatchObject({ status: 409, code: 'SAVES_VERSION_CONFLICT' });
+      expect(rounds).toBe(2);
+      expect(text((await r.deviceA.load('world')).data)).toBe('v4 from A');
     });
 
     it('without onConflict rejects with ApiError 409 SAVES_VERSION_CONFLICT', async () => {

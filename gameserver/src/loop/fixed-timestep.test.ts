@@ -199,3 +199,36 @@ test('runLoop: a yieldFirst that always asks delays a step by at most MAX_YIELD_
   }
   expect(Math.max(...between)).toBe(MAX_YIELD_TURNS);
 });
+
+test('runLoop: steps that fall due while a late step waits for yieldFirst are capped at maxCatchUp, the rest dropped', async () => {
+  // A clock that moves only when told: 100 ticks late at the first wake-up, 5 more while it yields.
+  let now = 0;
+  let steps = 0;
+  let skipped = 0;
+  let asked = 0;
+  const loop = runLoop(
+    new FixedTimestep(10, 4, 0),
+    { now: () => now },
+    {
+      onStep: () => steps++,
+      onSkip: (ticks) => {
+        skipped += ticks;
+      },
+      onError: () => undefined,
+      yieldFirst() {
+        if (asked++ > 0) return false;
+        now += 50;
+        return true;
+      },
+    },
+  );
+  now = 1000;
+  try {
+    await until('the late steps', () => steps >= 4);
+    await new Promise((r) => setTimeout(r, 50));
+  } finally {
+    loop.stop();
+  }
+  // One wake-up runs maxCatchUp steps at most, however many fell due while it waited.
+  expect({ steps, skipped }).toEqual({ steps: 4, skipped: 101 });
+});

@@ -89,6 +89,25 @@ test('property: radius queries equal brute force, also for points outside the gr
   );
 });
 
+test('an entity exactly at the radius is in range, as brute force counts it; one just past it is not', () => {
+  const w = new World(8);
+  for (const [x, y] of [
+    [100, 0],
+    [0, -100],
+    [60, 80],
+    [-80, 60],
+    [100.5, 0],
+    [0, 101],
+  ])
+    w.spawn(x as number, y as number, 0);
+  const grid = new Grid(area, 50, w.capacity);
+  grid.rebuild(w.x, w.y, w.count);
+  const out = new Int32Array(8);
+  const n = grid.queryRadius(0, 0, 100, out);
+  expect([...out.subarray(0, n)].sort((a, b) => a - b)).toEqual([0, 1, 2, 3]);
+  expect(bruteForce(w, 0, 0, 100, -1)).toEqual([0, 1, 2, 3]);
+});
+
 test('queries stop at the size of the output buffer', () => {
   const w = new World(100);
   for (let i = 0; i < 100; i++) w.spawn(0, 0, 0);
@@ -249,6 +268,9 @@ test('a query its cells make look crowded that is not gets every entity in range
 
 test('refuses a grid with more cells than allowed, naming the fix', () => {
   expect(() => new Grid(area, 0.01, 10)).toThrow(/raise the cell size/);
+  // 10 × 10 cells: within a bound of 100, one past a bound of 99.
+  expect(new Grid(area, 100, 10, 100).cols).toBe(10);
+  expect(() => new Grid(area, 100, 10, 99)).toThrow('a 10×10 grid exceeds 99 cells; raise the cell size (the AOI radius)');
 });
 
 test('property: an interest holds exactly the brute-force visible set, with matching ids and slots', () => {

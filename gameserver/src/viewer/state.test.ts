@@ -3,7 +3,7 @@ import { loadConfig } from '../config.js';
 import { ShardEngine } from '../engine.js';
 import { KIND_PLAYER } from '../sim/world.js';
 import { Interest } from '../spatial/aoi.js';
-import { viewerFocus } from './state.js';
+import { viewerFocus, viewerState } from './state.js';
 
 const settings = loadConfig({
   AETHEX_GAMESERVER_AUTH_JWKS_URL: 'http://unused.invalid/jwks',
@@ -77,4 +77,19 @@ test('a focus is only on a player this shard owns: not on a neighbour’s ghost 
   expect(e.upsertGhost({ entityId: id, x: 10, y: 10, vx: 0, vy: 0, kind: KIND_PLAYER, flags: 0 })).toBe(true);
   e.step();
   expect(viewerFocus(e, new Interest(settings['engine.max_visible']), id)).toBeUndefined();
+});
+
+test('the viewer state lists ops.viewer_max_entities entities at most, and as players only those this shard owns', () => {
+  const e = new ShardEngine(settings, { send: () => true, kick: () => undefined });
+  const ghost = (1 << 24) + 5;
+  expect(e.upsertGhost({ entityId: ghost, x: 10, y: 10, vx: 0, vy: 0, kind: KIND_PLAYER, flags: 0 })).toBe(true);
+  const join = e.join(1, 'ann');
+  if (!join.ok) throw new Error(join.message);
+  e.step();
+  const state = viewerState(e, 'local-0-0', 1);
+  expect(state.entityCount).toBe(2);
+  // One entity of the two: x, y, kind, id, mode.
+  expect(state.entities).toHaveLength(5);
+  // A neighbour's ghost of a player is no player here.
+  expect(state.players).toEqual([join.entityId]);
 });
