@@ -1293,6 +1293,36 @@ describe('the final snapshot is the drain’s own', () => {
       await own.drop();
     }
   });
+
+  test('a final snapshot the store fails for a moment (a connection cut, a failover) is written again while the drain has time', async () => {
+    const own = await privateSchema('gsretry');
+    const k = key('final-retried');
+    try {
+      const store = new PostgresSnapshotStore(own.pool);
+      const persistence = new ShardPersistence({
+        key: k,
+        snapshots: store,
+        outbox: new PostgresOutbox(own.pool),
+        sink: new CallbackSink(() => undefined),
+        presence: new MemoryPresence(),
+        log: silent,
+        presenceTtlMs: 60_000,
+      });
+      // PostgreSQL refuses every snapshot and event written, for 600 ms of a drain given 3 s.
+      await own.pool.query(`CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'the database system is shutting down'; END $$ LANGUAGE plpgsql;
+        CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON shard_snapshots FOR EACH ROW EXECUTE FUNCTION refuse();
+        CREATE TRIGGER refuse BEFORE INSERT ON shard_outbox FOR EACH ROW EXECUTE FUNCTION refuse();`);
+      persistence.playerJoined('ann');
+      const drained = persistence.drain(300, new Uint8Array([3]), performance.now() + 3000);
+      await new Promise((r) => setTimeout(r, 600));
+      await own.pool.query('DROP TRIGGER refuse ON shard_snapshots; DROP TRIGGER refuse ON shard_outbox');
+      await drained;
+      expect(await store.load(k)).toMatchObject({ tick: 300, state: new Uint8Array([3]) });
+      expect((await own.pool.query('SELECT player_id FROM shard_outbox')).rows.map((r) => r.player_id)).toEqual(['ann']);
+    } finally {
+      await own.drop();
+    }
+  });
 });
 
 describe('outbox: two processes of one shard', () => {

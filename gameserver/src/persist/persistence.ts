@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { setTimeout as delay } from 'node:timers/promises';
 import { performance } from 'node:perf_hooks';
 import type { Logger, ShardKey } from '@aethex/runtime';
 import { createPersistenceMetrics, type PersistenceMetrics } from '../metrics.js';
@@ -59,6 +60,9 @@ export function isDataError(err: unknown): boolean {
 
 /** Refused events dropped at most per append: more, and none taken, is not the events' fault. */
 const MAX_REFUSED_UNTAKEN = 16;
+
+/** A drain whose final snapshot or appends failed asks the store again this often, while it has time. */
+const DRAIN_RETRY_MS = 200;
 
 /**
  * Keeps the shard's durable and shared state up to date without ever making the tick wait. Three
@@ -510,10 +514,10 @@ export class ShardPersistence {
     clearInterval(this.timer);
     clearInterval(this.pruneTimer);
     this.draining = true;
-    const finalSnapshot = this.snapshot(finalTick, finalState, mark);
+    let finalSnapshot = this.snapshot(finalTick, finalState, mark);
     const left = () => deadline - this.now();
     // A flush may have been running already; one more catches what it did not take.
-    const [snapshotInTime, outboxInTime, presenceInTime] = await Promise.all([
+    let [snapshotInTime, outboxInTime, presenceInTime] = await Promise.all([
       settledWithin(this.writing ?? Promise.resolve(), left()),
       settledWithin(
         this.flushOutbox().then(() => this.flushOutbox()),
@@ -524,6 +528,19 @@ export class ShardPersistence {
         left(),
       ),
     ]);
+    // A store that failed them (a connection cut, a failover) is asked again while the drain has
+    // time: the final snapshot and the events appended are all that a restart brings back.
+    const snapshotFailed = () =>
+      snapshotInTime && this.savedSeq < finalSnapshot && !(this.lastSaveError instanceof StaleSnapshotError);
+    const appendsFailed = () => outboxInTime && this.events.length > 0 && this.appending === 0;
+    while ((snapshotFailed() || appendsFailed()) && Number.isFinite(deadline) && left() > DRAIN_RETRY_MS) {
+      await delay(DRAIN_RETRY_MS);
+      if (snapshotFailed()) finalSnapshot = this.snapshot(finalTick, finalState, mark);
+      [snapshotInTime, outboxInTime] = await Promise.all([
+        settledWithin(this.writing ?? Promise.resolve(), left()),
+        appendsFailed() ? settledWithin(this.flushOutbox(), left()) : outboxInTime,
+      ]);
+    }
     // A prune under way stops after its current batch; the stores close after it.
     await settledWithin(this.pruning ?? Promise.resolve(), left());
     // Those whose removal still hangs (not in time) are not in `left` yet.
