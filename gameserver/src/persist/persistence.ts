@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { setTimeout as delay } from 'node:timers/promises';
 import { performance } from 'node:perf_hooks';
+import { setTimeout as delay } from 'node:timers/promises';
 import type { Logger, ShardKey } from '@aethex/runtime';
 import { createPersistenceMetrics, type PersistenceMetrics } from '../metrics.js';
 import { FailureLog } from './failure-log.js';
@@ -530,8 +530,7 @@ export class ShardPersistence {
     ]);
     // A store that failed them (a connection cut, a failover) is asked again while the drain has
     // time: the final snapshot and the events appended are all that a restart brings back.
-    const snapshotFailed = () =>
-      snapshotInTime && this.savedSeq < finalSnapshot && !(this.lastSaveError instanceof StaleSnapshotError);
+    const snapshotFailed = () => snapshotInTime && this.savedSeq < finalSnapshot && !(this.lastSaveError instanceof StaleSnapshotError);
     const appendsFailed = () => outboxInTime && this.events.length > 0 && this.appending === 0;
     while ((snapshotFailed() || appendsFailed()) && Number.isFinite(deadline) && left() > DRAIN_RETRY_MS) {
       await delay(DRAIN_RETRY_MS);
