@@ -126,9 +126,8 @@ test('a ghost is the neighbour’s that sent it last: a late removal or a link d
   expect(isGhost(walker)).toBe(false);
 });
 
-test('a ghost stays with its newer owner: a late upsert from the owner it left does not take it back', () => {
-  // The walker went from shard 1 (right) to shard 3 (corner), its fourth change of owner; a slow
-  // link delivers shard 1's last update after shard 3's first.
+/** Shard 0 (left) with neighbours right (shard 1) and corner (shard 3), both of which may own `walker`: its ghost's y here, if any. */
+function twoOwners() {
   const corner: Neighbour = { shard: 3, name: 'w-1-1', region: { minX: 100, minY: 100, maxX: 200, maxY: 200 }, address: '127.0.0.1:3' };
   const engine = new ShardEngine(settings, { send: () => true, kick: () => undefined }, { region: left, ids: idRange(0) });
   const sharding = shardingOf(engine, {
@@ -136,7 +135,13 @@ test('a ghost stays with its newer owner: a late upsert from the owner it left d
   });
   const w = engine.world;
   const yOf = (id: number) => (w.indexOf(id) >= 0 && w.mode[w.indexOf(id)] === MODE_GHOST ? w.y[w.indexOf(id)] : undefined);
-  const walker = (1 << 24) + 1;
+  return { corner, sharding, yOf, walker: (1 << 24) + 1 };
+}
+
+test('a ghost stays with its newer owner: a late upsert from the owner it left does not take it back', () => {
+  // The walker went from shard 1 (right) to shard 3 (corner), its fourth change of owner; a slow
+  // link delivers shard 1's last update after shard 3's first.
+  const { corner, sharding, yOf, walker } = twoOwners();
   sharding.onMessage(corner, update({ tick: 1, upserts: [ghost(walker, 110, 99.5, { generation: 4 })] }));
   sharding.onMessage(right, update({ tick: 1, upserts: [ghost(walker, 110, 99, { generation: 3 })] }));
   expect(yOf(walker)).toBeCloseTo(99.5);
@@ -163,14 +168,7 @@ test('a ghost stays with its newer owner: a late upsert from the owner it left d
 
 test('a ghost two neighbours send at the same owner generation is the last sender’s: its removal counts, the other’s does not', () => {
   // A generation not lower than the owner's takes the ghost over (docs/sharding.md, "Ghosts"): a tie too.
-  const corner: Neighbour = { shard: 3, name: 'w-1-1', region: { minX: 100, minY: 100, maxX: 200, maxY: 200 }, address: '127.0.0.1:3' };
-  const engine = new ShardEngine(settings, { send: () => true, kick: () => undefined }, { region: left, ids: idRange(0) });
-  const sharding = shardingOf(engine, {
-    placement: { bounds: settings['engine.world_bounds'], shard: 0, region: left, address: '127.0.0.1:0', neighbours: [right, corner] },
-  });
-  const w = engine.world;
-  const yOf = (id: number) => (w.indexOf(id) >= 0 && w.mode[w.indexOf(id)] === MODE_GHOST ? w.y[w.indexOf(id)] : undefined);
-  const walker = (1 << 24) + 1;
+  const { corner, sharding, yOf, walker } = twoOwners();
   sharding.onMessage(right, update({ tick: 1, upserts: [ghost(walker, 110, 99, { generation: 4 })] }));
   sharding.onMessage(corner, update({ tick: 1, upserts: [ghost(walker, 110, 99.5, { generation: 4 })] }));
   expect(yOf(walker)).toBe(99.5);
