@@ -64,6 +64,26 @@ const failing = (r: SoakRecord) =>
 
 const kill = (shard: string, at: number): FaultRecord => ({ kind: 'kill', shard, at, endAt: at + 2000, killedAt: at });
 
+/**
+ * p1 joins A and is handed A → B at 7,800; B is SIGKILLed at 8,000 (its next run ready at 10,000,
+ * waiting for its neighbours' copies until 13,000), with `faults` besides; p1 rejoins B at 12,050
+ * with a new entity.
+ */
+function handedIntoKilled(...faults: FaultRecord[]): SoakRecord {
+  const r = healthy();
+  r.events = [
+    { e: 'joined', p: 'p1', shard: A, entity: 1, at: 1000 },
+    { e: 'handoff', p: 'p1', from: A, to: B, entity: 1, gapMs: 30, viaRejoin: false, at: 7800 },
+    { e: 'dropped', p: 'p1', shard: B, code: 1006, reason: '', acked: 3, at: 8050 },
+    { e: 'rejoined', p: 'p1', shard: B, entity: 9, seq: 0, acked: 3, downMs: 1000, attempts: 2, at: 12_050 },
+  ];
+  r.finals = [live('p1', B, 9)];
+  r.ownership.finalOwners = new Map([[9, [B]]]);
+  r.faults = [kill(B, 8000), ...faults];
+  r.runs = [{ shard: B, cause: 'kill', spawnAt: 9000, startedAt: 9500, readyAt: 10_000 }];
+  return r;
+}
+
 describe('soak checks', () => {
   test('a healthy record passes every check', () => {
     expect(failing(healthy())).toEqual([]);
@@ -163,20 +183,7 @@ describe('soak checks', () => {
     const C = 'w-0-2';
     // p1 handed A → B at 7800, B killed at 8000 and ready again at 10,000 (it waits for its
     // neighbours' copies until 13,000); p1 rejoins B at 12,050 with a new entity.
-    const lostWith = (...faults: FaultRecord[]) => {
-      const r = healthy();
-      r.events = [
-        { e: 'joined', p: 'p1', shard: A, entity: 1, at: 1000 },
-        { e: 'handoff', p: 'p1', from: A, to: B, entity: 1, gapMs: 30, viaRejoin: false, at: 7800 },
-        { e: 'dropped', p: 'p1', shard: B, code: 1006, reason: '', acked: 3, at: 8050 },
-        { e: 'rejoined', p: 'p1', shard: B, entity: 9, seq: 0, acked: 3, downMs: 1000, attempts: 2, at: 12_050 },
-      ];
-      r.finals = [live('p1', B, 9)];
-      r.ownership.finalOwners = new Map([[9, [B]]]);
-      r.faults = [kill(B, 8000), ...faults];
-      r.runs = [{ shard: B, cause: 'kill', spawnAt: 9000, startedAt: 9500, readyAt: 10_000 }];
-      return evaluate(r).lost.map((l) => l.explained);
-    };
+    const lostWith = (...faults: FaultRecord[]) => evaluate(handedIntoKilled(...faults)).lost.map((l) => l.explained);
     const pause = (shard: string, at: number, ms: number): FaultRecord => ({ kind: 'pause', shard, at, endAt: at + ms, ms });
     const cut = (a: string, b: string, at: number): FaultRecord => ({ kind: 'link-cut', shard: a, peer: b, at, endAt: at });
     // A (the copy's holder) killed after the handoff and before B stopped waiting; stopped, or cut
@@ -205,20 +212,8 @@ describe('soak checks', () => {
     // A restarts from a snapshot holding p1 (ready at 11,000); p1 plays on from B with a new entity,
     // and A's restored entity waits for p1 until its rejoin window ends (41,000).
     const departures = (aRun: ShardRun['cause'], killA = true) => {
-      const r = healthy();
-      r.events = [
-        { e: 'joined', p: 'p1', shard: A, entity: 1, at: 1000 },
-        { e: 'handoff', p: 'p1', from: A, to: B, entity: 1, gapMs: 30, viaRejoin: false, at: 7800 },
-        { e: 'dropped', p: 'p1', shard: B, code: 1006, reason: '', acked: 3, at: 8050 },
-        { e: 'rejoined', p: 'p1', shard: B, entity: 9, seq: 0, acked: 3, downMs: 1000, attempts: 2, at: 12_050 },
-      ];
-      r.finals = [live('p1', B, 9)];
-      r.ownership.finalOwners = new Map([[9, [B]]]);
-      r.faults = [kill(B, 8000), ...(killA ? [kill(A, 9000)] : [])];
-      r.runs = [
-        { shard: B, cause: 'kill', spawnAt: 9000, startedAt: 9500, readyAt: 10_000 },
-        { shard: A, cause: aRun, spawnAt: 9500, startedAt: 10_000, readyAt: 11_000 },
-      ];
+      const r = handedIntoKilled(...(killA ? [kill(A, 9000)] : []));
+      r.runs.push({ shard: A, cause: aRun, spawnAt: 9500, startedAt: 10_000, readyAt: 11_000 });
       r.streams.get(A)?.push(ev('player_left', 'p1', 41_000, 'player'));
       return evaluate(r).falseDepartures.map((d) => d.shard);
     };
