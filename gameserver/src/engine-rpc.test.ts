@@ -154,6 +154,38 @@ test('a session that ends with calls queued: they are answered NOT_JOINED at onc
   expect(e.queuedRpcs).toBe(0);
 });
 
+test('a player handed over with calls queued behind a busy tick: all are answered HANDED_OVER at the commit, none run', async () => {
+  const ran: string[] = [];
+  const e = engineWith(
+    {
+      slow(_ctx, player, payload) {
+        busy(6);
+        ran.push(`${player.playerId}${payload[0]}`);
+        return payload;
+      },
+    },
+    { AETHEX_GAMESERVER_RPC_MAX_MS_PER_TICK: '5' },
+  );
+  expect(e.join(2, 'bob').ok).toBe(true);
+  const cat = e.join(3, 'cat');
+  if (!cat.ok) throw new Error(cat.message);
+  // bob's slow calls spend each tick's budget; cat's queue behind them.
+  const bobs = Array.from({ length: 4 }, (_, i) => e.rpc(2, 'slow', new Uint8Array([i])));
+  const cats = collect(Array.from({ length: 3 }, (_, i) => e.rpc(3, 'slow', new Uint8Array([i]))));
+  e.step();
+  expect(ran).toEqual(['bob0']);
+  e.offer(cat.entityId);
+  e.commitOffer(cat.entityId);
+  await settle();
+  // Not one a turn over the next ticks: the client waits for these on its old connection.
+  expect(cats).toEqual(['HANDED_OVER', 'HANDED_OVER', 'HANDED_OVER']);
+  expect(e.queuedRpcs).toBe(3);
+  for (let tick = 0; tick < 4; tick++) e.step();
+  expect(ran).toEqual(['bob0', 'bob1', 'bob2', 'bob3']);
+  expect(e.queuedRpcs).toBe(0);
+  expect((await Promise.all(bobs)).every((r) => r.ok)).toBe(true);
+});
+
 test('unknown methods and unknown sessions are answered at once, without waiting for a tick', async () => {
   const e = engineWith({ work: () => new Uint8Array([1]) });
   const answers = collect([e.rpc(1, 'nope', new Uint8Array(0)), e.rpc(9, 'work', new Uint8Array(0))]);

@@ -1305,6 +1305,13 @@ export class ShardEngine {
     if (this.byPlayer.get(session.playerId) === session) this.byPlayer.delete(session.playerId);
     session.redirected = true;
     this.redirectedSessions++;
+    // Its calls still waiting for a turn will not run here: answered now, not one a turn (a busy
+    // tick's handlers could hold them past the time the client waits for them on this connection).
+    if (session.rpcQueue && session.rpcQueue.length > 0) {
+      const waiting = session.rpcQueue.splice(0);
+      this.rpcWaiting -= waiting.length;
+      for (const call of waiting) call.answer?.({ ok: false, errorCode: 'HANDED_OVER' });
+    }
     this.announceLeave(session, false, true);
     this.syncPlace(session.playerId, true);
     return session.id;
