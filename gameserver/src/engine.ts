@@ -1351,7 +1351,9 @@ export class ShardEngine {
     let dropped = 0;
     for (const [playerId, entityId] of this.dormant) {
       const i = this.world.indexOf(entityId);
-      if (!ids.has(entityId) || i < 0 || this.world.mode[i] !== MODE_DORMANT) continue;
+      // Not one its player rejoined and dropped here: this shard claims that one itself (a
+      // neighbour's claim of it came late — its player left there and came here since).
+      if (!ids.has(entityId) || i < 0 || this.world.mode[i] !== MODE_DORMANT || this.droppedHere.has(playerId)) continue;
       this.stopWaiting(playerId);
       this.world.despawn(entityId);
       this.syncPlace(playerId, true);

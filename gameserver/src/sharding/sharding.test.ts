@@ -232,7 +232,11 @@ test('a shard restored with players admits nobody until its neighbours claim the
   expect(late.settled).toBe(true);
 });
 
-test('two shards restored with one player waiting: the one the player rejoins claims the entity, and the other drops its stale copy', async () => {
+/**
+ * Shards A (left) and B (right), both restored from snapshots holding pat's entity, waiting for
+ * pat: B's from before pat walked on to A. Their links record; nothing is sent yet.
+ */
+async function twoRestoredWithPat() {
   const { decodeState, encodeState } = await import('../persist/state-codec.js');
   const { World, KIND_PLAYER } = await import('../sim/world.js');
   // Pat's entity as each shard last saved it: B's snapshot from before pat walked on to A.
@@ -268,6 +272,11 @@ test('two shards restored with one player waiting: the one the player rejoins cl
   const toA = recordingLinks();
   aSharding.attach(toB.links);
   bSharding.attach(toA.links);
+  return { a, b, aSharding, bSharding, toA, toB, leftN, pat, places };
+}
+
+test('two shards restored with one player waiting: the one the player rejoins claims the entity, and the other drops its stale copy', async () => {
+  const { a, b, aSharding, bSharding, toA, toB, leftN, pat, places } = await twoRestoredWithPat();
   // Both links up: neither claims a player restored and not back yet.
   aSharding.onOutboundUp(right, 2);
   bSharding.onOutboundUp(leftN, 1);
@@ -287,6 +296,38 @@ test('two shards restored with one player waiting: the one the player rejoins cl
   a.suspend(1);
   expect(a.join(2, 'pat')).toMatchObject({ ok: true, entityId: pat });
   expect(toB.sent).toEqual([]);
+});
+
+test('a restored player who rejoins and leaves while the link is down is still claimed when it comes up: no second player_left', async () => {
+  const { a, b, aSharding, bSharding, toA, toB, leftN, pat, places } = await twoRestoredWithPat();
+  const linkUp = { toB: false };
+  const send = toB.links.send.bind(toB.links);
+  (toB.links as unknown as { send: typeof send }).send = (n, m) => (linkUp.toB ? send(n, m) : 0);
+  bSharding.onOutboundUp(leftN, 1);
+  for (const m of toA.sent.splice(0)) aSharding.onMessage(right, wire(m));
+  // Pat rejoins A while A's link to B is down, and quits before it comes up.
+  expect(a.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
+  a.leave(1);
+  expect(toB.sent).toEqual([]);
+  linkUp.toB = true;
+  aSharding.onOutboundUp(right, 2);
+  expect(toB.sent.map((m) => wire(m).ownershipClaim?.entityIds)).toEqual([[pat]]);
+  places.length = 0;
+  for (const m of toB.sent.splice(0)) bSharding.onMessage(leftN, wire(m));
+  // B's stale copy goes as a move, not at its rejoin window as a player_left for a player who left A.
+  expect(b.world.indexOf(pat)).toBe(-1);
+  expect(places).toEqual(['freed pat handoff']);
+});
+
+test("a neighbour's late claim of an entity whose player rejoined and dropped here leaves it waiting for them", async () => {
+  const { b, bSharding, leftN, pat } = await twoRestoredWithPat();
+  // Pat rejoins B's copy and drops there; A's claim of pat (from a rejoin there whose claim waited
+  // for the link, pat having left A since) arrives after.
+  expect(b.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
+  b.suspend(1);
+  bSharding.onMessage(leftN, wire({ ownershipClaim: { entityIds: [pat] } }));
+  expect(b.world.mode[b.world.indexOf(pat)]).toBe(MODE_DORMANT);
+  expect(b.join(2, 'pat')).toMatchObject({ ok: true, entityId: pat });
 });
 
 test('an accepted offer keeps its player a place and its entity a slot: no join, game spawn, ghost or second offer takes them', () => {

@@ -42,6 +42,8 @@ export const MAX_CUSTODY = 32_768;
 const MAX_UNSENT_STORED = 65_536;
 /** Released ids kept for a neighbour whose link is down, at most (past it the oldest are never reused). */
 const MAX_UNSENT_RELEASED = 65_536;
+/** Claims of rejoined restored entities kept for a neighbour whose link is down, at most (the oldest go). */
+const MAX_UNSENT_CLAIMS = 4096;
 /**
  * How long after adopting an entity whose former owner keeps a copy this shard holds back its id
  * from going home when it leaves for good: past the copy's CUSTODY_MS (counted by the former
@@ -266,6 +268,13 @@ export class Sharding {
   private readonly recentStored = new Map<number, { epoch: number; handoffs: { h: aethex.v1.IHandedOver; at: number }[] }>();
   /** Ids of a neighbour's range released here while our link to it was down (neighbour → ids): sent when it is up. */
   private readonly unsentReleased = new Map<number, number[]>();
+  /**
+   * Restored entities rejoined here while our link to a neighbour was down (neighbour → ids and
+   * when): claimed when it is up, within the rejoin window — even if their players left here
+   * meanwhile, when `claimedPlayers` no longer names them and the neighbour's stale copy would
+   * otherwise end in a second player_left.
+   */
+  private readonly unsentClaims = new Map<number, { id: number; at: number }[]>();
   /** The run of each neighbour our link reached last (its welcome's epoch). */
   private readonly outEpochs = new Map<number, number>();
   /** Copies dropped for MAX_CUSTODY since the last warning. */
@@ -293,7 +302,13 @@ export class Sharding {
     // comes back to claims the entity, and the other drops its copy — which would otherwise keep
     // the player's offers out ("already here") and end in a false player_left at its rejoin window.
     o.engine.onRestoredRejoined = (id) => {
-      for (const n of this.neighbours) this.links?.send(n, { ownershipClaim: { entityIds: [id] } });
+      for (const n of this.neighbours) {
+        if ((this.links?.send(n, { ownershipClaim: { entityIds: [id] } }) ?? 0) > 0) continue;
+        const list = this.unsentClaims.get(n.shard) ?? [];
+        list.push({ id, at: this.now() });
+        if (list.length > MAX_UNSENT_CLAIMS) list.splice(0, list.length - MAX_UNSENT_CLAIMS);
+        this.unsentClaims.set(n.shard, list);
+      }
     };
   }
 
@@ -348,9 +363,13 @@ export class Sharding {
     // (which it waits for before admitting players).
     this.handBack(n, epoch);
     // And it may have restarted from a snapshot in which some of our players were still its own.
-    const owned = [...this.o.engine.claimedPlayers()];
-    for (const inc of this.incoming.values()) if (inc.adopted) owned.push(inc.entity.entityId);
-    this.links?.send(n, { ownershipClaim: { entityIds: owned } });
+    const owned = new Set(this.o.engine.claimedPlayers());
+    for (const inc of this.incoming.values()) if (inc.adopted) owned.add(inc.entity.entityId);
+    const late = this.unsentClaims.get(n.shard);
+    this.unsentClaims.delete(n.shard);
+    const since = this.now() - this.claimsKeptMs;
+    if (late) for (const c of late) if (c.at > since) owned.add(c.id);
+    this.links?.send(n, { ownershipClaim: { entityIds: [...owned] } });
     this.claimedTo.set(n.shard, { n, at: this.now() });
     const cutoff = this.now() - this.o.resumeTimeoutMs;
     for (const d of this.decisions) if (d.to === n && d.at >= cutoff) this.links?.send(n, d.msg);
@@ -660,6 +679,10 @@ export class Sharding {
     for (const [entityId, c] of this.copiesUntil) {
       if (c.any > now) break;
       this.copiesUntil.delete(entityId);
+    }
+    for (const [shard, list] of this.unsentClaims) {
+      while (list.length > 0 && now - (list[0] as { at: number }).at >= this.claimsKeptMs) list.shift();
+      if (list.length === 0) this.unsentClaims.delete(shard);
     }
     if (now - this.startedAt >= this.claimsKeptMs && (this.claimedSinceStart.size > 0 || this.takenGeneration.size > 0)) {
       this.claimedSinceStart.clear();
