@@ -1060,3 +1060,63 @@ test('players who join and leave, or drop and never come back, do not use up the
   const spawned = Array.from({ length: 5 }, () => r.context.spawn(0, 0, 2));
   expect(spawned).not.toContain(restoredId);
 });
+
+test("a commit redirect past its resume timeout is forgotten even when a longer one (a returned entity's rejoin window) was set before it", () => {
+  const e = new ShardEngine(settings, out);
+  // A neighbour restarted: a returned player's joins are sent there for the rejoin window (30 s here: 1200 ticks).
+  e.redirectJoins('zed', { shardName: 'west', resumeToken: '', address: 'ws://w' }, 30_000);
+  // Then bob is handed over with the usual resume timeout (500 ms: 20 ticks); his client drops.
+  const bob = joined(e, 1, 'bob');
+  e.offer(bob);
+  e.suspend(1);
+  e.commitOffer(bob, { message: { shardName: 'east', resumeToken: 'token-east', address: 'ws://e' }, forMs: 500 });
+  // Long after the neighbour forgot bob's token, bob joins here: no redirect to a dead token.
+  steps(e, 100);
+  const late = e.join(2, 'bob');
+  expect(late).toMatchObject({ ok: true });
+});
+
+test('a session that replaces one while its entity is on offer, then rolled back, is not credited the offer ticks twice', () => {
+  const e = new ShardEngine(settings, out);
+  const w = e.world;
+  const id = joined(e, 1, 'ann');
+  let seq = 0;
+  for (let t = 0; t < 5; t++) {
+    e.input(1, ++seq, 0.1, 0, 0);
+    e.step();
+  }
+  // Her inputs stop (the connection stalls) as the entity is offered to a neighbour.
+  e.offer(id);
+  steps(e, 30);
+  // Her client joins again, replacing the stalled session; the offer is rolled back 10 ticks later.
+  expect(e.join(2, 'ann')).toMatchObject({ ok: true, entityId: id });
+  steps(e, 10);
+  e.rollback(id);
+  // It stood 40 ticks since her last input: no more than that may be caught up on.
+  expect(w.credit[w.indexOf(id)]).toBeLessThanOrEqual(41);
+});
+
+test('a handed-back copy takes the place of the waiting snapshot entity on a shard restored over its player capacity: a swap, no place lost', () => {
+  const before = new ShardEngine(settings, out);
+  const ann = joined(before, 1, 'ann');
+  joined(before, 2, 'bob');
+  joined(before, 3, 'cat');
+  // Restarted with a lower player capacity: three restored players waiting, room for one.
+  const tight = loadConfig({
+    AETHEX_GAMESERVER_AUTH_JWKS_URL: 'http://unused.invalid/jwks',
+    AETHEX_GAMESERVER_ENGINE_REJOIN_WINDOW_MS: '1000',
+    AETHEX_GAMESERVER_ENGINE_WORLD_BOUNDS: '-100,-100,100,100',
+    AETHEX_GAMESERVER_ENGINE_MAX_PLAYERS: '1',
+  });
+  const after = new ShardEngine(tight, out, { restored: decodeState(before.persistentState(), settings['engine.max_entities']) });
+  expect(after.restoredWaitingOf('ann')).toBe(ann);
+  const copy = { entityId: (1 << 24) + 5, x: 1, y: 1, vx: 0, vy: 0, kind: 1, flags: 0, lastInputSeq: 4, state: new Uint8Array([2]) };
+  // A swap needs no room: the copy waits for ann in the old entity's place.
+  expect(after.supplantWaiting(copy, 'ann')).toBe(true);
+  expect([
+    after.restoredWaitingOf('ann'),
+    after.world.indexOf(ann),
+    [...(after.context.state(copy.entityId) ?? [])],
+    after.hasPlace('ann'),
+  ]).toEqual([copy.entityId, -1, [2], true]);
+});

@@ -904,7 +904,10 @@ export class ShardEngine {
         };
       }
       const handedOver = this.handedOver.get(playerId);
-      if (handedOver) {
+      // Checked here too: entries of different lengths (a commit's resume timeout, a returned
+      // entity's rejoin window) are not in expiry order, and `expireHandedOver` stops at the first.
+      if (handedOver && handedOver.until <= this.tick) this.handedOver.delete(playerId);
+      else if (handedOver) {
         this.handedOver.delete(playerId);
         const { redirect } = handedOver;
         return {
@@ -925,7 +928,9 @@ export class ShardEngine {
       // stalled). Not for the moves dropped from its queue: that would let a client that floods
       // and then replaces itself move faster than the ticks.
       const slot = this.world.indexOf(previous.entityId);
-      const stood = slot < 0 ? 0 : Math.max(this.world.credit[slot] as number, this.tick - previous.inputTick);
+      // On offer: the ticks since the offer are granted by its rollback (`rollback`), not twice.
+      const until = Math.min(this.tick, this.offeredAt.get(previous.entityId) ?? this.tick);
+      const stood = slot < 0 ? 0 : Math.max(this.world.credit[slot] as number, until - previous.inputTick);
       this.dropWaitingInputs(previous.entityId);
       if (slot >= 0) this.world.grantCredit(slot, stood);
     }
@@ -1370,6 +1375,13 @@ export class ShardEngine {
    */
   restoreWaiting(e: EntityTransfer, playerId: string): boolean {
     if (this.world.indexOf(e.entityId) >= 0 || this.hasPlace(playerId) || !this.hasRoomForPlayer) return false;
+    if (!this.adoptWaiting(e, playerId)) return false;
+    this.syncPlace(playerId);
+    return true;
+  }
+
+  /** Adopts `e` as `playerId`'s entity waiting for them a whole rejoin window; false at the entity capacity. */
+  private adoptWaiting(e: EntityTransfer, playerId: string): boolean {
     if (!this.adopt(e)) return false;
     const slot = this.world.indexOf(e.entityId);
     this.world.mode[slot] = MODE_DORMANT;
@@ -1377,7 +1389,6 @@ export class ShardEngine {
     this.world.vy[slot] = 0;
     this.dormant.set(playerId, e.entityId);
     this.dormantUntil.set(playerId, this.tick + this.rejoinWindowTicks);
-    this.syncPlace(playerId);
     return true;
   }
 
@@ -1423,9 +1434,11 @@ export class ShardEngine {
     const old = this.restoredWaitingOf(playerId);
     const slot = old === undefined ? -1 : this.world.indexOf(old);
     if (slot < 0 || this.world.mode[slot] !== MODE_DORMANT || this.world.indexOf(e.entityId) >= 0) return false;
+    // A swap: the player's place stays theirs and the copy takes the old entity's slot, so no
+    // capacity check (a shard restored over its capacity would otherwise lose both).
     this.stopWaiting(playerId);
     this.world.despawn(old as number, false);
-    if (this.restoreWaiting(e, playerId)) return true;
+    if (this.adoptWaiting(e, playerId)) return true;
     this.syncPlace(playerId);
     return false;
   }
