@@ -801,7 +801,8 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
     const third = crossing(3, 'ann', [3]);
     aSharding.afterStep();
     deliver(leftN, bSharding, toB.sent);
-    expect(toA.sent.map((m) => wire(m).body)).toEqual(['handoffAccept']);
+    // A is told at once that the second one, let go here, needs no copy kept.
+    expect(toA.sent.map((m) => wire(m).body)).toEqual(['handoffStored', 'handoffAccept']);
     expect(bSharding.inFlight.held).toEqual([third]);
     expect(b.world.indexOf(second)).toBe(-1);
     toA.sent.length = 0;
@@ -885,6 +886,37 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
     const joined = second.b.join(9, 'ann');
     expect(joined).toMatchObject({ ok: true, entityId: e2 });
     expect([...(second.b.context.state(e2) ?? [])]).toEqual([2]);
+  });
+
+  test('a copy of an entity let go for a newer one is not handed back to supplant the newer one a snapshot holds', async () => {
+    const { a, aSharding, toB, run, crossing, deliver, handOver } = world();
+    const first = run(1);
+    // Ann crosses with state [1]; her client never resumes on B.
+    const e1 = crossing(1, 'ann', [1]);
+    handOver(first);
+    // Her client joins A afresh and walks over again with state [2]: B lets e1 go for e2.
+    a.leave(1);
+    const e2 = crossing(2, 'ann', [2]);
+    handOver(first);
+    expect(first.bSharding.adoptedAwaitingResume()).toEqual([[e2, 'ann']]);
+    // B stores a snapshot holding e2 (newer); its HandoffStored for e1 and e2 never reaches A
+    // (the link was down, or B was killed right after the store).
+    const { decodeState, encodeState } = await import('../persist/state-codec.js');
+    const snapshot = decodeState(encodeState(first.b.tick, first.b.world, new Map(first.bSharding.adoptedAwaitingResume())), 16_384);
+    first.bSharding.stored(first.bSharding.adoptions);
+    first.toA.sent.length = 0;
+    // B's next run restores e2 waiting for ann; A hands back the copies it still keeps.
+    const second = run(2, { departedSince: async () => new Set() }, snapshot);
+    expect(second.b.restoredWaitingOf('ann')).toBe(e2);
+    aSharding.onOutboundUp(right, 2);
+    deliver(leftN, second.bSharding, toB.sent);
+    await new Promise((r) => setTimeout(r, 20));
+    // The newer entity (state [2]) stays: e1's copy, older than the snapshot, went when B let e1 go.
+    expect({
+      waiting: second.b.restoredWaitingOf('ann'),
+      state: [...(second.b.context.state(second.b.restoredWaitingOf('ann') ?? -1) ?? [])],
+      e1: second.b.world.indexOf(e1),
+    }).toEqual({ waiting: e2, state: [2], e1: -1 });
   });
 
   test('a shard that drains rolls back its own offers still undecided: an accept arriving after is answered with an abort, and the entity stays in its final snapshot', () => {

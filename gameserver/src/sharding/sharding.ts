@@ -381,7 +381,8 @@ export class Sharding {
     if (previous !== undefined && previous !== epoch) {
       // What it offered before stays held under its old epoch, out of reach of its new offers,
       // commits and aborts: an adopted entity until its player resumes, and an unadopted one
-      // because its commit may have reached the client but not us. Both go after the resume timeout.
+      // because its commit may have reached the client but not us. Both go after the resume timeout,
+      // or when the new run offers that player again (`onOffer`).
       this.o.log.info({ neighbour: n.name }, 'neighbour restarted; its ghosts are dropped');
       this.dropGhosts(n);
     }
@@ -862,6 +863,11 @@ export class Sharding {
       if (earlier) {
         this.forgetIncoming(earlier);
         if (earlier.adopted) this.o.engine.dropUnclaimed(earlier.entity.entityId);
+        // Its former owner's copy is of an entity let go for good here: told at once (ahead of
+        // this offer's accept on the same link), it is never handed back to a later run of ours,
+        // where it would take the place of the newer one a snapshot holds (`custodyAction`).
+        if (earlier.adopted && earlier.custody)
+          this.sendStored(earlier.from, earlier.epoch, [{ offerId: earlier.offerId, entityId: earlier.entity.entityId }]);
         this.reserveIncoming();
         this.o.log.info(
           { player: o.playerId, entity: earlier.entity.entityId, from: earlier.from.name, adopted: earlier.adopted },
