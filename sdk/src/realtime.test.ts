@@ -2217,3 +2217,42 @@ test('inputs 1–3 made before a Welcome whose lastInputSeq is 1 are renumbered 
   expect(inputs.map((m) => m.input?.seq)).toEqual([2, 3, 4]);
   expect(c.unacknowledged).toBe(3);
 });
+
+test('connect() answered with a redirect that has nothing to resume (an empty token) joins that shard with a token for it', async () => {
+  // Connection 0: the join on shard-a, answered with a redirect to shard-b whose entity waits
+  // there for a join. 1: what the client sends to shard-b.
+  const { url, connections } = await scriptedShard((socket, msg, connection) => {
+    if (msg.body === 'join' && connection === 0)
+      socket.send(
+        ServerMessage.encode({ handoffRedirect: { address: url, resumeToken: '', lastInputSeq: 0, shardName: 'shard-b' } }).finish(),
+      );
+    else if (msg.body === 'join') socket.send(welcome('shard-b'));
+    else if (msg.body === 'resume')
+      socket.send(
+        ServerMessage.encode({
+          kick: { reason: aethex.v1.ReasonCode.REASON_CODE_AUTH_FAILED, message: 'unknown or expired resume token' },
+        }).finish(),
+        () => socket.close(1000, 'refused'),
+      );
+  });
+  client = new RealtimeClient({
+    url,
+    joinToken: 't',
+    createSocket,
+    silenceTimeoutMs: 0,
+    rejoin: { joinToken: async (shard) => `token-${shard.name}` },
+  });
+  const c = client;
+  const result = await within(
+    c.connect().then(
+      () => 'connected',
+      (err: Error) => `rejected: ${err.message}`,
+    ),
+    3000,
+  );
+  await sleep(100);
+  expect({ result, sent: connections.map((msgs) => msgs[0]) }).toEqual({
+    result: 'connected',
+    sent: [expect.objectContaining({ body: 'join' }), expect.objectContaining({ body: 'join' })],
+  });
+}, 10_000);

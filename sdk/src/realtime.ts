@@ -680,20 +680,47 @@ export class RealtimeClient {
             socket.onclose = null;
             socket.onerror = null;
             socket.close(1000, 'redirected');
-            let next: WebSocketLike;
-            try {
-              next = this.openSocket(r.address);
-            } catch (err) {
-              const reason = `cannot connect to ${r.address}: ${(err as Error).message}`;
+            const follow = (hello: Uint8Array) => {
+              let next: WebSocketLike;
+              try {
+                next = this.openSocket(r.address);
+              } catch (err) {
+                const reason = `cannot connect to ${r.address}: ${(err as Error).message}`;
+                this.socket = undefined;
+                this.end(1006, reason);
+                settle(() => reject(connectError(reason, 'CONNECT_FAILED', 1006, err)));
+                return;
+              }
+              greet(next, r.address, hello);
+            };
+            if (r.resumeToken === '') {
+              // Nothing to resume there: the entity waits at that shard for the player's join (a
+              // neighbour handed it back after that shard restarted). Joined there, with a token for it.
+              const joinToken = this.options.rejoin?.joinToken;
               this.socket = undefined;
-              this.end(1006, reason);
-              settle(() => reject(connectError(reason, 'CONNECT_FAILED', 1006, err)));
+              if (!joinToken) {
+                const reason = `${r.shardName} keeps the entity for a join (no rejoin.joinToken to join it with)`;
+                this.end(1000, reason);
+                settle(() => reject(connectError(reason, 'CLOSED', 1000)));
+                return;
+              }
+              Promise.resolve()
+                .then(() => joinToken({ name: r.shardName, url: r.address }))
+                .then(
+                  (token) => {
+                    if (settled) return;
+                    follow(this.joinHello(token));
+                  },
+                  (err: unknown) => {
+                    const reason = `no join token for ${r.shardName}: ${(err as Error)?.message ?? err}`;
+                    this.end(1006, reason);
+                    settle(() => reject(connectError(reason, 'CONNECT_FAILED', 1006, err)));
+                  },
+                );
               return;
             }
             // Ack 0: ticks are per shard, so the new shard starts with a full snapshot.
-            greet(
-              next,
-              r.address,
+            follow(
               ClientMessage.encode({ resume: { resumeToken: r.resumeToken, protocolVersion: PROTOCOL_VERSION, ackTick: 0 } }).finish(),
             );
             return;
@@ -737,14 +764,13 @@ export class RealtimeClient {
           socketError ??= socketErrorOf(ev);
         };
       };
-      greet(
-        socket,
-        this.options.url,
-        ClientMessage.encode({
-          join: { joinToken: this.options.joinToken, protocolVersion: PROTOCOL_VERSION, clientVersion: this.clientVersion },
-        }).finish(),
-      );
+      greet(socket, this.options.url, this.joinHello(this.options.joinToken));
     });
+  }
+
+  /** A Join with `joinToken`, encoded. */
+  private joinHello(joinToken: string): Uint8Array {
+    return ClientMessage.encode({ join: { joinToken, protocolVersion: PROTOCOL_VERSION, clientVersion: this.clientVersion } }).finish();
   }
 
   private openSocket(url: string): WebSocketLike {
@@ -1011,11 +1037,9 @@ export class RealtimeClient {
         attempt.socket = socket;
         socket.onopen = () =>
           socket.send(
-            ClientMessage.encode(
-              resumeToken === undefined
-                ? { join: { joinToken: token, protocolVersion: PROTOCOL_VERSION, clientVersion: this.clientVersion } }
-                : { resume: { resumeToken, protocolVersion: PROTOCOL_VERSION, ackTick: 0 } },
-            ).finish(),
+            resumeToken === undefined
+              ? this.joinHello(token)
+              : ClientMessage.encode({ resume: { resumeToken, protocolVersion: PROTOCOL_VERSION, ackTick: 0 } }).finish(),
           );
         socket.onmessage = (ev) => {
           if (socket !== this.socket && rejoin.current !== attempt) return;
