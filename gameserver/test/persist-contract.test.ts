@@ -1323,6 +1323,38 @@ describe('the final snapshot is the drain’s own', () => {
       await own.drop();
     }
   });
+  test('a final snapshot whose write hangs does not keep the events a moment refused from being appended again', async () => {
+    const own = await privateSchema('gshang');
+    const k = key('final-hangs');
+    try {
+      const persistence = new ShardPersistence({
+        key: k,
+        snapshots: new PostgresSnapshotStore(own.pool),
+        outbox: new PostgresOutbox(own.pool),
+        sink: new CallbackSink(() => undefined),
+        presence: new MemoryPresence(),
+        log: silent,
+        presenceTtlMs: 60_000,
+      });
+      // The snapshot's write waits 4 s (a lock, a stalled disk); the events are refused for 500 ms
+      // of a drain given 2 s.
+      await own.pool.query(`CREATE FUNCTION hang() RETURNS trigger AS $$ BEGIN PERFORM pg_sleep(4); RETURN NEW; END $$ LANGUAGE plpgsql;
+        CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'the database system is shutting down'; END $$ LANGUAGE plpgsql;
+        CREATE TRIGGER hang BEFORE INSERT OR UPDATE ON shard_snapshots FOR EACH ROW EXECUTE FUNCTION hang();
+        CREATE TRIGGER refuse BEFORE INSERT ON shard_outbox FOR EACH ROW EXECUTE FUNCTION refuse();`);
+      persistence.playerJoined('ann');
+      const drained = persistence.drain(300, new Uint8Array([3]), performance.now() + 2000).then(
+        () => 'drained',
+        (err: Error) => err.message,
+      );
+      await new Promise((r) => setTimeout(r, 500));
+      await own.pool.query('DROP TRIGGER refuse ON shard_outbox');
+      expect(await drained).toBe('the final snapshot (tick 300) was not written: no answer within the drain (ops.drain_timeout_ms)');
+      expect((await own.pool.query('SELECT player_id FROM shard_outbox')).rows.map((r) => r.player_id)).toEqual(['ann']);
+    } finally {
+      await own.drop();
+    }
+  });
 });
 
 describe('outbox: two processes of one shard', () => {

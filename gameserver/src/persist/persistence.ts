@@ -516,30 +516,41 @@ export class ShardPersistence {
     this.draining = true;
     let finalSnapshot = this.snapshot(finalTick, finalState, mark);
     const left = () => deadline - this.now();
-    // A flush may have been running already; one more catches what it did not take.
-    let [snapshotInTime, outboxInTime, presenceInTime] = await Promise.all([
-      settledWithin(this.writing ?? Promise.resolve(), left()),
-      settledWithin(
+    // A store that fails them (a connection cut, a failover) is asked again while the drain has
+    // time: the final snapshot and the events appended are all that a restart brings back. Each
+    // on its own, side by side: a snapshot store that hangs does not keep the appends from being
+    // asked again, nor the other way round.
+    const retries = Number.isFinite(deadline);
+    const snapshotFailed = () => this.savedSeq < finalSnapshot && !(this.lastSaveError instanceof StaleSnapshotError);
+    const saveFinal = async (): Promise<boolean> => {
+      let inTime = await settledWithin(this.writing ?? Promise.resolve(), left());
+      while (inTime && snapshotFailed() && retries && left() > DRAIN_RETRY_MS) {
+        await delay(DRAIN_RETRY_MS);
+        finalSnapshot = this.snapshot(finalTick, finalState, mark);
+        inTime = await settledWithin(this.writing ?? Promise.resolve(), left());
+      }
+      return inTime;
+    };
+    const appendAll = async (): Promise<boolean> => {
+      // A flush may have been running already; one more catches what it did not take.
+      let inTime = await settledWithin(
         this.flushOutbox().then(() => this.flushOutbox()),
         left(),
-      ),
+      );
+      while (inTime && this.events.length > 0 && this.appending === 0 && retries && left() > DRAIN_RETRY_MS) {
+        await delay(DRAIN_RETRY_MS);
+        inTime = await settledWithin(this.flushOutbox(), left());
+      }
+      return inTime;
+    };
+    const [snapshotInTime, outboxInTime, presenceInTime] = await Promise.all([
+      saveFinal(),
+      appendAll(),
       settledWithin(
         this.flushPresence().then(() => this.flushPresence()),
         left(),
       ),
     ]);
-    // A store that failed them (a connection cut, a failover) is asked again while the drain has
-    // time: the final snapshot and the events appended are all that a restart brings back.
-    const snapshotFailed = () => snapshotInTime && this.savedSeq < finalSnapshot && !(this.lastSaveError instanceof StaleSnapshotError);
-    const appendsFailed = () => outboxInTime && this.events.length > 0 && this.appending === 0;
-    while ((snapshotFailed() || appendsFailed()) && Number.isFinite(deadline) && left() > DRAIN_RETRY_MS) {
-      await delay(DRAIN_RETRY_MS);
-      if (snapshotFailed()) finalSnapshot = this.snapshot(finalTick, finalState, mark);
-      [snapshotInTime, outboxInTime] = await Promise.all([
-        settledWithin(this.writing ?? Promise.resolve(), left()),
-        appendsFailed() ? settledWithin(this.flushOutbox(), left()) : outboxInTime,
-      ]);
-    }
     // A prune under way stops after its current batch; the stores close after it.
     await settledWithin(this.pruning ?? Promise.resolve(), left());
     // Those whose removal still hangs (not in time) are not in `left` yet.
