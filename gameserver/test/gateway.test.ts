@@ -590,6 +590,23 @@ describe('gateway and engine over real sockets', () => {
     expect(c.kick()).toBeUndefined();
   });
 
+  test('a message the gateway writes itself (an Error) is counted: one message, its payload bytes, not the frame header', async () => {
+    t = await startTestShard();
+    const c = await raw(t.shard.gatewayUrl);
+    const payloads: number[] = [];
+    c.ws.on('message', (data) => payloads.push((data as Buffer).length));
+    // Not joined: no snapshot, nothing else is sent to anyone.
+    const messages = (await metric(t.shard.opsUrl, 'aether_messages_sent_total')) ?? 0;
+    const bytes = (await metric(t.shard.opsUrl, 'aether_bytes_sent_total')) ?? 0;
+    c.ws.send(ClientMessage.encode({ input: { seq: 1 } }).finish());
+    await until('the Error', () => c.errors().length === 1);
+    expect(payloads).toHaveLength(1);
+    // The frame on the wire is 2 bytes more (a header for under 126 bytes); the metric counts payloads, as for snapshots.
+    expect(payloads[0]).toBeLessThan(126);
+    expect(await metric(t.shard.opsUrl, 'aether_messages_sent_total')).toBe(messages + 1);
+    expect(await metric(t.shard.opsUrl, 'aether_bytes_sent_total')).toBe(bytes + (payloads[0] as number));
+  });
+
   test('WebSocket pings spend the message rate: a ping flood gets pongs only within it, then RATE_LIMITED', async () => {
     t = await startTestShard({ AETHEX_GAMESERVER_GATEWAY_MAX_MESSAGES_PER_SECOND: '50', AETHEX_GAMESERVER_GATEWAY_MESSAGE_BURST: '50' });
     const c = await raw(t.shard.gatewayUrl);

@@ -587,6 +587,59 @@ describe('outbox and stream: neither grows for ever', () => {
     expect(await outbox.prune(other, 1)).toBe(0);
   });
 
+  test('a prune forgets at most its limit, the longest relayed first; the shard prunes batch after batch until one is short', async () => {
+    const outbox = new PostgresOutbox(pool, 60_000);
+    const rows = async (shard: string) =>
+      (await pool.query<{ player_id: string }>('SELECT player_id FROM shard_outbox WHERE shard = $1 ORDER BY id', [shard])).rows.map(
+        (r) => r.player_id,
+      );
+    // Four relayed past the retention, relayed 5, 4, 3 and 2 minutes ago (not in id order), one just now.
+    const k = key(`prune-limit-${Math.random().toString(36).slice(2, 8)}`);
+    await outbox.append(
+      k,
+      ['a', 'b', 'c', 'd', 'e'].map((p, i) => event('player_joined', p, i)),
+    );
+    expect(await outbox.relay(k, new CallbackSink(() => undefined))).toBe(5);
+    await pool.query(
+      `UPDATE shard_outbox SET relayed_at = now() - make_interval(mins => (ARRAY[3, 5, 2, 4])[array_position(ARRAY['a', 'b', 'c', 'd'], player_id)])
+        WHERE shard = $1 AND player_id <> 'e'`,
+      [k.shard],
+    );
+    expect(await outbox.prune(k, 2)).toBe(2);
+    expect(await rows(k.shard)).toEqual(['a', 'c', 'e']);
+    expect(await outbox.prune(k, 2)).toBe(2);
+    expect(await rows(k.shard)).toEqual(['e']);
+    expect(await outbox.prune(k, 2)).toBe(0);
+
+    // A backlog of 10,001: the shard's first prune takes batches of 5,000 until one is short, all in one run.
+    const backlog = key(`prune-backlog-${Math.random().toString(36).slice(2, 8)}`);
+    await outbox.append(
+      backlog,
+      Array.from({ length: 10_001 }, (_, i) => event('player_joined', `p${i}`, i)),
+    );
+    await pool.query(`UPDATE shard_outbox SET relayed_at = now() - interval '2 minutes' WHERE shard = $1`, [backlog.shard]);
+    const { lines, log } = recordingLog('debug');
+    const persistence = new ShardPersistence({
+      key: backlog,
+      snapshots: new PostgresSnapshotStore(pool),
+      outbox,
+      sink: new CallbackSink(() => undefined),
+      presence: new MemoryPresence(),
+      log,
+      presenceTtlMs: 60_000,
+      pruneIntervalMs: 50,
+    });
+    const runs = () => lines.filter((l) => l.msg === 'relayed events pruned from the outbox').map((l) => l.pruned);
+    persistence.start();
+    try {
+      await until('a prune run', () => runs().length > 0, 20_000);
+    } finally {
+      await persistence.drain(1, new Uint8Array([1]));
+    }
+    expect(runs()[0]).toBe(10_001);
+    expect(await rows(backlog.shard)).toEqual([]);
+  });
+
   test("the prune's index is the per-shard one, also where an earlier build made it on relayed_at alone", async () => {
     const old = uniqueName('gsi').replaceAll('-', '_');
     const oldPool = new pg.Pool({ connectionString: env.pgUrl, max: 1, options: `-c search_path=${old}` });
@@ -1257,7 +1310,7 @@ async function privateSchema(prefix: string) {
 }
 
 /** A logger whose lines are kept, parsed. */
-function recordingLog(level: 'info' | 'warn' = 'info') {
+function recordingLog(level: 'debug' | 'info' | 'warn' = 'info') {
   const lines: { level: number; msg: string; [k: string]: unknown }[] = [];
   return { lines, log: createLogger('persist-contract-test', level, { write: (l: string) => void lines.push(JSON.parse(l)) }) };
 }
@@ -1431,6 +1484,41 @@ describe('outbox: an event PostgreSQL refuses for its data', () => {
     expect((await metrics.outboxDropped.get()).values[0]?.value).toBe(2);
     expect((await metrics.outboxQueued.get()).values[0]?.value).toBe(0);
     await redis.del(eventStreamKey(k));
+  });
+
+  test('a dropped event is not counted pending: while the relay fails, the gauge holds the events appended, as the outbox does', async () => {
+    const k = key(`poison-pending-${Math.random().toString(36).slice(2, 8)}`);
+    const metrics = createPersistenceMetrics();
+    const outbox = new PostgresOutbox(pool);
+    const persistence = new ShardPersistence({
+      key: k,
+      snapshots: new PostgresSnapshotStore(pool),
+      outbox,
+      sink: new RedisStreamSink(redis),
+      presence: new MemoryPresence(),
+      log: silent,
+      presenceTtlMs: 60_000,
+      metrics,
+    });
+    // The stream's key holds a string: Redis refuses every publish (WRONGTYPE), so nothing is relayed.
+    await redis.set(eventStreamKey(k), 'not a stream');
+    try {
+      persistence.playerJoined('ann', 1);
+      persistence.playerJoined('bad\u0000id', 2);
+      persistence.playerJoined('bob', 3);
+      await persistence.flush();
+      expect((await metrics.outboxDropped.get()).values[0]?.value).toBe(1);
+      expect((await metrics.outboxRelayFailures.get()).values).toMatchObject([{ labels: { reason: 'error' }, value: 1 }]);
+      expect(await outbox.pending(k)).toBe(2);
+      expect((await metrics.outboxPending.get()).values[0]?.value).toBe(2);
+      // Once Redis takes them, nothing waits.
+      await redis.del(eventStreamKey(k));
+      await persistence.flush();
+      expect(await readStream(k)).toEqual(['player_joined:ann', 'player_joined:bob']);
+      expect((await metrics.outboxPending.get()).values[0]?.value).toBe(0);
+    } finally {
+      await redis.del(eventStreamKey(k));
+    }
   });
 
   test('a batch PostgreSQL refuses every event of is given up on after 16 refusals, not halved down to each event', async () => {

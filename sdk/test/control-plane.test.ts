@@ -277,6 +277,49 @@ describe('sessions', () => {
     expect(tablet.ended).toEqual([]);
   });
 
+  it('a logout in flight when another device logs out everywhere ends quietly, and later ends are reported again', async () => {
+    const address = email();
+    await client().auth.register(address, PASSWORD);
+    // The real fetch, recording each call and holding the first logout until released.
+    const calls: string[] = [];
+    let held = false;
+    let arrived: () => void = () => undefined;
+    const inFlight = new Promise<void>((r) => (arrived = r));
+    let release: () => void = () => undefined;
+    const released = new Promise<void>((r) => (release = r));
+    const tablet = client({
+      fetch: async (url, init) => {
+        const call = `${init.method ?? 'GET'} ${new URL(url).pathname}`;
+        calls.push(call);
+        if (call === 'POST /api/v1/auth/logout' && !held) {
+          held = true;
+          arrived();
+          await released;
+        }
+        return fetch(url, init);
+      },
+    });
+    const phone = client();
+    await tablet.auth.login(address, PASSWORD);
+    await phone.auth.login(address, PASSWORD);
+    const out = tablet.auth.logout();
+    await inFlight;
+    await phone.auth.logout({ all: true });
+    release();
+    await out;
+    // The logout's token was refused, its refresh too (the session had ended): signed out, no end to report.
+    expect(calls.slice(1)).toEqual(['POST /api/v1/auth/logout', 'POST /api/v1/auth/refresh']);
+    expect(tablet.storage.load()).toBeUndefined();
+    expect(tablet.ended).toEqual([]);
+    // That logout is over: a later session of this client ended elsewhere is reported.
+    await tablet.auth.login(address, PASSWORD);
+    await phone.auth.login(address, PASSWORD);
+    await phone.auth.logout({ all: true });
+    await expect(tablet.auth.me()).rejects.toMatchObject({ status: 401, code: 'AUTH_REFRESH_INVALID' });
+    expect(tablet.storage.load()).toBeUndefined();
+    expect(tablet.ended.map((e) => e.code)).toEqual(['AUTH_REFRESH_INVALID']);
+  });
+
   it('a refresh the server rate-limits (429) keeps the session: it is not refused, only delayed', async () => {
     const strict = await startPlane({ AETHEX_AUTH_REFRESH_ADDRESS_BUDGET: '1' });
     try {
@@ -293,6 +336,27 @@ describe('sessions', () => {
         )) as ApiError | undefined;
       expect(limited).toMatchObject({ status: 429, code: 'RATE_LIMITED' });
       expect(storage.load()).toBeDefined();
+      expect(ended).toEqual([]);
+    } finally {
+      await strict.close();
+      await dropSchema(testEnv(), strict.config['postgres.schema']);
+    }
+  });
+
+  it('a logout whose refresh fails for now (429) still signs out here: storage cleared, the error rethrown, no end reported', async () => {
+    const strict = await startPlane({ AETHEX_AUTH_REFRESH_ADDRESS_BUDGET: '1' });
+    try {
+      const clock = new Clock();
+      const ended: ApiError[] = [];
+      const storage = new MemoryTokenStorage();
+      const auth = new AuthClient({ baseUrl: strict.url, storage, now: clock.now, onSessionEnded: (e) => ended.push(e) });
+      await auth.register(email(), PASSWORD);
+      // Spend the address's one refresh a minute (the second at the latest is refused for now).
+      for (let i = 0; i < 2; i++) await auth.refresh().catch(() => undefined);
+      // An access token the clock says is stale: the logout must refresh first, and is rate-limited.
+      clock.t += 20 * 60_000;
+      await expect(auth.logout()).rejects.toMatchObject({ status: 429, code: 'RATE_LIMITED' });
+      expect(storage.load()).toBeUndefined();
       expect(ended).toEqual([]);
     } finally {
       await strict.close();
