@@ -77,7 +77,11 @@ test('a tick spends at most rpc.max_ms_per_tick on handlers, at least one call; 
   expect((await Promise.all(calls)).map((r) => r.ok)).toEqual([true, true, true, true]);
 });
 
-test("callers take turns: one player's queued slow calls hold another's back by one call, not all of them", async () => {
+/**
+ * ann (session 1) and bob (2) joined; `slow` takes 6 ms, over the 5 ms budget of a tick: one call
+ * a tick. `ran` is what ran, as player and payload's first byte.
+ */
+function slowCallers() {
   const ran: string[] = [];
   const e = engineWith(
     {
@@ -90,6 +94,11 @@ test("callers take turns: one player's queued slow calls hold another's back by 
     { AETHEX_GAMESERVER_RPC_MAX_MS_PER_TICK: '5' },
   );
   expect(e.join(2, 'bob').ok).toBe(true);
+  return { e, ran };
+}
+
+test("callers take turns: one player's queued slow calls hold another's back by one call, not all of them", async () => {
+  const { e, ran } = slowCallers();
   expect(e.join(3, 'cat').ok).toBe(true);
   // ann queues 4 calls first, then bob and cat one each.
   const calls = Array.from({ length: 4 }, (_, i) => e.rpc(1, 'slow', new Uint8Array([i])));
@@ -155,18 +164,7 @@ test('a session that ends with calls queued: they are answered NOT_JOINED at onc
 });
 
 test('a player handed over with calls queued behind a busy tick: all are answered HANDED_OVER at the commit, none run', async () => {
-  const ran: string[] = [];
-  const e = engineWith(
-    {
-      slow(_ctx, player, payload) {
-        busy(6);
-        ran.push(`${player.playerId}${payload[0]}`);
-        return payload;
-      },
-    },
-    { AETHEX_GAMESERVER_RPC_MAX_MS_PER_TICK: '5' },
-  );
-  expect(e.join(2, 'bob').ok).toBe(true);
+  const { e, ran } = slowCallers();
   const cat = e.join(3, 'cat');
   if (!cat.ok) throw new Error(cat.message);
   // bob's slow calls spend each tick's budget; cat's queue behind them.
