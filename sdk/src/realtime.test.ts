@@ -2256,3 +2256,45 @@ test('connect() answered with a redirect that has nothing to resume (an empty to
     sent: [expect.objectContaining({ body: 'join' }), expect.objectContaining({ body: 'join' })],
   });
 }, 10_000);
+
+test('close() while connect() fetches a join token for an empty-token redirect ends the session; no join follows', async () => {
+  const { url, connections } = await scriptedShard((socket, msg, connection) => {
+    if (msg.body === 'join' && connection === 0)
+      socket.send(
+        ServerMessage.encode({ handoffRedirect: { address: url, resumeToken: '', lastInputSeq: 0, shardName: 'shard-b' } }).finish(),
+      );
+    else if (msg.body === 'join') socket.send(welcome('shard-b'));
+  });
+  let giveToken: (t: string) => void = () => {};
+  let asked = false;
+  const closes: string[] = [];
+  client = new RealtimeClient({
+    url,
+    joinToken: 't',
+    createSocket,
+    silenceTimeoutMs: 0,
+    rejoin: {
+      joinToken: () => {
+        asked = true;
+        return new Promise<string>((r) => (giveToken = r));
+      },
+    },
+  });
+  const c = client;
+  c.on('close', (code, reason) => closes.push(`${code} ${reason}`));
+  const connecting = c.connect().then(
+    () => 'connected',
+    (err: Error & { code?: string }) => `rejected ${err.code}`,
+  );
+  await until('the join token to be asked for', () => asked, 3000);
+  c.close();
+  giveToken('token-b');
+  const result = await within(connecting, 1000);
+  await sleep(200);
+  expect({ result, ended: c.ended, closes, joinsSent: connections.length }).toEqual({
+    result: 'rejected CLOSED',
+    ended: true,
+    closes: ['1000 client closed'],
+    joinsSent: 1,
+  });
+}, 10_000);

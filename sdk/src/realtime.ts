@@ -436,6 +436,8 @@ export class RealtimeClient {
   /** The last kick's reason on the session's socket (decides whether a drop is rejoined). */
   private lastKick: string | undefined;
   private closing = false;
+  /** Set while connect() waits for a join token between sockets (an empty-token redirect): ends that wait. */
+  private connectWaiting: (() => void) | undefined;
   /** Set when 'close' was emitted: `code reason`. */
   private endedWith: string | undefined;
   private endedCode: number | undefined;
@@ -704,14 +706,26 @@ export class RealtimeClient {
                 settle(() => reject(connectError(reason, 'CLOSED', 1000)));
                 return;
               }
+              // No socket meanwhile: `close()` ends the wait through this (it has no socket to close).
+              const waiting = () => {
+                this.end(1000, 'client closed');
+                settle(() => reject(connectError('closed before joining: 1000 client closed', 'CLOSED', 1000)));
+              };
+              this.connectWaiting = waiting;
+              const done = () => {
+                if (this.connectWaiting === waiting) this.connectWaiting = undefined;
+              };
               Promise.resolve()
                 .then(() => joinToken({ name: r.shardName, url: r.address }))
                 .then(
                   (token) => {
-                    if (settled) return;
+                    done();
+                    if (settled || this.closing || this.ended) return;
                     follow(this.joinHello(token));
                   },
                   (err: unknown) => {
+                    done();
+                    if (settled) return;
                     const reason = `no join token for ${r.shardName}: ${(err as Error)?.message ?? err}`;
                     this.end(1006, reason);
                     settle(() => reject(connectError(reason, 'CONNECT_FAILED', 1006, err)));
@@ -1802,6 +1816,7 @@ export class RealtimeClient {
       this.stopRejoin(this.rejoining, 1000, 'client closed');
       this.end(1000, 'client closed');
     } else if (this.handoff) this.endDuringHandoff(1000, 'client closed');
-    else this.socket?.close(1000, 'client closed');
+    else if (this.socket) this.socket.close(1000, 'client closed');
+    else this.connectWaiting?.();
   }
 }
