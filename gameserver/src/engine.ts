@@ -1181,6 +1181,15 @@ export class ShardEngine {
     }
   }
 
+  /** Whether a player plays `entityId` here now: a session holds it (on offer or not). */
+  playsHere(entityId: number): boolean {
+    const s = this.byEntity.get(entityId);
+    const slot = this.world.indexOf(entityId);
+    return (
+      s !== undefined && !s.redirected && slot >= 0 && (this.world.mode[slot] === MODE_OWNED || this.world.mode[slot] === MODE_OFFERED)
+    );
+  }
+
   /**
    * The player entities this shard surely owns, for a restarted neighbour to drop its copies of:
    * its players' and those of players who dropped here and may rejoin — not those restored from
@@ -1188,11 +1197,7 @@ export class ShardEngine {
    */
   *claimedPlayers(): Generator<number> {
     // Players on offer too: this shard owns them until a commit.
-    for (const s of this.sessions.values()) {
-      if (s.redirected) continue;
-      const slot = this.world.indexOf(s.entityId);
-      if (slot >= 0 && (this.world.mode[slot] === MODE_OWNED || this.world.mode[slot] === MODE_OFFERED)) yield s.entityId;
-    }
+    for (const s of this.sessions.values()) if (this.playsHere(s.entityId)) yield s.entityId;
     for (const playerId of this.droppedHere) {
       const entityId = this.dormant.get(playerId);
       if (entityId !== undefined) yield entityId;
@@ -1350,15 +1355,17 @@ export class ShardEngine {
    * Forgets restored (dormant) players' entities that a neighbour owns now: those players moved on
    * after the snapshot this shard restarted from — a handoff whose own event here the crash may
    * have lost, so their place is freed as handed over. Returns how many were dropped.
+   * `away`: those of `entityIds` whose player does not play on the neighbour now (they dropped or
+   * left there): one whose player rejoined it and dropped here since stays — which of the two
+   * they played last is unknown, and this shard claims its own.
    */
-  dropDormant(entityIds: Iterable<number>): number {
+  dropDormant(entityIds: Iterable<number>, away: ReadonlySet<number> = new Set()): number {
     const ids = new Set(entityIds);
     let dropped = 0;
     for (const [playerId, entityId] of this.dormant) {
       const i = this.world.indexOf(entityId);
-      // Not one its player rejoined and dropped here: this shard claims that one itself (a
-      // neighbour's claim of it came late — its player left there and came here since).
-      if (!ids.has(entityId) || i < 0 || this.world.mode[i] !== MODE_DORMANT || this.droppedHere.has(playerId)) continue;
+      if (!ids.has(entityId) || i < 0 || this.world.mode[i] !== MODE_DORMANT) continue;
+      if (away.has(entityId) && this.droppedHere.has(playerId)) continue;
       this.stopWaiting(playerId);
       this.world.despawn(entityId);
       this.syncPlace(playerId, true);

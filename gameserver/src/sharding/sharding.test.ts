@@ -236,7 +236,7 @@ test('a shard restored with players admits nobody until its neighbours claim the
  * Shards A (left) and B (right), both restored from snapshots holding pat's entity, waiting for
  * pat: B's from before pat walked on to A. Their links record; nothing is sent yet.
  */
-async function twoRestoredWithPat() {
+async function twoRestoredWithPat(extraA: Partial<ConstructorParameters<typeof Sharding>[0]> = {}) {
   const { decodeState, encodeState } = await import('../persist/state-codec.js');
   const { World, KIND_PLAYER } = await import('../sim/world.js');
   // Pat's entity as each shard last saved it: B's snapshot from before pat walked on to A.
@@ -263,7 +263,7 @@ async function twoRestoredWithPat() {
     },
   );
   const leftN: Neighbour = { shard: 0, name: 'w-0-0', region: left, address: '127.0.0.1:0' };
-  const aSharding = shardingOf(a, { restored: true });
+  const aSharding = shardingOf(a, { restored: true, ...extraA });
   const bSharding = shardingOf(b, {
     restored: true,
     placement: { bounds: settings['engine.world_bounds'], shard: 1, region: right.region, address: '127.0.0.1:1', neighbours: [leftN] },
@@ -320,14 +320,84 @@ test('a restored player who rejoins and leaves while the link is down is still c
 });
 
 test("a neighbour's late claim of an entity whose player rejoined and dropped here leaves it waiting for them", async () => {
-  const { b, bSharding, leftN, pat } = await twoRestoredWithPat();
-  // Pat rejoins B's copy and drops there; A's claim of pat (from a rejoin there whose claim waited
-  // for the link, pat having left A since) arrives after.
+  const { a, b, aSharding, bSharding, toB, leftN, pat } = await twoRestoredWithPat();
+  const linkUp = { toB: false };
+  const send = toB.links.send.bind(toB.links);
+  (toB.links as unknown as { send: typeof send }).send = (n, m) => (linkUp.toB ? send(n, m) : 0);
+  // Pat rejoins A while A's link to B is down, and quits; then pat rejoins B's copy and drops there.
+  expect(a.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
+  a.leave(1);
   expect(b.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
   b.suspend(1);
-  bSharding.onMessage(leftN, wire({ ownershipClaim: { entityIds: [pat] } }));
+  // A's claim of pat arrives after, saying pat is away from A.
+  linkUp.toB = true;
+  aSharding.onOutboundUp(right, 2);
+  expect(toB.sent.map((m) => [wire(m).ownershipClaim?.entityIds, wire(m).ownershipClaim?.awayIds])).toEqual([[[pat], [pat]]]);
+  for (const m of toB.sent.splice(0)) bSharding.onMessage(leftN, wire(m));
   expect(b.world.mode[b.world.indexOf(pat)]).toBe(MODE_DORMANT);
   expect(b.join(2, 'pat')).toMatchObject({ ok: true, entityId: pat });
+});
+
+test("a player who rejoined and dropped on one restored shard, then rejoined the other's copy, is owned by one shard only", async () => {
+  const { a, b, aSharding, bSharding, toA, toB, leftN, pat } = await twoRestoredWithPat();
+  // B's link to A is down for a while; A's to B is up.
+  const linkUp = { toA: false };
+  const send = toA.links.send.bind(toA.links);
+  (toA.links as unknown as { send: typeof send }).send = (n, m) => (linkUp.toA ? send(n, m) : 0);
+  aSharding.onOutboundUp(right, 2);
+  for (const m of toB.sent.splice(0)) bSharding.onMessage(leftN, wire(m));
+  // Pat rejoins B's copy (B's claim waits for its link) and drops there.
+  expect(b.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
+  b.suspend(1);
+  // A client of pat started afresh joins A, whose copy is still there (B's claim never came): A claims it.
+  expect(a.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
+  for (const m of toB.sent.splice(0)) bSharding.onMessage(leftN, wire(m));
+  // B's link comes up: its late claim and its link-up claim reach A, where pat plays.
+  linkUp.toA = true;
+  bSharding.onOutboundUp(leftN, 1);
+  for (const m of toA.sent.splice(0)) aSharding.onMessage(right, wire(m));
+  // One owner: pat plays on A; B holding the entity too refuses A's offers of it ("already here")
+  // and ends in a player_left at its rejoin window for a player still playing.
+  expect({ onA: a.world.indexOf(pat) >= 0, onB: b.world.indexOf(pat) >= 0 }).toEqual({ onA: true, onB: false });
+});
+
+test('both links down: a player who dropped on one restored copy and plays on the other is owned, once the links are up, where they play', async () => {
+  const { a, b, aSharding, bSharding, toA, toB, leftN, pat } = await twoRestoredWithPat();
+  const up = { links: false };
+  for (const t of [toA, toB]) {
+    const send = t.links.send.bind(t.links);
+    (t.links as unknown as { send: typeof send }).send = (n, m) => (up.links ? send(n, m) : 0);
+  }
+  // Pat rejoins B's copy and drops there; a client of pat started afresh joins A's copy and plays.
+  expect(b.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
+  b.suspend(1);
+  expect(a.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
+  up.links = true;
+  aSharding.onOutboundUp(right, 2);
+  bSharding.onOutboundUp(leftN, 1);
+  for (const m of toB.sent.splice(0)) bSharding.onMessage(leftN, wire(m));
+  for (const m of toA.sent.splice(0)) aSharding.onMessage(right, wire(m));
+  // A's claim says pat plays there: B's copy goes. B's says pat is away from B: A's stays.
+  expect({ onA: a.world.indexOf(pat) >= 0, onB: b.world.indexOf(pat) >= 0 }).toEqual({ onA: true, onB: false });
+});
+
+test('a claim held back for a link that is down goes with the link-up claim for the rejoin window or CUSTODY_MS, whichever is longer (docs/sharding.md)', async () => {
+  let clock = 1_000_000;
+  const held = async (after: number) => {
+    clock = 1_000_000;
+    const { a, aSharding, toB, pat } = await twoRestoredWithPat({ now: () => clock, rejoinWindowMs: 30_000 });
+    const linkUp = { toB: false };
+    const send = toB.links.send.bind(toB.links);
+    (toB.links as unknown as { send: typeof send }).send = (n, m) => (linkUp.toB ? send(n, m) : 0);
+    expect(a.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
+    a.leave(1);
+    clock += after;
+    linkUp.toB = true;
+    aSharding.onOutboundUp(right, 2);
+    return toB.sent.map((m) => wire(m).ownershipClaim?.entityIds?.length);
+  };
+  // Past the 30 s rejoin window and within CUSTODY_MS (60 s): still claimed; past both: not.
+  expect([await held(40_000), await held(61_000)]).toEqual([[1], [0]]);
 });
 
 test('an accepted offer keeps its player a place and its entity a slot: no join, game spawn, ghost or second offer takes them', () => {

@@ -270,7 +270,8 @@ export class Sharding {
   private readonly unsentReleased = new Map<number, number[]>();
   /**
    * Restored entities rejoined here while our link to a neighbour was down (neighbour → ids and
-   * when): claimed when it is up, within the rejoin window — even if their players left here
+   * when): claimed when it is up, within `claimsKeptMs` (the rejoin window or CUSTODY_MS, whichever
+   * is longer: a copy handed back may come that late) — even if their players left here
    * meanwhile, when `claimedPlayers` no longer names them and the neighbour's stale copy would
    * otherwise end in a second player_left.
    */
@@ -364,12 +365,14 @@ export class Sharding {
     this.handBack(n, epoch);
     // And it may have restarted from a snapshot in which some of our players were still its own.
     const owned = new Set(this.o.engine.claimedPlayers());
-    for (const inc of this.incoming.values()) if (inc.adopted) owned.add(inc.entity.entityId);
     const late = this.unsentClaims.get(n.shard);
     this.unsentClaims.delete(n.shard);
     const since = this.now() - this.claimsKeptMs;
     if (late) for (const c of late) if (c.at > since) owned.add(c.id);
-    this.links?.send(n, { ownershipClaim: { entityIds: [...owned] } });
+    // Adopted and not resumed yet: on their way here, as good as played here.
+    const away = [...owned].filter((id) => !this.o.engine.playsHere(id));
+    for (const inc of this.incoming.values()) if (inc.adopted) owned.add(inc.entity.entityId);
+    this.links?.send(n, { ownershipClaim: { entityIds: [...owned], awayIds: away } });
     this.claimedTo.set(n.shard, { n, at: this.now() });
     const cutoff = this.now() - this.o.resumeTimeoutMs;
     for (const d of this.decisions) if (d.to === n && d.at >= cutoff) this.links?.send(n, d.msg);
@@ -494,9 +497,10 @@ export class Sharding {
         this.takeIdsReleased(from, (msg.idsReleased as aethex.v1.IdsReleased).entityIds);
         break;
       case 'ownershipClaim': {
-        const ids = (msg.ownershipClaim as aethex.v1.OwnershipClaim).entityIds;
+        const claim = msg.ownershipClaim as aethex.v1.OwnershipClaim;
+        const ids = claim.entityIds;
         if (this.now() - this.startedAt < this.claimsKeptMs) for (const id of ids) this.claimedSinceStart.add(id);
-        const dropped = this.o.engine.dropDormant(ids);
+        const dropped = this.o.engine.dropDormant(ids, new Set(claim.awayIds));
         if (dropped > 0) this.o.log.info({ neighbour: from.name, dropped }, 'restored players that moved to a neighbour dropped');
         this.claimsAwaited.delete(from.shard);
         break;

@@ -777,6 +777,7 @@ export namespace aethex {
             constructor(p?: aethex.v1.OwnershipClaim.$Properties);
             $unknowns?: Uint8Array[];
             entityIds: number[];
+            awayIds: number[];
             static create(properties: aethex.v1.OwnershipClaim.$Shape): aethex.v1.OwnershipClaim & aethex.v1.OwnershipClaim.$Shape;
             static create(properties?: aethex.v1.OwnershipClaim.$Properties): aethex.v1.OwnershipClaim;
             static encode(m: aethex.v1.OwnershipClaim.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
@@ -793,6 +794,7 @@ export namespace aethex {
         namespace OwnershipClaim {
             interface $Properties {
                 entityIds?: (number[]|null);
+                awayIds?: (number[]|null);
                 $unknowns?: Uint8Array[];
             }
             type $Shape = aethex.v1.OwnershipClaim.$Properties;

@@ -8378,6 +8378,7 @@ export const aethex = $root.aethex = (() => {
              * Properties of an OwnershipClaim.
              * @typedef {Object} aethex.v1.OwnershipClaim.$Properties
              * @property {Array.<number>|null} [entityIds] OwnershipClaim entityIds
+             * @property {Array.<number>|null} [awayIds] OwnershipClaim awayIds
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -8404,6 +8405,7 @@ export const aethex = $root.aethex = (() => {
              */
             const OwnershipClaim = function (p) {
                 this.entityIds = [];
+                this.awayIds = [];
                 if (p)
                     for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
                         if (p[ks[i]] != null && ks[i] !== "__proto__")
@@ -8417,6 +8419,14 @@ export const aethex = $root.aethex = (() => {
              * @instance
              */
             OwnershipClaim.prototype.entityIds = $util.emptyArray;
+
+            /**
+             * OwnershipClaim awayIds.
+             * @member {Array.<number>} awayIds
+             * @memberof aethex.v1.OwnershipClaim
+             * @instance
+             */
+            OwnershipClaim.prototype.awayIds = $util.emptyArray;
 
             /**
              * Creates a new OwnershipClaim instance using the specified properties.
@@ -8452,6 +8462,9 @@ export const aethex = $root.aethex = (() => {
                     throw $Error("max depth exceeded");
                 if (m.entityIds != null && m.entityIds.length) {
                     w.uint32(/* id 1, wireType 2 =*/10).uint32s(m.entityIds);
+                }
+                if (m.awayIds != null && m.awayIds.length) {
+                    w.uint32(/* id 2, wireType 2 =*/18).uint32s(m.awayIds);
                 }
                 if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
                     for (var i = 0; i < m.$unknowns.length; ++i)
@@ -8524,6 +8537,20 @@ export const aethex = $root.aethex = (() => {
                             m.entityIds.push(r.uint32());
                             continue;
                         }
+                    case 2: {
+                            if (u === 2) {
+                                if (!(m.awayIds && m.awayIds.length))
+                                    m.awayIds = [];
+                                r.uint32s(m.awayIds);
+                                continue;
+                            }
+                            if (u !== 0)
+                                break;
+                            if (!(m.awayIds && m.awayIds.length))
+                                m.awayIds = [];
+                            m.awayIds.push(r.uint32());
+                            continue;
+                        }
                     }
                     r.skipType(u, q, t);
                     if (!r.discardUnknown) {
@@ -8580,6 +8607,14 @@ export const aethex = $root.aethex = (() => {
                             return "entityIds: integer[] expected";
                     }
                 }
+                if (m.awayIds != null && $Object.hasOwnProperty.call(m, "awayIds")) {
+                    if (!$Array.isArray(m.awayIds))
+                        return "awayIds: array expected";
+                    for (var i = 0; i < m.awayIds.length; ++i) {
+                        if (!$util.isInteger(m.awayIds[i]))
+                            return "awayIds: integer[] expected";
+                    }
+                }
                 return null;
             };
 
@@ -8609,6 +8644,14 @@ export const aethex = $root.aethex = (() => {
                         m.entityIds[i] = d.entityIds[i] >>> 0;
                     }
                 }
+                if (d.awayIds) {
+                    if (!$Array.isArray(d.awayIds))
+                        throw $TypeError(".aethex.v1.OwnershipClaim.awayIds: array expected");
+                    m.awayIds = $Array(d.awayIds.length);
+                    for (var i = 0; i < d.awayIds.length; ++i) {
+                        m.awayIds[i] = d.awayIds[i] >>> 0;
+                    }
+                }
                 return m;
             };
 
@@ -8631,11 +8674,18 @@ export const aethex = $root.aethex = (() => {
                 var d = {};
                 if (o.arrays || o.defaults) {
                     d.entityIds = [];
+                    d.awayIds = [];
                 }
                 if (m.entityIds && m.entityIds.length) {
                     d.entityIds = $Array(m.entityIds.length);
                     for (var j = 0; j < m.entityIds.length; ++j) {
                         d.entityIds[j] = m.entityIds[j];
+                    }
+                }
+                if (m.awayIds && m.awayIds.length) {
+                    d.awayIds = $Array(m.awayIds.length);
+                    for (var j = 0; j < m.awayIds.length; ++j) {
+                        d.awayIds[j] = m.awayIds[j];
                     }
                 }
                 return d;
