@@ -273,6 +273,11 @@ export class ShardEngine {
    * against players restored from a snapshot (whose entity may have moved on since).
    */
   private readonly droppedHere = new Set<string>();
+  /**
+   * Players dropped here whose entity a neighbour's claim named as away there too (see
+   * `dropDormant`): a copy waits there as well, so a rejoin here claims the entity again.
+   */
+  private readonly sparedFor = new Set<string>();
   /** Restored players (until they rejoin or their window ends) → the ticks their state lay in the store before the restore. */
   private readonly storedTicks = new Map<string, number>();
   /** engine.rejoin_window_ms in ticks. */
@@ -949,7 +954,8 @@ export class ShardEngine {
     const stored = this.storedTicks.get(playerId) ?? 0;
     // Restored from a snapshot (or handed back), never claimed: a neighbour restarted from an older
     // snapshot may hold it too, waiting for this player.
-    const unclaimed = dormant !== undefined && !this.droppedHere.has(playerId);
+    // Or kept against a neighbour's away claim: that neighbour keeps its copy too until told.
+    const unclaimed = dormant !== undefined && (!this.droppedHere.has(playerId) || this.sparedFor.has(playerId));
     if (dormant !== undefined) this.stopWaiting(playerId);
     if (previous && this.world.indexOf(previous.entityId) >= 0) {
       entityId = previous.entityId;
@@ -1365,7 +1371,10 @@ export class ShardEngine {
     for (const [playerId, entityId] of this.dormant) {
       const i = this.world.indexOf(entityId);
       if (!ids.has(entityId) || i < 0 || this.world.mode[i] !== MODE_DORMANT) continue;
-      if (away.has(entityId) && this.droppedHere.has(playerId)) continue;
+      if (away.has(entityId) && this.droppedHere.has(playerId)) {
+        this.sparedFor.add(playerId);
+        continue;
+      }
       this.stopWaiting(playerId);
       this.world.despawn(entityId);
       this.syncPlace(playerId, true);
@@ -1714,6 +1723,7 @@ export class ShardEngine {
     this.dormantUntil.delete(playerId);
     this.storedTicks.delete(playerId);
     this.droppedHere.delete(playerId);
+    this.sparedFor.delete(playerId);
   }
 
   /** Whether the player has a place here: a session, an entity waiting for them, or one on offer since their connection dropped. */

@@ -243,7 +243,7 @@ async function twoRestoredWithPat(extraA: Partial<ConstructorParameters<typeof S
   const saved = (range: number, x: number, pat: number) => {
     const w = new World(16, idRange(range).first, idRange(range).limit);
     w.spawn(x, 50, KIND_PLAYER, pat);
-    return decodeState(encodeState(5, w, new Map([[pat, 'pat']])), 16);
+    return decodeState(encodeState(5, w, new Map([[pat, 'pat']])), 16, idRange(range).limit, idRange(range).first);
   };
   const pat = idRange(1).first + 3;
   const places: string[] = [];
@@ -379,6 +379,82 @@ test('both links down: a player who dropped on one restored copy and plays on th
   for (const m of toA.sent.splice(0)) aSharding.onMessage(right, wire(m));
   // A's claim says pat plays there: B's copy goes. B's says pat is away from B: A's stays.
   expect({ onA: a.world.indexOf(pat) >= 0, onB: b.world.indexOf(pat) >= 0 }).toEqual({ onA: true, onB: false });
+});
+
+test('a copy both restored shards kept against away claims: the one the player rejoins claims it, and the other drops its copy', async () => {
+  const { a, b, aSharding, bSharding, toA, toB, leftN, pat } = await twoRestoredWithPat();
+  const up = { links: false };
+  for (const t of [toA, toB]) {
+    const send = t.links.send.bind(t.links);
+    (t.links as unknown as { send: typeof send }).send = (n, m) => (up.links ? send(n, m) : 0);
+  }
+  // Both links down: pat rejoins B's copy and drops there, then rejoins A's copy and drops there.
+  expect(b.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
+  b.suspend(1);
+  expect(a.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
+  a.suspend(1);
+  up.links = true;
+  aSharding.onOutboundUp(right, 2);
+  bSharding.onOutboundUp(leftN, 1);
+  for (const m of toB.sent.splice(0)) bSharding.onMessage(leftN, wire(m));
+  for (const m of toA.sent.splice(0)) aSharding.onMessage(right, wire(m));
+  // Each claim says pat is away: both copies are kept (which one pat played last is unknown).
+  expect([a.world.mode[a.world.indexOf(pat)], b.world.mode[b.world.indexOf(pat)]]).toEqual([MODE_DORMANT, MODE_DORMANT]);
+  // Pat rejoins B: that settles it, B claims pat and A's copy goes (docs/sharding.md: "the one the
+  // player rejoins claims the entity to its neighbours then, and the other drops its copy").
+  expect(b.join(2, 'pat')).toMatchObject({ ok: true, entityId: pat });
+  for (const m of toA.sent.splice(0)) aSharding.onMessage(right, wire(m));
+  expect({ onA: a.world.indexOf(pat) >= 0, onB: b.world.indexOf(pat) >= 0 }).toEqual({ onA: false, onB: true });
+});
+
+test('an entity adopted here whose player has not resumed is no away id, also when a claim held back names it', async () => {
+  // A third neighbour of A's, over the upper half of B's region (found first).
+  const corner: Neighbour = { shard: 2, name: 'w-9-9', region: { minX: 100, minY: 0, maxX: 200, maxY: 50 }, address: '127.0.0.1:2' };
+  const { a, b, aSharding, bSharding, toA, toB, leftN, pat } = await twoRestoredWithPat({
+    placement: { bounds: settings['engine.world_bounds'], shard: 0, region: left, address: '127.0.0.1:0', neighbours: [corner, right] },
+  });
+  // The links between A and B are down; A's to the corner is up.
+  const up = { links: false };
+  const sendA = toB.links.send.bind(toB.links);
+  (toB.links as unknown as { send: typeof sendA }).send = (n, m) => (n.shard !== 1 || up.links ? sendA(n, m) : 0);
+  const sendB = toA.links.send.bind(toA.links);
+  (toA.links as unknown as { send: typeof sendB }).send = (n, m) => (up.links ? sendB(n, m) : 0);
+  // Pat rejoins B's copy and drops there; then rejoins A's copy (its claim to B held back).
+  expect(b.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
+  b.suspend(1);
+  expect(a.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
+  toB.sent.splice(0);
+  // Pat walks on to the corner, and back: A adopts pat's entity, and pat has not resumed yet.
+  a.world.x[a.world.indexOf(pat)] = 110;
+  a.world.y[a.world.indexOf(pat)] = 20;
+  aSharding.afterStep();
+  const o = toB.sent.find((m) => m.handoffOffer)?.handoffOffer as aethex.v1.IHandoffOffer;
+  aSharding.onMessage(corner, wire({ handoffAccept: { offerId: o.offerId, entityId: o.entityId, resumeToken: 't', address: 'x' } }));
+  aSharding.onMessage(
+    corner,
+    wire({
+      handoffOffer: {
+        offerId: 1,
+        entityId: pat,
+        playerId: 'pat',
+        position: { x: 99, y: 20 },
+        velocity: { x: 0, y: 0 },
+        kind: 1,
+        lastInputSeq: 3,
+      },
+    }),
+  );
+  aSharding.onMessage(corner, wire({ handoffCommit: { offerId: 1, entityId: pat } }));
+  expect(aSharding.adoptedAwaitingResume()).toEqual([[pat, 'pat']]);
+  // The link to B comes up: pat is on the way here, as good as played here (sharding.ts), not away.
+  toB.sent.splice(0);
+  up.links = true;
+  aSharding.onOutboundUp(right, 2);
+  const claim = toB.sent.find((m) => m.ownershipClaim)?.ownershipClaim as aethex.v1.IOwnershipClaim;
+  for (const m of toB.sent.splice(0)) bSharding.onMessage(leftN, wire(m));
+  // B's copy goes: kept, pat would be owned twice (B refuses A's offers "already here", and ends
+  // in a player_left at its rejoin window for a player still playing).
+  expect({ ids: claim.entityIds, away: claim.awayIds, onB: b.world.indexOf(pat) >= 0 }).toEqual({ ids: [pat], away: [], onB: false });
 });
 
 test('a claim held back for a link that is down goes with the link-up claim for the rejoin window or CUSTODY_MS, whichever is longer (docs/sharding.md)', async () => {

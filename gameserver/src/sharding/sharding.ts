@@ -369,9 +369,12 @@ export class Sharding {
     this.unsentClaims.delete(n.shard);
     const since = this.now() - this.claimsKeptMs;
     if (late) for (const c of late) if (c.at > since) owned.add(c.id);
-    // Adopted and not resumed yet: on their way here, as good as played here.
-    const away = [...owned].filter((id) => !this.o.engine.playsHere(id));
-    for (const inc of this.incoming.values()) if (inc.adopted) owned.add(inc.entity.entityId);
+    // Adopted and not resumed yet: on their way here, as good as played here (also when a claim
+    // held back names them: their player rejoined here, walked on and came back).
+    const adopted = new Set<number>();
+    for (const inc of this.incoming.values()) if (inc.adopted) adopted.add(inc.entity.entityId);
+    const away = [...owned].filter((id) => !adopted.has(id) && !this.o.engine.playsHere(id));
+    for (const id of adopted) owned.add(id);
     this.links?.send(n, { ownershipClaim: { entityIds: [...owned], awayIds: away } });
     this.claimedTo.set(n.shard, { n, at: this.now() });
     const cutoff = this.now() - this.o.resumeTimeoutMs;
