@@ -1384,6 +1384,16 @@ export class ShardEngine {
   }
 
   /**
+   * Players dropped here whose entities this shard just claimed as away to a neighbour: the
+   * neighbour may keep its own copy for them (`dropDormant`), so a rejoin here claims them again.
+   */
+  claimedAway(entityIds: Iterable<number>): void {
+    const ids = new Set(entityIds);
+    if (ids.size === 0) return;
+    for (const [playerId, entityId] of this.dormant) if (ids.has(entityId) && this.droppedHere.has(playerId)) this.sparedFor.add(playerId);
+  }
+
+  /**
    * Brings back a player's entity that a neighbour handed to this shard's previous run, which
    * crashed before storing it (the neighbour kept a copy: HandoffCustody): as a restored player's
    * comes back, waiting for its player to rejoin within the rejoin window, and dropped if a

@@ -301,8 +301,7 @@ test('two shards restored with one player waiting: the one the player rejoins cl
 test('a restored player who rejoins and leaves while the link is down is still claimed when it comes up: no second player_left', async () => {
   const { a, b, aSharding, bSharding, toA, toB, leftN, pat, places } = await twoRestoredWithPat();
   const linkUp = { toB: false };
-  const send = toB.links.send.bind(toB.links);
-  (toB.links as unknown as { send: typeof send }).send = (n, m) => (linkUp.toB ? send(n, m) : 0);
+  gated(toB, () => linkUp.toB);
   bSharding.onOutboundUp(leftN, 1);
   for (const m of toA.sent.splice(0)) aSharding.onMessage(right, wire(m));
   // Pat rejoins A while A's link to B is down, and quits before it comes up.
@@ -322,8 +321,7 @@ test('a restored player who rejoins and leaves while the link is down is still c
 test("a neighbour's late claim of an entity whose player rejoined and dropped here leaves it waiting for them", async () => {
   const { a, b, aSharding, bSharding, toB, leftN, pat } = await twoRestoredWithPat();
   const linkUp = { toB: false };
-  const send = toB.links.send.bind(toB.links);
-  (toB.links as unknown as { send: typeof send }).send = (n, m) => (linkUp.toB ? send(n, m) : 0);
+  gated(toB, () => linkUp.toB);
   // Pat rejoins A while A's link to B is down, and quits; then pat rejoins B's copy and drops there.
   expect(a.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
   a.leave(1);
@@ -342,8 +340,7 @@ test("a player who rejoined and dropped on one restored shard, then rejoined the
   const { a, b, aSharding, bSharding, toA, toB, leftN, pat } = await twoRestoredWithPat();
   // B's link to A is down for a while; A's to B is up.
   const linkUp = { toA: false };
-  const send = toA.links.send.bind(toA.links);
-  (toA.links as unknown as { send: typeof send }).send = (n, m) => (linkUp.toA ? send(n, m) : 0);
+  gated(toA, () => linkUp.toA);
   aSharding.onOutboundUp(right, 2);
   for (const m of toB.sent.splice(0)) bSharding.onMessage(leftN, wire(m));
   // Pat rejoins B's copy (B's claim waits for its link) and drops there.
@@ -364,10 +361,7 @@ test("a player who rejoined and dropped on one restored shard, then rejoined the
 test('both links down: a player who dropped on one restored copy and plays on the other is owned, once the links are up, where they play', async () => {
   const { a, b, aSharding, bSharding, toA, toB, leftN, pat } = await twoRestoredWithPat();
   const up = { links: false };
-  for (const t of [toA, toB]) {
-    const send = t.links.send.bind(t.links);
-    (t.links as unknown as { send: typeof send }).send = (n, m) => (up.links ? send(n, m) : 0);
-  }
+  for (const t of [toA, toB]) gated(t, () => up.links);
   // Pat rejoins B's copy and drops there; a client of pat started afresh joins A's copy and plays.
   expect(b.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
   b.suspend(1);
@@ -384,10 +378,7 @@ test('both links down: a player who dropped on one restored copy and plays on th
 test('a copy both restored shards kept against away claims: the one the player rejoins claims it, and the other drops its copy', async () => {
   const { a, b, aSharding, bSharding, toA, toB, leftN, pat } = await twoRestoredWithPat();
   const up = { links: false };
-  for (const t of [toA, toB]) {
-    const send = t.links.send.bind(t.links);
-    (t.links as unknown as { send: typeof send }).send = (n, m) => (up.links ? send(n, m) : 0);
-  }
+  for (const t of [toA, toB]) gated(t, () => up.links);
   // Both links down: pat rejoins B's copy and drops there, then rejoins A's copy and drops there.
   expect(b.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
   b.suspend(1);
@@ -407,6 +398,65 @@ test('a copy both restored shards kept against away claims: the one the player r
   expect({ onA: a.world.indexOf(pat) >= 0, onB: b.world.indexOf(pat) >= 0 }).toEqual({ onA: false, onB: true });
 });
 
+test("a copy spared by a neighbour for this shard's away claim: the player rejoining here claims it, and the neighbour drops its copy", async () => {
+  const { a, b, aSharding, bSharding, toA, toB, leftN, pat } = await twoRestoredWithPat();
+  const up = { toA: false, toB: false };
+  gated(toB, () => up.toB);
+  gated(toA, () => up.toA);
+  // Both links down: pat rejoins A's copy and drops there, then rejoins B's copy and drops there.
+  expect(a.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
+  a.suspend(1);
+  expect(b.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
+  b.suspend(1);
+  // B's link to A comes up: its claim says pat is away from B, so A keeps its copy (A's link to B stays down).
+  up.toA = true;
+  bSharding.onOutboundUp(leftN, 1);
+  for (const m of toA.sent.splice(0)) aSharding.onMessage(right, wire(m));
+  expect(a.world.mode[a.world.indexOf(pat)]).toBe(MODE_DORMANT);
+  // Pat rejoins B and plays there: A's copy must go, or pat is owned twice (A refuses B's offers
+  // "already here" and ends in a player_left at its rejoin window for a player still playing).
+  expect(b.join(2, 'pat')).toMatchObject({ ok: true, entityId: pat });
+  for (const m of toA.sent.splice(0)) aSharding.onMessage(right, wire(m));
+  up.toB = true;
+  aSharding.onOutboundUp(right, 2);
+  for (const m of toB.sent.splice(0)) bSharding.onMessage(leftN, wire(m));
+  expect({ onA: a.world.indexOf(pat) >= 0, onB: b.world.indexOf(pat) >= 0 }).toEqual({ onA: false, onB: true });
+});
+
+test('a claim held back for an entity whose player walked on to a third shard does not name it away: the copy of a player who dropped on the receiver goes', async () => {
+  const corner: Neighbour = { shard: 2, name: 'w-9-9', region: { minX: 100, minY: 0, maxX: 200, maxY: 50 }, address: '127.0.0.1:2' };
+  const { a, b, aSharding, bSharding, toA, toB, leftN, pat } = await twoRestoredWithPat({
+    placement: { bounds: settings['engine.world_bounds'], shard: 0, region: left, address: '127.0.0.1:0', neighbours: [corner, right] },
+  });
+  // The links between A and B are down; A's to the corner is up.
+  const up = { links: false };
+  gated(toB, (n) => n.shard !== 1 || up.links);
+  gated(toA, () => up.links);
+  // Pat rejoins B's copy and drops there; a client of pat started afresh rejoins A's copy (its claim to B held back).
+  expect(b.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
+  b.suspend(1);
+  expect(a.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
+  toB.sent.splice(0);
+  // Pat walks on to the corner and plays there: the handoff commits.
+  a.world.x[a.world.indexOf(pat)] = 110;
+  a.world.y[a.world.indexOf(pat)] = 20;
+  aSharding.afterStep();
+  const o = toB.sent.find((m) => m.handoffOffer)?.handoffOffer as aethex.v1.IHandoffOffer;
+  aSharding.onMessage(corner, wire({ handoffAccept: { offerId: o.offerId, entityId: o.entityId, resumeToken: 't', address: 'x' } }));
+  expect(toB.sent.some((m) => m.handoffCommit)).toBe(true);
+  // The links between A and B come up.
+  toB.sent.splice(0);
+  up.links = true;
+  aSharding.onOutboundUp(right, 2);
+  bSharding.onOutboundUp(leftN, 1);
+  const claim = toB.sent.find((m) => m.ownershipClaim)?.ownershipClaim as aethex.v1.IOwnershipClaim;
+  for (const m of toB.sent.splice(0)) bSharding.onMessage(leftN, wire(m));
+  for (const m of toA.sent.splice(0)) aSharding.onMessage(right, wire(m));
+  // Pat plays on the corner: B's copy kept would refuse the corner's offers of pat ("already here")
+  // and end in a player_left at B's rejoin window for a player still playing (before 55c0a1b it went).
+  expect({ ids: claim.entityIds, away: claim.awayIds, onB: b.world.indexOf(pat) >= 0 }).toEqual({ ids: [pat], away: [], onB: false });
+});
+
 test('an entity adopted here whose player has not resumed is no away id, also when a claim held back names it', async () => {
   // A third neighbour of A's, over the upper half of B's region (found first).
   const corner: Neighbour = { shard: 2, name: 'w-9-9', region: { minX: 100, minY: 0, maxX: 200, maxY: 50 }, address: '127.0.0.1:2' };
@@ -415,10 +465,8 @@ test('an entity adopted here whose player has not resumed is no away id, also wh
   });
   // The links between A and B are down; A's to the corner is up.
   const up = { links: false };
-  const sendA = toB.links.send.bind(toB.links);
-  (toB.links as unknown as { send: typeof sendA }).send = (n, m) => (n.shard !== 1 || up.links ? sendA(n, m) : 0);
-  const sendB = toA.links.send.bind(toA.links);
-  (toA.links as unknown as { send: typeof sendB }).send = (n, m) => (up.links ? sendB(n, m) : 0);
+  gated(toB, (n) => n.shard !== 1 || up.links);
+  gated(toA, () => up.links);
   // Pat rejoins B's copy and drops there; then rejoins A's copy (its claim to B held back).
   expect(b.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
   b.suspend(1);
@@ -463,8 +511,7 @@ test('a claim held back for a link that is down goes with the link-up claim for 
     clock = 1_000_000;
     const { a, aSharding, toB, pat } = await twoRestoredWithPat({ now: () => clock, rejoinWindowMs: 30_000 });
     const linkUp = { toB: false };
-    const send = toB.links.send.bind(toB.links);
-    (toB.links as unknown as { send: typeof send }).send = (n, m) => (linkUp.toB ? send(n, m) : 0);
+    gated(toB, () => linkUp.toB);
     expect(a.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
     a.leave(1);
     clock += after;
@@ -559,6 +606,12 @@ function recordingLinks(lateChanges = true, custody = true, idsReleased = true):
     takesIdsReleased: () => idsReleased,
   };
   return { sent, links: links as unknown as ShardLinks };
+}
+
+/** Sends over `t` go nowhere (as over a link that is down) while `up(n)` is false. */
+function gated(t: { links: ShardLinks }, up: (n: Neighbour) => boolean): void {
+  const send = t.links.send.bind(t.links);
+  (t.links as unknown as { send: typeof send }).send = (n, m) => (up(n) ? send(n, m) : 0);
 }
 
 const wire = (m: aethex.v1.IShardMessage) => aethex.v1.ShardMessage.decode(aethex.v1.ShardMessage.encode(m).finish());

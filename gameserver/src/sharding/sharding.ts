@@ -275,7 +275,7 @@ export class Sharding {
    * meanwhile, when `claimedPlayers` no longer names them and the neighbour's stale copy would
    * otherwise end in a second player_left.
    */
-  private readonly unsentClaims = new Map<number, { id: number; at: number }[]>();
+  private readonly unsentClaims = new Map<number, { id: number; at: number; handedOn?: boolean }[]>();
   /** The run of each neighbour our link reached last (its welcome's epoch). */
   private readonly outEpochs = new Map<number, number>();
   /** Copies dropped for MAX_CUSTODY since the last warning. */
@@ -368,14 +368,23 @@ export class Sharding {
     const late = this.unsentClaims.get(n.shard);
     this.unsentClaims.delete(n.shard);
     const since = this.now() - this.claimsKeptMs;
-    if (late) for (const c of late) if (c.at > since) owned.add(c.id);
+    // Handed on from here since (and not waiting here again): played on a neighbour, not away.
+    const handedOn = new Set<number>();
+    for (const c of late ?? []) {
+      if (c.at <= since) continue;
+      if (c.handedOn && !owned.has(c.id)) handedOn.add(c.id);
+      owned.add(c.id);
+    }
     // Adopted and not resumed yet: on their way here, as good as played here (also when a claim
     // held back names them: their player rejoined here, walked on and came back).
     const adopted = new Set<number>();
     for (const inc of this.incoming.values()) if (inc.adopted) adopted.add(inc.entity.entityId);
-    const away = [...owned].filter((id) => !adopted.has(id) && !this.o.engine.playsHere(id));
+    const away = [...owned].filter((id) => !adopted.has(id) && !handedOn.has(id) && !this.o.engine.playsHere(id));
     for (const id of adopted) owned.add(id);
     this.links?.send(n, { ownershipClaim: { entityIds: [...owned], awayIds: away } });
+    // The neighbour may keep its copy of those (a player who dropped there too): a rejoin here
+    // must claim them again, or that copy outlives the player playing here.
+    this.o.engine.claimedAway(away);
     this.claimedTo.set(n.shard, { n, at: this.now() });
     const cutoff = this.now() - this.o.resumeTimeoutMs;
     for (const d of this.decisions) if (d.to === n && d.at >= cutoff) this.links?.send(n, d.msg);
@@ -752,6 +761,9 @@ export class Sharding {
     // It is the neighbour's ghost here from now on; dropped with the neighbour's other ghosts.
     this.ownGhost(from, a.entityId, (offer.entity.generation ?? 0) + 2);
     const msg = { handoffCommit: { offerId, entityId: a.entityId, ...late } };
+    // A claim held back for it names it as played on (a neighbour's now), not away.
+    if (this.unsentClaims.size > 0)
+      for (const list of this.unsentClaims.values()) for (const c of list) if (c.id === a.entityId) c.handedOn = true;
     // Until the neighbour says a snapshot holding it is stored, a copy stays here: a crash of the
     // neighbour before then would lose the entity, and its next run gets the copy back.
     if (this.links?.takesCustody(from))
