@@ -423,27 +423,36 @@ test("a copy spared by a neighbour for this shard's away claim: the player rejoi
   expect({ onA: a.world.indexOf(pat) >= 0, onB: b.world.indexOf(pat) >= 0 }).toEqual({ onA: false, onB: true });
 });
 
-test('a claim held back for an entity whose player walked on to a third shard does not name it away: the copy of a player who dropped on the receiver goes', async () => {
+/**
+ * A and B restored with pat (`twoRestoredWithPat`), A with a third neighbour (the corner, over the
+ * upper half of B's region, found first), the links between A and B down until `up.links`. Pat
+ * rejoins B's copy and drops there; a client of pat started afresh rejoins A's copy (its claim to B
+ * held back) and walks on to the corner: that handoff commits.
+ */
+async function patWalksToCorner() {
   const corner: Neighbour = { shard: 2, name: 'w-9-9', region: { minX: 100, minY: 0, maxX: 200, maxY: 50 }, address: '127.0.0.1:2' };
-  const { a, b, aSharding, bSharding, toA, toB, leftN, pat } = await twoRestoredWithPat({
+  const restored = await twoRestoredWithPat({
     placement: { bounds: settings['engine.world_bounds'], shard: 0, region: left, address: '127.0.0.1:0', neighbours: [corner, right] },
   });
-  // The links between A and B are down; A's to the corner is up.
+  const { a, b, aSharding, toA, toB, pat } = restored;
   const up = { links: false };
   gated(toB, (n) => n.shard !== 1 || up.links);
   gated(toA, () => up.links);
-  // Pat rejoins B's copy and drops there; a client of pat started afresh rejoins A's copy (its claim to B held back).
   expect(b.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
   b.suspend(1);
   expect(a.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
   toB.sent.splice(0);
-  // Pat walks on to the corner and plays there: the handoff commits.
   a.world.x[a.world.indexOf(pat)] = 110;
   a.world.y[a.world.indexOf(pat)] = 20;
   aSharding.afterStep();
   const o = toB.sent.find((m) => m.handoffOffer)?.handoffOffer as aethex.v1.IHandoffOffer;
   aSharding.onMessage(corner, wire({ handoffAccept: { offerId: o.offerId, entityId: o.entityId, resumeToken: 't', address: 'x' } }));
   expect(toB.sent.some((m) => m.handoffCommit)).toBe(true);
+  return { ...restored, corner, up };
+}
+
+test('a claim held back for an entity whose player walked on to a third shard does not name it away: the copy of a player who dropped on the receiver goes', async () => {
+  const { b, aSharding, bSharding, toA, toB, leftN, pat, up } = await patWalksToCorner();
   // The links between A and B come up.
   toB.sent.splice(0);
   up.links = true;
@@ -458,26 +467,8 @@ test('a claim held back for an entity whose player walked on to a third shard do
 });
 
 test('an entity adopted here whose player has not resumed is no away id, also when a claim held back names it', async () => {
-  // A third neighbour of A's, over the upper half of B's region (found first).
-  const corner: Neighbour = { shard: 2, name: 'w-9-9', region: { minX: 100, minY: 0, maxX: 200, maxY: 50 }, address: '127.0.0.1:2' };
-  const { a, b, aSharding, bSharding, toA, toB, leftN, pat } = await twoRestoredWithPat({
-    placement: { bounds: settings['engine.world_bounds'], shard: 0, region: left, address: '127.0.0.1:0', neighbours: [corner, right] },
-  });
-  // The links between A and B are down; A's to the corner is up.
-  const up = { links: false };
-  gated(toB, (n) => n.shard !== 1 || up.links);
-  gated(toA, () => up.links);
-  // Pat rejoins B's copy and drops there; then rejoins A's copy (its claim to B held back).
-  expect(b.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
-  b.suspend(1);
-  expect(a.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
-  toB.sent.splice(0);
-  // Pat walks on to the corner, and back: A adopts pat's entity, and pat has not resumed yet.
-  a.world.x[a.world.indexOf(pat)] = 110;
-  a.world.y[a.world.indexOf(pat)] = 20;
-  aSharding.afterStep();
-  const o = toB.sent.find((m) => m.handoffOffer)?.handoffOffer as aethex.v1.IHandoffOffer;
-  aSharding.onMessage(corner, wire({ handoffAccept: { offerId: o.offerId, entityId: o.entityId, resumeToken: 't', address: 'x' } }));
+  // Pat walks back from the corner: A adopts pat's entity, and pat has not resumed yet.
+  const { b, aSharding, bSharding, toB, leftN, pat, corner, up } = await patWalksToCorner();
   aSharding.onMessage(
     corner,
     wire({
