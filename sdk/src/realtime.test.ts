@@ -2218,13 +2218,18 @@ test('inputs 1–3 made before a Welcome whose lastInputSeq is 1 are renumbered 
   expect(c.unacknowledged).toBe(3);
 });
 
-test('connect() answered with a redirect that has nothing to resume (an empty token) joins that shard with a token for it', async () => {
-  // Connection 0: the join on shard-a, answered with a redirect to shard-b whose entity waits
-  // there for a join. 1: what the client sends to shard-b.
-  const { url, connections } = await scriptedShard((socket, msg, connection) => {
+/**
+ * Connection 0: the join on shard-a, answered with a redirect to shard-b that has nothing to resume
+ * (the entity waits there for a join); later joins are welcomed as shard-b's, and a resume is
+ * refused as a shard refuses an unknown token.
+ */
+function emptyTokenRedirectShard() {
+  const shard = scriptedShard((socket, msg, connection) => {
     if (msg.body === 'join' && connection === 0)
-      socket.send(
-        ServerMessage.encode({ handoffRedirect: { address: url, resumeToken: '', lastInputSeq: 0, shardName: 'shard-b' } }).finish(),
+      void shard.then(({ url }) =>
+        socket.send(
+          ServerMessage.encode({ handoffRedirect: { address: url, resumeToken: '', lastInputSeq: 0, shardName: 'shard-b' } }).finish(),
+        ),
       );
     else if (msg.body === 'join') socket.send(welcome('shard-b'));
     else if (msg.body === 'resume')
@@ -2235,6 +2240,11 @@ test('connect() answered with a redirect that has nothing to resume (an empty to
         () => socket.close(1000, 'refused'),
       );
   });
+  return shard;
+}
+
+test('connect() answered with a redirect that has nothing to resume (an empty token) joins that shard with a token for it', async () => {
+  const { url, connections } = await emptyTokenRedirectShard();
   client = new RealtimeClient({
     url,
     joinToken: 't',
@@ -2258,13 +2268,7 @@ test('connect() answered with a redirect that has nothing to resume (an empty to
 }, 10_000);
 
 test('close() while connect() fetches a join token for an empty-token redirect ends the session; no join follows', async () => {
-  const { url, connections } = await scriptedShard((socket, msg, connection) => {
-    if (msg.body === 'join' && connection === 0)
-      socket.send(
-        ServerMessage.encode({ handoffRedirect: { address: url, resumeToken: '', lastInputSeq: 0, shardName: 'shard-b' } }).finish(),
-      );
-    else if (msg.body === 'join') socket.send(welcome('shard-b'));
-  });
+  const { url, connections } = await emptyTokenRedirectShard();
   let giveToken: (t: string) => void = () => {};
   let asked = false;
   const closes: string[] = [];

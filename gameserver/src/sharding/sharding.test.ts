@@ -272,16 +272,22 @@ async function twoRestoredWithPat(extraA: Partial<ConstructorParameters<typeof S
   const toA = recordingLinks();
   aSharding.attach(toB.links);
   bSharding.attach(toA.links);
-  return { a, b, aSharding, bSharding, toA, toB, leftN, pat, places };
+  /** Delivers what each has sent the other so far: A's to B, then B's to A. */
+  const deliver = () => {
+    for (const m of toB.sent.splice(0)) bSharding.onMessage(leftN, wire(m));
+    for (const m of toA.sent.splice(0)) aSharding.onMessage(right, wire(m));
+  };
+  /** Whether each shard holds pat's entity. */
+  const holders = () => ({ onA: a.world.indexOf(pat) >= 0, onB: b.world.indexOf(pat) >= 0 });
+  return { a, b, aSharding, bSharding, toA, toB, leftN, pat, places, deliver, holders };
 }
 
 test('two shards restored with one player waiting: the one the player rejoins claims the entity, and the other drops its stale copy', async () => {
-  const { a, b, aSharding, bSharding, toA, toB, leftN, pat, places } = await twoRestoredWithPat();
+  const { a, b, aSharding, bSharding, toB, leftN, pat, places, deliver } = await twoRestoredWithPat();
   // Both links up: neither claims a player restored and not back yet.
   aSharding.onOutboundUp(right, 2);
   bSharding.onOutboundUp(leftN, 1);
-  for (const m of toB.sent.splice(0)) bSharding.onMessage(leftN, wire(m));
-  for (const m of toA.sent.splice(0)) aSharding.onMessage(right, wire(m));
+  deliver();
   expect([a.world.mode[a.world.indexOf(pat)], b.world.mode[b.world.indexOf(pat)]]).toEqual([MODE_DORMANT, MODE_DORMANT]);
   // Pat rejoins A, where they were last.
   expect(a.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
@@ -337,7 +343,7 @@ test("a neighbour's late claim of an entity whose player rejoined and dropped he
 });
 
 test("a player who rejoined and dropped on one restored shard, then rejoined the other's copy, is owned by one shard only", async () => {
-  const { a, b, aSharding, bSharding, toA, toB, leftN, pat } = await twoRestoredWithPat();
+  const { a, b, aSharding, bSharding, toA, toB, leftN, pat, holders } = await twoRestoredWithPat();
   // B's link to A is down for a while; A's to B is up.
   const linkUp = { toA: false };
   gated(toA, () => linkUp.toA);
@@ -355,11 +361,11 @@ test("a player who rejoined and dropped on one restored shard, then rejoined the
   for (const m of toA.sent.splice(0)) aSharding.onMessage(right, wire(m));
   // One owner: pat plays on A; B holding the entity too refuses A's offers of it ("already here")
   // and ends in a player_left at its rejoin window for a player still playing.
-  expect({ onA: a.world.indexOf(pat) >= 0, onB: b.world.indexOf(pat) >= 0 }).toEqual({ onA: true, onB: false });
+  expect(holders()).toEqual({ onA: true, onB: false });
 });
 
 test('both links down: a player who dropped on one restored copy and plays on the other is owned, once the links are up, where they play', async () => {
-  const { a, b, aSharding, bSharding, toA, toB, leftN, pat } = await twoRestoredWithPat();
+  const { a, b, aSharding, bSharding, toA, toB, leftN, pat, deliver, holders } = await twoRestoredWithPat();
   const up = { links: false };
   for (const t of [toA, toB]) gated(t, () => up.links);
   // Pat rejoins B's copy and drops there; a client of pat started afresh joins A's copy and plays.
@@ -369,14 +375,13 @@ test('both links down: a player who dropped on one restored copy and plays on th
   up.links = true;
   aSharding.onOutboundUp(right, 2);
   bSharding.onOutboundUp(leftN, 1);
-  for (const m of toB.sent.splice(0)) bSharding.onMessage(leftN, wire(m));
-  for (const m of toA.sent.splice(0)) aSharding.onMessage(right, wire(m));
+  deliver();
   // A's claim says pat plays there: B's copy goes. B's says pat is away from B: A's stays.
-  expect({ onA: a.world.indexOf(pat) >= 0, onB: b.world.indexOf(pat) >= 0 }).toEqual({ onA: true, onB: false });
+  expect(holders()).toEqual({ onA: true, onB: false });
 });
 
 test('a copy both restored shards kept against away claims: the one the player rejoins claims it, and the other drops its copy', async () => {
-  const { a, b, aSharding, bSharding, toA, toB, leftN, pat } = await twoRestoredWithPat();
+  const { a, b, aSharding, bSharding, toA, toB, leftN, pat, deliver, holders } = await twoRestoredWithPat();
   const up = { links: false };
   for (const t of [toA, toB]) gated(t, () => up.links);
   // Both links down: pat rejoins B's copy and drops there, then rejoins A's copy and drops there.
@@ -387,19 +392,18 @@ test('a copy both restored shards kept against away claims: the one the player r
   up.links = true;
   aSharding.onOutboundUp(right, 2);
   bSharding.onOutboundUp(leftN, 1);
-  for (const m of toB.sent.splice(0)) bSharding.onMessage(leftN, wire(m));
-  for (const m of toA.sent.splice(0)) aSharding.onMessage(right, wire(m));
+  deliver();
   // Each claim says pat is away: both copies are kept (which one pat played last is unknown).
   expect([a.world.mode[a.world.indexOf(pat)], b.world.mode[b.world.indexOf(pat)]]).toEqual([MODE_DORMANT, MODE_DORMANT]);
   // Pat rejoins B: that settles it, B claims pat and A's copy goes (docs/sharding.md: "the one the
   // player rejoins claims the entity to its neighbours then, and the other drops its copy").
   expect(b.join(2, 'pat')).toMatchObject({ ok: true, entityId: pat });
   for (const m of toA.sent.splice(0)) aSharding.onMessage(right, wire(m));
-  expect({ onA: a.world.indexOf(pat) >= 0, onB: b.world.indexOf(pat) >= 0 }).toEqual({ onA: false, onB: true });
+  expect(holders()).toEqual({ onA: false, onB: true });
 });
 
 test("a copy spared by a neighbour for this shard's away claim: the player rejoining here claims it, and the neighbour drops its copy", async () => {
-  const { a, b, aSharding, bSharding, toA, toB, leftN, pat } = await twoRestoredWithPat();
+  const { a, b, aSharding, bSharding, toA, toB, leftN, pat, holders } = await twoRestoredWithPat();
   const up = { toA: false, toB: false };
   gated(toB, () => up.toB);
   gated(toA, () => up.toA);
@@ -420,7 +424,7 @@ test("a copy spared by a neighbour for this shard's away claim: the player rejoi
   up.toB = true;
   aSharding.onOutboundUp(right, 2);
   for (const m of toB.sent.splice(0)) bSharding.onMessage(leftN, wire(m));
-  expect({ onA: a.world.indexOf(pat) >= 0, onB: b.world.indexOf(pat) >= 0 }).toEqual({ onA: false, onB: true });
+  expect(holders()).toEqual({ onA: false, onB: true });
 });
 
 /**
@@ -452,15 +456,14 @@ async function patWalksToCorner() {
 }
 
 test('a claim held back for an entity whose player walked on to a third shard does not name it away: the copy of a player who dropped on the receiver goes', async () => {
-  const { b, aSharding, bSharding, toA, toB, leftN, pat, up } = await patWalksToCorner();
+  const { b, aSharding, bSharding, toB, leftN, pat, up, deliver } = await patWalksToCorner();
   // The links between A and B come up.
   toB.sent.splice(0);
   up.links = true;
   aSharding.onOutboundUp(right, 2);
   bSharding.onOutboundUp(leftN, 1);
   const claim = toB.sent.find((m) => m.ownershipClaim)?.ownershipClaim as aethex.v1.IOwnershipClaim;
-  for (const m of toB.sent.splice(0)) bSharding.onMessage(leftN, wire(m));
-  for (const m of toA.sent.splice(0)) aSharding.onMessage(right, wire(m));
+  deliver();
   // Pat plays on the corner: B's copy kept would refuse the corner's offers of pat ("already here")
   // and end in a player_left at B's rejoin window for a player still playing (before 55c0a1b it went).
   expect({ ids: claim.entityIds, away: claim.awayIds, onB: b.world.indexOf(pat) >= 0 }).toEqual({ ids: [pat], away: [], onB: false });
