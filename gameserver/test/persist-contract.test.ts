@@ -640,6 +640,41 @@ describe('outbox and stream: neither grows for ever', () => {
     expect(await rows(backlog.shard)).toEqual([]);
   });
 
+  test('a prune run stops after its batches, and the next run goes on where it stopped', async () => {
+    const outbox = new PostgresOutbox(pool, 60_000);
+    const backlog = key(`prune-cap-${Math.random().toString(36).slice(2, 8)}`);
+    await outbox.append(
+      backlog,
+      Array.from({ length: 25 }, (_, i) => event('player_joined', `p${i}`, i)),
+    );
+    expect(await outbox.relay(backlog, new CallbackSink(() => undefined))).toBe(25);
+    await pool.query(`UPDATE shard_outbox SET relayed_at = now() - interval '2 minutes' WHERE shard = $1`, [backlog.shard]);
+    const { lines, log } = recordingLog('debug');
+    const persistence = new ShardPersistence({
+      key: backlog,
+      snapshots: new PostgresSnapshotStore(pool),
+      outbox,
+      sink: new CallbackSink(() => undefined),
+      presence: new MemoryPresence(),
+      log,
+      presenceTtlMs: 60_000,
+      pruneIntervalMs: 50,
+      pruneBatch: 4,
+      pruneBatchesPerRun: 3,
+    });
+    const runs = () => lines.filter((l) => l.msg === 'relayed events pruned from the outbox').map((l) => l.pruned as number);
+    persistence.start();
+    try {
+      await until('the backlog pruned', () => runs().reduce((a, b) => a + b, 0) >= 25, 20_000);
+    } finally {
+      await persistence.drain(1, new Uint8Array([1]));
+    }
+    // 3 batches of 4 a run: 12, 12, then the last 1 (a run that prunes nothing logs nothing).
+    expect(runs()).toEqual([12, 12, 1]);
+    const { rows } = await pool.query('SELECT 1 FROM shard_outbox WHERE shard = $1', [backlog.shard]);
+    expect(rows).toEqual([]);
+  });
+
   test("the prune's index is the per-shard one, also where an earlier build made it on relayed_at alone", async () => {
     const old = uniqueName('gsi').replaceAll('-', '_');
     const oldPool = new pg.Pool({ connectionString: env.pgUrl, max: 1, options: `-c search_path=${old}` });

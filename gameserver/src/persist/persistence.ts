@@ -31,6 +31,10 @@ export interface PersistenceDeps {
   eventKeyPrefix?: string;
   /** How often relayed events past the outbox's retention are pruned, in ms (default 60,000). */
   pruneIntervalMs?: number;
+  /** Rows one prune statement deletes at most (default 5,000). */
+  pruneBatch?: number;
+  /** Prune statements one run makes at most (default 10): a larger backlog waits for the next runs. */
+  pruneBatchesPerRun?: number;
   /** Events waiting for the outbox at most (`persistence.max_queued_events`, default 100,000); later ones are dropped. */
   maxQueuedEvents?: number;
   /** Events relayed at most per flush, in batches of `RELAY_BATCH` (default 5,000). */
@@ -223,18 +227,21 @@ export class ShardPersistence {
   }
 
   /**
-   * Forgets relayed events past the outbox's retention: up to 10 batches of 5,000 a run, so a
-   * backlog is worked off over several runs. On a timer of its own, never inside a flush: a slow
-   * delete holds up no append, relay or presence heartbeat. Stops between batches at a drain.
+   * Forgets relayed events past the outbox's retention: up to 10 batches of 5,000 a run (by
+   * default), so a backlog is worked off over several runs. On a timer of its own, never inside a
+   * flush: a slow delete holds up no append, relay or presence heartbeat. Stops between batches at
+   * a drain.
    */
   private async prune(): Promise<void> {
     const { key, outbox, log } = this.deps;
+    const size = this.deps.pruneBatch ?? 5000;
+    const batches = this.deps.pruneBatchesPerRun ?? 10;
     let pruned = 0;
     try {
-      for (let batch = 0; batch < 10 && !this.draining; batch++) {
-        const n = await outbox.prune(key, 5000);
+      for (let batch = 0; batch < batches && !this.draining; batch++) {
+        const n = await outbox.prune(key, size);
         pruned += n;
-        if (n < 5000) break;
+        if (n < size) break;
       }
     } catch (err) {
       log.warn({ err }, 'outbox prune failed; will retry');
