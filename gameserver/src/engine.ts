@@ -1661,8 +1661,9 @@ export class ShardEngine {
    * and its entity waits where it stands, out of sight and out of the simulation, for
    * `engine.rejoin_window_ms`. A join by the same player in time takes it back, with the inputs it
    * applied (the client re-sends the rest); after that it goes. An entity on offer to a neighbour
-   * stays on offer, its player keeping their place: rolled back, it waits so; committed, the
-   * player's join here is answered with the redirect to it (`commitOffer`). A redirected session's
+   * stays on offer, its player keeping their place: rolled back, it waits so (the shard rolls back
+   * such an offer when it is accepted: `Sharding`); committed, the player's join here is answered
+   * with the redirect to it (`commitOffer`). A redirected session's
    * entity is the neighbour's: that session just ends (the redirect stays remembered: the client
    * may not have got it), and a session whose entity is gone ends as `leave` ends it. Idempotent.
    * Returns whether the entity waits (or may, on offer).
@@ -1715,6 +1716,11 @@ export class ShardEngine {
     if (slot >= 0) this.world.clearMoves(slot);
     this.held.delete(entityId);
     this.rollbackRoom.delete(entityId);
+  }
+
+  /** Whether the player of `entityId`, on offer, dropped meanwhile (see `suspend`). */
+  droppedWhileOffered(entityId: number): boolean {
+    return this.droppedOnOffer.has(entityId);
   }
 
   /** Whether the player's connection dropped while their entity was on offer, and the offer is not decided yet. */

@@ -349,12 +349,14 @@ async function cutWhileOffered(acceptDelayMs: number | undefined) {
   return { a, b, c, original, events, cutAtX: cutAtX as number };
 }
 
-test('a connection cut while its entity is on offer, the offer committed: the rejoin follows the redirect to the entity on the new shard', async () => {
+test('a connection cut while its entity is on offer, accepted after the cut: the offer rolls back, the rejoin gets the entity back here, and it is handed over again', async () => {
   const { a, b, c, original, events } = await cutWhileOffered(200);
-  await until('the client on an entity again', () => events.some((e) => e.startsWith('rejoined') || e.startsWith('handoff ')), 30_000);
-  expect(c.welcome?.entityId).toBe(original);
+  // Committed, the player would have had handoff.resume_timeout_ms to resume on B; rolled back,
+  // their entity waits on A for engine.rejoin_window_ms, and, past the border, goes on from there.
+  await until('the handoff to B', () => events.includes('handoff duo-0-0->duo-0-1'), 30_000);
   expect(c.shardName).toBe('duo-0-1');
-  expect(events.slice(events.indexOf('handoff duo-0-0->duo-0-1'))).toEqual(['handoff duo-0-0->duo-0-1', 'rejoined duo-0-1']);
+  expect(c.welcome?.entityId).toBe(original);
+  expect(events.filter((e) => !e.startsWith('disconnected'))).toEqual(['rejoined duo-0-0', 'handoff duo-0-0->duo-0-1']);
   await until('B to own the walker', () => playersEntities('walker', a, b).length === 1);
   expect(playersEntities('walker', a, b)).toEqual([`duo-0-1#${original}`]);
   expect(b.shard.engine.context.state(original)).toEqual(new Uint8Array([7, 7]));

@@ -2000,6 +2000,20 @@ describe('handoff decisions and timeouts', () => {
     expect(engine.world.mode[engine.world.indexOf(entityId)]).toBe(MODE_OWNED);
   });
 
+  test('an offer accepted after its player dropped is rolled back: the entity waits here for the rejoin window, past the resume timeout', () => {
+    const { engine, sharding, sent, entityId } = crosser('dee');
+    sharding.afterStep();
+    const o = sent.find((m) => m.handoffOffer)?.handoffOffer as aethex.v1.IHandoffOffer;
+    expect(engine.suspend(1)).toBe(true);
+    sent.length = 0;
+    sharding.onMessage(right, wire({ handoffAccept: { offerId: o.offerId, entityId, resumeToken: 't', address: 'x:1' } }));
+    expect(sent.map((m) => wire(m).body)).toEqual(['handoffAbort']);
+    expect([engine.world.mode[engine.world.indexOf(entityId)], engine.waitingPlayers]).toEqual([MODE_DORMANT, 1]);
+    // Past handoff.resume_timeout_ms (10 s), within engine.rejoin_window_ms (30 s): the rejoin gets it.
+    for (let t = 0; t < 480; t++) engine.step();
+    expect(engine.join(2, 'dee')).toMatchObject({ ok: true, entityId });
+  });
+
   test('a decision sent while the link was down is sent again when it comes up within resumeTimeoutMs, and not after', () => {
     const { sharding, sent, entityId, setClock } = crosser('cy');
     sharding.afterStep();

@@ -739,6 +739,14 @@ export class Sharding {
       this.o.metrics?.handoffs.inc({ result: 'rolled_back' });
       return;
     }
+    if (this.o.engine.droppedWhileOffered(a.entityId)) {
+      // Its player's connection dropped while it was on offer. Rolled back, it waits for them here
+      // for engine.rejoin_window_ms, as after any drop; committed, the neighbour would keep it for
+      // handoff.resume_timeout_ms only. Their client rejoins here, and the entity is offered again.
+      this.rollback(a.entityId, offer, "the player's connection dropped");
+      this.o.metrics?.handoffs.inc({ result: 'rolled_back' });
+      return;
+    }
     // The game may have set the state or flags while the entity was on offer: the commit carries them.
     const w = this.o.engine.world;
     const state = w.gameState.get(a.entityId);
