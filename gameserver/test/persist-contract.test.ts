@@ -612,42 +612,29 @@ describe('outbox and stream: neither grows for ever', () => {
     expect(await outbox.prune(k, 2)).toBe(0);
 
     // A backlog of 10,001: the shard's first prune takes batches of 5,000 until one is short, all in one run.
-    const backlog = key(`prune-backlog-${Math.random().toString(36).slice(2, 8)}`);
-    await outbox.append(
-      backlog,
-      Array.from({ length: 10_001 }, (_, i) => event('player_joined', `p${i}`, i)),
-    );
-    await pool.query(`UPDATE shard_outbox SET relayed_at = now() - interval '2 minutes' WHERE shard = $1`, [backlog.shard]);
-    const { lines, log } = recordingLog('debug');
-    const persistence = new ShardPersistence({
-      key: backlog,
-      snapshots: new PostgresSnapshotStore(pool),
-      outbox,
-      sink: new CallbackSink(() => undefined),
-      presence: new MemoryPresence(),
-      log,
-      presenceTtlMs: 60_000,
-      pruneIntervalMs: 50,
-    });
-    const runs = () => lines.filter((l) => l.msg === 'relayed events pruned from the outbox').map((l) => l.pruned);
-    persistence.start();
-    try {
-      await until('a prune run', () => runs().length > 0, 20_000);
-    } finally {
-      await persistence.drain(1, new Uint8Array([1]));
-    }
-    expect(runs()[0]).toBe(10_001);
-    expect(await rows(backlog.shard)).toEqual([]);
+    expect(await pruneBacklog(outbox, 10_001)).toEqual({ runs: [10_001], left: 0 });
   });
 
   test('a prune run stops after its batches, and the next run goes on where it stopped', async () => {
+    // 3 batches of 4 a run: 12, 12, then the last 1 (a run that prunes nothing logs nothing).
     const outbox = new PostgresOutbox(pool, 60_000);
-    const backlog = key(`prune-cap-${Math.random().toString(36).slice(2, 8)}`);
+    expect(await pruneBacklog(outbox, 25, { pruneBatch: 4, pruneBatchesPerRun: 3 })).toEqual({ runs: [12, 12, 1], left: 0 });
+  });
+
+  /**
+   * A shard's persistence over a backlog of `size` events relayed 2 minutes ago, pruning every
+   * 50 ms: the count each prune run logged until the backlog was gone, and the rows left.
+   */
+  async function pruneBacklog(
+    outbox: PostgresOutbox,
+    size: number,
+    limits: { pruneBatch?: number; pruneBatchesPerRun?: number } = {},
+  ): Promise<{ runs: number[]; left: number }> {
+    const backlog = key(`prune-backlog-${Math.random().toString(36).slice(2, 8)}`);
     await outbox.append(
       backlog,
-      Array.from({ length: 25 }, (_, i) => event('player_joined', `p${i}`, i)),
+      Array.from({ length: size }, (_, i) => event('player_joined', `p${i}`, i)),
     );
-    expect(await outbox.relay(backlog, new CallbackSink(() => undefined))).toBe(25);
     await pool.query(`UPDATE shard_outbox SET relayed_at = now() - interval '2 minutes' WHERE shard = $1`, [backlog.shard]);
     const { lines, log } = recordingLog('debug');
     const persistence = new ShardPersistence({
@@ -659,21 +646,18 @@ describe('outbox and stream: neither grows for ever', () => {
       log,
       presenceTtlMs: 60_000,
       pruneIntervalMs: 50,
-      pruneBatch: 4,
-      pruneBatchesPerRun: 3,
+      ...limits,
     });
     const runs = () => lines.filter((l) => l.msg === 'relayed events pruned from the outbox').map((l) => l.pruned as number);
     persistence.start();
     try {
-      await until('the backlog pruned', () => runs().reduce((a, b) => a + b, 0) >= 25, 20_000);
+      await until('the backlog pruned', () => runs().reduce((a, b) => a + b, 0) >= size, 20_000);
     } finally {
       await persistence.drain(1, new Uint8Array([1]));
     }
-    // 3 batches of 4 a run: 12, 12, then the last 1 (a run that prunes nothing logs nothing).
-    expect(runs()).toEqual([12, 12, 1]);
     const { rows } = await pool.query('SELECT 1 FROM shard_outbox WHERE shard = $1', [backlog.shard]);
-    expect(rows).toEqual([]);
-  });
+    return { runs: runs(), left: rows.length };
+  }
 
   test("the prune's index is the per-shard one, also where an earlier build made it on relayed_at alone", async () => {
     const old = uniqueName('gsi').replaceAll('-', '_');
