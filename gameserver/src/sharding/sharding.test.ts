@@ -324,6 +324,51 @@ test('a restored player who rejoins and leaves while the link is down is still c
   expect(places).toEqual(['freed pat handoff']);
 });
 
+test('a claim of a rejoined restored player lost with a link that died is sent again when the link is back: no second player_left', async () => {
+  const { a, b, aSharding, bSharding, toA, toB, leftN, pat, places, deliver } = await twoRestoredWithPat();
+  // Both links up: neither claims a player restored and not back yet.
+  aSharding.onOutboundUp(right, 2);
+  bSharding.onOutboundUp(leftN, 1);
+  deliver();
+  // Pat rejoins A: its claim goes to the socket of A's link to B, which dies before delivering it
+  // (a link that dies loses what it had buffered: docs/sharding.md, "Custody").
+  expect(a.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
+  expect(toB.sent.map((m) => wire(m).ownershipClaim?.entityIds)).toEqual([[pat]]);
+  toB.sent.splice(0);
+  // Pat quits on A (their player_left there), and A's link to B comes back (B did not restart).
+  a.leave(1);
+  aSharding.onOutboundUp(right, 2);
+  places.length = 0;
+  for (const m of toB.sent.splice(0)) bSharding.onMessage(leftN, wire(m));
+  expect(toA.sent).toEqual([]);
+  // B's stale copy goes as a move, not at its rejoin window as a second player_left (nor does it
+  // come back to a later join of pat on B).
+  expect({ onB: b.world.indexOf(pat) >= 0, places }).toEqual({ onB: false, places: ['freed pat handoff'] });
+});
+
+test('a claim kept for a neighbour is not sent to it again once the entity was handed over to it: its player dropped there keeps it', async () => {
+  const { a, b, aSharding, bSharding, toB, leftN, pat, deliver } = await twoRestoredWithPat();
+  aSharding.onOutboundUp(right, 2);
+  bSharding.onOutboundUp(leftN, 1);
+  deliver();
+  // Pat rejoins A (B's stale copy goes) and walks over to B: handed over, resumed there, dropped there.
+  expect(a.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
+  deliver();
+  expect(b.world.indexOf(pat)).toBe(-1);
+  a.world.x[a.world.indexOf(pat)] = 110;
+  aSharding.afterStep();
+  deliver();
+  deliver();
+  expect(bSharding.claimForJoin('pat')).toMatchObject({ entityId: pat });
+  expect(b.resume(1, 'pat', pat)).toMatchObject({ ok: true, entityId: pat });
+  b.suspend(1);
+  // A's link to B comes up again (it was cut): its link-up claim does not drop what waits for pat on B.
+  toB.sent.splice(0);
+  aSharding.onOutboundUp(right, 2);
+  deliver();
+  expect(b.world.indexOf(pat) >= 0 && b.world.mode[b.world.indexOf(pat)]).toBe(MODE_DORMANT);
+});
+
 test("a neighbour's late claim of an entity whose player rejoined and dropped here leaves it waiting for them", async () => {
   const { a, b, aSharding, bSharding, toB, leftN, pat } = await twoRestoredWithPat();
   const linkUp = { toB: false };
@@ -497,6 +542,114 @@ test('an entity adopted here whose player has not resumed is no away id, also wh
   // B's copy goes: kept, pat would be owned twice (B refuses A's offers "already here", and ends
   // in a player_left at its rejoin window for a player still playing).
   expect({ ids: claim.entityIds, away: claim.awayIds, onB: b.world.indexOf(pat) >= 0 }).toEqual({ ids: [pat], away: [], onB: false });
+});
+
+/**
+ * A (left) restarted from a snapshot holding pat; B (right) and the corner (over the upper half of
+ * B's region, found first from A) did not restart. B's link to A is up (its claim, naming nobody,
+ * let A settle); A's to the corner too; A's to B while `up.aToB`. Pat rejoins A (at `clock` 0) and
+ * walks on to the corner (committed), and from there to B at `adoptAt`: resumed there, and
+ * dropped there. What B sends A is delivered; A's messages to B wait in `toB`.
+ */
+async function patReachesBThroughTheCorner(o: { aToB: boolean; adoptAt: number }) {
+  const { decodeState, encodeState } = await import('../persist/state-codec.js');
+  const { World, KIND_PLAYER } = await import('../sim/world.js');
+  const w = new World(16);
+  const pat = w.spawn(50, 50, KIND_PLAYER);
+  const restored = decodeState(encodeState(5, w, new Map([[pat, 'pat']])), 16);
+  const a = new ShardEngine(settings, { send: () => true, kick: () => undefined }, { region: left, restored });
+  let clock = 0;
+  const now = () => clock;
+  const corner: Neighbour = { shard: 2, name: 'w-9-9', region: { minX: 100, minY: 0, maxX: 200, maxY: 50 }, address: '127.0.0.1:2' };
+  const aSharding = shardingOf(a, {
+    restored: true,
+    now,
+    placement: { bounds: settings['engine.world_bounds'], shard: 0, region: left, address: '127.0.0.1:0', neighbours: [corner, right] },
+  });
+  const leftN: Neighbour = { shard: 0, name: 'w-0-0', region: left, address: '127.0.0.1:0' };
+  const b = new ShardEngine(settings, { send: () => true, kick: () => undefined }, { region: right.region, ids: idRange(1) });
+  const bSharding = shardingOf(b, {
+    now,
+    placement: {
+      bounds: settings['engine.world_bounds'],
+      shard: 1,
+      region: right.region,
+      address: '127.0.0.1:1',
+      neighbours: [leftN, corner],
+    },
+  });
+  const toB = recordingLinks();
+  const toA = recordingLinks();
+  // A's messages to the corner go to `toCorner`, to B to `toB` while `up.aToB`; only B's to A are recorded.
+  const toCorner: aethex.v1.IShardMessage[] = [];
+  const up = { aToB: o.aToB };
+  const sendFromA = toB.links.send.bind(toB.links);
+  (toB.links as unknown as { send: typeof sendFromA }).send = (n, m) => (n.shard === 2 ? toCorner.push(m) : up.aToB ? sendFromA(n, m) : 0);
+  gated(toA, (n) => n.shard === 0);
+  aSharding.attach(toB.links);
+  bSharding.attach(toA.links);
+  const toAOnce = () => {
+    for (const m of toA.sent.splice(0)) aSharding.onMessage(right, wire(m));
+  };
+  bSharding.onOutboundUp(leftN, 1);
+  toAOnce();
+  expect(a.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
+  for (const m of toB.sent.splice(0)) bSharding.onMessage(leftN, wire(m));
+  a.world.x[a.world.indexOf(pat)] = 110;
+  a.world.y[a.world.indexOf(pat)] = 20;
+  aSharding.afterStep();
+  const offer = toCorner.find((m) => m.handoffOffer)?.handoffOffer as aethex.v1.IHandoffOffer;
+  aSharding.onMessage(corner, wire({ handoffAccept: { offerId: offer.offerId, entityId: pat, resumeToken: 't', address: 'x' } }));
+  expect(toCorner.some((m) => m.handoffCommit)).toBe(true);
+  clock = o.adoptAt;
+  bSharding.onMessage(
+    corner,
+    wire({
+      handoffOffer: {
+        offerId: 1,
+        entityId: pat,
+        playerId: 'pat',
+        position: { x: 120, y: 60 },
+        velocity: { x: 0, y: 0 },
+        kind: 1,
+        generation: 2,
+      },
+    }),
+  );
+  bSharding.onMessage(corner, wire({ handoffCommit: { offerId: 1, entityId: pat } }));
+  expect(bSharding.claimForJoin('pat')).toMatchObject({ entityId: pat });
+  expect(b.resume(1, 'pat', pat)).toMatchObject({ ok: true, entityId: pat });
+  b.suspend(1);
+  toAOnce();
+  /** A's link to B comes up (again), at `at`: what A sends B then is delivered. */
+  const aToBUp = (at: number) => {
+    clock = at;
+    up.aToB = true;
+    toB.sent.splice(0);
+    aSharding.onOutboundUp(right, 2);
+    for (const m of toB.sent.splice(0)) bSharding.onMessage(leftN, wire(m));
+  };
+  const waitsOnB = () => b.world.indexOf(pat) >= 0 && b.world.mode[b.world.indexOf(pat)] === MODE_DORMANT;
+  return { b, pat, aToBUp, waitsOnB };
+}
+
+test('a claim held back for an entity handed on to a third shard does not drop the copy it reached the receiver with, by a handoff, and its player dropped there', async () => {
+  // A's link to B is down from pat's rejoin on until after pat dropped on B; B's adoption, claimed
+  // to A (B's link to A came up within the rejoin window), reached A.
+  const { b, pat, aToBUp, waitsOnB } = await patReachesBThroughTheCorner({ aToB: false, adoptAt: 1000 });
+  aToBUp(2000);
+  // Pat's only entity waits on B, where they played it last: dropped, pat rejoins B to a new one
+  // (a loss docs/sharding.md does not list).
+  expect(waitsOnB()).toBe(true);
+  expect(b.join(2, 'pat')).toMatchObject({ ok: true, entityId: pat });
+});
+
+test('a claim that went out is not sent again, as played, once its entity was handed on: a copy that reached the receiver since and waits there stays', async () => {
+  // A's link to B is up at pat's rejoin (B has no copy), and B's adoption 31 s later is claimed to
+  // no one (B's link to A came up more than the rejoin window before); A's link to B is cut after.
+  const { aToBUp, waitsOnB } = await patReachesBThroughTheCorner({ aToB: true, adoptAt: 31_000 });
+  aToBUp(40_000);
+  expect(waitsOnB()).toBe(true);
 });
 
 test('a claim held back for a link that is down goes with the link-up claim for the rejoin window or CUSTODY_MS, whichever is longer (docs/sharding.md)', async () => {

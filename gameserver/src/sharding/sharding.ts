@@ -42,8 +42,8 @@ export const MAX_CUSTODY = 32_768;
 const MAX_UNSENT_STORED = 65_536;
 /** Released ids kept for a neighbour whose link is down, at most (past it the oldest are never reused). */
 const MAX_UNSENT_RELEASED = 65_536;
-/** Claims of rejoined restored entities kept for a neighbour whose link is down, at most (the oldest go). */
-const MAX_UNSENT_CLAIMS = 4096;
+/** Claims of rejoined restored entities kept per neighbour, at most (the oldest go). */
+const MAX_REJOIN_CLAIMS = 4096;
 /**
  * How long after adopting an entity whose former owner keeps a copy this shard holds back its id
  * from going home when it leaves for good: past the copy's CUSTODY_MS (counted by the former
@@ -269,13 +269,18 @@ export class Sharding {
   /** Ids of a neighbour's range released here while our link to it was down (neighbour → ids): sent when it is up. */
   private readonly unsentReleased = new Map<number, number[]>();
   /**
-   * Restored entities rejoined here while our link to a neighbour was down (neighbour → ids and
-   * when): claimed when it is up, within `claimsKeptMs` (the rejoin window or CUSTODY_MS, whichever
-   * is longer: a copy handed back may come that late) — even if their players left here
+   * Restored entities rejoined here (neighbour → ids and when): claimed to each neighbour at once,
+   * and again with every link-up claim to it within `claimsKeptMs` (the rejoin window or
+   * CUSTODY_MS, whichever is longer: a copy handed back may come that late) — the link was down
+   * (`sent` false), or died with the claim in its buffers — even if their players left here
    * meanwhile, when `claimedPlayers` no longer names them and the neighbour's stale copy would
-   * otherwise end in a second player_left.
+   * otherwise end in a second player_left. Not to a neighbour that has the entity since: one it
+   * was handed to from here, or one that claims to play it (its copy is newer than this claim).
+   * Nor again once it went out and the entity was handed on (`handedOn`): where it is now, this
+   * shard does not know, and a neighbour it reached since and dropped on keeps it. By id, in the
+   * order made (a second rejoin of one moves it last).
    */
-  private readonly unsentClaims = new Map<number, { id: number; at: number; handedOn?: boolean }[]>();
+  private readonly rejoinClaims = new Map<number, Map<number, { at: number; sent: boolean; handedOn?: boolean }>>();
   /** The run of each neighbour our link reached last (its welcome's epoch). */
   private readonly outEpochs = new Map<number, number>();
   /** Copies dropped for MAX_CUSTODY since the last warning. */
@@ -304,11 +309,13 @@ export class Sharding {
     // the player's offers out ("already here") and end in a false player_left at its rejoin window.
     o.engine.onRestoredRejoined = (id) => {
       for (const n of this.neighbours) {
-        if ((this.links?.send(n, { ownershipClaim: { entityIds: [id] } }) ?? 0) > 0) continue;
-        const list = this.unsentClaims.get(n.shard) ?? [];
-        list.push({ id, at: this.now() });
-        if (list.length > MAX_UNSENT_CLAIMS) list.splice(0, list.length - MAX_UNSENT_CLAIMS);
-        this.unsentClaims.set(n.shard, list);
+        // Kept whether it goes now or not: a link that dies loses what it had buffered.
+        const sent = (this.links?.send(n, { ownershipClaim: { entityIds: [id] } }) ?? 0) > 0;
+        const kept = this.rejoinClaims.get(n.shard) ?? new Map();
+        kept.delete(id);
+        kept.set(id, { at: this.now(), sent });
+        if (kept.size > MAX_REJOIN_CLAIMS) kept.delete(kept.keys().next().value as number);
+        this.rejoinClaims.set(n.shard, kept);
       }
     };
   }
@@ -365,15 +372,13 @@ export class Sharding {
     this.handBack(n, epoch);
     // And it may have restarted from a snapshot in which some of our players were still its own.
     const owned = new Set(this.o.engine.claimedPlayers());
-    const late = this.unsentClaims.get(n.shard);
-    this.unsentClaims.delete(n.shard);
     const since = this.now() - this.claimsKeptMs;
     // Handed on from here since (and not waiting here again): played on a neighbour, not away.
     const handedOn = new Set<number>();
-    for (const c of late ?? []) {
-      if (c.at <= since) continue;
-      if (c.handedOn && !owned.has(c.id)) handedOn.add(c.id);
-      owned.add(c.id);
+    const going = [...(this.rejoinClaims.get(n.shard) ?? [])].filter(([, c]) => c.at > since && !(c.sent && c.handedOn));
+    for (const [id, c] of going) {
+      if (c.handedOn && !owned.has(id)) handedOn.add(id);
+      owned.add(id);
     }
     // Adopted and not resumed yet: on their way here, as good as played here (also when a claim
     // held back names them: their player rejoined here, walked on and came back).
@@ -381,7 +386,8 @@ export class Sharding {
     for (const inc of this.incoming.values()) if (inc.adopted) adopted.add(inc.entity.entityId);
     const away = [...owned].filter((id) => !adopted.has(id) && !handedOn.has(id) && !this.o.engine.playsHere(id));
     for (const id of adopted) owned.add(id);
-    this.links?.send(n, { ownershipClaim: { entityIds: [...owned], awayIds: away } });
+    if ((this.links?.send(n, { ownershipClaim: { entityIds: [...owned], awayIds: away } }) ?? 0) > 0)
+      for (const [, c] of going) c.sent = true;
     // The neighbour may keep its copy of those (a player who dropped there too): a rejoin here
     // must claim them again, or that copy outlives the player playing here.
     this.o.engine.claimedAway(away);
@@ -512,7 +518,14 @@ export class Sharding {
         const claim = msg.ownershipClaim as aethex.v1.OwnershipClaim;
         const ids = claim.entityIds;
         if (this.now() - this.startedAt < this.claimsKeptMs) for (const id of ids) this.claimedSinceStart.add(id);
-        const dropped = this.o.engine.dropDormant(ids, new Set(claim.awayIds));
+        const away = new Set(claim.awayIds);
+        // Those it plays (or adopted) now: it had them after any claim of ours kept for it.
+        if (this.rejoinClaims.has(from.shard))
+          this.forgetRejoinClaims(
+            from,
+            ids.filter((id) => !away.has(id)),
+          );
+        const dropped = this.o.engine.dropDormant(ids, away);
         if (dropped > 0) this.o.log.info({ neighbour: from.name, dropped }, 'restored players that moved to a neighbour dropped');
         this.claimsAwaited.delete(from.shard);
         break;
@@ -697,13 +710,34 @@ export class Sharding {
       if (c.any > now) break;
       this.copiesUntil.delete(entityId);
     }
-    for (const [shard, list] of this.unsentClaims) {
-      while (list.length > 0 && now - (list[0] as { at: number }).at >= this.claimsKeptMs) list.shift();
-      if (list.length === 0) this.unsentClaims.delete(shard);
+    for (const [shard, kept] of this.rejoinClaims) {
+      for (const [id, c] of kept) {
+        if (now - c.at < this.claimsKeptMs) break;
+        kept.delete(id);
+      }
+      if (kept.size === 0) this.rejoinClaims.delete(shard);
     }
     if (now - this.startedAt >= this.claimsKeptMs && (this.claimedSinceStart.size > 0 || this.takenGeneration.size > 0)) {
       this.claimedSinceStart.clear();
       this.takenGeneration.clear();
+    }
+  }
+
+  /**
+   * `to` has these entities since the claims kept for it were made: none goes to it any more. With
+   * `handedOn` (they were handed over from here to `to`), those kept for the other neighbours name
+   * them as played on, not away.
+   */
+  private forgetRejoinClaims(to: Neighbour, ids: number[], handedOn = false): void {
+    for (const [shard, kept] of this.rejoinClaims) {
+      if (shard !== to.shard && !handedOn) continue;
+      for (const id of ids) {
+        const c = kept.get(id);
+        if (!c) continue;
+        if (shard === to.shard) kept.delete(id);
+        else if (handedOn) c.handedOn = true;
+      }
+      if (kept.size === 0) this.rejoinClaims.delete(shard);
     }
   }
 
@@ -769,9 +803,9 @@ export class Sharding {
     // It is the neighbour's ghost here from now on; dropped with the neighbour's other ghosts.
     this.ownGhost(from, a.entityId, (offer.entity.generation ?? 0) + 2);
     const msg = { handoffCommit: { offerId, entityId: a.entityId, ...late } };
-    // A claim held back for it names it as played on (a neighbour's now), not away.
-    if (this.unsentClaims.size > 0)
-      for (const list of this.unsentClaims.values()) for (const c of list) if (c.id === a.entityId) c.handedOn = true;
+    // A claim kept for it names it as played on (a neighbour's now), not away — and none goes to
+    // the neighbour it goes to: what becomes of it there from now on is newer than the claim.
+    if (this.rejoinClaims.size > 0) this.forgetRejoinClaims(from, [a.entityId], true);
     // Until the neighbour says a snapshot holding it is stored, a copy stays here: a crash of the
     // neighbour before then would lose the entity, and its next run gets the copy back.
     if (this.links?.takesCustody(from))
