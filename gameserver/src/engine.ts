@@ -278,6 +278,10 @@ export class ShardEngine {
    * `dropDormant`): a copy waits there as well, so a rejoin here claims the entity again.
    */
   private readonly sparedFor = new Set<string>();
+  /** Players dropped here whose entity waits for them (`droppedHere`) → when they dropped, by `wallClock`. */
+  private readonly droppedAt = new Map<string, number>();
+  /** Milliseconds since the Unix epoch, as neighbours count them (see the constructor). */
+  readonly wallClock: () => number;
   /** Restored players (until they rejoin or their window ends) → the ticks their state lay in the store before the restore. */
   private readonly storedTicks = new Map<string, number>();
   /** engine.rejoin_window_ms in ticks. */
@@ -359,9 +363,12 @@ export class ShardEngine {
        * resume after a handoff, or freed by a handoff. Called on the tick; must not block.
        */
       onPlace?: (event: 'taken' | 'freed', playerId: string, handedOver: boolean) => void;
+      /** Milliseconds since the Unix epoch (default `Date.now`): when a player dropped here, compared with a neighbour's claim (`dropDormant`). */
+      wallClock?: () => number;
     } = {},
   ) {
     const { restored } = options;
+    this.wallClock = options.wallClock ?? Date.now;
     this.maxHeldInputs =
       Math.min(MAX_OFFER_TICKS, Math.ceil(settings['handoff.timeout_ms'] / settings['engine.tick_rate_ms'])) + MAX_QUEUED_MOVES;
     this.rebalanceTicks = options.rebalance === false ? 0 : REBALANCE_TICKS;
@@ -1363,9 +1370,15 @@ export class ShardEngine {
    * have lost, so their place is freed as handed over. Returns how many were dropped.
    * `away`: those of `entityIds` whose player does not play on the neighbour now (they dropped or
    * left there): one whose player rejoined it and dropped here since stays — which of the two
-   * they played last is unknown, and this shard claims its own.
+   * they played last is unknown, and this shard claims its own. `earlier`: those the neighbour
+   * played from a time (`wallClock`'s) and handed on since: one whose player dropped here after
+   * that stays — it is the newer.
    */
-  dropDormant(entityIds: Iterable<number>, away: ReadonlySet<number> = new Set()): number {
+  dropDormant(
+    entityIds: Iterable<number>,
+    away: ReadonlySet<number> = new Set(),
+    earlier: ReadonlyMap<number, number> = new Map(),
+  ): number {
     const ids = new Set(entityIds);
     let dropped = 0;
     for (const [playerId, entityId] of this.dormant) {
@@ -1375,6 +1388,8 @@ export class ShardEngine {
         this.sparedFor.add(playerId);
         continue;
       }
+      const since = earlier.get(entityId);
+      if (since !== undefined && since <= (this.droppedAt.get(playerId) ?? Number.NEGATIVE_INFINITY)) continue;
       this.stopWaiting(playerId);
       this.world.despawn(entityId);
       this.syncPlace(playerId, true);
@@ -1703,6 +1718,7 @@ export class ShardEngine {
     this.dormant.set(playerId, entityId);
     this.dormantUntil.set(playerId, this.tick + this.rejoinWindowTicks);
     this.droppedHere.add(playerId);
+    this.droppedAt.set(playerId, this.wallClock());
   }
 
   /**
@@ -1739,6 +1755,7 @@ export class ShardEngine {
     this.dormantUntil.delete(playerId);
     this.storedTicks.delete(playerId);
     this.droppedHere.delete(playerId);
+    this.droppedAt.delete(playerId);
     this.sparedFor.delete(playerId);
   }
 

@@ -232,6 +232,12 @@ test('a shard restored with players admits nobody until its neighbours claim the
   expect(late.settled).toBe(true);
 });
 
+/** A wall clock for shards in one test: later on every reading, so what happened later reads later. */
+function sharedWallClock(): () => number {
+  let ms = 1_000_000;
+  return () => ++ms;
+}
+
 /**
  * Shards A (left) and B (right), both restored from snapshots holding pat's entity, waiting for
  * pat: B's from before pat walked on to A. Their links record; nothing is sent yet.
@@ -247,10 +253,11 @@ async function twoRestoredWithPat(extraA: Partial<ConstructorParameters<typeof S
   };
   const pat = idRange(1).first + 3;
   const places: string[] = [];
+  const wallClock = sharedWallClock();
   const a = new ShardEngine(
     settings,
     { send: () => true, kick: () => undefined },
-    { region: left, ids: idRange(0), restored: saved(0, 50, pat) },
+    { region: left, ids: idRange(0), restored: saved(0, 50, pat), wallClock },
   );
   const b = new ShardEngine(
     settings,
@@ -259,6 +266,7 @@ async function twoRestoredWithPat(extraA: Partial<ConstructorParameters<typeof S
       region: right.region,
       ids: idRange(1),
       restored: saved(1, 150, pat),
+      wallClock,
       onPlace: (event, playerId, handedOver) => places.push(`${event} ${playerId}${handedOver ? ' handoff' : ''}`),
     },
   );
@@ -551,13 +559,14 @@ test('an entity adopted here whose player has not resumed is no away id, also wh
  * walks on to the corner (committed), and from there to B at `adoptAt`: resumed there, and
  * dropped there. What B sends A is delivered; A's messages to B wait in `toB`.
  */
-async function patReachesBThroughTheCorner(o: { aToB: boolean; adoptAt: number }) {
+async function patReachesBThroughTheCorner(o: { aToB: boolean; adoptAt: number; bToA?: boolean }) {
   const { decodeState, encodeState } = await import('../persist/state-codec.js');
   const { World, KIND_PLAYER } = await import('../sim/world.js');
   const w = new World(16);
   const pat = w.spawn(50, 50, KIND_PLAYER);
   const restored = decodeState(encodeState(5, w, new Map([[pat, 'pat']])), 16);
-  const a = new ShardEngine(settings, { send: () => true, kick: () => undefined }, { region: left, restored });
+  const wallClock = sharedWallClock();
+  const a = new ShardEngine(settings, { send: () => true, kick: () => undefined }, { region: left, restored, wallClock });
   let clock = 0;
   const now = () => clock;
   const corner: Neighbour = { shard: 2, name: 'w-9-9', region: { minX: 100, minY: 0, maxX: 200, maxY: 50 }, address: '127.0.0.1:2' };
@@ -567,7 +576,7 @@ async function patReachesBThroughTheCorner(o: { aToB: boolean; adoptAt: number }
     placement: { bounds: settings['engine.world_bounds'], shard: 0, region: left, address: '127.0.0.1:0', neighbours: [corner, right] },
   });
   const leftN: Neighbour = { shard: 0, name: 'w-0-0', region: left, address: '127.0.0.1:0' };
-  const b = new ShardEngine(settings, { send: () => true, kick: () => undefined }, { region: right.region, ids: idRange(1) });
+  const b = new ShardEngine(settings, { send: () => true, kick: () => undefined }, { region: right.region, ids: idRange(1), wallClock });
   const bSharding = shardingOf(b, {
     now,
     placement: {
@@ -620,7 +629,9 @@ async function patReachesBThroughTheCorner(o: { aToB: boolean; adoptAt: number }
   expect(bSharding.claimForJoin('pat')).toMatchObject({ entityId: pat });
   expect(b.resume(1, 'pat', pat)).toMatchObject({ ok: true, entityId: pat });
   b.suspend(1);
-  toAOnce();
+  // B's link to A down since before the adoption (`bToA` false): what B sent A is lost.
+  if (o.bToA === false) toA.sent.splice(0);
+  else toAOnce();
   /** A's link to B comes up (again), at `at`: what A sends B then is delivered. */
   const aToBUp = (at: number) => {
     clock = at;
@@ -633,16 +644,22 @@ async function patReachesBThroughTheCorner(o: { aToB: boolean; adoptAt: number }
   return { b, pat, aToBUp, waitsOnB };
 }
 
-test('a claim held back for an entity handed on to a third shard does not drop the copy it reached the receiver with, by a handoff, and its player dropped there', async () => {
-  // A's link to B is down from pat's rejoin on until after pat dropped on B; B's adoption, claimed
-  // to A (B's link to A came up within the rejoin window), reached A.
-  const { b, pat, aToBUp, waitsOnB } = await patReachesBThroughTheCorner({ aToB: false, adoptAt: 1000 });
-  aToBUp(2000);
-  // Pat's only entity waits on B, where they played it last: dropped, pat rejoins B to a new one
-  // (a loss docs/sharding.md does not list).
-  expect(waitsOnB()).toBe(true);
-  expect(b.join(2, 'pat')).toMatchObject({ ok: true, entityId: pat });
-});
+// A's link to B is down from pat's rejoin on until after pat dropped on B. The claim A held back
+// names pat as played on A since the rejoin (`played_earlier`): B's copy, dropped later, stays.
+test.each([
+  ["B's adoption, claimed to A, reached A", { aToB: false, adoptAt: 1000 }, 2000],
+  ["B's link to A down too", { aToB: false, adoptAt: 1000, bToA: false }, 2000],
+  ["B's adoption past its rejoin window after its link to A came up, claimed to no one", { aToB: false, adoptAt: 31_000 }, 40_000],
+])(
+  'a claim held back for an entity handed on to a third shard does not drop the copy it reached the receiver with, by a handoff, and its player dropped there: %s',
+  async (_, o, upAt) => {
+    const { b, pat, aToBUp, waitsOnB } = await patReachesBThroughTheCorner(o);
+    aToBUp(upAt);
+    // Pat's only entity waits on B, where they played it last: dropped, pat would rejoin B to a new one.
+    expect(waitsOnB()).toBe(true);
+    expect(b.join(2, 'pat')).toMatchObject({ ok: true, entityId: pat });
+  },
+);
 
 test('a claim that went out is not sent again, as played, once its entity was handed on: a copy that reached the receiver since and waits there stays', async () => {
   // A's link to B is up at pat's rejoin (B has no copy), and B's adoption 31 s later is claimed to

@@ -278,9 +278,10 @@ export class Sharding {
    * was handed to from here, or one that claims to play it (its copy is newer than this claim).
    * Nor again once it went out and the entity was handed on (`handedOn`): where it is now, this
    * shard does not know, and a neighbour it reached since and dropped on keeps it. By id, in the
-   * order made (a second rejoin of one moves it last).
+   * order made (a second rejoin of one moves it last). `since`: the rejoin by the engine's
+   * `wallClock`, sent with a claim of one handed on (`played_earlier`).
    */
-  private readonly rejoinClaims = new Map<number, Map<number, { at: number; sent: boolean; handedOn?: boolean }>>();
+  private readonly rejoinClaims = new Map<number, Map<number, { at: number; since: number; sent: boolean; handedOn?: boolean }>>();
   /** The run of each neighbour our link reached last (its welcome's epoch). */
   private readonly outEpochs = new Map<number, number>();
   /** Copies dropped for MAX_CUSTODY since the last warning. */
@@ -313,7 +314,7 @@ export class Sharding {
         const sent = (this.links?.send(n, { ownershipClaim: { entityIds: [id] } }) ?? 0) > 0;
         const kept = this.rejoinClaims.get(n.shard) ?? new Map();
         kept.delete(id);
-        kept.set(id, { at: this.now(), sent });
+        kept.set(id, { at: this.now(), since: this.o.engine.wallClock(), sent });
         if (kept.size > MAX_REJOIN_CLAIMS) kept.delete(kept.keys().next().value as number);
         this.rejoinClaims.set(n.shard, kept);
       }
@@ -373,11 +374,16 @@ export class Sharding {
     // And it may have restarted from a snapshot in which some of our players were still its own.
     const owned = new Set(this.o.engine.claimedPlayers());
     const since = this.now() - this.claimsKeptMs;
-    // Handed on from here since (and not waiting here again): played on a neighbour, not away.
+    // Handed on from here since (and not waiting here again): played on a neighbour, not away —
+    // and played here from the rejoin on, so a copy whose player dropped there later stays.
     const handedOn = new Set<number>();
+    const playedEarlier: aethex.v1.IPlayedEarlier[] = [];
     const going = [...(this.rejoinClaims.get(n.shard) ?? [])].filter(([, c]) => c.at > since && !(c.sent && c.handedOn));
     for (const [id, c] of going) {
-      if (c.handedOn && !owned.has(id)) handedOn.add(id);
+      if (c.handedOn && !owned.has(id)) {
+        handedOn.add(id);
+        playedEarlier.push({ entityId: id, sinceMs: c.since });
+      }
       owned.add(id);
     }
     // Adopted and not resumed yet: on their way here, as good as played here (also when a claim
@@ -386,7 +392,7 @@ export class Sharding {
     for (const inc of this.incoming.values()) if (inc.adopted) adopted.add(inc.entity.entityId);
     const away = [...owned].filter((id) => !adopted.has(id) && !handedOn.has(id) && !this.o.engine.playsHere(id));
     for (const id of adopted) owned.add(id);
-    if ((this.links?.send(n, { ownershipClaim: { entityIds: [...owned], awayIds: away } }) ?? 0) > 0)
+    if ((this.links?.send(n, { ownershipClaim: { entityIds: [...owned], awayIds: away, playedEarlier } }) ?? 0) > 0)
       for (const [, c] of going) c.sent = true;
     // The neighbour may keep its copy of those (a player who dropped there too): a rejoin here
     // must claim them again, or that copy outlives the player playing here.
@@ -519,13 +525,15 @@ export class Sharding {
         const ids = claim.entityIds;
         if (this.now() - this.startedAt < this.claimsKeptMs) for (const id of ids) this.claimedSinceStart.add(id);
         const away = new Set(claim.awayIds);
+        const earlier = new Map<number, number>();
+        for (const p of claim.playedEarlier as aethex.v1.PlayedEarlier[]) earlier.set(p.entityId, Number(p.sinceMs));
         // Those it plays (or adopted) now: it had them after any claim of ours kept for it.
         if (this.rejoinClaims.has(from.shard))
           this.forgetRejoinClaims(
             from,
-            ids.filter((id) => !away.has(id)),
+            ids.filter((id) => !away.has(id) && !earlier.has(id)),
           );
-        const dropped = this.o.engine.dropDormant(ids, away);
+        const dropped = this.o.engine.dropDormant(ids, away, earlier);
         if (dropped > 0) this.o.log.info({ neighbour: from.name, dropped }, 'restored players that moved to a neighbour dropped');
         this.claimsAwaited.delete(from.shard);
         break;

@@ -778,6 +778,7 @@ export namespace aethex {
             $unknowns?: Uint8Array[];
             entityIds: number[];
             awayIds: number[];
+            playedEarlier: aethex.v1.PlayedEarlier.$Properties[];
             static create(properties: aethex.v1.OwnershipClaim.$Shape): aethex.v1.OwnershipClaim & aethex.v1.OwnershipClaim.$Shape;
             static create(properties?: aethex.v1.OwnershipClaim.$Properties): aethex.v1.OwnershipClaim;
             static encode(m: aethex.v1.OwnershipClaim.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
@@ -795,9 +796,40 @@ export namespace aethex {
             interface $Properties {
                 entityIds?: (number[]|null);
                 awayIds?: (number[]|null);
+                playedEarlier?: (aethex.v1.PlayedEarlier.$Properties[]|null);
                 $unknowns?: Uint8Array[];
             }
             type $Shape = aethex.v1.OwnershipClaim.$Properties;
+        }
+
+        interface IPlayedEarlier extends aethex.v1.PlayedEarlier.$Properties {
+        }
+
+        class PlayedEarlier {
+            constructor(p?: aethex.v1.PlayedEarlier.$Properties);
+            $unknowns?: Uint8Array[];
+            entityId: number;
+            sinceMs: number;
+            static create(properties: aethex.v1.PlayedEarlier.$Shape): aethex.v1.PlayedEarlier & aethex.v1.PlayedEarlier.$Shape;
+            static create(properties?: aethex.v1.PlayedEarlier.$Properties): aethex.v1.PlayedEarlier;
+            static encode(m: aethex.v1.PlayedEarlier.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
+            static encodeDelimited(message: aethex.v1.PlayedEarlier.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+            static decode(r: ($protobuf.Reader|Uint8Array), l?: number): aethex.v1.PlayedEarlier & aethex.v1.PlayedEarlier.$Shape;
+            static decodeDelimited(reader: ($protobuf.Reader|Uint8Array)): aethex.v1.PlayedEarlier & aethex.v1.PlayedEarlier.$Shape;
+            static verify(m: { [k: string]: any }): (string|null);
+            static fromObject(d: { [k: string]: any }): aethex.v1.PlayedEarlier;
+            static toObject(m: aethex.v1.PlayedEarlier, o?: $protobuf.IConversionOptions): { [k: string]: any };
+            toJSON(): { [k: string]: any };
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace PlayedEarlier {
+            interface $Properties {
+                entityId?: (number|null);
+                sinceMs?: (number|null);
+                $unknowns?: Uint8Array[];
+            }
+            type $Shape = aethex.v1.PlayedEarlier.$Properties;
         }
 
         interface ILinkChallenge extends aethex.v1.LinkChallenge.$Properties {

@@ -8379,6 +8379,7 @@ export const aethex = $root.aethex = (() => {
              * @typedef {Object} aethex.v1.OwnershipClaim.$Properties
              * @property {Array.<number>|null} [entityIds] OwnershipClaim entityIds
              * @property {Array.<number>|null} [awayIds] OwnershipClaim awayIds
+             * @property {Array.<aethex.v1.PlayedEarlier.$Properties>|null} [playedEarlier] OwnershipClaim playedEarlier
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -8406,6 +8407,7 @@ export const aethex = $root.aethex = (() => {
             const OwnershipClaim = function (p) {
                 this.entityIds = [];
                 this.awayIds = [];
+                this.playedEarlier = [];
                 if (p)
                     for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
                         if (p[ks[i]] != null && ks[i] !== "__proto__")
@@ -8427,6 +8429,14 @@ export const aethex = $root.aethex = (() => {
              * @instance
              */
             OwnershipClaim.prototype.awayIds = $util.emptyArray;
+
+            /**
+             * OwnershipClaim playedEarlier.
+             * @member {Array.<aethex.v1.PlayedEarlier.$Properties>} playedEarlier
+             * @memberof aethex.v1.OwnershipClaim
+             * @instance
+             */
+            OwnershipClaim.prototype.playedEarlier = $util.emptyArray;
 
             /**
              * Creates a new OwnershipClaim instance using the specified properties.
@@ -8465,6 +8475,10 @@ export const aethex = $root.aethex = (() => {
                 }
                 if (m.awayIds != null && m.awayIds.length) {
                     w.uint32(/* id 2, wireType 2 =*/18).uint32s(m.awayIds);
+                }
+                if (m.playedEarlier != null && m.playedEarlier.length) {
+                    for (var i = 0; i < m.playedEarlier.length; ++i)
+                        $root.aethex.v1.PlayedEarlier.encode(m.playedEarlier[i], w.uint32(/* id 3, wireType 2 =*/26).fork(), q + 1).ldelim();
                 }
                 if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
                     for (var i = 0; i < m.$unknowns.length; ++i)
@@ -8551,6 +8565,14 @@ export const aethex = $root.aethex = (() => {
                             m.awayIds.push(r.uint32());
                             continue;
                         }
+                    case 3: {
+                            if (u !== 2)
+                                break;
+                            if (!(m.playedEarlier && m.playedEarlier.length))
+                                m.playedEarlier = [];
+                            m.playedEarlier.push($root.aethex.v1.PlayedEarlier.decode(r, r.size(), $undefined, q + 1));
+                            continue;
+                        }
                     }
                     r.skipType(u, q, t);
                     if (!r.discardUnknown) {
@@ -8615,6 +8637,17 @@ export const aethex = $root.aethex = (() => {
                             return "awayIds: integer[] expected";
                     }
                 }
+                if (m.playedEarlier != null && $Object.hasOwnProperty.call(m, "playedEarlier")) {
+                    if (!$Array.isArray(m.playedEarlier))
+                        return "playedEarlier: array expected";
+                    for (var i = 0; i < m.playedEarlier.length; ++i) {
+                        {
+                            var e = $root.aethex.v1.PlayedEarlier.verify(m.playedEarlier[i], q + 1);
+                            if (e)
+                                return "playedEarlier." + e;
+                        }
+                    }
+                }
                 return null;
             };
 
@@ -8652,6 +8685,16 @@ export const aethex = $root.aethex = (() => {
                         m.awayIds[i] = d.awayIds[i] >>> 0;
                     }
                 }
+                if (d.playedEarlier) {
+                    if (!$Array.isArray(d.playedEarlier))
+                        throw $TypeError(".aethex.v1.OwnershipClaim.playedEarlier: array expected");
+                    m.playedEarlier = $Array(d.playedEarlier.length);
+                    for (var i = 0; i < d.playedEarlier.length; ++i) {
+                        if (!$util.isObject(d.playedEarlier[i]))
+                            throw $TypeError(".aethex.v1.OwnershipClaim.playedEarlier: object expected");
+                        m.playedEarlier[i] = $root.aethex.v1.PlayedEarlier.fromObject(d.playedEarlier[i], q + 1);
+                    }
+                }
                 return m;
             };
 
@@ -8675,6 +8718,7 @@ export const aethex = $root.aethex = (() => {
                 if (o.arrays || o.defaults) {
                     d.entityIds = [];
                     d.awayIds = [];
+                    d.playedEarlier = [];
                 }
                 if (m.entityIds && m.entityIds.length) {
                     d.entityIds = $Array(m.entityIds.length);
@@ -8686,6 +8730,12 @@ export const aethex = $root.aethex = (() => {
                     d.awayIds = $Array(m.awayIds.length);
                     for (var j = 0; j < m.awayIds.length; ++j) {
                         d.awayIds[j] = m.awayIds[j];
+                    }
+                }
+                if (m.playedEarlier && m.playedEarlier.length) {
+                    d.playedEarlier = $Array(m.playedEarlier.length);
+                    for (var j = 0; j < m.playedEarlier.length; ++j) {
+                        d.playedEarlier[j] = $root.aethex.v1.PlayedEarlier.toObject(m.playedEarlier[j], o, q + 1);
                     }
                 }
                 return d;
@@ -8717,6 +8767,335 @@ export const aethex = $root.aethex = (() => {
             };
 
             return OwnershipClaim;
+        })();
+
+        v1.PlayedEarlier = (function() {
+
+            /**
+             * Properties of a PlayedEarlier.
+             * @typedef {Object} aethex.v1.PlayedEarlier.$Properties
+             * @property {number|null} [entityId] PlayedEarlier entityId
+             * @property {number|null} [sinceMs] PlayedEarlier sinceMs
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a PlayedEarlier.
+             * @memberof aethex.v1
+             * @interface IPlayedEarlier
+             * @augments aethex.v1.PlayedEarlier.$Properties
+             * @deprecated Use aethex.v1.PlayedEarlier.$Properties instead.
+             */
+
+            /**
+             * Shape of a PlayedEarlier.
+             * @typedef {aethex.v1.PlayedEarlier.$Properties} aethex.v1.PlayedEarlier.$Shape
+             */
+
+            /**
+             * Constructs a new PlayedEarlier.
+             * @memberof aethex.v1
+             * @classdesc Represents a PlayedEarlier.
+             * @constructor
+             * @param {aethex.v1.PlayedEarlier.$Properties=} [p] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const PlayedEarlier = function (p) {
+                if (p)
+                    for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
+                        if (p[ks[i]] != null && ks[i] !== "__proto__")
+                            this[ks[i]] = p[ks[i]];
+            };
+
+            /**
+             * PlayedEarlier entityId.
+             * @member {number} entityId
+             * @memberof aethex.v1.PlayedEarlier
+             * @instance
+             */
+            PlayedEarlier.prototype.entityId = 0;
+
+            /**
+             * PlayedEarlier sinceMs.
+             * @member {number} sinceMs
+             * @memberof aethex.v1.PlayedEarlier
+             * @instance
+             */
+            PlayedEarlier.prototype.sinceMs = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
+             * Creates a new PlayedEarlier instance using the specified properties.
+             * @function create
+             * @memberof aethex.v1.PlayedEarlier
+             * @static
+             * @param {aethex.v1.PlayedEarlier.$Properties=} [properties] Properties to set
+             * @returns {aethex.v1.PlayedEarlier} PlayedEarlier instance
+             * @type {{
+             *   (properties: aethex.v1.PlayedEarlier.$Shape): aethex.v1.PlayedEarlier & aethex.v1.PlayedEarlier.$Shape;
+             *   (properties?: aethex.v1.PlayedEarlier.$Properties): aethex.v1.PlayedEarlier;
+             * }}
+             */
+            PlayedEarlier.create = function(properties) {
+                return new PlayedEarlier(properties);
+            };
+
+            /**
+             * Encodes the specified PlayedEarlier message. Does not implicitly {@link aethex.v1.PlayedEarlier.verify|verify} messages.
+             * @function encode
+             * @memberof aethex.v1.PlayedEarlier
+             * @static
+             * @param {aethex.v1.PlayedEarlier.$Properties} m PlayedEarlier message or plain object to encode
+             * @param {$protobuf.Writer} [w] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            PlayedEarlier.encode = function (m, w, q) {
+                if (!w)
+                    w = $Writer.create();
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (m.entityId != null && $Object.hasOwnProperty.call(m, "entityId") && m.entityId !== 0)
+                    w.uint32(/* id 1, wireType 0 =*/8).uint32(m.entityId);
+                if (m.sinceMs != null && $Object.hasOwnProperty.call(m, "sinceMs") && (typeof m.sinceMs === "object" ? m.sinceMs.low || m.sinceMs.high : m.sinceMs !== 0))
+                    w.uint32(/* id 2, wireType 0 =*/16).uint64(m.sinceMs);
+                if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
+                    for (var i = 0; i < m.$unknowns.length; ++i)
+                        w.raw(m.$unknowns[i]);
+                return w;
+            };
+
+            /**
+             * Encodes the specified PlayedEarlier message, length delimited. Does not implicitly {@link aethex.v1.PlayedEarlier.verify|verify} messages.
+             * @function encodeDelimited
+             * @memberof aethex.v1.PlayedEarlier
+             * @static
+             * @param {aethex.v1.PlayedEarlier.$Properties} message PlayedEarlier message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            PlayedEarlier.encodeDelimited = function(message, writer) {
+                return this.encode(message, (writer || $Writer.create()).fork()).ldelim();
+            };
+
+            /**
+             * Decodes a PlayedEarlier message from the specified reader or buffer.
+             * @function decode
+             * @memberof aethex.v1.PlayedEarlier
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} r Reader or buffer to decode from
+             * @param {number} [l] Message length if known beforehand
+             * @returns {aethex.v1.PlayedEarlier & aethex.v1.PlayedEarlier.$Shape} PlayedEarlier
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            PlayedEarlier.decode = function (r, l, z, q, g) {
+                if (!(r instanceof $Reader))
+                    r = $Reader.create(r);
+                if (q === $undefined)
+                    q = 0;
+                if (q > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var c, m, v;
+                if (l === $undefined)
+                    c = r.len;
+                else {
+                    c = r.pos + l;
+                    if (c > r.len)
+                        throw $RangeError("index out of range");
+                    l = r.len;
+                    r.len = c;
+                }
+                m = g || new $root.aethex.v1.PlayedEarlier();
+                while (r.pos < c) {
+                    var s = r.pos;
+                    var t = r.tag();
+                    if (t === z) {
+                        z = $undefined;
+                        break;
+                    }
+                    var u = t & 7;
+                    switch (t >>>= 3) {
+                    case 1: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.uint32())
+                                m.entityId = v;
+                            else
+                                delete m.entityId;
+                            continue;
+                        }
+                    case 2: {
+                            if (u !== 0)
+                                break;
+                            if (typeof (v = r.uint64()) === "object" ? v.low || v.high : v !== 0)
+                                m.sinceMs = v;
+                            else
+                                delete m.sinceMs;
+                            continue;
+                        }
+                    }
+                    r.skipType(u, q, t);
+                    if (!r.discardUnknown) {
+                        $util.makeProp(m, "$unknowns", false);
+                        (m.$unknowns || (m.$unknowns = [])).push(r.raw(s, r.pos));
+                    }
+                }
+                if (l !== $undefined) {
+                    if (r.pos !== c)
+                        throw $RangeError("index out of range");
+                    r.len = l;
+                }
+                if (z !== $undefined)
+                    throw $Error("missing end group");
+                return m;
+            };
+
+            /**
+             * Decodes a PlayedEarlier message from the specified reader or buffer, length delimited.
+             * @function decodeDelimited
+             * @memberof aethex.v1.PlayedEarlier
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @returns {aethex.v1.PlayedEarlier & aethex.v1.PlayedEarlier.$Shape} PlayedEarlier
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            PlayedEarlier.decodeDelimited = function(reader) {
+                if (!(reader instanceof $Reader))
+                    reader = new $Reader(reader);
+                return this.decode(reader, reader.size());
+            };
+
+            /**
+             * Verifies a PlayedEarlier message.
+             * @function verify
+             * @memberof aethex.v1.PlayedEarlier
+             * @static
+             * @param {Object.<string,*>} m Plain object to verify
+             * @returns {string|null} `null` if valid, otherwise the reason why it is not
+             */
+            PlayedEarlier.verify = function (m, q) {
+                if (typeof m !== "object" || m === null)
+                    return "object expected";
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    return "max depth exceeded";
+                if (m.entityId != null && $Object.hasOwnProperty.call(m, "entityId")) {
+                    if (!$util.isInteger(m.entityId))
+                        return "entityId: integer expected";
+                }
+                if (m.sinceMs != null && $Object.hasOwnProperty.call(m, "sinceMs")) {
+                    if (!$util.isInteger(m.sinceMs) && !(m.sinceMs && $util.isInteger(m.sinceMs.low) && $util.isInteger(m.sinceMs.high)))
+                        return "sinceMs: integer|Long expected";
+                }
+                return null;
+            };
+
+            /**
+             * Creates a PlayedEarlier message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof aethex.v1.PlayedEarlier
+             * @static
+             * @param {Object.<string,*>} d Plain object
+             * @returns {aethex.v1.PlayedEarlier} PlayedEarlier
+             */
+            PlayedEarlier.fromObject = function (d, q) {
+                if (d instanceof $root.aethex.v1.PlayedEarlier)
+                    return d;
+                if (!$util.isObject(d))
+                    throw $TypeError(".aethex.v1.PlayedEarlier: object expected");
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var m = new $root.aethex.v1.PlayedEarlier();
+                if (d.entityId != null) {
+                    if ($Number(d.entityId) !== 0) {
+                        m.entityId = d.entityId >>> 0;
+                    }
+                }
+                if (d.sinceMs != null) {
+                    if (typeof d.sinceMs === "object" ? d.sinceMs.low || d.sinceMs.high : $Number(d.sinceMs) !== 0) {
+                        if ($util.Long)
+                            m.sinceMs = $util.Long.fromValue(d.sinceMs, true);
+                        else if (typeof d.sinceMs === "string")
+                            m.sinceMs = $parseInt(d.sinceMs, 10);
+                        else if (typeof d.sinceMs === "number")
+                            m.sinceMs = d.sinceMs;
+                        else if (typeof d.sinceMs === "object")
+                            m.sinceMs = new $util.LongBits(d.sinceMs.low >>> 0, d.sinceMs.high >>> 0).toNumber(true);
+                    }
+                }
+                return m;
+            };
+
+            /**
+             * Creates a plain object from a PlayedEarlier message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof aethex.v1.PlayedEarlier
+             * @static
+             * @param {aethex.v1.PlayedEarlier} m PlayedEarlier
+             * @param {$protobuf.IConversionOptions} [o] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            PlayedEarlier.toObject = function (m, o, q) {
+                if (!o)
+                    o = {};
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var d = {};
+                if (o.defaults) {
+                    d.entityId = 0;
+                    if ($util.Long) {
+                        var n = new $util.Long(0, 0, true);
+                        d.sinceMs = o.longs === $String ? n.toString() : o.longs === $Number ? n.toNumber() : typeof $BigInt !== "undefined" && o.longs === $BigInt ? n.toBigInt() : n;
+                    } else
+                        d.sinceMs = o.longs === $String ? "0" : typeof $BigInt !== "undefined" && o.longs === $BigInt ? $BigInt("0") : 0;
+                }
+                if (m.entityId != null && $Object.hasOwnProperty.call(m, "entityId")) {
+                    d.entityId = m.entityId;
+                }
+                if (m.sinceMs != null && $Object.hasOwnProperty.call(m, "sinceMs")) {
+                    if (typeof $BigInt !== "undefined" && o.longs === $BigInt)
+                        d.sinceMs = typeof m.sinceMs === "number" ? $BigInt(m.sinceMs) : $util.Long.fromBits(m.sinceMs.low >>> 0, m.sinceMs.high >>> 0, true).toBigInt();
+                    else if (typeof m.sinceMs === "number")
+                        d.sinceMs = o.longs === $String ? $String(m.sinceMs) : m.sinceMs;
+                    else
+                        d.sinceMs = o.longs === $String ? $util.Long.prototype.toString.call(m.sinceMs) : o.longs === $Number ? new $util.LongBits(m.sinceMs.low >>> 0, m.sinceMs.high >>> 0).toNumber(true) : m.sinceMs;
+                }
+                return d;
+            };
+
+            /**
+             * Converts this PlayedEarlier to JSON.
+             * @function toJSON
+             * @memberof aethex.v1.PlayedEarlier
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            PlayedEarlier.prototype.toJSON = function() {
+                return PlayedEarlier.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for PlayedEarlier
+             * @function getTypeUrl
+             * @memberof aethex.v1.PlayedEarlier
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            PlayedEarlier.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/aethex.v1.PlayedEarlier";
+            };
+
+            return PlayedEarlier;
         })();
 
         v1.LinkChallenge = (function() {
