@@ -953,7 +953,8 @@ test('a player whose connection drops while their entity is on offer keeps their
   expect([w.mode[w.indexOf(ann)], e.waitingPlayers]).toEqual([MODE_DORMANT, 1]);
   expect(e.join(3, 'ann')).toMatchObject({ ok: true, entityId: ann });
 
-  // Committed: the player's next join is answered with the redirect, once, until it expires.
+  // Committed (the engine's own behaviour: Sharding never commits such an offer, it rolls it back
+  // on the accept): the player's next join is answered with the redirect, once, until it expires.
   const bob = joined(e, 4, 'bob');
   e.offer(bob);
   e.suspend(4);

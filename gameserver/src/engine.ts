@@ -288,13 +288,14 @@ export class ShardEngine {
   private readonly rejoinWindowTicks: number;
   /**
    * Entities on offer whose player's connection dropped meanwhile: entity → player. The player
-   * keeps their place; the offer's outcome decides what waits for them — the entity itself, here,
-   * if it rolls back, or the redirect to it if it is committed (see `suspend`).
+   * keeps their place until the offer is decided; `Sharding` rolls such an offer back, also when
+   * it is accepted, so the entity itself waits for them here (see `suspend`). (`commitOffer` of
+   * one would leave the redirect to it instead; the shard never commits one.)
    */
   private readonly droppedOnOffer = new Map<number, string>();
   /**
    * Players whose entity this shard handed over and whose client may not have got the redirect
-   * (its connection dropped or stalled, or had dropped while the entity was on offer), with that
+   * (its connection dropped or stalled after the commit), with that
    * redirect, until a tick (the neighbour's resume timeout), in the order they were handed over.
    * Their next join here is answered with it, once: a client that got it and failed to resume
    * (the token is spent or gone) would only be sent back. Forgotten when the client closes the
@@ -1298,7 +1299,8 @@ export class ShardEngine {
    * from now on) and its session, if any, is marked redirected. Returns that session's id.
    * `redirect`: where its player continues (the message the client is sent), remembered for
    * `forMs` for a join of theirs here meanwhile (see `handedOver`): the redirect may never have
-   * reached the client, or its connection had dropped while the entity was on offer.
+   * reached the client. (An offer whose player dropped meanwhile is rolled back by `Sharding`, not
+   * committed; committed here, its player's join would be answered with the redirect.)
    */
   commitOffer(entityId: number, redirect?: { message: aethex.v1.IHandoffRedirect; forMs: number }): number | undefined {
     const i = this.world.indexOf(entityId);
@@ -1676,9 +1678,9 @@ export class ShardEngine {
    * and its entity waits where it stands, out of sight and out of the simulation, for
    * `engine.rejoin_window_ms`. A join by the same player in time takes it back, with the inputs it
    * applied (the client re-sends the rest); after that it goes. An entity on offer to a neighbour
-   * stays on offer, its player keeping their place: rolled back, it waits so (the shard rolls back
-   * such an offer when it is accepted: `Sharding`); committed, the player's join here is answered
-   * with the redirect to it (`commitOffer`). A redirected session's
+   * stays on offer, its player keeping their place (their join is refused `NOT_READY`) until the
+   * offer is decided: the shard rolls it back, also when the neighbour accepts it (`Sharding`), and
+   * it waits so, for the whole window from the rollback. A redirected session's
    * entity is the neighbour's: that session just ends (the redirect stays remembered: the client
    * may not have got it), and a session whose entity is gone ends as `leave` ends it. Idempotent.
    * Returns whether the entity waits (or may, on offer).

@@ -2184,6 +2184,109 @@ describe('handoff decisions and timeouts', () => {
     expect(engine.join(2, 'dee')).toMatchObject({ ok: true, entityId });
   });
 
+  /** Shards A (left) and B (right) on one clock, their links delivering on `deliver()`, with `name` on A walking into B's region. */
+  function duoCrosser(name: string) {
+    let clock = 0;
+    const places: string[] = [];
+    const redirects: number[] = [];
+    const leftN: Neighbour = { shard: 0, name: 'w-0-0', region: left, address: '127.0.0.1:0' };
+    const onPlace = (at: string) => (event: string, playerId: string, handedOver: boolean) =>
+      places.push(`${at} ${event} ${playerId}${handedOver ? ' handoff' : ''}`);
+    const a = new ShardEngine(
+      settings,
+      { send: () => true, kick: () => undefined },
+      { region: left, ids: idRange(0), onPlace: onPlace('A') },
+    );
+    const b = new ShardEngine(
+      settings,
+      { send: () => true, kick: () => undefined },
+      { region: right.region, ids: idRange(1), onPlace: onPlace('B') },
+    );
+    const aSharding = shardingOf(a, { now: () => clock, redirect: (sessionId) => redirects.push(sessionId) });
+    const bSharding = shardingOf(b, {
+      now: () => clock,
+      placement: { bounds: settings['engine.world_bounds'], shard: 1, region: right.region, address: '127.0.0.1:1', neighbours: [leftN] },
+    });
+    const toB = recordingLinks();
+    const toA = recordingLinks();
+    aSharding.attach(toB.links);
+    bSharding.attach(toA.links);
+    const deliver = () => {
+      while (toB.sent.length > 0 || toA.sent.length > 0) {
+        for (const m of toB.sent.splice(0)) bSharding.onMessage(leftN, wire(m));
+        for (const m of toA.sent.splice(0)) aSharding.onMessage(right, wire(m));
+      }
+    };
+    const step = () => {
+      clock += settings['engine.tick_rate_ms'];
+      a.step();
+      b.step();
+      aSharding.afterStep();
+      bSharding.afterStep();
+    };
+    const r = a.join(1, name);
+    if (!r.ok) throw new Error(r.message);
+    const entityId = r.entityId;
+    a.world.y[a.world.indexOf(entityId)] = 50;
+    // Near the border first (B gets its ghost), then past it: offered to B.
+    a.world.x[a.world.indexOf(entityId)] = 98;
+    step();
+    deliver();
+    a.world.x[a.world.indexOf(entityId)] = 110;
+    step();
+    return { a, b, aSharding, bSharding, toA, toB, leftN, deliver, step, places, redirects, entityId };
+  }
+
+  test('an offer accepted after its player dropped: the neighbour forgets what it held and its ghost, the rejoined player is offered again and handed over', () => {
+    const { a, b, aSharding, bSharding, toA, toB, leftN, deliver, step, places, redirects, entityId } = duoCrosser('dee');
+    for (const m of toB.sent.splice(0)) bSharding.onMessage(leftN, wire(m));
+    expect([bSharding.inFlight.held, b.world.mode[b.world.indexOf(entityId)]]).toEqual([[entityId], MODE_GHOST]);
+    expect(a.suspend(1)).toBe(true);
+    // B's accept comes after the drop: rolled back, B told to forget what it held.
+    for (const m of toA.sent.splice(0)) aSharding.onMessage(right, wire(m));
+    expect(toB.sent.map((m) => wire(m).body)).toEqual(['handoffAbort']);
+    deliver();
+    expect(bSharding.inFlight.held).toEqual([]);
+    // Dormant at A: B's ghost of it goes with A's next ghost update.
+    step();
+    deliver();
+    expect(b.world.indexOf(entityId)).toBe(-1);
+    expect(redirects).toEqual([]);
+    // The player rejoins A: the entity, past the border, is offered again and committed this time.
+    expect(a.join(2, 'dee')).toMatchObject({ ok: true, entityId });
+    for (let t = 0; t < 20; t++) {
+      step();
+      deliver();
+    }
+    expect(redirects).toEqual([2]);
+    expect(a.world.mode[a.world.indexOf(entityId)]).toBe(MODE_GHOST);
+    expect(bSharding.adoptedAwaitingResume()).toEqual([[entityId, 'dee']]);
+    expect(places).toEqual(['A taken dee', 'A freed dee handoff']);
+  });
+
+  test('an offer accepted after its player dropped, who never comes back: one player_left, at the end of the rejoin window, and nothing left on either shard', () => {
+    const { a, b, aSharding, bSharding, deliver, step, places, entityId } = duoCrosser('eli');
+    expect(a.suspend(1)).toBe(true);
+    deliver();
+    const windowTicks = settings['engine.rejoin_window_ms'] / settings['engine.tick_rate_ms'];
+    for (let t = 0; t < windowTicks - 2; t++) {
+      step();
+      deliver();
+    }
+    // Past the neighbour's resume timeout, still waiting for the player.
+    expect([a.world.mode[a.world.indexOf(entityId)], places]).toEqual([MODE_DORMANT, ['A taken eli']]);
+    for (let t = 0; t < 4; t++) {
+      step();
+      deliver();
+    }
+    expect(places).toEqual(['A taken eli', 'A freed eli']);
+    expect([a.world.indexOf(entityId), b.world.indexOf(entityId)]).toEqual([-1, -1]);
+    expect([aSharding.inFlight, bSharding.inFlight]).toEqual([
+      { offered: [], held: [], retrying: [] },
+      { offered: [], held: [], retrying: [] },
+    ]);
+  });
+
   test('a decision sent while the link was down is sent again when it comes up within resumeTimeoutMs, and not after', () => {
     const { sharding, sent, entityId, setClock } = crosser('cy');
     sharding.afterStep();
