@@ -1373,8 +1373,8 @@ export class ShardEngine {
    * `away`: those of `entityIds` whose player does not play on the neighbour now (they dropped or
    * left there): one whose player rejoined it and dropped here since stays — which of the two
    * they played last is unknown, and this shard claims its own. `earlier`: those the neighbour
-   * played from a time (`wallClock`'s) and handed on since: one whose player dropped here after
-   * that stays — it is the newer.
+   * played and last handed on at a time (`wallClock`'s): one whose player dropped here at or
+   * after that stays — it is the newer.
    */
   dropDormant(
     entityIds: Iterable<number>,

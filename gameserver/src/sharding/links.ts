@@ -103,6 +103,8 @@ interface Outbound {
   custody: boolean;
   /** The neighbour takes back ids of its range that left for good here (IdsReleased; its welcome said so). */
   idsReleased: boolean;
+  /** The neighbour reads OwnershipClaim.played_earlier (its welcome said so). */
+  playedEarlier: boolean;
   attempt: number;
   timer: NodeJS.Timeout | undefined;
   lastHeard: number;
@@ -149,6 +151,7 @@ export class ShardLinks {
         lateChanges: false,
         custody: false,
         idsReleased: false,
+        playedEarlier: false,
         attempt: 0,
         timer: undefined,
         lastHeard: 0,
@@ -182,6 +185,11 @@ export class ShardLinks {
   /** Whether the neighbour takes back ids of its range that left for good here (IdsReleased); builds before it do not. */
   takesIdsReleased(n: Neighbour): boolean {
     return this.out.get(n.shard)?.idsReleased ?? false;
+  }
+
+  /** Whether the neighbour reads OwnershipClaim.played_earlier; builds before it drop any dormant copy of such an id. */
+  takesPlayedEarlier(n: Neighbour): boolean {
+    return this.out.get(n.shard)?.playedEarlier ?? false;
   }
 
   /** Sends one message to a neighbour; false when our link to it is down (nothing is queued). */
@@ -330,6 +338,7 @@ export class ShardLinks {
             lateChanges: true,
             custody: true,
             idsReleased: true,
+            playedEarlier: true,
             auth,
           },
         }).finish(),
@@ -441,6 +450,7 @@ export class ShardLinks {
         link.lateChanges = welcome.lateChanges === true;
         link.custody = welcome.custody === true;
         link.idsReleased = welcome.idsReleased === true;
+        link.playedEarlier = welcome.playedEarlier === true;
         link.attempt = 0;
         this.setGauge(n, 'out', true);
         this.o.log.info({ to: n.name }, 'shard link to neighbour up');

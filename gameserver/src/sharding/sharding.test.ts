@@ -552,6 +552,69 @@ test('an entity adopted here whose player has not resumed is no away id, also wh
   expect({ ids: claim.entityIds, away: claim.awayIds, onB: b.world.indexOf(pat) >= 0 }).toEqual({ ids: [pat], away: [], onB: false });
 });
 
+test('a claim kept from a rejoin says when its entity was last handed on: a copy whose player dropped on the receiver between two rejoins of it on the claimer goes', async () => {
+  const corner: Neighbour = { shard: 2, name: 'w-9-9', region: { minX: 100, minY: 0, maxX: 200, maxY: 50 }, address: '127.0.0.1:2' };
+  const { a, b, aSharding, bSharding, toA, toB, leftN, pat, deliver } = await twoRestoredWithPat({
+    placement: { bounds: settings['engine.world_bounds'], shard: 0, region: left, address: '127.0.0.1:0', neighbours: [corner, right] },
+  });
+  const up = { links: false };
+  gated(toB, (n) => n.shard !== 1 || up.links);
+  gated(toA, () => up.links);
+  // Both links between A and B down: pat rejoins A's copy (its claim kept) and drops there, then
+  // rejoins B's copy and drops there, then rejoins A's copy again (dropped there: no new claim).
+  expect(a.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
+  a.suspend(1);
+  expect(b.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
+  b.suspend(1);
+  expect(a.join(2, 'pat')).toMatchObject({ ok: true, entityId: pat });
+  // Pat walks on from A to the corner: that handoff commits, and pat plays there.
+  toB.sent.splice(0);
+  a.world.x[a.world.indexOf(pat)] = 110;
+  a.world.y[a.world.indexOf(pat)] = 20;
+  aSharding.afterStep();
+  const o = toB.sent.find((m) => m.handoffOffer)?.handoffOffer as aethex.v1.IHandoffOffer;
+  aSharding.onMessage(corner, wire({ handoffAccept: { offerId: o.offerId, entityId: o.entityId, resumeToken: 't', address: 'x' } }));
+  expect(toB.sent.some((m) => m.handoffCommit)).toBe(true);
+  // The links between A and B come up.
+  toB.sent.splice(0);
+  up.links = true;
+  aSharding.onOutboundUp(right, 2);
+  bSharding.onOutboundUp(leftN, 1);
+  deliver();
+  // Pat's play on A from the second rejoin is newer than B's copy (the claim kept from the first
+  // rejoin named that time): kept, B refuses the corner's offers of pat ("already here") and ends
+  // in a player_left at its rejoin window for a player still playing.
+  expect(b.world.indexOf(pat)).toBe(-1);
+});
+
+test('a claim lost with a link that died is sent again, with when it was handed on, also once its entity was handed on to a third shard: the stale copy goes', async () => {
+  const corner: Neighbour = { shard: 2, name: 'w-9-9', region: { minX: 100, minY: 0, maxX: 200, maxY: 50 }, address: '127.0.0.1:2' };
+  const { a, b, aSharding, bSharding, toB, leftN, pat, deliver } = await twoRestoredWithPat({
+    placement: { bounds: settings['engine.world_bounds'], shard: 0, region: left, address: '127.0.0.1:0', neighbours: [corner, right] },
+  });
+  aSharding.onOutboundUp(right, 2);
+  bSharding.onOutboundUp(leftN, 1);
+  deliver();
+  // Pat rejoins A: its claim goes to the socket of A's link to B (and to the corner), which dies
+  // before delivering it.
+  expect(a.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
+  expect(toB.sent.map((m) => wire(m).ownershipClaim?.entityIds)).toEqual([[pat], [pat]]);
+  toB.sent.splice(0);
+  // Pat walks on from A to the corner (whose link to B is down): that handoff commits.
+  a.world.x[a.world.indexOf(pat)] = 110;
+  a.world.y[a.world.indexOf(pat)] = 20;
+  aSharding.afterStep();
+  const o = toB.sent.find((m) => m.handoffOffer)?.handoffOffer as aethex.v1.IHandoffOffer;
+  aSharding.onMessage(corner, wire({ handoffAccept: { offerId: o.offerId, entityId: o.entityId, resumeToken: 't', address: 'x' } }));
+  expect(toB.sent.some((m) => m.handoffCommit)).toBe(true);
+  // A's link to B comes back: B's stale restored copy goes (kept, B refuses the corner's offers of
+  // pat "already here" and ends in a player_left at its rejoin window for a player still playing).
+  toB.sent.splice(0);
+  aSharding.onOutboundUp(right, 2);
+  for (const m of toB.sent.splice(0)) if (m.ownershipClaim) bSharding.onMessage(leftN, wire(m));
+  expect(b.world.indexOf(pat)).toBe(-1);
+});
+
 /**
  * A (left) restarted from a snapshot holding pat; B (right) and the corner (over the upper half of
  * B's region, found first from A) did not restart. B's link to A is up (its claim, naming nobody,
@@ -559,7 +622,7 @@ test('an entity adopted here whose player has not resumed is no away id, also wh
  * walks on to the corner (committed), and from there to B at `adoptAt`: resumed there, and
  * dropped there. What B sends A is delivered; A's messages to B wait in `toB`.
  */
-async function patReachesBThroughTheCorner(o: { aToB: boolean; adoptAt: number; bToA?: boolean }) {
+async function patReachesBThroughTheCorner(o: { aToB: boolean; adoptAt: number; bToA?: boolean; oldB?: boolean }) {
   const { decodeState, encodeState } = await import('../persist/state-codec.js');
   const { World, KIND_PLAYER } = await import('../sim/world.js');
   const w = new World(16);
@@ -587,7 +650,8 @@ async function patReachesBThroughTheCorner(o: { aToB: boolean; adoptAt: number; 
       neighbours: [leftN, corner],
     },
   });
-  const toB = recordingLinks();
+  // B of a build before played_earlier (`oldB`): A's link to it says so.
+  const toB = recordingLinks(true, true, true, !o.oldB);
   const toA = recordingLinks();
   // A's messages to the corner go to `toCorner`, to B to `toB` while `up.aToB`; only B's to A are recorded.
   const toCorner: aethex.v1.IShardMessage[] = [];
@@ -633,15 +697,20 @@ async function patReachesBThroughTheCorner(o: { aToB: boolean; adoptAt: number; 
   if (o.bToA === false) toA.sent.splice(0);
   else toAOnce();
   /** A's link to B comes up (again), at `at`: what A sends B then is delivered. */
+  const claimed: number[][] = [];
   const aToBUp = (at: number) => {
     clock = at;
     up.aToB = true;
     toB.sent.splice(0);
     aSharding.onOutboundUp(right, 2);
-    for (const m of toB.sent.splice(0)) bSharding.onMessage(leftN, wire(m));
+    for (const m of toB.sent.splice(0)) {
+      if (m.ownershipClaim) claimed.push(wire(m).ownershipClaim?.entityIds ?? []);
+      bSharding.onMessage(leftN, wire(m));
+    }
   };
   const waitsOnB = () => b.world.indexOf(pat) >= 0 && b.world.mode[b.world.indexOf(pat)] === MODE_DORMANT;
-  return { b, pat, aToBUp, waitsOnB };
+  /** The ids A's link-up claims to B named (what `aToBUp` delivered). */
+  return { b, pat, aToBUp, waitsOnB, claimed };
 }
 
 // A's link to B is down from pat's rejoin on until after pat dropped on B. The claim A held back
@@ -661,13 +730,20 @@ test.each([
   },
 );
 
-test('a claim that went out is not sent again, as played, once its entity was handed on: a copy that reached the receiver since and waits there stays', async () => {
-  // A's link to B is up at pat's rejoin (B has no copy), and B's adoption 31 s later is claimed to
-  // no one (B's link to A came up more than the rejoin window before); A's link to B is cut after.
-  const { aToBUp, waitsOnB } = await patReachesBThroughTheCorner({ aToB: true, adoptAt: 31_000 });
-  aToBUp(40_000);
-  expect(waitsOnB()).toBe(true);
-});
+test.each([
+  ['reads played_earlier: the claim goes again, with when pat was handed on', false, true],
+  ['is of a build before played_earlier: the claim is not sent again', true, false],
+])(
+  'a claim that went out, once its entity was handed on, to a neighbour that %s; a copy that reached it since and waits there stays',
+  async (_, oldB, again) => {
+    // A's link to B is up at pat's rejoin (B has no copy), and B's adoption 31 s later is claimed to
+    // no one (B's link to A came up more than the rejoin window before); A's link to B is cut after.
+    const { aToBUp, waitsOnB, claimed, pat } = await patReachesBThroughTheCorner({ aToB: true, adoptAt: 31_000, oldB });
+    aToBUp(40_000);
+    expect(claimed).toEqual([again ? [pat] : []]);
+    expect(waitsOnB()).toBe(true);
+  },
+);
 
 test('a claim held back for a link that is down goes with the link-up claim for the rejoin window or CUSTODY_MS, whichever is longer (docs/sharding.md)', async () => {
   let clock = 1_000_000;
@@ -760,7 +836,12 @@ test("an offer's game state is adopted with the entity, as a copy of its own; on
 });
 
 /** A link that records what is sent and is always up. */
-function recordingLinks(lateChanges = true, custody = true, idsReleased = true): { links: ShardLinks; sent: aethex.v1.IShardMessage[] } {
+function recordingLinks(
+  lateChanges = true,
+  custody = true,
+  idsReleased = true,
+  playedEarlier = true,
+): { links: ShardLinks; sent: aethex.v1.IShardMessage[] } {
   const sent: aethex.v1.IShardMessage[] = [];
   const links = {
     send: (_n: Neighbour, m: aethex.v1.IShardMessage) => sent.push(m),
@@ -768,6 +849,7 @@ function recordingLinks(lateChanges = true, custody = true, idsReleased = true):
     takesLateChanges: () => lateChanges,
     takesCustody: () => custody,
     takesIdsReleased: () => idsReleased,
+    takesPlayedEarlier: () => playedEarlier,
   };
   return { sent, links: links as unknown as ShardLinks };
 }
@@ -1698,6 +1780,7 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
       takesLateChanges: () => true,
       takesCustody: () => true,
       takesIdsReleased: () => true,
+      takesPlayedEarlier: () => true,
     } as unknown as ShardLinks);
     first.bSharding.stored(first.bSharding.adoptions);
     first.b.leave(5);
@@ -1742,6 +1825,7 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
       takesLateChanges: () => true,
       takesCustody: () => true,
       takesIdsReleased: () => true,
+      takesPlayedEarlier: () => true,
     } as unknown as ShardLinks);
     bSharding.onInboundUp(third, 9);
     // pat was numbered by A and walked A → third → B; the third shard keeps a copy.
@@ -1772,6 +1856,7 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
         takesLateChanges: () => true,
         takesCustody: () => true,
         takesIdsReleased: () => true,
+        takesPlayedEarlier: () => true,
       } as unknown as ShardLinks;
       const releasedTo = () => sent.filter(([, m]) => m.idsReleased).map(([to, m]) => [to, m.idsReleased?.entityIds]);
       return { sent, links, releasedTo };
@@ -2136,6 +2221,7 @@ describe('handoff decisions and timeouts', () => {
       takesLateChanges: () => true,
       takesCustody: () => true,
       takesIdsReleased: () => true,
+      takesPlayedEarlier: () => true,
     } as unknown as ShardLinks;
     sharding.attach(links);
     const r = engine.join(1, 'ann');

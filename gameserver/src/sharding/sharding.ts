@@ -276,12 +276,14 @@ export class Sharding {
    * meanwhile, when `claimedPlayers` no longer names them and the neighbour's stale copy would
    * otherwise end in a second player_left. Not to a neighbour that has the entity since: one it
    * was handed to from here, or one that claims to play it (its copy is newer than this claim).
-   * Nor again once it went out and the entity was handed on (`handedOn`): where it is now, this
-   * shard does not know, and a neighbour it reached since and dropped on keeps it. By id, in the
-   * order made (a second rejoin of one moves it last). `since`: the rejoin by the engine's
-   * `wallClock`, sent with a claim of one handed on (`played_earlier`).
+   * Nor again, to a neighbour of a build that ignores `played_earlier`, once it went out and the
+   * entity was handed on (`handedOnAt`): where it is now, this shard does not know, and a
+   * neighbour it reached since and dropped on keeps it. By id, in the order made (a second rejoin
+   * of one moves it last). `handedOnAt`: when it was last handed on from here, by the engine's
+   * `wallClock` — its play here ended then, whichever rejoin or adoption it began with — sent
+   * with a claim of it (`played_earlier`).
    */
-  private readonly rejoinClaims = new Map<number, Map<number, { at: number; since: number; sent: boolean; handedOn?: boolean }>>();
+  private readonly rejoinClaims = new Map<number, Map<number, { at: number; sent: boolean; handedOnAt?: number }>>();
   /** The run of each neighbour our link reached last (its welcome's epoch). */
   private readonly outEpochs = new Map<number, number>();
   /** Copies dropped for MAX_CUSTODY since the last warning. */
@@ -314,7 +316,7 @@ export class Sharding {
         const sent = (this.links?.send(n, { ownershipClaim: { entityIds: [id] } }) ?? 0) > 0;
         const kept = this.rejoinClaims.get(n.shard) ?? new Map();
         kept.delete(id);
-        kept.set(id, { at: this.now(), since: this.o.engine.wallClock(), sent });
+        kept.set(id, { at: this.now(), sent });
         if (kept.size > MAX_REJOIN_CLAIMS) kept.delete(kept.keys().next().value as number);
         this.rejoinClaims.set(n.shard, kept);
       }
@@ -375,14 +377,19 @@ export class Sharding {
     const owned = new Set(this.o.engine.claimedPlayers());
     const since = this.now() - this.claimsKeptMs;
     // Handed on from here since (and not waiting here again): played on a neighbour, not away —
-    // and played here from the rejoin on, so a copy whose player dropped there later stays.
+    // and played here until it was handed on, so a copy whose player dropped there later stays.
     const handedOn = new Set<number>();
     const playedEarlier: aethex.v1.IPlayedEarlier[] = [];
-    const going = [...(this.rejoinClaims.get(n.shard) ?? [])].filter(([, c]) => c.at > since && !(c.sent && c.handedOn));
+    // One that went out and was handed on since goes again only to a neighbour that reads
+    // `played_earlier` (its link may have died with it buffered): an older build would drop a copy
+    // the entity reached it with since, through a third shard, where its player dropped.
+    const going = [...(this.rejoinClaims.get(n.shard) ?? [])].filter(
+      ([, c]) => c.at > since && (!(c.sent && c.handedOnAt !== undefined) || (this.links?.takesPlayedEarlier(n) ?? false)),
+    );
     for (const [id, c] of going) {
-      if (c.handedOn && !owned.has(id)) {
+      if (c.handedOnAt !== undefined && !owned.has(id)) {
         handedOn.add(id);
-        playedEarlier.push({ entityId: id, sinceMs: c.since });
+        playedEarlier.push({ entityId: id, handedOnAtMs: c.handedOnAt });
       }
       owned.add(id);
     }
@@ -526,7 +533,7 @@ export class Sharding {
         if (this.now() - this.startedAt < this.claimsKeptMs) for (const id of ids) this.claimedSinceStart.add(id);
         const away = new Set(claim.awayIds);
         const earlier = new Map<number, number>();
-        for (const p of claim.playedEarlier as aethex.v1.PlayedEarlier[]) earlier.set(p.entityId, Number(p.sinceMs));
+        for (const p of claim.playedEarlier as aethex.v1.PlayedEarlier[]) earlier.set(p.entityId, Number(p.handedOnAtMs));
         // Those it plays (or adopted) now: it had them after any claim of ours kept for it.
         if (this.rejoinClaims.has(from.shard))
           this.forgetRejoinClaims(
@@ -734,7 +741,7 @@ export class Sharding {
   /**
    * `to` has these entities since the claims kept for it were made: none goes to it any more. With
    * `handedOn` (they were handed over from here to `to`), those kept for the other neighbours name
-   * them as played on, not away.
+   * them as played on, not away, until now (by the engine's `wallClock`).
    */
   private forgetRejoinClaims(to: Neighbour, ids: number[], handedOn = false): void {
     for (const [shard, kept] of this.rejoinClaims) {
@@ -743,7 +750,7 @@ export class Sharding {
         const c = kept.get(id);
         if (!c) continue;
         if (shard === to.shard) kept.delete(id);
-        else if (handedOn) c.handedOn = true;
+        else if (handedOn) c.handedOnAt = this.o.engine.wallClock();
       }
       if (kept.size === 0) this.rejoinClaims.delete(shard);
     }

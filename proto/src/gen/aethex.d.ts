@@ -809,7 +809,7 @@ export namespace aethex {
             constructor(p?: aethex.v1.PlayedEarlier.$Properties);
             $unknowns?: Uint8Array[];
             entityId: number;
-            sinceMs: number;
+            handedOnAtMs: number;
             static create(properties: aethex.v1.PlayedEarlier.$Shape): aethex.v1.PlayedEarlier & aethex.v1.PlayedEarlier.$Shape;
             static create(properties?: aethex.v1.PlayedEarlier.$Properties): aethex.v1.PlayedEarlier;
             static encode(m: aethex.v1.PlayedEarlier.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
@@ -826,7 +826,7 @@ export namespace aethex {
         namespace PlayedEarlier {
             interface $Properties {
                 entityId?: (number|null);
-                sinceMs?: (number|null);
+                handedOnAtMs?: (number|null);
                 $unknowns?: Uint8Array[];
             }
             type $Shape = aethex.v1.PlayedEarlier.$Properties;
@@ -913,6 +913,7 @@ export namespace aethex {
             auth: Uint8Array;
             custody: boolean;
             idsReleased: boolean;
+            playedEarlier: boolean;
             static create(properties: aethex.v1.LinkWelcome.$Shape): aethex.v1.LinkWelcome & aethex.v1.LinkWelcome.$Shape;
             static create(properties?: aethex.v1.LinkWelcome.$Properties): aethex.v1.LinkWelcome;
             static encode(m: aethex.v1.LinkWelcome.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
@@ -935,6 +936,7 @@ export namespace aethex {
                 auth?: (Uint8Array|null);
                 custody?: (boolean|null);
                 idsReleased?: (boolean|null);
+                playedEarlier?: (boolean|null);
                 $unknowns?: Uint8Array[];
             }
             type $Shape = aethex.v1.LinkWelcome.$Properties;

@@ -8775,7 +8775,7 @@ export const aethex = $root.aethex = (() => {
              * Properties of a PlayedEarlier.
              * @typedef {Object} aethex.v1.PlayedEarlier.$Properties
              * @property {number|null} [entityId] PlayedEarlier entityId
-             * @property {number|null} [sinceMs] PlayedEarlier sinceMs
+             * @property {number|null} [handedOnAtMs] PlayedEarlier handedOnAtMs
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -8816,12 +8816,12 @@ export const aethex = $root.aethex = (() => {
             PlayedEarlier.prototype.entityId = 0;
 
             /**
-             * PlayedEarlier sinceMs.
-             * @member {number} sinceMs
+             * PlayedEarlier handedOnAtMs.
+             * @member {number} handedOnAtMs
              * @memberof aethex.v1.PlayedEarlier
              * @instance
              */
-            PlayedEarlier.prototype.sinceMs = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+            PlayedEarlier.prototype.handedOnAtMs = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
 
             /**
              * Creates a new PlayedEarlier instance using the specified properties.
@@ -8857,8 +8857,8 @@ export const aethex = $root.aethex = (() => {
                     throw $Error("max depth exceeded");
                 if (m.entityId != null && $Object.hasOwnProperty.call(m, "entityId") && m.entityId !== 0)
                     w.uint32(/* id 1, wireType 0 =*/8).uint32(m.entityId);
-                if (m.sinceMs != null && $Object.hasOwnProperty.call(m, "sinceMs") && (typeof m.sinceMs === "object" ? m.sinceMs.low || m.sinceMs.high : m.sinceMs !== 0))
-                    w.uint32(/* id 2, wireType 0 =*/16).uint64(m.sinceMs);
+                if (m.handedOnAtMs != null && $Object.hasOwnProperty.call(m, "handedOnAtMs") && (typeof m.handedOnAtMs === "object" ? m.handedOnAtMs.low || m.handedOnAtMs.high : m.handedOnAtMs !== 0))
+                    w.uint32(/* id 2, wireType 0 =*/16).uint64(m.handedOnAtMs);
                 if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
                     for (var i = 0; i < m.$unknowns.length; ++i)
                         w.raw(m.$unknowns[i]);
@@ -8929,9 +8929,9 @@ export const aethex = $root.aethex = (() => {
                             if (u !== 0)
                                 break;
                             if (typeof (v = r.uint64()) === "object" ? v.low || v.high : v !== 0)
-                                m.sinceMs = v;
+                                m.handedOnAtMs = v;
                             else
-                                delete m.sinceMs;
+                                delete m.handedOnAtMs;
                             continue;
                         }
                     }
@@ -8986,9 +8986,9 @@ export const aethex = $root.aethex = (() => {
                     if (!$util.isInteger(m.entityId))
                         return "entityId: integer expected";
                 }
-                if (m.sinceMs != null && $Object.hasOwnProperty.call(m, "sinceMs")) {
-                    if (!$util.isInteger(m.sinceMs) && !(m.sinceMs && $util.isInteger(m.sinceMs.low) && $util.isInteger(m.sinceMs.high)))
-                        return "sinceMs: integer|Long expected";
+                if (m.handedOnAtMs != null && $Object.hasOwnProperty.call(m, "handedOnAtMs")) {
+                    if (!$util.isInteger(m.handedOnAtMs) && !(m.handedOnAtMs && $util.isInteger(m.handedOnAtMs.low) && $util.isInteger(m.handedOnAtMs.high)))
+                        return "handedOnAtMs: integer|Long expected";
                 }
                 return null;
             };
@@ -9016,16 +9016,16 @@ export const aethex = $root.aethex = (() => {
                         m.entityId = d.entityId >>> 0;
                     }
                 }
-                if (d.sinceMs != null) {
-                    if (typeof d.sinceMs === "object" ? d.sinceMs.low || d.sinceMs.high : $Number(d.sinceMs) !== 0) {
+                if (d.handedOnAtMs != null) {
+                    if (typeof d.handedOnAtMs === "object" ? d.handedOnAtMs.low || d.handedOnAtMs.high : $Number(d.handedOnAtMs) !== 0) {
                         if ($util.Long)
-                            m.sinceMs = $util.Long.fromValue(d.sinceMs, true);
-                        else if (typeof d.sinceMs === "string")
-                            m.sinceMs = $parseInt(d.sinceMs, 10);
-                        else if (typeof d.sinceMs === "number")
-                            m.sinceMs = d.sinceMs;
-                        else if (typeof d.sinceMs === "object")
-                            m.sinceMs = new $util.LongBits(d.sinceMs.low >>> 0, d.sinceMs.high >>> 0).toNumber(true);
+                            m.handedOnAtMs = $util.Long.fromValue(d.handedOnAtMs, true);
+                        else if (typeof d.handedOnAtMs === "string")
+                            m.handedOnAtMs = $parseInt(d.handedOnAtMs, 10);
+                        else if (typeof d.handedOnAtMs === "number")
+                            m.handedOnAtMs = d.handedOnAtMs;
+                        else if (typeof d.handedOnAtMs === "object")
+                            m.handedOnAtMs = new $util.LongBits(d.handedOnAtMs.low >>> 0, d.handedOnAtMs.high >>> 0).toNumber(true);
                     }
                 }
                 return m;
@@ -9052,20 +9052,20 @@ export const aethex = $root.aethex = (() => {
                     d.entityId = 0;
                     if ($util.Long) {
                         var n = new $util.Long(0, 0, true);
-                        d.sinceMs = o.longs === $String ? n.toString() : o.longs === $Number ? n.toNumber() : typeof $BigInt !== "undefined" && o.longs === $BigInt ? n.toBigInt() : n;
+                        d.handedOnAtMs = o.longs === $String ? n.toString() : o.longs === $Number ? n.toNumber() : typeof $BigInt !== "undefined" && o.longs === $BigInt ? n.toBigInt() : n;
                     } else
-                        d.sinceMs = o.longs === $String ? "0" : typeof $BigInt !== "undefined" && o.longs === $BigInt ? $BigInt("0") : 0;
+                        d.handedOnAtMs = o.longs === $String ? "0" : typeof $BigInt !== "undefined" && o.longs === $BigInt ? $BigInt("0") : 0;
                 }
                 if (m.entityId != null && $Object.hasOwnProperty.call(m, "entityId")) {
                     d.entityId = m.entityId;
                 }
-                if (m.sinceMs != null && $Object.hasOwnProperty.call(m, "sinceMs")) {
+                if (m.handedOnAtMs != null && $Object.hasOwnProperty.call(m, "handedOnAtMs")) {
                     if (typeof $BigInt !== "undefined" && o.longs === $BigInt)
-                        d.sinceMs = typeof m.sinceMs === "number" ? $BigInt(m.sinceMs) : $util.Long.fromBits(m.sinceMs.low >>> 0, m.sinceMs.high >>> 0, true).toBigInt();
-                    else if (typeof m.sinceMs === "number")
-                        d.sinceMs = o.longs === $String ? $String(m.sinceMs) : m.sinceMs;
+                        d.handedOnAtMs = typeof m.handedOnAtMs === "number" ? $BigInt(m.handedOnAtMs) : $util.Long.fromBits(m.handedOnAtMs.low >>> 0, m.handedOnAtMs.high >>> 0, true).toBigInt();
+                    else if (typeof m.handedOnAtMs === "number")
+                        d.handedOnAtMs = o.longs === $String ? $String(m.handedOnAtMs) : m.handedOnAtMs;
                     else
-                        d.sinceMs = o.longs === $String ? $util.Long.prototype.toString.call(m.sinceMs) : o.longs === $Number ? new $util.LongBits(m.sinceMs.low >>> 0, m.sinceMs.high >>> 0).toNumber(true) : m.sinceMs;
+                        d.handedOnAtMs = o.longs === $String ? $util.Long.prototype.toString.call(m.handedOnAtMs) : o.longs === $Number ? new $util.LongBits(m.handedOnAtMs.low >>> 0, m.handedOnAtMs.high >>> 0).toNumber(true) : m.handedOnAtMs;
                 }
                 return d;
             };
@@ -9911,6 +9911,7 @@ export const aethex = $root.aethex = (() => {
              * @property {Uint8Array|null} [auth] LinkWelcome auth
              * @property {boolean|null} [custody] LinkWelcome custody
              * @property {boolean|null} [idsReleased] LinkWelcome idsReleased
+             * @property {boolean|null} [playedEarlier] LinkWelcome playedEarlier
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -9999,6 +10000,14 @@ export const aethex = $root.aethex = (() => {
             LinkWelcome.prototype.idsReleased = false;
 
             /**
+             * LinkWelcome playedEarlier.
+             * @member {boolean} playedEarlier
+             * @memberof aethex.v1.LinkWelcome
+             * @instance
+             */
+            LinkWelcome.prototype.playedEarlier = false;
+
+            /**
              * Creates a new LinkWelcome instance using the specified properties.
              * @function create
              * @memberof aethex.v1.LinkWelcome
@@ -10044,6 +10053,8 @@ export const aethex = $root.aethex = (() => {
                     w.uint32(/* id 6, wireType 0 =*/48).bool(m.custody);
                 if (m.idsReleased != null && $Object.hasOwnProperty.call(m, "idsReleased") && m.idsReleased !== false)
                     w.uint32(/* id 7, wireType 0 =*/56).bool(m.idsReleased);
+                if (m.playedEarlier != null && $Object.hasOwnProperty.call(m, "playedEarlier") && m.playedEarlier !== false)
+                    w.uint32(/* id 8, wireType 0 =*/64).bool(m.playedEarlier);
                 if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
                     for (var i = 0; i < m.$unknowns.length; ++i)
                         w.raw(m.$unknowns[i]);
@@ -10164,6 +10175,15 @@ export const aethex = $root.aethex = (() => {
                                 delete m.idsReleased;
                             continue;
                         }
+                    case 8: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.bool())
+                                m.playedEarlier = v;
+                            else
+                                delete m.playedEarlier;
+                            continue;
+                        }
                     }
                     r.skipType(u, q, t);
                     if (!r.discardUnknown) {
@@ -10240,6 +10260,10 @@ export const aethex = $root.aethex = (() => {
                     if (typeof m.idsReleased !== "boolean")
                         return "idsReleased: boolean expected";
                 }
+                if (m.playedEarlier != null && $Object.hasOwnProperty.call(m, "playedEarlier")) {
+                    if (typeof m.playedEarlier !== "boolean")
+                        return "playedEarlier: boolean expected";
+                }
                 return null;
             };
 
@@ -10306,6 +10330,11 @@ export const aethex = $root.aethex = (() => {
                         m.idsReleased = $Boolean(d.idsReleased);
                     }
                 }
+                if (d.playedEarlier != null) {
+                    if (d.playedEarlier) {
+                        m.playedEarlier = $Boolean(d.playedEarlier);
+                    }
+                }
                 return m;
             };
 
@@ -10344,6 +10373,7 @@ export const aethex = $root.aethex = (() => {
                     }
                     d.custody = false;
                     d.idsReleased = false;
+                    d.playedEarlier = false;
                 }
                 if (m.shardName != null && $Object.hasOwnProperty.call(m, "shardName")) {
                     d.shardName = m.shardName;
@@ -10370,6 +10400,9 @@ export const aethex = $root.aethex = (() => {
                 }
                 if (m.idsReleased != null && $Object.hasOwnProperty.call(m, "idsReleased")) {
                     d.idsReleased = m.idsReleased;
+                }
+                if (m.playedEarlier != null && $Object.hasOwnProperty.call(m, "playedEarlier")) {
+                    d.playedEarlier = m.playedEarlier;
                 }
                 return d;
             };
