@@ -357,6 +357,16 @@ describe('soak checks', () => {
     expect(evaluate(r).afterQuit.map((a) => a.player)).toEqual(['p1']);
   });
 
+  test('an event emitted just before the quit, in the same millisecond, is not after it', () => {
+    const r = healthy();
+    r.events.push(
+      { e: 'handoff', p: 'p1', from: B, to: A, entity: 1, gapMs: 20, viaRejoin: false, at: 6000 },
+      { e: 'quit', p: 'p1', shard: A, entity: 1, at: 6000 },
+    );
+    r.finals = [];
+    expect(evaluate(r).afterQuit).toEqual([]);
+  });
+
   const clientFault = (kind: FaultRecord['kind'], at: number, endAt: number, players: string[]): FaultRecord => ({
     kind,
     shard: B,

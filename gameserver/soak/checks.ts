@@ -613,7 +613,10 @@ export function evaluate(r: SoakRecord): SoakFindings {
   // --- a player who quits is gone: nothing after close() ---
   const afterQuit: SoakFindings['afterQuit'] = [];
   for (const [player, q] of quitAt) {
-    const seen = (byPlayer.get(player) ?? []).filter((e) => e.e !== 'quit' && e.at >= q);
+    // After the quit in the order the clients' process emitted them: an event of the same
+    // millisecond emitted before it (a handoff just done) is not after it.
+    const own = byPlayer.get(player) ?? [];
+    const seen = own.slice(own.findIndex((e) => e.e === 'quit') + 1).filter((e) => e.e !== 'quit');
     if (seen.length > 0) afterQuit.push({ player, quitAt: q, seen: seen.slice(0, 5) });
   }
   rows.push({
