@@ -1373,8 +1373,8 @@ export class ShardEngine {
    * `away`: those of `entityIds` whose player does not play on the neighbour now (they dropped or
    * left there): one whose player rejoined it and dropped here since stays — which of the two
    * they played last is unknown, and this shard claims its own. `earlier`: those the neighbour
-   * played and last handed on at a time (`wallClock`'s): one whose player dropped here at or
-   * after that stays — it is the newer.
+   * played and last handed on at a time (`wallClock`'s): only a copy whose player dropped here
+   * before that goes.
    */
   dropDormant(
     entityIds: Iterable<number>,
@@ -1390,8 +1390,11 @@ export class ShardEngine {
         this.sparedFor.add(playerId);
         continue;
       }
-      const since = earlier.get(entityId);
-      if (since !== undefined && since <= (this.droppedAt.get(playerId) ?? Number.NEGATIVE_INFINITY)) continue;
+      // Played on the neighbour until it handed it on: only a copy whose player dropped here before
+      // then is the older. One restored here (or handed back) has no time to compare, and may be
+      // the newer and only one: the shard the entity is on now claims it if it is stale.
+      const handedOnAt = earlier.get(entityId);
+      if (handedOnAt !== undefined && !(handedOnAt > (this.droppedAt.get(playerId) ?? Number.POSITIVE_INFINITY))) continue;
       this.stopWaiting(playerId);
       this.world.despawn(entityId);
       this.syncPlace(playerId, true);

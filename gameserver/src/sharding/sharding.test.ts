@@ -587,7 +587,62 @@ test('a claim kept from a rejoin says when its entity was last handed on: a copy
   expect(b.world.indexOf(pat)).toBe(-1);
 });
 
-test('a claim lost with a link that died is sent again, with when it was handed on, also once its entity was handed on to a third shard: the stale copy goes', async () => {
+test('a claim kept from a rejoin of an entity handed on and adopted back here, its player not resumed yet, names it as played here: a copy whose player dropped on the receiver meanwhile goes', async () => {
+  const corner: Neighbour = { shard: 2, name: 'w-9-9', region: { minX: 100, minY: 0, maxX: 200, maxY: 50 }, address: '127.0.0.1:2' };
+  const { a, b, aSharding, bSharding, toA, toB, leftN, pat } = await twoRestoredWithPat({
+    placement: { bounds: settings['engine.world_bounds'], shard: 0, region: left, address: '127.0.0.1:0', neighbours: [corner, right] },
+  });
+  const up = { links: false };
+  gated(toB, (n) => n.shard !== 1 || up.links);
+  gated(toA, () => up.links);
+  // Both links between A and B down: pat rejoins A's copy (its claim to B kept) and walks on to
+  // the corner: that handoff commits.
+  expect(a.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
+  toB.sent.splice(0);
+  a.world.x[a.world.indexOf(pat)] = 110;
+  a.world.y[a.world.indexOf(pat)] = 20;
+  aSharding.afterStep();
+  const o = toB.sent.find((m) => m.handoffOffer)?.handoffOffer as aethex.v1.IHandoffOffer;
+  aSharding.onMessage(corner, wire({ handoffAccept: { offerId: o.offerId, entityId: o.entityId, resumeToken: 't', address: 'x' } }));
+  expect(toB.sent.some((m) => m.handoffCommit)).toBe(true);
+  // Pat drops on the corner; a client of pat started afresh rejoins B's copy and drops there (after
+  // A handed pat on), then pat rejoins the corner's copy and walks back to A: A adopts it, and pat
+  // has not resumed yet.
+  expect(b.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
+  b.suspend(1);
+  aSharding.onMessage(
+    corner,
+    wire({
+      handoffOffer: {
+        offerId: 1,
+        entityId: pat,
+        playerId: 'pat',
+        position: { x: 99, y: 20 },
+        velocity: { x: 0, y: 0 },
+        kind: 1,
+        lastInputSeq: 3,
+      },
+    }),
+  );
+  aSharding.onMessage(corner, wire({ handoffCommit: { offerId: 1, entityId: pat } }));
+  expect(aSharding.adoptedAwaitingResume()).toEqual([[pat, 'pat']]);
+  // A's link to B comes up: pat is on its way to A, as good as played here (sharding.ts), so B's
+  // copy is older than A's. Kept, pat would be owned twice: B refuses A's offers of pat ("already
+  // here") and ends in a player_left at its rejoin window for a player still playing.
+  toB.sent.splice(0);
+  up.links = true;
+  aSharding.onOutboundUp(right, 2);
+  const claim = toB.sent.find((m) => m.ownershipClaim)?.ownershipClaim as aethex.v1.IOwnershipClaim;
+  for (const m of toB.sent.splice(0)) bSharding.onMessage(leftN, wire(m));
+  expect({
+    ids: claim.entityIds,
+    away: claim.awayIds,
+    earlier: (claim.playedEarlier ?? []).map((p) => p.entityId),
+    onB: b.world.indexOf(pat) >= 0,
+  }).toEqual({ ids: [pat], away: [], earlier: [], onB: false });
+});
+
+test('a claim lost with a link that died is sent again, with when it was handed on, also once its entity was handed on to a third shard; a restored copy it names stays', async () => {
   const corner: Neighbour = { shard: 2, name: 'w-9-9', region: { minX: 100, minY: 0, maxX: 200, maxY: 50 }, address: '127.0.0.1:2' };
   const { a, b, aSharding, bSharding, toB, leftN, pat, deliver } = await twoRestoredWithPat({
     placement: { bounds: settings['engine.world_bounds'], shard: 0, region: left, address: '127.0.0.1:0', neighbours: [corner, right] },
@@ -607,11 +662,16 @@ test('a claim lost with a link that died is sent again, with when it was handed 
   const o = toB.sent.find((m) => m.handoffOffer)?.handoffOffer as aethex.v1.IHandoffOffer;
   aSharding.onMessage(corner, wire({ handoffAccept: { offerId: o.offerId, entityId: o.entityId, resumeToken: 't', address: 'x' } }));
   expect(toB.sent.some((m) => m.handoffCommit)).toBe(true);
-  // A's link to B comes back: B's stale restored copy goes (kept, B refuses the corner's offers of
-  // pat "already here" and ends in a player_left at its rejoin window for a player still playing).
+  // A's link to B comes back: the claim goes again, naming pat as handed on from A.
   toB.sent.splice(0);
   aSharding.onOutboundUp(right, 2);
-  for (const m of toB.sent.splice(0)) if (m.ownershipClaim) bSharding.onMessage(leftN, wire(m));
+  const claims = toB.sent.splice(0).filter((m) => m.ownershipClaim);
+  expect(claims.map((m) => wire(m).ownershipClaim?.playedEarlier?.map((p) => p.entityId))).toEqual([[pat]]);
+  for (const m of claims) bSharding.onMessage(leftN, wire(m));
+  // B's copy, restored, has no drop time to compare: it may be the newer one (the entity may have
+  // reached B before B's snapshot), so it stays until the shard pat is on claims pat.
+  expect(b.world.indexOf(pat)).toBeGreaterThanOrEqual(0);
+  bSharding.onMessage(corner, wire({ ownershipClaim: { entityIds: [pat] } }));
   expect(b.world.indexOf(pat)).toBe(-1);
 });
 
@@ -666,6 +726,8 @@ async function patReachesBThroughTheCorner(o: { aToB: boolean; adoptAt: number; 
   };
   bSharding.onOutboundUp(leftN, 1);
   toAOnce();
+  // A's link to B up (`aToB`): it came up before pat's rejoin, to B's run 2.
+  if (o.aToB) aSharding.onOutboundUp(right, 2);
   expect(a.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
   for (const m of toB.sent.splice(0)) bSharding.onMessage(leftN, wire(m));
   a.world.x[a.world.indexOf(pat)] = 110;
@@ -710,7 +772,7 @@ async function patReachesBThroughTheCorner(o: { aToB: boolean; adoptAt: number; 
   };
   const waitsOnB = () => b.world.indexOf(pat) >= 0 && b.world.mode[b.world.indexOf(pat)] === MODE_DORMANT;
   /** The ids A's link-up claims to B named (what `aToBUp` delivered). */
-  return { b, pat, aToBUp, waitsOnB, claimed };
+  return { b, pat, aToBUp, waitsOnB, claimed, aSharding, toB, up, leftN, corner };
 }
 
 // A's link to B is down from pat's rejoin on until after pat dropped on B. The claim A held back
@@ -744,6 +806,39 @@ test.each([
     expect(waitsOnB()).toBe(true);
   },
 );
+
+test('a claim that went out is not sent again, once its entity was handed on, to a new run of the neighbour: the entity it restored, which reached it since, stays', async () => {
+  const { decodeState, encodeState } = await import('../persist/state-codec.js');
+  const { World, KIND_PLAYER } = await import('../sim/world.js');
+  // A's link to B is up at pat's rejoin (the claim goes and is delivered); pat walks on through
+  // the corner to B, is adopted 31 s later (claimed to no one: B's link to A came up more than the
+  // rejoin window before) and resumes there, and drops there.
+  const { aSharding, toB, up, leftN, corner, pat } = await patReachesBThroughTheCorner({ aToB: true, adoptAt: 31_000 });
+  // B is killed and restarts from a snapshot stored after it adopted pat (the corner's custody
+  // copy is gone: B said it stored pat): pat's entity is there only, waiting for pat.
+  const w = new World(16, idRange(1).first, idRange(1).limit);
+  w.spawn(120, 60, KIND_PLAYER, pat);
+  const restored = decodeState(encodeState(5, w, new Map([[pat, 'pat']])), 16, idRange(1).limit, idRange(1).first);
+  const b2 = new ShardEngine(settings, { send: () => true, kick: () => undefined }, { region: right.region, ids: idRange(1), restored });
+  const b2Sharding = shardingOf(b2, {
+    restored: true,
+    placement: {
+      bounds: settings['engine.world_bounds'],
+      shard: 1,
+      region: right.region,
+      address: '127.0.0.1:1',
+      neighbours: [leftN, corner],
+    },
+  });
+  // A's link to B's new run comes up (within the rejoin window of pat's rejoin on A).
+  up.aToB = true;
+  toB.sent.splice(0);
+  aSharding.onOutboundUp(right, 3);
+  for (const m of toB.sent.splice(0)) b2Sharding.onMessage(leftN, wire(m));
+  // Dropped, pat's only entity is lost: pat rejoins B to a new one.
+  expect(b2.world.indexOf(pat) >= 0 && b2.world.mode[b2.world.indexOf(pat)]).toBe(MODE_DORMANT);
+  expect(b2.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
+});
 
 test('a claim held back for a link that is down goes with the link-up claim for the rejoin window or CUSTODY_MS, whichever is longer (docs/sharding.md)', async () => {
   let clock = 1_000_000;
@@ -2016,6 +2111,21 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
     expect(b.b.world.indexOf(55)).toBe(-1);
     const stored = b.toA.sent.find((m) => m.handoffStored)?.handoffStored?.handoffs ?? [];
     expect(stored.map((h) => [Number(h.offerId), h.entityId])).toEqual([[3, 55]]);
+  });
+
+  test('a claim naming an entity as handed on from the claimer (played_earlier) does not keep a copy of it handed back from being taken', async () => {
+    const { decodeState, encodeState } = await import('../persist/state-codec.js');
+    const { World } = await import('../sim/world.js');
+    const empty = decodeState(encodeState(3, new World(16, idRange(1).first, idRange(1).limit), new Map()), 16);
+    const third: Neighbour = { shard: 2, name: 'w-1-1', region: { minX: 100, minY: 100, maxX: 200, maxY: 200 }, address: '127.0.0.1:2' };
+    const { run } = world();
+    const b = run(2, { restored: true, placement: { ...placementB, neighbours: [leftN, third] } }, empty);
+    b.bSharding.onInboundUp(third, 9);
+    // The third shard played 55 and handed it on (to A, which handed it here before B's crash).
+    b.bSharding.onMessage(third, wire({ ownershipClaim: { entityIds: [55], playedEarlier: [{ entityId: 55, handedOnAtMs: 1 }] } }));
+    b.bSharding.onMessage(leftN, wire({ handoffCustody: { entities: [handedBack(55, 'kit', 3, { generation: 2 })] } }));
+    await new Promise((r) => setImmediate(r));
+    expect(b.b.world.indexOf(55)).toBeGreaterThanOrEqual(0);
   });
 
   test('an entity handed back and then claimed by a neighbour goes, as a restored one does', async () => {
