@@ -282,6 +282,11 @@ export class ShardEngine {
   private readonly droppedAt = new Map<string, number>();
   /** Milliseconds since the Unix epoch, as neighbours count them (see the constructor). */
   readonly wallClock: () => number;
+  /**
+   * When this run started, by `wallClock`: a copy restored here (from a snapshot stored before)
+   * or handed back (adopted by an earlier run) is older than any play that ended after it.
+   */
+  readonly startedAtWall: number;
   /** Restored players (until they rejoin or their window ends) → the ticks their state lay in the store before the restore. */
   private readonly storedTicks = new Map<string, number>();
   /** engine.rejoin_window_ms in ticks. */
@@ -370,6 +375,7 @@ export class ShardEngine {
   ) {
     const { restored } = options;
     this.wallClock = options.wallClock ?? Date.now;
+    this.startedAtWall = this.wallClock();
     this.maxHeldInputs =
       Math.min(MAX_OFFER_TICKS, Math.ceil(settings['handoff.timeout_ms'] / settings['engine.tick_rate_ms'])) + MAX_QUEUED_MOVES;
     this.rebalanceTicks = options.rebalance === false ? 0 : REBALANCE_TICKS;
@@ -1374,7 +1380,7 @@ export class ShardEngine {
    * left there): one whose player rejoined it and dropped here since stays — which of the two
    * they played last is unknown, and this shard claims its own. `earlier`: those the neighbour
    * played and last handed on at a time (`wallClock`'s): only a copy whose player dropped here
-   * before that goes.
+   * before that goes, or one restored or handed back if that is after this run started.
    */
   dropDormant(
     entityIds: Iterable<number>,
@@ -1391,10 +1397,11 @@ export class ShardEngine {
         continue;
       }
       // Played on the neighbour until it handed it on: only a copy whose player dropped here before
-      // then is the older. One restored here (or handed back) has no time to compare, and may be
-      // the newer and only one: the shard the entity is on now claims it if it is stale.
+      // then is the older. One restored here (or handed back) is older if that play ended after
+      // this run started (its snapshot, or the adoption, came before); if it ended before, the
+      // copy may have reached here since, the newer and only one, and stays.
       const handedOnAt = earlier.get(entityId);
-      if (handedOnAt !== undefined && !(handedOnAt > (this.droppedAt.get(playerId) ?? Number.POSITIVE_INFINITY))) continue;
+      if (handedOnAt !== undefined && !(handedOnAt > (this.droppedAt.get(playerId) ?? this.startedAtWall))) continue;
       this.stopWaiting(playerId);
       this.world.despawn(entityId);
       this.syncPlace(playerId, true);

@@ -642,7 +642,7 @@ test('a claim kept from a rejoin of an entity handed on and adopted back here, i
   }).toEqual({ ids: [pat], away: [], earlier: [], onB: false });
 });
 
-test('a claim lost with a link that died is sent again, with when it was handed on, also once its entity was handed on to a third shard; a restored copy it names stays', async () => {
+test('a claim lost with a link that died is sent again, with when it was handed on, also once its entity was handed on to a third shard; a copy the receiver restored before that goes', async () => {
   const corner: Neighbour = { shard: 2, name: 'w-9-9', region: { minX: 100, minY: 0, maxX: 200, maxY: 50 }, address: '127.0.0.1:2' };
   const { a, b, aSharding, bSharding, toB, leftN, pat, deliver } = await twoRestoredWithPat({
     placement: { bounds: settings['engine.world_bounds'], shard: 0, region: left, address: '127.0.0.1:0', neighbours: [corner, right] },
@@ -668,10 +668,8 @@ test('a claim lost with a link that died is sent again, with when it was handed 
   const claims = toB.sent.splice(0).filter((m) => m.ownershipClaim);
   expect(claims.map((m) => wire(m).ownershipClaim?.playedEarlier?.map((p) => p.entityId))).toEqual([[pat]]);
   for (const m of claims) bSharding.onMessage(leftN, wire(m));
-  // B's copy, restored, has no drop time to compare: it may be the newer one (the entity may have
-  // reached B before B's snapshot), so it stays until the shard pat is on claims pat.
-  expect(b.world.indexOf(pat)).toBeGreaterThanOrEqual(0);
-  bSharding.onMessage(corner, wire({ ownershipClaim: { entityIds: [pat] } }));
+  // B's copy, restored when B started, before pat's play on A ended: the older one, it goes (kept,
+  // it would wait for a claim of the shard pat is on now, which may never come: not B's neighbour).
   expect(b.world.indexOf(pat)).toBe(-1);
 });
 
@@ -2576,4 +2574,40 @@ describe('ghost updates', () => {
     expect([engine.world.indexOf(id(1)), engine.world.indexOf(id(2))]).toEqual([-1, -1]);
     expect(engine.world.mode[engine.world.indexOf(id(3))]).toBe(MODE_GHOST);
   });
+});
+
+test('a claim held back for an entity handed on to a shard that is no neighbour of the receiver drops the receiver’s restored stale copy: no player_left for a player still playing', async () => {
+  // A 3 × 3 world: A in the middle, B and C (shard 2) at opposite corners — C is A's neighbour
+  // and not B's, so C never claims anything to B. B and A both restored pat, B's copy from before
+  // pat walked on from B to A.
+  const far: Neighbour = { shard: 2, name: 'w-2-2', region: { minX: 100, minY: 0, maxX: 200, maxY: 50 }, address: '127.0.0.1:2' };
+  const { a, b, aSharding, bSharding, toA, toB, leftN, pat, places, deliver } = await twoRestoredWithPat({
+    placement: { bounds: settings['engine.world_bounds'], shard: 0, region: left, address: '127.0.0.1:0', neighbours: [far, right] },
+  });
+  const up = { links: false };
+  gated(toB, (n) => n.shard !== 1 || up.links);
+  gated(toA, () => up.links);
+  // The links between A and B are down: pat rejoins A's copy (its claim to B held back) and walks
+  // on to C: that handoff commits, and pat plays on C.
+  expect(a.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
+  toB.sent.splice(0);
+  a.world.x[a.world.indexOf(pat)] = 110;
+  a.world.y[a.world.indexOf(pat)] = 20;
+  aSharding.afterStep();
+  const o = toB.sent.find((m) => m.handoffOffer)?.handoffOffer as aethex.v1.IHandoffOffer;
+  aSharding.onMessage(far, wire({ handoffAccept: { offerId: o.offerId, entityId: o.entityId, resumeToken: 't', address: 'x' } }));
+  expect(toB.sent.some((m) => m.handoffCommit)).toBe(true);
+  // The links between A and B come up: A's claim held back reaches B (naming pat as played
+  // on A until it was handed on).
+  toB.sent.splice(0);
+  up.links = true;
+  aSharding.onOutboundUp(right, 2);
+  bSharding.onOutboundUp(leftN, 1);
+  deliver();
+  // Nobody else will claim pat to B: B's stale copy kept waits out its rejoin window and ends in a
+  // player_left for a player still playing on C (and refuses offers of pat "already here" meanwhile).
+  places.length = 0;
+  const windowTicks = settings['engine.rejoin_window_ms'] / settings['engine.tick_rate_ms'];
+  for (let t = 0; t < windowTicks + 2; t++) b.step();
+  expect({ onB: b.world.indexOf(pat) >= 0, places }).toEqual({ onB: false, places: [] });
 });
