@@ -522,9 +522,8 @@ test('a claim held back for an entity whose player walked on to a third shard do
   expect({ ids: claim.entityIds, away: claim.awayIds, onB: b.world.indexOf(pat) >= 0 }).toEqual({ ids: [pat], away: [], onB: false });
 });
 
-test('an entity adopted here whose player has not resumed is no away id, also when a claim held back names it', async () => {
-  // Pat walks back from the corner: A adopts pat's entity, and pat has not resumed yet.
-  const { b, aSharding, bSharding, toB, leftN, pat, corner, up } = await patWalksToCorner();
+/** The corner hands pat back to A (`aSharding`): offered and committed; pat has not resumed yet. */
+function cornerHandsPatBack(aSharding: Sharding, corner: Neighbour, pat: number): void {
   aSharding.onMessage(
     corner,
     wire({
@@ -541,6 +540,12 @@ test('an entity adopted here whose player has not resumed is no away id, also wh
   );
   aSharding.onMessage(corner, wire({ handoffCommit: { offerId: 1, entityId: pat } }));
   expect(aSharding.adoptedAwaitingResume()).toEqual([[pat, 'pat']]);
+}
+
+test('an entity adopted here whose player has not resumed is no away id, also when a claim held back names it', async () => {
+  // Pat walks back from the corner: A adopts pat's entity, and pat has not resumed yet.
+  const { b, aSharding, bSharding, toB, leftN, pat, corner, up } = await patWalksToCorner();
+  cornerHandsPatBack(aSharding, corner, pat);
   // The link to B comes up: pat is on the way here, as good as played here (sharding.ts), not away.
   toB.sent.splice(0);
   up.links = true;
@@ -610,22 +615,7 @@ test('a claim kept from a rejoin of an entity handed on and adopted back here, i
   // has not resumed yet.
   expect(b.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
   b.suspend(1);
-  aSharding.onMessage(
-    corner,
-    wire({
-      handoffOffer: {
-        offerId: 1,
-        entityId: pat,
-        playerId: 'pat',
-        position: { x: 99, y: 20 },
-        velocity: { x: 0, y: 0 },
-        kind: 1,
-        lastInputSeq: 3,
-      },
-    }),
-  );
-  aSharding.onMessage(corner, wire({ handoffCommit: { offerId: 1, entityId: pat } }));
-  expect(aSharding.adoptedAwaitingResume()).toEqual([[pat, 'pat']]);
+  cornerHandsPatBack(aSharding, corner, pat);
   // A's link to B comes up: pat is on its way to A, as good as played here (sharding.ts), so B's
   // copy is older than A's. Kept, pat would be owned twice: B refuses A's offers of pat ("already
   // here") and ends in a player_left at its rejoin window for a player still playing.
