@@ -584,23 +584,11 @@ test('a claim kept from a rejoin says when its entity was last handed on: a copy
 });
 
 test('a claim kept from a rejoin of an entity handed on and adopted back here, its player not resumed yet, names it as played here: a copy whose player dropped on the receiver meanwhile goes', async () => {
-  const corner: Neighbour = { shard: 2, name: 'w-9-9', region: { minX: 100, minY: 0, maxX: 200, maxY: 50 }, address: '127.0.0.1:2' };
-  const { a, b, aSharding, bSharding, toA, toB, leftN, pat } = await twoRestoredWithPat({
-    placement: { bounds: settings['engine.world_bounds'], shard: 0, region: left, address: '127.0.0.1:0', neighbours: [corner, right] },
-  });
-  const up = { links: false };
-  gated(toB, (n) => n.shard !== 1 || up.links);
-  gated(toA, () => up.links);
   // Both links between A and B down: pat rejoins A's copy (its claim to B kept) and walks on to
   // the corner: that handoff commits.
-  expect(a.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
-  toB.sent.splice(0);
-  a.world.x[a.world.indexOf(pat)] = 110;
-  a.world.y[a.world.indexOf(pat)] = 20;
-  aSharding.afterStep();
-  const o = toB.sent.find((m) => m.handoffOffer)?.handoffOffer as aethex.v1.IHandoffOffer;
-  aSharding.onMessage(corner, wire({ handoffAccept: { offerId: o.offerId, entityId: o.entityId, resumeToken: 't', address: 'x' } }));
-  expect(toB.sent.some((m) => m.handoffCommit)).toBe(true);
+  const { b, aSharding, bSharding, toB, leftN, pat, corner, up } = await patWalksToCorner((a, _, pat) => {
+    expect(a.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
+  });
   // Pat drops on the corner; a client of pat started afresh rejoins B's copy and drops there (after
   // A handed pat on), then pat rejoins the corner's copy and walks back to A: A adopts it, and pat
   // has not resumed yet.
@@ -2561,23 +2549,11 @@ test('a claim held back for an entity handed on to a shard that is no neighbour 
   // A 3 × 3 world: A in the middle, B and C (shard 2) at opposite corners — C is A's neighbour
   // and not B's, so C never claims anything to B. B and A both restored pat, B's copy from before
   // pat walked on from B to A.
-  const far: Neighbour = { shard: 2, name: 'w-2-2', region: { minX: 100, minY: 0, maxX: 200, maxY: 50 }, address: '127.0.0.1:2' };
-  const { a, b, aSharding, bSharding, toA, toB, leftN, pat, places, deliver } = await twoRestoredWithPat({
-    placement: { bounds: settings['engine.world_bounds'], shard: 0, region: left, address: '127.0.0.1:0', neighbours: [far, right] },
-  });
-  const up = { links: false };
-  gated(toB, (n) => n.shard !== 1 || up.links);
-  gated(toA, () => up.links);
   // The links between A and B are down: pat rejoins A's copy (its claim to B held back) and walks
-  // on to C: that handoff commits, and pat plays on C.
-  expect(a.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
-  toB.sent.splice(0);
-  a.world.x[a.world.indexOf(pat)] = 110;
-  a.world.y[a.world.indexOf(pat)] = 20;
-  aSharding.afterStep();
-  const o = toB.sent.find((m) => m.handoffOffer)?.handoffOffer as aethex.v1.IHandoffOffer;
-  aSharding.onMessage(far, wire({ handoffAccept: { offerId: o.offerId, entityId: o.entityId, resumeToken: 't', address: 'x' } }));
-  expect(toB.sent.some((m) => m.handoffCommit)).toBe(true);
+  // on to C (the fixture's corner, in A's neighbours only): that handoff commits, and pat plays on C.
+  const { b, aSharding, bSharding, toB, leftN, pat, places, deliver, up } = await patWalksToCorner((a, _, pat) => {
+    expect(a.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
+  });
   // The links between A and B come up: A's claim held back reaches B (naming pat as played
   // on A until it was handed on).
   toB.sent.splice(0);
