@@ -525,23 +525,24 @@ test('a claim held back for an entity whose player walked on to a third shard do
   expect({ ids: claim.entityIds, away: claim.awayIds, onB: b.world.indexOf(pat) >= 0 }).toEqual({ ids: [pat], away: [], onB: false });
 });
 
+/** The corner hands pat to `to`: offered (standing at `position`) and committed. */
+function cornerHandsPat(
+  to: Sharding,
+  corner: Neighbour,
+  pat: number,
+  position: { x: number; y: number },
+  extra: Partial<aethex.v1.IHandoffOffer> = {},
+): void {
+  to.onMessage(
+    corner,
+    wire({ handoffOffer: { offerId: 1, entityId: pat, playerId: 'pat', position, velocity: { x: 0, y: 0 }, kind: 1, ...extra } }),
+  );
+  to.onMessage(corner, wire({ handoffCommit: { offerId: 1, entityId: pat } }));
+}
+
 /** The corner hands pat back to A (`aSharding`): offered and committed; pat has not resumed yet. */
 function cornerHandsPatBack(aSharding: Sharding, corner: Neighbour, pat: number): void {
-  aSharding.onMessage(
-    corner,
-    wire({
-      handoffOffer: {
-        offerId: 1,
-        entityId: pat,
-        playerId: 'pat',
-        position: { x: 99, y: 20 },
-        velocity: { x: 0, y: 0 },
-        kind: 1,
-        lastInputSeq: 3,
-      },
-    }),
-  );
-  aSharding.onMessage(corner, wire({ handoffCommit: { offerId: 1, entityId: pat } }));
+  cornerHandsPat(aSharding, corner, pat, { x: 99, y: 20 }, { lastInputSeq: 3 });
   expect(aSharding.adoptedAwaitingResume()).toEqual([[pat, 'pat']]);
 }
 
@@ -704,21 +705,7 @@ async function patReachesBThroughTheCorner(o: { aToB: boolean; adoptAt: number; 
   aSharding.onMessage(corner, wire({ handoffAccept: { offerId: offer.offerId, entityId: pat, resumeToken: 't', address: 'x' } }));
   expect(toCorner.some((m) => m.handoffCommit)).toBe(true);
   clock = o.adoptAt;
-  bSharding.onMessage(
-    corner,
-    wire({
-      handoffOffer: {
-        offerId: 1,
-        entityId: pat,
-        playerId: 'pat',
-        position: { x: 120, y: 60 },
-        velocity: { x: 0, y: 0 },
-        kind: 1,
-        generation: 2,
-      },
-    }),
-  );
-  bSharding.onMessage(corner, wire({ handoffCommit: { offerId: 1, entityId: pat } }));
+  cornerHandsPat(bSharding, corner, pat, { x: 120, y: 60 }, { generation: 2 });
   expect(bSharding.claimForJoin('pat')).toMatchObject({ entityId: pat });
   expect(b.resume(1, 'pat', pat)).toMatchObject({ ok: true, entityId: pat });
   b.suspend(1);
