@@ -508,7 +508,16 @@ async function patWalksToCorner(rejoins?: (a: ShardEngine, b: ShardEngine, pat: 
   const o = toB.sent.find((m) => m.handoffOffer)?.handoffOffer as aethex.v1.IHandoffOffer;
   aSharding.onMessage(corner, wire({ handoffAccept: { offerId: o.offerId, entityId: o.entityId, resumeToken: 't', address: 'x' } }));
   expect(toB.sent.some((m) => m.handoffCommit)).toBe(true);
-  return { ...restored, corner, up };
+  /** A's link to B comes up: the claim A sends then, delivered to B with the rest. */
+  const aToBUp = () => {
+    toB.sent.splice(0);
+    up.links = true;
+    restored.aSharding.onOutboundUp(right, 2);
+    const claim = toB.sent.find((m) => m.ownershipClaim)?.ownershipClaim as aethex.v1.IOwnershipClaim;
+    for (const m of toB.sent.splice(0)) restored.bSharding.onMessage(restored.leftN, wire(m));
+    return claim;
+  };
+  return { ...restored, corner, up, aToBUp };
 }
 
 test('a claim held back for an entity whose player walked on to a third shard does not name it away: the copy of a player who dropped on the receiver goes', async () => {
@@ -548,14 +557,10 @@ function cornerHandsPatBack(aSharding: Sharding, corner: Neighbour, pat: number)
 
 test('an entity adopted here whose player has not resumed is no away id, also when a claim held back names it', async () => {
   // Pat walks back from the corner: A adopts pat's entity, and pat has not resumed yet.
-  const { b, aSharding, bSharding, toB, leftN, pat, corner, up } = await patWalksToCorner();
+  const { b, aSharding, pat, corner, aToBUp } = await patWalksToCorner();
   cornerHandsPatBack(aSharding, corner, pat);
   // The link to B comes up: pat is on the way here, as good as played here (sharding.ts), not away.
-  toB.sent.splice(0);
-  up.links = true;
-  aSharding.onOutboundUp(right, 2);
-  const claim = toB.sent.find((m) => m.ownershipClaim)?.ownershipClaim as aethex.v1.IOwnershipClaim;
-  for (const m of toB.sent.splice(0)) bSharding.onMessage(leftN, wire(m));
+  const claim = aToBUp();
   // B's copy goes: kept, pat would be owned twice (B refuses A's offers "already here", and ends
   // in a player_left at its rejoin window for a player still playing).
   expect({ ids: claim.entityIds, away: claim.awayIds, onB: b.world.indexOf(pat) >= 0 }).toEqual({ ids: [pat], away: [], onB: false });
@@ -587,7 +592,7 @@ test('a claim kept from a rejoin says when its entity was last handed on: a copy
 test('a claim kept from a rejoin of an entity handed on and adopted back here, its player not resumed yet, names it as played here: a copy whose player dropped on the receiver meanwhile goes', async () => {
   // Both links between A and B down: pat rejoins A's copy (its claim to B kept) and walks on to
   // the corner: that handoff commits.
-  const { b, aSharding, bSharding, toB, leftN, pat, corner, up } = await patWalksToCorner((a, _, pat) => {
+  const { b, aSharding, pat, corner, aToBUp } = await patWalksToCorner((a, _, pat) => {
     expect(a.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
   });
   // Pat drops on the corner; a client of pat started afresh rejoins B's copy and drops there (after
@@ -599,11 +604,7 @@ test('a claim kept from a rejoin of an entity handed on and adopted back here, i
   // A's link to B comes up: pat is on its way to A, as good as played here (sharding.ts), so B's
   // copy is older than A's. Kept, pat would be owned twice: B refuses A's offers of pat ("already
   // here") and ends in a player_left at its rejoin window for a player still playing.
-  toB.sent.splice(0);
-  up.links = true;
-  aSharding.onOutboundUp(right, 2);
-  const claim = toB.sent.find((m) => m.ownershipClaim)?.ownershipClaim as aethex.v1.IOwnershipClaim;
-  for (const m of toB.sent.splice(0)) bSharding.onMessage(leftN, wire(m));
+  const claim = aToBUp();
   expect({
     ids: claim.entityIds,
     away: claim.awayIds,
