@@ -287,7 +287,18 @@ async function twoRestoredWithPat(extraA: Partial<ConstructorParameters<typeof S
   };
   /** Whether each shard holds pat's entity. */
   const holders = () => ({ onA: a.world.indexOf(pat) >= 0, onB: b.world.indexOf(pat) >= 0 });
-  return { a, b, aSharding, bSharding, toA, toB, leftN, pat, places, deliver, holders };
+  /** Cuts both links between A and B; what it returns brings them up (A's, then B's) and delivers. */
+  const cutLinks = () => {
+    const up = { links: false };
+    for (const t of [toA, toB]) gated(t, () => up.links);
+    return () => {
+      up.links = true;
+      aSharding.onOutboundUp(right, 2);
+      bSharding.onOutboundUp(leftN, 1);
+      deliver();
+    };
+  };
+  return { a, b, aSharding, bSharding, toA, toB, leftN, pat, places, deliver, holders, cutLinks };
 }
 
 test('two shards restored with one player waiting: the one the player rejoins claims the entity, and the other drops its stale copy', async () => {
@@ -418,34 +429,26 @@ test("a player who rejoined and dropped on one restored shard, then rejoined the
 });
 
 test('both links down: a player who dropped on one restored copy and plays on the other is owned, once the links are up, where they play', async () => {
-  const { a, b, aSharding, bSharding, toA, toB, leftN, pat, deliver, holders } = await twoRestoredWithPat();
-  const up = { links: false };
-  for (const t of [toA, toB]) gated(t, () => up.links);
+  const { a, b, pat, holders, cutLinks } = await twoRestoredWithPat();
+  const reconnect = cutLinks();
   // Pat rejoins B's copy and drops there; a client of pat started afresh joins A's copy and plays.
   expect(b.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
   b.suspend(1);
   expect(a.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
-  up.links = true;
-  aSharding.onOutboundUp(right, 2);
-  bSharding.onOutboundUp(leftN, 1);
-  deliver();
+  reconnect();
   // A's claim says pat plays there: B's copy goes. B's says pat is away from B: A's stays.
   expect(holders()).toEqual({ onA: true, onB: false });
 });
 
 test('a copy both restored shards kept against away claims: the one the player rejoins claims it, and the other drops its copy', async () => {
-  const { a, b, aSharding, bSharding, toA, toB, leftN, pat, deliver, holders } = await twoRestoredWithPat();
-  const up = { links: false };
-  for (const t of [toA, toB]) gated(t, () => up.links);
+  const { a, b, aSharding, toA, pat, holders, cutLinks } = await twoRestoredWithPat();
+  const reconnect = cutLinks();
   // Both links down: pat rejoins B's copy and drops there, then rejoins A's copy and drops there.
   expect(b.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
   b.suspend(1);
   expect(a.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
   a.suspend(1);
-  up.links = true;
-  aSharding.onOutboundUp(right, 2);
-  bSharding.onOutboundUp(leftN, 1);
-  deliver();
+  reconnect();
   // Each claim says pat is away: both copies are kept (which one pat played last is unknown).
   expect([a.world.mode[a.world.indexOf(pat)], b.world.mode[b.world.indexOf(pat)]]).toEqual([MODE_DORMANT, MODE_DORMANT]);
   // Pat rejoins B: that settles it, B claims pat and A's copy goes (docs/sharding.md: "the one the
