@@ -1377,8 +1377,9 @@ export class ShardEngine {
    * after the snapshot this shard restarted from — a handoff whose own event here the crash may
    * have lost, so their place is freed as handed over. Returns how many were dropped.
    * `away`: those of `entityIds` whose player does not play on the neighbour now (they dropped or
-   * left there): one whose player rejoined it and dropped here since stays — which of the two
-   * they played last is unknown, and this shard claims its own. `earlier`: those the neighbour
+   * left there): one whose player rejoined it and dropped here since stays, and this shard claims
+   * its own — unless `awayAt` says the player dropped on the neighbour after they dropped here
+   * (by `wallClock`): this copy is the older and goes. `earlier`: those the neighbour
    * played and last handed on at a time (`wallClock`'s): only a copy whose player dropped here
    * before that goes, or one restored or handed back if that is after this run started.
    */
@@ -1386,13 +1387,17 @@ export class ShardEngine {
     entityIds: Iterable<number>,
     away: ReadonlySet<number> = new Set(),
     earlier: ReadonlyMap<number, number> = new Map(),
+    awayAt: ReadonlyMap<number, number> = new Map(),
   ): number {
     const ids = new Set(entityIds);
     let dropped = 0;
     for (const [playerId, entityId] of this.dormant) {
       const i = this.world.indexOf(entityId);
       if (!ids.has(entityId) || i < 0 || this.world.mode[i] !== MODE_DORMANT) continue;
-      if (away.has(entityId) && this.droppedHere.has(playerId)) {
+      const theirs = awayAt.get(entityId);
+      const ours = this.droppedAt.get(playerId);
+      const olderHere = theirs !== undefined && ours !== undefined && theirs > ours;
+      if (away.has(entityId) && this.droppedHere.has(playerId) && !olderHere) {
         this.sparedFor.add(playerId);
         continue;
       }
@@ -1408,6 +1413,18 @@ export class ShardEngine {
       dropped++;
     }
     return dropped;
+  }
+
+  /** When the players of those of `entityIds` that wait here since they dropped here dropped (entity → `wallClock` ms). */
+  droppedTimes(entityIds: Iterable<number>): Map<number, number> {
+    const ids = new Set(entityIds);
+    const times = new Map<number, number>();
+    if (ids.size === 0) return times;
+    for (const [playerId, at] of this.droppedAt) {
+      const entityId = this.dormant.get(playerId);
+      if (entityId !== undefined && ids.has(entityId)) times.set(entityId, at);
+    }
+    return times;
   }
 
   /**

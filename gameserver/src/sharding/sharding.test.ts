@@ -440,15 +440,44 @@ test('both links down: a player who dropped on one restored copy and plays on th
   expect(holders()).toEqual({ onA: true, onB: false });
 });
 
-test('a copy both restored shards kept against away claims: the one the player rejoins claims it, and the other drops its copy', async () => {
-  const { a, b, aSharding, toA, pat, holders, cutLinks } = await twoRestoredWithPat();
+test('two copies whose player dropped on each while the links were down: the claims say when, and the older copy goes (no second player_left)', async () => {
+  const { a, b, pat, places, holders, cutLinks } = await twoRestoredWithPat();
   const reconnect = cutLinks();
   // Both links down: pat rejoins B's copy and drops there, then rejoins A's copy and drops there.
   expect(b.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
   b.suspend(1);
   expect(a.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
   a.suspend(1);
+  places.length = 0;
   reconnect();
+  // Each claim says pat is away, and since when: B's copy is the older and goes, freed as a move
+  // (kept, it ended in a second player_left at its rejoin window); A's waits for pat.
+  expect(holders()).toEqual({ onA: true, onB: false });
+  expect(places).toEqual(['freed pat handoff']);
+  expect(a.world.mode[a.world.indexOf(pat)]).toBe(MODE_DORMANT);
+  expect(a.join(2, 'pat')).toMatchObject({ ok: true, entityId: pat });
+});
+
+test('a copy both restored shards kept against away claims without drop times (an older build): the one the player rejoins claims it, and the other drops its copy', async () => {
+  const { a, b, aSharding, bSharding, toA, toB, leftN, pat, holders } = await twoRestoredWithPat();
+  const up = { links: false };
+  for (const t of [toA, toB]) gated(t, () => up.links);
+  // Both links down: pat rejoins B's copy and drops there, then rejoins A's copy and drops there.
+  expect(b.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
+  b.suspend(1);
+  expect(a.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
+  a.suspend(1);
+  // The links come up; the claims go as a build before away_dropped_at sends them.
+  up.links = true;
+  aSharding.onOutboundUp(right, 2);
+  bSharding.onOutboundUp(leftN, 1);
+  const older = (m: aethex.v1.IShardMessage) => {
+    const w = wire(m);
+    if (w.ownershipClaim) w.ownershipClaim.awayDroppedAt = [];
+    return w;
+  };
+  for (const m of toB.sent.splice(0)) bSharding.onMessage(leftN, older(m));
+  for (const m of toA.sent.splice(0)) aSharding.onMessage(right, older(m));
   // Each claim says pat is away: both copies are kept (which one pat played last is unknown).
   expect([a.world.mode[a.world.indexOf(pat)], b.world.mode[b.world.indexOf(pat)]]).toEqual([MODE_DORMANT, MODE_DORMANT]);
   // Pat rejoins B: that settles it, B claims pat and A's copy goes (docs/sharding.md: "the one the
@@ -458,7 +487,33 @@ test('a copy both restored shards kept against away claims: the one the player r
   expect(holders()).toEqual({ onA: false, onB: true });
 });
 
-test("a copy spared by a neighbour for this shard's away claim: the player rejoining here claims it, and the neighbour drops its copy", async () => {
+test("a copy spared by a neighbour for this shard's away claim (its player dropped there later): the player rejoining here claims it, and the neighbour drops its copy", async () => {
+  const { a, b, aSharding, bSharding, toA, toB, leftN, pat, holders } = await twoRestoredWithPat();
+  const up = { toA: false, toB: false };
+  gated(toB, () => up.toB);
+  gated(toA, () => up.toA);
+  // Both links down: pat rejoins B's copy and drops there, then rejoins A's copy and drops there.
+  expect(b.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
+  b.suspend(1);
+  expect(a.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
+  a.suspend(1);
+  // B's link to A comes up: its claim says pat is away from B since before pat dropped on A, so A
+  // keeps its copy (A's link to B stays down).
+  up.toA = true;
+  bSharding.onOutboundUp(leftN, 1);
+  for (const m of toA.sent.splice(0)) aSharding.onMessage(right, wire(m));
+  expect(a.world.mode[a.world.indexOf(pat)]).toBe(MODE_DORMANT);
+  // Pat rejoins B and plays there: A's copy must go, or pat is owned twice (A refuses B's offers
+  // "already here" and ends in a player_left at its rejoin window for a player still playing).
+  expect(b.join(2, 'pat')).toMatchObject({ ok: true, entityId: pat });
+  for (const m of toA.sent.splice(0)) aSharding.onMessage(right, wire(m));
+  up.toB = true;
+  aSharding.onOutboundUp(right, 2);
+  for (const m of toB.sent.splice(0)) bSharding.onMessage(leftN, wire(m));
+  expect(holders()).toEqual({ onA: false, onB: true });
+});
+
+test('an away claim whose player dropped on the claimer after they dropped here drops the copy here at once, the older', async () => {
   const { a, b, aSharding, bSharding, toA, toB, leftN, pat, holders } = await twoRestoredWithPat();
   const up = { toA: false, toB: false };
   gated(toB, () => up.toB);
@@ -468,15 +523,16 @@ test("a copy spared by a neighbour for this shard's away claim: the player rejoi
   a.suspend(1);
   expect(b.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
   b.suspend(1);
-  // B's link to A comes up: its claim says pat is away from B, so A keeps its copy (A's link to B stays down).
+  // B's link to A comes up (A's stays down): B's claim says pat dropped there after they dropped on A.
   up.toA = true;
   bSharding.onOutboundUp(leftN, 1);
+  const claim = toA.sent.find((m) => m.ownershipClaim)?.ownershipClaim as aethex.v1.IOwnershipClaim;
+  expect(claim.awayIds).toEqual([pat]);
+  expect(claim.awayDroppedAt?.map((d) => d.entityId)).toEqual([pat]);
   for (const m of toA.sent.splice(0)) aSharding.onMessage(right, wire(m));
-  expect(a.world.mode[a.world.indexOf(pat)]).toBe(MODE_DORMANT);
-  // Pat rejoins B and plays there: A's copy must go, or pat is owned twice (A refuses B's offers
-  // "already here" and ends in a player_left at its rejoin window for a player still playing).
+  expect(holders()).toEqual({ onA: false, onB: true });
+  // Pat rejoins B's copy.
   expect(b.join(2, 'pat')).toMatchObject({ ok: true, entityId: pat });
-  for (const m of toA.sent.splice(0)) aSharding.onMessage(right, wire(m));
   up.toB = true;
   aSharding.onOutboundUp(right, 2);
   for (const m of toB.sent.splice(0)) bSharding.onMessage(leftN, wire(m));

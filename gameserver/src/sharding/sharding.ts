@@ -404,7 +404,9 @@ export class Sharding {
     }
     const away = [...owned].filter((id) => !adopted.has(id) && !handedOn.has(id) && !this.o.engine.playsHere(id));
     for (const id of adopted) owned.add(id);
-    if ((this.links?.send(n, { ownershipClaim: { entityIds: [...owned], awayIds: away, playedEarlier } }) ?? 0) > 0)
+    // When those of them whose player dropped here did: the neighbour keeps the newer copy.
+    const awayDroppedAt = [...this.o.engine.droppedTimes(away)].map(([entityId, at]) => ({ entityId, droppedAtMs: at }));
+    if ((this.links?.send(n, { ownershipClaim: { entityIds: [...owned], awayIds: away, playedEarlier, awayDroppedAt } }) ?? 0) > 0)
       for (const [, c] of going) {
         c.sent = true;
         c.epoch = epoch;
@@ -549,7 +551,10 @@ export class Sharding {
             from,
             ids.filter((id) => !away.has(id) && !earlier.has(id)),
           );
-        const dropped = this.o.engine.dropDormant(ids, away, earlier);
+        const awayAt = new Map<number, number>();
+        for (const d of claim.awayDroppedAt as aethex.v1.AwayDroppedAt[])
+          if (away.has(d.entityId)) awayAt.set(d.entityId, Number(d.droppedAtMs));
+        const dropped = this.o.engine.dropDormant(ids, away, earlier, awayAt);
         if (dropped > 0) this.o.log.info({ neighbour: from.name, dropped }, 'restored players that moved to a neighbour dropped');
         this.claimsAwaited.delete(from.shard);
         break;

@@ -779,6 +779,7 @@ export namespace aethex {
             entityIds: number[];
             awayIds: number[];
             playedEarlier: aethex.v1.PlayedEarlier.$Properties[];
+            awayDroppedAt: aethex.v1.AwayDroppedAt.$Properties[];
             static create(properties: aethex.v1.OwnershipClaim.$Shape): aethex.v1.OwnershipClaim & aethex.v1.OwnershipClaim.$Shape;
             static create(properties?: aethex.v1.OwnershipClaim.$Properties): aethex.v1.OwnershipClaim;
             static encode(m: aethex.v1.OwnershipClaim.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
@@ -797,9 +798,40 @@ export namespace aethex {
                 entityIds?: (number[]|null);
                 awayIds?: (number[]|null);
                 playedEarlier?: (aethex.v1.PlayedEarlier.$Properties[]|null);
+                awayDroppedAt?: (aethex.v1.AwayDroppedAt.$Properties[]|null);
                 $unknowns?: Uint8Array[];
             }
             type $Shape = aethex.v1.OwnershipClaim.$Properties;
+        }
+
+        interface IAwayDroppedAt extends aethex.v1.AwayDroppedAt.$Properties {
+        }
+
+        class AwayDroppedAt {
+            constructor(p?: aethex.v1.AwayDroppedAt.$Properties);
+            $unknowns?: Uint8Array[];
+            entityId: number;
+            droppedAtMs: number;
+            static create(properties: aethex.v1.AwayDroppedAt.$Shape): aethex.v1.AwayDroppedAt & aethex.v1.AwayDroppedAt.$Shape;
+            static create(properties?: aethex.v1.AwayDroppedAt.$Properties): aethex.v1.AwayDroppedAt;
+            static encode(m: aethex.v1.AwayDroppedAt.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
+            static encodeDelimited(message: aethex.v1.AwayDroppedAt.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+            static decode(r: ($protobuf.Reader|Uint8Array), l?: number): aethex.v1.AwayDroppedAt & aethex.v1.AwayDroppedAt.$Shape;
+            static decodeDelimited(reader: ($protobuf.Reader|Uint8Array)): aethex.v1.AwayDroppedAt & aethex.v1.AwayDroppedAt.$Shape;
+            static verify(m: { [k: string]: any }): (string|null);
+            static fromObject(d: { [k: string]: any }): aethex.v1.AwayDroppedAt;
+            static toObject(m: aethex.v1.AwayDroppedAt, o?: $protobuf.IConversionOptions): { [k: string]: any };
+            toJSON(): { [k: string]: any };
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace AwayDroppedAt {
+            interface $Properties {
+                entityId?: (number|null);
+                droppedAtMs?: (number|null);
+                $unknowns?: Uint8Array[];
+            }
+            type $Shape = aethex.v1.AwayDroppedAt.$Properties;
         }
 
         interface IPlayedEarlier extends aethex.v1.PlayedEarlier.$Properties {

@@ -8380,6 +8380,7 @@ export const aethex = $root.aethex = (() => {
              * @property {Array.<number>|null} [entityIds] OwnershipClaim entityIds
              * @property {Array.<number>|null} [awayIds] OwnershipClaim awayIds
              * @property {Array.<aethex.v1.PlayedEarlier.$Properties>|null} [playedEarlier] OwnershipClaim playedEarlier
+             * @property {Array.<aethex.v1.AwayDroppedAt.$Properties>|null} [awayDroppedAt] OwnershipClaim awayDroppedAt
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -8408,6 +8409,7 @@ export const aethex = $root.aethex = (() => {
                 this.entityIds = [];
                 this.awayIds = [];
                 this.playedEarlier = [];
+                this.awayDroppedAt = [];
                 if (p)
                     for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
                         if (p[ks[i]] != null && ks[i] !== "__proto__")
@@ -8437,6 +8439,14 @@ export const aethex = $root.aethex = (() => {
              * @instance
              */
             OwnershipClaim.prototype.playedEarlier = $util.emptyArray;
+
+            /**
+             * OwnershipClaim awayDroppedAt.
+             * @member {Array.<aethex.v1.AwayDroppedAt.$Properties>} awayDroppedAt
+             * @memberof aethex.v1.OwnershipClaim
+             * @instance
+             */
+            OwnershipClaim.prototype.awayDroppedAt = $util.emptyArray;
 
             /**
              * Creates a new OwnershipClaim instance using the specified properties.
@@ -8479,6 +8489,10 @@ export const aethex = $root.aethex = (() => {
                 if (m.playedEarlier != null && m.playedEarlier.length) {
                     for (var i = 0; i < m.playedEarlier.length; ++i)
                         $root.aethex.v1.PlayedEarlier.encode(m.playedEarlier[i], w.uint32(/* id 3, wireType 2 =*/26).fork(), q + 1).ldelim();
+                }
+                if (m.awayDroppedAt != null && m.awayDroppedAt.length) {
+                    for (var i = 0; i < m.awayDroppedAt.length; ++i)
+                        $root.aethex.v1.AwayDroppedAt.encode(m.awayDroppedAt[i], w.uint32(/* id 4, wireType 2 =*/34).fork(), q + 1).ldelim();
                 }
                 if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
                     for (var i = 0; i < m.$unknowns.length; ++i)
@@ -8573,6 +8587,14 @@ export const aethex = $root.aethex = (() => {
                             m.playedEarlier.push($root.aethex.v1.PlayedEarlier.decode(r, r.size(), $undefined, q + 1));
                             continue;
                         }
+                    case 4: {
+                            if (u !== 2)
+                                break;
+                            if (!(m.awayDroppedAt && m.awayDroppedAt.length))
+                                m.awayDroppedAt = [];
+                            m.awayDroppedAt.push($root.aethex.v1.AwayDroppedAt.decode(r, r.size(), $undefined, q + 1));
+                            continue;
+                        }
                     }
                     r.skipType(u, q, t);
                     if (!r.discardUnknown) {
@@ -8648,6 +8670,17 @@ export const aethex = $root.aethex = (() => {
                         }
                     }
                 }
+                if (m.awayDroppedAt != null && $Object.hasOwnProperty.call(m, "awayDroppedAt")) {
+                    if (!$Array.isArray(m.awayDroppedAt))
+                        return "awayDroppedAt: array expected";
+                    for (var i = 0; i < m.awayDroppedAt.length; ++i) {
+                        {
+                            var e = $root.aethex.v1.AwayDroppedAt.verify(m.awayDroppedAt[i], q + 1);
+                            if (e)
+                                return "awayDroppedAt." + e;
+                        }
+                    }
+                }
                 return null;
             };
 
@@ -8695,6 +8728,16 @@ export const aethex = $root.aethex = (() => {
                         m.playedEarlier[i] = $root.aethex.v1.PlayedEarlier.fromObject(d.playedEarlier[i], q + 1);
                     }
                 }
+                if (d.awayDroppedAt) {
+                    if (!$Array.isArray(d.awayDroppedAt))
+                        throw $TypeError(".aethex.v1.OwnershipClaim.awayDroppedAt: array expected");
+                    m.awayDroppedAt = $Array(d.awayDroppedAt.length);
+                    for (var i = 0; i < d.awayDroppedAt.length; ++i) {
+                        if (!$util.isObject(d.awayDroppedAt[i]))
+                            throw $TypeError(".aethex.v1.OwnershipClaim.awayDroppedAt: object expected");
+                        m.awayDroppedAt[i] = $root.aethex.v1.AwayDroppedAt.fromObject(d.awayDroppedAt[i], q + 1);
+                    }
+                }
                 return m;
             };
 
@@ -8719,6 +8762,7 @@ export const aethex = $root.aethex = (() => {
                     d.entityIds = [];
                     d.awayIds = [];
                     d.playedEarlier = [];
+                    d.awayDroppedAt = [];
                 }
                 if (m.entityIds && m.entityIds.length) {
                     d.entityIds = $Array(m.entityIds.length);
@@ -8736,6 +8780,12 @@ export const aethex = $root.aethex = (() => {
                     d.playedEarlier = $Array(m.playedEarlier.length);
                     for (var j = 0; j < m.playedEarlier.length; ++j) {
                         d.playedEarlier[j] = $root.aethex.v1.PlayedEarlier.toObject(m.playedEarlier[j], o, q + 1);
+                    }
+                }
+                if (m.awayDroppedAt && m.awayDroppedAt.length) {
+                    d.awayDroppedAt = $Array(m.awayDroppedAt.length);
+                    for (var j = 0; j < m.awayDroppedAt.length; ++j) {
+                        d.awayDroppedAt[j] = $root.aethex.v1.AwayDroppedAt.toObject(m.awayDroppedAt[j], o, q + 1);
                     }
                 }
                 return d;
@@ -8767,6 +8817,335 @@ export const aethex = $root.aethex = (() => {
             };
 
             return OwnershipClaim;
+        })();
+
+        v1.AwayDroppedAt = (function() {
+
+            /**
+             * Properties of an AwayDroppedAt.
+             * @typedef {Object} aethex.v1.AwayDroppedAt.$Properties
+             * @property {number|null} [entityId] AwayDroppedAt entityId
+             * @property {number|null} [droppedAtMs] AwayDroppedAt droppedAtMs
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of an AwayDroppedAt.
+             * @memberof aethex.v1
+             * @interface IAwayDroppedAt
+             * @augments aethex.v1.AwayDroppedAt.$Properties
+             * @deprecated Use aethex.v1.AwayDroppedAt.$Properties instead.
+             */
+
+            /**
+             * Shape of an AwayDroppedAt.
+             * @typedef {aethex.v1.AwayDroppedAt.$Properties} aethex.v1.AwayDroppedAt.$Shape
+             */
+
+            /**
+             * Constructs a new AwayDroppedAt.
+             * @memberof aethex.v1
+             * @classdesc Represents an AwayDroppedAt.
+             * @constructor
+             * @param {aethex.v1.AwayDroppedAt.$Properties=} [p] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const AwayDroppedAt = function (p) {
+                if (p)
+                    for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
+                        if (p[ks[i]] != null && ks[i] !== "__proto__")
+                            this[ks[i]] = p[ks[i]];
+            };
+
+            /**
+             * AwayDroppedAt entityId.
+             * @member {number} entityId
+             * @memberof aethex.v1.AwayDroppedAt
+             * @instance
+             */
+            AwayDroppedAt.prototype.entityId = 0;
+
+            /**
+             * AwayDroppedAt droppedAtMs.
+             * @member {number} droppedAtMs
+             * @memberof aethex.v1.AwayDroppedAt
+             * @instance
+             */
+            AwayDroppedAt.prototype.droppedAtMs = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
+             * Creates a new AwayDroppedAt instance using the specified properties.
+             * @function create
+             * @memberof aethex.v1.AwayDroppedAt
+             * @static
+             * @param {aethex.v1.AwayDroppedAt.$Properties=} [properties] Properties to set
+             * @returns {aethex.v1.AwayDroppedAt} AwayDroppedAt instance
+             * @type {{
+             *   (properties: aethex.v1.AwayDroppedAt.$Shape): aethex.v1.AwayDroppedAt & aethex.v1.AwayDroppedAt.$Shape;
+             *   (properties?: aethex.v1.AwayDroppedAt.$Properties): aethex.v1.AwayDroppedAt;
+             * }}
+             */
+            AwayDroppedAt.create = function(properties) {
+                return new AwayDroppedAt(properties);
+            };
+
+            /**
+             * Encodes the specified AwayDroppedAt message. Does not implicitly {@link aethex.v1.AwayDroppedAt.verify|verify} messages.
+             * @function encode
+             * @memberof aethex.v1.AwayDroppedAt
+             * @static
+             * @param {aethex.v1.AwayDroppedAt.$Properties} m AwayDroppedAt message or plain object to encode
+             * @param {$protobuf.Writer} [w] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            AwayDroppedAt.encode = function (m, w, q) {
+                if (!w)
+                    w = $Writer.create();
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (m.entityId != null && $Object.hasOwnProperty.call(m, "entityId") && m.entityId !== 0)
+                    w.uint32(/* id 1, wireType 0 =*/8).uint32(m.entityId);
+                if (m.droppedAtMs != null && $Object.hasOwnProperty.call(m, "droppedAtMs") && (typeof m.droppedAtMs === "object" ? m.droppedAtMs.low || m.droppedAtMs.high : m.droppedAtMs !== 0))
+                    w.uint32(/* id 2, wireType 0 =*/16).uint64(m.droppedAtMs);
+                if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
+                    for (var i = 0; i < m.$unknowns.length; ++i)
+                        w.raw(m.$unknowns[i]);
+                return w;
+            };
+
+            /**
+             * Encodes the specified AwayDroppedAt message, length delimited. Does not implicitly {@link aethex.v1.AwayDroppedAt.verify|verify} messages.
+             * @function encodeDelimited
+             * @memberof aethex.v1.AwayDroppedAt
+             * @static
+             * @param {aethex.v1.AwayDroppedAt.$Properties} message AwayDroppedAt message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            AwayDroppedAt.encodeDelimited = function(message, writer) {
+                return this.encode(message, (writer || $Writer.create()).fork()).ldelim();
+            };
+
+            /**
+             * Decodes an AwayDroppedAt message from the specified reader or buffer.
+             * @function decode
+             * @memberof aethex.v1.AwayDroppedAt
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} r Reader or buffer to decode from
+             * @param {number} [l] Message length if known beforehand
+             * @returns {aethex.v1.AwayDroppedAt & aethex.v1.AwayDroppedAt.$Shape} AwayDroppedAt
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            AwayDroppedAt.decode = function (r, l, z, q, g) {
+                if (!(r instanceof $Reader))
+                    r = $Reader.create(r);
+                if (q === $undefined)
+                    q = 0;
+                if (q > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var c, m, v;
+                if (l === $undefined)
+                    c = r.len;
+                else {
+                    c = r.pos + l;
+                    if (c > r.len)
+                        throw $RangeError("index out of range");
+                    l = r.len;
+                    r.len = c;
+                }
+                m = g || new $root.aethex.v1.AwayDroppedAt();
+                while (r.pos < c) {
+                    var s = r.pos;
+                    var t = r.tag();
+                    if (t === z) {
+                        z = $undefined;
+                        break;
+                    }
+                    var u = t & 7;
+                    switch (t >>>= 3) {
+                    case 1: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.uint32())
+                                m.entityId = v;
+                            else
+                                delete m.entityId;
+                            continue;
+                        }
+                    case 2: {
+                            if (u !== 0)
+                                break;
+                            if (typeof (v = r.uint64()) === "object" ? v.low || v.high : v !== 0)
+                                m.droppedAtMs = v;
+                            else
+                                delete m.droppedAtMs;
+                            continue;
+                        }
+                    }
+                    r.skipType(u, q, t);
+                    if (!r.discardUnknown) {
+                        $util.makeProp(m, "$unknowns", false);
+                        (m.$unknowns || (m.$unknowns = [])).push(r.raw(s, r.pos));
+                    }
+                }
+                if (l !== $undefined) {
+                    if (r.pos !== c)
+                        throw $RangeError("index out of range");
+                    r.len = l;
+                }
+                if (z !== $undefined)
+                    throw $Error("missing end group");
+                return m;
+            };
+
+            /**
+             * Decodes an AwayDroppedAt message from the specified reader or buffer, length delimited.
+             * @function decodeDelimited
+             * @memberof aethex.v1.AwayDroppedAt
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @returns {aethex.v1.AwayDroppedAt & aethex.v1.AwayDroppedAt.$Shape} AwayDroppedAt
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            AwayDroppedAt.decodeDelimited = function(reader) {
+                if (!(reader instanceof $Reader))
+                    reader = new $Reader(reader);
+                return this.decode(reader, reader.size());
+            };
+
+            /**
+             * Verifies an AwayDroppedAt message.
+             * @function verify
+             * @memberof aethex.v1.AwayDroppedAt
+             * @static
+             * @param {Object.<string,*>} m Plain object to verify
+             * @returns {string|null} `null` if valid, otherwise the reason why it is not
+             */
+            AwayDroppedAt.verify = function (m, q) {
+                if (typeof m !== "object" || m === null)
+                    return "object expected";
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    return "max depth exceeded";
+                if (m.entityId != null && $Object.hasOwnProperty.call(m, "entityId")) {
+                    if (!$util.isInteger(m.entityId))
+                        return "entityId: integer expected";
+                }
+                if (m.droppedAtMs != null && $Object.hasOwnProperty.call(m, "droppedAtMs")) {
+                    if (!$util.isInteger(m.droppedAtMs) && !(m.droppedAtMs && $util.isInteger(m.droppedAtMs.low) && $util.isInteger(m.droppedAtMs.high)))
+                        return "droppedAtMs: integer|Long expected";
+                }
+                return null;
+            };
+
+            /**
+             * Creates an AwayDroppedAt message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof aethex.v1.AwayDroppedAt
+             * @static
+             * @param {Object.<string,*>} d Plain object
+             * @returns {aethex.v1.AwayDroppedAt} AwayDroppedAt
+             */
+            AwayDroppedAt.fromObject = function (d, q) {
+                if (d instanceof $root.aethex.v1.AwayDroppedAt)
+                    return d;
+                if (!$util.isObject(d))
+                    throw $TypeError(".aethex.v1.AwayDroppedAt: object expected");
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var m = new $root.aethex.v1.AwayDroppedAt();
+                if (d.entityId != null) {
+                    if ($Number(d.entityId) !== 0) {
+                        m.entityId = d.entityId >>> 0;
+                    }
+                }
+                if (d.droppedAtMs != null) {
+                    if (typeof d.droppedAtMs === "object" ? d.droppedAtMs.low || d.droppedAtMs.high : $Number(d.droppedAtMs) !== 0) {
+                        if ($util.Long)
+                            m.droppedAtMs = $util.Long.fromValue(d.droppedAtMs, true);
+                        else if (typeof d.droppedAtMs === "string")
+                            m.droppedAtMs = $parseInt(d.droppedAtMs, 10);
+                        else if (typeof d.droppedAtMs === "number")
+                            m.droppedAtMs = d.droppedAtMs;
+                        else if (typeof d.droppedAtMs === "object")
+                            m.droppedAtMs = new $util.LongBits(d.droppedAtMs.low >>> 0, d.droppedAtMs.high >>> 0).toNumber(true);
+                    }
+                }
+                return m;
+            };
+
+            /**
+             * Creates a plain object from an AwayDroppedAt message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof aethex.v1.AwayDroppedAt
+             * @static
+             * @param {aethex.v1.AwayDroppedAt} m AwayDroppedAt
+             * @param {$protobuf.IConversionOptions} [o] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            AwayDroppedAt.toObject = function (m, o, q) {
+                if (!o)
+                    o = {};
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var d = {};
+                if (o.defaults) {
+                    d.entityId = 0;
+                    if ($util.Long) {
+                        var n = new $util.Long(0, 0, true);
+                        d.droppedAtMs = o.longs === $String ? n.toString() : o.longs === $Number ? n.toNumber() : typeof $BigInt !== "undefined" && o.longs === $BigInt ? n.toBigInt() : n;
+                    } else
+                        d.droppedAtMs = o.longs === $String ? "0" : typeof $BigInt !== "undefined" && o.longs === $BigInt ? $BigInt("0") : 0;
+                }
+                if (m.entityId != null && $Object.hasOwnProperty.call(m, "entityId")) {
+                    d.entityId = m.entityId;
+                }
+                if (m.droppedAtMs != null && $Object.hasOwnProperty.call(m, "droppedAtMs")) {
+                    if (typeof $BigInt !== "undefined" && o.longs === $BigInt)
+                        d.droppedAtMs = typeof m.droppedAtMs === "number" ? $BigInt(m.droppedAtMs) : $util.Long.fromBits(m.droppedAtMs.low >>> 0, m.droppedAtMs.high >>> 0, true).toBigInt();
+                    else if (typeof m.droppedAtMs === "number")
+                        d.droppedAtMs = o.longs === $String ? $String(m.droppedAtMs) : m.droppedAtMs;
+                    else
+                        d.droppedAtMs = o.longs === $String ? $util.Long.prototype.toString.call(m.droppedAtMs) : o.longs === $Number ? new $util.LongBits(m.droppedAtMs.low >>> 0, m.droppedAtMs.high >>> 0).toNumber(true) : m.droppedAtMs;
+                }
+                return d;
+            };
+
+            /**
+             * Converts this AwayDroppedAt to JSON.
+             * @function toJSON
+             * @memberof aethex.v1.AwayDroppedAt
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            AwayDroppedAt.prototype.toJSON = function() {
+                return AwayDroppedAt.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for AwayDroppedAt
+             * @function getTypeUrl
+             * @memberof aethex.v1.AwayDroppedAt
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            AwayDroppedAt.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/aethex.v1.AwayDroppedAt";
+            };
+
+            return AwayDroppedAt;
         })();
 
         v1.PlayedEarlier = (function() {
