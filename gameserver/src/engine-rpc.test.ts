@@ -145,6 +145,31 @@ test('a call that waited past rpc.timeout_ms is answered TIMEOUT without calling
   expect(calls).toBe(1);
 });
 
+test("a player's calls that waited past rpc.timeout_ms are all answered TIMEOUT at their turn, not one a turn", async () => {
+  const ran: string[] = [];
+  const e = engineWith(
+    {
+      slow(_ctx, player, payload) {
+        busy(payload[0] as number);
+        ran.push(player.playerId);
+        return new Uint8Array([1]);
+      },
+    },
+    { AETHEX_GAMESERVER_RPC_TIMEOUT_MS: '100', AETHEX_GAMESERVER_RPC_MAX_MS_PER_TICK: '5' },
+  );
+  expect(e.join(2, 'bob').ok).toBe(true);
+  // ann's first call runs 150 ms, past the 100 ms of her 4 others; then bob's 6 ms calls, each spending a tick's budget.
+  const anns = collect([150, 1, 1, 1, 1].map((ms) => e.rpc(1, 'slow', new Uint8Array([ms]))));
+  e.step();
+  const bobs = collect([6, 6].map((ms) => e.rpc(2, 'slow', new Uint8Array([ms]))));
+  e.step(); // ann's turn: her 4 expired ones, then bob's first
+  await settle();
+  expect(anns).toEqual(['\u0001', 'TIMEOUT', 'TIMEOUT', 'TIMEOUT', 'TIMEOUT']);
+  expect(ran).toEqual(['ann', 'bob']);
+  expect(bobs).toEqual(['\u0001']);
+  expect(e.queuedRpcs).toBe(1);
+});
+
 test('a session that ends with calls queued: they are answered NOT_JOINED at once and never run', async () => {
   let calls = 0;
   const e = engineWith({

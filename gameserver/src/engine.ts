@@ -723,16 +723,24 @@ export class ShardEngine {
       const own = session.rpcQueue;
       // Emptied when the session ended.
       if (!own || own.length === 0) continue;
+      // Those past rpc.timeout_ms go at once, not one a turn: they wait in arrival order, so at the head.
+      if (!session.redirected) {
+        while (own.length > 0 && now - (own[0] as QueuedRpc).at >= timeoutMs) {
+          const expired = own.shift() as QueuedRpc;
+          this.rpcWaiting--;
+          if (!expired.answer) continue;
+          this.metrics?.rpcsRefused.inc({ reason: 'expired' });
+          expired.answer({ ok: false, errorCode: 'TIMEOUT' });
+        }
+        if (own.length === 0) continue;
+      }
       const call = own.shift() as QueuedRpc;
       this.rpcWaiting--;
       if (own.length > 0) turns.push(session);
       const answer = call.answer;
       if (!answer) continue;
       if (call.session.redirected) answer({ ok: false, errorCode: 'HANDED_OVER' });
-      else if (now - call.at >= timeoutMs) {
-        this.metrics?.rpcsRefused.inc({ reason: 'expired' });
-        answer({ ok: false, errorCode: 'TIMEOUT' });
-      } else {
+      else {
         ran++;
         this.callRpc(call, answer, timeoutMs - (now - call.at));
         now = performance.now();
