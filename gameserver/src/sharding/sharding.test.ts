@@ -821,7 +821,7 @@ test.each([
   },
 );
 
-test('a claim that went out is not sent again, once its entity was handed on, to a new run of the neighbour: the entity it restored, which reached it since, stays', async () => {
+test('a claim that went out, sent again once its entity was handed on to a new run of the neighbour, does not drop the entity that run restored, which reached it since (after the handoff, before the run started)', async () => {
   const { decodeState, encodeState } = await import('../persist/state-codec.js');
   const { World, KIND_PLAYER } = await import('../sim/world.js');
   // A's link to B is up at pat's rejoin (the claim goes and is delivered); pat walks on through
@@ -844,10 +844,13 @@ test('a claim that went out is not sent again, once its entity was handed on, to
       neighbours: [leftN, corner],
     },
   });
-  // A's link to B's new run comes up (within the rejoin window of pat's rejoin on A).
+  // A's link to B's new run comes up (within the rejoin window of pat's rejoin on A): the claim
+  // goes again, naming pat as handed on from A (before B's new run started).
   up.aToB = true;
   toB.sent.splice(0);
   aSharding.onOutboundUp(right, 3);
+  const claims = toB.sent.filter((m) => m.ownershipClaim).map((m) => wire(m).ownershipClaim?.playedEarlier?.map((p) => p.entityId));
+  expect(claims).toEqual([[pat]]);
   for (const m of toB.sent.splice(0)) b2Sharding.onMessage(leftN, wire(m));
   // Dropped, pat's only entity is lost: pat rejoins B to a new one.
   expect(b2.world.indexOf(pat) >= 0 && b2.world.mode[b2.world.indexOf(pat)]).toBe(MODE_DORMANT);
@@ -1277,7 +1280,7 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
       epoch: number,
       extra: Partial<ConstructorParameters<typeof Sharding>[0]> = {},
       restored?: ShardState,
-      onPlace?: (event: 'taken' | 'freed', playerId: string) => void,
+      onPlace?: (event: 'taken' | 'freed', playerId: string, handedOver: boolean) => void,
     ) => {
       const b = new ShardEngine(settings, silent, {
         region: right.region,
@@ -2142,6 +2145,45 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
     expect(b.b.world.indexOf(55)).toBeGreaterThanOrEqual(0);
   });
 
+  test.each([
+    ['the copy first, then the claim', false],
+    ['the claim first, then the copy', true],
+  ])(
+    'a claim naming an entity as handed on from the claimer after this run started, and a copy of it handed back: the copy, older, is not kept (%s)',
+    async (_, claimFirst) => {
+      const { decodeState, encodeState } = await import('../persist/state-codec.js');
+      const { World } = await import('../sim/world.js');
+      const empty = decodeState(encodeState(3, new World(16, idRange(1).first, idRange(1).limit), new Map()), 16);
+      const third: Neighbour = { shard: 2, name: 'w-1-1', region: { minX: 100, minY: 100, maxX: 200, maxY: 200 }, address: '127.0.0.1:2' };
+      const { run } = world();
+      const places: string[] = [];
+      const b = run(2, { restored: true, placement: { ...placementB, neighbours: [leftN, third] } }, empty, (event, playerId, handedOver) =>
+        places.push(`${event} ${playerId}${handedOver ? ' handoff' : ''}`),
+      );
+      b.bSharding.onInboundUp(third, 9);
+      // The third shard played 55 until after B's run started, and handed it on (to a shard that
+      // is not B's neighbour): B's previous run adopted 55 before that, its copy is the older.
+      const claim = () =>
+        b.bSharding.onMessage(
+          third,
+          wire({ ownershipClaim: { entityIds: [55], playedEarlier: [{ entityId: 55, handedOnAtMs: b.b.startedAtWall + 1000 }] } }),
+        );
+      const copy = async () => {
+        b.bSharding.onMessage(leftN, wire({ handoffCustody: { entities: [handedBack(55, 'kit', 3, { generation: 2 })] } }));
+        await new Promise((r) => setImmediate(r));
+      };
+      if (claimFirst) claim();
+      await copy();
+      if (!claimFirst) claim();
+      // Kept, the copy refuses kit's offers ("already here") and ends in a player_left at its rejoin
+      // window for a player still playing.
+      const onB = b.b.world.indexOf(55) >= 0;
+      const windowTicks = settings['engine.rejoin_window_ms'] / settings['engine.tick_rate_ms'];
+      for (let t = 0; t < windowTicks + 2; t++) b.b.step();
+      expect({ onB, playerLeft: places.includes('freed kit') }).toEqual({ onB: false, playerLeft: false });
+    },
+  );
+
   test('an entity handed back and then claimed by a neighbour goes, as a restored one does', async () => {
     const { aSharding, toB, run, crossing, deliver, handOver } = world();
     const first = run(1);
@@ -2614,4 +2656,59 @@ test('a claim held back for an entity handed on to a shard that is no neighbour 
   const windowTicks = settings['engine.rejoin_window_ms'] / settings['engine.tick_rate_ms'];
   for (let t = 0; t < windowTicks + 2; t++) b.step();
   expect({ onB: b.world.indexOf(pat) >= 0, places }).toEqual({ onB: false, places: [] });
+});
+
+test('a claim lost with a link that died with the receiver’s run goes to its next run once its entity was handed on after that run started: the stale copy restored there goes', async () => {
+  const { decodeState, encodeState } = await import('../persist/state-codec.js');
+  const { World, KIND_PLAYER } = await import('../sim/world.js');
+  const corner: Neighbour = { shard: 2, name: 'w-9-9', region: { minX: 100, minY: 0, maxX: 200, maxY: 50 }, address: '127.0.0.1:2' };
+  const { a, aSharding, bSharding, toB, leftN, pat, deliver } = await twoRestoredWithPat({
+    placement: { bounds: settings['engine.world_bounds'], shard: 0, region: left, address: '127.0.0.1:0', neighbours: [corner, right] },
+  });
+  aSharding.onOutboundUp(right, 2);
+  bSharding.onOutboundUp(leftN, 1);
+  deliver();
+  // Pat rejoins A: its claim goes to the socket of A's link to B's run 2, and B is killed before
+  // it is delivered.
+  expect(a.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
+  toB.sent.splice(0);
+  // B's run 3 starts from its last snapshot, which still holds pat's stale entity waiting for pat
+  // (its clock reads 1_000_000: before pat's handoff below, by the clock A counts from 1_000_001).
+  const w = new World(16, idRange(1).first, idRange(1).limit);
+  w.spawn(150, 50, KIND_PLAYER, pat);
+  const restored = decodeState(encodeState(5, w, new Map([[pat, 'pat']])), 16, idRange(1).limit, idRange(1).first);
+  const places: string[] = [];
+  const b3 = new ShardEngine(
+    settings,
+    { send: () => true, kick: () => undefined },
+    {
+      region: right.region,
+      ids: idRange(1),
+      restored,
+      wallClock: () => 1_000_000,
+      onPlace: (event, playerId, handedOver) => places.push(`${event} ${playerId}${handedOver ? ' handoff' : ''}`),
+    },
+  );
+  const b3Sharding = shardingOf(b3, {
+    restored: true,
+    placement: { bounds: settings['engine.world_bounds'], shard: 1, region: right.region, address: '127.0.0.1:1', neighbours: [leftN] },
+  });
+  // Pat walks on from A to the corner (no neighbour of B): that handoff commits, and pat plays there.
+  a.world.x[a.world.indexOf(pat)] = 110;
+  a.world.y[a.world.indexOf(pat)] = 20;
+  aSharding.afterStep();
+  const o = toB.sent.find((m) => m.handoffOffer)?.handoffOffer as aethex.v1.IHandoffOffer;
+  aSharding.onMessage(corner, wire({ handoffAccept: { offerId: o.offerId, entityId: o.entityId, resumeToken: 't', address: 'x' } }));
+  expect(toB.sent.some((m) => m.handoffCommit)).toBe(true);
+  // A's link to B's run 3 comes up.
+  toB.sent.splice(0);
+  aSharding.onOutboundUp(right, 3);
+  for (const m of toB.sent.splice(0)) b3Sharding.onMessage(leftN, wire(m));
+  // Nobody else will claim pat to B: its stale copy kept refuses the corner's offers of pat
+  // ("already here") and ends in a player_left at its rejoin window for a player still playing.
+  const onB = b3.world.indexOf(pat) >= 0;
+  places.length = 0;
+  const windowTicks = settings['engine.rejoin_window_ms'] / settings['engine.tick_rate_ms'];
+  for (let t = 0; t < windowTicks + 2; t++) b3.step();
+  expect({ onB, playerLeft: places.includes('freed pat') }).toEqual({ onB: false, playerLeft: false });
 });

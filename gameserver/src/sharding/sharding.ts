@@ -276,16 +276,15 @@ export class Sharding {
    * meanwhile, when `claimedPlayers` no longer names them and the neighbour's stale copy would
    * otherwise end in a second player_left. Not to a neighbour that has the entity since: one it
    * was handed to from here, or one that claims to play it (its copy is newer than this claim).
-   * Nor again, to a neighbour of a build that ignores `played_earlier` or to another run than the
-   * one it went to (`epoch`), once it went out and the entity was handed on (`handedOnAt`): where
-   * it is now, this shard does not know, and a neighbour it reached since and dropped on keeps it —
-   * a new run restores it from its snapshot, with no time of a drop to compare (the copy may be
-   * the newer one, and the only one). By id, in the order made (a second rejoin
+   * Nor again, to a neighbour of a build that ignores `played_earlier`, once it went out and the
+   * entity was handed on (`handedOnAt`): where it is now, this shard does not know, and a
+   * neighbour it reached since and dropped on keeps it (a new run of it that restored it keeps it
+   * too: the handoff came before that run started). By id, in the order made (a second rejoin
    * of one moves it last). `handedOnAt`: when it was last handed on from here, by the engine's
    * `wallClock` — its play here ended then, whichever rejoin or adoption it began with — sent
    * with a claim of it (`played_earlier`).
    */
-  private readonly rejoinClaims = new Map<number, Map<number, { at: number; sent: boolean; epoch?: number; handedOnAt?: number }>>();
+  private readonly rejoinClaims = new Map<number, Map<number, { at: number; sent: boolean; handedOnAt?: number }>>();
   /** The run of each neighbour our link reached last (its welcome's epoch). */
   private readonly outEpochs = new Map<number, number>();
   /** Copies dropped for MAX_CUSTODY since the last warning. */
@@ -318,7 +317,7 @@ export class Sharding {
         const sent = (this.links?.send(n, { ownershipClaim: { entityIds: [id] } }) ?? 0) > 0;
         const kept = this.rejoinClaims.get(n.shard) ?? new Map();
         kept.delete(id);
-        kept.set(id, { at: this.now(), sent, ...(sent ? { epoch: this.outEpochs.get(n.shard) } : {}) });
+        kept.set(id, { at: this.now(), sent });
         if (kept.size > MAX_REJOIN_CLAIMS) kept.delete(kept.keys().next().value as number);
         this.rejoinClaims.set(n.shard, kept);
       }
@@ -382,13 +381,13 @@ export class Sharding {
     // and played here until it was handed on, so a copy whose player dropped there later stays.
     const handedOn = new Set<number>();
     const playedEarlier: aethex.v1.IPlayedEarlier[] = [];
-    // One that went out and was handed on since goes again only to the run it went to (its link may
-    // have died with it buffered), if that reads `played_earlier`: an older build would drop a copy
-    // the entity reached it with since, through a third shard, where its player dropped — and a new
-    // run would drop such a copy restored from its snapshot (no drop time to compare), the newer one.
+    // One that went out and was handed on since goes again (its link may have died with it
+    // buffered, or with the run it went to) only to a neighbour that reads `played_earlier`: an
+    // older build would drop a copy the entity reached it with since, through a third shard, where
+    // its player dropped. (A new run keeps such a copy restored from its snapshot, or handed back,
+    // if the handoff came before it started: `dropDormant`.)
     const going = [...(this.rejoinClaims.get(n.shard) ?? [])].filter(
-      ([, c]) =>
-        c.at > since && (!(c.sent && c.handedOnAt !== undefined) || (c.epoch === epoch && (this.links?.takesPlayedEarlier(n) ?? false))),
+      ([, c]) => c.at > since && (!(c.sent && c.handedOnAt !== undefined) || (this.links?.takesPlayedEarlier(n) ?? false)),
     );
     // Adopted and not resumed yet: on their way here, as good as played here (also when a claim
     // held back names them: their player rejoined here, walked on and came back — its play here did
@@ -407,10 +406,7 @@ export class Sharding {
     // When those of them whose player dropped here did: the neighbour keeps the newer copy.
     const awayDroppedAt = [...this.o.engine.droppedTimes(away)].map(([entityId, at]) => ({ entityId, droppedAtMs: at }));
     if ((this.links?.send(n, { ownershipClaim: { entityIds: [...owned], awayIds: away, playedEarlier, awayDroppedAt } }) ?? 0) > 0)
-      for (const [, c] of going) {
-        c.sent = true;
-        c.epoch = epoch;
-      }
+      for (const [, c] of going) c.sent = true;
     // The neighbour may keep its copy of those (a player who dropped there too): a rejoin here
     // must claim them again, or that copy outlives the player playing here.
     this.o.engine.claimedAway(away);
@@ -543,8 +539,14 @@ export class Sharding {
         const away = new Set(claim.awayIds);
         const earlier = new Map<number, number>();
         for (const p of claim.playedEarlier as aethex.v1.PlayedEarlier[]) earlier.set(p.entityId, Number(p.handedOnAtMs));
-        // Not those it handed on: a copy handed back here may be where the entity went.
-        if (this.now() - this.startedAt < this.claimsKeptMs) for (const id of ids) if (!earlier.has(id)) this.claimedSinceStart.add(id);
+        // Not those it handed on before this run started: a copy handed back here may be where the
+        // entity went. A copy of one handed on after that is older (an earlier run adopted it), and
+        // is not taken, as `dropDormant` drops one taken before the claim.
+        if (this.now() - this.startedAt < this.claimsKeptMs)
+          for (const id of ids) {
+            const handedOnAt = earlier.get(id);
+            if (handedOnAt === undefined || handedOnAt > this.o.engine.startedAtWall) this.claimedSinceStart.add(id);
+          }
         // Those it plays (or adopted) now: it had them after any claim of ours kept for it.
         if (this.rejoinClaims.has(from.shard))
           this.forgetRejoinClaims(
