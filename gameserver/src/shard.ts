@@ -387,7 +387,7 @@ export async function startShard(configured: GameserverSettings, options: ShardO
       ? {
           resume: sharding.claimResume.bind(sharding),
           handedIn: sharding.claimForJoin.bind(sharding),
-          notAdmitting: (playerId) => sharding?.notAdmitting(playerId),
+          notAdmitting: (playerId, hadEntity) => sharding?.notAdmitting(playerId, hadEntity),
           resumesPending: () => sharding !== undefined && resumesPending(sharding),
         }
       : {}),

@@ -263,6 +263,7 @@ test('snapshots read in place and snapshots left to the generated decoder build 
 test('a shard that goes silent without closing: dropped after silenceTimeoutMs (4000) and rejoined; without rejoin the session closes once', async () => {
   server = new WebSocketServer({ port: 0, host: '127.0.0.1' });
   const joins: string[] = [];
+  const joinEntities: number[] = [];
   const closeCodes: number[] = [];
   /** When the shard last sent anything (the client hears it after). */
   let shardSentAt = 0;
@@ -272,6 +273,7 @@ test('a shard that goes silent without closing: dropped after silenceTimeoutMs (
       const msg = ClientMessage.decode(data as Buffer);
       if (msg.body !== 'join') return;
       joins.push(msg.join?.joinToken as string);
+      joinEntities.push(msg.join?.entityId as number);
       socket.send(ServerMessage.encode({ welcome: { protocolVersion: 1, entityId: 7, tickRateHz: 40, positionScale: 1 } }).finish());
       // The first connection ticks for 600 ms (longer than the timeout: a live shard is not
       // dropped), then says nothing more and never closes: a half-open connection.
@@ -311,6 +313,8 @@ test('a shard that goes silent without closing: dropped after silenceTimeoutMs (
   expect(drop.quietMs).toBeGreaterThanOrEqual(300);
   await rejoined;
   expect(joins).toEqual(['t1', 't2']);
+  // The rejoin names the entity the session had (a restarted shard waits for it: Join.entity_id).
+  expect(joinEntities).toEqual([0, 7]);
   // The shard heard the client give up on the first connection.
   await until('the shard to hear the first connection close', () => closeCodes.length > 0);
   expect(closeCodes).toEqual([4000]);

@@ -782,9 +782,11 @@ export class RealtimeClient {
     });
   }
 
-  /** A Join with `joinToken`, encoded. */
-  private joinHello(joinToken: string): Uint8Array {
-    return ClientMessage.encode({ join: { joinToken, protocolVersion: PROTOCOL_VERSION, clientVersion: this.clientVersion } }).finish();
+  /** A Join with `joinToken`, encoded; `entityId`: a rejoin's, the entity the session had (a restarted shard waits for it). */
+  private joinHello(joinToken: string, entityId = 0): Uint8Array {
+    return ClientMessage.encode({
+      join: { joinToken, protocolVersion: PROTOCOL_VERSION, clientVersion: this.clientVersion, entityId },
+    }).finish();
   }
 
   private openSocket(url: string): WebSocketLike {
@@ -1052,7 +1054,7 @@ export class RealtimeClient {
         socket.onopen = () =>
           socket.send(
             resumeToken === undefined
-              ? this.joinHello(token)
+              ? this.joinHello(token, this.welcome?.entityId ?? 0)
               : ClientMessage.encode({ resume: { resumeToken, protocolVersion: PROTOCOL_VERSION, ackTick: 0 } }).finish(),
           );
         socket.onmessage = (ev) => {

@@ -226,9 +226,10 @@ export interface GatewayDeps {
   upgrades?: { path: string; handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, proven: () => void): void };
   /**
    * Why the shard may not admit this player yet (sharded, restored: neighbours not heard, or the
-   * player's entity handed back and not taken yet), or undefined when it may.
+   * player's entity handed back and not taken yet), or undefined when it may. `hadEntity`: the
+   * entity a rejoining client had (`Join.entity_id`; 0 for none).
    */
-  notAdmitting?: (playerId: string) => string | undefined;
+  notAdmitting?: (playerId: string, hadEntity: number) => string | undefined;
   /** Redeems a handoff resume token: the player and entity it continues, or undefined. */
   resume?: (token: string) => { playerId: string; entityId: number; frozenMs: number } | undefined;
   /**
@@ -846,7 +847,7 @@ export class Gateway {
           this.refuse(conn, 'join', ReasonCode.REASON_CODE_SHUTTING_DOWN, 'the shard is draining');
           return;
         }
-        const notYet = this.deps.notAdmitting?.(claims.playerId);
+        const notYet = this.deps.notAdmitting?.(claims.playerId, join.entityId);
         if (notYet !== undefined) {
           this.deps.metrics.joins.inc({ result: 'not_ready' });
           this.refuse(conn, 'join', ReasonCode.REASON_CODE_NOT_READY, notYet);

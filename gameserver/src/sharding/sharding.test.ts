@@ -7,7 +7,7 @@ import type { ShardState } from '../persist/state-codec.js';
 import { MODE_DORMANT, MODE_GHOST, MODE_OFFERED, MODE_OWNED } from '../sim/world.js';
 import type { ShardLinks } from './links.js';
 import { idRange, type Neighbour } from './map.js';
-import { CUSTODY_LOOKUP_MS, CUSTODY_MS, GHOST_REFRESH_MS, Sharding } from './sharding.js';
+import { CUSTODY_LOOKUP_MS, CUSTODY_MS, ENTITY_WAIT_MS, GHOST_REFRESH_MS, Sharding } from './sharding.js';
 
 const settings = loadConfig({
   AETHEX_GAMESERVER_AUTH_JWKS_URL: 'http://unused.invalid/jwks',
@@ -1540,6 +1540,41 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
     second.bSharding.stored(second.bSharding.adoptions);
     deliver(right, aSharding, second.toA.sent);
     expect(aSharding.custodyHeld).toEqual([]);
+  });
+
+  test('past the settle time, a rejoining player who had an entity waits (NOT_READY) for a neighbour whose claim is not in, at most ENTITY_WAIT_MS from the start, and gets it back', async () => {
+    const { aSharding, toB, run, crossing, deliver, handOver } = world();
+    const first = run(1);
+    const bob = crossing(1, 'bob', [4, 2]);
+    handOver(first);
+    const { decodeState, encodeState } = await import('../persist/state-codec.js');
+    const { World } = await import('../sim/world.js');
+    const empty = decodeState(encodeState(3, new World(16, idRange(1).first, idRange(1).limit), new Map()), 16);
+    // B's previous run adopted bob and crashed before storing him; A, which keeps its copy, is
+    // paused past B's settle time: its link to the new run is not up.
+    let t = 0;
+    const second = run(2, { restored: true, settleTimeoutMs: 3000, now: () => t }, empty);
+    t = 3001;
+    expect(second.bSharding.settled).toBe(true);
+    // Bob's client rejoins naming the entity it had: it waits. One without an entity (a fresh
+    // client, another player) joins.
+    expect(second.bSharding.notAdmitting('bob', bob)).toMatch(/has not reconnected yet/);
+    expect(second.bSharding.notAdmitting('bob', 0)).toBeUndefined();
+    expect(second.bSharding.notAdmitting('cat', 0)).toBeUndefined();
+    t = ENTITY_WAIT_MS - 1;
+    expect(second.bSharding.notAdmitting('bob', bob)).toMatch(/has not reconnected yet/);
+    // A comes back: its copy of bob is handed back before its claim, and bob rejoins with it.
+    aSharding.onOutboundUp(right, 2);
+    deliver(leftN, second.bSharding, toB.sent);
+    await vi.waitFor(() => expect(second.bSharding.notAdmitting('bob', bob)).toBeUndefined());
+    expect(second.b.join(1, 'bob')).toMatchObject({ ok: true, entityId: bob });
+    expect([...(second.b.context.state(bob) ?? [])]).toEqual([4, 2]);
+    // A neighbour that never comes back is not waited for past ENTITY_WAIT_MS.
+    const third = run(3, { restored: true, settleTimeoutMs: 3000, now: () => t }, empty);
+    t += ENTITY_WAIT_MS - 1;
+    expect(third.bSharding.notAdmitting('bob', bob)).toMatch(/has not reconnected yet/);
+    t += 1;
+    expect(third.bSharding.notAdmitting('bob', bob)).toBeUndefined();
   });
 
   test('past the settle time, a player whose entity is handed back waits (NOT_READY) while the outbox is asked, so they do not join afresh; a store that does not answer is not waited for past CUSTODY_LOOKUP_MS', async () => {

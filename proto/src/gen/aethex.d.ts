@@ -124,6 +124,7 @@ export namespace aethex {
             joinToken: string;
             protocolVersion: number;
             clientVersion: string;
+            entityId: number;
             static create(properties: aethex.v1.Join.$Shape): aethex.v1.Join & aethex.v1.Join.$Shape;
             static create(properties?: aethex.v1.Join.$Properties): aethex.v1.Join;
             static encode(m: aethex.v1.Join.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
@@ -142,6 +143,7 @@ export namespace aethex {
                 joinToken?: (string|null);
                 protocolVersion?: (number|null);
                 clientVersion?: (string|null);
+                entityId?: (number|null);
                 $unknowns?: Uint8Array[];
             }
             type $Shape = aethex.v1.Join.$Properties;

@@ -1146,6 +1146,7 @@ export const aethex = $root.aethex = (() => {
              * @property {string|null} [joinToken] Join joinToken
              * @property {number|null} [protocolVersion] Join protocolVersion
              * @property {string|null} [clientVersion] Join clientVersion
+             * @property {number|null} [entityId] Join entityId
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -1202,6 +1203,14 @@ export const aethex = $root.aethex = (() => {
             Join.prototype.clientVersion = "";
 
             /**
+             * Join entityId.
+             * @member {number} entityId
+             * @memberof aethex.v1.Join
+             * @instance
+             */
+            Join.prototype.entityId = 0;
+
+            /**
              * Creates a new Join instance using the specified properties.
              * @function create
              * @memberof aethex.v1.Join
@@ -1239,6 +1248,8 @@ export const aethex = $root.aethex = (() => {
                     w.uint32(/* id 2, wireType 0 =*/16).uint32(m.protocolVersion);
                 if (m.clientVersion != null && $Object.hasOwnProperty.call(m, "clientVersion") && m.clientVersion !== "")
                     w.uint32(/* id 3, wireType 2 =*/26).string(m.clientVersion);
+                if (m.entityId != null && $Object.hasOwnProperty.call(m, "entityId") && m.entityId !== 0)
+                    w.uint32(/* id 4, wireType 0 =*/32).uint32(m.entityId);
                 if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
                     for (var i = 0; i < m.$unknowns.length; ++i)
                         w.raw(m.$unknowns[i]);
@@ -1323,6 +1334,15 @@ export const aethex = $root.aethex = (() => {
                                 delete m.clientVersion;
                             continue;
                         }
+                    case 4: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.uint32())
+                                m.entityId = v;
+                            else
+                                delete m.entityId;
+                            continue;
+                        }
                     }
                     r.skipType(u, q, t);
                     if (!r.discardUnknown) {
@@ -1383,6 +1403,10 @@ export const aethex = $root.aethex = (() => {
                     if (!$util.isString(m.clientVersion))
                         return "clientVersion: string expected";
                 }
+                if (m.entityId != null && $Object.hasOwnProperty.call(m, "entityId")) {
+                    if (!$util.isInteger(m.entityId))
+                        return "entityId: integer expected";
+                }
                 return null;
             };
 
@@ -1419,6 +1443,11 @@ export const aethex = $root.aethex = (() => {
                         m.clientVersion = $String(d.clientVersion);
                     }
                 }
+                if (d.entityId != null) {
+                    if ($Number(d.entityId) !== 0) {
+                        m.entityId = d.entityId >>> 0;
+                    }
+                }
                 return m;
             };
 
@@ -1443,6 +1472,7 @@ export const aethex = $root.aethex = (() => {
                     d.joinToken = "";
                     d.protocolVersion = 0;
                     d.clientVersion = "";
+                    d.entityId = 0;
                 }
                 if (m.joinToken != null && $Object.hasOwnProperty.call(m, "joinToken")) {
                     d.joinToken = m.joinToken;
@@ -1452,6 +1482,9 @@ export const aethex = $root.aethex = (() => {
                 }
                 if (m.clientVersion != null && $Object.hasOwnProperty.call(m, "clientVersion")) {
                     d.clientVersion = m.clientVersion;
+                }
+                if (m.entityId != null && $Object.hasOwnProperty.call(m, "entityId")) {
+                    d.entityId = m.entityId;
                 }
                 return d;
             };
