@@ -292,12 +292,13 @@ export class ShardEngine {
   /** engine.rejoin_window_ms in ticks. */
   private readonly rejoinWindowTicks: number;
   /**
-   * Entities on offer whose player's connection dropped meanwhile: entity → player. The player
+   * Entities on offer whose player's connection dropped meanwhile: entity → player, and when they
+   * dropped (by `wallClock`: their `droppedAt` once the offer rolls back). The player
    * keeps their place until the offer is decided; `Sharding` rolls such an offer back, also when
    * it is accepted, so the entity itself waits for them here (see `suspend`). (`commitOffer` of
    * one would leave the redirect to it instead; the shard never commits one.)
    */
-  private readonly droppedOnOffer = new Map<number, string>();
+  private readonly droppedOnOffer = new Map<number, { playerId: string; at: number }>();
   /**
    * Players whose entity this shard handed over and whose client may not have got the redirect
    * (its connection dropped or stalled after the commit), with that
@@ -870,7 +871,7 @@ export class ShardEngine {
   private persistentPlayers(awaitingResume: Iterable<[entityId: number, playerId: string]>): Map<number, string> {
     const players = new Map<number, string>();
     for (const [playerId, entityId] of this.dormant) players.set(entityId, playerId);
-    for (const [entityId, playerId] of this.droppedOnOffer) players.set(entityId, playerId);
+    for (const [entityId, { playerId }] of this.droppedOnOffer) players.set(entityId, playerId);
     for (const [entityId, playerId] of awaitingResume) players.set(entityId, playerId);
     // A redirected session's entity is a neighbour's now (and not in the blob).
     for (const s of this.sessions.values()) if (!s.redirected) players.set(s.entityId, s.playerId);
@@ -1292,8 +1293,8 @@ export class ShardEngine {
     if (i < 0 || this.world.mode[i] !== MODE_OFFERED) return;
     if (dropped !== undefined) {
       // Its player's connection dropped while it was on offer: it waits for them here (the client
-      // re-sends the held inputs after its rejoin).
-      this.wait(dropped, entityId, i);
+      // re-sends the held inputs after its rejoin), dropped when the connection did, not now.
+      this.wait(dropped.playerId, entityId, i, dropped.at);
       return;
     }
     this.world.mode[i] = MODE_OWNED;
@@ -1323,7 +1324,7 @@ export class ShardEngine {
     this.rollbackRoom.delete(entityId);
     this.offeredAt.delete(entityId);
     this.stateFrozen.delete(entityId);
-    const dropped = this.droppedOnOffer.get(entityId);
+    const dropped = this.droppedOnOffer.get(entityId)?.playerId;
     this.droppedOnOffer.delete(entityId);
     if (i < 0 || this.world.mode[i] !== MODE_OFFERED) return undefined;
     this.world.mode[i] = MODE_GHOST;
@@ -1423,7 +1424,11 @@ export class ShardEngine {
     return dropped;
   }
 
-  /** When the players of those of `entityIds` that wait here since they dropped here dropped (entity → `wallClock` ms). */
+  /**
+   * When the players of those of `entityIds` that wait here since they dropped here dropped, or
+   * whose connection dropped while it was on offer (it waits here once the offer rolls back), as
+   * entity → `wallClock` ms.
+   */
   droppedTimes(entityIds: Iterable<number>): Map<number, number> {
     const ids = new Set(entityIds);
     const times = new Map<number, number>();
@@ -1432,6 +1437,7 @@ export class ShardEngine {
       const entityId = this.dormant.get(playerId);
       if (entityId !== undefined && ids.has(entityId)) times.set(entityId, at);
     }
+    for (const [entityId, { at }] of this.droppedOnOffer) if (ids.has(entityId)) times.set(entityId, at);
     return times;
   }
 
@@ -1734,17 +1740,18 @@ export class ShardEngine {
       return false;
     }
     this.forget(session);
-    if (mode === MODE_OFFERED) this.droppedOnOffer.set(session.entityId, session.playerId);
-    else this.wait(session.playerId, session.entityId, slot);
+    if (mode === MODE_OFFERED) {
+      this.droppedOnOffer.set(session.entityId, { playerId: session.playerId, at: this.wallClock() });
+    } else this.wait(session.playerId, session.entityId, slot);
     this.announceLeave(session, true);
     return true;
   }
 
   /**
    * The entity in `slot` waits, out of sight and out of the simulation, for its player, whose
-   * connection dropped here, to rejoin within the window.
+   * connection dropped here (at `droppedAt`, by `wallClock`: now unless told), to rejoin within the window.
    */
-  private wait(playerId: string, entityId: number, slot: number): void {
+  private wait(playerId: string, entityId: number, slot: number, droppedAt = this.wallClock()): void {
     const w = this.world;
     w.mode[slot] = MODE_DORMANT;
     w.vx[slot] = 0;
@@ -1755,7 +1762,7 @@ export class ShardEngine {
     this.dormant.set(playerId, entityId);
     this.dormantUntil.set(playerId, this.tick + this.rejoinWindowTicks);
     this.droppedHere.add(playerId);
-    this.droppedAt.set(playerId, this.wallClock());
+    this.droppedAt.set(playerId, droppedAt);
   }
 
   /**
@@ -1778,7 +1785,7 @@ export class ShardEngine {
 
   /** Whether the player's connection dropped while their entity was on offer, and the offer is not decided yet. */
   private waitsOnOffer(playerId: string): boolean {
-    for (const p of this.droppedOnOffer.values()) if (p === playerId) return true;
+    for (const p of this.droppedOnOffer.values()) if (p.playerId === playerId) return true;
     return false;
   }
 

@@ -458,6 +458,64 @@ test('two copies whose player dropped on each while the links were down: the cla
   expect(a.join(2, 'pat')).toMatchObject({ ok: true, entityId: pat });
 });
 
+test('a player who dropped on a copy on offer, then on the other copy before the offer rolled back: the copy they dropped last stays (the drop time is the drop, not the rollback)', async () => {
+  const { a, b, bSharding, pat, holders, cutLinks } = await twoRestoredWithPat();
+  const reconnect = cutLinks();
+  // Both links down; pat plays with two clients, one on each restored copy.
+  expect(b.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
+  expect(a.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
+  // On B pat walks to A's region: offered (the offer is lost with the link), and their client
+  // there drops while it is on offer.
+  b.world.x[b.world.indexOf(pat)] = 90;
+  bSharding.afterStep();
+  expect(b.world.mode[b.world.indexOf(pat)]).toBe(MODE_OFFERED);
+  b.suspend(1);
+  // Then their client on A drops: A's copy is the one pat played last.
+  a.suspend(1);
+  // B's offer is not accepted in time: rolled back, its copy waits for pat.
+  const at = performance.now() + 1001;
+  const clock = vi.spyOn(performance, 'now').mockReturnValue(at);
+  try {
+    bSharding.afterStep();
+  } finally {
+    clock.mockRestore();
+  }
+  expect(b.world.mode[b.world.indexOf(pat)]).toBe(MODE_DORMANT);
+  reconnect();
+  // Kept, B's copy (older) refuses A's offers of pat and ends in a second player_left; dropped,
+  // A's (newer) leaves pat rejoining A with a fresh entity.
+  expect(holders()).toEqual({ onA: true, onB: false });
+  expect(a.join(2, 'pat')).toMatchObject({ ok: true, entityId: pat });
+});
+
+test('a player who dropped on one copy, then on the other while it was on offer: the claim sent before the offer rolled back says when, and the older copy goes (no second player_left)', async () => {
+  const { a, b, aSharding, pat, holders, cutLinks } = await twoRestoredWithPat();
+  const reconnect = cutLinks();
+  // Both links down: pat rejoins B's copy and drops there; then rejoins A's copy, walks to B's
+  // region (offered, the offer lost with the link) and drops while it is on offer.
+  expect(b.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
+  b.suspend(1);
+  expect(a.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
+  a.world.x[a.world.indexOf(pat)] = 110;
+  aSharding.afterStep();
+  expect(a.world.mode[a.world.indexOf(pat)]).toBe(MODE_OFFERED);
+  a.suspend(1);
+  // The links come up while A's offer is undecided: A's claim names pat away, B's finds A's copy on offer.
+  reconnect();
+  // The offer is not accepted in time: rolled back, A's copy waits for pat.
+  const at = performance.now() + 1001;
+  const clock = vi.spyOn(performance, 'now').mockReturnValue(at);
+  try {
+    aSharding.afterStep();
+  } finally {
+    clock.mockRestore();
+  }
+  expect(a.world.mode[a.world.indexOf(pat)]).toBe(MODE_DORMANT);
+  // Kept, B's copy (the older: A's claim said no time) would end in a second player_left at its
+  // rejoin window; A's waits for pat.
+  expect(holders()).toEqual({ onA: true, onB: false });
+});
+
 test('a copy both restored shards kept against away claims without drop times (an older build): the one the player rejoins claims it, and the other drops its copy', async () => {
   const { a, b, aSharding, bSharding, toA, toB, leftN, pat, holders } = await twoRestoredWithPat();
   const up = { links: false };
