@@ -6,19 +6,24 @@ import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { RealtimeClient } from '@aethex/sdk';
+import { signJoinToken } from '@aethex/runtime';
+import { RealtimeClient } from '@aethex/sdk';
 import { testEnv } from '@aethex/testing';
 import { killProcesses, spawnSource } from '@aethex/testing/process';
 import pg from 'pg';
 import { afterAll, afterEach, expect, test } from 'vitest';
+import { WebSocket } from 'ws';
 import { decodeState } from '../src/persist/state-codec.js';
 import { MODE_OWNED } from '../src/sim/world.js';
-import { duoMap, linkedDuo, moduleFile, neighbour, startTestShard, type TestShard, until } from './harness.js';
+import { duoMap, linkedDuo, moduleFile, neighbour, startTestShard, type TestShard, testShardSettings, until } from './harness.js';
 
 let shards: TestShard[] = [];
 let timers: NodeJS.Timeout[] = [];
+let clients: RealtimeClient[] = [];
 afterEach(async () => {
   for (const t of timers) clearInterval(t);
+  for (const c of clients) c.close();
+  clients = [];
   await Promise.all(shards.map((s) => s.stop()));
   shards = [];
   timers = [];
@@ -245,3 +250,74 @@ test.each([
     expect((await second.exited).code).toBe(0);
   },
 );
+
+test('a shard killed right after adopting a player, restarted while the shard that keeps the copy is stopped past the settle time: the rejoin waits for it and gets the entity', async () => {
+  const keys = generateKeyPairSync('ed25519');
+  const { envOf } = await duoMap();
+  const env = {
+    AETHEX_GAMESERVER_ENGINE_AOI_RADIUS: '50',
+    AETHEX_GAMESERVER_GAME_MODULE: moduleFile(GAME),
+    AETHEX_GAMESERVER_PERSISTENCE_DIRECTORY: mkdtempSync(join(tmpdir(), 'aethex-custody-')),
+    AETHEX_GAMESERVER_PERSISTENCE_SNAPSHOT_INTERVAL_MS: '600000',
+    AETHEX_GAMESERVER_LOG_LEVEL: 'info',
+    AETHEX_GAMESERVER_AUTH_PUBLIC_KEY: keys.publicKey.export({ type: 'spki', format: 'pem' }).toString(),
+    AETHEX_GAMESERVER_OPS_BIND_ADDR: '127.0.0.1:0',
+  };
+  // Both are real processes: A to be stopped (SIGSTOP), B to be killed (no drain, no final snapshot).
+  const start = async (k: number) => {
+    const p = spawnSource(join(import.meta.dirname, '../src/main.ts'), [], { env: { ...envOf(k), ...env } });
+    await p.logged('shard started', 20_000);
+    return p;
+  };
+  const a = await start(0);
+  const first = await start(1);
+  const settings = testShardSettings({ ...envOf(0), ...env }, keys);
+  const token = (shard: string) =>
+    signJoinToken(
+      keys.privateKey,
+      { playerId: 'walker', namespace: settings['shard.namespace'], world: 'duo', instance: 0, shard },
+      { issuer: settings['auth.issuer'], audience: settings['auth.audience'], alg: 'EdDSA', ttlSeconds: 60 },
+    );
+  const walker = new RealtimeClient({
+    url: `ws://${envOf(0).AETHEX_GAMESERVER_GATEWAY_BIND_ADDR}`,
+    joinToken: await token('duo-0-0'),
+    createSocket: (url) => new WebSocket(url) as never,
+    rejoin: { joinToken: (s) => token(s.name), maxDelayMs: 200 },
+  });
+  clients.push(walker);
+  const events: string[] = [];
+  walker.on('handoff', (h) => events.push(`handoff ${h.from}->${h.to}`));
+  walker.on('rejoined', (r) => events.push(`rejoined ${r.shard}`));
+  await walker.connect();
+  const original = walker.welcome?.entityId as number;
+  await walker.rpc('set', new Uint8Array([3, 1, 4]));
+  timers.push(
+    setInterval(() => {
+      if (events.length === 0) walker.move(4, 0);
+    }, 25),
+  );
+  await until('the handoff to B', () => events.length > 0, 30_000);
+  expect(events).toEqual(['handoff duo-0-0->duo-0-1']);
+  // A, which keeps the copy, stops; B dies before storing the walker, and starts again.
+  a.kill('SIGSTOP');
+  first.kill('SIGKILL');
+  await first.exited;
+  const second = await start(1);
+  const startedAt = performance.now();
+  // Past B's settle time (3 s) the walker's rejoin, naming the entity it had, still waits.
+  await new Promise((r) => setTimeout(r, 5000));
+  expect(events).toEqual(['handoff duo-0-0->duo-0-1']);
+  a.kill('SIGCONT');
+  const handedBack = await second.logged('entities adopted before the restart and not stored, handed back by the neighbour', 10_000);
+  expect(handedBack).toMatchObject({ from: 'duo-0-0', taken: 1, released: 0 });
+  await until('the walker to rejoin B', () => events.length > 1, 30_000);
+  expect(events).toEqual(['handoff duo-0-0->duo-0-1', 'rejoined duo-0-1']);
+  expect(performance.now() - startedAt).toBeGreaterThan(5000);
+  // Their entity, with the game state it had (a new one would have another id and the state (7, 7)).
+  expect(walker.welcome?.entityId).toBe(original);
+  expect([...(await walker.rpc('state'))]).toEqual([3, 1, 4]);
+  second.kill('SIGTERM');
+  a.kill('SIGTERM');
+  expect((await second.exited).code).toBe(0);
+  expect((await a.exited).code).toBe(0);
+});
