@@ -293,12 +293,13 @@ export class ShardEngine {
   private readonly rejoinWindowTicks: number;
   /**
    * Entities on offer whose player's connection dropped meanwhile: entity → player, and when they
-   * dropped (by `wallClock`: their `droppedAt` once the offer rolls back). The player
+   * dropped (by `wallClock`: their `droppedAt` once the offer rolls back), and whether a claim to a
+   * neighbour named it away meanwhile (`claimedAway`: `sparedFor` once it rolls back). The player
    * keeps their place until the offer is decided; `Sharding` rolls such an offer back, also when
    * it is accepted, so the entity itself waits for them here (see `suspend`). (`commitOffer` of
    * one would leave the redirect to it instead; the shard never commits one.)
    */
-  private readonly droppedOnOffer = new Map<number, { playerId: string; at: number }>();
+  private readonly droppedOnOffer = new Map<number, { playerId: string; at: number; claimedAway?: boolean }>();
   /**
    * Players whose entity this shard handed over and whose client may not have got the redirect
    * (its connection dropped or stalled after the commit), with that
@@ -931,12 +932,12 @@ export class ShardEngine {
           message: 'your entity is being handed over to a neighbouring shard; join again shortly',
         };
       }
-      const handedOver = this.handedOver.get(playerId);
-      // Checked here too: entries of different lengths (a commit's resume timeout, a returned
-      // entity's rejoin window) are not in expiry order, and `expireHandedOver` stops at the first.
-      if (handedOver && handedOver.until <= this.tick) this.handedOver.delete(playerId);
-      else if (handedOver) {
-        this.handedOver.delete(playerId);
+      // By its time too (`redirectsJoin`): entries of different lengths (a commit's resume timeout,
+      // a returned entity's rejoin window) are not in expiry order, and `expireHandedOver` stops at
+      // the first. Spent either way.
+      const handedOver = this.redirectsJoin(playerId) ? this.handedOver.get(playerId) : undefined;
+      this.handedOver.delete(playerId);
+      if (handedOver) {
         const { redirect } = handedOver;
         return {
           ok: false,
@@ -1295,6 +1296,7 @@ export class ShardEngine {
       // Its player's connection dropped while it was on offer: it waits for them here (the client
       // re-sends the held inputs after its rejoin), dropped when the connection did, not now.
       this.wait(dropped.playerId, entityId, i, dropped.at);
+      if (dropped.claimedAway) this.sparedFor.add(dropped.playerId);
       return;
     }
     this.world.mode[i] = MODE_OWNED;
@@ -1443,12 +1445,14 @@ export class ShardEngine {
 
   /**
    * Players dropped here whose entities this shard just claimed as away to a neighbour: the
-   * neighbour may keep its own copy for them (`dropDormant`), so a rejoin here claims them again.
+   * neighbour may keep its own copy for them (`dropDormant`), so a rejoin here claims them again —
+   * also of one on offer when its player dropped, once the offer rolls back (`rollback`).
    */
   claimedAway(entityIds: Iterable<number>): void {
     const ids = new Set(entityIds);
     if (ids.size === 0) return;
     for (const [playerId, entityId] of this.dormant) if (ids.has(entityId) && this.droppedHere.has(playerId)) this.sparedFor.add(playerId);
+    for (const [entityId, dropped] of this.droppedOnOffer) if (ids.has(entityId)) dropped.claimedAway = true;
   }
 
   /**
@@ -1535,6 +1539,12 @@ export class ShardEngine {
     // Last in the expiry order (re-inserted: a Map keeps a key where it was first set).
     this.handedOver.delete(playerId);
     this.handedOver.set(playerId, { redirect, until: this.tick + Math.ceil(forMs / this.settings['engine.tick_rate_ms']) });
+  }
+
+  /** Whether a join of the player's here would be answered with a redirect (`redirectJoins`, or a commit's). */
+  redirectsJoin(playerId: string): boolean {
+    const handedOver = this.handedOver.get(playerId);
+    return handedOver !== undefined && handedOver.until > this.tick;
   }
 
   /** An adopted entity whose player never resumed here goes, as if their socket had closed. */

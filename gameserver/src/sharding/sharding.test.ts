@@ -516,6 +516,39 @@ test('a player who dropped on one copy, then on the other while it was on offer:
   expect(holders()).toEqual({ onA: true, onB: false });
 });
 
+test('a copy named away in a claim sent while it was on offer, then rolled back and rejoined, is claimed again: the other copy goes', async () => {
+  const { a, b, aSharding, bSharding, toB, leftN, pat, holders, cutLinks } = await twoRestoredWithPat();
+  const reconnect = cutLinks();
+  // Both links down: pat rejoins A's copy, walks to B's region (offered, the offer lost with the
+  // link) and drops while it is on offer; then rejoins B's copy and drops there, later.
+  expect(a.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
+  a.world.x[a.world.indexOf(pat)] = 110;
+  aSharding.afterStep();
+  expect(a.world.mode[a.world.indexOf(pat)]).toBe(MODE_OFFERED);
+  a.suspend(1);
+  expect(b.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
+  b.suspend(1);
+  // The links come up while A's offer is undecided: each claim names pat away; B's copy (dropped
+  // later) stays, and B's claim finds A's on offer.
+  reconnect();
+  const at = performance.now() + 1001;
+  const clock = vi.spyOn(performance, 'now').mockReturnValue(at);
+  try {
+    aSharding.afterStep();
+  } finally {
+    clock.mockRestore();
+  }
+  expect(a.world.mode[a.world.indexOf(pat)]).toBe(MODE_DORMANT);
+  expect(holders()).toEqual({ onA: true, onB: true });
+  // Pat rejoins A's copy: A claims it again (as for any copy it named away), and B's goes — kept, it
+  // would refuse A's offers of pat ("already here") and end in a player_left for a player playing.
+  toB.sent.splice(0);
+  expect(a.join(2, 'pat')).toMatchObject({ ok: true, entityId: pat });
+  const sent = toB.sent.map((m) => wire(m).body);
+  for (const m of toB.sent.splice(0)) bSharding.onMessage(leftN, wire(m));
+  expect({ sent, ...holders() }).toEqual({ sent: ['ownershipClaim'], onA: true, onB: false });
+});
+
 test('a copy both restored shards kept against away claims without drop times (an older build): the one the player rejoins claims it, and the other drops its copy', async () => {
   const { a, b, aSharding, bSharding, toA, toB, leftN, pat, holders } = await twoRestoredWithPat();
   const up = { links: false };
@@ -1633,6 +1666,62 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
     expect(third.bSharding.notAdmitting('bob', bob)).toMatch(/has not reconnected yet/);
     t += 1;
     expect(third.bSharding.notAdmitting('bob', bob)).toBeUndefined();
+  });
+
+  /**
+   * Shard A (left) restarted from a snapshot, with B (right) and a corner (which never comes back)
+   * as neighbours: B's claim is in, the corner's is not; past the settle time (`t` 4,000).
+   */
+  function restoredWithSilentCorner() {
+    const corner: Neighbour = { shard: 2, name: 'w-9-9', region: { minX: 100, minY: 0, maxX: 200, maxY: 10 }, address: '127.0.0.1:2' };
+    const clock = { t: 0 };
+    const a = new ShardEngine(settings, silent, { region: left, ids: idRange(0) });
+    const aSharding = shardingOf(a, {
+      placement: { bounds: settings['engine.world_bounds'], shard: 0, region: left, address: '127.0.0.1:0', neighbours: [right, corner] },
+      restored: true,
+      settleTimeoutMs: 3000,
+      now: () => clock.t,
+    });
+    const toB = recordingLinks();
+    aSharding.attach(toB.links);
+    aSharding.onInboundUp(right, 5);
+    aSharding.onOutboundUp(right, 5);
+    aSharding.onMessage(right, wire({ ownershipClaim: { entityIds: [] } }));
+    clock.t = 4000;
+    expect(aSharding.settled).toBe(true);
+    return { a, aSharding, toB, clock };
+  }
+
+  test('past the settle time, a rejoin naming the entity is not kept waiting when the entity was handed in here and not resumed: the join takes it', () => {
+    const { aSharding } = restoredWithSilentCorner();
+    // B hands pat over to A (committed); pat's client never resumes and rejoins A with a Join.
+    const pat = idRange(1).first + 5;
+    aSharding.onMessage(
+      right,
+      wire({ handoffOffer: { offerId: 1, entityId: pat, playerId: 'pat', position: { x: 99, y: 50 }, velocity: { x: 0, y: 0 }, kind: 1 } }),
+    );
+    aSharding.onMessage(right, wire({ handoffCommit: { offerId: 1, entityId: pat } }));
+    expect(aSharding.adoptedAwaitingResume()).toEqual([[pat, 'pat']]);
+    // As the gateway asks: not admitting first, then the join takes the handed-in entity.
+    expect(aSharding.notAdmitting('pat', pat)).toBeUndefined();
+    expect(aSharding.claimForJoin('pat')).toMatchObject({ entityId: pat });
+  });
+
+  test('past the settle time, a rejoin naming the entity is not kept waiting when its entity was handed over from here: the join is redirected', () => {
+    const { a, aSharding, toB } = restoredWithSilentCorner();
+    // Pat (a fresh join) walks into B's region; B accepts, A commits; pat's connection drops before the redirect.
+    const r = a.join(1, 'pat');
+    if (!r.ok) throw new Error(r.message);
+    a.world.x[a.world.indexOf(r.entityId)] = 110;
+    a.world.y[a.world.indexOf(r.entityId)] = 50;
+    aSharding.afterStep();
+    const o = toB.sent.find((m) => m.handoffOffer)?.handoffOffer as aethex.v1.IHandoffOffer;
+    aSharding.onMessage(right, wire({ handoffAccept: { offerId: o.offerId, entityId: o.entityId, resumeToken: 't', address: 'x' } }));
+    expect(toB.sent.some((m) => m.handoffCommit)).toBe(true);
+    a.suspend(1);
+    // Pat's client rejoins A naming the entity: A's engine would redirect it to B, where its token is good.
+    expect(aSharding.notAdmitting('pat', r.entityId)).toBeUndefined();
+    expect(a.join(2, 'pat')).toMatchObject({ ok: false, redirect: { shardName: right.name, resumeToken: 't' } });
   });
 
   test('past the settle time, a player whose entity is handed back waits (NOT_READY) while the outbox is asked, so they do not join afresh; a store that does not answer is not waited for past CUSTODY_LOOKUP_MS', async () => {

@@ -35,9 +35,10 @@ const CUSTODY_BATCH = 128;
 export const CUSTODY_LOOKUP_MS = 2000;
 /**
  * How long after its start a restored shard refuses (NOT_READY) a rejoining player who had an
- * entity (`Join.entity_id`) and has none here, while a neighbour's claim is not in: that neighbour
- * may hand the entity back (`HandoffCustody`) once its link comes up — a neighbour paused or cut
- * off past the settle time. Past it the player joins afresh.
+ * entity (`Join.entity_id`) and has none here (nor one handed in, nor a redirect for their join),
+ * while a neighbour's claim is not in: that neighbour may hand the entity back (`HandoffCustody`)
+ * once its link comes up — a neighbour paused or cut off past the settle time. Past it the player
+ * joins afresh.
  */
 export const ENTITY_WAIT_MS = 10_000;
 /**
@@ -340,13 +341,23 @@ export class Sharding {
    * Why `playerId` may not join yet, or undefined: the shard has not settled, or a neighbour handed
    * their entity back and it is not taken yet (the outbox is still being asked whether they left;
    * at most CUSTODY_LOOKUP_MS), or — a rejoin of a player who had an entity (`hadEntity`, not 0)
-   * and has none here — a neighbour that may still hand it back has not sent its claim, within
-   * ENTITY_WAIT_MS of the start. Let in first, they would get a fresh entity and lose theirs.
+   * and has none here, nor one handed in here, nor a redirect waiting for their join — a neighbour
+   * that may still hand it back has not sent its claim, within ENTITY_WAIT_MS of the start. Let in
+   * first, they would get a fresh entity and lose theirs.
    */
   notAdmitting(playerId: string, hadEntity = 0): string | undefined {
     if (!this.settled) return 'the shard is starting; try again shortly';
     if (this.custodyPlayers.has(playerId)) return 'your entity is being handed back to this shard; join again shortly';
-    if (hadEntity !== 0 && this.claimsAwaited.size > 0 && this.now() - this.startedAt < ENTITY_WAIT_MS && !this.o.engine.hasPlace(playerId))
+    const { engine } = this.o;
+    if (
+      hadEntity !== 0 &&
+      this.claimsAwaited.size > 0 &&
+      this.now() - this.startedAt < ENTITY_WAIT_MS &&
+      !engine.hasPlace(playerId) &&
+      // The join takes the entity handed in (`claimForJoin`), or is redirected to where it went.
+      !this.incomingByPlayer.has(playerId) &&
+      !engine.redirectsJoin(playerId)
+    )
       return 'a neighbour that may hand your entity back to this shard has not reconnected yet; join again shortly';
     return undefined;
   }
