@@ -100,6 +100,12 @@ const DRAIN_RESUME_WAIT_MS = 1000;
  * one, if sooner): until then a crash of this shard would lose the entity, which the neighbour let go of.
  */
 const ADOPTED_SNAPSHOT_MS = 1000;
+/**
+ * A restore leaves out players who played on another shard from this long after the snapshot's
+ * capture (`ShardPersistence.movedOnSince`): that shard's events are on its own clock, and a
+ * handoff in here just before the capture must not count on one ahead of this shard's.
+ */
+const MOVED_ON_MARGIN_MS = 2000;
 /** How long a drain gives clients to answer the close handshake, at most, before their sockets are cut. */
 const DRAIN_SOCKET_CLOSE_MS = 1000;
 /** The stall bound of /healthz and Agones' health pings, in ticks: no tick ended for this long, or ticks each as long. */
@@ -267,13 +273,18 @@ export async function startShard(configured: GameserverSettings, options: ShardO
   // with), else when the store took it.
   const snapshotAtMs = saved?.capturedAtMs ?? saved?.savedAtMs;
   if (restored && restored.players.size > 0 && snapshotAtMs !== undefined) {
-    const departed = await persistence.departedSince(snapshotAtMs, [...restored.players.values()]);
+    const players = [...restored.players.values()];
+    const departed = await persistence.departedSince(snapshotAtMs, players);
+    // Nor those who played on another shard since (its events are on its clock: a margin, so a
+    // handoff in here just before the capture, on a clock ahead, does not count).
+    const movedOn = await persistence.movedOnSince(snapshotAtMs + MOVED_ON_MARGIN_MS, players);
     for (const [entityId, playerId] of restored.players) {
-      if (!departed.has(playerId)) continue;
+      if (!departed.has(playerId) && !movedOn.has(playerId)) continue;
       restored.world.despawn(entityId);
       restored.players.delete(entityId);
     }
     if (departed.size > 0) log.info({ players: departed.size }, 'players who left after the snapshot were not restored');
+    if (movedOn.size > 0) log.info({ players: movedOn.size }, 'players who played on another shard after the snapshot were not restored');
   }
   persistence.start();
 

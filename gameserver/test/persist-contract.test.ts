@@ -226,6 +226,31 @@ describe.each([
     expect(await outbox.leftSince(k, 2000, everyone)).toEqual(['ann', 'bob', 'cat', 'eve', 'fay']);
   });
 
+  test('movedOnSince: of the players asked about, those with an event on another shard of the instance at or after the time, the last there not its release (PostgreSQL; in process, none)', async () => {
+    const { outbox } = make();
+    // A world of its own: the other tests' shards are this world's too.
+    const here = { ...key('here'), world: `moved-${Math.random().toString(36).slice(2, 8)}` };
+    const there = { ...here, shard: 'elsewhere' };
+    const otherInstance = { ...here, shard: 'elsewhere', instance: here.instance + 1 };
+    await outbox.append(here, [event('player_joined', 'ann', 1000), event('player_left', 'cat', 3000)]);
+    // ann walked on to another shard after 2000, bob joined there before it; dan's event there is
+    // that shard's release, and so is the last of fay's (it restarted without her entity); eve's
+    // is in another instance of the world.
+    await outbox.append(there, [
+      { ...event('player_joined', 'ann', 2500), handedOver: true },
+      event('player_joined', 'bob', 1500),
+      { ...event('player_left', 'dan', 2600), drained: true },
+      { ...event('player_joined', 'fay', 2600), handedOver: true },
+      { ...event('player_left', 'fay', 2700), drained: true },
+    ]);
+    await outbox.append(otherInstance, [event('player_joined', 'eve', 2700)]);
+    const everyone = ['ann', 'bob', 'cat', 'dan', 'eve', 'fay'];
+    expect(await outbox.movedOnSince(here, 2000, everyone)).toEqual(outbox.durable ? ['ann'] : []);
+    expect(await outbox.movedOnSince(here, 1000, everyone)).toEqual(outbox.durable ? ['ann', 'bob'] : []);
+    expect(await outbox.movedOnSince(here, 2501, everyone)).toEqual([]);
+    expect(await outbox.movedOnSince(here, 0, [])).toEqual([]);
+  });
+
   test('an append repeated with the same events, before or after the relay, stores each once', async () => {
     const { outbox, sink, read } = make();
     const k = key(`again-${Math.random().toString(36).slice(2, 8)}`);
@@ -294,6 +319,7 @@ function committedThenLost(outbox: Outbox): Outbox & { failed: boolean } {
     prune: (k, limit) => outbox.prune(k, limit),
     openPlaces: (k) => outbox.openPlaces(k),
     leftSince: (k, since, players, last) => outbox.leftSince(k, since, players, last),
+    movedOnSince: (k, since, players) => outbox.movedOnSince(k, since, players),
   };
 }
 
@@ -1556,6 +1582,7 @@ describe('outbox: an event PostgreSQL refuses for its data', () => {
       prune: (at, limit) => real.prune(at, limit),
       openPlaces: (at) => real.openPlaces(at),
       leftSince: (at, since, players, last) => real.leftSince(at, since, players, last),
+      movedOnSince: (at, since, players) => real.movedOnSince(at, since, players),
     };
     const persistence = new ShardPersistence({
       key: k,

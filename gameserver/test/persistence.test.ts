@@ -579,6 +579,62 @@ describe('a drain with a store down or hung ends within ops.drain_timeout_ms', (
   });
 });
 
+test('a player who played on another shard after the snapshot is not restored (its handoff away lost with a crash): the events of the other shards say so', async () => {
+  const pool = new pg.Pool({ connectionString: pgUrlIn(env.pgUrl), max: 1 });
+  const name = `${world}-moved-on`;
+  const key = { namespace: '', world: name, instance: 0, shard: 'test-0-0' };
+  try {
+    await migrate(pool);
+    // Captured 10 s ago with dee, eve, fay and gus in it; this shard's events of their handoffs
+    // away were lost with its crash (PostgreSQL was paused), so their places here are still open.
+    const capturedAtMs = Date.now() - 10_000;
+    const w = new World(16);
+    const players = new Map<number, string>();
+    for (const [i, p] of ['dee', 'eve', 'fay', 'gus'].entries()) players.set(w.spawn(i, i, KIND_PLAYER), p);
+    const outbox = new PostgresOutbox(pool);
+    await outbox.append(
+      key,
+      [...players.values()].map((p, i) => ({
+        type: 'player_joined' as const,
+        playerId: p,
+        at: capturedAtMs - 2000,
+        eventKey: `${name}-${i}`,
+      })),
+    );
+    // On a shard that is no neighbour of this one: dee played there 5 s after the capture (walked
+    // on since); eve within the clocks' margin of it (a handoff here just before the capture, on a
+    // clock ahead, looks so); fay too, and that shard then restarted without her (its release is
+    // her last event there). gus played on in another instance of the world.
+    const far = { ...key, shard: 'test-0-8' };
+    const event = (playerId: string, type: 'player_joined' | 'player_left', after: number, more = {}) => ({
+      type,
+      playerId,
+      at: capturedAtMs + after,
+      eventKey: `${name}-${playerId}-${type}-${after}`,
+      ...more,
+    });
+    await outbox.append(far, [
+      event('dee', 'player_joined', 5000, { handedOver: true }),
+      event('eve', 'player_joined', 1000, { handedOver: true }),
+      event('fay', 'player_joined', 5000, { handedOver: true }),
+      event('fay', 'player_left', 6000, { drained: true }),
+    ]);
+    await outbox.append({ ...far, instance: 1 }, [event('gus', 'player_joined', 5000)]);
+    await new PostgresSnapshotStore(pool).save(key, { tick: 40, state: encodeState(40, w, players), capturedAtMs });
+    const t = await startTestShard({ AETHEX_GAMESERVER_SHARD_WORLD: name, AETHEX_GAMESERVER_PERSISTENCE_POSTGRES_URL: pgUrlIn(env.pgUrl) });
+    try {
+      const restored = [...players].filter(([entityId]) => t.shard.engine.world.indexOf(entityId) >= 0).map(([, p]) => p);
+      expect(restored).toEqual(['eve', 'fay', 'gus']);
+    } finally {
+      await t.stop();
+    }
+  } finally {
+    await pool.query('DELETE FROM shard_outbox WHERE world = $1', [name]);
+    await pool.query('DELETE FROM shard_places WHERE world = $1', [name]).catch(() => undefined);
+    await pool.end();
+  }
+});
+
 test('a player who left between a snapshot’s capture and its store is not restored: the outbox is compared with the capture time, on the clock its events carry', async () => {
   const pool = new pg.Pool({ connectionString: pgUrlIn(env.pgUrl), max: 1 });
   const name = `${world}-captured`;

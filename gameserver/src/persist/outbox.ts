@@ -144,6 +144,17 @@ export interface Outbox {
    */
   leftSince(key: ShardKey, sinceMs: number, players: readonly string[], last?: boolean): Promise<string[]>;
   /**
+   * Of `players`, those with an event at or after `sinceMs` (ms since the epoch, on the other
+   * shard's clock) on another shard of the shard's world instance whose last such event there is
+   * not one that shard made (`DomainEvent.drained`): they played there since then, and that shard
+   * did not give their place up (a restart that lost their entity there, a drain: the copy restored
+   * here may be the one left). Asked at a restore, with when the
+   * snapshot was taken: a player who walked on from here after it, in a handoff whose own event
+   * the crash lost, to a shard that is no neighbour of this one (whose claim would drop the copy).
+   * As far as the outbox can tell: the in-process one holds this shard's events only, and answers [].
+   */
+  movedOnSince(key: ShardKey, sinceMs: number, players: readonly string[]): Promise<string[]>;
+  /**
    * Forgets up to `limit` of the shard's events relayed longer ago than the outbox keeps them;
    * returns how many. Until then an event's key still makes a retried append skip it.
    */
@@ -327,6 +338,20 @@ export class PostgresOutbox implements Outbox {
     return rows.map((r) => r.player_id);
   }
 
+  async movedOnSince(key: ShardKey, sinceMs: number, players: readonly string[]): Promise<string[]> {
+    if (players.length === 0) return [];
+    const { rows } = await this.pool.query<{ player_id: string }>(
+      `SELECT DISTINCT player_id FROM (
+         SELECT DISTINCT ON (player_id, shard) player_id, drained FROM shard_outbox
+          WHERE world = $1 AND instance = $2 AND shard <> $3 AND player_id = ANY($5::text[])
+            AND at >= to_timestamp($4::double precision / 1000)
+          ORDER BY player_id, shard, id DESC
+       ) latest WHERE NOT drained ORDER BY player_id`,
+      [worldRef(key.namespace, key.world), key.instance, key.shard, sinceMs, players],
+    );
+    return rows.map((r) => r.player_id);
+  }
+
   async relay(key: ShardKey, sink: EventSink, limit = RELAY_BATCH): Promise<number> {
     return withClient(this.pool, (client, broke) => this.relayWith(client, broke, key, sink, limit));
   }
@@ -481,6 +506,11 @@ export class MemoryOutbox implements Outbox {
       else if (last) left.delete(e.playerId);
     }
     return [...left].sort();
+  }
+
+  /** It holds this shard's events only: none of another shard's. */
+  async movedOnSince(_key: ShardKey, _sinceMs: number, _players: readonly string[]): Promise<string[]> {
+    return [];
   }
 
   /** Nothing to do: `relay` forgets all but the last 10,000 relayed events itself. */

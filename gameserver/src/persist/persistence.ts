@@ -197,6 +197,25 @@ export class ShardPersistence {
   }
 
   /**
+   * Of the players a snapshot taken at `sinceMs` would restore, those who played on another shard
+   * of the world instance after it (`Outbox.movedOnSince`): a restore leaves them out — their
+   * entity is there, or on its way back here as a neighbour's custody copy — whether or not their
+   * place here is open (the crash may have lost their handoff away's event). When the outbox
+   * cannot be read, none is left out (logged).
+   */
+  async movedOnSince(sinceMs: number, players: readonly string[]): Promise<Set<string>> {
+    try {
+      return new Set(await this.deps.outbox.movedOnSince(this.deps.key, sinceMs, players));
+    } catch (err) {
+      this.deps.log.warn(
+        { err },
+        'could not read which players played on another shard after the snapshot; all of its players are restored',
+      );
+      return new Set();
+    }
+  }
+
+  /**
    * The restored players have taken their places: each place still open from before that nobody took
    * (a player who joined after the last snapshot, lost with a crash) is freed — `player_left` queued,
    * marked as the shard's release (`drained`), not a departure of the player's own — and a later
