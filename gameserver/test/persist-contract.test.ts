@@ -226,7 +226,7 @@ describe.each([
     expect(await outbox.leftSince(k, 2000, everyone)).toEqual(['ann', 'bob', 'cat', 'eve', 'fay']);
   });
 
-  test('movedOnSince: of the players asked about, those with an event on another shard of the instance at or after the time, the last there not its release (PostgreSQL; in process, none)', async () => {
+  test('movedOnSince: of the players asked about, those with an event on another shard of the instance at or after the time, the last there a player_joined (PostgreSQL; in process, none)', async () => {
     const { outbox } = make();
     // A world of its own: the other tests' shards are this world's too.
     const here = { ...key('here'), world: `moved-${Math.random().toString(36).slice(2, 8)}` };
@@ -235,16 +235,21 @@ describe.each([
     await outbox.append(here, [event('player_joined', 'ann', 1000), event('player_left', 'cat', 3000)]);
     // ann walked on to another shard after 2000, bob joined there before it; dan's event there is
     // that shard's release, and so is the last of fay's (it restarted without her entity); eve's
-    // is in another instance of the world.
+    // is in another instance of the world. gil walked there and back here (a handoff away is his
+    // last event there); hal joined there afresh and left it: neither has an entity there.
     await outbox.append(there, [
       { ...event('player_joined', 'ann', 2500), handedOver: true },
       event('player_joined', 'bob', 1500),
       { ...event('player_left', 'dan', 2600), drained: true },
       { ...event('player_joined', 'fay', 2600), handedOver: true },
       { ...event('player_left', 'fay', 2700), drained: true },
+      { ...event('player_joined', 'gil', 2500), handedOver: true },
+      { ...event('player_left', 'gil', 2800), handedOver: true },
+      event('player_joined', 'hal', 2500),
+      event('player_left', 'hal', 2900),
     ]);
     await outbox.append(otherInstance, [event('player_joined', 'eve', 2700)]);
-    const everyone = ['ann', 'bob', 'cat', 'dan', 'eve', 'fay'];
+    const everyone = ['ann', 'bob', 'cat', 'dan', 'eve', 'fay', 'gil', 'hal'];
     expect(await outbox.movedOnSince(here, 2000, everyone)).toEqual(outbox.durable ? ['ann'] : []);
     expect(await outbox.movedOnSince(here, 1000, everyone)).toEqual(outbox.durable ? ['ann', 'bob'] : []);
     expect(await outbox.movedOnSince(here, 2501, everyone)).toEqual([]);

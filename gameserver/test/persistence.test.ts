@@ -635,6 +635,61 @@ test('a player who played on another shard after the snapshot is not restored (i
   }
 });
 
+test('a player who came back here after playing on another shard since the snapshot is restored: their last event there is a departure, so their entity is not there', async () => {
+  const pool = new pg.Pool({ connectionString: pgUrlIn(env.pgUrl), max: 1 });
+  const name = `${world}-came-back`;
+  const key = { namespace: '', world: name, instance: 0, shard: 'test-0-0' };
+  try {
+    await migrate(pool);
+    // Captured 10 s ago with hal, ida and jon in it; the shard crashed before it stored another.
+    const capturedAtMs = Date.now() - 10_000;
+    const w = new World(16);
+    const players = new Map<number, string>();
+    for (const [i, p] of ['hal', 'ida', 'jon'].entries()) players.set(w.spawn(i, i, KIND_PLAYER), p);
+    const outbox = new PostgresOutbox(pool);
+    const event = (playerId: string, type: 'player_joined' | 'player_left', after: number, more = {}) => ({
+      type,
+      playerId,
+      at: capturedAtMs + after,
+      eventKey: `${name}-${playerId}-${type}-${after}`,
+      ...more,
+    });
+    // Here: both joined before the capture; hal walked on to a neighbour 5 s after it and came
+    // back 8 s after it (his place here is open again); ida dropped here and rejoined (no events);
+    // jon was handed in here half a second before the capture.
+    await outbox.append(key, [
+      event('hal', 'player_joined', -2000),
+      event('ida', 'player_joined', -2000),
+      event('jon', 'player_joined', -500, { handedOver: true }),
+      event('hal', 'player_left', 5000, { handedOver: true }),
+      event('hal', 'player_joined', 8000, { handedOver: true }),
+    ]);
+    // The neighbour: hal arrived and walked back here (its custody copy is gone: past CUSTODY_MS,
+    // or that shard crashed too); jon's handoff in here, on a clock 3 s ahead of this shard's (its
+    // copy went once the snapshot was stored). Another shard: ida joined afresh there meanwhile,
+    // and left it.
+    await outbox.append({ ...key, shard: 'test-0-1' }, [
+      event('hal', 'player_joined', 5000, { handedOver: true }),
+      event('jon', 'player_left', 2500, { handedOver: true }),
+      event('hal', 'player_left', 8000, { handedOver: true }),
+    ]);
+    await outbox.append({ ...key, shard: 'test-0-2' }, [event('ida', 'player_joined', 4000), event('ida', 'player_left', 6000)]);
+    await new PostgresSnapshotStore(pool).save(key, { tick: 40, state: encodeState(40, w, players), capturedAtMs });
+    const t = await startTestShard({ AETHEX_GAMESERVER_SHARD_WORLD: name, AETHEX_GAMESERVER_PERSISTENCE_POSTGRES_URL: pgUrlIn(env.pgUrl) });
+    try {
+      // The copies here are their only ones: neither is dropped.
+      const restored = [...players].filter(([entityId]) => t.shard.engine.world.indexOf(entityId) >= 0).map(([, p]) => p);
+      expect(restored).toEqual(['hal', 'ida', 'jon']);
+    } finally {
+      await t.stop();
+    }
+  } finally {
+    await pool.query('DELETE FROM shard_outbox WHERE world = $1', [name]);
+    await pool.query('DELETE FROM shard_places WHERE world = $1', [name]).catch(() => undefined);
+    await pool.end();
+  }
+});
+
 test('a player who left between a snapshot’s capture and its store is not restored: the outbox is compared with the capture time, on the clock its events carry', async () => {
   const pool = new pg.Pool({ connectionString: pgUrlIn(env.pgUrl), max: 1 });
   const name = `${world}-captured`;

@@ -146,11 +146,13 @@ export interface Outbox {
   /**
    * Of `players`, those with an event at or after `sinceMs` (ms since the epoch, on the other
    * shard's clock) on another shard of the shard's world instance whose last such event there is
-   * not one that shard made (`DomainEvent.drained`): they played there since then, and that shard
-   * did not give their place up (a restart that lost their entity there, a drain: the copy restored
-   * here may be the one left). Asked at a restore, with when the
-   * snapshot was taken: a player who walked on from here after it, in a handoff whose own event
-   * the crash lost, to a shard that is no neighbour of this one (whose claim would drop the copy).
+   * a `player_joined`: they played there since then, and their place there is still open — their
+   * entity is there. Not when it is a `player_left` (of their own, a handoff away, or that shard's
+   * release — `DomainEvent.drained`: a restart that lost their entity there, a drain): they came
+   * back here, or left the game, and the copy restored here may be the one left. Asked at a
+   * restore, with when the snapshot was taken: a player who walked on from here after it, in a
+   * handoff whose own event the crash lost, to a shard that is no neighbour of this one (whose
+   * claim would drop the copy).
    * As far as the outbox can tell: the in-process one holds this shard's events only, and answers [].
    */
   movedOnSince(key: ShardKey, sinceMs: number, players: readonly string[]): Promise<string[]>;
@@ -342,11 +344,11 @@ export class PostgresOutbox implements Outbox {
     if (players.length === 0) return [];
     const { rows } = await this.pool.query<{ player_id: string }>(
       `SELECT DISTINCT player_id FROM (
-         SELECT DISTINCT ON (player_id, shard) player_id, drained FROM shard_outbox
+         SELECT DISTINCT ON (player_id, shard) player_id, type FROM shard_outbox
           WHERE world = $1 AND instance = $2 AND shard <> $3 AND player_id = ANY($5::text[])
             AND at >= to_timestamp($4::double precision / 1000)
           ORDER BY player_id, shard, id DESC
-       ) latest WHERE NOT drained ORDER BY player_id`,
+       ) latest WHERE type = 'player_joined' ORDER BY player_id`,
       [worldRef(key.namespace, key.world), key.instance, key.shard, sinceMs, players],
     );
     return rows.map((r) => r.player_id);

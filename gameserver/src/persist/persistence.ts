@@ -198,9 +198,9 @@ export class ShardPersistence {
 
   /**
    * Of the players a snapshot taken at `sinceMs` would restore, those who played on another shard
-   * of the world instance after it (`Outbox.movedOnSince`): a restore leaves them out — their
-   * entity is there, or on its way back here as a neighbour's custody copy — whether or not their
-   * place here is open (the crash may have lost their handoff away's event). When the outbox
+   * of the world instance after it and whose place there is open (`Outbox.movedOnSince`): a restore
+   * leaves them out — their entity is there — whether or not their place here is open (the crash
+   * may have lost their handoff away's event). When the outbox
    * cannot be read, none is left out (logged).
    */
   async movedOnSince(sinceMs: number, players: readonly string[]): Promise<Set<string>> {
