@@ -207,6 +207,18 @@ describe('soak checks', () => {
     expect(lostWith(kill(A, 12_001))).toEqual([undefined]);
   });
 
+  test('a rejoin answered with a redirect that brings a new entity is judged as a rejoin: explained when the copy was lost with its holder', () => {
+    // As handedIntoKilled, but p1's rejoin of B is redirected to B (the SDK reports a handoff
+    // `viaRejoin`, then `rejoined`): A, which held the copy, killed before B's new run took it.
+    const redirected = (...faults: FaultRecord[]) => {
+      const r = handedIntoKilled(...faults);
+      r.events.splice(3, 0, { e: 'handoff', p: 'p1', from: A, to: B, entity: 9, gapMs: 4000, viaRejoin: true, at: 12_050 });
+      return evaluate(r).lost.map((l) => [l.why, l.explained !== undefined]);
+    };
+    expect(redirected(kill(A, 9000))).toEqual([['rejoined w-0-1 with entity 9, had 1', true]]);
+    expect(redirected()).toEqual([['rejoined w-0-1 with entity 9, had 1', false]]);
+  });
+
   test("a restored entity's departure at the end of its rejoin window is explained only for a player lost as documented, at a shard restarted after a SIGKILL", () => {
     // p1 handed A → B at 7,800; B killed at 8,000, A (holding the copy) at 9,000: lost as documented.
     // A restarts from a snapshot holding p1 (ready at 11,000); p1 plays on from B with a new entity,

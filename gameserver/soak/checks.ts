@@ -380,6 +380,9 @@ export function evaluate(r: SoakRecord): SoakFindings {
         entity = e.entity;
         got = { fresh: true, shard: e.shard, at: e.at };
       } else if (e.e === 'handoff') {
+        // A rejoin the shard answered with a redirect: the 'rejoined' that follows it judges (and
+        // may explain) a new entity, as any rejoin's.
+        if (e.viaRejoin && entity !== undefined && e.entity !== entity) continue;
         if (entity !== undefined && e.entity !== entity)
           lost.push({ player, at: e.at, entity, why: `handed over to ${e.to} with entity ${e.entity}, had ${entity}` });
         // The commit (from which the copy could be lost) came before the client's resume, by its gap at most.
