@@ -170,6 +170,26 @@ async function postgresUrl(): Promise<string> {
   return url.toString();
 }
 
+/**
+ * The walker, joined on A (x 0..400), sets its game state to (3, 1, 4) and walks east into B until
+ * handed over: its entity, and its handoffs and rejoins from then on.
+ */
+async function walkIntoB(walker: RealtimeClient): Promise<{ original: number; events: string[] }> {
+  const original = walker.welcome?.entityId as number;
+  await walker.rpc('set', new Uint8Array([3, 1, 4]));
+  const events: string[] = [];
+  walker.on('handoff', (h) => events.push(`handoff ${h.from}->${h.to}`));
+  walker.on('rejoined', (r) => events.push(`rejoined ${r.shard}`));
+  timers.push(
+    setInterval(() => {
+      if (events.length === 0) walker.move(4, 0);
+    }, 25),
+  );
+  await until('the handoff to B', () => events.length > 0, 30_000);
+  expect(events).toEqual(['handoff duo-0-0->duo-0-1']);
+  return { original, events };
+}
+
 test.each([
   // The in-process outbox keeps nothing across the crash; killed at once.
   ['on the snapshot directory, killed at once', 'directory', 0],
@@ -209,20 +229,8 @@ test.each([
     const linkToB = () => a.shard.links?.isUp(neighbour(a)) ?? false;
     await until('the links between A and B', linkToB, 10_000);
     const walker = await a.client('walker', { rejoin: { joinToken: (s) => a.token('walker', { shard: s.name }), maxDelayMs: 200 } });
-    const original = walker.welcome?.entityId as number;
     expect([...(await walker.rpc('state'))]).toEqual([7, 7]);
-    await walker.rpc('set', new Uint8Array([3, 1, 4]));
-    const events: string[] = [];
-    walker.on('handoff', (h) => events.push(`handoff ${h.from}->${h.to}`));
-    walker.on('rejoined', (r) => events.push(`rejoined ${r.shard}`));
-    // Walk east, from x 200 into B (x 400..800), and stop once handed over.
-    timers.push(
-      setInterval(() => {
-        if (events.length === 0) walker.move(4, 0);
-      }, 25),
-    );
-    await until('the handoff to B', () => events.length > 0, 30_000);
-    expect(events).toEqual(['handoff duo-0-0->duo-0-1']);
+    const { original, events } = await walkIntoB(walker);
     // A keeps a copy: B has not said it stored the walker.
     expect(a.shard.sharding?.custodyHeld).toEqual([original]);
     // B dies before the snapshot its adoption brings forward (within a second) is stored.
@@ -285,19 +293,8 @@ test('a shard killed right after adopting a player, restarted while the shard th
     rejoin: { joinToken: (s) => token(s.name), maxDelayMs: 200 },
   });
   clients.push(walker);
-  const events: string[] = [];
-  walker.on('handoff', (h) => events.push(`handoff ${h.from}->${h.to}`));
-  walker.on('rejoined', (r) => events.push(`rejoined ${r.shard}`));
   await walker.connect();
-  const original = walker.welcome?.entityId as number;
-  await walker.rpc('set', new Uint8Array([3, 1, 4]));
-  timers.push(
-    setInterval(() => {
-      if (events.length === 0) walker.move(4, 0);
-    }, 25),
-  );
-  await until('the handoff to B', () => events.length > 0, 30_000);
-  expect(events).toEqual(['handoff duo-0-0->duo-0-1']);
+  const { original, events } = await walkIntoB(walker);
   // A, which keeps the copy, stops; B dies before storing the walker, and starts again.
   a.kill('SIGSTOP');
   first.kill('SIGKILL');

@@ -579,52 +579,45 @@ describe('a drain with a store down or hung ends within ops.drain_timeout_ms', (
   });
 });
 
-test('a player who played on another shard after the snapshot is not restored (its handoff away lost with a crash): the events of the other shards say so', async () => {
+type OutboxKey = Parameters<PostgresOutbox['append']>[0];
+type EventAfter = (
+  playerId: string,
+  type: 'player_joined' | 'player_left',
+  msAfterCapture: number,
+  more?: { handedOver?: boolean; drained?: boolean },
+) => Parameters<PostgresOutbox['append']>[1][number];
+
+/**
+ * Shard test-0-0 of world `name`, restarted from a snapshot captured 10 s ago with `players` in it
+ * (it crashed before storing another), after `appends` wrote their events to the outbox by shard
+ * (`event` dates each from the capture): the players it restored.
+ */
+async function restoredAfter(
+  name: string,
+  players: string[],
+  appends: (key: OutboxKey, event: EventAfter) => [OutboxKey, ReturnType<EventAfter>[]][],
+) {
   const pool = new pg.Pool({ connectionString: pgUrlIn(env.pgUrl), max: 1 });
-  const name = `${world}-moved-on`;
   const key = { namespace: '', world: name, instance: 0, shard: 'test-0-0' };
   try {
     await migrate(pool);
-    // Captured 10 s ago with dee, eve, fay and gus in it; this shard's events of their handoffs
-    // away were lost with its crash (PostgreSQL was paused), so their places here are still open.
     const capturedAtMs = Date.now() - 10_000;
     const w = new World(16);
-    const players = new Map<number, string>();
-    for (const [i, p] of ['dee', 'eve', 'fay', 'gus'].entries()) players.set(w.spawn(i, i, KIND_PLAYER), p);
-    const outbox = new PostgresOutbox(pool);
-    await outbox.append(
-      key,
-      [...players.values()].map((p, i) => ({
-        type: 'player_joined' as const,
-        playerId: p,
-        at: capturedAtMs - 2000,
-        eventKey: `${name}-${i}`,
-      })),
-    );
-    // On a shard that is no neighbour of this one: dee played there 5 s after the capture (walked
-    // on since); eve within the clocks' margin of it (a handoff here just before the capture, on a
-    // clock ahead, looks so); fay too, and that shard then restarted without her (its release is
-    // her last event there). gus played on in another instance of the world.
-    const far = { ...key, shard: 'test-0-8' };
-    const event = (playerId: string, type: 'player_joined' | 'player_left', after: number, more = {}) => ({
+    const saved = new Map<number, string>();
+    for (const [i, p] of players.entries()) saved.set(w.spawn(i, i, KIND_PLAYER), p);
+    const event: EventAfter = (playerId, type, after, more = {}) => ({
       type,
       playerId,
       at: capturedAtMs + after,
       eventKey: `${name}-${playerId}-${type}-${after}`,
       ...more,
     });
-    await outbox.append(far, [
-      event('dee', 'player_joined', 5000, { handedOver: true }),
-      event('eve', 'player_joined', 1000, { handedOver: true }),
-      event('fay', 'player_joined', 5000, { handedOver: true }),
-      event('fay', 'player_left', 6000, { drained: true }),
-    ]);
-    await outbox.append({ ...far, instance: 1 }, [event('gus', 'player_joined', 5000)]);
-    await new PostgresSnapshotStore(pool).save(key, { tick: 40, state: encodeState(40, w, players), capturedAtMs });
+    const outbox = new PostgresOutbox(pool);
+    for (const [at, events] of appends(key, event)) await outbox.append(at, events);
+    await new PostgresSnapshotStore(pool).save(key, { tick: 40, state: encodeState(40, w, saved), capturedAtMs });
     const t = await startTestShard({ AETHEX_GAMESERVER_SHARD_WORLD: name, AETHEX_GAMESERVER_PERSISTENCE_POSTGRES_URL: pgUrlIn(env.pgUrl) });
     try {
-      const restored = [...players].filter(([entityId]) => t.shard.engine.world.indexOf(entityId) >= 0).map(([, p]) => p);
-      expect(restored).toEqual(['eve', 'fay', 'gus']);
+      return [...saved].filter(([entityId]) => t.shard.engine.world.indexOf(entityId) >= 0).map(([, p]) => p);
     } finally {
       await t.stop();
     }
@@ -633,61 +626,65 @@ test('a player who played on another shard after the snapshot is not restored (i
     await pool.query('DELETE FROM shard_places WHERE world = $1', [name]).catch(() => undefined);
     await pool.end();
   }
+}
+
+test('a player who played on another shard after the snapshot is not restored (its handoff away lost with a crash): the events of the other shards say so', async () => {
+  // This shard's events of their handoffs away were lost with its crash (PostgreSQL was paused),
+  // so their places here are still open.
+  const restored = await restoredAfter(`${world}-moved-on`, ['dee', 'eve', 'fay', 'gus'], (key, event) => {
+    const far = { ...key, shard: 'test-0-8' };
+    return [
+      [key, ['dee', 'eve', 'fay', 'gus'].map((p) => event(p, 'player_joined', -2000))],
+      // On a shard that is no neighbour of this one: dee played there 5 s after the capture (walked
+      // on since); eve within the clocks' margin of it (a handoff here just before the capture, on
+      // a clock ahead, looks so); fay too, and that shard then restarted without her (its release
+      // is her last event there). gus played on in another instance of the world.
+      [
+        far,
+        [
+          event('dee', 'player_joined', 5000, { handedOver: true }),
+          event('eve', 'player_joined', 1000, { handedOver: true }),
+          event('fay', 'player_joined', 5000, { handedOver: true }),
+          event('fay', 'player_left', 6000, { drained: true }),
+        ],
+      ],
+      [{ ...far, instance: 1 }, [event('gus', 'player_joined', 5000)]],
+    ];
+  });
+  expect(restored).toEqual(['eve', 'fay', 'gus']);
 });
 
 test('a player who came back here after playing on another shard since the snapshot is restored: their last event there is a departure, so their entity is not there', async () => {
-  const pool = new pg.Pool({ connectionString: pgUrlIn(env.pgUrl), max: 1 });
-  const name = `${world}-came-back`;
-  const key = { namespace: '', world: name, instance: 0, shard: 'test-0-0' };
-  try {
-    await migrate(pool);
-    // Captured 10 s ago with hal, ida and jon in it; the shard crashed before it stored another.
-    const capturedAtMs = Date.now() - 10_000;
-    const w = new World(16);
-    const players = new Map<number, string>();
-    for (const [i, p] of ['hal', 'ida', 'jon'].entries()) players.set(w.spawn(i, i, KIND_PLAYER), p);
-    const outbox = new PostgresOutbox(pool);
-    const event = (playerId: string, type: 'player_joined' | 'player_left', after: number, more = {}) => ({
-      type,
-      playerId,
-      at: capturedAtMs + after,
-      eventKey: `${name}-${playerId}-${type}-${after}`,
-      ...more,
-    });
+  const restored = await restoredAfter(`${world}-came-back`, ['hal', 'ida', 'jon'], (key, event) => [
     // Here: both joined before the capture; hal walked on to a neighbour 5 s after it and came
     // back 8 s after it (his place here is open again); ida dropped here and rejoined (no events);
     // jon was handed in here half a second before the capture.
-    await outbox.append(key, [
-      event('hal', 'player_joined', -2000),
-      event('ida', 'player_joined', -2000),
-      event('jon', 'player_joined', -500, { handedOver: true }),
-      event('hal', 'player_left', 5000, { handedOver: true }),
-      event('hal', 'player_joined', 8000, { handedOver: true }),
-    ]);
+    [
+      key,
+      [
+        event('hal', 'player_joined', -2000),
+        event('ida', 'player_joined', -2000),
+        event('jon', 'player_joined', -500, { handedOver: true }),
+        event('hal', 'player_left', 5000, { handedOver: true }),
+        event('hal', 'player_joined', 8000, { handedOver: true }),
+      ],
+    ],
     // The neighbour: hal arrived and walked back here (its custody copy is gone: past CUSTODY_MS,
     // or that shard crashed too); jon's handoff in here, on a clock 3 s ahead of this shard's (its
     // copy went once the snapshot was stored). Another shard: ida joined afresh there meanwhile,
     // and left it.
-    await outbox.append({ ...key, shard: 'test-0-1' }, [
-      event('hal', 'player_joined', 5000, { handedOver: true }),
-      event('jon', 'player_left', 2500, { handedOver: true }),
-      event('hal', 'player_left', 8000, { handedOver: true }),
-    ]);
-    await outbox.append({ ...key, shard: 'test-0-2' }, [event('ida', 'player_joined', 4000), event('ida', 'player_left', 6000)]);
-    await new PostgresSnapshotStore(pool).save(key, { tick: 40, state: encodeState(40, w, players), capturedAtMs });
-    const t = await startTestShard({ AETHEX_GAMESERVER_SHARD_WORLD: name, AETHEX_GAMESERVER_PERSISTENCE_POSTGRES_URL: pgUrlIn(env.pgUrl) });
-    try {
-      // The copies here are their only ones: neither is dropped.
-      const restored = [...players].filter(([entityId]) => t.shard.engine.world.indexOf(entityId) >= 0).map(([, p]) => p);
-      expect(restored).toEqual(['hal', 'ida', 'jon']);
-    } finally {
-      await t.stop();
-    }
-  } finally {
-    await pool.query('DELETE FROM shard_outbox WHERE world = $1', [name]);
-    await pool.query('DELETE FROM shard_places WHERE world = $1', [name]).catch(() => undefined);
-    await pool.end();
-  }
+    [
+      { ...key, shard: 'test-0-1' },
+      [
+        event('hal', 'player_joined', 5000, { handedOver: true }),
+        event('jon', 'player_left', 2500, { handedOver: true }),
+        event('hal', 'player_left', 8000, { handedOver: true }),
+      ],
+    ],
+    [{ ...key, shard: 'test-0-2' }, [event('ida', 'player_joined', 4000), event('ida', 'player_left', 6000)]],
+  ]);
+  // The copies here are their only ones: none is dropped.
+  expect(restored).toEqual(['hal', 'ida', 'jon']);
 });
 
 test('a player who left between a snapshot’s capture and its store is not restored: the outbox is compared with the capture time, on the clock its events carry', async () => {

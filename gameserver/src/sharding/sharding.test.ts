@@ -298,7 +298,38 @@ async function twoRestoredWithPat(extraA: Partial<ConstructorParameters<typeof S
       deliver();
     };
   };
-  return { a, b, aSharding, bSharding, toA, toB, leftN, pat, places, deliver, holders, cutLinks };
+  /** Gates each link between A and B on its own flag, both down: what it returns sets them. */
+  const gateLinks = () => {
+    const up = { toA: false, toB: false };
+    gated(toB, () => up.toB);
+    gated(toA, () => up.toA);
+    return up;
+  };
+  /** Pat rejoins each of `engines`' copies in turn and drops there. */
+  const rejoinsAndDrops = (...engines: ShardEngine[]) => {
+    for (const e of engines) {
+      expect(e.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
+      e.suspend(1);
+    }
+  };
+  return { a, b, aSharding, bSharding, toA, toB, leftN, pat, places, deliver, holders, cutLinks, gateLinks, rejoinsAndDrops };
+}
+
+/** Moves `pat` on `engine` to x (past the border) and steps `sharding`: on offer, the offer lost with the link. */
+function offerPat(engine: ShardEngine, sharding: Sharding, pat: number, x: number): void {
+  engine.world.x[engine.world.indexOf(pat)] = x;
+  sharding.afterStep();
+  expect(engine.world.mode[engine.world.indexOf(pat)]).toBe(MODE_OFFERED);
+}
+
+/** Steps `sharding` past the handoff timeout: its undecided offers roll back. */
+function timeOutOffers(sharding: Sharding): void {
+  const clock = vi.spyOn(performance, 'now').mockReturnValue(performance.now() + 1001);
+  try {
+    sharding.afterStep();
+  } finally {
+    clock.mockRestore();
+  }
 }
 
 test('two shards restored with one player waiting: the one the player rejoins claims the entity, and the other drops its stale copy', async () => {
@@ -441,13 +472,10 @@ test('both links down: a player who dropped on one restored copy and plays on th
 });
 
 test('two copies whose player dropped on each while the links were down: the claims say when, and the older copy goes (no second player_left)', async () => {
-  const { a, b, pat, places, holders, cutLinks } = await twoRestoredWithPat();
+  const { a, b, pat, places, holders, cutLinks, rejoinsAndDrops } = await twoRestoredWithPat();
   const reconnect = cutLinks();
   // Both links down: pat rejoins B's copy and drops there, then rejoins A's copy and drops there.
-  expect(b.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
-  b.suspend(1);
-  expect(a.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
-  a.suspend(1);
+  rejoinsAndDrops(b, a);
   places.length = 0;
   reconnect();
   // Each claim says pat is away, and since when: B's copy is the older and goes, freed as a move
@@ -466,20 +494,12 @@ test('a player who dropped on a copy on offer, then on the other copy before the
   expect(a.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
   // On B pat walks to A's region: offered (the offer is lost with the link), and their client
   // there drops while it is on offer.
-  b.world.x[b.world.indexOf(pat)] = 90;
-  bSharding.afterStep();
-  expect(b.world.mode[b.world.indexOf(pat)]).toBe(MODE_OFFERED);
+  offerPat(b, bSharding, pat, 90);
   b.suspend(1);
   // Then their client on A drops: A's copy is the one pat played last.
   a.suspend(1);
   // B's offer is not accepted in time: rolled back, its copy waits for pat.
-  const at = performance.now() + 1001;
-  const clock = vi.spyOn(performance, 'now').mockReturnValue(at);
-  try {
-    bSharding.afterStep();
-  } finally {
-    clock.mockRestore();
-  }
+  timeOutOffers(bSharding);
   expect(b.world.mode[b.world.indexOf(pat)]).toBe(MODE_DORMANT);
   reconnect();
   // Kept, B's copy (older) refuses A's offers of pat and ends in a second player_left; dropped,
@@ -496,20 +516,12 @@ test('a player who dropped on one copy, then on the other while it was on offer:
   expect(b.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
   b.suspend(1);
   expect(a.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
-  a.world.x[a.world.indexOf(pat)] = 110;
-  aSharding.afterStep();
-  expect(a.world.mode[a.world.indexOf(pat)]).toBe(MODE_OFFERED);
+  offerPat(a, aSharding, pat, 110);
   a.suspend(1);
   // The links come up while A's offer is undecided: A's claim names pat away, B's finds A's copy on offer.
   reconnect();
   // The offer is not accepted in time: rolled back, A's copy waits for pat.
-  const at = performance.now() + 1001;
-  const clock = vi.spyOn(performance, 'now').mockReturnValue(at);
-  try {
-    aSharding.afterStep();
-  } finally {
-    clock.mockRestore();
-  }
+  timeOutOffers(aSharding);
   expect(a.world.mode[a.world.indexOf(pat)]).toBe(MODE_DORMANT);
   // Kept, B's copy (the older: A's claim said no time) would end in a second player_left at its
   // rejoin window; A's waits for pat.
@@ -522,22 +534,14 @@ test('a copy named away in a claim sent while it was on offer, then rolled back 
   // Both links down: pat rejoins A's copy, walks to B's region (offered, the offer lost with the
   // link) and drops while it is on offer; then rejoins B's copy and drops there, later.
   expect(a.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
-  a.world.x[a.world.indexOf(pat)] = 110;
-  aSharding.afterStep();
-  expect(a.world.mode[a.world.indexOf(pat)]).toBe(MODE_OFFERED);
+  offerPat(a, aSharding, pat, 110);
   a.suspend(1);
   expect(b.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
   b.suspend(1);
   // The links come up while A's offer is undecided: each claim names pat away; B's copy (dropped
   // later) stays, and B's claim finds A's on offer.
   reconnect();
-  const at = performance.now() + 1001;
-  const clock = vi.spyOn(performance, 'now').mockReturnValue(at);
-  try {
-    aSharding.afterStep();
-  } finally {
-    clock.mockRestore();
-  }
+  timeOutOffers(aSharding);
   expect(a.world.mode[a.world.indexOf(pat)]).toBe(MODE_DORMANT);
   expect(holders()).toEqual({ onA: true, onB: true });
   // Pat rejoins A's copy: A claims it again (as for any copy it named away), and B's goes — kept, it
@@ -550,14 +554,11 @@ test('a copy named away in a claim sent while it was on offer, then rolled back 
 });
 
 test('a copy both restored shards kept against away claims without drop times (an older build): the one the player rejoins claims it, and the other drops its copy', async () => {
-  const { a, b, aSharding, bSharding, toA, toB, leftN, pat, holders } = await twoRestoredWithPat();
+  const { a, b, aSharding, bSharding, toA, toB, leftN, pat, holders, rejoinsAndDrops } = await twoRestoredWithPat();
   const up = { links: false };
   for (const t of [toA, toB]) gated(t, () => up.links);
   // Both links down: pat rejoins B's copy and drops there, then rejoins A's copy and drops there.
-  expect(b.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
-  b.suspend(1);
-  expect(a.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
-  a.suspend(1);
+  rejoinsAndDrops(b, a);
   // The links come up; the claims go as a build before away_dropped_at sends them.
   up.links = true;
   aSharding.onOutboundUp(right, 2);
@@ -579,15 +580,10 @@ test('a copy both restored shards kept against away claims without drop times (a
 });
 
 test("a copy spared by a neighbour for this shard's away claim (its player dropped there later): the player rejoining here claims it, and the neighbour drops its copy", async () => {
-  const { a, b, aSharding, bSharding, toA, toB, leftN, pat, holders } = await twoRestoredWithPat();
-  const up = { toA: false, toB: false };
-  gated(toB, () => up.toB);
-  gated(toA, () => up.toA);
+  const { a, b, aSharding, bSharding, toA, toB, leftN, pat, holders, gateLinks, rejoinsAndDrops } = await twoRestoredWithPat();
+  const up = gateLinks();
   // Both links down: pat rejoins B's copy and drops there, then rejoins A's copy and drops there.
-  expect(b.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
-  b.suspend(1);
-  expect(a.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
-  a.suspend(1);
+  rejoinsAndDrops(b, a);
   // B's link to A comes up: its claim says pat is away from B since before pat dropped on A, so A
   // keeps its copy (A's link to B stays down).
   up.toA = true;
@@ -605,15 +601,10 @@ test("a copy spared by a neighbour for this shard's away claim (its player dropp
 });
 
 test('an away claim whose player dropped on the claimer after they dropped here drops the copy here at once, the older', async () => {
-  const { a, b, aSharding, bSharding, toA, toB, leftN, pat, holders } = await twoRestoredWithPat();
-  const up = { toA: false, toB: false };
-  gated(toB, () => up.toB);
-  gated(toA, () => up.toA);
+  const { a, b, aSharding, bSharding, toA, toB, leftN, pat, holders, gateLinks, rejoinsAndDrops } = await twoRestoredWithPat();
+  const up = gateLinks();
   // Both links down: pat rejoins A's copy and drops there, then rejoins B's copy and drops there.
-  expect(a.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
-  a.suspend(1);
-  expect(b.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
-  b.suspend(1);
+  rejoinsAndDrops(a, b);
   // B's link to A comes up (A's stays down): B's claim says pat dropped there after they dropped on A.
   up.toA = true;
   bSharding.onOutboundUp(leftN, 1);
