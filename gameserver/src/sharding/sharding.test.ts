@@ -315,6 +315,13 @@ async function twoRestoredWithPat(extraA: Partial<ConstructorParameters<typeof S
   return { a, b, aSharding, bSharding, toA, toB, leftN, pat, places, deliver, holders, cutLinks, gateLinks, rejoinsAndDrops };
 }
 
+/** An empty state of shard 1 (B), as a new run of it restores from a snapshot without players. */
+async function emptyStateOfB(): Promise<ShardState> {
+  const { decodeState, encodeState } = await import('../persist/state-codec.js');
+  const { World } = await import('../sim/world.js');
+  return decodeState(encodeState(3, new World(16, idRange(1).first, idRange(1).limit), new Map()), 16);
+}
+
 /** Moves `pat` on `engine` to x (past the border) and steps `sharding`: on offer, the offer lost with the link. */
 function offerPat(engine: ShardEngine, sharding: Sharding, pat: number, x: number): void {
   engine.world.x[engine.world.indexOf(pat)] = x;
@@ -1586,9 +1593,7 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
     handOver(first);
     expect(first.b.world.indexOf(bob)).toBeGreaterThanOrEqual(0);
     // B crashes before storing; its next run restores a snapshot from before bob came.
-    const { decodeState, encodeState } = await import('../persist/state-codec.js');
-    const { World } = await import('../sim/world.js');
-    const empty = decodeState(encodeState(3, new World(16, idRange(1).first, idRange(1).limit), new Map()), 16);
+    const empty = await emptyStateOfB();
     const asked: string[][] = [];
     const second = run(
       2,
@@ -1629,9 +1634,7 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
     const first = run(1);
     const bob = crossing(1, 'bob', [4, 2]);
     handOver(first);
-    const { decodeState, encodeState } = await import('../persist/state-codec.js');
-    const { World } = await import('../sim/world.js');
-    const empty = decodeState(encodeState(3, new World(16, idRange(1).first, idRange(1).limit), new Map()), 16);
+    const empty = await emptyStateOfB();
     // B's previous run adopted bob and crashed before storing him; A, which keeps its copy, is
     // paused past B's settle time: its link to the new run is not up.
     let t = 0;
@@ -1722,9 +1725,7 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
       const first = run(1);
       const bob = crossing(1, 'bob', [4, 2]);
       handOver(first);
-      const { decodeState, encodeState } = await import('../persist/state-codec.js');
-      const { World } = await import('../sim/world.js');
-      const empty = decodeState(encodeState(3, new World(16, idRange(1).first, idRange(1).limit), new Map()), 16);
+      const empty = await emptyStateOfB();
       // The new run's store hangs (PostgreSQL paused), and it is past its settle time already.
       let t = 0;
       const second = run(
@@ -1910,9 +1911,7 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
   });
 
   test('a copy arriving late does not replace an entity its player played here since the start (and dropped again)', async () => {
-    const { decodeState, encodeState } = await import('../persist/state-codec.js');
-    const { World } = await import('../sim/world.js');
-    const empty = decodeState(encodeState(3, new World(16, idRange(1).first, idRange(1).limit), new Map()), 16);
+    const empty = await emptyStateOfB();
     const third: Neighbour = { shard: 2, name: 'w-1-1', region: { minX: 100, minY: 100, maxX: 200, maxY: 200 }, address: '127.0.0.1:2' };
     const copy = (generation: number, state: number) => handedBack(78, 'hana', generation, { state: new Uint8Array([state]) });
     const { run } = world();
@@ -1937,9 +1936,7 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
     let clock = 0;
     const lines: Record<string, unknown>[] = [];
     const log = createLogger('sharding-test', 'info', { write: (line: string) => lines.push(JSON.parse(line)) });
-    const { decodeState, encodeState } = await import('../persist/state-codec.js');
-    const { World } = await import('../sim/world.js');
-    const empty = decodeState(encodeState(3, new World(16, idRange(1).first, idRange(1).limit), new Map()), 16);
+    const empty = await emptyStateOfB();
     const { run } = world({ now: () => clock });
     const b = run(2, { restored: true, now: () => clock, log }, empty);
     expect(b.bSharding.settled).toBe(false);
@@ -2277,9 +2274,7 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
 
   test('claims are kept for CUSTODY_MS after the start, past a shorter rejoin window: a copy arriving late is not taken for an entity a neighbour owns', async () => {
     let clock = 0;
-    const { decodeState, encodeState } = await import('../persist/state-codec.js');
-    const { World } = await import('../sim/world.js');
-    const empty = decodeState(encodeState(3, new World(16, idRange(1).first, idRange(1).limit), new Map()), 16);
+    const empty = await emptyStateOfB();
     const third: Neighbour = { shard: 2, name: 'w-1-1', region: { minX: 100, minY: 100, maxX: 200, maxY: 200 }, address: '127.0.0.1:2' };
     const { run } = world({ now: () => clock });
     const b = run(
@@ -2304,9 +2299,7 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
   });
 
   test('a claim naming an entity as handed on from the claimer (played_earlier) does not keep a copy of it handed back from being taken', async () => {
-    const { decodeState, encodeState } = await import('../persist/state-codec.js');
-    const { World } = await import('../sim/world.js');
-    const empty = decodeState(encodeState(3, new World(16, idRange(1).first, idRange(1).limit), new Map()), 16);
+    const empty = await emptyStateOfB();
     const third: Neighbour = { shard: 2, name: 'w-1-1', region: { minX: 100, minY: 100, maxX: 200, maxY: 200 }, address: '127.0.0.1:2' };
     const { run } = world();
     const b = run(2, { restored: true, placement: { ...placementB, neighbours: [leftN, third] } }, empty);
@@ -2324,9 +2317,7 @@ describe('custody: the shard that hands an entity over keeps a copy until the ne
   ])(
     'a claim naming an entity as handed on from the claimer after this run started, and a copy of it handed back: the copy, older, is not kept (%s)',
     async (_, claimFirst) => {
-      const { decodeState, encodeState } = await import('../persist/state-codec.js');
-      const { World } = await import('../sim/world.js');
-      const empty = decodeState(encodeState(3, new World(16, idRange(1).first, idRange(1).limit), new Map()), 16);
+      const empty = await emptyStateOfB();
       const third: Neighbour = { shard: 2, name: 'w-1-1', region: { minX: 100, minY: 100, maxX: 200, maxY: 200 }, address: '127.0.0.1:2' };
       const { run } = world();
       const places: string[] = [];
