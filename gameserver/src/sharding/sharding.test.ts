@@ -650,12 +650,7 @@ async function patWalksToCorner(rejoins?: (a: ShardEngine, b: ShardEngine, pat: 
     expect(a.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
   }
   toB.sent.splice(0);
-  a.world.x[a.world.indexOf(pat)] = 110;
-  a.world.y[a.world.indexOf(pat)] = 20;
-  aSharding.afterStep();
-  const o = toB.sent.find((m) => m.handoffOffer)?.handoffOffer as aethex.v1.IHandoffOffer;
-  aSharding.onMessage(corner, wire({ handoffAccept: { offerId: o.offerId, entityId: o.entityId, resumeToken: 't', address: 'x' } }));
-  expect(toB.sent.some((m) => m.handoffCommit)).toBe(true);
+  aHandsPatToCorner(a, aSharding, corner, pat, toB.sent);
   /** A's link to B comes up: the claim A sends then, delivered to B with the rest. */
   const aToBUp = () => {
     toB.sent.splice(0);
@@ -681,6 +676,16 @@ test('a claim held back for an entity whose player walked on to a third shard do
   // and end in a player_left at B's rejoin window for a player still playing (before 55c0a1b it went).
   expect({ ids: claim.entityIds, away: claim.awayIds, onB: b.world.indexOf(pat) >= 0 }).toEqual({ ids: [pat], away: [], onB: false });
 });
+
+/** A hands pat on to the corner (from (110, 20)): offered (the offer among `sent`), accepted and committed. */
+function aHandsPatToCorner(a: ShardEngine, aSharding: Sharding, corner: Neighbour, pat: number, sent: aethex.v1.IShardMessage[]): void {
+  a.world.x[a.world.indexOf(pat)] = 110;
+  a.world.y[a.world.indexOf(pat)] = 20;
+  aSharding.afterStep();
+  const o = sent.find((m) => m.handoffOffer)?.handoffOffer as aethex.v1.IHandoffOffer;
+  aSharding.onMessage(corner, wire({ handoffAccept: { offerId: o.offerId, entityId: o.entityId, resumeToken: 't', address: 'x' } }));
+  expect(sent.some((m) => m.handoffCommit)).toBe(true);
+}
 
 /** The corner hands pat to `to`: offered (standing at `position`) and committed. */
 function cornerHandsPat(
@@ -775,12 +780,7 @@ test('a claim lost with a link that died is sent again, with when it was handed 
   expect(toB.sent.map((m) => wire(m).ownershipClaim?.entityIds)).toEqual([[pat], [pat]]);
   toB.sent.splice(0);
   // Pat walks on from A to the corner (whose link to B is down): that handoff commits.
-  a.world.x[a.world.indexOf(pat)] = 110;
-  a.world.y[a.world.indexOf(pat)] = 20;
-  aSharding.afterStep();
-  const o = toB.sent.find((m) => m.handoffOffer)?.handoffOffer as aethex.v1.IHandoffOffer;
-  aSharding.onMessage(corner, wire({ handoffAccept: { offerId: o.offerId, entityId: o.entityId, resumeToken: 't', address: 'x' } }));
-  expect(toB.sent.some((m) => m.handoffCommit)).toBe(true);
+  aHandsPatToCorner(a, aSharding, corner, pat, toB.sent);
   // A's link to B comes back: the claim goes again, naming pat as handed on from A.
   toB.sent.splice(0);
   aSharding.onOutboundUp(right, 2);
@@ -847,12 +847,7 @@ async function patReachesBThroughTheCorner(o: { aToB: boolean; adoptAt: number; 
   if (o.aToB) aSharding.onOutboundUp(right, 2);
   expect(a.join(1, 'pat')).toMatchObject({ ok: true, entityId: pat });
   for (const m of toB.sent.splice(0)) bSharding.onMessage(leftN, wire(m));
-  a.world.x[a.world.indexOf(pat)] = 110;
-  a.world.y[a.world.indexOf(pat)] = 20;
-  aSharding.afterStep();
-  const offer = toCorner.find((m) => m.handoffOffer)?.handoffOffer as aethex.v1.IHandoffOffer;
-  aSharding.onMessage(corner, wire({ handoffAccept: { offerId: offer.offerId, entityId: pat, resumeToken: 't', address: 'x' } }));
-  expect(toCorner.some((m) => m.handoffCommit)).toBe(true);
+  aHandsPatToCorner(a, aSharding, corner, pat, toCorner);
   clock = o.adoptAt;
   cornerHandsPat(bSharding, corner, pat, { x: 120, y: 60 }, { generation: 2 });
   expect(bSharding.claimForJoin('pat')).toMatchObject({ entityId: pat });
@@ -2858,12 +2853,7 @@ test('a claim lost with a link that died with the receiver’s run goes to its n
     placement: { bounds: settings['engine.world_bounds'], shard: 1, region: right.region, address: '127.0.0.1:1', neighbours: [leftN] },
   });
   // Pat walks on from A to the corner (no neighbour of B): that handoff commits, and pat plays there.
-  a.world.x[a.world.indexOf(pat)] = 110;
-  a.world.y[a.world.indexOf(pat)] = 20;
-  aSharding.afterStep();
-  const o = toB.sent.find((m) => m.handoffOffer)?.handoffOffer as aethex.v1.IHandoffOffer;
-  aSharding.onMessage(corner, wire({ handoffAccept: { offerId: o.offerId, entityId: o.entityId, resumeToken: 't', address: 'x' } }));
-  expect(toB.sent.some((m) => m.handoffCommit)).toBe(true);
+  aHandsPatToCorner(a, aSharding, corner, pat, toB.sent);
   // A's link to B's run 3 comes up.
   toB.sent.splice(0);
   aSharding.onOutboundUp(right, 3);
